@@ -1,0 +1,566 @@
+"""The ledger application: one service for every command, query and lookup.
+
+Each command loads the aggregates it needs, lets them decide, and saves every new event of
+the command in one transaction — case events, directory entries and the audit chain hashes
+together — so a command either happened completely or not at all.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import (
+    IntegrityError,
+    Mapper,
+    OperationalError,
+    PersistenceError,
+    ProgrammingError,
+)
+
+from ledger.catalog import topic_of
+from ledger.codec import AvroEventCodec, AvroMapper, event_hash
+from ledger.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
+from ledger.domain import LEDGER_ACTIONS, Case, Context, LedgerEvent, Status
+from ledger.errors import (
+    BackendError,
+    ConflictError,
+    NotFound,
+    RuleViolation,
+    ValidationError,
+)
+from ledger.policy import ResponsePolicy
+from ledger.settings import LedgerSettings
+from ledger.values import SYSTEM, Actor, Channel, ContactDraft, Identity, require_utc
+
+T = TypeVar("T")
+
+_REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+_CORRELATION_NS = uuid5(NAMESPACE_URL, "https://caseledger.invalid/correlation")
+MAX_CONTACT_ATTEMPTS = 8
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+def new_reference() -> str:
+    """A case reference customers can read out on the phone: CL-XXXXX-XXXXX (50 random bits)."""
+    chars = "".join(secrets.choice(_REFERENCE_ALPHABET) for _ in range(10))
+    return f"CL-{chars[:5]}-{chars[5:]}"
+
+
+def normalise_reference(reference: str) -> str:
+    ref = reference.strip().upper()
+    if not ref.startswith("CL-"):
+        ref = "CL-" + ref
+    return ref
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContactOutcome:
+    """What an adapter tells the customer once a contact is recorded (or recognised again)."""
+
+    reference: str
+    case_id: UUID
+    customer_id: str
+    contact_id: str
+    acknowledgement_id: str
+    acknowledgement: str
+    respond_by: datetime
+    duplicate: bool
+    opened_case: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class TickReport:
+    """What ``tick`` recorded: missed deadlines by kind, over how many cases."""
+
+    now: datetime
+    cases_checked: int
+    missed: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.missed.values())
+
+
+class CaseLedger(Application[UUID]):
+    """Every command of the case ledger, over one event store."""
+
+    name = "caseledger"
+
+    def __init__(
+        self,
+        settings: LedgerSettings | None = None,
+        *,
+        policy: ResponsePolicy | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.settings = settings or LedgerSettings.resolve()
+        self.codec = AvroEventCodec()
+        if policy is None:
+            path = self.settings.policy_path
+            policy = ResponsePolicy.from_toml(path) if path else ResponsePolicy.default()
+        self.policy = policy
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        with translate_errors(self.settings.store.describe()):
+            super().__init__(env=self.settings.store.eventsourcing_env())
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return AvroMapper(self.codec)
+
+    # -- saving -------------------------------------------------------------------------------------
+
+    def chain(self, *aggregates: Aggregate | None) -> None:
+        """Fill in ``previous_hash`` of each new event and encode it once (the audit hash chain)."""
+        for aggregate in aggregates:
+            if aggregate is None:
+                continue
+            head = aggregate.chain_head
+            for event in aggregate._pending_events:
+                object.__setattr__(event, "previous_hash", head)
+                data = self.codec.encode(event)  # type: ignore[arg-type]
+                vars(event)["_encoded"] = data
+                head = event_hash(data)
+            aggregate.chain_head = head
+
+    def record(self, *aggregates: Aggregate | None) -> None:
+        """Save the new events of ``aggregates`` in one transaction, chained and Avro-encoded."""
+        self.chain(*aggregates)
+        with translate_errors(self.settings.store.describe()):
+            self.save(*aggregates)
+
+    def _context(
+        self,
+        actor: Actor,
+        *,
+        channel: Channel | str | None = None,
+        occurred_at: datetime | None = None,
+        correlation_id: UUID | None = None,
+        causation_id: UUID | None = None,
+    ) -> Context:
+        now = self.clock()
+        at = require_utc(occurred_at, "occurred_at") if occurred_at else now
+        if at > now + FUTURE_TOLERANCE:
+            raise ValidationError(
+                f"occurred_at {at.isoformat()} is in the future (now {now.isoformat()}); check the clock"
+            )
+        return Context(
+            actor=actor,
+            occurred_at=at,
+            channel=Channel.parse(channel) if channel else None,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+
+    # -- lookups ------------------------------------------------------------------------------------
+
+    def get_case(self, reference: str) -> Case:
+        """The case with this reference; NotFound says how to look it up otherwise."""
+        ref = normalise_reference(reference)
+        try:
+            with translate_errors(self.settings.store.describe()):
+                return self.repository.get(case_id_for(ref))  # type: ignore[return-value]
+        except AggregateNotFoundError:
+            raise NotFound(
+                f"no case with reference {ref}; find a customer's cases with `caseledger cases CUSTOMER`"
+            ) from None
+
+    def find_by_message(self, channel: Channel | str, channel_message_id: str) -> Case:
+        """The case a channel message was recorded on."""
+        ch = Channel.parse(channel)
+        message = self._get_optional(ChannelMessage.id_for(ch, channel_message_id))
+        if message is None:
+            raise NotFound(f"no contact was recorded for {ch.value} message {channel_message_id!r}")
+        return self.repository.get(message.case_id)  # type: ignore[return-value]
+
+    def resolve_customer(self, who: str) -> str:
+        """A customer id from a customer id or an identity (email:…, phone:…, handle:…)."""
+        if self._get_optional(Customer.id_for(who)) is not None:
+            return who
+        try:
+            identity = Identity.parse(who)
+        except ValidationError:
+            identity = None
+        if identity is not None:
+            claim = self._get_optional(IdentityClaim.id_for(identity))
+            if claim is not None:
+                return claim.customer_id  # type: ignore[no-any-return]
+        raise NotFound(
+            f"no customer known as {who!r}; give a customer id or an identity such as email:jane@example.com"
+        )
+
+    def cases_of(self, who: str) -> list[Case]:
+        """Every case of a customer (by customer id or identity), oldest first."""
+        customer = self.repository.get(Customer.id_for(self.resolve_customer(who)))
+        return [self.get_case(ref) for ref in customer.cases]
+
+    def history(self, who: str) -> list[LedgerEvent]:
+        """Every event of a customer across cases and channels, in the order it was recorded.
+
+        Events of one case are in their exact recorded order; across cases they are merged by
+        recording time (the customer timeline projection gives the store's total order).
+        """
+        customer_id = self.resolve_customer(who)
+        customer_uuid = Customer.id_for(customer_id)
+        events: list[LedgerEvent] = list(self.events.get(customer_uuid))  # type: ignore[arg-type]
+        customer = self.repository.get(customer_uuid)
+        for ref in customer.cases:
+            events.extend(self.events.get(case_id_for(ref)))  # type: ignore[arg-type]
+        events.sort(key=lambda e: (e.timestamp, e.originator_version))
+        return events
+
+    def _get_optional(self, aggregate_id: UUID) -> Any | None:
+        try:
+            with translate_errors(self.settings.store.describe()):
+                return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+
+    # -- intake -----------------------------------------------------------------------------------
+
+    def record_contact(
+        self,
+        draft: ContactDraft,
+        *,
+        actor: Actor | None = None,
+        causation_id: UUID | None = None,
+    ) -> ContactOutcome:
+        """Record an inbound contact with its acknowledgement; idempotent on the channel message id."""
+        for _attempt in range(MAX_CONTACT_ATTEMPTS):
+            existing = self._get_optional(ChannelMessage.id_for(draft.channel, draft.channel_message_id))
+            if existing is not None:
+                return self._outcome_of(existing)
+            try:
+                return self._record_new_contact(draft, actor=actor, causation_id=causation_id)
+            except ConflictError:
+                # Another writer changed the case, took the reference or recorded this very
+                # message first: look again; a duplicate is answered from the stored contact.
+                continue
+        raise ConflictError(
+            f"{draft.channel.value} message {draft.channel_message_id!r} kept conflicting with "
+            f"concurrent writes after {MAX_CONTACT_ATTEMPTS} attempts; nothing was recorded, retry"
+        )
+
+    def _record_new_contact(
+        self, draft: ContactDraft, *, actor: Actor | None, causation_id: UUID | None
+    ) -> ContactOutcome:
+        correlation = uuid5(_CORRELATION_NS, f"{draft.channel.value}:{draft.channel_message_id}")
+        ctx = self._context(
+            actor or Actor(kind="customer", id=draft.customer_id or str(draft.identity)),
+            channel=draft.channel,
+            occurred_at=draft.occurred_at,
+            correlation_id=correlation,
+            causation_id=causation_id,
+        )
+        claim = self._get_optional(IdentityClaim.id_for(draft.identity))
+        new_claim = None
+        if draft.customer_id:
+            customer_id = draft.customer_id
+        elif claim is not None:
+            customer_id = claim.customer_id
+        else:
+            customer_id = str(draft.identity)
+        if claim is None:
+            new_claim = IdentityClaim.claim(draft.identity, customer_id=customer_id, ctx=ctx)
+        customer = self._get_optional(Customer.id_for(customer_id))
+        if customer is None:
+            customer = Customer.register(customer_id=customer_id, segment=draft.segment, ctx=ctx)
+        customer.link_identity(draft.identity, ctx=ctx)
+
+        opened = draft.case_reference is None
+        if draft.case_reference is not None:
+            case = self.get_case(draft.case_reference)
+            if case.customer_id != customer_id:
+                raise RuleViolation(
+                    f"case {case.reference} belongs to another customer; record the contact without "
+                    "a case reference to open a new case"
+                )
+        else:
+            reference = new_reference()
+            case = Case.open(
+                case_id=case_id_for(reference),
+                reference=reference,
+                customer_id=customer_id,
+                subject=draft.subject or draft.items[0],
+                category=draft.category,
+                segment=draft.segment,
+                ctx=ctx,
+            )
+            customer.link_case(case_id=case.id, reference=reference, ctx=ctx)
+        respond_by = self.policy.respond_by(
+            channel=draft.channel.value, category=draft.category or case.category, received_at=ctx.occurred_at
+        )
+        acknowledge_by = self.policy.acknowledge_by(channel=draft.channel.value, received_at=ctx.occurred_at)
+        contact_id, ack_id = case.receive_contact(
+            draft, ctx=ctx, respond_by=respond_by, acknowledge_by=acknowledge_by
+        )
+        message = ChannelMessage.register(
+            channel=draft.channel,
+            channel_message_id=draft.channel_message_id,
+            case_id=case.id,
+            reference=case.reference,
+            contact_id=contact_id,
+            acknowledgement_id=ack_id,
+            customer_id=customer_id,
+            ctx=ctx,
+        )
+        self.record(case, message, customer, new_claim)
+        return self._outcome(case, contact_id=contact_id, duplicate=False, opened=opened)
+
+    def _outcome_of(self, message: ChannelMessage) -> ContactOutcome:
+        case: Case = self.repository.get(message.case_id)  # type: ignore[assignment]
+        return self._outcome(case, contact_id=message.contact_id, duplicate=True, opened=False)
+
+    @staticmethod
+    def _outcome(case: Case, *, contact_id: str, duplicate: bool, opened: bool) -> ContactOutcome:
+        contact = case.contacts[contact_id]
+        ack_id = contact.acknowledgement_id
+        assert ack_id is not None and contact.respond_by is not None
+        return ContactOutcome(
+            reference=case.reference,
+            case_id=case.id,
+            customer_id=case.customer_id,
+            contact_id=contact_id,
+            acknowledgement_id=ack_id,
+            acknowledgement=case.messages[ack_id].text or "",
+            respond_by=contact.respond_by,
+            duplicate=duplicate,
+            opened_case=opened,
+        )
+
+    # -- commands on one case -----------------------------------------------------------------------
+
+    def _on_case(
+        self,
+        reference: str,
+        actor: Actor,
+        decide: Callable[[Case, Context], T],
+        *,
+        channel: Channel | str | None = None,
+        occurred_at: datetime | None = None,
+        causation_id: UUID | None = None,
+    ) -> T:
+        ctx = self._context(actor, channel=channel, occurred_at=occurred_at, causation_id=causation_id)
+        case = self.get_case(reference)
+        result = decide(case, ctx)
+        self.record(case)
+        return result
+
+    def respond(
+        self, reference: str, *, actor: Actor, body: str, answers: Sequence[str] = (), channel: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> str:
+        """Send a response answering the given items; returns the response id (R1, R2 …)."""
+        return self._on_case(
+            reference, actor, lambda c, x: c.respond(ctx=x, body=body, answers=list(answers)),
+            channel=channel, occurred_at=occurred_at,
+        )
+
+    def waive_item(self, reference: str, *, actor: Actor, item_id: str, reason: str) -> None:
+        self._on_case(reference, actor, lambda c, x: c.waive_item(ctx=x, item_id=item_id, reason=reason))
+
+    def make_promise(
+        self, reference: str, *, actor: Actor, channel: str, kind: str, terms: str, due_at: datetime,
+        confirmation_channel: str | None = None, occurred_at: datetime | None = None,
+    ) -> tuple[str, str | None]:
+        """Record a promise; returns (promise id, written confirmation id or None)."""
+        confirm = Channel.parse(confirmation_channel) if confirmation_channel else None
+        return self._on_case(
+            reference, actor,
+            lambda c, x: c.make_promise(ctx=x, kind=kind, terms=terms, due_at=due_at, confirmation_channel=confirm),
+            channel=channel, occurred_at=occurred_at,
+        )
+
+    def keep_promise(self, reference: str, *, actor: Actor, promise_id: str, evidence: str) -> None:
+        self._on_case(reference, actor, lambda c, x: c.keep_promise(ctx=x, promise_id=promise_id, evidence=evidence))
+
+    def withdraw_promise(self, reference: str, *, actor: Actor, promise_id: str, reason: str, notice: str) -> None:
+        self._on_case(
+            reference, actor,
+            lambda c, x: c.withdraw_promise(ctx=x, promise_id=promise_id, reason=reason, notice=notice),
+        )
+
+    def break_promise(self, reference: str, *, actor: Actor, promise_id: str, reason: str) -> None:
+        self._on_case(reference, actor, lambda c, x: c.break_promise(ctx=x, promise_id=promise_id, reason=reason))
+
+    def change_status(self, reference: str, *, actor: Actor, to_status: str, reason: str, notice: str) -> None:
+        self._on_case(
+            reference, actor, lambda c, x: c.change_status(ctx=x, to_status=to_status, reason=reason, notice=notice)
+        )
+
+    def close_case(
+        self, reference: str, *, actor: Actor, reason: str, notice: str,
+        waive: dict[str, str] | None = None,
+    ) -> None:
+        """Close a case; ``waive`` maps item or promise ids (Q…, P…) to the reason they are waived."""
+        waive = dict(waive or {})
+        items = {k: v for k, v in waive.items() if k.upper().startswith("Q")}
+        promises = {k: v for k, v in waive.items() if k.upper().startswith("P")}
+        unknown = set(waive) - set(items) - set(promises)
+        if unknown:
+            raise ValidationError(
+                f"can only waive items (Q…) and promises (P…), not {', '.join(sorted(unknown))}"
+            )
+        self._on_case(
+            reference, actor,
+            lambda c, x: c.close(ctx=x, reason=reason, notice=notice, waive_items=items, waive_promises=promises),
+        )
+
+    def cancel_case(self, reference: str, *, actor: Actor, reason: str, notice: str) -> None:
+        self._on_case(reference, actor, lambda c, x: c.cancel(ctx=x, reason=reason, notice=notice))
+
+    def reopen_case(self, reference: str, *, actor: Actor, reason: str, notice: str) -> None:
+        self._on_case(reference, actor, lambda c, x: c.reopen(ctx=x, reason=reason, notice=notice))
+
+    def assign(self, reference: str, *, actor: Actor, assignee: str | None, team: str | None = None) -> None:
+        self._on_case(reference, actor, lambda c, x: c.assign(ctx=x, assignee=assignee, team=team))
+
+    def hand_off(
+        self, reference: str, *, actor: Actor, to_assignee: str | None, to_team: str | None = None, note: str = ""
+    ) -> dict[str, Any]:
+        """Hand a case over; returns the brief the next agent receives."""
+        def decide(case: Case, ctx: Context) -> dict[str, Any]:
+            case.hand_off(ctx=ctx, to_assignee=to_assignee, to_team=to_team, note=note)
+            return case.brief()
+
+        return self._on_case(reference, actor, decide)
+
+    def escalate_to_human(
+        self, reference: str, *, actor: Actor, bot_id: str, waiting_since: datetime,
+        to_team: str | None = None, reason: str,
+    ) -> int:
+        """A chatbot passes the customer to a human; returns how many seconds they waited."""
+        return self._on_case(
+            reference, actor,
+            lambda c, x: c.escalate_to_human(
+                ctx=x, bot_id=bot_id, waiting_since=waiting_since, to_team=to_team, reason=reason
+            ),
+            channel=Channel.CHATBOT,
+        )
+
+    def propose_action(
+        self, reference: str, *, actor: Actor, rule_id: str, action: str, params: dict[str, str], rationale: str
+    ) -> str:
+        return self._on_case(
+            reference, actor,
+            lambda c, x: c.propose_action(ctx=x, rule_id=rule_id, action=action, params=params, rationale=rationale),
+        )
+
+    def approve_action(self, reference: str, *, actor: Actor, proposal_id: str, note: str = "") -> str:
+        """A human approves a proposal; the ledger executes its own actions in the same transaction.
+
+        Returns ``executed`` when the ledger carried the action out, ``approved`` when an outside
+        system must now execute it and report back with ``record_action_executed``.
+        """
+        def decide(case: Case, ctx: Context) -> str:
+            proposal = case.approve_action(ctx=ctx, proposal_id=proposal_id, note=note)
+            if proposal.action not in LEDGER_ACTIONS:
+                return "approved"
+            p = proposal.params
+            follow = Context(actor=ctx.actor, occurred_at=ctx.occurred_at, causation_id=ctx.causation_id)
+            if proposal.action == "change_status":
+                case.change_status(ctx=follow, to_status=p.get("to", ""), reason=p.get("reason", ""),
+                                   notice=p.get("notice", ""))
+            elif proposal.action == "close":
+                case.close(ctx=follow, reason=p.get("reason", ""), notice=p.get("notice", ""))
+            elif proposal.action == "cancel":
+                case.cancel(ctx=follow, reason=p.get("reason", ""), notice=p.get("notice", ""))
+            elif proposal.action == "respond":
+                answers = [a for a in p.get("answers", "").split(",") if a]
+                case.respond(ctx=follow, body=p.get("body", ""), answers=answers)
+            case.record_action_executed(ctx=follow, proposal_id=proposal_id, result=f"{proposal.action} done")
+            return "executed"
+
+        return self._on_case(reference, actor, decide)
+
+    def reject_action(self, reference: str, *, actor: Actor, proposal_id: str, reason: str) -> None:
+        self._on_case(reference, actor, lambda c, x: c.reject_action(ctx=x, proposal_id=proposal_id, reason=reason))
+
+    def record_action_executed(self, reference: str, *, actor: Actor, proposal_id: str, result: str) -> None:
+        self._on_case(
+            reference, actor, lambda c, x: c.record_action_executed(ctx=x, proposal_id=proposal_id, result=result)
+        )
+
+    def record_delivery(
+        self, reference: str, *, message_id: str, delivered_at: datetime, actor: Actor = SYSTEM,
+        causation_id: UUID | None = None,
+    ) -> None:
+        self._on_case(
+            reference, actor,
+            lambda c, x: c.record_delivery(ctx=x, message_id=message_id.upper(), delivered_at=delivered_at),
+            causation_id=causation_id,
+        )
+
+    def record_read(
+        self, reference: str, *, actor: Actor, message_id: str, read_at: datetime | None = None,
+        causation_id: UUID | None = None,
+    ) -> None:
+        self._on_case(
+            reference, actor,
+            lambda c, x: c.record_read(ctx=x, message_id=message_id.upper(), read_at=read_at or x.occurred_at),
+            causation_id=causation_id,
+        )
+
+    # -- deadlines ----------------------------------------------------------------------------------
+
+    def case_ids(self) -> Iterator[UUID]:
+        """Every case id in the order cases were opened (reads the notification log)."""
+        start = 1
+        topics = [topic_of("CaseOpened")]
+        while True:
+            with translate_errors(self.settings.store.describe()):
+                batch = self.recorder.select_notifications(start=start, limit=1000, topics=topics)
+            if not batch:
+                return
+            for notification in batch:
+                yield notification.originator_id  # type: ignore[misc]
+            start = batch[-1].id + 1
+
+    def tick(self, now: datetime | None = None, *, batch_size: int = 200) -> TickReport:
+        """Record a DeadlineMissed for every acknowledgement, response or promise past due, once."""
+        at = require_utc(now, "now") if now else self.clock()
+        ctx = Context(actor=SYSTEM, occurred_at=at)
+        missed: dict[str, int] = {}
+        checked = 0
+        pending: list[Case] = []
+        for case_id in self.case_ids():
+            case: Case = self.repository.get(case_id)  # type: ignore[assignment]
+            checked += 1
+            due = case.due_deadlines(at)
+            if not due:
+                continue
+            case.record_missed_deadlines(ctx=ctx, now=at)
+            for kind, _target, _due in due:
+                missed[kind] = missed.get(kind, 0) + 1
+            pending.append(case)
+            if len(pending) >= batch_size:
+                self.record(*pending)
+                pending = []
+        if pending:
+            self.record(*pending)
+        return TickReport(now=at, cases_checked=checked, missed=missed)
+
+    def active_cases(self) -> Iterator[Case]:
+        for case_id in self.case_ids():
+            case: Case = self.repository.get(case_id)  # type: ignore[assignment]
+            if case.status in Status.ACTIVE:
+                yield case
+
+
+@contextmanager
+def translate_errors(where: str) -> Iterator[None]:
+    """The one place where database errors become the ledger's own errors."""
+    try:
+        yield
+    except IntegrityError as error:
+        raise ConflictError(
+            "another command changed the same case first; nothing was recorded — reload and retry"
+        ) from error
+    except (OperationalError, ProgrammingError, PersistenceError) as error:
+        raise BackendError(f"{where}: {error}") from error

@@ -1,0 +1,267 @@
+"""Avro codec: the bytes the store keeps for an event, and publishes, are its Avro encoding.
+
+Each event is written as Avro *single-object encoding*: the two marker bytes ``C3 01``, the
+8-byte little-endian CRC-64-AVRO fingerprint of the writer schema, then the schemaless Avro
+body. The fingerprint tells any reader which schema wrote the bytes, so history written with
+an older version of a schema is read through Avro schema resolution into the current one.
+Older schema versions are kept in ``schemas/history/`` (the test suite checks every committed
+version is there).
+
+The event hash used by the audit chain is ``sha256`` over exactly these bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterator
+from functools import cached_property
+from importlib import resources
+from io import BytesIO
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import CanInitAggregate
+from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+from eventsourcing.utils import get_topic
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from ledger.catalog import EVENT_TYPES, name_of_topic
+from ledger.domain import LedgerEvent
+from ledger.errors import SchemaError
+
+MAGIC = b"\xc3\x01"
+HEADER_SIZE = 10
+ENVELOPE = "caseledger.Envelope"
+_ENVELOPE_ATTRS = {f.name for f in dataclasses.fields(LedgerEvent)}
+
+
+def schema_fingerprint(parsed: Any) -> bytes:
+    """CRC-64-AVRO fingerprint of a parsed schema, as the 8 bytes single-object encoding uses."""
+    return int(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"), 16).to_bytes(8, "little")
+
+
+def event_hash(data: bytes) -> bytes:
+    """The hash of one stored event: SHA-256 over its encoded bytes."""
+    return hashlib.sha256(data).digest()
+
+
+def schema_files() -> Iterator[tuple[str, str]]:
+    """(file name, JSON text) of every current schema shipped in the ``schemas`` package."""
+    root = resources.files("schemas")
+    for entry in sorted(root.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".avsc"):
+            yield entry.name, entry.read_text(encoding="utf-8")
+
+
+def history_files() -> Iterator[tuple[str, str]]:
+    """(file name, JSON text) of every retired schema version kept in ``schemas/history``."""
+    root = resources.files("schemas").joinpath("history")
+    if root.is_dir():
+        for entry in sorted(root.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".avsc"):
+                yield entry.name, entry.read_text(encoding="utf-8")
+
+
+def parse_event_schema(text: str | dict[str, Any], envelope: dict[str, Any]) -> Any:
+    """Parse one event schema, resolving the shared envelope type."""
+    named: dict[str, Any] = {}
+    parse_schema(envelope, named_schemas=named)
+    schema = json.loads(text) if isinstance(text, str) else text
+    return parse_schema(schema, named_schemas=named)
+
+
+@dataclasses.dataclass(frozen=True)
+class EventSchema:
+    """One event type's current schema and how its fields map to the domain event."""
+
+    name: str
+    event_class: type[LedgerEvent]
+    parsed: Any
+    header: bytes
+    fields: tuple[str, ...]
+    has_case_id_field: bool
+    is_creation: bool
+
+
+class AvroEventCodec:
+    """Encodes ledger events to Avro single-object bytes and decodes them back."""
+
+    def __init__(self) -> None:
+        files = dict(schema_files())
+        envelope_text = files.pop(f"{ENVELOPE}.avsc", None)
+        if envelope_text is None:
+            raise SchemaError("schemas/caseledger.Envelope.avsc is missing from the installation")
+        self.envelope = json.loads(envelope_text)
+        self._by_name: dict[str, EventSchema] = {}
+        self._by_class: dict[type, EventSchema] = {}
+        self._writers: dict[bytes, Any] = {}
+        for file_name, text in files.items():
+            name = file_name.removesuffix(".avsc")
+            cls = EVENT_TYPES.get(name)
+            if cls is None:
+                raise SchemaError(f"schemas/{file_name} names no event type the ledger knows")
+            parsed = parse_event_schema(text, self.envelope)
+            header = MAGIC + schema_fingerprint(parsed)
+            own = tuple(f["name"] for f in parsed["fields"] if f["name"] != "envelope")
+            spec = EventSchema(
+                name=name,
+                event_class=cls,
+                parsed=parsed,
+                header=header,
+                fields=own,
+                has_case_id_field="case_id" in {f.name for f in dataclasses.fields(cls)},
+                is_creation=issubclass(cls, CanInitAggregate),
+            )
+            self._by_name[name] = spec
+            self._by_class[cls] = spec
+            self._writers[header[2:]] = parsed
+        missing = sorted(set(EVENT_TYPES) - set(self._by_name))
+        if missing:
+            raise SchemaError(f"no schema under schemas/ for event types: {', '.join(missing)}")
+        for file_name, text in history_files():
+            parsed = parse_event_schema(text, self.envelope)
+            self._writers.setdefault(schema_fingerprint(parsed), parsed)
+
+    # -- lookups ------------------------------------------------------------------------------------
+
+    def schema(self, name: str) -> EventSchema:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise SchemaError(f"unknown event type {name!r}") from None
+
+    def schema_for(self, event: LedgerEvent) -> EventSchema:
+        return self._by_class[type(event)]
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    @cached_property
+    def _aggregate_topics(self) -> dict[str, str]:
+        topics = {}
+        for name, spec in self._by_name.items():
+            if spec.is_creation:
+                outer = spec.event_class.__qualname__.rsplit(".", 1)[0]
+                module = __import__(spec.event_class.__module__, fromlist=[outer])
+                topics[name] = get_topic(getattr(module, outer))
+        return topics
+
+    # -- encoding -----------------------------------------------------------------------------------
+
+    def encode(self, event: LedgerEvent) -> bytes:
+        """The Avro single-object bytes of a domain event."""
+        spec = self._by_class.get(type(event))
+        if spec is None:
+            raise SchemaError(f"{type(event).__qualname__} is not an event type of the ledger")
+        state = vars(event)
+        record: dict[str, Any] = {
+            "envelope": {
+                "event_id": state["event_id"],
+                "aggregate_id": state["originator_id"],
+                "aggregate_version": state["originator_version"],
+                "case_id": state["case_id"] if spec.has_case_id_field else state["originator_id"],
+                "customer_id": state["customer_id"],
+                "occurred_at": state["occurred_at"],
+                "recorded_at": state["timestamp"],
+                "actor": {"kind": state["actor_kind"], "id": state["actor_id"]},
+                "channel": state["channel"],
+                "correlation_id": state["correlation_id"],
+                "causation_id": state["causation_id"],
+                "previous_hash": state["previous_hash"],
+            }
+        }
+        for name in spec.fields:
+            record[name] = state[name]
+        out = BytesIO()
+        out.write(spec.header)
+        try:
+            schemaless_writer(out, spec.parsed, record, strict_allow_default=True)
+        except (ValueError, TypeError, KeyError) as error:
+            raise SchemaError(f"{spec.name} does not fit schemas/{spec.name}.avsc: {error}") from error
+        return out.getvalue()
+
+    def decode_record(self, name: str, data: bytes) -> dict[str, Any]:
+        """The Avro record in ``data``, resolved into the current schema of ``name``."""
+        spec = self.schema(name)
+        if len(data) < HEADER_SIZE or data[:2] != MAGIC:
+            raise SchemaError(f"{name}: bytes are not Avro single-object encoded (no C3 01 marker)")
+        fp = data[2:HEADER_SIZE]
+        writer = self._writers.get(fp)
+        if writer is None:
+            raise SchemaError(
+                f"{name}: written with an unknown schema (fingerprint {fp.hex()}); "
+                "keep every retired schema version in schemas/history/"
+            )
+        try:
+            return schemaless_reader(BytesIO(data[HEADER_SIZE:]), writer, spec.parsed)  # type: ignore[return-value]
+        except Exception as error:  # fastavro raises many types for corrupt input
+            raise SchemaError(f"{name}: cannot decode event bytes: {error}") from error
+
+    def decode(self, name: str, data: bytes) -> LedgerEvent:
+        """The domain event in ``data``."""
+        spec = self.schema(name)
+        record = self.decode_record(name, data)
+        env = record.pop("envelope")
+        state: dict[str, Any] = {
+            "originator_id": env["aggregate_id"],
+            "originator_version": env["aggregate_version"],
+            "timestamp": env["recorded_at"],
+            "event_id": env["event_id"],
+            "customer_id": env["customer_id"],
+            "occurred_at": env["occurred_at"],
+            "actor_kind": env["actor"]["kind"],
+            "actor_id": env["actor"]["id"],
+            "channel": env["channel"],
+            "correlation_id": env["correlation_id"],
+            "causation_id": env["causation_id"],
+            "previous_hash": env["previous_hash"],
+        }
+        if spec.has_case_id_field:
+            state["case_id"] = env["case_id"]
+        if spec.is_creation:
+            state["originator_topic"] = self._aggregate_topics[name]
+        for field_name in spec.fields:
+            state[field_name] = record[field_name]
+        event = object.__new__(spec.event_class)
+        object.__setattr__(event, "__dict__", state)
+        return event
+
+
+class _UnusedTranscoder(Transcoder):
+    """The Avro mapper encodes whole events itself; eventsourcing still wants a transcoder."""
+
+    def encode(self, obj: Any) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> Any:
+        raise NotImplementedError
+
+
+class AvroMapper(Mapper[UUID]):
+    """eventsourcing mapper whose stored state is the event's Avro single-object bytes."""
+
+    def __init__(self, codec: AvroEventCodec) -> None:
+        super().__init__(transcoder=_UnusedTranscoder())
+        self.codec = codec
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        # The application encodes each new event once, to chain its hash; reuse those bytes.
+        data = vars(domain_event).pop("_encoded", None)
+        if data is None:
+            data = self.codec.encode(domain_event)
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=get_topic(type(domain_event)),
+            state=data,
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        event = self.codec.decode(name_of_topic(stored_event.topic), bytes(stored_event.state))
+        # Lets the aggregate know the hash of its last stored event (see LedgerEvent.mutate).
+        vars(event)["_stored_hash"] = event_hash(bytes(stored_event.state))
+        return event

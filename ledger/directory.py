@@ -1,0 +1,153 @@
+"""Directory aggregates: how a case is found by channel message, customer or identity.
+
+Each is a name-based aggregate (its id is a UUID5 of what it indexes), created in the same
+transaction as the case events it points to. Two concurrent writers of the same channel
+message therefore collide on the store's unique (id, version) key: one wins, the other is
+told the message is already recorded. That is what makes intake idempotent on
+(channel, channel message id) without a separate lock.
+"""
+
+from __future__ import annotations
+
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from ledger.domain import Context, LedgerEvent, envelope
+from ledger.values import Channel, Identity
+
+_NAMESPACE = uuid5(NAMESPACE_URL, "https://caseledger.invalid/ids")
+
+
+def case_id_for(reference: str) -> UUID:
+    """A case's id is derived from its reference, so a reference finds its case directly."""
+    return uuid5(_NAMESPACE, f"case:{reference.strip().upper()}")
+
+
+class ChannelMessage(Aggregate):
+    """A message a channel delivered to us, identified by the channel's own message id."""
+
+    class MessageRegistered(LedgerEvent, Aggregate.Created):
+        case_id: UUID
+        channel_message_id: str
+        reference: str
+        contact_id: str
+        acknowledgement_id: str
+
+        def apply(self, message: ChannelMessage) -> None:
+            message.case_id = self.case_id
+            message.reference = self.reference
+            message.contact_id = self.contact_id
+            message.acknowledgement_id = self.acknowledgement_id
+            message.channel = self.channel
+            message.channel_message_id = self.channel_message_id
+            message.chain_head = None
+
+    @staticmethod
+    def id_for(channel: Channel, channel_message_id: str) -> UUID:
+        return uuid5(_NAMESPACE, f"message:{channel.value}:{channel_message_id}")
+
+    @classmethod
+    def register(
+        cls,
+        *,
+        channel: Channel,
+        channel_message_id: str,
+        case_id: UUID,
+        reference: str,
+        contact_id: str,
+        acknowledgement_id: str,
+        customer_id: str,
+        ctx: Context,
+    ) -> ChannelMessage:
+        return cls._create(
+            cls.MessageRegistered,
+            id=cls.id_for(channel, channel_message_id),
+            case_id=case_id,
+            channel_message_id=channel_message_id,
+            reference=reference,
+            contact_id=contact_id,
+            acknowledgement_id=acknowledgement_id,
+            **envelope(ctx, customer_id=customer_id, channel=channel),
+        )
+
+
+class Customer(Aggregate):
+    """A customer: the identities they were known by and their cases, in order."""
+
+    class CustomerRegistered(LedgerEvent, Aggregate.Created):
+        segment: str | None
+
+        def apply(self, customer: Customer) -> None:
+            customer.customer_id = self.customer_id
+            customer.segment = self.segment
+            customer.identities = []
+            customer.cases = []
+            customer.chain_head = None
+
+    class IdentityLinked(LedgerEvent):
+        identity: dict[str, str]
+
+        def apply(self, customer: Customer) -> None:
+            customer.identities.append(f"{self.identity['kind']}:{self.identity['value']}")
+
+    class CaseLinked(LedgerEvent):
+        case_id: UUID
+        reference: str
+
+        def apply(self, customer: Customer) -> None:
+            customer.cases.append(self.reference)
+
+    @staticmethod
+    def id_for(customer_id: str) -> UUID:
+        return uuid5(_NAMESPACE, f"customer:{customer_id}")
+
+    @classmethod
+    def register(cls, *, customer_id: str, segment: str | None, ctx: Context) -> Customer:
+        return cls._create(
+            cls.CustomerRegistered,
+            id=cls.id_for(customer_id),
+            segment=segment,
+            **envelope(ctx, customer_id=customer_id),
+        )
+
+    def link_identity(self, identity: Identity, *, ctx: Context) -> None:
+        if str(identity) not in self.identities:
+            self.trigger_event(
+                Customer.IdentityLinked,
+                identity=identity.as_record(),
+                **envelope(ctx, customer_id=self.customer_id),
+            )
+
+    def link_case(self, *, case_id: UUID, reference: str, ctx: Context) -> None:
+        self.trigger_event(
+            Customer.CaseLinked,
+            case_id=case_id,
+            reference=reference,
+            **envelope(ctx, customer_id=self.customer_id),
+        )
+
+
+class IdentityClaim(Aggregate):
+    """Which customer an identity (email, phone, handle, account) belongs to."""
+
+    class IdentityClaimed(LedgerEvent, Aggregate.Created):
+        identity: dict[str, str]
+
+        def apply(self, claim: IdentityClaim) -> None:
+            claim.customer_id = self.customer_id
+            claim.identity = f"{self.identity['kind']}:{self.identity['value']}"
+            claim.chain_head = None
+
+    @staticmethod
+    def id_for(identity: Identity) -> UUID:
+        return uuid5(_NAMESPACE, f"identity:{identity}")
+
+    @classmethod
+    def claim(cls, identity: Identity, *, customer_id: str, ctx: Context) -> IdentityClaim:
+        return cls._create(
+            cls.IdentityClaimed,
+            id=cls.id_for(identity),
+            identity=identity.as_record(),
+            **envelope(ctx, customer_id=customer_id),
+        )

@@ -1,0 +1,1082 @@
+"""The Case aggregate: every contact, promise and status change of a customer request as events.
+
+Rules are checked in the command methods, before an event is triggered; ``apply`` only evolves
+state, so replaying history never re-judges it. Every event carries the same envelope (who, when,
+on which channel, which contact started it, what caused it) so that an auditor can read any event
+on its own.
+
+Handles inside a case are short and human: contacts ``C1``, items (questions) ``Q1``,
+acknowledgements ``ACK1``, responses ``R1``, promises ``P1``, written confirmations ``W1``,
+customer notices ``N1``, proposed actions ``X1``, handoffs ``H1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import Aggregate
+
+from ledger.errors import RuleViolation, ValidationError
+from ledger.values import Actor, ActorKind, Channel, ContactDraft, require_utc
+
+
+class Status:
+    """Case statuses. ``closed`` and ``cancelled`` are final until a reopen."""
+
+    OPEN = "open"
+    IN_PROGRESS = "in_progress"
+    WAITING_ON_CUSTOMER = "waiting_on_customer"
+    ON_HOLD = "on_hold"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+
+    ACTIVE = (OPEN, IN_PROGRESS, WAITING_ON_CUSTOMER, ON_HOLD)
+    FINAL = (CLOSED, CANCELLED)
+    ALL = ACTIVE + FINAL
+
+
+# Actions a rule may propose that the ledger itself executes once a human approved them; any
+# other action kind (e.g. "lower_card_limit") is executed by an outside system, which then
+# reports it with ``record_action_executed``.
+LEDGER_ACTIONS = ("change_status", "close", "cancel", "respond")
+DEADLINE_KINDS = ("acknowledgement", "response", "promise")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Context:
+    """Who is acting, when it happened on the channel, and what it follows from."""
+
+    actor: Actor
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    channel: Channel | None = None
+    correlation_id: UUID | None = None
+    causation_id: UUID | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "occurred_at", require_utc(self.occurred_at, "occurred_at"))
+        if self.channel is not None:
+            object.__setattr__(self, "channel", Channel.parse(self.channel))
+
+
+# -- state kept by the aggregate (rebuilt from events, never stored as such) -----------------
+
+
+@dataclass
+class ItemState:
+    item_id: str
+    text: str
+    contact_id: str
+    status: str = "open"  # open | answered | waived
+    answered_by: str | None = None
+    waived_reason: str | None = None
+
+
+@dataclass
+class ContactState:
+    contact_id: str
+    channel: str
+    channel_message_id: str
+    received_at: datetime
+    subject: str
+    item_ids: list[str]
+    follow_up: bool
+    respond_by: datetime | None = None
+    acknowledgement_id: str | None = None
+
+
+@dataclass
+class PromiseState:
+    promise_id: str
+    kind: str
+    terms: str
+    due_at: datetime
+    made_by: str
+    channel: str
+    status: str = "open"  # open | kept | withdrawn | broken | waived
+    confirmation_id: str | None = None
+    closing_note: str | None = None
+
+
+@dataclass
+class ProposalState:
+    proposal_id: str
+    rule_id: str
+    action: str
+    params: dict[str, str]
+    rationale: str
+    status: str = "proposed"  # proposed | approved | rejected | executed
+    decided_by: str | None = None
+
+
+@dataclass
+class MessageState:
+    """An outbound message (acknowledgement, response, confirmation, notice) or an inbound contact."""
+
+    message_id: str
+    channel: str | None
+    due_at: datetime | None = None
+    text: str | None = None
+    delivered_at: datetime | None = None
+    read_by: list[str] = field(default_factory=list)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _require_reason(reason: str | None, what: str) -> str:
+    if not reason or not reason.strip():
+        raise ValidationError(f"{what} needs a reason (--reason): the customer and the auditor must know why")
+    return reason.strip()
+
+
+def _require_notice(notice: str | None, what: str) -> str:
+    if not notice or not notice.strip():
+        raise ValidationError(
+            f"{what} needs a customer-facing notice (--notice): the text the customer receives"
+        )
+    return notice.strip()
+
+
+class LedgerEvent(Aggregate.Event):
+    """The envelope every event of the ledger carries (its Avro ``Envelope``).
+
+    ``timestamp`` is when the ledger recorded the event, ``occurred_at`` when it happened on
+    the channel. ``previous_hash`` chains the event to the one before it in its aggregate; the
+    store fills it in when it encodes the event.
+    """
+
+    event_id: UUID
+    customer_id: str
+    occurred_at: datetime
+    actor_kind: str
+    actor_id: str
+    channel: str | None
+    correlation_id: UUID | None
+    causation_id: UUID | None
+    previous_hash: bytes | None
+
+    def mutate(self, aggregate: Any) -> Any:
+        aggregate = super().mutate(aggregate)
+        # Events loaded from the store carry the hash of their stored bytes (set by the
+        # mapper); the last one is the head the next new event chains to.
+        stored_hash = self.__dict__.get("_stored_hash")
+        if stored_hash is not None:
+            aggregate.chain_head = stored_hash
+        return aggregate
+
+
+class Case(Aggregate):
+    """A customer request, from its first contact to its closing, across every channel."""
+
+    # -- events ---------------------------------------------------------------------------------
+
+    class Event(LedgerEvent):
+        """A fact about a case."""
+
+    class CaseOpened(Event, Aggregate.Created):
+        reference: str
+        subject: str
+        category: str | None
+        segment: str | None
+
+        def apply(self, case: Case) -> None:
+            case.reference = self.reference
+            case.customer_id = self.customer_id
+            case.subject = self.subject
+            case.category = self.category
+            case.segment = self.segment
+            case.status = Status.OPEN
+            case.opened_at = self.occurred_at
+            case.assignee = None
+            case.team = None
+            case.contacts = {}
+            case.items = {}
+            case.promises = {}
+            case.proposals = {}
+            case.messages = {}
+            case.missed = set()
+            case.follow_ups = 0
+            case.counters = {}
+            case.last_contact_by_channel = {}
+            case.escalations = []
+            case.handoffs = 0
+            # The hash of the last stored event: set by the store when events are loaded or
+            # saved (the domain never sees encoded bytes).
+            case.chain_head = None
+
+    class ContactReceived(Event):
+        contact_id: str
+        channel_message_id: str
+        identity: dict[str, Any]
+        subject: str
+        body: str
+        items: list[dict[str, Any]]
+        attachments: list[dict[str, Any]]
+        follow_up: bool
+        category: str | None
+
+        def apply(self, case: Case) -> None:
+            case._bump("C")
+            for _ in self.items:
+                case._bump("Q")
+            item_ids = [i["item_id"] for i in self.items]
+            for item in self.items:
+                case.items[item["item_id"]] = ItemState(
+                    item_id=item["item_id"], text=item["text"], contact_id=self.contact_id
+                )
+            case.contacts[self.contact_id] = ContactState(
+                contact_id=self.contact_id,
+                channel=str(self.channel),
+                channel_message_id=self.channel_message_id,
+                received_at=self.occurred_at,
+                subject=self.subject,
+                item_ids=item_ids,
+                follow_up=self.follow_up,
+            )
+            case.messages[self.contact_id] = MessageState(message_id=self.contact_id, channel=self.channel)
+            if self.follow_up:
+                case.follow_ups += 1
+            case.last_contact_by_channel[str(self.channel)] = self.contact_id
+
+    class AcknowledgementIssued(Event):
+        acknowledgement_id: str
+        contact_id: str
+        reference: str
+        request_copy: str
+        respond_by: datetime
+        acknowledge_by: datetime
+        text: str
+
+        def apply(self, case: Case) -> None:
+            case._bump("ACK")
+            contact = case.contacts[self.contact_id]
+            contact.respond_by = self.respond_by
+            contact.acknowledgement_id = self.acknowledgement_id
+            case.messages[self.acknowledgement_id] = MessageState(
+                message_id=self.acknowledgement_id,
+                channel=self.channel,
+                due_at=self.acknowledge_by,
+                text=self.text,
+            )
+
+    class ResponseSent(Event):
+        response_id: str
+        body: str
+        answers: list[str]
+
+        def apply(self, case: Case) -> None:
+            case._bump("R")
+            for item_id in self.answers:
+                item = case.items[item_id]
+                item.status = "answered"
+                item.answered_by = self.response_id
+            case.messages[self.response_id] = MessageState(message_id=self.response_id, channel=self.channel)
+
+    class ItemWaived(Event):
+        item_id: str
+        reason: str
+
+        def apply(self, case: Case) -> None:
+            item = case.items[self.item_id]
+            item.status = "waived"
+            item.waived_reason = self.reason
+
+    class PromiseMade(Event):
+        promise_id: str
+        kind: str
+        terms: str
+        due_at: datetime
+
+        def apply(self, case: Case) -> None:
+            case._bump("P")
+            case.promises[self.promise_id] = PromiseState(
+                promise_id=self.promise_id,
+                kind=self.kind,
+                terms=self.terms,
+                due_at=self.due_at,
+                made_by=f"{self.actor_kind}:{self.actor_id}",
+                channel=str(self.channel),
+            )
+
+    class WrittenConfirmationIssued(Event):
+        confirmation_id: str
+        promise_id: str
+        text: str
+
+        def apply(self, case: Case) -> None:
+            case._bump("W")
+            case.promises[self.promise_id].confirmation_id = self.confirmation_id
+            case.messages[self.confirmation_id] = MessageState(
+                message_id=self.confirmation_id, channel=self.channel
+            )
+
+    class PromiseKept(Event):
+        promise_id: str
+        evidence: str
+
+        def apply(self, case: Case) -> None:
+            promise = case.promises[self.promise_id]
+            promise.status = "kept"
+            promise.closing_note = self.evidence
+
+    class PromiseWithdrawn(Event):
+        promise_id: str
+        reason: str
+        notice_id: str
+        notice: str
+
+        def apply(self, case: Case) -> None:
+            case._notice(self.notice_id, self.channel)
+            promise = case.promises[self.promise_id]
+            promise.status = "withdrawn"
+            promise.closing_note = self.reason
+
+    class PromiseBroken(Event):
+        promise_id: str
+        reason: str
+
+        def apply(self, case: Case) -> None:
+            promise = case.promises[self.promise_id]
+            promise.status = "broken"
+            promise.closing_note = self.reason
+
+    class PromiseWaived(Event):
+        promise_id: str
+        reason: str
+
+        def apply(self, case: Case) -> None:
+            promise = case.promises[self.promise_id]
+            promise.status = "waived"
+            promise.closing_note = self.reason
+
+    class StatusChanged(Event):
+        from_status: str
+        to_status: str
+        reason: str
+        notice_id: str
+        notice: str
+
+        def apply(self, case: Case) -> None:
+            case._notice(self.notice_id, self.channel)
+            case.status = self.to_status
+
+    class CaseClosed(Event):
+        reason: str
+        notice_id: str
+        notice: str
+
+        def apply(self, case: Case) -> None:
+            case._notice(self.notice_id, self.channel)
+            case.status = Status.CLOSED
+
+    class CaseCancelled(Event):
+        reason: str
+        notice_id: str
+        notice: str
+
+        def apply(self, case: Case) -> None:
+            case._notice(self.notice_id, self.channel)
+            case.status = Status.CANCELLED
+
+    class CaseReopened(Event):
+        reason: str
+        notice_id: str
+        notice: str
+
+        def apply(self, case: Case) -> None:
+            case._notice(self.notice_id, self.channel)
+            case.status = Status.OPEN
+
+    class CaseAssigned(Event):
+        assignee: str | None
+        team: str | None
+
+        def apply(self, case: Case) -> None:
+            case.assignee = self.assignee
+            case.team = self.team
+
+    class HandedOff(Event):
+        handoff_id: str
+        from_assignee: str | None
+        to_assignee: str | None
+        to_team: str | None
+        note: str
+        brief: dict[str, Any]
+
+        def apply(self, case: Case) -> None:
+            case._bump("H")
+            case.handoffs += 1
+            case.assignee = self.to_assignee
+            case.team = self.to_team
+
+    class EscalatedToHuman(Event):
+        bot_id: str
+        waiting_since: datetime
+        wait_seconds: int
+        to_team: str | None
+        reason: str
+
+        def apply(self, case: Case) -> None:
+            case.escalations.append((self.bot_id, self.waiting_since, self.wait_seconds))
+            if self.to_team:
+                case.team = self.to_team
+
+    class ActionProposed(Event):
+        proposal_id: str
+        rule_id: str
+        action: str
+        params: dict[str, str]
+        rationale: str
+
+        def apply(self, case: Case) -> None:
+            case._bump("X")
+            case.proposals[self.proposal_id] = ProposalState(
+                proposal_id=self.proposal_id,
+                rule_id=self.rule_id,
+                action=self.action,
+                params=dict(self.params),
+                rationale=self.rationale,
+            )
+
+    class ActionApproved(Event):
+        proposal_id: str
+        note: str
+
+        def apply(self, case: Case) -> None:
+            proposal = case.proposals[self.proposal_id]
+            proposal.status = "approved"
+            proposal.decided_by = f"{self.actor_kind}:{self.actor_id}"
+
+    class ActionRejected(Event):
+        proposal_id: str
+        reason: str
+
+        def apply(self, case: Case) -> None:
+            proposal = case.proposals[self.proposal_id]
+            proposal.status = "rejected"
+            proposal.decided_by = f"{self.actor_kind}:{self.actor_id}"
+
+    class ActionExecuted(Event):
+        proposal_id: str
+        result: str
+
+        def apply(self, case: Case) -> None:
+            case.proposals[self.proposal_id].status = "executed"
+
+    class DeadlineMissed(Event):
+        deadline_kind: str
+        target_id: str
+        due_at: datetime
+
+        def apply(self, case: Case) -> None:
+            case.missed.add((self.deadline_kind, self.target_id))
+
+    class MessageDelivered(Event):
+        message_id: str
+        delivered_at: datetime
+
+        def apply(self, case: Case) -> None:
+            case.messages[self.message_id].delivered_at = self.delivered_at
+
+    class MessageRead(Event):
+        message_id: str
+        reader_kind: str
+        reader_id: str
+        read_at: datetime
+
+        def apply(self, case: Case) -> None:
+            case.messages[self.message_id].read_by.append(f"{self.reader_kind}:{self.reader_id}")
+
+    # -- helpers used by apply() ------------------------------------------------------------------
+
+    def _bump(self, prefix: str) -> None:
+        self.counters[prefix] = self.counters.get(prefix, 0) + 1
+
+    def _next(self, prefix: str, offset: int = 1) -> str:
+        return f"{prefix}{self.counters.get(prefix, 0) + offset}"
+
+    def _notice(self, notice_id: str, channel: str | None) -> None:
+        self._bump("N")
+        self.messages[notice_id] = MessageState(message_id=notice_id, channel=channel)
+
+    def _envelope(self, ctx: Context, *, customer_id: str | None = None) -> dict[str, Any]:
+        return envelope(ctx, customer_id=customer_id or self.customer_id)
+
+    # -- creation -----------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        case_id: UUID,
+        reference: str,
+        customer_id: str,
+        subject: str,
+        category: str | None,
+        segment: str | None,
+        ctx: Context,
+    ) -> Case:
+        """Open a new case; the contact that opens it is recorded right after."""
+        return cls._create(
+            cls.CaseOpened,
+            id=case_id,
+            reference=reference,
+            subject=subject.strip()[:500],
+            category=category,
+            segment=segment,
+            **envelope(ctx, customer_id=customer_id),
+        )
+
+    # -- contacts -------------------------------------------------------------------------------------
+
+    def receive_contact(
+        self,
+        draft: ContactDraft,
+        *,
+        ctx: Context,
+        respond_by: datetime,
+        acknowledge_by: datetime,
+        reopen_notice: str | None = None,
+    ) -> tuple[str, str]:
+        """Record an inbound contact and its acknowledgement; returns (contact id, acknowledgement id).
+
+        A contact on a closed or cancelled case reopens it: the customer is still waiting.
+        """
+        if self.status in Status.FINAL:
+            reason = f"customer contacted us again on {draft.channel.value}"
+            self.trigger_event(
+                Case.CaseReopened,
+                reason=reason,
+                notice_id=self._next("N"),
+                notice=reopen_notice or f"Your case {self.reference} is open again: {reason}.",
+                **self._envelope(ctx),
+            )
+        contact_id = self._next("C")
+        items = [
+            {"item_id": self._next("Q", n + 1), "text": text} for n, text in enumerate(draft.items)
+        ]
+        self.trigger_event(
+            Case.ContactReceived,
+            contact_id=contact_id,
+            channel_message_id=draft.channel_message_id,
+            identity=draft.identity.as_record(),
+            subject=draft.subject,
+            body=draft.body,
+            items=items,
+            attachments=[a.as_record() for a in draft.attachments],
+            follow_up=draft.follow_up,
+            category=draft.category,
+            **self._envelope(ctx),
+        )
+        ack_id = self._next("ACK")
+        request_copy = render_request_copy(draft, items)
+        self.trigger_event(
+            Case.AcknowledgementIssued,
+            acknowledgement_id=ack_id,
+            contact_id=contact_id,
+            reference=self.reference,
+            request_copy=request_copy,
+            respond_by=respond_by,
+            acknowledge_by=acknowledge_by,
+            text=(
+                f"We received your request of {ctx.occurred_at:%Y-%m-%d %H:%M} UTC "
+                f"({draft.channel.value}). Your reference is {self.reference}. "
+                f"We will answer by {respond_by:%Y-%m-%d %H:%M} UTC.\n\n{request_copy}"
+            ),
+            **self._envelope(ctx, customer_id=self.customer_id),
+        )
+        return contact_id, ack_id
+
+    # -- answering ------------------------------------------------------------------------------------
+
+    def respond(self, *, ctx: Context, body: str, answers: list[str]) -> str:
+        """Send a response that answers the given items (possibly none: a holding reply)."""
+        self._require_human_or_customer_side(ctx, "sending a response")
+        self._require_active("respond")
+        if not body.strip():
+            raise ValidationError("a response needs a body: the text the customer receives")
+        if len(set(answers)) != len(answers):
+            raise ValidationError(f"an item is listed twice in {answers}")
+        for item_id in answers:
+            item = self._item(item_id)
+            if item.status != "open":
+                raise RuleViolation(
+                    f"item {item_id} is already {item.status}"
+                    + (f" (by {item.answered_by})" if item.answered_by else "")
+                    + "; answer only open items: "
+                    + (", ".join(self.open_item_ids()) or "none are open")
+                )
+        response_id = self._next("R")
+        self.trigger_event(
+            Case.ResponseSent, response_id=response_id, body=body.strip(), answers=list(answers), **self._envelope(ctx)
+        )
+        return response_id
+
+    def waive_item(self, *, ctx: Context, item_id: str, reason: str) -> None:
+        """Mark an item as not to be answered, with the reason why."""
+        self._require_human_or_customer_side(ctx, "waiving an item")
+        reason = _require_reason(reason, f"waiving item {item_id}")
+        item = self._item(item_id)
+        if item.status != "open":
+            raise RuleViolation(f"item {item_id} is already {item.status}; only open items can be waived")
+        self.trigger_event(Case.ItemWaived, item_id=item_id, reason=reason, **self._envelope(ctx))
+
+    # -- promises -------------------------------------------------------------------------------------
+
+    def make_promise(
+        self,
+        *,
+        ctx: Context,
+        kind: str,
+        terms: str,
+        due_at: datetime,
+        confirmation_channel: Channel | None = None,
+    ) -> tuple[str, str | None]:
+        """Record a promise; one made on a spoken channel also gets a written confirmation."""
+        self._require_human_or_customer_side(ctx, "making a promise")
+        self._require_active("make a promise")
+        if ctx.channel is None:
+            raise ValidationError("a promise must say on which channel it was made (--channel)")
+        if not kind.strip():
+            raise ValidationError("a promise needs a kind, e.g. callback, refund, credit, repair")
+        if not terms.strip():
+            raise ValidationError("a promise needs its terms: what exactly was promised")
+        due_at = require_utc(due_at, "due date")
+        if due_at <= ctx.occurred_at:
+            raise ValidationError(
+                f"the promise is due {due_at.isoformat()}, which is not after it was made "
+                f"({ctx.occurred_at.isoformat()})"
+            )
+        promise_id = self._next("P")
+        self.trigger_event(
+            Case.PromiseMade,
+            promise_id=promise_id,
+            kind=kind.strip().lower(),
+            terms=terms.strip(),
+            due_at=due_at,
+            **self._envelope(ctx),
+        )
+        confirmation_id = None
+        if ctx.channel.is_spoken:
+            written = confirmation_channel or self.written_channel()
+            confirmation_id = self._next("W")
+            self.trigger_event(
+                Case.WrittenConfirmationIssued,
+                confirmation_id=confirmation_id,
+                promise_id=promise_id,
+                text=(
+                    f"Confirmation of what we promised you on {ctx.channel.value} on "
+                    f"{ctx.occurred_at:%Y-%m-%d %H:%M} UTC (case {self.reference}): {terms.strip()} "
+                    f"— due by {due_at:%Y-%m-%d %H:%M} UTC."
+                ),
+                **envelope(ctx, customer_id=self.customer_id, channel=written),
+            )
+        return promise_id, confirmation_id
+
+    def keep_promise(self, *, ctx: Context, promise_id: str, evidence: str) -> None:
+        """Record that a promise was kept, with the evidence."""
+        if not evidence or not evidence.strip():
+            raise ValidationError(f"keeping promise {promise_id} needs evidence (--evidence): what shows it was kept")
+        self._open_promise(promise_id, "keep")
+        self.trigger_event(Case.PromiseKept, promise_id=promise_id, evidence=evidence.strip(), **self._envelope(ctx))
+
+    def withdraw_promise(self, *, ctx: Context, promise_id: str, reason: str, notice: str) -> None:
+        """Withdraw a promise: the customer is told why."""
+        self._require_human_or_customer_side(ctx, "withdrawing a promise")
+        reason = _require_reason(reason, f"withdrawing promise {promise_id}")
+        notice = _require_notice(notice, f"withdrawing promise {promise_id}")
+        self._open_promise(promise_id, "withdraw")
+        self.trigger_event(
+            Case.PromiseWithdrawn,
+            promise_id=promise_id,
+            reason=reason,
+            notice_id=self._next("N"),
+            notice=notice,
+            **self._envelope(ctx),
+        )
+
+    def break_promise(self, *, ctx: Context, promise_id: str, reason: str) -> None:
+        """Record that a promise was not kept."""
+        reason = _require_reason(reason, f"marking promise {promise_id} broken")
+        self._open_promise(promise_id, "mark broken")
+        self.trigger_event(Case.PromiseBroken, promise_id=promise_id, reason=reason, **self._envelope(ctx))
+
+    # -- status -----------------------------------------------------------------------------------------
+
+    def change_status(self, *, ctx: Context, to_status: str, reason: str, notice: str) -> None:
+        """Move an active case to another active status, with a reason and a customer notice."""
+        self._require_human_or_customer_side(ctx, "changing a case's status")
+        to_status = to_status.strip().lower()
+        if to_status not in Status.ACTIVE:
+            hint = {
+                Status.CLOSED: "use `case close`",
+                Status.CANCELLED: "use `case cancel`",
+            }.get(to_status, "use one of: " + ", ".join(Status.ACTIVE))
+            raise ValidationError(f"cannot change status to {to_status!r}: {hint}")
+        self._require_active("change its status")
+        if to_status == self.status:
+            raise RuleViolation(f"case {self.reference} is already {to_status}")
+        reason = _require_reason(reason, "a status change")
+        notice = _require_notice(notice, "a status change")
+        self.trigger_event(
+            Case.StatusChanged,
+            from_status=self.status,
+            to_status=to_status,
+            reason=reason,
+            notice_id=self._next("N"),
+            notice=notice,
+            **self._envelope(ctx),
+        )
+
+    def close(
+        self,
+        *,
+        ctx: Context,
+        reason: str,
+        notice: str,
+        waive_items: dict[str, str] | None = None,
+        waive_promises: dict[str, str] | None = None,
+    ) -> None:
+        """Close the case: every item answered or waived, every promise settled or waived."""
+        self._require_human_or_customer_side(ctx, "closing a case")
+        self._require_active("close it")
+        reason = _require_reason(reason, "closing a case")
+        notice = _require_notice(notice, "closing a case")
+        waive_items = dict(waive_items or {})
+        waive_promises = dict(waive_promises or {})
+        for target, reasons in (("item", waive_items), ("promise", waive_promises)):
+            for target_id, why in reasons.items():
+                _require_reason(why, f"waiving {target} {target_id}")
+        for item_id in waive_items:
+            if self._item(item_id).status != "open":
+                raise RuleViolation(f"item {item_id} is not open; waive only open items")
+        for promise_id in waive_promises:
+            self._open_promise(promise_id, "waive")
+        unanswered = [i for i in self.open_item_ids() if i not in waive_items]
+        unsettled = [p for p in self.open_promise_ids() if p not in waive_promises]
+        if unanswered or unsettled:
+            parts = []
+            if unanswered:
+                parts.append("unanswered items " + ", ".join(unanswered))
+            if unsettled:
+                parts.append("open promises " + ", ".join(unsettled))
+            raise RuleViolation(
+                f"case {self.reference} has {' and '.join(parts)}; answer them, or waive each with a "
+                "reason (--waive ID=REASON)"
+            )
+        for item_id, why in waive_items.items():
+            self.trigger_event(Case.ItemWaived, item_id=item_id, reason=why.strip(), **self._envelope(ctx))
+        for promise_id, why in waive_promises.items():
+            self.trigger_event(Case.PromiseWaived, promise_id=promise_id, reason=why.strip(), **self._envelope(ctx))
+        self.trigger_event(
+            Case.CaseClosed, reason=reason, notice_id=self._next("N"), notice=notice, **self._envelope(ctx)
+        )
+
+    def cancel(self, *, ctx: Context, reason: str, notice: str) -> None:
+        """Cancel the request; open promises must be withdrawn first, each with its own notice."""
+        self._require_human_or_customer_side(ctx, "cancelling a case")
+        self._require_active("cancel it")
+        reason = _require_reason(reason, "a cancellation")
+        notice = _require_notice(notice, "a cancellation")
+        if self.open_promise_ids():
+            raise RuleViolation(
+                f"case {self.reference} has open promises {', '.join(self.open_promise_ids())}; "
+                "withdraw each (with reason and notice) before cancelling"
+            )
+        self.trigger_event(
+            Case.CaseCancelled, reason=reason, notice_id=self._next("N"), notice=notice, **self._envelope(ctx)
+        )
+
+    def reopen(self, *, ctx: Context, reason: str, notice: str) -> None:
+        """Reopen a closed or cancelled case."""
+        self._require_human_or_customer_side(ctx, "reopening a case")
+        if self.status not in Status.FINAL:
+            raise RuleViolation(f"case {self.reference} is {self.status}, not closed or cancelled")
+        reason = _require_reason(reason, "reopening a case")
+        notice = _require_notice(notice, "reopening a case")
+        self.trigger_event(
+            Case.CaseReopened, reason=reason, notice_id=self._next("N"), notice=notice, **self._envelope(ctx)
+        )
+
+    # -- people -----------------------------------------------------------------------------------------
+
+    def assign(self, *, ctx: Context, assignee: str | None, team: str | None) -> None:
+        """Give the case to an agent and/or a team."""
+        if not (assignee or team):
+            raise ValidationError("assign needs an agent (--to) or a team (--team)")
+        if assignee == self.assignee and team == self.team:
+            raise RuleViolation(f"case {self.reference} is already assigned to {assignee or team}")
+        self.trigger_event(Case.CaseAssigned, assignee=assignee, team=team, **self._envelope(ctx))
+
+    def hand_off(self, *, ctx: Context, to_assignee: str | None, to_team: str | None, note: str) -> str:
+        """Hand the case to someone else with a brief built from the case, so nobody starts over."""
+        if not (to_assignee or to_team):
+            raise ValidationError("a handoff needs an agent (--to) or a team (--team)")
+        self._require_active("hand it off")
+        handoff_id = self._next("H")
+        self.trigger_event(
+            Case.HandedOff,
+            handoff_id=handoff_id,
+            from_assignee=self.assignee,
+            to_assignee=to_assignee,
+            to_team=to_team,
+            note=note.strip(),
+            brief=self.brief(),
+            **self._envelope(ctx),
+        )
+        return handoff_id
+
+    def escalate_to_human(
+        self, *, ctx: Context, bot_id: str, waiting_since: datetime, to_team: str | None, reason: str
+    ) -> int:
+        """A chatbot hands the customer to a human; records how long the customer has waited."""
+        waiting_since = require_utc(waiting_since, "waiting since")
+        if waiting_since > ctx.occurred_at:
+            raise ValidationError("waiting since is after the escalation itself")
+        reason = _require_reason(reason, "an escalation")
+        wait = int((ctx.occurred_at - waiting_since).total_seconds())
+        self.trigger_event(
+            Case.EscalatedToHuman,
+            bot_id=bot_id,
+            waiting_since=waiting_since,
+            wait_seconds=wait,
+            to_team=to_team,
+            reason=reason,
+            **envelope(ctx, customer_id=self.customer_id, channel=ctx.channel or Channel.CHATBOT),
+        )
+        return wait
+
+    # -- automation --------------------------------------------------------------------------------------
+
+    def propose_action(
+        self, *, ctx: Context, rule_id: str, action: str, params: dict[str, str], rationale: str
+    ) -> str:
+        """An automated rule proposes an action; nothing happens to the customer until a human approves."""
+        if ctx.actor.kind is not ActorKind.AUTOMATION and ctx.actor.kind is not ActorKind.AGENT:
+            raise ValidationError("actions are proposed by automation rules (actor automation:RULE) or agents")
+        if not rule_id.strip():
+            raise ValidationError("a proposed action must name the rule that proposes it (--rule)")
+        if not action.strip():
+            raise ValidationError("a proposed action needs an action kind, e.g. lower_card_limit")
+        if not rationale.strip():
+            raise ValidationError("a proposed action needs a rationale: why the rule fired")
+        proposal_id = self._next("X")
+        self.trigger_event(
+            Case.ActionProposed,
+            proposal_id=proposal_id,
+            rule_id=rule_id.strip(),
+            action=action.strip(),
+            params={str(k): str(v) for k, v in params.items()},
+            rationale=rationale.strip(),
+            **self._envelope(ctx),
+        )
+        return proposal_id
+
+    def approve_action(self, *, ctx: Context, proposal_id: str, note: str) -> ProposalState:
+        """A human approves a proposed action; it may execute from now on."""
+        proposal = self._pending_proposal(proposal_id, ctx, "approve")
+        self.trigger_event(Case.ActionApproved, proposal_id=proposal_id, note=note.strip(), **self._envelope(ctx))
+        return proposal
+
+    def reject_action(self, *, ctx: Context, proposal_id: str, reason: str) -> None:
+        """A human rejects a proposed action; the reason is kept."""
+        reason = _require_reason(reason, f"rejecting action {proposal_id}")
+        self._pending_proposal(proposal_id, ctx, "reject")
+        self.trigger_event(Case.ActionRejected, proposal_id=proposal_id, reason=reason, **self._envelope(ctx))
+
+    def record_action_executed(self, *, ctx: Context, proposal_id: str, result: str) -> None:
+        """The approved action was carried out (by the ledger or the outside system that owns it)."""
+        proposal = self.proposals.get(proposal_id)
+        if proposal is None:
+            raise RuleViolation(f"case {self.reference} has no proposed action {proposal_id}")
+        if proposal.status != "approved":
+            raise RuleViolation(
+                f"action {proposal_id} is {proposal.status}; only an action a human approved may execute"
+            )
+        self.trigger_event(
+            Case.ActionExecuted, proposal_id=proposal_id, result=result.strip() or "done", **self._envelope(ctx)
+        )
+
+    # -- deadlines and messages ----------------------------------------------------------------------------
+
+    def due_deadlines(self, now: datetime) -> list[tuple[str, str, datetime]]:
+        """Deadlines past due at ``now`` and not yet recorded as missed: (kind, target id, due at)."""
+        if self.status in Status.FINAL:
+            return []
+        due: list[tuple[str, str, datetime]] = []
+        for contact in self.contacts.values():
+            ack = contact.acknowledgement_id
+            if ack:
+                message = self.messages[ack]
+                if message.delivered_at is None and message.due_at and message.due_at < now:
+                    due.append(("acknowledgement", ack, message.due_at))
+            if contact.respond_by and contact.respond_by < now:
+                if any(self.items[i].status == "open" for i in contact.item_ids):
+                    due.append(("response", contact.contact_id, contact.respond_by))
+        for promise in self.promises.values():
+            if promise.status == "open" and promise.due_at < now:
+                due.append(("promise", promise.promise_id, promise.due_at))
+        return [d for d in due if (d[0], d[1]) not in self.missed]
+
+    def record_missed_deadlines(self, *, ctx: Context, now: datetime) -> int:
+        """Record every deadline past due at ``now`` once; returns how many were recorded."""
+        due = self.due_deadlines(require_utc(now, "now"))
+        for kind, target_id, due_at in due:
+            self.trigger_event(
+                Case.DeadlineMissed, deadline_kind=kind, target_id=target_id, due_at=due_at, **self._envelope(ctx)
+            )
+        return len(due)
+
+    def record_delivery(self, *, ctx: Context, message_id: str, delivered_at: datetime) -> None:
+        """A channel confirmed an outbound message reached the customer."""
+        message = self._message(message_id)
+        if message_id.startswith("C"):
+            raise ValidationError(f"{message_id} is an inbound contact; delivery reports are for our messages")
+        if message.delivered_at is not None:
+            raise RuleViolation(f"{message_id} was already reported delivered at {message.delivered_at.isoformat()}")
+        self.trigger_event(
+            Case.MessageDelivered,
+            message_id=message_id,
+            delivered_at=require_utc(delivered_at, "delivered at"),
+            **self._envelope(ctx),
+        )
+
+    def record_read(self, *, ctx: Context, message_id: str, read_at: datetime) -> None:
+        """The customer read one of our messages, or an agent read one of the customer's."""
+        self._message(message_id)
+        self.trigger_event(
+            Case.MessageRead,
+            message_id=message_id,
+            reader_kind=ctx.actor.kind.value,
+            reader_id=ctx.actor.id,
+            read_at=require_utc(read_at, "read at"),
+            **self._envelope(ctx),
+        )
+
+    # -- queries -----------------------------------------------------------------------------------------
+
+    def open_item_ids(self) -> list[str]:
+        return [i.item_id for i in self.items.values() if i.status == "open"]
+
+    def open_promise_ids(self) -> list[str]:
+        return [p.promise_id for p in self.promises.values() if p.status == "open"]
+
+    def written_channel(self) -> Channel:
+        """The written channel the customer used last on this case; a letter when there is none."""
+        for contact in reversed(list(self.contacts.values())):
+            channel = Channel(contact.channel)
+            if not channel.is_spoken:
+                return channel
+        return Channel.LETTER
+
+    def brief(self) -> dict[str, Any]:
+        """What the next agent must know: open items, open promises, the last contact per channel."""
+        return {
+            "open_items": [
+                {"item_id": i.item_id, "text": i.text, "contact_id": i.contact_id}
+                for i in self.items.values()
+                if i.status == "open"
+            ],
+            "open_promises": [
+                {"promise_id": p.promise_id, "terms": p.terms, "due_at": p.due_at}
+                for p in self.promises.values()
+                if p.status == "open"
+            ],
+            "last_contacts": [
+                {
+                    "channel": channel,
+                    "contact_id": contact_id,
+                    "received_at": self.contacts[contact_id].received_at,
+                    "subject": self.contacts[contact_id].subject,
+                }
+                for channel, contact_id in sorted(self.last_contact_by_channel.items())
+            ],
+        }
+
+    # -- guards ------------------------------------------------------------------------------------------
+
+    def _require_active(self, what: str) -> None:
+        if self.status in Status.FINAL:
+            raise RuleViolation(f"case {self.reference} is {self.status}; reopen it (with a reason) to {what}")
+
+    @staticmethod
+    def _require_human_or_customer_side(ctx: Context, what: str) -> None:
+        if ctx.actor.kind is ActorKind.AUTOMATION:
+            raise RuleViolation(
+                f"automation ({ctx.actor}) may not act on the customer ({what}); propose the action "
+                "instead (caseledger action propose) so that a human approves it"
+            )
+
+    def _item(self, item_id: str) -> ItemState:
+        item = self.items.get(item_id)
+        if item is None:
+            raise RuleViolation(
+                f"case {self.reference} has no item {item_id}; its items are "
+                + (", ".join(self.items) or "none")
+            )
+        return item
+
+    def _open_promise(self, promise_id: str, verb: str) -> PromiseState:
+        promise = self.promises.get(promise_id)
+        if promise is None:
+            raise RuleViolation(
+                f"case {self.reference} has no promise {promise_id}; its promises are "
+                + (", ".join(self.promises) or "none")
+            )
+        if promise.status != "open":
+            raise RuleViolation(f"cannot {verb} promise {promise_id}: it is already {promise.status}")
+        return promise
+
+    def _pending_proposal(self, proposal_id: str, ctx: Context, verb: str) -> ProposalState:
+        if not ctx.actor.is_human:
+            raise RuleViolation(
+                f"only a human agent may {verb} a proposed action; {ctx.actor} is not one"
+            )
+        proposal = self.proposals.get(proposal_id)
+        if proposal is None:
+            raise RuleViolation(f"case {self.reference} has no proposed action {proposal_id}")
+        if proposal.status != "proposed":
+            raise RuleViolation(f"action {proposal_id} is already {proposal.status}")
+        return proposal
+
+    def _message(self, message_id: str) -> MessageState:
+        message = self.messages.get(message_id)
+        if message is None:
+            raise RuleViolation(
+                f"case {self.reference} has no message {message_id}; its messages are "
+                + ", ".join(self.messages)
+            )
+        return message
+
+
+def envelope(
+    ctx: Context, *, customer_id: str, channel: Channel | None = None
+) -> dict[str, Any]:
+    """The envelope fields of a new event, from the command's context."""
+    chosen = channel or ctx.channel
+    return {
+        "event_id": uuid4(),
+        "customer_id": customer_id,
+        "occurred_at": ctx.occurred_at,
+        "actor_kind": ctx.actor.kind.value,
+        "actor_id": ctx.actor.id,
+        "channel": chosen.value if chosen is not None else None,
+        "correlation_id": ctx.correlation_id,
+        "causation_id": ctx.causation_id,
+        "previous_hash": None,
+    }
+
+
+def render_request_copy(draft: ContactDraft, items: list[dict[str, Any]]) -> str:
+    """The copy of the request an acknowledgement carries: subject, questions, body."""
+    lines = [f"Subject: {draft.subject}" if draft.subject else "Your request:"]
+    lines += [f"  {item['item_id']}. {item['text']}" for item in items]
+    if draft.body:
+        lines += ["", draft.body]
+    if draft.attachments:
+        lines += ["", "Attachments: " + ", ".join(a.filename or a.ref for a in draft.attachments)]
+    return "\n".join(lines)

@@ -1,0 +1,248 @@
+"""Value objects of the case ledger: channels, actors, identities, items, attachments.
+
+They are plain, immutable and validated on construction, so a command never carries a value the
+ledger would refuse later. Events store them as plain dicts (see ``as_record``) because the bytes
+kept for an event are its Avro encoding.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from ledger.errors import ValidationError
+
+
+class Channel(str, Enum):
+    """Where a contact came from or a message went to."""
+
+    WEB_FORM = "web_form"
+    EMAIL = "email"
+    PHONE = "phone"
+    CHAT = "chat"
+    CHATBOT = "chatbot"
+    SOCIAL = "social"
+    SMS = "sms"
+    LETTER = "letter"
+    BRANCH = "branch"
+    APP = "app"
+
+    @classmethod
+    def parse(cls, value: str | Channel) -> Channel:
+        """The channel named ``value``; a ValidationError listing the known ones otherwise."""
+        if isinstance(value, Channel):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            known = ", ".join(c.value for c in cls)
+            raise ValidationError(f"unknown channel {value!r}; use one of: {known}") from None
+
+    @property
+    def is_spoken(self) -> bool:
+        """A promise made here leaves no written trace, so the ledger issues one."""
+        return self in (Channel.PHONE, Channel.BRANCH)
+
+
+class ActorKind(str, Enum):
+    """Who acted: the customer, a human agent, an automated rule, or the ledger itself."""
+
+    CUSTOMER = "customer"
+    AGENT = "agent"
+    AUTOMATION = "automation"
+    SYSTEM = "system"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Actor:
+    """Someone or something that acted; ``id`` names the agent, customer, rule or service."""
+
+    kind: ActorKind
+    id: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", _parse_enum(ActorKind, self.kind, "actor kind"))
+        if not self.id or not self.id.strip():
+            raise ValidationError("an actor needs an id (agent name, rule id, customer id …)")
+
+    @property
+    def is_human(self) -> bool:
+        """Agents are the only humans who may approve what automation proposes."""
+        return self.kind is ActorKind.AGENT
+
+    @classmethod
+    def parse(cls, text: str) -> Actor:
+        """``agent:alice``, ``automation:rule-42``, ``customer:c-1`` or ``system:tick``."""
+        kind, sep, ident = text.partition(":")
+        if not sep:
+            raise ValidationError(
+                f"actor {text!r} must look like KIND:ID, e.g. agent:alice or automation:limits-rule"
+            )
+        return cls(kind=ActorKind(_parse_enum(ActorKind, kind, "actor kind")), id=ident.strip())
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.id}"
+
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 ().-]{4,}$")
+IDENTITY_KINDS = ("email", "phone", "handle", "account")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Identity:
+    """How a customer is known on a channel: an email address, a phone number, a handle, an account."""
+
+    kind: str
+    value: str
+
+    def __post_init__(self) -> None:
+        kind = self.kind.strip().lower()
+        if kind not in IDENTITY_KINDS:
+            raise ValidationError(
+                f"unknown identity kind {self.kind!r}; use one of: {', '.join(IDENTITY_KINDS)}"
+            )
+        value = self.value.strip()
+        if kind == "email":
+            value = value.lower()
+            if not _EMAIL.match(value):
+                raise ValidationError(f"{self.value!r} is not an email address")
+        elif kind == "phone":
+            if not _PHONE.match(value):
+                raise ValidationError(f"{self.value!r} is not a phone number (digits, optional +)")
+            value = ("+" if value.startswith("+") else "") + re.sub(r"\D", "", value)
+        elif not value:
+            raise ValidationError(f"an identity of kind {kind} needs a value")
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "value", value)
+
+    @classmethod
+    def parse(cls, text: str) -> Identity:
+        """``email:jane@example.com``, ``phone:+33 6 12 34 56 78``, ``handle:@jane``."""
+        kind, sep, value = text.partition(":")
+        if not sep:
+            if "@" in text and not text.startswith("@"):
+                return cls(kind="email", value=text)
+            raise ValidationError(
+                f"identity {text!r} must look like KIND:VALUE, e.g. email:jane@example.com"
+            )
+        return cls(kind=kind, value=value)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+    def as_record(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value}
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attachment:
+    """A file the customer sent, kept by reference: the ledger stores where and what, not the bytes."""
+
+    ref: str
+    sha256: str
+    size: int
+    media_type: str
+    filename: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.ref.strip():
+            raise ValidationError("an attachment needs a ref (where the file is stored)")
+        if not _SHA256.match(self.sha256.lower()):
+            raise ValidationError(
+                f"attachment {self.ref!r}: sha256 must be 64 hex digits, got {self.sha256!r}"
+            )
+        object.__setattr__(self, "sha256", self.sha256.lower())
+        if self.size < 0:
+            raise ValidationError(f"attachment {self.ref!r}: size must be >= 0")
+        if "/" not in self.media_type:
+            raise ValidationError(
+                f"attachment {self.ref!r}: media type {self.media_type!r} is not like type/subtype"
+            )
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "sha256": self.sha256,
+            "size": self.size,
+            "media_type": self.media_type,
+            "filename": self.filename,
+        }
+
+
+MAX_BODY_CHARS = 100_000
+MAX_ITEMS = 50
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContactDraft:
+    """An inbound contact as a channel adapter or an agent describes it, before the ledger records it."""
+
+    channel: Channel
+    channel_message_id: str
+    identity: Identity
+    items: tuple[str, ...]
+    subject: str = ""
+    body: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    case_reference: str | None = None
+    follow_up: bool = False
+    category: str | None = None
+    customer_id: str | None = None
+    segment: str | None = None
+    occurred_at: datetime | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channel", Channel.parse(self.channel))
+        if not self.channel_message_id or not self.channel_message_id.strip():
+            raise ValidationError(
+                "a contact needs its channel message id (the id the channel gave the message), "
+                "so a resubmission can be recognised"
+            )
+        items = tuple(i.strip() for i in self.items if i and i.strip())
+        if not items:
+            raise ValidationError(
+                "a contact needs at least one item (a question or request the customer asked)"
+            )
+        if len(items) > MAX_ITEMS:
+            raise ValidationError(f"a contact may carry at most {MAX_ITEMS} items, got {len(items)}")
+        object.__setattr__(self, "items", items)
+        if len(self.body) > MAX_BODY_CHARS:
+            raise ValidationError(
+                f"body is {len(self.body)} characters; the limit is {MAX_BODY_CHARS} — "
+                "send long documents as attachments"
+            )
+        if self.occurred_at is not None:
+            object.__setattr__(self, "occurred_at", require_utc(self.occurred_at, "occurred_at"))
+        if self.category is not None:
+            object.__setattr__(self, "category", self.category.strip().lower() or None)
+
+
+def require_utc(value: datetime, name: str) -> datetime:
+    """``value`` converted to UTC; naive datetimes are refused because their zone is a guess."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            f"{name} must be timezone-aware (e.g. 2026-11-23T10:00:00+01:00), got {value.isoformat()}"
+        )
+    return value.astimezone(timezone.utc)
+
+
+def _parse_enum(enum: type[Enum], value: object, what: str) -> Any:
+    if isinstance(value, enum):
+        return value
+    try:
+        return enum(str(value).strip().lower())
+    except ValueError:
+        known = ", ".join(str(e.value) for e in enum)
+        raise ValidationError(f"unknown {what} {value!r}; use one of: {known}") from None
+
+
+SYSTEM = Actor(kind=ActorKind.SYSTEM, id="caseledger")
+"""The ledger itself, e.g. recording a missed deadline."""
