@@ -47,7 +47,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO
 
 import pytest
 
@@ -190,8 +189,7 @@ def ensure_kafka_libs(
                 )
             except subprocess.TimeoutExpired as exc:
                 raise RuntimeError(
-                    f"mvn did not resolve Kafka {version} within {timeout:.0f}s; "
-                    f"log:\n{_tail(log_path)}"
+                    f"mvn did not resolve Kafka {version} within {timeout:.0f}s; log:\n{_tail(log_path)}"
                 ) from exc
         jars = sorted(p.name for p in partial.glob("*.jar")) if partial.is_dir() else []
         if proc.returncode != 0 or f"kafka_2.13-{version}.jar" not in jars:
@@ -211,12 +209,17 @@ def ensure_kafka_libs(
 
 
 def _tail(path: Path, lines: int = 60) -> str:
-    """Last *lines* lines of a log file, for error messages."""
+    """Last *lines* lines of a log file, for error messages.
+
+    Java stack frames ("\tat ...") are dropped: they would crowd the
+    messages and "Caused by" lines, which say what went wrong, out of the tail.
+    """
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
         return f"<cannot read {path}: {exc}>"
-    return "\n".join(text.splitlines()[-lines:])
+    kept = [line for line in text.splitlines() if not line.startswith("\tat ")]
+    return "\n".join(kept[-lines:])
 
 
 def _free_ports(count: int) -> list[int]:
@@ -310,13 +313,12 @@ def wait_for_kafka(
                     return
                 stage = "create probe topic"
                 if probe_topic not in topics:
-                    try:
+                    # Another process (or our previous try) may have won the race.
+                    with contextlib.suppress(TopicAlreadyExistsError):
                         admin.create_topics(
                             {probe_topic: {"num_partitions": 1, "replication_factor": 1}},
                             wait_for_metadata=True,
                         )
-                    except TopicAlreadyExistsError:
-                        pass
             finally:
                 admin.close()
             stage = "produce"
@@ -333,7 +335,7 @@ def wait_for_kafka(
             finally:
                 producer.close(timeout=5)
             return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:  # any failure here just means "not ready yet"
             last_error = exc
             time.sleep(0.25)
     check_alive()
@@ -400,7 +402,6 @@ class KafkaBroker:
         # Ports become fixed once a start succeeded: restart() must reuse them.
         self._ports_fixed = False
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log_handle: IO[bytes] | None = None
         self._libs: Path | None = None
 
     # -- public API --------------------------------------------------------
@@ -502,8 +503,7 @@ class KafkaBroker:
             # --standalone and survives restarts without a voter change.
             "controller.quorum.voters": f"1@127.0.0.1:{self._controller_port}",
             "listeners": (
-                f"PLAINTEXT://127.0.0.1:{self._port},"
-                f"CONTROLLER://127.0.0.1:{self._controller_port}"
+                f"PLAINTEXT://127.0.0.1:{self._port},CONTROLLER://127.0.0.1:{self._controller_port}"
             ),
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self._port}",
             "controller.listener.names": "CONTROLLER",
@@ -598,23 +598,23 @@ class KafkaBroker:
             )
         if proc.returncode != 0:
             raise RuntimeError(
-                f"formatting Kafka storage failed (exit {proc.returncode}).\n"
-                f"{self._failure_report()}"
+                f"formatting Kafka storage failed (exit {proc.returncode}).\n{self._failure_report()}"
             )
 
     def _launch(self) -> None:
         self._log_header(f"start broker on {self.bootstrap_servers}")
-        self._log_handle = open(self.log_path, "ab")
-        self._proc = subprocess.Popen(
-            self._java_cmd("kafka.Kafka", str(self.data_dir / "server.properties"), server=True),
-            cwd=self.data_dir,
-            stdout=self._log_handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            # Own process group: a Ctrl-C aimed at pytest does not hit the
-            # broker mid-test, and stop() can signal the whole group.
-            start_new_session=True,
-        )
+        # The child gets its own copy of the descriptor; ours can close at once.
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                self._java_cmd("kafka.Kafka", str(self.data_dir / "server.properties"), server=True),
+                cwd=self.data_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Own process group: a Ctrl-C aimed at pytest does not hit the
+                # broker mid-test, and stop() can signal the whole group.
+                start_new_session=True,
+            )
         # If the test process dies without tearing the fixture down, don't
         # leave a JVM holding ports and memory behind.
         atexit.register(self._atexit_kill)
@@ -633,9 +633,6 @@ class KafkaBroker:
                     proc.wait(timeout=30)
             self._proc = None
             atexit.unregister(self._atexit_kill)
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None
 
     def _atexit_kill(self) -> None:
         with contextlib.suppress(Exception):
@@ -701,10 +698,14 @@ def main(argv: list[str] | None = None) -> int:
     """``--prepare``: resolve the jars only; ``--serve``: run a broker until Ctrl-C."""
     parser = argparse.ArgumentParser(prog="python -m tests.kafka_broker", description=__doc__.split("\n")[0])
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--prepare", action="store_true", help="resolve the broker jars into the cache and exit")
+    mode.add_argument(
+        "--prepare", action="store_true", help="resolve the broker jars into the cache and exit"
+    )
     mode.add_argument("--serve", action="store_true", help="start a broker and keep it running until Ctrl-C")
     parser.add_argument("--version", default=KAFKA_VERSION, help=f"Kafka version (default {KAFKA_VERSION})")
-    parser.add_argument("--data-dir", type=Path, help="storage dir for --serve (default: a temp dir, removed after)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="storage dir for --serve (default: a temp dir, removed after)"
+    )
     args = parser.parse_args(argv)
 
     if args.prepare:
@@ -713,8 +714,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Kafka {args.version} jars ready in {libs} ({time.monotonic() - started:.1f}s)")
         return 0
 
-    temp_dir = None if args.data_dir else tempfile.mkdtemp(prefix="caseledger-kafka-")
-    data_dir = args.data_dir or Path(temp_dir)  # type: ignore[arg-type]
+    temp_dir: Path | None = None
+    data_dir: Path
+    if args.data_dir is None:
+        data_dir = temp_dir = Path(tempfile.mkdtemp(prefix="caseledger-kafka-"))
+    else:
+        data_dir = args.data_dir
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     broker = KafkaBroker(data_dir, version=args.version)
     try:

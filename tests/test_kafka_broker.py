@@ -87,6 +87,7 @@ def _consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.
         consumer.close()
 
 
+@pytest.mark.kafka
 def test_keyed_messages_keep_per_key_order(kafka_bootstrap: str) -> None:
     topic = _new_topic(kafka_bootstrap, partitions=3)
     keys = [f"case-{i}" for i in range(10)]
@@ -117,6 +118,7 @@ def test_keyed_messages_keep_per_key_order(kafka_bootstrap: str) -> None:
     assert {r.partition for r in records} == {0, 1, 2}
 
 
+@pytest.mark.kafka
 def test_data_survives_broker_restart(kafka_broker: KafkaBroker | None, kafka_bootstrap: str) -> None:
     if kafka_broker is None:
         pytest.skip("running against an external broker (CASELEDGER_TEST_KAFKA): cannot restart it")
@@ -138,6 +140,7 @@ def test_data_survives_broker_restart(kafka_broker: KafkaBroker | None, kafka_bo
     assert values == sorted([f"before-{i}" for i in range(20)] + [f"after-{i}" for i in range(5)])
 
 
+@pytest.mark.kafka
 def test_data_survives_broker_crash(kafka_broker: KafkaBroker | None, kafka_bootstrap: str) -> None:
     if kafka_broker is None:
         pytest.skip("running against an external broker (CASELEDGER_TEST_KAFKA): cannot kill it")
