@@ -7,7 +7,9 @@ together — so a command either happened completely or not at all.
 
 from __future__ import annotations
 
+import random
 import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,19 +17,21 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
+    ApplicationRecorder,
     IntegrityError,
     Mapper,
     OperationalError,
     PersistenceError,
     ProgrammingError,
+    Tracking,
 )
 
 from ledger.catalog import topic_of
 from ledger.codec import AvroEventCodec, AvroMapper, event_hash
-from ledger.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
+from ledger.directory import ChannelMessage, Customer, IdentityClaim, IntakeRejection, IntakeSource, case_id_for
 from ledger.domain import LEDGER_ACTIONS, Case, Context, LedgerEvent, Status
 from ledger.errors import (
     BackendError,
@@ -44,8 +48,13 @@ T = TypeVar("T")
 
 _REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 _CORRELATION_NS = uuid5(NAMESPACE_URL, "https://caseledger.invalid/correlation")
-MAX_CONTACT_ATTEMPTS = 8
+MAX_CONTACT_ATTEMPTS = 12
 FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+def _correlation(draft: ContactDraft) -> UUID:
+    """Every event that follows from one channel message shares this id."""
+    return uuid5(_CORRELATION_NS, f"{draft.channel.value}:{draft.channel_message_id}")
 
 
 def new_reference() -> str:
@@ -89,6 +98,40 @@ class TickReport:
         return sum(self.missed.values())
 
 
+class UnitOfWork:
+    """The events of several commands, saved in one transaction; their aggregates, cached."""
+
+    def __init__(self) -> None:
+        self.aggregates: dict[UUID, Any] = {}
+        self.events: list[LedgerEvent] = []
+        self.saved = False
+        self._by_aggregate: dict[UUID, list[LedgerEvent]] = {}
+
+    def collect(self, *aggregates: Aggregate | None) -> None:
+        for aggregate in aggregates:
+            if aggregate is None:
+                continue
+            new = aggregate.collect_events()
+            self.events.extend(new)  # type: ignore[arg-type]
+            self._by_aggregate.setdefault(aggregate.id, []).extend(new)  # type: ignore[arg-type]
+            self.aggregates[aggregate.id] = aggregate
+
+    def discard_uncollected(self) -> None:
+        """Forget cached aggregates a failed command changed; they are rebuilt on next use."""
+        for aggregate_id, aggregate in list(self.aggregates.items()):
+            if aggregate._pending_events:
+                del self.aggregates[aggregate_id]
+
+    def replay(self, aggregate_id: UUID, aggregate: Any | None) -> Any | None:
+        """``aggregate`` (as stored, or None) with this unit's collected events applied."""
+        mine = self._by_aggregate.get(aggregate_id, [])
+        for event in mine:
+            aggregate = event.mutate(aggregate)
+        if mine and aggregate is not None:
+            aggregate.chain_head = event_hash(vars(mine[-1])["_encoded"])
+        return aggregate
+
+
 class CaseLedger(Application[UUID]):
     """Every command of the case ledger, over one event store."""
 
@@ -108,11 +151,17 @@ class CaseLedger(Application[UUID]):
             policy = ResponsePolicy.from_toml(path) if path else ResponsePolicy.default()
         self.policy = policy
         self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self._uow: UnitOfWork | None = None
         with translate_errors(self.settings.store.describe()):
             super().__init__(env=self.settings.store.eventsourcing_env())
 
     def construct_mapper(self) -> Mapper[UUID]:
         return AvroMapper(self.codec)
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        # A process recorder also keeps tracking records (intake offsets, publisher positions)
+        # in the same transaction as the events they produced.
+        return self.factory.process_recorder()
 
     # -- saving -------------------------------------------------------------------------------------
 
@@ -130,8 +179,14 @@ class CaseLedger(Application[UUID]):
             aggregate.chain_head = head
 
     def record(self, *aggregates: Aggregate | None) -> None:
-        """Save the new events of ``aggregates`` in one transaction, chained and Avro-encoded."""
+        """Save the new events of ``aggregates`` in one transaction, chained and Avro-encoded.
+
+        Inside a unit of work the events are collected and saved when the unit ends.
+        """
         self.chain(*aggregates)
+        if self._uow is not None:
+            self._uow.collect(*aggregates)
+            return
         with translate_errors(self.settings.store.describe()):
             self.save(*aggregates)
 
@@ -165,7 +220,7 @@ class CaseLedger(Application[UUID]):
         ref = normalise_reference(reference)
         try:
             with translate_errors(self.settings.store.describe()):
-                return self.repository.get(case_id_for(ref))  # type: ignore[return-value]
+                return self._load(case_id_for(ref))  # type: ignore[no-any-return]
         except AggregateNotFoundError:
             raise NotFound(
                 f"no case with reference {ref}; find a customer's cases with `caseledger cases CUSTOMER`"
@@ -177,7 +232,7 @@ class CaseLedger(Application[UUID]):
         message = self._get_optional(ChannelMessage.id_for(ch, channel_message_id))
         if message is None:
             raise NotFound(f"no contact was recorded for {ch.value} message {channel_message_id!r}")
-        return self.repository.get(message.case_id)  # type: ignore[return-value]
+        return self._load(message.case_id)  # type: ignore[no-any-return]
 
     def resolve_customer(self, who: str) -> str:
         """A customer id from a customer id or an identity (email:…, phone:…, handle:…)."""
@@ -218,9 +273,65 @@ class CaseLedger(Application[UUID]):
     def _get_optional(self, aggregate_id: UUID) -> Any | None:
         try:
             with translate_errors(self.settings.store.describe()):
-                return self.repository.get(aggregate_id)
+                return self._load(aggregate_id)
         except AggregateNotFoundError:
             return None
+
+    def _load(self, aggregate_id: UUID) -> Any:
+        """An aggregate as of the store plus what the current unit of work recorded on it."""
+        uow = self._uow
+        if uow is None:
+            return self.repository.get(aggregate_id)
+        cached = uow.aggregates.get(aggregate_id)
+        if cached is not None:
+            return cached
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            aggregate = None
+        aggregate = uow.replay(aggregate_id, aggregate)
+        if aggregate is None:
+            raise AggregateNotFoundError(aggregate_id)
+        uow.aggregates[aggregate_id] = aggregate
+        return aggregate
+
+    # -- units of work -----------------------------------------------------------------------------
+
+    @contextmanager
+    def unit_of_work(self, tracking: Tracking | None = None) -> Iterator[UnitOfWork]:
+        """Collect the events of many commands and save them in one transaction at the end.
+
+        ``tracking`` is stored in the same transaction (e.g. the intake offset the batch reached),
+        so the batch and its position are recorded together or not at all. A command that fails
+        inside the unit leaves nothing behind in it; the others still commit.
+        """
+        if self._uow is not None:
+            raise RuntimeError("units of work do not nest")
+        uow = UnitOfWork()
+        self._uow = uow
+        try:
+            yield uow
+        finally:
+            self._uow = None
+        if uow.events or tracking is not None:
+            processing = ProcessingEvent[UUID](tracking=tracking)
+            processing.events.extend(uow.events)
+            with translate_errors(self.settings.store.describe()):
+                self._record(processing)
+            uow.saved = True
+
+    @contextmanager
+    def _command(self) -> Iterator[None]:
+        """Inside a unit of work: a failing command must not leave half-applied state in its cache."""
+        uow = self._uow
+        if uow is None:
+            yield
+            return
+        try:
+            yield
+        except BaseException:
+            uow.discard_uncollected()
+            raise
 
     # -- intake -----------------------------------------------------------------------------------
 
@@ -229,15 +340,31 @@ class CaseLedger(Application[UUID]):
         draft: ContactDraft,
         *,
         actor: Actor | None = None,
-        causation_id: UUID | None = None,
+        source: IntakeSource | None = None,
     ) -> ContactOutcome:
-        """Record an inbound contact with its acknowledgement; idempotent on the channel message id."""
-        for _attempt in range(MAX_CONTACT_ATTEMPTS):
-            existing = self._get_optional(ChannelMessage.id_for(draft.channel, draft.channel_message_id))
-            if existing is not None:
-                return self._outcome_of(existing)
+        """Record an inbound contact with its acknowledgement; idempotent on the channel message id.
+
+        A resubmission records nothing new. When it came through the intake topic (``source``),
+        the ledger records that it was seen again, so every intake record has an outcome.
+        """
+        for attempt in range(MAX_CONTACT_ATTEMPTS):
+            if attempt:
+                # Jittered backoff: writers contending for one case must not retry in lockstep.
+                time.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
             try:
-                return self._record_new_contact(draft, actor=actor, causation_id=causation_id)
+                with self._command():
+                    message_id = ChannelMessage.id_for(draft.channel, draft.channel_message_id)
+                    existing = self._get_optional(message_id)
+                    if existing is not None:
+                        if source is not None:
+                            ctx = self._context(
+                                SYSTEM, channel=draft.channel, occurred_at=draft.occurred_at,
+                                correlation_id=_correlation(draft), causation_id=source.event_id,
+                            )
+                            existing.trace_resubmission(source=str(source), ctx=ctx)
+                            self.record(existing)
+                        return self._outcome_of(existing)
+                    return self._record_new_contact(draft, actor=actor, source=source)
             except ConflictError:
                 # Another writer changed the case, took the reference or recorded this very
                 # message first: look again; a duplicate is answered from the stored contact.
@@ -248,32 +375,24 @@ class CaseLedger(Application[UUID]):
         )
 
     def _record_new_contact(
-        self, draft: ContactDraft, *, actor: Actor | None, causation_id: UUID | None
+        self, draft: ContactDraft, *, actor: Actor | None, source: IntakeSource | None
     ) -> ContactOutcome:
-        correlation = uuid5(_CORRELATION_NS, f"{draft.channel.value}:{draft.channel_message_id}")
         ctx = self._context(
             actor or Actor(kind="customer", id=draft.customer_id or str(draft.identity)),
             channel=draft.channel,
             occurred_at=draft.occurred_at,
-            correlation_id=correlation,
-            causation_id=causation_id,
+            correlation_id=_correlation(draft),
+            causation_id=source.event_id if source else None,
         )
+        # Every check first: nothing is triggered until the contact is known to be acceptable.
         claim = self._get_optional(IdentityClaim.id_for(draft.identity))
-        new_claim = None
         if draft.customer_id:
             customer_id = draft.customer_id
         elif claim is not None:
             customer_id = claim.customer_id
         else:
             customer_id = str(draft.identity)
-        if claim is None:
-            new_claim = IdentityClaim.claim(draft.identity, customer_id=customer_id, ctx=ctx)
-        customer = self._get_optional(Customer.id_for(customer_id))
-        if customer is None:
-            customer = Customer.register(customer_id=customer_id, segment=draft.segment, ctx=ctx)
-        customer.link_identity(draft.identity, ctx=ctx)
-
-        opened = draft.case_reference is None
+        case: Case | None = None
         if draft.case_reference is not None:
             case = self.get_case(draft.case_reference)
             if case.customer_id != customer_id:
@@ -281,7 +400,16 @@ class CaseLedger(Application[UUID]):
                     f"case {case.reference} belongs to another customer; record the contact without "
                     "a case reference to open a new case"
                 )
-        else:
+        customer = self._get_optional(Customer.id_for(customer_id))
+
+        new_claim = None
+        if claim is None:
+            new_claim = IdentityClaim.claim(draft.identity, customer_id=customer_id, ctx=ctx)
+        if customer is None:
+            customer = Customer.register(customer_id=customer_id, segment=draft.segment, ctx=ctx)
+        customer.link_identity(draft.identity, ctx=ctx)
+        opened = case is None
+        if case is None:
             reference = new_reference()
             case = Case.open(
                 case_id=case_id_for(reference),
@@ -312,6 +440,13 @@ class CaseLedger(Application[UUID]):
         )
         self.record(case, message, customer, new_claim)
         return self._outcome(case, contact_id=contact_id, duplicate=False, opened=opened)
+
+    def reject_intake(self, source: IntakeSource, *, reason: str, raw: bytes, kind: str = "unknown") -> None:
+        """Record that an intake record could not be applied: where it was, why, and its bytes."""
+        with self._command():
+            ctx = self._context(SYSTEM, causation_id=source.event_id)
+            rejection = IntakeRejection.reject(source, reason=reason, raw=raw, kind=kind, ctx=ctx)
+            self.record(rejection)
 
     def _outcome_of(self, message: ChannelMessage) -> ContactOutcome:
         case: Case = self.repository.get(message.case_id)  # type: ignore[assignment]
@@ -346,11 +481,12 @@ class CaseLedger(Application[UUID]):
         occurred_at: datetime | None = None,
         causation_id: UUID | None = None,
     ) -> T:
-        ctx = self._context(actor, channel=channel, occurred_at=occurred_at, causation_id=causation_id)
-        case = self.get_case(reference)
-        result = decide(case, ctx)
-        self.record(case)
-        return result
+        with self._command():
+            ctx = self._context(actor, channel=channel, occurred_at=occurred_at, causation_id=causation_id)
+            case = self.get_case(reference)
+            result = decide(case, ctx)
+            self.record(case)
+            return result
 
     def respond(
         self, reference: str, *, actor: Actor, body: str, answers: Sequence[str] = (), channel: str | None = None,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from eventsourcing.domain import Aggregate
 
-from ledger.directory import ChannelMessage, Customer, IdentityClaim
+from ledger.directory import ChannelMessage, Customer, IdentityClaim, IntakeRejection
 from ledger.domain import Case, LedgerEvent
 
 NAMESPACE = "caseledger.events"
-AGGREGATES: tuple[type[Aggregate], ...] = (Case, ChannelMessage, Customer, IdentityClaim)
+AGGREGATES: tuple[type[Aggregate], ...] = (Case, ChannelMessage, Customer, IdentityClaim, IntakeRejection)
 
 
 def _collect() -> dict[str, type[LedgerEvent]]:

@@ -9,6 +9,7 @@ told the message is already recorded. That is what makes intake idempotent on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -36,12 +37,30 @@ class ChannelMessage(Aggregate):
 
         def apply(self, message: ChannelMessage) -> None:
             message.case_id = self.case_id
+            message.customer_id = self.customer_id
             message.reference = self.reference
             message.contact_id = self.contact_id
             message.acknowledgement_id = self.acknowledgement_id
             message.channel = self.channel
             message.channel_message_id = self.channel_message_id
+            message.resubmissions = 0
             message.chain_head = None
+
+    class ResubmissionTraced(LedgerEvent):
+        case_id: UUID
+        source: str
+
+        def apply(self, message: ChannelMessage) -> None:
+            message.resubmissions += 1
+
+    def trace_resubmission(self, *, source: str, ctx: Context) -> None:
+        """The same channel message arrived again: nothing is recorded twice, but the arrival is."""
+        self.trigger_event(
+            ChannelMessage.ResubmissionTraced,
+            case_id=self.case_id,
+            source=source,
+            **envelope(ctx, customer_id=self.customer_id, channel=Channel(self.channel)),
+        )
 
     @staticmethod
     def id_for(channel: Channel, channel_message_id: str) -> UUID:
@@ -150,4 +169,51 @@ class IdentityClaim(Aggregate):
             id=cls.id_for(identity),
             identity=identity.as_record(),
             **envelope(ctx, customer_id=customer_id),
+        )
+
+
+@dataclass(frozen=True)
+class IntakeSource:
+    """Where an intake record was read: topic, partition, offset."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def event_id(self) -> UUID:
+        """The causation id of every event the record led to (its accounting key)."""
+        return uuid5(_NAMESPACE, f"intake:{self}")
+
+    def __str__(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+class IntakeRejection(Aggregate):
+    """An intake record the ledger could not apply, kept with its reason and raw bytes."""
+
+    class IntakeRejected(LedgerEvent, Aggregate.Created):
+        source_topic: str
+        source_partition: int
+        source_offset: int
+        kind: str
+        reason: str
+        raw: bytes
+
+        def apply(self, rejection: IntakeRejection) -> None:
+            rejection.reason = self.reason
+            rejection.chain_head = None
+
+    @classmethod
+    def reject(cls, source: IntakeSource, *, reason: str, raw: bytes, kind: str, ctx: Context) -> IntakeRejection:
+        return cls._create(
+            cls.IntakeRejected,
+            id=source.event_id,
+            source_topic=source.topic,
+            source_partition=source.partition,
+            source_offset=source.offset,
+            kind=kind,
+            reason=reason,
+            raw=raw,
+            **envelope(ctx, customer_id=""),
         )

@@ -333,6 +333,12 @@ class ResponsePolicy:
             (Channel.parse(ch).value, self._category_key(cat)): v
             for (ch, cat), v in self.channel_category_respond_within.items()
         }
+        if len(by_channel) + len(by_category) + len(by_both) != (
+            len(self.respond_within)
+            + len(self.category_respond_within)
+            + len(self.channel_category_respond_within)
+        ):
+            raise ValidationError("a channel or category is given twice once written in lower case; keep one")
         delays = [self.acknowledge_within, self.default_respond_within]
         delays += [*by_channel.values(), *by_category.values(), *by_both.values()]
         if not all(isinstance(d, Delay) for d in delays):
@@ -349,7 +355,7 @@ class ResponsePolicy:
         return key
 
     def respond_by(self, *, channel: str, category: str | None, received_at: datetime) -> datetime:
-        """When the answer is due; the most specific rule wins (see ``_respond_within``)."""
+        """When the answer is due, by the most specific rule: channel and category, category, channel."""
         return self._respond_within(channel, category).apply(self.calendar, received_at)
 
     def acknowledge_by(self, *, channel: str, received_at: datetime) -> datetime:
@@ -412,8 +418,8 @@ class ResponsePolicy:
             f"Respond {self.default_respond_within._spoken()} unless a rule below applies",
         ]
         rules = [
-            ("by channel", {k: v for k, v in self.respond_within.items()}),
-            ("by category", {k: v for k, v in self.category_respond_within.items()}),
+            ("by channel", dict(self.respond_within)),
+            ("by category", dict(self.category_respond_within)),
             (
                 "by channel and category",
                 {f"{ch}/{cat}": v for (ch, cat), v in self.channel_category_respond_within.items()},
@@ -465,7 +471,7 @@ class _PolicyFile:
         """``data`` as a table whose keys are all ``known`` (any key when None)."""
         where = f"[{key}]" if key else "the top level"
         if not isinstance(data, dict):
-            raise self.error(key, f"must be a table, got {data!r}", f"write {_EXAMPLES[key]}")
+            raise self.error(key, f"must be a table, got {data!r}", f"write {_example(key)}")
         for name in data:
             if known is not None and name not in known:
                 allowed = ", ".join(known)
@@ -473,16 +479,14 @@ class _PolicyFile:
         for name in required:
             if name not in data:
                 full = _join(key, name)
-                raise self.error(full, "missing", f"add {_EXAMPLES[full]}" + f" to {where}" * bool(key))
+                raise self.error(full, "missing", f"add {_example(full)}" + f" to {where}" * bool(key))
         return data
 
     def policy(self, cls: type[ResponsePolicy], data: dict[str, Any]) -> ResponsePolicy:
         sections = ("calendar", "acknowledge", "respond")
         self.table(data, "", known=sections, required=sections)
         calendar = self.calendar(data["calendar"])
-        acknowledge = self.table(
-            data["acknowledge"], "acknowledge", known=("within",), required=("within",)
-        )
+        acknowledge = self.table(data["acknowledge"], "acknowledge", known=("within",), required=("within",))
         respond = self.table(
             data["respond"],
             "respond",
@@ -624,6 +628,10 @@ class _PolicyFile:
             raise self.error(
                 key, f"{value!r} is not a delay", f"write a whole number and a unit: {_DELAY_FORMS}"
             ) from None
+
+
+def _example(key: str) -> str:
+    return _EXAMPLES.get(key) or f'[{key}] with complaint = "5d"'  # a respond.channel_category.<channel>
 
 
 def _join(key: str, name: str) -> str:
