@@ -1,0 +1,203 @@
+"""Kafka connection settings, client construction and topic administration.
+
+Settings come from keyword arguments (CLI options) or the environment:
+
+=====================================  =====================================================
+``CASELEDGER_KAFKA_BOOTSTRAP``         bootstrap servers, ``host:port[,host:port]``
+``CASELEDGER_KAFKA_SECURITY_PROTOCOL`` PLAINTEXT (default), SSL, SASL_PLAINTEXT, SASL_SSL
+``CASELEDGER_KAFKA_SASL_MECHANISM``    PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+``CASELEDGER_KAFKA_SASL_USERNAME``     SASL user name
+``CASELEDGER_KAFKA_SASL_PASSWORD``     SASL password
+``CASELEDGER_KAFKA_SSL_CAFILE``        CA bundle to verify the brokers
+``CASELEDGER_KAFKA_SSL_CERTFILE``      client certificate (mutual TLS)
+``CASELEDGER_KAFKA_SSL_KEYFILE``       client key (mutual TLS)
+``CASELEDGER_INTAKE_TOPIC``            default ``caseledger.intake``
+``CASELEDGER_EVENTS_TOPIC``            default ``caseledger.events``
+``CASELEDGER_INTAKE_PARTITIONS``       default 6
+``CASELEDGER_EVENTS_PARTITIONS``       default 6 — never change it once events are published
+``CASELEDGER_KAFKA_REPLICATION``       replication factor of new topics, default 1
+=====================================  =====================================================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger.errors import BackendError, ConfigurationError
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaSettings:
+    """How to reach Kafka and which topics the ledger uses."""
+
+    bootstrap_servers: str
+    intake_topic: str = "caseledger.intake"
+    events_topic: str = "caseledger.events"
+    intake_partitions: int = 6
+    events_partitions: int = 6
+    replication_factor: int = 1
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    client_id: str = "caseledger"
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers.strip():
+            raise ConfigurationError(
+                "no Kafka bootstrap servers: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP"
+            )
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigurationError(
+                f"Kafka security protocol {self.security_protocol!r}: use one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise ConfigurationError(
+                    f"{self.security_protocol} needs CASELEDGER_KAFKA_SASL_MECHANISM, one of "
+                    f"{', '.join(SASL_MECHANISMS)}"
+                )
+            if not (self.sasl_username and self.sasl_password):
+                raise ConfigurationError(
+                    f"{self.security_protocol} needs CASELEDGER_KAFKA_SASL_USERNAME and _PASSWORD"
+                )
+        for name in ("intake_partitions", "events_partitions", "replication_factor"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"Kafka {name.replace('_', ' ')} must be at least 1")
+        if self.intake_topic == self.events_topic:
+            raise ConfigurationError("the intake and events topics must differ")
+
+    @classmethod
+    def resolve(cls, *, bootstrap_servers: str | None = None, **options: Any) -> KafkaSettings:
+        """Options win over the environment (``CASELEDGER_KAFKA_*``), which wins over defaults."""
+        env = os.environ
+        values: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers or env.get("CASELEDGER_KAFKA_BOOTSTRAP", ""),
+        }
+        text_vars = {
+            "intake_topic": "CASELEDGER_INTAKE_TOPIC",
+            "events_topic": "CASELEDGER_EVENTS_TOPIC",
+            "security_protocol": "CASELEDGER_KAFKA_SECURITY_PROTOCOL",
+            "sasl_mechanism": "CASELEDGER_KAFKA_SASL_MECHANISM",
+            "sasl_username": "CASELEDGER_KAFKA_SASL_USERNAME",
+            "sasl_password": "CASELEDGER_KAFKA_SASL_PASSWORD",
+            "ssl_cafile": "CASELEDGER_KAFKA_SSL_CAFILE",
+            "ssl_certfile": "CASELEDGER_KAFKA_SSL_CERTFILE",
+            "ssl_keyfile": "CASELEDGER_KAFKA_SSL_KEYFILE",
+        }
+        int_vars = {
+            "intake_partitions": "CASELEDGER_INTAKE_PARTITIONS",
+            "events_partitions": "CASELEDGER_EVENTS_PARTITIONS",
+            "replication_factor": "CASELEDGER_KAFKA_REPLICATION",
+        }
+        for name, var in text_vars.items():
+            if env.get(var):
+                values[name] = env[var]
+        for name, var in int_vars.items():
+            if env.get(var):
+                try:
+                    values[name] = int(env[var])
+                except ValueError:
+                    raise ConfigurationError(f"{var}={env[var]!r} is not a whole number") from None
+        values.update({k: v for k, v in options.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def from_env_if_configured(cls, bootstrap_servers: str | None = None) -> KafkaSettings | None:
+        """Settings when Kafka is configured (option or environment); None for the embedded default."""
+        if not (bootstrap_servers or os.environ.get("CASELEDGER_KAFKA_BOOTSTRAP")):
+            return None
+        return cls.resolve(bootstrap_servers=bootstrap_servers)
+
+    def client_options(self) -> dict[str, Any]:
+        """Connection options every kafka-python client takes."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()],
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, name):
+                options[name] = getattr(self, name)
+        return options
+
+
+# Topic configurations, explicit so a broker's defaults never decide retention or durability.
+EVENTS_TOPIC_CONFIG = {
+    "retention.ms": "-1",  # the ledger's history is kept forever
+    "retention.bytes": "-1",
+    "cleanup.policy": "delete",
+    "message.timestamp.type": "CreateTime",
+    "max.message.bytes": "4194304",
+}
+INTAKE_TOPIC_CONFIG = {
+    # Kept forever too: the audit reconciles every intake offset with its outcome.
+    "retention.ms": "-1",
+    "retention.bytes": "-1",
+    "cleanup.policy": "delete",
+    "max.message.bytes": "4194304",
+}
+
+
+def ensure_topics(settings: KafkaSettings) -> dict[str, str]:
+    """Create the intake and events topics when missing; check existing ones. Returns what was done."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    wanted = {
+        settings.intake_topic: (settings.intake_partitions, INTAKE_TOPIC_CONFIG),
+        settings.events_topic: (settings.events_partitions, EVENTS_TOPIC_CONFIG),
+    }
+    if settings.replication_factor > 1:
+        durable = {"min.insync.replicas": str(min(2, settings.replication_factor))}
+        wanted = {topic: (n, {**config, **durable}) for topic, (n, config) in wanted.items()}
+    done: dict[str, str] = {}
+    try:
+        admin = KafkaAdminClient(**settings.client_options(), request_timeout_ms=30_000)
+    except KafkaError as error:
+        raise BackendError(f"cannot reach Kafka at {settings.bootstrap_servers}: {error}") from error
+    try:
+        existing = set(admin.list_topics())
+        for topic, (partitions, config) in wanted.items():
+            if topic in existing:
+                actual = partition_count(admin, topic)
+                if topic == settings.events_topic and actual != partitions:
+                    raise ConfigurationError(
+                        f"topic {topic} has {actual} partitions but CASELEDGER_EVENTS_PARTITIONS is {partitions}; "
+                        "a customer's events must stay on one partition: set it to the topic's count"
+                    )
+                done[topic] = f"exists ({actual} partitions)"
+                continue
+            try:
+                admin.create_topics(
+                    {topic: {"num_partitions": partitions, "replication_factor": settings.replication_factor,
+                             "configs": config}},
+                    wait_for_metadata=True,
+                )
+                done[topic] = f"created ({partitions} partitions)"
+            except TopicAlreadyExistsError:
+                done[topic] = "exists (created concurrently)"
+    except KafkaError as error:
+        raise BackendError(f"Kafka topic administration failed: {error}") from error
+    finally:
+        admin.close()
+    return done
+
+
+def partition_count(admin: Any, topic: str) -> int:
+    described = admin.describe_topics([topic])
+    return len(described[0]["partitions"])
