@@ -1,0 +1,207 @@
+"""The intake worker: applies every record of the intake topic to the ledger, exactly once.
+
+Positions are not kept in a consumer group but in the ledger's own store, as tracking records
+(``intake/<topic>/<partition>`` → next offset), written in the same transaction as the events the
+records produced. A crash at any point therefore either loses the whole batch (it is read
+again) or keeps it with its position (it is never applied twice).
+
+Each record ends as ledger events or, when it cannot be applied, as an ``IntakeRejected`` event
+carrying its source, reason and raw bytes — never skipped silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+
+from ledger.application import CaseLedger
+from ledger.directory import IntakeSource
+from ledger.errors import BackendError, ConflictError, NotFound, RuleViolation, SchemaError, ValidationError
+from ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
+from ledger.kafka import KafkaSettings
+from ledger.values import SYSTEM, ContactDraft
+
+log = logging.getLogger("caseledger.intake")
+REFUSALS = (ValidationError, RuleViolation, NotFound, SchemaError)
+
+
+@dataclass
+class IntakeStats:
+    """What the worker did so far."""
+
+    records: int = 0
+    contacts: int = 0
+    duplicates: int = 0
+    reports: int = 0
+    rejected: int = 0
+    batches: int = 0
+    conflicts: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self) -> str:
+        rate = self.records / max(time.monotonic() - self.started, 1e-9)
+        return (
+            f"{self.records} records ({rate:.0f}/s): {self.contacts} contacts, {self.duplicates} resubmissions, "
+            f"{self.reports} reports, {self.rejected} rejected; {self.batches} batches"
+        )
+
+
+def tracking_name(topic: str, partition: int) -> str:
+    return f"intake/{topic}/{partition}"
+
+
+class KafkaIntakeWorker:
+    """Consumes the intake topic and records each record's outcome in the ledger."""
+
+    def __init__(
+        self,
+        ledger: CaseLedger,
+        settings: KafkaSettings,
+        *,
+        batch_size: int = 500,
+        poll_timeout_ms: int = 200,
+    ) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self.batch_size = batch_size
+        self.poll_timeout_ms = poll_timeout_ms
+        self.codec = IntakeCodec()
+        self.stats = IntakeStats()
+
+    # -- positions ------------------------------------------------------------------------------------
+
+    def next_offset(self, partition: int) -> int:
+        """The first offset of ``partition`` not yet applied (tracking stores offset + 1)."""
+        return self.ledger.recorder.max_tracking_id(tracking_name(self.settings.intake_topic, partition)) or 0
+
+    # -- running --------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, *, on_batch: Callable[[IntakeStats], None] | None = None) -> IntakeStats:
+        """Consume until ``stop`` is set. Safe to kill at any moment."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(
+            **self.settings.client_options(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.batch_size,
+            fetch_max_wait_ms=self.poll_timeout_ms,
+        )
+        try:
+            partitions = self._wait_for_partitions(consumer, stop)
+            tps = [TopicPartition(self.settings.intake_topic, p) for p in partitions]
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, self.next_offset(tp.partition))
+            log.info("intake worker consuming %s partitions %s", self.settings.intake_topic, partitions)
+            while not stop.is_set():
+                polled = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
+                for tp, records in polled.items():
+                    self.apply_batch(tp.partition, records)
+                    if on_batch:
+                        on_batch(self.stats)
+        finally:
+            consumer.close()
+        return self.stats
+
+    def _wait_for_partitions(self, consumer: Any, stop: threading.Event) -> list[int]:
+        deadline = time.monotonic() + 60
+        while not stop.is_set():
+            partitions = consumer.partitions_for_topic(self.settings.intake_topic)
+            if partitions:
+                return sorted(partitions)
+            if time.monotonic() > deadline:
+                raise BackendError(
+                    f"intake topic {self.settings.intake_topic} does not exist; create it with "
+                    "`caseledger topics create`"
+                )
+            time.sleep(0.5)
+        return []
+
+    # -- applying -------------------------------------------------------------------------------------
+
+    def apply_batch(self, partition: int, records: list[Any]) -> None:
+        """Apply consecutive records of one partition in one transaction, with their position."""
+        if not records:
+            return
+        topic = self.settings.intake_topic
+        # A redelivery after a crash or a rebalance: drop what is already applied.
+        first = self.next_offset(partition)
+        records = [r for r in records if r.offset >= first]
+        if not records:
+            return
+        tracking = Tracking(application_name=tracking_name(topic, partition), notification_id=records[-1].offset + 1)
+        before = dataclasses.replace(self.stats)
+        try:
+            with self.ledger.unit_of_work(tracking):
+                for record in records:
+                    self._apply(record)
+            self.stats.batches += 1
+            self.stats.records += len(records)
+        except ConflictError:
+            # An agent changed a case of this batch meanwhile (or another worker applied it):
+            # apply the records one by one, each with its own position.
+            self.stats = before
+            self.stats.conflicts += 1
+            for record in records:
+                self._apply_alone(partition, record)
+
+    def _apply_alone(self, partition: int, record: Any) -> None:
+        name = tracking_name(self.settings.intake_topic, partition)
+        for attempt in range(20):
+            if self.next_offset(partition) > record.offset:
+                return  # applied meanwhile by another worker
+            before = dataclasses.replace(self.stats)
+            try:
+                with self.ledger.unit_of_work(Tracking(application_name=name, notification_id=record.offset + 1)):
+                    self._apply(record)
+                self.stats.records += 1
+                self.stats.batches += 1
+                return
+            except ConflictError:
+                self.stats = before
+                time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
+        raise ConflictError(f"intake record {name}@{record.offset} kept conflicting; the worker will retry it")
+
+    def _apply(self, record: Any) -> None:
+        source = IntakeSource(record.topic, record.partition, record.offset)
+        raw: bytes = record.value or b""
+        kind = "unknown"
+        try:
+            if not raw:
+                raise ValidationError("empty intake record (no value)")
+            _adapter, message = self.codec.decode(raw)
+            kind = kind_of(message)
+            if isinstance(message, ContactDraft):
+                outcome = self.ledger.record_contact(message, source=source)
+                if outcome.duplicate:
+                    self.stats.duplicates += 1
+                else:
+                    self.stats.contacts += 1
+            elif isinstance(message, DeliveryReport):
+                self.ledger.record_delivery(
+                    message.case_reference, message_id=message.message_id, delivered_at=message.delivered_at,
+                    actor=SYSTEM, causation_id=source.event_id,
+                )
+                self.stats.reports += 1
+            elif isinstance(message, ReadReceipt):
+                self.ledger.record_read(
+                    message.case_reference, actor=message.reader, message_id=message.message_id,
+                    read_at=message.read_at, causation_id=source.event_id,
+                )
+                self.stats.reports += 1
+        except REFUSALS as refusal:
+            reason = f"{type(refusal).__name__}: {refusal}"
+            log.warning("rejected intake record %s: %s", source, reason)
+            self.ledger.reject_intake(source, reason=reason, raw=raw, kind=kind)
+            self.stats.rejected += 1
+

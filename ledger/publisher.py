@@ -1,0 +1,172 @@
+"""The publisher: every event the ledger records goes to the events topic, in order, exactly once.
+
+How exactly-once holds across crashes and restarts:
+
+1. The publisher follows the store's notification log (a total order of every recorded event;
+   inserts are serialized, so positions become visible in order).
+2. It publishes with a *transactional* producer whose ``transactional.id`` is fixed per events
+   topic. A batch of consecutive positions is one Kafka transaction: on the topic it appears
+   whole or not at all (consumers read with ``isolation.level=read_committed``).
+3. On start, ``init_transactions`` fences any previous publisher (a zombie cannot write after
+   that) and aborts its unfinished transaction. The publisher then reads the ``position``
+   header of the last committed record of every partition: since batches commit whole and
+   in order, every position up to the highest one found is on the topic and none after it.
+   It resumes from there. No checkpoint outside the topic can disagree with the topic.
+
+Record layout: key = customer id (a customer's whole history on one partition, in order),
+value = the exact bytes the store keeps (Avro single-object encoding), headers = event type,
+schema fingerprint, event id, case id, store position and the event's SHA-256.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger.application import CaseLedger
+from ledger.catalog import name_of_topic
+from ledger.codec import HEADER_SIZE, event_hash
+from ledger.errors import BackendError
+from ledger.kafka import KafkaSettings
+
+log = logging.getLogger("caseledger.publisher")
+
+
+@dataclass
+class PublisherStats:
+    published: int = 0
+    batches: int = 0
+    position: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self) -> str:
+        rate = self.published / max(time.monotonic() - self.started, 1e-9)
+        return f"{self.published} events published ({rate:.0f}/s), at position {self.position}"
+
+
+def event_record(ledger: CaseLedger, notification: Any) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """(key, value, headers) of the Kafka record for one stored event."""
+    data = bytes(notification.state)
+    name = name_of_topic(notification.topic)
+    envelope = ledger.codec.decode_record(name, data)["envelope"]
+    headers = [
+        ("event_type", name.encode()),
+        ("schema_fingerprint", data[2:HEADER_SIZE].hex().encode()),
+        ("event_id", str(envelope["event_id"]).encode()),
+        ("case_id", str(envelope["case_id"]).encode()),
+        ("position", str(notification.id).encode()),
+        ("event_hash", event_hash(data).hex().encode()),
+    ]
+    return envelope["customer_id"].encode(), data, headers
+
+
+def header(record: Any, name: str) -> bytes | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+class KafkaEventPublisher:
+    """Publishes the store's notification log to the events topic, in order, exactly once."""
+
+    def __init__(
+        self,
+        ledger: CaseLedger,
+        settings: KafkaSettings,
+        *,
+        batch_size: int = 1000,
+        idle_sleep_s: float = 0.05,
+    ) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self.batch_size = batch_size
+        self.idle_sleep_s = idle_sleep_s
+        self.stats = PublisherStats()
+        self.transactional_id = f"caseledger-publisher-{settings.events_topic}"
+
+    def last_published_position(self) -> int:
+        """The highest store position on the events topic (committed records only); 0 when empty."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(
+            **self.settings.client_options(),
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+        try:
+            partitions = consumer.partitions_for_topic(self.settings.events_topic)
+            if not partitions:
+                raise BackendError(
+                    f"events topic {self.settings.events_topic} does not exist; create it with "
+                    "`caseledger topics create`"
+                )
+            best = 0
+            for partition in sorted(partitions):
+                tp = TopicPartition(self.settings.events_topic, partition)
+                best = max(best, self._last_position_in(consumer, tp))
+            return best
+        finally:
+            consumer.close()
+
+    @staticmethod
+    def _last_position_in(consumer: Any, tp: Any) -> int:
+        consumer.assign([tp])
+        end = consumer.end_offsets([tp])[tp]
+        window = 16
+        while end > 0:
+            start = max(0, end - window)
+            consumer.seek(tp, start)
+            last = 0
+            deadline = time.monotonic() + 30
+            while consumer.position(tp) < end and time.monotonic() < deadline:
+                for record in consumer.poll(timeout_ms=500).get(tp, []):
+                    position = header(record, "position")
+                    if position is not None:
+                        last = int(position)
+            if last or start == 0:
+                return last
+            window *= 8  # the tail held only transaction markers or aborted records
+        return 0
+
+    def run(self, stop: threading.Event, *, on_batch: Callable[[PublisherStats], None] | None = None) -> PublisherStats:
+        """Publish until ``stop`` is set. Safe to kill at any moment."""
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(
+            **self.settings.client_options(),
+            transactional_id=self.transactional_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            max_request_size=4_194_304,
+        )
+        try:
+            producer.init_transactions()  # fences any earlier publisher and aborts its open batch
+            position = self.last_published_position()
+            self.stats.position = position
+            log.info("publisher resuming after position %s", position)
+            while not stop.is_set():
+                notifications = self.ledger.recorder.select_notifications(start=position + 1, limit=self.batch_size)
+                if not notifications:
+                    stop.wait(self.idle_sleep_s)
+                    continue
+                producer.begin_transaction()
+                for notification in notifications:
+                    key, value, headers = event_record(self.ledger, notification)
+                    producer.send(self.settings.events_topic, key=key, value=value, headers=headers)
+                producer.commit_transaction()
+                position = notifications[-1].id
+                self.stats.position = position
+                self.stats.published += len(notifications)
+                self.stats.batches += 1
+                if on_batch:
+                    on_batch(self.stats)
+        finally:
+            producer.close(timeout=10)
+        return self.stats

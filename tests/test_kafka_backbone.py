@@ -1,0 +1,218 @@
+"""The Kafka backbone against a real Apache Kafka broker: adapter SDK, intake worker, publisher."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+from ledger.adapter import KafkaIntakeClient
+from ledger.application import CaseLedger
+from ledger.catalog import name_of_topic
+from ledger.codec import event_hash
+from ledger.errors import ValidationError
+from ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt
+from ledger.intake_worker import KafkaIntakeWorker
+from ledger.kafka import KafkaSettings, ensure_topics
+from ledger.publisher import KafkaEventPublisher, header
+from ledger.settings import LedgerSettings
+from ledger.values import Actor, ContactDraft, Identity
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def kafka(kafka_bootstrap: str) -> KafkaSettings:
+    """Fresh topics per test, so tests never see each other's records."""
+    suffix = uuid.uuid4().hex[:8]
+    settings = KafkaSettings.resolve(
+        bootstrap_servers=kafka_bootstrap,
+        intake_topic=f"intake-{suffix}",
+        events_topic=f"events-{suffix}",
+        intake_partitions=3,
+        events_partitions=3,
+    )
+    ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[CaseLedger]:
+    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "k.sqlite")))
+    yield ledger
+    ledger.close()
+
+
+def contact(n: int, *, customer: int | None = None, **kw: Any) -> ContactDraft:
+    who = customer if customer is not None else n % 7
+    return ContactDraft(
+        channel=kw.pop("channel", "email"), channel_message_id=kw.pop("msg", f"m{n}"),
+        identity=Identity.parse(f"email:c{who}@example.com"), items=(f"question {n}",), **kw,
+    )
+
+
+def drain(worker: KafkaIntakeWorker, until: int, timeout: float = 60) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while worker.stats.records < until and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert worker.stats.records >= until, worker.stats.line()
+
+
+def publish_all(ledger: CaseLedger, settings: KafkaSettings, timeout: float = 60) -> KafkaEventPublisher:
+    publisher = KafkaEventPublisher(ledger, settings, batch_size=200)
+    stop = threading.Event()
+    thread = threading.Thread(target=publisher.run, args=(stop,))
+    thread.start()
+    target = ledger.recorder.max_notification_id() or 0
+    deadline = time.monotonic() + timeout
+    try:
+        while publisher.stats.position < target and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert publisher.stats.position == target
+    return publisher
+
+
+def read_topic(settings: KafkaSettings, topic: str, *, committed: bool = True) -> list[Any]:
+    consumer = KafkaConsumer(
+        **settings.client_options(), group_id=None, enable_auto_commit=False,
+        isolation_level="read_committed" if committed else "read_uncommitted",
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + 30
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def test_topics_are_created_with_explicit_configs(kafka: KafkaSettings) -> None:
+    admin = KafkaAdminClient(**kafka.client_options())
+    try:
+        topics = {t["name"]: t for t in admin.describe_topics([kafka.events_topic, kafka.intake_topic])}
+        assert len(topics[kafka.events_topic]["partitions"]) == 3
+        from kafka.admin import ConfigResource, ConfigResourceType
+
+        for topic in (kafka.events_topic, kafka.intake_topic):
+            configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])["topic"][topic]
+            assert configs["retention.ms"]["value"] == "-1"
+            assert configs["retention.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"  # set by us, not a default
+    finally:
+        admin.close()
+    assert set(ensure_topics(kafka).values()) == {"exists (3 partitions)"}
+
+
+def test_adapter_refuses_invalid_input_before_publishing(kafka: KafkaSettings) -> None:
+    with KafkaIntakeClient(kafka, adapter="test") as client:
+        with pytest.raises(ValidationError, match="at least one item"):
+            client.submit(ContactDraft(channel="email", channel_message_id="x", identity=Identity.parse("email:a@b.co"), items=()))
+        receipt = client.submit(contact(1))
+        assert receipt.topic == kafka.intake_topic and receipt.offset == 0 and receipt.kind == "contact"
+    assert len(read_topic(kafka, kafka.intake_topic)) == 1
+
+
+def test_worker_applies_each_record_once_and_rejects_bad_ones(kafka: KafkaSettings, store: CaseLedger) -> None:
+    with KafkaIntakeClient(kafka, adapter="test") as client:
+        receipts = client.submit_many([contact(n) for n in range(30)])
+        client.submit(contact(3))  # a resubmission at a new offset
+    raw = KafkaProducer(**kafka.client_options())
+    raw.send(kafka.intake_topic, key=b"x", value=b"not avro at all")
+    raw.send(kafka.intake_topic, key=b"x", value=None)
+    raw.flush()
+    raw.close()
+    worker = KafkaIntakeWorker(store, kafka, batch_size=7)
+    drain(worker, until=33)
+    assert (worker.stats.contacts, worker.stats.duplicates, worker.stats.rejected) == (30, 1, 2)
+    history = store.history("email:c3@example.com")
+    assert [type(e).__name__ for e in history].count("ContactReceived") == len([n for n in range(30) if n % 7 == 3])
+    # positions live in the ledger: a second worker finds nothing left to do
+    again = KafkaIntakeWorker(store, kafka)
+    assert sum(again.next_offset(p) for p in range(3)) == 33
+    before = store.recorder.max_notification_id()
+    stop = threading.Event()
+    t = threading.Thread(target=again.run, args=(stop,))
+    t.start()
+    time.sleep(1.5)
+    stop.set()
+    t.join(30)
+    assert store.recorder.max_notification_id() == before and again.stats.records == 0
+    # every rejection carries its source, reason and raw bytes
+    rejected = [e for e in (store.mapper.to_domain_event(n) for n in store.recorder.select_notifications(start=1, limit=10_000))
+                if type(e).__name__ == "IntakeRejected"]
+    assert sorted(e.raw for e in rejected) == [b"", b"not avro at all"]
+    assert all(e.reason and e.source_topic == kafka.intake_topic for e in rejected)
+    assert receipts[0].partition in range(3)
+
+
+def test_delivery_reports_and_read_receipts_flow_through_intake(kafka: KafkaSettings, store: CaseLedger) -> None:
+    ref = store.record_contact(contact(1)).reference
+    now = datetime.now(timezone.utc)
+    with KafkaIntakeClient(kafka, adapter="test") as client:
+        client.submit(DeliveryReport(case_reference=ref, message_id="ACK1", delivered_at=now))
+        client.submit(ReadReceipt(case_reference=ref, message_id="ACK1", reader=Actor.parse("customer:c1"), read_at=now))
+        client.submit(DeliveryReport(case_reference=ref, message_id="R9", delivered_at=now))
+    worker = KafkaIntakeWorker(store, kafka)
+    drain(worker, until=3)
+    case = store.get_case(ref)
+    assert case.messages["ACK1"].delivered_at == now and case.messages["ACK1"].read_by == ["customer:c1"]
+    assert worker.stats.rejected == 1  # R9 does not exist
+
+
+def test_publisher_publishes_every_event_once_in_order_and_resumes(kafka: KafkaSettings, store: CaseLedger) -> None:
+    for n in range(40):
+        store.record_contact(contact(n))
+    publish_all(store, kafka)
+    for n in range(40, 60):
+        store.record_contact(contact(n))
+    publish_all(store, kafka)  # a restarted publisher continues where the topic ends
+    publish_all(store, kafka)  # and publishes nothing twice
+    records = read_topic(kafka, kafka.events_topic)
+    stored = store.recorder.select_notifications(start=1, limit=100_000)
+    assert len(records) == len(stored)
+    by_position = {int(header(r, "position")): r for r in records}
+    assert sorted(by_position) == [n.id for n in stored]
+    for notification in stored:
+        record = by_position[notification.id]
+        assert record.value == bytes(notification.state)
+        assert header(record, "event_type").decode() == name_of_topic(notification.topic)
+        assert header(record, "event_hash").decode() == event_hash(bytes(notification.state)).hex()
+        event = store.mapper.to_domain_event(notification)
+        assert record.key == event.customer_id.encode()
+    # per customer, the topic order is the store order
+    per_partition: dict[int, list[int]] = {}
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        per_partition.setdefault(r.partition, []).append(int(header(r, "position")))
+    assert all(p == sorted(p) for p in per_partition.values())
+
+
+def test_intake_codec_rejects_unknown_schema_fingerprint() -> None:
+    codec = IntakeCodec()
+    data = bytearray(codec.encode(contact(1), adapter="t"))
+    data[5] ^= 0xFF
+    from ledger.errors import SchemaError
+
+    with pytest.raises(SchemaError, match="unknown intake schema"):
+        codec.decode(bytes(data))
