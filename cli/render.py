@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, is_dataclass
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from enum import Enum
 from typing import Any
 from uuid import UUID
@@ -27,6 +27,7 @@ from ledger.domain import Case
 __all__ = [
     "case_record",
     "describe_event",
+    "duration",
     "event_record",
     "event_type",
     "fmt_time",
@@ -83,15 +84,19 @@ def local_zone(name: str | None = None) -> tzinfo:
             return ZoneInfo(env)
         except (ZoneInfoNotFoundError, ValueError):
             pass  # a POSIX rule such as CET-1CEST: the system already applies it
-    zone = datetime.now().astimezone().tzinfo
-    return zone or timezone.utc
+    try:
+        # The system's rules, so that times in another season get their own offset (DST).
+        with open("/etc/localtime", "rb") as rules:
+            return ZoneInfo.from_file(rules, key="localtime")
+    except (OSError, ValueError):
+        return datetime.now().astimezone().tzinfo or UTC
 
 
 def fmt_time(value: datetime | None, tz: tzinfo | None = None, *, seconds: bool = False) -> str:
     """``2026-11-24 10:00 CET``: a UTC instant in ``tz`` (UTC when None), with its zone name."""
     if value is None:
         return "-"
-    shown = value.astimezone(tz or timezone.utc)
+    shown = value.astimezone(tz or UTC)
     text = shown.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
     zone = shown.strftime("%Z") or shown.strftime("%z")
     return f"{text} {zone}"
@@ -164,7 +169,7 @@ _DESCRIBERS: dict[str, Callable[[Any, tzinfo | None], str]] = {
     + (f": {_quote(e.note)}" if e.note else ""),
     "EscalatedToHuman": lambda e, tz: f"Chatbot {e.bot_id} escalated to a human"
     + (f" (team {e.to_team})" if e.to_team else "")
-    + f" after {_duration(e.wait_seconds)} waiting: {_short(e.reason)}",
+    + f" after {duration(e.wait_seconds)} waiting: {_short(e.reason)}",
     "ActionProposed": lambda e, tz: f"Action {e.proposal_id} proposed by rule {e.rule_id}: {e.action}"
     + (f" ({', '.join(f'{k}={v}' for k, v in sorted(e.params.items()))})" if e.params else "")
     + f" — {_short(e.rationale, 50)}",
@@ -183,13 +188,17 @@ _DESCRIBERS: dict[str, Callable[[Any, tzinfo | None], str]] = {
     "CustomerRegistered": lambda e, tz: f"Customer {e.customer_id} registered"
     + (f" (segment {e.segment})" if e.segment else ""),
     "IdentityLinked": lambda e, tz: f"Identity {e.identity['kind']}:{e.identity['value']} linked",
+    "ResubmissionTraced": lambda e, tz: f"{e.channel} message resubmitted (from {e.source}); "
+    "nothing recorded twice",
     "CaseLinked": lambda e, tz: f"Case {e.reference} linked to the customer",
     "IdentityClaimed": lambda e, tz: f"Identity {e.identity['kind']}:{e.identity['value']} claimed "
     f"by customer {e.customer_id}",
+    "IntakeRejected": lambda e, tz: f"Intake record {e.source_topic}/{e.source_partition}/{e.source_offset} "
+    f"rejected ({e.kind}, {len(e.raw)} bytes kept): {_short(e.reason)}",
 }
 
 
-def _duration(seconds: int) -> str:
+def duration(seconds: int) -> str:
     minutes, sec = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     if hours:
@@ -333,10 +342,11 @@ def _status(text: str) -> Text:
     return Text(text, style=_STATUS_STYLE.get(text, "bold"))
 
 
-def _table(title: str, *columns: str) -> Table:
+def _table(title: str, *columns: str, keep: int = 1) -> Table:
+    """A table whose first ``keep`` columns (ids, references) are never wrapped or cut."""
     table = Table(title=title, title_justify="left", title_style="bold")
-    for column in columns:
-        table.add_column(column)
+    for n, column in enumerate(columns):
+        table.add_column(column, no_wrap=n < keep, min_width=len(column) if n < keep else None)
     return table
 
 
@@ -360,7 +370,7 @@ def render_case(console: Console, case: Case, *, tz: tzinfo) -> None:
     ]
     if case.escalations:
         rows.append(("escalations", "; ".join(
-            f"{bot} after {_duration(wait)}" for bot, _since, wait in case.escalations)))
+            f"{bot} after {duration(wait)}" for bot, _since, wait in case.escalations)))
     missed = ", ".join(f"{kind} {target}" for kind, target in sorted(case.missed))
     rows.append(("missed deadlines", missed or "none"))
     for label, value in rows:
@@ -370,9 +380,12 @@ def render_case(console: Console, case: Case, *, tz: tzinfo) -> None:
     contacts = _table("Contacts", "id", "channel", "received", "message id", "items", "respond by", "ack")
     for c in case.contacts.values():
         contacts.add_row(
-            c.contact_id + (" (follow-up)" if c.follow_up else ""), c.channel, fmt_time(c.received_at, tz),
+            c.contact_id + ("↺" if c.follow_up else ""), c.channel, fmt_time(c.received_at, tz),
             Text(c.channel_message_id), ", ".join(c.item_ids), fmt_time(c.respond_by, tz), c.acknowledgement_id or "-",
         )
+    if case.follow_ups:
+        contacts.caption = "↺ follow-up: the customer chased an earlier request"
+        contacts.caption_justify = "left"
     parts.append(contacts)
 
     items = _table("Items", "id", "status", "question", "by / why")
@@ -412,7 +425,7 @@ def render_case(console: Console, case: Case, *, tz: tzinfo) -> None:
 def render_cases(console: Console, cases: list[Case], *, customer: str, tz: tzinfo) -> None:
     """A customer's cases, oldest first."""
     table = _table(f"Cases of {customer}", "reference", "status", "opened", "subject", "open items",
-                   "open promises", "assignee")
+                   "open promises", "assignee", keep=2)
     for case in cases:
         table.add_row(
             case.reference, _status(case.status), fmt_time(case.opened_at, tz), Text(_short(case.subject, 50)),

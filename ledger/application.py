@@ -232,7 +232,7 @@ class CaseLedger(Application[UUID]):
         message = self._get_optional(ChannelMessage.id_for(ch, channel_message_id))
         if message is None:
             raise NotFound(f"no contact was recorded for {ch.value} message {channel_message_id!r}")
-        return self._load(message.case_id)  # type: ignore[no-any-return]
+        return self.get_case(message.reference)
 
     def resolve_customer(self, who: str) -> str:
         """A customer id from a customer id or an identity (email:…, phone:…, handle:…)."""
@@ -252,22 +252,33 @@ class CaseLedger(Application[UUID]):
 
     def cases_of(self, who: str) -> list[Case]:
         """Every case of a customer (by customer id or identity), oldest first."""
-        customer = self.repository.get(Customer.id_for(self.resolve_customer(who)))
+        with translate_errors(self.settings.store.describe()):
+            customer = self._load(Customer.id_for(self.resolve_customer(who)))
         return [self.get_case(ref) for ref in customer.cases]
 
     def history(self, who: str) -> list[LedgerEvent]:
-        """Every event of a customer across cases and channels, in the order it was recorded.
+        """Every event of a customer across cases, channels and directory entries, in recorded order.
 
-        Events of one case are in their exact recorded order; across cases they are merged by
-        recording time (the customer timeline projection gives the store's total order).
+        Events of one aggregate are in their exact recorded order; across aggregates they are
+        merged by recording time (the customer timeline projection gives the store's total order).
         """
         customer_id = self.resolve_customer(who)
-        customer_uuid = Customer.id_for(customer_id)
-        events: list[LedgerEvent] = list(self.events.get(customer_uuid))  # type: ignore[arg-type]
-        customer = self.repository.get(customer_uuid)
-        for ref in customer.cases:
-            events.extend(self.events.get(case_id_for(ref)))  # type: ignore[arg-type]
-        events.sort(key=lambda e: (e.timestamp, e.originator_version))
+        with translate_errors(self.settings.store.describe()):
+            customer = self._load(Customer.id_for(customer_id))
+            ids: list[UUID] = [customer.id]
+            ids += [IdentityClaim.id_for(Identity.parse(i)) for i in customer.identities]
+            for ref in customer.cases:
+                case = self.get_case(ref)
+                ids.append(case.id)
+                ids += [
+                    ChannelMessage.id_for(Channel(c.channel), c.channel_message_id) for c in case.contacts.values()
+                ]
+            events: list[LedgerEvent] = []
+            for aggregate_id in ids:
+                events.extend(
+                    e for e in self.events.get(aggregate_id) if e.customer_id == customer_id  # type: ignore[attr-defined]
+                )
+        events.sort(key=lambda e: e.timestamp)  # stable: keeps each aggregate's own order
         return events
 
     def _get_optional(self, aggregate_id: UUID) -> Any | None:
@@ -449,7 +460,7 @@ class CaseLedger(Application[UUID]):
             self.record(rejection)
 
     def _outcome_of(self, message: ChannelMessage) -> ContactOutcome:
-        case: Case = self.repository.get(message.case_id)  # type: ignore[assignment]
+        case: Case = self._load(message.case_id)
         return self._outcome(case, contact_id=message.contact_id, duplicate=True, opened=False)
 
     @staticmethod

@@ -15,7 +15,7 @@ from typer.main import get_command
 from typer.testing import CliRunner, Result
 
 from cli.app import app, parse_attachment, parse_instant
-from cli.render import DESCRIBED_EVENT_TYPES
+from cli.render import DESCRIBED_EVENT_TYPES, describe_event
 from ledger.catalog import EVENT_TYPES
 from ledger.errors import ConflictError
 from ledger.values import Channel
@@ -248,6 +248,58 @@ def test_automation_cannot_close_but_can_propose_and_a_human_approval_executes(c
     assert case["proposals"][0]["decided_by"] == "agent:alice"
 
 
+def test_every_command_of_a_case_s_life(cli: Run) -> None:
+    ref = record(cli, "m-1", "Refund?", "New card?", "Address change?")["reference"]
+    record(cli, "call-1", "Still waiting", channel="phone", sender="phone:+33 6 12 34 56 78",
+           extra=("--case", ref, "--follow-up", "--customer-id", "email:jane@example.com"))
+    due = in_future(days=3)
+    alice = ("--as", "agent:alice")
+    cli(*alice, "case", "assign", ref, "--to", "alice", "--team", "cards")
+    cli(*alice, "item", "waive", ref, "q3", "--reason", "customer moved back")
+    cli(*alice, "promise", "make", ref, "-c", "phone", "-k", "refund", "-t", "refund 20 EUR", "--due", due)
+    cli(*alice, "promise", "make", ref, "-c", "email", "-k", "credit", "-t", "credit 5 EUR", "--due", due)
+    cli(*alice, "promise", "make", ref, "-c", "chat", "-k", "callback", "-t", "call back", "--due", due)
+    cli(*alice, "promise", "keep", ref, "P1", "--evidence", "transfer TRX-1")
+    cli(*alice, "promise", "withdraw", ref, "p2", "--reason", "offer ended", "--notice", "No credit, sorry.")
+    cli(*alice, "promise", "break", ref, "P3", "--reason", "nobody called")
+    cli(*alice, "message", "delivered", ref, "ACK1")
+    cli("--as", "customer:jane", "message", "read", ref, "w1")
+    cli(*alice, "case", "status", ref, "in_progress", "--reason", "working on it", "--notice", "We are on it.")
+    brief = cli(*alice, "case", "handoff", ref, "--to", "bob", "--note", "prefers email").stdout
+    assert "Q1" in brief and "Q4" in brief
+    cli("--as", "automation:helpbot", "case", "escalate", ref, "--bot", "helpbot",
+        "--waiting-since", in_future(minutes=-12), "--reason", "asked for a human")
+    cli("action", "propose", ref, "--rule", "limits", "--action", "lower_card_limit", "-p", "limit=500",
+        "--rationale", "3 declines")
+    cli("action", "propose", ref, "--rule", "limits", "--action", "lower_card_limit", "-p", "limit=300",
+        "--rationale", "4 declines")
+    assert "report with" in cli(*alice, "action", "approve", ref, "X1").stdout
+    cli("--as", "automation:limits", "action", "executed", ref, "X1", "--result", "limit set to 500")
+    cli(*alice, "action", "reject", ref, "X2", "--reason", "one decline was fraud")
+    cli(*alice, "respond", ref, "--body", "All done.", "--answers", "Q1,Q2,Q4", "--channel", "email")
+    cli(*alice, "case", "cancel", ref, "--reason", "duplicate", "--notice", "Handled elsewhere.")
+    cli(*alice, "case", "reopen", ref, "--reason", "not a duplicate", "--notice", "Reopened.")
+    cli(*alice, "case", "close", ref, "--reason", "done", "--notice", "Closed.")
+
+    case = show(cli, ref)
+    assert case["status"] == "closed"
+    assert [p["status"] for p in case["promises"]] == ["kept", "withdrawn", "broken"]
+    assert [x["status"] for x in case["proposals"]] == ["executed", "rejected"]
+    assert case["follow_ups"] == 1 and case["handoffs"] == 1 and case["escalations"][0]["wait_seconds"] >= 700
+    assert flat(cli("case", "show", ref).stdout).count("CL-") >= 1
+
+    table = flat(cli("history", "jane@example.com").stdout)
+    for phrase in ("Promise P1 kept", "Promise P2 withdrawn", "Promise P3 broken", "Action X2 rejected",
+                   "Handoff H1 from alice to bob", "Chatbot helpbot escalated", "Status open → in_progress",
+                   "Case cancelled", "Case reopened", "Case closed", "Message W1 read by customer:jane"):
+        assert phrase in table, phrase
+
+
+def test_the_demo_runs(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--database", str(tmp_path / "demo.sqlite")])
+    assert result.exit_code == 0, result.stderr or result.exception
+
+
 # -- history and deadlines ---------------------------------------------------------------------------------
 
 
@@ -280,6 +332,12 @@ def test_now_is_when_things_happened(cli: Run) -> None:
     assert {e["occurred_at"] for e in history(cli)} == {"2026-03-02T08:00:00+00:00"}
 
 
+def test_now_may_not_be_in_the_future_except_for_tick(cli: Run) -> None:
+    refused = cli("--now", "2099-01-01T00:00Z", "case", "show", "CL-AAAAA-BBBBB", code=2)
+    assert "is in the future" in flat(refused.stderr)
+    assert "Checked 0 case(s)" in cli("--now", "2099-01-01T00:00Z", "tick").stdout
+
+
 def test_tick_records_each_missed_deadline_once(cli: Run) -> None:
     ref = record(cli, "m-1", "Where is my parcel?")["reference"]
     cli("promise", "make", ref, "-c", "email", "-k", "callback", "-t", "call back", "--due", in_future(hours=1))
@@ -299,6 +357,33 @@ def test_tick_records_each_missed_deadline_once(cli: Run) -> None:
 
 def test_every_event_type_has_a_description() -> None:
     assert set(EVENT_TYPES) <= DESCRIBED_EVENT_TYPES
+
+
+def test_directory_and_intake_events_are_described(tmp_path: Path) -> None:
+    from ledger.application import CaseLedger
+    from ledger.directory import IntakeSource
+    from ledger.settings import LedgerSettings
+    from ledger.values import ContactDraft, Identity
+
+    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "l.sqlite")))
+    try:
+        draft = ContactDraft(channel=Channel.EMAIL, channel_message_id="m-1",
+                             identity=Identity.parse("email:jane@example.com"), items=("hello",))
+        ledger.record_contact(draft)
+        ledger.record_contact(draft, source=IntakeSource(topic="caseledger.intake", partition=0, offset=7))
+        ledger.reject_intake(IntakeSource(topic="caseledger.intake", partition=0, offset=8), reason="not Avro",
+                             raw=b"\x00garbage", kind="undecodable")
+        notifications = ledger.recorder.select_notifications(start=1, limit=1000)
+        described = {
+            type(event).__name__: describe_event(event)
+            for event in (ledger.mapper.to_domain_event(n) for n in notifications)
+        }
+    finally:
+        ledger.close()
+    assert {"MessageRegistered", "IdentityClaimed", "ResubmissionTraced", "IntakeRejected"} <= set(described)
+    assert "resubmitted" in described["ResubmissionTraced"]
+    assert "rejected (undecodable, 8 bytes kept): not Avro" in described["IntakeRejected"]
+    assert "registered as C1 of CL-" in described["MessageRegistered"]
 
 
 def test_every_command_and_option_explains_itself() -> None:

@@ -423,3 +423,52 @@ def test_history_lists_every_event_of_a_customer_across_cases(ledger: CaseLedger
     assert names.count("ContactReceived") == 2 and names.count("CaseOpened") == 2
     assert history == sorted(history, key=lambda e: (e.timestamp, e.originator_version))
     assert {getattr(e, "reference", None) for e in history} >= {a, b}
+
+
+# -- units of work (batched intake) ----------------------------------------------------------------------
+
+
+def test_unit_of_work_saves_every_command_and_its_tracking_together(ledger: CaseLedger) -> None:
+    from eventsourcing.persistence import Tracking
+
+    with ledger.unit_of_work(Tracking(application_name="intake/t/0", notification_id=7)):
+        first = ledger.record_contact(draft(msg="a"))
+        again = ledger.record_contact(draft(msg="a"))  # recognised inside the same unit
+        with pytest.raises(NotFound):
+            ledger.record_contact(draft(msg="b", case_reference="CL-00000-00000"))
+        ledger.record_contact(draft(msg="c", items=("more",), case_reference=first.reference))
+        ledger.respond(first.reference, actor=ALICE, body="x", answers=["Q1"])
+        assert stored_count(ledger) == 0  # nothing is written before the unit ends
+    assert again.duplicate and again.reference == first.reference
+    assert ledger.recorder.max_tracking_id("intake/t/0") == 7
+    case = ledger.get_case(first.reference)
+    assert len(case.contacts) == 2 and case.items["Q1"].status == "answered"
+    assert event_types(ledger, first.reference).count("ContactReceived") == 2
+
+
+def test_failed_command_in_unit_of_work_leaves_no_trace(ledger: CaseLedger) -> None:
+    from eventsourcing.persistence import Tracking
+
+    ref = ledger.record_contact(draft()).reference
+    x = ledger.propose_action(ref, actor=RULE, rule_id="r", action="close", params={"reason": "r", "notice": "n"},
+                              rationale="idle")
+    version = ledger.get_case(ref).version
+    with ledger.unit_of_work(Tracking(application_name="intake/t/0", notification_id=1)):
+        # approving triggers ActionApproved, then closing fails: the unit must forget both
+        with pytest.raises(RuleViolation):
+            ledger.approve_action(ref, actor=ALICE, proposal_id=x)
+        ledger.respond(ref, actor=ALICE, body="answer", answers=["Q1"])
+    case = ledger.get_case(ref)
+    assert case.version == version + 1
+    assert case.proposals[x].status == "proposed" and case.items["Q1"].status == "answered"
+
+
+def test_tracking_position_never_goes_back(ledger: CaseLedger) -> None:
+    from eventsourcing.persistence import Tracking
+
+    with ledger.unit_of_work(Tracking(application_name="intake/t/1", notification_id=10)):
+        ledger.record_contact(draft(msg="z"))
+    with pytest.raises(ConflictError), ledger.unit_of_work(Tracking(application_name="intake/t/1", notification_id=10)):
+        ledger.record_contact(draft(msg="y"))  # a redelivered batch is refused whole
+    with pytest.raises(NotFound):
+        ledger.find_by_message("email", "y")

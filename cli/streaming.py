@@ -1,0 +1,272 @@
+"""Kafka commands: topics, publishing intake records, the intake worker, the publisher, ``run``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.app import app, session
+from ledger.errors import ValidationError
+
+KafkaOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kafka", "-k", envvar="CASELEDGER_KAFKA_BOOTSTRAP", metavar="HOST:PORT",
+        help="Kafka bootstrap servers (env CASELEDGER_KAFKA_BOOTSTRAP); SASL/TLS from CASELEDGER_KAFKA_* env.",
+    ),
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, max=100_000, help="Records per transaction.")]
+
+topics_app = typer.Typer(no_args_is_help=True, help="The intake and events topics on Kafka.")
+intake_app = typer.Typer(no_args_is_help=True, help="The intake worker: intake topic → ledger.")
+publisher_app = typer.Typer(no_args_is_help=True, help="The publisher: ledger → events topic.")
+STREAMING = "Kafka backbone"
+app.add_typer(topics_app, name="topics", rich_help_panel=STREAMING)
+app.add_typer(intake_app, name="intake", rich_help_panel=STREAMING)
+app.add_typer(publisher_app, name="publisher", rich_help_panel=STREAMING)
+
+
+def kafka_settings(bootstrap: str | None) -> Any:
+    from ledger.kafka import KafkaSettings
+
+    return KafkaSettings.resolve(bootstrap_servers=bootstrap)
+
+
+@topics_app.command("create")
+def topics_create(kafka: KafkaOpt = None) -> None:
+    """Create the intake and events topics with explicit configs (retention forever); idempotent.
+
+    Example: caseledger topics create --kafka localhost:29092
+    """
+    from ledger.kafka import ensure_topics
+
+    settings = kafka_settings(kafka)
+    done = ensure_topics(settings)
+    table = Table("topic", "state")
+    for topic, state in done.items():
+        table.add_row(topic, state)
+    session_out().print(table)
+
+
+def session_out() -> Any:
+    from cli.app import plain_console
+
+    return plain_console()
+
+
+@app.command("publish", rich_help_panel=STREAMING)
+def publish(
+    source: Annotated[
+        str, typer.Argument(metavar="FILE", help="JSON file with one record, an array, or JSON lines; - for stdin.")
+    ] = "-",
+    kafka: KafkaOpt = None,
+    adapter: Annotated[str, typer.Option("--adapter", help="Name of the publishing adapter.")] = "shell",
+) -> None:
+    """Publish intake records (JSON) on the intake topic, for shell-script channel adapters.
+
+    Every record is validated first: if any is invalid, none is published. Returns once the broker
+    acknowledged every record (acks=all, idempotent producer), so the caller may tell the customer
+    "received". A record: {"kind": "contact", "channel": "email", "channel_message_id": "<id>",
+    "identity": "email:jane@example.com", "items": ["Where is my refund?"], "subject": "…",
+    "body": "…", "case_reference": null, "follow_up": false, "occurred_at": "2026-11-23T10:00:00Z"};
+    or {"kind": "delivery", "case_reference": "CL-…", "message_id": "ACK1", "delivered_at": "…"};
+    or {"kind": "read", "case_reference": "CL-…", "message_id": "R1", "reader": "customer:jane"}.
+
+    Example: echo '{"channel":"sms","channel_message_id":"s-1","identity":"phone:+33612345678",
+    "items":["Call me back"]}' | caseledger publish -
+    """
+    from ledger.adapter import KafkaIntakeClient
+    from ledger.intake import contact_from_json
+
+    records = list(_read_json_records(source))
+    messages = []
+    for n, record in enumerate(records, 1):
+        try:
+            messages.append(contact_from_json(record))
+        except ValidationError as error:
+            raise ValidationError(f"record {n}: {error}; nothing was published") from None
+    if not messages:
+        raise ValidationError("no records to publish")
+    with KafkaIntakeClient(kafka_settings(kafka), adapter=adapter) as client:
+        receipts = client.submit_many(messages)
+    for receipt in receipts:
+        typer.echo(f"stored {receipt.kind} at {receipt.topic}/{receipt.partition}@{receipt.offset}")
+
+
+def _read_json_records(source: str) -> Iterator[Any]:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ValidationError(f"cannot read {source}: {error.strerror}") from None
+    text = text.strip()
+    if not text:
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValidationError(f"line {n} is not JSON: {error.msg}; nothing was published") from None
+        return
+    if isinstance(data, list):
+        yield from data
+    else:
+        yield data
+
+
+# -- long-running services ---------------------------------------------------------------------------
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or Ctrl-C, so services finish their batch and stop cleanly."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        logging.getLogger("caseledger").info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def _throttled(log: logging.Logger, every_s: float = 5.0) -> Callable[[Any], None]:
+    last = [0.0]
+
+    def report(stats: Any) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            log.info("%s", stats.line())
+
+    return report
+
+
+def _new_ledger(ctx: typer.Context) -> Any:
+    from ledger.application import CaseLedger
+    from ledger.settings import LedgerSettings
+
+    s = session(ctx)
+    return CaseLedger(LedgerSettings.resolve(database=s.database, policy=s.policy))
+
+
+@intake_app.command("run")
+def intake_run(ctx: typer.Context, kafka: KafkaOpt = None, batch_size: BatchOpt = 500) -> None:
+    """Apply every intake record to the ledger, exactly once; stop with SIGTERM or Ctrl-C.
+
+    Positions are kept in the ledger's database with the events, so the worker can be killed at
+    any moment and restarted. Invalid records are recorded as rejections with their reason.
+    """
+    from ledger.intake_worker import KafkaIntakeWorker
+
+    _setup_logging()
+    log = logging.getLogger("caseledger.intake")
+    ledger = _new_ledger(ctx)
+    try:
+        worker = KafkaIntakeWorker(ledger, kafka_settings(kafka), batch_size=batch_size)
+        with stop_on_signals() as stop:
+            stats = worker.run(stop, on_batch=_throttled(log))
+        log.info("stopped: %s", stats.line())
+    finally:
+        ledger.close()
+
+
+@publisher_app.command("run")
+def publisher_run(ctx: typer.Context, kafka: KafkaOpt = None, batch_size: BatchOpt = 1000) -> None:
+    """Publish every recorded event to the events topic, in order, exactly once; stop with SIGTERM.
+
+    Resumes from the last position found on the topic itself (transactional batches), so it can
+    be killed at any moment and restarted without gaps or duplicates.
+    """
+    from ledger.publisher import KafkaEventPublisher
+
+    _setup_logging()
+    log = logging.getLogger("caseledger.publisher")
+    ledger = _new_ledger(ctx)
+    try:
+        publisher = KafkaEventPublisher(ledger, kafka_settings(kafka), batch_size=batch_size)
+        with stop_on_signals() as stop:
+            stats = publisher.run(stop, on_batch=_throttled(log))
+        log.info("stopped: %s", stats.line())
+    finally:
+        ledger.close()
+
+
+@app.command("run", rich_help_panel=STREAMING)
+def run_all(ctx: typer.Context, kafka: KafkaOpt = None) -> None:
+    """Run the intake worker and the publisher in one process (small deployments).
+
+    Stops cleanly on SIGTERM or Ctrl-C: each service finishes its current batch. If one service
+    fails, the other is stopped too and the command exits non-zero, so a supervisor restarts it.
+    """
+    from ledger.intake_worker import KafkaIntakeWorker
+    from ledger.kafka import ensure_topics
+    from ledger.publisher import KafkaEventPublisher
+
+    _setup_logging()
+    log = logging.getLogger("caseledger")
+    settings = kafka_settings(kafka)
+    ensure_topics(settings)
+    ledgers = [_new_ledger(ctx), _new_ledger(ctx)]
+    failures: list[BaseException] = []
+    try:
+        worker = KafkaIntakeWorker(ledgers[0], settings)
+        publisher = KafkaEventPublisher(ledgers[1], settings)
+        with stop_on_signals() as stop:
+
+            def guarded(name: str, target: Callable[..., Any], report: Callable[[Any], None]) -> None:
+                try:
+                    target(stop, on_batch=report)
+                except BaseException as error:  # a dead service must stop the whole process
+                    log.exception("%s failed", name)
+                    failures.append(error)
+                    stop.set()
+
+            threads = [
+                threading.Thread(
+                    target=guarded, args=("intake", worker.run, _throttled(logging.getLogger("caseledger.intake"))),
+                    name="intake",
+                ),
+                threading.Thread(
+                    target=guarded,
+                    args=("publisher", publisher.run, _throttled(logging.getLogger("caseledger.publisher"))),
+                    name="publisher",
+                ),
+            ]
+            for thread in threads:
+                thread.start()
+            log.info("running intake worker and publisher on %s; SIGTERM or Ctrl-C stops", settings.bootstrap_servers)
+            while any(t.is_alive() for t in threads):
+                for thread in threads:
+                    thread.join(0.5)
+        log.info("stopped: intake %s; publisher %s", worker.stats.line(), publisher.stats.line())
+    finally:
+        for ledger in ledgers:
+            ledger.close()
+    if failures:
+        raise typer.Exit(1)
