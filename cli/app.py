@@ -1093,6 +1093,7 @@ def demo(
 
 
 # The Kafka commands live in their own module and register themselves on ``app``.
+import cli.bench  # noqa: E402, F401
 import cli.streaming  # noqa: E402, F401
 
 def main() -> None:

@@ -506,6 +506,10 @@ class Case(Aggregate):
     def _envelope(self, ctx: Context, *, customer_id: str | None = None) -> dict[str, Any]:
         return envelope(ctx, customer_id=customer_id or self.customer_id)
 
+    def _notice_envelope(self, ctx: Context) -> dict[str, Any]:
+        """A customer notice goes out on the command's channel, else the customer's written one."""
+        return envelope(ctx, customer_id=self.customer_id, channel=ctx.channel or self.written_channel())
+
     # -- creation -----------------------------------------------------------------------------------
 
     @classmethod
@@ -553,7 +557,7 @@ class Case(Aggregate):
                 reason=reason,
                 notice_id=self._next("N"),
                 notice=reopen_notice or f"Your case {self.reference} is open again: {reason}.",
-                **self._envelope(ctx),
+                **self._notice_envelope(ctx),
             )
         contact_id = self._next("C")
         items = [
@@ -696,7 +700,7 @@ class Case(Aggregate):
             reason=reason,
             notice_id=self._next("N"),
             notice=notice,
-            **self._envelope(ctx),
+            **self._notice_envelope(ctx),
         )
 
     def break_promise(self, *, ctx: Context, promise_id: str, reason: str) -> None:
@@ -729,7 +733,7 @@ class Case(Aggregate):
             reason=reason,
             notice_id=self._next("N"),
             notice=notice,
-            **self._envelope(ctx),
+            **self._notice_envelope(ctx),
         )
 
     def close(
@@ -773,7 +777,7 @@ class Case(Aggregate):
         for promise_id, why in waive_promises.items():
             self.trigger_event(Case.PromiseWaived, promise_id=promise_id, reason=why.strip(), **self._envelope(ctx))
         self.trigger_event(
-            Case.CaseClosed, reason=reason, notice_id=self._next("N"), notice=notice, **self._envelope(ctx)
+            Case.CaseClosed, reason=reason, notice_id=self._next("N"), notice=notice, **self._notice_envelope(ctx)
         )
 
     def cancel(self, *, ctx: Context, reason: str, notice: str) -> None:
@@ -788,7 +792,7 @@ class Case(Aggregate):
                 "withdraw each (with reason and notice) before cancelling"
             )
         self.trigger_event(
-            Case.CaseCancelled, reason=reason, notice_id=self._next("N"), notice=notice, **self._envelope(ctx)
+            Case.CaseCancelled, reason=reason, notice_id=self._next("N"), notice=notice, **self._notice_envelope(ctx)
         )
 
     def reopen(self, *, ctx: Context, reason: str, notice: str) -> None:
@@ -799,7 +803,7 @@ class Case(Aggregate):
         reason = _require_reason(reason, "reopening a case")
         notice = _require_notice(notice, "reopening a case")
         self.trigger_event(
-            Case.CaseReopened, reason=reason, notice_id=self._next("N"), notice=notice, **self._envelope(ctx)
+            Case.CaseReopened, reason=reason, notice_id=self._next("N"), notice=notice, **self._notice_envelope(ctx)
         )
 
     # -- people -----------------------------------------------------------------------------------------
@@ -823,7 +827,7 @@ class Case(Aggregate):
             handoff_id=handoff_id,
             from_assignee=self.assignee,
             to_assignee=to_assignee,
-            to_team=to_team,
+            to_team=to_team or self.team,  # handing to a colleague keeps the team
             note=note.strip(),
             brief=self.brief(),
             **self._envelope(ctx),
@@ -864,6 +868,7 @@ class Case(Aggregate):
             raise ValidationError("a proposed action needs an action kind, e.g. lower_card_limit")
         if not rationale.strip():
             raise ValidationError("a proposed action needs a rationale: why the rule fired")
+        _check_ledger_action(action.strip(), params)
         proposal_id = self._next("X")
         self.trigger_event(
             Case.ActionProposed,
@@ -1051,6 +1056,25 @@ class Case(Aggregate):
                 + ", ".join(self.messages)
             )
         return message
+
+
+_ACTION_PARAMS = {
+    "change_status": ("to", "reason", "notice"),
+    "close": ("reason", "notice"),
+    "cancel": ("reason", "notice"),
+    "respond": ("body",),
+}
+
+
+def _check_ledger_action(action: str, params: dict[str, str]) -> None:
+    """An action the ledger will execute must be executable once approved: check its parameters now."""
+    missing = [p for p in _ACTION_PARAMS.get(action, ()) if not str(params.get(p, "")).strip()]
+    if missing:
+        raise ValidationError(
+            f"action {action} needs the parameters {', '.join(missing)} (--param KEY=VALUE)"
+        )
+    if action == "change_status" and params["to"].strip().lower() not in Status.ACTIVE:
+        raise ValidationError(f"change_status to {params['to']!r}: use one of {', '.join(Status.ACTIVE)}")
 
 
 def envelope(

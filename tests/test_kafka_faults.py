@@ -163,7 +163,7 @@ def test_services_killed_at_random_moments_lose_and_double_nothing(
                     batch: list[Any] = contacts(100, chunk)
                     batch += contacts(3, chunk)  # resubmissions of the chunk's first messages
                     client.submit_many(batch)
-                    time.sleep(0.15)
+                    time.sleep(0.4)
             raw = KafkaProducer(**settings.client_options())
             for n in range(20):
                 raw.send(settings.intake_topic, key=b"bad", value=os.urandom(30 + n))

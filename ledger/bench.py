@@ -1,0 +1,208 @@
+"""Benchmarks: measured in one run against a baseline measured in the same run.
+
+``intake``: N contacts published on the intake topic go through the intake worker into the
+store and through the publisher onto the events topic. Reported: sustained end-to-end contacts/s
+and events/s, the p50/p99 latency from publishing a contact to its ``ContactReceived`` on the
+events topic, and — as the baseline — the raw eventsourcing batched-write rate of the same Avro
+events into the same kind of store (1000 events per transaction), with the ratio between them.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ledger.application import CaseLedger
+from ledger.errors import ConfigurationError
+from ledger.settings import LedgerSettings
+from ledger.values import ContactDraft, Identity
+
+
+@dataclass
+class IntakeBenchResult:
+    contacts: int
+    backend: str
+    events_stored: int
+    seconds: float
+    contacts_per_s: float
+    events_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    baseline_events_per_s: float
+    ratio_to_baseline: float
+
+    def rows(self) -> list[tuple[str, str]]:
+        return [
+            ("backend", self.backend),
+            ("contacts", f"{self.contacts}"),
+            ("events stored", f"{self.events_stored} ({self.events_stored / self.contacts:.1f} per contact)"),
+            ("end-to-end time", f"{self.seconds:.2f} s"),
+            ("contacts/s (intake topic → store → events topic)", f"{self.contacts_per_s:,.0f}"),
+            ("events/s end to end", f"{self.events_per_s:,.0f}"),
+            ("latency p50 (publish → on events topic)", f"{self.latency_p50_ms:,.0f} ms"),
+            ("latency p99", f"{self.latency_p99_ms:,.0f} ms"),
+            ("baseline: raw eventsourcing batched writes", f"{self.baseline_events_per_s:,.0f} events/s"),
+            ("end-to-end events/s ÷ baseline", f"{self.ratio_to_baseline:.0%}"),
+        ]
+
+
+def _drafts(n: int, run: str) -> list[ContactDraft]:
+    # 1 customer in 4 writes again: realistic mix of new and known customers.
+    return [
+        ContactDraft(
+            channel=("email", "chat", "web_form", "sms", "app")[i % 5],
+            channel_message_id=f"{run}-{i}",
+            identity=Identity(kind="email", value=f"c{i % max(1, n * 3 // 4)}@bench.example"),
+            items=(f"Question {i}: where is my parcel?",),
+            subject="Parcel",
+            body="I ordered on Monday and nothing has arrived yet. " * 4,
+            occurred_at=datetime.now(timezone.utc),
+        )
+        for i in range(n)
+    ]
+
+
+def baseline_write_rate(database: str, events: int = 20_000) -> float:
+    """Raw eventsourcing rate: Avro-encoded events saved 1000 per transaction, no rules, no Kafka."""
+    app = CaseLedger(LedgerSettings.resolve(database=database))
+    try:
+        drafts = _drafts(events // 4, f"base-{uuid.uuid4().hex[:6]}")
+        from ledger.directory import case_id_for
+        from ledger.domain import Case, Context
+        from ledger.values import Actor
+
+        ctx = Context(actor=Actor(kind="customer", id="bench"))
+        cases = []
+        for n, draft in enumerate(drafts):
+            ref = f"CL-BASE{n:05d}-{uuid.uuid4().hex[:5].upper()}"
+            case = Case.open(case_id=case_id_for(ref), reference=ref, customer_id=str(draft.identity),
+                             subject=draft.subject, category=None, segment=None, ctx=ctx)
+            case.receive_contact(draft, ctx=ctx, respond_by=ctx.occurred_at, acknowledge_by=ctx.occurred_at)
+            case.respond(ctx=ctx, body="answer", answers=["Q1"])
+            app.chain(case)  # encode (Avro) once, as the ledger does
+            cases.append(case)
+        total = sum(len(c._pending_events) for c in cases)
+        per_txn = max(1, 1000 // 4)
+        start = time.perf_counter()
+        for i in range(0, len(cases), per_txn):
+            app.save(*cases[i : i + per_txn])
+        return total / (time.perf_counter() - start)
+    finally:
+        app.close()
+
+
+def bench_intake(
+    *,
+    kafka_bootstrap: str,
+    contacts: int = 20_000,
+    database: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> IntakeBenchResult:
+    """Run the intake benchmark on fresh topics; ``database`` must be empty (default: a temp SQLite)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from ledger.adapter import KafkaIntakeClient
+    from ledger.intake_worker import KafkaIntakeWorker
+    from ledger.kafka import KafkaSettings, ensure_topics
+    from ledger.publisher import KafkaEventPublisher, header
+
+    tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
+    db = database or str(Path(tmp.name) / "bench.sqlite")
+    base_db = database or str(Path(tmp.name) / "baseline.sqlite")
+    run = uuid.uuid4().hex[:8]
+    settings = KafkaSettings.resolve(
+        bootstrap_servers=kafka_bootstrap, intake_topic=f"bench-intake-{run}", events_topic=f"bench-events-{run}"
+    )
+    ensure_topics(settings)
+    ledgers = [CaseLedger(LedgerSettings.resolve(database=db)) for _ in range(2)]
+    if (ledgers[0].recorder.max_notification_id() or 0) > 0:
+        for ledger in ledgers:
+            ledger.close()
+        raise ConfigurationError(f"{LedgerSettings.resolve(database=db).store.describe()} is not empty; "
+                                 "benchmark on an empty database")
+    stop = threading.Event()
+    seen: dict[tuple[int, int], float] = {}
+    try:
+        worker = KafkaIntakeWorker(ledgers[0], settings, batch_size=1000)
+        publisher = KafkaEventPublisher(ledgers[1], settings, batch_size=2000)
+        threads = [threading.Thread(target=s.run, args=(stop,), daemon=True) for s in (worker, publisher)]
+
+        def watch() -> None:
+            consumer = KafkaConsumer(**settings.client_options(), group_id=None, isolation_level="read_committed",
+                                     auto_offset_reset="earliest", fetch_max_wait_ms=20)
+            consumer.assign([TopicPartition(settings.events_topic, p)
+                             for p in consumer.partitions_for_topic(settings.events_topic)])
+            while not stop.is_set():
+                for batch in consumer.poll(timeout_ms=50).values():
+                    now = time.time()
+                    for record in batch:
+                        if header(record, "event_type") == b"ContactReceived":
+                            seen[(record.partition, record.offset)] = now
+            consumer.close()
+
+        threads.append(threading.Thread(target=watch, daemon=True))
+        for t in threads:
+            t.start()
+        drafts = _drafts(contacts, run)
+        sent_at: list[float] = []
+        start = time.time()
+        with KafkaIntakeClient(settings, adapter="bench") as client:
+            for i in range(0, contacts, 1000):
+                chunk = drafts[i : i + 1000]
+                client.submit_many(list(chunk))
+                sent_at.extend(d.occurred_at.timestamp() for d in chunk)  # type: ignore[union-attr]
+                if progress:
+                    progress("published", min(i + 1000, contacts), contacts)
+        deadline = time.time() + max(120, contacts / 200)
+        while len(seen) < contacts and time.time() < deadline:
+            if progress:
+                progress("through", len(seen), contacts)
+            time.sleep(0.2)
+        if len(seen) < contacts:
+            raise RuntimeError(f"only {len(seen)} of {contacts} contacts reached the events topic in time")
+        end = max(seen.values())
+        stop.set()
+        for t in threads:
+            t.join(30)
+        arrivals = sorted(seen.values())
+        # Latency: the i-th contact to arrive against the i-th published (publish order ≈ arrival order).
+        latencies = sorted((a - s) * 1000 for a, s in zip(arrivals, sorted(sent_at), strict=False))
+        events_stored = ledgers[0].recorder.max_notification_id() or 0
+    finally:
+        stop.set()
+        for ledger in ledgers:
+            ledger.close()
+    baseline = baseline_write_rate(base_db if database is None else db)
+    tmp.cleanup()
+    seconds = end - start
+    events_per_s = events_stored / seconds
+    return IntakeBenchResult(
+        contacts=contacts,
+        backend=LedgerSettings.resolve(database=db).store.describe().split()[0],
+        events_stored=events_stored,
+        seconds=seconds,
+        contacts_per_s=contacts / seconds,
+        events_per_s=events_per_s,
+        latency_p50_ms=statistics.median(latencies),
+        latency_p99_ms=latencies[int(len(latencies) * 0.99) - 1],
+        baseline_events_per_s=baseline,
+        ratio_to_baseline=events_per_s / baseline,
+    )
+
+
+def write_result(name: str, result: Any, directory: str | Path = "bench-results") -> Path:
+    """Write a benchmark result as JSON; returns the file."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps({"benchmark": name, **asdict(result)}, indent=2) + "\n")
+    return path
