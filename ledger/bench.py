@@ -10,7 +10,11 @@ events into the same kind of store (1000 events per transaction), with the ratio
 from __future__ import annotations
 
 import json
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -111,9 +115,8 @@ def bench_intake(
     from kafka import KafkaConsumer, TopicPartition
 
     from ledger.adapter import KafkaIntakeClient
-    from ledger.intake_worker import KafkaIntakeWorker
     from ledger.kafka import KafkaSettings, ensure_topics
-    from ledger.publisher import KafkaEventPublisher, header
+    from ledger.publisher import header
 
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
     db = database or str(Path(tmp.name) / "bench.sqlite")
@@ -123,19 +126,32 @@ def bench_intake(
         bootstrap_servers=kafka_bootstrap, intake_topic=f"bench-intake-{run}", events_topic=f"bench-events-{run}"
     )
     ensure_topics(settings)
-    ledgers = [CaseLedger(LedgerSettings.resolve(database=db)) for _ in range(2)]
-    if (ledgers[0].recorder.max_notification_id() or 0) > 0:
-        for ledger in ledgers:
-            ledger.close()
-        raise ConfigurationError(f"{LedgerSettings.resolve(database=db).store.describe()} is not empty; "
-                                 "benchmark on an empty database")
+    probe = CaseLedger(LedgerSettings.resolve(database=db))
+    try:
+        if (probe.recorder.max_notification_id() or 0) > 0:
+            raise ConfigurationError(
+                f"{probe.settings.store.describe()} is not empty; benchmark on an empty database"
+            )
+    finally:
+        probe.close()
     stop = threading.Event()
     seen: dict[tuple[int, int], float] = {}
+    # The worker and the publisher run as separate processes, as deployed: one core each.
+    env = {
+        **os.environ,
+        "CASELEDGER_DATABASE": db,
+        "CASELEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "CASELEDGER_INTAKE_TOPIC": settings.intake_topic,
+        "CASELEDGER_EVENTS_TOPIC": settings.events_topic,
+    }
+    cli = [sys.executable, "-c", "from cli.app import main; main()"]
+    services = [
+        subprocess.Popen([*cli, "intake", "run", "--batch-size", "1000"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([*cli, "publisher", "run", "--batch-size", "2000"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]
     try:
-        worker = KafkaIntakeWorker(ledgers[0], settings, batch_size=1000)
-        publisher = KafkaEventPublisher(ledgers[1], settings, batch_size=2000)
-        threads = [threading.Thread(target=s.run, args=(stop,), daemon=True) for s in (worker, publisher)]
-
         def watch() -> None:
             consumer = KafkaConsumer(**settings.client_options(), group_id=None, isolation_level="read_committed",
                                      auto_offset_reset="earliest", fetch_max_wait_ms=20)
@@ -149,9 +165,8 @@ def bench_intake(
                             seen[(record.partition, record.offset)] = now
             consumer.close()
 
-        threads.append(threading.Thread(target=watch, daemon=True))
-        for t in threads:
-            t.start()
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
         drafts = _drafts(contacts, run)
         sent_at: list[float] = []
         start = time.time()
@@ -162,8 +177,10 @@ def bench_intake(
                 sent_at.extend(d.occurred_at.timestamp() for d in chunk)  # type: ignore[union-attr]
                 if progress:
                     progress("published", min(i + 1000, contacts), contacts)
-        deadline = time.time() + max(120, contacts / 200)
+        deadline = time.time() + max(120, contacts / 100)
         while len(seen) < contacts and time.time() < deadline:
+            if any(s.poll() is not None for s in services):
+                raise RuntimeError("a benchmarked service died; run it alone to see why")
             if progress:
                 progress("through", len(seen), contacts)
             time.sleep(0.2)
@@ -171,16 +188,22 @@ def bench_intake(
             raise RuntimeError(f"only {len(seen)} of {contacts} contacts reached the events topic in time")
         end = max(seen.values())
         stop.set()
-        for t in threads:
-            t.join(30)
+        watcher.join(30)
         arrivals = sorted(seen.values())
         # Latency: the i-th contact to arrive against the i-th published (publish order ≈ arrival order).
         latencies = sorted((a - s) * 1000 for a, s in zip(arrivals, sorted(sent_at), strict=False))
-        events_stored = ledgers[0].recorder.max_notification_id() or 0
     finally:
         stop.set()
-        for ledger in ledgers:
-            ledger.close()
+        for service in services:
+            service.send_signal(signal.SIGTERM)
+        for service in services:
+            try:
+                service.wait(30)
+            except subprocess.TimeoutExpired:
+                service.kill()
+    probe = CaseLedger(LedgerSettings.resolve(database=db))
+    events_stored = probe.recorder.max_notification_id() or 0
+    probe.close()
     baseline = baseline_write_rate(base_db if database is None else db)
     tmp.cleanup()
     seconds = end - start
