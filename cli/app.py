@@ -1092,9 +1092,10 @@ def demo(
     run_demo(Console(), database=database, keep=keep)
 
 
-# The Kafka commands live in their own module and register themselves on ``app``.
-import cli.bench  # noqa: E402, F401
+# Command groups in their own modules register themselves on ``app``.
+import cli.bench  # noqa: E402
 import cli.streaming  # noqa: E402, F401
+
 
 def main() -> None:
     """Console-script entry point."""

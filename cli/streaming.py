@@ -184,16 +184,7 @@ def intake_run(ctx: typer.Context, kafka: KafkaOpt = None, batch_size: BatchOpt 
     """
     from ledger.intake_worker import KafkaIntakeWorker
 
-    _setup_logging()
-    log = logging.getLogger("caseledger.intake")
-    ledger = _new_ledger(ctx)
-    try:
-        worker = KafkaIntakeWorker(ledger, kafka_settings(kafka), batch_size=batch_size)
-        with stop_on_signals() as stop:
-            stats = worker.run(stop, on_batch=_throttled(log))
-        log.info("stopped: %s", stats.line())
-    finally:
-        ledger.close()
+    _serve(ctx, "intake", lambda ledger: KafkaIntakeWorker(ledger, kafka_settings(kafka), batch_size=batch_size))
 
 
 @publisher_app.command("run")
@@ -205,13 +196,18 @@ def publisher_run(ctx: typer.Context, kafka: KafkaOpt = None, batch_size: BatchO
     """
     from ledger.publisher import KafkaEventPublisher
 
+    _serve(ctx, "publisher", lambda ledger: KafkaEventPublisher(ledger, kafka_settings(kafka), batch_size=batch_size))
+
+
+def _serve(ctx: typer.Context, name: str, build: Callable[[Any], Any]) -> None:
+    """Run one service on its own ledger connection until SIGTERM or Ctrl-C."""
     _setup_logging()
-    log = logging.getLogger("caseledger.publisher")
+    log = logging.getLogger(f"caseledger.{name}")
     ledger = _new_ledger(ctx)
     try:
-        publisher = KafkaEventPublisher(ledger, kafka_settings(kafka), batch_size=batch_size)
+        service = build(ledger)
         with stop_on_signals() as stop:
-            stats = publisher.run(stop, on_batch=_throttled(log))
+            stats = service.run(stop, on_batch=_throttled(log))
         log.info("stopped: %s", stats.line())
     finally:
         ledger.close()

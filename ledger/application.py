@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -31,7 +31,14 @@ from eventsourcing.persistence import (
 
 from ledger.catalog import topic_of
 from ledger.codec import AvroEventCodec, AvroMapper, event_hash
-from ledger.directory import ChannelMessage, Customer, IdentityClaim, IntakeRejection, IntakeSource, case_id_for
+from ledger.directory import (
+    ChannelMessage,
+    Customer,
+    IdentityClaim,
+    IntakeRejection,
+    IntakeSource,
+    case_id_for,
+)
 from ledger.domain import LEDGER_ACTIONS, Case, Context, LedgerEvent, Status
 from ledger.errors import (
     BackendError,
@@ -150,7 +157,7 @@ class CaseLedger(Application[UUID]):
             path = self.settings.policy_path
             policy = ResponsePolicy.from_toml(path) if path else ResponsePolicy.default()
         self.policy = policy
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         self._uow: UnitOfWork | None = None
         with translate_errors(self.settings.store.describe()):
             super().__init__(env=self.settings.store.eventsourcing_env())

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ def _drafts(n: int, run: str) -> list[ContactDraft]:
             items=(f"Question {i}: where is my parcel?",),
             subject="Parcel",
             body="I ordered on Monday and nothing has arrived yet. " * 4,
-            occurred_at=datetime.now(timezone.utc),
+            occurred_at=datetime.now(UTC),
         )
         for i in range(n)
     ]
@@ -226,6 +226,6 @@ def write_result(name: str, result: Any, directory: str | Path = "bench-results"
     """Write a benchmark result as JSON; returns the file."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    path = out / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps({"benchmark": name, **asdict(result)}, indent=2) + "\n")
     return path

@@ -121,7 +121,7 @@ class AvroEventCodec:
         missing = sorted(set(EVENT_TYPES) - set(self._by_name))
         if missing:
             raise SchemaError(f"no schema under schemas/ for event types: {', '.join(missing)}")
-        for file_name, text in history_files():
+        for _file_name, text in history_files():
             parsed = parse_event_schema(text, self.envelope)
             self._writers.setdefault(schema_fingerprint(parsed), parsed)
 

@@ -13,7 +13,7 @@ customer notices ``N1``, proposed actions ``X1``, handoffs ``H1``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -50,7 +50,7 @@ class Context:
     """Who is acting, when it happened on the channel, and what it follows from."""
 
     actor: Actor
-    occurred_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     channel: Channel | None = None
     correlation_id: UUID | None = None
     causation_id: UUID | None = None
@@ -124,7 +124,7 @@ class MessageState:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _require_reason(reason: str | None, what: str) -> str:
@@ -919,9 +919,9 @@ class Case(Aggregate):
                 message = self.messages[ack]
                 if message.delivered_at is None and message.due_at and message.due_at < now:
                     due.append(("acknowledgement", ack, message.due_at))
-            if contact.respond_by and contact.respond_by < now:
-                if any(self.items[i].status == "open" for i in contact.item_ids):
-                    due.append(("response", contact.contact_id, contact.respond_by))
+            answered = all(self.items[i].status != "open" for i in contact.item_ids)
+            if contact.respond_by and contact.respond_by < now and not answered:
+                due.append(("response", contact.contact_id, contact.respond_by))
         for promise in self.promises.values():
             if promise.status == "open" and promise.due_at < now:
                 due.append(("promise", promise.promise_id, promise.due_at))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from io import BytesIO
 from typing import Any
@@ -80,7 +80,7 @@ class IntakeCodec:
             raise ValidationError("name the adapter that publishes (e.g. mail-gateway-1)")
         record = {
             "adapter": adapter,
-            "published_at": published_at or datetime.now(timezone.utc),
+            "published_at": published_at or datetime.now(UTC),
             "payload": (f"caseledger.intake.{_payload_name(message)}", _payload(message)),
         }
         out = BytesIO()
@@ -168,7 +168,7 @@ def _payload(message: IntakeMessage) -> dict[str, Any]:
             "case_reference": message.case_reference,
             "follow_up": message.follow_up,
             "category": message.category,
-            "occurred_at": message.occurred_at or datetime.now(timezone.utc),
+            "occurred_at": message.occurred_at or datetime.now(UTC),
             "metadata": dict(message.metadata),
         }
     if isinstance(message, DeliveryReport):
@@ -215,14 +215,14 @@ def contact_from_json(data: dict[str, Any]) -> IntakeMessage:
             return DeliveryReport(
                 case_reference=data["case_reference"],
                 message_id=data["message_id"],
-                delivered_at=_time(data.get("delivered_at")) or datetime.now(timezone.utc),
+                delivered_at=_time(data.get("delivered_at")) or datetime.now(UTC),
             )
         if kind == "read":
             return ReadReceipt(
                 case_reference=data["case_reference"],
                 message_id=data["message_id"],
                 reader=Actor.parse(data["reader"]),
-                read_at=_time(data.get("read_at")) or datetime.now(timezone.utc),
+                read_at=_time(data.get("read_at")) or datetime.now(UTC),
             )
     except KeyError as missing:
         raise ValidationError(f"a {kind} record needs the field {missing}") from None

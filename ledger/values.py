@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import Enum, StrEnum
 from typing import Any
 
 from ledger.errors import ValidationError
 
 
-class Channel(str, Enum):
+class Channel(StrEnum):
     """Where a contact came from or a message went to."""
 
     WEB_FORM = "web_form"
@@ -47,7 +47,7 @@ class Channel(str, Enum):
         return self in (Channel.PHONE, Channel.BRANCH)
 
 
-class ActorKind(str, Enum):
+class ActorKind(StrEnum):
     """Who acted: the customer, a human agent, an automated rule, or the ledger itself."""
 
     CUSTOMER = "customer"
@@ -231,7 +231,7 @@ def require_utc(value: datetime, name: str) -> datetime:
         raise ValidationError(
             f"{name} must be timezone-aware (e.g. 2026-11-23T10:00:00+01:00), got {value.isoformat()}"
         )
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def _parse_enum(enum: type[Enum], value: object, what: str) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ class FakeClock:
     """A clock tests move by hand."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)  # a Monday, 09:00 Paris
+        self.now = start or datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday, 09:00 Paris
 
     def __call__(self) -> datetime:
         return self.now

@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ def test_worker_applies_each_record_once_and_rejects_bad_ones(kafka: KafkaSettin
 
 def test_delivery_reports_and_read_receipts_flow_through_intake(kafka: KafkaSettings, store: CaseLedger) -> None:
     ref = store.record_contact(contact(1)).reference
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with KafkaIntakeClient(kafka, adapter="test") as client:
         client.submit(DeliveryReport(case_reference=ref, message_id="ACK1", delivered_at=now))
         client.submit(ReadReceipt(case_reference=ref, message_id="ACK1", reader=Actor.parse("customer:c1"), read_at=now))
