@@ -453,8 +453,10 @@ def case_show(ctx: typer.Context, reference: Ref, as_json: Json = False, zone: Z
     $ caseledger case show 7K2QD-M3XPA --json
     ```
     """
+    from cli.projections_cli import read_case
+
     s = session(ctx)
-    case = s.ledger.get_case(reference)
+    case = read_case(s, reference)  # the case state projection, caught up from the store first
     if as_json:
         s.echo_json(render.case_record(case))
     else:
@@ -521,13 +523,14 @@ def history(ctx: typer.Context, customer: Customer, as_json: Json = False, zone:
     $ caseledger history cust-0042 --json > cust-0042.json
     ```
     """
+    from cli.projections_cli import history_record, read_history, render_timeline
+
     s = session(ctx)
-    events = s.ledger.history(customer)
+    rows = read_history(s, customer)  # the customer timeline projection
     if as_json:
-        refs = render.case_references(events)
-        s.echo_json([render.event_record(e, case_reference=render.event_reference(e, refs)) for e in events])
+        s.echo_json([history_record(row) for row in rows])
     else:
-        render.render_history(s.out, events, customer=customer, tz=zone or s.tz)
+        render_timeline(s, rows, customer=customer, tz=zone or s.tz)
 
 
 # -- answering ----------------------------------------------------------------------------------------
@@ -1011,8 +1014,10 @@ def tick(
     $ caseledger tick --now 2026-12-01T00:00Z
     ```
     """
+    from cli.projections_cli import tick_from_deadlines
+
     s = session(ctx)
-    report = s.ledger.tick(now or s.now)
+    report = tick_from_deadlines(s, now or s.instant())  # the deadlines projection says where to look
     if as_json:
         s.echo_json({"now": report.now, "cases_checked": report.cases_checked, "missed": report.missed,
                      "total": report.total})
@@ -1093,7 +1098,9 @@ def demo(
 
 
 # Command groups in their own modules register themselves on ``app``.
+import cli.audit_cli  # noqa: E402
 import cli.bench  # noqa: E402
+import cli.projections_cli  # noqa: E402
 import cli.streaming  # noqa: E402, F401
 
 

@@ -145,12 +145,17 @@ def bench_intake(
         "CASELEDGER_EVENTS_TOPIC": settings.events_topic,
     }
     cli = [sys.executable, "-c", "from cli.app import main; main()"]
+    logs = [Path(tmp.name) / "intake.log", Path(tmp.name) / "publisher.log"]
     services = [
         subprocess.Popen([*cli, "intake", "run", "--batch-size", "1000"], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                         stdout=logs[0].open("wb"), stderr=subprocess.STDOUT),
         subprocess.Popen([*cli, "publisher", "run", "--batch-size", "2000"], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                         stdout=logs[1].open("wb"), stderr=subprocess.STDOUT),
     ]
+
+    def tails() -> str:
+        return "\n".join(f"--- {log.name}\n" + log.read_text(errors="replace")[-1500:] for log in logs)
+
     try:
         def watch() -> None:
             consumer = KafkaConsumer(**settings.client_options(), group_id=None, isolation_level="read_committed",
@@ -180,12 +185,12 @@ def bench_intake(
         deadline = time.time() + max(120, contacts / 100)
         while len(seen) < contacts and time.time() < deadline:
             if any(s.poll() is not None for s in services):
-                raise RuntimeError("a benchmarked service died; run it alone to see why")
+                raise RuntimeError("a benchmarked service died:\n" + tails())
             if progress:
                 progress("through", len(seen), contacts)
             time.sleep(0.2)
         if len(seen) < contacts:
-            raise RuntimeError(f"only {len(seen)} of {contacts} contacts reached the events topic in time")
+            raise RuntimeError(f"only {len(seen)} of {contacts} contacts reached the events topic in time\n" + tails())
         end = max(seen.values())
         stop.set()
         watcher.join(30)

@@ -68,10 +68,15 @@ class KafkaIntakeWorker:
         *,
         batch_size: int = 500,
         poll_timeout_ms: int = 200,
+        records_per_transaction: int = 120,
     ) -> None:
         self.ledger = ledger
         self.settings = settings
         self.batch_size = batch_size
+        # A contact makes ~5–8 events. eventsourcing's PostgreSQL recorder inserts a transaction's
+        # events in one psycopg pipeline, which was seen to stall for good with ~7000 events; 120
+        # records (≈1000 events) per transaction is where batching already pays off fully.
+        self.records_per_transaction = records_per_transaction
         self.poll_timeout_ms = poll_timeout_ms
         self.codec = IntakeCodec()
         self.stats = IntakeStats()
@@ -106,7 +111,8 @@ class KafkaIntakeWorker:
             while not stop.is_set():
                 polled = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
                 for tp, records in polled.items():
-                    self.apply_batch(tp.partition, records)
+                    for i in range(0, len(records), self.records_per_transaction):
+                        self.apply_batch(tp.partition, records[i : i + self.records_per_transaction])
                     if on_batch:
                         on_batch(self.stats)
         finally:

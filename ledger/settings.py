@@ -84,6 +84,7 @@ def _postgres_env(url: str) -> dict[str, str]:
         # Not POSTGRES_ENABLE_DB_FUNCTIONS: in eventsourcing 9.5 its insert path skips the tracking
         # record of a process recorder, which would silently lose intake positions.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        "PROCESS_RECORDER_TOPIC": "ledger.pgstore:PostgresLedgerRecorder",
     }
     query = parse_qs(parts.query)
     if "schema" in query:

@@ -1,0 +1,43 @@
+"""Projections: read models built from the ledger's events, rebuildable from the beginning.
+
+A projection is one class — a name, its tables, one handler per event type — and the
+:class:`ProjectionRunner` owns everything else: reading the store's notification log or the
+Kafka events topic from the last position, batching, applying a batch and storing the new
+position in one transaction, stopping cleanly, and rebuilding into fresh tables swapped in
+atomically. See ``docs/projections.md`` for writing one.
+"""
+
+from __future__ import annotations
+
+from projections.base import COUNTERS, FLOAT, INT, JSON, LOG, ROWS, TEXT, TIME, Projection, Table, Tx
+from projections.registry import BUILT_INS, load_projection, load_projections
+from projections.runner import LIVE, REBUILD, ProjectionRunner, read_status, rebuild
+from projections.sources import EventSource, KafkaEventSource, StoreEventSource
+from projections.views import ViewStore, open_views
+
+__all__ = [
+    "BUILT_INS",
+    "COUNTERS",
+    "FLOAT",
+    "INT",
+    "JSON",
+    "LIVE",
+    "LOG",
+    "REBUILD",
+    "ROWS",
+    "TEXT",
+    "TIME",
+    "EventSource",
+    "KafkaEventSource",
+    "Projection",
+    "ProjectionRunner",
+    "StoreEventSource",
+    "Table",
+    "Tx",
+    "ViewStore",
+    "load_projection",
+    "load_projections",
+    "open_views",
+    "read_status",
+    "rebuild",
+]

@@ -1,0 +1,201 @@
+"""Deadlines: every acknowledgement, response and promise deadline, pending, settled or missed.
+
+One row per deadline: ``acknowledgement`` (ACKn, met when the acknowledgement is delivered),
+``response`` (Cn, met when every item of the contact is answered or waived) and ``promise``
+(Pn, settled when kept, withdrawn, broken or waived). While a case is closed or cancelled its
+pending deadlines are ``suspended``; a reopen makes them pending again. ``missed`` is 1 once
+the ledger recorded a DeadlineMissed for it. ``caseledger overdue`` lists pending rows past
+due; ``caseledger tick`` records those not yet recorded — the same rule as the Case aggregate's
+``due_deadlines``, which decides again when the events are recorded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ledger.domain import Context
+from ledger.values import SYSTEM
+from projections.base import INT, JSON, ROWS, TEXT, TIME, Projection, Table, Tx
+from projections.views import ViewStore
+
+if TYPE_CHECKING:
+    from ledger.application import CaseLedger
+
+PENDING, SETTLED, SUSPENDED = "pending", "settled", "suspended"
+
+
+class Deadlines(Projection):
+    """Pending, settled and missed deadlines of acknowledgements, responses and promises."""
+
+    name = "deadlines"
+    version = 1
+    tables = (
+        Table(
+            "deadlines",
+            {
+                "case_id": TEXT, "kind": TEXT, "target_id": TEXT, "reference": TEXT, "customer_id": TEXT,
+                "channel": TEXT, "due_at": TIME, "state": TEXT, "outcome": TEXT, "settled_at": TIME, "missed": INT,
+            },
+            key=("case_id", "kind", "target_id"),
+            indexes=(("state", "due_at"), ("reference",)),
+        ),
+        # What a case's deadlines depend on: its open items per contact, and whether it is final.
+        Table(
+            "deadline_cases",
+            {"case_id": TEXT, "reference": TEXT, "customer_id": TEXT, "final": INT, "targets": JSON,
+             "open_items": JSON},
+            key=("case_id",),
+            kind=ROWS,
+        ),
+    )
+
+    def _case(self, tx: Tx, event: Any) -> dict[str, Any]:
+        case = tx.get("deadline_cases", str(event.originator_id))
+        assert case is not None, f"case {event.originator_id} has events but was never opened"
+        return case
+
+    def _deadline(self, tx: Tx, case_id: str, kind: str, target_id: str) -> dict[str, Any] | None:
+        return tx.get("deadlines", case_id, kind, target_id)
+
+    def _add(self, tx: Tx, case: dict[str, Any], kind: str, target_id: str, due_at: datetime,
+             channel: str | None) -> None:
+        case["targets"].append([kind, target_id])
+        tx.put("deadline_cases", case)
+        tx.put("deadlines", {
+            "case_id": case["case_id"], "kind": kind, "target_id": target_id, "reference": case["reference"],
+            "customer_id": case["customer_id"], "channel": channel, "due_at": due_at,
+            "state": SUSPENDED if case["final"] else PENDING, "outcome": None, "settled_at": None, "missed": 0,
+        })
+
+    def _settle(self, tx: Tx, case_id: str, kind: str, target_id: str, outcome: str, at: datetime) -> None:
+        row = self._deadline(tx, case_id, kind, target_id)
+        if row is None or row["state"] == SETTLED:
+            return
+        row.update(state=SETTLED, outcome=outcome, settled_at=at)
+        tx.put("deadlines", row)
+
+    # -- handlers ------------------------------------------------------------------------------------
+
+    def on_CaseOpened(self, tx: Tx, e: Any) -> None:
+        tx.put("deadline_cases", {"case_id": str(e.originator_id), "reference": e.reference,
+                                  "customer_id": e.customer_id, "final": 0, "targets": [], "open_items": {}})
+
+    def on_ContactReceived(self, tx: Tx, e: Any) -> None:
+        case = self._case(tx, e)
+        case["open_items"][e.contact_id] = [i["item_id"] for i in e.items]
+        tx.put("deadline_cases", case)
+
+    def on_AcknowledgementIssued(self, tx: Tx, e: Any) -> None:
+        case = self._case(tx, e)
+        self._add(tx, case, "acknowledgement", e.acknowledgement_id, e.acknowledge_by, e.channel)
+        if case["open_items"].get(e.contact_id):
+            self._add(tx, case, "response", e.contact_id, e.respond_by, e.channel)
+
+    def _close_items(self, tx: Tx, e: Any, item_ids: list[str], outcome: str) -> None:
+        case = self._case(tx, e)
+        for contact_id, open_items in case["open_items"].items():
+            remaining = [i for i in open_items if i not in item_ids]
+            if len(remaining) != len(open_items):
+                case["open_items"][contact_id] = remaining
+                if not remaining:
+                    self._settle(tx, case["case_id"], "response", contact_id, outcome, e.occurred_at)
+        tx.put("deadline_cases", case)
+
+    def on_ResponseSent(self, tx: Tx, e: Any) -> None:
+        self._close_items(tx, e, list(e.answers), "answered")
+
+    def on_ItemWaived(self, tx: Tx, e: Any) -> None:
+        self._close_items(tx, e, [e.item_id], "waived")
+
+    def on_MessageDelivered(self, tx: Tx, e: Any) -> None:
+        self._settle(tx, str(e.originator_id), "acknowledgement", e.message_id, "delivered", e.delivered_at)
+
+    def on_PromiseMade(self, tx: Tx, e: Any) -> None:
+        self._add(tx, self._case(tx, e), "promise", e.promise_id, e.due_at, e.channel)
+
+    def on_PromiseKept(self, tx: Tx, e: Any) -> None:
+        self._settle(tx, str(e.originator_id), "promise", e.promise_id, "kept", e.occurred_at)
+
+    def on_PromiseWithdrawn(self, tx: Tx, e: Any) -> None:
+        self._settle(tx, str(e.originator_id), "promise", e.promise_id, "withdrawn", e.occurred_at)
+
+    def on_PromiseBroken(self, tx: Tx, e: Any) -> None:
+        self._settle(tx, str(e.originator_id), "promise", e.promise_id, "broken", e.occurred_at)
+
+    def on_PromiseWaived(self, tx: Tx, e: Any) -> None:
+        self._settle(tx, str(e.originator_id), "promise", e.promise_id, "waived", e.occurred_at)
+
+    def on_DeadlineMissed(self, tx: Tx, e: Any) -> None:
+        row = self._deadline(tx, str(e.originator_id), e.deadline_kind, e.target_id)
+        if row is not None:
+            row["missed"] = 1
+            tx.put("deadlines", row)
+
+    def _finality(self, tx: Tx, e: Any, final: bool) -> None:
+        case = self._case(tx, e)
+        if bool(case["final"]) == final:
+            return
+        case["final"] = int(final)
+        tx.put("deadline_cases", case)
+        before, after = (PENDING, SUSPENDED) if final else (SUSPENDED, PENDING)
+        for kind, target_id in case["targets"]:
+            row = self._deadline(tx, case["case_id"], kind, target_id)
+            if row is not None and row["state"] == before:
+                row["state"] = after
+                tx.put("deadlines", row)
+
+    def on_CaseClosed(self, tx: Tx, e: Any) -> None:
+        self._finality(tx, e, True)
+
+    def on_CaseCancelled(self, tx: Tx, e: Any) -> None:
+        self._finality(tx, e, True)
+
+    def on_CaseReopened(self, tx: Tx, e: Any) -> None:
+        self._finality(tx, e, False)
+
+
+# -- the read side -------------------------------------------------------------------------------------
+
+
+def overdue(views: ViewStore, now: datetime, *, unrecorded_only: bool = False) -> list[dict[str, Any]]:
+    """Pending deadlines past due at ``now``, the most overdue first."""
+    table = Deadlines.tables[0]
+    where = "state = ? AND due_at < ?" + (" AND missed = 0" if unrecorded_only else "")
+    return views.select(table, where=where, params=(PENDING, now), order_by="due_at, reference, kind, target_id")
+
+
+def deadline_counts(views: ViewStore) -> dict[str, int]:
+    """How many cases the deadlines projection knows."""
+    if "deadline_cases" not in views.table_names():
+        return {"cases": 0}
+    rows = views.fetch("SELECT COUNT(*) AS n FROM deadline_cases")
+    return {"cases": int(rows[0]["n"])}
+
+
+def record_missed_deadlines(
+    ledger: CaseLedger, references: list[str], now: datetime, *, batch_size: int = 200
+) -> dict[str, int]:
+    """Let each case record the deadlines it finds missed at ``now`` (the aggregate decides, once).
+
+    The projection only says which cases to look at; the Case aggregate checks again, so a lagging
+    or wrong view can delay a record, never duplicate or invent one.
+    """
+    ctx = Context(actor=SYSTEM, occurred_at=now)
+    missed: dict[str, int] = {}
+    pending = []
+    for reference in references:
+        case = ledger.get_case(reference)
+        due = case.due_deadlines(now)
+        if not due:
+            continue
+        case.record_missed_deadlines(ctx=ctx, now=now)
+        for kind, _target, _due in due:
+            missed[kind] = missed.get(kind, 0) + 1
+        pending.append(case)
+        if len(pending) >= batch_size:
+            ledger.record(*pending)
+            pending = []
+    if pending:
+        ledger.record(*pending)
+    return missed

@@ -1,0 +1,197 @@
+"""Where projections read events from: the store's notification log, or the Kafka events topic.
+
+Both give :class:`SourceRecord` s carrying the event's type name and its stored Avro bytes, so
+the runner decodes them the same way and handlers receive the same domain event either way.
+A source is read from positions the runner keeps beside the views, one per *part*: the store
+has one part (position = the last applied notification id), the topic has one per partition
+(position = the next offset to read). No consumer group is involved.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ledger.catalog import name_of_topic
+from ledger.errors import BackendError, ConfigurationError
+
+if TYPE_CHECKING:
+    from ledger.application import CaseLedger
+    from ledger.kafka import KafkaSettings
+
+STORE = "store"
+
+
+@dataclass(slots=True)
+class SourceRecord:
+    """One event as read from a source."""
+
+    part: int
+    next_position: int  # the part's position once this record is applied
+    store_position: int  # the event's place in the store's total order (its notification id)
+    event_type: str
+    data: bytes
+
+
+class EventSource(ABC):
+    """A totally ordered (per part) stream of stored events."""
+
+    name: str
+
+    @abstractmethod
+    def start(self, positions: Mapping[int, int]) -> None:
+        """Read from these positions on (missing parts: from the beginning)."""
+
+    @abstractmethod
+    def fetch(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        """The next records, waiting at most ``timeout_s`` when there are none yet."""
+
+    @abstractmethod
+    def end_positions(self) -> dict[int, int]:
+        """Each part's position once everything recorded so far is read."""
+
+    def consumed_positions(self) -> dict[int, int]:
+        """Parts' positions after the records fetched so far (past transaction markers on Kafka)."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027  (most sources hold nothing to release)
+        """Release connections."""
+
+    def lag(self, positions: Mapping[int, int]) -> int:
+        """How many records are left to read after ``positions``."""
+        return sum(max(0, end - positions.get(part, 0)) for part, end in self.end_positions().items())
+
+
+class StoreEventSource(EventSource):
+    """The ledger store's notification log (the embedded default)."""
+
+    name = STORE
+
+    def __init__(self, ledger: CaseLedger, *, idle_poll_s: float = 0.02) -> None:
+        self.ledger = ledger
+        self.idle_poll_s = idle_poll_s
+        self._after = 0
+
+    def start(self, positions: Mapping[int, int]) -> None:
+        self._after = positions.get(0, 0)
+
+    def fetch(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                notifications = self.ledger.recorder.select_notifications(start=self._after + 1, limit=max_records)
+            except Exception as error:  # eventsourcing raises its own persistence errors
+                raise BackendError(f"{self.ledger.settings.store.describe()}: {error}") from error
+            if notifications or time.monotonic() >= deadline:
+                break
+            time.sleep(min(self.idle_poll_s, max(0.0, deadline - time.monotonic())))
+        records = [
+            SourceRecord(0, n.id, n.id, name_of_topic(n.topic), bytes(n.state)) for n in notifications
+        ]
+        if records:
+            self._after = records[-1].next_position
+        return records
+
+    def end_positions(self) -> dict[int, int]:
+        return {0: self.ledger.recorder.max_notification_id() or 0}
+
+    def consumed_positions(self) -> dict[int, int]:
+        return {0: self._after}
+
+
+class KafkaEventSource(EventSource):
+    """The events topic: every partition assigned, read committed, positions kept by the runner."""
+
+    def __init__(self, settings: KafkaSettings, *, fetch_wait_ms: int = 20) -> None:
+        self.settings = settings
+        self.topic = settings.events_topic
+        self.name = f"kafka:{self.topic}"
+        self.fetch_wait_ms = fetch_wait_ms
+        self._consumer: Any = None
+        self._tps: dict[int, Any] = {}
+
+    def _open(self) -> Any:
+        if self._consumer is None:
+            from kafka import KafkaConsumer, TopicPartition
+            from kafka.errors import KafkaError
+
+            try:
+                consumer = KafkaConsumer(
+                    **self.settings.client_options(),
+                    group_id=None,
+                    enable_auto_commit=False,
+                    isolation_level="read_committed",
+                    auto_offset_reset="none",  # a position the topic no longer has is an error, never a skip
+                    fetch_max_wait_ms=self.fetch_wait_ms,
+                    max_partition_fetch_bytes=8 * 1024 * 1024,
+                )
+                partitions = consumer.partitions_for_topic(self.topic)
+            except KafkaError as error:
+                raise BackendError(f"cannot read {self.topic} on {self.settings.bootstrap_servers}: {error}") from error
+            if not partitions:
+                consumer.close()
+                raise ConfigurationError(
+                    f"events topic {self.topic} does not exist on {self.settings.bootstrap_servers}; "
+                    "create it with `caseledger topics create` and run the publisher"
+                )
+            self._tps = {p: TopicPartition(self.topic, p) for p in sorted(partitions)}
+            consumer.assign(list(self._tps.values()))
+            self._consumer = consumer
+        return self._consumer
+
+    @property
+    def partitions(self) -> list[int]:
+        self._open()
+        return list(self._tps)
+
+    def start(self, positions: Mapping[int, int]) -> None:
+        consumer = self._open()
+        for part, tp in self._tps.items():
+            offset = positions.get(part, 0)
+            if offset:
+                consumer.seek(tp, offset)
+            else:
+                consumer.seek_to_beginning(tp)
+
+    def fetch(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        from kafka.errors import KafkaError
+
+        consumer = self._open()
+        try:
+            polled = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as error:
+            raise BackendError(f"reading {self.topic}: {error}; the projection's position may be gone from the "
+                               "topic — rebuild it") from error
+        records = []
+        for tp, batch in polled.items():
+            for record in batch:
+                event_type = position = None
+                for key, value in record.headers or ():
+                    if key == "event_type":
+                        event_type = value.decode()
+                    elif key == "position":
+                        position = int(value)
+                if event_type is None or position is None:
+                    raise BackendError(
+                        f"{self.topic}/{tp.partition}@{record.offset} has no event_type or position header: "
+                        "only the caseledger publisher may write to the events topic"
+                    )
+                records.append(SourceRecord(tp.partition, record.offset + 1, position, event_type, record.value))
+        return records
+
+    def end_positions(self) -> dict[int, int]:
+        consumer = self._open()
+        ends = consumer.end_offsets(list(self._tps.values()))
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    def consumed_positions(self) -> dict[int, int]:
+        consumer = self._open()
+        return {part: consumer.position(tp) for part, tp in self._tps.items()}
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None

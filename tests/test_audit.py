@@ -1,0 +1,460 @@
+"""``audit verify`` against real tampering: SQL on real SQLite and PostgreSQL stores, forged Kafka records.
+
+One ledger per backend is built once per module through the real intake topic, worker, agent
+commands and publisher; every test tampers with its own copy of the store (a file copy, or a
+PostgreSQL ``CREATE DATABASE … TEMPLATE``) and checks that verify detects *and names* it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from kafka import KafkaProducer
+
+from ledger.adapter import KafkaIntakeClient
+from ledger.application import CaseLedger
+from ledger.audit import AuditReport, Discrepancy, Seal, parse_envelope, verify
+from ledger.catalog import name_of_topic
+from ledger.codec import AvroEventCodec, event_hash
+from ledger.directory import IntakeSource
+from ledger.errors import ConflictError
+from ledger.intake import DeliveryReport
+from ledger.intake_worker import KafkaIntakeWorker
+from ledger.kafka import KafkaSettings, ensure_topics
+from ledger.publisher import header
+from ledger.settings import LedgerSettings
+from ledger.values import Actor, ContactDraft, Identity
+from tests.conftest import PostgresServer
+from tests.test_kafka_backbone import drain, publish_all, read_topic
+
+pytestmark = pytest.mark.kafka
+
+CODEC = AvroEventCodec()
+AGENT = Actor.parse("agent:alice")
+
+
+# -- the store, raw ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    position: int
+    aggregate: uuid.UUID
+    version: int
+    topic: str
+    state: bytes
+
+    @property
+    def name(self) -> str:
+        return name_of_topic(self.topic)
+
+    @property
+    def event(self) -> Any:
+        return CODEC.decode(self.name, self.state)
+
+
+class RawStore:
+    """Direct SQL on eventsourcing's tables, as a database operator could run it."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.postgres = database.startswith("postgresql://")
+        self.table, self.position = ("caseledger_events", "notification_id") if self.postgres else (
+            "stored_events", "rowid")
+
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        if self.postgres:
+            import psycopg
+
+            with psycopg.connect(self.database) as conn:
+                cursor = conn.execute(sql.replace("?", "%s"), params)
+                return cursor.fetchall() if cursor.description else []
+        conn = sqlite3.connect(self.database)
+        try:
+            with conn:
+                return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def rows(self) -> list[StoredRow]:
+        rows = self._run(f"SELECT {self.position}, originator_id, originator_version, topic, state FROM {self.table} "
+                         f"ORDER BY {self.position}")
+        return [StoredRow(p, uuid.UUID(str(o)), v, t, bytes(s)) for p, o, v, t, s in rows]
+
+    def update_state(self, position: int, state: bytes) -> None:
+        self._run(f"UPDATE {self.table} SET state = ? WHERE {self.position} = ?", (state, position))
+
+    def delete(self, *positions: int) -> None:
+        for position in positions:
+            self._run(f"DELETE FROM {self.table} WHERE {self.position} = ?", (position,))
+
+    def insert(self, aggregate: uuid.UUID, version: int, topic: str, state: bytes) -> int:
+        oid: Any = aggregate if self.postgres else aggregate.hex
+        self._run(f"INSERT INTO {self.table} (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
+                  (oid, version, topic, state))
+        return int(self._run(f"SELECT MAX({self.position}) FROM {self.table}")[0][0])
+
+
+def forge(row: StoredRow, **changes: Any) -> bytes:
+    """``row``'s event re-encoded with some envelope or payload fields changed."""
+    event = row.event
+    state = vars(event)
+    state.pop("_stored_hash", None)
+    state.update(changes)
+    return CODEC.encode(event)
+
+
+# -- one populated ledger per backend -------------------------------------------------------------------
+
+
+@dataclass
+class Built:
+    database: str
+    kafka: KafkaSettings
+    make_copy: Any  # () -> database of a fresh copy
+
+    def copy(self) -> str:
+        return self.make_copy()  # type: ignore[no-any-return]
+
+
+def customer_contacts() -> list[ContactDraft]:
+    return [
+        ContactDraft(channel=("email", "chat", "phone", "web_form")[n % 4], channel_message_id=f"m{n}",
+                     identity=Identity.parse(f"email:c{n % 4}@example.com"), items=(f"question {n}", "and another"),
+                     body=f"Dear support, message number {n}.")
+        for n in range(12)
+    ]
+
+
+def populate(database: str, kafka: KafkaSettings) -> None:
+    """Contacts, a resubmission, a malformed record and reports through intake; agent work; publishing."""
+    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    try:
+        with KafkaIntakeClient(kafka, adapter="audit-test") as client:
+            client.submit_many([*customer_contacts(), customer_contacts()[1]])  # m1 twice
+        raw = KafkaProducer(**kafka.client_options())
+        raw.send(kafka.intake_topic, key=b"bad", value=b"not an intake record")
+        raw.flush()
+        raw.close()
+        worker = KafkaIntakeWorker(ledger, kafka, batch_size=5)
+        drain(worker, until=14)
+        case = ledger.find_by_message("email", "m0")
+        with KafkaIntakeClient(kafka, adapter="audit-test") as client:
+            client.submit(DeliveryReport(case_reference=case.reference, message_id="ACK1",
+                                         delivered_at=datetime.now(UTC)))
+        drain(KafkaIntakeWorker(ledger, kafka), until=1)
+        for n in range(0, 12, 3):
+            ref = ledger.find_by_message(("email", "chat", "phone", "web_form")[n % 4], f"m{n}").reference
+            ledger.respond(ref, actor=AGENT, body=f"Answer {n}", answers=["Q1"])
+            ledger.make_promise(ref, actor=AGENT, channel="phone", kind="callback", terms="we call you back",
+                                due_at=datetime.now(UTC) + timedelta(days=2))
+        ledger.close_case(case.reference, actor=AGENT, reason="answered", notice="Closed.",
+                          waive={"Q2": "asked twice", "P1": "customer called us first"})
+        publish_all(ledger, kafka)
+    finally:
+        ledger.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def built(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    suffix = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"audit-in-{suffix}",
+                                  events_topic=f"audit-ev-{suffix}", intake_partitions=3, events_partitions=3)
+    ensure_topics(kafka)
+    if request.param == "sqlite":
+        folder = tmp_path_factory.mktemp("audit")
+        database = str(folder / "base.sqlite")
+        populate(database, kafka)
+
+        def sqlite_copy() -> str:
+            target = folder / f"copy-{uuid.uuid4().hex[:6]}.sqlite"
+            shutil.copy(database, target)
+            return str(target)
+
+        return Built(database, kafka, sqlite_copy)
+    server: PostgresServer = request.getfixturevalue("postgres")
+    database = server.new_database()
+    populate(database, kafka)
+
+    def postgres_copy() -> str:
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(server.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{urlsplit(database).path.lstrip("/")}"')
+        base, _, query = database.partition("?")
+        return base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+
+    return Built(database, kafka, postgres_copy)
+
+
+@pytest.fixture
+def tampered(built: Built) -> Iterator[tuple[RawStore, Any]]:
+    """A fresh copy of the built store, raw SQL access to it, and ``audit(**options)`` on it."""
+    database = built.copy()
+    ledgers: list[CaseLedger] = []
+
+    def audit(*, kafka: bool = True, **options: Any) -> AuditReport:
+        ledger = CaseLedger(LedgerSettings.resolve(database=database))
+        ledgers.append(ledger)
+        return verify(ledger, kafka=built.kafka if kafka else None, **options)
+
+    yield RawStore(database), audit
+    for ledger in ledgers:
+        ledger.close()
+
+
+def named(report: AuditReport, code: str, **where: Any) -> list[Discrepancy]:
+    """The report's discrepancies of ``code`` at ``where``; fails with the whole report when there is none."""
+    found = [d for d in report.discrepancies if d.code == code and all(getattr(d, k) == v for k, v in where.items())]
+    assert found, f"no [{code}] at {where} in:\n" + "\n".join(d.line() for d in report.discrepancies)
+    return found
+
+
+def codes(report: AuditReport) -> set[str]:
+    return {d.code for d in report.errors}
+
+
+def middle_of_case(rows: list[StoredRow], name: str = "ContactReceived") -> tuple[StoredRow, StoredRow]:
+    """An event of ``name`` that has a later event in its aggregate, and that later event."""
+    for row in rows:
+        if row.name == name:
+            after = [r for r in rows if r.aggregate == row.aggregate and r.version == row.version + 1]
+            if after:
+                return row, after[0]
+    raise AssertionError(f"no {name} in the middle of an aggregate")
+
+
+# -- a clean ledger -------------------------------------------------------------------------------------
+
+
+def test_an_untouched_ledger_verifies_with_its_topics_and_intake(tampered: tuple[RawStore, Any]) -> None:
+    store, audit = tampered
+    rows = store.rows()
+    report = audit()
+    assert report.ok, "\n".join(d.line() for d in report.discrepancies)
+    assert report.discrepancies == [] or all(d.code == "position-gap" for d in report.discrepancies)
+    assert report.events == len(rows) and report.topic_records == len(rows)
+    assert report.intake_offsets == 15 and report.intake_outcomes == 15  # 12 contacts, 1 resubmission, 1 bad, 1 report
+    assert {"chains", "events topic", "intake accounting", "cross references", "seal"} <= set(report.checks)
+    assert report.seal is not None and report.seal.position == rows[-1].position
+    # the same seal holds on the next audit; a customer's or a time range's audit holds too
+    assert audit(seal=report.seal).ok
+    jane = audit(customer="email:c1@example.com")
+    assert jane.ok and 0 < jane.events < len(rows)
+    middle = rows[len(rows) // 2]
+    since = datetime.fromtimestamp(parse_envelope(middle.state)[5] / 1e6, UTC)
+    later = audit(since=since)
+    assert later.ok, "\n".join(d.line() for d in later.discrepancies)
+    assert later.first_position is not None and later.first_position <= middle.position
+
+
+# -- tampering in the database ------------------------------------------------------------------------
+
+
+def test_one_byte_altered_in_an_event_is_named(tampered: tuple[RawStore, Any]) -> None:
+    store, audit = tampered
+    rows = store.rows()
+    row, after = middle_of_case(rows)
+    at = row.state.index(b"message number")
+    altered = row.state[:at] + b"M" + row.state[at + 1 :]
+    store.update_state(row.position, altered)
+    report = audit()
+    assert not report.ok
+    broken = named(report, "chain-broken", position=after.position)[0]
+    assert broken.aggregate_id == str(row.aggregate) and broken.version == row.version + 1
+    assert event_hash(row.state).hex() in broken.message and event_hash(altered).hex() in broken.message
+    named(report, "topic-bytes", position=row.position, event_type="ContactReceived")
+
+
+def test_the_last_event_of_an_aggregate_altered_is_caught_by_the_topic_and_by_a_seal(
+    tampered: tuple[RawStore, Any],
+) -> None:
+    store, audit = tampered
+    seal = audit(kafka=False).seal
+    rows = store.rows()
+    last = max((r for r in rows if r.name == "CaseClosed"), key=lambda r: r.position)
+    store.update_state(last.position, last.state.replace(b"Closed.", b"Closet."))
+    # Nothing is stored after an aggregate's last event: its own chain cannot show the change ...
+    assert "chain-broken" not in codes(audit(kafka=False))
+    # ... the auditor's seal and the events topic can.
+    named(audit(kafka=False, seal=seal), "seal-mismatch", position=seal.position)
+    named(audit(), "topic-bytes", position=last.position, event_type="CaseClosed")
+
+
+def test_a_deleted_event_is_named(tampered: tuple[RawStore, Any]) -> None:
+    store, audit = tampered
+    row, after = middle_of_case(store.rows(), "AcknowledgementIssued")
+    store.delete(row.position)
+    report = audit()
+    gap = named(report, "version-gap", position=after.position)[0]
+    assert f"version {row.version} is missing" in gap.message
+    named(report, "position-gap", position=row.position, severity="error")  # on the topic: deleted
+    named(report, "topic-extra", position=row.position)
+    assert "deleted" in named(report, "position-gap", position=row.position)[0].message
+
+
+def test_two_swapped_events_are_named(tampered: tuple[RawStore, Any]) -> None:
+    store, audit = tampered
+    rows = store.rows()
+    first, _ = middle_of_case(rows, "ContactReceived")
+    second = next(r for r in rows if r.name == "ResponseSent" and r.aggregate != first.aggregate)
+    store.update_state(first.position, second.state)
+    store.update_state(second.position, first.state)
+    report = audit()
+    for row, other in ((first, second), (second, first)):
+        mismatch = named(report, "row-mismatch", position=row.position)[0]
+        assert str(other.aggregate) in mismatch.message and f"version {other.version}" in mismatch.message
+        named(report, "topic-bytes", position=row.position)
+    named(report, "type-mismatch", position=first.position)
+
+
+def test_forged_events_are_named(built: Built) -> None:
+    # A forgery that copies a case's event without recomputing the chain link.
+    rows = RawStore(built.database).rows()
+    row, _ = middle_of_case(rows, "ResponseSent")
+    last = max((r for r in rows if r.aggregate == row.aggregate), key=lambda r: r.version)
+    kept = dict(event_id=uuid.uuid4(), originator_version=last.version + 1)
+    for variant in ("stale link", "backdated"):
+        database = built.copy()
+        store = RawStore(database)
+        if variant == "stale link":
+            state = forge(row, **kept)  # still links to the event before the copied one
+        else:  # a correct link, but dated to look like it happened long ago
+            state = forge(row, **kept, previous_hash=event_hash(last.state),
+                          timestamp=datetime.now(UTC) - timedelta(days=3))
+        position = store.insert(row.aggregate, last.version + 1, row.topic, state)
+        ledger = CaseLedger(LedgerSettings.resolve(database=database))
+        try:
+            report = verify(ledger, kafka=built.kafka)
+        finally:
+            ledger.close()
+        assert not report.ok
+        if variant == "stale link":
+            broken = named(report, "chain-broken", position=position, event_type="ResponseSent")[0]
+            assert broken.aggregate_id == str(row.aggregate) and broken.version == last.version + 1
+        else:
+            named(report, "backdated", position=position, event_type="ResponseSent")
+        # not on the topic: the publisher has not seen it (a warning on its own), which the seal would settle
+        named(report, "topic-unpublished", position=position)
+
+
+def test_a_forged_record_on_the_events_topic_is_named(built: Built, kafka_bootstrap: str) -> None:
+    topic = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=built.kafka.intake_topic,
+                                  events_topic=f"audit-forged-{uuid.uuid4().hex[:8]}", events_partitions=3)
+    ensure_topics(topic)
+    database = built.copy()
+    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    try:
+        publish_all(ledger, topic)
+        records = sorted(read_topic(topic, topic.events_topic), key=lambda r: int(header(r, "position")))
+        genuine = records[len(records) // 2]
+        value = genuine.value.replace(b"question", b"QUESTION")
+        producer = KafkaProducer(**topic.client_options())
+        # the same position again, with altered bytes and a matching hash header
+        headers = [(k, event_hash(value).hex().encode() if k == "event_hash" else v) for k, v in genuine.headers]
+        producer.send(topic.events_topic, key=genuine.key, value=value, headers=headers, partition=genuine.partition)
+        # a record at a position the store never had
+        invented = [(k, b"999999" if k == "position" else v) for k, v in genuine.headers]
+        producer.send(topic.events_topic, key=genuine.key, value=genuine.value, headers=invented,
+                      partition=genuine.partition)
+        producer.flush()
+        producer.close()
+        report = verify(ledger, kafka=topic)
+    finally:
+        ledger.close()
+    duplicate = named(report, "topic-duplicate", partition=genuine.partition)[0]
+    assert duplicate.position == int(header(genuine, "position")) and duplicate.offset is not None
+    named(report, "topic-extra", position=999999, partition=genuine.partition)
+    assert "chain-broken" not in codes(report)  # the store itself is intact
+
+
+@pytest.mark.parametrize("outcome_type", ["ResubmissionTraced", "ContactReceived"])
+def test_a_dropped_intake_outcome_is_named(tampered: tuple[RawStore, Any], built: Built, outcome_type: str) -> None:
+    store, audit = tampered
+    rows = store.rows()
+    outcome = next(r for r in rows if r.name == outcome_type and r.event.causation_id is not None)
+    causation = outcome.event.causation_id
+    dropped = [r.position for r in rows if r.event.causation_id == causation]
+    store.delete(*dropped)
+    report = audit()
+    partition, offset = next(
+        (p, o) for p in range(3) for o in range(20)
+        if IntakeSource(built.kafka.intake_topic, p, o).event_id == causation
+    )
+    missing = named(report, "intake-no-outcome", partition=partition, offset=offset)[0]
+    assert missing.topic == built.kafka.intake_topic and "consumed" in missing.message
+
+
+def test_a_whole_case_deleted_is_named_without_kafka(tampered: tuple[RawStore, Any]) -> None:
+    store, audit = tampered
+    rows = store.rows()
+    opened = next(r for r in rows if r.name == "CaseOpened")
+    store.delete(*[r.position for r in rows if r.aggregate == opened.aggregate])
+    report = audit(kafka=False)
+    named(report, "case-missing", aggregate_id=str(opened.aggregate))
+    assert "position-gap" in {d.code for d in report.discrepancies}
+    named(audit(), "topic-extra", position=opened.position)
+
+
+def test_a_truncated_tail_is_named_by_the_topic_and_the_seal(tampered: tuple[RawStore, Any]) -> None:
+    store, audit = tampered
+    seal = audit(kafka=False).seal
+    rows = store.rows()
+    store.delete(*[r.position for r in rows[-3:]])
+    named(audit(kafka=False, seal=seal), "seal-mismatch")
+    report = audit()
+    for row in rows[-3:]:
+        named(report, "topic-extra", position=row.position)
+
+
+# -- PostgreSQL positions after a conflict --------------------------------------------------------------
+
+
+def test_postgres_gap_after_a_conflict_is_a_warning_that_the_topic_settles(postgres: PostgresServer,
+                                                                          kafka_bootstrap: str) -> None:
+    database = postgres.new_database()
+    suffix = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"gap-in-{suffix}",
+                                  events_topic=f"gap-ev-{suffix}", intake_partitions=1, events_partitions=1)
+    ensure_topics(kafka)
+    a, b = (CaseLedger(LedgerSettings.resolve(database=database)) for _ in range(2))
+    try:
+        ref = a.record_contact(ContactDraft(channel="email", channel_message_id="g1",
+                                            identity=Identity.parse("email:gap@example.com"), items=("q",))).reference
+        stale = b.get_case(ref)
+        a.respond(ref, actor=AGENT, body="first", answers=[])
+        from ledger.domain import Context
+
+        stale.respond(ctx=Context(actor=AGENT), body="second", answers=[])
+        with pytest.raises(ConflictError):
+            b.record(stale)
+        a.respond(ref, actor=AGENT, body="third", answers=[])
+        positions = [n.id for n in a.recorder.select_notifications(start=1, limit=100)]
+        skipped = sorted(set(range(1, positions[-1] + 1)) - set(positions))
+        assert len(skipped) == 1  # measured: the conflicting insert consumed one sequence number
+        alone = verify(a)
+        assert alone.ok
+        gap = named(alone, "position-gap", position=skipped[0])[0]
+        assert gap.severity == "warning" and "ConflictError" in gap.message
+        publish_all(a, kafka)
+        settled = named(verify(a, kafka=kafka), "position-gap", position=skipped[0])[0]
+        assert settled.severity == "warning" and "never published" in settled.message
+    finally:
+        a.close()
+        b.close()
+
+
+def test_seal_text_round_trips() -> None:
+    seal = Seal(42, "ab" * 32)
+    assert Seal.parse(str(seal)) == seal
+    with pytest.raises(Exception, match="POSITION:DIGEST"):
+        Seal.parse("42:xyz")
