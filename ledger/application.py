@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -113,6 +113,7 @@ class UnitOfWork:
         self.events: list[LedgerEvent] = []
         self.saved = False
         self._by_aggregate: dict[UUID, list[LedgerEvent]] = {}
+        self.absent: set[UUID] = set()  # ids a prefetch found not stored (saves one query each)
 
     def collect(self, *aggregates: Aggregate | None) -> None:
         for aggregate in aggregates:
@@ -303,10 +304,13 @@ class CaseLedger(Application[UUID]):
         cached = uow.aggregates.get(aggregate_id)
         if cached is not None:
             return cached
-        try:
-            aggregate = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
+        if aggregate_id in uow.absent:
             aggregate = None
+        else:
+            try:
+                aggregate = self.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                aggregate = None
         aggregate = uow.replay(aggregate_id, aggregate)
         if aggregate is None:
             raise AggregateNotFoundError(aggregate_id)
@@ -337,6 +341,21 @@ class CaseLedger(Application[UUID]):
             with translate_errors(self.settings.store.describe()):
                 self._record(processing)
             uow.saved = True
+
+    def prefetch(self, aggregate_ids: Iterable[UUID]) -> None:
+        """Inside a unit of work: learn in one query which of these aggregates are not stored yet.
+
+        A batch of contacts looks up several directory entries each, mostly new ones; without
+        this every lookup of a missing entry is a round trip. If another writer creates one
+        meanwhile, the unit's save fails with a conflict and the caller retries without it.
+        """
+        uow = self._uow
+        if uow is None:
+            raise RuntimeError("prefetch works inside a unit of work")
+        wanted = set(aggregate_ids) - set(uow.aggregates)
+        if wanted:
+            with translate_errors(self.settings.store.describe()):
+                uow.absent |= wanted - stored_ids(self.recorder, wanted)
 
     @contextmanager
     def _command(self) -> Iterator[None]:
@@ -705,6 +724,31 @@ class CaseLedger(Application[UUID]):
             case: Case = self.repository.get(case_id)  # type: ignore[assignment]
             if case.status in Status.ACTIVE:
                 yield case
+
+
+def stored_ids(recorder: Any, ids: set[UUID]) -> set[UUID]:
+    """Which of ``ids`` have at least one stored event (one query, SQLite or PostgreSQL)."""
+    table = recorder.events_table_name
+    if hasattr(recorder.datastore, "schema"):  # PostgreSQL
+        from psycopg.sql import SQL, Identifier
+
+        query = SQL("SELECT DISTINCT originator_id FROM {}.{} WHERE originator_id = ANY(%s)").format(
+            Identifier(recorder.datastore.schema), Identifier(table)
+        )
+        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(query, (list(ids),))
+            return {UUID(str(row["originator_id"])) for row in curs.fetchall()}
+    found: set[UUID] = set()
+    ordered = list(ids)
+    with recorder.datastore.transaction(commit=False) as curs:
+        for i in range(0, len(ordered), 500):  # SQLite limits the number of parameters
+            chunk = ordered[i : i + 500]
+            curs.execute(
+                f"SELECT DISTINCT originator_id FROM {table} WHERE originator_id IN ({','.join('?' * len(chunk))})",
+                [u.hex for u in chunk],
+            )
+            found |= {UUID(row[0]) for row in curs.fetchall()}
+    return found
 
 
 @contextmanager

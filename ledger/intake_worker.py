@@ -23,7 +23,7 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 
 from ledger.application import CaseLedger
-from ledger.directory import IntakeSource
+from ledger.directory import ChannelMessage, Customer, IdentityClaim, IntakeSource
 from ledger.errors import BackendError, ConflictError, NotFound, RuleViolation, SchemaError, ValidationError
 from ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
 from ledger.kafka import KafkaSettings
@@ -149,6 +149,7 @@ class KafkaIntakeWorker:
         before = dataclasses.replace(self.stats)
         try:
             with self.ledger.unit_of_work(tracking):
+                self.ledger.prefetch(self._directory_ids(records))
                 for record in records:
                     self._apply(record)
             self.stats.batches += 1
@@ -160,6 +161,20 @@ class KafkaIntakeWorker:
             self.stats.conflicts += 1
             for record in records:
                 self._apply_alone(partition, record)
+
+    def _directory_ids(self, records: list[Any]) -> set[Any]:
+        """The directory entries the contacts of a batch will look up."""
+        ids: set[Any] = set()
+        for record in records:
+            try:
+                _adapter, message = self.codec.decode(record.value or b"")
+            except REFUSALS:
+                continue
+            if isinstance(message, ContactDraft):
+                ids.add(ChannelMessage.id_for(message.channel, message.channel_message_id))
+                ids.add(IdentityClaim.id_for(message.identity))
+                ids.add(Customer.id_for(message.customer_id or str(message.identity)))
+        return ids
 
     def _apply_alone(self, partition: int, record: Any) -> None:
         name = tracking_name(self.settings.intake_topic, partition)

@@ -472,3 +472,24 @@ def test_tracking_position_never_goes_back(ledger: CaseLedger) -> None:
         ledger.record_contact(draft(msg="y"))  # a redelivered batch is refused whole
     with pytest.raises(NotFound):
         ledger.find_by_message("email", "y")
+
+
+def test_prefetch_in_unit_of_work_sees_stored_and_new_aggregates(ledger: CaseLedger) -> None:
+    from eventsourcing.persistence import Tracking
+
+    from ledger.application import stored_ids
+    from ledger.directory import ChannelMessage, Customer
+    from ledger.values import Channel
+
+    first = ledger.record_contact(draft(msg="a"))
+    known = ChannelMessage.id_for(Channel.EMAIL, "a")
+    new = ChannelMessage.id_for(Channel.EMAIL, "b")
+    assert stored_ids(ledger.recorder, {known, new, Customer.id_for("email:jane@example.com")}) == {
+        known, Customer.id_for("email:jane@example.com")}
+    with ledger.unit_of_work(Tracking(application_name="intake/p/0", notification_id=1)):
+        ledger.prefetch({known, new, Customer.id_for("email:jane@example.com")})
+        again = ledger.record_contact(draft(msg="a"))
+        other = ledger.record_contact(draft(msg="b"))
+    assert again.duplicate and again.reference == first.reference
+    assert not other.duplicate and ledger.find_by_message("email", "b").reference == other.reference
+    assert [c.reference for c in ledger.cases_of("email:jane@example.com")] == [first.reference, other.reference]
