@@ -148,7 +148,8 @@ def print_report(out: Console, report: AuditReport) -> None:
     rows = [
         ("store", report.backend),
         ("scope", scope),
-        ("positions", f"{report.first_position or '-'}..{report.last_position or '-'} (head {report.head_position})"),
+        ("positions", f"{report.first_position}..{report.last_position} (head {report.head_position})"
+         if report.first_position else f"none in scope (head {report.head_position})"),
         ("events checked", f"{report.events:,} in {report.aggregates:,} aggregates, {report.cases:,} cases"),
         ("checks", ", ".join(report.checks)),
     ]

@@ -54,8 +54,10 @@ two events' states swapped             each row's bytes name another aggregate/v
                                        (``row-mismatch``); the chains break; the topic differs.
 a forged event inserted                a wrong ``previous_hash`` (``chain-broken``); a version
                                        that does not follow (``version-gap``); a recorded time
-                                       before the event it follows (``backdated``), beyond the
-                                       clock tolerance; not on the topic at a published position
+                                       before the previous event of its aggregate, beyond the
+                                       clock tolerance (``backdated``), or long before an earlier
+                                       position (``recorded-out-of-order``, a warning); not on the
+                                       topic at a published position
                                        (``topic-missing``); an intake outcome twice
                                        (``intake-doubled``) or for no intake record
                                        (``intake-unknown``). A forgery appended after the last
@@ -123,16 +125,24 @@ __all__ = [
     "AuditReport",
     "Discrepancy",
     "Seal",
+    "parse_envelope",
+    "store_snapshot",
     "verify",
 ]
 
 DEFAULT_CLOCK_TOLERANCE = timedelta(minutes=5)
-"""How far back in time an event may be recorded relative to the events before it.
+"""How far back in time an event may be recorded relative to the previous event of its aggregate.
 
-Events are timestamped when a command creates them and positioned when their transaction
-commits; a batch of the intake worker or a transaction waiting for the insert lock commits
-seconds after its first event was created, and hosts' clocks differ a little.
+An aggregate's events are created in order, but by processes on hosts whose clocks differ a little.
 """
+
+COMMIT_TOLERANCE = timedelta(hours=1)
+"""How far back an event may be recorded relative to *any* earlier position (a warning beyond it).
+
+Larger than the clock tolerance: a long batch (``tick`` over many cases, a slow intake batch)
+commits events created long before other writers' events that committed first.
+"""
+COMMIT_TOLERANCE_US = COMMIT_TOLERANCE // timedelta(microseconds=1)
 
 INTAKE_OUTCOMES = frozenset(
     {"ContactReceived", "ResubmissionTraced", "IntakeRejected", "MessageDelivered", "MessageRead"}
@@ -339,14 +349,9 @@ class SQLiteStoreSnapshot(StoreSnapshot):
     def pages(self, after: int, upto: int, size: int) -> Iterator[list[Row]]:
         statement = (
             f"SELECT rowid, CAST(originator_id AS BLOB), originator_version, topic, state FROM {self.table} "
-            "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+            "WHERE rowid > ? ORDER BY rowid LIMIT ?"
         )
-        while after < upto:
-            rows = self.cursor.execute(statement, (after, upto, size)).fetchall()
-            if not rows:
-                return
-            yield rows
-            after = rows[-1][0]
+        return _bounded_pages(lambda start: self.cursor.execute(statement, (start, size)).fetchall(), after, upto)
 
     def row_at_or_after(self, position: int) -> Row | None:
         return self.cursor.execute(  # type: ignore[no-any-return]
@@ -390,9 +395,7 @@ class PostgresStoreSnapshot(StoreSnapshot):
             "originator_version, topic, state FROM {} "
         ).format(events)
         self._head = SQL("SELECT MAX(notification_id) FROM {}").format(events)
-        self._page = columns + SQL(
-            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id LIMIT %s"
-        )
+        self._page = columns + SQL("WHERE notification_id > %s ORDER BY notification_id LIMIT %s")
         self._at = columns + SQL("WHERE notification_id >= %s ORDER BY notification_id LIMIT 1")
         self._event = columns + SQL("WHERE originator_id::text = %s AND originator_version = %s")
         self._tracking = (
@@ -409,12 +412,7 @@ class PostgresStoreSnapshot(StoreSnapshot):
         return int(row[0] or 0)
 
     def pages(self, after: int, upto: int, size: int) -> Iterator[list[Row]]:
-        while after < upto:
-            rows = self.cursor.execute(self._page, (after, upto, size)).fetchall()
-            if not rows:
-                return
-            yield rows
-            after = rows[-1][0]
+        return _bounded_pages(lambda start: self.cursor.execute(self._page, (start, size)).fetchall(), after, upto)
 
     def row_at_or_after(self, position: int) -> Row | None:
         return self.cursor.execute(self._at, (position,)).fetchone()  # type: ignore[no-any-return]
@@ -430,6 +428,26 @@ class PostgresStoreSnapshot(StoreSnapshot):
         if exists is None:
             return {}
         return {str(name): int(n) for name, n in self.cursor.execute(self._tracking).fetchall()}
+
+
+def _bounded_pages(select: Callable[[int], list[Row]], after: int, upto: int) -> Iterator[list[Row]]:
+    """Keyset pages after ``after`` up to ``upto``.
+
+    The upper bound is applied here, not in SQL: with a range condition and stale statistics
+    (a table just filled) PostgreSQL plans a bitmap scan and sorts the whole remaining range
+    for every page; ``> after ORDER BY … LIMIT`` always walks the index.
+    """
+    while after < upto:
+        rows = select(after)
+        if not rows:
+            return
+        if rows[-1][0] > upto:
+            rows = [row for row in rows if row[0] <= upto]
+            if rows:
+                yield rows
+            return
+        yield rows
+        after = rows[-1][0]
 
 
 @contextmanager
@@ -481,14 +499,17 @@ def _long(b: bytes, p: int) -> tuple[int, int]:
         s += 7
 
 
+def _length(b: bytes, p: int) -> tuple[int, int]:
+    """A string or bytes length at ``p`` (never negative)."""
+    n, p = _long(b, p)
+    if n < 0:
+        raise ValueError("negative length in the event")
+    return n, p
+
+
 def _string(b: bytes, p: int) -> tuple[bytes, int]:
-    n = b[p]
-    if n < 0x80:
-        p += 1
-        n >>= 1
-    else:
-        n, p = _long(b, p)
-    if n < 0 or p + n > len(b):
+    n, p = _length(b, p)
+    if p + n > len(b):
         raise ValueError("string runs past the end of the event")
     return b[p : p + n], p + n
 
@@ -496,46 +517,100 @@ def _string(b: bytes, p: int) -> tuple[bytes, int]:
 def parse_envelope(b: bytes) -> Envelope:
     """The envelope of an event whose writer schema starts with the current ``caseledger.Envelope``.
 
-    Hand-decoded from the Avro binary encoding: 3-4x faster than a generic reader, and the audit
-    reads every event. Raises ValueError or IndexError on bytes that do not decode.
+    Hand-decoded from the Avro binary encoding, straight-line with the common one-byte lengths
+    inlined: over twice as fast as fastavro on the same bytes, and the audit reads every event. Raises
+    ValueError or IndexError on bytes that do not decode.
     """
     p = HEADER_SIZE
-    event_id, p = _string(b, p)
-    aggregate_id, p = _string(b, p)
+    # event_id
+    n = b[p]
+    if n < 0x80:
+        p += 1
+        n >>= 1
+    else:
+        n, p = _length(b, p)
+    event_id = b[p : p + n]
+    p += n
+    # aggregate_id
+    n = b[p]
+    if n < 0x80:
+        p += 1
+        n >>= 1
+    else:
+        n, p = _length(b, p)
+    aggregate_id = b[p : p + n]
+    p += n
     version, p = _long(b, p)
-    case_id, p = _string(b, p)
-    customer_id, p = _string(b, p)
+    # case_id
+    n = b[p]
+    if n < 0x80:
+        p += 1
+        n >>= 1
+    else:
+        n, p = _length(b, p)
+    case_id = b[p : p + n]
+    p += n
+    # customer_id
+    n = b[p]
+    if n < 0x80:
+        p += 1
+        n >>= 1
+    else:
+        n, p = _length(b, p)
+    customer_id = b[p : p + n]
+    p += n
     while b[p] & 0x80:  # occurred_at: skipped
         p += 1
     recorded_at, p = _long(b, p + 1)
-    _, p = _string(b, p)  # actor kind
-    _, p = _string(b, p)  # actor id
+    for _ in (0, 1):  # actor kind and id: skipped
+        n = b[p]
+        if n < 0x80:
+            p += 1 + (n >> 1)
+        else:
+            n, p = _length(b, p)
+            p += n
+    for _ in (0, 1):  # channel and correlation_id, unions with null: skipped
+        branch = b[p]
+        p += 1
+        if branch == 2:
+            n = b[p]
+            if n < 0x80:
+                p += 1 + (n >> 1)
+            else:
+                n, p = _length(b, p)
+                p += n
+        elif branch:
+            raise ValueError(f"bad union branch {branch} in the envelope")
     causation: bytes | None = None
+    branch = b[p]
+    p += 1
+    if branch == 2:
+        n = b[p]
+        if n < 0x80:
+            p += 1
+            n >>= 1
+        else:
+            n, p = _length(b, p)
+        causation = b[p : p + n]
+        p += n
+    elif branch:
+        raise ValueError(f"bad union branch {branch} for causation_id")
     previous: bytes | None = None
     branch = b[p]
     p += 1
-    if branch == 2:  # channel
-        _, p = _string(b, p)
-    elif branch:
-        raise ValueError("bad union branch for channel")
-    branch = b[p]
-    p += 1
-    if branch == 2:  # correlation_id
-        _, p = _string(b, p)
-    elif branch:
-        raise ValueError("bad union branch for correlation_id")
-    branch = b[p]
-    p += 1
     if branch == 2:
-        causation, p = _string(b, p)
+        n = b[p]
+        if n < 0x80:
+            p += 1
+            n >>= 1
+        else:
+            n, p = _length(b, p)
+        previous = b[p : p + n]
+        p += n
     elif branch:
-        raise ValueError("bad union branch for causation_id")
-    branch = b[p]
-    p += 1
-    if branch == 2:
-        previous, p = _string(b, p)
-    elif branch:
-        raise ValueError("bad union branch for previous_hash")
+        raise ValueError(f"bad union branch {branch} for previous_hash")
+    if p > len(b):
+        raise ValueError("the envelope runs past the end of the event")
     return event_id, aggregate_id, version, case_id, customer_id, recorded_at, causation, previous, p
 
 
@@ -581,25 +656,27 @@ class _Decoder:
         """The intake record an IntakeRejected or ResubmissionTraced names."""
         try:
             if fast and name == "IntakeRejected":
-                topic, p = _string(data, end)
+                topic_bytes, p = _string(data, end)
                 partition, p = _long(data, p)
                 offset, _ = _long(data, p)
-                return topic.decode(), partition, offset
+                return topic_bytes.decode(), partition, offset
             if fast and name == "ResubmissionTraced":
-                text, _ = _string(data, end)
-                topic, _, rest = text.decode().rpartition("/")
-                topic, _, partition = topic.rpartition("/")
-                return topic, int(partition), int(rest)
+                return _source(_string(data, end)[0].decode())
             record = self.codec.decode_record(name, data)
             if name == "IntakeRejected":
-                return record["source_topic"], int(record["source_partition"]), int(record["source_offset"])
+                return str(record["source_topic"]), int(record["source_partition"]), int(record["source_offset"])
             if name == "ResubmissionTraced":
-                topic, _, rest = str(record["source"]).rpartition("/")
-                topic, _, partition = topic.rpartition("/")
-                return topic, int(partition), int(rest)
+                return _source(str(record["source"]))
         except (ValueError, IndexError, UnicodeDecodeError, KeyError):
             return None
         return None
+
+
+def _source(text: str) -> tuple[str, int, int]:
+    """``topic/partition/offset`` (as ``IntakeSource`` prints it) → its parts."""
+    rest, _, offset = text.rpartition("/")
+    topic, _, partition = rest.rpartition("/")
+    return topic, int(partition), int(offset)
 
 
 def _micros(value: datetime) -> int:
@@ -650,7 +727,11 @@ def verify(
             ledger, store, customer_id=customer_id, since=since, until=until, kafka=kafka, seal=seal,
             tolerance=clock_tolerance, page_size=page_size, progress=progress, collect=collect,
         )
-        report = audit.run()
+        try:
+            report = audit.run()
+        finally:
+            if audit.topic is not None:
+                audit.topic.close()
     if audit.topic is not None:
         audit.topic.check_beyond_snapshot(ledger)
     report.seconds = time.monotonic() - started
@@ -673,7 +754,7 @@ class _Audit:
         self.until = until
         self.kafka = kafka
         self.seal_in = seal
-        self.tolerance = _micros(_EPOCH + tolerance) if tolerance else 0
+        self.tolerance = tolerance // _MICROSECOND
         self.page_size = page_size
         self.progress = progress
         self.collect = collect
@@ -683,12 +764,12 @@ class _Audit:
         if kafka is not None:
             scope.update(events_topic=kafka.events_topic, intake_topic=kafka.intake_topic)
         self.report = AuditReport(
-            backend=f"{store.backend} ({ledger.settings.store.describe()})",
+            backend=ledger.settings.store.describe(),
             scope={k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in scope.items()},
         )
         self.topic: _TopicComparison | None = None
         self.intake: _IntakeAccounting | None = None
-        self.chains: dict[bytes, tuple[int, bytes]] = {}
+        self.chains: dict[bytes, tuple[int, bytes, int]] = {}  # aggregate → (version, hash, recorded µs)
         # Per case (keyed by the case id's text): [CaseLinked seen, contacts, messages registered, opened].
         self.cases: dict[bytes, list[int]] = {}
         self.gaps: list[tuple[int, int]] = []
@@ -767,8 +848,8 @@ class _Audit:
                 continue
             try:
                 recorded = self._envelope_of(row)[5]
-            except (ValueError, IndexError, KeyError):
-                recorded = micros  # undecodable: the scan reports it; treat as in range
+            except Exception:  # undecodable: the scan reports it; treat it as in range
+                recorded = micros
             if recorded >= micros:
                 hi = mid
             else:
@@ -811,9 +892,13 @@ class _Audit:
                     continue
                 digest = sha256(state).digest()
                 if seal is not None:
+                    if seal_at is not None and position > seal_at:  # the sealed position is gone
+                        self._check_seal(seal.copy().hexdigest(), seal_at)
+                        seal_at = None
                     seal.update(position.to_bytes(8, "big") + digest)
                     if position == seal_at:
                         self._check_seal(seal.copy().hexdigest(), position)
+                        seal_at = None
                 schema = by_fp.get(state[2:HEADER_SIZE])
                 if schema is None or state[:2] != MAGIC:
                     self._undecodable(position, oid, version, topic_name, state, "unknown schema fingerprint"
@@ -849,17 +934,23 @@ class _Audit:
                     if version != 1 or prev is not None:
                         self._chain_start(position, oid, version, prev, digest, name, event_id, ranged)
                 else:
-                    last_version, last_hash = last_link
+                    last_version, last_hash, last_recorded = last_link
                     if version != last_version + 1:
                         self._version_gap(position, oid, version, last_version, name, event_id)
                     elif prev != last_hash:
                         self._chain_broken(position, oid, version, prev, last_hash, name, event_id)
-                chains[oid] = (version, digest)
-                if recorded < latest - tolerance:
-                    self.flag("backdated", f"recorded at {_when(recorded)}, before position {latest_at} "
-                              f"(recorded at {_when(latest)}) by more than the clock tolerance: positions "
-                              "follow commits, so an event recorded this much earlier was inserted later",
-                              position=position, event_type=name, event_id=event_id.decode(),
+                    if recorded < last_recorded - tolerance:
+                        self.flag("backdated", f"recorded at {_when(recorded)}, before the aggregate's previous "
+                                  f"event (recorded at {_when(last_recorded)}) by more than the clock tolerance: "
+                                  "an event dated into the aggregate's past was added later", position=position,
+                                  event_type=name, event_id=event_id.decode(), aggregate_id=_dashed(oid),
+                                  version=version)
+                chains[oid] = (version, digest, recorded)
+                if recorded < latest - COMMIT_TOLERANCE_US:
+                    self.flag("recorded-out-of-order", f"recorded at {_when(recorded)}, more than "
+                              f"{COMMIT_TOLERANCE} before position {latest_at} (recorded at {_when(latest)}); "
+                              "positions follow commits, so this event was inserted long after it claims",
+                              severity=WARNING, position=position, event_type=name, event_id=event_id.decode(),
                               aggregate_id=_dashed(oid), version=version)
                 elif recorded > latest:
                     latest = recorded
@@ -890,9 +981,9 @@ class _Audit:
         report.events = events
         if seal is not None and last >= 1:
             report.seal = Seal(last, seal.hexdigest())
-            if self.seal_in is not None and self.seal_in.position > last:
-                self.flag("seal-mismatch", f"the seal covers position {self.seal_in.position} but the store ends at "
-                          f"{last}: events at the end of the log were deleted", position=self.seal_in.position)
+            if seal_at is not None:
+                self.flag("seal-mismatch", f"the seal covers position {seal_at} but the store ends at {last}: events "
+                          "at the end of the log were deleted", position=seal_at)
 
     def _scan_outcomes_after(self, last: int, head: int) -> None:
         """Intake outcomes recorded after the time range still account for records inside it."""
@@ -900,7 +991,7 @@ class _Audit:
         assert intake is not None
         by_fp = self.decoder.by_fingerprint
         for page in self.store.pages(last, head, self.page_size):
-            for _position, _oid, _version, _topic, state in page:
+            for position, _oid, _version, _topic, state in page:
                 state = bytes(state)
                 schema = by_fp.get(state[2:HEADER_SIZE])
                 if schema is None or schema.name not in INTAKE_OUTCOMES:
@@ -910,7 +1001,7 @@ class _Audit:
                 except Exception:
                     continue
                 if env[6] is not None:
-                    intake.outcome(env[6], _position, schema.name, state, env[8], schema.fast, env[0])
+                    intake.outcome(env[6], position, schema.name, state, env[8], schema.fast, env[0])
 
     # -- slow paths ------------------------------------------------------------------------------------------
 
@@ -949,7 +1040,8 @@ class _Audit:
             self.report.notes.append(f"seal {self.seal_in.position}:{self.seal_in.digest[:16]}… holds")
 
     def _undecodable(self, position: int, oid: bytes, version: int, topic_name: str, state: bytes, why: str) -> None:
-        self.chains[oid] = (version, hashlib.sha256(state).digest())
+        last = self.chains.get(oid)
+        self.chains[oid] = (version, hashlib.sha256(state).digest(), last[2] if last else 0)
         self.flag("undecodable", f"the stored bytes do not decode ({why}): the event was altered",
                   position=position, event_type=name_of_topic(topic_name), aggregate_id=_dashed(oid),
                   version=version)
@@ -958,7 +1050,7 @@ class _Audit:
                      event_id: bytes, ranged: bool) -> None:
         """The first event of an aggregate in scope: version 1 with no link, or (time range) linked to the
         stored event before it."""
-        where = {"position": position, "event_type": name, "event_id": event_id.decode(),
+        where: dict[str, Any] = {"position": position, "event_type": name, "event_id": event_id.decode(),
                  "aggregate_id": _dashed(oid), "version": version}
         if version == 1:
             self.flag("chain-broken", f"version 1 of an aggregate links to {_hex(prev)}; a first event links to "
@@ -1052,97 +1144,111 @@ class _Record:
 class _TopicComparison:
     """Merges the events topic (one ordered stream per partition) with the store's positions.
 
-    Memory stays flat: at most ``BUFFER`` records are buffered per partition; partitions read
-    ahead are paused until the store's positions catch up with them.
+    Memory stays flat: one consumer per partition, polled only when the store's positions need
+    its next record, so at most one poll (``BUFFER`` records) is buffered per partition. (Pausing
+    partitions of a single consumer instead can park a resumed partition's records for good in
+    kafka-python 3.0.)
     """
 
     BUFFER = 2000
     STALL_S = 60.0
 
     def __init__(self, audit: _Audit, *, head: int, first: int, last: int) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-        from kafka.errors import KafkaError
+        from kafka import TopicPartition
         from kafka.partitioner.default import murmur2
 
         self.audit = audit
-        self.settings = audit.kafka
-        assert self.settings is not None
+        assert audit.kafka is not None
+        self.settings: KafkaSettings = audit.kafka
         self.topic = self.settings.events_topic
         self.head = head
         self.first = first
         self.last = last
         self.murmur2 = murmur2
+        self.partitions: dict[bytes, int] = {}
+        self.consumers: dict[int, Any] = {}
+        admin = self._consumer()
         try:
-            self.consumer = KafkaConsumer(
-                **self.settings.client_options(), group_id=None, enable_auto_commit=False,
-                isolation_level="read_committed", max_poll_records=self.BUFFER, fetch_max_wait_ms=100,
-            )
-            partitions = self.consumer.partitions_for_topic(self.topic)
-        except KafkaError as error:
-            raise BackendError(f"cannot read the events topic {self.topic}: {error}") from error
-        if not partitions:
-            raise BackendError(f"events topic {self.topic} does not exist on {self.settings.bootstrap_servers}")
-        self.count = len(partitions)
-        wanted = sorted(partitions)
-        if audit.customer_id is not None:
-            wanted = [self.partition_of(audit.customer_id.encode())]
-        self.tps = {p: TopicPartition(self.topic, p) for p in wanted}
-        self.consumer.assign(list(self.tps.values()))
-        self.ends = {tp.partition: n for tp, n in self.consumer.end_offsets(list(self.tps.values())).items()}
-        starts = {tp.partition: n for tp, n in self.consumer.beginning_offsets(list(self.tps.values())).items()}
-        if audit.since is not None:
-            # Records are published after their events were recorded: none in range is older than since.
-            at = int((audit.since - timedelta(seconds=audit.tolerance / 1e6 if audit.tolerance else 0)).timestamp()
-                     * 1000)
-            found = self.consumer.offsets_for_times({tp: at for tp in self.tps.values()})
-            for tp, hit in found.items():
-                starts[tp.partition] = hit.offset if hit is not None else self.ends[tp.partition]
+            partitions = admin.partitions_for_topic(self.topic)
+            if not partitions:
+                raise BackendError(f"events topic {self.topic} does not exist on {self.settings.bootstrap_servers}")
+            self.count = len(partitions)
+            wanted = sorted(partitions)
+            if audit.customer_id is not None:
+                wanted = [self.partition_of(audit.customer_id.encode())]
+            self.tps = {p: TopicPartition(self.topic, p) for p in wanted}
+            every = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            self.ends = {tp.partition: n for tp, n in admin.end_offsets(every).items()}
+            starts = {tp.partition: n for tp, n in admin.beginning_offsets(list(self.tps.values())).items()}
+            if audit.since is not None:
+                # Records are published after their events were recorded: none in range is older than
+                # since (less the hosts' clock difference).
+                at = int((audit.since - timedelta(microseconds=audit.tolerance)).timestamp() * 1000)
+                found = admin.offsets_for_times({tp: at for tp in self.tps.values()})
+                for tp, hit in found.items():
+                    starts[tp.partition] = hit.offset if hit is not None else self.ends[tp.partition]
+            self.published_head = self._published_head(admin, every)
+        finally:
+            admin.close()
         for p, tp in self.tps.items():
-            self.consumer.seek(tp, starts[p])
-        self.published_head = self._published_head()
+            consumer = self.consumers[p] = self._consumer()
+            consumer.assign([tp])
+            consumer.seek(tp, starts[p])
         self.buffers: dict[int, deque[_Record]] = {p: deque() for p in self.tps}
         self.exhausted = {p: starts[p] >= self.ends[p] for p in self.tps}
-        self.paused: set[int] = set()
         self.last_matched: dict[int, tuple[int, int]] = {}
         self.extras: dict[int, list[int]] = {}
+        self.unreadable: set[int] = set()
         self.beyond: list[_Record] = []
         self.unpublished: list[list[int]] = []
         self.records = 0
         self.only_key = audit.customer_id.encode() if audit.customer_id is not None else None
 
-    def partition_of(self, key: bytes) -> int:
-        return (self.murmur2(key) & 0x7FFFFFFF) % self.count
+    def _consumer(self) -> Any:
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
 
-    def _published_head(self) -> int:
-        """The highest position on the topic within the captured end offsets (all partitions)."""
-        from kafka import KafkaConsumer, TopicPartition
-
-        consumer = KafkaConsumer(**self.settings.client_options(), group_id=None, enable_auto_commit=False,
-                                 isolation_level="read_committed")
-        best = 0
         try:
-            tps = [TopicPartition(self.topic, p) for p in range(self.count)]
-            ends = consumer.end_offsets(tps) if self.audit.customer_id is not None else {
-                tp: self.ends.get(tp.partition, 0) for tp in tps}
-            for tp in tps:
-                end = ends[tp]
-                window = 16
-                while end > 0:
-                    start = max(0, end - window)
-                    consumer.assign([tp])
-                    consumer.seek(tp, start)
-                    found = 0
-                    deadline = time.monotonic() + self.STALL_S
-                    while consumer.position(tp) < end and time.monotonic() < deadline:
-                        for record in consumer.poll(timeout_ms=200).get(tp, []):
-                            if record.offset < end:
-                                found = max(found, _position_of(record) or 0)
-                    if found or start == 0:
-                        best = max(best, found)
-                        break
-                    window *= 8  # only transaction markers or aborted records at the tail
-        finally:
+            return KafkaConsumer(**self.settings.client_options(), group_id=None, enable_auto_commit=False,
+                                 isolation_level="read_committed", max_poll_records=self.BUFFER,
+                                 fetch_max_wait_ms=100)
+        except KafkaError as error:
+            raise BackendError(f"cannot read the events topic {self.topic}: {error}") from error
+
+    def close(self) -> None:
+        for consumer in self.consumers.values():
             consumer.close()
+        self.consumers = {}
+
+    def partition_of(self, key: bytes) -> int:
+        """The partition the publisher's producer chose for ``key`` (murmur2, like the Java client)."""
+        partition = self.partitions.get(key)
+        if partition is None:
+            if len(self.partitions) > 100_000:  # pure-Python murmur2 is slow; keep a bounded cache
+                self.partitions.clear()
+            partition = self.partitions[key] = (self.murmur2(key) & 0x7FFFFFFF) % self.count
+        return partition
+
+    def _published_head(self, consumer: Any, tps: list[Any]) -> int:
+        """The highest position on the topic within the captured end offsets (all partitions)."""
+        best = 0
+        for tp in tps:
+            end = self.ends[tp.partition]
+            window = 16
+            while end > 0:
+                start = max(0, end - window)
+                consumer.assign([tp])
+                consumer.seek(tp, start)
+                found = 0
+                deadline = time.monotonic() + self.STALL_S
+                while consumer.position(tp) < end and time.monotonic() < deadline:
+                    for record in consumer.poll(timeout_ms=200).get(tp, []):
+                        if record.offset < end:
+                            found = max(found, _position_of(record) or 0)
+                if found or start == 0:
+                    best = max(best, found)
+                    break
+                window *= 8  # only transaction markers or aborted records at the tail
         return best
 
     # -- reading ----------------------------------------------------------------------------------------------
@@ -1152,33 +1258,29 @@ class _TopicComparison:
         deadline = time.monotonic() + self.STALL_S
         while not buffer and not self.exhausted[partition]:
             self._fill(partition)
-            if time.monotonic() > deadline:
+            if not buffer and time.monotonic() > deadline:
                 raise BackendError(f"events topic {self.topic} partition {partition} stalled below offset "
                                    f"{self.ends[partition]}; is the broker up?")
         return buffer[0] if buffer else None
 
-    def _fill(self, needed: int) -> None:
-        for p, buffer in self.buffers.items():
-            full = len(buffer) >= self.BUFFER and p != needed
-            if full and p not in self.paused:
-                self.consumer.pause(self.tps[p])
-                self.paused.add(p)
-            elif not full and p in self.paused:
-                self.consumer.resume(self.tps[p])
-                self.paused.discard(p)
-        for tp, batch in self.consumer.poll(timeout_ms=200).items():
-            p = tp.partition
-            end = self.ends[p]
-            buffer = self.buffers[p]
-            for record in batch:
-                if record.offset >= end:
-                    break
-                self.records += 1
-                buffer.append(_Record(_position_of(record), p, record.offset, record.key, record.value,
-                                      dict(record.headers or ())))
-        for p, tp in self.tps.items():
-            if not self.exhausted[p] and p not in self.paused and self.consumer.position(tp) >= self.ends[p]:
-                self.exhausted[p] = True
+    def _fill(self, partition: int) -> None:
+        consumer = self.consumers[partition]
+        tp = self.tps[partition]
+        end = self.ends[partition]
+        buffer = self.buffers[partition]
+        for record in consumer.poll(timeout_ms=200, max_records=self.BUFFER).get(tp, []):
+            if record.offset >= end:
+                break
+            self.records += 1
+            headers = dict(record.headers or ())
+            position = headers.get("position")
+            try:
+                at = int(position) if position is not None else None
+            except ValueError:
+                at = None
+            buffer.append(_Record(at, partition, record.offset, record.key, record.value, headers))
+        if consumer.position(tp) >= end:
+            self.exhausted[partition] = True
 
     # -- merging ----------------------------------------------------------------------------------------------
 
@@ -1186,7 +1288,8 @@ class _TopicComparison:
               event_id: bytes | None) -> None:
         """The store's event at ``position``: its record must be next on its customer's partition."""
         if customer is None:
-            return  # undecodable in the store: already reported; its record is reported as extra
+            self.unreadable.add(position)  # undecodable in the store: its record is named when it comes by
+            return
         partition = self.partition_of(customer)
         if partition not in self.buffers:
             return
@@ -1202,17 +1305,23 @@ class _TopicComparison:
             return
         self.buffers[partition].popleft()
         self.last_matched[partition] = (position, record.offset)
-        where = {"position": position, "event_type": name, "event_id": event_id.decode() if event_id else None,
-                 "topic": self.topic, "partition": partition, "offset": record.offset}
+        headers = record.headers
+        hash_hex = digest.hex().encode()
+        if (record.value == state and record.key == customer and headers.get("event_hash") == hash_hex
+                and headers.get("event_id") == event_id and headers.get("event_type") == (name or "").encode()
+                and headers.get("schema_fingerprint") == state[2:HEADER_SIZE].hex().encode()):
+            return  # the common case, checked without building anything
+        where: dict[str, Any] = {"position": position, "event_type": name,
+                                 "event_id": event_id.decode() if event_id else None, "topic": self.topic,
+                                 "partition": partition, "offset": record.offset}
         if record.value != state:
             self._bytes_differ(record, state, where)
         if record.key != customer:
             self.audit.flag("topic-key", f"keyed {_text(record.key)} but the event's customer is "
                             f"{customer.decode(errors='replace')}", **where)
-        headers = record.headers
         expected = {
             "event_type": name.encode() if name else None,
-            "event_hash": digest.hex().encode(),
+            "event_hash": hash_hex,
             "schema_fingerprint": state[2:HEADER_SIZE].hex().encode(),
             "event_id": event_id,
         }
@@ -1232,7 +1341,7 @@ class _TopicComparison:
                         "altered", **where)
 
     def _extra(self, record: _Record) -> None:
-        where = {"topic": self.topic, "partition": record.partition, "offset": record.offset,
+        where: dict[str, Any] = {"topic": self.topic, "partition": record.partition, "offset": record.offset,
                  "position": record.position}
         if record.position is None:
             self.audit.flag("topic-extra", "a record without a valid position header: not published by the "
@@ -1243,12 +1352,16 @@ class _TopicComparison:
             self.audit.flag("topic-duplicate", f"position {record.position} again after position {last[0]} "
                             f"(offset {last[1]}): published twice, out of order, or forged", **where)
             return
+        if record.position in self.unreadable:
+            self.audit.flag("topic-bytes", "the store's event at this position no longer decodes; the topic still "
+                            "holds the event as it was published", **where)
+            return
         self.extras.setdefault(record.position, []).append(record.offset)
         self.audit.flag("topic-extra", f"on the topic but the store has no event at position {record.position} "
                         "(in scope): deleted from the store, or a forged record", **where)
 
     def _missing(self, position: int, partition: int, name: str | None, event_id: bytes | None) -> None:
-        where = {"position": position, "event_type": name, "event_id": event_id.decode() if event_id else None,
+        where: dict[str, Any] = {"position": position, "event_type": name, "event_id": event_id.decode() if event_id else None,
                  "topic": self.topic, "partition": partition}
         if position > self.published_head:
             if self.unpublished and self.unpublished[-1][1] == position - 1:
@@ -1285,7 +1398,7 @@ class _TopicComparison:
                         self.beyond.append(record)
                     continue
                 self._extra(record)
-        self.consumer.close()
+        self.close()
         self.audit.report.topic_records = self.records
         for first, last in self.unpublished:
             span = f"position {first}" if first == last else f"positions {first}..{last}"
@@ -1300,7 +1413,7 @@ class _TopicComparison:
         with store_snapshot(ledger) as store:
             for record in self.beyond:
                 row = store.row_at_or_after(record.position or 0)
-                where = {"topic": self.topic, "partition": record.partition, "offset": record.offset,
+                where: dict[str, Any] = {"topic": self.topic, "partition": record.partition, "offset": record.offset,
                          "position": record.position}
                 if row is None or row[0] != record.position:
                     self.audit.flag("topic-extra", f"on the topic but the store has no event at position "
@@ -1408,7 +1521,8 @@ class _IntakeAccounting:
         audit = self.audit
         audit.report.intake_outcomes += 1
         hit = self.ahead.pop(causation, None)
-        where = {"position": position, "event_type": name, "event_id": event_id.decode(), "topic": self.topic}
+        where: dict[str, Any] = {"position": position, "event_type": name, "event_id": event_id.decode(),
+                                 "topic": self.topic}
         if hit is not None:
             partition, offset = hit
             book = self.books[partition]
@@ -1446,12 +1560,12 @@ class _IntakeAccounting:
         source = audit.decoder.source(name, state, end, fast)
         if source is not None:
             topic, partition, offset = source
-            book = self.books.get(partition) if topic == self.topic else None
             if topic != self.topic:
                 audit.flag("intake-unknown", f"outcome of a record of another intake topic ({topic}/{partition}/"
                            f"{offset})", severity=WARNING, **where)
                 return
-            if book is not None and offset < book.start:
+            known = self.books.get(partition)
+            if known is not None and offset < known.start:
                 return  # a record before the time range
             audit.flag("intake-unknown", f"outcome of intake offset {offset}, which is not on the intake topic "
                        "(or lies beyond the accounting window): forged, or the topic was truncated",

@@ -275,6 +275,16 @@ def test_one_byte_altered_in_an_event_is_named(tampered: tuple[RawStore, Any]) -
     named(report, "topic-bytes", position=row.position, event_type="ContactReceived")
 
 
+def test_an_event_that_no_longer_decodes_is_named(tampered: tuple[RawStore, Any]) -> None:
+    store, audit = tampered
+    row, after = middle_of_case(store.rows(), "AcknowledgementIssued")
+    store.update_state(row.position, row.state[:40])
+    report = audit()
+    named(report, "undecodable", position=row.position, event_type="AcknowledgementIssued")
+    named(report, "chain-broken", position=after.position)
+    assert "no longer decodes" in named(report, "topic-bytes", position=row.position)[0].message
+
+
 def test_the_last_event_of_an_aggregate_altered_is_caught_by_the_topic_and_by_a_seal(
     tampered: tuple[RawStore, Any],
 ) -> None:
@@ -414,6 +424,23 @@ def test_a_truncated_tail_is_named_by_the_topic_and_the_seal(tampered: tuple[Raw
     report = audit()
     for row in rows[-3:]:
         named(report, "topic-extra", position=row.position)
+
+
+def test_a_seal_names_a_change_behind_it_even_when_its_own_position_is_deleted(
+    tampered: tuple[RawStore, Any],
+) -> None:
+    store, audit = tampered
+    seal = audit(kafka=False).seal
+    ledger = CaseLedger(LedgerSettings.resolve(database=store.database))
+    try:  # the ledger goes on after the seal was taken
+        ledger.record_contact(ContactDraft(channel="sms", channel_message_id="after-the-seal",
+                                           identity=Identity.parse("phone:+33600000000"), items=("later",)))
+    finally:
+        ledger.close()
+    assert audit(kafka=False, seal=seal).ok
+    store.delete(seal.position)
+    mismatch = named(audit(kafka=False, seal=seal), "seal-mismatch", position=seal.position)[0]
+    assert "no longer matches the seal" in mismatch.message
 
 
 # -- PostgreSQL positions after a conflict --------------------------------------------------------------
