@@ -513,7 +513,13 @@ def cases(ctx: typer.Context, customer: Customer, as_json: Json = False) -> None
 
 
 @app.command("history", rich_help_panel=CASES)
-def history(ctx: typer.Context, customer: Customer, as_json: Json = False, zone: Zone = None) -> None:
+def history(
+    ctx: typer.Context, customer: Customer, as_json: Json = False, zone: Zone = None,
+    export: Annotated[
+        tuple[str, Path] | None,
+        typer.Option("--export", metavar="FORMAT FILE", help="Write it, audited, as json, avro or html to FILE."),
+    ] = None,
+) -> None:
     """Every event of a customer, across cases and channels, in the order it was recorded.
 
     Examples:
@@ -521,11 +527,16 @@ def history(ctx: typer.Context, customer: Customer, as_json: Json = False, zone:
     ```
     $ caseledger history email:jane@example.com --tz Europe/Paris
     $ caseledger history cust-0042 --json > cust-0042.json
+    $ caseledger history cust-0042 --export html cust-0042.html
     ```
     """
     from cli.projections_cli import history_record, read_history, render_timeline
 
     s = session(ctx)
+    if export:
+        from cli.audit_cli import export_history_command
+
+        return export_history_command(s, customer, export[0], export[1], zone)
     rows = read_history(s, customer)  # the customer timeline projection
     if as_json:
         s.echo_json([history_record(row) for row in rows])

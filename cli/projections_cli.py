@@ -24,8 +24,8 @@ from rich.text import Text
 from cli import render
 from cli.app import Json, Session, Zone, app, plain_console, session
 from cli.bench import bench_app
-from cli.streaming import KafkaOpt, _setup_logging, stop_on_signals
-from ledger.errors import ConfigurationError, NotFound
+from cli.streaming import KafkaOpt, stop_on_signals
+from ledger.errors import BackendError, ConfigurationError, NotFound
 
 if TYPE_CHECKING:
     from projections.base import Projection
@@ -151,7 +151,7 @@ def projections_list(ctx: typer.Context, views: ViewsOpt = None, as_json: Json =
     with open_session_views(s, views) as store:
         states = read_status(store)
     following = {st.projection: st.source for st in states if st.slot == "live"}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in dict.fromkeys([*BUILT_INS, *following]):
         try:
             projection = load_projection(name)
@@ -203,9 +203,10 @@ def projections_status(
     from projections.runner import read_status
 
     s = session(ctx)
+    wanted = {load_projection(n).name if ":" in n else n for n in names or ()}
     with open_session_views(s, views) as store:
-        states = [st for st in read_status(store) if not names or st.projection in names]
-    rows = []
+        states = [st for st in read_status(store) if not wanted or st.projection in wanted]
+    rows: list[dict[str, Any]] = []
     for st in states:
         try:
             code_version: int | None = load_projection(st.projection).version
@@ -260,8 +261,8 @@ def projections_run(
     from projections.registry import load_projections
     from projections.runner import ProjectionRunner
 
-    _setup_logging()
     s = session(ctx)
+    err = plain_console(stderr=True)
     projections = load_projections(names)
     with open_session_views(s, views) as store:
         kind = choose_source(store, projections, source, kafka)
@@ -273,13 +274,13 @@ def projections_run(
             def report(_batch: Any) -> None:
                 if time.monotonic() - last[0] >= 5:
                     last[0] = time.monotonic()
-                    log.info("%s", runner.stats.line())
+                    err.print(runner.stats.line())
 
             with stop_on_signals() as stop:
-                log.info("running %s from %s into %s", ", ".join(p.name for p in projections), src.name,
-                         store.describe())
+                err.print(f"running {', '.join(p.name for p in projections)} from {src.name} into "
+                          f"{store.describe()}" + ("" if once else "; SIGTERM or Ctrl-C stops"))
                 stats = runner.run(stop, until_caught_up=once, on_batch=report)
-            log.info("stopped: %s", stats.line())
+            err.print(f"stopped: {stats.line()}")
         finally:
             src.close()
 
@@ -294,12 +295,19 @@ class _Rate(TextColumn):
 @projections_app.command("rebuild")
 def projections_rebuild(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="A built-in name or module:Class.")],
+    names: Annotated[
+        list[str], typer.Argument(metavar="NAME...", help="Built-in names or module:Class; rebuilt in one pass.")
+    ],
     source: SourceOpt = None,
     batch_size: BatchOpt = 5000,
     restart: Annotated[
         bool, typer.Option("--restart", help="Start over instead of resuming an interrupted rebuild.")
     ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64,
+                          help="Processes sharing the topic's partitions (Kafka only; projections keyed by case "
+                          "or customer, as the built-ins are).")
+    ] = 1,
     views: ViewsOpt = None,
     kafka: KafkaOpt = None,
 ) -> None:
@@ -312,23 +320,25 @@ def projections_rebuild(
 
     ```
     $ caseledger projections rebuild case_state
+    $ caseledger projections rebuild case_state timeline deadlines channel_metrics
     $ caseledger projections rebuild channel_metrics --source kafka --kafka localhost:29092
     ```
     """
-    from projections.registry import load_projection
+    from projections.registry import load_projections
     from projections.runner import rebuild
 
     s = session(ctx)
-    projection = load_projection(name)
+    projections = load_projections(names)
+    label = ", ".join(p.name for p in projections)
     console = plain_console()
     with open_session_views(s, views) as store:
-        kind = choose_source(store, [projection], source, kafka)
+        kind = choose_source(store, projections, source, kafka)
         src = make_source(s, kind, kafka)
         started = time.monotonic()
         try:
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
                           TimeRemainingColumn(), console=console, transient=False) as bar, stop_on_signals() as stop:
-                task = bar.add_task(f"rebuilding {projection.name} from {src.name}", total=None, rate="")
+                task = bar.add_task(f"rebuilding {label} from {src.name}", total=None, rate="")
 
                 def on_start(total: int) -> None:
                     bar.update(task, total=max(total, 1))
@@ -340,8 +350,18 @@ def projections_rebuild(
                     total = bar.tasks[0].total or 0
                     bar.update(task, total=max(total, done), rate=f"{rate:,.0f} events/s")
 
-                result = rebuild(projection, store, src, batch_size=batch_size, restart=restart, stop=stop,
-                                 on_start=on_start, on_batch=on_batch)
+                if workers > 1 and kind == "kafka":
+                    from projections.parallel import rebuild_in_parallel
+                    from projections.runner import BatchReport
+
+                    result = rebuild_in_parallel(
+                        names, store.url, src.settings, workers=workers,  # type: ignore[attr-defined]
+                        batch_size=batch_size, restart=restart, stop=stop, on_start=on_start,
+                        on_progress=lambda n, _rss: on_batch(BatchReport(records=n, applied=0, seconds=0.0)),
+                    )
+                else:
+                    result = rebuild(projections, store, src, batch_size=batch_size, restart=restart, stop=stop,
+                                     on_start=on_start, on_batch=on_batch)
         finally:
             src.close()
     if not result.swapped:
@@ -349,8 +369,44 @@ def projections_rebuild(
                            style="yellow"))
         raise typer.Exit(1)
     console.print(Text(
-        f"Rebuilt {projection.name}: {result.records} events in {result.seconds:.1f} s "
+        f"Rebuilt {label}: {result.records} events in {result.seconds:.1f} s "
         f"({result.rate:,.0f} events/s); the new tables are live.", style="green"))
+
+
+@projections_app.command("query")
+def projections_query(
+    ctx: typer.Context,
+    sql: Annotated[str, typer.Argument(metavar="SQL", help="A read-only SQL query on the views database.")],
+    views: ViewsOpt = None,
+    as_json: Json = False,
+) -> None:
+    """Run a read-only SQL query on the views database and print the rows (nothing is ever written).
+
+    Example:
+
+    ```
+    $ caseledger projections query "SELECT channel, SUM(contacts) AS contacts FROM channel_metrics GROUP BY channel"
+    ```
+    """
+    s = session(ctx)
+    with open_session_views(s, views) as store:
+        try:
+            rows = store.fetch(sql)
+        except BackendError as error:
+            raise BackendError(
+                f"{error} (list the projections' tables with `caseledger projections list`; a projection's "
+                "tables exist once it ran: `caseledger projections run NAME --once`)"
+            ) from None
+    if as_json:
+        s.echo_json(rows)
+        return
+    if not rows:
+        s.say("(no rows)")
+        return
+    table = Table(*rows[0].keys())
+    for row in rows:
+        table.add_row(*(Text("" if v is None else str(v)) for v in row.values()))
+    s.out.print(table)
 
 
 # -- reading projections -------------------------------------------------------------------------------
@@ -540,6 +596,7 @@ def bench_rebuild_command(
         typer.Option("--postgres", metavar="URL", envvar="CASELEDGER_BENCH_POSTGRES",
                      help="PostgreSQL URL of an empty database for the views (default: a temporary pgserver)."),
     ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Rebuild processes.")] = 2,
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
     """Events/s rebuilding every built-in projection from the Kafka topic into PostgreSQL.
@@ -550,17 +607,16 @@ def bench_rebuild_command(
 
     Example: caseledger bench rebuild --kafka localhost:29092 --events 1000000
     """
-    from projections.bench import bench_rebuild
-
     from ledger.bench import write_result
+    from projections.bench import bench_rebuild
 
     if not kafka:
         raise ConfigurationError("bench rebuild needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
     console = plain_console()
-    result = bench_rebuild(kafka_bootstrap=kafka, events=events, postgres_url=postgres,
+    result = bench_rebuild(kafka_bootstrap=kafka, events=events, postgres_url=postgres, workers=workers,
                            say=lambda text: console.print(Text(text, style="dim")))
     table = Table("measure", "value", title="caseledger bench rebuild")
-    for measure, value in result.rows():
+    for measure, value in result.report():
         table.add_row(measure, value)
     console.print(table)
     console.print(f"written to {write_result('rebuild', result, output)}")
@@ -586,9 +642,8 @@ def bench_lag_command(
 
     Example: caseledger bench lag --kafka localhost:29092 --rate 1000 --seconds 30
     """
-    from projections.bench import bench_lag
-
     from ledger.bench import write_result
+    from projections.bench import bench_lag
 
     if not kafka:
         raise ConfigurationError("bench lag needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
@@ -596,7 +651,7 @@ def bench_lag_command(
     result = bench_lag(kafka_bootstrap=kafka, rate=rate, seconds=seconds, database=database,
                        say=lambda text: console.print(Text(text, style="dim")))
     table = Table("measure", "value", title="caseledger bench lag")
-    for measure, value in result.rows():
+    for measure, value in result.report():
         table.add_row(measure, value)
     console.print(table)
     console.print(f"written to {write_result('lag', result, output)}")

@@ -26,6 +26,7 @@ import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ledger.catalog import EVENT_TYPES
@@ -146,7 +147,7 @@ class RowCache:
     fails, since the database then holds something else than what was cached.
     """
 
-    def __init__(self, max_rows: int = 100_000) -> None:
+    def __init__(self, max_rows: int = 20_000) -> None:
         self.max_rows = max_rows
         self._rows: OrderedDict[tuple[str, tuple[Any, ...]], dict[str, Any] | None] = OrderedDict()
 
@@ -188,6 +189,7 @@ class Tx:
         self.projection = projection
         self.position = 0
         self._tables = {t.name: t for t in projection.tables}
+        self._row_keys = {t.name: _key_of(t) for t in projection.tables if t.kind == ROWS}
         self._physical = dict(physical)
         self._cache = cache
         self._conn: ViewTransaction | None = None
@@ -225,9 +227,14 @@ class Tx:
 
     def put(self, table: str, row: dict[str, Any]) -> None:
         """Insert the row, or replace the row with the same key; every column must be given."""
-        spec = self._rows_table(table)
-        key = tuple(row[c] for c in spec.key)
-        self._dirty.setdefault(table, {})[key] = row
+        key_of = self._row_keys.get(table)
+        if key_of is None:
+            self._rows_table(table)  # raises, naming the rows tables
+            return
+        dirty = self._dirty.get(table)
+        if dirty is None:
+            dirty = self._dirty[table] = {}
+        dirty[key_of(row)] = row
 
     def delete(self, table: str, *key: Any) -> None:
         """Delete the row with this key, if there is one."""
@@ -286,8 +293,8 @@ class Tx:
                 conn.delete_rows(spec, physical, sorted(deletes))
             if upserts:
                 conn.upsert_rows(spec, physical, sorted(upserts, key=_key_of(spec)))
-            for key, row in rows.items():
-                self._cache.set((name, key), row)
+            for key, kept in rows.items():
+                self._cache.set((name, key), kept)
             written += len(rows)
         for name, counters in self._counters.items():
             spec = self._tables[name]
@@ -316,8 +323,20 @@ class Tx:
 
 
 def _key_of(spec: Table) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    columns = spec.key
-    return lambda row: tuple(row[c] for c in columns)
+    """A fast function from a row to its key tuple."""
+    if len(spec.key) == 1:
+        (column,) = spec.key
+        return lambda row: (row[column],)
+    return itemgetter(*spec.key)  # type: ignore[return-value]
+
+
+def aggregate_key(event: Any) -> str:
+    """``str(event.originator_id)``, computed once per event however many projections ask."""
+    state = event.__dict__
+    key: str | None = state.get("_aggregate_key")
+    if key is None:
+        key = state["_aggregate_key"] = str(state["originator_id"])
+    return key
 
 
 def iter_tables(projections: list[Projection]) -> Iterator[Table]:

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ledger.domain import ContactState, ItemState, MessageState, PromiseState, ProposalState
-from projections.base import INT, JSON, TEXT, TIME, Projection, Table, Tx
+from projections.base import INT, JSON, TEXT, TIME, Projection, Table, Tx, aggregate_key
 from projections.views import utc_text
 
 Row = dict[str, Any]
@@ -55,7 +55,7 @@ class CaseState(Projection):
 
     @staticmethod
     def _case(tx: Tx, event: Any) -> Row:
-        row = tx.get("case_state", str(event.originator_id))
+        row = tx.get("case_state", aggregate_key(event))
         assert row is not None, f"case {event.originator_id} has events but was never opened"
         row["events"] += 1
         row["updated_at"] = event.timestamp
@@ -110,7 +110,7 @@ class CaseState(Projection):
 
     def on_CaseOpened(self, tx: Tx, e: Any) -> None:
         tx.put("case_state", {
-            "case_id": str(e.originator_id), "reference": e.reference, "customer_id": e.customer_id,
+            "case_id": aggregate_key(e), "reference": e.reference, "customer_id": e.customer_id,
             "subject": e.subject, "category": e.category, "segment": e.segment, "status": "open",
             "opened_at": e.occurred_at, "assignee": None, "team": None, "follow_ups": 0, "handoffs": 0,
             "last_contact_at": None, "last_contact_channel": None, "respond_by": None, "next_promise_due": None,

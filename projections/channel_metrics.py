@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from projections.base import COUNTERS, INT, JSON, ROWS, TEXT, Projection, Table, Tx
+from projections.base import COUNTERS, INT, JSON, ROWS, TEXT, Projection, Table, Tx, aggregate_key
 from projections.views import ViewStore, utc_text
 
 NO_SEGMENT = "-"
@@ -54,12 +54,12 @@ class ChannelMetrics(Projection):
     )
 
     def _case(self, tx: Tx, event: Any) -> dict[str, Any]:
-        case = tx.get("channel_metrics_cases", str(event.originator_id))
+        case = tx.get("channel_metrics_cases", aggregate_key(event))
         assert case is not None, f"case {event.originator_id} has events but was never opened"
         return case
 
     def on_CaseOpened(self, tx: Tx, e: Any) -> None:
-        tx.put("channel_metrics_cases", {"case_id": str(e.originator_id), "segment": e.segment or NO_SEGMENT,
+        tx.put("channel_metrics_cases", {"case_id": aggregate_key(e), "segment": e.segment or NO_SEGMENT,
                                          "channel": None, "waiting": [], "acks": {}, "promises": {}})
 
     def on_ContactReceived(self, tx: Tx, e: Any) -> None:

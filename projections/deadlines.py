@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.domain import Context
 from ledger.values import SYSTEM
-from projections.base import INT, JSON, ROWS, TEXT, TIME, Projection, Table, Tx
+from projections.base import INT, JSON, ROWS, TEXT, TIME, Projection, Table, Tx, aggregate_key
 from projections.views import ViewStore
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class Deadlines(Projection):
     )
 
     def _case(self, tx: Tx, event: Any) -> dict[str, Any]:
-        case = tx.get("deadline_cases", str(event.originator_id))
+        case = tx.get("deadline_cases", aggregate_key(event))
         assert case is not None, f"case {event.originator_id} has events but was never opened"
         return case
 
@@ -78,7 +78,7 @@ class Deadlines(Projection):
     # -- handlers ------------------------------------------------------------------------------------
 
     def on_CaseOpened(self, tx: Tx, e: Any) -> None:
-        tx.put("deadline_cases", {"case_id": str(e.originator_id), "reference": e.reference,
+        tx.put("deadline_cases", {"case_id": aggregate_key(e), "reference": e.reference,
                                   "customer_id": e.customer_id, "final": 0, "targets": [], "open_items": {}})
 
     def on_ContactReceived(self, tx: Tx, e: Any) -> None:
@@ -109,25 +109,25 @@ class Deadlines(Projection):
         self._close_items(tx, e, [e.item_id], "waived")
 
     def on_MessageDelivered(self, tx: Tx, e: Any) -> None:
-        self._settle(tx, str(e.originator_id), "acknowledgement", e.message_id, "delivered", e.delivered_at)
+        self._settle(tx, aggregate_key(e), "acknowledgement", e.message_id, "delivered", e.delivered_at)
 
     def on_PromiseMade(self, tx: Tx, e: Any) -> None:
         self._add(tx, self._case(tx, e), "promise", e.promise_id, e.due_at, e.channel)
 
     def on_PromiseKept(self, tx: Tx, e: Any) -> None:
-        self._settle(tx, str(e.originator_id), "promise", e.promise_id, "kept", e.occurred_at)
+        self._settle(tx, aggregate_key(e), "promise", e.promise_id, "kept", e.occurred_at)
 
     def on_PromiseWithdrawn(self, tx: Tx, e: Any) -> None:
-        self._settle(tx, str(e.originator_id), "promise", e.promise_id, "withdrawn", e.occurred_at)
+        self._settle(tx, aggregate_key(e), "promise", e.promise_id, "withdrawn", e.occurred_at)
 
     def on_PromiseBroken(self, tx: Tx, e: Any) -> None:
-        self._settle(tx, str(e.originator_id), "promise", e.promise_id, "broken", e.occurred_at)
+        self._settle(tx, aggregate_key(e), "promise", e.promise_id, "broken", e.occurred_at)
 
     def on_PromiseWaived(self, tx: Tx, e: Any) -> None:
-        self._settle(tx, str(e.originator_id), "promise", e.promise_id, "waived", e.occurred_at)
+        self._settle(tx, aggregate_key(e), "promise", e.promise_id, "waived", e.occurred_at)
 
     def on_DeadlineMissed(self, tx: Tx, e: Any) -> None:
-        row = self._deadline(tx, str(e.originator_id), e.deadline_kind, e.target_id)
+        row = self._deadline(tx, aggregate_key(e), e.deadline_kind, e.target_id)
         if row is not None:
             row["missed"] = 1
             tx.put("deadlines", row)

@@ -32,6 +32,7 @@ from projections.views import POSITIONS, STATE, ViewStore, ViewTransaction
 log = logging.getLogger("caseledger.projections")
 
 LIVE, REBUILD = "live", "rebuild"
+TOUCH_EVERY_S = 5.0  # how often a runner records in projection_state that it is alive
 REBUILD_SUFFIX = "__rebuild"
 
 
@@ -130,7 +131,7 @@ class ProjectionRunner:
         slot: str = LIVE,
         batch_size: int = 1000,
         idle_s: float = 0.05,
-        cache_rows: int = 100_000,
+        cache_rows: int = 20_000,
         keep_events: bool = False,
     ) -> None:
         if not projections:
@@ -149,6 +150,7 @@ class ProjectionRunner:
         self.running = [_Running(p, slot, self.cache) for p in projections]
         self.stats = RunStats()
         self._prepared = False
+        self._touched: dict[str, float] = {}
 
     # -- setup ---------------------------------------------------------------------------------------
 
@@ -165,6 +167,12 @@ class ProjectionRunner:
                 state = tx.select_row(STATE, STATE.name, (projection.name, self.slot))
                 if state is not None:
                     self._check_state(projection, state)
+                    missing = [t.name for t in projection.tables if physical_name(t.name, self.slot) not in existing]
+                    if missing:
+                        raise ConfigurationError(
+                            f"projection {projection.name} has positions but its tables {', '.join(missing)} are "
+                            f"gone; rebuild it: caseledger projections rebuild {projection.name} --restart"
+                        )
                 else:
                     self._check_no_orphan_tables(projection, existing)
                     tx.upsert_rows(STATE, STATE.name, [{
@@ -221,6 +229,7 @@ class ProjectionRunner:
             self.prepare()
         records = self.source.fetch(self.batch_size, self.idle_s)
         if not records:
+            self._skip_markers()
             return None
         started = time.perf_counter()
         applied = 0
@@ -268,6 +277,23 @@ class ProjectionRunner:
         self.stats.batches += 1
         return BatchReport(records=len(records), applied=applied, seconds=seconds, events=kept)
 
+    def _skip_markers(self) -> None:
+        """Store positions the source moved past without records (Kafka transaction markers)."""
+        new_positions = self._advance([])
+        if all(p == r.positions for r, (p, _) in zip(self.running, new_positions, strict=True)):
+            return
+        try:
+            with self.views.transaction() as conn:
+                for running, (positions, store_positions) in zip(self.running, new_positions, strict=True):
+                    self._store_positions(conn, running, positions, store_positions)
+        except BaseException:
+            self.cache.clear()
+            self._prepared = False
+            raise
+        for running, (positions, store_positions) in zip(self.running, new_positions, strict=True):
+            running.positions = positions
+            running.store_positions = store_positions
+
     def _advance(self, records: Sequence[Any]) -> list[tuple[dict[int, int], dict[int, int]]]:
         last: dict[int, tuple[int, int]] = {}
         for record in records:
@@ -292,10 +318,13 @@ class ProjectionRunner:
         self, conn: ViewTransaction, running: _Running, positions: dict[int, int], store_positions: dict[int, int]
     ) -> None:
         name = running.projection.name
-        conn.execute(
-            f"UPDATE {STATE.name} SET updated_at = ? WHERE projection = ? AND slot = ?",
-            (conn.param(datetime.now(UTC)), name, self.slot),
-        )
+        if time.monotonic() - self._touched.get(name, 0.0) >= TOUCH_EVERY_S:
+            # At most every few seconds: parallel runners must not queue on this one row.
+            self._touched[name] = time.monotonic()
+            conn.execute(
+                f"UPDATE {STATE.name} SET updated_at = ? WHERE projection = ? AND slot = ?",
+                (conn.param(datetime.now(UTC)), name, self.slot),
+            )
         for part, position in positions.items():
             old = running.positions.get(part)
             if old == position:
@@ -372,7 +401,7 @@ class ProjectionRunner:
 class RebuildResult:
     """How a rebuild ended."""
 
-    projection: str
+    projections: list[str]
     records: int
     seconds: float
     swapped: bool
@@ -393,7 +422,7 @@ def discard_rebuild(views: ViewStore, projection: Projection) -> None:
 
 
 def rebuild(
-    projection: Projection,
+    projections: Projection | Sequence[Projection],
     views: ViewStore,
     source: EventSource,
     *,
@@ -406,38 +435,43 @@ def rebuild(
 ) -> RebuildResult:
     """Replay everything into fresh tables and swap them in atomically once caught up.
 
-    An interrupted rebuild (``stop``, a crash) is resumed by the next call with the same source
-    and code version, unless ``restart``.
+    Several projections are rebuilt in one pass over the source (each event decoded once) and
+    swapped in together. An interrupted rebuild (``stop``, a crash) is resumed by the next call
+    with the same source and code versions, unless ``restart``.
     """
+    chosen = [projections] if isinstance(projections, Projection) else list(projections)
     stop = stop or threading.Event()
     started = time.monotonic()
-    previous = read_status(views, projection.name, REBUILD)
-    if restart or (previous and (previous[0].source != source.name or previous[0].version != projection.version)):
-        discard_rebuild(views, projection)
-    runner = ProjectionRunner([projection], views, source, codec=codec, slot=REBUILD, batch_size=batch_size,
-                              idle_s=0.2)
+    for projection in chosen:
+        previous = read_status(views, projection.name, REBUILD)
+        stale = previous and (previous[0].source != source.name or previous[0].version != projection.version)
+        if restart or stale:
+            discard_rebuild(views, projection)
+    runner = ProjectionRunner(chosen, views, source, codec=codec, slot=REBUILD, batch_size=batch_size, idle_s=0.2)
     runner.prepare()
     if on_start is not None:
         on_start(runner.lag())
     runner.run(stop, until_caught_up=True, on_batch=on_batch)
+    names = [p.name for p in chosen]
     if stop.is_set():
-        return RebuildResult(projection.name, runner.stats.records, time.monotonic() - started, swapped=False)
+        return RebuildResult(names, runner.stats.records, time.monotonic() - started, swapped=False)
     with views.transaction() as tx:
-        for table in projection.tables:
-            tx.create_indexes(table, physical_name(table.name, REBUILD))
+        for projection in chosen:
+            for table in projection.tables:
+                tx.create_indexes(table, physical_name(table.name, REBUILD))
     runner.run(stop, until_caught_up=True, on_batch=on_batch)  # what arrived while indexing
-    swap_in(views, projection)
-    return RebuildResult(projection.name, runner.stats.records, time.monotonic() - started, swapped=True)
+    swap_in(views, chosen)
+    return RebuildResult(names, runner.stats.records, time.monotonic() - started, swapped=True)
 
 
-def swap_in(views: ViewStore, projection: Projection) -> None:
+def swap_in(views: ViewStore, projections: Sequence[Projection]) -> None:
     """One transaction: the rebuilt tables and positions replace the live ones."""
     with views.transaction() as tx:
-        for table in projection.tables:
-            tx.drop_table(table.name)
-            tx.rename_table(physical_name(table.name, REBUILD), table.name)
-        for spec in (STATE, POSITIONS):
-            tx.execute(f"DELETE FROM {spec.name} WHERE projection = ? AND slot = ?", (projection.name, LIVE))
-            tx.execute(
-                f"UPDATE {spec.name} SET slot = ? WHERE projection = ? AND slot = ?", (LIVE, projection.name, REBUILD)
-            )
+        for projection in projections:
+            for table in projection.tables:
+                tx.drop_table(table.name)
+                tx.rename_table(physical_name(table.name, REBUILD), table.name)
+            for spec in (STATE, POSITIONS):
+                tx.execute(f"DELETE FROM {spec.name} WHERE projection = ? AND slot = ?", (projection.name, LIVE))
+                tx.execute(f"UPDATE {spec.name} SET slot = ? WHERE projection = ? AND slot = ?",
+                           (LIVE, projection.name, REBUILD))

@@ -105,11 +105,14 @@ class StoreEventSource(EventSource):
 class KafkaEventSource(EventSource):
     """The events topic: every partition assigned, read committed, positions kept by the runner."""
 
-    def __init__(self, settings: KafkaSettings, *, fetch_wait_ms: int = 20) -> None:
+    def __init__(
+        self, settings: KafkaSettings, *, fetch_wait_ms: int = 20, partitions: list[int] | None = None
+    ) -> None:
         self.settings = settings
         self.topic = settings.events_topic
         self.name = f"kafka:{self.topic}"
         self.fetch_wait_ms = fetch_wait_ms
+        self.only = set(partitions) if partitions is not None else None  # a parallel rebuild's share
         self._consumer: Any = None
         self._tps: dict[int, Any] = {}
 
@@ -137,7 +140,8 @@ class KafkaEventSource(EventSource):
                     f"events topic {self.topic} does not exist on {self.settings.bootstrap_servers}; "
                     "create it with `caseledger topics create` and run the publisher"
                 )
-            self._tps = {p: TopicPartition(self.topic, p) for p in sorted(partitions)}
+            self._tps = {p: TopicPartition(self.topic, p) for p in sorted(partitions)
+                         if self.only is None or p in self.only}
             consumer.assign(list(self._tps.values()))
             self._consumer = consumer
         return self._consumer

@@ -12,7 +12,7 @@ from typing import Any
 
 from cli.render import describe_event
 from ledger.catalog import CASE_EVENT_NAMES
-from projections.base import INT, LOG, ROWS, TEXT, TIME, Projection, Table, Tx
+from projections.base import INT, LOG, ROWS, TEXT, TIME, Projection, Table, Tx, aggregate_key
 
 
 class CustomerTimeline(Projection):
@@ -38,13 +38,13 @@ class CustomerTimeline(Projection):
 
     def _reference(self, tx: Tx, event: Any, name: str) -> str | None:
         if name == "CaseOpened":
-            reference: str = event.reference
-            tx.put("timeline_cases", {"case_id": str(event.originator_id), "reference": reference})
-            return reference
+            opened: str = event.reference
+            tx.put("timeline_cases", {"case_id": aggregate_key(event), "reference": opened})
+            return opened
         if name in CASE_EVENT_NAMES:
-            known = tx.get("timeline_cases", str(event.originator_id))
+            known = tx.get("timeline_cases", aggregate_key(event))
             return known["reference"] if known else None
-        reference = getattr(event, "reference", None)
+        reference: str | None = getattr(event, "reference", None)
         if reference is None and getattr(event, "case_id", None) is not None:
             known = tx.get("timeline_cases", str(event.case_id))
             return known["reference"] if known else None
@@ -64,7 +64,7 @@ class CustomerTimeline(Projection):
             "actor": f"{event.actor_kind}:{event.actor_id}",
             "line": describe_event(event),
             "event_id": str(event.event_id),
-            "aggregate_id": str(event.originator_id),
+            "aggregate_id": aggregate_key(event),
             "aggregate_version": event.originator_version,
             "previous_hash": previous.hex() if previous else None,
         })

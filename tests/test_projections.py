@@ -244,7 +244,7 @@ def schema_url(database_url: str) -> str:
 # -- the properties ---------------------------------------------------------------------------------------
 
 
-@settings(max_examples=30, **PROPERTY_SETTINGS)  # type: ignore[arg-type]
+@settings(max_examples=80, **PROPERTY_SETTINGS)  # type: ignore[arg-type]
 @given(steps=steps_strategy)
 def test_incremental_equals_rebuilt_and_agrees_with_the_aggregates(steps: list[tuple[str, int]]) -> None:
     with generated_ledger() as (ledger, scenario, tmp), open_views(str(tmp / "views.sqlite")) as views:
@@ -290,7 +290,7 @@ def views_database(postgres: PostgresServer) -> str:
 
 @pytest.mark.kafka
 @pytest.mark.postgres
-@settings(max_examples=5, **PROPERTY_SETTINGS)  # type: ignore[arg-type]
+@settings(max_examples=10, **PROPERTY_SETTINGS)  # type: ignore[arg-type]
 @given(steps=steps_strategy, split=st.integers(0, 40))
 def test_same_views_on_sqlite_and_postgresql_from_the_store_and_from_kafka(
     steps: list[tuple[str, int]], split: int, views_database: str, kafka_bootstrap: str
@@ -472,3 +472,33 @@ def test_every_built_in_loads_and_handles_known_event_types() -> None:
         assert projection.name == name and projection.handlers()
     with pytest.raises(ConfigurationError, match="module:Class"):
         load_projections(["nope"])
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+def test_a_parallel_rebuild_from_kafka_equals_the_store_built_views(
+    tmp_path: Path, views_database: str, kafka_bootstrap: str
+) -> None:
+    from projections.bench import generate_ledger
+    from projections.parallel import rebuild_in_parallel
+
+    database = str(tmp_path / "ledger.sqlite")
+    generate_ledger(database, 1500)
+    suffix = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"ri-{suffix}",
+                                  events_topic=f"re-{suffix}", intake_partitions=1, events_partitions=4)
+    ensure_topics(kafka)
+    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    try:
+        publish_all(ledger, kafka)
+        with open_views(str(tmp_path / "views.sqlite")) as from_store:
+            catch_up(from_store, StoreEventSource(ledger))
+            expected = snapshot(from_store)
+    finally:
+        ledger.close()
+    url = schema_url(views_database)
+    result = rebuild_in_parallel(list(BUILT_INS), url, kafka, workers=2, batch_size=300)
+    assert result.swapped and result.records >= expected["timeline"]["timeline"][-1]["position"]
+    with open_views(url) as parallel:
+        assert snapshot(parallel) == expected
+        assert {(s.slot, s.source) for s in read_status(parallel)} == {("live", f"kafka:{kafka.events_topic}")}
