@@ -213,12 +213,36 @@ def _serve(ctx: typer.Context, name: str, build: Callable[[Any], Any]) -> None:
         ledger.close()
 
 
-@app.command("run", rich_help_panel=STREAMING)
-def run_all(ctx: typer.Context, kafka: KafkaOpt = None) -> None:
-    """Run the intake worker and the publisher in one process (small deployments).
+def _run_projections(ctx: typer.Context, kafka: str | None, stop: threading.Event, on_batch: Any) -> None:
+    """The built-in projections, in this thread (their database connection belongs to it)."""
+    from cli.projections_cli import choose_source, make_source, open_session_views
+    from projections.registry import load_projections
+    from projections.runner import ProjectionRunner
 
-    Stops cleanly on SIGTERM or Ctrl-C: each service finishes its current batch. If one service
-    fails, the other is stopped too and the command exits non-zero, so a supervisor restarts it.
+    s = session(ctx)
+    projections = load_projections(None)
+    with open_session_views(s, None) as views:
+        source = make_source(s, choose_source(views, projections, None, kafka), kafka)
+        try:
+            runner = ProjectionRunner(projections, views, source)
+            runner.run(stop, on_batch=lambda _report: on_batch(runner.stats))
+        finally:
+            source.close()
+
+
+@app.command("run", rich_help_panel=STREAMING)
+def run_all(
+    ctx: typer.Context,
+    kafka: KafkaOpt = None,
+    projections: Annotated[
+        bool, typer.Option("--projections/--no-projections", help="Also keep the built-in projections up to date.")
+    ] = True,
+) -> None:
+    """Run the intake worker, the publisher and the built-in projections in one process.
+
+    For small deployments. Stops cleanly on SIGTERM or Ctrl-C: each service finishes its current
+    batch. If one service fails, the others are stopped too and the command exits non-zero, so a
+    supervisor restarts it.
     """
     from ledger.intake_worker import KafkaIntakeWorker
     from ledger.kafka import ensure_topics
@@ -254,9 +278,24 @@ def run_all(ctx: typer.Context, kafka: KafkaOpt = None) -> None:
                     name="publisher",
                 ),
             ]
+            if projections:
+                threads.append(
+                    threading.Thread(
+                        target=guarded,
+                        args=(
+                            "projections",
+                            lambda stop_, on_batch: _run_projections(ctx, kafka, stop_, on_batch),
+                            _throttled(logging.getLogger("caseledger.projections")),
+                        ),
+                        name="projections",
+                    )
+                )
             for thread in threads:
                 thread.start()
-            log.info("running intake worker and publisher on %s; SIGTERM or Ctrl-C stops", settings.bootstrap_servers)
+            log.info(
+                "running intake worker, publisher%s on %s; SIGTERM or Ctrl-C stops",
+                " and projections" if projections else "", settings.bootstrap_servers,
+            )
             while any(t.is_alive() for t in threads):
                 for thread in threads:
                     thread.join(0.5)

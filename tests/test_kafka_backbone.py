@@ -216,3 +216,45 @@ def test_intake_codec_rejects_unknown_schema_fingerprint() -> None:
 
     with pytest.raises(SchemaError, match="unknown intake schema"):
         codec.decode(bytes(data))
+
+
+def test_run_serves_intake_publisher_and_projections_and_stops_on_sigterm(kafka: KafkaSettings, tmp_path: Path) -> None:
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    database = tmp_path / "run.sqlite"
+    env = {**os.environ, "CASELEDGER_INTAKE_TOPIC": kafka.intake_topic, "CASELEDGER_EVENTS_TOPIC": kafka.events_topic,
+           "CASELEDGER_INTAKE_PARTITIONS": "3", "CASELEDGER_EVENTS_PARTITIONS": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from cli.app import main; main()", "--database", str(database), "run",
+         "--kafka", kafka.bootstrap_servers],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        with KafkaIntakeClient(kafka, adapter="test") as client:
+            client.submit_many([contact(n) for n in range(5)])
+        deadline = time.monotonic() + 60
+        cases = 0
+        while time.monotonic() < deadline and cases < 5:
+            time.sleep(0.5)
+            if database.exists():
+                with sqlite3.connect(database) as conn:
+                    try:
+                        cases = conn.execute("SELECT count(*) FROM case_state").fetchone()[0]
+                    except sqlite3.OperationalError:  # the view is not created yet
+                        cases = 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0].decode()
+    assert cases == 5, f"the case state projection did not show the 5 contacts:\n{output[-3000:]}"
+    assert proc.returncode == 0, output
+    assert "stopping" in output and "stopped" in output
+    store = CaseLedger(LedgerSettings.resolve(database=str(database)))
+    try:
+        published = read_topic(kafka, kafka.events_topic)
+        assert len(published) == store.recorder.max_notification_id()
+    finally:
+        store.close()
