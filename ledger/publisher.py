@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.application import CaseLedger
+from ledger.audit import parse_envelope
 from ledger.catalog import name_of_topic
 from ledger.codec import HEADER_SIZE, event_hash
 from ledger.errors import BackendError
@@ -52,16 +53,23 @@ def event_record(ledger: CaseLedger, notification: Any) -> tuple[bytes, bytes, l
     """(key, value, headers) of the Kafka record for one stored event."""
     data = bytes(notification.state)
     name = name_of_topic(notification.topic)
-    envelope = ledger.codec.decode_record(name, data)["envelope"]
+    if data[:HEADER_SIZE] == ledger.codec.schema(name).header:
+        # Written with the current schema, so with the current envelope first: read only that,
+        # straight from the bytes (several times faster than decoding the whole event).
+        event_id, _aggregate, _version, case_id, customer_id, *_ = parse_envelope(data)
+    else:  # an older writer schema: let Avro schema resolution read it
+        envelope = ledger.codec.decode_record(name, data)["envelope"]
+        event_id, case_id = str(envelope["event_id"]).encode(), str(envelope["case_id"]).encode()
+        customer_id = envelope["customer_id"].encode()
     headers = [
         ("event_type", name.encode()),
         ("schema_fingerprint", data[2:HEADER_SIZE].hex().encode()),
-        ("event_id", str(envelope["event_id"]).encode()),
-        ("case_id", str(envelope["case_id"]).encode()),
+        ("event_id", event_id),
+        ("case_id", case_id),
         ("position", str(notification.id).encode()),
         ("event_hash", event_hash(data).hex().encode()),
     ]
-    return envelope["customer_id"].encode(), data, headers
+    return customer_id, data, headers
 
 
 def header(record: Any, name: str) -> bytes | None:
