@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cli.render import describe_event
 from ledger.catalog import CASE_EVENT_NAMES
+from ledger.describe import describe_event
 from projections.base import INT, LOG, ROWS, TEXT, TIME, Projection, Table, Tx, aggregate_key
 
 

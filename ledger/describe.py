@@ -1,0 +1,187 @@
+"""One readable line per ledger event: what an agent, a customer or an auditor reads in a timeline.
+
+Used by the CLI, the demo and the timeline projection, so it lives beside the domain and depends
+on nothing but the events themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime, tzinfo
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+SUMMARY_TEXT_LIMIT = 70
+
+
+def plain(value: Any) -> Any:
+    """``value`` with only JSON types: datetimes as ISO-8601, UUIDs as strings, bytes as hex."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, Enum):
+        return value.value
+    if is_dataclass(value) and not isinstance(value, type):
+        return plain(asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [plain(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, set | frozenset) else items
+    return value
+
+
+def fmt_time(value: datetime | None, tz: tzinfo | None = None, *, seconds: bool = False) -> str:
+    """``2026-11-24 10:00 CET``: a UTC instant in ``tz`` (UTC when None), with its zone name."""
+    if value is None:
+        return "-"
+    shown = value.astimezone(tz or UTC)
+    text = shown.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+    zone = shown.strftime("%Z") or shown.strftime("%z")
+    return f"{text} {zone}"
+
+
+def _short(text: str | None, limit: int = SUMMARY_TEXT_LIMIT) -> str:
+    one_line = " ".join((text or "").split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
+
+
+def _quote(text: str | None) -> str:
+    return f"“{_short(text)}”"
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+
+def event_type(event: Any) -> str:
+    """The event's schema name (``ContactReceived`` …)."""
+    return type(event).__name__
+
+
+def _items(e: Any, tz: tzinfo | None) -> str:
+    listed = "; ".join(f"{i['item_id']} {_short(i['text'], 40)}" for i in e.items)
+    kind = "follow-up" if e.follow_up else "contact"
+    attachments = f", {len(e.attachments)} attachment(s)" if e.attachments else ""
+    ident = f"{e.identity['kind']}:{e.identity['value']}"
+    subject = f" “{_short(e.subject, 40)}”" if e.subject else ""
+    return f"{kind.capitalize()} {e.contact_id} from {ident}{subject}: {listed}{attachments}"
+
+
+def _by(who: str | None) -> str:
+    return who or "nobody"
+
+
+_DESCRIBERS: dict[str, Callable[[Any, tzinfo | None], str]] = {
+    # case
+    "CaseOpened": lambda e, tz: f"Case {e.reference} opened: {_quote(e.subject)}"
+    + (f" (category {e.category})" if e.category else "")
+    + (f", segment {e.segment}" if e.segment else ""),
+    "ContactReceived": _items,
+    "AcknowledgementIssued": lambda e, tz: f"Acknowledgement {e.acknowledgement_id} of {e.contact_id} issued: "
+    f"respond by {fmt_time(e.respond_by, tz)}, acknowledge by {fmt_time(e.acknowledge_by, tz)}",
+    "ResponseSent": lambda e, tz: f"Response {e.response_id} sent"
+    + (f" answering {', '.join(e.answers)}" if e.answers else " (holding reply, answers no item)")
+    + f": {_quote(e.body)}",
+    "ItemWaived": lambda e, tz: f"Item {e.item_id} waived: {_short(e.reason)}",
+    "PromiseMade": lambda e, tz: f"Promise {e.promise_id} made ({e.kind}): {_short(e.terms)}, "
+    f"due {fmt_time(e.due_at, tz)}",
+    "WrittenConfirmationIssued": lambda e, tz: f"Written confirmation {e.confirmation_id} of promise "
+    f"{e.promise_id} issued",
+    "PromiseKept": lambda e, tz: f"Promise {e.promise_id} kept: {_short(e.evidence)}",
+    "PromiseWithdrawn": lambda e, tz: f"Promise {e.promise_id} withdrawn: {_short(e.reason)}; "
+    f"notice {e.notice_id} {_quote(e.notice)}",
+    "PromiseBroken": lambda e, tz: f"Promise {e.promise_id} broken: {_short(e.reason)}",
+    "PromiseWaived": lambda e, tz: f"Promise {e.promise_id} waived: {_short(e.reason)}",
+    "StatusChanged": lambda e, tz: f"Status {e.from_status} → {e.to_status}: {_short(e.reason)}; "
+    f"notice {e.notice_id} {_quote(e.notice)}",
+    "CaseClosed": lambda e, tz: f"Case closed: {_short(e.reason)}; notice {e.notice_id} {_quote(e.notice)}",
+    "CaseCancelled": lambda e, tz: f"Case cancelled: {_short(e.reason)}; notice {e.notice_id} "
+    f"{_quote(e.notice)}",
+    "CaseReopened": lambda e, tz: f"Case reopened: {_short(e.reason)}; notice {e.notice_id} "
+    f"{_quote(e.notice)}",
+    "CaseAssigned": lambda e, tz: "Assigned to "
+    + " / ".join(x for x in (e.assignee and f"agent {e.assignee}", e.team and f"team {e.team}") if x),
+    "HandedOff": lambda e, tz: f"Handoff {e.handoff_id} from {_by(e.from_assignee)} to "
+    + " / ".join(x for x in (e.to_assignee, e.to_team and f"team {e.to_team}") if x)
+    + f" with a brief of {len(e.brief.get('open_items', []))} open item(s), "
+    f"{len(e.brief.get('open_promises', []))} open promise(s)"
+    + (f": {_quote(e.note)}" if e.note else ""),
+    "EscalatedToHuman": lambda e, tz: f"Chatbot {e.bot_id} escalated to a human"
+    + (f" (team {e.to_team})" if e.to_team else "")
+    + f" after {duration(e.wait_seconds)} waiting: {_short(e.reason)}",
+    "ActionProposed": lambda e, tz: f"Action {e.proposal_id} proposed by rule {e.rule_id}: {e.action}"
+    + (f" ({', '.join(f'{k}={v}' for k, v in sorted(e.params.items()))})" if e.params else "")
+    + f" — {_short(e.rationale, 50)}",
+    "ActionApproved": lambda e, tz: f"Action {e.proposal_id} approved"
+    + (f": {_short(e.note)}" if e.note else ""),
+    "ActionRejected": lambda e, tz: f"Action {e.proposal_id} rejected: {_short(e.reason)}",
+    "ActionExecuted": lambda e, tz: f"Action {e.proposal_id} executed: {_short(e.result)}",
+    "DeadlineMissed": lambda e, tz: f"Deadline missed: {e.deadline_kind} of {e.target_id} "
+    f"was due {fmt_time(e.due_at, tz)}",
+    "MessageDelivered": lambda e, tz: f"Message {e.message_id} delivered at {fmt_time(e.delivered_at, tz)}",
+    "MessageRead": lambda e, tz: f"Message {e.message_id} read by {e.reader_kind}:{e.reader_id} "
+    f"at {fmt_time(e.read_at, tz)}",
+    # directory
+    "MessageRegistered": lambda e, tz: f"{e.channel} message {e.channel_message_id!r} registered as "
+    f"{e.contact_id} of {e.reference}",
+    "CustomerRegistered": lambda e, tz: f"Customer {e.customer_id} registered"
+    + (f" (segment {e.segment})" if e.segment else ""),
+    "IdentityLinked": lambda e, tz: f"Identity {e.identity['kind']}:{e.identity['value']} linked",
+    "ResubmissionTraced": lambda e, tz: f"{e.channel} message resubmitted (from {e.source}); "
+    "nothing recorded twice",
+    "CaseLinked": lambda e, tz: f"Case {e.reference} linked to the customer",
+    "IdentityClaimed": lambda e, tz: f"Identity {e.identity['kind']}:{e.identity['value']} claimed "
+    f"by customer {e.customer_id}",
+    "IntakeRejected": lambda e, tz: f"Intake record {e.source_topic}/{e.source_partition}/{e.source_offset} "
+    f"rejected ({e.kind}, {len(e.raw)} bytes kept): {_short(e.reason)}",
+}
+
+
+def duration(seconds: int) -> str:
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {sec:02d} s"
+    return f"{sec} s"
+
+
+def describe_event(event: Any, *, tz: tzinfo | None = None) -> str:
+    """One readable line saying what the event records, times shown in ``tz`` (UTC by default).
+
+    >>> describe_event(promise_made)  # doctest: +SKIP
+    'Promise P1 made (callback): call back tomorrow, due 2026-11-24 10:00 UTC'
+    """
+    describe = _DESCRIBERS.get(event_type(event))
+    if describe is None:  # an event type newer than this CLI: still say something true
+        own = {
+            k: v
+            for k, v in vars(event).items()
+            if not k.startswith("_") and k not in _ENVELOPE_FIELDS and k != "originator_topic"
+        }
+        return f"{event_type(event)} " + ", ".join(f"{k}={_short(str(plain(v)), 30)}" for k, v in own.items())
+    return describe(event, tz)
+
+
+DESCRIBED_EVENT_TYPES = frozenset(_DESCRIBERS)
+
+_ENVELOPE_FIELDS = {
+    "originator_id",
+    "originator_version",
+    "timestamp",
+    "event_id",
+    "customer_id",
+    "occurred_at",
+    "actor_kind",
+    "actor_id",
+    "channel",
+    "correlation_id",
+    "causation_id",
+    "previous_hash",
+}
