@@ -20,11 +20,11 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
-    ApplicationRecorder,
     IntegrityError,
     Mapper,
     OperationalError,
     PersistenceError,
+    ProcessRecorder,
     ProgrammingError,
     Tracking,
 )
@@ -49,7 +49,7 @@ from ledger.errors import (
 )
 from ledger.policy import ResponsePolicy
 from ledger.settings import LedgerSettings
-from ledger.values import SYSTEM, Actor, Channel, ContactDraft, Identity, require_utc
+from ledger.values import SYSTEM, Actor, ActorKind, Channel, ContactDraft, Identity, require_utc
 
 T = TypeVar("T")
 
@@ -166,14 +166,16 @@ class CaseLedger(Application[UUID]):
     def construct_mapper(self) -> Mapper[UUID]:
         return AvroMapper(self.codec)
 
-    def construct_recorder(self) -> ApplicationRecorder:
+    recorder: ProcessRecorder
+
+    def construct_recorder(self) -> ProcessRecorder:
         # A process recorder also keeps tracking records (intake offsets, publisher positions)
         # in the same transaction as the events they produced.
         return self.factory.process_recorder()
 
     # -- saving -------------------------------------------------------------------------------------
 
-    def chain(self, *aggregates: Aggregate | None) -> None:
+    def chain(self, *aggregates: Any) -> None:
         """Fill in ``previous_hash`` of each new event and encode it once (the audit hash chain)."""
         for aggregate in aggregates:
             if aggregate is None:
@@ -186,7 +188,7 @@ class CaseLedger(Application[UUID]):
                 head = event_hash(data)
             aggregate.chain_head = head
 
-    def record(self, *aggregates: Aggregate | None) -> None:
+    def record(self, *aggregates: Any) -> None:
         """Save the new events of ``aggregates`` in one transaction, chained and Avro-encoded.
 
         Inside a unit of work the events are collected and saved when the unit ends.
@@ -281,7 +283,7 @@ class CaseLedger(Application[UUID]):
                 ids += [
                     ChannelMessage.id_for(Channel(c.channel), c.channel_message_id) for c in case.contacts.values()
                 ]
-            events: list[LedgerEvent] = []
+            events: list[Any] = []
             for aggregate_id in ids:
                 events.extend(
                     e for e in self.events.get(aggregate_id) if e.customer_id == customer_id  # type: ignore[attr-defined]
@@ -304,6 +306,7 @@ class CaseLedger(Application[UUID]):
         cached = uow.aggregates.get(aggregate_id)
         if cached is not None:
             return cached
+        aggregate: Any
         if aggregate_id in uow.absent:
             aggregate = None
         else:
@@ -415,7 +418,7 @@ class CaseLedger(Application[UUID]):
         self, draft: ContactDraft, *, actor: Actor | None, source: IntakeSource | None
     ) -> ContactOutcome:
         ctx = self._context(
-            actor or Actor(kind="customer", id=draft.customer_id or str(draft.identity)),
+            actor or Actor(kind=ActorKind.CUSTOMER, id=draft.customer_id or str(draft.identity)),
             channel=draft.channel,
             occurred_at=draft.occurred_at,
             correlation_id=_correlation(draft),

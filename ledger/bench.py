@@ -28,7 +28,7 @@ from typing import Any
 from ledger.application import CaseLedger
 from ledger.errors import ConfigurationError
 from ledger.settings import LedgerSettings
-from ledger.values import ContactDraft, Identity
+from ledger.values import Channel, ContactDraft, Identity
 
 
 @dataclass
@@ -63,7 +63,7 @@ def _drafts(n: int, run: str) -> list[ContactDraft]:
     # 1 customer in 4 writes again: realistic mix of new and known customers.
     return [
         ContactDraft(
-            channel=("email", "chat", "web_form", "sms", "app")[i % 5],
+            channel=Channel(("email", "chat", "web_form", "sms", "app")[i % 5]),
             channel_message_id=f"{run}-{i}",
             identity=Identity(kind="email", value=f"c{i % max(1, n * 3 // 4)}@bench.example"),
             items=(f"Question {i}: where is my parcel?",),
@@ -82,9 +82,9 @@ def baseline_write_rate(database: str, events: int = 20_000) -> float:
         drafts = _drafts(events // 4, f"base-{uuid.uuid4().hex[:6]}")
         from ledger.directory import case_id_for
         from ledger.domain import Case, Context
-        from ledger.values import Actor
+        from ledger.values import Actor, ActorKind
 
-        ctx = Context(actor=Actor(kind="customer", id="bench"))
+        ctx = Context(actor=Actor(kind=ActorKind.CUSTOMER, id="bench"))
         cases = []
         for n, draft in enumerate(drafts):
             ref = f"CL-BASE{n:05d}-{uuid.uuid4().hex[:5].upper()}"

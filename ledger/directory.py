@@ -10,6 +10,7 @@ told the message is already recorded. That is what makes intake idempotent on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -27,6 +28,17 @@ def case_id_for(reference: str) -> UUID:
 
 class ChannelMessage(Aggregate):
     """A message a channel delivered to us, identified by the channel's own message id."""
+
+    if TYPE_CHECKING:  # set by MessageRegistered.apply
+        case_id: UUID
+        customer_id: str
+        reference: str
+        contact_id: str
+        acknowledgement_id: str
+        channel: str | None
+        channel_message_id: str
+        resubmissions: int
+        chain_head: bytes | None
 
     class MessageRegistered(LedgerEvent, Aggregate.Created):
         case_id: UUID
@@ -59,7 +71,7 @@ class ChannelMessage(Aggregate):
             ChannelMessage.ResubmissionTraced,
             case_id=self.case_id,
             source=source,
-            **envelope(ctx, customer_id=self.customer_id, channel=Channel(self.channel)),
+            **envelope(ctx, customer_id=self.customer_id, channel=Channel(self.channel) if self.channel else None),
         )
 
     @staticmethod
@@ -93,6 +105,13 @@ class ChannelMessage(Aggregate):
 
 class Customer(Aggregate):
     """A customer: the identities they were known by and their cases, in order."""
+
+    if TYPE_CHECKING:  # set by CustomerRegistered.apply
+        customer_id: str
+        segment: str | None
+        identities: list[str]
+        cases: list[str]
+        chain_head: bytes | None
 
     class CustomerRegistered(LedgerEvent, Aggregate.Created):
         segment: str | None
@@ -150,6 +169,11 @@ class Customer(Aggregate):
 class IdentityClaim(Aggregate):
     """Which customer an identity (email, phone, handle, account) belongs to."""
 
+    if TYPE_CHECKING:  # set by IdentityClaimed.apply
+        customer_id: str
+        identity: str
+        chain_head: bytes | None
+
     class IdentityClaimed(LedgerEvent, Aggregate.Created):
         identity: dict[str, str]
 
@@ -191,6 +215,10 @@ class IntakeSource:
 
 class IntakeRejection(Aggregate):
     """An intake record the ledger could not apply, kept with its reason and raw bytes."""
+
+    if TYPE_CHECKING:  # set by IntakeRejected.apply
+        reason: str
+        chain_head: bytes | None
 
     class IntakeRejected(LedgerEvent, Aggregate.Created):
         source_topic: str

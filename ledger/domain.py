@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
@@ -171,6 +171,29 @@ class LedgerEvent(Aggregate.Event):
 
 class Case(Aggregate):
     """A customer request, from its first contact to its closing, across every channel."""
+
+    if TYPE_CHECKING:  # set by CaseOpened.apply; real annotations would make the class a dataclass
+        reference: str
+        customer_id: str
+        subject: str
+        category: str | None
+        segment: str | None
+        status: str
+        opened_at: datetime
+        assignee: str | None
+        team: str | None
+        contacts: dict[str, ContactState]
+        items: dict[str, ItemState]
+        promises: dict[str, PromiseState]
+        proposals: dict[str, ProposalState]
+        messages: dict[str, MessageState]
+        missed: set[tuple[str, str]]
+        follow_ups: int
+        counters: dict[str, int]
+        last_contact_by_channel: dict[str, str]
+        escalations: list[tuple[str, datetime, int]]
+        handoffs: int
+        chain_head: bytes | None
 
     # -- events ---------------------------------------------------------------------------------
 
