@@ -698,15 +698,26 @@ class CaseLedger(Application[UUID]):
                 yield notification.originator_id  # type: ignore[misc]
             start = batch[-1].id + 1
 
-    def tick(self, now: datetime | None = None, *, batch_size: int = 200) -> TickReport:
-        """Record a DeadlineMissed for every acknowledgement, response or promise past due, once."""
+    def tick(
+        self, now: datetime | None = None, *, references: Iterable[str] | None = None, batch_size: int = 200
+    ) -> TickReport:
+        """Record a DeadlineMissed for every acknowledgement, response or promise past due, once.
+
+        Without ``references`` every case is checked (reading the notification log); a caller
+        that knows which cases may be due (the deadlines projection) names them. Either way the
+        Case aggregate decides what is missed, so a stale list can delay a record, never double it.
+        """
         at = require_utc(now, "now") if now else self.clock()
         ctx = Context(actor=SYSTEM, occurred_at=at)
         missed: dict[str, int] = {}
         checked = 0
         pending: list[Case] = []
-        for case_id in self.case_ids():
-            case: Case = self.repository.get(case_id)  # type: ignore[assignment]
+        cases: Iterable[Case] = (
+            (self.get_case(ref) for ref in references)
+            if references is not None
+            else (self.repository.get(case_id) for case_id in self.case_ids())  # type: ignore[misc]
+        )
+        for case in cases:
             checked += 1
             due = case.due_deadlines(at)
             if not due:

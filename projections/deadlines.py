@@ -14,8 +14,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ledger.domain import Context
-from ledger.values import SYSTEM
 from projections.base import INT, JSON, ROWS, TEXT, TIME, Projection, Table, Tx, aggregate_key
 from projections.views import ViewStore
 
@@ -181,21 +179,4 @@ def record_missed_deadlines(
     The projection only says which cases to look at; the Case aggregate checks again, so a lagging
     or wrong view can delay a record, never duplicate or invent one.
     """
-    ctx = Context(actor=SYSTEM, occurred_at=now)
-    missed: dict[str, int] = {}
-    pending = []
-    for reference in references:
-        case = ledger.get_case(reference)
-        due = case.due_deadlines(now)
-        if not due:
-            continue
-        case.record_missed_deadlines(ctx=ctx, now=now)
-        for kind, _target, _due in due:
-            missed[kind] = missed.get(kind, 0) + 1
-        pending.append(case)
-        if len(pending) >= batch_size:
-            ledger.record(*pending)
-            pending = []
-    if pending:
-        ledger.record(*pending)
-    return missed
+    return ledger.tick(now, references=references, batch_size=batch_size).missed
