@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -29,7 +30,25 @@ from ledger.values import Actor, ContactDraft, Identity
 
 runner = CliRunner(env={"CASELEDGER_DATABASE": None, "CASELEDGER_KAFKA_BOOTSTRAP": None, "TZ": "UTC",
                         "COLUMNS": "200"})
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _chromium() -> str | None:
+    """Debian's headless Chromium; in CI (as root) it is installed when missing, like the Kafka jars."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found or os.environ.get("CI") != "true" or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+                   capture_output=True, timeout=1200, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    found = shutil.which("chromium")
+    assert found, "CI could not install Debian's chromium to render the HTML export"
+    return found
+
+
+CHROMIUM = _chromium()
+# Without these, Chromium keeps trying to reach Google's services, which this network refuses.
+QUIET = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-quic"]
 JANE = "email:jane@example.com"
 AGENT = Actor.parse("agent:alice")
 
@@ -185,14 +204,16 @@ def check_page(page: Path, *, events: int, verified: bool) -> str:
     if CHROMIUM is None:
         return text
     dom = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.resolve().as_uri()],
+        [CHROMIUM, *QUIET, f"--user-data-dir={page.parent / 'chromium-profile'}", "--dump-dom",
+         page.resolve().as_uri()],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout
     assert ("Verified" in dom) is verified and ("Not verified" in dom) is (not verified)
     assert dom.count('<li class="c-') == events
     shot = page.with_suffix(".png")
     subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1000,1400",
+        [CHROMIUM, *QUIET, f"--user-data-dir={page.parent / 'chromium-profile'}", "--hide-scrollbars",
+         "--window-size=1000,1400",
          f"--screenshot={shot}", page.resolve().as_uri()],
         capture_output=True, timeout=120, check=True,
     )
