@@ -215,25 +215,12 @@ def bench_verify_command(
 
     Example: caseledger bench verify --events 1000000
     """
+    from cli.bench import print_result, stage_progress
     from ledger.audit_bench import bench_verify
-    from ledger.bench import write_result
 
     console = plain_console()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        tasks: dict[str, Any] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
+    with stage_progress(console) as progress:
         result = bench_verify(events=events, database=database, progress=progress)
     if not result.verified:
         raise ConfigurationError("the generated ledger did not verify; the benchmark is void")
-    table = Table("measure", "value", title="caseledger bench verify")
-    for name, value in result.rows():
-        table.add_row(name, value)
-    console.print(table)
-    path = write_result("verify", result, output)
-    console.print(f"written to {path}")
+    print_result(console, "verify", result.rows(), result, output)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,24 +37,37 @@ def bench_intake_command(
 
     Example: caseledger bench intake --kafka localhost:29092 --database postgresql://…/bench -n 50000
     """
-    from ledger.bench import bench_intake, write_result
+    from ledger.bench import bench_intake
 
     if not kafka:
         raise ConfigurationError("bench intake needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
     console = plain_console()
+    with stage_progress(console, "contacts {}") as progress:
+        result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, progress=progress)
+    print_result(console, "intake", result.rows(), result, output)
+
+
+@contextmanager
+def stage_progress(console: Console, label: str = "{}") -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar per stage of a benchmark; yields the ``progress(stage, done, total)`` callback."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         tasks: dict[str, TaskID] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                tasks[stage] = bar.add_task(f"contacts {stage}", total=total)
+                tasks[stage] = bar.add_task(label.format(stage), total=total)
             bar.update(tasks[stage], completed=done)
 
-        result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, progress=progress)
-    table = Table("measure", "value", title="caseledger bench intake")
-    for name, value in result.rows():
-        table.add_row(name, value)
+        yield progress
+
+
+def print_result(console: Console, name: str, rows: list[tuple[str, str]], result: Any, output: str) -> None:
+    """The benchmark's table, and the JSON file it is written to."""
+    from ledger.bench import write_result
+
+    table = Table("measure", "value", title=f"caseledger bench {name}")
+    for measure, value in rows:
+        table.add_row(measure, value)
     console.print(table)
-    path = write_result("intake", result, output)
-    console.print(f"written to {path}")
+    console.print(f"written to {write_result(name, result, output)}")

@@ -21,16 +21,15 @@ import html
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 from ledger.audit import AuditReport, verify
 from ledger.codec import ENVELOPE, event_hash, schema_files
+from ledger.describe import plain
 from ledger.errors import ConfigurationError, ValidationError
 
 if TYPE_CHECKING:
@@ -133,22 +132,6 @@ def verification_summary(report: AuditReport) -> dict[str, Any]:
 # -- JSON ------------------------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _write_json(path: Path, customer_id: str, entries: list[_Entry], report: AuditReport,
                 describe: Callable[[Any], str], exported_at: datetime) -> None:
     document = {
@@ -162,7 +145,7 @@ def _write_json(path: Path, customer_id: str, entries: list[_Entry], report: Aud
                 "event_type": e.event_type,
                 "event_hash": event_hash(e.data).hex(),
                 "description": describe(e.event),
-                "event": _plain(e.record),
+                "event": plain(e.record),
                 "stored_bytes_base64": base64.b64encode(e.data).decode(),
             }
             for e in entries
@@ -260,7 +243,7 @@ def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: Aud
         "caseledger.format": JSON_FORMAT,
         "caseledger.customer_id": customer_id,
         "caseledger.exported_at": exported_at.isoformat(),
-        "caseledger.verification": json.dumps(_plain(verification_summary(report)), ensure_ascii=False),
+        "caseledger.verification": json.dumps(plain(verification_summary(report)), ensure_ascii=False),
     }
     with path.open("wb") as out:
         writer(out, schema, records, codec="deflate", metadata=metadata)
@@ -338,7 +321,7 @@ def _describe(event: Any) -> str:
             "actor_kind", "actor_id", "channel", "correlation_id", "causation_id", "previous_hash",
             "originator_topic"}
     fields = {k: v for k, v in vars(event).items() if not k.startswith("_") and k not in skip}
-    return "; ".join(f"{k.replace('_', ' ')}: {_plain(v)}" for k, v in fields.items())
+    return "; ".join(f"{k.replace('_', ' ')}: {plain(v)}" for k, v in fields.items())
 
 
 def _references(entries: list[_Entry]) -> dict[str, str]:
@@ -429,7 +412,7 @@ Exported by caseledger.</footer>
 
 
 def _cell(value: Any) -> str:
-    value = _plain(value)
+    value = plain(value)
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False)
     return "" if value is None else str(value)

@@ -258,3 +258,21 @@ def test_run_serves_intake_publisher_and_projections_and_stops_on_sigterm(kafka:
         assert len(published) == store.recorder.max_notification_id()
     finally:
         store.close()
+
+
+def test_bench_intake_prints_a_table_and_writes_its_result(kafka_bootstrap: str, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    result = CliRunner().invoke(
+        app, ["bench", "intake", "--kafka", kafka_bootstrap, "-n", "200", "--output", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.stdout
+    assert "contacts/s" in result.stdout and "baseline" in result.stdout
+    written = json.loads(next(tmp_path.glob("intake-*.json")).read_text())
+    assert written["contacts"] == 200 and written["events_stored"] >= 200 * 5
+    assert written["contacts_per_s"] > 0 and written["baseline_events_per_s"] > 0
+    assert 0 < written["ratio_to_baseline"] == pytest.approx(written["events_per_s"] / written["baseline_events_per_s"])
