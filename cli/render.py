@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
-from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich.console import Console, Group
@@ -37,7 +36,6 @@ __all__ = [
     "case_record",
     "describe_event",
     "duration",
-    "event_record",
     "event_type",
     "fmt_time",
     "local_zone",
@@ -45,7 +43,6 @@ __all__ = [
     "render_brief",
     "render_case",
     "render_cases",
-    "render_history",
     "to_json",
 ]
 
@@ -78,63 +75,6 @@ def local_zone(name: str | None = None) -> tzinfo:
             return ZoneInfo.from_file(rules, key="localtime")
     except (OSError, ValueError):
         return datetime.now().astimezone().tzinfo or UTC
-
-
-_RENAMED = {"originator_id": "aggregate_id", "originator_version": "aggregate_version", "timestamp": "recorded_at"}
-
-
-def event_record(event: Any, *, case_reference: str | None = None) -> dict[str, Any]:
-    """Every field of an event under its Avro envelope names, as JSON values."""
-    state = {k: v for k, v in vars(event).items() if not k.startswith("_") and k != "originator_topic"}
-    record: dict[str, Any] = {
-        "type": event_type(event),
-        "case_reference": case_reference,
-        "actor": f"{state.get('actor_kind')}:{state.get('actor_id')}",
-    }
-    for key, value in state.items():
-        record[_RENAMED.get(key, key)] = value
-    return plain(record)  # type: ignore[no-any-return]
-
-
-def case_references(events: Iterable[Any]) -> dict[UUID, str]:
-    """Case id → reference, from the CaseOpened and CaseLinked events among ``events``."""
-    refs: dict[UUID, str] = {}
-    for event in events:
-        name = event_type(event)
-        if name == "CaseOpened":
-            refs[event.originator_id] = event.reference
-        elif name == "CaseLinked":
-            refs[event.case_id] = event.reference
-    return refs
-
-
-def event_reference(event: Any, refs: Mapping[UUID, str]) -> str | None:
-    """The reference of the case an event belongs to or points at, if any."""
-    if event.originator_id in refs:
-        return refs[event.originator_id]
-    return getattr(event, "reference", None)
-
-
-def render_history(console: Console, events: list[Any], *, customer: str, tz: tzinfo) -> None:
-    """A customer's events as a table, oldest first."""
-    refs = case_references(events)
-    table = Table(title=f"History of {customer} ({len(events)} events)", title_justify="left")
-    table.add_column("recorded at", no_wrap=True)
-    table.add_column("case", no_wrap=True)
-    table.add_column("event")
-    table.add_column("channel")
-    table.add_column("actor")
-    table.add_column("what happened", ratio=1)
-    for event in events:
-        table.add_row(
-            fmt_time(event.timestamp, tz, seconds=True),
-            event_reference(event, refs) or "",
-            event_type(event),
-            event.channel or "",
-            f"{event.actor_kind}:{event.actor_id}",
-            Text(describe_event(event, tz=tz)),
-        )
-    console.print(table)
 
 
 # -- cases ----------------------------------------------------------------------------------------

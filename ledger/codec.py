@@ -235,10 +235,10 @@ class _UnusedTranscoder(Transcoder):
     """The Avro mapper encodes whole events itself; eventsourcing still wants a transcoder."""
 
     def encode(self, obj: Any) -> bytes:
-        raise NotImplementedError
+        raise TypeError("AvroMapper encodes events itself; this transcoder is never used")
 
     def decode(self, data: bytes) -> Any:
-        raise NotImplementedError
+        raise TypeError("AvroMapper decodes events itself; this transcoder is never used")
 
 
 class AvroMapper(Mapper[UUID]):
