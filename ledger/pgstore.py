@@ -6,6 +6,11 @@ in ``pipeline.sync()`` — the server waiting for the rest of a message (``Clien
 few batches of ~1000 events. The same statements sent without pipeline mode never stalled. The
 rows, the table lock that keeps positions in commit order, and the tracking record written in
 the same transaction are exactly those of eventsourcing's ``PostgresProcessRecorder``.
+
+The events are sent as four arrays in binary format (``unnest`` of uuid[], bigint[], text[],
+bytea[]) rather than eventsourcing's one array of a composite type, which psycopg dumps as text
+with a regular-expression escape of every byte string: ~50 µs of Python per event, a third of
+the intake worker's insert time.
 """
 
 from __future__ import annotations
@@ -17,10 +22,37 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.utils import retry
 from psycopg.errors import InterfaceError, OperationalError
+from psycopg.sql import SQL, Identifier
 
 
 class PostgresLedgerRecorder(PostgresProcessRecorder):
     """Inserts events (and a tracking record) in one plain transaction."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.insert_arrays_statement = SQL(
+            "INSERT INTO {}.{} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::{}[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(
+            Identifier(self.datastore.schema),
+            Identifier(self.events_table_name),
+            Identifier(self.datastore.originator_id_type),
+        )
+
+    def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent], **_: Any) -> None:
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(
+            self.insert_arrays_statement,
+            (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
+            prepare=True,
+        )
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
