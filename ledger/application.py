@@ -26,6 +26,7 @@ from eventsourcing.persistence import (
     PersistenceError,
     ProcessRecorder,
     ProgrammingError,
+    StoredEvent,
     Tracking,
 )
 
@@ -346,19 +347,27 @@ class CaseLedger(Application[UUID]):
             uow.saved = True
 
     def prefetch(self, aggregate_ids: Iterable[UUID]) -> None:
-        """Inside a unit of work: learn in one query which of these aggregates are not stored yet.
+        """Inside a unit of work: load these aggregates in one query, and learn which do not exist.
 
-        A batch of contacts looks up several directory entries each, mostly new ones; without
-        this every lookup of a missing entry is a round trip. If another writer creates one
-        meanwhile, the unit's save fails with a conflict and the caller retries without it.
+        A batch of contacts looks up several directory entries each; without this every lookup
+        is a round trip. Aggregates found are cached in the unit like any other it loaded; if
+        another writer changes one meanwhile, the unit's save fails with a conflict and the
+        caller retries without the cache.
         """
         uow = self._uow
         if uow is None:
             raise RuntimeError("prefetch works inside a unit of work")
-        wanted = set(aggregate_ids) - set(uow.aggregates)
-        if wanted:
-            with translate_errors(self.settings.store.describe()):
-                uow.absent |= wanted - stored_ids(self.recorder, wanted)
+        wanted = set(aggregate_ids) - set(uow.aggregates) - uow.absent
+        if not wanted:
+            return
+        with translate_errors(self.settings.store.describe()):
+            stored = stored_events_of(self.recorder, wanted)
+            uow.absent |= wanted - set(stored)
+            for aggregate_id, events in stored.items():
+                aggregate: Any = None
+                for stored_event in events:
+                    aggregate = self.mapper.to_domain_event(stored_event).mutate(aggregate)
+                uow.aggregates[aggregate_id] = uow.replay(aggregate_id, aggregate)
 
     @contextmanager
     def _command(self) -> Iterator[None]:
@@ -740,28 +749,39 @@ class CaseLedger(Application[UUID]):
                 yield case
 
 
-def stored_ids(recorder: Any, ids: set[UUID]) -> set[UUID]:
-    """Which of ``ids`` have at least one stored event (one query, SQLite or PostgreSQL)."""
+def stored_events_of(recorder: Any, ids: set[UUID]) -> dict[UUID, list[StoredEvent]]:
+    """The stored events of each of ``ids`` that has any, in version order (one query per 500 ids)."""
     table = recorder.events_table_name
+    found: dict[UUID, list[StoredEvent]] = {}
+    ordered = list(ids)
     if hasattr(recorder.datastore, "schema"):  # PostgreSQL
         from psycopg.sql import SQL, Identifier
 
-        query = SQL("SELECT DISTINCT originator_id FROM {}.{} WHERE originator_id = ANY(%s)").format(
-            Identifier(recorder.datastore.schema), Identifier(table)
-        )
+        query = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {}.{} "
+            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(Identifier(recorder.datastore.schema), Identifier(table))
         with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(query, (list(ids),))
-            return {UUID(str(row["originator_id"])) for row in curs.fetchall()}
-    found: set[UUID] = set()
-    ordered = list(ids)
+            curs.execute(query, (ordered,))
+            for row in curs.fetchall():
+                originator_id = row["originator_id"]
+                if not isinstance(originator_id, UUID):
+                    originator_id = UUID(str(originator_id))
+                found.setdefault(originator_id, []).append(
+                    StoredEvent(originator_id, row["originator_version"], row["topic"], bytes(row["state"]))
+                )
+        return found
     with recorder.datastore.transaction(commit=False) as curs:
         for i in range(0, len(ordered), 500):  # SQLite limits the number of parameters
             chunk = ordered[i : i + 500]
             curs.execute(
-                f"SELECT DISTINCT originator_id FROM {table} WHERE originator_id IN ({','.join('?' * len(chunk))})",
+                f"SELECT originator_id, originator_version, topic, state FROM {table} "
+                f"WHERE originator_id IN ({','.join('?' * len(chunk))}) ORDER BY originator_id, originator_version",
                 [u.hex for u in chunk],
             )
-            found |= {UUID(row[0]) for row in curs.fetchall()}
+            for row in curs.fetchall():
+                originator_id = UUID(row[0])
+                found.setdefault(originator_id, []).append(StoredEvent(originator_id, row[1], row[2], bytes(row[3])))
     return found
 
 

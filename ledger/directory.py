@@ -10,6 +10,7 @@ told the message is already recorded. That is what makes intake idempotent on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -21,9 +22,15 @@ from ledger.values import Channel, Identity
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://caseledger.invalid/ids")
 
 
+@lru_cache(maxsize=1 << 16)
+def name_id(name: str) -> UUID:
+    """The name-based id of a directory entry or case (cached: one contact asks several times)."""
+    return uuid5(_NAMESPACE, name)
+
+
 def case_id_for(reference: str) -> UUID:
     """A case's id is derived from its reference, so a reference finds its case directly."""
-    return uuid5(_NAMESPACE, f"case:{reference.strip().upper()}")
+    return name_id(f"case:{reference.strip().upper()}")
 
 
 class ChannelMessage(Aggregate):
@@ -76,7 +83,7 @@ class ChannelMessage(Aggregate):
 
     @staticmethod
     def id_for(channel: Channel, channel_message_id: str) -> UUID:
-        return uuid5(_NAMESPACE, f"message:{channel.value}:{channel_message_id}")
+        return name_id(f"message:{channel.value}:{channel_message_id}")
 
     @classmethod
     def register(
@@ -138,7 +145,7 @@ class Customer(Aggregate):
 
     @staticmethod
     def id_for(customer_id: str) -> UUID:
-        return uuid5(_NAMESPACE, f"customer:{customer_id}")
+        return name_id(f"customer:{customer_id}")
 
     @classmethod
     def register(cls, *, customer_id: str, segment: str | None, ctx: Context) -> Customer:
@@ -184,7 +191,7 @@ class IdentityClaim(Aggregate):
 
     @staticmethod
     def id_for(identity: Identity) -> UUID:
-        return uuid5(_NAMESPACE, f"identity:{identity}")
+        return name_id(f"identity:{identity}")
 
     @classmethod
     def claim(cls, identity: Identity, *, customer_id: str, ctx: Context) -> IdentityClaim:

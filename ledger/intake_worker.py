@@ -22,8 +22,8 @@ from typing import Any
 
 from eventsourcing.persistence import Tracking
 
-from ledger.application import CaseLedger
-from ledger.directory import ChannelMessage, Customer, IdentityClaim, IntakeSource
+from ledger.application import CaseLedger, normalise_reference
+from ledger.directory import ChannelMessage, Customer, IdentityClaim, IntakeSource, case_id_for
 from ledger.errors import BackendError, ConflictError, NotFound, RuleViolation, SchemaError, ValidationError
 from ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
 from ledger.kafka import KafkaSettings
@@ -148,10 +148,11 @@ class KafkaIntakeWorker:
         tracking = Tracking(application_name=tracking_name(topic, partition), notification_id=records[-1].offset + 1)
         before = dataclasses.replace(self.stats)
         try:
+            decoded = [self._decode(record) for record in records]
             with self.ledger.unit_of_work(tracking):
-                self.ledger.prefetch(self._directory_ids(records))
-                for record in records:
-                    self._apply(record)
+                self.ledger.prefetch(self._lookups(decoded))
+                for record, message in zip(records, decoded, strict=True):
+                    self._apply(record, message)
             self.stats.batches += 1
             self.stats.records += len(records)
         except ConflictError:
@@ -162,18 +163,29 @@ class KafkaIntakeWorker:
             for record in records:
                 self._apply_alone(partition, record)
 
-    def _directory_ids(self, records: list[Any]) -> set[Any]:
-        """The directory entries the contacts of a batch will look up."""
+    def _decode(self, record: Any) -> Any:
+        """The record's message, or the refusal to record for it (decoded once per batch)."""
+        raw: bytes = record.value or b""
+        try:
+            if not raw:
+                raise ValidationError("empty intake record (no value)")
+            return self.codec.decode(raw)[1]
+        except REFUSALS as refusal:
+            return refusal
+
+    @staticmethod
+    def _lookups(decoded: list[Any]) -> set[Any]:
+        """The aggregates the records of a batch will load: directory entries and referenced cases."""
         ids: set[Any] = set()
-        for record in records:
-            try:
-                _adapter, message = self.codec.decode(record.value or b"")
-            except REFUSALS:
-                continue
+        for message in decoded:
             if isinstance(message, ContactDraft):
                 ids.add(ChannelMessage.id_for(message.channel, message.channel_message_id))
                 ids.add(IdentityClaim.id_for(message.identity))
                 ids.add(Customer.id_for(message.customer_id or str(message.identity)))
+                if message.case_reference:
+                    ids.add(case_id_for(normalise_reference(message.case_reference)))
+            elif isinstance(message, DeliveryReport | ReadReceipt):
+                ids.add(case_id_for(normalise_reference(message.case_reference)))
         return ids
 
     def _apply_alone(self, partition: int, record: Any) -> None:
@@ -184,7 +196,7 @@ class KafkaIntakeWorker:
             before = dataclasses.replace(self.stats)
             try:
                 with self.ledger.unit_of_work(Tracking(application_name=name, notification_id=record.offset + 1)):
-                    self._apply(record)
+                    self._apply(record, self._decode(record))
                 self.stats.records += 1
                 self.stats.batches += 1
                 return
@@ -193,14 +205,13 @@ class KafkaIntakeWorker:
                 time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
         raise ConflictError(f"intake record {name}@{record.offset} kept conflicting; the worker will retry it")
 
-    def _apply(self, record: Any) -> None:
+    def _apply(self, record: Any, message: Any) -> None:
         source = IntakeSource(record.topic, record.partition, record.offset)
         raw: bytes = record.value or b""
         kind = "unknown"
         try:
-            if not raw:
-                raise ValidationError("empty intake record (no value)")
-            _adapter, message = self.codec.decode(raw)
+            if isinstance(message, Exception):
+                raise message
             kind = kind_of(message)
             if isinstance(message, ContactDraft):
                 outcome = self.ledger.record_contact(message, source=source)

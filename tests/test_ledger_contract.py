@@ -477,17 +477,22 @@ def test_tracking_position_never_goes_back(ledger: CaseLedger) -> None:
 def test_prefetch_in_unit_of_work_sees_stored_and_new_aggregates(ledger: CaseLedger) -> None:
     from eventsourcing.persistence import Tracking
 
-    from ledger.application import stored_ids
+    from ledger.application import stored_events_of
     from ledger.directory import ChannelMessage, Customer
     from ledger.values import Channel
 
     first = ledger.record_contact(draft(msg="a"))
     known = ChannelMessage.id_for(Channel.EMAIL, "a")
     new = ChannelMessage.id_for(Channel.EMAIL, "b")
-    assert stored_ids(ledger.recorder, {known, new, Customer.id_for("email:jane@example.com")}) == {
-        known, Customer.id_for("email:jane@example.com")}
+    stored = stored_events_of(ledger.recorder, {known, new, Customer.id_for("email:jane@example.com")})
+    assert set(stored) == {known, Customer.id_for("email:jane@example.com")}
+    assert [e.originator_version for e in stored[known]] == [1]
+    assert [e.originator_version for e in stored[Customer.id_for("email:jane@example.com")]] == [1, 2, 3]
     with ledger.unit_of_work(Tracking(application_name="intake/p/0", notification_id=1)):
         ledger.prefetch({known, new, Customer.id_for("email:jane@example.com")})
+        prefetched = ledger._load(Customer.id_for("email:jane@example.com"))
+        stored_customer = ledger.repository.get(Customer.id_for("email:jane@example.com"))
+        assert vars(prefetched) == vars(stored_customer)  # same state, version and chain head
         again = ledger.record_contact(draft(msg="a"))
         other = ledger.record_contact(draft(msg="b"))
     assert again.duplicate and again.reference == first.reference
