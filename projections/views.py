@@ -38,9 +38,13 @@ POSITIONS = Table(
 RUNNER_TABLES = (STATE, POSITIONS)
 
 
+# One encoder for every value: json.dumps with options builds a new encoder per call.
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_json(value: Any) -> str:
     """JSON text of a column value: keys sorted, so equal values are equal text on every backend."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _JSON.encode(value)
 
 
 def utc_text(value: datetime) -> str:
