@@ -210,10 +210,21 @@ class BusinessCalendar:
         raise ValidationError("business time ran past the year 9999; use a shorter delay")
 
     def _open_span(self, day: date) -> tuple[datetime, datetime] | None:
-        if day.weekday() not in self.working_days or day in self.holidays:
-            return None
-        opens, closes = self._instant(day, self.opens), self._instant(day, self.closes)
-        return (opens, closes) if opens < closes else None
+        # Every contact asks for the spans of the next few days: remember them (a calendar is
+        # immutable; the cache is not part of its value).
+        cache: dict[date, tuple[datetime, datetime] | None] = self.__dict__.setdefault("_span_cache", {})
+        try:
+            return cache[day]
+        except KeyError:
+            pass
+        span: tuple[datetime, datetime] | None = None
+        if day.weekday() in self.working_days and day not in self.holidays:
+            opens, closes = self._instant(day, self.opens), self._instant(day, self.closes)
+            span = (opens, closes) if opens < closes else None
+        if len(cache) > 4096:
+            cache.clear()
+        cache[day] = span
+        return span
 
     def _instant(self, day: date, clock: time) -> datetime:
         """The first instant ``day``'s local clock shows ``clock``, in UTC."""
