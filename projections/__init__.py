@@ -12,7 +12,13 @@ from __future__ import annotations
 from projections.base import COUNTERS, FLOAT, INT, JSON, LOG, ROWS, TEXT, TIME, Projection, Table, Tx
 from projections.registry import BUILT_INS, load_projection, load_projections
 from projections.runner import LIVE, REBUILD, ProjectionRunner, read_status, rebuild
-from projections.sources import EventSource, KafkaEventSource, StoreEventSource
+from projections.sources import (
+    ConfluentKafkaEventSource,
+    EventSource,
+    KafkaEventSource,
+    StoreEventSource,
+    kafka_source,
+)
 from projections.views import ViewStore, open_views
 
 __all__ = [
@@ -27,6 +33,7 @@ __all__ = [
     "ROWS",
     "TEXT",
     "TIME",
+    "ConfluentKafkaEventSource",
     "EventSource",
     "KafkaEventSource",
     "Projection",
@@ -35,6 +42,7 @@ __all__ = [
     "Table",
     "Tx",
     "ViewStore",
+    "kafka_source",
     "load_projection",
     "load_projections",
     "open_views",

@@ -40,7 +40,7 @@ from ledger.values import SYSTEM, Actor, ActorKind, Channel, ContactDraft, Ident
 from projections.parallel import rebuild_in_parallel, resident_mb
 from projections.registry import load_projections
 from projections.runner import BatchReport, ProjectionRunner, rebuild
-from projections.sources import KafkaEventSource
+from projections.sources import KAFKA_PYTHON, KafkaEventSource, kafka_source
 from projections.views import open_views
 
 Say = Callable[[str], None]
@@ -245,7 +245,7 @@ def _temporary_postgres(directory: Path) -> tuple[str, Any]:
 
 def bench_rebuild(
     *, kafka_bootstrap: str, events: int = 200_000, postgres_url: str | None = None, say: Say | None = None,
-    partitions: int = 6, workers: int = 2,
+    partitions: int = 6, workers: int = 2, consumer: str = KAFKA_PYTHON, batch_size: int = 5000,
 ) -> RebuildBenchResult:
     """Generate, publish, then rebuild every built-in from the topic into PostgreSQL."""
     import psycopg
@@ -288,13 +288,13 @@ def bench_rebuild(
         with open_views(postgres_url) as views:
             if workers > 1:
                 result = rebuild_in_parallel([p.name for p in projections], postgres_url, settings, workers=workers,
-                                             batch_size=5000,
+                                             batch_size=batch_size, consumer=consumer,
                                              on_progress=lambda n, rss: on_batch(
                                                  BatchReport(records=n, applied=0, seconds=0.0), rss))
             else:
-                source = KafkaEventSource(settings)
+                source = kafka_source(settings, consumer=consumer)
                 try:
-                    result = rebuild(projections, views, source, batch_size=5000, on_batch=on_batch)
+                    result = rebuild(projections, views, source, batch_size=batch_size, on_batch=on_batch)
                 finally:
                     source.close()
             rows = {t.name: int(views.fetch(f"SELECT COUNT(*) AS n FROM {t.name}")[0]["n"])
@@ -303,7 +303,7 @@ def bench_rebuild(
         at_10 = next((rss for n, rss in samples if n >= total // 10), samples[0][1] if samples else 0.0)
         peak = max(rss for _n, rss in samples) if samples else 0.0
         return RebuildBenchResult(
-            events=total, partitions=partitions, views=f"PostgreSQL, {workers} rebuild process(es)", generate_seconds=generated,
+            events=total, partitions=partitions, views=f"PostgreSQL, {workers} rebuild process(es) reading with {consumer}", generate_seconds=generated,
             publish_seconds=published, rebuild_seconds=result.seconds, rebuild_events_per_s=rate,
             baseline_decode_per_s=baseline, domain_decode_per_s=domain, ratio_to_baseline=rate / baseline,
             rss_mb_at_10pct=at_10, rss_mb_peak=peak, rows=rows,

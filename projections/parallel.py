@@ -32,7 +32,7 @@ from projections.runner import (
     physical_name,
     read_status,
 )
-from projections.sources import KafkaEventSource
+from projections.sources import KAFKA_PYTHON, kafka_source
 from projections.views import open_views
 
 
@@ -46,10 +46,10 @@ if TYPE_CHECKING:
 
 
 def _worker(specs: list[str], views_url: str, settings: KafkaSettings, partitions: list[int], batch_size: int,
-            progress: Any) -> None:
+            progress: Any, consumer: str) -> None:
     projections = load_projections(specs)
     with open_views(views_url) as views:
-        source = KafkaEventSource(settings, partitions=partitions)
+        source = kafka_source(settings, consumer=consumer, partitions=partitions)
         try:
             runner = ProjectionRunner(projections, views, source, slot=REBUILD, batch_size=batch_size, idle_s=0.2)
             runner.run(until_caught_up=True, on_batch=lambda batch: progress.put((batch.records, resident_mb())))
@@ -68,11 +68,12 @@ def rebuild_in_parallel(
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int, float], None] | None = None,
     stop: threading.Event | None = None,
+    consumer: str = KAFKA_PYTHON,
 ) -> RebuildResult:
     """Rebuild the projections named by ``specs`` from the topic with ``workers`` processes, then swap.
 
     ``on_progress(records, resident_mb)`` hears of every batch a worker committed, with the
-    worker's resident memory.
+    worker's resident memory. ``consumer`` is the Kafka client every process reads with.
     """
     from projections.runner import swap_in
 
@@ -85,7 +86,7 @@ def rebuild_in_parallel(
                                   or previous[0].version != projection.version)
             if restart or stale:
                 discard_rebuild(views, projection)
-        source = KafkaEventSource(settings)
+        source = kafka_source(settings, consumer=consumer)
         try:
             setup = ProjectionRunner(projections, views, source, slot=REBUILD)
             setup.prepare()  # tables and state rows exist before the workers start
@@ -99,7 +100,7 @@ def rebuild_in_parallel(
         progress = context.Queue()
         shares = [partitions[i::workers] for i in range(min(workers, len(partitions)))]
         processes = [
-            context.Process(target=_worker, args=(list(specs), views_url, settings, share, batch_size, progress),
+            context.Process(target=_worker, args=(list(specs), views_url, settings, share, batch_size, progress, consumer),
                             name=f"rebuild-{n}")
             for n, share in enumerate(shares)
         ]
@@ -129,7 +130,7 @@ def rebuild_in_parallel(
         if failed:
             raise BackendError(f"rebuild workers {', '.join(failed)} failed; run the rebuild again to resume")
 
-        source = KafkaEventSource(settings)
+        source = kafka_source(settings, consumer=consumer)
         try:
             with views.transaction() as tx:
                 for projection in projections:

@@ -42,6 +42,7 @@ from projections import (
     StoreEventSource,
     Table,
     Tx,
+    kafka_source,
     load_projections,
     open_views,
     read_status,
@@ -476,9 +477,12 @@ def test_every_built_in_loads_and_handles_known_event_types() -> None:
 
 @pytest.mark.kafka
 @pytest.mark.postgres
+@pytest.mark.parametrize("consumer", ["kafka-python", "confluent"])
 def test_a_parallel_rebuild_from_kafka_equals_the_store_built_views(
-    tmp_path: Path, views_database: str, kafka_bootstrap: str
+    tmp_path: Path, views_database: str, kafka_bootstrap: str, consumer: str
 ) -> None:
+    if consumer == "confluent":
+        pytest.importorskip("confluent_kafka")
     from projections.bench import generate_ledger
     from projections.parallel import rebuild_in_parallel
 
@@ -497,8 +501,43 @@ def test_a_parallel_rebuild_from_kafka_equals_the_store_built_views(
     finally:
         ledger.close()
     url = schema_url(views_database)
-    result = rebuild_in_parallel(list(BUILT_INS), url, kafka, workers=2, batch_size=300)
+    result = rebuild_in_parallel(list(BUILT_INS), url, kafka, workers=2, batch_size=300, consumer=consumer)
     assert result.swapped and result.records >= expected["timeline"]["timeline"][-1]["position"]
     with open_views(url) as parallel:
         assert snapshot(parallel) == expected
         assert {(s.slot, s.source) for s in read_status(parallel)} == {("live", f"kafka:{kafka.events_topic}")}
+
+
+@pytest.mark.kafka
+def test_the_confluent_consumer_reads_what_kafka_python_reads_and_resumes_from_its_positions(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    pytest.importorskip("confluent_kafka")
+    suffix = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"ci-{suffix}",
+                                  events_topic=f"ce-{suffix}", intake_partitions=1, events_partitions=3)
+    ensure_topics(kafka)
+    with generated_ledger() as (ledger, scenario, _tmp), open_views(str(tmp_path / "python.sqlite")) as by_python, \
+            open_views(str(tmp_path / "confluent.sqlite")) as by_confluent:
+        for n in range(30):
+            scenario.apply(ACTIONS[n % len(ACTIONS)], n * 7919)
+        publish_all(ledger, kafka)
+        catch_up(by_confluent, kafka_source(kafka, consumer="confluent"), batch_size=5)  # stops here…
+        for n in range(30, 60):
+            scenario.apply(ACTIONS[n % len(ACTIONS)], n * 7919)
+        publish_all(ledger, kafka)
+        source = kafka_source(kafka, consumer="confluent")
+        try:
+            catch_up(by_confluent, source, batch_size=7)  # …and a fresh runner resumes from the stored positions
+            assert all(source.lag(st.positions) == 0 for st in read_status(by_confluent))
+            assert source.name == KafkaEventSource(kafka).name
+        finally:
+            source.close()
+        catch_up(by_python, KafkaEventSource(kafka), batch_size=50)
+        assert snapshot(by_confluent) == snapshot(by_python)
+        assert snapshot(by_python)["timeline"]["timeline"]
+
+
+def test_an_unknown_kafka_consumer_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(ConfigurationError, match="kafka-python, confluent"):
+        kafka_source(KafkaSettings.resolve(bootstrap_servers="localhost:9"), consumer="librdkafka")
