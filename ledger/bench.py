@@ -5,6 +5,11 @@ store and through the publisher onto the events topic. Reported: sustained end-t
 and events/s, the p50/p99 latency from publishing a contact to its ``ContactReceived`` on the
 events topic, and — as the baseline — the raw eventsourcing batched-write rate of the same Avro
 events into the same kind of store (1000 events per transaction), with the ratio between them.
+
+The run ends exactly when the worker's tracking positions reach the intake topic's end and the
+events topic holds the store's last position (polled every 0.1 s). Latencies are read from the
+topic after the run, from each ``ContactReceived`` record's timestamp: a consumer of every event
+during the run would compete for the small machine's cores with the services being measured.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -112,11 +116,11 @@ def bench_intake(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> IntakeBenchResult:
     """Run the intake benchmark on fresh topics; ``database`` must be empty (default: a temp SQLite)."""
-    from kafka import KafkaConsumer, TopicPartition
 
     from ledger.adapter import KafkaIntakeClient
+    from ledger.intake_worker import tracking_name
     from ledger.kafka import KafkaSettings, ensure_topics
-    from ledger.publisher import header
+    from ledger.publisher import KafkaEventPublisher
 
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
     db = database or str(Path(tmp.name) / "bench.sqlite")
@@ -134,8 +138,6 @@ def bench_intake(
             )
     finally:
         probe.close()
-    stop = threading.Event()
-    seen: dict[tuple[int, int], float] = {}
     # The worker and the publisher run as separate processes, as deployed: one core each.
     env = {
         **os.environ,
@@ -156,49 +158,47 @@ def bench_intake(
     def tails() -> str:
         return "\n".join(f"--- {log.name}\n" + log.read_text(errors="replace")[-1500:] for log in logs)
 
+    ledger = CaseLedger(LedgerSettings.resolve(database=db))
     try:
-        def watch() -> None:
-            consumer = KafkaConsumer(**settings.client_options(), group_id=None, isolation_level="read_committed",
-                                     auto_offset_reset="earliest", fetch_max_wait_ms=20)
-            consumer.assign([TopicPartition(settings.events_topic, p)
-                             for p in consumer.partitions_for_topic(settings.events_topic)])
-            while not stop.is_set():
-                for batch in consumer.poll(timeout_ms=50).values():
-                    now = time.time()
-                    for record in batch:
-                        if header(record, "event_type") == b"ContactReceived":
-                            seen[(record.partition, record.offset)] = now
-            consumer.close()
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
         drafts = _drafts(contacts, run)
-        sent_at: list[float] = []
+        sent_at: dict[str, float] = {}
         start = time.time()
         with KafkaIntakeClient(settings, adapter="bench") as client:
             for i in range(0, contacts, 1000):
                 chunk = drafts[i : i + 1000]
+                now = time.time()
                 client.submit_many(list(chunk))
-                sent_at.extend(d.occurred_at.timestamp() for d in chunk)  # type: ignore[union-attr]
+                sent_at.update((d.channel_message_id, now) for d in chunk)
                 if progress:
                     progress("published", min(i + 1000, contacts), contacts)
+        intake_end = _end_offsets(settings, settings.intake_topic)
+        publisher = KafkaEventPublisher(ledger, settings)
         deadline = time.time() + max(120, contacts / 100)
-        while len(seen) < contacts and time.time() < deadline:
+        # Done when the worker has applied every intake record (its tracking positions reached the
+        # topic's end) and the events topic holds the store's last position: exact, and cheap.
+        applied, last_position, end = 0, -1, None
+        while time.time() < deadline:
             if any(s.poll() is not None for s in services):
                 raise RuntimeError("a benchmarked service died:\n" + tails())
+            positions = {p: ledger.recorder.max_tracking_id(tracking_name(settings.intake_topic, p)) or 0
+                         for p in intake_end}
+            applied = sum(min(positions[p], intake_end[p]) for p in intake_end)
+            if applied >= sum(intake_end.values()):
+                stored = ledger.recorder.max_notification_id() or 0
+                last_position = publisher.last_published_position()
+                if last_position >= stored:
+                    end = time.time()
+                    break
             if progress:
-                progress("through", len(seen), contacts)
-            time.sleep(0.2)
-        if len(seen) < contacts:
-            raise RuntimeError(f"only {len(seen)} of {contacts} contacts reached the events topic in time\n" + tails())
-        end = max(seen.values())
-        stop.set()
-        watcher.join(30)
-        arrivals = sorted(seen.values())
-        # Latency: the i-th contact to arrive against the i-th published (publish order ≈ arrival order).
-        latencies = sorted((a - s) * 1000 for a, s in zip(arrivals, sorted(sent_at), strict=False))
+                progress("through", min(applied, contacts), contacts)
+            time.sleep(0.1)
+        if end is None:
+            raise RuntimeError(
+                f"only {applied} of {contacts} intake records were applied and position {last_position} "
+                "published in time\n" + tails()
+            )
     finally:
-        stop.set()
+        ledger.close()
         for service in services:
             service.send_signal(signal.SIGTERM)
         for service in services:
@@ -206,6 +206,13 @@ def bench_intake(
                 service.wait(30)
             except subprocess.TimeoutExpired:
                 service.kill()
+    # After the run (so that it takes no CPU from the measured services): when did each contact
+    # reach the events topic? Its ContactReceived record's timestamp is the publisher's send time,
+    # a few milliseconds before the transaction holding it commits.
+    latencies = sorted((arrival - sent_at[message_id]) * 1000 for message_id, arrival in
+                       _contacts_on_topic(settings).items() if message_id in sent_at)
+    if len(latencies) < contacts:
+        raise RuntimeError(f"only {len(latencies)} of {contacts} contacts were found on the events topic")
     probe = CaseLedger(LedgerSettings.resolve(database=db))
     events_stored = probe.recorder.max_notification_id() or 0
     probe.close()
@@ -221,10 +228,49 @@ def bench_intake(
         contacts_per_s=contacts / seconds,
         events_per_s=events_per_s,
         latency_p50_ms=statistics.median(latencies),
-        latency_p99_ms=latencies[int(len(latencies) * 0.99) - 1],
+        latency_p99_ms=latencies[max(0, int(len(latencies) * 0.99) - 1)],
         baseline_events_per_s=baseline,
         ratio_to_baseline=events_per_s / baseline,
     )
+
+
+def _contacts_on_topic(settings: Any) -> dict[str, float]:
+    """Channel message id → timestamp (s) of its ContactReceived record, for the whole events topic."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from ledger.codec import AvroEventCodec
+    from ledger.publisher import header
+
+    codec = AvroEventCodec()
+    ends = _end_offsets(settings, settings.events_topic)
+    consumer = KafkaConsumer(**settings.client_options(), group_id=None, isolation_level="read_committed",
+                             auto_offset_reset="earliest", max_poll_records=5000)
+    found: dict[str, float] = {}
+    try:
+        tps = [TopicPartition(settings.events_topic, p) for p in ends]
+        consumer.assign(tps)
+        deadline = time.time() + 300
+        while any(consumer.position(tp) < ends[tp.partition] for tp in tps) and time.time() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                for record in batch:
+                    if header(record, "event_type") == b"ContactReceived":
+                        event = codec.decode("ContactReceived", record.value)
+                        found[event.channel_message_id] = record.timestamp / 1000  # type: ignore[attr-defined]
+    finally:
+        consumer.close()
+    return found
+
+
+def _end_offsets(settings: Any, topic: str) -> dict[int, int]:
+    """The end offset of every partition of ``topic``."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**settings.client_options(), group_id=None, isolation_level="read_committed")
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
 
 
 def write_result(name: str, result: Any, directory: str | Path = "bench-results") -> Path:

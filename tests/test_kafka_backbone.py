@@ -275,4 +275,6 @@ def test_bench_intake_prints_a_table_and_writes_its_result(kafka_bootstrap: str,
     written = json.loads(next(tmp_path.glob("intake-*.json")).read_text())
     assert written["contacts"] == 200 and written["events_stored"] >= 200 * 5
     assert written["contacts_per_s"] > 0 and written["baseline_events_per_s"] > 0
+    # Every contact's latency is read back from the topic: positive, and p50 never above p99.
+    assert 0 < written["latency_p50_ms"] <= written["latency_p99_ms"]
     assert 0 < written["ratio_to_baseline"] == pytest.approx(written["events_per_s"] / written["baseline_events_per_s"])
