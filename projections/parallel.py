@@ -28,6 +28,7 @@ from projections.runner import (
     REBUILD,
     ProjectionRunner,
     RebuildResult,
+    collecting_between_batches,
     discard_rebuild,
     physical_name,
     read_status,
@@ -52,7 +53,8 @@ def _worker(specs: list[str], views_url: str, settings: KafkaSettings, partition
         source = kafka_source(settings, consumer=consumer, partitions=partitions)
         try:
             runner = ProjectionRunner(projections, views, source, slot=REBUILD, batch_size=batch_size, idle_s=0.2)
-            runner.run(until_caught_up=True, on_batch=lambda batch: progress.put((batch.records, resident_mb())))
+            with collecting_between_batches():
+                runner.run(until_caught_up=True, on_batch=lambda batch: progress.put((batch.records, resident_mb())))
         finally:
             source.close()
 
@@ -137,7 +139,8 @@ def rebuild_in_parallel(
                     for table in projection.tables:
                         tx.create_indexes(table, physical_name(table.name, REBUILD))
             final = ProjectionRunner(projections, views, source, slot=REBUILD, batch_size=batch_size, idle_s=0.2)
-            final.run(until_caught_up=True)
+            with collecting_between_batches():
+                final.run(until_caught_up=True)
             records += final.stats.records
         finally:
             source.close()
