@@ -455,7 +455,9 @@ class CaseLedger(Application[UUID]):
         if claim is None:
             new_claim = IdentityClaim.claim(draft.identity, customer_id=customer_id, ctx=ctx)
         if customer is None:
-            customer = Customer.register(customer_id=customer_id, segment=draft.segment, ctx=ctx)
+            customer = Customer.register(
+                customer_id=customer_id, segment=draft.segment, identity=draft.identity, ctx=ctx
+            )
         customer.link_identity(draft.identity, ctx=ctx)
         opened = case is None
         if case is None:

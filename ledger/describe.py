@@ -130,6 +130,7 @@ _DESCRIBERS: dict[str, Callable[[Any, tzinfo | None], str]] = {
     "MessageRegistered": lambda e, tz: f"{e.channel} message {e.channel_message_id!r} registered as "
     f"{e.contact_id} of {e.reference}",
     "CustomerRegistered": lambda e, tz: f"Customer {e.customer_id} registered"
+    + (f", known as {e.identity['kind']}:{e.identity['value']}" if e.identity else "")
     + (f" (segment {e.segment})" if e.segment else ""),
     "IdentityLinked": lambda e, tz: f"Identity {e.identity['kind']}:{e.identity['value']} linked",
     "ResubmissionTraced": lambda e, tz: f"{e.channel} message resubmitted (from {e.source}); "

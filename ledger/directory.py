@@ -122,11 +122,13 @@ class Customer(Aggregate):
 
     class CustomerRegistered(LedgerEvent, Aggregate.Created):
         segment: str | None
+        identity: dict[str, str] | None  # the first identity; history before it has IdentityLinked
 
         def apply(self, customer: Customer) -> None:
             customer.customer_id = self.customer_id
             customer.segment = self.segment
-            customer.identities = []
+            first = self.identity
+            customer.identities = [f"{first['kind']}:{first['value']}"] if first else []
             customer.cases = []
             customer.chain_head = None
 
@@ -148,11 +150,15 @@ class Customer(Aggregate):
         return name_id(f"customer:{customer_id}")
 
     @classmethod
-    def register(cls, *, customer_id: str, segment: str | None, ctx: Context) -> Customer:
+    def register(
+        cls, *, customer_id: str, segment: str | None, ctx: Context, identity: Identity | None = None
+    ) -> Customer:
+        """A new customer, known by ``identity`` from the start (one event, not two)."""
         return cls._create(
             cls.CustomerRegistered,
             id=cls.id_for(customer_id),
             segment=segment,
+            identity=identity.as_record() if identity is not None else None,
             **envelope(ctx, customer_id=customer_id),
         )
 

@@ -487,7 +487,7 @@ def test_prefetch_in_unit_of_work_sees_stored_and_new_aggregates(ledger: CaseLed
     stored = stored_events_of(ledger.recorder, {known, new, Customer.id_for("email:jane@example.com")})
     assert set(stored) == {known, Customer.id_for("email:jane@example.com")}
     assert [e.originator_version for e in stored[known]] == [1]
-    assert [e.originator_version for e in stored[Customer.id_for("email:jane@example.com")]] == [1, 2, 3]
+    assert [e.originator_version for e in stored[Customer.id_for("email:jane@example.com")]] == [1, 2]
     with ledger.unit_of_work(Tracking(application_name="intake/p/0", notification_id=1)):
         ledger.prefetch({known, new, Customer.id_for("email:jane@example.com")})
         prefetched = ledger._load(Customer.id_for("email:jane@example.com"))
@@ -498,3 +498,42 @@ def test_prefetch_in_unit_of_work_sees_stored_and_new_aggregates(ledger: CaseLed
     assert again.duplicate and again.reference == first.reference
     assert not other.duplicate and ledger.find_by_message("email", "b").reference == other.reference
     assert [c.reference for c in ledger.cases_of("email:jane@example.com")] == [first.reference, other.reference]
+
+
+def test_a_new_customer_is_registered_with_the_identity_it_first_used(ledger: CaseLedger) -> None:
+    from ledger.directory import Customer
+
+    ledger.record_contact(draft(msg="a", customer_id="C-7"))
+    ledger.record_contact(draft(msg="b", customer_id="C-7", identity=Identity.parse("phone:+33612345678")))
+    events = list(ledger.events.get(Customer.id_for("C-7")))
+    assert [type(e).__name__ for e in events] == ["CustomerRegistered", "CaseLinked", "IdentityLinked", "CaseLinked"]
+    assert events[0].identity == {"kind": "email", "value": "jane@example.com"}
+    assert ledger.repository.get(Customer.id_for("C-7")).identities == ["email:jane@example.com", "phone:+33612345678"]
+    assert ledger.resolve_customer("phone:+33612345678") == ledger.resolve_customer("email:jane@example.com") == "C-7"
+
+
+def test_a_customer_registered_before_the_identity_field_keeps_its_identities() -> None:
+    """History written with the retired CustomerRegistered schema (identity linked separately) replays the same."""
+    from io import BytesIO
+
+    from fastavro import schemaless_writer
+
+    from ledger.codec import AvroEventCodec, history_files, parse_event_schema, schema_fingerprint
+    from ledger.directory import Customer
+    from ledger.domain import Context
+    from ledger.values import SYSTEM
+
+    codec = AvroEventCodec()
+    retired = next(text for name, text in history_files() if name.startswith("CustomerRegistered."))
+    writer = parse_event_schema(retired, codec.envelope)
+    customer = Customer.register(customer_id="C-1", segment=None, ctx=Context(actor=SYSTEM))
+    customer.link_identity(Identity.parse("email:a@b.example"), ctx=Context(actor=SYSTEM))
+    registered, linked = customer.collect_events()
+    record = codec.decode_record("CustomerRegistered", codec.encode(registered))
+    assert record.pop("identity") is None
+    out = BytesIO()
+    out.write(MAGIC + schema_fingerprint(writer))
+    schemaless_writer(out, writer, record)
+    old = codec.decode("CustomerRegistered", out.getvalue())
+    assert old.identity is None
+    assert linked.mutate(old.mutate(None)).identities == ["email:a@b.example"]
