@@ -27,6 +27,9 @@ def bench_intake_command(
         str | None,
         typer.Option("--database", help="An EMPTY database (SQLite path or postgresql:// URL); default a temp SQLite."),
     ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Intake worker processes, sharing the intake partitions.")
+    ] = 1,
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
     """End-to-end intake throughput and latency: intake topic → store → events topic.
@@ -43,7 +46,8 @@ def bench_intake_command(
         raise ConfigurationError("bench intake needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
     console = plain_console()
     with stage_progress(console, "contacts {}") as progress:
-        result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, progress=progress)
+        result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, workers=workers,
+                              progress=progress)
     print_result(console, "intake", result.rows(), result, output)
 
 

@@ -175,16 +175,41 @@ def _new_ledger(ctx: typer.Context) -> Any:
     return CaseLedger(LedgerSettings.resolve(database=s.database, policy=s.policy))
 
 
+def parse_partitions(text: str | None) -> list[int] | None:
+    """``"0,2,4"`` → [0, 2, 4]; a clear error for anything else."""
+    if text is None:
+        return None
+    try:
+        partitions = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        partitions = []
+    if not partitions or any(p < 0 for p in partitions):
+        raise ValidationError(f"--partitions {text!r}: give partition numbers separated by commas, e.g. 0,2,4")
+    return partitions
+
+
 @intake_app.command("run")
-def intake_run(ctx: typer.Context, kafka: KafkaOpt = None, batch_size: BatchOpt = 500) -> None:
+def intake_run(
+    ctx: typer.Context,
+    kafka: KafkaOpt = None,
+    batch_size: BatchOpt = 500,
+    partitions: Annotated[
+        str | None,
+        typer.Option("--partitions", help="Only these intake partitions, e.g. 0,2,4 (run several workers on "
+                     "disjoint partitions to share the load); default all."),
+    ] = None,
+) -> None:
     """Apply every intake record to the ledger, exactly once; stop with SIGTERM or Ctrl-C.
 
     Positions are kept in the ledger's database with the events, so the worker can be killed at
     any moment and restarted. Invalid records are recorded as rejections with their reason.
+    Several workers may share the intake topic, each with its own --partitions.
     """
     from ledger.intake_worker import KafkaIntakeWorker
 
-    _serve(ctx, "intake", lambda ledger: KafkaIntakeWorker(ledger, kafka_settings(kafka), batch_size=batch_size))
+    chosen = parse_partitions(partitions)
+    _serve(ctx, "intake", lambda ledger: KafkaIntakeWorker(
+        ledger, kafka_settings(kafka), batch_size=batch_size, partitions=chosen))
 
 
 @publisher_app.command("run")

@@ -39,6 +39,7 @@ from ledger.values import Channel, ContactDraft, Identity
 class IntakeBenchResult:
     contacts: int
     backend: str
+    intake_workers: int
     events_stored: int
     seconds: float
     contacts_per_s: float
@@ -51,6 +52,7 @@ class IntakeBenchResult:
     def rows(self) -> list[tuple[str, str]]:
         return [
             ("backend", self.backend),
+            ("intake workers (processes)", f"{self.intake_workers}"),
             ("contacts", f"{self.contacts}"),
             ("events stored", f"{self.events_stored} ({self.events_stored / self.contacts:.1f} per contact)"),
             ("end-to-end time", f"{self.seconds:.2f} s"),
@@ -113,6 +115,7 @@ def bench_intake(
     kafka_bootstrap: str,
     contacts: int = 20_000,
     database: str | None = None,
+    workers: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> IntakeBenchResult:
     """Run the intake benchmark on fresh topics; ``database`` must be empty (default: a temp SQLite)."""
@@ -129,6 +132,10 @@ def bench_intake(
     settings = KafkaSettings.resolve(
         bootstrap_servers=kafka_bootstrap, intake_topic=f"bench-intake-{run}", events_topic=f"bench-events-{run}"
     )
+    if not 1 <= workers <= settings.intake_partitions:
+        raise ConfigurationError(
+            f"--workers {workers}: give 1 to {settings.intake_partitions}, the intake topic's partitions"
+        )
     ensure_topics(settings)
     probe = CaseLedger(LedgerSettings.resolve(database=db))
     try:
@@ -147,13 +154,16 @@ def bench_intake(
         "CASELEDGER_EVENTS_TOPIC": settings.events_topic,
     }
     cli = [sys.executable, "-c", "from cli.app import main; main()"]
-    logs = [Path(tmp.name) / "intake.log", Path(tmp.name) / "publisher.log"]
+    # Several intake workers share the intake topic by partitions, as they would on a bigger machine.
+    shares = [[p for p in range(settings.intake_partitions) if p % workers == k] for k in range(workers)]
+    logs = [Path(tmp.name) / f"intake-{k}.log" for k in range(workers)] + [Path(tmp.name) / "publisher.log"]
     services = [
-        subprocess.Popen([*cli, "intake", "run", "--batch-size", "1000"], env=env,
-                         stdout=logs[0].open("wb"), stderr=subprocess.STDOUT),
-        subprocess.Popen([*cli, "publisher", "run", "--batch-size", "2000"], env=env,
-                         stdout=logs[1].open("wb"), stderr=subprocess.STDOUT),
+        subprocess.Popen([*cli, "intake", "run", "--batch-size", "1000", "--partitions", ",".join(map(str, share))],
+                         env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        for share, log in zip(shares, logs, strict=False)
     ]
+    services.append(subprocess.Popen([*cli, "publisher", "run", "--batch-size", "2000"], env=env,
+                                     stdout=logs[-1].open("wb"), stderr=subprocess.STDOUT))
 
     def tails() -> str:
         return "\n".join(f"--- {log.name}\n" + log.read_text(errors="replace")[-1500:] for log in logs)
@@ -222,6 +232,7 @@ def bench_intake(
     events_per_s = events_stored / seconds
     return IntakeBenchResult(
         contacts=contacts,
+        intake_workers=workers,
         backend=LedgerSettings.resolve(database=db).store.describe().split()[0],
         events_stored=events_stored,
         seconds=seconds,

@@ -69,8 +69,12 @@ class KafkaIntakeWorker:
         batch_size: int = 500,
         poll_timeout_ms: int = 200,
         records_per_transaction: int = 120,
+        partitions: list[int] | None = None,
     ) -> None:
         self.ledger = ledger
+        # None: every partition of the intake topic. Several workers can share a topic by taking
+        # disjoint partitions (positions are tracked per partition).
+        self.partitions = sorted(set(partitions)) if partitions is not None else None
         self.settings = settings
         self.batch_size = batch_size
         # A contact makes ~5–8 events. eventsourcing's PostgreSQL recorder inserts a transaction's
@@ -103,6 +107,14 @@ class KafkaIntakeWorker:
         )
         try:
             partitions = self._wait_for_partitions(consumer, stop)
+            if self.partitions is not None and partitions:
+                unknown = sorted(set(self.partitions) - set(partitions))
+                if unknown:
+                    raise BackendError(
+                        f"intake topic {self.settings.intake_topic} has partitions {partitions}; "
+                        f"no partition {', '.join(map(str, unknown))}"
+                    )
+                partitions = self.partitions
             tps = [TopicPartition(self.settings.intake_topic, p) for p in partitions]
             consumer.assign(tps)
             for tp in tps:

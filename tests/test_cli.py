@@ -413,3 +413,9 @@ def test_schemas_and_version(cli: Run) -> None:
     assert {s["event_type"] for s in schemas} == set(EVENT_TYPES)
     assert all(re.fullmatch(r"[0-9a-f]{16}", s["fingerprint"]) for s in schemas)
     assert cli("version").stdout.startswith("caseledger ")
+
+
+@pytest.mark.parametrize("given", ["x", "1,-2", ","])
+def test_intake_run_refuses_bad_partitions_before_connecting(cli: Run, given: str) -> None:
+    result = cli("intake", "run", "--kafka", "127.0.0.1:1", "--partitions", given, code=2)
+    assert "give partition numbers separated by commas" in flat(result.stderr)

@@ -167,6 +167,46 @@ def test_worker_applies_each_record_once_and_rejects_bad_ones(kafka: KafkaSettin
     assert receipts[0].partition in range(3)
 
 
+def test_workers_sharing_the_topic_by_partitions_apply_every_record_once(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    from ledger.errors import BackendError
+
+    db = str(tmp_path / "shared.sqlite")
+    first, second = (CaseLedger(LedgerSettings.resolve(database=db)) for _ in range(2))
+    try:
+        drafts = [contact(n) for n in range(40)]
+        # One customer known by identities that hash to different partitions: both workers touch it.
+        drafts += [contact(100 + n, customer=50 + n, customer_id="C-shared", msg=f"s{n}") for n in range(6)]
+        with KafkaIntakeClient(kafka, adapter="test") as client:
+            receipts = client.submit_many(drafts)
+        assert len({r.partition for r in receipts}) == 3
+        workers = [KafkaIntakeWorker(first, kafka, batch_size=5, partitions=[0]),
+                   KafkaIntakeWorker(second, kafka, batch_size=5, partitions=[2, 1])]
+        stop = threading.Event()
+        threads = [threading.Thread(target=w.run, args=(stop,)) for w in workers]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while sum(w.stats.records for w in workers) < len(drafts) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert [w.stats.records for w in workers] == [
+            sum(r.partition == 0 for r in receipts), sum(r.partition != 0 for r in receipts)]
+        assert sum(w.stats.contacts for w in workers) == len(drafts)
+        assert {p: workers[0].next_offset(p) for p in range(3)} == {
+            p: sum(r.partition == p for r in receipts) for p in range(3)}
+        assert len(first.cases_of("C-shared")) == 6
+        assert all(first.find_by_message("email", d.channel_message_id) for d in drafts)
+        with pytest.raises(BackendError, match="no partition 7"):
+            KafkaIntakeWorker(first, kafka, partitions=[7]).run(threading.Event())
+    finally:
+        first.close()
+        second.close()
+
+
 def test_delivery_reports_and_read_receipts_flow_through_intake(kafka: KafkaSettings, store: CaseLedger) -> None:
     ref = store.record_contact(contact(1)).reference
     now = datetime.now(UTC)
