@@ -330,12 +330,21 @@ def _key_of(spec: Table) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
     return itemgetter(*spec.key)  # type: ignore[return-value]
 
 
+_KEYS: dict[Any, str] = {}  # recent aggregates' ids as text: a case's events come close together
+
+
 def aggregate_key(event: Any) -> str:
     """``str(event.originator_id)``, computed once per event however many projections ask."""
     state = event.__dict__
     key: str | None = state.get("_aggregate_key")
     if key is None:
-        key = state["_aggregate_key"] = str(state["originator_id"])
+        originator_id = state["originator_id"]
+        key = _KEYS.get(originator_id)
+        if key is None:
+            if len(_KEYS) >= 20_000:
+                _KEYS.clear()
+            key = _KEYS[originator_id] = str(originator_id)
+        state["_aggregate_key"] = key
     return key
 
 

@@ -151,6 +151,11 @@ class ProjectionRunner:
         self.keep_events = keep_events
         self.cache = RowCache(cache_rows)
         self.running = [_Running(p, slot, self.cache) for p in projections]
+        # Event type → the projections that handle it, in order: one lookup per record.
+        self._dispatch: dict[str, list[tuple[_Running, Tx, Handler]]] = {}
+        for running in self.running:
+            for event_type, handler in running.handlers.items():
+                self._dispatch.setdefault(event_type, []).append((running, running.tx, handler))
         self.stats = RunStats()
         self._prepared = False
         self._touched: dict[str, float] = {}
@@ -237,26 +242,27 @@ class ProjectionRunner:
         started = time.perf_counter()
         applied = 0
         decode = self.codec.decode
+        dispatch = self._dispatch
         kept: list[Any] = []
         try:
             with self.views.transaction() as conn:
                 for running in self.running:
                     running.tx.begin(conn)
                 for record in records:
+                    targets = dispatch.get(record.event_type)
+                    if targets is None:
+                        continue
                     event = None
                     part, next_position = record.part, record.next_position
-                    for running in self.running:
+                    for running, tx, handler in targets:
                         if next_position <= running.positions.get(part, 0):
                             continue  # this projection applied it in an earlier batch
-                        handler = running.handlers.get(record.event_type)
-                        if handler is None:
-                            continue
                         if event is None:
                             event = decode(record.event_type, record.data)
                             if self.keep_events:
                                 kept.append(event)
-                        running.tx.position = record.store_position
-                        handler(running.tx, event)
+                        tx.position = record.store_position
+                        handler(tx, event)
                         applied += 1
                 new_positions = self._advance(records)
                 # Positions first: a competing runner then waits or fails here, before writing rows.
