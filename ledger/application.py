@@ -67,7 +67,8 @@ def _correlation(draft: ContactDraft) -> UUID:
 
 def new_reference() -> str:
     """A case reference customers can read out on the phone: CL-XXXXX-XXXXX (50 random bits)."""
-    chars = "".join(secrets.choice(_REFERENCE_ALPHABET) for _ in range(10))
+    bits = secrets.randbits(50)  # one draw, cut into ten 5-bit symbols
+    chars = "".join(_REFERENCE_ALPHABET[(bits >> shift) & 31] for shift in range(45, -1, -5))
     return f"CL-{chars[:5]}-{chars[5:]}"
 
 

@@ -537,3 +537,17 @@ def test_a_customer_registered_before_the_identity_field_keeps_its_identities() 
     old = codec.decode("CustomerRegistered", out.getvalue())
     assert old.identity is None
     assert linked.mutate(old.mutate(None)).identities == ["email:a@b.example"]
+
+
+def test_case_references_use_all_32_symbols_and_readable_format() -> None:
+    import re
+    from collections import Counter
+
+    from ledger.application import _REFERENCE_ALPHABET, new_reference
+
+    refs = [new_reference() for _ in range(4000)]
+    assert all(re.fullmatch(r"CL-[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}", r) for r in refs)
+    assert len(set(refs)) == len(refs)
+    counts = Counter(ch for r in refs for ch in r[3:].replace("-", ""))
+    assert set(counts) == set(_REFERENCE_ALPHABET)  # every symbol is drawn, none outside the alphabet
+    assert min(counts.values()) > 0.7 * 40_000 / 32  # roughly uniform: no symbol starved
