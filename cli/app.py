@@ -84,11 +84,11 @@ COMMAND_ORDER = (
 class LedgerGroup(TyperGroup):
     """The root command group: the one place where ledger errors become messages and exit codes."""
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:
         rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
         return sorted(super().list_commands(ctx), key=lambda name: rank.get(name, len(rank)))
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except CaseLedgerError as error:
@@ -1070,7 +1070,7 @@ def schemas_list(ctx: typer.Context, as_json: Json = False) -> None:
     table = Table("event type", "fingerprint (CRC-64-AVRO)", "fields", title=f"{len(rows)} event types",
                   title_justify="left")
     for row in rows:
-        table.add_row(row["event_type"], row["fingerprint"], Text(", ".join(row["fields"])))
+        table.add_row(str(row["event_type"]), str(row["fingerprint"]), Text(", ".join(row["fields"])))
     s.out.print(table)
 
 

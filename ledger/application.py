@@ -367,7 +367,8 @@ class CaseLedger(Application[UUID]):
             for aggregate_id, events in stored.items():
                 aggregate: Any = None
                 for stored_event in events:
-                    aggregate = self.mapper.to_domain_event(stored_event).mutate(aggregate)
+                    event: Any = self.mapper.to_domain_event(stored_event)
+                    aggregate = event.mutate(aggregate)
                 uow.aggregates[aggregate_id] = uow.replay(aggregate_id, aggregate)
 
     @contextmanager
