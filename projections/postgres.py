@@ -40,6 +40,7 @@ class PostgresViewTransaction(ViewTransaction):
     def __init__(self, store: PostgresViewStore) -> None:
         self.store = store
         self.conn = store.conn
+        self._filled: set[str] = set()  # staging tables holding rows of this transaction
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self.conn.cursor() as cursor:
@@ -89,9 +90,11 @@ class PostgresViewTransaction(ViewTransaction):
             return
         columns = list(spec.columns)
         stage = self.store.stage_for(self, physical, columns)
+        if stage in self._filled:  # a second upsert in one transaction (after tx.query); else commit empties it
+            self.execute(f"TRUNCATE {stage}")
         self._copy(spec, stage, columns, self.encode_rows(spec, columns, rows))
+        self._filled.add(stage)
         self.execute(self._upsert_sql(spec, physical, columns, source=f"SELECT {', '.join(columns)} FROM {stage}"))
-        self.execute(f"TRUNCATE {stage}")
 
 
 class PostgresViewStore(ViewStore):

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,12 @@ from ledger.values import Actor, Channel, ContactDraft, Identity
 from projections import (
     BUILT_INS,
     COUNTERS,
+    FLOAT,
     INT,
+    JSON,
     LOG,
     TEXT,
+    TIME,
     KafkaEventSource,
     Projection,
     ProjectionRunner,
@@ -384,6 +387,33 @@ def test_tables_counters_and_log_follow_the_store_exactly_once(make_ledger: Any,
         cases = views.select(Tally.tables[1])
         assert len(cases) == 25 and all(c["events"] == 3 for c in cases)  # opened, contact, acknowledgement
         assert read_status(views, "tally")[0].positions == {0: total}
+
+
+def test_bulk_writes_keep_every_column_type_even_twice_in_one_transaction(database: str) -> None:
+    """Batches large enough for COPY (binary on PostgreSQL), a second upsert of the same rows included."""
+    rows_table = Table("bulk", {"k": TEXT, "n": INT, "x": FLOAT, "at": TIME, "doc": JSON, "note": TEXT}, key=("k",))
+    log_table = Table("bulk_log", {"position": INT, "at": TIME, "doc": JSON}, key=("position",), kind=LOG)
+    at = datetime(2026, 1, 5, 8, tzinfo=UTC)
+    first = [{"k": f"k{i:03d}", "n": i, "x": i / 4, "at": at + timedelta(microseconds=i * 7919),
+              "doc": {"i": [i, None, "é"], "b": True}, "note": None if i % 3 else "n"} for i in range(100)]
+    second = [{**r, "n": -r["n"], "doc": []} for r in first[50:]] + [{**r, "k": f"k{i + 100:03d}"}
+                                                                    for i, r in enumerate(first[:80])]
+    log = [{"position": i, "at": at - timedelta(days=i), "doc": "text"} for i in range(1, 201)]
+    with views_for(database) as views:
+        with views.transaction() as tx:
+            tx.create_table(rows_table, "bulk")
+            tx.create_table(log_table, "bulk_log")
+        with views.transaction() as tx:
+            tx.upsert_rows(rows_table, "bulk", first)
+            tx.upsert_rows(rows_table, "bulk", second)
+            tx.insert_rows(log_table, "bulk_log", log)
+        expected = {r["k"]: r for r in first} | {r["k"]: r for r in second}
+        assert views.select(rows_table, order_by="k") == [expected[k] for k in sorted(expected)]
+        assert views.select(log_table, order_by="position") == log
+        with views.transaction() as tx:  # the next transaction starts from empty staging tables
+            tx.upsert_rows(rows_table, "bulk", [{**r, "note": "again"} for r in first])
+        assert [r["note"] for r in views.select(rows_table, order_by="k")] == ["again"] * 100 + [
+            expected[k]["note"] for k in sorted(expected)[100:]]
 
 
 def test_two_runners_of_one_projection_never_apply_a_batch_twice(make_ledger: Any, database: str) -> None:
