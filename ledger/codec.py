@@ -248,7 +248,7 @@ class AvroEventCodec:
             "originator_id": uuid(env["aggregate_id"]),
             "originator_version": env["aggregate_version"],
             "timestamp": env["recorded_at"],
-            "event_id": uuid(env["event_id"]),
+            "event_id": UUID(env["event_id"]),  # unique: no use keeping it
             "customer_id": env["customer_id"],
             "occurred_at": env["occurred_at"],
             "actor_kind": env["actor"]["kind"],
