@@ -511,8 +511,6 @@ def test_every_built_in_loads_and_handles_known_event_types() -> None:
 def test_a_parallel_rebuild_from_kafka_equals_the_store_built_views(
     tmp_path: Path, views_database: str, kafka_bootstrap: str, consumer: str
 ) -> None:
-    if consumer == "confluent":
-        pytest.importorskip("confluent_kafka")
     from projections.bench import generate_ledger
     from projections.parallel import rebuild_in_parallel
 
@@ -542,7 +540,6 @@ def test_a_parallel_rebuild_from_kafka_equals_the_store_built_views(
 def test_the_confluent_consumer_reads_what_kafka_python_reads_and_resumes_from_its_positions(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
-    pytest.importorskip("confluent_kafka")
     suffix = uuid.uuid4().hex[:8]
     kafka = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"ci-{suffix}",
                                   events_topic=f"ce-{suffix}", intake_partitions=1, events_partitions=3)
