@@ -250,6 +250,7 @@ def projections_run(
     batch_size: BatchOpt = 1000,
     views: ViewsOpt = None,
     kafka: KafkaOpt = None,
+    consumer: ConsumerOpt = "kafka-python",
 ) -> None:
     """Keep projections up to date; stop with SIGTERM or Ctrl-C (the current batch completes).
 
@@ -272,7 +273,7 @@ def projections_run(
     projections = load_projections(names)
     with open_session_views(s, views) as store:
         kind = choose_source(store, projections, source, kafka)
-        src = make_source(s, kind, kafka)
+        src = make_source(s, kind, kafka, consumer)
         try:
             runner = ProjectionRunner(projections, store, src, batch_size=batch_size)
             last = [time.monotonic()]
@@ -642,12 +643,16 @@ def bench_lag_command(
         typer.Option("--database", help="An EMPTY ledger database (SQLite path or postgresql:// URL); "
                      "default a temporary SQLite file."),
     ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Intake worker processes, sharing the intake partitions.")
+    ] = 1,
+    consumer: ConsumerOpt = "kafka-python",
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
     """Latency from publishing a contact on the intake topic to seeing it in case state.
 
-    Publishes contacts at a steady rate; the intake worker and the publisher run in a child
-    process (`caseledger run`), the case state projection follows the events topic here.
+    Publishes contacts at a steady rate; the intake worker(s) and the publisher run as child
+    processes, the case state projection follows the events topic here (with --consumer).
     Reports p50/p99/max latency.
 
     Example: caseledger bench lag --kafka localhost:29092 --rate 1000 --seconds 30
@@ -659,7 +664,7 @@ def bench_lag_command(
         raise ConfigurationError("bench lag needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
     console = plain_console()
     result = bench_lag(kafka_bootstrap=kafka, rate=rate, seconds=seconds, database=database,
-                       say=lambda text: console.print(Text(text, style="dim")))
+                       workers=workers, consumer=consumer, say=lambda text: console.print(Text(text, style="dim")))
     table = Table("measure", "value", title="caseledger bench lag")
     for measure, value in result.report():
         table.add_row(measure, value)

@@ -40,7 +40,7 @@ from ledger.values import SYSTEM, Actor, ActorKind, Channel, ContactDraft, Ident
 from projections.parallel import rebuild_in_parallel, resident_mb
 from projections.registry import load_projections
 from projections.runner import BatchReport, ProjectionRunner, rebuild
-from projections.sources import KAFKA_PYTHON, KafkaEventSource, kafka_source
+from projections.sources import KAFKA_PYTHON, kafka_source
 from projections.views import open_views
 
 Say = Callable[[str], None]
@@ -332,10 +332,13 @@ class LagBenchResult:
     recorded_to_visible_p99_ms: float
     projection_batch_p50_ms: float
     projection_batch_p99_ms: float
+    intake_workers: int = 1
+    consumer: str = KAFKA_PYTHON
 
     def report(self) -> list[tuple[str, str]]:
         """(measure, value) lines for the table the command prints."""
         return [
+            ("intake workers / projection's consumer", f"{self.intake_workers} / {self.consumer}"),
             ("contacts published (steady rate)", f"{self.contacts:,} at {self.achieved_rate:,.0f}/s "
                                                  f"(target {self.rate:,}/s) over {self.seconds:.0f} s"),
             ("seen in case state", f"{self.seen:,}"),
@@ -352,7 +355,7 @@ class LagBenchResult:
 
 def bench_lag(
     *, kafka_bootstrap: str, rate: int = 1000, seconds: float = 20.0, database: str | None = None,
-    say: Say | None = None,
+    workers: int = 1, consumer: str = "kafka-python", say: Say | None = None,
 ) -> LagBenchResult:
     """Publish contacts at ``rate``/s for ``seconds``; measure publish → visible in case state."""
     from ledger.adapter import KafkaIntakeClient
@@ -364,24 +367,30 @@ def bench_lag(
     run = uuid.uuid4().hex[:8]
     settings = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"bench-li-{run}",
                                      events_topic=f"bench-le-{run}")
+    if not 1 <= workers <= settings.intake_partitions:
+        raise ConfigurationError(
+            f"--workers {workers}: give 1 to {settings.intake_partitions}, the intake topic's partitions"
+        )
     ensure_topics(settings)
     env = {**os.environ, "CASELEDGER_DATABASE": db, "CASELEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "CASELEDGER_INTAKE_TOPIC": settings.intake_topic, "CASELEDGER_EVENTS_TOPIC": settings.events_topic}
     cli = [sys.executable, "-c", "from cli.app import main; main()"]
-    logs = [Path(tmp.name) / "intake.log", Path(tmp.name) / "publisher.log"]
+    shares = [[p for p in range(settings.intake_partitions) if p % workers == k] for k in range(workers)]
+    logs = [Path(tmp.name) / f"intake-{k}.log" for k in range(workers)] + [Path(tmp.name) / "publisher.log"]
     services = [
-        subprocess.Popen([*cli, "intake", "run", "--batch-size", "500"], env=env, stdout=logs[0].open("wb"),
-                         stderr=subprocess.STDOUT),
-        subprocess.Popen([*cli, "publisher", "run", "--batch-size", "1000"], env=env, stdout=logs[1].open("wb"),
-                         stderr=subprocess.STDOUT),
+        subprocess.Popen([*cli, "intake", "run", "--batch-size", "500", "--partitions", ",".join(map(str, share))],
+                         env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        for share, log in zip(shares, logs, strict=False)
     ]
+    services.append(subprocess.Popen([*cli, "publisher", "run", "--batch-size", "1000"], env=env,
+                                     stdout=logs[-1].open("wb"), stderr=subprocess.STDOUT))
     stop = threading.Event()
     seen: dict[str, float] = {}
     recorded: dict[str, float] = {}  # when the ledger recorded each contact
     batch_ms: list[float] = []  # the projection's own time per batch: apply and commit
     failures: list[BaseException] = []
     views = open_views(str(Path(tmp.name) / "views.sqlite"))
-    source = KafkaEventSource(settings, fetch_wait_ms=10)
+    source = kafka_source(settings, consumer=consumer, fetch_wait_ms=10)
 
     def follow() -> None:
         try:
@@ -455,6 +464,7 @@ def bench_lag(
         recorded_to_visible_p50_ms=statistics.median(downstream),
         recorded_to_visible_p99_ms=percentile(downstream, 0.99),
         projection_batch_p50_ms=statistics.median(batch_ms), projection_batch_p99_ms=percentile(batch_ms, 0.99),
+        intake_workers=workers, consumer=consumer,
     )
 
 
