@@ -14,6 +14,7 @@ batch that put it into case state.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -413,9 +414,6 @@ def bench_lag(
     sent: dict[str, float] = {}
     try:
         contacts = int(rate * seconds)
-        tick = 0.01
-        per_tick = max(1, round(rate * tick))
-        say(f"publishing {contacts:,} contacts at {rate:,}/s")
         with KafkaIntakeClient(settings, adapter="bench-lag") as client:
             # Warm up before the clock starts: one contact on every intake partition, each seen in
             # case state, so that steady-state latency does not include the services' start.
@@ -435,21 +433,24 @@ def bench_lag(
                 time.sleep(0.05)
             if not warm <= set(seen):
                 raise RuntimeError("the services did not start within 120 s: no warm-up contact reached case state")
-            say("services warm; publishing at a steady rate")
-            started = time.monotonic()
-            n = 0
-            while n < contacts and not failures:
-                due = started + (n / per_tick) * tick
-                pause = due - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-                chunk: list[Any] = [_lag_draft(run, i) for i in range(n, min(n + per_tick, contacts))]
-                at = time.time()
-                for draft in chunk:
-                    sent[draft.channel_message_id] = at
-                client.submit_many(chunk)
-                n += len(chunk)
-            published_for = time.monotonic() - started
+        say("services warm; publishing at a steady rate")
+        # The steady publisher is a process of its own, like a channel adapter: in this one it
+        # would share the interpreter with the projection it measures and fall behind its rate.
+        sent_file = Path(tmp.name) / "sent.json"
+        steady = subprocess.Popen(
+            [sys.executable, "-c", "from projections.bench import steady_publisher_main; steady_publisher_main()",
+             run, str(rate), str(contacts), str(sent_file)], env=env)
+        while steady.poll() is None and not failures:
+            if any(s.poll() is not None for s in services):
+                steady.kill()
+                raise RuntimeError("a benchmarked service died:\n" + "\n".join(
+                    log.read_text(errors="replace")[-1500:] for log in logs))
+            time.sleep(0.1)
+        if steady.wait() != 0:
+            raise RuntimeError(f"the steady publisher failed (exit {steady.returncode})")
+        published = json.loads(sent_file.read_text())
+        sent.update(published["sent"])
+        published_for = published["seconds"]
         deadline = time.monotonic() + 60
         while not set(sent) <= set(seen) and time.monotonic() < deadline and not failures:
             if any(s.poll() is not None for s in services):
@@ -484,6 +485,34 @@ def bench_lag(
         projection_batch_p50_ms=statistics.median(batch_ms), projection_batch_p99_ms=percentile(batch_ms, 0.99),
         intake_workers=workers, consumer=consumer,
     )
+
+
+def steady_publisher_main() -> None:
+    """Child process of ``bench lag``: publish contacts at a steady rate, then write their send times.
+
+    Arguments: run, rate, contacts, output file; Kafka settings from the environment.
+    """
+    from ledger.adapter import KafkaIntakeClient
+
+    run, rate, contacts, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+    tick = 0.01
+    per_tick = max(1, round(rate * tick))
+    sent: dict[str, float] = {}
+    with KafkaIntakeClient(KafkaSettings.resolve(), adapter="bench-lag") as client:
+        client.submit(_lag_draft(run, -10_000))  # connected before the clock starts
+        started = time.monotonic()
+        n = 0
+        while n < contacts:
+            pause = started + (n / per_tick) * tick - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            chunk = [_lag_draft(run, i) for i in range(n, min(n + per_tick, contacts))]
+            at = time.time()
+            client.submit_many(chunk)  # type: ignore[arg-type]
+            sent.update((draft.channel_message_id, at) for draft in chunk)
+            n += len(chunk)
+        seconds = time.monotonic() - started
+    out.write_text(json.dumps({"sent": sent, "seconds": seconds}))
 
 
 def _lag_draft(run: str, i: int) -> ContactDraft:
