@@ -104,6 +104,22 @@ class StoreEventSource(EventSource):
         return {0: self._after}
 
 
+def source_record(topic: str, partition: int, offset: int, headers: Any, value: bytes) -> SourceRecord:
+    """A record of the events topic as a source record, from its ``event_type`` and ``position`` headers."""
+    event_type = position = None
+    for key, header_value in headers or ():
+        if key == "event_type":
+            event_type = header_value.decode()
+        elif key == "position":
+            position = int(header_value)
+    if event_type is None or position is None:
+        raise BackendError(
+            f"{topic}/{partition}@{offset} has no event_type or position header: "
+            "only the caseledger publisher may write to the events topic"
+        )
+    return SourceRecord(partition, offset + 1, position, event_type, value)
+
+
 class KafkaEventSource(EventSource):
     """The events topic: every partition assigned, read committed, positions kept by the runner."""
 
@@ -171,22 +187,11 @@ class KafkaEventSource(EventSource):
         except KafkaError as error:
             raise BackendError(f"reading {self.topic}: {error}; the projection's position may be gone from the "
                                "topic — rebuild it") from error
-        records = []
-        for tp, batch in polled.items():
-            for record in batch:
-                event_type = position = None
-                for key, value in record.headers or ():
-                    if key == "event_type":
-                        event_type = value.decode()
-                    elif key == "position":
-                        position = int(value)
-                if event_type is None or position is None:
-                    raise BackendError(
-                        f"{self.topic}/{tp.partition}@{record.offset} has no event_type or position header: "
-                        "only the caseledger publisher may write to the events topic"
-                    )
-                records.append(SourceRecord(tp.partition, record.offset + 1, position, event_type, record.value))
-        return records
+        return [
+            source_record(self.topic, tp.partition, record.offset, record.headers, record.value)
+            for tp, batch in polled.items()
+            for record in batch
+        ]
 
     def end_positions(self) -> dict[int, int]:
         consumer = self._open()
@@ -280,23 +285,12 @@ class ConfluentKafkaEventSource(KafkaEventSource):
             raise BackendError(f"reading {self.topic}: {error}") from error
         records = []
         for message in messages:
-            error = message.error()
-            if error is not None:
-                raise BackendError(f"reading {self.topic}/{message.partition()}: {error}; the projection's "
+            problem = message.error()
+            if problem is not None:
+                raise BackendError(f"reading {self.topic}/{message.partition()}: {problem}; the projection's "
                                    "position may be gone from the topic — rebuild it")
-            event_type = position = None
-            for key, value in message.headers() or ():
-                if key == "event_type":
-                    event_type = value.decode()
-                elif key == "position":
-                    position = int(value)
-            if event_type is None or position is None:
-                raise BackendError(
-                    f"{self.topic}/{message.partition()}@{message.offset()} has no event_type or position header: "
-                    "only the caseledger publisher may write to the events topic"
-                )
-            offset = message.offset()
-            records.append(SourceRecord(message.partition(), offset + 1, position, event_type, message.value()))
+            records.append(source_record(self.topic, message.partition(), message.offset(), message.headers(),
+                                         message.value()))
         return records
 
     def end_positions(self) -> dict[int, int]:
