@@ -57,6 +57,7 @@ T = TypeVar("T")
 _REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 _CORRELATION_NS = uuid5(NAMESPACE_URL, "https://caseledger.invalid/correlation")
 MAX_CONTACT_ATTEMPTS = 12
+STARTUP_ATTEMPTS = 5
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
@@ -162,8 +163,21 @@ class CaseLedger(Application[UUID]):
         self.policy = policy
         self.clock = clock or (lambda: datetime.now(UTC))
         self._uow: UnitOfWork | None = None
-        with translate_errors(self.settings.store.describe()):
-            super().__init__(env=self.settings.store.eventsourcing_env())
+        for attempt in range(STARTUP_ATTEMPTS):
+            try:
+                with translate_errors(self.settings.store.describe()):
+                    super().__init__(env=self.settings.store.eventsourcing_env())
+                break
+            except ConflictError:
+                # Services started together on an empty database all create its tables, and
+                # eventsourcing records that migration once: the losers fail here. The tables
+                # exist now; look again.
+                factory = getattr(self, "factory", None)
+                if factory is not None:
+                    factory.close()
+                if attempt == STARTUP_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.05, 0.2))
 
     def construct_mapper(self) -> Mapper[UUID]:
         return AvroMapper(self.codec)

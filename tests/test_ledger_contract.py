@@ -12,6 +12,7 @@ from ledger.application import CaseLedger
 from ledger.codec import MAGIC, event_hash
 from ledger.directory import case_id_for
 from ledger.errors import ConflictError, NotFound, RuleViolation, ValidationError
+from ledger.settings import LedgerSettings
 from ledger.values import Actor, Attachment, ContactDraft, Identity
 from tests.conftest import FakeClock
 
@@ -551,3 +552,47 @@ def test_case_references_use_all_32_symbols_and_readable_format() -> None:
     counts = Counter(ch for r in refs for ch in r[3:].replace("-", ""))
     assert set(counts) == set(_REFERENCE_ALPHABET)  # every symbol is drawn, none outside the alphabet
     assert min(counts.values()) > 0.7 * 40_000 / 32  # roughly uniform: no symbol starved
+
+
+def test_services_started_together_on_an_empty_store_all_start(database: str) -> None:
+    """intake, publisher and projections started at once each create the tables: none may fail."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ledger.application import CaseLedger; from ledger.settings import LedgerSettings; "
+            "CaseLedger(LedgerSettings.resolve(database=sys.argv[1])).close()")
+    starts = [subprocess.Popen([sys.executable, "-c", code, database], stderr=subprocess.PIPE) for _ in range(6)]
+    failures = [p.stderr.read().decode()[-400:] for p in starts if p.wait(120) != 0]  # type: ignore[union-attr]
+    assert failures == []
+    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    try:
+        assert ledger.record_contact(draft(msg="after-start")).opened_case
+    finally:
+        ledger.close()
+
+
+def test_a_lost_table_creation_race_is_retried(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loser of the race sees eventsourcing's IntegrityError on the migration record; it looks again."""
+    from eventsourcing.persistence import IntegrityError
+
+    database = str(tmp_path / "race.sqlite")
+    CaseLedger(LedgerSettings.resolve(database=database)).close()  # the winner created everything
+    original = CaseLedger.construct_recorder
+    calls = []
+
+    def losing_once(self: CaseLedger) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise IntegrityError("Failed to record tracking for __migration__ 1")
+        return original(self)
+
+    monkeypatch.setattr(CaseLedger, "construct_recorder", losing_once)
+    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    try:
+        assert len(calls) == 2 and ledger.record_contact(draft(msg="m")).opened_case
+    finally:
+        ledger.close()
+    monkeypatch.setattr(CaseLedger, "construct_recorder",
+                        lambda self: (_ for _ in ()).throw(IntegrityError("always")))
+    with pytest.raises(ConflictError):
+        CaseLedger(LedgerSettings.resolve(database=database))
