@@ -30,6 +30,9 @@ def bench_intake_command(
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Intake worker processes, sharing the intake partitions.")
     ] = 1,
+    producer: Annotated[
+        str, typer.Option("--producer", metavar="kafka-python|confluent", help="The publisher's Kafka client.")
+    ] = "kafka-python",
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
     """End-to-end intake throughput and latency: intake topic → store → events topic.
@@ -46,7 +49,7 @@ def bench_intake_command(
         raise ConfigurationError("bench intake needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
     console = plain_console()
     with stage_progress(console, "contacts {}") as progress:
-        result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, workers=workers,
+        result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, workers=workers, producer=producer,
                               progress=progress)
     print_result(console, "intake", result.rows(), result, output)
 

@@ -647,6 +647,9 @@ def bench_lag_command(
         int, typer.Option("--workers", min=1, help="Intake worker processes, sharing the intake partitions.")
     ] = 1,
     consumer: ConsumerOpt = "kafka-python",
+    producer: Annotated[
+        str, typer.Option("--producer", metavar="kafka-python|confluent", help="The publisher's Kafka client.")
+    ] = "kafka-python",
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
     """Latency from publishing a contact on the intake topic to seeing it in case state.
@@ -664,7 +667,7 @@ def bench_lag_command(
         raise ConfigurationError("bench lag needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
     console = plain_console()
     result = bench_lag(kafka_bootstrap=kafka, rate=rate, seconds=seconds, database=database,
-                       workers=workers, consumer=consumer, say=lambda text: console.print(Text(text, style="dim")))
+                       workers=workers, consumer=consumer, producer=producer, say=lambda text: console.print(Text(text, style="dim")))
     table = Table("measure", "value", title="caseledger bench lag")
     for measure, value in result.report():
         table.add_row(measure, value)

@@ -40,6 +40,7 @@ class IntakeBenchResult:
     contacts: int
     backend: str
     intake_workers: int
+    producer: str
     events_stored: int
     seconds: float
     contacts_per_s: float
@@ -52,7 +53,7 @@ class IntakeBenchResult:
     def rows(self) -> list[tuple[str, str]]:
         return [
             ("backend", self.backend),
-            ("intake workers (processes)", f"{self.intake_workers}"),
+            ("intake workers (processes) / publisher's producer", f"{self.intake_workers} / {self.producer}"),
             ("contacts", f"{self.contacts}"),
             ("events stored", f"{self.events_stored} ({self.events_stored / self.contacts:.1f} per contact)"),
             ("end-to-end time", f"{self.seconds:.2f} s"),
@@ -116,6 +117,7 @@ def bench_intake(
     contacts: int = 20_000,
     database: str | None = None,
     workers: int = 1,
+    producer: str = "kafka-python",
     progress: Callable[[str, int, int], None] | None = None,
 ) -> IntakeBenchResult:
     """Run the intake benchmark on fresh topics; ``database`` must be empty (default: a temp SQLite)."""
@@ -123,7 +125,7 @@ def bench_intake(
     from ledger.adapter import KafkaIntakeClient
     from ledger.intake_worker import tracking_name
     from ledger.kafka import KafkaSettings, ensure_topics
-    from ledger.publisher import KafkaEventPublisher
+    from ledger.publisher import KafkaEventPublisher, check_producer
 
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
     db = database or str(Path(tmp.name) / "bench.sqlite")
@@ -132,6 +134,7 @@ def bench_intake(
     settings = KafkaSettings.resolve(
         bootstrap_servers=kafka_bootstrap, intake_topic=f"bench-intake-{run}", events_topic=f"bench-events-{run}"
     )
+    check_producer(producer)
     if not 1 <= workers <= settings.intake_partitions:
         raise ConfigurationError(
             f"--workers {workers}: give 1 to {settings.intake_partitions}, the intake topic's partitions"
@@ -162,7 +165,7 @@ def bench_intake(
                          env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
         for share, log in zip(shares, logs, strict=False)
     ]
-    services.append(subprocess.Popen([*cli, "publisher", "run", "--batch-size", "2000"], env=env,
+    services.append(subprocess.Popen([*cli, "publisher", "run", "--batch-size", "2000", "--producer", producer], env=env,
                                      stdout=logs[-1].open("wb"), stderr=subprocess.STDOUT))
 
     def tails() -> str:
@@ -233,6 +236,7 @@ def bench_intake(
     return IntakeBenchResult(
         contacts=contacts,
         intake_workers=workers,
+        producer=producer,
         backend=LedgerSettings.resolve(database=db).store.describe().split()[0],
         events_stored=events_stored,
         seconds=seconds,

@@ -205,7 +205,8 @@ def partition_count(admin: Any, topic: str) -> int:
 
 
 @lru_cache(maxsize=1 << 16)
-def _key_hash(key: bytes) -> int:
+def key_hash(key: bytes) -> int:
+    """Kafka's default partitioner hash of a record key (murmur2, positive), cached per key."""
     from kafka.partitioner.default import murmur2
 
     return murmur2(key) & 0x7FFFFFFF  # type: ignore[no-any-return]
@@ -227,6 +228,23 @@ def key_partitioner() -> Any:
             if serialized_key is None:
                 raise ValueError("every event record has a key (the customer id)")
             partitions = sorted(cluster.partitions_for_topic(topic))
-            return partitions[_key_hash(serialized_key) % len(partitions)]  # type: ignore[no-any-return]
+            return partitions[key_hash(serialized_key) % len(partitions)]  # type: ignore[no-any-return]
 
     return KeyPartitioner()
+
+
+def librdkafka_config(settings: KafkaSettings) -> dict[str, Any]:
+    """The connection and security settings in librdkafka's (confluent-kafka's) terms."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": settings.client_id,
+        "security.protocol": settings.security_protocol,
+    }
+    if settings.sasl_mechanism:
+        config.update({"sasl.mechanism": settings.sasl_mechanism, "sasl.username": settings.sasl_username,
+                       "sasl.password": settings.sasl_password})
+    for name, key in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
+                      ("ssl_keyfile", "ssl.key.location")):
+        if getattr(settings, name):
+            config[key] = getattr(settings, name)
+    return config

@@ -36,6 +36,7 @@ from ledger.directory import ChannelMessage, Customer, IdentityClaim, case_id_fo
 from ledger.domain import Case, Context
 from ledger.errors import ConfigurationError
 from ledger.kafka import KafkaSettings, ensure_topics
+from ledger.publisher import check_producer
 from ledger.settings import LedgerSettings
 from ledger.values import SYSTEM, Actor, ActorKind, Channel, ContactDraft, Identity
 from projections.parallel import rebuild_in_parallel, resident_mb
@@ -335,11 +336,13 @@ class LagBenchResult:
     projection_batch_p99_ms: float
     intake_workers: int = 1
     consumer: str = KAFKA_PYTHON
+    producer: str = KAFKA_PYTHON
 
     def report(self) -> list[tuple[str, str]]:
         """(measure, value) lines for the table the command prints."""
         return [
-            ("intake workers / projection's consumer", f"{self.intake_workers} / {self.consumer}"),
+            ("intake workers / projection's consumer / publisher's producer",
+             f"{self.intake_workers} / {self.consumer} / {self.producer}"),
             ("contacts published (steady rate)", f"{self.contacts:,} at {self.achieved_rate:,.0f}/s "
                                                  f"(target {self.rate:,}/s) over {self.seconds:.0f} s"),
             ("seen in case state", f"{self.seen:,}"),
@@ -356,7 +359,7 @@ class LagBenchResult:
 
 def bench_lag(
     *, kafka_bootstrap: str, rate: int = 1000, seconds: float = 20.0, database: str | None = None,
-    workers: int = 1, consumer: str = "kafka-python", say: Say | None = None,
+    workers: int = 1, consumer: str = "kafka-python", producer: str = "kafka-python", say: Say | None = None,
 ) -> LagBenchResult:
     """Publish contacts at ``rate``/s for ``seconds``; measure publish → visible in case state."""
     from ledger.adapter import KafkaIntakeClient
@@ -372,6 +375,7 @@ def bench_lag(
         raise ConfigurationError(
             f"--workers {workers}: give 1 to {settings.intake_partitions}, the intake topic's partitions"
         )
+    check_producer(producer)
     ensure_topics(settings)
     env = {**os.environ, "CASELEDGER_DATABASE": db, "CASELEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "CASELEDGER_INTAKE_TOPIC": settings.intake_topic, "CASELEDGER_EVENTS_TOPIC": settings.events_topic}
@@ -383,7 +387,7 @@ def bench_lag(
                          env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
         for share, log in zip(shares, logs, strict=False)
     ]
-    services.append(subprocess.Popen([*cli, "publisher", "run", "--batch-size", "1000"], env=env,
+    services.append(subprocess.Popen([*cli, "publisher", "run", "--batch-size", "1000", "--producer", producer], env=env,
                                      stdout=logs[-1].open("wb"), stderr=subprocess.STDOUT))
     stop = threading.Event()
     seen: dict[str, float] = {}
@@ -483,7 +487,7 @@ def bench_lag(
         recorded_to_visible_p50_ms=statistics.median(downstream),
         recorded_to_visible_p99_ms=percentile(downstream, 0.99),
         projection_batch_p50_ms=statistics.median(batch_ms), projection_batch_p99_ms=percentile(batch_ms, 0.99),
-        intake_workers=workers, consumer=consumer,
+        intake_workers=workers, consumer=consumer, producer=producer,
     )
 
 

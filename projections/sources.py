@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.catalog import name_of_topic
 from ledger.errors import BackendError, ConfigurationError
+from ledger.kafka import librdkafka_config
 
 if TYPE_CHECKING:
     from ledger.application import CaseLedger
@@ -244,11 +245,8 @@ class ConfluentKafkaEventSource(KafkaEventSource):
         return self._consumer
 
     def _config(self) -> dict[str, Any]:
-        settings = self.settings
-        config: dict[str, Any] = {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "client.id": settings.client_id,
-            "security.protocol": settings.security_protocol,
+        config = librdkafka_config(self.settings)
+        config.update({
             # librdkafka wants a group; it is never joined (partitions are assigned) nor committed to.
             "group.id": f"caseledger-projections-{self.topic}",
             "enable.auto.commit": False,
@@ -257,14 +255,7 @@ class ConfluentKafkaEventSource(KafkaEventSource):
             "auto.offset.reset": "error",  # a position the topic no longer has is an error, never a skip
             "fetch.wait.max.ms": self.fetch_wait_ms,
             "max.partition.fetch.bytes": 8 * 1024 * 1024,
-        }
-        if settings.sasl_mechanism:
-            config.update({"sasl.mechanism": settings.sasl_mechanism, "sasl.username": settings.sasl_username,
-                           "sasl.password": settings.sasl_password})
-        for name, key in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
-                          ("ssl_keyfile", "ssl.key.location")):
-            if getattr(settings, name):
-                config[key] = getattr(settings, name)
+        })
         return config
 
     def start(self, positions: Mapping[int, int]) -> None:

@@ -419,3 +419,8 @@ def test_schemas_and_version(cli: Run) -> None:
 def test_intake_run_refuses_bad_partitions_before_connecting(cli: Run, given: str) -> None:
     result = cli("intake", "run", "--kafka", "127.0.0.1:1", "--partitions", given, code=2)
     assert "give partition numbers separated by commas" in flat(result.stderr)
+
+
+def test_publisher_run_refuses_an_unknown_producer_before_connecting(cli: Run) -> None:
+    result = cli("publisher", "run", "--kafka", "127.0.0.1:1", "--producer", "librdkafka", code=4)
+    assert "use one of kafka-python, confluent" in flat(result.stderr)

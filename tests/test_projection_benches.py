@@ -32,9 +32,10 @@ def test_bench_rebuild_rebuilds_every_event_and_reports_its_baseline(
 
 def test_bench_lag_sees_every_contact_in_case_state(kafka_bootstrap: str, tmp_path: Path) -> None:
     result = runner.invoke(app, ["bench", "lag", "--kafka", kafka_bootstrap, "--rate", "100", "--seconds", "2",
-                                 "--workers", "2", "--consumer", "confluent", "--output", str(tmp_path)])
+                                 "--workers", "2", "--consumer", "confluent", "--producer", "confluent",
+                                 "--output", str(tmp_path)])
     assert result.exit_code == 0, f"{result.stdout}\n{result.stderr}\n{result.exception!r}"
-    assert "2 / confluent" in result.stdout
+    assert "2 / confluent / confluent" in result.stdout
     written = json.loads(next(tmp_path.glob("lag-*.json")).read_text())
     assert written["contacts"] == 200 and written["seen"] == written["contacts"]
     assert 0 < written["p50_ms"] <= written["p90_ms"] <= written["p99_ms"] <= written["max_ms"]
