@@ -84,6 +84,7 @@ class KafkaIntakeWorker:
         self.poll_timeout_ms = poll_timeout_ms
         self.codec = IntakeCodec()
         self.stats = IntakeStats()
+        self._applied: dict[int, int] = {}  # partition → next offset, as last read or written
 
     # -- positions ------------------------------------------------------------------------------------
 
@@ -152,8 +153,11 @@ class KafkaIntakeWorker:
         if not records:
             return
         topic = self.settings.intake_topic
-        # A redelivery after a crash or a rebalance: drop what is already applied.
-        first = self.next_offset(partition)
+        # A redelivery after a crash or a rebalance: drop what is already applied. The position
+        # is read from the store once, then followed here (a stale one only costs a conflict).
+        first = self._applied.get(partition)
+        if first is None:
+            first = self._applied[partition] = self.next_offset(partition)
         records = [r for r in records if r.offset >= first]
         if not records:
             return
@@ -167,9 +171,11 @@ class KafkaIntakeWorker:
                     self._apply(record, message)
             self.stats.batches += 1
             self.stats.records += len(records)
+            self._applied[partition] = records[-1].offset + 1
         except ConflictError:
             # An agent changed a case of this batch meanwhile (or another worker applied it):
             # apply the records one by one, each with its own position.
+            self._applied.pop(partition, None)
             self.stats = before
             self.stats.conflicts += 1
             for record in records:

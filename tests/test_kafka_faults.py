@@ -215,7 +215,8 @@ def test_services_killed_at_random_moments_lose_and_double_nothing(
                         f"store at {ledger.recorder.max_notification_id()}\n"
                         + (tmp_path / "intake.log").read_text()[-2000:] + (tmp_path / "publisher.log").read_text()[-2000:]
                     )
-                assert worker.alive() and publisher.alive(), (tmp_path / "intake.log").read_text()[-3000:]
+                assert worker.alive() and publisher.alive(), (
+                    (tmp_path / "intake.log").read_text()[-3000:] + (tmp_path / "publisher.log").read_text()[-3000:])
                 time.sleep(1)
             assert worker.terminate() == 0 and publisher.terminate() == 0  # clean stop on SIGTERM
             report = reconcile(ledger, settings)
