@@ -241,14 +241,14 @@ def _serve(ctx: typer.Context, name: str, build: Callable[[Any], Any]) -> None:
     """Run one service on its own ledger connection until SIGTERM or Ctrl-C."""
     _setup_logging()
     log = logging.getLogger(f"caseledger.{name}")
-    ledger = _new_ledger(ctx)
-    try:
-        service = build(ledger)
-        with stop_on_signals() as stop:
+    with stop_on_signals() as stop:  # from the start: a SIGTERM while connecting also stops cleanly
+        ledger = _new_ledger(ctx)
+        try:
+            service = build(ledger)
             stats = service.run(stop, on_batch=_throttled(log))
-        log.info("stopped: %s", stats.line())
-    finally:
-        ledger.close()
+            log.info("stopped: %s", stats.line())
+        finally:
+            ledger.close()
 
 
 def _run_projections(ctx: typer.Context, kafka: str | None, stop: threading.Event, on_batch: Any) -> None:

@@ -113,8 +113,10 @@ class Service:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self.kills = 0
+        self.log_start = 0
 
     def start(self) -> None:
+        self.log_start = self.log.stat().st_size if self.log.exists() else 0
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from cli.app import main; main()", *self.args], stdout=out, stderr=subprocess.STDOUT,
@@ -134,6 +136,10 @@ class Service:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def ready(self, marker: str) -> bool:
+        """Whether the running incarnation logged ``marker`` since it started."""
+        return marker.encode() in self.log.read_bytes()[self.log_start:]
 
 
 def contacts(n: int, start: int = 0) -> list[ContactDraft]:
@@ -218,6 +224,10 @@ def test_services_killed_at_random_moments_lose_and_double_nothing(
                 assert worker.alive() and publisher.alive(), (
                     (tmp_path / "intake.log").read_text()[-3000:] + (tmp_path / "publisher.log").read_text()[-3000:])
                 time.sleep(1)
+            # A service killed last may still be starting when the others caught up: stop it once it runs.
+            while not (worker.ready("intake worker consuming") and publisher.ready("publisher resuming after")):
+                assert time.monotonic() < deadline + 60, "a restarted service never reported it was running"
+                time.sleep(0.2)
             assert worker.terminate() == 0 and publisher.terminate() == 0  # clean stop on SIGTERM
             report = reconcile(ledger, settings)
             assert report["intake_records"] == sum(ends.values())
