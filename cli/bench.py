@@ -33,6 +33,9 @@ def bench_intake_command(
     producer: Annotated[
         str, typer.Option("--producer", metavar="kafka-python|confluent", help="The publisher's Kafka client.")
     ] = "kafka-python",
+    consumer: Annotated[
+        str, typer.Option("--consumer", metavar="kafka-python|confluent", help="The intake workers' Kafka client.")
+    ] = "kafka-python",
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
     """End-to-end intake throughput and latency: intake topic → store → events topic.
@@ -49,7 +52,7 @@ def bench_intake_command(
         raise ConfigurationError("bench intake needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
     console = plain_console()
     with stage_progress(console, "contacts {}") as progress:
-        result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, workers=workers, producer=producer,
+        result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, workers=workers, producer=producer, consumer=consumer,
                               progress=progress)
     print_result(console, "intake", result.rows(), result, output)
 

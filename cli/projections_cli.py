@@ -655,7 +655,8 @@ def bench_lag_command(
     """Latency from publishing a contact on the intake topic to seeing it in case state.
 
     Publishes contacts at a steady rate; the intake worker(s) and the publisher run as child
-    processes, the case state projection follows the events topic here (with --consumer).
+    processes, the case state projection follows the events topic here (--consumer is the Kafka
+    client of the intake workers and of the projection, --producer the publisher's).
     Reports p50/p99/max latency.
 
     Example: caseledger bench lag --kafka localhost:29092 --rate 1000 --seconds 30

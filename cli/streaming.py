@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from cli.app import app, session
-from ledger.errors import ValidationError
+from ledger.errors import ConfigurationError, ValidationError
 
 KafkaOpt = Annotated[
     str | None,
@@ -198,6 +198,12 @@ def intake_run(
         typer.Option("--partitions", help="Only these intake partitions, e.g. 0,2,4 (run several workers on "
                      "disjoint partitions to share the load); default all."),
     ] = None,
+    consumer: Annotated[
+        str,
+        typer.Option("--consumer", metavar="kafka-python|confluent",
+                     help="Kafka client reading the intake topic: kafka-python (default) or confluent "
+                     "(librdkafka, pip install '.[confluent]'). Same positions either way."),
+    ] = "kafka-python",
 ) -> None:
     """Apply every intake record to the ledger, exactly once; stop with SIGTERM or Ctrl-C.
 
@@ -205,11 +211,13 @@ def intake_run(
     any moment and restarted. Invalid records are recorded as rejections with their reason.
     Several workers may share the intake topic, each with its own --partitions.
     """
-    from ledger.intake_worker import KafkaIntakeWorker
+    from ledger.intake_worker import CONSUMERS, KafkaIntakeWorker
 
     chosen = parse_partitions(partitions)
+    if consumer not in CONSUMERS:
+        raise ConfigurationError(f"Kafka consumer {consumer!r}: use one of {', '.join(CONSUMERS)}")
     _serve(ctx, "intake", lambda ledger: KafkaIntakeWorker(
-        ledger, kafka_settings(kafka), batch_size=batch_size, partitions=chosen))
+        ledger, kafka_settings(kafka), batch_size=batch_size, partitions=chosen, consumer=consumer))
 
 
 @publisher_app.command("run")

@@ -41,6 +41,7 @@ class IntakeBenchResult:
     backend: str
     intake_workers: int
     producer: str
+    consumer: str
     events_stored: int
     seconds: float
     contacts_per_s: float
@@ -53,7 +54,8 @@ class IntakeBenchResult:
     def rows(self) -> list[tuple[str, str]]:
         return [
             ("backend", self.backend),
-            ("intake workers (processes) / publisher's producer", f"{self.intake_workers} / {self.producer}"),
+            ("intake workers (processes) / their consumer / publisher's producer",
+             f"{self.intake_workers} / {self.consumer} / {self.producer}"),
             ("contacts", f"{self.contacts}"),
             ("events stored", f"{self.events_stored} ({self.events_stored / self.contacts:.1f} per contact)"),
             ("end-to-end time", f"{self.seconds:.2f} s"),
@@ -118,12 +120,13 @@ def bench_intake(
     database: str | None = None,
     workers: int = 1,
     producer: str = "kafka-python",
+    consumer: str = "kafka-python",
     progress: Callable[[str, int, int], None] | None = None,
 ) -> IntakeBenchResult:
     """Run the intake benchmark on fresh topics; ``database`` must be empty (default: a temp SQLite)."""
 
     from ledger.adapter import KafkaIntakeClient
-    from ledger.intake_worker import tracking_name
+    from ledger.intake_worker import CONSUMERS, tracking_name
     from ledger.kafka import KafkaSettings, ensure_topics
     from ledger.publisher import KafkaEventPublisher, check_producer
 
@@ -135,6 +138,8 @@ def bench_intake(
         bootstrap_servers=kafka_bootstrap, intake_topic=f"bench-intake-{run}", events_topic=f"bench-events-{run}"
     )
     check_producer(producer)
+    if consumer not in CONSUMERS:
+        raise ConfigurationError(f"Kafka consumer {consumer!r}: use one of {', '.join(CONSUMERS)}")
     if not 1 <= workers <= settings.intake_partitions:
         raise ConfigurationError(
             f"--workers {workers}: give 1 to {settings.intake_partitions}, the intake topic's partitions"
@@ -161,7 +166,8 @@ def bench_intake(
     shares = [[p for p in range(settings.intake_partitions) if p % workers == k] for k in range(workers)]
     logs = [Path(tmp.name) / f"intake-{k}.log" for k in range(workers)] + [Path(tmp.name) / "publisher.log"]
     services = [
-        subprocess.Popen([*cli, "intake", "run", "--batch-size", "1000", "--partitions", ",".join(map(str, share))],
+        subprocess.Popen([*cli, "intake", "run", "--batch-size", "1000", "--partitions", ",".join(map(str, share)),
+                          "--consumer", consumer],
                          env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
         for share, log in zip(shares, logs, strict=False)
     ]
@@ -237,6 +243,7 @@ def bench_intake(
         contacts=contacts,
         intake_workers=workers,
         producer=producer,
+        consumer=consumer,
         backend=LedgerSettings.resolve(database=db).store.describe().split()[0],
         events_stored=events_stored,
         seconds=seconds,

@@ -24,9 +24,17 @@ from eventsourcing.persistence import Tracking
 
 from ledger.application import CaseLedger, normalise_reference
 from ledger.directory import ChannelMessage, Customer, IdentityClaim, IntakeSource, case_id_for
-from ledger.errors import BackendError, ConflictError, NotFound, RuleViolation, SchemaError, ValidationError
+from ledger.errors import (
+    BackendError,
+    ConfigurationError,
+    ConflictError,
+    NotFound,
+    RuleViolation,
+    SchemaError,
+    ValidationError,
+)
 from ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
-from ledger.kafka import KafkaSettings
+from ledger.kafka import KafkaSettings, librdkafka_config
 from ledger.values import SYSTEM, ContactDraft
 
 log = logging.getLogger("caseledger.intake")
@@ -58,6 +66,112 @@ def tracking_name(topic: str, partition: int) -> str:
     return f"intake/{topic}/{partition}"
 
 
+KAFKA_PYTHON, CONFLUENT = "kafka-python", "confluent"
+CONSUMERS = (KAFKA_PYTHON, CONFLUENT)
+
+
+@dataclass(frozen=True)
+class IntakeRecord:
+    """One record of the intake topic, whichever client read it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+class KafkaPythonIntakeConsumer:
+    """The intake topic read with kafka-python (assigned partitions, no consumer group)."""
+
+    def __init__(self, settings: KafkaSettings, *, batch_size: int, wait_ms: int) -> None:
+        from kafka import KafkaConsumer
+
+        self.topic = settings.intake_topic
+        self.batch_size, self.wait_ms = batch_size, wait_ms
+        self._consumer = KafkaConsumer(
+            **settings.client_options(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=batch_size, fetch_max_wait_ms=wait_ms,
+        )
+
+    def partitions(self) -> list[int] | None:
+        found = self._consumer.partitions_for_topic(self.topic)
+        return sorted(found) if found else None
+
+    def assign(self, offsets: dict[int, int]) -> None:
+        from kafka import TopicPartition
+
+        tps = {p: TopicPartition(self.topic, p) for p in offsets}
+        self._consumer.assign(list(tps.values()))
+        for partition, offset in offsets.items():
+            self._consumer.seek(tps[partition], offset)
+
+    def poll(self) -> dict[int, list[Any]]:
+        polled = self._consumer.poll(timeout_ms=self.wait_ms, max_records=self.batch_size)
+        return {tp.partition: records for tp, records in polled.items()}
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class ConfluentIntakeConsumer:
+    """The intake topic read with confluent-kafka (librdkafka parses records in C): same positions."""
+
+    def __init__(self, settings: KafkaSettings, *, batch_size: int, wait_ms: int) -> None:
+        try:
+            import confluent_kafka
+        except ImportError:
+            raise ConfigurationError(
+                "the confluent consumer needs confluent-kafka: pip install 'caseledger[confluent]', "
+                f"or use the default consumer ({KAFKA_PYTHON})"
+            ) from None
+        self._kafka = confluent_kafka
+        self.topic = settings.intake_topic
+        self.batch_size, self.wait_ms = batch_size, wait_ms
+        config = librdkafka_config(settings)
+        config.update({
+            # librdkafka wants a group; it is never joined (partitions are assigned) nor committed to.
+            "group.id": f"caseledger-intake-{self.topic}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": wait_ms,
+        })
+        self._consumer = confluent_kafka.Consumer(config)
+
+    def partitions(self) -> list[int] | None:
+        try:
+            topic = self._consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+        except self._kafka.KafkaException as error:
+            raise BackendError(f"cannot read {self.topic}: {error}") from error
+        if topic is None or topic.error is not None or not topic.partitions:
+            return None
+        return sorted(topic.partitions)
+
+    def assign(self, offsets: dict[int, int]) -> None:
+        self._consumer.assign([self._kafka.TopicPartition(self.topic, p, offset) for p, offset in offsets.items()])
+
+    def poll(self) -> dict[int, list[Any]]:
+        try:
+            messages = self._consumer.consume(self.batch_size, self.wait_ms / 1000)
+        except self._kafka.KafkaException as error:
+            raise BackendError(f"reading {self.topic}: {error}") from error
+        polled: dict[int, list[Any]] = {}
+        for message in messages:
+            problem = message.error()
+            if problem is not None:
+                if problem.code() == self._kafka.KafkaError._PARTITION_EOF:
+                    continue
+                raise BackendError(f"reading {self.topic}/{message.partition()}: {problem}")
+            partition, offset = message.partition(), message.offset()
+            if partition is None or offset is None:
+                raise BackendError(f"reading {self.topic}: a record without partition or offset")
+            polled.setdefault(partition, []).append(IntakeRecord(self.topic, partition, offset, message.value()))
+        return polled
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 class KafkaIntakeWorker:
     """Consumes the intake topic and records each record's outcome in the ledger."""
 
@@ -70,7 +184,11 @@ class KafkaIntakeWorker:
         poll_timeout_ms: int = 200,
         records_per_transaction: int = 120,
         partitions: list[int] | None = None,
+        consumer: str = KAFKA_PYTHON,
     ) -> None:
+        if consumer not in CONSUMERS:
+            raise ConfigurationError(f"Kafka consumer {consumer!r}: use one of {', '.join(CONSUMERS)}")
+        self.consumer = consumer
         self.ledger = ledger
         # None: every partition of the intake topic. Several workers can share a topic by taking
         # disjoint partitions (positions are tracked per partition).
@@ -96,15 +214,8 @@ class KafkaIntakeWorker:
 
     def run(self, stop: threading.Event, *, on_batch: Callable[[IntakeStats], None] | None = None) -> IntakeStats:
         """Consume until ``stop`` is set. Safe to kill at any moment."""
-        from kafka import KafkaConsumer, TopicPartition
-
-        consumer = KafkaConsumer(
-            **self.settings.client_options(),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self.batch_size,
-            fetch_max_wait_ms=self.poll_timeout_ms,
+        consumer = (ConfluentIntakeConsumer if self.consumer == CONFLUENT else KafkaPythonIntakeConsumer)(
+            self.settings, batch_size=self.batch_size, wait_ms=self.poll_timeout_ms
         )
         try:
             partitions = self._wait_for_partitions(consumer, stop)
@@ -116,16 +227,13 @@ class KafkaIntakeWorker:
                         f"no partition {', '.join(map(str, unknown))}"
                     )
                 partitions = self.partitions
-            tps = [TopicPartition(self.settings.intake_topic, p) for p in partitions]
-            consumer.assign(tps)
-            for tp in tps:
-                consumer.seek(tp, self.next_offset(tp.partition))
-            log.info("intake worker consuming %s partitions %s", self.settings.intake_topic, partitions)
+            consumer.assign({p: self.next_offset(p) for p in partitions})
+            log.info("intake worker consuming %s partitions %s (%s consumer)", self.settings.intake_topic,
+                     partitions, self.consumer)
             while not stop.is_set():
-                polled = consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
-                for tp, records in polled.items():
+                for partition, records in consumer.poll().items():
                     for i in range(0, len(records), self.records_per_transaction):
-                        self.apply_batch(tp.partition, records[i : i + self.records_per_transaction])
+                        self.apply_batch(partition, records[i : i + self.records_per_transaction])
                     if on_batch:
                         on_batch(self.stats)
         finally:
@@ -135,7 +243,7 @@ class KafkaIntakeWorker:
     def _wait_for_partitions(self, consumer: Any, stop: threading.Event) -> list[int]:
         deadline = time.monotonic() + 60
         while not stop.is_set():
-            partitions = consumer.partitions_for_topic(self.settings.intake_topic)
+            partitions = consumer.partitions()
             if partitions:
                 return sorted(partitions)
             if time.monotonic() > deadline:

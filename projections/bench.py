@@ -341,7 +341,7 @@ class LagBenchResult:
     def report(self) -> list[tuple[str, str]]:
         """(measure, value) lines for the table the command prints."""
         return [
-            ("intake workers / projection's consumer / publisher's producer",
+            ("intake workers / consumer (workers and projection) / publisher's producer",
              f"{self.intake_workers} / {self.consumer} / {self.producer}"),
             ("contacts published (steady rate)", f"{self.contacts:,} at {self.achieved_rate:,.0f}/s "
                                                  f"(target {self.rate:,}/s) over {self.seconds:.0f} s"),
@@ -383,7 +383,8 @@ def bench_lag(
     shares = [[p for p in range(settings.intake_partitions) if p % workers == k] for k in range(workers)]
     logs = [Path(tmp.name) / f"intake-{k}.log" for k in range(workers)] + [Path(tmp.name) / "publisher.log"]
     services = [
-        subprocess.Popen([*cli, "intake", "run", "--batch-size", "500", "--partitions", ",".join(map(str, share))],
+        subprocess.Popen([*cli, "intake", "run", "--batch-size", "500", "--partitions", ",".join(map(str, share)),
+                          "--consumer", consumer],
                          env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
         for share, log in zip(shares, logs, strict=False)
     ]

@@ -424,3 +424,8 @@ def test_intake_run_refuses_bad_partitions_before_connecting(cli: Run, given: st
 def test_publisher_run_refuses_an_unknown_producer_before_connecting(cli: Run) -> None:
     result = cli("publisher", "run", "--kafka", "127.0.0.1:1", "--producer", "librdkafka", code=4)
     assert "use one of kafka-python, confluent" in flat(result.stderr)
+
+
+def test_intake_run_refuses_an_unknown_consumer_before_connecting(cli: Run) -> None:
+    result = cli("intake", "run", "--kafka", "127.0.0.1:1", "--consumer", "rdkafka", code=4)
+    assert "use one of kafka-python, confluent" in flat(result.stderr)

@@ -136,7 +136,10 @@ def test_adapter_refuses_invalid_input_before_publishing(kafka: KafkaSettings) -
     assert len(read_topic(kafka, kafka.intake_topic)) == 1
 
 
-def test_worker_applies_each_record_once_and_rejects_bad_ones(kafka: KafkaSettings, store: CaseLedger) -> None:
+@pytest.mark.parametrize("consumer", ["kafka-python", "confluent"])
+def test_worker_applies_each_record_once_and_rejects_bad_ones(
+    kafka: KafkaSettings, store: CaseLedger, consumer: str
+) -> None:
     with KafkaIntakeClient(kafka, adapter="test") as client:
         receipts = client.submit_many([contact(n) for n in range(30)])
         client.submit(contact(3))  # a resubmission at a new offset
@@ -145,13 +148,13 @@ def test_worker_applies_each_record_once_and_rejects_bad_ones(kafka: KafkaSettin
     raw.send(kafka.intake_topic, key=b"x", value=None)
     raw.flush()
     raw.close()
-    worker = KafkaIntakeWorker(store, kafka, batch_size=7)
+    worker = KafkaIntakeWorker(store, kafka, batch_size=7, consumer=consumer)
     drain(worker, until=33)
     assert (worker.stats.contacts, worker.stats.duplicates, worker.stats.rejected) == (30, 1, 2)
     history = store.history("email:c3@example.com")
     assert [type(e).__name__ for e in history].count("ContactReceived") == len([n for n in range(30) if n % 7 == 3])
     # positions live in the ledger: a second worker finds nothing left to do
-    again = KafkaIntakeWorker(store, kafka)
+    again = KafkaIntakeWorker(store, kafka, consumer=consumer)
     assert sum(again.next_offset(p) for p in range(3)) == 33
     before = store.recorder.max_notification_id()
     stop = threading.Event()
@@ -183,8 +186,9 @@ def test_workers_sharing_the_topic_by_partitions_apply_every_record_once(
         with KafkaIntakeClient(kafka, adapter="test") as client:
             receipts = client.submit_many(drafts)
         assert len({r.partition for r in receipts}) == 3
+        # One worker reads with kafka-python, the other with confluent-kafka: same records, same positions.
         workers = [KafkaIntakeWorker(first, kafka, batch_size=5, partitions=[0]),
-                   KafkaIntakeWorker(second, kafka, batch_size=5, partitions=[2, 1])]
+                   KafkaIntakeWorker(second, kafka, batch_size=5, partitions=[2, 1], consumer="confluent")]
         stop = threading.Event()
         threads = [threading.Thread(target=w.run, args=(stop,)) for w in workers]
         for t in threads:
@@ -320,13 +324,13 @@ def test_bench_intake_prints_a_table_and_writes_its_result(kafka_bootstrap: str,
 
     result = CliRunner().invoke(
         app, ["bench", "intake", "--kafka", kafka_bootstrap, "-n", "200", "--workers", "2", "--producer", "confluent",
-              "--output", str(tmp_path)]
+              "--consumer", "confluent", "--output", str(tmp_path)]
     )
     assert result.exit_code == 0, result.stdout
     assert "contacts/s" in result.stdout and "baseline" in result.stdout
     written = json.loads(next(tmp_path.glob("intake-*.json")).read_text())
     assert written["contacts"] == 200 and written["events_stored"] >= 200 * 5
-    assert written["intake_workers"] == 2 and written["producer"] == "confluent"
+    assert written["intake_workers"] == 2 and written["producer"] == written["consumer"] == "confluent"
     assert written["contacts_per_s"] > 0 and written["baseline_events_per_s"] > 0
     # Every contact's latency is read back from the topic: positive, and p50 never above p99.
     assert 0 < written["latency_p50_ms"] <= written["latency_p99_ms"]

@@ -161,7 +161,8 @@ def test_services_killed_at_random_moments_lose_and_double_nothing(
     env_topics = {"CASELEDGER_INTAKE_TOPIC": settings.intake_topic, "CASELEDGER_EVENTS_TOPIC": settings.events_topic}
     os.environ.update(env_topics)
     try:
-        worker = Service([*common, "intake", "run", *kafka, "--batch-size", "50"], tmp_path / "intake.log")
+        worker = Service([*common, "intake", "run", *kafka, "--batch-size", "50", "--consumer", "kafka-python"],
+                         tmp_path / "intake.log")
         publisher = Service([*common, "publisher", "run", *kafka, "--batch-size", "80", "--producer", "kafka-python"],
                             tmp_path / "publisher.log")
         worker.start()
@@ -188,10 +189,9 @@ def test_services_killed_at_random_moments_lose_and_double_nothing(
             time.sleep(rng.uniform(0.3, 1.2))
             victim = rng.choice([worker, publisher])
             victim.kill()
-            if victim is publisher:
-                # Restarted with the other Kafka client each time: fencing, resuming from the topic's
-                # last position and partitioning must agree between kafka-python and confluent-kafka.
-                publisher.args[-1] = "confluent" if publisher.args[-1] == "kafka-python" else "kafka-python"
+            # Restarted with the other Kafka client each time: positions, fencing, resuming from the
+            # topic's last position and partitioning must agree between kafka-python and confluent-kafka.
+            victim.args[-1] = "confluent" if victim.args[-1] == "kafka-python" else "kafka-python"
             victim.start()
         producer.join()
         assert worker.kills + publisher.kills >= 4
