@@ -34,7 +34,7 @@ from ledger.errors import (
     ValidationError,
 )
 from ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
-from ledger.kafka import KafkaSettings, librdkafka_config
+from ledger.kafka import KafkaSettings, consume_available, librdkafka_config
 from ledger.values import SYSTEM, ContactDraft
 
 log = logging.getLogger("caseledger.intake")
@@ -152,7 +152,7 @@ class ConfluentIntakeConsumer:
 
     def poll(self) -> dict[int, list[Any]]:
         try:
-            messages = self._consumer.consume(self.batch_size, self.wait_ms / 1000)
+            messages = consume_available(self._consumer, self.batch_size, self.wait_ms / 1000)
         except self._kafka.KafkaException as error:
             raise BackendError(f"reading {self.topic}: {error}") from error
         polled: dict[int, list[Any]] = {}

@@ -248,3 +248,19 @@ def librdkafka_config(settings: KafkaSettings) -> dict[str, Any]:
         if getattr(settings, name):
             config[key] = getattr(settings, name)
     return config
+
+
+def consume_available(consumer: Any, max_records: int, timeout_s: float) -> list[Any]:
+    """Up to ``max_records`` messages from a confluent-kafka consumer, returning as soon as any are there.
+
+    ``Consumer.consume(n, timeout)`` waits until it has ``n`` messages or the timeout passed: at a
+    steady trickle that adds the whole timeout to every record's latency. Take what is queued;
+    only when nothing is, wait (up to ``timeout_s``) for the first message.
+    """
+    messages: list[Any] = consumer.consume(max_records, 0)
+    if messages:
+        return messages
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]

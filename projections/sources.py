@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.catalog import name_of_topic
 from ledger.errors import BackendError, ConfigurationError
-from ledger.kafka import librdkafka_config
+from ledger.kafka import consume_available, librdkafka_config
 
 if TYPE_CHECKING:
     from ledger.application import CaseLedger
@@ -271,7 +271,7 @@ class ConfluentKafkaEventSource(KafkaEventSource):
 
         consumer = self._open()
         try:
-            messages = consumer.consume(max_records, timeout_s)
+            messages = consume_available(consumer, max_records, timeout_s)
         except KafkaException as error:
             raise BackendError(f"reading {self.topic}: {error}") from error
         records = []

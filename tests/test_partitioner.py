@@ -39,3 +39,36 @@ def test_refuses_a_record_without_key_or_an_unknown_topic() -> None:
         key_partitioner().partition("events", None, None, None, None, Cluster(3))
     with pytest.raises(ValueError, match="not found"):
         key_partitioner().partition("other", b"k", b"k", None, None, Cluster(3))
+
+
+class QueueConsumer:
+    """confluent-kafka's consume/poll contract over a local queue (what librdkafka has fetched)."""
+
+    def __init__(self, queued: list[str], arriving: list[str]) -> None:
+        self.queued, self.arriving, self.waits = list(queued), list(arriving), []
+
+    def consume(self, n: int, timeout: float) -> list[str]:
+        if timeout and len(self.queued) < n:
+            raise AssertionError("a blocking consume would wait for a full batch")
+        taken, self.queued = self.queued[:n], self.queued[n:]
+        return taken
+
+    def poll(self, timeout: float) -> str | None:
+        self.waits.append(timeout)
+        if not self.arriving:
+            return None
+        self.queued += self.arriving[1:]
+        first, self.arriving = self.arriving[0], []
+        return first
+
+
+def test_consume_available_takes_what_is_queued_without_waiting_for_a_full_batch() -> None:
+    from ledger.kafka import consume_available
+
+    queued = QueueConsumer(["a", "b", "c"], [])
+    assert consume_available(queued, 500, 0.2) == ["a", "b", "c"] and queued.waits == []
+    assert consume_available(QueueConsumer(list("abcdef"), []), 4, 0.2) == list("abcd")
+    idle = QueueConsumer([], ["x", "y"])
+    assert consume_available(idle, 500, 0.2) == ["x", "y"] and idle.waits == [0.2]  # waits for the first only
+    assert consume_available(QueueConsumer([], []), 500, 0.2) == []
+    assert consume_available(QueueConsumer([], ["x", "y"]), 1, 0.2) == ["x"]
