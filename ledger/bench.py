@@ -161,18 +161,8 @@ def bench_intake(
         "CASELEDGER_INTAKE_TOPIC": settings.intake_topic,
         "CASELEDGER_EVENTS_TOPIC": settings.events_topic,
     }
-    cli = [sys.executable, "-c", "from cli.app import main; main()"]
-    # Several intake workers share the intake topic by partitions, as they would on a bigger machine.
-    shares = [[p for p in range(settings.intake_partitions) if p % workers == k] for k in range(workers)]
-    logs = [Path(tmp.name) / f"intake-{k}.log" for k in range(workers)] + [Path(tmp.name) / "publisher.log"]
-    services = [
-        subprocess.Popen([*cli, "intake", "run", "--batch-size", "1000", "--partitions", ",".join(map(str, share)),
-                          "--consumer", consumer],
-                         env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-        for share, log in zip(shares, logs, strict=False)
-    ]
-    services.append(subprocess.Popen([*cli, "publisher", "run", "--batch-size", "2000", "--producer", producer], env=env,
-                                     stdout=logs[-1].open("wb"), stderr=subprocess.STDOUT))
+    services, logs = start_services(env, Path(tmp.name), partitions=settings.intake_partitions, workers=workers,
+                                    consumer=consumer, producer=producer, intake_batch=1000, publisher_batch=2000)
 
     def tails() -> str:
         return "\n".join(f"--- {log.name}\n" + log.read_text(errors="replace")[-1500:] for log in logs)
@@ -254,6 +244,27 @@ def bench_intake(
         baseline_events_per_s=baseline,
         ratio_to_baseline=events_per_s / baseline,
     )
+
+
+def start_services(
+    env: dict[str, str], logs_dir: Path, *, partitions: int, workers: int, consumer: str, producer: str,
+    intake_batch: int, publisher_batch: int,
+) -> tuple[list[subprocess.Popen[bytes]], list[Path]]:
+    """The benchmarked services as child processes: ``workers`` intake workers sharing the intake
+    partitions (as on a bigger machine), then the publisher. Returns them and their log files."""
+    cli = [sys.executable, "-c", "from cli.app import main; main()"]
+    shares = [[p for p in range(partitions) if p % workers == k] for k in range(workers)]
+    logs = [logs_dir / f"intake-{k}.log" for k in range(workers)] + [logs_dir / "publisher.log"]
+    services = [
+        subprocess.Popen([*cli, "intake", "run", "--batch-size", str(intake_batch),
+                          "--partitions", ",".join(map(str, share)), "--consumer", consumer],
+                         env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        for share, log in zip(shares, logs, strict=False)
+    ]
+    services.append(subprocess.Popen([*cli, "publisher", "run", "--batch-size", str(publisher_batch),
+                                      "--producer", producer], env=env,
+                                     stdout=logs[-1].open("wb"), stderr=subprocess.STDOUT))
+    return services, logs
 
 
 def _contacts_on_topic(settings: Any) -> dict[str, float]:

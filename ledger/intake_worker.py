@@ -34,7 +34,7 @@ from ledger.errors import (
     ValidationError,
 )
 from ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
-from ledger.kafka import KafkaSettings, consume_available, librdkafka_config
+from ledger.kafka import KafkaSettings, consume_available, import_confluent, librdkafka_config
 from ledger.values import SYSTEM, ContactDraft
 
 log = logging.getLogger("caseledger.intake")
@@ -117,14 +117,7 @@ class ConfluentIntakeConsumer:
     """The intake topic read with confluent-kafka (librdkafka parses records in C): same positions."""
 
     def __init__(self, settings: KafkaSettings, *, batch_size: int, wait_ms: int) -> None:
-        try:
-            import confluent_kafka
-        except ImportError:
-            raise ConfigurationError(
-                "the confluent consumer needs confluent-kafka: pip install 'caseledger[confluent]', "
-                f"or use the default consumer ({KAFKA_PYTHON})"
-            ) from None
-        self._kafka = confluent_kafka
+        confluent_kafka = self._kafka = import_confluent("consumer")
         self.topic = settings.intake_topic
         self.batch_size, self.wait_ms = batch_size, wait_ms
         config = librdkafka_config(settings)

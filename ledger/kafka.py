@@ -264,3 +264,15 @@ def consume_available(consumer: Any, max_records: int, timeout_s: float) -> list
     if first is None:
         return []
     return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
+
+
+def import_confluent(role: str) -> Any:
+    """The confluent_kafka module, or a clear error naming the option that needs it."""
+    try:
+        import confluent_kafka
+    except ImportError:
+        raise ConfigurationError(
+            f"the confluent {role} needs confluent-kafka: pip install 'caseledger[confluent]', "
+            f"or use the default {role} (kafka-python)"
+        ) from None
+    return confluent_kafka

@@ -32,7 +32,7 @@ from ledger.audit import parse_envelope
 from ledger.catalog import name_of_topic
 from ledger.codec import HEADER_SIZE, event_hash
 from ledger.errors import BackendError, ConfigurationError
-from ledger.kafka import KafkaSettings, key_hash, key_partitioner, librdkafka_config
+from ledger.kafka import KafkaSettings, import_confluent, key_hash, key_partitioner, librdkafka_config
 
 log = logging.getLogger("caseledger.publisher")
 
@@ -93,13 +93,7 @@ class ConfluentTransactionalProducer:
     """
 
     def __init__(self, settings: KafkaSettings, transactional_id: str) -> None:
-        try:
-            import confluent_kafka
-        except ImportError:
-            raise ConfigurationError(
-                "the confluent producer needs confluent-kafka: pip install 'caseledger[confluent]', "
-                f"or use the default producer ({KAFKA_PYTHON})"
-            ) from None
+        confluent_kafka = import_confluent("producer")
         self._error: type[Exception] = confluent_kafka.KafkaException
         config = librdkafka_config(settings)
         config.update({

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.application import CaseLedger
+from ledger.bench import start_services
 from ledger.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
 from ledger.domain import Case, Context
 from ledger.errors import ConfigurationError
@@ -379,17 +380,8 @@ def bench_lag(
     ensure_topics(settings)
     env = {**os.environ, "CASELEDGER_DATABASE": db, "CASELEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "CASELEDGER_INTAKE_TOPIC": settings.intake_topic, "CASELEDGER_EVENTS_TOPIC": settings.events_topic}
-    cli = [sys.executable, "-c", "from cli.app import main; main()"]
-    shares = [[p for p in range(settings.intake_partitions) if p % workers == k] for k in range(workers)]
-    logs = [Path(tmp.name) / f"intake-{k}.log" for k in range(workers)] + [Path(tmp.name) / "publisher.log"]
-    services = [
-        subprocess.Popen([*cli, "intake", "run", "--batch-size", "500", "--partitions", ",".join(map(str, share)),
-                          "--consumer", consumer],
-                         env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-        for share, log in zip(shares, logs, strict=False)
-    ]
-    services.append(subprocess.Popen([*cli, "publisher", "run", "--batch-size", "1000", "--producer", producer], env=env,
-                                     stdout=logs[-1].open("wb"), stderr=subprocess.STDOUT))
+    services, logs = start_services(env, Path(tmp.name), partitions=settings.intake_partitions, workers=workers,
+                                    consumer=consumer, producer=producer, intake_batch=500, publisher_batch=1000)
     stop = threading.Event()
     seen: dict[str, float] = {}
     recorded: dict[str, float] = {}  # when the ledger recorded each contact

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.catalog import name_of_topic
 from ledger.errors import BackendError, ConfigurationError
-from ledger.kafka import consume_available, librdkafka_config
+from ledger.kafka import consume_available, import_confluent, librdkafka_config
 
 if TYPE_CHECKING:
     from ledger.application import CaseLedger
@@ -220,13 +220,7 @@ class ConfluentKafkaEventSource(KafkaEventSource):
 
     def _open(self) -> Any:
         if self._consumer is None:
-            try:
-                import confluent_kafka
-            except ImportError:
-                raise ConfigurationError(
-                    "the confluent consumer needs confluent-kafka: pip install 'caseledger[confluent]', "
-                    f"or use the default consumer ({KAFKA_PYTHON})"
-                ) from None
+            confluent_kafka = import_confluent("consumer")
             try:
                 consumer = confluent_kafka.Consumer(self._config())
                 topic = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
