@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from cli.app import app, plain_console
-from cli.streaming import KafkaOpt
+from cli.streaming import ConsumerOpt, KafkaOpt, ProducerOpt
 from ledger.errors import ConfigurationError
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks, each against a baseline measured in the same run.")
@@ -30,12 +30,8 @@ def bench_intake_command(
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Intake worker processes, sharing the intake partitions.")
     ] = 1,
-    producer: Annotated[
-        str, typer.Option("--producer", metavar="kafka-python|confluent", help="The publisher's Kafka client.")
-    ] = "kafka-python",
-    consumer: Annotated[
-        str, typer.Option("--consumer", metavar="kafka-python|confluent", help="The intake workers' Kafka client.")
-    ] = "kafka-python",
+    producer: ProducerOpt = "kafka-python",
+    consumer: ConsumerOpt = "kafka-python",
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
     """End-to-end intake throughput and latency: intake topic → store → events topic.

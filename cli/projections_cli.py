@@ -24,7 +24,7 @@ from rich.text import Text
 from cli import render
 from cli.app import Json, Session, Zone, app, plain_console, session
 from cli.bench import bench_app
-from cli.streaming import KafkaOpt, stop_on_signals
+from cli.streaming import ConsumerOpt, KafkaOpt, ProducerOpt, stop_on_signals
 from ledger.errors import BackendError, ConfigurationError, NotFound
 
 if TYPE_CHECKING:
@@ -63,12 +63,6 @@ Names = Annotated[
                    "or module:Class; default every built-in."),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, max=100_000, help="Events per transaction.")]
-ConsumerOpt = Annotated[
-    str,
-    typer.Option("--consumer", metavar="kafka-python|confluent",
-                 help="Kafka client reading the topic: kafka-python (default) or confluent (confluent-kafka, "
-                 "several times faster to consume; pip install 'caseledger[confluent]')."),
-]
 
 
 # -- plumbing ------------------------------------------------------------------------------------------
@@ -647,9 +641,7 @@ def bench_lag_command(
         int, typer.Option("--workers", min=1, help="Intake worker processes, sharing the intake partitions.")
     ] = 1,
     consumer: ConsumerOpt = "kafka-python",
-    producer: Annotated[
-        str, typer.Option("--producer", metavar="kafka-python|confluent", help="The publisher's Kafka client.")
-    ] = "kafka-python",
+    producer: ProducerOpt = "kafka-python",
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
     """Latency from publishing a contact on the intake topic to seeing it in case state.

@@ -27,6 +27,18 @@ KafkaOpt = Annotated[
     ),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, max=100_000, help="Records per transaction.")]
+ConsumerOpt = Annotated[
+    str,
+    typer.Option("--consumer", metavar="kafka-python|confluent",
+                 help="Kafka client reading the topic: kafka-python (default) or confluent (confluent-kafka, "
+                 "librdkafka; pip install '.[confluent]'). Same positions either way."),
+]
+ProducerOpt = Annotated[
+    str,
+    typer.Option("--producer", metavar="kafka-python|confluent",
+                 help="Kafka client writing the events topic: kafka-python (default) or confluent "
+                 "(librdkafka, pip install '.[confluent]'; several times less CPU per event)."),
+]
 
 topics_app = typer.Typer(no_args_is_help=True, help="The intake and events topics on Kafka.")
 intake_app = typer.Typer(no_args_is_help=True, help="The intake worker: intake topic → ledger.")
@@ -198,12 +210,7 @@ def intake_run(
         typer.Option("--partitions", help="Only these intake partitions, e.g. 0,2,4 (run several workers on "
                      "disjoint partitions to share the load); default all."),
     ] = None,
-    consumer: Annotated[
-        str,
-        typer.Option("--consumer", metavar="kafka-python|confluent",
-                     help="Kafka client reading the intake topic: kafka-python (default) or confluent "
-                     "(librdkafka, pip install '.[confluent]'). Same positions either way."),
-    ] = "kafka-python",
+    consumer: ConsumerOpt = "kafka-python",
 ) -> None:
     """Apply every intake record to the ledger, exactly once; stop with SIGTERM or Ctrl-C.
 
@@ -225,12 +232,7 @@ def publisher_run(
     ctx: typer.Context,
     kafka: KafkaOpt = None,
     batch_size: BatchOpt = 1000,
-    producer: Annotated[
-        str,
-        typer.Option("--producer", metavar="kafka-python|confluent",
-                     help="Kafka client writing the events topic: kafka-python (default) or confluent "
-                     "(librdkafka, pip install '.[confluent]'; several times less CPU per event)."),
-    ] = "kafka-python",
+    producer: ProducerOpt = "kafka-python",
 ) -> None:
     """Publish every recorded event to the events topic, in order, exactly once; stop with SIGTERM.
 
