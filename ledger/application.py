@@ -168,10 +168,13 @@ class CaseLedger(Application[UUID]):
                 with translate_errors(self.settings.store.describe()):
                     super().__init__(env=self.settings.store.eventsourcing_env())
                 break
-            except ConflictError:
+            except (ConflictError, BackendError) as error:
                 # Services started together on an empty database all create its tables, and
-                # eventsourcing records that migration once: the losers fail here. The tables
-                # exist now; look again.
+                # eventsourcing records that migration once: the losers fail here (SQLite and
+                # PostgreSQL: a duplicate migration record; PostgreSQL also: "tuple concurrently
+                # updated", a duplicate type or table). The tables exist now; look again.
+                if not _lost_schema_race(error):
+                    raise
                 factory = getattr(self, "factory", None)
                 if factory is not None:
                     factory.close()
@@ -765,6 +768,23 @@ class CaseLedger(Application[UUID]):
             case: Case = self.repository.get(case_id)  # type: ignore[assignment]
             if case.status in Status.ACTIVE:
                 yield case
+
+
+def _lost_schema_race(error: BaseException) -> bool:
+    """Whether ``error`` comes from another process creating the same tables at the same moment."""
+    if isinstance(error, ConflictError):
+        return True
+    try:
+        from psycopg import errors as pg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    races = (pg.UniqueViolation, pg.DuplicateObject, pg.DuplicateTable, pg.DuplicateFunction, pg.InternalError_)
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, races) and (not isinstance(cause, pg.InternalError_) or "concurrently" in str(cause)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def stored_events_of(recorder: Any, ids: set[UUID]) -> dict[UUID, list[StoredEvent]]:
