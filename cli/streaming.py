@@ -261,7 +261,9 @@ def _serve(ctx: typer.Context, name: str, build: Callable[[Any], Any]) -> None:
             ledger.close()
 
 
-def _run_projections(ctx: typer.Context, kafka: str | None, stop: threading.Event, on_batch: Any) -> None:
+def _run_projections(
+    ctx: typer.Context, kafka: str | None, stop: threading.Event, on_batch: Any, consumer: str = "kafka-python"
+) -> None:
     """The built-in projections, in this thread (their database connection belongs to it)."""
     from cli.projections_cli import choose_source, make_source, open_session_views
     from projections.registry import load_projections
@@ -270,7 +272,7 @@ def _run_projections(ctx: typer.Context, kafka: str | None, stop: threading.Even
     s = session(ctx)
     projections = load_projections(None)
     with open_session_views(s, None) as views:
-        source = make_source(s, choose_source(views, projections, None, kafka), kafka)
+        source = make_source(s, choose_source(views, projections, None, kafka), kafka, consumer)
         try:
             runner = ProjectionRunner(projections, views, source)
             runner.run(stop, on_batch=lambda _report: on_batch(runner.stats))
@@ -285,6 +287,8 @@ def run_all(
     projections: Annotated[
         bool, typer.Option("--projections/--no-projections", help="Also keep the built-in projections up to date.")
     ] = True,
+    consumer: ConsumerOpt = "kafka-python",
+    producer: ProducerOpt = "kafka-python",
 ) -> None:
     """Run the intake worker, the publisher and the built-in projections in one process.
 
@@ -292,19 +296,22 @@ def run_all(
     batch. If one service fails, the others are stopped too and the command exits non-zero, so a
     supervisor restarts it.
     """
-    from ledger.intake_worker import KafkaIntakeWorker
+    from ledger.intake_worker import CONSUMERS, KafkaIntakeWorker
     from ledger.kafka import ensure_topics
-    from ledger.publisher import KafkaEventPublisher
+    from ledger.publisher import KafkaEventPublisher, check_producer
 
     _setup_logging()
     log = logging.getLogger("caseledger")
+    if consumer not in CONSUMERS:
+        raise ConfigurationError(f"Kafka consumer {consumer!r}: use one of {', '.join(CONSUMERS)}")
+    check_producer(producer)
     settings = kafka_settings(kafka)
     ensure_topics(settings)
     ledgers = [_new_ledger(ctx), _new_ledger(ctx)]
     failures: list[BaseException] = []
     try:
-        worker = KafkaIntakeWorker(ledgers[0], settings)
-        publisher = KafkaEventPublisher(ledgers[1], settings)
+        worker = KafkaIntakeWorker(ledgers[0], settings, consumer=consumer)
+        publisher = KafkaEventPublisher(ledgers[1], settings, producer=producer)
         with stop_on_signals() as stop:
 
             def guarded(name: str, target: Callable[..., Any], report: Callable[[Any], None]) -> None:
@@ -332,7 +339,7 @@ def run_all(
                         target=guarded,
                         args=(
                             "projections",
-                            lambda stop_, on_batch: _run_projections(ctx, kafka, stop_, on_batch),
+                            lambda stop_, on_batch: _run_projections(ctx, kafka, stop_, on_batch, consumer),
                             _throttled(logging.getLogger("caseledger.projections")),
                         ),
                         name="projections",

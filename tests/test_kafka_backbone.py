@@ -273,7 +273,10 @@ def test_intake_codec_rejects_unknown_schema_fingerprint() -> None:
         codec.decode(bytes(data))
 
 
-def test_run_serves_intake_publisher_and_projections_and_stops_on_sigterm(kafka: KafkaSettings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kafka_client", ["kafka-python", "confluent"])
+def test_run_serves_intake_publisher_and_projections_and_stops_on_sigterm(
+    kafka: KafkaSettings, tmp_path: Path, kafka_client: str
+) -> None:
     import os
     import signal
     import sqlite3
@@ -285,7 +288,7 @@ def test_run_serves_intake_publisher_and_projections_and_stops_on_sigterm(kafka:
            "CASELEDGER_INTAKE_PARTITIONS": "3", "CASELEDGER_EVENTS_PARTITIONS": "3"}
     proc = subprocess.Popen(
         [sys.executable, "-c", "from cli.app import main; main()", "--database", str(database), "run",
-         "--kafka", kafka.bootstrap_servers],
+         "--kafka", kafka.bootstrap_servers, "--consumer", kafka_client, "--producer", kafka_client],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
@@ -307,6 +310,7 @@ def test_run_serves_intake_publisher_and_projections_and_stops_on_sigterm(kafka:
     assert cases == 5, f"the case state projection did not show the 5 contacts:\n{output[-3000:]}"
     assert proc.returncode == 0, output
     assert "stopping" in output and "stopped" in output
+    assert f"({kafka_client} consumer)" in output and f"({kafka_client} producer)" in output
     store = CaseLedger(LedgerSettings.resolve(database=str(database)))
     try:
         published = read_topic(kafka, kafka.events_topic)
