@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from cli.app import app, session
-from ledger.errors import ConfigurationError, ValidationError
+from ledger.errors import ValidationError
 
 KafkaOpt = Annotated[
     str | None,
@@ -218,11 +218,11 @@ def intake_run(
     any moment and restarted. Invalid records are recorded as rejections with their reason.
     Several workers may share the intake topic, each with its own --partitions.
     """
-    from ledger.intake_worker import CONSUMERS, KafkaIntakeWorker
+    from ledger.intake_worker import KafkaIntakeWorker
+    from ledger.kafka import check_client
 
     chosen = parse_partitions(partitions)
-    if consumer not in CONSUMERS:
-        raise ConfigurationError(f"Kafka consumer {consumer!r}: use one of {', '.join(CONSUMERS)}")
+    check_client(consumer, "consumer")  # before connecting to anything
     _serve(ctx, "intake", lambda ledger: KafkaIntakeWorker(
         ledger, kafka_settings(kafka), batch_size=batch_size, partitions=chosen, consumer=consumer))
 
@@ -239,10 +239,11 @@ def publisher_run(
     Resumes from the last position found on the topic itself (transactional batches), so it can
     be killed at any moment and restarted without gaps or duplicates, with either producer.
     """
-    from ledger.publisher import KafkaEventPublisher, check_producer
+    from ledger.kafka import check_client
+    from ledger.publisher import KafkaEventPublisher
 
     settings = kafka_settings(kafka)
-    check_producer(producer)  # before connecting to anything
+    check_client(producer, "producer")  # before connecting to anything
     _serve(ctx, "publisher", lambda ledger: KafkaEventPublisher(ledger, settings, batch_size=batch_size,
                                                                  producer=producer))
 
@@ -296,15 +297,14 @@ def run_all(
     batch. If one service fails, the others are stopped too and the command exits non-zero, so a
     supervisor restarts it.
     """
-    from ledger.intake_worker import CONSUMERS, KafkaIntakeWorker
-    from ledger.kafka import ensure_topics
-    from ledger.publisher import KafkaEventPublisher, check_producer
+    from ledger.intake_worker import KafkaIntakeWorker
+    from ledger.kafka import check_client, ensure_topics
+    from ledger.publisher import KafkaEventPublisher
 
     _setup_logging()
     log = logging.getLogger("caseledger")
-    if consumer not in CONSUMERS:
-        raise ConfigurationError(f"Kafka consumer {consumer!r}: use one of {', '.join(CONSUMERS)}")
-    check_producer(producer)
+    check_client(consumer, "consumer")
+    check_client(producer, "producer")
     settings = kafka_settings(kafka)
     ensure_topics(settings)
     ledgers = [_new_ledger(ctx), _new_ledger(ctx)]

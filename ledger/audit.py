@@ -102,6 +102,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -308,30 +309,31 @@ Row = tuple[int, bytes, int, str, bytes]
 """(position, aggregate id as 32 lowercase hex digits, version, topic, stored bytes)."""
 
 
-class StoreSnapshot:
+class StoreSnapshot(ABC):
     """Reads the events table and tracking records as of one moment (one read transaction)."""
 
     backend = "store"
     positions_may_skip = False
 
+    @abstractmethod
     def head(self) -> int:
         """The highest position in the snapshot (0 when empty)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def pages(self, after: int, upto: int, size: int) -> Iterator[list[Row]]:
         """Rows with ``after < position <= upto`` in position order, ``size`` at a time."""
-        raise NotImplementedError
 
+    @abstractmethod
     def row_at_or_after(self, position: int) -> Row | None:
-        raise NotImplementedError
+        """The first row at ``position`` or after it (None past the end)."""
 
+    @abstractmethod
     def event(self, aggregate_hex: bytes, version: int) -> Row | None:
         """The row of one aggregate version (position 0: not looked up)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def tracking(self) -> dict[str, int]:
         """Every tracking record: name → highest tracked id."""
-        raise NotImplementedError
 
 
 class SQLiteStoreSnapshot(StoreSnapshot):

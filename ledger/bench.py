@@ -126,9 +126,9 @@ def bench_intake(
     """Run the intake benchmark on fresh topics; ``database`` must be empty (default: a temp SQLite)."""
 
     from ledger.adapter import KafkaIntakeClient
-    from ledger.intake_worker import CONSUMERS, tracking_name
-    from ledger.kafka import KafkaSettings, ensure_topics
-    from ledger.publisher import KafkaEventPublisher, check_producer
+    from ledger.intake_worker import tracking_name
+    from ledger.kafka import KafkaSettings, check_client, ensure_topics
+    from ledger.publisher import KafkaEventPublisher
 
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
     db = database or str(Path(tmp.name) / "bench.sqlite")
@@ -137,9 +137,8 @@ def bench_intake(
     settings = KafkaSettings.resolve(
         bootstrap_servers=kafka_bootstrap, intake_topic=f"bench-intake-{run}", events_topic=f"bench-events-{run}"
     )
-    check_producer(producer)
-    if consumer not in CONSUMERS:
-        raise ConfigurationError(f"Kafka consumer {consumer!r}: use one of {', '.join(CONSUMERS)}")
+    check_client(producer, "producer")
+    check_client(consumer, "consumer")
     if not 1 <= workers <= settings.intake_partitions:
         raise ConfigurationError(
             f"--workers {workers}: give 1 to {settings.intake_partitions}, the intake topic's partitions"

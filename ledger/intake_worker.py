@@ -26,7 +26,6 @@ from ledger.application import CaseLedger, normalise_reference
 from ledger.directory import ChannelMessage, Customer, IdentityClaim, IntakeSource, case_id_for
 from ledger.errors import (
     BackendError,
-    ConfigurationError,
     ConflictError,
     NotFound,
     RuleViolation,
@@ -34,7 +33,15 @@ from ledger.errors import (
     ValidationError,
 )
 from ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
-from ledger.kafka import KafkaSettings, consume_available, import_confluent, librdkafka_config
+from ledger.kafka import (
+    CONFLUENT,
+    KAFKA_PYTHON,
+    KafkaSettings,
+    check_client,
+    consume_available,
+    import_confluent,
+    librdkafka_config,
+)
 from ledger.values import SYSTEM, ContactDraft
 
 log = logging.getLogger("caseledger.intake")
@@ -64,10 +71,6 @@ class IntakeStats:
 
 def tracking_name(topic: str, partition: int) -> str:
     return f"intake/{topic}/{partition}"
-
-
-KAFKA_PYTHON, CONFLUENT = "kafka-python", "confluent"
-CONSUMERS = (KAFKA_PYTHON, CONFLUENT)
 
 
 @dataclass(frozen=True)
@@ -179,9 +182,7 @@ class KafkaIntakeWorker:
         partitions: list[int] | None = None,
         consumer: str = KAFKA_PYTHON,
     ) -> None:
-        if consumer not in CONSUMERS:
-            raise ConfigurationError(f"Kafka consumer {consumer!r}: use one of {', '.join(CONSUMERS)}")
-        self.consumer = consumer
+        self.consumer = check_client(consumer, "consumer")
         self.ledger = ledger
         # None: every partition of the intake topic. Several workers can share a topic by taking
         # disjoint partitions (positions are tracked per partition).

@@ -276,3 +276,14 @@ def import_confluent(role: str) -> Any:
             f"or use the default {role} (kafka-python)"
         ) from None
     return confluent_kafka
+
+
+KAFKA_PYTHON, CONFLUENT = "kafka-python", "confluent"
+KAFKA_CLIENTS = (KAFKA_PYTHON, CONFLUENT)
+
+
+def check_client(name: str, role: str) -> str:
+    """``name`` if it names a Kafka client the ledger can use as ``role`` (consumer or producer)."""
+    if name not in KAFKA_CLIENTS:
+        raise ConfigurationError(f"Kafka {role} {name!r}: use one of {', '.join(KAFKA_CLIENTS)}")
+    return name

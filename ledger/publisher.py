@@ -31,8 +31,17 @@ from ledger.application import CaseLedger
 from ledger.audit import parse_envelope
 from ledger.catalog import name_of_topic
 from ledger.codec import HEADER_SIZE, event_hash
-from ledger.errors import BackendError, ConfigurationError
-from ledger.kafka import KafkaSettings, import_confluent, key_hash, key_partitioner, librdkafka_config
+from ledger.errors import BackendError
+from ledger.kafka import (
+    CONFLUENT,
+    KAFKA_PYTHON,
+    KafkaSettings,
+    check_client,
+    import_confluent,
+    key_hash,
+    key_partitioner,
+    librdkafka_config,
+)
 
 log = logging.getLogger("caseledger.publisher")
 
@@ -70,17 +79,6 @@ def event_record(ledger: CaseLedger, notification: Any) -> tuple[bytes, bytes, l
         ("event_hash", event_hash(data).hex().encode()),
     ]
     return customer_id, data, headers
-
-
-KAFKA_PYTHON, CONFLUENT = "kafka-python", "confluent"
-PRODUCERS = (KAFKA_PYTHON, CONFLUENT)
-
-
-def check_producer(name: str) -> str:
-    """``name`` if it names a producer the publisher can use."""
-    if name not in PRODUCERS:
-        raise ConfigurationError(f"Kafka producer {name!r}: use one of {', '.join(PRODUCERS)}")
-    return name
 
 
 class ConfluentTransactionalProducer:
@@ -161,7 +159,7 @@ class KafkaEventPublisher:
         idle_sleep_s: float = 0.01,  # an idle look at the store is one cheap query; latency matters more
         producer: str = KAFKA_PYTHON,
     ) -> None:
-        self.producer = check_producer(producer)
+        self.producer = check_client(producer, "producer")
         self.ledger = ledger
         self.settings = settings
         self.batch_size = batch_size

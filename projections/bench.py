@@ -36,8 +36,7 @@ from ledger.bench import start_services
 from ledger.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
 from ledger.domain import Case, Context
 from ledger.errors import ConfigurationError
-from ledger.kafka import KafkaSettings, ensure_topics
-from ledger.publisher import check_producer
+from ledger.kafka import KafkaSettings, check_client, ensure_topics
 from ledger.settings import LedgerSettings
 from ledger.values import SYSTEM, Actor, ActorKind, Channel, ContactDraft, Identity
 from projections.parallel import rebuild_in_parallel, resident_mb
@@ -376,7 +375,8 @@ def bench_lag(
         raise ConfigurationError(
             f"--workers {workers}: give 1 to {settings.intake_partitions}, the intake topic's partitions"
         )
-    check_producer(producer)
+    check_client(producer, "producer")
+    check_client(consumer, "consumer")
     ensure_topics(settings)
     env = {**os.environ, "CASELEDGER_DATABASE": db, "CASELEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "CASELEDGER_INTAKE_TOPIC": settings.intake_topic, "CASELEDGER_EVENTS_TOPIC": settings.events_topic}

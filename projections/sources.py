@@ -17,15 +17,20 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.catalog import name_of_topic
 from ledger.errors import BackendError, ConfigurationError
-from ledger.kafka import consume_available, import_confluent, librdkafka_config
+from ledger.kafka import (
+    CONFLUENT,
+    KAFKA_PYTHON,
+    check_client,
+    consume_available,
+    import_confluent,
+    librdkafka_config,
+)
 
 if TYPE_CHECKING:
     from ledger.application import CaseLedger
     from ledger.kafka import KafkaSettings
 
 STORE = "store"
-KAFKA_PYTHON, CONFLUENT = "kafka-python", "confluent"
-CONSUMERS = (KAFKA_PYTHON, CONFLUENT)
 
 
 @dataclass(slots=True)
@@ -298,7 +303,6 @@ class ConfluentKafkaEventSource(KafkaEventSource):
 
 def kafka_source(settings: KafkaSettings, *, consumer: str = KAFKA_PYTHON, **options: Any) -> KafkaEventSource:
     """The events topic as a source, read with ``consumer`` (kafka-python by default, or confluent)."""
-    if consumer not in CONSUMERS:
-        raise ConfigurationError(f"Kafka consumer {consumer!r}: use one of {', '.join(CONSUMERS)}")
+    check_client(consumer, "consumer")
     cls = ConfluentKafkaEventSource if consumer == CONFLUENT else KafkaEventSource
     return cls(settings, **options)
