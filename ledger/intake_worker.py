@@ -26,6 +26,7 @@ from ledger.application import CaseLedger, normalise_reference
 from ledger.directory import ChannelMessage, Customer, IdentityClaim, IntakeSource, case_id_for
 from ledger.errors import (
     BackendError,
+    ConfigurationError,
     ConflictError,
     NotFound,
     RuleViolation,
@@ -46,6 +47,7 @@ from ledger.values import SYSTEM, ContactDraft
 
 log = logging.getLogger("caseledger.intake")
 REFUSALS = (ValidationError, RuleViolation, NotFound, SchemaError)
+AGGREGATE_CACHE = 20_000  # aggregates kept between batches (customers, claims, cases): ~100 MB at most
 
 
 @dataclass
@@ -181,9 +183,15 @@ class KafkaIntakeWorker:
         records_per_transaction: int = 120,
         partitions: list[int] | None = None,
         consumer: str = KAFKA_PYTHON,
+        aggregate_cache: int = AGGREGATE_CACHE,
     ) -> None:
         self.consumer = check_client(consumer, "consumer")
+        if aggregate_cache < 0:
+            raise ConfigurationError(f"aggregate cache of {aggregate_cache}: give 0 (none) or more aggregates")
         self.ledger = ledger
+        # Customers, their identity claims and open cases come back with every new contact: keep
+        # them between batches instead of replaying their whole history each time.
+        ledger.keep_aggregates(aggregate_cache)
         # None: every partition of the intake topic. Several workers can share a topic by taking
         # disjoint partitions (positions are tracked per partition).
         self.partitions = sorted(set(partitions)) if partitions is not None else None
@@ -225,11 +233,15 @@ class KafkaIntakeWorker:
             log.info("intake worker consuming %s partitions %s (%s consumer)", self.settings.intake_topic,
                      partitions, self.consumer)
             while not stop.is_set():
-                for partition, records in consumer.poll().items():
-                    for i in range(0, len(records), self.records_per_transaction):
-                        self.apply_batch(partition, records[i : i + self.records_per_transaction])
-                    if on_batch:
-                        on_batch(self.stats)
+                polled = consumer.poll()
+                if sum(map(len, polled.values())) <= self.records_per_transaction:
+                    self.apply_polled(polled)  # a trickle from several partitions: one transaction
+                else:
+                    for partition, records in polled.items():
+                        for i in range(0, len(records), self.records_per_transaction):
+                            self.apply_batch(partition, records[i : i + self.records_per_transaction])
+                if polled and on_batch:
+                    on_batch(self.stats)
         finally:
             consumer.close()
         return self.stats
@@ -252,36 +264,54 @@ class KafkaIntakeWorker:
 
     def apply_batch(self, partition: int, records: list[Any]) -> None:
         """Apply consecutive records of one partition in one transaction, with their position."""
-        if not records:
-            return
+        self.apply_polled({partition: records})
+
+    def apply_polled(self, polled: dict[int, list[Any]]) -> None:
+        """Apply what one poll brought, in one transaction with each partition's new position.
+
+        Records of each partition are consecutive. A worker reading several partitions at a
+        steady trickle gets a few records from each per poll; one transaction for all of them
+        instead of one per partition saves ~1 ms of CPU per transaction.
+        """
         topic = self.settings.intake_topic
-        # A redelivery after a crash or a rebalance: drop what is already applied. The position
-        # is read from the store once, then followed here (a stale one only costs a conflict).
-        first = self._applied.get(partition)
-        if first is None:
-            first = self._applied[partition] = self.next_offset(partition)
-        records = [r for r in records if r.offset >= first]
-        if not records:
+        fresh: dict[int, list[Any]] = {}
+        for partition, records in polled.items():
+            if not records:
+                continue
+            # A redelivery after a crash or a rebalance: drop what is already applied. The position
+            # is read from the store once, then followed here (a stale one only costs a conflict).
+            first = self._applied.get(partition)
+            if first is None:
+                first = self._applied[partition] = self.next_offset(partition)
+            records = [r for r in records if r.offset >= first]
+            if records:
+                fresh[partition] = records
+        if not fresh:
             return
-        tracking = Tracking(application_name=tracking_name(topic, partition), notification_id=records[-1].offset + 1)
+        trackings = [Tracking(application_name=tracking_name(topic, partition), notification_id=records[-1].offset + 1)
+                     for partition, records in fresh.items()]
+        everything = [record for records in fresh.values() for record in records]
         before = dataclasses.replace(self.stats)
         try:
-            decoded = [self._decode(record) for record in records]
-            with self.ledger.unit_of_work(tracking):
+            decoded = [self._decode(record) for record in everything]
+            with self.ledger.unit_of_work(trackings):
                 self.ledger.prefetch(self._lookups(decoded))
-                for record, message in zip(records, decoded, strict=True):
+                for record, message in zip(everything, decoded, strict=True):
                     self._apply(record, message)
             self.stats.batches += 1
-            self.stats.records += len(records)
-            self._applied[partition] = records[-1].offset + 1
+            self.stats.records += len(everything)
+            for partition, records in fresh.items():
+                self._applied[partition] = records[-1].offset + 1
         except ConflictError:
             # An agent changed a case of this batch meanwhile (or another worker applied it):
             # apply the records one by one, each with its own position.
-            self._applied.pop(partition, None)
+            for partition in fresh:
+                self._applied.pop(partition, None)
             self.stats = before
             self.stats.conflicts += 1
-            for record in records:
-                self._apply_alone(partition, record)
+            for partition, records in fresh.items():
+                for record in records:
+                    self._apply_alone(partition, record)
 
     def _decode(self, record: Any) -> Any:
         """The record's message, or the refusal to record for it (decoded once per batch)."""

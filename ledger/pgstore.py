@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.utils import retry
 from psycopg.errors import InterfaceError, OperationalError
@@ -58,6 +58,9 @@ class PostgresLedgerRecorder(PostgresProcessRecorder):
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             self._insert_events(curs, stored_events, **kwargs)  # the tracking record, if any
+            also: Sequence[Tracking] = kwargs.get("also_tracking", ())
+            for tracking in also:  # one poll's further partitions (see ledger.sqlitestore)
+                self._insert_tracking(curs, tracking)
             if not stored_events:
                 return None
             self._insert_stored_events(curs, stored_events, **kwargs)  # table lock + one INSERT

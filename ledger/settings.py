@@ -49,6 +49,7 @@ class StoreSettings:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": str(path),
             "SQLITE_LOCK_TIMEOUT": "30",
+            "PROCESS_RECORDER_TOPIC": "ledger.sqlitestore:SQLiteLedgerRecorder",
         }
 
     def describe(self) -> str:
