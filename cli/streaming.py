@@ -18,6 +18,8 @@ from rich.table import Table
 
 from cli.app import app, session
 from ledger.errors import ValidationError
+from ledger.intake_worker import AGGREGATE_CACHE
+from ledger.publisher import TRANSACTION_INTERVAL_S
 
 KafkaOpt = Annotated[
     str | None,
@@ -211,6 +213,12 @@ def intake_run(
                      "disjoint partitions to share the load); default all."),
     ] = None,
     consumer: ConsumerOpt = "kafka-python",
+    aggregate_cache: Annotated[
+        int,
+        typer.Option("--aggregate-cache", min=0, max=10_000_000, help="Aggregates (customers, identity claims, "
+                     "cases) kept in memory between batches, read again only from their last known version; "
+                     "0 turns the cache off."),
+    ] = AGGREGATE_CACHE,
 ) -> None:
     """Apply every intake record to the ledger, exactly once; stop with SIGTERM or Ctrl-C.
 
@@ -224,7 +232,8 @@ def intake_run(
     chosen = parse_partitions(partitions)
     check_client(consumer, "consumer")  # before connecting to anything
     _serve(ctx, "intake", lambda ledger: KafkaIntakeWorker(
-        ledger, kafka_settings(kafka), batch_size=batch_size, partitions=chosen, consumer=consumer))
+        ledger, kafka_settings(kafka), batch_size=batch_size, partitions=chosen, consumer=consumer,
+        aggregate_cache=aggregate_cache))
 
 
 @publisher_app.command("run")
@@ -233,6 +242,12 @@ def publisher_run(
     kafka: KafkaOpt = None,
     batch_size: BatchOpt = 1000,
     producer: ProducerOpt = "kafka-python",
+    transaction_interval_ms: Annotated[
+        int,
+        typer.Option("--transaction-interval-ms", min=0, max=10_000, help="While events trickle in, begin at most "
+                     "one Kafka transaction per interval: each commit costs the broker milliseconds of CPU "
+                     "whatever its size. Lower: less latency, more broker load."),
+    ] = round(TRANSACTION_INTERVAL_S * 1000),
 ) -> None:
     """Publish every recorded event to the events topic, in order, exactly once; stop with SIGTERM.
 
@@ -244,8 +259,8 @@ def publisher_run(
 
     settings = kafka_settings(kafka)
     check_client(producer, "producer")  # before connecting to anything
-    _serve(ctx, "publisher", lambda ledger: KafkaEventPublisher(ledger, settings, batch_size=batch_size,
-                                                                 producer=producer))
+    _serve(ctx, "publisher", lambda ledger: KafkaEventPublisher(
+        ledger, settings, batch_size=batch_size, producer=producer, transaction_interval_s=transaction_interval_ms / 1000))
 
 
 def _serve(ctx: typer.Context, name: str, build: Callable[[Any], Any]) -> None:

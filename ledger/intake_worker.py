@@ -33,6 +33,7 @@ from ledger.errors import (
     SchemaError,
     ValidationError,
 )
+from ledger.gcpacing import GcPacer
 from ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
 from ledger.kafka import (
     CONFLUENT,
@@ -219,6 +220,7 @@ class KafkaIntakeWorker:
         consumer = (ConfluentIntakeConsumer if self.consumer == CONFLUENT else KafkaPythonIntakeConsumer)(
             self.settings, batch_size=self.batch_size, wait_ms=self.poll_timeout_ms
         )
+        pacer = GcPacer()  # thousands of cached aggregates: no full collection per batch
         try:
             partitions = self._wait_for_partitions(consumer, stop)
             if self.partitions is not None and partitions:
@@ -240,9 +242,12 @@ class KafkaIntakeWorker:
                     for partition, records in polled.items():
                         for i in range(0, len(records), self.records_per_transaction):
                             self.apply_batch(partition, records[i : i + self.records_per_transaction])
-                if polled and on_batch:
-                    on_batch(self.stats)
+                if polled:
+                    if on_batch:
+                        on_batch(self.stats)
+                    pacer.after_batch()
         finally:
+            pacer.close()
             consumer.close()
         return self.stats
 

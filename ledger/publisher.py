@@ -33,6 +33,7 @@ from ledger.audit import parse_envelope
 from ledger.catalog import name_of_topic
 from ledger.codec import HEADER_SIZE, event_hash
 from ledger.errors import BackendError, ConfigurationError
+from ledger.gcpacing import GcPacer
 from ledger.kafka import (
     CONFLUENT,
     KAFKA_PYTHON,
@@ -246,6 +247,7 @@ class KafkaEventPublisher:
     def run(self, stop: threading.Event, *, on_batch: Callable[[PublisherStats], None] | None = None) -> PublisherStats:
         """Publish until ``stop`` is set. Safe to kill at any moment."""
         producer = self._producer()
+        pacer = GcPacer()
         try:
             producer.init_transactions()  # fences any earlier publisher and aborts its open batch
             position = self.last_published_position()
@@ -277,6 +279,8 @@ class KafkaEventPublisher:
                 self.stats.batches += 1
                 if on_batch:
                     on_batch(self.stats)
+                pacer.after_batch()
         finally:
+            pacer.close()
             producer.close(timeout=10)
         return self.stats

@@ -470,8 +470,6 @@ def bench_lag(
         views.close()
         tmp.cleanup()
     latencies = [(seen[m] - at) * 1000 for m, at in sent.items() if m in seen]
-    if os.environ.get("LAGDUMP"):
-        Path(os.environ["LAGDUMP"]).write_text(json.dumps({"sent": sent, "seen": seen, "recorded": recorded, "batch_ms": batch_ms}))
     downstream = [(seen[m] - recorded[m]) * 1000 for m in sent if m in seen]
     if not latencies:
         raise RuntimeError("no contact reached case state; check the Kafka broker and the topics")

@@ -27,6 +27,7 @@ from typing import Any
 
 from ledger.codec import AvroEventCodec
 from ledger.errors import ConfigurationError, ConflictError
+from ledger.gcpacing import GcPacer
 from projections.base import Handler, Projection, RowCache, Tx
 from projections.sources import EventSource
 from projections.views import POSITIONS, STATE, ViewStore, ViewTransaction
@@ -372,6 +373,18 @@ class ProjectionRunner:
             self.prepare()
         target = self.source.end_positions() if until_caught_up else None
         collected_at = self.stats.records
+        pacer = None if until_caught_up else GcPacer()  # a follower: no collection pause per batch
+        try:
+            self._run(stop, target, collected_at, pacer, on_batch)
+        finally:
+            if pacer is not None:
+                pacer.close()
+        return self.stats
+
+    def _run(
+        self, stop: threading.Event, target: Mapping[int, int] | None, collected_at: int, pacer: GcPacer | None,
+        on_batch: Callable[[BatchReport], None] | None,
+    ) -> None:
         while not stop.is_set():
             if not gc.isenabled() and self.stats.records - collected_at >= COLLECT_EVERY:
                 gc.collect()  # see collecting_between_batches
@@ -386,9 +399,11 @@ class ProjectionRunner:
                 log.warning("%s", error)
                 self.prepare()
                 continue
-            if report is not None and on_batch is not None:
-                on_batch(report)
-        return self.stats
+            if report is not None:
+                if on_batch is not None:
+                    on_batch(report)
+                if pacer is not None:
+                    pacer.after_batch()
 
     def _reached(self, target: Mapping[int, int]) -> bool:
         consumed = self.source.consumed_positions() or self._start_positions()

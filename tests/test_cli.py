@@ -429,3 +429,12 @@ def test_publisher_run_refuses_an_unknown_producer_before_connecting(cli: Run) -
 def test_intake_run_refuses_an_unknown_consumer_before_connecting(cli: Run) -> None:
     result = cli("intake", "run", "--kafka", "127.0.0.1:1", "--consumer", "rdkafka", code=4)
     assert "use one of kafka-python, confluent" in flat(result.stderr)
+
+
+@pytest.mark.parametrize(("command", "option", "value"), [
+    ("intake", "--aggregate-cache", "-1"),
+    ("publisher", "--transaction-interval-ms", "10001"),
+])
+def test_service_tuning_options_refuse_values_out_of_range(cli: Run, command: str, option: str, value: str) -> None:
+    result = cli(command, "run", "--kafka", "127.0.0.1:1", option, value, code=2)
+    assert f"Invalid value for '{option}'" in flat(result.stderr)

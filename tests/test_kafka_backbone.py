@@ -172,6 +172,34 @@ def test_worker_applies_each_record_once_and_rejects_bad_ones(
     assert receipts[0].partition in range(3)
 
 
+def test_one_poll_from_several_partitions_is_one_transaction_with_each_position(ledger: CaseLedger, clock: Any) -> None:
+    """A trickle from three partitions is applied at once; each partition's position is kept, none twice."""
+    from ledger.intake_worker import IntakeRecord
+
+    codec = IntakeCodec()
+    settings = KafkaSettings.resolve(bootstrap_servers="unused:9092", intake_topic="in")
+    worker = KafkaIntakeWorker(ledger, settings)
+
+    def records(partition: int, offsets: range) -> list[IntakeRecord]:
+        return [IntakeRecord("in", partition, o, codec.encode(contact(10 * partition + o, msg=f"p{partition}o{o}", occurred_at=clock()),
+                                                              adapter="test")) for o in offsets]
+
+    polled = {0: records(0, range(0, 3)), 1: records(1, range(0, 2)), 2: records(2, range(4, 5))}
+    before = ledger.recorder.max_notification_id() or 0
+    worker.apply_polled(polled)
+    assert worker.stats.batches == 1 and worker.stats.contacts == 6
+    assert [worker.next_offset(p) for p in range(3)] == [3, 2, 5]
+    # one transaction: the notification ids of all six contacts' events are consecutive, after `before`
+    stored = ledger.recorder.select_notifications(start=before + 1, limit=1000)
+    assert [n.id for n in stored] == list(range(before + 1, before + 1 + len(stored)))
+    # a redelivery (a worker restarted) with one new record on partition 1 applies only that one
+    again = KafkaIntakeWorker(ledger, settings)
+    again.apply_polled({0: records(0, range(0, 3)), 1: records(1, range(0, 3))})
+    assert (again.stats.contacts, again.stats.records) == (1, 1)
+    assert [again.next_offset(p) for p in range(3)] == [3, 3, 5]
+    assert ledger.find_by_message("email", "p1o2").reference
+
+
 def test_workers_sharing_the_topic_by_partitions_apply_every_record_once(
     kafka: KafkaSettings, tmp_path: Path
 ) -> None:
@@ -261,6 +289,15 @@ def test_publisher_publishes_every_event_once_in_order_and_resumes(
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         per_partition.setdefault(r.partition, []).append(int(header(r, "position")))
     assert all(p == sorted(p) for p in per_partition.values())
+
+
+def test_publisher_refuses_a_transaction_interval_out_of_range(store: CaseLedger) -> None:
+    from ledger.errors import ConfigurationError
+
+    settings = KafkaSettings.resolve(bootstrap_servers="unused:9092")
+    with pytest.raises(ConfigurationError, match="transaction interval -1 ms: give 0 to 10000 ms"):
+        KafkaEventPublisher(store, settings, transaction_interval_s=-0.001)
+    assert KafkaEventPublisher(store, settings, transaction_interval_s=0).transaction_interval_s == 0
 
 
 def test_intake_codec_rejects_unknown_schema_fingerprint() -> None:

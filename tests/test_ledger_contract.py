@@ -501,6 +501,61 @@ def test_prefetch_in_unit_of_work_sees_stored_and_new_aggregates(ledger: CaseLed
     assert [c.reference for c in ledger.cases_of("email:jane@example.com")] == [first.reference, other.reference]
 
 
+def test_unit_of_work_records_one_tracking_record_per_partition(ledger: CaseLedger) -> None:
+    from eventsourcing.persistence import Tracking
+
+    with ledger.unit_of_work([Tracking("intake/t/0", 5), Tracking("intake/t/1", 9), Tracking("intake/t/2", 3)]):
+        ledger.record_contact(draft(msg="a"))
+    assert [ledger.recorder.max_tracking_id(f"intake/t/{p}") for p in range(3)] == [5, 9, 3]
+    # a redelivery of any one of the partitions refuses the whole unit
+    with pytest.raises(ConflictError), ledger.unit_of_work([Tracking("intake/t/0", 6), Tracking("intake/t/1", 9)]):
+        ledger.record_contact(draft(msg="b"))
+    assert ledger.recorder.max_tracking_id("intake/t/0") == 5
+    with pytest.raises(NotFound):
+        ledger.find_by_message("email", "b")
+
+
+def test_stored_events_after_a_known_version(ledger: CaseLedger) -> None:
+    from ledger.application import stored_events_of
+    from ledger.directory import Customer
+
+    ledger.record_contact(draft(msg="a"))
+    ledger.record_contact(draft(msg="b"))
+    customer = Customer.id_for("email:jane@example.com")
+    assert [e.originator_version for e in stored_events_of(ledger.recorder, [customer])[customer]] == [1, 2, 3]
+    assert [e.originator_version for e in stored_events_of(ledger.recorder, [customer], after={customer: 2})[customer]] == [3]
+    assert stored_events_of(ledger.recorder, [customer], after={customer: 3}) == {}
+
+
+def test_kept_aggregates_follow_other_writers_and_never_keep_a_failed_unit(
+    make_ledger: Any,
+) -> None:
+    """Aggregates kept between units equal the stored ones, whoever wrote meanwhile, whatever failed."""
+    from eventsourcing.persistence import Tracking
+
+    from ledger.directory import Customer
+
+    worker, agent = make_ledger(), make_ledger()
+    worker.keep_aggregates(100)
+    customer = Customer.id_for("email:jane@example.com")
+    with worker.unit_of_work(Tracking("intake/k/0", 1)):
+        first = worker.record_contact(draft(msg="a"))
+    assert worker._cache is not None and len(worker._cache) >= 3  # the customer, its claim, the case...
+    agent.record_contact(draft(msg="b"))  # another writer adds a case to the same customer
+    with worker.unit_of_work(Tracking("intake/k/0", 2)):
+        third = worker.record_contact(draft(msg="c"))
+    assert len(agent.cases_of("email:jane@example.com")) == 3
+    # a unit that fails on save (a redelivered position) must not leave its changes in the cache
+    with pytest.raises(ConflictError), worker.unit_of_work(Tracking("intake/k/0", 2)):
+        worker.record_contact(draft(msg="d"))
+        worker.respond(first.reference, actor=ALICE, body="x", answers=["Q1"])
+    with worker.unit_of_work(Tracking("intake/k/0", 3)):
+        worker.prefetch([customer, first.case_id, third.case_id])
+        for aggregate_id in (customer, first.case_id, third.case_id):
+            assert vars(worker._load(aggregate_id)) == vars(agent.repository.get(aggregate_id))
+    assert worker.get_case(first.reference).items["Q1"].status != "answered"
+
+
 def test_a_new_customer_is_registered_with_the_identity_it_first_used(ledger: CaseLedger) -> None:
     from ledger.directory import Customer
 
