@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -337,9 +337,13 @@ class LagBenchResult:
     intake_workers: int = 1
     consumer: str = KAFKA_PYTHON
     producer: str = KAFKA_PYTHON
+    # Each second of publishing: [second, contacts, p50 ms, p99 ms, of which recorded → visible p99 ms].
+    # Shows whether the tail is spread out or a few stalls, and whether the run degrades with time.
+    per_second: list[list[float]] = field(default_factory=list)
 
     def report(self) -> list[tuple[str, str]]:
         """(measure, value) lines for the table the command prints."""
+        worst = max(self.per_second, key=lambda row: row[3], default=None)
         return [
             ("intake workers / consumer (workers and projection) / publisher's producer",
              f"{self.intake_workers} / {self.consumer} / {self.producer}"),
@@ -354,6 +358,8 @@ class LagBenchResult:
              f"{self.recorded_to_visible_p50_ms:,.0f} ms / {self.recorded_to_visible_p99_ms:,.0f} ms"),
             ("the projection's own apply + commit per batch p50 / p99",
              f"{self.projection_batch_p50_ms:,.1f} ms / {self.projection_batch_p99_ms:,.1f} ms"),
+            ("worst second: p99 (its second of publishing); every second in the JSON file",
+             f"{worst[3]:,.0f} ms (second {worst[0]:.0f})" if worst else "–"),
         ]
 
 
@@ -471,6 +477,14 @@ def bench_lag(
         tmp.cleanup()
     latencies = [(seen[m] - at) * 1000 for m, at in sent.items() if m in seen]
     downstream = [(seen[m] - recorded[m]) * 1000 for m in sent if m in seen]
+    start = min(sent.values(), default=0.0)
+    seconds_of: dict[int, list[tuple[float, float]]] = {}
+    for m, at in sent.items():
+        if m in seen:
+            seconds_of.setdefault(int(at - start), []).append(((seen[m] - at) * 1000, (seen[m] - recorded[m]) * 1000))
+    per_second = [[second, len(rows), round(statistics.median(r[0] for r in rows), 1),
+                   round(percentile([r[0] for r in rows], 0.99), 1), round(percentile([r[1] for r in rows], 0.99), 1)]
+                  for second, rows in sorted(seconds_of.items())]
     if not latencies:
         raise RuntimeError("no contact reached case state; check the Kafka broker and the topics")
     return LagBenchResult(
@@ -480,7 +494,7 @@ def bench_lag(
         recorded_to_visible_p50_ms=statistics.median(downstream),
         recorded_to_visible_p99_ms=percentile(downstream, 0.99),
         projection_batch_p50_ms=statistics.median(batch_ms), projection_batch_p99_ms=percentile(batch_ms, 0.99),
-        intake_workers=workers, consumer=consumer, producer=producer,
+        intake_workers=workers, consumer=consumer, producer=producer, per_second=per_second,
     )
 
 

@@ -40,6 +40,9 @@ def test_bench_lag_sees_every_contact_in_case_state(kafka_bootstrap: str, tmp_pa
     assert written["contacts"] == 200 and written["seen"] == written["contacts"]
     assert 0 < written["p50_ms"] <= written["p90_ms"] <= written["p99_ms"] <= written["max_ms"]
     assert written["intake_workers"] == 2 and written["consumer"] == "confluent"
+    seconds = written["per_second"]
+    assert sum(row[1] for row in seconds) == 200 and [row[0] for row in seconds] == sorted({row[0] for row in seconds})
+    assert max(row[3] for row in seconds) <= written["max_ms"] and "worst second" in result.stdout
 
 
 def test_bench_lag_refuses_more_workers_than_intake_partitions(kafka_bootstrap: str, tmp_path: Path) -> None:
