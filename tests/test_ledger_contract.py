@@ -662,47 +662,38 @@ def test_postgres_writers_are_not_blocked_by_vacuum_but_are_serialized(postgres:
 
     database = postgres.new_database()
     ledger = CaseLedger(LedgerSettings.resolve(database=database), clock=clock)
+
+    def write(msg: str) -> tuple[threading.Thread, threading.Event]:
+        """Record a contact in a thread; the event is set once it is recorded."""
+        done = threading.Event()
+        writer = threading.Thread(target=lambda: (ledger.record_contact(draft(msg=msg)), done.set()))
+        writer.start()
+        return writer, done
+
     try:
         ledger.record_contact(draft(msg="a"))
         table = ledger.recorder.events_table_name
+        key = ledger.recorder.writers_lock_key
         with psycopg.connect(database) as vacuum:
             # what (auto)vacuum and analyze hold on the table while they run
             vacuum.execute(f"LOCK TABLE {table} IN SHARE UPDATE EXCLUSIVE MODE")
-            done = threading.Event()
-            writer = threading.Thread(target=lambda: (ledger.record_contact(draft(msg="b")), done.set()))
-            writer.start()
+            writer, done = write("b")
             writer.join(20)
             assert done.is_set(), "a write waited for a vacuum's lock"
             vacuum.rollback()
-        with psycopg.connect(database, autocommit=True) as other:
-            other.execute("SELECT pg_advisory_lock(%s)", (ledger.recorder.writers_lock_key,))
-            blocked = threading.Event()
-            started = threading.Event()
-
-            def write() -> None:
-                started.set()
-                ledger.record_contact(draft(msg="c"))
-                blocked.set()
-
-            writer = threading.Thread(target=write)
-            writer.start()
-            started.wait(10)
-            writer.join(1.0)
-            assert not blocked.is_set(), "a writer did not wait for the writer holding the lock"
-            other.execute("SELECT pg_advisory_unlock(%s)", (ledger.recorder.writers_lock_key,))
-            writer.join(20)
-            assert blocked.is_set()
-        # a writer of an older version locks the table instead: the two still take turns
-        with psycopg.connect(database) as older:
-            older.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
-            finished = threading.Event()
-            writer = threading.Thread(target=lambda: (ledger.record_contact(draft(msg="d")), finished.set()))
-            writer.start()
-            writer.join(1.0)
-            assert not finished.is_set(), "a writer did not wait for an older writer's table lock"
-            older.rollback()
-            writer.join(20)
-            assert finished.is_set()
-        assert ledger.find_by_message("email", "c").reference and ledger.find_by_message("email", "d").reference
+        # another writer holds the writers' lock; then an older version's writer locks the table instead
+        for holder, release in ((f"SELECT pg_advisory_lock({key})", f"SELECT pg_advisory_unlock({key})"),
+                                (f"LOCK TABLE {table} IN EXCLUSIVE MODE", "ROLLBACK")):
+            with psycopg.connect(database, autocommit=True) as other:
+                if holder.startswith("LOCK"):
+                    other.execute("BEGIN")
+                other.execute(holder)
+                writer, done = write(f"after {holder}")
+                writer.join(1.0)
+                assert not done.is_set(), f"a writer did not wait while another held: {holder}"
+                other.execute(release)
+                writer.join(20)
+                assert done.is_set()
+        assert ledger.find_by_message("email", f"after LOCK TABLE {table} IN EXCLUSIVE MODE").reference
     finally:
         ledger.close()
