@@ -22,7 +22,7 @@ COPY ledger/ ledger/
 COPY projections/ projections/
 COPY schemas/ schemas/
 COPY cli/ cli/
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir '.[confluent]' \
     && caseledger version
 
 # -- runtime: the virtualenv only, no sources, no build tools ------------------------------------

@@ -31,13 +31,13 @@ KafkaOpt = Annotated[
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, max=100_000, help="Records per transaction.")]
 ConsumerOpt = Annotated[
     str,
-    typer.Option("--consumer", metavar="kafka-python|confluent",
+    typer.Option("--consumer", metavar="kafka-python|confluent", envvar="CASELEDGER_KAFKA_CONSUMER",
                  help="Kafka client reading the topic: kafka-python (default) or confluent (confluent-kafka, "
                  "librdkafka; pip install '.[confluent]'). Same positions either way."),
 ]
 ProducerOpt = Annotated[
     str,
-    typer.Option("--producer", metavar="kafka-python|confluent",
+    typer.Option("--producer", metavar="kafka-python|confluent", envvar="CASELEDGER_KAFKA_PRODUCER",
                  help="Kafka client writing the events topic: kafka-python (default) or confluent "
                  "(librdkafka, pip install '.[confluent]'; several times less CPU per event)."),
 ]

@@ -438,3 +438,15 @@ def test_intake_run_refuses_an_unknown_consumer_before_connecting(cli: Run) -> N
 def test_service_tuning_options_refuse_values_out_of_range(cli: Run, command: str, option: str, value: str) -> None:
     result = cli(command, "run", "--kafka", "127.0.0.1:1", option, value, code=2)
     assert f"Invalid value for '{option}'" in flat(result.stderr)
+
+
+@pytest.mark.parametrize(("variable", "command"), [
+    ("CASELEDGER_KAFKA_PRODUCER", "publisher"),
+    ("CASELEDGER_KAFKA_CONSUMER", "intake"),
+])
+def test_kafka_clients_are_chosen_from_the_environment_too(
+    cli: Run, monkeypatch: pytest.MonkeyPatch, variable: str, command: str
+) -> None:
+    monkeypatch.setenv(variable, "rdkafka")
+    result = cli(command, "run", "--kafka", "127.0.0.1:1", code=4)
+    assert "'rdkafka': use one of kafka-python, confluent" in flat(result.stderr)

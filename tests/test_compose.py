@@ -424,6 +424,8 @@ def check_stack(stack: dict[str, Any], env: dict[str, str]) -> None:
     }
     assert ledger["restart"] == "unless-stopped"
     assert ledger["stop_grace_period"] == "30s"
+    for var in ("CASELEDGER_KAFKA_CONSUMER", "CASELEDGER_KAFKA_PRODUCER"):  # the image has librdkafka
+        assert ledger["environment"][var] == "confluent", var
     url = urlsplit(ledger["environment"]["CASELEDGER_DATABASE"])
     assert (url.scheme, url.hostname, url.port) == ("postgresql", "postgres", 5432)
     assert (url.username, url.password, url.path) == (user, password, f"/{dbname}")
@@ -632,7 +634,9 @@ def test_dockerfile_runs_the_installed_package_as_non_root() -> None:
     users = [args for ins, args in final_stage if ins == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must not run as root"
     runs = " ".join(args for ins, args in instructions if ins == "RUN")
-    assert re.search(r"pip install --no-cache-dir \.(\s|$)", runs), "install the package (a wheel), not -e"
+    assert re.search(r"pip install --no-cache-dir '\.\[confluent\]'(\s|$)", runs), \
+        "install the package (a wheel, not -e) with the confluent-kafka clients compose.yaml selects"
+    assert "confluent" in pyproject()["project"]["optional-dependencies"]
     assert ("ENTRYPOINT", '["caseledger"]') in final_stage
     assert ("CMD", '["run"]') in final_stage
     assert pyproject()["project"]["scripts"]["caseledger"]
