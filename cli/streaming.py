@@ -35,6 +35,19 @@ ConsumerOpt = Annotated[
                  help="Kafka client reading the topic: kafka-python (default) or confluent (confluent-kafka, "
                  "librdkafka; pip install '.[confluent]'). Same positions either way."),
 ]
+TRANSACTION_INTERVAL_MS = round(TRANSACTION_INTERVAL_S * 1000)
+AggregateCacheOpt = Annotated[
+    int,
+    typer.Option("--aggregate-cache", min=0, max=10_000_000, help="Aggregates (customers, identity claims, "
+                 "cases) the intake worker keeps in memory between batches, read again only from their last "
+                 "known version; 0 turns the cache off."),
+]
+TransactionIntervalOpt = Annotated[
+    int,
+    typer.Option("--transaction-interval-ms", min=0, max=10_000, help="While events trickle in, the publisher "
+                 "begins at most one Kafka transaction per interval: each commit costs the broker milliseconds "
+                 "of CPU whatever its size. Lower: less latency, more broker load."),
+]
 ProducerOpt = Annotated[
     str,
     typer.Option("--producer", metavar="kafka-python|confluent", envvar="CASELEDGER_KAFKA_PRODUCER",
@@ -213,12 +226,7 @@ def intake_run(
                      "disjoint partitions to share the load); default all."),
     ] = None,
     consumer: ConsumerOpt = "kafka-python",
-    aggregate_cache: Annotated[
-        int,
-        typer.Option("--aggregate-cache", min=0, max=10_000_000, help="Aggregates (customers, identity claims, "
-                     "cases) kept in memory between batches, read again only from their last known version; "
-                     "0 turns the cache off."),
-    ] = AGGREGATE_CACHE,
+    aggregate_cache: AggregateCacheOpt = AGGREGATE_CACHE,
 ) -> None:
     """Apply every intake record to the ledger, exactly once; stop with SIGTERM or Ctrl-C.
 
@@ -242,12 +250,7 @@ def publisher_run(
     kafka: KafkaOpt = None,
     batch_size: BatchOpt = 1000,
     producer: ProducerOpt = "kafka-python",
-    transaction_interval_ms: Annotated[
-        int,
-        typer.Option("--transaction-interval-ms", min=0, max=10_000, help="While events trickle in, begin at most "
-                     "one Kafka transaction per interval: each commit costs the broker milliseconds of CPU "
-                     "whatever its size. Lower: less latency, more broker load."),
-    ] = round(TRANSACTION_INTERVAL_S * 1000),
+    transaction_interval_ms: TransactionIntervalOpt = TRANSACTION_INTERVAL_MS,
 ) -> None:
     """Publish every recorded event to the events topic, in order, exactly once; stop with SIGTERM.
 
@@ -305,6 +308,8 @@ def run_all(
     ] = True,
     consumer: ConsumerOpt = "kafka-python",
     producer: ProducerOpt = "kafka-python",
+    aggregate_cache: AggregateCacheOpt = AGGREGATE_CACHE,
+    transaction_interval_ms: TransactionIntervalOpt = TRANSACTION_INTERVAL_MS,
 ) -> None:
     """Run the intake worker, the publisher and the built-in projections in one process.
 
@@ -325,8 +330,9 @@ def run_all(
     ledgers = [_new_ledger(ctx), _new_ledger(ctx)]
     failures: list[BaseException] = []
     try:
-        worker = KafkaIntakeWorker(ledgers[0], settings, consumer=consumer)
-        publisher = KafkaEventPublisher(ledgers[1], settings, producer=producer)
+        worker = KafkaIntakeWorker(ledgers[0], settings, consumer=consumer, aggregate_cache=aggregate_cache)
+        publisher = KafkaEventPublisher(ledgers[1], settings, producer=producer,
+                                        transaction_interval_s=transaction_interval_ms / 1000)
         with stop_on_signals() as stop:
 
             def guarded(name: str, target: Callable[..., Any], report: Callable[[Any], None]) -> None:

@@ -432,11 +432,15 @@ def test_intake_run_refuses_an_unknown_consumer_before_connecting(cli: Run) -> N
 
 
 @pytest.mark.parametrize(("command", "option", "value"), [
-    ("intake", "--aggregate-cache", "-1"),
-    ("publisher", "--transaction-interval-ms", "10001"),
+    (("intake", "run"), "--aggregate-cache", "-1"),
+    (("publisher", "run"), "--transaction-interval-ms", "10001"),
+    (("run",), "--aggregate-cache", "-1"),
+    (("run",), "--transaction-interval-ms", "-5"),
 ])
-def test_service_tuning_options_refuse_values_out_of_range(cli: Run, command: str, option: str, value: str) -> None:
-    result = cli(command, "run", "--kafka", "127.0.0.1:1", option, value, code=2)
+def test_service_tuning_options_refuse_values_out_of_range(
+    cli: Run, command: tuple[str, ...], option: str, value: str
+) -> None:
+    result = cli(*command, "--kafka", "127.0.0.1:1", option, value, code=2)
     assert f"Invalid value for '{option}'" in flat(result.stderr)
 
 
