@@ -55,6 +55,11 @@ def _quote(text: str | None) -> str:
     return f"“{_short(text)}”"
 
 
+def _noticed(e: Any) -> str:
+    """The reason of a change the customer was told about, and the notice they were sent."""
+    return f"{_short(e.reason)}; notice {e.notice_id} {_quote(e.notice)}"
+
+
 # -- events ---------------------------------------------------------------------------------------
 
 
@@ -93,17 +98,13 @@ _DESCRIBERS: dict[str, Callable[[Any, tzinfo | None], str]] = {
     "WrittenConfirmationIssued": lambda e, tz: f"Written confirmation {e.confirmation_id} of promise "
     f"{e.promise_id} issued",
     "PromiseKept": lambda e, tz: f"Promise {e.promise_id} kept: {_short(e.evidence)}",
-    "PromiseWithdrawn": lambda e, tz: f"Promise {e.promise_id} withdrawn: {_short(e.reason)}; "
-    f"notice {e.notice_id} {_quote(e.notice)}",
+    "PromiseWithdrawn": lambda e, tz: f"Promise {e.promise_id} withdrawn: {_noticed(e)}",
     "PromiseBroken": lambda e, tz: f"Promise {e.promise_id} broken: {_short(e.reason)}",
     "PromiseWaived": lambda e, tz: f"Promise {e.promise_id} waived: {_short(e.reason)}",
-    "StatusChanged": lambda e, tz: f"Status {e.from_status} → {e.to_status}: {_short(e.reason)}; "
-    f"notice {e.notice_id} {_quote(e.notice)}",
-    "CaseClosed": lambda e, tz: f"Case closed: {_short(e.reason)}; notice {e.notice_id} {_quote(e.notice)}",
-    "CaseCancelled": lambda e, tz: f"Case cancelled: {_short(e.reason)}; notice {e.notice_id} "
-    f"{_quote(e.notice)}",
-    "CaseReopened": lambda e, tz: f"Case reopened: {_short(e.reason)}; notice {e.notice_id} "
-    f"{_quote(e.notice)}",
+    "StatusChanged": lambda e, tz: f"Status {e.from_status} → {e.to_status}: {_noticed(e)}",
+    "CaseClosed": lambda e, tz: f"Case closed: {_noticed(e)}",
+    "CaseCancelled": lambda e, tz: f"Case cancelled: {_noticed(e)}",
+    "CaseReopened": lambda e, tz: f"Case reopened: {_noticed(e)}",
     "CaseAssigned": lambda e, tz: "Assigned to "
     + " / ".join(x for x in (e.assignee and f"agent {e.assignee}", e.team and f"team {e.team}") if x),
     "HandedOff": lambda e, tz: f"Handoff {e.handoff_id} from {_by(e.from_assignee)} to "
