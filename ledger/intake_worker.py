@@ -42,7 +42,7 @@ from ledger.kafka import (
     check_client,
     consume_available,
     import_confluent,
-    librdkafka_config,
+    librdkafka_assigned_consumer_config,
 )
 from ledger.values import SYSTEM, ContactDraft
 
@@ -126,12 +126,8 @@ class ConfluentIntakeConsumer:
         confluent_kafka = self._kafka = import_confluent("consumer")
         self.topic = settings.intake_topic
         self.batch_size, self.wait_ms = batch_size, wait_ms
-        config = librdkafka_config(settings)
+        config = librdkafka_assigned_consumer_config(settings, f"caseledger-intake-{self.topic}")
         config.update({
-            # librdkafka wants a group; it is never joined (partitions are assigned) nor committed to.
-            "group.id": f"caseledger-intake-{self.topic}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": wait_ms,
         })

@@ -250,6 +250,17 @@ def librdkafka_config(settings: KafkaSettings) -> dict[str, Any]:
     return config
 
 
+def librdkafka_assigned_consumer_config(settings: KafkaSettings, group_id: str) -> dict[str, Any]:
+    """A confluent-kafka consumer that is assigned partitions and keeps its positions elsewhere.
+
+    librdkafka wants a group id; the group is never joined (partitions are assigned) nor
+    committed to: positions live beside what the records produced.
+    """
+    config = librdkafka_config(settings)
+    config.update({"group.id": group_id, "enable.auto.commit": False, "enable.auto.offset.store": False})
+    return config
+
+
 def consume_available(consumer: Any, max_records: int, timeout_s: float) -> list[Any]:
     """Up to ``max_records`` messages from a confluent-kafka consumer, returning as soon as any are there.
 

@@ -23,7 +23,7 @@ from ledger.kafka import (
     check_client,
     consume_available,
     import_confluent,
-    librdkafka_config,
+    librdkafka_assigned_consumer_config,
 )
 
 if TYPE_CHECKING:
@@ -244,12 +244,8 @@ class ConfluentKafkaEventSource(KafkaEventSource):
         return self._consumer
 
     def _config(self) -> dict[str, Any]:
-        config = librdkafka_config(self.settings)
+        config = librdkafka_assigned_consumer_config(self.settings, f"caseledger-projections-{self.topic}")
         config.update({
-            # librdkafka wants a group; it is never joined (partitions are assigned) nor committed to.
-            "group.id": f"caseledger-projections-{self.topic}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
             "auto.offset.reset": "error",  # a position the topic no longer has is an error, never a skip
             "fetch.wait.max.ms": self.fetch_wait_ms,
