@@ -28,6 +28,7 @@ from eventsourcing.utils import get_topic
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from ledger.avrocompiled import Unsupported, compile_reader, compile_writer
 from ledger.catalog import EVENT_TYPES, name_of_topic
 from ledger.domain import LedgerEvent
 from ledger.errors import SchemaError
@@ -180,6 +181,12 @@ class AvroEventCodec:
         }
         for name in spec.fields:
             record[name] = state[name]
+        write = self._compiled_writer(spec.name)
+        if write is not None:
+            try:
+                return spec.header + write(record)
+            except Exception:  # fastavro below writes it, or says what is wrong
+                pass
         out = BytesIO()
         out.write(spec.header)
         try:
@@ -188,15 +195,54 @@ class AvroEventCodec:
             raise SchemaError(f"{spec.name} does not fit schemas/{spec.name}.avsc: {error}") from error
         return out.getvalue()
 
+    # -- compiled fast paths (ledger.avrocompiled); fastavro stays the authority ---------------------
+
+    @cached_property
+    def _text_named(self) -> dict[str, Any]:
+        """The envelope's named types with its UUIDs as text, as the compiled code refers to them."""
+        named: dict[str, Any] = {}
+        parse_schema(_without_uuid_types(self.envelope), named_schemas=named)
+        return named
+
+    @cached_property
+    def _compiled(self) -> dict[tuple[str, str], Any]:
+        return {}
+
+    def _compiled_for(self, role: str, name: str) -> Any:
+        """The compiled writer or reader of ``name``'s current schema, None if it cannot be compiled."""
+        key = (role, name)
+        try:
+            return self._compiled[key]
+        except KeyError:
+            pass
+        reader_schema = self._uuids_as_text[1][name]
+        try:
+            compiled: Any = (compile_writer if role == "write" else compile_reader)(reader_schema, self._text_named)
+        except Unsupported:
+            compiled = None
+        self._compiled[key] = compiled
+        return compiled
+
+    def _compiled_writer(self, name: str) -> Any:
+        return self._compiled_for("write", name)
+
     def decode_record(self, name: str, data: bytes) -> dict[str, Any]:
         """The Avro record in ``data``, resolved into the current schema of ``name``."""
         spec = self.schema(name)
         return self._read(name, data, self._writers, spec.parsed)
 
-    def _read(self, name: str, data: bytes, writers: dict[bytes, Any], reader: Any) -> dict[str, Any]:
+    def _read(
+        self, name: str, data: bytes, writers: dict[bytes, Any], reader: Any, *, fast: Any = None
+    ) -> dict[str, Any]:
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise SchemaError(f"{name}: bytes are not Avro single-object encoded (no C3 01 marker)")
         fp = data[2:HEADER_SIZE]
+        if fast is not None and fp == self._by_name[name].header[2:]:
+            # Written with the current schema: no resolution needed, the compiled reader reads it.
+            try:
+                return fast(data, HEADER_SIZE)  # type: ignore[no-any-return]
+            except Exception:  # fastavro below reads it, or says what is wrong
+                pass
         writer = writers.get(fp)
         if writer is None:
             raise SchemaError(
@@ -240,7 +286,7 @@ class AvroEventCodec:
         """The domain event in ``data``."""
         spec = self.schema(name)
         writers, readers = self._uuids_as_text
-        record = self._read(name, data, writers, readers[name])
+        record = self._read(name, data, writers, readers[name], fast=self._compiled_for("read", name))
         env = record.pop("envelope")
         uuid = self._uuid
         correlation_id, causation_id = env["correlation_id"], env["causation_id"]
