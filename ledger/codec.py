@@ -205,6 +205,13 @@ class AvroEventCodec:
         return named
 
     @cached_property
+    def _named(self) -> dict[str, Any]:
+        """The envelope's named types as declared (UUIDs read as ``UUID``)."""
+        named: dict[str, Any] = {}
+        parse_schema(self.envelope, named_schemas=named)
+        return named
+
+    @cached_property
     def _compiled(self) -> dict[tuple[str, str], Any]:
         return {}
 
@@ -215,9 +222,12 @@ class AvroEventCodec:
             return self._compiled[key]
         except KeyError:
             pass
-        reader_schema = self._uuids_as_text[1][name]
+        if role == "record":  # decode_record: the schema as declared, UUIDs as UUID
+            schema, named = self._by_name[name].parsed, self._named
+        else:
+            schema, named = self._uuids_as_text[1][name], self._text_named
         try:
-            compiled: Any = (compile_writer if role == "write" else compile_reader)(reader_schema, self._text_named)
+            compiled: Any = (compile_writer if role == "write" else compile_reader)(schema, named)
         except Unsupported:
             compiled = None
         self._compiled[key] = compiled
@@ -229,7 +239,7 @@ class AvroEventCodec:
     def decode_record(self, name: str, data: bytes) -> dict[str, Any]:
         """The Avro record in ``data``, resolved into the current schema of ``name``."""
         spec = self.schema(name)
-        return self._read(name, data, self._writers, spec.parsed)
+        return self._read(name, data, self._writers, spec.parsed, fast=self._compiled_for("record", name))
 
     def _read(
         self, name: str, data: bytes, writers: dict[bytes, Any], reader: Any, *, fast: Any = None
