@@ -607,7 +607,8 @@ def bench_rebuild_command(
 
     Generates a ledger of N events, publishes it to a fresh events topic, then rebuilds the
     four built-ins from the topic into PostgreSQL; the baseline, measured in the same run, is
-    the raw Avro decode rate of the same events. Memory (peak RSS) is reported too.
+    the raw Avro decode rate of the same events (compiled readers; fastavro's rate is shown
+    too). Memory (peak RSS) is reported too.
 
     Example: caseledger bench rebuild --kafka localhost:29092 --events 1000000
     """
