@@ -7,7 +7,8 @@ Python source once, so writing an event is a run of appends and reading it a run
 
 They cover what the ledger's schemas use: null, boolean, int, long, float, double, bytes, string,
 records, enums, fixed, arrays, maps, unions with at most one non-null branch, and the logical
-types ``uuid``, ``timestamp-micros`` and ``timestamp-millis``. Anything else raises
+types ``uuid``, ``timestamp-micros`` and ``timestamp-millis``, without recursion (straight-line
+code cannot unroll a type that contains itself). Anything else raises
 :class:`Unsupported` at compile time, and the caller keeps fastavro for that schema.
 
 They are a fast path, never the authority: a datum the compiled writer cannot write, or bytes
@@ -293,7 +294,10 @@ def compile_writer(schema: Any, named_schemas: dict[str, Any] | None = None) -> 
     The function raises (any exception) for a datum it will not write; give that one to fastavro.
     """
     src = _Source()
-    _write(src, schema, "datum", 1, dict(named_schemas or {}))
+    try:
+        _write(src, schema, "datum", 1, dict(named_schemas or {}))
+    except RecursionError:
+        raise Unsupported("recursive schemas") from None
     body = "\n".join(src.lines)
     code = f"def write(datum):\n    o = []\n    a = o.append\n{body}\n    return b''.join(o)\n"
     namespace: dict[str, Any] = {**_HELPERS, **src.constants}
@@ -420,7 +424,10 @@ def compile_reader(schema: Any, named_schemas: dict[str, Any] | None = None) -> 
     it cannot read; give those to fastavro, which explains what is wrong with them.
     """
     src = _Source()
-    _read(src, schema, "datum", 1, dict(named_schemas or {}))
+    try:
+        _read(src, schema, "datum", 1, dict(named_schemas or {}))
+    except RecursionError:
+        raise Unsupported("recursive schemas") from None
     body = "\n".join(src.lines)
     code = (
         f"def read(d, p=0):\n{body}\n"

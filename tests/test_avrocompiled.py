@@ -214,12 +214,21 @@ def test_compiled_writer_never_writes_what_fastavro_would_not(field: str, odd: A
     assert written == fastavro_bytes(SYNTHETIC_PARSED, bad)
 
 
-def test_unions_of_several_types_are_left_to_fastavro() -> None:
-    schema = parse_schema({"type": "record", "name": "U", "fields": [{"name": "x", "type": ["null", "long", "string"]}]})
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "record", "name": "U", "fields": [{"name": "x", "type": ["null", "long", "string"]}]},
+        {"type": "record", "name": "Node", "fields": [{"name": "next", "type": ["null", "Node"]}]},
+        {"type": "int", "logicalType": "date"},
+    ],
+    ids=["union-of-several", "recursive", "date"],
+)
+def test_what_the_compiler_does_not_cover_is_left_to_fastavro(schema: dict[str, Any]) -> None:
+    parsed = parse_schema(schema)
     with pytest.raises(Unsupported):
-        compile_writer(schema)
+        compile_writer(parsed)
     with pytest.raises(Unsupported):
-        compile_reader(schema)
+        compile_reader(parsed)
 
 
 def test_codec_falls_back_to_fastavro_for_what_it_does_not_compile() -> None:
