@@ -18,8 +18,18 @@ from typing import Any
 
 from ledger.errors import BackendError
 from ledger.intake import IntakeCodec, IntakeMessage, kind_of
-from ledger.kafka import KafkaSettings
+from ledger.kafka import (
+    CONFLUENT,
+    KAFKA_PYTHON,
+    KafkaSettings,
+    check_client,
+    import_confluent,
+    key_hash,
+    librdkafka_config,
+)
 from ledger.values import ContactDraft
+
+MAX_REQUEST_BYTES = 4_194_304
 
 
 @dataclass(frozen=True)
@@ -40,18 +50,30 @@ def intake_key(message: IntakeMessage) -> bytes:
 
 
 class KafkaIntakeClient:
-    """Publishes intake records with acks=all and an idempotent producer; returns once stored."""
+    """Publishes intake records with acks=all and an idempotent producer; returns once stored.
 
-    def __init__(self, settings: KafkaSettings, *, adapter: str, timeout_s: float = 30.0) -> None:
+    ``producer`` picks the Kafka client: kafka-python (default) or confluent (librdkafka, pip
+    install 'caseledger[confluent]'; about a tenth of the CPU per record). Either puts a record
+    on the same partition (Kafka's default murmur2 of the key), so adapters on different clients
+    keep a customer's contacts in order.
+    """
+
+    def __init__(
+        self, settings: KafkaSettings, *, adapter: str, timeout_s: float = 30.0, producer: str = KAFKA_PYTHON
+    ) -> None:
         self.settings = settings
         self.adapter = adapter
         self.timeout_s = timeout_s
+        self.client = check_client(producer, "producer")
         self.codec = IntakeCodec()
         self._producer: Any = None
 
     @property
     def producer(self) -> Any:
         if self._producer is None:
+            if self.client == CONFLUENT:
+                self._producer = _ConfluentIntakeProducer(self.settings, self.timeout_s)
+                return self._producer
             from kafka import KafkaProducer
             from kafka.errors import KafkaError
 
@@ -61,7 +83,7 @@ class KafkaIntakeClient:
                     acks="all",
                     enable_idempotence=True,
                     linger_ms=2,
-                    max_request_size=4_194_304,
+                    max_request_size=MAX_REQUEST_BYTES,
                 )
             except KafkaError as error:
                 raise BackendError(f"cannot reach Kafka at {self.settings.bootstrap_servers}: {error}") from error
@@ -74,10 +96,15 @@ class KafkaIntakeClient:
     def submit_many(self, messages: list[IntakeMessage]) -> list[Receipt]:
         """Publish many records (all validated first); returns when every one is acknowledged."""
         encoded = [(m, self.codec.encode(m, adapter=self.adapter)) for m in messages]
+        topic = self.settings.intake_topic
+        if self.client == CONFLUENT:
+            stored = self.producer.send_all(topic, [(intake_key(m), data) for m, data in encoded])
+            return [Receipt(topic=topic, partition=partition, offset=offset, kind=kind_of(m))
+                    for (m, _), (partition, offset) in zip(encoded, stored, strict=True)]
         from kafka.errors import KafkaError
 
         futures = [
-            (kind_of(m), self.producer.send(self.settings.intake_topic, key=intake_key(m), value=data))
+            (kind_of(m), self.producer.send(topic, key=intake_key(m), value=data))
             for m, data in encoded
         ]
         receipts = []
@@ -86,10 +113,7 @@ class KafkaIntakeClient:
                 meta = future.get(timeout=self.timeout_s)
                 receipts.append(Receipt(topic=meta.topic, partition=meta.partition, offset=meta.offset, kind=kind))
         except KafkaError as error:
-            raise BackendError(
-                f"Kafka did not acknowledge the intake record ({error}); it may not be stored — "
-                "resubmit it (the ledger recognises the same channel message id)"
-            ) from error
+            raise _not_acknowledged(error) from error
         return receipts
 
     def close(self) -> None:
@@ -105,3 +129,79 @@ class KafkaIntakeClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _not_acknowledged(error: Exception) -> BackendError:
+    return BackendError(
+        f"Kafka did not acknowledge the intake record ({error}); it may not be stored — "
+        "resubmit it (the ledger recognises the same channel message id)"
+    )
+
+
+class _ConfluentIntakeProducer:
+    """The SDK's producer on confluent-kafka (librdkafka): acks=all, idempotent, murmur2 partitions."""
+
+    def __init__(self, settings: KafkaSettings, timeout_s: float) -> None:
+        confluent_kafka = import_confluent("producer")
+        self._error: type[Exception] = confluent_kafka.KafkaException
+        self.settings = settings
+        self.timeout_s = timeout_s
+        config = librdkafka_config(settings)
+        config.update({
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "message.max.bytes": MAX_REQUEST_BYTES,
+            "message.timeout.ms": max(1, round(timeout_s * 1000)),
+        })
+        self._producer = confluent_kafka.Producer(config)
+        self._partitions: dict[str, int] = {}
+
+    def _partition_count(self, topic: str) -> int:
+        if topic not in self._partitions:
+            try:
+                found = self._producer.list_topics(topic, self.timeout_s).topics.get(topic)
+            except self._error as error:
+                raise BackendError(f"cannot reach Kafka at {self.settings.bootstrap_servers}: {error}") from error
+            if found is None or found.error is not None or not found.partitions:
+                reason = f" ({found.error})" if found is not None and found.error is not None else ""
+                raise BackendError(
+                    f"intake topic {topic} does not exist{reason}; create it with `caseledger topics create`"
+                )
+            self._partitions[topic] = len(found.partitions)
+        return self._partitions[topic]
+
+    def send_all(self, topic: str, records: list[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
+        """Produce every (key, value); returns (partition, offset) of each once all are acknowledged."""
+        count = self._partition_count(topic)
+        outcomes: list[Any] = [None] * len(records)
+
+        def delivered(index: int) -> Any:
+            def report(error: Any, message: Any) -> None:
+                outcomes[index] = error if error is not None else (message.partition(), message.offset())
+            return report
+
+        for index, (key, value) in enumerate(records):
+            while True:
+                try:
+                    # Kafka's default partitioner (murmur2 of the key), as kafka-python and Java pick.
+                    self._producer.produce(topic, value=value, key=key, partition=key_hash(key) % count,
+                                           on_delivery=delivered(index))
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)  # the local queue is full: let deliveries drain, then retry
+                except self._error as error:
+                    raise _not_acknowledged(error) from error
+        left = self._producer.flush(self.timeout_s)
+        if left:
+            raise _not_acknowledged(TimeoutError(f"{left} record(s) unacknowledged after {self.timeout_s:g} s"))
+        for outcome in outcomes:
+            if not isinstance(outcome, tuple):
+                raise _not_acknowledged(self._error(outcome))
+        return outcomes
+
+    def flush(self, timeout: float) -> None:
+        self._producer.flush(timeout)
+
+    def close(self, timeout: float) -> None:
+        self._producer.flush(timeout)
