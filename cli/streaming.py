@@ -51,8 +51,9 @@ TransactionIntervalOpt = Annotated[
 ProducerOpt = Annotated[
     str,
     typer.Option("--producer", metavar="kafka-python|confluent", envvar="CASELEDGER_KAFKA_PRODUCER",
-                 help="Kafka client writing the events topic: kafka-python (default) or confluent "
-                 "(librdkafka, pip install '.[confluent]'; several times less CPU per event)."),
+                 help="Kafka client producing records (the publisher's on the events topic; an adapter's on "
+                 "the intake topic): kafka-python (default) or confluent (librdkafka, pip install '.[confluent]'; "
+                 "several times less CPU per record). Same partitions either way."),
 ]
 
 topics_app = typer.Typer(no_args_is_help=True, help="The intake and events topics on Kafka.")
@@ -99,6 +100,7 @@ def publish(
     ] = "-",
     kafka: KafkaOpt = None,
     adapter: Annotated[str, typer.Option("--adapter", help="Name of the publishing adapter.")] = "shell",
+    producer: ProducerOpt = "kafka-python",
 ) -> None:
     """Publish intake records (JSON) on the intake topic, for shell-script channel adapters.
 
@@ -125,7 +127,7 @@ def publish(
             raise ValidationError(f"record {n}: {error}; nothing was published") from None
     if not messages:
         raise ValidationError("no records to publish")
-    with KafkaIntakeClient(kafka_settings(kafka), adapter=adapter) as client:
+    with KafkaIntakeClient(kafka_settings(kafka), adapter=adapter, producer=producer) as client:
         receipts = client.submit_many(messages)
     for receipt in receipts:
         typer.echo(f"stored {receipt.kind} at {receipt.topic}/{receipt.partition}@{receipt.offset}")

@@ -54,7 +54,7 @@ class IntakeBenchResult:
     def rows(self) -> list[tuple[str, str]]:
         return [
             ("backend", self.backend),
-            ("intake workers (processes) / their consumer / publisher's producer",
+            ("intake workers (processes) / their consumer / producer (publisher and adapter)",
              f"{self.intake_workers} / {self.consumer} / {self.producer}"),
             ("contacts", f"{self.contacts}"),
             ("events stored", f"{self.events_stored} ({self.events_stored / self.contacts:.1f} per contact)"),
@@ -171,7 +171,7 @@ def bench_intake(
         drafts = _drafts(contacts, run)
         sent_at: dict[str, float] = {}
         start = time.time()
-        with KafkaIntakeClient(settings, adapter="bench") as client:
+        with KafkaIntakeClient(settings, adapter="bench", producer=producer) as client:
             for i in range(0, contacts, 1000):
                 chunk = drafts[i : i + 1000]
                 now = time.time()

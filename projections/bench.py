@@ -361,7 +361,7 @@ class LagBenchResult:
         """(measure, value) lines for the table the command prints."""
         worst = max(self.per_second, key=lambda row: row[3], default=None)
         return [
-            ("intake workers / consumer (workers and projection) / publisher's producer",
+            ("intake workers / consumer (workers and projection) / producer (publisher and adapter)",
              f"{self.intake_workers} / {self.consumer} / {self.producer}"),
             ("contacts published (steady rate)", f"{self.contacts:,} at {self.achieved_rate:,.0f}/s "
                                                  f"(target {self.rate:,}/s) over {self.seconds:.0f} s"),
@@ -433,7 +433,7 @@ def bench_lag(
     sent: dict[str, float] = {}
     try:
         contacts = int(rate * seconds)
-        with KafkaIntakeClient(settings, adapter="bench-lag") as client:
+        with KafkaIntakeClient(settings, adapter="bench-lag", producer=producer) as client:
             # Warm up before the clock starts: one contact on every intake partition, each seen in
             # case state, so that steady-state latency does not include the services' start.
             warm: set[str] = set()
@@ -458,7 +458,7 @@ def bench_lag(
         sent_file = Path(tmp.name) / "sent.json"
         steady = subprocess.Popen(
             [sys.executable, "-c", "from projections.bench import steady_publisher_main; steady_publisher_main()",
-             run, str(rate), str(contacts), str(sent_file)], env=env)
+             run, str(rate), str(contacts), str(sent_file), producer], env=env)
         while steady.poll() is None and not failures:
             if any(s.poll() is not None for s in services):
                 steady.kill()
@@ -517,15 +517,16 @@ def bench_lag(
 def steady_publisher_main() -> None:
     """Child process of ``bench lag``: publish contacts at a steady rate, then write their send times.
 
-    Arguments: run, rate, contacts, output file; Kafka settings from the environment.
+    Arguments: run, rate, contacts, output file, producer client; Kafka settings from the environment.
     """
     from ledger.adapter import KafkaIntakeClient
 
     run, rate, contacts, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+    producer = sys.argv[5]
     tick = 0.01
     per_tick = max(1, round(rate * tick))
     sent: dict[str, float] = {}
-    with KafkaIntakeClient(KafkaSettings.resolve(), adapter="bench-lag") as client:
+    with KafkaIntakeClient(KafkaSettings.resolve(), adapter="bench-lag", producer=producer) as client:
         client.submit(_lag_draft(run, -10_000))  # connected before the clock starts
         started = time.monotonic()
         n = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -17,7 +18,7 @@ from ledger.adapter import KafkaIntakeClient
 from ledger.application import CaseLedger
 from ledger.catalog import name_of_topic
 from ledger.codec import event_hash
-from ledger.errors import ValidationError
+from ledger.errors import BackendError, ConfigurationError, ValidationError
 from ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt
 from ledger.intake_worker import KafkaIntakeWorker
 from ledger.kafka import KafkaSettings, ensure_topics
@@ -127,13 +128,48 @@ def test_topics_are_created_with_explicit_configs(kafka: KafkaSettings) -> None:
     assert set(ensure_topics(kafka).values()) == {"exists (3 partitions)"}
 
 
-def test_adapter_refuses_invalid_input_before_publishing(kafka: KafkaSettings) -> None:
-    with KafkaIntakeClient(kafka, adapter="test") as client:
+@pytest.mark.parametrize("producer", ["kafka-python", "confluent"])
+def test_adapter_refuses_invalid_input_before_publishing(kafka: KafkaSettings, producer: str) -> None:
+    with KafkaIntakeClient(kafka, adapter="test", producer=producer) as client:
         with pytest.raises(ValidationError, match="at least one item"):
             client.submit(ContactDraft(channel="email", channel_message_id="x", identity=Identity.parse("email:a@b.co"), items=()))
         receipt = client.submit(contact(1))
         assert receipt.topic == kafka.intake_topic and receipt.offset == 0 and receipt.kind == "contact"
     assert len(read_topic(kafka, kafka.intake_topic)) == 1
+
+
+def test_adapters_on_either_client_put_a_customer_on_the_same_partition(kafka: KafkaSettings) -> None:
+    """A customer's contacts stay in order on one partition, whichever client each adapter uses."""
+    drafts = [contact(n, customer=n % 11) for n in range(40)]
+    with KafkaIntakeClient(kafka, adapter="kp", producer="kafka-python") as client:
+        by_kafka_python = client.submit_many(drafts[:20])
+    with KafkaIntakeClient(kafka, adapter="rd", producer="confluent") as client:
+        by_confluent = client.submit_many(drafts[20:])
+    partition_of: dict[str, set[int]] = {}
+    for draft, receipt in zip(drafts, by_kafka_python + by_confluent, strict=True):
+        partition_of.setdefault(str(draft.identity), set()).add(receipt.partition)
+    assert all(len(parts) == 1 for parts in partition_of.values())
+    assert {p for parts in partition_of.values() for p in parts} == {0, 1, 2}  # and they do spread
+    # Each receipt names where the broker stored exactly that record.
+    codec = IntakeCodec()
+    stored = {(r.partition, r.offset): codec.decode(r.value) for r in read_topic(kafka, kafka.intake_topic)}
+    for draft, receipt in zip(drafts, by_kafka_python + by_confluent, strict=True):
+        adapter, message = stored[(receipt.partition, receipt.offset)]
+        assert message.channel_message_id == draft.channel_message_id  # type: ignore[union-attr]
+        assert adapter == ("kp" if receipt in by_kafka_python else "rd")
+
+
+def test_confluent_adapter_says_what_is_wrong_when_it_cannot_publish(kafka: KafkaSettings) -> None:
+    missing = dataclasses.replace(kafka, intake_topic=f"missing-{uuid.uuid4().hex[:6]}")
+    with (KafkaIntakeClient(missing, adapter="rd", producer="confluent") as client,
+          pytest.raises(BackendError, match=r"does not exist.*caseledger topics create")):
+        client.submit(contact(1))
+    nowhere = dataclasses.replace(kafka, bootstrap_servers="127.0.0.1:9")
+    with (KafkaIntakeClient(nowhere, adapter="rd", producer="confluent", timeout_s=2) as client,
+          pytest.raises(BackendError, match=r"cannot reach Kafka at 127\.0\.0\.1:9")):
+        client.submit(contact(1))
+    with pytest.raises(ConfigurationError, match="use one of kafka-python, confluent"):
+        KafkaIntakeClient(kafka, adapter="x", producer="java")
 
 
 @pytest.mark.parametrize("consumer", ["kafka-python", "confluent"])
