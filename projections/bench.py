@@ -156,6 +156,7 @@ def publish_ledger(database: str, settings: KafkaSettings, *, say: Say | None = 
 
     ledger = CaseLedger(LedgerSettings.resolve(database=database))
     stop = threading.Event()
+    thread: threading.Thread | None = None
     try:
         target = ledger.recorder.max_notification_id() or 0
         publisher = KafkaEventPublisher(ledger, settings, batch_size=5000)
@@ -173,6 +174,10 @@ def publish_ledger(database: str, settings: KafkaSettings, *, say: Say | None = 
         return time.monotonic() - started
     finally:
         stop.set()
+        if thread is not None:
+            # Let the publisher finish its batch and close its producer before the store goes: a
+            # thread still inside the database driver or librdkafka at interpreter exit can abort it.
+            thread.join(60)
         ledger.close()
 
 
