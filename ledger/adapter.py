@@ -53,7 +53,7 @@ class KafkaIntakeClient:
     """Publishes intake records with acks=all and an idempotent producer; returns once stored.
 
     ``producer`` picks the Kafka client: kafka-python (default) or confluent (librdkafka, pip
-    install 'caseledger[confluent]'; about a tenth of the CPU per record). Either puts a record
+    install 'caseledger[confluent]'; about a third of the CPU per record). Either puts a record
     on the same partition (Kafka's default murmur2 of the key), so adapters on different clients
     keep a customer's contacts in order.
     """
