@@ -21,11 +21,12 @@ from ledger.intake import IntakeCodec, IntakeMessage, kind_of
 from ledger.kafka import (
     CONFLUENT,
     KAFKA_PYTHON,
+    ConfluentPartitioner,
     KafkaSettings,
     check_client,
     import_confluent,
-    key_hash,
     librdkafka_config,
+    produce_waiting,
 )
 from ledger.values import ContactDraft
 
@@ -144,7 +145,6 @@ class _ConfluentIntakeProducer:
     def __init__(self, settings: KafkaSettings, timeout_s: float) -> None:
         confluent_kafka = import_confluent("producer")
         self._error: type[Exception] = confluent_kafka.KafkaException
-        self.settings = settings
         self.timeout_s = timeout_s
         config = librdkafka_config(settings)
         config.update({
@@ -155,25 +155,10 @@ class _ConfluentIntakeProducer:
             "message.timeout.ms": max(1, round(timeout_s * 1000)),
         })
         self._producer = confluent_kafka.Producer(config)
-        self._partitions: dict[str, int] = {}
-
-    def _partition_count(self, topic: str) -> int:
-        if topic not in self._partitions:
-            try:
-                found = self._producer.list_topics(topic, self.timeout_s).topics.get(topic)
-            except self._error as error:
-                raise BackendError(f"cannot reach Kafka at {self.settings.bootstrap_servers}: {error}") from error
-            if found is None or found.error is not None or not found.partitions:
-                reason = f" ({found.error})" if found is not None and found.error is not None else ""
-                raise BackendError(
-                    f"intake topic {topic} does not exist{reason}; create it with `caseledger topics create`"
-                )
-            self._partitions[topic] = len(found.partitions)
-        return self._partitions[topic]
+        self._partitioner = ConfluentPartitioner(self._producer, settings, timeout_s)
 
     def send_all(self, topic: str, records: list[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
         """Produce every (key, value); returns (partition, offset) of each once all are acknowledged."""
-        count = self._partition_count(topic)
         outcomes: list[Any] = [None] * len(records)
 
         def delivered(index: int) -> Any:
@@ -182,16 +167,12 @@ class _ConfluentIntakeProducer:
             return report
 
         for index, (key, value) in enumerate(records):
-            while True:
-                try:
-                    # Kafka's default partitioner (murmur2 of the key), as kafka-python and Java pick.
-                    self._producer.produce(topic, value=value, key=key, partition=key_hash(key) % count,
-                                           on_delivery=delivered(index))
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)  # the local queue is full: let deliveries drain, then retry
-                except self._error as error:
-                    raise _not_acknowledged(error) from error
+            partition = self._partitioner.partition(topic, key)
+            try:
+                produce_waiting(self._producer, topic, value=value, key=key, partition=partition,
+                                on_delivery=delivered(index))
+            except self._error as error:
+                raise _not_acknowledged(error) from error
         left = self._producer.flush(self.timeout_s)
         if left:
             raise _not_acknowledged(TimeoutError(f"{left} record(s) unacknowledged after {self.timeout_s:g} s"))

@@ -193,6 +193,20 @@ def _union_branches(schema: list[Any], named: dict[str, Any]) -> tuple[int | Non
 
 # -- writer -----------------------------------------------------------------------------------------
 
+# Appends the length of bytes ``s`` then ``s``: one table lookup for lengths below 64.
+_LENGTH_AND = "a(_LENGTHS[len({s})] if len({s}) < 64 else _long(len({s}))); a({s})"
+# The lines writing a primitive ``v`` (``s`` is a fresh local name); a refusal raises _Refuse.
+_PRIMITIVE_WRITES: dict[str, tuple[str, ...]] = {
+    "null": ("if {v} is not None: _refuse('not null')",),
+    "boolean": ("a(b'\\x01' if {v} is True else b'\\x00' if {v} is False else _refuse('not a bool'))",),
+    "int": ("if not _INT_MIN <= {v} <= _INT_MAX: _refuse('int out of range')", "a(_long({v}))"),
+    "long": ("a(_long({v}))",),
+    "float": ("a(_float({v}))",),
+    "double": ("a(_double({v}))",),
+    "bytes": ("if {v}.__class__ is not bytes: _refuse('not bytes')", "{s} = {v}", _LENGTH_AND),
+    "string": ("{s} = {v}.encode()", _LENGTH_AND),
+}
+
 
 def _write(src: _Source, schema: Any, value: str, indent: int, named: dict[str, Any]) -> None:
     """Append code that appends the encoding of the datum in local ``value`` to list ``o``."""
@@ -221,7 +235,7 @@ def _write(src: _Source, schema: Any, value: str, indent: int, named: dict[str, 
             if logical == "uuid" and kind == "string":
                 text = src.name("u")
                 add(indent, f"{text} = _uuid_text({value}).encode()")
-                add(indent, f"a(_LENGTHS[len({text})] if len({text}) < 64 else _long(len({text}))); a({text})")
+                add(indent, _LENGTH_AND.format(s=text))
                 return
             if logical == "timestamp-micros" and kind == "long":
                 add(indent, f"a(_long(_micros({value})))")
@@ -258,33 +272,18 @@ def _write(src: _Source, schema: Any, value: str, indent: int, named: dict[str, 
             add(indent, f"if {value}:")
             add(indent + 1, f"a(_long(len({value})))")
             add(indent + 1, f"for {key}, {item} in {value}.items():")
-            add(indent + 2, f"{key} = {key}.encode(); a(_LENGTHS[len({key})] if len({key}) < 64 else _long(len({key}))); a({key})")
+            add(indent + 2, f"{key} = {key}.encode()")
+            add(indent + 2, _LENGTH_AND.format(s=key))
             _write(src, schema["values"], item, indent + 2, named)
             add(indent, "a(b'\\x00')")
             return
         return _write(src, kind, value, indent, named)
-    if schema == "null":
-        add(indent, f"if {value} is not None: _refuse('not null')")
-    elif schema == "boolean":
-        add(indent, f"a(b'\\x01' if {value} is True else b'\\x00' if {value} is False else _refuse('not a bool'))")
-    elif schema == "int":
-        add(indent, f"if not _INT_MIN <= {value} <= _INT_MAX: _refuse('int out of range')")
-        add(indent, f"a(_long({value}))")
-    elif schema == "long":
-        add(indent, f"a(_long({value}))")
-    elif schema == "float":
-        add(indent, f"a(_float({value}))")
-    elif schema == "double":
-        add(indent, f"a(_double({value}))")
-    elif schema == "bytes":
-        add(indent, f"if {value}.__class__ is not bytes: _refuse('not bytes')")
-        add(indent, f"a(_LENGTHS[len({value})] if len({value}) < 64 else _long(len({value}))); a({value})")
-    elif schema == "string":
-        text = src.name("s")
-        add(indent, f"{text} = {value}.encode()")
-        add(indent, f"a(_LENGTHS[len({text})] if len({text}) < 64 else _long(len({text}))); a({text})")
-    else:
+    lines = _PRIMITIVE_WRITES.get(schema) if isinstance(schema, str) else None
+    if lines is None:
         raise Unsupported(f"type {schema!r}")
+    text = src.name("s")
+    for line in lines:
+        add(indent, line.format(v=value, s=text))
 
 
 def compile_writer(schema: Any, named_schemas: dict[str, Any] | None = None) -> Callable[[Any], bytes]:

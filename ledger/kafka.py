@@ -277,6 +277,44 @@ def consume_available(consumer: Any, max_records: int, timeout_s: float) -> list
     return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
 
 
+class ConfluentPartitioner:
+    """Kafka's default partition of a key (murmur2, as kafka-python and the Java client pick it)
+    for records a confluent-kafka producer sends; each topic's partition count is asked once."""
+
+    def __init__(self, producer: Any, settings: KafkaSettings, timeout_s: float) -> None:
+        self._producer = producer
+        self._settings = settings
+        self._timeout_s = timeout_s
+        self._counts: dict[str, int] = {}
+
+    def partition(self, topic: str, key: bytes) -> int:
+        count = self._counts.get(topic)
+        if count is None:
+            count = self._counts[topic] = self._count(topic)
+        return key_hash(key) % count
+
+    def _count(self, topic: str) -> int:
+        confluent_kafka = import_confluent("producer")
+        try:
+            found = self._producer.list_topics(topic, self._timeout_s).topics.get(topic)
+        except confluent_kafka.KafkaException as error:
+            raise BackendError(f"cannot reach Kafka at {self._settings.bootstrap_servers}: {error}") from error
+        if found is None or found.error is not None or not found.partitions:
+            reason = f" ({found.error})" if found is not None and found.error is not None else ""
+            raise BackendError(f"topic {topic} does not exist{reason}; create it with `caseledger topics create`")
+        return len(found.partitions)
+
+
+def produce_waiting(producer: Any, topic: str, **record: Any) -> None:
+    """confluent-kafka's ``produce``, waiting for room while librdkafka's local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, **record)
+            return
+        except BufferError:
+            producer.poll(0.05)  # let deliveries drain, then retry
+
+
 def import_confluent(role: str) -> Any:
     """The confluent_kafka module, or a clear error naming the option that needs it."""
     try:

@@ -37,12 +37,13 @@ from ledger.gcpacing import GcPacer
 from ledger.kafka import (
     CONFLUENT,
     KAFKA_PYTHON,
+    ConfluentPartitioner,
     KafkaSettings,
     check_client,
     import_confluent,
-    key_hash,
     key_partitioner,
     librdkafka_config,
+    produce_waiting,
 )
 
 log = logging.getLogger("caseledger.publisher")
@@ -110,7 +111,7 @@ class ConfluentTransactionalProducer:
             "message.max.bytes": 4_194_304,
         })
         self._producer = confluent_kafka.Producer(config)
-        self._partitions: dict[str, int] = {}
+        self._partitioner = ConfluentPartitioner(self._producer, settings, 30)
 
     def _call(self, what: str, method: Any, *args: Any) -> Any:
         try:
@@ -124,22 +125,9 @@ class ConfluentTransactionalProducer:
     def begin_transaction(self) -> None:
         self._call("begin_transaction", self._producer.begin_transaction)
 
-    def _partition_count(self, topic: str) -> int:
-        if topic not in self._partitions:
-            metadata = self._call("metadata", self._producer.list_topics, topic, 30).topics.get(topic)
-            if metadata is None or metadata.error is not None or not metadata.partitions:
-                raise BackendError(f"events topic {topic} does not exist; create it with `caseledger topics create`")
-            self._partitions[topic] = len(metadata.partitions)
-        return self._partitions[topic]
-
     def send(self, topic: str, *, key: bytes, value: bytes, headers: list[Any]) -> None:
-        partition = key_hash(key) % self._partition_count(topic)
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, partition=partition)
-                return
-            except BufferError:
-                self._producer.poll(0.05)  # the local queue is full: let deliveries drain, then retry
+        partition = self._partitioner.partition(topic, key)
+        produce_waiting(self._producer, topic, value=value, key=key, headers=headers, partition=partition)
 
     def commit_transaction(self) -> None:
         self._call("commit_transaction", self._producer.commit_transaction, 60)
