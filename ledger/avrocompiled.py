@@ -15,6 +15,9 @@ They are a fast path, never the authority: a datum the compiled writer cannot wr
 the compiled reader cannot read, raises an exception and the caller hands the same input to
 fastavro, which writes it or explains precisely what is wrong with it. The tests check both
 directions byte for byte against fastavro for every schema the ledger ships.
+
+Nothing from a schema becomes code except through ``repr`` (field names, as string literals) or
+``int`` (fixed sizes); enum symbols are passed in as constants, so no schema can inject code.
 """
 
 from __future__ import annotations

@@ -270,3 +270,14 @@ def test_timestamps_read_back_as_aware_utc() -> None:
     read = compile_reader(schema)
     value = read(compile_writer(schema)(when), 0)
     assert value == when and value.tzinfo is not None and value.utcoffset() == timedelta(0)
+
+
+def test_a_field_name_cannot_inject_code() -> None:
+    """Field names reach the generated code only as string literals."""
+    hostile = "x'] + __import__('os').getcwd() + d['"
+    schema = {"type": "record", "name": "R", "fields": [{"name": hostile, "type": "string"}]}
+    parsed = parse_schema(schema)  # fastavro accepts the name as it is
+    write, read = compile_writer(parsed), compile_reader(parsed)
+    data = write({hostile: "value"})
+    assert data == fastavro_bytes(parsed, {hostile: "value"}) == b"\x0avalue"
+    assert read(data, 0) == {hostile: "value"}
