@@ -38,6 +38,34 @@ LIVE, REBUILD = "live", "rebuild"
 TOUCH_EVERY_S = 5.0  # how often a runner records in projection_state that it is alive
 REBUILD_SUFFIX = "__rebuild"
 COLLECT_EVERY = 100_000  # records between two garbage collections while a rebuild holds them off
+MAX_COLLECT_EVERY = 1_600_000  # ... at most, while collections find (almost) nothing
+WORTH_COLLECTING = 1_000  # objects freed by a collection for the next one to come as soon again
+
+
+class SpacedCollections:
+    """Garbage collections for a runner that holds the automatic ones off (a rebuild).
+
+    The first comes after COLLECT_EVERY records. A replay of the built-ins makes no reference
+    cycles (measured: collections freed 0–6 objects) yet each collection traverses the ~200k
+    objects a rebuild keeps (160 ms, ~4 % of its CPU): while they find less than
+    WORTH_COLLECTING, the interval doubles up to MAX_COLLECT_EVERY. A projection that does
+    make cycles brings it back to COLLECT_EVERY.
+    """
+
+    def __init__(self, records: int, *, collect: Callable[[], int] = gc.collect) -> None:
+        self.every = COLLECT_EVERY
+        self.collections = 0
+        self._at = records
+        self._collect = collect
+
+    def after(self, records: int) -> None:
+        """Collect if ``records`` (the runner's count so far) is far enough past the last collection."""
+        if records - self._at < self.every:
+            return
+        freed = self._collect()
+        self._at = records
+        self.collections += 1
+        self.every = COLLECT_EVERY if freed >= WORTH_COLLECTING else min(self.every * 2, MAX_COLLECT_EVERY)
 
 
 def physical_name(table: str, slot: str) -> str:
@@ -372,23 +400,23 @@ class ProjectionRunner:
         if not self._prepared:
             self.prepare()
         target = self.source.end_positions() if until_caught_up else None
-        collected_at = self.stats.records
+        collections = SpacedCollections(self.stats.records)
         pacer = None if until_caught_up else GcPacer()  # a follower: no collection pause per batch
         try:
-            self._run(stop, target, collected_at, pacer, on_batch)
+            self._run(stop, target, collections, pacer, on_batch)
         finally:
             if pacer is not None:
                 pacer.close()
         return self.stats
 
     def _run(
-        self, stop: threading.Event, target: Mapping[int, int] | None, collected_at: int, pacer: GcPacer | None,
+        self, stop: threading.Event, target: Mapping[int, int] | None, collections: SpacedCollections,
+        pacer: GcPacer | None,
         on_batch: Callable[[BatchReport], None] | None,
     ) -> None:
         while not stop.is_set():
-            if not gc.isenabled() and self.stats.records - collected_at >= COLLECT_EVERY:
-                gc.collect()  # see collecting_between_batches
-                collected_at = self.stats.records
+            if not gc.isenabled():
+                collections.after(self.stats.records)  # see collecting_between_batches
             if target is not None and self._reached(target):
                 target = self.source.end_positions()
                 if self._reached(target):
@@ -427,7 +455,7 @@ class ProjectionRunner:
 
 @contextmanager
 def collecting_between_batches() -> Iterator[None]:
-    """Hold off Python's automatic garbage collection; runners collect every COLLECT_EVERY records.
+    """Hold off Python's automatic garbage collection; runners collect themselves (SpacedCollections).
 
     A replay keeps thousands of rows, events and cached rows alive across collections, which
     the collector then traverses again and again (about a quarter of a rebuild's CPU), while
