@@ -8,6 +8,9 @@ Older schema versions are kept in ``schemas/history/`` (the test suite checks ev
 version is there).
 
 The event hash used by the audit chain is ``sha256`` over exactly these bytes.
+
+Events of the current schemas are written and read by code compiled from those schemas
+(``ledger.avrocompiled``); fastavro handles whatever that code refuses and all schema resolution.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Iterator
 from functools import cached_property
 from importlib import resources
 from io import BytesIO
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from eventsourcing.domain import CanInitAggregate
@@ -181,7 +184,7 @@ class AvroEventCodec:
         }
         for name in spec.fields:
             record[name] = state[name]
-        write = self._compiled_writer(spec.name)
+        write = self._compiled_for("write", spec.name)
         if write is not None:
             try:
                 return spec.header + write(record)
@@ -215,8 +218,12 @@ class AvroEventCodec:
     def _compiled(self) -> dict[tuple[str, str], Any]:
         return {}
 
-    def _compiled_for(self, role: str, name: str) -> Any:
-        """The compiled writer or reader of ``name``'s current schema, None if it cannot be compiled."""
+    def _compiled_for(self, role: Literal["write", "read", "record"], name: str) -> Any:
+        """The compiled writer or reader of ``name``'s current schema, None if it cannot be compiled.
+
+        ``write`` and ``read`` take the envelope's UUIDs as text (what encode and decode use);
+        ``record`` reads them as ``UUID``, as the schema declares (decode_record).
+        """
         key = (role, name)
         try:
             return self._compiled[key]
@@ -232,9 +239,6 @@ class AvroEventCodec:
             compiled = None
         self._compiled[key] = compiled
         return compiled
-
-    def _compiled_writer(self, name: str) -> Any:
-        return self._compiled_for("write", name)
 
     def decode_record(self, name: str, data: bytes) -> dict[str, Any]:
         """The Avro record in ``data``, resolved into the current schema of ``name``."""
