@@ -4,7 +4,8 @@
 acknowledgements delivered, responses, promises kept or broken, chatbot escalations, handoffs,
 closings) is published to a fresh events topic; then every built-in projection is rebuilt
 from the topic into PostgreSQL in one pass. Baseline: the raw Avro decode rate of the same events
-(the codec's compiled readers, the fastest decode the ledger has; fastavro's own rate is shown too). Memory: resident set size sampled after every batch.
+(the codec's compiled readers, the fastest decode the ledger has; fastavro's own rate is shown
+too). Memory: resident set size sampled after every batch.
 
 ``lag``: contacts are published on the intake topic at a steady rate while the intake worker
 and the publisher run as child processes and the case state projection follows the events
@@ -224,7 +225,7 @@ def decode_baseline(database: str, sample: int = 200_000) -> tuple[float, float,
     decode into domain events).
 
     The raw decode is the codec's ``decode_record`` (compiled readers, see ledger.avrocompiled):
-    the fastest Avro decode the ledger has, so the baseline is not flattered by fastavro's pace.
+    the fastest Avro decode the ledger has, so that fastavro's slower pace does not flatter the ratio.
     """
     from fastavro import schemaless_reader
 
