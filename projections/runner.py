@@ -54,7 +54,6 @@ class SpacedCollections:
 
     def __init__(self, records: int, *, collect: Callable[[], int] = gc.collect) -> None:
         self.every = COLLECT_EVERY
-        self.collections = 0
         self._at = records
         self._collect = collect
 
@@ -64,7 +63,6 @@ class SpacedCollections:
             return
         freed = self._collect()
         self._at = records
-        self.collections += 1
         self.every = COLLECT_EVERY if freed >= WORTH_COLLECTING else min(self.every * 2, MAX_COLLECT_EVERY)
 
 
