@@ -182,6 +182,26 @@ def _resolve(schema: Any, named: dict[str, Any]) -> Any:
     return schema
 
 
+# Logical types covered: (type, logicalType) → (expression from the value to the plain type it is
+# written as, expression from the plain value read to the value fastavro returns).
+_LOGICAL_CONVERSIONS: dict[tuple[str, str], tuple[str, str]] = {
+    ("string", "uuid"): ("_uuid_text({v})", "_UUID({v})"),
+    ("long", "timestamp-micros"): ("_micros({v})", "_EPOCH + _timedelta(0, 0, {v})"),
+    ("long", "timestamp-millis"): ("_millis({v})", "_EPOCH + _timedelta(0, 0, 0, {v})"),
+}
+
+
+def _logical_conversion(schema: dict[str, Any]) -> tuple[str, str] | None:
+    """The conversions of a logical type (None for a plain type); Unsupported for one not covered."""
+    logical = schema.get("logicalType")
+    if logical is None:
+        return None
+    conversion = _LOGICAL_CONVERSIONS.get((schema["type"], logical))
+    if conversion is None:
+        raise Unsupported(f"logical type {logical!r} on {schema['type']!r}")
+    return conversion
+
+
 def _union_branches(schema: list[Any], named: dict[str, Any]) -> tuple[int | None, Any, int | None]:
     """(index of null, the one non-null branch, its index) of a union the compiler covers."""
     nulls = [i for i, s in enumerate(schema) if s == "null"]
@@ -233,20 +253,12 @@ def _write(src: _Source, schema: Any, value: str, indent: int, named: dict[str, 
         return
     if isinstance(schema, dict):
         kind = schema["type"]
-        logical = schema.get("logicalType")
-        if logical is not None:
-            if logical == "uuid" and kind == "string":
-                text = src.name("u")
-                add(indent, f"{text} = _uuid_text({value}).encode()")
-                add(indent, _LENGTH_AND.format(s=text))
-                return
-            if logical == "timestamp-micros" and kind == "long":
-                add(indent, f"a(_long(_micros({value})))")
-                return
-            if logical == "timestamp-millis" and kind == "long":
-                add(indent, f"a(_long(_millis({value})))")
-                return
-            raise Unsupported(f"logical type {logical!r} on {kind!r}")
+        conversion = _logical_conversion(schema)
+        if conversion is not None:
+            plain = src.name("p")
+            add(indent, f"{plain} = {conversion[0].format(v=value)}")
+            _write(src, kind, plain, indent, named)
+            return
         if kind in ("record", "error"):
             for field in schema["fields"]:
                 item = src.name("f")
@@ -343,21 +355,11 @@ def _read(src: _Source, schema: Any, target: str, indent: int, named: dict[str, 
         return
     if isinstance(schema, dict):
         kind = schema["type"]
-        logical = schema.get("logicalType")
-        if logical is not None:
-            if logical == "uuid" and kind == "string":
-                _read(src, "string", target, indent, named)
-                add(indent, f"{target} = _UUID({target})")
-                return
-            if logical == "timestamp-micros" and kind == "long":
-                _read_long_into(src, target, indent)
-                add(indent, f"{target} = _EPOCH + _timedelta(0, 0, {target})")
-                return
-            if logical == "timestamp-millis" and kind == "long":
-                _read_long_into(src, target, indent)
-                add(indent, f"{target} = _EPOCH + _timedelta(milliseconds={target})")
-                return
-            raise Unsupported(f"logical type {logical!r} on {kind!r}")
+        conversion = _logical_conversion(schema)
+        if conversion is not None:
+            _read(src, kind, target, indent, named)
+            add(indent, f"{target} = {conversion[1].format(v=target)}")
+            return
         if kind in ("record", "error"):
             items = []
             for field in schema["fields"]:
