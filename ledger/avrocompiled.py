@@ -307,18 +307,29 @@ def compile_writer(schema: Any, named_schemas: dict[str, Any] | None = None) -> 
     ``schema`` is parsed by fastavro; ``named_schemas`` holds the named types it refers to.
     The function raises (any exception) for a datum it will not write; give that one to fastavro.
     """
+    return _function(  # type: ignore[no-any-return]
+        "write", _write, schema, named_schemas,
+        head="def write(datum):\n    o = []\n    a = o.append\n",
+        tail="    return b''.join(o)\n",
+    )
+
+
+def _function(
+    name: str, generate: Callable[..., None], schema: Any, named_schemas: dict[str, Any] | None, *, head: str,
+    tail: str,
+) -> Any:
+    """The function ``name`` whose body ``generate`` writes for ``schema`` (the datum in ``datum``)."""
     src = _Source()
     try:
-        _write(src, schema, "datum", 1, dict(named_schemas or {}))
+        generate(src, schema, "datum", 1, dict(named_schemas or {}))
     except RecursionError:
         raise Unsupported("recursive schemas") from None
-    body = "\n".join(src.lines)
-    code = f"def write(datum):\n    o = []\n    a = o.append\n{body}\n    return b''.join(o)\n"
+    code = head + "\n".join(src.lines) + "\n" + tail
     namespace: dict[str, Any] = {**_HELPERS, **src.constants}
-    exec(compile(code, "<avro writer>", "exec"), namespace)  # source generated above
-    writer: Callable[[Any], bytes] = namespace["write"]
-    writer.__doc__ = code
-    return writer
+    exec(compile(code, f"<avro {name}r>", "exec"), namespace)  # source generated above
+    function = namespace[name]
+    function.__doc__ = code
+    return function
 
 
 # -- reader -----------------------------------------------------------------------------------------
@@ -427,19 +438,8 @@ def compile_reader(schema: Any, named_schemas: dict[str, Any] | None = None) -> 
     It reads with the writer's own schema (no resolution) and raises (any exception) for bytes
     it cannot read; give those to fastavro, which explains what is wrong with them.
     """
-    src = _Source()
-    try:
-        _read(src, schema, "datum", 1, dict(named_schemas or {}))
-    except RecursionError:
-        raise Unsupported("recursive schemas") from None
-    body = "\n".join(src.lines)
-    code = (
-        f"def read(d, p=0):\n{body}\n"
-        "    if p > len(d): raise EOFError('datum cut short')\n"
-        "    return datum\n"
+    return _function(  # type: ignore[no-any-return]
+        "read", _read, schema, named_schemas,
+        head="def read(d, p=0):\n",
+        tail="    if p > len(d): raise EOFError('datum cut short')\n    return datum\n",
     )
-    namespace: dict[str, Any] = {**_HELPERS, **src.constants}
-    exec(compile(code, "<avro reader>", "exec"), namespace)  # source generated above
-    reader: Callable[[bytes, int], Any] = namespace["read"]
-    reader.__doc__ = code
-    return reader
