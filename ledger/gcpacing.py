@@ -10,6 +10,9 @@ generation (``gc.freeze``, constant time), so automatic collections only look at
 batches create. Every ``full_every_s`` it puts everything back and runs one full collection,
 which also frees any reference cycle that was frozen before it became garbage: one pause of
 that length every few minutes instead of one every few seconds.
+
+A rebuild instead holds automatic collections off altogether and collects on its own count of
+records, spaced out while collections find nothing (:class:`SpacedCollections`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,33 @@ import time
 from collections.abc import Callable
 
 FULL_COLLECTION_EVERY_S = 300.0
+COLLECT_EVERY = 100_000  # records between two garbage collections while a rebuild holds them off
+MAX_COLLECT_EVERY = 1_600_000  # ... at most, while collections find (almost) nothing
+WORTH_COLLECTING = 1_000  # objects freed by a collection for the next one to come as soon again
+
+
+class SpacedCollections:
+    """Garbage collections for a runner that holds the automatic ones off (a rebuild).
+
+    The first comes after COLLECT_EVERY records. A replay of the built-ins makes no reference
+    cycles (measured: collections freed 0–6 objects) yet each collection traverses the ~200k
+    objects a rebuild keeps (160 ms, ~4 % of its CPU): while they find less than
+    WORTH_COLLECTING, the interval doubles up to MAX_COLLECT_EVERY. A projection that does
+    make cycles brings it back to COLLECT_EVERY.
+    """
+
+    def __init__(self, records: int, *, collect: Callable[[], int] = gc.collect) -> None:
+        self.every = COLLECT_EVERY
+        self._at = records
+        self._collect = collect
+
+    def after(self, records: int) -> None:
+        """Collect if ``records`` (the runner's count so far) is far enough past the last collection."""
+        if records - self._at < self.every:
+            return
+        freed = self._collect()
+        self._at = records
+        self.every = COLLECT_EVERY if freed >= WORTH_COLLECTING else min(self.every * 2, MAX_COLLECT_EVERY)
 
 
 class GcPacer:

@@ -27,7 +27,7 @@ from typing import Any
 
 from ledger.codec import AvroEventCodec
 from ledger.errors import ConfigurationError, ConflictError
-from ledger.gcpacing import GcPacer
+from ledger.gcpacing import GcPacer, SpacedCollections
 from projections.base import Handler, Projection, RowCache, Tx
 from projections.sources import EventSource
 from projections.views import POSITIONS, STATE, ViewStore, ViewTransaction
@@ -37,35 +37,6 @@ log = logging.getLogger("caseledger.projections")
 LIVE, REBUILD = "live", "rebuild"
 TOUCH_EVERY_S = 5.0  # how often a runner records in projection_state that it is alive
 REBUILD_SUFFIX = "__rebuild"
-COLLECT_EVERY = 100_000  # records between two garbage collections while a rebuild holds them off
-MAX_COLLECT_EVERY = 1_600_000  # ... at most, while collections find (almost) nothing
-WORTH_COLLECTING = 1_000  # objects freed by a collection for the next one to come as soon again
-
-
-class SpacedCollections:
-    """Garbage collections for a runner that holds the automatic ones off (a rebuild).
-
-    The first comes after COLLECT_EVERY records. A replay of the built-ins makes no reference
-    cycles (measured: collections freed 0–6 objects) yet each collection traverses the ~200k
-    objects a rebuild keeps (160 ms, ~4 % of its CPU): while they find less than
-    WORTH_COLLECTING, the interval doubles up to MAX_COLLECT_EVERY. A projection that does
-    make cycles brings it back to COLLECT_EVERY.
-    """
-
-    def __init__(self, records: int, *, collect: Callable[[], int] = gc.collect) -> None:
-        self.every = COLLECT_EVERY
-        self._at = records
-        self._collect = collect
-
-    def after(self, records: int) -> None:
-        """Collect if ``records`` (the runner's count so far) is far enough past the last collection."""
-        if records - self._at < self.every:
-            return
-        freed = self._collect()
-        self._at = records
-        self.every = COLLECT_EVERY if freed >= WORTH_COLLECTING else min(self.every * 2, MAX_COLLECT_EVERY)
-
-
 def physical_name(table: str, slot: str) -> str:
     """The table a slot writes: the live table, or its ``__rebuild`` twin."""
     return table if slot == LIVE else f"{table}{REBUILD_SUFFIX}"
