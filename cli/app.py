@@ -10,6 +10,8 @@ either happened completely or not at all. Errors of the ledger are turned into a
 2   refused: invalid input, a rule of the case forbids it, or not found (also usage errors)
 3   conflict: another command changed the case first; retry
 4   the database, broker or configuration cannot be used
+6   collision: the channel message id is already another request's; this request was recorded as
+    a collision (``caseledger intake collisions``), not applied — send it with a new message id
 ==  =======================================================================
 """
 
@@ -38,6 +40,7 @@ from ledger.errors import (
     CaseLedgerError,
     ConfigurationError,
     ConflictError,
+    MessageIdCollision,
     NotFound,
     RuleViolation,
     ValidationError,
@@ -55,6 +58,7 @@ DEFAULT_ACTOR = "agent:cli"
 EXIT_REFUSED = 2
 EXIT_CONFLICT = 3
 EXIT_BACKEND = 4
+EXIT_COLLISION = 6
 
 
 def exit_code_for(error: CaseLedgerError) -> int:
@@ -65,6 +69,8 @@ def exit_code_for(error: CaseLedgerError) -> int:
         return EXIT_CONFLICT
     if isinstance(error, BackendError | ConfigurationError):
         return EXIT_BACKEND
+    if isinstance(error, MessageIdCollision):
+        return EXIT_COLLISION
     return 1
 
 
@@ -230,7 +236,8 @@ app = typer.Typer(
     name="caseledger",
     no_args_is_help=True,
     epilog="Exit codes: 0 done, 2 refused (invalid, against the case's rules, not found), "
-    "3 conflict (retry), 4 database or configuration unusable.",
+    "3 conflict (retry), 4 database or configuration unusable, 6 channel message id collision (kept, not "
+    "applied: resend with a new message id).",
 )
 contact_app = typer.Typer(no_args_is_help=True, help="Record what customers send on any channel.")
 case_app = typer.Typer(no_args_is_help=True, help="Look at a case and change its status, owner or team.")
@@ -381,8 +388,11 @@ def contact_record(
 ) -> None:
     """Record an inbound contact and issue its acknowledgement (reference, copy, respond-by).
 
-    Recording the same channel message id again records nothing and answers with the same
-    reference ("already recorded"). The contact's actor is the customer unless --as is given.
+    Recording the same request again (same channel message id, same sender, same content) records
+    nothing and answers with the same reference ("already recorded"). The same channel message id
+    with another sender or other content is refused with exit code 6 and kept as a collision for an
+    operator (`caseledger intake collisions`): resend it with a new message id. The contact's actor
+    is the customer unless --as is given.
 
     Examples:
 

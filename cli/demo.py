@@ -46,6 +46,12 @@ START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # Monday 2 March 2026, 09:00 in 
 CUSTOMER_ID = "cust-1042"
 SEGMENT = "retail"
 EMAIL = Identity(kind="email", value="jane.martin@example.com")
+FORM_SUBJECT = "Card fees and statement"
+FORM_ITEMS = (
+    "Why was I charged a 45 EUR card fee twice in February?",
+    "Can you send me the February statement as PDF?",
+    "How do I add my partner as a card holder?",
+)
 PHONE = Identity(kind="phone", value="+33 6 12 34 56 78")
 ACCOUNT = Identity(kind="account", value="FR-1042")
 
@@ -292,11 +298,7 @@ def story_s1(demo: Demo) -> None:
     """A web form contact is durable, has a reference and is found again three ways."""
     demo.story("S1", "Jane sends the web contact form with three questions on Monday morning.")
     outcome = demo.contact(
-        Channel.WEB_FORM, "wf-7f3a9c", EMAIL,
-        ["Why was I charged a 45 EUR card fee twice in February?",
-         "Can you send me the February statement as PDF?",
-         "How do I add my partner as a card holder?"],
-        subject="Card fees and statement", deliver=False,
+        Channel.WEB_FORM, "wf-7f3a9c", EMAIL, FORM_ITEMS, subject=FORM_SUBJECT, deliver=False,
     )
     demo.cases["fees"] = outcome.reference
     demo.customer_sees(Text.assemble(
@@ -341,16 +343,21 @@ def story_s2(demo: Demo) -> None:
 
 def story_s3(demo: Demo) -> None:
     """Resubmitting the same form (same channel message id) records nothing twice."""
-    demo.story("S3", "Jane's session timed out: the browser resends form wf-7f3a9c twice.")
+    demo.story("S3", "Jane's session timed out: the browser resends form wf-7f3a9c twice. Then the form "
+               "plugin, reset, gives another customer's request the same id.")
     demo.clock.advance(minutes=3)
     before = demo.event_count()
     draft = ContactDraft(
-        channel=Channel.WEB_FORM, channel_message_id="wf-7f3a9c", identity=EMAIL,
-        items=("Why was I charged a 45 EUR card fee twice in February?",),
-        customer_id=CUSTOMER_ID, segment=SEGMENT, occurred_at=demo.clock(),
+        channel=Channel.WEB_FORM, channel_message_id="wf-7f3a9c", identity=EMAIL, items=FORM_ITEMS,
+        subject=FORM_SUBJECT, customer_id=CUSTOMER_ID, segment=SEGMENT, occurred_at=demo.clock(),
     )
     outcomes = [demo.ledger.record_contact(draft) for _ in range(2)]
     after = demo.event_count()
+    other = ContactDraft(
+        channel=Channel.WEB_FORM, channel_message_id="wf-7f3a9c", identity=Identity.parse("email:paul@example.org"),
+        items=("Please close my savings account.",), subject="Closing", occurred_at=demo.clock(),
+    )
+    collided = attempt(lambda: demo.ledger.record_contact(other))
     demo.customer_sees(*[
         Text(f"Resubmission {n}: reference {o.reference}, respond by {at(o.respond_by)} — the same acknowledgement")
         for n, o in enumerate(outcomes, 1)
@@ -361,6 +368,8 @@ def story_s3(demo: Demo) -> None:
                                 f"opened_case={o.opened_case}") for n, o in enumerate(outcomes, 1)],
         ("case", f"still {len(case.contacts)} contact, {len(case.items)} items; "
                  f"Jane has {len(demo.ledger.cases_of(CUSTOMER_ID))} case"),
+        ("Paul's form, same id", f"refused, nothing of Jane's case shown: {collided}"),
+        ("collisions to review", f"{sum(1 for _ in demo.ledger.collisions())} (caseledger intake collisions)"),
     ]))
     demo.auditor_sees(demo.new_events(), Text(f"events in the store: {before} before, {after} after "
                                               f"(duplicate recognised, nothing recorded twice)"))

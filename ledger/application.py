@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
@@ -31,7 +32,7 @@ from eventsourcing.persistence import (
     Tracking,
 )
 
-from ledger.catalog import topic_of
+from ledger.catalog import name_of_topic, topic_of
 from ledger.codec import AvroEventCodec, AvroMapper, event_hash
 from ledger.directory import (
     ChannelMessage,
@@ -39,19 +40,33 @@ from ledger.directory import (
     IdentityClaim,
     IntakeRejection,
     IntakeSource,
+    MessageCollision,
     case_id_for,
 )
 from ledger.domain import LEDGER_ACTIONS, Case, Context, LedgerEvent, Status
 from ledger.errors import (
     BackendError,
     ConflictError,
+    MessageIdCollision,
     NotFound,
     RuleViolation,
     ValidationError,
 )
 from ledger.policy import ResponsePolicy
 from ledger.settings import LedgerSettings
-from ledger.values import SYSTEM, Actor, ActorKind, Channel, ContactDraft, Identity, require_utc
+from ledger.values import (
+    SYSTEM,
+    Actor,
+    ActorKind,
+    Channel,
+    ContactDraft,
+    Identity,
+    content_digest,
+    require_utc,
+)
+
+if TYPE_CHECKING:
+    from ledger.intake import IntakeCodec
 
 T = TypeVar("T")
 
@@ -458,11 +473,18 @@ class CaseLedger(Application[UUID]):
         *,
         actor: Actor | None = None,
         source: IntakeSource | None = None,
+        raw: bytes | None = None,
     ) -> ContactOutcome:
         """Record an inbound contact with its acknowledgement; idempotent on the channel message id.
 
-        A resubmission records nothing new. When it came through the intake topic (``source``),
+        A resubmission — the same (channel, channel message id) from the same customer with the same
+        content digest — records nothing new. When it came through the intake topic (``source``),
         the ledger records that it was seen again, so every intake record has an outcome.
+
+        The same id with another sender, another case or other content is not a resubmission: the
+        request is recorded as a ``MessageIdCollided`` (with ``raw``, its intake record bytes; built
+        from the draft when not given) and :class:`MessageIdCollision` is raised. Neither names the
+        case or the customer that has the id.
         """
         for attempt in range(MAX_CONTACT_ATTEMPTS):
             if attempt:
@@ -472,16 +494,24 @@ class CaseLedger(Application[UUID]):
                 with self._command():
                     message_id = ChannelMessage.id_for(draft.channel, draft.channel_message_id)
                     existing = self._get_optional(message_id)
-                    if existing is not None:
-                        if source is not None:
-                            ctx = self._context(
-                                SYSTEM, channel=draft.channel, occurred_at=draft.occurred_at,
-                                correlation_id=_correlation(draft), causation_id=source.event_id,
-                            )
-                            existing.trace_resubmission(source=str(source), ctx=ctx)
-                            self.record(existing)
-                        return self._outcome_of(existing)
-                    return self._record_new_contact(draft, actor=actor, source=source)
+                    if existing is None:
+                        return self._record_new_contact(draft, actor=actor, source=source)
+                    customer_id, _claim = self._sender_of(draft)
+                    collision = self._collision_with(existing, draft, customer_id)
+                    if collision is not None:
+                        kind, reason = collision
+                        self._record_collision(
+                            draft, kind=kind, reason=reason, customer_id=customer_id, actor=actor,
+                            source=source, raw=raw,
+                        )
+                    if source is not None:
+                        ctx = self._context(
+                            SYSTEM, channel=draft.channel, occurred_at=draft.occurred_at,
+                            correlation_id=_correlation(draft), causation_id=source.event_id,
+                        )
+                        existing.trace_resubmission(source=str(source), ctx=ctx)
+                        self.record(existing)
+                    return self._outcome_of(existing)
             except ConflictError:
                 # Another writer changed the case, took the reference or recorded this very
                 # message first: look again; a duplicate is answered from the stored contact.
@@ -490,6 +520,98 @@ class CaseLedger(Application[UUID]):
             f"{draft.channel.value} message {draft.channel_message_id!r} kept conflicting with "
             f"concurrent writes after {MAX_CONTACT_ATTEMPTS} attempts; nothing was recorded, retry"
         )
+
+    def _sender_of(self, draft: ContactDraft) -> tuple[str, IdentityClaim | None]:
+        """(the customer id a contact is recorded under, the identity's claim if it has one)."""
+        claim = self._get_optional(IdentityClaim.id_for(draft.identity))
+        if draft.customer_id:
+            return draft.customer_id, claim
+        if claim is not None:
+            return claim.customer_id, claim
+        return str(draft.identity), None
+
+    def _collision_with(
+        self, message: ChannelMessage, draft: ContactDraft, customer_id: str
+    ) -> tuple[str, str] | None:
+        """Why ``draft`` is not a resubmission of the registered ``message`` (kind, reason), or None."""
+        where = f"{draft.channel.value} message {draft.channel_message_id!r}"
+        if customer_id != message.customer_id:
+            return "identity", f"{where} was first recorded for another customer"
+        if draft.case_reference is not None and normalise_reference(draft.case_reference) != message.reference:
+            return "case", f"{where} was first recorded on another case than the one this request names"
+        if draft.content_digest() != (message.content_digest or self._legacy_digest(message)):
+            return "content", (
+                f"{where} was first recorded with other content (sender identity, subject, items, body "
+                "or attachments differ)"
+            )
+        return None
+
+    def _legacy_digest(self, message: ChannelMessage) -> str:
+        """The content digest of a registration made before digests were kept, from its contact."""
+        with translate_errors(self.settings.store.describe()):
+            stored = stored_events_of(self.recorder, [message.case_id]).get(message.case_id, [])
+        for stored_event in stored:
+            if name_of_topic(stored_event.topic) != "ContactReceived":
+                continue
+            event: Any = self.mapper.to_domain_event(stored_event)
+            if event.contact_id == message.contact_id:
+                return content_digest(
+                    identity=f"{event.identity['kind']}:{event.identity['value']}",
+                    subject=event.subject,
+                    items=[i["text"] for i in event.items],
+                    body=event.body,
+                    attachment_sha256s=[a["sha256"] for a in event.attachments],
+                )
+        return ""  # the contact is gone (the audit reports that): nothing matches it
+
+    def _record_collision(
+        self, draft: ContactDraft, *, kind: str, reason: str, customer_id: str, actor: Actor | None,
+        source: IntakeSource | None, raw: bytes | None,
+    ) -> NoReturn:
+        """Keep the colliding request (once) and refuse it; the error names only the request itself."""
+        digest = draft.content_digest()
+        collision_id = MessageCollision.id_for(
+            draft.channel, draft.channel_message_id, content_digest=digest, customer_id=customer_id, source=source
+        )
+        if self._get_optional(collision_id) is None:
+            ctx = self._context(
+                actor or Actor(kind=ActorKind.CUSTOMER, id=customer_id),
+                channel=draft.channel, occurred_at=draft.occurred_at,
+                correlation_id=collision_id,  # its own: nothing links it to the other request's events
+                causation_id=source.event_id if source else None,
+            )
+            if raw is None:
+                raw = self._intake_codec.encode(draft, adapter=f"direct:{ctx.actor}", published_at=ctx.occurred_at)
+            collision = MessageCollision.record(
+                channel=draft.channel, channel_message_id=draft.channel_message_id, kind=kind, reason=reason,
+                content_digest=digest, raw=raw, customer_id=customer_id, source=source, ctx=ctx,
+            )
+            self.record(collision)
+        raise MessageIdCollision(
+            f"{draft.channel.value} message {draft.channel_message_id!r} is already the id of a different "
+            f"request, so this one was not applied; it is kept as collision {collision_id} for an operator "
+            "(`caseledger intake collisions`). Send it again with a new channel message id.",
+            collision_id=str(collision_id),
+        )
+
+    @cached_property
+    def _intake_codec(self) -> IntakeCodec:
+        from ledger.intake import IntakeCodec
+
+        return IntakeCodec()
+
+    def collisions(self) -> Iterator[MessageCollision.MessageIdCollided]:
+        """Every recorded message id collision, oldest first (reads the notification log)."""
+        start = 1
+        topics = [topic_of("MessageIdCollided")]
+        while True:
+            with translate_errors(self.settings.store.describe()):
+                batch = self.recorder.select_notifications(start=start, limit=500, topics=topics)
+            if not batch:
+                return
+            for notification in batch:
+                yield self.mapper.to_domain_event(notification)  # type: ignore[misc]
+            start = batch[-1].id + 1
 
     def _record_new_contact(
         self, draft: ContactDraft, *, actor: Actor | None, source: IntakeSource | None
@@ -502,13 +624,7 @@ class CaseLedger(Application[UUID]):
             causation_id=source.event_id if source else None,
         )
         # Every check first: nothing is triggered until the contact is known to be acceptable.
-        claim = self._get_optional(IdentityClaim.id_for(draft.identity))
-        if draft.customer_id:
-            customer_id = draft.customer_id
-        elif claim is not None:
-            customer_id = claim.customer_id
-        else:
-            customer_id = str(draft.identity)
+        customer_id, claim = self._sender_of(draft)
         case: Case | None = None
         if draft.case_reference is not None:
             case = self.get_case(draft.case_reference)
@@ -554,6 +670,7 @@ class CaseLedger(Application[UUID]):
             reference=case.reference,
             contact_id=contact_id,
             acknowledgement_id=ack_id,
+            content_digest=draft.content_digest(),
             customer_id=customer_id,
             ctx=ctx,
         )

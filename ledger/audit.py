@@ -89,7 +89,7 @@ means an event was deleted (error), none means the number was never committed.
 Intake accounting
 =================
 Each intake record (topic, partition, offset) has one *outcome* event whose ``causation_id`` is
-``IntakeSource.event_id``: ``ContactReceived``, ``ResubmissionTraced``, ``IntakeRejected``,
+``IntakeSource.event_id``: ``ContactReceived``, ``ResubmissionTraced``, ``MessageIdCollided``, ``IntakeRejected``,
 ``MessageDelivered`` or ``MessageRead``. The worker applies a partition in offset order, so the
 outcomes of a partition appear in the store in offset order; verify matches them as they stream
 past against a window of the next expected offsets of every partition (``INTAKE_WINDOW``). Every
@@ -146,7 +146,8 @@ commits events created long before other writers' events that committed first.
 COMMIT_TOLERANCE_US = COMMIT_TOLERANCE // timedelta(microseconds=1)
 
 INTAKE_OUTCOMES = frozenset(
-    {"ContactReceived", "ResubmissionTraced", "IntakeRejected", "MessageDelivered", "MessageRead"}
+    {"ContactReceived", "ResubmissionTraced", "MessageIdCollided", "IntakeRejected", "MessageDelivered",
+     "MessageRead"}
 )
 """The event types that are the outcome of one intake record (one per record)."""
 
@@ -655,23 +656,27 @@ class _Decoder:
         )
 
     def source(self, name: str, data: bytes, end: int, fast: bool) -> tuple[str, int, int] | None:
-        """The intake record an IntakeRejected or ResubmissionTraced names."""
+        """The intake record an IntakeRejected, ResubmissionTraced or MessageIdCollided names."""
         try:
             if fast and name == "IntakeRejected":
                 topic_bytes, p = _string(data, end)
                 partition, p = _long(data, p)
                 offset, _ = _long(data, p)
                 return topic_bytes.decode(), partition, offset
-            if fast and name == "ResubmissionTraced":
+            if fast and name in _SOURCE_FIRST:
                 return _source(_string(data, end)[0].decode())
             record = self.codec.decode_record(name, data)
             if name == "IntakeRejected":
                 return str(record["source_topic"]), int(record["source_partition"]), int(record["source_offset"])
-            if name == "ResubmissionTraced":
+            if name in _SOURCE_FIRST:
                 return _source(str(record["source"]))
         except (ValueError, IndexError, UnicodeDecodeError, KeyError):
             return None
         return None
+
+
+_SOURCE_FIRST = frozenset({"ResubmissionTraced", "MessageIdCollided"})
+"""Outcomes whose first field after the envelope is the intake record they follow from (``source``)."""
 
 
 def _source(text: str) -> tuple[str, int, int]:
@@ -1579,7 +1584,7 @@ class _IntakeAccounting:
 
     def _check_source(self, name: str, state: bytes, end: int, fast: bool, partition: int, offset: int,
                       where: dict[str, Any]) -> None:
-        if name not in ("IntakeRejected", "ResubmissionTraced"):
+        if name != "IntakeRejected" and name not in _SOURCE_FIRST:
             return
         source = self.audit.decoder.source(name, state, end, fast)
         if source != (self.topic, partition, offset):

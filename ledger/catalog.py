@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from eventsourcing.domain import Aggregate
 
-from ledger.directory import ChannelMessage, Customer, IdentityClaim, IntakeRejection
+from ledger.directory import ChannelMessage, Customer, IdentityClaim, IntakeRejection, MessageCollision
 from ledger.domain import Case, LedgerEvent
 
 NAMESPACE = "caseledger.events"
-AGGREGATES: tuple[type[Aggregate], ...] = (Case, ChannelMessage, Customer, IdentityClaim, IntakeRejection)
+AGGREGATES: tuple[type[Aggregate], ...] = (
+    Case, ChannelMessage, Customer, IdentityClaim, IntakeRejection, MessageCollision,
+)
 
 
 def _collect() -> dict[str, type[LedgerEvent]]:

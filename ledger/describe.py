@@ -138,6 +138,9 @@ _DESCRIBERS: dict[str, Callable[[Any, tzinfo | None], str]] = {
     "IdentityLinked": lambda e, tz: f"Identity {e.identity['kind']}:{e.identity['value']} linked",
     "ResubmissionTraced": lambda e, tz: f"{e.channel} message resubmitted (from {e.source}); "
     "nothing recorded twice",
+    "MessageIdCollided": lambda e, tz: f"{e.channel} message {e.channel_message_id!r} not applied: its id is "
+    f"already another request's ({e.kind}); kept as collision {e.originator_id}"
+    + (f" (from {e.source})" if e.source else ""),
     "CaseLinked": lambda e, tz: f"Case {e.reference} linked to the customer",
     "IdentityClaimed": lambda e, tz: f"Identity {e.identity['kind']}:{e.identity['value']} claimed "
     f"by customer {e.customer_id}",

@@ -44,6 +44,7 @@ class ChannelMessage(Aggregate):
         acknowledgement_id: str
         channel: str | None
         channel_message_id: str
+        content_digest: str
         resubmissions: int
         chain_head: bytes | None
 
@@ -53,6 +54,7 @@ class ChannelMessage(Aggregate):
         reference: str
         contact_id: str
         acknowledgement_id: str
+        content_digest: str  # what makes a resubmission the same request ("" before it was kept)
 
         def apply(self, message: ChannelMessage) -> None:
             message.case_id = self.case_id
@@ -62,6 +64,7 @@ class ChannelMessage(Aggregate):
             message.acknowledgement_id = self.acknowledgement_id
             message.channel = self.channel
             message.channel_message_id = self.channel_message_id
+            message.content_digest = self.content_digest
             message.resubmissions = 0
             message.chain_head = None
 
@@ -95,6 +98,7 @@ class ChannelMessage(Aggregate):
         reference: str,
         contact_id: str,
         acknowledgement_id: str,
+        content_digest: str,
         customer_id: str,
         ctx: Context,
     ) -> ChannelMessage:
@@ -106,6 +110,73 @@ class ChannelMessage(Aggregate):
             reference=reference,
             contact_id=contact_id,
             acknowledgement_id=acknowledgement_id,
+            content_digest=content_digest,
+            **envelope(ctx, customer_id=customer_id, channel=channel),
+        )
+
+
+class MessageCollision(Aggregate):
+    """A request that came with a channel message id another request already has: kept, not applied.
+
+    A channel's message ids collide in real life (a form plugin reset, two mailboxes, a reused
+    ticket number). The first request keeps the id; the colliding one is recorded here with its
+    raw bytes and the reason, under its own sender's customer id, and never names the first
+    request's case or customer.
+    """
+
+    if TYPE_CHECKING:  # set by MessageIdCollided.apply
+        customer_id: str
+        reason: str
+        chain_head: bytes | None
+
+    class MessageIdCollided(LedgerEvent, Aggregate.Created):
+        source: str  # topic/partition/offset of the intake record; "" when recorded directly
+        channel_message_id: str
+        kind: str  # identity (another sender) | case (another case named) | content (another request)
+        reason: str
+        content_digest: str
+        raw: bytes  # the request as an intake record (Avro), exactly as received through the topic
+
+        def apply(self, collision: MessageCollision) -> None:
+            collision.customer_id = self.customer_id
+            collision.reason = self.reason
+            collision.chain_head = None
+
+    @staticmethod
+    def id_for(
+        channel: Channel, channel_message_id: str, *, content_digest: str, customer_id: str,
+        source: IntakeSource | None,
+    ) -> UUID:
+        """One collision per intake record, or per distinct request recorded directly."""
+        if source is not None:
+            return name_id(f"collision:{source}")
+        return name_id(f"collision:{channel.value}:{channel_message_id}:{customer_id}:{content_digest}")
+
+    @classmethod
+    def record(
+        cls,
+        *,
+        channel: Channel,
+        channel_message_id: str,
+        kind: str,
+        reason: str,
+        content_digest: str,
+        raw: bytes,
+        customer_id: str,
+        source: IntakeSource | None,
+        ctx: Context,
+    ) -> MessageCollision:
+        return cls._create(
+            cls.MessageIdCollided,
+            id=cls.id_for(
+                channel, channel_message_id, content_digest=content_digest, customer_id=customer_id, source=source
+            ),
+            source=str(source) if source is not None else "",
+            channel_message_id=channel_message_id,
+            kind=kind,
+            reason=reason,
+            content_digest=content_digest,
+            raw=raw,
             **envelope(ctx, customer_id=customer_id, channel=channel),
         )
 

@@ -9,6 +9,8 @@ Every error says what was wrong and what to do about it::
     ├── RuleViolation             the command is valid but the case does not allow it now
     ├── NotFound                  unknown case reference, contact, promise, item …
     ├── ConflictError             another command changed the case first; retry
+    ├── MessageIdCollision        the channel message id is another request's; this one was recorded
+    │                             as a collision, not applied; send it with a new message id
     └── BackendError              the database or Kafka failed; nothing was recorded
 """
 
@@ -41,6 +43,18 @@ class NotFound(CaseLedgerError):
 
 class ConflictError(CaseLedgerError):
     """Another command changed the same case first; reload and retry."""
+
+
+class MessageIdCollision(CaseLedgerError):
+    """A request reused a (channel, channel message id) that another request has: recorded, not applied.
+
+    Unlike every other refusal this one *is* recorded (a ``MessageIdCollided`` event), so an
+    operator can find the request; unlike a conflict, retrying it as it is fails the same way.
+    """
+
+    def __init__(self, message: str, *, collision_id: str) -> None:
+        super().__init__(message)
+        self.collision_id = collision_id
 
 
 class BackendError(CaseLedgerError):

@@ -252,7 +252,7 @@ def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: Aud
 # -- HTML ------------------------------------------------------------------------------------------------
 
 _CATEGORY = {
-    "ContactReceived": "contact", "ResubmissionTraced": "contact",
+    "ContactReceived": "contact", "ResubmissionTraced": "contact", "MessageIdCollided": "contact",
     "AcknowledgementIssued": "ack", "MessageDelivered": "message", "MessageRead": "message",
     "ResponseSent": "response", "ItemWaived": "response",
     "PromiseMade": "promise", "PromiseKept": "promise", "PromiseWithdrawn": "promise", "PromiseBroken": "promise",

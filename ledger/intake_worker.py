@@ -28,6 +28,7 @@ from ledger.errors import (
     BackendError,
     ConfigurationError,
     ConflictError,
+    MessageIdCollision,
     NotFound,
     RuleViolation,
     SchemaError,
@@ -58,6 +59,7 @@ class IntakeStats:
     records: int = 0
     contacts: int = 0
     duplicates: int = 0
+    collisions: int = 0
     reports: int = 0
     rejected: int = 0
     batches: int = 0
@@ -68,7 +70,7 @@ class IntakeStats:
         rate = self.records / max(time.monotonic() - self.started, 1e-9)
         return (
             f"{self.records} records ({rate:.0f}/s): {self.contacts} contacts, {self.duplicates} resubmissions, "
-            f"{self.reports} reports, {self.rejected} rejected; {self.batches} batches"
+            f"{self.collisions} collisions, {self.reports} reports, {self.rejected} rejected; {self.batches} batches"
         )
 
 
@@ -365,7 +367,13 @@ class KafkaIntakeWorker:
                 raise message
             kind = kind_of(message)
             if isinstance(message, ContactDraft):
-                outcome = self.ledger.record_contact(message, source=source)
+                try:
+                    outcome = self.ledger.record_contact(message, source=source, raw=raw)
+                except MessageIdCollision as collision:
+                    # Recorded by the ledger as this offset's outcome; nothing else to do.
+                    log.warning("intake record %s collided: %s", source, collision)
+                    self.stats.collisions += 1
+                    return
                 if outcome.duplicate:
                     self.stats.duplicates += 1
                 else:

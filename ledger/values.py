@@ -7,7 +7,10 @@ kept for an event are its Avro encoding.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
@@ -223,6 +226,38 @@ class ContactDraft:
             object.__setattr__(self, "occurred_at", require_utc(self.occurred_at, "occurred_at"))
         if self.category is not None:
             object.__setattr__(self, "category", self.category.strip().lower() or None)
+
+    def content_digest(self) -> str:
+        """The digest that tells a resubmission of this request from another request (see :func:`content_digest`)."""
+        return content_digest(
+            identity=str(self.identity), subject=self.subject, items=self.items, body=self.body,
+            attachment_sha256s=(a.sha256 for a in self.attachments),
+        )
+
+
+CONTENT_DIGEST_VERSION = "v1"
+
+
+def content_digest(
+    *, identity: str, subject: str, items: Iterable[str], body: str, attachment_sha256s: Iterable[str]
+) -> str:
+    """What makes two submissions of one channel message *the same request*: ``v1:`` + SHA-256.
+
+    Covered: who sent it (the identity), the subject, the items in order, the body (line endings
+    and surrounding white space folded, as form plugins and mail gateways change them) and the
+    SHA-256 of each attachment (order-free: a re-upload may list them differently). Not covered:
+    when it was sent, the category, segment or metadata an adapter attaches — a resubmission after
+    a session timeout changes those without being another request.
+    """
+    canonical = {
+        "identity": identity,
+        "subject": subject.strip(),
+        "items": [i.strip() for i in items],
+        "body": "\n".join(line.rstrip() for line in body.replace("\r\n", "\n").replace("\r", "\n").strip().split("\n")),
+        "attachments": sorted(a.lower() for a in attachment_sha256s),
+    }
+    text = json.dumps(canonical, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return f"{CONTENT_DIGEST_VERSION}:{hashlib.sha256(text.encode()).hexdigest()}"
 
 
 def require_utc(value: datetime, name: str) -> datetime:
