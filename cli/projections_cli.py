@@ -430,7 +430,7 @@ def read_case(s: Session, reference: str) -> Any:
 
 
 def read_history(s: Session, who: str) -> list[dict[str, Any]]:
-    """A customer's timeline rows, in recorded order."""
+    """A customer's timeline rows, in the store's order (positions), as the exports list them."""
     from projections.timeline import CustomerTimeline
 
     customer_id = s.ledger.resolve_customer(who)
@@ -438,7 +438,7 @@ def read_history(s: Session, who: str) -> list[dict[str, Any]]:
     with open_session_views(s) as store:
         caught_up(s, store, projection)
         return store.select(projection.tables[0], where="customer_id = ?", params=(customer_id,),
-                            order_by="recorded_at, position")
+                            order_by="position")  # the store's order, as the exports
 
 
 def history_record(row: dict[str, Any]) -> dict[str, Any]:

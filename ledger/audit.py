@@ -1206,6 +1206,9 @@ class _TopicComparison:
         self.last_matched: dict[int, tuple[int, int]] = {}
         self.extras: dict[int, list[int]] = {}
         self.unreadable: set[int] = set()
+        # Store events whose record was not next on their customer's partition, by position.
+        self.misplaced: dict[int, tuple[bytes, bytes, bytes, str | None, bytes | None]] = {}
+        self.missing_partition: dict[int, int] = {}
         self.beyond: list[_Record] = []
         self.unpublished: list[list[int]] = []
         self.records = 0
@@ -1308,10 +1311,16 @@ class _TopicComparison:
                 self._extra(record)
             record = self._peek(partition)
         if record is None or record.position != position:
-            self._missing(position, partition, name, event_id)
+            self._missing(position, partition, name, event_id, customer, state, digest)
             return
         self.buffers[partition].popleft()
         self.last_matched[partition] = (position, record.offset)
+        self._compare(record, position, customer, state, digest, name, event_id)
+
+    def _compare(self, record: _Record, position: int, customer: bytes, state: bytes, digest: bytes,
+                 name: str | None, event_id: bytes | None) -> None:
+        """The record published for ``position`` against the store's event there."""
+        partition = record.partition
         headers = record.headers
         hash_hex = digest.hex().encode()
         if (record.value == state and record.key == customer and headers.get("event_hash") == hash_hex
@@ -1325,7 +1334,8 @@ class _TopicComparison:
             self._bytes_differ(record, state, where)
         if record.key != customer:
             self.audit.flag("topic-key", f"keyed {_text(record.key)} but the event's customer is "
-                            f"{customer.decode(errors='replace')}", **where)
+                            f"{customer.decode(errors='replace')}: the customer id of the store's event, or the "
+                            "record's key, was altered", **where)
         expected = {
             "event_type": name.encode() if name else None,
             "event_hash": hash_hex,
@@ -1363,19 +1373,32 @@ class _TopicComparison:
             self.audit.flag("topic-bytes", "the store's event at this position no longer decodes; the topic still "
                             "holds the event as it was published", **where)
             return
+        moved = self.misplaced.pop(record.position, None)
+        if moved is not None:
+            # The store's event now names a customer of another partition: the same event, altered
+            # (its customer id, or its bytes with it) — not a deletion plus an insertion.
+            self._compare(record, record.position, *moved)
+            return
         self.extras.setdefault(record.position, []).append(record.offset)
         self.audit.flag("topic-extra", f"on the topic but the store has no event at position {record.position} "
                         "(in scope): deleted from the store, or a forged record", **where)
 
-    def _missing(self, position: int, partition: int, name: str | None, event_id: bytes | None) -> None:
-        where: dict[str, Any] = {"position": position, "event_type": name, "event_id": event_id.decode() if event_id else None,
-                 "topic": self.topic, "partition": partition}
+    def _missing(self, position: int, partition: int, name: str | None, event_id: bytes | None,
+                 customer: bytes, state: bytes, digest: bytes) -> None:
         if position > self.published_head:
             if self.unpublished and self.unpublished[-1][1] == position - 1:
                 self.unpublished[-1][1] = position
             else:
                 self.unpublished.append([position, position])
             return
+        # Its record may sit on another partition (the event's customer id was altered): decided when
+        # that partition's records go past, or at the end.
+        self.misplaced[position] = (customer, state, digest, name, event_id)
+        self.missing_partition[position] = partition
+
+    def _flag_missing(self, position: int, name: str | None, event_id: bytes | None) -> None:
+        where: dict[str, Any] = {"position": position, "event_type": name, "event_id": event_id.decode() if event_id else None,
+                 "topic": self.topic, "partition": self.missing_partition[position]}
         self.audit.flag("topic-missing", f"not on the events topic although position {self.published_head} is "
                         "published (the publisher publishes positions in order): the record was lost, or this "
                         "event was inserted into the store afterwards", **where)
@@ -1405,6 +1428,9 @@ class _TopicComparison:
                         self.beyond.append(record)
                     continue
                 self._extra(record)
+        for position, (_customer, _state, _digest, name, event_id) in sorted(self.misplaced.items()):
+            self._flag_missing(position, name, event_id)
+        self.misplaced.clear()
         self.close()
         self.audit.report.topic_records = self.records
         for first, last in self.unpublished:

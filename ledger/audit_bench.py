@@ -103,7 +103,8 @@ def _story(ledger: CaseLedger) -> tuple[list[_TemplateEvent], list[bytes], list[
                                         acknowledge_by=now + timedelta(hours=1))
     message = ChannelMessage.register(channel=draft.channel, channel_message_id=draft.channel_message_id,
                                       case_id=case.id, reference=_REFERENCE, contact_id=contact,
-                                      acknowledgement_id=ack, customer_id=customer_id, ctx=customer)
+                                      acknowledgement_id=ack, content_digest=draft.content_digest(),
+                                      customer_id=customer_id, ctx=customer)
     promise, _ = case.make_promise(ctx=agent, kind="refund", terms="Refund of 42.00 EUR to the card",
                                    due_at=now + timedelta(days=3))
     case.respond(ctx=agent, body="Your refund is on its way.", answers=["Q1"])

@@ -401,8 +401,8 @@ class ResponsePolicy:
             text = Path(source).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigurationError(
-                f"response policy {source} does not exist; check the path given with "
-                "--policy or CASELEDGER_POLICY"
+                f"response policy {source} does not exist; give the path of an existing TOML policy with "
+                "--policy or CASELEDGER_POLICY, or unset both to use the built-in policy"
             ) from None
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigurationError(

@@ -125,5 +125,9 @@ class LedgerSettings:
         policy = policy or os.environ.get("CASELEDGER_POLICY") or None
         policy_path = Path(policy) if policy else None
         if policy_path is not None and not policy_path.is_file():
-            raise ConfigurationError(f"response policy file {policy_path} does not exist")
+            raise ConfigurationError(
+                f"response policy file {policy_path} does not exist; give the path of an existing TOML policy "
+                "with --policy or CASELEDGER_POLICY (its format is in the README, section Configuration), or "
+                "unset both to use the built-in policy"
+            )
         return cls(store=StoreSettings(database=database), policy_path=policy_path)

@@ -112,13 +112,18 @@ class Identity:
         if kind == "email":
             value = value.lower()
             if not _EMAIL.match(value):
-                raise ValidationError(f"{self.value!r} is not an email address")
+                raise ValidationError(
+                    f"{self.value!r} is not an email address; write it as name@domain, e.g. email:jane@example.com"
+                )
         elif kind == "phone":
             if not _PHONE.match(value):
-                raise ValidationError(f"{self.value!r} is not a phone number (digits, optional +)")
+                raise ValidationError(
+                    f"{self.value!r} is not a phone number; write digits with the country code and an optional "
+                    "leading +, e.g. phone:+33612345678"
+                )
             value = ("+" if value.startswith("+") else "") + re.sub(r"\D", "", value)
         elif not value:
-            raise ValidationError(f"an identity of kind {kind} needs a value")
+            raise ValidationError(f"an identity of kind {kind} needs a value after the colon, e.g. {kind}:jane-42")
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "value", value)
 

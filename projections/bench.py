@@ -87,7 +87,8 @@ def _story(n: int, rng: random.Random, at: datetime) -> list[Any]:
                                                   acknowledge_by=when + timedelta(hours=1))
         aggregates.append(ChannelMessage.register(
             channel=channel, channel_message_id=draft.channel_message_id, case_id=case.id, reference=reference,
-            contact_id=contact_id, acknowledgement_id=ack_id, customer_id=customer_id, ctx=here))
+            contact_id=contact_id, acknowledgement_id=ack_id, content_digest=draft.content_digest(),
+            customer_id=customer_id, ctx=here))
         case.record_delivery(ctx=Context(actor=SYSTEM, occurred_at=when), message_id=ack_id,
                              delivered_at=when + timedelta(seconds=rng.randrange(5, 600)))
 

@@ -275,6 +275,24 @@ def test_one_byte_altered_in_an_event_is_named(tampered: tuple[RawStore, Any]) -
     named(report, "topic-bytes", position=row.position, event_type="ContactReceived")
 
 
+def test_an_altered_customer_id_is_named_as_the_altered_event_it_is(tampered: tuple[RawStore, Any]) -> None:
+    """The altered event maps to another partition; it is reported there, not as one missing + one extra."""
+    from kafka.partitioner.default import murmur2
+
+    store, audit = tampered
+    row, _after = middle_of_case(store.rows())
+    original = row.event.customer_id
+    partition = lambda key: (murmur2(key.encode()) & 0x7FFFFFFF) % 3  # noqa: E731 - the built topics have 3
+    other = next(c for c in (f"email:someone{n}@example.com" for n in range(100)) if partition(c) != partition(original))
+    store.update_state(row.position, forge(row, customer_id=other))
+    report = audit()
+    key = named(report, "topic-key", position=row.position)[0]
+    assert original in key.message and other in key.message and "altered" in key.message
+    named(report, "topic-bytes", position=row.position)
+    wrong = [d for d in report.discrepancies if d.position == row.position and d.code in ("topic-missing", "topic-extra")]
+    assert wrong == [], "\n".join(d.line() for d in wrong)
+
+
 def test_an_event_that_no_longer_decodes_is_named(tampered: tuple[RawStore, Any]) -> None:
     store, audit = tampered
     row, after = middle_of_case(store.rows(), "AcknowledgementIssued")

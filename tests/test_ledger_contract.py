@@ -53,7 +53,7 @@ def test_contact_opens_case_with_acknowledgement_in_same_transaction(ledger: Cas
 def test_resubmission_records_nothing_and_returns_same_acknowledgement(ledger: CaseLedger) -> None:
     first = ledger.record_contact(draft())
     before = stored_count(ledger)
-    again = ledger.record_contact(draft(items=("edited text",)))
+    again = ledger.record_contact(draft())
     assert again.duplicate
     assert (again.reference, again.acknowledgement_id, again.respond_by) == (
         first.reference, first.acknowledgement_id, first.respond_by)
