@@ -8,7 +8,6 @@ kept for an event are its Avro encoding.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -249,20 +248,27 @@ def content_digest(
     """What makes two submissions of one channel message *the same request*: ``v1:`` + SHA-256.
 
     Covered: who sent it (the identity), the subject, the items in order, the body (line endings
-    and surrounding white space folded, as form plugins and mail gateways change them) and the
+    and white space at line ends folded, as form plugins and mail gateways change them) and the
     SHA-256 of each attachment (order-free: a re-upload may list them differently). Not covered:
     when it was sent, the category, segment or metadata an adapter attaches — a resubmission after
-    a session timeout changes those without being another request.
+    a session timeout changes those without being another request. Each part is hashed with its
+    length, so no two different requests share an encoding.
     """
-    canonical = {
-        "identity": identity,
-        "subject": subject.strip(),
-        "items": [i.strip() for i in items],
-        "body": "\n".join(line.rstrip() for line in body.replace("\r\n", "\n").replace("\r", "\n").strip().split("\n")),
-        "attachments": sorted(a.lower() for a in attachment_sha256s),
-    }
-    text = json.dumps(canonical, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return f"{CONTENT_DIGEST_VERSION}:{hashlib.sha256(text.encode()).hexdigest()}"
+    if "\r" in body:
+        body = body.replace("\r\n", "\n").replace("\r", "\n")
+    body = _LINE_END_BLANKS.sub("\n", body.strip())
+    texts = [i.strip() for i in items]
+    attachments = sorted(a.lower() for a in attachment_sha256s)
+    digest = hashlib.sha256(_DIGEST_PREFIX)
+    for part in (identity, subject.strip(), str(len(texts)), *texts, body, *attachments):
+        data = part.encode()
+        digest.update(len(data).to_bytes(4, "big"))
+        digest.update(data)
+    return f"{CONTENT_DIGEST_VERSION}:{digest.hexdigest()}"
+
+
+_DIGEST_PREFIX = b"caseledger contact content v1\n"
+_LINE_END_BLANKS = re.compile(r"[ \t]+\n")
 
 
 def require_utc(value: datetime, name: str) -> datetime:
