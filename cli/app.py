@@ -530,7 +530,7 @@ def history(
         typer.Option("--export", metavar="FORMAT FILE", help="Write it, audited, as json, avro or html to FILE."),
     ] = None,
 ) -> None:
-    """Every event of a customer, across cases and channels, in the order it was recorded.
+    """Every event of a customer, across cases and channels, in the store's order (as the exports).
 
     Examples:
 

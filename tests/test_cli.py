@@ -454,3 +454,32 @@ def test_kafka_clients_are_chosen_from_the_environment_too(
     monkeypatch.setenv(variable, "rdkafka")
     result = cli(command, "run", "--kafka", "127.0.0.1:1", code=4)
     assert "'rdkafka': use one of kafka-python, confluent" in flat(result.stderr)
+
+
+def test_history_json_lists_events_in_store_order_even_when_recorded_times_disagree(tmp_path: Path) -> None:
+    """A unit of work that began first but committed last: its events come after, as in the store and exports."""
+    from ledger.application import CaseLedger
+    from ledger.settings import LedgerSettings
+    from ledger.values import Actor, ContactDraft, Identity
+
+    database = str(tmp_path / "order.sqlite")
+    jane, alice = Identity.parse("email:jane@example.com"), Actor.parse("agent:alice")
+    early, late = (CaseLedger(LedgerSettings.resolve(database=database)) for _ in range(2))
+    try:
+        first, second = (
+            late.record_contact(ContactDraft(channel="email", channel_message_id=m, identity=jane, items=("q",)))
+            for m in ("m0", "m1")
+        )
+        with early.unit_of_work():
+            early.respond(first.reference, actor=alice, body="begun first, committed last", answers=["Q1"])
+            late.respond(second.reference, actor=alice, body="begun last, committed first", answers=["Q1"])
+    finally:
+        early.close()
+        late.close()
+    result = runner.invoke(app, ["--database", database, "history", "email:jane@example.com", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [row["position"] for row in rows] == sorted(row["position"] for row in rows)
+    responses = [row for row in rows if row["type"] == "ResponseSent"]
+    assert [row["case_reference"] for row in responses] == [second.reference, first.reference]
+    assert responses[0]["recorded_at"] > responses[1]["recorded_at"]
