@@ -33,9 +33,10 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from cli import render
-from ledger.domain import Status
-from ledger.errors import (
+from caseledger.cli import render
+from caseledger.ledger.domain.case import Status
+from caseledger.ledger.domain.values import Actor, Attachment, Channel, ContactDraft, Identity
+from caseledger.ledger.errors import (
     BackendError,
     CaseLedgerError,
     ConfigurationError,
@@ -45,10 +46,9 @@ from ledger.errors import (
     RuleViolation,
     ValidationError,
 )
-from ledger.values import Actor, Attachment, Channel, ContactDraft, Identity
 
 if TYPE_CHECKING:
-    from ledger.application import CaseLedger
+    from caseledger.ledger.application import CaseLedger
 
 CHANNELS = ", ".join(c.value for c in Channel)
 STATUSES = ", ".join(Status.ACTIVE)
@@ -189,8 +189,8 @@ class Session:
     def ledger(self) -> CaseLedger:
         """The ledger, opened on first use (``--help``, ``version`` and ``schemas`` never open it)."""
         if self._ledger is None:
-            from ledger.application import CaseLedger
-            from ledger.settings import LedgerSettings
+            from caseledger.ledger.application import CaseLedger
+            from caseledger.ledger.settings import LedgerSettings
 
             settings = LedgerSettings.resolve(database=self.database, policy=self.policy)
             now = self.now
@@ -329,7 +329,7 @@ def root(
 
 def _refuse_future_now(now: datetime) -> None:
     """--now replaces the ledger's clock, so the ledger's own "in the future" check cannot see it."""
-    from ledger.application import FUTURE_TOLERANCE
+    from caseledger.ledger.application import FUTURE_TOLERANCE
 
     if now > datetime.now(UTC) + FUTURE_TOLERANCE:
         raise typer.BadParameter(
@@ -463,7 +463,7 @@ def case_show(ctx: typer.Context, reference: Ref, as_json: Json = False, zone: Z
     $ caseledger case show 7K2QD-M3XPA --json
     ```
     """
-    from cli.projections_cli import read_case
+    from caseledger.cli.projections_cli import read_case
 
     s = session(ctx)
     case = read_case(s, reference)  # the case state projection, caught up from the store first
@@ -540,11 +540,11 @@ def history(
     $ caseledger history cust-0042 --export html cust-0042.html
     ```
     """
-    from cli.projections_cli import history_record, read_history, render_timeline
+    from caseledger.cli.projections_cli import history_record, read_history, render_timeline
 
     s = session(ctx)
     if export:
-        from cli.audit_cli import export_history_command
+        from caseledger.cli.audit_cli import export_history_command
 
         return export_history_command(s, customer, export[0], export[1], zone)
     rows = read_history(s, customer)  # the customer timeline projection
@@ -1035,7 +1035,7 @@ def tick(
     $ caseledger tick --now 2026-12-01T00:00Z
     ```
     """
-    from cli.projections_cli import tick_from_deadlines
+    from caseledger.cli.projections_cli import tick_from_deadlines
 
     s = session(ctx)
     report = tick_from_deadlines(s, now or s.instant())  # the deadlines projection says where to look
@@ -1066,7 +1066,7 @@ def schemas_list(ctx: typer.Context, as_json: Json = False) -> None:
     $ caseledger schemas list
     ```
     """
-    from ledger.codec import AvroEventCodec
+    from caseledger.ledger.store.codec import AvroEventCodec
 
     s = session(ctx)
     codec = AvroEventCodec()
@@ -1112,17 +1112,17 @@ def demo(
     $ caseledger demo --database demo.sqlite --keep
     ```
     """
-    from cli.demo import run_demo
+    from caseledger.cli.demo import run_demo
 
     # The demo styles its own output with rich markup, so it gets a console that reads markup.
     run_demo(Console(), database=database, keep=keep)
 
 
 # Command groups in their own modules register themselves on ``app``.
-import cli.audit_cli  # noqa: E402
-import cli.bench  # noqa: E402
-import cli.projections_cli  # noqa: E402
-import cli.streaming  # noqa: E402, F401
+import caseledger.cli.audit_cli  # noqa: E402
+import caseledger.cli.bench  # noqa: E402
+import caseledger.cli.projections_cli  # noqa: E402
+import caseledger.cli.streaming  # noqa: E402, F401
 
 
 def main() -> None:

@@ -24,14 +24,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from cli import render
-from cli.app import Session, app, parse_instant, plain_console, session
-from cli.bench import bench_app
-from cli.streaming import KafkaOpt
-from ledger.errors import ConfigurationError
+from caseledger.cli import render
+from caseledger.cli.app import Session, app, parse_instant, plain_console, session
+from caseledger.cli.bench import bench_app
+from caseledger.cli.streaming import KafkaOpt
+from caseledger.ledger.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from ledger.audit import AuditReport
+    from caseledger.ledger.audit import AuditReport
 
 EXIT_DISCREPANCIES = 5
 PROGRESS_FROM = 50_000
@@ -110,7 +110,7 @@ def audit_verify(
     $ caseledger audit verify --seal 182734:4be1…
     ```
     """
-    from ledger.audit import Seal, verify
+    from caseledger.ledger.audit import Seal, verify
 
     s = session(ctx)
     settings = _kafka_settings(kafka)
@@ -133,7 +133,7 @@ def audit_verify(
 def _kafka_settings(bootstrap: str | None) -> Any:
     if not bootstrap:
         return None
-    from ledger.kafka import KafkaSettings
+    from caseledger.ledger.kafka.settings import KafkaSettings
 
     return KafkaSettings.resolve(bootstrap_servers=bootstrap)
 
@@ -178,7 +178,7 @@ def print_report(out: Console, report: AuditReport) -> None:
 
 def export_history_command(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo | None) -> None:
     """``history CUSTOMER --export FORMAT FILE``: write the export, say where and whether it verified."""
-    from ledger.export import FORMATS, export_history
+    from caseledger.ledger.export import FORMATS, export_history
 
     fmt = fmt.strip().lower()
     if fmt not in FORMATS:
@@ -215,8 +215,8 @@ def bench_verify_command(
 
     Example: caseledger bench verify --events 1000000
     """
-    from cli.bench import print_result, stage_progress
-    from ledger.audit_bench import bench_verify
+    from caseledger.cli.bench import print_result, stage_progress
+    from caseledger.ledger.bench.verify import bench_verify
 
     console = plain_console()
     with stage_progress(console) as progress:

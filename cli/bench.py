@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.app import app, plain_console
-from cli.streaming import ConsumerOpt, KafkaOpt, ProducerOpt
-from ledger.errors import ConfigurationError
+from caseledger.cli.app import app, plain_console
+from caseledger.cli.streaming import ConsumerOpt, KafkaOpt, ProducerOpt
+from caseledger.ledger.errors import ConfigurationError
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks, each against a baseline measured in the same run.")
 app.add_typer(bench_app, name="bench", rich_help_panel="Tooling")
@@ -42,7 +42,7 @@ def bench_intake_command(
 
     Example: caseledger bench intake --kafka localhost:29092 --database postgresql://…/bench -n 50000
     """
-    from ledger.bench import bench_intake
+    from caseledger.ledger.bench.intake import bench_intake
 
     if not kafka:
         raise ConfigurationError("bench intake needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
@@ -70,7 +70,7 @@ def stage_progress(console: Console, label: str = "{}") -> Iterator[Callable[[st
 
 def print_result(console: Console, name: str, rows: list[tuple[str, str]], result: Any, output: str) -> None:
     """The benchmark's table, and the JSON file it is written to."""
-    from ledger.bench import write_result
+    from caseledger.ledger.bench.intake import write_result
 
     table = Table("measure", "value", title=f"caseledger bench {name}")
     for measure, value in rows:

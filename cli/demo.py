@@ -30,13 +30,13 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from cli.render import describe_event, event_type
-from ledger.application import CaseLedger, ContactOutcome
-from ledger.catalog import topic_of
-from ledger.domain import Case, LedgerEvent
-from ledger.errors import CaseLedgerError, ConfigurationError
-from ledger.settings import LedgerSettings
-from ledger.values import Actor, ActorKind, Channel, ContactDraft, Identity
+from caseledger.cli.render import describe_event, event_type
+from caseledger.ledger.application import CaseLedger, ContactOutcome
+from caseledger.ledger.domain.case import Case, LedgerEvent
+from caseledger.ledger.domain.catalog import topic_of
+from caseledger.ledger.domain.values import Actor, ActorKind, Channel, ContactDraft, Identity
+from caseledger.ledger.errors import CaseLedgerError, ConfigurationError
+from caseledger.ledger.settings import LedgerSettings
 
 __all__ = ["TITLES", "SimulatedClock", "run_demo"]
 

@@ -21,17 +21,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from cli import render
-from cli.app import Json, Session, Zone, app, plain_console, session
-from cli.bench import bench_app
-from cli.streaming import ConsumerOpt, KafkaOpt, ProducerOpt, stop_on_signals
-from ledger.errors import BackendError, ConfigurationError, NotFound
+from caseledger.cli import render
+from caseledger.cli.app import Json, Session, Zone, app, plain_console, session
+from caseledger.cli.bench import bench_app
+from caseledger.cli.streaming import ConsumerOpt, KafkaOpt, ProducerOpt, stop_on_signals
+from caseledger.ledger.errors import BackendError, ConfigurationError, NotFound
 
 if TYPE_CHECKING:
-    from projections.base import Projection
-    from projections.runner import ProjectionStatus
-    from projections.sources import EventSource
-    from projections.views import ViewStore
+    from caseledger.projections.base import Projection
+    from caseledger.projections.runner import ProjectionStatus
+    from caseledger.projections.sources import EventSource
+    from caseledger.projections.views import ViewStore
 
 log = logging.getLogger("caseledger.projections")
 
@@ -70,7 +70,7 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, max=100_000, help=
 
 def views_url(s: Session, views: str | None = None) -> str:
     """The views database: ``--views``, CASELEDGER_VIEWS, else the ledger's own database."""
-    from ledger.settings import LedgerSettings
+    from caseledger.ledger.settings import LedgerSettings
 
     chosen = views or os.environ.get("CASELEDGER_VIEWS")
     if chosen:
@@ -80,7 +80,7 @@ def views_url(s: Session, views: str | None = None) -> str:
 
 @contextmanager
 def open_session_views(s: Session, views: str | None = None) -> Iterator[ViewStore]:
-    from projections.views import open_views
+    from caseledger.projections.views import open_views
 
     store = open_views(views_url(s, views))
     try:
@@ -91,12 +91,12 @@ def open_session_views(s: Session, views: str | None = None) -> Iterator[ViewSto
 
 def make_source(s: Session, kind: str, kafka: str | None, consumer: str = "kafka-python") -> EventSource:
     """The store's notification log, or the Kafka events topic."""
-    from projections.sources import StoreEventSource, kafka_source
+    from caseledger.projections.sources import StoreEventSource, kafka_source
 
     if kind == "store":
         return StoreEventSource(s.ledger)
     if kind == "kafka":
-        from ledger.kafka import KafkaSettings
+        from caseledger.ledger.kafka.settings import KafkaSettings
 
         return kafka_source(KafkaSettings.resolve(bootstrap_servers=kafka), consumer=consumer)
     raise typer.BadParameter(f"{kind!r}: use store or kafka", param_hint="'--source'")
@@ -104,8 +104,8 @@ def make_source(s: Session, kind: str, kafka: str | None, consumer: str = "kafka
 
 def choose_source(views: ViewStore, projections: list[Projection], source: str | None, kafka: str | None) -> str:
     """The source kind to run ``projections`` from (see ``--source``)."""
-    from ledger.kafka import KafkaSettings
-    from projections.runner import LIVE, read_status
+    from caseledger.ledger.kafka.settings import KafkaSettings
+    from caseledger.projections.runner import LIVE, read_status
 
     if source:
         return source.strip().lower()
@@ -121,8 +121,8 @@ def choose_source(views: ViewStore, projections: list[Projection], source: str |
 
 def caught_up(s: Session, views: ViewStore, projection: Projection) -> None:
     """Catch a projection up from the store, unless it follows the events topic."""
-    from projections.runner import LIVE, ProjectionRunner, read_status
-    from projections.sources import STORE
+    from caseledger.projections.runner import LIVE, ProjectionRunner, read_status
+    from caseledger.projections.sources import STORE
 
     states = read_status(views, projection.name, LIVE)
     if states and states[0].source != STORE:
@@ -144,8 +144,8 @@ def projections_list(ctx: typer.Context, views: ViewsOpt = None, as_json: Json =
     $ caseledger projections list
     ```
     """
-    from projections.registry import BUILT_INS, load_projection
-    from projections.runner import read_status
+    from caseledger.projections.registry import BUILT_INS, load_projection
+    from caseledger.projections.runner import read_status
 
     s = session(ctx)
     with open_session_views(s, views) as store:
@@ -199,8 +199,8 @@ def projections_status(
     $ caseledger projections status case_state --kafka localhost:29092 --json
     ```
     """
-    from projections.registry import load_projection
-    from projections.runner import read_status
+    from caseledger.projections.registry import load_projection
+    from caseledger.projections.runner import read_status
 
     s = session(ctx)
     wanted = {load_projection(n).name if ":" in n else n for n in names or ()}
@@ -259,8 +259,8 @@ def projections_run(
     $ caseledger projections run my_module:FirstContactResolution --once
     ```
     """
-    from projections.registry import load_projections
-    from projections.runner import ProjectionRunner
+    from caseledger.projections.registry import load_projections
+    from caseledger.projections.runner import ProjectionRunner
 
     s = session(ctx)
     err = plain_console(stderr=True)
@@ -326,8 +326,8 @@ def projections_rebuild(
     $ caseledger projections rebuild channel_metrics --source kafka --kafka localhost:29092
     ```
     """
-    from projections.registry import load_projections
-    from projections.runner import rebuild
+    from caseledger.projections.registry import load_projections
+    from caseledger.projections.runner import rebuild
 
     s = session(ctx)
     projections = load_projections(names)
@@ -353,8 +353,8 @@ def projections_rebuild(
                     bar.update(task, total=max(total, done), rate=f"{rate:,.0f} events/s")
 
                 if workers > 1 and kind == "kafka":
-                    from projections.parallel import rebuild_in_parallel
-                    from projections.runner import BatchReport
+                    from caseledger.projections.parallel import rebuild_in_parallel
+                    from caseledger.projections.runner import BatchReport
 
                     result = rebuild_in_parallel(
                         names, store.url, src.settings, workers=workers,  # type: ignore[attr-defined]
@@ -416,8 +416,8 @@ def projections_query(
 
 def read_case(s: Session, reference: str) -> Any:
     """The case state row of a reference, as a :class:`projections.case_state.CaseView`."""
-    from ledger.application import normalise_reference
-    from projections.case_state import CaseState, CaseView
+    from caseledger.ledger.application import normalise_reference
+    from caseledger.projections.case_state import CaseState, CaseView
 
     ref = normalise_reference(reference)
     projection = CaseState()
@@ -431,7 +431,7 @@ def read_case(s: Session, reference: str) -> Any:
 
 def read_history(s: Session, who: str) -> list[dict[str, Any]]:
     """A customer's timeline rows, in the store's order (positions), as the exports list them."""
-    from projections.timeline import CustomerTimeline
+    from caseledger.projections.timeline import CustomerTimeline
 
     customer_id = s.ledger.resolve_customer(who)
     projection = CustomerTimeline()
@@ -469,8 +469,8 @@ def render_timeline(s: Session, rows: list[dict[str, Any]], *, customer: str, tz
 
 def tick_from_deadlines(s: Session, now: datetime) -> Any:
     """Record every deadline the deadlines projection finds past due and not yet recorded."""
-    from ledger.application import TickReport
-    from projections.deadlines import Deadlines, deadline_counts, overdue, record_missed_deadlines
+    from caseledger.ledger.application import TickReport
+    from caseledger.projections.deadlines import Deadlines, deadline_counts, overdue, record_missed_deadlines
 
     projection = Deadlines()
     with open_session_views(s) as store:
@@ -504,7 +504,7 @@ def overdue_command(
     $ caseledger --now 2026-12-01T00:00Z overdue --kind promise --json
     ```
     """
-    from projections.deadlines import Deadlines, overdue
+    from caseledger.projections.deadlines import Deadlines, overdue
 
     s = session(ctx)
     now = s.instant()
@@ -555,7 +555,7 @@ def metrics_command(
     $ caseledger metrics --by both --json
     ```
     """
-    from projections.channel_metrics import ChannelMetrics, summary
+    from caseledger.projections.channel_metrics import ChannelMetrics, summary
 
     groups = {"channel": ("channel",), "segment": ("segment",), "both": ("channel", "segment")}.get(by.strip())
     if groups is None:
@@ -612,8 +612,8 @@ def bench_rebuild_command(
 
     Example: caseledger bench rebuild --kafka localhost:29092 --events 1000000
     """
-    from ledger.bench import write_result
-    from projections.bench import bench_rebuild
+    from caseledger.ledger.bench.intake import write_result
+    from caseledger.ledger.bench.rebuild import bench_rebuild
 
     if not kafka:
         raise ConfigurationError("bench rebuild needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
@@ -654,8 +654,8 @@ def bench_lag_command(
 
     Example: caseledger bench lag --kafka localhost:29092 --rate 1000 --seconds 30
     """
-    from ledger.bench import write_result
-    from projections.bench import bench_lag
+    from caseledger.ledger.bench.intake import write_result
+    from caseledger.ledger.bench.rebuild import bench_lag
 
     if not kafka:
         raise ConfigurationError("bench lag needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")

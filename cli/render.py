@@ -19,7 +19,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ledger.describe import (
+from caseledger.ledger.describe import (
     DESCRIBED_EVENT_TYPES,
     _quote,
     _short,
@@ -29,7 +29,7 @@ from ledger.describe import (
     fmt_time,
     plain,
 )
-from ledger.domain import Case
+from caseledger.ledger.domain.case import Case
 
 __all__ = [
     "DESCRIBED_EVENT_TYPES",

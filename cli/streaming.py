@@ -16,10 +16,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.app import app, session
-from ledger.errors import ValidationError
-from ledger.intake_worker import AGGREGATE_CACHE
-from ledger.publisher import TRANSACTION_INTERVAL_S
+from caseledger.cli.app import app, session
+from caseledger.ledger.errors import ValidationError
+from caseledger.ledger.kafka.intake_worker import AGGREGATE_CACHE
+from caseledger.ledger.kafka.publisher import TRANSACTION_INTERVAL_S
 
 KafkaOpt = Annotated[
     str | None,
@@ -66,7 +66,7 @@ app.add_typer(publisher_app, name="publisher", rich_help_panel=STREAMING)
 
 
 def kafka_settings(bootstrap: str | None) -> Any:
-    from ledger.kafka import KafkaSettings
+    from caseledger.ledger.kafka.settings import KafkaSettings
 
     return KafkaSettings.resolve(bootstrap_servers=bootstrap)
 
@@ -77,7 +77,7 @@ def topics_create(kafka: KafkaOpt = None) -> None:
 
     Example: caseledger topics create --kafka localhost:29092
     """
-    from ledger.kafka import ensure_topics
+    from caseledger.ledger.kafka.settings import ensure_topics
 
     settings = kafka_settings(kafka)
     done = ensure_topics(settings)
@@ -88,7 +88,7 @@ def topics_create(kafka: KafkaOpt = None) -> None:
 
 
 def session_out() -> Any:
-    from cli.app import plain_console
+    from caseledger.cli.app import plain_console
 
     return plain_console()
 
@@ -115,8 +115,8 @@ def publish(
     Example: echo '{"channel":"sms","channel_message_id":"s-1","identity":"phone:+33612345678",
     "items":["Call me back"]}' | caseledger publish -
     """
-    from ledger.adapter import KafkaIntakeClient
-    from ledger.intake import contact_from_json
+    from caseledger.ledger.intake import contact_from_json
+    from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 
     records = list(_read_json_records(source))
     messages = []
@@ -197,8 +197,8 @@ def _throttled(log: logging.Logger, every_s: float = 5.0) -> Callable[[Any], Non
 
 
 def _new_ledger(ctx: typer.Context) -> Any:
-    from ledger.application import CaseLedger
-    from ledger.settings import LedgerSettings
+    from caseledger.ledger.application import CaseLedger
+    from caseledger.ledger.settings import LedgerSettings
 
     s = session(ctx)
     return CaseLedger(LedgerSettings.resolve(database=s.database, policy=s.policy))
@@ -236,8 +236,8 @@ def intake_run(
     any moment and restarted. Invalid records are recorded as rejections with their reason.
     Several workers may share the intake topic, each with its own --partitions.
     """
-    from ledger.intake_worker import KafkaIntakeWorker
-    from ledger.kafka import check_client
+    from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
+    from caseledger.ledger.kafka.settings import check_client
 
     chosen = parse_partitions(partitions)
     check_client(consumer, "consumer")  # before connecting to anything
@@ -262,7 +262,7 @@ def intake_collisions(
     """
     import base64
 
-    from cli import render
+    from caseledger.cli import render
 
     s = session(ctx)
     found = list(s.ledger.collisions())
@@ -305,8 +305,8 @@ def publisher_run(
     Resumes from the last position found on the topic itself (transactional batches), so it can
     be killed at any moment and restarted without gaps or duplicates, with either producer.
     """
-    from ledger.kafka import check_client
-    from ledger.publisher import KafkaEventPublisher
+    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
+    from caseledger.ledger.kafka.settings import check_client
 
     settings = kafka_settings(kafka)
     check_client(producer, "producer")  # before connecting to anything
@@ -332,9 +332,9 @@ def _run_projections(
     ctx: typer.Context, kafka: str | None, stop: threading.Event, on_batch: Any, consumer: str = "kafka-python"
 ) -> None:
     """The built-in projections, in this thread (their database connection belongs to it)."""
-    from cli.projections_cli import choose_source, make_source, open_session_views
-    from projections.registry import load_projections
-    from projections.runner import ProjectionRunner
+    from caseledger.cli.projections_cli import choose_source, make_source, open_session_views
+    from caseledger.projections.registry import load_projections
+    from caseledger.projections.runner import ProjectionRunner
 
     s = session(ctx)
     projections = load_projections(None)
@@ -365,9 +365,9 @@ def run_all(
     batch. If one service fails, the others are stopped too and the command exits non-zero, so a
     supervisor restarts it.
     """
-    from ledger.intake_worker import KafkaIntakeWorker
-    from ledger.kafka import check_client, ensure_topics
-    from ledger.publisher import KafkaEventPublisher
+    from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
+    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
+    from caseledger.ledger.kafka.settings import check_client, ensure_topics
 
     _setup_logging()
     log = logging.getLogger("caseledger")

@@ -1,0 +1,119 @@
+"""caseledger's ledger: what a channel adapter author needs, in one place.
+
+::
+
+    from caseledger.ledger import ContactDraft, Identity, KafkaIntakeClient, KafkaSettings
+
+    with KafkaIntakeClient(KafkaSettings.resolve(), adapter="mail-gateway-1") as intake:
+        receipt = intake.submit(ContactDraft(channel="email", channel_message_id="<m-1@mail.example>",
+                                             identity=Identity.parse("email:jane@example.com"),
+                                             items=("Where is my refund?",)))
+
+Everything else under ``caseledger.ledger`` is internal: ``domain`` (the Case aggregate, the
+directory, values, the response policy), ``store`` (the Avro codec and both recorders, with all
+store SQL), ``kafka`` (the Kafka edge: intake client, intake worker, publisher), ``audit`` (one
+module per guarantee), ``export``, ``bench``. Names are loaded on first use, so importing this
+package (e.g. for its errors) does not import a Kafka client.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from caseledger.ledger.application import CaseLedger, ContactOutcome
+    from caseledger.ledger.domain.values import (
+        Actor,
+        ActorKind,
+        Attachment,
+        Channel,
+        ContactDraft,
+        Identity,
+    )
+    from caseledger.ledger.errors import (
+        BackendError,
+        CaseLedgerError,
+        ConfigurationError,
+        ConflictError,
+        MessageIdCollision,
+        NotFound,
+        RuleViolation,
+        SchemaError,
+        ValidationError,
+    )
+    from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt
+    from caseledger.ledger.kafka.intake_client import KafkaIntakeClient, Receipt
+    from caseledger.ledger.kafka.settings import KafkaSettings
+    from caseledger.ledger.settings import LedgerSettings
+
+_WHERE = {
+    # intake: what an adapter publishes, and the client that publishes it
+    "KafkaIntakeClient": "caseledger.ledger.kafka.intake_client",
+    "Receipt": "caseledger.ledger.kafka.intake_client",
+    "KafkaSettings": "caseledger.ledger.kafka.settings",
+    "IntakeCodec": "caseledger.ledger.intake",
+    "DeliveryReport": "caseledger.ledger.intake",
+    "ReadReceipt": "caseledger.ledger.intake",
+    # drafts and the values they carry
+    "ContactDraft": "caseledger.ledger.domain.values",
+    "Identity": "caseledger.ledger.domain.values",
+    "Attachment": "caseledger.ledger.domain.values",
+    "Channel": "caseledger.ledger.domain.values",
+    "Actor": "caseledger.ledger.domain.values",
+    "ActorKind": "caseledger.ledger.domain.values",
+    # the ledger itself, for adapters that record directly (embedded use)
+    "CaseLedger": "caseledger.ledger.application",
+    "ContactOutcome": "caseledger.ledger.application",
+    "LedgerSettings": "caseledger.ledger.settings",
+    # errors
+    "CaseLedgerError": "caseledger.ledger.errors",
+    "ConfigurationError": "caseledger.ledger.errors",
+    "ValidationError": "caseledger.ledger.errors",
+    "SchemaError": "caseledger.ledger.errors",
+    "RuleViolation": "caseledger.ledger.errors",
+    "NotFound": "caseledger.ledger.errors",
+    "ConflictError": "caseledger.ledger.errors",
+    "MessageIdCollision": "caseledger.ledger.errors",
+    "BackendError": "caseledger.ledger.errors",
+}
+
+__all__ = [
+    "Actor",
+    "ActorKind",
+    "Attachment",
+    "BackendError",
+    "CaseLedger",
+    "CaseLedgerError",
+    "Channel",
+    "ConfigurationError",
+    "ConflictError",
+    "ContactDraft",
+    "ContactOutcome",
+    "DeliveryReport",
+    "Identity",
+    "IntakeCodec",
+    "KafkaIntakeClient",
+    "KafkaSettings",
+    "LedgerSettings",
+    "MessageIdCollision",
+    "NotFound",
+    "ReadReceipt",
+    "Receipt",
+    "RuleViolation",
+    "SchemaError",
+    "ValidationError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'caseledger.ledger' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

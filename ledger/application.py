@@ -32,9 +32,9 @@ from eventsourcing.persistence import (
     Tracking,
 )
 
-from ledger.catalog import name_of_topic, topic_of
-from ledger.codec import AvroEventCodec, AvroMapper, event_hash
-from ledger.directory import (
+from caseledger.ledger.domain.case import LEDGER_ACTIONS, Case, Context, LedgerEvent, Status
+from caseledger.ledger.domain.catalog import name_of_topic, topic_of
+from caseledger.ledger.domain.directory import (
     ChannelMessage,
     Customer,
     IdentityClaim,
@@ -43,18 +43,8 @@ from ledger.directory import (
     MessageCollision,
     case_id_for,
 )
-from ledger.domain import LEDGER_ACTIONS, Case, Context, LedgerEvent, Status
-from ledger.errors import (
-    BackendError,
-    ConflictError,
-    MessageIdCollision,
-    NotFound,
-    RuleViolation,
-    ValidationError,
-)
-from ledger.policy import ResponsePolicy
-from ledger.settings import LedgerSettings
-from ledger.values import (
+from caseledger.ledger.domain.policy import ResponsePolicy
+from caseledger.ledger.domain.values import (
     SYSTEM,
     Actor,
     ActorKind,
@@ -64,9 +54,19 @@ from ledger.values import (
     content_digest,
     require_utc,
 )
+from caseledger.ledger.errors import (
+    BackendError,
+    ConflictError,
+    MessageIdCollision,
+    NotFound,
+    RuleViolation,
+    ValidationError,
+)
+from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.store.codec import AvroEventCodec, AvroMapper, event_hash
 
 if TYPE_CHECKING:
-    from ledger.intake import IntakeCodec
+    from caseledger.ledger.intake import IntakeCodec
 
 T = TypeVar("T")
 
@@ -355,6 +355,8 @@ class CaseLedger(Application[UUID]):
                 events.extend(
                     e for e in self.events.get(aggregate_id) if e.customer_id == customer_id  # type: ignore[attr-defined]
                 )
+        # Requests of theirs kept as collisions belong to their history too (no aggregate links them).
+        events.extend(e for e in self.collisions() if e.customer_id == customer_id)
         events.sort(key=lambda e: e.timestamp)  # stable: keeps each aggregate's own order
         return events
 
@@ -596,7 +598,7 @@ class CaseLedger(Application[UUID]):
 
     @cached_property
     def _intake_codec(self) -> IntakeCodec:
-        from ledger.intake import IntakeCodec
+        from caseledger.ledger.intake import IntakeCodec
 
         return IntakeCodec()
 

@@ -27,14 +27,14 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ledger.audit import AuditReport, verify
-from ledger.codec import ENVELOPE, event_hash, schema_files
-from ledger.describe import plain
-from ledger.errors import ConfigurationError, ValidationError
+from caseledger.ledger.audit import AuditReport, verify
+from caseledger.ledger.describe import plain
+from caseledger.ledger.errors import ConfigurationError, ValidationError
+from caseledger.ledger.store.codec import ENVELOPE, event_hash, schema_files
 
 if TYPE_CHECKING:
-    from ledger.application import CaseLedger
-    from ledger.kafka import KafkaSettings
+    from caseledger.ledger.application import CaseLedger
+    from caseledger.ledger.kafka.settings import KafkaSettings
 
 __all__ = ["FORMATS", "ExportReport", "export_history"]
 

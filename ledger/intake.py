@@ -18,9 +18,9 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from ledger.codec import HEADER_SIZE, MAGIC, schema_fingerprint
-from ledger.errors import SchemaError, ValidationError
-from ledger.values import Actor, Attachment, ContactDraft, Identity, require_utc
+from caseledger.ledger.domain.values import Actor, Attachment, ContactDraft, Identity, require_utc
+from caseledger.ledger.errors import SchemaError, ValidationError
+from caseledger.ledger.store.codec import HEADER_SIZE, MAGIC, schema_fingerprint
 
 MAX_RECORD_BYTES = 2_000_000
 _SCHEMA_FILE = "caseledger.intake.IntakeRecord.avsc"
@@ -66,7 +66,7 @@ class IntakeCodec:
     """Encodes intake messages for the intake topic and decodes (and validates) them back."""
 
     def __init__(self) -> None:
-        text = resources.files("schemas").joinpath("intake", _SCHEMA_FILE).read_text(encoding="utf-8")
+        text = resources.files("caseledger.schemas").joinpath("intake", _SCHEMA_FILE).read_text(encoding="utf-8")
         self.schema = parse_schema(json.loads(text))
         self.header = MAGIC + schema_fingerprint(self.schema)
 

@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ledger.errors import ConfigurationError
+from caseledger.ledger.errors import ConfigurationError
 
 DEFAULT_DATABASE = "caseledger.sqlite"
 
@@ -50,7 +50,7 @@ class StoreSettings:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": str(path),
             "SQLITE_LOCK_TIMEOUT": "30",
-            "PROCESS_RECORDER_TOPIC": "ledger.sqlitestore:SQLiteLedgerRecorder",
+            "PROCESS_RECORDER_TOPIC": "caseledger.ledger.store.sqlite:SQLiteLedgerRecorder",
         }
 
     def describe(self) -> str:
@@ -92,7 +92,7 @@ def _postgres_env(url: str) -> dict[str, str]:
         # Not POSTGRES_ENABLE_DB_FUNCTIONS: in eventsourcing 9.5 its insert path skips the tracking
         # record of a process recorder, which would silently lose intake positions.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
-        "PROCESS_RECORDER_TOPIC": "ledger.pgstore:PostgresLedgerRecorder",
+        "PROCESS_RECORDER_TOPIC": "caseledger.ledger.store.postgres:PostgresLedgerRecorder",
     }
     query = parse_qs(parts.query)
     if "schema" in query:

@@ -9,17 +9,29 @@ atomically. See ``docs/projections.md`` for writing one.
 
 from __future__ import annotations
 
-from projections.base import COUNTERS, FLOAT, INT, JSON, LOG, ROWS, TEXT, TIME, Projection, Table, Tx
-from projections.registry import BUILT_INS, load_projection, load_projections
-from projections.runner import LIVE, REBUILD, ProjectionRunner, read_status, rebuild
-from projections.sources import (
+from caseledger.projections.base import (
+    COUNTERS,
+    FLOAT,
+    INT,
+    JSON,
+    LOG,
+    ROWS,
+    TEXT,
+    TIME,
+    Projection,
+    Table,
+    Tx,
+)
+from caseledger.projections.registry import BUILT_INS, load_projection, load_projections
+from caseledger.projections.runner import LIVE, REBUILD, ProjectionRunner, read_status, rebuild
+from caseledger.projections.sources import (
     ConfluentKafkaEventSource,
     EventSource,
     KafkaEventSource,
     StoreEventSource,
     kafka_source,
 )
-from projections.views import ViewStore, open_views
+from caseledger.projections.views import ViewStore, open_views
 
 __all__ = [
     "BUILT_INS",

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ledger.catalog import EVENT_TYPES
-from ledger.errors import ConfigurationError
+from caseledger.ledger.domain.catalog import EVENT_TYPES
+from caseledger.ledger.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from projections.views import ViewTransaction
+    from caseledger.projections.views import ViewTransaction
 
 TEXT, INT, FLOAT, TIME, JSON = "text", "int", "float", "time", "json"
 COLUMN_TYPES = (TEXT, INT, FLOAT, TIME, JSON)

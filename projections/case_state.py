@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ledger.domain import ContactState, ItemState, MessageState, PromiseState, ProposalState
-from projections.base import INT, JSON, TEXT, TIME, Projection, Table, Tx, aggregate_key
-from projections.views import utc_text
+from caseledger.ledger.domain.case import ContactState, ItemState, MessageState, PromiseState, ProposalState
+from caseledger.projections.base import INT, JSON, TEXT, TIME, Projection, Table, Tx, aggregate_key
+from caseledger.projections.views import utc_text
 
 Row = dict[str, Any]
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from projections.base import COUNTERS, INT, JSON, ROWS, TEXT, Projection, Table, Tx, aggregate_key
-from projections.views import ViewStore, utc_text
+from caseledger.projections.base import COUNTERS, INT, JSON, ROWS, TEXT, Projection, Table, Tx, aggregate_key
+from caseledger.projections.views import ViewStore, utc_text
 
 NO_SEGMENT = "-"
 COUNTER_COLUMNS = (

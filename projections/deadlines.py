@@ -14,11 +14,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from projections.base import INT, JSON, ROWS, TEXT, TIME, Projection, Table, Tx, aggregate_key
-from projections.views import ViewStore
+from caseledger.projections.base import INT, JSON, ROWS, TEXT, TIME, Projection, Table, Tx, aggregate_key
+from caseledger.projections.views import ViewStore
 
 if TYPE_CHECKING:
-    from ledger.application import CaseLedger
+    from caseledger.ledger.application import CaseLedger
 
 PENDING, SETTLED, SUSPENDED = "pending", "settled", "suspended"
 

@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ledger.errors import BackendError
-from projections.registry import load_projections
-from projections.runner import (
+from caseledger.ledger.errors import BackendError
+from caseledger.projections.registry import load_projections
+from caseledger.projections.runner import (
     REBUILD,
     ProjectionRunner,
     RebuildResult,
@@ -33,8 +33,8 @@ from projections.runner import (
     physical_name,
     read_status,
 )
-from projections.sources import KAFKA_PYTHON, kafka_source
-from projections.views import open_views
+from caseledger.projections.sources import KAFKA_PYTHON, kafka_source
+from caseledger.projections.views import open_views
 
 
 def resident_mb() -> float:
@@ -43,7 +43,7 @@ def resident_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 if TYPE_CHECKING:
-    from ledger.kafka import KafkaSettings
+    from caseledger.ledger.kafka.settings import KafkaSettings
 
 
 def _worker(specs: list[str], views_url: str, settings: KafkaSettings, partitions: list[int], batch_size: int,
@@ -77,7 +77,7 @@ def rebuild_in_parallel(
     ``on_progress(records, resident_mb)`` hears of every batch a worker committed, with the
     worker's resident memory. ``consumer`` is the Kafka client every process reads with.
     """
-    from projections.runner import swap_in
+    from caseledger.projections.runner import swap_in
 
     projections = load_projections(list(specs))
     started = time.monotonic()

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ledger.errors import BackendError, ConfigurationError
-from projections.base import FLOAT, INT, JSON, TEXT, TIME, Table
-from projections.views import Encoder, Row, ViewStore, ViewTransaction, encode_json
+from caseledger.ledger.errors import BackendError, ConfigurationError
+from caseledger.projections.base import FLOAT, INT, JSON, TEXT, TIME, Table
+from caseledger.projections.views import Encoder, Row, ViewStore, ViewTransaction, encode_json
 
 _SQL_TYPES = {TEXT: "TEXT", INT: "BIGINT", FLOAT: "DOUBLE PRECISION", TIME: "TIMESTAMPTZ", JSON: "TEXT"}
 _ENCODERS: dict[str, Encoder | None] = {JSON: encode_json}

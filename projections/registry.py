@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import importlib
 
-from ledger.errors import ConfigurationError
-from projections.base import Projection
+from caseledger.ledger.errors import ConfigurationError
+from caseledger.projections.base import Projection
 
 BUILT_INS = {
-    "case_state": "projections.case_state:CaseState",
-    "timeline": "projections.timeline:CustomerTimeline",
-    "deadlines": "projections.deadlines:Deadlines",
-    "channel_metrics": "projections.channel_metrics:ChannelMetrics",
+    "case_state": "caseledger.projections.case_state:CaseState",
+    "timeline": "caseledger.projections.timeline:CustomerTimeline",
+    "deadlines": "caseledger.projections.deadlines:Deadlines",
+    "channel_metrics": "caseledger.projections.channel_metrics:ChannelMetrics",
 }
 
 

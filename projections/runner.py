@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger.codec import AvroEventCodec
-from ledger.errors import ConfigurationError, ConflictError
-from ledger.gcpacing import GcPacer, SpacedCollections
-from projections.base import Handler, Projection, RowCache, Tx
-from projections.sources import EventSource
-from projections.views import POSITIONS, STATE, ViewStore, ViewTransaction
+from caseledger.ledger.errors import ConfigurationError, ConflictError
+from caseledger.ledger.gcpacing import GcPacer, SpacedCollections
+from caseledger.ledger.store.codec import AvroEventCodec
+from caseledger.projections.base import Handler, Projection, RowCache, Tx
+from caseledger.projections.sources import EventSource
+from caseledger.projections.views import POSITIONS, STATE, ViewStore, ViewTransaction
 
 log = logging.getLogger("caseledger.projections")
 

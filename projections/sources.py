@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ledger.catalog import name_of_topic
-from ledger.errors import BackendError, ConfigurationError
-from ledger.kafka import (
+from caseledger.ledger.domain.catalog import name_of_topic
+from caseledger.ledger.errors import BackendError, ConfigurationError
+from caseledger.ledger.kafka.settings import (
     CONFLUENT,
     KAFKA_PYTHON,
     check_client,
@@ -27,8 +27,8 @@ from ledger.kafka import (
 )
 
 if TYPE_CHECKING:
-    from ledger.application import CaseLedger
-    from ledger.kafka import KafkaSettings
+    from caseledger.ledger.application import CaseLedger
+    from caseledger.ledger.kafka.settings import KafkaSettings
 
 STORE = "store"
 

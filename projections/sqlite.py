@@ -10,9 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ledger.errors import BackendError, ConfigurationError
-from projections.base import FLOAT, INT, JSON, TEXT, TIME
-from projections.views import Encoder, Row, ViewStore, ViewTransaction, encode_json, utc_text
+from caseledger.ledger.errors import BackendError, ConfigurationError
+from caseledger.projections.base import FLOAT, INT, JSON, TEXT, TIME
+from caseledger.projections.views import Encoder, Row, ViewStore, ViewTransaction, encode_json, utc_text
 
 _SQL_TYPES = {TEXT: "TEXT", INT: "INTEGER", FLOAT: "REAL", TIME: "TEXT", JSON: "TEXT"}
 _ENCODERS: dict[str, Encoder | None] = {TIME: utc_text, JSON: encode_json}

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.catalog import CASE_EVENT_NAMES
-from ledger.describe import describe_event
-from projections.base import INT, LOG, ROWS, TEXT, TIME, Projection, Table, Tx, aggregate_key
+from caseledger.ledger.describe import describe_event
+from caseledger.ledger.domain.catalog import CASE_EVENT_NAMES
+from caseledger.projections.base import INT, LOG, ROWS, TEXT, TIME, Projection, Table, Tx, aggregate_key
 
 
 class CustomerTimeline(Projection):

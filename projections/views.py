@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
-from ledger.errors import ConfigurationError
-from projections.base import COUNTERS, INT, TEXT, TIME, Table
+from caseledger.ledger.errors import ConfigurationError
+from caseledger.projections.base import COUNTERS, INT, TEXT, TIME, Table
 
 Row = dict[str, Any]
 Encoder = Callable[[Any], Any]
@@ -260,12 +260,12 @@ class ViewStore(ABC):
 def open_views(url: str) -> ViewStore:
     """The view store at ``url``: a ``postgresql://`` URL, or a SQLite file path."""
     if url.startswith(("postgresql://", "postgres://")):
-        from projections.postgres import PostgresViewStore
+        from caseledger.projections.postgres import PostgresViewStore
 
         return PostgresViewStore(url)
     if "://" in url:
         raise ConfigurationError(f"views database {url!r}: use a SQLite file path or a postgresql:// URL")
-    from projections.sqlite import SQLiteViewStore
+    from caseledger.projections.sqlite import SQLiteViewStore
 
     return SQLiteViewStore(url)
 

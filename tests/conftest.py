@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from ledger.application import CaseLedger
-from ledger.settings import LedgerSettings
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.settings import LedgerSettings
 from tests.kafka_broker import kafka_bootstrap, kafka_broker  # noqa: F401  (session fixtures)
 
 

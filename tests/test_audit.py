@@ -19,19 +19,19 @@ from urllib.parse import urlsplit
 import pytest
 from kafka import KafkaProducer
 
-from ledger.adapter import KafkaIntakeClient
-from ledger.application import CaseLedger
-from ledger.audit import AuditReport, Discrepancy, Seal, parse_envelope, verify
-from ledger.catalog import name_of_topic
-from ledger.codec import AvroEventCodec, event_hash
-from ledger.directory import IntakeSource
-from ledger.errors import ConflictError
-from ledger.intake import DeliveryReport
-from ledger.intake_worker import KafkaIntakeWorker
-from ledger.kafka import KafkaSettings, ensure_topics
-from ledger.publisher import header
-from ledger.settings import LedgerSettings
-from ledger.values import Actor, ContactDraft, Identity
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.audit import AuditReport, Discrepancy, Seal, parse_envelope, verify
+from caseledger.ledger.domain.catalog import name_of_topic
+from caseledger.ledger.domain.directory import IntakeSource
+from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
+from caseledger.ledger.errors import ConflictError
+from caseledger.ledger.intake import DeliveryReport
+from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
+from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
+from caseledger.ledger.kafka.publisher import header
+from caseledger.ledger.kafka.settings import KafkaSettings, ensure_topics
+from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.store.codec import AvroEventCodec, event_hash
 from tests.conftest import PostgresServer
 from tests.test_kafka_backbone import drain, publish_all, read_topic
 
@@ -477,7 +477,7 @@ def test_postgres_gap_after_a_conflict_is_a_warning_that_the_topic_settles(postg
                                             identity=Identity.parse("email:gap@example.com"), items=("q",))).reference
         stale = b.get_case(ref)
         a.respond(ref, actor=AGENT, body="first", answers=[])
-        from ledger.domain import Context
+        from caseledger.ledger.domain.case import Context
 
         stale.respond(ctx=Context(actor=AGENT), body="second", answers=[])
         with pytest.raises(ConflictError):

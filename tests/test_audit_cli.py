@@ -23,10 +23,10 @@ import pytest
 from fastavro import parse_schema, reader
 from typer.testing import CliRunner, Result
 
-from cli.app import app
-from ledger.application import CaseLedger
-from ledger.settings import LedgerSettings
-from ledger.values import Actor, ContactDraft, Identity
+from caseledger.cli.app import app
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
+from caseledger.ledger.settings import LedgerSettings
 
 runner = CliRunner(env={"CASELEDGER_DATABASE": None, "CASELEDGER_KAFKA_BOOTSTRAP": None, "TZ": "UTC",
                         "COLUMNS": "200"})

@@ -21,8 +21,9 @@ from fastavro.utils import generate_one
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.avrocompiled import Unsupported, compile_reader, compile_writer
-from ledger.codec import (
+from caseledger.ledger.errors import SchemaError
+from caseledger.ledger.store.avrocompiled import Unsupported, compile_reader, compile_writer
+from caseledger.ledger.store.codec import (
     MAGIC,
     AvroEventCodec,
     _without_uuid_types,
@@ -30,7 +31,6 @@ from ledger.codec import (
     schema_files,
     schema_fingerprint,
 )
-from ledger.errors import SchemaError
 
 CODEC = AvroEventCodec()
 LONGS = st.one_of(

@@ -14,11 +14,11 @@ import typer
 from typer.main import get_command
 from typer.testing import CliRunner, Result
 
-from cli.app import app, parse_attachment, parse_instant
-from cli.render import DESCRIBED_EVENT_TYPES, describe_event
-from ledger.catalog import EVENT_TYPES
-from ledger.errors import ConflictError
-from ledger.values import Channel
+from caseledger.cli.app import app, parse_attachment, parse_instant
+from caseledger.cli.render import DESCRIBED_EVENT_TYPES, describe_event
+from caseledger.ledger.domain.catalog import EVENT_TYPES
+from caseledger.ledger.domain.values import Channel
+from caseledger.ledger.errors import ConflictError
 
 # The environment must not leak into the tests (a developer's CASELEDGER_* or TZ).
 runner = CliRunner(
@@ -193,7 +193,7 @@ def test_error_kinds_map_to_exit_codes(cli: Run, tmp_path: Path, monkeypatch: py
     def conflict(*_args: Any, **_kwargs: Any) -> str:
         raise ConflictError("another command changed the same case first; nothing was recorded — reload and retry")
 
-    monkeypatch.setattr("ledger.application.CaseLedger.respond", conflict)
+    monkeypatch.setattr("caseledger.ledger.application.CaseLedger.respond", conflict)
     assert "retry" in cli("respond", ref, "--body", "hi", code=3).stderr
 
 
@@ -311,8 +311,8 @@ def test_history_lists_the_events_of_two_cases_in_order(cli: Run) -> None:
 
     events = history(cli)
     assert {e["case_reference"] for e in events} >= {first, second}
-    recorded = [datetime.fromisoformat(e["recorded_at"]) for e in events]
-    assert recorded == sorted(recorded)
+    positions = [e["position"] for e in events]  # the store's order, as the README and the exports say
+    assert positions == sorted(positions)
     opened = [e["case_reference"] for e in events if e["type"] == "CaseOpened"]
     assert opened == [first, second]
     assert (events[-1]["type"], events[-1]["case_reference"]) == ("ResponseSent", first)
@@ -360,10 +360,10 @@ def test_every_event_type_has_a_description() -> None:
 
 
 def test_directory_and_intake_events_are_described(tmp_path: Path) -> None:
-    from ledger.application import CaseLedger
-    from ledger.directory import IntakeSource
-    from ledger.settings import LedgerSettings
-    from ledger.values import ContactDraft, Identity
+    from caseledger.ledger.application import CaseLedger
+    from caseledger.ledger.domain.directory import IntakeSource
+    from caseledger.ledger.domain.values import ContactDraft, Identity
+    from caseledger.ledger.settings import LedgerSettings
 
     ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "l.sqlite")))
     try:
@@ -458,9 +458,9 @@ def test_kafka_clients_are_chosen_from_the_environment_too(
 
 def test_history_json_lists_events_in_store_order_even_when_recorded_times_disagree(tmp_path: Path) -> None:
     """A unit of work that began first but committed last: its events come after, as in the store and exports."""
-    from ledger.application import CaseLedger
-    from ledger.settings import LedgerSettings
-    from ledger.values import Actor, ContactDraft, Identity
+    from caseledger.ledger.application import CaseLedger
+    from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
+    from caseledger.ledger.settings import LedgerSettings
 
     database = str(tmp_path / "order.sqlite")
     jane, alice = Identity.parse("email:jane@example.com"), Actor.parse("agent:alice")

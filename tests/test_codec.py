@@ -14,10 +14,16 @@ import pytest
 from fastavro import schemaless_writer
 from fastavro.utils import generate_many
 
-from ledger.catalog import EVENT_TYPES
-from ledger.codec import HEADER_SIZE, MAGIC, AvroEventCodec, parse_event_schema, schema_fingerprint
-from ledger.domain import LedgerEvent
-from ledger.errors import SchemaError
+from caseledger.ledger.domain.case import LedgerEvent
+from caseledger.ledger.domain.catalog import EVENT_TYPES
+from caseledger.ledger.errors import SchemaError
+from caseledger.ledger.store.codec import (
+    HEADER_SIZE,
+    MAGIC,
+    AvroEventCodec,
+    parse_event_schema,
+    schema_fingerprint,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"

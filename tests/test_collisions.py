@@ -17,17 +17,17 @@ from hypothesis import strategies as st
 from kafka import KafkaProducer
 from typer.testing import CliRunner
 
-from cli.app import EXIT_COLLISION, app
-from ledger.adapter import KafkaIntakeClient
-from ledger.application import CaseLedger
-from ledger.audit import verify
-from ledger.directory import ChannelMessage
-from ledger.errors import MessageIdCollision, NotFound
-from ledger.intake import IntakeCodec
-from ledger.intake_worker import KafkaIntakeWorker
-from ledger.kafka import KafkaSettings
-from ledger.settings import LedgerSettings
-from ledger.values import Attachment, Channel, ContactDraft, Identity
+from caseledger.cli.app import EXIT_COLLISION, app
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.audit import verify
+from caseledger.ledger.domain.directory import ChannelMessage
+from caseledger.ledger.domain.values import Attachment, Channel, ContactDraft, Identity
+from caseledger.ledger.errors import MessageIdCollision, NotFound
+from caseledger.ledger.intake import IntakeCodec
+from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
+from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
+from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.settings import LedgerSettings
 from tests.conftest import FakeClock
 from tests.test_kafka_backbone import drain, kafka, publish_all, read_topic  # noqa: F401  (kafka: fixture)
 
@@ -166,9 +166,15 @@ def test_retired_message_registered_bytes_decode_with_an_empty_digest() -> None:
 
     from fastavro import schemaless_writer
 
-    from ledger.codec import MAGIC, AvroEventCodec, history_files, parse_event_schema, schema_fingerprint
-    from ledger.domain import Context
-    from ledger.values import SYSTEM
+    from caseledger.ledger.domain.case import Context
+    from caseledger.ledger.domain.values import SYSTEM
+    from caseledger.ledger.store.codec import (
+        MAGIC,
+        AvroEventCodec,
+        history_files,
+        parse_event_schema,
+        schema_fingerprint,
+    )
 
     codec = AvroEventCodec()
     retired = next(text for name, text in history_files() if name.startswith("MessageRegistered."))

@@ -576,7 +576,15 @@ def pyproject() -> dict[str, Any]:
 
 
 def top_level_packages() -> set[str]:
-    return {name.split(".")[0] for name in pyproject()["tool"]["setuptools"]["packages"]}
+    """The top folders of the checkout the packages are built from (honouring ``package-dir``)."""
+    tool = pyproject()["tool"]["setuptools"]
+    mapping: dict[str, str] = tool.get("package-dir", {})
+    folders = set()
+    for name in tool["packages"]:
+        prefix = max((p for p in mapping if name == p or name.startswith(p + ".")), key=len, default=None)
+        folder = mapping[prefix] + name[len(prefix):].replace(".", "/") if prefix else name.replace(".", "/")
+        folders.add(folder.split("/")[0])
+    return folders
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:

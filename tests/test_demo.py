@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cli.demo import TITLES, run_demo
-from ledger.errors import ConfigurationError
+from caseledger.cli.demo import TITLES, run_demo
+from caseledger.ledger.errors import ConfigurationError
 
 
 def play(**options: object) -> str:
@@ -153,7 +153,7 @@ def test_keep_leaves_the_temporary_ledger(tmp_path: Path) -> None:
 
 def test_console_script_exits_zero(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("caseledger")
-    command = [str(script)] if script.exists() else [sys.executable, "-c", "from cli.app import main; main()"]
+    command = [str(script)] if script.exists() else [sys.executable, "-c", "from caseledger.cli.app import main; main()"]
     env = {**os.environ, "COLUMNS": "100", "CASELEDGER_DATABASE": str(tmp_path / "not-used.sqlite")}
     result = subprocess.run([*command, "demo"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -6,9 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
-from ledger.catalog import EVENT_TYPES
+from caseledger.ledger.domain.catalog import EVENT_TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,9 +37,9 @@ def test_console_script_finds_its_schemas_and_policy(tmp_path: Path) -> None:
 
 def test_installed_modules_load_package_data_from_where_they_are_installed(tmp_path: Path) -> None:
     code = (
-        "import ledger, schemas; from ledger.codec import AvroEventCodec; from ledger.policy import ResponsePolicy;"
-        "from ledger.intake import IntakeCodec; AvroEventCodec(); IntakeCodec(); ResponsePolicy.default();"
-        "print(ledger.__file__)"
+        "import caseledger.ledger as ledger; from caseledger.ledger.store.codec import AvroEventCodec;"
+        "from caseledger.ledger.domain.policy import ResponsePolicy; from caseledger.ledger.intake import IntakeCodec;"
+        "AvroEventCodec(); IntakeCodec(); ResponsePolicy.default(); print(ledger.__file__)"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -46,6 +47,44 @@ def test_installed_modules_load_package_data_from_where_they_are_installed(tmp_p
     location = Path(out.stdout.strip())
     # In CI the package is installed from the wheel: it must not be the checkout's source.
     if os.environ.get("CI") == "true":
-        assert "site-packages" in location.parts and (ROOT / "ledger") not in location.parents, (
+        assert "site-packages" in location.parts and ROOT not in location.parents, (
             f"the installed package is the checkout's source, not the wheel: {location}"
         )
+
+
+def test_this_test_run_imports_the_installed_package_not_the_checkout() -> None:
+    """The suite tests what users install: in CI caseledger comes from site-packages, and no module of
+    the checkout is ever imported under its folder's generic name (``ledger``, ``cli`` …)."""
+    import caseledger.cli.app
+    import caseledger.ledger
+    import caseledger.projections
+
+    generic = sorted(name for name in ("ledger", "projections", "cli", "schemas") if name in sys.modules)
+    assert generic == [], f"imported from the checkout under a generic top-level name: {generic}"
+    if os.environ.get("CI") == "true":
+        for module in (caseledger.ledger, caseledger.projections, caseledger.cli.app):
+            where = Path(module.__file__ or "")
+            assert "site-packages" in where.parts and ROOT not in where.parents, (
+                f"{module.__name__} was imported from the checkout ({where}), not the installed wheel"
+            )
+
+
+def test_the_wheel_puts_nothing_but_caseledger_at_the_top_of_site_packages(tmp_path: Path) -> None:
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
+         str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("caseledger-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    tops = {name.split("/")[0] for name in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"caseledger"}, sorted(tops)
+    assert not any(name.startswith("caseledger/__init__") for name in names)  # a namespace of its own
+    for needed in ("caseledger/ledger/domain/default_policy.toml", "caseledger/schemas/CaseOpened.avsc",
+                   "caseledger/schemas/intake/caseledger.intake.IntakeRecord.avsc", "caseledger/cli/app.py"):
+        assert needed in names
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    with zipfile.ZipFile(wheel) as archive:
+        assert "caseledger = caseledger.cli.app:main" in archive.read(entry).decode()

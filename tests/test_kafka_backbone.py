@@ -14,17 +14,17 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from ledger.adapter import KafkaIntakeClient
-from ledger.application import CaseLedger
-from ledger.catalog import name_of_topic
-from ledger.codec import event_hash
-from ledger.errors import BackendError, ConfigurationError, ValidationError
-from ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt
-from ledger.intake_worker import KafkaIntakeWorker
-from ledger.kafka import KafkaSettings, ensure_topics
-from ledger.publisher import KafkaEventPublisher, header
-from ledger.settings import LedgerSettings
-from ledger.values import Actor, ContactDraft, Identity
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.domain.catalog import name_of_topic
+from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
+from caseledger.ledger.errors import BackendError, ConfigurationError, ValidationError
+from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt
+from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
+from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
+from caseledger.ledger.kafka.publisher import KafkaEventPublisher, header
+from caseledger.ledger.kafka.settings import KafkaSettings, ensure_topics
+from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.store.codec import event_hash
 
 pytestmark = pytest.mark.kafka
 
@@ -210,7 +210,7 @@ def test_worker_applies_each_record_once_and_rejects_bad_ones(
 
 def test_one_poll_from_several_partitions_is_one_transaction_with_each_position(ledger: CaseLedger, clock: Any) -> None:
     """A trickle from three partitions is applied at once; each partition's position is kept, none twice."""
-    from ledger.intake_worker import IntakeRecord
+    from caseledger.ledger.kafka.intake_worker import IntakeRecord
 
     codec = IntakeCodec()
     settings = KafkaSettings.resolve(bootstrap_servers="unused:9092", intake_topic="in")
@@ -239,7 +239,7 @@ def test_one_poll_from_several_partitions_is_one_transaction_with_each_position(
 def test_workers_sharing_the_topic_by_partitions_apply_every_record_once(
     kafka: KafkaSettings, tmp_path: Path
 ) -> None:
-    from ledger.errors import BackendError
+    from caseledger.ledger.errors import BackendError
 
     db = str(tmp_path / "shared.sqlite")
     first, second = (CaseLedger(LedgerSettings.resolve(database=db)) for _ in range(2))
@@ -297,7 +297,7 @@ def test_delivery_reports_and_read_receipts_flow_through_intake(kafka: KafkaSett
 def test_publisher_publishes_every_event_once_in_order_and_resumes(
     kafka: KafkaSettings, store: CaseLedger, producers: tuple[str, str, str]
 ) -> None:
-    from ledger.kafka import key_hash
+    from caseledger.ledger.kafka.settings import key_hash
 
     for n in range(40):
         store.record_contact(contact(n))
@@ -328,7 +328,7 @@ def test_publisher_publishes_every_event_once_in_order_and_resumes(
 
 
 def test_publisher_refuses_a_transaction_interval_out_of_range(store: CaseLedger) -> None:
-    from ledger.errors import ConfigurationError
+    from caseledger.ledger.errors import ConfigurationError
 
     settings = KafkaSettings.resolve(bootstrap_servers="unused:9092")
     with pytest.raises(ConfigurationError, match="transaction interval -1 ms: give 0 to 10000 ms"):
@@ -340,7 +340,7 @@ def test_intake_codec_rejects_unknown_schema_fingerprint() -> None:
     codec = IntakeCodec()
     data = bytearray(codec.encode(contact(1), adapter="t"))
     data[5] ^= 0xFF
-    from ledger.errors import SchemaError
+    from caseledger.ledger.errors import SchemaError
 
     with pytest.raises(SchemaError, match="unknown intake schema"):
         codec.decode(bytes(data))
@@ -360,7 +360,7 @@ def test_run_serves_intake_publisher_and_projections_and_stops_on_sigterm(
     env = {**os.environ, "CASELEDGER_INTAKE_TOPIC": kafka.intake_topic, "CASELEDGER_EVENTS_TOPIC": kafka.events_topic,
            "CASELEDGER_INTAKE_PARTITIONS": "3", "CASELEDGER_EVENTS_PARTITIONS": "3"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from cli.app import main; main()", "--database", str(database), "run",
+        [sys.executable, "-c", "from caseledger.cli.app import main; main()", "--database", str(database), "run",
          "--kafka", kafka.bootstrap_servers, "--consumer", kafka_client, "--producer", kafka_client],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
@@ -397,7 +397,7 @@ def test_bench_intake_prints_a_table_and_writes_its_result(kafka_bootstrap: str,
 
     from typer.testing import CliRunner
 
-    from cli.app import app
+    from caseledger.cli.app import app
 
     result = CliRunner().invoke(
         app, ["bench", "intake", "--kafka", kafka_bootstrap, "-n", "200", "--workers", "2", "--producer", "confluent",

@@ -28,15 +28,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from ledger.adapter import KafkaIntakeClient
-from ledger.application import CaseLedger
-from ledger.directory import IntakeSource
-from ledger.intake import IntakeCodec
-from ledger.intake_worker import KafkaIntakeWorker, tracking_name
-from ledger.kafka import KafkaSettings, ensure_topics
-from ledger.publisher import KafkaEventPublisher, header
-from ledger.settings import LedgerSettings
-from ledger.values import ContactDraft, Identity
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.domain.directory import IntakeSource
+from caseledger.ledger.domain.values import ContactDraft, Identity
+from caseledger.ledger.intake import IntakeCodec
+from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
+from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker, tracking_name
+from caseledger.ledger.kafka.publisher import KafkaEventPublisher, header
+from caseledger.ledger.kafka.settings import KafkaSettings, ensure_topics
+from caseledger.ledger.settings import LedgerSettings
 from tests.test_kafka_backbone import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -119,7 +119,7 @@ class Service:
         self.log_start = self.log.stat().st_size if self.log.exists() else 0
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from cli.app import main; main()", *self.args], stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-c", "from caseledger.cli.app import main; main()", *self.args], stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
         )
 

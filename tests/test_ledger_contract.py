@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from ledger.application import CaseLedger
-from ledger.codec import MAGIC, event_hash
-from ledger.directory import case_id_for
-from ledger.errors import ConflictError, NotFound, RuleViolation, ValidationError
-from ledger.settings import LedgerSettings
-from ledger.values import Actor, Attachment, ContactDraft, Identity
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.domain.directory import case_id_for
+from caseledger.ledger.domain.values import Actor, Attachment, ContactDraft, Identity
+from caseledger.ledger.errors import ConflictError, NotFound, RuleViolation, ValidationError
+from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.store.codec import MAGIC, event_hash
 from tests.conftest import FakeClock
 
 ALICE = Actor.parse("agent:alice")
@@ -350,7 +350,7 @@ def test_concurrent_commands_on_one_case_one_wins_other_conflicts(make_ledger: A
     first, second = make_ledger(), make_ledger()
     ref = first.record_contact(draft(items=("a", "b"))).reference
     case_a, case_b = first.get_case(ref), second.get_case(ref)
-    from ledger.domain import Context
+    from caseledger.ledger.domain.case import Context
 
     case_a.respond(ctx=Context(actor=ALICE), body="a", answers=["Q1"])
     case_b.respond(ctx=Context(actor=BOB), body="b", answers=["Q2"])
@@ -478,9 +478,9 @@ def test_tracking_position_never_goes_back(ledger: CaseLedger) -> None:
 def test_prefetch_in_unit_of_work_sees_stored_and_new_aggregates(ledger: CaseLedger) -> None:
     from eventsourcing.persistence import Tracking
 
-    from ledger.application import stored_events_of
-    from ledger.directory import ChannelMessage, Customer
-    from ledger.values import Channel
+    from caseledger.ledger.application import stored_events_of
+    from caseledger.ledger.domain.directory import ChannelMessage, Customer
+    from caseledger.ledger.domain.values import Channel
 
     first = ledger.record_contact(draft(msg="a"))
     known = ChannelMessage.id_for(Channel.EMAIL, "a")
@@ -516,8 +516,8 @@ def test_unit_of_work_records_one_tracking_record_per_partition(ledger: CaseLedg
 
 
 def test_stored_events_after_a_known_version(ledger: CaseLedger) -> None:
-    from ledger.application import stored_events_of
-    from ledger.directory import Customer
+    from caseledger.ledger.application import stored_events_of
+    from caseledger.ledger.domain.directory import Customer
 
     ledger.record_contact(draft(msg="a"))
     ledger.record_contact(draft(msg="b"))
@@ -533,7 +533,7 @@ def test_kept_aggregates_follow_other_writers_and_never_keep_a_failed_unit(
     """Aggregates kept between units equal the stored ones, whoever wrote meanwhile, whatever failed."""
     from eventsourcing.persistence import Tracking
 
-    from ledger.directory import Customer
+    from caseledger.ledger.domain.directory import Customer
 
     worker, agent = make_ledger(), make_ledger()
     worker.keep_aggregates(100)
@@ -557,7 +557,7 @@ def test_kept_aggregates_follow_other_writers_and_never_keep_a_failed_unit(
 
 
 def test_a_new_customer_is_registered_with_the_identity_it_first_used(ledger: CaseLedger) -> None:
-    from ledger.directory import Customer
+    from caseledger.ledger.domain.directory import Customer
 
     ledger.record_contact(draft(msg="a", customer_id="C-7"))
     ledger.record_contact(draft(msg="b", customer_id="C-7", identity=Identity.parse("phone:+33612345678")))
@@ -574,10 +574,15 @@ def test_a_customer_registered_before_the_identity_field_keeps_its_identities() 
 
     from fastavro import schemaless_writer
 
-    from ledger.codec import AvroEventCodec, history_files, parse_event_schema, schema_fingerprint
-    from ledger.directory import Customer
-    from ledger.domain import Context
-    from ledger.values import SYSTEM
+    from caseledger.ledger.domain.case import Context
+    from caseledger.ledger.domain.directory import Customer
+    from caseledger.ledger.domain.values import SYSTEM
+    from caseledger.ledger.store.codec import (
+        AvroEventCodec,
+        history_files,
+        parse_event_schema,
+        schema_fingerprint,
+    )
 
     codec = AvroEventCodec()
     retired = next(text for name, text in history_files() if name.startswith("CustomerRegistered."))
@@ -599,7 +604,7 @@ def test_case_references_use_all_32_symbols_and_readable_format() -> None:
     import re
     from collections import Counter
 
-    from ledger.application import _REFERENCE_ALPHABET, new_reference
+    from caseledger.ledger.application import _REFERENCE_ALPHABET, new_reference
 
     refs = [new_reference() for _ in range(4000)]
     assert all(re.fullmatch(r"CL-[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}", r) for r in refs)
@@ -614,7 +619,8 @@ def test_services_started_together_on_an_empty_store_all_start(database: str) ->
     import subprocess
     import sys
 
-    code = ("import sys; from ledger.application import CaseLedger; from ledger.settings import LedgerSettings; "
+    code = ("import sys; from caseledger.ledger.application import CaseLedger; "
+            "from caseledger.ledger.settings import LedgerSettings; "
             "CaseLedger(LedgerSettings.resolve(database=sys.argv[1])).close()")
     starts = [subprocess.Popen([sys.executable, "-c", code, database], stderr=subprocess.PIPE) for _ in range(6)]
     failures = [p.stderr.read().decode()[-400:] for p in starts if p.wait(120) != 0]  # type: ignore[union-attr]

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.errors import ConfigurationError, ValidationError
-from ledger.policy import BusinessCalendar, Delay, ResponsePolicy
-from ledger.values import Channel
+from caseledger.ledger.domain.policy import BusinessCalendar, Delay, ResponsePolicy
+from caseledger.ledger.domain.values import Channel
+from caseledger.ledger.errors import ConfigurationError, ValidationError
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
+from caseledger.cli.app import app
 from tests.conftest import PostgresServer
 
 pytestmark = pytest.mark.kafka

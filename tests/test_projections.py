@@ -23,14 +23,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cli import render
-from ledger.application import CaseLedger
-from ledger.directory import IntakeSource
-from ledger.errors import CaseLedgerError, ConfigurationError
-from ledger.kafka import KafkaSettings, ensure_topics
-from ledger.settings import LedgerSettings
-from ledger.values import Actor, Channel, ContactDraft, Identity
-from projections import (
+from caseledger.cli import render
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.domain.directory import IntakeSource
+from caseledger.ledger.domain.values import Actor, Channel, ContactDraft, Identity
+from caseledger.ledger.errors import CaseLedgerError, ConfigurationError
+from caseledger.ledger.kafka.settings import KafkaSettings, ensure_topics
+from caseledger.ledger.settings import LedgerSettings
+from caseledger.projections import (
     BUILT_INS,
     COUNTERS,
     FLOAT,
@@ -51,9 +51,9 @@ from projections import (
     read_status,
     rebuild,
 )
-from projections.case_state import CaseView
-from projections.deadlines import overdue
-from projections.views import ViewStore
+from caseledger.projections.case_state import CaseView
+from caseledger.projections.deadlines import overdue
+from caseledger.projections.views import ViewStore
 from tests.conftest import FakeClock, PostgresServer
 from tests.test_kafka_backbone import publish_all
 
@@ -511,8 +511,8 @@ def test_every_built_in_loads_and_handles_known_event_types() -> None:
 def test_a_parallel_rebuild_from_kafka_equals_the_store_built_views(
     tmp_path: Path, views_database: str, kafka_bootstrap: str, consumer: str
 ) -> None:
-    from projections.bench import generate_ledger
-    from projections.parallel import rebuild_in_parallel
+    from caseledger.ledger.bench.rebuild import generate_ledger
+    from caseledger.projections.parallel import rebuild_in_parallel
 
     database = str(tmp_path / "ledger.sqlite")
     generate_ledger(database, 1500)

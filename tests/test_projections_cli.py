@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from cli.app import app
+from caseledger.cli.app import app
 
 runner = CliRunner(env={"CASELEDGER_DATABASE": None, "CASELEDGER_VIEWS": None, "CASELEDGER_KAFKA_BOOTSTRAP": None,
                         "CASELEDGER_ACTOR": None, "TZ": "UTC", "COLUMNS": "200"})

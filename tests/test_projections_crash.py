@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from ledger.application import CaseLedger
-from ledger.kafka import KafkaSettings, ensure_topics
-from ledger.settings import LedgerSettings
-from ledger.values import ContactDraft, Identity
-from projections import COUNTERS, INT, LOG, TEXT, Projection, Table, Tx, open_views, read_status
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.domain.values import ContactDraft, Identity
+from caseledger.ledger.kafka.settings import KafkaSettings, ensure_topics
+from caseledger.ledger.settings import LedgerSettings
+from caseledger.projections import COUNTERS, INT, LOG, TEXT, Projection, Table, Tx, open_views, read_status
 from tests.test_kafka_backbone import publish_all
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_a_runner_killed_mid_batch_resumes_without_gaps_or_doubles(
     finally:
         ledger.close()
 
-    command = [sys.executable, "-c", "from cli.app import main; main()", "--database", database,
+    command = [sys.executable, "-c", "from caseledger.cli.app import main; main()", "--database", database,
                "projections", "run", "tests.test_projections_crash:SlowCounter", "--batch-size", "50", *args]
     rng = random.Random(source)
     seen = 0

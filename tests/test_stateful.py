@@ -18,13 +18,13 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
 
-from ledger.application import CaseLedger
-from ledger.catalog import topic_of
-from ledger.codec import event_hash
-from ledger.directory import case_id_for
-from ledger.errors import CaseLedgerError
-from ledger.settings import LedgerSettings
-from ledger.values import Actor, Channel, ContactDraft, Identity
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.domain.catalog import topic_of
+from caseledger.ledger.domain.directory import case_id_for
+from caseledger.ledger.domain.values import Actor, Channel, ContactDraft, Identity
+from caseledger.ledger.errors import CaseLedgerError
+from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.store.codec import event_hash
 from tests.conftest import FakeClock
 
 AGENT = Actor.parse("agent:alice")

@@ -19,8 +19,8 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
-from ledger.errors import RuleViolation, ValidationError
-from ledger.values import Actor, ActorKind, Channel, ContactDraft, require_utc
+from caseledger.ledger.domain.values import Actor, ActorKind, Channel, ContactDraft, require_utc
+from caseledger.ledger.errors import RuleViolation, ValidationError
 
 
 class Status:

@@ -71,8 +71,8 @@ from types import MappingProxyType
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ledger.errors import ConfigurationError, ValidationError
-from ledger.values import Channel
+from caseledger.ledger.domain.values import Channel
+from caseledger.ledger.errors import ConfigurationError, ValidationError
 
 __all__ = ["BusinessCalendar", "Delay", "DelayUnit", "ResponsePolicy"]
 
@@ -390,7 +390,7 @@ class ResponsePolicy:
     @classmethod
     def default(cls) -> ResponsePolicy:
         """The built-in policy, ``ledger/default_policy.toml``."""
-        text = resources.files("ledger").joinpath(_DEFAULT_FILE).read_text(encoding="utf-8")
+        text = resources.files("caseledger.ledger.domain").joinpath(_DEFAULT_FILE).read_text(encoding="utf-8")
         return cls.from_toml_text(text, source=f"built-in ledger/{_DEFAULT_FILE}")
 
     @classmethod

@@ -31,10 +31,10 @@ from eventsourcing.utils import get_topic
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from ledger.avrocompiled import Unsupported, compile_reader, compile_writer
-from ledger.catalog import EVENT_TYPES, name_of_topic
-from ledger.domain import LedgerEvent
-from ledger.errors import SchemaError
+from caseledger.ledger.domain.case import LedgerEvent
+from caseledger.ledger.domain.catalog import EVENT_TYPES, name_of_topic
+from caseledger.ledger.errors import SchemaError
+from caseledger.ledger.store.avrocompiled import Unsupported, compile_reader, compile_writer
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = 10
@@ -54,7 +54,7 @@ def event_hash(data: bytes) -> bytes:
 
 def schema_files() -> Iterator[tuple[str, str]]:
     """(file name, JSON text) of every current schema shipped in the ``schemas`` package."""
-    root = resources.files("schemas")
+    root = resources.files("caseledger.schemas")
     for entry in sorted(root.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".avsc"):
             yield entry.name, entry.read_text(encoding="utf-8")
@@ -62,7 +62,7 @@ def schema_files() -> Iterator[tuple[str, str]]:
 
 def history_files() -> Iterator[tuple[str, str]]:
     """(file name, JSON text) of every retired schema version kept in ``schemas/history``."""
-    root = resources.files("schemas").joinpath("history")
+    root = resources.files("caseledger.schemas").joinpath("history")
     if root.is_dir():
         for entry in sorted(root.iterdir(), key=lambda e: e.name):
             if entry.name.endswith(".avsc"):

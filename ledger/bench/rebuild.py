@@ -33,19 +33,19 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from ledger.application import CaseLedger
-from ledger.bench import start_services
-from ledger.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
-from ledger.domain import Case, Context
-from ledger.errors import ConfigurationError
-from ledger.kafka import KafkaSettings, check_client, ensure_topics
-from ledger.settings import LedgerSettings
-from ledger.values import SYSTEM, Actor, ActorKind, Channel, ContactDraft, Identity
-from projections.parallel import rebuild_in_parallel, resident_mb
-from projections.registry import load_projections
-from projections.runner import BatchReport, ProjectionRunner, rebuild
-from projections.sources import KAFKA_PYTHON, kafka_source
-from projections.views import open_views
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.bench.intake import start_services
+from caseledger.ledger.domain.case import Case, Context
+from caseledger.ledger.domain.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
+from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, Channel, ContactDraft, Identity
+from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.kafka.settings import KafkaSettings, check_client, ensure_topics
+from caseledger.ledger.settings import LedgerSettings
+from caseledger.projections.parallel import rebuild_in_parallel, resident_mb
+from caseledger.projections.registry import load_projections
+from caseledger.projections.runner import BatchReport, ProjectionRunner, rebuild
+from caseledger.projections.sources import KAFKA_PYTHON, kafka_source
+from caseledger.projections.views import open_views
 
 Say = Callable[[str], None]
 CHANNELS = (Channel.EMAIL, Channel.CHAT, Channel.WEB_FORM, Channel.PHONE, Channel.SMS, Channel.CHATBOT, Channel.APP)
@@ -154,7 +154,7 @@ def generate_ledger(database: str, events: int, *, say: Say | None = None, seed:
 
 def publish_ledger(database: str, settings: KafkaSettings, *, say: Say | None = None) -> float:
     """Publish a whole ledger to the events topic with the real publisher; returns the seconds it took."""
-    from ledger.publisher import KafkaEventPublisher
+    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
 
     ledger = CaseLedger(LedgerSettings.resolve(database=database))
     stop = threading.Event()
@@ -230,8 +230,8 @@ def decode_baseline(database: str, sample: int = 200_000) -> tuple[float, float,
     """
     from fastavro import schemaless_reader
 
-    from ledger.catalog import name_of_topic
-    from ledger.codec import HEADER_SIZE
+    from caseledger.ledger.domain.catalog import name_of_topic
+    from caseledger.ledger.store.codec import HEADER_SIZE
 
     ledger = CaseLedger(LedgerSettings.resolve(database=database))
     try:
@@ -391,8 +391,8 @@ def bench_lag(
     workers: int = 1, consumer: str = "kafka-python", producer: str = "kafka-python", say: Say | None = None,
 ) -> LagBenchResult:
     """Publish contacts at ``rate``/s for ``seconds``; measure publish → visible in case state."""
-    from ledger.adapter import KafkaIntakeClient
-    from projections.case_state import CaseState
+    from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
+    from caseledger.projections.case_state import CaseState
 
     say = say or (lambda _text: None)
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-lag-")
@@ -464,7 +464,7 @@ def bench_lag(
         # would share the interpreter with the projection it measures and fall behind its rate.
         sent_file = Path(tmp.name) / "sent.json"
         steady = subprocess.Popen(
-            [sys.executable, "-c", "from projections.bench import steady_publisher_main; steady_publisher_main()",
+            [sys.executable, "-c", "from caseledger.ledger.bench.rebuild import steady_publisher_main; steady_publisher_main()",
              run, str(rate), str(contacts), str(sent_file), producer], env=env)
         while steady.poll() is None and not failures:
             if any(s.poll() is not None for s in services):
@@ -526,7 +526,7 @@ def steady_publisher_main() -> None:
 
     Arguments: run, rate, contacts, output file, producer client; Kafka settings from the environment.
     """
-    from ledger.adapter import KafkaIntakeClient
+    from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 
     run, rate, contacts, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
     producer = sys.argv[5]

@@ -111,14 +111,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from ledger.catalog import EVENT_TYPES, name_of_topic, topic_of
-from ledger.codec import ENVELOPE, HEADER_SIZE, MAGIC, AvroEventCodec
-from ledger.directory import IntakeSource
-from ledger.errors import BackendError, ConfigurationError
+from caseledger.ledger.domain.catalog import EVENT_TYPES, name_of_topic, topic_of
+from caseledger.ledger.domain.directory import IntakeSource
+from caseledger.ledger.errors import BackendError, ConfigurationError
+from caseledger.ledger.store.codec import ENVELOPE, HEADER_SIZE, MAGIC, AvroEventCodec
 
 if TYPE_CHECKING:
-    from ledger.application import CaseLedger
-    from ledger.kafka import KafkaSettings
+    from caseledger.ledger.application import CaseLedger
+    from caseledger.ledger.kafka.settings import KafkaSettings
 
 __all__ = [
     "DEFAULT_CLOCK_TOLERANCE",

@@ -22,9 +22,16 @@ from typing import Any
 
 from eventsourcing.persistence import Tracking
 
-from ledger.application import CaseLedger, normalise_reference
-from ledger.directory import ChannelMessage, Customer, IdentityClaim, IntakeSource, case_id_for
-from ledger.errors import (
+from caseledger.ledger.application import CaseLedger, normalise_reference
+from caseledger.ledger.domain.directory import (
+    ChannelMessage,
+    Customer,
+    IdentityClaim,
+    IntakeSource,
+    case_id_for,
+)
+from caseledger.ledger.domain.values import SYSTEM, ContactDraft
+from caseledger.ledger.errors import (
     BackendError,
     ConfigurationError,
     ConflictError,
@@ -34,9 +41,9 @@ from ledger.errors import (
     SchemaError,
     ValidationError,
 )
-from ledger.gcpacing import GcPacer
-from ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
-from ledger.kafka import (
+from caseledger.ledger.gcpacing import GcPacer
+from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
+from caseledger.ledger.kafka.settings import (
     CONFLUENT,
     KAFKA_PYTHON,
     KafkaSettings,
@@ -45,7 +52,6 @@ from ledger.kafka import (
     import_confluent,
     librdkafka_assigned_consumer_config,
 )
-from ledger.values import SYSTEM, ContactDraft
 
 log = logging.getLogger("caseledger.intake")
 REFUSALS = (ValidationError, RuleViolation, NotFound, SchemaError)

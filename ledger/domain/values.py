@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any
 
-from ledger.errors import ValidationError
+from caseledger.ledger.errors import ValidationError
 
 
 class Channel(StrEnum):

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from ledger.errors import BackendError
-from ledger.intake import IntakeCodec, IntakeMessage, kind_of
-from ledger.kafka import (
+from caseledger.ledger.domain.values import ContactDraft
+from caseledger.ledger.errors import BackendError
+from caseledger.ledger.intake import IntakeCodec, IntakeMessage, kind_of
+from caseledger.ledger.kafka.settings import (
     CONFLUENT,
     KAFKA_PYTHON,
     ConfluentPartitioner,
@@ -28,7 +29,6 @@ from ledger.kafka import (
     librdkafka_config,
     produce_waiting,
 )
-from ledger.values import ContactDraft
 
 MAX_REQUEST_BYTES = 4_194_304
 

@@ -29,10 +29,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ledger.application import CaseLedger
-from ledger.errors import ConfigurationError
-from ledger.settings import LedgerSettings
-from ledger.values import Channel, ContactDraft, Identity
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
+from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.settings import LedgerSettings
 
 
 @dataclass
@@ -89,9 +89,9 @@ def baseline_write_rate(database: str, events: int = 20_000) -> float:
     app = CaseLedger(LedgerSettings.resolve(database=database))
     try:
         drafts = _drafts(events // 4, f"base-{uuid.uuid4().hex[:6]}")
-        from ledger.directory import case_id_for
-        from ledger.domain import Case, Context
-        from ledger.values import Actor, ActorKind
+        from caseledger.ledger.domain.case import Case, Context
+        from caseledger.ledger.domain.directory import case_id_for
+        from caseledger.ledger.domain.values import Actor, ActorKind
 
         ctx = Context(actor=Actor(kind=ActorKind.CUSTOMER, id="bench"))
         cases = []
@@ -125,10 +125,10 @@ def bench_intake(
 ) -> IntakeBenchResult:
     """Run the intake benchmark on fresh topics; ``database`` must be empty (default: a temp SQLite)."""
 
-    from ledger.adapter import KafkaIntakeClient
-    from ledger.intake_worker import tracking_name
-    from ledger.kafka import KafkaSettings, check_client, ensure_topics
-    from ledger.publisher import KafkaEventPublisher
+    from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
+    from caseledger.ledger.kafka.intake_worker import tracking_name
+    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
+    from caseledger.ledger.kafka.settings import KafkaSettings, check_client, ensure_topics
 
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
     db = database or str(Path(tmp.name) / "bench.sqlite")
@@ -251,7 +251,7 @@ def start_services(
 ) -> tuple[list[subprocess.Popen[bytes]], list[Path]]:
     """The benchmarked services as child processes: ``workers`` intake workers sharing the intake
     partitions (as on a bigger machine), then the publisher. Returns them and their log files."""
-    cli = [sys.executable, "-c", "from cli.app import main; main()"]
+    cli = [sys.executable, "-c", "from caseledger.cli.app import main; main()"]
     shares = [[p for p in range(partitions) if p % workers == k] for k in range(workers)]
     logs = [logs_dir / f"intake-{k}.log" for k in range(workers)] + [logs_dir / "publisher.log"]
     services = [
@@ -270,8 +270,8 @@ def _contacts_on_topic(settings: Any) -> dict[str, float]:
     """Channel message id → timestamp (s) of its ContactReceived record, for the whole events topic."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from ledger.codec import AvroEventCodec
-    from ledger.publisher import header
+    from caseledger.ledger.kafka.publisher import header
+    from caseledger.ledger.store.codec import AvroEventCodec
 
     codec = AvroEventCodec()
     ends = _end_offsets(settings, settings.events_topic)

@@ -28,10 +28,10 @@ from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 
-from ledger.application import CaseLedger
-from ledger.audit import store_snapshot, verify
-from ledger.errors import ConfigurationError
-from ledger.settings import LedgerSettings
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.audit import store_snapshot, verify
+from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.settings import LedgerSettings
 
 Progress = Callable[[str, int, int], None]
 _CUSTOMER_TOKEN = "zq000000000"
@@ -81,9 +81,9 @@ class _TemplateEvent:
 
 def _story(ledger: CaseLedger) -> tuple[list[_TemplateEvent], list[bytes], list[bytes]]:
     """One customer's story through the real domain: (events, aggregate id texts, event id texts)."""
-    from ledger.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
-    from ledger.domain import Case, Context
-    from ledger.values import Actor, ActorKind, Channel, ContactDraft, Identity
+    from caseledger.ledger.domain.case import Case, Context
+    from caseledger.ledger.domain.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
+    from caseledger.ledger.domain.values import Actor, ActorKind, Channel, ContactDraft, Identity
 
     now = datetime.now(UTC)
     customer = Context(actor=Actor(kind=ActorKind.CUSTOMER, id=_CUSTOMER_TOKEN), occurred_at=now, channel=Channel.PHONE)

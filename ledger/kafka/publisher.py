@@ -28,13 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.application import CaseLedger
-from ledger.audit import parse_envelope
-from ledger.catalog import name_of_topic
-from ledger.codec import HEADER_SIZE, event_hash
-from ledger.errors import BackendError, ConfigurationError
-from ledger.gcpacing import GcPacer
-from ledger.kafka import (
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.audit import parse_envelope
+from caseledger.ledger.domain.catalog import name_of_topic
+from caseledger.ledger.errors import BackendError, ConfigurationError
+from caseledger.ledger.gcpacing import GcPacer
+from caseledger.ledger.kafka.settings import (
     CONFLUENT,
     KAFKA_PYTHON,
     ConfluentPartitioner,
@@ -45,6 +44,7 @@ from ledger.kafka import (
     librdkafka_config,
     produce_waiting,
 )
+from caseledger.ledger.store.codec import HEADER_SIZE, event_hash
 
 log = logging.getLogger("caseledger.publisher")
 

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from eventsourcing.domain import Aggregate
 
-from ledger.directory import ChannelMessage, Customer, IdentityClaim, IntakeRejection, MessageCollision
-from ledger.domain import Case, LedgerEvent
+from caseledger.ledger.domain.case import Case, LedgerEvent
+from caseledger.ledger.domain.directory import (
+    ChannelMessage,
+    Customer,
+    IdentityClaim,
+    IntakeRejection,
+    MessageCollision,
+)
 
 NAMESPACE = "caseledger.events"
 AGGREGATES: tuple[type[Aggregate], ...] = (
