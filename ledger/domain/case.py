@@ -12,115 +12,41 @@ customer notices ``N1``, proposed actions ``X1``, handoffs ``H1``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from caseledger.ledger.domain.values import Actor, ActorKind, Channel, ContactDraft, require_utc
+from caseledger.ledger.domain.case_state import (
+    DEADLINE_KINDS,
+    LEDGER_ACTIONS,
+    ContactState,
+    ItemState,
+    MessageState,
+    PromiseState,
+    ProposalState,
+    Status,
+)
+from caseledger.ledger.domain.events import Context, LedgerEvent, envelope
+from caseledger.ledger.domain.values import ActorKind, Channel, ContactDraft, require_utc
 from caseledger.ledger.errors import RuleViolation, ValidationError
 
-
-class Status:
-    """Case statuses. ``closed`` and ``cancelled`` are final until a reopen."""
-
-    OPEN = "open"
-    IN_PROGRESS = "in_progress"
-    WAITING_ON_CUSTOMER = "waiting_on_customer"
-    ON_HOLD = "on_hold"
-    CLOSED = "closed"
-    CANCELLED = "cancelled"
-
-    ACTIVE = (OPEN, IN_PROGRESS, WAITING_ON_CUSTOMER, ON_HOLD)
-    FINAL = (CLOSED, CANCELLED)
-    ALL = ACTIVE + FINAL
-
-
-# Actions a rule may propose that the ledger itself executes once a human approved them; any
-# other action kind (e.g. "lower_card_limit") is executed by an outside system, which then
-# reports it with ``record_action_executed``.
-LEDGER_ACTIONS = ("change_status", "close", "cancel", "respond")
-DEADLINE_KINDS = ("acknowledgement", "response", "promise")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Context:
-    """Who is acting, when it happened on the channel, and what it follows from."""
-
-    actor: Actor
-    occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    channel: Channel | None = None
-    correlation_id: UUID | None = None
-    causation_id: UUID | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "occurred_at", require_utc(self.occurred_at, "occurred_at"))
-        if self.channel is not None:
-            object.__setattr__(self, "channel", Channel.parse(self.channel))
-
-
-# -- state kept by the aggregate (rebuilt from events, never stored as such) -----------------
-
-
-@dataclass
-class ItemState:
-    item_id: str
-    text: str
-    contact_id: str
-    status: str = "open"  # open | answered | waived
-    answered_by: str | None = None
-    waived_reason: str | None = None
-
-
-@dataclass
-class ContactState:
-    contact_id: str
-    channel: str
-    channel_message_id: str
-    received_at: datetime
-    subject: str
-    item_ids: list[str]
-    follow_up: bool
-    respond_by: datetime | None = None
-    acknowledgement_id: str | None = None
-
-
-@dataclass
-class PromiseState:
-    promise_id: str
-    kind: str
-    terms: str
-    due_at: datetime
-    made_by: str
-    channel: str
-    status: str = "open"  # open | kept | withdrawn | broken | waived
-    confirmation_id: str | None = None
-    closing_note: str | None = None
-
-
-@dataclass
-class ProposalState:
-    proposal_id: str
-    rule_id: str
-    action: str
-    params: dict[str, str]
-    rationale: str
-    status: str = "proposed"  # proposed | approved | rejected | executed
-    decided_by: str | None = None
-
-
-@dataclass
-class MessageState:
-    """An outbound message (acknowledgement, response, confirmation, notice) or an inbound contact."""
-
-    message_id: str
-    channel: str | None
-    due_at: datetime | None = None
-    text: str | None = None
-    delivered_at: datetime | None = None
-    read_by: list[str] = field(default_factory=list)
+__all__ = [
+    "DEADLINE_KINDS",
+    "LEDGER_ACTIONS",
+    "Case",
+    "ContactState",
+    "Context",
+    "ItemState",
+    "LedgerEvent",
+    "MessageState",
+    "PromiseState",
+    "ProposalState",
+    "Status",
+    "envelope",
+    "render_request_copy",
+]
 
 
 def _now() -> datetime:
@@ -139,34 +65,6 @@ def _require_notice(notice: str | None, what: str) -> str:
             f"{what} needs a customer-facing notice (--notice): the text the customer receives"
         )
     return notice.strip()
-
-
-class LedgerEvent(Aggregate.Event):
-    """The envelope every event of the ledger carries (its Avro ``Envelope``).
-
-    ``timestamp`` is when the ledger recorded the event, ``occurred_at`` when it happened on
-    the channel. ``previous_hash`` chains the event to the one before it in its aggregate; the
-    store fills it in when it encodes the event.
-    """
-
-    event_id: UUID
-    customer_id: str
-    occurred_at: datetime
-    actor_kind: str
-    actor_id: str
-    channel: str | None
-    correlation_id: UUID | None
-    causation_id: UUID | None
-    previous_hash: bytes | None
-
-    def mutate(self, aggregate: Any) -> Any:
-        aggregate = super().mutate(aggregate)
-        # Events loaded from the store carry the hash of their stored bytes (set by the
-        # mapper); the last one is the head the next new event chains to.
-        stored_hash = self.__dict__.get("_stored_hash")
-        if stored_hash is not None:
-            aggregate.chain_head = stored_hash
-        return aggregate
 
 
 class Case(Aggregate):
@@ -1098,24 +996,6 @@ def _check_ledger_action(action: str, params: dict[str, str]) -> None:
         )
     if action == "change_status" and params["to"].strip().lower() not in Status.ACTIVE:
         raise ValidationError(f"change_status to {params['to']!r}: use one of {', '.join(Status.ACTIVE)}")
-
-
-def envelope(
-    ctx: Context, *, customer_id: str, channel: Channel | None = None
-) -> dict[str, Any]:
-    """The envelope fields of a new event, from the command's context."""
-    chosen = channel or ctx.channel
-    return {
-        "event_id": uuid4(),
-        "customer_id": customer_id,
-        "occurred_at": ctx.occurred_at,
-        "actor_kind": ctx.actor.kind.value,
-        "actor_id": ctx.actor.id,
-        "channel": chosen.value if chosen is not None else None,
-        "correlation_id": ctx.correlation_id,
-        "causation_id": ctx.causation_id,
-        "previous_hash": None,
-    }
 
 
 def render_request_copy(draft: ContactDraft, items: list[dict[str, Any]]) -> str:
