@@ -18,6 +18,7 @@ import pytest
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.settings import LedgerSettings
+from tests.avro_java import avro_java  # noqa: F401  (session fixture)
 from tests.kafka_broker import kafka_bootstrap, kafka_broker  # noqa: F401  (session fixtures)
 
 

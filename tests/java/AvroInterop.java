@@ -3,7 +3,8 @@
  * Run by tests/test_avro_java.py (compiled and run by tests/avro_java.py); one file, no build tool.
  *
  *   decode SCHEMA_DIR FILE
- *       FILE: one message a line, "EventType<TAB>base64 of its Avro single-object bytes".
+ *       FILE: one message a line, "EventType<TAB>base64 of its Avro single-object bytes" (the type
+ *       caseledger.intake.IntakeRecord reads an intake record).
  *       Every schema of the ledger (each event schema parsed after caseledger.Envelope.avsc, the
  *       retired versions of history/ too) goes into a SchemaStore.Cache; each message is decoded by
  *       a BinaryMessageDecoder whose reader is the current schema of its type. Prints one JSON
@@ -11,8 +12,8 @@
  *       JSON: bytes as base64, logical types as their plain values (timestamp-micros as a long,
  *       uuid as its string; both checked through Avro's own conversions first). Exit 3 if any failed.
  *   fingerprint SCHEMA_DIR
- *       "Name<TAB>fingerprint<TAB>parsing canonical form" for every current event schema and the
- *       intake schema; fingerprint = the 8 bytes single-object encoding writes (CRC-64-AVRO of the
+ *       "Name<TAB>fingerprint<TAB>parsing canonical form" for every current event schema, the
+ *       intake schema and every retired version (named history/FILE); fingerprint = the 8 bytes single-object encoding writes (CRC-64-AVRO of the
  *       Parsing Canonical Form, little-endian), in hex.
  *   encode-intake SCHEMA_FILE JSON_FILE
  *       Builds a GenericRecord of SCHEMA_FILE from the JSON object (fields left out take their
@@ -68,7 +69,8 @@ import org.apache.avro.message.SchemaStore;
 
 public final class AvroInterop {
   static final String ENVELOPE_FILE = "caseledger.Envelope.avsc";
-  static final String INTAKE_FILE = "intake/caseledger.intake.IntakeRecord.avsc";
+  static final String INTAKE_NAME = "caseledger.intake.IntakeRecord";
+  static final String INTAKE_FILE = "intake/" + INTAKE_NAME + ".avsc";
   static final PrintStream OUT = new PrintStream(System.out, false, StandardCharsets.UTF_8);
 
   /** A bad invocation or input: exit 2 with its message. */
@@ -172,7 +174,10 @@ public final class AvroInterop {
     }
     Path intake = schemaDir.resolve(INTAKE_FILE);
     if (Files.isRegularFile(intake)) {
-      printFingerprint("caseledger.intake.IntakeRecord", new Schema.Parser().parse(intake.toFile()));
+      printFingerprint(INTAKE_NAME, new Schema.Parser().parse(intake.toFile()));
+    }
+    for (Map.Entry<String, Schema> entry : retiredSchemas(schemaDir).entrySet()) {
+      printFingerprint("history/" + entry.getKey(), entry.getValue());
     }
     return 0;
   }
@@ -191,6 +196,12 @@ public final class AvroInterop {
     Map<String, BinaryMessageDecoder<GenericRecord>> decoders = new LinkedHashMap<>();
     for (Map.Entry<String, Schema> entry : current.entrySet()) {
       decoders.put(entry.getKey(), new BinaryMessageDecoder<>(GenericData.get(), entry.getValue(), store));
+    }
+    Path intake = schemaDir.resolve(INTAKE_FILE);
+    if (Files.isRegularFile(intake)) {
+      Schema schema = new Schema.Parser().parse(intake.toFile());
+      store.addSchema(schema);
+      decoders.put(INTAKE_NAME, new BinaryMessageDecoder<>(GenericData.get(), schema, store));
     }
     int failed = 0;
     int lineNo = 0;
