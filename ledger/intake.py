@@ -20,7 +20,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from caseledger.ledger.domain.values import Actor, Attachment, ContactDraft, Identity, require_utc
 from caseledger.ledger.errors import SchemaError, ValidationError
-from caseledger.ledger.store.codec import HEADER_SIZE, MAGIC, schema_fingerprint
+from caseledger.ledger.store.codec import HEADER_SIZE, MAGIC, legacy_fingerprint, schema_fingerprint
 
 MAX_RECORD_BYTES = 2_000_000
 _SCHEMA_FILE = "caseledger.intake.IntakeRecord.avsc"
@@ -69,6 +69,8 @@ class IntakeCodec:
         text = resources.files("caseledger.schemas").joinpath("intake", _SCHEMA_FILE).read_text(encoding="utf-8")
         self.schema = parse_schema(json.loads(text))
         self.header = MAGIC + schema_fingerprint(self.schema)
+        # Adapters built before the standard fingerprint still publish the legacy one (same schema).
+        self._headers = frozenset({self.header, MAGIC + legacy_fingerprint(self.schema)})
 
     @property
     def fingerprint(self) -> str:
@@ -102,7 +104,7 @@ class IntakeCodec:
             raise ValidationError(f"intake record is {len(data)} bytes; the limit is {MAX_RECORD_BYTES}")
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise SchemaError("not an Avro single-object encoded intake record (no C3 01 marker)")
-        if data[:HEADER_SIZE] != self.header:
+        if data[:HEADER_SIZE] not in self._headers:
             raise SchemaError(
                 f"written with an unknown intake schema (fingerprint {data[2:HEADER_SIZE].hex()}, "
                 f"expected {self.fingerprint}); upgrade the adapter or the ledger"

@@ -14,8 +14,9 @@ import pytest
 from fastavro import schemaless_writer
 from fastavro.utils import generate_many
 
-from caseledger.ledger.domain.case import LedgerEvent
+from caseledger.ledger.domain.case import Case, Context, LedgerEvent
 from caseledger.ledger.domain.catalog import EVENT_TYPES
+from caseledger.ledger.domain.values import SYSTEM, ContactDraft, Identity
 from caseledger.ledger.errors import SchemaError
 from caseledger.ledger.store.codec import (
     HEADER_SIZE,
@@ -138,3 +139,58 @@ def test_single_object_header_names_the_writer_schema() -> None:
     spec = CODEC.schema("ContactReceived")
     assert spec.header[:2] == MAGIC and len(spec.header) == HEADER_SIZE
     assert spec.header[2:] == schema_fingerprint(spec.parsed)
+
+
+# -- the standard fingerprint (issue 14) and the legacy one ---------------------------------------------------
+
+
+def test_the_fingerprint_covers_the_envelope_so_changing_it_changes_every_event_type() -> None:
+    envelope = json.loads((SCHEMAS / "caseledger.Envelope.avsc").read_text())
+    grown = {**envelope, "fields": [*envelope["fields"], {"name": "tenant", "type": ["null", "string"],
+                                                          "default": None}]}
+    for name in sorted(EVENT_TYPES):
+        spec = CODEC.schema(name)
+        assert schema_fingerprint(spec.parsed, envelope=envelope) == spec.header[2:]
+        assert schema_fingerprint(spec.parsed, envelope=grown) != spec.header[2:], name
+
+
+def test_the_fingerprint_is_the_one_of_the_schema_with_its_named_types_inlined() -> None:
+    """Parsed against the shared envelope or written out in full: one schema, one fingerprint."""
+    from fastavro import parse_schema
+
+    envelope = json.loads((SCHEMAS / "caseledger.Envelope.avsc").read_text())
+    for name in ("CaseOpened", "ContactReceived", "MessageIdCollided"):
+        text = json.loads((SCHEMAS / f"{name}.avsc").read_text())
+        inlined = {**text, "fields": [{**f, "type": envelope} if f["type"] == "caseledger.Envelope" else f
+                                      for f in text["fields"]]}
+        assert schema_fingerprint(parse_schema(inlined)) == CODEC.schema(name).header[2:]
+
+
+def test_events_stored_with_the_legacy_fingerprint_still_decode() -> None:
+    from caseledger.ledger.store.codec import legacy_fingerprint
+
+    spec = CODEC.schema("CaseOpened")
+    legacy = legacy_fingerprint(spec.parsed)
+    assert legacy != spec.header[2:]
+    case = Case.open(case_id=uuid.uuid4(), reference="CL-AAAAA-BBBBB", customer_id="c-1", subject="s",
+                     category=None, segment=None, ctx=Context(actor=SYSTEM))
+    (opened,) = case.collect_events()
+    data = CODEC.encode(opened)
+    old = MAGIC + legacy + data[HEADER_SIZE:]
+    assert CODEC.decode("CaseOpened", old).reference == "CL-AAAAA-BBBBB"
+    with pytest.raises(SchemaError, match="unknown schema"):
+        CODEC.decode("CaseOpened", MAGIC + bytes(8) + data[HEADER_SIZE:])
+
+
+def test_intake_records_of_adapters_built_before_the_standard_fingerprint_are_still_read() -> None:
+    from caseledger.ledger.intake import IntakeCodec
+    from caseledger.ledger.store.codec import legacy_fingerprint
+
+    codec = IntakeCodec()
+    draft = ContactDraft(channel="email", channel_message_id="m-1", identity=Identity.parse("email:a@b.example"),
+                         items=("Where is my refund?",))
+    data = codec.encode(draft, adapter="old-adapter")
+    old = MAGIC + legacy_fingerprint(codec.schema) + data[HEADER_SIZE:]
+    assert codec.decode(old)[1].items == draft.items
+    with pytest.raises(SchemaError, match="unknown intake schema"):
+        codec.decode(MAGIC + bytes(8) + data[HEADER_SIZE:])

@@ -1,11 +1,17 @@
 """Avro codec: the bytes the store keeps for an event, and publishes, are its Avro encoding.
 
 Each event is written as Avro *single-object encoding*: the two marker bytes ``C3 01``, the
-8-byte little-endian CRC-64-AVRO fingerprint of the writer schema, then the schemaless Avro
-body. The fingerprint tells any reader which schema wrote the bytes, so history written with
-an older version of a schema is read through Avro schema resolution into the current one.
-Older schema versions are kept in ``schemas/history/`` (the test suite checks every committed
-version is there).
+8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form (the
+envelope and every other named type inlined at first use, as Apache Avro's
+``SchemaNormalization.parsingFingerprint64`` computes it), then the schemaless Avro body. The
+fingerprint tells any reader — ours, Java's ``BinaryMessageDecoder`` — which schema wrote the
+bytes, so history written with an older version of a schema is read through Avro schema
+resolution into the current one. Older schema versions are kept in ``schemas/history/`` (the
+test suite checks every committed version is there).
+
+Events stored before the standard fingerprint carry a *legacy* one (the canonical form with the
+envelope left as a name, its bytes reversed). Those are not typed anywhere: the codec derives the
+legacy fingerprint of every committed schema version, current and retired, and reads them too.
 
 The event hash used by the audit chain is ``sha256`` over exactly these bytes.
 
@@ -19,7 +25,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
-from functools import cached_property
+from functools import cached_property, lru_cache
 from importlib import resources
 from io import BytesIO
 from typing import Any, Literal
@@ -42,9 +48,35 @@ ENVELOPE = "caseledger.Envelope"
 _ENVELOPE_ATTRS = {f.name for f in dataclasses.fields(LedgerEvent)}
 
 
-def schema_fingerprint(parsed: Any) -> bytes:
-    """CRC-64-AVRO fingerprint of a parsed schema, as the 8 bytes single-object encoding uses."""
+def schema_fingerprint(parsed: Any, *, envelope: dict[str, Any] | None = None) -> bytes:
+    """The 8 bytes single-object encoding puts after ``C3 01``: little-endian CRC-64-AVRO of the full
+    Parsing Canonical Form.
+
+    An event schema parsed against the shared envelope (:func:`parse_event_schema`) names it;
+    the envelope (``envelope``, the installed one by default) is inlined first, as Avro does.
+    """
+    full = _with_envelope(parsed, envelope)
+    # fastavro gives the fingerprint's bytes in Java's (little-endian) order already.
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(full), "CRC-64-AVRO"))
+
+
+def legacy_fingerprint(parsed: Any) -> bytes:
+    """The fingerprint caseledger wrote before the standard one (the canonical form with the
+    envelope as a name, and the bytes reversed), derived so that the history it marks stays readable."""
     return int(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"), 16).to_bytes(8, "little")
+
+
+def _with_envelope(parsed: Any, envelope: dict[str, Any] | None) -> Any:
+    fields = parsed.get("fields") if isinstance(parsed, dict) else None
+    if not fields or not any(f.get("type") == ENVELOPE for f in fields):
+        return parsed
+    inline = parse_schema(envelope if envelope is not None else _installed_envelope())
+    return {**parsed, "fields": [{**f, "type": inline} if f.get("type") == ENVELOPE else f for f in fields]}
+
+
+@lru_cache(maxsize=1)
+def _installed_envelope() -> dict[str, Any]:
+    return json.loads(resources.files("caseledger.schemas").joinpath(f"{ENVELOPE}.avsc").read_text(encoding="utf-8"))
 
 
 def event_hash(data: bytes) -> bytes:
@@ -102,13 +134,14 @@ class AvroEventCodec:
         self._by_name: dict[str, EventSchema] = {}
         self._by_class: dict[type, EventSchema] = {}
         self._writers: dict[bytes, Any] = {}
+        self._versions: list[tuple[str, str, tuple[bytes, ...]]] = []  # (event type, schema text, fingerprints)
         for file_name, text in files.items():
             name = file_name.removesuffix(".avsc")
             cls = EVENT_TYPES.get(name)
             if cls is None:
                 raise SchemaError(f"schemas/{file_name} names no event type the ledger knows")
             parsed = parse_event_schema(text, self.envelope)
-            header = MAGIC + schema_fingerprint(parsed)
+            header = MAGIC + schema_fingerprint(parsed, envelope=self.envelope)
             own = tuple(f["name"] for f in parsed["fields"] if f["name"] != "envelope")
             spec = EventSchema(
                 name=name,
@@ -121,13 +154,20 @@ class AvroEventCodec:
             )
             self._by_name[name] = spec
             self._by_class[cls] = spec
-            self._writers[header[2:]] = parsed
+            self._version(name, text, parsed, header[2:])
         missing = sorted(set(EVENT_TYPES) - set(self._by_name))
         if missing:
             raise SchemaError(f"no schema under schemas/ for event types: {', '.join(missing)}")
-        for _file_name, text in history_files():
+        for file_name, text in history_files():
             parsed = parse_event_schema(text, self.envelope)
-            self._writers.setdefault(schema_fingerprint(parsed), parsed)
+            self._version(file_name.split(".", 1)[0], text, parsed, schema_fingerprint(parsed, envelope=self.envelope))
+
+    def _version(self, name: str, text: str, parsed: Any, standard: bytes) -> None:
+        """Know one schema version as a writer, by its standard and its legacy fingerprint."""
+        fps = (standard, legacy_fingerprint(parsed))
+        for fp in fps:
+            self._writers.setdefault(fp, parsed)
+        self._versions.append((name, text, fps))
 
     # -- lookups ------------------------------------------------------------------------------------
 
@@ -278,10 +318,12 @@ class AvroEventCodec:
         envelope = _without_uuid_types(self.envelope)
         readers = {name: parse_event_schema(text, envelope)
                    for name, text in ((f.removesuffix(".avsc"), t) for f, t in schema_files()) if name in self._by_name}
-        writers = {spec.header[2:]: readers[name] for name, spec in self._by_name.items()}
-        for _file_name, text in history_files():
-            writers.setdefault(schema_fingerprint(parse_event_schema(text, self.envelope)),
-                               parse_event_schema(text, envelope))
+        writers: dict[bytes, Any] = {}
+        for name, text, fps in self._versions:  # every version, by its standard and legacy fingerprints
+            writer = readers[name] if name in readers and self._by_name[name].header[2:] in fps else (
+                parse_event_schema(text, envelope))
+            for fp in fps:
+                writers.setdefault(fp, writer)
         return writers, readers
 
     def _uuid(self, text: str) -> UUID:
