@@ -175,7 +175,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
         rows = conn.execute(
             "SELECT topic, originator_id, originator_version, state FROM stored_events ORDER BY rowid"
         ).fetchall()
-    stored = [(topic.rsplit(".", 1)[-1], str(oid), int(version), bytes(state)) for topic, oid, version, state in rows]
+    stored = [(topic.rsplit(".", 1)[-1], str(uuid.UUID(oid)), int(version), bytes(state)) for topic, oid, version, state in rows]
     assert len(stored) > 50 and len({name for name, *_ in stored}) > 20, "the demo should store many event types"
     return Demo(database, stored, json.loads(export.read_text(encoding="utf-8")))
 
