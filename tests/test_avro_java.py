@@ -32,6 +32,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from kafka import KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.describe import plain
 from caseledger.ledger.domain.values import Attachment, ContactDraft, Identity
 from caseledger.ledger.intake import IntakeCodec
 from caseledger.ledger.kafka.intake_client import intake_key
@@ -48,6 +49,8 @@ SCHEMAS = Path(str(resources.files("caseledger.schemas")))
 ENVELOPE_FILE = "caseledger.Envelope.avsc"
 INTAKE = "caseledger.intake.IntakeRecord"
 DEMO_CUSTOMER = "cust-1042"
+#: Committed test data: a ledger written before the standard fingerprint (legacy fingerprints).
+LEGACY_LEDGER = Path(__file__).parent / "data" / "ledger-written-by-0.1.0-before-the-namespace.sqlite"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -284,7 +287,7 @@ def test_events_written_with_a_retired_version_resolve_in_java(
     fingerprints = java_fingerprints(avro_java)
     retired = sorted((SCHEMAS / "history").glob("*.avsc"))
     assert retired
-    messages, expected = [], []
+    messages, originals, old_fields_of = [], [], []
     for path in retired:
         name = path.name.split(".", 1)[0]
         samples = [state for n, _, _, state in demo.stored if n == name]
@@ -298,9 +301,12 @@ def test_events_written_with_a_retired_version_resolve_in_java(
             out = BytesIO()
             schemaless_writer(out, parse_schema(old), {k: v for k, v in record.items() if k in old_fields})
             messages.append((name, MAGIC + bytes.fromhex(fingerprints[f"history/{path.name}"][0]) + out.getvalue()))
-            # Java reads it as the current schema: the fields added since take their defaults.
-            current = records(java_decode(avro_java, tmp_path, [(name, state)]))[0]
-            expected.append({k: (v if k in old_fields else new_fields[k]["default"]) for k, v in current.items()})
+            originals.append((name, state))
+            old_fields_of.append((old_fields, new_fields))
+    # Java reads each as the current schema: as the original, but the fields added since take their defaults.
+    expected = [{k: (v if k in old else new[k]["default"]) for k, v in current.items()}
+                for current, (old, new) in zip(records(java_decode(avro_java, tmp_path, originals)), old_fields_of,
+                                               strict=True)]
     assert records(java_decode(avro_java, tmp_path, messages)) == expected
 
 
@@ -310,6 +316,26 @@ def test_every_schema_reads_its_retired_versions_per_java(avro_java: AvroJava) -
     retired = sorted(p.name for p in (SCHEMAS / "history").glob("*.avsc"))
     assert sorted(line[1] for line in lines) == retired and retired
     assert all(line[2] == "COMPATIBLE" for line in lines), result.stdout
+
+
+def test_history_stored_before_the_standard_fingerprint_needs_the_legacy_lookup_in_java(
+    avro_java: AvroJava, tmp_path: Path
+) -> None:
+    """Events stored before issue 14's fix carry the legacy fingerprint: a stock Java decoder refuses
+    them; one that also knows each schema by its legacy fingerprint reads them as the ledger does."""
+    with sqlite3.connect(f"file:{LEGACY_LEDGER}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT topic, state FROM stored_events ORDER BY rowid").fetchall()
+    messages = [(topic.rsplit(".", 1)[-1], bytes(state)) for topic, state in rows]
+    assert len(messages) == 71
+    refused = java_decode(avro_java, tmp_path, messages, check=3)
+    assert {d.get("error") for d in refused} == {"org.apache.avro.message.MissingSchemaException"}
+    file = tmp_path / "legacy.txt"
+    file.write_text("".join(f"{name}\t{base64.b64encode(data).decode()}\n" for name, data in messages))
+    decoded = records([json.loads(line) for line in avro_java.run("decode", "--legacy", SCHEMAS, file).lines])
+    codec = AvroEventCodec()
+    assert len(decoded) == len(messages)
+    for (name, data), record in zip(messages, decoded, strict=True):
+        assert Plain(current_schema(name))(record) == plain(codec.decode_record(name, data)), name
 
 
 # -- intake: what a Java adapter publishes -------------------------------------------------------------

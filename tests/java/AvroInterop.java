@@ -11,6 +11,10 @@
  *       line a message: {"type": T, "record": {...}} or {"type": T, "error": CLASS, "message": M}.
  *       JSON: bytes as base64, logical types as their plain values (timestamp-micros as a long,
  *       uuid as its string; both checked through Avro's own conversions first). Exit 3 if any failed.
+ *   decode --legacy SCHEMA_DIR FILE
+ *       The same, also reading messages whose header carries the fingerprint caseledger wrote
+ *       before the standard one (events stored before issue 14's fix): their body is read by a
+ *       RawMessageDecoder with the writer schema that legacy fingerprint names.
  *   fingerprint SCHEMA_DIR
  *       "Name<TAB>fingerprint<TAB>parsing canonical form" for every current event schema, the
  *       intake schema and every retired version (named history/FILE); fingerprint = the 8 bytes single-object encoding writes (CRC-64-AVRO of the
@@ -65,6 +69,7 @@ import org.apache.avro.generic.GenericRecord;
 import org.apache.avro.generic.GenericRecordBuilder;
 import org.apache.avro.message.BinaryMessageDecoder;
 import org.apache.avro.message.BinaryMessageEncoder;
+import org.apache.avro.message.RawMessageDecoder;
 import org.apache.avro.message.SchemaStore;
 
 public final class AvroInterop {
@@ -90,7 +95,9 @@ public final class AvroInterop {
       }
       code =
           switch (args[0]) {
-            case "decode" -> decode(arg(args, 1), arg(args, 2));
+            case "decode" -> args.length > 1 && args[1].equals("--legacy")
+                ? decode(arg(args, 2), arg(args, 3), true)
+                : decode(arg(args, 1), arg(args, 2), false);
             case "fingerprint" -> fingerprint(arg(args, 1));
             case "encode-intake" -> encodeIntake(arg(args, 1), arg(args, 2));
             case "compat" -> compat(arg(args, 1));
@@ -166,6 +173,20 @@ public final class AvroInterop {
     return HexFormat.of().formatHex(ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(fp).array());
   }
 
+  /**
+   * The fingerprint caseledger wrote before the standard one, as the decoder reads it from the
+   * header (a little-endian long): CRC-64-AVRO of the canonical form with the envelope left as a
+   * name ("caseledger.Envelope"), its 8 bytes in big-endian order.
+   */
+  static long legacyFingerprint(Schema schema, Schema envelope) {
+    String full = SchemaNormalization.toParsingForm(schema);
+    String inline = SchemaNormalization.toParsingForm(envelope);
+    int at = full.indexOf(inline);
+    String named = at < 0 ? full
+        : full.substring(0, at) + "\"" + envelope.getFullName() + "\"" + full.substring(at + inline.length());
+    return Long.reverseBytes(SchemaNormalization.fingerprint64(named.getBytes(StandardCharsets.UTF_8)));
+  }
+
   // -- fingerprint ----------------------------------------------------------------------------
 
   static int fingerprint(Path schemaDir) throws IOException, UsageError {
@@ -188,11 +209,26 @@ public final class AvroInterop {
 
   // -- decode ---------------------------------------------------------------------------------
 
-  static int decode(Path schemaDir, Path messages) throws IOException, UsageError {
+  static int decode(Path schemaDir, Path messages, boolean legacy) throws IOException, UsageError {
     Map<String, Schema> current = currentSchemas(schemaDir);
-    SchemaStore.Cache store = new SchemaStore.Cache();
-    current.values().forEach(store::addSchema);
-    retiredSchemas(schemaDir).values().forEach(store::addSchema);
+    Map<String, Schema> retired = retiredSchemas(schemaDir);
+    SchemaStore.Cache cache = new SchemaStore.Cache();
+    current.values().forEach(cache::addSchema);
+    retired.values().forEach(cache::addSchema);
+    SchemaStore store = cache;
+    // BinaryMessageDecoder cannot be given these through a SchemaStore: it files a found schema
+    // under that schema's own (standard) fingerprint, then looks the header's up again (null).
+    // So a legacy message's body is read by a RawMessageDecoder with the writer schema it names.
+    Map<Long, Schema> byLegacy = new LinkedHashMap<>();
+    if (legacy) {
+      Schema envelope = new Schema.Parser().parse(schemaDir.resolve(ENVELOPE_FILE).toFile());
+      for (Schema schema : current.values()) {
+        byLegacy.put(legacyFingerprint(schema, envelope), schema);
+      }
+      for (Schema schema : retired.values()) {
+        byLegacy.put(legacyFingerprint(schema, envelope), schema);
+      }
+    }
     Map<String, BinaryMessageDecoder<GenericRecord>> decoders = new LinkedHashMap<>();
     for (Map.Entry<String, Schema> entry : current.entrySet()) {
       decoders.put(entry.getKey(), new BinaryMessageDecoder<>(GenericData.get(), entry.getValue(), store));
@@ -200,7 +236,7 @@ public final class AvroInterop {
     Path intake = schemaDir.resolve(INTAKE_FILE);
     if (Files.isRegularFile(intake)) {
       Schema schema = new Schema.Parser().parse(intake.toFile());
-      store.addSchema(schema);
+      cache.addSchema(schema);
       decoders.put(INTAKE_NAME, new BinaryMessageDecoder<>(GenericData.get(), schema, store));
     }
     int failed = 0;
@@ -225,7 +261,11 @@ public final class AvroInterop {
         out.writeStartObject();
         out.writeStringField("type", type);
         try {
-          GenericRecord record = decoder.decode(data);
+          Schema legacyWriter = data.length >= 10
+              ? byLegacy.get(ByteBuffer.wrap(data, 2, 8).order(ByteOrder.LITTLE_ENDIAN).getLong()) : null;
+          GenericRecord record = legacyWriter == null ? decoder.decode(data)
+              : new RawMessageDecoder<GenericRecord>(GenericData.get(), legacyWriter, current.get(type))
+                  .decode(ByteBuffer.wrap(data, 10, data.length - 10));
           // Checked before anything is written, so a bad value gives an error line, not half a record.
           checkLogicalTypes(record.getSchema(), record, type);
           out.writeFieldName("record");
