@@ -5,7 +5,8 @@ are resolved from Maven Central with the machine's ``mvn`` into the same cache a
 jars (``tests/maven.py``: ``$CASELEDGER_KAFKA_CACHE`` or ``~/.cache/caseledger``, in
 ``avro-<version>/libs``).  ``tests/java/AvroInterop.java`` is compiled with the machine's
 ``javac`` into ``avro-<version>/classes-<hash of the source>/``, so a changed source is
-recompiled and an unchanged one never is.  Nothing skips: a missing ``mvn``, ``java`` or
+recompiled and an unchanged one never is (classes of other sources are left for the checkouts
+that may share the cache).  Nothing skips: a missing ``mvn``, ``java`` or
 ``javac`` fails the tests that need Java.
 
 Pytest fixture (session scope): ``avro_java``, an :class:`AvroJava` whose :meth:`AvroJava.run`
@@ -105,10 +106,7 @@ def ensure_compiled(libs: Path, source: Path = SOURCE, timeout: float = 300.0) -
             raise RuntimeError(f"javac did not compile {source} within {timeout:.0f}s") from exc
         if proc.returncode != 0:
             raise RuntimeError(f"javac failed on {source} (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
-        # Drop classes of older sources: they are never used again.
-        for old in version_dir.glob("classes-*"):
-            if old.is_dir() and old != partial:
-                shutil.rmtree(old, ignore_errors=True)
+        # Classes of other sources stay: another checkout sharing the cache may be running them.
         partial.rename(classes)
     return classes
 
@@ -146,8 +144,8 @@ class AvroJava:
     def command(self, *args: str | Path) -> list[str]:
         return [
             self.java,
-            # A short-lived tool: the fastest JIT start, a small heap, no CDS warnings.
-            "-XX:TieredStopAtLevel=1", "-Xshare:auto", "-Xmx256m",
+            # A short-lived tool: the fastest JIT start, a small heap.
+            "-XX:TieredStopAtLevel=1", "-Xmx256m",
             "-Dfile.encoding=UTF-8",
             # slf4j-api without a provider warns on every start; Avro logs nothing we need.
             "-Dslf4j.internal.verbosity=ERROR",
