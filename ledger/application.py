@@ -603,16 +603,25 @@ class CaseLedger(Application[UUID]):
         return IntakeCodec()
 
     def collisions(self) -> Iterator[MessageCollision.MessageIdCollided]:
-        """Every recorded message id collision, oldest first (reads the notification log)."""
+        """Every recorded message id collision, oldest first."""
+        for notification in self._notifications_of("MessageIdCollided"):
+            yield self.mapper.to_domain_event(notification)  # type: ignore[misc]
+
+    def rejections(self) -> Iterator[IntakeRejection.IntakeRejected]:
+        """Every intake record the ledger could not apply, oldest first, with its reason and raw bytes."""
+        for notification in self._notifications_of("IntakeRejected"):
+            yield self.mapper.to_domain_event(notification)  # type: ignore[misc]
+
+    def _notifications_of(self, event_type: str, *, page: int = 1000) -> Iterator[Any]:
+        """The stored events of one type in store order (reads the notification log by topic, in pages)."""
         start = 1
-        topics = [topic_of("MessageIdCollided")]
+        topics = [topic_of(event_type)]
         while True:
             with translate_errors(self.settings.store.describe()):
-                batch = self.recorder.select_notifications(start=start, limit=500, topics=topics)
+                batch = self.recorder.select_notifications(start=start, limit=page, topics=topics)
             if not batch:
                 return
-            for notification in batch:
-                yield self.mapper.to_domain_event(notification)  # type: ignore[misc]
+            yield from batch
             start = batch[-1].id + 1
 
     def _record_new_contact(
@@ -885,16 +894,8 @@ class CaseLedger(Application[UUID]):
 
     def case_ids(self) -> Iterator[UUID]:
         """Every case id in the order cases were opened (reads the notification log)."""
-        start = 1
-        topics = [topic_of("CaseOpened")]
-        while True:
-            with translate_errors(self.settings.store.describe()):
-                batch = self.recorder.select_notifications(start=start, limit=1000, topics=topics)
-            if not batch:
-                return
-            for notification in batch:
-                yield notification.originator_id  # type: ignore[misc]
-            start = batch[-1].id + 1
+        for notification in self._notifications_of("CaseOpened"):
+            yield notification.originator_id
 
     def tick(
         self, now: datetime | None = None, *, references: Iterable[str] | None = None, batch_size: int = 200

@@ -703,3 +703,15 @@ def test_postgres_writers_are_not_blocked_by_vacuum_but_are_serialized(postgres:
         assert ledger.find_by_message("email", f"after LOCK TABLE {table} IN EXCLUSIVE MODE").reference
     finally:
         ledger.close()
+
+
+def test_rejections_are_listed_in_store_order_with_their_reason_and_bytes(ledger: CaseLedger) -> None:
+    from caseledger.ledger.domain.directory import IntakeSource
+
+    ledger.record_contact(draft())
+    for offset, raw in ((4, b"not avro"), (9, b"\xc3\x01 truncated")):
+        ledger.reject_intake(IntakeSource("caseledger.intake", 1, offset), reason=f"bad {offset}", raw=raw, kind="unknown")
+    rejected = list(ledger.rejections())
+    assert [(r.source_offset, r.reason, r.raw) for r in rejected] == [
+        (4, "bad 4", b"not avro"), (9, "bad 9", b"\xc3\x01 truncated")]
+    assert list(ledger.case_ids()) == [ledger.find_by_message("email", "m1").id]
