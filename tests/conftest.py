@@ -1,4 +1,4 @@
-"""Session fixtures: a real PostgreSQL (pgserver), a real Kafka broker, ledger factories.
+"""Session fixtures: a real PostgreSQL (pgserver), a real Kafka broker, Apache Avro for Java, ledger factories.
 
 Nothing here skips: when a server cannot start, the tests that need it error, and CI fails.
 ``CASELEDGER_TEST_POSTGRES`` (an admin URL) and ``CASELEDGER_TEST_KAFKA`` (bootstrap servers)
@@ -18,6 +18,7 @@ import pytest
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.settings import LedgerSettings
+from tests.avro_java import avro_java  # noqa: F401  (session fixture)
 from tests.kafka_broker import kafka_bootstrap, kafka_broker  # noqa: F401  (session fixtures)
 
 

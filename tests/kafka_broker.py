@@ -34,7 +34,6 @@ import argparse
 import atexit
 import base64
 import contextlib
-import fcntl
 import os
 import shutil
 import signal
@@ -50,6 +49,17 @@ from types import TracebackType
 
 import pytest
 
+from tests.maven import (  # noqa: F401  (CACHE_ENV, DEPENDENCY_PLUGIN, mvn_command, cache_is_complete: re-exported)
+    CACHE_ENV,
+    DEPENDENCY_PLUGIN,
+    cache_is_complete,
+    default_cache_root,
+    java_tool,
+    mvn_command,
+    resolve_jars,
+)
+from tests.maven import tail as _tail
+
 #: Apache Kafka release run by the tests.  4.3.1 is the newest 4.x release
 #: whose ``kafka_2.13`` artifact resolves completely from Maven Central here.
 KAFKA_VERSION = "4.3.1"
@@ -60,33 +70,17 @@ KAFKA_VERSION = "4.3.1"
 #: log4j-core that kafka_2.13 4.3.1 itself depends on.
 LOG4J_VERSION = "2.25.4"
 
-#: Pinned so resolution does not depend on whatever plugin version the
-#: local Maven would otherwise pick (Debian's 3.8.7 defaults to 2.8).
-DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-
 #: Points the tests at an already running broker instead of starting one.
 EXTERNAL_ENV = "CASELEDGER_TEST_KAFKA"
-#: Overrides the root of the jar cache.
-CACHE_ENV = "CASELEDGER_KAFKA_CACHE"
 
 #: Topic created by the readiness probe: produced to on every start, so a
 #: broker is only "ready" once it can take an acks=all write.
 READY_TOPIC = "_caseledger_broker_ready"
 
-_MARKER = "libs.complete"
-
 
 # --------------------------------------------------------------------------
 # Jar assembly
 # --------------------------------------------------------------------------
-
-
-def default_cache_root() -> Path:
-    """Root of the jar cache: ``$CASELEDGER_KAFKA_CACHE`` or ``~/.cache/caseledger``."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "caseledger"
 
 
 def _pom_xml(version: str) -> str:
@@ -115,34 +109,6 @@ def _pom_xml(version: str) -> str:
 """
 
 
-def mvn_command(output_dir: Path) -> list[str]:
-    """The Maven invocation that copies the broker's runtime jars to *output_dir*."""
-    return [
-        "mvn",
-        "-q",
-        "-B",
-        "-f",
-        "pom.xml",
-        f"{DEPENDENCY_PLUGIN}:copy-dependencies",
-        "-DincludeScope=runtime",
-        f"-DoutputDirectory={output_dir}",
-    ]
-
-
-def cache_is_complete(version_dir: Path) -> bool:
-    """True when *version_dir* holds a fully copied ``libs/``.
-
-    The marker lists every jar and is written only after Maven succeeded, so a
-    copy cut short (Ctrl-C, network failure, full disk) is never trusted.
-    """
-    marker = version_dir / _MARKER
-    libs = version_dir / "libs"
-    if not marker.is_file() or not libs.is_dir():
-        return False
-    names = [line for line in marker.read_text().splitlines() if line.strip()]
-    return bool(names) and all((libs / name).is_file() for name in names)
-
-
 def ensure_kafka_libs(
     version: str = KAFKA_VERSION,
     cache_root: Path | None = None,
@@ -154,72 +120,19 @@ def ensure_kafka_libs(
     processes, a CI warm-up) serialize on a lock file so only one downloads.
     """
     root = cache_root or default_cache_root()
-    version_dir = root / f"kafka-{version}"
-    libs = version_dir / "libs"
-    if cache_is_complete(version_dir):
-        return libs
-
-    version_dir.mkdir(parents=True, exist_ok=True)
-    with open(version_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        # Someone else may have finished while we waited for the lock.
-        if cache_is_complete(version_dir):
-            return libs
-        if shutil.which("mvn") is None:
-            raise RuntimeError(
-                "cannot assemble the Kafka broker: `mvn` is not on PATH "
-                f"(or set {EXTERNAL_ENV} to an external broker)"
-            )
-        (version_dir / _MARKER).unlink(missing_ok=True)
-        shutil.rmtree(libs, ignore_errors=True)
-        partial = version_dir / "libs.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        (version_dir / "pom.xml").write_text(_pom_xml(version))
-        log_path = version_dir / "mvn.log"
-        with open(log_path, "wb") as log:
-            try:
-                proc = subprocess.run(
-                    mvn_command(partial),
-                    cwd=version_dir,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    timeout=timeout,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise RuntimeError(
-                    f"mvn did not resolve Kafka {version} within {timeout:.0f}s; log:\n{_tail(log_path)}"
-                ) from exc
-        jars = sorted(p.name for p in partial.glob("*.jar")) if partial.is_dir() else []
-        if proc.returncode != 0 or f"kafka_2.13-{version}.jar" not in jars:
-            raise RuntimeError(
-                f"mvn failed to resolve org.apache.kafka:kafka_2.13:{version} "
-                f"(exit {proc.returncode}); log {log_path}:\n{_tail(log_path)}"
-            )
-        # Rename first, marker last: the marker is the commit point.
-        partial.rename(libs)
-        (version_dir / _MARKER).write_text("\n".join(jars) + "\n")
-    return libs
+    return resolve_jars(
+        root / f"kafka-{version}",
+        _pom_xml(version),
+        required_jar=f"kafka_2.13-{version}.jar",
+        what=f"org.apache.kafka:kafka_2.13:{version}",
+        missing_mvn_hint=f" (or set {EXTERNAL_ENV} to an external broker)",
+        timeout=timeout,
+    )
 
 
 # --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
-
-
-def _tail(path: Path, lines: int = 60) -> str:
-    """Last *lines* lines of a log file, for error messages.
-
-    Java stack frames ("\tat ...") are dropped: they would crowd the
-    messages and "Caused by" lines, which say what went wrong, out of the tail.
-    """
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"<cannot read {path}: {exc}>"
-    kept = [line for line in text.splitlines() if not line.startswith("\tat ")]
-    return "\n".join(kept[-lines:])
 
 
 def _free_ports(count: int) -> list[int]:
@@ -256,13 +169,7 @@ def _random_cluster_id() -> str:
 
 def _java() -> str:
     """The java executable: ``$JAVA_HOME/bin/java`` if set, else ``java`` on PATH."""
-    home = os.environ.get("JAVA_HOME")
-    if home and (Path(home) / "bin" / "java").is_file():
-        return str(Path(home) / "bin" / "java")
-    found = shutil.which("java")
-    if found is None:
-        raise RuntimeError("cannot start the Kafka broker: `java` (17+) is not on PATH")
-    return found
+    return java_tool("java", "start the Kafka broker")
 
 
 def wait_for_kafka(
