@@ -14,7 +14,8 @@ import typer
 from typer.main import get_command
 from typer.testing import CliRunner, Result
 
-from caseledger.cli.app import app, parse_attachment, parse_instant
+from caseledger.cli.app import app
+from caseledger.cli.options import parse_attachment, parse_instant
 from caseledger.cli.render import DESCRIBED_EVENT_TYPES, describe_event
 from caseledger.ledger.domain.catalog import EVENT_TYPES
 from caseledger.ledger.domain.values import Channel

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from kafka import KafkaProducer
 from typer.testing import CliRunner
 
-from caseledger.cli.app import EXIT_COLLISION, app
+from caseledger.cli.app import app
+from caseledger.cli.common import EXIT_COLLISION
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import verify
 from caseledger.ledger.domain.directory import ChannelMessage

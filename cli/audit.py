@@ -1,4 +1,4 @@
-"""``caseledger audit …``, ``caseledger bench verify`` and ``history --export``: parse, call, print.
+"""``caseledger audit verify``: parse, call, print.
 
 Exit codes of ``audit verify``: 0 when everything holds (warnings allowed), 5 when the audit found
 discrepancies (each is named in the report), and the ledger's usual codes (4 when the database or
@@ -7,8 +7,7 @@ Kafka cannot be used).
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
-from pathlib import Path
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -24,11 +23,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from caseledger.cli import render
-from caseledger.cli.app import Session, app, parse_instant, plain_console, session
-from caseledger.cli.bench import bench_app
-from caseledger.cli.streaming import KafkaOpt
-from caseledger.ledger.errors import ConfigurationError
+from caseledger.cli.common import session
+from caseledger.cli.options import KafkaOpt, parse_instant
 
 if TYPE_CHECKING:
     from caseledger.ledger.audit import AuditReport
@@ -41,7 +37,6 @@ audit_app = typer.Typer(
     no_args_is_help=True,
     help="Prove that nothing was lost, altered or reordered: hash chains, events topic, intake accounting.",
 )
-app.add_typer(audit_app, name="audit", rich_help_panel="Tooling")
 
 
 class _Bar:
@@ -171,56 +166,3 @@ def print_report(out: Console, report: AuditReport) -> None:
         out.print(Text(f"{discrepancy.severity}: {discrepancy.line()}", style=style))
     for code, n in report.omitted().items():
         out.print(Text(f"… and {n} more [{code}] not listed", style="red"))
-
-
-# -- history --export ----------------------------------------------------------------------------------
-
-
-def export_history_command(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo | None) -> None:
-    """``history CUSTOMER --export FORMAT FILE``: write the export, say where and whether it verified."""
-    from caseledger.ledger.export import FORMATS, export_history
-
-    fmt = fmt.strip().lower()
-    if fmt not in FORMATS:
-        raise typer.BadParameter(f"{fmt!r} is not an export format; use one of {', '.join(FORMATS)}",
-                                 param_hint="'--export'")
-    result = export_history(
-        s.ledger, customer, fmt, path, tz=zone or s.tz, describe=lambda e: render.describe_event(e, tz=zone or s.tz)
-    )
-    verdict = "verified" if result.verified else f"NOT verified ({result.discrepancies} discrepancies)"
-    s.say(f"Exported {result.events} events of {result.customer_id} as {fmt} to {result.path} "
-          f"({result.size:,} bytes); audit: {verdict}.", "green" if result.verified else "yellow")
-
-
-# -- bench verify --------------------------------------------------------------------------------------
-
-
-@bench_app.command("verify")
-def bench_verify_command(
-    events: Annotated[
-        int, typer.Option("--events", "-n", min=1000, help="Events in the generated ledger (≥ 1,000,000 for the target).")
-    ] = 200_000,
-    database: Annotated[
-        str | None,
-        typer.Option("--database", help="An EMPTY database (SQLite path or postgresql:// URL); default a temp SQLite."),
-    ] = None,
-    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
-) -> None:
-    """Events/s of a full `audit verify` over a generated ledger, against raw page reads and raw SHA-256.
-
-    Generates N events (customers with a case, contact, acknowledgement, promise, response and
-    closing each; many aggregates per transaction), then times a full verify and, in the same run,
-    the baseline: reading every page of the events table, and hashing every event. Memory: the
-    growth of the process's resident size during the verify.
-
-    Example: caseledger bench verify --events 1000000
-    """
-    from caseledger.cli.bench import print_result, stage_progress
-    from caseledger.ledger.bench.verify import bench_verify
-
-    console = plain_console()
-    with stage_progress(console) as progress:
-        result = bench_verify(events=events, database=database, progress=progress)
-    if not result.verified:
-        raise ConfigurationError("the generated ledger did not verify; the benchmark is void")
-    print_result(console, "verify", result.rows(), result, output)

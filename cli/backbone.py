@@ -1,74 +1,71 @@
-"""Kafka commands: topics, publishing intake records, the intake worker, the publisher, ``run``."""
+"""Kafka backbone commands: ``topics create``, ``publish``, ``intake run | collisions``, ``publisher run``, ``run``.
+
+The services themselves run in :mod:`ledger.services`; this module parses their options, sets
+up logging and signals (the process's business), and turns a failed service into exit code 1.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from caseledger.cli.app import app, session
+from caseledger.cli.common import plain_console, session, stop_on_signals
+from caseledger.cli.options import (
+    TRANSACTION_INTERVAL_MS,
+    AggregateCacheOpt,
+    ConsumerOpt,
+    KafkaOpt,
+    ProducerOpt,
+    RecordBatchOpt,
+    TransactionIntervalOpt,
+)
 from caseledger.ledger.errors import ValidationError
 from caseledger.ledger.kafka.intake_worker import AGGREGATE_CACHE
-from caseledger.ledger.kafka.publisher import TRANSACTION_INTERVAL_S
 
-KafkaOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--kafka", "-k", envvar="CASELEDGER_KAFKA_BOOTSTRAP", metavar="HOST:PORT",
-        help="Kafka bootstrap servers (env CASELEDGER_KAFKA_BOOTSTRAP); SASL/TLS from CASELEDGER_KAFKA_* env.",
-    ),
-]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, max=100_000, help="Records per transaction.")]
-ConsumerOpt = Annotated[
-    str,
-    typer.Option("--consumer", metavar="kafka-python|confluent", envvar="CASELEDGER_KAFKA_CONSUMER",
-                 help="Kafka client reading the topic: kafka-python (default) or confluent (confluent-kafka, "
-                 "librdkafka; pip install '.[confluent]'). Same positions either way."),
-]
-TRANSACTION_INTERVAL_MS = round(TRANSACTION_INTERVAL_S * 1000)
-AggregateCacheOpt = Annotated[
-    int,
-    typer.Option("--aggregate-cache", min=0, max=10_000_000, help="Aggregates (customers, identity claims, "
-                 "cases) the intake worker keeps in memory between batches, read again only from their last "
-                 "known version; 0 turns the cache off."),
-]
-TransactionIntervalOpt = Annotated[
-    int,
-    typer.Option("--transaction-interval-ms", min=0, max=10_000, help="While events trickle in, the publisher "
-                 "begins at most one Kafka transaction per interval: each commit costs the broker milliseconds "
-                 "of CPU whatever its size. Lower: less latency, more broker load."),
-]
-ProducerOpt = Annotated[
-    str,
-    typer.Option("--producer", metavar="kafka-python|confluent", envvar="CASELEDGER_KAFKA_PRODUCER",
-                 help="Kafka client producing records (the publisher's on the events topic; an adapter's on "
-                 "the intake topic): kafka-python (default) or confluent (librdkafka, pip install '.[confluent]'; "
-                 "several times less CPU per record). Same partitions either way."),
-]
+if TYPE_CHECKING:
+    from caseledger.ledger.kafka.settings import KafkaSettings
 
 topics_app = typer.Typer(no_args_is_help=True, help="The intake and events topics on Kafka.")
 intake_app = typer.Typer(no_args_is_help=True, help="The intake worker: intake topic → ledger.")
 publisher_app = typer.Typer(no_args_is_help=True, help="The publisher: ledger → events topic.")
-STREAMING = "Kafka backbone"
-app.add_typer(topics_app, name="topics", rich_help_panel=STREAMING)
-app.add_typer(intake_app, name="intake", rich_help_panel=STREAMING)
-app.add_typer(publisher_app, name="publisher", rich_help_panel=STREAMING)
 
 
-def kafka_settings(bootstrap: str | None) -> Any:
+def kafka_settings(bootstrap: str | None) -> KafkaSettings:
+    """``--kafka`` (or CASELEDGER_KAFKA_BOOTSTRAP) and the CASELEDGER_KAFKA_* settings."""
     from caseledger.ledger.kafka.settings import KafkaSettings
 
     return KafkaSettings.resolve(bootstrap_servers=bootstrap)
+
+
+def setup_logging() -> None:
+    """Long-running services log to stderr; kafka-python's own chatter only from warnings on."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def parse_partitions(text: str | None) -> list[int] | None:
+    """``"0,2,4"`` → [0, 2, 4]; a clear error for anything else."""
+    if text is None:
+        return None
+    try:
+        partitions = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        partitions = []
+    if not partitions or any(p < 0 for p in partitions):
+        raise ValidationError(f"--partitions {text!r}: give partition numbers separated by commas, e.g. 0,2,4")
+    return partitions
+
+
+# -- topics and publishing -----------------------------------------------------------------------------
 
 
 @topics_app.command("create")
@@ -84,16 +81,9 @@ def topics_create(kafka: KafkaOpt = None) -> None:
     table = Table("topic", "state")
     for topic, state in done.items():
         table.add_row(topic, state)
-    session_out().print(table)
+    plain_console().print(table)
 
 
-def session_out() -> Any:
-    from caseledger.cli.app import plain_console
-
-    return plain_console()
-
-
-@app.command("publish", rich_help_panel=STREAMING)
 def publish(
     source: Annotated[
         str, typer.Argument(metavar="FILE", help="JSON file with one record, an array, or JSON lines; - for stdin.")
@@ -134,6 +124,7 @@ def publish(
 
 
 def _read_json_records(source: str) -> Iterator[Any]:
+    """The records of FILE (or stdin): one JSON value, an array of them, or JSON lines."""
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as error:
@@ -157,71 +148,14 @@ def _read_json_records(source: str) -> Iterator[Any]:
         yield data
 
 
-# -- long-running services ---------------------------------------------------------------------------
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGTERM or Ctrl-C, so services finish their batch and stop cleanly."""
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: Any) -> None:
-        logging.getLogger("caseledger").info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-
-
-def _throttled(log: logging.Logger, every_s: float = 5.0) -> Callable[[Any], None]:
-    last = [0.0]
-
-    def report(stats: Any) -> None:
-        now = time.monotonic()
-        if now - last[0] >= every_s:
-            last[0] = now
-            log.info("%s", stats.line())
-
-    return report
-
-
-def _new_ledger(ctx: typer.Context) -> Any:
-    from caseledger.ledger.application import CaseLedger
-    from caseledger.ledger.settings import LedgerSettings
-
-    s = session(ctx)
-    return CaseLedger(LedgerSettings.resolve(database=s.database, policy=s.policy))
-
-
-def parse_partitions(text: str | None) -> list[int] | None:
-    """``"0,2,4"`` → [0, 2, 4]; a clear error for anything else."""
-    if text is None:
-        return None
-    try:
-        partitions = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        partitions = []
-    if not partitions or any(p < 0 for p in partitions):
-        raise ValidationError(f"--partitions {text!r}: give partition numbers separated by commas, e.g. 0,2,4")
-    return partitions
+# -- the intake worker and the publisher ---------------------------------------------------------------
 
 
 @intake_app.command("run")
 def intake_run(
     ctx: typer.Context,
     kafka: KafkaOpt = None,
-    batch_size: BatchOpt = 500,
+    batch_size: RecordBatchOpt = 500,
     partitions: Annotated[
         str | None,
         typer.Option("--partitions", help="Only these intake partitions, e.g. 0,2,4 (run several workers on "
@@ -238,12 +172,15 @@ def intake_run(
     """
     from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
     from caseledger.ledger.kafka.settings import check_client
+    from caseledger.ledger.services import serve
 
     chosen = parse_partitions(partitions)
     check_client(consumer, "consumer")  # before connecting to anything
-    _serve(ctx, "intake", lambda ledger: KafkaIntakeWorker(
-        ledger, kafka_settings(kafka), batch_size=batch_size, partitions=chosen, consumer=consumer,
-        aggregate_cache=aggregate_cache))
+    setup_logging()
+    with stop_on_signals() as stop:  # from the start: a SIGTERM while connecting also stops cleanly
+        serve(session(ctx).new_ledger, "intake", lambda ledger: KafkaIntakeWorker(
+            ledger(), kafka_settings(kafka), batch_size=batch_size, partitions=chosen, consumer=consumer,
+            aggregate_cache=aggregate_cache), stop)
 
 
 @intake_app.command("collisions")
@@ -296,7 +233,7 @@ def intake_collisions(
 def publisher_run(
     ctx: typer.Context,
     kafka: KafkaOpt = None,
-    batch_size: BatchOpt = 1000,
+    batch_size: RecordBatchOpt = 1000,
     producer: ProducerOpt = "kafka-python",
     transaction_interval_ms: TransactionIntervalOpt = TRANSACTION_INTERVAL_MS,
 ) -> None:
@@ -307,47 +244,20 @@ def publisher_run(
     """
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.settings import check_client
+    from caseledger.ledger.services import serve
 
     settings = kafka_settings(kafka)
     check_client(producer, "producer")  # before connecting to anything
-    _serve(ctx, "publisher", lambda ledger: KafkaEventPublisher(
-        ledger, settings, batch_size=batch_size, producer=producer, transaction_interval_s=transaction_interval_ms / 1000))
-
-
-def _serve(ctx: typer.Context, name: str, build: Callable[[Any], Any]) -> None:
-    """Run one service on its own ledger connection until SIGTERM or Ctrl-C."""
-    _setup_logging()
-    log = logging.getLogger(f"caseledger.{name}")
+    setup_logging()
     with stop_on_signals() as stop:  # from the start: a SIGTERM while connecting also stops cleanly
-        ledger = _new_ledger(ctx)
-        try:
-            service = build(ledger)
-            stats = service.run(stop, on_batch=_throttled(log))
-            log.info("stopped: %s", stats.line())
-        finally:
-            ledger.close()
+        serve(session(ctx).new_ledger, "publisher", lambda ledger: KafkaEventPublisher(
+            ledger(), settings, batch_size=batch_size, producer=producer,
+            transaction_interval_s=transaction_interval_ms / 1000), stop)
 
 
-def _run_projections(
-    ctx: typer.Context, kafka: str | None, stop: threading.Event, on_batch: Any, consumer: str = "kafka-python"
-) -> None:
-    """The built-in projections, in this thread (their database connection belongs to it)."""
-    from caseledger.cli.projections_cli import choose_source, make_source, open_session_views
-    from caseledger.projections.registry import load_projections
-    from caseledger.projections.runner import ProjectionRunner
-
-    s = session(ctx)
-    projections = load_projections(None)
-    with open_session_views(s, None) as views:
-        source = make_source(s, choose_source(views, projections, None, kafka), kafka, consumer)
-        try:
-            runner = ProjectionRunner(projections, views, source)
-            runner.run(stop, on_batch=lambda _report: on_batch(runner.stats))
-        finally:
-            source.close()
+# -- everything in one process -----------------------------------------------------------------------
 
 
-@app.command("run", rich_help_panel=STREAMING)
 def run_all(
     ctx: typer.Context,
     kafka: KafkaOpt = None,
@@ -368,64 +278,33 @@ def run_all(
     from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.settings import check_client, ensure_topics
+    from caseledger.ledger.services import ServiceBuilder, run_services
+    from caseledger.projections.catchup import ProjectionService, views_url
 
-    _setup_logging()
+    setup_logging()
     log = logging.getLogger("caseledger")
     check_client(consumer, "consumer")
     check_client(producer, "producer")
     settings = kafka_settings(kafka)
     ensure_topics(settings)
-    ledgers = [_new_ledger(ctx), _new_ledger(ctx)]
-    failures: list[BaseException] = []
-    try:
-        worker = KafkaIntakeWorker(ledgers[0], settings, consumer=consumer, aggregate_cache=aggregate_cache)
-        publisher = KafkaEventPublisher(ledgers[1], settings, producer=producer,
-                                        transaction_interval_s=transaction_interval_ms / 1000)
-        with stop_on_signals() as stop:
+    s = session(ctx)
+    services: dict[str, ServiceBuilder] = {
+        "intake": lambda ledger: KafkaIntakeWorker(ledger(), settings, consumer=consumer,
+                                                   aggregate_cache=aggregate_cache),
+        "publisher": lambda ledger: KafkaEventPublisher(ledger(), settings, producer=producer,
+                                                        transaction_interval_s=transaction_interval_ms / 1000),
+    }
+    if projections:
+        # Only a projection that follows the store opens a ledger connection, in its own thread.
+        services["projections"] = lambda ledger: ProjectionService(
+            views_url(database=s.database), ledger=ledger, kafka=kafka, consumer=consumer)
 
-            def guarded(name: str, target: Callable[..., Any], report: Callable[[Any], None]) -> None:
-                try:
-                    target(stop, on_batch=report)
-                except BaseException as error:  # a dead service must stop the whole process
-                    log.exception("%s failed", name)
-                    failures.append(error)
-                    stop.set()
+    def started() -> None:
+        log.info("running intake worker, publisher%s on %s; SIGTERM or Ctrl-C stops",
+                 " and projections" if projections else "", settings.bootstrap_servers)
 
-            threads = [
-                threading.Thread(
-                    target=guarded, args=("intake", worker.run, _throttled(logging.getLogger("caseledger.intake"))),
-                    name="intake",
-                ),
-                threading.Thread(
-                    target=guarded,
-                    args=("publisher", publisher.run, _throttled(logging.getLogger("caseledger.publisher"))),
-                    name="publisher",
-                ),
-            ]
-            if projections:
-                threads.append(
-                    threading.Thread(
-                        target=guarded,
-                        args=(
-                            "projections",
-                            lambda stop_, on_batch: _run_projections(ctx, kafka, stop_, on_batch, consumer),
-                            _throttled(logging.getLogger("caseledger.projections")),
-                        ),
-                        name="projections",
-                    )
-                )
-            for thread in threads:
-                thread.start()
-            log.info(
-                "running intake worker, publisher%s on %s; SIGTERM or Ctrl-C stops",
-                " and projections" if projections else "", settings.bootstrap_servers,
-            )
-            while any(t.is_alive() for t in threads):
-                for thread in threads:
-                    thread.join(0.5)
-        log.info("stopped: intake %s; publisher %s", worker.stats.line(), publisher.stats.line())
-    finally:
-        for ledger in ledgers:
-            ledger.close()
-    if failures:
+    with stop_on_signals() as stop:
+        outcome = run_services(s.new_ledger, services, stop, on_started=started)
+    log.info("stopped: intake %s; publisher %s", outcome.stats["intake"].line(), outcome.stats["publisher"].line())
+    if not outcome.ok:
         raise typer.Exit(1)

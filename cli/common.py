@@ -1,0 +1,195 @@
+"""What every command module shares: the session of one invocation and where errors become exit codes.
+
+Every command is one call to one :class:`ledger.application.CaseLedger` method (or one query of
+the projections), so a command either happened completely or not at all. Errors of the ledger
+are turned into a red ``error: …`` line and an exit code in one place, :class:`LedgerGroup`:
+
+==  =======================================================================
+0   done (a duplicate contact is "already recorded", which is done too)
+1   unexpected ledger error
+2   refused: invalid input, a rule of the case forbids it, or not found (also usage errors)
+3   conflict: another command changed the case first; retry
+4   the database, broker or configuration cannot be used
+5   ``audit verify`` found discrepancies (see :mod:`cli.audit`)
+6   collision: the channel message id is already another request's; this request was recorded as
+    a collision (``caseledger intake collisions``), not applied — send it with a new message id
+==  =======================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
+
+from caseledger.cli import render
+from caseledger.ledger.domain.values import Actor
+from caseledger.ledger.errors import (
+    BackendError,
+    CaseLedgerError,
+    ConfigurationError,
+    ConflictError,
+    MessageIdCollision,
+    NotFound,
+    RuleViolation,
+    ValidationError,
+)
+
+if TYPE_CHECKING:
+    from caseledger.ledger.application import CaseLedger
+    from caseledger.projections.views import ViewStore
+
+DEFAULT_ACTOR = "agent:cli"
+
+EXIT_REFUSED = 2
+EXIT_CONFLICT = 3
+EXIT_BACKEND = 4
+EXIT_COLLISION = 6
+
+
+def exit_code_for(error: CaseLedgerError) -> int:
+    """The process exit code for a ledger error (see the module docstring)."""
+    if isinstance(error, ValidationError | RuleViolation | NotFound):
+        return EXIT_REFUSED
+    if isinstance(error, ConflictError):
+        return EXIT_CONFLICT
+    if isinstance(error, BackendError | ConfigurationError):
+        return EXIT_BACKEND
+    if isinstance(error, MessageIdCollision):
+        return EXIT_COLLISION
+    return 1
+
+
+def plain_console(*, stderr: bool = False) -> Console:
+    """A console that prints customer text as given: no markup, emoji codes or highlighting."""
+    # Without this, "customer:email:jane@…" would print an envelope emoji and "[Q1]" would vanish.
+    return Console(stderr=stderr, markup=False, emoji=False, highlight=False)
+
+
+# The order in which ``caseledger --help`` lists commands (and so their panels): the life of a case,
+# then the Kafka backbone, the tooling and the projections.
+COMMAND_ORDER = (
+    "contact", "case", "cases", "history", "respond", "item", "promise", "message", "action", "tick",
+    "topics", "publish", "intake", "publisher", "run", "schemas", "version", "demo", "overdue", "metrics",
+    "bench", "audit", "projections",
+)
+
+
+class LedgerGroup(TyperGroup):
+    """The root command group: the one place where ledger errors become messages and exit codes."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(super().list_commands(ctx), key=lambda name: rank.get(name, len(rank)))
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CaseLedgerError as error:
+            plain_console(stderr=True).print(Text(f"error: {error}", style="red"), soft_wrap=True)
+            raise typer.Exit(exit_code_for(error)) from None
+
+
+# -- the session of one invocation ----------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """What the root options chose; the ledger is built only by commands that need it."""
+
+    database: str | None
+    policy: str | None
+    actor_given: Actor | None
+    now: datetime | None
+    zone: tzinfo | None
+    out: Console = field(default_factory=plain_console)
+    _ledger: CaseLedger | None = None
+
+    @property
+    def ledger(self) -> CaseLedger:
+        """The ledger, opened on first use (``--help``, ``version`` and ``schemas`` never open it)."""
+        if self._ledger is None:
+            from caseledger.ledger.application import CaseLedger
+            from caseledger.ledger.settings import LedgerSettings
+
+            settings = LedgerSettings.resolve(database=self.database, policy=self.policy)
+            now = self.now
+            self._ledger = CaseLedger(settings, clock=(lambda: now) if now is not None else None)
+        return self._ledger
+
+    def open_ledger(self) -> CaseLedger:
+        """The same ledger, for queries that open it only when they need it (``ledger=s.open_ledger``)."""
+        return self.ledger
+
+    def new_ledger(self) -> CaseLedger:
+        """A ledger connection of its own, on the real clock (each long-running service gets one)."""
+        from caseledger.ledger.application import CaseLedger
+        from caseledger.ledger.settings import LedgerSettings
+
+        return CaseLedger(LedgerSettings.resolve(database=self.database, policy=self.policy))
+
+    def views(self, chosen: str | None = None) -> ViewStore:
+        """The views database (``--views``, CASELEDGER_VIEWS, else the ledger's), closed by ``with``."""
+        from caseledger.projections.catchup import views_url
+        from caseledger.projections.views import open_views
+
+        return open_views(views_url(database=self.database, views=chosen))
+
+    @property
+    def actor(self) -> Actor:
+        """Who acts: ``--as``, else CASELEDGER_ACTOR, else agent:cli."""
+        return self.actor_given or Actor.parse(DEFAULT_ACTOR)
+
+    @property
+    def tz(self) -> tzinfo:
+        return self.zone or render.local_zone()
+
+    def instant(self) -> datetime:
+        """``--now`` if given, else the current time."""
+        return self.now or datetime.now(UTC)
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    def echo_json(self, value: Any) -> None:
+        typer.echo(render.to_json(value))
+
+    def say(self, text: str, style: str | None = None) -> None:
+        self.out.print(Text(text, style=style or ""))
+
+
+def session(ctx: typer.Context) -> Session:
+    """The session the root callback stored for this invocation."""
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Session)
+    return obj
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or Ctrl-C, so services finish their batch and stop cleanly."""
+    # Signal handlers belong to the process, so they are installed here and not by the ledger's services.
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        logging.getLogger("caseledger").info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,126 @@
+"""``caseledger contact record``: an inbound contact and its acknowledgement."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.padding import Padding
+from rich.text import Text
+
+from caseledger.cli import render
+from caseledger.cli.common import session
+from caseledger.cli.options import ChannelOpt, Json, parse_attachment
+from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
+
+contact_app = typer.Typer(no_args_is_help=True, help="Record what customers send on any channel.")
+
+
+@contact_app.command("record")
+def contact_record(
+    ctx: typer.Context,
+    channel: ChannelOpt,
+    message_id: Annotated[
+        str, typer.Option("--message-id", "-m", metavar="ID", help="The channel's own id of the message (dedup key).")
+    ],
+    sender: Annotated[
+        str,
+        typer.Option("--from", "-f", metavar="IDENTITY", help="Who sent it: email:…, phone:…, handle:… or account:…."),
+    ],
+    items: Annotated[
+        list[str],
+        typer.Option("--item", "-i", metavar="TEXT", help="A question or request in the contact; repeat for each."),
+    ],
+    subject: Annotated[str, typer.Option("--subject", "-s", metavar="TEXT", help="Subject line.")] = "",
+    body: Annotated[str | None, typer.Option("--body", "-b", metavar="TEXT", help="The message text.")] = None,
+    body_file: Annotated[
+        Path | None,
+        typer.Option("--body-file", metavar="FILE", help="Read the message text from FILE ('-' for stdin)."),
+    ] = None,
+    attach: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attach", "-a", metavar="ATTACHMENT",
+            help="REF:SHA256:SIZE:MEDIA_TYPE or REF:SHA256:SIZE:MEDIA_TYPE:FILENAME of a file kept elsewhere; repeatable.",
+        ),
+    ] = None,
+    case: Annotated[
+        str | None, typer.Option("--case", metavar="REF", help="Add to this existing case instead of opening one.")
+    ] = None,
+    follow_up: Annotated[
+        bool, typer.Option("--follow-up", help="The customer is chasing an earlier request (counted).")
+    ] = False,
+    category: Annotated[
+        str | None, typer.Option("--category", metavar="WORD", help="Category, e.g. complaint (may change the delay).")
+    ] = None,
+    customer_id: Annotated[
+        str | None, typer.Option("--customer-id", metavar="ID", help="The customer's id, when the channel knows it.")
+    ] = None,
+    segment: Annotated[
+        str | None, typer.Option("--segment", metavar="NAME", help="Customer segment, e.g. premium (for reporting).")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Record an inbound contact and issue its acknowledgement (reference, copy, respond-by).
+
+    Recording the same request again (same channel message id, same sender, same content) records
+    nothing and answers with the same reference ("already recorded"). The same channel message id
+    with another sender or other content is refused with exit code 6 and kept as a collision for an
+    operator (`caseledger intake collisions`): resend it with a new message id. The contact's actor
+    is the customer unless --as is given.
+
+    Examples:
+
+    ```
+    $ caseledger contact record -c web_form -m form-8812 --from email:jane@example.com --subject "Card blocked" --item "Why is my card blocked?" --item "When can I use it again?"
+    $ caseledger contact record -c phone -m call-551 --from phone:+33612345678 --case CL-7K2QD-M3XPA --follow-up --item "Still waiting for the refund"
+    ```
+    """
+    s = session(ctx)
+    if body is not None and body_file is not None:
+        raise typer.BadParameter("give --body or --body-file, not both", param_hint="'--body-file'")
+    if body_file is not None:
+        body = _read_text(body_file)
+    draft = ContactDraft(
+        channel=Channel.parse(channel),
+        channel_message_id=message_id,
+        identity=Identity.parse(sender),
+        items=tuple(items),
+        subject=subject,
+        body=body or "",
+        attachments=tuple(parse_attachment(a) for a in attach or ()),
+        case_reference=case,
+        follow_up=follow_up,
+        category=category,
+        customer_id=customer_id,
+        segment=segment,
+    )
+    outcome = s.ledger.record_contact(draft, actor=s.actor_given)
+    if as_json:
+        s.echo_json(outcome)
+        return
+    if outcome.duplicate:
+        s.say(
+            f"Already recorded: {draft.channel.value} message {message_id!r} is contact {outcome.contact_id} "
+            f"of case {outcome.reference}; nothing new was recorded.",
+            "yellow",
+        )
+    else:
+        opened = "new case" if outcome.opened_case else "existing case"
+        s.say(f"Recorded contact {outcome.contact_id} on {opened} {outcome.reference}.", "green")
+    s.say(f"Reference:   {outcome.reference}")
+    s.say(f"Customer:    {outcome.customer_id}")
+    s.say(f"Respond by:  {render.fmt_time(outcome.respond_by, s.tz)}")
+    s.say(f"Acknowledgement {outcome.acknowledgement_id}:")
+    s.out.print(Padding(Text(outcome.acknowledgement), (0, 0, 0, 2)))
+
+
+def _read_text(path: Path) -> str:
+    if str(path) == "-":
+        return sys.stdin.read()
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise typer.BadParameter(f"cannot read {path}: {error}", param_hint="'--body-file'") from None

@@ -1,0 +1,98 @@
+"""``caseledger tick`` and ``overdue``: deadlines past due, recorded once or listed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from caseledger.cli import render
+from caseledger.cli.common import session
+from caseledger.cli.options import Json, ViewsOpt, Zone, parse_instant
+
+
+def tick(
+    ctx: typer.Context,
+    now: Annotated[
+        datetime | None,
+        typer.Option("--now", parser=parse_instant, metavar="ISO-8601", help="Check deadlines as of this time."),
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Record every acknowledgement, response and promise deadline now past due, once.
+
+    Examples:
+
+    ```
+    $ caseledger tick
+    $ caseledger tick --now 2026-12-01T00:00Z
+    ```
+    """
+    from caseledger.projections.queries import tick_missed_deadlines
+
+    s = session(ctx)
+    with s.views() as views:  # the deadlines projection says which cases to look at
+        report = tick_missed_deadlines(views, now or s.instant(), ledger=s.open_ledger)
+    if as_json:
+        s.echo_json({"now": report.now, "cases_checked": report.cases_checked, "missed": report.missed,
+                     "total": report.total})
+        return
+    s.say(f"Checked {report.cases_checked} case(s) as of {render.fmt_time(report.now, s.tz)}.")
+    if not report.total:
+        s.say("No new missed deadline.", "green")
+        return
+    table = Table("deadline", "missed", title=f"{report.total} missed deadline(s) recorded", title_justify="left")
+    for kind, count in sorted(report.missed.items()):
+        table.add_row(kind, str(count))
+    s.out.print(table)
+
+
+
+def overdue(
+    ctx: typer.Context,
+    kind: Annotated[
+        str | None, typer.Option("--kind", metavar="KIND", help="Only acknowledgement, response or promise.")
+    ] = None,
+    views: ViewsOpt = None,
+    as_json: Json = False,
+    zone: Zone = None,
+) -> None:
+    """Deadlines past due and still pending: acknowledgements, responses and promises.
+
+    "recorded" says whether `caseledger tick` has recorded the miss already. `--now` (before the
+    command) looks at another moment.
+
+    Examples:
+
+    ```
+    $ caseledger overdue
+    $ caseledger --now 2026-12-01T00:00Z overdue --kind promise --json
+    ```
+    """
+    from caseledger.projections.queries import overdue_deadlines
+
+    s = session(ctx)
+    now = s.instant()
+    with s.views(views) as store:
+        rows = overdue_deadlines(store, now, ledger=s.open_ledger)
+    if kind:
+        rows = [r for r in rows if r["kind"] == kind.strip().lower()]
+    if as_json:
+        s.echo_json([{**r, "overdue_seconds": int((now - r["due_at"]).total_seconds()), "recorded": bool(r["missed"])}
+                     for r in rows])
+        return
+    if not rows:
+        s.say(f"Nothing overdue as of {render.fmt_time(now, zone or s.tz)}.", "green")
+        return
+    table = Table("case", "deadline", "target", "channel", "due", "late by", "recorded", "customer",
+                  title=f"{len(rows)} overdue deadline(s) as of {render.fmt_time(now, zone or s.tz)}",
+                  title_justify="left")
+    for r in rows:
+        table.add_row(r["reference"], r["kind"], r["target_id"], r["channel"] or "-",
+                      render.fmt_time(r["due_at"], zone or s.tz),
+                      render.duration(int((now - r["due_at"]).total_seconds())),
+                      "yes" if r["missed"] else "no", Text(r["customer_id"]))
+    s.out.print(table)

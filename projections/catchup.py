@@ -1,0 +1,112 @@
+"""Which source a projection reads (the store or the Kafka events topic), and catching it up from it.
+
+A projection that follows the store (the embedded default) is caught up before it is read, so
+a reader sees what was just recorded; one that follows the events topic is read as it is.
+:class:`ProjectionService` keeps the built-ins up to date for ``caseledger run``.
+
+The ledger is passed as a function that opens it (``ledger=…``): reading a projection that
+follows the topic never opens the ledger.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from caseledger.ledger.errors import ConfigurationError
+from caseledger.projections.runner import LIVE, ProjectionRunner, RunStats, read_status
+from caseledger.projections.sources import STORE, EventSource, StoreEventSource, kafka_source
+from caseledger.projections.views import ViewStore, open_views
+
+if TYPE_CHECKING:
+    from caseledger.ledger.application import CaseLedger
+    from caseledger.projections.base import Projection
+
+KAFKA = "kafka"
+SOURCE_KINDS = (STORE, KAFKA)
+"""What ``--source`` accepts: the store's notification log, or the Kafka events topic."""
+
+LedgerOpener = Callable[[], "CaseLedger"]
+
+
+def views_url(*, database: str | None, views: str | None = None) -> str:
+    """The views database: ``views``, CASELEDGER_VIEWS, else the ledger's own database."""
+    from caseledger.ledger.settings import LedgerSettings
+
+    chosen = views or os.environ.get("CASELEDGER_VIEWS")
+    if chosen:
+        return chosen
+    return LedgerSettings.resolve(database=database).store.database
+
+
+def open_source(kind: str, *, ledger: LedgerOpener, kafka: str | None = None,
+                consumer: str = "kafka-python") -> EventSource:
+    """The store's notification log (``store``), or the Kafka events topic (``kafka``)."""
+    if kind == STORE:
+        return StoreEventSource(ledger())
+    if kind == KAFKA:
+        from caseledger.ledger.kafka.settings import KafkaSettings
+
+        return kafka_source(KafkaSettings.resolve(bootstrap_servers=kafka), consumer=consumer)
+    raise ConfigurationError(f"{kind!r} is not a projection source; use {' or '.join(SOURCE_KINDS)}")
+
+
+def choose_source(views: ViewStore, projections: Sequence[Projection], source: str | None,
+                  kafka: str | None) -> str:
+    """The source kind to run ``projections`` from: ``source`` if given, else what they already
+    follow, else kafka when Kafka is configured, else store."""
+    from caseledger.ledger.kafka.settings import KafkaSettings
+
+    if source:
+        return source.strip().lower()
+    following = {st.source.split(":")[0] for p in projections for st in read_status(views, p.name, LIVE)}
+    if len(following) > 1:
+        raise ConfigurationError(
+            "these projections follow different sources; run them separately or give --source"
+        )
+    if following:
+        return following.pop()
+    return KAFKA if KafkaSettings.from_env_if_configured(kafka) else STORE
+
+
+def catch_up(views: ViewStore, projection: Projection, *, ledger: LedgerOpener) -> None:
+    """Catch a projection up from the store, unless it follows the events topic."""
+    states = read_status(views, projection.name, LIVE)
+    if states and states[0].source != STORE:
+        return
+    runner = ProjectionRunner([projection], views, open_source(STORE, ledger=ledger), batch_size=2000, idle_s=0)
+    runner.run(until_caught_up=True)
+
+
+class ProjectionService:
+    """The built-in projections, kept up to date from the source they follow until stopped."""
+
+    def __init__(self, views: str, *, ledger: LedgerOpener, kafka: str | None, consumer: str) -> None:
+        self.views = views
+        self.ledger = ledger
+        self.kafka = kafka
+        self.consumer = consumer
+        self.stats = RunStats()
+
+    def run(self, stop: threading.Event, *, on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
+        """Follow the source until ``stop`` is set; the views connection belongs to this thread."""
+        from caseledger.projections.registry import load_projections
+
+        projections = load_projections(None)
+        with open_views(self.views) as views:
+            kind = choose_source(views, projections, None, self.kafka)
+            source = open_source(kind, ledger=self.ledger, kafka=self.kafka, consumer=self.consumer)
+            try:
+                runner = ProjectionRunner(projections, views, source)
+                self.stats = runner.stats
+
+                def report(_batch: Any) -> None:
+                    if on_batch is not None:
+                        on_batch(runner.stats)
+
+                runner.run(stop, on_batch=report)
+            finally:
+                source.close()
+        return self.stats

@@ -1,0 +1,68 @@
+"""The questions asked of the built-in projections, each read after catching the projection up.
+
+A projection that follows the store is caught up first (read-your-writes: a command sees what
+was just recorded); one that follows the events topic is read as it is. Every function takes
+an open view store and a function that opens the ledger (see :mod:`projections.catchup`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from caseledger.ledger.errors import NotFound
+from caseledger.projections.case_state import CaseState, CaseView
+from caseledger.projections.catchup import LedgerOpener, catch_up
+from caseledger.projections.channel_metrics import ChannelMetrics, summary
+from caseledger.projections.deadlines import Deadlines, deadline_counts, overdue, record_missed_deadlines
+from caseledger.projections.timeline import CustomerTimeline
+from caseledger.projections.views import ViewStore
+
+if TYPE_CHECKING:
+    from caseledger.ledger.application import TickReport
+
+
+def case_view(views: ViewStore, reference: str, *, ledger: LedgerOpener) -> CaseView:
+    """The case state of a (normalised) reference; NotFound when no case has it."""
+    projection = CaseState()
+    catch_up(views, projection, ledger=ledger)
+    rows = views.select(projection.tables[0], where="reference = ?", params=(reference,))
+    if not rows:
+        raise NotFound(
+            f"no case with reference {reference}; find a customer's cases with `caseledger cases CUSTOMER`"
+        )
+    return CaseView(rows[0])
+
+
+def customer_timeline(views: ViewStore, customer_id: str, *, ledger: LedgerOpener) -> list[dict[str, Any]]:
+    """A customer's timeline rows in the store's order (positions), as the exports list them."""
+    projection = CustomerTimeline()
+    catch_up(views, projection, ledger=ledger)
+    return views.select(projection.tables[0], where="customer_id = ?", params=(customer_id,),
+                        order_by="position")
+
+
+def overdue_deadlines(views: ViewStore, now: datetime, *, ledger: LedgerOpener) -> list[dict[str, Any]]:
+    """Pending deadlines past due at ``now``, the most overdue first."""
+    catch_up(views, Deadlines(), ledger=ledger)
+    return overdue(views, now)
+
+
+def channel_summary(views: ViewStore, *, by: tuple[str, ...], ledger: LedgerOpener) -> list[dict[str, Any]]:
+    """Service per channel and/or segment (see :func:`projections.channel_metrics.summary`)."""
+    catch_up(views, ChannelMetrics(), ledger=ledger)
+    return summary(views, by=by)
+
+
+def tick_missed_deadlines(views: ViewStore, now: datetime, *, ledger: LedgerOpener) -> TickReport:
+    """Record every deadline the deadlines projection finds past due at ``now`` and not yet recorded.
+
+    The projection only says which cases to look at; each Case aggregate decides again, once.
+    """
+    from caseledger.ledger.application import TickReport
+
+    catch_up(views, Deadlines(), ledger=ledger)
+    due = overdue(views, now, unrecorded_only=True)
+    checked = deadline_counts(views)["cases"]
+    references = list(dict.fromkeys(row["reference"] for row in due))
+    return TickReport(now=now, cases_checked=checked, missed=record_missed_deadlines(ledger(), references, now))
