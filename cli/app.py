@@ -22,6 +22,7 @@ from caseledger.cli import (
     customers,
     deadlines,
     items,
+    kept,
     messages,
     metrics,
     projections,
@@ -129,6 +130,8 @@ app.command("tick", rich_help_panel=AUTOMATION)(deadlines.tick)
 
 app.add_typer(backbone.topics_app, name="topics", rich_help_panel=STREAMING)
 app.command("publish", rich_help_panel=STREAMING)(backbone.publish)
+backbone.intake_app.command("collisions")(kept.intake_collisions)
+backbone.intake_app.command("rejections")(kept.intake_rejections)
 app.add_typer(backbone.intake_app, name="intake", rich_help_panel=STREAMING)
 app.add_typer(backbone.publisher_app, name="publisher", rich_help_panel=STREAMING)
 app.command("run", rich_help_panel=STREAMING)(backbone.run_all)

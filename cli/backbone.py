@@ -183,52 +183,6 @@ def intake_run(
             aggregate_cache=aggregate_cache), stop)
 
 
-@intake_app.command("collisions")
-def intake_collisions(
-    ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (with each request's raw bytes, base64).")] = False,
-) -> None:
-    """List the requests that reused a channel message id another request has (kept, not applied).
-
-    A collision is recorded by `contact record`, the application API and the intake worker alike
-    (exit code 6 for the caller). Each row names the colliding request only — its sender, where it
-    came from, why it collided — never the request that holds the id. To apply one, have its
-    channel send it again with a new message id (the raw bytes are in --json).
-
-    Example: caseledger intake collisions --json > collisions.json
-    """
-    import base64
-
-    from caseledger.cli import render
-
-    s = session(ctx)
-    found = list(s.ledger.collisions())
-    if as_json:
-        s.echo_json([
-            {
-                "collision_id": str(e.originator_id), "recorded_at": e.timestamp, "occurred_at": e.occurred_at,
-                "channel": e.channel, "channel_message_id": e.channel_message_id, "kind": e.kind,
-                "reason": e.reason, "customer_id": e.customer_id, "actor": f"{e.actor_kind}:{e.actor_id}",
-                "source": e.source or None, "content_digest": e.content_digest,
-                "raw_base64": base64.b64encode(e.raw).decode(),
-            }
-            for e in found
-        ])
-        return
-    if not found:
-        s.say("No message id collisions recorded.", "green")
-        return
-    table = Table("recorded", "channel", "message id", "kind", "sender", "source", "collision")
-    for e in found:
-        table.add_row(
-            render.fmt_time(e.timestamp, s.tz), e.channel or "", e.channel_message_id, e.kind, e.customer_id,
-            e.source or "direct", str(e.originator_id),
-        )
-    s.out.print(table)
-    s.say(f"{len(found)} collision(s): each request was kept, not applied; its channel must resend it with a new "
-          "message id.")
-
-
 @publisher_app.command("run")
 def publisher_run(
     ctx: typer.Context,

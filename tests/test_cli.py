@@ -484,3 +484,27 @@ def test_history_json_lists_events_in_store_order_even_when_recorded_times_disag
     responses = [row for row in rows if row["type"] == "ResponseSent"]
     assert [row["case_reference"] for row in responses] == [second.reference, first.reference]
     assert responses[0]["recorded_at"] > responses[1]["recorded_at"]
+
+
+def test_intake_rejections_lists_each_kept_record_with_its_bytes(tmp_path: Path) -> None:
+    import base64
+
+    from caseledger.ledger.application import CaseLedger
+    from caseledger.ledger.domain.directory import IntakeSource
+    from caseledger.ledger.settings import LedgerSettings
+
+    database = str(tmp_path / "rejected.sqlite")
+    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    try:
+        ledger.reject_intake(IntakeSource("caseledger.intake", 2, 41), reason="SchemaError: not Avro",
+                             raw=b"\x00garbage", kind="unknown")
+    finally:
+        ledger.close()
+    listed = runner.invoke(app, ["--database", database, "intake", "rejections", "--json"])
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.stdout)
+    assert (row["topic"], row["partition"], row["offset"], row["reason"]) == (
+        "caseledger.intake", 2, 41, "SchemaError: not Avro")
+    assert base64.b64decode(row["raw_base64"]) == b"\x00garbage"
+    table = runner.invoke(app, ["--database", database, "intake", "rejections"])
+    assert table.exit_code == 0 and "caseledger.intake/2/41" in table.stdout and "1 rejection" in table.stdout
