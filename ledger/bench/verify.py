@@ -29,9 +29,10 @@ from typing import Any
 from eventsourcing.persistence import StoredEvent
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.audit import store_snapshot, verify
+from caseledger.ledger.audit import verify
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.store.snapshot import store_snapshot
 
 Progress = Callable[[str, int, int], None]
 _CUSTOMER_TOKEN = "zq000000000"

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.audit import parse_envelope
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.errors import BackendError, ConfigurationError
 from caseledger.ledger.gcpacing import GcPacer
@@ -45,6 +44,7 @@ from caseledger.ledger.kafka.settings import (
     produce_waiting,
 )
 from caseledger.ledger.store.codec import HEADER_SIZE, event_hash
+from caseledger.ledger.store.envelope import parse_envelope
 
 log = logging.getLogger("caseledger.publisher")
 

@@ -1,0 +1,307 @@
+"""``verify``: one pass over the store's notification log, feeding every checker as the events stream past.
+
+The store is read once, in pages, in one consistent read snapshot (``store_snapshot``); the loop
+keeps only small per-aggregate maps (``ChainCheck.chains``, ``CrossReferences.cases``). Each event
+is hashed, decoded from its envelope (``parse_envelope``), chained, counted for cross references,
+matched with its intake record and with its record on the events topic, and folded into the seal.
+The checks' conditions are tested inline (the hot path); the checkers name what they found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from caseledger.ledger.audit.chains import COMMIT_TOLERANCE_US, DEFAULT_CLOCK_TOLERANCE, ChainCheck, micros_of
+from caseledger.ledger.audit.intake import INTAKE_OUTCOMES, IntakeAccounting
+from caseledger.ledger.audit.references import CASE_COUNTED, CrossReferences
+from caseledger.ledger.audit.report import AuditReport, AuditScope
+from caseledger.ledger.audit.seal import Seal, check_seal, seal_past_end
+from caseledger.ledger.audit.topic import EventsTopicComparison
+from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.store.codec import HEADER_SIZE, MAGIC
+from caseledger.ledger.store.envelope import AvroEnvelopeDecoder, parse_envelope
+from caseledger.ledger.store.snapshot import StoreSnapshot, store_snapshot
+
+if TYPE_CHECKING:
+    from caseledger.ledger.application import CaseLedger
+    from caseledger.ledger.kafka.settings import KafkaSettings
+
+__all__ = ["verify"]
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def verify(
+    ledger: CaseLedger,
+    *,
+    customer: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    kafka: KafkaSettings | None = None,
+    seal: Seal | None = None,
+    clock_tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE,
+    page_size: int = 5000,
+    progress: Callable[[int, int], None] | None = None,
+    collect: Callable[[int, str, bytes], None] | None = None,
+) -> AuditReport:
+    """Check the ledger's chains, positions, cross references, events topic and intake accounting.
+
+    ``customer`` (an id or identity) limits the audit to that customer's events; ``since`` and
+    ``until`` to the positions recorded in that time range. ``kafka`` adds the events topic and
+    the intake topic. ``seal`` (from an earlier report) must still hold. ``progress`` is called
+    with (positions done, positions to do); ``collect`` with (position, event type, bytes) of
+    each event in scope, in order (the history export uses it).
+    """
+    started = time.monotonic()
+    customer_id = ledger.resolve_customer(customer) if customer else None
+    if since is not None and until is not None and until <= since:
+        raise ConfigurationError(f"--until {until.isoformat()} is not after --since {since.isoformat()}")
+    scope = AuditScope(customer_id=customer_id, since=since, until=until, kafka=kafka,
+                       tolerance=clock_tolerance // _MICROSECOND)
+    with store_snapshot(ledger) as store:
+        audit = _Audit(ledger, store, scope, seal=seal, page_size=page_size, progress=progress, collect=collect)
+        try:
+            report = audit.run()
+        finally:
+            if audit.topic is not None:
+                audit.topic.close()
+    if audit.topic is not None:
+        audit.topic.check_beyond_snapshot(ledger)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+class _Audit:
+    """One run of verify: the streaming loop, and the checkers it feeds."""
+
+    def __init__(
+        self, ledger: CaseLedger, store: StoreSnapshot, scope: AuditScope, *, seal: Seal | None, page_size: int,
+        progress: Callable[[int, int], None] | None, collect: Callable[[int, str, bytes], None] | None,
+    ) -> None:
+        self.store = store
+        self.scope = scope
+        self.seal_in = seal
+        self.page_size = page_size
+        self.progress = progress
+        self.collect = collect
+        self.decoder = AvroEnvelopeDecoder(ledger.codec)
+        self.report = AuditReport(backend=ledger.settings.store.describe(), scope=scope.as_dict())
+        self.chain_check = ChainCheck(store, self.report, scope)
+        self.references = CrossReferences(store, self.report, ledger.codec)
+        self.topic: EventsTopicComparison | None = None
+        self.intake: IntakeAccounting | None = None
+
+    # -- the run --------------------------------------------------------------------------------------------
+
+    def run(self) -> AuditReport:
+        """Every check the scope allows, in one pass over the log (two with intake outcomes after a range)."""
+        report = self.report
+        store = self.store
+        scope = self.scope
+        head = store.head()
+        report.head_position = head
+        first, last = self._range(head)
+        full = scope.whole
+        ranged = scope.ranged
+        report.checks = ["positions", "chains", "row identity", "recorded times"]
+        if not ranged:
+            report.checks.append("cross references")
+        else:
+            report.notes.append("cross references (case links, contact registrations) are checked on whole "
+                                "histories only: run without --since/--until for them")
+        if scope.kafka is not None:
+            self.topic = EventsTopicComparison(scope, report, head=head, first=first, last=last)
+            report.checks.append("events topic")
+        if scope.customer_id is None and (scope.kafka is not None or not ranged):
+            self.intake = IntakeAccounting.start(scope, report, self.decoder.codec, store.tracking())
+            if self.intake is not None:
+                report.checks.append("intake accounting")
+            else:
+                report.notes.append("intake accounting: no intake tracking record in the store and no "
+                                    "--kafka: nothing came through an intake topic")
+        elif scope.customer_id is not None:
+            report.notes.append("intake accounting is ledger-wide: run without --customer for it")
+        else:
+            report.notes.append("intake accounting over a time range needs --kafka (the intake topic's "
+                                "record times)")
+        if full:
+            report.checks.append("seal")
+        elif self.seal_in is not None:
+            report.notes.append("--seal is checked by a whole-ledger audit only (no --customer, --since, --until)")
+        self._scan(first, last, full=full)
+        if self.intake is not None:
+            self._scan_outcomes_after(last, head)
+            self.intake.finish()
+        if self.topic is not None:
+            self.topic.finish()
+        if not ranged:
+            self.references.check()
+        self.chain_check.settle_gaps(self.topic)
+        report.aggregates = len(self.chain_check.chains)
+        report.cases = self.references.opened()
+        return report
+
+    def _range(self, head: int) -> tuple[int, int]:
+        """First and last positions in scope (time range: by binary search on recorded times)."""
+        first, last = 1, head
+        if self.scope.since is not None:
+            first = self._first_recorded_at_or_after(micros_of(self.scope.since), head)
+        if self.scope.until is not None:
+            last = self._first_recorded_at_or_after(micros_of(self.scope.until), head) - 1
+        self.report.first_position = first if first <= last else None
+        self.report.last_position = last if first <= last else None
+        return first, last
+
+    def _first_recorded_at_or_after(self, micros: int, head: int) -> int:
+        lo, hi = 1, head + 1  # answer in [lo, hi]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = self.store.row_at_or_after(mid)
+            if row is None:
+                hi = mid
+                continue
+            try:
+                recorded = self.decoder.envelope(bytes(row[4]))[5]
+            except Exception:  # undecodable: the scan reports it; treat it as in range
+                recorded = micros
+            if recorded >= micros:
+                hi = mid
+            else:
+                lo = row[0] + 1
+        return lo
+
+    def _scan(self, first: int, last: int, *, full: bool) -> None:
+        """The streaming loop: every position in [first, last], one page at a time."""
+        report = self.report
+        checks = self.chain_check
+        chains = checks.chains
+        by_fp = self.decoder.by_fingerprint
+        sha256 = hashlib.sha256
+        seal = hashlib.sha256() if full else None
+        seal_at = self.seal_in.position if (self.seal_in and full) else None
+        customer = self.scope.customer_id.encode() if self.scope.customer_id is not None else None
+        tolerance = self.scope.tolerance
+        topic = self.topic
+        intake = self.intake
+        collect = self.collect
+        cases = self.references.cases
+        latest = -(1 << 62)  # highest recorded time so far, µs
+        latest_at = 0
+        previous_position = first - 1
+        total = max(0, last - first + 1)
+        events = 0
+        for page in self.store.pages(first - 1, last, self.page_size):
+            for position, oid, version, topic_name, state in page:
+                if position != previous_position + 1:
+                    checks.gap(previous_position + 1, position - 1)
+                previous_position = position
+                if type(state) is not bytes:
+                    state = bytes(state)
+                if customer is not None and customer not in state:
+                    continue
+                digest = sha256(state).digest()
+                if seal is not None:
+                    if seal_at is not None and position > seal_at:  # the sealed position is gone
+                        self._check_seal(seal.copy().hexdigest(), seal_at)
+                        seal_at = None
+                    seal.update(position.to_bytes(8, "big") + digest)
+                    if position == seal_at:
+                        self._check_seal(seal.copy().hexdigest(), position)
+                        seal_at = None
+                schema = by_fp.get(state[2:HEADER_SIZE])
+                if schema is None or state[:2] != MAGIC:
+                    checks.undecodable(position, oid, version, topic_name, state, "unknown schema fingerprint"
+                                       if state[:2] == MAGIC else "no Avro single-object marker (C3 01)")
+                    if topic is not None:
+                        topic.match(position, None, state, digest, None, None)
+                    continue
+                name = schema.name
+                try:
+                    env = parse_envelope(state) if schema.fast else self.decoder.slow_envelope(name, state)
+                except Exception as error:  # corrupt bytes raise many types
+                    checks.undecodable(position, oid, version, topic_name, state, f"{type(error).__name__}: {error}")
+                    if topic is not None:
+                        topic.match(position, None, state, digest, name, None)
+                    continue
+                event_id, aggregate, env_version, case_id, env_customer, recorded, causation, prev, end = env
+                if customer is not None and env_customer != customer:
+                    continue
+                events += 1
+                if topic_name != schema.topic:
+                    checks.type_mismatch(position, oid, version, topic_name, name, event_id)
+                if env_version != version or aggregate.replace(b"-", b"") != oid:
+                    checks.row_mismatch(position, oid, version, env_version, aggregate, name, event_id)
+                # The aggregate chain, keyed by the row's identity (what the application loads).
+                last_link = chains.get(oid)
+                if last_link is None:
+                    if version != 1 or prev is not None:
+                        checks.chain_start(position, oid, version, prev, digest, name, event_id)
+                else:
+                    last_version, last_hash, last_recorded = last_link
+                    if version != last_version + 1:
+                        checks.version_gap(position, oid, version, last_version, name, event_id)
+                    elif prev != last_hash:
+                        checks.chain_broken(position, oid, version, prev, last_hash, name, event_id)
+                    if recorded < last_recorded - tolerance:
+                        checks.backdated(position, oid, version, recorded, last_recorded, name, event_id)
+                chains[oid] = (version, digest, recorded)
+                if recorded < latest - COMMIT_TOLERANCE_US:
+                    checks.recorded_out_of_order(position, oid, version, recorded, latest, latest_at, name, event_id)
+                elif recorded > latest:
+                    latest = recorded
+                    latest_at = position
+                if name in CASE_COUNTED:
+                    entry = cases.get(case_id)
+                    if entry is None:
+                        entry = cases[case_id] = [0, 0, 0, 0]
+                    if name == "ContactReceived":
+                        entry[1] += 1
+                    elif name == "MessageRegistered":
+                        entry[2] += 1
+                    elif name == "CaseLinked":
+                        entry[0] += 1
+                    else:
+                        entry[3] = position
+                if intake is not None and causation is not None and name in INTAKE_OUTCOMES:
+                    intake.outcome(causation, position, name, state, end, schema.fast, event_id)
+                if topic is not None:
+                    topic.match(position, env_customer, state, digest, name, event_id)
+                if collect is not None:
+                    collect(position, name, state)
+            events_done = previous_position - first + 1
+            if self.progress is not None:
+                self.progress(events_done, total)
+        if previous_position < last:
+            checks.gap(previous_position + 1, last)
+        report.events = events
+        if seal is not None and last >= 1:
+            report.seal = Seal(last, seal.hexdigest())
+            if seal_at is not None:
+                seal_past_end(report, seal_at, last)
+
+    def _check_seal(self, digest: str, position: int) -> None:
+        assert self.seal_in is not None
+        check_seal(self.report, self.seal_in, digest, position)
+
+    def _scan_outcomes_after(self, last: int, head: int) -> None:
+        """Intake outcomes recorded after the time range still account for records inside it."""
+        intake = self.intake
+        assert intake is not None
+        by_fp = self.decoder.by_fingerprint
+        for page in self.store.pages(last, head, self.page_size):
+            for position, _oid, _version, _topic, state in page:
+                state = bytes(state)
+                schema = by_fp.get(state[2:HEADER_SIZE])
+                if schema is None or schema.name not in INTAKE_OUTCOMES:
+                    continue
+                try:
+                    env = parse_envelope(state) if schema.fast else self.decoder.slow_envelope(schema.name, state)
+                except Exception:
+                    continue
+                if env[6] is not None:
+                    intake.outcome(env[6], position, schema.name, state, env[8], schema.fast, env[0])
+

@@ -1,0 +1,187 @@
+"""The audit's reads of the event store: the events table and tracking records as of one moment.
+
+``store_snapshot(ledger)`` opens one read transaction (SQLite WAL snapshot, PostgreSQL REPEATABLE
+READ READ ONLY) and yields the backend's ``StoreSnapshot``; every statement is built once, when
+the snapshot is made, and the rows come back as plain tuples (the audit reads millions of them).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from caseledger.ledger.application import CaseLedger
+
+__all__ = ["PostgresStoreSnapshot", "Row", "SQLiteStoreSnapshot", "StoreSnapshot", "store_snapshot"]
+
+Row = tuple[int, bytes, int, str, bytes]
+"""(position, aggregate id as 32 lowercase hex digits, version, topic, stored bytes)."""
+
+
+class StoreSnapshot(ABC):
+    """Reads the events table and tracking records as of one moment (one read transaction)."""
+
+    backend = "store"
+    positions_may_skip = False
+
+    @abstractmethod
+    def head(self) -> int:
+        """The highest position in the snapshot (0 when empty)."""
+
+    @abstractmethod
+    def pages(self, after: int, upto: int, size: int) -> Iterator[list[Row]]:
+        """Rows with ``after < position <= upto`` in position order, ``size`` at a time."""
+
+    @abstractmethod
+    def row_at_or_after(self, position: int) -> Row | None:
+        """The first row at ``position`` or after it (None past the end)."""
+
+    @abstractmethod
+    def event(self, aggregate_hex: bytes, version: int) -> Row | None:
+        """The row of one aggregate version (position 0: not looked up)."""
+
+    @abstractmethod
+    def tracking(self) -> dict[str, int]:
+        """Every tracking record: name → highest tracked id."""
+
+
+class SQLiteStoreSnapshot(StoreSnapshot):
+    """Raw reads of eventsourcing's SQLite tables (``stored_events``, ``tracking``); rowid = position."""
+
+    backend = "SQLite"
+
+    _TRACKING_EXISTS = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'tracking'"
+    _TRACKING = "SELECT application_name, MAX(notification_id) FROM tracking GROUP BY application_name"
+
+    def __init__(self, cursor: Any, table: str) -> None:
+        self.cursor = cursor
+        columns = f"SELECT rowid, CAST(originator_id AS BLOB), originator_version, topic, state FROM {table} "
+        self._head = f"SELECT MAX(rowid) FROM {table}"
+        self._page = columns + "WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        self._at = columns + "WHERE rowid >= ? ORDER BY rowid LIMIT 1"
+        self._event = columns + "WHERE originator_id = ? AND originator_version = ?"
+
+    @classmethod
+    @contextmanager
+    def open(cls, recorder: Any) -> Iterator[SQLiteStoreSnapshot]:
+        """A snapshot in one read transaction on the recorder's SQLite file (WAL: writers go on)."""
+        with recorder.datastore.transaction(commit=False) as wrapped:
+            cursor = wrapped.sqlite_cursor
+            cursor.row_factory = None  # plain tuples: the audit reads millions of rows
+            yield cls(cursor, recorder.events_table_name)
+
+    def head(self) -> int:
+        return int(self.cursor.execute(self._head).fetchone()[0] or 0)
+
+    def pages(self, after: int, upto: int, size: int) -> Iterator[list[Row]]:
+        statement = self._page
+        return _bounded_pages(lambda start: self.cursor.execute(statement, (start, size)).fetchall(), after, upto)
+
+    def row_at_or_after(self, position: int) -> Row | None:
+        return self.cursor.execute(self._at, (position,)).fetchone()  # type: ignore[no-any-return]
+
+    def event(self, aggregate_hex: bytes, version: int) -> Row | None:
+        return self.cursor.execute(self._event, (aggregate_hex.decode(), version)).fetchone()  # type: ignore[no-any-return]
+
+    def tracking(self) -> dict[str, int]:
+        if not self.cursor.execute(self._TRACKING_EXISTS).fetchone():
+            return {}
+        return {str(name): int(n) for name, n in self.cursor.execute(self._TRACKING).fetchall()}
+
+
+class PostgresStoreSnapshot(StoreSnapshot):
+    """Raw reads of eventsourcing's PostgreSQL tables (``<app>_events``, ``<app>_tracking``)."""
+
+    backend = "PostgreSQL"
+    positions_may_skip = True
+
+    def __init__(self, cursor: Any, schema: str, table: str, tracking_table: str | None) -> None:
+        from psycopg.sql import SQL, Identifier
+
+        self.cursor = cursor
+        events = SQL("{}.{}").format(Identifier(schema), Identifier(table))
+        columns = SQL(
+            "SELECT notification_id, convert_to(replace(originator_id::text, '-', ''), 'UTF8'), "
+            "originator_version, topic, state FROM {} "
+        ).format(events)
+        self._head = SQL("SELECT MAX(notification_id) FROM {}").format(events)
+        self._page = columns + SQL("WHERE notification_id > %s ORDER BY notification_id LIMIT %s")
+        self._at = columns + SQL("WHERE notification_id >= %s ORDER BY notification_id LIMIT 1")
+        self._event = columns + SQL("WHERE originator_id::text = %s AND originator_version = %s")
+        self._tracking = (
+            SQL("SELECT application_name, MAX(notification_id) FROM {} GROUP BY application_name").format(
+                SQL("{}.{}").format(Identifier(schema), Identifier(tracking_table))
+            )
+            if tracking_table
+            else None
+        )
+        self._tracking_exists = SQL("SELECT to_regclass(%s)")
+        self._tracking_regclass = f'"{schema}"."{tracking_table}"'
+
+    @classmethod
+    @contextmanager
+    def open(cls, recorder: Any) -> Iterator[PostgresStoreSnapshot]:
+        """A snapshot in one REPEATABLE READ READ ONLY transaction on a connection of the recorder's pool."""
+        from psycopg.rows import tuple_row
+
+        datastore = recorder.datastore
+        with datastore.get_connection() as conn:
+            conn.rollback()  # start from a clean state: the isolation level applies to the next transaction
+            with conn.transaction(force_rollback=True):
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                # Pages are read while the topic is compared: never be cut off as idle.
+                conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+                cursor = conn.cursor(row_factory=tuple_row, binary=True)
+                yield cls(cursor, datastore.schema, recorder.events_table_name, recorder.tracking_table_name)
+
+    def head(self) -> int:
+        row = self.cursor.execute(self._head).fetchone()
+        return int(row[0] or 0)
+
+    def pages(self, after: int, upto: int, size: int) -> Iterator[list[Row]]:
+        return _bounded_pages(lambda start: self.cursor.execute(self._page, (start, size)).fetchall(), after, upto)
+
+    def row_at_or_after(self, position: int) -> Row | None:
+        return self.cursor.execute(self._at, (position,)).fetchone()  # type: ignore[no-any-return]
+
+    def event(self, aggregate_hex: bytes, version: int) -> Row | None:
+        return self.cursor.execute(self._event, (str(UUID(aggregate_hex.decode())), version)).fetchone()  # type: ignore[no-any-return]
+
+    def tracking(self) -> dict[str, int]:
+        if self._tracking is None:
+            return {}
+        if self.cursor.execute(self._tracking_exists, (self._tracking_regclass,)).fetchone()[0] is None:
+            return {}
+        return {str(name): int(n) for name, n in self.cursor.execute(self._tracking).fetchall()}
+
+
+def _bounded_pages(select: Callable[[int], list[Row]], after: int, upto: int) -> Iterator[list[Row]]:
+    """Keyset pages after ``after`` up to ``upto``.
+
+    The upper bound is applied here, not in SQL: with a range condition and stale statistics
+    (a table just filled) PostgreSQL plans a bitmap scan and sorts the whole remaining range
+    for every page; ``> after ORDER BY … LIMIT`` always walks the index.
+    """
+    while after < upto:
+        rows = select(after)
+        if not rows:
+            return
+        if rows[-1][0] > upto:
+            rows = [row for row in rows if row[0] <= upto]
+            if rows:
+                yield rows
+            return
+        yield rows
+        after = rows[-1][0]
+
+
+@contextmanager
+def store_snapshot(ledger: CaseLedger) -> Iterator[StoreSnapshot]:
+    """One read transaction over the ledger's store (SQLite WAL snapshot or PostgreSQL REPEATABLE READ)."""
+    backend = PostgresStoreSnapshot if ledger.settings.store.is_postgres else SQLiteStoreSnapshot
+    with backend.open(ledger.recorder) as snapshot:
+        yield snapshot
