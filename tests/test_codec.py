@@ -194,3 +194,24 @@ def test_intake_records_of_adapters_built_before_the_standard_fingerprint_are_st
     assert codec.decode(old)[1].items == draft.items
     with pytest.raises(SchemaError, match="unknown intake schema"):
         codec.decode(MAGIC + bytes(8) + data[HEADER_SIZE:])
+
+
+def test_the_envelope_names_a_case_only_for_events_that_belong_to_one() -> None:
+    from caseledger.ledger.domain.directory import ChannelMessage, Customer
+    from caseledger.ledger.domain.values import Channel
+    from caseledger.ledger.store.codec import NO_CASE
+
+    ctx = Context(actor=SYSTEM)
+    case = Case.open(case_id=uuid.uuid4(), reference="CL-AAAAA-CCCCC", customer_id="c-1", subject="s",
+                     category=None, segment=None, ctx=ctx)
+    message = ChannelMessage.register(channel=Channel.EMAIL, channel_message_id="m", case_id=case.id,
+                                      reference=case.reference, contact_id="C1", acknowledgement_id="ACK1",
+                                      content_digest="", customer_id="c-1", ctx=ctx)
+    customer = Customer.register(customer_id="c-1", segment=None, ctx=ctx)
+    envelopes = {
+        type(e).__name__: CODEC.decode_record(type(e).__name__, CODEC.encode(e))["envelope"]
+        for aggregate in (case, message, customer) for e in aggregate.collect_events()
+    }
+    assert str(envelopes["CaseOpened"]["case_id"]) == str(case.id)
+    assert str(envelopes["MessageRegistered"]["case_id"]) == str(case.id)
+    assert str(envelopes["CustomerRegistered"]["case_id"]) == NO_CASE

@@ -37,13 +37,15 @@ from eventsourcing.utils import get_topic
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from caseledger.ledger.domain.case import LedgerEvent
+from caseledger.ledger.domain.case import Case, LedgerEvent
 from caseledger.ledger.domain.catalog import EVENT_TYPES, name_of_topic
 from caseledger.ledger.errors import SchemaError
 from caseledger.ledger.store.avrocompiled import Unsupported, compile_reader, compile_writer
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = 10
+NO_CASE = "00000000-0000-0000-0000-000000000000"
+"""The envelope's ``case_id`` of an event that belongs to no case (the nil UUID, RFC 9562 §5.9)."""
 ENVELOPE = "caseledger.Envelope"
 _ENVELOPE_ATTRS = {f.name for f in dataclasses.fields(LedgerEvent)}
 
@@ -119,6 +121,7 @@ class EventSchema:
     header: bytes
     fields: tuple[str, ...]
     has_case_id_field: bool
+    is_case_event: bool
     is_creation: bool
 
 
@@ -150,6 +153,7 @@ class AvroEventCodec:
                 header=header,
                 fields=own,
                 has_case_id_field="case_id" in {f.name for f in dataclasses.fields(cls)},
+                is_case_event=issubclass(cls, Case.Event),
                 is_creation=issubclass(cls, CanInitAggregate),
             )
             self._by_name[name] = spec
@@ -211,7 +215,10 @@ class AvroEventCodec:
                 "event_id": str(state["event_id"]),
                 "aggregate_id": aggregate_id,
                 "aggregate_version": state["originator_version"],
-                "case_id": str(state["case_id"]) if spec.has_case_id_field else aggregate_id,
+                # The case the event belongs to: its aggregate, the case a directory entry points to,
+                # or none (a customer, an identity claim, a rejection): the nil UUID.
+                "case_id": aggregate_id if spec.is_case_event else (
+                    str(state["case_id"]) if spec.has_case_id_field else NO_CASE),
                 "customer_id": state["customer_id"],
                 "occurred_at": state["occurred_at"],
                 "recorded_at": state["timestamp"],
