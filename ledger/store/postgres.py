@@ -33,11 +33,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent, Tracking
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.utils import retry
 from psycopg import errors as pg
-from psycopg.errors import InterfaceError, OperationalError
 from psycopg.sql import SQL, Identifier
 
 from caseledger.ledger.store.recorder import LedgerRecorder
@@ -90,6 +89,9 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
             prepare=True,
         )
 
+    # eventsourcing's datastore has already turned psycopg's errors into its own classes by the
+    # time they leave the connection: these are the ones a dropped connection raises here. A retry
+    # whose first attempt did commit fails on the version or tracking check: nothing is doubled.
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
