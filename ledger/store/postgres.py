@@ -29,7 +29,7 @@ worker's prefetch of each batch) are read in one query, a lateral subquery per i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -105,15 +105,10 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
             return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def select_events_after(
-        self, originator_ids: Iterable[UUID], *, after: Mapping[UUID, int] | None = None
-    ) -> dict[UUID, list[StoredEvent]]:
-        """The stored events of each id that has any, in version order; one query for all of them."""
-        after = after or {}
+    def _select_events_after(self, ids: list[UUID], known: list[int]) -> dict[UUID, list[StoredEvent]]:
         found: dict[UUID, list[StoredEvent]] = {}
-        ordered = list(originator_ids)
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self.select_events_after_statement, (ordered, [after.get(i, -1) for i in ordered]))
+            curs.execute(self.select_events_after_statement, (ids, known))  # one query for all of them
             for row in curs.fetchall():
                 originator_id = row["originator_id"]
                 if not isinstance(originator_id, UUID):

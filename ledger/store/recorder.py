@@ -20,7 +20,6 @@ class LedgerRecorder(ProcessRecorder, ABC):
     tracking records written in the same transaction (one per partition an intake poll read).
     """
 
-    @abstractmethod
     def select_events_after(
         self, originator_ids: Iterable[UUID], *, after: Mapping[UUID, int] | None = None
     ) -> dict[UUID, list[StoredEvent]]:
@@ -28,3 +27,10 @@ class LedgerRecorder(ProcessRecorder, ABC):
 
         ``after`` gives, for some ids, a version already known: only later events are read for those.
         """
+        ordered = list(originator_ids)
+        known = [after.get(i, -1) for i in ordered] if after else [-1] * len(ordered)
+        return self._select_events_after(ordered, known)
+
+    @abstractmethod
+    def _select_events_after(self, ids: list[UUID], known: list[int]) -> dict[UUID, list[StoredEvent]]:
+        """The events of ``ids[n]`` after version ``known[n]`` (-1: all of them), grouped by id."""

@@ -8,7 +8,7 @@ one transaction; each partition's position is its own tracking record, written w
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -42,19 +42,14 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder, LedgerRecorder):
             )
         return statement
 
-    def select_events_after(
-        self, originator_ids: Iterable[UUID], *, after: Mapping[UUID, int] | None = None
-    ) -> dict[UUID, list[StoredEvent]]:
-        """The stored events of each id that has any, in version order; one query per 250 ids."""
-        after = after or {}
+    def _select_events_after(self, ids: list[UUID], known: list[int]) -> dict[UUID, list[StoredEvent]]:
         found: dict[UUID, list[StoredEvent]] = {}
-        ordered = list(originator_ids)
         with self.datastore.transaction(commit=False) as curs:
-            for i in range(0, len(ordered), SELECT_CHUNK):
-                chunk = ordered[i : i + SELECT_CHUNK]
+            for i in range(0, len(ids), SELECT_CHUNK):  # one query per 250 ids
+                chunk = ids[i : i + SELECT_CHUNK]
                 curs.execute(
                     self._select_events_after_statement(len(chunk)),
-                    [value for u in chunk for value in (u.hex, after.get(u, -1))],
+                    [value for u, v in zip(chunk, known[i : i + SELECT_CHUNK], strict=True) for value in (u.hex, v)],
                 )
                 for row in curs.fetchall():
                     originator_id = UUID(row[0])
