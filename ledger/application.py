@@ -21,16 +21,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import (
-    IntegrityError,
-    Mapper,
-    OperationalError,
-    PersistenceError,
-    ProcessRecorder,
-    ProgrammingError,
-    StoredEvent,
-    Tracking,
-)
+from eventsourcing.persistence import Mapper, Tracking
 
 from caseledger.ledger.domain.case import LEDGER_ACTIONS, Case, Context, LedgerEvent, Status
 from caseledger.ledger.domain.catalog import name_of_topic, topic_of
@@ -56,6 +47,7 @@ from caseledger.ledger.domain.values import (
 )
 from caseledger.ledger.errors import (
     BackendError,
+    ConfigurationError,
     ConflictError,
     MessageIdCollision,
     NotFound,
@@ -64,6 +56,8 @@ from caseledger.ledger.errors import (
 )
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import AvroEventCodec, AvroMapper, event_hash
+from caseledger.ledger.store.errors import lost_schema_race, translate_errors
+from caseledger.ledger.store.recorder import LedgerRecorder
 
 if TYPE_CHECKING:
     from caseledger.ledger.intake import IntakeCodec
@@ -221,7 +215,7 @@ class CaseLedger(Application[UUID]):
                 # eventsourcing records that migration once: the losers fail here (SQLite and
                 # PostgreSQL: a duplicate migration record; PostgreSQL also: "tuple concurrently
                 # updated", a duplicate type or table). The tables exist now; look again.
-                if not _lost_schema_race(error):
+                if not lost_schema_race(error):
                     raise
                 factory = getattr(self, "factory", None)
                 if factory is not None:
@@ -233,12 +227,18 @@ class CaseLedger(Application[UUID]):
     def construct_mapper(self) -> Mapper[UUID]:
         return AvroMapper(self.codec)
 
-    recorder: ProcessRecorder
+    recorder: LedgerRecorder
 
-    def construct_recorder(self) -> ProcessRecorder:
+    def construct_recorder(self) -> LedgerRecorder:
         # A process recorder also keeps tracking records (intake offsets, publisher positions)
         # in the same transaction as the events they produced.
-        return self.factory.process_recorder()
+        recorder = self.factory.process_recorder()
+        if not isinstance(recorder, LedgerRecorder):
+            raise ConfigurationError(
+                f"the store's recorder is {type(recorder).__qualname__}, not one of the ledger's; "
+                "leave PROCESS_RECORDER_TOPIC to LedgerSettings (SQLiteLedgerRecorder or PostgresLedgerRecorder)"
+            )
+        return recorder
 
     # -- saving -------------------------------------------------------------------------------------
 
@@ -443,7 +443,7 @@ class CaseLedger(Application[UUID]):
                 if aggregate is not None:
                     taken[aggregate_id] = aggregate
         with translate_errors(self.settings.store.describe()):
-            stored = stored_events_of(self.recorder, wanted, after={i: a.version for i, a in taken.items()})
+            stored = self.recorder.select_events_after(wanted, after={i: a.version for i, a in taken.items()})
         for aggregate_id in wanted:
             aggregate = taken.get(aggregate_id)
             for stored_event in stored.get(aggregate_id, ()):
@@ -551,7 +551,7 @@ class CaseLedger(Application[UUID]):
     def _legacy_digest(self, message: ChannelMessage) -> str:
         """The content digest of a registration made before digests were kept, from its contact."""
         with translate_errors(self.settings.store.describe()):
-            stored = stored_events_of(self.recorder, [message.case_id]).get(message.case_id, [])
+            stored = self.recorder.select_events_after([message.case_id]).get(message.case_id, [])
         for stored_event in stored:
             if name_of_topic(stored_event.topic) != "ContactReceived":
                 continue
@@ -937,84 +937,3 @@ class CaseLedger(Application[UUID]):
             case: Case = self.repository.get(case_id)  # type: ignore[assignment]
             if case.status in Status.ACTIVE:
                 yield case
-
-
-def _lost_schema_race(error: BaseException) -> bool:
-    """Whether ``error`` comes from another process creating the same tables at the same moment."""
-    if isinstance(error, ConflictError):
-        return True
-    try:
-        from psycopg import errors as pg
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        return False
-    races = (pg.UniqueViolation, pg.DuplicateObject, pg.DuplicateTable, pg.DuplicateFunction, pg.InternalError_)
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, races) and (not isinstance(cause, pg.InternalError_) or "concurrently" in str(cause)):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
-def stored_events_of(
-    recorder: Any, ids: Iterable[UUID], *, after: dict[UUID, int] | None = None
-) -> dict[UUID, list[StoredEvent]]:
-    """The stored events of each of ``ids`` that has any, in version order.
-
-    ``after`` gives, for some ids, a version already known: only later events are read for those.
-    One query on PostgreSQL; one per 500 ids on SQLite (its limit on parameters).
-    """
-    table = recorder.events_table_name
-    after = after or {}
-    found: dict[UUID, list[StoredEvent]] = {}
-    ordered = list(ids)
-    if hasattr(recorder.datastore, "schema"):  # PostgreSQL
-        from psycopg.sql import SQL, Identifier
-
-        # A lateral subquery per id: always the primary key's index, whatever the statistics
-        # say. A join or `= ANY` was planned as a sequential scan of the whole table until the
-        # table was first analysed (a new, growing store: seen as half a core of PostgreSQL).
-        query = SQL(
-            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            "FROM unnest(%s::uuid[], %s::bigint[]) AS w(id, known) CROSS JOIN LATERAL ("
-            "SELECT * FROM {}.{} x WHERE x.originator_id = w.id AND x.originator_version > w.known "
-            "ORDER BY x.originator_version) e"
-        ).format(Identifier(recorder.datastore.schema), Identifier(table))
-        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(query, (ordered, [after.get(i, -1) for i in ordered]))
-            for row in curs.fetchall():
-                originator_id = row["originator_id"]
-                if not isinstance(originator_id, UUID):
-                    originator_id = UUID(str(originator_id))
-                found.setdefault(originator_id, []).append(
-                    StoredEvent(originator_id, row["originator_version"], row["topic"], bytes(row["state"]))
-                )
-        return found
-    with recorder.datastore.transaction(commit=False) as curs:
-        for i in range(0, len(ordered), 250):  # two parameters an id; SQLite allows 999 at least
-            chunk = ordered[i : i + 250]
-            # The same join as on PostgreSQL: only the events after a known version are read.
-            curs.execute(
-                f"WITH w(id, known) AS (VALUES {','.join(['(?, ?)'] * len(chunk))}) "
-                f"SELECT e.originator_id, e.originator_version, e.topic, e.state FROM w "
-                f"JOIN {table} e ON e.originator_id = w.id AND e.originator_version > w.known "
-                "ORDER BY e.originator_id, e.originator_version",
-                [value for u in chunk for value in (u.hex, after.get(u, -1))],
-            )
-            for row in curs.fetchall():
-                originator_id = UUID(row[0])
-                found.setdefault(originator_id, []).append(StoredEvent(originator_id, row[1], row[2], bytes(row[3])))
-    return found
-
-
-@contextmanager
-def translate_errors(where: str) -> Iterator[None]:
-    """The one place where database errors become the ledger's own errors."""
-    try:
-        yield
-    except IntegrityError as error:
-        raise ConflictError(
-            "another command changed the same case first; nothing was recorded — reload and retry"
-        ) from error
-    except (OperationalError, ProgrammingError, PersistenceError) as error:
-        raise BackendError(f"{where}: {error}") from error

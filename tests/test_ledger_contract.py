@@ -478,14 +478,13 @@ def test_tracking_position_never_goes_back(ledger: CaseLedger) -> None:
 def test_prefetch_in_unit_of_work_sees_stored_and_new_aggregates(ledger: CaseLedger) -> None:
     from eventsourcing.persistence import Tracking
 
-    from caseledger.ledger.application import stored_events_of
     from caseledger.ledger.domain.directory import ChannelMessage, Customer
     from caseledger.ledger.domain.values import Channel
 
     first = ledger.record_contact(draft(msg="a"))
     known = ChannelMessage.id_for(Channel.EMAIL, "a")
     new = ChannelMessage.id_for(Channel.EMAIL, "b")
-    stored = stored_events_of(ledger.recorder, {known, new, Customer.id_for("email:jane@example.com")})
+    stored = ledger.recorder.select_events_after({known, new, Customer.id_for("email:jane@example.com")})
     assert set(stored) == {known, Customer.id_for("email:jane@example.com")}
     assert [e.originator_version for e in stored[known]] == [1]
     assert [e.originator_version for e in stored[Customer.id_for("email:jane@example.com")]] == [1, 2]
@@ -516,15 +515,14 @@ def test_unit_of_work_records_one_tracking_record_per_partition(ledger: CaseLedg
 
 
 def test_stored_events_after_a_known_version(ledger: CaseLedger) -> None:
-    from caseledger.ledger.application import stored_events_of
     from caseledger.ledger.domain.directory import Customer
 
     ledger.record_contact(draft(msg="a"))
     ledger.record_contact(draft(msg="b"))
     customer = Customer.id_for("email:jane@example.com")
-    assert [e.originator_version for e in stored_events_of(ledger.recorder, [customer])[customer]] == [1, 2, 3]
-    assert [e.originator_version for e in stored_events_of(ledger.recorder, [customer], after={customer: 2})[customer]] == [3]
-    assert stored_events_of(ledger.recorder, [customer], after={customer: 3}) == {}
+    assert [e.originator_version for e in ledger.recorder.select_events_after([customer])[customer]] == [1, 2, 3]
+    assert [e.originator_version for e in ledger.recorder.select_events_after([customer], after={customer: 2})[customer]] == [3]
+    assert ledger.recorder.select_events_after([customer], after={customer: 3}) == {}
 
 
 def test_kept_aggregates_follow_other_writers_and_never_keep_a_failed_unit(
