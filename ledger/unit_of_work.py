@@ -1,0 +1,79 @@
+"""Units of work and the aggregate cache: many commands saved in one transaction, aggregates kept between them."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from caseledger.ledger.domain.events import LedgerEvent
+from caseledger.ledger.store.codec import event_hash
+
+
+class UnitOfWork:
+    """The events of several commands, saved in one transaction; their aggregates, cached."""
+
+    def __init__(self) -> None:
+        self.aggregates: dict[UUID, Any] = {}
+        self.events: list[LedgerEvent] = []
+        self.saved = False
+        self._by_aggregate: dict[UUID, list[LedgerEvent]] = {}
+        self.absent: set[UUID] = set()  # ids a prefetch found not stored (saves one query each)
+
+    def collect(self, *aggregates: Aggregate | None) -> None:
+        for aggregate in aggregates:
+            if aggregate is None:
+                continue
+            new = aggregate.collect_events()
+            self.events.extend(new)  # type: ignore[arg-type]
+            self._by_aggregate.setdefault(aggregate.id, []).extend(new)  # type: ignore[arg-type]
+            self.aggregates[aggregate.id] = aggregate
+
+    def discard_uncollected(self) -> None:
+        """Forget cached aggregates a failed command changed; they are rebuilt on next use."""
+        for aggregate_id, aggregate in list(self.aggregates.items()):
+            if aggregate._pending_events:
+                del self.aggregates[aggregate_id]
+
+    def replay(self, aggregate_id: UUID, aggregate: Any | None) -> Any | None:
+        """``aggregate`` (as stored, or None) with this unit's collected events applied."""
+        mine = self._by_aggregate.get(aggregate_id, [])
+        for event in mine:
+            aggregate = event.mutate(aggregate)
+        if mine and aggregate is not None:
+            aggregate.chain_head = event_hash(vars(mine[-1])["_encoded"])
+        return aggregate
+
+
+class AggregateCache:
+    """Aggregates as this process last saved or loaded them, kept between units of work (LRU).
+
+    A unit of work *takes* an aggregate out and puts it back only once its transaction
+    committed, so a failed unit never leaves a half-changed aggregate here. What another
+    writer stored meanwhile is read on every take (only the events after the cached version:
+    a customer with years of cases is not replayed from its first event for each contact);
+    a write that races the read fails on the store's version check, as without the cache.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("an aggregate cache holds at least one aggregate")
+        self.maxsize = maxsize
+        self._items: OrderedDict[UUID, Any] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def take(self, aggregate_id: UUID) -> Any | None:
+        return self._items.pop(aggregate_id, None)
+
+    def keep(self, aggregates: Iterable[Any]) -> None:
+        items = self._items
+        for aggregate in aggregates:
+            items[aggregate.id] = aggregate
+            items.move_to_end(aggregate.id)
+        while len(items) > self.maxsize:
+            items.popitem(last=False)
