@@ -21,7 +21,7 @@ from caseledger.ledger.kafka.clients import CONFLUENT, KAFKA_PYTHON, KafkaClient
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
-    from caseledger.ledger.kafka.ports import PartitionReader
+    from caseledger.ledger.kafka.ports import Build, PartitionReader
     from caseledger.ledger.kafka.settings import KafkaSettings
 
 STORE = "store"
@@ -104,20 +104,25 @@ class StoreEventSource(EventSource):
         return {0: self._after}
 
 
-def source_record(topic: str, partition: int, offset: int, headers: Any, value: bytes) -> SourceRecord:
-    """A record of the events topic as a source record, from its ``event_type`` and ``position`` headers."""
-    event_type = position = None
-    for key, header_value in headers or ():
-        if key == "event_type":
-            event_type = header_value.decode()
-        elif key == "position":
-            position = int(header_value)
-    if event_type is None or position is None:
-        raise BackendError(
-            f"{topic}/{partition}@{offset} has no event_type or position header: "
-            "only the caseledger publisher may write to the events topic"
-        )
-    return SourceRecord(partition, offset + 1, position, event_type, value)
+def source_records(topic: str) -> Build[SourceRecord]:
+    """How a reader of the events topic builds source records, from their ``event_type`` and ``position`` headers."""
+
+    def source_record(partition: int, offset: int, key: bytes | None, value: bytes | None, headers: Any,
+                      timestamp: int) -> SourceRecord:
+        event_type = position = None
+        for name, header_value in headers or ():
+            if name == "event_type":
+                event_type = header_value.decode()
+            elif name == "position":
+                position = int(header_value)
+        if event_type is None or position is None:
+            raise BackendError(
+                f"{topic}/{partition}@{offset} has no event_type or position header: "
+                "only the caseledger publisher may write to the events topic"
+            )
+        return SourceRecord(partition, offset + 1, position, event_type, value or b"")
+
+    return source_record
 
 
 class KafkaEventSource(EventSource):
@@ -142,6 +147,7 @@ class KafkaEventSource(EventSource):
         self.only = set(partitions) if partitions is not None else None  # a parallel rebuild's share
         self._reader: PartitionReader | None = None
         self._parts: list[int] = []
+        self._build = source_records(self.topic)
 
     def _open(self) -> PartitionReader:
         if self._reader is None:
@@ -170,11 +176,7 @@ class KafkaEventSource(EventSource):
         self._open().assign({part: positions.get(part, 0) for part in self._parts})
 
     def fetch(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
-        topic = self.topic
-        return [
-            source_record(topic, record.partition, record.offset, record.headers, record.value or b"")
-            for record in self._open().fetch(max_records, timeout_s)
-        ]
+        return self._open().fetch(max_records, timeout_s, self._build)
 
     def end_positions(self) -> dict[int, int]:
         return self._open().end_offsets(self._parts)

@@ -270,6 +270,7 @@ def start_services(
 
 def _contacts_on_topic(settings: Any) -> dict[str, float]:
     """Channel message id → timestamp (s) of its ContactReceived record, for the whole events topic."""
+    from caseledger.ledger.kafka.ports import ReadRecord
     from caseledger.ledger.kafka.publisher import header
     from caseledger.ledger.store.codec import AvroEventCodec
 
@@ -280,7 +281,7 @@ def _contacts_on_topic(settings: Any) -> dict[str, float]:
         reader.assign(dict.fromkeys(ends, 0))
         deadline = time.time() + 300
         while any(at < ends[p] for p, at in reader.positions().items()) and time.time() < deadline:
-            for record in reader.fetch(5000, 0.5):
+            for record in reader.fetch(5000, 0.5, ReadRecord):
                 if header(record, "event_type") == b"ContactReceived":
                     event = codec.decode("ContactReceived", record.value)
                     found[event.channel_message_id] = record.timestamp / 1000  # type: ignore[attr-defined]

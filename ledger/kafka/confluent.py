@@ -15,17 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NoReturn
 
 import confluent_kafka
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from caseledger.ledger.kafka.kafka_python import key_hash
 from caseledger.ledger.kafka.ports import (
+    Build,
     Closing,
     Headers,
     OnLostPosition,
-    ReadRecord,
+    T,
     What,
     backend_error,
     missing_topic,
@@ -121,21 +122,6 @@ class ConfluentPartitioner:
         return len(found.partitions)
 
 
-class ConfluentRecord(NamedTuple):
-    """A record read by librdkafka, with the fields of :class:`~caseledger.ledger.kafka.ports.ReadRecord`."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers | None
-    timestamp: int
-
-
-_new_record = tuple.__new__  # a NamedTuple built from a tuple: a third of the generated __new__'s cost
-
-
 class ConfluentPartitionReader(Closing):
     """The reader port on a confluent-kafka ``Consumer`` that is assigned partitions.
 
@@ -187,20 +173,19 @@ class ConfluentPartitionReader(Closing):
         with self._reading:
             consumer.assign([TopicPartition(self.topic, p, offset or OFFSET_BEGINNING) for p, offset in positions.items()])
 
-    def fetch(self, max_records: int, timeout_s: float) -> list[ReadRecord]:
+    def fetch(self, max_records: int, timeout_s: float, build: Build[T]) -> list[T]:
         consumer = self._client()
         with self._reading:
             messages = consume_available(consumer, max_records, timeout_s)
-        topic, new = self.topic, _new_record
-        records: list[ReadRecord] = []
+        records: list[T] = []
         for message in messages:
             problem = message.error()
             if problem is not None:
                 if problem.code() == confluent_kafka.KafkaError._PARTITION_EOF:
                     continue
-                kafka_errors(f"reading {topic}/{message.partition()}", self._reading.advice).fail(problem)
-            records.append(new(ConfluentRecord, (topic, message.partition(), message.offset(), message.key(),
-                                                 message.value(), message.headers(), message.timestamp()[1])))
+                kafka_errors(f"reading {self.topic}/{message.partition()}", self._reading.advice).fail(problem)
+            records.append(build(message.partition(), message.offset(), message.key(), message.value(),
+                                 message.headers(), message.timestamp()[1]))
         return records
 
     def _watermarks(self, partitions: Iterable[int], what: str) -> dict[int, tuple[int, int]]:

@@ -44,7 +44,7 @@ from caseledger.ledger.errors import (
 from caseledger.ledger.gcpacing import GcPacer
 from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
-from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
+from caseledger.ledger.kafka.ports import Build, PartitionReader
 from caseledger.ledger.kafka.settings import KafkaSettings
 
 log = logging.getLogger("caseledger.intake")
@@ -80,7 +80,7 @@ def tracking_name(topic: str, partition: int) -> str:
 
 @dataclass(frozen=True)
 class IntakeRecord:
-    """An intake record made by hand (tests, tools): the fields of a read record the worker uses."""
+    """One record of the intake topic, whichever client read it."""
 
     topic: str
     partition: int
@@ -88,9 +88,19 @@ class IntakeRecord:
     value: bytes | None
 
 
-def by_partition(records: list[ReadRecord]) -> dict[int, list[ReadRecord]]:
+def intake_records(topic: str) -> Build[IntakeRecord]:
+    """How a reader of the intake topic builds the worker's records."""
+
+    def intake_record(partition: int, offset: int, key: bytes | None, value: bytes | None, headers: object,
+                      timestamp: int) -> IntakeRecord:
+        return IntakeRecord(topic, partition, offset, value)
+
+    return intake_record
+
+
+def by_partition(records: list[IntakeRecord]) -> dict[int, list[IntakeRecord]]:
     """Records of one fetch grouped by partition, each partition's in offset order."""
-    polled: dict[int, list[ReadRecord]] = {}
+    polled: dict[int, list[IntakeRecord]] = {}
     for record in records:
         polled.setdefault(record.partition, []).append(record)
     return polled
@@ -145,6 +155,7 @@ class KafkaIntakeWorker:
         """Consume until ``stop`` is set. Safe to kill at any moment."""
         opened = self._kafka.open_reader(self.settings, topic=self.settings.intake_topic, group="intake",
                                          fetch_wait_ms=self.poll_timeout_ms, on_lost_position="earliest")
+        build = intake_records(self.settings.intake_topic)
         with opened as reader:
             pacer = GcPacer()  # thousands of cached aggregates: no full collection per batch
             try:
@@ -161,7 +172,7 @@ class KafkaIntakeWorker:
                 log.info("intake worker consuming %s partitions %s (%s consumer)", self.settings.intake_topic,
                          partitions, self.consumer)
                 while not stop.is_set():
-                    polled = by_partition(reader.fetch(self.batch_size, self.poll_timeout_ms / 1000))
+                    polled = by_partition(reader.fetch(self.batch_size, self.poll_timeout_ms / 1000, build))
                     if sum(map(len, polled.values())) <= self.records_per_transaction:
                         self.apply_polled(polled)  # a trickle from several partitions: one transaction
                     else:

@@ -17,10 +17,11 @@ from kafka.partitioner.abc import Partitioner
 from kafka.partitioner.default import murmur2
 
 from caseledger.ledger.kafka.ports import (
+    Build,
     Closing,
     Headers,
     OnLostPosition,
-    ReadRecord,
+    T,
     What,
     backend_error,
     not_acknowledged,
@@ -122,13 +123,12 @@ class KafkaPythonPartitionReader(Closing):
                 else:
                     consumer.seek_to_beginning(self._tps[partition])
 
-    def fetch(self, max_records: int, timeout_s: float) -> list[ReadRecord]:
+    def fetch(self, max_records: int, timeout_s: float, build: Build[T]) -> list[T]:
         consumer = self._client()
         with self._reading:
             polled = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        if len(polled) == 1:
-            return next(iter(polled.values()))  # type: ignore[no-any-return]
-        return [record for batch in polled.values() for record in batch]
+        return [build(r.partition, r.offset, r.key, r.value, r.headers, r.timestamp)
+                for batch in polled.values() for r in batch]
 
     def end_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
         consumer = self._client()

@@ -34,7 +34,7 @@ from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.errors import BackendError, ConfigurationError
 from caseledger.ledger.gcpacing import GcPacer
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
-from caseledger.ledger.kafka.ports import PartitionReader
+from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
 from caseledger.ledger.kafka.settings import KafkaSettings
 from caseledger.ledger.store.codec import HEADER_SIZE, event_hash
 
@@ -140,7 +140,7 @@ class KafkaEventPublisher:
             last = 0
             deadline = time.monotonic() + 30
             while reader.positions()[partition] < end and time.monotonic() < deadline:
-                for record in reader.fetch(500, 0.5):
+                for record in reader.fetch(500, 0.5, ReadRecord):
                     position = header(record, "position")
                     if position is not None:
                         last = int(position)
