@@ -14,8 +14,7 @@ partition whichever client wrote.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
 import confluent_kafka
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
@@ -24,35 +23,20 @@ from caseledger.ledger.kafka.kafka_python import key_hash
 from caseledger.ledger.kafka.ports import (
     Build,
     Closing,
+    ErrorMapping,
     Headers,
     OnLostPosition,
     T,
     What,
-    backend_error,
     missing_topic,
     not_acknowledged,
 )
 from caseledger.ledger.kafka.settings import MAX_RECORD_BYTES, KafkaSettings
 
 
-class kafka_errors:  # lower case: read as a context manager, like contextlib's
-    """``with kafka_errors(what):`` turns confluent-kafka's errors into BackendError (reusable)."""
-
-    __slots__ = ("advice", "what")
-
-    def __init__(self, what: What, advice: str = "") -> None:
-        self.what, self.advice = what, advice
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if isinstance(exc, KafkaException):
-            raise backend_error(self.what, exc, self.advice) from exc
-
-    def fail(self, problem: object) -> NoReturn:
-        """Raise the BackendError for an error librdkafka reported as a value (a message's or a delivery's)."""
-        raise backend_error(self.what, problem, self.advice)
+def kafka_errors(what: What, advice: str = "") -> ErrorMapping:
+    """``with kafka_errors(what):`` turns confluent-kafka's errors into BackendError."""
+    return ErrorMapping(KafkaException, what, advice)
 
 
 def librdkafka_config(settings: KafkaSettings) -> dict[str, Any]:

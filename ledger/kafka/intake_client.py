@@ -13,12 +13,11 @@ is published, with a precise message — then waits until the broker acknowledge
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import TracebackType
 
 from caseledger.ledger.domain.values import ContactDraft
 from caseledger.ledger.intake import IntakeCodec, IntakeMessage, kind_of
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
-from caseledger.ledger.kafka.ports import AcknowledgedProducer
+from caseledger.ledger.kafka.ports import AcknowledgedProducer, Closing
 from caseledger.ledger.kafka.settings import KafkaSettings
 
 
@@ -39,7 +38,7 @@ def intake_key(message: IntakeMessage) -> bytes:
     return message.case_reference.strip().upper().encode()
 
 
-class KafkaIntakeClient:
+class KafkaIntakeClient(Closing):
     """Publishes intake records with acks=all and an idempotent producer; returns once stored.
 
     ``producer`` picks the Kafka client: kafka-python (default) or confluent (librdkafka, pip
@@ -75,12 +74,4 @@ class KafkaIntakeClient:
     def close(self) -> None:
         """Flush and close the Kafka producer."""
         self.producer.close()
-
-    def __enter__(self) -> KafkaIntakeClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
-from types import TracebackType
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -19,30 +18,19 @@ from kafka.partitioner.default import murmur2
 from caseledger.ledger.kafka.ports import (
     Build,
     Closing,
+    ErrorMapping,
     Headers,
     OnLostPosition,
     T,
     What,
-    backend_error,
     not_acknowledged,
 )
 from caseledger.ledger.kafka.settings import MAX_RECORD_BYTES, KafkaSettings
 
 
-class kafka_errors:  # lower case: read as a context manager, like contextlib's
-    """``with kafka_errors(what):`` turns kafka-python's errors into BackendError (reusable)."""
-
-    __slots__ = ("advice", "what")
-
-    def __init__(self, what: What, advice: str = "") -> None:
-        self.what, self.advice = what, advice
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if isinstance(exc, KafkaError):
-            raise backend_error(self.what, exc, self.advice) from exc
+def kafka_errors(what: What, advice: str = "") -> ErrorMapping:
+    """``with kafka_errors(what):`` turns kafka-python's errors into BackendError."""
+    return ErrorMapping(KafkaError, what, advice)
 
 
 @lru_cache(maxsize=1 << 16)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Literal, NamedTuple, Protocol, Self, TypeVar
+from typing import Literal, NamedTuple, NoReturn, Protocol, Self, TypeVar
 
 from caseledger.ledger.errors import BackendError
 
@@ -162,10 +162,33 @@ class TopicAdmin(Port, Protocol):
 What = str | Callable[[object], str]
 
 
-def backend_error(what: What, error: object, advice: str = "") -> BackendError:
-    """The BackendError for a Kafka client's ``error`` during ``what``, with ``advice`` appended."""
-    message = what(error) if callable(what) else f"{what}: {error}"
-    return BackendError(f"{message}; {advice}" if advice else message)
+class ErrorMapping:
+    """``with mapping:`` turns a Kafka client's errors (those of ``errors``) into BackendError.
+
+    The one place a Kafka error becomes the ledger's: each client module makes its mappings with
+    its own exception tree (``kafka_errors``). Reusable, and cheap enough for a call per record.
+    """
+
+    __slots__ = ("advice", "errors", "what")
+
+    def __init__(self, errors: type[BaseException], what: What, advice: str = "") -> None:
+        self.errors, self.what, self.advice = errors, what, advice
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if isinstance(exc, self.errors):
+            raise self.error(exc) from exc
+
+    def error(self, problem: object) -> BackendError:
+        """The BackendError for ``problem`` (an exception, or an error a client reports as a value)."""
+        message = self.what(problem) if callable(self.what) else f"{self.what}: {problem}"
+        return BackendError(f"{message}; {self.advice}" if self.advice else message)
+
+    def fail(self, problem: object) -> NoReturn:
+        """Raise the BackendError for ``problem``."""
+        raise self.error(problem)
 
 
 def not_acknowledged(error: object) -> str:
