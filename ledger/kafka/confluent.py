@@ -136,6 +136,9 @@ class ConfluentPartitionReader(Closing):
         self._reading = kafka_errors(f"reading {topic}", advice)
         self._consumer: Any = None
         self._started: dict[int, int] = {}
+        # Partitions assigned again whose first record since is not fetched yet: librdkafka may
+        # still report their position from before (it resets it when the new fetch starts).
+        self._reassigned: set[int] = set()
 
     def _client(self) -> Any:
         if self._consumer is None:
@@ -153,6 +156,7 @@ class ConfluentPartitionReader(Closing):
 
     def assign(self, positions: Mapping[int, int]) -> None:
         consumer = self._client()
+        self._reassigned = set(positions) & set(self._started)
         self._started = dict(positions)
         with self._reading:
             consumer.assign([TopicPartition(self.topic, p, offset or OFFSET_BEGINNING) for p, offset in positions.items()])
@@ -161,6 +165,8 @@ class ConfluentPartitionReader(Closing):
         consumer = self._client()
         with self._reading:
             messages = consume_available(consumer, max_records, timeout_s)
+        if self._reassigned:
+            self._reassigned.difference_update(message.partition() for message in messages)
         records: list[T] = []
         for message in messages:
             problem = message.error()
@@ -197,13 +203,15 @@ class ConfluentPartitionReader(Closing):
         with self._reading:
             found = consumer.position([TopicPartition(self.topic, p) for p in self._started])
         # Before its first record a partition has no position yet (negative): it is where it started.
-        return {tp.partition: max(tp.offset, self._started[tp.partition]) for tp in found}
+        return {tp.partition: self._started[tp.partition] if tp.partition in self._reassigned
+                else max(tp.offset, self._started[tp.partition]) for tp in found}
 
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
             self._started = {}
+            self._reassigned = set()
 
 
 class ConfluentTransactionalWriter(Closing):
