@@ -74,7 +74,7 @@ def topics_create(kafka: KafkaOpt = None) -> None:
 
     Example: caseledger topics create --kafka localhost:29092
     """
-    from caseledger.ledger.kafka.settings import ensure_topics
+    from caseledger.ledger.kafka.topics import ensure_topics
 
     settings = kafka_settings(kafka)
     done = ensure_topics(settings)
@@ -170,8 +170,8 @@ def intake_run(
     any moment and restarted. Invalid records are recorded as rejections with their reason.
     Several workers may share the intake topic, each with its own --partitions.
     """
+    from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
-    from caseledger.ledger.kafka.settings import check_client
     from caseledger.ledger.services import serve
 
     chosen = parse_partitions(partitions)
@@ -196,8 +196,8 @@ def publisher_run(
     Resumes from the last position found on the topic itself (transactional batches), so it can
     be killed at any moment and restarted without gaps or duplicates, with either producer.
     """
+    from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-    from caseledger.ledger.kafka.settings import check_client
     from caseledger.ledger.services import serve
 
     settings = kafka_settings(kafka)
@@ -229,9 +229,10 @@ def run_all(
     batch. If one service fails, the others are stopped too and the command exits non-zero, so a
     supervisor restarts it.
     """
+    from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-    from caseledger.ledger.kafka.settings import check_client, ensure_topics
+    from caseledger.ledger.kafka.topics import ensure_topics
     from caseledger.ledger.services import ServiceBuilder, run_services
     from caseledger.projections.catchup import ProjectionService, views_url
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.errors import BackendError
+from caseledger.ledger.kafka.clients import KAFKA_PYTHON
 from caseledger.projections.registry import load_projections
 from caseledger.projections.runner import (
     REBUILD,
@@ -33,7 +34,7 @@ from caseledger.projections.runner import (
     physical_name,
     read_status,
 )
-from caseledger.projections.sources import KAFKA_PYTHON, kafka_source
+from caseledger.projections.sources import kafka_source
 from caseledger.projections.views import open_views
 
 

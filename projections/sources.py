@@ -17,17 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.errors import BackendError, ConfigurationError
-from caseledger.ledger.kafka.settings import (
-    CONFLUENT,
-    KAFKA_PYTHON,
-    check_client,
-    consume_available,
-    import_confluent,
-    librdkafka_assigned_consumer_config,
-)
+from caseledger.ledger.kafka.clients import CONFLUENT, KAFKA_PYTHON, KafkaClient
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
+    from caseledger.ledger.kafka.ports import Build, PartitionReader
     from caseledger.ledger.kafka.settings import KafkaSettings
 
 STORE = "store"
@@ -110,195 +104,99 @@ class StoreEventSource(EventSource):
         return {0: self._after}
 
 
-def source_record(topic: str, partition: int, offset: int, headers: Any, value: bytes) -> SourceRecord:
-    """A record of the events topic as a source record, from its ``event_type`` and ``position`` headers."""
-    event_type = position = None
-    for key, header_value in headers or ():
-        if key == "event_type":
-            event_type = header_value.decode()
-        elif key == "position":
-            position = int(header_value)
-    if event_type is None or position is None:
-        raise BackendError(
-            f"{topic}/{partition}@{offset} has no event_type or position header: "
-            "only the caseledger publisher may write to the events topic"
-        )
-    return SourceRecord(partition, offset + 1, position, event_type, value)
+def source_records(topic: str) -> Build[SourceRecord]:
+    """How a reader of the events topic builds source records, from their ``event_type`` and ``position`` headers."""
+
+    def source_record(partition: int, offset: int, key: bytes | None, value: bytes | None, headers: Any,
+                      timestamp: int) -> SourceRecord:
+        event_type = position = None
+        for name, header_value in headers or ():
+            if name == "event_type":
+                event_type = header_value.decode()
+            elif name == "position":
+                position = int(header_value)
+        if event_type is None or position is None:
+            raise BackendError(
+                f"{topic}/{partition}@{offset} has no event_type or position header: "
+                "only the caseledger publisher may write to the events topic"
+            )
+        return SourceRecord(partition, offset + 1, position, event_type, value or b"")
+
+    return source_record
 
 
 class KafkaEventSource(EventSource):
-    """The events topic: every partition assigned, read committed, positions kept by the runner."""
+    """The events topic: every partition assigned, read committed, positions kept by the runner.
+
+    ``consumer`` picks the Kafka client: kafka-python (default) or confluent (librdkafka, ``pip
+    install 'caseledger[confluent]'``): kafka-python parses every record and its headers in
+    Python, which caps a rebuild at about 40k records/s per process; librdkafka does it in C.
+    The source keeps the name ``kafka:<topic>`` either way, so a projection built with one
+    client is followed or resumed with the other.
+    """
 
     def __init__(
-        self, settings: KafkaSettings, *, fetch_wait_ms: int = 20, partitions: list[int] | None = None
+        self, settings: KafkaSettings, *, fetch_wait_ms: int = 20, partitions: list[int] | None = None,
+        consumer: str = KAFKA_PYTHON,
     ) -> None:
+        self._kafka = KafkaClient(consumer, "consumer")
         self.settings = settings
         self.topic = settings.events_topic
         self.name = f"kafka:{self.topic}"
         self.fetch_wait_ms = fetch_wait_ms
         self.only = set(partitions) if partitions is not None else None  # a parallel rebuild's share
-        self._consumer: Any = None
-        self._tps: dict[int, Any] = {}
+        self._reader: PartitionReader | None = None
+        self._parts: list[int] = []
+        self._build = source_records(self.topic)
 
-    def _open(self) -> Any:
-        if self._consumer is None:
-            from kafka import KafkaConsumer, TopicPartition
-            from kafka.errors import KafkaError
-
-            try:
-                consumer = KafkaConsumer(
-                    **self.settings.client_options(),
-                    group_id=None,
-                    enable_auto_commit=False,
-                    isolation_level="read_committed",
-                    auto_offset_reset="none",  # a position the topic no longer has is an error, never a skip
-                    fetch_max_wait_ms=self.fetch_wait_ms,
-                    max_partition_fetch_bytes=8 * 1024 * 1024,
-                )
-                partitions = consumer.partitions_for_topic(self.topic)
-            except KafkaError as error:
-                raise BackendError(f"cannot read {self.topic} on {self.settings.bootstrap_servers}: {error}") from error
-            if not partitions:
-                consumer.close()
+    def _open(self) -> PartitionReader:
+        if self._reader is None:
+            reader = self._kafka.open_reader(
+                self.settings, topic=self.topic, group="projections", fetch_wait_ms=self.fetch_wait_ms,
+                partition_fetch_bytes=8 * 1024 * 1024, on_lost_position="error",
+                advice="the projection's position may be gone from the topic — rebuild it",
+            )
+            found = reader.partitions()
+            if not found:
+                reader.close()
                 raise ConfigurationError(
                     f"events topic {self.topic} does not exist on {self.settings.bootstrap_servers}; "
                     "create it with `caseledger topics create` and run the publisher"
                 )
-            self._tps = {p: TopicPartition(self.topic, p) for p in sorted(partitions)
-                         if self.only is None or p in self.only}
-            consumer.assign(list(self._tps.values()))
-            self._consumer = consumer
-        return self._consumer
+            self._parts = [p for p in found if self.only is None or p in self.only]
+            self._reader = reader
+        return self._reader
 
     @property
     def partitions(self) -> list[int]:
         self._open()
-        return list(self._tps)
+        return list(self._parts)
 
     def start(self, positions: Mapping[int, int]) -> None:
-        consumer = self._open()
-        for part, tp in self._tps.items():
-            offset = positions.get(part, 0)
-            if offset:
-                consumer.seek(tp, offset)
-            else:
-                consumer.seek_to_beginning(tp)
+        self._open().assign({part: positions.get(part, 0) for part in self._parts})
 
     def fetch(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
-        from kafka.errors import KafkaError
-
-        consumer = self._open()
-        try:
-            polled = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        except KafkaError as error:
-            raise BackendError(f"reading {self.topic}: {error}; the projection's position may be gone from the "
-                               "topic — rebuild it") from error
-        return [
-            source_record(self.topic, tp.partition, record.offset, record.headers, record.value)
-            for tp, batch in polled.items()
-            for record in batch
-        ]
+        return self._open().fetch(max_records, timeout_s, self._build)
 
     def end_positions(self) -> dict[int, int]:
-        consumer = self._open()
-        ends = consumer.end_offsets(list(self._tps.values()))
-        return {tp.partition: offset for tp, offset in ends.items()}
+        return self._open().end_offsets(self._parts)
 
     def consumed_positions(self) -> dict[int, int]:
-        consumer = self._open()
-        return {part: consumer.position(tp) for part, tp in self._tps.items()}
+        return self._open().positions()
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 class ConfluentKafkaEventSource(KafkaEventSource):
-    """The events topic read with confluent-kafka (librdkafka): same records, same positions.
+    """The events topic read with confluent-kafka (librdkafka): same records, same positions."""
 
-    An optional consumer (``pip install 'caseledger[confluent]'``): kafka-python parses every
-    record and its headers in Python, which caps a rebuild at about 40k records/s per process;
-    librdkafka does it in C. The source keeps the name ``kafka:<topic>``, so a projection built
-    with one consumer is followed or resumed with the other.
-    """
-
-    def _open(self) -> Any:
-        if self._consumer is None:
-            confluent_kafka = import_confluent("consumer")
-            try:
-                consumer = confluent_kafka.Consumer(self._config())
-                topic = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
-            except confluent_kafka.KafkaException as error:
-                raise BackendError(f"cannot read {self.topic} on {self.settings.bootstrap_servers}: {error}") from error
-            if topic is None or topic.error is not None or not topic.partitions:
-                consumer.close()
-                raise ConfigurationError(
-                    f"events topic {self.topic} does not exist on {self.settings.bootstrap_servers}; "
-                    "create it with `caseledger topics create` and run the publisher"
-                )
-            self._tps = {p: confluent_kafka.TopicPartition(self.topic, p) for p in sorted(topic.partitions)
-                         if self.only is None or p in self.only}
-            self._started: dict[int, int] = {}
-            self._consumer = consumer
-        return self._consumer
-
-    def _config(self) -> dict[str, Any]:
-        config = librdkafka_assigned_consumer_config(self.settings, f"caseledger-projections-{self.topic}")
-        config.update({
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "error",  # a position the topic no longer has is an error, never a skip
-            "fetch.wait.max.ms": self.fetch_wait_ms,
-            "max.partition.fetch.bytes": 8 * 1024 * 1024,
-        })
-        return config
-
-    def start(self, positions: Mapping[int, int]) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
-        consumer = self._open()
-        self._started = {part: positions.get(part, 0) for part in self._tps}
-        consumer.assign([TopicPartition(self.topic, part, offset or OFFSET_BEGINNING)
-                         for part, offset in self._started.items()])
-
-    def fetch(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
-        from confluent_kafka import KafkaException
-
-        consumer = self._open()
-        try:
-            messages = consume_available(consumer, max_records, timeout_s)
-        except KafkaException as error:
-            raise BackendError(f"reading {self.topic}: {error}") from error
-        records = []
-        for message in messages:
-            problem = message.error()
-            if problem is not None:
-                raise BackendError(f"reading {self.topic}/{message.partition()}: {problem}; the projection's "
-                                   "position may be gone from the topic — rebuild it")
-            records.append(source_record(self.topic, message.partition(), message.offset(), message.headers(),
-                                         message.value()))
-        return records
-
-    def end_positions(self) -> dict[int, int]:
-        from confluent_kafka import KafkaException
-
-        consumer = self._open()
-        try:
-            # read_committed: the end is the last stable offset, as kafka-python's end_offsets gives it.
-            return {part: consumer.get_watermark_offsets(tp, timeout=30, cached=False)[1]
-                    for part, tp in self._tps.items()}
-        except KafkaException as error:
-            raise BackendError(f"reading the end offsets of {self.topic}: {error}") from error
-
-    def consumed_positions(self) -> dict[int, int]:
-        consumer = self._open()
-        # Before its first record a partition has no position yet (negative): it is where it started.
-        return {tp.partition: max(tp.offset, self._started.get(tp.partition, 0))
-                for tp in consumer.position(list(self._tps.values()))}
+    def __init__(self, settings: KafkaSettings, *, fetch_wait_ms: int = 20, partitions: list[int] | None = None) -> None:
+        super().__init__(settings, fetch_wait_ms=fetch_wait_ms, partitions=partitions, consumer=CONFLUENT)
 
 
 def kafka_source(settings: KafkaSettings, *, consumer: str = KAFKA_PYTHON, **options: Any) -> KafkaEventSource:
     """The events topic as a source, read with ``consumer`` (kafka-python by default, or confluent)."""
-    check_client(consumer, "consumer")
-    cls = ConfluentKafkaEventSource if consumer == CONFLUENT else KafkaEventSource
-    return cls(settings, **options)
+    return KafkaEventSource(settings, consumer=consumer, **options)

@@ -29,7 +29,8 @@ from caseledger.ledger.intake import DeliveryReport
 from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.publisher import header
-from caseledger.ledger.kafka.settings import KafkaSettings, ensure_topics
+from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import AvroEventCodec, event_hash
 from tests.conftest import PostgresServer

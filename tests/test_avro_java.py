@@ -38,7 +38,8 @@ from caseledger.ledger.intake import IntakeCodec
 from caseledger.ledger.kafka.intake_client import intake_key
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.publisher import header
-from caseledger.ledger.kafka.settings import KafkaSettings, ensure_topics
+from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import MAGIC, AvroEventCodec
 from tests.avro_java import AvroJava

@@ -22,7 +22,8 @@ from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt
 from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.publisher import KafkaEventPublisher, header
-from caseledger.ledger.kafka.settings import KafkaSettings, ensure_topics
+from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import event_hash
 
@@ -297,7 +298,7 @@ def test_delivery_reports_and_read_receipts_flow_through_intake(kafka: KafkaSett
 def test_publisher_publishes_every_event_once_in_order_and_resumes(
     kafka: KafkaSettings, store: CaseLedger, producers: tuple[str, str, str]
 ) -> None:
-    from caseledger.ledger.kafka.settings import key_hash
+    from caseledger.ledger.kafka.kafka_python import key_hash
 
     for n in range(40):
         store.record_contact(contact(n))

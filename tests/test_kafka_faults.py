@@ -35,7 +35,8 @@ from caseledger.ledger.intake import IntakeCodec
 from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker, tracking_name
 from caseledger.ledger.kafka.publisher import KafkaEventPublisher, header
-from caseledger.ledger.kafka.settings import KafkaSettings, ensure_topics
+from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from tests.test_kafka_backbone import read_topic
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
 
-from caseledger.ledger.kafka.settings import key_partitioner
+from caseledger.ledger.kafka.kafka_python import key_partitioner
 
 
 class Cluster:
@@ -63,7 +63,7 @@ class QueueConsumer:
 
 
 def test_consume_available_takes_what_is_queued_without_waiting_for_a_full_batch() -> None:
-    from caseledger.ledger.kafka.settings import consume_available
+    from caseledger.ledger.kafka.confluent import consume_available
 
     queued = QueueConsumer(["a", "b", "c"], [])
     assert consume_available(queued, 500, 0.2) == ["a", "b", "c"] and queued.waits == []

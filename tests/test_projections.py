@@ -28,7 +28,8 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.domain.values import Actor, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import CaseLedgerError, ConfigurationError
-from caseledger.ledger.kafka.settings import KafkaSettings, ensure_topics
+from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.projections import (
     BUILT_INS,

@@ -24,7 +24,8 @@ import pytest
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import ContactDraft, Identity
-from caseledger.ledger.kafka.settings import KafkaSettings, ensure_topics
+from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.projections import COUNTERS, INT, LOG, TEXT, Projection, Table, Tx, open_views, read_status
 from tests.test_kafka_backbone import publish_all

@@ -125,10 +125,12 @@ def bench_intake(
 ) -> IntakeBenchResult:
     """Run the intake benchmark on fresh topics; ``database`` must be empty (default: a temp SQLite)."""
 
+    from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
     from caseledger.ledger.kafka.intake_worker import tracking_name
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-    from caseledger.ledger.kafka.settings import KafkaSettings, check_client, ensure_topics
+    from caseledger.ledger.kafka.settings import KafkaSettings
+    from caseledger.ledger.kafka.topics import ensure_topics
 
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
     db = database or str(Path(tmp.name) / "bench.sqlite")
@@ -268,41 +270,36 @@ def start_services(
 
 def _contacts_on_topic(settings: Any) -> dict[str, float]:
     """Channel message id → timestamp (s) of its ContactReceived record, for the whole events topic."""
-    from kafka import KafkaConsumer, TopicPartition
-
+    from caseledger.ledger.kafka.ports import ReadRecord
     from caseledger.ledger.kafka.publisher import header
     from caseledger.ledger.store.codec import AvroEventCodec
 
     codec = AvroEventCodec()
     ends = _end_offsets(settings, settings.events_topic)
-    consumer = KafkaConsumer(**settings.client_options(), group_id=None, isolation_level="read_committed",
-                             auto_offset_reset="earliest", max_poll_records=5000)
     found: dict[str, float] = {}
-    try:
-        tps = [TopicPartition(settings.events_topic, p) for p in ends]
-        consumer.assign(tps)
+    with _reader(settings, settings.events_topic) as reader:
+        reader.assign(dict.fromkeys(ends, 0))
         deadline = time.time() + 300
-        while any(consumer.position(tp) < ends[tp.partition] for tp in tps) and time.time() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                for record in batch:
-                    if header(record, "event_type") == b"ContactReceived":
-                        event = codec.decode("ContactReceived", record.value)
-                        found[event.channel_message_id] = record.timestamp / 1000  # type: ignore[attr-defined]
-    finally:
-        consumer.close()
+        while any(at < ends[p] for p, at in reader.positions().items()) and time.time() < deadline:
+            for record in reader.fetch(5000, 0.5, ReadRecord):
+                if header(record, "event_type") == b"ContactReceived":
+                    event = codec.decode("ContactReceived", record.value)
+                    found[event.channel_message_id] = record.timestamp / 1000  # type: ignore[attr-defined]
     return found
 
 
 def _end_offsets(settings: Any, topic: str) -> dict[int, int]:
     """The end offset of every partition of ``topic``."""
-    from kafka import KafkaConsumer, TopicPartition
+    with _reader(settings, topic) as reader:
+        return reader.end_offsets(reader.partitions())
 
-    consumer = KafkaConsumer(**settings.client_options(), group_id=None, isolation_level="read_committed")
-    try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        return {tp.partition: offset for tp, offset in consumer.end_offsets(tps).items()}
-    finally:
-        consumer.close()
+
+def _reader(settings: Any, topic: str) -> Any:
+    """A kafka-python reader of ``topic`` for the bench's own bookkeeping (not measured)."""
+    from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
+
+    return KafkaClient(KAFKA_PYTHON, "consumer").open_reader(settings, topic=topic, group="bench",
+                                                           fetch_wait_ms=500, on_lost_position="earliest")
 
 
 def write_result(name: str, result: Any, directory: str | Path = "bench-results") -> Path:

@@ -39,12 +39,14 @@ from caseledger.ledger.domain.case import Case, Context
 from caseledger.ledger.domain.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
 from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.ledger.kafka.settings import KafkaSettings, check_client, ensure_topics
+from caseledger.ledger.kafka.clients import KAFKA_PYTHON, check_client
+from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.projections.parallel import rebuild_in_parallel, resident_mb
 from caseledger.projections.registry import load_projections
 from caseledger.projections.runner import BatchReport, ProjectionRunner, rebuild
-from caseledger.projections.sources import KAFKA_PYTHON, kafka_source
+from caseledger.projections.sources import kafka_source
 from caseledger.projections.views import open_views
 
 Say = Callable[[str], None]

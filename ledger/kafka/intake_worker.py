@@ -43,15 +43,9 @@ from caseledger.ledger.errors import (
 )
 from caseledger.ledger.gcpacing import GcPacer
 from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
-from caseledger.ledger.kafka.settings import (
-    CONFLUENT,
-    KAFKA_PYTHON,
-    KafkaSettings,
-    check_client,
-    consume_available,
-    import_confluent,
-    librdkafka_assigned_consumer_config,
-)
+from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
+from caseledger.ledger.kafka.ports import Build, PartitionReader
+from caseledger.ledger.kafka.settings import KafkaSettings
 
 log = logging.getLogger("caseledger.intake")
 REFUSALS = (ValidationError, RuleViolation, NotFound, SchemaError)
@@ -94,85 +88,22 @@ class IntakeRecord:
     value: bytes | None
 
 
-class KafkaPythonIntakeConsumer:
-    """The intake topic read with kafka-python (assigned partitions, no consumer group)."""
+def intake_records(topic: str) -> Build[IntakeRecord]:
+    """How a reader of the intake topic builds the worker's records."""
 
-    def __init__(self, settings: KafkaSettings, *, batch_size: int, wait_ms: int) -> None:
-        from kafka import KafkaConsumer
+    def intake_record(partition: int, offset: int, key: bytes | None, value: bytes | None, headers: object,
+                      timestamp: int) -> IntakeRecord:
+        return IntakeRecord(topic, partition, offset, value)
 
-        self.topic = settings.intake_topic
-        self.batch_size, self.wait_ms = batch_size, wait_ms
-        self._consumer = KafkaConsumer(
-            **settings.client_options(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=batch_size, fetch_max_wait_ms=wait_ms,
-        )
-
-    def partitions(self) -> list[int] | None:
-        found = self._consumer.partitions_for_topic(self.topic)
-        return sorted(found) if found else None
-
-    def assign(self, offsets: dict[int, int]) -> None:
-        from kafka import TopicPartition
-
-        tps = {p: TopicPartition(self.topic, p) for p in offsets}
-        self._consumer.assign(list(tps.values()))
-        for partition, offset in offsets.items():
-            self._consumer.seek(tps[partition], offset)
-
-    def poll(self) -> dict[int, list[Any]]:
-        polled = self._consumer.poll(timeout_ms=self.wait_ms, max_records=self.batch_size)
-        return {tp.partition: records for tp, records in polled.items()}
-
-    def close(self) -> None:
-        self._consumer.close()
+    return intake_record
 
 
-class ConfluentIntakeConsumer:
-    """The intake topic read with confluent-kafka (librdkafka parses records in C): same positions."""
-
-    def __init__(self, settings: KafkaSettings, *, batch_size: int, wait_ms: int) -> None:
-        confluent_kafka = self._kafka = import_confluent("consumer")
-        self.topic = settings.intake_topic
-        self.batch_size, self.wait_ms = batch_size, wait_ms
-        config = librdkafka_assigned_consumer_config(settings, f"caseledger-intake-{self.topic}")
-        config.update({
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": wait_ms,
-        })
-        self._consumer = confluent_kafka.Consumer(config)
-
-    def partitions(self) -> list[int] | None:
-        try:
-            topic = self._consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
-        except self._kafka.KafkaException as error:
-            raise BackendError(f"cannot read {self.topic}: {error}") from error
-        if topic is None or topic.error is not None or not topic.partitions:
-            return None
-        return sorted(topic.partitions)
-
-    def assign(self, offsets: dict[int, int]) -> None:
-        self._consumer.assign([self._kafka.TopicPartition(self.topic, p, offset) for p, offset in offsets.items()])
-
-    def poll(self) -> dict[int, list[Any]]:
-        try:
-            messages = consume_available(self._consumer, self.batch_size, self.wait_ms / 1000)
-        except self._kafka.KafkaException as error:
-            raise BackendError(f"reading {self.topic}: {error}") from error
-        polled: dict[int, list[Any]] = {}
-        for message in messages:
-            problem = message.error()
-            if problem is not None:
-                if problem.code() == self._kafka.KafkaError._PARTITION_EOF:
-                    continue
-                raise BackendError(f"reading {self.topic}/{message.partition()}: {problem}")
-            partition, offset = message.partition(), message.offset()
-            if partition is None or offset is None:
-                raise BackendError(f"reading {self.topic}: a record without partition or offset")
-            polled.setdefault(partition, []).append(IntakeRecord(self.topic, partition, offset, message.value()))
-        return polled
-
-    def close(self) -> None:
-        self._consumer.close()
+def by_partition(records: list[IntakeRecord]) -> dict[int, list[IntakeRecord]]:
+    """Records of one fetch grouped by partition, each partition's in offset order."""
+    polled: dict[int, list[IntakeRecord]] = {}
+    for record in records:
+        polled.setdefault(record.partition, []).append(record)
+    return polled
 
 
 class KafkaIntakeWorker:
@@ -190,7 +121,8 @@ class KafkaIntakeWorker:
         consumer: str = KAFKA_PYTHON,
         aggregate_cache: int = AGGREGATE_CACHE,
     ) -> None:
-        self.consumer = check_client(consumer, "consumer")
+        self._kafka = KafkaClient(consumer, "consumer")
+        self.consumer = self._kafka.name
         if aggregate_cache < 0:
             raise ConfigurationError(f"aggregate cache of {aggregate_cache}: give 0 (none) or more aggregates")
         self.ledger = ledger
@@ -221,46 +153,46 @@ class KafkaIntakeWorker:
 
     def run(self, stop: threading.Event, *, on_batch: Callable[[IntakeStats], None] | None = None) -> IntakeStats:
         """Consume until ``stop`` is set. Safe to kill at any moment."""
-        consumer = (ConfluentIntakeConsumer if self.consumer == CONFLUENT else KafkaPythonIntakeConsumer)(
-            self.settings, batch_size=self.batch_size, wait_ms=self.poll_timeout_ms
-        )
-        pacer = GcPacer()  # thousands of cached aggregates: no full collection per batch
-        try:
-            partitions = self._wait_for_partitions(consumer, stop)
-            if self.partitions is not None and partitions:
-                unknown = sorted(set(self.partitions) - set(partitions))
-                if unknown:
-                    raise BackendError(
-                        f"intake topic {self.settings.intake_topic} has partitions {partitions}; "
-                        f"no partition {', '.join(map(str, unknown))}"
-                    )
-                partitions = self.partitions
-            consumer.assign({p: self.next_offset(p) for p in partitions})
-            log.info("intake worker consuming %s partitions %s (%s consumer)", self.settings.intake_topic,
-                     partitions, self.consumer)
-            while not stop.is_set():
-                polled = consumer.poll()
-                if sum(map(len, polled.values())) <= self.records_per_transaction:
-                    self.apply_polled(polled)  # a trickle from several partitions: one transaction
-                else:
-                    for partition, records in polled.items():
-                        for i in range(0, len(records), self.records_per_transaction):
-                            self.apply_batch(partition, records[i : i + self.records_per_transaction])
-                if polled:
-                    if on_batch:
-                        on_batch(self.stats)
-                    pacer.after_batch()
-        finally:
-            pacer.close()
-            consumer.close()
+        opened = self._kafka.open_reader(self.settings, topic=self.settings.intake_topic, group="intake",
+                                         fetch_wait_ms=self.poll_timeout_ms, on_lost_position="earliest")
+        build = intake_records(self.settings.intake_topic)
+        with opened as reader:
+            pacer = GcPacer()  # thousands of cached aggregates: no full collection per batch
+            try:
+                partitions = self._wait_for_partitions(reader, stop)
+                if self.partitions is not None and partitions:
+                    unknown = sorted(set(self.partitions) - set(partitions))
+                    if unknown:
+                        raise BackendError(
+                            f"intake topic {self.settings.intake_topic} has partitions {partitions}; "
+                            f"no partition {', '.join(map(str, unknown))}"
+                        )
+                    partitions = self.partitions
+                reader.assign({p: self.next_offset(p) for p in partitions})
+                log.info("intake worker consuming %s partitions %s (%s consumer)", self.settings.intake_topic,
+                         partitions, self.consumer)
+                while not stop.is_set():
+                    polled = by_partition(reader.fetch(self.batch_size, self.poll_timeout_ms / 1000, build))
+                    if sum(map(len, polled.values())) <= self.records_per_transaction:
+                        self.apply_polled(polled)  # a trickle from several partitions: one transaction
+                    else:
+                        for partition, records in polled.items():
+                            for i in range(0, len(records), self.records_per_transaction):
+                                self.apply_batch(partition, records[i : i + self.records_per_transaction])
+                    if polled:
+                        if on_batch:
+                            on_batch(self.stats)
+                        pacer.after_batch()
+            finally:
+                pacer.close()
         return self.stats
 
-    def _wait_for_partitions(self, consumer: Any, stop: threading.Event) -> list[int]:
+    def _wait_for_partitions(self, reader: PartitionReader, stop: threading.Event) -> list[int]:
         deadline = time.monotonic() + 60
         while not stop.is_set():
-            partitions = consumer.partitions()
+            partitions = reader.partitions()
             if partitions:
-                return sorted(partitions)
+                return partitions
             if time.monotonic() > deadline:
                 raise BackendError(
                     f"intake topic {self.settings.intake_topic} does not exist; create it with "

@@ -32,17 +32,9 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.errors import BackendError, ConfigurationError
 from caseledger.ledger.gcpacing import GcPacer
-from caseledger.ledger.kafka.settings import (
-    CONFLUENT,
-    KAFKA_PYTHON,
-    ConfluentPartitioner,
-    KafkaSettings,
-    check_client,
-    import_confluent,
-    key_partitioner,
-    librdkafka_config,
-    produce_waiting,
-)
+from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
+from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
+from caseledger.ledger.kafka.settings import KafkaSettings
 from caseledger.ledger.store.codec import HEADER_SIZE, event_hash
 from caseledger.ledger.store.envelope import parse_envelope
 
@@ -90,52 +82,6 @@ def event_record(ledger: CaseLedger, notification: Any) -> tuple[bytes, bytes, l
     return customer_id, data, headers
 
 
-class ConfluentTransactionalProducer:
-    """The publisher's transactional producer on confluent-kafka (librdkafka), same records.
-
-    kafka-python builds every record and its six headers in Python (~35 µs an event); librdkafka
-    does it in C. Partitions are chosen by the same murmur2 of the key as kafka-python's and the
-    Java client's default partitioner, so a customer's events stay on one partition whichever
-    producer wrote them. Same ``transactional.id``: either producer fences the other.
-    """
-
-    def __init__(self, settings: KafkaSettings, transactional_id: str) -> None:
-        confluent_kafka = import_confluent("producer")
-        self._error: type[Exception] = confluent_kafka.KafkaException
-        config = librdkafka_config(settings)
-        config.update({
-            "transactional.id": transactional_id,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "message.max.bytes": 4_194_304,
-        })
-        self._producer = confluent_kafka.Producer(config)
-        self._partitioner = ConfluentPartitioner(self._producer, settings, 30)
-
-    def _call(self, what: str, method: Any, *args: Any) -> Any:
-        try:
-            return method(*args)
-        except self._error as error:
-            raise BackendError(f"Kafka producer, {what}: {error}") from error
-
-    def init_transactions(self) -> None:
-        self._call("init_transactions", self._producer.init_transactions, 60)
-
-    def begin_transaction(self) -> None:
-        self._call("begin_transaction", self._producer.begin_transaction)
-
-    def send(self, topic: str, *, key: bytes, value: bytes, headers: list[Any]) -> None:
-        partition = self._partitioner.partition(topic, key)
-        produce_waiting(self._producer, topic, value=value, key=key, headers=headers, partition=partition)
-
-    def commit_transaction(self) -> None:
-        self._call("commit_transaction", self._producer.commit_transaction, 60)
-
-    def close(self, timeout: float = 10) -> None:
-        self._producer.flush(timeout)
-
-
 def header(record: Any, name: str) -> bytes | None:
     for key, value in record.headers or ():
         if key == name:
@@ -156,7 +102,8 @@ class KafkaEventPublisher:
         transaction_interval_s: float = TRANSACTION_INTERVAL_S,
         producer: str = KAFKA_PYTHON,
     ) -> None:
-        self.producer = check_client(producer, "producer")
+        self._kafka = KafkaClient(producer, "producer")
+        self.producer = self._kafka.name
         self.ledger = ledger
         self.settings = settings
         self.batch_size = batch_size
@@ -171,41 +118,29 @@ class KafkaEventPublisher:
 
     def last_published_position(self) -> int:
         """The highest store position on the events topic (committed records only); 0 when empty."""
-        from kafka import KafkaConsumer, TopicPartition
-
-        consumer = KafkaConsumer(
-            **self.settings.client_options(),
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
-        try:
-            partitions = consumer.partitions_for_topic(self.settings.events_topic)
+        # Read with kafka-python whichever client publishes: a small read, once per start.
+        reader = KafkaClient(KAFKA_PYTHON, "consumer").open_reader(
+            self.settings, topic=self.settings.events_topic, group="publisher", fetch_wait_ms=500)
+        with reader:
+            partitions = reader.partitions()
             if not partitions:
                 raise BackendError(
                     f"events topic {self.settings.events_topic} does not exist; create it with "
                     "`caseledger topics create`"
                 )
-            best = 0
-            for partition in sorted(partitions):
-                tp = TopicPartition(self.settings.events_topic, partition)
-                best = max(best, self._last_position_in(consumer, tp))
-            return best
-        finally:
-            consumer.close()
+            ends = reader.end_offsets(partitions)
+            return max(self._last_position_in(reader, partition, ends[partition]) for partition in partitions)
 
     @staticmethod
-    def _last_position_in(consumer: Any, tp: Any) -> int:
-        consumer.assign([tp])
-        end = consumer.end_offsets([tp])[tp]
+    def _last_position_in(reader: PartitionReader, partition: int, end: int) -> int:
         window = 16
         while end > 0:
             start = max(0, end - window)
-            consumer.seek(tp, start)
+            reader.assign({partition: start})
             last = 0
             deadline = time.monotonic() + 30
-            while consumer.position(tp) < end and time.monotonic() < deadline:
-                for record in consumer.poll(timeout_ms=500).get(tp, []):
+            while reader.positions()[partition] < end and time.monotonic() < deadline:
+                for record in reader.fetch(500, 0.5, ReadRecord):
                     position = header(record, "position")
                     if position is not None:
                         last = int(position)
@@ -214,61 +149,43 @@ class KafkaEventPublisher:
             window *= 8  # the tail held only transaction markers or aborted records
         return 0
 
-    def _producer(self) -> Any:
-        if self.producer == CONFLUENT:
-            return ConfluentTransactionalProducer(self.settings, self.transactional_id)
-        from kafka import KafkaProducer
-
-        return KafkaProducer(
-            **self.settings.client_options(),
-            transactional_id=self.transactional_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=5,
-            # A batch of the store's log is one transaction of up to ~1000 events: large record
-            # batches keep kafka-python's per-batch bookkeeping (its main cost) small.
-            batch_size=1_048_576,
-            max_request_size=4_194_304,
-            partitioner=key_partitioner(),
-        )
-
     def run(self, stop: threading.Event, *, on_batch: Callable[[PublisherStats], None] | None = None) -> PublisherStats:
         """Publish until ``stop`` is set. Safe to kill at any moment."""
-        producer = self._producer()
+        producer = self._kafka.open_transactional_writer(self.settings, transactional_id=self.transactional_id)
         pacer = GcPacer()
-        try:
-            producer.init_transactions()  # fences any earlier publisher and aborts its open batch
-            position = self.last_published_position()
-            self.stats.position = position
-            log.info("publisher resuming after position %s (%s producer)", position, self.producer)
-            began = -math.inf
-            full = False
-            while not stop.is_set():
-                # Pacing: a transaction costs the broker milliseconds of CPU (its markers go to every
-                # partition it wrote), whatever its size. Under a trickle, gather what arrives for
-                # up to ``transaction_interval_s`` after the last one began; with a backlog, go on.
-                pause = began + self.transaction_interval_s - time.monotonic()
-                if pause > 0 and not full:
-                    stop.wait(pause)
-                    continue
-                notifications = self.ledger.recorder.select_notifications(start=position + 1, limit=self.batch_size)
-                if not notifications:
-                    stop.wait(self.idle_sleep_s)
-                    continue
-                began, full = time.monotonic(), len(notifications) == self.batch_size
-                producer.begin_transaction()
-                for notification in notifications:
-                    key, value, headers = event_record(self.ledger, notification)
-                    producer.send(self.settings.events_topic, key=key, value=value, headers=headers)
-                producer.commit_transaction()
-                position = notifications[-1].id
+        with producer:
+            try:
+                producer.init_transactions()  # fences any earlier publisher and aborts its open batch
+                position = self.last_published_position()
                 self.stats.position = position
-                self.stats.published += len(notifications)
-                self.stats.batches += 1
-                if on_batch:
-                    on_batch(self.stats)
-                pacer.after_batch()
-        finally:
-            pacer.close()
-            producer.close(timeout=10)
+                log.info("publisher resuming after position %s (%s producer)", position, self.producer)
+                began = -math.inf
+                full = False
+                while not stop.is_set():
+                    # Pacing: a transaction costs the broker milliseconds of CPU (its markers go to every
+                    # partition it wrote), whatever its size. Under a trickle, gather what arrives for
+                    # up to ``transaction_interval_s`` after the last one began; with a backlog, go on.
+                    pause = began + self.transaction_interval_s - time.monotonic()
+                    if pause > 0 and not full:
+                        stop.wait(pause)
+                        continue
+                    notifications = self.ledger.recorder.select_notifications(start=position + 1, limit=self.batch_size)
+                    if not notifications:
+                        stop.wait(self.idle_sleep_s)
+                        continue
+                    began, full = time.monotonic(), len(notifications) == self.batch_size
+                    producer.begin_transaction()
+                    for notification in notifications:
+                        key, value, headers = event_record(self.ledger, notification)
+                        producer.send(self.settings.events_topic, key=key, value=value, headers=headers)
+                    producer.commit_transaction()
+                    position = notifications[-1].id
+                    self.stats.position = position
+                    self.stats.published += len(notifications)
+                    self.stats.batches += 1
+                    if on_batch:
+                        on_batch(self.stats)
+                    pacer.after_batch()
+            finally:
+                pacer.close()
         return self.stats

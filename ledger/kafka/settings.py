@@ -1,4 +1,4 @@
-"""Kafka connection settings, client construction and topic administration.
+"""Kafka connection settings: how to reach the brokers and which topics the ledger uses.
 
 Settings come from keyword arguments (CLI options) or the environment:
 
@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
-from caseledger.ledger.errors import BackendError, ConfigurationError
+from caseledger.ledger.errors import ConfigurationError
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+MAX_RECORD_BYTES = 4_194_304  # the topics' max.message.bytes: a record of the ledger never exceeds it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,204 +135,3 @@ class KafkaSettings:
             if getattr(self, name):
                 options[name] = getattr(self, name)
         return options
-
-
-# Topic configurations, explicit so a broker's defaults never decide retention or durability.
-EVENTS_TOPIC_CONFIG = {
-    "retention.ms": "-1",  # the ledger's history is kept forever
-    "retention.bytes": "-1",
-    "cleanup.policy": "delete",
-    "message.timestamp.type": "CreateTime",
-    "max.message.bytes": "4194304",
-}
-INTAKE_TOPIC_CONFIG = {
-    # Kept forever too: the audit reconciles every intake offset with its outcome.
-    "retention.ms": "-1",
-    "retention.bytes": "-1",
-    "cleanup.policy": "delete",
-    "max.message.bytes": "4194304",
-}
-
-
-def ensure_topics(settings: KafkaSettings) -> dict[str, str]:
-    """Create the intake and events topics when missing; check existing ones. Returns what was done."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
-
-    wanted = {
-        settings.intake_topic: (settings.intake_partitions, INTAKE_TOPIC_CONFIG),
-        settings.events_topic: (settings.events_partitions, EVENTS_TOPIC_CONFIG),
-    }
-    if settings.replication_factor > 1:
-        durable = {"min.insync.replicas": str(min(2, settings.replication_factor))}
-        wanted = {topic: (n, {**config, **durable}) for topic, (n, config) in wanted.items()}
-    done: dict[str, str] = {}
-    try:
-        admin = KafkaAdminClient(**settings.client_options(), request_timeout_ms=30_000)
-    except KafkaError as error:
-        raise BackendError(f"cannot reach Kafka at {settings.bootstrap_servers}: {error}") from error
-    try:
-        existing = set(admin.list_topics())
-        for topic, (partitions, config) in wanted.items():
-            if topic in existing:
-                actual = partition_count(admin, topic)
-                if topic == settings.events_topic and actual != partitions:
-                    raise ConfigurationError(
-                        f"topic {topic} has {actual} partitions but CASELEDGER_EVENTS_PARTITIONS is {partitions}; "
-                        "a customer's events must stay on one partition: set it to the topic's count"
-                    )
-                done[topic] = f"exists ({actual} partitions)"
-                continue
-            try:
-                admin.create_topics(
-                    {topic: {"num_partitions": partitions, "replication_factor": settings.replication_factor,
-                             "configs": config}},
-                    wait_for_metadata=True,
-                )
-                done[topic] = f"created ({partitions} partitions)"
-            except TopicAlreadyExistsError:
-                done[topic] = "exists (created concurrently)"
-    except KafkaError as error:
-        raise BackendError(f"Kafka topic administration failed: {error}") from error
-    finally:
-        admin.close()
-    return done
-
-
-def partition_count(admin: Any, topic: str) -> int:
-    described = admin.describe_topics([topic])
-    return len(described[0]["partitions"])
-
-
-@lru_cache(maxsize=1 << 16)
-def key_hash(key: bytes) -> int:
-    """Kafka's default partitioner hash of a record key (murmur2, positive), cached per key."""
-    from kafka.partitioner.default import murmur2
-
-    return murmur2(key) & 0x7FFFFFFF  # type: ignore[no-any-return]
-
-
-def key_partitioner() -> Any:
-    """Kafka's default key partitioner (murmur2, as the Java client), with the hash cached per key.
-
-    kafka-python hashes every key in pure Python; the publisher sends every event of a customer
-    with the same key, so the cache saves most of that work. The partition chosen is the same.
-    """
-    from kafka.partitioner.abc import Partitioner
-
-    class KeyPartitioner(Partitioner):  # type: ignore[misc]
-        def partition(self, topic: str, key: Any, serialized_key: bytes | None, value: Any,
-                      serialized_value: Any, cluster: Any) -> int:
-            if topic not in cluster.topics():
-                raise ValueError(f"Topic {topic} not found in ClusterMetadata")
-            if serialized_key is None:
-                raise ValueError("every event record has a key (the customer id)")
-            partitions = sorted(cluster.partitions_for_topic(topic))
-            return partitions[key_hash(serialized_key) % len(partitions)]  # type: ignore[no-any-return]
-
-    return KeyPartitioner()
-
-
-def librdkafka_config(settings: KafkaSettings) -> dict[str, Any]:
-    """The connection and security settings in librdkafka's (confluent-kafka's) terms."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap_servers,
-        "client.id": settings.client_id,
-        "security.protocol": settings.security_protocol,
-    }
-    if settings.sasl_mechanism:
-        config.update({"sasl.mechanism": settings.sasl_mechanism, "sasl.username": settings.sasl_username,
-                       "sasl.password": settings.sasl_password})
-    for name, key in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
-                      ("ssl_keyfile", "ssl.key.location")):
-        if getattr(settings, name):
-            config[key] = getattr(settings, name)
-    return config
-
-
-def librdkafka_assigned_consumer_config(settings: KafkaSettings, group_id: str) -> dict[str, Any]:
-    """A confluent-kafka consumer that is assigned partitions and keeps its positions elsewhere.
-
-    librdkafka wants a group id; the group is never joined (partitions are assigned) nor
-    committed to: positions live beside what the records produced.
-    """
-    config = librdkafka_config(settings)
-    config.update({"group.id": group_id, "enable.auto.commit": False, "enable.auto.offset.store": False})
-    return config
-
-
-def consume_available(consumer: Any, max_records: int, timeout_s: float) -> list[Any]:
-    """Up to ``max_records`` messages from a confluent-kafka consumer, returning as soon as any are there.
-
-    ``Consumer.consume(n, timeout)`` waits until it has ``n`` messages or the timeout passed: at a
-    steady trickle that adds the whole timeout to every record's latency. Take what is queued;
-    only when nothing is, wait (up to ``timeout_s``) for the first message.
-    """
-    messages: list[Any] = consumer.consume(max_records, 0)
-    if messages:
-        return messages
-    first = consumer.poll(timeout_s)
-    if first is None:
-        return []
-    return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
-
-
-class ConfluentPartitioner:
-    """Kafka's default partition of a key (murmur2, as kafka-python and the Java client pick it)
-    for records a confluent-kafka producer sends; each topic's partition count is asked once."""
-
-    def __init__(self, producer: Any, settings: KafkaSettings, timeout_s: float) -> None:
-        self._producer = producer
-        self._settings = settings
-        self._timeout_s = timeout_s
-        self._counts: dict[str, int] = {}
-
-    def partition(self, topic: str, key: bytes) -> int:
-        count = self._counts.get(topic)
-        if count is None:
-            count = self._counts[topic] = self._count(topic)
-        return key_hash(key) % count
-
-    def _count(self, topic: str) -> int:
-        confluent_kafka = import_confluent("producer")
-        try:
-            found = self._producer.list_topics(topic, self._timeout_s).topics.get(topic)
-        except confluent_kafka.KafkaException as error:
-            raise BackendError(f"cannot reach Kafka at {self._settings.bootstrap_servers}: {error}") from error
-        if found is None or found.error is not None or not found.partitions:
-            reason = f" ({found.error})" if found is not None and found.error is not None else ""
-            raise BackendError(f"topic {topic} does not exist{reason}; create it with `caseledger topics create`")
-        return len(found.partitions)
-
-
-def produce_waiting(producer: Any, topic: str, **record: Any) -> None:
-    """confluent-kafka's ``produce``, waiting for room while librdkafka's local queue is full."""
-    while True:
-        try:
-            producer.produce(topic, **record)
-            return
-        except BufferError:
-            producer.poll(0.05)  # let deliveries drain, then retry
-
-
-def import_confluent(role: str) -> Any:
-    """The confluent_kafka module, or a clear error naming the option that needs it."""
-    try:
-        import confluent_kafka
-    except ImportError:
-        raise ConfigurationError(
-            f"the confluent {role} needs confluent-kafka: pip install 'caseledger[confluent]', "
-            f"or use the default {role} (kafka-python)"
-        ) from None
-    return confluent_kafka
-
-
-KAFKA_PYTHON, CONFLUENT = "kafka-python", "confluent"
-KAFKA_CLIENTS = (KAFKA_PYTHON, CONFLUENT)
-
-
-def check_client(name: str, role: str) -> str:
-    """``name`` if it names a Kafka client the ledger can use as ``role`` (consumer or producer)."""
-    if name not in KAFKA_CLIENTS:
-        raise ConfigurationError(f"Kafka {role} {name!r}: use one of {', '.join(KAFKA_CLIENTS)}")
-    return name

@@ -1,0 +1,282 @@
+"""The Kafka ports on kafka-python (the default client, pure Python).
+
+The only module besides :mod:`~caseledger.ledger.kafka.confluent` that imports ``kafka``. Its
+errors become :class:`~caseledger.ledger.errors.BackendError` in one place, :class:`kafka_errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner.abc import Partitioner
+from kafka.partitioner.default import murmur2
+
+from caseledger.ledger.kafka.ports import (
+    Build,
+    Closing,
+    ErrorMapping,
+    Headers,
+    OnLostPosition,
+    T,
+    What,
+    not_acknowledged,
+)
+from caseledger.ledger.kafka.settings import MAX_RECORD_BYTES, KafkaSettings
+
+
+def kafka_errors(what: What, advice: str = "") -> ErrorMapping:
+    """``with kafka_errors(what):`` turns kafka-python's errors into BackendError."""
+    return ErrorMapping(KafkaError, what, advice)
+
+
+@lru_cache(maxsize=1 << 16)
+def key_hash(key: bytes) -> int:
+    """Kafka's default partitioner hash of a record key (murmur2, positive), cached per key."""
+    return murmur2(key) & 0x7FFFFFFF  # type: ignore[no-any-return]
+
+
+class KeyPartitioner(Partitioner):  # type: ignore[misc]
+    """Kafka's default key partitioner (murmur2, as the Java client), with the hash cached per key.
+
+    kafka-python hashes every key in pure Python; the publisher sends every event of a customer
+    with the same key, so the cache saves most of that work. The partition chosen is the same.
+    """
+
+    def partition(self, topic: str, key: Any, serialized_key: bytes | None, value: Any,
+                  serialized_value: Any, cluster: Any) -> int:
+        if topic not in cluster.topics():
+            raise ValueError(f"Topic {topic} not found in ClusterMetadata")
+        if serialized_key is None:
+            raise ValueError("every event record has a key (the customer id)")
+        partitions = sorted(cluster.partitions_for_topic(topic))
+        return partitions[key_hash(serialized_key) % len(partitions)]  # type: ignore[no-any-return]
+
+
+def key_partitioner() -> KeyPartitioner:
+    """The partitioner the transactional writer uses (same partitions as Kafka's default)."""
+    return KeyPartitioner()
+
+
+class KafkaPythonPartitionReader(Closing):
+    """The reader port on a ``KafkaConsumer`` with assigned partitions and no group."""
+
+    def __init__(
+        self, settings: KafkaSettings, *, topic: str, group: str, fetch_wait_ms: int = 100,
+        partition_fetch_bytes: int | None = None, on_lost_position: OnLostPosition = "error", advice: str = "",
+        timeout_s: float = 30.0,
+    ) -> None:
+        del group, timeout_s  # a consumer without a group needs no name; its calls have their own timeouts
+        self.topic = topic
+        self._settings = settings
+        self._options: dict[str, Any] = {
+            "group_id": None, "enable_auto_commit": False, "isolation_level": "read_committed",
+            # "none": a position the topic no longer has is an error, never a skip
+            "auto_offset_reset": "none" if on_lost_position == "error" else "earliest",
+            "fetch_max_wait_ms": fetch_wait_ms,
+        }
+        if partition_fetch_bytes is not None:
+            self._options["max_partition_fetch_bytes"] = partition_fetch_bytes
+        self._opening = kafka_errors(f"cannot read {topic} on {settings.bootstrap_servers}")
+        self._reading = kafka_errors(f"reading {topic}", advice)
+        self._consumer: Any = None
+        self._tps: dict[int, Any] = {}
+
+    def _client(self) -> Any:
+        if self._consumer is None:
+            with self._opening:
+                self._consumer = KafkaConsumer(**self._settings.client_options(), **self._options)
+        return self._consumer
+
+    def _tp(self, partition: int) -> Any:
+        return self._tps.get(partition) or TopicPartition(self.topic, partition)
+
+    def partitions(self) -> list[int]:
+        consumer = self._client()
+        with self._opening:
+            found = consumer.partitions_for_topic(self.topic)
+        return sorted(found) if found else []
+
+    def assign(self, positions: Mapping[int, int]) -> None:
+        consumer = self._client()
+        self._tps = {p: TopicPartition(self.topic, p) for p in positions}
+        with self._reading:
+            consumer.assign(list(self._tps.values()))
+            for partition, offset in positions.items():
+                if offset:
+                    consumer.seek(self._tps[partition], offset)
+                else:
+                    consumer.seek_to_beginning(self._tps[partition])
+
+    def fetch(self, max_records: int, timeout_s: float, build: Build[T]) -> list[T]:
+        consumer = self._client()
+        with self._reading:
+            polled = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        return [build(r.partition, r.offset, r.key, r.value, r.headers, r.timestamp)
+                for batch in polled.values() for r in batch]
+
+    def end_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
+        consumer = self._client()
+        with kafka_errors(f"reading the end offsets of {self.topic}"):
+            ends = consumer.end_offsets([self._tp(p) for p in partitions])
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    def beginning_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
+        consumer = self._client()
+        with self._reading:
+            starts = consumer.beginning_offsets([self._tp(p) for p in partitions])
+        return {tp.partition: offset for tp, offset in starts.items()}
+
+    def offsets_for_time(self, partitions: Iterable[int], timestamp_ms: int) -> dict[int, int | None]:
+        consumer = self._client()
+        with self._reading:
+            found = consumer.offsets_for_times({self._tp(p): timestamp_ms for p in partitions})
+        return {tp.partition: (hit.offset if hit is not None else None) for tp, hit in found.items()}
+
+    def positions(self) -> dict[int, int]:
+        consumer = self._client()
+        with self._reading:
+            return {partition: consumer.position(tp) for partition, tp in self._tps.items()}
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+            self._tps = {}
+
+
+class KafkaPythonTransactionalWriter(Closing):
+    """The transactional writer port on a ``KafkaProducer`` (murmur2 partitions, key hashes cached)."""
+
+    def __init__(self, settings: KafkaSettings, *, transactional_id: str) -> None:
+        self._settings = settings
+        self._transactional_id = transactional_id
+        self._producer: Any = None
+        self._sending = kafka_errors("Kafka producer, send")
+
+    def _client(self) -> Any:
+        if self._producer is None:
+            with kafka_errors(f"cannot reach Kafka at {self._settings.bootstrap_servers}"):
+                self._producer = KafkaProducer(
+                    **self._settings.client_options(),
+                    transactional_id=self._transactional_id,
+                    enable_idempotence=True,
+                    acks="all",
+                    linger_ms=5,
+                    # A batch of the store's log is one transaction of up to ~1000 events: large record
+                    # batches keep kafka-python's per-batch bookkeeping (its main cost) small.
+                    batch_size=1_048_576,
+                    max_request_size=MAX_RECORD_BYTES,
+                    partitioner=key_partitioner(),
+                )
+        return self._producer
+
+    def init_transactions(self) -> None:
+        producer = self._client()
+        with kafka_errors("Kafka producer, init_transactions"):
+            producer.init_transactions()
+
+    def begin_transaction(self) -> None:
+        producer = self._client()
+        with kafka_errors("Kafka producer, begin_transaction"):
+            producer.begin_transaction()
+
+    def send(self, topic: str, *, key: bytes, value: bytes, headers: Headers) -> None:
+        with self._sending:
+            self._producer.send(topic, key=key, value=value, headers=headers)
+
+    def commit_transaction(self) -> None:
+        with kafka_errors("Kafka producer, commit_transaction"):
+            self._producer.commit_transaction()
+
+    def abort_transaction(self) -> None:
+        with kafka_errors("Kafka producer, abort_transaction"):
+            self._producer.abort_transaction()
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+            self._producer = None
+
+
+class KafkaPythonAcknowledgedProducer(Closing):
+    """The acknowledged producer port on a ``KafkaProducer`` (acks=all, idempotent)."""
+
+    def __init__(self, settings: KafkaSettings, *, timeout_s: float) -> None:
+        self._settings = settings
+        self._timeout_s = timeout_s
+        self._producer: Any = None
+
+    def _client(self) -> Any:
+        if self._producer is None:
+            with kafka_errors(f"cannot reach Kafka at {self._settings.bootstrap_servers}"):
+                self._producer = KafkaProducer(
+                    **self._settings.client_options(), acks="all", enable_idempotence=True, linger_ms=2,
+                    max_request_size=MAX_RECORD_BYTES,
+                )
+        return self._producer
+
+    def send_all(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
+        producer = self._client()
+        with kafka_errors(not_acknowledged):
+            futures = [producer.send(topic, key=key, value=value) for key, value in records]
+            stored = [future.get(timeout=self._timeout_s) for future in futures]
+        return [(meta.partition, meta.offset) for meta in stored]
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(timeout=self._timeout_s)
+            self._producer.close(timeout=self._timeout_s)
+            self._producer = None
+
+
+class KafkaPythonTopicAdmin(Closing):
+    """The topic admin port on a ``KafkaAdminClient``."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._admin: Any = None
+        self._administering = kafka_errors("Kafka topic administration failed")
+
+    def _client(self) -> Any:
+        if self._admin is None:
+            with kafka_errors(f"cannot reach Kafka at {self._settings.bootstrap_servers}"):
+                self._admin = KafkaAdminClient(**self._settings.client_options(), request_timeout_ms=30_000)
+        return self._admin
+
+    def topics(self) -> set[str]:
+        admin = self._client()
+        with self._administering:
+            return set(admin.list_topics())
+
+    def partition_count(self, topic: str) -> int:
+        admin = self._client()
+        with self._administering:
+            return len(admin.describe_topics([topic])[0]["partitions"])
+
+    def create_topic(self, topic: str, *, partitions: int, replication_factor: int, config: Mapping[str, str]) -> bool:
+        admin = self._client()
+        with self._administering:
+            try:
+                admin.create_topics(
+                    {topic: {"num_partitions": partitions, "replication_factor": replication_factor,
+                             "configs": dict(config)}},
+                    wait_for_metadata=True,
+                )
+            except TopicAlreadyExistsError:
+                return False
+        return True
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+
+
+# The ports this client implements, by role (what clients.KafkaClient opens).
+READER = KafkaPythonPartitionReader
+TRANSACTIONAL_WRITER = KafkaPythonTransactionalWriter
+ACKNOWLEDGED_PRODUCER = KafkaPythonAcknowledgedProducer

@@ -1,0 +1,52 @@
+"""The ledger's two topics: created with explicit configs, or checked when they exist."""
+
+from __future__ import annotations
+
+from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.kafka.clients import open_topic_admin
+from caseledger.ledger.kafka.settings import KafkaSettings
+
+# Topic configurations, explicit so a broker's defaults never decide retention or durability.
+EVENTS_TOPIC_CONFIG = {
+    "retention.ms": "-1",  # the ledger's history is kept forever
+    "retention.bytes": "-1",
+    "cleanup.policy": "delete",
+    "message.timestamp.type": "CreateTime",
+    "max.message.bytes": "4194304",
+}
+INTAKE_TOPIC_CONFIG = {
+    # Kept forever too: the audit reconciles every intake offset with its outcome.
+    "retention.ms": "-1",
+    "retention.bytes": "-1",
+    "cleanup.policy": "delete",
+    "max.message.bytes": "4194304",
+}
+
+
+def ensure_topics(settings: KafkaSettings) -> dict[str, str]:
+    """Create the intake and events topics when missing; check existing ones. Returns what was done."""
+    wanted = {
+        settings.intake_topic: (settings.intake_partitions, INTAKE_TOPIC_CONFIG),
+        settings.events_topic: (settings.events_partitions, EVENTS_TOPIC_CONFIG),
+    }
+    if settings.replication_factor > 1:
+        durable = {"min.insync.replicas": str(min(2, settings.replication_factor))}
+        wanted = {topic: (n, {**config, **durable}) for topic, (n, config) in wanted.items()}
+    done: dict[str, str] = {}
+    with open_topic_admin(settings) as admin:
+        existing = admin.topics()
+        for topic, (partitions, config) in wanted.items():
+            if topic in existing:
+                actual = admin.partition_count(topic)
+                if topic == settings.events_topic and actual != partitions:
+                    raise ConfigurationError(
+                        f"topic {topic} has {actual} partitions but CASELEDGER_EVENTS_PARTITIONS is {partitions}; "
+                        "a customer's events must stay on one partition: set it to the topic's count"
+                    )
+                done[topic] = f"exists ({actual} partitions)"
+            elif admin.create_topic(topic, partitions=partitions, replication_factor=settings.replication_factor,
+                                    config=config):
+                done[topic] = f"created ({partitions} partitions)"
+            else:
+                done[topic] = "exists (created concurrently)"
+    return done
