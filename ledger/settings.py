@@ -13,6 +13,7 @@ environment:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -111,16 +112,31 @@ def _redact(url: str) -> str:
     return url
 
 
+DEFAULT_ORIGIN = "caseledger"
+_ORIGIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.\-/]{0,200}[A-Za-z0-9])?$")
+
+
 @dataclass(frozen=True, kw_only=True)
 class LedgerSettings:
     """Everything the ledger application needs to start."""
 
     store: StoreSettings
     policy_path: Path | None = None
+    origin: str = DEFAULT_ORIGIN  # names this ledger to whoever reads its events (CloudEvents ce_source)
+
+    def __post_init__(self) -> None:
+        if not _ORIGIN.match(self.origin):
+            raise ConfigurationError(
+                f"origin {self.origin!r} (CASELEDGER_ORIGIN) must be a host-like name of letters, digits, dots, "
+                "dashes and slashes, e.g. ledger.bank.example or bank.example/complaints"
+            )
 
     @classmethod
-    def resolve(cls, *, database: str | None = None, policy: str | Path | None = None) -> LedgerSettings:
+    def resolve(
+        cls, *, database: str | None = None, policy: str | Path | None = None, origin: str | None = None
+    ) -> LedgerSettings:
         """Options win over the environment, the environment over the defaults."""
+        origin = origin or os.environ.get("CASELEDGER_ORIGIN") or DEFAULT_ORIGIN
         database = database or os.environ.get("CASELEDGER_DATABASE") or DEFAULT_DATABASE
         policy = policy or os.environ.get("CASELEDGER_POLICY") or None
         policy_path = Path(policy) if policy else None
@@ -130,4 +146,4 @@ class LedgerSettings:
                 "with --policy or CASELEDGER_POLICY (its format is in the README, section Configuration), or "
                 "unset both to use the built-in policy"
             )
-        return cls(store=StoreSettings(database=database), policy_path=policy_path)
+        return cls(store=StoreSettings(database=database), policy_path=policy_path, origin=origin)

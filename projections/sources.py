@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.errors import BackendError, ConfigurationError
 from caseledger.ledger.kafka.clients import CONFLUENT, KAFKA_PYTHON, KafkaClient
+from caseledger.ledger.kafka.events_record import TYPE_PREFIX
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
@@ -105,19 +106,27 @@ class StoreEventSource(EventSource):
 
 
 def source_records(topic: str) -> Build[SourceRecord]:
-    """How a reader of the events topic builds source records, from their ``event_type`` and ``position`` headers."""
+    """How a reader of the events topic builds source records, from their CloudEvents ``ce_type`` and
+    ``ce_sequence`` headers (or ``event_type`` and ``position`` on records of earlier releases)."""
+    prefix = len(TYPE_PREFIX)
 
     def source_record(partition: int, offset: int, key: bytes | None, value: bytes | None, headers: Any,
                       timestamp: int) -> SourceRecord:
         event_type = position = None
         for name, header_value in headers or ():
-            if name == "event_type":
-                event_type = header_value.decode()
-            elif name == "position":
+            if name == "ce_sequence" or name == "position":
                 position = int(header_value)
+            elif name == "ce_type":
+                event_type = header_value.decode()[prefix:]
+            elif name == "event_type":
+                event_type = header_value.decode()
+            else:
+                continue
+            if event_type is not None and position is not None:
+                break  # the publisher puts both first
         if event_type is None or position is None:
             raise BackendError(
-                f"{topic}/{partition}@{offset} has no event_type or position header: "
+                f"{topic}/{partition}@{offset} has no ce_type or ce_sequence header: "
                 "only the caseledger publisher may write to the events topic"
             )
         return SourceRecord(partition, offset + 1, position, event_type, value or b"")

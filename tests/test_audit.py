@@ -26,9 +26,9 @@ from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
 from caseledger.ledger.errors import ConflictError
 from caseledger.ledger.intake import DeliveryReport
+from caseledger.ledger.kafka.events_record import position_of
 from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.publisher import header
 from caseledger.ledger.kafka.settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
@@ -384,15 +384,15 @@ def test_a_forged_record_on_the_events_topic_is_named(built: Built, kafka_bootst
     ledger = CaseLedger(LedgerSettings.resolve(database=database))
     try:
         publish_all(ledger, topic)
-        records = sorted(read_topic(topic, topic.events_topic), key=lambda r: int(header(r, "position")))
+        records = sorted(read_topic(topic, topic.events_topic), key=lambda r: position_of(r.headers))
         genuine = records[len(records) // 2]
         value = genuine.value.replace(b"question", b"QUESTION")
         producer = KafkaProducer(**topic.client_options())
         # the same position again, with altered bytes and a matching hash header
-        headers = [(k, event_hash(value).hex().encode() if k == "event_hash" else v) for k, v in genuine.headers]
+        headers = [(k, event_hash(value).hex().encode() if k == "ce_eventhash" else v) for k, v in genuine.headers]
         producer.send(topic.events_topic, key=genuine.key, value=value, headers=headers, partition=genuine.partition)
         # a record at a position the store never had
-        invented = [(k, b"999999" if k == "position" else v) for k, v in genuine.headers]
+        invented = [(k, b"999999" if k == "ce_sequence" else v) for k, v in genuine.headers]
         producer.send(topic.events_topic, key=genuine.key, value=genuine.value, headers=invented,
                       partition=genuine.partition)
         producer.flush()
@@ -401,7 +401,7 @@ def test_a_forged_record_on_the_events_topic_is_named(built: Built, kafka_bootst
     finally:
         ledger.close()
     duplicate = named(report, "topic-duplicate", partition=genuine.partition)[0]
-    assert duplicate.position == int(header(genuine, "position")) and duplicate.offset is not None
+    assert duplicate.position == position_of(genuine.headers) and duplicate.offset is not None
     named(report, "topic-extra", position=999999, partition=genuine.partition)
     assert "chain-broken" not in codes(report)  # the store itself is intact
 

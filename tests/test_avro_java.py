@@ -35,9 +35,9 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.describe import plain
 from caseledger.ledger.domain.values import Attachment, ContactDraft, Identity
 from caseledger.ledger.intake import IntakeCodec
+from caseledger.ledger.kafka.events_record import event_type_of, header
 from caseledger.ledger.kafka.intake_client import intake_key
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.publisher import header
 from caseledger.ledger.kafka.settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
@@ -262,7 +262,7 @@ def test_events_topic_records_decode_in_java(
         ledger.close()
     topic = read_topic(kafka, kafka.events_topic)
     assert len(topic) == len(demo.stored)
-    messages = [((header(r, "event_type") or b"").decode(), bytes(r.value)) for r in topic]
+    messages = [((event_type_of(r.headers) or ""), bytes(r.value)) for r in topic]
     # The bytes published are the bytes stored...
     assert sorted(data for _, data in messages) == sorted(state for *_, state in demo.stored)
     # ...and Java reads each record of the topic as it reads the same event from the store.
@@ -274,7 +274,7 @@ def test_events_topic_records_decode_in_java(
     for record, (name, data), message in zip(from_topic, messages, topic, strict=True):
         assert record == from_store[data], name
         assert message.key == record["envelope"]["customer_id"].encode()
-        assert header(message, "schema_fingerprint") == fingerprints[name][0].encode(), name
+        assert f"fingerprint={fingerprints[name][0]}".encode() in (header(message.headers, "content-type") or b""), name
 
 
 # -- retired schema versions -------------------------------------------------------------------------

@@ -19,9 +19,10 @@ from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
 from caseledger.ledger.errors import BackendError, ConfigurationError, ValidationError
 from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt
+from caseledger.ledger.kafka.events_record import event_type_of, header, position_of
 from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.publisher import KafkaEventPublisher, header
+from caseledger.ledger.kafka.publisher import KafkaEventPublisher
 from caseledger.ledger.kafka.settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
@@ -312,19 +313,19 @@ def test_publisher_publishes_every_event_once_in_order_and_resumes(
     assert all(r.partition == key_hash(r.key) % 3 for r in records)
     stored = store.recorder.select_notifications(start=1, limit=100_000)
     assert len(records) == len(stored)
-    by_position = {int(header(r, "position")): r for r in records}
+    by_position = {position_of(r.headers): r for r in records}
     assert sorted(by_position) == [n.id for n in stored]
     for notification in stored:
         record = by_position[notification.id]
         assert record.value == bytes(notification.state)
-        assert header(record, "event_type").decode() == name_of_topic(notification.topic)
-        assert header(record, "event_hash").decode() == event_hash(bytes(notification.state)).hex()
+        assert event_type_of(record.headers) == name_of_topic(notification.topic)
+        assert header(record.headers, "ce_eventhash") == event_hash(bytes(notification.state)).hex().encode()
         event = store.mapper.to_domain_event(notification)
         assert record.key == event.customer_id.encode()
     # per customer, the topic order is the store order
     per_partition: dict[int, list[int]] = {}
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
-        per_partition.setdefault(r.partition, []).append(int(header(r, "position")))
+        per_partition.setdefault(r.partition, []).append(position_of(r.headers))
     assert all(p == sorted(p) for p in per_partition.values())
 
 

@@ -32,9 +32,10 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.intake import IntakeCodec
+from caseledger.ledger.kafka.events_record import position_of
 from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker, tracking_name
-from caseledger.ledger.kafka.publisher import KafkaEventPublisher, header
+from caseledger.ledger.kafka.publisher import KafkaEventPublisher
 from caseledger.ledger.kafka.settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
@@ -88,10 +89,10 @@ def reconcile(ledger: CaseLedger, settings: KafkaSettings) -> dict[str, int]:
 
     # 2. the events topic holds every stored event exactly once, byte for byte
     records = read_topic(settings, settings.events_topic)
-    positions = Counter(int(header(r, "position")) for r in records)
+    positions = Counter(position_of(r.headers) for r in records)
     assert [p for p, n in positions.items() if n > 1] == []
     assert sorted(positions) == [n.id for n in notifications]
-    by_position = {int(header(r, "position")): r for r in records}
+    by_position = {position_of(r.headers): r for r in records}
     assert all(by_position[n.id].value == bytes(n.state) for n in notifications)
 
     # 3. per customer the topic order is the store order, all on one partition
@@ -101,7 +102,7 @@ def reconcile(ledger: CaseLedger, settings: KafkaSettings) -> dict[str, int]:
     assert [key for key, parts in partition_of.items() if len(parts) > 1] == []
     per_key: dict[bytes, list[int]] = {}
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        per_key.setdefault(record.key, []).append(int(header(record, "position")))
+        per_key.setdefault(record.key, []).append(position_of(record.headers))
     assert all(p == sorted(p) for p in per_key.values())
     return {"intake_records": sum(ends.values()), "events": len(notifications), "customers": len(per_key)}
 
@@ -212,7 +213,7 @@ def test_services_killed_at_random_moments_lose_and_double_nothing(
                     return False
                 top = ledger.recorder.max_notification_id()
                 published = read_topic(settings, settings.events_topic)
-                return bool(published) and max(int(header(r, "position")) for r in published) == top
+                return bool(published) and max(position_of(r.headers) for r in published) == top
 
             while not caught_up():
                 if time.monotonic() > deadline:

@@ -262,28 +262,19 @@ def _intake_offsets(
     settings: KafkaSettings, since: datetime | None, until: datetime | None
 ) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
     """(end offsets, first offsets in range, stop offsets in range) of every intake partition."""
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
+    from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 
-    try:
-        consumer = KafkaConsumer(**settings.client_options(), group_id=None, enable_auto_commit=False)
-    except KafkaError as error:
-        raise BackendError(f"cannot reach Kafka at {settings.bootstrap_servers}: {error}") from error
-    try:
-        partitions = consumer.partitions_for_topic(settings.intake_topic)
+    with KafkaClient(KAFKA_PYTHON, "consumer").open_reader(settings, topic=settings.intake_topic,
+                                                          group="audit") as reader:
+        partitions = reader.partitions()
         if not partitions:
             raise BackendError(f"intake topic {settings.intake_topic} does not exist on {settings.bootstrap_servers}")
-        tps = [TopicPartition(settings.intake_topic, p) for p in sorted(partitions)]
-        ends = {tp.partition: n for tp, n in consumer.end_offsets(tps).items()}
-        starts = {tp.partition: n for tp, n in consumer.beginning_offsets(tps).items()}
+        ends = reader.end_offsets(partitions)
+        starts = reader.beginning_offsets(partitions)
         stops = dict(ends)
         for bound, target in ((since, starts), (until, stops)):
             if bound is None:
                 continue
-            found = consumer.offsets_for_times({tp: int(bound.timestamp() * 1000) for tp in tps})
-            for tp, hit in found.items():
-                target[tp.partition] = hit.offset if hit is not None else ends[tp.partition]
+            for partition, hit in reader.offsets_for_time(partitions, int(bound.timestamp() * 1000)).items():
+                target[partition] = hit if hit is not None else ends[partition]
         return ends, starts, stops
-    finally:
-        consumer.close()
-

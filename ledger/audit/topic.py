@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.audit.report import WARNING, AuditReport, AuditScope
 from caseledger.ledger.errors import BackendError
+from caseledger.ledger.kafka.events_record import constant_headers, last_position_in, position_of
+from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
 from caseledger.ledger.store.codec import HEADER_SIZE
 from caseledger.ledger.store.snapshot import store_snapshot
 
@@ -53,9 +55,10 @@ class EventsTopicComparison:
     STALL_S = 60.0
 
     def __init__(self, scope: AuditScope, report: AuditReport, *, head: int, first: int, last: int) -> None:
-        from kafka import TopicPartition
-        from kafka.partitioner.default import murmur2
+        from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
+        from caseledger.ledger.kafka.kafka_python import key_hash
 
+        self.key_hash = key_hash
         self.scope = scope
         self.report = report
         assert scope.kafka is not None
@@ -64,59 +67,44 @@ class EventsTopicComparison:
         self.head = head
         self.first = first
         self.last = last
-        self.murmur2 = murmur2
-        self.partitions: dict[bytes, int] = {}
-        self.consumers: dict[int, Any] = {}
-        admin = self._consumer()
-        try:
-            partitions = admin.partitions_for_topic(self.topic)
+        self._kafka = KafkaClient(KAFKA_PYTHON, "consumer")
+        self.consumers: dict[int, PartitionReader] = {}
+        with self._reader() as admin:
+            partitions = admin.partitions()
             if not partitions:
                 raise BackendError(f"events topic {self.topic} does not exist on {self.settings.bootstrap_servers}")
             self.count = len(partitions)
-            wanted = sorted(partitions)
+            wanted = partitions
             if scope.customer_id is not None:
                 wanted = [self.partition_of(scope.customer_id.encode())]
-            self.tps = {p: TopicPartition(self.topic, p) for p in wanted}
-            every = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            self.ends = {tp.partition: n for tp, n in admin.end_offsets(every).items()}
-            starts = {tp.partition: n for tp, n in admin.beginning_offsets(list(self.tps.values())).items()}
+            self.ends = admin.end_offsets(partitions)
+            starts = admin.beginning_offsets(wanted)
             if scope.since is not None:
                 # Records are published after their events were recorded: none in range is older than
                 # since (less the hosts' clock difference).
                 at = int((scope.since - timedelta(microseconds=scope.tolerance)).timestamp() * 1000)
-                found = admin.offsets_for_times({tp: at for tp in self.tps.values()})
-                for tp, hit in found.items():
-                    starts[tp.partition] = hit.offset if hit is not None else self.ends[tp.partition]
-            self.published_head = self._published_head(admin, every)
-        finally:
-            admin.close()
-        for p, tp in self.tps.items():
-            consumer = self.consumers[p] = self._consumer()
-            consumer.assign([tp])
-            consumer.seek(tp, starts[p])
-        self.buffers: dict[int, deque[_Record]] = {p: deque() for p in self.tps}
-        self.exhausted = {p: starts[p] >= self.ends[p] for p in self.tps}
+                for p, hit in admin.offsets_for_time(wanted, at).items():
+                    starts[p] = hit if hit is not None else self.ends[p]
+            self.published_head = max(
+                (last_position_in(admin, p, self.ends[p], stall_s=self.STALL_S) for p in partitions), default=0)
+        for p in wanted:
+            consumer = self.consumers[p] = self._reader()
+            consumer.assign({p: starts[p]})
+        self.buffers: dict[int, deque[_Record]] = {p: deque() for p in wanted}
+        self.exhausted = {p: starts[p] >= self.ends[p] for p in wanted}
         self.last_matched: dict[int, tuple[int, int]] = {}
         self.extras: dict[int, list[int]] = {}
         self.unreadable: set[int] = set()
-        # Store events whose record was not next on their customer's partition, by position.
-        self.misplaced: dict[int, tuple[bytes, bytes, bytes, str | None, bytes | None]] = {}
+        # Store events whose record was not next on their key's partition, by position.
+        self.misplaced: dict[int, tuple[bytes, bytes, bytes, str | None, bytes | None, bytes]] = {}
         self.missing_partition: dict[int, int] = {}
         self.beyond: list[_Record] = []
         self.unpublished: list[list[int]] = []
         self.records = 0
         self.only_key = scope.customer_id.encode() if scope.customer_id is not None else None
 
-    def _consumer(self) -> Any:
-        from kafka import KafkaConsumer
-        from kafka.errors import KafkaError
-
-        try:
-            return KafkaConsumer(**self.settings.client_options(), group_id=None, enable_auto_commit=False,
-                                 isolation_level="read_committed", max_poll_records=self.BUFFER,
-                                 fetch_max_wait_ms=100)
-        except KafkaError as error:
-            raise BackendError(f"cannot read the events topic {self.topic}: {error}") from error
+    def _reader(self) -> PartitionReader:
+        return self._kafka.open_reader(self.settings, topic=self.topic, group="audit", fetch_wait_ms=100)
 
     def close(self) -> None:
         for consumer in self.consumers.values():
@@ -125,34 +113,7 @@ class EventsTopicComparison:
 
     def partition_of(self, key: bytes) -> int:
         """The partition the publisher's producer chose for ``key`` (murmur2, like the Java client)."""
-        partition = self.partitions.get(key)
-        if partition is None:
-            if len(self.partitions) > 100_000:  # pure-Python murmur2 is slow; keep a bounded cache
-                self.partitions.clear()
-            partition = self.partitions[key] = (self.murmur2(key) & 0x7FFFFFFF) % self.count
-        return partition
-
-    def _published_head(self, consumer: Any, tps: list[Any]) -> int:
-        """The highest position on the topic within the captured end offsets (all partitions)."""
-        best = 0
-        for tp in tps:
-            end = self.ends[tp.partition]
-            window = 16
-            while end > 0:
-                start = max(0, end - window)
-                consumer.assign([tp])
-                consumer.seek(tp, start)
-                found = 0
-                deadline = time.monotonic() + self.STALL_S
-                while consumer.position(tp) < end and time.monotonic() < deadline:
-                    for record in consumer.poll(timeout_ms=200).get(tp, []):
-                        if record.offset < end:
-                            found = max(found, _position_of(record) or 0)
-                if found or start == 0:
-                    best = max(best, found)
-                    break
-                window *= 8  # only transaction markers or aborted records at the tail
-        return best
+        return self.key_hash(key) % self.count  # type: ignore[no-any-return]
 
     # -- reading ----------------------------------------------------------------------------------------------
 
@@ -168,32 +129,29 @@ class EventsTopicComparison:
 
     def _fill(self, partition: int) -> None:
         consumer = self.consumers[partition]
-        tp = self.tps[partition]
         end = self.ends[partition]
         buffer = self.buffers[partition]
-        for record in consumer.poll(timeout_ms=200, max_records=self.BUFFER).get(tp, []):
+        for record in consumer.fetch(self.BUFFER, 0.2, ReadRecord):
             if record.offset >= end:
                 break
             self.records += 1
             headers = dict(record.headers or ())
-            position = headers.get("position")
-            try:
-                at = int(position) if position is not None else None
-            except ValueError:
-                at = None
-            buffer.append(_Record(at, partition, record.offset, record.key, record.value, headers))
-        if consumer.position(tp) >= end:
+            buffer.append(_Record(position_of(record.headers), partition, record.offset, record.key, record.value,
+                                  headers))
+        if consumer.positions()[partition] >= end:
             self.exhausted[partition] = True
 
     # -- merging ----------------------------------------------------------------------------------------------
 
     def match(self, position: int, customer: bytes | None, state: bytes, digest: bytes, name: str | None,
-              event_id: bytes | None) -> None:
-        """The store's event at ``position``: its record must be next on its customer's partition."""
+              event_id: bytes | None, aggregate: bytes = b"") -> None:
+        """The store's event at ``position``: its record must be next on its key's partition (its customer's,
+        or for an event of no customer its own aggregate's)."""
         if customer is None:
             self.unreadable.add(position)  # undecodable in the store: its record is named when it comes by
             return
-        partition = self.partition_of(customer)
+        key = customer or aggregate
+        partition = self.partition_of(key)
         if partition not in self.buffers:
             return
         record = self._peek(partition)
@@ -204,38 +162,35 @@ class EventsTopicComparison:
                 self._extra(record)
             record = self._peek(partition)
         if record is None or record.position != position:
-            self._missing(position, partition, name, event_id, customer, state, digest)
+            self._missing(position, partition, name, event_id, key, state, digest, customer)
             return
         self.buffers[partition].popleft()
         self.last_matched[partition] = (position, record.offset)
-        self._compare(record, position, customer, state, digest, name, event_id)
+        self._compare(record, position, key, state, digest, name, event_id, customer)
 
-    def _compare(self, record: _Record, position: int, customer: bytes, state: bytes, digest: bytes,
-                 name: str | None, event_id: bytes | None) -> None:
+    def _compare(self, record: _Record, position: int, key: bytes, state: bytes, digest: bytes,
+                 name: str | None, event_id: bytes | None, customer: bytes) -> None:
         """The record published for ``position`` against the store's event there."""
-        partition = record.partition
         headers = record.headers
         hash_hex = digest.hex().encode()
-        if (record.value == state and record.key == customer and headers.get("event_hash") == hash_hex
-                and headers.get("event_id") == event_id and headers.get("event_type") == (name or "").encode()
-                and headers.get("schema_fingerprint") == state[2:HEADER_SIZE].hex().encode()):
-            return  # the common case, checked without building anything
+        cloudevents = "ce_specversion" in headers
+        expected = _expected_headers(name, state, hash_hex, event_id) if cloudevents else _legacy_headers(
+            name, state, hash_hex, event_id)
+        # An earlier release keyed an event of no customer with the empty string.
+        key_ok = record.key == key or (not cloudevents and not customer and record.key == b"")
+        if record.value == state and key_ok and all(headers.get(h) == v for h, v in expected if v is not None):
+            return  # the common case
         where: dict[str, Any] = {"position": position, "event_type": name,
                                  "event_id": event_id.decode() if event_id else None, "topic": self.topic,
-                                 "partition": partition, "offset": record.offset}
+                                 "partition": record.partition, "offset": record.offset}
         if record.value != state:
             self._bytes_differ(record, state, where)
-        if record.key != customer:
-            self.report.flag("topic-key", f"keyed {_text(record.key)} but the event's customer is "
-                             f"{customer.decode(errors='replace')}: the customer id of the store's event, or the "
+        if not key_ok:
+            whose = "the event's customer" if customer else "the key of an event of no customer (its aggregate)"
+            self.report.flag("topic-key", f"keyed {_text(record.key)} but {whose} is "
+                             f"{key.decode(errors='replace')}: the customer id of the store's event, or the "
                              "record's key, was altered", **where)
-        expected = {
-            "event_type": name.encode() if name else None,
-            "event_hash": hash_hex,
-            "schema_fingerprint": state[2:HEADER_SIZE].hex().encode(),
-            "event_id": event_id,
-        }
-        for header, value in expected.items():
+        for header, value in expected:
             if value is not None and headers.get(header) != value:
                 self.report.flag("topic-header", f"header {header} is {_text(headers.get(header))}, expected "
                                  f"{value.decode()}", **where)
@@ -243,7 +198,7 @@ class EventsTopicComparison:
     def _bytes_differ(self, record: _Record, state: bytes, where: dict[str, Any]) -> None:
         value = record.value or b""
         at = next((i for i, (a, b) in enumerate(zip(value, state, strict=False)) if a != b), min(len(value), len(state)))
-        claimed = record.headers.get("event_hash")
+        claimed = record.headers.get("ce_eventhash", record.headers.get("event_hash"))
         own = hashlib.sha256(value).hexdigest().encode()
         forged = "" if claimed == own else " (and its event_hash header does not match its own bytes)"
         self.report.flag("topic-bytes", f"the record's bytes differ from the store's from byte {at} on "
@@ -277,7 +232,7 @@ class EventsTopicComparison:
                          "(in scope): deleted from the store, or a forged record", **where)
 
     def _missing(self, position: int, partition: int, name: str | None, event_id: bytes | None,
-                 customer: bytes, state: bytes, digest: bytes) -> None:
+                 key: bytes, state: bytes, digest: bytes, customer: bytes) -> None:
         if position > self.published_head:
             if self.unpublished and self.unpublished[-1][1] == position - 1:
                 self.unpublished[-1][1] = position
@@ -286,7 +241,7 @@ class EventsTopicComparison:
             return
         # Its record may sit on another partition (the event's customer id was altered): decided when
         # that partition's records go past, or at the end.
-        self.misplaced[position] = (customer, state, digest, name, event_id)
+        self.misplaced[position] = (key, state, digest, name, event_id, customer)
         self.missing_partition[position] = partition
 
     def _flag_missing(self, position: int, name: str | None, event_id: bytes | None) -> None:
@@ -321,7 +276,7 @@ class EventsTopicComparison:
                         self.beyond.append(record)
                     continue
                 self._extra(record)
-        for position, (_customer, _state, _digest, name, event_id) in sorted(self.misplaced.items()):
+        for position, (_key, _state, _digest, name, event_id, _customer) in sorted(self.misplaced.items()):
             self._flag_missing(position, name, event_id)
         self.misplaced.clear()
         self.close()
@@ -350,14 +305,21 @@ class EventsTopicComparison:
                                      "position (published after the audit started)", **where)
 
 
-def _position_of(record: Any) -> int | None:
-    for key, value in record.headers or ():
-        if key == "position":
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                return None
-    return None
+def _expected_headers(name: str | None, state: bytes, hash_hex: bytes, event_id: bytes | None
+                      ) -> tuple[tuple[str, bytes | None], ...]:
+    """What the publisher writes for this event (``ce_time`` and ``ce_subject`` come from the same envelope)."""
+    if name is None:
+        return (("ce_eventhash", hash_hex), ("ce_id", event_id))
+    event_type, content_type = constant_headers(name, state[2:HEADER_SIZE])
+    return ((event_type[0], event_type[1]), (content_type[0], content_type[1]), ("ce_eventhash", hash_hex),
+            ("ce_id", event_id))
+
+
+def _legacy_headers(name: str | None, state: bytes, hash_hex: bytes, event_id: bytes | None
+                    ) -> tuple[tuple[str, bytes | None], ...]:
+    """What the publisher of an earlier release wrote."""
+    return (("event_type", name.encode() if name else None), ("event_hash", hash_hex),
+            ("schema_fingerprint", state[2:HEADER_SIZE].hex().encode()), ("event_id", event_id))
 
 
 def _text(value: bytes | None) -> str:

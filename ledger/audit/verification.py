@@ -269,7 +269,7 @@ class _Audit:
                 if intake is not None and causation is not None and name in INTAKE_OUTCOMES:
                     intake.outcome(causation, position, name, state, end, schema.fast, event_id)
                 if topic is not None:
-                    topic.match(position, env_customer, state, digest, name, event_id)
+                    topic.match(position, env_customer, state, digest, name, event_id, aggregate)
                 if collect is not None:
                     collect(position, name, state)
             events_done = previous_position - first + 1

@@ -270,8 +270,8 @@ def start_services(
 
 def _contacts_on_topic(settings: Any) -> dict[str, float]:
     """Channel message id → timestamp (s) of its ContactReceived record, for the whole events topic."""
+    from caseledger.ledger.kafka.events_record import event_type_of
     from caseledger.ledger.kafka.ports import ReadRecord
-    from caseledger.ledger.kafka.publisher import header
     from caseledger.ledger.store.codec import AvroEventCodec
 
     codec = AvroEventCodec()
@@ -282,7 +282,7 @@ def _contacts_on_topic(settings: Any) -> dict[str, float]:
         deadline = time.time() + 300
         while any(at < ends[p] for p, at in reader.positions().items()) and time.time() < deadline:
             for record in reader.fetch(5000, 0.5, ReadRecord):
-                if header(record, "event_type") == b"ContactReceived":
+                if event_type_of(record.headers) == "ContactReceived":
                     event = codec.decode("ContactReceived", record.value)
                     found[event.channel_message_id] = record.timestamp / 1000  # type: ignore[attr-defined]
     return found

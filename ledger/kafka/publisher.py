@@ -13,9 +13,7 @@ How exactly-once holds across crashes and restarts:
    in order, every position up to the highest one found is on the topic and none after it.
    It resumes from there. No checkpoint outside the topic can disagree with the topic.
 
-Record layout: key = customer id (a customer's whole history on one partition, in order),
-value = the exact bytes the store keeps (Avro single-object encoding), headers = event type,
-schema fingerprint, event id, case id, store position and the event's SHA-256.
+Record layout (key, value, CloudEvents headers): :mod:`caseledger.ledger.kafka.events_record`.
 """
 
 from __future__ import annotations
@@ -26,17 +24,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.errors import BackendError, ConfigurationError
 from caseledger.ledger.gcpacing import GcPacer
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
-from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
+from caseledger.ledger.kafka.events_record import event_record, last_position_in, source_for
 from caseledger.ledger.kafka.settings import KafkaSettings
-from caseledger.ledger.store.codec import HEADER_SIZE, event_hash
-from caseledger.ledger.store.envelope import parse_envelope
 
 log = logging.getLogger("caseledger.publisher")
 
@@ -57,36 +51,6 @@ class PublisherStats:
     def line(self) -> str:
         rate = self.published / max(time.monotonic() - self.started, 1e-9)
         return f"{self.published} events published ({rate:.0f}/s), at position {self.position}"
-
-
-def event_record(ledger: CaseLedger, notification: Any) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    """(key, value, headers) of the Kafka record for one stored event."""
-    data = bytes(notification.state)
-    name = name_of_topic(notification.topic)
-    if data[:HEADER_SIZE] == ledger.codec.schema(name).header:
-        # Written with the current schema, so with the current envelope first: read only that,
-        # straight from the bytes (several times faster than decoding the whole event).
-        event_id, _aggregate, _version, case_id, customer_id, *_ = parse_envelope(data)
-    else:  # an older writer schema: let Avro schema resolution read it
-        envelope = ledger.codec.decode_record(name, data)["envelope"]
-        event_id, case_id = str(envelope["event_id"]).encode(), str(envelope["case_id"]).encode()
-        customer_id = envelope["customer_id"].encode()
-    headers = [
-        ("event_type", name.encode()),
-        ("schema_fingerprint", data[2:HEADER_SIZE].hex().encode()),
-        ("event_id", event_id),
-        ("case_id", case_id),
-        ("position", str(notification.id).encode()),
-        ("event_hash", event_hash(data).hex().encode()),
-    ]
-    return customer_id, data, headers
-
-
-def header(record: Any, name: str) -> bytes | None:
-    for key, value in record.headers or ():
-        if key == name:
-            return value  # type: ignore[no-any-return]
-    return None
 
 
 class KafkaEventPublisher:
@@ -129,25 +93,7 @@ class KafkaEventPublisher:
                     "`caseledger topics create`"
                 )
             ends = reader.end_offsets(partitions)
-            return max(self._last_position_in(reader, partition, ends[partition]) for partition in partitions)
-
-    @staticmethod
-    def _last_position_in(reader: PartitionReader, partition: int, end: int) -> int:
-        window = 16
-        while end > 0:
-            start = max(0, end - window)
-            reader.assign({partition: start})
-            last = 0
-            deadline = time.monotonic() + 30
-            while reader.positions()[partition] < end and time.monotonic() < deadline:
-                for record in reader.fetch(500, 0.5, ReadRecord):
-                    position = header(record, "position")
-                    if position is not None:
-                        last = int(position)
-            if last or start == 0:
-                return last
-            window *= 8  # the tail held only transaction markers or aborted records
-        return 0
+            return max(last_position_in(reader, partition, ends[partition]) for partition in partitions)
 
     def run(self, stop: threading.Event, *, on_batch: Callable[[PublisherStats], None] | None = None) -> PublisherStats:
         """Publish until ``stop`` is set. Safe to kill at any moment."""
@@ -159,6 +105,7 @@ class KafkaEventPublisher:
                 position = self.last_published_position()
                 self.stats.position = position
                 log.info("publisher resuming after position %s (%s producer)", position, self.producer)
+                source = source_for(self.ledger.settings.origin)
                 began = -math.inf
                 full = False
                 while not stop.is_set():
@@ -176,7 +123,7 @@ class KafkaEventPublisher:
                     began, full = time.monotonic(), len(notifications) == self.batch_size
                     producer.begin_transaction()
                     for notification in notifications:
-                        key, value, headers = event_record(self.ledger, notification)
+                        key, value, headers = event_record(self.ledger.codec, notification, source=source)
                         producer.send(self.settings.events_topic, key=key, value=value, headers=headers)
                     producer.commit_transaction()
                     position = notifications[-1].id
