@@ -9,7 +9,7 @@ The construction
 ================
 * **Event hash** = SHA-256 over the event's stored bytes, exactly as stored and published (Avro
   single-object encoding: ``C3 01``, 8-byte schema fingerprint, body). It is published in the
-  ``event_hash`` header of the event's Kafka record.
+  ``ce_eventhash`` header of the event's Kafka record (``event_hash`` before CloudEvents headers).
 * **Aggregate chain**: every event carries, inside its Avro envelope, ``previous_hash`` = the
   hash of the previous stored event of the same aggregate (a case, a customer, a channel message,
   an identity claim, an intake rejection); ``None`` for version 1. The chain is therefore part of
