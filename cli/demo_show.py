@@ -21,7 +21,8 @@ from rich.text import Text
 
 from caseledger.cli.render import describe_event, event_type
 from caseledger.ledger.application import CaseLedger, ContactOutcome
-from caseledger.ledger.domain.case import Case, LedgerEvent
+from caseledger.ledger.domain.case import Case
+from caseledger.ledger.domain.events import LedgerEvent
 from caseledger.ledger.domain.values import Actor, ActorKind, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import CaseLedgerError
 

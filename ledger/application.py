@@ -19,7 +19,8 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import Mapper, Tracking
 
-from caseledger.ledger.domain.case import LEDGER_ACTIONS, Case, Context, LedgerEvent, Status
+from caseledger.ledger.domain.case import Case
+from caseledger.ledger.domain.case_state import LEDGER_ACTIONS, Status
 from caseledger.ledger.domain.catalog import topic_of
 from caseledger.ledger.domain.directory import (
     ChannelMessage,
@@ -27,6 +28,7 @@ from caseledger.ledger.domain.directory import (
     IdentityClaim,
     case_id_for,
 )
+from caseledger.ledger.domain.events import Context, LedgerEvent
 from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.values import (
     SYSTEM,

@@ -11,7 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from caseledger.ledger.domain.case import ContactState, ItemState, MessageState, PromiseState, ProposalState
+from caseledger.ledger.domain.case_state import (
+    ContactState,
+    ItemState,
+    MessageState,
+    PromiseState,
+    ProposalState,
+)
 from caseledger.projections.base import INT, JSON, TEXT, TIME, Projection, Table, Tx, aggregate_key
 from caseledger.projections.views import utc_text
 

@@ -478,7 +478,7 @@ def test_postgres_gap_after_a_conflict_is_a_warning_that_the_topic_settles(postg
                                             identity=Identity.parse("email:gap@example.com"), items=("q",))).reference
         stale = b.get_case(ref)
         a.respond(ref, actor=AGENT, body="first", answers=[])
-        from caseledger.ledger.domain.case import Context
+        from caseledger.ledger.domain.events import Context
 
         stale.respond(ctx=Context(actor=AGENT), body="second", answers=[])
         with pytest.raises(ConflictError):

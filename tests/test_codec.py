@@ -14,8 +14,9 @@ import pytest
 from fastavro import schemaless_writer
 from fastavro.utils import generate_many
 
-from caseledger.ledger.domain.case import Case, Context, LedgerEvent
+from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.catalog import EVENT_TYPES
+from caseledger.ledger.domain.events import Context, LedgerEvent
 from caseledger.ledger.domain.values import SYSTEM, ContactDraft, Identity
 from caseledger.ledger.errors import SchemaError
 from caseledger.ledger.store.codec import (

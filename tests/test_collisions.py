@@ -167,7 +167,7 @@ def test_retired_message_registered_bytes_decode_with_an_empty_digest() -> None:
 
     from fastavro import schemaless_writer
 
-    from caseledger.ledger.domain.case import Context
+    from caseledger.ledger.domain.events import Context
     from caseledger.ledger.domain.values import SYSTEM
     from caseledger.ledger.store.codec import (
         MAGIC,

@@ -350,7 +350,7 @@ def test_concurrent_commands_on_one_case_one_wins_other_conflicts(make_ledger: A
     first, second = make_ledger(), make_ledger()
     ref = first.record_contact(draft(items=("a", "b"))).reference
     case_a, case_b = first.get_case(ref), second.get_case(ref)
-    from caseledger.ledger.domain.case import Context
+    from caseledger.ledger.domain.events import Context
 
     case_a.respond(ctx=Context(actor=ALICE), body="a", answers=["Q1"])
     case_b.respond(ctx=Context(actor=BOB), body="b", answers=["Q2"])
@@ -572,8 +572,8 @@ def test_a_customer_registered_before_the_identity_field_keeps_its_identities() 
 
     from fastavro import schemaless_writer
 
-    from caseledger.ledger.domain.case import Context
     from caseledger.ledger.domain.directory import Customer
+    from caseledger.ledger.domain.events import Context
     from caseledger.ledger.domain.values import SYSTEM
     from caseledger.ledger.store.codec import (
         AvroEventCodec,

@@ -89,8 +89,9 @@ def baseline_write_rate(database: str, events: int = 20_000) -> float:
     app = CaseLedger(LedgerSettings.resolve(database=database))
     try:
         drafts = _drafts(events // 4, f"base-{uuid.uuid4().hex[:6]}")
-        from caseledger.ledger.domain.case import Case, Context
+        from caseledger.ledger.domain.case import Case
         from caseledger.ledger.domain.directory import case_id_for
+        from caseledger.ledger.domain.events import Context
         from caseledger.ledger.domain.values import Actor, ActorKind
 
         ctx = Context(actor=Actor(kind=ActorKind.CUSTOMER, id="bench"))

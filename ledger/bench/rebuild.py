@@ -35,8 +35,9 @@ from typing import Any
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.bench.intake import start_services
-from caseledger.ledger.domain.case import Case, Context
+from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
+from caseledger.ledger.domain.events import Context
 from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, check_client

@@ -82,8 +82,9 @@ class _TemplateEvent:
 
 def _story(ledger: CaseLedger) -> tuple[list[_TemplateEvent], list[bytes], list[bytes]]:
     """One customer's story through the real domain: (events, aggregate id texts, event id texts)."""
-    from caseledger.ledger.domain.case import Case, Context
+    from caseledger.ledger.domain.case import Case
     from caseledger.ledger.domain.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
+    from caseledger.ledger.domain.events import Context
     from caseledger.ledger.domain.values import Actor, ActorKind, Channel, ContactDraft, Identity
 
     now = datetime.now(UTC)

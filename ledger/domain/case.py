@@ -19,8 +19,6 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from caseledger.ledger.domain.case_state import (
-    DEADLINE_KINDS,
-    LEDGER_ACTIONS,
     ContactState,
     ItemState,
     MessageState,
@@ -32,21 +30,7 @@ from caseledger.ledger.domain.events import Context, LedgerEvent, envelope
 from caseledger.ledger.domain.values import ActorKind, Channel, ContactDraft, require_utc
 from caseledger.ledger.errors import RuleViolation, ValidationError
 
-__all__ = [
-    "DEADLINE_KINDS",
-    "LEDGER_ACTIONS",
-    "Case",
-    "ContactState",
-    "Context",
-    "ItemState",
-    "LedgerEvent",
-    "MessageState",
-    "PromiseState",
-    "ProposalState",
-    "Status",
-    "envelope",
-    "render_request_copy",
-]
+__all__ = ["Case", "render_request_copy"]
 
 
 def _now() -> datetime:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from eventsourcing.domain import Aggregate
 
-from caseledger.ledger.domain.case import Case, LedgerEvent
+from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.directory import (
     ChannelMessage,
     Customer,
@@ -16,6 +16,7 @@ from caseledger.ledger.domain.directory import (
     IntakeRejection,
     MessageCollision,
 )
+from caseledger.ledger.domain.events import LedgerEvent
 
 NAMESPACE = "caseledger.events"
 AGGREGATES: tuple[type[Aggregate], ...] = (

@@ -16,7 +16,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from caseledger.ledger.domain.case import Context, LedgerEvent, envelope
+from caseledger.ledger.domain.events import Context, LedgerEvent, envelope
 from caseledger.ledger.domain.values import Channel, Identity
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://caseledger.invalid/ids")
