@@ -25,6 +25,7 @@ from caseledger.cli import (
     kept,
     messages,
     metrics,
+    privacy,
     projections,
     promises,
     tooling,
@@ -119,6 +120,7 @@ app.add_typer(contact.contact_app, name="contact", rich_help_panel=INTAKE)
 app.add_typer(case.case_app, name="case", rich_help_panel=CASES)
 app.command("cases", rich_help_panel=CASES)(customers.cases)
 app.command("history", rich_help_panel=CASES)(customers.history)
+app.add_typer(privacy.customer_app, name="customer", rich_help_panel=CASES)
 
 app.command("respond", rich_help_panel=WORK)(items.respond)
 app.add_typer(items.item_app, name="item", rich_help_panel=WORK)
@@ -141,6 +143,7 @@ app.command("version", rich_help_panel=TOOLS)(tooling.version)
 app.command("demo", rich_help_panel=TOOLS)(tooling.demo)
 app.add_typer(bench.bench_app, name="bench", rich_help_panel=TOOLS)
 app.add_typer(audit.audit_app, name="audit", rich_help_panel=TOOLS)
+app.add_typer(privacy.keys_app, name="keys", rich_help_panel=TOOLS)
 
 app.command("overdue", rich_help_panel=PROJECTIONS)(deadlines.overdue)
 app.command("metrics", rich_help_panel=PROJECTIONS)(metrics.metrics)

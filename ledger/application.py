@@ -25,7 +25,6 @@ from caseledger.ledger.domain.catalog import topic_of
 from caseledger.ledger.domain.directory import (
     ChannelMessage,
     Customer,
-    IdentityClaim,
     case_id_for,
 )
 from caseledger.ledger.domain.events import Context, LedgerEvent
@@ -37,6 +36,7 @@ from caseledger.ledger.domain.values import (
     Identity,
     require_utc,
 )
+from caseledger.ledger.erasure import CustomerPrivacy
 from caseledger.ledger.errors import (
     BackendError,
     ConfigurationError,
@@ -77,7 +77,7 @@ class TickReport:
         return sum(self.missed.values())
 
 
-class CaseLedger(ContactIntake, Application[UUID]):
+class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
     """Every command of the case ledger, over one event store."""
 
     name = "caseledger"
@@ -90,7 +90,8 @@ class CaseLedger(ContactIntake, Application[UUID]):
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings or LedgerSettings.resolve()
-        self.codec = AvroEventCodec()
+        # Personal fields are sealed with their customer's key as they are encoded (docs/privacy.md).
+        self.codec = AvroEventCodec(seal=self._seal_fields)
         if policy is None:
             path = self.settings.policy_path
             policy = ResponsePolicy.from_toml(path) if path else ResponsePolicy.default()
@@ -118,7 +119,7 @@ class CaseLedger(ContactIntake, Application[UUID]):
                 time.sleep(random.uniform(0.05, 0.2))
 
     def construct_mapper(self) -> Mapper[UUID]:
-        return AvroMapper(self.codec)
+        return AvroMapper(self.codec, open_fields=self._open_fields)
 
     recorder: LedgerRecorder
 
@@ -159,6 +160,19 @@ class CaseLedger(ContactIntake, Application[UUID]):
             return
         with translate_errors(self.settings.store.describe()):
             self.save(*aggregates)
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> Any:
+        """Save a transaction's events with the data keys they are the first to use; then forget the keys."""
+        keys = self.data_keys
+        new = keys.unsaved()
+        if new:
+            processing_event.saved_kwargs["new_keys"] = new
+        try:
+            recordings = super()._record(processing_event)
+        finally:
+            keys.forget()
+        keys.saved(new)
+        return recordings
 
     def _context(
         self,
@@ -213,7 +227,7 @@ class CaseLedger(ContactIntake, Application[UUID]):
         except ValidationError:
             identity = None
         if identity is not None:
-            claim = self._get_optional(IdentityClaim.id_for(identity))
+            claim = self._find_claim(identity)
             if claim is not None:
                 return claim.customer_id  # type: ignore[no-any-return]
         raise NotFound(
@@ -236,7 +250,7 @@ class CaseLedger(ContactIntake, Application[UUID]):
         with translate_errors(self.settings.store.describe()):
             customer = self._load(Customer.id_for(customer_id))
             ids: list[UUID] = [customer.id]
-            ids += [IdentityClaim.id_for(Identity.parse(i)) for i in customer.identities]
+            ids += [c for i in customer.identities for c in self.claim_ids_for(Identity.parse(i))]
             for ref in customer.cases:
                 case = self.get_case(ref)
                 ids.append(case.id)
@@ -337,6 +351,7 @@ class CaseLedger(ContactIntake, Application[UUID]):
                     taken[aggregate_id] = aggregate
         with translate_errors(self.settings.store.describe()):
             stored = self.recorder.select_events_after(wanted, after={i: a.version for i, a in taken.items()})
+            self._preload_keys(bytes(e.state) for events in stored.values() for e in events)
         for aggregate_id in wanted:
             aggregate = taken.get(aggregate_id)
             for stored_event in stored.get(aggregate_id, ()):

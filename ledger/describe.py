@@ -13,6 +13,8 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
+from caseledger.ledger.privacy.sealing import TOKEN_PREFIX, excerpt
+
 SUMMARY_TEXT_LIMIT = 70
 
 
@@ -49,6 +51,8 @@ def fmt_time(value: datetime | None, tz: tzinfo | None = None, *, seconds: bool 
 
 
 def _short(text: str | None, limit: int = SUMMARY_TEXT_LIMIT) -> str:
+    if text and text.startswith(TOKEN_PREFIX):  # sealed (a view's event): shortened when revealed
+        return excerpt(text, limit)
     one_line = " ".join((text or "").split())
     return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
 

@@ -97,6 +97,10 @@ class ContactIntake:
         def get_case(self, reference: str) -> Case: ...
         def _command(self) -> AbstractContextManager[None]: ...
         def _notifications_of(self, event_type: str, *, page: int = 1000) -> Iterator[Any]: ...
+        def _find_claim(self, identity: Any) -> IdentityClaim | None: ...
+        def customer_id_for(self, identity: Any) -> str: ...
+        def claim_id_for(self, identity: Any) -> UUID: ...
+
         def _context(
             self, actor: Actor, *, channel: Channel | str | None = None, occurred_at: datetime | None = None,
             correlation_id: UUID | None = None, causation_id: UUID | None = None,
@@ -159,12 +163,12 @@ class ContactIntake:
 
     def _sender_of(self, draft: ContactDraft) -> tuple[str, IdentityClaim | None]:
         """(the customer id a contact is recorded under, the identity's claim if it has one)."""
-        claim = self._get_optional(IdentityClaim.id_for(draft.identity))
+        claim = self._find_claim(draft.identity)
         if draft.customer_id:
             return draft.customer_id, claim
         if claim is not None:
             return claim.customer_id, claim
-        return str(draft.identity), None
+        return self.customer_id_for(draft.identity), None
 
     def _collision_with(
         self, message: ChannelMessage, draft: ContactDraft, customer_id: str
@@ -249,15 +253,15 @@ class ContactIntake:
     def _record_new_contact(
         self, draft: ContactDraft, *, actor: Actor | None, source: IntakeSource | None
     ) -> ContactOutcome:
+        # Every check first: nothing is triggered until the contact is known to be acceptable.
+        customer_id, claim = self._sender_of(draft)
         ctx = self._context(
-            actor or Actor(kind=ActorKind.CUSTOMER, id=draft.customer_id or str(draft.identity)),
+            actor or Actor(kind=ActorKind.CUSTOMER, id=customer_id),  # the pseudonym, never the identity
             channel=draft.channel,
             occurred_at=draft.occurred_at,
             correlation_id=_correlation(draft),
             causation_id=source.event_id if source else None,
         )
-        # Every check first: nothing is triggered until the contact is known to be acceptable.
-        customer_id, claim = self._sender_of(draft)
         case: Case | None = None
         if draft.case_reference is not None:
             case = self.get_case(draft.case_reference)
@@ -270,7 +274,9 @@ class ContactIntake:
 
         new_claim = None
         if claim is None:
-            new_claim = IdentityClaim.claim(draft.identity, customer_id=customer_id, ctx=ctx)
+            new_claim = IdentityClaim.claim(
+                draft.identity, claim_id=self.claim_id_for(draft.identity), customer_id=customer_id, ctx=ctx
+            )
         if customer is None:
             customer = Customer.register(
                 customer_id=customer_id, segment=draft.segment, identity=draft.identity, ctx=ctx

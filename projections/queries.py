@@ -3,6 +3,8 @@
 A projection that follows the store is caught up first (read-your-writes: a command sees what
 was just recorded); one that follows the events topic is read as it is. Every function takes
 an open view store and a function that opens the ledger (see :mod:`projections.catchup`).
+Views keep customers' personal data sealed, as the events carry it: every answer here is
+revealed by the ledger on the way out, and reads ``[erased]`` where the customer was erased.
 """
 
 from __future__ import annotations
@@ -31,21 +33,21 @@ def case_view(views: ViewStore, reference: str, *, ledger: LedgerOpener) -> Case
         raise NotFound(
             f"no case with reference {reference}; find a customer's cases with `caseledger cases CUSTOMER`"
         )
-    return CaseView(rows[0])
+    return CaseView(ledger().reveal(rows[0]))
 
 
 def customer_timeline(views: ViewStore, customer_id: str, *, ledger: LedgerOpener) -> list[dict[str, Any]]:
     """A customer's timeline rows in the store's order (positions), as the exports list them."""
     projection = CustomerTimeline()
     catch_up(views, projection, ledger=ledger)
-    return views.select(projection.tables[0], where="customer_id = ?", params=(customer_id,),
-                        order_by="position")
+    rows = views.select(projection.tables[0], where="customer_id = ?", params=(customer_id,), order_by="position")
+    return ledger().reveal(rows)  # type: ignore[no-any-return]
 
 
 def overdue_deadlines(views: ViewStore, now: datetime, *, ledger: LedgerOpener) -> list[dict[str, Any]]:
     """Pending deadlines past due at ``now``, the most overdue first."""
     catch_up(views, Deadlines(), ledger=ledger)
-    return overdue(views, now)
+    return ledger().reveal(overdue(views, now))  # type: ignore[no-any-return]
 
 
 def channel_summary(views: ViewStore, *, by: tuple[str, ...], ledger: LedgerOpener) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ point the same tests at external servers, e.g. the compose stack.
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +21,10 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.settings import LedgerSettings
 from tests.avro_java import avro_java  # noqa: F401  (session fixture)
 from tests.kafka_broker import kafka_bootstrap, kafka_broker  # noqa: F401  (session fixtures)
+
+# One key-encryption key for the session's ledgers (PostgreSQL ones need one; CLI subprocesses inherit
+# it). tests/test_privacy.py unsets it to check the embedded default, a key file beside the database.
+os.environ.setdefault("CASELEDGER_KEK", base64.b64encode(os.urandom(32)).decode())
 
 
 class PostgresServer:

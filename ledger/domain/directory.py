@@ -190,6 +190,8 @@ class Customer(Aggregate):
         identities: list[str]
         cases: list[str]
         chain_head: bytes | None
+        hold: str | None  # the reason of the legal hold in force, if any
+        erased_keys: list[str]  # every data key an erasure destroyed
 
     class CustomerRegistered(LedgerEvent, Aggregate.Created):
         segment: str | None
@@ -202,6 +204,8 @@ class Customer(Aggregate):
             customer.identities = [f"{first['kind']}:{first['value']}"] if first else []
             customer.cases = []
             customer.chain_head = None
+            customer.hold = None
+            customer.erased_keys = []
 
     class IdentityLinked(LedgerEvent):
         identity: dict[str, str]
@@ -216,9 +220,45 @@ class Customer(Aggregate):
         def apply(self, customer: Customer) -> None:
             customer.cases.append(self.reference)
 
+    class CustomerErased(LedgerEvent):
+        """The customer's personal data was erased: their data keys destroyed (art. 17 GDPR)."""
+
+        reason: str  # why (a request, the retention policy): kept in clear, write no personal data in it
+        key_ids: list[str]  # the data keys destroyed
+
+        def apply(self, customer: Customer) -> None:
+            customer.erased_keys.extend(self.key_ids)
+            customer.identities = []
+
+    class LegalHoldPlaced(LedgerEvent):
+        """The customer's data must be kept (a legal obligation or claim, art. 17(3)): no erasure until released."""
+
+        reason: str
+
+        def apply(self, customer: Customer) -> None:
+            customer.hold = self.reason
+
+    class LegalHoldReleased(LedgerEvent):
+        reason: str
+
+        def apply(self, customer: Customer) -> None:
+            customer.hold = None
+
     @staticmethod
     def id_for(customer_id: str) -> UUID:
         return name_id(f"customer:{customer_id}")
+
+    def record_erasure(self, *, reason: str, key_ids: list[str], ctx: Context) -> None:
+        """Record that these keys were destroyed; the caller has checked there is no hold."""
+        self.trigger_event(
+            Customer.CustomerErased, reason=reason, key_ids=key_ids, **envelope(ctx, customer_id=self.customer_id)
+        )
+
+    def place_hold(self, *, reason: str, ctx: Context) -> None:
+        self.trigger_event(Customer.LegalHoldPlaced, reason=reason, **envelope(ctx, customer_id=self.customer_id))
+
+    def release_hold(self, *, reason: str, ctx: Context) -> None:
+        self.trigger_event(Customer.LegalHoldReleased, reason=reason, **envelope(ctx, customer_id=self.customer_id))
 
     @classmethod
     def register(
@@ -268,13 +308,14 @@ class IdentityClaim(Aggregate):
 
     @staticmethod
     def id_for(identity: Identity) -> UUID:
+        """The name-based id claims had before they were keyed (the application's ``claim_id_for``)."""
         return name_id(f"identity:{identity}")
 
     @classmethod
-    def claim(cls, identity: Identity, *, customer_id: str, ctx: Context) -> IdentityClaim:
+    def claim(cls, identity: Identity, *, claim_id: UUID, customer_id: str, ctx: Context) -> IdentityClaim:
         return cls._create(
             cls.IdentityClaimed,
-            id=cls.id_for(identity),
+            id=claim_id,
             identity=identity.as_record(),
             **envelope(ctx, customer_id=customer_id),
         )

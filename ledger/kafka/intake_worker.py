@@ -26,7 +26,6 @@ from caseledger.ledger.application import CaseLedger, normalise_reference
 from caseledger.ledger.domain.directory import (
     ChannelMessage,
     Customer,
-    IdentityClaim,
     IntakeSource,
     case_id_for,
 )
@@ -264,15 +263,14 @@ class KafkaIntakeWorker:
         except REFUSALS as refusal:
             return refusal
 
-    @staticmethod
-    def _lookups(decoded: list[Any]) -> set[Any]:
+    def _lookups(self, decoded: list[Any]) -> set[Any]:
         """The aggregates the records of a batch will load: directory entries and referenced cases."""
         ids: set[Any] = set()
         for message in decoded:
             if isinstance(message, ContactDraft):
                 ids.add(ChannelMessage.id_for(message.channel, message.channel_message_id))
-                ids.add(IdentityClaim.id_for(message.identity))
-                ids.add(Customer.id_for(message.customer_id or str(message.identity)))
+                ids.update(self.ledger.claim_ids_for(message.identity))
+                ids.add(Customer.id_for(message.customer_id or self.ledger.customer_id_for(message.identity)))
                 if message.case_reference:
                     ids.add(case_id_for(normalise_reference(message.case_reference)))
             elif isinstance(message, DeliveryReport | ReadReceipt):

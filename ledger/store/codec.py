@@ -24,7 +24,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from functools import cached_property, lru_cache
 from importlib import resources
 from io import BytesIO
@@ -126,10 +127,22 @@ class EventSchema:
     is_creation: bool
 
 
-class AvroEventCodec:
-    """Encodes ledger events to Avro single-object bytes and decodes them back."""
+Seal = Callable[[str, str, datetime, dict[str, Any]], None]
+"""Seals an event's personal fields in its Avro record: (event type, customer id, recorded at, record)."""
+Open = Callable[[str, dict[str, Any]], None]
+"""Opens the sealed fields of a decoded event's attributes: (event type, attributes)."""
 
-    def __init__(self) -> None:
+
+class AvroEventCodec:
+    """Encodes ledger events to Avro single-object bytes and decodes them back.
+
+    With ``seal`` (the application's), the personal fields of each event are sealed with its
+    customer's data key before they are written (``caseledger.ledger.privacy``); decoding never
+    opens them: the mapper does, for the application only.
+    """
+
+    def __init__(self, *, seal: Seal | None = None) -> None:
+        self.seal = seal
         files = dict(schema_files())
         envelope_text = files.pop(f"{ENVELOPE}.avsc", None)
         if envelope_text is None:
@@ -232,6 +245,8 @@ class AvroEventCodec:
         }
         for name in spec.fields:
             record[name] = state[name]
+        if self.seal is not None:
+            self.seal(spec.name, state["customer_id"], state["timestamp"], record)
         write = self._compiled_for("write", spec.name)
         if write is not None:
             try:
@@ -407,11 +422,16 @@ class _UnusedTranscoder(Transcoder):
 
 
 class AvroMapper(Mapper[UUID]):
-    """eventsourcing mapper whose stored state is the event's Avro single-object bytes."""
+    """eventsourcing mapper whose stored state is the event's Avro single-object bytes.
 
-    def __init__(self, codec: AvroEventCodec) -> None:
+    ``open_fields`` opens the sealed personal fields of every event it reads (the application's
+    aggregates need the texts; the views keep them sealed).
+    """
+
+    def __init__(self, codec: AvroEventCodec, *, open_fields: Open | None = None) -> None:
         super().__init__(transcoder=_UnusedTranscoder())
         self.codec = codec
+        self.open_fields = open_fields
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         # The application encodes each new event once, to chain its hash; reuse those bytes.
@@ -426,7 +446,10 @@ class AvroMapper(Mapper[UUID]):
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        event = self.codec.decode(name_of_topic(stored_event.topic), bytes(stored_event.state))
+        name = name_of_topic(stored_event.topic)
+        event = self.codec.decode(name, bytes(stored_event.state))
+        if self.open_fields is not None:
+            self.open_fields(name, vars(event))
         # Lets the aggregate know the hash of its last stored event (see LedgerEvent.mutate).
         vars(event)["_stored_hash"] = event_hash(bytes(stored_event.state))
         return event

@@ -39,6 +39,7 @@ from eventsourcing.utils import retry
 from psycopg import errors as pg
 from psycopg.sql import SQL, Identifier
 
+from caseledger.ledger.store.keys import KeyTable
 from caseledger.ledger.store.recorder import LedgerRecorder
 
 
@@ -47,6 +48,7 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.keys = KeyTable(self.datastore, postgres=True)
         schema = Identifier(self.datastore.schema)
         events = Identifier(self.events_table_name)
         originator_id_type = Identifier(self.datastore.originator_id_type)
@@ -64,6 +66,10 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
             "SELECT * FROM {}.{} x WHERE x.originator_id = w.id AND x.originator_version > w.known "
             "ORDER BY x.originator_version) e"
         ).format(originator_id_type, schema, events)
+
+    def create_table(self) -> None:
+        super().create_table()
+        self.keys.create()
 
     @property
     def writers_lock_key(self) -> int:
@@ -95,6 +101,7 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            self.keys.insert(curs, kwargs.get("new_keys", ()))  # the data keys these events are the first to use
             self._insert_events(curs, stored_events, **kwargs)  # the tracking record, if any
             also: Sequence[Tracking] = kwargs.get("also_tracking", ())
             for tracking in also:  # one poll's further partitions (see ledger.sqlitestore)

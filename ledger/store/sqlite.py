@@ -15,6 +15,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
 
+from caseledger.ledger.store.keys import KeyTable
 from caseledger.ledger.store.recorder import LedgerRecorder
 
 # Two parameters an id; SQLite allows 999 parameters at least.
@@ -25,6 +26,7 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder, LedgerRecorder):
     """Events, their tracking record and any further ones (``also_tracking``) in one transaction."""
 
     def __init__(self, datastore: SQLiteDatastore, *, events_table_name: str = "stored_events") -> None:
+        self.keys = KeyTable(datastore, postgres=False)
         super().__init__(datastore, events_table_name=events_table_name)
         # One statement per number of ids in a chunk: every full chunk shares the first.
         self._select_events_after_statements: dict[int, str] = {}
@@ -58,9 +60,13 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder, LedgerRecorder):
                     )
         return found
 
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *self.keys.create_statements]
+
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        self.keys.insert(c, kwargs.get("new_keys", ()))  # the data keys these events are the first to use
         returning = super()._insert_events(c, stored_events, **kwargs)
         also: Sequence[Tracking] = kwargs.get("also_tracking", ())
         for tracking in also:

@@ -1,0 +1,70 @@
+"""Which fields of which events are a customer's personal data, and why the others are kept in clear.
+
+Every field named here is stored encrypted with a data key of the customer the event belongs to
+(see :mod:`caseledger.ledger.privacy`); destroying the customer's keys erases it everywhere the
+stored bytes went (the store, the events topic, the views, the exports), while the hashes, chains
+and seals over those bytes stay valid. A path is a tuple of field names; ``"*"`` stands for every
+element of an array or every value of a map.
+
+Kept in clear, because audit, deadlines and metrics need them and they say nothing of the customer
+by themselves: the envelope (ids, versions, times, the actor, the channel, correlation and
+causation, the previous hash), statuses, kinds and categories, segments, deadlines, handles
+(Q1, P1, contact and message ids, references), hashes (attachment SHA-256s, content digests),
+sizes and media types, rule and action names, assignees and teams (staff, not customers), and the
+reasons of an erasure or a legal hold (what the ledger must keep proving after the data is gone:
+write no personal data there). ``docs/privacy.md`` lists the same with the threat model.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+Path = tuple[str, ...]
+
+ERASED: Final = "[erased]"
+"""What a reader sees where a customer's personal data was, once their keys are destroyed."""
+
+_NOTICE: Final[tuple[Path, ...]] = (("reason",), ("notice",))
+
+PERSONAL_FIELDS: Final[dict[str, tuple[Path, ...]]] = {
+    # what the customer wrote, and how they are reached
+    "ContactReceived": (
+        ("identity", "value"), ("subject",), ("body",), ("items", "*", "text"), ("attachments", "*", "filename"),
+    ),
+    "CaseOpened": (("subject",),),
+    "CustomerRegistered": (("identity", "value"),),
+    "IdentityLinked": (("identity", "value"),),
+    "IdentityClaimed": (("identity", "value"),),
+    # what the ledger and the agents told the customer
+    "AcknowledgementIssued": (("request_copy",), ("text",)),
+    "ResponseSent": (("body",),),
+    "WrittenConfirmationIssued": (("text",),),
+    "PromiseMade": (("terms",),),
+    "PromiseWithdrawn": _NOTICE,
+    "StatusChanged": _NOTICE,
+    "CaseClosed": _NOTICE,
+    "CaseCancelled": _NOTICE,
+    "CaseReopened": _NOTICE,
+    # what agents and automation wrote about the customer
+    "PromiseKept": (("evidence",),),
+    "PromiseBroken": (("reason",),),
+    "PromiseWaived": (("reason",),),
+    "ItemWaived": (("reason",),),
+    "HandedOff": (
+        ("note",), ("brief", "open_items", "*", "text"), ("brief", "open_promises", "*", "terms"),
+        ("brief", "last_contacts", "*", "subject"),
+    ),
+    "ActionProposed": (("params", "*"), ("rationale",)),
+    "ActionApproved": (("note",),),
+    "ActionRejected": (("reason",),),
+    "ActionExecuted": (("result",),),
+    "EscalatedToHuman": (("reason",),),
+    # requests kept as received: their bytes, and a reason that may quote them
+    "IntakeRejected": (("raw",), ("reason",)),
+    "MessageIdCollided": (("raw",),),
+}
+"""Event type → the paths of its fields that hold personal data."""
+
+REJECTION_SUBJECT_PREFIX: Final = "intake-rejections:"
+"""Rejected intake records belong to no known customer: they are keyed per month of rejection
+(``intake-rejections:2026-12``), so the retention policy can erase them by month."""

@@ -1,0 +1,230 @@
+"""Forgetting a customer: their data keys, the erasure itself, legal holds and retention.
+
+``CustomerPrivacy`` is the part of :class:`~caseledger.ledger.application.CaseLedger` that keeps
+personal data sealed with each customer's keys (:mod:`caseledger.ledger.privacy`) and destroys
+those keys on request or when the retention policy says so, unless a legal hold is in force.
+The events stay, their hashes and chains unchanged: what was personal reads ``[erased]``.
+
+It also names customers and identities without their data: a customer first known by an identity
+gets a pseudonymous id (``cus-`` and 16 hex digits, a keyed hash of the identity), and an
+identity's claim is found under a keyed id too, so that the store, the topics and the Kafka keys
+never carry an e-mail address or a phone number in clear. Ledgers written before keep their
+customer ids and claims (the lookups try the old name-based id as well); docs/privacy.md says what
+that leaves in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from caseledger.ledger.domain.directory import Customer, IdentityClaim, name_id
+from caseledger.ledger.domain.values import SYSTEM, Actor, Identity
+from caseledger.ledger.errors import RuleViolation, ValidationError
+from caseledger.ledger.privacy.kek import KeyEncryptionKey
+from caseledger.ledger.privacy.keys import DataKeys
+from caseledger.ledger.privacy.sealing import Sealer, subject_of
+from caseledger.ledger.store.errors import translate_errors
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from caseledger.ledger.domain.events import Context
+    from caseledger.ledger.settings import LedgerSettings
+    from caseledger.ledger.store.recorder import LedgerRecorder
+
+PSEUDONYM_SUBJECT = "ledger:pseudonyms"
+"""The key store's subject of the ledger's own key for pseudonyms (never erased)."""
+_SEALED_KEY_IDS = re.compile(rb"enc:1:([0-9a-f]{16}):")
+MAX_REASON = 500
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErasureReport:
+    """What an erasure did: the keys destroyed, or why nothing was left to do."""
+
+    customer_id: str
+    erased_at: datetime
+    key_ids: list[str] = field(default_factory=list)
+    already_erased: bool = False
+
+    @property
+    def erased(self) -> bool:
+        return bool(self.key_ids)
+
+
+class CustomerPrivacy:
+    """Sealing with customers' keys, erasure, legal holds (mixed into CaseLedger)."""
+
+    if TYPE_CHECKING:
+        settings: LedgerSettings
+        recorder: LedgerRecorder
+        clock: Any
+
+        def _get_optional(self, aggregate_id: UUID) -> Any | None: ...
+        def _load(self, aggregate_id: UUID) -> Any: ...
+        def record(self, *aggregates: Any) -> None: ...
+        def _command(self) -> AbstractContextManager[None]: ...
+        def _context(self, actor: Actor, **kwargs: Any) -> Context: ...
+        def resolve_customer(self, who: str) -> str: ...
+
+    # -- keys -----------------------------------------------------------------------------------------
+
+    @cached_property
+    def data_keys(self) -> DataKeys:
+        """The customers' data keys, in the key store beside the events."""
+        store = self.settings.store
+        database_file = None if store.is_postgres else Path(store.database).expanduser()
+        if database_file is not None and store.database in (":memory:", ""):
+            kek = KeyEncryptionKey(KeyEncryptionKey.generate(), origin="memory")
+        else:
+            kek = KeyEncryptionKey.resolve(database_file=database_file)
+        return DataKeys(self.recorder.keys, kek, clock=self.clock)  # type: ignore[attr-defined]
+
+    @cached_property
+    def sealer(self) -> Sealer:
+        return Sealer(self.data_keys)
+
+    def _seal_fields(self, event_type: str, customer_id: str, recorded_at: datetime, record: dict[str, Any]) -> None:
+        self.sealer.seal_record(event_type, subject_of(event_type, customer_id, recorded_at), record)
+
+    def _open_fields(self, event_type: str, state: dict[str, Any]) -> None:
+        self.sealer.open_state(event_type, state)
+
+    def reveal(self, value: Any) -> Any:
+        """A view row (or any value read from views) with its sealed texts opened, or ``[erased]``."""
+        try:
+            return self.sealer.reveal(value)
+        finally:
+            self.data_keys.forget()
+
+    def _preload_keys(self, states: Iterable[bytes]) -> None:
+        """Load, in one query, every data key these stored events were sealed with."""
+        wanted = {m.group(1).decode() for data in states for m in _SEALED_KEY_IDS.finditer(data)}
+        if wanted:
+            self.data_keys.load(wanted)
+
+    # -- names without personal data ------------------------------------------------------------------
+
+    @cached_property
+    def _pseudonym_key(self) -> bytes:
+        with translate_errors(self.settings.store.describe()):
+            return self.data_keys.ledger_secret(PSEUDONYM_SUBJECT)
+
+    def customer_id_for(self, identity: Identity) -> str:
+        """The pseudonymous id of a new customer first known by ``identity``."""
+        digest = hmac.new(self._pseudonym_key, f"customer\n{identity}".encode(), hashlib.sha256).hexdigest()
+        return f"cus-{digest[:16]}"
+
+    def claim_id_for(self, identity: Identity) -> UUID:
+        """The id of the identity's claim: a keyed hash, so the id alone tells nothing of the identity."""
+        digest = hmac.new(self._pseudonym_key, f"identity\n{identity}".encode(), hashlib.sha256).hexdigest()
+        return name_id(f"identity-claim:{digest}")
+
+    def claim_ids_for(self, identity: Identity) -> list[UUID]:
+        """Where the identity's claim may be: the keyed id, then the name-based id of earlier releases."""
+        return [self.claim_id_for(identity), IdentityClaim.id_for(identity)]
+
+    def _find_claim(self, identity: Identity) -> Any | None:
+        for claim_id in self.claim_ids_for(identity):
+            claim = self._get_optional(claim_id)
+            if claim is not None:
+                return claim
+        return None
+
+    # -- erasure ------------------------------------------------------------------------------------
+
+    def erase_customer(self, who: str, *, reason: str, actor: Actor | None = None) -> ErasureReport:
+        """Erase a customer's personal data: destroy their data keys and record ``CustomerErased``.
+
+        Refused while a legal hold is in force. Erasing a customer with no live key left is a no-op
+        (``already_erased``). The event is recorded before the keys are destroyed: a crash between
+        the two leaves the keys to the next erasure (or ``tick``), never data erased without record.
+        """
+        reason = _reason(reason, "erasure")
+        customer_id = self.resolve_customer(who)
+        with self._command():
+            customer = self._load(Customer.id_for(customer_id))
+            if customer.hold is not None:
+                raise RuleViolation(
+                    f"customer {customer_id} is under a legal hold ({customer.hold}); their data cannot be erased "
+                    "until it is released with `caseledger customer release`"
+                )
+            with translate_errors(self.settings.store.describe()):
+                live = self.data_keys.live_keys_of(customer_id)
+            now = self.clock()
+            recorded = set(customer.erased_keys)
+            new = [k for k in live if k not in recorded]
+            if not live and recorded:
+                return ErasureReport(customer_id=customer_id, erased_at=now, already_erased=True)
+            if new or not live:  # not live and never erased: history from before keys; the request is recorded
+                ctx = self._context(actor or SYSTEM)
+                customer.record_erasure(reason=reason, key_ids=new, ctx=ctx)
+                self.record(customer)
+        # The CustomerErased event itself is sealed with nothing personal, but its customer's live key
+        # may have been made again for it: look once more after recording.
+        with translate_errors(self.settings.store.describe()):
+            live = self.data_keys.live_keys_of(customer_id)
+            self.data_keys.destroy(live)
+        return ErasureReport(customer_id=customer_id, erased_at=now, key_ids=sorted(set(live) | set(new)))
+
+    def place_legal_hold(self, who: str, *, reason: str, actor: Actor | None = None) -> None:
+        """Keep a customer's data whatever is asked (a legal obligation or claim) until released."""
+        reason = _reason(reason, "legal hold")
+        customer_id = self.resolve_customer(who)
+        with self._command():
+            customer = self._load(Customer.id_for(customer_id))
+            if customer.hold is not None:
+                raise RuleViolation(f"customer {customer_id} is already under a legal hold ({customer.hold})")
+            customer.place_hold(reason=reason, ctx=self._context(actor or SYSTEM))
+            self.record(customer)
+
+    def release_legal_hold(self, who: str, *, reason: str, actor: Actor | None = None) -> None:
+        reason = _reason(reason, "release")
+        customer_id = self.resolve_customer(who)
+        with self._command():
+            customer = self._load(Customer.id_for(customer_id))
+            if customer.hold is None:
+                raise RuleViolation(f"customer {customer_id} is under no legal hold; nothing to release")
+            customer.release_hold(reason=reason, ctx=self._context(actor or SYSTEM))
+            self.record(customer)
+
+    def customer_privacy(self, who: str) -> dict[str, Any]:
+        """A customer's keys and hold, as ``customer show`` prints them (never key material)."""
+        customer_id = self.resolve_customer(who)
+        customer = self._load(Customer.id_for(customer_id))
+        with translate_errors(self.settings.store.describe()):
+            rows = self.data_keys.table.by_subjects([customer_id])
+        return {
+            "customer_id": customer_id,
+            "legal_hold": customer.hold,
+            "keys": [{"key_id": r.key_id, "created_at": r.created_at, "destroyed_at": r.destroyed_at} for r in rows],
+            "erased_key_ids": list(customer.erased_keys),
+        }
+
+    def rotate_kek(self, new: KeyEncryptionKey) -> int:
+        """Rewrap every live data key with a new key-encryption key; how many were rewrapped."""
+        with translate_errors(self.settings.store.describe()):
+            return self.data_keys.rotate(new)
+
+    def erased_customers(self) -> Iterator[str]:
+        """Customer ids with at least one destroyed key."""
+        for row in self.data_keys.table.destroyed():
+            yield row.subject
+
+
+def _reason(reason: str, what: str) -> str:
+    text = " ".join((reason or "").split())
+    if not text:
+        raise ValidationError(f"a {what} needs a reason (--reason), e.g. \"art. 17 request of 2026-12-01, ticket 4711\"")
+    if len(text) > MAX_REASON:
+        raise ValidationError(f"the {what} reason is {len(text)} characters; keep it under {MAX_REASON}")
+    return text

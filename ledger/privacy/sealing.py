@@ -1,0 +1,182 @@
+"""Sealing personal fields into the stored bytes, opening them for the ledger, revealing them in views.
+
+A sealed text is a *token* that still fits the field's Avro ``string`` type::
+
+    enc:1:<key id, 16 hex>:<base64url(nonce ‖ AES-256-GCM ciphertext ‖ tag)>
+
+and a sealed byte string (``raw``) is ``CLENC1 ‖ key id (8 bytes) ‖ nonce ‖ ciphertext ‖ tag``.
+The associated data binds the ciphertext to its key id. It does not bind it to one event: the
+views keep tokens exactly as the events carry them and reveal them without the event at hand, and
+where a token sits is already fixed by the hash chains and seals over the stored bytes.
+
+Three readers, three behaviours: the store codec leaves tokens as they are (projections and the
+audit work on them: no view ever holds a customer's data in clear); the application's mapper
+*opens* them (the aggregates and exports see the text, or :data:`ERASED`); a query *reveals* the
+tokens found in view rows, shortened as the view asked (``…~40``: at most 40 characters).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+
+from caseledger.ledger.domain.personal import ERASED, PERSONAL_FIELDS, REJECTION_SUBJECT_PREFIX, Path
+from caseledger.ledger.privacy.keys import DataKeys
+
+TOKEN_PREFIX = "enc:1:"
+BYTES_PREFIX = b"CLENC1"
+UNREADABLE = "[unreadable]"
+TOKEN = re.compile(r"enc:1:([0-9a-f]{16}):([A-Za-z0-9_-]{24,})(?:~(\d{1,4}))?")
+_NONCE = 12
+
+
+def _aad(key_id: str) -> bytes:
+    return b"caseledger sealed field\n" + key_id.encode()
+
+
+def subject_of(event_type: str, customer_id: str, recorded_at: datetime) -> str:
+    """Whose key seals an event: its customer's, or its month's for a rejection (no customer)."""
+    if customer_id:
+        return customer_id
+    return f"{REJECTION_SUBJECT_PREFIX}{recorded_at:%Y-%m}"
+
+
+def is_sealed(value: object) -> bool:
+    if isinstance(value, str):
+        return value.startswith(TOKEN_PREFIX)
+    return isinstance(value, bytes) and value.startswith(BYTES_PREFIX)
+
+
+def excerpt(text: str, limit: int) -> str:
+    """A sealed text as a view shows it shortened: revealed, then cut to ``limit`` characters."""
+    return f"{text}~{limit}" if text.startswith(TOKEN_PREFIX) and TOKEN.fullmatch(text) else text
+
+
+class Sealer:
+    """Seals and opens the personal fields of events with the data keys of their subjects."""
+
+    def __init__(self, keys: DataKeys) -> None:
+        self.keys = keys
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def seal_record(self, event_type: str, subject: str, record: dict[str, Any]) -> None:
+        """Replace, in ``record`` (an event's Avro record), every personal field by its sealed form."""
+        paths = PERSONAL_FIELDS.get(event_type)
+        if not paths:
+            return
+        key_id, cipher = self.keys.key_for(subject)
+        aad = _aad(key_id)
+
+        def seal(value: Any) -> Any:
+            if isinstance(value, str):
+                if not value:
+                    return value
+                nonce = secrets.token_bytes(_NONCE)
+                sealed = nonce + cipher.encrypt(nonce, value.encode(), aad)
+                return f"{TOKEN_PREFIX}{key_id}:{base64.urlsafe_b64encode(sealed).rstrip(b'=').decode()}"
+            if isinstance(value, bytes):
+                if not value:
+                    return value
+                nonce = secrets.token_bytes(_NONCE)
+                return BYTES_PREFIX + bytes.fromhex(key_id) + nonce + cipher.encrypt(nonce, value, aad)
+            return value
+
+        for path in paths:
+            head = path[0]
+            if isinstance(record.get(head), (dict, list)):
+                record[head] = _copy(record[head])  # the event keeps its own (clear) values
+            _apply(record, path, seal)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def open_state(self, event_type: str, state: dict[str, Any]) -> None:
+        """Replace, in a decoded event's attributes, every sealed field by its text (or ERASED)."""
+        paths = PERSONAL_FIELDS.get(event_type)
+        if paths:
+            for path in paths:
+                _apply(state, path, self.open_value)
+
+    def open_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.startswith(TOKEN_PREFIX):
+                return value
+            match = TOKEN.fullmatch(value)
+            return self._open_text(match) if match else UNREADABLE
+        if isinstance(value, bytes) and value.startswith(BYTES_PREFIX):
+            key_id = value[6:14].hex()
+            cipher = self.keys.cipher(key_id)
+            if cipher is None:
+                return b""
+            try:
+                return cipher.decrypt(value[14 : 14 + _NONCE], value[14 + _NONCE :], _aad(key_id))
+            except InvalidTag:
+                return b""
+        return value
+
+    def _open_text(self, match: re.Match[str]) -> str:
+        key_id, body, limit = match.group(1), match.group(2), match.group(3)
+        cipher = self.keys.cipher(key_id)
+        if cipher is None:
+            return ERASED
+        try:
+            sealed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            text = cipher.decrypt(sealed[:_NONCE], sealed[_NONCE:], _aad(key_id)).decode()
+        except (InvalidTag, binascii.Error, ValueError):
+            return UNREADABLE
+        if limit is not None:
+            n = int(limit)
+            one_line = " ".join(text.split())
+            text = one_line if len(one_line) <= n else one_line[: n - 1] + "…"
+        return text
+
+    def reveal(self, value: Any) -> Any:
+        """``value`` (a view row, a list, a text) with every token in it opened; the rest as it was."""
+        if isinstance(value, str):
+            if TOKEN_PREFIX not in value:
+                return value
+            self.keys.load(m.group(1) for m in TOKEN.finditer(value))
+            return TOKEN.sub(self._open_text, value)
+        if isinstance(value, dict):
+            return {k: self.reveal(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.reveal(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self.reveal(v) for v in value)
+        return value
+
+
+def _copy(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _copy(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_copy(v) for v in node]
+    return node
+
+
+def _apply(node: Any, path: Path, fn: Callable[[Any], Any]) -> None:
+    """Replace the value(s) at ``path`` under ``node`` (dicts and lists) by ``fn`` of them."""
+    head, rest = path[0], path[1:]
+    if head == "*":
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in list(items):
+            if rest:
+                _apply(child, rest, fn)
+            else:
+                node[key] = fn(child)
+        return
+    if not isinstance(node, dict) or head not in node:
+        return
+    if rest:
+        child = node[head]
+        if child is not None:
+            _apply(child, rest, fn)
+    else:
+        node[head] = fn(node[head])

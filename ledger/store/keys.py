@@ -1,0 +1,161 @@
+"""The key store's SQL: customers' data keys, wrapped, in a table beside the events.
+
+A row is one data key: its id, its subject (the customer id, or ``intake-rejections:YYYY-MM``),
+the id of the key-encryption key that wrapped it, the wrapped bytes, when it was made and when it
+was destroyed. Destroying a key sets its wrapped bytes to NULL and its ``destroyed_at``; the row
+stays, so a reader can tell "erased" from "never existed". New keys are inserted in the same
+transaction as the first events they encrypt (the recorders call :meth:`KeyTable.insert` from
+their insert path), so no stored event ever names a key that was not stored with it.
+
+On SQLite the table is in the ledger's file (``secure_delete`` on for the erasing connection and a
+WAL checkpoint after, so the wrapped bytes do not survive in free pages or the WAL); on PostgreSQL
+in the ledger's schema, rewritten by ``VACUUM FULL`` after an erasure for the same reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DataKeyRow:
+    """One data key as stored: ``wrapped`` is None once destroyed."""
+
+    key_id: str
+    subject: str
+    kek_id: str
+    wrapped: bytes | None
+    created_at: str
+    destroyed_at: str | None = None
+
+
+TABLE = "caseledger_data_keys"
+_COLUMNS = "key_id, subject, kek_id, wrapped, created_at, destroyed_at"
+
+
+class KeyTable:
+    """The data keys table of one store (SQLite or PostgreSQL: ``placeholder`` and types differ)."""
+
+    def __init__(self, datastore: Any, *, postgres: bool) -> None:
+        self.datastore = datastore
+        self.postgres = postgres
+        schema = f'"{datastore.schema}".' if postgres and getattr(datastore, "schema", "") else ""
+        self.table = f"{schema}{TABLE}"
+        self.p = "%s" if postgres else "?"
+
+    @property
+    def create_statements(self) -> list[str]:
+        blob, stamp = ("bytea", "text") if self.postgres else ("BLOB", "TEXT")
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.table} (key_id text PRIMARY KEY, subject text NOT NULL, "
+            f"kek_id text NOT NULL, wrapped {blob}, created_at {stamp} NOT NULL, destroyed_at {stamp})",
+            f"CREATE INDEX IF NOT EXISTS {TABLE}_by_subject ON {self.table} (subject)",
+        ]
+
+    def create(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            for statement in self.create_statements:
+                curs.execute(statement)
+
+    # -- inside the recorders' insert transaction --------------------------------------------------
+
+    def insert(self, curs: Any, rows: Sequence[DataKeyRow]) -> None:
+        p = self.p
+        for row in rows:
+            curs.execute(
+                f"INSERT INTO {self.table} ({_COLUMNS}) VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
+                (row.key_id, row.subject, row.kek_id, row.wrapped, row.created_at, row.destroyed_at),
+            )
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def _rows(self, where: str, params: Sequence[Any]) -> list[DataKeyRow]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(f"SELECT {_COLUMNS} FROM {self.table} WHERE {where} ORDER BY created_at, key_id", params)
+            return [_row(r) for r in curs.fetchall()]
+
+    def by_subjects(self, subjects: Iterable[str]) -> list[DataKeyRow]:
+        wanted = list(dict.fromkeys(subjects))
+        found: list[DataKeyRow] = []
+        for i in range(0, len(wanted), 200):
+            chunk = wanted[i : i + 200]
+            found += self._rows(f"subject IN ({', '.join([self.p] * len(chunk))})", chunk)
+        return found
+
+    def by_ids(self, key_ids: Iterable[str]) -> list[DataKeyRow]:
+        wanted = list(dict.fromkeys(key_ids))
+        found: list[DataKeyRow] = []
+        for i in range(0, len(wanted), 200):
+            chunk = wanted[i : i + 200]
+            found += self._rows(f"key_id IN ({', '.join([self.p] * len(chunk))})", chunk)
+        return found
+
+    def live(self) -> list[DataKeyRow]:
+        return self._rows("wrapped IS NOT NULL", ())
+
+    def subjects_like(self, prefix: str) -> list[DataKeyRow]:
+        return self._rows(f"subject LIKE {self.p} AND wrapped IS NOT NULL", (prefix + "%",))
+
+    def destroyed(self) -> list[DataKeyRow]:
+        return self._rows("wrapped IS NULL", ())
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def insert_if_absent(self, row: DataKeyRow) -> None:
+        """Insert a key with a fixed id in its own transaction, unless another writer did first."""
+        p = self.p
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                f"INSERT INTO {self.table} ({_COLUMNS}) VALUES ({p}, {p}, {p}, {p}, {p}, {p}) "
+                "ON CONFLICT (key_id) DO NOTHING",
+                (row.key_id, row.subject, row.kek_id, row.wrapped, row.created_at, row.destroyed_at),
+            )
+
+    def destroy(self, key_ids: Sequence[str], *, at: datetime) -> None:
+        """Forget the wrapped bytes of these keys, for good (see the module docstring)."""
+        if not key_ids:
+            return
+        p = self.p
+        with self.datastore.transaction(commit=True) as curs:
+            if not self.postgres:
+                curs.execute("PRAGMA secure_delete = ON")
+            for key_id in key_ids:
+                curs.execute(
+                    f"UPDATE {self.table} SET wrapped = NULL, destroyed_at = {p} WHERE key_id = {p}",
+                    (at.isoformat(), key_id),
+                )
+        self._scrub()
+
+    def _scrub(self) -> None:
+        if self.postgres:
+            with self.datastore.get_connection() as conn:
+                autocommit = conn.autocommit
+                conn.autocommit = True
+                try:
+                    conn.execute(f"VACUUM FULL {self.table}")
+                finally:
+                    conn.autocommit = autocommit
+        else:
+            with self.datastore.transaction(commit=False) as curs:
+                curs.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def rewrap(self, rows: Sequence[DataKeyRow]) -> None:
+        """Store these rows' new wrapping (a key-encryption key rotation), all or none."""
+        p = self.p
+        with self.datastore.transaction(commit=True) as curs:
+            for row in rows:
+                curs.execute(
+                    f"UPDATE {self.table} SET wrapped = {p}, kek_id = {p} WHERE key_id = {p} AND wrapped IS NOT NULL",
+                    (row.wrapped, row.kek_id, row.key_id),
+                )
+        self._scrub()
+
+
+def _row(r: Any) -> DataKeyRow:
+    if isinstance(r, dict):
+        r = (r["key_id"], r["subject"], r["kek_id"], r["wrapped"], r["created_at"], r["destroyed_at"])
+    wrapped = bytes(r[3]) if r[3] is not None else None
+    return DataKeyRow(key_id=r[0], subject=r[1], kek_id=r[2], wrapped=wrapped, created_at=r[4], destroyed_at=r[5])
