@@ -22,7 +22,10 @@ def tick(
     ] = None,
     as_json: Json = False,
 ) -> None:
-    """Record every acknowledgement, response and promise deadline now past due, once.
+    """Record every acknowledgement, response and promise deadline now past due, once; apply the retention policy.
+
+    With a `[retention]` table in the policy, customers whose data is due for erasure are erased
+    (once; a legal hold keeps them, and is reported), and so are old months of rejected intake records.
 
     Examples:
 
@@ -37,10 +40,19 @@ def tick(
     with s.views() as views:  # the deadlines projection says which cases to look at
         report = tick_missed_deadlines(views, now or s.instant(), ledger=s.open_ledger)
     if as_json:
+        r = report.retention
         s.echo_json({"now": report.now, "cases_checked": report.cases_checked, "missed": report.missed,
-                     "total": report.total})
+                     "total": report.total, "erased": r.erased, "held": r.held,
+                     "erased_rejection_months": r.rejection_months})
         return
     s.say(f"Checked {report.cases_checked} case(s) as of {render.fmt_time(report.now, s.tz)}.")
+    r = report.retention
+    if r.erased:
+        s.say(f"Retention: erased {len(r.erased)} customer(s): {', '.join(r.erased)}.", "yellow")
+    for customer, reason in sorted(r.held.items()):
+        s.say(f"Retention: {customer} is due for erasure but kept by a legal hold ({reason}).", "yellow")
+    if r.rejection_months:
+        s.say(f"Retention: erased the raw bytes of intake rejections of {', '.join(r.rejection_months)}.", "yellow")
     if not report.total:
         s.say("No new missed deadline.", "green")
         return

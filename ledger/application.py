@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -36,7 +36,7 @@ from caseledger.ledger.domain.values import (
     Identity,
     require_utc,
 )
-from caseledger.ledger.erasure import CustomerPrivacy
+from caseledger.ledger.erasure import CustomerPrivacy, RetentionReport
 from caseledger.ledger.errors import (
     BackendError,
     ConfigurationError,
@@ -71,6 +71,7 @@ class TickReport:
     now: datetime
     cases_checked: int
     missed: dict[str, int]
+    retention: RetentionReport = field(default_factory=RetentionReport)  # what the retention policy erased
 
     @property
     def total(self) -> int:
@@ -602,7 +603,7 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
                 pending = []
         if pending:
             self.record(*pending)
-        return TickReport(now=at, cases_checked=checked, missed=missed)
+        return TickReport(now=at, cases_checked=checked, missed=missed, retention=self.apply_retention(at))
 
     def active_cases(self) -> Iterator[Case]:
         for case_id in self.case_ids():

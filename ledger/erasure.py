@@ -20,13 +20,15 @@ import hmac
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from caseledger.ledger.domain.case_state import Status
 from caseledger.ledger.domain.directory import Customer, IdentityClaim, name_id
+from caseledger.ledger.domain.personal import REJECTION_SUBJECT_PREFIX
 from caseledger.ledger.domain.values import SYSTEM, Actor, Identity
 from caseledger.ledger.errors import RuleViolation, ValidationError
 from caseledger.ledger.privacy.kek import KeyEncryptionKey
@@ -61,6 +63,15 @@ class ErasureReport:
         return bool(self.key_ids)
 
 
+@dataclass(frozen=True, kw_only=True)
+class RetentionReport:
+    """What the retention policy erased at one tick, and whom a legal hold kept."""
+
+    erased: list[str] = field(default_factory=list)  # customer ids
+    held: dict[str, str] = field(default_factory=dict)  # customer id → the hold's reason
+    rejection_months: list[str] = field(default_factory=list)  # "2026-01" …
+
+
 class CustomerPrivacy:
     """Sealing with customers' keys, erasure, legal holds (mixed into CaseLedger)."""
 
@@ -73,7 +84,7 @@ class CustomerPrivacy:
         def _load(self, aggregate_id: UUID) -> Any: ...
         def record(self, *aggregates: Any) -> None: ...
         def _command(self) -> AbstractContextManager[None]: ...
-        def _context(self, actor: Actor, **kwargs: Any) -> Context: ...
+        def _context(self, actor: Actor) -> Context: ...
         def resolve_customer(self, who: str) -> str: ...
 
     # -- keys -----------------------------------------------------------------------------------------
@@ -215,10 +226,63 @@ class CustomerPrivacy:
         with translate_errors(self.settings.store.describe()):
             return self.data_keys.rotate(new)
 
+    def apply_retention(self, now: datetime) -> RetentionReport:
+        """Erase every customer (and month of rejections) the policy's ``[retention]`` says is due, once.
+
+        Only subjects that still have a live key are looked at, so an erased customer costs nothing.
+        A customer is due once every case of theirs has ended and the retention period of their
+        segment has passed since the last event of their last case (or since they were registered,
+        without a case); a legal hold keeps them, and the report says so.
+        """
+        retention = self.policy.retention  # type: ignore[attr-defined]
+        report = RetentionReport()
+        if retention is None:
+            return report
+        with translate_errors(self.settings.store.describe()):
+            live = self.data_keys.table.live()
+        subjects = sorted({r.subject for r in live})
+        for subject in subjects:
+            if subject.startswith(REJECTION_SUBJECT_PREFIX):
+                month = subject.removeprefix(REJECTION_SUBJECT_PREFIX)
+                end = _month_end(month)
+                if retention.intake_rejections is not None and end is not None and (
+                        retention.intake_rejections.after(end) <= now):
+                    self.data_keys.destroy([r.key_id for r in live if r.subject == subject])
+                    report.rejection_months.append(month)
+                continue
+            if subject.startswith("ledger:"):
+                continue
+            customer = self._get_optional(Customer.id_for(subject))
+            if customer is None:
+                continue
+            period = retention.period_for(customer.segment)
+            if period is None:
+                continue
+            cases = [self.get_case(ref) for ref in customer.cases]  # type: ignore[attr-defined]
+            if any(case.status in Status.ACTIVE for case in cases):
+                continue
+            last = max((case.modified_on for case in cases), default=customer.created_on)
+            if period.after(last) > now:
+                continue
+            if customer.hold is not None:
+                report.held[subject] = customer.hold
+                continue
+            self.erase_customer(subject, reason=f"retention: {period} after the last case ended ({last:%Y-%m-%d})")
+            report.erased.append(subject)
+        return report
+
     def erased_customers(self) -> Iterator[str]:
         """Customer ids with at least one destroyed key."""
         for row in self.data_keys.table.destroyed():
             yield row.subject
+
+
+def _month_end(month: str) -> datetime | None:
+    try:
+        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
 
 
 def _reason(reason: str, what: str) -> str:

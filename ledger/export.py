@@ -97,9 +97,17 @@ def export_history(
     report = verify(ledger, customer=customer_id, kafka=kafka,
                     collect=lambda position, name, data: collected.append((position, name, data)))
     entries = []
-    for position, name, data in collected:
-        entries.append(_Entry(position, name, data, ledger.codec.decode_record(name, data),
-                              ledger.codec.decode(name, data)))
+    # The customer's copy (art. 15 GDPR): personal data opened where it is still readable,
+    # ``[erased]`` where it was erased; the stored bytes stay sealed, exactly as verified.
+    ledger._preload_keys(data for _p, _n, data in collected)
+    try:
+        for position, name, data in collected:
+            record, event = ledger.codec.decode_record(name, data), ledger.codec.decode(name, data)
+            ledger.sealer.open_state(name, record)
+            ledger.sealer.open_state(name, vars(event))
+            entries.append(_Entry(position, name, data, record, event))
+    finally:
+        ledger.data_keys.forget()
     describe = describe or _describe
     exported_at = datetime.now(UTC)
     if fmt == "json":
@@ -129,6 +137,16 @@ def verification_summary(report: AuditReport) -> dict[str, Any]:
     }
 
 
+def erasures(entries: list[_Entry]) -> list[dict[str, Any]]:
+    """When the customer's data was erased, why, and which keys went: where ``[erased]`` comes from."""
+    return [
+        {"erased_at": e.event.timestamp.isoformat(), "reason": e.event.reason, "key_ids": list(e.event.key_ids),
+         "position": e.position,
+         "what": "every personal field sealed with these keys now reads [erased] (docs/privacy.md lists the fields)"}
+        for e in entries if e.event_type == "CustomerErased"
+    ]
+
+
 # -- JSON ------------------------------------------------------------------------------------------------
 
 
@@ -139,6 +157,7 @@ def _write_json(path: Path, customer_id: str, entries: list[_Entry], report: Aud
         "customer_id": customer_id,
         "exported_at": exported_at.isoformat(),
         "verification": verification_summary(report),
+        "erasures": erasures(entries),
         "events": [
             {
                 "position": e.position,
@@ -244,6 +263,7 @@ def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: Aud
         "caseledger.customer_id": customer_id,
         "caseledger.exported_at": exported_at.isoformat(),
         "caseledger.verification": json.dumps(plain(verification_summary(report)), ensure_ascii=False),
+        "caseledger.erasures": json.dumps(erasures(entries), ensure_ascii=False),
     }
     with path.open("wb") as out:
         writer(out, schema, records, codec="deflate", metadata=metadata)
@@ -261,12 +281,13 @@ _CATEGORY = {
     "CaseReopened": "status", "CaseAssigned": "handoff", "HandedOff": "handoff", "EscalatedToHuman": "handoff",
     "DeadlineMissed": "deadline", "ActionProposed": "action", "ActionApproved": "action",
     "ActionRejected": "action", "ActionExecuted": "action",
+    "CustomerErased": "privacy", "LegalHoldPlaced": "privacy", "LegalHoldReleased": "privacy",
 }
 _LEGEND = {
     "contact": "contacts", "ack": "acknowledgements", "message": "deliveries and reads", "response": "responses",
     "promise": "promises",
     "status": "status changes", "handoff": "handoffs", "deadline": "missed deadlines",
-    "action": "automated actions", "directory": "directory entries",
+    "action": "automated actions", "privacy": "erasures and legal holds", "directory": "directory entries",
 }
 _CSS = """
 :root { --ink:#1d2430; --muted:#5b6576; --line:#d9dee7; --bg:#f6f7f9; --ok:#17803d; --bad:#b42318; }
@@ -297,7 +318,7 @@ details td { border-top:1px solid var(--line); padding:3px 6px; vertical-align:t
 details td:first-child { white-space:nowrap; color:var(--ink); width:1%; }
 .c-contact { --dot:#2563eb; } .c-ack { --dot:#0891b2; } .c-message { --dot:#67b7c9; } .c-response { --dot:#16a34a; }
 .c-promise { --dot:#d97706; } .c-status { --dot:#7c3aed; } .c-handoff { --dot:#db2777; }
-.c-deadline { --dot:#dc2626; } .c-action { --dot:#4b5563; } .c-directory { --dot:#c0c6d0; }
+.c-privacy { --dot:#111827; } .c-deadline { --dot:#dc2626; } .c-action { --dot:#4b5563; } .c-directory { --dot:#c0c6d0; }
 .c-directory .what { color:var(--muted); }
 footer { margin-top:36px; color:var(--muted); font-size:13px; }
 @media print { body { background:#fff; } .timeline li { break-inside:avoid; } }
@@ -349,6 +370,12 @@ def _html_page(customer_id: str, entries: list[_Entry], report: AuditReport, des
         items = "".join(f"<li>{esc(d.line())}</li>" for d in report.errors[:50])
         verdict = (f'<section class="verdict bad" id="verdict"><strong>&#10007; Not verified</strong>'
                    f"The audit found discrepancies in this history:<ul>{items}</ul></section>")
+    erased = "".join(
+        f'<section class="verdict bad" id="erasures"><strong>Personal data erased {esc(_time(e.event.timestamp, tz))}'
+        f"</strong>{esc(e.event.reason)} — {len(e.event.key_ids)} data key(s) destroyed; what was personal reads "
+        "[erased] below, every other fact and every hash stays.</section>"
+        for e in entries if e.event_type == "CustomerErased"
+    )
     summary = [("events", len(entries)), ("cases", len(cases))]
     summary += [(label, categories[key]) for key, label in _LEGEND.items() if categories[key]]
     summary_html = "".join(f"<li><b>{n}</b>{esc(label)}</li>" for label, n in summary)
@@ -396,6 +423,7 @@ def _html_page(customer_id: str, entries: list[_Entry], report: AuditReport, des
 <p class="sub">Every contact, acknowledgement, promise, confirmation, status change, handoff and deadline,
 in the order the ledger recorded them. Exported {esc(_time(exported_at, tz))}.</p>
 {verdict}
+{erased}
 <ul class="summary" id="summary">{summary_html}</ul>
 <p class="sub">Cases: {esc(", ".join(cases) or "none")} · Channels: {esc(", ".join(channels) or "none")}</p>
 <h2>Timeline</h2>

@@ -67,4 +67,5 @@ def tick_missed_deadlines(views: ViewStore, now: datetime, *, ledger: LedgerOpen
     due = overdue(views, now, unrecorded_only=True)
     checked = deadline_counts(views)["cases"]
     references = list(dict.fromkeys(row["reference"] for row in due))
-    return TickReport(now=now, cases_checked=checked, missed=record_missed_deadlines(ledger(), references, now))
+    missed = record_missed_deadlines(ledger(), references, now)
+    return TickReport(now=now, cases_checked=checked, missed=missed, retention=ledger().apply_retention(now))

@@ -121,9 +121,13 @@ def test_topics_are_created_with_explicit_configs(kafka: KafkaSettings) -> None:
         assert len(topics[kafka.events_topic]["partitions"]) == 3
         from kafka.admin import ConfigResource, ConfigResourceType
 
+        # The events topic keeps the ledger's (sealed) history forever; the intake topic, which holds what
+        # adapters sent in clear, for the configured retention only (docs/privacy.md).
+        wanted = {kafka.events_topic: "-1", kafka.intake_topic: str(kafka.intake_retention_hours * 3_600_000)}
+        assert wanted[kafka.intake_topic] == "604800000"
         for topic in (kafka.events_topic, kafka.intake_topic):
             configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])["topic"][topic]
-            assert configs["retention.ms"]["value"] == "-1"
+            assert configs["retention.ms"]["value"] == wanted[topic]
             assert configs["retention.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"  # set by us, not a default
     finally:
         admin.close()

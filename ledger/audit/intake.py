@@ -77,6 +77,7 @@ class _IntakePartition:
     start: int  # first offset accounted
     stop: int  # offsets below this are accounted
     tracked: int  # the worker's tracking position: offsets below it were consumed
+    retained_from: int = 0  # the topic's first offset: those below were deleted by its retention
     next: int = 0  # lowest offset without a matched outcome yet
     ahead: int = 0  # offsets [next, ahead) are in the window
     recent: deque[bytes] = field(default_factory=deque)
@@ -128,10 +129,19 @@ class IntakeAccounting:
             return cls(report, codec, topic, books)
         topic = kafka.intake_topic
         positions = tracked.get(topic, {})
-        ends, starts, stops = _intake_offsets(kafka, scope.since, scope.until)
+        ends, starts, stops, retained = _intake_offsets(kafka, scope.since, scope.until)
+        past = {p: n for p, n in retained.items() if n > 0}
+        if past:
+            report.notes.append(
+                f"intake topic {topic}: offsets below " + ", ".join(f"{n} (partition {p})" for p, n in sorted(past.items()))
+                + " are past its retention (deleted by Kafka after they were applied); they are accounted by the "
+                "ledger's outcome events alone")
         books = {}
         for p, end in sorted(ends.items()):
-            books[p] = _IntakePartition(p, starts.get(p, 0), stops.get(p, end), positions.get(p, 0))
+            # Offsets the topic no longer has (past its retention) are still accounted: an outcome names
+            # its record by topic, partition and offset, not by its bytes.
+            first = starts.get(p, 0) if scope.since is not None else 0
+            books[p] = _IntakePartition(p, first, stops.get(p, end), positions.get(p, 0), retained_from=retained[p])
             if positions.get(p, 0) > end:
                 report.flag("intake-tracking", f"the tracking position {positions[p]} is beyond the topic's end "
                             f"{end}: the intake topic was recreated or truncated", topic=topic, partition=p)
@@ -233,11 +243,18 @@ class IntakeAccounting:
             waiting = [o for o in offsets if o >= book.tracked]
             for first, last in _ranges(sorted(consumed)):
                 span = f"offset {first}" if first == last else f"offsets {first}..{last}"
+                gone = " (past the topic's retention: the record itself is gone too)" if last < book.retained_from else ""
                 self.report.flag("intake-no-outcome", f"{span} consumed (tracking position {book.tracked}) but "
-                                 "without any outcome in the ledger: the record's events were deleted",
+                                 f"without any outcome in the ledger{gone}: the record's events were deleted",
                                  topic=self.topic, partition=partition, offset=first)
             for first, last in _ranges(sorted(waiting)):
                 span = f"offset {first}" if first == last else f"offsets {first}..{last}"
+                if first < book.retained_from:
+                    self.report.flag("intake-lost-to-retention", f"{span} deleted by the topic's retention before the "
+                                     f"intake worker consumed them (tracking position {book.tracked}): never "
+                                     "applied, and gone — the retention is shorter than the worker's lag",
+                                     topic=self.topic, partition=partition, offset=first)
+                    continue
                 self.report.flag("intake-unconsumed", f"{span} not consumed yet (tracking position "
                                  f"{book.tracked}): the intake worker is behind or stopped", severity=WARNING,
                                  topic=self.topic, partition=partition, offset=first)
@@ -260,8 +277,8 @@ def _ranges(values: list[int]) -> Iterator[tuple[int, int]]:
 
 def _intake_offsets(
     settings: KafkaSettings, since: datetime | None, until: datetime | None
-) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
-    """(end offsets, first offsets in range, stop offsets in range) of every intake partition."""
+) -> tuple[dict[int, int], dict[int, int], dict[int, int], dict[int, int]]:
+    """(end offsets, first offsets in range, stop offsets in range, first offsets kept) of every intake partition."""
     from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 
     with KafkaClient(KAFKA_PYTHON, "consumer").open_reader(settings, topic=settings.intake_topic,
@@ -271,10 +288,11 @@ def _intake_offsets(
             raise BackendError(f"intake topic {settings.intake_topic} does not exist on {settings.bootstrap_servers}")
         ends = reader.end_offsets(partitions)
         starts = reader.beginning_offsets(partitions)
+        retained = dict(starts)
         stops = dict(ends)
         for bound, target in ((since, starts), (until, stops)):
             if bound is None:
                 continue
             for partition, hit in reader.offsets_for_time(partitions, int(bound.timestamp() * 1000)).items():
                 target[partition] = hit if hit is not None else ends[partition]
-        return ends, starts, stops
+        return ends, starts, stops, retained

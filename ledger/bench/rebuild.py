@@ -71,7 +71,7 @@ def _story(n: int, rng: random.Random, at: datetime) -> list[Any]:
     customer_id = str(identity)
     ctx = Context(actor=Actor(kind=ActorKind.CUSTOMER, id=customer_id), occurred_at=at, channel=channel,
                   correlation_id=uuid.uuid4())
-    claim = IdentityClaim.claim(identity, customer_id=customer_id, ctx=ctx)
+    claim = IdentityClaim.claim(identity, claim_id=IdentityClaim.id_for(identity), customer_id=customer_id, ctx=ctx)
     customer = Customer.register(customer_id=customer_id, segment=segment, ctx=ctx)
     customer.link_identity(identity, ctx=ctx)
     reference = f"CL-B{n // 100_000:04d}-{n % 100_000:05d}"

@@ -95,7 +95,7 @@ def _story(ledger: CaseLedger) -> tuple[list[_TemplateEvent], list[bytes], list[
     draft = ContactDraft(channel=Channel.PHONE, channel_message_id=f"call-{_CUSTOMER_TOKEN}", identity=identity,
                          items=("Where is my refund?",), subject="Refund",
                          body="I returned the parcel two weeks ago and the refund has not arrived. " * 3)
-    claim = IdentityClaim.claim(identity, customer_id=customer_id, ctx=customer)
+    claim = IdentityClaim.claim(identity, claim_id=IdentityClaim.id_for(identity), customer_id=customer_id, ctx=customer)
     person = Customer.register(customer_id=customer_id, segment="standard", ctx=customer)
     person.link_identity(identity, ctx=customer)
     case = Case.open(case_id=case_id_for(_REFERENCE), reference=_REFERENCE, customer_id=customer_id,

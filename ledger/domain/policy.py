@@ -71,6 +71,7 @@ from types import MappingProxyType
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from caseledger.ledger.domain.retention import RetentionPolicy
 from caseledger.ledger.domain.values import Channel
 from caseledger.ledger.errors import ConfigurationError, ValidationError
 
@@ -334,6 +335,7 @@ class ResponsePolicy:
     category_respond_within: Mapping[str, Delay] = field(default_factory=dict)
     channel_category_respond_within: Mapping[tuple[str, str], Delay] = field(default_factory=dict)
     default_respond_within: Delay
+    retention: RetentionPolicy | None = None  # when tick erases customers (ledger.domain.retention)
 
     def __post_init__(self) -> None:
         if not isinstance(self.calendar, BusinessCalendar):
@@ -495,7 +497,7 @@ class _PolicyFile:
 
     def policy(self, cls: type[ResponsePolicy], data: dict[str, Any]) -> ResponsePolicy:
         sections = ("calendar", "acknowledge", "respond")
-        self.table(data, "", known=sections, required=sections)
+        self.table(data, "", known=(*sections, "retention"), required=sections)
         calendar = self.calendar(data["calendar"])
         acknowledge = self.table(data["acknowledge"], "acknowledge", known=("within",), required=("within",))
         respond = self.table(
@@ -524,6 +526,7 @@ class _PolicyFile:
                 respond_within=by_channel,
                 category_respond_within=by_category,
                 channel_category_respond_within=by_both,
+                retention=RetentionPolicy.from_table(data.get("retention"), source=self.source),
             )
         except ValidationError as error:  # every value was checked above; kept as a safety net
             raise ConfigurationError(f"response policy {self.source}: {error}") from None

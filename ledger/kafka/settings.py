@@ -16,6 +16,8 @@ Settings come from keyword arguments (CLI options) or the environment:
 ``CASELEDGER_INTAKE_PARTITIONS``       default 6
 ``CASELEDGER_EVENTS_PARTITIONS``       default 6 — never change it once events are published
 ``CASELEDGER_KAFKA_REPLICATION``       replication factor of new topics, default 1
+``CASELEDGER_INTAKE_RETENTION_HOURS``  how long the intake topic keeps a record, default 168 (7 days);
+                                       it holds what adapters sent in clear (docs/privacy.md)
 =====================================  =====================================================
 """
 
@@ -42,6 +44,7 @@ class KafkaSettings:
     intake_partitions: int = 6
     events_partitions: int = 6
     replication_factor: int = 1
+    intake_retention_hours: int = 168  # the intake topic's retention.ms (new topics), in hours
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -70,7 +73,7 @@ class KafkaSettings:
                 raise ConfigurationError(
                     f"{self.security_protocol} needs CASELEDGER_KAFKA_SASL_USERNAME and _PASSWORD"
                 )
-        for name in ("intake_partitions", "events_partitions", "replication_factor"):
+        for name in ("intake_partitions", "events_partitions", "replication_factor", "intake_retention_hours"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"Kafka {name.replace('_', ' ')} must be at least 1")
         if self.intake_topic == self.events_topic:
@@ -98,6 +101,7 @@ class KafkaSettings:
             "intake_partitions": "CASELEDGER_INTAKE_PARTITIONS",
             "events_partitions": "CASELEDGER_EVENTS_PARTITIONS",
             "replication_factor": "CASELEDGER_KAFKA_REPLICATION",
+            "intake_retention_hours": "CASELEDGER_INTAKE_RETENTION_HOURS",
         }
         for name, var in text_vars.items():
             if env.get(var):

@@ -15,8 +15,11 @@ EVENTS_TOPIC_CONFIG = {
     "max.message.bytes": "4194304",
 }
 INTAKE_TOPIC_CONFIG = {
-    # Kept forever too: the audit reconciles every intake offset with its outcome.
-    "retention.ms": "-1",
+    # What adapters published, in clear: kept for CASELEDGER_INTAKE_RETENTION_HOURS (set per topic below),
+    # long enough for any worker lag. Once applied, a record is accounted by the ledger's own outcome
+    # events (the audit names offsets past retention as such), and its personal data lives on only
+    # sealed with the customer's key, so erasure reaches it.
+    "retention.ms": str(7 * 24 * 3600 * 1000),
     "retention.bytes": "-1",
     "cleanup.policy": "delete",
     "max.message.bytes": "4194304",
@@ -25,8 +28,9 @@ INTAKE_TOPIC_CONFIG = {
 
 def ensure_topics(settings: KafkaSettings) -> dict[str, str]:
     """Create the intake and events topics when missing; check existing ones. Returns what was done."""
+    intake_config = {**INTAKE_TOPIC_CONFIG, "retention.ms": str(settings.intake_retention_hours * 3600 * 1000)}
     wanted = {
-        settings.intake_topic: (settings.intake_partitions, INTAKE_TOPIC_CONFIG),
+        settings.intake_topic: (settings.intake_partitions, intake_config),
         settings.events_topic: (settings.events_partitions, EVENTS_TOPIC_CONFIG),
     }
     if settings.replication_factor > 1:

@@ -42,7 +42,8 @@ class KeyTable:
     def __init__(self, datastore: Any, *, postgres: bool) -> None:
         self.datastore = datastore
         self.postgres = postgres
-        schema = f'"{datastore.schema}".' if postgres and getattr(datastore, "schema", "") else ""
+        schema_name = getattr(datastore, "schema", None) if postgres else None
+        schema = f'"{schema_name}".' if schema_name else ""
         self.table = f"{schema}{TABLE}"
         self.p = "%s" if postgres else "?"
 
