@@ -521,7 +521,7 @@ def test_stored_events_after_a_known_version(ledger: CaseLedger) -> None:
 
     ledger.record_contact(draft(msg="a"))
     ledger.record_contact(draft(msg="b"))
-    customer = Customer.id_for("email:jane@example.com")
+    customer = Customer.id_for(ledger.resolve_customer("email:jane@example.com"))
     assert [e.originator_version for e in ledger.recorder.select_events_after([customer])[customer]] == [1, 2, 3]
     assert [e.originator_version for e in ledger.recorder.select_events_after([customer], after={customer: 2})[customer]] == [3]
     assert ledger.recorder.select_events_after([customer], after={customer: 3}) == {}
@@ -537,7 +537,7 @@ def test_kept_aggregates_follow_other_writers_and_never_keep_a_failed_unit(
 
     worker, agent = make_ledger(), make_ledger()
     worker.keep_aggregates(100)
-    customer = Customer.id_for("email:jane@example.com")
+    customer = Customer.id_for(worker.customer_id_for(Identity.parse("email:jane@example.com")))
     with worker.unit_of_work(Tracking("intake/k/0", 1)):
         first = worker.record_contact(draft(msg="a"))
     assert worker._cache is not None and len(worker._cache) >= 3  # the customer, its claim, the case...
