@@ -252,6 +252,7 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
             customer = self._load(Customer.id_for(customer_id))
             ids: list[UUID] = [customer.id]
             ids += [c for i in customer.identities for c in self.claim_ids_for(Identity.parse(i))]
+            ids += [UUID(c) for c in customer.erased_claims]  # identities that read [erased] now
             for ref in customer.cases:
                 case = self.get_case(ref)
                 ids.append(case.id)

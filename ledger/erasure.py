@@ -177,8 +177,9 @@ class CustomerPrivacy:
             if not live and recorded:
                 return ErasureReport(customer_id=customer_id, erased_at=now, already_erased=True)
             if new or not live:  # not live and never erased: history from before keys; the request is recorded
+                claims = [str(c.id) for i in customer.identities if (c := self._find_claim(Identity.parse(i)))]
                 ctx = self._context(actor or SYSTEM)
-                customer.record_erasure(reason=reason, key_ids=new, ctx=ctx)
+                customer.record_erasure(reason=reason, key_ids=new, claim_ids=claims, ctx=ctx)
                 self.record(customer)
         # The CustomerErased event itself is sealed with nothing personal, but its customer's live key
         # may have been made again for it: look once more after recording.

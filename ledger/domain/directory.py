@@ -192,6 +192,7 @@ class Customer(Aggregate):
         chain_head: bytes | None
         hold: str | None  # the reason of the legal hold in force, if any
         erased_keys: list[str]  # every data key an erasure destroyed
+        erased_claims: list[str]  # the identity claims of erased identities (their ids)
 
     class CustomerRegistered(LedgerEvent, Aggregate.Created):
         segment: str | None
@@ -206,6 +207,7 @@ class Customer(Aggregate):
             customer.chain_head = None
             customer.hold = None
             customer.erased_keys = []
+            customer.erased_claims = []
 
     class IdentityLinked(LedgerEvent):
         identity: dict[str, str]
@@ -225,9 +227,11 @@ class Customer(Aggregate):
 
         reason: str  # why (a request, the retention policy): kept in clear, write no personal data in it
         key_ids: list[str]  # the data keys destroyed
+        claim_ids: list[str]  # the customer's identity claims, found from now on by these ids only
 
         def apply(self, customer: Customer) -> None:
             customer.erased_keys.extend(self.key_ids)
+            customer.erased_claims.extend(self.claim_ids)
             customer.identities = []
 
     class LegalHoldPlaced(LedgerEvent):
@@ -248,10 +252,11 @@ class Customer(Aggregate):
     def id_for(customer_id: str) -> UUID:
         return name_id(f"customer:{customer_id}")
 
-    def record_erasure(self, *, reason: str, key_ids: list[str], ctx: Context) -> None:
+    def record_erasure(self, *, reason: str, key_ids: list[str], claim_ids: list[str], ctx: Context) -> None:
         """Record that these keys were destroyed; the caller has checked there is no hold."""
         self.trigger_event(
-            Customer.CustomerErased, reason=reason, key_ids=key_ids, **envelope(ctx, customer_id=self.customer_id)
+            Customer.CustomerErased, reason=reason, key_ids=key_ids, claim_ids=claim_ids,
+            **envelope(ctx, customer_id=self.customer_id),
         )
 
     def place_hold(self, *, reason: str, ctx: Context) -> None:

@@ -392,8 +392,12 @@ class ResponsePolicy:
     @classmethod
     def default(cls) -> ResponsePolicy:
         """The built-in policy, ``ledger/default_policy.toml``."""
-        text = resources.files("caseledger.ledger.domain").joinpath(_DEFAULT_FILE).read_text(encoding="utf-8")
-        return cls.from_toml_text(text, source=f"built-in ledger/{_DEFAULT_FILE}")
+        return cls.from_toml_text(cls.default_text(), source=f"built-in ledger/{_DEFAULT_FILE}")
+
+    @staticmethod
+    def default_text() -> str:
+        """The built-in policy file's text: a starting point for a company's own."""
+        return resources.files("caseledger.ledger.domain").joinpath(_DEFAULT_FILE).read_text(encoding="utf-8")
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> ResponsePolicy:
