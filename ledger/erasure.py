@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from caseledger.ledger.domain.case_state import Status
+from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.directory import Customer, IdentityClaim, name_id
 from caseledger.ledger.domain.personal import REJECTION_SUBJECT_PREFIX
 from caseledger.ledger.domain.values import SYSTEM, Actor, Identity
@@ -262,7 +263,7 @@ class CustomerPrivacy:
             cases = [self.get_case(ref) for ref in customer.cases]  # type: ignore[attr-defined]
             if any(case.status in Status.ACTIVE for case in cases):
                 continue
-            last = max((case.modified_on for case in cases), default=customer.created_on)
+            last = self._last_occurred(cases) or customer.created_on
             if period.after(last) > now:
                 continue
             if customer.hold is not None:
@@ -271,6 +272,16 @@ class CustomerPrivacy:
             self.erase_customer(subject, reason=f"retention: {period} after the last case ended ({last:%Y-%m-%d})")
             report.erased.append(subject)
         return report
+
+    def _last_occurred(self, cases: list[Any]) -> datetime | None:
+        """When the last event of these cases happened (on the ledger's clock), read in one query."""
+        if not cases:
+            return None
+        with translate_errors(self.settings.store.describe()):
+            stored = self.recorder.select_events_after([c.id for c in cases], after={c.id: c.version - 1 for c in cases})
+        times = [self.codec.decode(name_of_topic(e.topic), bytes(e.state)).occurred_at  # type: ignore[attr-defined]
+                 for events in stored.values() for e in events]
+        return max(times, default=None)
 
     def erased_customers(self) -> Iterator[str]:
         """Customer ids with at least one destroyed key."""

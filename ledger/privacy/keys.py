@@ -99,7 +99,8 @@ class DataKeys:
         if row.kek_id != self.kek.key_id:
             raise ConfigurationError(
                 f"the ledger's key {subject} is wrapped by key-encryption key {row.kek_id}, but the configured one is "
-                f"{self.kek.key_id}: give the ledger its key-encryption key (CASELEDGER_KEK_FILE)"
+                f"{self.kek.key_id}: give the ledger its key-encryption key (CASELEDGER_KEK_FILE), or finish a "
+                "rotation with `caseledger keys rotate-kek`"
             )
         return self.kek.unwrap(row.wrapped, key_id=key_id, subject=subject)
 
