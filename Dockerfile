@@ -34,7 +34,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 RUN groupadd --system --gid 10001 caseledger \
     && useradd --system --uid 10001 --gid caseledger --home-dir /data --shell /usr/sbin/nologin caseledger \
-    && install -d -o caseledger -g caseledger /data
+    && install -d -o caseledger -g caseledger /data \
+    && install -d -m 0700 -o caseledger -g caseledger /keys
 
 COPY --from=build /opt/venv /opt/venv
 

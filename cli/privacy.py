@@ -96,14 +96,18 @@ def customer_keys(ctx: typer.Context, customer: Customer, as_json: Json = False)
 @keys_app.command("new-kek")
 def keys_new_kek(
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Where to write it (mode 0600; never overwritten).")],
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="Do nothing (exit 0) when FILE exists: for one-shot set-ups.")] = False,
 ) -> None:
     """Make a new key-encryption key in FILE (32 random bytes, base64); prints only its id.
 
     Point the ledger at it with CASELEDGER_KEK_FILE=FILE. Keep a copy somewhere safe: without it
     no customer's data can be read. Example: caseledger keys new-kek --out /etc/caseledger/kek
     """
-    from caseledger.ledger.privacy.kek import write_new_kek
+    from caseledger.ledger.privacy.kek import KeyEncryptionKey, write_new_kek
 
+    if if_missing and out.exists():
+        typer.echo(f"Key-encryption key {KeyEncryptionKey.from_file(out).key_id} already in {out}; left as it is")
+        return
     kek = write_new_kek(out)
     typer.echo(f"Wrote key-encryption key {kek.key_id} to {out}")
 

@@ -128,6 +128,9 @@ _DESCRIBERS: dict[str, Callable[[Any, tzinfo | None], str]] = {
     + (f": {_short(e.note)}" if e.note else ""),
     "ActionRejected": lambda e, tz: f"Action {e.proposal_id} rejected: {_short(e.reason)}",
     "ActionExecuted": lambda e, tz: f"Action {e.proposal_id} executed: {_short(e.result)}",
+    "CustomerErased": lambda e, tz: f"Personal data erased ({len(e.key_ids)} data key(s) destroyed): {_short(e.reason)}",
+    "LegalHoldPlaced": lambda e, tz: f"Legal hold placed: {_short(e.reason)}",
+    "LegalHoldReleased": lambda e, tz: f"Legal hold released: {_short(e.reason)}",
     "DeadlineMissed": lambda e, tz: f"Deadline missed: {e.deadline_kind} of {e.target_id} "
     f"was due {fmt_time(e.due_at, tz)}",
     "MessageDelivered": lambda e, tz: f"Message {e.message_id} delivered at {fmt_time(e.delivered_at, tz)}",

@@ -31,7 +31,7 @@ COMPOSE = ROOT / "compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-SERVICES = {"kafka", "postgres", "topics", "ledger"}
+SERVICES = {"kafka", "postgres", "topics", "keys", "ledger"}
 
 
 # -- a reader for the YAML subset compose.yaml keeps to -------------------------------------------
@@ -417,7 +417,13 @@ def check_stack(stack: dict[str, Any], env: dict[str, str]) -> None:
     assert topics["restart"] == "no"
 
     assert ledger["command"] == ["run"]
+    keys = services["keys"]  # the key-encryption key: made once, in its own volume, read-only to the ledger
+    assert keys["command"] == ["keys", "new-kek", "--out", "/keys/kek", "--if-missing"]
+    assert ("volume", "ledger-keys", "/keys") in keys["volumes"] and keys["restart"] == "no"
+    assert ledger["environment"]["CASELEDGER_KEK_FILE"] == "/keys/kek"
+    assert "ledger-keys" in stack["volumes"]
     assert ledger["depends_on"] == {
+        "keys": "service_completed_successfully",
         "postgres": "service_healthy",
         "kafka": "service_healthy",
         "topics": "service_completed_successfully",
