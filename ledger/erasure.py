@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 PSEUDONYM_SUBJECT = "ledger:pseudonyms"
 """The key store's subject of the ledger's own key for pseudonyms (never erased)."""
+NAME_BASED_CLAIMS = "ledger:name-based-claims"
+"""A marker row: the ledger held events before its pseudonym key, so identity claims may have name-based ids."""
 _SEALED_KEY_IDS = re.compile(rb"enc:1:([0-9a-f]{16}):")
 MAX_REASON = 500
 
@@ -129,7 +131,17 @@ class CustomerPrivacy:
     @cached_property
     def _pseudonym_key(self) -> bytes:
         with translate_errors(self.settings.store.describe()):
+            table = self.data_keys.table
+            if not table.by_subjects([PSEUDONYM_SUBJECT]) and self.recorder.max_notification_id():
+                # Written by an earlier release: its claims are under name-based ids; remember to look there.
+                table.mark(NAME_BASED_CLAIMS, at=self.clock())
             return self.data_keys.ledger_secret(PSEUDONYM_SUBJECT)
+
+    @cached_property
+    def _name_based_claims(self) -> bool:
+        self._pseudonym_key  # noqa: B018  (decides it, once)
+        with translate_errors(self.settings.store.describe()):
+            return bool(self.data_keys.table.by_subjects([NAME_BASED_CLAIMS]))
 
     def customer_id_for(self, identity: Identity) -> str:
         """The pseudonymous id of a new customer first known by ``identity``."""
@@ -142,11 +154,15 @@ class CustomerPrivacy:
         return name_id(f"identity-claim:{digest}")
 
     def claim_ids_for(self, identity: Identity) -> list[UUID]:
-        """Where the identity's claim may be: the keyed id, then the name-based id of earlier releases."""
-        return [self.claim_id_for(identity), IdentityClaim.id_for(identity)]
+        """Where the identity's claim may be: the keyed id, then (ledgers of earlier releases) the name-based id."""
+        keyed = self.claim_id_for(identity)
+        return [keyed, IdentityClaim.id_for(identity)] if self._name_based_claims else [keyed]
 
     def _find_claim(self, identity: Identity) -> Any | None:
-        for claim_id in self.claim_ids_for(identity):
+        ids = self.claim_ids_for(identity)
+        if len(ids) > 1 and getattr(self, "_uow", None) is not None:
+            self.prefetch(ids)  # type: ignore[attr-defined]  # both in one query
+        for claim_id in ids:
             claim = self._get_optional(claim_id)
             if claim is not None:
                 return claim
@@ -286,7 +302,8 @@ class CustomerPrivacy:
     def erased_customers(self) -> Iterator[str]:
         """Customer ids with at least one destroyed key."""
         for row in self.data_keys.table.destroyed():
-            yield row.subject
+            if not row.subject.startswith("ledger:"):
+                yield row.subject
 
 
 def _month_end(month: str) -> datetime | None:

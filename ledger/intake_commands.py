@@ -99,6 +99,7 @@ class ContactIntake:
         def _notifications_of(self, event_type: str, *, page: int = 1000) -> Iterator[Any]: ...
         def _find_claim(self, identity: Any) -> IdentityClaim | None: ...
         def customer_id_for(self, identity: Any) -> str: ...
+        data_keys: Any
         def claim_id_for(self, identity: Any) -> UUID: ...
 
         def _context(
@@ -278,6 +279,7 @@ class ContactIntake:
                 draft.identity, claim_id=self.claim_id_for(draft.identity), customer_id=customer_id, ctx=ctx
             )
         if customer is None:
+            self.data_keys.expect_new(customer_id)
             customer = Customer.register(
                 customer_id=customer_id, segment=draft.segment, identity=draft.identity, ctx=ctx
             )

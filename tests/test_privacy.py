@@ -55,7 +55,8 @@ ITEM = "Why was my card blocked without any warning?"
 ANSWER = "We unblocked the card; the fraud rule misfired on the Lisbon terminal."
 TERMS = "Refund the 35 EUR replacement fee by Friday to the account ending 9912"
 NOTICE = "Your complaint about the Lisbon blocking is closed; the fee was refunded."
-SECRETS = [JANE.value, JANE_PHONE.value, "Lisbon", "4471", "9912", "PIN is not", "replacement fee"]
+# Phrases no base64 or hex run of a token could spell by chance (spaces, punctuation, long words).
+SECRETS = [JANE.value, JANE_PHONE.value, "Lisbon", "ending 4471", "ending 9912", "PIN is not", "replacement fee"]
 
 
 def jane_contact(msg: str, *, identity: Identity = JANE, **kw: Any) -> ContactDraft:

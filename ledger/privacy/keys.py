@@ -32,6 +32,7 @@ class DataKeys:
         self._ciphers: dict[str, AESGCM | None] = {}  # key id → cipher, None once destroyed
         self._current: dict[str, str] = {}  # subject → its live key id
         self._unsaved: dict[str, DataKeyRow] = {}
+        self._new: set[str] = set()  # subjects known to have no key yet (a new customer): no lookup
 
     def __repr__(self) -> str:
         return f"DataKeys({len(self._ciphers)} cached, key-encryption key {self.kek.key_id})"
@@ -42,7 +43,8 @@ class DataKeys:
         """The live key of ``subject`` (made if it has none), as (key id, cipher)."""
         key_id = self._current.get(subject)
         if key_id is None:
-            self.prefetch([subject])
+            if subject not in self._new:
+                self.prefetch([subject])
             key_id = self._current.get(subject)
             if key_id is None:
                 key_id = self._make(subject)
@@ -57,6 +59,14 @@ class DataKeys:
             return
         for row in self.table.by_subjects(wanted):
             self._learn(row)
+
+    def expect_new(self, subject: str) -> None:
+        """``subject`` is known to have no key (a customer registered in this batch): make one without a lookup.
+
+        Should it have one after all (e.g. from a kept collision), it gets a second: an erasure destroys all.
+        """
+        if subject not in self._current:
+            self._new.add(subject)
 
     def _make(self, subject: str) -> str:
         key_id = secrets.token_hex(8)
@@ -143,6 +153,7 @@ class DataKeys:
         """Drop every unwrapped key from memory (kept: keys made but not yet saved)."""
         self._ciphers = {k: v for k, v in self._ciphers.items() if k in self._unsaved}
         self._current = {r.subject: k for k, r in self._unsaved.items()}
+        self._new = set()
 
     # -- erasing and rotating -----------------------------------------------------------------------
 

@@ -105,6 +105,11 @@ class KeyTable:
 
     # -- writes -------------------------------------------------------------------------------------
 
+    def mark(self, subject: str, *, at: datetime) -> None:
+        """A marker row (no key: wrapped NULL, "destroyed" when made) that says something of the ledger."""
+        self.insert_if_absent(DataKeyRow(key_id=f"marker:{subject}", subject=subject, kek_id="-", wrapped=None,
+                                         created_at=at.isoformat(), destroyed_at=at.isoformat()))
+
     def insert_if_absent(self, row: DataKeyRow) -> None:
         """Insert a key with a fixed id in its own transaction, unless another writer did first."""
         p = self.p
