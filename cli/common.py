@@ -35,12 +35,14 @@ from typer.core import TyperGroup
 from caseledger.cli import render
 from caseledger.ledger.domain.values import Actor
 from caseledger.ledger.errors import (
+    AuthenticationError,
     BackendError,
     CaseLedgerError,
     ConfigurationError,
     ConflictError,
     MessageIdCollision,
     NotFound,
+    PermissionDenied,
     RuleViolation,
     ValidationError,
 )
@@ -59,7 +61,7 @@ EXIT_COLLISION = 6
 
 def exit_code_for(error: CaseLedgerError) -> int:
     """The process exit code for a ledger error (see the module docstring)."""
-    if isinstance(error, ValidationError | RuleViolation | NotFound):
+    if isinstance(error, ValidationError | RuleViolation | NotFound | AuthenticationError | PermissionDenied):
         return EXIT_REFUSED
     if isinstance(error, ConflictError):
         return EXIT_CONFLICT

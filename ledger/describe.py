@@ -187,6 +187,8 @@ _ENVELOPE_FIELDS = {
     "occurred_at",
     "actor_kind",
     "actor_id",
+    "actor_authentication",
+    "actor_principal",
     "channel",
     "correlation_id",
     "causation_id",

@@ -107,14 +107,14 @@ def parse_envelope(b: bytes) -> Envelope:
     while b[p] & 0x80:  # occurred_at: skipped
         p += 1
     recorded_at, p = read_long(b, p + 1)
-    for _ in (0, 1):  # actor kind and id: skipped
+    for _ in (0, 1, 2):  # actor kind, id and authentication: skipped
         n = b[p]
         if n < 0x80:
             p += 1 + (n >> 1)
         else:
             n, p = _length(b, p)
             p += n
-    for _ in (0, 1):  # channel and correlation_id, unions with null: skipped
+    for _ in (0, 1, 2):  # actor principal, channel and correlation_id, unions with null: skipped
         branch = b[p]
         p += 1
         if branch == 2:
@@ -179,9 +179,10 @@ class AvroEnvelopeDecoder:
             if name not in EVENT_TYPES:
                 continue
             first = parsed["fields"][0] if parsed.get("fields") else {}
-            # Every schema, current or retired, is parsed against the current envelope and names it;
-            # a retired schema that embedded an envelope of its own goes through the codec.
-            fast = first.get("name") == "envelope" and first.get("type") == f"{ENVELOPE}"
+            # Every schema version names the envelope; one written with a retired envelope, or one that
+            # embedded an envelope of its own, goes through the codec.
+            fast = (first.get("name") == "envelope" and first.get("type") == f"{ENVELOPE}"
+                    and codec.writes_current_envelope(fp))
             self.by_fingerprint[fp] = WriterSchema(name, topic_of(name), fast)
 
     def envelope(self, state: bytes) -> Envelope:
