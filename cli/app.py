@@ -25,6 +25,7 @@ from caseledger.cli import (
     kept,
     messages,
     metrics,
+    principals,
     projections,
     promises,
     tooling,
@@ -113,6 +114,7 @@ INTAKE, CASES, WORK, AUTOMATION, STREAMING, TOOLS, PROJECTIONS = (
     "Intake", "Cases and customers", "Working a case", "Automation and deadlines", "Kafka backbone", "Tooling",
     "Projections",
 )
+SERVICE = "Ledger service"
 
 app.add_typer(contact.contact_app, name="contact", rich_help_panel=INTAKE)
 
@@ -145,6 +147,8 @@ app.add_typer(audit.audit_app, name="audit", rich_help_panel=TOOLS)
 app.command("overdue", rich_help_panel=PROJECTIONS)(deadlines.overdue)
 app.command("metrics", rich_help_panel=PROJECTIONS)(metrics.metrics)
 app.add_typer(projections.projections_app, name="projections", rich_help_panel=PROJECTIONS)
+
+app.add_typer(principals.principals_app, name="principals", rich_help_panel=SERVICE)
 
 
 def main() -> None:
