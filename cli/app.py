@@ -28,6 +28,7 @@ from caseledger.cli import (
     principals,
     projections,
     promises,
+    serve,
     tooling,
 )
 from caseledger.cli.common import LedgerGroup, Session
@@ -148,6 +149,7 @@ app.command("overdue", rich_help_panel=PROJECTIONS)(deadlines.overdue)
 app.command("metrics", rich_help_panel=PROJECTIONS)(metrics.metrics)
 app.add_typer(projections.projections_app, name="projections", rich_help_panel=PROJECTIONS)
 
+app.command("serve", rich_help_panel=SERVICE)(serve.serve)
 app.add_typer(principals.principals_app, name="principals", rich_help_panel=SERVICE)
 
 

@@ -29,7 +29,6 @@ def principals_add(
     ctx: typer.Context,
     name: Name,
     role: Annotated[str, typer.Option("--role", metavar="ROLE", help=f"One of: {ROLES} (see docs/api.md).")],
-    as_json: Json = False,
 ) -> None:
     """Add a principal and print its bearer token — once: the ledger keeps only its hash.
 
@@ -43,9 +42,6 @@ def principals_add(
     from caseledger.ledger.principals import PrincipalRegistry
 
     issued = PrincipalRegistry(s.ledger.principal_store).add(name, role)
-    if as_json:
-        s.echo_json({"name": issued.name, "role": issued.role.value, "token": issued.token})
-        return
     s.say(f"Principal {issued.name} ({issued.role.value}) added. Its token, shown only now:", "green")
     typer.echo(issued.token)
 

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from caseledger.ledger.domain.permissions import ACTOR_KIND, Authentication, Operation, Role, parse_role, require
+from caseledger.ledger.domain.permissions import (
+    ACTOR_KIND,
+    Authentication,
+    Operation,
+    Role,
+    parse_role,
+    require,
+)
 from caseledger.ledger.domain.values import Actor
 from caseledger.ledger.errors import AuthenticationError, ConfigurationError, ValidationError
 from caseledger.ledger.store.principals import PrincipalRecorder, PrincipalRow

@@ -64,7 +64,6 @@ class Operation(StrEnum):
     METRICS_READ = "metrics.read"
     AUDIT_VERIFY = "audit.verify"
     INTAKE_KEPT_READ = "intake.kept.read"
-    INTAKE_PUBLISH = "intake.publish"
     PRINCIPALS_MANAGE = "principals.manage"
 
 
@@ -78,7 +77,7 @@ _CASE_WORK = frozenset({
 
 PERMISSIONS: dict[Role, frozenset[Operation]] = {
     # What a channel publishes: contacts, receipts, the chatbot's hand-over to a human.
-    Role.ADAPTER: frozenset({O.CONTACT_RECORD, O.INTAKE_PUBLISH, O.MESSAGE_DELIVERED, O.MESSAGE_READ,
+    Role.ADAPTER: frozenset({O.CONTACT_RECORD, O.MESSAGE_DELIVERED, O.MESSAGE_READ,
                              O.CASE_ESCALATE}),
     Role.AGENT: _READS | _CASE_WORK,
     Role.SUPERVISOR: _READS | _CASE_WORK | {O.HISTORY_EXPORT, O.TICK, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ},
