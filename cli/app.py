@@ -80,6 +80,24 @@ def root(
         ),
     ] = None,
     zone: Zone = None,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api", envvar="CASELEDGER_API", metavar="URL",
+            help="Act through the ledger service at URL (caseledger serve) with a bearer token, instead of a "
+            "local file; the server records the token's principal as the actor.",
+        ),
+    ] = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option("--token-file", envvar="CASELEDGER_TOKEN_FILE", metavar="FILE",
+                     help="File holding the bearer token for --api (or set CASELEDGER_TOKEN)."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", metavar="TOKEN", help="Bearer token for --api; prefer CASELEDGER_TOKEN or "
+                     "--token-file (an option shows in the process list)."),
+    ] = None,
 ) -> None:
     """Caseledger: every contact, promise and status change of a customer case, as immutable events.
 
@@ -93,7 +111,15 @@ def root(
     """
     if now is not None and ctx.invoked_subcommand != "tick":
         _refuse_future_now(now)
-    state = Session(database=database, policy=policy, actor_given=actor, now=now, zone=zone)
+    if api and (actor is not None or now is not None):
+        # Through the service the authenticated principal acts, now: no caller chooses who or when.
+        raise typer.BadParameter(
+            "--as, CASELEDGER_ACTOR and --now cannot be used with --api: the ledger service records the token's "
+            "principal as the actor, at the time it records; unset them",
+            param_hint="'--as'" if actor is not None else "'--now'",
+        )
+    state = Session(database=database, policy=policy, actor_given=actor, now=now, zone=zone, api=api, token=token,
+                    token_file=token_file)
     ctx.obj = state
     ctx.call_on_close(state.close)
 

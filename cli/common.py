@@ -115,11 +115,23 @@ class Session:
     now: datetime | None
     zone: tzinfo | None
     out: Console = field(default_factory=plain_console)
+    api: str | None = None  # --api URL: act through the ledger service instead of a local file
+    token: str | None = None
+    token_file: str | None = None
     _ledger: CaseLedger | None = None
 
     @property
     def ledger(self) -> CaseLedger:
-        """The ledger, opened on first use (``--help``, ``version`` and ``schemas`` never open it)."""
+        """The ledger, opened on first use (``--help``, ``version`` and ``schemas`` never open it).
+
+        With ``--api`` it is a :class:`~ledger.service.client.LedgerClient`: the same command methods,
+        sent to the ledger service, whose authenticated principal is the actor.
+        """
+        if self._ledger is None and self.api:
+            from caseledger.ledger.service.client import LedgerClient, resolve_token
+
+            client: Any = LedgerClient(self.api, resolve_token(token=self.token, token_file=self.token_file))
+            self._ledger = client
         if self._ledger is None:
             from caseledger.ledger.application import CaseLedger
             from caseledger.ledger.settings import LedgerSettings
@@ -149,7 +161,7 @@ class Session:
 
     @property
     def actor(self) -> Actor:
-        """Who acts: ``--as``, else CASELEDGER_ACTOR, else agent:cli."""
+        """Who acts: ``--as``, else CASELEDGER_ACTOR, else agent:cli (with ``--api``: the server decides)."""
         return self.actor_given or Actor.parse(DEFAULT_ACTOR)
 
     @property

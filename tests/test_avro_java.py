@@ -199,6 +199,30 @@ def kafka(kafka_bootstrap: str) -> KafkaSettings:
 # -- fingerprints -------------------------------------------------------------------------------------
 
 
+def retired_event_schemas() -> list[Path]:
+    """Retired event schema versions (retired envelopes are kept beside them, and read with each)."""
+    return sorted(p for p in (SCHEMAS / "history").glob("*.avsc") if not p.name.startswith("caseledger.Envelope."))
+
+
+def test_events_written_with_the_retired_envelope_resolve_in_java(avro_java: AvroJava, tmp_path: Path) -> None:
+    """A ledger written before the actor's authentication joined the envelope: Java reads it as today's schemas."""
+    import sqlite3
+
+    from caseledger.ledger.domain.catalog import name_of_topic
+
+    old = Path(__file__).parent / "data" / "ledger-written-by-0.1.0-before-the-namespace.sqlite"
+    with sqlite3.connect(old) as conn:
+        stored = [(name_of_topic(t), bytes(s)) for t, s in conn.execute("SELECT topic, state FROM stored_events")]
+    codec = AvroEventCodec()
+    assert all(not codec.writes_current_envelope(state[2:10]) for _n, state in stored)
+    decoded = records(java_decode(avro_java, tmp_path, stored))
+    assert len(decoded) == len(stored)
+    for record, (name, state) in zip(decoded, stored, strict=True):
+        actor = record["envelope"]["actor"]
+        assert actor["authentication"] == "none" and actor["principal"] is None, name
+        assert actor["id"] == codec.decode_record(name, state)["envelope"]["actor"]["id"]
+
+
 def test_fastavro_canonical_form_of_the_inlined_schemas_is_javas(avro_java: AvroJava) -> None:
     """The standard fingerprint can be computed with fastavro, once the envelope is defined where it is first used."""
     java = java_fingerprints(avro_java)
@@ -207,7 +231,7 @@ def test_fastavro_canonical_form_of_the_inlined_schemas_is_javas(avro_java: Avro
     for name in events:
         assert standard_fingerprint(current_schema(name)) == java[name], name
     assert standard_fingerprint(load(SCHEMAS / "intake" / f"{INTAKE}.avsc")) == java[INTAKE]
-    for path in sorted((SCHEMAS / "history").glob("*.avsc")):
+    for path in retired_event_schemas():
         assert standard_fingerprint(with_envelope(load(path))) == java[f"history/{path.name}"], path.name
 
 
@@ -286,7 +310,7 @@ def test_events_written_with_a_retired_version_resolve_in_java(
     """Bytes of each retired version (standard fingerprint) are read by Java into the current schema."""
     codec = AvroEventCodec()
     fingerprints = java_fingerprints(avro_java)
-    retired = sorted((SCHEMAS / "history").glob("*.avsc"))
+    retired = retired_event_schemas()
     assert retired
     messages, originals, old_fields_of = [], [], []
     for path in retired:
@@ -314,7 +338,7 @@ def test_events_written_with_a_retired_version_resolve_in_java(
 def test_every_schema_reads_its_retired_versions_per_java(avro_java: AvroJava) -> None:
     result = avro_java.run("compat", SCHEMAS)
     lines = [line.split("\t") for line in result.lines]
-    retired = sorted(p.name for p in (SCHEMAS / "history").glob("*.avsc"))
+    retired = sorted(p.name for p in retired_event_schemas())
     assert sorted(line[1] for line in lines) == retired and retired
     assert all(line[2] == "COMPATIBLE" for line in lines), result.stdout
 

@@ -216,10 +216,10 @@ def test_the_actor_of_every_event_is_the_authenticated_principal(service: Servic
         events = list(ledger.events.get(case.id))
     finally:
         ledger.close()
-    opened = [e for e in events if type(e).__name__ == "ContactReceived"][0]
+    opened = next(e for e in events if type(e).__name__ == "ContactReceived")
     assert (opened.actor_kind, opened.actor_authentication, opened.actor_principal) == (
         "customer", "token", "adapter-1")
-    response = [e for e in events if type(e).__name__ == "ResponseSent"][0]
+    response = next(e for e in events if type(e).__name__ == "ResponseSent")
     assert (response.actor_kind, response.actor_id, response.actor_authentication, response.actor_principal) == (
         "agent", "agent-1", "token", None)
 

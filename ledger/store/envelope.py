@@ -16,7 +16,8 @@ from typing import Any
 from caseledger.ledger.domain.catalog import EVENT_TYPES, topic_of
 from caseledger.ledger.store.codec import ENVELOPE, HEADER_SIZE, AvroEventCodec
 
-__all__ = ["AvroEnvelopeDecoder", "Envelope", "WriterSchema", "parse_envelope", "read_bytes", "read_long"]
+__all__ = ["AvroEnvelopeDecoder", "Envelope", "WriterSchema", "parse_envelope", "read_actor", "read_bytes",
+           "read_long"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -157,6 +158,22 @@ def parse_envelope(b: bytes) -> Envelope:
     if p > len(b):
         raise ValueError("the envelope runs past the end of the event")
     return event_id, aggregate_id, version, case_id, customer_id, recorded_at, causation, previous, p
+
+
+def read_actor(b: bytes) -> tuple[str, str, str]:
+    """(kind, id, authentication) of the actor of an event written with the current envelope."""
+    p = HEADER_SIZE
+    _n, p = read_bytes(b, p)  # event_id, aggregate_id, version, case_id, customer_id
+    _n, p = read_bytes(b, p)
+    _v, p = read_long(b, p)
+    _n, p = read_bytes(b, p)
+    _n, p = read_bytes(b, p)
+    _t, p = read_long(b, p)  # occurred_at
+    _t, p = read_long(b, p)  # recorded_at
+    kind, p = read_bytes(b, p)
+    ident, p = read_bytes(b, p)
+    authentication, p = read_bytes(b, p)
+    return kind.decode(), ident.decode(), authentication.decode()
 
 
 @dataclass(frozen=True)
