@@ -204,23 +204,31 @@ def retired_event_schemas() -> list[Path]:
     return sorted(p for p in (SCHEMAS / "history").glob("*.avsc") if not p.name.startswith("caseledger.Envelope."))
 
 
-def test_events_written_with_the_retired_envelope_resolve_in_java(avro_java: AvroJava, tmp_path: Path) -> None:
-    """A ledger written before the actor's authentication joined the envelope: Java reads it as today's schemas."""
-    import sqlite3
+def test_events_written_with_the_retired_envelope_resolve_in_java(
+    avro_java: AvroJava, demo: Demo, tmp_path: Path
+) -> None:
+    """Events written before the actor's authentication joined the envelope (standard fingerprint of the event
+    schema with the retired envelope) are read by a stock Java decoder as today's, the new fields defaulted."""
+    from caseledger.ledger.store.codec import parse_event_schema, schema_fingerprint
 
-    from caseledger.ledger.domain.catalog import name_of_topic
-
-    old = Path(__file__).parent / "data" / "ledger-written-by-0.1.0-before-the-namespace.sqlite"
-    with sqlite3.connect(old) as conn:
-        stored = [(name_of_topic(t), bytes(s)) for t, s in conn.execute("SELECT topic, state FROM stored_events")]
+    old_envelope = load(SCHEMAS / "history" / "caseledger.Envelope.38cac1c693acab99.avsc")
     codec = AvroEventCodec()
-    assert all(not codec.writes_current_envelope(state[2:10]) for _n, state in stored)
-    decoded = records(java_decode(avro_java, tmp_path, stored))
-    assert len(decoded) == len(stored)
-    for record, (name, state) in zip(decoded, stored, strict=True):
+    messages = []
+    for name, _aggregate, _version, state in demo.stored[:40]:
+        writer = parse_event_schema((SCHEMAS / f"{name}.avsc").read_text(), old_envelope)
+        record = codec.decode_record(name, state)
         actor = record["envelope"]["actor"]
-        assert actor["authentication"] == "none" and actor["principal"] is None, name
-        assert actor["id"] == codec.decode_record(name, state)["envelope"]["actor"]["id"]
+        record["envelope"]["actor"] = {"kind": actor["kind"], "id": actor["id"]}
+        out = BytesIO()
+        schemaless_writer(out, writer, record)
+        old = MAGIC + schema_fingerprint(writer, envelope=old_envelope) + out.getvalue()
+        assert not codec.writes_current_envelope(old[2:10])
+        assert codec.decode_record(name, old)["envelope"]["actor"]["authentication"] == "none"
+        messages.append((name, old))
+    decoded = records(java_decode(avro_java, tmp_path, messages))
+    for (name, data), record in zip(messages, decoded, strict=True):
+        assert record["envelope"]["actor"]["authentication"] == "none", name
+        assert Plain(current_schema(name))(record) == plain(codec.decode_record(name, data)), name
 
 
 def test_fastavro_canonical_form_of_the_inlined_schemas_is_javas(avro_java: AvroJava) -> None:
