@@ -14,6 +14,7 @@ import typer
 
 from caseledger.cli import (
     actions,
+    adapters,
     audit,
     backbone,
     bench,
@@ -177,6 +178,7 @@ app.add_typer(projections.projections_app, name="projections", rich_help_panel=P
 
 app.command("serve", rich_help_panel=SERVICE)(serve.serve)
 app.add_typer(principals.principals_app, name="principals", rich_help_panel=SERVICE)
+app.add_typer(adapters.adapters_app, name="adapters", rich_help_panel=SERVICE)
 
 
 def main() -> None:
