@@ -14,8 +14,8 @@ import json
 import logging
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +41,9 @@ O = Operation  # noqa: E741 -- short: every route names one
 
 MAX_BODY_BYTES = 1_048_576
 REQUEST_TIMEOUT_S = 30.0
+# Worker threads running the (synchronous) routes, each with a ledger and connection of its own: more
+# than a few only adds ledger start-ups and lock contention on a small machine.
+THREADS = 8
 
 
 @dataclass
@@ -52,6 +55,7 @@ class ServiceState:
     views: str | None = None
     max_body_bytes: int = MAX_BODY_BYTES
     request_timeout_s: float = REQUEST_TIMEOUT_S
+    threads: int = THREADS
     clock: Callable[[], datetime] | None = None
     _local: threading.local = field(default_factory=threading.local)
     _ledgers: list[CaseLedger] = field(default_factory=list)
@@ -99,7 +103,16 @@ def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None
 
 def create_app(state: ServiceState) -> FastAPI:
     """The ledger's HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = state.threads
+        yield
+        state.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="caseledger", version="1", description="Every contact, promise and status change of a customer "
         "case, as immutable events. Bearer tokens (issued or OIDC); roles and the permission matrix: docs/api.md.",
     )
