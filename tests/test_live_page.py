@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -55,7 +56,8 @@ def test_a_contact_published_on_the_intake_topic_appears_on_the_open_page(
     ref = open_case(service)
     page = sign_in(chromium, service, ref)
     assert page.text_content("#reference") == ref
-    page.wait_for_function("document.getElementById('live-state').textContent.startsWith('live')")
+    # The page's CSP allows no eval, so wait with a locator, not wait_for_function.
+    page.locator("#live-state", has_text=re.compile("^live")).wait_for(timeout=15_000)
     suffix = uuid.uuid4().hex[:8]
     kafka = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"intake-live-{suffix}",
                                   events_topic=f"events-live-{suffix}", intake_partitions=1, events_partitions=1)
