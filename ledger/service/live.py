@@ -215,9 +215,9 @@ def _refresh(state: Any, reference: str, case: Case) -> Case:
     """The case as of now: only its events after the version shown are read."""
     ledger = state.ledger()
     stored = ledger.recorder.select_events_after([case.id], after={case.id: case.version}).get(case.id, [])
-    if not stored:
-        return case
-    return ledger.get_case(reference)  # type: ignore[no-any-return]
+    for stored_event in stored:  # the new events only, applied to the case as shown (no replay from the start)
+        case = ledger.mapper.to_domain_event(stored_event).mutate(case)
+    return case
 
 
 def _safe_next(path: str) -> str:
