@@ -295,6 +295,8 @@ class LiveResult:
     p90_ms: float = 0.0
     p99_ms: float = 0.0
     max_ms: float = 0.0
+    stored_p50_ms: float = 0.0
+    stored_p99_ms: float = 0.0
 
     def rows(self) -> list[tuple[str, str]]:
         return [
@@ -302,6 +304,7 @@ class LiveResult:
             ("published / seen on a page", f"{self.published:,} / {self.seen:,} ({self.achieved_rate:.0f}/s sent)"),
             ("intake topic → page p50 / p90 / p99", f"{self.p50_ms:.0f} / {self.p90_ms:.0f} / {self.p99_ms:.0f} ms"),
             ("max", f"{self.max_ms:.0f} ms"),
+            ("of which intake topic → store p50 / p99", f"{self.stored_p50_ms:.0f} / {self.stored_p99_ms:.0f} ms"),
             ("target", "p99 < 1000 ms at 100 contacts/s"),
         ]
 
@@ -329,7 +332,7 @@ def bench_live(*, kafka_bootstrap: str, rate: float = 100.0, seconds: float = 30
                  kafka_bootstrap], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **topics})
             try:
                 return asyncio.run(_live(url, tokens, kafka, rate=rate, seconds=seconds, cases=cases,
-                                         progress=progress))
+                                         progress=progress, database=db))
             finally:
                 worker.terminate()
                 try:
@@ -339,7 +342,7 @@ def bench_live(*, kafka_bootstrap: str, rate: float = 100.0, seconds: float = 30
 
 
 async def _live(url: str, tokens: dict[str, str], kafka: Any, *, rate: float, seconds: float, cases: int,
-                progress: Progress | None) -> LiveResult:
+                progress: Progress | None, database: str) -> LiveResult:
     import httpx
 
     from caseledger.ledger.domain.values import ContactDraft, Identity
@@ -377,7 +380,30 @@ async def _live(url: str, tokens: dict[str, str], kafka: Any, *, rate: float, se
                     for message_id in pattern.findall(line):
                         seen.setdefault(message_id, now)
 
+        from caseledger.ledger.application import CaseLedger
+        from caseledger.ledger.settings import LedgerSettings
+
+        store = CaseLedger(LedgerSettings.resolve(database=database))
+        stored: dict[str, float] = {}
+        position = store.recorder.max_notification_id() or 0
+
+        def scan() -> None:
+            nonlocal position
+            batch = store.recorder.select_notifications(start=position + 1, limit=5000)
+            now = time.monotonic()
+            for n in batch:
+                for message_id in pattern.findall(bytes(n.state).decode("latin-1")):
+                    stored.setdefault(message_id, now)
+            if batch:
+                position = batch[-1].id
+
+        async def watch_store() -> None:
+            while True:
+                await asyncio.to_thread(scan)
+                await asyncio.sleep(0.05)
+
         listeners = [asyncio.create_task(listen(ref)) for ref in refs]
+        listeners.append(asyncio.create_task(watch_store()))
         await asyncio.wait_for(ready.wait(), timeout=60)
         loop = asyncio.get_running_loop()
         with KafkaIntakeClient(kafka, adapter="bench-live") as client:
@@ -410,6 +436,9 @@ async def _live(url: str, tokens: dict[str, str], kafka: Any, *, rate: float, se
         for task in listeners:
             task.cancel()
         await asyncio.gather(*listeners, return_exceptions=True)
+    store.close()
+    to_store = [stored[m] - t for m, t in sent.items() if m in stored]
+    result.stored_p50_ms, result.stored_p99_ms = _quantile(to_store, 0.5) * 1000, _quantile(to_store, 0.99) * 1000
     latencies = [seen[m] - t for m, t in sent.items() if m in seen]
     result.published, result.seen = len(sent), len(latencies)
     result.p50_ms = _quantile(latencies, 0.5) * 1000

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from fastapi import Cookie, FastAPI, Form, Header, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from caseledger.ledger.describe import case_record, plain
+from caseledger.ledger.describe import plain
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.permissions import Operation
 from caseledger.ledger.errors import AuthenticationError
@@ -32,6 +32,7 @@ __all__ = ["COOKIE", "add_routes", "render_case"]
 
 COOKIE = "caseledger_token"
 POLL_S = 0.1
+SHOWN = 25  # the most recent contacts, items and deadlines the page lists (all of them: GET /v1/cases/REF)
 HEARTBEAT_S = 15.0
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -74,40 +75,49 @@ def _table(headers: list[str], rows: list[list[Any]], *, id_: str) -> str:
     return f'<table id="{id_}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _t(value: Any) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else ("" if value is None else str(value))
+
+
 def render_case(case: Case) -> str:
-    """The case section of the page (what each server-sent event replaces)."""
-    r = case_record(case)
-    brief = plain(case.brief())
-    contacts = sorted(r["contacts"], key=lambda c: str(c.get("received_at") or c.get("occurred_at") or ""))
-    last = {}
+    """The case section of the page (what each server-sent event replaces).
+
+    Read straight from the aggregate and cut to the latest entries, so that a case with hundreds of
+    contacts renders in constant time (``GET /v1/cases/REF`` has all of them).
+    """
+    contacts = list(case.contacts.values())  # in the order they were received
+    last: dict[str, Any] = {}
     for c in contacts:
-        last[c.get("channel")] = c
+        last[c.channel] = c
+    items = list(case.items.values())
+    shown_items = [i for i in items if i.status == "open"][-SHOWN:] + [i for i in items if i.status != "open"][-SHOWN:]
+    recent = contacts[-SHOWN:]
+    messages = list(case.messages.values())[-SHOWN:]
+    promises = list(case.promises.values())
+    brief = plain(case.brief())
     parts = [
-        f'<h1><span id="reference">{_e(r["reference"])}</span> — {_e(r["subject"])}</h1>',
-        f'<p>status <b id="status">{_e(r["status"])}</b> · customer {_e(r["customer_id"])} · '
-        f'assignee {_e(r["assignee"] or "-")} · team {_e(r["team"] or "-")} · follow-ups {_e(r["follow_ups"])}</p>',
+        f'<h1><span id="reference">{_e(case.reference)}</span> — {_e(case.subject)}</h1>',
+        f'<p>status <b id="status">{_e(case.status)}</b> · customer {_e(case.customer_id)} · '
+        f'assignee {_e(case.assignee or "-")} · team {_e(case.team or "-")} · follow-ups {_e(case.follow_ups)}</p>',
         "<h2>Items</h2>",
-        _table(["item", "question", "status"], [[i.get("item_id", i.get("id")), i.get("text"), i.get("status")]
-                                                for i in r["items"]], id_="items"),
+        _table(["item", "question", "status"], [[i.item_id, i.text, i.status] for i in shown_items], id_="items"),
         "<h2>Promises</h2>",
-        _table(["promise", "terms", "due", "status"], [[p.get("promise_id", p.get("id")), p.get("terms"),
-                                                        p.get("due_at"), p.get("status")] for p in r["promises"]],
-               id_="promises"),
+        _table(["promise", "terms", "due", "status"], [[p.promise_id, p.terms, _t(p.due_at), p.status]
+                                                        for p in promises[-SHOWN:]], id_="promises"),
         "<h2>Deadlines</h2>",
         _table(["for", "deadline", "due"],
-               [[c.get("contact_id"), "respond by", c.get("respond_by")] for c in contacts if c.get("respond_by")]
-               + [[m.get("message_id"), "deliver by", m.get("due_at")] for m in r["messages"] if m.get("due_at")]
-               + [[p.get("promise_id"), "promise due", p.get("due_at")] for p in r["promises"]
-                  if p.get("status") == "open"], id_="deadlines"),
-        _table(["missed", "target"], [[d["kind"], d["target_id"]] for d in r["missed_deadlines"]], id_="missed"),
+               [[c.contact_id, "respond by", _t(c.respond_by)] for c in recent if c.respond_by]
+               + [[m.message_id, "deliver by", _t(m.due_at)] for m in messages if m.due_at and not m.delivered_at]
+               + [[p.promise_id, "promise due", _t(p.due_at)] for p in promises if p.status == "open"],
+               id_="deadlines"),
+        _table(["missed", "target"], [[k, t] for k, t in sorted(case.missed)], id_="missed"),
         "<h2>Last contact per channel</h2>",
         _table(["channel", "contact", "received", "subject"],
-               [[ch, c.get("contact_id", c.get("id")), c.get("received_at") or c.get("occurred_at"), c.get("subject")]
-                for ch, c in sorted(last.items(), key=lambda kv: str(kv[0]))], id_="last-contacts"),
+               [[ch, c.contact_id, _t(c.received_at), c.subject] for ch, c in sorted(last.items())],
+               id_="last-contacts"),
         "<h2>Contacts</h2>",
         _table(["contact", "channel", "message id", "items"],
-               [[c.get("contact_id", c.get("id")), c.get("channel"), c.get("channel_message_id"),
-                 "; ".join(str(x) for x in c.get("item_ids", c.get("items", [])) or [])] for c in contacts],
+               [[c.contact_id, c.channel, c.channel_message_id, "; ".join(c.item_ids)] for c in recent],
                id_="contacts"),
         "<h2>Handoff brief</h2>",
         f'<pre id="brief">{_e(json.dumps(brief, indent=2, ensure_ascii=False))}</pre>',
@@ -138,7 +148,53 @@ def _login_page(next_path: str, error: str = "") -> str:
     )
 
 
+class Watcher:
+    """One poll of the store's notification log for all open pages: wakes the streams whose case changed."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.position: int | None = None
+        self.waiting: dict[Any, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, case_id: Any) -> asyncio.Event:
+        event = asyncio.Event()
+        self.waiting.setdefault(case_id, set()).add(event)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return event
+
+    def unwatch(self, case_id: Any, event: asyncio.Event) -> None:
+        events = self.waiting.get(case_id)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self.waiting[case_id]
+
+    async def _run(self) -> None:
+        while self.waiting:
+            changed = await asyncio.to_thread(self._changed)
+            for case_id in changed:
+                for event in self.waiting.get(case_id, ()):
+                    event.set()
+            await asyncio.sleep(POLL_S)
+
+    def _changed(self) -> set[Any]:
+        recorder = self.state.ledger().recorder
+        if self.position is None:
+            self.position = recorder.max_notification_id() or 0
+            return set(self.waiting)  # look once at every case when (re)starting
+        changed: set[Any] = set()
+        while True:
+            batch = recorder.select_notifications(start=self.position + 1, limit=1000)
+            if not batch:
+                return changed
+            changed.update(n.originator_id for n in batch)
+            self.position = batch[-1].id
+
+
 def add_routes(app: FastAPI, state: Any) -> None:
+    watcher = Watcher(state)
     def principal(authorization: str | None, cookie: str | None) -> Principal:
         header = authorization or (f"Bearer {cookie}" if cookie else None)
         found = state.authenticator().authenticate(header)
@@ -193,22 +249,29 @@ def add_routes(app: FastAPI, state: Any) -> None:
 
         async def stream() -> AsyncIterator[bytes]:
             nonlocal case, known
-            idle = 0.0
-            while not await request.is_disconnected():
-                if case.version != known:
-                    known = case.version
-                    data = json.dumps({"version": known, "html": render_case(case)})
-                    yield f"id: {known}\nevent: case\ndata: {data}\n\n".encode()
-                    idle = 0.0
-                await asyncio.sleep(POLL_S)
-                idle += POLL_S
-                if idle >= HEARTBEAT_S:
-                    yield b": keep-alive\n\n"
-                    idle = 0.0
-                case = await asyncio.to_thread(_refresh, state, reference, case)
+            changed = watcher.watch(case.id)
+            try:
+                while not await request.is_disconnected():
+                    if case.version != known:
+                        known = case.version
+                        data = await asyncio.to_thread(_event_data, case)
+                        yield f"id: {known}\nevent: case\ndata: {data}\n\n".encode()
+                    try:
+                        await asyncio.wait_for(changed.wait(), timeout=HEARTBEAT_S)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    changed.clear()
+                    case = await asyncio.to_thread(_refresh, state, reference, case)
+            finally:
+                watcher.unwatch(case.id, changed)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _event_data(case: Case) -> str:
+    return json.dumps({"version": case.version, "html": render_case(case)})
 
 
 def _refresh(state: Any, reference: str, case: Case) -> Case:
