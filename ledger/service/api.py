@@ -59,16 +59,22 @@ class ServiceState:
     clock: Callable[[], datetime] | None = None
     _local: threading.local = field(default_factory=threading.local)
     _ledgers: list[CaseLedger] = field(default_factory=list)
+    _free: list[CaseLedger] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ledger(self) -> CaseLedger:
-        ledger: CaseLedger | None = getattr(self._local, "ledger", None)
-        if ledger is None:
-            ledger = CaseLedger(self.settings, clock=self.clock)
-            self._local.ledger = ledger
+        """This thread's ledger. Worker threads come and go (anyio retires idle ones): a thread's ledger goes
+        back to a free list when the thread ends, and the next new thread takes it — no ledger is built twice."""
+        lease: _Lease | None = getattr(self._local, "lease", None)
+        if lease is None:
             with self._lock:
-                self._ledgers.append(ledger)
-        return ledger
+                ledger = self._free.pop() if self._free else None
+            if ledger is None:
+                ledger = CaseLedger(self.settings, clock=self.clock)
+                with self._lock:
+                    self._ledgers.append(ledger)
+            lease = self._local.lease = _Lease(ledger, self._free, self._lock)
+        return lease.ledger
 
     def authenticator(self) -> Authenticator:
         auth: Authenticator | None = getattr(self, "_authenticator", None)
@@ -93,6 +99,17 @@ class ServiceState:
             for ledger in self._ledgers:
                 ledger.close()
             self._ledgers.clear()
+
+
+class _Lease:
+    """A thread's hold on a ledger; returned to the free list when the thread (and its locals) end."""
+
+    def __init__(self, ledger: CaseLedger, free: list[CaseLedger], lock: threading.Lock) -> None:
+        self.ledger, self._free, self._lock = ledger, free, lock
+
+    def __del__(self) -> None:
+        with self._lock:
+            self._free.append(self.ledger)
 
 
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:

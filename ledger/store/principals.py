@@ -120,8 +120,9 @@ class PrincipalRecorder(ABC):
 
     @abstractmethod
     @contextmanager
-    def cursor(self) -> Iterator[Any]:
-        """A DB-API cursor in one committed transaction."""
+    def cursor(self, *, write: bool = True) -> Iterator[Any]:
+        """A DB-API cursor in one transaction: committed when ``write``, else a read (which on SQLite
+        does not queue behind the one writer: every request's authentication is such a read)."""
 
     def _at(self, value: datetime) -> Any:
         return value.isoformat()
@@ -132,7 +133,7 @@ class PrincipalRecorder(ABC):
             return int(cursor.rowcount)
 
     def _rows(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with translate_errors(self.where), self.cursor() as cursor:
+        with translate_errors(self.where), self.cursor(write=False) as cursor:
             cursor.execute(statement, params)
             return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in cursor.fetchall()]
 
@@ -217,8 +218,8 @@ class SQLitePrincipalRecorder(PrincipalRecorder):
         return name
 
     @contextmanager
-    def cursor(self) -> Iterator[Any]:
-        with self.datastore.transaction(commit=True) as wrapped:
+    def cursor(self, *, write: bool = True) -> Iterator[Any]:
+        with self.datastore.transaction(commit=write) as wrapped:
             yield wrapped.sqlite_cursor
 
 
@@ -235,8 +236,8 @@ class PostgresPrincipalRecorder(PrincipalRecorder):
         return value
 
     @contextmanager
-    def cursor(self) -> Iterator[Any]:
-        with self.datastore.transaction(commit=True) as cursor:
+    def cursor(self, *, write: bool = True) -> Iterator[Any]:
+        with self.datastore.transaction(commit=write) as cursor:
             yield cursor
 
 
