@@ -345,7 +345,7 @@ async def _live(url: str, tokens: dict[str, str], kafka: Any, *, rate: float, se
                 progress: Progress | None, database: str) -> LiveResult:
     import httpx
 
-    from caseledger.ledger.domain.values import ContactDraft, Identity
+    from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
     from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 
     result = LiveResult(rate=rate, seconds=seconds, cases=cases)
@@ -417,7 +417,7 @@ async def _live(url: str, tokens: dict[str, str], kafka: Any, *, rate: float, se
                 while n < due:
                     message_id = f"live-{run}-{n}"
                     batch.append((message_id, ContactDraft(
-                        channel="email", channel_message_id=message_id,
+                        channel=Channel.EMAIL, channel_message_id=message_id,
                         identity=Identity.parse(f"email:c{n % len(refs)}@bench.example"),
                         case_reference=refs[n % len(refs)], follow_up=True, items=(f"follow-up {n}",))))
                     n += 1
@@ -425,7 +425,8 @@ async def _live(url: str, tokens: dict[str, str], kafka: Any, *, rate: float, se
                     now = time.monotonic()
                     for message_id, _draft in batch:
                         sent[message_id] = now
-                    await loop.run_in_executor(None, client.submit_many, [d for _m, d in batch])
+                    drafts: list[Any] = [d for _m, d in batch]
+                    await loop.run_in_executor(None, client.submit_many, drafts)
                     if progress:
                         progress("contacts", n, total)
                 await asyncio.sleep(tick)

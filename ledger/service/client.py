@@ -85,12 +85,11 @@ class LedgerClient:
                 continue
             if answer.status_code < 400:
                 return answer.json()
-            problem = self._problem(answer)
-            error = error_from_problem(problem)
+            failure = error_from_problem(self._problem(answer))
             retry = answer.status_code in (502, 503, 504) or (
-                answer.status_code == 409 and isinstance(error, ConflictError))
+                answer.status_code == 409 and isinstance(failure, ConflictError))
             if not retry or attempt == RETRIES - 1:
-                raise error
+                raise failure
             time.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
 

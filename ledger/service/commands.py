@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.describe import plain
 from caseledger.ledger.domain.permissions import Operation
-from caseledger.ledger.domain.values import Actor, ActorKind, Attachment, ContactDraft, Identity
+from caseledger.ledger.domain.values import Actor, ActorKind, Attachment, Channel, ContactDraft, Identity
 from caseledger.ledger.principals import Principal, PrincipalRegistry
 from caseledger.ledger.service.api import ServiceState, principal_for, problem_response
 from caseledger.ledger.service.idempotency import request_digest
@@ -147,6 +147,12 @@ class PrincipalIn(Body):
 Execute = Callable[[CaseLedger], tuple[int, Any]]
 
 
+def done(command: Callable[[], object], answer: Any) -> Any:
+    """Run a command that returns nothing, then answer ``answer``."""
+    command()
+    return answer
+
+
 def add_routes(app: FastAPI, state: ServiceState) -> None:
     def write(request: Request, principal: Principal, key: str | None, body: Body | None, execute: Execute) -> Any:
         ledger = state.ledger()
@@ -154,9 +160,13 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
             status, result = execute(ledger)
             return JSONResponse(plain(result), status_code=status)
         payload = body.model_dump_json(by_alias=True).encode() if body is not None else b""
+        def run() -> tuple[int, Any]:
+            code, answer = execute(ledger)
+            return code, plain(answer)
+
         status, result, replayed = state.idempotency().run(
             ledger, principal=principal.name, key=key, digest=request_digest(request.method, request.url.path, payload),
-            execute=lambda: (lambda s, r: (s, plain(r)))(*execute(ledger)), problem=problem_for,
+            execute=run, problem=problem_for,
         )
         headers = {"Idempotency-Replayed": "true"} if replayed else {}
         if status >= 400:
@@ -204,7 +214,7 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
         """Record an inbound contact and its acknowledgement; the same request again is "already recorded"."""
         def execute(ledger: CaseLedger) -> tuple[int, Any]:
             draft = ContactDraft(
-                channel=body.channel, channel_message_id=body.channel_message_id,
+                channel=Channel.parse(body.channel), channel_message_id=body.channel_message_id,
                 identity=Identity.parse(body.identity), items=tuple(body.items), subject=body.subject,
                 body=body.body, case_reference=body.case_reference, follow_up=body.follow_up,
                 category=body.category, customer_id=body.customer_id, segment=body.segment,
@@ -228,8 +238,8 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
                 occurred_at=p(x).occurred_at)})
     on_case("/v1/cases/{reference}/items/{item_id}/waive", O.ITEM_WAIVE, ReasonIn, item_id="",
             summary="Waive an item with a reason",
-            call=lambda lg, a, ref, x: lg.waive_item(ref, actor=a, item_id=x[1]["item_id"].upper(),
-                                                     reason=p(x).reason) or {"waived": x[1]["item_id"].upper()})
+            call=lambda lg, a, ref, x: done(lambda: lg.waive_item(ref, actor=a, item_id=x[1]["item_id"].upper(),
+                                                     reason=p(x).reason), {"waived": x[1]["item_id"].upper()}))
     on_case("/v1/cases/{reference}/promises", O.PROMISE_MAKE, PromiseIn, status=201,
             summary="Make a promise (phone and branch promises issue a written confirmation)",
             call=lambda lg, a, ref, x: dict(zip(("promise_id", "confirmation_id"), lg.make_promise(
@@ -237,33 +247,28 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
                 confirmation_channel=p(x).confirmation_channel, occurred_at=p(x).occurred_at), strict=True)))
     on_case("/v1/cases/{reference}/promises/{promise_id}/keep", O.PROMISE_KEEP, KeepIn, promise_id="",
             summary="A promise was kept",
-            call=lambda lg, a, ref, x: lg.keep_promise(ref, actor=a, promise_id=x[1]["promise_id"].upper(),
-                                                       evidence=p(x).evidence) or {"kept": x[1]["promise_id"].upper()})
+            call=lambda lg, a, ref, x: done(lambda: lg.keep_promise(ref, actor=a, promise_id=x[1]["promise_id"].upper(),
+                                                       evidence=p(x).evidence), {"kept": x[1]["promise_id"].upper()}))
     on_case("/v1/cases/{reference}/promises/{promise_id}/withdraw", O.PROMISE_WITHDRAW, ReasonNoticeIn,
             promise_id="", summary="Withdraw a promise, telling the customer",
-            call=lambda lg, a, ref, x: lg.withdraw_promise(
-                ref, actor=a, promise_id=x[1]["promise_id"].upper(), reason=p(x).reason, notice=p(x).notice)
-            or {"withdrawn": x[1]["promise_id"].upper()})
+            call=lambda lg, a, ref, x: done(lambda: lg.withdraw_promise(
+                ref, actor=a, promise_id=x[1]["promise_id"].upper(), reason=p(x).reason, notice=p(x).notice), {"withdrawn": x[1]["promise_id"].upper()}))
     on_case("/v1/cases/{reference}/promises/{promise_id}/break", O.PROMISE_BREAK, ReasonIn, promise_id="",
             summary="A promise was broken",
-            call=lambda lg, a, ref, x: lg.break_promise(ref, actor=a, promise_id=x[1]["promise_id"].upper(),
-                                                        reason=p(x).reason) or {"broken": x[1]["promise_id"].upper()})
+            call=lambda lg, a, ref, x: done(lambda: lg.break_promise(ref, actor=a, promise_id=x[1]["promise_id"].upper(),
+                                                        reason=p(x).reason), {"broken": x[1]["promise_id"].upper()}))
     on_case("/v1/cases/{reference}/status", O.CASE_STATUS, StatusIn, summary="Change a case's status",
-            call=lambda lg, a, ref, x: lg.change_status(ref, actor=a, to_status=p(x).to, reason=p(x).reason,
-                                                        notice=p(x).notice) or {"status": p(x).to})
+            call=lambda lg, a, ref, x: done(lambda: lg.change_status(ref, actor=a, to_status=p(x).to, reason=p(x).reason,
+                                                        notice=p(x).notice), {"status": p(x).to}))
     on_case("/v1/cases/{reference}/close", O.CASE_CLOSE, CloseIn, summary="Close a case",
-            call=lambda lg, a, ref, x: lg.close_case(ref, actor=a, reason=p(x).reason, notice=p(x).notice,
-                                                     waive={k.upper(): v for k, v in p(x).waive.items()})
-            or {"status": "closed"})
+            call=lambda lg, a, ref, x: done(lambda: lg.close_case(ref, actor=a, reason=p(x).reason, notice=p(x).notice,
+                                                     waive={k.upper(): v for k, v in p(x).waive.items()}), {"status": "closed"}))
     on_case("/v1/cases/{reference}/cancel", O.CASE_CANCEL, ReasonNoticeIn, summary="Cancel a case",
-            call=lambda lg, a, ref, x: lg.cancel_case(ref, actor=a, reason=p(x).reason, notice=p(x).notice)
-            or {"status": "cancelled"})
+            call=lambda lg, a, ref, x: done(lambda: lg.cancel_case(ref, actor=a, reason=p(x).reason, notice=p(x).notice), {"status": "cancelled"}))
     on_case("/v1/cases/{reference}/reopen", O.CASE_REOPEN, ReasonNoticeIn, summary="Reopen a case",
-            call=lambda lg, a, ref, x: lg.reopen_case(ref, actor=a, reason=p(x).reason, notice=p(x).notice)
-            or {"status": "reopened"})
+            call=lambda lg, a, ref, x: done(lambda: lg.reopen_case(ref, actor=a, reason=p(x).reason, notice=p(x).notice), {"status": "reopened"}))
     on_case("/v1/cases/{reference}/assign", O.CASE_ASSIGN, AssignIn, summary="Assign a case",
-            call=lambda lg, a, ref, x: lg.assign(ref, actor=a, assignee=p(x).assignee, team=p(x).team)
-            or {"assignee": p(x).assignee, "team": p(x).team})
+            call=lambda lg, a, ref, x: done(lambda: lg.assign(ref, actor=a, assignee=p(x).assignee, team=p(x).team), {"assignee": p(x).assignee, "team": p(x).team}))
     on_case("/v1/cases/{reference}/handoff", O.CASE_HANDOFF, HandoffIn, summary="Hand a case over, with a brief",
             call=lambda lg, a, ref, x: {"brief": lg.hand_off(ref, actor=a, to_assignee=p(x).to, to_team=p(x).team,
                                                               note=p(x).note)})
@@ -282,22 +287,20 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
                 ref, actor=a, proposal_id=x[1]["proposal_id"].upper(), note=p(x).note)})
     on_case("/v1/cases/{reference}/actions/{proposal_id}/reject", O.ACTION_REJECT, ReasonIn, proposal_id="",
             summary="A human rejects a proposed action",
-            call=lambda lg, a, ref, x: lg.reject_action(ref, actor=a, proposal_id=x[1]["proposal_id"].upper(),
-                                                        reason=p(x).reason) or {"rejected": x[1]["proposal_id"].upper()})
+            call=lambda lg, a, ref, x: done(lambda: lg.reject_action(ref, actor=a, proposal_id=x[1]["proposal_id"].upper(),
+                                                        reason=p(x).reason), {"rejected": x[1]["proposal_id"].upper()}))
     on_case("/v1/cases/{reference}/actions/{proposal_id}/executed", O.ACTION_EXECUTED, ExecutedIn, proposal_id="",
             summary="An outside system executed an approved action",
-            call=lambda lg, a, ref, x: lg.record_action_executed(
-                ref, actor=a, proposal_id=x[1]["proposal_id"].upper(), result=p(x).result)
-            or {"executed": x[1]["proposal_id"].upper()})
+            call=lambda lg, a, ref, x: done(lambda: lg.record_action_executed(
+                ref, actor=a, proposal_id=x[1]["proposal_id"].upper(), result=p(x).result), {"executed": x[1]["proposal_id"].upper()}))
     on_case("/v1/cases/{reference}/messages/{message_id}/delivered", O.MESSAGE_DELIVERED, DeliveredIn,
             message_id="", summary="A message to the customer was delivered",
-            call=lambda lg, a, ref, x: lg.record_delivery(ref, actor=a, message_id=x[1]["message_id"],
-                                                          delivered_at=p(x).delivered_at)
-            or {"delivered": x[1]["message_id"].upper()})
+            call=lambda lg, a, ref, x: done(lambda: lg.record_delivery(ref, actor=a, message_id=x[1]["message_id"],
+                                                          delivered_at=p(x).delivered_at), {"delivered": x[1]["message_id"].upper()}))
     on_case("/v1/cases/{reference}/messages/{message_id}/read", O.MESSAGE_READ, ReadIn, message_id="",
             summary="The customer read a message",
-            call=lambda lg, a, ref, x: lg.record_read(ref, actor=a, message_id=x[1]["message_id"],
-                                                      read_at=p(x).read_at) or {"read": x[1]["message_id"].upper()})
+            call=lambda lg, a, ref, x: done(lambda: lg.record_read(ref, actor=a, message_id=x[1]["message_id"],
+                                                      read_at=p(x).read_at), {"read": x[1]["message_id"].upper()}))
 
     # -- deadlines and administration ---------------------------------------------------------------------
 

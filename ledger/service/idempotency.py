@@ -96,9 +96,9 @@ class Idempotency:
         except ConflictError:
             if ledger.recorder.has_tracking_id(tracking.application_name, 1):
                 # Another run of this key committed first (a takeover raced the original).
-                row = self._wait(key_id)
-                if row is not None and row.status is not None:
-                    return row.status, json.loads(row.response or "null"), True
+                answered = self._wait(key_id)
+                if answered is not None and answered.status is not None:
+                    return answered.status, json.loads(answered.response or "null"), True
                 raise self._in_progress() from None
             self.store.release_idempotency(key_id)
             raise
