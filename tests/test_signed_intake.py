@@ -157,3 +157,11 @@ def test_headers_are_the_documented_ones() -> None:
     headers = dict(signer.headers(b"bytes"))
     assert set(headers) == {ADAPTER_HEADER, SIGNATURE_HEADER} and len(headers[SIGNATURE_HEADER]) == 64
     assert "PRIVATE" not in repr(signer) and "a" in repr(signer)
+
+
+def test_nothing_on_the_intake_topic_can_approve_or_reject_an_action() -> None:
+    """The intake path of "automation approving its own proposal": intake records carry no decision at all."""
+    codec = IntakeCodec()
+    payload = next(f for f in codec.schema["fields"] if f["name"] == "payload")
+    kinds = {branch["name"].rsplit(".", 1)[-1] if isinstance(branch, dict) else branch for branch in payload["type"]}
+    assert kinds == {"Contact", "DeliveryReport", "ReadReceipt"}
