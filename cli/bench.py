@@ -62,6 +62,7 @@ def bench_api_command(
         typer.Option("--database", help="A database for the service (SQLite path or postgresql:// URL); default a "
                      "temp SQLite."),
     ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Server worker processes.")] = 1,
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
     """HTTP load on `caseledger serve`: mixed reads and writes, no 5xx, no lost or doubled write, p50/p99.
@@ -72,7 +73,7 @@ def bench_api_command(
 
     console = plain_console()
     with stage_progress(console) as progress:
-        result = bench_api(clients=clients, seconds=seconds, database=database, progress=progress)
+        result = bench_api(clients=clients, seconds=seconds, database=database, workers=workers, progress=progress)
     print_result(console, "api", result.rows(), result, output)
     if result.server_errors or result.lost_or_doubled:
         raise typer.Exit(1)

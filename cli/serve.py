@@ -22,6 +22,8 @@ def serve(
     max_body: Annotated[int, typer.Option("--max-body-bytes", min=1024, help="Largest request body.")] = 1_048_576,
     timeout: Annotated[float, typer.Option("--request-timeout", min=1, help="Seconds before a request gets "
                                            "503 (a write may still complete: retry with its Idempotency-Key).")] = 30,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="uvicorn worker processes (one "
+                                         "per core is a good start).")] = 1,
     views: ViewsOpt = None,
 ) -> None:
     """Serve the HTTP API: every command and read, behind bearer tokens and the role matrix (docs/api.md).
@@ -47,5 +49,6 @@ def serve(
     s = session(ctx)
     settings = LedgerSettings.resolve(database=s.database, policy=s.policy)
     run(settings, ServerSettings(host=host, port=port, tls_certfile=tls_cert, tls_keyfile=tls_key,
-                                 max_body_bytes=max_body, request_timeout_s=timeout, views=views),
+                                 max_body_bytes=max_body, request_timeout_s=timeout, views=views,
+                                 workers=workers),
         oidc=OidcSettings.resolve())

@@ -50,7 +50,8 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 @contextmanager
-def _served(database: str, *, env: dict[str, str] | None = None) -> Iterator[tuple[str, str, dict[str, str]]]:
+def _served(database: str, *, env: dict[str, str] | None = None, workers: int = 1,
+            ) -> Iterator[tuple[str, str, dict[str, str]]]:
     """(url, database, tokens by role): principals added, ``caseledger serve`` running until the block ends."""
     import httpx
 
@@ -69,7 +70,7 @@ def _served(database: str, *, env: dict[str, str] | None = None) -> Iterator[tup
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "caseledger.cli.app", "--database", database, "serve", "--host", "127.0.0.1",
-             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+             "--port", str(port), "--workers", str(workers)], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -149,11 +150,11 @@ class ApiLoadResult:
 
 
 def bench_api(*, clients: int = 200, seconds: float = 60.0, database: str | None = None, seed_cases: int = 50,
-              progress: Progress | None = None) -> ApiLoadResult:
+              workers: int = 1, progress: Progress | None = None) -> ApiLoadResult:
     """Mixed reads and writes by ``clients`` concurrent clients for ``seconds`` (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="caseledger-bench-api-") as where:
         db = database or str(Path(where) / "bench.sqlite")
-        with _served(db) as (url, _db, tokens):
+        with _served(db, workers=workers) as (url, _db, tokens):
             return asyncio.run(_api_load(url, db, tokens["agent"], clients=clients, seconds=seconds,
                                          seed_cases=seed_cases, progress=progress))
 
