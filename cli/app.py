@@ -14,6 +14,7 @@ import typer
 
 from caseledger.cli import (
     actions,
+    adapters,
     audit,
     backbone,
     bench,
@@ -25,9 +26,11 @@ from caseledger.cli import (
     kept,
     messages,
     metrics,
+    principals,
     privacy,
     projections,
     promises,
+    serve,
     tooling,
 )
 from caseledger.cli.common import LedgerGroup, Session
@@ -79,6 +82,24 @@ def root(
         ),
     ] = None,
     zone: Zone = None,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api", envvar="CASELEDGER_API", metavar="URL",
+            help="Act through the ledger service at URL (caseledger serve) with a bearer token, instead of a "
+            "local file; the server records the token's principal as the actor.",
+        ),
+    ] = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option("--token-file", envvar="CASELEDGER_TOKEN_FILE", metavar="FILE",
+                     help="File holding the bearer token for --api (or set CASELEDGER_TOKEN)."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", metavar="TOKEN", help="Bearer token for --api; prefer CASELEDGER_TOKEN or "
+                     "--token-file (an option shows in the process list)."),
+    ] = None,
 ) -> None:
     """Caseledger: every contact, promise and status change of a customer case, as immutable events.
 
@@ -92,7 +113,15 @@ def root(
     """
     if now is not None and ctx.invoked_subcommand != "tick":
         _refuse_future_now(now)
-    state = Session(database=database, policy=policy, actor_given=actor, now=now, zone=zone)
+    if api and (actor is not None or now is not None):
+        # Through the service the authenticated principal acts, now: no caller chooses who or when.
+        raise typer.BadParameter(
+            "--as, CASELEDGER_ACTOR and --now cannot be used with --api: the ledger service records the token's "
+            "principal as the actor, at the time it records; unset them",
+            param_hint="'--as'" if actor is not None else "'--now'",
+        )
+    state = Session(database=database, policy=policy, actor_given=actor, now=now, zone=zone, api=api, token=token,
+                    token_file=token_file)
     ctx.obj = state
     ctx.call_on_close(state.close)
 
@@ -114,6 +143,7 @@ INTAKE, CASES, WORK, AUTOMATION, STREAMING, TOOLS, PROJECTIONS = (
     "Intake", "Cases and customers", "Working a case", "Automation and deadlines", "Kafka backbone", "Tooling",
     "Projections",
 )
+SERVICE = "Ledger service"
 
 app.add_typer(contact.contact_app, name="contact", rich_help_panel=INTAKE)
 
@@ -148,6 +178,10 @@ app.add_typer(privacy.keys_app, name="keys", rich_help_panel=TOOLS)
 app.command("overdue", rich_help_panel=PROJECTIONS)(deadlines.overdue)
 app.command("metrics", rich_help_panel=PROJECTIONS)(metrics.metrics)
 app.add_typer(projections.projections_app, name="projections", rich_help_panel=PROJECTIONS)
+
+app.command("serve", rich_help_panel=SERVICE)(serve.serve)
+app.add_typer(principals.principals_app, name="principals", rich_help_panel=SERVICE)
+app.add_typer(adapters.adapters_app, name="adapters", rich_help_panel=SERVICE)
 
 
 def main() -> None:

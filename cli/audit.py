@@ -88,6 +88,9 @@ def audit_verify(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    unauthenticated: Annotated[bool, typer.Option(
+        "--unauthenticated", help="List the events whose actor was not authenticated (embedded CLI, or recorded "
+        "before principals); --json always counts them.")] = False,
 ) -> None:
     """Verify the ledger: every hash chain, gapless versions and positions, the events topic, intake accounting.
 
@@ -106,21 +109,32 @@ def audit_verify(
     ```
     """
     from caseledger.ledger.audit import Seal, verify
+    from caseledger.ledger.audit.actors import UnauthenticatedEvents
 
     s = session(ctx)
     settings = _kafka_settings(kafka)
     bar = _Bar("verifying")
     try:
+        unauth = UnauthenticatedEvents(s.ledger.codec)
         report = verify(
             s.ledger, customer=customer, since=since, until=until, kafka=settings,
-            seal=Seal.parse(seal) if seal else None, progress=bar,
+            seal=Seal.parse(seal) if seal else None, progress=bar, collect=unauth,
         )
     finally:
         bar.close()
     if as_json:
-        s.echo_json(report.as_dict())
+        extra: dict[str, Any] = {"unauthenticated_events": unauth.count}
+        if unauthenticated:
+            extra["unauthenticated"] = [e.as_dict() for e in unauth.listed]
+        s.echo_json({**report.as_dict(), **extra})
     else:
         print_report(s.out, report)
+        s.say(f"events recorded without authentication: {unauth.count:,}")
+        if unauthenticated:
+            for e in unauth.listed:
+                s.say(f"  position {e.position}: {e.event_type} by {e.actor}")
+            if unauth.count > len(unauth.listed):
+                s.say(f"  … and {unauth.count - len(unauth.listed):,} more")
     if not report.ok:
         raise typer.Exit(EXIT_DISCREPANCIES)
 

@@ -84,6 +84,13 @@ def topics_create(kafka: KafkaOpt = None) -> None:
     plain_console().print(table)
 
 
+SignaturesOpt = Annotated[
+    bool | None,
+    typer.Option("--require-signatures/--allow-unsigned", help="Reject intake records not signed by a registered "
+                 "adapter key. Default: required as soon as one adapter is registered (caseledger adapters add)."),
+]
+
+
 def publish(
     source: Annotated[
         str, typer.Argument(metavar="FILE", help="JSON file with one record, an array, or JSON lines; - for stdin.")
@@ -91,6 +98,10 @@ def publish(
     kafka: KafkaOpt = None,
     adapter: Annotated[str, typer.Option("--adapter", help="Name of the publishing adapter.")] = "shell",
     producer: ProducerOpt = "kafka-python",
+    signing_key: Annotated[str | None, typer.Option(
+        "--signing-key", envvar="CASELEDGER_ADAPTER_KEY", metavar="FILE",
+        help="The adapter's Ed25519 private key (PEM, from `caseledger adapters add`): sign every record. A "
+        "ledger with registered adapters rejects unsigned records.")] = None,
 ) -> None:
     """Publish intake records (JSON) on the intake topic, for shell-script channel adapters.
 
@@ -117,7 +128,10 @@ def publish(
             raise ValidationError(f"record {n}: {error}; nothing was published") from None
     if not messages:
         raise ValidationError("no records to publish")
-    with KafkaIntakeClient(kafka_settings(kafka), adapter=adapter, producer=producer) as client:
+    from caseledger.ledger.signing import AdapterSigner
+
+    signer = AdapterSigner.from_file(adapter, signing_key) if signing_key else None
+    with KafkaIntakeClient(kafka_settings(kafka), adapter=adapter, producer=producer, signer=signer) as client:
         receipts = client.submit_many(messages)
     for receipt in receipts:
         typer.echo(f"stored {receipt.kind} at {receipt.topic}/{receipt.partition}@{receipt.offset}")
@@ -163,6 +177,7 @@ def intake_run(
     ] = None,
     consumer: ConsumerOpt = "kafka-python",
     aggregate_cache: AggregateCacheOpt = AGGREGATE_CACHE,
+    signatures: SignaturesOpt = None,
 ) -> None:
     """Apply every intake record to the ledger, exactly once; stop with SIGTERM or Ctrl-C.
 
@@ -180,7 +195,7 @@ def intake_run(
     with stop_on_signals() as stop:  # from the start: a SIGTERM while connecting also stops cleanly
         serve(session(ctx).new_ledger, "intake", lambda ledger: KafkaIntakeWorker(
             ledger(), kafka_settings(kafka), batch_size=batch_size, partitions=chosen, consumer=consumer,
-            aggregate_cache=aggregate_cache), stop)
+            aggregate_cache=aggregate_cache, require_signatures=signatures), stop)
 
 
 @publisher_app.command("run")
@@ -221,6 +236,7 @@ def run_all(
     consumer: ConsumerOpt = "kafka-python",
     producer: ProducerOpt = "kafka-python",
     aggregate_cache: AggregateCacheOpt = AGGREGATE_CACHE,
+    signatures: SignaturesOpt = None,
     transaction_interval_ms: TransactionIntervalOpt = TRANSACTION_INTERVAL_MS,
 ) -> None:
     """Run the intake worker, the publisher and the built-in projections in one process.
@@ -245,7 +261,7 @@ def run_all(
     s = session(ctx)
     services: dict[str, ServiceBuilder] = {
         "intake": lambda ledger: KafkaIntakeWorker(ledger(), settings, consumer=consumer,
-                                                   aggregate_cache=aggregate_cache),
+                                                   aggregate_cache=aggregate_cache, require_signatures=signatures),
         "publisher": lambda ledger: KafkaEventPublisher(ledger(), settings, producer=producer,
                                                         transaction_interval_s=transaction_interval_ms / 1000),
     }

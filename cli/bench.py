@@ -53,6 +53,54 @@ def bench_intake_command(
     print_result(console, "intake", result.rows(), result, output)
 
 
+@bench_app.command("api")
+def bench_api_command(
+    clients: Annotated[int, typer.Option("--clients", "-c", min=1, help="Concurrent clients.")] = 200,
+    seconds: Annotated[float, typer.Option("--seconds", "-s", min=1, help="How long they run.")] = 60,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="A database for the service (SQLite path or postgresql:// URL); default a "
+                     "temp SQLite."),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Server worker processes.")] = 1,
+    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+) -> None:
+    """HTTP load on `caseledger serve`: mixed reads and writes, no 5xx, no lost or doubled write, p50/p99.
+
+    Example: caseledger bench api --clients 200 --seconds 60
+    """
+    from caseledger.ledger.bench.service import bench_api
+
+    console = plain_console()
+    with stage_progress(console) as progress:
+        result = bench_api(clients=clients, seconds=seconds, database=database, workers=workers, progress=progress)
+    print_result(console, "api", result.rows(), result, output)
+    if result.server_errors or result.lost_or_doubled:
+        raise typer.Exit(1)
+
+
+@bench_app.command("live")
+def bench_live_command(
+    kafka: KafkaOpt = None,
+    rate: Annotated[float, typer.Option("--rate", min=1, help="Contacts published per second.")] = 100,
+    seconds: Annotated[float, typer.Option("--seconds", "-s", min=1, help="How long.")] = 30,
+    cases: Annotated[int, typer.Option("--cases", min=1, help="Case pages open at once.")] = 20,
+    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+) -> None:
+    """Live case page latency: intake topic → ledger → the case's event stream, p50/p99 (target p99 < 1 s).
+
+    Example: caseledger bench live --kafka localhost:29092 --rate 100 --seconds 30
+    """
+    from caseledger.ledger.bench.service import bench_live
+
+    if not kafka:
+        raise ConfigurationError("bench live needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
+    console = plain_console()
+    with stage_progress(console) as progress:
+        result = bench_live(kafka_bootstrap=kafka, rate=rate, seconds=seconds, cases=cases, progress=progress)
+    print_result(console, "live", result.rows(), result, output)
+
+
 @bench_app.command("verify")
 def bench_verify_command(
     events: Annotated[

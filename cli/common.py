@@ -35,12 +35,14 @@ from typer.core import TyperGroup
 from caseledger.cli import render
 from caseledger.ledger.domain.values import Actor
 from caseledger.ledger.errors import (
+    AuthenticationError,
     BackendError,
     CaseLedgerError,
     ConfigurationError,
     ConflictError,
     MessageIdCollision,
     NotFound,
+    PermissionDenied,
     RuleViolation,
     ValidationError,
 )
@@ -59,7 +61,7 @@ EXIT_COLLISION = 6
 
 def exit_code_for(error: CaseLedgerError) -> int:
     """The process exit code for a ledger error (see the module docstring)."""
-    if isinstance(error, ValidationError | RuleViolation | NotFound):
+    if isinstance(error, ValidationError | RuleViolation | NotFound | AuthenticationError | PermissionDenied):
         return EXIT_REFUSED
     if isinstance(error, ConflictError):
         return EXIT_CONFLICT
@@ -81,7 +83,7 @@ def plain_console(*, stderr: bool = False) -> Console:
 COMMAND_ORDER = (
     "contact", "case", "cases", "history", "customer", "respond", "item", "promise", "message", "action", "tick",
     "topics", "publish", "intake", "publisher", "run", "schemas", "version", "demo", "overdue", "metrics",
-    "bench", "audit", "keys", "projections",
+    "bench", "audit", "keys", "projections", "serve", "principals", "adapters",
 )
 
 
@@ -113,11 +115,23 @@ class Session:
     now: datetime | None
     zone: tzinfo | None
     out: Console = field(default_factory=plain_console)
+    api: str | None = None  # --api URL: act through the ledger service instead of a local file
+    token: str | None = None
+    token_file: str | None = None
     _ledger: CaseLedger | None = None
 
     @property
     def ledger(self) -> CaseLedger:
-        """The ledger, opened on first use (``--help``, ``version`` and ``schemas`` never open it)."""
+        """The ledger, opened on first use (``--help``, ``version`` and ``schemas`` never open it).
+
+        With ``--api`` it is a :class:`~ledger.service.client.LedgerClient`: the same command methods,
+        sent to the ledger service, whose authenticated principal is the actor.
+        """
+        if self._ledger is None and self.api:
+            from caseledger.ledger.service.client import LedgerClient, resolve_token
+
+            client: Any = LedgerClient(self.api, resolve_token(token=self.token, token_file=self.token_file))
+            self._ledger = client
         if self._ledger is None:
             from caseledger.ledger.application import CaseLedger
             from caseledger.ledger.settings import LedgerSettings
@@ -147,7 +161,7 @@ class Session:
 
     @property
     def actor(self) -> Actor:
-        """Who acts: ``--as``, else CASELEDGER_ACTOR, else agent:cli."""
+        """Who acts: ``--as``, else CASELEDGER_ACTOR, else agent:cli (with ``--api``: the server decides)."""
         return self.actor_given or Actor.parse(DEFAULT_ACTOR)
 
     @property

@@ -23,6 +23,7 @@ from caseledger.ledger.describe import (
     DESCRIBED_EVENT_TYPES,
     _quote,
     _short,
+    case_record,
     describe_event,
     duration,
     event_type,
@@ -78,38 +79,6 @@ def local_zone(name: str | None = None) -> tzinfo:
 
 
 # -- cases ----------------------------------------------------------------------------------------
-
-
-def case_record(case: Case) -> dict[str, Any]:
-    """Everything ``case show`` tells about a case, as JSON values."""
-    per_channel = Counter(c.channel for c in case.contacts.values())
-    return plain(  # type: ignore[no-any-return]
-        {
-            "reference": case.reference,
-            "status": case.status,
-            "customer_id": case.customer_id,
-            "subject": case.subject,
-            "category": case.category,
-            "segment": case.segment,
-            "opened_at": case.opened_at,
-            "assignee": case.assignee,
-            "team": case.team,
-            "follow_ups": case.follow_ups,
-            "handoffs": case.handoffs,
-            "contacts_per_channel": dict(sorted(per_channel.items())),
-            "contacts": list(case.contacts.values()),
-            "items": list(case.items.values()),
-            "open_items": case.open_item_ids(),
-            "promises": list(case.promises.values()),
-            "open_promises": case.open_promise_ids(),
-            "messages": list(case.messages.values()),
-            "proposals": list(case.proposals.values()),
-            "missed_deadlines": [{"kind": k, "target_id": t} for k, t in sorted(case.missed)],
-            "escalations": [
-                {"bot_id": b, "waiting_since": since, "wait_seconds": wait} for b, since, wait in case.escalations
-            ],
-        }
-    )
 
 
 _STATUS_STYLE = {"open": "yellow", "answered": "green", "waived": "cyan", "kept": "green", "broken": "red",

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
@@ -55,6 +56,9 @@ from caseledger.ledger.store.codec import AvroEventCodec, AvroMapper, event_hash
 from caseledger.ledger.store.errors import lost_schema_race, translate_errors
 from caseledger.ledger.store.recorder import LedgerRecorder
 from caseledger.ledger.unit_of_work import AggregateCache, UnitOfWork
+
+if TYPE_CHECKING:
+    from caseledger.ledger.store.principals import PrincipalRecorder
 
 __all__ = ["CaseLedger", "ContactOutcome", "TickReport", "UnitOfWork", "new_reference", "normalise_reference"]
 
@@ -134,6 +138,13 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
                 "leave PROCESS_RECORDER_TOPIC to LedgerSettings (SQLiteLedgerRecorder or PostgresLedgerRecorder)"
             )
         return recorder
+
+    @cached_property
+    def principal_store(self) -> PrincipalRecorder:
+        """The principal, adapter-key and idempotency tables beside the events (created on first use)."""
+        from caseledger.ledger.store.principals import principal_recorder
+
+        return principal_recorder(self.recorder, self.settings.store.describe())
 
     # -- saving -------------------------------------------------------------------------------------
 

@@ -6,14 +6,18 @@ on nothing but the events themselves.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, tzinfo
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from caseledger.ledger.privacy.sealing import TOKEN_PREFIX, excerpt
+
+if TYPE_CHECKING:
+    from caseledger.ledger.domain.case import Case
 
 SUMMARY_TEXT_LIMIT = 70
 
@@ -194,8 +198,42 @@ _ENVELOPE_FIELDS = {
     "occurred_at",
     "actor_kind",
     "actor_id",
+    "actor_authentication",
+    "actor_principal",
     "channel",
     "correlation_id",
     "causation_id",
     "previous_hash",
 }
+
+
+def case_record(case: Case) -> dict[str, Any]:
+    """Everything ``case show`` tells about a case, as JSON values."""
+    per_channel = Counter(c.channel for c in case.contacts.values())
+    return plain(  # type: ignore[no-any-return]
+        {
+            "reference": case.reference,
+            "status": case.status,
+            "customer_id": case.customer_id,
+            "subject": case.subject,
+            "category": case.category,
+            "segment": case.segment,
+            "opened_at": case.opened_at,
+            "assignee": case.assignee,
+            "team": case.team,
+            "follow_ups": case.follow_ups,
+            "handoffs": case.handoffs,
+            "contacts_per_channel": dict(sorted(per_channel.items())),
+            "contacts": list(case.contacts.values()),
+            "items": list(case.items.values()),
+            "open_items": case.open_item_ids(),
+            "promises": list(case.promises.values()),
+            "open_promises": case.open_promise_ids(),
+            "messages": list(case.messages.values()),
+            "proposals": list(case.proposals.values()),
+            "missed_deadlines": [{"kind": k, "target_id": t} for k, t in sorted(case.missed)],
+            "escalations": [
+                {"bot_id": b, "waiting_since": since, "wait_seconds": wait} for b, since, wait in case.escalations
+            ],
+        }
+    )

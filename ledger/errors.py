@@ -9,6 +9,8 @@ Every error says what was wrong and what to do about it::
     ├── RuleViolation             the command is valid but the case does not allow it now
     ├── NotFound                  unknown case reference, contact, promise, item …
     ├── ConflictError             another command changed the case first; retry
+    ├── AuthenticationError       no, malformed, expired, revoked or wrongly signed credentials (HTTP 401)
+    ├── PermissionDenied          the authenticated principal's role may not do this (HTTP 403)
     ├── MessageIdCollision        the channel message id is another request's; this one was recorded
     │                             as a collision, not applied; send it with a new message id
     └── BackendError              the database or Kafka failed; nothing was recorded
@@ -43,6 +45,17 @@ class NotFound(CaseLedgerError):
 
 class ConflictError(CaseLedgerError):
     """Another command changed the same case first; reload and retry."""
+
+
+class AuthenticationError(CaseLedgerError):
+    """The caller's credentials are missing, malformed, expired, revoked or wrongly signed.
+
+    The message never repeats the credential itself.
+    """
+
+
+class PermissionDenied(CaseLedgerError):
+    """The authenticated principal's role may not perform this operation (see docs/api.md)."""
 
 
 class MessageIdCollision(CaseLedgerError):

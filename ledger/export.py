@@ -339,7 +339,7 @@ def _time(value: datetime, tz: tzinfo) -> str:
 def _describe(event: Any) -> str:
     """A plain description when the caller gives none: the event's own fields."""
     skip = {"originator_id", "originator_version", "timestamp", "event_id", "customer_id", "occurred_at",
-            "actor_kind", "actor_id", "channel", "correlation_id", "causation_id", "previous_hash",
+            "actor_kind", "actor_id", "actor_authentication", "actor_principal", "channel", "correlation_id", "causation_id", "previous_hash",
             "originator_topic"}
     fields = {k: v for k, v in vars(event).items() if not k.startswith("_") and k not in skip}
     return "; ".join(f"{k.replace('_', ' ')}: {plain(v)}" for k, v in fields.items())

@@ -199,6 +199,38 @@ def kafka(kafka_bootstrap: str) -> KafkaSettings:
 # -- fingerprints -------------------------------------------------------------------------------------
 
 
+def retired_event_schemas() -> list[Path]:
+    """Retired event schema versions (retired envelopes are kept beside them, and read with each)."""
+    return sorted(p for p in (SCHEMAS / "history").glob("*.avsc") if not p.name.startswith("caseledger.Envelope."))
+
+
+def test_events_written_with_the_retired_envelope_resolve_in_java(
+    avro_java: AvroJava, demo: Demo, tmp_path: Path
+) -> None:
+    """Events written before the actor's authentication joined the envelope (standard fingerprint of the event
+    schema with the retired envelope) are read by a stock Java decoder as today's, the new fields defaulted."""
+    from caseledger.ledger.store.codec import parse_event_schema, schema_fingerprint
+
+    old_envelope = load(SCHEMAS / "history" / "caseledger.Envelope.38cac1c693acab99.avsc")
+    codec = AvroEventCodec()
+    messages = []
+    for name, _aggregate, _version, state in demo.stored[:40]:
+        writer = parse_event_schema((SCHEMAS / f"{name}.avsc").read_text(), old_envelope)
+        record = codec.decode_record(name, state)
+        actor = record["envelope"]["actor"]
+        record["envelope"]["actor"] = {"kind": actor["kind"], "id": actor["id"]}
+        out = BytesIO()
+        schemaless_writer(out, writer, record)
+        old = MAGIC + schema_fingerprint(writer, envelope=old_envelope) + out.getvalue()
+        assert not codec.writes_current_envelope(old[2:10])
+        assert codec.decode_record(name, old)["envelope"]["actor"]["authentication"] == "none"
+        messages.append((name, old))
+    decoded = records(java_decode(avro_java, tmp_path, messages))
+    for (name, data), record in zip(messages, decoded, strict=True):
+        assert record["envelope"]["actor"]["authentication"] == "none", name
+        assert Plain(current_schema(name))(record) == plain(codec.decode_record(name, data)), name
+
+
 def test_fastavro_canonical_form_of_the_inlined_schemas_is_javas(avro_java: AvroJava) -> None:
     """The standard fingerprint can be computed with fastavro, once the envelope is defined where it is first used."""
     java = java_fingerprints(avro_java)
@@ -207,7 +239,7 @@ def test_fastavro_canonical_form_of_the_inlined_schemas_is_javas(avro_java: Avro
     for name in events:
         assert standard_fingerprint(current_schema(name)) == java[name], name
     assert standard_fingerprint(load(SCHEMAS / "intake" / f"{INTAKE}.avsc")) == java[INTAKE]
-    for path in sorted((SCHEMAS / "history").glob("*.avsc")):
+    for path in retired_event_schemas():
         assert standard_fingerprint(with_envelope(load(path))) == java[f"history/{path.name}"], path.name
 
 
@@ -286,7 +318,7 @@ def test_events_written_with_a_retired_version_resolve_in_java(
     """Bytes of each retired version (standard fingerprint) are read by Java into the current schema."""
     codec = AvroEventCodec()
     fingerprints = java_fingerprints(avro_java)
-    retired = sorted((SCHEMAS / "history").glob("*.avsc"))
+    retired = retired_event_schemas()
     assert retired
     messages, originals, old_fields_of = [], [], []
     for path in retired:
@@ -314,7 +346,7 @@ def test_events_written_with_a_retired_version_resolve_in_java(
 def test_every_schema_reads_its_retired_versions_per_java(avro_java: AvroJava) -> None:
     result = avro_java.run("compat", SCHEMAS)
     lines = [line.split("\t") for line in result.lines]
-    retired = sorted(p.name for p in (SCHEMAS / "history").glob("*.avsc"))
+    retired = sorted(p.name for p in retired_event_schemas())
     assert sorted(line[1] for line in lines) == retired and retired
     assert all(line[2] == "COMPATIBLE" for line in lines), result.stdout
 

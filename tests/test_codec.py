@@ -177,8 +177,16 @@ def test_events_stored_with_the_legacy_fingerprint_still_decode() -> None:
                      category=None, segment=None, ctx=Context(actor=SYSTEM))
     (opened,) = case.collect_events()
     data = CODEC.encode(opened)
-    old = MAGIC + legacy + data[HEADER_SIZE:]
-    assert CODEC.decode("CaseOpened", old).reference == "CL-AAAAA-BBBBB"
+    # Legacy bytes were written with the first envelope (before the actor's authentication).
+    first = json.loads((SCHEMAS / "history" / "caseledger.Envelope.38cac1c693acab99.avsc").read_text())
+    writer = parse_event_schema((SCHEMAS / "CaseOpened.avsc").read_text(), first)
+    record = CODEC.decode_record("CaseOpened", data)
+    record["envelope"]["actor"] = {"kind": "system", "id": "caseledger"}
+    out = BytesIO()
+    schemaless_writer(out, writer, record)
+    old = MAGIC + legacy + out.getvalue()
+    decoded = CODEC.decode("CaseOpened", old)
+    assert decoded.reference == "CL-AAAAA-BBBBB" and decoded.actor_authentication == "none"
     with pytest.raises(SchemaError, match="unknown schema"):
         CODEC.decode("CaseOpened", MAGIC + bytes(8) + data[HEADER_SIZE:])
 

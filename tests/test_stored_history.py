@@ -60,3 +60,10 @@ def test_its_registrations_without_a_digest_still_tell_resubmissions_from_collis
         old_ledger.record_contact(ContactDraft(**{**FORM, "subject": "Something else"}))  # type: ignore[arg-type]
     assert [c.kind for c in old_ledger.collisions()] == ["content"]
     assert verify(old_ledger).ok
+
+
+def test_events_written_before_the_actor_was_authenticated_read_as_not_authenticated(old_ledger: CaseLedger) -> None:
+    """The envelope grew the actor's authentication and principal (issue 17); older events read as none."""
+    events = old_ledger.history("cust-1042")
+    assert events and {e.actor_authentication for e in events} == {"none"}  # type: ignore[attr-defined]
+    assert {e.actor_principal for e in events} == {None}  # type: ignore[attr-defined]

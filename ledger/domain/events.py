@@ -47,6 +47,8 @@ class LedgerEvent(Aggregate.Event):
     occurred_at: datetime
     actor_kind: str
     actor_id: str
+    actor_authentication: str
+    actor_principal: str | None
     channel: str | None
     correlation_id: UUID | None
     causation_id: UUID | None
@@ -73,6 +75,8 @@ def envelope(
         "occurred_at": ctx.occurred_at,
         "actor_kind": ctx.actor.kind.value,
         "actor_id": ctx.actor.id,
+        "actor_authentication": ctx.actor.authentication,
+        "actor_principal": ctx.actor.principal,
         "channel": chosen.value if chosen is not None else None,
         "correlation_id": ctx.correlation_id,
         "causation_id": ctx.causation_id,

@@ -60,10 +60,17 @@ class ActorKind(StrEnum):
 
 @dataclass(frozen=True, kw_only=True)
 class Actor:
-    """Someone or something that acted; ``id`` names the agent, customer, rule or service."""
+    """Someone or something that acted; ``id`` names the agent, customer, rule or service.
+
+    ``authentication`` says how the ledger knew it (see :class:`~ledger.domain.permissions.Authentication`):
+    ``none`` unless an authenticated principal acted; ``principal`` names that principal when it is
+    not the actor itself (the adapter that relayed a customer's contact).
+    """
 
     kind: ActorKind
     id: str
+    authentication: str = "none"
+    principal: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", _parse_enum(ActorKind, self.kind, "actor kind"))

@@ -295,7 +295,9 @@ class ConfluentAcknowledgedProducer(Closing):
             self._partitioner = ConfluentPartitioner(self._producer, self._settings, self._timeout_s)
         return self._producer, self._partitioner
 
-    def send_all(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
+    def send_all(
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Sequence[Headers] | None = None
+    ) -> list[tuple[int, int]]:
         producer, partitioner = self._client()
         outcomes: list[Any] = [None] * len(records)
 
@@ -306,8 +308,9 @@ class ConfluentAcknowledgedProducer(Closing):
 
         with self._acknowledging:
             for index, (key, value) in enumerate(records):
+                extra = {"headers": list(headers[index])} if headers else {}
                 produce_waiting(producer, topic, value=value, key=key, partition=partitioner.partition(topic, key),
-                                on_delivery=delivered(index))
+                                on_delivery=delivered(index), **extra)
         left = producer.flush(self._timeout_s)
         if left:
             self._acknowledging.fail(TimeoutError(f"{left} record(s) unacknowledged after {self._timeout_s:g} s"))

@@ -15,10 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from caseledger.ledger.domain.values import ContactDraft
+from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.intake import IntakeCodec, IntakeMessage, kind_of
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.ports import AcknowledgedProducer, Closing
 from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.signing import AdapterSigner
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,14 @@ class KafkaIntakeClient(Closing):
     """
 
     def __init__(
-        self, settings: KafkaSettings, *, adapter: str, timeout_s: float = 30.0, producer: str = KAFKA_PYTHON
+        self, settings: KafkaSettings, *, adapter: str, timeout_s: float = 30.0, producer: str = KAFKA_PYTHON,
+        signer: AdapterSigner | None = None,
     ) -> None:
+        if signer is not None and signer.adapter != adapter:
+            raise ConfigurationError(f"the signing key is adapter {signer.adapter!r}'s, not {adapter!r}'s")
         self.settings = settings
         self.adapter = adapter
+        self.signer = signer  # signs each record's bytes (ledger.signing); None: unsigned
         self.timeout_s = timeout_s
         kafka = KafkaClient(producer, "producer")
         self.client = kafka.name
@@ -67,7 +73,8 @@ class KafkaIntakeClient(Closing):
         """Publish many records (all validated first); returns when every one is acknowledged."""
         encoded = [(m, self.codec.encode(m, adapter=self.adapter)) for m in messages]
         topic = self.settings.intake_topic
-        stored = self.producer.send_all(topic, [(intake_key(m), data) for m, data in encoded])
+        headers = [self.signer.headers(data) for _, data in encoded] if self.signer is not None else None
+        stored = self.producer.send_all(topic, [(intake_key(m), data) for m, data in encoded], headers)
         return [Receipt(topic=topic, partition=partition, offset=offset, kind=kind_of(m))
                 for (m, _), (partition, offset) in zip(encoded, stored, strict=True)]
 

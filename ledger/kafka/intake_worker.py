@@ -29,7 +29,8 @@ from caseledger.ledger.domain.directory import (
     IntakeSource,
     case_id_for,
 )
-from caseledger.ledger.domain.values import SYSTEM, ContactDraft
+from caseledger.ledger.domain.permissions import Authentication
+from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, ContactDraft
 from caseledger.ledger.errors import (
     BackendError,
     ConfigurationError,
@@ -45,6 +46,7 @@ from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, k
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.ports import Build, PartitionReader
 from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.signing import SignatureCheck
 
 log = logging.getLogger("caseledger.intake")
 REFUSALS = (ValidationError, RuleViolation, NotFound, SchemaError)
@@ -85,6 +87,7 @@ class IntakeRecord:
     partition: int
     offset: int
     value: bytes | None
+    headers: object = None  # the adapter's signature travels in headers (ledger.signing)
 
 
 def intake_records(topic: str) -> Build[IntakeRecord]:
@@ -92,7 +95,7 @@ def intake_records(topic: str) -> Build[IntakeRecord]:
 
     def intake_record(partition: int, offset: int, key: bytes | None, value: bytes | None, headers: object,
                       timestamp: int) -> IntakeRecord:
-        return IntakeRecord(topic, partition, offset, value)
+        return IntakeRecord(topic, partition, offset, value, headers)
 
     return intake_record
 
@@ -119,6 +122,7 @@ class KafkaIntakeWorker:
         partitions: list[int] | None = None,
         consumer: str = KAFKA_PYTHON,
         aggregate_cache: int = AGGREGATE_CACHE,
+        require_signatures: bool | None = None,
     ) -> None:
         self._kafka = KafkaClient(consumer, "consumer")
         self.consumer = self._kafka.name
@@ -139,6 +143,9 @@ class KafkaIntakeWorker:
         self.records_per_transaction = records_per_transaction
         self.poll_timeout_ms = poll_timeout_ms
         self.codec = IntakeCodec()
+        # None: signatures are required once an adapter key is registered (ledger.signing).
+        self.signatures = SignatureCheck(ledger.principal_store, required=require_signatures)
+        self._signers: dict[tuple[int, int], str] = {}  # (partition, offset) → adapter that signed it
         self.stats = IntakeStats()
         self._applied: dict[int, int] = {}  # partition → next offset, as last read or written
 
@@ -259,7 +266,13 @@ class KafkaIntakeWorker:
         try:
             if not raw:
                 raise ValidationError("empty intake record (no value)")
-            return self.codec.decode(raw)[1]
+            adapter, message = self.codec.decode(raw)
+            channel = message.channel.value if isinstance(message, ContactDraft) else None
+            signer = self.signatures.signer(raw, getattr(record, "headers", None), adapter_field=adapter,
+                                            channel=channel)
+            if signer is not None:
+                self._signers[(record.partition, record.offset)] = signer
+            return message
         except REFUSALS as refusal:
             return refusal
 
@@ -298,13 +311,18 @@ class KafkaIntakeWorker:
         source = IntakeSource(record.topic, record.partition, record.offset)
         raw: bytes = record.value or b""
         kind = "unknown"
+        signer = self._signers.pop((record.partition, record.offset), None)
         try:
             if isinstance(message, Exception):
                 raise message
             kind = kind_of(message)
             if isinstance(message, ContactDraft):
+                actor = None
+                if signer is not None:  # the customer acted; the adapter relayed it, proven by its signature
+                    actor = Actor(kind=ActorKind.CUSTOMER, id=message.customer_id or str(message.identity),
+                                  authentication=Authentication.ADAPTER_SIGNATURE.value, principal=signer)
                 try:
-                    outcome = self.ledger.record_contact(message, source=source, raw=raw)
+                    outcome = self.ledger.record_contact(message, source=source, raw=raw, actor=actor)
                 except MessageIdCollision as collision:
                     # Recorded by the ledger as this offset's outcome; nothing else to do.
                     log.warning("intake record %s collided: %s", source, collision)
@@ -317,12 +335,17 @@ class KafkaIntakeWorker:
             elif isinstance(message, DeliveryReport):
                 self.ledger.record_delivery(
                     message.case_reference, message_id=message.message_id, delivered_at=message.delivered_at,
-                    actor=SYSTEM, causation_id=source.event_id,
+                    actor=SYSTEM if signer is None else Actor(
+                        kind=ActorKind.SYSTEM, id=signer, authentication=Authentication.ADAPTER_SIGNATURE.value),
+                    causation_id=source.event_id,
                 )
                 self.stats.reports += 1
             elif isinstance(message, ReadReceipt):
+                reader = message.reader if signer is None else Actor(
+                    kind=message.reader.kind, id=message.reader.id,
+                    authentication=Authentication.ADAPTER_SIGNATURE.value, principal=signer)
                 self.ledger.record_read(
-                    message.case_reference, actor=message.reader, message_id=message.message_id,
+                    message.case_reference, actor=reader, message_id=message.message_id,
                     read_at=message.read_at, causation_id=source.event_id,
                 )
                 self.stats.reports += 1

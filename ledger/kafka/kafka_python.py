@@ -219,10 +219,13 @@ class KafkaPythonAcknowledgedProducer(Closing):
                 )
         return self._producer
 
-    def send_all(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
+    def send_all(
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Sequence[Headers] | None = None
+    ) -> list[tuple[int, int]]:
         producer = self._client()
         with kafka_errors(not_acknowledged):
-            futures = [producer.send(topic, key=key, value=value) for key, value in records]
+            futures = [producer.send(topic, key=key, value=value, headers=list(headers[i]) if headers else None)
+                       for i, (key, value) in enumerate(records)]
             stored = [future.get(timeout=self._timeout_s) for future in futures]
         return [(meta.partition, meta.offset) for meta in stored]
 

@@ -136,8 +136,11 @@ class TransactionalWriter(Port, Protocol):
 class AcknowledgedProducer(Port, Protocol):
     """An idempotent producer with acks=all: a record is stored once it is acknowledged."""
 
-    def send_all(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
-        """Send every (key, value); returns (partition, offset) of each once all are acknowledged."""
+    def send_all(
+        self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Sequence[Headers] | None = None
+    ) -> list[tuple[int, int]]:
+        """Send every (key, value), with ``headers[i]`` if given; returns (partition, offset) of each once all
+        are acknowledged."""
         ...
 
 

@@ -9,6 +9,11 @@ bytes, so history written with an older version of a schema is read through Avro
 resolution into the current one. Older schema versions are kept in ``schemas/history/`` (the
 test suite checks every committed version is there).
 
+The envelope evolves too (``authentication`` and ``principal`` joined the actor in issue 17): its
+retired versions are kept as ``schemas/history/caseledger.Envelope.<fingerprint>.avsc``, and every
+event schema version, current or retired, is known with each of them — history written before an
+envelope change is read through schema resolution like any other retired version.
+
 Events stored before the standard fingerprint carry a *legacy* one (the canonical form with the
 envelope left as a name, its bytes reversed). Those are not typed anywhere: the codec derives the
 legacy fingerprint of every committed schema version, current and retired, and reads them too.
@@ -50,6 +55,10 @@ NO_CASE = "00000000-0000-0000-0000-000000000000"
 """The envelope's ``case_id`` of an event that belongs to no case (the nil UUID, RFC 9562 §5.9)."""
 ENVELOPE = "caseledger.Envelope"
 _ENVELOPE_ATTRS = {f.name for f in dataclasses.fields(LedgerEvent)}
+_ENVELOPE_ORDER = {
+    # Retired envelope versions, oldest first (file names in schemas/history/).
+    f"{ENVELOPE}.38cac1c693acab99.avsc": 1,  # before the actor's authentication (issue 17)
+}
 
 
 def schema_fingerprint(parsed: Any, *, envelope: dict[str, Any] | None = None) -> bytes:
@@ -148,10 +157,15 @@ class AvroEventCodec:
         if envelope_text is None:
             raise SchemaError("schemas/caseledger.Envelope.avsc is missing from the installation")
         self.envelope = json.loads(envelope_text)
+        retired = [(f, t) for f, t in history_files() if f.startswith(f"{ENVELOPE}.")]
+        # Oldest first: the legacy fingerprint names no envelope, and was only ever written with the first.
+        self._retired_envelopes = [json.loads(t) for _f, t in sorted(retired, key=lambda e: _ENVELOPE_ORDER.get(e[0], 0))]
+        self._current_envelope_fps: set[bytes] = set()
         self._by_name: dict[str, EventSchema] = {}
         self._by_class: dict[type, EventSchema] = {}
         self._writers: dict[bytes, Any] = {}
-        self._versions: list[tuple[str, str, tuple[bytes, ...]]] = []  # (event type, schema text, fingerprints)
+        # (event type, schema text, fingerprints, the envelope it was parsed with)
+        self._versions: list[tuple[str, str, tuple[bytes, ...], dict[str, Any]]] = []
         for file_name, text in files.items():
             name = file_name.removesuffix(".avsc")
             cls = EVENT_TYPES.get(name)
@@ -177,15 +191,33 @@ class AvroEventCodec:
         if missing:
             raise SchemaError(f"no schema under schemas/ for event types: {', '.join(missing)}")
         for file_name, text in history_files():
+            if file_name.startswith(f"{ENVELOPE}."):
+                continue
             parsed = parse_event_schema(text, self.envelope)
             self._version(file_name.split(".", 1)[0], text, parsed, schema_fingerprint(parsed, envelope=self.envelope))
 
     def _version(self, name: str, text: str, parsed: Any, standard: bytes) -> None:
-        """Know one schema version as a writer, by its standard and its legacy fingerprint."""
-        fps = (standard, legacy_fingerprint(parsed))
-        for fp in fps:
-            self._writers.setdefault(fp, parsed)
-        self._versions.append((name, text, fps))
+        """Know one schema version as a writer: with the current envelope by its standard fingerprint, with
+        each retired envelope by that combination's, and by its legacy fingerprint (with the first envelope)."""
+        self._writers.setdefault(standard, parsed)
+        self._current_envelope_fps.add(standard)
+        self._versions.append((name, text, (standard,), self.envelope))
+        for old in self._retired_envelopes:
+            parsed_old = parse_event_schema(text, old)
+            fp = schema_fingerprint(parsed_old, envelope=old)
+            self._writers.setdefault(fp, parsed_old)
+            self._versions.append((name, text, (fp,), old))
+        first = self._retired_envelopes[0] if self._retired_envelopes else self.envelope
+        legacy_writer = parse_event_schema(text, first) if self._retired_envelopes else parsed
+        legacy = legacy_fingerprint(legacy_writer)
+        self._writers.setdefault(legacy, legacy_writer)
+        if not self._retired_envelopes:
+            self._current_envelope_fps.add(legacy)
+        self._versions.append((name, text, (legacy,), first))
+
+    def writes_current_envelope(self, fp: bytes) -> bool:
+        """Whether bytes with this fingerprint start with the current envelope (the hand-decoded fast path)."""
+        return fp in self._current_envelope_fps
 
     # -- lookups ------------------------------------------------------------------------------------
 
@@ -236,7 +268,9 @@ class AvroEventCodec:
                 "customer_id": state["customer_id"],
                 "occurred_at": state["occurred_at"],
                 "recorded_at": state["timestamp"],
-                "actor": {"kind": state["actor_kind"], "id": state["actor_id"]},
+                "actor": {"kind": state["actor_kind"], "id": state["actor_id"],
+                          "authentication": state.get("actor_authentication", "none"),
+                          "principal": state.get("actor_principal")},
                 "channel": state["channel"],
                 "correlation_id": None if correlation_id is None else str(correlation_id),
                 "causation_id": None if causation_id is None else str(causation_id),
@@ -342,9 +376,11 @@ class AvroEventCodec:
         readers = {name: parse_event_schema(text, envelope)
                    for name, text in ((f.removesuffix(".avsc"), t) for f, t in schema_files()) if name in self._by_name}
         writers: dict[bytes, Any] = {}
-        for name, text, fps in self._versions:  # every version, by its standard and legacy fingerprints
-            writer = readers[name] if name in readers and self._by_name[name].header[2:] in fps else (
-                parse_event_schema(text, envelope))
+        for name, text, fps, env in self._versions:  # every version, with every envelope, and its legacy fingerprint
+            if name in readers and self._by_name[name].header[2:] in fps:
+                writer = readers[name]
+            else:
+                writer = parse_event_schema(text, envelope if env is self.envelope else _without_uuid_types(env))
             for fp in fps:
                 writers.setdefault(fp, writer)
         return writers, readers
@@ -378,6 +414,8 @@ class AvroEventCodec:
             "occurred_at": env["occurred_at"],
             "actor_kind": env["actor"]["kind"],
             "actor_id": env["actor"]["id"],
+            "actor_authentication": env["actor"]["authentication"],
+            "actor_principal": env["actor"]["principal"],
             "channel": env["channel"],
             "correlation_id": uuid(correlation_id) if correlation_id is not None else None,
             "causation_id": uuid(causation_id) if causation_id is not None else None,

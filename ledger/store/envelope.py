@@ -16,7 +16,8 @@ from typing import Any
 from caseledger.ledger.domain.catalog import EVENT_TYPES, topic_of
 from caseledger.ledger.store.codec import ENVELOPE, HEADER_SIZE, AvroEventCodec
 
-__all__ = ["AvroEnvelopeDecoder", "Envelope", "WriterSchema", "parse_envelope", "read_bytes", "read_long"]
+__all__ = ["AvroEnvelopeDecoder", "Envelope", "WriterSchema", "parse_envelope", "read_actor", "read_bytes",
+           "read_long"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -107,14 +108,14 @@ def parse_envelope(b: bytes) -> Envelope:
     while b[p] & 0x80:  # occurred_at: skipped
         p += 1
     recorded_at, p = read_long(b, p + 1)
-    for _ in (0, 1):  # actor kind and id: skipped
+    for _ in (0, 1, 2):  # actor kind, id and authentication: skipped
         n = b[p]
         if n < 0x80:
             p += 1 + (n >> 1)
         else:
             n, p = _length(b, p)
             p += n
-    for _ in (0, 1):  # channel and correlation_id, unions with null: skipped
+    for _ in (0, 1, 2):  # actor principal, channel and correlation_id, unions with null: skipped
         branch = b[p]
         p += 1
         if branch == 2:
@@ -159,6 +160,22 @@ def parse_envelope(b: bytes) -> Envelope:
     return event_id, aggregate_id, version, case_id, customer_id, recorded_at, causation, previous, p
 
 
+def read_actor(b: bytes) -> tuple[str, str, str]:
+    """(kind, id, authentication) of the actor of an event written with the current envelope."""
+    p = HEADER_SIZE
+    _n, p = read_bytes(b, p)  # event_id, aggregate_id, version, case_id, customer_id
+    _n, p = read_bytes(b, p)
+    _v, p = read_long(b, p)
+    _n, p = read_bytes(b, p)
+    _n, p = read_bytes(b, p)
+    _t, p = read_long(b, p)  # occurred_at
+    _t, p = read_long(b, p)  # recorded_at
+    kind, p = read_bytes(b, p)
+    ident, p = read_bytes(b, p)
+    authentication, p = read_bytes(b, p)
+    return kind.decode(), ident.decode(), authentication.decode()
+
+
 @dataclass(frozen=True)
 class WriterSchema:
     """The event type a writer schema encodes, and whether its bytes start with the current envelope."""
@@ -179,9 +196,10 @@ class AvroEnvelopeDecoder:
             if name not in EVENT_TYPES:
                 continue
             first = parsed["fields"][0] if parsed.get("fields") else {}
-            # Every schema, current or retired, is parsed against the current envelope and names it;
-            # a retired schema that embedded an envelope of its own goes through the codec.
-            fast = first.get("name") == "envelope" and first.get("type") == f"{ENVELOPE}"
+            # Every schema version names the envelope; one written with a retired envelope, or one that
+            # embedded an envelope of its own, goes through the codec.
+            fast = (first.get("name") == "envelope" and first.get("type") == f"{ENVELOPE}"
+                    and codec.writes_current_envelope(fp))
             self.by_fingerprint[fp] = WriterSchema(name, topic_of(name), fast)
 
     def envelope(self, state: bytes) -> Envelope:

@@ -122,9 +122,37 @@ public final class AvroInterop {
 
   /** An event schema parsed the way the ledger means it: the envelope first, so its name resolves. */
   static Schema parseEvent(Path schemaDir, Path file) throws IOException {
+    return parseEventWith(schemaDir.resolve(ENVELOPE_FILE), file);
+  }
+
+  static Schema parseEventWith(Path envelopeFile, Path file) throws IOException {
     Schema.Parser parser = new Schema.Parser();
-    parser.parse(schemaDir.resolve(ENVELOPE_FILE).toFile());
+    parser.parse(envelopeFile.toFile());
     return parser.parse(file.toFile());
+  }
+
+  /** Retired envelope versions (history/caseledger.Envelope.FINGERPRINT.avsc), in file order. */
+  static List<Path> retiredEnvelopes(Path schemaDir) throws IOException {
+    Path dir = schemaDir.resolve("history");
+    if (!Files.isDirectory(dir)) {
+      return List.of();
+    }
+    try (Stream<Path> files = Files.list(dir)) {
+      return files.filter(p -> p.getFileName().toString().startsWith("caseledger.Envelope.")).sorted().toList();
+    }
+  }
+
+  /** Every event schema version (current and retired) parsed with every retired envelope: older history. */
+  static List<Schema> withRetiredEnvelopes(Path schemaDir) throws IOException {
+    List<Schema> schemas = new ArrayList<>();
+    List<Path> events = new ArrayList<>(avscFiles(schemaDir));
+    events.addAll(avscFiles(schemaDir.resolve("history")));
+    for (Path envelope : retiredEnvelopes(schemaDir)) {
+      for (Path file : events) {
+        schemas.add(parseEventWith(envelope, file));
+      }
+    }
+    return schemas;
   }
 
   static List<Path> avscFiles(Path dir) throws IOException {
@@ -134,7 +162,7 @@ public final class AvroInterop {
     try (Stream<Path> files = Files.list(dir)) {
       return files
           .filter(p -> p.getFileName().toString().endsWith(".avsc"))
-          .filter(p -> !p.getFileName().toString().equals(ENVELOPE_FILE))
+          .filter(p -> !p.getFileName().toString().startsWith("caseledger.Envelope."))
           .sorted()
           .toList();
     }
@@ -215,17 +243,30 @@ public final class AvroInterop {
     SchemaStore.Cache cache = new SchemaStore.Cache();
     current.values().forEach(cache::addSchema);
     retired.values().forEach(cache::addSchema);
+    List<Schema> older = withRetiredEnvelopes(schemaDir);
+    older.forEach(cache::addSchema);
     SchemaStore store = cache;
     // BinaryMessageDecoder cannot be given these through a SchemaStore: it files a found schema
     // under that schema's own (standard) fingerprint, then looks the header's up again (null).
     // So a legacy message's body is read by a RawMessageDecoder with the writer schema it names.
     Map<Long, Schema> byLegacy = new LinkedHashMap<>();
     if (legacy) {
-      Schema envelope = new Schema.Parser().parse(schemaDir.resolve(ENVELOPE_FILE).toFile());
-      for (Schema schema : current.values()) {
+      // Legacy fingerprints were only ever written with the first envelope.
+      List<Path> oldEnvelopes = retiredEnvelopes(schemaDir);
+      Path first = oldEnvelopes.isEmpty() ? schemaDir.resolve(ENVELOPE_FILE) : oldEnvelopes.get(0);
+      Schema envelope = new Schema.Parser().parse(first.toFile());
+      if (!oldEnvelopes.isEmpty()) {
+        List<Path> events = new ArrayList<>(avscFiles(schemaDir));
+        events.addAll(avscFiles(schemaDir.resolve("history")));
+        for (Path file : events) {
+          Schema schema = parseEventWith(first, file);
+          byLegacy.put(legacyFingerprint(schema, envelope), schema);
+        }
+      }
+      for (Schema schema : oldEnvelopes.isEmpty() ? current.values() : List.<Schema>of()) {
         byLegacy.put(legacyFingerprint(schema, envelope), schema);
       }
-      for (Schema schema : retired.values()) {
+      for (Schema schema : oldEnvelopes.isEmpty() ? retired.values() : List.<Schema>of()) {
         byLegacy.put(legacyFingerprint(schema, envelope), schema);
       }
     }

@@ -1,0 +1,332 @@
+"""The HTTP API of the ledger: FastAPI routes over every command and read, behind principals and roles.
+
+Every route names the :class:`~ledger.domain.permissions.Operation` it performs; the
+``principal`` dependency authenticates the caller and checks the matrix before the route runs.
+Writes go through :mod:`ledger.service.commands` (Idempotency-Key, the actor from the principal).
+Errors are problem details (:mod:`ledger.service.problems`). Each worker thread has a ledger of
+its own (a ledger's unit of work belongs to one thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.describe import case_record, plain
+from caseledger.ledger.domain.permissions import Operation
+from caseledger.ledger.errors import AuthenticationError, CaseLedgerError, ValidationError
+from caseledger.ledger.principals import Authenticator, OidcSettings, Principal
+from caseledger.ledger.service.idempotency import Idempotency
+from caseledger.ledger.service.problems import MEDIA_TYPE, problem, problem_for
+from caseledger.ledger.settings import LedgerSettings
+
+__all__ = ["ServiceState", "create_app"]
+
+log = logging.getLogger("caseledger.service")
+O = Operation  # noqa: E741 -- short: every route names one
+
+MAX_BODY_BYTES = 1_048_576
+REQUEST_TIMEOUT_S = 30.0
+# Worker threads running the (synchronous) routes, each with a ledger and connection of its own: more
+# than a few only adds ledger start-ups and lock contention on a small machine.
+THREADS = 8
+
+
+@dataclass
+class ServiceState:
+    """What every request shares: the settings, a ledger per worker thread, the authenticator."""
+
+    settings: LedgerSettings
+    oidc: OidcSettings | None = None
+    views: str | None = None
+    max_body_bytes: int = MAX_BODY_BYTES
+    request_timeout_s: float = REQUEST_TIMEOUT_S
+    threads: int = THREADS
+    clock: Callable[[], datetime] | None = None
+    _local: threading.local = field(default_factory=threading.local)
+    _ledgers: list[CaseLedger] = field(default_factory=list)
+    _free: list[CaseLedger] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ledger(self) -> CaseLedger:
+        """This thread's ledger. Worker threads come and go (anyio retires idle ones): a thread's ledger goes
+        back to a free list when the thread ends, and the next new thread takes it — no ledger is built twice."""
+        lease: _Lease | None = getattr(self._local, "lease", None)
+        if lease is None:
+            with self._lock:
+                ledger = self._free.pop() if self._free else None
+            if ledger is None:
+                ledger = CaseLedger(self.settings, clock=self.clock)
+                with self._lock:
+                    self._ledgers.append(ledger)
+            lease = self._local.lease = _Lease(ledger, self._free, self._lock)
+        return lease.ledger
+
+    def authenticator(self) -> Authenticator:
+        auth: Authenticator | None = getattr(self, "_authenticator", None)
+        if auth is None:
+            auth = Authenticator(self.ledger().principal_store, oidc=self.oidc)
+            self._authenticator = auth
+        return auth
+
+    def idempotency(self) -> Idempotency:
+        return Idempotency(self.ledger().principal_store)
+
+    @contextmanager
+    def open_views(self) -> Iterator[Any]:
+        from caseledger.projections.catchup import views_url
+        from caseledger.projections.views import open_views
+
+        with open_views(views_url(database=self.settings.store.database, views=self.views)) as views:
+            yield views
+
+    def close(self) -> None:
+        with self._lock:
+            for ledger in self._ledgers:
+                ledger.close()
+            self._ledgers.clear()
+
+
+class _Lease:
+    """A thread's hold on a ledger; returned to the free list when the thread (and its locals) end."""
+
+    def __init__(self, ledger: CaseLedger, free: list[CaseLedger], lock: threading.Lock) -> None:
+        self.ledger, self._free, self._lock = ledger, free, lock
+
+    def __del__(self) -> None:
+        with self._lock:
+            self._free.append(self.ledger)
+
+
+def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    if body["status"] == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="caseledger"'}
+    return JSONResponse(body, status_code=int(body["status"]), media_type=MEDIA_TYPE, headers=headers)
+
+
+def create_app(state: ServiceState) -> FastAPI:
+    """The ledger's HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = state.threads
+        yield
+        state.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="caseledger", version="1", description="Every contact, promise and status change of a customer "
+        "case, as immutable events. Bearer tokens (issued or OIDC); roles and the permission matrix: docs/api.md.",
+    )
+    app.state.ledger_service = state
+
+    @app.exception_handler(CaseLedgerError)
+    async def ledger_error(_request: Request, error: CaseLedgerError) -> JSONResponse:
+        return problem_response(problem_for(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        # Only where and what; never the input itself (it may hold a token or a customer's text).
+        details = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in error.errors())
+        return problem_response(problem(400, "invalid", "Invalid request", details, exit_code=2))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error in a request")
+        return problem_response(problem(500, "internal", "Unexpected error", "an unexpected error; see the "
+                                        "service log", exit_code=1))
+
+    @app.middleware("http")
+    async def limits(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > state.max_body_bytes):
+            return problem_response(problem(413, "too-large", "Request too large", f"the body may be at most "
+                                            f"{state.max_body_bytes} bytes; send attachments by reference", exit_code=2))
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and length is None:
+            body = await request.body()  # chunked: read (bounded by the server's limits) and measure
+            if len(body) > state.max_body_bytes:
+                return problem_response(problem(413, "too-large", "Request too large", f"the body may be at "
+                                                f"most {state.max_body_bytes} bytes", exit_code=2))
+        try:
+            return await asyncio.wait_for(call_next(request), timeout=state.request_timeout_s)
+        except TimeoutError:
+            return problem_response(problem(503, "timeout", "Request timed out", f"no answer within "
+                                            f"{state.request_timeout_s:.0f} s; a write may still complete: retry it "
+                                            "with the same Idempotency-Key", exit_code=4))
+
+    from caseledger.ledger.service import commands, live
+
+    commands.add_routes(app, state)
+    add_read_routes(app, state)
+    live.add_routes(app, state)
+    return app
+
+
+def principal_for(operation: Operation) -> Any:
+    """A dependency: the authenticated principal, allowed to perform ``operation``."""
+
+    def dependency(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+        state: ServiceState = request.app.state.ledger_service
+        principal = state.authenticator().authenticate(authorization)
+        principal.require(operation)
+        return principal
+
+    dependency.__name__ = f"principal_for_{operation.name.lower()}"
+    return Depends(dependency)
+
+
+def authenticated(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    state: ServiceState = request.app.state.ledger_service
+    return state.authenticator().authenticate(authorization)
+
+
+def add_read_routes(app: FastAPI, state: ServiceState) -> None:
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict[str, str]:
+        """Liveness: answers without authentication and without touching the database."""
+        return {"status": "ok"}
+
+    @app.get("/v1/whoami", tags=["service"])
+    def whoami(principal: Annotated[Principal, Depends(authenticated)]) -> dict[str, Any]:
+        """Who the token is: name, role, how it was authenticated, and what the role may do."""
+        from caseledger.ledger.domain.permissions import PERMISSIONS
+
+        return {"name": principal.name, "role": principal.role.value,
+                "authentication": principal.authentication.value, "actor": str(principal.actor()),
+                "may": sorted(o.value for o in PERMISSIONS[principal.role])}
+
+    @app.get("/v1/cases/{reference}", tags=["cases"])
+    def case_show(reference: str, _p: Principal = principal_for(O.CASE_READ)) -> Any:
+        """A case: items, promises, messages, proposals, deadlines missed."""
+        return case_record(state.ledger().get_case(reference))
+
+    @app.get("/v1/cases/{reference}/brief", tags=["cases"])
+    def case_brief(reference: str, _p: Principal = principal_for(O.CASE_READ)) -> Any:
+        """The handoff brief of a case: open items, open promises, the last contact per channel."""
+        return plain(state.ledger().get_case(reference).brief())
+
+    @app.get("/v1/cases", tags=["cases"])
+    def case_find(
+        channel: Annotated[str, Query()], message_id: Annotated[str, Query()],
+        _p: Principal = principal_for(O.CASE_READ),
+    ) -> Any:
+        """The case a channel message was recorded on."""
+        return case_record(state.ledger().find_by_message(channel, message_id))
+
+    @app.get("/v1/customers/{customer}/cases", tags=["cases"])
+    def customer_cases(customer: str, _p: Principal = principal_for(O.CASE_READ)) -> Any:
+        """A customer's cases (by customer id or identity such as email:jane@example.com), oldest first."""
+        return [case_record(c) for c in state.ledger().cases_of(customer)]
+
+    @app.get("/v1/customers/{customer}/history", tags=["cases"])
+    def customer_history(customer: str, _p: Principal = principal_for(O.HISTORY_READ)) -> Any:
+        """Every event of a customer in the store's order (the customer timeline, caught up first)."""
+        from caseledger.projections.queries import customer_timeline
+
+        ledger = state.ledger()
+        customer_id = ledger.resolve_customer(customer)
+        with state.open_views() as views:
+            rows = customer_timeline(views, customer_id, ledger=lambda: ledger)
+        return [plain({k: row[k] for k in ("event_type", "case_reference", "actor", "recorded_at", "occurred_at",
+                                           "channel", "customer_id", "line", "event_id", "aggregate_id",
+                                           "aggregate_version", "position") if k in row}) for row in rows]
+
+    @app.get("/v1/customers/{customer}/export", tags=["cases"])
+    def customer_export(
+        customer: str, format: Annotated[str, Query(pattern="^(json|avro|html)$")] = "json",
+        _p: Principal = principal_for(O.HISTORY_EXPORT),
+    ) -> Response:
+        """A customer's verified history as a file: json, avro (object container) or html."""
+        from caseledger.ledger.export import export_history
+
+        media = {"json": "application/json", "avro": "application/avro", "html": "text/html; charset=utf-8"}[format]
+        with tempfile.TemporaryDirectory(prefix="caseledger-export-") as where:
+            path = Path(where) / f"history.{format}"
+            report = export_history(state.ledger(), customer, format, path)
+            data = path.read_bytes()
+        return Response(data, media_type=media, headers={
+            "Content-Disposition": f'attachment; filename="{report.customer_id}.{format}"',
+            "X-Caseledger-Verified": "true" if report.verified else "false",
+        })
+
+    @app.get("/v1/overdue", tags=["deadlines"])
+    def overdue(kind: str | None = None, _p: Principal = principal_for(O.OVERDUE_READ)) -> Any:
+        """Deadlines past due and still pending, the most overdue first."""
+        from caseledger.projections.queries import overdue_deadlines
+
+        ledger = state.ledger()
+        now = ledger.clock()
+        with state.open_views() as views:
+            rows = overdue_deadlines(views, now, ledger=lambda: ledger)
+        if kind:
+            rows = [r for r in rows if r["kind"] == kind.strip().lower()]
+        return plain([{**r, "overdue_seconds": int((now - r["due_at"]).total_seconds()), "recorded": bool(r["missed"])}
+                      for r in rows])
+
+    @app.get("/v1/metrics", tags=["deadlines"])
+    def metrics(by: Annotated[str, Query(pattern="^(channel|segment|both)$")] = "channel",
+                _p: Principal = principal_for(O.METRICS_READ)) -> Any:
+        """Service per channel and/or segment: acknowledgement and response times, promises kept …"""
+        from caseledger.projections.queries import channel_summary
+
+        groups = {"channel": ("channel",), "segment": ("segment",), "both": ("channel", "segment")}[by]
+        ledger = state.ledger()
+        with state.open_views() as views:
+            return plain(channel_summary(views, by=groups, ledger=lambda: ledger))
+
+    @app.get("/v1/audit/verify", tags=["audit"])
+    def audit_verify(customer: str | None = None, _p: Principal = principal_for(O.AUDIT_VERIFY)) -> Any:
+        """The audit's report: nothing lost, altered or reordered; the events recorded without authentication."""
+        from caseledger.ledger.audit import verify
+
+        report = verify(state.ledger(), customer=customer)
+        return plain({**report.as_dict(), "ok": report.ok})
+
+    @app.get("/v1/intake/collisions", tags=["audit"])
+    def intake_collisions(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:
+        """Requests kept because their channel message id was already another request's."""
+        import base64
+
+        return [plain({"collision_id": str(e.originator_id), "recorded_at": e.timestamp, "channel": e.channel,
+                       "channel_message_id": e.channel_message_id, "kind": e.kind, "reason": e.reason,
+                       "customer_id": e.customer_id, "raw_base64": base64.b64encode(e.raw).decode()})
+                for e in state.ledger().collisions()]
+
+    @app.get("/v1/intake/rejections", tags=["audit"])
+    def intake_rejections(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:
+        """Intake records that could not be applied, with their reason and raw bytes."""
+        import base64
+
+        return [plain({"rejection_id": str(e.originator_id), "recorded_at": e.timestamp, "reason": e.reason,
+                       "source": getattr(e, "source", None), "raw_base64": base64.b64encode(e.raw).decode()})
+                for e in state.ledger().rejections()]
+
+
+def json_body(text: bytes) -> Any:
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        raise ValidationError("the body is not JSON") from None
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def refuse_unauthenticated() -> AuthenticationError:
+    return AuthenticationError("no credentials: send Authorization: Bearer <token>")

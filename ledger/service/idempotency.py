@@ -1,0 +1,150 @@
+"""``Idempotency-Key``: a retried write returns the first response and records nothing twice.
+
+For each (principal, key) the ledger keeps the SHA-256 of the request (method, path, body) and,
+once it is done, its response (``caseledger_idempotency``). A write with a key:
+
+1. claims the key (an insert that only one caller wins); the same key with another request is
+   refused (422), a key whose first request is still running is waited for, then answered;
+2. runs the command in a unit of work whose *tracking record* is the key's
+   (``idempotency/<sha256>``): the events and the key are committed in one transaction, and the
+   tracking table's primary key refuses a second commit under the same key, whatever happens to
+   the claim (a crash between commit and answer, a takeover of a stale claim);
+3. stores the response, which every retry gets from then on.
+
+A command that fails records nothing: its claim is released and a retry runs afresh. A message id
+collision is the exception (it *is* recorded): its problem is stored like a response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+
+from caseledger.ledger.errors import CaseLedgerError, ConflictError, MessageIdCollision, ValidationError
+from caseledger.ledger.store.principals import IdempotencyRow, PrincipalRecorder
+
+__all__ = ["Idempotency", "IdempotencyRefused", "request_digest"]
+
+MAX_KEY_LENGTH = 255
+STALE_AFTER = timedelta(seconds=120)  # a claim with no answer this old: its request died
+
+
+class IdempotencyRefused(ValidationError):
+    """The key cannot be used for this request (reused for another one, or its first is still running)."""
+
+    def __init__(self, message: str, *, status: int, slug: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.slug = slug
+
+
+def request_digest(method: str, path: str, body: bytes) -> bytes:
+    """What makes two requests the same: method, path and body (JSON normalised when it is JSON)."""
+    try:
+        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode() if body else b""
+    except ValueError:
+        canonical = body
+    return hashlib.sha256(method.upper().encode() + b"\0" + path.encode() + b"\0" + canonical).digest()
+
+
+class Idempotency:
+    """Runs writes under their Idempotency-Key (see the module docstring)."""
+
+    def __init__(self, store: PrincipalRecorder, *, wait_s: float = 10.0) -> None:
+        self.store = store
+        self.wait_s = wait_s
+
+    @staticmethod
+    def key_id(principal: str, key: str) -> str:
+        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+            raise ValidationError(
+                f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable characters, e.g. a UUID per write"
+            )
+        return hashlib.sha256(f"{principal}\0{key}".encode()).hexdigest()
+
+    def run(
+        self, ledger: Any, *, principal: str, key: str, digest: bytes, execute: Callable[[], tuple[int, Any]],
+        problem: Callable[[CaseLedgerError], dict[str, Any]],
+    ) -> tuple[int, Any, bool]:
+        """(status, body, replayed): the first response of this key, running ``execute`` only once."""
+        key_id = self.key_id(principal, key)
+        now = datetime.now(UTC)
+        if not self.store.insert_idempotency(key_id, digest, now):
+            row = self._existing(key_id, digest, ledger)
+            if row.status is not None:
+                return row.status, json.loads(row.response or "null"), True
+            # A stale claim whose request never committed: take it over (only one caller wins).
+            if not self.store.restart_idempotency(key_id, row.created_at, datetime.now(UTC)):
+                row = self._existing(key_id, digest, ledger)
+                if row.status is not None:
+                    return row.status, json.loads(row.response or "null"), True
+                raise self._in_progress()
+        tracking = Tracking(application_name=f"idempotency/{key_id}", notification_id=1)
+        collision: MessageIdCollision | None = None
+        try:
+            with ledger.unit_of_work(tracking=tracking):
+                try:
+                    status, body = execute()
+                except MessageIdCollision as error:  # recorded, not applied: commit it, then refuse
+                    collision = error
+        except ConflictError:
+            if ledger.recorder.has_tracking_id(tracking.application_name, 1):
+                # Another run of this key committed first (a takeover raced the original).
+                answered = self._wait(key_id)
+                if answered is not None and answered.status is not None:
+                    return answered.status, json.loads(answered.response or "null"), True
+                raise self._in_progress() from None
+            self.store.release_idempotency(key_id)
+            raise
+        except BaseException:
+            self.store.release_idempotency(key_id)
+            raise
+        if collision is not None:
+            body = problem(collision)
+            self.store.complete_idempotency(key_id, int(body["status"]), json.dumps(body))
+            raise collision
+        self.store.complete_idempotency(key_id, status, json.dumps(body))
+        return status, body, False
+
+    def _existing(self, key_id: str, digest: bytes, ledger: Any) -> IdempotencyRow:
+        row = self.store.select_idempotency(key_id)
+        if row is None:  # released meanwhile: the first request failed and recorded nothing
+            raise ConflictError("the first request with this Idempotency-Key failed meanwhile; retry it")
+        if row.request_sha256 != digest:
+            raise IdempotencyRefused(
+                "this Idempotency-Key was used for a different request (method, path or body); use a new key "
+                "for a new request", status=422, slug="idempotency-key-reused",
+            )
+        if row.status is None:
+            row = self._wait(key_id) or row
+            if row.status is None and datetime.now(UTC) - row.created_at < STALE_AFTER:
+                raise self._in_progress()
+            if row.status is None and ledger.recorder.has_tracking_id(f"idempotency/{key_id}", 1):
+                raise IdempotencyRefused(
+                    "the first request with this Idempotency-Key was recorded but its response was lost; "
+                    "read the case to see what it did (nothing will be recorded twice)",
+                    status=409, slug="idempotency-response-lost",
+                )
+        return row
+
+    def _wait(self, key_id: str) -> IdempotencyRow | None:
+        """The key's row once its first request answered, or as it is after ``wait_s``."""
+        deadline = time.monotonic() + self.wait_s
+        row = self.store.select_idempotency(key_id)
+        while row is not None and row.status is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            row = self.store.select_idempotency(key_id)
+        return row
+
+    @staticmethod
+    def _in_progress() -> IdempotencyRefused:
+        return IdempotencyRefused(
+            "the first request with this Idempotency-Key is still running; retry in a moment with the same key",
+            status=409, slug="idempotency-in-progress",
+        )

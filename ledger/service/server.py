@@ -1,0 +1,71 @@
+"""Running the ledger service on uvicorn: where, with which limits, and TLS."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from caseledger.ledger.principals import OidcSettings
+from caseledger.ledger.service.api import MAX_BODY_BYTES, REQUEST_TIMEOUT_S, ServiceState, create_app
+from caseledger.ledger.settings import LedgerSettings
+
+__all__ = ["ServerSettings", "app_from_environment", "serve"]
+
+_SETTINGS_ENV = "CASELEDGER_SERVE_SETTINGS"
+
+
+def app_from_environment() -> Any:
+    """The app of one uvicorn worker process, from the settings ``serve`` left in the environment."""
+    given = json.loads(os.environ[_SETTINGS_ENV])
+    ledger = LedgerSettings.resolve(database=given["database"], policy=given["policy"], origin=given["origin"])
+    state = ServiceState(ledger, oidc=OidcSettings.resolve(), views=given["views"],
+                         max_body_bytes=given["max_body_bytes"], request_timeout_s=given["request_timeout_s"])
+    return create_app(state)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """How ``caseledger serve`` listens (TLS when both a certificate and its key are given)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    max_body_bytes: int = MAX_BODY_BYTES
+    request_timeout_s: float = REQUEST_TIMEOUT_S
+    keep_alive_s: int = 5
+    max_connections: int | None = 1000
+    views: str | None = None
+    workers: int = 1  # uvicorn worker processes (each with its own threads and ledgers)
+
+
+def serve(ledger: LedgerSettings, server: ServerSettings, *, oidc: OidcSettings | None = None) -> None:
+    """Serve the API until SIGTERM/Ctrl-C (uvicorn handles both and finishes the requests under way)."""
+    import uvicorn
+
+    state = ServiceState(ledger, oidc=oidc, views=server.views, max_body_bytes=server.max_body_bytes,
+                         request_timeout_s=server.request_timeout_s)
+    app: Any = create_app(state)
+    options: dict[str, Any] = {}
+    if server.workers > 1:
+        # Worker processes build the app themselves (uvicorn imports a factory): hand them the settings.
+        state.close()
+        os.environ[_SETTINGS_ENV] = json.dumps({
+            "database": ledger.store.database, "policy": str(ledger.policy_path) if ledger.policy_path else None,
+            "origin": ledger.origin, "views": server.views, "max_body_bytes": server.max_body_bytes,
+            "request_timeout_s": server.request_timeout_s,
+        })
+        app, options = f"{__name__}:app_from_environment", {"factory": True, "workers": server.workers}
+    try:
+        uvicorn.run(
+            app, **options, host=server.host, port=server.port, log_level="info", access_log=True,
+            ssl_certfile=str(server.tls_certfile) if server.tls_certfile else None,
+            ssl_keyfile=str(server.tls_keyfile) if server.tls_keyfile else None,
+            timeout_keep_alive=server.keep_alive_s, limit_concurrency=server.max_connections,
+            server_header=False, proxy_headers=False,
+        )
+    finally:
+        state.close()

@@ -1,0 +1,164 @@
+"""The ledger service as tests meet it: ``caseledger serve`` started on a free loopback port, principals
+of every role, and an OIDC identity provider whose JWKS a real loopback HTTP server serves."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.domain.permissions import Role
+from caseledger.ledger.principals import PrincipalRegistry
+from caseledger.ledger.settings import LedgerSettings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class IdentityProvider:
+    """An OIDC provider in miniature: an RSA key, its JWKS on a loopback HTTP server, JWTs it signs."""
+
+    issuer: str = "https://idp.test.example"
+    audience: str = "caseledger-test"
+    key: Any = field(default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    kid: str = "test-key-1"
+    url: str = ""
+    _server: ThreadingHTTPServer | None = None
+
+    def jwks(self) -> dict[str, Any]:
+        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+        return {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
+
+    def start(self) -> IdentityProvider:
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = json.dumps(provider.jwks()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/jwks.json"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def token(self, sub: str, roles: Any, *, expires_in: int = 300, key: Any = None, kid: str | None = None,
+              **claims: Any) -> str:
+        now = int(time.time())
+        payload = {"iss": self.issuer, "aud": self.audience, "sub": sub, "iat": now, "exp": now + expires_in,
+                   "roles": roles, **claims}
+        return jwt.encode(payload, key or self.key, algorithm="RS256", headers={"kid": kid or self.kid})
+
+
+@dataclass
+class Service:
+    """A running ``caseledger serve`` and a token for every role."""
+
+    url: str
+    database: str
+    tokens: dict[Role, str]
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def client(self, role: Role | None = None, *, token: str | None = None, **options: Any) -> httpx.Client:
+        headers = {}
+        chosen = token if token is not None else (self.tokens[role] if role is not None else None)
+        if chosen is not None:
+            headers["Authorization"] = f"Bearer {chosen}"
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **options)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def ledger(self) -> CaseLedger:
+        return CaseLedger(LedgerSettings.resolve(database=self.database))
+
+
+def start_service(where: Path, *, database: str | None = None, env: dict[str, str] | None = None,
+                  extra_args: tuple[str, ...] = ()) -> Service:
+    """Principals of every role in a fresh ledger, then ``caseledger serve`` on a free loopback port."""
+    database = database or str(where / "ledger.sqlite")
+    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    try:
+        registry = PrincipalRegistry(ledger.principal_store)
+        tokens = {role: registry.add(f"{role.value}-1", role).token for role in Role}
+    finally:
+        ledger.close()
+    port = free_port()
+    log_path = where / "serve.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "caseledger.cli.app", "--database", database, "serve", "--host", "127.0.0.1",
+         "--port", str(port), *extra_args],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"caseledger serve did not start:\n{log_path.read_text()}")
+        time.sleep(0.1)
+    return Service(url=url, database=database, tokens=tokens, process=process, log_path=log_path)
+
+
+def stop_service(service: Service) -> None:
+    service.process.terminate()
+    try:
+        service.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        service.process.kill()
+        service.process.wait()
+
+
+@dataclass
+class Running:
+    service: Service
+    idp: IdentityProvider
+
+
+def running_service(where: Path) -> Iterator[Running]:
+    idp = IdentityProvider().start()
+    env = {"CASELEDGER_OIDC_JWKS_URL": idp.url, "CASELEDGER_OIDC_ISSUER": idp.issuer,
+           "CASELEDGER_OIDC_AUDIENCE": idp.audience}
+    service = start_service(where, env=env)
+    try:
+        yield Running(service, idp)
+    finally:
+        stop_service(service)
+        idp.stop()

@@ -1,0 +1,136 @@
+"""Principals, adapter keys and idempotency keys on both stores (SQLite and a real PostgreSQL)."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.domain.permissions import PERMISSIONS, Authentication, Operation, Role, allowed
+from caseledger.ledger.errors import AuthenticationError, NotFound, ValidationError
+from caseledger.ledger.principals import Authenticator, PrincipalRegistry, token_hash
+from caseledger.ledger.service.idempotency import Idempotency, IdempotencyRefused, request_digest
+from caseledger.ledger.signing import AdapterKeys
+
+
+def test_tokens_are_issued_once_kept_as_hashes_and_revoked(make_ledger: Callable[..., CaseLedger]) -> None:
+    ledger = make_ledger()
+    registry = PrincipalRegistry(ledger.principal_store)
+    issued = registry.add("alice", "agent")
+    auth = Authenticator(ledger.principal_store)
+    who = auth.authenticate(f"Bearer {issued.token}")
+    assert (who.name, who.role, who.authentication) == ("alice", Role.AGENT, Authentication.TOKEN)
+    assert str(who.actor()) == "agent:alice" and who.actor().authentication == "token"
+    (row,) = registry.list()
+    assert row.token_sha256 == token_hash(issued.token) and issued.token.encode() not in repr(row).encode()
+    with pytest.raises(ValidationError, match="exists already"):
+        registry.add("alice", "admin")
+    with pytest.raises(ValidationError, match="unknown role"):
+        registry.add("bob", "root")
+    registry.revoke("alice")
+    with pytest.raises(AuthenticationError, match="unknown or revoked") as refused:
+        auth.authenticate(f"Bearer {issued.token}")
+    assert issued.token not in str(refused.value)
+    with pytest.raises(NotFound):
+        registry.revoke("alice")
+    with pytest.raises(ValidationError, match="exists already"):  # a name is never reused
+        registry.add("alice", "agent")
+
+
+def test_adapter_keys_on_both_stores(make_ledger: Callable[..., CaseLedger], tmp_path: object) -> None:
+    from pathlib import Path
+
+    ledger = make_ledger()
+    keys = AdapterKeys(ledger.principal_store)
+    row = keys.add("mail-1", ["email", "SMS"], private_key_out=Path(str(tmp_path)) / "k.pem")
+    assert row.channels == ("email", "sms") and len(row.public_key) == 32
+    keys.revoke("mail-1")
+    assert keys.list()[0].revoked_at is not None
+    with pytest.raises(ValidationError, match="never overwrites"):
+        keys.add("mail-2", ["email"], private_key_out=Path(str(tmp_path)) / "k.pem")
+
+
+def test_an_idempotency_key_claims_once_and_answers_its_first_response(make_ledger: Callable[..., CaseLedger]) -> None:
+    ledger = make_ledger()
+    store = ledger.principal_store
+    now = datetime.now(UTC)
+    digest = request_digest("POST", "/v1/x", b'{"a": 1, "b": 2}')
+    assert digest == request_digest("POST", "/v1/x", b'{"b":2,"a":1}')  # the same JSON, however written
+    assert store.insert_idempotency("k1", digest, now)
+    assert not store.insert_idempotency("k1", digest, now)
+    store.complete_idempotency("k1", 201, '{"ok": true}')
+    row = store.select_idempotency("k1")
+    assert row is not None and (row.status, row.response) == (201, '{"ok": true}')
+    store.release_idempotency("k1")  # a completed key is never released
+    assert store.select_idempotency("k1") is not None
+    # A stale claim is taken over by one caller only.
+    assert store.insert_idempotency("k2", digest, now - timedelta(minutes=5))
+    stale = store.select_idempotency("k2")
+    assert stale is not None
+    assert store.restart_idempotency("k2", stale.created_at, now)
+    assert not store.restart_idempotency("k2", stale.created_at, now)
+
+
+def test_a_reused_key_with_another_request_is_refused(make_ledger: Callable[..., CaseLedger]) -> None:
+    ledger = make_ledger()
+    idem = Idempotency(ledger.principal_store, wait_s=0.1)
+    calls = []
+
+    def execute() -> tuple[int, object]:
+        calls.append(1)
+        return 201, {"n": len(calls)}
+
+    first = idem.run(ledger, principal="p", key="k", digest=b"a" * 32, execute=execute, problem=lambda e: {})
+    again = idem.run(ledger, principal="p", key="k", digest=b"a" * 32, execute=execute, problem=lambda e: {})
+    assert first == (201, {"n": 1}, False) and again == (201, {"n": 1}, True) and len(calls) == 1
+    # Keys are per principal: another principal's same key is another key.
+    other = idem.run(ledger, principal="q", key="k", digest=b"a" * 32, execute=execute, problem=lambda e: {})
+    assert other == (201, {"n": 2}, False)
+    with pytest.raises(IdempotencyRefused, match="different request"):
+        idem.run(ledger, principal="p", key="k", digest=b"b" * 32, execute=execute, problem=lambda e: {})
+    # The tracking record committed with the write makes a second commit under the key impossible.
+    assert ledger.recorder.has_tracking_id(f"idempotency/{Idempotency.key_id('p', 'k')}", 1)
+
+
+# -- properties -------------------------------------------------------------------------------------------
+
+
+def test_the_matrix_keeps_its_promises() -> None:
+    decisions = {Operation.ACTION_APPROVE, Operation.ACTION_REJECT}
+    assert not PERMISSIONS[Role.AUTOMATION] & decisions
+    assert Operation.ACTION_PROPOSE in PERMISSIONS[Role.AUTOMATION]
+    reads = {o for o in Operation if o.value.endswith((".read", ".export", ".verify"))}
+    assert PERMISSIONS[Role.AUDITOR] <= reads
+    assert all(allowed(Role.ADMIN, o) for o in (Operation.PRINCIPALS_MANAGE,))
+    assert not any(allowed(r, Operation.PRINCIPALS_MANAGE) for r in Role if r is not Role.ADMIN)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=string.printable, max_size=120))
+def test_no_made_up_credential_authenticates(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+    from caseledger.ledger.settings import LedgerSettings
+
+    ledger = _shared_ledger(tmp_path_factory, LedgerSettings)
+    auth = Authenticator(ledger.principal_store)
+    for header in (text, f"Bearer {text}", f"Bearer clt_{text}"):
+        with pytest.raises(AuthenticationError) as refused:
+            auth.authenticate(header)
+        if len(text) >= 8:
+            assert text not in str(refused.value)
+
+
+_LEDGERS: dict[str, CaseLedger] = {}
+
+
+def _shared_ledger(factory: pytest.TempPathFactory, settings_cls: type) -> CaseLedger:
+    if "one" not in _LEDGERS:
+        path = factory.mktemp("made-up") / "l.sqlite"
+        ledger = CaseLedger(settings_cls.resolve(database=str(path)))
+        PrincipalRegistry(ledger.principal_store).add("someone", "agent")
+        _LEDGERS["one"] = ledger
+    return _LEDGERS["one"]

@@ -1,0 +1,370 @@
+"""The HTTP API against a real ``caseledger serve`` on loopback: principals, the role matrix, problems,
+idempotency, and the actor of every event being the authenticated principal."""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from caseledger.ledger.domain.permissions import PERMISSIONS, Operation, Role, allowed
+from tests.service_server import Running, Service, running_service
+
+O = Operation  # noqa: E741
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    yield from running_service(tmp_path_factory.mktemp("service"))
+
+
+@pytest.fixture(scope="module")
+def service(running: Running) -> Service:
+    return running.service
+
+
+def new_contact(service: Service, *, role: Role = Role.AGENT, message_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    body = {"channel": "email", "channel_message_id": message_id or f"m-{uuid.uuid4()}",
+            "from": "email:jane@example.com", "subject": "Card blocked",
+            "items": ["Why is my card blocked?", "When can I use it again?"], **fields}
+    with service.client(role) as client:
+        answer = client.post("/v1/contacts", json=body)
+    assert answer.status_code == 201, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def soon(**delta: float) -> str:
+    return (datetime.now(UTC) + timedelta(**delta)).isoformat()
+
+
+def request_for(operation: Operation, ref: str) -> tuple[str, str, dict[str, Any] | None]:
+    """(method, path, JSON body) of a well-formed request for ``operation`` on case ``ref``."""
+    c = f"/v1/cases/{ref}"
+    table: dict[Operation, tuple[str, str, dict[str, Any] | None]] = {
+        O.CONTACT_RECORD: ("POST", "/v1/contacts", {
+            "channel": "web_form", "channel_message_id": f"wf-{uuid.uuid4()}", "from": "email:max@example.com",
+            "items": ["Where is my parcel?"]}),
+        O.CASE_READ: ("GET", c, None),
+        O.HISTORY_READ: ("GET", "/v1/customers/email:jane@example.com/history", None),
+        O.HISTORY_EXPORT: ("GET", "/v1/customers/email:jane@example.com/export?format=json", None),
+        O.RESPOND: ("POST", f"{c}/responses", {"body": "We unblocked it.", "answers": ["Q1"]}),
+        O.ITEM_WAIVE: ("POST", f"{c}/items/Q2/waive", {"reason": "answered by phone"}),
+        O.PROMISE_MAKE: ("POST", f"{c}/promises", {"channel": "email", "kind": "callback", "terms": "call back",
+                                                   "due_at": soon(days=2)}),
+        O.PROMISE_KEEP: ("POST", f"{c}/promises/P1/keep", {"evidence": "called"}),
+        O.PROMISE_WITHDRAW: ("POST", f"{c}/promises/P1/withdraw", {"reason": "r", "notice": "n"}),
+        O.PROMISE_BREAK: ("POST", f"{c}/promises/P1/break", {"reason": "r"}),
+        O.CASE_STATUS: ("POST", f"{c}/status", {"to": "on_hold", "reason": "r", "notice": "n"}),
+        O.CASE_CLOSE: ("POST", f"{c}/close", {"reason": "r", "notice": "n"}),
+        O.CASE_CANCEL: ("POST", f"{c}/cancel", {"reason": "r", "notice": "n"}),
+        O.CASE_REOPEN: ("POST", f"{c}/reopen", {"reason": "r", "notice": "n"}),
+        O.CASE_ASSIGN: ("POST", f"{c}/assign", {"assignee": "alice"}),
+        O.CASE_HANDOFF: ("POST", f"{c}/handoff", {"to": "bob", "note": "over to you"}),
+        O.CASE_ESCALATE: ("POST", f"{c}/escalate", {"bot_id": "bot-1", "waiting_since": soon(minutes=-5),
+                                                    "reason": "customer asked for a human"}),
+        O.ACTION_PROPOSE: ("POST", f"{c}/actions", {"rule": "limits", "action": "lower_card_limit",
+                                                    "params": {"limit": "500"}, "rationale": "3 declines"}),
+        O.ACTION_APPROVE: ("POST", f"{c}/actions/X1/approve", {"note": "ok"}),
+        O.ACTION_REJECT: ("POST", f"{c}/actions/X1/reject", {"reason": "no"}),
+        O.ACTION_EXECUTED: ("POST", f"{c}/actions/X1/executed", {"result": "done"}),
+        O.MESSAGE_DELIVERED: ("POST", f"{c}/messages/ACK1/delivered", {"delivered_at": soon(minutes=-1)}),
+        O.MESSAGE_READ: ("POST", f"{c}/messages/ACK1/read", {}),
+        O.TICK: ("POST", "/v1/tick", {}),
+        O.OVERDUE_READ: ("GET", "/v1/overdue", None),
+        O.METRICS_READ: ("GET", "/v1/metrics", None),
+        O.AUDIT_VERIFY: ("GET", "/v1/audit/verify", None),
+        O.INTAKE_KEPT_READ: ("GET", "/v1/intake/collisions", None),
+        O.PRINCIPALS_MANAGE: ("GET", "/v1/principals", None),
+    }
+    return table[operation]
+
+
+# -- the matrix ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)
+def test_every_role_may_do_exactly_what_the_matrix_says(service: Service, role: Role) -> None:
+    """Every (role, operation) pair: refused with 403 exactly when the matrix says no, never 401 or 5xx."""
+    ref = new_contact(service)["reference"]
+    with service.client(role) as client:
+        for operation in Operation:
+            method, path, body = request_for(operation, ref)
+            answer = client.request(method, path, json=body)
+            if allowed(role, operation):
+                assert answer.status_code not in (401, 403), (role, operation, answer.text)
+                assert answer.status_code < 500, (role, operation, answer.text)
+            else:
+                assert answer.status_code == 403, (role, operation, answer.status_code, answer.text)
+                assert answer.headers["content-type"].startswith("application/problem+json")
+                problem = answer.json()
+                assert problem["type"] == "urn:caseledger:problem:forbidden" and problem["exit_code"] == 2
+                assert operation.value in problem["detail"]
+
+
+def test_every_route_of_the_openapi_schema_names_an_operation_of_the_matrix(service: Service) -> None:
+    with service.client() as client:
+        schema = client.get("/openapi.json").json()
+    named = {op["x-operation"] for methods in schema["paths"].values() for op in methods.values()
+             if "x-operation" in op}
+    writes = {path for path, methods in schema["paths"].items() if "post" in methods}
+    assert "/v1/contacts" in writes and "/v1/cases/{reference}/actions/{proposal_id}/approve" in writes
+    # Every command of the CLI has its route (reads are checked by the matrix test above).
+    commands = {o.value for o in Operation} - {"case.read", "history.read", "history.export", "overdue.read",
+                                                "metrics.read", "audit.verify", "intake.kept.read"}
+    assert commands <= named | {"principals.manage"}, commands - named
+
+
+def test_the_matrix_in_the_docs_is_the_one_in_the_code() -> None:
+    text = (ROOT / "docs" / "api.md").read_text()
+    roles = [r.value for r in Role]
+    header = next(line for line in text.splitlines() if line.startswith("| operation |"))
+    assert [c.strip() for c in header.strip("|").split("|")][1:] == roles
+    rows = {}
+    for line in text.splitlines():
+        m = re.match(r"^\| `([a-z.]+)` \|(.*)\|$", line)
+        if m:
+            rows[m.group(1)] = [c.strip() for c in m.group(2).split("|")]
+    assert set(rows) == {o.value for o in Operation}
+    for operation in Operation:
+        assert rows[operation.value] == ["yes" if allowed(Role(r), operation) else "" for r in roles], operation
+    assert PERMISSIONS[Role.AUDITOR] <= {o for o in Operation if o.value.endswith((".read", ".export", ".verify"))}
+
+
+# -- authentication ------------------------------------------------------------------------------------------
+
+
+def test_missing_malformed_unknown_and_revoked_tokens_get_401(service: Service) -> None:
+    ref = new_contact(service)["reference"]
+    with service.client(Role.ADMIN) as admin:
+        issued = admin.post("/v1/principals", json={"name": f"temp-{uuid.uuid4().hex[:8]}", "role": "agent"}).json()
+    with service.client(token=issued["token"]) as client:
+        assert client.get(f"/v1/cases/{ref}").status_code == 200
+    with service.client(Role.ADMIN) as admin:
+        assert admin.delete(f"/v1/principals/{issued['name']}").status_code == 200
+    bad = {
+        "missing": None,
+        "not bearer": f"Basic {issued['token']}",
+        "empty bearer": "Bearer",
+        "malformed": "Bearer clt_tooshort",
+        "garbage": "Bearer hello world",
+        "unknown": "Bearer clt_" + "A" * 43,
+        "revoked": f"Bearer {issued['token']}",
+    }
+    for why, header in bad.items():
+        headers = {"Authorization": header} if header is not None else {}
+        answer = httpx.get(f"{service.url}/v1/cases/{ref}", headers=headers)
+        assert answer.status_code == 401, why
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+        assert answer.json()["type"] == "urn:caseledger:problem:unauthenticated"
+        assert issued["token"] not in answer.text and "clt_AAAA" not in answer.text, why
+    assert issued["token"] not in service.log()
+
+
+def test_oidc_jwts_are_checked_against_the_jwks(running: Running) -> None:
+    service, idp = running.service, running.idp
+    ref = new_contact(service)["reference"]
+    good = idp.token("carol", ["agent"])
+    with service.client(token=good) as client:
+        me = client.get("/v1/whoami").json()
+        assert me["name"] == "carol" and me["role"] == "agent" and me["authentication"] == "oidc"
+        assert client.get(f"/v1/cases/{ref}").status_code == 200
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    bad = {
+        "expired": idp.token("carol", ["agent"], expires_in=-120),
+        "wrongly signed": idp.token("carol", ["agent"], key=other_key),
+        "unknown key id": idp.token("carol", ["agent"], kid="other"),
+        "other audience": idp.token("carol", ["agent"], aud="someone-else"),
+        "other issuer": idp.token("carol", ["agent"], iss="https://evil.example"),
+        "no role": idp.token("carol", ["viewer"]),
+        "two roles": idp.token("carol", ["agent", "admin"]),
+        "tampered": good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"),
+    }
+    for why, token in bad.items():
+        answer = httpx.get(f"{service.url}/v1/cases/{ref}", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 401, (why, answer.text)
+        assert token not in answer.text
+        assert token not in service.log(), why
+    # An automation's JWT is an automation, whatever name it carries.
+    with service.client(token=idp.token("agent-x", ["automation"])) as client:
+        assert client.get("/v1/whoami").json()["actor"] == "automation:agent-x"
+
+
+# -- the actor is the principal --------------------------------------------------------------------------------
+
+
+def test_the_actor_of_every_event_is_the_authenticated_principal(service: Service) -> None:
+    outcome = new_contact(service, role=Role.ADAPTER)
+    ref = outcome["reference"]
+    with service.client(Role.AGENT) as agent:
+        # A body naming another actor is refused, not obeyed.
+        sneaky = agent.post(f"/v1/cases/{ref}/responses", json={"body": "x", "answers": ["Q1"],
+                                                                 "actor": "agent:mallory"})
+        assert sneaky.status_code == 400
+        assert agent.post(f"/v1/cases/{ref}/responses", json={"body": "Done.", "answers": ["Q1"]}).status_code == 201
+    ledger = service.ledger()
+    try:
+        case = ledger.get_case(ref)
+        events = list(ledger.events.get(case.id))
+    finally:
+        ledger.close()
+    opened = next(e for e in events if type(e).__name__ == "ContactReceived")
+    assert (opened.actor_kind, opened.actor_authentication, opened.actor_principal) == (
+        "customer", "token", "adapter-1")
+    response = next(e for e in events if type(e).__name__ == "ResponseSent")
+    assert (response.actor_kind, response.actor_id, response.actor_authentication, response.actor_principal) == (
+        "agent", "agent-1", "token", None)
+
+
+def test_automation_cannot_approve_its_own_proposal_over_http(running: Running) -> None:
+    service, idp = running.service, running.idp
+    ref = new_contact(service)["reference"]
+    with service.client(Role.AUTOMATION) as bot:
+        proposal = bot.post(f"/v1/cases/{ref}/actions", json={
+            "rule": "limits", "action": "lower_card_limit", "params": {"limit": "500"}, "rationale": "declines"})
+        assert proposal.status_code == 201
+        pid = proposal.json()["proposal_id"]
+        # Naming itself an agent in the body is refused; the role decides, and automation may not approve.
+        assert bot.post(f"/v1/cases/{ref}/actions/{pid}/approve", json={"note": "", "actor": "agent:x"}
+                        ).status_code in (400, 403)
+        assert bot.post(f"/v1/cases/{ref}/actions/{pid}/approve", json={"note": "me"}).status_code == 403
+    # An OIDC token of the automation with an agent-looking name is still an automation.
+    with service.client(token=idp.token("agent-alice", ["automation"])) as fake:
+        assert fake.post(f"/v1/cases/{ref}/actions/{pid}/approve", json={}).status_code == 403
+    with service.client(Role.AGENT) as agent:
+        assert agent.post(f"/v1/cases/{ref}/actions/{pid}/approve", json={"note": "checked"}).status_code == 200
+    with service.client(Role.AGENT) as agent:
+        case = agent.get(f"/v1/cases/{ref}").json()
+    (decided,) = case["proposals"]
+    assert decided["status"] == "approved" and decided["decided_by"] == "agent:agent-1"
+
+
+# -- problems, limits --------------------------------------------------------------------------------------------
+
+
+def test_errors_are_problem_details_with_the_cli_exit_code(service: Service) -> None:
+    ref = new_contact(service)["reference"]
+    with service.client(Role.AGENT) as agent:
+        missing = agent.get("/v1/cases/CL-AAAAA-AAAAA")
+        invalid = agent.post("/v1/contacts", json={"channel": "pigeon", "channel_message_id": "x",
+                                                   "from": "email:a@b.example", "items": ["?"]})
+        refused = agent.post(f"/v1/cases/{ref}/close", json={"reason": "r", "notice": "n"})
+        no_json = agent.post(f"/v1/cases/{ref}/close", content=b"{", headers={"Content-Type": "application/json"})
+    for answer, status, slug in ((missing, 404, "not-found"), (invalid, 400, "invalid"), (refused, 422, "refused"),
+                                 (no_json, 400, "invalid")):
+        assert answer.status_code == status, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        body = answer.json()
+        assert body["type"] == f"urn:caseledger:problem:{slug}" and body["status"] == status
+        assert body["exit_code"] == 2 and body["detail"]
+
+
+def test_oversized_requests_are_refused_and_no_cors_is_offered(service: Service) -> None:
+    with service.client(Role.AGENT) as agent:
+        big = agent.post("/v1/contacts", content=b"{" + b" " * 2_000_000 + b"}",
+                         headers={"Content-Type": "application/json"})
+        assert big.status_code == 413 and big.json()["type"] == "urn:caseledger:problem:too-large"
+        preflight = agent.options("/v1/contacts", headers={"Origin": "https://evil.example",
+                                                           "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in preflight.headers
+        plain = agent.get("/v1/whoami", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in plain.headers
+
+
+# -- idempotency -------------------------------------------------------------------------------------------------
+
+
+def _event_count(service: Service) -> int:
+    ledger = service.ledger()
+    try:
+        return int(ledger.recorder.max_notification_id() or 0)
+    finally:
+        ledger.close()
+
+
+def test_a_retried_write_returns_the_first_response_and_records_nothing_twice(service: Service) -> None:
+    ref = new_contact(service)["reference"]
+    key = str(uuid.uuid4())
+    body = {"channel": "phone", "kind": "callback", "terms": "call back tomorrow", "due_at": soon(days=1)}
+    with service.client(Role.AGENT) as agent:
+        first = agent.post(f"/v1/cases/{ref}/promises", json=body, headers={"Idempotency-Key": key})
+        assert first.status_code == 201
+        before = _event_count(service)
+        again = agent.post(f"/v1/cases/{ref}/promises", json=body, headers={"Idempotency-Key": key})
+        assert (again.status_code, again.json()) == (201, first.json())
+        assert again.headers["idempotency-replayed"] == "true"
+        assert _event_count(service) == before
+        other = agent.post(f"/v1/cases/{ref}/promises", json={**body, "terms": "other"},
+                           headers={"Idempotency-Key": key})
+        assert other.status_code == 422
+        assert other.json()["type"] == "urn:caseledger:problem:idempotency-key-reused"
+        assert len(agent.get(f"/v1/cases/{ref}").json()["promises"]) == 1
+
+
+def test_concurrent_retries_with_one_key_record_once(service: Service) -> None:
+    ref = new_contact(service)["reference"]
+    key = str(uuid.uuid4())
+    answers: list[httpx.Response] = []
+
+    def send() -> None:
+        with service.client(Role.AGENT) as agent:
+            answers.append(agent.post(f"/v1/cases/{ref}/responses", json={"body": "Refunded.", "answers": ["Q1"]},
+                                      headers={"Idempotency-Key": key}))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok = [a for a in answers if a.status_code == 201]
+    assert ok and all(a.status_code in (201, 409) for a in answers), [a.text for a in answers]
+    assert len({a.json()["response_id"] for a in ok}) == 1
+    with service.client(Role.AGENT) as agent:
+        case = agent.get(f"/v1/cases/{ref}").json()
+    assert len([m for m in case["messages"] if str(m.get("id", m.get("message_id", ""))).startswith("R")]) <= 1
+    ledger = service.ledger()
+    try:
+        events = [type(e).__name__ for e in ledger.events.get(ledger.get_case(ref).id)]
+    finally:
+        ledger.close()
+    assert events.count("ResponseSent") == 1
+
+
+def test_a_failed_write_releases_its_key(service: Service) -> None:
+    ref = new_contact(service)["reference"]
+    key = str(uuid.uuid4())
+    with service.client(Role.AGENT) as agent:
+        # Q9 does not exist: refused, nothing recorded, and the key is free for the corrected request.
+        wrong = agent.post(f"/v1/cases/{ref}/items/Q9/waive", json={"reason": "r"}, headers={"Idempotency-Key": key})
+        assert wrong.status_code in (404, 422)
+        right = agent.post(f"/v1/cases/{ref}/items/Q9/waive", json={"reason": "r"}, headers={"Idempotency-Key": key})
+        assert right.status_code == wrong.status_code  # ran again, not replayed
+        assert "idempotency-replayed" not in right.headers
+
+
+def test_a_collision_is_recorded_once_and_its_problem_replayed(service: Service) -> None:
+    message_id = f"m-{uuid.uuid4()}"
+    new_contact(service, message_id=message_id)
+    key = str(uuid.uuid4())
+    body = {"channel": "email", "channel_message_id": message_id, "from": "email:other@example.com",
+            "items": ["Something else"]}
+    with service.client(Role.ADAPTER) as adapter:
+        first = adapter.post("/v1/contacts", json=body, headers={"Idempotency-Key": key})
+        again = adapter.post("/v1/contacts", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == again.status_code == 409
+    assert first.json()["type"] == "urn:caseledger:problem:collision" and first.json()["exit_code"] == 6
+    assert again.json() == first.json() and again.headers["idempotency-replayed"] == "true"
+    ledger = service.ledger()
+    try:
+        mine = [e for e in ledger.collisions() if e.channel_message_id == message_id]
+    finally:
+        ledger.close()
+    assert len(mine) == 1
