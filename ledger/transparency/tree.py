@@ -1,0 +1,147 @@
+"""The ledger's Merkle tree: leaves appended in store position order, proofs read from stored nodes.
+
+Leaf ``i`` is the ``i``-th event of the notification log (position order), its leaf hash the
+RFC 6962 leaf over the audit's event hash: SHA-256(0x00 ‖ SHA-256(stored bytes)). The tree is
+kept as rows (:mod:`caseledger.ledger.store.merkle`): every complete subtree's root. In memory the
+appender holds only the *frontier* — the roots of the complete subtrees the tree's size splits
+into, one per set bit, at most 64 hashes — so an append costs O(log n) hashing and about one node
+row per leaf, and memory stays constant however long the log.
+
+Which positions are leaves: the appender follows the notification log exactly as the publisher
+does (``select_notifications(start=last + 1)``). Writers are serialized and insert in commit order
+on both backends (see :mod:`caseledger.ledger.store.postgres`), so when a position is visible every
+earlier one is either visible or will never be: a PostgreSQL sequence number consumed by a
+rolled-back insert is a hole no event can fill later, and no leaf is ever skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from caseledger.ledger.store.merkle import MerkleStore, TreeMoved, merkle_store
+from caseledger.verify.merkle import (
+    EMPTY_ROOT,
+    consistency_ranges,
+    fold,
+    inclusion_ranges,
+    leaf_hash,
+    node_hash,
+    proof_nodes,
+    subtrees,
+)
+
+if TYPE_CHECKING:
+    from caseledger.ledger.application import CaseLedger
+
+__all__ = ["MerkleLog"]
+
+
+class MerkleLog:
+    """The tree over one ledger's log: append from the notification log, root, proofs."""
+
+    def __init__(self, store: MerkleStore) -> None:
+        self.store = store
+        self.size = 0
+        self.last_position = 0
+        self.frontier: list[tuple[int, int, bytes]] = []  # (level, index, hash), left to right
+        self.reload()
+
+    @classmethod
+    def of(cls, ledger: CaseLedger) -> MerkleLog:
+        return cls(merkle_store(ledger))
+
+    def reload(self) -> None:
+        """Read the size and the frontier from the store (after another appender moved it)."""
+        self.size, self.last_position = self.store.state()
+        wanted = subtrees(0, self.size)
+        found = self.store.nodes(wanted)
+        missing = [n for n in wanted if n not in found]
+        if missing:
+            raise LookupError(f"the Merkle tree of size {self.size} lacks its nodes {missing[:3]}: "
+                              "its tables were damaged; rebuild them (docs/audit.md)")
+        self.frontier = [(level, index, found[(level, index)]) for level, index in wanted]
+
+    @property
+    def root(self) -> bytes:
+        """MTH of the whole tree."""
+        return fold([h for _, _, h in self.frontier]) if self.frontier else EMPTY_ROOT
+
+    def append(self, entries: Sequence[tuple[int, bytes]]) -> int:
+        """Append ``(position, event hash)`` entries (positions increasing, after ``last_position``).
+
+        One transaction; TreeMoved (nothing written) when another appender moved the tree first.
+        """
+        if not entries:
+            return 0
+        frontier = list(self.frontier)
+        leaves: list[tuple[int, int, bytes]] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        size = self.size
+        last = self.last_position
+        for position, digest in entries:
+            if position <= last:
+                raise ValueError(f"position {position} is not after the tree's last position {last}")
+            last = position
+            h = leaf_hash(digest)
+            leaves.append((size, position, h))
+            level, index = 0, size
+            while frontier and frontier[-1][0] == level:
+                h = node_hash(frontier.pop()[2], h)
+                level, index = level + 1, index >> 1
+                nodes.append((level, index, h))
+            frontier.append((level, index, h))
+            size += 1
+        self.store.append(self.size, size, last, leaves, nodes)
+        self.size, self.last_position, self.frontier = size, last, frontier
+        return len(entries)
+
+    def catch_up(self, ledger: CaseLedger, *, batch: int = 1000, limit: int | None = None) -> int:
+        """Append every event of the notification log not yet in the tree (at most ``limit``)."""
+        done = 0
+        while limit is None or done < limit:
+            want = batch if limit is None else min(batch, limit - done)
+            notifications = ledger.recorder.select_notifications(start=self.last_position + 1, limit=want)
+            if not notifications:
+                break
+            sha256 = hashlib.sha256
+            try:
+                done += self.append([(n.id, sha256(n.state).digest()) for n in notifications])
+            except TreeMoved:
+                self.reload()
+        return done
+
+    # -- proofs ---------------------------------------------------------------------------------------------
+
+    def _hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """MTH of each range, from O(log n) stored nodes read in one query."""
+        wanted = proof_nodes(ranges)
+        known = {(level, index): h for level, index, h in self.frontier}
+        found = {n: known[n] for n in wanted if n in known}
+        found.update(self.store.nodes(n for n in wanted if n not in found))
+        missing = wanted - found.keys()
+        if missing:
+            raise LookupError(f"the Merkle tree lacks the nodes {sorted(missing)[:3]}: its tables were damaged")
+        return [fold([found[n] for n in subtrees(a, b)]) for a, b in ranges]
+
+    def root_at(self, size: int) -> bytes:
+        """MTH of the first ``size`` leaves (from stored nodes)."""
+        if not 0 <= size <= self.size:
+            raise ValueError(f"the tree has {self.size} leaves, not {size}")
+        return self._hashes([(0, size)])[0] if size else EMPTY_ROOT
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """The audit path of leaf ``index`` in the tree of ``size`` leaves."""
+        return self._hashes(inclusion_ranges(index, size))
+
+    def inclusion_proofs(self, indexes: Iterable[int], size: int) -> dict[int, list[bytes]]:
+        """Audit paths of many leaves, every node read in one query."""
+        wanted = {i: inclusion_ranges(i, size) for i in indexes}
+        flat = [r for ranges in wanted.values() for r in ranges]
+        hashes = iter(self._hashes(flat))
+        return {i: [next(hashes) for _ in ranges] for i, ranges in wanted.items()}
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """The proof that the tree of ``new`` leaves extends the tree of ``old`` leaves."""
+        return self._hashes(consistency_ranges(old, new))
