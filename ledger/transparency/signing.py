@@ -67,7 +67,7 @@ class CheckpointSigner:
     @classmethod
     def parse(cls, text: str, *, source: str) -> CheckpointSigner:
         """A signer from ``PRIVATE+KEY+name+keyid+base64``; errors name ``source``, never the text."""
-        parts = text.strip().removeprefix(_PREFIX).split("+")
+        parts = text.strip().removeprefix(_PREFIX).split("+", 2)
         if not text.strip().startswith(_PREFIX) or len(parts) != 3:
             raise ConfigurationError(f"{source} is not a signing key (PRIVATE+KEY+NAME+KEYID+BASE64); "
                                      "make one with `caseledger keys init`")

@@ -57,7 +57,7 @@ class VerifierKey:
     @classmethod
     def parse(cls, text: str) -> VerifierKey:
         """Read ``name+hex keyid+base64 key``; the key id must match the name and key."""
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)
         if len(parts) != 3 or not _NAME.match(parts[0]) or not re.fullmatch(r"[0-9a-f]{8}", parts[1]):
             raise MalformedInput(
                 f"verifier key {text.strip()[:60]!r} is not NAME+KEYID+BASE64 (as printed by `caseledger audit key`)")
