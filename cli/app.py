@@ -28,6 +28,7 @@ from caseledger.cli import (
     projections,
     promises,
     tooling,
+    transparency,
 )
 from caseledger.cli.common import LedgerGroup, Session
 from caseledger.cli.options import Zone, parse_actor, parse_instant
@@ -140,7 +141,12 @@ app.add_typer(tooling.schemas_app, name="schemas", rich_help_panel=TOOLS)
 app.command("version", rich_help_panel=TOOLS)(tooling.version)
 app.command("demo", rich_help_panel=TOOLS)(tooling.demo)
 app.add_typer(bench.bench_app, name="bench", rich_help_panel=TOOLS)
+audit.audit_app.command("key")(transparency.audit_key)
+audit.audit_app.command("checkpoint")(transparency.audit_checkpoint)
+audit.audit_app.command("prove")(transparency.audit_prove)
+audit.audit_app.command("consistency")(transparency.audit_consistency)
 app.add_typer(audit.audit_app, name="audit", rich_help_panel=TOOLS)
+app.add_typer(transparency.keys_app, name="keys", rich_help_panel=TOOLS)
 
 app.command("overdue", rich_help_panel=PROJECTIONS)(deadlines.overdue)
 app.command("metrics", rich_help_panel=PROJECTIONS)(metrics.metrics)

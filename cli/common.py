@@ -81,7 +81,7 @@ def plain_console(*, stderr: bool = False) -> Console:
 COMMAND_ORDER = (
     "contact", "case", "cases", "history", "respond", "item", "promise", "message", "action", "tick",
     "topics", "publish", "intake", "publisher", "run", "schemas", "version", "demo", "overdue", "metrics",
-    "bench", "audit", "projections",
+    "bench", "audit", "keys", "projections",
 )
 
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from caseledger.ledger.audit.checkpoint import CheckpointCheck, HeldCheckpoint
 from caseledger.ledger.audit.chains import COMMIT_TOLERANCE_US, DEFAULT_CLOCK_TOLERANCE, ChainCheck, micros_of
+from caseledger.ledger.audit.checkpoint import CheckpointCheck, HeldCheckpoint
 from caseledger.ledger.audit.intake import INTAKE_OUTCOMES, IntakeAccounting
 from caseledger.ledger.audit.references import CASE_COUNTED, CrossReferences
 from caseledger.ledger.audit.report import AuditReport, AuditScope
@@ -352,7 +352,7 @@ def _locate_checkpoint_difference(ledger: CaseLedger, check: CheckpointCheck, re
         stored = tree.store.leaves(index, min(size, index + page_size))
         with store_snapshot(ledger) as store:
             page = next(iter(store.pages(after, 1 << 62, len(stored))), [])
-        for (leaf, committed_at, committed), (position, _oid, _version, topic_name, state) in zip(
+        for (leaf, committed_at, committed), (position, _oid, _version, _topic, state) in zip(
                 stored, [*page, *[(0, b"", 0, "", b"")] * (len(stored) - len(page))], strict=True):
             digest = leaf_hash(hashlib.sha256(bytes(state)).digest()) if position else b""
             if (committed_at, committed) != (position, digest):

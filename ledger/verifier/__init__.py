@@ -14,6 +14,12 @@ The ledger uses ``merkle`` and ``note`` to build what this package checks.
 
 from __future__ import annotations
 
-from caseledger.verify.errors import MalformedInput, ProofError, SignatureError, VerificationError, WrongKeyError
+from caseledger.verify.errors import (
+    MalformedInput,
+    ProofError,
+    SignatureError,
+    VerificationError,
+    WrongKeyError,
+)
 
 __all__ = ["MalformedInput", "ProofError", "SignatureError", "VerificationError", "WrongKeyError"]
