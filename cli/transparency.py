@@ -53,7 +53,7 @@ def _verifier_key(given: str | None) -> VerifierKey:
         return signer.verifier_key
     text = given
     if "+" not in given and Path(given).is_file():
-        text = Path(given).read_text(encoding="utf-8")
+        text = (Path(given).read_text(encoding="utf-8").strip().splitlines() or [""])[0]
     try:
         return VerifierKey.parse(text)
     except MalformedInput as error:
