@@ -249,14 +249,25 @@ def run_all(
         "publisher": lambda ledger: KafkaEventPublisher(ledger(), settings, producer=producer,
                                                         transaction_interval_s=transaction_interval_ms / 1000),
     }
+    from caseledger.ledger.transparency.signing import load_signer
+
+    signer = load_signer()
+    if signer is not None:
+        from caseledger.ledger.transparency.checkpoints import Checkpointer
+
+        services["checkpoints"] = lambda ledger: Checkpointer(ledger(), signer)
+    else:
+        log.warning("no checkpoint signing key (CASELEDGER_SIGNING_KEY_FILE): no checkpoints are signed; "
+                    "make one with `caseledger keys init`")
     if projections:
         # Only a projection that follows the store opens a ledger connection, in its own thread.
         services["projections"] = lambda ledger: ProjectionService(
             views_url(database=s.database), ledger=ledger, kafka=kafka, consumer=consumer)
 
     def started() -> None:
-        log.info("running intake worker, publisher%s on %s; SIGTERM or Ctrl-C stops",
-                 " and projections" if projections else "", settings.bootstrap_servers)
+        log.info("running intake worker, publisher%s%s on %s; SIGTERM or Ctrl-C stops",
+                 ", checkpoints" if signer is not None else "", " and projections" if projections else "",
+                 settings.bootstrap_servers)
 
     with stop_on_signals() as stop:
         outcome = run_services(s.new_ledger, services, stop, on_started=started)

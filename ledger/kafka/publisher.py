@@ -14,6 +14,12 @@ How exactly-once holds across crashes and restarts:
    It resumes from there. No checkpoint outside the topic can disagree with the topic.
 
 Record layout (key, value, CloudEvents headers): :mod:`caseledger.ledger.kafka.events_record`.
+
+Checkpoints: after each batch (and once a second when idle) the publisher also publishes, in
+signing order, every signed checkpoint whose last leaf is already on the events topic to the
+checkpoints topic (one partition; key the origin, value the signed note, ``ce_sequence`` its tree
+size), so a reader never holds a checkpoint of events it cannot read. It resumes after the tree
+size of the topic's last record.
 """
 
 from __future__ import annotations
@@ -24,12 +30,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.errors import BackendError, ConfigurationError
 from caseledger.ledger.gcpacing import GcPacer
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
-from caseledger.ledger.kafka.events_record import event_record, last_position_in, source_for
+from caseledger.ledger.kafka.events_record import (
+    CONTENT_TYPE,
+    ID,
+    SEQUENCE,
+    SOURCE,
+    SPECVERSION,
+    TYPE,
+    event_record,
+    last_position_in,
+    source_for,
+)
 from caseledger.ledger.kafka.settings import KafkaSettings
 
 log = logging.getLogger("caseledger.publisher")
@@ -39,12 +56,16 @@ log = logging.getLogger("caseledger.publisher")
 # batch (50-100/s at 1,000 contacts/s) the broker took half a core of two; 20/s costs 0.1 core
 # and adds at most 50 ms before an event is on the topic.
 TRANSACTION_INTERVAL_S = 0.05
+CHECKPOINT_POLL_S = 1.0
+"""When idle, how often the publisher looks for checkpoints to publish."""
+CHECKPOINT_TYPE = b"caseledger.checkpoint"
 
 
 @dataclass
 class PublisherStats:
     published: int = 0
     batches: int = 0
+    checkpoints: int = 0
     position: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -79,6 +100,7 @@ class KafkaEventPublisher:
         self.transaction_interval_s = transaction_interval_s
         self.stats = PublisherStats()
         self.transactional_id = f"caseledger-publisher-{settings.events_topic}"
+        self._merkle: Any = None
 
     def last_published_position(self) -> int:
         """The highest store position on the events topic (committed records only); 0 when empty."""
@@ -95,6 +117,36 @@ class KafkaEventPublisher:
             ends = reader.end_offsets(partitions)
             return max(last_position_in(reader, partition, ends[partition]) for partition in partitions)
 
+    def last_published_checkpoint(self) -> int:
+        """The tree size of the checkpoints topic's last committed record; -1 when empty or missing."""
+        reader = KafkaClient(KAFKA_PYTHON, "consumer").open_reader(
+            self.settings, topic=self.settings.checkpoints_topic, group="publisher", fetch_wait_ms=500)
+        with reader:
+            if 0 not in reader.partitions():
+                return -1
+            end = reader.end_offsets([0])[0]
+            return last_position_in(reader, 0, end) if end else -1
+
+    def _publish_checkpoints(self, producer: Any, position: int, after_size: int, source: bytes) -> int:
+        """Publish the stored checkpoints after ``after_size`` whose events are on the topic; the new last size."""
+        from caseledger.ledger.store.merkle import merkle_store
+
+        if self._merkle is None:
+            self._merkle = merkle_store(self.ledger)
+        ready = [c for c in self._merkle.checkpoints(after_size=after_size) if c.last_position <= position]
+        if not ready:
+            return after_size
+        producer.begin_transaction()
+        for checkpoint in ready:
+            headers = [SPECVERSION, (ID, f"{checkpoint.tree_size}-{checkpoint.key_id}".encode()), (SOURCE, source),
+                       (TYPE, CHECKPOINT_TYPE), (SEQUENCE, str(checkpoint.tree_size).encode()),
+                       (CONTENT_TYPE, b"text/plain; charset=utf-8")]
+            producer.send(self.settings.checkpoints_topic, key=self.ledger.settings.origin.encode(),
+                          value=checkpoint.note.encode(), headers=headers)
+        producer.commit_transaction()
+        self.stats.checkpoints += len(ready)
+        return ready[-1].tree_size
+
     def run(self, stop: threading.Event, *, on_batch: Callable[[PublisherStats], None] | None = None) -> PublisherStats:
         """Publish until ``stop`` is set. Safe to kill at any moment."""
         producer = self._kafka.open_transactional_writer(self.settings, transactional_id=self.transactional_id)
@@ -106,6 +158,8 @@ class KafkaEventPublisher:
                 self.stats.position = position
                 log.info("publisher resuming after position %s (%s producer)", position, self.producer)
                 source = source_for(self.ledger.settings.origin)
+                checkpoint_size = self.last_published_checkpoint()
+                checkpoints_looked = time.monotonic()
                 began = -math.inf
                 full = False
                 while not stop.is_set():
@@ -118,6 +172,9 @@ class KafkaEventPublisher:
                         continue
                     notifications = self.ledger.recorder.select_notifications(start=position + 1, limit=self.batch_size)
                     if not notifications:
+                        if time.monotonic() - checkpoints_looked >= CHECKPOINT_POLL_S:
+                            checkpoint_size = self._publish_checkpoints(producer, position, checkpoint_size, source)
+                            checkpoints_looked = time.monotonic()
                         stop.wait(self.idle_sleep_s)
                         continue
                     began, full = time.monotonic(), len(notifications) == self.batch_size
@@ -130,6 +187,9 @@ class KafkaEventPublisher:
                     self.stats.position = position
                     self.stats.published += len(notifications)
                     self.stats.batches += 1
+                    if time.monotonic() - checkpoints_looked >= CHECKPOINT_POLL_S / 4:
+                        checkpoint_size = self._publish_checkpoints(producer, position, checkpoint_size, source)
+                        checkpoints_looked = time.monotonic()
                     if on_batch:
                         on_batch(self.stats)
                     pacer.after_batch()

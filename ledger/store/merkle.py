@@ -43,6 +43,7 @@ class StoredCheckpoint:
     note: str
     signed_at: datetime
     key_id: str
+    last_position: int = 0  # the store position of its last leaf (the publisher waits for it)
 
 
 class MerkleStore(ABC):
@@ -91,7 +92,7 @@ class MerkleStore(ABC):
 
 def _rows(checkpoints: Iterable[Any]) -> list[StoredCheckpoint]:
     return [StoredCheckpoint(int(s), bytes(r), str(n), t if isinstance(t, datetime) else datetime.fromisoformat(t),
-                             str(k)) for s, r, n, t, k in checkpoints]
+                             str(k), int(p)) for s, r, n, t, k, p in checkpoints]
 
 
 class SQLiteMerkleStore(MerkleStore):
@@ -117,7 +118,8 @@ class SQLiteMerkleStore(MerkleStore):
                       "size INTEGER NOT NULL, last_position INTEGER NOT NULL)")
             c.execute("INSERT OR IGNORE INTO merkle_state (id, size, last_position) VALUES (1, 0, 0)")
             c.execute("CREATE TABLE IF NOT EXISTS checkpoints (id INTEGER PRIMARY KEY, tree_size INTEGER NOT NULL, "
-                      "root BLOB NOT NULL, note TEXT NOT NULL, signed_at TEXT NOT NULL, key_id TEXT NOT NULL)")
+                      "root BLOB NOT NULL, note TEXT NOT NULL, signed_at TEXT NOT NULL, key_id TEXT NOT NULL, "
+                      "last_position INTEGER NOT NULL)")
             c.execute("CREATE INDEX IF NOT EXISTS checkpoints_by_size ON checkpoints (tree_size)")
 
     def state(self) -> tuple[int, int]:
@@ -173,11 +175,12 @@ class SQLiteMerkleStore(MerkleStore):
 
     def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         with self._cursor(commit=True) as c:
-            c.execute("INSERT INTO checkpoints (tree_size, root, note, signed_at, key_id) VALUES (?, ?, ?, ?, ?)",
+            c.execute("INSERT INTO checkpoints (tree_size, root, note, signed_at, key_id, last_position) "
+                      "VALUES (?, ?, ?, ?, ?, ?)",
                       (checkpoint.tree_size, checkpoint.root, checkpoint.note, checkpoint.signed_at.isoformat(),
-                       checkpoint.key_id))
+                       checkpoint.key_id, checkpoint.last_position))
 
-    _COLUMNS = "SELECT tree_size, root, note, signed_at, key_id FROM checkpoints "
+    _COLUMNS = "SELECT tree_size, root, note, signed_at, key_id, last_position FROM checkpoints "
 
     def checkpoints(self, *, after_size: int = -1, size: int | None = None, limit: int = 100) -> list[StoredCheckpoint]:
         with self._cursor(commit=False) as c:
@@ -209,7 +212,7 @@ class PostgresMerkleStore(MerkleStore):
         self.leaves_table, self.nodes_table = table("merkle_leaves"), table("merkle_nodes")
         self.state_table, self.checkpoints_table = table("merkle_state"), table("checkpoints")
         self.SQL = SQL
-        self._columns = SQL("SELECT tree_size, root, note, signed_at, key_id FROM {} ").format(self.checkpoints_table)
+        self._columns = SQL("SELECT tree_size, root, note, signed_at, key_id, last_position FROM {} ").format(self.checkpoints_table)
 
     @contextmanager
     def _cursor(self, *, commit: bool) -> Iterator[Any]:
@@ -232,7 +235,8 @@ class PostgresMerkleStore(MerkleStore):
             sql("INSERT INTO {} (id, size, last_position) VALUES (1, 0, 0) ON CONFLICT DO NOTHING").format(
                 self.state_table),
             sql("CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, tree_size bigint NOT NULL, root bytea NOT NULL, "
-                "note text NOT NULL, signed_at timestamptz NOT NULL, key_id text NOT NULL)").format(
+                "note text NOT NULL, signed_at timestamptz NOT NULL, key_id text NOT NULL, last_position bigint NOT NULL)"
+                ).format(
                 self.checkpoints_table),
         ]
         for _attempt in range(5):
@@ -303,10 +307,10 @@ class PostgresMerkleStore(MerkleStore):
 
     def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         with self._cursor(commit=True) as c:
-            c.execute(self.SQL("INSERT INTO {} (tree_size, root, note, signed_at, key_id) VALUES (%s, %s, %s, %s, %s)"
-                               ).format(self.checkpoints_table),
+            c.execute(self.SQL("INSERT INTO {} (tree_size, root, note, signed_at, key_id, last_position) "
+                               "VALUES (%s, %s, %s, %s, %s, %s)").format(self.checkpoints_table),
                       (checkpoint.tree_size, checkpoint.root, checkpoint.note, checkpoint.signed_at,
-                       checkpoint.key_id))
+                       checkpoint.key_id, checkpoint.last_position))
 
     def checkpoints(self, *, after_size: int = -1, size: int | None = None, limit: int = 100) -> list[StoredCheckpoint]:
         sql = self.SQL

@@ -61,7 +61,8 @@ def sign_checkpoint(ledger: CaseLedger, signer: CheckpointSigner, *, tree: Merkl
     if not force and latest is not None and latest.tree_size == tree.size and latest.key_id == key_id:
         return latest
     checkpoint = Checkpoint(ledger.settings.origin, tree.size, tree.root)
-    stored = StoredCheckpoint(tree.size, tree.root, signer.sign(checkpoint), datetime.now(UTC), key_id)
+    stored = StoredCheckpoint(tree.size, tree.root, signer.sign(checkpoint), datetime.now(UTC), key_id,
+                              tree.last_position)
     tree.store.insert_checkpoint(stored)
     log.info("checkpoint signed: %s leaves, root %s", tree.size, tree.root.hex()[:16])
     return stored
