@@ -112,6 +112,8 @@ class Checkpointer:
                 on_batch(self.stats)
             if appended < self.batch_size:
                 stop.wait(self.idle_sleep_s)
+        self.stats.appended += tree.catch_up(self.ledger)  # what committed before the stop, signed too
+        self.stats.size = tree.size
         if tree.size != signed_size:
             sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)
             self.stats.checkpoints += 1

@@ -1,0 +1,150 @@
+"""The transparency log on SQLite and PostgreSQL: the stored tree, proofs, checkpoints, consistency outcomes.
+
+The tree in the store is checked against the reference functions (``caseledger.verify.merkle``,
+themselves checked against published vectors in test_merkle.py); every outcome an auditor can
+meet is produced for real: consistent, rolled back, split view, another key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.audit import verify
+from caseledger.ledger.audit.checkpoint import HeldCheckpoint
+from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
+from caseledger.ledger.store.merkle import TreeMoved
+from caseledger.ledger.transparency.checkpoints import Checkpointer, sign_checkpoint
+from caseledger.ledger.transparency.proofs import check_consistency, event_proofs
+from caseledger.ledger.transparency.signing import CheckpointSigner, generate_key_file
+from caseledger.ledger.transparency.tree import MerkleLog
+from caseledger.verify.merkle import leaf_hash, tree_hash, verify_consistency, verify_inclusion
+from caseledger.verify.note import open_checkpoint
+
+
+def contact(n: int) -> ContactDraft:
+    return ContactDraft(channel=Channel.EMAIL, channel_message_id=f"t{n}",
+                        identity=Identity.parse(f"email:c{n % 3}@example.com"), items=(f"question {n}",),
+                        body=f"message {n}")
+
+
+def event_hashes(ledger: CaseLedger) -> list[tuple[int, bytes]]:
+    return [(n.id, hashlib.sha256(n.state).digest()) for n in ledger.recorder.select_notifications(start=1, limit=10**6)]
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> CheckpointSigner:
+    return generate_key_file(tmp_path / "signing.key", "caseledger")
+
+
+def test_the_stored_tree_is_the_rfc_tree_of_the_log_and_its_proofs_verify(
+        make_ledger: Callable[..., CaseLedger], signer: CheckpointSigner) -> None:
+    ledger = make_ledger()
+    for n in range(7):
+        ledger.record_contact(contact(n))
+    tree = MerkleLog.of(ledger)
+    assert tree.catch_up(ledger, batch=5) == len(event_hashes(ledger))
+    leaves = [leaf_hash(d) for _, d in event_hashes(ledger)]
+    assert tree.root == tree_hash(leaves)
+    # a second appender sees the tree move and writes nothing; reloading it gives the same frontier
+    other = MerkleLog.of(ledger)
+    ledger.record_contact(contact(7))
+    tree.catch_up(ledger)
+    with pytest.raises(TreeMoved):
+        other.append([(10**9, b"\x00" * 32)])
+    other.reload()
+    assert other.root == tree.root == tree_hash([leaf_hash(d) for _, d in event_hashes(ledger)])
+    size = tree.size
+    for old in (1, 2, 5, size // 2, size - 1, size):
+        assert tree.root_at(old) == tree_hash(leaves[:old]) if old <= len(leaves) else True
+        proof = tree.consistency_proof(old, size)
+        verify_consistency(old, size, tree.root_at(old), tree.root, proof)
+    checkpoint = sign_checkpoint(ledger, signer, tree=tree)
+    assert sign_checkpoint(ledger, signer, tree=tree) == checkpoint  # nothing new: the same checkpoint
+    opened = open_checkpoint(checkpoint.note, signer.verifier_key, origin=ledger.settings.origin)
+    positions = [p for p, _ in event_hashes(ledger)]
+    digests = dict(event_hashes(ledger))
+    for proof in event_proofs(ledger, positions, checkpoint):
+        assert proof.proof is not None and proof.leaf_index is not None
+        verify_inclusion(proof.leaf_index, opened.size, leaf_hash(digests[proof.position]), proof.proof, opened.root)
+    # an event after the checkpoint has no proof against it
+    ledger.record_contact(contact(8))
+    later = [p for p, _ in event_hashes(ledger)][-1]
+    MerkleLog.of(ledger).catch_up(ledger)
+    assert event_proofs(ledger, [later], checkpoint)[0].proof is None
+
+
+def test_the_checkpointer_service_signs_while_the_log_grows_and_once_more_on_stop(
+        make_ledger: Callable[..., CaseLedger], signer: CheckpointSigner) -> None:
+    ledger = make_ledger()
+    service_ledger = make_ledger()
+    ledger.record_contact(contact(1))
+    service = Checkpointer(service_ledger, signer, interval_s=0, idle_sleep_s=0.01)
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,))
+    thread.start()
+    try:
+        for n in range(2, 5):
+            ledger.record_contact(contact(n))
+    finally:
+        stop.set()
+        thread.join(30)
+    store = MerkleLog.of(ledger).store
+    latest = store.latest_checkpoint()
+    assert latest is not None and latest.tree_size == len(event_hashes(ledger))
+    assert service.stats.checkpoints >= 1 and service.stats.appended == latest.tree_size
+
+
+def test_consistency_names_consistent_rolled_back_split_view_and_another_key(
+        make_ledger: Callable[..., CaseLedger], signer: CheckpointSigner, tmp_path: Path) -> None:
+    ledger = make_ledger()
+    for n in range(3):
+        ledger.record_contact(contact(n))
+    held = sign_checkpoint(ledger, signer).note
+    ledger.record_contact(contact(3))
+    sign_checkpoint(ledger, signer)
+    result = check_consistency(ledger, held, signer.verifier_key)
+    assert result.ok and result.code == "consistent" and result.proof
+    # another key: the auditor's key is not the one that signed
+    stranger = generate_key_file(tmp_path / "other.key", "caseledger")
+    assert check_consistency(ledger, held, stranger.verifier_key).code == "checkpoint-key"
+    assert check_consistency(ledger, held.replace("\n", "\n\n", 1).replace("\n\n\n", "\n\n"),
+                             signer.verifier_key).code in ("checkpoint-signature", "checkpoint-key")
+    # split view: the ledger signs another root for the size the auditor holds
+    size = open_checkpoint(held, signer.verifier_key).size
+    from caseledger.ledger.store.merkle import StoredCheckpoint
+    from caseledger.verify.note import Checkpoint
+
+    fake = Checkpoint(ledger.settings.origin, size, b"\x07" * 32)
+    store = MerkleLog.of(ledger).store
+    store.insert_checkpoint(StoredCheckpoint(size, fake.root, signer.sign(fake), store.latest_checkpoint().signed_at,  # type: ignore[union-attr]
+                                             signer.verifier_key.key_id.hex()))
+    split = check_consistency(ledger, held, signer.verifier_key)
+    assert split.code == "split-view" and "two different roots" in split.message
+    # rolled back: the auditor holds a checkpoint larger than the ledger's latest
+    bigger = signer.sign(Checkpoint(ledger.settings.origin, 10**6, b"\x01" * 32))
+    sign_checkpoint(ledger, signer, force=True)
+    assert check_consistency(ledger, bigger, signer.verifier_key).code == "rolled-back"
+
+
+def test_audit_verify_checkpoint_holds_and_reports_later_events_as_uncommitted(
+        make_ledger: Callable[..., CaseLedger], signer: CheckpointSigner, tmp_path: Path) -> None:
+    ledger = make_ledger()
+    for n in range(4):
+        ledger.record_contact(contact(n))
+    note = sign_checkpoint(ledger, signer).note
+    ledger.record_contact(contact(4))
+    report = verify(ledger, checkpoint=HeldCheckpoint(note, signer.verifier_key))
+    assert report.ok and "checkpoint" in report.checks
+    assert [d.code for d in report.warnings if d.code == "uncommitted"] == ["uncommitted"]
+    stranger = generate_key_file(tmp_path / "other.key", "caseledger")
+    wrong = verify(ledger, checkpoint=HeldCheckpoint(note, stranger.verifier_key))
+    assert not wrong.ok and {d.code for d in wrong.errors} == {"checkpoint-key"}
+    altered = verify(ledger, checkpoint=HeldCheckpoint(note.replace("caseledger\n", "caseledgerX\n", 1),
+                                                       signer.verifier_key))
+    assert {d.code for d in altered.errors} == {"checkpoint-signature"}
