@@ -16,6 +16,7 @@ from rich.text import Text
 from caseledger.cli.common import session
 
 if TYPE_CHECKING:
+    from caseledger.ledger.store.merkle import StoredCheckpoint
     from caseledger.ledger.transparency.signing import CheckpointSigner
     from caseledger.verify.note import VerifierKey
 
@@ -163,6 +164,7 @@ def audit_prove(
     customer_id = ledger.resolve_customer(customer)
     tree = MerkleLog.of(ledger)
     signer = _signer(required=False)
+    latest: StoredCheckpoint | None
     if signer is not None:
         from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 

@@ -95,9 +95,9 @@ def load_signer(*, key_file: str | Path | None = None) -> CheckpointSigner | Non
             raise ConfigurationError(f"signing key file {file}: {error.strerror or error}; "
                                      f"set {KEY_FILE_ENV} to a file made by `caseledger keys init`") from None
         return CheckpointSigner.parse(text, source=f"signing key file {file}")
-    text = os.environ.get(KEY_ENV)
-    if text:
-        return CheckpointSigner.parse(text, source=f"environment variable {KEY_ENV}")
+    value = os.environ.get(KEY_ENV)
+    if value:
+        return CheckpointSigner.parse(value, source=f"environment variable {KEY_ENV}")
     return None
 
 
