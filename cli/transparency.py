@@ -119,11 +119,16 @@ def audit_key(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json"
 def audit_checkpoint(
     ctx: typer.Context,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the signed checkpoint to this file.")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", help="Keep going: append each committed batch and sign at most every "
+                         "CASELEDGER_CHECKPOINT_INTERVAL seconds until SIGTERM/Ctrl-C (what `caseledger run` does).")
+    ] = False,
 ) -> None:
     """Bring the Merkle tree up to date and sign a checkpoint now; print it (keep it: it is your proof).
 
     ```
     $ caseledger audit checkpoint --out 2026-12-01.checkpoint
+    $ caseledger audit checkpoint --follow      # the checkpointer as a service of its own
     ```
     """
     from caseledger.ledger.transparency.checkpoints import sign_checkpoint
@@ -131,6 +136,15 @@ def audit_checkpoint(
     s = session(ctx)
     signer = _signer()
     assert signer is not None
+    if follow:
+        from caseledger.cli.backbone import setup_logging
+        from caseledger.cli.common import stop_on_signals
+        from caseledger.ledger.services import serve
+        from caseledger.ledger.transparency.checkpoints import Checkpointer
+
+        setup_logging()
+        with stop_on_signals() as stop:
+            serve(s.new_ledger, "checkpoints", lambda ledger: Checkpointer(ledger(), signer), stop)
     checkpoint = sign_checkpoint(s.ledger, signer)
     if out is not None:
         out.write_text(checkpoint.note, encoding="utf-8")
