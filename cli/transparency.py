@@ -98,7 +98,9 @@ def keys_init(
     s.out.print(Text(f"public key: {signer.verifier_key}"), soft_wrap=True)
 
 
-def audit_key(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def audit_key(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
+) -> None:
     """The public key checkpoints are signed with, and the log's origin: what an auditor keeps.
 
     ```
@@ -238,7 +240,7 @@ def audit_consistency(
     ctx: typer.Context,
     held: Annotated[Path, typer.Argument(metavar="OLD.checkpoint", help="A signed checkpoint you kept.")],
     key: KeyOpt = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome and the proof as JSON.")] = False,
 ) -> None:
     """Prove the ledger's current log extends the checkpoint you kept (RFC 9162 consistency proof).
 
