@@ -148,3 +148,36 @@ def test_audit_verify_checkpoint_holds_and_reports_later_events_as_uncommitted(
     altered = verify(ledger, checkpoint=HeldCheckpoint(note.replace("caseledger\n", "caseledgerX\n", 1),
                                                        signer.verifier_key))
     assert {d.code for d in altered.errors} == {"checkpoint-signature"}
+
+
+def test_every_export_carries_the_checkpoint_and_proofs_and_the_verifier_reads_json_and_avro(
+        make_ledger: Callable[..., CaseLedger], signer: CheckpointSigner, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import fastavro
+
+    from caseledger.ledger.export import export_history
+    from caseledger.verify.avro import read_container
+    from caseledger.verify.history import check_history, read_export
+
+    ledger = make_ledger()
+    for n in range(4):
+        ledger.record_contact(contact(n))
+    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))  # the signer fixture's file
+    for fmt in ("json", "avro", "html"):
+        export_history(ledger, "email:c1@example.com", fmt, tmp_path / f"jane.{fmt}")
+    latest = MerkleLog.of(ledger).store.latest_checkpoint()
+    assert latest is not None and latest.note in (tmp_path / "jane.html").read_text().replace("&#x27;", "'")
+    # the stdlib Avro reader reads exactly what fastavro reads
+    with (tmp_path / "jane.avro").open("rb") as f:
+        reference = list(fastavro.reader(f))
+    metadata, records = read_container(tmp_path / "jane.avro")
+    assert [(r["position"], r["stored_bytes"], r["inclusion_proof"]) for r in records] == [
+        (r["position"], r["stored_bytes"], r["inclusion_proof"]) for r in reference]
+    assert b"checkpoint" in metadata["caseledger.transparency"]
+    for fmt in ("json", "avro"):
+        result = check_history(read_export(tmp_path / f"jane.{fmt}"), signer.verifier_key)
+        assert result.ok and result.included == result.events > 0, (fmt, [f.line() for f in result.findings])
+    # a record altered inside the Avro file (its stored bytes) is named
+    document = read_export(tmp_path / "jane.avro")
+    document["events"][1]["stored_bytes_base64"] = document["events"][0]["stored_bytes_base64"]
+    assert {f.code for f in check_history(document, signer.verifier_key).findings} >= {"event-hash", "inclusion"}

@@ -7,6 +7,7 @@ standard library and ``cryptography`` (Ed25519). Its modules:
 * ``merkle`` — the RFC 6962 / RFC 9162 tree hashes, inclusion and consistency proofs and verifiers;
 * ``note`` — C2SP signed notes and tlog checkpoints, verifier keys;
 * ``history`` — an export's checkpoint signature, every event's inclusion proof, every hash chain;
+* ``avro`` — a small Avro container reader, for the Avro form of the export;
 * ``errors`` — what does not hold.
 
 The ledger uses ``merkle`` and ``note`` to build what this package checks.

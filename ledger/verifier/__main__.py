@@ -1,4 +1,4 @@
-"""``python -m caseledger.verify EXPORT --key PUBKEY``: check a history export offline.
+"""``python -m caseledger.verify EXPORT --key PUBKEY``: check a history export (JSON or Avro) offline.
 
 Exit 0 when everything holds, 1 when something does not (each finding is printed), 2 when the
 input cannot be read (a bad key, not an export).
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m caseledger.verify",
         description="Check a caseledger history export offline: the checkpoint's signature, every event's "
                     "inclusion proof, every hash chain.")
-    parser.add_argument("export", help="a JSON history export (caseledger history CUSTOMER --export json FILE)")
+    parser.add_argument("export", help="a JSON or Avro history export (caseledger history CUSTOMER --export json|avro FILE)")
     parser.add_argument("--key", required=True,
                         help="the ledger's verifier key NAME+KEYID+BASE64 (as printed by `caseledger audit key`), "
                              "or a file holding it")

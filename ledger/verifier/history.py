@@ -28,7 +28,7 @@ from caseledger.verify.errors import MalformedInput, ProofError, SignatureError,
 from caseledger.verify.merkle import leaf_hash, verify_inclusion
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 
-__all__ = ["Finding", "HistoryCheck", "check_history", "read_export"]
+__all__ = ["Finding", "HistoryCheck", "check_history", "envelope", "read_export"]
 
 MAGIC = b"\xc3\x01"
 HEADER = 10
@@ -109,7 +109,10 @@ def envelope(data: bytes) -> tuple[str, int, bytes | None]:
 
 
 def read_export(path: str | Path) -> dict[str, Any]:
-    """A JSON history export (``caseledger history CUSTOMER --export json FILE``)."""
+    """A JSON or Avro history export (``caseledger history CUSTOMER --export json|avro FILE``), as the JSON's shape."""
+    with Path(path).open("rb") as head:
+        if head.read(4) == b"Obj\x01":
+            return _avro_export(path)
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -117,6 +120,30 @@ def read_export(path: str | Path) -> dict[str, Any]:
     if not isinstance(document, dict) or document.get("format") != "caseledger.history/1":
         raise MalformedInput(f"{path}: not a caseledger history export (format caseledger.history/1)")
     return document
+
+
+def _avro_export(path: str | Path) -> dict[str, Any]:
+    """The Avro container export: HistoryEntry records and the checkpoint in the file's metadata."""
+    from caseledger.verify.avro import read_container
+
+    metadata, records = read_container(path)
+    if metadata.get("caseledger.format") != b"caseledger.history/1":
+        raise MalformedInput(f"{path}: not a caseledger history export (caseledger.format metadata)")
+    try:
+        transparency = json.loads(metadata.get("caseledger.transparency", b"{}"))
+    except ValueError:
+        raise MalformedInput(f"{path}: its caseledger.transparency metadata is not JSON") from None
+    b64 = base64.b64encode
+    return {
+        "format": "caseledger.history/1",
+        "transparency": transparency,
+        "events": [{
+            "position": r["position"], "event_type": r["event_type"], "event_hash": r["event_hash"].hex(),
+            "stored_bytes_base64": b64(r["stored_bytes"]).decode(), "leaf_index": r.get("leaf_index"),
+            "inclusion_proof": [b64(h).decode() for h in r["inclusion_proof"]]
+            if r.get("inclusion_proof") is not None else None,
+        } for r in records],
+    }
 
 
 def _b64(text: Any) -> bytes:
