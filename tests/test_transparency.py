@@ -18,6 +18,7 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import verify
 from caseledger.ledger.audit.checkpoint import HeldCheckpoint
 from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
+from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.merkle import TreeMoved
 from caseledger.ledger.transparency.checkpoints import Checkpointer, sign_checkpoint
 from caseledger.ledger.transparency.proofs import check_consistency, event_proofs
@@ -181,3 +182,102 @@ def test_every_export_carries_the_checkpoint_and_proofs_and_the_verifier_reads_j
     document = read_export(tmp_path / "jane.avro")
     document["events"][1]["stored_bytes_base64"] = document["events"][0]["stored_bytes_base64"]
     assert {f.code for f in check_history(document, signer.verifier_key).findings} >= {"event-hash", "inclusion"}
+
+
+def backup(database: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A copy of the whole store as it is now (its ledgers must be closed): a file copy, or a template copy."""
+    import shutil
+    import uuid
+
+    if not database.startswith("postgresql://"):
+        target = tmp_path / f"backup-{uuid.uuid4().hex[:6]}.sqlite"
+        shutil.copy(database, target)
+        return str(target)
+    import psycopg
+
+    server = request.getfixturevalue("postgres")
+    name = f"b_{uuid.uuid4().hex[:12]}"
+    from urllib.parse import urlsplit
+
+    with psycopg.connect(server.admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{urlsplit(database).path.lstrip("/")}"')
+    base, _, query = database.partition("?")
+    return base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+
+
+def test_a_log_restored_from_a_backup_and_written_again_is_named_rolled_back(
+        database: str, signer: CheckpointSigner, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The operator restores last week's backup (events, tree and all) and goes on: the auditor's checkpoint tells."""
+    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    for n in range(3):
+        ledger.record_contact(contact(n))
+    sign_checkpoint(ledger, signer)
+    ledger.close()
+    restored = backup(database, request, tmp_path)
+    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    try:
+        for n in range(3, 6):
+            ledger.record_contact(contact(n))
+        held = sign_checkpoint(ledger, signer).note
+    finally:
+        ledger.close()
+    other = CaseLedger(LedgerSettings.resolve(database=restored))
+    try:
+        for n in range(10, 14):  # other events where the held checkpoint's were
+            other.record_contact(contact(n))
+        assert sign_checkpoint(other, signer).tree_size > open_checkpoint(held, signer.verifier_key).size
+        result = check_consistency(other, held, signer.verifier_key)
+        assert result.code == "rolled-back" and "does not extend" in result.message
+        # audit verify --checkpoint on the restored store names it too
+        report = verify(other, checkpoint=HeldCheckpoint(held, signer.verifier_key))
+        assert "checkpoint-mismatch" in {d.code for d in report.errors}
+    finally:
+        other.close()
+
+
+@pytest.mark.kafka
+def test_the_publisher_publishes_each_checkpoint_once_after_the_events_it_covers(
+        sqlite_ledger: CaseLedger, signer: CheckpointSigner, kafka_bootstrap: str) -> None:
+    import time
+    import uuid
+
+    from caseledger.ledger.kafka.events_record import position_of
+    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
+    from caseledger.ledger.kafka.settings import KafkaSettings
+    from caseledger.ledger.kafka.topics import ensure_topics
+    from tests.test_kafka_backbone import read_topic
+
+    run = uuid.uuid4().hex[:8]
+    settings = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"cp-in-{run}",
+                                     events_topic=f"cp-{run}.events")
+    assert settings.checkpoints_topic == f"cp-{run}.checkpoints"
+    assert "created (1 partitions)" in ensure_topics(settings)[settings.checkpoints_topic]
+    ledger = sqlite_ledger
+    notes = []
+    for n in range(2):
+        ledger.record_contact(contact(n))
+        notes.append(sign_checkpoint(ledger, signer).note)
+
+    def publish(until_checkpoints: int) -> KafkaEventPublisher:
+        publisher = KafkaEventPublisher(ledger, settings, batch_size=200)
+        stop = threading.Event()
+        thread = threading.Thread(target=publisher.run, args=(stop,))
+        thread.start()
+        deadline = time.monotonic() + 60
+        try:
+            while publisher.stats.checkpoints < until_checkpoints and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.5)  # an idle look more: nothing else is published
+        finally:
+            stop.set()
+            thread.join(30)
+        return publisher
+
+    assert publish(2).stats.checkpoints == 2
+    ledger.record_contact(contact(5))
+    notes.append(sign_checkpoint(ledger, signer).note)
+    assert publish(1).stats.checkpoints == 1  # resumed after the topic's last checkpoint
+    records = read_topic(settings, settings.checkpoints_topic)
+    assert [r.value.decode() for r in records] == notes
+    assert [position_of(r.headers) for r in records] == [open_checkpoint(n, signer.verifier_key).size for n in notes]
+    assert {r.key for r in records} == {ledger.settings.origin.encode()}

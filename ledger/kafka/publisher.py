@@ -159,7 +159,7 @@ class KafkaEventPublisher:
                 log.info("publisher resuming after position %s (%s producer)", position, self.producer)
                 source = source_for(self.ledger.settings.origin)
                 checkpoint_size = self.last_published_checkpoint()
-                checkpoints_looked = time.monotonic()
+                checkpoints_looked = -math.inf
                 began = -math.inf
                 full = False
                 while not stop.is_set():
