@@ -1,16 +1,21 @@
-"""The transparency log's tables: the Merkle tree's leaves and complete subtrees, and signed checkpoints.
+"""The transparency log's tables: the Merkle tree in tiles, and signed checkpoints.
 
-* ``merkle_leaves(leaf_index, position, hash)`` — one row per event, in position order: the leaf
-  hash (RFC 6962: SHA-256(0x00 ‖ event hash)) and the store position it commits.
-* ``merkle_nodes(level, idx, hash)`` — every *complete* subtree of height ≥ 1: node ``(level, idx)``
-  is MTH of leaves ``[idx·2^level, (idx+1)·2^level)``. About one node per leaf in all.
+* ``merkle_tiles(idx, first_position, leaves, positions)`` — the leaves in tiles of 256 (the tlog
+  "tile" idea): tile ``t`` holds the leaf hashes (RFC 6962: SHA-256(0x00 ‖ event hash)) of leaves
+  ``[256·t, 256·t + n)`` as one blob of ``32·n`` bytes and their store positions as one blob of
+  ``8·n`` bytes (big-endian). The last tile may be partial: it is rewritten by each append.
+* ``merkle_nodes(level, idx, hash)`` — every *complete* subtree of height ≥ 8 (a full tile and
+  above): node ``(level, idx)`` is MTH of leaves ``[idx·2^level, (idx+1)·2^level)``. The nodes
+  inside a tile are recomputed from its leaves when a proof needs them (255 hashes).
 * ``merkle_state`` — one row: the tree size and the last position appended.
-* ``checkpoints`` — every signed checkpoint (size, root, the signed note, when, which key).
+* ``checkpoints`` — every signed checkpoint (size, root, the signed note, when, which key, the
+  position of its last leaf).
 
-Appending k leaves writes k leaf rows and about k node rows in one transaction, whose first
-statement moves ``merkle_state`` from the size the appender read: a second appender (``audit
-checkpoint`` while ``caseledger run`` appends) updates no row and rolls back (:class:`TreeMoved`).
-A proof reads O(log n) nodes in one query. The tree never needs to be held in memory.
+So an append writes about one row per 128 leaves besides rewriting the last tile, in one
+transaction whose first statement moves ``merkle_state`` from the size the appender read: a
+second appender (``audit checkpoint`` while ``caseledger run`` appends) updates no row and rolls
+back (:class:`TreeMoved`). (One row per leaf and per node, measured: 12 µs of SQLite per event, a
+quarter of the pipeline's CPU budget per contact; tiles: under 1 µs.) A proof reads O(log n) rows.
 """
 
 from __future__ import annotations
@@ -25,9 +30,31 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
 
-__all__ = ["MerkleStore", "PostgresMerkleStore", "SQLiteMerkleStore", "StoredCheckpoint", "TreeMoved", "merkle_store"]
+__all__ = ["TILE_HEIGHT", "MerkleStore", "PostgresMerkleStore", "SQLiteMerkleStore", "StoredCheckpoint", "Tile",
+           "TreeMoved", "merkle_store"]
 
 Node = tuple[int, int]  # (level, index)
+TILE_HEIGHT = 8
+"""A tile holds 2^8 = 256 leaves; nodes of this level and above are rows of their own."""
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Up to 256 consecutive leaves: their hashes (32 bytes each) and store positions (8 bytes each)."""
+
+    index: int
+    first_position: int
+    leaves: bytes
+    positions: bytes
+
+    def __len__(self) -> int:
+        return len(self.leaves) // 32
+
+    def leaf(self, k: int) -> bytes:
+        return self.leaves[32 * k : 32 * k + 32]
+
+    def position(self, k: int) -> int:
+        return int.from_bytes(self.positions[8 * k : 8 * k + 8], "big")
 
 
 class TreeMoved(Exception):
@@ -58,24 +85,54 @@ class MerkleStore(ABC):
         """(tree size, last position appended); (0, 0) for an empty tree."""
 
     @abstractmethod
-    def append(self, old_size: int, new_size: int, last_position: int,
-               leaves: Sequence[tuple[int, int, bytes]], nodes: Sequence[tuple[int, int, bytes]]) -> None:
-        """Leaves ``(index, position, hash)`` and nodes ``(level, index, hash)`` in one transaction.
+    def append(self, old_size: int, new_size: int, last_position: int, tiles: Sequence[Tile],
+               nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        """Tiles (written whole, replacing a partial one) and nodes ``(level ≥ 8, index, hash)`` in one transaction.
 
         TreeMoved when the stored size is no longer ``old_size``.
         """
 
     @abstractmethod
     def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
-        """The hashes of the complete subtrees ``(level, index)`` (level 0: leaves) that exist."""
+        """The hashes of the stored complete subtrees ``(level ≥ 8, index)`` that exist."""
 
     @abstractmethod
+    def tiles(self, indexes: Iterable[int]) -> dict[int, Tile]:
+        """The tiles of these indexes that exist."""
+
+    @abstractmethod
+    def tile_of_position(self, position: int) -> Tile | None:
+        """The tile whose leaves may include ``position`` (the last one starting at or before it)."""
+
     def leaf_indexes(self, positions: Sequence[int]) -> dict[int, int]:
         """position → leaf index, for the positions that are leaves."""
+        import bisect
 
-    @abstractmethod
+        found: dict[int, int] = {}
+        cache: dict[int, tuple[Tile, list[int]]] = {}
+        for p in sorted(set(positions)):
+            tile = self.tile_of_position(p)
+            if tile is None:
+                continue
+            if tile.index not in cache:
+                cache[tile.index] = (tile, [tile.position(k) for k in range(len(tile))])
+            _, ordered = cache[tile.index]
+            k = bisect.bisect_left(ordered, p)
+            if k < len(ordered) and ordered[k] == p:
+                found[p] = (tile.index << TILE_HEIGHT) + k
+        return found
+
     def leaves(self, start: int, end: int) -> list[tuple[int, int, bytes]]:
         """Leaves ``(index, position, hash)`` with ``start <= index < end``."""
+        found = []
+        tiles = self.tiles(range(start >> TILE_HEIGHT, ((max(end, 1) - 1) >> TILE_HEIGHT) + 1))
+        for t in sorted(tiles):
+            tile = tiles[t]
+            for k in range(len(tile)):
+                index = (t << TILE_HEIGHT) + k
+                if start <= index < end:
+                    found.append((index, tile.position(k), tile.leaf(k)))
+        return found
 
     @abstractmethod
     def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
@@ -110,8 +167,9 @@ class SQLiteMerkleStore(MerkleStore):
 
     def create_tables(self) -> None:
         with self._cursor(commit=True) as c:
-            c.execute("CREATE TABLE IF NOT EXISTS merkle_leaves (leaf_index INTEGER PRIMARY KEY, "
-                      "position INTEGER NOT NULL UNIQUE, hash BLOB NOT NULL)")
+            c.execute("CREATE TABLE IF NOT EXISTS merkle_tiles (idx INTEGER PRIMARY KEY, first_position INTEGER NOT NULL, "
+                      "leaves BLOB NOT NULL, positions BLOB NOT NULL)")
+            c.execute("CREATE INDEX IF NOT EXISTS merkle_tiles_by_position ON merkle_tiles (first_position)")
             c.execute("CREATE TABLE IF NOT EXISTS merkle_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, "
                       "hash BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID")
             c.execute("CREATE TABLE IF NOT EXISTS merkle_state (id INTEGER PRIMARY KEY CHECK (id = 1), "
@@ -127,28 +185,21 @@ class SQLiteMerkleStore(MerkleStore):
             row = c.execute("SELECT size, last_position FROM merkle_state WHERE id = 1").fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
-    def append(self, old_size: int, new_size: int, last_position: int,
-               leaves: Sequence[tuple[int, int, bytes]], nodes: Sequence[tuple[int, int, bytes]]) -> None:
+    def append(self, old_size: int, new_size: int, last_position: int, tiles: Sequence[Tile],
+               nodes: Sequence[tuple[int, int, bytes]]) -> None:
         with self._cursor(commit=True) as c:
             c.execute("UPDATE merkle_state SET size = ?, last_position = ? WHERE id = 1 AND size = ?",
                       (new_size, last_position, old_size))
             if c.rowcount != 1:
                 raise TreeMoved(f"the tree is no longer of size {old_size}")
-            c.executemany("INSERT INTO merkle_leaves (leaf_index, position, hash) VALUES (?, ?, ?)", leaves)
+            c.executemany("INSERT OR REPLACE INTO merkle_tiles (idx, first_position, leaves, positions) "
+                          "VALUES (?, ?, ?, ?)", [(t.index, t.first_position, t.leaves, t.positions) for t in tiles])
             c.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
 
     def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
-        wanted = list(wanted)
         found: dict[Node, bytes] = {}
-        leaves = [i for level, i in wanted if level == 0]
-        inner = [(level, i) for level, i in wanted if level > 0]
         with self._cursor(commit=False) as c:
-            for chunk in _chunks(leaves, 500):
-                marks = ",".join("?" * len(chunk))
-                for i, h in c.execute(f"SELECT leaf_index, hash FROM merkle_leaves WHERE leaf_index IN ({marks})",
-                                      chunk):
-                    found[(0, int(i))] = bytes(h)
-            for chunk in _chunks(inner, 250):
+            for chunk in _chunks(list(wanted), 250):
                 pairs = ",".join(["(?, ?)"] * len(chunk))
                 flat = [v for node in chunk for v in node]
                 for level, i, h in c.execute(
@@ -157,21 +208,22 @@ class SQLiteMerkleStore(MerkleStore):
                     found[(int(level), int(i))] = bytes(h)
         return found
 
-    def leaf_indexes(self, positions: Sequence[int]) -> dict[int, int]:
-        found: dict[int, int] = {}
+    _TILE = "SELECT idx, first_position, leaves, positions FROM merkle_tiles "
+
+    def tiles(self, indexes: Iterable[int]) -> dict[int, Tile]:
+        found: dict[int, Tile] = {}
         with self._cursor(commit=False) as c:
-            for chunk in _chunks(list(positions), 500):
+            for chunk in _chunks(sorted(set(indexes)), 500):
                 marks = ",".join("?" * len(chunk))
-                for p, i in c.execute(f"SELECT position, leaf_index FROM merkle_leaves WHERE position IN ({marks})",
-                                      chunk):
-                    found[int(p)] = int(i)
+                for i, first, leaves, positions in c.execute(self._TILE + f"WHERE idx IN ({marks})", chunk):
+                    found[int(i)] = Tile(int(i), int(first), bytes(leaves), bytes(positions))
         return found
 
-    def leaves(self, start: int, end: int) -> list[tuple[int, int, bytes]]:
+    def tile_of_position(self, position: int) -> Tile | None:
         with self._cursor(commit=False) as c:
-            rows = c.execute("SELECT leaf_index, position, hash FROM merkle_leaves WHERE leaf_index >= ? AND "
-                             "leaf_index < ? ORDER BY leaf_index", (start, end)).fetchall()
-        return [(int(i), int(p), bytes(h)) for i, p, h in rows]
+            row = c.execute(self._TILE + "WHERE first_position <= ? ORDER BY first_position DESC LIMIT 1",
+                            (position,)).fetchone()
+        return Tile(int(row[0]), int(row[1]), bytes(row[2]), bytes(row[3])) if row else None
 
     def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         with self._cursor(commit=True) as c:
@@ -197,7 +249,7 @@ class SQLiteMerkleStore(MerkleStore):
 
 
 class PostgresMerkleStore(MerkleStore):
-    """The tables in the ledger's PostgreSQL schema, named after its events table (``<app>_merkle_nodes`` …)."""
+    """The tables in the ledger's PostgreSQL schema, named after its events table (``<app>_merkle_tiles`` …)."""
 
     def __init__(self, datastore: Any, events_table: str) -> None:
         from psycopg.sql import SQL, Identifier
@@ -209,10 +261,13 @@ class PostgresMerkleStore(MerkleStore):
         def table(name: str) -> Any:
             return SQL("{}.{}").format(schema, Identifier(prefix + name))
 
-        self.leaves_table, self.nodes_table = table("merkle_leaves"), table("merkle_nodes")
+        self.tiles_table, self.nodes_table = table("merkle_tiles"), table("merkle_nodes")
         self.state_table, self.checkpoints_table = table("merkle_state"), table("checkpoints")
+        self.tiles_index = Identifier(prefix + "merkle_tiles_by_position")
         self.SQL = SQL
-        self._columns = SQL("SELECT tree_size, root, note, signed_at, key_id, last_position FROM {} ").format(self.checkpoints_table)
+        self._columns = SQL("SELECT tree_size, root, note, signed_at, key_id, last_position FROM {} ").format(
+            self.checkpoints_table)
+        self._tile = SQL("SELECT idx, first_position, leaves, positions FROM {} ").format(self.tiles_table)
 
     @contextmanager
     def _cursor(self, *, commit: bool) -> Iterator[Any]:
@@ -226,8 +281,9 @@ class PostgresMerkleStore(MerkleStore):
 
         sql = self.SQL
         statements = [
-            sql("CREATE TABLE IF NOT EXISTS {} (leaf_index bigint PRIMARY KEY, position bigint NOT NULL UNIQUE, "
-                "hash bytea NOT NULL)").format(self.leaves_table),
+            sql("CREATE TABLE IF NOT EXISTS {} (idx bigint PRIMARY KEY, first_position bigint NOT NULL, "
+                "leaves bytea NOT NULL, positions bytea NOT NULL)").format(self.tiles_table),
+            sql("CREATE INDEX IF NOT EXISTS {} ON {} (first_position)").format(self.tiles_index, self.tiles_table),
             sql("CREATE TABLE IF NOT EXISTS {} (level smallint NOT NULL, idx bigint NOT NULL, hash bytea NOT NULL, "
                 "PRIMARY KEY (level, idx))").format(self.nodes_table),
             sql("CREATE TABLE IF NOT EXISTS {} (id smallint PRIMARY KEY CHECK (id = 1), size bigint NOT NULL, "
@@ -236,8 +292,7 @@ class PostgresMerkleStore(MerkleStore):
                 self.state_table),
             sql("CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, tree_size bigint NOT NULL, root bytea NOT NULL, "
                 "note text NOT NULL, signed_at timestamptz NOT NULL, key_id text NOT NULL, last_position bigint NOT NULL)"
-                ).format(
-                self.checkpoints_table),
+                ).format(self.checkpoints_table),
         ]
         for _attempt in range(5):
             try:
@@ -256,54 +311,52 @@ class PostgresMerkleStore(MerkleStore):
                             ).fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
-    def append(self, old_size: int, new_size: int, last_position: int,
-               leaves: Sequence[tuple[int, int, bytes]], nodes: Sequence[tuple[int, int, bytes]]) -> None:
+    def append(self, old_size: int, new_size: int, last_position: int, tiles: Sequence[Tile],
+               nodes: Sequence[tuple[int, int, bytes]]) -> None:
         sql = self.SQL
         with self._cursor(commit=True) as c:
             c.execute(sql("UPDATE {} SET size = %s, last_position = %s WHERE id = 1 AND size = %s").format(
                 self.state_table), (new_size, last_position, old_size))
             if c.rowcount != 1:
                 raise TreeMoved(f"the tree is no longer of size {old_size}")
-            if leaves:
-                c.execute(sql("INSERT INTO {} (leaf_index, position, hash) SELECT * FROM "
-                              "unnest(%b::bigint[], %b::bigint[], %b::bytea[])").format(self.leaves_table),
-                          ([x[0] for x in leaves], [x[1] for x in leaves], [x[2] for x in leaves]))
+            if tiles:
+                c.execute(sql("INSERT INTO {} (idx, first_position, leaves, positions) SELECT * FROM "
+                              "unnest(%b::bigint[], %b::bigint[], %b::bytea[], %b::bytea[]) "
+                              "ON CONFLICT (idx) DO UPDATE SET leaves = EXCLUDED.leaves, positions = EXCLUDED.positions, "
+                              "first_position = EXCLUDED.first_position").format(self.tiles_table),
+                          ([t.index for t in tiles], [t.first_position for t in tiles], [t.leaves for t in tiles],
+                           [t.positions for t in tiles]))
             if nodes:
                 c.execute(sql("INSERT INTO {} (level, idx, hash) SELECT * FROM "
                               "unnest(%b::smallint[], %b::bigint[], %b::bytea[])").format(self.nodes_table),
                           ([x[0] for x in nodes], [x[1] for x in nodes], [x[2] for x in nodes]))
 
     def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
-        wanted = list(wanted)
+        inner = list(wanted)
         found: dict[Node, bytes] = {}
-        leaves = [i for level, i in wanted if level == 0]
-        inner = [(level, i) for level, i in wanted if level > 0]
-        sql = self.SQL
+        if not inner:
+            return found
         with self._cursor(commit=False) as c:
-            if leaves:
-                for i, h in c.execute(sql("SELECT leaf_index, hash FROM {} WHERE leaf_index = ANY(%s)").format(
-                        self.leaves_table), (leaves,)).fetchall():
-                    found[(0, int(i))] = bytes(h)
-            if inner:
-                for level, i, h in c.execute(
-                        sql("SELECT n.level, n.idx, n.hash FROM unnest(%s::smallint[], %s::bigint[]) AS w(level, idx) "
-                            "CROSS JOIN LATERAL (SELECT * FROM {} x WHERE x.level = w.level AND x.idx = w.idx) n"
-                            ).format(self.nodes_table), ([n[0] for n in inner], [n[1] for n in inner])).fetchall():
-                    found[(int(level), int(i))] = bytes(h)
+            for level, i, h in c.execute(
+                    self.SQL("SELECT n.level, n.idx, n.hash FROM unnest(%s::smallint[], %s::bigint[]) AS w(level, idx) "
+                             "CROSS JOIN LATERAL (SELECT * FROM {} x WHERE x.level = w.level AND x.idx = w.idx) n"
+                             ).format(self.nodes_table), ([n[0] for n in inner], [n[1] for n in inner])).fetchall():
+                found[(int(level), int(i))] = bytes(h)
         return found
 
-    def leaf_indexes(self, positions: Sequence[int]) -> dict[int, int]:
+    def tiles(self, indexes: Iterable[int]) -> dict[int, Tile]:
+        wanted = sorted(set(indexes))
+        if not wanted:
+            return {}
         with self._cursor(commit=False) as c:
-            rows = c.execute(self.SQL("SELECT position, leaf_index FROM {} WHERE position = ANY(%s)").format(
-                self.leaves_table), (list(positions),)).fetchall()
-        return {int(p): int(i) for p, i in rows}
+            rows = c.execute(self._tile + self.SQL("WHERE idx = ANY(%s)"), (wanted,)).fetchall()
+        return {int(i): Tile(int(i), int(f), bytes(leaves), bytes(p)) for i, f, leaves, p in rows}
 
-    def leaves(self, start: int, end: int) -> list[tuple[int, int, bytes]]:
+    def tile_of_position(self, position: int) -> Tile | None:
         with self._cursor(commit=False) as c:
-            rows = c.execute(self.SQL("SELECT leaf_index, position, hash FROM {} WHERE leaf_index >= %s AND "
-                                      "leaf_index < %s ORDER BY leaf_index").format(self.leaves_table),
-                             (start, end)).fetchall()
-        return [(int(i), int(p), bytes(h)) for i, p, h in rows]
+            row = c.execute(self._tile + self.SQL("WHERE first_position <= %s ORDER BY first_position DESC LIMIT 1"),
+                            (position,)).fetchone()
+        return Tile(int(row[0]), int(row[1]), bytes(row[2]), bytes(row[3])) if row else None
 
     def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         with self._cursor(commit=True) as c:

@@ -2,10 +2,11 @@
 
 Leaf ``i`` is the ``i``-th event of the notification log (position order), its leaf hash the
 RFC 6962 leaf over the audit's event hash: SHA-256(0x00 ‖ SHA-256(stored bytes)). The tree is
-kept as rows (:mod:`caseledger.ledger.store.merkle`): every complete subtree's root. In memory the
-appender holds only the *frontier* — the roots of the complete subtrees the tree's size splits
-into, one per set bit, at most 64 hashes — so an append costs O(log n) hashing and about one node
-row per leaf, and memory stays constant however long the log.
+kept as rows (:mod:`caseledger.ledger.store.merkle`): the leaves in tiles of 256, and every
+complete subtree of 256 leaves or more. In memory the appender holds only the *frontier* — the
+roots of the complete subtrees the tree's size splits into, one per set bit, at most 64 hashes —
+and the last, partial tile (at most 256 leaves), so an append costs O(log n) hashing, about one
+row per 128 leaves, and memory stays constant however long the log.
 
 Which positions are leaves: the appender follows the notification log exactly as the publisher
 does (``select_notifications(start=last + 1)``). Writers are serialized and insert in commit order
@@ -20,7 +21,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from caseledger.ledger.store.merkle import MerkleStore, TreeMoved, merkle_store
+from caseledger.ledger.store.merkle import TILE_HEIGHT, MerkleStore, Tile, TreeMoved, merkle_store
 from caseledger.verify.merkle import (
     EMPTY_ROOT,
     consistency_ranges,
@@ -35,7 +36,30 @@ from caseledger.verify.merkle import (
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
 
-__all__ = ["MerkleLog"]
+__all__ = ["MerkleLog", "tile_nodes"]
+
+TILE = 1 << TILE_HEIGHT
+
+
+def tile_nodes(tile: Tile) -> dict[tuple[int, int], bytes]:
+    """Every complete subtree ``(level ≤ 8, index)`` inside a tile, from its leaves (255 hashes for a full one)."""
+    found: dict[tuple[int, int], bytes] = {}
+    hashes = [tile.leaf(k) for k in range(len(tile))]
+    level = 0
+    while hashes:
+        start = (tile.index << TILE_HEIGHT) >> level
+        for k, h in enumerate(hashes):
+            found[(level, start + k)] = h
+        if level == TILE_HEIGHT:
+            break
+        hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes) - 1, 2)]
+        level += 1
+    return found
+
+
+def n_missing(found: dict[tuple[int, int], bytes], level: int, index: int) -> bool:
+    """A node below a tile's height not found yet: read from its tile."""
+    return level < TILE_HEIGHT and (level, index) not in found
 
 
 class MerkleLog:
@@ -46,6 +70,7 @@ class MerkleLog:
         self.size = 0
         self.last_position = 0
         self.frontier: list[tuple[int, int, bytes]] = []  # (level, index, hash), left to right
+        self.tail: Tile | None = None  # the last tile while it is partial
         self.reload()
 
     @classmethod
@@ -53,10 +78,15 @@ class MerkleLog:
         return cls(merkle_store(ledger))
 
     def reload(self) -> None:
-        """Read the size and the frontier from the store (after another appender moved it)."""
+        """Read the size, the frontier and the partial tile from the store (after another appender moved it)."""
         self.size, self.last_position = self.store.state()
         wanted = subtrees(0, self.size)
-        found = self.store.nodes(wanted)
+        found = self.store.nodes(n for n in wanted if n[0] >= TILE_HEIGHT)
+        self.tail = None
+        if self.size % TILE:
+            self.tail = self.store.tiles([self.size >> TILE_HEIGHT]).get(self.size >> TILE_HEIGHT)
+            if self.tail is not None:
+                found.update(tile_nodes(self.tail))
         missing = [n for n in wanted if n not in found]
         if missing:
             raise LookupError(f"the Merkle tree of size {self.size} lacks its nodes {missing[:3]}: "
@@ -76,8 +106,12 @@ class MerkleLog:
         if not entries:
             return 0
         frontier = list(self.frontier)
-        leaves: list[tuple[int, int, bytes]] = []
         nodes: list[tuple[int, int, bytes]] = []
+        tiles: list[Tile] = []
+        tail = self.tail
+        leaves = bytearray(tail.leaves if tail else b"")
+        positions = bytearray(tail.positions if tail else b"")
+        first = tail.first_position if tail else 0
         size = self.size
         last = self.last_position
         for position, digest in entries:
@@ -85,16 +119,26 @@ class MerkleLog:
                 raise ValueError(f"position {position} is not after the tree's last position {last}")
             last = position
             h = leaf_hash(digest)
-            leaves.append((size, position, h))
+            if not leaves:
+                first = position
+            leaves += h
+            positions += position.to_bytes(8, "big")
             level, index = 0, size
             while frontier and frontier[-1][0] == level:
                 h = node_hash(frontier.pop()[2], h)
                 level, index = level + 1, index >> 1
-                nodes.append((level, index, h))
+                if level >= TILE_HEIGHT:
+                    nodes.append((level, index, h))
             frontier.append((level, index, h))
             size += 1
-        self.store.append(self.size, size, last, leaves, nodes)
-        self.size, self.last_position, self.frontier = size, last, frontier
+            if size % TILE == 0:
+                tiles.append(Tile((size - 1) >> TILE_HEIGHT, first, bytes(leaves), bytes(positions)))
+                leaves, positions = bytearray(), bytearray()
+        tail = Tile(size >> TILE_HEIGHT, first, bytes(leaves), bytes(positions)) if leaves else None
+        if tail is not None:
+            tiles.append(tail)
+        self.store.append(self.size, size, last, tiles, nodes)
+        self.size, self.last_position, self.frontier, self.tail = size, last, frontier, tail
         return len(entries)
 
     def catch_up(self, ledger: CaseLedger, *, batch: int = 1000, limit: int | None = None) -> int:
@@ -115,11 +159,13 @@ class MerkleLog:
     # -- proofs ---------------------------------------------------------------------------------------------
 
     def _hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """MTH of each range, from O(log n) stored nodes read in one query."""
+        """MTH of each range, from O(log n) stored rows (nodes of 256 leaves and more, and tiles) in two queries."""
         wanted = proof_nodes(ranges)
-        known = {(level, index): h for level, index, h in self.frontier}
-        found = {n: known[n] for n in wanted if n in known}
-        found.update(self.store.nodes(n for n in wanted if n not in found))
+        found = {(level, index): h for level, index, h in self.frontier if (level, index) in wanted}
+        found.update(self.store.nodes(n for n in wanted if n not in found and n[0] >= TILE_HEIGHT))
+        low = {(index << level) >> TILE_HEIGHT for level, index in wanted if n_missing(found, level, index)}
+        for tile in self.store.tiles(low).values():
+            found.update((n, h) for n, h in tile_nodes(tile).items() if n in wanted)
         missing = wanted - found.keys()
         if missing:
             raise LookupError(f"the Merkle tree lacks the nodes {sorted(missing)[:3]}: its tables were damaged")
