@@ -316,3 +316,46 @@ def test_tiles_and_nodes_give_the_reference_tree_across_tile_boundaries(
     sample = positions[::97]
     assert store.leaf_indexes([*sample, 10_001]) == {p: positions.index(p) for p in sample}
     assert [x[1] for x in store.leaves(250, 260)] == positions[250:260]
+
+
+@pytest.mark.kafka
+def test_a_publisher_with_the_signing_key_keeps_the_tree_signs_and_publishes_checkpoints(
+        make_ledger: Callable[..., CaseLedger], signer: CheckpointSigner, kafka_bootstrap: str) -> None:
+    import time
+    import uuid
+
+    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
+    from caseledger.ledger.kafka.settings import KafkaSettings
+    from caseledger.ledger.kafka.topics import ensure_topics
+    from tests.test_kafka_backbone import read_topic
+
+    run = uuid.uuid4().hex[:8]
+    settings = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"cps-in-{run}",
+                                     events_topic=f"cps-{run}.events")
+    ensure_topics(settings)
+    ledger = make_ledger()
+    ledger.record_contact(contact(0))
+    MerkleLog.of(ledger).catch_up(ledger)  # the tree may be ahead of the publisher (an `audit checkpoint`)
+    publisher = KafkaEventPublisher(make_ledger(), settings, batch_size=3, signer=signer, checkpoint_interval_s=0)
+    stop = threading.Event()
+    thread = threading.Thread(target=publisher.run, args=(stop,))
+    thread.start()
+    try:
+        for n in range(1, 4):
+            ledger.record_contact(contact(n))
+        target = ledger.recorder.max_notification_id()
+        deadline = time.monotonic() + 60
+        while publisher.stats.position < target and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(30)
+    tree = MerkleLog.of(ledger)
+    assert tree.size == len(event_hashes(ledger))
+    assert tree.root == tree_hash([leaf_hash(d) for _, d in event_hashes(ledger)])
+    latest = tree.store.latest_checkpoint()
+    assert latest is not None and latest.tree_size == tree.size and publisher.stats.checkpoints >= 2
+    notes = [r.value.decode() for r in read_topic(settings, settings.checkpoints_topic)]
+    assert notes[-1] == latest.note
+    sizes = [open_checkpoint(n, signer.verifier_key).size for n in notes]
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)

@@ -15,11 +15,14 @@ How exactly-once holds across crashes and restarts:
 
 Record layout (key, value, CloudEvents headers): :mod:`caseledger.ledger.kafka.events_record`.
 
-Checkpoints: after each batch (and once a second when idle) the publisher also publishes, in
-signing order, every signed checkpoint whose last leaf is already on the events topic to the
-checkpoints topic (one partition; key the origin, value the signed note, ``ce_sequence`` its tree
-size), so a reader never holds a checkpoint of events it cannot read. It resumes after the tree
-size of the topic's last record.
+Checkpoints: given the ledger's signing key (``signer``), the publisher also keeps the Merkle
+tree: after each Kafka transaction it appends the batch's event hashes (which it computed for the
+``ce_eventhash`` headers anyway — a separate appender would read every event a second time) and
+signs a checkpoint at most every ``CASELEDGER_CHECKPOINT_INTERVAL`` seconds, and once more on stop.
+After each batch (and once a second when idle) it publishes, in signing order, every stored
+checkpoint whose last leaf is already on the events topic to the checkpoints topic (one partition;
+key the origin, value the signed note, ``ce_sequence`` its tree size), so a reader never holds a
+checkpoint of events it cannot read. It resumes after the tree size of the topic's last record.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ from caseledger.ledger.kafka.events_record import (
     source_for,
 )
 from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.store.merkle import TreeMoved
+from caseledger.ledger.transparency.checkpoints import checkpoint_interval, sign_checkpoint
+from caseledger.ledger.transparency.signing import CheckpointSigner
+from caseledger.ledger.transparency.tree import MerkleLog
 
 log = logging.getLogger("caseledger.publisher")
 
@@ -86,8 +93,12 @@ class KafkaEventPublisher:
         idle_sleep_s: float = 0.01,  # an idle look at the store is one cheap query; latency matters more
         transaction_interval_s: float = TRANSACTION_INTERVAL_S,
         producer: str = KAFKA_PYTHON,
+        signer: CheckpointSigner | None = None,
+        checkpoint_interval_s: float | None = None,
     ) -> None:
         self._kafka = KafkaClient(producer, "producer")
+        self.signer = signer
+        self.checkpoint_interval_s = checkpoint_interval(checkpoint_interval_s)
         self.producer = self._kafka.name
         self.ledger = ledger
         self.settings = settings
@@ -147,6 +158,17 @@ class KafkaEventPublisher:
         self.stats.checkpoints += len(ready)
         return ready[-1].tree_size
 
+    def _feed_tree(self, tree: MerkleLog, before: int, entries: list[tuple[int, bytes]]) -> None:
+        """Append a published batch to the tree (``before``: the position published before it)."""
+        if tree.last_position < before:  # behind (a key newly configured, another appender's crash): read
+            tree.catch_up(self.ledger)
+            return
+        try:
+            tree.append([e for e in entries if e[0] > tree.last_position])
+        except TreeMoved:  # `audit checkpoint` appended meanwhile
+            tree.reload()
+            tree.catch_up(self.ledger)
+
     def run(self, stop: threading.Event, *, on_batch: Callable[[PublisherStats], None] | None = None) -> PublisherStats:
         """Publish until ``stop`` is set. Safe to kill at any moment."""
         producer = self._kafka.open_transactional_writer(self.settings, transactional_id=self.transactional_id)
@@ -160,6 +182,10 @@ class KafkaEventPublisher:
                 source = source_for(self.ledger.settings.origin)
                 checkpoint_size = self.last_published_checkpoint()
                 checkpoints_looked = -math.inf
+                tree = MerkleLog.of(self.ledger) if self.signer is not None else None
+                if tree is not None:
+                    tree.catch_up(self.ledger, limit=max(0, position - tree.last_position))
+                signed_size, signed_at = -1, -math.inf
                 began = -math.inf
                 full = False
                 while not stop.is_set():
@@ -172,6 +198,12 @@ class KafkaEventPublisher:
                         continue
                     notifications = self.ledger.recorder.select_notifications(start=position + 1, limit=self.batch_size)
                     if not notifications:
+                        if (tree is not None and tree.size != signed_size
+                                and time.monotonic() - signed_at >= self.checkpoint_interval_s):
+                            assert self.signer is not None  # the last batch, signed once its interval is up
+                            sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)
+                            signed_size, signed_at = tree.size, time.monotonic()
+                            checkpoints_looked = -math.inf
                         if time.monotonic() - checkpoints_looked >= CHECKPOINT_POLL_S:
                             checkpoint_size = self._publish_checkpoints(producer, position, checkpoint_size, source)
                             checkpoints_looked = time.monotonic()
@@ -179,10 +211,19 @@ class KafkaEventPublisher:
                         continue
                     began, full = time.monotonic(), len(notifications) == self.batch_size
                     producer.begin_transaction()
+                    hashes = []
                     for notification in notifications:
                         key, value, headers = event_record(self.ledger.codec, notification, source=source)
                         producer.send(self.settings.events_topic, key=key, value=value, headers=headers)
+                        hashes.append((notification.id, headers[-1][1]))
                     producer.commit_transaction()
+                    if tree is not None:
+                        self._feed_tree(tree, position, [(p, bytes.fromhex(h.decode())) for p, h in hashes])
+                        if tree.size != signed_size and time.monotonic() - signed_at >= self.checkpoint_interval_s:
+                            assert self.signer is not None
+                            sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)
+                            signed_size, signed_at = tree.size, time.monotonic()
+                            checkpoints_looked = -math.inf  # publish it now
                     position = notifications[-1].id
                     self.stats.position = position
                     self.stats.published += len(notifications)
@@ -193,6 +234,9 @@ class KafkaEventPublisher:
                     if on_batch:
                         on_batch(self.stats)
                     pacer.after_batch()
+                if tree is not None and self.signer is not None and tree.size != signed_size:
+                    sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)  # once more on stop
+                    self._publish_checkpoints(producer, position, checkpoint_size, source)
             finally:
                 pacer.close()
         return self.stats

@@ -135,7 +135,7 @@ def read_container(path: str | Path) -> tuple[dict[str, bytes], list[Any]]:
         raise MalformedInput(f"{path}: Avro codec {codec!r} is not supported (null, deflate)")
     names: dict[str, Any] = {}
     _named(schema, names)
-    records = []
+    records: list[Any] = []
     while r.p < len(r.data):
         count, size = r.long(), r.long()
         block = r.take(size)
