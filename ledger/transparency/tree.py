@@ -27,7 +27,6 @@ from caseledger.verify.merkle import (
     consistency_ranges,
     fold,
     inclusion_ranges,
-    leaf_hash,
     node_hash,
     proof_nodes,
     subtrees,
@@ -69,7 +68,7 @@ class MerkleLog:
         self.store = store
         self.size = 0
         self.last_position = 0
-        self.frontier: list[tuple[int, int, bytes]] = []  # (level, index, hash), left to right
+        self.high: list[tuple[int, int, bytes]] = []  # the frontier's subtrees of height ≥ 8 (full tiles and up)
         self.tail: Tile | None = None  # the last tile while it is partial
         self.reload()
 
@@ -80,65 +79,89 @@ class MerkleLog:
     def reload(self) -> None:
         """Read the size, the frontier and the partial tile from the store (after another appender moved it)."""
         self.size, self.last_position = self.store.state()
-        wanted = subtrees(0, self.size)
-        found = self.store.nodes(n for n in wanted if n[0] >= TILE_HEIGHT)
+        full = self.size - self.size % TILE
+        wanted = subtrees(0, full)  # all of height ≥ 8
+        found = self.store.nodes(wanted)
+        missing = [n for n in wanted if n not in found]
         self.tail = None
         if self.size % TILE:
             self.tail = self.store.tiles([self.size >> TILE_HEIGHT]).get(self.size >> TILE_HEIGHT)
-            if self.tail is not None:
-                found.update(tile_nodes(self.tail))
-        missing = [n for n in wanted if n not in found]
+            if self.tail is None or len(self.tail) != self.size % TILE:
+                missing.append((0, full))
         if missing:
             raise LookupError(f"the Merkle tree of size {self.size} lacks its nodes {missing[:3]}: "
                               "its tables were damaged; rebuild them (docs/audit.md)")
-        self.frontier = [(level, index, found[(level, index)]) for level, index in wanted]
+        self.high = [(level, index, found[(level, index)]) for level, index in wanted]
+
+    @property
+    def frontier(self) -> list[tuple[int, int, bytes]]:
+        """The roots ``(level, index, hash)`` of the complete subtrees the tree splits into, left to right."""
+        if self.tail is None:
+            return list(self.high)
+        inside = tile_nodes(self.tail)
+        start = self.tail.index << TILE_HEIGHT
+        return [*self.high, *((level, index, inside[(level, index)]) for level, index in subtrees(start, self.size))]
 
     @property
     def root(self) -> bytes:
         """MTH of the whole tree."""
-        return fold([h for _, _, h in self.frontier]) if self.frontier else EMPTY_ROOT
+        frontier = self.frontier
+        return fold([h for _, _, h in frontier]) if frontier else EMPTY_ROOT
 
     def append(self, entries: Sequence[tuple[int, bytes]]) -> int:
         """Append ``(position, event hash)`` entries (positions increasing, after ``last_position``).
 
         One transaction; TreeMoved (nothing written) when another appender moved the tree first.
+        Only the leaf hash is computed per event; a tile's 255 inner nodes are computed once, when it
+        fills, by pairwise list reductions (the fastest way to hash in Python), and only nodes of
+        height ≥ 8 enter the frontier.
         """
         if not entries:
             return 0
-        frontier = list(self.frontier)
+        last = self.last_position
+        for position, _ in entries:
+            if position <= last:
+                raise ValueError(f"position {position} is not after the tree's last position {last}")
+            last = position
+        sha256 = hashlib.sha256
+        hashes = [sha256(b"\x00" + d).digest() for _, d in entries]
+        high = list(self.high)
         nodes: list[tuple[int, int, bytes]] = []
         tiles: list[Tile] = []
         tail = self.tail
         leaves = bytearray(tail.leaves if tail else b"")
         positions = bytearray(tail.positions if tail else b"")
-        first = tail.first_position if tail else 0
+        first = tail.first_position if tail else entries[0][0]
         size = self.size
-        last = self.last_position
-        for position, digest in entries:
-            if position <= last:
-                raise ValueError(f"position {position} is not after the tree's last position {last}")
-            last = position
-            h = leaf_hash(digest)
+        done = 0
+        while done < len(entries):
+            take = min(TILE - size % TILE, len(entries) - done)
             if not leaves:
-                first = position
-            leaves += h
-            positions += position.to_bytes(8, "big")
-            level, index = 0, size
-            while frontier and frontier[-1][0] == level:
-                h = node_hash(frontier.pop()[2], h)
-                level, index = level + 1, index >> 1
-                if level >= TILE_HEIGHT:
+                first = entries[done][0]
+            leaves += b"".join(hashes[done : done + take])
+            positions += b"".join(p.to_bytes(8, "big") for p, _ in entries[done : done + take])
+            size += take
+            done += take
+            if size % TILE == 0:  # a full tile: its root, then up the frontier
+                index = (size >> TILE_HEIGHT) - 1
+                tiles.append(Tile(index, first, bytes(leaves), bytes(positions)))
+                level_hashes = [bytes(leaves[i : i + 32]) for i in range(0, len(leaves), 32)]
+                while len(level_hashes) > 1:
+                    level_hashes = [sha256(b"\x01" + level_hashes[i] + level_hashes[i + 1]).digest()
+                                    for i in range(0, len(level_hashes), 2)]
+                level, h = TILE_HEIGHT, level_hashes[0]
+                nodes.append((level, index, h))
+                while high and high[-1][0] == level:
+                    h = node_hash(high.pop()[2], h)
+                    level, index = level + 1, index >> 1
                     nodes.append((level, index, h))
-            frontier.append((level, index, h))
-            size += 1
-            if size % TILE == 0:
-                tiles.append(Tile((size - 1) >> TILE_HEIGHT, first, bytes(leaves), bytes(positions)))
+                high.append((level, index, h))
                 leaves, positions = bytearray(), bytearray()
         tail = Tile(size >> TILE_HEIGHT, first, bytes(leaves), bytes(positions)) if leaves else None
         if tail is not None:
             tiles.append(tail)
         self.store.append(self.size, size, last, tiles, nodes)
-        self.size, self.last_position, self.frontier, self.tail = size, last, frontier, tail
+        self.size, self.last_position, self.high, self.tail = size, last, high, tail
         return len(entries)
 
     def catch_up(self, ledger: CaseLedger, *, batch: int = 1000, limit: int | None = None) -> int:
@@ -161,7 +184,7 @@ class MerkleLog:
     def _hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """MTH of each range, from O(log n) stored rows (nodes of 256 leaves and more, and tiles) in two queries."""
         wanted = proof_nodes(ranges)
-        found = {(level, index): h for level, index, h in self.frontier if (level, index) in wanted}
+        found = {(level, index): h for level, index, h in self.high if (level, index) in wanted}
         found.update(self.store.nodes(n for n in wanted if n not in found and n[0] >= TILE_HEIGHT))
         low = {(index << level) >> TILE_HEIGHT for level, index in wanted if n_missing(found, level, index)}
         for tile in self.store.tiles(low).values():
