@@ -40,19 +40,23 @@ __all__ = ["MerkleLog", "tile_nodes"]
 TILE = 1 << TILE_HEIGHT
 
 
+def tile_levels(tile: Tile) -> list[list[bytes]]:
+    """The tile's complete subtrees by level: ``levels[j][k]`` is node ``(j, (tile.index << 8 >> j) + k)``."""
+    sha256 = hashlib.sha256
+    hashes = [tile.leaves[i : i + 32] for i in range(0, len(tile.leaves), 32)]
+    levels = [hashes]
+    while len(levels) <= TILE_HEIGHT and len(hashes) > 1:
+        hashes = [sha256(b"\x01" + hashes[i] + hashes[i + 1]).digest() for i in range(0, len(hashes) - 1, 2)]
+        levels.append(hashes)
+    return levels
+
+
 def tile_nodes(tile: Tile) -> dict[tuple[int, int], bytes]:
     """Every complete subtree ``(level ≤ 8, index)`` inside a tile, from its leaves (255 hashes for a full one)."""
     found: dict[tuple[int, int], bytes] = {}
-    hashes = [tile.leaf(k) for k in range(len(tile))]
-    level = 0
-    while hashes:
+    for level, hashes in enumerate(tile_levels(tile)):
         start = (tile.index << TILE_HEIGHT) >> level
-        for k, h in enumerate(hashes):
-            found[(level, start + k)] = h
-        if level == TILE_HEIGHT:
-            break
-        hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes) - 1, 2)]
-        level += 1
+        found.update(((level, start + k), h) for k, h in enumerate(hashes))
     return found
 
 
@@ -186,9 +190,16 @@ class MerkleLog:
         wanted = proof_nodes(ranges)
         found = {(level, index): h for level, index, h in self.high if (level, index) in wanted}
         found.update(self.store.nodes(n for n in wanted if n not in found and n[0] >= TILE_HEIGHT))
-        low = {(index << level) >> TILE_HEIGHT for level, index in wanted if n_missing(found, level, index)}
-        for tile in self.store.tiles(low).values():
-            found.update((n, h) for n, h in tile_nodes(tile).items() if n in wanted)
+        low: dict[int, list[tuple[int, int]]] = {}
+        for level, index in wanted:
+            if n_missing(found, level, index):
+                low.setdefault((index << level) >> TILE_HEIGHT, []).append((level, index))
+        for t, tile in self.store.tiles(low).items():
+            levels = tile_levels(tile)
+            for level, index in low[t]:
+                k = index - ((t << TILE_HEIGHT) >> level)
+                if level < len(levels) and k < len(levels[level]):
+                    found[(level, index)] = levels[level][k]
         missing = wanted - found.keys()
         if missing:
             raise LookupError(f"the Merkle tree lacks the nodes {sorted(missing)[:3]}: its tables were damaged")
