@@ -1,9 +1,10 @@
 """The transparency log's tables: the Merkle tree in tiles, and signed checkpoints.
 
-* ``merkle_tiles(idx, first_position, leaves, positions)`` — the leaves in tiles of 256 (the tlog
-  "tile" idea): tile ``t`` holds the leaf hashes (RFC 6962: SHA-256(0x00 ‖ event hash)) of leaves
-  ``[256·t, 256·t + n)`` as one blob of ``32·n`` bytes and their store positions as one blob of
-  ``8·n`` bytes (big-endian). The last tile may be partial: it is rewritten by each append.
+* ``merkle_tiles(idx, first_position, leaves, positions, inner)`` — the leaves in tiles of 256 (the
+  tlog "tile" idea): tile ``t`` holds the leaf hashes (RFC 6962: SHA-256(0x00 ‖ event hash)) of
+  leaves ``[256·t, 256·t + n)`` as one blob of ``32·n`` bytes, their store positions as one blob of
+  ``8·n`` bytes (big-endian), and once full its 255 inner nodes (levels 1 to 8, computed anyway when
+  it fills) so that proofs hash nothing. The last tile may be partial: each append rewrites it.
 * ``merkle_nodes(level, idx, hash)`` — every *complete* subtree of height ≥ 8 (a full tile and
   above): node ``(level, idx)`` is MTH of leaves ``[idx·2^level, (idx+1)·2^level)``. The nodes
   inside a tile are recomputed from its leaves when a proof needs them (255 hashes).
@@ -46,6 +47,7 @@ class Tile:
     first_position: int
     leaves: bytes
     positions: bytes
+    inner: bytes = b""  # a full tile's 255 inner nodes, level 1 to 8, left to right (empty while partial)
 
     def __len__(self) -> int:
         return len(self.leaves) // 32
@@ -168,7 +170,7 @@ class SQLiteMerkleStore(MerkleStore):
     def create_tables(self) -> None:
         with self._cursor(commit=True) as c:
             c.execute("CREATE TABLE IF NOT EXISTS merkle_tiles (idx INTEGER PRIMARY KEY, first_position INTEGER NOT NULL, "
-                      "leaves BLOB NOT NULL, positions BLOB NOT NULL)")
+                      "leaves BLOB NOT NULL, positions BLOB NOT NULL, inner BLOB NOT NULL)")
             c.execute("CREATE INDEX IF NOT EXISTS merkle_tiles_by_position ON merkle_tiles (first_position)")
             c.execute("CREATE TABLE IF NOT EXISTS merkle_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, "
                       "hash BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID")
@@ -192,8 +194,9 @@ class SQLiteMerkleStore(MerkleStore):
                       (new_size, last_position, old_size))
             if c.rowcount != 1:
                 raise TreeMoved(f"the tree is no longer of size {old_size}")
-            c.executemany("INSERT OR REPLACE INTO merkle_tiles (idx, first_position, leaves, positions) "
-                          "VALUES (?, ?, ?, ?)", [(t.index, t.first_position, t.leaves, t.positions) for t in tiles])
+            c.executemany("INSERT OR REPLACE INTO merkle_tiles (idx, first_position, leaves, positions, inner) "
+                          "VALUES (?, ?, ?, ?, ?)",
+                          [(t.index, t.first_position, t.leaves, t.positions, t.inner) for t in tiles])
             c.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
 
     def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
@@ -208,22 +211,22 @@ class SQLiteMerkleStore(MerkleStore):
                     found[(int(level), int(i))] = bytes(h)
         return found
 
-    _TILE = "SELECT idx, first_position, leaves, positions FROM merkle_tiles "
+    _TILE = "SELECT idx, first_position, leaves, positions, inner FROM merkle_tiles "
 
     def tiles(self, indexes: Iterable[int]) -> dict[int, Tile]:
         found: dict[int, Tile] = {}
         with self._cursor(commit=False) as c:
             for chunk in _chunks(sorted(set(indexes)), 500):
                 marks = ",".join("?" * len(chunk))
-                for i, first, leaves, positions in c.execute(self._TILE + f"WHERE idx IN ({marks})", chunk):
-                    found[int(i)] = Tile(int(i), int(first), bytes(leaves), bytes(positions))
+                for i, first, leaves, positions, inner in c.execute(self._TILE + f"WHERE idx IN ({marks})", chunk):
+                    found[int(i)] = Tile(int(i), int(first), bytes(leaves), bytes(positions), bytes(inner))
         return found
 
     def tile_of_position(self, position: int) -> Tile | None:
         with self._cursor(commit=False) as c:
             row = c.execute(self._TILE + "WHERE first_position <= ? ORDER BY first_position DESC LIMIT 1",
                             (position,)).fetchone()
-        return Tile(int(row[0]), int(row[1]), bytes(row[2]), bytes(row[3])) if row else None
+        return Tile(int(row[0]), int(row[1]), bytes(row[2]), bytes(row[3]), bytes(row[4])) if row else None
 
     def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         with self._cursor(commit=True) as c:
@@ -267,7 +270,7 @@ class PostgresMerkleStore(MerkleStore):
         self.SQL = SQL
         self._columns = SQL("SELECT tree_size, root, note, signed_at, key_id, last_position FROM {} ").format(
             self.checkpoints_table)
-        self._tile = SQL("SELECT idx, first_position, leaves, positions FROM {} ").format(self.tiles_table)
+        self._tile = SQL("SELECT idx, first_position, leaves, positions, inner FROM {} ").format(self.tiles_table)
 
     @contextmanager
     def _cursor(self, *, commit: bool) -> Iterator[Any]:
@@ -282,7 +285,7 @@ class PostgresMerkleStore(MerkleStore):
         sql = self.SQL
         statements = [
             sql("CREATE TABLE IF NOT EXISTS {} (idx bigint PRIMARY KEY, first_position bigint NOT NULL, "
-                "leaves bytea NOT NULL, positions bytea NOT NULL)").format(self.tiles_table),
+                "leaves bytea NOT NULL, positions bytea NOT NULL, inner bytea NOT NULL)").format(self.tiles_table),
             sql("CREATE INDEX IF NOT EXISTS {} ON {} (first_position)").format(self.tiles_index, self.tiles_table),
             sql("CREATE TABLE IF NOT EXISTS {} (level smallint NOT NULL, idx bigint NOT NULL, hash bytea NOT NULL, "
                 "PRIMARY KEY (level, idx))").format(self.nodes_table),
@@ -320,12 +323,13 @@ class PostgresMerkleStore(MerkleStore):
             if c.rowcount != 1:
                 raise TreeMoved(f"the tree is no longer of size {old_size}")
             if tiles:
-                c.execute(sql("INSERT INTO {} (idx, first_position, leaves, positions) SELECT * FROM "
-                              "unnest(%b::bigint[], %b::bigint[], %b::bytea[], %b::bytea[]) "
+                c.execute(sql("INSERT INTO {} (idx, first_position, leaves, positions, inner) SELECT * FROM "
+                              "unnest(%b::bigint[], %b::bigint[], %b::bytea[], %b::bytea[], %b::bytea[]) "
                               "ON CONFLICT (idx) DO UPDATE SET leaves = EXCLUDED.leaves, positions = EXCLUDED.positions, "
-                              "first_position = EXCLUDED.first_position").format(self.tiles_table),
+                              "first_position = EXCLUDED.first_position, inner = EXCLUDED.inner").format(
+                              self.tiles_table),
                           ([t.index for t in tiles], [t.first_position for t in tiles], [t.leaves for t in tiles],
-                           [t.positions for t in tiles]))
+                           [t.positions for t in tiles], [t.inner for t in tiles]))
             if nodes:
                 c.execute(sql("INSERT INTO {} (level, idx, hash) SELECT * FROM "
                               "unnest(%b::smallint[], %b::bigint[], %b::bytea[])").format(self.nodes_table),
@@ -350,13 +354,13 @@ class PostgresMerkleStore(MerkleStore):
             return {}
         with self._cursor(commit=False) as c:
             rows = c.execute(self._tile + self.SQL("WHERE idx = ANY(%s)"), (wanted,)).fetchall()
-        return {int(i): Tile(int(i), int(f), bytes(leaves), bytes(p)) for i, f, leaves, p in rows}
+        return {int(i): Tile(int(i), int(f), bytes(leaves), bytes(p), bytes(n)) for i, f, leaves, p, n in rows}
 
     def tile_of_position(self, position: int) -> Tile | None:
         with self._cursor(commit=False) as c:
             row = c.execute(self._tile + self.SQL("WHERE first_position <= %s ORDER BY first_position DESC LIMIT 1"),
                             (position,)).fetchone()
-        return Tile(int(row[0]), int(row[1]), bytes(row[2]), bytes(row[3])) if row else None
+        return Tile(int(row[0]), int(row[1]), bytes(row[2]), bytes(row[3]), bytes(row[4])) if row else None
 
     def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         with self._cursor(commit=True) as c:

@@ -42,9 +42,16 @@ TILE = 1 << TILE_HEIGHT
 
 def tile_levels(tile: Tile) -> list[list[bytes]]:
     """The tile's complete subtrees by level: ``levels[j][k]`` is node ``(j, (tile.index << 8 >> j) + k)``."""
-    sha256 = hashlib.sha256
     hashes = [tile.leaves[i : i + 32] for i in range(0, len(tile.leaves), 32)]
     levels = [hashes]
+    if tile.inner and len(hashes) == TILE:  # a full tile keeps its inner nodes
+        at = 0
+        for level in range(1, TILE_HEIGHT + 1):
+            n = TILE >> level
+            levels.append([tile.inner[i : i + 32] for i in range(at, at + 32 * n, 32)])
+            at += 32 * n
+        return levels
+    sha256 = hashlib.sha256
     while len(levels) <= TILE_HEIGHT and len(hashes) > 1:
         hashes = [sha256(b"\x01" + hashes[i] + hashes[i + 1]).digest() for i in range(0, len(hashes) - 1, 2)]
         levels.append(hashes)
@@ -148,11 +155,13 @@ class MerkleLog:
             done += take
             if size % TILE == 0:  # a full tile: its root, then up the frontier
                 index = (size >> TILE_HEIGHT) - 1
-                tiles.append(Tile(index, first, bytes(leaves), bytes(positions)))
                 level_hashes = [bytes(leaves[i : i + 32]) for i in range(0, len(leaves), 32)]
+                inner: list[bytes] = []
                 while len(level_hashes) > 1:
                     level_hashes = [sha256(b"\x01" + level_hashes[i] + level_hashes[i + 1]).digest()
                                     for i in range(0, len(level_hashes), 2)]
+                    inner += level_hashes
+                tiles.append(Tile(index, first, bytes(leaves), bytes(positions), b"".join(inner)))
                 level, h = TILE_HEIGHT, level_hashes[0]
                 nodes.append((level, index, h))
                 while high and high[-1][0] == level:
