@@ -1,6 +1,6 @@
 """The transparency log's tables: the Merkle tree in tiles, and signed checkpoints.
 
-* ``merkle_tiles(idx, first_position, leaves, positions, inner)`` — the leaves in tiles of 256 (the
+* ``merkle_tiles(idx, first_position, leaves, positions, inner_nodes)`` — the leaves in tiles of 256 (the
   tlog "tile" idea): tile ``t`` holds the leaf hashes (RFC 6962: SHA-256(0x00 ‖ event hash)) of
   leaves ``[256·t, 256·t + n)`` as one blob of ``32·n`` bytes, their store positions as one blob of
   ``8·n`` bytes (big-endian), and once full its 255 inner nodes (levels 1 to 8, computed anyway when
@@ -170,7 +170,7 @@ class SQLiteMerkleStore(MerkleStore):
     def create_tables(self) -> None:
         with self._cursor(commit=True) as c:
             c.execute("CREATE TABLE IF NOT EXISTS merkle_tiles (idx INTEGER PRIMARY KEY, first_position INTEGER NOT NULL, "
-                      "leaves BLOB NOT NULL, positions BLOB NOT NULL, inner BLOB NOT NULL)")
+                      "leaves BLOB NOT NULL, positions BLOB NOT NULL, inner_nodes BLOB NOT NULL)")
             c.execute("CREATE INDEX IF NOT EXISTS merkle_tiles_by_position ON merkle_tiles (first_position)")
             c.execute("CREATE TABLE IF NOT EXISTS merkle_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, "
                       "hash BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID")
@@ -194,7 +194,7 @@ class SQLiteMerkleStore(MerkleStore):
                       (new_size, last_position, old_size))
             if c.rowcount != 1:
                 raise TreeMoved(f"the tree is no longer of size {old_size}")
-            c.executemany("INSERT OR REPLACE INTO merkle_tiles (idx, first_position, leaves, positions, inner) "
+            c.executemany("INSERT OR REPLACE INTO merkle_tiles (idx, first_position, leaves, positions, inner_nodes) "
                           "VALUES (?, ?, ?, ?, ?)",
                           [(t.index, t.first_position, t.leaves, t.positions, t.inner) for t in tiles])
             c.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
@@ -211,7 +211,7 @@ class SQLiteMerkleStore(MerkleStore):
                     found[(int(level), int(i))] = bytes(h)
         return found
 
-    _TILE = "SELECT idx, first_position, leaves, positions, inner FROM merkle_tiles "
+    _TILE = "SELECT idx, first_position, leaves, positions, inner_nodes FROM merkle_tiles "
 
     def tiles(self, indexes: Iterable[int]) -> dict[int, Tile]:
         found: dict[int, Tile] = {}
@@ -270,7 +270,7 @@ class PostgresMerkleStore(MerkleStore):
         self.SQL = SQL
         self._columns = SQL("SELECT tree_size, root, note, signed_at, key_id, last_position FROM {} ").format(
             self.checkpoints_table)
-        self._tile = SQL("SELECT idx, first_position, leaves, positions, inner FROM {} ").format(self.tiles_table)
+        self._tile = SQL("SELECT idx, first_position, leaves, positions, inner_nodes FROM {} ").format(self.tiles_table)
 
     @contextmanager
     def _cursor(self, *, commit: bool) -> Iterator[Any]:
@@ -285,7 +285,7 @@ class PostgresMerkleStore(MerkleStore):
         sql = self.SQL
         statements = [
             sql("CREATE TABLE IF NOT EXISTS {} (idx bigint PRIMARY KEY, first_position bigint NOT NULL, "
-                "leaves bytea NOT NULL, positions bytea NOT NULL, inner bytea NOT NULL)").format(self.tiles_table),
+                "leaves bytea NOT NULL, positions bytea NOT NULL, inner_nodes bytea NOT NULL)").format(self.tiles_table),
             sql("CREATE INDEX IF NOT EXISTS {} ON {} (first_position)").format(self.tiles_index, self.tiles_table),
             sql("CREATE TABLE IF NOT EXISTS {} (level smallint NOT NULL, idx bigint NOT NULL, hash bytea NOT NULL, "
                 "PRIMARY KEY (level, idx))").format(self.nodes_table),
@@ -323,10 +323,10 @@ class PostgresMerkleStore(MerkleStore):
             if c.rowcount != 1:
                 raise TreeMoved(f"the tree is no longer of size {old_size}")
             if tiles:
-                c.execute(sql("INSERT INTO {} (idx, first_position, leaves, positions, inner) SELECT * FROM "
+                c.execute(sql("INSERT INTO {} (idx, first_position, leaves, positions, inner_nodes) SELECT * FROM "
                               "unnest(%b::bigint[], %b::bigint[], %b::bytea[], %b::bytea[], %b::bytea[]) "
                               "ON CONFLICT (idx) DO UPDATE SET leaves = EXCLUDED.leaves, positions = EXCLUDED.positions, "
-                              "first_position = EXCLUDED.first_position, inner = EXCLUDED.inner").format(
+                              "first_position = EXCLUDED.first_position, inner_nodes = EXCLUDED.inner_nodes").format(
                               self.tiles_table),
                           ([t.index for t in tiles], [t.first_position for t in tiles], [t.leaves for t in tiles],
                            [t.positions for t in tiles], [t.inner for t in tiles]))
