@@ -32,6 +32,7 @@ from caseledger.cli import (
     promises,
     serve,
     tooling,
+    transparency,
 )
 from caseledger.cli.common import LedgerGroup, Session
 from caseledger.cli.options import Zone, parse_actor, parse_instant
@@ -172,7 +173,16 @@ app.add_typer(tooling.schemas_app, name="schemas", rich_help_panel=TOOLS)
 app.command("version", rich_help_panel=TOOLS)(tooling.version)
 app.command("demo", rich_help_panel=TOOLS)(tooling.demo)
 app.add_typer(bench.bench_app, name="bench", rich_help_panel=TOOLS)
+audit.audit_app.command("key")(transparency.audit_key)
+audit.audit_app.command("checkpoint")(transparency.audit_checkpoint)
+audit.audit_app.command("prove")(transparency.audit_prove)
+audit.audit_app.command("consistency")(transparency.audit_consistency)
 app.add_typer(audit.audit_app, name="audit", rich_help_panel=TOOLS)
+# One `keys` group: the key-encryption key of customers' data keys (privacy) and the checkpoint
+# signing key (transparency).
+privacy.keys_app.registered_commands.extend(transparency.keys_app.registered_commands)
+privacy.keys_app.info.help = ("The ledger's keys: the checkpoint signing key (Ed25519) and the key-encryption key that "
+                              "wraps customers' data keys.")
 app.add_typer(privacy.keys_app, name="keys", rich_help_panel=TOOLS)
 
 app.command("overdue", rich_help_panel=PROJECTIONS)(deadlines.overdue)

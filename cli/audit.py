@@ -8,6 +8,7 @@ Kafka cannot be used).
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -87,6 +88,17 @@ def audit_verify(
             help="A seal printed by an earlier audit: prove the log up to its position is unchanged since.",
         ),
     ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", metavar="FILE",
+                     help="A signed checkpoint you kept: prove the log's first events are exactly those it "
+                          "committed to; later events are reported as not yet committed."),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option("--key", metavar="PUBKEY|FILE",
+                     help="The verifier key the checkpoint must be signed by (default: the configured signing key's)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     unauthenticated: Annotated[bool, typer.Option(
         "--unauthenticated", help="List the events whose actor was not authenticated (embedded CLI, or recorded "
@@ -106,19 +118,23 @@ def audit_verify(
     $ caseledger audit verify --kafka localhost:29092 --json > audit.json
     $ caseledger audit verify --customer email:jane@example.com --since 2026-11-01T00:00Z
     $ caseledger audit verify --seal 182734:4be1…
+    $ caseledger audit verify --checkpoint 2026-12-01.checkpoint --key ledger.pub
     ```
     """
+    from caseledger.cli.transparency import _read_note, _verifier_key
     from caseledger.ledger.audit import Seal, verify
     from caseledger.ledger.audit.actors import UnauthenticatedEvents
+    from caseledger.ledger.audit.checkpoint import HeldCheckpoint
 
     s = session(ctx)
+    held = HeldCheckpoint(_read_note(checkpoint), _verifier_key(key)) if checkpoint is not None else None
     settings = _kafka_settings(kafka)
     bar = _Bar("verifying")
     try:
         unauth = UnauthenticatedEvents(s.ledger.codec)
         report = verify(
             s.ledger, customer=customer, since=since, until=until, kafka=settings,
-            seal=Seal.parse(seal) if seal else None, progress=bar, collect=unauth,
+            seal=Seal.parse(seal) if seal else None, checkpoint=held, progress=bar, collect=unauth,
         )
     finally:
         bar.close()

@@ -214,14 +214,16 @@ def publisher_run(
     from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.services import serve
+    from caseledger.ledger.transparency.signing import load_signer
 
     settings = kafka_settings(kafka)
     check_client(producer, "producer")  # before connecting to anything
     setup_logging()
     with stop_on_signals() as stop:  # from the start: a SIGTERM while connecting also stops cleanly
+        signer = load_signer()  # with a signing key, the publisher keeps the Merkle tree and signs checkpoints
         serve(session(ctx).new_ledger, "publisher", lambda ledger: KafkaEventPublisher(
             ledger(), settings, batch_size=batch_size, producer=producer,
-            transaction_interval_s=transaction_interval_ms / 1000), stop)
+            transaction_interval_s=transaction_interval_ms / 1000, signer=signer), stop)
 
 
 # -- everything in one process -----------------------------------------------------------------------
@@ -259,20 +261,28 @@ def run_all(
     settings = kafka_settings(kafka)
     ensure_topics(settings)
     s = session(ctx)
+    from caseledger.ledger.transparency.signing import load_signer
+
+    signer = load_signer()  # with a signing key, the publisher keeps the Merkle tree and signs checkpoints
     services: dict[str, ServiceBuilder] = {
         "intake": lambda ledger: KafkaIntakeWorker(ledger(), settings, consumer=consumer,
                                                    aggregate_cache=aggregate_cache, require_signatures=signatures),
         "publisher": lambda ledger: KafkaEventPublisher(ledger(), settings, producer=producer,
-                                                        transaction_interval_s=transaction_interval_ms / 1000),
+                                                        transaction_interval_s=transaction_interval_ms / 1000,
+                                                        signer=signer),
     }
+    if signer is None:
+        log.warning("no checkpoint signing key (CASELEDGER_SIGNING_KEY_FILE): no checkpoints are signed; "
+                    "make one with `caseledger keys init`")
     if projections:
         # Only a projection that follows the store opens a ledger connection, in its own thread.
         services["projections"] = lambda ledger: ProjectionService(
             views_url(database=s.database), ledger=ledger, kafka=kafka, consumer=consumer)
 
     def started() -> None:
-        log.info("running intake worker, publisher%s on %s; SIGTERM or Ctrl-C stops",
-                 " and projections" if projections else "", settings.bootstrap_servers)
+        log.info("running intake worker, publisher%s%s on %s; SIGTERM or Ctrl-C stops",
+                 ", checkpoints" if signer is not None else "", " and projections" if projections else "",
+                 settings.bootstrap_servers)
 
     with stop_on_signals() as stop:
         outcome = run_services(s.new_ledger, services, stop, on_started=started)

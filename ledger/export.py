@@ -64,6 +64,8 @@ class _Entry:
     data: bytes
     record: dict[str, Any]  # the Avro record, resolved into the current schema
     event: Any  # the domain event
+    leaf_index: int | None = None  # its leaf in the checkpoint's tree (None: recorded after it)
+    proof: list[bytes] | None = None  # its inclusion proof against the checkpoint
 
     @property
     def envelope(self) -> dict[str, Any]:
@@ -96,30 +98,69 @@ def export_history(
     collected: list[tuple[int, str, bytes]] = []
     report = verify(ledger, customer=customer_id, kafka=kafka,
                     collect=lambda position, name, data: collected.append((position, name, data)))
+    checkpoint = _checkpoint(ledger)
+    proofs = {}
+    if checkpoint is not None:
+        from caseledger.ledger.transparency.proofs import event_proofs
+
+        proofs = {p.position: p for p in event_proofs(ledger, [c[0] for c in collected], checkpoint)}
     entries = []
     # The customer's copy (art. 15 GDPR): personal data opened where it is still readable,
-    # ``[erased]`` where it was erased; the stored bytes stay sealed, exactly as verified.
+    # ``[erased]`` where it was erased; the stored bytes stay sealed, exactly as verified and proven.
     ledger._preload_keys(data for _p, _n, data in collected)
     try:
         for position, name, data in collected:
+            proof = proofs.get(position)
             record, event = ledger.codec.decode_record(name, data), ledger.codec.decode(name, data)
             ledger.sealer.open_state(name, record)
             ledger.sealer.open_state(name, vars(event))
-            entries.append(_Entry(position, name, data, record, event))
+            entries.append(_Entry(position, name, data, record, event, proof.leaf_index if proof else None,
+                                  proof.proof if proof else None))
     finally:
         ledger.data_keys.forget()
+    note = checkpoint.note if checkpoint is not None else None
     describe = describe or _describe
     exported_at = datetime.now(UTC)
     if fmt == "json":
-        _write_json(target, customer_id, entries, report, describe, exported_at)
+        _write_json(target, customer_id, entries, report, describe, exported_at, note)
     elif fmt == "avro":
-        _write_avro(target, customer_id, entries, report, describe, exported_at)
+        _write_avro(target, customer_id, entries, report, describe, exported_at, note)
     else:
-        target.write_text(_html_page(customer_id, entries, report, describe, exported_at, tz), encoding="utf-8")
+        target.write_text(_html_page(customer_id, entries, report, describe, exported_at, tz, note),
+                          encoding="utf-8")
     return ExportReport(
         path=target, format=fmt, customer_id=customer_id, events=len(entries), size=target.stat().st_size,
         verified=report.ok, discrepancies=sum(report.counts.values()) if not report.ok else 0, audit=report,
     )
+
+
+def _checkpoint(ledger: CaseLedger) -> Any:
+    """The checkpoint the export's proofs are against: a fresh one when the signing key is here, else the latest."""
+    from caseledger.ledger.transparency.signing import load_signer
+
+    signer = load_signer()
+    if signer is not None:
+        from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+
+        return sign_checkpoint(ledger, signer)
+    from caseledger.ledger.store.merkle import merkle_store
+
+    return merkle_store(ledger).latest_checkpoint()
+
+
+TRANSPARENCY_HOW = (
+    "checkpoint: a C2SP signed checkpoint (origin, tree size, base64 root) signed by the ledger's Ed25519 key; "
+    "each event's leaf is SHA-256(0x00 || event_hash) at leaf_index, its inclusion_proof the RFC 9162 audit path "
+    "to the checkpoint's root; check with `python -m caseledger.verify FILE --key PUBKEY`"
+)
+
+
+def _transparency(note: str | None) -> dict[str, Any]:
+    return {"checkpoint": note, "how_to_verify": TRANSPARENCY_HOW}
+
+
+def _b64_proof(proof: list[bytes] | None) -> list[str] | None:
+    return [base64.b64encode(h).decode() for h in proof] if proof is not None else None
 
 
 def verification_summary(report: AuditReport) -> dict[str, Any]:
@@ -151,13 +192,14 @@ def erasures(entries: list[_Entry]) -> list[dict[str, Any]]:
 
 
 def _write_json(path: Path, customer_id: str, entries: list[_Entry], report: AuditReport,
-                describe: Callable[[Any], str], exported_at: datetime) -> None:
+                describe: Callable[[Any], str], exported_at: datetime, note: str | None) -> None:
     document = {
         "format": JSON_FORMAT,
         "customer_id": customer_id,
         "exported_at": exported_at.isoformat(),
         "verification": verification_summary(report),
         "erasures": erasures(entries),
+        "transparency": _transparency(note),
         "events": [
             {
                 "position": e.position,
@@ -166,6 +208,8 @@ def _write_json(path: Path, customer_id: str, entries: list[_Entry], report: Aud
                 "description": describe(e.event),
                 "event": plain(e.record),
                 "stored_bytes_base64": base64.b64encode(e.data).decode(),
+                "leaf_index": e.leaf_index,
+                "inclusion_proof": _b64_proof(e.proof),
             }
             for e in entries
         ],
@@ -207,6 +251,10 @@ def container_schema() -> dict[str, Any]:
              "doc": "The event exactly as stored and published (Avro single-object encoding)."},
             {"name": "description", "type": "string"},
             {"name": "event", "type": events},
+            {"name": "leaf_index", "type": ["null", "long"], "default": None,
+             "doc": "The event's leaf in the tree of the checkpoint in the file's metadata (null: after it)."},
+            {"name": "inclusion_proof", "type": ["null", {"type": "array", "items": "Sha256"}], "default": None,
+             "doc": "RFC 9162 inclusion proof of SHA-256(0x00 || event_hash) against the checkpoint's root."},
         ],
     }
 
@@ -243,7 +291,7 @@ def _define_once(schema: Any, namespace: str, defined: set[str]) -> Any:
 
 
 def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: AuditReport,
-                describe: Callable[[Any], str], exported_at: datetime) -> None:
+                describe: Callable[[Any], str], exported_at: datetime, note: str | None) -> None:
     from fastavro import parse_schema, writer
 
     schema = parse_schema(container_schema())
@@ -255,6 +303,8 @@ def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: Aud
             "stored_bytes": e.data,
             "description": describe(e.event),
             "event": (f"caseledger.events.{e.event_type}", e.record),
+            "leaf_index": e.leaf_index,
+            "inclusion_proof": e.proof,
         }
         for e in entries
     )
@@ -264,6 +314,7 @@ def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: Aud
         "caseledger.exported_at": exported_at.isoformat(),
         "caseledger.verification": json.dumps(plain(verification_summary(report)), ensure_ascii=False),
         "caseledger.erasures": json.dumps(erasures(entries), ensure_ascii=False),
+        "caseledger.transparency": json.dumps(_transparency(note), ensure_ascii=False),
     }
     with path.open("wb") as out:
         writer(out, schema, records, codec="deflate", metadata=metadata)
@@ -356,7 +407,7 @@ def _references(entries: list[_Entry]) -> dict[str, str]:
 
 
 def _html_page(customer_id: str, entries: list[_Entry], report: AuditReport, describe: Callable[[Any], str],
-               exported_at: datetime, tz: tzinfo) -> str:
+               exported_at: datetime, tz: tzinfo, note: str | None) -> str:
     esc = html.escape
     refs = _references(entries)
     cases = sorted({refs[str(e.envelope["case_id"])] for e in entries if str(e.envelope["case_id"]) in refs})
@@ -391,6 +442,8 @@ def _html_page(customer_id: str, entries: list[_Entry], report: AuditReport, des
             "occurred at": _time(env["occurred_at"], tz),
             "event hash": event_hash(e.data).hex(),
             "previous hash": env["previous_hash"].hex() if env["previous_hash"] else "— (first event)",
+            "leaf index": e.leaf_index if e.proof is not None else "— (recorded after the checkpoint)",
+            "inclusion proof": " ".join(_b64_proof(e.proof) or []) or "—",
         }
         details.update({k: v for k, v in e.record.items() if k != "envelope"})
         table = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(_cell(v))}</td></tr>" for k, v in details.items())
@@ -426,6 +479,10 @@ in the order the ledger recorded them. Exported {esc(_time(exported_at, tz))}.</
 {erased}
 <ul class="summary" id="summary">{summary_html}</ul>
 <p class="sub">Cases: {esc(", ".join(cases) or "none")} · Channels: {esc(", ".join(channels) or "none")}</p>
+<h2>Signed checkpoint</h2>
+<p class="sub">The ledger's signed commitment to its whole log; each event's details give its leaf index and
+inclusion proof against it ({esc(TRANSPARENCY_HOW)}).</p>
+<pre id="checkpoint">{esc(note or "no checkpoint signed yet: these events are not yet committed")}</pre>
 <h2>Timeline</h2>
 <ol class="timeline" id="timeline">
 {"".join(rows)}

@@ -88,8 +88,11 @@ def test_the_wheel_puts_nothing_but_caseledger_at_the_top_of_site_packages(tmp_p
     assert {t for t in tops if not t.endswith(".dist-info")} == {"caseledger"}, sorted(tops)
     assert not any(name.startswith("caseledger/__init__") for name in names)  # a namespace of its own
     for needed in ("caseledger/ledger/domain/default_policy.toml", "caseledger/schemas/CaseOpened.avsc",
-                   "caseledger/schemas/intake/caseledger.intake.IntakeRecord.avsc", "caseledger/cli/app.py"):
+                   "caseledger/schemas/intake/caseledger.intake.IntakeRecord.avsc", "caseledger/cli/app.py",
+                   "caseledger/verify/__main__.py", "caseledger/verify/merkle.py"):
         assert needed in names
+    # the standalone verifier is in the wheel once, as caseledger.verify, not also under caseledger.ledger
+    assert not any(name.startswith("caseledger/ledger/verifier/") for name in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     with zipfile.ZipFile(wheel) as archive:
         assert "caseledger = caseledger.cli.app:main" in archive.read(entry).decode()

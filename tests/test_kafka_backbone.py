@@ -121,17 +121,20 @@ def test_topics_are_created_with_explicit_configs(kafka: KafkaSettings) -> None:
         assert len(topics[kafka.events_topic]["partitions"]) == 3
         from kafka.admin import ConfigResource, ConfigResourceType
 
-        # The events topic keeps the ledger's (sealed) history forever; the intake topic, which holds what
-        # adapters sent in clear, for the configured retention only (docs/privacy.md).
-        wanted = {kafka.events_topic: "-1", kafka.intake_topic: str(kafka.intake_retention_hours * 3_600_000)}
+        # The events and checkpoints topics keep the ledger's (sealed) history forever; the intake topic, which
+        # holds what adapters sent in clear, for the configured retention only (docs/privacy.md).
+        assert len(admin.describe_topics([kafka.checkpoints_topic])[0]["partitions"]) == 1
+        wanted = {kafka.events_topic: "-1", kafka.checkpoints_topic: "-1",
+                  kafka.intake_topic: str(kafka.intake_retention_hours * 3_600_000)}
         assert wanted[kafka.intake_topic] == "604800000"
-        for topic in (kafka.events_topic, kafka.intake_topic):
+        for topic in (kafka.events_topic, kafka.intake_topic, kafka.checkpoints_topic):
             configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])["topic"][topic]
             assert configs["retention.ms"]["value"] == wanted[topic]
             assert configs["retention.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"  # set by us, not a default
     finally:
         admin.close()
-    assert set(ensure_topics(kafka).values()) == {"exists (3 partitions)"}
+    assert ensure_topics(kafka) == {kafka.events_topic: "exists (3 partitions)", kafka.intake_topic: "exists (3 partitions)",
+                                    kafka.checkpoints_topic: "exists (1 partitions)"}
 
 
 @pytest.mark.parametrize("producer", ["kafka-python", "confluent"])

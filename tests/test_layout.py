@@ -23,11 +23,17 @@ LONGER = {
 }
 
 
+# Folders inside another package's folder that install as a package of their own (pyproject's package-dir).
+SUBFOLDERS = {"ledger/verifier": "caseledger.verify"}
+
+
 def modules() -> dict[str, Path]:
     """Every module of the package by its installed dotted name."""
     found = {}
-    for folder, package in FOLDERS.items():
+    for folder, package in {**FOLDERS, **SUBFOLDERS}.items():
         for path in sorted((ROOT / folder).rglob("*.py")):
+            if folder in FOLDERS and any(path.is_relative_to(ROOT / sub) for sub in SUBFOLDERS):
+                continue
             parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts.pop()
@@ -168,3 +174,25 @@ def test_store_sql_lives_in_the_store_and_the_cli_runs_none() -> None:
         if DRIVER.search(text) or (".execute(" in text if in_cli else SQL.search(text)):
             offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+STDLIB_AND_CRYPTOGRAPHY = re.compile(r"^(cryptography|caseledger\.verify)(\.|$)")
+
+
+def test_the_standalone_verifier_imports_only_the_standard_library_and_cryptography() -> None:
+    """caseledger.verify must not trust caseledger's code paths: no caseledger.ledger, no third-party but cryptography."""
+    import sys
+
+    for name, path in modules().items():
+        if not name.startswith("caseledger.verify"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                targets = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for module in targets:
+                top = module.split(".")[0]
+                assert top in sys.stdlib_module_names or STDLIB_AND_CRYPTOGRAPHY.match(module), f"{name} imports {module}"

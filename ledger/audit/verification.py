@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from caseledger.ledger.audit.chains import COMMIT_TOLERANCE_US, DEFAULT_CLOCK_TOLERANCE, ChainCheck, micros_of
+from caseledger.ledger.audit.checkpoint import CheckpointCheck, HeldCheckpoint
 from caseledger.ledger.audit.intake import INTAKE_OUTCOMES, IntakeAccounting
 from caseledger.ledger.audit.references import CASE_COUNTED, CrossReferences
 from caseledger.ledger.audit.report import AuditReport, AuditScope
@@ -43,6 +44,7 @@ def verify(
     until: datetime | None = None,
     kafka: KafkaSettings | None = None,
     seal: Seal | None = None,
+    checkpoint: HeldCheckpoint | None = None,
     clock_tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE,
     page_size: int = 5000,
     progress: Callable[[int, int], None] | None = None,
@@ -52,7 +54,8 @@ def verify(
 
     ``customer`` (an id or identity) limits the audit to that customer's events; ``since`` and
     ``until`` to the positions recorded in that time range. ``kafka`` adds the events topic and
-    the intake topic. ``seal`` (from an earlier report) must still hold. ``progress`` is called
+    the intake topic. ``seal`` (from an earlier report) must still hold, and so must ``checkpoint`` (a signed
+    checkpoint the auditor kept, with the key it must be signed by). ``progress`` is called
     with (positions done, positions to do); ``collect`` with (position, event type, bytes) of
     each event in scope, in order (the history export uses it).
     """
@@ -63,7 +66,8 @@ def verify(
     scope = AuditScope(customer_id=customer_id, since=since, until=until, kafka=kafka,
                        tolerance=clock_tolerance // _MICROSECOND)
     with store_snapshot(ledger) as store:
-        audit = _Audit(ledger, store, scope, seal=seal, page_size=page_size, progress=progress, collect=collect)
+        audit = _Audit(ledger, store, scope, seal=seal, page_size=page_size, progress=progress, collect=collect,
+                       checkpoint=checkpoint)
         try:
             report = audit.run()
         finally:
@@ -71,6 +75,8 @@ def verify(
                 audit.topic.close()
     if audit.topic is not None:
         audit.topic.check_beyond_snapshot(ledger)
+    if audit.tree is not None and not audit.tree_holds:
+        _locate_checkpoint_difference(ledger, audit.tree, report, page_size)
     report.seconds = time.monotonic() - started
     return report
 
@@ -81,7 +87,12 @@ class _Audit:
     def __init__(
         self, ledger: CaseLedger, store: StoreSnapshot, scope: AuditScope, *, seal: Seal | None, page_size: int,
         progress: Callable[[int, int], None] | None, collect: Callable[[int, str, bytes], None] | None,
+        checkpoint: HeldCheckpoint | None = None,
     ) -> None:
+        self.ledger = ledger
+        self.held = checkpoint
+        self.tree: CheckpointCheck | None = None
+        self.tree_holds = True
         self.store = store
         self.scope = scope
         self.seal_in = seal
@@ -132,7 +143,17 @@ class _Audit:
             report.checks.append("seal")
         elif self.seal_in is not None:
             report.notes.append("--seal is checked by a whole-ledger audit only (no --customer, --since, --until)")
+        if self.held is not None and full:
+            opened = self.held.open(report)
+            if opened is not None:
+                self.tree = CheckpointCheck(report, opened)
+                report.checks.append("checkpoint")
+        elif self.held is not None:
+            report.notes.append("--checkpoint is checked by a whole-ledger audit only; a customer's events are "
+                                "proved against it by `audit prove` and by the history export")
         self._scan(first, last, full=full)
+        if self.tree is not None:
+            self.tree_holds = self.tree.finish()
         if self.intake is not None:
             self._scan_outcomes_after(last, head)
             self.intake.finish()
@@ -187,6 +208,7 @@ class _Audit:
         tolerance = self.scope.tolerance
         topic = self.topic
         intake = self.intake
+        tree = self.tree
         collect = self.collect
         cases = self.references.cases
         latest = -(1 << 62)  # highest recorded time so far, µs
@@ -212,6 +234,8 @@ class _Audit:
                     if position == seal_at:
                         self._check_seal(seal.copy().hexdigest(), position)
                         seal_at = None
+                if tree is not None:
+                    tree.add(position, digest)
                 schema = by_fp.get(state[2:HEADER_SIZE])
                 if schema is None or state[:2] != MAGIC:
                     checks.undecodable(position, oid, version, topic_name, state, "unknown schema fingerprint"
@@ -305,3 +329,39 @@ class _Audit:
                 if env[6] is not None:
                     intake.outcome(env[6], position, schema.name, state, env[8], schema.fast, env[0])
 
+
+
+def _locate_checkpoint_difference(ledger: CaseLedger, check: CheckpointCheck, report: AuditReport,
+                                  page_size: int) -> None:
+    """Name the first event whose leaf differs from the ledger's own tree, when that tree still matches."""
+    from caseledger.ledger.transparency.tree import MerkleLog
+    from caseledger.verify.merkle import leaf_hash
+
+    size = check.size
+    try:
+        tree = MerkleLog.of(ledger)
+        if tree.size < size or tree.root_at(size) != check.checkpoint.root:
+            report.notes.append("the ledger's own Merkle tree does not match the checkpoint either: "
+                                "the damaged event cannot be located from it")
+            return
+    except LookupError as error:
+        report.notes.append(f"the ledger's Merkle tree cannot locate the damage: {error}")
+        return
+    index, after = 0, 0
+    while index < size:
+        stored = tree.store.leaves(index, min(size, index + page_size))
+        with store_snapshot(ledger) as store:
+            page = next(iter(store.pages(after, 1 << 62, len(stored))), [])
+        for (leaf, committed_at, committed), (position, _oid, _version, _topic, state) in zip(
+                stored, [*page, *[(0, b"", 0, "", b"")] * (len(stored) - len(page))], strict=True):
+            digest = leaf_hash(hashlib.sha256(bytes(state)).digest()) if position else b""
+            if (committed_at, committed) != (position, digest):
+                what = ("its event was altered" if committed_at == position else
+                        f"the log now has position {position} there" if position else "the log ends before it")
+                report.flag("checkpoint-mismatch", f"leaf {leaf} of the checkpoint is position {committed_at}: "
+                            f"{what}", position=committed_at)
+                return
+            after = position
+        index += len(stored)
+        if not stored:
+            return

@@ -14,6 +14,15 @@ How exactly-once holds across crashes and restarts:
    It resumes from there. No checkpoint outside the topic can disagree with the topic.
 
 Record layout (key, value, CloudEvents headers): :mod:`caseledger.ledger.kafka.events_record`.
+
+Checkpoints: given the ledger's signing key (``signer``), the publisher also keeps the Merkle
+tree: after each Kafka transaction it appends the batch's event hashes (which it computed for the
+``ce_eventhash`` headers anyway — a separate appender would read every event a second time) and
+signs a checkpoint at most every ``CASELEDGER_CHECKPOINT_INTERVAL`` seconds, and once more on stop.
+After each batch (and once a second when idle) it publishes, in signing order, every stored
+checkpoint whose last leaf is already on the events topic to the checkpoints topic (one partition;
+key the origin, value the signed note, ``ce_sequence`` its tree size), so a reader never holds a
+checkpoint of events it cannot read. It resumes after the tree size of the topic's last record.
 """
 
 from __future__ import annotations
@@ -24,13 +33,28 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.errors import BackendError, ConfigurationError
 from caseledger.ledger.gcpacing import GcPacer
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
-from caseledger.ledger.kafka.events_record import event_record, last_position_in, source_for
+from caseledger.ledger.kafka.events_record import (
+    CONTENT_TYPE,
+    ID,
+    SEQUENCE,
+    SOURCE,
+    SPECVERSION,
+    TYPE,
+    event_record,
+    last_position_in,
+    source_for,
+)
 from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.store.merkle import TreeMoved
+from caseledger.ledger.transparency.checkpoints import checkpoint_interval, sign_checkpoint
+from caseledger.ledger.transparency.signing import CheckpointSigner
+from caseledger.ledger.transparency.tree import MerkleLog
 
 log = logging.getLogger("caseledger.publisher")
 
@@ -39,12 +63,16 @@ log = logging.getLogger("caseledger.publisher")
 # batch (50-100/s at 1,000 contacts/s) the broker took half a core of two; 20/s costs 0.1 core
 # and adds at most 50 ms before an event is on the topic.
 TRANSACTION_INTERVAL_S = 0.05
+CHECKPOINT_POLL_S = 1.0
+"""When idle, how often the publisher looks for checkpoints to publish."""
+CHECKPOINT_TYPE = b"caseledger.checkpoint"
 
 
 @dataclass
 class PublisherStats:
     published: int = 0
     batches: int = 0
+    checkpoints: int = 0
     position: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -65,8 +93,12 @@ class KafkaEventPublisher:
         idle_sleep_s: float = 0.01,  # an idle look at the store is one cheap query; latency matters more
         transaction_interval_s: float = TRANSACTION_INTERVAL_S,
         producer: str = KAFKA_PYTHON,
+        signer: CheckpointSigner | None = None,
+        checkpoint_interval_s: float | None = None,
     ) -> None:
         self._kafka = KafkaClient(producer, "producer")
+        self.signer = signer
+        self.checkpoint_interval_s = checkpoint_interval(checkpoint_interval_s)
         self.producer = self._kafka.name
         self.ledger = ledger
         self.settings = settings
@@ -79,6 +111,7 @@ class KafkaEventPublisher:
         self.transaction_interval_s = transaction_interval_s
         self.stats = PublisherStats()
         self.transactional_id = f"caseledger-publisher-{settings.events_topic}"
+        self._merkle: Any = None
 
     def last_published_position(self) -> int:
         """The highest store position on the events topic (committed records only); 0 when empty."""
@@ -95,6 +128,47 @@ class KafkaEventPublisher:
             ends = reader.end_offsets(partitions)
             return max(last_position_in(reader, partition, ends[partition]) for partition in partitions)
 
+    def last_published_checkpoint(self) -> int:
+        """The tree size of the checkpoints topic's last committed record; -1 when empty or missing."""
+        reader = KafkaClient(KAFKA_PYTHON, "consumer").open_reader(
+            self.settings, topic=self.settings.checkpoints_topic, group="publisher", fetch_wait_ms=500)
+        with reader:
+            if 0 not in reader.partitions():
+                return -1
+            end = reader.end_offsets([0])[0]
+            return last_position_in(reader, 0, end) if end else -1
+
+    def _publish_checkpoints(self, producer: Any, position: int, after_size: int, source: bytes) -> int:
+        """Publish the stored checkpoints after ``after_size`` whose events are on the topic; the new last size."""
+        from caseledger.ledger.store.merkle import merkle_store
+
+        if self._merkle is None:
+            self._merkle = merkle_store(self.ledger)
+        ready = [c for c in self._merkle.checkpoints(after_size=after_size) if c.last_position <= position]
+        if not ready:
+            return after_size
+        producer.begin_transaction()
+        for checkpoint in ready:
+            headers = [SPECVERSION, (ID, f"{checkpoint.tree_size}-{checkpoint.key_id}".encode()), (SOURCE, source),
+                       (TYPE, CHECKPOINT_TYPE), (SEQUENCE, str(checkpoint.tree_size).encode()),
+                       (CONTENT_TYPE, b"text/plain; charset=utf-8")]
+            producer.send(self.settings.checkpoints_topic, key=self.ledger.settings.origin.encode(),
+                          value=checkpoint.note.encode(), headers=headers)
+        producer.commit_transaction()
+        self.stats.checkpoints += len(ready)
+        return ready[-1].tree_size
+
+    def _feed_tree(self, tree: MerkleLog, before: int, entries: list[tuple[int, bytes]]) -> None:
+        """Append a published batch to the tree (``before``: the position published before it)."""
+        if tree.last_position < before:  # behind (a key newly configured, another appender's crash): read
+            tree.catch_up(self.ledger)
+            return
+        try:
+            tree.append([e for e in entries if e[0] > tree.last_position])
+        except TreeMoved:  # `audit checkpoint` appended meanwhile
+            tree.reload()
+            tree.catch_up(self.ledger)
+
     def run(self, stop: threading.Event, *, on_batch: Callable[[PublisherStats], None] | None = None) -> PublisherStats:
         """Publish until ``stop`` is set. Safe to kill at any moment."""
         producer = self._kafka.open_transactional_writer(self.settings, transactional_id=self.transactional_id)
@@ -106,6 +180,12 @@ class KafkaEventPublisher:
                 self.stats.position = position
                 log.info("publisher resuming after position %s (%s producer)", position, self.producer)
                 source = source_for(self.ledger.settings.origin)
+                checkpoint_size = self.last_published_checkpoint()
+                checkpoints_looked = -math.inf
+                tree = MerkleLog.of(self.ledger) if self.signer is not None else None
+                if tree is not None:
+                    tree.catch_up(self.ledger, limit=max(0, position - tree.last_position))
+                signed_size, signed_at = -1, -math.inf
                 began = -math.inf
                 full = False
                 while not stop.is_set():
@@ -118,21 +198,45 @@ class KafkaEventPublisher:
                         continue
                     notifications = self.ledger.recorder.select_notifications(start=position + 1, limit=self.batch_size)
                     if not notifications:
+                        if (tree is not None and tree.size != signed_size
+                                and time.monotonic() - signed_at >= self.checkpoint_interval_s):
+                            assert self.signer is not None  # the last batch, signed once its interval is up
+                            sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)
+                            signed_size, signed_at = tree.size, time.monotonic()
+                            checkpoints_looked = -math.inf
+                        if time.monotonic() - checkpoints_looked >= CHECKPOINT_POLL_S:
+                            checkpoint_size = self._publish_checkpoints(producer, position, checkpoint_size, source)
+                            checkpoints_looked = time.monotonic()
                         stop.wait(self.idle_sleep_s)
                         continue
                     began, full = time.monotonic(), len(notifications) == self.batch_size
                     producer.begin_transaction()
+                    hashes = []
                     for notification in notifications:
                         key, value, headers = event_record(self.ledger.codec, notification, source=source)
                         producer.send(self.settings.events_topic, key=key, value=value, headers=headers)
+                        hashes.append((notification.id, headers[-1][1]))
                     producer.commit_transaction()
+                    if tree is not None:
+                        self._feed_tree(tree, position, [(p, bytes.fromhex(h.decode())) for p, h in hashes])
+                        if tree.size != signed_size and time.monotonic() - signed_at >= self.checkpoint_interval_s:
+                            assert self.signer is not None
+                            sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)
+                            signed_size, signed_at = tree.size, time.monotonic()
+                            checkpoints_looked = -math.inf  # publish it now
                     position = notifications[-1].id
                     self.stats.position = position
                     self.stats.published += len(notifications)
                     self.stats.batches += 1
+                    if time.monotonic() - checkpoints_looked >= CHECKPOINT_POLL_S / 4:
+                        checkpoint_size = self._publish_checkpoints(producer, position, checkpoint_size, source)
+                        checkpoints_looked = time.monotonic()
                     if on_batch:
                         on_batch(self.stats)
                     pacer.after_batch()
+                if tree is not None and self.signer is not None and tree.size != signed_size:
+                    sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)  # once more on stop
+                    self._publish_checkpoints(producer, position, checkpoint_size, source)
             finally:
                 pacer.close()
         return self.stats

@@ -41,6 +41,7 @@ class KafkaSettings:
     bootstrap_servers: str
     intake_topic: str = "caseledger.intake"
     events_topic: str = "caseledger.events"
+    checkpoints_topic: str = ""  # default: the events topic's name with .checkpoints for .events
     intake_partitions: int = 6
     events_partitions: int = 6
     replication_factor: int = 1
@@ -78,6 +79,9 @@ class KafkaSettings:
                 raise ConfigurationError(f"Kafka {name.replace('_', ' ')} must be at least 1")
         if self.intake_topic == self.events_topic:
             raise ConfigurationError("the intake and events topics must differ")
+        if not self.checkpoints_topic:
+            base = self.events_topic.removesuffix(".events")
+            object.__setattr__(self, "checkpoints_topic", f"{base}.checkpoints")
 
     @classmethod
     def resolve(cls, *, bootstrap_servers: str | None = None, **options: Any) -> KafkaSettings:
@@ -89,6 +93,7 @@ class KafkaSettings:
         text_vars = {
             "intake_topic": "CASELEDGER_INTAKE_TOPIC",
             "events_topic": "CASELEDGER_EVENTS_TOPIC",
+            "checkpoints_topic": "CASELEDGER_CHECKPOINTS_TOPIC",
             "security_protocol": "CASELEDGER_KAFKA_SECURITY_PROTOCOL",
             "sasl_mechanism": "CASELEDGER_KAFKA_SASL_MECHANISM",
             "sasl_username": "CASELEDGER_KAFKA_SASL_USERNAME",

@@ -1,4 +1,4 @@
-"""The ledger's two topics: created with explicit configs, or checked when they exist."""
+"""The ledger's topics (intake, events, checkpoints): created with explicit configs, or checked when they exist."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ EVENTS_TOPIC_CONFIG = {
     "message.timestamp.type": "CreateTime",
     "max.message.bytes": "4194304",
 }
+# One partition: checkpoints are read in signing order, and an auditor follows one log.
+CHECKPOINTS_TOPIC_CONFIG = EVENTS_TOPIC_CONFIG
 INTAKE_TOPIC_CONFIG = {
     # What adapters published, in clear: kept for CASELEDGER_INTAKE_RETENTION_HOURS (set per topic below),
     # long enough for any worker lag. Once applied, a record is accounted by the ledger's own outcome
@@ -27,11 +29,12 @@ INTAKE_TOPIC_CONFIG = {
 
 
 def ensure_topics(settings: KafkaSettings) -> dict[str, str]:
-    """Create the intake and events topics when missing; check existing ones. Returns what was done."""
+    """Create the intake, events and checkpoints topics when missing; check existing ones. Returns what was done."""
     intake_config = {**INTAKE_TOPIC_CONFIG, "retention.ms": str(settings.intake_retention_hours * 3600 * 1000)}
     wanted = {
         settings.intake_topic: (settings.intake_partitions, intake_config),
         settings.events_topic: (settings.events_partitions, EVENTS_TOPIC_CONFIG),
+        settings.checkpoints_topic: (1, CHECKPOINTS_TOPIC_CONFIG),
     }
     if settings.replication_factor > 1:
         durable = {"min.insync.replicas": str(min(2, settings.replication_factor))}

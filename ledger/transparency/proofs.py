@@ -1,0 +1,136 @@
+"""What the auditor's commands ask of the tree: a customer's inclusion proofs, consistency with a kept checkpoint.
+
+Every proof is against a *signed* checkpoint (the ledger's latest): an auditor checks it with the
+ledger's public key alone, with ``caseledger.verify``'s functions, and keeps the checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from caseledger.ledger.store.merkle import StoredCheckpoint
+from caseledger.ledger.transparency.tree import MerkleLog
+from caseledger.verify.errors import MalformedInput, ProofError, SignatureError, WrongKeyError
+from caseledger.verify.merkle import verify_consistency
+from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
+
+if TYPE_CHECKING:
+    from caseledger.ledger.application import CaseLedger
+
+__all__ = ["Consistency", "EventProof", "check_consistency", "event_proofs"]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@dataclass(frozen=True)
+class EventProof:
+    """One event's place in the tree of a checkpoint: its leaf index and audit path (None: after the checkpoint)."""
+
+    position: int
+    leaf_index: int | None
+    proof: list[bytes] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "leaf_index": self.leaf_index,
+                "inclusion_proof": [b64(h) for h in self.proof] if self.proof is not None else None}
+
+
+def event_proofs(ledger: CaseLedger, positions: Sequence[int], checkpoint: StoredCheckpoint,
+                 *, tree: MerkleLog | None = None) -> list[EventProof]:
+    """Inclusion proofs of the events at ``positions`` against ``checkpoint`` (O(log n) nodes each)."""
+    tree = tree or MerkleLog.of(ledger)
+    indexes = tree.store.leaf_indexes(positions)
+    inside = [indexes[p] for p in positions if p in indexes and indexes[p] < checkpoint.tree_size]
+    proofs = tree.inclusion_proofs(inside, checkpoint.tree_size)
+    found = []
+    for p in positions:
+        index = indexes.get(p)
+        if index is not None and index < checkpoint.tree_size:
+            found.append(EventProof(p, index, proofs[index]))
+        else:
+            found.append(EventProof(p, index, None))
+    return found
+
+
+@dataclass
+class Consistency:
+    """How a checkpoint the auditor kept relates to the ledger's latest one."""
+
+    held: Checkpoint | None
+    latest: StoredCheckpoint | None
+    code: str  # consistent | checkpoint-key | checkpoint-signature | rolled-back | split-view | no-checkpoint
+    message: str
+    proof: list[bytes] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == "consistent"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "code": self.code, "message": self.message,
+            "held": {"tree_size": self.held.size, "root": b64(self.held.root)} if self.held else None,
+            "latest_checkpoint": self.latest.note if self.latest else None,
+            "consistency_proof": [b64(h) for h in self.proof],
+        }
+
+
+def check_consistency(ledger: CaseLedger, held_note: str, key: VerifierKey) -> Consistency:
+    """Does the ledger's latest signed checkpoint extend the one the auditor kept?
+
+    Named outcomes: ``checkpoint-key`` (kept checkpoint or the ledger's latest signed by another
+    key), ``checkpoint-signature`` (altered), ``split-view`` (the ledger signed another root for the
+    same size: two signed, contradictory views of one log), ``rolled-back`` (the ledger's log is
+    shorter than the kept checkpoint, or its first events differ from those it committed to).
+    """
+    try:
+        held = open_checkpoint(held_note, key)
+    except WrongKeyError as error:
+        return Consistency(None, None, "checkpoint-key", f"the checkpoint you hold: {error}")
+    except (SignatureError, MalformedInput) as error:
+        return Consistency(None, None, "checkpoint-signature", f"the checkpoint you hold: {error}")
+    tree = MerkleLog.of(ledger)
+    latest = tree.store.latest_checkpoint()
+    if latest is None:
+        return Consistency(held, None, "no-checkpoint", "the ledger has signed no checkpoint yet: run "
+                           "`caseledger audit checkpoint` (with its signing key)")
+    try:
+        current = open_checkpoint(latest.note, key)
+    except (SignatureError, MalformedInput) as error:
+        return Consistency(held, latest, "checkpoint-key", f"the ledger's latest checkpoint: {error}; if the "
+                           "key was rotated, check the new key's first checkpoint against this one (docs/audit.md)")
+    for other in tree.store.checkpoints(size=held.size, limit=1000):
+        try:
+            signed = open_checkpoint(other.note, key)
+        except (SignatureError, MalformedInput):
+            continue
+        if signed.root != held.root:
+            return Consistency(held, latest, "split-view", f"split view: the ledger signed two different roots for "
+                               f"the same tree size {held.size} ({b64(held.root)[:12]}… which you hold, and "
+                               f"{b64(signed.root)[:12]}… signed {other.signed_at.isoformat()}): it showed different "
+                               "logs to different readers")
+    if held.size > current.size:
+        return Consistency(held, latest, "rolled-back", f"rolled back: the checkpoint you hold commits to "
+                           f"{held.size} events, the ledger's latest only to {current.size}")
+    if held.size == current.size:
+        if held.root != current.root:
+            return Consistency(held, latest, "split-view", f"split view: the ledger's latest checkpoint has another "
+                               f"root for the same tree size {held.size}")
+        return Consistency(held, latest, "consistent", f"the ledger's latest checkpoint is the one you hold "
+                           f"({held.size} events)")
+    if held.size == 0:
+        return Consistency(held, latest, "consistent", f"every log extends the empty one ({current.size} events now)")
+    try:
+        proof = tree.consistency_proof(held.size, current.size) if tree.size >= current.size else []
+        verify_consistency(held.size, current.size, held.root, current.root, proof)
+    except (ProofError, LookupError, ValueError) as error:
+        return Consistency(held, latest, "rolled-back", f"rolled back or rewritten: the ledger's latest checkpoint "
+                           f"({current.size} events) does not extend the one you hold ({held.size} events): "
+                           f"{error}")
+    return Consistency(held, latest, "consistent", f"the ledger's latest checkpoint ({current.size} events) extends "
+                       f"the one you hold ({held.size} events): proof of {len(proof)} hashes verified", proof)

@@ -1,0 +1,210 @@
+"""Checking a history export offline: the checkpoint's signature, every inclusion proof, every hash chain.
+
+What is checked, from the file and the verifier key alone (nothing is taken from the export's
+decoded ``event`` fields or its ``verification`` verdict — those are the ledger's word):
+
+1. the checkpoint is a signed note by the key given (``checkpoint-key``, ``checkpoint-signature``);
+2. each event's ``event_hash`` is SHA-256 of its stored bytes (``event-hash``);
+3. each event's leaf SHA-256(0x00 ‖ event hash) is at ``leaf_index`` in the checkpoint's tree by its
+   inclusion proof (``inclusion``); an event without one was recorded after the checkpoint
+   (``uncommitted``: not vouched for by the ledger's signature);
+4. the aggregate chains, read from the stored bytes' Avro envelope: each event's ``previous_hash`` is
+   the hash of the previous event of its aggregate in the file (``chain-broken``), versions follow
+   (``version-gap``). An export holds a customer's events only, so an aggregate's chain is checked
+   from its first exported event on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from caseledger.verify.errors import MalformedInput, ProofError, SignatureError, WrongKeyError
+from caseledger.verify.merkle import leaf_hash, verify_inclusion
+from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
+
+__all__ = ["Finding", "HistoryCheck", "check_history", "envelope", "read_export"]
+
+MAGIC = b"\xc3\x01"
+HEADER = 10
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing that does not hold: a code, the event's position (0: the file), what is wrong."""
+
+    code: str
+    position: int
+    message: str
+
+    def line(self) -> str:
+        where = f"position {self.position}: " if self.position else ""
+        return f"[{self.code}] {where}{self.message}"
+
+
+@dataclass
+class HistoryCheck:
+    """The outcome: the checkpoint, how many events were proved, and every finding."""
+
+    checkpoint: Checkpoint | None = None
+    events: int = 0
+    included: int = 0
+    chained: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def flag(self, code: str, position: int, message: str) -> None:
+        self.findings.append(Finding(code, position, message))
+
+
+def _long(b: bytes, p: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        c = b[p]
+        p += 1
+        result |= (c & 0x7F) << shift
+        if c < 0x80:
+            return (result >> 1) ^ -(result & 1), p
+        shift += 7
+
+
+def _str(b: bytes, p: int) -> tuple[bytes, int]:
+    n, p = _long(b, p)
+    if n < 0 or p + n > len(b):
+        raise ValueError("a string runs past the end of the event")
+    return b[p : p + n], p + n
+
+
+def envelope(data: bytes) -> tuple[str, int, bytes | None]:
+    """(aggregate id, version, previous hash) from an event's stored bytes (caseledger.Envelope, first field)."""
+    if data[:2] != MAGIC:
+        raise ValueError("not Avro single-object encoding (no C3 01)")
+    p = HEADER
+    _, p = _str(data, p)  # event_id
+    aggregate, p = _str(data, p)
+    version, p = _long(data, p)
+    for _ in range(2):  # case_id, customer_id
+        _, p = _str(data, p)
+    for _ in range(2):  # occurred_at, recorded_at
+        _, p = _long(data, p)
+    for _ in range(2):  # actor.kind, actor.id
+        _, p = _str(data, p)
+    for _ in range(3):  # channel, correlation_id, causation_id: union of null and string
+        branch, p = _long(data, p)
+        if branch == 1:
+            _, p = _str(data, p)
+    branch, p = _long(data, p)
+    previous = None
+    if branch == 1:
+        previous, p = _str(data, p)
+    return aggregate.decode(), version, previous
+
+
+def read_export(path: str | Path) -> dict[str, Any]:
+    """A JSON or Avro history export (``caseledger history CUSTOMER --export json|avro FILE``), as the JSON's shape."""
+    with Path(path).open("rb") as head:
+        if head.read(4) == b"Obj\x01":
+            return _avro_export(path)
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MalformedInput(f"{path}: not a readable JSON export ({error})") from None
+    if not isinstance(document, dict) or document.get("format") != "caseledger.history/1":
+        raise MalformedInput(f"{path}: not a caseledger history export (format caseledger.history/1)")
+    return document
+
+
+def _avro_export(path: str | Path) -> dict[str, Any]:
+    """The Avro container export: HistoryEntry records and the checkpoint in the file's metadata."""
+    from caseledger.verify.avro import read_container
+
+    metadata, records = read_container(path)
+    if metadata.get("caseledger.format") != b"caseledger.history/1":
+        raise MalformedInput(f"{path}: not a caseledger history export (caseledger.format metadata)")
+    try:
+        transparency = json.loads(metadata.get("caseledger.transparency", b"{}"))
+    except ValueError:
+        raise MalformedInput(f"{path}: its caseledger.transparency metadata is not JSON") from None
+    b64 = base64.b64encode
+    return {
+        "format": "caseledger.history/1",
+        "transparency": transparency,
+        "events": [{
+            "position": r["position"], "event_type": r["event_type"], "event_hash": r["event_hash"].hex(),
+            "stored_bytes_base64": b64(r["stored_bytes"]).decode(), "leaf_index": r.get("leaf_index"),
+            "inclusion_proof": [b64(h).decode() for h in r["inclusion_proof"]]
+            if r.get("inclusion_proof") is not None else None,
+        } for r in records],
+    }
+
+
+def _b64(text: Any) -> bytes:
+    try:
+        return base64.b64decode(str(text), validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedInput(f"not base64: {str(text)[:40]!r}") from None
+
+
+def check_history(document: dict[str, Any], key: VerifierKey) -> HistoryCheck:
+    """Every check of the module docstring over one export."""
+    result = HistoryCheck()
+    note = (document.get("transparency") or {}).get("checkpoint")
+    if not note:
+        result.flag("uncommitted", 0, "the export carries no signed checkpoint: none of its events is committed")
+    else:
+        try:
+            result.checkpoint = open_checkpoint(str(note), key)
+        except WrongKeyError as error:
+            result.flag("checkpoint-key", 0, str(error))
+        except (SignatureError, MalformedInput) as error:
+            result.flag("checkpoint-signature", 0, f"the checkpoint cannot be trusted: {error}")
+    cp = result.checkpoint
+    chains: dict[str, tuple[int, bytes]] = {}
+    for event in document.get("events") or []:
+        result.events += 1
+        position = int(event.get("position") or 0)
+        try:
+            data = _b64(event.get("stored_bytes_base64"))
+        except MalformedInput as error:
+            result.flag("undecodable", position, f"stored bytes: {error}")
+            continue
+        digest = hashlib.sha256(data).digest()
+        if str(event.get("event_hash", "")).lower() != digest.hex():
+            result.flag("event-hash", position, "event_hash is not the SHA-256 of the event's stored bytes")
+        if cp is not None:
+            index, proof = event.get("leaf_index"), event.get("inclusion_proof")
+            if proof is None or index is None:
+                result.flag("uncommitted", position, f"recorded after the checkpoint ({cp.size} events): not "
+                            "committed by it")
+            else:
+                try:
+                    verify_inclusion(int(index), cp.size, leaf_hash(digest), [_b64(h) for h in proof], cp.root)
+                    result.included += 1
+                except (ProofError, MalformedInput, ValueError) as error:
+                    result.flag("inclusion", position, f"not in the signed log: {error}")
+        try:
+            aggregate, version, previous = envelope(data)
+        except (ValueError, IndexError) as error:
+            result.flag("undecodable", position, f"the envelope cannot be read from the stored bytes: {error}")
+            continue
+        last = chains.get(aggregate)
+        if last is not None:
+            if version != last[0] + 1:
+                result.flag("version-gap", position, f"aggregate {aggregate} version {version} after {last[0]}")
+            elif previous != last[1]:
+                result.flag("chain-broken", position, f"aggregate {aggregate} v{version}: previous_hash is not "
+                            "the hash of the previous event of its aggregate")
+            else:
+                result.chained += 1
+        elif version == 1 and previous is not None:
+            result.flag("chain-broken", position, f"aggregate {aggregate} v1 has a previous_hash")
+        chains[aggregate] = (version, digest)
+    return result
