@@ -18,7 +18,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from caseledger.ledger.errors import ValidationError
 
-__all__ = ["TEXT_KINDS", "Audience", "CustomerTexts", "RenderedText", "TextKind", "TextSettings", "check_time_zone"]
+__all__ = [
+    "TEXT_KINDS", "Audience", "CustomerTexts", "RenderedText", "TextKind", "TextSettings", "Writer", "check_time_zone",
+]
 
 TextKind = Literal[
     "request_copy",
@@ -113,3 +115,22 @@ class TextSettings:
             locale=locale or self.channel_locales.get(channel or "", self.locale),
             time_zone=time_zone or self.channel_time_zones.get(channel or "", default_zone),
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Writer:
+    """Writes the texts of one command for one customer: the templates, and who reads them."""
+
+    texts: CustomerTexts
+    audience: Audience
+
+    def write(self, kind: TextKind, facts: Mapping[str, Any]) -> RenderedText:
+        return self.texts.render(kind, self.audience, facts)
+
+    def record(self, kind: TextKind, facts: Mapping[str, Any]) -> dict[str, Any]:
+        """The fields an event keeps of the text: the text itself, its template id and version, the locale."""
+        rendered = self.write(kind, facts)
+        return {
+            "text": rendered.text, "template_id": rendered.template_id,
+            "template_version": rendered.template_version, "locale": rendered.locale,
+        }
