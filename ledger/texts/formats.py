@@ -6,7 +6,7 @@ contact, and parsing a locale or a zone each time would cost more than the rende
 
 from __future__ import annotations
 
-from datetime import datetime
+import datetime as dt
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -81,23 +81,23 @@ class Formats:
         self.statuses = STATUS_WORDS.get(language, STATUS_WORDS["en"])
         self.at_time = _AT_TIME.get(language) or str(get_datetime_format("full", locale=self.locale))
 
-    def local(self, value: datetime) -> datetime:
-        if not isinstance(value, datetime) or value.tzinfo is None:
+    def local(self, value: dt.datetime) -> dt.datetime:
+        if not isinstance(value, dt.datetime) or value.tzinfo is None:
             raise ValidationError(f"a date in a customer text must be a timezone-aware datetime, got {value!r}")
         return value.astimezone(self.zone)
 
-    def datetime(self, value: datetime) -> str:
+    def datetime(self, value: dt.datetime) -> str:
         """``mercredi 4 mars 2026 à 09:00``: the full date and the short time, in the customer's zone."""
         local = self.local(value)
         date_text = format_date(local, "full", locale=self.locale)
         time_text = format_time(local, "short", locale=self.locale)
         return self.at_time.replace("'", "").replace("{1}", date_text).replace("{0}", time_text)
 
-    def date(self, value: datetime) -> str:
+    def date(self, value: dt.datetime) -> str:
         """``mercredi 4 mars 2026``."""
         return str(format_date(self.local(value), "full", locale=self.locale))
 
-    def time(self, value: datetime) -> str:
+    def time(self, value: dt.datetime) -> str:
         """``09:00``."""
         return str(format_time(self.local(value), "short", locale=self.locale))
 
