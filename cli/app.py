@@ -23,6 +23,7 @@ from caseledger.cli import (
     deadlines,
     items,
     kept,
+    locales,
     messages,
     metrics,
     projections,
@@ -59,8 +60,9 @@ def root(
     policy: Annotated[
         str | None,
         typer.Option(
-            "--policy", envvar="CASELEDGER_POLICY", metavar="FILE",
-            help="Response policy TOML file (respond-by and acknowledge-by delays); default built in.",
+            "--policy", envvar="CASELEDGER_POLICY", metavar="FILE|NAME",
+            help="Response policy TOML file, or a shipped one by name (acpr-2022-r-01: French banking "
+            "complaints); delays, calendar, customer texts. Default built in.",
         ),
     ] = None,
     actor: Annotated[
@@ -119,6 +121,7 @@ app.add_typer(contact.contact_app, name="contact", rich_help_panel=INTAKE)
 app.add_typer(case.case_app, name="case", rich_help_panel=CASES)
 app.command("cases", rich_help_panel=CASES)(customers.cases)
 app.command("history", rich_help_panel=CASES)(customers.history)
+app.add_typer(locales.customer_app, name="customer", rich_help_panel=CASES)
 
 app.command("respond", rich_help_panel=WORK)(items.respond)
 app.add_typer(items.item_app, name="item", rich_help_panel=WORK)

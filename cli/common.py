@@ -79,7 +79,7 @@ def plain_console(*, stderr: bool = False) -> Console:
 # The order in which ``caseledger --help`` lists commands (and so their panels): the life of a case,
 # then the Kafka backbone, the tooling and the projections.
 COMMAND_ORDER = (
-    "contact", "case", "cases", "history", "respond", "item", "promise", "message", "action", "tick",
+    "contact", "case", "cases", "history", "customer", "respond", "item", "promise", "message", "action", "tick",
     "topics", "publish", "intake", "publisher", "run", "schemas", "version", "demo", "overdue", "metrics",
     "bench", "audit", "projections",
 )
