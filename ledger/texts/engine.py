@@ -114,8 +114,11 @@ class TemplateTexts:
 
     @classmethod
     def for_settings(cls, *, company: str, folder: str | None) -> TemplateTexts:
-        """One compiled set per company and folder, shared by every ledger in the process."""
-        return _cached(company, folder)
+        """One compiled set per company and folder content, shared by every ledger in the process.
+
+        A folder whose files changed (names, sizes, modification times) is loaded and checked again.
+        """
+        return _cached(company, folder, _signature(folder))
 
     # -- loading ----------------------------------------------------------------------------------------
 
@@ -228,8 +231,19 @@ class TemplateTexts:
 
 
 @lru_cache(maxsize=16)
-def _cached(company: str, folder: str | None) -> TemplateTexts:
+def _cached(company: str, folder: str | None, signature: tuple[tuple[str, int, int], ...]) -> TemplateTexts:
     return TemplateTexts(company=company, folder=folder)
+
+
+def _signature(folder: str | None) -> tuple[tuple[str, int, int], ...]:
+    if folder is None or not Path(folder).is_dir():
+        return ()
+    found = []
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            found.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(found)
 
 
 def _line_of(error: BaseException, path: str) -> int | None:
