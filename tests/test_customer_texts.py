@@ -75,14 +75,14 @@ def test_changing_a_template_never_changes_what_was_sent(tmp_path: Path, open_le
     first.respond(ref, actor=ALICE, body="Réponse", answers=["Q1"])
     first.close_case(ref, actor=ALICE, reason="answered", notice="Merci.")
     before = first.get_case(ref)
-    sent = [e for e in first.history("email:jane@example.com") if type(e).__name__ == "CaseClosed"][0]
+    sent = next(e for e in first.history("email:jane@example.com") if type(e).__name__ == "CaseClosed")
     assert sent.text == f"Version 1 : dossier {ref} clos." and sent.template_id == "company:fr/notice_closed"
     assert sent.locale == "fr_FR" and sent.time_zone == "Europe/Paris"
     first.close()
 
     (folder / "notice_closed.txt").write_text("Version 2 : {{ reference }} est clos.", encoding="utf-8")
     again = open_ledger(policy_file(tmp_path, "templates"))
-    reread = [e for e in again.history("email:jane@example.com") if type(e).__name__ == "CaseClosed"][0]
+    reread = next(e for e in again.history("email:jane@example.com") if type(e).__name__ == "CaseClosed")
     assert (reread.text, reread.template_version) == (sent.text, sent.template_version)
     assert again.get_case(ref).messages["N1"].text == before.messages["N1"].text
     again.reopen_case(ref, actor=ALICE, reason="customer objected", notice="Nous reprenons.")
@@ -105,7 +105,7 @@ def test_the_acknowledgement_keeps_its_template_locale_and_zone(open_ledger: Any
     outcome = ledger.record_contact(draft())
     assert "Nous avons bien reçu votre demande du lundi 2 mars 2026 à 09:00" in outcome.acknowledgement
     assert "via notre formulaire de contact" in outcome.acknowledgement
-    ack = [e for e in ledger.history("email:jane@example.com") if type(e).__name__ == "AcknowledgementIssued"][0]
+    ack = next(e for e in ledger.history("email:jane@example.com") if type(e).__name__ == "AcknowledgementIssued")
     assert ack.template_id == "builtin:fr/acknowledgement" and ack.locale == "fr_FR"
     assert ack.time_zone == "Europe/Paris" and ack.request_copy_template.startswith("builtin:fr/request_copy@sha256:")
     assert ack.request_copy in ack.text
