@@ -19,11 +19,11 @@ from caseledger.cli import (
     bench,
     case,
     contact,
+    customer_texts,
     customers,
     deadlines,
     items,
     kept,
-    locales,
     messages,
     metrics,
     projections,
@@ -121,7 +121,8 @@ app.add_typer(contact.contact_app, name="contact", rich_help_panel=INTAKE)
 app.add_typer(case.case_app, name="case", rich_help_panel=CASES)
 app.command("cases", rich_help_panel=CASES)(customers.cases)
 app.command("history", rich_help_panel=CASES)(customers.history)
-app.add_typer(locales.customer_app, name="customer", rich_help_panel=CASES)
+app.add_typer(customer_texts.customer_app, name="customer", rich_help_panel=CASES)
+app.add_typer(customer_texts.texts_app, name="texts", rich_help_panel=TOOLS)
 
 app.command("respond", rich_help_panel=WORK)(items.respond)
 app.add_typer(items.item_app, name="item", rich_help_panel=WORK)

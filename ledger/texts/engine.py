@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 _SUFFIX = ".txt"
 _FORMATS = "_formats"  # the context variable the filters read (not a template variable)
 _BLANK_LINES = re.compile(r"\n{3,}")
+_KINDS: dict[str, TextKind] = {kind + _SUFFIX: kind for kind in TEXT_KINDS}
 
 
 class TemplateRefused(ConfigurationError):
@@ -137,8 +138,8 @@ class TemplateTexts:
             for file in sorted(entry.iterdir()):
                 if file.name.startswith("."):
                     continue
-                kind = file.name.removesuffix(_SUFFIX)
-                if not file.name.endswith(_SUFFIX) or kind not in TEXT_KINDS:
+                kind = _KINDS.get(file.name)
+                if kind is None:
                     raise TemplateRefused(
                         str(file), None, f"unknown template; name it <kind>{_SUFFIX} with a kind among {', '.join(TEXT_KINDS)}"
                     )
@@ -146,8 +147,8 @@ class TemplateTexts:
                     source = file.read_text(encoding="utf-8")
                 except (OSError, UnicodeDecodeError) as error:
                     raise TemplateRefused(str(file), None, f"cannot be read ({error}); save it as UTF-8") from None
-                self.custom[(entry.name, kind)] = self._compile(  # type: ignore[index]
-                    source, kind=kind, path=str(file), template_id=f"company:{entry.name}/{kind}"  # type: ignore[arg-type]
+                self.custom[(entry.name, kind)] = self._compile(
+                    source, kind=kind, path=str(file), template_id=f"company:{entry.name}/{kind}"
                 )
         languages = {language for language, _ in self.custom}
         for language in sorted(languages - {language for language, _ in self.builtin}):
