@@ -265,3 +265,53 @@ def test_two_calendar_months_end_on_the_same_date_or_the_months_last_day() -> No
     calendar = BusinessCalendar()
     assert calendar.add_months(datetime(2026, 12, 31, 10, tzinfo=UTC), 2) == datetime(2027, 2, 28, 10, tzinfo=UTC)
     assert calendar.add_months(datetime(2026, 1, 15, 10, tzinfo=UTC), 2) == datetime(2026, 3, 15, 10, tzinfo=UTC)
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+
+def test_the_command_line_sets_a_locale_and_checks_a_templates_folder(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from caseledger.cli.app import app
+
+    runner = CliRunner(env={"CASELEDGER_DATABASE": None, "CASELEDGER_POLICY": None, "TZ": "UTC", "COLUMNS": "200"})
+    db = str(tmp_path / "cli.sqlite")
+    recorded = runner.invoke(app, ["-d", db, "--policy", "acpr-2022-r-01", "contact", "record", "-c", "web_form",
+                                   "-m", "m-1", "--from", "email:jane@example.com", "--item", "Pourquoi ?"])
+    assert recorded.exit_code == 0, recorded.stdout + recorded.stderr
+    assert "Nous avons bien reçu votre demande" in recorded.stdout and "Le service Réclamations" in recorded.stdout
+    changed = runner.invoke(app, ["-d", db, "customer", "set-locale", "email:jane@example.com", "--locale", "en_GB",
+                                  "--zone", "Europe/London", "--json"])
+    assert changed.exit_code == 0 and json.loads(changed.stdout) == {
+        "customer_id": "email:jane@example.com", "locale": "en_GB", "time_zone": "Europe/London", "changed": True}
+    refused = runner.invoke(app, ["-d", db, "customer", "set-locale", "email:jane@example.com", "--locale", "it"])
+    assert refused.exit_code == 2 and "no customer texts are written in it" in refused.stderr
+
+    folder = tmp_path / "templates" / "fr"
+    folder.mkdir(parents=True)
+    (folder / "notice_closed.txt").write_text("Bonjour\n\n{{ customer_name }}\n", encoding="utf-8")
+    broken = runner.invoke(app, ["--policy", str(policy_file(tmp_path, "templates")), "texts", "check"])
+    assert broken.exit_code == 4
+    assert f"{folder / 'notice_closed.txt'}:3: unknown variable 'customer_name'" in " ".join(broken.stderr.split())
+    (folder / "notice_closed.txt").write_text("Bonjour\n\nDossier {{ reference }} clos.\n", encoding="utf-8")
+    good = runner.invoke(app, ["--policy", str(policy_file(tmp_path, "templates")), "texts", "check", "--json"])
+    assert good.exit_code == 0, good.stderr
+    ids = {t["template_id"] for t in json.loads(good.stdout)["templates"]}
+    assert "company:fr/notice_closed" in ids and "builtin:fr/notice_closed" not in ids  # it replaces the built-in
+
+
+@pytest.mark.parametrize(("texts", "problem"), [
+    ('[texts]\nlocale = "français"\n', "texts.locale: 'français' is not a locale"),
+    ('[texts]\ntimezone = "Paris"\n', "texts.timezone: unknown time zone 'Paris'"),
+    ('[texts]\ntemplates = "nowhere"\n', "texts.templates: "),
+    ('[texts]\nsignature = "x"\n', "texts.signature: unknown key"),
+    ('[texts.channel.fax]\nlocale = "fr"\n', "texts.channel.fax: unknown channel 'fax'"),
+    ('[confirm]\nwithin = "soon"\n', "confirm.within: 'soon' is not a delay"),
+])
+def test_a_bad_texts_or_confirm_section_is_refused_with_the_key(tmp_path: Path, texts: str, problem: str) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('[calendar]\ntimezone = "Europe/Paris"\n[acknowledge]\nwithin = "1h"\n[respond]\ndefault = "2d"\n'
+                    + texts, encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=problem.replace(".", r"\.").replace("(", r"\(")):
+        ResponsePolicy.from_toml(path)
