@@ -98,6 +98,7 @@ class TemplateTexts:
         self.env = _environment()
         self.builtin: dict[tuple[str, TextKind], _Compiled] = {}
         self.custom: dict[tuple[str, TextKind], _Compiled] = {}
+        self._folders: dict[str, str | None] = {}  # locale -> template folder, remembered
         root = resources.files("caseledger.ledger.texts").joinpath("templates")
         for language_dir in sorted(root.iterdir(), key=lambda p: p.name):
             if not language_dir.is_dir():
@@ -173,7 +174,8 @@ class TemplateTexts:
                 path, line, f"unknown variable {name!r}; a {kind} template may use {', '.join(sorted(allowed))}"
             )
         code = self.env.compile(source, name=path, filename=path)
-        template = self.env.template_class.from_code(self.env, code, self.env.make_globals(None))
+        # A plain dict of globals: Jinja's ChainMap is walked again on every render.
+        template = self.env.template_class.from_code(self.env, code, dict(self.env.make_globals(None)))
         version = "sha256:" + hashlib.sha256(source.encode("utf-8")).hexdigest()
         return _Compiled(template=template, template_id=template_id, version=version, path=path)
 
@@ -195,10 +197,14 @@ class TemplateTexts:
 
     def template_locale(self, locale: str) -> str | None:
         """The template folder a locale's texts come from (``fr`` for ``fr_CA``), None when there is none."""
-        parsed = parse_locale(locale)
-        candidates = [str(parsed), parsed.language]
-        known = {language for language, _ in (*self.builtin, *self.custom)}
-        return next((c for c in candidates if c in known), None)
+        found = self._folders.get(locale, "")
+        if found == "":
+            parsed = parse_locale(locale)
+            known = {language for language, _ in (*self.builtin, *self.custom)}
+            found = next((c for c in (str(parsed), parsed.language) if c in known), None)
+            if len(self._folders) < 1024:
+                self._folders[locale] = found
+        return found
 
     def render(self, kind: TextKind, audience: Audience, facts: Mapping[str, Any]) -> RenderedText:
         folder = self.template_locale(audience.locale)

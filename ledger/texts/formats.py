@@ -80,6 +80,10 @@ class Formats:
         self.words = CHANNEL_WORDS.get(language, CHANNEL_WORDS["en"])
         self.statuses = STATUS_WORDS.get(language, STATUS_WORDS["en"])
         self.at_time = _AT_TIME.get(language) or str(get_datetime_format("full", locale=self.locale))
+        # Babel parses its patterns on every call; a text shows the date and the minute, so the
+        # strings of one day and of one minute of the clock are made once (bounded).
+        self._dates: dict[dt.date, str] = {}
+        self._times: dict[tuple[int, int], str] = {}
 
     def local(self, value: dt.datetime) -> dt.datetime:
         if not isinstance(value, dt.datetime) or value.tzinfo is None:
@@ -89,17 +93,32 @@ class Formats:
     def datetime(self, value: dt.datetime) -> str:
         """``mercredi 4 mars 2026 à 09:00``: the full date and the short time, in the customer's zone."""
         local = self.local(value)
-        date_text = format_date(local, "full", locale=self.locale)
-        time_text = format_time(local, "short", locale=self.locale)
-        return self.at_time.replace("'", "").replace("{1}", date_text).replace("{0}", time_text)
+        return self.at_time.replace("'", "").replace("{1}", self._date(local)).replace("{0}", self._time(local))
 
     def date(self, value: dt.datetime) -> str:
         """``mercredi 4 mars 2026``."""
-        return str(format_date(self.local(value), "full", locale=self.locale))
+        return self._date(self.local(value))
 
     def time(self, value: dt.datetime) -> str:
         """``09:00``."""
-        return str(format_time(self.local(value), "short", locale=self.locale))
+        return self._time(self.local(value))
+
+    def _date(self, local: dt.datetime) -> str:
+        day = local.date()
+        text = self._dates.get(day)
+        if text is None:
+            if len(self._dates) > 4096:
+                self._dates.clear()
+            text = self._dates[day] = str(format_date(local, "full", locale=self.locale))
+        return text
+
+    def _time(self, local: dt.datetime) -> str:
+        key = (local.hour, local.minute)
+        text = self._times.get(key)
+        if text is None:  # at most 1440 of them
+            text = self._times[key] = str(format_time(local.replace(second=0, microsecond=0), "short",
+                                                      locale=self.locale))
+        return text
 
     def channel(self, value: str) -> str:
         """``formulaire de contact``."""
