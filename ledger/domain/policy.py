@@ -1,4 +1,4 @@
-"""Response policy: when an inbound contact must be acknowledged and answered.
+"""Response policy: when an inbound contact must be acknowledged and answered, and in whose words.
 
 Every contact the ledger records gets an acknowledgement carrying a respond-by deadline (story S2).
 The deadline comes from a :class:`ResponsePolicy` — a :class:`Delay` per channel and per category —
@@ -32,10 +32,25 @@ Policy file (TOML)
         working_days = ["mon", "tue", "wed", "thu", "fri"]  # default Monday to Friday
         opens = "09:00"                     # default 09:00; "HH:MM", "HH:MM:SS" or a TOML time
         closes = "18:00"                    # default 18:00; later than opens, the same day
-        holidays = [2026-12-25, "2027-01-01"]  # TOML dates or "YYYY-MM-DD"; default none
+        public_holidays = "FR"              # optional: a country's public holidays (the holidays package)
+        subdivision = "6AE"                 # optional: a subdivision as that package names it (Alsace)
+        closing_days = [2026-12-24]         # the company's own closing days (TOML dates or "YYYY-MM-DD");
+        holidays = [2026-12-31]             # the older name of closing_days, still read
 
         [acknowledge]                       # required
         within = "1h"                       # "0m" means immediately
+        spoken_in_writing = false           # true: a phone/branch contact is acknowledged in writing
+
+        [confirm]                           # optional
+        within = "1d"                       # a spoken promise's written confirmation is delivered by then
+
+        [texts]                             # optional: what the customer reads
+        locale = "fr_FR"                    # default locale; timezone = "…" (default: the calendar's)
+        company = "Banque Exemple"          # who signs the texts
+        templates = "templates"             # a folder of <locale>/<kind>.txt (relative to the file)
+
+        [texts.channel.social]              # optional: a channel's own default locale and/or timezone
+        locale = "en"
 
         [respond]                           # required
         default = "2d"                      # required: when no rule below applies
@@ -50,7 +65,7 @@ Policy file (TOML)
         complaint = "5d"
 
     A delay is a whole number and a unit: ``"90m"`` business minutes, ``"4h"`` business hours,
-    ``"2d"`` business days. Channels are those of :class:`ledger.values.Channel`; categories are
+    ``"2d"`` business days, ``"2mo"`` calendar months. Channels are those of :class:`ledger.values.Channel`; categories are
     free words, compared in lower case. The most specific rule wins: channel and category, then
     category, then channel, then ``default``. Unknown keys, channels and weekdays are errors, so
     a typo never silently falls back to a default.

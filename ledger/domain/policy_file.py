@@ -21,7 +21,7 @@ from caseledger.ledger.domain.policy import (
     _zone,
 )
 from caseledger.ledger.domain.texts import TextSettings, check_time_zone
-from caseledger.ledger.domain.values import Channel
+from caseledger.ledger.domain.values import Channel, check_locale
 from caseledger.ledger.errors import ConfigurationError, ValidationError
 
 if TYPE_CHECKING:
@@ -59,7 +59,6 @@ _EXAMPLES = {
 _CHANNELS = tuple(c.value for c in Channel)
 _CLOCK_TEXT = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?")
 _DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_LOCALE_TEXT = re.compile(r"[a-zA-Z]{2,3}(_[A-Za-z0-9]{2,4})?")
 
 
 class PolicyFile:
@@ -236,10 +235,10 @@ class PolicyFile:
             raise self.error(key, f"unknown time zone {value!r}", 'use an IANA name, e.g. "Europe/Paris"') from None
 
     def locale(self, value: object, key: str) -> str:
-        text = value.strip().replace("-", "_") if isinstance(value, str) else ""
-        if not _LOCALE_TEXT.fullmatch(text):
-            raise self.error(key, f"{value!r} is not a locale", 'write a language and an optional region, e.g. "fr_FR" or "en"')
-        return text
+        try:
+            return check_locale(value)  # type: ignore[arg-type]  # refuses non-strings
+        except ValidationError:
+            raise self.error(key, f"{value!r} is not a locale", 'write a language and an optional region, e.g. "fr_FR" or "en"') from None
 
     def weekdays(self, value: object) -> frozenset[int]:
         key = "calendar.working_days"
