@@ -99,6 +99,7 @@ class TemplateTexts:
         self.builtin: dict[tuple[str, TextKind], _Compiled] = {}
         self.custom: dict[tuple[str, TextKind], _Compiled] = {}
         self._folders: dict[str, str | None] = {}  # locale -> template folder, remembered
+        self._globals = dict(self.env.make_globals(None))
         root = resources.files("caseledger.ledger.texts").joinpath("templates")
         for language_dir in sorted(root.iterdir(), key=lambda p: p.name):
             if not language_dir.is_dir():
@@ -232,9 +233,18 @@ class TemplateTexts:
         )
 
     def _run(self, compiled: _Compiled, audience: Audience, values: Mapping[str, Any]) -> str:
-        out = compiled.template.render({**values, _FORMATS: formats_for(audience.locale, audience.time_zone)})
-        text = "\n".join(line.rstrip() for line in out.strip().splitlines())
-        return _BLANK_LINES.sub("\n\n", text)
+        template = compiled.template
+        # Template.render merges the globals into a new dict per call; one merge here is enough.
+        context = template.new_context(
+            {**self._globals, **values, _FORMATS: formats_for(audience.locale, audience.time_zone)}, shared=True
+        )
+        try:
+            text = "".join(template.root_render_func(context)).strip()
+        except Exception:
+            self.env.handle_exception()  # re-raised with the template's file and line in the traceback
+        if " \n" in text or "\t\n" in text:
+            text = "\n".join(line.rstrip() for line in text.splitlines())
+        return _BLANK_LINES.sub("\n\n", text) if "\n\n\n" in text else text
 
 
 @lru_cache(maxsize=16)
