@@ -20,6 +20,7 @@ from caseledger.cli import (
     bench,
     case,
     contact,
+    customer_texts,
     customers,
     deadlines,
     items,
@@ -64,8 +65,9 @@ def root(
     policy: Annotated[
         str | None,
         typer.Option(
-            "--policy", envvar="CASELEDGER_POLICY", metavar="FILE",
-            help="Response policy TOML file (respond-by and acknowledge-by delays); default built in.",
+            "--policy", envvar="CASELEDGER_POLICY", metavar="FILE|NAME",
+            help="Response policy TOML file, or a shipped one by name (acpr-2022-r-01: French banking "
+            "complaints); delays, calendar, customer texts. Default built in.",
         ),
     ] = None,
     actor: Annotated[
@@ -151,7 +153,10 @@ app.add_typer(contact.contact_app, name="contact", rich_help_panel=INTAKE)
 app.add_typer(case.case_app, name="case", rich_help_panel=CASES)
 app.command("cases", rich_help_panel=CASES)(customers.cases)
 app.command("history", rich_help_panel=CASES)(customers.history)
+# One `customer` group: their personal data (erase, hold, release, keys) and their language (set-locale).
+privacy.customer_app.registered_commands.extend(customer_texts.customer_app.registered_commands)
 app.add_typer(privacy.customer_app, name="customer", rich_help_panel=CASES)
+app.add_typer(customer_texts.texts_app, name="texts", rich_help_panel=TOOLS)
 
 app.command("respond", rich_help_panel=WORK)(items.respond)
 app.add_typer(items.item_app, name="item", rich_help_panel=WORK)

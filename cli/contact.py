@@ -61,6 +61,14 @@ def contact_record(
     segment: Annotated[
         str | None, typer.Option("--segment", metavar="NAME", help="Customer segment, e.g. premium (for reporting).")
     ] = None,
+    locale: Annotated[
+        str | None,
+        typer.Option("--locale", metavar="LOCALE", help="The customer's language for our texts, e.g. fr_FR (kept for them)."),
+    ] = None,
+    zone: Annotated[
+        str | None,
+        typer.Option("--zone", metavar="ZONE", help="The customer's IANA time zone, e.g. Europe/Paris (kept for them)."),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Record an inbound contact and issue its acknowledgement (reference, copy, respond-by).
@@ -76,6 +84,22 @@ def contact_record(
     ```
     $ caseledger contact record -c web_form -m form-8812 --from email:jane@example.com --subject "Card blocked" --item "Why is my card blocked?" --item "When can I use it again?"
     $ caseledger contact record -c phone -m call-551 --from phone:+33612345678 --case CL-7K2QD-M3XPA --follow-up --item "Still waiting for the refund"
+    ```
+
+    What the customer reads comes from the policy's templates, in their language and time zone
+    (`--locale`, `--zone`, or `caseledger customer set-locale`; else the policy's default):
+
+    ```
+    $ caseledger --policy acpr-2022-r-01 contact record -c web_form -m form-8813 --from email:jane@example.com --subject "Frais de carte" --item "Pourquoi deux frais de carte en février ?"
+    Acknowledgement ACK1:
+      Madame, Monsieur,
+
+      Nous avons bien reçu votre demande du lundi 2 mars 2026 à 09:00, envoyée via notre formulaire de contact.
+
+      Votre référence : CL-7K2QD-M3XPA. Rappelez-la dans chacun de vos échanges avec nous.
+
+      Nous nous engageons à vous apporter une réponse au plus tard le samedi 2 mai 2026 à 09:00.
+      …
     ```
     """
     s = session(ctx)
@@ -96,6 +120,8 @@ def contact_record(
         category=category,
         customer_id=customer_id,
         segment=segment,
+        locale=locale,
+        time_zone=zone,
     )
     outcome = s.ledger.record_contact(draft, actor=s.actor_given)
     if as_json:

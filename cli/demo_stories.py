@@ -94,7 +94,8 @@ def story_s2(demo: Demo) -> None:
     demo.agent_sees(facts([
         ("acknowledgement", f"{ack_id} of C1, due {at(ack.due_at)}, "
                             f"delivered {at(case.messages[ack_id].delivered_at)}"),
-        ("respond by", f"{at(contact.respond_by)} (web form: 2 business days)"),
+        ("respond by", f"{at(contact.respond_by)} (policy {demo.ledger.policy.name or 'built in'}: web form "
+                       f"{demo.ledger.policy._respond_within('web_form', None)._spoken()})"),
     ]))
     issued = of_type(demo.history(), "AcknowledgementIssued")
     copy = " | ".join(line.strip() for line in issued[0].request_copy.splitlines() if line.strip())

@@ -30,6 +30,7 @@ from caseledger.ledger.domain.directory import (
 )
 from caseledger.ledger.domain.events import Context, LedgerEvent
 from caseledger.ledger.domain.policy import ResponsePolicy
+from caseledger.ledger.domain.texts import Audience, Writer
 from caseledger.ledger.domain.values import (
     SYSTEM,
     Actor,
@@ -55,6 +56,7 @@ from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import AvroEventCodec, AvroMapper, event_hash
 from caseledger.ledger.store.errors import lost_schema_race, translate_errors
 from caseledger.ledger.store.recorder import LedgerRecorder
+from caseledger.ledger.texts import TemplateTexts
 from caseledger.ledger.unit_of_work import AggregateCache, UnitOfWork
 
 if TYPE_CHECKING:
@@ -98,9 +100,10 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
         # Personal fields are sealed with their customer's key as they are encoded (docs/privacy.md).
         self.codec = AvroEventCodec(seal=self._seal_fields)
         if policy is None:
-            path = self.settings.policy_path
-            policy = ResponsePolicy.from_toml(path) if path else ResponsePolicy.default()
+            policy = ResponsePolicy.load(self.settings.policy_path or self.settings.policy_name)
         self.policy = policy
+        # Compiled and tried on every sample once, here: a broken template stops the start, not a contact.
+        self.texts = TemplateTexts.for_settings(company=policy.texts.company, folder=policy.texts.templates)
         self.clock = clock or (lambda: datetime.now(UTC))
         self._uow: UnitOfWork | None = None
         self._cache: AggregateCache | None = None
@@ -208,6 +211,54 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
             correlation_id=correlation_id,
             causation_id=causation_id,
         )
+
+    # -- what the customer reads ------------------------------------------------------------------------
+
+    def audience_of(self, customer: Customer | None, channel: str | None, *, locale: str | None = None,
+                    time_zone: str | None = None) -> Audience:
+        """The locale and zone of a customer's texts: their own choice, else the channel's default, else the policy's.
+
+        A locale no template is written in falls back to the default (the customer's choice stays on record).
+        """
+        locale = locale or (customer.locale if customer is not None else None)
+        time_zone = time_zone or (customer.time_zone if customer is not None else None)
+        if locale is not None and self.texts.template_locale(locale) is None:
+            locale = None
+        return self.policy.texts.audience(channel, self.policy.calendar.timezone, locale=locale, time_zone=time_zone)
+
+    def writer_for(self, customer: Customer | None, channel: str | None) -> Writer:
+        return Writer(texts=self.texts, audience=self.audience_of(customer, channel))
+
+    def _writer_of(self, case: Case, ctx: Context) -> Writer:
+        """Who reads what a command on ``case`` sends: its customer, on the command's or their written channel."""
+        channel = (ctx.channel or case.written_channel()).value
+        return self.writer_for(self._get_optional(Customer.id_for(case.customer_id)), channel)
+
+    def set_customer_locale(
+        self, who: str, *, actor: Actor, locale: str | None, time_zone: str | None
+    ) -> tuple[str, Audience, bool]:
+        """Record the locale and/or time zone of a customer's texts ("" returns one to the default).
+
+        Returns (customer id, the audience their texts now have, whether anything changed).
+        """
+        from caseledger.ledger.domain.values import check_locale
+
+        if locale is None and time_zone is None:
+            raise ValidationError("give a locale (--locale fr_FR) and/or a time zone (--tz Europe/Paris)")
+        if locale:
+            locale = check_locale(locale)
+            if self.texts.template_locale(locale) is None:
+                raise ValidationError(
+                    f"no customer texts are written in {locale}; use one of {', '.join(self.texts.locales())}, or "
+                    "add templates in that language to the policy's templates folder"
+                )
+        with self._command():
+            customer_id = self.resolve_customer(who)
+            customer = self._load(Customer.id_for(customer_id))
+            changed = customer.set_locale(locale=locale, time_zone=time_zone, source="command",
+                                          ctx=self._context(actor))
+            self.record(customer)
+        return customer_id, self.audience_of(customer, None), changed
 
     # -- lookups ------------------------------------------------------------------------------------
 
@@ -426,11 +477,14 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
     ) -> tuple[str, str | None]:
         """Record a promise; returns (promise id, written confirmation id or None)."""
         confirm = Channel.parse(confirmation_channel) if confirmation_channel else None
-        return self._on_case(
-            reference, actor,
-            lambda c, x: c.make_promise(ctx=x, kind=kind, terms=terms, due_at=due_at, confirmation_channel=confirm),
-            channel=channel, occurred_at=occurred_at,
-        )
+
+        def decide(case: Case, ctx: Context) -> tuple[str, str | None]:
+            written = confirm or case.written_channel()
+            writer = self.writer_for(self._get_optional(Customer.id_for(case.customer_id)), written.value)
+            return case.make_promise(ctx=ctx, kind=kind, terms=terms, due_at=due_at, confirmation_channel=confirm,
+                                     writer=writer, deliver_by=self.policy.confirm_by(issued_at=ctx.occurred_at))
+
+        return self._on_case(reference, actor, decide, channel=channel, occurred_at=occurred_at)
 
     def keep_promise(self, reference: str, *, actor: Actor, promise_id: str, evidence: str) -> None:
         self._on_case(reference, actor, lambda c, x: c.keep_promise(ctx=x, promise_id=promise_id, evidence=evidence))
@@ -438,7 +492,8 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
     def withdraw_promise(self, reference: str, *, actor: Actor, promise_id: str, reason: str, notice: str) -> None:
         self._on_case(
             reference, actor,
-            lambda c, x: c.withdraw_promise(ctx=x, promise_id=promise_id, reason=reason, notice=notice),
+            lambda c, x: c.withdraw_promise(ctx=x, promise_id=promise_id, reason=reason, notice=notice,
+                                            writer=self._writer_of(c, x)),
         )
 
     def break_promise(self, reference: str, *, actor: Actor, promise_id: str, reason: str) -> None:
@@ -446,7 +501,8 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
 
     def change_status(self, reference: str, *, actor: Actor, to_status: str, reason: str, notice: str) -> None:
         self._on_case(
-            reference, actor, lambda c, x: c.change_status(ctx=x, to_status=to_status, reason=reason, notice=notice)
+            reference, actor, lambda c, x: c.change_status(ctx=x, to_status=to_status, reason=reason, notice=notice,
+                                                           writer=self._writer_of(c, x))
         )
 
     def close_case(
@@ -464,14 +520,17 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
             )
         self._on_case(
             reference, actor,
-            lambda c, x: c.close(ctx=x, reason=reason, notice=notice, waive_items=items, waive_promises=promises),
+            lambda c, x: c.close(ctx=x, reason=reason, notice=notice, waive_items=items, waive_promises=promises,
+                                 writer=self._writer_of(c, x)),
         )
 
     def cancel_case(self, reference: str, *, actor: Actor, reason: str, notice: str) -> None:
-        self._on_case(reference, actor, lambda c, x: c.cancel(ctx=x, reason=reason, notice=notice))
+        self._on_case(reference, actor,
+                      lambda c, x: c.cancel(ctx=x, reason=reason, notice=notice, writer=self._writer_of(c, x)))
 
     def reopen_case(self, reference: str, *, actor: Actor, reason: str, notice: str) -> None:
-        self._on_case(reference, actor, lambda c, x: c.reopen(ctx=x, reason=reason, notice=notice))
+        self._on_case(reference, actor,
+                      lambda c, x: c.reopen(ctx=x, reason=reason, notice=notice, writer=self._writer_of(c, x)))
 
     def assign(self, reference: str, *, actor: Actor, assignee: str | None, team: str | None = None) -> None:
         self._on_case(reference, actor, lambda c, x: c.assign(ctx=x, assignee=assignee, team=team))
@@ -519,13 +578,14 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
                 return "approved"
             p = proposal.params
             follow = Context(actor=ctx.actor, occurred_at=ctx.occurred_at, causation_id=ctx.causation_id)
+            writer = self._writer_of(case, follow)
             if proposal.action == "change_status":
                 case.change_status(ctx=follow, to_status=p.get("to", ""), reason=p.get("reason", ""),
-                                   notice=p.get("notice", ""))
+                                   notice=p.get("notice", ""), writer=writer)
             elif proposal.action == "close":
-                case.close(ctx=follow, reason=p.get("reason", ""), notice=p.get("notice", ""))
+                case.close(ctx=follow, reason=p.get("reason", ""), notice=p.get("notice", ""), writer=writer)
             elif proposal.action == "cancel":
-                case.cancel(ctx=follow, reason=p.get("reason", ""), notice=p.get("notice", ""))
+                case.cancel(ctx=follow, reason=p.get("reason", ""), notice=p.get("notice", ""), writer=writer)
             elif proposal.action == "respond":
                 answers = [a for a in p.get("answers", "").split(",") if a]
                 case.respond(ctx=follow, body=p.get("body", ""), answers=answers)

@@ -67,7 +67,14 @@ def _quote(text: str | None) -> str:
 
 def _noticed(e: Any) -> str:
     """The reason of a change the customer was told about, and the notice they were sent."""
-    return f"{_short(e.reason)}; notice {e.notice_id} {_quote(e.notice)}"
+    words = _quote(e.notice) if e.notice else "(the company's text alone)"
+    return f"{_short(e.reason)}; notice {e.notice_id} {words}{_written(e)}"
+
+
+def _written(e: Any) -> str:
+    """Which template and locale a customer text was written from (nothing for texts from before templates)."""
+    template = getattr(e, "template_id", None)
+    return f" [{e.locale}, {template}]" if template else ""
 
 
 # -- events ---------------------------------------------------------------------------------------
@@ -98,7 +105,7 @@ _DESCRIBERS: dict[str, Callable[[Any, tzinfo | None], str]] = {
     + (f", segment {e.segment}" if e.segment else ""),
     "ContactReceived": _items,
     "AcknowledgementIssued": lambda e, tz: f"Acknowledgement {e.acknowledgement_id} of {e.contact_id} issued: "
-    f"respond by {fmt_time(e.respond_by, tz)}, acknowledge by {fmt_time(e.acknowledge_by, tz)}",
+    f"respond by {fmt_time(e.respond_by, tz)}, acknowledge by {fmt_time(e.acknowledge_by, tz)}{_written(e)}",
     "ResponseSent": lambda e, tz: f"Response {e.response_id} sent"
     + (f" answering {', '.join(e.answers)}" if e.answers else " (holding reply, answers no item)")
     + f": {_quote(e.body)}",
@@ -106,7 +113,8 @@ _DESCRIBERS: dict[str, Callable[[Any, tzinfo | None], str]] = {
     "PromiseMade": lambda e, tz: f"Promise {e.promise_id} made ({e.kind}): {_short(e.terms)}, "
     f"due {fmt_time(e.due_at, tz)}",
     "WrittenConfirmationIssued": lambda e, tz: f"Written confirmation {e.confirmation_id} of promise "
-    f"{e.promise_id} issued",
+    f"{e.promise_id} issued" + (f", to be delivered by {fmt_time(e.deliver_by, tz)}" if e.deliver_by else "")
+    + _written(e),
     "PromiseKept": lambda e, tz: f"Promise {e.promise_id} kept: {_short(e.evidence)}",
     "PromiseWithdrawn": lambda e, tz: f"Promise {e.promise_id} withdrawn: {_noticed(e)}",
     "PromiseBroken": lambda e, tz: f"Promise {e.promise_id} broken: {_short(e.reason)}",
@@ -147,6 +155,8 @@ _DESCRIBERS: dict[str, Callable[[Any, tzinfo | None], str]] = {
     + (f", known as {e.identity['kind']}:{e.identity['value']}" if e.identity else "")
     + (f" (segment {e.segment})" if e.segment else ""),
     "IdentityLinked": lambda e, tz: f"Identity {e.identity['kind']}:{e.identity['value']} linked",
+    "CustomerLocaleSet": lambda e, tz: f"Texts for {e.customer_id} in {e.locale or 'the default locale'}, "
+    f"times in {e.time_zone or 'the default time zone'} (from {e.source})",
     "ResubmissionTraced": lambda e, tz: f"{e.channel} message resubmitted (from {e.source}); "
     "nothing recorded twice",
     "MessageIdCollided": lambda e, tz: f"{e.channel} message {e.channel_message_id!r} not applied: its id is "

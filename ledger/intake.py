@@ -69,8 +69,15 @@ class IntakeCodec:
         text = resources.files("caseledger.schemas").joinpath("intake", _SCHEMA_FILE).read_text(encoding="utf-8")
         self.schema = parse_schema(json.loads(text))
         self.header = MAGIC + schema_fingerprint(self.schema)
-        # Adapters built before the standard fingerprint still publish the legacy one (same schema).
-        self._headers = frozenset({self.header, MAGIC + legacy_fingerprint(self.schema)})
+        # Adapters built before the standard fingerprint still publish the legacy one (same schema),
+        # and adapters built before a schema change publish a retired version, read into this one.
+        self._writers: dict[bytes, Any] = {}
+        for retired in _retired_schemas():
+            self._writers[MAGIC + schema_fingerprint(retired)] = retired
+            self._writers[MAGIC + legacy_fingerprint(retired)] = retired
+        self._writers[self.header] = self.schema
+        self._writers[MAGIC + legacy_fingerprint(self.schema)] = self.schema
+        self._headers = frozenset(self._writers)
 
     @property
     def fingerprint(self) -> str:
@@ -111,7 +118,7 @@ class IntakeCodec:
             )
         try:
             record: Any = schemaless_reader(
-                BytesIO(data[HEADER_SIZE:]), self.schema, self.schema, return_record_name=True
+                BytesIO(data[HEADER_SIZE:]), self._writers[data[:HEADER_SIZE]], self.schema, return_record_name=True
             )
         except Exception as error:  # fastavro raises many types for corrupt input
             raise SchemaError(f"corrupt intake record: {type(error).__name__}: {error}") from error
@@ -148,7 +155,20 @@ def _contact(p: dict[str, Any]) -> ContactDraft:
         category=p["category"],
         occurred_at=p["occurred_at"],
         metadata=dict(p["metadata"]),
+        locale=p["locale"],
+        time_zone=p["time_zone"],
     )
+
+
+def _retired_schemas() -> list[Any]:
+    """Retired versions of the intake schema (``schemas/intake/caseledger.intake.IntakeRecord.<fp>.avsc``)."""
+    folder = resources.files("caseledger.schemas").joinpath("intake")
+    prefix = _SCHEMA_FILE.removesuffix(".avsc") + "."
+    return [
+        parse_schema(json.loads(f.read_text(encoding="utf-8")))
+        for f in sorted(folder.iterdir(), key=lambda f: f.name)
+        if f.name.startswith(prefix) and f.name.endswith(".avsc") and f.name != _SCHEMA_FILE
+    ]
 
 
 def _payload_name(message: IntakeMessage) -> str:
@@ -172,6 +192,8 @@ def _payload(message: IntakeMessage) -> dict[str, Any]:
             "category": message.category,
             "occurred_at": message.occurred_at or datetime.now(UTC),
             "metadata": dict(message.metadata),
+            "locale": message.locale,
+            "time_zone": message.time_zone,
         }
     if isinstance(message, DeliveryReport):
         return {
@@ -212,6 +234,8 @@ def contact_from_json(data: dict[str, Any]) -> IntakeMessage:
                 customer_id=data.get("customer_id"),
                 segment=data.get("segment"),
                 occurred_at=_time(data.get("occurred_at")),
+                locale=data.get("locale"),
+                time_zone=data.get("time_zone"),
             )
         if kind == "delivery":
             return DeliveryReport(

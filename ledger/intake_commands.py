@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from caseledger.ledger.domain.events import Context
     from caseledger.ledger.domain.policy import ResponsePolicy
+    from caseledger.ledger.domain.texts import Writer
     from caseledger.ledger.domain.values import Channel
     from caseledger.ledger.intake import IntakeCodec
     from caseledger.ledger.settings import LedgerSettings
@@ -92,6 +93,7 @@ class ContactIntake:
         mapper: Mapper[UUID]
 
         def _get_optional(self, aggregate_id: UUID) -> Any | None: ...
+        def writer_for(self, customer: Customer | None, channel: str | None) -> Writer: ...
         def _load(self, aggregate_id: UUID) -> Any: ...
         def record(self, *aggregates: Any) -> None: ...
         def get_case(self, reference: str) -> Case: ...
@@ -284,6 +286,8 @@ class ContactIntake:
                 customer_id=customer_id, segment=draft.segment, identity=draft.identity, ctx=ctx
             )
         customer.link_identity(draft.identity, ctx=ctx)
+        if draft.locale is not None or draft.time_zone is not None:
+            customer.set_locale(locale=draft.locale, time_zone=draft.time_zone, source="intake", ctx=ctx)
         opened = case is None
         if case is None:
             reference = new_reference()
@@ -302,7 +306,9 @@ class ContactIntake:
         )
         acknowledge_by = self.policy.acknowledge_by(channel=draft.channel.value, received_at=ctx.occurred_at)
         contact_id, ack_id = case.receive_contact(
-            draft, ctx=ctx, respond_by=respond_by, acknowledge_by=acknowledge_by
+            draft, ctx=ctx, respond_by=respond_by, acknowledge_by=acknowledge_by,
+            writer=self.writer_for(customer, draft.channel.value),
+            in_writing=self.policy.acknowledge_spoken_in_writing,
         )
         message = ChannelMessage.register(
             channel=draft.channel,

@@ -122,6 +122,7 @@ class LedgerSettings:
 
     store: StoreSettings
     policy_path: Path | None = None
+    policy_name: str | None = None  # a shipped policy by name (acpr-2022-r-01) when no file is given
     origin: str = DEFAULT_ORIGIN  # names this ledger to whoever reads its events (CloudEvents ce_source)
 
     def __post_init__(self) -> None:
@@ -140,10 +141,24 @@ class LedgerSettings:
         database = database or os.environ.get("CASELEDGER_DATABASE") or DEFAULT_DATABASE
         policy = policy or os.environ.get("CASELEDGER_POLICY") or None
         policy_path = Path(policy) if policy else None
+        policy_name = None
+        if policy_path is not None and not policy_path.exists() and _is_preset(str(policy)):
+            policy_path, policy_name = None, str(policy).strip().lower()
         if policy_path is not None and not policy_path.is_file():
             raise ConfigurationError(
                 f"response policy file {policy_path} does not exist; give the path of an existing TOML policy "
-                "with --policy or CASELEDGER_POLICY (its format is in the README, section Configuration), or "
-                "unset both to use the built-in policy"
+                "with --policy or CASELEDGER_POLICY (its format is in the README, section Configuration), the "
+                f"name of a shipped one ({', '.join(_presets())}), or unset both to use the built-in policy"
             )
-        return cls(store=StoreSettings(database=database), policy_path=policy_path, origin=origin)
+        return cls(store=StoreSettings(database=database), policy_path=policy_path, policy_name=policy_name,
+                   origin=origin)
+
+
+def _presets() -> list[str]:
+    from caseledger.ledger.domain.policy import ResponsePolicy
+
+    return ResponsePolicy.presets()
+
+
+def _is_preset(name: str) -> bool:
+    return name.strip().lower() in _presets()

@@ -39,7 +39,7 @@ class CaseState(Projection):
     """Every case as an agent sees it: status, owner, open items and promises, deadlines, brief."""
 
     name = "case_state"
-    version = 1
+    version = 2  # 2: notices and written confirmations keep their text; confirmations their deliver-by
     tables = (
         Table(
             "case_state",
@@ -76,7 +76,7 @@ class CaseState(Projection):
 
     def _notice(self, tx: Tx, event: Any, status: str | None) -> None:
         row = self._case(tx, event)
-        self._message(row, event.notice_id, event.channel)
+        self._message(row, event.notice_id, event.channel, text=event.text or event.notice)
         if status is not None:
             row["status"] = status
         tx.put("case_state", row)
@@ -182,13 +182,14 @@ class CaseState(Projection):
     def on_WrittenConfirmationIssued(self, tx: Tx, e: Any) -> None:
         row = self._case(tx, e)
         _find(row["promises"], "promise_id", e.promise_id)["confirmation_id"] = e.confirmation_id
-        self._message(row, e.confirmation_id, e.channel)
+        self._message(row, e.confirmation_id, e.channel, due_at=_t(e.deliver_by) if e.deliver_by else None,
+                      text=e.text)
         tx.put("case_state", row)
 
     def _settle(self, tx: Tx, e: Any, status: str, note: str, *, notice: bool = False) -> None:
         row = self._case(tx, e)
         if notice:
-            self._message(row, e.notice_id, e.channel)
+            self._message(row, e.notice_id, e.channel, text=e.text or e.notice)
         promise = _find(row["promises"], "promise_id", e.promise_id)
         promise["status"] = status
         promise["closing_note"] = note

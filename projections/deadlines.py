@@ -1,8 +1,9 @@
-"""Deadlines: every acknowledgement, response and promise deadline, pending, settled or missed.
+"""Deadlines: every acknowledgement, response, promise and confirmation deadline, pending, settled or missed.
 
 One row per deadline: ``acknowledgement`` (ACKn, met when the acknowledgement is delivered),
-``response`` (Cn, met when every item of the contact is answered or waived) and ``promise``
-(Pn, settled when kept, withdrawn, broken or waived). While a case is closed or cancelled its
+``response`` (Cn, met when every item of the contact is answered or waived), ``promise``
+(Pn, settled when kept, withdrawn, broken or waived) and ``confirmation`` (Wn, the written
+confirmation of a promise made by phone or at a branch, met when it is delivered). While a case is closed or cancelled its
 pending deadlines are ``suspended``; a reopen makes them pending again. ``missed`` is 1 once
 the ledger recorded a DeadlineMissed for it. ``caseledger overdue`` lists pending rows past
 due; ``caseledger tick`` records those not yet recorded — the same rule as the Case aggregate's
@@ -24,10 +25,10 @@ PENDING, SETTLED, SUSPENDED = "pending", "settled", "suspended"
 
 
 class Deadlines(Projection):
-    """Pending, settled and missed deadlines of acknowledgements, responses and promises."""
+    """Pending, settled and missed deadlines of acknowledgements, responses, promises and written confirmations."""
 
     name = "deadlines"
-    version = 1
+    version = 2  # 2: written confirmations must be delivered (kind "confirmation")
     tables = (
         Table(
             "deadlines",
@@ -107,7 +108,12 @@ class Deadlines(Projection):
         self._close_items(tx, e, [e.item_id], "waived")
 
     def on_MessageDelivered(self, tx: Tx, e: Any) -> None:
-        self._settle(tx, aggregate_key(e), "acknowledgement", e.message_id, "delivered", e.delivered_at)
+        kind = "confirmation" if e.message_id.startswith("W") else "acknowledgement"
+        self._settle(tx, aggregate_key(e), kind, e.message_id, "delivered", e.delivered_at)
+
+    def on_WrittenConfirmationIssued(self, tx: Tx, e: Any) -> None:
+        if e.deliver_by is not None:
+            self._add(tx, self._case(tx, e), "confirmation", e.confirmation_id, e.deliver_by, e.channel)
 
     def on_PromiseMade(self, tx: Tx, e: Any) -> None:
         self._add(tx, self._case(tx, e), "promise", e.promise_id, e.due_at, e.channel)

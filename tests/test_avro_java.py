@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -173,6 +174,24 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     where = tmp_path_factory.mktemp("demo")
     database = where / "demo.sqlite"
     caseledger("demo", "--database", database)
+    # The demo closes cases but reopens none; reopen one so CaseReopened (which has a retired version) is stored too.
+    with sqlite3.connect(database) as conn:
+        opened = conn.execute(
+            "SELECT o.state FROM stored_events o JOIN stored_events c ON c.originator_id = o.originator_id "
+            "WHERE o.topic LIKE '%.CaseOpened' AND c.topic LIKE '%.CaseClosed' LIMIT 1"
+        ).fetchone()
+    reference = AvroEventCodec().decode("CaseOpened", bytes(opened[0])).reference  # type: ignore[attr-defined]
+    caseledger("--database", database, "case", "reopen", reference, "--reason", "the customer objected",
+               "--notice", "Nous reprenons votre demande.")
+    caseledger("--database", database, "case", "status", reference, "in_progress", "--reason", "taken up again",
+               "--notice", "Votre demande est de nouveau en cours de traitement.")
+    # Nor does it change a status or withdraw a promise (StatusChanged, PromiseWithdrawn have retired versions).
+    made = caseledger("--database", database, "promise", "make", reference, "-c", "email", "-k", "credit",
+                      "-t", "un avoir de 20 EUR", "--due", (datetime.now(UTC) + timedelta(days=3)).isoformat())
+    promise = re.search(r"Promise (P\d+) recorded", made.stdout)
+    assert promise, made.stdout
+    caseledger("--database", database, "promise", "withdraw", reference, promise[1], "--reason", "offer ended",
+               "--notice", "Nous ne pouvons finalement pas vous accorder cet avoir.")
     export = where / "history.json"
     caseledger("--database", database, "history", DEMO_CUSTOMER, "--export", "json", export)
     with sqlite3.connect(database) as conn:

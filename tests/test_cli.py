@@ -91,7 +91,7 @@ def test_record_a_contact_and_show_it(cli: Run) -> None:
     reference = re.search(r"CL-[0-9A-Z]{5}-[0-9A-Z]{5}", out)
     assert reference, out
     assert "Respond by:" in out
-    assert "We received your request" in out and "Why is my card blocked?" in out
+    assert "Nous avons bien reçu votre demande" in out and "Why is my card blocked?" in out
     # Customer text is printed as given: no rich markup or emoji codes applied to it.
     assert "[yesterday] :email:" in out
 

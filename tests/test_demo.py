@@ -52,9 +52,11 @@ def test_s1_contact_found_by_reference_message_and_identity(output: str) -> None
 
 def test_s2_acknowledgement_has_reference_copy_and_deadline(output: str) -> None:
     text = flat(output)
-    assert re.search(r"Your reference is CL-\S+\. We will answer by 2026-03-04 08:00 UTC\.", text)
+    assert re.search(r"Votre référence : CL-\S+\. Rappelez-la", text)
+    assert "Nous avons bien reçu votre demande du lundi 2 mars 2026 à 09:00" in text
+    assert "au plus tard le samedi 2 mai 2026 à 09:00" in text  # two months (ACPR 2022-R-01)
     assert "Q2. Can you send me the February statement as PDF?" in text
-    assert "respond by Wed 04 Mar 09:00 (web form: 2 business days)" in text
+    assert "respond by Sat 02 May 09:00 (policy acpr-2022-r-01: web form within 2 calendar months)" in text
 
 
 def test_s3_resubmission_is_a_duplicate_and_records_nothing(output: str) -> None:
@@ -74,7 +76,8 @@ def test_s4_close_refused_until_every_item_answered(output: str) -> None:
 
 def test_s5_phone_promise_confirmed_in_writing_overdue_then_kept(output: str) -> None:
     text = flat(output)
-    assert "written confirmation W1 (email) Confirmation of what we promised you on phone" in text
+    assert "written confirmation W1 (email) Madame, Monsieur," in text
+    assert "Nous vous confirmons par écrit ce qui a été convenu avec vous par téléphone" in text
     assert "DeadlineMissed" in text
     assert "P1 open, missed deadlines: promise P1 (overdue)" in text
     assert "Promise P1 kept: refund transfer RF-88213" in text

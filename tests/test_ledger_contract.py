@@ -313,11 +313,12 @@ def test_tick_records_each_missed_deadline_once(ledger: CaseLedger, clock: FakeC
     ledger.make_promise(ref, actor=ALICE, channel="phone", kind="callback", terms="t", due_at=clock.now + timedelta(hours=1))
     assert ledger.tick(clock.now).total == 0
     report = ledger.tick(clock.now + timedelta(days=30))
-    assert report.missed == {"acknowledgement": 1, "response": 2, "promise": 1}
+    assert report.missed == {"acknowledgement": 1, "response": 2, "promise": 1, "confirmation": 1}
     assert report.cases_checked == 2
     assert ledger.tick(clock.now + timedelta(days=31)).total == 0
     missed = [e for e in ledger.events.get(case_id_for(ref)) if type(e).__name__ == "DeadlineMissed"]
-    assert sorted((e.deadline_kind, e.target_id) for e in missed) == [("acknowledgement", "ACK1"), ("promise", "P1"), ("response", "C1")]
+    assert sorted((e.deadline_kind, e.target_id) for e in missed) == [
+        ("acknowledgement", "ACK1"), ("confirmation", "W1"), ("promise", "P1"), ("response", "C1")]
 
 
 def test_answered_contact_and_kept_promise_are_not_missed(ledger: CaseLedger, clock: FakeClock) -> None:

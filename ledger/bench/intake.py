@@ -103,7 +103,8 @@ def baseline_write_rate(database: str, events: int = 20_000) -> float:
             ref = f"CL-BASE{n:05d}-{uuid.uuid4().hex[:5].upper()}"
             case = Case.open(case_id=case_id_for(ref), reference=ref, customer_id=str(draft.identity),
                              subject=draft.subject, category=None, segment=None, ctx=ctx)
-            case.receive_contact(draft, ctx=ctx, respond_by=ctx.occurred_at, acknowledge_by=ctx.occurred_at)
+            case.receive_contact(draft, ctx=ctx, respond_by=ctx.occurred_at, acknowledge_by=ctx.occurred_at,
+                                 writer=app.writer_for(None, draft.channel.value))
             case.respond(ctx=ctx, body="answer", answers=["Q1"])
             app.chain(case)  # encode (Avro) once, as the ledger does
             cases.append(case)

@@ -35,6 +35,7 @@ from typing import Any
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.bench.intake import start_services
+from caseledger.ledger.bench.writer import bench_writer
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
 from caseledger.ledger.domain.events import Context
@@ -87,7 +88,7 @@ def _story(n: int, rng: random.Random, at: datetime) -> list[Any]:
                              follow_up=follow_up)
         here = Context(actor=ctx.actor, occurred_at=when, channel=channel, correlation_id=uuid.uuid4())
         contact_id, ack_id = case.receive_contact(draft, ctx=here, respond_by=when + timedelta(days=2),
-                                                  acknowledge_by=when + timedelta(hours=1))
+                                                  acknowledge_by=when + timedelta(hours=1), writer=bench_writer())
         aggregates.append(ChannelMessage.register(
             channel=channel, channel_message_id=draft.channel_message_id, case_id=case.id, reference=reference,
             contact_id=contact_id, acknowledgement_id=ack_id, content_digest=draft.content_digest(),
@@ -111,7 +112,7 @@ def _story(n: int, rng: random.Random, at: datetime) -> list[Any]:
     if rng.random() < 0.3:
         promise_id, _ = case.make_promise(ctx=Context(actor=agent, occurred_at=later, channel=Channel.PHONE),
                                           kind="callback", terms="call back with the tracking number",
-                                          due_at=later + timedelta(days=1))
+                                          due_at=later + timedelta(days=1), writer=bench_writer())
         if rng.random() < 0.8:
             case.keep_promise(ctx=work, promise_id=promise_id, evidence="call log")
         else:
@@ -122,7 +123,7 @@ def _story(n: int, rng: random.Random, at: datetime) -> list[Any]:
     if rest:
         case.respond(ctx=work, body="And the rest of your questions.", answers=rest)
     if rng.random() < 0.85:
-        case.close(ctx=work, reason="answered", notice="Your case is closed.")
+        case.close(ctx=work, reason="answered", notice="Your case is closed.", writer=bench_writer())
     return aggregates
 
 

@@ -30,6 +30,7 @@ from eventsourcing.persistence import StoredEvent
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import verify
+from caseledger.ledger.bench.writer import bench_writer
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.snapshot import store_snapshot
@@ -102,16 +103,16 @@ def _story(ledger: CaseLedger) -> tuple[list[_TemplateEvent], list[bytes], list[
                      subject="Refund", category=None, segment="standard", ctx=customer)
     person.link_case(case_id=case.id, reference=_REFERENCE, ctx=customer)
     contact, ack = case.receive_contact(draft, ctx=customer, respond_by=now + timedelta(days=2),
-                                        acknowledge_by=now + timedelta(hours=1))
+                                        acknowledge_by=now + timedelta(hours=1), writer=bench_writer())
     message = ChannelMessage.register(channel=draft.channel, channel_message_id=draft.channel_message_id,
                                       case_id=case.id, reference=_REFERENCE, contact_id=contact,
                                       acknowledgement_id=ack, content_digest=draft.content_digest(),
                                       customer_id=customer_id, ctx=customer)
     promise, _ = case.make_promise(ctx=agent, kind="refund", terms="Refund of 42.00 EUR to the card",
-                                   due_at=now + timedelta(days=3))
+                                   due_at=now + timedelta(days=3), writer=bench_writer())
     case.respond(ctx=agent, body="Your refund is on its way.", answers=["Q1"])
     case.keep_promise(ctx=agent, promise_id=promise, evidence="bank transfer 2026-11-24")
-    case.close(ctx=agent, reason="answered and refunded", notice="Your request is closed.")
+    case.close(ctx=agent, reason="answered and refunded", notice="Your request is closed.", writer=bench_writer())
     aggregates = [case, message, person, claim]
     ledger.chain(*aggregates)
     ids = [str(a.id).encode() for a in aggregates]

@@ -27,10 +27,11 @@ from caseledger.ledger.domain.case_state import (
     Status,
 )
 from caseledger.ledger.domain.events import Context, LedgerEvent, envelope
+from caseledger.ledger.domain.texts import TextKind, Writer
 from caseledger.ledger.domain.values import ActorKind, Channel, ContactDraft, require_utc
 from caseledger.ledger.errors import RuleViolation, ValidationError
 
-__all__ = ["Case", "render_request_copy"]
+__all__ = ["Case"]
 
 
 def _now() -> datetime:
@@ -155,6 +156,11 @@ class Case(Aggregate):
         respond_by: datetime
         acknowledge_by: datetime
         text: str
+        template_id: str | None  # None: issued before texts came from templates
+        template_version: str | None
+        locale: str | None
+        time_zone: str | None
+        request_copy_template: str | None  # "<id>@<version>" of the request copy's template
 
         def apply(self, case: Case) -> None:
             case._bump("ACK")
@@ -211,12 +217,17 @@ class Case(Aggregate):
         confirmation_id: str
         promise_id: str
         text: str
+        template_id: str | None
+        template_version: str | None
+        locale: str | None
+        time_zone: str | None
+        deliver_by: datetime | None  # None: issued before its delivery was a deadline
 
         def apply(self, case: Case) -> None:
             case._bump("W")
             case.promises[self.promise_id].confirmation_id = self.confirmation_id
             case.messages[self.confirmation_id] = MessageState(
-                message_id=self.confirmation_id, channel=self.channel
+                message_id=self.confirmation_id, channel=self.channel, due_at=self.deliver_by, text=self.text
             )
 
     class PromiseKept(Event):
@@ -233,9 +244,14 @@ class Case(Aggregate):
         reason: str
         notice_id: str
         notice: str
+        text: str | None  # the notice as the customer received it (None before templates)
+        template_id: str | None
+        template_version: str | None
+        locale: str | None
+        time_zone: str | None
 
         def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel)
+            case._notice(self.notice_id, self.channel, self.text or self.notice)
             promise = case.promises[self.promise_id]
             promise.status = "withdrawn"
             promise.closing_note = self.reason
@@ -264,36 +280,56 @@ class Case(Aggregate):
         reason: str
         notice_id: str
         notice: str
+        text: str | None  # the notice as the customer received it (None before templates)
+        template_id: str | None
+        template_version: str | None
+        locale: str | None
+        time_zone: str | None
 
         def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel)
+            case._notice(self.notice_id, self.channel, self.text or self.notice)
             case.status = self.to_status
 
     class CaseClosed(Event):
         reason: str
         notice_id: str
         notice: str
+        text: str | None  # the notice as the customer received it (None before templates)
+        template_id: str | None
+        template_version: str | None
+        locale: str | None
+        time_zone: str | None
 
         def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel)
+            case._notice(self.notice_id, self.channel, self.text or self.notice)
             case.status = Status.CLOSED
 
     class CaseCancelled(Event):
         reason: str
         notice_id: str
         notice: str
+        text: str | None  # the notice as the customer received it (None before templates)
+        template_id: str | None
+        template_version: str | None
+        locale: str | None
+        time_zone: str | None
 
         def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel)
+            case._notice(self.notice_id, self.channel, self.text or self.notice)
             case.status = Status.CANCELLED
 
     class CaseReopened(Event):
         reason: str
         notice_id: str
         notice: str
+        text: str | None  # the notice as the customer received it (None before templates)
+        template_id: str | None
+        template_version: str | None
+        locale: str | None
+        time_zone: str | None
 
         def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel)
+            case._notice(self.notice_id, self.channel, self.text or self.notice)
             case.status = Status.OPEN
 
     class CaseAssigned(Event):
@@ -404,12 +440,17 @@ class Case(Aggregate):
     def _next(self, prefix: str, offset: int = 1) -> str:
         return f"{prefix}{self.counters.get(prefix, 0) + offset}"
 
-    def _notice(self, notice_id: str, channel: str | None) -> None:
+    def _notice(self, notice_id: str, channel: str | None, text: str) -> None:
         self._bump("N")
-        self.messages[notice_id] = MessageState(message_id=notice_id, channel=channel)
+        self.messages[notice_id] = MessageState(message_id=notice_id, channel=channel, text=text)
 
     def _envelope(self, ctx: Context, *, customer_id: str | None = None) -> dict[str, Any]:
         return envelope(ctx, customer_id=customer_id or self.customer_id)
+
+    def _notice_text(self, writer: Writer, kind: TextKind, ctx: Context, **facts: Any) -> dict[str, Any]:
+        """The customer-facing text of a notice (the agent's words in the company's wrapper), as recorded."""
+        fields = writer.record(kind, {"reference": self.reference, "issued_at": ctx.occurred_at, **facts})
+        return {**fields, "time_zone": writer.audience.time_zone}
 
     def _notice_envelope(self, ctx: Context) -> dict[str, Any]:
         """A customer notice goes out on the command's channel, else the customer's written one."""
@@ -449,19 +490,25 @@ class Case(Aggregate):
         ctx: Context,
         respond_by: datetime,
         acknowledge_by: datetime,
-        reopen_notice: str | None = None,
+        writer: Writer,
+        in_writing: bool = False,
     ) -> tuple[str, str]:
         """Record an inbound contact and its acknowledgement; returns (contact id, acknowledgement id).
 
-        A contact on a closed or cancelled case reopens it: the customer is still waiting.
+        A contact on a closed or cancelled case reopens it: the customer is still waiting. With
+        ``in_writing``, a contact made by phone or at a branch is acknowledged on the customer's
+        written channel, the request formalised in the text.
         """
         if self.status in Status.FINAL:
             reason = f"customer contacted us again on {draft.channel.value}"
+            notice_id = self._next("N")
             self.trigger_event(
                 Case.CaseReopened,
                 reason=reason,
-                notice_id=self._next("N"),
-                notice=reopen_notice or f"Your case {self.reference} is open again: {reason}.",
+                notice_id=notice_id,
+                notice="",
+                **self._notice_text(writer, "notice_reopened", ctx, notice=None, by_contact=True,
+                                    contact_channel=draft.channel.value),
                 **self._notice_envelope(ctx),
             )
         contact_id = self._next("C")
@@ -482,21 +529,30 @@ class Case(Aggregate):
             **self._envelope(ctx),
         )
         ack_id = self._next("ACK")
-        request_copy = render_request_copy(draft, items)
+        common = {"reference": self.reference, "issued_at": ctx.occurred_at}
+        copy = writer.write("request_copy", {
+            **common, "subject": draft.subject, "items": [{"id": i["item_id"], "text": i["text"]} for i in items],
+            "body": draft.body, "attachments": [a.filename or a.ref for a in draft.attachments],
+        })
+        spoken = draft.channel.is_spoken
+        ack = writer.record("acknowledgement", {
+            **common, "acknowledgement_id": ack_id, "contact_id": contact_id, "received_at": ctx.occurred_at,
+            "channel": draft.channel.value, "spoken": spoken, "follow_up": draft.follow_up,
+            "respond_by": respond_by, "request_copy": copy.text,
+        })
         self.trigger_event(
             Case.AcknowledgementIssued,
             acknowledgement_id=ack_id,
             contact_id=contact_id,
             reference=self.reference,
-            request_copy=request_copy,
+            request_copy=copy.text,
             respond_by=respond_by,
             acknowledge_by=acknowledge_by,
-            text=(
-                f"We received your request of {ctx.occurred_at:%Y-%m-%d %H:%M} UTC "
-                f"({draft.channel.value}). Your reference is {self.reference}. "
-                f"We will answer by {respond_by:%Y-%m-%d %H:%M} UTC.\n\n{request_copy}"
-            ),
-            **self._envelope(ctx, customer_id=self.customer_id),
+            request_copy_template=f"{copy.template_id}@{copy.template_version}",
+            time_zone=writer.audience.time_zone,
+            **ack,
+            **envelope(ctx, customer_id=self.customer_id,
+                       channel=self.written_channel() if spoken and in_writing else None),
         )
         return contact_id, ack_id
 
@@ -543,9 +599,15 @@ class Case(Aggregate):
         kind: str,
         terms: str,
         due_at: datetime,
+        writer: Writer,
         confirmation_channel: Channel | None = None,
+        deliver_by: datetime | None = None,
     ) -> tuple[str, str | None]:
-        """Record a promise; one made on a spoken channel also gets a written confirmation."""
+        """Record a promise; one made on a spoken channel also gets a written confirmation.
+
+        The confirmation says what was agreed, by whom, when, the reference and how to contest it;
+        ``deliver_by`` is when it must have reached the customer (``tick`` records it missed).
+        """
         self._require_human_or_customer_side(ctx, "making a promise")
         self._require_active("make a promise")
         if ctx.channel is None:
@@ -573,15 +635,19 @@ class Case(Aggregate):
         if ctx.channel.is_spoken:
             written = confirmation_channel or self.written_channel()
             confirmation_id = self._next("W")
+            text = writer.record("written_confirmation", {
+                "reference": self.reference, "issued_at": ctx.occurred_at, "confirmation_id": confirmation_id,
+                "promise_id": promise_id, "promise_kind": kind.strip().lower(), "terms": terms.strip(),
+                "agreed_at": ctx.occurred_at, "agreed_channel": ctx.channel.value, "agreed_by": ctx.actor.id,
+                "due_at": due_at, "channel": written.value,
+            })
             self.trigger_event(
                 Case.WrittenConfirmationIssued,
                 confirmation_id=confirmation_id,
                 promise_id=promise_id,
-                text=(
-                    f"Confirmation of what we promised you on {ctx.channel.value} on "
-                    f"{ctx.occurred_at:%Y-%m-%d %H:%M} UTC (case {self.reference}): {terms.strip()} "
-                    f"— due by {due_at:%Y-%m-%d %H:%M} UTC."
-                ),
+                deliver_by=require_utc(deliver_by, "deliver by") if deliver_by else None,
+                time_zone=writer.audience.time_zone,
+                **text,
                 **envelope(ctx, customer_id=self.customer_id, channel=written),
             )
         return promise_id, confirmation_id
@@ -593,18 +659,20 @@ class Case(Aggregate):
         self._open_promise(promise_id, "keep")
         self.trigger_event(Case.PromiseKept, promise_id=promise_id, evidence=evidence.strip(), **self._envelope(ctx))
 
-    def withdraw_promise(self, *, ctx: Context, promise_id: str, reason: str, notice: str) -> None:
+    def withdraw_promise(self, *, ctx: Context, promise_id: str, reason: str, notice: str, writer: Writer) -> None:
         """Withdraw a promise: the customer is told why."""
         self._require_human_or_customer_side(ctx, "withdrawing a promise")
         reason = _require_reason(reason, f"withdrawing promise {promise_id}")
         notice = _require_notice(notice, f"withdrawing promise {promise_id}")
-        self._open_promise(promise_id, "withdraw")
+        promise = self._open_promise(promise_id, "withdraw")
         self.trigger_event(
             Case.PromiseWithdrawn,
             promise_id=promise_id,
             reason=reason,
             notice_id=self._next("N"),
             notice=notice,
+            **self._notice_text(writer, "notice_promise_withdrawn", ctx, notice=notice, promise_id=promise_id,
+                                terms=promise.terms),
             **self._notice_envelope(ctx),
         )
 
@@ -616,7 +684,7 @@ class Case(Aggregate):
 
     # -- status -----------------------------------------------------------------------------------------
 
-    def change_status(self, *, ctx: Context, to_status: str, reason: str, notice: str) -> None:
+    def change_status(self, *, ctx: Context, to_status: str, reason: str, notice: str, writer: Writer) -> None:
         """Move an active case to another active status, with a reason and a customer notice."""
         self._require_human_or_customer_side(ctx, "changing a case's status")
         to_status = to_status.strip().lower()
@@ -638,6 +706,8 @@ class Case(Aggregate):
             reason=reason,
             notice_id=self._next("N"),
             notice=notice,
+            **self._notice_text(writer, "notice_status_changed", ctx, notice=notice, from_status=self.status,
+                                to_status=to_status),
             **self._notice_envelope(ctx),
         )
 
@@ -647,6 +717,7 @@ class Case(Aggregate):
         ctx: Context,
         reason: str,
         notice: str,
+        writer: Writer,
         waive_items: dict[str, str] | None = None,
         waive_promises: dict[str, str] | None = None,
     ) -> None:
@@ -682,10 +753,11 @@ class Case(Aggregate):
         for promise_id, why in waive_promises.items():
             self.trigger_event(Case.PromiseWaived, promise_id=promise_id, reason=why.strip(), **self._envelope(ctx))
         self.trigger_event(
-            Case.CaseClosed, reason=reason, notice_id=self._next("N"), notice=notice, **self._notice_envelope(ctx)
+            Case.CaseClosed, reason=reason, notice_id=self._next("N"), notice=notice,
+            **self._notice_text(writer, "notice_closed", ctx, notice=notice), **self._notice_envelope(ctx),
         )
 
-    def cancel(self, *, ctx: Context, reason: str, notice: str) -> None:
+    def cancel(self, *, ctx: Context, reason: str, notice: str, writer: Writer) -> None:
         """Cancel the request; open promises must be withdrawn first, each with its own notice."""
         self._require_human_or_customer_side(ctx, "cancelling a case")
         self._require_active("cancel it")
@@ -697,10 +769,11 @@ class Case(Aggregate):
                 "withdraw each (with reason and notice) before cancelling"
             )
         self.trigger_event(
-            Case.CaseCancelled, reason=reason, notice_id=self._next("N"), notice=notice, **self._notice_envelope(ctx)
+            Case.CaseCancelled, reason=reason, notice_id=self._next("N"), notice=notice,
+            **self._notice_text(writer, "notice_cancelled", ctx, notice=notice), **self._notice_envelope(ctx),
         )
 
-    def reopen(self, *, ctx: Context, reason: str, notice: str) -> None:
+    def reopen(self, *, ctx: Context, reason: str, notice: str, writer: Writer) -> None:
         """Reopen a closed or cancelled case."""
         self._require_human_or_customer_side(ctx, "reopening a case")
         if self.status not in Status.FINAL:
@@ -708,7 +781,9 @@ class Case(Aggregate):
         reason = _require_reason(reason, "reopening a case")
         notice = _require_notice(notice, "reopening a case")
         self.trigger_event(
-            Case.CaseReopened, reason=reason, notice_id=self._next("N"), notice=notice, **self._notice_envelope(ctx)
+            Case.CaseReopened, reason=reason, notice_id=self._next("N"), notice=notice,
+            **self._notice_text(writer, "notice_reopened", ctx, notice=notice, by_contact=False, contact_channel=None),
+            **self._notice_envelope(ctx),
         )
 
     # -- people -----------------------------------------------------------------------------------------
@@ -830,6 +905,9 @@ class Case(Aggregate):
         for promise in self.promises.values():
             if promise.status == "open" and promise.due_at < now:
                 due.append(("promise", promise.promise_id, promise.due_at))
+            confirmation = self.messages.get(promise.confirmation_id or "")
+            if confirmation and confirmation.due_at and confirmation.delivered_at is None and confirmation.due_at < now:
+                due.append(("confirmation", confirmation.message_id, confirmation.due_at))
         return [d for d in due if (d[0], d[1]) not in self.missed]
 
     def record_missed_deadlines(self, *, ctx: Context, now: datetime) -> int:
@@ -981,13 +1059,3 @@ def _check_ledger_action(action: str, params: dict[str, str]) -> None:
     if action == "change_status" and params["to"].strip().lower() not in Status.ACTIVE:
         raise ValidationError(f"change_status to {params['to']!r}: use one of {', '.join(Status.ACTIVE)}")
 
-
-def render_request_copy(draft: ContactDraft, items: list[dict[str, Any]]) -> str:
-    """The copy of the request an acknowledgement carries: subject, questions, body."""
-    lines = [f"Subject: {draft.subject}" if draft.subject else "Your request:"]
-    lines += [f"  {item['item_id']}. {item['text']}" for item in items]
-    if draft.body:
-        lines += ["", draft.body]
-    if draft.attachments:
-        lines += ["", "Attachments: " + ", ".join(a.filename or a.ref for a in draft.attachments)]
-    return "\n".join(lines)

@@ -28,7 +28,7 @@ class Status:
 # other action kind (e.g. "lower_card_limit") is executed by an outside system, which then
 # reports it with ``record_action_executed``.
 LEDGER_ACTIONS = ("change_status", "close", "cancel", "respond")
-DEADLINE_KINDS = ("acknowledgement", "response", "promise")
+DEADLINE_KINDS = ("acknowledgement", "response", "promise", "confirmation")
 
 
 @dataclass

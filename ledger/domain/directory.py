@@ -17,6 +17,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from caseledger.ledger.domain.events import Context, LedgerEvent, envelope
+from caseledger.ledger.domain.texts import check_time_zone
 from caseledger.ledger.domain.values import Channel, Identity
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://caseledger.invalid/ids")
@@ -189,6 +190,8 @@ class Customer(Aggregate):
         segment: str | None
         identities: list[str]
         cases: list[str]
+        locale: str | None  # the customer's own choice for their texts (None: the policy's default)
+        time_zone: str | None
         chain_head: bytes | None
         hold: str | None  # the reason of the legal hold in force, if any
         erased_keys: list[str]  # every data key an erasure destroyed
@@ -204,6 +207,8 @@ class Customer(Aggregate):
             first = self.identity
             customer.identities = [f"{first['kind']}:{first['value']}"] if first else []
             customer.cases = []
+            customer.locale = None
+            customer.time_zone = None
             customer.chain_head = None
             customer.hold = None
             customer.erased_keys = []
@@ -248,6 +253,15 @@ class Customer(Aggregate):
         def apply(self, customer: Customer) -> None:
             customer.hold = None
 
+    class CustomerLocaleSet(LedgerEvent):
+        locale: str | None  # None: back to the policy's default
+        time_zone: str | None
+        source: str  # "intake" (the contact said so) or "command" (an agent or the customer set it)
+
+        def apply(self, customer: Customer) -> None:
+            customer.locale = self.locale
+            customer.time_zone = self.time_zone
+
     @staticmethod
     def id_for(customer_id: str) -> UUID:
         return name_id(f"customer:{customer_id}")
@@ -285,6 +299,22 @@ class Customer(Aggregate):
                 identity=identity.as_record(),
                 **envelope(ctx, customer_id=self.customer_id),
             )
+
+    def set_locale(self, *, locale: str | None, time_zone: str | None, source: str, ctx: Context) -> bool:
+        """Record the locale and time zone of the customer's texts; False when nothing changes.
+
+        ``locale``/``time_zone`` None keep the current value; the empty string returns it to the
+        policy's default.
+        """
+        new_locale = self.locale if locale is None else (locale or None)
+        new_zone = self.time_zone if time_zone is None else (check_time_zone(time_zone) if time_zone else None)
+        if (new_locale, new_zone) == (self.locale, self.time_zone):
+            return False
+        self.trigger_event(
+            Customer.CustomerLocaleSet, locale=new_locale, time_zone=new_zone, source=source,
+            **envelope(ctx, customer_id=self.customer_id),
+        )
+        return True
 
     def link_case(self, *, case_id: UUID, reference: str, ctx: Context) -> None:
         self.trigger_event(

@@ -11,7 +11,7 @@ by themselves: the envelope (ids, versions, times, the actor, the channel, corre
 causation, the previous hash), statuses, kinds and categories, segments, deadlines, handles
 (Q1, P1, contact and message ids, references), hashes (attachment SHA-256s, content digests),
 sizes and media types, rule and action names, assignees and teams (staff, not customers), and the
-reasons of an erasure or a legal hold (what the ledger must keep proving after the data is gone:
+template ids, versions and the locale a text was written in, and the reasons of an erasure or a legal hold (what the ledger must keep proving after the data is gone:
 write no personal data there). ``docs/privacy.md`` lists the same with the threat model.
 """
 
@@ -24,7 +24,10 @@ Path = tuple[str, ...]
 ERASED: Final = "[erased]"
 """What a reader sees where a customer's personal data was, once their keys are destroyed."""
 
-_NOTICE: Final[tuple[Path, ...]] = (("reason",), ("notice",))
+# A text as the customer got it, and the time zone it was written for (where they live); its locale and
+# template stay in clear: they say which words of the company's were used.
+_TEXT: Final[tuple[Path, ...]] = (("text",), ("time_zone",))
+_NOTICE: Final[tuple[Path, ...]] = (("reason",), ("notice",), *_TEXT)
 
 PERSONAL_FIELDS: Final[dict[str, tuple[Path, ...]]] = {
     # what the customer wrote, and how they are reached
@@ -33,12 +36,13 @@ PERSONAL_FIELDS: Final[dict[str, tuple[Path, ...]]] = {
     ),
     "CaseOpened": (("subject",),),
     "CustomerRegistered": (("identity", "value"),),
+    "CustomerLocaleSet": (("time_zone",),),  # where they live
     "IdentityLinked": (("identity", "value"),),
     "IdentityClaimed": (("identity", "value"),),
     # what the ledger and the agents told the customer
-    "AcknowledgementIssued": (("request_copy",), ("text",)),
+    "AcknowledgementIssued": (("request_copy",), *_TEXT),
     "ResponseSent": (("body",),),
-    "WrittenConfirmationIssued": (("text",),),
+    "WrittenConfirmationIssued": _TEXT,
     "PromiseMade": (("terms",),),
     "PromiseWithdrawn": _NOTICE,
     "StatusChanged": _NOTICE,

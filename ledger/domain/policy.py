@@ -1,4 +1,4 @@
-"""Response policy: when an inbound contact must be acknowledged and answered.
+"""Response policy: when an inbound contact must be acknowledged and answered, and in whose words.
 
 Every contact the ledger records gets an acknowledgement carrying a respond-by deadline (story S2).
 The deadline comes from a :class:`ResponsePolicy` — a :class:`Delay` per channel and per category —
@@ -32,10 +32,25 @@ Policy file (TOML)
         working_days = ["mon", "tue", "wed", "thu", "fri"]  # default Monday to Friday
         opens = "09:00"                     # default 09:00; "HH:MM", "HH:MM:SS" or a TOML time
         closes = "18:00"                    # default 18:00; later than opens, the same day
-        holidays = [2026-12-25, "2027-01-01"]  # TOML dates or "YYYY-MM-DD"; default none
+        public_holidays = "FR"              # optional: a country's public holidays (the holidays package)
+        subdivision = "6AE"                 # optional: a subdivision as that package names it (Alsace)
+        closing_days = [2026-12-24]         # the company's own closing days (TOML dates or "YYYY-MM-DD");
+        holidays = [2026-12-31]             # the older name of closing_days, still read
 
         [acknowledge]                       # required
         within = "1h"                       # "0m" means immediately
+        spoken_in_writing = false           # true: a phone/branch contact is acknowledged in writing
+
+        [confirm]                           # optional
+        within = "1d"                       # a spoken promise's written confirmation is delivered by then
+
+        [texts]                             # optional: what the customer reads
+        locale = "fr_FR"                    # default locale; timezone = "…" (default: the calendar's)
+        company = "Banque Exemple"          # who signs the texts
+        templates = "templates"             # a folder of <locale>/<kind>.txt (relative to the file)
+
+        [texts.channel.social]              # optional: a channel's own default locale and/or timezone
+        locale = "en"
 
         [respond]                           # required
         default = "2d"                      # required: when no rule below applies
@@ -50,7 +65,7 @@ Policy file (TOML)
         complaint = "5d"
 
     A delay is a whole number and a unit: ``"90m"`` business minutes, ``"4h"`` business hours,
-    ``"2d"`` business days. Channels are those of :class:`ledger.values.Channel`; categories are
+    ``"2d"`` business days, ``"2mo"`` calendar months. Channels are those of :class:`ledger.values.Channel`; categories are
     free words, compared in lower case. The most specific rule wins: channel and category, then
     category, then channel, then ``default``. Unknown keys, channels and weekdays are errors, so
     a typo never silently falls back to a default.
@@ -72,12 +87,13 @@ from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from caseledger.ledger.domain.retention import RetentionPolicy
+from caseledger.ledger.domain.texts import TextSettings
 from caseledger.ledger.domain.values import Channel
 from caseledger.ledger.errors import ConfigurationError, ValidationError
 
 __all__ = ["BusinessCalendar", "Delay", "DelayUnit", "ResponsePolicy"]
 
-DelayUnit = Literal["minutes", "hours", "days"]
+DelayUnit = Literal["minutes", "hours", "days", "months"]
 
 _ONE_DAY = timedelta(days=1)
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -120,10 +136,18 @@ class BusinessCalendar:
     working_days: frozenset[int] = frozenset({0, 1, 2, 3, 4})
     opens: time = time(9, 0)
     closes: time = time(18, 0)
-    holidays: frozenset[date] = frozenset()
+    holidays: frozenset[date] = frozenset()  # the company's own closing days
+    public_holidays: str | None = None  # a country code: its public holidays from the holidays package
+    subdivision: str | None = None  # a subdivision of that country, e.g. "6AE" (Alsace) for FR
 
     def __post_init__(self) -> None:
         _zone(self.timezone)
+        if self.subdivision is not None and self.public_holidays is None:
+            raise ValidationError(
+                f"subdivision {self.subdivision!r} needs a country: set public_holidays, e.g. \"FR\""
+            )
+        if self.public_holidays is not None:
+            object.__setattr__(self, "_public", _public_holidays(self.public_holidays, self.subdivision))
         days = frozenset(self.working_days)
         if not days or not all(isinstance(d, int) and 0 <= d <= 6 for d in days):
             raise ValidationError(
@@ -145,6 +169,13 @@ class BusinessCalendar:
             raise ValidationError("holidays must be dates (datetime.date), not datetimes or strings")
         object.__setattr__(self, "working_days", days)
         object.__setattr__(self, "holidays", holidays)
+
+    def is_holiday(self, day: date) -> bool:
+        """Whether ``day`` is a public holiday of the calendar's country or one of the company's closing days."""
+        if day in self.holidays:
+            return True
+        public = self.__dict__.get("_public")
+        return public is not None and day in public
 
     def is_open(self, at: datetime) -> bool:
         """Whether ``at`` is within opening hours of a working day that is not a holiday."""
@@ -180,6 +211,18 @@ class BusinessCalendar:
         for _ in range(days):
             opens, closes = next(spans)
         return min(opens + into_day, closes)
+
+    def add_months(self, start: datetime, months: int) -> datetime:
+        """The same local date and clock time ``months`` calendar months later (clamped to the month's end)."""
+        start = _utc(start, "start")
+        local = start.astimezone(self._tz)
+        month = local.month - 1 + _whole(months, "months")
+        year, month = local.year + month // 12, month % 12 + 1
+        if year > 9999:
+            raise ValidationError("months ran past the year 9999; use a shorter delay")
+        last = (date(year + month // 12, month % 12 + 1, 1) - _ONE_DAY).day if year < 9999 or month < 12 else 31
+        wall = local.replace(tzinfo=None, year=year, month=month, day=min(local.day, last))
+        return wall.replace(tzinfo=self._tz).astimezone(UTC)
 
     def business_time_between(self, start: datetime, end: datetime) -> timedelta:
         """Open time between two instants; negative when ``end`` is before ``start``."""
@@ -219,7 +262,7 @@ class BusinessCalendar:
         except KeyError:
             pass
         span: tuple[datetime, datetime] | None = None
-        if day.weekday() in self.working_days and day not in self.holidays:
+        if day.weekday() in self.working_days and not self.is_holiday(day):
             opens, closes = self._instant(day, self.opens), self._instant(day, self.closes)
             span = (opens, closes) if opens < closes else None
         if len(cache) > 4096:
@@ -254,11 +297,31 @@ class BusinessCalendar:
         days = _describe_weekdays(self.working_days)
         hours = f"{self.opens:%H:%M}-{self.closes:%H:%M}"
         line = f"Open {days} {hours} ({self.timezone})"
+        if self.public_holidays:
+            where = self.public_holidays + (f"-{self.subdivision}" if self.subdivision else "")
+            line += f", closed on the public holidays of {where}"
         if self.holidays:
             first, last = min(self.holidays), max(self.holidays)
             count = len(self.holidays)
-            line += f", {count} holiday{'s' * (count > 1)} from {first} to {last}"
+            line += f", {count} closing day{'s' * (count > 1)} from {first} to {last}"
         return line
+
+
+def _public_holidays(country: str, subdivision: str | None) -> Any:
+    """The public holidays of a country (and subdivision) from the maintained ``holidays`` package."""
+    import holidays  # pure data and date arithmetic: no I/O
+
+    try:
+        return holidays.country_holidays(country, subdiv=subdivision)
+    except NotImplementedError:
+        raise ValidationError(
+            f"the holidays package knows no country {country!r}; use an ISO 3166 code such as FR, BE or CA"
+        ) from None
+    except ValueError as error:
+        known = ", ".join(holidays.list_supported_countries().get(country.upper(), ())) or "none"
+        raise ValidationError(
+            f"{error}; subdivisions of {country} the holidays package knows: {known}"
+        ) from None
 
 
 def _describe_weekdays(days: Iterable[int]) -> str:
@@ -275,14 +338,21 @@ def _describe_weekdays(days: Iterable[int]) -> str:
     )
 
 
-_DELAY_TEXT = re.compile(r"\s*([0-9]+)\s*([mhdMHD])\s*")
-_UNIT_BY_LETTER: dict[str, DelayUnit] = {"m": "minutes", "h": "hours", "d": "days"}
-_DELAY_FORMS = '"90m" (business minutes), "4h" (business hours) or "2d" (business days)'
+_DELAY_TEXT = re.compile(r"\s*([0-9]+)\s*(mo|[mhd])\s*", re.IGNORECASE)
+_UNIT_BY_LETTER: dict[str, DelayUnit] = {"m": "minutes", "h": "hours", "d": "days", "mo": "months"}
+_DELAY_FORMS = (
+    '"90m" (business minutes), "4h" (business hours), "2d" (business days) or "2mo" (calendar months)'
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Delay:
-    """How long, counted on a business calendar: minutes or hours of open time, or business days."""
+    """How long, counted on a business calendar: minutes or hours of open time, business days, or months.
+
+    Months are calendar months (a regulator's "two months at most"): the same local date and
+    clock time that many months later, or the month's last day when it has no such date; they
+    do not skip closed days, since a maximum must not grow.
+    """
 
     amount: int
     unit: DelayUnit
@@ -296,7 +366,7 @@ class Delay:
 
     @classmethod
     def parse(cls, text: str) -> Delay:
-        """``"90m"``, ``"4h"`` or ``"2d"``: business minutes, hours or days."""
+        """``"90m"``, ``"4h"``, ``"2d"`` or ``"2mo"``: business minutes, hours or days, or calendar months."""
         match = _DELAY_TEXT.fullmatch(text) if isinstance(text, str) else None
         if match is None:
             raise ValidationError(
@@ -308,16 +378,18 @@ class Delay:
         """The instant this delay after ``start`` on ``calendar``, in UTC."""
         if self.unit == "days":
             return calendar.add_business_days(start, self.amount)
+        if self.unit == "months":
+            return calendar.add_months(start, self.amount)
         return calendar.add_business_time(start, timedelta(**{self.unit: self.amount}))
 
     def __str__(self) -> str:
-        return f"{self.amount}{self.unit[0]}"
+        return f"{self.amount}{'mo' if self.unit == 'months' else self.unit[0]}"
 
     def _spoken(self) -> str:
         if not self.amount:
             return "immediately"
         unit = self.unit[:-1] if self.amount == 1 else self.unit
-        return f"within {self.amount} business {unit}"
+        return f"within {self.amount} {'calendar' if self.unit == 'months' else 'business'} {unit}"
 
 
 def _category(value: str) -> str | None:
@@ -335,6 +407,12 @@ class ResponsePolicy:
     category_respond_within: Mapping[str, Delay] = field(default_factory=dict)
     channel_category_respond_within: Mapping[tuple[str, str], Delay] = field(default_factory=dict)
     default_respond_within: Delay
+    # How soon the written confirmation of a promise made by phone or at a branch must be delivered.
+    confirm_within: Delay = field(default_factory=lambda: Delay(amount=1, unit="days"))
+    # Acknowledge a contact made by phone or at a branch in writing (on the customer's written channel).
+    acknowledge_spoken_in_writing: bool = False
+    texts: TextSettings = field(default_factory=TextSettings)
+    name: str | None = None  # a shipped preset's name (acpr-2022-r-01), or None
     retention: RetentionPolicy | None = None  # when tick erases customers (ledger.domain.retention)
 
     def __post_init__(self) -> None:
@@ -352,7 +430,9 @@ class ResponsePolicy:
             + len(self.channel_category_respond_within)
         ):
             raise ValidationError("a channel or category is given twice once written in lower case; keep one")
-        delays = [self.acknowledge_within, self.default_respond_within]
+        if not isinstance(self.texts, TextSettings):
+            raise ValidationError(f"texts must be TextSettings, got {self.texts!r}")
+        delays = [self.acknowledge_within, self.default_respond_within, self.confirm_within]
         delays += [*by_channel.values(), *by_category.values(), *by_both.values()]
         if not all(isinstance(d, Delay) for d in delays):
             raise ValidationError("every delay of a response policy must be a Delay, e.g. Delay.parse('4h')")
@@ -389,15 +469,50 @@ class ResponsePolicy:
                     return rule
         return self.respond_within.get(name, self.default_respond_within)
 
+    def confirm_by(self, *, issued_at: datetime) -> datetime:
+        """When a written confirmation issued at ``issued_at`` must have reached the customer."""
+        return self.confirm_within.apply(self.calendar, issued_at)
+
     @classmethod
     def default(cls) -> ResponsePolicy:
-        """The built-in policy, ``ledger/default_policy.toml``."""
-        return cls.from_toml_text(cls.default_text(), source=f"built-in ledger/{_DEFAULT_FILE}")
+        """The built-in policy, ``ledger/domain/default_policy.toml``."""
+        return cls.from_toml_text(cls.default_text(), source=f"built-in ledger/domain/{_DEFAULT_FILE}")
 
     @staticmethod
     def default_text() -> str:
         """The built-in policy file's text: a starting point for a company's own."""
         return resources.files("caseledger.ledger.domain").joinpath(_DEFAULT_FILE).read_text(encoding="utf-8")
+
+    @staticmethod
+    def presets() -> list[str]:
+        """The names of the shipped policies (``ledger/domain/presets/<name>.toml``)."""
+        folder = resources.files("caseledger.ledger.domain").joinpath("presets")
+        return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+    @classmethod
+    def named(cls, name: str) -> ResponsePolicy:
+        """A shipped policy by name, e.g. ``acpr-2022-r-01`` (French banking complaints)."""
+        key = name.strip().lower()
+        if key not in cls.presets():
+            raise ConfigurationError(
+                f"no shipped policy named {name!r}; the shipped ones are {', '.join(cls.presets())}, or give "
+                "the path of a TOML policy file"
+            )
+        folder = resources.files("caseledger.ledger.domain").joinpath("presets")
+        text = folder.joinpath(f"{key}.toml").read_text(encoding="utf-8")
+        policy = cls.from_toml_text(text, source=f"shipped policy {key}")
+        object.__setattr__(policy, "name", key)
+        return policy
+
+    @classmethod
+    def load(cls, spec: str | os.PathLike[str] | None) -> ResponsePolicy:
+        """A policy file's path, a shipped policy's name, or (None) the built-in default."""
+        if spec is None:
+            return cls.default()
+        text = os.fsdecode(spec)
+        if not Path(text).exists() and text.strip().lower() in cls.presets():
+            return cls.named(text)
+        return cls.from_toml(text)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str]) -> ResponsePolicy:
@@ -414,24 +529,30 @@ class ResponsePolicy:
             raise ConfigurationError(
                 f"response policy {source} cannot be read ({error}); make it a readable UTF-8 TOML file"
             ) from None
-        return cls.from_toml_text(text, source=source)
+        return cls.from_toml_text(text, source=source, folder=Path(source).parent)
 
     @classmethod
-    def from_toml_text(cls, text: str, *, source: str = "<string>") -> ResponsePolicy:
-        """The policy in TOML ``text``; ``source`` names it in error messages."""
+    def from_toml_text(cls, text: str, *, source: str = "<string>", folder: Path | None = None) -> ResponsePolicy:
+        """The policy in TOML ``text``; ``source`` names it in error messages.
+
+        ``folder`` is where a relative ``texts.templates`` folder is found (the policy file's own).
+        """
+        from caseledger.ledger.domain.policy_file import PolicyFile
+
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise ConfigurationError(
                 f"response policy {source} is not valid TOML ({error}); fix the syntax there"
             ) from None
-        return _PolicyFile(source).policy(cls, data)
+        return PolicyFile(source, folder=folder).policy(cls, data)
 
     def describe(self) -> str:
         """A few lines for a human: the calendar and every rule."""
         lines = [
             self.calendar._describe(),
-            f"Acknowledge {self.acknowledge_within._spoken()}",
+            f"Acknowledge {self.acknowledge_within._spoken()}"
+            + (", in writing for phone and branch contacts" if self.acknowledge_spoken_in_writing else ""),
             f"Respond {self.default_respond_within._spoken()} unless a rule below applies",
         ]
         rules = [
@@ -445,212 +566,10 @@ class ResponsePolicy:
         for title, rule in rules:
             if rule:
                 lines.append(f"  {title}: " + ", ".join(f"{k} {v}" for k, v in sorted(rule.items())))
+        lines.append(f"Confirm promises made by phone or at a branch in writing, delivered {self.confirm_within._spoken()}")
+        texts = self.texts
+        lines.append(
+            f"Customer texts in {texts.locale} ({texts.time_zone or self.calendar.timezone}) unless the customer "
+            f"chose otherwise; signed {texts.company}" + (f"; templates from {texts.templates}" if texts.templates else "")
+        )
         return "\n".join(lines)
-
-
-_EXAMPLES = {
-    "calendar": '[calendar] with timezone = "Europe/Paris"',
-    "calendar.timezone": 'timezone = "Europe/Paris"',
-    "calendar.working_days": 'working_days = ["mon", "tue", "wed", "thu", "fri"]',
-    "calendar.opens": 'opens = "09:00"',
-    "calendar.closes": 'closes = "18:00"',
-    "calendar.holidays": 'holidays = [2026-12-25, "2027-01-01"]',
-    "acknowledge": '[acknowledge] with within = "1h"',
-    "acknowledge.within": 'within = "1h"',
-    "respond": '[respond] with default = "2d"',
-    "respond.default": 'default = "2d"',
-    "respond.channel": '[respond.channel] with chat = "4h"',
-    "respond.category": '[respond.category] with complaint = "10d"',
-    "respond.channel_category": '[respond.channel_category.email] with complaint = "5d"',
-}
-_CHANNELS = tuple(c.value for c in Channel)
-_CLOCK_TEXT = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?")
-_DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-
-
-class _PolicyFile:
-    """Reads a parsed policy file; every error names the file, the key and a fix."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def error(self, key: str, problem: str, fix: str) -> ConfigurationError:
-        return ConfigurationError(f"response policy {self.source}: {key}: {problem}; {fix}")
-
-    def table(
-        self,
-        data: object,
-        key: str,
-        *,
-        known: tuple[str, ...] | None = None,
-        required: tuple[str, ...] = (),
-    ) -> dict[str, Any]:
-        """``data`` as a table whose keys are all ``known`` (any key when None)."""
-        where = f"[{key}]" if key else "the top level"
-        if not isinstance(data, dict):
-            raise self.error(key, f"must be a table, got {data!r}", f"write {_example(key)}")
-        for name in data:
-            if known is not None and name not in known:
-                allowed = ", ".join(known)
-                raise self.error(_join(key, name), "unknown key", f"{where} accepts: {allowed}")
-        for name in required:
-            if name not in data:
-                full = _join(key, name)
-                raise self.error(full, "missing", f"add {_example(full)}" + f" to {where}" * bool(key))
-        return data
-
-    def policy(self, cls: type[ResponsePolicy], data: dict[str, Any]) -> ResponsePolicy:
-        sections = ("calendar", "acknowledge", "respond")
-        self.table(data, "", known=(*sections, "retention"), required=sections)
-        calendar = self.calendar(data["calendar"])
-        acknowledge = self.table(data["acknowledge"], "acknowledge", known=("within",), required=("within",))
-        respond = self.table(
-            data["respond"],
-            "respond",
-            known=("default", "channel", "category", "channel_category"),
-            required=("default",),
-        )
-        by_channel = {
-            self.channel(name, f"respond.channel.{name}"): self.delay(text, f"respond.channel.{name}")
-            for name, text in self.table(respond.get("channel", {}), "respond.channel").items()
-        }
-        by_category = self.categories(respond.get("category", {}), "respond.category")
-        by_both: dict[tuple[str, str], Delay] = {}
-        nested = self.table(respond.get("channel_category", {}), "respond.channel_category")
-        for name, table in nested.items():
-            key = f"respond.channel_category.{name}"
-            channel = self.channel(name, key)
-            for category, delay in self.categories(table, key).items():
-                by_both[(channel, category)] = delay
-        try:
-            return cls(
-                calendar=calendar,
-                acknowledge_within=self.delay(acknowledge["within"], "acknowledge.within"),
-                default_respond_within=self.delay(respond["default"], "respond.default"),
-                respond_within=by_channel,
-                category_respond_within=by_category,
-                channel_category_respond_within=by_both,
-                retention=RetentionPolicy.from_table(data.get("retention"), source=self.source),
-            )
-        except ValidationError as error:  # every value was checked above; kept as a safety net
-            raise ConfigurationError(f"response policy {self.source}: {error}") from None
-
-    def calendar(self, data: object) -> BusinessCalendar:
-        table = self.table(
-            data,
-            "calendar",
-            known=("timezone", "working_days", "opens", "closes", "holidays"),
-            required=("timezone",),
-        )
-        zone = table["timezone"]
-        try:
-            _zone(zone)
-        except ValidationError:
-            raise self.error(
-                "calendar.timezone",
-                f"unknown time zone {zone!r}",
-                'use an IANA name, e.g. timezone = "Europe/Paris" (if none is found, install the '
-                "tzdata package)",
-            ) from None
-        opens = self.clock(table.get("opens", BusinessCalendar.opens), "calendar.opens")
-        closes = self.clock(table.get("closes", BusinessCalendar.closes), "calendar.closes")
-        if closes <= opens:
-            raise self.error(
-                "calendar.closes",
-                f"{closes} is not after opens {opens}",
-                "set a closing time later the same day than the opening time; overnight opening "
-                "hours are not supported",
-            )
-        return BusinessCalendar(
-            timezone=zone,
-            working_days=self.weekdays(table.get("working_days", list(_WEEKDAYS[:5]))),
-            opens=opens,
-            closes=closes,
-            holidays=self.holidays(table.get("holidays", [])),
-        )
-
-    def weekdays(self, value: object) -> frozenset[int]:
-        key = "calendar.working_days"
-        if not isinstance(value, list) or not value:
-            raise self.error(key, f"must be a non-empty list, got {value!r}", f"write {_EXAMPLES[key]}")
-        days = set()
-        for index, name in enumerate(value):
-            text = name.strip().lower() if isinstance(name, str) else None
-            if text in _WEEKDAYS:
-                days.add(_WEEKDAYS.index(text))
-            elif text in _WEEKDAY_NAMES:
-                days.add(_WEEKDAY_NAMES.index(text))
-            else:
-                raise self.error(
-                    f"{key}[{index}]", f"unknown weekday {name!r}", f"use {', '.join(_WEEKDAYS)}"
-                )
-        return frozenset(days)
-
-    def clock(self, value: object, key: str) -> time:
-        if isinstance(value, time) and value.tzinfo is None:
-            return value
-        match = _CLOCK_TEXT.fullmatch(value) if isinstance(value, str) else None
-        if match is not None:
-            try:
-                return time(int(match[1]), int(match[2]), int(match[3] or 0))
-            except ValueError:
-                pass
-        raise self.error(key, f"{value!r} is not a time of day", f'write "HH:MM", e.g. {_EXAMPLES[key]}')
-
-    def holidays(self, value: object) -> frozenset[date]:
-        key = "calendar.holidays"
-        if not isinstance(value, list):
-            raise self.error(key, f"must be a list of dates, got {value!r}", f"write {_EXAMPLES[key]}")
-        days = set()
-        for index, item in enumerate(value):
-            if isinstance(item, date) and not isinstance(item, datetime):
-                days.add(item)
-                continue
-            if isinstance(item, str) and _DATE_TEXT.fullmatch(item):
-                try:
-                    days.add(date.fromisoformat(item))
-                    continue
-                except ValueError:
-                    pass
-            raise self.error(
-                f"{key}[{index}]",
-                f"{item!r} is not a date",
-                'write a TOML date such as 2026-12-25 or a string such as "2026-12-25"',
-            )
-        return frozenset(days)
-
-    def channel(self, name: str, key: str) -> str:
-        if name not in _CHANNELS:
-            raise self.error(key, f"unknown channel {name!r}", f"use one of: {', '.join(_CHANNELS)}")
-        return name
-
-    def categories(self, data: object, key: str) -> dict[str, Delay]:
-        delays: dict[str, Delay] = {}
-        for name, text in self.table(data, key).items():
-            category = _category(name)
-            if category is None:
-                raise self.error(key, "a category name is empty", "name the category, e.g. complaint")
-            if category in delays:
-                raise self.error(
-                    _join(key, name),
-                    f"category {category!r} is given twice",
-                    "categories are compared in lower case; keep one of them",
-                )
-            delays[category] = self.delay(text, _join(key, name))
-        return delays
-
-    def delay(self, value: object, key: str) -> Delay:
-        try:
-            return Delay.parse(value)  # type: ignore[arg-type]  # parse refuses non-strings
-        except ValidationError:
-            raise self.error(
-                key, f"{value!r} is not a delay", f"write a whole number and a unit: {_DELAY_FORMS}"
-            ) from None
-
-
-def _example(key: str) -> str:
-    return _EXAMPLES.get(key) or f'[{key}] with complaint = "5d"'  # a respond.channel_category.<channel>
-
-
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any
 
+from caseledger.ledger.domain.texts import check_time_zone
 from caseledger.ledger.errors import ValidationError
 
 
@@ -212,9 +213,15 @@ class ContactDraft:
     segment: str | None = None
     occurred_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    locale: str | None = None  # the customer's language for our texts, e.g. fr_FR
+    time_zone: str | None = None  # the customer's IANA time zone, e.g. Europe/Paris
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel", Channel.parse(self.channel))
+        if self.locale is not None:
+            object.__setattr__(self, "locale", check_locale(self.locale))
+        if self.time_zone is not None:
+            object.__setattr__(self, "time_zone", check_time_zone(self.time_zone.strip()))
         if not self.channel_message_id or not self.channel_message_id.strip():
             raise ValidationError(
                 "a contact needs its channel message id (the id the channel gave the message), "
@@ -276,6 +283,21 @@ def content_digest(
 
 _DIGEST_PREFIX = b"caseledger contact content v1\n"
 _LINE_END_BLANKS = re.compile(r"[ \t]+\n")
+
+
+_LOCALE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]{2,4})?$")
+
+
+def check_locale(text: str) -> str:
+    """``fr_FR`` from ``fr-FR`` or ``fr_FR``; a ValidationError saying how to write a locale otherwise."""
+    value = text.strip().replace("-", "_") if isinstance(text, str) else ""
+    language, sep, region = value.partition("_")
+    value = language.lower() + (sep + region.upper() if len(region) == 2 else sep + region)
+    if not _LOCALE.match(value):
+        raise ValidationError(
+            f"locale {text!r} is not a language with an optional region; write e.g. fr_FR, fr_CA or en"
+        )
+    return value
 
 
 def require_utc(value: datetime, name: str) -> datetime:
