@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
-import secrets
+from binascii import b2a_base64
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -69,31 +70,22 @@ class Sealer:
 
     def seal_record(self, event_type: str, subject: str, record: dict[str, Any]) -> None:
         """Replace, in ``record`` (an event's Avro record), every personal field by its sealed form."""
-        paths = PERSONAL_FIELDS.get(event_type)
-        if not paths:
+        plan = _PLANS.get(event_type)
+        if plan is None:
             return
         key_id, cipher = self.keys.key_for(subject)
         aad = _aad(key_id)
-
-        def seal(value: Any) -> Any:
-            if isinstance(value, str):
-                if not value:
-                    return value
-                nonce = secrets.token_bytes(_NONCE)
-                sealed = nonce + cipher.encrypt(nonce, value.encode(), aad)
-                return f"{TOKEN_PREFIX}{key_id}:{base64.urlsafe_b64encode(sealed).rstrip(b'=').decode()}"
-            if isinstance(value, bytes):
-                if not value:
-                    return value
-                nonce = secrets.token_bytes(_NONCE)
-                return BYTES_PREFIX + bytes.fromhex(key_id) + nonce + cipher.encrypt(nonce, value, aad)
-            return value
-
-        for path in paths:
+        prefix = f"{TOKEN_PREFIX}{key_id}:"
+        top, nested = plan
+        for name in top:  # most personal fields are top-level texts: no walk
+            value = record.get(name)
+            if value:
+                record[name] = _seal(value, cipher, aad, prefix, key_id)
+        for path in nested:
             head = path[0]
             if isinstance(record.get(head), (dict, list)):
                 record[head] = _copy(record[head])  # the event keeps its own (clear) values
-            _apply(record, path, seal)
+            _apply(record, path, lambda v: _seal(v, cipher, aad, prefix, key_id) if v else v)
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -151,6 +143,23 @@ class Sealer:
         if isinstance(value, tuple):
             return tuple(self.reveal(v) for v in value)
         return value
+
+
+def _seal(value: Any, cipher: Any, aad: bytes, prefix: str, key_id: str) -> Any:
+    nonce = os.urandom(_NONCE)
+    if isinstance(value, str):
+        sealed = nonce + cipher.encrypt(nonce, value.encode(), aad)
+        return prefix + b2a_base64(sealed, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
+    if isinstance(value, bytes):
+        return BYTES_PREFIX + bytes.fromhex(key_id) + nonce + cipher.encrypt(nonce, value, aad)
+    return value
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_PLANS: dict[str, tuple[tuple[str, ...], tuple[Path, ...]]] = {
+    name: (tuple(p[0] for p in paths if len(p) == 1), tuple(p for p in paths if len(p) > 1))
+    for name, paths in PERSONAL_FIELDS.items()
+}
 
 
 def _copy(node: Any) -> Any:
