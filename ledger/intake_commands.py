@@ -6,6 +6,7 @@ customers send; the rest of the application (saving, lookups, units of work) is 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import secrets
 import time
@@ -52,6 +53,16 @@ MAX_CONTACT_ATTEMPTS = 12
 def _correlation(draft: ContactDraft) -> UUID:
     """Every event that follows from one channel message shares this id."""
     return uuid5(_CORRELATION_NS, f"{draft.channel.value}:{draft.channel_message_id}")
+
+
+def _as_customer(actor: Actor | None, customer_id: str) -> Actor:
+    """The actor of a customer's own request: named by their customer id (a pseudonym), never by the
+    identity a channel or a caller gave; how it was authenticated and who relayed it are kept."""
+    if actor is None:
+        return Actor(kind=ActorKind.CUSTOMER, id=customer_id)
+    if actor.kind == ActorKind.CUSTOMER and actor.id != customer_id:
+        return dataclasses.replace(actor, id=customer_id)
+    return actor
 
 
 def new_reference() -> str:
@@ -218,7 +229,7 @@ class ContactIntake:
         )
         if self._get_optional(collision_id) is None:
             ctx = self._context(
-                actor or Actor(kind=ActorKind.CUSTOMER, id=customer_id),
+                _as_customer(actor, customer_id),
                 channel=draft.channel, occurred_at=draft.occurred_at,
                 correlation_id=collision_id,  # its own: nothing links it to the other request's events
                 causation_id=source.event_id if source else None,
@@ -259,7 +270,7 @@ class ContactIntake:
         # Every check first: nothing is triggered until the contact is known to be acceptable.
         customer_id, claim = self._sender_of(draft)
         ctx = self._context(
-            actor or Actor(kind=ActorKind.CUSTOMER, id=customer_id),  # the pseudonym, never the identity
+            _as_customer(actor, customer_id),
             channel=draft.channel,
             occurred_at=draft.occurred_at,
             correlation_id=_correlation(draft),

@@ -84,6 +84,12 @@ def request_for(operation: Operation, ref: str) -> tuple[str, str, dict[str, Any
         O.AUDIT_VERIFY: ("GET", "/v1/audit/verify", None),
         O.INTAKE_KEPT_READ: ("GET", "/v1/intake/collisions", None),
         O.PRINCIPALS_MANAGE: ("GET", "/v1/principals", None),
+        # A customer nobody knows: the matrix is checked (403 or not) without erasing the module's customers.
+        O.CUSTOMER_ERASE: ("POST", f"/v1/customers/email:nobody-{uuid.uuid4()}@example.com/erase", {"reason": "r"}),
+        O.CUSTOMER_HOLD: ("POST", f"/v1/customers/email:nobody-{uuid.uuid4()}@example.com/hold", {"reason": "r"}),
+        O.CUSTOMER_KEYS_READ: ("GET", f"/v1/customers/email:nobody-{uuid.uuid4()}@example.com/keys", None),
+        O.CUSTOMER_LOCALE: ("POST", f"/v1/customers/email:nobody-{uuid.uuid4()}@example.com/locale",
+                            {"locale": "fr_FR"}),
     }
     return table[operation]
 
@@ -368,3 +374,26 @@ def test_a_collision_is_recorded_once_and_its_problem_replayed(service: Service)
     finally:
         ledger.close()
     assert len(mine) == 1
+
+
+def test_a_supervisor_erases_a_customer_through_the_api_and_an_agent_may_not(service: Service) -> None:
+    """Erasure over HTTP: refused to agents, refused under a hold, done once, then a no-op; keys never shown."""
+    who = f"email:erase-{uuid.uuid4().hex[:8]}@example.com"
+    ref = new_contact(service, **{"from": who, "subject": "Secret subject 7Q"})["reference"]
+    with service.client(Role.AGENT) as agent:
+        refused = agent.post(f"/v1/customers/{who}/erase", json={"reason": "art. 17"})
+        assert refused.status_code == 403 and "customer.erase" in refused.json()["detail"]
+    with service.client(Role.SUPERVISOR) as supervisor:
+        assert supervisor.post(f"/v1/customers/{who}/hold", json={"reason": "litigation 7"}).status_code == 200
+        held = supervisor.post(f"/v1/customers/{who}/erase", json={"reason": "art. 17"})
+        assert held.status_code == 422 and "litigation 7" in held.json()["detail"], held.text
+        assert supervisor.post(f"/v1/customers/{who}/release", json={"reason": "over"}).status_code == 200
+        erased = supervisor.post(f"/v1/customers/{who}/erase", json={"reason": "art. 17"},
+                                 headers={"Idempotency-Key": "erase-1"})
+        assert erased.status_code == 200 and erased.json()["erased"], erased.text
+        again = supervisor.post(f"/v1/customers/{who}/erase", json={"reason": "art. 17"})
+        assert again.json()["already_erased"] is True
+        keys = supervisor.get(f"/v1/customers/{who}/keys").json()
+        assert keys["keys"] and all(k["destroyed_at"] for k in keys["keys"]) and "wrapped" not in str(keys)
+        case = supervisor.get(f"/v1/cases/{ref}").json()
+        assert "Secret subject 7Q" not in str(case) and "[erased]" in str(case)

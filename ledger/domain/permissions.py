@@ -65,6 +65,10 @@ class Operation(StrEnum):
     AUDIT_VERIFY = "audit.verify"
     INTAKE_KEPT_READ = "intake.kept.read"
     PRINCIPALS_MANAGE = "principals.manage"
+    CUSTOMER_ERASE = "customer.erase"
+    CUSTOMER_HOLD = "customer.hold"
+    CUSTOMER_KEYS_READ = "customer.keys.read"
+    CUSTOMER_LOCALE = "customer.locale"
 
 
 O = Operation  # noqa: E741 -- short, the matrix below reads as a table
@@ -79,15 +83,20 @@ PERMISSIONS: dict[Role, frozenset[Operation]] = {
     # What a channel publishes: contacts, receipts, the chatbot's hand-over to a human.
     Role.ADAPTER: frozenset({O.CONTACT_RECORD, O.MESSAGE_DELIVERED, O.MESSAGE_READ,
                              O.CASE_ESCALATE}),
-    Role.AGENT: _READS | _CASE_WORK,
-    Role.SUPERVISOR: _READS | _CASE_WORK | {O.HISTORY_EXPORT, O.TICK, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ},
+    Role.AGENT: _READS | _CASE_WORK | {O.CUSTOMER_LOCALE},
+    # Supervisors also erase a customer's personal data and place or release legal holds (docs/privacy.md).
+    Role.SUPERVISOR: _READS | _CASE_WORK | {O.HISTORY_EXPORT, O.TICK, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ,
+                                            O.CUSTOMER_LOCALE, O.CUSTOMER_ERASE, O.CUSTOMER_HOLD,
+                                            O.CUSTOMER_KEYS_READ},
     # Automation proposes and reports what an outside system executed; it never approves or rejects.
     Role.AUTOMATION: frozenset({O.CASE_READ, O.OVERDUE_READ, O.ACTION_PROPOSE, O.ACTION_EXECUTED,
                                 O.MESSAGE_DELIVERED, O.TICK}),
     # Auditors only read.
-    Role.AUDITOR: _READS | {O.HISTORY_EXPORT, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ},
-    # Admins manage principals and adapters and read; case work is for agents and supervisors.
-    Role.ADMIN: _READS | {O.PRINCIPALS_MANAGE, O.HISTORY_EXPORT, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ, O.TICK},
+    Role.AUDITOR: _READS | {O.HISTORY_EXPORT, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ, O.CUSTOMER_KEYS_READ},
+    # Admins manage principals and adapters, read, and erase or hold (a data protection officer's acts);
+    # case work is for agents and supervisors.
+    Role.ADMIN: _READS | {O.PRINCIPALS_MANAGE, O.HISTORY_EXPORT, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ, O.TICK,
+                          O.CUSTOMER_ERASE, O.CUSTOMER_HOLD, O.CUSTOMER_KEYS_READ},
 }
 
 ACTOR_KIND: dict[Role, ActorKind] = {

@@ -197,5 +197,21 @@ class LedgerClient:
     def record_read(self, reference: str, *, message_id: str, read_at: datetime | None = None, **_: Any) -> None:
         self._case(reference, f"messages/{message_id}/read", {"read_at": _iso(read_at)})
 
+    def erase_customer(self, who: str, *, reason: str, **_: Any) -> Any:
+        from caseledger.ledger.erasure import ErasureReport
+
+        answer = self._send("POST", f"/v1/customers/{who}/erase", {"reason": reason})
+        return ErasureReport(customer_id=answer["customer_id"], erased_at=datetime.fromisoformat(answer["erased_at"]),
+                             key_ids=answer["key_ids"], already_erased=answer["already_erased"])
+
+    def place_legal_hold(self, who: str, *, reason: str, **_: Any) -> None:
+        self._send("POST", f"/v1/customers/{who}/hold", {"reason": reason})
+
+    def release_legal_hold(self, who: str, *, reason: str, **_: Any) -> None:
+        self._send("POST", f"/v1/customers/{who}/release", {"reason": reason})
+
+    def customer_privacy(self, who: str) -> dict[str, Any]:
+        return self._send("GET", f"/v1/customers/{who}/keys")  # type: ignore[no-any-return]
+
     def whoami(self) -> dict[str, Any]:
         return dict(self._send("GET", "/v1/whoami"))

@@ -139,6 +139,11 @@ class TickIn(Body):
     now: AwareDatetime | None = None
 
 
+class LocaleIn(Body):
+    locale: str | None = Field(default=None, description='e.g. fr_FR; "" returns to the policy default')
+    time_zone: str | None = Field(default=None, description='an IANA zone, e.g. Europe/Paris; "" for the default')
+
+
 class PrincipalIn(Body):
     name: str
     role: str
@@ -310,10 +315,49 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
         """Record every deadline past due, once."""
         def execute(ledger: CaseLedger) -> tuple[int, Any]:
             report = ledger.tick(body.now)
+            r = report.retention
             return 200, {"now": report.now, "cases_checked": report.cases_checked, "missed": report.missed,
-                         "total": report.total}
+                         "total": report.total, "erased": r.erased, "held": r.held,
+                         "erased_rejection_months": r.rejection_months}
 
         return write(request, principal, idempotency_key, body, execute)
+
+    # -- a customer's personal data (docs/privacy.md) and language ----------------------------------------
+
+    def on_customer(path: str, operation: Operation, model: type[Body], summary: str,
+                    call: Callable[[CaseLedger, Actor, str, Any], Any]) -> None:
+        def endpoint(request: Request, customer: str, body: Any, principal: Principal = principal_for(operation),
+                     idempotency_key: IdempotencyKey = None) -> Any:
+            return write(request, principal, idempotency_key, body,
+                         lambda ledger: (200, call(ledger, principal.actor(), customer, body)))
+
+        endpoint.__annotations__["body"] = model
+        endpoint.__name__ = operation.name.lower()
+        endpoint.__doc__ = summary
+        app.post(path, tags=["customers"], summary=summary, openapi_extra={"x-operation": operation.value})(endpoint)
+
+    def erasure(report: Any) -> dict[str, Any]:
+        return {"customer_id": report.customer_id, "erased": report.erased, "already_erased": report.already_erased,
+                "key_ids": report.key_ids, "erased_at": report.erased_at}
+
+    on_customer("/v1/customers/{customer}/erase", O.CUSTOMER_ERASE, ReasonIn,
+                "Erase a customer's personal data (their data keys destroyed); refused under a legal hold",
+                lambda lg, a, who, b: erasure(lg.erase_customer(who, reason=b.reason, actor=a)))
+    on_customer("/v1/customers/{customer}/hold", O.CUSTOMER_HOLD, ReasonIn, "Place a legal hold on a customer's data",
+                lambda lg, a, who, b: done(lambda: lg.place_legal_hold(who, reason=b.reason, actor=a), {"held": who}))
+    on_customer("/v1/customers/{customer}/release", O.CUSTOMER_HOLD, ReasonIn, "Release a customer's legal hold",
+                lambda lg, a, who, b: done(lambda: lg.release_legal_hold(who, reason=b.reason, actor=a),
+                                           {"released": who}))
+    on_customer("/v1/customers/{customer}/locale", O.CUSTOMER_LOCALE, LocaleIn,
+                "Set the language and time zone of a customer's texts",
+                lambda lg, a, who, b: dict(zip(("customer_id", "audience", "changed"), lg.set_customer_locale(
+                    who, actor=a, locale=b.locale, time_zone=b.time_zone), strict=True)))
+
+    @app.get("/v1/customers/{customer}/keys", tags=["customers"],
+             openapi_extra={"x-operation": O.CUSTOMER_KEYS_READ.value})
+    def customer_keys(customer: str, _p: Principal = principal_for(O.CUSTOMER_KEYS_READ)) -> Any:
+        """A customer's data keys (ids and dates, never key material) and legal hold."""
+        return plain(state.ledger().customer_privacy(customer))
 
     @app.post("/v1/principals", tags=["principals"], status_code=201,
               openapi_extra={"x-operation": O.PRINCIPALS_MANAGE.value})
