@@ -145,13 +145,27 @@ class CustomerPrivacy:
 
     def customer_id_for(self, identity: Identity) -> str:
         """The pseudonymous id of a new customer first known by ``identity``."""
-        digest = hmac.new(self._pseudonym_key, f"customer\n{identity}".encode(), hashlib.sha256).hexdigest()
-        return f"cus-{digest[:16]}"
+        return self._names_of(identity)[0]
 
     def claim_id_for(self, identity: Identity) -> UUID:
         """The id of the identity's claim: a keyed hash, so the id alone tells nothing of the identity."""
-        digest = hmac.new(self._pseudonym_key, f"identity\n{identity}".encode(), hashlib.sha256).hexdigest()
-        return name_id(f"identity-claim:{digest}")
+        return self._names_of(identity)[1]
+
+    def _names_of(self, identity: Identity) -> tuple[str, UUID]:
+        key = str(identity)
+        names = self._names.get(key)
+        if names is None:  # one contact asks several times: two HMACs once
+            secret = self._pseudonym_key
+            customer = hmac.new(secret, f"customer\n{key}".encode(), hashlib.sha256).hexdigest()
+            claim = hmac.new(secret, f"identity\n{key}".encode(), hashlib.sha256).hexdigest()
+            if len(self._names) >= 10_000:
+                self._names.clear()
+            names = self._names[key] = (f"cus-{customer[:16]}", name_id(f"identity-claim:{claim}"))
+        return names
+
+    @cached_property
+    def _names(self) -> dict[str, tuple[str, UUID]]:
+        return {}
 
     def claim_ids_for(self, identity: Identity) -> list[UUID]:
         """Where the identity's claim may be: the keyed id, then (ledgers of earlier releases) the name-based id."""

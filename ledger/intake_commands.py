@@ -128,6 +128,7 @@ class ContactIntake:
         actor: Actor | None = None,
         source: IntakeSource | None = None,
         raw: bytes | None = None,
+        signature: str | None = None,
     ) -> ContactOutcome:
         """Record an inbound contact with its acknowledgement; idempotent on the channel message id.
 
@@ -139,6 +140,10 @@ class ContactIntake:
         request is recorded as a ``MessageIdCollided`` (with ``raw``, its intake record bytes; built
         from the draft when not given) and :class:`MessageIdCollision` is raised. Neither names the
         case or the customer that has the id.
+
+        ``signature`` (``ADAPTER:BASE64``) is the adapter's signature of ``raw``, the intake record: both
+        are kept with the contact's registration (the record sealed), so an auditor can show which
+        adapter sent it.
         """
         for attempt in range(MAX_CONTACT_ATTEMPTS):
             if attempt:
@@ -149,7 +154,10 @@ class ContactIntake:
                     message_id = ChannelMessage.id_for(draft.channel, draft.channel_message_id)
                     existing = self._get_optional(message_id)
                     if existing is None:
-                        return self._record_new_contact(draft, actor=actor, source=source)
+                        return self._record_new_contact(
+                            draft, actor=actor, source=source,
+                            signed=(signature, raw or b"") if signature is not None else None,
+                        )
                     customer_id, _claim = self._sender_of(draft)
                     collision = self._collision_with(existing, draft, customer_id)
                     if collision is not None:
@@ -265,7 +273,8 @@ class ContactIntake:
             yield self.mapper.to_domain_event(notification)  # type: ignore[misc]
 
     def _record_new_contact(
-        self, draft: ContactDraft, *, actor: Actor | None, source: IntakeSource | None
+        self, draft: ContactDraft, *, actor: Actor | None, source: IntakeSource | None,
+        signed: tuple[str, bytes] | None = None,
     ) -> ContactOutcome:
         # Every check first: nothing is triggered until the contact is known to be acceptable.
         customer_id, claim = self._sender_of(draft)
@@ -331,6 +340,8 @@ class ContactIntake:
             content_digest=draft.content_digest(),
             customer_id=customer_id,
             ctx=ctx,
+            intake_signature=signed[0] if signed else None,
+            signed_record=signed[1] if signed else b"",
         )
         self.record(case, message, customer, new_claim)
         return self._outcome(case, contact_id=contact_id, duplicate=False, opened=opened)

@@ -517,3 +517,28 @@ def test_the_standalone_reader_sees_only_tokens(tmp_path: Path) -> None:
     )
     shown = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True).stdout
     assert "enc:1:" in shown and "Lisbon" not in shown
+
+
+def test_a_checkpoint_taken_before_an_erasure_still_verifies_and_so_does_the_export_after_it(
+    make_ledger: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Proofs are over the stored (sealed) bytes: the erasure changes none of them (issues 15 and 16)."""
+    from caseledger.ledger.audit.checkpoint import HeldCheckpoint
+    from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+    from caseledger.ledger.transparency.signing import generate_key_file
+    from caseledger.verify.history import check_history, read_export
+
+    signer = generate_key_file(tmp_path / "signing.key", "caseledger")
+    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))
+    ledger: CaseLedger = make_ledger()
+    out = ledger.record_contact(jane_contact("m-1"))
+    work_the_case(ledger, out.reference)
+    held = sign_checkpoint(ledger, signer).note  # what the auditor keeps
+    ledger.erase_customer(out.customer_id, reason="art. 17 request")
+    report = verify(ledger, checkpoint=HeldCheckpoint(held, signer.verifier_key))
+    assert report.ok, [d.line() for d in report.discrepancies]
+    export_history(ledger, out.customer_id, "json", tmp_path / "after.json")
+    text = (tmp_path / "after.json").read_text(encoding="utf-8")
+    assert_nowhere(text.encode(), "the export")
+    result = check_history(read_export(tmp_path / "after.json"), signer.verifier_key)
+    assert result.ok and result.included == result.events > 0, [f.line() for f in result.findings]

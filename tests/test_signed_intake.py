@@ -101,8 +101,28 @@ def test_the_worker_accepts_signed_records_and_rejects_every_other_with_its_reas
     events = list(store.events.get(case.id))
     assert {(e.actor_kind, e.actor_authentication, e.actor_principal) for e in events} == {
         ("customer", "adapter-signature", "mail-1")}
-    # …and the causation id names the signed record on the intake topic, where its signature is kept.
+    # …and the causation id names the signed record on the intake topic.
     assert {e.causation_id for e in events} == {good_source_id(kafka, good)}
+    # The signature is kept with the contact's registration, with the bytes it covers (sealed): an auditor
+    # shows which adapter sent it long after the intake topic's retention deleted the record.
+    from base64 import b64decode
+
+    from caseledger.ledger.domain.directory import ChannelMessage
+    from caseledger.ledger.domain.values import Channel
+
+    (registered,) = store.events.get(ChannelMessage.id_for(Channel.EMAIL, "s-1"))
+    adapter, signature = registered.intake_signature.split(":", 1)
+    assert adapter == "mail-1" and registered.signed_record
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    public = Ed25519PublicKey.from_public_bytes(store.principal_store.select_adapter("mail-1").public_key)
+    public.verify(b64decode(signature), registered.signed_record)  # raises if it does not verify
+    assert IntakeCodec().decode(registered.signed_record)[1].channel_message_id == "s-1"
+    stored = store.recorder.select_events_after([registered.originator_id])[registered.originator_id][0]
+    assert b"s1@example.com" not in bytes(stored.state)  # the record's bytes are sealed in the store
+    store.erase_customer("email:s1@example.com", reason="art. 17")
+    (erased,) = store.events.get(ChannelMessage.id_for(Channel.EMAIL, "s-1"))
+    assert erased.intake_signature == registered.intake_signature and erased.signed_record == b""
 
 
 def good_source_id(kafka: KafkaSettings, receipt: object) -> uuid.UUID:

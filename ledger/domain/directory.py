@@ -56,6 +56,8 @@ class ChannelMessage(Aggregate):
         contact_id: str
         acknowledgement_id: str
         content_digest: str  # what makes a resubmission the same request ("" before it was kept)
+        intake_signature: str | None  # ADAPTER:BASE64(signature) of the signed intake record, if it was signed
+        signed_record: bytes  # the bytes that signature covers (sealed: personal data), b"" when unsigned
 
         def apply(self, message: ChannelMessage) -> None:
             message.case_id = self.case_id
@@ -102,6 +104,8 @@ class ChannelMessage(Aggregate):
         content_digest: str,
         customer_id: str,
         ctx: Context,
+        intake_signature: str | None = None,
+        signed_record: bytes = b"",
     ) -> ChannelMessage:
         return cls._create(
             cls.MessageRegistered,
@@ -112,6 +116,8 @@ class ChannelMessage(Aggregate):
             contact_id=contact_id,
             acknowledgement_id=acknowledgement_id,
             content_digest=content_digest,
+            intake_signature=intake_signature,
+            signed_record=signed_record,
             **envelope(ctx, customer_id=customer_id, channel=channel),
         )
 

@@ -66,6 +66,7 @@ PERSONAL_FIELDS: Final[dict[str, tuple[Path, ...]]] = {
     # requests kept as received: their bytes, and a reason that may quote them
     "IntakeRejected": (("raw",), ("reason",)),
     "MessageIdCollided": (("raw",),),
+    "MessageRegistered": (("signed_record",),),  # the signed intake record (its signature stays in clear)
 }
 """Event type → the paths of its fields that hold personal data."""
 

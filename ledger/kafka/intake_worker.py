@@ -46,7 +46,7 @@ from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, k
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.ports import Build, PartitionReader
 from caseledger.ledger.kafka.settings import KafkaSettings
-from caseledger.ledger.signing import SignatureCheck
+from caseledger.ledger.signing import SIGNATURE_HEADER, SignatureCheck, b64, header
 
 log = logging.getLogger("caseledger.intake")
 REFUSALS = (ValidationError, RuleViolation, NotFound, SchemaError)
@@ -145,7 +145,8 @@ class KafkaIntakeWorker:
         self.codec = IntakeCodec()
         # None: signatures are required once an adapter key is registered (ledger.signing).
         self.signatures = SignatureCheck(ledger.principal_store, required=require_signatures)
-        self._signers: dict[tuple[int, int], str] = {}  # (partition, offset) → adapter that signed it
+        # (partition, offset) → the adapter that signed it, and its signature (kept with the contact)
+        self._signers: dict[tuple[int, int], tuple[str, bytes]] = {}
         self.stats = IntakeStats()
         self._applied: dict[int, int] = {}  # partition → next offset, as last read or written
 
@@ -271,7 +272,8 @@ class KafkaIntakeWorker:
             signer = self.signatures.signer(raw, getattr(record, "headers", None), adapter_field=adapter,
                                             channel=channel)
             if signer is not None:
-                self._signers[(record.partition, record.offset)] = signer
+                signature = header(getattr(record, "headers", None), SIGNATURE_HEADER) or b""
+                self._signers[(record.partition, record.offset)] = (signer, signature)
             return message
         except REFUSALS as refusal:
             return refusal
@@ -311,7 +313,8 @@ class KafkaIntakeWorker:
         source = IntakeSource(record.topic, record.partition, record.offset)
         raw: bytes = record.value or b""
         kind = "unknown"
-        signer = self._signers.pop((record.partition, record.offset), None)
+        signed = self._signers.pop((record.partition, record.offset), None)
+        signer = signed[0] if signed is not None else None
         try:
             if isinstance(message, Exception):
                 raise message
@@ -322,7 +325,10 @@ class KafkaIntakeWorker:
                     actor = Actor(kind=ActorKind.CUSTOMER, id=message.customer_id or str(message.identity),
                                   authentication=Authentication.ADAPTER_SIGNATURE.value, principal=signer)
                 try:
-                    outcome = self.ledger.record_contact(message, source=source, raw=raw, actor=actor)
+                    outcome = self.ledger.record_contact(
+                        message, source=source, raw=raw, actor=actor,
+                        signature=f"{signed[0]}:{b64(signed[1])}" if signed is not None else None,
+                    )
                 except MessageIdCollision as collision:
                     # Recorded by the ledger as this offset's outcome; nothing else to do.
                     log.warning("intake record %s collided: %s", source, collision)
