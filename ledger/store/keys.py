@@ -79,19 +79,17 @@ class KeyTable:
             return [_row(r) for r in curs.fetchall()]
 
     def by_subjects(self, subjects: Iterable[str]) -> list[DataKeyRow]:
-        wanted = list(dict.fromkeys(subjects))
-        found: list[DataKeyRow] = []
-        for i in range(0, len(wanted), 200):
-            chunk = wanted[i : i + 200]
-            found += self._rows(f"subject IN ({', '.join([self.p] * len(chunk))})", chunk)
-        return found
+        return self._where_in("subject", subjects)
 
     def by_ids(self, key_ids: Iterable[str]) -> list[DataKeyRow]:
-        wanted = list(dict.fromkeys(key_ids))
+        return self._where_in("key_id", key_ids)
+
+    def _where_in(self, column: str, values: Iterable[str]) -> list[DataKeyRow]:
+        wanted = list(dict.fromkeys(values))
         found: list[DataKeyRow] = []
-        for i in range(0, len(wanted), 200):
+        for i in range(0, len(wanted), 200):  # 200 parameters a query at most
             chunk = wanted[i : i + 200]
-            found += self._rows(f"key_id IN ({', '.join([self.p] * len(chunk))})", chunk)
+            found += self._rows(f"{column} IN ({', '.join([self.p] * len(chunk))})", chunk)
         return found
 
     def live(self) -> list[DataKeyRow]:
