@@ -89,7 +89,7 @@ def test_a_bad_token_through_the_cli_is_refused_without_echoing_it(running: Runn
     assert "CASELEDGER_TOKEN" in missing.stderr
 
 
-def test_the_embedded_cli_records_its_actor_as_not_authenticated(tmp_path: Path) -> None:
+def test_the_embedded_cli_records_its_actor_as_not_authenticated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     database = str(tmp_path / "local.sqlite")
     done = caseledger("--database", database, "--as", "agent:alice", "contact", "record", "-c", "email", "-m", "m-1",
                       "--from", "email:jane@example.com", "--item", "Why?")
@@ -100,6 +100,7 @@ def test_the_embedded_cli_records_its_actor_as_not_authenticated(tmp_path: Path)
     from caseledger.ledger.application import CaseLedger
     from caseledger.ledger.settings import LedgerSettings
 
+    monkeypatch.delenv("CASELEDGER_KEK")  # as the CLI ran: the embedded default, the key file beside the database
     ledger = CaseLedger(LedgerSettings.resolve(database=database))
     try:
         events = list(ledger.events.get(ledger.get_case(ref).id))

@@ -29,7 +29,7 @@ from caseledger.ledger.store.codec import event_hash
 from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 from caseledger.ledger.transparency.signing import CheckpointSigner, generate_key_file
 from caseledger.verify.history import HistoryCheck, check_history
-from tests.test_audit import Built, RawStore, StoredRow, built, forge, middle_of_case  # noqa: F401 (fixture)
+from tests.test_audit import Built, RawStore, StoredRow, alter_sealed_text, built, forge, middle_of_case  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.kafka
 
@@ -106,8 +106,7 @@ def test_an_untouched_ledger_holds_its_checkpoint_and_its_export_verifies_offlin
 
 def test_one_byte_altered_is_caught_by_the_checkpoint_and_by_the_export(committed: Committed) -> None:
     row, _after = middle_of_case(committed.store.rows())
-    at = row.state.index(b"message number")
-    committed.store.update_state(row.position, row.state[:at] + b"M" + row.state[at + 1 :])
+    committed.store.update_state(row.position, alter_sealed_text(row.state))  # one character of the sealed body
     report = committed.audit()
     mismatch = [d for d in report.errors if d.code == "checkpoint-mismatch"]
     assert mismatch and any(d.position == row.position and "altered" in d.message for d in mismatch)
@@ -118,7 +117,7 @@ def test_one_byte_altered_is_caught_by_the_checkpoint_and_by_the_export(committe
 def test_the_last_event_of_an_aggregate_altered_is_now_caught(committed: Committed) -> None:
     rows = committed.store.rows()
     last = max((r for r in rows if r.name == "CaseClosed"), key=lambda r: r.position)
-    committed.store.update_state(last.position, last.state.replace(b"Closed.", b"Closet."))
+    committed.store.update_state(last.position, alter_sealed_text(last.state))  # its notice, sealed
     report = committed.audit()
     assert "chain-broken" not in codes(report)  # the chain alone still cannot see it …
     assert any(d.code == "checkpoint-mismatch" and d.position == last.position for d in report.errors)  # … the checkpoint does

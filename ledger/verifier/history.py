@@ -83,6 +83,26 @@ def _str(b: bytes, p: int) -> tuple[bytes, int]:
     return b[p : p + n], p + n
 
 
+AUTHENTICATIONS = (b"none", b"token", b"oidc", b"adapter-signature")
+"""How an actor was authenticated: the envelope's actor record has said it since the ledger service."""
+
+
+def _skip_authentication(data: bytes, p: int) -> int:
+    """Past the actor's ``authentication`` and ``principal`` if the envelope has them (written since the
+    ledger service), else where it was: in the older envelope a one-byte union index of the channel follows
+    the actor, which never reads as one of the four authentication words."""
+    try:
+        word, q = _str(data, p)
+    except (ValueError, IndexError):
+        return p
+    if word not in AUTHENTICATIONS:
+        return p
+    branch, q = _long(data, q)  # principal: null or string
+    if branch == 1:
+        _, q = _str(data, q)
+    return q
+
+
 def envelope(data: bytes) -> tuple[str, int, bytes | None]:
     """(aggregate id, version, previous hash) from an event's stored bytes (caseledger.Envelope, first field)."""
     if data[:2] != MAGIC:
@@ -97,6 +117,7 @@ def envelope(data: bytes) -> tuple[str, int, bytes | None]:
         _, p = _long(data, p)
     for _ in range(2):  # actor.kind, actor.id
         _, p = _str(data, p)
+    p = _skip_authentication(data, p)
     for _ in range(3):  # channel, correlation_id, causation_id: union of null and string
         branch, p = _long(data, p)
         if branch == 1:
