@@ -32,7 +32,7 @@ def ensure_chromium() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # sync Playwright runs an event loop on this thread: not past its tests
 def chromium() -> Iterator[Any]:
     """A headless Chromium browser (Playwright's sync API on Debian's binary)."""
     path = ensure_chromium()

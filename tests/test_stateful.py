@@ -80,7 +80,7 @@ class LedgerMachine(RuleBasedStateMachine):
         msg = f"m{len(self.messages_sent)}"
         self.messages_sent.append((channel.value, msg))
         case = self.ledger.get_case(ref)
-        customer = next(c for c in CUSTOMERS if case.customer_id == str(c))
+        customer = next(c for c in CUSTOMERS if case.customer_id == self.ledger.customer_id_for(c))  # pseudonyms
         self.ledger.record_contact(ContactDraft(
             channel=channel, channel_message_id=msg, identity=customer, items=("more",),
             case_reference=ref, follow_up=follow_up,
