@@ -258,7 +258,7 @@ def schema_url(database_url: str) -> str:
 # -- the properties ---------------------------------------------------------------------------------------
 
 
-@settings(max_examples=80, **PROPERTY_SETTINGS)  # type: ignore[arg-type]
+@settings(max_examples=50, **PROPERTY_SETTINGS)  # 80 before erasures joined the steps: the suite stays under 15 min  # type: ignore[arg-type]
 @given(steps=steps_strategy)
 def test_incremental_equals_rebuilt_and_agrees_with_the_aggregates(steps: list[tuple[str, int]]) -> None:
     with generated_ledger() as (ledger, scenario, tmp), open_views(str(tmp / "views.sqlite")) as views:
