@@ -69,7 +69,7 @@ class KafkaPythonPartitionReader(Closing):
         partition_fetch_bytes: int | None = None, on_lost_position: OnLostPosition = "error", advice: str = "",
         timeout_s: float = 30.0,
     ) -> None:
-        del group, timeout_s  # a consumer without a group needs no name; its calls have their own timeouts
+        del group  # a consumer without a group needs no name
         self.topic = topic
         self._settings = settings
         self._options: dict[str, Any] = {
@@ -77,6 +77,8 @@ class KafkaPythonPartitionReader(Closing):
             # "none": a position the topic no longer has is an error, never a skip
             "auto_offset_reset": "none" if on_lost_position == "error" else "earliest",
             "fetch_max_wait_ms": fetch_wait_ms,
+            # How long to look for a broker before saying none answers (kafka-python's own default is 30 s).
+            "bootstrap_timeout_ms": int(timeout_s * 1000),
         }
         if partition_fetch_bytes is not None:
             self._options["max_partition_fetch_bytes"] = partition_fetch_bytes
@@ -215,7 +217,7 @@ class KafkaPythonAcknowledgedProducer(Closing):
             with kafka_errors(f"cannot reach Kafka at {self._settings.bootstrap_servers}"):
                 self._producer = KafkaProducer(
                     **self._settings.client_options(), acks="all", enable_idempotence=True, linger_ms=2,
-                    max_request_size=MAX_RECORD_BYTES,
+                    max_request_size=MAX_RECORD_BYTES, bootstrap_timeout_ms=int(self._timeout_s * 1000),
                 )
         return self._producer
 
