@@ -181,7 +181,8 @@ def test_oidc_jwts_are_checked_against_the_jwks(running: Running) -> None:
     good = idp.token("carol", ["agent"])
     with service.client(token=good) as client:
         me = client.get("/v1/whoami").json()
-        assert me["name"] == "carol" and me["role"] == "agent" and me["authentication"] == "oidc"
+        # The issuer's namespace (its label, from the issuer URL): never an issued principal's name.
+        assert me["name"] == "idp.test.example/carol" and me["role"] == "agent" and me["authentication"] == "oidc"
         assert client.get(f"/v1/cases/{ref}").status_code == 200
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     bad = {
@@ -201,7 +202,7 @@ def test_oidc_jwts_are_checked_against_the_jwks(running: Running) -> None:
         assert token not in service.log(), why
     # An automation's JWT is an automation, whatever name it carries.
     with service.client(token=idp.token("agent-x", ["automation"])) as client:
-        assert client.get("/v1/whoami").json()["actor"] == "automation:agent-x"
+        assert client.get("/v1/whoami").json()["actor"] == "automation:idp.test.example/agent-x"
 
 
 # -- the actor is the principal --------------------------------------------------------------------------------
@@ -251,6 +252,57 @@ def test_automation_cannot_approve_its_own_proposal_over_http(running: Running) 
         case = agent.get(f"/v1/cases/{ref}").json()
     (decided,) = case["proposals"]
     assert decided["status"] == "approved" and decided["decided_by"] == "agent:agent-1"
+
+
+def test_an_oidc_subject_never_acts_as_the_issued_principal_of_the_same_name(running: Running) -> None:
+    """Finding: a JWT with sub=automation-1 (the issued automation's name), role agent, approved that automation's
+    own proposal, recorded as agent:automation-1. OIDC names live in the issuer's namespace."""
+    service, idp = running.service, running.idp
+    ref = new_contact(service)["reference"]
+    with service.client(Role.AUTOMATION) as bot:
+        pid = bot.post(f"/v1/cases/{ref}/actions", json={
+            "rule": "limits", "action": "lower_card_limit", "params": {"limit": "500"}, "rationale": "declines"},
+        ).json()["proposal_id"]
+    namesake = idp.token("automation-1", ["agent"])
+    with service.client(token=namesake) as fake:
+        me = fake.get("/v1/whoami").json()
+        assert me["name"] != "automation-1" and me["actor"] == "agent:idp.test.example/automation-1"
+        approved = fake.post(f"/v1/cases/{ref}/actions/{pid}/approve", json={"note": "mine"})
+    assert approved.status_code == 200, approved.text  # another principal: an agent may approve an automation
+    with service.client(Role.AGENT) as agent:
+        (decided,) = agent.get(f"/v1/cases/{ref}").json()["proposals"]
+    assert decided["decided_by"] == "agent:idp.test.example/automation-1"
+    assert decided["decided_by"] != "agent:automation-1"
+    # One OIDC subject holding both roles is still one principal: it may not approve what it proposed.
+    with service.client(token=idp.token("bot-9", ["automation"])) as bot:
+        pid = bot.post(f"/v1/cases/{ref}/actions", json={
+            "rule": "limits", "action": "lower_card_limit", "params": {"limit": "400"}, "rationale": "declines"},
+        ).json()["proposal_id"]
+    with service.client(token=idp.token("bot-9", ["agent"])) as same:
+        refused = same.post(f"/v1/cases/{ref}/actions/{pid}/approve", json={"note": "self"})
+        assert refused.status_code == 422 and "another human must approve" in refused.json()["detail"], refused.text
+        assert same.post(f"/v1/cases/{ref}/actions/{pid}/reject", json={"reason": "self"}).status_code == 422
+
+
+@pytest.mark.parametrize("issuer, label", [
+    ("https://idp.test.example", "idp.test.example"),
+    ("https://login.example.com/tenant-1/v2.0/", "login.example.com.tenant-1.v2.0"),
+    ("http://127.0.0.1:8080/realms/bank", "127.0.0.1-8080.realms.bank"),
+])
+def test_oidc_names_carry_the_issuer_label_and_issued_names_cannot(issuer: str, label: str) -> None:
+    from caseledger.ledger.errors import ConfigurationError, ValidationError
+    from caseledger.ledger.principals import OidcSettings, check_name
+
+    settings = OidcSettings.resolve(jwks_url="https://x/jwks", issuer=issuer, audience="a")
+    assert settings is not None and settings.label == label
+    name = settings.principal_name("alice")
+    assert name == f"{label}/alice"
+    with pytest.raises(ValidationError):
+        check_name(name)  # no issued principal can ever be named so
+    chosen = OidcSettings.resolve(jwks_url="https://x/jwks", issuer=issuer, audience="a", label="corp-idp")
+    assert chosen is not None and chosen.principal_name("alice") == "corp-idp/alice"
+    with pytest.raises(ConfigurationError, match="CASELEDGER_OIDC_LABEL"):
+        OidcSettings.resolve(jwks_url="https://x/jwks", issuer=issuer, audience="a", label="bad/label")
 
 
 # -- problems, limits --------------------------------------------------------------------------------------------
