@@ -449,3 +449,85 @@ def test_a_supervisor_erases_a_customer_through_the_api_and_an_agent_may_not(ser
         assert keys["keys"] and all(k["destroyed_at"] for k in keys["keys"]) and "wrapped" not in str(keys)
         case = supervisor.get(f"/v1/cases/{ref}").json()
         assert "Secret subject 7Q" not in str(case) and "[erased]" in str(case)
+
+
+# -- delivery and read reports over HTTP (ledger.receipts) -------------------------------------------------------
+
+
+def _register_adapter(service: Service, channels: list[str]) -> str:
+    """An adapter principal and an adapter key of the same name for ``channels``; returns its token."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from caseledger.ledger.signing import AdapterKeys
+
+    name = f"gw-{uuid.uuid4().hex[:8]}"
+    with service.client(Role.ADMIN) as admin:
+        token = admin.post("/v1/principals", json={"name": name, "role": "adapter"}).json()["token"]
+    if channels:
+        raw = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw,
+                                                                     serialization.PublicFormat.Raw)
+        ledger = service.ledger()
+        try:
+            AdapterKeys(ledger.principal_store).add(name, channels, public_key=raw)
+        finally:
+            ledger.close()
+    return str(token)
+
+
+def _case_events(service: Service, ref: str, name: str) -> list[Any]:
+    ledger = service.ledger()
+    try:
+        return [e for e in ledger.events.get(ledger.get_case(ref).id) if type(e).__name__ == name]
+    finally:
+        ledger.close()
+
+
+def test_an_adapter_principal_reports_only_for_its_channels_and_reads_are_the_customers(service: Service) -> None:
+    """Over HTTP, the same rules as on the intake topic: channels of the adapter key of the principal's name."""
+    outcome = new_contact(service)  # an e-mail case
+    ref, customer_id = outcome["reference"], outcome["customer_id"]
+    chat_only = _register_adapter(service, ["chat"])
+    with service.client(token=chat_only) as chat:
+        for verb, body in (("delivered", {"delivered_at": soon(minutes=-1)}), ("read", {})):
+            refused = chat.post(f"/v1/cases/{ref}/messages/ACK1/{verb}", json=body)
+            assert refused.status_code == 403, refused.text
+            assert "forbidden channel" in refused.json()["detail"] and "email" in refused.json()["detail"]
+    with service.client(token=_register_adapter(service, [])) as unregistered:
+        refused = unregistered.post(f"/v1/cases/{ref}/messages/ACK1/read", json={})
+        assert refused.status_code == 403 and "caseledger adapters add" in refused.json()["detail"], refused.text
+    with service.client(token=_register_adapter(service, ["email"])) as mail:
+        assert mail.post(f"/v1/cases/{ref}/messages/ACK1/read", json={}).status_code == 200
+        again = mail.post(f"/v1/cases/{ref}/messages/ACK1/read", json={})
+        assert again.status_code == 422 and "already recorded as read" in again.json()["detail"]
+        own = mail.post(f"/v1/cases/{ref}/messages/C1/read", json={})
+        assert own.status_code == 422 and "customer's own contact" in own.json()["detail"]
+    assert _case_events(service, ref, "MessageDelivered") == []
+    (read,) = _case_events(service, ref, "MessageRead")
+    assert (read.reader_kind, read.reader_id, read.actor_kind, read.actor_id, read.actor_authentication) == (
+        "customer", customer_id, "customer", customer_id, "token")
+    assert read.actor_principal.startswith("gw-")
+
+
+def test_an_agent_reports_its_own_reading_of_the_customers_contacts_once(service: Service) -> None:
+    ref = new_contact(service)["reference"]
+    with service.client(Role.AGENT) as agent:
+        theirs = agent.post(f"/v1/cases/{ref}/messages/ACK1/read", json={})
+        assert theirs.status_code == 422 and "only the customer reads it" in theirs.json()["detail"]
+        assert agent.post(f"/v1/cases/{ref}/messages/C1/read", json={}).status_code == 200
+        assert agent.post(f"/v1/cases/{ref}/messages/C1/read", json={}).status_code == 422
+    with service.client(Role.SUPERVISOR) as supervisor:
+        assert supervisor.post(f"/v1/cases/{ref}/messages/C1/read", json={}).status_code == 200
+    reads = _case_events(service, ref, "MessageRead")
+    assert [(e.message_id, e.reader_kind, e.reader_id) for e in reads] == [
+        ("C1", "agent", "agent-1"), ("C1", "agent", "supervisor-1")]
+
+
+def test_only_the_adapter_role_reports_as_system() -> None:
+    """Reporter.of_principal takes a principal acting as system:NAME for an adapter: no other role that may
+    report deliveries or reads acts as system."""
+    from caseledger.ledger.domain.permissions import ACTOR_KIND
+    from caseledger.ledger.domain.values import ActorKind
+
+    reporters = {r for r in Role if allowed(r, O.MESSAGE_DELIVERED) or allowed(r, O.MESSAGE_READ)}
+    assert {r for r in reporters if ACTOR_KIND[r] is ActorKind.SYSTEM} == {Role.ADAPTER}
