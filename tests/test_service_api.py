@@ -117,8 +117,26 @@ def test_every_role_may_do_exactly_what_the_matrix_says(service: Service, role: 
 
 
 def test_every_route_of_the_openapi_schema_names_an_operation_of_the_matrix(service: Service) -> None:
-    with service.client() as client:
+    """Finding: 11 GET routes lacked x-operation. Every route of the schema names its operation, or a documented
+    marker: ``unauthenticated`` (/healthz only) or ``authenticated`` (any principal: whoami, the schema)."""
+    with service.client(Role.AUDITOR) as client:
         schema = client.get("/openapi.json").json()
+    markers = {o.value for o in Operation} | {"unauthenticated", "authenticated"}
+    routes = [(path, method, op) for path, methods in schema["paths"].items() for method, op in methods.items()]
+    missing = [(method, path) for path, method, op in routes if op.get("x-operation") not in markers]
+    assert not missing, missing
+    assert {path for path, _m, op in routes if op["x-operation"] == "unauthenticated"} == {"/healthz"}
+    assert {"/cases/{reference}", "/cases/{reference}/events", "/v1/whoami", "/openapi.json"} <= schema["paths"].keys()
+    # What the schema says is what the server does: without a token, only the unauthenticated route answers.
+    for path, method, op in routes:
+        url = path.replace("{", "").replace("}", "")  # any value will do for a path parameter
+        answer = httpx.request(method.upper(), f"{service.url}{url}", json={} if method != "get" else None)
+        if op["x-operation"] == "unauthenticated":
+            assert answer.status_code == 200, (method, path)
+        elif path == "/cases/{reference}":
+            assert answer.status_code == 303 and answer.headers["location"].startswith("/login"), (method, path)
+        else:
+            assert answer.status_code == 401, (method, path, answer.status_code)
     named = {op["x-operation"] for methods in schema["paths"].values() for op in methods.values()
              if "x-operation" in op}
     writes = {path for path, methods in schema["paths"].items() if "post" in methods}
@@ -127,6 +145,17 @@ def test_every_route_of_the_openapi_schema_names_an_operation_of_the_matrix(serv
     commands = {o.value for o in Operation} - {"case.read", "history.read", "history.export", "overdue.read",
                                                 "metrics.read", "audit.verify", "intake.kept.read"}
     assert commands <= named | {"principals.manage"}, commands - named
+
+
+def test_no_docs_pages_and_the_schema_only_to_a_principal(service: Service) -> None:
+    """Finding: /docs, /redoc and /openapi.json answered without a token (and the pages load a third-party CDN)."""
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert httpx.get(f"{service.url}{path}").status_code in (401, 404), path
+    anonymous = httpx.get(f"{service.url}/openapi.json")
+    assert anonymous.status_code == 401 and anonymous.json()["type"] == "urn:caseledger:problem:unauthenticated"
+    for role in Role:
+        with service.client(role) as client:
+            assert client.get("/openapi.json").json()["info"]["title"] == "caseledger", role
 
 
 def test_the_matrix_in_the_docs_is_the_one_in_the_code() -> None:
