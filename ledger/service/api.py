@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.describe import case_record, plain
+from caseledger.ledger.describe import case_record, collision_record, plain, rejection_record
 from caseledger.ledger.domain.permissions import Operation
 from caseledger.ledger.errors import AuthenticationError, CaseLedgerError, ValidationError
 from caseledger.ledger.principals import Authenticator, OidcSettings, Principal
@@ -255,7 +255,7 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
             rows = customer_timeline(views, customer_id, ledger=lambda: ledger)
         return [plain({k: row[k] for k in ("event_type", "case_reference", "actor", "recorded_at", "occurred_at",
                                            "channel", "customer_id", "line", "event_id", "aggregate_id",
-                                           "aggregate_version", "position") if k in row}) for row in rows]
+                                           "aggregate_version", "previous_hash", "position") if k in row}) for row in rows]
 
     @app.get("/v1/customers/{customer}/export", tags=["cases"], openapi_extra={"x-operation": O.HISTORY_EXPORT.value})
     def customer_export(
@@ -304,28 +304,21 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
     def audit_verify(customer: str | None = None, _p: Principal = principal_for(O.AUDIT_VERIFY)) -> Any:
         """The audit's report: nothing lost, altered or reordered; the events recorded without authentication."""
         from caseledger.ledger.audit import verify
+        from caseledger.ledger.audit.actors import UnauthenticatedEvents
 
-        report = verify(state.ledger(), customer=customer)
-        return plain({**report.as_dict(), "ok": report.ok})
+        unauthenticated = UnauthenticatedEvents(state.ledger().codec)
+        report = verify(state.ledger(), customer=customer, collect=unauthenticated)
+        return plain({**report.as_dict(), "ok": report.ok, "unauthenticated_events": unauthenticated.count})
 
     @app.get("/v1/intake/collisions", tags=["audit"], openapi_extra={"x-operation": O.INTAKE_KEPT_READ.value})
     def intake_collisions(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:
         """Requests kept because their channel message id was already another request's."""
-        import base64
-
-        return [plain({"collision_id": str(e.originator_id), "recorded_at": e.timestamp, "channel": e.channel,
-                       "channel_message_id": e.channel_message_id, "kind": e.kind, "reason": e.reason,
-                       "customer_id": e.customer_id, "raw_base64": base64.b64encode(e.raw).decode()})
-                for e in state.ledger().collisions()]
+        return [collision_record(e) for e in state.ledger().collisions()]
 
     @app.get("/v1/intake/rejections", tags=["audit"], openapi_extra={"x-operation": O.INTAKE_KEPT_READ.value})
     def intake_rejections(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:
         """Intake records that could not be applied, with their reason and raw bytes."""
-        import base64
-
-        return [plain({"rejection_id": str(e.originator_id), "recorded_at": e.timestamp, "reason": e.reason,
-                       "source": getattr(e, "source", None), "raw_base64": base64.b64encode(e.raw).decode()})
-                for e in state.ledger().rejections()]
+        return [rejection_record(e) for e in state.ledger().rejections()]
 
 
 def json_body(text: bytes) -> Any:
