@@ -243,3 +243,15 @@ def local_only(why: str) -> Callable[[F], F]:
         return refusing  # type: ignore[return-value]
 
     return mark
+
+
+def case_from_record(record: dict[str, Any]) -> Any:
+    """A case as the service answers it (``case_record`` JSON), shaped for display like the embedded CLI's."""
+    from caseledger.projections.case_state import CaseView
+
+    return CaseView({
+        **record, "opened_at": datetime.fromisoformat(record["opened_at"]),
+        "missed": [(m["kind"], m["target_id"]) for m in record["missed_deadlines"]],
+        "open_promises": [{"promise_id": p} for p in record["open_promises"]],
+        "brief": {"open_items": [], "open_promises": [], "last_contacts": []},
+    })
