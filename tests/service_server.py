@@ -18,16 +18,12 @@ from typing import Any
 
 import httpx
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Role
-from caseledger.ledger.domain.values import Channel
 from caseledger.ledger.principals import PrincipalRegistry
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.signing import AdapterKeys
 
 
 def free_port() -> int:
@@ -108,10 +104,6 @@ class Service:
         return CaseLedger(LedgerSettings.resolve(database=self.database))
 
 
-def _raw_public_key(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
 def start_service(where: Path, *, database: str | None = None, env: dict[str, str] | None = None,
                   extra_args: tuple[str, ...] = ()) -> Service:
     """Principals of every role in a fresh ledger, then ``caseledger serve`` on a free loopback port."""
@@ -120,9 +112,6 @@ def start_service(where: Path, *, database: str | None = None, env: dict[str, st
     try:
         registry = PrincipalRegistry(ledger.principal_store)
         tokens = {role: registry.add(f"{role.value}-1", role).token for role in Role}
-        # The adapter principal reports deliveries and reads for the channels of its adapter key (ledger.receipts).
-        AdapterKeys(ledger.principal_store).add("adapter-1", [c.value for c in Channel],
-                                                public_key=_raw_public_key(Ed25519PrivateKey.generate()))
     finally:
         ledger.close()
     port = free_port()
