@@ -9,8 +9,10 @@ import typer
 from rich.table import Table
 
 from caseledger.cli import render
-from caseledger.cli.common import session
+from caseledger.cli.common import local_only, session
 from caseledger.cli.options import CHANNELS, Json
+
+NOT_THROUGH_API = "adapter keys are registered on the ledger's own database by its operator; no route carries them"
 
 adapters_app = typer.Typer(
     no_args_is_help=True, help="Channel adapters' Ed25519 keys and the channels each may publish for."
@@ -20,6 +22,7 @@ Name = Annotated[str, typer.Argument(metavar="NAME", help="The adapter's name, a
 
 
 @adapters_app.command("add")
+@local_only(NOT_THROUGH_API)
 def adapters_add(
     ctx: typer.Context,
     name: Name,
@@ -55,6 +58,7 @@ def adapters_add(
 
 
 @adapters_app.command("revoke")
+@local_only(NOT_THROUGH_API)
 def adapters_revoke(ctx: typer.Context, name: Name) -> None:
     """Revoke an adapter's key: its records are rejected from now on (within seconds for a running worker)."""
     from caseledger.ledger.signing import AdapterKeys
@@ -65,6 +69,7 @@ def adapters_revoke(ctx: typer.Context, name: Name) -> None:
 
 
 @adapters_app.command("list")
+@local_only(NOT_THROUGH_API)
 def adapters_list(ctx: typer.Context, as_json: Json = False) -> None:
     """List adapters: name, channels, key fingerprint, created, revoked (never a private key)."""
     from caseledger.ledger.signing import AdapterKeys, key_fingerprint

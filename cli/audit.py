@@ -7,6 +7,7 @@ Kafka cannot be used).
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -127,6 +128,10 @@ def audit_verify(
     from caseledger.ledger.audit.checkpoint import HeldCheckpoint
 
     s = session(ctx)
+    if s.api:
+        local = {"--since": since, "--until": until, "--kafka": kafka, "--seal": seal, "--checkpoint": checkpoint,
+                 "--key": key, "--unauthenticated": unauthenticated or None}
+        return _verify_through_api(s, customer, as_json=as_json, refused=[k for k, v in local.items() if v])
     held = HeldCheckpoint(_read_note(checkpoint), _verifier_key(key)) if checkpoint is not None else None
     settings = _kafka_settings(kafka)
     bar = _Bar("verifying")
@@ -152,6 +157,32 @@ def audit_verify(
             if unauth.count > len(unauth.listed):
                 s.say(f"  … and {unauth.count - len(unauth.listed):,} more")
     if not report.ok:
+        raise typer.Exit(EXIT_DISCREPANCIES)
+
+
+def _verify_through_api(s: Any, customer: str | None, *, as_json: bool, refused: list[str]) -> None:
+    """``audit verify`` by the service (GET /v1/audit/verify): the whole store, or one customer."""
+    from caseledger.ledger.audit.report import AuditReport, Discrepancy, Seal
+    from caseledger.ledger.errors import ValidationError
+
+    if refused:
+        raise ValidationError(
+            f"{', '.join(refused)} cannot be used with --api: the service verifies its whole store, or one "
+            "--customer; run the audit without --api where the database is for the rest"
+        )
+    answer = s.ledger.audit_report(customer)
+    if as_json:
+        s.echo_json(answer)
+    else:
+        fields = {k: answer[k] for k in ("backend", "scope", "head_position", "first_position", "last_position",
+                                         "events", "aggregates", "cases", "topic_records", "intake_offsets",
+                                         "intake_outcomes", "seconds", "checks", "notes")}
+        report = AuditReport(**fields, seal=Seal.parse(answer["seal"]) if answer["seal"] else None,
+                             discrepancies=[Discrepancy(**d) for d in answer["discrepancies"]],
+                             counts=Counter(answer["counts"]))
+        print_report(s.out, report)
+        s.say(f"events recorded without authentication: {answer['unauthenticated_events']:,}")
+    if not answer["ok"]:
         raise typer.Exit(EXIT_DISCREPANCIES)
 
 

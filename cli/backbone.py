@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from caseledger.cli.common import plain_console, session, stop_on_signals
+from caseledger.cli.common import local_only, plain_console, session, stop_on_signals
 from caseledger.cli.options import (
     TRANSACTION_INTERVAL_MS,
     AggregateCacheOpt,
@@ -28,6 +28,8 @@ from caseledger.cli.options import (
 )
 from caseledger.ledger.errors import ValidationError
 from caseledger.ledger.kafka.intake_worker import AGGREGATE_CACHE
+
+NOT_THROUGH_API = "it talks to the Kafka broker (and the ledger's database) directly, not to the ledger service"
 
 if TYPE_CHECKING:
     from caseledger.ledger.kafka.settings import KafkaSettings
@@ -69,6 +71,7 @@ def parse_partitions(text: str | None) -> list[int] | None:
 
 
 @topics_app.command("create")
+@local_only(NOT_THROUGH_API)
 def topics_create(kafka: KafkaOpt = None) -> None:
     """Create the intake and events topics with explicit configs (retention forever); idempotent.
 
@@ -91,6 +94,7 @@ SignaturesOpt = Annotated[
 ]
 
 
+@local_only(NOT_THROUGH_API)
 def publish(
     source: Annotated[
         str, typer.Argument(metavar="FILE", help="JSON file with one record, an array, or JSON lines; - for stdin.")
@@ -166,6 +170,7 @@ def _read_json_records(source: str) -> Iterator[Any]:
 
 
 @intake_app.command("run")
+@local_only(NOT_THROUGH_API)
 def intake_run(
     ctx: typer.Context,
     kafka: KafkaOpt = None,
@@ -199,6 +204,7 @@ def intake_run(
 
 
 @publisher_app.command("run")
+@local_only(NOT_THROUGH_API)
 def publisher_run(
     ctx: typer.Context,
     kafka: KafkaOpt = None,
@@ -229,6 +235,7 @@ def publisher_run(
 # -- everything in one process -----------------------------------------------------------------------
 
 
+@local_only(NOT_THROUGH_API)
 def run_all(
     ctx: typer.Context,
     kafka: KafkaOpt = None,

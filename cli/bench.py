@@ -12,14 +12,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from caseledger.cli.common import plain_console
+from caseledger.cli.common import local_only, plain_console
 from caseledger.cli.options import ConsumerOpt, EventBatchOpt, KafkaOpt, ProducerOpt
 from caseledger.ledger.errors import ConfigurationError
+
+NOT_THROUGH_API = 'a benchmark starts the ledgers, servers and clients it measures'
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks, each against a baseline measured in the same run.")
 
 
 @bench_app.command("intake")
+@local_only(NOT_THROUGH_API)
 def bench_intake_command(
     kafka: KafkaOpt = None,
     contacts: Annotated[int, typer.Option("--contacts", "-n", min=100, help="Contacts to publish.")] = 20_000,
@@ -54,6 +57,7 @@ def bench_intake_command(
 
 
 @bench_app.command("api")
+@local_only(NOT_THROUGH_API)
 def bench_api_command(
     clients: Annotated[int, typer.Option("--clients", "-c", min=1, help="Concurrent clients.")] = 200,
     seconds: Annotated[float, typer.Option("--seconds", "-s", min=1, help="How long they run.")] = 60,
@@ -80,6 +84,7 @@ def bench_api_command(
 
 
 @bench_app.command("live")
+@local_only(NOT_THROUGH_API)
 def bench_live_command(
     kafka: KafkaOpt = None,
     rate: Annotated[float, typer.Option("--rate", min=1, help="Contacts published per second.")] = 100,
@@ -102,6 +107,7 @@ def bench_live_command(
 
 
 @bench_app.command("verify")
+@local_only(NOT_THROUGH_API)
 def bench_verify_command(
     events: Annotated[
         int, typer.Option("--events", "-n", min=1000, help="Events in the generated ledger (≥ 1,000,000 for the target).")
@@ -132,6 +138,7 @@ def bench_verify_command(
 
 
 @bench_app.command("rebuild")
+@local_only(NOT_THROUGH_API)
 def bench_rebuild_command(
     kafka: KafkaOpt = None,
     events: Annotated[int, typer.Option("--events", "-n", min=1000, help="Events in the generated ledger.")] = 200_000,
@@ -166,6 +173,7 @@ def bench_rebuild_command(
 
 
 @bench_app.command("lag")
+@local_only(NOT_THROUGH_API)
 def bench_lag_command(
     kafka: KafkaOpt = None,
     rate: Annotated[int, typer.Option("--rate", min=1, help="Contacts published per second.")] = 1000,
@@ -202,6 +210,7 @@ def bench_lag_command(
 
 
 @bench_app.command("proofs")
+@local_only(NOT_THROUGH_API)
 def bench_proofs_command(
     leaves: Annotated[int, typer.Option("--leaves", "-n", min=2000, help="Leaves in the tree (1,000,000 for the note).")]
     = 1_000_000,

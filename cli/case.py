@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from caseledger.cli import render
-from caseledger.cli.common import session
+from caseledger.cli.common import case_from_record, session
 from caseledger.cli.options import (
     STATUSES,
     ChannelOpt,
@@ -46,9 +46,12 @@ def case_show(ctx: typer.Context, reference: Ref, as_json: Json = False, zone: Z
 
     s = session(ctx)
     ref = normalise_reference(reference)  # before the views are opened: a bad reference opens nothing
-    with s.views() as views:
-        # Caught up from the store first; a CaseView is shaped like the Case aggregate for display.
-        case: Any = case_view(views, ref, ledger=s.open_ledger)
+    if s.api:
+        case: Any = case_from_record(s.ledger.case_record(ref))
+    else:
+        with s.views() as views:
+            # Caught up from the store first; a CaseView is shaped like the Case aggregate for display.
+            case = case_view(views, ref, ledger=s.open_ledger)
     if as_json:
         s.echo_json(render.case_record(case))
     else:
@@ -71,7 +74,8 @@ def case_find(
     ```
     """
     s = session(ctx)
-    case = s.ledger.find_by_message(channel, message_id)
+    case = case_from_record(s.ledger.find_record(channel, message_id)) if s.api else s.ledger.find_by_message(
+        channel, message_id)
     contact = next(
         (c for c in case.contacts.values() if c.channel == Channel.parse(channel).value
          and c.channel_message_id == message_id),

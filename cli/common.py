@@ -18,14 +18,16 @@ are turned into a red ``error: …`` line and an exit code in one place, :class:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -52,6 +54,8 @@ if TYPE_CHECKING:
     from caseledger.projections.views import ViewStore
 
 DEFAULT_ACTOR = "agent:cli"
+LOCAL_ONLY = "__caseledger_local_only__"
+F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_REFUSED = 2
 EXIT_CONFLICT = 3
@@ -207,3 +211,47 @@ def stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def local_only(why: str) -> Callable[[F], F]:
+    """Mark a command that cannot act through the ledger service: its ``--help`` says ``why``, and with
+    ``--api`` it refuses (exit 2) with that reason instead of acting on a local file or broker."""
+
+    def mark(command: F) -> F:
+        signature = inspect.signature(command, eval_str=True)
+        takes_ctx = any(p.annotation is typer.Context for p in signature.parameters.values())
+
+        @functools.wraps(command)
+        def refusing(*args: Any, **kwargs: Any) -> Any:
+            given = kwargs.pop("_api_ctx", None)
+            # typer hands the (click) context of the invocation, whatever class the parameter names
+            ctx = given or next(v for v in (*args, *kwargs.values()) if hasattr(v, "find_root"))
+            if session(ctx).api:
+                raise ValidationError(
+                    f"`caseledger {ctx.command_path.partition(' ')[2]}` does not work through --api: {why}. Run it "
+                    "where the ledger's database (or broker) is, without --api and CASELEDGER_API"
+                )
+            return command(*args, **kwargs)
+
+        if not takes_ctx:  # typer hands a Context to a parameter annotated so, and shows no option for it
+            extra = inspect.Parameter("_api_ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+            refusing.__signature__ = signature.replace(  # type: ignore[attr-defined]
+                parameters=[extra, *signature.parameters.values()])
+            refusing.__annotations__ = {**command.__annotations__, "_api_ctx": typer.Context}
+        refusing.__doc__ = f"{(command.__doc__ or '').rstrip()}\n\nNot through --api: {why}."
+        setattr(refusing, LOCAL_ONLY, why)
+        return refusing  # type: ignore[return-value]
+
+    return mark
+
+
+def case_from_record(record: dict[str, Any]) -> Any:
+    """A case as the service answers it (``case_record`` JSON), shaped for display like the embedded CLI's."""
+    from caseledger.projections.case_state import CaseView
+
+    return CaseView({
+        **record, "opened_at": datetime.fromisoformat(record["opened_at"]),
+        "missed": [(m["kind"], m["target_id"]) for m in record["missed_deadlines"]],
+        "open_promises": [{"promise_id": p} for p in record["open_promises"]],
+        "brief": {"open_items": [], "open_promises": [], "last_contacts": []},
+    })

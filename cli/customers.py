@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from caseledger.cli import render
-from caseledger.cli.common import Session, session
+from caseledger.cli.common import Session, case_from_record, session
 from caseledger.cli.options import Customer, Json, Zone
 
 
@@ -26,7 +26,7 @@ def cases(ctx: typer.Context, customer: Customer, as_json: Json = False) -> None
     ```
     """
     s = session(ctx)
-    found = s.ledger.cases_of(customer)
+    found = [case_from_record(r) for r in s.ledger.case_records_of(customer)] if s.api else s.ledger.cases_of(customer)
     if as_json:
         s.echo_json([render.case_record(c) for c in found])
     else:
@@ -55,9 +55,12 @@ def history(
         return export_history(s, customer, export[0], export[1], zone)
     from caseledger.projections.queries import customer_timeline
 
-    customer_id = s.ledger.resolve_customer(customer)
-    with s.views() as views:
-        rows = customer_timeline(views, customer_id, ledger=s.open_ledger)
+    if s.api:
+        rows = s.ledger.history_rows(customer)
+    else:
+        customer_id = s.ledger.resolve_customer(customer)
+        with s.views() as views:
+            rows = customer_timeline(views, customer_id, ledger=s.open_ledger)
     if as_json:
         s.echo_json([history_record(row) for row in rows])
     else:
@@ -98,6 +101,12 @@ def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r} is not an export format; use one of {', '.join(FORMATS)}",
                                  param_hint="'--export'")
+    if s.api:  # the service exports and audits; the file is its answer
+        data, verified = s.ledger.export(customer, fmt)
+        path.write_bytes(data)
+        s.say(f"Exported the history of {customer} as {fmt} to {path} ({len(data):,} bytes); audit: "
+              f"{'verified' if verified else 'NOT verified'}.", "green" if verified else "yellow")
+        return
     result = export_history(
         s.ledger, customer, fmt, path, tz=zone or s.tz, describe=lambda e: render.describe_event(e, tz=zone or s.tz)
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -37,8 +37,11 @@ def tick(
     from caseledger.projections.queries import tick_missed_deadlines
 
     s = session(ctx)
-    with s.views() as views:  # the deadlines projection says which cases to look at
-        report = tick_missed_deadlines(views, now or s.instant(), ledger=s.open_ledger)
+    if s.api:  # on the service's clock (--now is refused with --api)
+        report = _tick_report(s.ledger.tick_record())
+    else:
+        with s.views() as views:  # the deadlines projection says which cases to look at
+            report = tick_missed_deadlines(views, now or s.instant(), ledger=s.open_ledger)
     if as_json:
         r = report.retention
         s.echo_json({"now": report.now, "cases_checked": report.cases_checked, "missed": report.missed,
@@ -88,13 +91,16 @@ def overdue(
 
     s = session(ctx)
     now = s.instant()
-    with s.views(views) as store:
-        rows = overdue_deadlines(store, now, ledger=s.open_ledger)
+    if s.api:  # the service's clock: each row says how late it is
+        rows = [{**r, "due_at": datetime.fromisoformat(r["due_at"])} for r in s.ledger.overdue_rows(kind)]
+    else:
+        with s.views(views) as store:
+            rows = [{**r, "overdue_seconds": int((now - r["due_at"]).total_seconds()), "recorded": bool(r["missed"])}
+                    for r in overdue_deadlines(store, now, ledger=s.open_ledger)]
     if kind:
         rows = [r for r in rows if r["kind"] == kind.strip().lower()]
     if as_json:
-        s.echo_json([{**r, "overdue_seconds": int((now - r["due_at"]).total_seconds()), "recorded": bool(r["missed"])}
-                     for r in rows])
+        s.echo_json(rows)
         return
     if not rows:
         s.say(f"Nothing overdue as of {render.fmt_time(now, zone or s.tz)}.", "green")
@@ -105,6 +111,17 @@ def overdue(
     for r in rows:
         table.add_row(r["reference"], r["kind"], r["target_id"], r["channel"] or "-",
                       render.fmt_time(r["due_at"], zone or s.tz),
-                      render.duration(int((now - r["due_at"]).total_seconds())),
+                      render.duration(r["overdue_seconds"]),
                       "yes" if r["missed"] else "no", Text(r["customer_id"]))
     s.out.print(table)
+
+
+def _tick_report(answer: dict[str, Any]) -> Any:
+    """The report of a tick the service ran, shaped as the ledger's own."""
+    from caseledger.ledger.application import TickReport
+    from caseledger.ledger.erasure import RetentionReport
+
+    return TickReport(now=datetime.fromisoformat(answer["now"]), cases_checked=answer["cases_checked"],
+                      missed=answer["missed"], retention=RetentionReport(
+                          erased=answer["erased"], held=answer["held"],
+                          rejection_months=answer["erased_rejection_months"]))

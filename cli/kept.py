@@ -7,8 +7,8 @@ each one's raw bytes (base64), the export an auditor reconciles with the intake 
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -16,14 +16,15 @@ from rich.table import Table
 
 from caseledger.cli import render
 from caseledger.cli.common import Session, session
+from caseledger.ledger.describe import collision_record, rejection_record
 
 JsonRaw = Annotated[bool, typer.Option("--json", help="Print JSON, with each request's raw bytes (base64).")]
 
 
-def _show(s: Session, found: list[Any], *, as_json: bool, record: Callable[[Any], dict[str, Any]],
-          columns: tuple[str, ...], row: Callable[[Any], Iterable[str]], none: str, summary: str) -> None:
+def _show(s: Session, found: list[dict[str, Any]], *, as_json: bool, columns: tuple[str, ...],
+          row: Callable[[dict[str, Any]], Iterable[str]], none: str, summary: str) -> None:
     if as_json:
-        s.echo_json([{**record(e), "raw_base64": base64.b64encode(e.raw).decode()} for e in found])
+        s.echo_json(found)
         return
     if not found:
         s.say(none, "green")
@@ -33,6 +34,10 @@ def _show(s: Session, found: list[Any], *, as_json: bool, record: Callable[[Any]
         table.add_row(*row(e))
     s.out.print(table)
     s.say(summary.format(n=len(found)))
+
+
+def _at(record: dict[str, Any], s: Session) -> str:
+    return render.fmt_time(datetime.fromisoformat(record["recorded_at"]), s.tz)
 
 
 def intake_collisions(ctx: typer.Context, as_json: JsonRaw = False) -> None:
@@ -46,17 +51,12 @@ def intake_collisions(ctx: typer.Context, as_json: JsonRaw = False) -> None:
     Example: caseledger intake collisions --json > collisions.json
     """
     s = session(ctx)
+    found = s.ledger.collision_records() if s.api else [collision_record(e) for e in s.ledger.collisions()]
     _show(
-        s, list(s.ledger.collisions()), as_json=as_json,
-        record=lambda e: {
-            "collision_id": str(e.originator_id), "recorded_at": e.timestamp, "occurred_at": e.occurred_at,
-            "channel": e.channel, "channel_message_id": e.channel_message_id, "kind": e.kind,
-            "reason": e.reason, "customer_id": e.customer_id, "actor": f"{e.actor_kind}:{e.actor_id}",
-            "source": e.source or None, "content_digest": e.content_digest,
-        },
+        s, found, as_json=as_json,
         columns=("recorded", "channel", "message id", "kind", "sender", "source", "collision"),
-        row=lambda e: (render.fmt_time(e.timestamp, s.tz), e.channel or "", e.channel_message_id, e.kind,
-                       e.customer_id, e.source or "direct", str(e.originator_id)),
+        row=lambda e: (_at(e, s), e["channel"] or "", e["channel_message_id"], e["kind"], e["customer_id"],
+                       e["source"] or "direct", e["collision_id"]),
         none="No message id collisions recorded.",
         summary="{n} collision(s): each request was kept, not applied; its channel must resend it with a new "
         "message id.",
@@ -73,16 +73,12 @@ def intake_rejections(ctx: typer.Context, as_json: JsonRaw = False) -> None:
     Example: caseledger intake rejections --json > rejections.json
     """
     s = session(ctx)
+    found = s.ledger.rejection_records() if s.api else [rejection_record(e) for e in s.ledger.rejections()]
     _show(
-        s, list(s.ledger.rejections()), as_json=as_json,
-        record=lambda e: {
-            "rejection_id": str(e.originator_id), "recorded_at": e.timestamp, "topic": e.source_topic,
-            "partition": e.source_partition, "offset": e.source_offset, "kind": e.kind, "reason": e.reason,
-            "bytes": len(e.raw),
-        },
+        s, found, as_json=as_json,
         columns=("recorded", "intake record", "kind", "bytes", "reason"),
-        row=lambda e: (render.fmt_time(e.timestamp, s.tz), f"{e.source_topic}/{e.source_partition}/"
-                       f"{e.source_offset}", e.kind, str(len(e.raw)), e.reason),
+        row=lambda e: (_at(e, s), f"{e['topic']}/{e['partition']}/{e['offset']}", e["kind"], str(e["bytes"]),
+                       e["reason"]),
         none="No intake record was rejected.",
         summary="{n} rejection(s): each record is kept with its reason; fix its adapter and publish it again.",
     )

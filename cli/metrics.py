@@ -43,8 +43,11 @@ def metrics(
     if groups is None:
         raise typer.BadParameter(f"{by!r}: use channel, segment or both", param_hint="'--by'")
     s = session(ctx)
-    with s.views(views) as store:
-        rows = channel_summary(store, by=groups, ledger=s.open_ledger)
+    if s.api:
+        rows = s.ledger.metrics_rows(by.strip())
+    else:
+        with s.views(views) as store:
+            rows = channel_summary(store, by=groups, ledger=s.open_ledger)
     if as_json:
         s.echo_json(rows)
         return

@@ -41,7 +41,7 @@ def principals_add(
     s = session(ctx)
     from caseledger.ledger.principals import PrincipalRegistry
 
-    issued = PrincipalRegistry(s.ledger.principal_store).add(name, role)
+    issued = s.ledger.add_principal(name, role) if s.api else PrincipalRegistry(s.ledger.principal_store).add(name, role)
     s.say(f"Principal {issued.name} ({issued.role.value}) added. Its token, shown only now:", "green")
     typer.echo(issued.token)
 
@@ -52,7 +52,10 @@ def principals_revoke(ctx: typer.Context, name: Name) -> None:
     s = session(ctx)
     from caseledger.ledger.principals import PrincipalRegistry
 
-    PrincipalRegistry(s.ledger.principal_store).revoke(name)
+    if s.api:
+        s.ledger.revoke_principal(name)
+    else:
+        PrincipalRegistry(s.ledger.principal_store).revoke(name)
     s.say(f"Principal {name} revoked.", "green")
 
 
@@ -62,7 +65,7 @@ def principals_list(ctx: typer.Context, as_json: Json = False) -> None:
     s = session(ctx)
     from caseledger.ledger.principals import PrincipalRegistry
 
-    rows = PrincipalRegistry(s.ledger.principal_store).list()
+    rows = s.ledger.principals() if s.api else PrincipalRegistry(s.ledger.principal_store).list()
     if as_json:
         s.echo_json([{"name": r.name, "role": r.role, "created_at": r.created_at, "revoked_at": r.revoked_at}
                      for r in rows])

@@ -7,13 +7,15 @@ from typing import Annotated
 
 import typer
 
-from caseledger.cli.common import session
+from caseledger.cli.common import local_only, session
 from caseledger.cli.options import Customer, Json
 
 customer_app = typer.Typer(
     no_args_is_help=True,
     help="A customer's personal data: erase it (GDPR art. 17), or keep it under a legal hold (art. 17(3)).",
 )
+
+NOT_THROUGH_API = "key-encryption keys are files and rows of the ledger's own database"
 keys_app = typer.Typer(no_args_is_help=True, help="The key-encryption key that wraps customers' data keys.")
 
 WhyErase = Annotated[
@@ -94,6 +96,7 @@ def customer_keys(ctx: typer.Context, customer: Customer, as_json: Json = False)
 
 
 @keys_app.command("new-kek")
+@local_only(NOT_THROUGH_API)
 def keys_new_kek(
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Where to write it (mode 0600; never overwritten).")],
     if_missing: Annotated[bool, typer.Option("--if-missing", help="Do nothing (exit 0) when FILE exists: for one-shot set-ups.")] = False,
@@ -113,6 +116,7 @@ def keys_new_kek(
 
 
 @keys_app.command("rotate-kek")
+@local_only(NOT_THROUGH_API)
 def keys_rotate_kek(
     ctx: typer.Context,
     new: Annotated[Path, typer.Option("--new", metavar="FILE", help="The new key-encryption key (from keys new-kek).")],

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from caseledger.cli import render
-from caseledger.cli.common import Session, plain_console, session, stop_on_signals
+from caseledger.cli.common import Session, local_only, plain_console, session, stop_on_signals
 from caseledger.cli.options import ConsumerOpt, EventBatchOpt, Json, KafkaOpt, ViewsOpt
 from caseledger.ledger.errors import BackendError, ConfigurationError
 
@@ -27,6 +27,8 @@ projections_app = typer.Typer(
     no_args_is_help=True,
     help="Read models built from the events (case state, timeline, deadlines, metrics): list, status, run, rebuild.",
 )
+
+NOT_THROUGH_API = "it reads and writes the projections' views database directly"
 
 SourceOpt = Annotated[
     str | None,
@@ -55,6 +57,7 @@ def _source(s: Session, store: ViewStore, projections: list[Any], source: str | 
 
 
 @projections_app.command("list")
+@local_only(NOT_THROUGH_API)
 def projections_list(ctx: typer.Context, views: ViewsOpt = None, as_json: Json = False) -> None:
     """List the built-in projections and every projection the views database knows.
 
@@ -110,6 +113,7 @@ def _lag(s: Session, status: ProjectionStatus, kafka: str | None) -> int | None:
 
 
 @projections_app.command("status")
+@local_only(NOT_THROUGH_API)
 def projections_status(
     ctx: typer.Context, names: Names = None, views: ViewsOpt = None, kafka: KafkaOpt = None, as_json: Json = False
 ) -> None:
@@ -159,6 +163,7 @@ def projections_status(
 
 
 @projections_app.command("run")
+@local_only(NOT_THROUGH_API)
 def projections_run(
     ctx: typer.Context,
     names: Names = None,
@@ -216,6 +221,7 @@ class _Rate(TextColumn):
 
 
 @projections_app.command("rebuild")
+@local_only(NOT_THROUGH_API)
 def projections_rebuild(
     ctx: typer.Context,
     names: Annotated[
@@ -297,6 +303,7 @@ def projections_rebuild(
 
 
 @projections_app.command("query")
+@local_only(NOT_THROUGH_API)
 def projections_query(
     ctx: typer.Context,
     sql: Annotated[str, typer.Argument(metavar="SQL", help="A read-only SQL query on the views database.")],

@@ -7,10 +7,13 @@ from typing import Annotated
 
 import typer
 
-from caseledger.cli.common import session
+from caseledger.cli.common import local_only, session
 from caseledger.cli.options import ViewsOpt
 
+NOT_THROUGH_API = 'it is the ledger service'
 
+
+@local_only(NOT_THROUGH_API)
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")] = "127.0.0.1",

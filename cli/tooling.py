@@ -10,8 +10,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from caseledger.cli.common import session
+from caseledger.cli.common import local_only, session
 from caseledger.cli.options import Json
+
+NOT_THROUGH_API = 'it plays the stories on a temporary ledger of its own'
 
 schemas_app = typer.Typer(no_args_is_help=True, help="The Avro schemas of the events.")
 
@@ -52,6 +54,7 @@ def version() -> None:
         typer.echo("caseledger (not installed as a package)")
 
 
+@local_only(NOT_THROUGH_API)
 def demo(
     database: Annotated[
         str | None,

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.text import Text
 
-from caseledger.cli.common import session
+from caseledger.cli.common import local_only, session
+
+NOT_THROUGH_API = "it reads the transparency log's tree, or the signing key, on the ledger's own store and files"
 
 if TYPE_CHECKING:
     from caseledger.ledger.store.merkle import StoredCheckpoint
@@ -71,6 +73,7 @@ def _read_note(path: Path) -> str:
 
 
 @keys_app.command("init")
+@local_only(NOT_THROUGH_API)
 def keys_init(
     ctx: typer.Context,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="Where to write the key (default: "
@@ -98,6 +101,7 @@ def keys_init(
     s.out.print(Text(f"public key: {signer.verifier_key}"), soft_wrap=True)
 
 
+@local_only(NOT_THROUGH_API)
 def audit_key(
     ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
 ) -> None:
@@ -118,6 +122,7 @@ def audit_key(
     s.out.print(Text(f"origin: {s.ledger.settings.origin}", style="dim"))
 
 
+@local_only(NOT_THROUGH_API)
 def audit_checkpoint(
     ctx: typer.Context,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the signed checkpoint to this file.")] = None,
@@ -153,6 +158,7 @@ def audit_checkpoint(
     typer.echo(checkpoint.note, nl=False)
 
 
+@local_only(NOT_THROUGH_API)
 def audit_prove(
     ctx: typer.Context,
     customer: Annotated[str, typer.Argument(help="Customer id or identity.")],
@@ -236,6 +242,7 @@ def _customer_events(ledger: Any, customer_id: str) -> list[tuple[int, bytes]]:
     return found
 
 
+@local_only(NOT_THROUGH_API)
 def audit_consistency(
     ctx: typer.Context,
     held: Annotated[Path, typer.Argument(metavar="OLD.checkpoint", help="A signed checkpoint you kept.")],

@@ -60,6 +60,7 @@ from caseledger.ledger.texts import TemplateTexts
 from caseledger.ledger.unit_of_work import AggregateCache, UnitOfWork
 
 if TYPE_CHECKING:
+    from caseledger.ledger.receipts import Reporter
     from caseledger.ledger.store.principals import PrincipalRecorder
 
 __all__ = ["CaseLedger", "ContactOutcome", "TickReport", "UnitOfWork", "new_reference", "normalise_reference"]
@@ -604,23 +605,23 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
 
     def record_delivery(
         self, reference: str, *, message_id: str, delivered_at: datetime, actor: Actor = SYSTEM,
-        causation_id: UUID | None = None,
+        causation_id: UUID | None = None, reporter: Reporter | None = None,
     ) -> None:
-        self._on_case(
-            reference, actor,
-            lambda c, x: c.record_delivery(ctx=x, message_id=message_id.upper(), delivered_at=delivered_at),
-            causation_id=causation_id,
-        )
+        """A message reached the customer; a ``reporter`` (adapter, principal) is checked (ledger.receipts)."""
+        mid = message_id.upper()
+        self._on_case(reference, actor, lambda c, x: c.record_delivery(
+            ctx=reporter.delivery(c, mid, x) if reporter else x, message_id=mid, delivered_at=delivered_at),
+            causation_id=causation_id)
 
     def record_read(
         self, reference: str, *, actor: Actor, message_id: str, read_at: datetime | None = None,
-        causation_id: UUID | None = None,
+        causation_id: UUID | None = None, reporter: Reporter | None = None, named: Actor | None = None,
     ) -> None:
-        self._on_case(
-            reference, actor,
-            lambda c, x: c.record_read(ctx=x, message_id=message_id.upper(), read_at=read_at or x.occurred_at),
-            causation_id=causation_id,
-        )
+        """A message was read; with a ``reporter`` the reader is decided by ledger.receipts, not by ``actor``."""
+        mid = message_id.upper()
+        self._on_case(reference, actor, lambda c, x: c.record_read(
+            ctx=reporter.read(c, mid, x, named=named) if reporter else x, message_id=mid,
+            read_at=read_at or x.occurred_at), causation_id=causation_id)
 
     def _notifications_of(self, event_type: str, *, page: int = 1000) -> Iterator[Any]:
         """The stored events of one type in store order (reads the notification log by topic, in pages)."""

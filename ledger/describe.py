@@ -6,6 +6,7 @@ on nothing but the events themselves.
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, is_dataclass
@@ -247,3 +248,23 @@ def case_record(case: Case) -> dict[str, Any]:
             ],
         }
     )
+
+
+def collision_record(e: Any) -> dict[str, Any]:
+    """A kept message id collision (``MessageIdCollided``) as ``intake collisions --json`` and the API list it."""
+    return plain({  # type: ignore[no-any-return]
+        "collision_id": str(e.originator_id), "recorded_at": e.timestamp, "occurred_at": e.occurred_at,
+        "channel": e.channel, "channel_message_id": e.channel_message_id, "kind": e.kind,
+        "reason": e.reason, "customer_id": e.customer_id, "actor": f"{e.actor_kind}:{e.actor_id}",
+        "source": e.source or None, "content_digest": e.content_digest,
+        "raw_base64": base64.b64encode(e.raw).decode(),
+    })
+
+
+def rejection_record(e: Any) -> dict[str, Any]:
+    """An intake record that could not be applied (``IntakeRejected``), as ``intake rejections --json`` lists it."""
+    return plain({  # type: ignore[no-any-return]
+        "rejection_id": str(e.originator_id), "recorded_at": e.timestamp, "topic": e.source_topic,
+        "partition": e.source_partition, "offset": e.source_offset, "kind": e.kind, "reason": e.reason,
+        "bytes": len(e.raw), "raw_base64": base64.b64encode(e.raw).decode(),
+    })

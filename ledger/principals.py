@@ -21,6 +21,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from caseledger.ledger.domain.permissions import (
     ACTOR_KIND,
@@ -131,6 +132,12 @@ class OidcSettings:
     name_claim: str = "sub"
     algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
     leeway_s: int = 30
+    label: str = ""  # the namespace of this issuer's principals (CASELEDGER_OIDC_LABEL); "": from the issuer URL
+
+    def principal_name(self, subject: str) -> str:
+        """The name an OIDC subject acts under: ``LABEL/SUBJECT``. An issued name cannot hold a ``/``, so no JWT
+        acts as an issued principal, and another issuer (another label) names its subjects apart."""
+        return f"{self.label or issuer_label(self.issuer)}/{subject}"
 
     @classmethod
     def resolve(cls, **given: Any) -> OidcSettings | None:
@@ -150,7 +157,28 @@ class OidcSettings:
             jwks_url=jwks, issuer=issuer, audience=audience,
             roles_claim=given.get("roles_claim") or env.get("CASELEDGER_OIDC_ROLES_CLAIM") or "roles",
             name_claim=given.get("name_claim") or env.get("CASELEDGER_OIDC_NAME_CLAIM") or "sub",
+            label=check_label(given.get("label") or env.get("CASELEDGER_OIDC_LABEL") or issuer_label(issuer)),
         )
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def issuer_label(issuer: str) -> str:
+    """The default label of an issuer: its URL's host and path, e.g. ``login.example.com.tenant-1`` for
+    ``https://login.example.com/tenant-1/``."""
+    parts = urlsplit(issuer)
+    text = ".".join(x for x in (parts.netloc, *parts.path.split("/")) if x) if parts.netloc else issuer
+    return re.sub(r"[^A-Za-z0-9._-]", "-", text.lower()).lstrip("._-")[:64] or "oidc"
+
+
+def check_label(label: str) -> str:
+    if not _LABEL.match(label):
+        raise ConfigurationError(
+            f"OIDC label {label!r} must be 1-64 letters, digits, dots, dashes or underscores, e.g. idp.example.com: "
+            "set CASELEDGER_OIDC_LABEL"
+        )
+    return label
 
 
 class Authenticator:
@@ -212,6 +240,7 @@ class Authenticator:
             check_name(name)
         except ValidationError:
             raise AuthenticationError(f"JWT refused: its {oidc.name_claim} claim is not a usable principal name") from None
+        name = oidc.principal_name(name)  # the issuer's namespace: never an issued principal's name
         raw = claims.get(oidc.roles_claim)
         values = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, list) else []
         roles = {r for r in Role if r.value in {str(v).lower() for v in values}}

@@ -197,6 +197,11 @@ class SignatureCheck:
                 f"forbidden channel: adapter {name!r} may publish for {', '.join(row.channels)}, not {channel}")
         return name
 
+    def channels(self, name: str) -> tuple[str, ...]:
+        """The channels a signing adapter may publish and report for (none once it is unknown)."""
+        row = self._key(name)
+        return row.channels if row is not None else ()
+
     def _key(self, name: str) -> AdapterKeyRow | None:
         """The adapter's key row, read again after KEY_CACHE_S (a revocation applies within that)."""
         cached = self._keys.get(name)

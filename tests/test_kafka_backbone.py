@@ -291,12 +291,14 @@ def test_delivery_reports_and_read_receipts_flow_through_intake(kafka: KafkaSett
     now = datetime.now(UTC)
     with KafkaIntakeClient(kafka, adapter="test") as client:
         client.submit(DeliveryReport(case_reference=ref, message_id="ACK1", delivered_at=now))
-        client.submit(ReadReceipt(case_reference=ref, message_id="ACK1", reader=Actor.parse("customer:c1"), read_at=now))
+        # A read is the customer's act: the record names them (here by identity), the case decides who they are.
+        client.submit(ReadReceipt(case_reference=ref, message_id="ACK1", reader=Actor.parse("customer:email:c1@example.com"),
+                                  read_at=now))
         client.submit(DeliveryReport(case_reference=ref, message_id="R9", delivered_at=now))
     worker = KafkaIntakeWorker(store, kafka)
     drain(worker, until=3)
     case = store.get_case(ref)
-    assert case.messages["ACK1"].delivered_at == now and case.messages["ACK1"].read_by == ["customer:c1"]
+    assert case.messages["ACK1"].delivered_at == now and case.messages["ACK1"].read_by == [f"customer:{case.customer_id}"]
     assert worker.stats.rejected == 1  # R9 does not exist
 
 

@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caseledger.ledger.domain.permissions import PERMISSIONS, Operation, Role, allowed
+from caseledger.ledger.domain.values import Channel
 from tests.service_server import Running, Service, running_service
 
 O = Operation  # noqa: E741
@@ -24,7 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    yield from running_service(tmp_path_factory.mktemp("service"))
+    for running in running_service(tmp_path_factory.mktemp("service")):
+        # adapter-1 reports deliveries and reads for the channels of its adapter key (ledger.receipts).
+        _add_adapter_key(running.service, "adapter-1", [c.value for c in Channel])
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +121,26 @@ def test_every_role_may_do_exactly_what_the_matrix_says(service: Service, role: 
 
 
 def test_every_route_of_the_openapi_schema_names_an_operation_of_the_matrix(service: Service) -> None:
-    with service.client() as client:
+    """Finding: 11 GET routes lacked x-operation. Every route of the schema names its operation, or a documented
+    marker: ``unauthenticated`` (/healthz only) or ``authenticated`` (any principal: whoami, the schema)."""
+    with service.client(Role.AUDITOR) as client:
         schema = client.get("/openapi.json").json()
+    markers = {o.value for o in Operation} | {"unauthenticated", "authenticated"}
+    routes = [(path, method, op) for path, methods in schema["paths"].items() for method, op in methods.items()]
+    missing = [(method, path) for path, method, op in routes if op.get("x-operation") not in markers]
+    assert not missing, missing
+    assert {path for path, _m, op in routes if op["x-operation"] == "unauthenticated"} == {"/healthz"}
+    assert {"/cases/{reference}", "/cases/{reference}/events", "/v1/whoami", "/openapi.json"} <= schema["paths"].keys()
+    # What the schema says is what the server does: without a token, only the unauthenticated route answers.
+    for path, method, op in routes:
+        url = path.replace("{", "").replace("}", "")  # any value will do for a path parameter
+        answer = httpx.request(method.upper(), f"{service.url}{url}", json={} if method != "get" else None)
+        if op["x-operation"] == "unauthenticated":
+            assert answer.status_code == 200, (method, path)
+        elif path == "/cases/{reference}":
+            assert answer.status_code == 303 and answer.headers["location"].startswith("/login"), (method, path)
+        else:
+            assert answer.status_code == 401, (method, path, answer.status_code)
     named = {op["x-operation"] for methods in schema["paths"].values() for op in methods.values()
              if "x-operation" in op}
     writes = {path for path, methods in schema["paths"].items() if "post" in methods}
@@ -127,6 +149,17 @@ def test_every_route_of_the_openapi_schema_names_an_operation_of_the_matrix(serv
     commands = {o.value for o in Operation} - {"case.read", "history.read", "history.export", "overdue.read",
                                                 "metrics.read", "audit.verify", "intake.kept.read"}
     assert commands <= named | {"principals.manage"}, commands - named
+
+
+def test_no_docs_pages_and_the_schema_only_to_a_principal(service: Service) -> None:
+    """Finding: /docs, /redoc and /openapi.json answered without a token (and the pages load a third-party CDN)."""
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert httpx.get(f"{service.url}{path}").status_code in (401, 404), path
+    anonymous = httpx.get(f"{service.url}/openapi.json")
+    assert anonymous.status_code == 401 and anonymous.json()["type"] == "urn:caseledger:problem:unauthenticated"
+    for role in Role:
+        with service.client(role) as client:
+            assert client.get("/openapi.json").json()["info"]["title"] == "caseledger", role
 
 
 def test_the_matrix_in_the_docs_is_the_one_in_the_code() -> None:
@@ -181,7 +214,8 @@ def test_oidc_jwts_are_checked_against_the_jwks(running: Running) -> None:
     good = idp.token("carol", ["agent"])
     with service.client(token=good) as client:
         me = client.get("/v1/whoami").json()
-        assert me["name"] == "carol" and me["role"] == "agent" and me["authentication"] == "oidc"
+        # The issuer's namespace (its label, from the issuer URL): never an issued principal's name.
+        assert me["name"] == "idp.test.example/carol" and me["role"] == "agent" and me["authentication"] == "oidc"
         assert client.get(f"/v1/cases/{ref}").status_code == 200
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     bad = {
@@ -201,7 +235,7 @@ def test_oidc_jwts_are_checked_against_the_jwks(running: Running) -> None:
         assert token not in service.log(), why
     # An automation's JWT is an automation, whatever name it carries.
     with service.client(token=idp.token("agent-x", ["automation"])) as client:
-        assert client.get("/v1/whoami").json()["actor"] == "automation:agent-x"
+        assert client.get("/v1/whoami").json()["actor"] == "automation:idp.test.example/agent-x"
 
 
 # -- the actor is the principal --------------------------------------------------------------------------------
@@ -251,6 +285,57 @@ def test_automation_cannot_approve_its_own_proposal_over_http(running: Running) 
         case = agent.get(f"/v1/cases/{ref}").json()
     (decided,) = case["proposals"]
     assert decided["status"] == "approved" and decided["decided_by"] == "agent:agent-1"
+
+
+def test_an_oidc_subject_never_acts_as_the_issued_principal_of_the_same_name(running: Running) -> None:
+    """Finding: a JWT with sub=automation-1 (the issued automation's name), role agent, approved that automation's
+    own proposal, recorded as agent:automation-1. OIDC names live in the issuer's namespace."""
+    service, idp = running.service, running.idp
+    ref = new_contact(service)["reference"]
+    with service.client(Role.AUTOMATION) as bot:
+        pid = bot.post(f"/v1/cases/{ref}/actions", json={
+            "rule": "limits", "action": "lower_card_limit", "params": {"limit": "500"}, "rationale": "declines"},
+        ).json()["proposal_id"]
+    namesake = idp.token("automation-1", ["agent"])
+    with service.client(token=namesake) as fake:
+        me = fake.get("/v1/whoami").json()
+        assert me["name"] != "automation-1" and me["actor"] == "agent:idp.test.example/automation-1"
+        approved = fake.post(f"/v1/cases/{ref}/actions/{pid}/approve", json={"note": "mine"})
+    assert approved.status_code == 200, approved.text  # another principal: an agent may approve an automation
+    with service.client(Role.AGENT) as agent:
+        (decided,) = agent.get(f"/v1/cases/{ref}").json()["proposals"]
+    assert decided["decided_by"] == "agent:idp.test.example/automation-1"
+    assert decided["decided_by"] != "agent:automation-1"
+    # One OIDC subject holding both roles is still one principal: it may not approve what it proposed.
+    with service.client(token=idp.token("bot-9", ["automation"])) as bot:
+        pid = bot.post(f"/v1/cases/{ref}/actions", json={
+            "rule": "limits", "action": "lower_card_limit", "params": {"limit": "400"}, "rationale": "declines"},
+        ).json()["proposal_id"]
+    with service.client(token=idp.token("bot-9", ["agent"])) as same:
+        refused = same.post(f"/v1/cases/{ref}/actions/{pid}/approve", json={"note": "self"})
+        assert refused.status_code == 422 and "another human must approve" in refused.json()["detail"], refused.text
+        assert same.post(f"/v1/cases/{ref}/actions/{pid}/reject", json={"reason": "self"}).status_code == 422
+
+
+@pytest.mark.parametrize("issuer, label", [
+    ("https://idp.test.example", "idp.test.example"),
+    ("https://login.example.com/tenant-1/v2.0/", "login.example.com.tenant-1.v2.0"),
+    ("http://127.0.0.1:8080/realms/bank", "127.0.0.1-8080.realms.bank"),
+])
+def test_oidc_names_carry_the_issuer_label_and_issued_names_cannot(issuer: str, label: str) -> None:
+    from caseledger.ledger.errors import ConfigurationError, ValidationError
+    from caseledger.ledger.principals import OidcSettings, check_name
+
+    settings = OidcSettings.resolve(jwks_url="https://x/jwks", issuer=issuer, audience="a")
+    assert settings is not None and settings.label == label
+    name = settings.principal_name("alice")
+    assert name == f"{label}/alice"
+    with pytest.raises(ValidationError):
+        check_name(name)  # no issued principal can ever be named so
+    chosen = OidcSettings.resolve(jwks_url="https://x/jwks", issuer=issuer, audience="a", label="corp-idp")
+    assert chosen is not None and chosen.principal_name("alice") == "corp-idp/alice"
+    with pytest.raises(ConfigurationError, match="CASELEDGER_OIDC_LABEL"):
+        OidcSettings.resolve(jwks_url="https://x/jwks", issuer=issuer, audience="a", label="bad/label")
 
 
 # -- problems, limits --------------------------------------------------------------------------------------------
@@ -397,3 +482,89 @@ def test_a_supervisor_erases_a_customer_through_the_api_and_an_agent_may_not(ser
         assert keys["keys"] and all(k["destroyed_at"] for k in keys["keys"]) and "wrapped" not in str(keys)
         case = supervisor.get(f"/v1/cases/{ref}").json()
         assert "Secret subject 7Q" not in str(case) and "[erased]" in str(case)
+
+
+# -- delivery and read reports over HTTP (ledger.receipts) -------------------------------------------------------
+
+
+def _add_adapter_key(service: Service, name: str, channels: list[str]) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from caseledger.ledger.signing import AdapterKeys
+
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw,
+                                                                 serialization.PublicFormat.Raw)
+    ledger = service.ledger()
+    try:
+        AdapterKeys(ledger.principal_store).add(name, channels, public_key=raw)
+    finally:
+        ledger.close()
+
+
+def _register_adapter(service: Service, channels: list[str]) -> str:
+    """An adapter principal and an adapter key of the same name for ``channels``; returns its token."""
+    name = f"gw-{uuid.uuid4().hex[:8]}"
+    with service.client(Role.ADMIN) as admin:
+        token = admin.post("/v1/principals", json={"name": name, "role": "adapter"}).json()["token"]
+    if channels:
+        _add_adapter_key(service, name, channels)
+    return str(token)
+
+
+def _case_events(service: Service, ref: str, name: str) -> list[Any]:
+    ledger = service.ledger()
+    try:
+        return [e for e in ledger.events.get(ledger.get_case(ref).id) if type(e).__name__ == name]
+    finally:
+        ledger.close()
+
+
+def test_an_adapter_principal_reports_only_for_its_channels_and_reads_are_the_customers(service: Service) -> None:
+    """Over HTTP, the same rules as on the intake topic: channels of the adapter key of the principal's name."""
+    outcome = new_contact(service)  # an e-mail case
+    ref, customer_id = outcome["reference"], outcome["customer_id"]
+    chat_only = _register_adapter(service, ["chat"])
+    with service.client(token=chat_only) as chat:
+        for verb, body in (("delivered", {"delivered_at": soon(minutes=-1)}), ("read", {})):
+            refused = chat.post(f"/v1/cases/{ref}/messages/ACK1/{verb}", json=body)
+            assert refused.status_code == 403, refused.text
+            assert "forbidden channel" in refused.json()["detail"] and "email" in refused.json()["detail"]
+    with service.client(token=_register_adapter(service, [])) as unregistered:
+        refused = unregistered.post(f"/v1/cases/{ref}/messages/ACK1/read", json={})
+        assert refused.status_code == 403 and "caseledger adapters add" in refused.json()["detail"], refused.text
+    with service.client(token=_register_adapter(service, ["email"])) as mail:
+        assert mail.post(f"/v1/cases/{ref}/messages/ACK1/read", json={}).status_code == 200
+        again = mail.post(f"/v1/cases/{ref}/messages/ACK1/read", json={})
+        assert again.status_code == 422 and "already recorded as read" in again.json()["detail"]
+        own = mail.post(f"/v1/cases/{ref}/messages/C1/read", json={})
+        assert own.status_code == 422 and "customer's own contact" in own.json()["detail"]
+    assert _case_events(service, ref, "MessageDelivered") == []
+    (read,) = _case_events(service, ref, "MessageRead")
+    assert (read.reader_kind, read.reader_id, read.actor_kind, read.actor_id, read.actor_authentication) == (
+        "customer", customer_id, "customer", customer_id, "token")
+    assert read.actor_principal.startswith("gw-")
+
+
+def test_an_agent_reports_its_own_reading_of_the_customers_contacts_once(service: Service) -> None:
+    ref = new_contact(service)["reference"]
+    with service.client(Role.AGENT) as agent:
+        theirs = agent.post(f"/v1/cases/{ref}/messages/ACK1/read", json={})
+        assert theirs.status_code == 422 and "only the customer reads it" in theirs.json()["detail"]
+        assert agent.post(f"/v1/cases/{ref}/messages/C1/read", json={}).status_code == 200
+        assert agent.post(f"/v1/cases/{ref}/messages/C1/read", json={}).status_code == 422
+    with service.client(Role.SUPERVISOR) as supervisor:
+        assert supervisor.post(f"/v1/cases/{ref}/messages/C1/read", json={}).status_code == 200
+    reads = _case_events(service, ref, "MessageRead")
+    assert [(e.message_id, e.reader_kind, e.reader_id) for e in reads] == [
+        ("C1", "agent", "agent-1"), ("C1", "agent", "supervisor-1")]
+
+
+def test_only_the_adapter_role_reports_as_system() -> None:
+    """Reporter.of_principal takes a principal acting as system:NAME for an adapter: no other role that may
+    report deliveries or reads acts as system."""
+    from caseledger.ledger.domain.permissions import ACTOR_KIND
+    from caseledger.ledger.domain.values import ActorKind
+
+    reporters = {r for r in Role if allowed(r, O.MESSAGE_DELIVERED) or allowed(r, O.MESSAGE_READ)}
+    assert {r for r in reporters if ACTOR_KIND[r] is ActorKind.SYSTEM} == {Role.ADAPTER}

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kafka import KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.domain.values import ContactDraft, Identity
-from caseledger.ledger.intake import IntakeCodec
+from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
+from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt
 from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.settings import KafkaSettings
@@ -185,3 +186,90 @@ def test_nothing_on_the_intake_topic_can_approve_or_reject_an_action() -> None:
     payload = next(f for f in codec.schema["fields"] if f["name"] == "payload")
     kinds = {branch["name"].rsplit(".", 1)[-1] if isinstance(branch, dict) else branch for branch in payload["type"]}
     assert kinds == {"Contact", "DeliveryReport", "ReadReceipt"}
+
+
+# -- delivery and read reports: scoped to the adapter's channels, the customer's own reading, applied once ----------
+
+
+def _events_of(store: CaseLedger, reference: str, name: str) -> list[object]:
+    return [e for e in store.events.get(store.get_case(reference).id) if type(e).__name__ == name]
+
+
+def test_signed_reports_are_scoped_to_the_adapters_channels_and_reads_are_the_customers(
+    kafka: KafkaSettings, store: CaseLedger, tmp_path: Path
+) -> None:
+    """Findings: chat-1 (chat only) reported an e-mail case's ACK1 delivered, accepted; a signed read receipt
+    recorded that agent:alice read C1."""
+    keys = AdapterKeys(store.principal_store)
+    keys.add("chat-1", ["chat"], private_key_out=tmp_path / "chat-1.pem")
+    keys.add("mail-1", ["email"], private_key_out=tmp_path / "mail-1.pem")
+    ref = store.record_contact(mail(1)).reference
+    customer_id = store.get_case(ref).customer_id
+    now = datetime.now(UTC)
+    chat = AdapterSigner.from_file("chat-1", tmp_path / "chat-1.pem")
+    with KafkaIntakeClient(kafka, adapter="chat-1", signer=chat) as client:
+        client.submit(DeliveryReport(case_reference=ref, message_id="ACK1", delivered_at=now))
+        client.submit(ReadReceipt(case_reference=ref, message_id="ACK1", reader=Actor.parse(f"customer:{customer_id}"),
+                                  read_at=now))
+    mail_1 = AdapterSigner.from_file("mail-1", tmp_path / "mail-1.pem")
+    with KafkaIntakeClient(kafka, adapter="mail-1", signer=mail_1) as client:
+        client.submit(ReadReceipt(case_reference=ref, message_id="C1", reader=Actor.parse("agent:alice"), read_at=now))
+        client.submit(ReadReceipt(case_reference=ref, message_id="ACK1", reader=Actor.parse("agent:alice"),
+                                  read_at=now))
+        client.submit(ReadReceipt(case_reference=ref, message_id="C1", reader=Actor.parse(f"customer:{customer_id}"),
+                                  read_at=now))
+        client.submit(ReadReceipt(case_reference=ref, message_id="ACK1",
+                                  reader=Actor.parse("customer:email:someone-else@example.com"), read_at=now))
+        # The customer, named by their identity: accepted, recorded under their pseudonymous id.
+        client.submit(ReadReceipt(case_reference=ref, message_id="ACK1",
+                                  reader=Actor.parse("customer:email:s1@example.com"), read_at=now))
+        client.submit(DeliveryReport(case_reference=ref, message_id="ACK1", delivered_at=now))
+    worker = KafkaIntakeWorker(store, kafka)
+    drain(worker, until=8)
+    assert (worker.stats.reports, worker.stats.rejected) == (2, 6), worker.stats.line()
+    reasons = [r.reason for r in store.rejections()]
+    assert sum("forbidden channel: adapter 'chat-1' may report for chat" in r and "field message_id" in r
+               for r in reasons) == 2, reasons
+    assert sum("field reader is not case" in r and "(reader kind agent)" in r for r in reasons) == 2, reasons
+    assert sum("C1 is the customer's own contact" in r for r in reasons) == 1, reasons
+    assert sum("field reader is not case" in r and "(reader kind customer)" in r for r in reasons) == 1, reasons
+    assert not any("@example.com" in r for r in reasons)  # no personal data in a reason
+    (delivered,) = _events_of(store, ref, "MessageDelivered")
+    assert (delivered.actor_kind, delivered.actor_id, delivered.actor_authentication) == (  # type: ignore[attr-defined]
+        "system", "mail-1", "adapter-signature")
+    (read,) = _events_of(store, ref, "MessageRead")
+    assert (read.message_id, read.reader_kind, read.reader_id) == ("ACK1", "customer", customer_id)  # type: ignore[attr-defined]
+    assert (read.actor_kind, read.actor_id, read.actor_authentication, read.actor_principal) == (  # type: ignore[attr-defined]
+        "customer", customer_id, "adapter-signature", "mail-1")
+
+
+@pytest.mark.parametrize("copies", [1, 2, 3, 5])
+def test_a_replayed_signed_report_is_traced_and_applied_once(
+    kafka: KafkaSettings, store: CaseLedger, tmp_path: Path, copies: int
+) -> None:
+    """Finding: the same signed read receipt published 3 times gave 3 MessageRead. Each copy of the same signed
+    bytes after the first becomes an IntakeRejected saying it was already applied: nothing dropped or doubled."""
+    AdapterKeys(store.principal_store).add("mail-1", ["email"], private_key_out=tmp_path / "mail-1.pem")
+    signer = AdapterSigner.from_file("mail-1", tmp_path / "mail-1.pem")
+    ref = store.record_contact(mail(1)).reference
+    customer_id = store.get_case(ref).customer_id
+    codec, now = IntakeCodec(), datetime.now(UTC)
+    reports = [DeliveryReport(case_reference=ref, message_id="ACK1", delivered_at=now),
+               ReadReceipt(case_reference=ref, message_id="ACK1", reader=Actor.parse(f"customer:{customer_id}"),
+                           read_at=now)]
+    raw = KafkaProducer(**kafka.client_options())
+    for report in reports:
+        value = codec.encode(report, adapter="mail-1")
+        for _ in range(copies):
+            raw.send(kafka.intake_topic, key=ref.encode(), value=value, headers=signer.headers(value))
+    raw.flush()
+    raw.close()
+    worker = KafkaIntakeWorker(store, kafka)
+    drain(worker, until=2 * copies)
+    assert len(_events_of(store, ref, "MessageDelivered")) == 1
+    assert len(_events_of(store, ref, "MessageRead")) == 1
+    rejections = list(store.rejections())
+    assert worker.stats.records == 2 * copies and len(rejections) == 2 * (copies - 1)
+    assert sum("already reported delivered" in r.reason for r in rejections) == copies - 1
+    assert sum("already recorded as read by customer:" in r.reason for r in rejections) == copies - 1
+    assert all(r.raw for r in rejections)

@@ -69,6 +69,7 @@ class Case(Aggregate):
         items: dict[str, ItemState]
         promises: dict[str, PromiseState]
         proposals: dict[str, ProposalState]
+        proposers: dict[str, str]  # proposal id → who proposed it (KIND:ID)
         messages: dict[str, MessageState]
         missed: set[tuple[str, str]]
         follow_ups: int
@@ -103,6 +104,7 @@ class Case(Aggregate):
             case.items = {}
             case.promises = {}
             case.proposals = {}
+            case.proposers = {}
             case.messages = {}
             case.missed = set()
             case.follow_ups = 0
@@ -382,6 +384,7 @@ class Case(Aggregate):
                 params=dict(self.params),
                 rationale=self.rationale,
             )
+            case.proposers[self.proposal_id] = f"{self.actor_kind}:{self.actor_id}"
 
     class ActionApproved(Event):
         proposal_id: str
@@ -1029,6 +1032,11 @@ class Case(Aggregate):
             raise RuleViolation(f"case {self.reference} has no proposed action {proposal_id}")
         if proposal.status != "proposed":
             raise RuleViolation(f"action {proposal_id} is already {proposal.status}")
+        if self.proposers.get(proposal_id) == f"{ActorKind.AUTOMATION.value}:{ctx.actor.id}":
+            # One principal under two roles (an identity provider may grant both): still the automation itself.
+            raise RuleViolation(
+                f"{ctx.actor} proposed action {proposal_id} as automation:{ctx.actor.id}; another human must {verb} it"
+            )
         return proposal
 
     def _message(self, message_id: str) -> MessageState:

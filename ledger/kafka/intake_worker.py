@@ -37,6 +37,7 @@ from caseledger.ledger.errors import (
     ConflictError,
     MessageIdCollision,
     NotFound,
+    PermissionDenied,
     RuleViolation,
     SchemaError,
     ValidationError,
@@ -46,10 +47,11 @@ from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, k
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.ports import Build, PartitionReader
 from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.receipts import Reporter
 from caseledger.ledger.signing import SIGNATURE_HEADER, SignatureCheck, b64, header
 
 log = logging.getLogger("caseledger.intake")
-REFUSALS = (ValidationError, RuleViolation, NotFound, SchemaError)
+REFUSALS = (ValidationError, RuleViolation, NotFound, SchemaError, PermissionDenied)
 AGGREGATE_CACHE = 20_000  # aggregates kept between batches: ~27 MiB measured for customers, claims, 1-contact cases
 
 
@@ -341,18 +343,15 @@ class KafkaIntakeWorker:
             elif isinstance(message, DeliveryReport):
                 self.ledger.record_delivery(
                     message.case_reference, message_id=message.message_id, delivered_at=message.delivered_at,
-                    actor=SYSTEM if signer is None else Actor(
-                        kind=ActorKind.SYSTEM, id=signer, authentication=Authentication.ADAPTER_SIGNATURE.value),
-                    causation_id=source.event_id,
+                    reporter=self._reporter(signer), causation_id=source.event_id,
                 )
                 self.stats.reports += 1
             elif isinstance(message, ReadReceipt):
-                reader = message.reader if signer is None else Actor(
-                    kind=message.reader.kind, id=message.reader.id,
-                    authentication=Authentication.ADAPTER_SIGNATURE.value, principal=signer)
+                # The customer read it: the case names them; the record's reader is only checked.
                 self.ledger.record_read(
-                    message.case_reference, actor=reader, message_id=message.message_id,
-                    read_at=message.read_at, causation_id=source.event_id,
+                    message.case_reference, actor=SYSTEM, message_id=message.message_id, read_at=message.read_at,
+                    reporter=self._reporter(signer), named=self._customer_named(message.reader),
+                    causation_id=source.event_id,
                 )
                 self.stats.reports += 1
         except REFUSALS as refusal:
@@ -361,3 +360,18 @@ class KafkaIntakeWorker:
             self.ledger.reject_intake(source, reason=reason, raw=raw, kind=kind)
             self.stats.rejected += 1
 
+    def _reporter(self, signer: str | None) -> Reporter:
+        """Who reports a delivery or read: the signing adapter, for its channels; unsigned: any channel."""
+        if signer is None:
+            return Reporter(actor=SYSTEM, adapter=True)
+        actor = Actor(kind=ActorKind.SYSTEM, id=signer, authentication=Authentication.ADAPTER_SIGNATURE.value)
+        return Reporter(actor=actor, adapter=True, channels=self.signatures.channels(signer))
+
+    def _customer_named(self, reader: Actor) -> Actor:
+        """A read receipt's reader with a customer's identity (email:…) resolved to their customer id."""
+        if reader.kind is not ActorKind.CUSTOMER:
+            return reader
+        try:
+            return Actor(kind=ActorKind.CUSTOMER, id=self.ledger.resolve_customer(reader.id))
+        except (NotFound, ValidationError):
+            return reader  # nobody the ledger knows: it cannot be the case's customer

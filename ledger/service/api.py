@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.describe import case_record, plain
+from caseledger.ledger.describe import case_record, collision_record, plain, rejection_record
 from caseledger.ledger.domain.permissions import Operation
 from caseledger.ledger.errors import AuthenticationError, CaseLedgerError, ValidationError
 from caseledger.ledger.principals import Authenticator, OidcSettings, Principal
@@ -44,6 +44,10 @@ REQUEST_TIMEOUT_S = 30.0
 # Worker threads running the (synchronous) routes, each with a ledger and connection of its own: more
 # than a few only adds ledger start-ups and lock contention on a small machine.
 THREADS = 8
+# The x-operation of the routes outside the permission matrix: answered without credentials (/healthz), and
+# answered to any authenticated principal, whatever its role (/v1/whoami, /openapi.json).
+UNAUTHENTICATED = "unauthenticated"
+AUTHENTICATED = "authenticated"
 
 
 @dataclass
@@ -119,7 +123,8 @@ def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None
 
 
 def create_app(state: ServiceState) -> FastAPI:
-    """The ledger's HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
+    """The ledger's HTTP API. Its OpenAPI schema is served at /openapi.json to authenticated principals only;
+    there are no /docs or /redoc pages (Swagger UI and ReDoc load their code from a third-party CDN)."""
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         import anyio.to_thread
@@ -132,6 +137,7 @@ def create_app(state: ServiceState) -> FastAPI:
         lifespan=lifespan,
         title="caseledger", version="1", description="Every contact, promise and status change of a customer "
         "case, as immutable events. Bearer tokens (issued or OIDC); roles and the permission matrix: docs/api.md.",
+        docs_url=None, redoc_url=None, openapi_url=None,
     )
     app.state.ledger_service = state
 
@@ -196,12 +202,17 @@ def authenticated(request: Request, authorization: Annotated[str | None, Header(
 
 
 def add_read_routes(app: FastAPI, state: ServiceState) -> None:
-    @app.get("/healthz", tags=["service"])
+    @app.get("/healthz", tags=["service"], openapi_extra={"x-operation": UNAUTHENTICATED})
     def healthz() -> dict[str, str]:
         """Liveness: answers without authentication and without touching the database."""
         return {"status": "ok"}
 
-    @app.get("/v1/whoami", tags=["service"])
+    @app.get("/openapi.json", tags=["service"], openapi_extra={"x-operation": AUTHENTICATED})
+    def openapi_schema(_p: Annotated[Principal, Depends(authenticated)]) -> dict[str, Any]:
+        """The OpenAPI schema of this API, to any authenticated principal."""
+        return app.openapi()
+
+    @app.get("/v1/whoami", tags=["service"], openapi_extra={"x-operation": AUTHENTICATED})
     def whoami(principal: Annotated[Principal, Depends(authenticated)]) -> dict[str, Any]:
         """Who the token is: name, role, how it was authenticated, and what the role may do."""
         from caseledger.ledger.domain.permissions import PERMISSIONS
@@ -210,17 +221,17 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
                 "authentication": principal.authentication.value, "actor": str(principal.actor()),
                 "may": sorted(o.value for o in PERMISSIONS[principal.role])}
 
-    @app.get("/v1/cases/{reference}", tags=["cases"])
+    @app.get("/v1/cases/{reference}", tags=["cases"], openapi_extra={"x-operation": O.CASE_READ.value})
     def case_show(reference: str, _p: Principal = principal_for(O.CASE_READ)) -> Any:
         """A case: items, promises, messages, proposals, deadlines missed."""
         return case_record(state.ledger().get_case(reference))
 
-    @app.get("/v1/cases/{reference}/brief", tags=["cases"])
+    @app.get("/v1/cases/{reference}/brief", tags=["cases"], openapi_extra={"x-operation": O.CASE_READ.value})
     def case_brief(reference: str, _p: Principal = principal_for(O.CASE_READ)) -> Any:
         """The handoff brief of a case: open items, open promises, the last contact per channel."""
         return plain(state.ledger().get_case(reference).brief())
 
-    @app.get("/v1/cases", tags=["cases"])
+    @app.get("/v1/cases", tags=["cases"], openapi_extra={"x-operation": O.CASE_READ.value})
     def case_find(
         channel: Annotated[str, Query()], message_id: Annotated[str, Query()],
         _p: Principal = principal_for(O.CASE_READ),
@@ -228,12 +239,12 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         """The case a channel message was recorded on."""
         return case_record(state.ledger().find_by_message(channel, message_id))
 
-    @app.get("/v1/customers/{customer}/cases", tags=["cases"])
+    @app.get("/v1/customers/{customer}/cases", tags=["cases"], openapi_extra={"x-operation": O.CASE_READ.value})
     def customer_cases(customer: str, _p: Principal = principal_for(O.CASE_READ)) -> Any:
         """A customer's cases (by customer id or identity such as email:jane@example.com), oldest first."""
         return [case_record(c) for c in state.ledger().cases_of(customer)]
 
-    @app.get("/v1/customers/{customer}/history", tags=["cases"])
+    @app.get("/v1/customers/{customer}/history", tags=["cases"], openapi_extra={"x-operation": O.HISTORY_READ.value})
     def customer_history(customer: str, _p: Principal = principal_for(O.HISTORY_READ)) -> Any:
         """Every event of a customer in the store's order (the customer timeline, caught up first)."""
         from caseledger.projections.queries import customer_timeline
@@ -244,9 +255,9 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
             rows = customer_timeline(views, customer_id, ledger=lambda: ledger)
         return [plain({k: row[k] for k in ("event_type", "case_reference", "actor", "recorded_at", "occurred_at",
                                            "channel", "customer_id", "line", "event_id", "aggregate_id",
-                                           "aggregate_version", "position") if k in row}) for row in rows]
+                                           "aggregate_version", "previous_hash", "position") if k in row}) for row in rows]
 
-    @app.get("/v1/customers/{customer}/export", tags=["cases"])
+    @app.get("/v1/customers/{customer}/export", tags=["cases"], openapi_extra={"x-operation": O.HISTORY_EXPORT.value})
     def customer_export(
         customer: str, format: Annotated[str, Query(pattern="^(json|avro|html)$")] = "json",
         _p: Principal = principal_for(O.HISTORY_EXPORT),
@@ -264,7 +275,7 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
             "X-Caseledger-Verified": "true" if report.verified else "false",
         })
 
-    @app.get("/v1/overdue", tags=["deadlines"])
+    @app.get("/v1/overdue", tags=["deadlines"], openapi_extra={"x-operation": O.OVERDUE_READ.value})
     def overdue(kind: str | None = None, _p: Principal = principal_for(O.OVERDUE_READ)) -> Any:
         """Deadlines past due and still pending, the most overdue first."""
         from caseledger.projections.queries import overdue_deadlines
@@ -278,7 +289,7 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         return plain([{**r, "overdue_seconds": int((now - r["due_at"]).total_seconds()), "recorded": bool(r["missed"])}
                       for r in rows])
 
-    @app.get("/v1/metrics", tags=["deadlines"])
+    @app.get("/v1/metrics", tags=["deadlines"], openapi_extra={"x-operation": O.METRICS_READ.value})
     def metrics(by: Annotated[str, Query(pattern="^(channel|segment|both)$")] = "channel",
                 _p: Principal = principal_for(O.METRICS_READ)) -> Any:
         """Service per channel and/or segment: acknowledgement and response times, promises kept …"""
@@ -289,32 +300,25 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         with state.open_views() as views:
             return plain(channel_summary(views, by=groups, ledger=lambda: ledger))
 
-    @app.get("/v1/audit/verify", tags=["audit"])
+    @app.get("/v1/audit/verify", tags=["audit"], openapi_extra={"x-operation": O.AUDIT_VERIFY.value})
     def audit_verify(customer: str | None = None, _p: Principal = principal_for(O.AUDIT_VERIFY)) -> Any:
         """The audit's report: nothing lost, altered or reordered; the events recorded without authentication."""
         from caseledger.ledger.audit import verify
+        from caseledger.ledger.audit.actors import UnauthenticatedEvents
 
-        report = verify(state.ledger(), customer=customer)
-        return plain({**report.as_dict(), "ok": report.ok})
+        unauthenticated = UnauthenticatedEvents(state.ledger().codec)
+        report = verify(state.ledger(), customer=customer, collect=unauthenticated)
+        return plain({**report.as_dict(), "ok": report.ok, "unauthenticated_events": unauthenticated.count})
 
-    @app.get("/v1/intake/collisions", tags=["audit"])
+    @app.get("/v1/intake/collisions", tags=["audit"], openapi_extra={"x-operation": O.INTAKE_KEPT_READ.value})
     def intake_collisions(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:
         """Requests kept because their channel message id was already another request's."""
-        import base64
+        return [collision_record(e) for e in state.ledger().collisions()]
 
-        return [plain({"collision_id": str(e.originator_id), "recorded_at": e.timestamp, "channel": e.channel,
-                       "channel_message_id": e.channel_message_id, "kind": e.kind, "reason": e.reason,
-                       "customer_id": e.customer_id, "raw_base64": base64.b64encode(e.raw).decode()})
-                for e in state.ledger().collisions()]
-
-    @app.get("/v1/intake/rejections", tags=["audit"])
+    @app.get("/v1/intake/rejections", tags=["audit"], openapi_extra={"x-operation": O.INTAKE_KEPT_READ.value})
     def intake_rejections(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:
         """Intake records that could not be applied, with their reason and raw bytes."""
-        import base64
-
-        return [plain({"rejection_id": str(e.originator_id), "recorded_at": e.timestamp, "reason": e.reason,
-                       "source": getattr(e, "source", None), "raw_base64": base64.b64encode(e.raw).decode()})
-                for e in state.ledger().rejections()]
+        return [rejection_record(e) for e in state.ledger().rejections()]
 
 
 def json_body(text: bytes) -> Any:

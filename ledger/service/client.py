@@ -16,6 +16,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 from uuid import UUID
 
 import httpx
@@ -23,7 +24,9 @@ import httpx
 from caseledger.ledger.domain.values import ContactDraft
 from caseledger.ledger.errors import BackendError, ConfigurationError, ConflictError
 from caseledger.ledger.intake_commands import ContactOutcome
+from caseledger.ledger.principals import IssuedToken
 from caseledger.ledger.service.problems import error_from_problem
+from caseledger.ledger.store.principals import PrincipalRow
 
 __all__ = ["LedgerClient", "resolve_token"]
 
@@ -65,9 +68,10 @@ class LedgerClient:
         self._http.close()
 
     def __getattr__(self, name: str) -> Any:
+        # Every command either has its method here or refuses --api itself (cli.common.local_only).
         raise ConfigurationError(
             f"this command is not available through --api (the client has no {name!r}); run it on the ledger's "
-            f"own database, or read {self.url}/docs for the route"
+            f"own database (its --help says why), or read {self.url}/openapi.json for the routes"
         )
 
     # -- transport ----------------------------------------------------------------------------------
@@ -103,6 +107,10 @@ class LedgerClient:
             return body
         return {"type": "urn:caseledger:problem:unavailable" if answer.status_code >= 500 else "", "status":
                 answer.status_code, "detail": f"the ledger service answered HTTP {answer.status_code}"}
+
+    def _get(self, path: str, **query: str | None) -> Any:
+        given = {k: v for k, v in query.items() if v is not None}
+        return self._send("GET", f"{path}?{urlencode(given)}" if given else path)
 
     def _case(self, reference: str, tail: str, body: dict[str, Any]) -> Any:
         return self._send("POST", f"/v1/cases/{reference}/{tail}", body)
@@ -213,5 +221,79 @@ class LedgerClient:
     def customer_privacy(self, who: str) -> dict[str, Any]:
         return self._send("GET", f"/v1/customers/{who}/keys")  # type: ignore[no-any-return]
 
+    def set_customer_locale(self, who: str, *, locale: str | None, time_zone: str | None, **_: Any) -> Any:
+        from caseledger.ledger.domain.texts import Audience
+
+        o = self._send("POST", f"/v1/customers/{_seg(who)}/locale", {"locale": locale, "time_zone": time_zone})
+        return o["customer_id"], Audience(**o["audience"]), o["changed"]
+
     def whoami(self) -> dict[str, Any]:
         return dict(self._send("GET", "/v1/whoami"))
+
+    # -- reads (the CLI renders what they return as it renders the embedded ledger's) ----------------------
+
+    def case_record(self, reference: str) -> dict[str, Any]:
+        """A case as ``case show --json`` has it (``caseledger.ledger.describe.case_record``)."""
+        return dict(self._send("GET", f"/v1/cases/{_seg(reference)}"))
+
+    def find_record(self, channel: str, message_id: str) -> dict[str, Any]:
+        return dict(self._get("/v1/cases", channel=channel, message_id=message_id))
+
+    def case_records_of(self, who: str) -> list[dict[str, Any]]:
+        return list(self._send("GET", f"/v1/customers/{_seg(who)}/cases"))
+
+    def history_rows(self, who: str) -> list[dict[str, Any]]:
+        """A customer's timeline rows (times as datetimes), as the customer timeline projection gives them."""
+        return [{**row, "recorded_at": _time(row["recorded_at"]), "occurred_at": _time(row["occurred_at"])}
+                for row in self._send("GET", f"/v1/customers/{_seg(who)}/history")]
+
+    def export(self, who: str, fmt: str) -> tuple[bytes, bool]:
+        """A customer's history file in ``fmt`` and whether the server's audit verified it."""
+        answer = self._http.get(f"/v1/customers/{_seg(who)}/export", params={"format": fmt})
+        if answer.status_code >= 400:
+            raise error_from_problem(self._problem(answer))
+        return answer.content, answer.headers.get("X-Caseledger-Verified") == "true"
+
+    def overdue_rows(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return list(self._get("/v1/overdue", kind=kind))
+
+    def metrics_rows(self, by: str) -> list[dict[str, Any]]:
+        return list(self._get("/v1/metrics", by=by))
+
+    def audit_report(self, customer: str | None = None) -> dict[str, Any]:
+        return dict(self._get("/v1/audit/verify", customer=customer))
+
+    def collision_records(self) -> list[dict[str, Any]]:
+        return list(self._send("GET", "/v1/intake/collisions"))
+
+    def rejection_records(self) -> list[dict[str, Any]]:
+        return list(self._send("GET", "/v1/intake/rejections"))
+
+    def tick_record(self) -> dict[str, Any]:
+        """Record the deadlines past due, on the ledger's clock (``tick --json``'s record)."""
+        return dict(self._send("POST", "/v1/tick", {}))
+
+    # -- principals (an admin's token) ----------------------------------------------------------------------
+
+    def add_principal(self, name: str, role: str) -> IssuedToken:
+        from caseledger.ledger.domain.permissions import Role
+
+        o = self._send("POST", "/v1/principals", {"name": name, "role": role})
+        return IssuedToken(o["name"], Role(o["role"]), o["token"])
+
+    def revoke_principal(self, name: str) -> None:
+        self._send("DELETE", f"/v1/principals/{_seg(name)}")
+
+    def principals(self) -> list[PrincipalRow]:
+        return [PrincipalRow(name=r["name"], role=r["role"], token_sha256=None, created_at=_time(r["created_at"]),
+                             revoked_at=_time(r["revoked_at"]) if r["revoked_at"] else None)
+                for r in self._send("GET", "/v1/principals")]
+
+
+def _seg(text: str) -> str:
+    """A path segment: a customer id, identity or reference as given, escaped."""
+    return quote(text, safe=":@")
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)

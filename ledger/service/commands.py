@@ -20,6 +20,7 @@ from caseledger.ledger.describe import plain
 from caseledger.ledger.domain.permissions import Operation
 from caseledger.ledger.domain.values import Actor, ActorKind, Attachment, Channel, ContactDraft, Identity
 from caseledger.ledger.principals import Principal, PrincipalRegistry
+from caseledger.ledger.receipts import Reporter
 from caseledger.ledger.service.api import ServiceState, principal_for, problem_response
 from caseledger.ledger.service.idempotency import request_digest
 from caseledger.ledger.service.problems import problem_for
@@ -301,11 +302,15 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
     on_case("/v1/cases/{reference}/messages/{message_id}/delivered", O.MESSAGE_DELIVERED, DeliveredIn,
             message_id="", summary="A message to the customer was delivered",
             call=lambda lg, a, ref, x: done(lambda: lg.record_delivery(ref, actor=a, message_id=x[1]["message_id"],
-                                                          delivered_at=p(x).delivered_at), {"delivered": x[1]["message_id"].upper()}))
+                                                          delivered_at=p(x).delivered_at,
+                                                          reporter=Reporter.of_principal(a, lg.principal_store)),
+                                            {"delivered": x[1]["message_id"].upper()}))
     on_case("/v1/cases/{reference}/messages/{message_id}/read", O.MESSAGE_READ, ReadIn, message_id="",
-            summary="The customer read a message",
+            summary="A message was read: the customer's (reported by their channel's adapter) or a contact by an agent",
             call=lambda lg, a, ref, x: done(lambda: lg.record_read(ref, actor=a, message_id=x[1]["message_id"],
-                                                      read_at=p(x).read_at), {"read": x[1]["message_id"].upper()}))
+                                                      read_at=p(x).read_at,
+                                                      reporter=Reporter.of_principal(a, lg.principal_store)),
+                                            {"read": x[1]["message_id"].upper()}))
 
     # -- deadlines and administration ---------------------------------------------------------------------
 

@@ -224,7 +224,8 @@ def add_routes(app: FastAPI, state: Any) -> None:
                           path="/cases")
         return answer
 
-    @app.get("/cases/{reference}", tags=["live"], response_class=HTMLResponse)
+    @app.get("/cases/{reference}", tags=["live"], response_class=HTMLResponse,
+             openapi_extra={"x-operation": Operation.CASE_READ.value})
     def case_page(
         request: Request, reference: str, authorization: Annotated[str | None, Header()] = None,
         token: Annotated[str | None, Cookie(alias=COOKIE)] = None,
@@ -236,7 +237,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
         case = state.ledger().get_case(reference)
         return HTMLResponse(_page(case), headers=_HEADERS)
 
-    @app.get("/cases/{reference}/events", tags=["live"])
+    @app.get("/cases/{reference}/events", tags=["live"], openapi_extra={"x-operation": Operation.CASE_READ.value})
     async def case_events(
         request: Request, reference: str, authorization: Annotated[str | None, Header()] = None,
         token: Annotated[str | None, Cookie(alias=COOKIE)] = None,
