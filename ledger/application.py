@@ -60,7 +60,7 @@ from caseledger.ledger.texts import TemplateTexts
 from caseledger.ledger.unit_of_work import AggregateCache, UnitOfWork
 
 if TYPE_CHECKING:
-    from caseledger.ledger.receipts import Reporter
+    from caseledger.ledger.delivery_reports import Reporter
     from caseledger.ledger.store.principals import PrincipalRecorder
 
 __all__ = ["CaseLedger", "ContactOutcome", "TickReport", "UnitOfWork", "new_reference", "normalise_reference"]
@@ -607,7 +607,7 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
         self, reference: str, *, message_id: str, delivered_at: datetime, actor: Actor = SYSTEM,
         causation_id: UUID | None = None, reporter: Reporter | None = None,
     ) -> None:
-        """A message reached the customer; a ``reporter`` (adapter, principal) is checked (ledger.receipts)."""
+        """A message reached the customer; a ``reporter`` (adapter, principal) is checked (ledger.delivery_reports)."""
         mid = message_id.upper()
         self._on_case(reference, actor, lambda c, x: c.record_delivery(
             ctx=reporter.delivery(c, mid, x) if reporter else x, message_id=mid, delivered_at=delivered_at),
@@ -617,7 +617,7 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
         self, reference: str, *, actor: Actor, message_id: str, read_at: datetime | None = None,
         causation_id: UUID | None = None, reporter: Reporter | None = None, named: Actor | None = None,
     ) -> None:
-        """A message was read; with a ``reporter`` the reader is decided by ledger.receipts, not by ``actor``."""
+        """A message was read; with a ``reporter`` the reader is decided by ledger.delivery_reports, not by ``actor``."""
         mid = message_id.upper()
         self._on_case(reference, actor, lambda c, x: c.record_read(
             ctx=reporter.read(c, mid, x, named=named) if reporter else x, message_id=mid,

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     for running in running_service(tmp_path_factory.mktemp("service")):
-        # adapter-1 reports deliveries and reads for the channels of its adapter key (ledger.receipts).
+        # adapter-1 reports deliveries and reads for the channels of its adapter key (ledger.delivery_reports).
         _add_adapter_key(running.service, "adapter-1", [c.value for c in Channel])
         yield running
 
@@ -484,7 +484,7 @@ def test_a_supervisor_erases_a_customer_through_the_api_and_an_agent_may_not(ser
         assert "Secret subject 7Q" not in str(case) and "[erased]" in str(case)
 
 
-# -- delivery and read reports over HTTP (ledger.receipts) -------------------------------------------------------
+# -- delivery and read reports over HTTP (ledger.delivery_reports) -------------------------------------------------------
 
 
 def _add_adapter_key(service: Service, name: str, channels: list[str]) -> None:

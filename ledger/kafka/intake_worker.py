@@ -23,6 +23,7 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 
 from caseledger.ledger.application import CaseLedger, normalise_reference
+from caseledger.ledger.delivery_reports import Reporter
 from caseledger.ledger.domain.directory import (
     ChannelMessage,
     Customer,
@@ -47,7 +48,6 @@ from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt, k
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.ports import Build, PartitionReader
 from caseledger.ledger.kafka.settings import KafkaSettings
-from caseledger.ledger.receipts import Reporter
 from caseledger.ledger.signing import SIGNATURE_HEADER, SignatureCheck, b64, header
 
 log = logging.getLogger("caseledger.intake")

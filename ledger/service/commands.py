@@ -16,11 +16,11 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.delivery_reports import Reporter
 from caseledger.ledger.describe import plain
 from caseledger.ledger.domain.permissions import Operation
 from caseledger.ledger.domain.values import Actor, ActorKind, Attachment, Channel, ContactDraft, Identity
 from caseledger.ledger.principals import Principal, PrincipalRegistry
-from caseledger.ledger.receipts import Reporter
 from caseledger.ledger.service.api import ServiceState, principal_for, problem_response
 from caseledger.ledger.service.idempotency import request_digest
 from caseledger.ledger.service.problems import problem_for

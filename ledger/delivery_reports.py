@@ -1,4 +1,4 @@
-"""Delivery and read receipts: who may report one of a case's messages delivered or read, and as whom.
+"""Delivery and read reports: who may report one of a case's messages delivered or read, and as whom.
 
 A receipt comes from a channel adapter (a signed record on the intake topic, an unsigned one where
 signatures are not required, or an ``adapter`` principal over HTTP) or from an agent over HTTP.

@@ -1,4 +1,4 @@
-"""Delivery and read receipts (ledger.receipts): whoever reports them and however often, a message is
+"""Delivery and read receipts (ledger.delivery_reports): whoever reports them and however often, a message is
 delivered once, read once per reader, only by the customer when an adapter relays it, and only for the
 adapter's channels."""
 
@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.delivery_reports import Reporter
 from caseledger.ledger.domain.values import Actor, ActorKind, ContactDraft, Identity
 from caseledger.ledger.errors import CaseLedgerError, PermissionDenied, RuleViolation, ValidationError
-from caseledger.ledger.receipts import Reporter
 from caseledger.ledger.settings import LedgerSettings
 from tests.conftest import FakeClock
 
