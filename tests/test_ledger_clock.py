@@ -228,3 +228,65 @@ def test_the_docs_say_which_time_is_used_for_what() -> None:
     for field_name in CLAIMED_TIMES:
         assert f"| {field_name.split()[-1]} " in text or f"`{field_name.split()[-1]}`" in text, field_name
     assert f"{int(CLOCK_SKEW.total_seconds() // 60)} minutes" in text and f"{HORIZON.days} days" in text
+
+
+# -- the operator's simulation clock: --now and the demo ---------------------------------------------------
+
+
+def cli(*args: str, code: int = 0) -> Any:
+    from typer.testing import CliRunner
+
+    from caseledger.cli.app import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == code, f"{result.stdout}\n{result.stderr}\n{result.exception!r}"
+    return result
+
+
+def test_events_recorded_under_now_are_marked_and_the_audit_lists_them(tmp_path: Path) -> None:
+    """Before: --now events said authentication none, recorded at the wall clock: nothing told them apart."""
+    import json
+
+    db = ("--database", str(tmp_path / "sim.sqlite"))
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    done = cli(*db, "--now", at.isoformat(), "contact", "record", "-c", "email", "-m", "m-1", "--from", JANE,
+               "--item", "Why?", "--json")
+    ref = json.loads(done.stdout)["reference"]
+    cli(*db, "respond", ref, "--body", "Because.", "--answers", "Q1")  # the real clock
+    ledger = CaseLedger(LedgerSettings.resolve(database=db[1]))
+    try:
+        simulated = [e for e in ledger.history(JANE) if e.actor_authentication == "simulated-clock"]
+        assert simulated and {e.timestamp for e in simulated} == {at}
+        assert [type(e).__name__ for e in ledger.history(JANE) if e not in simulated] == ["ResponseSent"]
+    finally:
+        ledger.close()
+    report = json.loads(cli(*db, "audit", "verify", "--simulated-clock", "--json").stdout)
+    assert report["simulated_clock_events"] == len(report["simulated_clock"]) == report["events"] - 1
+    assert "ResponseSent" not in {e["type"] for e in report["simulated_clock"]}
+    assert report["unauthenticated_events"] == report["events"]  # the embedded CLI: none is authenticated
+    text = " ".join(cli(*db, "audit", "verify", "--simulated-clock").stdout.split())
+    assert f"events recorded on a simulated clock: {report['simulated_clock_events']}" in text
+
+
+def test_now_is_a_local_files_simulation_clock_only(postgres: Any) -> None:
+    refused = cli("--database", postgres.new_database(), "--now", datetime.now(UTC).isoformat(), "contact", "record",
+                  "-c", "email", "-m", "m-1", "--from", JANE, "--item", "Why?", code=4)
+    assert "local SQLite file" in " ".join(refused.stderr.split())
+
+
+def test_the_demo_marks_every_event_it_records_as_simulated(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from caseledger.cli.demo import run_demo
+
+    database = str(tmp_path / "demo.sqlite")
+    run_demo(Console(file=io.StringIO(), width=100), database=database)
+    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    try:
+        stored_events = ledger.recorder.select_notifications(start=1, limit=100_000)
+        kinds = {ledger.mapper.to_domain_event(n).actor_authentication for n in stored_events}  # type: ignore[attr-defined]
+    finally:
+        ledger.close()
+    assert stored_events and kinds == {"simulated-clock"}
