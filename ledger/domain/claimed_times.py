@@ -72,7 +72,7 @@ def check_claim(name: str, value: datetime, *, now: datetime, after: Iterable[Af
         if bound.at is not None and value < bound.at - CLOCK_SKEW:
             raise ValidationError(
                 f"{name} {_iso(value)} is before {bound.what} ({_iso(bound.at)}), by more than the "
-                f"{_minutes(CLOCK_SKEW)} of clock skew allowed; it cannot have happened earlier"
+                f"{_minutes(CLOCK_SKEW)} of clock skew allowed; it cannot have happened earlier: send when it did"
             )
     return value
 
