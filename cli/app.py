@@ -81,7 +81,9 @@ def root(
         datetime | None,
         typer.Option(
             "--now", parser=parse_instant, metavar="ISO-8601",
-            help="Pretend it is this time (tests, backfills): when things happened and the tick time.",
+            help="Simulate the ledger's clock on a local SQLite file (demo, tests): what is recorded is "
+            "recorded at this time and marked simulated-clock, so `audit verify --simulated-clock` lists it. "
+            "Not with --api or PostgreSQL.",
         ),
     ] = None,
     zone: Zone = None,
@@ -131,9 +133,9 @@ def root(
 
 def _refuse_future_now(now: datetime) -> None:
     """--now replaces the ledger's clock, so the ledger's own "in the future" check cannot see it."""
-    from caseledger.ledger.application import FUTURE_TOLERANCE
+    from caseledger.ledger.domain.claimed_times import CLOCK_SKEW
 
-    if now > datetime.now(UTC) + FUTURE_TOLERANCE:
+    if now > datetime.now(UTC) + CLOCK_SKEW:
         raise typer.BadParameter(
             f"{now.isoformat()} is in the future; events record when things happened (only tick may look ahead)",
             param_hint="'--now'",

@@ -104,6 +104,9 @@ def audit_verify(
     unauthenticated: Annotated[bool, typer.Option(
         "--unauthenticated", help="List the events whose actor was not authenticated (embedded CLI, or recorded "
         "before principals); --json always counts them.")] = False,
+    simulated_clock: Annotated[bool, typer.Option(
+        "--simulated-clock", help="List the events recorded on a simulated clock (the embedded CLI's --now, the "
+        "demo): their recorded time is the operator's choice; --json always counts them.")] = False,
 ) -> None:
     """Verify the ledger: every hash chain, gapless versions and positions, the events topic, intake accounting.
 
@@ -144,18 +147,20 @@ def audit_verify(
     finally:
         bar.close()
     if as_json:
-        extra: dict[str, Any] = {"unauthenticated_events": unauth.count}
+        extra: dict[str, Any] = {"unauthenticated_events": unauth.count, "simulated_clock_events": unauth.simulated}
         if unauthenticated:
             extra["unauthenticated"] = [e.as_dict() for e in unauth.listed]
+        if simulated_clock:
+            extra["simulated_clock"] = [e.as_dict() for e in unauth.simulated_listed]
         s.echo_json({**report.as_dict(), **extra})
     else:
         print_report(s.out, report)
         s.say(f"events recorded without authentication: {unauth.count:,}")
         if unauthenticated:
-            for e in unauth.listed:
-                s.say(f"  position {e.position}: {e.event_type} by {e.actor}")
-            if unauth.count > len(unauth.listed):
-                s.say(f"  … and {unauth.count - len(unauth.listed):,} more")
+            _list_events(s, unauth.listed, unauth.count)
+        s.say(f"events recorded on a simulated clock: {unauth.simulated:,}")
+        if simulated_clock:
+            _list_events(s, unauth.simulated_listed, unauth.simulated)
     if not report.ok:
         raise typer.Exit(EXIT_DISCREPANCIES)
 
@@ -184,6 +189,13 @@ def _verify_through_api(s: Any, customer: str | None, *, as_json: bool, refused:
         s.say(f"events recorded without authentication: {answer['unauthenticated_events']:,}")
     if not answer["ok"]:
         raise typer.Exit(EXIT_DISCREPANCIES)
+
+
+def _list_events(s: Any, listed: list[Any], count: int) -> None:
+    for e in listed:
+        s.say(f"  position {e.position}: {e.event_type} by {e.actor}")
+    if count > len(listed):
+        s.say(f"  … and {count - len(listed):,} more")
 
 
 def _kafka_settings(bootstrap: str | None) -> Any:

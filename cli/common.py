@@ -142,7 +142,14 @@ class Session:
 
             settings = LedgerSettings.resolve(database=self.database, policy=self.policy)
             now = self.now
-            self._ledger = CaseLedger(settings, clock=(lambda: now) if now is not None else None)
+            if now is not None and settings.store.is_postgres:
+                raise ConfigurationError(
+                    "--now simulates the ledger's clock on a local SQLite file (demo, tests); a shared "
+                    "PostgreSQL ledger records on its own clock: leave --now out"
+                )
+            # --now is the operator's simulation clock: every event it records is marked simulated-clock.
+            self._ledger = CaseLedger(settings, clock=(lambda: now) if now is not None else None,
+                                      simulated_clock=now is not None)
         return self._ledger
 
     def open_ledger(self) -> CaseLedger:

@@ -18,14 +18,17 @@ def tick(
     ctx: typer.Context,
     now: Annotated[
         datetime | None,
-        typer.Option("--now", parser=parse_instant, metavar="ISO-8601", help="Check deadlines as of this time."),
+        typer.Option("--now", parser=parse_instant, metavar="ISO-8601",
+                     help="Simulate the ledger's clock on a local file (demo, tests), as the global --now: "
+                          "what it records is marked simulated-clock. Not with --api."),
     ] = None,
     as_json: Json = False,
 ) -> None:
     """Record every acknowledgement, response and promise deadline now past due, once; apply the retention policy.
 
-    With a `[retention]` table in the policy, customers whose data is due for erasure are erased
-    (once; a legal hold keeps them, and is reported), and so are old months of rejected intake records.
+    It runs on the ledger's clock and what it records names the actor (--as). With a `[retention]`
+    table in the policy, customers whose data is due for erasure are erased (once; a legal hold
+    keeps them, and is reported), and so are old months of rejected intake records.
 
     Examples:
 
@@ -37,16 +40,21 @@ def tick(
     from caseledger.projections.queries import tick_missed_deadlines
 
     s = session(ctx)
-    if s.api:  # on the service's clock (--now is refused with --api)
+    if now is not None:
+        if s.api:
+            raise typer.BadParameter("the ledger service ticks on its own clock; leave --now out with --api",
+                                     param_hint="'--now'")
+        s.now = now  # the simulation clock of the ledger this command opens
+    if s.api:  # on the service's clock, as its principal
         report = _tick_report(s.ledger.tick_record())
     else:
         with s.views() as views:  # the deadlines projection says which cases to look at
-            report = tick_missed_deadlines(views, now or s.instant(), ledger=s.open_ledger)
+            report = tick_missed_deadlines(views, ledger=s.open_ledger, actor=s.actor)
     if as_json:
         r = report.retention
         s.echo_json({"now": report.now, "cases_checked": report.cases_checked, "missed": report.missed,
                      "total": report.total, "erased": r.erased, "held": r.held,
-                     "erased_rejection_months": r.rejection_months})
+                     "erased_rejection_months": r.rejection_months, "retention_skipped": report.retention_skipped})
         return
     s.say(f"Checked {report.cases_checked} case(s) as of {render.fmt_time(report.now, s.tz)}.")
     r = report.retention
@@ -124,4 +132,5 @@ def _tick_report(answer: dict[str, Any]) -> Any:
     return TickReport(now=datetime.fromisoformat(answer["now"]), cases_checked=answer["cases_checked"],
                       missed=answer["missed"], retention=RetentionReport(
                           erased=answer["erased"], held=answer["held"],
-                          rejection_months=answer["erased_rejection_months"]))
+                          rejection_months=answer["erased_rejection_months"]),
+                      retention_skipped=answer.get("retention_skipped"))

@@ -38,7 +38,9 @@ __all__ = ["TITLES", "SimulatedClock", "run_demo"]
 def open_fresh_ledger(database: str, clock: SimulatedClock) -> CaseLedger:
     """A ledger on ``database``, refused (ConfigurationError) when it already holds events."""
     # The demo's bank handles complaints under the shipped ACPR 2022-R-01 policy, in French.
-    ledger = CaseLedger(LedgerSettings.resolve(database=database, policy="acpr-2022-r-01"), clock=clock)
+    # Its events are marked simulated-clock, as under --now: an auditor can tell the demo from real work.
+    ledger = CaseLedger(LedgerSettings.resolve(database=database, policy="acpr-2022-r-01"), clock=clock,
+                        simulated_clock=True)
     held = ledger.recorder.max_notification_id() or 0
     if held:
         where = ledger.settings.store.describe()

@@ -194,7 +194,7 @@ def story_s5(demo: Demo) -> None:
     demo.ledger.respond(reference, actor=ALICE, channel="phone", answers=["Q1"], occurred_at=demo.clock(),
                         body=f"Explained on the call: refund promised ({promise_id}).")
     demo.clock.set_local(3, 14)
-    report = demo.ledger.tick(demo.clock())
+    report = demo.ledger.tick()
     overdue = demo.ledger.get_case(reference)
     demo.clock.set_local(3, 15)
     demo.ledger.keep_promise(reference, actor=ALICE, promise_id=promise_id,

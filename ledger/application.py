@@ -7,12 +7,13 @@ together — so a command either happened completely or not at all.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
@@ -23,12 +24,14 @@ from eventsourcing.persistence import Mapper, Tracking
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.case_state import LEDGER_ACTIONS, Status
 from caseledger.ledger.domain.catalog import topic_of
+from caseledger.ledger.domain.claimed_times import check_claim
 from caseledger.ledger.domain.directory import (
     ChannelMessage,
     Customer,
     case_id_for,
 )
 from caseledger.ledger.domain.events import Context, LedgerEvent
+from caseledger.ledger.domain.permissions import Authentication
 from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.texts import Audience, Writer
 from caseledger.ledger.domain.values import (
@@ -68,17 +71,17 @@ __all__ = ["CaseLedger", "ContactOutcome", "TickReport", "UnitOfWork", "new_refe
 T = TypeVar("T")
 
 STARTUP_ATTEMPTS = 5
-FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TickReport:
     """What ``tick`` recorded: missed deadlines by kind, over how many cases."""
 
-    now: datetime
+    now: datetime  # the ledger's clock
     cases_checked: int
     missed: dict[str, int]
     retention: RetentionReport = field(default_factory=RetentionReport)  # what the retention policy erased
+    retention_skipped: str | None = None  # why retention did not run in this tick
 
     @property
     def total(self) -> int:
@@ -96,7 +99,10 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
         *,
         policy: ResponsePolicy | None = None,
         clock: Callable[[], datetime] | None = None,
+        simulated_clock: bool = False,
     ) -> None:
+        """``clock`` is the ledger's: recorded times, deadlines and retention read it. ``simulated_clock``:
+        an operator chose it (``--now``, the demo), so every event's actor is marked ``simulated-clock``."""
         self.settings = settings or LedgerSettings.resolve()
         # Personal fields are sealed with their customer's key as they are encoded (docs/privacy.md).
         self.codec = AvroEventCodec(seal=self._seal_fields)
@@ -106,6 +112,7 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
         # Compiled and tried on every sample once, here: a broken template stops the start, not a contact.
         self.texts = TemplateTexts.for_settings(company=policy.texts.company, folder=policy.texts.templates)
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.simulated_clock = simulated_clock
         self._uow: UnitOfWork | None = None
         self._cache: AggregateCache | None = None
         for attempt in range(STARTUP_ATTEMPTS):
@@ -199,15 +206,15 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
         correlation_id: UUID | None = None,
         causation_id: UUID | None = None,
     ) -> Context:
-        now = self.clock()
-        at = require_utc(occurred_at, "occurred_at") if occurred_at else now
-        if at > now + FUTURE_TOLERANCE:
-            raise ValidationError(
-                f"occurred_at {at.isoformat()} is in the future (now {now.isoformat()}); check the clock"
-            )
+        """The context of a command: recorded on the ledger's clock, ``occurred_at`` a bounded claim."""
+        now = require_utc(self.clock(), "the ledger's clock")
+        at = check_claim("occurred_at", occurred_at, now=now) if occurred_at is not None else now
+        if self.simulated_clock:
+            actor = dataclasses.replace(actor, authentication=Authentication.SIMULATED_CLOCK.value)
         return Context(
             actor=actor,
             occurred_at=at,
+            recorded_at=now,
             channel=Channel.parse(channel) if channel else None,
             correlation_id=correlation_id,
             causation_id=causation_id,
@@ -329,7 +336,8 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
                 )
         # Requests of theirs kept as collisions belong to their history too (no aggregate links them).
         events.extend(e for e in self.collisions() if e.customer_id == customer_id)
-        events.sort(key=lambda e: e.timestamp)  # stable: keeps each aggregate's own order
+        # One command's events share their recorded time: ties in version order keep each aggregate's own.
+        events.sort(key=lambda e: (e.timestamp, e.originator_version))
         return events
 
     def _get_optional(self, aggregate_id: UUID) -> Any | None:
@@ -483,7 +491,7 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
             written = confirm or case.written_channel()
             writer = self.writer_for(self._get_optional(Customer.id_for(case.customer_id)), written.value)
             return case.make_promise(ctx=ctx, kind=kind, terms=terms, due_at=due_at, confirmation_channel=confirm,
-                                     writer=writer, deliver_by=self.policy.confirm_by(issued_at=ctx.occurred_at))
+                                     writer=writer, deliver_by=self.policy.confirm_by(issued_at=ctx.recorded_at))
 
         return self._on_case(reference, actor, decide, channel=channel, occurred_at=occurred_at)
 
@@ -578,7 +586,8 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
             if proposal.action not in LEDGER_ACTIONS:
                 return "approved"
             p = proposal.params
-            follow = Context(actor=ctx.actor, occurred_at=ctx.occurred_at, causation_id=ctx.causation_id)
+            follow = Context(actor=ctx.actor, occurred_at=ctx.occurred_at, recorded_at=ctx.recorded_at,
+                             causation_id=ctx.causation_id)
             writer = self._writer_of(case, follow)
             if proposal.action == "change_status":
                 case.change_status(ctx=follow, to_status=p.get("to", ""), reason=p.get("reason", ""),
@@ -644,16 +653,18 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
             yield notification.originator_id
 
     def tick(
-        self, now: datetime | None = None, *, references: Iterable[str] | None = None, batch_size: int = 200
+        self, *, actor: Actor = SYSTEM, references: Iterable[str] | None = None, batch_size: int = 200,
+        skip_retention: str | None = None,
     ) -> TickReport:
-        """Record a DeadlineMissed for every acknowledgement, response or promise past due, once.
+        """Record a DeadlineMissed for every deadline past due, once, then apply retention, on the ledger's clock.
 
-        Without ``references`` every case is checked (reading the notification log); a caller
-        that knows which cases may be due (the deadlines projection) names them. Either way the
-        Case aggregate decides what is missed, so a stale list can delay a record, never double it.
+        What it records names ``actor``; ``skip_retention`` says why it must erase nobody (its caller
+        may not erase customers). Without ``references`` every case is checked; a caller that knows
+        which cases may be due (the deadlines projection) names them. The Case aggregate decides
+        what is missed, so a stale list can delay a record, never double it.
         """
-        at = require_utc(now, "now") if now else self.clock()
-        ctx = Context(actor=SYSTEM, occurred_at=at)
+        ctx = self._context(actor)
+        at = ctx.recorded_at
         missed: dict[str, int] = {}
         checked = 0
         pending: list[Case] = []
@@ -676,7 +687,9 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
                 pending = []
         if pending:
             self.record(*pending)
-        return TickReport(now=at, cases_checked=checked, missed=missed, retention=self.apply_retention(at))
+        retention = self.apply_retention(actor=actor) if skip_retention is None else RetentionReport()
+        return TickReport(now=at, cases_checked=checked, missed=missed, retention=retention,
+                          retention_skipped=skip_retention)
 
     def active_cases(self) -> Iterator[Case]:
         for case_id in self.case_ids():

@@ -258,18 +258,21 @@ class CustomerPrivacy:
         with translate_errors(self.settings.store.describe()):
             return self.data_keys.rotate(new)
 
-    def apply_retention(self, now: datetime) -> RetentionReport:
+    def apply_retention(self, *, actor: Actor = SYSTEM) -> RetentionReport:
         """Erase every customer (and month of rejections) the policy's ``[retention]`` says is due, once.
 
+        It runs on the ledger's clock and counts from recorded times only, so no client's claim
+        and no caller's "now" can make a customer due early; each erasure names ``actor``.
         Only subjects that still have a live key are looked at, so an erased customer costs nothing.
         A customer is due once every case of theirs has ended and the retention period of their
-        segment has passed since the last event of their last case (or since they were registered,
-        without a case); a legal hold keeps them, and the report says so.
+        segment has passed since the last event of their last case was recorded (or since they were
+        registered, without a case); a legal hold keeps them, and the report says so.
         """
         retention = self.policy.retention  # type: ignore[attr-defined]
         report = RetentionReport()
         if retention is None:
             return report
+        now = self.clock()
         with translate_errors(self.settings.store.describe()):
             live = self.data_keys.table.live()
         subjects = sorted({r.subject for r in live})
@@ -293,23 +296,24 @@ class CustomerPrivacy:
             cases = [self.get_case(ref) for ref in customer.cases]  # type: ignore[attr-defined]
             if any(case.status in Status.ACTIVE for case in cases):
                 continue
-            last = self._last_occurred(cases) or customer.created_on
+            last = self._last_recorded(cases) or customer.created_on
             if period.after(last) > now:
                 continue
             if customer.hold is not None:
                 report.held[subject] = customer.hold
                 continue
-            self.erase_customer(subject, reason=f"retention: {period} after the last case ended ({last:%Y-%m-%d})")
+            self.erase_customer(subject, reason=f"retention: {period} after the last case ended ({last:%Y-%m-%d})",
+                                actor=actor)
             report.erased.append(subject)
         return report
 
-    def _last_occurred(self, cases: list[Any]) -> datetime | None:
-        """When the last event of these cases happened (on the ledger's clock), read in one query."""
+    def _last_recorded(self, cases: list[Any]) -> datetime | None:
+        """When the last event of these cases was recorded (on the ledger's clock), read in one query."""
         if not cases:
             return None
         with translate_errors(self.settings.store.describe()):
             stored = self.recorder.select_events_after([c.id for c in cases], after={c.id: c.version - 1 for c in cases})
-        times = [self.codec.decode(name_of_topic(e.topic), bytes(e.state)).occurred_at  # type: ignore[attr-defined]
+        times = [self.codec.decode(name_of_topic(e.topic), bytes(e.state)).timestamp  # type: ignore[attr-defined]
                  for events in stored.values() for e in events]
         return max(times, default=None)
 

@@ -321,10 +321,11 @@ class ContactIntake:
                 ctx=ctx,
             )
             customer.link_case(case_id=case.id, reference=reference, ctx=ctx)
+        # Deadlines run from when the ledger recorded the contact, never from when a client says it came.
         respond_by = self.policy.respond_by(
-            channel=draft.channel.value, category=draft.category or case.category, received_at=ctx.occurred_at
+            channel=draft.channel.value, category=draft.category or case.category, received_at=ctx.recorded_at
         )
-        acknowledge_by = self.policy.acknowledge_by(channel=draft.channel.value, received_at=ctx.occurred_at)
+        acknowledge_by = self.policy.acknowledge_by(channel=draft.channel.value, received_at=ctx.recorded_at)
         contact_id, ack_id = case.receive_contact(
             draft, ctx=ctx, respond_by=respond_by, acknowledge_by=acknowledge_by,
             writer=self.writer_for(customer, draft.channel.value),

@@ -5,8 +5,10 @@ the same totals (durations are summed in whole milliseconds, never as floats):
 
 - time to acknowledge: from a contact to the delivery of its acknowledgement (``ack_*``);
 - time to first response: from a contact to the next response on its case (``first_response_*``);
+  both between the times the ledger recorded them, never times a client claimed (the measured
+  party cannot shorten its own figures);
 - promises made, kept, broken, withdrawn, waived — on the channel the promise was made on;
-- chatbot → human: escalations and the customer's total wait;
+- chatbot → human: escalations and the customer's total wait (up to the ledger's now);
 - contacts, follow-ups and cases opened, for follow-ups per case; deadlines missed.
 
 The segment is the case's (set when it was opened); ``-`` when there is none.
@@ -36,7 +38,7 @@ class ChannelMetrics(Projection):
     """Response times, promises kept, chatbot waits and follow-ups per channel and customer segment."""
 
     name = "channel_metrics"
-    version = 1
+    version = 2  # 2: durations between recorded times, never claimed ones
     tables = (
         Table(
             "channel_metrics",
@@ -68,7 +70,7 @@ class ChannelMetrics(Projection):
         opened = case["channel"] is None
         if opened:
             case["channel"] = e.channel
-        case["waiting"].append([e.contact_id, e.channel, utc_text(e.occurred_at)])
+        case["waiting"].append([e.contact_id, e.channel, utc_text(e.timestamp)])
         tx.put("channel_metrics_cases", case)
         tx.add("channel_metrics", e.channel, segment, contacts=1, follow_ups=int(e.follow_up),
                cases_opened=int(opened))
@@ -87,7 +89,7 @@ class ChannelMetrics(Projection):
         tx.put("channel_metrics_cases", case)
         channel, received_at = ack
         tx.add("channel_metrics", channel, case["segment"], acks_delivered=1,
-               ack_ms_total=_ms(received_at, e.delivered_at))
+               ack_ms_total=_ms(received_at, e.timestamp))
 
     def on_ResponseSent(self, tx: Tx, e: Any) -> None:
         case = self._case(tx, e)
@@ -95,7 +97,7 @@ class ChannelMetrics(Projection):
             return
         for _contact_id, channel, received_at in case["waiting"]:
             tx.add("channel_metrics", channel, case["segment"], first_responses=1,
-                   first_response_ms_total=_ms(received_at, e.occurred_at))
+                   first_response_ms_total=_ms(received_at, e.timestamp))
         case["waiting"] = []
         tx.put("channel_metrics_cases", case)
 

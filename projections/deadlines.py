@@ -4,7 +4,9 @@ One row per deadline: ``acknowledgement`` (ACKn, met when the acknowledgement is
 ``response`` (Cn, met when every item of the contact is answered or waived), ``promise``
 (Pn, settled when kept, withdrawn, broken or waived) and ``confirmation`` (Wn, the written
 confirmation of a promise made by phone or at a branch, met when it is delivered). While a case is closed or cancelled its
-pending deadlines are ``suspended``; a reopen makes them pending again. ``missed`` is 1 once
+pending deadlines are ``suspended``; a reopen makes them pending again. ``settled_at`` is when the
+ledger recorded what settled it (a response, a delivery report …), never a time a client claimed:
+a deadline is met when ``settled_at`` is not after ``due_at``. ``missed`` is 1 once
 the ledger recorded a DeadlineMissed for it. ``caseledger overdue`` lists pending rows past
 due; ``caseledger tick`` records those not yet recorded — the same rule as the Case aggregate's
 ``due_deadlines``, which decides again when the events are recorded.
@@ -19,7 +21,8 @@ from caseledger.projections.base import INT, JSON, ROWS, TEXT, TIME, Projection,
 from caseledger.projections.views import ViewStore
 
 if TYPE_CHECKING:
-    from caseledger.ledger.application import CaseLedger
+    from caseledger.ledger.application import CaseLedger, TickReport
+    from caseledger.ledger.domain.values import Actor
 
 PENDING, SETTLED, SUSPENDED = "pending", "settled", "suspended"
 
@@ -28,7 +31,8 @@ class Deadlines(Projection):
     """Pending, settled and missed deadlines of acknowledgements, responses, promises and written confirmations."""
 
     name = "deadlines"
-    version = 2  # 2: written confirmations must be delivered (kind "confirmation")
+    # 2: written confirmations must be delivered (kind "confirmation"); 3: settled when recorded, not when claimed
+    version = 3
     tables = (
         Table(
             "deadlines",
@@ -98,7 +102,7 @@ class Deadlines(Projection):
             if len(remaining) != len(open_items):
                 case["open_items"][contact_id] = remaining
                 if not remaining:
-                    self._settle(tx, case["case_id"], "response", contact_id, outcome, e.occurred_at)
+                    self._settle(tx, case["case_id"], "response", contact_id, outcome, e.timestamp)
         tx.put("deadline_cases", case)
 
     def on_ResponseSent(self, tx: Tx, e: Any) -> None:
@@ -109,7 +113,7 @@ class Deadlines(Projection):
 
     def on_MessageDelivered(self, tx: Tx, e: Any) -> None:
         kind = "confirmation" if e.message_id.startswith("W") else "acknowledgement"
-        self._settle(tx, aggregate_key(e), kind, e.message_id, "delivered", e.delivered_at)
+        self._settle(tx, aggregate_key(e), kind, e.message_id, "delivered", e.timestamp)
 
     def on_WrittenConfirmationIssued(self, tx: Tx, e: Any) -> None:
         if e.deliver_by is not None:
@@ -119,16 +123,16 @@ class Deadlines(Projection):
         self._add(tx, self._case(tx, e), "promise", e.promise_id, e.due_at, e.channel)
 
     def on_PromiseKept(self, tx: Tx, e: Any) -> None:
-        self._settle(tx, aggregate_key(e), "promise", e.promise_id, "kept", e.occurred_at)
+        self._settle(tx, aggregate_key(e), "promise", e.promise_id, "kept", e.timestamp)
 
     def on_PromiseWithdrawn(self, tx: Tx, e: Any) -> None:
-        self._settle(tx, aggregate_key(e), "promise", e.promise_id, "withdrawn", e.occurred_at)
+        self._settle(tx, aggregate_key(e), "promise", e.promise_id, "withdrawn", e.timestamp)
 
     def on_PromiseBroken(self, tx: Tx, e: Any) -> None:
-        self._settle(tx, aggregate_key(e), "promise", e.promise_id, "broken", e.occurred_at)
+        self._settle(tx, aggregate_key(e), "promise", e.promise_id, "broken", e.timestamp)
 
     def on_PromiseWaived(self, tx: Tx, e: Any) -> None:
-        self._settle(tx, aggregate_key(e), "promise", e.promise_id, "waived", e.occurred_at)
+        self._settle(tx, aggregate_key(e), "promise", e.promise_id, "waived", e.timestamp)
 
     def on_DeadlineMissed(self, tx: Tx, e: Any) -> None:
         row = self._deadline(tx, aggregate_key(e), e.deadline_kind, e.target_id)
@@ -178,11 +182,11 @@ def deadline_counts(views: ViewStore) -> dict[str, int]:
 
 
 def record_missed_deadlines(
-    ledger: CaseLedger, references: list[str], now: datetime, *, batch_size: int = 200
-) -> dict[str, int]:
-    """Let each case record the deadlines it finds missed at ``now`` (the aggregate decides, once).
+    ledger: CaseLedger, references: list[str], *, actor: Actor, batch_size: int = 200
+) -> TickReport:
+    """Let each case record the deadlines it finds missed on the ledger's clock (the aggregate decides, once).
 
     The projection only says which cases to look at; the Case aggregate checks again, so a lagging
     or wrong view can delay a record, never duplicate or invent one.
     """
-    return ledger.tick(now, references=references, batch_size=batch_size).missed
+    return ledger.tick(actor=actor, references=references, batch_size=batch_size)

@@ -9,6 +9,7 @@ revealed by the ledger on the way out, and reads ``[erased]`` where the customer
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from caseledger.projections.views import ViewStore
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import TickReport
+    from caseledger.ledger.domain.values import Actor
 
 
 def case_view(views: ViewStore, reference: str, *, ledger: LedgerOpener) -> CaseView:
@@ -56,16 +58,15 @@ def channel_summary(views: ViewStore, *, by: tuple[str, ...], ledger: LedgerOpen
     return summary(views, by=by)
 
 
-def tick_missed_deadlines(views: ViewStore, now: datetime, *, ledger: LedgerOpener) -> TickReport:
-    """Record every deadline the deadlines projection finds past due at ``now`` and not yet recorded.
+def tick_missed_deadlines(views: ViewStore, *, ledger: LedgerOpener, actor: Actor) -> TickReport:
+    """Record every deadline the deadlines projection finds past due on the ledger's clock and not yet recorded.
 
     The projection only says which cases to look at; each Case aggregate decides again, once.
     """
-    from caseledger.ledger.application import TickReport
-
     catch_up(views, Deadlines(), ledger=ledger)
-    due = overdue(views, now, unrecorded_only=True)
+    opened = ledger()
+    due = overdue(views, opened.clock(), unrecorded_only=True)
     checked = deadline_counts(views)["cases"]
     references = list(dict.fromkeys(row["reference"] for row in due))
-    missed = record_missed_deadlines(ledger(), references, now)
-    return TickReport(now=now, cases_checked=checked, missed=missed, retention=ledger().apply_retention(now))
+    report = record_missed_deadlines(opened, references, actor=actor)
+    return dataclasses.replace(report, cases_checked=checked)

@@ -27,6 +27,7 @@ from caseledger.cli.app import app
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
 from caseledger.ledger.settings import LedgerSettings
+from tests.conftest import FakeClock
 
 runner = CliRunner(env={"CASELEDGER_DATABASE": None, "CASELEDGER_KAFKA_BOOTSTRAP": None, "TZ": "UTC",
                         "COLUMNS": "200"})
@@ -64,7 +65,8 @@ def story(tmp_path: Path) -> str:
     """A customer with every kind of event: contacts, acknowledgements, a phone promise and its written
     confirmation, a status change, a handoff, a missed deadline, a response and a closing."""
     database = str(tmp_path / "story.sqlite")
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    clock = FakeClock(datetime.now(UTC))  # the deadlines are missed 10 days on: the ledger's clock moves there
+    ledger = CaseLedger(LedgerSettings.resolve(database=database), clock=clock)
     try:
         first = ledger.record_contact(ContactDraft(channel="web_form", channel_message_id="f1",
                                                    identity=Identity.parse(JANE), subject="Card <blocked> & fees",
@@ -76,7 +78,8 @@ def story(tmp_path: Path) -> str:
                             due_at=datetime.now(UTC) + timedelta(hours=1))
         ledger.change_status(ref, actor=AGENT, to_status="in_progress", reason="checking", notice="We are on it.")
         ledger.hand_off(ref, actor=AGENT, to_assignee="bob", note="customer prefers email")
-        ledger.tick(datetime.now(UTC) + timedelta(days=10))
+        clock.advance(days=10)
+        ledger.tick()
         ledger.respond(ref, actor=Actor.parse("agent:bob"), body="Unblocked, fee refunded.", answers=["Q1", "Q2", "Q3"])
         ledger.record_contact(ContactDraft(channel="email", channel_message_id="other",
                                            identity=Identity.parse("email:someone@example.com"), items=("hi",)))

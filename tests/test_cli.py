@@ -250,7 +250,10 @@ def test_automation_cannot_close_but_can_propose_and_a_human_approval_executes(c
 
 
 def test_every_command_of_a_case_s_life(cli: Run) -> None:
-    first = record(cli, "m-1", "Refund?", "New card?", "Address change?")
+    # Opened a quarter of an hour ago (a simulated clock), so that the chatbot wait below fits in the case.
+    first = json.loads(cli("--now", in_future(minutes=-15), "contact", "record", "--channel", "email", "--message-id",
+                           "m-1", "--from", "email:jane@example.com", "--item", "Refund?", "--item", "New card?",
+                           "--item", "Address change?", "--json").stdout)
     ref = first["reference"]
     record(cli, "call-1", "Still waiting", channel="phone", sender="phone:+33 6 12 34 56 78",
            extra=("--case", ref, "--follow-up", "--customer-id", first["customer_id"]))

@@ -26,6 +26,7 @@ from caseledger.ledger.domain.case_state import (
     ProposalState,
     Status,
 )
+from caseledger.ledger.domain.claimed_times import After, check_claim
 from caseledger.ledger.domain.events import Context, LedgerEvent, envelope
 from caseledger.ledger.domain.texts import TextKind, Writer
 from caseledger.ledger.domain.values import ActorKind, Channel, ContactDraft, require_utc
@@ -77,6 +78,7 @@ class Case(Aggregate):
         last_contact_by_channel: dict[str, str]
         escalations: list[tuple[str, datetime, int]]
         handoffs: int
+        recorded: dict[str, datetime]
         chain_head: bytes | None
 
     # -- events ---------------------------------------------------------------------------------
@@ -112,6 +114,9 @@ class Case(Aggregate):
             case.last_contact_by_channel = {}
             case.escalations = []
             case.handoffs = 0
+            # When the ledger recorded each contact and issued each message, by handle (C1, ACK1, R1 …):
+            # what a delivery or a read may not precede.
+            case.recorded = {}
             # The hash of the last stored event: set by the store when events are loaded or
             # saved (the domain never sees encoded bytes).
             case.chain_head = None
@@ -146,6 +151,7 @@ class Case(Aggregate):
                 follow_up=self.follow_up,
             )
             case.messages[self.contact_id] = MessageState(message_id=self.contact_id, channel=self.channel)
+            case.recorded[self.contact_id] = self.timestamp
             if self.follow_up:
                 case.follow_ups += 1
             case.last_contact_by_channel[str(self.channel)] = self.contact_id
@@ -175,6 +181,7 @@ class Case(Aggregate):
                 due_at=self.acknowledge_by,
                 text=self.text,
             )
+            case.recorded[self.acknowledgement_id] = self.timestamp
 
     class ResponseSent(Event):
         response_id: str
@@ -188,6 +195,7 @@ class Case(Aggregate):
                 item.status = "answered"
                 item.answered_by = self.response_id
             case.messages[self.response_id] = MessageState(message_id=self.response_id, channel=self.channel)
+            case.recorded[self.response_id] = self.timestamp
 
     class ItemWaived(Event):
         item_id: str
@@ -231,6 +239,7 @@ class Case(Aggregate):
             case.messages[self.confirmation_id] = MessageState(
                 message_id=self.confirmation_id, channel=self.channel, due_at=self.deliver_by, text=self.text
             )
+            case.recorded[self.confirmation_id] = self.timestamp
 
     class PromiseKept(Event):
         promise_id: str
@@ -253,7 +262,7 @@ class Case(Aggregate):
         time_zone: str | None
 
         def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel, self.text or self.notice)
+            case._notice(self.notice_id, self.channel, self.text or self.notice, self.timestamp)
             promise = case.promises[self.promise_id]
             promise.status = "withdrawn"
             promise.closing_note = self.reason
@@ -289,7 +298,7 @@ class Case(Aggregate):
         time_zone: str | None
 
         def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel, self.text or self.notice)
+            case._notice(self.notice_id, self.channel, self.text or self.notice, self.timestamp)
             case.status = self.to_status
 
     class CaseClosed(Event):
@@ -303,7 +312,7 @@ class Case(Aggregate):
         time_zone: str | None
 
         def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel, self.text or self.notice)
+            case._notice(self.notice_id, self.channel, self.text or self.notice, self.timestamp)
             case.status = Status.CLOSED
 
     class CaseCancelled(Event):
@@ -317,7 +326,7 @@ class Case(Aggregate):
         time_zone: str | None
 
         def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel, self.text or self.notice)
+            case._notice(self.notice_id, self.channel, self.text or self.notice, self.timestamp)
             case.status = Status.CANCELLED
 
     class CaseReopened(Event):
@@ -331,7 +340,7 @@ class Case(Aggregate):
         time_zone: str | None
 
         def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel, self.text or self.notice)
+            case._notice(self.notice_id, self.channel, self.text or self.notice, self.timestamp)
             case.status = Status.OPEN
 
     class CaseAssigned(Event):
@@ -443,16 +452,17 @@ class Case(Aggregate):
     def _next(self, prefix: str, offset: int = 1) -> str:
         return f"{prefix}{self.counters.get(prefix, 0) + offset}"
 
-    def _notice(self, notice_id: str, channel: str | None, text: str) -> None:
+    def _notice(self, notice_id: str, channel: str | None, text: str, recorded_at: datetime) -> None:
         self._bump("N")
         self.messages[notice_id] = MessageState(message_id=notice_id, channel=channel, text=text)
+        self.recorded[notice_id] = recorded_at
 
     def _envelope(self, ctx: Context, *, customer_id: str | None = None) -> dict[str, Any]:
         return envelope(ctx, customer_id=customer_id or self.customer_id)
 
     def _notice_text(self, writer: Writer, kind: TextKind, ctx: Context, **facts: Any) -> dict[str, Any]:
         """The customer-facing text of a notice (the agent's words in the company's wrapper), as recorded."""
-        fields = writer.record(kind, {"reference": self.reference, "issued_at": ctx.occurred_at, **facts})
+        fields = writer.record(kind, {"reference": self.reference, "issued_at": ctx.recorded_at, **facts})
         return {**fields, "time_zone": writer.audience.time_zone}
 
     def _notice_envelope(self, ctx: Context) -> dict[str, Any]:
@@ -502,6 +512,9 @@ class Case(Aggregate):
         ``in_writing``, a contact made by phone or at a branch is acknowledged on the customer's
         written channel, the request formalised in the text.
         """
+        if self.contacts:  # a follow-up: it cites the case, so it cannot precede it
+            check_claim("occurred_at", ctx.occurred_at, now=ctx.recorded_at,
+                        after=[After(self.opened_at, "its case was opened")])
         if self.status in Status.FINAL:
             reason = f"customer contacted us again on {draft.channel.value}"
             notice_id = self._next("N")
@@ -532,7 +545,7 @@ class Case(Aggregate):
             **self._envelope(ctx),
         )
         ack_id = self._next("ACK")
-        common = {"reference": self.reference, "issued_at": ctx.occurred_at}
+        common = {"reference": self.reference, "issued_at": ctx.recorded_at}
         copy = writer.write("request_copy", {
             **common, "subject": draft.subject, "items": [{"id": i["item_id"], "text": i["text"]} for i in items],
             "body": draft.body, "attachments": [a.filename or a.ref for a in draft.attachments],
@@ -578,6 +591,8 @@ class Case(Aggregate):
                     + "; answer only open items: "
                     + (", ".join(self.open_item_ids()) or "none are open")
                 )
+        answered = dict.fromkeys(self.items[i].contact_id for i in answers)
+        self._check_claimed(ctx, *(After(self.contacts[c].received_at, f"contact {c} it answers") for c in answered))
         response_id = self._next("R")
         self.trigger_event(
             Case.ResponseSent, response_id=response_id, body=body.strip(), answers=list(answers), **self._envelope(ctx)
@@ -619,6 +634,7 @@ class Case(Aggregate):
             raise ValidationError("a promise needs a kind, e.g. callback, refund, credit, repair")
         if not terms.strip():
             raise ValidationError("a promise needs its terms: what exactly was promised")
+        self._check_claimed(ctx)
         due_at = require_utc(due_at, "due date")
         if due_at <= ctx.occurred_at:
             raise ValidationError(
@@ -639,7 +655,7 @@ class Case(Aggregate):
             written = confirmation_channel or self.written_channel()
             confirmation_id = self._next("W")
             text = writer.record("written_confirmation", {
-                "reference": self.reference, "issued_at": ctx.occurred_at, "confirmation_id": confirmation_id,
+                "reference": self.reference, "issued_at": ctx.recorded_at, "confirmation_id": confirmation_id,
                 "promise_id": promise_id, "promise_kind": kind.strip().lower(), "terms": terms.strip(),
                 "agreed_at": ctx.occurred_at, "agreed_channel": ctx.channel.value, "agreed_by": ctx.actor.id,
                 "due_at": due_at, "channel": written.value,
@@ -820,12 +836,16 @@ class Case(Aggregate):
     def escalate_to_human(
         self, *, ctx: Context, bot_id: str, waiting_since: datetime, to_team: str | None, reason: str
     ) -> int:
-        """A chatbot hands the customer to a human; records how long the customer has waited."""
-        waiting_since = require_utc(waiting_since, "waiting since")
-        if waiting_since > ctx.occurred_at:
-            raise ValidationError("waiting since is after the escalation itself")
+        """A chatbot hands the customer to a human; records how long the customer has waited.
+
+        The wait runs from ``waiting_since`` (claimed, so bounded) to the ledger's now.
+        """
+        chatbot = [c.received_at for c in self.contacts.values() if c.channel == Channel.CHATBOT.value]
+        start = After(min(chatbot), "the case's first chatbot contact") if chatbot else After(
+            self.opened_at, "its case was opened")
+        waiting_since = check_claim("waiting_since", waiting_since, now=ctx.recorded_at, after=[start])
         reason = _require_reason(reason, "an escalation")
-        wait = int((ctx.occurred_at - waiting_since).total_seconds())
+        wait = max(0, int((ctx.recorded_at - waiting_since).total_seconds()))
         self.trigger_event(
             Case.EscalatedToHuman,
             bot_id=bot_id,
@@ -929,22 +949,26 @@ class Case(Aggregate):
             raise ValidationError(f"{message_id} is an inbound contact; delivery reports are for our messages")
         if message.delivered_at is not None:
             raise RuleViolation(f"{message_id} was already reported delivered at {message.delivered_at.isoformat()}")
+        delivered_at = check_claim("delivered_at", delivered_at, now=ctx.recorded_at,
+                                   after=[After(self.recorded.get(message_id), f"{message_id} was issued")])
         self.trigger_event(
             Case.MessageDelivered,
             message_id=message_id,
-            delivered_at=require_utc(delivered_at, "delivered at"),
+            delivered_at=delivered_at,
             **self._envelope(ctx),
         )
 
     def record_read(self, *, ctx: Context, message_id: str, read_at: datetime) -> None:
         """The customer read one of our messages, or an agent read one of the customer's."""
         self._message(message_id)
+        read_at = check_claim("read_at", read_at, now=ctx.recorded_at,
+                              after=[After(self.recorded.get(message_id), f"{message_id} was issued")])
         self.trigger_event(
             Case.MessageRead,
             message_id=message_id,
             reader_kind=ctx.actor.kind.value,
             reader_id=ctx.actor.id,
-            read_at=require_utc(read_at, "read at"),
+            read_at=read_at,
             **self._envelope(ctx),
         )
 
@@ -989,6 +1013,11 @@ class Case(Aggregate):
         }
 
     # -- guards ------------------------------------------------------------------------------------------
+
+    def _check_claimed(self, ctx: Context, *bounds: After) -> None:
+        """The command's claimed ``occurred_at`` may not precede its case (nor ``bounds``)."""
+        check_claim("occurred_at", ctx.occurred_at, now=ctx.recorded_at,
+                    after=[After(self.opened_at, "its case was opened"), *bounds])
 
     def _require_active(self, what: str) -> None:
         if self.status in Status.FINAL:

@@ -20,16 +20,24 @@ from caseledger.ledger.domain.values import Actor, Channel, require_utc
 
 @dataclass(frozen=True, kw_only=True)
 class Context:
-    """Who is acting, when it happened on the channel, and what it follows from."""
+    """Who is acting, when it happened on the channel, when the ledger records it, and what it follows from.
+
+    ``recorded_at`` is the ledger's clock (every event's ``timestamp``); ``occurred_at`` is when it
+    happened as the client claims it, bounded by :mod:`~caseledger.ledger.domain.claimed_times`, and
+    the same instant when nobody claimed one. Left out, ``recorded_at`` is ``occurred_at``.
+    """
 
     actor: Actor
     occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    recorded_at: datetime = None  # type: ignore[assignment]  # None: occurred_at
     channel: Channel | None = None
     correlation_id: UUID | None = None
     causation_id: UUID | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "occurred_at", require_utc(self.occurred_at, "occurred_at"))
+        recorded = self.recorded_at if self.recorded_at is not None else self.occurred_at
+        object.__setattr__(self, "recorded_at", require_utc(recorded, "recorded_at"))
         if self.channel is not None:
             object.__setattr__(self, "channel", Channel.parse(self.channel))
 
@@ -37,9 +45,10 @@ class Context:
 class LedgerEvent(Aggregate.Event):
     """The envelope every event of the ledger carries (its Avro ``Envelope``).
 
-    ``timestamp`` is when the ledger recorded the event, ``occurred_at`` when it happened on
-    the channel. ``previous_hash`` chains the event to the one before it in its aggregate; the
-    store fills it in when it encodes the event.
+    ``timestamp`` is when the ledger recorded the event, on the ledger's clock (the context's
+    ``recorded_at``), ``occurred_at`` when it happened on the channel, as claimed. ``previous_hash``
+    chains the event to the one before it in its aggregate; the store fills it in when it encodes
+    the event.
     """
 
     event_id: UUID
@@ -70,6 +79,7 @@ def envelope(
     """The envelope fields of a new event, from the command's context."""
     chosen = channel or ctx.channel
     return {
+        "timestamp": ctx.recorded_at,
         "event_id": uuid4(),
         "customer_id": customer_id,
         "occurred_at": ctx.occurred_at,

@@ -31,6 +31,7 @@ class Authentication(StrEnum):
     OIDC = "oidc"  # a JWT from the configured identity provider, checked against its JWKS
     ADAPTER_SIGNATURE = "adapter-signature"  # an intake record signed with a registered adapter key
     NONE = "none"  # the embedded CLI on a local file, or recorded before principals existed
+    SIMULATED_CLOCK = "simulated-clock"  # the embedded CLI under --now, or the demo: an operator chose the clock
 
 
 class Operation(StrEnum):

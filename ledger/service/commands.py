@@ -13,12 +13,12 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.delivery_reports import Reporter
 from caseledger.ledger.describe import plain
-from caseledger.ledger.domain.permissions import Operation
+from caseledger.ledger.domain.permissions import Operation, Role, allowed
 from caseledger.ledger.domain.values import Actor, ActorKind, Attachment, Channel, ContactDraft, Identity
 from caseledger.ledger.principals import Principal, PrincipalRegistry
 from caseledger.ledger.service.api import ServiceState, principal_for, problem_response
@@ -31,6 +31,13 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def claimed(what: str, *, required: bool = False) -> Any:
+    """A time the client claims: kept as said, bounded, never what a deadline or a figure reads (docs/api.md)."""
+    return Field(default=... if required else None, description=(
+        f"{what}, as the client claims it; within the ledger's bounds (docs/api.md, Times), else 400. "
+        "Deadlines and figures use the ledger's own time of recording."))
 
 
 class AttachmentIn(Body):
@@ -53,7 +60,7 @@ class ContactIn(Body):
     category: str | None = None
     customer_id: str | None = None
     segment: str | None = None
-    occurred_at: AwareDatetime | None = None
+    occurred_at: AwareDatetime | None = claimed("When the customer sent it")
     metadata: dict[str, str] = Field(default_factory=dict)
     attachments: list[AttachmentIn] = Field(default_factory=list)
 
@@ -62,7 +69,7 @@ class RespondIn(Body):
     body: str
     answers: list[str] = Field(default_factory=list)
     channel: str | None = None
-    occurred_at: AwareDatetime | None = None
+    occurred_at: AwareDatetime | None = claimed("When the response was given")
 
 
 class ReasonIn(Body):
@@ -88,7 +95,7 @@ class PromiseIn(Body):
     terms: str
     due_at: AwareDatetime
     confirmation_channel: str | None = None
-    occurred_at: AwareDatetime | None = None
+    occurred_at: AwareDatetime | None = claimed("When the promise was made")
 
 
 class KeepIn(Body):
@@ -108,7 +115,7 @@ class HandoffIn(Body):
 
 class EscalateIn(Body):
     bot_id: str
-    waiting_since: AwareDatetime
+    waiting_since: AwareDatetime = claimed("Since when the customer waits for a human", required=True)
     to_team: str | None = None
     reason: str
 
@@ -129,15 +136,25 @@ class ExecutedIn(Body):
 
 
 class DeliveredIn(Body):
-    delivered_at: AwareDatetime
+    delivered_at: AwareDatetime = claimed("When the channel delivered the message", required=True)
 
 
 class ReadIn(Body):
-    read_at: AwareDatetime | None = None
+    read_at: AwareDatetime | None = claimed("When the message was read")
 
 
 class TickIn(Body):
-    now: AwareDatetime | None = None
+    """Nothing to say: tick runs on the ledger's clock."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_now(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "now" in data:
+            raise ValueError(
+                "now is not accepted: tick runs on the ledger's clock, which no caller chooses; send {} "
+                "(a simulated clock is the embedded CLI's --now, on a local file)"
+            )
+        return data
 
 
 class LocaleIn(Body):
@@ -317,13 +334,18 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
     @app.post("/v1/tick", tags=["commands"], openapi_extra={"x-operation": O.TICK.value})
     def tick(request: Request, body: TickIn, principal: Principal = principal_for(O.TICK),
              idempotency_key: IdempotencyKey = None) -> Any:
-        """Record every deadline past due, once."""
+        """Record every deadline past due, once, on the ledger's clock; apply retention if the caller may erase."""
+        # Retention erases customers: through tick too, only a role that may erase them runs it.
+        skipped = None if allowed(principal.role, O.CUSTOMER_ERASE) else (
+            f"role {principal.role.value} may not {O.CUSTOMER_ERASE.value}, so this tick erased nobody; "
+            f"retention runs when a {' or '.join(r.value for r in Role if allowed(r, O.CUSTOMER_ERASE))} ticks")
+
         def execute(ledger: CaseLedger) -> tuple[int, Any]:
-            report = ledger.tick(body.now)
+            report = ledger.tick(actor=principal.actor(), skip_retention=skipped)
             r = report.retention
             return 200, {"now": report.now, "cases_checked": report.cases_checked, "missed": report.missed,
                          "total": report.total, "erased": r.erased, "held": r.held,
-                         "erased_rejection_months": r.rejection_months}
+                         "erased_rejection_months": r.rejection_months, "retention_skipped": report.retention_skipped}
 
         return write(request, principal, idempotency_key, body, execute)
 
