@@ -133,7 +133,7 @@ def audit_verify(
     s = session(ctx)
     if s.api:
         local = {"--since": since, "--until": until, "--kafka": kafka, "--seal": seal, "--checkpoint": checkpoint,
-                 "--key": key, "--unauthenticated": unauthenticated or None}
+                 "--key": key, "--unauthenticated": unauthenticated or None, "--simulated-clock": simulated_clock or None}
         return _verify_through_api(s, customer, as_json=as_json, refused=[k for k, v in local.items() if v])
     held = HeldCheckpoint(_read_note(checkpoint), _verifier_key(key)) if checkpoint is not None else None
     settings = _kafka_settings(kafka)
@@ -187,6 +187,7 @@ def _verify_through_api(s: Any, customer: str | None, *, as_json: bool, refused:
                              counts=Counter(answer["counts"]))
         print_report(s.out, report)
         s.say(f"events recorded without authentication: {answer['unauthenticated_events']:,}")
+        s.say(f"events recorded on a simulated clock: {answer['simulated_clock_events']:,}")
     if not answer["ok"]:
         raise typer.Exit(EXIT_DISCREPANCIES)
 

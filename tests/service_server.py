@@ -162,3 +162,19 @@ def running_service(where: Path) -> Iterator[Running]:
     finally:
         stop_service(service)
         idp.stop()
+
+
+def add_adapter_key(service: Service, name: str, channels: list[str]) -> None:
+    """Register an adapter key (public half only) so that adapter principal NAME reports for ``channels``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from caseledger.ledger.signing import AdapterKeys
+
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw,
+                                                                 serialization.PublicFormat.Raw)
+    ledger = service.ledger()
+    try:
+        AdapterKeys(ledger.principal_store).add(name, channels, public_key=raw)
+    finally:
+        ledger.close()

@@ -35,14 +35,15 @@ def test_intake_records_dated_out_of_bounds_are_rejected_naming_the_field(
     """Before: a contact dated year 0001 and a delivery dated 1990 from the intake topic were recorded."""
     ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "intake.sqlite")))
     try:
-        ref = ledger.record_contact(contact(0)).reference
+        first = ledger.record_contact(contact(0))
+        ref = first.reference
         now = datetime.now(UTC)
         with KafkaIntakeClient(kafka, adapter="mail-1") as client:
             client.submit(contact(1, occurred_at=datetime(1, 1, 1, tzinfo=UTC)))
             client.submit(contact(2, occurred_at=datetime(2999, 1, 1, tzinfo=UTC)))
             client.submit(DeliveryReport(case_reference=ref, message_id="ACK1",
                                          delivered_at=datetime(1990, 1, 1, tzinfo=UTC)))
-            client.submit(ReadReceipt(case_reference=ref, message_id="ACK1", reader=Actor.parse("customer:c1"),
+            client.submit(ReadReceipt(case_reference=ref, message_id="ACK1", reader=Actor.parse(f"customer:{first.customer_id}"),
                                       read_at=now + timedelta(days=1)))
             client.submit(contact(3, occurred_at=now - timedelta(days=2)))  # within the bounds
         worker = KafkaIntakeWorker(ledger, kafka)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caseledger.ledger.domain.permissions import PERMISSIONS, Operation, Role, allowed
 from caseledger.ledger.domain.values import Channel
-from tests.service_server import Running, Service, running_service
+from tests.service_server import Running, Service, add_adapter_key, running_service
 
 O = Operation  # noqa: E741
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     for running in running_service(tmp_path_factory.mktemp("service")):
         # adapter-1 reports deliveries and reads for the channels of its adapter key (ledger.delivery_reports).
-        _add_adapter_key(running.service, "adapter-1", [c.value for c in Channel])
+        add_adapter_key(running.service, "adapter-1", [c.value for c in Channel])
         yield running
 
 
@@ -487,28 +487,13 @@ def test_a_supervisor_erases_a_customer_through_the_api_and_an_agent_may_not(ser
 # -- delivery and read reports over HTTP (ledger.delivery_reports) -------------------------------------------------------
 
 
-def _add_adapter_key(service: Service, name: str, channels: list[str]) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from caseledger.ledger.signing import AdapterKeys
-
-    raw = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw,
-                                                                 serialization.PublicFormat.Raw)
-    ledger = service.ledger()
-    try:
-        AdapterKeys(ledger.principal_store).add(name, channels, public_key=raw)
-    finally:
-        ledger.close()
-
-
 def _register_adapter(service: Service, channels: list[str]) -> str:
     """An adapter principal and an adapter key of the same name for ``channels``; returns its token."""
     name = f"gw-{uuid.uuid4().hex[:8]}"
     with service.client(Role.ADMIN) as admin:
         token = admin.post("/v1/principals", json={"name": name, "role": "adapter"}).json()["token"]
     if channels:
-        _add_adapter_key(service, name, channels)
+        add_adapter_key(service, name, channels)
     return str(token)
 
 

@@ -16,17 +16,26 @@ import pytest
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Role
 from caseledger.ledger.domain.policy import ResponsePolicy
-from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
+from caseledger.ledger.domain.values import Actor, Channel, ContactDraft, Identity
 from caseledger.ledger.settings import LedgerSettings
 from tests.conftest import FakeClock
-from tests.service_server import Running, Service, running_service, start_service, stop_service
+from tests.service_server import (
+    Running,
+    Service,
+    add_adapter_key,
+    running_service,
+    start_service,
+    stop_service,
+)
 
 FUTURE = "2099-01-01T00:00:00Z"
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    yield from running_service(tmp_path_factory.mktemp("clock"))
+    for running in running_service(tmp_path_factory.mktemp("clock")):
+        add_adapter_key(running.service, "adapter-1", [c.value for c in Channel])  # it reports deliveries
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -302,13 +302,15 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
 
     @app.get("/v1/audit/verify", tags=["audit"], openapi_extra={"x-operation": O.AUDIT_VERIFY.value})
     def audit_verify(customer: str | None = None, _p: Principal = principal_for(O.AUDIT_VERIFY)) -> Any:
-        """The audit's report: nothing lost, altered or reordered; the events recorded without authentication."""
+        """The audit's report: nothing lost, altered or reordered; the events recorded without authentication or on a
+        simulated clock."""
         from caseledger.ledger.audit import verify
         from caseledger.ledger.audit.actors import UnauthenticatedEvents
 
         unauthenticated = UnauthenticatedEvents(state.ledger().codec)
         report = verify(state.ledger(), customer=customer, collect=unauthenticated)
-        return plain({**report.as_dict(), "ok": report.ok, "unauthenticated_events": unauthenticated.count})
+        return plain({**report.as_dict(), "ok": report.ok, "unauthenticated_events": unauthenticated.count,
+                      "simulated_clock_events": unauthenticated.simulated})
 
     @app.get("/v1/intake/collisions", tags=["audit"], openapi_extra={"x-operation": O.INTAKE_KEPT_READ.value})
     def intake_collisions(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:
