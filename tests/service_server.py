@@ -100,8 +100,46 @@ class Service:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def connect(self, *, timeout: float = 10) -> socket.socket:
+        """A raw TCP connection to the server (for what an HTTP client would not send)."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    def rss_bytes(self) -> int:
+        """The server process's resident memory (Linux)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc/PID/status")
+
     def ledger(self) -> CaseLedger:
         return CaseLedger(LedgerSettings.resolve(database=self.database))
+
+
+def read_response(connection: socket.socket, *, timeout: float = 10) -> bytes:
+    """What the server sent on a raw connection until it closed it, or until ``timeout`` passed."""
+    connection.settimeout(timeout)
+    received = b""
+    try:
+        while chunk := connection.recv(65536):
+            received += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return received
+
+
+def is_closed(connection: socket.socket, *, within: float) -> bool:
+    """Whether the server closes ``connection`` within ``within`` seconds (having sent nothing more)."""
+    connection.settimeout(within)
+    try:
+        return connection.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
 
 
 def start_service(where: Path, *, database: str | None = None, env: dict[str, str] | None = None,
