@@ -13,12 +13,21 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.describe import plain
 from caseledger.ledger.domain.permissions import Operation
-from caseledger.ledger.domain.values import Actor, ActorKind, Attachment, Channel, ContactDraft, Identity
+from caseledger.ledger.domain.values import (
+    MAX_ATTACHMENT_BYTES,
+    Actor,
+    ActorKind,
+    Attachment,
+    Channel,
+    ContactDraft,
+    Identity,
+    check_text,
+)
 from caseledger.ledger.principals import Principal, PrincipalRegistry
 from caseledger.ledger.service.api import ServiceState, principal_for, problem_response
 from caseledger.ledger.service.idempotency import request_digest
@@ -31,11 +40,30 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        """No lone surrogate anywhere (a JSON ``\\ud800`` escape): no event could hold it."""
+        _refuse_surrogates(data)
+        return data
+
+
+def _refuse_surrogates(value: Any) -> None:
+    if isinstance(value, str):
+        check_text(value, "a text field")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_surrogates(key)
+            _refuse_surrogates(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_surrogates(item)
+
 
 class AttachmentIn(Body):
     ref: str
     sha256: str
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_ATTACHMENT_BYTES, description="bytes, at most 2^63-1 (an Avro long)")
     media_type: str
     filename: str | None = None
 

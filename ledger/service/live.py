@@ -240,7 +240,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
     async def case_events(
         request: Request, reference: str, authorization: Annotated[str | None, Header()] = None,
         token: Annotated[str | None, Cookie(alias=COOKIE)] = None,
-        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
     ) -> StreamingResponse:
         """Server-sent events: ``case`` with the page's case section each time the case changes."""
         await asyncio.to_thread(principal, authorization, token)
