@@ -41,19 +41,31 @@ class IdentityProvider:
     key: Any = field(default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048))
     kid: str = "test-key-1"
     url: str = ""
+    # What the provider does, changed by tests: more keys, drop its own key, fail, hang.
+    extra_keys: list[dict[str, Any]] = field(default_factory=list)
+    serves_own_key: bool = True
+    status: int = 200
+    hang: threading.Event | None = None  # set: answers only once it is cleared (or after 60 s)
+    fetches: int = 0
     _server: ThreadingHTTPServer | None = None
 
     def jwks(self) -> dict[str, Any]:
         public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        return {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
+        own = [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}] if self.serves_own_key else []
+        return {"keys": own + self.extra_keys}
 
     def start(self) -> IdentityProvider:
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                provider.fetches += 1
+                if provider.hang is not None:
+                    deadline = time.monotonic() + 60
+                    while provider.hang is not None and provider.hang.is_set() and time.monotonic() < deadline:
+                        time.sleep(0.05)
                 body = json.dumps(provider.jwks()).encode()
-                self.send_response(200)
+                self.send_response(provider.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
