@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -185,6 +186,30 @@ def start_service(where: Path, *, database: str | None = None, env: dict[str, st
             raise RuntimeError(f"caseledger serve did not start:\n{log_path.read_text()}")
         time.sleep(0.1)
     return Service(url=url, database=database, tokens=tokens, process=process, log_path=log_path)
+
+
+@contextmanager
+def serve_in_thread(state: Any) -> Iterator[str]:
+    """The app of ``state`` on uvicorn in a thread of this process (for tests that look inside it); its URL."""
+    import uvicorn
+
+    from caseledger.ledger.service.api import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start in its thread")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def stop_service(service: Service) -> None:
