@@ -137,6 +137,19 @@ def sign_in(url: str, token: str, *, next_path: str = "/cases/x") -> httpx.Clien
 
 def test_the_session_cookie_is_not_the_token_and_dies_with_the_principal(service: Service) -> None:
     """Finding: the login cookie was the raw bearer token."""
+    session_dies_with_its_principal(service)
+
+
+@pytest.mark.postgres
+def test_sessions_and_streams_on_postgresql(tmp_path: Path, postgres: Any) -> None:
+    running = start_service(tmp_path, database=postgres.new_database())
+    try:
+        session_dies_with_its_principal(running)
+    finally:
+        stop_service(running)
+
+
+def session_dies_with_its_principal(service: Service) -> None:
     admin, agent = service.tokens[Role.ADMIN], service.tokens[Role.AGENT]
     name = f"temp-{uuid.uuid4().hex[:8]}"
     token = httpx.post(f"{service.url}/v1/principals", json={"name": name, "role": "agent"},

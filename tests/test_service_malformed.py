@@ -7,6 +7,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -217,12 +218,28 @@ def _requests(draw: Any, schema: dict[str, Any], ref: str, tokens: dict[Role, st
 
 
 def test_no_route_answers_5xx_to_arbitrary_input(service: Service, ref: str) -> None:
+    drive_every_route(service, ref, examples=500)
+
+
+@pytest.mark.postgres
+def test_no_route_answers_5xx_to_arbitrary_input_on_postgresql(tmp_path: Path, postgres: Any) -> None:
+    running = start_service(tmp_path, database=postgres.new_database())
+    try:
+        body = {"channel": "email", "channel_message_id": "m-pg", "from": "email:jane@example.com", "items": ["Why?"]}
+        with running.client(Role.AGENT) as agent:
+            ref = agent.post("/v1/contacts", json=body).json()["reference"]
+        drive_every_route(running, ref, examples=150)
+    finally:
+        stop_service(running)
+
+
+def drive_every_route(service: Service, ref: str, *, examples: int) -> None:
     with service.client(Role.ADMIN) as admin:
         schema = admin.get("/openapi.json").json()
     assert len(_routes(schema)) > 40
     seen: dict[int, int] = {}
 
-    @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(request=_requests(schema, ref, service.tokens))
     def drive(request: dict[str, Any]) -> None:
         content = json.dumps(request["body"], ensure_ascii=True) if request["body"] is not None else None
