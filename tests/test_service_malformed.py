@@ -256,3 +256,19 @@ def drive_every_route(service: Service, ref: str, *, examples: int) -> None:
     drive()
     print(sorted(seen.items()))
     assert "Traceback" not in service.log()
+
+
+def test_an_intake_record_carrying_a_surrogate_is_refused_with_a_reason() -> None:
+    """The Kafka intake refuses such text too: the bytes of an encoded surrogate are not UTF-8 (the worker
+    records the refusal as an IntakeRejected with this reason), and a draft carrying one is never built."""
+    from caseledger.ledger.errors import SchemaError
+    from caseledger.ledger.intake import IntakeCodec
+
+    codec = IntakeCodec()
+    draft = ContactDraft(channel="email", channel_message_id="m-1", identity=Identity.parse("email:a@b.example"),
+                         items=("Why?",), subject="QQQ")
+    data = codec.encode(draft, adapter="mail-1")
+    forged = data.replace(b"QQQ", "\ud800".encode("utf-8", "surrogatepass"))  # the same length: still Avro
+    with pytest.raises((SchemaError, ValidationError)) as refused:
+        codec.decode(forged)
+    assert str(refused.value)
