@@ -189,7 +189,7 @@ def start_service(where: Path, *, database: str | None = None, env: dict[str, st
 
 
 @contextmanager
-def serve_in_thread(state: Any) -> Iterator[str]:
+def serve_in_thread(state: Any, *, http: str = "auto") -> Iterator[str]:
     """The app of ``state`` on uvicorn in a thread of this process (for tests that look inside it); its URL."""
     import uvicorn
 
@@ -197,7 +197,7 @@ def serve_in_thread(state: Any) -> Iterator[str]:
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
+                                           access_log=False, http=http, limit_concurrency=None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -9,17 +9,28 @@ from __future__ import annotations
 import contextlib
 import re
 import select
+import socket
 import time
 import uuid
 from collections.abc import Iterator
 from email.message import Message
+from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
 import pytest
 
 from caseledger.ledger.domain.permissions import Role
-from tests.service_server import Service, is_closed, read_response, start_service, stop_service
+from caseledger.ledger.service.api import ServiceState
+from caseledger.ledger.settings import LedgerSettings
+from tests.service_server import (
+    Service,
+    is_closed,
+    read_response,
+    serve_in_thread,
+    start_service,
+    stop_service,
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +111,28 @@ def test_idle_connections_make_room_for_work_when_the_cap_is_reached(strict: Ser
     finally:
         for connection in idle:
             connection.close()
+
+
+@pytest.mark.parametrize("protocol", ["GuardedH11Protocol", "GuardedHttpToolsProtocol"])
+def test_both_http_protocols_keep_the_header_deadline_and_evict_idle_connections(
+        protocol: str, tmp_path: Path) -> None:
+    """uvicorn[standard] selects httptools; without it, h11: the same rules hold on both."""
+    from caseledger.ledger.service import connections
+
+    connections.configure(connections.ConnectionLimits(header_timeout_s=0.5, max_connections=20))
+    try:
+        state = ServiceState(LedgerSettings.resolve(database=str(tmp_path / "l.sqlite")))
+        with serve_in_thread(state, http=f"caseledger.ledger.service.connections:{protocol}") as url:
+            host, port = url.removeprefix("http://").split(":")
+            silent = socket.create_connection((host, int(port)))
+            assert is_closed(silent, within=3)
+            idle = [socket.create_connection((host, int(port))) for _ in range(30)]
+            assert httpx.get(f"{url}/healthz").status_code == 200
+            assert sum(is_closed(c, within=0.1) for c in idle[:10]) >= 8
+            for connection in idle:
+                connection.close()
+    finally:
+        connections.configure(connections.ConnectionLimits())
 
 
 # -- bodies ----------------------------------------------------------------------------------------------------
