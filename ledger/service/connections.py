@@ -101,7 +101,7 @@ class _Deadlines:
             self.transport.close()
 
 
-class GuardedH11Protocol(_Deadlines, H11Protocol):
+class GuardedH11Protocol(_Deadlines, H11Protocol):  # type: ignore[misc]  # uvicorn narrows the transport too
     """uvicorn's h11 protocol with the header deadline and idle eviction."""
 
 

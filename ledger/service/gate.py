@@ -126,7 +126,7 @@ class _Exchange:
             self.counted = True
         loop = asyncio.get_running_loop()
         self._start = loop.create_future()
-        task = loop.create_task(gate.app(scope, self.receive, self.send))
+        task: asyncio.Task[None] = loop.create_task(_invoke(gate.app, scope, self.receive, self.send))
         task.add_done_callback(self._responded)
         try:
             await asyncio.wait([self._start], timeout=gate.request_timeout_s)
@@ -201,6 +201,10 @@ class _Exchange:
         self._responded()
         await self._send({"type": "http.response.start", "status": status, "headers": _secured(headers)})
         await self._send({"type": "http.response.body", "body": body})
+
+
+async def _invoke(app: App, scope: Scope, receive: Receive, send: Send) -> None:
+    await app(scope, receive, send)
 
 
 def _secured(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
