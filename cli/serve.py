@@ -27,6 +27,11 @@ def serve(
                                            "503 (a write may still complete: retry with its Idempotency-Key).")] = 30,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="uvicorn worker processes (one "
                                          "per core is a good start).")] = 1,
+    header_timeout: Annotated[float, typer.Option("--header-timeout", min=0.1, help="Seconds a connection has to "
+                                                  "send a request's headers (after opening, or after its last "
+                                                  "response); then it is closed.")] = 10,
+    max_connections: Annotated[int, typer.Option("--max-connections", min=1, help="Open connections per worker "
+                                                 "process; beyond, the longest-idle one is closed.")] = 4096,
     views: ViewsOpt = None,
 ) -> None:
     """Serve the HTTP API: every command and read, behind bearer tokens and the role matrix (docs/api.md).
@@ -53,5 +58,6 @@ def serve(
     settings = LedgerSettings.resolve(database=s.database, policy=s.policy)
     run(settings, ServerSettings(host=host, port=port, tls_certfile=tls_cert, tls_keyfile=tls_key,
                                  max_body_bytes=max_body, request_timeout_s=timeout, views=views,
-                                 workers=workers),
+                                 workers=workers, header_timeout_s=header_timeout,
+                                 max_connections=max_connections),
         oidc=OidcSettings.resolve())

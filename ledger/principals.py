@@ -18,9 +18,10 @@ import hmac
 import os
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from caseledger.ledger.domain.permissions import (
@@ -34,6 +35,9 @@ from caseledger.ledger.domain.permissions import (
 from caseledger.ledger.domain.values import Actor
 from caseledger.ledger.errors import AuthenticationError, ConfigurationError, ValidationError
 from caseledger.ledger.store.principals import PrincipalRecorder, PrincipalRow
+
+if TYPE_CHECKING:
+    from caseledger.ledger.jwks import JwksKeys
 
 __all__ = [
     "Authenticator",
@@ -187,7 +191,18 @@ class Authenticator:
     def __init__(self, store: PrincipalRecorder, *, oidc: OidcSettings | None = None) -> None:
         self.store = store
         self.oidc = oidc
-        self._jwks: Any = None
+        self._jwks: JwksKeys | None = None
+        self._jwks_lock = threading.Lock()
+
+    def _jwks_keys(self) -> JwksKeys:
+        """The identity provider's keys (ledger.jwks: expiring, rate-limited, never waited on by many)."""
+        with self._jwks_lock:
+            if self._jwks is None:
+                from caseledger.ledger.jwks import JwksKeys
+
+                assert self.oidc is not None
+                self._jwks = JwksKeys(self.oidc.jwks_url)
+            return self._jwks
 
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -221,18 +236,14 @@ class Authenticator:
         import jwt
 
         try:
-            if self._jwks is None:
-                self._jwks = jwt.PyJWKClient(oidc.jwks_url, cache_keys=True, lifespan=300, timeout=10)
-            key = self._jwks.get_signing_key_from_jwt(token)
+            key, algorithm = self._jwks_keys().signing_key(token, algorithms=oidc.algorithms)
             claims = jwt.decode(
-                token, key.key, algorithms=list(oidc.algorithms), audience=oidc.audience, issuer=oidc.issuer,
+                token, key, algorithms=[algorithm], audience=oidc.audience, issuer=oidc.issuer,
                 leeway=oidc.leeway_s, options={"require": ["exp", "iss", "aud", oidc.name_claim]},
             )
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("expired JWT: get a new one from the identity provider") from None
-        except jwt.PyJWKClientConnectionError:
-            raise AuthenticationError("the identity provider's JWKS cannot be fetched; try again later") from None
-        except (jwt.PyJWTError, ValueError) as error:
+        except (jwt.PyJWTError, ValueError, TypeError) as error:
             # PyJWT's messages name claims and keys, never the token itself.
             raise AuthenticationError(f"JWT refused: {error}") from None
         name = str(claims.get(oidc.name_claim, ""))

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,19 +42,31 @@ class IdentityProvider:
     key: Any = field(default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048))
     kid: str = "test-key-1"
     url: str = ""
+    # What the provider does, changed by tests: more keys, drop its own key, fail, hang.
+    extra_keys: list[dict[str, Any]] = field(default_factory=list)
+    serves_own_key: bool = True
+    status: int = 200
+    hang: threading.Event | None = None  # set: answers only once it is cleared (or after 60 s)
+    fetches: int = 0
     _server: ThreadingHTTPServer | None = None
 
     def jwks(self) -> dict[str, Any]:
         public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        return {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
+        own = [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}] if self.serves_own_key else []
+        return {"keys": own + self.extra_keys}
 
     def start(self) -> IdentityProvider:
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                provider.fetches += 1
+                if provider.hang is not None:
+                    deadline = time.monotonic() + 60
+                    while provider.hang is not None and provider.hang.is_set() and time.monotonic() < deadline:
+                        time.sleep(0.05)
                 body = json.dumps(provider.jwks()).encode()
-                self.send_response(200)
+                self.send_response(provider.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -100,8 +113,50 @@ class Service:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def connect(self, *, timeout: float = 10) -> socket.socket:
+        """A raw TCP connection to the server (for what an HTTP client would not send)."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    def rss_bytes(self) -> int:
+        """The server process's resident memory (Linux)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc/PID/status")
+
     def ledger(self) -> CaseLedger:
         return CaseLedger(LedgerSettings.resolve(database=self.database))
+
+
+def read_response(connection: socket.socket, *, timeout: float = 10) -> bytes:
+    """What the server sent on a raw connection until it closed it, or until ``timeout`` passed."""
+    connection.settimeout(timeout)
+    received = b""
+    try:
+        while chunk := connection.recv(65536):
+            received += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return received
+
+
+def is_closed(connection: socket.socket, *, within: float) -> bool:
+    """Whether the server closes ``connection`` within ``within`` seconds (whatever it still sends before)."""
+    deadline = time.monotonic() + within
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            connection.settimeout(left)
+            if connection.recv(65536) == b"":
+                return True
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return False
 
 
 def start_service(where: Path, *, database: str | None = None, env: dict[str, str] | None = None,
@@ -135,6 +190,30 @@ def start_service(where: Path, *, database: str | None = None, env: dict[str, st
             raise RuntimeError(f"caseledger serve did not start:\n{log_path.read_text()}")
         time.sleep(0.1)
     return Service(url=url, database=database, tokens=tokens, process=process, log_path=log_path)
+
+
+@contextmanager
+def serve_in_thread(state: Any, *, http: str = "auto") -> Iterator[str]:
+    """The app of ``state`` on uvicorn in a thread of this process (for tests that look inside it); its URL."""
+    import uvicorn
+
+    from caseledger.ledger.service.api import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False, http=http, limit_concurrency=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start in its thread")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def stop_service(service: Service) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import string
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -134,3 +135,29 @@ def _shared_ledger(factory: pytest.TempPathFactory, settings_cls: type) -> CaseL
         PrincipalRegistry(ledger.principal_store).add("someone", "agent")
         _LEDGERS["one"] = ledger
     return _LEDGERS["one"]
+
+
+def test_browser_sessions_are_kept_hashed_expire_and_end_with_their_principal(
+        make_ledger: Callable[..., CaseLedger]) -> None:
+    from caseledger.ledger.service.sessions import SESSION_TTL, Sessions
+
+    ledger = make_ledger()
+    registry = PrincipalRegistry(ledger.principal_store)
+    issued = registry.add("erin", "agent")
+    who = Authenticator(ledger.principal_store).authenticate(f"Bearer {issued.token}")
+    sessions = Sessions(ledger.principal_store)
+    now = datetime.now(UTC)
+    session, lifetime = sessions.open(who, token=issued.token, now=now)
+    assert session.startswith("cls_") and issued.token not in session and lifetime == SESSION_TTL.total_seconds()
+    assert sessions.principal(session, now=now).name == "erin"
+    assert session.encode() not in repr(ledger.principal_store.select_session(hashlib.sha256(session.encode()).digest()
+                                                                               )).encode()
+    with pytest.raises(AuthenticationError, match="ended"):
+        sessions.principal(session, now=now + SESSION_TTL + timedelta(seconds=1))
+    with pytest.raises(AuthenticationError):
+        sessions.principal("cls_" + "A" * 43, now=now)
+    other, _ = sessions.open(who, token=issued.token, now=now)
+    registry.revoke("erin")
+    for gone in (session, other):
+        with pytest.raises(AuthenticationError):
+            sessions.principal(gone, now=now)

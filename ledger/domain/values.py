@@ -18,6 +18,19 @@ from typing import Any
 from caseledger.ledger.domain.texts import check_time_zone
 from caseledger.ledger.errors import ValidationError
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_ATTACHMENT_BYTES = 2**63 - 1  # an Avro long
+
+
+def check_text(value: str | None, what: str) -> str | None:
+    """``value`` if it is text UTF-8 can carry; a ValidationError for a lone surrogate (``\\ud800``–``\\udfff``),
+    which a JSON ``\\u`` escape or an undecodable command-line byte can produce but no stored event can hold."""
+    if value is not None and _SURROGATE.search(value):
+        raise ValidationError(
+            f"{what} holds a lone surrogate (U+D800–U+DFFF), which is not text; send valid Unicode (UTF-8)"
+        )
+    return value
+
 
 class Channel(StrEnum):
     """Where a contact came from or a message went to."""
@@ -77,6 +90,7 @@ class Actor:
         object.__setattr__(self, "kind", _parse_enum(ActorKind, self.kind, "actor kind"))
         if not self.id or not self.id.strip():
             raise ValidationError("an actor needs an id (agent name, rule id, customer id …)")
+        check_text(self.id, "the actor id")
 
     @property
     def is_human(self) -> bool:
@@ -110,6 +124,7 @@ class Identity:
     value: str
 
     def __post_init__(self) -> None:
+        check_text(self.value, "the identity")
         kind = self.kind.strip().lower()
         if kind not in IDENTITY_KINDS:
             raise ValidationError(
@@ -167,6 +182,9 @@ class Attachment:
     filename: str | None = None
 
     def __post_init__(self) -> None:
+        for text, what in ((self.ref, "an attachment's ref"), (self.media_type, "an attachment's media type"),
+                           (self.filename, "an attachment's filename")):
+            check_text(text, what)
         if not self.ref.strip():
             raise ValidationError("an attachment needs a ref (where the file is stored)")
         if not _SHA256.match(self.sha256.lower()):
@@ -174,8 +192,10 @@ class Attachment:
                 f"attachment {self.ref!r}: sha256 must be 64 hex digits, got {self.sha256!r}"
             )
         object.__setattr__(self, "sha256", self.sha256.lower())
-        if self.size < 0:
-            raise ValidationError(f"attachment {self.ref!r}: size must be >= 0")
+        if not 0 <= self.size <= MAX_ATTACHMENT_BYTES:
+            raise ValidationError(
+                f"attachment {self.ref!r}: size must be 0 to 2^63-1 bytes (an Avro long), got {self.size}"
+            )
         if "/" not in self.media_type:
             raise ValidationError(
                 f"attachment {self.ref!r}: media type {self.media_type!r} is not like type/subtype"
@@ -217,6 +237,12 @@ class ContactDraft:
     time_zone: str | None = None  # the customer's IANA time zone, e.g. Europe/Paris
 
     def __post_init__(self) -> None:
+        for text, what in ((self.channel_message_id, "the channel message id"), (self.subject, "the subject"),
+                           (self.body, "the body"), (self.case_reference, "the case reference"),
+                           (self.category, "the category"), (self.customer_id, "the customer id"),
+                           (self.segment, "the segment"), *((i, "an item") for i in self.items),
+                           *((t, "the metadata") for kv in self.metadata.items() for t in kv)):
+            check_text(text, what)
         object.__setattr__(self, "channel", Channel.parse(self.channel))
         if self.locale is not None:
             object.__setattr__(self, "locale", check_locale(self.locale))

@@ -9,9 +9,9 @@ its own (a ledger's unit of work belongs to one thread).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import re
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,16 +20,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.describe import case_record, collision_record, plain, rejection_record
 from caseledger.ledger.domain.permissions import Operation
 from caseledger.ledger.errors import AuthenticationError, CaseLedgerError, ValidationError
 from caseledger.ledger.principals import Authenticator, OidcSettings, Principal
+from caseledger.ledger.service.gate import Gate
 from caseledger.ledger.service.idempotency import Idempotency
 from caseledger.ledger.service.problems import MEDIA_TYPE, problem, problem_for
 from caseledger.ledger.settings import LedgerSettings
@@ -41,6 +44,7 @@ O = Operation  # noqa: E741 -- short: every route names one
 
 MAX_BODY_BYTES = 1_048_576
 REQUEST_TIMEOUT_S = 30.0
+MAX_IN_FLIGHT = 512  # requests between their headers and their response's start, per server process
 # Worker threads running the (synchronous) routes, each with a ledger and connection of its own: more
 # than a few only adds ledger start-ups and lock contention on a small machine.
 THREADS = 8
@@ -59,6 +63,7 @@ class ServiceState:
     views: str | None = None
     max_body_bytes: int = MAX_BODY_BYTES
     request_timeout_s: float = REQUEST_TIMEOUT_S
+    max_in_flight: int = MAX_IN_FLIGHT
     threads: int = THREADS
     clock: Callable[[], datetime] | None = None
     _local: threading.local = field(default_factory=threading.local)
@@ -157,23 +162,18 @@ def create_app(state: ServiceState) -> FastAPI:
         return problem_response(problem(500, "internal", "Unexpected error", "an unexpected error; see the "
                                         "service log", exit_code=1))
 
-    @app.middleware("http")
-    async def limits(request: Request, call_next: Callable[[Request], Any]) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > state.max_body_bytes):
-            return problem_response(problem(413, "too-large", "Request too large", f"the body may be at most "
-                                            f"{state.max_body_bytes} bytes; send attachments by reference", exit_code=2))
-        if request.method in ("POST", "PUT", "PATCH", "DELETE") and length is None:
-            body = await request.body()  # chunked: read (bounded by the server's limits) and measure
-            if len(body) > state.max_body_bytes:
-                return problem_response(problem(413, "too-large", "Request too large", f"the body may be at "
-                                                f"most {state.max_body_bytes} bytes", exit_code=2))
-        try:
-            return await asyncio.wait_for(call_next(request), timeout=state.request_timeout_s)
-        except TimeoutError:
-            return problem_response(problem(503, "timeout", "Request timed out", f"no answer within "
-                                            f"{state.request_timeout_s:.0f} s; a write may still complete: retry it "
-                                            "with the same Idempotency-Key", exit_code=4))
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own refusals (no such route, method not allowed, a body it cannot parse), as problems.
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "invalid")
+        detail = {404: "no such route; the routes are listed in docs/api.md",
+                  405: "this route does not accept this method; docs/api.md lists the routes"}.get(
+            error.status_code, "the request could not be read; send a JSON body with Content-Type: application/json")
+        return problem_response(problem(error.status_code, slug, str(error.detail), detail, exit_code=2),
+                                dict(error.headers or {}))
+
+    app.add_middleware(Gate, max_body_bytes=state.max_body_bytes, request_timeout_s=state.request_timeout_s,
+                       max_in_flight=state.max_in_flight)
 
     from caseledger.ledger.service import commands, live
 
@@ -270,10 +270,11 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
             path = Path(where) / f"history.{format}"
             report = export_history(state.ledger(), customer, format, path)
             data = path.read_bytes()
-        return Response(data, media_type=media, headers={
-            "Content-Disposition": f'attachment; filename="{report.customer_id}.{format}"',
-            "X-Caseledger-Verified": "true" if report.verified else "false",
-        })
+        headers = {"Content-Disposition": attachment(f"{report.customer_id}.{format}"),
+                   "X-Caseledger-Verified": "true" if report.verified else "false"}
+        if format == "html":  # one self-contained file: its own inline style, nothing runs, nothing loads
+            headers["Content-Security-Policy"] = EXPORT_CSP
+        return Response(data, media_type=media, headers=headers)
 
     @app.get("/v1/overdue", tags=["deadlines"], openapi_extra={"x-operation": O.OVERDUE_READ.value})
     def overdue(kind: str | None = None, _p: Principal = principal_for(O.OVERDUE_READ)) -> Any:
@@ -321,6 +322,18 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
     def intake_rejections(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:
         """Intake records that could not be applied, with their reason and raw bytes."""
         return [rejection_record(e) for e in state.ledger().rejections()]
+
+
+EXPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; sandbox"
+_FILENAME_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def attachment(filename: str) -> str:
+    """``Content-Disposition`` for a download (RFC 6266): ``filename*`` in UTF-8, percent-encoded, and an
+    ASCII ``filename`` for old clients; neither can carry a quote, a CR/LF or any character outside its rules."""
+    fallback = _FILENAME_SAFE.sub("_", filename)[:200] or "download"
+    encoded = quote(filename.encode("utf-8", "replace"), safe="")[:600]
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
 
 def json_body(text: bytes) -> Any:

@@ -19,7 +19,16 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.delivery_reports import Reporter
 from caseledger.ledger.describe import plain
 from caseledger.ledger.domain.permissions import Operation, Role, allowed
-from caseledger.ledger.domain.values import Actor, ActorKind, Attachment, Channel, ContactDraft, Identity
+from caseledger.ledger.domain.values import (
+    MAX_ATTACHMENT_BYTES,
+    Actor,
+    ActorKind,
+    Attachment,
+    Channel,
+    ContactDraft,
+    Identity,
+    check_text,
+)
 from caseledger.ledger.principals import Principal, PrincipalRegistry
 from caseledger.ledger.service.api import ServiceState, principal_for, problem_response
 from caseledger.ledger.service.idempotency import request_digest
@@ -32,6 +41,25 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        """No lone surrogate anywhere (a JSON ``\\ud800`` escape): no event could hold it."""
+        _refuse_surrogates(data)
+        return data
+
+
+def _refuse_surrogates(value: Any) -> None:
+    if isinstance(value, str):
+        check_text(value, "a text field")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_surrogates(key)
+            _refuse_surrogates(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_surrogates(item)
+
 
 def claimed(what: str, *, required: bool = False) -> Any:
     """A time the client claims: kept as said, bounded, never what a deadline or a figure reads (docs/api.md)."""
@@ -43,7 +71,7 @@ def claimed(what: str, *, required: bool = False) -> Any:
 class AttachmentIn(Body):
     ref: str
     sha256: str
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_ATTACHMENT_BYTES, description="bytes, at most 2^63-1 (an Avro long)")
     media_type: str
     filename: str | None = None
 

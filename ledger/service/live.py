@@ -5,10 +5,12 @@ the last contact on every channel, the handoff brief — and ``/cases/REF/events
 section again whenever the case gets a new event (the server looks at the case's version every
 ``POLL_S``), so an e-mail sent during a call appears within a second.
 
-Same authentication as the API: ``Authorization: Bearer`` or, for a browser, the HttpOnly,
-SameSite=Strict cookie ``/login`` sets from a token (only these GET pages read it: no write accepts
-a cookie, so there is nothing to forge across sites). The role must may ``case.read``. Everything
-shown is HTML-escaped; the page runs only its own script (Content-Security-Policy).
+Same authentication as the API: ``Authorization: Bearer`` or, for a browser, the session cookie
+``/login`` sets after checking a token (:mod:`ledger.service.sessions`: a random session id, never
+the token; only these GET pages read it, no write accepts it). The role must may ``case.read``.
+Everything shown is HTML-escaped; the page runs only its own script (Content-Security-Policy).
+A stream re-authenticates its caller at each change and each heartbeat and ends once the principal
+is revoked; streams are capped and share one render per change (:mod:`ledger.service.feeds`).
 """
 
 from __future__ import annotations
@@ -16,22 +18,31 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Cookie, FastAPI, Form, Header, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from caseledger.ledger.describe import plain
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.permissions import Operation
-from caseledger.ledger.errors import AuthenticationError
+from caseledger.ledger.errors import AuthenticationError, PermissionDenied
 from caseledger.ledger.principals import Principal
+from caseledger.ledger.service.feeds import StreamLimit, Watcher
+from caseledger.ledger.service.problems import MEDIA_TYPE, problem
+from caseledger.ledger.service.sessions import (
+    LOGIN_COOKIE,
+    LOGIN_TTL_S,
+    SESSION_COOKIE,
+    Sessions,
+    check_login_origin,
+    new_login_nonce,
+)
 
-__all__ = ["COOKIE", "add_routes", "render_case"]
+__all__ = ["add_routes", "render_case"]
 
-COOKIE = "caseledger_token"
-POLL_S = 0.1
 SHOWN = 25  # the most recent contacts, items and deadlines the page lists (all of them: GET /v1/cases/REF)
 HEARTBEAT_S = 15.0
 _HEADERS = {
@@ -136,70 +147,38 @@ def _page(case: Case) -> str:
     )
 
 
-def _login_page(next_path: str, error: str = "") -> str:
+def _login_page(next_path: str, nonce: str, error: str = "") -> str:
     message = f'<p class="open">{_e(error)}</p>' if error else ""
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>caseledger · sign in</title>"
         "<link rel=stylesheet href=/live.css></head><body><h1>Sign in</h1>" + message +
         '<form method="post" action="/login"><label>Token <input name="token" type="password" '
         'autocomplete="off" required></label>'
-        f'<input type="hidden" name="next" value="{_e(next_path)}"><button type="submit">Open</button></form>'
+        f'<input type="hidden" name="next" value="{_e(next_path)}">'
+        f'<input type="hidden" name="csrf" value="{_e(nonce)}"><button type="submit">Open</button></form>'
         "</body></html>"
     )
 
 
-class Watcher:
-    """One poll of the store's notification log for all open pages: wakes the streams whose case changed."""
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-        self.position: int | None = None
-        self.waiting: dict[Any, set[asyncio.Event]] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def watch(self, case_id: Any) -> asyncio.Event:
-        event = asyncio.Event()
-        self.waiting.setdefault(case_id, set()).add(event)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        return event
-
-    def unwatch(self, case_id: Any, event: asyncio.Event) -> None:
-        events = self.waiting.get(case_id)
-        if events is not None:
-            events.discard(event)
-            if not events:
-                del self.waiting[case_id]
-
-    async def _run(self) -> None:
-        while self.waiting:
-            changed = await asyncio.to_thread(self._changed)
-            for case_id in changed:
-                for event in self.waiting.get(case_id, ()):
-                    event.set()
-            await asyncio.sleep(POLL_S)
-
-    def _changed(self) -> set[Any]:
-        recorder = self.state.ledger().recorder
-        if self.position is None:
-            self.position = recorder.max_notification_id() or 0
-            return set(self.waiting)  # look once at every case when (re)starting
-        changed: set[Any] = set()
-        while True:
-            batch = recorder.select_notifications(start=self.position + 1, limit=1000)
-            if not batch:
-                return changed
-            changed.update(n.originator_id for n in batch)
-            self.position = batch[-1].id
-
-
 def add_routes(app: FastAPI, state: Any) -> None:
-    watcher = Watcher(state)
-    def principal(authorization: str | None, cookie: str | None) -> Principal:
-        header = authorization or (f"Bearer {cookie}" if cookie else None)
-        found = state.authenticator().authenticate(header)
+    watcher = Watcher(state, lambda case: render_case(case))
+
+    def sessions() -> Sessions:
+        return Sessions(state.ledger().principal_store)
+
+    def principal(authorization: str | None, session: str | None) -> Principal:
+        if authorization is not None or session is None:
+            found = state.authenticator().authenticate(authorization)
+        else:
+            found = sessions().principal(session)
         found.require(Operation.CASE_READ)
         return found
+
+    def login_form_answer(next_path: str, *, error: str = "", status: int = 200) -> Response:
+        nonce = new_login_nonce()
+        answer = HTMLResponse(_login_page(next_path, nonce, error), status_code=status, headers=_HEADERS)
+        answer.set_cookie(LOGIN_COOKIE, nonce, max_age=LOGIN_TTL_S, httponly=True, samesite="strict", path="/login")
+        return answer
 
     @app.get("/live.js", include_in_schema=False)
     def live_js() -> Response:
@@ -210,80 +189,111 @@ def add_routes(app: FastAPI, state: Any) -> None:
         return Response(_STYLE, media_type="text/css", headers={"Cache-Control": "no-cache"})
 
     @app.get("/login", include_in_schema=False)
-    def login_form(next: str = "/") -> HTMLResponse:
-        return HTMLResponse(_login_page(_safe_next(next)), headers=_HEADERS)
+    def login_form(next: str = "/") -> Response:
+        return login_form_answer(_safe_next(next))
 
     @app.post("/login", include_in_schema=False)
-    def login(request: Request, token: Annotated[str, Form()], next: Annotated[str, Form()] = "/") -> Response:
+    def login(
+        request: Request, token: Annotated[str, Form(max_length=10_000)], next: Annotated[str, Form()] = "/",
+        csrf: Annotated[str, Form(max_length=100)] = "",
+        nonce: Annotated[str | None, Cookie(alias=LOGIN_COOKIE)] = None,
+        origin: Annotated[str | None, Header()] = None,
+        sec_fetch_site: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        here = f"{request.url.scheme}://{request.url.netloc}"
         try:
-            state.authenticator().authenticate(f"Bearer {token}")
-        except AuthenticationError as error:
-            return HTMLResponse(_login_page(_safe_next(next), str(error)), status_code=401, headers=_HEADERS)
+            check_login_origin(nonce_cookie=nonce, nonce_form=csrf, origin=origin, fetch_site=sec_fetch_site,
+                               own_origin=here)
+            found = state.authenticator().authenticate(f"Bearer {token}")
+            found.require(Operation.CASE_READ)
+        except (AuthenticationError, PermissionDenied) as error:
+            status = 401 if isinstance(error, AuthenticationError) else 403
+            return login_form_answer(_safe_next(next), error=str(error), status=status)
+        session, lifetime = sessions().open(found, token=token)
         answer = RedirectResponse(_safe_next(next), status_code=303, headers=_HEADERS)
-        answer.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https",
-                          path="/cases")
+        # Secure whenever the request came over HTTPS; over plain HTTP (loopback, tests) a browser would drop a
+        # Secure cookie: anywhere but loopback, serve TLS (docs/api.md).
+        answer.set_cookie(SESSION_COOKIE, session, max_age=lifetime, httponly=True, samesite="strict",
+                          secure=request.url.scheme == "https", path="/cases")
+        answer.delete_cookie(LOGIN_COOKIE, path="/login")
         return answer
 
     @app.get("/cases/{reference}", tags=["live"], response_class=HTMLResponse,
              openapi_extra={"x-operation": Operation.CASE_READ.value})
     def case_page(
-        request: Request, reference: str, authorization: Annotated[str | None, Header()] = None,
-        token: Annotated[str | None, Cookie(alias=COOKIE)] = None,
+        reference: str, authorization: Annotated[str | None, Header()] = None,
+        session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
     ) -> Response:
         """The live case page (HTML); sign in at /login when a browser has no token yet."""
-        if authorization is None and token is None:
-            return RedirectResponse(f"/login?next=/cases/{_e(reference)}", status_code=303, headers=_HEADERS)
-        principal(authorization, token)
+        if authorization is None and session is None:
+            return RedirectResponse("/login?next=" + quote(f"/cases/{reference}", safe="/"), status_code=303,
+                                    headers=_HEADERS)
+        principal(authorization, session)
         case = state.ledger().get_case(reference)
         return HTMLResponse(_page(case), headers=_HEADERS)
 
     @app.get("/cases/{reference}/events", tags=["live"], openapi_extra={"x-operation": Operation.CASE_READ.value})
     async def case_events(
-        request: Request, reference: str, authorization: Annotated[str | None, Header()] = None,
-        token: Annotated[str | None, Cookie(alias=COOKIE)] = None,
-        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    ) -> StreamingResponse:
-        """Server-sent events: ``case`` with the page's case section each time the case changes."""
-        await asyncio.to_thread(principal, authorization, token)
+        reference: str, authorization: Annotated[str | None, Header()] = None,
+        session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+    ) -> Response:
+        """Server-sent events: ``case`` with the page's case section each time the case changes.
+
+        At most 10 streams per principal (the next gets 429); a stream ends once its principal is revoked."""
+        caller = await asyncio.to_thread(principal, authorization, session)
         case = await asyncio.to_thread(lambda: state.ledger().get_case(reference))
         known = int(last_event_id) if last_event_id and last_event_id.isdigit() else -1
+        try:
+            feed, wake = watcher.open(caller.name, case)
+        except StreamLimit as error:
+            body = problem(error.status, "too-many-streams", "Too many live pages", str(error), exit_code=4)
+            return JSONResponse(body, status_code=error.status, media_type=MEDIA_TYPE, headers={"Retry-After": "5"})
+
+        async def allowed() -> bool:
+            try:
+                await asyncio.to_thread(principal, authorization, session)
+            except (AuthenticationError, PermissionDenied):
+                return False
+            return True
 
         async def stream() -> AsyncIterator[bytes]:
-            nonlocal case, known
-            changed = watcher.watch(case.id)
-            try:
-                while not await request.is_disconnected():
-                    if case.version != known:
-                        known = case.version
-                        data = await asyncio.to_thread(_event_data, case)
-                        yield f"id: {known}\nevent: case\ndata: {data}\n\n".encode()
-                    try:
-                        await asyncio.wait_for(changed.wait(), timeout=HEARTBEAT_S)
-                    except TimeoutError:
-                        yield b": keep-alive\n\n"
-                        continue
-                    changed.clear()
-                    case = await asyncio.to_thread(_refresh, state, reference, case)
-            finally:
-                watcher.unwatch(case.id, changed)
+            sent = known
+            while True:
+                if feed.version >= 0 and feed.version != sent:
+                    sent = feed.version
+                    yield feed.frame
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=HEARTBEAT_S)
+                except TimeoutError:
+                    if not await allowed():
+                        return
+                    yield b": keep-alive\n\n"
+                    continue
+                wake.clear()
+                if not await allowed():
+                    return
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return _Stream(stream(), lambda: watcher.close(caller.name, feed, wake))
 
 
-def _event_data(case: Case) -> str:
-    return json.dumps({"version": case.version, "html": render_case(case)})
+class _Stream(StreamingResponse):
+    """The event stream; its slot (the principal's count, the feed's waiter) is given back however it ends."""
 
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self._release = release
 
-def _refresh(state: Any, reference: str, case: Case) -> Case:
-    """The case as of now: only its events after the version shown are read."""
-    ledger = state.ledger()
-    stored = ledger.recorder.select_events_after([case.id], after={case.id: case.version}).get(case.id, [])
-    for stored_event in stored:  # the new events only, applied to the case as shown (no replay from the start)
-        case = ledger.mapper.to_domain_event(stored_event).mutate(case)
-    return case
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 def _safe_next(path: str) -> str:
-    """Only a path of this server (no open redirect)."""
-    return path if path.startswith("/cases/") and "//" not in path and "\\" not in path else "/"
+    """Only a case page of this server (no open redirect), percent-encoded (nothing can reach the header raw)."""
+    if not path.startswith("/cases/") or "//" in path or "\\" in path:
+        return "/"
+    return quote(path, safe="/-_.~%")

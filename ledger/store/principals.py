@@ -1,12 +1,14 @@
 """Where principals, adapter keys and idempotency keys are kept: tables beside the event store, and their SQL.
 
-Three tables, created on first use in the ledger's own database (SQLite file or PostgreSQL schema):
+Four tables, created on first use in the ledger's own database (SQLite file or PostgreSQL schema):
 
 - ``caseledger_principals``: name, role, the SHA-256 of the bearer token the ledger issued (never the
   token), when it was created and revoked. A name is never reused, so an actor id names one principal.
 - ``caseledger_adapter_keys``: a channel adapter's Ed25519 public key and the channels it may publish for.
 - ``caseledger_idempotency``: for each (principal, ``Idempotency-Key``) the SHA-256 of the request and,
   once done, the response it got (what a retry is answered with).
+- ``caseledger_sessions``: the live page's browser sessions (``/login``): the SHA-256 of the session id
+  (never the id), whose principal, until when. A revoked principal's sessions are deleted with its token.
 
 The statements run on the connections of the ledger's own recorder (its datastore), so they share
 its configuration, pool and timeouts.
@@ -29,6 +31,7 @@ __all__ = [
     "IdempotencyRow",
     "PrincipalRecorder",
     "PrincipalRow",
+    "SessionRow",
     "principal_recorder",
 ]
 
@@ -60,6 +63,15 @@ class IdempotencyRow:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class SessionRow:
+    name: str
+    role: str
+    authentication: str
+    expires_at: datetime
+    principal_active: bool  # an issued principal of that name exists and is not revoked
+
+
 def _time(value: Any) -> datetime | None:
     if value is None:
         return None
@@ -81,6 +93,7 @@ class PrincipalRecorder(ABC):
         p, b, t = self.placeholder, self.blob, self.timestamp
         pr, ak, ik = self.table("caseledger_principals"), self.table("caseledger_adapter_keys"), self.table(
             "caseledger_idempotency")
+        se = self.table("caseledger_sessions")
         self.create_statements = [
             f"CREATE TABLE IF NOT EXISTS {pr} (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_sha256 {b} UNIQUE, "
             f"created_at {t} NOT NULL, revoked_at {t})",
@@ -88,6 +101,8 @@ class PrincipalRecorder(ABC):
             f"created_at {t} NOT NULL, revoked_at {t})",
             f"CREATE TABLE IF NOT EXISTS {ik} (key_id TEXT PRIMARY KEY, request_sha256 {b} NOT NULL, status INTEGER, "
             f"response TEXT, created_at {t} NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {se} (session_sha256 {b} PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, "
+            f"authentication TEXT NOT NULL, created_at {t} NOT NULL, expires_at {t} NOT NULL)",
         ]
         columns = "name, role, token_sha256, created_at, revoked_at"
         self.insert_principal_statement = (
@@ -112,6 +127,15 @@ class PrincipalRecorder(ABC):
         self.restart_idempotency_statement = (
             f"UPDATE {ik} SET created_at = {p} WHERE key_id = {p} AND status IS NULL AND created_at = {p}")
         self.delete_idempotency_statement = f"DELETE FROM {ik} WHERE key_id = {p} AND status IS NULL"
+        self.insert_session_statement = (
+            f"INSERT INTO {se} (session_sha256, name, role, authentication, created_at, expires_at) "
+            f"VALUES ({p}, {p}, {p}, {p}, {p}, {p})")
+        self.select_session_statement = (
+            f"SELECT s.name, s.role, s.authentication, s.expires_at, p.name IS NOT NULL AND p.revoked_at IS NULL "
+            f"FROM {se} s LEFT JOIN {pr} p ON p.name = s.name WHERE s.session_sha256 = {p}")
+        self.delete_session_statement = f"DELETE FROM {se} WHERE session_sha256 = {p}"
+        self.delete_expired_sessions_statement = f"DELETE FROM {se} WHERE expires_at < {p}"
+        self.delete_principal_sessions_statement = f"DELETE FROM {se} WHERE name = {p} AND authentication = 'token'"
         self.create_tables()
 
     @abstractmethod
@@ -160,13 +184,38 @@ class PrincipalRecorder(ABC):
         return [self._principal(row) for row in self._rows(self.select_principals_statement)]
 
     def revoke_principal(self, name: str, at: datetime) -> bool:
-        """Revoke a principal's token (forgotten: its hash is cleared); False if none was active."""
-        return self._run(self.revoke_principal_statement, (self._at(at), name)) == 1
+        """Revoke a principal's token (forgotten: its hash is cleared) and end its browser sessions, in one
+        transaction; False if none was active."""
+        with translate_errors(self.where), self.cursor() as cursor:
+            cursor.execute(self.revoke_principal_statement, (self._at(at), name))
+            revoked = int(cursor.rowcount) == 1
+            cursor.execute(self.delete_principal_sessions_statement, (name,))
+        return revoked
 
     @staticmethod
     def _principal(row: tuple[Any, ...]) -> PrincipalRow:
         token = bytes(row[2]) if row[2] is not None else None
         return PrincipalRow(row[0], row[1], token, _time(row[3]), _time(row[4]))  # type: ignore[arg-type]
+
+    # -- browser sessions -----------------------------------------------------------------------------
+
+    def insert_session(self, session_sha256: bytes, name: str, role: str, authentication: str, at: datetime,
+                       expires_at: datetime) -> None:
+        """Open a session (and forget the sessions expired by now)."""
+        with translate_errors(self.where), self.cursor() as cursor:
+            cursor.execute(self.delete_expired_sessions_statement, (self._at(at),))
+            cursor.execute(self.insert_session_statement, (session_sha256, name, role, authentication, self._at(at),
+                                                           self._at(expires_at)))
+
+    def select_session(self, session_sha256: bytes) -> SessionRow | None:
+        rows = self._rows(self.select_session_statement, (session_sha256,))
+        if not rows:
+            return None
+        r = rows[0]
+        return SessionRow(r[0], r[1], r[2], _time(r[3]), bool(r[4]))  # type: ignore[arg-type]
+
+    def delete_session(self, session_sha256: bytes) -> None:
+        self._run(self.delete_session_statement, (session_sha256,))
 
     # -- adapter keys ---------------------------------------------------------------------------------
 
