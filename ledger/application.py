@@ -167,12 +167,7 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
             head = aggregate.chain_head
             for event in aggregate._pending_events:
                 object.__setattr__(event, "previous_hash", head)
-                try:
-                    data = self.codec.encode(event)  # type: ignore[arg-type]
-                except UnicodeEncodeError:
-                    # The one text no event can hold (a lone surrogate), whichever command field brought it.
-                    raise ValidationError(f"{type(event).__name__}: a text holds a lone surrogate (U+D800–U+DFFF), "
-                                          "which is not text; send valid Unicode (UTF-8)") from None
+                data = self.codec.encode(event)  # type: ignore[arg-type]
                 vars(event)["_encoded"] = data
                 head = event_hash(data)
             aggregate.chain_head = head

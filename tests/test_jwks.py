@@ -21,6 +21,8 @@ from caseledger.ledger.errors import AuthenticationError
 from caseledger.ledger.principals import Authenticator, OidcSettings
 from tests.service_server import IdentityProvider, start_service, stop_service
 
+CAROL = "idp.test.example/carol"  # an OIDC subject is named in its issuer's namespace
+
 
 @pytest.fixture
 def idp() -> Iterator[IdentityProvider]:
@@ -49,10 +51,10 @@ def test_a_key_the_provider_removed_is_not_trusted_after_five_minutes(
         idp: IdentityProvider, authenticator: Authenticator, monkeypatch: pytest.MonkeyPatch) -> None:
     """Finding: a JWKS key removed by the IdP was still trusted 335 s later (docs say 5 min)."""
     later = Later(monkeypatch)
-    assert authenticator.authenticate(f"Bearer {idp.token('carol', ['agent'])}").name == "carol"
+    assert authenticator.authenticate(f"Bearer {idp.token('carol', ['agent'])}").name == CAROL
     idp.serves_own_key = False  # the provider rotates its key out
     later.offset = 60
-    assert authenticator.authenticate(f"Bearer {idp.token('carol', ['agent'])}").name == "carol"  # within 5 min
+    assert authenticator.authenticate(f"Bearer {idp.token('carol', ['agent'])}").name == CAROL  # within 5 min
     later.offset = 301
     with pytest.raises(AuthenticationError):
         for _ in range(20):  # a refresh may be under way for a moment: the key must be gone once it is done
@@ -70,7 +72,7 @@ def test_a_failed_fetch_starts_a_cooldown(idp: IdentityProvider, authenticator: 
 
 
 def test_unknown_key_ids_fetch_at_most_once_per_interval(idp: IdentityProvider, authenticator: Authenticator) -> None:
-    assert authenticator.authenticate(f"Bearer {idp.token('carol', ['agent'])}").name == "carol"
+    assert authenticator.authenticate(f"Bearer {idp.token('carol', ['agent'])}").name == CAROL
     for n in range(10):
         with pytest.raises(AuthenticationError):
             authenticator.authenticate(f"Bearer {idp.token('carol', ['agent'], kid=f'unknown-{n}')}")

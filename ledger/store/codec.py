@@ -46,7 +46,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.catalog import EVENT_TYPES, name_of_topic
 from caseledger.ledger.domain.events import LedgerEvent
-from caseledger.ledger.errors import SchemaError
+from caseledger.ledger.errors import SchemaError, ValidationError
 from caseledger.ledger.store.avrocompiled import Unsupported, compile_reader, compile_writer
 
 MAGIC = b"\xc3\x01"
@@ -248,6 +248,14 @@ class AvroEventCodec:
 
     def encode(self, event: LedgerEvent) -> bytes:
         """The Avro single-object bytes of a domain event."""
+        try:
+            return self._encode(event)
+        except UnicodeEncodeError:
+            # The one text no event can hold (a lone surrogate), whichever command field brought it.
+            raise ValidationError(f"{type(event).__name__}: a text holds a lone surrogate (U+D800–U+DFFF), "
+                                  "which is not text; send valid Unicode (UTF-8)") from None
+
+    def _encode(self, event: LedgerEvent) -> bytes:
         spec = self._by_class.get(type(event))
         if spec is None:
             raise SchemaError(f"{type(event).__qualname__} is not an event type of the ledger")
