@@ -27,7 +27,7 @@ from caseledger.cli.app import app
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
 from caseledger.ledger.settings import LedgerSettings
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 runner = CliRunner(env={"CASELEDGER_DATABASE": None, "CASELEDGER_KAFKA_BOOTSTRAP": None, "TZ": "UTC",
                         "COLUMNS": "200"})

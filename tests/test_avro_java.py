@@ -5,8 +5,8 @@ able to take them with nothing but the ``.avsc`` files. Here Java's ``BinaryMess
 (with a ``SchemaStore.Cache`` of every schema, retired ones too) reads what a real ledger
 stored and what its publisher put on a real Kafka topic, Java's ``BinaryMessageEncoder`` writes
 what a Java channel adapter would publish, and Java's ``SchemaCompatibility`` checks every
-schema against its retired versions. The Java side is ``tests/java/AvroInterop.java``, run by
-the ``avro_java`` fixture (``tests/avro_java.py``; jars from Maven Central, cached).
+schema against its retired versions. The Java side is ``tests/support/java/AvroInterop.java``, run by
+the ``avro_java`` fixture (``tests/support/avro_java.py``; jars from Maven Central, cached).
 """
 
 from __future__ import annotations
@@ -41,11 +41,10 @@ from caseledger.ledger.kafka.events_record import event_type_of, header
 from caseledger.ledger.kafka.intake_client import intake_key
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.settings import KafkaSettings
-from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import MAGIC, AvroEventCodec
-from tests.avro_java import AvroJava
-from tests.test_kafka_backbone import drain, publish_all, read_topic
+from tests.support.avro_java import AvroJava
+from tests.support.kafka_topics import drain, publish_all, read_topic
 
 #: The schemas of the installed package, as a directory Java can read.
 SCHEMAS = Path(str(resources.files("caseledger.schemas")))
@@ -206,18 +205,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     stored = [(topic.rsplit(".", 1)[-1], str(uuid.UUID(oid)), int(version), bytes(state)) for topic, oid, version, state in rows]
     assert len(stored) > 50 and len({name for name, *_ in stored}) > 20, "the demo should store many event types"
     return Demo(database, stored, json.loads(export.read_text(encoding="utf-8")))
-
-
-@pytest.fixture
-def kafka(kafka_bootstrap: str) -> KafkaSettings:
-    """Fresh topics on the session's broker, so tests never see each other's records."""
-    suffix = uuid.uuid4().hex[:8]
-    settings = KafkaSettings.resolve(
-        bootstrap_servers=kafka_bootstrap, intake_topic=f"intake-java-{suffix}", events_topic=f"events-java-{suffix}",
-        intake_partitions=3, events_partitions=3,
-    )
-    ensure_topics(settings)
-    return settings
 
 
 # -- fingerprints -------------------------------------------------------------------------------------

@@ -29,8 +29,8 @@ from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.settings import KafkaSettings
 from caseledger.ledger.settings import LedgerSettings
-from tests.conftest import FakeClock
-from tests.test_kafka_backbone import drain, kafka, publish_all, read_topic  # noqa: F401  (kafka: fixture)
+from tests.support.clock import FakeClock
+from tests.support.kafka_topics import drain, publish_all, read_topic
 
 SAM = Identity.parse("email:sam@example.com")
 MALLORY = Identity.parse("email:mallory@example.com")
@@ -319,7 +319,7 @@ def test_the_cli_says_when_there_is_no_collision(cli_db: list[str]) -> None:
 
 @pytest.mark.kafka
 def test_the_intake_worker_keeps_a_collision_as_the_outcome_of_its_offset(
-    kafka: KafkaSettings, tmp_path: Path,  # noqa: F811 - the fixture imported above
+    kafka: KafkaSettings, tmp_path: Path,
 ) -> None:
     ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "intake.sqlite")))
     try:

@@ -19,7 +19,7 @@ from caseledger.ledger.errors import ConfigurationError, ValidationError
 from caseledger.ledger.intake import IntakeCodec
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import MAGIC, schema_fingerprint
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 JANE = Identity.parse("email:jane@example.com")
 ALICE = Actor.parse("agent:alice")

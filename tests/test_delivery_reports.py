@@ -17,7 +17,7 @@ from caseledger.ledger.delivery_reports import Reporter
 from caseledger.ledger.domain.values import Actor, ActorKind, ContactDraft, Identity
 from caseledger.ledger.errors import CaseLedgerError, PermissionDenied, RuleViolation, ValidationError
 from caseledger.ledger.settings import LedgerSettings
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 MAIL = Reporter(actor=Actor(kind=ActorKind.SYSTEM, id="mail-1", authentication="adapter-signature"), adapter=True,
                 channels=("email",))

@@ -6,7 +6,6 @@ keyed with the empty string) stays auditable, rebuildable and resumable.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -29,22 +28,12 @@ from caseledger.ledger.kafka.events_record import (
     time_header,
 )
 from caseledger.ledger.kafka.settings import KafkaSettings
-from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import HEADER_SIZE, NO_CASE, event_hash
 from caseledger.ledger.store.envelope import parse_envelope
-from tests.test_kafka_backbone import publish_all, read_topic
+from tests.support.kafka_topics import publish_all, read_topic
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def topics(kafka_bootstrap: str) -> KafkaSettings:
-    suffix = uuid.uuid4().hex[:8]
-    settings = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"ce-in-{suffix}",
-                                     events_topic=f"ce-ev-{suffix}", intake_partitions=3, events_partitions=3)
-    ensure_topics(settings)
-    return settings
 
 
 @pytest.fixture
@@ -58,9 +47,9 @@ def ledger(tmp_path: Path) -> Iterator[CaseLedger]:
     app.close()
 
 
-def test_every_record_reads_as_a_cloudevent_with_the_sdk(ledger: CaseLedger, topics: KafkaSettings) -> None:
-    publish_all(ledger, topics)
-    records = read_topic(topics, topics.events_topic)
+def test_every_record_reads_as_a_cloudevent_with_the_sdk(ledger: CaseLedger, kafka: KafkaSettings) -> None:
+    publish_all(ledger, kafka)
+    records = read_topic(kafka, kafka.events_topic)
     stored = {n.id: n for n in ledger.recorder.select_notifications(start=1, limit=1000)}
     assert len(records) == len(stored) > 12
     subjects = 0
@@ -88,14 +77,14 @@ def test_every_record_reads_as_a_cloudevent_with_the_sdk(ledger: CaseLedger, top
 
 
 def test_events_of_no_customer_are_keyed_by_their_aggregate_and_spread(ledger: CaseLedger,
-                                                                         topics: KafkaSettings) -> None:
-    publish_all(ledger, topics)
-    rejected = [r for r in read_topic(topics, topics.events_topic) if event_type_of(r.headers) == "IntakeRejected"]
+                                                                         kafka: KafkaSettings) -> None:
+    publish_all(ledger, kafka)
+    rejected = [r for r in read_topic(kafka, kafka.events_topic) if event_type_of(r.headers) == "IntakeRejected"]
     assert len(rejected) == 12
     ids = {str(e.originator_id).encode() for e in ledger.rejections()}
     assert {r.key for r in rejected} == ids  # never the empty string
     assert len({r.partition for r in rejected}) > 1
-    assert verify(ledger, kafka=topics).ok
+    assert verify(ledger, kafka=kafka).ok
 
 
 def legacy_record(ledger: CaseLedger, notification: Any) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
@@ -110,7 +99,7 @@ def legacy_record(ledger: CaseLedger, notification: Any) -> tuple[bytes, bytes, 
 
 
 def test_a_topic_published_by_an_earlier_release_is_audited_rebuilt_and_continued(
-    ledger: CaseLedger, topics: KafkaSettings, tmp_path: Path,
+    ledger: CaseLedger, kafka: KafkaSettings, tmp_path: Path,
 ) -> None:
     from caseledger.ledger.kafka.kafka_python import key_hash
     from caseledger.projections import open_views
@@ -118,26 +107,26 @@ def test_a_topic_published_by_an_earlier_release_is_audited_rebuilt_and_continue
     from caseledger.projections.sources import kafka_source
     from caseledger.projections.timeline import CustomerTimeline
 
-    producer = KafkaProducer(**topics.client_options())
+    producer = KafkaProducer(**kafka.client_options())
     for notification in ledger.recorder.select_notifications(start=1, limit=1000):
         key, value, headers = legacy_record(ledger, notification)
-        producer.send(topics.events_topic, key=key, value=value, headers=headers,
+        producer.send(kafka.events_topic, key=key, value=value, headers=headers,
                       partition=(key_hash(key) & 0x7FFFFFFF) % 3)
     producer.flush()
     producer.close()
-    assert verify(ledger, kafka=topics).ok  # old header names and the old empty key are accepted
+    assert verify(ledger, kafka=kafka).ok  # old header names and the old empty key are accepted
     later = ledger.recorder.max_notification_id()
     ledger.record_contact(ContactDraft(channel="chat", channel_message_id="c-9",
                                        identity=Identity.parse("email:jane@example.com"), items=("Any news?",)))
-    publish_all(ledger, topics)  # resumes after the old records' last position, in the new format
-    records = read_topic(topics, topics.events_topic)
+    publish_all(ledger, kafka)  # resumes after the old records' last position, in the new format
+    records = read_topic(kafka, kafka.events_topic)
     positions = sorted(position_of(r.headers) for r in records)
     assert positions == list(range(1, (ledger.recorder.max_notification_id() or 0) + 1))  # none twice
     assert all(header(r.headers, "ce_specversion") == b"1.0" for r in records if position_of(r.headers) > later)
-    report = verify(ledger, kafka=topics)
+    report = verify(ledger, kafka=kafka)
     assert report.ok, "\n".join(d.line() for d in report.discrepancies)
     views = open_views(str(tmp_path / "views.sqlite"))  # a rebuild from a topic of both formats
-    source = kafka_source(topics)
+    source = kafka_source(kafka)
     try:
         assert rebuild(CustomerTimeline(), views, source).swapped
         rows = views.fetch("SELECT COUNT(*) AS n FROM timeline")

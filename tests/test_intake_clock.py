@@ -16,8 +16,7 @@ from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.settings import KafkaSettings
 from caseledger.ledger.settings import LedgerSettings
-from tests.test_kafka_backbone import drain
-from tests.test_signed_intake import kafka  # noqa: F401  (fixture: topics of this test's own)
+from tests.support.kafka_topics import drain
 
 pytestmark = pytest.mark.kafka
 
@@ -30,7 +29,7 @@ def contact(n: int, **kw: object) -> ContactDraft:
 
 
 def test_intake_records_dated_out_of_bounds_are_rejected_naming_the_field(
-    kafka: KafkaSettings, tmp_path: Path  # noqa: F811
+    kafka: KafkaSettings, tmp_path: Path
 ) -> None:
     """Before: a contact dated year 0001 and a delivery dated 1990 from the intake topic were recorded."""
     ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "intake.sqlite")))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.catalog import name_of_topic
@@ -27,23 +27,9 @@ from caseledger.ledger.kafka.settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import event_hash
+from tests.support.kafka_topics import drain, publish_all, read_topic
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def kafka(kafka_bootstrap: str) -> KafkaSettings:
-    """Fresh topics per test, so tests never see each other's records."""
-    suffix = uuid.uuid4().hex[:8]
-    settings = KafkaSettings.resolve(
-        bootstrap_servers=kafka_bootstrap,
-        intake_topic=f"intake-{suffix}",
-        events_topic=f"events-{suffix}",
-        intake_partitions=3,
-        events_partitions=3,
-    )
-    ensure_topics(settings)
-    return settings
 
 
 @pytest.fixture
@@ -59,59 +45,6 @@ def contact(n: int, *, customer: int | None = None, **kw: Any) -> ContactDraft:
         channel=kw.pop("channel", "email"), channel_message_id=kw.pop("msg", f"m{n}"),
         identity=Identity.parse(f"email:c{who}@example.com"), items=(f"question {n}",), **kw,
     )
-
-
-def drain(worker: KafkaIntakeWorker, until: int, timeout: float = 60) -> None:
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,))
-    thread.start()
-    deadline = time.monotonic() + timeout
-    try:
-        while worker.stats.records < until and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        thread.join(30)
-    assert worker.stats.records >= until, worker.stats.line()
-
-
-def publish_all(
-    ledger: CaseLedger, settings: KafkaSettings, timeout: float = 60, producer: str = "kafka-python"
-) -> KafkaEventPublisher:
-    publisher = KafkaEventPublisher(ledger, settings, batch_size=200, producer=producer)
-    stop = threading.Event()
-    thread = threading.Thread(target=publisher.run, args=(stop,))
-    thread.start()
-    target = ledger.recorder.max_notification_id() or 0
-    deadline = time.monotonic() + timeout
-    try:
-        while publisher.stats.position < target and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        thread.join(30)
-    assert publisher.stats.position == target
-    return publisher
-
-
-def read_topic(settings: KafkaSettings, topic: str, *, committed: bool = True) -> list[Any]:
-    consumer = KafkaConsumer(
-        **settings.client_options(), group_id=None, enable_auto_commit=False,
-        isolation_level="read_committed" if committed else "read_uncommitted",
-    )
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        records: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
 
 
 def test_topics_are_created_with_explicit_configs(kafka: KafkaSettings) -> None:

@@ -1,7 +1,7 @@
 """Proof that the test Kafka broker is real Apache Kafka, and survives restarts.
 
 The fixtures ``kafka_bootstrap`` and ``kafka_broker`` come from
-``tests/kafka_broker.py`` via ``tests/conftest.py``.  (Not via
+``tests/support/kafka_broker.py`` via ``tests/conftest.py``.  (Not via
 ``pytest_plugins`` here: with the conftest import as well, pytest would warn
 that the module was imported before it could be registered as a plugin.)
 """
@@ -19,7 +19,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.serializer import DefaultSerializer
 from kafka.structs import TopicPartition
 
-from tests.kafka_broker import KafkaBroker, cache_is_complete
+from tests.support.kafka_broker import KafkaBroker, cache_is_complete
 
 #: UTF-8 str <-> bytes.  kafka-python 3.0 deprecates plain callables as
 #: (de)serializers; Serializer/Deserializer instances avoid the warning.

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from io import BytesIO
 from pathlib import Path
@@ -37,23 +36,12 @@ from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker, tracking_name
 from caseledger.ledger.kafka.publisher import KafkaEventPublisher
 from caseledger.ledger.kafka.settings import KafkaSettings
-from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
-from tests.test_kafka_backbone import read_topic
+from tests.support.kafka_topics import fresh_topics, read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 OUTCOMES = ("ContactReceived", "ResubmissionTraced", "IntakeRejected", "MessageDelivered", "MessageRead")
-
-
-def fresh_topics(bootstrap: str, partitions: int = 3) -> KafkaSettings:
-    suffix = uuid.uuid4().hex[:8]
-    settings = KafkaSettings.resolve(
-        bootstrap_servers=bootstrap, intake_topic=f"in-{suffix}", events_topic=f"ev-{suffix}",
-        intake_partitions=partitions, events_partitions=partitions,
-    )
-    ensure_topics(settings)
-    return settings
 
 
 def end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:

@@ -19,21 +19,10 @@ from caseledger.ledger.kafka.clients import KAFKA_CLIENTS, KafkaClient, check_cl
 from caseledger.ledger.kafka.kafka_python import key_hash
 from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
 from caseledger.ledger.kafka.settings import KafkaSettings
-from caseledger.ledger.kafka.topics import ensure_topics
 
 pytestmark = pytest.mark.kafka
 
 NOWHERE = "127.0.0.1:9"  # nothing listens there
-
-
-@pytest.fixture
-def kafka(kafka_bootstrap: str) -> KafkaSettings:
-    """Fresh topics per test, so tests never see each other's records."""
-    suffix = uuid.uuid4().hex[:8]
-    settings = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"port-in-{suffix}",
-                                     events_topic=f"port-ev-{suffix}", intake_partitions=3, events_partitions=3)
-    ensure_topics(settings)
-    return settings
 
 
 @pytest.fixture(params=KAFKA_CLIENTS)

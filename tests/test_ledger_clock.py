@@ -23,7 +23,7 @@ from caseledger.ledger.settings import LedgerSettings
 from caseledger.projections import ProjectionRunner, StoreEventSource, load_projections, open_views
 from caseledger.projections.channel_metrics import summary
 from caseledger.projections.deadlines import Deadlines
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 ROOT = Path(__file__).resolve().parents[1]
 ALICE = Actor.parse("agent:alice")

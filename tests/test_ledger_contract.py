@@ -14,7 +14,7 @@ from caseledger.ledger.domain.values import Actor, Attachment, ContactDraft, Ide
 from caseledger.ledger.errors import ConflictError, NotFound, RuleViolation, ValidationError
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import MAGIC, event_hash
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 ALICE = Actor.parse("agent:alice")
 BOB = Actor.parse("agent:bob")

@@ -17,10 +17,8 @@ from caseledger.ledger.domain.permissions import Role
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.settings import KafkaSettings
-from caseledger.ledger.kafka.topics import ensure_topics
-from tests.browser import chromium  # noqa: F401  (session fixture)
-from tests.service_server import Service, start_service, stop_service
+from tests.support.kafka_topics import fresh_topics
+from tests.support.service_server import Service, start_service, stop_service
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +49,7 @@ def sign_in(browser: Any, service: Service, ref: str, role: Role = Role.AGENT) -
 
 @pytest.mark.kafka
 def test_a_contact_published_on_the_intake_topic_appears_on_the_open_page(
-    service: Service, chromium: Any, kafka_bootstrap: str  # noqa: F811
+    service: Service, chromium: Any, kafka_bootstrap: str
 ) -> None:
     ref = open_case(service)
     page = sign_in(chromium, service, ref)
@@ -59,9 +57,7 @@ def test_a_contact_published_on_the_intake_topic_appears_on_the_open_page(
     # The page's CSP allows no eval, so wait with a locator, not wait_for_function.
     page.locator("#live-state", has_text=re.compile("^live")).wait_for(timeout=15_000)
     suffix = uuid.uuid4().hex[:8]
-    kafka = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"intake-live-{suffix}",
-                                  events_topic=f"events-live-{suffix}", intake_partitions=1, events_partitions=1)
-    ensure_topics(kafka)
+    kafka = fresh_topics(kafka_bootstrap, partitions=1)
     ledger = service.ledger()
     worker = KafkaIntakeWorker(ledger, kafka, poll_timeout_ms=50)
     stop = threading.Event()
@@ -85,7 +81,7 @@ def test_a_contact_published_on_the_intake_topic_appears_on_the_open_page(
     assert latency < 10
 
 
-def test_the_page_needs_a_principal_that_may_read_cases(service: Service, chromium: Any) -> None:  # noqa: F811
+def test_the_page_needs_a_principal_that_may_read_cases(service: Service, chromium: Any) -> None:
     ref = open_case(service)
     assert httpx.get(f"{service.url}/cases/{ref}", follow_redirects=False).status_code == 303
     assert httpx.get(f"{service.url}/cases/{ref}/events").status_code == 401
@@ -100,7 +96,7 @@ def test_the_page_needs_a_principal_that_may_read_cases(service: Service, chromi
     assert "unknown or revoked token" in bad.content() and "clt_CCCC" not in bad.content()
 
 
-def test_customer_text_on_the_page_is_escaped(service: Service, chromium: Any) -> None:  # noqa: F811
+def test_customer_text_on_the_page_is_escaped(service: Service, chromium: Any) -> None:
     ref = open_case(service, subject="<img src=x onerror=alert(1)><script>window.pwned=1</script>")
     page = sign_in(chromium, service, ref)
     assert page.evaluate("window.pwned === undefined")

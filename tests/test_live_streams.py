@@ -21,7 +21,7 @@ from caseledger.ledger.principals import PrincipalRegistry
 from caseledger.ledger.service import live
 from caseledger.ledger.service.api import ServiceState
 from caseledger.ledger.settings import LedgerSettings
-from tests.service_server import Service, serve_in_thread, start_service, stop_service
+from tests.support.service_server import Service, serve_in_thread, start_service, stop_service
 
 PER_PRINCIPAL = 10  # live pages one principal may have open (docs/api.md)
 

@@ -43,8 +43,8 @@ from caseledger.projections.queries import case_view, customer_timeline
 from caseledger.projections.runner import ProjectionRunner, rebuild
 from caseledger.projections.sources import StoreEventSource
 from caseledger.projections.views import ViewStore, open_views
-from tests.conftest import FakeClock
-from tests.test_kafka_backbone import drain, kafka, publish_all, read_topic  # noqa: F401  (kafka: fixture)
+from tests.support.clock import FakeClock
+from tests.support.kafka_topics import drain, publish_all, read_topic
 
 AGENT = Actor.parse("agent:alice")
 JANE = Identity.parse("email:jane.secret-7f3@example.com")
@@ -145,7 +145,7 @@ def views_for(database: str, tmp_path: Path) -> Iterator[tuple[ViewStore, Path |
 
 @pytest.mark.kafka
 def test_a_customer_is_erased_everywhere_and_every_proof_still_holds(
-    make_ledger: Any, database: str, kafka: KafkaSettings, tmp_path: Path,  # noqa: F811
+    make_ledger: Any, database: str, kafka: KafkaSettings, tmp_path: Path,
 ) -> None:
     ledger: CaseLedger = make_ledger(clock=lambda: datetime.now(UTC))  # intake records carry real times
     other = ContactDraft(channel="chat", channel_message_id="o-1", identity=Identity.parse("email:other@example.com"),

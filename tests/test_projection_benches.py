@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from caseledger.cli.app import app
-from tests.conftest import PostgresServer
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.kafka
 runner = CliRunner(env={"CASELEDGER_DATABASE": None, "CASELEDGER_KAFKA_BOOTSTRAP": None, "COLUMNS": "200"})

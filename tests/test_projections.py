@@ -29,7 +29,6 @@ from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.domain.values import Actor, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import CaseLedgerError, ConfigurationError
 from caseledger.ledger.kafka.settings import KafkaSettings
-from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.projections import (
     BUILT_INS,
@@ -55,8 +54,9 @@ from caseledger.projections import (
 from caseledger.projections.case_state import CaseView
 from caseledger.projections.deadlines import overdue
 from caseledger.projections.views import ViewStore
-from tests.conftest import FakeClock, PostgresServer
-from tests.test_kafka_backbone import publish_all
+from tests.support.clock import FakeClock
+from tests.support.kafka_topics import fresh_topics, publish_all
+from tests.support.postgres import PostgresServer
 
 AGENT = Actor.parse("agent:alice")
 CUSTOMERS = [Identity.parse(s) for s in ("email:a@example.com", "phone:+33612345678", "handle:@bob")]
@@ -311,10 +311,7 @@ def views_database(postgres: PostgresServer) -> str:
 def test_same_views_on_sqlite_and_postgresql_from_the_store_and_from_kafka(
     steps: list[tuple[str, int]], split: int, views_database: str, kafka_bootstrap: str
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    kafka = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"pi-{suffix}",
-                                  events_topic=f"pe-{suffix}", intake_partitions=1, events_partitions=3)
-    ensure_topics(kafka)
+    kafka = fresh_topics(kafka_bootstrap, intake_partitions=1)
     with generated_ledger() as (ledger, scenario, tmp), \
             open_views(str(tmp / "views.sqlite")) as on_sqlite, \
             open_views(schema_url(views_database)) as on_postgres, \
@@ -528,10 +525,7 @@ def test_a_parallel_rebuild_from_kafka_equals_the_store_built_views(
 
     database = str(tmp_path / "ledger.sqlite")
     generate_ledger(database, 1500)
-    suffix = uuid.uuid4().hex[:8]
-    kafka = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"ri-{suffix}",
-                                  events_topic=f"re-{suffix}", intake_partitions=1, events_partitions=4)
-    ensure_topics(kafka)
+    kafka = fresh_topics(kafka_bootstrap, partitions=4, intake_partitions=1)
     ledger = CaseLedger(LedgerSettings.resolve(database=database))
     try:
         publish_all(ledger, kafka)
@@ -552,10 +546,7 @@ def test_a_parallel_rebuild_from_kafka_equals_the_store_built_views(
 def test_the_confluent_consumer_reads_what_kafka_python_reads_and_resumes_from_its_positions(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    kafka = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"ci-{suffix}",
-                                  events_topic=f"ce-{suffix}", intake_partitions=1, events_partitions=3)
-    ensure_topics(kafka)
+    kafka = fresh_topics(kafka_bootstrap, intake_partitions=1)
     with generated_ledger() as (ledger, scenario, _tmp), open_views(str(tmp_path / "python.sqlite")) as by_python, \
             open_views(str(tmp_path / "confluent.sqlite")) as by_confluent:
         for n in range(30):

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,9 @@ import pytest
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import ContactDraft, Identity
-from caseledger.ledger.kafka.settings import KafkaSettings
-from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.projections import COUNTERS, INT, LOG, TEXT, Projection, Table, Tx, open_views, read_status
-from tests.test_kafka_backbone import publish_all
+from tests.support.kafka_topics import fresh_topics, publish_all
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,10 +69,7 @@ def test_a_runner_killed_mid_batch_resumes_without_gaps_or_doubles(
         total = ledger.recorder.max_notification_id() or 0
         if source == "kafka":
             bootstrap = request.getfixturevalue("kafka_bootstrap")
-            suffix = uuid.uuid4().hex[:8]
-            settings = KafkaSettings.resolve(bootstrap_servers=bootstrap, intake_topic=f"ci-{suffix}",
-                                             events_topic=f"ce-{suffix}", events_partitions=3)
-            ensure_topics(settings)
+            settings = fresh_topics(bootstrap)
             publish_all(ledger, settings)
             env["CASELEDGER_EVENTS_TOPIC"] = settings.events_topic
             args += ["--kafka", bootstrap]

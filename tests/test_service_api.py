@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caseledger.ledger.domain.permissions import PERMISSIONS, Operation, Role, allowed
 from caseledger.ledger.domain.values import Channel
-from tests.service_server import Running, Service, add_adapter_key, running_service
+from tests.support.service_server import Running, Service, add_adapter_key, running_service
 
 O = Operation  # noqa: E741
 ROOT = Path(__file__).resolve().parents[1]

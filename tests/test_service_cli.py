@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from caseledger.ledger.domain.permissions import Role
-from tests.service_server import Running, Service, running_service
+from tests.support.service_server import Running, Service, running_service
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from caseledger.ledger.domain.permissions import Role
 from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.values import Actor, Channel, ContactDraft, Identity
 from caseledger.ledger.settings import LedgerSettings
-from tests.conftest import FakeClock
-from tests.service_server import (
+from tests.support.clock import FakeClock
+from tests.support.service_server import (
     Running,
     Service,
     add_adapter_key,

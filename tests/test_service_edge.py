@@ -25,7 +25,7 @@ from caseledger.ledger.domain.permissions import Role
 from caseledger.ledger.service.api import ServiceState
 from caseledger.ledger.service.gate import Gate
 from caseledger.ledger.settings import LedgerSettings
-from tests.service_server import (
+from tests.support.service_server import (
     Service,
     is_closed,
     read_response,

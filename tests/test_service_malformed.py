@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from caseledger.ledger.domain.permissions import PERMISSIONS, Role
 from caseledger.ledger.domain.values import Attachment, ContactDraft, Identity
 from caseledger.ledger.errors import ValidationError
-from tests.service_server import Service, start_service, stop_service
+from tests.support.service_server import Service, start_service, stop_service
 
 SHA = "ab" * 32
 

@@ -20,21 +20,11 @@ from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt
 from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
 from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.settings import KafkaSettings
-from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.signing import ADAPTER_HEADER, SIGNATURE_HEADER, AdapterKeys, AdapterSigner
-from tests.test_kafka_backbone import drain
+from tests.support.kafka_topics import drain
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def kafka(kafka_bootstrap: str) -> KafkaSettings:
-    suffix = uuid.uuid4().hex[:8]
-    settings = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"intake-s-{suffix}",
-                                     events_topic=f"events-s-{suffix}", intake_partitions=2, events_partitions=2)
-    ensure_topics(settings)
-    return settings
 
 
 @pytest.fixture

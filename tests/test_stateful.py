@@ -25,7 +25,7 @@ from caseledger.ledger.domain.values import Actor, Channel, ContactDraft, Identi
 from caseledger.ledger.errors import CaseLedgerError
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import event_hash
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 AGENT = Actor.parse("agent:alice")
 CUSTOMERS = [Identity.parse(s) for s in ("email:a@example.com", "phone:+33612345678", "handle:@bob")]

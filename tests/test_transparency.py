@@ -245,7 +245,7 @@ def test_the_publisher_publishes_each_checkpoint_once_after_the_events_it_covers
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.settings import KafkaSettings
     from caseledger.ledger.kafka.topics import ensure_topics
-    from tests.test_kafka_backbone import read_topic
+    from tests.support.kafka_topics import read_topic
 
     run = uuid.uuid4().hex[:8]
     settings = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"cp-in-{run}",
@@ -327,7 +327,7 @@ def test_a_publisher_with_the_signing_key_keeps_the_tree_signs_and_publishes_che
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.settings import KafkaSettings
     from caseledger.ledger.kafka.topics import ensure_topics
-    from tests.test_kafka_backbone import read_topic
+    from tests.support.kafka_topics import read_topic
 
     run = uuid.uuid4().hex[:8]
     settings = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"cps-in-{run}",

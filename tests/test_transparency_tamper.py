@@ -29,7 +29,7 @@ from caseledger.ledger.store.codec import event_hash
 from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 from caseledger.ledger.transparency.signing import CheckpointSigner, generate_key_file
 from caseledger.verify.history import HistoryCheck, check_history
-from tests.test_audit import Built, RawStore, StoredRow, alter_sealed_text, built, forge, middle_of_case  # noqa: F401 (fixture)
+from tests.support.tampering import Built, RawStore, StoredRow, alter_sealed_text, forge, middle_of_case
 
 pytestmark = pytest.mark.kafka
 
@@ -59,7 +59,7 @@ class Committed:
 
 
 @pytest.fixture
-def committed(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Committed]:  # noqa: F811
+def committed(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Committed]:
     """A copy of the built store with a checkpoint signed over all of it (the auditor keeps ``note``)."""
     monkeypatch.delenv("CASELEDGER_SIGNING_KEY_FILE", raising=False)  # exports use the stored checkpoint
     monkeypatch.delenv("CASELEDGER_SIGNING_KEY", raising=False)

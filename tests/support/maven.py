@@ -1,6 +1,6 @@
 """Jars from Maven Central for the tests, resolved with the machine's ``mvn`` into a cache.
 
-Shared by ``tests/kafka_broker.py`` (the Kafka broker) and ``tests/avro_java.py`` (Apache
+Shared by ``tests/support/kafka_broker.py`` (the Kafka broker) and ``tests/support/avro_java.py`` (Apache
 Avro for Java).  Each artifact set gets its own directory under the cache root
 (``$CASELEDGER_KAFKA_CACHE`` or ``~/.cache/caseledger``)::
 

@@ -1,6 +1,6 @@
 /*
  * The ledger's bytes read and written by Apache Avro for Java, the reference implementation.
- * Run by tests/test_avro_java.py (compiled and run by tests/avro_java.py); one file, no build tool.
+ * Run by tests/test_avro_java.py (compiled and run by tests/support/avro_java.py); one file, no build tool.
  *
  *   decode SCHEMA_DIR FILE
  *       FILE: one message a line, "EventType<TAB>base64 of its Avro single-object bytes" (the type

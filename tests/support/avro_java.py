@@ -2,8 +2,8 @@
 
 ``org.apache.avro:avro`` and its runtime dependencies (jackson, commons-compress, slf4j-api)
 are resolved from Maven Central with the machine's ``mvn`` into the same cache as the Kafka
-jars (``tests/maven.py``: ``$CASELEDGER_KAFKA_CACHE`` or ``~/.cache/caseledger``, in
-``avro-<version>/libs``).  ``tests/java/AvroInterop.java`` is compiled with the machine's
+jars (``tests/support/maven.py``: ``$CASELEDGER_KAFKA_CACHE`` or ``~/.cache/caseledger``, in
+``avro-<version>/libs``).  ``tests/support/java/AvroInterop.java`` is compiled with the machine's
 ``javac`` into ``avro-<version>/classes-<hash of the source>/``, so a changed source is
 recompiled and an unchanged one never is (classes of other sources are left for the checkouts
 that may share the cache).  Nothing skips: a missing ``mvn``, ``java`` or
@@ -14,8 +14,8 @@ runs one subcommand of the program.
 
 Command line::
 
-    python -m tests.avro_java --prepare   # resolve the jars and compile (CI warm-up)
-    python -m tests.avro_java fingerprint schemas   # run a subcommand
+    python -m tests.support.avro_java --prepare   # resolve the jars and compile (CI warm-up)
+    python -m tests.support.avro_java fingerprint schemas   # run a subcommand
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.maven import default_cache_root, java_tool, resolve_jars
+from tests.support.maven import default_cache_root, java_tool, resolve_jars
 
 #: The Avro release the interop tests hold the ledger's bytes against: the newest 1.12.x
 #: whose artifact resolves from Maven Central (1.12.3 does not, here).
@@ -47,7 +47,7 @@ MAIN_CLASS = "AvroInterop"
 def _pom_xml(version: str) -> str:
     """A throw-away POM whose only purpose is to declare Avro's jars."""
     return f"""<?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by tests/avro_java.py: resolves Apache Avro for Java and its runtime dependencies. -->
+<!-- Written by tests/support/avro_java.py: resolves Apache Avro for Java and its runtime dependencies. -->
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>caseledger.tests</groupId>
@@ -133,7 +133,7 @@ class AvroJavaError(RuntimeError):
 
 
 class AvroJava:
-    """Runs ``AvroInterop`` (tests/java/AvroInterop.java) on Apache Avro for Java."""
+    """Runs ``AvroInterop`` (tests/support/java/AvroInterop.java) on Apache Avro for Java."""
 
     def __init__(self, libs: Path, classes: Path, version: str = AVRO_VERSION) -> None:
         self.libs = libs
@@ -193,7 +193,7 @@ def avro_java() -> AvroJava:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.avro_java", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.support.avro_java", description=__doc__.split("\n")[0])
     parser.add_argument("--prepare", action="store_true", help="resolve the jars, compile the program and exit")
     parser.add_argument("args", nargs="*", help="a subcommand of AvroInterop and its arguments")
     options = parser.parse_args(argv)

@@ -17,8 +17,8 @@ Both fail (never skip) when no broker can be had.
 
 Command line::
 
-    python -m tests.kafka_broker --prepare   # only resolve the jars (CI warm-up)
-    python -m tests.kafka_broker --serve     # run a broker until Ctrl-C
+    python -m tests.support.kafka_broker --prepare   # only resolve the jars (CI warm-up)
+    python -m tests.support.kafka_broker --serve     # run a broker until Ctrl-C
 
 Environment:
 
@@ -49,7 +49,7 @@ from types import TracebackType
 
 import pytest
 
-from tests.maven import (  # noqa: F401  (CACHE_ENV, DEPENDENCY_PLUGIN, mvn_command, cache_is_complete: re-exported)
+from tests.support.maven import (  # noqa: F401  (CACHE_ENV, DEPENDENCY_PLUGIN, mvn_command, cache_is_complete: re-exported)
     CACHE_ENV,
     DEPENDENCY_PLUGIN,
     cache_is_complete,
@@ -58,7 +58,7 @@ from tests.maven import (  # noqa: F401  (CACHE_ENV, DEPENDENCY_PLUGIN, mvn_comm
     mvn_command,
     resolve_jars,
 )
-from tests.maven import tail as _tail
+from tests.support.maven import tail as _tail
 
 #: Apache Kafka release run by the tests.  4.3.1 is the newest 4.x release
 #: whose ``kafka_2.13`` artifact resolves completely from Maven Central here.
@@ -86,7 +86,7 @@ READY_TOPIC = "_caseledger_broker_ready"
 def _pom_xml(version: str) -> str:
     """A throw-away POM whose only purpose is to declare the broker's jars."""
     return f"""<?xml version="1.0" encoding="UTF-8"?>
-<!-- Written by tests/kafka_broker.py: resolves the Kafka broker's jars. -->
+<!-- Written by tests/support/kafka_broker.py: resolves the Kafka broker's jars. -->
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>caseledger.tests</groupId>
@@ -258,7 +258,7 @@ def wait_for_kafka(
 # --------------------------------------------------------------------------
 
 _LOG4J2_PROPERTIES = """\
-# Written by tests/kafka_broker.py.  WARN and above go to stdout, which the
+# Written by tests/support/kafka_broker.py.  WARN and above go to stdout, which the
 # launcher appends to broker.log next to this file: quiet, but errors kept.
 status = error
 appender.console.type = Console
@@ -453,7 +453,7 @@ class KafkaBroker:
     def _write_config(self) -> None:
         lines = [f"{k}={v}" for k, v in self._properties().items()]
         (self.data_dir / "server.properties").write_text(
-            "# Written by tests/kafka_broker.py\n" + "\n".join(lines) + "\n"
+            "# Written by tests/support/kafka_broker.py\n" + "\n".join(lines) + "\n"
         )
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2_PROPERTIES)
 
@@ -603,7 +603,7 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``--prepare``: resolve the jars only; ``--serve``: run a broker until Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="python -m tests.kafka_broker", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.support.kafka_broker", description=__doc__.split("\n")[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument(
         "--prepare", action="store_true", help="resolve the broker jars into the cache and exit"
