@@ -1,6 +1,5 @@
 """What the test floors share: servers as session fixtures, factories, helpers (no test lives here).
 
-- ``paths``: where the checkout, the schemas and the test data are.
 - ``clock``: the clock tests move by hand.
 - ``postgres``: a real PostgreSQL (pgserver), one fresh database per test.
 - ``ledgers``: ledger factories on SQLite and on PostgreSQL (``database``, ``make_ledger``, ``ledger``).

@@ -110,7 +110,7 @@ class Service:
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from caseledger.cli.app import main; main()", *self.args], stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         )
 
     def kill(self) -> None:

@@ -52,7 +52,7 @@ ENVELOPE_FILE = "caseledger.Envelope.avsc"
 INTAKE = "caseledger.intake.IntakeRecord"
 DEMO_CUSTOMER = "cust-1042"
 #: Committed test data: a ledger written before the standard fingerprint (legacy fingerprints).
-LEGACY_LEDGER = Path(__file__).parent / "data" / "ledger-written-by-0.1.0-before-the-namespace.sqlite"
+LEGACY_LEDGER = Path(__file__).parents[1] / "data" / "ledger-written-by-0.1.0-before-the-namespace.sqlite"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -20,7 +20,7 @@ from caseledger.ledger.domain.values import Channel
 from tests.support.service_server import Running, Service, add_adapter_key, running_service
 
 O = Operation  # noqa: E741
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

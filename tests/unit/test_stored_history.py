@@ -16,7 +16,7 @@ from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import MessageIdCollision
 from caseledger.ledger.settings import LedgerSettings
 
-WRITTEN_BEFORE = Path(__file__).parent / "data" / "ledger-written-by-0.1.0-before-the-namespace.sqlite"
+WRITTEN_BEFORE = Path(__file__).parents[1] / "data" / "ledger-written-by-0.1.0-before-the-namespace.sqlite"
 JANE = Identity.parse("email:jane.martin@example.com")
 FORM = dict(
     channel="web_form", channel_message_id="wf-7f3a9c", identity=JANE, customer_id="cust-1042", segment="retail",

@@ -1,7 +1,7 @@
 """The house rules a reader relies on: no import cycle, modules of one concern, SQL only in the stores.
 
 These read the checkout's sources as text (what a reviewer reads); the installed package is the same
-files (tests/test_installed.py checks the wheel).
+files (tests/system/test_installed.py checks the wheel).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"ledger": "caseledger.ledger", "projections": "caseledger.projections", "cli": "caseledger.cli",
            "schemas": "caseledger.schemas"}
 MAX_LINES = 700

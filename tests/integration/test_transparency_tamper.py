@@ -1,7 +1,7 @@
 """Every tampering of docs/audit.md's table, and the ledger's two old limits, against a signed checkpoint.
 
-The ledger of tests/test_audit.py is built once per backend (SQLite, PostgreSQL) through the real
-intake topic, worker and publisher (Kafka); each test signs a checkpoint on its own copy, tampers
+The audit's ledger (tests/support/tampering.py) is built once per backend (SQLite, PostgreSQL) through
+the real intake topic, worker and publisher (Kafka); each test signs a checkpoint on its own copy, tampers
 with the events table by SQL as a database operator could, and checks that ``audit verify
 --checkpoint`` *and* the standalone verifier on a history export made afterwards name it.
 """

@@ -25,7 +25,7 @@ from caseledger.projections.channel_metrics import summary
 from caseledger.projections.deadlines import Deadlines
 from tests.support.clock import FakeClock
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ALICE = Actor.parse("agent:alice")
 BOT = Actor.parse("automation:helpbot")
 JANE = "email:jane@example.com"

@@ -27,7 +27,7 @@ from caseledger.ledger.store.codec import (
     schema_fingerprint,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
 CODEC = AvroEventCodec()
 ENVELOPE_ONLY = {f.name for f in dataclasses.fields(LedgerEvent)} | {"originator_topic", "case_id"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from caseledger.ledger.domain.catalog import EVENT_TYPES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_installed(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

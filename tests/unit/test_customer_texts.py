@@ -23,7 +23,7 @@ from tests.support.clock import FakeClock
 
 JANE = Identity.parse("email:jane@example.com")
 ALICE = Actor.parse("agent:alice")
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def draft(msg: str = "m-1", **extra: Any) -> ContactDraft:
@@ -258,7 +258,7 @@ def test_the_acpr_preset_is_selectable_by_name_and_cites_its_source() -> None:
     policy = ResponsePolicy.load("acpr-2022-r-01")
     assert policy.name == "acpr-2022-r-01" and str(policy.acknowledge_within) == "10d"
     assert str(policy.default_respond_within) == "2mo" and policy.acknowledge_spoken_in_writing
-    text = (Path(__file__).resolve().parent.parent / "ledger/domain/presets/acpr-2022-r-01.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "ledger/domain/presets/acpr-2022-r-01.toml").read_text()
     assert "Recommandation 2022-R-01" in text and "acpr.banque-france.fr" in text
     with pytest.raises(ConfigurationError, match="no shipped policy named 'acpr-2099'"):
         ResponsePolicy.named("acpr-2099")

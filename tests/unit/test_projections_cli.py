@@ -14,7 +14,7 @@ from caseledger.cli.app import app
 
 runner = CliRunner(env={"CASELEDGER_DATABASE": None, "CASELEDGER_VIEWS": None, "CASELEDGER_KAFKA_BOOTSTRAP": None,
                         "CASELEDGER_ACTOR": None, "TZ": "UTC", "COLUMNS": "200"})
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "projections.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "projections.md"
 
 
 @pytest.fixture

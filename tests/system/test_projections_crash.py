@@ -27,7 +27,7 @@ from caseledger.ledger.settings import LedgerSettings
 from caseledger.projections import COUNTERS, INT, LOG, TEXT, Projection, Table, Tx, open_views, read_status
 from tests.support.kafka_topics import fresh_topics, publish_all
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class SlowCounter(Projection):
@@ -77,7 +77,7 @@ def test_a_runner_killed_mid_batch_resumes_without_gaps_or_doubles(
         ledger.close()
 
     command = [sys.executable, "-c", "from caseledger.cli.app import main; main()", "--database", database,
-               "projections", "run", "tests.test_projections_crash:SlowCounter", "--batch-size", "50", *args]
+               "projections", "run", "tests.system.test_projections_crash:SlowCounter", "--batch-size", "50", *args]
     rng = random.Random(source)
     seen = 0
     for _ in range(2):
