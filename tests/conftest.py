@@ -32,6 +32,7 @@ pytest_plugins = [
     "tests.support.avro_java",
     "tests.support.browser",
     "tests.support.tampering",
+    "tests.support.stories",
 ]
 
 TESTS = Path(__file__).resolve().parent

@@ -9,6 +9,7 @@
 - ``browser``: Debian's headless Chromium through Playwright.
 - ``service_server``: ``caseledger serve`` on loopback, principals, an OIDC provider.
 - ``tampering``: a ledger built once per backend and the raw SQL that tampers with it.
+- ``stories``: a customer's story with every kind of event on SQLite, and the command line run on it.
 - ``floors``: the markers each test gets from its folder and its fixtures, and the unit floor's guard.
 
 ``tests/conftest.py`` registers the fixture modules as plugins, so no test module imports a fixture.
