@@ -96,3 +96,15 @@ def test_the_wheel_puts_nothing_but_caseledger_at_the_top_of_site_packages(tmp_p
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     with zipfile.ZipFile(wheel) as archive:
         assert "caseledger = caseledger.cli.app:main" in archive.read(entry).decode()
+
+
+# `caseledger demo` as a user runs it: the console script in a process of its own (tests/unit/test_demo.py
+# plays the demo in-process).
+def test_console_script_exits_zero(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("caseledger")
+    command = [str(script)] if script.exists() else [sys.executable, "-c", "from caseledger.cli.app import main; main()"]
+    env = {**os.environ, "COLUMNS": "100", "CASELEDGER_DATABASE": str(tmp_path / "not-used.sqlite")}
+    result = subprocess.run([*command, "demo"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "S11 — " in result.stdout
+    assert "Done: " in result.stdout

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -152,13 +149,3 @@ def test_keep_leaves_the_temporary_ledger(tmp_path: Path) -> None:
             play(database=str(path))
     finally:
         shutil.rmtree(path.parent)
-
-
-def test_console_script_exits_zero(tmp_path: Path) -> None:
-    script = Path(sys.executable).with_name("caseledger")
-    command = [str(script)] if script.exists() else [sys.executable, "-c", "from caseledger.cli.app import main; main()"]
-    env = {**os.environ, "COLUMNS": "100", "CASELEDGER_DATABASE": str(tmp_path / "not-used.sqlite")}
-    result = subprocess.run([*command, "demo"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "S11 — " in result.stdout
-    assert "Done: " in result.stdout
