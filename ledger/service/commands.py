@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.application import CaseLedger, normalise_reference
 from caseledger.ledger.describe import plain
+from caseledger.ledger.domain.directory import case_id_for
 from caseledger.ledger.domain.permissions import Operation
 from caseledger.ledger.domain.values import Actor, ActorKind, Attachment, Channel, ContactDraft, Identity
 from caseledger.ledger.principals import Principal, PrincipalRegistry
@@ -181,13 +183,13 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
         return JSONResponse(result, status_code=status, headers=headers)
 
     async def committed(request: Request, principal: Principal, key: str | None, body: Body | None,
-                        execute: Execute) -> Any:
+                        execute: Execute, *, lookups: Callable[[CaseLedger], Iterable[UUID]] | None = None) -> Any:
         """``write`` by group commit: recorded with the writes that arrive together (ledger.service.group_commit)."""
         digest = b""
         if key is not None:
             payload = body.model_dump_json(by_alias=True).encode() if body is not None else b""
             digest = request_digest(request.method, request.url.path, payload)
-        answer = state.committer.submit(Write(execute, principal.name, key, digest))
+        answer = state.committer.submit(Write(execute, principal.name, key, digest, lookups))
         status, result, replayed = await asyncio.wrap_future(answer)
         headers = {"Idempotency-Replayed": "true"} if replayed else {}
         if status >= 400:
@@ -220,7 +222,8 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
             principal, key = kwargs.pop("principal"), kwargs.pop("idempotency_key")
             body = kwargs.pop("body", None)
             return await committed(request, principal, key, body,
-                                   lambda ledger: (status, call(ledger, principal.actor(), reference, (body, kwargs))))
+                                   lambda ledger: (status, call(ledger, principal.actor(), reference, (body, kwargs))),
+                                   lookups=lambda _ledger: [case_id_for(normalise_reference(reference))])
 
         endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         endpoint.__name__ = operation.name.lower()
@@ -233,20 +236,22 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
     async def contact_record(request: Request, body: ContactIn, principal: Principal = principal_for(O.CONTACT_RECORD),
                        idempotency_key: IdempotencyKey = None) -> Any:
         """Record an inbound contact and its acknowledgement; the same request again is "already recorded"."""
+        draft = ContactDraft(
+            channel=Channel.parse(body.channel), channel_message_id=body.channel_message_id,
+            identity=Identity.parse(body.identity), items=tuple(body.items), subject=body.subject,
+            body=body.body, case_reference=body.case_reference, follow_up=body.follow_up,
+            category=body.category, customer_id=body.customer_id, segment=body.segment,
+            occurred_at=body.occurred_at, metadata=dict(body.metadata),
+            attachments=tuple(Attachment(**a.model_dump()) for a in body.attachments),
+        )
+
         def execute(ledger: CaseLedger) -> tuple[int, Any]:
-            draft = ContactDraft(
-                channel=Channel.parse(body.channel), channel_message_id=body.channel_message_id,
-                identity=Identity.parse(body.identity), items=tuple(body.items), subject=body.subject,
-                body=body.body, case_reference=body.case_reference, follow_up=body.follow_up,
-                category=body.category, customer_id=body.customer_id, segment=body.segment,
-                occurred_at=body.occurred_at, metadata=dict(body.metadata),
-                attachments=tuple(Attachment(**a.model_dump()) for a in body.attachments),
-            )
             customer = Actor(kind=ActorKind.CUSTOMER, id=draft.customer_id or str(draft.identity))
             outcome = ledger.record_contact(draft, actor=principal.relaying(customer))
             return (200 if outcome.duplicate else 201), outcome
 
-        return await committed(request, principal, idempotency_key, body, execute)
+        return await committed(request, principal, idempotency_key, body, execute,
+                               lookups=lambda ledger: ledger.contact_lookups(draft))
 
     # -- working a case ---------------------------------------------------------------------------------
 

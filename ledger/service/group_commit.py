@@ -25,11 +25,12 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 
@@ -57,6 +58,7 @@ class Write:
     principal: str
     key: str | None = None
     digest: bytes = b""
+    lookups: Callable[[CaseLedger], Iterable[UUID]] | None = None  # what it will load: prefetched for the batch
     answer: Future[Answer] = field(default_factory=Future)
     key_id: str = ""
 
@@ -135,6 +137,7 @@ class GroupCommitter:
             with ledger.unit_of_work() as uow:
                 store = ledger.principal_store
                 now = datetime.now(UTC)
+                ledger.prefetch(_lookups(ledger, todo))
                 for write in todo:
                     try:
                         status, body = write.execute(ledger)
@@ -209,6 +212,17 @@ class GroupCommitter:
                 problem=problem_for))
         except BaseException as error:
             write.answer.set_exception(error)
+
+
+def _lookups(ledger: CaseLedger, writes: list[Write]) -> set[UUID]:
+    ids: set[UUID] = set()
+    for write in writes:
+        if write.lookups is not None:
+            try:
+                ids.update(write.lookups(ledger))
+            except Exception:  # a bad reference: its command says so when it runs
+                continue
+    return ids
 
 
 def _follow(first: Write, second: Write) -> None:
