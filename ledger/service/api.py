@@ -62,11 +62,14 @@ class ServiceState:
     request_timeout_s: float = REQUEST_TIMEOUT_S
     threads: int = THREADS
     clock: Callable[[], datetime] | None = None
-    cases: CaseCache = field(default_factory=CaseCache)
+    cases: CaseCache = field(init=False)
     _local: threading.local = field(default_factory=threading.local)
     _ledgers: list[CaseLedger] = field(default_factory=list)
     _free: list[CaseLedger] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.cases = CaseCache(lambda: CaseLedger(self.settings, clock=self.clock))
 
     def ledger(self) -> CaseLedger:
         """This thread's ledger. Worker threads come and go (anyio retires idle ones): a thread's ledger goes
@@ -97,6 +100,7 @@ class ServiceState:
         for _ in range(self.threads - len(self._ledgers)):
             self._give_back(self._new_ledger())
         self.committer.warm()
+        self.cases.warm()
 
     def authenticator(self) -> Authenticator:
         auth: Authenticator | None = getattr(self, "_authenticator", None)
@@ -144,6 +148,7 @@ class ServiceState:
         committer: GroupCommitter | None = getattr(self, "_committer", None)
         if committer is not None:
             committer.close()
+        self.cases.close()
         with self._lock:
             for ledger in self._ledgers:
                 ledger.close()
@@ -260,14 +265,15 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
                 "may": sorted(o.value for o in PERMISSIONS[principal.role])}
 
     @app.get("/v1/cases/{reference}", tags=["cases"])
-    def case_show(reference: str, _p: Principal = principal_for(O.CASE_READ)) -> Any:
+    async def case_show(reference: str, _p: Principal = principal_for(O.CASE_READ)) -> Any:
         """A case: items, promises, messages, proposals, deadlines missed."""
-        return Response(state.cases.record_json(state.ledger(), reference), media_type="application/json")
+        data = await asyncio.wrap_future(state.cases.record_json(reference))
+        return Response(data, media_type="application/json")
 
     @app.get("/v1/cases/{reference}/brief", tags=["cases"])
-    def case_brief(reference: str, _p: Principal = principal_for(O.CASE_READ)) -> Any:
+    async def case_brief(reference: str, _p: Principal = principal_for(O.CASE_READ)) -> Any:
         """The handoff brief of a case: open items, open promises, the last contact per channel."""
-        return state.cases.read(state.ledger(), reference, lambda entry: plain(entry.case.brief()))
+        return await asyncio.wrap_future(state.cases.read(reference, lambda entry: plain(entry.case.brief())))
 
     @app.get("/v1/cases", tags=["cases"])
     def case_find(
