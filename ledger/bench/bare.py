@@ -12,23 +12,25 @@ import hmac
 import os
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 
 __all__ = ["TOKEN_ENV", "create_bare_app"]
 
 TOKEN_ENV = "CASELEDGER_BENCH_BARE_TOKEN"
 
 
+async def bearer(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The bearer check: the token the benchmark gave, compared in constant time."""
+    expected: bytes = request.app.state.expected
+    if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
+        raise HTTPException(401, "unauthenticated", headers={"WWW-Authenticate": "Bearer"})
+    return "bench"
+
+
 def create_bare_app() -> FastAPI:
     """``GET /bare``: 401 without the right bearer token, else a small JSON object."""
-    expected = f"Bearer {os.environ[TOKEN_ENV]}".encode()
-
-    async def bearer(authorization: Annotated[str | None, Header()] = None) -> str:
-        if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
-            raise HTTPException(401, "unauthenticated", headers={"WWW-Authenticate": "Bearer"})
-        return "bench"
-
     app = FastAPI(openapi_url=None)
+    app.state.expected = f"Bearer {os.environ[TOKEN_ENV]}".encode()
 
     @app.get("/bare")
     async def bare(caller: Annotated[str, Depends(bearer)]) -> dict[str, Any]:

@@ -242,6 +242,8 @@ def bench_api(*, clients: int = 200, seconds: float = 15.0, backends: tuple[str,
                         tally = _bare_ceiling(clients=clients, seconds=seconds, workers=count,
                                               processes=load_processes)
                         bare = _scenario_result("bare", backend, count, clients, tally, None)
+                        if set(bare.statuses) != {"200"}:
+                            raise RuntimeError(f"the bare ceiling answered {bare.statuses}, not only 200: void")
                         result.scenarios.append(bare)
                         bare_rate = bare.requests_per_s
                         step()

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -237,7 +237,7 @@ class CaseCache:
         if not erasures:
             return False
         at: datetime = ledger.mapper.to_domain_event(erasures[-1]).timestamp  # type: ignore[attr-defined]
-        return datetime.now(UTC) - at < timedelta(seconds=ERASED_GRACE_S)
+        return bool(ledger.clock() - at < timedelta(seconds=ERASED_GRACE_S))
 
 
 def _json(entry: _Entry) -> bytes:
