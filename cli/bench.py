@@ -95,7 +95,7 @@ def bench_api_command(
                            scenarios=scenarios, postgres_url=postgres, load_processes=load_processes,
                            progress=progress)
     print_result(console, "api", result.rows(), result, output)
-    if result.server_errors or result.lost_or_doubled:
+    if result.server_errors or result.lost_or_doubled or result.failures:
         raise typer.Exit(1)
 
 

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from caseledger.ledger.errors import CaseLedgerError
+
 __all__ = ["ApiLoadResult", "LiveResult", "ScenarioResult", "bench_api", "bench_live"]
 
 Progress = Callable[[str, int, int], None]
@@ -178,6 +180,7 @@ class ApiLoadResult:
     seconds: float
     load_processes: int
     scenarios: list[ScenarioResult] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # a server that did not start or a store that refused
 
     def find(self, scenario: str, backend: str | None = None, workers: int | None = None) -> ScenarioResult:
         return next(s for s in self.scenarios if s.scenario == scenario and backend in (None, s.backend)
@@ -206,6 +209,7 @@ class ApiLoadResult:
         rows += [s.row() for s in self.scenarios]
         rows += [(f"{backend}: reads, most workers / one", f"{ratio:.2f}× (target ≥ 1.6× on postgresql)")
                  for backend, ratio in sorted(self.scaling().items())]
+        rows += [("failed", failure) for failure in self.failures]
         rows += [("lost or doubled writes", str(self.lost_or_doubled)),
                  ("targets", "GET ≥ 0.50 of bare; POST ≥ 0.25; mix p99 ≤ 500 ms")]
         return rows
@@ -213,7 +217,8 @@ class ApiLoadResult:
     def as_dict(self) -> dict[str, Any]:
         return {"clients": self.clients, "seconds": self.seconds, "load_processes": self.load_processes,
                 "scenarios": [s.as_dict() for s in self.scenarios], "scaling": self.scaling(),
-                "server_errors": self.server_errors, "lost_or_doubled": self.lost_or_doubled}
+                "server_errors": self.server_errors, "lost_or_doubled": self.lost_or_doubled,
+                "failures": self.failures}
 
 
 def bench_api(*, clients: int = 200, seconds: float = 15.0, backends: tuple[str, ...] = ("sqlite", "postgresql"),
@@ -249,13 +254,16 @@ def bench_api(*, clients: int = 200, seconds: float = 15.0, backends: tuple[str,
                         step()
                     database = (new_postgres() if backend == "postgresql"
                                 else str(Path(where) / f"bench-{count}.sqlite"))
-                    with _served(database, workers=count) as (url, _db, tokens):
-                        refs = _seed(url, tokens["agent"], seed_cases)
-                        for scenario in scenarios:
-                            result.scenarios.append(_run_scenario(
-                                scenario, url, database, tokens["agent"], refs, backend=backend, workers=count,
-                                clients=clients, seconds=seconds, processes=load_processes, bare_rate=bare_rate))
-                            step()
+                    try:
+                        with _served(database, workers=count) as (url, _db, tokens):
+                            refs = _seed(url, tokens["agent"], seed_cases)
+                            for scenario in scenarios:
+                                result.scenarios.append(_run_scenario(
+                                    scenario, url, database, tokens["agent"], refs, backend=backend, workers=count,
+                                    clients=clients, seconds=seconds, processes=load_processes, bare_rate=bare_rate))
+                                step()
+                    except (CaseLedgerError, RuntimeError) as error:  # the others still run; the report says why
+                        result.failures.append(f"{backend} ×{count}: {str(error)[-300:]}")
     return result
 
 

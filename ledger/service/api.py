@@ -97,9 +97,8 @@ class ServiceState:
             self._free.append(ledger)
 
     def warm(self) -> None:
-        """Build the worker threads' ledgers now (~0.1 s each): not in the first requests' time."""
-        for _ in range(self.threads - len(self._ledgers)):
-            self._give_back(self._new_ledger())
+        """Build the ledgers of the committer and the case reader now (~0.1 s each), not in the first requests'
+        time. The worker threads' ledgers are built when first needed: each holds a pool of connections."""
         self.committer.warm()
         self.cases.warm()
 

@@ -12,7 +12,8 @@ key, the same transaction holds its tracking record (``idempotency/<sha256>``) a
   recorded and its problem stored as the key's answer, as before.
 - A key already answered is replayed without running anything; the same key twice in one batch
   runs once, the second answered as a replay; a key whose first request is still running
-  elsewhere (a claim without an answer) is left to :class:`Idempotency`, which waits for it.
+  in another process (a claim without an answer) is answered 409 at once (retry with the key), and a
+  claim older than ``STALE_AFTER`` (its request died) is taken over by :class:`Idempotency`.
 - When the batch cannot commit (another process changed one of its aggregates first, or answered
   one of its keys), every write of the batch runs again alone, as before group commit
   (:meth:`Idempotency.run`): a conflict of one never fails the others, and the database's
@@ -36,7 +37,7 @@ from eventsourcing.persistence import Tracking
 
 from caseledger.ledger.describe import plain
 from caseledger.ledger.errors import BackendError, ConflictError, MessageIdCollision
-from caseledger.ledger.service.idempotency import Idempotency, IdempotencyRefused
+from caseledger.ledger.service.idempotency import STALE_AFTER, Idempotency, IdempotencyRefused
 from caseledger.ledger.service.problems import problem_for
 
 if TYPE_CHECKING:
@@ -184,8 +185,12 @@ class GroupCommitter:
                         "key for a new request", status=422, slug="idempotency-key-reused"))
                 elif row.status is not None:
                     write.answer.set_result((row.status, json.loads(row.response or "null"), True))
+                elif datetime.now(UTC) - row.created_at < STALE_AFTER:
+                    # Its first request runs in another process: answered at once (retry), the committer
+                    # does not wait for it while the other writes wait behind.
+                    write.answer.set_exception(Idempotency.in_progress())
                 else:
-                    self._alone(ledger, write)  # its first request is running elsewhere: wait for it there
+                    self._alone(ledger, write)  # a claim whose request died: taken over there
                 continue
             first = first_of.get(write.key_id)
             if first is None:
