@@ -172,9 +172,9 @@ def test_group_commit_records_each_valid_write_once_and_answers_each_invalid_one
     assert stored_contacts(ledger) == recorded
 
 
-def test_a_batch_that_cannot_commit_runs_each_write_alone(committer: GroupCommitter,
-                                                          make_ledger: Callable[..., CaseLedger]) -> None:
-    """Another writer answered one key of the batch first: the batch fails, each write runs alone, none is lost."""
+def test_a_batch_that_cannot_commit_runs_again_and_loses_or_doubles_nothing(
+        committer: GroupCommitter, make_ledger: Callable[..., CaseLedger]) -> None:
+    """A key answered before is replayed, not run; a batch that conflicts with another process's write runs again."""
     run = uuid.uuid4().hex[:8]
     other = make_ledger()
     raced = Write(contact(f"{run}-raced"), "agent-1", f"{run}-k", b"d")

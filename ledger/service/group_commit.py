@@ -15,7 +15,8 @@ key, the same transaction holds its tracking record (``idempotency/<sha256>``) a
   in another process (a claim without an answer) is answered 409 at once (retry with the key), and a
   claim older than ``STALE_AFTER`` (its request died) is taken over by :class:`Idempotency`.
 - When the batch cannot commit (another process changed one of its aggregates first, or answered
-  one of its keys), every write of the batch runs again alone, as before group commit
+  one of its keys), it runs again from the store (``BATCH_ATTEMPTS``), then every write of it alone, as
+  before group commit
   (:meth:`Idempotency.run`): a conflict of one never fails the others, and the database's
   uniqueness of tracking records and keys keeps each write recorded once.
 """
@@ -25,7 +26,9 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import random
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -48,6 +51,7 @@ __all__ = ["MAX_BATCH", "Answer", "GroupCommitter", "Write"]
 log = logging.getLogger("caseledger.service")
 
 MAX_BATCH = 128
+BATCH_ATTEMPTS = 3  # a batch that conflicts with another process's write is run again this often, then alone
 Answer = tuple[int, Any, bool]  # (status, JSON body, replayed)
 
 
@@ -131,8 +135,19 @@ class GroupCommitter:
 
     def _commit(self, ledger: CaseLedger, batch: list[Write]) -> None:
         todo = self._without_replays(ledger, batch)
-        if not todo:
-            return
+        for attempt in range(BATCH_ATTEMPTS):
+            if not todo:
+                return
+            if attempt:  # another process changed an aggregate of the batch first: again, from the store
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+                todo = self._without_replays(ledger, todo)
+            if self._attempt(ledger, todo):
+                return
+        for write in todo:  # alone, as before group commit: one write's conflict fails no other
+            self._alone(ledger, write)
+
+    def _attempt(self, ledger: CaseLedger, todo: list[Write]) -> bool:
+        """Run ``todo`` in one unit of work and answer each; False (nothing answered) if it could not commit."""
         outcomes: dict[int, tuple[int, Any] | BaseException] = {}
         try:
             with ledger.unit_of_work() as uow:
@@ -156,9 +171,7 @@ class GroupCommitter:
                         uow.statements.append(store.answered_idempotency(
                             write.key_id, write.digest, status, json.dumps(body), now))
         except (ConflictError, BackendError):
-            for write in todo:  # alone, as before group commit: one write's conflict fails no other
-                self._alone(ledger, write)
-            return
+            return False
         self.batches += 1
         for write in todo:
             outcome = outcomes.get(id(write))
@@ -166,6 +179,7 @@ class GroupCommitter:
                 write.answer.set_exception(outcome)
             elif outcome is not None:
                 write.answer.set_result((outcome[0], outcome[1], False))
+        return True
 
     def _without_replays(self, ledger: CaseLedger, batch: list[Write]) -> list[Write]:
         """Answer the writes whose key was answered before (or is another's in this batch); the rest, to run."""
