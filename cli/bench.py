@@ -59,27 +59,47 @@ def bench_intake_command(
 @bench_app.command("api")
 @local_only(NOT_THROUGH_API)
 def bench_api_command(
-    clients: Annotated[int, typer.Option("--clients", "-c", min=1, help="Concurrent clients.")] = 200,
-    seconds: Annotated[float, typer.Option("--seconds", "-s", min=1, help="How long they run.")] = 60,
-    database: Annotated[
-        str | None,
-        typer.Option("--database", help="A database for the service (SQLite path or postgresql:// URL); default a "
-                     "temp SQLite."),
+    clients: Annotated[int, typer.Option("--clients", "-c", min=1, help="Concurrent keep-alive clients.")] = 200,
+    seconds: Annotated[float, typer.Option("--seconds", "-s", min=1, help="How long each scenario runs.")] = 15,
+    backend: Annotated[
+        list[str] | None, typer.Option("--backend", help="sqlite and/or postgresql (repeat; default both).")
     ] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Server worker processes.")] = 1,
+    postgres: Annotated[
+        str | None,
+        typer.Option("--postgres", metavar="URL", envvar="CASELEDGER_BENCH_POSTGRES",
+                     help="PostgreSQL URL of the ledger (default: a temporary pgserver, a new database per run)."),
+    ] = None,
+    workers: Annotated[
+        list[int] | None, typer.Option("--workers", min=1, help="Server worker processes (repeat; default 1 and 2).")
+    ] = None,
+    scenario: Annotated[
+        list[str] | None, typer.Option("--scenario", help="read, write and/or mix (repeat; default all three).")
+    ] = None,
+    load_processes: Annotated[int, typer.Option("--load-processes", min=1, help="Load generator processes.")] = 2,
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
-    """HTTP load on `caseledger serve`: mixed reads and writes, no 5xx, no lost or doubled write, p50/p99.
+    """HTTP load on `caseledger serve` against the bare-framework ceiling measured in the same run.
 
-    Example: caseledger bench api --clients 200 --seconds 60
+    Per backend and worker count: a bare FastAPI endpoint with a bearer check on the same uvicorn
+    options (the ceiling), then GET /v1/cases/REF, POST /v1/contacts and the 80/20 mix, each as a
+    share of the ceiling; no 5xx, no lost or doubled write. Targets: GET ≥ 0.50 of the ceiling,
+    POST ≥ 0.25, mix p99 ≤ 500 ms, two workers ≥ 1.6× one on reads with PostgreSQL.
+
+    Example: caseledger bench api --clients 200 --seconds 15 --backend sqlite --workers 1
     """
-    from caseledger.ledger.bench.service import bench_api
+    from caseledger.ledger.bench.service import SCENARIOS, bench_api
 
+    backends = tuple(backend or ("sqlite", "postgresql"))
+    scenarios = tuple(scenario or SCENARIOS)
+    if not set(backends) <= {"sqlite", "postgresql"} or not set(scenarios) <= set(SCENARIOS):
+        raise ConfigurationError("--backend is sqlite or postgresql; --scenario is read, write or mix")
     console = plain_console()
     with stage_progress(console) as progress:
-        result = bench_api(clients=clients, seconds=seconds, database=database, workers=workers, progress=progress)
+        result = bench_api(clients=clients, seconds=seconds, backends=backends, workers=tuple(workers or (1, 2)),
+                           scenarios=scenarios, postgres_url=postgres, load_processes=load_processes,
+                           progress=progress)
     print_result(console, "api", result.rows(), result, output)
-    if result.server_errors or result.lost_or_doubled:
+    if result.server_errors or result.lost_or_doubled or result.failures:
         raise typer.Exit(1)
 
 

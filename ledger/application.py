@@ -386,10 +386,13 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
             yield uow
         finally:
             self._uow = None
-        if uow.events or trackings:
+        trackings += uow.trackings
+        if uow.events or trackings or uow.statements:
             processing = ProcessingEvent[UUID](tracking=trackings[0] if trackings else None)
             if len(trackings) > 1:
                 processing.saved_kwargs["also_tracking"] = trackings[1:]
+            if uow.statements:
+                processing.saved_kwargs["also_execute"] = uow.statements
             processing.events.extend(uow.events)
             with translate_errors(self.settings.store.describe()):
                 self._record(processing)

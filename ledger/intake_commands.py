@@ -114,6 +114,7 @@ class ContactIntake:
         def customer_id_for(self, identity: Any) -> str: ...
         data_keys: Any
         def claim_id_for(self, identity: Any) -> UUID: ...
+        def claim_ids_for(self, identity: Any) -> list[UUID]: ...
 
         def _context(
             self, actor: Actor, *, channel: Channel | str | None = None, occurred_at: datetime | None = None,
@@ -182,6 +183,14 @@ class ContactIntake:
             f"{draft.channel.value} message {draft.channel_message_id!r} kept conflicting with "
             f"concurrent writes after {MAX_CONTACT_ATTEMPTS} attempts; nothing was recorded, retry"
         )
+
+    def contact_lookups(self, draft: ContactDraft) -> set[UUID]:
+        """The aggregates ``record_contact`` loads for ``draft``: a batch prefetches them in one query."""
+        ids = {ChannelMessage.id_for(draft.channel, draft.channel_message_id), *self.claim_ids_for(draft.identity),
+               Customer.id_for(draft.customer_id or self.customer_id_for(draft.identity))}
+        if draft.case_reference:
+            ids.add(case_id_for(normalise_reference(draft.case_reference)))
+        return ids
 
     def _sender_of(self, draft: ContactDraft) -> tuple[str, IdentityClaim | None]:
         """(the customer id a contact is recorded under, the identity's claim if it has one)."""

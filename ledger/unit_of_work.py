@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import Tracking
 
 from caseledger.ledger.domain.events import LedgerEvent
 from caseledger.ledger.store.codec import event_hash
@@ -22,6 +23,10 @@ class UnitOfWork:
         self.saved = False
         self._by_aggregate: dict[UUID, list[LedgerEvent]] = {}
         self.absent: set[UUID] = set()  # ids a prefetch found not stored (saves one query each)
+        # Added while the unit runs, saved with its events: tracking records, and statements of the
+        # tables beside the events (e.g. the answers of idempotency keys) — all in one transaction.
+        self.trackings: list[Tracking] = []
+        self.statements: list[tuple[str, tuple[Any, ...]]] = []
 
     def collect(self, *aggregates: Aggregate | None) -> None:
         for aggregate in aggregates:

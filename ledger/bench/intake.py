@@ -313,5 +313,6 @@ def write_result(name: str, result: Any, directory: str | Path = "bench-results"
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps({"benchmark": name, **asdict(result)}, indent=2) + "\n")
+    data = result.as_dict() if hasattr(result, "as_dict") else asdict(result)
+    path.write_text(json.dumps({"benchmark": name, **data}, indent=2) + "\n")
     return path

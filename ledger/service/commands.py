@@ -7,17 +7,20 @@ can name another. A contact is the customer's act, relayed by the principal
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.application import CaseLedger, normalise_reference
 from caseledger.ledger.delivery_reports import Reporter
 from caseledger.ledger.describe import plain
+from caseledger.ledger.domain.directory import case_id_for
 from caseledger.ledger.domain.permissions import Operation, Role, allowed
 from caseledger.ledger.domain.values import (
     MAX_ATTACHMENT_BYTES,
@@ -31,6 +34,7 @@ from caseledger.ledger.domain.values import (
 )
 from caseledger.ledger.principals import Principal, PrincipalRegistry
 from caseledger.ledger.service.api import ServiceState, principal_for, problem_response
+from caseledger.ledger.service.group_commit import Write
 from caseledger.ledger.service.idempotency import request_digest
 from caseledger.ledger.service.problems import problem_for
 
@@ -224,6 +228,20 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
             return problem_response(result, headers)
         return JSONResponse(result, status_code=status, headers=headers)
 
+    async def committed(request: Request, principal: Principal, key: str | None, body: Body | None,
+                        execute: Execute, *, lookups: Callable[[CaseLedger], Iterable[UUID]] | None = None) -> Any:
+        """``write`` by group commit: recorded with the writes that arrive together (ledger.service.group_commit)."""
+        digest = b""
+        if key is not None:
+            payload = body.model_dump_json(by_alias=True).encode() if body is not None else b""
+            digest = request_digest(request.method, request.url.path, payload)
+        answer = state.committer.submit(Write(execute, principal.name, key, digest, lookups))
+        status, result, replayed = await asyncio.wrap_future(answer)
+        headers = {"Idempotency-Replayed": "true"} if replayed else {}
+        if status >= 400:
+            return problem_response(result, headers)
+        return JSONResponse(result, status_code=status, headers=headers)
+
     def on_case(
         path: str, operation: Operation, model: type[Body] | None,
         call: Callable[[CaseLedger, Actor, str, Any], Any], *, summary: str, status: int = 200,
@@ -245,12 +263,13 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
                               default=None),
         ]
 
-        def endpoint(**kwargs: Any) -> Any:
+        async def endpoint(**kwargs: Any) -> Any:
             request, reference = kwargs.pop("request"), kwargs.pop("reference")
             principal, key = kwargs.pop("principal"), kwargs.pop("idempotency_key")
             body = kwargs.pop("body", None)
-            return write(request, principal, key, body,
-                         lambda ledger: (status, call(ledger, principal.actor(), reference, (body, kwargs))))
+            return await committed(request, principal, key, body,
+                                   lambda ledger: (status, call(ledger, principal.actor(), reference, (body, kwargs))),
+                                   lookups=lambda _ledger: [case_id_for(normalise_reference(reference))])
 
         endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         endpoint.__name__ = operation.name.lower()
@@ -260,23 +279,25 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
     # -- intake ---------------------------------------------------------------------------------------
 
     @app.post("/v1/contacts", tags=["commands"], openapi_extra={"x-operation": O.CONTACT_RECORD.value})
-    def contact_record(request: Request, body: ContactIn, principal: Principal = principal_for(O.CONTACT_RECORD),
+    async def contact_record(request: Request, body: ContactIn, principal: Principal = principal_for(O.CONTACT_RECORD),
                        idempotency_key: IdempotencyKey = None) -> Any:
         """Record an inbound contact and its acknowledgement; the same request again is "already recorded"."""
+        draft = ContactDraft(
+            channel=Channel.parse(body.channel), channel_message_id=body.channel_message_id,
+            identity=Identity.parse(body.identity), items=tuple(body.items), subject=body.subject,
+            body=body.body, case_reference=body.case_reference, follow_up=body.follow_up,
+            category=body.category, customer_id=body.customer_id, segment=body.segment,
+            occurred_at=body.occurred_at, metadata=dict(body.metadata),
+            attachments=tuple(Attachment(**a.model_dump()) for a in body.attachments),
+        )
+
         def execute(ledger: CaseLedger) -> tuple[int, Any]:
-            draft = ContactDraft(
-                channel=Channel.parse(body.channel), channel_message_id=body.channel_message_id,
-                identity=Identity.parse(body.identity), items=tuple(body.items), subject=body.subject,
-                body=body.body, case_reference=body.case_reference, follow_up=body.follow_up,
-                category=body.category, customer_id=body.customer_id, segment=body.segment,
-                occurred_at=body.occurred_at, metadata=dict(body.metadata),
-                attachments=tuple(Attachment(**a.model_dump()) for a in body.attachments),
-            )
             customer = Actor(kind=ActorKind.CUSTOMER, id=draft.customer_id or str(draft.identity))
             outcome = ledger.record_contact(draft, actor=principal.relaying(customer))
             return (200 if outcome.duplicate else 201), outcome
 
-        return write(request, principal, idempotency_key, body, execute)
+        return await committed(request, principal, idempotency_key, body, execute,
+                               lookups=lambda ledger: ledger.contact_lookups(draft))
 
     # -- working a case ---------------------------------------------------------------------------------
 
@@ -371,6 +392,8 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
         def execute(ledger: CaseLedger) -> tuple[int, Any]:
             report = ledger.tick(actor=principal.actor(), skip_retention=skipped)
             r = report.retention
+            for customer_id in r.erased:
+                state.cases.forget_customer(customer_id)
             return 200, {"now": report.now, "cases_checked": report.cases_checked, "missed": report.missed,
                          "total": report.total, "erased": r.erased, "held": r.held,
                          "erased_rejection_months": r.rejection_months, "retention_skipped": report.retention_skipped}
@@ -392,6 +415,7 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
         app.post(path, tags=["customers"], summary=summary, openapi_extra={"x-operation": operation.value})(endpoint)
 
     def erasure(report: Any) -> dict[str, Any]:
+        state.cases.forget_customer(report.customer_id)
         return {"customer_id": report.customer_id, "erased": report.erased, "already_erased": report.already_erased,
                 "key_ids": report.key_ids, "erased_at": report.erased_at}
 
@@ -433,4 +457,5 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
     def principals_revoke(name: str, _p: Principal = principal_for(O.PRINCIPALS_MANAGE)) -> Any:
         """Revoke a principal's token at once."""
         PrincipalRegistry(state.ledger().principal_store).revoke(name)
+        state.callers.forget(name)
         return {"revoked": name}

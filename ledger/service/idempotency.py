@@ -84,7 +84,7 @@ class Idempotency:
                 row = self._existing(key_id, digest, ledger)
                 if row.status is not None:
                     return row.status, json.loads(row.response or "null"), True
-                raise self._in_progress()
+                raise self.in_progress()
         tracking = Tracking(application_name=f"idempotency/{key_id}", notification_id=1)
         collision: MessageIdCollision | None = None
         try:
@@ -99,7 +99,7 @@ class Idempotency:
                 answered = self._wait(key_id)
                 if answered is not None and answered.status is not None:
                     return answered.status, json.loads(answered.response or "null"), True
-                raise self._in_progress() from None
+                raise self.in_progress() from None
             self.store.release_idempotency(key_id)
             raise
         except BaseException:
@@ -124,7 +124,7 @@ class Idempotency:
         if row.status is None:
             row = self._wait(key_id) or row
             if row.status is None and datetime.now(UTC) - row.created_at < STALE_AFTER:
-                raise self._in_progress()
+                raise self.in_progress()
             if row.status is None and ledger.recorder.has_tracking_id(f"idempotency/{key_id}", 1):
                 raise IdempotencyRefused(
                     "the first request with this Idempotency-Key was recorded but its response was lost; "
@@ -143,7 +143,7 @@ class Idempotency:
         return row
 
     @staticmethod
-    def _in_progress() -> IdempotencyRefused:
+    def in_progress() -> IdempotencyRefused:
         return IdempotencyRefused(
             "the first request with this Idempotency-Key is still running; retry in a moment with the same key",
             status=409, slug="idempotency-in-progress",

@@ -15,7 +15,7 @@ from caseledger.ledger.service.api import MAX_BODY_BYTES, REQUEST_TIMEOUT_S, Ser
 from caseledger.ledger.service.connections import ConnectionLimits, configure, http_protocol
 from caseledger.ledger.settings import LedgerSettings
 
-__all__ = ["ServerSettings", "app_from_environment", "serve"]
+__all__ = ["ServerSettings", "app_from_environment", "run_uvicorn", "serve"]
 
 _SETTINGS_ENV = "CASELEDGER_SERVE_SETTINGS"
 
@@ -68,14 +68,9 @@ def _prepare_process(limits: ConnectionLimits) -> None:
 
 def serve(ledger: LedgerSettings, server: ServerSettings, *, oidc: OidcSettings | None = None) -> None:
     """Serve the API until SIGTERM/Ctrl-C (uvicorn handles both and finishes the requests under way)."""
-    import uvicorn
-
-    limits = ConnectionLimits(header_timeout_s=server.header_timeout_s, max_connections=server.max_connections)
-    _prepare_process(limits)
     state = ServiceState(ledger, oidc=oidc, views=server.views, max_body_bytes=server.max_body_bytes,
                          request_timeout_s=server.request_timeout_s)
     app: Any = create_app(state)
-    options: dict[str, Any] = {}
     if server.workers > 1:
         # Worker processes build the app themselves (uvicorn imports a factory): hand them the settings.
         state.close()
@@ -85,15 +80,27 @@ def serve(ledger: LedgerSettings, server: ServerSettings, *, oidc: OidcSettings 
             "request_timeout_s": server.request_timeout_s, "header_timeout_s": server.header_timeout_s,
             "max_connections": server.max_connections,
         })
-        app, options = f"{__name__}:app_from_environment", {"factory": True, "workers": server.workers}
+        app = f"{__name__}:app_from_environment"
     try:
-        uvicorn.run(
-            app, **options, host=server.host, port=server.port, log_level="info", access_log=False,
-            http=http_protocol(), loop="auto",  # httptools and uvloop when installed (uvicorn[standard])
-            ssl_certfile=str(server.tls_certfile) if server.tls_certfile else None,
-            ssl_keyfile=str(server.tls_keyfile) if server.tls_keyfile else None,
-            timeout_keep_alive=server.keep_alive_s, limit_concurrency=None, backlog=2048,
-            server_header=False, proxy_headers=False,
-        )
+        run_uvicorn(app, server)
     finally:
         state.close()
+
+
+def run_uvicorn(app: Any, server: ServerSettings) -> None:
+    """uvicorn with the service's options; ``app`` is a factory's import path when there are several workers.
+
+    ``bench api`` serves its bare-framework ceiling through this too, so both run on the same stack.
+    """
+    import uvicorn
+
+    _prepare_process(ConnectionLimits(header_timeout_s=server.header_timeout_s, max_connections=server.max_connections))
+    options: dict[str, Any] = {"factory": True, "workers": server.workers} if server.workers > 1 else {}
+    uvicorn.run(
+        app, **options, host=server.host, port=server.port, log_level="info", access_log=False,
+        http=http_protocol(), loop="auto",  # httptools and uvloop when installed (uvicorn[standard])
+        ssl_certfile=str(server.tls_certfile) if server.tls_certfile else None,
+        ssl_keyfile=str(server.tls_keyfile) if server.tls_keyfile else None,
+        timeout_keep_alive=server.keep_alive_s, limit_concurrency=None, backlog=2048,
+        server_header=False, proxy_headers=False,
+    )

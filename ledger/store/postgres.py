@@ -106,6 +106,8 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
             also: Sequence[Tracking] = kwargs.get("also_tracking", ())
             for tracking in also:  # one poll's further partitions (see ledger.sqlitestore)
                 self._insert_tracking(curs, tracking)
+            for statement, params in kwargs.get("also_execute", ()):  # e.g. the answers of idempotency keys
+                curs.execute(statement, params)
             if not stored_events:
                 return None
             self._insert_stored_events(curs, stored_events, **kwargs)  # table lock + one INSERT

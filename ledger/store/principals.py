@@ -122,6 +122,9 @@ class PrincipalRecorder(ABC):
         self.insert_idempotency_statement = (
             f"INSERT INTO {ik} ({ikc}) VALUES ({p}, {p}, NULL, NULL, {p}) ON CONFLICT (key_id) DO NOTHING")
         self.select_idempotency_statement = f"SELECT {ikc} FROM {ik} WHERE key_id = {p}"
+        self.select_idempotency_many_statement = f"SELECT {ikc} FROM {ik} WHERE key_id IN " + "({})"
+        # No ON CONFLICT: a key answered meanwhile fails the whole transaction (its events included).
+        self.insert_answered_idempotency_statement = f"INSERT INTO {ik} ({ikc}) VALUES ({p}, {p}, {p}, {p}, {p})"
         self.update_idempotency_statement = (
             f"UPDATE {ik} SET status = {p}, response = {p} WHERE key_id = {p} AND status IS NULL")
         self.restart_idempotency_statement = (
@@ -249,6 +252,21 @@ class PrincipalRecorder(ABC):
             return None
         r = rows[0]
         return IdempotencyRow(r[0], bytes(r[1]), r[2], r[3], _time(r[4]))  # type: ignore[arg-type]
+
+    def select_idempotency_many(self, key_ids: list[str]) -> dict[str, IdempotencyRow]:
+        """The rows of these keys that exist, by key id (one query per 200 keys)."""
+        found: dict[str, IdempotencyRow] = {}
+        for i in range(0, len(key_ids), 200):
+            chunk = key_ids[i : i + 200]
+            statement = self.select_idempotency_many_statement.format(", ".join([self.placeholder] * len(chunk)))
+            for r in self._rows(statement, tuple(chunk)):
+                found[r[0]] = IdempotencyRow(r[0], bytes(r[1]), r[2], r[3], _time(r[4]))  # type: ignore[arg-type]
+        return found
+
+    def answered_idempotency(self, key_id: str, request_sha256: bytes, status: int, response: str,
+                             at: datetime) -> tuple[str, tuple[Any, ...]]:
+        """The statement that stores a key with its answer, to run in the transaction of the key's events."""
+        return self.insert_answered_idempotency_statement, (key_id, request_sha256, status, response, self._at(at))
 
     def complete_idempotency(self, key_id: str, status: int, response: str) -> None:
         self._run(self.update_idempotency_statement, (status, response, key_id))

@@ -71,4 +71,6 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder, LedgerRecorder):
         also: Sequence[Tracking] = kwargs.get("also_tracking", ())
         for tracking in also:
             self._insert_tracking(c, tracking)
+        for statement, params in kwargs.get("also_execute", ()):  # e.g. the answers of idempotency keys
+            c.execute(statement, params)
         return returning
