@@ -1,6 +1,6 @@
 """The ledger's clock (issue 22): every recorded time is the ledger's; a time a client claims is kept
 beside it, bounded, and never what a deadline, an SLA figure or retention reads. Each test runs on
-SQLite and on a real PostgreSQL."""
+SQLite and on a real PostgreSQL; the simulated clock of local files: tests/unit/test_simulated_clock.py."""
 
 from __future__ import annotations
 
@@ -10,38 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.domain.claimed_times import CLAIMED_TIMES, CLOCK_SKEW, HORIZON
-from caseledger.ledger.domain.directory import case_id_for
+from caseledger.ledger.domain.claimed_times import CLOCK_SKEW, HORIZON
 from caseledger.ledger.domain.policy import ResponsePolicy
-from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
+from caseledger.ledger.domain.values import Actor
 from caseledger.ledger.errors import ValidationError
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.projections import ProjectionRunner, StoreEventSource, load_projections, open_views
 from caseledger.projections.channel_metrics import summary
 from caseledger.projections.deadlines import Deadlines
 from tests.support.clock import FakeClock
+from tests.support.contacts import JANE, cli, draft, events_of, stored
 
-ROOT = Path(__file__).resolve().parents[2]
 ALICE = Actor.parse("agent:alice")
 BOT = Actor.parse("automation:helpbot")
-JANE = "email:jane@example.com"
-
-
-def draft(msg: str = "m1", channel: str = "email", **kw: Any) -> ContactDraft:
-    return ContactDraft(channel=channel, channel_message_id=msg, identity=Identity.parse(JANE),
-                        items=kw.pop("items", ("Where is my refund?",)), subject="Refund", **kw)
-
-
-def stored(ledger: CaseLedger) -> int:
-    return ledger.recorder.max_notification_id() or 0
-
-
-def events_of(ledger: CaseLedger, reference: str) -> list[Any]:
-    return list(ledger.events.get(case_id_for(reference)))
 
 
 # -- recorded_at is the ledger's clock ---------------------------------------------------------------------
@@ -150,29 +133,6 @@ def test_a_chatbot_wait_starts_within_the_case_and_runs_to_the_ledgers_now(ledge
     assert wait == 15 * 60 == events_of(ledger, ref)[-1].wait_seconds
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(offset=st.integers(min_value=-(10**11), max_value=10**11))
-def test_a_claimed_contact_time_is_recorded_exactly_when_it_is_within_the_bounds(
-    sqlite_ledger: CaseLedger, clock: FakeClock, offset: int
-) -> None:
-    """Whatever a client claims, it is recorded as claimed within [now − horizon, now + skew], refused outside."""
-    try:
-        claimed = clock.now + timedelta(seconds=offset)
-    except OverflowError:
-        return
-    before = stored(sqlite_ledger)
-    inside = clock.now - HORIZON <= claimed <= clock.now + CLOCK_SKEW
-    try:
-        out = sqlite_ledger.record_contact(draft(msg=f"h{offset}", occurred_at=claimed))
-    except ValidationError as refused:
-        assert not inside and "occurred_at" in str(refused) and JANE.split(":")[1] not in str(refused)
-        assert stored(sqlite_ledger) == before
-        return
-    assert inside
-    contact = events_of(sqlite_ledger, out.reference)[1]
-    assert (contact.occurred_at, contact.timestamp) == (claimed, clock.now)
-
-
 # -- what is measured: recorded times ------------------------------------------------------------------------
 
 
@@ -223,70 +183,7 @@ def test_retention_counts_from_recorded_times_and_tick_names_who_ran_it(tmp_path
         ledger.close()
 
 
-def test_the_docs_say_which_time_is_used_for_what() -> None:
-    text = (ROOT / "docs" / "api.md").read_text()
-    for field_name in CLAIMED_TIMES:
-        assert f"| {field_name.split()[-1]} " in text or f"`{field_name.split()[-1]}`" in text, field_name
-    assert f"{int(CLOCK_SKEW.total_seconds() // 60)} minutes" in text and f"{HORIZON.days} days" in text
-
-
-# -- the operator's simulation clock: --now and the demo ---------------------------------------------------
-
-
-def cli(*args: str, code: int = 0) -> Any:
-    from typer.testing import CliRunner
-
-    from caseledger.cli.app import app
-
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == code, f"{result.stdout}\n{result.stderr}\n{result.exception!r}"
-    return result
-
-
-def test_events_recorded_under_now_are_marked_and_the_audit_lists_them(tmp_path: Path) -> None:
-    """Before: --now events said authentication none, recorded at the wall clock: nothing told them apart."""
-    import json
-
-    db = ("--database", str(tmp_path / "sim.sqlite"))
-    at = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
-    done = cli(*db, "--now", at.isoformat(), "contact", "record", "-c", "email", "-m", "m-1", "--from", JANE,
-               "--item", "Why?", "--json")
-    ref = json.loads(done.stdout)["reference"]
-    cli(*db, "respond", ref, "--body", "Because.", "--answers", "Q1")  # the real clock
-    ledger = CaseLedger(LedgerSettings.resolve(database=db[1]))
-    try:
-        simulated = [e for e in ledger.history(JANE) if e.actor_authentication == "simulated-clock"]
-        assert simulated and {e.timestamp for e in simulated} == {at}
-        assert [type(e).__name__ for e in ledger.history(JANE) if e not in simulated] == ["ResponseSent"]
-    finally:
-        ledger.close()
-    report = json.loads(cli(*db, "audit", "verify", "--simulated-clock", "--json").stdout)
-    assert report["simulated_clock_events"] == len(report["simulated_clock"]) == report["events"] - 1
-    assert "ResponseSent" not in {e["type"] for e in report["simulated_clock"]}
-    assert report["unauthenticated_events"] == report["events"]  # the embedded CLI: none is authenticated
-    text = " ".join(cli(*db, "audit", "verify", "--simulated-clock").stdout.split())
-    assert f"events recorded on a simulated clock: {report['simulated_clock_events']}" in text
-
-
 def test_now_is_a_local_files_simulation_clock_only(postgres: Any) -> None:
     refused = cli("--database", postgres.new_database(), "--now", datetime.now(UTC).isoformat(), "contact", "record",
                   "-c", "email", "-m", "m-1", "--from", JANE, "--item", "Why?", code=4)
     assert "local SQLite file" in " ".join(refused.stderr.split())
-
-
-def test_the_demo_marks_every_event_it_records_as_simulated(tmp_path: Path) -> None:
-    import io
-
-    from rich.console import Console
-
-    from caseledger.cli.demo import run_demo
-
-    database = str(tmp_path / "demo.sqlite")
-    run_demo(Console(file=io.StringIO(), width=100), database=database)
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
-    try:
-        stored_events = ledger.recorder.select_notifications(start=1, limit=100_000)
-        kinds = {ledger.mapper.to_domain_event(n).actor_authentication for n in stored_events}  # type: ignore[attr-defined]
-    finally:
-        ledger.close()
-    assert stored_events and kinds == {"simulated-clock"}
