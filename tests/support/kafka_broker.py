@@ -6,7 +6,7 @@ Maven Central with the machine's ``mvn`` into a cache directory that is reused
 between runs, the storage is formatted, and ``kafka.Kafka`` is started as a
 subprocess on free loopback ports.  No Docker, no downloaded tarballs.
 
-Pytest fixtures (session scope), imported into ``tests/conftest.py``:
+Pytest fixtures (session scope), registered as a plugin by ``tests/conftest.py``:
 
 * ``kafka_broker``: the :class:`KafkaBroker` (so a test can ``restart()`` or
   ``kill()`` it), or ``None`` when ``CASELEDGER_TEST_KAFKA`` points at an
