@@ -647,7 +647,6 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
             yield from batch
             start = batch[-1].id + 1
 
-
     # -- deadlines ----------------------------------------------------------------------------------
 
     def case_ids(self) -> Iterator[UUID]:
@@ -671,11 +670,8 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
         missed: dict[str, int] = {}
         checked = 0
         pending: list[Case] = []
-        cases: Iterable[Case] = (
-            (self.get_case(ref) for ref in references)
-            if references is not None
-            else (self.repository.get(case_id) for case_id in self.case_ids())  # type: ignore[misc]
-        )
+        cases: Iterable[Case] = ((self.get_case(ref) for ref in references) if references is not None
+                                 else (self.repository.get(i) for i in self.case_ids()))  # type: ignore[misc]
         for case in cases:
             checked += 1
             due = case.due_deadlines(at)
