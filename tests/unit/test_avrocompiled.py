@@ -31,6 +31,7 @@ from caseledger.ledger.store.codec import (
     schema_files,
     schema_fingerprint,
 )
+from tests.support.examples import examples
 
 CODEC = AvroEventCodec()
 LONGS = st.one_of(
@@ -156,7 +157,7 @@ CASES = [*EVENT_SCHEMAS, ("synthetic", SYNTHETIC_PARSED, SYNTHETIC_NAMED)]
 
 
 @pytest.mark.parametrize(("label", "schema", "named"), CASES, ids=[c[0] for c in CASES])
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_compiled_writer_and_reader_equal_fastavro(label: str, schema: Any, named: dict[str, Any], data: Any) -> None:
     write, read = compile_writer(schema, named), compile_reader(schema, named)
@@ -168,7 +169,7 @@ def test_compiled_writer_and_reader_equal_fastavro(label: str, schema: Any, name
     assert read(b"\xc3\x01" + expected + b"\x00", 2) == fastavro_value(schema, expected)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(data=st.binary(max_size=200))
 def test_compiled_reader_never_disagrees_with_fastavro_on_arbitrary_bytes(data: bytes) -> None:
     """Corrupt or cut bytes: either the compiled reader refuses, or it reads what fastavro reads."""
@@ -184,7 +185,7 @@ def test_compiled_reader_never_disagrees_with_fastavro_on_arbitrary_bytes(data: 
 TEXT_CONTACT = CODEC._uuids_as_text[1]["ContactReceived"]
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(datum=data_for(TEXT_CONTACT, dict(CODEC._text_named)), cut=st.integers(1, 40))
 def test_compiled_reader_refuses_cut_bytes(datum: dict[str, Any], cut: int) -> None:
     schema = TEXT_CONTACT

@@ -26,6 +26,7 @@ from caseledger.ledger.intake import IntakeCodec
 from caseledger.ledger.settings import LedgerSettings
 from tests.support.clock import FakeClock
 from tests.support.contacts import MALLORY, form
+from tests.support.examples import examples
 
 
 def test_retired_message_registered_bytes_decode_with_an_empty_digest() -> None:
@@ -69,7 +70,7 @@ CONTENTS = [("Where is my refund?",), ("Close my account.",)]
 request = st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 1))  # sender, message id, content
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(requests=st.lists(request, min_size=1, max_size=12))
 def test_every_request_ends_in_its_own_case_or_a_recorded_collision(
     requests: list[tuple[int, int, int]], tmp_path_factory: pytest.TempPathFactory,

@@ -18,6 +18,7 @@ from caseledger.ledger.domain.values import Actor, ActorKind, ContactDraft, Iden
 from caseledger.ledger.errors import CaseLedgerError, PermissionDenied, RuleViolation, ValidationError
 from caseledger.ledger.settings import LedgerSettings
 from tests.support.clock import FakeClock
+from tests.support.examples import examples
 
 MAIL = Reporter(actor=Actor(kind=ActorKind.SYSTEM, id="mail-1", authentication="adapter-signature"), adapter=True,
                 channels=("email",))
@@ -48,7 +49,7 @@ receipts = st.lists(st.tuples(
 ), max_size=12)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(receipts)
 def test_any_sequence_of_reports_applies_each_once_and_only_within_the_reporters_authority(
     sequence: list[tuple[str, str, str, str | None, int]],

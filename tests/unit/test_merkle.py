@@ -23,6 +23,7 @@ from caseledger.verify.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.support.examples import examples
 
 LEAVES = [bytes.fromhex(x) for x in ("", "00", "10", "2021", "3031", "40414243", "5051525354555657",
                                      "606162636465666768696a6b6c6d6e6f")]
@@ -118,7 +119,7 @@ def test_subtrees_split_a_right_edge_range_into_complete_subtrees() -> None:
 sizes = st.integers(min_value=1, max_value=300)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(size=sizes, data=st.data())
 def test_every_inclusion_proof_verifies_and_no_tampered_one_does(size: int, data: st.DataObject) -> None:
     hashes = [leaf_hash(i.to_bytes(4, "big")) for i in range(size)]
@@ -143,7 +144,7 @@ def test_every_inclusion_proof_verifies_and_no_tampered_one_does(size: int, data
             verify_inclusion(index, size, hashes[index], proof[:-1], root)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(new=sizes, data=st.data())
 def test_every_consistency_proof_verifies_and_no_tampered_one_does(new: int, data: st.DataObject) -> None:
     hashes = [leaf_hash(i.to_bytes(4, "big")) for i in range(new)]

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
 
 from caseledger.ledger.kafka.kafka_python import key_partitioner
+from tests.support.examples import examples
 
 
 class Cluster:
@@ -23,7 +24,7 @@ class Cluster:
         return self._partitions
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(key=st.binary(min_size=1, max_size=64), partitions=st.integers(1, 64))
 def test_same_partition_as_the_default_partitioner(key: bytes, partitions: int) -> None:
     cluster = Cluster(partitions)

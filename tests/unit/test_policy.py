@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from caseledger.ledger.domain.policy import BusinessCalendar, Delay, ResponsePolicy
 from caseledger.ledger.domain.values import Channel
 from caseledger.ledger.errors import ConfigurationError, ValidationError
+from tests.support.examples import examples
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -473,7 +474,7 @@ instants = st.datetimes(
     timezones=st.sampled_from([UTC, PARIS, NEW_YORK]),
 )
 delays = st.timedeltas(min_value=timedelta(0), max_value=timedelta(hours=40))
-fast = settings(max_examples=120, deadline=None)
+fast = settings(max_examples=examples(120), deadline=None)
 
 
 def assert_within_opening_hours(calendar: BusinessCalendar, at: datetime) -> None:

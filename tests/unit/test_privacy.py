@@ -36,6 +36,7 @@ from caseledger.projections.runner import ProjectionRunner, rebuild
 from caseledger.projections.sources import StoreEventSource
 from caseledger.projections.views import open_views
 from tests.support.clock import FakeClock
+from tests.support.examples import examples
 from tests.support.personal_data import (
     AGENT,
     BODY,
@@ -238,7 +239,7 @@ def test_every_personal_field_names_a_field_of_its_schema() -> None:
 WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=6, max_size=10)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(plan=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["contact", "work", "erase"]), WORDS),
                      min_size=2, max_size=10))
 def test_no_erased_text_survives_and_rebuilt_views_equal_incremental_ones(

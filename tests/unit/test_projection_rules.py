@@ -34,6 +34,7 @@ from caseledger.projections import (
 )
 from caseledger.projections.case_state import CaseView
 from caseledger.projections.deadlines import overdue
+from tests.support.examples import examples
 from tests.support.projection_scenarios import (
     CUSTOMERS,
     PROPERTY_SETTINGS,
@@ -49,7 +50,7 @@ from tests.support.projection_scenarios import (
 # -- the properties ---------------------------------------------------------------------------------------
 
 
-@settings(max_examples=50, **PROPERTY_SETTINGS)  # 80 before erasures joined the steps: the suite stays under 15 min  # type: ignore[arg-type]
+@settings(max_examples=examples(50), **PROPERTY_SETTINGS)  # 80 before erasures joined the steps: the suite stays under 15 min  # type: ignore[arg-type]
 @given(steps=steps_strategy)
 def test_incremental_equals_rebuilt_and_agrees_with_the_aggregates(steps: list[tuple[str, int]]) -> None:
     with generated_ledger() as (ledger, scenario, tmp), open_views(str(tmp / "views.sqlite")) as views:

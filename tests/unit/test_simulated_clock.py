@@ -16,11 +16,12 @@ from caseledger.ledger.errors import ValidationError
 from caseledger.ledger.settings import LedgerSettings
 from tests.support.clock import FakeClock
 from tests.support.contacts import JANE, cli, draft, events_of, stored
+from tests.support.examples import examples
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(offset=st.integers(min_value=-(10**11), max_value=10**11))
 def test_a_claimed_contact_time_is_recorded_exactly_when_it_is_within_the_bounds(
     sqlite_ledger: CaseLedger, clock: FakeClock, offset: int

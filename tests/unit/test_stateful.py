@@ -26,6 +26,7 @@ from caseledger.ledger.errors import CaseLedgerError
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import event_hash
 from tests.support.clock import FakeClock
+from tests.support.examples import examples
 
 AGENT = Actor.parse("agent:alice")
 CUSTOMERS = [Identity.parse(s) for s in ("email:a@example.com", "phone:+33612345678", "handle:@bob")]
@@ -205,7 +206,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 LedgerMachine.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=25, deadline=None,
+    max_examples=examples(40), stateful_step_count=25, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 TestLedgerMachine = LedgerMachine.TestCase

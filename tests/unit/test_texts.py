@@ -14,6 +14,7 @@ from caseledger.ledger.domain.texts import TEXT_KINDS, Audience, TextKind
 from caseledger.ledger.texts import TemplateRefused, TemplateTexts
 from caseledger.ledger.texts.facts import SAMPLES, VARIABLES
 from caseledger.ledger.texts.formats import formats_for
+from tests.support.examples import examples
 
 PARIS = Audience(locale="fr_FR", time_zone="Europe/Paris")
 AT = datetime(2026, 3, 4, 8, 0, tzinfo=UTC)  # mercredi 4 mars 2026, 09:00 à Paris
@@ -158,7 +159,7 @@ def facts_for(draw: st.DrawFn, kind: TextKind) -> dict[str, Any]:
     return base
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(data=st.data(), locale=LOCALES, zone=ZONES, kind=st.sampled_from(TEXT_KINDS))
 def test_every_template_renders_every_random_case_in_every_shipped_locale(
     builtin: TemplateTexts, data: st.DataObject, locale: str, zone: str, kind: TextKind
