@@ -192,9 +192,9 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
             processing_event.saved_kwargs["new_keys"] = new
         try:
             recordings = super()._record(processing_event)
+            keys.saved(new)  # before forget: a saved key is dropped from memory with the others
         finally:
             keys.forget()
-        keys.saved(new)
         return recordings
 
     def _context(
