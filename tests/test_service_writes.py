@@ -8,14 +8,22 @@ JSON without a deep copy.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+from fastapi.testclient import TestClient
+
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.domain.case import Case
+from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.values import Actor, ActorKind, Channel, ContactDraft, Identity
 from caseledger.ledger.principals import PrincipalRegistry
-from caseledger.ledger.service.api import ServiceState
+from caseledger.ledger.service.api import ServiceState, create_app
+from caseledger.ledger.service.group_commit import Write
 from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.store.codec import AvroMapper
 
 AGENT = Actor(kind=ActorKind.AGENT, id="agent-1")
 JANE = "email:jane@example.com"
@@ -31,6 +39,58 @@ def service(tmp_path: Path) -> tuple[LedgerSettings, ServiceState, dict[str, str
     token = PrincipalRegistry(setup.principal_store).add("agent-1", "agent").token
     setup.close()
     return settings, ServiceState(settings), {"Authorization": f"Bearer {token}"}
+
+
+def test_a_known_customers_next_contact_replays_none_of_their_history(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: every batch read and decoded the customer's whole history (two events per contact) again."""
+    _settings, state, headers = service(tmp_path)
+    decoded: list[str] = []
+    original = AvroMapper.to_domain_event
+
+    def counting(self: AvroMapper, stored: Any) -> Any:
+        decoded.append(stored.topic)
+        return original(self, stored)
+
+    with TestClient(create_app(state)) as client:
+        for n in range(6):
+            answer = client.post("/v1/contacts", json=contact_body(f"m-{n}"),
+                                 headers={**headers, "Idempotency-Key": str(uuid.uuid4())})
+            assert answer.status_code == 201, answer.text
+        monkeypatch.setattr(AvroMapper, "to_domain_event", counting)
+        answer = client.post("/v1/contacts", json=contact_body("m-next"),
+                             headers={**headers, "Idempotency-Key": str(uuid.uuid4())})
+        monkeypatch.undo()
+        assert answer.status_code == 201, answer.text
+    assert decoded == []
+
+
+def test_the_committer_keeps_no_case_and_reads_an_erasure_by_another_process(tmp_path: Path) -> None:
+    """A case holds customer texts: kept between batches, an erasure elsewhere would leave them readable here."""
+    settings, state, headers = service(tmp_path)
+    with TestClient(create_app(state)) as client:
+        answer = client.post("/v1/contacts", json=contact_body("m-1", subject="Secret subject 7Q"),
+                             headers={**headers, "Idempotency-Key": str(uuid.uuid4())})
+        assert answer.status_code == 201, answer.text
+        ref, customer_id = answer.json()["reference"], answer.json()["customer_id"]
+        committer = state.committer
+        kept = committer._ledger._cache  # type: ignore[union-attr]
+        assert kept is not None and len(kept) > 0
+        assert not any(isinstance(a, Case) for a in kept._items.values())
+
+        other_process = CaseLedger(settings)
+        try:
+            other_process.erase_customer(JANE, reason="art. 17")
+        finally:
+            other_process.close()
+
+        def read(ledger: CaseLedger) -> tuple[int, Any]:
+            customer = ledger._load(Customer.id_for(customer_id))
+            return 200, {"subject": ledger.get_case(ref).subject, "identities": list(customer.identities)}
+
+        status, seen, _replayed = committer.submit(Write(read, "agent-1")).result(timeout=30)
+    assert status == 200
+    assert seen["subject"] != "Secret subject 7Q" and seen["identities"] == []
 
 
 def test_a_new_customers_key_leaves_memory_with_its_transaction(tmp_path: Path) -> None:
