@@ -8,14 +8,21 @@ JSON without a deep copy.
 
 from __future__ import annotations
 
+import copy
 import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.describe import plain
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.values import Actor, ActorKind, Channel, ContactDraft, Identity
@@ -110,3 +117,49 @@ def test_a_new_customers_key_leaves_memory_with_its_transaction(tmp_path: Path) 
     finally:
         writer.close()
         other_process.close()
+
+
+# -- answers as JSON ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Inner:
+    at: datetime
+    ids: tuple[UUID, ...]
+    tags: frozenset[str] = frozenset()
+
+
+@dataclass
+class Outer:
+    name: str
+    inner: Inner
+    rows: list[Inner] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def test_an_answer_is_made_json_without_a_deep_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: ``plain`` went through ``dataclasses.asdict``, which deep-copies every value first."""
+    value = Outer("x", Inner(datetime(2026, 1, 2, tzinfo=UTC), (uuid.uuid4(),)), extra={"k": b"\x01"})
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("deep copy")
+
+    monkeypatch.setattr(copy, "deepcopy", refuse)
+    assert plain(value)["extra"] == {"k": "01"}
+
+
+inners = st.builds(Inner, at=st.datetimes(timezones=st.just(UTC)), ids=st.tuples(st.uuids()),
+                   tags=st.frozensets(st.text(max_size=5), max_size=3))
+
+
+@given(st.builds(Outer, name=st.text(max_size=10), inner=inners, rows=st.lists(inners, max_size=3),
+                 extra=st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.binary(max_size=4),
+                                                                     st.none(), st.lists(st.text(max_size=3))),
+                                       max_size=3)))
+def test_plain_of_a_dataclass_is_plain_of_its_asdict(value: Outer) -> None:
+    assert plain(value) == plain(asdict(value))
+
+
+def test_a_contact_draft_answer_is_unchanged() -> None:
+    draft = ContactDraft(channel=Channel.EMAIL, channel_message_id="m", identity=Identity.parse(JANE), items=("?",))
+    assert plain(draft) == plain(asdict(draft))
