@@ -9,6 +9,7 @@ JSON without a deep copy.
 from __future__ import annotations
 
 import copy
+import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -70,6 +71,62 @@ def test_a_known_customers_next_contact_replays_none_of_their_history(tmp_path: 
         monkeypatch.undo()
         assert answer.status_code == 201, answer.text
     assert decoded == []
+
+
+def test_a_batch_of_known_customers_looks_their_data_keys_up_in_one_query(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: one key query per customer of the batch, when its first event was sealed."""
+    from caseledger.ledger.service.group_commit import MAX_BATCH
+    from caseledger.ledger.store.keys import KeyTable
+
+    _settings, state, headers = service(tmp_path)
+    who = [f"email:c{n}@example.com" for n in range(5)]
+    with TestClient(create_app(state)) as client:
+        for n, sender in enumerate(who):
+            answer = client.post("/v1/contacts", json={**contact_body(f"m-{n}"), "from": sender},
+                                 headers={**headers, "Idempotency-Key": str(uuid.uuid4())})
+            assert answer.status_code == 201, answer.text
+        queries: list[list[str]] = []
+        original = KeyTable.by_subjects
+
+        def counting(self: KeyTable, subjects: Any) -> Any:
+            queries.append(list(subjects))
+            return original(self, subjects)
+
+        def record(sender: str, n: int) -> Any:
+            def execute(ledger: CaseLedger) -> tuple[int, Any]:
+                draft = ContactDraft(channel=Channel.EMAIL, channel_message_id=f"again-{n}",
+                                     identity=Identity.parse(sender), items=("?",))
+                return 201, ledger.record_contact(draft, actor=AGENT)
+
+            return Write(execute, "agent-1", lookups=lambda ledger: ledger.contact_lookups(
+                ContactDraft(channel=Channel.EMAIL, channel_message_id=f"again-{n}", identity=Identity.parse(sender),
+                             items=("?",))))
+
+        monkeypatch.setattr(KeyTable, "by_subjects", counting)
+        committer = state.committer
+        before = committer.batches
+        answers = held_batch(committer, [record(sender, n) for n, sender in enumerate(who)])
+        monkeypatch.undo()
+        assert [a.result()[0] for a in answers] == [201] * len(who) and committer.batches - before <= 2
+    assert len(who) < MAX_BATCH and len(queries) == 1 and len(queries[0]) == len(who)
+
+
+def held_batch(committer: Any, writes: list[Write]) -> list[Any]:
+    """Submit ``writes`` while the committer is busy, so that they are all taken in one batch."""
+    release = threading.Event()
+
+    def blocker(_ledger: CaseLedger) -> tuple[int, Any]:
+        release.wait(10)
+        return 200, {}
+
+    first = committer.submit(Write(blocker, "agent-1"))
+    answers = [committer.submit(w) for w in writes]
+    release.set()
+    first.result(timeout=30)
+    for answer in answers:
+        answer.exception(timeout=30)
+    return answers
 
 
 def test_the_committer_keeps_no_case_and_reads_an_erasure_by_another_process(tmp_path: Path) -> None:
