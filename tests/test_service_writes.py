@@ -13,7 +13,6 @@ import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -41,18 +40,18 @@ def contact_body(message_id: str, **extra: Any) -> dict[str, Any]:
     return {"channel": "email", "channel_message_id": message_id, "from": JANE, "items": ["Why?"], **extra}
 
 
-def service(tmp_path: Path) -> tuple[LedgerSettings, ServiceState, dict[str, str]]:
-    settings = LedgerSettings.resolve(database=str(tmp_path / "l.sqlite"))
+def service(database: str) -> tuple[LedgerSettings, ServiceState, dict[str, str]]:
+    settings = LedgerSettings.resolve(database=database)
     setup = CaseLedger(settings)
     token = PrincipalRegistry(setup.principal_store).add("agent-1", "agent").token
     setup.close()
     return settings, ServiceState(settings), {"Authorization": f"Bearer {token}"}
 
 
-def test_a_known_customers_next_contact_replays_none_of_their_history(tmp_path: Path,
+def test_a_known_customers_next_contact_replays_none_of_their_history(database: str,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: every batch read and decoded the customer's whole history (two events per contact) again."""
-    _settings, state, headers = service(tmp_path)
+    _settings, state, headers = service(database)
     decoded: list[str] = []
     original = AvroMapper.to_domain_event
 
@@ -73,13 +72,13 @@ def test_a_known_customers_next_contact_replays_none_of_their_history(tmp_path: 
     assert decoded == []
 
 
-def test_a_batch_of_known_customers_looks_their_data_keys_up_in_one_query(tmp_path: Path,
+def test_a_batch_of_known_customers_looks_their_data_keys_up_in_one_query(database: str,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: one key query per customer of the batch, when its first event was sealed."""
     from caseledger.ledger.service.group_commit import MAX_BATCH
     from caseledger.ledger.store.keys import KeyTable
 
-    _settings, state, headers = service(tmp_path)
+    _settings, state, headers = service(database)
     who = [f"email:c{n}@example.com" for n in range(5)]
     with TestClient(create_app(state)) as client:
         for n, sender in enumerate(who):
@@ -129,9 +128,9 @@ def held_batch(committer: Any, writes: list[Write]) -> list[Any]:
     return answers
 
 
-def test_the_committer_keeps_no_case_and_reads_an_erasure_by_another_process(tmp_path: Path) -> None:
+def test_the_committer_keeps_no_case_and_reads_an_erasure_by_another_process(database: str) -> None:
     """A case holds customer texts: kept between batches, an erasure elsewhere would leave them readable here."""
-    settings, state, headers = service(tmp_path)
+    settings, state, headers = service(database)
     with TestClient(create_app(state)) as client:
         answer = client.post("/v1/contacts", json=contact_body("m-1", subject="Secret subject 7Q"),
                              headers={**headers, "Idempotency-Key": str(uuid.uuid4())})
@@ -157,10 +156,10 @@ def test_the_committer_keeps_no_case_and_reads_an_erasure_by_another_process(tmp
     assert seen["subject"] != "Secret subject 7Q" and seen["identities"] == []
 
 
-def test_a_new_customers_key_leaves_memory_with_its_transaction(tmp_path: Path) -> None:
+def test_a_new_customers_key_leaves_memory_with_its_transaction(database: str) -> None:
     """Before: a key made in a transaction stayed unwrapped in the writer until its next transaction, so
     after an erasure elsewhere the writer sealed the customer's next contact with the destroyed key."""
-    settings = LedgerSettings.resolve(database=str(tmp_path / "l.sqlite"))
+    settings = LedgerSettings.resolve(database=database)
     writer, other_process = CaseLedger(settings), CaseLedger(settings)
     try:
         writer.record_contact(ContactDraft(channel=Channel.EMAIL, channel_message_id="m-1", identity=Identity.parse(JANE),
