@@ -192,9 +192,9 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
             processing_event.saved_kwargs["new_keys"] = new
         try:
             recordings = super()._record(processing_event)
+            keys.saved(new)  # before forget: a saved key is dropped from memory with the others
         finally:
             keys.forget()
-        keys.saved(new)
         return recordings
 
     def _context(
@@ -400,9 +400,9 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
         if self._cache is not None:
             self._cache.keep(uow.aggregates.values())
 
-    def keep_aggregates(self, maxsize: int) -> None:
-        """Keep up to ``maxsize`` aggregates between units of work (0: none); see :class:`AggregateCache`."""
-        self._cache = AggregateCache(maxsize) if maxsize else None
+    def keep_aggregates(self, maxsize: int, *, cases: bool = True) -> None:
+        """Keep up to ``maxsize`` aggregates between units of work (0: none; ``cases``: cases too), see :class:`AggregateCache`."""
+        self._cache = AggregateCache(maxsize, skip=() if cases else (Case,)) if maxsize else None
 
     def prefetch(self, aggregate_ids: Iterable[UUID]) -> None:
         """Inside a unit of work: load these aggregates in one query, and learn which do not exist.

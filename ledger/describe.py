@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, is_dataclass
+from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime, tzinfo
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -33,8 +33,8 @@ def plain(value: Any) -> Any:
         return bytes(value).hex()
     if isinstance(value, Enum):
         return value.value
-    if is_dataclass(value) and not isinstance(value, type):
-        return plain(asdict(value))
+    if is_dataclass(value) and not isinstance(value, type):  # field by field: asdict's deep copy is waste here
+        return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

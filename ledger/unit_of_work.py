@@ -63,10 +63,11 @@ class AggregateCache:
     a write that races the read fails on the store's version check, as without the cache.
     """
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, *, skip: tuple[type, ...] = ()) -> None:
         if maxsize < 1:
             raise ValueError("an aggregate cache holds at least one aggregate")
         self.maxsize = maxsize
+        self.skip = skip  # aggregates of these types are never kept
         self._items: OrderedDict[UUID, Any] = OrderedDict()
 
     def __len__(self) -> int:
@@ -76,8 +77,10 @@ class AggregateCache:
         return self._items.pop(aggregate_id, None)
 
     def keep(self, aggregates: Iterable[Any]) -> None:
-        items = self._items
+        items, skip = self._items, self.skip
         for aggregate in aggregates:
+            if skip and isinstance(aggregate, skip):
+                continue
             items[aggregate.id] = aggregate
             items.move_to_end(aggregate.id)
         while len(items) > self.maxsize:

@@ -46,6 +46,8 @@ from caseledger.ledger.settings import LedgerSettings
 
 __all__ = ["ServiceState", "create_app"]
 
+COMMITTER_CACHE = 20_000  # aggregates the committer keeps between batches (customers, claims, registrations)
+
 log = logging.getLogger("caseledger.service")
 O = Operation  # noqa: E741 -- short: every route names one
 
@@ -140,8 +142,16 @@ class ServiceState:
             with self._lock:
                 committer = getattr(self, "_committer", None)
                 if committer is None:
-                    committer = self._committer = GroupCommitter(lambda: CaseLedger(self.settings, clock=self.clock))
+                    committer = self._committer = GroupCommitter(self._committer_ledger)
         return committer
+
+    def _committer_ledger(self) -> CaseLedger:
+        """The committer's ledger: it keeps customers, identity claims and message registrations between
+        batches (what another process stored meanwhile is read on each take), not cases: a case holds
+        customer texts that an erasure elsewhere must not leave readable in this process."""
+        ledger = CaseLedger(self.settings, clock=self.clock)
+        ledger.keep_aggregates(COMMITTER_CACHE, cases=False)
+        return ledger
 
     def idempotency(self) -> Idempotency:
         return Idempotency(self.ledger().principal_store)

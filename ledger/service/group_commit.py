@@ -154,6 +154,9 @@ class GroupCommitter:
                 store = ledger.principal_store
                 now = datetime.now(UTC)
                 ledger.prefetch(_lookups(ledger, todo))
+                # The data keys of the batch's customers in one query, not one each when their events are sealed.
+                ledger.data_keys.prefetch({a.customer_id for a in uow.aggregates.values()
+                                           if getattr(a, "customer_id", None)})
                 for write in todo:
                     try:
                         status, body = write.execute(ledger)
