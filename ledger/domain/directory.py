@@ -244,6 +244,10 @@ class Customer(Aggregate):
             customer.erased_keys.extend(self.key_ids)
             customer.erased_claims.extend(self.claim_ids)
             customer.identities = []
+            # Their own choices were personal data too: a customer who writes again gets the defaults,
+            # never the erased values (nor an "[erased]" marker where a zone or locale is expected).
+            customer.locale = None
+            customer.time_zone = None
 
     class LegalHoldPlaced(LedgerEvent):
         """The customer's data must be kept (a legal obligation or claim, art. 17(3)): no erasure until released."""

@@ -304,3 +304,28 @@ def test_the_standalone_reader_sees_only_tokens(tmp_path: Path) -> None:
     )
     shown = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True, check=True).stdout
     assert "enc:1:" in shown and "Lisbon" not in shown
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["kept-between-batches", "read-again"])
+def test_an_erased_customer_who_writes_again_gets_the_defaults_never_their_old_time_zone(
+    tmp_path: Path, clock: FakeClock, kept: bool
+) -> None:
+    """Before: a ledger that kept the customer between batches wrote her new acknowledgement in her erased
+    time zone; one that read her again refused her contact ("unknown time zone '[erased]'")."""
+    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "l.sqlite")), clock=clock)
+    try:
+        if kept:
+            ledger.keep_aggregates(100, cases=False)  # as the service's committer and the intake worker do
+        who = "email:chatham@example.com"
+        first = ledger.record_contact(ContactDraft(channel="email", channel_message_id="tz-1",
+                                                  identity=Identity.parse(who), items=("Hello?",)))
+        ledger.set_customer_locale(who, actor=AGENT, locale=None, time_zone="Pacific/Chatham")
+        clock.advance(minutes=5)
+        ledger.erase_customer(who, reason="the customer asked (art. 17)", actor=AGENT)
+        clock.advance(minutes=5)
+        again = ledger.record_contact(ContactDraft(channel="email", channel_message_id="tz-2",
+                                                  identity=Identity.parse(who), items=("Me again",)))
+        ack = [e for e in ledger.events.get(again.case_id) if type(e).__name__ == "AcknowledgementIssued"][-1]
+        assert ack.time_zone == ledger.audience_of(None, "email").time_zone != "Pacific/Chatham", first.reference
+    finally:
+        ledger.close()
