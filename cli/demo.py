@@ -1,4 +1,4 @@
-"""``caseledger demo``: the stories of DESIGN.md (S1–S11) played through a real ledger.
+"""``caseledger demo``: the field's stories (S1–S11, the README's table) played through a real ledger.
 
 Each story calls the ledger's commands on a fresh SQLite file (or an empty database the user
 names) with a simulated clock, then shows what it returned from three points of view:

@@ -1,4 +1,4 @@
-"""The stories of DESIGN.md (S1–S11), each played through the demo's ledger and shown three ways."""
+"""The field's stories (S1–S11, the README's table), each played through the demo's ledger and shown three ways."""
 
 from __future__ import annotations
 
