@@ -37,15 +37,11 @@ from typer.core import TyperGroup
 from caseledger.cli import render
 from caseledger.ledger.domain.values import Actor
 from caseledger.ledger.errors import (
-    AuthenticationError,
     BackendError,
     CaseLedgerError,
     ConfigurationError,
     ConflictError,
     MessageIdCollision,
-    NotFound,
-    PermissionDenied,
-    RuleViolation,
     ValidationError,
 )
 
@@ -57,23 +53,15 @@ DEFAULT_ACTOR = "agent:cli"
 LOCAL_ONLY = "__caseledger_local_only__"
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_REFUSED = 2
-EXIT_CONFLICT = 3
-EXIT_BACKEND = 4
-EXIT_COLLISION = 6
+EXIT_REFUSED = ValidationError.exit_code  # 2
+EXIT_CONFLICT = ConflictError.exit_code  # 3
+EXIT_BACKEND = BackendError.exit_code  # 4
+EXIT_COLLISION = MessageIdCollision.exit_code  # 6
 
 
 def exit_code_for(error: CaseLedgerError) -> int:
-    """The process exit code for a ledger error (see the module docstring)."""
-    if isinstance(error, ValidationError | RuleViolation | NotFound | AuthenticationError | PermissionDenied):
-        return EXIT_REFUSED
-    if isinstance(error, ConflictError):
-        return EXIT_CONFLICT
-    if isinstance(error, BackendError | ConfigurationError):
-        return EXIT_BACKEND
-    if isinstance(error, MessageIdCollision):
-        return EXIT_COLLISION
-    return 1
+    """The process exit code for a ledger error: carried by its class (``ledger/errors.py``)."""
+    return error.exit_code
 
 
 def plain_console(*, stderr: bool = False) -> Console:

@@ -1,6 +1,9 @@
 """The exception tree of caseledger.
 
-Every error says what was wrong and what to do about it::
+Every error says what was wrong and what to do about it, and carries, once, how it leaves the product: the
+CLI's exit code and the HTTP problem (status, ``urn:caseledger:problem:<slug>``, title) — the CLI and the
+service both read them from here, so a script reading ``$?`` and one reading a problem's ``exit_code``
+decide alike::
 
     CaseLedgerError
     ├── ConfigurationError        bad settings, policy file, URL, missing extra
@@ -22,13 +25,22 @@ from __future__ import annotations
 class CaseLedgerError(Exception):
     """Base class of every error raised by caseledger."""
 
+    exit_code = 1
+    http_status = 500
+    slug = "internal"
+    title = "Unexpected ledger error"
+
 
 class ConfigurationError(CaseLedgerError):
     """Settings, a policy file or a URL cannot be used as given."""
 
+    exit_code, http_status, slug, title = 4, 503, "unavailable", "Service misconfigured"
+
 
 class ValidationError(CaseLedgerError):
     """A command or an intake record was refused before anything was recorded."""
+
+    exit_code, http_status, slug, title = 2, 400, "invalid", "Invalid request"
 
 
 class SchemaError(ValidationError):
@@ -38,13 +50,19 @@ class SchemaError(ValidationError):
 class RuleViolation(CaseLedgerError):
     """The command is well formed but the case's rules forbid it now."""
 
+    exit_code, http_status, slug, title = 2, 422, "refused", "Refused by the case's rules"
+
 
 class NotFound(CaseLedgerError):
     """The case, contact, item or promise named does not exist."""
 
+    exit_code, http_status, slug, title = 2, 404, "not-found", "Not found"
+
 
 class ConflictError(CaseLedgerError):
     """Another command changed the same case first; reload and retry."""
+
+    exit_code, http_status, slug, title = 3, 409, "conflict", "Conflict: retry"
 
 
 class AuthenticationError(CaseLedgerError):
@@ -53,9 +71,13 @@ class AuthenticationError(CaseLedgerError):
     The message never repeats the credential itself.
     """
 
+    exit_code, http_status, slug, title = 2, 401, "unauthenticated", "Not authenticated"
+
 
 class PermissionDenied(CaseLedgerError):
     """The authenticated principal's role may not perform this operation (see docs/api.md)."""
+
+    exit_code, http_status, slug, title = 2, 403, "forbidden", "Not allowed for this role"
 
 
 class MessageIdCollision(CaseLedgerError):
@@ -65,6 +87,8 @@ class MessageIdCollision(CaseLedgerError):
     operator can find the request; unlike a conflict, retrying it as it is fails the same way.
     """
 
+    exit_code, http_status, slug, title = 6, 409, "collision", "Channel message id collision (recorded, not applied)"
+
     def __init__(self, message: str, *, collision_id: str) -> None:
         super().__init__(message)
         self.collision_id = collision_id
@@ -72,3 +96,5 @@ class MessageIdCollision(CaseLedgerError):
 
 class BackendError(CaseLedgerError):
     """The database or the broker failed; nothing was recorded by this command."""
+
+    exit_code, http_status, slug, title = 4, 503, "unavailable", "Database or broker unavailable"

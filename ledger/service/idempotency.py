@@ -38,10 +38,13 @@ STALE_AFTER = timedelta(seconds=120)  # a claim with no answer this old: its req
 class IdempotencyRefused(ValidationError):
     """The key cannot be used for this request (reused for another one, or its first is still running)."""
 
+    title = "Idempotency-Key refused"
+
     def __init__(self, message: str, *, status: int, slug: str) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = self.http_status = status
         self.slug = slug
+        self.exit_code = 3 if status == 409 else 2  # in progress or lost: retry; reused: a new key
 
 
 def request_digest(method: str, path: str, body: bytes) -> bytes:

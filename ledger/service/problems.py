@@ -1,7 +1,8 @@
-"""RFC 9457 problem details: the one place where the ledger's errors become HTTP statuses.
+"""RFC 9457 problem details: the ledger's errors as HTTP answers, and back (the CLI's ``--api`` client).
 
-The classes are the CLI's exit codes (``cli.common``), so a script reading ``exit_code`` in a
-problem and one reading ``$?`` of the CLI decide alike:
+Each error class carries its status, problem type and exit code (``ledger/errors.py``); the CLI's
+exit codes are the same attributes, so a script reading ``exit_code`` in a problem and one reading
+``$?`` of the CLI decide alike:
 
 ====================  ======  ==========  =========================================================
 error                 status  exit code   type (``urn:caseledger:problem:…``)
@@ -19,7 +20,6 @@ BackendError, Config  503     4           unavailable: the database or broker fa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from caseledger.ledger.errors import (
@@ -39,33 +39,12 @@ MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:caseledger:problem:"
 
 
-@dataclass(frozen=True)
-class ProblemClass:
-    status: int
-    slug: str
-    title: str
-    exit_code: int
-
-
-_CLASSES: list[tuple[type[CaseLedgerError], ProblemClass]] = [
-    (AuthenticationError, ProblemClass(401, "unauthenticated", "Not authenticated", 2)),
-    (PermissionDenied, ProblemClass(403, "forbidden", "Not allowed for this role", 2)),
-    (NotFound, ProblemClass(404, "not-found", "Not found", 2)),
-    (ValidationError, ProblemClass(400, "invalid", "Invalid request", 2)),
-    (RuleViolation, ProblemClass(422, "refused", "Refused by the case's rules", 2)),
-    (MessageIdCollision, ProblemClass(409, "collision", "Channel message id collision (recorded, not applied)", 6)),
-    (ConflictError, ProblemClass(409, "conflict", "Conflict: retry", 3)),
-    (BackendError, ProblemClass(503, "unavailable", "Database or broker unavailable", 4)),
-    (ConfigurationError, ProblemClass(503, "unavailable", "Service misconfigured", 4)),
-]
-_OTHER = ProblemClass(500, "internal", "Unexpected ledger error", 1)
-
-
-def problem_class(error: CaseLedgerError) -> ProblemClass:
-    for cls, problem in _CLASSES:
-        if isinstance(error, cls):
-            return problem
-    return _OTHER
+# Every class of the tree a problem can name, so that a problem's type maps back to its error (the first
+# of two that share a type wins: "unavailable" is a BackendError, retried like one).
+_ERRORS: tuple[type[CaseLedgerError], ...] = (
+    AuthenticationError, PermissionDenied, NotFound, ValidationError, RuleViolation, MessageIdCollision,
+    ConflictError, BackendError, ConfigurationError,
+)
 
 
 def problem(status: int, slug: str, title: str, detail: str, *, exit_code: int, **extra: Any) -> dict[str, Any]:
@@ -75,14 +54,8 @@ def problem(status: int, slug: str, title: str, detail: str, *, exit_code: int, 
 
 
 def problem_for(error: CaseLedgerError) -> dict[str, Any]:
-    status, slug = getattr(error, "status", None), getattr(error, "slug", None)
-    if isinstance(status, int) and isinstance(slug, str):  # a refusal that names its own (idempotency keys)
-        return problem(status, slug, "Idempotency-Key refused", str(error), exit_code=3 if status == 409 else 2)
-    cls = problem_class(error)
-    extra: dict[str, Any] = {}
-    if isinstance(error, MessageIdCollision):
-        extra["collision_id"] = error.collision_id
-    return problem(cls.status, cls.slug, cls.title, str(error), exit_code=cls.exit_code, **extra)
+    extra: dict[str, Any] = {"collision_id": error.collision_id} if isinstance(error, MessageIdCollision) else {}
+    return problem(error.http_status, error.slug, error.title, str(error), exit_code=error.exit_code, **extra)
 
 
 def error_from_problem(body: dict[str, Any]) -> CaseLedgerError:
@@ -91,8 +64,8 @@ def error_from_problem(body: dict[str, Any]) -> CaseLedgerError:
     detail = str(body.get("detail") or body.get("title") or "the ledger service refused the request")
     if slug == "collision":
         return MessageIdCollision(detail, collision_id=str(body.get("collision_id", "")))
-    for cls, problem_cls in _CLASSES:
-        if problem_cls.slug == slug:
+    for cls in _ERRORS:
+        if cls.slug == slug:
             return cls(detail)
     if slug.startswith("idempotency-"):
         return (ConflictError if body.get("status") == 409 else ValidationError)(detail)
