@@ -40,7 +40,9 @@ class SlowCounter(Projection):
     )
 
     def on_event(self, tx: Tx, event: Any) -> None:
-        time.sleep(0.002)
+        # Slow enough that the rest of the stream outlasts the test's pause before each kill, even when its
+        # poll of the views waits behind a batch (at 2 ms a runner once finished the stream first).
+        time.sleep(0.005)
         tx.add("slow_counter_total", "all", n=1)
         tx.append("slow_counter_seen", {"position": tx.position})
 
