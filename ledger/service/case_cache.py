@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -36,6 +34,7 @@ from caseledger.ledger.describe import case_record
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.directory import Customer, case_id_for
 from caseledger.ledger.intake_commands import normalise_reference
+from caseledger.ledger.service.batch_thread import BatchThread
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
@@ -68,7 +67,7 @@ class _Read:
     answer: Future[Any] = field(default_factory=Future)
 
 
-class CaseCache:
+class CaseCache(BatchThread["_Read"]):
     """Cases by id, LRU, kept by the one reader thread of a process (see the module docstring).
 
     The reader thread takes every read waiting and brings all their cached cases up to date with
@@ -76,16 +75,14 @@ class CaseCache:
     loop no thread hop of its own and the database one query per batch instead of one per read.
     """
 
+    thread_name = "caseledger-case-reads"
+
     def __init__(self, make_ledger: Callable[[], CaseLedger] | None = None, *, maxsize: int = MAX_CASES,
                  max_age_s: float = MAX_AGE_S) -> None:
-        self._make_ledger = make_ledger
+        super().__init__(make_ledger)
         self.maxsize = maxsize
         self.max_age_s = max_age_s
         self._entries: OrderedDict[UUID, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_Read | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._ledger: CaseLedger | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -96,12 +93,8 @@ class CaseCache:
 
     def read(self, reference: str, view: Callable[[_Entry], Any]) -> Future[Any]:
         """``view(entry)`` of the case as of now, computed on the reader thread (the case does not change meanwhile)."""
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="caseledger-case-reads", daemon=True)
-                self._thread.start()
         read = _Read(reference, view)
-        self._queue.put(read)
+        self._enqueue(read)
         return read.answer
 
     def forget_customer(self, customer_id: str) -> None:
@@ -110,48 +103,15 @@ class CaseCache:
             for case_id in [i for i, e in self._entries.items() if e.customer_id == customer_id]:
                 del self._entries[case_id]
 
-    def warm(self) -> None:
-        if self._ledger is None and self._make_ledger is not None:
-            self._ledger = self._make_ledger()
-
     def close(self) -> None:
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout=30)
-        if self._ledger is not None:
-            self._ledger.close()
-            self._ledger = None
+        super().close()
         with self._lock:
             self._entries.clear()
 
     # -- the reader thread ------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while True:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                batch.append(more)
-            try:
-                self.warm()
-                assert self._ledger is not None
-                self.answer(self._ledger, batch)
-            except BaseException as error:  # never leave a caller waiting
-                log.exception("case reads failed")
-                for read in batch:
-                    if not read.answer.done():
-                        read.answer.set_exception(error)
+    def serve(self, ledger: CaseLedger, batch: list[_Read]) -> None:
+        self.answer(ledger, batch)
 
     def answer(self, ledger: CaseLedger, reads: list[_Read]) -> None:
         """Bring the cases of ``reads`` up to date (one query for all the cached ones) and answer each."""

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -40,6 +38,7 @@ from eventsourcing.persistence import Tracking
 
 from caseledger.ledger.describe import plain
 from caseledger.ledger.errors import BackendError, ConflictError, MessageIdCollision
+from caseledger.ledger.service.batch_thread import BatchThread
 from caseledger.ledger.service.idempotency import STALE_AFTER, Idempotency, IdempotencyRefused
 from caseledger.ledger.service.problems import problem_for
 
@@ -68,70 +67,26 @@ class Write:
     key_id: str = ""
 
 
-class GroupCommitter:
+class GroupCommitter(BatchThread["Write"]):
     """The committer thread of one process (see the module docstring)."""
 
+    thread_name = "caseledger-group-commit"
+
     def __init__(self, make_ledger: Callable[[], CaseLedger], *, max_batch: int = MAX_BATCH) -> None:
-        self._make_ledger = make_ledger
-        self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._ledger: CaseLedger | None = None
+        super().__init__(make_ledger, max_batch=max_batch)
         self.batches = 0  # how many units of work it committed (tests, benchmarks)
 
     def submit(self, write: Write) -> Future[Answer]:
         """Queue ``write``; its future gets (status, body, replayed) or the ledger error it failed with."""
         if write.key is not None:
             write.key_id = Idempotency.key_id(write.principal, write.key)  # a bad key: refused here, at once
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="caseledger-group-commit", daemon=True)
-                self._thread.start()
-        self._queue.put(write)
+        self._enqueue(write)
         return write.answer
-
-    def warm(self) -> None:
-        """Build the committer's ledger now, not in the first write's time."""
-        if self._ledger is None:
-            self._ledger = self._make_ledger()
-
-    def close(self) -> None:
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout=30)
-        if self._ledger is not None:
-            self._ledger.close()
-            self._ledger = None
 
     # -- the committer thread ---------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(more)
-            try:
-                if self._ledger is None:
-                    self._ledger = self._make_ledger()
-                self._commit(self._ledger, batch)
-            except BaseException as error:  # never leave a caller waiting
-                log.exception("group commit failed")
-                for write in batch:
-                    if not write.answer.done():
-                        write.answer.set_exception(error)
+    def serve(self, ledger: CaseLedger, batch: list[Write]) -> None:
+        self._commit(ledger, batch)
 
     def _commit(self, ledger: CaseLedger, batch: list[Write]) -> None:
         todo = self._without_replays(ledger, batch)
