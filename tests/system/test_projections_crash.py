@@ -1,7 +1,7 @@
 """Crash a projection runner with SIGKILL in the middle of a batch: nothing applied twice or missed.
 
 ``caseledger projections run`` runs as a real child process on a slow analyst projection
-(2 ms per event, 50 events per batch, so a kill almost always lands inside a batch). It is
+(5 ms per event, 50 events per batch, so a kill almost always lands inside a batch). It is
 killed twice while it works through the stream, then run to the end with ``--once``. The
 projection counts every event it handles and logs every position (the log's key refuses a
 second insert of a position): at the end the count equals the number of events and the log
@@ -48,9 +48,16 @@ class SlowCounter(Projection):
 
 
 def _position(views_path: str) -> int:
+    """How many events the runner has committed: its counter, not its store position.
+
+    From Kafka the store position is the highest of three partitions, so it reaches the last event while
+    the other partitions are still behind (a runner once read 830 of 830 with 400 events left to apply).
+    """
     with open_views(views_path) as views:
-        states = read_status(views, SlowCounter.name)
-        return states[0].store_position if states else 0
+        if not read_status(views, SlowCounter.name):
+            return 0
+        rows = views.select(SlowCounter.tables[0])
+        return int(rows[0]["n"]) if rows else 0
 
 
 @pytest.mark.slow
