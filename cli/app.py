@@ -13,27 +13,27 @@ from typing import Annotated
 import typer
 
 from caseledger.cli import (
-    actions,
-    adapters,
-    audit,
-    backbone,
-    bench,
-    case,
-    contact,
-    customer_texts,
-    customers,
-    deadlines,
-    items,
-    kept,
-    messages,
-    metrics,
-    principals,
-    privacy,
-    projections,
-    promises,
-    serve,
-    tooling,
-    transparency,
+    actions_commands,
+    adapters_commands,
+    audit_commands,
+    backbone_commands,
+    bench_commands,
+    case_commands,
+    contact_commands,
+    customer_texts_commands,
+    customers_commands,
+    deadlines_commands,
+    intake_commands,
+    items_commands,
+    messages_commands,
+    metrics_commands,
+    principals_commands,
+    privacy_commands,
+    projections_commands,
+    promises_commands,
+    serve_commands,
+    tooling_commands,
+    transparency_commands,
 )
 from caseledger.cli.common import LedgerGroup, Session
 from caseledger.cli.options import Zone, parse_actor, parse_instant
@@ -150,55 +150,55 @@ INTAKE, CASES, WORK, AUTOMATION, STREAMING, TOOLS, PROJECTIONS = (
 )
 SERVICE = "Ledger service"
 
-app.add_typer(contact.contact_app, name="contact", rich_help_panel=INTAKE)
+app.add_typer(contact_commands.contact_app, name="contact", rich_help_panel=INTAKE)
 
-app.add_typer(case.case_app, name="case", rich_help_panel=CASES)
-app.command("cases", rich_help_panel=CASES)(customers.cases)
-app.command("history", rich_help_panel=CASES)(customers.history)
+app.add_typer(case_commands.case_app, name="case", rich_help_panel=CASES)
+app.command("cases", rich_help_panel=CASES)(customers_commands.cases)
+app.command("history", rich_help_panel=CASES)(customers_commands.history)
 # One `customer` group: their personal data (erase, hold, release, keys) and their language (set-locale).
-privacy.customer_app.registered_commands.extend(customer_texts.customer_app.registered_commands)
-app.add_typer(privacy.customer_app, name="customer", rich_help_panel=CASES)
-app.add_typer(customer_texts.texts_app, name="texts", rich_help_panel=TOOLS)
+privacy_commands.customer_app.registered_commands.extend(customer_texts_commands.customer_app.registered_commands)
+app.add_typer(privacy_commands.customer_app, name="customer", rich_help_panel=CASES)
+app.add_typer(customer_texts_commands.texts_app, name="texts", rich_help_panel=TOOLS)
 
-app.command("respond", rich_help_panel=WORK)(items.respond)
-app.add_typer(items.item_app, name="item", rich_help_panel=WORK)
-app.add_typer(promises.promise_app, name="promise", rich_help_panel=WORK)
-app.add_typer(messages.message_app, name="message", rich_help_panel=WORK)
+app.command("respond", rich_help_panel=WORK)(items_commands.respond)
+app.add_typer(items_commands.item_app, name="item", rich_help_panel=WORK)
+app.add_typer(promises_commands.promise_app, name="promise", rich_help_panel=WORK)
+app.add_typer(messages_commands.message_app, name="message", rich_help_panel=WORK)
 
-app.add_typer(actions.action_app, name="action", rich_help_panel=AUTOMATION)
-app.command("tick", rich_help_panel=AUTOMATION)(deadlines.tick)
+app.add_typer(actions_commands.action_app, name="action", rich_help_panel=AUTOMATION)
+app.command("tick", rich_help_panel=AUTOMATION)(deadlines_commands.tick)
 
-app.add_typer(backbone.topics_app, name="topics", rich_help_panel=STREAMING)
-app.command("publish", rich_help_panel=STREAMING)(backbone.publish)
-backbone.intake_app.command("collisions")(kept.intake_collisions)
-backbone.intake_app.command("rejections")(kept.intake_rejections)
-app.add_typer(backbone.intake_app, name="intake", rich_help_panel=STREAMING)
-app.add_typer(backbone.publisher_app, name="publisher", rich_help_panel=STREAMING)
-app.command("run", rich_help_panel=STREAMING)(backbone.run_all)
+app.add_typer(backbone_commands.topics_app, name="topics", rich_help_panel=STREAMING)
+app.command("publish", rich_help_panel=STREAMING)(backbone_commands.publish)
+backbone_commands.intake_app.command("collisions")(intake_commands.intake_collisions)
+backbone_commands.intake_app.command("rejections")(intake_commands.intake_rejections)
+app.add_typer(backbone_commands.intake_app, name="intake", rich_help_panel=STREAMING)
+app.add_typer(backbone_commands.publisher_app, name="publisher", rich_help_panel=STREAMING)
+app.command("run", rich_help_panel=STREAMING)(backbone_commands.run_all)
 
-app.add_typer(tooling.schemas_app, name="schemas", rich_help_panel=TOOLS)
-app.command("version", rich_help_panel=TOOLS)(tooling.version)
-app.command("demo", rich_help_panel=TOOLS)(tooling.demo)
-app.add_typer(bench.bench_app, name="bench", rich_help_panel=TOOLS)
-audit.audit_app.command("key")(transparency.audit_key)
-audit.audit_app.command("checkpoint")(transparency.audit_checkpoint)
-audit.audit_app.command("prove")(transparency.audit_prove)
-audit.audit_app.command("consistency")(transparency.audit_consistency)
-app.add_typer(audit.audit_app, name="audit", rich_help_panel=TOOLS)
+app.add_typer(tooling_commands.schemas_app, name="schemas", rich_help_panel=TOOLS)
+app.command("version", rich_help_panel=TOOLS)(tooling_commands.version)
+app.command("demo", rich_help_panel=TOOLS)(tooling_commands.demo)
+app.add_typer(bench_commands.bench_app, name="bench", rich_help_panel=TOOLS)
+audit_commands.audit_app.command("key")(transparency_commands.audit_key)
+audit_commands.audit_app.command("checkpoint")(transparency_commands.audit_checkpoint)
+audit_commands.audit_app.command("prove")(transparency_commands.audit_prove)
+audit_commands.audit_app.command("consistency")(transparency_commands.audit_consistency)
+app.add_typer(audit_commands.audit_app, name="audit", rich_help_panel=TOOLS)
 # One `keys` group: the key-encryption key of customers' data keys (privacy) and the checkpoint
 # signing key (transparency).
-privacy.keys_app.registered_commands.extend(transparency.keys_app.registered_commands)
-privacy.keys_app.info.help = ("The ledger's keys: the checkpoint signing key (Ed25519) and the key-encryption key that "
+privacy_commands.keys_app.registered_commands.extend(transparency_commands.keys_app.registered_commands)
+privacy_commands.keys_app.info.help = ("The ledger's keys: the checkpoint signing key (Ed25519) and the key-encryption key that "
                               "wraps customers' data keys.")
-app.add_typer(privacy.keys_app, name="keys", rich_help_panel=TOOLS)
+app.add_typer(privacy_commands.keys_app, name="keys", rich_help_panel=TOOLS)
 
-app.command("overdue", rich_help_panel=PROJECTIONS)(deadlines.overdue)
-app.command("metrics", rich_help_panel=PROJECTIONS)(metrics.metrics)
-app.add_typer(projections.projections_app, name="projections", rich_help_panel=PROJECTIONS)
+app.command("overdue", rich_help_panel=PROJECTIONS)(deadlines_commands.overdue)
+app.command("metrics", rich_help_panel=PROJECTIONS)(metrics_commands.metrics)
+app.add_typer(projections_commands.projections_app, name="projections", rich_help_panel=PROJECTIONS)
 
-app.command("serve", rich_help_panel=SERVICE)(serve.serve)
-app.add_typer(principals.principals_app, name="principals", rich_help_panel=SERVICE)
-app.add_typer(adapters.adapters_app, name="adapters", rich_help_panel=SERVICE)
+app.command("serve", rich_help_panel=SERVICE)(serve_commands.serve)
+app.add_typer(principals_commands.principals_app, name="principals", rich_help_panel=SERVICE)
+app.add_typer(adapters_commands.adapters_app, name="adapters", rich_help_panel=SERVICE)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfoNotFoundError
 import typer
 
 from caseledger.cli import render
-from caseledger.ledger.domain.case_state import Status
+from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.values import Actor, Attachment, Channel
 from caseledger.ledger.errors import ValidationError
 from caseledger.ledger.kafka.publisher import TRANSACTION_INTERVAL_S

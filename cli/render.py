@@ -19,7 +19,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from caseledger.ledger.describe import (
+from caseledger.ledger.reports.describe import (
     DESCRIBED_EVENT_TYPES,
     _quote,
     _short,

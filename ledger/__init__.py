@@ -43,19 +43,19 @@ if TYPE_CHECKING:
         SchemaError,
         ValidationError,
     )
-    from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt
-    from caseledger.ledger.kafka.intake_client import KafkaIntakeClient, Receipt
-    from caseledger.ledger.kafka.settings import KafkaSettings
+    from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
+    from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient, Receipt
+    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
     from caseledger.ledger.settings import LedgerSettings
 
 _WHERE = {
     # intake: what an adapter publishes, and the client that publishes it
-    "KafkaIntakeClient": "caseledger.ledger.kafka.intake_client",
-    "Receipt": "caseledger.ledger.kafka.intake_client",
-    "KafkaSettings": "caseledger.ledger.kafka.settings",
-    "IntakeCodec": "caseledger.ledger.intake",
-    "DeliveryReport": "caseledger.ledger.intake",
-    "ReadReceipt": "caseledger.ledger.intake",
+    "KafkaIntakeClient": "caseledger.ledger.intake.adapter_sdk",
+    "Receipt": "caseledger.ledger.intake.adapter_sdk",
+    "KafkaSettings": "caseledger.ledger.kafka.kafka_settings",
+    "IntakeCodec": "caseledger.ledger.intake.records",
+    "DeliveryReport": "caseledger.ledger.intake.records",
+    "ReadReceipt": "caseledger.ledger.intake.records",
     # drafts and the values they carry
     "ContactDraft": "caseledger.ledger.domain.values",
     "Identity": "caseledger.ledger.domain.values",

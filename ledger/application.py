@@ -22,7 +22,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.persistence import Mapper, Tracking
 
 from caseledger.ledger.domain.case import Case
-from caseledger.ledger.domain.case_state import LEDGER_ACTIONS, Status
+from caseledger.ledger.domain.case_parts import LEDGER_ACTIONS, Status
 from caseledger.ledger.domain.catalog import topic_of
 from caseledger.ledger.domain.claimed_times import check_claim
 from caseledger.ledger.domain.directory import (
@@ -41,7 +41,7 @@ from caseledger.ledger.domain.values import (
     Identity,
     require_utc,
 )
-from caseledger.ledger.erasure import CustomerPrivacy, RetentionReport
+from caseledger.ledger.privacy.erasure import CustomerPrivacy, RetentionReport
 from caseledger.ledger.errors import (
     BackendError,
     ConfigurationError,
@@ -49,7 +49,7 @@ from caseledger.ledger.errors import (
     NotFound,
     ValidationError,
 )
-from caseledger.ledger.intake_commands import (
+from caseledger.ledger.intake.contacts import (
     ContactIntake,
     ContactOutcome,
     new_reference,
@@ -57,14 +57,14 @@ from caseledger.ledger.intake_commands import (
 )
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import AvroEventCodec, AvroMapper, event_hash
-from caseledger.ledger.store.errors import lost_schema_race, translate_errors
+from caseledger.ledger.store.db_errors import lost_schema_race, translate_errors
 from caseledger.ledger.store.recorder import LedgerRecorder
 from caseledger.ledger.texts import TemplateTexts
 from caseledger.ledger.unit_of_work import AggregateCache, UnitOfWork
 
 if TYPE_CHECKING:
-    from caseledger.ledger.delivery_reports import Reporter
-    from caseledger.ledger.store.principals import PrincipalRecorder
+    from caseledger.ledger.intake.delivery_reports import Reporter
+    from caseledger.ledger.store.principal_tables import PrincipalRecorder
 
 __all__ = ["CaseLedger", "ContactOutcome", "TickReport", "UnitOfWork", "new_reference", "normalise_reference"]
 
@@ -153,7 +153,7 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
     @cached_property
     def principal_store(self) -> PrincipalRecorder:
         """The principal, adapter-key and idempotency tables beside the events (created on first use)."""
-        from caseledger.ledger.store.principals import principal_recorder
+        from caseledger.ledger.store.principal_tables import principal_recorder
 
         return principal_recorder(self.recorder, self.settings.store.describe())
 

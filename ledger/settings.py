@@ -51,7 +51,7 @@ class StoreSettings:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": str(path),
             "SQLITE_LOCK_TIMEOUT": "30",
-            "PROCESS_RECORDER_TOPIC": "caseledger.ledger.store.sqlite:SQLiteLedgerRecorder",
+            "PROCESS_RECORDER_TOPIC": "caseledger.ledger.store.sqlite_recorder:SQLiteLedgerRecorder",
         }
 
     def describe(self) -> str:
@@ -93,7 +93,7 @@ def _postgres_env(url: str) -> dict[str, str]:
         # Not POSTGRES_ENABLE_DB_FUNCTIONS: in eventsourcing 9.5 its insert path skips the tracking
         # record of a process recorder, which would silently lose intake positions.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
-        "PROCESS_RECORDER_TOPIC": "caseledger.ledger.store.postgres:PostgresLedgerRecorder",
+        "PROCESS_RECORDER_TOPIC": "caseledger.ledger.store.postgres_recorder:PostgresLedgerRecorder",
     }
     query = parse_qs(parts.query)
     if "schema" in query:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from caseledger.ledger.domain.case_state import (
+from caseledger.ledger.domain.case_parts import (
     ContactState,
     ItemState,
     MessageState,

@@ -47,7 +47,7 @@ def open_source(kind: str, *, ledger: LedgerOpener, kafka: str | None = None,
     if kind == STORE:
         return StoreEventSource(ledger())
     if kind == KAFKA:
-        from caseledger.ledger.kafka.settings import KafkaSettings
+        from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 
         return kafka_source(KafkaSettings.resolve(bootstrap_servers=kafka), consumer=consumer)
     raise ConfigurationError(f"{kind!r} is not a projection source; use {' or '.join(SOURCE_KINDS)}")
@@ -57,7 +57,7 @@ def choose_source(views: ViewStore, projections: Sequence[Projection], source: s
                   kafka: str | None) -> str:
     """The source kind to run ``projections`` from: ``source`` if given, else what they already
     follow, else kafka when Kafka is configured, else store."""
-    from caseledger.ledger.kafka.settings import KafkaSettings
+    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 
     if source:
         return source.strip().lower()

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from caseledger.ledger.errors import ConfigurationError, ConflictError
-from caseledger.ledger.gcpacing import GcPacer, SpacedCollections
+from caseledger.ledger.runtime.gc_pacing import GcPacer, SpacedCollections
 from caseledger.ledger.store.codec import AvroEventCodec
 from caseledger.projections.base import Handler, Projection, RowCache, Tx
 from caseledger.projections.sources import EventSource

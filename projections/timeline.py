@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from caseledger.ledger.describe import describe_event
+from caseledger.ledger.reports.describe import describe_event
 from caseledger.ledger.domain.catalog import CASE_EVENT_NAMES
 from caseledger.projections.base import INT, LOG, ROWS, TEXT, TIME, Projection, Table, Tx, aggregate_key
 

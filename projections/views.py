@@ -260,12 +260,12 @@ class ViewStore(ABC):
 def open_views(url: str) -> ViewStore:
     """The view store at ``url``: a ``postgresql://`` URL, or a SQLite file path."""
     if url.startswith(("postgresql://", "postgres://")):
-        from caseledger.projections.postgres import PostgresViewStore
+        from caseledger.projections.postgres_views import PostgresViewStore
 
         return PostgresViewStore(url)
     if "://" in url:
         raise ConfigurationError(f"views database {url!r}: use a SQLite file path or a postgresql:// URL")
-    from caseledger.projections.sqlite import SQLiteViewStore
+    from caseledger.projections.sqlite_views import SQLiteViewStore
 
     return SQLiteViewStore(url)
 

@@ -86,19 +86,19 @@ Where each guarantee is checked
 * ``intake.py``: intake accounting (every intake offset has exactly one outcome).
 * ``seal.py``: the seal; ``report.py``: ``Discrepancy``, ``AuditReport``, severities.
 * The store's side lives in the store package: the snapshot the audit reads
-  (``caseledger.ledger.store.snapshot``) and the envelope decoder
+  (``caseledger.ledger.store.audit_reads``) and the envelope decoder
   (``caseledger.ledger.store.envelope``).
 """
 
 from __future__ import annotations
 
 from caseledger.ledger.audit.chains import DEFAULT_CLOCK_TOLERANCE
-from caseledger.ledger.audit.intake import INTAKE_OUTCOMES
+from caseledger.ledger.audit.intake_outcomes import INTAKE_OUTCOMES
 from caseledger.ledger.audit.report import AuditReport, Discrepancy
 from caseledger.ledger.audit.seal import Seal
 from caseledger.ledger.audit.verification import verify
 from caseledger.ledger.store.envelope import parse_envelope
-from caseledger.ledger.store.snapshot import store_snapshot
+from caseledger.ledger.store.audit_reads import store_snapshot
 
 __all__ = [
     "DEFAULT_CLOCK_TOLERANCE",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from caseledger.ledger.audit.seal import Seal
 
 if TYPE_CHECKING:
-    from caseledger.ledger.kafka.settings import KafkaSettings
+    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 
 __all__ = ["ERROR", "MAX_NAMED", "WARNING", "AuditReport", "AuditScope", "Discrepancy"]
 

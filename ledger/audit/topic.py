@@ -23,11 +23,11 @@ from caseledger.ledger.errors import BackendError
 from caseledger.ledger.kafka.events_record import constant_headers, last_position_in, position_of
 from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
 from caseledger.ledger.store.codec import HEADER_SIZE
-from caseledger.ledger.store.snapshot import store_snapshot
+from caseledger.ledger.store.audit_reads import store_snapshot
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
-    from caseledger.ledger.kafka.settings import KafkaSettings
+    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 
 __all__ = ["EventsTopicComparison"]
 

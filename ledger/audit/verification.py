@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from caseledger.ledger.audit.chains import COMMIT_TOLERANCE_US, DEFAULT_CLOCK_TOLERANCE, ChainCheck, micros_of
-from caseledger.ledger.audit.checkpoint import CheckpointCheck, HeldCheckpoint
-from caseledger.ledger.audit.intake import INTAKE_OUTCOMES, IntakeAccounting
+from caseledger.ledger.audit.kept_checkpoint import CheckpointCheck, HeldCheckpoint
+from caseledger.ledger.audit.intake_outcomes import INTAKE_OUTCOMES, IntakeAccounting
 from caseledger.ledger.audit.references import CASE_COUNTED, CrossReferences
 from caseledger.ledger.audit.report import AuditReport, AuditScope
 from caseledger.ledger.audit.seal import Seal, check_seal, seal_past_end
@@ -25,11 +25,11 @@ from caseledger.ledger.audit.topic import EventsTopicComparison
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.store.codec import HEADER_SIZE, MAGIC
 from caseledger.ledger.store.envelope import AvroEnvelopeDecoder, parse_envelope
-from caseledger.ledger.store.snapshot import StoreSnapshot, store_snapshot
+from caseledger.ledger.store.audit_reads import StoreSnapshot, store_snapshot
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
-    from caseledger.ledger.kafka.settings import KafkaSettings
+    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 
 __all__ = ["verify"]
 
@@ -335,7 +335,7 @@ def _locate_checkpoint_difference(ledger: CaseLedger, check: CheckpointCheck, re
                                   page_size: int) -> None:
     """Name the first event whose leaf differs from the ledger's own tree, when that tree still matches."""
     from caseledger.ledger.transparency.tree import MerkleLog
-    from caseledger.verify.merkle import leaf_hash
+    from caseledger.verify.rfc9162 import leaf_hash
 
     size = check.size
     try:

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from caseledger.ledger.domain.case_state import (
+from caseledger.ledger.domain.case_parts import (
     ContactState,
     ItemState,
     MessageState,

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
         TopicAdmin,
         TransactionalWriter,
     )
-    from caseledger.ledger.kafka.settings import KafkaSettings
+    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 
 KAFKA_PYTHON, CONFLUENT = "kafka-python", "confluent"
 KAFKA_CLIENTS = (KAFKA_PYTHON, CONFLUENT)

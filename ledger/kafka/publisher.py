@@ -37,7 +37,7 @@ from typing import Any
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.errors import BackendError, ConfigurationError
-from caseledger.ledger.gcpacing import GcPacer
+from caseledger.ledger.runtime.gc_pacing import GcPacer
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.events_record import (
     CONTENT_TYPE,
@@ -50,10 +50,10 @@ from caseledger.ledger.kafka.events_record import (
     last_position_in,
     source_for,
 )
-from caseledger.ledger.kafka.settings import KafkaSettings
-from caseledger.ledger.store.merkle import TreeMoved
+from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+from caseledger.ledger.store.merkle_tables import TreeMoved
 from caseledger.ledger.transparency.checkpoints import checkpoint_interval, sign_checkpoint
-from caseledger.ledger.transparency.signing import CheckpointSigner
+from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
 from caseledger.ledger.transparency.tree import MerkleLog
 
 log = logging.getLogger("caseledger.publisher")
@@ -140,7 +140,7 @@ class KafkaEventPublisher:
 
     def _publish_checkpoints(self, producer: Any, position: int, after_size: int, source: bytes) -> int:
         """Publish the stored checkpoints after ``after_size`` whose events are on the topic; the new last size."""
-        from caseledger.ledger.store.merkle import merkle_store
+        from caseledger.ledger.store.merkle_tables import merkle_store
 
         if self._merkle is None:
             self._merkle = merkle_store(self.ledger)

@@ -29,7 +29,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 
 from caseledger.ledger.domain.personal import ERASED, PERSONAL_FIELDS, REJECTION_SUBJECT_PREFIX, Path
-from caseledger.ledger.privacy.keys import DataKeys
+from caseledger.ledger.privacy.data_keys import DataKeys
 
 TOKEN_PREFIX = "enc:1:"
 BYTES_PREFIX = b"CLENC1"

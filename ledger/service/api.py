@@ -2,7 +2,7 @@
 
 Every route names the :class:`~ledger.domain.permissions.Operation` it performs; the
 ``principal`` dependency authenticates the caller and checks the matrix before the route runs.
-Writes go through :mod:`ledger.service.commands` (Idempotency-Key, the actor from the principal).
+Writes go through :mod:`ledger.service.write_routes` (Idempotency-Key, the actor from the principal).
 Errors are problem details (:mod:`ledger.service.problems`). Each worker thread has a ledger of
 its own (a ledger's unit of work belongs to one thread).
 """
@@ -32,10 +32,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.describe import case_record, collision_record, plain, rejection_record
+from caseledger.ledger.reports.describe import case_record, collision_record, plain, rejection_record
 from caseledger.ledger.domain.permissions import Operation
 from caseledger.ledger.errors import AuthenticationError, CaseLedgerError, ValidationError
-from caseledger.ledger.principals import Authenticator, OidcSettings, Principal
+from caseledger.ledger.access.principals import Authenticator, OidcSettings, Principal
 from caseledger.ledger.service.callers import Callers
 from caseledger.ledger.service.case_cache import CaseCache
 from caseledger.ledger.service.gate import Gate
@@ -240,9 +240,9 @@ def create_app(state: ServiceState) -> FastAPI:
     app.add_middleware(Gate, max_body_bytes=state.max_body_bytes, request_timeout_s=state.request_timeout_s,
                        max_in_flight=state.max_in_flight)
 
-    from caseledger.ledger.service import commands, live
+    from caseledger.ledger.service import live, write_routes
 
-    commands.add_routes(app, state)
+    write_routes.add_routes(app, state)
     add_read_routes(app, state)
     live.add_routes(app, state)
     return app
@@ -333,7 +333,7 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         _p: Principal = principal_for(O.HISTORY_EXPORT),
     ) -> Response:
         """A customer's verified history as a file: json, avro (object container) or html."""
-        from caseledger.ledger.export import export_history
+        from caseledger.ledger.reports.export import export_history
 
         media = {"json": "application/json", "avro": "application/avro", "html": "text/html; charset=utf-8"}[format]
         with tempfile.TemporaryDirectory(prefix="caseledger-export-") as where:

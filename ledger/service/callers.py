@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from caseledger.ledger.principals import TOKEN_PREFIX, Principal
+from caseledger.ledger.access.principals import TOKEN_PREFIX, Principal
 
 __all__ = ["TTL_S", "Callers"]
 

@@ -23,10 +23,10 @@ import httpx
 
 from caseledger.ledger.domain.values import ContactDraft
 from caseledger.ledger.errors import BackendError, ConfigurationError, ConflictError
-from caseledger.ledger.intake_commands import ContactOutcome
-from caseledger.ledger.principals import IssuedToken
+from caseledger.ledger.intake.contacts import ContactOutcome
+from caseledger.ledger.access.principals import IssuedToken
 from caseledger.ledger.service.problems import error_from_problem
-from caseledger.ledger.store.principals import PrincipalRow
+from caseledger.ledger.store.principal_tables import PrincipalRow
 
 __all__ = ["LedgerClient", "resolve_token"]
 
@@ -206,7 +206,7 @@ class LedgerClient:
         self._case(reference, f"messages/{message_id}/read", {"read_at": _iso(read_at)})
 
     def erase_customer(self, who: str, *, reason: str, **_: Any) -> Any:
-        from caseledger.ledger.erasure import ErasureReport
+        from caseledger.ledger.privacy.erasure import ErasureReport
 
         answer = self._send("POST", f"/v1/customers/{who}/erase", {"reason": reason})
         return ErasureReport(customer_id=answer["customer_id"], erased_at=datetime.fromisoformat(answer["erased_at"]),
@@ -233,7 +233,7 @@ class LedgerClient:
     # -- reads (the CLI renders what they return as it renders the embedded ledger's) ----------------------
 
     def case_record(self, reference: str) -> dict[str, Any]:
-        """A case as ``case show --json`` has it (``caseledger.ledger.describe.case_record``)."""
+        """A case as ``case show --json`` has it (``caseledger.ledger.reports.describe.case_record``)."""
         return dict(self._send("GET", f"/v1/cases/{_seg(reference)}"))
 
     def find_record(self, channel: str, message_id: str) -> dict[str, Any]:

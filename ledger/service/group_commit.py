@@ -36,7 +36,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 
-from caseledger.ledger.describe import plain
+from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.errors import BackendError, ConflictError, MessageIdCollision
 from caseledger.ledger.service.batch_thread import BatchThread
 from caseledger.ledger.service.idempotency import STALE_AFTER, Idempotency, IdempotencyRefused

@@ -27,7 +27,7 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 
 from caseledger.ledger.errors import CaseLedgerError, ConflictError, MessageIdCollision, ValidationError
-from caseledger.ledger.store.principals import IdempotencyRow, PrincipalRecorder
+from caseledger.ledger.store.principal_tables import IdempotencyRow, PrincipalRecorder
 
 __all__ = ["Idempotency", "IdempotencyRefused", "request_digest"]
 

@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 
 from caseledger.ledger.domain.permissions import Authentication, Role
 from caseledger.ledger.errors import AuthenticationError
-from caseledger.ledger.principals import Principal
-from caseledger.ledger.store.principals import PrincipalRecorder
+from caseledger.ledger.access.principals import Principal
+from caseledger.ledger.store.principal_tables import PrincipalRecorder
 
 __all__ = ["LOGIN_COOKIE", "SESSION_COOKIE", "SESSION_TTL", "Sessions", "check_login_origin", "new_login_nonce"]
 

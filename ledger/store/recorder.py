@@ -1,6 +1,6 @@
 """What the ledger needs of an event store, beyond eventsourcing's process recorder.
 
-Both backends (:mod:`~caseledger.ledger.store.sqlite`, :mod:`~caseledger.ledger.store.postgres`)
+Both backends (:mod:`~caseledger.ledger.store.sqlite_recorder`, :mod:`~caseledger.ledger.store.postgres_recorder`)
 implement it; the application reads and writes through it and never tells them apart.
 """
 

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from caseledger.ledger.store.merkle import StoredCheckpoint
+from caseledger.ledger.store.merkle_tables import StoredCheckpoint
 from caseledger.ledger.transparency.tree import MerkleLog
-from caseledger.verify.errors import MalformedInput, ProofError, SignatureError, WrongKeyError
-from caseledger.verify.merkle import verify_consistency
+from caseledger.verify.failures import MalformedInput, ProofError, SignatureError, WrongKeyError
+from caseledger.verify.rfc9162 import verify_consistency
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Leaf ``i`` is the ``i``-th event of the notification log (position order), its leaf hash the
 RFC 6962 leaf over the audit's event hash: SHA-256(0x00 ‖ SHA-256(stored bytes)). The tree is
-kept as rows (:mod:`caseledger.ledger.store.merkle`): the leaves in tiles of 256, and every
+kept as rows (:mod:`caseledger.ledger.store.merkle_tables`): the leaves in tiles of 256, and every
 complete subtree of 256 leaves or more. In memory the appender holds only the *frontier* — the
 roots of the complete subtrees the tree's size splits into, one per set bit, at most 64 hashes —
 and the last, partial tile (at most 256 leaves), so an append costs O(log n) hashing, about one
@@ -10,7 +10,7 @@ row per 128 leaves, and memory stays constant however long the log.
 
 Which positions are leaves: the appender follows the notification log exactly as the publisher
 does (``select_notifications(start=last + 1)``). Writers are serialized and insert in commit order
-on both backends (see :mod:`caseledger.ledger.store.postgres`), so when a position is visible every
+on both backends (see :mod:`caseledger.ledger.store.postgres_recorder`), so when a position is visible every
 earlier one is either visible or will never be: a PostgreSQL sequence number consumed by a
 rolled-back insert is a hole no event can fill later, and no leaf is ever skipped.
 """
@@ -21,8 +21,8 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from caseledger.ledger.store.merkle import TILE_HEIGHT, MerkleStore, Tile, TreeMoved, merkle_store
-from caseledger.verify.merkle import (
+from caseledger.ledger.store.merkle_tables import TILE_HEIGHT, MerkleStore, Tile, TreeMoved, merkle_store
+from caseledger.verify.rfc9162 import (
     EMPTY_ROOT,
     consistency_ranges,
     fold,

@@ -15,7 +15,7 @@ The ledger uses ``merkle`` and ``note`` to build what this package checks.
 
 from __future__ import annotations
 
-from caseledger.verify.errors import (
+from caseledger.verify.failures import (
     MalformedInput,
     ProofError,
     SignatureError,

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from caseledger.verify.errors import MalformedInput
+from caseledger.verify.failures import MalformedInput
 from caseledger.verify.history import check_history, read_export
 from caseledger.verify.note import VerifierKey
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from caseledger.verify.errors import MalformedInput
+from caseledger.verify.failures import MalformedInput
 
 __all__ = ["read_container"]
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from caseledger.verify.errors import MalformedInput, ProofError, SignatureError, WrongKeyError
-from caseledger.verify.merkle import leaf_hash, verify_inclusion
+from caseledger.verify.failures import MalformedInput, ProofError, SignatureError, WrongKeyError
+from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 
 __all__ = ["Finding", "HistoryCheck", "check_history", "envelope", "read_export"]

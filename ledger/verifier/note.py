@@ -21,7 +21,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from caseledger.verify.errors import MalformedInput, SignatureError, WrongKeyError
+from caseledger.verify.failures import MalformedInput, SignatureError, WrongKeyError
 
 __all__ = ["ALG_ED25519", "Checkpoint", "NoteSignature", "VerifierKey", "key_id", "open_checkpoint", "split_note"]
 

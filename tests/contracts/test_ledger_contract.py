@@ -608,7 +608,7 @@ def test_case_references_use_all_32_symbols_and_readable_format() -> None:
     import re
     from collections import Counter
 
-    from caseledger.ledger.intake_commands import _REFERENCE_ALPHABET, new_reference
+    from caseledger.ledger.intake.contacts import _REFERENCE_ALPHABET, new_reference
 
     refs = [new_reference() for _ in range(4000)]
     assert all(re.fullmatch(r"CL-[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}", r) for r in refs)

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import PERMISSIONS, Authentication, Operation, Role, allowed
 from caseledger.ledger.errors import AuthenticationError, NotFound, ValidationError
-from caseledger.ledger.principals import Authenticator, PrincipalRegistry, token_hash
+from caseledger.ledger.access.principals import Authenticator, PrincipalRegistry, token_hash
 from caseledger.ledger.service.idempotency import Idempotency, IdempotencyRefused, request_digest
-from caseledger.ledger.signing import AdapterKeys
+from caseledger.ledger.intake.signatures import AdapterKeys
 
 
 def test_tokens_are_issued_once_kept_as_hashes_and_revoked(make_ledger: Callable[..., CaseLedger]) -> None:

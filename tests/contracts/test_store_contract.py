@@ -23,9 +23,9 @@ from eventsourcing.sqlite import SQLiteDatastore
 from eventsourcing.tests import persistence as upstream  # a module: its abstract cases are not collected
 
 from caseledger.ledger.settings import StoreSettings
-from caseledger.ledger.store.postgres import PostgresLedgerRecorder
+from caseledger.ledger.store.postgres_recorder import PostgresLedgerRecorder
 from caseledger.ledger.store.recorder import LedgerRecorder
-from caseledger.ledger.store.sqlite import SQLiteLedgerRecorder
+from caseledger.ledger.store.sqlite_recorder import SQLiteLedgerRecorder
 
 # -- the backends ------------------------------------------------------------------------------------
 

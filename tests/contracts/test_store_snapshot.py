@@ -14,7 +14,7 @@ from eventsourcing.persistence import Tracking
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.store.envelope import AvroEnvelopeDecoder, parse_envelope
-from caseledger.ledger.store.snapshot import store_snapshot
+from caseledger.ledger.store.audit_reads import store_snapshot
 
 JANE = Identity.parse("email:jane@example.com")
 

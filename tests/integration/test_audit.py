@@ -21,7 +21,7 @@ from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConflictError
 from caseledger.ledger.kafka.events_record import position_of
-from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import event_hash

@@ -18,10 +18,10 @@ from caseledger.ledger.audit import verify
 from caseledger.ledger.domain.directory import ChannelMessage
 from caseledger.ledger.domain.values import Attachment, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import MessageIdCollision, NotFound
-from caseledger.ledger.intake import IntakeCodec
-from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
-from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.intake.records import IntakeCodec
+from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+from caseledger.ledger.intake.worker import KafkaIntakeWorker
+from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.settings import LedgerSettings
 from tests.support.clock import FakeClock
 from tests.support.contacts import MALLORY, SAM, form

@@ -21,10 +21,10 @@ from caseledger.ledger.audit import verify
 from caseledger.ledger.domain.personal import ERASED
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.ledger.export import export_history
-from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
-from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.reports.export import export_history
+from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+from caseledger.ledger.intake.worker import KafkaIntakeWorker
+from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.privacy.kek import KEK_ENV, KEK_FILE_ENV
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.projections import load_projections
@@ -198,9 +198,9 @@ def test_a_checkpoint_taken_before_an_erasure_still_verifies_and_so_does_the_exp
     make_ledger: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Proofs are over the stored (sealed) bytes: the erasure changes none of them (issues 15 and 16)."""
-    from caseledger.ledger.audit.checkpoint import HeldCheckpoint
+    from caseledger.ledger.audit.kept_checkpoint import HeldCheckpoint
     from caseledger.ledger.transparency.checkpoints import sign_checkpoint
-    from caseledger.ledger.transparency.signing import generate_key_file
+    from caseledger.ledger.transparency.checkpoint_key import generate_key_file
     from caseledger.verify.history import check_history, read_export
 
     signer = generate_key_file(tmp_path / "signing.key", "caseledger")

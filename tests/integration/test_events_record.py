@@ -27,7 +27,7 @@ from caseledger.ledger.kafka.events_record import (
     position_of,
     time_header,
 )
-from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import HEADER_SIZE, NO_CASE, event_hash
 from caseledger.ledger.store.envelope import parse_envelope

@@ -11,10 +11,10 @@ import pytest
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
-from caseledger.ledger.intake import DeliveryReport, ReadReceipt
-from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
-from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.intake.records import DeliveryReport, ReadReceipt
+from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+from caseledger.ledger.intake.worker import KafkaIntakeWorker
+from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.settings import LedgerSettings
 from tests.support.kafka_topics import drain
 

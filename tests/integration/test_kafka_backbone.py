@@ -18,12 +18,12 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
 from caseledger.ledger.errors import BackendError, ConfigurationError, ValidationError
-from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt
+from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
 from caseledger.ledger.kafka.events_record import event_type_of, header, position_of
-from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
-from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
+from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+from caseledger.ledger.intake.worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import event_hash
@@ -152,7 +152,7 @@ def test_worker_applies_each_record_once_and_rejects_bad_ones(
 
 def test_one_poll_from_several_partitions_is_one_transaction_with_each_position(ledger: CaseLedger, clock: Any) -> None:
     """A trickle from three partitions is applied at once; each partition's position is kept, none twice."""
-    from caseledger.ledger.kafka.intake_worker import IntakeRecord
+    from caseledger.ledger.intake.worker import IntakeRecord
 
     codec = IntakeCodec()
     settings = KafkaSettings.resolve(bootstrap_servers="unused:9092", intake_topic="in")

@@ -17,7 +17,7 @@ import pytest
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Role
-from caseledger.ledger.principals import PrincipalRegistry
+from caseledger.ledger.access.principals import PrincipalRegistry
 from caseledger.ledger.service import live
 from caseledger.ledger.service.api import ServiceState
 from caseledger.ledger.settings import LedgerSettings

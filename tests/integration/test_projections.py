@@ -222,7 +222,7 @@ class _StopAfter:
 def test_a_parallel_rebuild_from_kafka_equals_the_store_built_views(
     tmp_path: Path, views_database: str, kafka_bootstrap: str, consumer: str
 ) -> None:
-    from caseledger.ledger.bench.rebuild import generate_ledger
+    from caseledger.cli.bench.rebuild_bench import generate_ledger
     from caseledger.projections.parallel import rebuild_in_parallel
 
     database = str(tmp_path / "ledger.sqlite")

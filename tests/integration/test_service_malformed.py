@@ -262,7 +262,7 @@ def test_an_intake_record_carrying_a_surrogate_is_refused_with_a_reason() -> Non
     """The Kafka intake refuses such text too: the bytes of an encoded surrogate are not UTF-8 (the worker
     records the refusal as an IntakeRejected with this reason), and a draft carrying one is never built."""
     from caseledger.ledger.errors import SchemaError
-    from caseledger.ledger.intake import IntakeCodec
+    from caseledger.ledger.intake.records import IntakeCodec
 
     codec = IntakeCodec()
     draft = ContactDraft(channel="email", channel_message_id="m-1", identity=Identity.parse("email:a@b.example"),

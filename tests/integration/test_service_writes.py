@@ -22,11 +22,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.describe import plain
+from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.values import Actor, ActorKind, Channel, ContactDraft, Identity
-from caseledger.ledger.principals import PrincipalRegistry
+from caseledger.ledger.access.principals import PrincipalRegistry
 from caseledger.ledger.service.api import ServiceState, create_app
 from caseledger.ledger.service.group_commit import Write
 from caseledger.ledger.settings import LedgerSettings
@@ -76,7 +76,7 @@ def test_a_batch_of_known_customers_looks_their_data_keys_up_in_one_query(databa
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: one key query per customer of the batch, when its first event was sealed."""
     from caseledger.ledger.service.group_commit import MAX_BATCH
-    from caseledger.ledger.store.keys import KeyTable
+    from caseledger.ledger.store.data_key_table import KeyTable
 
     _settings, state, headers = service(database)
     who = [f"email:c{n}@example.com" for n in range(5)]

@@ -16,12 +16,12 @@ from kafka import KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
-from caseledger.ledger.intake import DeliveryReport, IntakeCodec, ReadReceipt
-from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
-from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
+from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+from caseledger.ledger.intake.worker import KafkaIntakeWorker
+from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.signing import ADAPTER_HEADER, SIGNATURE_HEADER, AdapterKeys, AdapterSigner
+from caseledger.ledger.intake.signatures import ADAPTER_HEADER, SIGNATURE_HEADER, AdapterKeys, AdapterSigner
 from tests.support.kafka_topics import drain
 
 pytestmark = pytest.mark.kafka

@@ -1,6 +1,6 @@
 """The transparency log on SQLite and PostgreSQL: the stored tree, proofs, checkpoints, consistency outcomes.
 
-The tree in the store is checked against the reference functions (``caseledger.verify.merkle``,
+The tree in the store is checked against the reference functions (``caseledger.verify.rfc9162``,
 themselves checked against published vectors in test_merkle.py); every outcome an auditor can
 meet is produced for real: consistent, rolled back, split view, another key.
 """
@@ -16,15 +16,15 @@ import pytest
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import verify
-from caseledger.ledger.audit.checkpoint import HeldCheckpoint
+from caseledger.ledger.audit.kept_checkpoint import HeldCheckpoint
 from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.merkle import TreeMoved
+from caseledger.ledger.store.merkle_tables import TreeMoved
 from caseledger.ledger.transparency.checkpoints import Checkpointer, sign_checkpoint
 from caseledger.ledger.transparency.proofs import check_consistency, event_proofs
-from caseledger.ledger.transparency.signing import CheckpointSigner, generate_key_file
+from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, generate_key_file
 from caseledger.ledger.transparency.tree import MerkleLog
-from caseledger.verify.merkle import leaf_hash, tree_hash, verify_consistency, verify_inclusion
+from caseledger.verify.rfc9162 import leaf_hash, tree_hash, verify_consistency, verify_inclusion
 from caseledger.verify.note import open_checkpoint
 
 
@@ -118,7 +118,7 @@ def test_consistency_names_consistent_rolled_back_split_view_and_another_key(
                              signer.verifier_key).code in ("checkpoint-signature", "checkpoint-key")
     # split view: the ledger signs another root for the size the auditor holds
     size = open_checkpoint(held, signer.verifier_key).size
-    from caseledger.ledger.store.merkle import StoredCheckpoint
+    from caseledger.ledger.store.merkle_tables import StoredCheckpoint
     from caseledger.verify.note import Checkpoint
 
     fake = Checkpoint(ledger.settings.origin, size, b"\x07" * 32)
@@ -156,7 +156,7 @@ def test_every_export_carries_the_checkpoint_and_proofs_and_the_verifier_reads_j
         monkeypatch: pytest.MonkeyPatch) -> None:
     import fastavro
 
-    from caseledger.ledger.export import export_history
+    from caseledger.ledger.reports.export import export_history
     from caseledger.verify.avro import read_container
     from caseledger.verify.history import check_history, read_export
 
@@ -243,7 +243,7 @@ def test_the_publisher_publishes_each_checkpoint_once_after_the_events_it_covers
 
     from caseledger.ledger.kafka.events_record import position_of
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-    from caseledger.ledger.kafka.settings import KafkaSettings
+    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
     from caseledger.ledger.kafka.topics import ensure_topics
     from tests.support.kafka_topics import read_topic
 
@@ -288,7 +288,7 @@ def test_tiles_and_nodes_give_the_reference_tree_across_tile_boundaries(
     """Synthetic leaves appended in uneven batches (and by a reloaded appender) across many 256-leaf tiles."""
     import random
 
-    from caseledger.ledger.store.merkle import merkle_store
+    from caseledger.ledger.store.merkle_tables import merkle_store
 
     rng = random.Random(7)
     store = merkle_store(make_ledger())
@@ -325,7 +325,7 @@ def test_a_publisher_with_the_signing_key_keeps_the_tree_signs_and_publishes_che
     import uuid
 
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-    from caseledger.ledger.kafka.settings import KafkaSettings
+    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
     from caseledger.ledger.kafka.topics import ensure_topics
     from tests.support.kafka_topics import read_topic
 

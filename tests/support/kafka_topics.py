@@ -11,9 +11,9 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
+from caseledger.ledger.intake.worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
 
 

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Role
-from caseledger.ledger.principals import PrincipalRegistry
+from caseledger.ledger.access.principals import PrincipalRegistry
 from caseledger.ledger.settings import LedgerSettings
 
 
@@ -248,7 +248,7 @@ def add_adapter_key(service: Service, name: str, channels: list[str]) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from caseledger.ledger.signing import AdapterKeys
+    from caseledger.ledger.intake.signatures import AdapterKeys
 
     raw = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw,
                                                                  serialization.PublicFormat.Raw)

@@ -33,14 +33,14 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from kafka import KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.describe import plain
+from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.domain.personal import PERSONAL_FIELDS
 from caseledger.ledger.domain.values import Attachment, ContactDraft, Identity
-from caseledger.ledger.intake import IntakeCodec
+from caseledger.ledger.intake.records import IntakeCodec
 from caseledger.ledger.kafka.events_record import event_type_of, header
-from caseledger.ledger.kafka.intake_client import intake_key
-from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.intake.adapter_sdk import intake_key
+from caseledger.ledger.intake.worker import KafkaIntakeWorker
+from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import MAGIC, AvroEventCodec
 from tests.support.avro_java import AvroJava

@@ -30,12 +30,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.domain.values import ContactDraft, Identity
-from caseledger.ledger.intake import IntakeCodec
+from caseledger.ledger.intake.records import IntakeCodec
 from caseledger.ledger.kafka.events_record import position_of
-from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
-from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker, tracking_name
+from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+from caseledger.ledger.intake.worker import KafkaIntakeWorker, tracking_name
 from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-from caseledger.ledger.kafka.settings import KafkaSettings
+from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.settings import LedgerSettings
 from tests.support.kafka_topics import fresh_topics, read_topic
 

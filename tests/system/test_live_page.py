@@ -15,8 +15,8 @@ import pytest
 
 from caseledger.ledger.domain.permissions import Role
 from caseledger.ledger.domain.values import ContactDraft, Identity
-from caseledger.ledger.kafka.intake_client import KafkaIntakeClient
-from caseledger.ledger.kafka.intake_worker import KafkaIntakeWorker
+from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+from caseledger.ledger.intake.worker import KafkaIntakeWorker
 from tests.support.kafka_topics import fresh_topics
 from tests.support.service_server import Service, start_service, stop_service
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from caseledger.ledger.bench.service import bench_api
+from caseledger.cli.bench.service_bench import bench_api
 
 
 def test_concurrent_clients_get_no_5xx_and_lose_or_double_no_write() -> None:

@@ -192,7 +192,7 @@ def test_events_stored_with_the_legacy_fingerprint_still_decode() -> None:
 
 
 def test_intake_records_of_adapters_built_before_the_standard_fingerprint_are_still_read() -> None:
-    from caseledger.ledger.intake import IntakeCodec
+    from caseledger.ledger.intake.records import IntakeCodec
     from caseledger.ledger.store.codec import legacy_fingerprint
 
     codec = IntakeCodec()

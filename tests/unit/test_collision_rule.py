@@ -22,7 +22,7 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.directory import ChannelMessage
 from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
 from caseledger.ledger.errors import MessageIdCollision
-from caseledger.ledger.intake import IntakeCodec
+from caseledger.ledger.intake.records import IntakeCodec
 from caseledger.ledger.settings import LedgerSettings
 from tests.support.clock import FakeClock
 from tests.support.contacts import MALLORY, form

@@ -16,7 +16,7 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.policy import BusinessCalendar, ResponsePolicy
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError, ValidationError
-from caseledger.ledger.intake import IntakeCodec
+from caseledger.ledger.intake.records import IntakeCodec
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import MAGIC, schema_fingerprint
 from tests.support.clock import FakeClock

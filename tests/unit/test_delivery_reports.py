@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.delivery_reports import Reporter
+from caseledger.ledger.intake.delivery_reports import Reporter
 from caseledger.ledger.domain.values import Actor, ActorKind, ContactDraft, Identity
 from caseledger.ledger.errors import CaseLedgerError, PermissionDenied, RuleViolation, ValidationError
 from caseledger.ledger.settings import LedgerSettings

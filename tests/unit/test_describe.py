@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from caseledger.ledger.describe import fmt_time
+from caseledger.ledger.reports.describe import fmt_time
 
 ZONES = st.sampled_from([None, UTC, ZoneInfo("Europe/Paris"), ZoneInfo("America/New_York"),
                          ZoneInfo("Asia/Kolkata"), timezone(timedelta(hours=5, minutes=45))])

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from caseledger.ledger.gcpacing import GcPacer
+from caseledger.ledger.runtime.gc_pacing import GcPacer
 
 
 class Node:
@@ -58,7 +58,7 @@ def test_pacing_stands_aside_while_collection_is_held_off(clock: list[float]) ->
 
 
 def test_rebuild_collections_space_out_while_they_find_nothing_and_come_back_when_they_do() -> None:
-    from caseledger.ledger.gcpacing import COLLECT_EVERY, MAX_COLLECT_EVERY, SpacedCollections
+    from caseledger.ledger.runtime.gc_pacing import COLLECT_EVERY, MAX_COLLECT_EVERY, SpacedCollections
 
     freed: list[int] = []
     at: list[int] = []

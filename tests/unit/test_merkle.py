@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from caseledger.verify.errors import ProofError
-from caseledger.verify.merkle import (
+from caseledger.verify.failures import ProofError
+from caseledger.verify.rfc9162 import (
     EMPTY_ROOT,
     consistency_proof,
     inclusion_proof,

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Authentication, Operation, Role
 from caseledger.ledger.errors import AuthenticationError
-from caseledger.ledger.principals import Principal, PrincipalRegistry
+from caseledger.ledger.access.principals import Principal, PrincipalRegistry
 from caseledger.ledger.service.api import ServiceState, create_app, principal_for
 from caseledger.ledger.service.callers import Callers
 from caseledger.ledger.settings import LedgerSettings

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.ledger.transparency.signing import CheckpointSigner, generate_key_file, load_signer
-from caseledger.verify.errors import MalformedInput, SignatureError, WrongKeyError
+from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, generate_key_file, load_signer
+from caseledger.verify.failures import MalformedInput, SignatureError, WrongKeyError
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint, split_note, verified_text
 
 GO_PRIVATE = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"

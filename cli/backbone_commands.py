@@ -1,0 +1,298 @@
+"""Kafka backbone commands: ``topics create``, ``publish``, ``intake run | collisions``, ``publisher run``, ``run``.
+
+The services themselves run in :mod:`ledger.services`; this module parses their options, sets
+up logging and signals (the process's business), and turns a failed service into exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from caseledger.cli.common import local_only, plain_console, session, stop_on_signals
+from caseledger.cli.options import (
+    TRANSACTION_INTERVAL_MS,
+    AggregateCacheOpt,
+    ConsumerOpt,
+    KafkaOpt,
+    ProducerOpt,
+    RecordBatchOpt,
+    TransactionIntervalOpt,
+)
+from caseledger.ledger.errors import ValidationError
+from caseledger.ledger.intake.worker import AGGREGATE_CACHE
+
+NOT_THROUGH_API = "it talks to the Kafka broker (and the ledger's database) directly, not to the ledger service"
+
+if TYPE_CHECKING:
+    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+
+topics_app = typer.Typer(no_args_is_help=True, help="The intake and events topics on Kafka.")
+intake_app = typer.Typer(no_args_is_help=True, help="The intake worker: intake topic → ledger.")
+publisher_app = typer.Typer(no_args_is_help=True, help="The publisher: ledger → events topic.")
+
+
+def kafka_settings(bootstrap: str | None) -> KafkaSettings:
+    """``--kafka`` (or CASELEDGER_KAFKA_BOOTSTRAP) and the CASELEDGER_KAFKA_* settings."""
+    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+
+    return KafkaSettings.resolve(bootstrap_servers=bootstrap)
+
+
+def setup_logging() -> None:
+    """Long-running services log to stderr; kafka-python's own chatter only from warnings on."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def parse_partitions(text: str | None) -> list[int] | None:
+    """``"0,2,4"`` → [0, 2, 4]; a clear error for anything else."""
+    if text is None:
+        return None
+    try:
+        partitions = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        partitions = []
+    if not partitions or any(p < 0 for p in partitions):
+        raise ValidationError(f"--partitions {text!r}: give partition numbers separated by commas, e.g. 0,2,4")
+    return partitions
+
+
+# -- topics and publishing -----------------------------------------------------------------------------
+
+
+@topics_app.command("create")
+@local_only(NOT_THROUGH_API)
+def topics_create(kafka: KafkaOpt = None) -> None:
+    """Create the intake and events topics with explicit configs (retention forever); idempotent.
+
+    Example: caseledger topics create --kafka localhost:29092
+    """
+    from caseledger.ledger.kafka.topics import ensure_topics
+
+    settings = kafka_settings(kafka)
+    done = ensure_topics(settings)
+    table = Table("topic", "state")
+    for topic, state in done.items():
+        table.add_row(topic, state)
+    plain_console().print(table)
+
+
+SignaturesOpt = Annotated[
+    bool | None,
+    typer.Option("--require-signatures/--allow-unsigned", help="Reject intake records not signed by a registered "
+                 "adapter key. Default: required as soon as one adapter is registered (caseledger adapters add)."),
+]
+
+
+@local_only(NOT_THROUGH_API)
+def publish(
+    source: Annotated[
+        str, typer.Argument(metavar="FILE", help="JSON file with one record, an array, or JSON lines; - for stdin.")
+    ] = "-",
+    kafka: KafkaOpt = None,
+    adapter: Annotated[str, typer.Option("--adapter", help="Name of the publishing adapter.")] = "shell",
+    producer: ProducerOpt = "kafka-python",
+    signing_key: Annotated[str | None, typer.Option(
+        "--signing-key", envvar="CASELEDGER_ADAPTER_KEY", metavar="FILE",
+        help="The adapter's Ed25519 private key (PEM, from `caseledger adapters add`): sign every record. A "
+        "ledger with registered adapters rejects unsigned records.")] = None,
+) -> None:
+    """Publish intake records (JSON) on the intake topic, for shell-script channel adapters.
+
+    Every record is validated first: if any is invalid, none is published. Returns once the broker
+    acknowledged every record (acks=all, idempotent producer), so the caller may tell the customer
+    "received". A record: {"kind": "contact", "channel": "email", "channel_message_id": "<id>",
+    "identity": "email:jane@example.com", "items": ["Where is my refund?"], "subject": "…",
+    "body": "…", "case_reference": null, "follow_up": false, "occurred_at": "2026-11-23T10:00:00Z"};
+    or {"kind": "delivery", "case_reference": "CL-…", "message_id": "ACK1", "delivered_at": "…"};
+    or {"kind": "read", "case_reference": "CL-…", "message_id": "R1", "reader": "customer:jane"}.
+
+    Example: echo '{"channel":"sms","channel_message_id":"s-1","identity":"phone:+33612345678",
+    "items":["Call me back"]}' | caseledger publish -
+    """
+    from caseledger.ledger.intake.records import contact_from_json
+    from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+
+    records = list(_read_json_records(source))
+    messages = []
+    for n, record in enumerate(records, 1):
+        try:
+            messages.append(contact_from_json(record))
+        except ValidationError as error:
+            raise ValidationError(f"record {n}: {error}; nothing was published") from None
+    if not messages:
+        raise ValidationError("no records to publish")
+    from caseledger.ledger.intake.signatures import AdapterSigner
+
+    signer = AdapterSigner.from_file(adapter, signing_key) if signing_key else None
+    with KafkaIntakeClient(kafka_settings(kafka), adapter=adapter, producer=producer, signer=signer) as client:
+        receipts = client.submit_many(messages)
+    for receipt in receipts:
+        typer.echo(f"stored {receipt.kind} at {receipt.topic}/{receipt.partition}@{receipt.offset}")
+
+
+def _read_json_records(source: str) -> Iterator[Any]:
+    """The records of FILE (or stdin): one JSON value, an array of them, or JSON lines."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ValidationError(f"cannot read {source}: {error.strerror}") from None
+    text = text.strip()
+    if not text:
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValidationError(f"line {n} is not JSON: {error.msg}; nothing was published") from None
+        return
+    if isinstance(data, list):
+        yield from data
+    else:
+        yield data
+
+
+# -- the intake worker and the publisher ---------------------------------------------------------------
+
+
+@intake_app.command("run")
+@local_only(NOT_THROUGH_API)
+def intake_run(
+    ctx: typer.Context,
+    kafka: KafkaOpt = None,
+    batch_size: RecordBatchOpt = 500,
+    partitions: Annotated[
+        str | None,
+        typer.Option("--partitions", help="Only these intake partitions, e.g. 0,2,4 (run several workers on "
+                     "disjoint partitions to share the load); default all."),
+    ] = None,
+    consumer: ConsumerOpt = "kafka-python",
+    aggregate_cache: AggregateCacheOpt = AGGREGATE_CACHE,
+    signatures: SignaturesOpt = None,
+) -> None:
+    """Apply every intake record to the ledger, exactly once; stop with SIGTERM or Ctrl-C.
+
+    Positions are kept in the ledger's database with the events, so the worker can be killed at
+    any moment and restarted. Invalid records are recorded as rejections with their reason.
+    Several workers may share the intake topic, each with its own --partitions.
+    """
+    from caseledger.ledger.kafka.clients import check_client
+    from caseledger.ledger.intake.worker import KafkaIntakeWorker
+    from caseledger.ledger.runtime.supervisor import serve
+
+    chosen = parse_partitions(partitions)
+    check_client(consumer, "consumer")  # before connecting to anything
+    setup_logging()
+    with stop_on_signals() as stop:  # from the start: a SIGTERM while connecting also stops cleanly
+        serve(session(ctx).new_ledger, "intake", lambda ledger: KafkaIntakeWorker(
+            ledger(), kafka_settings(kafka), batch_size=batch_size, partitions=chosen, consumer=consumer,
+            aggregate_cache=aggregate_cache, require_signatures=signatures), stop)
+
+
+@publisher_app.command("run")
+@local_only(NOT_THROUGH_API)
+def publisher_run(
+    ctx: typer.Context,
+    kafka: KafkaOpt = None,
+    batch_size: RecordBatchOpt = 1000,
+    producer: ProducerOpt = "kafka-python",
+    transaction_interval_ms: TransactionIntervalOpt = TRANSACTION_INTERVAL_MS,
+) -> None:
+    """Publish every recorded event to the events topic, in order, exactly once; stop with SIGTERM.
+
+    Resumes from the last position found on the topic itself (transactional batches), so it can
+    be killed at any moment and restarted without gaps or duplicates, with either producer.
+    """
+    from caseledger.ledger.kafka.clients import check_client
+    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
+    from caseledger.ledger.runtime.supervisor import serve
+    from caseledger.ledger.transparency.checkpoint_key import load_signer
+
+    settings = kafka_settings(kafka)
+    check_client(producer, "producer")  # before connecting to anything
+    setup_logging()
+    with stop_on_signals() as stop:  # from the start: a SIGTERM while connecting also stops cleanly
+        signer = load_signer()  # with a signing key, the publisher keeps the Merkle tree and signs checkpoints
+        serve(session(ctx).new_ledger, "publisher", lambda ledger: KafkaEventPublisher(
+            ledger(), settings, batch_size=batch_size, producer=producer,
+            transaction_interval_s=transaction_interval_ms / 1000, signer=signer), stop)
+
+
+# -- everything in one process -----------------------------------------------------------------------
+
+
+@local_only(NOT_THROUGH_API)
+def run_all(
+    ctx: typer.Context,
+    kafka: KafkaOpt = None,
+    projections: Annotated[
+        bool, typer.Option("--projections/--no-projections", help="Also keep the built-in projections up to date.")
+    ] = True,
+    consumer: ConsumerOpt = "kafka-python",
+    producer: ProducerOpt = "kafka-python",
+    aggregate_cache: AggregateCacheOpt = AGGREGATE_CACHE,
+    signatures: SignaturesOpt = None,
+    transaction_interval_ms: TransactionIntervalOpt = TRANSACTION_INTERVAL_MS,
+) -> None:
+    """Run the intake worker, the publisher and the built-in projections in one process.
+
+    For small deployments. Stops cleanly on SIGTERM or Ctrl-C: each service finishes its current
+    batch. If one service fails, the others are stopped too and the command exits non-zero, so a
+    supervisor restarts it.
+    """
+    from caseledger.ledger.kafka.clients import check_client
+    from caseledger.ledger.intake.worker import KafkaIntakeWorker
+    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
+    from caseledger.ledger.kafka.topics import ensure_topics
+    from caseledger.ledger.runtime.supervisor import ServiceBuilder, run_services
+    from caseledger.projections.catchup import ProjectionService, views_url
+
+    setup_logging()
+    log = logging.getLogger("caseledger")
+    check_client(consumer, "consumer")
+    check_client(producer, "producer")
+    settings = kafka_settings(kafka)
+    ensure_topics(settings)
+    s = session(ctx)
+    from caseledger.ledger.transparency.checkpoint_key import load_signer
+
+    signer = load_signer()  # with a signing key, the publisher keeps the Merkle tree and signs checkpoints
+    services: dict[str, ServiceBuilder] = {
+        "intake": lambda ledger: KafkaIntakeWorker(ledger(), settings, consumer=consumer,
+                                                   aggregate_cache=aggregate_cache, require_signatures=signatures),
+        "publisher": lambda ledger: KafkaEventPublisher(ledger(), settings, producer=producer,
+                                                        transaction_interval_s=transaction_interval_ms / 1000,
+                                                        signer=signer),
+    }
+    if signer is None:
+        log.warning("no checkpoint signing key (CASELEDGER_SIGNING_KEY_FILE): no checkpoints are signed; "
+                    "make one with `caseledger keys init`")
+    if projections:
+        # Only a projection that follows the store opens a ledger connection, in its own thread.
+        services["projections"] = lambda ledger: ProjectionService(
+            views_url(database=s.database), ledger=ledger, kafka=kafka, consumer=consumer)
+
+    def started() -> None:
+        log.info("running intake worker, publisher%s%s on %s; SIGTERM or Ctrl-C stops",
+                 ", checkpoints" if signer is not None else "", " and projections" if projections else "",
+                 settings.bootstrap_servers)
+
+    with stop_on_signals() as stop:
+        outcome = run_services(s.new_ledger, services, stop, on_started=started)
+    log.info("stopped: intake %s; publisher %s", outcome.stats["intake"].line(), outcome.stats["publisher"].line())
+    if not outcome.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,280 @@
+"""``caseledger bench …``: benchmarks printed as a table and written to a JSON file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from caseledger.cli.common import local_only, plain_console
+from caseledger.cli.options import ConsumerOpt, EventBatchOpt, KafkaOpt, ProducerOpt
+from caseledger.ledger.errors import ConfigurationError
+
+NOT_THROUGH_API = 'a benchmark starts the ledgers, servers and clients it measures'
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks, each against a baseline measured in the same run.")
+
+
+@bench_app.command("intake")
+@local_only(NOT_THROUGH_API)
+def bench_intake_command(
+    kafka: KafkaOpt = None,
+    contacts: Annotated[int, typer.Option("--contacts", "-n", min=100, help="Contacts to publish.")] = 20_000,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="An EMPTY database (SQLite path or postgresql:// URL); default a temp SQLite."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Intake worker processes, sharing the intake partitions.")
+    ] = 1,
+    producer: ProducerOpt = "kafka-python",
+    consumer: ConsumerOpt = "kafka-python",
+    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+) -> None:
+    """End-to-end intake throughput and latency: intake topic → store → events topic.
+
+    Publishes N contacts on fresh topics, runs the intake worker and the publisher, and measures
+    contacts/s, events/s and publish-to-topic latency; then measures raw eventsourcing batched
+    writes on the same backend as the baseline, and prints the ratio.
+
+    Example: caseledger bench intake --kafka localhost:29092 --database postgresql://…/bench -n 50000
+    """
+    from caseledger.cli.bench.intake_bench import bench_intake
+
+    if not kafka:
+        raise ConfigurationError("bench intake needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
+    console = plain_console()
+    with stage_progress(console, "contacts {}") as progress:
+        result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, workers=workers, producer=producer, consumer=consumer,
+                              progress=progress)
+    print_result(console, "intake", result.rows(), result, output)
+
+
+@bench_app.command("api")
+@local_only(NOT_THROUGH_API)
+def bench_api_command(
+    clients: Annotated[int, typer.Option("--clients", "-c", min=1, help="Concurrent keep-alive clients.")] = 200,
+    seconds: Annotated[float, typer.Option("--seconds", "-s", min=1, help="How long each scenario runs.")] = 15,
+    backend: Annotated[
+        list[str] | None, typer.Option("--backend", help="sqlite and/or postgresql (repeat; default both).")
+    ] = None,
+    postgres: Annotated[
+        str | None,
+        typer.Option("--postgres", metavar="URL", envvar="CASELEDGER_BENCH_POSTGRES",
+                     help="PostgreSQL URL of the ledger (default: a temporary pgserver, a new database per run)."),
+    ] = None,
+    workers: Annotated[
+        list[int] | None, typer.Option("--workers", min=1, help="Server worker processes (repeat; default 1 and 2).")
+    ] = None,
+    scenario: Annotated[
+        list[str] | None, typer.Option("--scenario", help="read, write and/or mix (repeat; default all three).")
+    ] = None,
+    load_processes: Annotated[int, typer.Option("--load-processes", min=1, help="Load generator processes.")] = 2,
+    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+) -> None:
+    """HTTP load on `caseledger serve` against the bare-framework ceiling measured in the same run.
+
+    Per backend and worker count: a bare FastAPI endpoint with a bearer check on the same uvicorn
+    options (the ceiling), then GET /v1/cases/REF, POST /v1/contacts and the 80/20 mix, each as a
+    share of the ceiling; no 5xx, no lost or doubled write. Targets: GET ≥ 0.50 of the ceiling,
+    POST ≥ 0.25, mix p99 ≤ 500 ms, two workers ≥ 1.6× one on reads with PostgreSQL.
+
+    Example: caseledger bench api --clients 200 --seconds 15 --backend sqlite --workers 1
+    """
+    from caseledger.cli.bench.service_bench import SCENARIOS, bench_api
+
+    backends = tuple(backend or ("sqlite", "postgresql"))
+    scenarios = tuple(scenario or SCENARIOS)
+    if not set(backends) <= {"sqlite", "postgresql"} or not set(scenarios) <= set(SCENARIOS):
+        raise ConfigurationError("--backend is sqlite or postgresql; --scenario is read, write or mix")
+    console = plain_console()
+    with stage_progress(console) as progress:
+        result = bench_api(clients=clients, seconds=seconds, backends=backends, workers=tuple(workers or (1, 2)),
+                           scenarios=scenarios, postgres_url=postgres, load_processes=load_processes,
+                           progress=progress)
+    print_result(console, "api", result.rows(), result, output)
+    if result.server_errors or result.lost_or_doubled or result.failures:
+        raise typer.Exit(1)
+
+
+@bench_app.command("live")
+@local_only(NOT_THROUGH_API)
+def bench_live_command(
+    kafka: KafkaOpt = None,
+    rate: Annotated[float, typer.Option("--rate", min=1, help="Contacts published per second.")] = 100,
+    seconds: Annotated[float, typer.Option("--seconds", "-s", min=1, help="How long.")] = 30,
+    cases: Annotated[int, typer.Option("--cases", min=1, help="Case pages open at once.")] = 20,
+    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+) -> None:
+    """Live case page latency: intake topic → ledger → the case's event stream, p50/p99 (target p99 < 1 s).
+
+    Example: caseledger bench live --kafka localhost:29092 --rate 100 --seconds 30
+    """
+    from caseledger.cli.bench.service_bench import bench_live
+
+    if not kafka:
+        raise ConfigurationError("bench live needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
+    console = plain_console()
+    with stage_progress(console) as progress:
+        result = bench_live(kafka_bootstrap=kafka, rate=rate, seconds=seconds, cases=cases, progress=progress)
+    print_result(console, "live", result.rows(), result, output)
+
+
+@bench_app.command("verify")
+@local_only(NOT_THROUGH_API)
+def bench_verify_command(
+    events: Annotated[
+        int, typer.Option("--events", "-n", min=1000, help="Events in the generated ledger (≥ 1,000,000 for the target).")
+    ] = 200_000,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="An EMPTY database (SQLite path or postgresql:// URL); default a temp SQLite."),
+    ] = None,
+    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+) -> None:
+    """Events/s of a full `audit verify` over a generated ledger, against raw page reads and raw SHA-256.
+
+    Generates N events (customers with a case, contact, acknowledgement, promise, response and
+    closing each; many aggregates per transaction), then times a full verify and, in the same run,
+    the baseline: reading every page of the events table, and hashing every event. Memory: the
+    growth of the process's resident size during the verify.
+
+    Example: caseledger bench verify --events 1000000
+    """
+    from caseledger.cli.bench.verify_bench import bench_verify
+
+    console = plain_console()
+    with stage_progress(console) as progress:
+        result = bench_verify(events=events, database=database, progress=progress)
+    if not result.verified:
+        raise ConfigurationError("the generated ledger did not verify; the benchmark is void")
+    print_result(console, "verify", result.rows(), result, output)
+
+
+@bench_app.command("rebuild")
+@local_only(NOT_THROUGH_API)
+def bench_rebuild_command(
+    kafka: KafkaOpt = None,
+    events: Annotated[int, typer.Option("--events", "-n", min=1000, help="Events in the generated ledger.")] = 200_000,
+    postgres: Annotated[
+        str | None,
+        typer.Option("--postgres", metavar="URL", envvar="CASELEDGER_BENCH_POSTGRES",
+                     help="PostgreSQL URL of an empty database for the views (default: a temporary pgserver)."),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Rebuild processes.")] = 2,
+    consumer: ConsumerOpt = "kafka-python",
+    batch_size: EventBatchOpt = 5000,
+    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+) -> None:
+    """Events/s rebuilding every built-in projection from the Kafka topic into PostgreSQL.
+
+    Generates a ledger of N events, publishes it to a fresh events topic, then rebuilds the
+    four built-ins from the topic into PostgreSQL; the baseline, measured in the same run, is
+    the raw Avro decode rate of the same events (compiled readers; fastavro's rate is shown
+    too). Memory (peak RSS) is reported too.
+
+    Example: caseledger bench rebuild --kafka localhost:29092 --events 1000000
+    """
+    from caseledger.cli.bench.rebuild_bench import bench_rebuild
+
+    if not kafka:
+        raise ConfigurationError("bench rebuild needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
+    console = plain_console()
+    result = bench_rebuild(kafka_bootstrap=kafka, events=events, postgres_url=postgres, workers=workers,
+                           consumer=consumer, batch_size=batch_size,
+                           say=lambda text: console.print(Text(text, style="dim")))
+    print_result(console, "rebuild", result.report(), result, output)
+
+
+@bench_app.command("lag")
+@local_only(NOT_THROUGH_API)
+def bench_lag_command(
+    kafka: KafkaOpt = None,
+    rate: Annotated[int, typer.Option("--rate", min=1, help="Contacts published per second.")] = 1000,
+    seconds: Annotated[float, typer.Option("--seconds", min=1, help="How long to publish.")] = 20.0,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="An EMPTY ledger database (SQLite path or postgresql:// URL); "
+                     "default a temporary SQLite file."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Intake worker processes, sharing the intake partitions.")
+    ] = 1,
+    consumer: ConsumerOpt = "kafka-python",
+    producer: ProducerOpt = "kafka-python",
+    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+) -> None:
+    """Latency from publishing a contact on the intake topic to seeing it in case state.
+
+    Publishes contacts at a steady rate; the intake worker(s) and the publisher run as child
+    processes, the case state projection follows the events topic here (--consumer is the Kafka
+    client of the intake workers and of the projection, --producer the publisher's).
+    Reports p50/p99/max latency.
+
+    Example: caseledger bench lag --kafka localhost:29092 --rate 1000 --seconds 30
+    """
+    from caseledger.cli.bench.rebuild_bench import bench_lag
+
+    if not kafka:
+        raise ConfigurationError("bench lag needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
+    console = plain_console()
+    result = bench_lag(kafka_bootstrap=kafka, rate=rate, seconds=seconds, database=database,
+                       workers=workers, consumer=consumer, producer=producer, say=lambda text: console.print(Text(text, style="dim")))
+    print_result(console, "lag", result.report(), result, output)
+
+
+@bench_app.command("proofs")
+@local_only(NOT_THROUGH_API)
+def bench_proofs_command(
+    leaves: Annotated[int, typer.Option("--leaves", "-n", min=2000, help="Leaves in the tree (1,000,000 for the note).")]
+    = 1_000_000,
+    customer_events: Annotated[int, typer.Option("--customer-events", min=1, help="Events of the customer proved.")]
+    = 1000,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="An EMPTY database (SQLite path or postgresql:// URL); default a temp SQLite."),
+    ] = None,
+    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+) -> None:
+    """Transparency log at scale: a customer's inclusion proofs in a 1M-leaf tree, a consistency proof 1M apart.
+
+    Example: caseledger bench proofs --leaves 1000000 --customer-events 1000
+    """
+    from caseledger.cli.bench.proofs_bench import bench_proofs
+
+    console = plain_console()
+    with stage_progress(console) as progress:
+        result = bench_proofs(leaves=leaves, customer_events=customer_events, database=database, progress=progress)
+    print_result(console, "proofs", result.rows(), result, output)
+
+
+@contextmanager
+def stage_progress(console: Console, label: str = "{}") -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar per stage of a benchmark; yields the ``progress(stage, done, total)`` callback."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(label.format(stage), total=total)
+            bar.update(tasks[stage], completed=done)
+
+        yield progress
+
+
+def print_result(console: Console, name: str, rows: Iterable[tuple[str, str]], result: Any, output: str) -> None:
+    """The benchmark's table, and the JSON file it is written to."""
+    from caseledger.cli.bench.intake_bench import write_result
+
+    table = Table("measure", "value", title=f"caseledger bench {name}")
+    for measure, value in rows:
+        table.add_row(measure, value)
+    console.print(table)
+    console.print(f"written to {write_result(name, result, output)}")

@@ -1,0 +1,115 @@
+"""``caseledger cases`` and ``history``: a customer's cases, and every event of theirs."""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from caseledger.cli import render
+from caseledger.cli.common import Session, case_from_record, session
+from caseledger.cli.options import Customer, Json, Zone
+
+
+def cases(ctx: typer.Context, customer: Customer, as_json: Json = False) -> None:
+    """List a customer's cases, oldest first.
+
+    Examples:
+
+    ```
+    $ caseledger cases email:jane@example.com
+    $ caseledger cases cust-0042 --json
+    ```
+    """
+    s = session(ctx)
+    found = [case_from_record(r) for r in s.ledger.case_records_of(customer)] if s.api else s.ledger.cases_of(customer)
+    if as_json:
+        s.echo_json([render.case_record(c) for c in found])
+    else:
+        render.render_cases(s.out, found, customer=customer, tz=s.tz)
+
+
+def history(
+    ctx: typer.Context, customer: Customer, as_json: Json = False, zone: Zone = None,
+    export: Annotated[
+        tuple[str, Path] | None,
+        typer.Option("--export", metavar="FORMAT FILE", help="Write it, audited, as json, avro or html to FILE."),
+    ] = None,
+) -> None:
+    """Every event of a customer, across cases and channels, in the store's order (as the exports).
+
+    Examples:
+
+    ```
+    $ caseledger history email:jane@example.com --tz Europe/Paris
+    $ caseledger history cust-0042 --json > cust-0042.json
+    $ caseledger history cust-0042 --export html cust-0042.html
+    ```
+    """
+    s = session(ctx)
+    if export:
+        return export_history(s, customer, export[0], export[1], zone)
+    from caseledger.projections.queries import customer_timeline
+
+    if s.api:
+        rows = s.ledger.history_rows(customer)
+    else:
+        customer_id = s.ledger.resolve_customer(customer)
+        with s.views() as views:
+            rows = customer_timeline(views, customer_id, ledger=s.open_ledger)
+    if as_json:
+        s.echo_json([history_record(row) for row in rows])
+    else:
+        render_timeline(s, rows, customer=customer, tz=zone or s.tz)
+
+
+def history_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A timeline row as ``history --json`` prints it."""
+    return render.plain({
+        "type": row["event_type"], "case_reference": row["case_reference"], "actor": row["actor"],
+        "recorded_at": row["recorded_at"], "occurred_at": row["occurred_at"], "channel": row["channel"],
+        "customer_id": row["customer_id"], "what": row["line"], "event_id": row["event_id"],
+        "aggregate_id": row["aggregate_id"], "aggregate_version": row["aggregate_version"],
+        "previous_hash": row["previous_hash"], "position": row["position"],
+    })
+
+
+def render_timeline(s: Session, rows: list[dict[str, Any]], *, customer: str, tz: tzinfo) -> None:
+    """A customer's timeline as a table, oldest first (times inside lines are UTC)."""
+    table = Table(title=f"History of {customer} ({len(rows)} events)", title_justify="left")
+    table.add_column("recorded at", no_wrap=True)
+    table.add_column("case", no_wrap=True)
+    table.add_column("event")
+    table.add_column("channel")
+    table.add_column("actor")
+    table.add_column("what happened", ratio=1)
+    for row in rows:
+        table.add_row(render.fmt_time(row["recorded_at"], tz, seconds=True), row["case_reference"] or "",
+                      row["event_type"], row["channel"] or "", row["actor"], Text(row["line"]))
+    s.out.print(table)
+
+
+def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo | None) -> None:
+    """``history CUSTOMER --export FORMAT FILE``: write the export, say where and whether it verified."""
+    from caseledger.ledger.reports.export import FORMATS, export_history
+
+    fmt = fmt.strip().lower()
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"{fmt!r} is not an export format; use one of {', '.join(FORMATS)}",
+                                 param_hint="'--export'")
+    if s.api:  # the service exports and audits; the file is its answer
+        data, verified = s.ledger.export(customer, fmt)
+        path.write_bytes(data)
+        s.say(f"Exported the history of {customer} as {fmt} to {path} ({len(data):,} bytes); audit: "
+              f"{'verified' if verified else 'NOT verified'}.", "green" if verified else "yellow")
+        return
+    result = export_history(
+        s.ledger, customer, fmt, path, tz=zone or s.tz, describe=lambda e: render.describe_event(e, tz=zone or s.tz)
+    )
+    verdict = "verified" if result.verified else f"NOT verified ({result.discrepancies} discrepancies)"
+    s.say(f"Exported {result.events} events of {result.customer_id} as {fmt} to {result.path} "
+          f"({result.size:,} bytes); audit: {verdict}.", "green" if result.verified else "yellow")

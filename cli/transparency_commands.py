@@ -1,0 +1,278 @@
+"""``caseledger keys init`` and the transparency log's audit commands: key, checkpoint, prove, consistency.
+
+Exit codes: 0 the proof holds, 5 it does not (the reason is named: ``checkpoint-key``,
+``checkpoint-signature``, ``rolled-back``, ``split-view`` …), 2 bad input, 4 no signing key configured.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.text import Text
+
+from caseledger.cli.common import local_only, session
+
+NOT_THROUGH_API = "it reads the transparency log's tree, or the signing key, on the ledger's own store and files"
+
+if TYPE_CHECKING:
+    from caseledger.ledger.store.merkle_tables import StoredCheckpoint
+    from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
+    from caseledger.verify.note import VerifierKey
+
+EXIT_DISCREPANCIES = 5
+
+keys_app = typer.Typer(no_args_is_help=True, help="The ledger's checkpoint signing key (Ed25519).")
+
+KeyOpt = Annotated[
+    str | None,
+    typer.Option("--key", metavar="PUBKEY|FILE",
+                 help="The verifier key you trust (NAME+KEYID+BASE64, or a file holding it); default: the "
+                      "public half of the configured signing key."),
+]
+
+
+def _signer(required: bool = True) -> CheckpointSigner | None:
+    from caseledger.ledger.errors import ConfigurationError
+    from caseledger.ledger.transparency.checkpoint_key import KEY_ENV, KEY_FILE_ENV, load_signer
+
+    signer = load_signer()
+    if signer is None and required:
+        raise ConfigurationError(f"no checkpoint signing key: set {KEY_FILE_ENV} to a key file made by "
+                                 f"`caseledger keys init` (or {KEY_ENV} to the key itself)")
+    return signer
+
+
+def _verifier_key(given: str | None) -> VerifierKey:
+    from caseledger.ledger.errors import ValidationError
+    from caseledger.verify.failures import MalformedInput
+    from caseledger.verify.note import VerifierKey
+
+    if given is None:
+        signer = _signer()
+        assert signer is not None
+        return signer.verifier_key
+    text = given
+    if "+" not in given and Path(given).is_file():
+        text = (Path(given).read_text(encoding="utf-8").strip().splitlines() or [""])[0]
+    try:
+        return VerifierKey.parse(text)
+    except MalformedInput as error:
+        raise ValidationError(f"--key: {error}") from None
+
+
+def _read_note(path: Path) -> str:
+    from caseledger.ledger.errors import ValidationError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValidationError(f"cannot read checkpoint file {path}: {error}") from None
+
+
+@keys_app.command("init")
+@local_only(NOT_THROUGH_API)
+def keys_init(
+    ctx: typer.Context,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Where to write the key (default: "
+                                              "CASELEDGER_SIGNING_KEY_FILE, else caseledger-signing.key).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The key's name (default: the ledger's origin, "
+                                             "CASELEDGER_ORIGIN).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing key file.")] = False,
+) -> None:
+    """Make a new Ed25519 checkpoint signing key (file mode 0600) and print its public key.
+
+    The private key is written to the file only, never printed. Give the public key to auditors.
+
+    ```
+    $ caseledger keys init --file /etc/caseledger/signing.key
+    $ export CASELEDGER_SIGNING_KEY_FILE=/etc/caseledger/signing.key
+    ```
+    """
+    from caseledger.ledger.settings import LedgerSettings
+    from caseledger.ledger.transparency.checkpoint_key import KEY_FILE_ENV, generate_key_file
+
+    s = session(ctx)
+    target = file or Path(os.environ.get(KEY_FILE_ENV) or "caseledger-signing.key")
+    signer = generate_key_file(target, name or LedgerSettings.resolve(database=s.database).origin, overwrite=force)
+    s.out.print(Text(f"signing key written to {target} (mode 0600); use it with {KEY_FILE_ENV}={target}"))
+    s.out.print(Text(f"public key: {signer.verifier_key}"), soft_wrap=True)
+
+
+@local_only(NOT_THROUGH_API)
+def audit_key(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
+) -> None:
+    """The public key checkpoints are signed with, and the log's origin: what an auditor keeps.
+
+    ```
+    $ caseledger audit key > ledger.pub
+    ```
+    """
+    s = session(ctx)
+    signer = _signer()
+    assert signer is not None
+    key = signer.verifier_key
+    if as_json:
+        s.echo_json({"origin": s.ledger.settings.origin, "verifier_key": str(key), "key_id": key.key_id.hex()})
+        return
+    s.out.print(Text(str(key)), soft_wrap=True)
+    s.out.print(Text(f"origin: {s.ledger.settings.origin}", style="dim"))
+
+
+@local_only(NOT_THROUGH_API)
+def audit_checkpoint(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the signed checkpoint to this file.")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", help="Keep going: append each committed batch and sign at most every "
+                         "CASELEDGER_CHECKPOINT_INTERVAL seconds until SIGTERM/Ctrl-C (what `caseledger run` does).")
+    ] = False,
+) -> None:
+    """Bring the Merkle tree up to date and sign a checkpoint now; print it (keep it: it is your proof).
+
+    ```
+    $ caseledger audit checkpoint --out 2026-12-01.checkpoint
+    $ caseledger audit checkpoint --follow      # the checkpointer as a service of its own
+    ```
+    """
+    from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+
+    s = session(ctx)
+    signer = _signer()
+    assert signer is not None
+    if follow:
+        from caseledger.cli.backbone_commands import setup_logging
+        from caseledger.cli.common import stop_on_signals
+        from caseledger.ledger.runtime.supervisor import serve
+        from caseledger.ledger.transparency.checkpoints import Checkpointer
+
+        setup_logging()
+        with stop_on_signals() as stop:
+            serve(s.new_ledger, "checkpoints", lambda ledger: Checkpointer(ledger(), signer), stop)
+    checkpoint = sign_checkpoint(s.ledger, signer)
+    if out is not None:
+        out.write_text(checkpoint.note, encoding="utf-8")
+    typer.echo(checkpoint.note, nl=False)
+
+
+@local_only(NOT_THROUGH_API)
+def audit_prove(
+    ctx: typer.Context,
+    customer: Annotated[str, typer.Argument(help="Customer id or identity.")],
+    key: KeyOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The proofs as JSON.")] = False,
+) -> None:
+    """Each of a customer's events with its inclusion proof against the ledger's latest signed checkpoint.
+
+    Every proof is verified here with the key (``--key``); events recorded after that checkpoint
+    are listed as not yet committed.
+
+    ```
+    $ caseledger audit prove email:jane@example.com --key ledger.pub --json > jane.proofs.json
+    ```
+    """
+    from caseledger.ledger.transparency.proofs import b64, event_proofs
+    from caseledger.ledger.transparency.tree import MerkleLog
+    from caseledger.verify.failures import VerificationError
+    from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
+    from caseledger.verify.note import open_checkpoint
+
+    s = session(ctx)
+    trusted = _verifier_key(key)
+    ledger = s.ledger
+    customer_id = ledger.resolve_customer(customer)
+    tree = MerkleLog.of(ledger)
+    signer = _signer(required=False)
+    latest: StoredCheckpoint | None
+    if signer is not None:
+        from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+
+        latest = sign_checkpoint(ledger, signer, tree=tree)
+    else:
+        latest = tree.store.latest_checkpoint()
+    if latest is None:
+        raise typer.BadParameter("the ledger has no checkpoint yet: run `caseledger audit checkpoint`")
+    events = _customer_events(ledger, customer_id)
+    problems: list[str] = []
+    try:
+        checkpoint = open_checkpoint(latest.note, trusted)
+    except VerificationError as error:
+        problems.append(f"checkpoint-key: the ledger's latest checkpoint: {error}")
+        checkpoint = None
+    proofs = event_proofs(ledger, [p for p, _ in events], latest, tree=tree)
+    rows = []
+    for (position, digest), proof in zip(events, proofs, strict=True):
+        status = "not yet committed"
+        if proof.proof is not None and proof.leaf_index is not None and checkpoint is not None:
+            try:
+                verify_inclusion(proof.leaf_index, checkpoint.size, leaf_hash(digest), proof.proof, checkpoint.root)
+                status = "included"
+            except VerificationError as error:
+                status = "NOT included"
+                problems.append(f"inclusion: position {position}: {error}")
+        rows.append({**proof.as_dict(), "event_hash": digest.hex(), "status": status})
+    if as_json:
+        s.echo_json({"customer_id": customer_id, "checkpoint": latest.note, "verifier_key": str(trusted),
+                     "events": rows, "problems": problems})
+    else:
+        s.out.print(Text(f"checkpoint: {latest.tree_size} events, root {b64(latest.root)}"))
+        for row in rows:
+            style = {"included": "green", "not yet committed": "yellow"}.get(row["status"], "bold red")
+            s.out.print(Text(f"position {row['position']}: {row['status']}"
+                             + (f" (leaf {row['leaf_index']}, {len(row['inclusion_proof'])} hashes)"
+                                if row["inclusion_proof"] is not None else ""), style=style))
+        for problem in problems:
+            s.out.print(Text(f"error: {problem}", style="bold red"))
+    if problems:
+        raise typer.Exit(EXIT_DISCREPANCIES)
+
+
+def _customer_events(ledger: Any, customer_id: str) -> list[tuple[int, bytes]]:
+    """(position, event hash) of every event of the customer, read by the audit itself."""
+    import hashlib
+
+    from caseledger.ledger.audit import verify
+
+    found: list[tuple[int, bytes]] = []
+    verify(ledger, customer=customer_id,
+           collect=lambda position, _name, data: found.append((position, hashlib.sha256(data).digest())))
+    return found
+
+
+@local_only(NOT_THROUGH_API)
+def audit_consistency(
+    ctx: typer.Context,
+    held: Annotated[Path, typer.Argument(metavar="OLD.checkpoint", help="A signed checkpoint you kept.")],
+    key: KeyOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome and the proof as JSON.")] = False,
+) -> None:
+    """Prove the ledger's current log extends the checkpoint you kept (RFC 9162 consistency proof).
+
+    Names what is wrong otherwise: ``checkpoint-key`` (signed by another key), ``checkpoint-signature``
+    (altered), ``rolled-back`` (the log no longer extends it), ``split-view`` (the ledger signed another
+    root for the same size). Exit 5 then.
+
+    ```
+    $ caseledger audit consistency 2026-11-01.checkpoint --key ledger.pub
+    ```
+    """
+    from caseledger.ledger.transparency.proofs import check_consistency
+
+    s = session(ctx)
+    trusted = _verifier_key(key)
+    signer = _signer(required=False)
+    if signer is not None and signer.verifier_key == trusted:
+        from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+
+        sign_checkpoint(s.ledger, signer)
+    result = check_consistency(s.ledger, _read_note(held), trusted)
+    if as_json:
+        s.echo_json(result.as_dict())
+    else:
+        s.out.print(Text(("consistent: " if result.ok else f"NOT consistent [{result.code}]: ") + result.message,
+                         style="green" if result.ok else "bold red"))
+    if not result.ok:
+        raise typer.Exit(EXIT_DISCREPANCIES)

@@ -1,0 +1,1 @@
+"""Who is calling: principals, issued tokens, OIDC JWTs and their keys."""

@@ -1,0 +1,1 @@
+"""Intake: how a contact from any channel becomes events, signed, once."""

@@ -1,0 +1,1 @@
+"""Running the ledger's long-lived services: supervision and garbage-collection pacing."""

@@ -1,0 +1,45 @@
+"""Where database errors become the ledger's own: a conflict to retry, or a failed backend.
+
+eventsourcing's datastores already turn each driver's errors into its own classes
+(``eventsourcing.persistence.IntegrityError`` …); :func:`translate_errors` is the one place
+where those become :class:`~caseledger.ledger.errors.ConflictError` or
+:class:`~caseledger.ledger.errors.BackendError`, whatever the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError, ProgrammingError
+
+from caseledger.ledger.errors import BackendError, ConflictError
+
+
+@contextmanager
+def translate_errors(where: str) -> Iterator[None]:
+    """The one place where database errors become the ledger's own errors."""
+    try:
+        yield
+    except IntegrityError as error:
+        raise ConflictError(
+            "another command changed the same case first; nothing was recorded — reload and retry"
+        ) from error
+    except (OperationalError, ProgrammingError, PersistenceError) as error:
+        raise BackendError(f"{where}: {error}") from error
+
+
+def lost_schema_race(error: BaseException) -> bool:
+    """Whether ``error`` comes from another process creating the same tables at the same moment."""
+    if isinstance(error, ConflictError):  # both backends: a duplicate migration record
+        return True
+    cause: BaseException | None = error
+    while cause is not None:
+        # Only a PostgreSQL driver error can say more; a SQLite store never loads psycopg for this.
+        if type(cause).__module__.startswith("psycopg"):
+            from caseledger.ledger.store.postgres_recorder import is_schema_race
+
+            if is_schema_race(cause):
+                return True
+        cause = cause.__cause__ or cause.__context__
+    return False

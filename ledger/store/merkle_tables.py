@@ -1,0 +1,401 @@
+"""The transparency log's tables: the Merkle tree in tiles, and signed checkpoints.
+
+* ``merkle_tiles(idx, first_position, leaves, positions, inner_nodes)`` — the leaves in tiles of 256 (the
+  tlog "tile" idea): tile ``t`` holds the leaf hashes (RFC 6962: SHA-256(0x00 ‖ event hash)) of
+  leaves ``[256·t, 256·t + n)`` as one blob of ``32·n`` bytes, their store positions as one blob of
+  ``8·n`` bytes (big-endian), and once full its 255 inner nodes (levels 1 to 8, computed anyway when
+  it fills) so that proofs hash nothing. The last tile may be partial: each append rewrites it.
+* ``merkle_nodes(level, idx, hash)`` — every *complete* subtree of height ≥ 8 (a full tile and
+  above): node ``(level, idx)`` is MTH of leaves ``[idx·2^level, (idx+1)·2^level)``. The nodes
+  inside a tile are recomputed from its leaves when a proof needs them (255 hashes).
+* ``merkle_state`` — one row: the tree size and the last position appended.
+* ``checkpoints`` — every signed checkpoint (size, root, the signed note, when, which key, the
+  position of its last leaf).
+
+So an append writes about one row per 128 leaves besides rewriting the last tile, in one
+transaction whose first statement moves ``merkle_state`` from the size the appender read: a
+second appender (``audit checkpoint`` while ``caseledger run`` appends) updates no row and rolls
+back (:class:`TreeMoved`). (One row per leaf and per node, measured: 12 µs of SQLite per event, a
+quarter of the pipeline's CPU budget per contact; tiles: under 1 µs.) A proof reads O(log n) rows.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from caseledger.ledger.application import CaseLedger
+
+__all__ = ["TILE_HEIGHT", "MerkleStore", "PostgresMerkleStore", "SQLiteMerkleStore", "StoredCheckpoint", "Tile",
+           "TreeMoved", "merkle_store"]
+
+Node = tuple[int, int]  # (level, index)
+TILE_HEIGHT = 8
+"""A tile holds 2^8 = 256 leaves; nodes of this level and above are rows of their own."""
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Up to 256 consecutive leaves: their hashes (32 bytes each) and store positions (8 bytes each)."""
+
+    index: int
+    first_position: int
+    leaves: bytes
+    positions: bytes
+    inner: bytes = b""  # a full tile's 255 inner nodes, level 1 to 8, left to right (empty while partial)
+
+    def __len__(self) -> int:
+        return len(self.leaves) // 32
+
+    def leaf(self, k: int) -> bytes:
+        return self.leaves[32 * k : 32 * k + 32]
+
+    def position(self, k: int) -> int:
+        return int.from_bytes(self.positions[8 * k : 8 * k + 8], "big")
+
+
+class TreeMoved(Exception):
+    """Another appender moved the tree since it was read: reload and retry."""
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """A checkpoint as stored: its tree size and root, the signed note, when it was signed, by which key."""
+
+    tree_size: int
+    root: bytes
+    note: str
+    signed_at: datetime
+    key_id: str
+    last_position: int = 0  # the store position of its last leaf (the publisher waits for it)
+
+
+class MerkleStore(ABC):
+    """The Merkle tree's and the checkpoints' rows in the ledger's database."""
+
+    @abstractmethod
+    def create_tables(self) -> None:
+        """Create the tables when missing."""
+
+    @abstractmethod
+    def state(self) -> tuple[int, int]:
+        """(tree size, last position appended); (0, 0) for an empty tree."""
+
+    @abstractmethod
+    def append(self, old_size: int, new_size: int, last_position: int, tiles: Sequence[Tile],
+               nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        """Tiles (written whole, replacing a partial one) and nodes ``(level ≥ 8, index, hash)`` in one transaction.
+
+        TreeMoved when the stored size is no longer ``old_size``.
+        """
+
+    @abstractmethod
+    def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
+        """The hashes of the stored complete subtrees ``(level ≥ 8, index)`` that exist."""
+
+    @abstractmethod
+    def tiles(self, indexes: Iterable[int]) -> dict[int, Tile]:
+        """The tiles of these indexes that exist."""
+
+    @abstractmethod
+    def tile_of_position(self, position: int) -> Tile | None:
+        """The tile whose leaves may include ``position`` (the last one starting at or before it)."""
+
+    def leaf_indexes(self, positions: Sequence[int]) -> dict[int, int]:
+        """position → leaf index, for the positions that are leaves."""
+        import bisect
+
+        found: dict[int, int] = {}
+        cache: dict[int, tuple[Tile, list[int]]] = {}
+        for p in sorted(set(positions)):
+            tile = self.tile_of_position(p)
+            if tile is None:
+                continue
+            if tile.index not in cache:
+                cache[tile.index] = (tile, [tile.position(k) for k in range(len(tile))])
+            _, ordered = cache[tile.index]
+            k = bisect.bisect_left(ordered, p)
+            if k < len(ordered) and ordered[k] == p:
+                found[p] = (tile.index << TILE_HEIGHT) + k
+        return found
+
+    def leaves(self, start: int, end: int) -> list[tuple[int, int, bytes]]:
+        """Leaves ``(index, position, hash)`` with ``start <= index < end``."""
+        found = []
+        tiles = self.tiles(range(start >> TILE_HEIGHT, ((max(end, 1) - 1) >> TILE_HEIGHT) + 1))
+        for t in sorted(tiles):
+            tile = tiles[t]
+            for k in range(len(tile)):
+                index = (t << TILE_HEIGHT) + k
+                if start <= index < end:
+                    found.append((index, tile.position(k), tile.leaf(k)))
+        return found
+
+    @abstractmethod
+    def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        """Store a signed checkpoint."""
+
+    @abstractmethod
+    def checkpoints(self, *, after_size: int = -1, size: int | None = None, limit: int = 100) -> list[StoredCheckpoint]:
+        """Checkpoints in signing order: those above ``after_size``, or of exactly ``size``."""
+
+    @abstractmethod
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """The checkpoint signed last."""
+
+
+def _rows(checkpoints: Iterable[Any]) -> list[StoredCheckpoint]:
+    return [StoredCheckpoint(int(s), bytes(r), str(n), t if isinstance(t, datetime) else datetime.fromisoformat(t),
+                             str(k), int(p)) for s, r, n, t, k, p in checkpoints]
+
+
+class SQLiteMerkleStore(MerkleStore):
+    """The tables in the ledger's SQLite file."""
+
+    def __init__(self, datastore: Any) -> None:
+        self.datastore = datastore
+
+    @contextmanager
+    def _cursor(self, *, commit: bool) -> Iterator[Any]:
+        with self.datastore.transaction(commit=commit) as wrapped:
+            cursor = wrapped.sqlite_cursor
+            cursor.row_factory = None
+            yield cursor
+
+    def create_tables(self) -> None:
+        with self._cursor(commit=True) as c:
+            c.execute("CREATE TABLE IF NOT EXISTS merkle_tiles (idx INTEGER PRIMARY KEY, first_position INTEGER NOT NULL, "
+                      "leaves BLOB NOT NULL, positions BLOB NOT NULL, inner_nodes BLOB NOT NULL)")
+            c.execute("CREATE INDEX IF NOT EXISTS merkle_tiles_by_position ON merkle_tiles (first_position)")
+            c.execute("CREATE TABLE IF NOT EXISTS merkle_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, "
+                      "hash BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID")
+            c.execute("CREATE TABLE IF NOT EXISTS merkle_state (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                      "size INTEGER NOT NULL, last_position INTEGER NOT NULL)")
+            c.execute("INSERT OR IGNORE INTO merkle_state (id, size, last_position) VALUES (1, 0, 0)")
+            c.execute("CREATE TABLE IF NOT EXISTS checkpoints (id INTEGER PRIMARY KEY, tree_size INTEGER NOT NULL, "
+                      "root BLOB NOT NULL, note TEXT NOT NULL, signed_at TEXT NOT NULL, key_id TEXT NOT NULL, "
+                      "last_position INTEGER NOT NULL)")
+            c.execute("CREATE INDEX IF NOT EXISTS checkpoints_by_size ON checkpoints (tree_size)")
+
+    def state(self) -> tuple[int, int]:
+        with self._cursor(commit=False) as c:
+            row = c.execute("SELECT size, last_position FROM merkle_state WHERE id = 1").fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def append(self, old_size: int, new_size: int, last_position: int, tiles: Sequence[Tile],
+               nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        with self._cursor(commit=True) as c:
+            c.execute("UPDATE merkle_state SET size = ?, last_position = ? WHERE id = 1 AND size = ?",
+                      (new_size, last_position, old_size))
+            if c.rowcount != 1:
+                raise TreeMoved(f"the tree is no longer of size {old_size}")
+            c.executemany("INSERT OR REPLACE INTO merkle_tiles (idx, first_position, leaves, positions, inner_nodes) "
+                          "VALUES (?, ?, ?, ?, ?)",
+                          [(t.index, t.first_position, t.leaves, t.positions, t.inner) for t in tiles])
+            c.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+
+    def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
+        found: dict[Node, bytes] = {}
+        with self._cursor(commit=False) as c:
+            for chunk in _chunks(list(wanted), 250):
+                pairs = ",".join(["(?, ?)"] * len(chunk))
+                flat = [v for node in chunk for v in node]
+                for level, i, h in c.execute(
+                        f"WITH w(level, idx) AS (VALUES {pairs}) SELECT n.level, n.idx, n.hash FROM w "
+                        "JOIN merkle_nodes n ON n.level = w.level AND n.idx = w.idx", flat):
+                    found[(int(level), int(i))] = bytes(h)
+        return found
+
+    _TILE = "SELECT idx, first_position, leaves, positions, inner_nodes FROM merkle_tiles "
+
+    def tiles(self, indexes: Iterable[int]) -> dict[int, Tile]:
+        found: dict[int, Tile] = {}
+        with self._cursor(commit=False) as c:
+            for chunk in _chunks(sorted(set(indexes)), 500):
+                marks = ",".join("?" * len(chunk))
+                for i, first, leaves, positions, inner in c.execute(self._TILE + f"WHERE idx IN ({marks})", chunk):
+                    found[int(i)] = Tile(int(i), int(first), bytes(leaves), bytes(positions), bytes(inner))
+        return found
+
+    def tile_of_position(self, position: int) -> Tile | None:
+        with self._cursor(commit=False) as c:
+            row = c.execute(self._TILE + "WHERE first_position <= ? ORDER BY first_position DESC LIMIT 1",
+                            (position,)).fetchone()
+        return Tile(int(row[0]), int(row[1]), bytes(row[2]), bytes(row[3]), bytes(row[4])) if row else None
+
+    def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        with self._cursor(commit=True) as c:
+            c.execute("INSERT INTO checkpoints (tree_size, root, note, signed_at, key_id, last_position) "
+                      "VALUES (?, ?, ?, ?, ?, ?)",
+                      (checkpoint.tree_size, checkpoint.root, checkpoint.note, checkpoint.signed_at.isoformat(),
+                       checkpoint.key_id, checkpoint.last_position))
+
+    _COLUMNS = "SELECT tree_size, root, note, signed_at, key_id, last_position FROM checkpoints "
+
+    def checkpoints(self, *, after_size: int = -1, size: int | None = None, limit: int = 100) -> list[StoredCheckpoint]:
+        with self._cursor(commit=False) as c:
+            if size is not None:
+                rows = c.execute(self._COLUMNS + "WHERE tree_size = ? ORDER BY id LIMIT ?", (size, limit))
+            else:
+                rows = c.execute(self._COLUMNS + "WHERE tree_size > ? ORDER BY id LIMIT ?", (after_size, limit))
+            return _rows(rows.fetchall())
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        with self._cursor(commit=False) as c:
+            found = _rows(c.execute(self._COLUMNS + "ORDER BY id DESC LIMIT 1").fetchall())
+        return found[0] if found else None
+
+
+class PostgresMerkleStore(MerkleStore):
+    """The tables in the ledger's PostgreSQL schema, named after its events table (``<app>_merkle_tiles`` …)."""
+
+    def __init__(self, datastore: Any, events_table: str) -> None:
+        from psycopg.sql import SQL, Identifier
+
+        self.datastore = datastore
+        prefix = events_table.removesuffix("events")
+        schema = Identifier(datastore.schema)
+
+        def table(name: str) -> Any:
+            return SQL("{}.{}").format(schema, Identifier(prefix + name))
+
+        self.tiles_table, self.nodes_table = table("merkle_tiles"), table("merkle_nodes")
+        self.state_table, self.checkpoints_table = table("merkle_state"), table("checkpoints")
+        self.tiles_index = Identifier(prefix + "merkle_tiles_by_position")
+        self.SQL = SQL
+        self._columns = SQL("SELECT tree_size, root, note, signed_at, key_id, last_position FROM {} ").format(
+            self.checkpoints_table)
+        self._tile = SQL("SELECT idx, first_position, leaves, positions, inner_nodes FROM {} ").format(self.tiles_table)
+
+    @contextmanager
+    def _cursor(self, *, commit: bool) -> Iterator[Any]:
+        from psycopg.rows import tuple_row
+
+        with self.datastore.get_connection() as conn, conn.transaction(force_rollback=not commit):
+            yield conn.cursor(row_factory=tuple_row)
+
+    def create_tables(self) -> None:
+        from caseledger.ledger.store.postgres_recorder import is_schema_race
+
+        sql = self.SQL
+        statements = [
+            sql("CREATE TABLE IF NOT EXISTS {} (idx bigint PRIMARY KEY, first_position bigint NOT NULL, "
+                "leaves bytea NOT NULL, positions bytea NOT NULL, inner_nodes bytea NOT NULL)").format(self.tiles_table),
+            sql("CREATE INDEX IF NOT EXISTS {} ON {} (first_position)").format(self.tiles_index, self.tiles_table),
+            sql("CREATE TABLE IF NOT EXISTS {} (level smallint NOT NULL, idx bigint NOT NULL, hash bytea NOT NULL, "
+                "PRIMARY KEY (level, idx))").format(self.nodes_table),
+            sql("CREATE TABLE IF NOT EXISTS {} (id smallint PRIMARY KEY CHECK (id = 1), size bigint NOT NULL, "
+                "last_position bigint NOT NULL)").format(self.state_table),
+            sql("INSERT INTO {} (id, size, last_position) VALUES (1, 0, 0) ON CONFLICT DO NOTHING").format(
+                self.state_table),
+            sql("CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, tree_size bigint NOT NULL, root bytea NOT NULL, "
+                "note text NOT NULL, signed_at timestamptz NOT NULL, key_id text NOT NULL, last_position bigint NOT NULL)"
+                ).format(self.checkpoints_table),
+        ]
+        for _attempt in range(5):
+            try:
+                with self._cursor(commit=True) as c:
+                    for statement in statements:
+                        c.execute(statement)
+                return
+            except Exception as error:  # another process creating the same tables
+                cause = error.__cause__ or error
+                if not is_schema_race(cause) and not is_schema_race(error):
+                    raise
+
+    def state(self) -> tuple[int, int]:
+        with self._cursor(commit=False) as c:
+            row = c.execute(self.SQL("SELECT size, last_position FROM {} WHERE id = 1").format(self.state_table)
+                            ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def append(self, old_size: int, new_size: int, last_position: int, tiles: Sequence[Tile],
+               nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        sql = self.SQL
+        with self._cursor(commit=True) as c:
+            c.execute(sql("UPDATE {} SET size = %s, last_position = %s WHERE id = 1 AND size = %s").format(
+                self.state_table), (new_size, last_position, old_size))
+            if c.rowcount != 1:
+                raise TreeMoved(f"the tree is no longer of size {old_size}")
+            if tiles:
+                c.execute(sql("INSERT INTO {} (idx, first_position, leaves, positions, inner_nodes) SELECT * FROM "
+                              "unnest(%b::bigint[], %b::bigint[], %b::bytea[], %b::bytea[], %b::bytea[]) "
+                              "ON CONFLICT (idx) DO UPDATE SET leaves = EXCLUDED.leaves, positions = EXCLUDED.positions, "
+                              "first_position = EXCLUDED.first_position, inner_nodes = EXCLUDED.inner_nodes").format(
+                              self.tiles_table),
+                          ([t.index for t in tiles], [t.first_position for t in tiles], [t.leaves for t in tiles],
+                           [t.positions for t in tiles], [t.inner for t in tiles]))
+            if nodes:
+                c.execute(sql("INSERT INTO {} (level, idx, hash) SELECT * FROM "
+                              "unnest(%b::smallint[], %b::bigint[], %b::bytea[])").format(self.nodes_table),
+                          ([x[0] for x in nodes], [x[1] for x in nodes], [x[2] for x in nodes]))
+
+    def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
+        inner = list(wanted)
+        found: dict[Node, bytes] = {}
+        if not inner:
+            return found
+        with self._cursor(commit=False) as c:
+            for level, i, h in c.execute(
+                    self.SQL("SELECT n.level, n.idx, n.hash FROM unnest(%s::smallint[], %s::bigint[]) AS w(level, idx) "
+                             "CROSS JOIN LATERAL (SELECT * FROM {} x WHERE x.level = w.level AND x.idx = w.idx) n"
+                             ).format(self.nodes_table), ([n[0] for n in inner], [n[1] for n in inner])).fetchall():
+                found[(int(level), int(i))] = bytes(h)
+        return found
+
+    def tiles(self, indexes: Iterable[int]) -> dict[int, Tile]:
+        wanted = sorted(set(indexes))
+        if not wanted:
+            return {}
+        with self._cursor(commit=False) as c:
+            rows = c.execute(self._tile + self.SQL("WHERE idx = ANY(%s)"), (wanted,)).fetchall()
+        return {int(i): Tile(int(i), int(f), bytes(leaves), bytes(p), bytes(n)) for i, f, leaves, p, n in rows}
+
+    def tile_of_position(self, position: int) -> Tile | None:
+        with self._cursor(commit=False) as c:
+            row = c.execute(self._tile + self.SQL("WHERE first_position <= %s ORDER BY first_position DESC LIMIT 1"),
+                            (position,)).fetchone()
+        return Tile(int(row[0]), int(row[1]), bytes(row[2]), bytes(row[3]), bytes(row[4])) if row else None
+
+    def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        with self._cursor(commit=True) as c:
+            c.execute(self.SQL("INSERT INTO {} (tree_size, root, note, signed_at, key_id, last_position) "
+                               "VALUES (%s, %s, %s, %s, %s, %s)").format(self.checkpoints_table),
+                      (checkpoint.tree_size, checkpoint.root, checkpoint.note, checkpoint.signed_at,
+                       checkpoint.key_id, checkpoint.last_position))
+
+    def checkpoints(self, *, after_size: int = -1, size: int | None = None, limit: int = 100) -> list[StoredCheckpoint]:
+        sql = self.SQL
+        with self._cursor(commit=False) as c:
+            if size is not None:
+                rows = c.execute(self._columns + sql("WHERE tree_size = %s ORDER BY id LIMIT %s"), (size, limit))
+            else:
+                rows = c.execute(self._columns + sql("WHERE tree_size > %s ORDER BY id LIMIT %s"), (after_size, limit))
+            return _rows(rows.fetchall())
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        with self._cursor(commit=False) as c:
+            found = _rows(c.execute(self._columns + self.SQL("ORDER BY id DESC LIMIT 1")).fetchall())
+        return found[0] if found else None
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def merkle_store(ledger: CaseLedger) -> MerkleStore:
+    """The ledger's Merkle tree and checkpoint tables (created on first use)."""
+    recorder: Any = ledger.recorder
+    store: MerkleStore
+    if ledger.settings.store.is_postgres:
+        store = PostgresMerkleStore(recorder.datastore, recorder.events_table_name)
+    else:
+        store = SQLiteMerkleStore(recorder.datastore)
+    store.create_tables()
+    return store

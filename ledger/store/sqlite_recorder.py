@@ -1,0 +1,76 @@
+"""The SQLite recorder the ledger uses: eventsourcing's, plus more than one tracking record per
+transaction, and a read of many aggregates at once.
+
+An intake worker that reads several partitions applies what one poll brought from all of them in
+one transaction; each partition's position is its own tracking record, written with the events
+(``also_tracking``), so a redelivered record is still never applied twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent, Tracking
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
+
+from caseledger.ledger.store.data_key_table import KeyTable
+from caseledger.ledger.store.recorder import LedgerRecorder
+
+# Two parameters an id; SQLite allows 999 parameters at least.
+SELECT_CHUNK = 250
+
+
+class SQLiteLedgerRecorder(SQLiteProcessRecorder, LedgerRecorder):
+    """Events, their tracking record and any further ones (``also_tracking``) in one transaction."""
+
+    def __init__(self, datastore: SQLiteDatastore, *, events_table_name: str = "stored_events") -> None:
+        self.keys = KeyTable(datastore, postgres=False)
+        super().__init__(datastore, events_table_name=events_table_name)
+        # One statement per number of ids in a chunk: every full chunk shares the first.
+        self._select_events_after_statements: dict[int, str] = {}
+        self._select_events_after_statement(SELECT_CHUNK)
+
+    def _select_events_after_statement(self, count: int) -> str:
+        statement = self._select_events_after_statements.get(count)
+        if statement is None:
+            # The same join as on PostgreSQL: only the events after a known version are read.
+            statement = self._select_events_after_statements[count] = (
+                f"WITH w(id, known) AS (VALUES {','.join(['(?, ?)'] * count)}) "
+                "SELECT e.originator_id, e.originator_version, e.topic, e.state FROM w "
+                f"JOIN {self.events_table_name} e ON e.originator_id = w.id AND e.originator_version > w.known "
+                "ORDER BY e.originator_id, e.originator_version"
+            )
+        return statement
+
+    def _select_events_after(self, ids: list[UUID], known: list[int]) -> dict[UUID, list[StoredEvent]]:
+        found: dict[UUID, list[StoredEvent]] = {}
+        with self.datastore.transaction(commit=False) as curs:
+            for i in range(0, len(ids), SELECT_CHUNK):  # one query per 250 ids
+                chunk = ids[i : i + SELECT_CHUNK]
+                curs.execute(
+                    self._select_events_after_statement(len(chunk)),
+                    [value for u, v in zip(chunk, known[i : i + SELECT_CHUNK], strict=True) for value in (u.hex, v)],
+                )
+                for row in curs.fetchall():
+                    originator_id = UUID(row[0])
+                    found.setdefault(originator_id, []).append(
+                        StoredEvent(originator_id, row[1], row[2], bytes(row[3]))
+                    )
+        return found
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *self.keys.create_statements]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        self.keys.insert(c, kwargs.get("new_keys", ()))  # the data keys these events are the first to use
+        returning = super()._insert_events(c, stored_events, **kwargs)
+        also: Sequence[Tracking] = kwargs.get("also_tracking", ())
+        for tracking in also:
+            self._insert_tracking(c, tracking)
+        for statement, params in kwargs.get("also_execute", ()):  # e.g. the answers of idempotency keys
+            c.execute(statement, params)
+        return returning
