@@ -1,7 +1,10 @@
 """The Case aggregate: every contact, promise and status change of a customer request as events.
 
-Rules are checked in the command methods, before an event is triggered; ``apply`` only evolves
-state, so replaying history never re-judges it. Every event carries the same envelope (who, when,
+Rules are checked here, in the command methods, before an event is triggered. What can happen to
+a case (the event types, and how each ``apply`` evolves the case) is in
+:mod:`~caseledger.ledger.domain.case_events`; what a case holds and answers (``CaseState``) in
+:mod:`~caseledger.ledger.domain.case_parts`. ``apply`` only evolves state, so replaying history
+never re-judges it. Every event carries the same envelope (who, when,
 on which channel, which contact started it, what caused it) so that an auditor can read any event
 on its own.
 
@@ -12,31 +15,21 @@ customer notices ``N1``, proposed actions ``X1``, handoffs ``H1``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from caseledger.ledger.domain.case_parts import (
-    ContactState,
-    ItemState,
-    MessageState,
-    PromiseState,
-    ProposalState,
-    Status,
-)
+from caseledger.ledger.domain import case_events
+from caseledger.ledger.domain.case_parts import CaseState, ProposalState, Status, check_ledger_action
 from caseledger.ledger.domain.claimed_times import After, check_claim
-from caseledger.ledger.domain.events import Context, LedgerEvent, envelope
+from caseledger.ledger.domain.events import Context, envelope
 from caseledger.ledger.domain.texts import TextKind, Writer
 from caseledger.ledger.domain.values import ActorKind, Channel, ContactDraft, require_utc
 from caseledger.ledger.errors import RuleViolation, ValidationError
 
 __all__ = ["Case"]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _require_reason(reason: str | None, what: str) -> str:
@@ -53,38 +46,15 @@ def _require_notice(notice: str | None, what: str) -> str:
     return notice.strip()
 
 
-class Case(Aggregate):
+class Case(CaseState, Aggregate):
     """A customer request, from its first contact to its closing, across every channel."""
 
-    if TYPE_CHECKING:  # set by CaseOpened.apply; real annotations would make the class a dataclass
-        reference: str
-        customer_id: str
-        subject: str
-        category: str | None
-        segment: str | None
-        status: str
-        opened_at: datetime
-        assignee: str | None
-        team: str | None
-        contacts: dict[str, ContactState]
-        items: dict[str, ItemState]
-        promises: dict[str, PromiseState]
-        proposals: dict[str, ProposalState]
-        proposers: dict[str, str]  # proposal id → who proposed it (KIND:ID)
-        messages: dict[str, MessageState]
-        missed: set[tuple[str, str]]
-        follow_ups: int
-        counters: dict[str, int]
-        last_contact_by_channel: dict[str, str]
-        escalations: list[tuple[str, datetime, int]]
-        handoffs: int
-        recorded: dict[str, datetime]
-        chain_head: bytes | None
+    # -- events -----------------------------------------------------------------------------------
+    # What can happen to a case (case_events.py), listed here because eventsourcing and the catalog find an
+    # aggregate's events among its attributes. CaseOpened stays nested: the store tells which aggregate an
+    # event creates by the class its Created event is nested in (Case.CaseOpened).
 
-    # -- events ---------------------------------------------------------------------------------
-
-    class Event(LedgerEvent):
-        """A fact about a case."""
+    Event = case_events.CaseEvent
 
     class CaseOpened(Event, Aggregate.Created):
         reference: str
@@ -92,7 +62,7 @@ class Case(Aggregate):
         category: str | None
         segment: str | None
 
-        def apply(self, case: Case) -> None:
+        def apply(self, case: CaseState) -> None:
             case.reference = self.reference
             case.customer_id = self.customer_id
             case.subject = self.subject
@@ -121,341 +91,41 @@ class Case(Aggregate):
             # saved (the domain never sees encoded bytes).
             case.chain_head = None
 
-    class ContactReceived(Event):
-        contact_id: str
-        channel_message_id: str
-        identity: dict[str, Any]
-        subject: str
-        body: str
-        items: list[dict[str, Any]]
-        attachments: list[dict[str, Any]]
-        follow_up: bool
-        category: str | None
+    # contacts and answers
+    ContactReceived = case_events.ContactReceived
+    AcknowledgementIssued = case_events.AcknowledgementIssued
+    ResponseSent = case_events.ResponseSent
+    ItemWaived = case_events.ItemWaived
+    # promises
+    PromiseMade = case_events.PromiseMade
+    WrittenConfirmationIssued = case_events.WrittenConfirmationIssued
+    PromiseKept = case_events.PromiseKept
+    PromiseWithdrawn = case_events.PromiseWithdrawn
+    PromiseBroken = case_events.PromiseBroken
+    PromiseWaived = case_events.PromiseWaived
+    # status
+    StatusChanged = case_events.StatusChanged
+    CaseClosed = case_events.CaseClosed
+    CaseCancelled = case_events.CaseCancelled
+    CaseReopened = case_events.CaseReopened
+    # people
+    CaseAssigned = case_events.CaseAssigned
+    HandedOff = case_events.HandedOff
+    EscalatedToHuman = case_events.EscalatedToHuman
+    # automation
+    ActionProposed = case_events.ActionProposed
+    ActionApproved = case_events.ActionApproved
+    ActionRejected = case_events.ActionRejected
+    ActionExecuted = case_events.ActionExecuted
+    # deadlines and messages
+    DeadlineMissed = case_events.DeadlineMissed
+    MessageDelivered = case_events.MessageDelivered
+    MessageRead = case_events.MessageRead
 
-        def apply(self, case: Case) -> None:
-            case._bump("C")
-            for _ in self.items:
-                case._bump("Q")
-            item_ids = [i["item_id"] for i in self.items]
-            for item in self.items:
-                case.items[item["item_id"]] = ItemState(
-                    item_id=item["item_id"], text=item["text"], contact_id=self.contact_id
-                )
-            case.contacts[self.contact_id] = ContactState(
-                contact_id=self.contact_id,
-                channel=str(self.channel),
-                channel_message_id=self.channel_message_id,
-                received_at=self.occurred_at,
-                subject=self.subject,
-                item_ids=item_ids,
-                follow_up=self.follow_up,
-            )
-            case.messages[self.contact_id] = MessageState(message_id=self.contact_id, channel=self.channel)
-            case.recorded[self.contact_id] = self.timestamp
-            if self.follow_up:
-                case.follow_ups += 1
-            case.last_contact_by_channel[str(self.channel)] = self.contact_id
-
-    class AcknowledgementIssued(Event):
-        acknowledgement_id: str
-        contact_id: str
-        reference: str
-        request_copy: str
-        respond_by: datetime
-        acknowledge_by: datetime
-        text: str
-        template_id: str | None  # None: issued before texts came from templates
-        template_version: str | None
-        locale: str | None
-        time_zone: str | None
-        request_copy_template: str | None  # "<id>@<version>" of the request copy's template
-
-        def apply(self, case: Case) -> None:
-            case._bump("ACK")
-            contact = case.contacts[self.contact_id]
-            contact.respond_by = self.respond_by
-            contact.acknowledgement_id = self.acknowledgement_id
-            case.messages[self.acknowledgement_id] = MessageState(
-                message_id=self.acknowledgement_id,
-                channel=self.channel,
-                due_at=self.acknowledge_by,
-                text=self.text,
-            )
-            case.recorded[self.acknowledgement_id] = self.timestamp
-
-    class ResponseSent(Event):
-        response_id: str
-        body: str
-        answers: list[str]
-
-        def apply(self, case: Case) -> None:
-            case._bump("R")
-            for item_id in self.answers:
-                item = case.items[item_id]
-                item.status = "answered"
-                item.answered_by = self.response_id
-            case.messages[self.response_id] = MessageState(message_id=self.response_id, channel=self.channel)
-            case.recorded[self.response_id] = self.timestamp
-
-    class ItemWaived(Event):
-        item_id: str
-        reason: str
-
-        def apply(self, case: Case) -> None:
-            item = case.items[self.item_id]
-            item.status = "waived"
-            item.waived_reason = self.reason
-
-    class PromiseMade(Event):
-        promise_id: str
-        kind: str
-        terms: str
-        due_at: datetime
-
-        def apply(self, case: Case) -> None:
-            case._bump("P")
-            case.promises[self.promise_id] = PromiseState(
-                promise_id=self.promise_id,
-                kind=self.kind,
-                terms=self.terms,
-                due_at=self.due_at,
-                made_by=f"{self.actor_kind}:{self.actor_id}",
-                channel=str(self.channel),
-            )
-
-    class WrittenConfirmationIssued(Event):
-        confirmation_id: str
-        promise_id: str
-        text: str
-        template_id: str | None
-        template_version: str | None
-        locale: str | None
-        time_zone: str | None
-        deliver_by: datetime | None  # None: issued before its delivery was a deadline
-
-        def apply(self, case: Case) -> None:
-            case._bump("W")
-            case.promises[self.promise_id].confirmation_id = self.confirmation_id
-            case.messages[self.confirmation_id] = MessageState(
-                message_id=self.confirmation_id, channel=self.channel, due_at=self.deliver_by, text=self.text
-            )
-            case.recorded[self.confirmation_id] = self.timestamp
-
-    class PromiseKept(Event):
-        promise_id: str
-        evidence: str
-
-        def apply(self, case: Case) -> None:
-            promise = case.promises[self.promise_id]
-            promise.status = "kept"
-            promise.closing_note = self.evidence
-
-    class PromiseWithdrawn(Event):
-        promise_id: str
-        reason: str
-        notice_id: str
-        notice: str
-        text: str | None  # the notice as the customer received it (None before templates)
-        template_id: str | None
-        template_version: str | None
-        locale: str | None
-        time_zone: str | None
-
-        def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel, self.text or self.notice, self.timestamp)
-            promise = case.promises[self.promise_id]
-            promise.status = "withdrawn"
-            promise.closing_note = self.reason
-
-    class PromiseBroken(Event):
-        promise_id: str
-        reason: str
-
-        def apply(self, case: Case) -> None:
-            promise = case.promises[self.promise_id]
-            promise.status = "broken"
-            promise.closing_note = self.reason
-
-    class PromiseWaived(Event):
-        promise_id: str
-        reason: str
-
-        def apply(self, case: Case) -> None:
-            promise = case.promises[self.promise_id]
-            promise.status = "waived"
-            promise.closing_note = self.reason
-
-    class StatusChanged(Event):
-        from_status: str
-        to_status: str
-        reason: str
-        notice_id: str
-        notice: str
-        text: str | None  # the notice as the customer received it (None before templates)
-        template_id: str | None
-        template_version: str | None
-        locale: str | None
-        time_zone: str | None
-
-        def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel, self.text or self.notice, self.timestamp)
-            case.status = self.to_status
-
-    class CaseClosed(Event):
-        reason: str
-        notice_id: str
-        notice: str
-        text: str | None  # the notice as the customer received it (None before templates)
-        template_id: str | None
-        template_version: str | None
-        locale: str | None
-        time_zone: str | None
-
-        def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel, self.text or self.notice, self.timestamp)
-            case.status = Status.CLOSED
-
-    class CaseCancelled(Event):
-        reason: str
-        notice_id: str
-        notice: str
-        text: str | None  # the notice as the customer received it (None before templates)
-        template_id: str | None
-        template_version: str | None
-        locale: str | None
-        time_zone: str | None
-
-        def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel, self.text or self.notice, self.timestamp)
-            case.status = Status.CANCELLED
-
-    class CaseReopened(Event):
-        reason: str
-        notice_id: str
-        notice: str
-        text: str | None  # the notice as the customer received it (None before templates)
-        template_id: str | None
-        template_version: str | None
-        locale: str | None
-        time_zone: str | None
-
-        def apply(self, case: Case) -> None:
-            case._notice(self.notice_id, self.channel, self.text or self.notice, self.timestamp)
-            case.status = Status.OPEN
-
-    class CaseAssigned(Event):
-        assignee: str | None
-        team: str | None
-
-        def apply(self, case: Case) -> None:
-            case.assignee = self.assignee
-            case.team = self.team
-
-    class HandedOff(Event):
-        handoff_id: str
-        from_assignee: str | None
-        to_assignee: str | None
-        to_team: str | None
-        note: str
-        brief: dict[str, Any]
-
-        def apply(self, case: Case) -> None:
-            case._bump("H")
-            case.handoffs += 1
-            case.assignee = self.to_assignee
-            case.team = self.to_team
-
-    class EscalatedToHuman(Event):
-        bot_id: str
-        waiting_since: datetime
-        wait_seconds: int
-        to_team: str | None
-        reason: str
-
-        def apply(self, case: Case) -> None:
-            case.escalations.append((self.bot_id, self.waiting_since, self.wait_seconds))
-            if self.to_team:
-                case.team = self.to_team
-
-    class ActionProposed(Event):
-        proposal_id: str
-        rule_id: str
-        action: str
-        params: dict[str, str]
-        rationale: str
-
-        def apply(self, case: Case) -> None:
-            case._bump("X")
-            case.proposals[self.proposal_id] = ProposalState(
-                proposal_id=self.proposal_id,
-                rule_id=self.rule_id,
-                action=self.action,
-                params=dict(self.params),
-                rationale=self.rationale,
-            )
-            case.proposers[self.proposal_id] = f"{self.actor_kind}:{self.actor_id}"
-
-    class ActionApproved(Event):
-        proposal_id: str
-        note: str
-
-        def apply(self, case: Case) -> None:
-            proposal = case.proposals[self.proposal_id]
-            proposal.status = "approved"
-            proposal.decided_by = f"{self.actor_kind}:{self.actor_id}"
-
-    class ActionRejected(Event):
-        proposal_id: str
-        reason: str
-
-        def apply(self, case: Case) -> None:
-            proposal = case.proposals[self.proposal_id]
-            proposal.status = "rejected"
-            proposal.decided_by = f"{self.actor_kind}:{self.actor_id}"
-
-    class ActionExecuted(Event):
-        proposal_id: str
-        result: str
-
-        def apply(self, case: Case) -> None:
-            case.proposals[self.proposal_id].status = "executed"
-
-    class DeadlineMissed(Event):
-        deadline_kind: str
-        target_id: str
-        due_at: datetime
-
-        def apply(self, case: Case) -> None:
-            case.missed.add((self.deadline_kind, self.target_id))
-
-    class MessageDelivered(Event):
-        message_id: str
-        delivered_at: datetime
-
-        def apply(self, case: Case) -> None:
-            case.messages[self.message_id].delivered_at = self.delivered_at
-
-    class MessageRead(Event):
-        message_id: str
-        reader_kind: str
-        reader_id: str
-        read_at: datetime
-
-        def apply(self, case: Case) -> None:
-            case.messages[self.message_id].read_by.append(f"{self.reader_kind}:{self.reader_id}")
-
-    # -- helpers used by apply() ------------------------------------------------------------------
-
-    def _bump(self, prefix: str) -> None:
-        self.counters[prefix] = self.counters.get(prefix, 0) + 1
+    # -- helpers of the commands ------------------------------------------------------------------
 
     def _next(self, prefix: str, offset: int = 1) -> str:
         return f"{prefix}{self.counters.get(prefix, 0) + offset}"
-
-    def _notice(self, notice_id: str, channel: str | None, text: str, recorded_at: datetime) -> None:
-        self._bump("N")
-        self.messages[notice_id] = MessageState(message_id=notice_id, channel=channel, text=text)
-        self.recorded[notice_id] = recorded_at
 
     def _envelope(self, ctx: Context, *, customer_id: str | None = None) -> dict[str, Any]:
         return envelope(ctx, customer_id=customer_id or self.customer_id)
@@ -871,7 +541,7 @@ class Case(Aggregate):
             raise ValidationError("a proposed action needs an action kind, e.g. lower_card_limit")
         if not rationale.strip():
             raise ValidationError("a proposed action needs a rationale: why the rule fired")
-        _check_ledger_action(action.strip(), params)
+        check_ledger_action(action.strip(), params)
         proposal_id = self._next("X")
         self.trigger_event(
             Case.ActionProposed,
@@ -910,28 +580,6 @@ class Case(Aggregate):
         )
 
     # -- deadlines and messages ----------------------------------------------------------------------------
-
-    def due_deadlines(self, now: datetime) -> list[tuple[str, str, datetime]]:
-        """Deadlines past due at ``now`` and not yet recorded as missed: (kind, target id, due at)."""
-        if self.status in Status.FINAL:
-            return []
-        due: list[tuple[str, str, datetime]] = []
-        for contact in self.contacts.values():
-            ack = contact.acknowledgement_id
-            if ack:
-                message = self.messages[ack]
-                if message.delivered_at is None and message.due_at and message.due_at < now:
-                    due.append(("acknowledgement", ack, message.due_at))
-            answered = all(self.items[i].status != "open" for i in contact.item_ids)
-            if contact.respond_by and contact.respond_by < now and not answered:
-                due.append(("response", contact.contact_id, contact.respond_by))
-        for promise in self.promises.values():
-            if promise.status == "open" and promise.due_at < now:
-                due.append(("promise", promise.promise_id, promise.due_at))
-            confirmation = self.messages.get(promise.confirmation_id or "")
-            if confirmation and confirmation.due_at and confirmation.delivered_at is None and confirmation.due_at < now:
-                due.append(("confirmation", confirmation.message_id, confirmation.due_at))
-        return [d for d in due if (d[0], d[1]) not in self.missed]
 
     def record_missed_deadlines(self, *, ctx: Context, now: datetime) -> int:
         """Record every deadline past due at ``now`` once; returns how many were recorded."""
@@ -972,56 +620,12 @@ class Case(Aggregate):
             **self._envelope(ctx),
         )
 
-    # -- queries -----------------------------------------------------------------------------------------
-
-    def open_item_ids(self) -> list[str]:
-        return [i.item_id for i in self.items.values() if i.status == "open"]
-
-    def open_promise_ids(self) -> list[str]:
-        return [p.promise_id for p in self.promises.values() if p.status == "open"]
-
-    def written_channel(self) -> Channel:
-        """The written channel the customer used last on this case; a letter when there is none."""
-        for contact in reversed(list(self.contacts.values())):
-            channel = Channel(contact.channel)
-            if not channel.is_spoken:
-                return channel
-        return Channel.LETTER
-
-    def brief(self) -> dict[str, Any]:
-        """What the next agent must know: open items, open promises, the last contact per channel."""
-        return {
-            "open_items": [
-                {"item_id": i.item_id, "text": i.text, "contact_id": i.contact_id}
-                for i in self.items.values()
-                if i.status == "open"
-            ],
-            "open_promises": [
-                {"promise_id": p.promise_id, "terms": p.terms, "due_at": p.due_at}
-                for p in self.promises.values()
-                if p.status == "open"
-            ],
-            "last_contacts": [
-                {
-                    "channel": channel,
-                    "contact_id": contact_id,
-                    "received_at": self.contacts[contact_id].received_at,
-                    "subject": self.contacts[contact_id].subject,
-                }
-                for channel, contact_id in sorted(self.last_contact_by_channel.items())
-            ],
-        }
-
     # -- guards ------------------------------------------------------------------------------------------
 
     def _check_claimed(self, ctx: Context, *bounds: After) -> None:
         """The command's claimed ``occurred_at`` may not precede its case (nor ``bounds``)."""
         check_claim("occurred_at", ctx.occurred_at, now=ctx.recorded_at,
                     after=[After(self.opened_at, "its case was opened"), *bounds])
-
-    def _require_active(self, what: str) -> None:
-        if self.status in Status.FINAL:
-            raise RuleViolation(f"case {self.reference} is {self.status}; reopen it (with a reason) to {what}")
 
     @staticmethod
     def _require_human_or_customer_side(ctx: Context, what: str) -> None:
@@ -1030,26 +634,6 @@ class Case(Aggregate):
                 f"automation ({ctx.actor}) may not act on the customer ({what}); propose the action "
                 "instead (caseledger action propose) so that a human approves it"
             )
-
-    def _item(self, item_id: str) -> ItemState:
-        item = self.items.get(item_id)
-        if item is None:
-            raise RuleViolation(
-                f"case {self.reference} has no item {item_id}; its items are "
-                + (", ".join(self.items) or "none")
-            )
-        return item
-
-    def _open_promise(self, promise_id: str, verb: str) -> PromiseState:
-        promise = self.promises.get(promise_id)
-        if promise is None:
-            raise RuleViolation(
-                f"case {self.reference} has no promise {promise_id}; its promises are "
-                + (", ".join(self.promises) or "none")
-            )
-        if promise.status != "open":
-            raise RuleViolation(f"cannot {verb} promise {promise_id}: it is already {promise.status}")
-        return promise
 
     def _pending_proposal(self, proposal_id: str, ctx: Context, verb: str) -> ProposalState:
         if not ctx.actor.is_human:
@@ -1067,32 +651,3 @@ class Case(Aggregate):
                 f"{ctx.actor} proposed action {proposal_id} as automation:{ctx.actor.id}; another human must {verb} it"
             )
         return proposal
-
-    def _message(self, message_id: str) -> MessageState:
-        message = self.messages.get(message_id)
-        if message is None:
-            raise RuleViolation(
-                f"case {self.reference} has no message {message_id}; its messages are "
-                + ", ".join(self.messages)
-            )
-        return message
-
-
-_ACTION_PARAMS = {
-    "change_status": ("to", "reason", "notice"),
-    "close": ("reason", "notice"),
-    "cancel": ("reason", "notice"),
-    "respond": ("body",),
-}
-
-
-def _check_ledger_action(action: str, params: dict[str, str]) -> None:
-    """An action the ledger will execute must be executable once approved: check its parameters now."""
-    missing = [p for p in _ACTION_PARAMS.get(action, ()) if not str(params.get(p, "")).strip()]
-    if missing:
-        raise ValidationError(
-            f"action {action} needs the parameters {', '.join(missing)} (--param KEY=VALUE)"
-        )
-    if action == "change_status" and params["to"].strip().lower() not in Status.ACTIVE:
-        raise ValidationError(f"change_status to {params['to']!r}: use one of {', '.join(Status.ACTIVE)}")
-

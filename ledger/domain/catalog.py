@@ -27,10 +27,12 @@ AGGREGATES: tuple[type[Aggregate], ...] = (
 def _collect() -> dict[str, type[LedgerEvent]]:
     found: dict[str, type[LedgerEvent]] = {}
     for aggregate in AGGREGATES:
+        base = vars(aggregate).get("Event")  # the aggregate's base event class, no event type of its own
         for value in vars(aggregate).values():
             if (
                 isinstance(value, type)
                 and issubclass(value, LedgerEvent)
+                and value is not base
                 and value.__name__ not in ("Event", "Created")
             ):
                 if value.__name__ in found:
