@@ -187,6 +187,7 @@ def projections_run(
     $ caseledger projections run my_module:FirstContactResolution --once
     ```
     """
+    from caseledger.ledger.runtime.gc_pacing import NO_PACING, GcPacer
     from caseledger.projections.registry import load_projections
     from caseledger.projections.runner import ProjectionRunner
 
@@ -204,10 +205,10 @@ def projections_run(
                     last[0] = time.monotonic()
                     err.print(runner.stats.line())
 
-            with stop_on_signals() as stop:
+            with stop_on_signals() as stop, GcPacer() as pacer:  # the process's pacer: this thread runs the loop
                 err.print(f"running {', '.join(p.name for p in projections)} from {src.name} into "
                           f"{store.describe()}" + ("" if once else "; SIGTERM or Ctrl-C stops"))
-                stats = runner.run(stop, until_caught_up=once, on_batch=report)
+                stats = runner.run(stop, until_caught_up=once, on_batch=report, pacer=NO_PACING if once else pacer)
             err.print(f"stopped: {stats.line()}")
         finally:
             src.close()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
 from caseledger.projections.runner import LIVE, ProjectionRunner, RunStats, read_status
 from caseledger.projections.sources import STORE, EventSource, StoreEventSource, kafka_source
 from caseledger.projections.views import ViewStore, open_views
@@ -90,7 +91,9 @@ class ProjectionService:
         self.consumer = consumer
         self.stats = RunStats()
 
-    def run(self, stop: threading.Event, *, on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
+    def run(
+        self, stop: threading.Event, *, on_batch: Callable[[RunStats], None] | None = None, pacer: Pacing = NO_PACING
+    ) -> RunStats:
         """Follow the source until ``stop`` is set; the views connection belongs to this thread."""
         from caseledger.projections.registry import load_projections
 
@@ -106,7 +109,7 @@ class ProjectionService:
                     if on_batch is not None:
                         on_batch(runner.stats)
 
-                runner.run(stop, on_batch=report)
+                runner.run(stop, on_batch=report, pacer=pacer)
             finally:
                 source.close()
         return self.stats

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from caseledger.ledger.errors import ConfigurationError, ConflictError
-from caseledger.ledger.runtime.gc_pacing import GcPacer, SpacedCollections
+from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing, SpacedCollections
 from caseledger.ledger.store.codec import AvroEventCodec
 from caseledger.projections.base import Handler, Projection, RowCache, Tx
 from caseledger.projections.sources import EventSource
@@ -359,8 +359,11 @@ class ProjectionRunner:
         *,
         until_caught_up: bool = False,
         on_batch: Callable[[BatchReport], None] | None = None,
+        pacer: Pacing = NO_PACING,
     ) -> RunStats:
         """Apply batches until ``stop`` is set (or, with ``until_caught_up``, until the source's end).
+
+        A follower reports each batch to the process's ``pacer``: no collection pause per batch.
 
         When a rebuild swapped new tables in or another runner moved the positions, the runner
         reloads them and goes on (or stops, if its code is not the version that built them).
@@ -370,17 +373,12 @@ class ProjectionRunner:
             self.prepare()
         target = self.source.end_positions() if until_caught_up else None
         collections = SpacedCollections(self.stats.records)
-        pacer = None if until_caught_up else GcPacer()  # a follower: no collection pause per batch
-        try:
-            self._run(stop, target, collections, pacer, on_batch)
-        finally:
-            if pacer is not None:
-                pacer.close()
+        self._run(stop, target, collections, pacer, on_batch)
         return self.stats
 
     def _run(
         self, stop: threading.Event, target: Mapping[int, int] | None, collections: SpacedCollections,
-        pacer: GcPacer | None,
+        pacer: Pacing,
         on_batch: Callable[[BatchReport], None] | None,
     ) -> None:
         while not stop.is_set():
@@ -399,8 +397,7 @@ class ProjectionRunner:
             if report is not None:
                 if on_batch is not None:
                     on_batch(report)
-                if pacer is not None:
-                    pacer.after_batch()
+                pacer.after_batch()
 
     def _reached(self, target: Mapping[int, int]) -> bool:
         consumed = self.source.consumed_positions() or self._start_positions()

@@ -43,7 +43,7 @@ from caseledger.ledger.errors import (
     SchemaError,
     ValidationError,
 )
-from caseledger.ledger.runtime.gc_pacing import GcPacer
+from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
 from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.ports import Build, PartitionReader
@@ -160,40 +160,40 @@ class KafkaIntakeWorker:
 
     # -- running --------------------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event, *, on_batch: Callable[[IntakeStats], None] | None = None) -> IntakeStats:
-        """Consume until ``stop`` is set. Safe to kill at any moment."""
+    def run(
+        self, stop: threading.Event, *, on_batch: Callable[[IntakeStats], None] | None = None,
+        pacer: Pacing = NO_PACING,
+    ) -> IntakeStats:
+        """Consume until ``stop`` is set, reporting each batch to the process's ``pacer`` (thousands of cached
+        aggregates: no full collection per batch). Safe to kill at any moment."""
         opened = self._kafka.open_reader(self.settings, topic=self.settings.intake_topic, group="intake",
                                          fetch_wait_ms=self.poll_timeout_ms, on_lost_position="earliest")
         build = intake_records(self.settings.intake_topic)
         with opened as reader:
-            pacer = GcPacer()  # thousands of cached aggregates: no full collection per batch
-            try:
-                partitions = self._wait_for_partitions(reader, stop)
-                if self.partitions is not None and partitions:
-                    unknown = sorted(set(self.partitions) - set(partitions))
-                    if unknown:
-                        raise BackendError(
-                            f"intake topic {self.settings.intake_topic} has partitions {partitions}; "
-                            f"no partition {', '.join(map(str, unknown))}"
-                        )
-                    partitions = self.partitions
-                reader.assign({p: self.next_offset(p) for p in partitions})
-                log.info("intake worker consuming %s partitions %s (%s consumer)", self.settings.intake_topic,
-                         partitions, self.consumer)
-                while not stop.is_set():
-                    polled = by_partition(reader.fetch(self.batch_size, self.poll_timeout_ms / 1000, build))
-                    if sum(map(len, polled.values())) <= self.records_per_transaction:
-                        self.apply_polled(polled)  # a trickle from several partitions: one transaction
-                    else:
-                        for partition, records in polled.items():
-                            for i in range(0, len(records), self.records_per_transaction):
-                                self.apply_batch(partition, records[i : i + self.records_per_transaction])
-                    if polled:
-                        if on_batch:
-                            on_batch(self.stats)
-                        pacer.after_batch()
-            finally:
-                pacer.close()
+            partitions = self._wait_for_partitions(reader, stop)
+            if self.partitions is not None and partitions:
+                unknown = sorted(set(self.partitions) - set(partitions))
+                if unknown:
+                    raise BackendError(
+                        f"intake topic {self.settings.intake_topic} has partitions {partitions}; "
+                        f"no partition {', '.join(map(str, unknown))}"
+                    )
+                partitions = self.partitions
+            reader.assign({p: self.next_offset(p) for p in partitions})
+            log.info("intake worker consuming %s partitions %s (%s consumer)", self.settings.intake_topic,
+                     partitions, self.consumer)
+            while not stop.is_set():
+                polled = by_partition(reader.fetch(self.batch_size, self.poll_timeout_ms / 1000, build))
+                if sum(map(len, polled.values())) <= self.records_per_transaction:
+                    self.apply_polled(polled)  # a trickle from several partitions: one transaction
+                else:
+                    for partition, records in polled.items():
+                        for i in range(0, len(records), self.records_per_transaction):
+                            self.apply_batch(partition, records[i : i + self.records_per_transaction])
+                if polled:
+                    if on_batch:
+                        on_batch(self.stats)
+                    pacer.after_batch()
         return self.stats
 
     def _wait_for_partitions(self, reader: PartitionReader, stop: threading.Event) -> list[int]:

@@ -37,7 +37,7 @@ from typing import Any
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.errors import BackendError, ConfigurationError
-from caseledger.ledger.runtime.gc_pacing import GcPacer
+from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.events_record import (
     CONTENT_TYPE,
@@ -169,74 +169,73 @@ class KafkaEventPublisher:
             tree.reload()
             tree.catch_up(self.ledger)
 
-    def run(self, stop: threading.Event, *, on_batch: Callable[[PublisherStats], None] | None = None) -> PublisherStats:
-        """Publish until ``stop`` is set. Safe to kill at any moment."""
+    def run(
+        self, stop: threading.Event, *, on_batch: Callable[[PublisherStats], None] | None = None,
+        pacer: Pacing = NO_PACING,
+    ) -> PublisherStats:
+        """Publish until ``stop`` is set, reporting each batch to the process's ``pacer``. Safe to kill at any moment."""
         producer = self._kafka.open_transactional_writer(self.settings, transactional_id=self.transactional_id)
-        pacer = GcPacer()
         with producer:
-            try:
-                producer.init_transactions()  # fences any earlier publisher and aborts its open batch
-                position = self.last_published_position()
-                self.stats.position = position
-                log.info("publisher resuming after position %s (%s producer)", position, self.producer)
-                source = source_for(self.ledger.settings.origin)
-                checkpoint_size = self.last_published_checkpoint()
-                checkpoints_looked = -math.inf
-                tree = MerkleLog.of(self.ledger) if self.signer is not None else None
-                if tree is not None:
-                    tree.catch_up(self.ledger, limit=max(0, position - tree.last_position))
-                signed_size, signed_at = -1, -math.inf
-                began = -math.inf
-                full = False
-                while not stop.is_set():
-                    # Pacing: a transaction costs the broker milliseconds of CPU (its markers go to every
-                    # partition it wrote), whatever its size. Under a trickle, gather what arrives for
-                    # up to ``transaction_interval_s`` after the last one began; with a backlog, go on.
-                    pause = began + self.transaction_interval_s - time.monotonic()
-                    if pause > 0 and not full:
-                        stop.wait(pause)
-                        continue
-                    notifications = self.ledger.recorder.select_notifications(start=position + 1, limit=self.batch_size)
-                    if not notifications:
-                        if (tree is not None and tree.size != signed_size
-                                and time.monotonic() - signed_at >= self.checkpoint_interval_s):
-                            assert self.signer is not None  # the last batch, signed once its interval is up
-                            sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)
-                            signed_size, signed_at = tree.size, time.monotonic()
-                            checkpoints_looked = -math.inf
-                        if time.monotonic() - checkpoints_looked >= CHECKPOINT_POLL_S:
-                            checkpoint_size = self._publish_checkpoints(producer, position, checkpoint_size, source)
-                            checkpoints_looked = time.monotonic()
-                        stop.wait(self.idle_sleep_s)
-                        continue
-                    began, full = time.monotonic(), len(notifications) == self.batch_size
-                    producer.begin_transaction()
-                    hashes = []
-                    for notification in notifications:
-                        key, value, headers = event_record(self.ledger.codec, notification, source=source)
-                        producer.send(self.settings.events_topic, key=key, value=value, headers=headers)
-                        hashes.append((notification.id, headers[-1][1]))
-                    producer.commit_transaction()
-                    if tree is not None:
-                        self._feed_tree(tree, position, [(p, bytes.fromhex(h.decode())) for p, h in hashes])
-                        if tree.size != signed_size and time.monotonic() - signed_at >= self.checkpoint_interval_s:
-                            assert self.signer is not None
-                            sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)
-                            signed_size, signed_at = tree.size, time.monotonic()
-                            checkpoints_looked = -math.inf  # publish it now
-                    position = notifications[-1].id
-                    self.stats.position = position
-                    self.stats.published += len(notifications)
-                    self.stats.batches += 1
-                    if time.monotonic() - checkpoints_looked >= CHECKPOINT_POLL_S / 4:
+            producer.init_transactions()  # fences any earlier publisher and aborts its open batch
+            position = self.last_published_position()
+            self.stats.position = position
+            log.info("publisher resuming after position %s (%s producer)", position, self.producer)
+            source = source_for(self.ledger.settings.origin)
+            checkpoint_size = self.last_published_checkpoint()
+            checkpoints_looked = -math.inf
+            tree = MerkleLog.of(self.ledger) if self.signer is not None else None
+            if tree is not None:
+                tree.catch_up(self.ledger, limit=max(0, position - tree.last_position))
+            signed_size, signed_at = -1, -math.inf
+            began = -math.inf
+            full = False
+            while not stop.is_set():
+                # Pacing: a transaction costs the broker milliseconds of CPU (its markers go to every
+                # partition it wrote), whatever its size. Under a trickle, gather what arrives for
+                # up to ``transaction_interval_s`` after the last one began; with a backlog, go on.
+                pause = began + self.transaction_interval_s - time.monotonic()
+                if pause > 0 and not full:
+                    stop.wait(pause)
+                    continue
+                notifications = self.ledger.recorder.select_notifications(start=position + 1, limit=self.batch_size)
+                if not notifications:
+                    if (tree is not None and tree.size != signed_size
+                            and time.monotonic() - signed_at >= self.checkpoint_interval_s):
+                        assert self.signer is not None  # the last batch, signed once its interval is up
+                        sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)
+                        signed_size, signed_at = tree.size, time.monotonic()
+                        checkpoints_looked = -math.inf
+                    if time.monotonic() - checkpoints_looked >= CHECKPOINT_POLL_S:
                         checkpoint_size = self._publish_checkpoints(producer, position, checkpoint_size, source)
                         checkpoints_looked = time.monotonic()
-                    if on_batch:
-                        on_batch(self.stats)
-                    pacer.after_batch()
-                if tree is not None and self.signer is not None and tree.size != signed_size:
-                    sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)  # once more on stop
-                    self._publish_checkpoints(producer, position, checkpoint_size, source)
-            finally:
-                pacer.close()
+                    stop.wait(self.idle_sleep_s)
+                    continue
+                began, full = time.monotonic(), len(notifications) == self.batch_size
+                producer.begin_transaction()
+                hashes = []
+                for notification in notifications:
+                    key, value, headers = event_record(self.ledger.codec, notification, source=source)
+                    producer.send(self.settings.events_topic, key=key, value=value, headers=headers)
+                    hashes.append((notification.id, headers[-1][1]))
+                producer.commit_transaction()
+                if tree is not None:
+                    self._feed_tree(tree, position, [(p, bytes.fromhex(h.decode())) for p, h in hashes])
+                    if tree.size != signed_size and time.monotonic() - signed_at >= self.checkpoint_interval_s:
+                        assert self.signer is not None
+                        sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)
+                        signed_size, signed_at = tree.size, time.monotonic()
+                        checkpoints_looked = -math.inf  # publish it now
+                position = notifications[-1].id
+                self.stats.position = position
+                self.stats.published += len(notifications)
+                self.stats.batches += 1
+                if time.monotonic() - checkpoints_looked >= CHECKPOINT_POLL_S / 4:
+                    checkpoint_size = self._publish_checkpoints(producer, position, checkpoint_size, source)
+                    checkpoints_looked = time.monotonic()
+                if on_batch:
+                    on_batch(self.stats)
+                pacer.after_batch()
+            if tree is not None and self.signer is not None and tree.size != signed_size:
+                sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)  # once more on stop
+                self._publish_checkpoints(producer, position, checkpoint_size, source)
         return self.stats

@@ -11,6 +11,12 @@ batches create. Every ``full_every_s`` it puts everything back and runs one full
 which also frees any reference cycle that was frozen before it became garbage: one pause of
 that length every few minutes instead of one every few seconds.
 
+The collector is the process's, so its pacing is too: one :class:`GcPacer` per process, made
+by whoever runs the services (``ledger/runtime/supervisor.py``, a command that runs one loop),
+and only the thread that made it calls ``gc.freeze``/``unfreeze``/``collect``. Services are
+given it (or :data:`NO_PACING`) and report their batches to it; a report from another thread
+waits for the owner's :meth:`GcPacer.pace`.
+
 A rebuild instead holds automatic collections off altogether and collects on its own count of
 records, spaced out while collections find nothing (:class:`SpacedCollections`).
 """
@@ -18,8 +24,10 @@ records, spaced out while collections find nothing (:class:`SpacedCollections`).
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 FULL_COLLECTION_EVERY_S = 300.0
 COLLECT_EVERY = 100_000  # records between two garbage collections while a rebuild holds them off
@@ -51,8 +59,31 @@ class SpacedCollections:
         self.every = COLLECT_EVERY if freed >= WORTH_COLLECTING else min(self.every * 2, MAX_COLLECT_EVERY)
 
 
+class Pacing(Protocol):
+    """Where a service reports that a batch is done and nothing of it is needed any more."""
+
+    def after_batch(self) -> None:
+        """One batch done (from the service's own thread)."""
+        ...
+
+
+class NoPacing:
+    """Pacing that does nothing: a service run by a test or a library caller leaves the collector alone."""
+
+    def after_batch(self) -> None:
+        return None
+
+
+NO_PACING: Pacing = NoPacing()
+
+
 class GcPacer:
-    """Call :meth:`after_batch` when a batch is done and nothing of it is needed any more."""
+    """The process's collection pacing. Its owner, the thread that made it, is the only one acting on the collector.
+
+    :meth:`after_batch` on the owner's thread acts at once (one service run in the calling thread);
+    from a service's own thread it only reports the batch, and the owner acts in :meth:`pace`
+    (the supervisor's thread, while its services run).
+    """
 
     def __init__(
         self, full_every_s: float = FULL_COLLECTION_EVERY_S, *, clock: Callable[[], float] = time.monotonic
@@ -61,8 +92,35 @@ class GcPacer:
         self._clock = clock
         self._last_full = clock()
         self.full_collections = 0
+        self._owner = threading.get_ident()
+        self._reported = threading.Event()
 
     def after_batch(self) -> None:
+        """A batch is done: freeze what is alive (and collect in full when due), or tell the owner to."""
+        if threading.get_ident() == self._owner:
+            self._act()
+        else:
+            self._reported.set()
+
+    def pace(self, timeout: float) -> None:
+        """The owner waits up to ``timeout`` seconds for a reported batch, and acts on it."""
+        self._require_owner("pace")
+        if self._reported.wait(timeout):
+            self._reported.clear()
+            self._act()
+
+    def close(self) -> None:
+        """Give the frozen objects back to the collector (the services stopped, a test ends)."""
+        self._require_owner("close")
+        gc.unfreeze()
+
+    def __enter__(self) -> GcPacer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _act(self) -> None:
         if not gc.isenabled():
             return  # someone holds collection off on purpose (a rebuild collects on its own schedule)
         now = self._clock()
@@ -73,6 +131,9 @@ class GcPacer:
             self.full_collections += 1
         gc.freeze()
 
-    def close(self) -> None:
-        """Give the frozen objects back to the collector (a service that stops, a test)."""
-        gc.unfreeze()
+    def _require_owner(self, what: str) -> None:
+        if threading.get_ident() != self._owner:
+            raise RuntimeError(
+                f"GcPacer.{what} was called from a thread that does not own the pacer; only the thread that made "
+                "it acts on the collector: give services the pacer and let them call after_batch"
+            )

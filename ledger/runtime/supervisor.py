@@ -1,9 +1,12 @@
 """Running the ledger's long-lived services (intake worker, publisher, projections) until stopped.
 
-A service is any object with ``run(stop, on_batch=…)`` that loops until the ``stop`` event is
-set and keeps its totals in ``stats`` (whose ``line()`` is logged). :func:`serve` runs one in
+A service is any object with ``run(stop, on_batch=…, pacer=…)`` that loops until the ``stop``
+event is set, reports each batch to the process's collection pacer and keeps its totals in
+``stats`` (whose ``line()`` is logged). :func:`serve` runs one in
 the calling thread; :func:`run_services` runs several side by side, one thread each, and stops
-them all when one fails. Each service is built from a function that opens its own ledger
+them all when one fails. Either way the process has one :class:`GcPacer`, made here, whose owner
+(the thread that runs :func:`serve`, the thread that waits in :func:`run_services`) is the only one
+to act on the collector. Each service is built from a function that opens its own ledger
 connection: connections are not shared between threads, and all are closed at the end.
 
 Signals are the process's business: the caller sets ``stop`` (``caseledger`` does on SIGTERM).
@@ -17,6 +20,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from caseledger.ledger.runtime.gc_pacing import GcPacer, Pacing
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
@@ -36,12 +41,13 @@ class Stats(Protocol):
 
 
 class Service(Protocol):
-    """A loop that runs until ``stop`` is set, calling ``on_batch`` with its totals after each batch."""
+    """A loop that runs until ``stop`` is set; after each batch, it calls ``on_batch`` with its totals and
+    reports the batch to ``pacer``."""
 
     @property
     def stats(self) -> Any: ...
 
-    def run(self, stop: threading.Event, *, on_batch: Callable[[Any], None] | None = None) -> Any: ...
+    def run(self, stop: threading.Event, *, on_batch: Callable[[Any], None] | None = None, pacer: Pacing) -> Any: ...
 
 
 LedgerFactory = Callable[[], "CaseLedger"]
@@ -85,8 +91,9 @@ def serve(ledger_factory: LedgerFactory, name: str, build: ServiceBuilder, stop:
     logger = logging.getLogger(f"caseledger.{name}")
     own = _OwnLedger(ledger_factory)
     try:
-        service = build(own)
-        stats = service.run(stop, on_batch=throttled(logger))
+        with GcPacer() as pacer:  # this thread runs the one service: it reports its batches and acts on them
+            service = build(own)
+            stats = service.run(stop, on_batch=throttled(logger), pacer=pacer)
         logger.info("stopped: %s", stats.line())
         return stats
     finally:
@@ -115,16 +122,18 @@ def run_services(
     """Run the services, one thread each (named after it), until ``stop`` is set or one of them fails.
 
     A service that fails is logged and sets ``stop``, so the others finish their batch and stop
-    too: the caller then exits non-zero and its supervisor restarts the whole process.
+    too: the caller then exits non-zero and its supervisor restarts the whole process. The services
+    report their batches to one pacer; this thread, its owner, acts on them while it waits.
     """
     owns = {name: _OwnLedger(ledger_factory) for name in services}
     outcome = ServicesOutcome()
+    pacer = GcPacer()
     try:
         built = {name: build(owns[name]) for name, build in services.items()}
 
         def guarded(name: str, service: Service) -> None:
             try:
-                service.run(stop, on_batch=throttled(logging.getLogger(f"caseledger.{name}")))
+                service.run(stop, on_batch=throttled(logging.getLogger(f"caseledger.{name}")), pacer=pacer)
             except BaseException as error:  # a dead service must stop the whole process
                 log.exception("%s failed", name)
                 outcome.failures[name] = error
@@ -136,10 +145,10 @@ def run_services(
         if on_started is not None:
             on_started()
         while any(t.is_alive() for t in threads):
-            for thread in threads:
-                thread.join(0.5)
+            pacer.pace(0.5)
         outcome.stats = {name: service.stats for name, service in built.items()}
     finally:
+        pacer.close()
         for own in owns.values():
             own.close()
     return outcome

@@ -1,14 +1,25 @@
-"""The collection pacing of long-running services: frozen between batches, collected in full now and then."""
+"""The collection pacing of long-running services: frozen between batches, collected in full now and then,
+by one pacer per process that only its owner thread acts on."""
 
 from __future__ import annotations
 
 import gc
+import threading
+import time
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from caseledger.ledger.runtime.gc_pacing import GcPacer
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.runtime.gc_pacing import GcPacer, Pacing
+from caseledger.ledger.runtime.supervisor import run_services
+from caseledger.ledger.settings import LedgerSettings
+from caseledger.projections import ProjectionRunner, StoreEventSource, open_views
+from tests.support.projection_scenarios import Tally, record_contacts
 
 
 class Node:
@@ -82,3 +93,102 @@ def test_rebuild_collections_space_out_while_they_find_nothing_and_come_back_whe
     for records in range(0, 1_000_001, 10_000):
         spacing.after(records)
     assert at[:4] == [100_000, 300_000, 400_000, 600_000]
+
+
+# -- one pacer per process, acted on by its owner alone ------------------------------------------------------
+
+
+@pytest.fixture
+def collector_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every gc.freeze/unfreeze/collect, with the thread that made it (the real ones still run)."""
+    calls: list[tuple[str, int]] = []
+    for name in ("freeze", "unfreeze", "collect"):
+        real = getattr(gc, name)
+
+        def recording(*args: Any, _name: str = name, _real: Any = real) -> Any:
+            calls.append((_name, threading.get_ident()))
+            return _real(*args)
+
+        monkeypatch.setattr(gc, name, recording)
+    yield calls
+    gc.unfreeze()
+
+
+class BatchesService:
+    """A service that reports a few batches to the pacer it is given, then waits to be stopped."""
+
+    def __init__(self, batches: int) -> None:
+        self.batches = batches
+        self.pacers: list[object] = []
+        self.stats = SimpleNamespace(line=lambda: "done")
+
+    def run(self, stop: threading.Event, *, on_batch: Any = None, pacer: Pacing | None = None) -> Any:
+        self.pacers.append(pacer)
+        for _ in range(self.batches):
+            if pacer is not None:
+                pacer.after_batch()
+            time.sleep(0.01)
+        stop.wait(5)
+        return self.stats
+
+
+def test_two_services_in_one_process_share_one_pacer_and_only_its_owner_touches_the_collector(
+    collector_calls: list[tuple[str, int]],
+) -> None:
+    first, second = BatchesService(5), BatchesService(5)
+    stop = threading.Event()
+
+    def stop_soon() -> None:
+        threading.Timer(0.5, stop.set).start()
+
+    outcome = run_services(lambda: pytest.fail("the services open no ledger"),
+                           {"first": lambda _ledger: first, "second": lambda _ledger: second}, stop,
+                           on_started=stop_soon)
+    assert outcome.ok
+    (shared,), (other,) = first.pacers, second.pacers
+    assert isinstance(shared, GcPacer) and shared is other
+    assert ("freeze", threading.get_ident()) in collector_calls  # their batches were acted on ...
+    assert {thread for _, thread in collector_calls} == {threading.get_ident()}  # ... by this thread alone
+
+
+def test_a_batch_reported_from_another_thread_waits_for_the_owner(collector_calls: list[tuple[str, int]]) -> None:
+    pacer = GcPacer(full_every_s=3600)
+    reporter = threading.Thread(target=pacer.after_batch)
+    reporter.start()
+    reporter.join()
+    assert collector_calls == []  # the service's thread only reported it
+    pacer.pace(timeout=1)
+    assert collector_calls == [("freeze", threading.get_ident())]
+    pacer.pace(timeout=0.01)  # nothing more reported: nothing done
+    assert len(collector_calls) == 1
+    refused: list[BaseException] = []
+
+    def close_elsewhere() -> None:
+        try:
+            pacer.close()
+        except RuntimeError as error:
+            refused.append(error)
+
+    closing = threading.Thread(target=close_elsewhere)
+    closing.start()
+    closing.join()
+    assert refused and "does not own the pacer" in str(refused[0])
+    pacer.close()
+    assert collector_calls[-1] == ("unfreeze", threading.get_ident()) and gc.get_freeze_count() == 0
+
+
+def test_a_projection_runner_reports_each_batch_to_the_pacer_it_is_given(tmp_path: Path) -> None:
+    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "l.sqlite")))
+    record_contacts(ledger, 30)
+    reported: list[int] = []
+    batches: list[object] = []
+
+    class Recording:
+        def after_batch(self) -> None:
+            reported.append(len(batches))
+
+    with open_views(str(tmp_path / "v.sqlite")) as views:
+        runner = ProjectionRunner([Tally()], views, StoreEventSource(ledger), batch_size=20)
+        runner.run(until_caught_up=True, on_batch=batches.append, pacer=Recording())
+    ledger.close()
+    assert len(batches) > 1 and reported == list(range(1, len(batches) + 1))  # after each batch, once
