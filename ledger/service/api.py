@@ -3,8 +3,9 @@
 Every route names the :class:`~ledger.domain.permissions.Operation` it performs; the
 ``principal`` dependency authenticates the caller and checks the matrix before the route runs.
 Writes go through :mod:`ledger.service.write_routes` (Idempotency-Key, the actor from the principal).
-Errors are problem details (:mod:`ledger.service.problems`). Each worker thread has a ledger of
-its own (a ledger's unit of work belongs to one thread).
+Errors are problem details (:mod:`ledger.service.problems`). A request that needs a ledger takes
+one from a bounded pool for its duration (:mod:`ledger.service.ledger_pool`): a ledger's unit of
+work belongs to one user at a time.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import logging
 import re
 import tempfile
 import threading
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +41,7 @@ from caseledger.ledger.service.case_cache import CaseCache
 from caseledger.ledger.service.gate import Gate
 from caseledger.ledger.service.group_commit import GroupCommitter
 from caseledger.ledger.service.idempotency import Idempotency
+from caseledger.ledger.service.ledger_pool import LedgerPool, current_request_ledger, request_scope
 from caseledger.ledger.service.problems import MEDIA_TYPE, problem, problem_for
 from caseledger.ledger.settings import LedgerSettings
 
@@ -54,8 +55,8 @@ O = Operation  # noqa: E741 -- short: every route names one
 MAX_BODY_BYTES = 1_048_576
 REQUEST_TIMEOUT_S = 30.0
 MAX_IN_FLIGHT = 512  # requests between their headers and their response's start, per server process
-# Worker threads running the (synchronous) routes, each with a ledger and connection of its own: more
-# than a few only adds ledger start-ups and lock contention on a small machine.
+# Worker threads running the (synchronous) routes, and as many ledgers for the requests (each with its own
+# connections): more than a few only adds ledger start-ups and lock contention on a small machine.
 THREADS = 8
 # The x-operation of the routes outside the permission matrix: answered without credentials (/healthz), and
 # answered to any authenticated principal, whatever its role (/v1/whoami, /openapi.json).
@@ -65,7 +66,7 @@ AUTHENTICATED = "authenticated"
 
 @dataclass
 class ServiceState:
-    """What every request shares: the settings, a ledger per worker thread, the authenticator."""
+    """What every request shares: the settings, the pool of ledgers lent to requests, the authenticator."""
 
     settings: LedgerSettings
     oidc: OidcSettings | None = None
@@ -76,37 +77,35 @@ class ServiceState:
     threads: int = THREADS
     clock: Callable[[], datetime] | None = None
     cases: CaseCache = field(init=False)
-    _local: threading.local = field(default_factory=threading.local)
-    _ledgers: list[CaseLedger] = field(default_factory=list)
-    _free: list[CaseLedger] = field(default_factory=list)
+    pool: LedgerPool = field(init=False)
+    _own: CaseLedger | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.cases = CaseCache(lambda: CaseLedger(self.settings, clock=self.clock))
+        self.pool = LedgerPool(lambda: CaseLedger(self.settings, clock=self.clock), size=self.threads,
+                               wait_s=self.request_timeout_s)
 
     def ledger(self) -> CaseLedger:
-        """This thread's ledger. Worker threads come and go (anyio retires idle ones): a thread's ledger goes
-        back to a free list when the thread ends, and the next new thread takes it — no ledger is built twice."""
-        lease: _Lease | None = getattr(self._local, "lease", None)
-        if lease is None:
-            with self._lock:
-                ledger = self._free.pop() if self._free else None
-            if ledger is None:
-                ledger = self._new_ledger()
-            lease = self._local.lease = _Lease()
-            lease.ledger = ledger
-            weakref.finalize(lease, self._give_back, ledger)
-        return lease.ledger
+        """The ledger of the request being served: taken from the pool on its first call, given back when the route
+        returns. Outside a request (start-up, a streamed body, a test) the service's own ledger."""
+        request = current_request_ledger()
+        ledger = request.ledger() if request is not None else None
+        return ledger if ledger is not None else self.own_ledger()
 
-    def _new_ledger(self) -> CaseLedger:
-        ledger = CaseLedger(self.settings, clock=self.clock)
-        with self._lock:
-            self._ledgers.append(ledger)
-        return ledger
+    @contextmanager
+    def leased_ledger(self) -> Iterator[CaseLedger]:
+        """A ledger of the pool for the block's duration, for work outside requests (the live page's watcher)."""
+        with self.pool.lease() as ledger:
+            yield ledger
 
-    def _give_back(self, ledger: CaseLedger) -> None:
+    def own_ledger(self) -> CaseLedger:
+        """The service's own ledger, for what outlives a request (the authenticator's principal store); closed by
+        :meth:`close`."""
         with self._lock:
-            self._free.append(ledger)
+            if self._own is None:
+                self._own = CaseLedger(self.settings, clock=self.clock)
+            return self._own
 
     def warm(self) -> None:
         """Build the ledgers of the committer and the case reader now (~0.1 s each), not in the first requests'
@@ -117,7 +116,7 @@ class ServiceState:
     def authenticator(self) -> Authenticator:
         auth: Authenticator | None = getattr(self, "_authenticator", None)
         if auth is None:
-            auth = Authenticator(self.ledger().principal_store, oidc=self.oidc)
+            auth = Authenticator(self.own_ledger().principal_store, oidc=self.oidc)
             self._authenticator = auth
         return auth
 
@@ -169,16 +168,11 @@ class ServiceState:
         if committer is not None:
             committer.close()
         self.cases.close()
+        self.pool.close()
         with self._lock:
-            for ledger in self._ledgers:
-                ledger.close()
-            self._ledgers.clear()
-
-
-class _Lease:
-    """A thread's hold on a ledger; the ledger goes back to the free list when the thread (and its locals) end."""
-
-    ledger: CaseLedger
+            own, self._own = self._own, None
+        if own is not None:
+            own.close()
 
 
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -208,6 +202,8 @@ def create_app(state: ServiceState) -> FastAPI:
         title="caseledger", version="1", description="Every contact, promise and status change of a customer "
         "case, as immutable events. Bearer tokens (issued or OIDC); roles and the permission matrix: docs/api.md.",
         docs_url=None, redoc_url=None, openapi_url=None,
+        # A request takes a ledger from the pool when it first asks for one, and gives it back when its route returns.
+        dependencies=[Depends(request_scope(state.pool), scope="function")],
     )
     app.state.ledger_service = state
 

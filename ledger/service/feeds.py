@@ -111,24 +111,25 @@ class Watcher:
         """Apply the case's new events (only those after the version shown) and render it, once for all its streams."""
         case = feed.case
         if refresh:
-            ledger = self.state.ledger()
-            stored = ledger.recorder.select_events_after([case.id], after={case.id: case.version}).get(case.id, [])
-            for stored_event in stored:
-                case = ledger.mapper.to_domain_event(stored_event).mutate(case)
+            with self.state.leased_ledger() as ledger:
+                stored = ledger.recorder.select_events_after([case.id], after={case.id: case.version}).get(case.id, [])
+                for stored_event in stored:
+                    case = ledger.mapper.to_domain_event(stored_event).mutate(case)
             if case.version == feed.version:
                 return
         data = json.dumps({"version": case.version, "html": self.render(case)})
         feed.case, feed.frame, feed.version = case, f"id: {case.version}\nevent: case\ndata: {data}\n\n".encode(), case.version
 
     def _changed(self) -> set[Any]:
-        recorder = self.state.ledger().recorder
-        if self.position is None:
-            self.position = recorder.max_notification_id() or 0
-            return set(self.feeds)  # look once at every case when (re)starting
-        changed: set[Any] = set()
-        while True:
-            batch = recorder.select_notifications(start=self.position + 1, limit=1000)
-            if not batch:
-                return changed
-            changed.update(n.originator_id for n in batch)
-            self.position = batch[-1].id
+        with self.state.leased_ledger() as ledger:  # the watcher outlives the request that started it
+            recorder = ledger.recorder
+            if self.position is None:
+                self.position = recorder.max_notification_id() or 0
+                return set(self.feeds)  # look once at every case when (re)starting
+            changed: set[Any] = set()
+            while True:
+                batch = recorder.select_notifications(start=self.position + 1, limit=1000)
+                if not batch:
+                    return changed
+                changed.update(n.originator_id for n in batch)
+                self.position = batch[-1].id
