@@ -43,8 +43,8 @@ from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, Channel, C
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, check_client
 from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-from caseledger.ledger.runtime.gc_pacing import GcPacer
 from caseledger.ledger.kafka.topics import ensure_topics
+from caseledger.ledger.runtime.gc_pacing import GcPacer
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.projections.parallel import rebuild_in_parallel, resident_mb
 from caseledger.projections.registry import load_projections
@@ -435,7 +435,6 @@ def bench_lag(
     def follow() -> None:
         try:
             runner = ProjectionRunner([CaseState()], views, source, batch_size=2000, idle_s=0.05, keep_events=True)
-            pacer = GcPacer()  # this process's pacer: the follower is its one service, and owns it
 
             def committed(batch: Any) -> None:
                 now = time.time()
@@ -445,7 +444,7 @@ def bench_lag(
                         seen.setdefault(event.channel_message_id, now)
                         recorded.setdefault(event.channel_message_id, event.timestamp.timestamp())
 
-            with pacer:
+            with GcPacer() as pacer:  # this process's pacer: the follower is its one service, and owns it
                 runner.run(stop, on_batch=committed, pacer=pacer)
         except BaseException as error:  # the measuring thread must report, not vanish
             failures.append(error)

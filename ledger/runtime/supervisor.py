@@ -2,12 +2,12 @@
 
 A service is any object with ``run(stop, on_batch=…, pacer=…)`` that loops until the ``stop``
 event is set, reports each batch to the process's collection pacer and keeps its totals in
-``stats`` (whose ``line()`` is logged). :func:`serve` runs one in
-the calling thread; :func:`run_services` runs several side by side, one thread each, and stops
-them all when one fails. Either way the process has one :class:`GcPacer`, made here, whose owner
-(the thread that runs :func:`serve`, the thread that waits in :func:`run_services`) is the only one
-to act on the collector. Each service is built from a function that opens its own ledger
-connection: connections are not shared between threads, and all are closed at the end.
+``stats`` (whose ``line()`` is logged). :func:`serve` runs one in the calling thread;
+:func:`run_services` runs several side by side, one thread each, and stops them all when one
+fails. Either way the process has one :class:`GcPacer`, made here, and its owner (the thread that
+runs :func:`serve`, the thread that waits in :func:`run_services`) is the only one to act on the
+collector. Each service is built from a function that opens its own ledger connection:
+connections are not shared between threads, and all are closed at the end.
 
 Signals are the process's business: the caller sets ``stop`` (``caseledger`` does on SIGTERM).
 """

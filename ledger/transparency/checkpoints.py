@@ -98,7 +98,7 @@ class Checkpointer:
             pacer: Pacing = NO_PACING) -> CheckpointerStats:
         """Until ``stop``: append each committed batch, sign when due; a last checkpoint on the way out.
 
-        Its batches keep nothing alive: it reports none to the ``pacer``."""
+        Its batches are a few hashes each: it reports none to the ``pacer``, and leaves the collector alone."""
         tree = MerkleLog.of(self.ledger)
         latest = tree.store.latest_checkpoint()
         signed_size = latest.tree_size if latest else -1
