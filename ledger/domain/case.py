@@ -56,7 +56,7 @@ class Case(CaseState, Aggregate):
 
     Event = case_events.CaseEvent
 
-    class CaseOpened(Event, Aggregate.Created):
+    class CaseOpened(case_events.CaseEvent, Aggregate.Created):
         reference: str
         subject: str
         category: str | None

@@ -99,7 +99,7 @@ def test_rebuild_collections_space_out_while_they_find_nothing_and_come_back_whe
 
 
 @pytest.fixture
-def collector_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+def collector_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int]]]:
     """Every gc.freeze/unfreeze/collect, with the thread that made it (the real ones still run)."""
     calls: list[tuple[str, int]] = []
     for name in ("freeze", "unfreeze", "collect"):
