@@ -4,6 +4,7 @@ by one pacer per process that only its owner thread acts on."""
 from __future__ import annotations
 
 import gc
+import re
 import threading
 import time
 import weakref
@@ -192,3 +193,24 @@ def test_a_projection_runner_reports_each_batch_to_the_pacer_it_is_given(tmp_pat
         runner.run(until_caught_up=True, on_batch=batches.append, pacer=Recording())
     ledger.close()
     assert len(batches) > 1 and reported == list(range(1, len(batches) + 1))  # after each batch, once
+
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Where a process's pacer is made: the code that runs the process's services, never a service.
+MAKERS = {"ledger/runtime/supervisor.py", "cli/projections_commands.py", "cli/bench/rebuild_bench.py"}
+#: Where the collector is frozen: the pacer, and `caseledger serve` once after start-up (its lifespan).
+FREEZERS = {"ledger/runtime/gc_pacing.py", "ledger/service/api.py"}
+
+
+def test_only_the_runtime_makes_a_pacer_and_only_the_pacer_freezes_the_collector() -> None:
+    """Before: the publisher, the intake worker and the projection runner each made a GcPacer of their own."""
+    makes, freezes = set(), set()
+    for folder in ("ledger", "projections", "cli"):
+        for path in (ROOT / folder).rglob("*.py"):
+            code = "\n".join(line.split("#")[0] for line in path.read_text(encoding="utf-8").splitlines())
+            where = str(path.relative_to(ROOT))
+            if re.search(r"\bGcPacer\(", code):
+                makes.add(where)
+            if re.search(r"\bgc\.(un)?freeze\(", code):
+                freezes.add(where)
+    assert makes <= MAKERS and freezes <= FREEZERS
