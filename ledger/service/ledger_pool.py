@@ -55,8 +55,8 @@ class LedgerPool:
             if not self._changed.wait_for(lambda: self._free or self.built + self._building < self.size,
                                           timeout=self.wait_s):
                 raise BackendError(
-                    f"every one of the server's {self.size} ledgers stayed busy for {self.wait_s:g} s; retry, or run "
-                    "the server with more threads"
+                    f"every one of the server's {self.size} ledgers stayed busy for {self.wait_s:g} s; retry later, or "
+                    "serve with more processes (caseledger serve --workers N)"
                 )
             if self._free:
                 return self._free.pop()
