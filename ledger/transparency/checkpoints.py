@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
 from caseledger.ledger.store.merkle_tables import StoredCheckpoint
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
 from caseledger.ledger.transparency.tree import MerkleLog
@@ -95,10 +94,10 @@ class Checkpointer:
         self.stats = CheckpointerStats()
 
     def run(self, stop: threading.Event, *, on_batch: Callable[[CheckpointerStats], None] | None = None,
-            pacer: Pacing = NO_PACING) -> CheckpointerStats:
+            pacer: object = None) -> CheckpointerStats:
         """Until ``stop``: append each committed batch, sign when due; a last checkpoint on the way out.
 
-        Its batches are a few hashes each: it reports none to the ``pacer``, and leaves the collector alone."""
+        Its batches are a few hashes each: it reports none to the process's ``pacer``."""
         tree = MerkleLog.of(self.ledger)
         latest = tree.store.latest_checkpoint()
         signed_size = latest.tree_size if latest else -1
