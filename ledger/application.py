@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from caseledger.ledger.access.principals import IssuedToken, PrincipalRegistry
 from caseledger.ledger.casework import Casework, TickReport
 from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.domain.policy import ResponsePolicy
@@ -34,6 +35,7 @@ from caseledger.ledger.privacy.holds import LegalHolds
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 from caseledger.ledger.privacy.retention_sweep import RetentionReport, RetentionSweep
 from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.store.principal_tables import PrincipalRow
 from caseledger.ledger.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -143,6 +145,20 @@ class CaseLedger(LedgerCore):
     place_legal_hold = _Via("holds", LegalHolds.place_legal_hold)
     release_legal_hold = _Via("holds", LegalHolds.release_legal_hold)
     apply_retention = _Via("retention", RetentionSweep.apply_retention)
+
+    # -- principals (ledger/access/principals.py) ----------------------------------------------------------
+
+    def add_principal(self, name: str, role: str) -> IssuedToken:
+        """Add a principal; its token is in the answer, once (the ledger keeps only its hash)."""
+        return PrincipalRegistry(self.principal_store).add(name, role)
+
+    def revoke_principal(self, name: str) -> None:
+        """Revoke a principal's token at once; its name is never reused."""
+        PrincipalRegistry(self.principal_store).revoke(name)
+
+    def principals(self) -> list[PrincipalRow]:
+        """Principals: name, role, created, revoked (never a token)."""
+        return PrincipalRegistry(self.principal_store).list()
 
     # -- deadlines and retention, on the ledger's clock ----------------------------------------------------
 
