@@ -127,7 +127,7 @@ def overdue(
 def _tick_report(answer: dict[str, Any]) -> Any:
     """The report of a tick the service ran, shaped as the ledger's own."""
     from caseledger.ledger.application import TickReport
-    from caseledger.ledger.privacy.erasure import RetentionReport
+    from caseledger.ledger.privacy.retention_sweep import RetentionReport
 
     return TickReport(now=datetime.fromisoformat(answer["now"]), cases_checked=answer["cases_checked"],
                       missed=answer["missed"], retention=RetentionReport(
