@@ -248,7 +248,10 @@ class LedgerCore(Application[UUID]):
         channel = (ctx.channel or case.written_channel()).value
         return self.writer_for(self.get_optional(Customer.id_for(case.customer_id)), channel)
 
+    # -- loading ------------------------------------------------------------------------------------
+
     def get_optional(self, aggregate_id: UUID) -> Any | None:
+        """The aggregate (as :meth:`load` has it), or None if it was never recorded."""
         try:
             with translate_errors(self.settings.store.describe()):
                 return self.load(aggregate_id)
@@ -274,11 +277,11 @@ class LedgerCore(Application[UUID]):
         uow.aggregates[aggregate_id] = aggregate
         return aggregate
 
+    # -- units of work -----------------------------------------------------------------------------
+
     @property
     def in_unit_of_work(self) -> bool:
         return self._uow is not None
-
-    # -- units of work -----------------------------------------------------------------------------
 
     @contextmanager
     def unit_of_work(self, tracking: Tracking | Sequence[Tracking] | None = None) -> Iterator[UnitOfWork]:
@@ -362,6 +365,8 @@ class LedgerCore(Application[UUID]):
         except BaseException:
             uow.discard_uncollected()
             raise
+
+    # -- the notification log -----------------------------------------------------------------------
 
     def notifications_of(self, event_type: str, *, page: int = 1000) -> Iterator[Any]:
         """The stored events of one type in store order (reads the notification log by topic, in pages)."""
