@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
+from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.case_parts import LEDGER_ACTIONS
 from caseledger.ledger.domain.directory import Customer
@@ -20,12 +21,9 @@ from caseledger.ledger.domain.events import Context
 from caseledger.ledger.domain.texts import Audience
 from caseledger.ledger.domain.values import SYSTEM, Actor, Channel
 from caseledger.ledger.errors import ValidationError
+from caseledger.ledger.intake.delivery_reports import Reporter
+from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.retention_sweep import RetentionReport
-
-if TYPE_CHECKING:
-    from caseledger.ledger.application import LedgerCore
-    from caseledger.ledger.intake.delivery_reports import Reporter
-    from caseledger.ledger.lookups import Lookups
 
 __all__ = ["Casework", "TickReport"]
 

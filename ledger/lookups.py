@@ -9,11 +9,12 @@ the ledger service answers them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.case_references import normalise_reference
@@ -27,12 +28,9 @@ from caseledger.ledger.domain.directory import (
 from caseledger.ledger.domain.events import LedgerEvent
 from caseledger.ledger.domain.values import Channel, Identity
 from caseledger.ledger.errors import NotFound, ValidationError
+from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 from caseledger.ledger.reports.describe import case_record, collision_record, rejection_record
 from caseledger.ledger.store.db_errors import translate_errors
-
-if TYPE_CHECKING:
-    from caseledger.ledger.core import LedgerCore
-    from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 
 __all__ = ["Lookups"]
 

@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.case_references import new_reference, normalise_reference
 from caseledger.ledger.domain.catalog import name_of_topic
@@ -31,13 +32,12 @@ from caseledger.ledger.domain.directory import (
 )
 from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, ContactDraft, content_digest
 from caseledger.ledger.errors import ConflictError, MessageIdCollision, RuleViolation
+from caseledger.ledger.lookups import Lookups
+from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 from caseledger.ledger.store.db_errors import translate_errors
 
 if TYPE_CHECKING:
-    from caseledger.ledger.core import LedgerCore
     from caseledger.ledger.intake.records import IntakeCodec
-    from caseledger.ledger.lookups import Lookups
-    from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 
 _CORRELATION_NS = uuid5(NAMESPACE_URL, "https://caseledger.invalid/correlation")
 MAX_CONTACT_ATTEMPTS = 12

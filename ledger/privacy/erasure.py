@@ -11,17 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.values import SYSTEM, Actor, Identity
 from caseledger.ledger.errors import RuleViolation, ValidationError
+from caseledger.ledger.lookups import Lookups
+from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 from caseledger.ledger.store.db_errors import translate_errors
-
-if TYPE_CHECKING:
-    from caseledger.ledger.core import LedgerCore
-    from caseledger.ledger.lookups import Lookups
-    from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 
 __all__ = ["Erasure", "ErasureReport", "checked_reason"]
 

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.values import SYSTEM, Actor
 from caseledger.ledger.errors import RuleViolation
+from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.erasure import checked_reason
-
-if TYPE_CHECKING:
-    from caseledger.ledger.core import LedgerCore
-    from caseledger.ledger.lookups import Lookups
 
 __all__ = ["LegalHolds"]
 

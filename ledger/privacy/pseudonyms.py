@@ -12,15 +12,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from functools import cached_property
-from typing import TYPE_CHECKING
 from uuid import UUID
 
+from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.domain.directory import IdentityClaim, name_id
 from caseledger.ledger.domain.values import Identity
 from caseledger.ledger.store.db_errors import translate_errors
-
-if TYPE_CHECKING:
-    from caseledger.ledger.core import LedgerCore
 
 __all__ = ["NAME_BASED_CLAIMS", "PSEUDONYM_SUBJECT", "Pseudonyms"]
 

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.personal import REJECTION_SUBJECT_PREFIX
 from caseledger.ledger.domain.values import SYSTEM, Actor
+from caseledger.ledger.lookups import Lookups
+from caseledger.ledger.privacy.erasure import Erasure
 from caseledger.ledger.store.db_errors import translate_errors
-
-if TYPE_CHECKING:
-    from caseledger.ledger.core import LedgerCore
-    from caseledger.ledger.lookups import Lookups
-    from caseledger.ledger.privacy.erasure import Erasure
 
 __all__ = ["RetentionReport", "RetentionSweep"]
 
