@@ -177,8 +177,8 @@ def audit_prove(
     from caseledger.ledger.transparency.proofs import b64, event_proofs
     from caseledger.ledger.transparency.tree import MerkleLog
     from caseledger.verify.failures import VerificationError
-    from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
     from caseledger.verify.note import open_checkpoint
+    from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
 
     s = session(ctx)
     trusted = _verifier_key(key)

@@ -58,8 +58,8 @@ def _quantile(values: list[float], q: float) -> float:
 def _served(database: str, *, env: dict[str, str] | None = None, workers: int = 1,
             ) -> Iterator[tuple[str, str, dict[str, str]]]:
     """(url, database, tokens by role): principals added, ``caseledger serve`` running until the block ends."""
-    from caseledger.ledger.application import CaseLedger
     from caseledger.ledger.access.principals import PrincipalRegistry
+    from caseledger.ledger.application import CaseLedger
     from caseledger.ledger.settings import LedgerSettings
 
     ledger = CaseLedger(LedgerSettings.resolve(database=database))

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.audit import AuditReport, verify
-from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.errors import ConfigurationError, ValidationError
+from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.store.codec import ENVELOPE, event_hash, schema_files
 
 if TYPE_CHECKING:
