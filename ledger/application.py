@@ -21,6 +21,8 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import Mapper, Tracking
 
+from caseledger.ledger.avro.codec import AvroEventCodec, AvroMapper, event_hash
+from caseledger.ledger.db_errors import lost_schema_race, translate_errors
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.case_parts import LEDGER_ACTIONS, Status
 from caseledger.ledger.domain.catalog import topic_of
@@ -41,7 +43,6 @@ from caseledger.ledger.domain.values import (
     Identity,
     require_utc,
 )
-from caseledger.ledger.privacy.erasure import CustomerPrivacy, RetentionReport
 from caseledger.ledger.errors import (
     BackendError,
     ConfigurationError,
@@ -55,9 +56,8 @@ from caseledger.ledger.intake.contacts import (
     new_reference,
     normalise_reference,
 )
+from caseledger.ledger.privacy.erasure import CustomerPrivacy, RetentionReport
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import AvroEventCodec, AvroMapper, event_hash
-from caseledger.ledger.store.db_errors import lost_schema_race, translate_errors
 from caseledger.ledger.store.recorder import LedgerRecorder
 from caseledger.ledger.texts import TemplateTexts
 from caseledger.ledger.unit_of_work import AggregateCache, UnitOfWork

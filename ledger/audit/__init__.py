@@ -87,7 +87,7 @@ Where each guarantee is checked
 * ``seal.py``: the seal; ``report.py``: ``Discrepancy``, ``AuditReport``, severities.
 * The store's side lives in the store package: the snapshot the audit reads
   (``caseledger.ledger.store.audit_reads``) and the envelope decoder
-  (``caseledger.ledger.store.envelope``).
+  (``caseledger.ledger.avro.envelope``).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ from caseledger.ledger.audit.intake_outcomes import INTAKE_OUTCOMES
 from caseledger.ledger.audit.report import AuditReport, Discrepancy
 from caseledger.ledger.audit.seal import Seal
 from caseledger.ledger.audit.verification import verify
-from caseledger.ledger.store.envelope import parse_envelope
+from caseledger.ledger.avro.envelope import parse_envelope
 from caseledger.ledger.store.audit_reads import store_snapshot
 
 __all__ = [

@@ -19,10 +19,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.audit.report import WARNING, AuditReport, AuditScope
+from caseledger.ledger.avro.codec import HEADER_SIZE
 from caseledger.ledger.errors import BackendError
 from caseledger.ledger.kafka.events_record import constant_headers, last_position_in, position_of
 from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
-from caseledger.ledger.store.codec import HEADER_SIZE
 from caseledger.ledger.store.audit_reads import store_snapshot
 
 if TYPE_CHECKING:

@@ -16,15 +16,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from caseledger.ledger.audit.chains import COMMIT_TOLERANCE_US, DEFAULT_CLOCK_TOLERANCE, ChainCheck, micros_of
-from caseledger.ledger.audit.kept_checkpoint import CheckpointCheck, HeldCheckpoint
 from caseledger.ledger.audit.intake_outcomes import INTAKE_OUTCOMES, IntakeAccounting
+from caseledger.ledger.audit.kept_checkpoint import CheckpointCheck, HeldCheckpoint
 from caseledger.ledger.audit.references import CASE_COUNTED, CrossReferences
 from caseledger.ledger.audit.report import AuditReport, AuditScope
 from caseledger.ledger.audit.seal import Seal, check_seal, seal_past_end
 from caseledger.ledger.audit.topic import EventsTopicComparison
+from caseledger.ledger.avro.codec import HEADER_SIZE, MAGIC
+from caseledger.ledger.avro.envelope import AvroEnvelopeDecoder, parse_envelope
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.ledger.store.codec import HEADER_SIZE, MAGIC
-from caseledger.ledger.store.envelope import AvroEnvelopeDecoder, parse_envelope
 from caseledger.ledger.store.audit_reads import StoreSnapshot, store_snapshot
 
 if TYPE_CHECKING:

@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.directory import (
@@ -30,7 +31,6 @@ from caseledger.ledger.domain.directory import (
 )
 from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, ContactDraft, content_digest
 from caseledger.ledger.errors import ConflictError, MessageIdCollision, RuleViolation
-from caseledger.ledger.store.db_errors import translate_errors
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager

@@ -26,16 +26,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.directory import Customer, IdentityClaim, name_id
 from caseledger.ledger.domain.personal import REJECTION_SUBJECT_PREFIX
 from caseledger.ledger.domain.values import SYSTEM, Actor, Identity
 from caseledger.ledger.errors import RuleViolation, ValidationError
-from caseledger.ledger.privacy.kek import KeyEncryptionKey
 from caseledger.ledger.privacy.data_keys import DataKeys
+from caseledger.ledger.privacy.kek import KeyEncryptionKey
 from caseledger.ledger.privacy.sealing import Sealer, subject_of
-from caseledger.ledger.store.db_errors import translate_errors
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager

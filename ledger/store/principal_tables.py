@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from caseledger.ledger.store.db_errors import translate_errors
+from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.store.recorder import LedgerRecorder
 
 __all__ = [

@@ -12,8 +12,8 @@ from uuid import UUID
 from eventsourcing.persistence import Tracking
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.avro.envelope import AvroEnvelopeDecoder, parse_envelope
 from caseledger.ledger.domain.values import ContactDraft, Identity
-from caseledger.ledger.store.envelope import AvroEnvelopeDecoder, parse_envelope
 from caseledger.ledger.store.audit_reads import store_snapshot
 
 JANE = Identity.parse("email:jane@example.com")
