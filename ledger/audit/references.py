@@ -16,7 +16,7 @@ from caseledger.ledger.audit.report import AuditReport
 
 if TYPE_CHECKING:
     from caseledger.ledger.avro.codec import AvroEventCodec
-    from caseledger.ledger.store.audit_reads import StoreSnapshot
+    from caseledger.ledger.store_ports import StoreSnapshot
 
 __all__ = ["CASE_COUNTED", "CrossReferences"]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ from caseledger.ledger.audit.topic import EventsTopicComparison
 from caseledger.ledger.avro.codec import HEADER_SIZE, MAGIC
 from caseledger.ledger.avro.envelope import AvroEnvelopeDecoder, parse_envelope
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.ledger.store.audit_reads import StoreSnapshot, store_snapshot
+from caseledger.ledger.store_ports import StoreSnapshot
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
 __all__ = ["verify"]
 
 _MICROSECOND = timedelta(microseconds=1)
+
+
+def store_snapshot(ledger: CaseLedger) -> AbstractContextManager[StoreSnapshot]:
+    """One read transaction over the ledger's store (SQLite WAL snapshot or PostgreSQL REPEATABLE READ)."""
+    return ledger.storage.audit_snapshot()
 
 
 def verify(

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from caseledger.ledger.domain.values import Channel
     from caseledger.ledger.intake.records import IntakeCodec
     from caseledger.ledger.settings import LedgerSettings
-    from caseledger.ledger.store.recorder import LedgerRecorder
+    from caseledger.ledger.store_ports import LedgerRecorder
 
 _REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 _CORRELATION_NS = uuid5(NAMESPACE_URL, "https://caseledger.invalid/correlation")

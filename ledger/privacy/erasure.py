@@ -22,7 +22,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
 
     from caseledger.ledger.domain.events import Context
     from caseledger.ledger.settings import LedgerSettings
-    from caseledger.ledger.store.recorder import LedgerRecorder
+    from caseledger.ledger.store_ports import LedgerRecorder, StorageProvider
 
 PSEUDONYM_SUBJECT = "ledger:pseudonyms"
 """The key store's subject of the ledger's own key for pseudonyms (never erased)."""
@@ -81,6 +80,7 @@ class CustomerPrivacy:
     if TYPE_CHECKING:
         settings: LedgerSettings
         recorder: LedgerRecorder
+        storage: StorageProvider
         clock: Any
 
         def _get_optional(self, aggregate_id: UUID) -> Any | None: ...
@@ -95,13 +95,12 @@ class CustomerPrivacy:
     @cached_property
     def data_keys(self) -> DataKeys:
         """The customers' data keys, in the key store beside the events."""
-        store = self.settings.store
-        database_file = None if store.is_postgres else Path(store.database).expanduser()
-        if database_file is not None and store.database in (":memory:", ""):
+        database_file = self.storage.database_file  # None on a server: the key-encryption key must be given
+        if database_file is not None and self.settings.store.database in (":memory:", ""):
             kek = KeyEncryptionKey(KeyEncryptionKey.generate(), origin="memory")
         else:
             kek = KeyEncryptionKey.resolve(database_file=database_file)
-        return DataKeys(self.recorder.keys, kek, clock=self.clock)  # type: ignore[attr-defined]
+        return DataKeys(self.storage.data_keys(), kek, clock=self.clock)
 
     @cached_property
     def sealer(self) -> Sealer:

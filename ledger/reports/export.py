@@ -143,9 +143,7 @@ def _checkpoint(ledger: CaseLedger) -> Any:
         from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 
         return sign_checkpoint(ledger, signer)
-    from caseledger.ledger.store.merkle_tables import merkle_store
-
-    return merkle_store(ledger).latest_checkpoint()
+    return ledger.storage.merkle().latest_checkpoint()
 
 
 TRANSPARENCY_HOW = (

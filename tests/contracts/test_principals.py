@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from caseledger.ledger.access.principals import Authenticator, PrincipalRegistry, token_hash
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import PERMISSIONS, Authentication, Operation, Role, allowed
 from caseledger.ledger.errors import AuthenticationError, NotFound, ValidationError
-from caseledger.ledger.access.principals import Authenticator, PrincipalRegistry, token_hash
-from caseledger.ledger.service.idempotency import Idempotency, IdempotencyRefused, request_digest
 from caseledger.ledger.intake.signatures import AdapterKeys
+from caseledger.ledger.service.idempotency import Idempotency, IdempotencyRefused, request_digest
 
 
 def test_tokens_are_issued_once_kept_as_hashes_and_revoked(make_ledger: Callable[..., CaseLedger]) -> None:
@@ -47,7 +47,7 @@ def test_adapter_keys_on_both_stores(make_ledger: Callable[..., CaseLedger], tmp
     from pathlib import Path
 
     ledger = make_ledger()
-    keys = AdapterKeys(ledger.principal_store)
+    keys = AdapterKeys(ledger.storage.adapter_keys())
     row = keys.add("mail-1", ["email", "SMS"], private_key_out=Path(str(tmp_path)) / "k.pem")
     assert row.channels == ("email", "sms") and len(row.public_key) == 32
     keys.revoke("mail-1")
@@ -58,7 +58,7 @@ def test_adapter_keys_on_both_stores(make_ledger: Callable[..., CaseLedger], tmp
 
 def test_an_idempotency_key_claims_once_and_answers_its_first_response(make_ledger: Callable[..., CaseLedger]) -> None:
     ledger = make_ledger()
-    store = ledger.principal_store
+    store = ledger.storage.idempotency()
     now = datetime.now(UTC)
     digest = request_digest("POST", "/v1/x", b'{"a": 1, "b": 2}')
     assert digest == request_digest("POST", "/v1/x", b'{"b":2,"a":1}')  # the same JSON, however written
@@ -79,7 +79,7 @@ def test_an_idempotency_key_claims_once_and_answers_its_first_response(make_ledg
 
 def test_a_reused_key_with_another_request_is_refused(make_ledger: Callable[..., CaseLedger]) -> None:
     ledger = make_ledger()
-    idem = Idempotency(ledger.principal_store, wait_s=0.1)
+    idem = Idempotency(ledger.storage.idempotency(), wait_s=0.1)
     calls = []
 
     def execute() -> tuple[int, object]:

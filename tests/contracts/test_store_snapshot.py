@@ -12,9 +12,9 @@ from uuid import UUID
 from eventsourcing.persistence import Tracking
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.audit import store_snapshot
 from caseledger.ledger.avro.envelope import AvroEnvelopeDecoder, parse_envelope
 from caseledger.ledger.domain.values import ContactDraft, Identity
-from caseledger.ledger.store.audit_reads import store_snapshot
 
 JANE = Identity.parse("email:jane@example.com")
 

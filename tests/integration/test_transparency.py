@@ -18,14 +18,14 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import verify
 from caseledger.ledger.audit.kept_checkpoint import HeldCheckpoint
 from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
+from caseledger.ledger.errors import TreeMoved
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.merkle_tables import TreeMoved
+from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, generate_key_file
 from caseledger.ledger.transparency.checkpoints import Checkpointer, sign_checkpoint
 from caseledger.ledger.transparency.proofs import check_consistency, event_proofs
-from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, generate_key_file
 from caseledger.ledger.transparency.tree import MerkleLog
-from caseledger.verify.rfc9162 import leaf_hash, tree_hash, verify_consistency, verify_inclusion
 from caseledger.verify.note import open_checkpoint
+from caseledger.verify.rfc9162 import leaf_hash, tree_hash, verify_consistency, verify_inclusion
 
 
 def contact(n: int) -> ContactDraft:
@@ -118,7 +118,7 @@ def test_consistency_names_consistent_rolled_back_split_view_and_another_key(
                              signer.verifier_key).code in ("checkpoint-signature", "checkpoint-key")
     # split view: the ledger signs another root for the size the auditor holds
     size = open_checkpoint(held, signer.verifier_key).size
-    from caseledger.ledger.store.merkle_tables import StoredCheckpoint
+    from caseledger.ledger.store_ports import StoredCheckpoint
     from caseledger.verify.note import Checkpoint
 
     fake = Checkpoint(ledger.settings.origin, size, b"\x07" * 32)
@@ -242,8 +242,8 @@ def test_the_publisher_publishes_each_checkpoint_once_after_the_events_it_covers
     import uuid
 
     from caseledger.ledger.kafka.events_record import position_of
-    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.topics import ensure_topics
     from tests.support.kafka_topics import read_topic
 
@@ -288,10 +288,8 @@ def test_tiles_and_nodes_give_the_reference_tree_across_tile_boundaries(
     """Synthetic leaves appended in uneven batches (and by a reloaded appender) across many 256-leaf tiles."""
     import random
 
-    from caseledger.ledger.store.merkle_tables import merkle_store
-
     rng = random.Random(7)
-    store = merkle_store(make_ledger())
+    store = make_ledger().storage.merkle()
     tree = MerkleLog(store)
     positions = sorted(rng.sample(range(1, 10_000), 1300))  # gaps, as PostgreSQL positions may have
     digests = [hashlib.sha256(p.to_bytes(8, "big")).digest() for p in positions]
@@ -324,8 +322,8 @@ def test_a_publisher_with_the_signing_key_keeps_the_tree_signs_and_publishes_che
     import time
     import uuid
 
-    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.topics import ensure_topics
     from tests.support.kafka_topics import read_topic
 
