@@ -16,7 +16,7 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import PERMISSIONS, Authentication, Operation, Role, allowed
 from caseledger.ledger.errors import AuthenticationError, NotFound, ValidationError
 from caseledger.ledger.intake.signatures import AdapterKeys
-from caseledger.ledger.service.idempotency import Idempotency, IdempotencyRefused, request_digest
+from caseledger.ledger.service.idempotency import Idempotency, IdempotencyRefused
 
 
 def test_tokens_are_issued_once_kept_as_hashes_and_revoked(make_ledger: Callable[..., CaseLedger]) -> None:
@@ -54,27 +54,6 @@ def test_adapter_keys_on_both_stores(make_ledger: Callable[..., CaseLedger], tmp
     assert keys.list()[0].revoked_at is not None
     with pytest.raises(ValidationError, match="never overwrites"):
         keys.add("mail-2", ["email"], private_key_out=Path(str(tmp_path)) / "k.pem")
-
-
-def test_an_idempotency_key_claims_once_and_answers_its_first_response(make_ledger: Callable[..., CaseLedger]) -> None:
-    ledger = make_ledger()
-    store = ledger.storage.idempotency()
-    now = datetime.now(UTC)
-    digest = request_digest("POST", "/v1/x", b'{"a": 1, "b": 2}')
-    assert digest == request_digest("POST", "/v1/x", b'{"b":2,"a":1}')  # the same JSON, however written
-    assert store.insert_idempotency("k1", digest, now)
-    assert not store.insert_idempotency("k1", digest, now)
-    store.complete_idempotency("k1", 201, '{"ok": true}')
-    row = store.select_idempotency("k1")
-    assert row is not None and (row.status, row.response) == (201, '{"ok": true}')
-    store.release_idempotency("k1")  # a completed key is never released
-    assert store.select_idempotency("k1") is not None
-    # A stale claim is taken over by one caller only.
-    assert store.insert_idempotency("k2", digest, now - timedelta(minutes=5))
-    stale = store.select_idempotency("k2")
-    assert stale is not None
-    assert store.restart_idempotency("k2", stale.created_at, now)
-    assert not store.restart_idempotency("k2", stale.created_at, now)
 
 
 def test_a_reused_key_with_another_request_is_refused(make_ledger: Callable[..., CaseLedger]) -> None:
