@@ -103,7 +103,7 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
             self.keys.insert(curs, kwargs.get("new_keys", ()))  # the data keys these events are the first to use
             self._insert_events(curs, stored_events, **kwargs)  # the tracking record, if any
             also: Sequence[Tracking] = kwargs.get("also_tracking", ())
-            for tracking in also:  # one poll's further partitions (see ledger.sqlitestore)
+            for tracking in also:  # one poll's further partitions (see sqlite_recorder.py)
                 self._insert_tracking(curs, tracking)
             for statement, params in kwargs.get("also_execute", ()):  # e.g. the answers of idempotency keys
                 curs.execute(statement, params)
