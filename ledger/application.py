@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
@@ -151,7 +151,7 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
     @property
     def storage(self) -> StorageProvider:
         """Every store of this ledger, on its backend: the provider eventsourcing built from the store settings."""
-        return self.factory  # type: ignore[return-value]  (checked by construct_recorder)
+        return cast(StorageProvider, self.factory)  # checked by construct_recorder
 
     @property
     def principal_store(self) -> PrincipalStore:

@@ -80,8 +80,10 @@ class CustomerPrivacy:
     if TYPE_CHECKING:
         settings: LedgerSettings
         recorder: LedgerRecorder
-        storage: StorageProvider
         clock: Any
+
+        @property
+        def storage(self) -> StorageProvider: ...
 
         def _get_optional(self, aggregate_id: UUID) -> Any | None: ...
         def _load(self, aggregate_id: UUID) -> Any: ...
