@@ -48,33 +48,35 @@ class StorageBase(ABC):
     def _dialect(self) -> SQLDialect:
         return self.dialect_class(self.datastore, self.where)
 
+    # Each port's store is built on first use and kept: its statements are written once per provider.
+    _data_keys: DataKeyStore | None = None
+    _principals: PrincipalStore | None = None
+    _adapter_keys: AdapterKeyStore | None = None
+    _idempotency: IdempotencyStore | None = None
+
     def data_keys(self) -> DataKeyStore:
         """The data keys table (the recorder inserts new keys into the same table with their first events)."""
-        found: DataKeyStore | None = getattr(self, "_data_keys", None)
-        if found is None:
-            found = self._data_keys = self.key_table_class(self.datastore)
-        return found
+        if self._data_keys is None:
+            self._data_keys = self.key_table_class(self.datastore)
+        return self._data_keys
 
     def principals(self) -> PrincipalStore:
         """The principal and session tables, created on first use."""
-        found: PrincipalStore | None = getattr(self, "_principals", None)
-        if found is None:
-            found = self._principals = PrincipalTables(self._dialect)
-        return found
+        if self._principals is None:
+            self._principals = PrincipalTables(self._dialect)
+        return self._principals
 
     def adapter_keys(self) -> AdapterKeyStore:
         """The adapter-key table, created on first use."""
-        found: AdapterKeyStore | None = getattr(self, "_adapter_keys", None)
-        if found is None:
-            found = self._adapter_keys = AdapterKeyTable(self._dialect)
-        return found
+        if self._adapter_keys is None:
+            self._adapter_keys = AdapterKeyTable(self._dialect)
+        return self._adapter_keys
 
     def idempotency(self) -> IdempotencyStore:
         """The idempotency-key table, created on first use."""
-        found: IdempotencyStore | None = getattr(self, "_idempotency", None)
-        if found is None:
-            found = self._idempotency = IdempotencyTable(self._dialect)
-        return found
+        if self._idempotency is None:
+            self._idempotency = IdempotencyTable(self._dialect)
+        return self._idempotency
 
     def merkle(self) -> MerkleStore:
         """The Merkle tree and checkpoint tables (created if missing: every call looks)."""

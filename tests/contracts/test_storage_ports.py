@@ -32,6 +32,7 @@ from caseledger.ledger.store_ports import (
     DataKeyRow,
     DataKeyStore,
     IdempotencyStore,
+    LedgerRecorder,
     MerkleStore,
     PrincipalStore,
     StorageProvider,
@@ -77,6 +78,28 @@ class StorageContract:
     def storage(self, ledger: CaseLedger) -> StorageProvider:
         assert isinstance(ledger.storage, StorageProvider)
         return ledger.storage
+
+
+class ProviderContract(StorageContract):
+    """The store settings choose the provider; it names its backend and where a key file may sit."""
+
+    def test_the_settings_choose_the_provider_of_their_backend(self, ledger: CaseLedger, storage: StorageProvider,
+                                                               database: str) -> None:
+        assert storage.backend == ledger.settings.store.describe().split(" ")[0]
+        assert storage.process_recorder is not None and isinstance(ledger.recorder, LedgerRecorder)
+        if storage.backend == "SQLite":
+            assert storage.database_file == Path(database)
+        else:
+            assert storage.database_file is None
+        assert storage.principals() is storage.principals()  # built once, its statements with it
+
+
+class TestProviderOnSQLite(OnSQLite, ProviderContract):
+    pass
+
+
+class TestProviderOnPostgres(OnPostgres, ProviderContract):
+    pass
 
 
 # -- data keys -----------------------------------------------------------------------------------------------
