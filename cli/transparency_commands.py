@@ -18,7 +18,7 @@ from caseledger.cli.common import local_only, session
 NOT_THROUGH_API = "it reads the transparency log's tree, or the signing key, on the ledger's own store and files"
 
 if TYPE_CHECKING:
-    from caseledger.ledger.store.merkle_tables import StoredCheckpoint
+    from caseledger.ledger.store_ports import StoredCheckpoint
     from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
     from caseledger.verify.note import VerifierKey
 
@@ -177,8 +177,8 @@ def audit_prove(
     from caseledger.ledger.transparency.proofs import b64, event_proofs
     from caseledger.ledger.transparency.tree import MerkleLog
     from caseledger.verify.failures import VerificationError
-    from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
     from caseledger.verify.note import open_checkpoint
+    from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
 
     s = session(ctx)
     trusted = _verifier_key(key)

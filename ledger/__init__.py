@@ -10,8 +10,8 @@
                                              items=("Where is my refund?",)))
 
 Everything else under ``caseledger.ledger`` is internal: ``domain`` (the Case aggregate, the
-directory, values, the response policy), ``store`` (the Avro codec and both recorders, with all
-store SQL), ``kafka`` (the Kafka edge: intake client, intake worker, publisher), ``audit`` (one
+directory, values, the response policy), ``avro`` (how an event becomes bytes), ``store_ports`` and
+``store`` (the store's ports, and all its SQL: one provider per backend), ``kafka`` (the Kafka edge: intake client, intake worker, publisher), ``audit`` (one
 module per guarantee), ``export``, ``services`` (the supervisor of ``caseledger run``), ``bench``.
 Names are loaded on first use, so importing this package (e.g. for its errors) does not import a
 Kafka client.

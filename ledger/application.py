@@ -14,13 +14,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import Mapper, Tracking
 
+from caseledger.ledger.avro.codec import AvroEventCodec, AvroMapper, event_hash
+from caseledger.ledger.db_errors import lost_schema_race, translate_errors
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.case_parts import LEDGER_ACTIONS, Status
 from caseledger.ledger.domain.catalog import topic_of
@@ -41,7 +42,6 @@ from caseledger.ledger.domain.values import (
     Identity,
     require_utc,
 )
-from caseledger.ledger.privacy.erasure import CustomerPrivacy, RetentionReport
 from caseledger.ledger.errors import (
     BackendError,
     ConfigurationError,
@@ -55,16 +55,14 @@ from caseledger.ledger.intake.contacts import (
     new_reference,
     normalise_reference,
 )
+from caseledger.ledger.privacy.erasure import CustomerPrivacy, RetentionReport
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import AvroEventCodec, AvroMapper, event_hash
-from caseledger.ledger.store.db_errors import lost_schema_race, translate_errors
-from caseledger.ledger.store.recorder import LedgerRecorder
+from caseledger.ledger.store_ports import LedgerRecorder, PrincipalStore, StorageProvider
 from caseledger.ledger.texts import TemplateTexts
 from caseledger.ledger.unit_of_work import AggregateCache, UnitOfWork
 
 if TYPE_CHECKING:
     from caseledger.ledger.intake.delivery_reports import Reporter
-    from caseledger.ledger.store.principal_tables import PrincipalRecorder
 
 __all__ = ["CaseLedger", "ContactOutcome", "TickReport", "UnitOfWork", "new_reference", "normalise_reference"]
 
@@ -143,19 +141,22 @@ class CaseLedger(CustomerPrivacy, ContactIntake, Application[UUID]):
         # A process recorder also keeps tracking records (intake offsets, publisher positions)
         # in the same transaction as the events they produced.
         recorder = self.factory.process_recorder()
-        if not isinstance(recorder, LedgerRecorder):
+        if not isinstance(self.factory, StorageProvider) or not isinstance(recorder, LedgerRecorder):
             raise ConfigurationError(
-                f"the store's recorder is {type(recorder).__qualname__}, not one of the ledger's; "
-                "leave PROCESS_RECORDER_TOPIC to LedgerSettings (SQLiteLedgerRecorder or PostgresLedgerRecorder)"
+                f"the store is {type(self.factory).__qualname__} with {type(recorder).__qualname__}, not one of the "
+                "ledger's storage providers; leave PERSISTENCE_MODULE to StoreSettings (SQLiteStorage, PostgresStorage)"
             )
         return recorder
 
-    @cached_property
-    def principal_store(self) -> PrincipalRecorder:
-        """The principal, adapter-key and idempotency tables beside the events (created on first use)."""
-        from caseledger.ledger.store.principal_tables import principal_recorder
+    @property
+    def storage(self) -> StorageProvider:
+        """Every store of this ledger, on its backend: the provider eventsourcing built from the store settings."""
+        return cast(StorageProvider, self.factory)  # checked by construct_recorder
 
-        return principal_recorder(self.recorder, self.settings.store.describe())
+    @property
+    def principal_store(self) -> PrincipalStore:
+        """The principal and session tables beside the events (created on first use)."""
+        return self.storage.principals()
 
     # -- saving -------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ decide alike::
     ├── RuleViolation             the command is valid but the case does not allow it now
     ├── NotFound                  unknown case reference, contact, promise, item …
     ├── ConflictError             another command changed the case first; retry
+    │   └── TreeMoved             another appender moved the transparency log's Merkle tree first; reload, retry
     ├── AuthenticationError       no, malformed, expired, revoked or wrongly signed credentials (HTTP 401)
     ├── PermissionDenied          the authenticated principal's role may not do this (HTTP 403)
     ├── MessageIdCollision        the channel message id is another request's; this one was recorded
@@ -63,6 +64,10 @@ class ConflictError(CaseLedgerError):
     """Another command changed the same case first; reload and retry."""
 
     exit_code, http_status, slug, title = 3, 409, "conflict", "Conflict: retry"
+
+
+class TreeMoved(ConflictError):
+    """Another appender moved the transparency log's Merkle tree since it was read: reload and retry."""
 
 
 class AuthenticationError(CaseLedgerError):

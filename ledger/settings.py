@@ -35,9 +35,14 @@ class StoreSettings:
         return self.database.startswith(("postgresql://", "postgres://"))
 
     def eventsourcing_env(self) -> dict[str, str]:
-        """The environment eventsourcing's infrastructure factory reads."""
+        """The environment eventsourcing's infrastructure factory reads.
+
+        The one place where the backend is chosen: ``PERSISTENCE_MODULE`` names the storage provider
+        eventsourcing builds (``SQLiteStorage`` or ``PostgresStorage``, in ``ledger/store/``), which builds
+        every store of the ledger on that backend.
+        """
         if self.is_postgres:
-            return _postgres_env(self.database)
+            return {**_postgres_env(self.database), "STORE_DESCRIPTION": self.describe()}
         if "://" in self.database:
             raise ConfigurationError(
                 f"database {self.database!r}: use a SQLite file path or a postgresql:// URL"
@@ -48,10 +53,10 @@ class StoreSettings:
                 f"database {self.database!r}: directory {path.parent} does not exist; create it first"
             )
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "PERSISTENCE_MODULE": "caseledger.ledger.store.sqlite_storage:SQLiteStorage",
             "SQLITE_DBNAME": str(path),
             "SQLITE_LOCK_TIMEOUT": "30",
-            "PROCESS_RECORDER_TOPIC": "caseledger.ledger.store.sqlite_recorder:SQLiteLedgerRecorder",
+            "STORE_DESCRIPTION": self.describe(),
         }
 
     def describe(self) -> str:
@@ -81,7 +86,7 @@ def _postgres_env(url: str) -> dict[str, str]:
     if not dbname:
         raise ConfigurationError(f"PostgreSQL URL {_redact(url)} names no database (…/dbname)")
     env = {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "caseledger.ledger.store.postgres_storage:PostgresStorage",
         "POSTGRES_DBNAME": unquote(dbname),
         "POSTGRES_HOST": unquote(parts.hostname or "localhost"),
         "POSTGRES_PORT": str(parts.port or 5432),
@@ -93,7 +98,6 @@ def _postgres_env(url: str) -> dict[str, str]:
         # Not POSTGRES_ENABLE_DB_FUNCTIONS: in eventsourcing 9.5 its insert path skips the tracking
         # record of a process recorder, which would silently lose intake positions.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
-        "PROCESS_RECORDER_TOPIC": "caseledger.ledger.store.postgres_recorder:PostgresLedgerRecorder",
     }
     query = parse_qs(parts.query)
     if "schema" in query:

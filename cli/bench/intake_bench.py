@@ -130,11 +130,11 @@ def bench_intake(
 ) -> IntakeBenchResult:
     """Run the intake benchmark on fresh topics; ``database`` must be empty (default: a temp SQLite)."""
 
-    from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
     from caseledger.ledger.intake.worker import tracking_name
-    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
+    from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.topics import ensure_topics
 
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
@@ -276,9 +276,9 @@ def start_services(
 
 def _contacts_on_topic(settings: Any) -> dict[str, float]:
     """Channel message id → timestamp (s) of its ContactReceived record, for the whole events topic."""
+    from caseledger.ledger.avro.codec import AvroEventCodec
     from caseledger.ledger.kafka.events_record import event_type_of
     from caseledger.ledger.kafka.ports import ReadRecord
-    from caseledger.ledger.store.codec import AvroEventCodec
 
     codec = AvroEventCodec()
     ends = _end_offsets(settings, settings.events_topic)

@@ -33,9 +33,9 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from caseledger.ledger.application import CaseLedger
 from caseledger.cli.bench.intake_bench import start_services
 from caseledger.cli.bench.texts_writer import bench_writer
+from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
 from caseledger.ledger.domain.events import Context
@@ -242,8 +242,8 @@ def decode_baseline(database: str, sample: int = 200_000) -> tuple[float, float,
     """
     from fastavro import schemaless_reader
 
+    from caseledger.ledger.avro.codec import HEADER_SIZE
     from caseledger.ledger.domain.catalog import name_of_topic
-    from caseledger.ledger.store.codec import HEADER_SIZE
 
     ledger = CaseLedger(LedgerSettings.resolve(database=database))
     try:

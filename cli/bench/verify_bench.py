@@ -28,12 +28,11 @@ from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 
+from caseledger.cli.bench.texts_writer import bench_writer
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import verify
-from caseledger.cli.bench.texts_writer import bench_writer
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.audit_reads import store_snapshot
 
 Progress = Callable[[str, int, int], None]
 _CUSTOMER_TOKEN = "zq000000000"
@@ -203,7 +202,7 @@ def bench_verify(*, events: int = 200_000, database: str | None = None, progress
         started = time.perf_counter()
         read = 0
         hashed_s = 0.0
-        with store_snapshot(ledger) as store:
+        with ledger.storage.audit_snapshot() as store:
             head = store.head()
             for page in store.pages(0, head, 5000):
                 read += len(page)

@@ -34,7 +34,7 @@ from caseledger.ledger.domain.permissions import (
 )
 from caseledger.ledger.domain.values import Actor
 from caseledger.ledger.errors import AuthenticationError, ConfigurationError, ValidationError
-from caseledger.ledger.store.principal_tables import PrincipalRecorder, PrincipalRow
+from caseledger.ledger.store_ports import PrincipalRow, PrincipalStore
 
 if TYPE_CHECKING:
     from caseledger.ledger.access.jwks import JwksKeys
@@ -100,7 +100,7 @@ def check_name(name: str) -> str:
 class PrincipalRegistry:
     """Adds, revokes and lists principals (``caseledger principals …`` and the admin API)."""
 
-    def __init__(self, store: PrincipalRecorder) -> None:
+    def __init__(self, store: PrincipalStore) -> None:
         self.store = store
 
     def add(self, name: str, role: str | Role, *, now: datetime | None = None) -> IssuedToken:
@@ -188,7 +188,7 @@ def check_label(label: str) -> str:
 class Authenticator:
     """Turns an ``Authorization`` header into a principal, or refuses with AuthenticationError."""
 
-    def __init__(self, store: PrincipalRecorder, *, oidc: OidcSettings | None = None) -> None:
+    def __init__(self, store: PrincipalStore, *, oidc: OidcSettings | None = None) -> None:
         self.store = store
         self.oidc = oidc
         self._jwks: JwksKeys | None = None

@@ -19,13 +19,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.audit.report import WARNING, AuditReport, AuditScope
+from caseledger.ledger.avro.envelope import read_bytes, read_long
 from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.errors import BackendError
-from caseledger.ledger.store.envelope import read_bytes, read_long
 
 if TYPE_CHECKING:
+    from caseledger.ledger.avro.codec import AvroEventCodec
     from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-    from caseledger.ledger.store.codec import AvroEventCodec
 
 __all__ = ["INTAKE_OUTCOMES", "INTAKE_WINDOW", "IntakeAccounting"]
 

@@ -19,11 +19,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.audit.report import WARNING, AuditReport, AuditScope
+from caseledger.ledger.avro.codec import HEADER_SIZE
 from caseledger.ledger.errors import BackendError
 from caseledger.ledger.kafka.events_record import constant_headers, last_position_in, position_of
 from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
-from caseledger.ledger.store.codec import HEADER_SIZE
-from caseledger.ledger.store.audit_reads import store_snapshot
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
@@ -291,7 +290,7 @@ class EventsTopicComparison:
         """Records published after the store snapshot must still match the store (read afresh)."""
         if not self.beyond:
             return
-        with store_snapshot(ledger) as store:
+        with ledger.storage.audit_snapshot() as store:
             for record in self.beyond:
                 row = store.row_at_or_after(record.position or 0)
                 where: dict[str, Any] = {"topic": self.topic, "partition": record.partition, "offset": record.offset,

@@ -12,20 +12,21 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from caseledger.ledger.audit.chains import COMMIT_TOLERANCE_US, DEFAULT_CLOCK_TOLERANCE, ChainCheck, micros_of
-from caseledger.ledger.audit.kept_checkpoint import CheckpointCheck, HeldCheckpoint
 from caseledger.ledger.audit.intake_outcomes import INTAKE_OUTCOMES, IntakeAccounting
+from caseledger.ledger.audit.kept_checkpoint import CheckpointCheck, HeldCheckpoint
 from caseledger.ledger.audit.references import CASE_COUNTED, CrossReferences
 from caseledger.ledger.audit.report import AuditReport, AuditScope
 from caseledger.ledger.audit.seal import Seal, check_seal, seal_past_end
 from caseledger.ledger.audit.topic import EventsTopicComparison
+from caseledger.ledger.avro.codec import HEADER_SIZE, MAGIC
+from caseledger.ledger.avro.envelope import AvroEnvelopeDecoder, parse_envelope
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.ledger.store.codec import HEADER_SIZE, MAGIC
-from caseledger.ledger.store.envelope import AvroEnvelopeDecoder, parse_envelope
-from caseledger.ledger.store.audit_reads import StoreSnapshot, store_snapshot
+from caseledger.ledger.store_ports import StoreSnapshot
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
 __all__ = ["verify"]
 
 _MICROSECOND = timedelta(microseconds=1)
+
+
+def store_snapshot(ledger: CaseLedger) -> AbstractContextManager[StoreSnapshot]:
+    """One read transaction over the ledger's store (SQLite WAL snapshot or PostgreSQL REPEATABLE READ)."""
+    return ledger.storage.audit_snapshot()
 
 
 def verify(

@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.directory import (
@@ -30,7 +31,6 @@ from caseledger.ledger.domain.directory import (
 )
 from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, ContactDraft, content_digest
 from caseledger.ledger.errors import ConflictError, MessageIdCollision, RuleViolation
-from caseledger.ledger.store.db_errors import translate_errors
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from caseledger.ledger.domain.values import Channel
     from caseledger.ledger.intake.records import IntakeCodec
     from caseledger.ledger.settings import LedgerSettings
-    from caseledger.ledger.store.recorder import LedgerRecorder
+    from caseledger.ledger.store_ports import LedgerRecorder
 
 _REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 _CORRELATION_NS = uuid5(NAMESPACE_URL, "https://caseledger.invalid/correlation")

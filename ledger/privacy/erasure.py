@@ -22,27 +22,26 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.directory import Customer, IdentityClaim, name_id
 from caseledger.ledger.domain.personal import REJECTION_SUBJECT_PREFIX
 from caseledger.ledger.domain.values import SYSTEM, Actor, Identity
 from caseledger.ledger.errors import RuleViolation, ValidationError
-from caseledger.ledger.privacy.kek import KeyEncryptionKey
 from caseledger.ledger.privacy.data_keys import DataKeys
+from caseledger.ledger.privacy.kek import KeyEncryptionKey
 from caseledger.ledger.privacy.sealing import Sealer, subject_of
-from caseledger.ledger.store.db_errors import translate_errors
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from caseledger.ledger.domain.events import Context
     from caseledger.ledger.settings import LedgerSettings
-    from caseledger.ledger.store.recorder import LedgerRecorder
+    from caseledger.ledger.store_ports import LedgerRecorder, StorageProvider
 
 PSEUDONYM_SUBJECT = "ledger:pseudonyms"
 """The key store's subject of the ledger's own key for pseudonyms (never erased)."""
@@ -83,6 +82,9 @@ class CustomerPrivacy:
         recorder: LedgerRecorder
         clock: Any
 
+        @property
+        def storage(self) -> StorageProvider: ...
+
         def _get_optional(self, aggregate_id: UUID) -> Any | None: ...
         def _load(self, aggregate_id: UUID) -> Any: ...
         def record(self, *aggregates: Any) -> None: ...
@@ -95,13 +97,12 @@ class CustomerPrivacy:
     @cached_property
     def data_keys(self) -> DataKeys:
         """The customers' data keys, in the key store beside the events."""
-        store = self.settings.store
-        database_file = None if store.is_postgres else Path(store.database).expanduser()
-        if database_file is not None and store.database in (":memory:", ""):
+        database_file = self.storage.database_file  # None on a server: the key-encryption key must be given
+        if database_file is not None and self.settings.store.database in (":memory:", ""):
             kek = KeyEncryptionKey(KeyEncryptionKey.generate(), origin="memory")
         else:
             kek = KeyEncryptionKey.resolve(database_file=database_file)
-        return DataKeys(self.recorder.keys, kek, clock=self.clock)  # type: ignore[attr-defined]
+        return DataKeys(self.storage.data_keys(), kek, clock=self.clock)
 
     @cached_property
     def sealer(self) -> Sealer:

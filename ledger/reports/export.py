@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.audit import AuditReport, verify
-from caseledger.ledger.reports.describe import plain
+from caseledger.ledger.avro.codec import ENVELOPE, event_hash, schema_files
 from caseledger.ledger.errors import ConfigurationError, ValidationError
-from caseledger.ledger.store.codec import ENVELOPE, event_hash, schema_files
+from caseledger.ledger.reports.describe import plain
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
@@ -143,9 +143,7 @@ def _checkpoint(ledger: CaseLedger) -> Any:
         from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 
         return sign_checkpoint(ledger, signer)
-    from caseledger.ledger.store.merkle_tables import merkle_store
-
-    return merkle_store(ledger).latest_checkpoint()
+    return ledger.storage.merkle().latest_checkpoint()
 
 
 TRANSPARENCY_HOW = (

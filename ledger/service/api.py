@@ -31,11 +31,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from caseledger.ledger.access.principals import Authenticator, OidcSettings, Principal
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.reports.describe import case_record, collision_record, plain, rejection_record
 from caseledger.ledger.domain.permissions import Operation
 from caseledger.ledger.errors import AuthenticationError, CaseLedgerError, ValidationError
-from caseledger.ledger.access.principals import Authenticator, OidcSettings, Principal
+from caseledger.ledger.reports.describe import case_record, collision_record, plain, rejection_record
 from caseledger.ledger.service.callers import Callers
 from caseledger.ledger.service.case_cache import CaseCache
 from caseledger.ledger.service.gate import Gate
@@ -154,7 +154,7 @@ class ServiceState:
         return ledger
 
     def idempotency(self) -> Idempotency:
-        return Idempotency(self.ledger().principal_store)
+        return Idempotency(self.ledger().storage.idempotency())
 
     @contextmanager
     def open_views(self) -> Iterator[Any]:

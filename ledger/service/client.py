@@ -21,12 +21,12 @@ from uuid import UUID
 
 import httpx
 
+from caseledger.ledger.access.principals import IssuedToken
 from caseledger.ledger.domain.values import ContactDraft
 from caseledger.ledger.errors import BackendError, ConfigurationError, ConflictError
 from caseledger.ledger.intake.contacts import ContactOutcome
-from caseledger.ledger.access.principals import IssuedToken
 from caseledger.ledger.service.problems import error_from_problem
-from caseledger.ledger.store.principal_tables import PrincipalRow
+from caseledger.ledger.store_ports import PrincipalRow
 
 __all__ = ["LedgerClient", "resolve_token"]
 

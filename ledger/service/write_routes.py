@@ -17,9 +17,8 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from caseledger.ledger.access.principals import Principal, PrincipalRegistry
 from caseledger.ledger.application import CaseLedger, normalise_reference
-from caseledger.ledger.intake.delivery_reports import Reporter
-from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.domain.directory import case_id_for
 from caseledger.ledger.domain.permissions import Operation, Role, allowed
 from caseledger.ledger.domain.values import (
@@ -32,7 +31,8 @@ from caseledger.ledger.domain.values import (
     Identity,
     check_text,
 )
-from caseledger.ledger.access.principals import Principal, PrincipalRegistry
+from caseledger.ledger.intake.delivery_reports import Reporter
+from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.service.api import ServiceState, principal_for, problem_response
 from caseledger.ledger.service.group_commit import Write
 from caseledger.ledger.service.idempotency import request_digest
@@ -369,13 +369,13 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
             message_id="", summary="A message to the customer was delivered",
             call=lambda lg, a, ref, x: done(lambda: lg.record_delivery(ref, actor=a, message_id=x[1]["message_id"],
                                                           delivered_at=p(x).delivered_at,
-                                                          reporter=Reporter.of_principal(a, lg.principal_store)),
+                                                          reporter=Reporter.of_principal(a, lg.storage.adapter_keys())),
                                             {"delivered": x[1]["message_id"].upper()}))
     on_case("/v1/cases/{reference}/messages/{message_id}/read", O.MESSAGE_READ, ReadIn, message_id="",
             summary="A message was read: the customer's (reported by their channel's adapter) or a contact by an agent",
             call=lambda lg, a, ref, x: done(lambda: lg.record_read(ref, actor=a, message_id=x[1]["message_id"],
                                                       read_at=p(x).read_at,
-                                                      reporter=Reporter.of_principal(a, lg.principal_store)),
+                                                      reporter=Reporter.of_principal(a, lg.storage.adapter_keys())),
                                             {"read": x[1]["message_id"].upper()}))
 
     # -- deadlines and administration ---------------------------------------------------------------------

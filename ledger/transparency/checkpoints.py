@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.ledger.store.merkle_tables import StoredCheckpoint
+from caseledger.ledger.store_ports import StoredCheckpoint
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
 from caseledger.ledger.transparency.tree import MerkleLog
 from caseledger.verify.note import Checkpoint

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.avro.codec import MAGIC, event_hash
 from caseledger.ledger.domain.directory import case_id_for
 from caseledger.ledger.domain.values import Actor, Attachment, ContactDraft, Identity
 from caseledger.ledger.errors import ConflictError, NotFound, RuleViolation, ValidationError
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import MAGIC, event_hash
 from tests.support.clock import FakeClock
 
 ALICE = Actor.parse("agent:alice")
@@ -578,15 +578,15 @@ def test_a_customer_registered_before_the_identity_field_keeps_its_identities() 
 
     from fastavro import schemaless_writer
 
-    from caseledger.ledger.domain.directory import Customer
-    from caseledger.ledger.domain.events import Context
-    from caseledger.ledger.domain.values import SYSTEM
-    from caseledger.ledger.store.codec import (
+    from caseledger.ledger.avro.codec import (
         AvroEventCodec,
         history_files,
         parse_event_schema,
         schema_fingerprint,
     )
+    from caseledger.ledger.domain.directory import Customer
+    from caseledger.ledger.domain.events import Context
+    from caseledger.ledger.domain.values import SYSTEM
 
     codec = AvroEventCodec()
     retired = next(text for name, text in history_files() if name.startswith("CustomerRegistered."))

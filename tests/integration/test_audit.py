@@ -17,6 +17,7 @@ from kafka import KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import AuditReport, Discrepancy, Seal, parse_envelope, verify
+from caseledger.ledger.avro.codec import event_hash
 from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConflictError
@@ -24,7 +25,6 @@ from caseledger.ledger.kafka.events_record import position_of
 from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import event_hash
 from tests.support.kafka_topics import fresh_topics, publish_all, read_topic
 from tests.support.postgres import PostgresServer
 from tests.support.tampering import AGENT, Built, RawStore, alter_sealed_text, forge, middle_of_case

@@ -17,6 +17,8 @@ from kafka import KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import verify
+from caseledger.ledger.avro.codec import HEADER_SIZE, NO_CASE, event_hash
+from caseledger.ledger.avro.envelope import parse_envelope
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.domain.values import ContactDraft, Identity
@@ -29,8 +31,6 @@ from caseledger.ledger.kafka.events_record import (
 )
 from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import HEADER_SIZE, NO_CASE, event_hash
-from caseledger.ledger.store.envelope import parse_envelope
 from tests.support.kafka_topics import publish_all, read_topic
 
 pytestmark = pytest.mark.kafka

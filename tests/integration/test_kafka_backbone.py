@@ -15,18 +15,18 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.avro.codec import event_hash
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
 from caseledger.ledger.errors import BackendError, ConfigurationError, ValidationError
-from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
-from caseledger.ledger.kafka.events_record import event_type_of, header, position_of
 from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.publisher import KafkaEventPublisher
+from caseledger.ledger.kafka.events_record import event_type_of, header, position_of
 from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+from caseledger.ledger.kafka.publisher import KafkaEventPublisher
 from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import event_hash
 from tests.support.kafka_topics import drain, publish_all, read_topic
 
 pytestmark = pytest.mark.kafka

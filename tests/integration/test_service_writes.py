@@ -21,16 +21,16 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from caseledger.ledger.access.principals import PrincipalRegistry
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.reports.describe import plain
+from caseledger.ledger.avro.codec import AvroMapper
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.values import Actor, ActorKind, Channel, ContactDraft, Identity
-from caseledger.ledger.access.principals import PrincipalRegistry
+from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.service.api import ServiceState, create_app
 from caseledger.ledger.service.group_commit import Write
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import AvroMapper
 
 AGENT = Actor(kind=ActorKind.AGENT, id="agent-1")
 JANE = "email:jane@example.com"

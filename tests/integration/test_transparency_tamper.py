@@ -23,11 +23,11 @@ import pytest
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import AuditReport, verify
 from caseledger.ledger.audit.kept_checkpoint import HeldCheckpoint
+from caseledger.ledger.avro.codec import event_hash
 from caseledger.ledger.reports.export import export_history
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import event_hash
-from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, generate_key_file
+from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 from caseledger.verify.history import HistoryCheck, check_history
 from tests.support.tampering import Built, RawStore, StoredRow, alter_sealed_text, forge, middle_of_case
 

@@ -21,9 +21,9 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from caseledger.ledger.access.principals import PrincipalRegistry
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Role
-from caseledger.ledger.access.principals import PrincipalRegistry
 from caseledger.ledger.settings import LedgerSettings
 
 
@@ -254,6 +254,6 @@ def add_adapter_key(service: Service, name: str, channels: list[str]) -> None:
                                                                  serialization.PublicFormat.Raw)
     ledger = service.ledger()
     try:
-        AdapterKeys(ledger.principal_store).add(name, channels, public_key=raw)
+        AdapterKeys(ledger.storage.adapter_keys()).add(name, channels, public_key=raw)
     finally:
         ledger.close()

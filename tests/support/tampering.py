@@ -15,14 +15,14 @@ import pytest
 from kafka import KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.avro.codec import AvroEventCodec
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
-from caseledger.ledger.intake.records import DeliveryReport
 from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+from caseledger.ledger.intake.records import DeliveryReport
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import AvroEventCodec
 from tests.support.kafka_topics import drain, fresh_topics, publish_all
 from tests.support.postgres import PostgresServer
 

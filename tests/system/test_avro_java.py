@@ -33,16 +33,16 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from kafka import KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.reports.describe import plain
+from caseledger.ledger.avro.codec import MAGIC, AvroEventCodec
 from caseledger.ledger.domain.personal import PERSONAL_FIELDS
 from caseledger.ledger.domain.values import Attachment, ContactDraft, Identity
-from caseledger.ledger.intake.records import IntakeCodec
-from caseledger.ledger.kafka.events_record import event_type_of, header
 from caseledger.ledger.intake.adapter_sdk import intake_key
+from caseledger.ledger.intake.records import IntakeCodec
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
+from caseledger.ledger.kafka.events_record import event_type_of, header
 from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import MAGIC, AvroEventCodec
 from tests.support.avro_java import AvroJava
 from tests.support.kafka_topics import drain, publish_all, read_topic
 
@@ -220,7 +220,7 @@ def test_events_written_with_the_retired_envelope_resolve_in_java(
 ) -> None:
     """Events written before the actor's authentication joined the envelope (standard fingerprint of the event
     schema with the retired envelope) are read by a stock Java decoder as today's, the new fields defaulted."""
-    from caseledger.ledger.store.codec import parse_event_schema, schema_fingerprint
+    from caseledger.ledger.avro.codec import parse_event_schema, schema_fingerprint
 
     old_envelope = load(SCHEMAS / "history" / "caseledger.Envelope.38cac1c693acab99.avsc")
     codec = AvroEventCodec()

@@ -37,7 +37,7 @@ def test_console_script_finds_its_schemas_and_policy(tmp_path: Path) -> None:
 
 def test_installed_modules_load_package_data_from_where_they_are_installed(tmp_path: Path) -> None:
     code = (
-        "import caseledger.ledger as ledger; from caseledger.ledger.store.codec import AvroEventCodec;"
+        "import caseledger.ledger as ledger; from caseledger.ledger.avro.codec import AvroEventCodec;"
         "from caseledger.ledger.domain.policy import ResponsePolicy; from caseledger.ledger.intake.records import IntakeCodec;"
         "AvroEventCodec(); IntakeCodec(); ResponsePolicy.default(); print(ledger.__file__)"
     )

@@ -34,15 +34,15 @@ def test_retired_message_registered_bytes_decode_with_an_empty_digest() -> None:
 
     from fastavro import schemaless_writer
 
-    from caseledger.ledger.domain.events import Context
-    from caseledger.ledger.domain.values import SYSTEM
-    from caseledger.ledger.store.codec import (
+    from caseledger.ledger.avro.codec import (
         MAGIC,
         AvroEventCodec,
         history_files,
         parse_event_schema,
         schema_fingerprint,
     )
+    from caseledger.ledger.domain.events import Context
+    from caseledger.ledger.domain.values import SYSTEM
 
     codec = AvroEventCodec()
     retired = next(text for name, text in history_files() if name.startswith("MessageRegistered."))

@@ -13,12 +13,12 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.avro.codec import MAGIC, schema_fingerprint
 from caseledger.ledger.domain.policy import BusinessCalendar, ResponsePolicy
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError, ValidationError
 from caseledger.ledger.intake.records import IntakeCodec
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import MAGIC, schema_fingerprint
 from tests.support.clock import FakeClock
 
 JANE = Identity.parse("email:jane@example.com")

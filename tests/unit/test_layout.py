@@ -167,7 +167,7 @@ def test_store_sql_lives_in_the_store_and_the_cli_runs_none() -> None:
     """
     offenders = []
     for name, path in modules().items():
-        if name.startswith(("caseledger.ledger.store", "caseledger.projections", "caseledger.cli.bench")):
+        if name.startswith(("caseledger.ledger.store.", "caseledger.projections", "caseledger.cli.bench")):
             continue
         text = path.read_text(encoding="utf-8")
         in_cli = name.startswith("caseledger.cli")
@@ -196,3 +196,29 @@ def test_the_standalone_verifier_imports_only_the_standard_library_and_cryptogra
             for module in targets:
                 top = module.split(".")[0]
                 assert top in sys.stdlib_module_names or STDLIB_AND_CRYPTOGRAPHY.match(module), f"{name} imports {module}"
+
+
+def test_only_the_store_imports_the_store() -> None:
+    """The SQL behind the ports is reached through ``ledger.storage`` (the provider eventsourcing builds from the
+    store settings), never imported: no module outside ``ledger/store/`` imports it, at the top, inside a
+    function or for typing. The ports are in ``ledger/store_ports.py``, the byte format in ``ledger/avro/``."""
+    from tests.support.house_measures import _imports, _modules
+
+    def in_store(module: str) -> bool:
+        return module == "ledger.store" or module.startswith("ledger.store.")
+
+    offenders = [f"{name} → {target} ({how})" for name, path in _modules(ROOT).items() if not in_store(name)
+                 for target, how in _imports(name, path) if in_store(target)]
+    assert offenders == []
+
+
+BACKEND_CHOICE = re.compile(r"\bis_postgres\b|isinstance\([^)]*\b(SQLite|Postgres)\w*\)|\bpostgres\s*=")
+
+
+def test_the_backend_is_chosen_in_one_place() -> None:
+    """``StoreSettings.eventsourcing_env`` names the storage provider; nothing else in the library asks which
+    backend it runs on (no ``is_postgres``, ``isinstance`` of a backend's class, or ``postgres=`` flag)."""
+    offenders = [f"{path.relative_to(ROOT)}: {match.group(0)}" for name, path in modules().items()
+                 if name.startswith("caseledger.ledger.") and name != "caseledger.ledger.settings"
+                 for match in BACKEND_CHOICE.finditer(path.read_text(encoding="utf-8"))]
+    assert offenders == []

@@ -23,13 +23,13 @@ from typer.testing import CliRunner
 
 from caseledger.cli.app import app
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.avro.codec import AvroEventCodec
 from caseledger.ledger.domain.personal import ERASED, PERSONAL_FIELDS
 from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError, RuleViolation, ValidationError
 from caseledger.ledger.privacy.kek import KEK_ENV, KEK_FILE_ENV, KeyEncryptionKey
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import AvroEventCodec
 from caseledger.projections import load_projections
 from caseledger.projections.queries import customer_timeline
 from caseledger.projections.runner import ProjectionRunner, rebuild
@@ -298,7 +298,7 @@ def test_the_standalone_reader_sees_only_tokens(tmp_path: Path) -> None:
     finally:
         ledger.close()
     code = (
-        "import sqlite3, sys; from caseledger.ledger.store.codec import AvroEventCodec;"
+        "import sqlite3, sys; from caseledger.ledger.avro.codec import AvroEventCodec;"
         "c = AvroEventCodec(); rows = sqlite3.connect(sys.argv[1]).execute('select topic, state from stored_events');"
         "print([getattr(c.decode(t.rsplit('.', 1)[1], bytes(s)), 'body', '') for t, s in rows])"
     )

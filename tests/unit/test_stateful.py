@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.avro.codec import event_hash
 from caseledger.ledger.domain.catalog import topic_of
 from caseledger.ledger.domain.directory import case_id_for
 from caseledger.ledger.domain.values import Actor, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import CaseLedgerError
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import event_hash
 from tests.support.clock import FakeClock
 from tests.support.examples import examples
 
