@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from caseledger.cli.common import session
+from caseledger.cli.common import environment, session
 from caseledger.cli.options import KafkaOpt, parse_instant
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ def _kafka_settings(bootstrap: str | None) -> Any:
         return None
     from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 
-    return KafkaSettings.resolve(bootstrap_servers=bootstrap)
+    return KafkaSettings.resolve(bootstrap_servers=bootstrap, settings=environment().kafka)
 
 
 def print_report(out: Console, report: AuditReport) -> None:

@@ -1,6 +1,7 @@
 """Kafka connection settings: how to reach the brokers and which topics the ledger uses.
 
-Settings come from keyword arguments (CLI options) or the environment:
+Settings come from keyword arguments (CLI options) or the environment, read by a composition root
+into :class:`~caseledger.ledger.settings.KafkaSection` (``Settings.from_environ(os.environ).kafka``):
 
 =====================================  =====================================================
 ``CASELEDGER_KAFKA_BOOTSTRAP``         bootstrap servers, ``host:port[,host:port]``
@@ -23,14 +24,16 @@ Settings come from keyword arguments (CLI options) or the environment:
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.settings import KAFKA_VARIABLES, KafkaSection, Settings
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_WHOLE_NUMBERS = ("intake_partitions", "events_partitions", "replication_factor", "intake_retention_hours")
 MAX_RECORD_BYTES = 4_194_304  # the topics' max.message.bytes: a record of the ledger never exceeds it
 
 
@@ -84,48 +87,35 @@ class KafkaSettings:
             object.__setattr__(self, "checkpoints_topic", f"{base}.checkpoints")
 
     @classmethod
-    def resolve(cls, *, bootstrap_servers: str | None = None, **options: Any) -> KafkaSettings:
-        """Options win over the environment (``CASELEDGER_KAFKA_*``), which wins over defaults."""
-        env = os.environ
-        values: dict[str, Any] = {
-            "bootstrap_servers": bootstrap_servers or env.get("CASELEDGER_KAFKA_BOOTSTRAP", ""),
-        }
-        text_vars = {
-            "intake_topic": "CASELEDGER_INTAKE_TOPIC",
-            "events_topic": "CASELEDGER_EVENTS_TOPIC",
-            "checkpoints_topic": "CASELEDGER_CHECKPOINTS_TOPIC",
-            "security_protocol": "CASELEDGER_KAFKA_SECURITY_PROTOCOL",
-            "sasl_mechanism": "CASELEDGER_KAFKA_SASL_MECHANISM",
-            "sasl_username": "CASELEDGER_KAFKA_SASL_USERNAME",
-            "sasl_password": "CASELEDGER_KAFKA_SASL_PASSWORD",
-            "ssl_cafile": "CASELEDGER_KAFKA_SSL_CAFILE",
-            "ssl_certfile": "CASELEDGER_KAFKA_SSL_CERTFILE",
-            "ssl_keyfile": "CASELEDGER_KAFKA_SSL_KEYFILE",
-        }
-        int_vars = {
-            "intake_partitions": "CASELEDGER_INTAKE_PARTITIONS",
-            "events_partitions": "CASELEDGER_EVENTS_PARTITIONS",
-            "replication_factor": "CASELEDGER_KAFKA_REPLICATION",
-            "intake_retention_hours": "CASELEDGER_INTAKE_RETENTION_HOURS",
-        }
-        for name, var in text_vars.items():
-            if env.get(var):
-                values[name] = env[var]
-        for name, var in int_vars.items():
-            if env.get(var):
+    def resolve(cls, *, bootstrap_servers: str | None = None, settings: KafkaSection | None = None,
+                **options: Any) -> KafkaSettings:
+        """Options win over ``settings`` (the ``CASELEDGER_KAFKA_*`` environment), which win over defaults."""
+        given = settings or KafkaSection()
+        values: dict[str, Any] = {"bootstrap_servers": bootstrap_servers or given.bootstrap_servers or ""}
+        for name, variable in KAFKA_VARIABLES.items():
+            value = getattr(given, name)
+            if name == "bootstrap_servers" or not value:
+                continue
+            if name in _WHOLE_NUMBERS:
                 try:
-                    values[name] = int(env[var])
+                    value = int(value)
                 except ValueError:
-                    raise ConfigurationError(f"{var}={env[var]!r} is not a whole number") from None
+                    raise ConfigurationError(f"{variable}={value!r} is not a whole number") from None
+            values[name] = value
         values.update({k: v for k, v in options.items() if v is not None})
         return cls(**values)
 
     @classmethod
-    def from_env_if_configured(cls, bootstrap_servers: str | None = None) -> KafkaSettings | None:
+    def from_environ(cls, environ: Mapping[str, str], **options: Any) -> KafkaSettings:
+        """For an adapter's own process (its composition root): ``KafkaSettings.from_environ(os.environ)``."""
+        return cls.resolve(settings=Settings.from_environ(environ).kafka, **options)
+
+    @classmethod
+    def configured(cls, settings: KafkaSection | None, bootstrap_servers: str | None = None) -> KafkaSettings | None:
         """Settings when Kafka is configured (option or environment); None for the embedded default."""
-        if not (bootstrap_servers or os.environ.get("CASELEDGER_KAFKA_BOOTSTRAP")):
+        if not (bootstrap_servers or (settings and settings.bootstrap_servers)):
             return None
-        return cls.resolve(bootstrap_servers=bootstrap_servers)
+        return cls.resolve(bootstrap_servers=bootstrap_servers, settings=settings)
 
     def client_options(self) -> dict[str, Any]:
         """Connection options every kafka-python client takes."""

@@ -37,7 +37,6 @@ from typing import Any
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.errors import BackendError, ConfigurationError
-from caseledger.ledger.runtime.gc_pacing import GcPacer
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.events_record import (
     CONTENT_TYPE,
@@ -51,9 +50,10 @@ from caseledger.ledger.kafka.events_record import (
     source_for,
 )
 from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+from caseledger.ledger.runtime.gc_pacing import GcPacer
 from caseledger.ledger.store.merkle_tables import TreeMoved
-from caseledger.ledger.transparency.checkpoints import checkpoint_interval, sign_checkpoint
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
+from caseledger.ledger.transparency.checkpoints import checkpoint_interval, sign_checkpoint
 from caseledger.ledger.transparency.tree import MerkleLog
 
 log = logging.getLogger("caseledger.publisher")
@@ -98,7 +98,8 @@ class KafkaEventPublisher:
     ) -> None:
         self._kafka = KafkaClient(producer, "producer")
         self.signer = signer
-        self.checkpoint_interval_s = checkpoint_interval(checkpoint_interval_s)
+        self.checkpoint_interval_s = checkpoint_interval(
+            checkpoint_interval_s, given=ledger.settings.transparency.checkpoint_interval)
         self.producer = self._kafka.name
         self.ledger = ledger
         self.settings = settings

@@ -32,8 +32,8 @@ from caseledger.ledger.domain.directory import Customer, IdentityClaim, name_id
 from caseledger.ledger.domain.personal import REJECTION_SUBJECT_PREFIX
 from caseledger.ledger.domain.values import SYSTEM, Actor, Identity
 from caseledger.ledger.errors import RuleViolation, ValidationError
-from caseledger.ledger.privacy.kek import KeyEncryptionKey
 from caseledger.ledger.privacy.data_keys import DataKeys
+from caseledger.ledger.privacy.kek import KeyEncryptionKey
 from caseledger.ledger.privacy.sealing import Sealer, subject_of
 from caseledger.ledger.store.db_errors import translate_errors
 
@@ -100,7 +100,7 @@ class CustomerPrivacy:
         if database_file is not None and store.database in (":memory:", ""):
             kek = KeyEncryptionKey(KeyEncryptionKey.generate(), origin="memory")
         else:
-            kek = KeyEncryptionKey.resolve(database_file=database_file)
+            kek = KeyEncryptionKey.resolve(self.settings.privacy, database_file=database_file)
         return DataKeys(self.recorder.keys, kek, clock=self.clock)  # type: ignore[attr-defined]
 
     @cached_property

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.audit import AuditReport, verify
-from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.errors import ConfigurationError, ValidationError
+from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.store.codec import ENVELOPE, event_hash, schema_files
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def _checkpoint(ledger: CaseLedger) -> Any:
     """The checkpoint the export's proofs are against: a fresh one when the signing key is here, else the latest."""
     from caseledger.ledger.transparency.checkpoint_key import load_signer
 
-    signer = load_signer()
+    signer = load_signer(ledger.settings.transparency)
     if signer is not None:
         from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 

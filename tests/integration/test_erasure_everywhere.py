@@ -21,17 +21,17 @@ from caseledger.ledger.audit import verify
 from caseledger.ledger.domain.personal import ERASED
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.ledger.reports.export import export_history
 from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.privacy.kek import KEK_ENV, KEK_FILE_ENV
-from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.reports.export import export_history
 from caseledger.projections import load_projections
 from caseledger.projections.queries import case_view, customer_timeline
 from caseledger.projections.runner import rebuild
 from caseledger.projections.sources import StoreEventSource
 from caseledger.projections.views import ViewStore, open_views
+from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import drain, publish_all, read_topic
 from tests.support.personal_data import (
     AGENT,
@@ -185,7 +185,7 @@ def test_postgres_without_a_key_encryption_key_is_refused_with_how_to_fix(
 ) -> None:
     monkeypatch.delenv(KEK_ENV, raising=False)
     monkeypatch.delenv(KEK_FILE_ENV, raising=False)
-    ledger = CaseLedger(LedgerSettings.resolve(database=postgres.new_database()))
+    ledger = CaseLedger(ledger_settings(database=postgres.new_database()))
     try:
         with pytest.raises(ConfigurationError, match=r"CASELEDGER_KEK_FILE.*keys new-kek"):
             ledger.record_contact(jane_contact("m-1"))
@@ -199,8 +199,8 @@ def test_a_checkpoint_taken_before_an_erasure_still_verifies_and_so_does_the_exp
 ) -> None:
     """Proofs are over the stored (sealed) bytes: the erasure changes none of them (issues 15 and 16)."""
     from caseledger.ledger.audit.kept_checkpoint import HeldCheckpoint
-    from caseledger.ledger.transparency.checkpoints import sign_checkpoint
     from caseledger.ledger.transparency.checkpoint_key import generate_key_file
+    from caseledger.ledger.transparency.checkpoints import sign_checkpoint
     from caseledger.verify.history import check_history, read_export
 
     signer = generate_key_file(tmp_path / "signing.key", "caseledger")

@@ -28,9 +28,9 @@ from caseledger.ledger.kafka.events_record import (
     time_header,
 )
 from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import HEADER_SIZE, NO_CASE, event_hash
 from caseledger.ledger.store.envelope import parse_envelope
+from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import publish_all, read_topic
 
 pytestmark = pytest.mark.kafka
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.kafka
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[CaseLedger]:
-    app = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "ce.sqlite"), origin="bank.example/complaints"))
+    app = CaseLedger(ledger_settings(database=str(tmp_path / "ce.sqlite"), origin="bank.example/complaints"))
     app.record_contact(ContactDraft(channel="email", channel_message_id="m-1",
                                     identity=Identity.parse("email:jane@example.com"), items=("Where is my refund?",)))
     for offset in range(12):  # events of no customer

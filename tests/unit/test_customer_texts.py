@@ -17,9 +17,9 @@ from caseledger.ledger.domain.policy import BusinessCalendar, ResponsePolicy
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError, ValidationError
 from caseledger.ledger.intake.records import IntakeCodec
-from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import MAGIC, schema_fingerprint
 from tests.support.clock import FakeClock
+from tests.support.environment import ledger_settings
 
 JANE = Identity.parse("email:jane@example.com")
 ALICE = Actor.parse("agent:alice")
@@ -53,7 +53,7 @@ def open_ledger(tmp_path: Path, clock: FakeClock) -> Iterator[Any]:
     built: list[CaseLedger] = []
 
     def make(policy: str | Path | None = None) -> CaseLedger:
-        ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "l.sqlite"),
+        ledger = CaseLedger(ledger_settings(database=str(tmp_path / "l.sqlite"),
                                                    policy=str(policy) if policy else None), clock=clock)
         built.append(ledger)
         return ledger
