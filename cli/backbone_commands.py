@@ -32,7 +32,7 @@ from caseledger.ledger.intake.worker import AGGREGATE_CACHE
 NOT_THROUGH_API = "it talks to the Kafka broker (and the ledger's database) directly, not to the ledger service"
 
 if TYPE_CHECKING:
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.settings import KafkaSettings
 
 topics_app = typer.Typer(no_args_is_help=True, help="The intake and events topics on Kafka.")
 intake_app = typer.Typer(no_args_is_help=True, help="The intake worker: intake topic â†’ ledger.")
@@ -41,7 +41,7 @@ publisher_app = typer.Typer(no_args_is_help=True, help="The publisher: ledger â†
 
 def kafka_settings(bootstrap: str | None) -> KafkaSettings:
     """``--kafka`` (or CASELEDGER_KAFKA_BOOTSTRAP) and the CASELEDGER_KAFKA_* settings."""
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.settings import KafkaSettings
 
     return KafkaSettings.resolve(bootstrap_servers=bootstrap, settings=environment().kafka)
 

@@ -49,8 +49,7 @@ from caseledger.ledger.settings import Settings
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-    from caseledger.ledger.settings import LedgerSettings
+    from caseledger.ledger.settings import KafkaSettings, LedgerSettings
     from caseledger.projections.views import ViewStore
 
 DEFAULT_ACTOR = "agent:cli"
@@ -174,19 +173,19 @@ class Session:
 
     def views(self, chosen: str | None = None) -> ViewStore:
         """The views database (``--views``, CASELEDGER_VIEWS, else the ledger's), closed by ``with``."""
-        from caseledger.projections.views import open_views
+        from caseledger.projections.view_stores import open_views
 
         return open_views(self.views_url(chosen))
 
     def kafka(self, bootstrap: str | None) -> KafkaSettings:
         """``--kafka`` (or CASELEDGER_KAFKA_BOOTSTRAP) and the CASELEDGER_KAFKA_* settings."""
-        from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+        from caseledger.ledger.settings import KafkaSettings
 
         return KafkaSettings.resolve(bootstrap_servers=bootstrap, settings=self.settings.kafka)
 
     def kafka_if_configured(self, bootstrap: str | None) -> KafkaSettings | None:
         """The Kafka settings when Kafka is configured (option or environment), else None (the embedded default)."""
-        from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+        from caseledger.ledger.settings import KafkaSettings
 
         return KafkaSettings.configured(self.settings.kafka, bootstrap)
 

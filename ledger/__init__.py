@@ -47,14 +47,13 @@ if TYPE_CHECKING:
     )
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient, Receipt
     from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-    from caseledger.ledger.settings import LedgerSettings
+    from caseledger.ledger.settings import KafkaSettings, LedgerSettings
 
 _WHERE = {
     # intake: what an adapter publishes, and the client that publishes it
     "KafkaIntakeClient": "caseledger.ledger.intake.adapter_sdk",
     "Receipt": "caseledger.ledger.intake.adapter_sdk",
-    "KafkaSettings": "caseledger.ledger.kafka.kafka_settings",
+    "KafkaSettings": "caseledger.ledger.settings",
     "IntakeCodec": "caseledger.ledger.intake.records",
     "DeliveryReport": "caseledger.ledger.intake.records",
     "ReadReceipt": "caseledger.ledger.intake.records",

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.projections.runner import LIVE, ProjectionRunner, RunStats, read_status
 from caseledger.projections.sources import STORE, EventSource, StoreEventSource, kafka_source
-from caseledger.projections.views import ViewStore, open_views
+from caseledger.projections.view_stores import open_views
+from caseledger.projections.views import ViewStore
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.settings import KafkaSettings
     from caseledger.projections.base import Projection
 
 KAFKA = "kafka"
@@ -44,7 +45,7 @@ def open_source(kind: str, *, ledger: LedgerOpener, kafka: KafkaSettings | None 
     if kind == STORE:
         return StoreEventSource(ledger())
     if kind == KAFKA:
-        from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+        from caseledger.ledger.settings import KafkaSettings
 
         return kafka_source(kafka or KafkaSettings.resolve(), consumer=consumer)
     raise ConfigurationError(f"{kind!r} is not a projection source; use {' or '.join(SOURCE_KINDS)}")

@@ -134,9 +134,9 @@ def bench_intake(
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
     from caseledger.ledger.intake.worker import tracking_name
     from caseledger.ledger.kafka.clients import check_client
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.topics import ensure_topics
+    from caseledger.ledger.settings import KafkaSettings
 
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
     db = database or str(Path(tmp.name) / "bench.sqlite")

@@ -43,14 +43,13 @@ from caseledger.ledger.domain.events import Context
 from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, check_client
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
-from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.settings import KafkaSettings, LedgerSettings
 from caseledger.projections.parallel import rebuild_in_parallel, resident_mb
 from caseledger.projections.registry import load_projections
 from caseledger.projections.runner import BatchReport, ProjectionRunner, rebuild
 from caseledger.projections.sources import kafka_source
-from caseledger.projections.views import open_views
+from caseledger.projections.view_stores import open_views
 
 Say = Callable[[str], None]
 CHANNELS = (Channel.EMAIL, Channel.CHAT, Channel.WEB_FORM, Channel.PHONE, Channel.SMS, Channel.CHATBOT, Channel.APP)

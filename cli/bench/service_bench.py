@@ -419,8 +419,8 @@ class LiveResult:
 def bench_live(*, kafka_bootstrap: str, rate: float = 100.0, seconds: float = 30.0, cases: int = 20,
                database: str | None = None, progress: Progress | None = None) -> LiveResult:
     """Publish follow-up contacts at ``rate``/s for ``seconds``; time each until its case's live stream shows it."""
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
     from caseledger.ledger.kafka.topics import ensure_topics
+    from caseledger.ledger.settings import KafkaSettings
 
     suffix = uuid.uuid4().hex[:8]
     topics = {"CASELEDGER_INTAKE_TOPIC": f"bench-live-intake-{suffix}", "CASELEDGER_EVENTS_TOPIC":

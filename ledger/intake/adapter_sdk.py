@@ -19,8 +19,8 @@ from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.intake.records import IntakeCodec, IntakeMessage, kind_of
 from caseledger.ledger.intake.signatures import AdapterSigner
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.kafka.ports import AcknowledgedProducer, Closing
+from caseledger.ledger.settings import KafkaSettings
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 
 from caseledger.ledger.application import CaseLedger, normalise_reference
-from caseledger.ledger.intake.delivery_reports import Reporter
 from caseledger.ledger.domain.directory import (
     ChannelMessage,
     Customer,
@@ -43,12 +42,13 @@ from caseledger.ledger.errors import (
     SchemaError,
     ValidationError,
 )
-from caseledger.ledger.runtime.gc_pacing import GcPacer
+from caseledger.ledger.intake.delivery_reports import Reporter
 from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
+from caseledger.ledger.intake.signatures import SIGNATURE_HEADER, SignatureCheck, b64, header
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.ports import Build, PartitionReader
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-from caseledger.ledger.intake.signatures import SIGNATURE_HEADER, SignatureCheck, b64, header
+from caseledger.ledger.runtime.gc_pacing import GcPacer
+from caseledger.ledger.settings import KafkaSettings
 
 log = logging.getLogger("caseledger.intake")
 REFUSALS = (ValidationError, RuleViolation, NotFound, SchemaError, PermissionDenied)

@@ -49,8 +49,8 @@ from caseledger.ledger.kafka.events_record import (
     last_position_in,
     source_for,
 )
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.runtime.gc_pacing import GcPacer
+from caseledger.ledger.settings import KafkaSettings
 from caseledger.ledger.store.merkle_tables import TreeMoved
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
 from caseledger.ledger.transparency.checkpoints import checkpoint_interval, sign_checkpoint

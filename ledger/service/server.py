@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from caseledger.ledger.access.principals import OidcSettings
-from caseledger.ledger.service.api import MAX_BODY_BYTES, REQUEST_TIMEOUT_S, ServiceState, create_app
+from caseledger.ledger.service.api import MAX_BODY_BYTES, REQUEST_TIMEOUT_S, ServiceState
+from caseledger.ledger.service.asgi import create_app
 from caseledger.ledger.service.connections import ConnectionLimits, configure, http_protocol
 from caseledger.ledger.settings import LedgerSettings, Settings
 

@@ -21,11 +21,11 @@ from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConflictError
 from caseledger.ledger.kafka.events_record import position_of
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
+from caseledger.ledger.settings import KafkaSettings
 from caseledger.ledger.store.codec import event_hash
 from tests.support.environment import ledger_settings
-from tests.support.kafka_topics import fresh_topics, publish_all, read_topic
+from tests.support.kafka_topics import AUDIT_READERS, fresh_topics, publish_all, read_topic
 from tests.support.postgres import PostgresServer
 from tests.support.tampering import AGENT, Built, RawStore, alter_sealed_text, forge, middle_of_case
 
@@ -42,7 +42,7 @@ def tampered(built: Built) -> Iterator[tuple[RawStore, Any]]:
     def audit(*, kafka: bool = True, **options: Any) -> AuditReport:
         ledger = CaseLedger(ledger_settings(database=database))
         ledgers.append(ledger)
-        return verify(ledger, kafka=built.kafka if kafka else None, **options)
+        return verify(ledger, kafka=built.kafka if kafka else None, readers=AUDIT_READERS if kafka else None, **options)
 
     yield RawStore(database), audit
     for ledger in ledgers:
@@ -189,7 +189,7 @@ def test_forged_events_are_named(built: Built) -> None:
         position = store.insert(row.aggregate, last.version + 1, row.topic, state)
         ledger = CaseLedger(ledger_settings(database=database))
         try:
-            report = verify(ledger, kafka=built.kafka)
+            report = verify(ledger, kafka=built.kafka, readers=AUDIT_READERS)
         finally:
             ledger.close()
         assert not report.ok
@@ -223,7 +223,7 @@ def test_a_forged_record_on_the_events_topic_is_named(built: Built, kafka_bootst
                       partition=genuine.partition)
         producer.flush()
         producer.close()
-        report = verify(ledger, kafka=topic)
+        report = verify(ledger, kafka=topic, readers=AUDIT_READERS)
     finally:
         ledger.close()
     duplicate = named(report, "topic-duplicate", partition=genuine.partition)[0]
@@ -315,7 +315,7 @@ def test_postgres_gap_after_a_conflict_is_a_warning_that_the_topic_settles(postg
         gap = named(alone, "position-gap", position=skipped[0])[0]
         assert gap.severity == "warning" and "ConflictError" in gap.message
         publish_all(a, kafka)
-        settled = named(verify(a, kafka=kafka), "position-gap", position=skipped[0])[0]
+        settled = named(verify(a, kafka=kafka, readers=AUDIT_READERS), "position-gap", position=skipped[0])[0]
         assert settled.severity == "warning" and "never published" in settled.message
     finally:
         a.close()

@@ -23,16 +23,17 @@ from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.privacy.kek import KEK_ENV, KEK_FILE_ENV
 from caseledger.ledger.reports.export import export_history
+from caseledger.ledger.settings import KafkaSettings
 from caseledger.projections import load_projections
 from caseledger.projections.queries import case_view, customer_timeline
 from caseledger.projections.runner import rebuild
 from caseledger.projections.sources import StoreEventSource
-from caseledger.projections.views import ViewStore, open_views
+from caseledger.projections.view_stores import open_views
+from caseledger.projections.views import ViewStore
 from tests.support.environment import ledger_settings
-from tests.support.kafka_topics import drain, publish_all, read_topic
+from tests.support.kafka_topics import AUDIT_READERS, drain, publish_all, read_topic
 from tests.support.personal_data import (
     AGENT,
     BODY,
@@ -112,7 +113,7 @@ def test_a_customer_is_erased_everywhere_and_every_proof_still_holds(
     assert report.erased and report.customer_id == customer_id
 
     # After: unreadable everywhere, proofs intact, views equal once rebuilt.
-    assert verify(ledger, kafka=kafka).ok
+    assert verify(ledger, kafka=kafka, readers=AUDIT_READERS).ok
     for event in ledger.history(customer_id):
         for field in ("subject", "body", "terms", "notice", "text", "request_copy"):
             value = getattr(event, field, None)
@@ -147,7 +148,7 @@ def test_a_customer_is_erased_everywhere_and_every_proof_still_holds(
     # The intake topic: past its retention, the records are gone and the audit says so, not "missing".
     delete_intake_records(kafka)
     assert_nowhere(topic_bytes(kafka, kafka.intake_topic), "the intake topic past its retention")
-    after_retention = verify(ledger, kafka=kafka)
+    after_retention = verify(ledger, kafka=kafka, readers=AUDIT_READERS)
     assert after_retention.ok, [d.line() for d in after_retention.discrepancies]
     assert any("past its retention" in note for note in after_retention.notes)
 

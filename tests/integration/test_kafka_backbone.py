@@ -22,9 +22,9 @@ from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
 from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.events_record import event_type_of, header, position_of
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.kafka.publisher import KafkaEventPublisher
 from caseledger.ledger.kafka.topics import ensure_topics
+from caseledger.ledger.settings import KafkaSettings
 from caseledger.ledger.store.codec import event_hash
 from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import drain, publish_all, read_topic

@@ -27,7 +27,8 @@ from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.values import Actor, ActorKind, Channel, ContactDraft, Identity
 from caseledger.ledger.reports.describe import plain
-from caseledger.ledger.service.api import ServiceState, create_app
+from caseledger.ledger.service.api import ServiceState
+from caseledger.ledger.service.asgi import create_app
 from caseledger.ledger.service.group_commit import Write
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store.codec import AvroMapper

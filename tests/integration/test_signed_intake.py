@@ -20,7 +20,7 @@ from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
 from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
 from caseledger.ledger.intake.signatures import ADAPTER_HEADER, SIGNATURE_HEADER, AdapterKeys, AdapterSigner
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+from caseledger.ledger.settings import KafkaSettings
 from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import drain
 

@@ -242,9 +242,9 @@ def test_the_publisher_publishes_each_checkpoint_once_after_the_events_it_covers
     import uuid
 
     from caseledger.ledger.kafka.events_record import position_of
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.topics import ensure_topics
+    from caseledger.ledger.settings import KafkaSettings
     from tests.support.kafka_topics import read_topic
 
     run = uuid.uuid4().hex[:8]
@@ -324,9 +324,9 @@ def test_a_publisher_with_the_signing_key_keeps_the_tree_signs_and_publishes_che
     import time
     import uuid
 
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.topics import ensure_topics
+    from caseledger.ledger.settings import KafkaSettings
     from tests.support.kafka_topics import read_topic
 
     run = uuid.uuid4().hex[:8]

@@ -197,7 +197,7 @@ def serve_in_thread(state: Any, *, http: str = "auto") -> Iterator[str]:
     """The app of ``state`` on uvicorn in a thread of this process (for tests that look inside it); its URL."""
     import uvicorn
 
-    from caseledger.ledger.service.api import create_app
+    from caseledger.ledger.service.asgi import create_app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning",

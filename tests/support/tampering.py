@@ -20,7 +20,7 @@ from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
 from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
 from caseledger.ledger.intake.records import DeliveryReport
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+from caseledger.ledger.settings import KafkaSettings
 from caseledger.ledger.store.codec import AvroEventCodec
 from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import drain, fresh_topics, publish_all

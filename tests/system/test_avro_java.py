@@ -39,8 +39,8 @@ from caseledger.ledger.intake.adapter_sdk import intake_key
 from caseledger.ledger.intake.records import IntakeCodec
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.events_record import event_type_of, header
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.reports.describe import plain
+from caseledger.ledger.settings import KafkaSettings
 from caseledger.ledger.store.codec import MAGIC, AvroEventCodec
 from tests.support.avro_java import AvroJava
 from tests.support.environment import ledger_settings

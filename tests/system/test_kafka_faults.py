@@ -34,8 +34,8 @@ from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
 from caseledger.ledger.intake.records import IntakeCodec
 from caseledger.ledger.intake.worker import KafkaIntakeWorker, tracking_name
 from caseledger.ledger.kafka.events_record import position_of
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.kafka.publisher import KafkaEventPublisher
+from caseledger.ledger.settings import KafkaSettings
 from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import fresh_topics, read_topic
 

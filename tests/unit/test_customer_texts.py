@@ -13,7 +13,8 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.domain.policy import BusinessCalendar, ResponsePolicy
+from caseledger.ledger.domain.business_time import BusinessCalendar
+from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError, ValidationError
 from caseledger.ledger.intake.records import IntakeCodec

@@ -33,7 +33,7 @@ from caseledger.projections import load_projections
 from caseledger.projections.queries import customer_timeline
 from caseledger.projections.runner import ProjectionRunner, rebuild
 from caseledger.projections.sources import StoreEventSource
-from caseledger.projections.views import open_views
+from caseledger.projections.view_stores import open_views
 from tests.support.clock import FakeClock
 from tests.support.environment import environment, ledger_settings
 from tests.support.examples import examples

@@ -20,7 +20,8 @@ from caseledger.ledger.access.principals import Principal, PrincipalRegistry
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Authentication, Operation, Role
 from caseledger.ledger.errors import AuthenticationError
-from caseledger.ledger.service.api import ServiceState, create_app, principal_for
+from caseledger.ledger.service.api import ServiceState, principal_for
+from caseledger.ledger.service.asgi import create_app
 from caseledger.ledger.service.callers import Callers
 from tests.support.environment import ledger_settings
 
