@@ -196,6 +196,60 @@ def test_only_the_composition_roots_read_the_environment(tmp_path: Path) -> None
                                                "projections.catchup": ["line 1: from os import getenv"]}
 
 
+# -- errors: every exception class of the product is in the one tree of ledger/errors.py ------------------------
+
+#: Exception classes that never leave the module pair that raises and catches them (control flow, not errors).
+INTERNAL_SIGNALS = {
+    "ledger.store.merkle_tables.TreeMoved": "caught by its callers (transparency/tree.py, kafka/publisher.py), "
+    "which reload the tree and retry",
+    "ledger.store.avrocompiled.Unsupported": "caught by the codec, which keeps fastavro for that schema",
+    "ledger.store.avrocompiled._Refuse": "raised by compiled code and caught by the codec, which falls back",
+}
+
+
+def exceptions_outside_the_tree(root: Path) -> list[str]:
+    """``module.Class`` for every exception class that does not derive from ``ledger/errors.py``'s tree.
+
+    Read from the sources: a class is in the tree when one of its bases is a class of ``errors.py`` or a class
+    already found in the tree; an exception outside it is one whose base is a built-in exception or is named
+    like one (``…Error``, ``…Exception``). The standalone verifier has a tree of its own (caseledger.verify).
+    """
+    import builtins
+
+    classes: dict[str, list[str]] = {}
+    for name, path in house.modules(root).items():
+        if name.startswith("verify"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = [b.id if isinstance(b, ast.Name) else b.attr for b in node.bases
+                         if isinstance(b, ast.Name | ast.Attribute)]
+                classes[f"{name}.{node.name}"] = bases
+    tree = {q.rpartition(".")[2] for q in classes if q.startswith("ledger.errors.")}
+    grew = True
+    while grew:
+        grown = {q.rpartition(".")[2] for q, bases in classes.items() if set(bases) & tree}
+        grew = not grown <= tree
+        tree |= grown
+    builtin = {n for n, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, BaseException)}
+    return sorted(q for q, bases in classes.items()
+                  if q.rpartition(".")[2] not in tree and q not in INTERNAL_SIGNALS
+                  and any(b in builtin or b.endswith(("Error", "Exception")) for b in bases))
+
+
+def test_every_exception_of_the_product_is_in_the_one_tree(tmp_path: Path) -> None:
+    assert exceptions_outside_the_tree(ROOT) == []
+    root = _tree(tmp_path, {
+        "ledger/errors.py": "class CaseLedgerError(Exception): ...\nclass ValidationError(CaseLedgerError): ...\n",
+        "ledger/intake/signatures.py": "from caseledger.ledger.errors import ValidationError\n"
+                                       "class SignatureRefused(ValidationError): ...\n"
+                                       "class BadKey(SignatureRefused): ...\n",
+        "projections/runner.py": "class Stalled(RuntimeError): ...\n",
+        "cli/common.py": "import httpx\nclass Unreachable(httpx.HTTPError): ...\n",
+    })
+    assert exceptions_outside_the_tree(root) == ["cli.common.Unreachable", "projections.runner.Stalled"]
+
+
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in modules().values()))
 def test_a_module_holds_one_concern(path: str) -> None:
     lines = len((ROOT / path).read_text(encoding="utf-8").splitlines())
