@@ -160,10 +160,11 @@ def test_every_export_carries_the_checkpoint_and_proofs_and_the_verifier_reads_j
     from caseledger.verify.avro import read_container
     from caseledger.verify.history import check_history, read_export
 
+    # the signer fixture's file; set before the ledger is built, as a root reads its settings once
+    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))
     ledger = make_ledger()
     for n in range(4):
         ledger.record_contact(contact(n))
-    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))  # the signer fixture's file
     for fmt in ("json", "avro", "html"):
         export_history(ledger, "email:c1@example.com", fmt, tmp_path / f"jane.{fmt}")
     latest = MerkleLog.of(ledger).store.latest_checkpoint()
