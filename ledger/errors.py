@@ -18,6 +18,12 @@ decide alike::
     ├── MessageIdCollision        the channel message id is another request's; this one was recorded
     │                             as a collision, not applied; send it with a new message id
     └── BackendError              the database or Kafka failed; nothing was recorded
+
+Errors of one module's own derive from these where they are raised, and carry their own way out the same way:
+``SignatureRefused`` (a ValidationError, ``ledger/intake/signatures.py``), ``TemplateRefused`` (a
+ConfigurationError, ``ledger/texts/engine.py``), ``IdempotencyRefused`` (a ValidationError whose status says
+reused, in progress or lost, ``ledger/service/idempotency.py``) and ``StreamLimit`` (too many live pages,
+``ledger/service/feeds.py``). No other exception class leaves the product (``tests/unit/test_layout.py``).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from caseledger.cli.bench import environment
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.transparency.tree import MerkleLog
@@ -61,7 +62,7 @@ def bench_proofs(*, leaves: int = 1_000_000, customer_events: int = 1000, databa
     """Build the tree and measure (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="caseledger-bench-proofs-") as folder:
         target = database or str(Path(folder) / "proofs.sqlite")
-        ledger = CaseLedger(LedgerSettings.resolve(database=target))
+        ledger = CaseLedger(LedgerSettings.resolve(database=target, settings=environment()))
         try:
             tree = MerkleLog(ledger.storage.merkle())
             if tree.size:

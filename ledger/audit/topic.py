@@ -26,7 +26,7 @@ from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.settings import KafkaSettings
 
 __all__ = ["EventsTopicComparison"]
 
@@ -54,19 +54,16 @@ class EventsTopicComparison:
     STALL_S = 60.0
 
     def __init__(self, scope: AuditScope, report: AuditReport, *, head: int, first: int, last: int) -> None:
-        from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
-        from caseledger.ledger.kafka.kafka_python import key_hash
-
-        self.key_hash = key_hash
+        assert scope.kafka is not None and scope.readers is not None
+        self.key_hash = scope.readers.key_hash
         self.scope = scope
         self.report = report
-        assert scope.kafka is not None
         self.settings: KafkaSettings = scope.kafka
         self.topic = self.settings.events_topic
         self.head = head
         self.first = first
         self.last = last
-        self._kafka = KafkaClient(KAFKA_PYTHON, "consumer")
+        self._kafka = scope.readers
         self.consumers: dict[int, PartitionReader] = {}
         with self._reader() as admin:
             partitions = admin.partitions()

@@ -30,7 +30,8 @@ from caseledger.ledger.store_ports import StoreSnapshot
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.kafka.ports import TopicReaders
+    from caseledger.ledger.settings import KafkaSettings
 
 __all__ = ["verify"]
 
@@ -49,6 +50,7 @@ def verify(
     since: datetime | None = None,
     until: datetime | None = None,
     kafka: KafkaSettings | None = None,
+    readers: TopicReaders | None = None,
     seal: Seal | None = None,
     checkpoint: HeldCheckpoint | None = None,
     clock_tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE,
@@ -60,7 +62,7 @@ def verify(
 
     ``customer`` (an id or identity) limits the audit to that customer's events; ``since`` and
     ``until`` to the positions recorded in that time range. ``kafka`` adds the events topic and
-    the intake topic. ``seal`` (from an earlier report) must still hold, and so must ``checkpoint`` (a signed
+    the intake topic, read through ``readers`` (the caller's Kafka client). ``seal`` (from an earlier report) must still hold, and so must ``checkpoint`` (a signed
     checkpoint the auditor kept, with the key it must be signed by). ``progress`` is called
     with (positions done, positions to do); ``collect`` with (position, event type, bytes) of
     each event in scope, in order (the history export uses it).
@@ -69,7 +71,10 @@ def verify(
     customer_id = ledger.resolve_customer(customer) if customer else None
     if since is not None and until is not None and until <= since:
         raise ConfigurationError(f"--until {until.isoformat()} is not after --since {since.isoformat()}")
-    scope = AuditScope(customer_id=customer_id, since=since, until=until, kafka=kafka,
+    if kafka is not None and readers is None:
+        raise ConfigurationError("auditing the Kafka topics needs a client to read them: pass readers=, e.g. "
+                                 "KafkaClient(KAFKA_PYTHON, 'consumer') from caseledger.ledger.kafka.clients")
+    scope = AuditScope(customer_id=customer_id, since=since, until=until, kafka=kafka, readers=readers,
                        tolerance=clock_tolerance // _MICROSECOND)
     with store_snapshot(ledger) as store:
         audit = _Audit(ledger, store, scope, seal=seal, page_size=page_size, progress=progress, collect=collect,

@@ -46,9 +46,9 @@ from caseledger.ledger.intake.delivery_reports import Reporter
 from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
 from caseledger.ledger.intake.signatures import SIGNATURE_HEADER, SignatureCheck, b64, header
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.kafka.ports import Build, PartitionReader
 from caseledger.ledger.runtime.gc_pacing import GcPacer
+from caseledger.ledger.settings import KafkaSettings
 
 log = logging.getLogger("caseledger.intake")
 REFUSALS = (ValidationError, RuleViolation, NotFound, SchemaError, PermissionDenied)

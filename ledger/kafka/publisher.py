@@ -49,8 +49,8 @@ from caseledger.ledger.kafka.events_record import (
     last_position_in,
     source_for,
 )
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.runtime.gc_pacing import GcPacer
+from caseledger.ledger.settings import KafkaSettings
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
 from caseledger.ledger.transparency.checkpoints import checkpoint_interval, sign_checkpoint
 from caseledger.ledger.transparency.tree import MerkleLog
@@ -97,7 +97,8 @@ class KafkaEventPublisher:
     ) -> None:
         self._kafka = KafkaClient(producer, "producer")
         self.signer = signer
-        self.checkpoint_interval_s = checkpoint_interval(checkpoint_interval_s)
+        self.checkpoint_interval_s = checkpoint_interval(
+            checkpoint_interval_s, given=ledger.settings.transparency.checkpoint_interval)
         self.producer = self._kafka.name
         self.ledger = ledger
         self.settings = settings

@@ -101,7 +101,7 @@ class CustomerPrivacy:
         if database_file is not None and self.settings.store.database in (":memory:", ""):
             kek = KeyEncryptionKey(KeyEncryptionKey.generate(), origin="memory")
         else:
-            kek = KeyEncryptionKey.resolve(database_file=database_file)
+            kek = KeyEncryptionKey.resolve(self.settings.privacy, database_file=database_file)
         return DataKeys(self.storage.data_keys(), kek, clock=self.clock)
 
     @cached_property

@@ -20,8 +20,8 @@ from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
 from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
 from caseledger.ledger.intake.signatures import ADAPTER_HEADER, SIGNATURE_HEADER, AdapterKeys, AdapterSigner
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.settings import KafkaSettings
+from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import drain
 
 pytestmark = pytest.mark.kafka
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.kafka
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[CaseLedger]:
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "signed.sqlite")))
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "signed.sqlite")))
     yield ledger
     ledger.close()
 
@@ -135,7 +135,7 @@ def test_without_registered_adapters_unsigned_records_are_still_accepted(
     (case,) = store.cases_of("email:s1@example.com")
     assert {e.actor_authentication for e in store.events.get(case.id)} == {"none"}
     # Forced on, the same record is rejected.
-    strict = KafkaIntakeWorker(CaseLedger(LedgerSettings.resolve(database=store.settings.store.database + ".2")),
+    strict = KafkaIntakeWorker(CaseLedger(ledger_settings(database=store.settings.store.database + ".2")),
                                kafka, require_signatures=True)
     drain(strict, until=1)
     assert strict.stats.rejected == 1

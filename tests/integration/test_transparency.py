@@ -19,13 +19,13 @@ from caseledger.ledger.audit import verify
 from caseledger.ledger.audit.kept_checkpoint import HeldCheckpoint
 from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
 from caseledger.ledger.errors import TreeMoved
-from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, generate_key_file
 from caseledger.ledger.transparency.checkpoints import Checkpointer, sign_checkpoint
 from caseledger.ledger.transparency.proofs import check_consistency, event_proofs
 from caseledger.ledger.transparency.tree import MerkleLog
 from caseledger.verify.note import open_checkpoint
 from caseledger.verify.rfc9162 import leaf_hash, tree_hash, verify_consistency, verify_inclusion
+from tests.support.environment import ledger_settings
 
 
 def contact(n: int) -> ContactDraft:
@@ -160,10 +160,11 @@ def test_every_export_carries_the_checkpoint_and_proofs_and_the_verifier_reads_j
     from caseledger.verify.avro import read_container
     from caseledger.verify.history import check_history, read_export
 
+    # the signer fixture's file; set before the ledger is built, as a root reads its settings once
+    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))
     ledger = make_ledger()
     for n in range(4):
         ledger.record_contact(contact(n))
-    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))  # the signer fixture's file
     for fmt in ("json", "avro", "html"):
         export_history(ledger, "email:c1@example.com", fmt, tmp_path / f"jane.{fmt}")
     latest = MerkleLog.of(ledger).store.latest_checkpoint()
@@ -208,20 +209,20 @@ def backup(database: str, request: pytest.FixtureRequest, tmp_path: Path) -> str
 def test_a_log_restored_from_a_backup_and_written_again_is_named_rolled_back(
         database: str, signer: CheckpointSigner, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """The operator restores last week's backup (events, tree and all) and goes on: the auditor's checkpoint tells."""
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(ledger_settings(database=database))
     for n in range(3):
         ledger.record_contact(contact(n))
     sign_checkpoint(ledger, signer)
     ledger.close()
     restored = backup(database, request, tmp_path)
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(ledger_settings(database=database))
     try:
         for n in range(3, 6):
             ledger.record_contact(contact(n))
         held = sign_checkpoint(ledger, signer).note
     finally:
         ledger.close()
-    other = CaseLedger(LedgerSettings.resolve(database=restored))
+    other = CaseLedger(ledger_settings(database=restored))
     try:
         for n in range(10, 14):  # other events where the held checkpoint's were
             other.record_contact(contact(n))
@@ -242,9 +243,9 @@ def test_the_publisher_publishes_each_checkpoint_once_after_the_events_it_covers
     import uuid
 
     from caseledger.ledger.kafka.events_record import position_of
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.topics import ensure_topics
+    from caseledger.ledger.settings import KafkaSettings
     from tests.support.kafka_topics import read_topic
 
     run = uuid.uuid4().hex[:8]
@@ -289,9 +290,9 @@ def test_a_publisher_with_the_signing_key_keeps_the_tree_signs_and_publishes_che
     import time
     import uuid
 
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.topics import ensure_topics
+    from caseledger.ledger.settings import KafkaSettings
     from tests.support.kafka_topics import read_topic
 
     run = uuid.uuid4().hex[:8]
