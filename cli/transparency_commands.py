@@ -6,19 +6,18 @@ Exit codes: 0 the proof holds, 5 it does not (the reason is named: ``checkpoint-
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
 
-from caseledger.cli.common import local_only, session
+from caseledger.cli.common import environment, local_only, session
 
 NOT_THROUGH_API = "it reads the transparency log's tree, or the signing key, on the ledger's own store and files"
 
 if TYPE_CHECKING:
-    from caseledger.ledger.store.merkle_tables import StoredCheckpoint
+    from caseledger.ledger.store_ports import StoredCheckpoint
     from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
     from caseledger.verify.note import VerifierKey
 
@@ -38,7 +37,7 @@ def _signer(required: bool = True) -> CheckpointSigner | None:
     from caseledger.ledger.errors import ConfigurationError
     from caseledger.ledger.transparency.checkpoint_key import KEY_ENV, KEY_FILE_ENV, load_signer
 
-    signer = load_signer()
+    signer = load_signer(environment().transparency)
     if signer is None and required:
         raise ConfigurationError(f"no checkpoint signing key: set {KEY_FILE_ENV} to a key file made by "
                                  f"`caseledger keys init` (or {KEY_ENV} to the key itself)")
@@ -95,8 +94,9 @@ def keys_init(
     from caseledger.ledger.transparency.checkpoint_key import KEY_FILE_ENV, generate_key_file
 
     s = session(ctx)
-    target = file or Path(os.environ.get(KEY_FILE_ENV) or "caseledger-signing.key")
-    signer = generate_key_file(target, name or LedgerSettings.resolve(database=s.database).origin, overwrite=force)
+    target = file or Path(s.settings.transparency.signing_key_file or "caseledger-signing.key")
+    signer = generate_key_file(target, name or LedgerSettings.resolve(database=s.database, settings=s.settings).origin,
+                               overwrite=force)
     s.out.print(Text(f"signing key written to {target} (mode 0600); use it with {KEY_FILE_ENV}={target}"))
     s.out.print(Text(f"public key: {signer.verifier_key}"), soft_wrap=True)
 

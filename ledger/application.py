@@ -22,7 +22,10 @@ from caseledger.ledger.access.principals import IssuedToken, PrincipalRegistry
 from caseledger.ledger.casework import Casework, TickReport
 from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.domain.policy import ResponsePolicy
-from caseledger.ledger.domain.values import SYSTEM, Actor
+from caseledger.ledger.domain.values import (
+    SYSTEM,
+    Actor,
+)
 from caseledger.ledger.intake.contacts import (
     ContactIntake,
     ContactOutcome,
@@ -35,7 +38,7 @@ from caseledger.ledger.privacy.holds import LegalHolds
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 from caseledger.ledger.privacy.retention_sweep import RetentionReport, RetentionSweep
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.principal_tables import PrincipalRow
+from caseledger.ledger.store_ports import PrincipalRow
 from caseledger.ledger.unit_of_work import UnitOfWork
 
 __all__ = [

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from caseledger.ledger.domain.values import Actor, ContactDraft
     from caseledger.ledger.intake.contacts import ContactOutcome
     from caseledger.ledger.privacy.erasure import ErasureReport
-    from caseledger.ledger.store.principal_tables import PrincipalRow
+    from caseledger.ledger.store_ports import PrincipalRow
 
 __all__ = ["ROUTES", "LedgerCommands", "Route", "ServiceCommands", "route"]
 

@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import Mapper, Tracking
 
+from caseledger.ledger.avro.codec import AvroEventCodec, AvroMapper, event_hash
+from caseledger.ledger.db_errors import lost_schema_race, translate_errors
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.catalog import topic_of
 from caseledger.ledger.domain.claimed_times import check_claim
@@ -38,14 +39,9 @@ from caseledger.ledger.privacy.data_keys import DataKeys
 from caseledger.ledger.privacy.kek import KeyEncryptionKey
 from caseledger.ledger.privacy.sealing import Sealer, subject_of
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import AvroEventCodec, AvroMapper, event_hash
-from caseledger.ledger.store.db_errors import lost_schema_race, translate_errors
-from caseledger.ledger.store.recorder import LedgerRecorder
+from caseledger.ledger.store_ports import LedgerRecorder, PrincipalStore, StorageProvider
 from caseledger.ledger.texts import TemplateTexts
 from caseledger.ledger.unit_of_work import AggregateCache, UnitOfWork
-
-if TYPE_CHECKING:
-    from caseledger.ledger.store.principal_tables import PrincipalRecorder
 
 __all__ = ["LedgerCore"]
 
@@ -108,32 +104,34 @@ class LedgerCore(Application[UUID]):
         # A process recorder also keeps tracking records (intake offsets, publisher positions)
         # in the same transaction as the events they produced.
         recorder = self.factory.process_recorder()
-        if not isinstance(recorder, LedgerRecorder):
+        if not isinstance(self.factory, StorageProvider) or not isinstance(recorder, LedgerRecorder):
             raise ConfigurationError(
-                f"the store's recorder is {type(recorder).__qualname__}, not one of the ledger's; "
-                "leave PROCESS_RECORDER_TOPIC to LedgerSettings (SQLiteLedgerRecorder or PostgresLedgerRecorder)"
+                f"the store is {type(self.factory).__qualname__} with {type(recorder).__qualname__}, not one of the "
+                "ledger's storage providers; leave PERSISTENCE_MODULE to StoreSettings (SQLiteStorage, PostgresStorage)"
             )
         return recorder
 
-    @cached_property
-    def principal_store(self) -> PrincipalRecorder:
-        """The principal, adapter-key and idempotency tables beside the events (created on first use)."""
-        from caseledger.ledger.store.principal_tables import principal_recorder
+    @property
+    def storage(self) -> StorageProvider:
+        """Every store of this ledger, on its backend: the provider eventsourcing built from the store settings."""
+        return cast(StorageProvider, self.factory)  # checked by construct_recorder
 
-        return principal_recorder(self.recorder, self.settings.store.describe())
+    @property
+    def principal_store(self) -> PrincipalStore:
+        """The principal and session tables beside the events (created on first use)."""
+        return self.storage.principals()
 
     # -- customers' data keys (docs/privacy.md) ----------------------------------------------------------
 
     @cached_property
     def data_keys(self) -> DataKeys:
         """The customers' data keys, in the key store beside the events."""
-        store = self.settings.store
-        database_file = None if store.is_postgres else Path(store.database).expanduser()
-        if database_file is not None and store.database in (":memory:", ""):
+        database_file = self.storage.database_file  # None on a server: the key-encryption key must be given
+        if database_file is not None and self.settings.store.database in (":memory:", ""):
             kek = KeyEncryptionKey(KeyEncryptionKey.generate(), origin="memory")
         else:
-            kek = KeyEncryptionKey.resolve(database_file=database_file)
-        return DataKeys(self.recorder.keys, kek, clock=self.clock)  # type: ignore[attr-defined]
+            kek = KeyEncryptionKey.resolve(self.settings.privacy, database_file=database_file)
+        return DataKeys(self.storage.data_keys(), kek, clock=self.clock)
 
     @cached_property
     def sealer(self) -> Sealer:

@@ -15,6 +15,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 
 from caseledger.ledger.core import LedgerCore
+from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.case_references import normalise_reference
@@ -30,7 +31,6 @@ from caseledger.ledger.domain.values import Channel, Identity
 from caseledger.ledger.errors import NotFound, ValidationError
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 from caseledger.ledger.reports.describe import case_record, collision_record, rejection_record
-from caseledger.ledger.store.db_errors import translate_errors
 
 __all__ = ["Lookups"]
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from caseledger.ledger.core import LedgerCore
+from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.case_references import new_reference, normalise_reference
 from caseledger.ledger.domain.catalog import name_of_topic
@@ -34,7 +35,6 @@ from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, ContactDra
 from caseledger.ledger.errors import ConflictError, MessageIdCollision, RuleViolation
 from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
-from caseledger.ledger.store.db_errors import translate_errors
 
 if TYPE_CHECKING:
     from caseledger.ledger.intake.records import IntakeCodec

@@ -14,12 +14,12 @@ from datetime import datetime
 from typing import Any
 
 from caseledger.ledger.core import LedgerCore
+from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.values import SYSTEM, Actor, Identity
 from caseledger.ledger.errors import RuleViolation, ValidationError
 from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
-from caseledger.ledger.store.db_errors import translate_errors
 
 __all__ = ["Erasure", "ErasureReport", "checked_reason"]
 

@@ -15,9 +15,9 @@ from functools import cached_property
 from uuid import UUID
 
 from caseledger.ledger.core import LedgerCore
+from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.directory import IdentityClaim, name_id
 from caseledger.ledger.domain.values import Identity
-from caseledger.ledger.store.db_errors import translate_errors
 
 __all__ = ["NAME_BASED_CLAIMS", "PSEUDONYM_SUBJECT", "Pseudonyms"]
 

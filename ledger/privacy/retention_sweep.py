@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from caseledger.ledger.core import LedgerCore
+from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.directory import Customer
@@ -18,7 +19,6 @@ from caseledger.ledger.domain.personal import REJECTION_SUBJECT_PREFIX
 from caseledger.ledger.domain.values import SYSTEM, Actor
 from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.erasure import Erasure
-from caseledger.ledger.store.db_errors import translate_errors
 
 __all__ = ["RetentionReport", "RetentionSweep"]
 

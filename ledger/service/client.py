@@ -10,7 +10,6 @@ errors, so the CLI's exit codes are the same either way.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -31,17 +30,18 @@ from caseledger.ledger.errors import BackendError, ConfigurationError, ConflictE
 from caseledger.ledger.intake.contacts import ContactOutcome
 from caseledger.ledger.privacy.erasure import ErasureReport
 from caseledger.ledger.service.problems import error_from_problem
-from caseledger.ledger.store.principal_tables import PrincipalRow
+from caseledger.ledger.settings import ClientSection
+from caseledger.ledger.store_ports import PrincipalRow
 
 __all__ = ["LedgerClient", "resolve_token"]
 
 RETRIES = 3
 
 
-def resolve_token(*, token: str | None = None, token_file: str | None = None) -> str:
+def resolve_token(settings: ClientSection, *, token: str | None = None, token_file: str | None = None) -> str:
     """The bearer token: the option, else CASELEDGER_TOKEN, else the file (option or CASELEDGER_TOKEN_FILE)."""
-    chosen = token or os.environ.get("CASELEDGER_TOKEN")
-    path = token_file or os.environ.get("CASELEDGER_TOKEN_FILE")
+    chosen = token or settings.token
+    path = token_file or settings.token_file
     if not chosen and path:
         try:
             chosen = Path(path).expanduser().read_text(encoding="utf-8").strip()

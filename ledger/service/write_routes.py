@@ -382,13 +382,13 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
             summary="A message to the customer was delivered",
             call=lambda lg, a, ref, x: done(lambda: lg.record_delivery(ref, actor=a, message_id=x[1]["message_id"],
                                                           delivered_at=p(x).delivered_at,
-                                                          reporter=Reporter.of_principal(a, lg.principal_store)),
+                                                          reporter=Reporter.of_principal(a, lg.storage.adapter_keys())),
                                             {"delivered": x[1]["message_id"].upper()}))
     on_case("record_read", ReadIn,
             summary="A message was read: the customer's (reported by their channel's adapter) or a contact by an agent",
             call=lambda lg, a, ref, x: done(lambda: lg.record_read(ref, actor=a, message_id=x[1]["message_id"],
                                                       read_at=p(x).read_at,
-                                                      reporter=Reporter.of_principal(a, lg.principal_store)),
+                                                      reporter=Reporter.of_principal(a, lg.storage.adapter_keys())),
                                             {"read": x[1]["message_id"].upper()}))
 
     # -- deadlines and administration ---------------------------------------------------------------------

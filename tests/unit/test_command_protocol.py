@@ -20,6 +20,7 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.commands import ROUTES, LedgerCommands, ServiceCommands
 from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.service.client import LedgerClient
+from tests.support.environment import ledger_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,10 +90,10 @@ def test_the_facade_implements_each_command_of_the_protocol(name: str) -> None:
 
 def test_the_service_serves_each_declared_route_with_its_permission(tmp_path: Path) -> None:
     """Every command of both Protocols, write or read, is a route of the service with the declared operation."""
-    from caseledger.ledger.service.api import ServiceState, create_app
-    from caseledger.ledger.settings import LedgerSettings
+    from caseledger.ledger.service.api import ServiceState
+    from caseledger.ledger.service.asgi import create_app
 
-    app = create_app(ServiceState(LedgerSettings.resolve(database=str(tmp_path / "l.sqlite"))))
+    app = create_app(ServiceState(ledger_settings(database=str(tmp_path / "l.sqlite"))))
     served = {(method, r.path): (r.openapi_extra or {}).get("x-operation")
               for r in app.routes if isinstance(r, APIRoute) for method in r.methods}
     for name, route in ROUTES.items():
