@@ -139,9 +139,9 @@ def audit_verify(
     settings = _kafka_settings(kafka)
     bar = _Bar("verifying")
     try:
-        unauth = UnauthenticatedEvents(s.ledger.codec)
+        unauth = UnauthenticatedEvents(s.local_ledger.codec)
         report = verify(
-            s.ledger, customer=customer, since=since, until=until, kafka=settings, readers=_readers(settings),
+            s.local_ledger, customer=customer, since=since, until=until, kafka=settings, readers=_readers(settings),
             seal=Seal.parse(seal) if seal else None, checkpoint=held, progress=bar, collect=unauth,
         )
     finally:
@@ -175,7 +175,7 @@ def _verify_through_api(s: Any, customer: str | None, *, as_json: bool, refused:
             f"{', '.join(refused)} cannot be used with --api: the service verifies its whole store, or one "
             "--customer; run the audit without --api where the database is for the rest"
         )
-    answer = s.ledger.audit_report(customer)
+    answer = s.service.audit_report(customer)
     if as_json:
         s.echo_json(answer)
     else:

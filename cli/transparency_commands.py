@@ -116,10 +116,10 @@ def audit_key(
     assert signer is not None
     key = signer.verifier_key
     if as_json:
-        s.echo_json({"origin": s.ledger.settings.origin, "verifier_key": str(key), "key_id": key.key_id.hex()})
+        s.echo_json({"origin": s.local_ledger.settings.origin, "verifier_key": str(key), "key_id": key.key_id.hex()})
         return
     s.out.print(Text(str(key)), soft_wrap=True)
-    s.out.print(Text(f"origin: {s.ledger.settings.origin}", style="dim"))
+    s.out.print(Text(f"origin: {s.local_ledger.settings.origin}", style="dim"))
 
 
 @local_only(NOT_THROUGH_API)
@@ -152,7 +152,7 @@ def audit_checkpoint(
         setup_logging()
         with stop_on_signals() as stop:
             serve(s.new_ledger, "checkpoints", lambda ledger: Checkpointer(ledger(), signer), stop)
-    checkpoint = sign_checkpoint(s.ledger, signer)
+    checkpoint = sign_checkpoint(s.local_ledger, signer)
     if out is not None:
         out.write_text(checkpoint.note, encoding="utf-8")
     typer.echo(checkpoint.note, nl=False)
@@ -182,7 +182,7 @@ def audit_prove(
 
     s = session(ctx)
     trusted = _verifier_key(key)
-    ledger = s.ledger
+    ledger = s.local_ledger
     customer_id = ledger.resolve_customer(customer)
     tree = MerkleLog.of(ledger)
     signer = _signer(required=False)
@@ -267,8 +267,8 @@ def audit_consistency(
     if signer is not None and signer.verifier_key == trusted:
         from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 
-        sign_checkpoint(s.ledger, signer)
-    result = check_consistency(s.ledger, _read_note(held), trusted)
+        sign_checkpoint(s.local_ledger, signer)
+    result = check_consistency(s.local_ledger, _read_note(held), trusted)
     if as_json:
         s.echo_json(result.as_dict())
     else:

@@ -109,7 +109,7 @@ def export_history(
     entries = []
     # The customer's copy (art. 15 GDPR): personal data opened where it is still readable,
     # ``[erased]`` where it was erased; the stored bytes stay sealed, exactly as verified and proven.
-    ledger._preload_keys(data for _p, _n, data in collected)
+    ledger.preload_keys(data for _p, _n, data in collected)
     try:
         for position, name, data in collected:
             proof = proofs.get(position)

@@ -33,7 +33,7 @@ from caseledger.ledger.access.principals import Authenticator, OidcSettings, Pri
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Operation
 from caseledger.ledger.errors import AuthenticationError, ValidationError
-from caseledger.ledger.reports.describe import case_record, collision_record, plain, rejection_record
+from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.service.callers import Callers
 from caseledger.ledger.service.case_cache import CaseCache
 from caseledger.ledger.service.group_commit import GroupCommitter
@@ -243,12 +243,12 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         _p: Principal = principal_for(O.CASE_READ),
     ) -> Any:
         """The case a channel message was recorded on."""
-        return case_record(state.ledger().find_by_message(channel, message_id))
+        return state.ledger().find_record(channel, message_id)
 
     @app.get("/v1/customers/{customer}/cases", tags=["cases"], openapi_extra={"x-operation": O.CASE_READ.value})
     def customer_cases(customer: str, _p: Principal = principal_for(O.CASE_READ)) -> Any:
         """A customer's cases (by customer id or identity such as email:jane@example.com), oldest first."""
-        return [case_record(c) for c in state.ledger().cases_of(customer)]
+        return state.ledger().case_records_of(customer)
 
     @app.get("/v1/customers/{customer}/history", tags=["cases"], openapi_extra={"x-operation": O.HISTORY_READ.value})
     def customer_history(customer: str, _p: Principal = principal_for(O.HISTORY_READ)) -> Any:
@@ -322,12 +322,12 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
     @app.get("/v1/intake/collisions", tags=["audit"], openapi_extra={"x-operation": O.INTAKE_KEPT_READ.value})
     def intake_collisions(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:
         """Requests kept because their channel message id was already another request's."""
-        return [collision_record(e) for e in state.ledger().collisions()]
+        return state.ledger().collision_records()
 
     @app.get("/v1/intake/rejections", tags=["audit"], openapi_extra={"x-operation": O.INTAKE_KEPT_READ.value})
     def intake_rejections(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:
         """Intake records that could not be applied, with their reason and raw bytes."""
-        return [rejection_record(e) for e in state.ledger().rejections()]
+        return state.ledger().rejection_records()
 
 
 EXPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; sandbox"

@@ -496,7 +496,7 @@ def test_prefetch_in_unit_of_work_sees_stored_and_new_aggregates(ledger: CaseLed
     assert [e.originator_version for e in stored[customer]] == [1, 2]
     with ledger.unit_of_work(Tracking(application_name="intake/p/0", notification_id=1)):
         ledger.prefetch({known, new, customer})
-        prefetched = ledger._load(customer)
+        prefetched = ledger.load(customer)
         stored_customer = ledger.repository.get(customer)
         assert vars(prefetched) == vars(stored_customer)  # same state, version and chain head
         again = ledger.record_contact(draft(msg="a"))
@@ -556,7 +556,7 @@ def test_kept_aggregates_follow_other_writers_and_never_keep_a_failed_unit(
     with worker.unit_of_work(Tracking("intake/k/0", 3)):
         worker.prefetch([customer, first.case_id, third.case_id])
         for aggregate_id in (customer, first.case_id, third.case_id):
-            assert vars(worker._load(aggregate_id)) == vars(agent.repository.get(aggregate_id))
+            assert vars(worker.load(aggregate_id)) == vars(agent.repository.get(aggregate_id))
     assert worker.get_case(first.reference).items["Q1"].status != "answered"
 
 
@@ -608,7 +608,7 @@ def test_case_references_use_all_32_symbols_and_readable_format() -> None:
     import re
     from collections import Counter
 
-    from caseledger.ledger.intake.contacts import _REFERENCE_ALPHABET, new_reference
+    from caseledger.ledger.domain.case_references import _REFERENCE_ALPHABET, new_reference
 
     refs = [new_reference() for _ in range(4000)]
     assert all(re.fullmatch(r"CL-[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}", r) for r in refs)

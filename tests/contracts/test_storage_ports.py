@@ -26,7 +26,6 @@ from caseledger.ledger.avro.envelope import AvroEnvelopeDecoder, parse_envelope
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConflictError, TreeMoved
 from caseledger.ledger.service.idempotency import request_digest
-from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store_ports import (
     AdapterKeyStore,
     DataKeyRow,
@@ -42,6 +41,7 @@ from caseledger.ledger.store_ports import (
 from caseledger.ledger.transparency.tree import MerkleLog
 from caseledger.verify.rfc9162 import leaf_hash, tree_hash, verify_consistency, verify_inclusion
 from tests.support.clock import FakeClock
+from tests.support.environment import ledger_settings
 from tests.support.postgres import PostgresServer
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -70,7 +70,7 @@ class StorageContract:
 
     @pytest.fixture
     def ledger(self, database: str, clock: FakeClock) -> Iterator[CaseLedger]:
-        ledger = CaseLedger(LedgerSettings.resolve(database=database), clock=clock)
+        ledger = CaseLedger(ledger_settings(database=database), clock=clock)
         yield ledger
         ledger.close()
 

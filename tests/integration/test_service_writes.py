@@ -150,7 +150,7 @@ def test_the_committer_keeps_no_case_and_reads_an_erasure_by_another_process(dat
             other_process.close()
 
         def read(ledger: CaseLedger) -> tuple[int, Any]:
-            customer = ledger._load(Customer.id_for(customer_id))
+            customer = ledger.load(Customer.id_for(customer_id))
             return 200, {"subject": ledger.get_case(ref).subject, "identities": list(customer.identities)}
 
         status, seen, _replayed = committer.submit(Write(read, "agent-1")).result(timeout=30)
