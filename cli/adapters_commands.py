@@ -48,7 +48,7 @@ def adapters_add(
     from caseledger.ledger.intake.signatures import AdapterKeys, key_fingerprint
 
     s = session(ctx)
-    row = AdapterKeys(s.ledger.principal_store).add(
+    row = AdapterKeys(s.local_ledger.storage.adapter_keys()).add(
         name, channels.split(","), public_key=public_key.read_bytes() if public_key else None,
         private_key_out=private_key_out,
     )
@@ -64,7 +64,7 @@ def adapters_revoke(ctx: typer.Context, name: Name) -> None:
     from caseledger.ledger.intake.signatures import AdapterKeys
 
     s = session(ctx)
-    AdapterKeys(s.ledger.principal_store).revoke(name)
+    AdapterKeys(s.local_ledger.storage.adapter_keys()).revoke(name)
     s.say(f"Adapter {name} revoked.", "green")
 
 
@@ -75,7 +75,7 @@ def adapters_list(ctx: typer.Context, as_json: Json = False) -> None:
     from caseledger.ledger.intake.signatures import AdapterKeys, key_fingerprint
 
     s = session(ctx)
-    rows = AdapterKeys(s.ledger.principal_store).list()
+    rows = AdapterKeys(s.local_ledger.storage.adapter_keys()).list()
     if as_json:
         s.echo_json([{"name": r.name, "channels": list(r.channels), "key": key_fingerprint(r.public_key),
                       "created_at": r.created_at, "revoked_at": r.revoked_at} for r in rows])

@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from caseledger.cli.common import session
+from caseledger.cli.common import environment, session
 from caseledger.cli.options import KafkaOpt, parse_instant
 
 if TYPE_CHECKING:
@@ -139,9 +139,9 @@ def audit_verify(
     settings = _kafka_settings(kafka)
     bar = _Bar("verifying")
     try:
-        unauth = UnauthenticatedEvents(s.ledger.codec)
+        unauth = UnauthenticatedEvents(s.local_ledger.codec)
         report = verify(
-            s.ledger, customer=customer, since=since, until=until, kafka=settings,
+            s.local_ledger, customer=customer, since=since, until=until, kafka=settings, readers=_readers(settings),
             seal=Seal.parse(seal) if seal else None, checkpoint=held, progress=bar, collect=unauth,
         )
     finally:
@@ -175,7 +175,7 @@ def _verify_through_api(s: Any, customer: str | None, *, as_json: bool, refused:
             f"{', '.join(refused)} cannot be used with --api: the service verifies its whole store, or one "
             "--customer; run the audit without --api where the database is for the rest"
         )
-    answer = s.ledger.audit_report(customer)
+    answer = s.service.audit_report(customer)
     if as_json:
         s.echo_json(answer)
     else:
@@ -199,12 +199,21 @@ def _list_events(s: Any, listed: list[Any], count: int) -> None:
         s.say(f"  … and {count - len(listed):,} more")
 
 
+def _readers(settings: Any) -> Any:
+    """The client the audit reads the topics with (kafka-python), when it audits them."""
+    if settings is None:
+        return None
+    from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
+
+    return KafkaClient(KAFKA_PYTHON, "consumer")
+
+
 def _kafka_settings(bootstrap: str | None) -> Any:
     if not bootstrap:
         return None
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.settings import KafkaSettings
 
-    return KafkaSettings.resolve(bootstrap_servers=bootstrap)
+    return KafkaSettings.resolve(bootstrap_servers=bootstrap, settings=environment().kafka)
 
 
 def print_report(out: Console, report: AuditReport) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from caseledger.cli.common import local_only, plain_console, session, stop_on_signals
+from caseledger.cli.common import environment, local_only, plain_console, session, stop_on_signals
 from caseledger.cli.options import (
     TRANSACTION_INTERVAL_MS,
     AggregateCacheOpt,
@@ -32,7 +32,7 @@ from caseledger.ledger.intake.worker import AGGREGATE_CACHE
 NOT_THROUGH_API = "it talks to the Kafka broker (and the ledger's database) directly, not to the ledger service"
 
 if TYPE_CHECKING:
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.settings import KafkaSettings
 
 topics_app = typer.Typer(no_args_is_help=True, help="The intake and events topics on Kafka.")
 intake_app = typer.Typer(no_args_is_help=True, help="The intake worker: intake topic â†’ ledger.")
@@ -41,9 +41,9 @@ publisher_app = typer.Typer(no_args_is_help=True, help="The publisher: ledger â†
 
 def kafka_settings(bootstrap: str | None) -> KafkaSettings:
     """``--kafka`` (or CASELEDGER_KAFKA_BOOTSTRAP) and the CASELEDGER_KAFKA_* settings."""
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.settings import KafkaSettings
 
-    return KafkaSettings.resolve(bootstrap_servers=bootstrap)
+    return KafkaSettings.resolve(bootstrap_servers=bootstrap, settings=environment().kafka)
 
 
 def setup_logging() -> None:
@@ -120,8 +120,8 @@ def publish(
     Example: echo '{"channel":"sms","channel_message_id":"s-1","identity":"phone:+33612345678",
     "items":["Call me back"]}' | caseledger publish -
     """
-    from caseledger.ledger.intake.records import contact_from_json
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+    from caseledger.ledger.intake.records import contact_from_json
 
     records = list(_read_json_records(source))
     messages = []
@@ -190,8 +190,8 @@ def intake_run(
     any moment and restarted. Invalid records are recorded as rejections with their reason.
     Several workers may share the intake topic, each with its own --partitions.
     """
-    from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.intake.worker import KafkaIntakeWorker
+    from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.runtime.supervisor import serve
 
     chosen = parse_partitions(partitions)
@@ -226,7 +226,7 @@ def publisher_run(
     check_client(producer, "producer")  # before connecting to anything
     setup_logging()
     with stop_on_signals() as stop:  # from the start: a SIGTERM while connecting also stops cleanly
-        signer = load_signer()  # with a signing key, the publisher keeps the Merkle tree and signs checkpoints
+        signer = load_signer(environment().transparency)  # with a signing key, the publisher keeps the Merkle tree and signs checkpoints
         serve(session(ctx).new_ledger, "publisher", lambda ledger: KafkaEventPublisher(
             ledger(), settings, batch_size=batch_size, producer=producer,
             transaction_interval_s=transaction_interval_ms / 1000, signer=signer), stop)
@@ -254,12 +254,12 @@ def run_all(
     batch. If one service fails, the others are stopped too and the command exits non-zero, so a
     supervisor restarts it.
     """
-    from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.intake.worker import KafkaIntakeWorker
+    from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.topics import ensure_topics
     from caseledger.ledger.runtime.supervisor import ServiceBuilder, run_services
-    from caseledger.projections.catchup import ProjectionService, views_url
+    from caseledger.projections.catchup import ProjectionService
 
     setup_logging()
     log = logging.getLogger("caseledger")
@@ -270,7 +270,7 @@ def run_all(
     s = session(ctx)
     from caseledger.ledger.transparency.checkpoint_key import load_signer
 
-    signer = load_signer()  # with a signing key, the publisher keeps the Merkle tree and signs checkpoints
+    signer = load_signer(environment().transparency)  # with a signing key, the publisher keeps the Merkle tree and signs checkpoints
     services: dict[str, ServiceBuilder] = {
         "intake": lambda ledger: KafkaIntakeWorker(ledger(), settings, consumer=consumer,
                                                    aggregate_cache=aggregate_cache, require_signatures=signatures),
@@ -284,7 +284,7 @@ def run_all(
     if projections:
         # Only a projection that follows the store opens a ledger connection, in its own thread.
         services["projections"] = lambda ledger: ProjectionService(
-            views_url(database=s.database), ledger=ledger, kafka=kafka, consumer=consumer)
+            s.views_url(), ledger=ledger, kafka=s.kafka_if_configured(kafka), consumer=consumer)
 
     def started() -> None:
         log.info("running intake worker, publisher%s%s on %s; SIGTERM or Ctrl-C stops",

@@ -74,7 +74,7 @@ def case_find(
     ```
     """
     s = session(ctx)
-    case = case_from_record(s.ledger.find_record(channel, message_id)) if s.api else s.ledger.find_by_message(
+    case = case_from_record(s.ledger.find_record(channel, message_id)) if s.api else s.local_ledger.find_by_message(
         channel, message_id)
     contact = next(
         (c for c in case.contacts.values() if c.channel == Channel.parse(channel).value

@@ -1,7 +1,8 @@
 """What every command module shares: the session of one invocation and where errors become exit codes.
 
-Every command is one call to one :class:`ledger.application.CaseLedger` method (or one query of
-the projections), so a command either happened completely or not at all. Errors of the ledger
+Every command is one call to one method of :class:`caseledger.ledger.commands.LedgerCommands` —
+the ledger's own or the ledger service's (``--api``) — or one query of the projections, so a
+command either happened completely or not at all. Errors of the ledger
 are turned into a red ``error: …`` line and an exit code in one place, :class:`LedgerGroup`:
 
 ==  =======================================================================
@@ -21,6 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -44,9 +46,13 @@ from caseledger.ledger.errors import (
     MessageIdCollision,
     ValidationError,
 )
+from caseledger.ledger.settings import Settings
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
+    from caseledger.ledger.commands import LedgerCommands
+    from caseledger.ledger.service.client import LedgerClient
+    from caseledger.ledger.settings import KafkaSettings, LedgerSettings
     from caseledger.projections.views import ViewStore
 
 DEFAULT_ACTOR = "agent:cli"
@@ -97,6 +103,11 @@ class LedgerGroup(TyperGroup):
 # -- the session of one invocation ----------------------------------------------------------------------
 
 
+def environment() -> Settings:
+    """The settings this process's environment gives: the CLI is a composition root, the one that reads it."""
+    return Settings.from_environ(os.environ)
+
+
 @dataclass
 class Session:
     """What the root options chose; the ledger is built only by commands that need it."""
@@ -110,25 +121,41 @@ class Session:
     api: str | None = None  # --api URL: act through the ledger service instead of a local file
     token: str | None = None
     token_file: str | None = None
+    settings: Settings = field(default_factory=environment)  # the environment, read once by the root callback
     _ledger: CaseLedger | None = None
+    _client: LedgerClient | None = None
 
     @property
-    def ledger(self) -> CaseLedger:
-        """The ledger, opened on first use (``--help``, ``version`` and ``schemas`` never open it).
+    def ledger(self) -> LedgerCommands:
+        """What a command asks: the ledger on its own database, or with ``--api`` the ledger service.
 
-        With ``--api`` it is a :class:`~ledger.service.client.LedgerClient`: the same command methods,
-        sent to the ledger service, whose authenticated principal is the actor.
+        Either way the same commands (:class:`~caseledger.ledger.commands.LedgerCommands`); through the
+        service its authenticated principal is the actor. Opened on first use (``--help``, ``version``
+        and ``schemas`` never open it).
         """
-        if self._ledger is None and self.api:
+        return self.service if self.api else self.local_ledger
+
+    @property
+    def service(self) -> LedgerClient:
+        """The ledger service of ``--api``: its commands, and the reads only it answers (its views, audit, clock)."""
+        if self._client is None:
+            if not self.api:
+                raise RuntimeError("Session.service is for --api; read the local ledger's views instead")
             from caseledger.ledger.service.client import LedgerClient, resolve_token
 
-            client: Any = LedgerClient(self.api, resolve_token(token=self.token, token_file=self.token_file))
-            self._ledger = client
+            self._client = LedgerClient(self.api, resolve_token(self.settings.client, token=self.token,
+                                                                       token_file=self.token_file))
+        return self._client
+
+    @property
+    def local_ledger(self) -> CaseLedger:
+        """The ledger on its own database (never with ``--api``: such commands are ``local_only`` or branch first)."""
+        if self.api:
+            raise RuntimeError("Session.local_ledger was asked for under --api; mark the command local_only")
         if self._ledger is None:
             from caseledger.ledger.application import CaseLedger
-            from caseledger.ledger.settings import LedgerSettings
 
-            settings = LedgerSettings.resolve(database=self.database, policy=self.policy)
+            settings = self.ledger_settings()
             now = self.now
             if now is not None and settings.store.is_postgres:
                 raise ConfigurationError(
@@ -141,22 +168,44 @@ class Session:
         return self._ledger
 
     def open_ledger(self) -> CaseLedger:
-        """The same ledger, for queries that open it only when they need it (``ledger=s.open_ledger``)."""
-        return self.ledger
+        """The local ledger, for queries that open it only when they need it (``ledger=s.open_ledger``)."""
+        return self.local_ledger
 
     def new_ledger(self) -> CaseLedger:
         """A ledger connection of its own, on the real clock (each long-running service gets one)."""
         from caseledger.ledger.application import CaseLedger
+
+        return CaseLedger(self.ledger_settings())
+
+    def ledger_settings(self) -> LedgerSettings:
+        """``--database`` and ``--policy`` over the environment's settings."""
         from caseledger.ledger.settings import LedgerSettings
 
-        return CaseLedger(LedgerSettings.resolve(database=self.database, policy=self.policy))
+        return LedgerSettings.resolve(database=self.database, policy=self.policy, settings=self.settings)
+
+    def views_url(self, chosen: str | None = None) -> str:
+        """The views database: ``--views``, CASELEDGER_VIEWS, else the ledger's."""
+        from caseledger.projections.catchup import views_url
+
+        return views_url(database=self.database, views=chosen or self.settings.service.views)
 
     def views(self, chosen: str | None = None) -> ViewStore:
         """The views database (``--views``, CASELEDGER_VIEWS, else the ledger's), closed by ``with``."""
-        from caseledger.projections.catchup import views_url
-        from caseledger.projections.views import open_views
+        from caseledger.projections.view_stores import open_views
 
-        return open_views(views_url(database=self.database, views=chosen))
+        return open_views(self.views_url(chosen))
+
+    def kafka(self, bootstrap: str | None) -> KafkaSettings:
+        """``--kafka`` (or CASELEDGER_KAFKA_BOOTSTRAP) and the CASELEDGER_KAFKA_* settings."""
+        from caseledger.ledger.settings import KafkaSettings
+
+        return KafkaSettings.resolve(bootstrap_servers=bootstrap, settings=self.settings.kafka)
+
+    def kafka_if_configured(self, bootstrap: str | None) -> KafkaSettings | None:
+        """The Kafka settings when Kafka is configured (option or environment), else None (the embedded default)."""
+        from caseledger.ledger.settings import KafkaSettings
+
+        return KafkaSettings.configured(self.settings.kafka, bootstrap)
 
     @property
     def actor(self) -> Actor:
@@ -175,6 +224,9 @@ class Session:
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def echo_json(self, value: Any) -> None:
         typer.echo(render.to_json(value))

@@ -26,7 +26,7 @@ def cases(ctx: typer.Context, customer: Customer, as_json: Json = False) -> None
     ```
     """
     s = session(ctx)
-    found = [case_from_record(r) for r in s.ledger.case_records_of(customer)] if s.api else s.ledger.cases_of(customer)
+    found = [case_from_record(r) for r in s.ledger.case_records_of(customer)] if s.api else s.local_ledger.cases_of(customer)
     if as_json:
         s.echo_json([render.case_record(c) for c in found])
     else:
@@ -56,9 +56,9 @@ def history(
     from caseledger.projections.queries import customer_timeline
 
     if s.api:
-        rows = s.ledger.history_rows(customer)
+        rows = s.service.history_rows(customer)
     else:
-        customer_id = s.ledger.resolve_customer(customer)
+        customer_id = s.local_ledger.resolve_customer(customer)
         with s.views() as views:
             rows = customer_timeline(views, customer_id, ledger=s.open_ledger)
     if as_json:
@@ -102,13 +102,13 @@ def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo
         raise typer.BadParameter(f"{fmt!r} is not an export format; use one of {', '.join(FORMATS)}",
                                  param_hint="'--export'")
     if s.api:  # the service exports and audits; the file is its answer
-        data, verified = s.ledger.export(customer, fmt)
+        data, verified = s.service.export(customer, fmt)
         path.write_bytes(data)
         s.say(f"Exported the history of {customer} as {fmt} to {path} ({len(data):,} bytes); audit: "
               f"{'verified' if verified else 'NOT verified'}.", "green" if verified else "yellow")
         return
     result = export_history(
-        s.ledger, customer, fmt, path, tz=zone or s.tz, describe=lambda e: render.describe_event(e, tz=zone or s.tz)
+        s.local_ledger, customer, fmt, path, tz=zone or s.tz, describe=lambda e: render.describe_event(e, tz=zone or s.tz)
     )
     verdict = "verified" if result.verified else f"NOT verified ({result.discrepancies} discrepancies)"
     s.say(f"Exported {result.events} events of {result.customer_id} as {fmt} to {result.path} "

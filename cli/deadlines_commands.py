@@ -46,7 +46,7 @@ def tick(
                                      param_hint="'--now'")
         s.now = now  # the simulation clock of the ledger this command opens
     if s.api:  # on the service's clock, as its principal
-        report = _tick_report(s.ledger.tick_record())
+        report = _tick_report(s.service.tick_record())
     else:
         with s.views() as views:  # the deadlines projection says which cases to look at
             report = tick_missed_deadlines(views, ledger=s.open_ledger, actor=s.actor)
@@ -100,7 +100,7 @@ def overdue(
     s = session(ctx)
     now = s.instant()
     if s.api:  # the service's clock: each row says how late it is
-        rows = [{**r, "due_at": datetime.fromisoformat(r["due_at"])} for r in s.ledger.overdue_rows(kind)]
+        rows = [{**r, "due_at": datetime.fromisoformat(r["due_at"])} for r in s.service.overdue_rows(kind)]
     else:
         with s.views(views) as store:
             rows = [{**r, "overdue_seconds": int((now - r["due_at"]).total_seconds()), "recorded": bool(r["missed"])}
@@ -127,7 +127,7 @@ def overdue(
 def _tick_report(answer: dict[str, Any]) -> Any:
     """The report of a tick the service ran, shaped as the ledger's own."""
     from caseledger.ledger.application import TickReport
-    from caseledger.ledger.privacy.erasure import RetentionReport
+    from caseledger.ledger.privacy.retention_sweep import RetentionReport
 
     return TickReport(now=datetime.fromisoformat(answer["now"]), cases_checked=answer["cases_checked"],
                       missed=answer["missed"], retention=RetentionReport(

@@ -22,6 +22,7 @@ from rich.panel import Panel
 from rich.rule import Rule
 from rich.text import Text
 
+from caseledger.cli.common import environment
 from caseledger.cli.demo_show import CUSTOMER_ID, START, TITLES, Demo, SimulatedClock, at, plural
 from caseledger.cli.demo_stories import STORIES
 from caseledger.ledger.application import CaseLedger
@@ -39,7 +40,8 @@ def open_fresh_ledger(database: str, clock: SimulatedClock) -> CaseLedger:
     """A ledger on ``database``, refused (ConfigurationError) when it already holds events."""
     # The demo's bank handles complaints under the shipped ACPR 2022-R-01 policy, in French.
     # Its events are marked simulated-clock, as under --now: an auditor can tell the demo from real work.
-    ledger = CaseLedger(LedgerSettings.resolve(database=database, policy="acpr-2022-r-01"), clock=clock,
+    ledger = CaseLedger(LedgerSettings.resolve(database=database, policy="acpr-2022-r-01",
+                                               settings=environment()), clock=clock,
                         simulated_clock=True)
     held = ledger.recorder.max_notification_id() or 0
     if held:

@@ -16,7 +16,6 @@ from rich.table import Table
 
 from caseledger.cli import render
 from caseledger.cli.common import Session, session
-from caseledger.ledger.reports.describe import collision_record, rejection_record
 
 JsonRaw = Annotated[bool, typer.Option("--json", help="Print JSON, with each request's raw bytes (base64).")]
 
@@ -51,7 +50,7 @@ def intake_collisions(ctx: typer.Context, as_json: JsonRaw = False) -> None:
     Example: caseledger intake collisions --json > collisions.json
     """
     s = session(ctx)
-    found = s.ledger.collision_records() if s.api else [collision_record(e) for e in s.ledger.collisions()]
+    found = s.ledger.collision_records()
     _show(
         s, found, as_json=as_json,
         columns=("recorded", "channel", "message id", "kind", "sender", "source", "collision"),
@@ -73,7 +72,7 @@ def intake_rejections(ctx: typer.Context, as_json: JsonRaw = False) -> None:
     Example: caseledger intake rejections --json > rejections.json
     """
     s = session(ctx)
-    found = s.ledger.rejection_records() if s.api else [rejection_record(e) for e in s.ledger.rejections()]
+    found = s.ledger.rejection_records()
     _show(
         s, found, as_json=as_json,
         columns=("recorded", "intake record", "kind", "bytes", "reason"),

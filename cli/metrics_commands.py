@@ -44,7 +44,7 @@ def metrics(
         raise typer.BadParameter(f"{by!r}: use channel, segment or both", param_hint="'--by'")
     s = session(ctx)
     if s.api:
-        rows = s.ledger.metrics_rows(by.strip())
+        rows = s.service.metrics_rows(by.strip())
     else:
         with s.views(views) as store:
             rows = channel_summary(store, by=groups, ledger=s.open_ledger)

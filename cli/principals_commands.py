@@ -39,9 +39,7 @@ def principals_add(
     ```
     """
     s = session(ctx)
-    from caseledger.ledger.access.principals import PrincipalRegistry
-
-    issued = s.ledger.add_principal(name, role) if s.api else PrincipalRegistry(s.ledger.principal_store).add(name, role)
+    issued = s.ledger.add_principal(name, role)
     s.say(f"Principal {issued.name} ({issued.role.value}) added. Its token, shown only now:", "green")
     typer.echo(issued.token)
 
@@ -50,12 +48,7 @@ def principals_add(
 def principals_revoke(ctx: typer.Context, name: Name) -> None:
     """Revoke a principal's token at once; its name is never reused."""
     s = session(ctx)
-    from caseledger.ledger.access.principals import PrincipalRegistry
-
-    if s.api:
-        s.ledger.revoke_principal(name)
-    else:
-        PrincipalRegistry(s.ledger.principal_store).revoke(name)
+    s.ledger.revoke_principal(name)
     s.say(f"Principal {name} revoked.", "green")
 
 
@@ -63,9 +56,7 @@ def principals_revoke(ctx: typer.Context, name: Name) -> None:
 def principals_list(ctx: typer.Context, as_json: Json = False) -> None:
     """List principals: name, role, created, revoked (never a token)."""
     s = session(ctx)
-    from caseledger.ledger.access.principals import PrincipalRegistry
-
-    rows = s.ledger.principals() if s.api else PrincipalRegistry(s.ledger.principal_store).list()
+    rows = s.ledger.principals()
     if as_json:
         s.echo_json([{"name": r.name, "role": r.role, "created_at": r.created_at, "revoked_at": r.revoked_at}
                      for r in rows])

@@ -130,8 +130,8 @@ def keys_rotate_kek(
     from caseledger.ledger.privacy.kek import KeyEncryptionKey
 
     s = session(ctx)
-    old = s.ledger.data_keys.kek.key_id
+    old = s.local_ledger.data_keys.kek.key_id
     kek = KeyEncryptionKey.from_file(new)
-    count = s.ledger.rotate_kek(kek)
+    count = s.local_ledger.rotate_kek(kek)
     s.say(f"Rewrapped {count} data key(s) from key-encryption key {old} to {kek.key_id}; now set "
           f"CASELEDGER_KEK_FILE={new} for every ledger process.", "green")

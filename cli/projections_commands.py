@@ -48,12 +48,13 @@ Names = Annotated[
 def _source(s: Session, store: ViewStore, projections: list[Any], source: str | None, kafka: str | None,
             consumer: str) -> tuple[str, EventSource]:
     """The source kind ``--source`` names (or the projections follow) and that source, opened."""
-    from caseledger.projections.catchup import SOURCE_KINDS, choose_source, open_source
+    from caseledger.projections.catchup import KAFKA, SOURCE_KINDS, choose_source, open_source
 
-    kind = choose_source(store, projections, source, kafka)
+    kind = choose_source(store, projections, source, None if source else s.kafka_if_configured(kafka))
     if kind not in SOURCE_KINDS:
         raise typer.BadParameter(f"{kind!r}: use store or kafka", param_hint="'--source'")
-    return kind, open_source(kind, ledger=s.open_ledger, kafka=kafka, consumer=consumer)
+    return kind, open_source(kind, ledger=s.open_ledger, kafka=s.kafka(kafka) if kind == KAFKA else None,
+                             consumer=consumer)
 
 
 @projections_app.command("list")
@@ -100,7 +101,7 @@ def _lag(s: Session, status: ProjectionStatus, kafka: str | None) -> int | None:
 
     try:
         kind = KAFKA if status.source.startswith("kafka:") else STORE
-        source = open_source(kind, ledger=s.open_ledger, kafka=kafka)
+        source = open_source(kind, ledger=s.open_ledger, kafka=s.kafka(kafka) if kind == KAFKA else None)
         if status.source.startswith("kafka:") and status.source != source.name:
             return None
         try:

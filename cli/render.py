@@ -19,6 +19,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from caseledger.ledger.domain.case import Case
 from caseledger.ledger.reports.describe import (
     DESCRIBED_EVENT_TYPES,
     _quote,
@@ -30,7 +31,6 @@ from caseledger.ledger.reports.describe import (
     fmt_time,
     plain,
 )
-from caseledger.ledger.domain.case import Case
 
 __all__ = [
     "DESCRIBED_EVENT_TYPES",

@@ -50,14 +50,13 @@ def serve(
     from caseledger.ledger.access.principals import OidcSettings
     from caseledger.ledger.service.server import ServerSettings
     from caseledger.ledger.service.server import serve as run
-    from caseledger.ledger.settings import LedgerSettings
 
     if (tls_cert is None) != (tls_key is None):
         raise typer.BadParameter("give both --tls-cert and --tls-key, or neither", param_hint="'--tls-cert'")
     s = session(ctx)
-    settings = LedgerSettings.resolve(database=s.database, policy=s.policy)
+    settings = s.ledger_settings()
     run(settings, ServerSettings(host=host, port=port, tls_certfile=tls_cert, tls_keyfile=tls_key,
                                  max_body_bytes=max_body, request_timeout_s=timeout, views=views,
                                  workers=workers, header_timeout_s=header_timeout,
                                  max_connections=max_connections),
-        oidc=OidcSettings.resolve())
+        oidc=OidcSettings.resolve(s.settings.service.oidc))

@@ -28,7 +28,7 @@ def schemas_list(ctx: typer.Context, as_json: Json = False) -> None:
     $ caseledger schemas list
     ```
     """
-    from caseledger.ledger.store.codec import AvroEventCodec
+    from caseledger.ledger.avro.codec import AvroEventCodec
 
     s = session(ctx)
     codec = AvroEventCodec()

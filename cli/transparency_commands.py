@@ -6,19 +6,18 @@ Exit codes: 0 the proof holds, 5 it does not (the reason is named: ``checkpoint-
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
 
-from caseledger.cli.common import local_only, session
+from caseledger.cli.common import environment, local_only, session
 
 NOT_THROUGH_API = "it reads the transparency log's tree, or the signing key, on the ledger's own store and files"
 
 if TYPE_CHECKING:
-    from caseledger.ledger.store.merkle_tables import StoredCheckpoint
+    from caseledger.ledger.store_ports import StoredCheckpoint
     from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
     from caseledger.verify.note import VerifierKey
 
@@ -38,7 +37,7 @@ def _signer(required: bool = True) -> CheckpointSigner | None:
     from caseledger.ledger.errors import ConfigurationError
     from caseledger.ledger.transparency.checkpoint_key import KEY_ENV, KEY_FILE_ENV, load_signer
 
-    signer = load_signer()
+    signer = load_signer(environment().transparency)
     if signer is None and required:
         raise ConfigurationError(f"no checkpoint signing key: set {KEY_FILE_ENV} to a key file made by "
                                  f"`caseledger keys init` (or {KEY_ENV} to the key itself)")
@@ -95,8 +94,9 @@ def keys_init(
     from caseledger.ledger.transparency.checkpoint_key import KEY_FILE_ENV, generate_key_file
 
     s = session(ctx)
-    target = file or Path(os.environ.get(KEY_FILE_ENV) or "caseledger-signing.key")
-    signer = generate_key_file(target, name or LedgerSettings.resolve(database=s.database).origin, overwrite=force)
+    target = file or Path(s.settings.transparency.signing_key_file or "caseledger-signing.key")
+    signer = generate_key_file(target, name or LedgerSettings.resolve(database=s.database, settings=s.settings).origin,
+                               overwrite=force)
     s.out.print(Text(f"signing key written to {target} (mode 0600); use it with {KEY_FILE_ENV}={target}"))
     s.out.print(Text(f"public key: {signer.verifier_key}"), soft_wrap=True)
 
@@ -116,10 +116,10 @@ def audit_key(
     assert signer is not None
     key = signer.verifier_key
     if as_json:
-        s.echo_json({"origin": s.ledger.settings.origin, "verifier_key": str(key), "key_id": key.key_id.hex()})
+        s.echo_json({"origin": s.local_ledger.settings.origin, "verifier_key": str(key), "key_id": key.key_id.hex()})
         return
     s.out.print(Text(str(key)), soft_wrap=True)
-    s.out.print(Text(f"origin: {s.ledger.settings.origin}", style="dim"))
+    s.out.print(Text(f"origin: {s.local_ledger.settings.origin}", style="dim"))
 
 
 @local_only(NOT_THROUGH_API)
@@ -152,7 +152,7 @@ def audit_checkpoint(
         setup_logging()
         with stop_on_signals() as stop:
             serve(s.new_ledger, "checkpoints", lambda ledger: Checkpointer(ledger(), signer), stop)
-    checkpoint = sign_checkpoint(s.ledger, signer)
+    checkpoint = sign_checkpoint(s.local_ledger, signer)
     if out is not None:
         out.write_text(checkpoint.note, encoding="utf-8")
     typer.echo(checkpoint.note, nl=False)
@@ -177,12 +177,12 @@ def audit_prove(
     from caseledger.ledger.transparency.proofs import b64, event_proofs
     from caseledger.ledger.transparency.tree import MerkleLog
     from caseledger.verify.failures import VerificationError
-    from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
     from caseledger.verify.note import open_checkpoint
+    from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
 
     s = session(ctx)
     trusted = _verifier_key(key)
-    ledger = s.ledger
+    ledger = s.local_ledger
     customer_id = ledger.resolve_customer(customer)
     tree = MerkleLog.of(ledger)
     signer = _signer(required=False)
@@ -267,8 +267,8 @@ def audit_consistency(
     if signer is not None and signer.verifier_key == trusted:
         from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 
-        sign_checkpoint(s.ledger, signer)
-    result = check_consistency(s.ledger, _read_note(held), trusted)
+        sign_checkpoint(s.local_ledger, signer)
+    result = check_consistency(s.local_ledger, _read_note(held), trusted)
     if as_json:
         s.echo_json(result.as_dict())
     else:

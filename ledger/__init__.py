@@ -2,16 +2,18 @@
 
 ::
 
+    import os
+
     from caseledger.ledger import ContactDraft, Identity, KafkaIntakeClient, KafkaSettings
 
-    with KafkaIntakeClient(KafkaSettings.resolve(), adapter="mail-gateway-1") as intake:
+    with KafkaIntakeClient(KafkaSettings.from_environ(os.environ), adapter="mail-gateway-1") as intake:
         receipt = intake.submit(ContactDraft(channel="email", channel_message_id="<m-1@mail.example>",
                                              identity=Identity.parse("email:jane@example.com"),
                                              items=("Where is my refund?",)))
 
 Everything else under ``caseledger.ledger`` is internal: ``domain`` (the Case aggregate, the
-directory, values, the response policy), ``store`` (the Avro codec and both recorders, with all
-store SQL), ``kafka`` (the Kafka edge: intake client, intake worker, publisher), ``audit`` (one
+directory, values, the response policy), ``avro`` (how an event becomes bytes), ``store_ports`` and
+``store`` (the store's ports, and all its SQL: one provider per backend), ``kafka`` (the Kafka edge: intake client, intake worker, publisher), ``audit`` (one
 module per guarantee), ``export``, ``services`` (the supervisor of ``caseledger run``), ``bench``.
 Names are loaded on first use, so importing this package (e.g. for its errors) does not import a
 Kafka client.
@@ -43,16 +45,15 @@ if TYPE_CHECKING:
         SchemaError,
         ValidationError,
     )
-    from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient, Receipt
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-    from caseledger.ledger.settings import LedgerSettings
+    from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
+    from caseledger.ledger.settings import KafkaSettings, LedgerSettings
 
 _WHERE = {
     # intake: what an adapter publishes, and the client that publishes it
     "KafkaIntakeClient": "caseledger.ledger.intake.adapter_sdk",
     "Receipt": "caseledger.ledger.intake.adapter_sdk",
-    "KafkaSettings": "caseledger.ledger.kafka.kafka_settings",
+    "KafkaSettings": "caseledger.ledger.settings",
     "IntakeCodec": "caseledger.ledger.intake.records",
     "DeliveryReport": "caseledger.ledger.intake.records",
     "ReadReceipt": "caseledger.ledger.intake.records",

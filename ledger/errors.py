@@ -12,11 +12,18 @@ decide alike::
     ├── RuleViolation             the command is valid but the case does not allow it now
     ├── NotFound                  unknown case reference, contact, promise, item …
     ├── ConflictError             another command changed the case first; retry
+    │   └── TreeMoved             another appender moved the transparency log's Merkle tree first; reload, retry
     ├── AuthenticationError       no, malformed, expired, revoked or wrongly signed credentials (HTTP 401)
     ├── PermissionDenied          the authenticated principal's role may not do this (HTTP 403)
     ├── MessageIdCollision        the channel message id is another request's; this one was recorded
     │                             as a collision, not applied; send it with a new message id
     └── BackendError              the database or Kafka failed; nothing was recorded
+
+Errors of one module's own derive from these where they are raised, and carry their own way out the same way:
+``SignatureRefused`` (a ValidationError, ``ledger/intake/signatures.py``), ``TemplateRefused`` (a
+ConfigurationError, ``ledger/texts/engine.py``), ``IdempotencyRefused`` (a ValidationError whose status says
+reused, in progress or lost, ``ledger/service/idempotency.py``) and ``StreamLimit`` (too many live pages,
+``ledger/service/feeds.py``). No other exception class leaves the product (``tests/unit/test_layout.py``).
 """
 
 from __future__ import annotations
@@ -63,6 +70,10 @@ class ConflictError(CaseLedgerError):
     """Another command changed the same case first; reload and retry."""
 
     exit_code, http_status, slug, title = 3, 409, "conflict", "Conflict: retry"
+
+
+class TreeMoved(ConflictError):
+    """Another appender moved the transparency log's Merkle tree since it was read: reload and retry."""
 
 
 class AuthenticationError(CaseLedgerError):

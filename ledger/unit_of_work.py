@@ -10,8 +10,8 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Tracking
 
+from caseledger.ledger.avro.codec import event_hash
 from caseledger.ledger.domain.events import LedgerEvent
-from caseledger.ledger.store.codec import event_hash
 
 
 class UnitOfWork:

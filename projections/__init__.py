@@ -9,19 +9,7 @@ atomically. See ``docs/projections.md`` for writing one.
 
 from __future__ import annotations
 
-from caseledger.projections.base import (
-    COUNTERS,
-    FLOAT,
-    INT,
-    JSON,
-    LOG,
-    ROWS,
-    TEXT,
-    TIME,
-    Projection,
-    Table,
-    Tx,
-)
+from caseledger.projections.base import Projection, Tx
 from caseledger.projections.registry import BUILT_INS, load_projection, load_projections
 from caseledger.projections.runner import LIVE, REBUILD, ProjectionRunner, read_status, rebuild
 from caseledger.projections.sources import (
@@ -31,7 +19,9 @@ from caseledger.projections.sources import (
     StoreEventSource,
     kafka_source,
 )
-from caseledger.projections.views import ViewStore, open_views
+from caseledger.projections.tables import COUNTERS, FLOAT, INT, JSON, LOG, ROWS, TEXT, TIME, Table
+from caseledger.projections.view_stores import open_views
+from caseledger.projections.views import ViewStore
 
 __all__ = [
     "BUILT_INS",

@@ -18,7 +18,8 @@ from caseledger.ledger.domain.case_parts import (
     PromiseState,
     ProposalState,
 )
-from caseledger.projections.base import INT, JSON, TEXT, TIME, Projection, Table, Tx, aggregate_key
+from caseledger.projections.base import Projection, Tx, aggregate_key
+from caseledger.projections.tables import INT, JSON, TEXT, TIME, Table
 from caseledger.projections.views import utc_text
 
 Row = dict[str, Any]

@@ -10,7 +10,6 @@ follows the topic never opens the ledger.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,10 +18,12 @@ from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
 from caseledger.projections.runner import LIVE, ProjectionRunner, RunStats, read_status
 from caseledger.projections.sources import STORE, EventSource, StoreEventSource, kafka_source
-from caseledger.projections.views import ViewStore, open_views
+from caseledger.projections.view_stores import open_views
+from caseledger.projections.views import ViewStore
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
+    from caseledger.ledger.settings import KafkaSettings
     from caseledger.projections.base import Projection
 
 KAFKA = "kafka"
@@ -33,33 +34,28 @@ LedgerOpener = Callable[[], "CaseLedger"]
 
 
 def views_url(*, database: str | None, views: str | None = None) -> str:
-    """The views database: ``views``, CASELEDGER_VIEWS, else the ledger's own database."""
-    from caseledger.ledger.settings import LedgerSettings
+    """The views database: ``views`` (``--views`` or CASELEDGER_VIEWS), else the ledger's own database."""
+    from caseledger.ledger.settings import DEFAULT_DATABASE
 
-    chosen = views or os.environ.get("CASELEDGER_VIEWS")
-    if chosen:
-        return chosen
-    return LedgerSettings.resolve(database=database).store.database
+    return views or database or DEFAULT_DATABASE
 
 
-def open_source(kind: str, *, ledger: LedgerOpener, kafka: str | None = None,
+def open_source(kind: str, *, ledger: LedgerOpener, kafka: KafkaSettings | None = None,
                 consumer: str = "kafka-python") -> EventSource:
-    """The store's notification log (``store``), or the Kafka events topic (``kafka``)."""
+    """The store's notification log (``store``), or the Kafka events topic (``kafka``, configured by the root)."""
     if kind == STORE:
         return StoreEventSource(ledger())
     if kind == KAFKA:
-        from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+        from caseledger.ledger.settings import KafkaSettings
 
-        return kafka_source(KafkaSettings.resolve(bootstrap_servers=kafka), consumer=consumer)
+        return kafka_source(kafka or KafkaSettings.resolve(), consumer=consumer)
     raise ConfigurationError(f"{kind!r} is not a projection source; use {' or '.join(SOURCE_KINDS)}")
 
 
 def choose_source(views: ViewStore, projections: Sequence[Projection], source: str | None,
-                  kafka: str | None) -> str:
+                  kafka: KafkaSettings | None) -> str:
     """The source kind to run ``projections`` from: ``source`` if given, else what they already
-    follow, else kafka when Kafka is configured, else store."""
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-
+    follow, else kafka when Kafka is configured (``kafka`` is not None), else store."""
     if source:
         return source.strip().lower()
     following = {st.source.split(":")[0] for p in projections for st in read_status(views, p.name, LIVE)}
@@ -69,7 +65,7 @@ def choose_source(views: ViewStore, projections: Sequence[Projection], source: s
         )
     if following:
         return following.pop()
-    return KAFKA if KafkaSettings.from_env_if_configured(kafka) else STORE
+    return KAFKA if kafka is not None else STORE
 
 
 def catch_up(views: ViewStore, projection: Projection, *, ledger: LedgerOpener) -> None:
@@ -84,7 +80,7 @@ def catch_up(views: ViewStore, projection: Projection, *, ledger: LedgerOpener) 
 class ProjectionService:
     """The built-in projections, kept up to date from the source they follow until stopped."""
 
-    def __init__(self, views: str, *, ledger: LedgerOpener, kafka: str | None, consumer: str) -> None:
+    def __init__(self, views: str, *, ledger: LedgerOpener, kafka: KafkaSettings | None, consumer: str) -> None:
         self.views = views
         self.ledger = ledger
         self.kafka = kafka

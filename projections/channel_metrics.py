@@ -19,7 +19,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from caseledger.projections.base import COUNTERS, INT, JSON, ROWS, TEXT, Projection, Table, Tx, aggregate_key
+from caseledger.projections.base import Projection, Tx, aggregate_key
+from caseledger.projections.tables import COUNTERS, INT, JSON, ROWS, TEXT, Table
 from caseledger.projections.views import ViewStore, utc_text
 
 NO_SEGMENT = "-"

@@ -17,7 +17,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from caseledger.projections.base import INT, JSON, ROWS, TEXT, TIME, Projection, Table, Tx, aggregate_key
+from caseledger.projections.base import Projection, Tx, aggregate_key
+from caseledger.projections.tables import INT, JSON, ROWS, TEXT, TIME, Table
 from caseledger.projections.views import ViewStore
 
 if TYPE_CHECKING:

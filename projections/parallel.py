@@ -35,7 +35,7 @@ from caseledger.projections.runner import (
     read_status,
 )
 from caseledger.projections.sources import kafka_source
-from caseledger.projections.views import open_views
+from caseledger.projections.view_stores import open_views
 
 
 def resident_mb() -> float:
@@ -44,7 +44,7 @@ def resident_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 if TYPE_CHECKING:
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.settings import KafkaSettings
 
 
 def _worker(specs: list[str], views_url: str, settings: KafkaSettings, partitions: list[int], batch_size: int,

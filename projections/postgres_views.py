@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from caseledger.ledger.errors import BackendError, ConfigurationError
-from caseledger.projections.base import FLOAT, INT, JSON, TEXT, TIME, Table
+from caseledger.projections.tables import FLOAT, INT, JSON, TEXT, TIME, Table
 from caseledger.projections.views import Encoder, Row, ViewStore, ViewTransaction, encode_json
 
 _SQL_TYPES = {TEXT: "TEXT", INT: "BIGINT", FLOAT: "DOUBLE PRECISION", TIME: "TIMESTAMPTZ", JSON: "TEXT"}

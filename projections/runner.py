@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from caseledger.ledger.avro.codec import AvroEventCodec
 from caseledger.ledger.errors import ConfigurationError, ConflictError
 from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing, SpacedCollections
-from caseledger.ledger.store.codec import AvroEventCodec
 from caseledger.projections.base import Handler, Projection, RowCache, Tx
 from caseledger.projections.sources import EventSource
 from caseledger.projections.views import POSITIONS, STATE, ViewStore, ViewTransaction

@@ -23,7 +23,7 @@ from caseledger.ledger.kafka.events_record import TYPE_PREFIX
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
     from caseledger.ledger.kafka.ports import Build, PartitionReader
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.settings import KafkaSettings
 
 STORE = "store"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from caseledger.ledger.errors import BackendError, ConfigurationError
-from caseledger.projections.base import FLOAT, INT, JSON, TEXT, TIME
+from caseledger.projections.tables import FLOAT, INT, JSON, TEXT, TIME
 from caseledger.projections.views import Encoder, Row, ViewStore, ViewTransaction, encode_json, utc_text
 
 _SQL_TYPES = {TEXT: "TEXT", INT: "INTEGER", FLOAT: "REAL", TIME: "TEXT", JSON: "TEXT"}

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from caseledger.ledger.reports.describe import describe_event
 from caseledger.ledger.domain.catalog import CASE_EVENT_NAMES
-from caseledger.projections.base import INT, LOG, ROWS, TEXT, TIME, Projection, Table, Tx, aggregate_key
+from caseledger.ledger.reports.describe import describe_event
+from caseledger.projections.base import Projection, Tx, aggregate_key
+from caseledger.projections.tables import INT, LOG, ROWS, TEXT, TIME, Table
 
 
 class CustomerTimeline(Projection):

@@ -20,7 +20,7 @@ from operator import itemgetter
 from typing import Any
 
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.projections.base import COUNTERS, INT, TEXT, TIME, Table
+from caseledger.projections.tables import COUNTERS, INT, TEXT, TIME, Table
 
 Row = dict[str, Any]
 Encoder = Callable[[Any], Any]
@@ -255,19 +255,6 @@ class ViewStore(ABC):
             with self.transaction() as tx:
                 for table in missing:
                     tx.create_table(table, table.name)
-
-
-def open_views(url: str) -> ViewStore:
-    """The view store at ``url``: a ``postgresql://`` URL, or a SQLite file path."""
-    if url.startswith(("postgresql://", "postgres://")):
-        from caseledger.projections.postgres_views import PostgresViewStore
-
-        return PostgresViewStore(url)
-    if "://" in url:
-        raise ConfigurationError(f"views database {url!r}: use a SQLite file path or a postgresql:// URL")
-    from caseledger.projections.sqlite_views import SQLiteViewStore
-
-    return SQLiteViewStore(url)
 
 
 def iter_batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from caseledger.cli.bench import environment
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError
@@ -89,7 +90,7 @@ def _drafts(n: int, run: str) -> list[ContactDraft]:
 
 def baseline_write_rate(database: str, events: int = 20_000) -> float:
     """Raw eventsourcing rate: Avro-encoded events saved 1000 per transaction, no rules, no Kafka."""
-    app = CaseLedger(LedgerSettings.resolve(database=database))
+    app = CaseLedger(LedgerSettings.resolve(database=database, settings=environment()))
     try:
         drafts = _drafts(events // 4, f"base-{uuid.uuid4().hex[:6]}")
         from caseledger.ledger.domain.case import Case
@@ -130,18 +131,19 @@ def bench_intake(
 ) -> IntakeBenchResult:
     """Run the intake benchmark on fresh topics; ``database`` must be empty (default: a temp SQLite)."""
 
-    from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
     from caseledger.ledger.intake.worker import tracking_name
+    from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
     from caseledger.ledger.kafka.topics import ensure_topics
+    from caseledger.ledger.settings import KafkaSettings
 
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
     db = database or str(Path(tmp.name) / "bench.sqlite")
     base_db = database or str(Path(tmp.name) / "baseline.sqlite")
     run = uuid.uuid4().hex[:8]
     settings = KafkaSettings.resolve(
+        settings=environment().kafka,
         bootstrap_servers=kafka_bootstrap, intake_topic=f"bench-intake-{run}", events_topic=f"bench-events-{run}"
     )
     check_client(producer, "producer")
@@ -151,7 +153,7 @@ def bench_intake(
             f"--workers {workers}: give 1 to {settings.intake_partitions}, the intake topic's partitions"
         )
     ensure_topics(settings)
-    probe = CaseLedger(LedgerSettings.resolve(database=db))
+    probe = CaseLedger(LedgerSettings.resolve(database=db, settings=environment()))
     try:
         if (probe.recorder.max_notification_id() or 0) > 0:
             raise ConfigurationError(
@@ -173,7 +175,7 @@ def bench_intake(
     def tails() -> str:
         return "\n".join(f"--- {log.name}\n" + log.read_text(errors="replace")[-1500:] for log in logs)
 
-    ledger = CaseLedger(LedgerSettings.resolve(database=db))
+    ledger = CaseLedger(LedgerSettings.resolve(database=db, settings=environment()))
     try:
         drafts = _drafts(contacts, run)
         sent_at: dict[str, float] = {}
@@ -228,7 +230,7 @@ def bench_intake(
                        _contacts_on_topic(settings).items() if message_id in sent_at)
     if len(latencies) < contacts:
         raise RuntimeError(f"only {len(latencies)} of {contacts} contacts were found on the events topic")
-    probe = CaseLedger(LedgerSettings.resolve(database=db))
+    probe = CaseLedger(LedgerSettings.resolve(database=db, settings=environment()))
     events_stored = probe.recorder.max_notification_id() or 0
     probe.close()
     baseline = baseline_write_rate(base_db if database is None else db)
@@ -241,7 +243,7 @@ def bench_intake(
         intake_workers=workers,
         producer=producer,
         consumer=consumer,
-        backend=LedgerSettings.resolve(database=db).store.describe().split()[0],
+        backend=LedgerSettings.resolve(database=db, settings=environment()).store.describe().split()[0],
         events_stored=events_stored,
         seconds=seconds,
         contacts_per_s=contacts / seconds,
@@ -276,9 +278,9 @@ def start_services(
 
 def _contacts_on_topic(settings: Any) -> dict[str, float]:
     """Channel message id → timestamp (s) of its ContactReceived record, for the whole events topic."""
+    from caseledger.ledger.avro.codec import AvroEventCodec
     from caseledger.ledger.kafka.events_record import event_type_of
     from caseledger.ledger.kafka.ports import ReadRecord
-    from caseledger.ledger.store.codec import AvroEventCodec
 
     codec = AvroEventCodec()
     ends = _end_offsets(settings, settings.events_topic)

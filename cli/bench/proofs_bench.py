@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from caseledger.cli.bench import environment
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.merkle_tables import merkle_store
 from caseledger.ledger.transparency.tree import MerkleLog
 from caseledger.verify.rfc9162 import leaf_hash, verify_consistency, verify_inclusion
 
@@ -62,9 +62,9 @@ def bench_proofs(*, leaves: int = 1_000_000, customer_events: int = 1000, databa
     """Build the tree and measure (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="caseledger-bench-proofs-") as folder:
         target = database or str(Path(folder) / "proofs.sqlite")
-        ledger = CaseLedger(LedgerSettings.resolve(database=target))
+        ledger = CaseLedger(LedgerSettings.resolve(database=target, settings=environment()))
         try:
-            tree = MerkleLog(merkle_store(ledger))
+            tree = MerkleLog(ledger.storage.merkle())
             if tree.size:
                 raise ValueError(f"{target} already has a Merkle tree: give an empty database")
             started = time.perf_counter()

@@ -33,24 +33,24 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from caseledger.ledger.application import CaseLedger
+from caseledger.cli.bench import environment
 from caseledger.cli.bench.intake_bench import start_services
 from caseledger.cli.bench.texts_writer import bench_writer
+from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
 from caseledger.ledger.domain.events import Context
 from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, check_client
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.runtime.gc_pacing import GcPacer
-from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.settings import KafkaSettings, LedgerSettings
 from caseledger.projections.parallel import rebuild_in_parallel, resident_mb
 from caseledger.projections.registry import load_projections
 from caseledger.projections.runner import BatchReport, ProjectionRunner, rebuild
 from caseledger.projections.sources import kafka_source
-from caseledger.projections.views import open_views
+from caseledger.projections.view_stores import open_views
 
 Say = Callable[[str], None]
 CHANNELS = (Channel.EMAIL, Channel.CHAT, Channel.WEB_FORM, Channel.PHONE, Channel.SMS, Channel.CHATBOT, Channel.APP)
@@ -138,7 +138,7 @@ def generate_ledger(database: str, events: int, *, say: Say | None = None, seed:
 
     Stories overlap in time but are written one whole story after another, so ``audit verify``
     warns ``recorded-out-of-order`` on such a ledger (a warning, never an error)."""
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(LedgerSettings.resolve(database=database, settings=environment()))
     try:
         if (ledger.recorder.max_notification_id() or 0) > 0:
             raise ConfigurationError(f"{ledger.settings.store.describe()} is not empty; generate into an empty one")
@@ -169,7 +169,7 @@ def publish_ledger(database: str, settings: KafkaSettings, *, say: Say | None = 
     """Publish a whole ledger to the events topic with the real publisher; returns the seconds it took."""
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
 
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(LedgerSettings.resolve(database=database, settings=environment()))
     stop = threading.Event()
     thread: threading.Thread | None = None
     try:
@@ -243,10 +243,10 @@ def decode_baseline(database: str, sample: int = 200_000) -> tuple[float, float,
     """
     from fastavro import schemaless_reader
 
+    from caseledger.ledger.avro.codec import HEADER_SIZE
     from caseledger.ledger.domain.catalog import name_of_topic
-    from caseledger.ledger.store.codec import HEADER_SIZE
 
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(LedgerSettings.resolve(database=database, settings=environment()))
     try:
         records = [(name_of_topic(n.topic), bytes(n.state))
                    for n in ledger.recorder.select_notifications(start=1, limit=sample)]
@@ -301,7 +301,7 @@ def bench_rebuild(
             postgres_url = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
         database = str(Path(tmp.name) / "ledger.sqlite")
         run = uuid.uuid4().hex[:8]
-        settings = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"bench-ri-{run}",
+        settings = KafkaSettings.resolve(settings=environment().kafka, bootstrap_servers=kafka_bootstrap, intake_topic=f"bench-ri-{run}",
                                          events_topic=f"bench-re-{run}", events_partitions=partitions)
         ensure_topics(settings)
 
@@ -411,7 +411,7 @@ def bench_lag(
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-lag-")
     db = database or str(Path(tmp.name) / "ledger.sqlite")
     run = uuid.uuid4().hex[:8]
-    settings = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=f"bench-li-{run}",
+    settings = KafkaSettings.resolve(settings=environment().kafka, bootstrap_servers=kafka_bootstrap, intake_topic=f"bench-li-{run}",
                                      events_topic=f"bench-le-{run}")
     if not 1 <= workers <= settings.intake_partitions:
         raise ConfigurationError(
@@ -547,7 +547,7 @@ def steady_publisher_main() -> None:
     tick = 0.01
     per_tick = max(1, round(rate * tick))
     sent: dict[str, float] = {}
-    with KafkaIntakeClient(KafkaSettings.resolve(), adapter="bench-lag", producer=producer) as client:
+    with KafkaIntakeClient(KafkaSettings.resolve(settings=environment().kafka), adapter="bench-lag", producer=producer) as client:
         client.submit(_lag_draft(run, -10_000))  # connected before the clock starts
         started = time.monotonic()
         n = 0

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from caseledger.cli.bench import environment
 from caseledger.ledger.errors import CaseLedgerError
 
 __all__ = ["ApiLoadResult", "LiveResult", "ScenarioResult", "bench_api", "bench_live"]
@@ -58,11 +59,11 @@ def _quantile(values: list[float], q: float) -> float:
 def _served(database: str, *, env: dict[str, str] | None = None, workers: int = 1,
             ) -> Iterator[tuple[str, str, dict[str, str]]]:
     """(url, database, tokens by role): principals added, ``caseledger serve`` running until the block ends."""
-    from caseledger.ledger.application import CaseLedger
     from caseledger.ledger.access.principals import PrincipalRegistry
+    from caseledger.ledger.application import CaseLedger
     from caseledger.ledger.settings import LedgerSettings
 
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(LedgerSettings.resolve(database=database, settings=environment()))
     try:
         registry = PrincipalRegistry(ledger.principal_store)
         suffix = uuid.uuid4().hex[:6]
@@ -371,12 +372,12 @@ def _recorded(database: str, run: str) -> tuple[int, int]:
     from caseledger.ledger.application import CaseLedger
     from caseledger.ledger.settings import LedgerSettings
 
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(LedgerSettings.resolve(database=database, settings=environment()))
     try:
-        contacts = sum(1 for n in ledger._notifications_of("ContactReceived")
+        contacts = sum(1 for n in ledger.notifications_of("ContactReceived")
                        if f"{run}-".encode() in bytes(n.state) and f"{run}-seed".encode() not in bytes(n.state))
         # The terms are sealed in the store (personal data): read through the ledger, which opens them.
-        promises = sum(1 for n in ledger._notifications_of("PromiseMade")
+        promises = sum(1 for n in ledger.notifications_of("PromiseMade")
                        if ledger.mapper.to_domain_event(n).terms.startswith(f"call back {run} "))
     finally:
         ledger.close()
@@ -418,13 +419,13 @@ class LiveResult:
 def bench_live(*, kafka_bootstrap: str, rate: float = 100.0, seconds: float = 30.0, cases: int = 20,
                database: str | None = None, progress: Progress | None = None) -> LiveResult:
     """Publish follow-up contacts at ``rate``/s for ``seconds``; time each until its case's live stream shows it."""
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
     from caseledger.ledger.kafka.topics import ensure_topics
+    from caseledger.ledger.settings import KafkaSettings
 
     suffix = uuid.uuid4().hex[:8]
     topics = {"CASELEDGER_INTAKE_TOPIC": f"bench-live-intake-{suffix}", "CASELEDGER_EVENTS_TOPIC":
               f"bench-live-events-{suffix}"}
-    kafka = KafkaSettings.resolve(bootstrap_servers=kafka_bootstrap, intake_topic=topics["CASELEDGER_INTAKE_TOPIC"],
+    kafka = KafkaSettings.resolve(settings=environment().kafka, bootstrap_servers=kafka_bootstrap, intake_topic=topics["CASELEDGER_INTAKE_TOPIC"],
                                   events_topic=topics["CASELEDGER_EVENTS_TOPIC"])
     ensure_topics(kafka)
     with tempfile.TemporaryDirectory(prefix="caseledger-bench-live-") as where:
@@ -486,7 +487,7 @@ async def _live(url: str, tokens: dict[str, str], kafka: Any, *, rate: float, se
         from caseledger.ledger.application import CaseLedger
         from caseledger.ledger.settings import LedgerSettings
 
-        store = CaseLedger(LedgerSettings.resolve(database=database))
+        store = CaseLedger(LedgerSettings.resolve(database=database, settings=environment()))
         stored: dict[str, float] = {}
         position = store.recorder.max_notification_id() or 0
 

@@ -28,12 +28,12 @@ from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 
+from caseledger.cli.bench import environment
+from caseledger.cli.bench.texts_writer import bench_writer
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import verify
-from caseledger.cli.bench.texts_writer import bench_writer
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.audit_reads import store_snapshot
 
 Progress = Callable[[str, int, int], None]
 _CUSTOMER_TOKEN = "zq000000000"
@@ -192,7 +192,7 @@ def bench_verify(*, events: int = 200_000, database: str | None = None, progress
     """Generate a ledger of ``events`` events and time a full audit verify against the baseline."""
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-verify-")
     db = database or str(Path(tmp.name) / "verify.sqlite")
-    ledger = CaseLedger(LedgerSettings.resolve(database=db))
+    ledger = CaseLedger(LedgerSettings.resolve(database=db, settings=environment()))
     try:
         if (ledger.recorder.max_notification_id() or 0) > 0:
             raise ConfigurationError(f"{ledger.settings.store.describe()} is not empty; benchmark on an empty database")
@@ -203,7 +203,7 @@ def bench_verify(*, events: int = 200_000, database: str | None = None, progress
         started = time.perf_counter()
         read = 0
         hashed_s = 0.0
-        with store_snapshot(ledger) as store:
+        with ledger.storage.audit_snapshot() as store:
             head = store.head()
             for page in store.pages(0, head, 5000):
                 read += len(page)
@@ -241,7 +241,7 @@ def bench_verify(*, events: int = 200_000, database: str | None = None, progress
 
 
 def _verify_in_fresh_process(database: str) -> dict[str, Any]:
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(LedgerSettings.resolve(database=database, settings=environment()))
     try:
         before = _rss_mb()
         started = time.perf_counter()

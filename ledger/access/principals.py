@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import threading
@@ -34,7 +33,8 @@ from caseledger.ledger.domain.permissions import (
 )
 from caseledger.ledger.domain.values import Actor
 from caseledger.ledger.errors import AuthenticationError, ConfigurationError, ValidationError
-from caseledger.ledger.store.principal_tables import PrincipalRecorder, PrincipalRow
+from caseledger.ledger.settings import OidcSection
+from caseledger.ledger.store_ports import PrincipalRow, PrincipalStore
 
 if TYPE_CHECKING:
     from caseledger.ledger.access.jwks import JwksKeys
@@ -100,7 +100,7 @@ def check_name(name: str) -> str:
 class PrincipalRegistry:
     """Adds, revokes and lists principals (``caseledger principals …`` and the admin API)."""
 
-    def __init__(self, store: PrincipalRecorder) -> None:
+    def __init__(self, store: PrincipalStore) -> None:
         self.store = store
 
     def add(self, name: str, role: str | Role, *, now: datetime | None = None) -> IssuedToken:
@@ -144,14 +144,14 @@ class OidcSettings:
         return f"{self.label or issuer_label(self.issuer)}/{subject}"
 
     @classmethod
-    def resolve(cls, **given: Any) -> OidcSettings | None:
-        """From keyword arguments, else the environment; None when no JWKS URL is configured."""
-        env = os.environ
-        jwks = given.get("jwks_url") or env.get("CASELEDGER_OIDC_JWKS_URL")
+    def resolve(cls, settings: OidcSection | None = None, **given: Any) -> OidcSettings | None:
+        """From keyword arguments, else ``settings`` (the environment); None when no JWKS URL is configured."""
+        env = settings or OidcSection()
+        jwks = given.get("jwks_url") or env.jwks_url
         if not jwks:
             return None
-        issuer = given.get("issuer") or env.get("CASELEDGER_OIDC_ISSUER")
-        audience = given.get("audience") or env.get("CASELEDGER_OIDC_AUDIENCE")
+        issuer = given.get("issuer") or env.issuer
+        audience = given.get("audience") or env.audience
         if not issuer or not audience:
             raise ConfigurationError(
                 "OIDC needs an issuer and an audience besides the JWKS URL: set CASELEDGER_OIDC_ISSUER and "
@@ -159,9 +159,9 @@ class OidcSettings:
             )
         return cls(
             jwks_url=jwks, issuer=issuer, audience=audience,
-            roles_claim=given.get("roles_claim") or env.get("CASELEDGER_OIDC_ROLES_CLAIM") or "roles",
-            name_claim=given.get("name_claim") or env.get("CASELEDGER_OIDC_NAME_CLAIM") or "sub",
-            label=check_label(given.get("label") or env.get("CASELEDGER_OIDC_LABEL") or issuer_label(issuer)),
+            roles_claim=given.get("roles_claim") or env.roles_claim or "roles",
+            name_claim=given.get("name_claim") or env.name_claim or "sub",
+            label=check_label(given.get("label") or env.label or issuer_label(issuer)),
         )
 
 
@@ -188,7 +188,7 @@ def check_label(label: str) -> str:
 class Authenticator:
     """Turns an ``Authorization`` header into a principal, or refuses with AuthenticationError."""
 
-    def __init__(self, store: PrincipalRecorder, *, oidc: OidcSettings | None = None) -> None:
+    def __init__(self, store: PrincipalStore, *, oidc: OidcSettings | None = None) -> None:
         self.store = store
         self.oidc = oidc
         self._jwks: JwksKeys | None = None

@@ -85,9 +85,9 @@ Where each guarantee is checked
 * ``topic.py``: the events topic compared with the store (``--kafka``).
 * ``intake.py``: intake accounting (every intake offset has exactly one outcome).
 * ``seal.py``: the seal; ``report.py``: ``Discrepancy``, ``AuditReport``, severities.
-* The store's side lives in the store package: the snapshot the audit reads
-  (``caseledger.ledger.store.audit_reads``) and the envelope decoder
-  (``caseledger.ledger.store.envelope``).
+* The store's side is a port: the snapshot the audit reads (``StoreSnapshot`` in
+  ``caseledger.ledger.store_ports``, one per backend in ``caseledger.ledger.store.audit_reads``), opened by
+  ``store_snapshot(ledger)``; and the envelope decoder (``caseledger.ledger.avro.envelope``).
 """
 
 from __future__ import annotations
@@ -96,9 +96,8 @@ from caseledger.ledger.audit.chains import DEFAULT_CLOCK_TOLERANCE
 from caseledger.ledger.audit.intake_outcomes import INTAKE_OUTCOMES
 from caseledger.ledger.audit.report import AuditReport, Discrepancy
 from caseledger.ledger.audit.seal import Seal
-from caseledger.ledger.audit.verification import verify
-from caseledger.ledger.store.envelope import parse_envelope
-from caseledger.ledger.store.audit_reads import store_snapshot
+from caseledger.ledger.audit.verification import store_snapshot, verify
+from caseledger.ledger.avro.envelope import parse_envelope
 
 __all__ = [
     "DEFAULT_CLOCK_TOLERANCE",

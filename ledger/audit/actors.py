@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from caseledger.ledger.avro.codec import AvroEventCodec
+from caseledger.ledger.avro.envelope import read_actor
 from caseledger.ledger.domain.permissions import Authentication
-from caseledger.ledger.store.codec import AvroEventCodec
-from caseledger.ledger.store.envelope import read_actor
 
 __all__ = ["UnauthenticatedEvent", "UnauthenticatedEvents"]
 

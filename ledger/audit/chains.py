@@ -32,7 +32,7 @@ from caseledger.ledger.domain.catalog import name_of_topic
 
 if TYPE_CHECKING:
     from caseledger.ledger.audit.topic import EventsTopicComparison
-    from caseledger.ledger.store.audit_reads import StoreSnapshot
+    from caseledger.ledger.store_ports import StoreSnapshot
 
 __all__ = ["COMMIT_TOLERANCE", "COMMIT_TOLERANCE_US", "DEFAULT_CLOCK_TOLERANCE", "ChainCheck", "micros_of"]
 

@@ -19,13 +19,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.audit.report import WARNING, AuditReport, AuditScope
+from caseledger.ledger.avro.envelope import read_bytes, read_long
 from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.errors import BackendError
-from caseledger.ledger.store.envelope import read_bytes, read_long
 
 if TYPE_CHECKING:
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-    from caseledger.ledger.store.codec import AvroEventCodec
+    from caseledger.ledger.avro.codec import AvroEventCodec
+    from caseledger.ledger.kafka.ports import TopicReaders
+    from caseledger.ledger.settings import KafkaSettings
 
 __all__ = ["INTAKE_OUTCOMES", "INTAKE_WINDOW", "IntakeAccounting"]
 
@@ -129,7 +130,8 @@ class IntakeAccounting:
             return cls(report, codec, topic, books)
         topic = kafka.intake_topic
         positions = tracked.get(topic, {})
-        ends, starts, stops, retained = _intake_offsets(kafka, scope.since, scope.until)
+        assert scope.readers is not None
+        ends, starts, stops, retained = _intake_offsets(scope.readers, kafka, scope.since, scope.until)
         past = {p: n for p, n in retained.items() if n > 0}
         if past:
             report.notes.append(
@@ -276,13 +278,10 @@ def _ranges(values: list[int]) -> Iterator[tuple[int, int]]:
 
 
 def _intake_offsets(
-    settings: KafkaSettings, since: datetime | None, until: datetime | None
+    readers: TopicReaders, settings: KafkaSettings, since: datetime | None, until: datetime | None
 ) -> tuple[dict[int, int], dict[int, int], dict[int, int], dict[int, int]]:
     """(end offsets, first offsets in range, stop offsets in range, first offsets kept) of every intake partition."""
-    from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
-
-    with KafkaClient(KAFKA_PYTHON, "consumer").open_reader(settings, topic=settings.intake_topic,
-                                                          group="audit") as reader:
+    with readers.open_reader(settings, topic=settings.intake_topic, group="audit") as reader:
         partitions = reader.partitions()
         if not partitions:
             raise BackendError(f"intake topic {settings.intake_topic} does not exist on {settings.bootstrap_servers}")

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 from caseledger.ledger.audit.report import WARNING
 from caseledger.verify.failures import MalformedInput, SignatureError, WrongKeyError
-from caseledger.verify.rfc9162 import EMPTY_ROOT, leaf_hash, node_hash
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
+from caseledger.verify.rfc9162 import EMPTY_ROOT, leaf_hash, node_hash
 
 if TYPE_CHECKING:
     from caseledger.ledger.audit.report import AuditReport

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from caseledger.ledger.audit.report import AuditReport
 
 if TYPE_CHECKING:
-    from caseledger.ledger.store.codec import AvroEventCodec
-    from caseledger.ledger.store.audit_reads import StoreSnapshot
+    from caseledger.ledger.avro.codec import AvroEventCodec
+    from caseledger.ledger.store_ports import StoreSnapshot
 
 __all__ = ["CASE_COUNTED", "CrossReferences"]
 

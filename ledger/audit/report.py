@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from caseledger.ledger.audit.seal import Seal
 
 if TYPE_CHECKING:
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.kafka.ports import TopicReaders
+    from caseledger.ledger.settings import KafkaSettings
 
 __all__ = ["ERROR", "MAX_NAMED", "WARNING", "AuditReport", "AuditScope", "Discrepancy"]
 
@@ -156,6 +157,7 @@ class AuditScope:
     since: datetime | None = None
     until: datetime | None = None
     kafka: KafkaSettings | None = None
+    readers: TopicReaders | None = None  # how the topics are read when ``kafka`` is given (the root's client)
     tolerance: int = 0
     """The clock tolerance, in microseconds."""
 

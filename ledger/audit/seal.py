@@ -11,14 +11,22 @@ chain too.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from caseledger.ledger.errors import ConfigurationError
 
-if TYPE_CHECKING:
-    from caseledger.ledger.audit.report import AuditReport
+__all__ = ["Findings", "Seal", "check_seal", "seal_past_end"]
 
-__all__ = ["Seal", "check_seal", "seal_past_end"]
+
+class Findings(Protocol):
+    """Where the seal's checks write what they found: the audit's report (``report.py`` keeps a seal, so this
+    module names only what it writes)."""
+
+    notes: list[str]
+
+    def flag(self, code: str, message: str, **where: Any) -> None:
+        """Add a discrepancy: its code, what differs, and where."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,7 @@ class Seal:
         return f"{self.position}:{self.digest}"
 
 
-
-def check_seal(report: AuditReport, expected: Seal, digest: str, position: int) -> None:
+def check_seal(report: Findings, expected: Seal, digest: str, position: int) -> None:
     """The log's digest up to ``position`` (the sealed one, or the last before it) against the seal."""
     if digest != expected.digest:
         report.flag("seal-mismatch", f"the log up to position {position} no longer matches the seal taken earlier "
@@ -58,7 +65,7 @@ def check_seal(report: AuditReport, expected: Seal, digest: str, position: int) 
         report.notes.append(f"seal {expected.position}:{expected.digest[:16]}… holds")
 
 
-def seal_past_end(report: AuditReport, sealed: int, last: int) -> None:
+def seal_past_end(report: Findings, sealed: int, last: int) -> None:
     """The store ends before the sealed position."""
     report.flag("seal-mismatch", f"the seal covers position {sealed} but the store ends at {last}: events "
                 "at the end of the log were deleted", position=sealed)

@@ -19,15 +19,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.audit.report import WARNING, AuditReport, AuditScope
+from caseledger.ledger.avro.codec import HEADER_SIZE
 from caseledger.ledger.errors import BackendError
 from caseledger.ledger.kafka.events_record import constant_headers, last_position_in, position_of
 from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
-from caseledger.ledger.store.codec import HEADER_SIZE
-from caseledger.ledger.store.audit_reads import store_snapshot
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.settings import KafkaSettings
 
 __all__ = ["EventsTopicComparison"]
 
@@ -55,19 +54,16 @@ class EventsTopicComparison:
     STALL_S = 60.0
 
     def __init__(self, scope: AuditScope, report: AuditReport, *, head: int, first: int, last: int) -> None:
-        from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
-        from caseledger.ledger.kafka.kafka_python import key_hash
-
-        self.key_hash = key_hash
+        assert scope.kafka is not None and scope.readers is not None
+        self.key_hash = scope.readers.key_hash
         self.scope = scope
         self.report = report
-        assert scope.kafka is not None
         self.settings: KafkaSettings = scope.kafka
         self.topic = self.settings.events_topic
         self.head = head
         self.first = first
         self.last = last
-        self._kafka = KafkaClient(KAFKA_PYTHON, "consumer")
+        self._kafka = scope.readers
         self.consumers: dict[int, PartitionReader] = {}
         with self._reader() as admin:
             partitions = admin.partitions()
@@ -291,7 +287,7 @@ class EventsTopicComparison:
         """Records published after the store snapshot must still match the store (read afresh)."""
         if not self.beyond:
             return
-        with store_snapshot(ledger) as store:
+        with ledger.storage.audit_snapshot() as store:
             for record in self.beyond:
                 row = store.row_at_or_after(record.position or 0)
                 where: dict[str, Any] = {"topic": self.topic, "partition": record.partition, "offset": record.offset,

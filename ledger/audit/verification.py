@@ -12,28 +12,35 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from caseledger.ledger.audit.chains import COMMIT_TOLERANCE_US, DEFAULT_CLOCK_TOLERANCE, ChainCheck, micros_of
-from caseledger.ledger.audit.kept_checkpoint import CheckpointCheck, HeldCheckpoint
 from caseledger.ledger.audit.intake_outcomes import INTAKE_OUTCOMES, IntakeAccounting
+from caseledger.ledger.audit.kept_checkpoint import CheckpointCheck, HeldCheckpoint
 from caseledger.ledger.audit.references import CASE_COUNTED, CrossReferences
 from caseledger.ledger.audit.report import AuditReport, AuditScope
 from caseledger.ledger.audit.seal import Seal, check_seal, seal_past_end
 from caseledger.ledger.audit.topic import EventsTopicComparison
+from caseledger.ledger.avro.codec import HEADER_SIZE, MAGIC
+from caseledger.ledger.avro.envelope import AvroEnvelopeDecoder, parse_envelope
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.ledger.store.codec import HEADER_SIZE, MAGIC
-from caseledger.ledger.store.envelope import AvroEnvelopeDecoder, parse_envelope
-from caseledger.ledger.store.audit_reads import StoreSnapshot, store_snapshot
+from caseledger.ledger.store_ports import StoreSnapshot
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.kafka.ports import TopicReaders
+    from caseledger.ledger.settings import KafkaSettings
 
 __all__ = ["verify"]
 
 _MICROSECOND = timedelta(microseconds=1)
+
+
+def store_snapshot(ledger: CaseLedger) -> AbstractContextManager[StoreSnapshot]:
+    """One read transaction over the ledger's store (SQLite WAL snapshot or PostgreSQL REPEATABLE READ)."""
+    return ledger.storage.audit_snapshot()
 
 
 def verify(
@@ -43,6 +50,7 @@ def verify(
     since: datetime | None = None,
     until: datetime | None = None,
     kafka: KafkaSettings | None = None,
+    readers: TopicReaders | None = None,
     seal: Seal | None = None,
     checkpoint: HeldCheckpoint | None = None,
     clock_tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE,
@@ -54,7 +62,7 @@ def verify(
 
     ``customer`` (an id or identity) limits the audit to that customer's events; ``since`` and
     ``until`` to the positions recorded in that time range. ``kafka`` adds the events topic and
-    the intake topic. ``seal`` (from an earlier report) must still hold, and so must ``checkpoint`` (a signed
+    the intake topic, read through ``readers`` (the caller's Kafka client). ``seal`` (from an earlier report) must still hold, and so must ``checkpoint`` (a signed
     checkpoint the auditor kept, with the key it must be signed by). ``progress`` is called
     with (positions done, positions to do); ``collect`` with (position, event type, bytes) of
     each event in scope, in order (the history export uses it).
@@ -63,7 +71,10 @@ def verify(
     customer_id = ledger.resolve_customer(customer) if customer else None
     if since is not None and until is not None and until <= since:
         raise ConfigurationError(f"--until {until.isoformat()} is not after --since {since.isoformat()}")
-    scope = AuditScope(customer_id=customer_id, since=since, until=until, kafka=kafka,
+    if kafka is not None and readers is None:
+        raise ConfigurationError("auditing the Kafka topics needs a client to read them: pass readers=, e.g. "
+                                 "KafkaClient(KAFKA_PYTHON, 'consumer') from caseledger.ledger.kafka.clients")
+    scope = AuditScope(customer_id=customer_id, since=since, until=until, kafka=kafka, readers=readers,
                        tolerance=clock_tolerance // _MICROSECOND)
     with store_snapshot(ledger) as store:
         audit = _Audit(ledger, store, scope, seal=seal, page_size=page_size, progress=progress, collect=collect,

@@ -7,26 +7,25 @@ TOML document into a :class:`~caseledger.ledger.domain.policy.ResponsePolicy`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
-from caseledger.ledger.domain.policy import (
+from caseledger.ledger.domain.business_time import (
     _DELAY_FORMS,
     _WEEKDAY_NAMES,
     _WEEKDAYS,
     BusinessCalendar,
     Delay,
-    _category,
     _zone,
 )
 from caseledger.ledger.domain.retention import RetentionPolicy
 from caseledger.ledger.domain.texts import TextSettings, check_time_zone
-from caseledger.ledger.domain.values import Channel, check_locale
+from caseledger.ledger.domain.values import Channel, category_key, check_locale
 from caseledger.ledger.errors import ConfigurationError, ValidationError
 
-if TYPE_CHECKING:
-    from caseledger.ledger.domain.policy import ResponsePolicy
+Policy = TypeVar("Policy")  # the ResponsePolicy class the caller builds (this module never imports it)
 
 __all__ = ["PolicyFile"]
 
@@ -94,7 +93,7 @@ class PolicyFile:
                 raise self.error(full, "missing", f"add {_example(full)}" + f" to {where}" * bool(key))
         return data
 
-    def policy(self, cls: type[ResponsePolicy], data: dict[str, Any]) -> ResponsePolicy:
+    def policy(self, cls: Callable[..., Policy], data: dict[str, Any]) -> Policy:
         sections = ("calendar", "acknowledge", "respond")
         self.table(data, "", known=(*sections, "confirm", "texts", "retention"), required=sections)
         calendar = self.calendar(data["calendar"])
@@ -299,7 +298,7 @@ class PolicyFile:
     def categories(self, data: object, key: str) -> dict[str, Delay]:
         delays: dict[str, Delay] = {}
         for name, text in self.table(data, key).items():
-            category = _category(name)
+            category = category_key(name)
             if category is None:
                 raise self.error(key, "a category name is empty", "name the category, e.g. complaint")
             if category in delays:

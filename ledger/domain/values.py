@@ -311,6 +311,11 @@ _DIGEST_PREFIX = b"caseledger contact content v1\n"
 _LINE_END_BLANKS = re.compile(r"[ \t]+\n")
 
 
+def category_key(value: str) -> str | None:
+    """A category as rules compare it: a free word in lower case, as contacts carry it (None when blank)."""
+    return value.strip().lower() or None
+
+
 _LOCALE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]{2,4})?$")
 
 

@@ -2,7 +2,7 @@
 
 ::
 
-    with KafkaIntakeClient(KafkaSettings.resolve(), adapter="mail-gateway-1") as intake:
+    with KafkaIntakeClient(KafkaSettings.from_environ(os.environ), adapter="mail-gateway-1") as intake:
         receipt = intake.submit(ContactDraft(channel="email", channel_message_id=msg_id, ...))
         # the broker has it (acks=all, idempotent producer): now say "received"
 
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from caseledger.ledger.domain.values import ContactDraft
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.intake.records import IntakeCodec, IntakeMessage, kind_of
+from caseledger.ledger.intake.signatures import AdapterSigner
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.ports import AcknowledgedProducer, Closing
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-from caseledger.ledger.intake.signatures import AdapterSigner
+from caseledger.ledger.settings import KafkaSettings
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,26 @@
-"""Contact intake: recording an inbound contact once, recognising a resubmission, keeping a collision.
+"""Contact intake: how a contact becomes events — recorded once, a resubmission recognised, a collision kept.
 
-``ContactIntake`` is the part of :class:`~caseledger.ledger.application.CaseLedger` that records what
-customers send; the rest of the application (saving, lookups, units of work) is the ledger's own.
+``ContactIntake`` is the service of :class:`~caseledger.ledger.application.CaseLedger` that records
+what customers send, on the :class:`~caseledger.ledger.core.LedgerCore` it is given; it names
+customers through :class:`~caseledger.ledger.privacy.pseudonyms.Pseudonyms` and finds the case a
+contact names through :class:`~caseledger.ledger.lookups.Lookups`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from caseledger.ledger.core import LedgerCore
+from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.case import Case
+from caseledger.ledger.domain.case_references import new_reference, normalise_reference
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.directory import (
     ChannelMessage,
@@ -30,22 +33,12 @@ from caseledger.ledger.domain.directory import (
 )
 from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, ContactDraft, content_digest
 from caseledger.ledger.errors import ConflictError, MessageIdCollision, RuleViolation
-from caseledger.ledger.store.db_errors import translate_errors
+from caseledger.ledger.lookups import Lookups
+from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
-    from eventsourcing.persistence import Mapper
-
-    from caseledger.ledger.domain.events import Context
-    from caseledger.ledger.domain.policy import ResponsePolicy
-    from caseledger.ledger.domain.texts import Writer
-    from caseledger.ledger.domain.values import Channel
     from caseledger.ledger.intake.records import IntakeCodec
-    from caseledger.ledger.settings import LedgerSettings
-    from caseledger.ledger.store.recorder import LedgerRecorder
 
-_REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 _CORRELATION_NS = uuid5(NAMESPACE_URL, "https://caseledger.invalid/correlation")
 MAX_CONTACT_ATTEMPTS = 12
 
@@ -63,20 +56,6 @@ def _as_customer(actor: Actor | None, customer_id: str) -> Actor:
     if actor.kind == ActorKind.CUSTOMER and actor.id != customer_id:
         return dataclasses.replace(actor, id=customer_id)
     return actor
-
-
-def new_reference() -> str:
-    """A case reference customers can read out on the phone: CL-XXXXX-XXXXX (50 random bits)."""
-    bits = secrets.randbits(50)  # one draw, cut into ten 5-bit symbols
-    chars = "".join(_REFERENCE_ALPHABET[(bits >> shift) & 31] for shift in range(45, -1, -5))
-    return f"CL-{chars[:5]}-{chars[5:]}"
-
-
-def normalise_reference(reference: str) -> str:
-    ref = reference.strip().upper()
-    if not ref.startswith("CL-"):
-        ref = "CL-" + ref
-    return ref
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,30 +76,10 @@ class ContactOutcome:
 class ContactIntake:
     """Recording inbound contacts: idempotent on the request, never losing one that collides."""
 
-    if TYPE_CHECKING:  # what this part needs of the ledger it is part of (CaseLedger)
-        policy: ResponsePolicy
-        settings: LedgerSettings
-        recorder: LedgerRecorder
-        mapper: Mapper[UUID]
-
-        def _get_optional(self, aggregate_id: UUID) -> Any | None: ...
-        def writer_for(self, customer: Customer | None, channel: str | None) -> Writer: ...
-        def _load(self, aggregate_id: UUID) -> Any: ...
-        def record(self, *aggregates: Any) -> None: ...
-        def get_case(self, reference: str) -> Case: ...
-        def _command(self) -> AbstractContextManager[None]: ...
-        def _notifications_of(self, event_type: str, *, page: int = 1000) -> Iterator[Any]: ...
-        def _find_claim(self, identity: Any) -> IdentityClaim | None: ...
-        def customer_id_for(self, identity: Any) -> str: ...
-        data_keys: Any
-        def claim_id_for(self, identity: Any) -> UUID: ...
-        def claim_ids_for(self, identity: Any) -> list[UUID]: ...
-
-        def _context(
-            self, actor: Actor, *, channel: Channel | str | None = None, occurred_at: datetime | None = None,
-            correlation_id: UUID | None = None, causation_id: UUID | None = None,
-        ) -> Context: ...
-
+    def __init__(self, core: LedgerCore, pseudonyms: Pseudonyms, lookups: Lookups) -> None:
+        self.core = core
+        self.pseudonyms = pseudonyms
+        self.lookups = lookups
 
     def record_contact(
         self,
@@ -151,9 +110,9 @@ class ContactIntake:
                 # Jittered backoff: writers contending for one case must not retry in lockstep.
                 time.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
             try:
-                with self._command():
+                with self.core.command_scope():
                     message_id = ChannelMessage.id_for(draft.channel, draft.channel_message_id)
-                    existing = self._get_optional(message_id)
+                    existing = self.core.get_optional(message_id)
                     if existing is None:
                         return self._record_new_contact(
                             draft, actor=actor, source=source,
@@ -168,12 +127,12 @@ class ContactIntake:
                             source=source, raw=raw,
                         )
                     if source is not None:
-                        ctx = self._context(
+                        ctx = self.core.context(
                             SYSTEM, channel=draft.channel, occurred_at=draft.occurred_at,
                             correlation_id=_correlation(draft), causation_id=source.event_id,
                         )
                         existing.trace_resubmission(source=str(source), ctx=ctx)
-                        self.record(existing)
+                        self.core.record(existing)
                     return self._outcome_of(existing)
             except ConflictError:
                 # Another writer changed the case, took the reference or recorded this very
@@ -186,20 +145,20 @@ class ContactIntake:
 
     def contact_lookups(self, draft: ContactDraft) -> set[UUID]:
         """The aggregates ``record_contact`` loads for ``draft``: a batch prefetches them in one query."""
-        ids = {ChannelMessage.id_for(draft.channel, draft.channel_message_id), *self.claim_ids_for(draft.identity),
-               Customer.id_for(draft.customer_id or self.customer_id_for(draft.identity))}
+        ids = {ChannelMessage.id_for(draft.channel, draft.channel_message_id), *self.pseudonyms.claim_ids_for(draft.identity),
+               Customer.id_for(draft.customer_id or self.pseudonyms.customer_id_for(draft.identity))}
         if draft.case_reference:
             ids.add(case_id_for(normalise_reference(draft.case_reference)))
         return ids
 
     def _sender_of(self, draft: ContactDraft) -> tuple[str, IdentityClaim | None]:
         """(the customer id a contact is recorded under, the identity's claim if it has one)."""
-        claim = self._find_claim(draft.identity)
+        claim = self.pseudonyms.find_claim(draft.identity)
         if draft.customer_id:
             return draft.customer_id, claim
         if claim is not None:
             return claim.customer_id, claim
-        return self.customer_id_for(draft.identity), None
+        return self.pseudonyms.customer_id_for(draft.identity), None
 
     def _collision_with(
         self, message: ChannelMessage, draft: ContactDraft, customer_id: str
@@ -219,12 +178,12 @@ class ContactIntake:
 
     def _legacy_digest(self, message: ChannelMessage) -> str:
         """The content digest of a registration made before digests were kept, from its contact."""
-        with translate_errors(self.settings.store.describe()):
-            stored = self.recorder.select_events_after([message.case_id]).get(message.case_id, [])
+        with translate_errors(self.core.settings.store.describe()):
+            stored = self.core.recorder.select_events_after([message.case_id]).get(message.case_id, [])
         for stored_event in stored:
             if name_of_topic(stored_event.topic) != "ContactReceived":
                 continue
-            event: Any = self.mapper.to_domain_event(stored_event)
+            event: Any = self.core.mapper.to_domain_event(stored_event)
             if event.contact_id == message.contact_id:
                 return content_digest(
                     identity=f"{event.identity['kind']}:{event.identity['value']}",
@@ -244,8 +203,8 @@ class ContactIntake:
         collision_id = MessageCollision.id_for(
             draft.channel, draft.channel_message_id, content_digest=digest, customer_id=customer_id, source=source
         )
-        if self._get_optional(collision_id) is None:
-            ctx = self._context(
+        if self.core.get_optional(collision_id) is None:
+            ctx = self.core.context(
                 _as_customer(actor, customer_id),
                 channel=draft.channel, occurred_at=draft.occurred_at,
                 correlation_id=collision_id,  # its own: nothing links it to the other request's events
@@ -257,7 +216,7 @@ class ContactIntake:
                 channel=draft.channel, channel_message_id=draft.channel_message_id, kind=kind, reason=reason,
                 content_digest=digest, raw=raw, customer_id=customer_id, source=source, ctx=ctx,
             )
-            self.record(collision)
+            self.core.record(collision)
         raise MessageIdCollision(
             f"{draft.channel.value} message {draft.channel_message_id!r} is already the id of a different "
             f"request, so this one was not applied; it is kept as collision {collision_id} for an operator "
@@ -271,23 +230,13 @@ class ContactIntake:
 
         return IntakeCodec()
 
-    def collisions(self) -> Iterator[MessageCollision.MessageIdCollided]:
-        """Every recorded message id collision, oldest first."""
-        for notification in self._notifications_of("MessageIdCollided"):
-            yield self.mapper.to_domain_event(notification)  # type: ignore[misc]
-
-    def rejections(self) -> Iterator[IntakeRejection.IntakeRejected]:
-        """Every intake record the ledger could not apply, oldest first, with its reason and raw bytes."""
-        for notification in self._notifications_of("IntakeRejected"):
-            yield self.mapper.to_domain_event(notification)  # type: ignore[misc]
-
     def _record_new_contact(
         self, draft: ContactDraft, *, actor: Actor | None, source: IntakeSource | None,
         signed: tuple[str, bytes] | None = None,
     ) -> ContactOutcome:
         # Every check first: nothing is triggered until the contact is known to be acceptable.
         customer_id, claim = self._sender_of(draft)
-        ctx = self._context(
+        ctx = self.core.context(
             _as_customer(actor, customer_id),
             channel=draft.channel,
             occurred_at=draft.occurred_at,
@@ -296,21 +245,21 @@ class ContactIntake:
         )
         case: Case | None = None
         if draft.case_reference is not None:
-            case = self.get_case(draft.case_reference)
+            case = self.lookups.get_case(draft.case_reference)
             if case.customer_id != customer_id:
                 raise RuleViolation(
                     f"case {case.reference} belongs to another customer; record the contact without "
                     "a case reference to open a new case"
                 )
-        customer = self._get_optional(Customer.id_for(customer_id))
+        customer = self.core.get_optional(Customer.id_for(customer_id))
 
         new_claim = None
         if claim is None:
             new_claim = IdentityClaim.claim(
-                draft.identity, claim_id=self.claim_id_for(draft.identity), customer_id=customer_id, ctx=ctx
+                draft.identity, claim_id=self.pseudonyms.claim_id_for(draft.identity), customer_id=customer_id, ctx=ctx
             )
         if customer is None:
-            self.data_keys.expect_new(customer_id)
+            self.core.data_keys.expect_new(customer_id)
             customer = Customer.register(
                 customer_id=customer_id, segment=draft.segment, identity=draft.identity, ctx=ctx
             )
@@ -331,14 +280,14 @@ class ContactIntake:
             )
             customer.link_case(case_id=case.id, reference=reference, ctx=ctx)
         # Deadlines run from when the ledger recorded the contact, never from when a client says it came.
-        respond_by = self.policy.respond_by(
+        respond_by = self.core.policy.respond_by(
             channel=draft.channel.value, category=draft.category or case.category, received_at=ctx.recorded_at
         )
-        acknowledge_by = self.policy.acknowledge_by(channel=draft.channel.value, received_at=ctx.recorded_at)
+        acknowledge_by = self.core.policy.acknowledge_by(channel=draft.channel.value, received_at=ctx.recorded_at)
         contact_id, ack_id = case.receive_contact(
             draft, ctx=ctx, respond_by=respond_by, acknowledge_by=acknowledge_by,
-            writer=self.writer_for(customer, draft.channel.value),
-            in_writing=self.policy.acknowledge_spoken_in_writing,
+            writer=self.core.writer_for(customer, draft.channel.value),
+            in_writing=self.core.policy.acknowledge_spoken_in_writing,
         )
         message = ChannelMessage.register(
             channel=draft.channel,
@@ -353,18 +302,18 @@ class ContactIntake:
             intake_signature=signed[0] if signed else None,
             signed_record=signed[1] if signed else b"",
         )
-        self.record(case, message, customer, new_claim)
+        self.core.record(case, message, customer, new_claim)
         return self._outcome(case, contact_id=contact_id, duplicate=False, opened=opened)
 
     def reject_intake(self, source: IntakeSource, *, reason: str, raw: bytes, kind: str = "unknown") -> None:
         """Record that an intake record could not be applied: where it was, why, and its bytes."""
-        with self._command():
-            ctx = self._context(SYSTEM, causation_id=source.event_id)
+        with self.core.command_scope():
+            ctx = self.core.context(SYSTEM, causation_id=source.event_id)
             rejection = IntakeRejection.reject(source, reason=reason, raw=raw, kind=kind, ctx=ctx)
-            self.record(rejection)
+            self.core.record(rejection)
 
     def _outcome_of(self, message: ChannelMessage) -> ContactOutcome:
-        case: Case = self._load(message.case_id)
+        case: Case = self.core.load(message.case_id)
         return self._outcome(case, contact_id=message.contact_id, duplicate=True, opened=False)
 
     @staticmethod

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from caseledger.ledger.domain.case import Case
     from caseledger.ledger.domain.case_parts import MessageState
     from caseledger.ledger.domain.events import Context
-    from caseledger.ledger.store.principal_tables import PrincipalRecorder
+    from caseledger.ledger.store_ports import AdapterKeyStore
 
 __all__ = ["Reporter"]
 
@@ -45,7 +45,7 @@ class Reporter:
     channels: tuple[str, ...] | None = None  # an adapter's registered channels; None: any (unsigned intake)
 
     @classmethod
-    def of_principal(cls, actor: Actor, adapters: PrincipalRecorder) -> Reporter:
+    def of_principal(cls, actor: Actor, adapters: AdapterKeyStore) -> Reporter:
         """The reporter a principal of the API is. An ``adapter`` principal (the one role allowed to report
         that acts as ``system:NAME``) serves the channels of the adapter key registered under its name."""
         if actor.kind is not ActorKind.SYSTEM:

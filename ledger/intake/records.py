@@ -18,9 +18,9 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from caseledger.ledger.avro.codec import HEADER_SIZE, MAGIC, legacy_fingerprint, schema_fingerprint
 from caseledger.ledger.domain.values import Actor, Attachment, ContactDraft, Identity, require_utc
 from caseledger.ledger.errors import SchemaError, ValidationError
-from caseledger.ledger.store.codec import HEADER_SIZE, MAGIC, legacy_fingerprint, schema_fingerprint
 
 MAX_RECORD_BYTES = 2_000_000
 _SCHEMA_FILE = "caseledger.intake.IntakeRecord.avsc"

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from caseledger.ledger.domain.values import Channel
 from caseledger.ledger.errors import ConfigurationError, NotFound, ValidationError
-from caseledger.ledger.store.principal_tables import AdapterKeyRow, PrincipalRecorder
+from caseledger.ledger.store_ports import AdapterKeyRow, AdapterKeyStore
 
 __all__ = [
     "ADAPTER_HEADER",
@@ -97,7 +97,7 @@ class AdapterSigner:
 class AdapterKeys:
     """Registers adapters' public keys and the channels each may publish for."""
 
-    def __init__(self, store: PrincipalRecorder) -> None:
+    def __init__(self, store: AdapterKeyStore) -> None:
         self.store = store
 
     def add(self, name: str, channels: Sequence[str], *, public_key: bytes | None = None,
@@ -163,7 +163,7 @@ def header(headers: object, name: str) -> bytes | None:
 class SignatureCheck:
     """Who signed an intake record, or the reason it is refused (see the module docstring)."""
 
-    def __init__(self, store: PrincipalRecorder, *, required: bool | None = None) -> None:
+    def __init__(self, store: AdapterKeyStore, *, required: bool | None = None) -> None:
         self.store = store
         # None: required as soon as one adapter is registered (a ledger without adapters keeps
         # accepting unsigned records, as before signed intake existed).

@@ -23,7 +23,6 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 
 from caseledger.ledger.application import CaseLedger, normalise_reference
-from caseledger.ledger.intake.delivery_reports import Reporter
 from caseledger.ledger.domain.directory import (
     ChannelMessage,
     Customer,
@@ -43,12 +42,13 @@ from caseledger.ledger.errors import (
     SchemaError,
     ValidationError,
 )
-from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
+from caseledger.ledger.intake.delivery_reports import Reporter
 from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
+from caseledger.ledger.intake.signatures import SIGNATURE_HEADER, SignatureCheck, b64, header
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.ports import Build, PartitionReader
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-from caseledger.ledger.intake.signatures import SIGNATURE_HEADER, SignatureCheck, b64, header
+from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
+from caseledger.ledger.settings import KafkaSettings
 
 log = logging.getLogger("caseledger.intake")
 REFUSALS = (ValidationError, RuleViolation, NotFound, SchemaError, PermissionDenied)
@@ -146,7 +146,7 @@ class KafkaIntakeWorker:
         self.poll_timeout_ms = poll_timeout_ms
         self.codec = IntakeCodec()
         # None: signatures are required once an adapter key is registered (ledger.signing).
-        self.signatures = SignatureCheck(ledger.principal_store, required=require_signatures)
+        self.signatures = SignatureCheck(ledger.storage.adapter_keys(), required=require_signatures)
         # (partition, offset) → the adapter that signed it, and its signature (kept with the contact)
         self._signers: dict[tuple[int, int], tuple[str, bytes]] = {}
         self.stats = IntakeStats()

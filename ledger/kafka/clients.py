@@ -21,7 +21,7 @@ if TYPE_CHECKING:
         TopicAdmin,
         TransactionalWriter,
     )
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.settings import KafkaSettings
 
 KAFKA_PYTHON, CONFLUENT = "kafka-python", "confluent"
 KAFKA_CLIENTS = (KAFKA_PYTHON, CONFLUENT)
@@ -75,6 +75,12 @@ class KafkaClient:
             on_lost_position=on_lost_position, advice=advice, timeout_s=timeout_s,
         )
         return reader
+
+    def key_hash(self, key: bytes) -> int:
+        """Kafka's default partitioner hash of ``key`` (murmur2, as the Java client): the same on either client."""
+        from caseledger.ledger.kafka.kafka_python import key_hash
+
+        return key_hash(key)
 
     def open_transactional_writer(self, settings: KafkaSettings, *, transactional_id: str) -> TransactionalWriter:
         """A transactional producer with this ``transactional_id`` (it fences earlier ones on init)."""

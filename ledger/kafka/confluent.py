@@ -31,7 +31,7 @@ from caseledger.ledger.kafka.ports import (
     missing_topic,
     not_acknowledged,
 )
-from caseledger.ledger.kafka.kafka_settings import MAX_RECORD_BYTES, KafkaSettings
+from caseledger.ledger.settings import MAX_RECORD_BYTES, KafkaSettings
 
 
 def kafka_errors(what: What, advice: str = "") -> ErrorMapping:

@@ -35,9 +35,9 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from caseledger.ledger.avro.codec import HEADER_SIZE, NO_CASE, event_hash
+from caseledger.ledger.avro.envelope import parse_envelope
 from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
-from caseledger.ledger.store.codec import HEADER_SIZE, NO_CASE, event_hash
-from caseledger.ledger.store.envelope import parse_envelope
 
 Header = tuple[str, bytes]
 

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Literal, NamedTuple, NoReturn, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Literal, NamedTuple, NoReturn, Protocol, Self, TypeVar
 
 from caseledger.ledger.errors import BackendError
+
+if TYPE_CHECKING:
+    from caseledger.ledger.settings import KafkaSettings
 
 Headers = Sequence[tuple[str, bytes]]
 OnLostPosition = Literal["earliest", "error"]
@@ -102,6 +105,23 @@ class PartitionReader(Port, Protocol):
 
     def positions(self) -> dict[int, int]:
         """Each assigned partition's next offset to read (past transaction markers)."""
+        ...
+
+
+class TopicReaders(Protocol):
+    """What the audit asks of a Kafka client: readers of a topic, and the hash Kafka places a record key by.
+
+    :class:`~caseledger.ledger.kafka.clients.KafkaClient` is one; the composition root that runs the audit
+    gives it, so the audit reads the topics without importing a client.
+    """
+
+    def open_reader(self, settings: KafkaSettings, *, topic: str, group: str, fetch_wait_ms: int = 100
+                    ) -> PartitionReader:
+        """A reader of ``topic``'s assigned partitions; ``group`` names the reader's role (never joined)."""
+        ...
+
+    def key_hash(self, key: bytes) -> int:
+        """Kafka's default partitioner hash of a record key (murmur2, positive): partition = hash % count."""
         ...
 
 

@@ -36,8 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.errors import BackendError, ConfigurationError
-from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
+from caseledger.ledger.errors import BackendError, ConfigurationError, TreeMoved
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.events_record import (
     CONTENT_TYPE,
@@ -50,10 +49,10 @@ from caseledger.ledger.kafka.events_record import (
     last_position_in,
     source_for,
 )
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-from caseledger.ledger.store.merkle_tables import TreeMoved
-from caseledger.ledger.transparency.checkpoints import checkpoint_interval, sign_checkpoint
+from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
+from caseledger.ledger.settings import KafkaSettings
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
+from caseledger.ledger.transparency.checkpoints import checkpoint_interval, sign_checkpoint
 from caseledger.ledger.transparency.tree import MerkleLog
 
 log = logging.getLogger("caseledger.publisher")
@@ -98,7 +97,8 @@ class KafkaEventPublisher:
     ) -> None:
         self._kafka = KafkaClient(producer, "producer")
         self.signer = signer
-        self.checkpoint_interval_s = checkpoint_interval(checkpoint_interval_s)
+        self.checkpoint_interval_s = checkpoint_interval(
+            checkpoint_interval_s, given=ledger.settings.transparency.checkpoint_interval)
         self.producer = self._kafka.name
         self.ledger = ledger
         self.settings = settings
@@ -140,10 +140,8 @@ class KafkaEventPublisher:
 
     def _publish_checkpoints(self, producer: Any, position: int, after_size: int, source: bytes) -> int:
         """Publish the stored checkpoints after ``after_size`` whose events are on the topic; the new last size."""
-        from caseledger.ledger.store.merkle_tables import merkle_store
-
         if self._merkle is None:
-            self._merkle = merkle_store(self.ledger)
+            self._merkle = self.ledger.storage.merkle()
         ready = [c for c in self._merkle.checkpoints(after_size=after_size) if c.last_position <= position]
         if not ready:
             return after_size

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.kafka.clients import open_topic_admin
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+from caseledger.ledger.settings import KafkaSettings
 
 # Topic configurations, explicit so a broker's defaults never decide retention or durability.
 EVENTS_TOPIC_CONFIG = {

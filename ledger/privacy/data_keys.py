@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.privacy.kek import KeyEncryptionKey
-from caseledger.ledger.store.data_key_table import DataKeyRow, KeyTable
+from caseledger.ledger.store_ports import DataKeyRow, DataKeyStore
 
 
 class DataKeys:
     """The data keys of one key store, unwrapped on demand with the key-encryption key."""
 
-    def __init__(self, table: KeyTable, kek: KeyEncryptionKey, *, clock: Callable[[], datetime]) -> None:
+    def __init__(self, table: DataKeyStore, kek: KeyEncryptionKey, *, clock: Callable[[], datetime]) -> None:
         self.table = table
         self.kek = kek
         self.clock = clock

@@ -27,9 +27,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.settings import KEK_ENV, KEK_FILE_ENV, PrivacySettings
 
-KEK_ENV = "CASELEDGER_KEK"
-KEK_FILE_ENV = "CASELEDGER_KEK_FILE"
+__all__ = ["KEK_ENV", "KEK_FILE_ENV", "KeyEncryptionKey", "write_new_kek"]
+
 NONCE = 12
 
 
@@ -97,12 +98,13 @@ class KeyEncryptionKey:
         return cls.parse(text, origin=str(path))
 
     @classmethod
-    def resolve(cls, *, database_file: Path | None) -> KeyEncryptionKey:
-        """From the environment, else (embedded ledgers only) the file beside the database."""
-        given = os.environ.get(KEK_ENV)
+    def resolve(cls, settings: PrivacySettings, *, database_file: Path | None) -> KeyEncryptionKey:
+        """From ``settings`` (CASELEDGER_KEK, else CASELEDGER_KEK_FILE), else (embedded ledgers only) the file
+        beside the database."""
+        given = settings.kek
         if given:
             return cls.parse(given, origin=KEK_ENV)
-        path = os.environ.get(KEK_FILE_ENV)
+        path = settings.kek_file
         if path:
             return cls.from_file(Path(path).expanduser())
         if database_file is None:

@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.audit import AuditReport, verify
-from caseledger.ledger.reports.describe import plain
+from caseledger.ledger.avro.codec import ENVELOPE, event_hash, schema_files
 from caseledger.ledger.errors import ConfigurationError, ValidationError
-from caseledger.ledger.store.codec import ENVELOPE, event_hash, schema_files
+from caseledger.ledger.reports.describe import plain
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+    from caseledger.ledger.kafka.ports import TopicReaders
+    from caseledger.ledger.settings import KafkaSettings
 
 __all__ = ["FORMATS", "ExportReport", "export_history"]
 
@@ -81,12 +82,13 @@ def export_history(
     tz: tzinfo = UTC,
     describe: Callable[[Any], str] | None = None,
     kafka: KafkaSettings | None = None,
+    readers: TopicReaders | None = None,
 ) -> ExportReport:
     """Write ``customer``'s history as ``fmt`` (json, avro, html) to ``path``, audited on the way.
 
     The customer's events are read by the audit itself (``verify(customer=…)``), so the file holds
     exactly the events that were verified. ``describe`` turns an event into one readable line
-    (the CLI passes its own); ``kafka`` adds the events topic to the audit.
+    (the CLI passes its own); ``kafka`` adds the events topic to the audit, read through ``readers``.
     """
     fmt = fmt.strip().lower()
     if fmt not in FORMATS:
@@ -96,7 +98,7 @@ def export_history(
         raise ConfigurationError(f"cannot write {target}: directory {target.parent} does not exist")
     customer_id = ledger.resolve_customer(customer)
     collected: list[tuple[int, str, bytes]] = []
-    report = verify(ledger, customer=customer_id, kafka=kafka,
+    report = verify(ledger, customer=customer_id, kafka=kafka, readers=readers,
                     collect=lambda position, name, data: collected.append((position, name, data)))
     checkpoint = _checkpoint(ledger)
     proofs = {}
@@ -107,7 +109,7 @@ def export_history(
     entries = []
     # The customer's copy (art. 15 GDPR): personal data opened where it is still readable,
     # ``[erased]`` where it was erased; the stored bytes stay sealed, exactly as verified and proven.
-    ledger._preload_keys(data for _p, _n, data in collected)
+    ledger.preload_keys(data for _p, _n, data in collected)
     try:
         for position, name, data in collected:
             proof = proofs.get(position)
@@ -138,14 +140,12 @@ def _checkpoint(ledger: CaseLedger) -> Any:
     """The checkpoint the export's proofs are against: a fresh one when the signing key is here, else the latest."""
     from caseledger.ledger.transparency.checkpoint_key import load_signer
 
-    signer = load_signer()
+    signer = load_signer(ledger.settings.transparency)
     if signer is not None:
         from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 
         return sign_checkpoint(ledger, signer)
-    from caseledger.ledger.store.merkle_tables import merkle_store
-
-    return merkle_store(ledger).latest_checkpoint()
+    return ledger.storage.merkle().latest_checkpoint()
 
 
 TRANSPARENCY_HOW = (

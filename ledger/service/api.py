@@ -1,8 +1,9 @@
-"""The HTTP API of the ledger: FastAPI routes over every command and read, behind principals and roles.
+"""The HTTP API of the ledger: the service's state, who calls, and the read routes, behind principals and roles.
 
 Every route names the :class:`~ledger.domain.permissions.Operation` it performs; the
 ``principal`` dependency authenticates the caller and checks the matrix before the route runs.
-Writes go through :mod:`ledger.service.write_routes` (Idempotency-Key, the actor from the principal).
+Writes are in :mod:`ledger.service.write_routes` (Idempotency-Key, the actor from the principal);
+:mod:`ledger.service.asgi` composes both, and the live page, into the app.
 Errors are problem details (:mod:`ledger.service.problems`). A request that needs a ledger takes
 one from a bounded pool for its duration (:mod:`ledger.service.ledger_pool`): a ledger's unit of
 work belongs to one user at a time.
@@ -11,14 +12,13 @@ work belongs to one user at a time.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import re
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,26 +26,23 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.reports.describe import case_record, collision_record, plain, rejection_record
-from caseledger.ledger.domain.permissions import Operation
-from caseledger.ledger.errors import AuthenticationError, CaseLedgerError, ValidationError
 from caseledger.ledger.access.principals import Authenticator, OidcSettings, Principal
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.domain.permissions import Operation
+from caseledger.ledger.errors import AuthenticationError, ValidationError
+from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.service.callers import Callers
 from caseledger.ledger.service.case_cache import CaseCache
-from caseledger.ledger.service.gate import Gate
 from caseledger.ledger.service.group_commit import GroupCommitter
 from caseledger.ledger.service.idempotency import Idempotency
-from caseledger.ledger.service.ledger_pool import LedgerPool, current_request_ledger, request_scope
-from caseledger.ledger.service.problems import MEDIA_TYPE, problem, problem_for
+from caseledger.ledger.service.ledger_pool import LedgerPool, current_request_ledger
+from caseledger.ledger.service.problems import MEDIA_TYPE
 from caseledger.ledger.settings import LedgerSettings
 
-__all__ = ["ServiceState", "create_app"]
+__all__ = ["ServiceState", "add_read_routes", "principal_for", "problem_response"]
 
 COMMITTER_CACHE = 20_000  # aggregates the committer keeps between batches (customers, claims, registrations)
 
@@ -153,12 +150,12 @@ class ServiceState:
         return ledger
 
     def idempotency(self) -> Idempotency:
-        return Idempotency(self.ledger().principal_store)
+        return Idempotency(self.ledger().storage.idempotency())
 
     @contextmanager
     def open_views(self) -> Iterator[Any]:
         from caseledger.projections.catchup import views_url
-        from caseledger.projections.views import open_views
+        from caseledger.projections.view_stores import open_views
 
         with open_views(views_url(database=self.settings.store.database, views=self.views)) as views:
             yield views
@@ -179,69 +176,6 @@ def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None
     if body["status"] == 401:
         headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="caseledger"'}
     return JSONResponse(body, status_code=int(body["status"]), media_type=MEDIA_TYPE, headers=headers)
-
-
-def create_app(state: ServiceState) -> FastAPI:
-    """The ledger's HTTP API. Its OpenAPI schema is served at /openapi.json to authenticated principals only;
-    there are no /docs or /redoc pages (Swagger UI and ReDoc load their code from a third-party CDN)."""
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        import anyio.to_thread
-
-        anyio.to_thread.current_default_thread_limiter().total_tokens = state.threads
-        await run_in_threadpool(state.warm)
-        # What start-up built (ledgers, compiled codecs, templates) lives as long as the process: out of the
-        # collector's sight, so that a full collection under load does not walk it (seen as ~1 s read tails).
-        gc.collect()
-        gc.freeze()
-        yield
-        state.close()
-
-    app = FastAPI(
-        lifespan=lifespan,
-        title="caseledger", version="1", description="Every contact, promise and status change of a customer "
-        "case, as immutable events. Bearer tokens (issued or OIDC); roles and the permission matrix: docs/api.md.",
-        docs_url=None, redoc_url=None, openapi_url=None,
-        # A request takes a ledger from the pool when it first asks for one, and gives it back when its route returns.
-        dependencies=[Depends(request_scope(state.pool), scope="function")],
-    )
-    app.state.ledger_service = state
-
-    @app.exception_handler(CaseLedgerError)
-    async def ledger_error(_request: Request, error: CaseLedgerError) -> JSONResponse:
-        return problem_response(problem_for(error))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
-        # Only where and what; never the input itself (it may hold a token or a customer's text).
-        details = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in error.errors())
-        return problem_response(problem(400, "invalid", "Invalid request", details, exit_code=2))
-
-    @app.exception_handler(Exception)
-    async def unexpected(_request: Request, error: Exception) -> JSONResponse:
-        log.exception("unexpected error in a request")
-        return problem_response(problem(500, "internal", "Unexpected error", "an unexpected error; see the "
-                                        "service log", exit_code=1))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
-        # Starlette's own refusals (no such route, method not allowed, a body it cannot parse), as problems.
-        slug = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "invalid")
-        detail = {404: "no such route; the routes are listed in docs/api.md",
-                  405: "this route does not accept this method; docs/api.md lists the routes"}.get(
-            error.status_code, "the request could not be read; send a JSON body with Content-Type: application/json")
-        return problem_response(problem(error.status_code, slug, str(error.detail), detail, exit_code=2),
-                                dict(error.headers or {}))
-
-    app.add_middleware(Gate, max_body_bytes=state.max_body_bytes, request_timeout_s=state.request_timeout_s,
-                       max_in_flight=state.max_in_flight)
-
-    from caseledger.ledger.service import live, write_routes
-
-    write_routes.add_routes(app, state)
-    add_read_routes(app, state)
-    live.add_routes(app, state)
-    return app
 
 
 def principal_for(operation: Operation) -> Any:
@@ -303,12 +237,12 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         _p: Principal = principal_for(O.CASE_READ),
     ) -> Any:
         """The case a channel message was recorded on."""
-        return case_record(state.ledger().find_by_message(channel, message_id))
+        return state.ledger().find_record(channel, message_id)
 
     @app.get("/v1/customers/{customer}/cases", tags=["cases"], openapi_extra={"x-operation": O.CASE_READ.value})
     def customer_cases(customer: str, _p: Principal = principal_for(O.CASE_READ)) -> Any:
         """A customer's cases (by customer id or identity such as email:jane@example.com), oldest first."""
-        return [case_record(c) for c in state.ledger().cases_of(customer)]
+        return state.ledger().case_records_of(customer)
 
     @app.get("/v1/customers/{customer}/history", tags=["cases"], openapi_extra={"x-operation": O.HISTORY_READ.value})
     def customer_history(customer: str, _p: Principal = principal_for(O.HISTORY_READ)) -> Any:
@@ -382,12 +316,12 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
     @app.get("/v1/intake/collisions", tags=["audit"], openapi_extra={"x-operation": O.INTAKE_KEPT_READ.value})
     def intake_collisions(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:
         """Requests kept because their channel message id was already another request's."""
-        return [collision_record(e) for e in state.ledger().collisions()]
+        return state.ledger().collision_records()
 
     @app.get("/v1/intake/rejections", tags=["audit"], openapi_extra={"x-operation": O.INTAKE_KEPT_READ.value})
     def intake_rejections(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:
         """Intake records that could not be applied, with their reason and raw bytes."""
-        return [rejection_record(e) for e in state.ledger().rejections()]
+        return state.ledger().rejection_records()
 
 
 EXPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; sandbox"

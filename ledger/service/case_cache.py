@@ -30,10 +30,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from caseledger.ledger.reports.describe import case_record
+from caseledger.ledger.domain.case_references import normalise_reference
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.directory import Customer, case_id_for
-from caseledger.ledger.intake.contacts import normalise_reference
+from caseledger.ledger.reports.describe import case_record
 from caseledger.ledger.service.batch_thread import BatchThread
 
 if TYPE_CHECKING:

@@ -10,33 +10,38 @@ errors, so the CLI's exit codes are the same either way.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 from uuid import UUID
 
 import httpx
 
-from caseledger.ledger.domain.values import ContactDraft
+from caseledger.ledger.access.principals import IssuedToken
+from caseledger.ledger.commands import ROUTES
+from caseledger.ledger.domain.permissions import Role
+from caseledger.ledger.domain.texts import Audience
+from caseledger.ledger.domain.values import Actor, ContactDraft
 from caseledger.ledger.errors import BackendError, ConfigurationError, ConflictError
 from caseledger.ledger.intake.contacts import ContactOutcome
-from caseledger.ledger.access.principals import IssuedToken
+from caseledger.ledger.privacy.erasure import ErasureReport
 from caseledger.ledger.service.problems import error_from_problem
-from caseledger.ledger.store.principal_tables import PrincipalRow
+from caseledger.ledger.settings import ClientSection
+from caseledger.ledger.store_ports import PrincipalRow
 
 __all__ = ["LedgerClient", "resolve_token"]
 
 RETRIES = 3
 
 
-def resolve_token(*, token: str | None = None, token_file: str | None = None) -> str:
+def resolve_token(settings: ClientSection, *, token: str | None = None, token_file: str | None = None) -> str:
     """The bearer token: the option, else CASELEDGER_TOKEN, else the file (option or CASELEDGER_TOKEN_FILE)."""
-    chosen = token or os.environ.get("CASELEDGER_TOKEN")
-    path = token_file or os.environ.get("CASELEDGER_TOKEN_FILE")
+    chosen = token or settings.token
+    path = token_file or settings.token_file
     if not chosen and path:
         try:
             chosen = Path(path).expanduser().read_text(encoding="utf-8").strip()
@@ -66,13 +71,6 @@ class LedgerClient:
 
     def close(self) -> None:
         self._http.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Every command either has its method here or refuses --api itself (cli.common.local_only).
-        raise ConfigurationError(
-            f"this command is not available through --api (the client has no {name!r}); run it on the ledger's "
-            f"own database (its --help says why), or read {self.url}/openapi.json for the routes"
-        )
 
     # -- transport ----------------------------------------------------------------------------------
 
@@ -108,16 +106,17 @@ class LedgerClient:
         return {"type": "urn:caseledger:problem:unavailable" if answer.status_code >= 500 else "", "status":
                 answer.status_code, "detail": f"the ledger service answered HTTP {answer.status_code}"}
 
-    def _get(self, path: str, **query: str | None) -> Any:
-        given = {k: v for k, v in query.items() if v is not None}
-        return self._send("GET", f"{path}?{urlencode(given)}" if given else path)
+    def _call(self, command: str, body: dict[str, Any] | None = None, *, query: dict[str, str | None] | None = None,
+              **segments: str) -> Any:
+        """Send ``command`` to its declared route, its path filled with ``segments``."""
+        route = ROUTES[command]
+        path = route.url(**segments)
+        given = {k: v for k, v in (query or {}).items() if v is not None}
+        return self._send(route.method, f"{path}?{urlencode(given)}" if given else path, body)
 
-    def _case(self, reference: str, tail: str, body: dict[str, Any]) -> Any:
-        return self._send("POST", f"/v1/cases/{reference}/{tail}", body)
+    # -- commands (LedgerCommands: the signatures and results of CaseLedger's) -----------------------------
 
-    # -- commands (the arguments and results of CaseLedger's) ------------------------------------------
-
-    def record_contact(self, draft: ContactDraft, **_: Any) -> ContactOutcome:
+    def record_contact(self, draft: ContactDraft, *, actor: Actor | None = None) -> ContactOutcome:
         body = {
             "channel": draft.channel.value, "channel_message_id": draft.channel_message_id,
             "from": str(draft.identity), "items": list(draft.items), "subject": draft.subject, "body": draft.body,
@@ -127,7 +126,7 @@ class LedgerClient:
             "attachments": [{"ref": a.ref, "sha256": a.sha256, "size": a.size, "media_type": a.media_type,
                              "filename": a.filename} for a in draft.attachments],
         }
-        o = self._send("POST", "/v1/contacts", body)
+        o = self._call("record_contact", body)
         return ContactOutcome(
             reference=o["reference"], case_id=UUID(o["case_id"]), customer_id=o["customer_id"],
             contact_id=o["contact_id"], acknowledgement_id=o["acknowledgement_id"],
@@ -135,164 +134,156 @@ class LedgerClient:
             duplicate=o["duplicate"], opened_case=o["opened_case"],
         )
 
-    def respond(self, reference: str, *, body: str, answers: Any = (), channel: str | None = None,
-                occurred_at: datetime | None = None, **_: Any) -> str:
-        return str(self._case(reference, "responses", {"body": body, "answers": list(answers), "channel": channel,
-                                                       "occurred_at": _iso(occurred_at)})["response_id"])
+    def respond(self, reference: str, *, actor: Actor, body: str, answers: Sequence[str] = (),
+                channel: str | None = None, occurred_at: datetime | None = None) -> str:
+        sent = {"body": body, "answers": list(answers), "channel": channel, "occurred_at": _iso(occurred_at)}
+        return str(self._call("respond", sent, reference=reference)["response_id"])
 
-    def waive_item(self, reference: str, *, item_id: str, reason: str, **_: Any) -> None:
-        self._case(reference, f"items/{item_id}/waive", {"reason": reason})
+    def waive_item(self, reference: str, *, actor: Actor, item_id: str, reason: str) -> None:
+        self._call("waive_item", {"reason": reason}, reference=reference, item_id=item_id)
 
-    def make_promise(self, reference: str, *, channel: str, kind: str, terms: str, due_at: datetime,
-                     confirmation_channel: str | None = None, occurred_at: datetime | None = None,
-                     **_: Any) -> tuple[str, str | None]:
-        o = self._case(reference, "promises", {"channel": channel, "kind": kind, "terms": terms,
-                                               "due_at": _iso(due_at), "confirmation_channel": confirmation_channel,
-                                               "occurred_at": _iso(occurred_at)})
+    def make_promise(self, reference: str, *, actor: Actor, channel: str, kind: str, terms: str, due_at: datetime,
+                     confirmation_channel: str | None = None,
+                     occurred_at: datetime | None = None) -> tuple[str, str | None]:
+        o = self._call("make_promise", {"channel": channel, "kind": kind, "terms": terms, "due_at": _iso(due_at),
+                                        "confirmation_channel": confirmation_channel,
+                                        "occurred_at": _iso(occurred_at)}, reference=reference)
         return o["promise_id"], o["confirmation_id"]
 
-    def keep_promise(self, reference: str, *, promise_id: str, evidence: str, **_: Any) -> None:
-        self._case(reference, f"promises/{promise_id}/keep", {"evidence": evidence})
+    def keep_promise(self, reference: str, *, actor: Actor, promise_id: str, evidence: str) -> None:
+        self._call("keep_promise", {"evidence": evidence}, reference=reference, promise_id=promise_id)
 
-    def withdraw_promise(self, reference: str, *, promise_id: str, reason: str, notice: str, **_: Any) -> None:
-        self._case(reference, f"promises/{promise_id}/withdraw", {"reason": reason, "notice": notice})
+    def withdraw_promise(self, reference: str, *, actor: Actor, promise_id: str, reason: str, notice: str) -> None:
+        self._call("withdraw_promise", {"reason": reason, "notice": notice}, reference=reference, promise_id=promise_id)
 
-    def break_promise(self, reference: str, *, promise_id: str, reason: str, **_: Any) -> None:
-        self._case(reference, f"promises/{promise_id}/break", {"reason": reason})
+    def break_promise(self, reference: str, *, actor: Actor, promise_id: str, reason: str) -> None:
+        self._call("break_promise", {"reason": reason}, reference=reference, promise_id=promise_id)
 
-    def change_status(self, reference: str, *, to_status: str, reason: str, notice: str, **_: Any) -> None:
-        self._case(reference, "status", {"to": to_status, "reason": reason, "notice": notice})
+    def change_status(self, reference: str, *, actor: Actor, to_status: str, reason: str, notice: str) -> None:
+        self._call("change_status", {"to": to_status, "reason": reason, "notice": notice}, reference=reference)
 
-    def close_case(self, reference: str, *, reason: str, notice: str, waive: dict[str, str] | None = None,
-                   **_: Any) -> None:
-        self._case(reference, "close", {"reason": reason, "notice": notice, "waive": dict(waive or {})})
+    def close_case(self, reference: str, *, actor: Actor, reason: str, notice: str,
+                   waive: dict[str, str] | None = None) -> None:
+        self._call("close_case", {"reason": reason, "notice": notice, "waive": dict(waive or {})}, reference=reference)
 
-    def cancel_case(self, reference: str, *, reason: str, notice: str, **_: Any) -> None:
-        self._case(reference, "cancel", {"reason": reason, "notice": notice})
+    def cancel_case(self, reference: str, *, actor: Actor, reason: str, notice: str) -> None:
+        self._call("cancel_case", {"reason": reason, "notice": notice}, reference=reference)
 
-    def reopen_case(self, reference: str, *, reason: str, notice: str, **_: Any) -> None:
-        self._case(reference, "reopen", {"reason": reason, "notice": notice})
+    def reopen_case(self, reference: str, *, actor: Actor, reason: str, notice: str) -> None:
+        self._call("reopen_case", {"reason": reason, "notice": notice}, reference=reference)
 
-    def assign(self, reference: str, *, assignee: str | None, team: str | None = None, **_: Any) -> None:
-        self._case(reference, "assign", {"assignee": assignee, "team": team})
+    def assign(self, reference: str, *, actor: Actor, assignee: str | None, team: str | None = None) -> None:
+        self._call("assign", {"assignee": assignee, "team": team}, reference=reference)
 
-    def hand_off(self, reference: str, *, to_assignee: str | None, to_team: str | None = None, note: str = "",
-                 **_: Any) -> dict[str, Any]:
-        return dict(self._case(reference, "handoff", {"to": to_assignee, "team": to_team, "note": note})["brief"])
+    def hand_off(self, reference: str, *, actor: Actor, to_assignee: str | None, to_team: str | None = None,
+                 note: str = "") -> dict[str, Any]:
+        return dict(self._call("hand_off", {"to": to_assignee, "team": to_team, "note": note},
+                               reference=reference)["brief"])
 
-    def escalate_to_human(self, reference: str, *, bot_id: str, waiting_since: datetime, to_team: str | None = None,
-                          reason: str, **_: Any) -> int:
-        return int(self._case(reference, "escalate", {"bot_id": bot_id, "waiting_since": _iso(waiting_since),
-                                                      "to_team": to_team, "reason": reason})["waited_seconds"])
+    def escalate_to_human(self, reference: str, *, actor: Actor, bot_id: str, waiting_since: datetime,
+                          to_team: str | None = None, reason: str) -> int:
+        sent = {"bot_id": bot_id, "waiting_since": _iso(waiting_since), "to_team": to_team, "reason": reason}
+        return int(self._call("escalate_to_human", sent, reference=reference)["waited_seconds"])
 
-    def propose_action(self, reference: str, *, rule_id: str, action: str, params: dict[str, str], rationale: str,
-                       **_: Any) -> str:
-        return str(self._case(reference, "actions", {"rule": rule_id, "action": action, "params": params,
-                                                     "rationale": rationale})["proposal_id"])
+    def propose_action(self, reference: str, *, actor: Actor, rule_id: str, action: str, params: dict[str, str],
+                       rationale: str) -> str:
+        sent = {"rule": rule_id, "action": action, "params": params, "rationale": rationale}
+        return str(self._call("propose_action", sent, reference=reference)["proposal_id"])
 
-    def approve_action(self, reference: str, *, proposal_id: str, note: str = "", **_: Any) -> str:
-        return str(self._case(reference, f"actions/{proposal_id}/approve", {"note": note})["outcome"])
+    def approve_action(self, reference: str, *, actor: Actor, proposal_id: str, note: str = "") -> str:
+        return str(self._call("approve_action", {"note": note}, reference=reference, proposal_id=proposal_id)["outcome"])
 
-    def reject_action(self, reference: str, *, proposal_id: str, reason: str, **_: Any) -> None:
-        self._case(reference, f"actions/{proposal_id}/reject", {"reason": reason})
+    def reject_action(self, reference: str, *, actor: Actor, proposal_id: str, reason: str) -> None:
+        self._call("reject_action", {"reason": reason}, reference=reference, proposal_id=proposal_id)
 
-    def record_action_executed(self, reference: str, *, proposal_id: str, result: str, **_: Any) -> None:
-        self._case(reference, f"actions/{proposal_id}/executed", {"result": result})
+    def record_action_executed(self, reference: str, *, actor: Actor, proposal_id: str, result: str) -> None:
+        self._call("record_action_executed", {"result": result}, reference=reference, proposal_id=proposal_id)
 
-    def record_delivery(self, reference: str, *, message_id: str, delivered_at: datetime, **_: Any) -> None:
-        self._case(reference, f"messages/{message_id}/delivered", {"delivered_at": _iso(delivered_at)})
+    def record_delivery(self, reference: str, *, actor: Actor, message_id: str, delivered_at: datetime) -> None:
+        self._call("record_delivery", {"delivered_at": _iso(delivered_at)}, reference=reference, message_id=message_id)
 
-    def record_read(self, reference: str, *, message_id: str, read_at: datetime | None = None, **_: Any) -> None:
-        self._case(reference, f"messages/{message_id}/read", {"read_at": _iso(read_at)})
+    def record_read(self, reference: str, *, actor: Actor, message_id: str, read_at: datetime | None = None) -> None:
+        self._call("record_read", {"read_at": _iso(read_at)}, reference=reference, message_id=message_id)
 
-    def erase_customer(self, who: str, *, reason: str, **_: Any) -> Any:
-        from caseledger.ledger.privacy.erasure import ErasureReport
-
-        answer = self._send("POST", f"/v1/customers/{who}/erase", {"reason": reason})
+    def erase_customer(self, who: str, *, reason: str, actor: Actor | None = None) -> ErasureReport:
+        answer = self._call("erase_customer", {"reason": reason}, customer=who)
         return ErasureReport(customer_id=answer["customer_id"], erased_at=datetime.fromisoformat(answer["erased_at"]),
                              key_ids=answer["key_ids"], already_erased=answer["already_erased"])
 
-    def place_legal_hold(self, who: str, *, reason: str, **_: Any) -> None:
-        self._send("POST", f"/v1/customers/{who}/hold", {"reason": reason})
+    def place_legal_hold(self, who: str, *, reason: str, actor: Actor | None = None) -> None:
+        self._call("place_legal_hold", {"reason": reason}, customer=who)
 
-    def release_legal_hold(self, who: str, *, reason: str, **_: Any) -> None:
-        self._send("POST", f"/v1/customers/{who}/release", {"reason": reason})
+    def release_legal_hold(self, who: str, *, reason: str, actor: Actor | None = None) -> None:
+        self._call("release_legal_hold", {"reason": reason}, customer=who)
 
-    def customer_privacy(self, who: str) -> dict[str, Any]:
-        return self._send("GET", f"/v1/customers/{who}/keys")  # type: ignore[no-any-return]
-
-    def set_customer_locale(self, who: str, *, locale: str | None, time_zone: str | None, **_: Any) -> Any:
-        from caseledger.ledger.domain.texts import Audience
-
-        o = self._send("POST", f"/v1/customers/{_seg(who)}/locale", {"locale": locale, "time_zone": time_zone})
+    def set_customer_locale(self, who: str, *, actor: Actor, locale: str | None,
+                            time_zone: str | None) -> tuple[str, Audience, bool]:
+        o = self._call("set_customer_locale", {"locale": locale, "time_zone": time_zone}, customer=who)
         return o["customer_id"], Audience(**o["audience"]), o["changed"]
 
-    def whoami(self) -> dict[str, Any]:
-        return dict(self._send("GET", "/v1/whoami"))
+    def customer_privacy(self, who: str) -> dict[str, Any]:
+        return dict(self._call("customer_privacy", customer=who))
 
-    # -- reads (the CLI renders what they return as it renders the embedded ledger's) ----------------------
+    # -- reads as records (the CLI renders them as it renders the embedded ledger's) ------------------------
 
     def case_record(self, reference: str) -> dict[str, Any]:
-        """A case as ``case show --json`` has it (``caseledger.ledger.reports.describe.case_record``)."""
-        return dict(self._send("GET", f"/v1/cases/{_seg(reference)}"))
+        return dict(self._call("case_record", reference=reference))
 
     def find_record(self, channel: str, message_id: str) -> dict[str, Any]:
-        return dict(self._get("/v1/cases", channel=channel, message_id=message_id))
+        return dict(self._call("find_record", query={"channel": channel, "message_id": message_id}))
 
     def case_records_of(self, who: str) -> list[dict[str, Any]]:
-        return list(self._send("GET", f"/v1/customers/{_seg(who)}/cases"))
+        return list(self._call("case_records_of", customer=who))
+
+    def collision_records(self) -> list[dict[str, Any]]:
+        return list(self._call("collision_records"))
+
+    def rejection_records(self) -> list[dict[str, Any]]:
+        return list(self._call("rejection_records"))
+
+    # -- principals (an admin's token) ----------------------------------------------------------------------
+
+    def add_principal(self, name: str, role: str) -> IssuedToken:
+        o = self._call("add_principal", {"name": name, "role": role})
+        return IssuedToken(o["name"], Role(o["role"]), o["token"])
+
+    def revoke_principal(self, name: str) -> None:
+        self._call("revoke_principal", name=name)
+
+    def principals(self) -> list[PrincipalRow]:
+        return [PrincipalRow(name=r["name"], role=r["role"], token_sha256=None, created_at=_time(r["created_at"]),
+                             revoked_at=_time(r["revoked_at"]) if r["revoked_at"] else None)
+                for r in self._call("principals")]
+
+    # -- what only the service answers (ServiceCommands) -----------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        return dict(self._call("whoami"))
 
     def history_rows(self, who: str) -> list[dict[str, Any]]:
         """A customer's timeline rows (times as datetimes), as the customer timeline projection gives them."""
         return [{**row, "recorded_at": _time(row["recorded_at"]), "occurred_at": _time(row["occurred_at"])}
-                for row in self._send("GET", f"/v1/customers/{_seg(who)}/history")]
+                for row in self._call("history_rows", customer=who)]
 
     def export(self, who: str, fmt: str) -> tuple[bytes, bool]:
         """A customer's history file in ``fmt`` and whether the server's audit verified it."""
-        answer = self._http.get(f"/v1/customers/{_seg(who)}/export", params={"format": fmt})
+        answer = self._http.get(ROUTES["export"].url(customer=who), params={"format": fmt})
         if answer.status_code >= 400:
             raise error_from_problem(self._problem(answer))
         return answer.content, answer.headers.get("X-Caseledger-Verified") == "true"
 
     def overdue_rows(self, kind: str | None = None) -> list[dict[str, Any]]:
-        return list(self._get("/v1/overdue", kind=kind))
+        return list(self._call("overdue_rows", query={"kind": kind}))
 
     def metrics_rows(self, by: str) -> list[dict[str, Any]]:
-        return list(self._get("/v1/metrics", by=by))
+        return list(self._call("metrics_rows", query={"by": by}))
 
     def audit_report(self, customer: str | None = None) -> dict[str, Any]:
-        return dict(self._get("/v1/audit/verify", customer=customer))
-
-    def collision_records(self) -> list[dict[str, Any]]:
-        return list(self._send("GET", "/v1/intake/collisions"))
-
-    def rejection_records(self) -> list[dict[str, Any]]:
-        return list(self._send("GET", "/v1/intake/rejections"))
+        return dict(self._call("audit_report", query={"customer": customer}))
 
     def tick_record(self) -> dict[str, Any]:
         """Record the deadlines past due, on the ledger's clock (``tick --json``'s record)."""
-        return dict(self._send("POST", "/v1/tick", {}))
-
-    # -- principals (an admin's token) ----------------------------------------------------------------------
-
-    def add_principal(self, name: str, role: str) -> IssuedToken:
-        from caseledger.ledger.domain.permissions import Role
-
-        o = self._send("POST", "/v1/principals", {"name": name, "role": role})
-        return IssuedToken(o["name"], Role(o["role"]), o["token"])
-
-    def revoke_principal(self, name: str) -> None:
-        self._send("DELETE", f"/v1/principals/{_seg(name)}")
-
-    def principals(self) -> list[PrincipalRow]:
-        return [PrincipalRow(name=r["name"], role=r["role"], token_sha256=None, created_at=_time(r["created_at"]),
-                             revoked_at=_time(r["revoked_at"]) if r["revoked_at"] else None)
-                for r in self._send("GET", "/v1/principals")]
-
-
-def _seg(text: str) -> str:
-    """A path segment: a customer id, identity or reference as given, escaped."""
-    return quote(text, safe=":@")
+        return dict(self._call("tick_record", {}))
 
 
 def _time(value: str) -> datetime:

@@ -30,11 +30,13 @@ MAX_STREAMS = 2000  # per server process
 
 
 class StreamLimit(CaseLedgerError):
-    """Too many open streams (for this principal: 429; for the server: 503)."""
+    """Too many open streams (for this principal: 429; for the server: 503); retry later."""
+
+    exit_code, http_status, slug, title = 4, 503, "too-many-streams", "Too many live pages"
 
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = self.http_status = status
 
 
 class Feed:

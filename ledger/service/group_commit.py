@@ -36,8 +36,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 
-from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.errors import BackendError, ConflictError, MessageIdCollision
+from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.service.batch_thread import BatchThread
 from caseledger.ledger.service.idempotency import STALE_AFTER, Idempotency, IdempotencyRefused
 from caseledger.ledger.service.problems import problem_for
@@ -106,7 +106,7 @@ class GroupCommitter(BatchThread["Write"]):
         outcomes: dict[int, tuple[int, Any] | BaseException] = {}
         try:
             with ledger.unit_of_work() as uow:
-                store = ledger.principal_store
+                store = ledger.storage.idempotency()
                 now = datetime.now(UTC)
                 ledger.prefetch(_lookups(ledger, todo))
                 # The data keys of the batch's customers in one query, not one each when their events are sealed.
@@ -142,7 +142,7 @@ class GroupCommitter(BatchThread["Write"]):
     def _without_replays(self, ledger: CaseLedger, batch: list[Write]) -> list[Write]:
         """Answer the writes whose key was answered before (or is another's in this batch); the rest, to run."""
         keyed = [w for w in batch if w.key is not None]
-        rows = ledger.principal_store.select_idempotency_many(list({w.key_id for w in keyed})) if keyed else {}
+        rows = ledger.storage.idempotency().select_idempotency_many(list({w.key_id for w in keyed})) if keyed else {}
         todo: list[Write] = []
         first_of: dict[str, Write] = {}
         for write in batch:
@@ -184,7 +184,7 @@ class GroupCommitter(BatchThread["Write"]):
                 code, answer = write.execute(ledger)
                 return code, plain(answer)
 
-            write.answer.set_result(Idempotency(ledger.principal_store).run(
+            write.answer.set_result(Idempotency(ledger.storage.idempotency()).run(
                 ledger, principal=write.principal, key=write.key, digest=write.digest, execute=run,
                 problem=problem_for))
         except BaseException as error:

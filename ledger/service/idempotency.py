@@ -27,7 +27,7 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 
 from caseledger.ledger.errors import CaseLedgerError, ConflictError, MessageIdCollision, ValidationError
-from caseledger.ledger.store.principal_tables import IdempotencyRow, PrincipalRecorder
+from caseledger.ledger.store_ports import IdempotencyRow, IdempotencyStore
 
 __all__ = ["Idempotency", "IdempotencyRefused", "request_digest"]
 
@@ -59,7 +59,7 @@ def request_digest(method: str, path: str, body: bytes) -> bytes:
 class Idempotency:
     """Runs writes under their Idempotency-Key (see the module docstring)."""
 
-    def __init__(self, store: PrincipalRecorder, *, wait_s: float = 10.0) -> None:
+    def __init__(self, store: IdempotencyStore, *, wait_s: float = 10.0) -> None:
         self.store = store
         self.wait_s = wait_s
 

@@ -25,11 +25,11 @@ from urllib.parse import quote
 from fastapi import Cookie, FastAPI, Form, Header, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from caseledger.ledger.reports.describe import plain
+from caseledger.ledger.access.principals import Principal
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.permissions import Operation
 from caseledger.ledger.errors import AuthenticationError, PermissionDenied
-from caseledger.ledger.access.principals import Principal
+from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.service.feeds import StreamLimit, Watcher
 from caseledger.ledger.service.problems import MEDIA_TYPE, problem
 from caseledger.ledger.service.sessions import (

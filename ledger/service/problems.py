@@ -71,6 +71,6 @@ def error_from_problem(body: dict[str, Any]) -> CaseLedgerError:
         return (ConflictError if body.get("status") == 409 else ValidationError)(detail)
     if slug == "too-large":
         return ValidationError(detail)
-    if slug == "timeout":
+    if slug in ("timeout", "too-many-streams"):
         return BackendError(detail)
     return CaseLedgerError(detail)

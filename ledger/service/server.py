@@ -1,4 +1,8 @@
-"""Running the ledger service on uvicorn: where, with which limits, and TLS."""
+"""Running the ledger service on uvicorn: where, with which limits, and TLS.
+
+:func:`app_from_environment` is a composition root (the worker processes' app factory): the one module of
+``ledger/`` that reads the environment.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from caseledger.ledger.access.principals import OidcSettings
-from caseledger.ledger.service.api import MAX_BODY_BYTES, REQUEST_TIMEOUT_S, ServiceState, create_app
+from caseledger.ledger.service.api import MAX_BODY_BYTES, REQUEST_TIMEOUT_S, ServiceState
+from caseledger.ledger.service.asgi import create_app
 from caseledger.ledger.service.connections import ConnectionLimits, configure, http_protocol
-from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.settings import LedgerSettings, Settings
 
 __all__ = ["ServerSettings", "app_from_environment", "run_uvicorn", "serve"]
 
@@ -21,12 +26,17 @@ _SETTINGS_ENV = "CASELEDGER_SERVE_SETTINGS"
 
 
 def app_from_environment() -> Any:
-    """The app of one uvicorn worker process, from the settings ``serve`` left in the environment."""
+    """The app of one uvicorn worker process, from the settings ``serve`` left in the environment.
+
+    A composition root: uvicorn imports this factory in each worker process, which reads its environment here.
+    """
     given = json.loads(os.environ[_SETTINGS_ENV])
-    ledger = LedgerSettings.resolve(database=given["database"], policy=given["policy"], origin=given["origin"])
+    settings = Settings.from_environ(os.environ)
+    ledger = LedgerSettings.resolve(database=given["database"], policy=given["policy"], origin=given["origin"],
+                                    settings=settings)
     _prepare_process(ConnectionLimits(header_timeout_s=given["header_timeout_s"],
                                       max_connections=given["max_connections"]))
-    state = ServiceState(ledger, oidc=OidcSettings.resolve(), views=given["views"],
+    state = ServiceState(ledger, oidc=OidcSettings.resolve(settings.service.oidc), views=given["views"],
                          max_body_bytes=given["max_body_bytes"], request_timeout_s=given["request_timeout_s"])
     return create_app(state)
 

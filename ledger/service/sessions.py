@@ -18,10 +18,10 @@ import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
 
+from caseledger.ledger.access.principals import Principal
 from caseledger.ledger.domain.permissions import Authentication, Role
 from caseledger.ledger.errors import AuthenticationError
-from caseledger.ledger.access.principals import Principal
-from caseledger.ledger.store.principal_tables import PrincipalRecorder
+from caseledger.ledger.store_ports import PrincipalStore
 
 __all__ = ["LOGIN_COOKIE", "SESSION_COOKIE", "SESSION_TTL", "Sessions", "check_login_origin", "new_login_nonce"]
 
@@ -39,7 +39,7 @@ def _digest(session_id: str) -> bytes:
 class Sessions:
     """Opens and reads browser sessions in the principals' database."""
 
-    def __init__(self, store: PrincipalRecorder) -> None:
+    def __init__(self, store: PrincipalStore) -> None:
         self.store = store
 
     def open(self, principal: Principal, *, token: str, now: datetime | None = None) -> tuple[str, int]:

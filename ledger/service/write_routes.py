@@ -1,5 +1,8 @@
 """The write routes of the HTTP API: one per command of the CLI, each under an Idempotency-Key.
 
+Each serves a command of :class:`~caseledger.ledger.commands.LedgerCommands` at the route declared
+there (:data:`~caseledger.ledger.commands.ROUTES`), the one the service client sends it to.
+
 The actor of every event is the authenticated principal (:meth:`Principal.actor`); no body field
 can name another. A contact is the customer's act, relayed by the principal
 (:meth:`Principal.relaying`), so its events name the customer *and* the principal that sent it.
@@ -17,9 +20,9 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from caseledger.ledger.access.principals import Principal
 from caseledger.ledger.application import CaseLedger, normalise_reference
-from caseledger.ledger.intake.delivery_reports import Reporter
-from caseledger.ledger.reports.describe import plain
+from caseledger.ledger.commands import ROUTES
 from caseledger.ledger.domain.directory import case_id_for
 from caseledger.ledger.domain.permissions import Operation, Role, allowed
 from caseledger.ledger.domain.values import (
@@ -32,7 +35,8 @@ from caseledger.ledger.domain.values import (
     Identity,
     check_text,
 )
-from caseledger.ledger.access.principals import Principal, PrincipalRegistry
+from caseledger.ledger.intake.delivery_reports import Reporter
+from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.service.api import ServiceState, principal_for, problem_response
 from caseledger.ledger.service.group_commit import Write
 from caseledger.ledger.service.idempotency import request_digest
@@ -202,6 +206,12 @@ class PrincipalIn(Body):
 Execute = Callable[[CaseLedger], tuple[int, Any]]
 
 
+def at(command: str) -> dict[str, Any]:
+    """The path and ``x-operation`` of a command declared in :mod:`caseledger.ledger.commands`, for a route decorator."""
+    route = ROUTES[command]
+    return {"path": route.path, "openapi_extra": {"x-operation": route.x_operation}}
+
+
 def done(command: Callable[[], object], answer: Any) -> Any:
     """Run a command that returns nothing, then answer ``answer``."""
     command()
@@ -243,11 +253,14 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
         return JSONResponse(result, status_code=status, headers=headers)
 
     def on_case(
-        path: str, operation: Operation, model: type[Body] | None,
+        command: str, model: type[Body] | None,
         call: Callable[[CaseLedger, Actor, str, Any], Any], *, summary: str, status: int = 200,
-        **path_params: str,
     ) -> None:
-        """Register ``POST path`` running ``call(ledger, actor, reference, (body, path parameters))``."""
+        """Serve ``command`` at its declared route, running ``call(ledger, actor, reference, (body, path parameters))``."""
+        route = ROUTES[command]
+        path, operation = route.path, route.operation
+        assert operation is not None, command
+        path_params = [name for name in route.segments if name != "reference"]
         params = [
             inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
             inspect.Parameter("reference", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
@@ -278,7 +291,7 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
 
     # -- intake ---------------------------------------------------------------------------------------
 
-    @app.post("/v1/contacts", tags=["commands"], openapi_extra={"x-operation": O.CONTACT_RECORD.value})
+    @app.post(**at("record_contact"), tags=["commands"])
     async def contact_record(request: Request, body: ContactIn, principal: Principal = principal_for(O.CONTACT_RECORD),
                        idempotency_key: IdempotencyKey = None) -> Any:
         """Record an inbound contact and its acknowledgement; the same request again is "already recorded"."""
@@ -304,83 +317,83 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
     def p(args: Any) -> Any:
         return args[0]
 
-    on_case("/v1/cases/{reference}/responses", O.RESPOND, RespondIn, summary="Send a response answering items",
+    on_case("respond", RespondIn, summary="Send a response answering items",
             status=201, call=lambda lg, a, ref, x: {"response_id": lg.respond(
                 ref, actor=a, body=p(x).body, answers=[i.upper() for i in p(x).answers], channel=p(x).channel,
                 occurred_at=p(x).occurred_at)})
-    on_case("/v1/cases/{reference}/items/{item_id}/waive", O.ITEM_WAIVE, ReasonIn, item_id="",
+    on_case("waive_item", ReasonIn,
             summary="Waive an item with a reason",
             call=lambda lg, a, ref, x: done(lambda: lg.waive_item(ref, actor=a, item_id=x[1]["item_id"].upper(),
                                                      reason=p(x).reason), {"waived": x[1]["item_id"].upper()}))
-    on_case("/v1/cases/{reference}/promises", O.PROMISE_MAKE, PromiseIn, status=201,
+    on_case("make_promise", PromiseIn, status=201,
             summary="Make a promise (phone and branch promises issue a written confirmation)",
             call=lambda lg, a, ref, x: dict(zip(("promise_id", "confirmation_id"), lg.make_promise(
                 ref, actor=a, channel=p(x).channel, kind=p(x).kind, terms=p(x).terms, due_at=p(x).due_at,
                 confirmation_channel=p(x).confirmation_channel, occurred_at=p(x).occurred_at), strict=True)))
-    on_case("/v1/cases/{reference}/promises/{promise_id}/keep", O.PROMISE_KEEP, KeepIn, promise_id="",
+    on_case("keep_promise", KeepIn,
             summary="A promise was kept",
             call=lambda lg, a, ref, x: done(lambda: lg.keep_promise(ref, actor=a, promise_id=x[1]["promise_id"].upper(),
                                                        evidence=p(x).evidence), {"kept": x[1]["promise_id"].upper()}))
-    on_case("/v1/cases/{reference}/promises/{promise_id}/withdraw", O.PROMISE_WITHDRAW, ReasonNoticeIn,
-            promise_id="", summary="Withdraw a promise, telling the customer",
+    on_case("withdraw_promise", ReasonNoticeIn,
+            summary="Withdraw a promise, telling the customer",
             call=lambda lg, a, ref, x: done(lambda: lg.withdraw_promise(
                 ref, actor=a, promise_id=x[1]["promise_id"].upper(), reason=p(x).reason, notice=p(x).notice), {"withdrawn": x[1]["promise_id"].upper()}))
-    on_case("/v1/cases/{reference}/promises/{promise_id}/break", O.PROMISE_BREAK, ReasonIn, promise_id="",
+    on_case("break_promise", ReasonIn,
             summary="A promise was broken",
             call=lambda lg, a, ref, x: done(lambda: lg.break_promise(ref, actor=a, promise_id=x[1]["promise_id"].upper(),
                                                         reason=p(x).reason), {"broken": x[1]["promise_id"].upper()}))
-    on_case("/v1/cases/{reference}/status", O.CASE_STATUS, StatusIn, summary="Change a case's status",
+    on_case("change_status", StatusIn, summary="Change a case's status",
             call=lambda lg, a, ref, x: done(lambda: lg.change_status(ref, actor=a, to_status=p(x).to, reason=p(x).reason,
                                                         notice=p(x).notice), {"status": p(x).to}))
-    on_case("/v1/cases/{reference}/close", O.CASE_CLOSE, CloseIn, summary="Close a case",
+    on_case("close_case", CloseIn, summary="Close a case",
             call=lambda lg, a, ref, x: done(lambda: lg.close_case(ref, actor=a, reason=p(x).reason, notice=p(x).notice,
                                                      waive={k.upper(): v for k, v in p(x).waive.items()}), {"status": "closed"}))
-    on_case("/v1/cases/{reference}/cancel", O.CASE_CANCEL, ReasonNoticeIn, summary="Cancel a case",
+    on_case("cancel_case", ReasonNoticeIn, summary="Cancel a case",
             call=lambda lg, a, ref, x: done(lambda: lg.cancel_case(ref, actor=a, reason=p(x).reason, notice=p(x).notice), {"status": "cancelled"}))
-    on_case("/v1/cases/{reference}/reopen", O.CASE_REOPEN, ReasonNoticeIn, summary="Reopen a case",
+    on_case("reopen_case", ReasonNoticeIn, summary="Reopen a case",
             call=lambda lg, a, ref, x: done(lambda: lg.reopen_case(ref, actor=a, reason=p(x).reason, notice=p(x).notice), {"status": "reopened"}))
-    on_case("/v1/cases/{reference}/assign", O.CASE_ASSIGN, AssignIn, summary="Assign a case",
+    on_case("assign", AssignIn, summary="Assign a case",
             call=lambda lg, a, ref, x: done(lambda: lg.assign(ref, actor=a, assignee=p(x).assignee, team=p(x).team), {"assignee": p(x).assignee, "team": p(x).team}))
-    on_case("/v1/cases/{reference}/handoff", O.CASE_HANDOFF, HandoffIn, summary="Hand a case over, with a brief",
+    on_case("hand_off", HandoffIn, summary="Hand a case over, with a brief",
             call=lambda lg, a, ref, x: {"brief": lg.hand_off(ref, actor=a, to_assignee=p(x).to, to_team=p(x).team,
                                                               note=p(x).note)})
-    on_case("/v1/cases/{reference}/escalate", O.CASE_ESCALATE, EscalateIn, summary="A chatbot hands over to a human",
+    on_case("escalate_to_human", EscalateIn, summary="A chatbot hands over to a human",
             call=lambda lg, a, ref, x: {"waited_seconds": lg.escalate_to_human(
                 ref, actor=a, bot_id=p(x).bot_id, waiting_since=p(x).waiting_since, to_team=p(x).to_team,
                 reason=p(x).reason)})
-    on_case("/v1/cases/{reference}/actions", O.ACTION_PROPOSE, ProposeIn, status=201,
+    on_case("propose_action", ProposeIn, status=201,
             summary="Automation proposes an action; nothing happens until a human approves it",
             call=lambda lg, a, ref, x: {"proposal_id": lg.propose_action(
                 ref, actor=a, rule_id=p(x).rule, action=p(x).action, params=dict(p(x).params),
                 rationale=p(x).rationale)})
-    on_case("/v1/cases/{reference}/actions/{proposal_id}/approve", O.ACTION_APPROVE, ApproveIn, proposal_id="",
+    on_case("approve_action", ApproveIn,
             summary="A human approves a proposed action (ledger actions execute at once)",
             call=lambda lg, a, ref, x: {"outcome": lg.approve_action(
                 ref, actor=a, proposal_id=x[1]["proposal_id"].upper(), note=p(x).note)})
-    on_case("/v1/cases/{reference}/actions/{proposal_id}/reject", O.ACTION_REJECT, ReasonIn, proposal_id="",
+    on_case("reject_action", ReasonIn,
             summary="A human rejects a proposed action",
             call=lambda lg, a, ref, x: done(lambda: lg.reject_action(ref, actor=a, proposal_id=x[1]["proposal_id"].upper(),
                                                         reason=p(x).reason), {"rejected": x[1]["proposal_id"].upper()}))
-    on_case("/v1/cases/{reference}/actions/{proposal_id}/executed", O.ACTION_EXECUTED, ExecutedIn, proposal_id="",
+    on_case("record_action_executed", ExecutedIn,
             summary="An outside system executed an approved action",
             call=lambda lg, a, ref, x: done(lambda: lg.record_action_executed(
                 ref, actor=a, proposal_id=x[1]["proposal_id"].upper(), result=p(x).result), {"executed": x[1]["proposal_id"].upper()}))
-    on_case("/v1/cases/{reference}/messages/{message_id}/delivered", O.MESSAGE_DELIVERED, DeliveredIn,
-            message_id="", summary="A message to the customer was delivered",
+    on_case("record_delivery", DeliveredIn,
+            summary="A message to the customer was delivered",
             call=lambda lg, a, ref, x: done(lambda: lg.record_delivery(ref, actor=a, message_id=x[1]["message_id"],
                                                           delivered_at=p(x).delivered_at,
-                                                          reporter=Reporter.of_principal(a, lg.principal_store)),
+                                                          reporter=Reporter.of_principal(a, lg.storage.adapter_keys())),
                                             {"delivered": x[1]["message_id"].upper()}))
-    on_case("/v1/cases/{reference}/messages/{message_id}/read", O.MESSAGE_READ, ReadIn, message_id="",
+    on_case("record_read", ReadIn,
             summary="A message was read: the customer's (reported by their channel's adapter) or a contact by an agent",
             call=lambda lg, a, ref, x: done(lambda: lg.record_read(ref, actor=a, message_id=x[1]["message_id"],
                                                       read_at=p(x).read_at,
-                                                      reporter=Reporter.of_principal(a, lg.principal_store)),
+                                                      reporter=Reporter.of_principal(a, lg.storage.adapter_keys())),
                                             {"read": x[1]["message_id"].upper()}))
 
     # -- deadlines and administration ---------------------------------------------------------------------
 
-    @app.post("/v1/tick", tags=["commands"], openapi_extra={"x-operation": O.TICK.value})
+    @app.post(**at("tick_record"), tags=["commands"])
     def tick(request: Request, body: TickIn, principal: Principal = principal_for(O.TICK),
              idempotency_key: IdempotencyKey = None) -> Any:
         """Record every deadline past due, once, on the ledger's clock; apply retention if the caller may erase."""
@@ -402,8 +415,12 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
 
     # -- a customer's personal data (docs/privacy.md) and language ----------------------------------------
 
-    def on_customer(path: str, operation: Operation, model: type[Body], summary: str,
+    def on_customer(command: str, model: type[Body], summary: str,
                     call: Callable[[CaseLedger, Actor, str, Any], Any]) -> None:
+        route = ROUTES[command]
+        path, operation = route.path, route.operation
+        assert operation is not None, command
+
         def endpoint(request: Request, customer: str, body: Any, principal: Principal = principal_for(operation),
                      idempotency_key: IdempotencyKey = None) -> Any:
             return write(request, principal, idempotency_key, body,
@@ -419,43 +436,40 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
         return {"customer_id": report.customer_id, "erased": report.erased, "already_erased": report.already_erased,
                 "key_ids": report.key_ids, "erased_at": report.erased_at}
 
-    on_customer("/v1/customers/{customer}/erase", O.CUSTOMER_ERASE, ReasonIn,
+    on_customer("erase_customer", ReasonIn,
                 "Erase a customer's personal data (their data keys destroyed); refused under a legal hold",
                 lambda lg, a, who, b: erasure(lg.erase_customer(who, reason=b.reason, actor=a)))
-    on_customer("/v1/customers/{customer}/hold", O.CUSTOMER_HOLD, ReasonIn, "Place a legal hold on a customer's data",
+    on_customer("place_legal_hold", ReasonIn, "Place a legal hold on a customer's data",
                 lambda lg, a, who, b: done(lambda: lg.place_legal_hold(who, reason=b.reason, actor=a), {"held": who}))
-    on_customer("/v1/customers/{customer}/release", O.CUSTOMER_HOLD, ReasonIn, "Release a customer's legal hold",
+    on_customer("release_legal_hold", ReasonIn, "Release a customer's legal hold",
                 lambda lg, a, who, b: done(lambda: lg.release_legal_hold(who, reason=b.reason, actor=a),
                                            {"released": who}))
-    on_customer("/v1/customers/{customer}/locale", O.CUSTOMER_LOCALE, LocaleIn,
+    on_customer("set_customer_locale", LocaleIn,
                 "Set the language and time zone of a customer's texts",
                 lambda lg, a, who, b: dict(zip(("customer_id", "audience", "changed"), lg.set_customer_locale(
                     who, actor=a, locale=b.locale, time_zone=b.time_zone), strict=True)))
 
-    @app.get("/v1/customers/{customer}/keys", tags=["customers"],
-             openapi_extra={"x-operation": O.CUSTOMER_KEYS_READ.value})
+    @app.get(**at("customer_privacy"), tags=["customers"])
     def customer_keys(customer: str, _p: Principal = principal_for(O.CUSTOMER_KEYS_READ)) -> Any:
         """A customer's data keys (ids and dates, never key material) and legal hold."""
         return plain(state.ledger().customer_privacy(customer))
 
-    @app.post("/v1/principals", tags=["principals"], status_code=201,
-              openapi_extra={"x-operation": O.PRINCIPALS_MANAGE.value})
+    @app.post(**at("add_principal"), tags=["principals"], status_code=201)
     def principals_add(body: PrincipalIn, _p: Principal = principal_for(O.PRINCIPALS_MANAGE)) -> Any:
         """Add a principal; the answer carries its token, once (the ledger keeps only its hash)."""
-        issued = PrincipalRegistry(state.ledger().principal_store).add(body.name, body.role)
+        issued = state.ledger().add_principal(body.name, body.role)
         return JSONResponse({"name": issued.name, "role": issued.role.value, "token": issued.token},
                             status_code=201, headers={"Cache-Control": "no-store"})
 
-    @app.get("/v1/principals", tags=["principals"], openapi_extra={"x-operation": O.PRINCIPALS_MANAGE.value})
+    @app.get(**at("principals"), tags=["principals"])
     def principals_list(_p: Principal = principal_for(O.PRINCIPALS_MANAGE)) -> Any:
         """Principals: name, role, created, revoked (never a token)."""
         return plain([{"name": r.name, "role": r.role, "created_at": r.created_at, "revoked_at": r.revoked_at}
-                      for r in PrincipalRegistry(state.ledger().principal_store).list()])
+                      for r in state.ledger().principals()])
 
-    @app.delete("/v1/principals/{name}", tags=["principals"],
-                openapi_extra={"x-operation": O.PRINCIPALS_MANAGE.value})
+    @app.delete(**at("revoke_principal"), tags=["principals"])
     def principals_revoke(name: str, _p: Principal = principal_for(O.PRINCIPALS_MANAGE)) -> Any:
         """Revoke a principal's token at once."""
-        PrincipalRegistry(state.ledger().principal_store).revoke(name)
+        state.ledger().revoke_principal(name)
         state.callers.forget(name)
         return {"revoked": name}

@@ -1,3 +1,6 @@
-"""The store: how events become bytes (the Avro codec and its compiled fast path) and rows (the SQLite and
-PostgreSQL recorders). Every SQL statement the ledger runs on its event store lives in this package.
+"""The store: every SQL statement the ledger runs on its database, behind the ports of ``ledger/store_ports.py``.
+
+One provider per backend builds every port (``SQLiteStorage``, ``PostgresStorage``); nothing outside this
+package imports it: eventsourcing builds the provider the store settings name, and a ledger reaches it as
+``ledger.storage``.
 """

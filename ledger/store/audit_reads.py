@@ -1,52 +1,20 @@
 """The audit's reads of the event store: the events table and tracking records as of one moment.
 
-``store_snapshot(ledger)`` opens one read transaction (SQLite WAL snapshot, PostgreSQL REPEATABLE
-READ READ ONLY) and yields the backend's ``StoreSnapshot``; every statement is built once, when
+``ledger.storage.audit_snapshot()`` opens one read transaction (SQLite WAL snapshot, PostgreSQL REPEATABLE
+READ READ ONLY) and yields the backend's :class:`~caseledger.ledger.store_ports.StoreSnapshot`; every statement is built once, when
 the snapshot is made, and the rows come back as plain tuples (the audit reads millions of them).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
-if TYPE_CHECKING:
-    from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.store_ports import Row, StoreSnapshot
 
-__all__ = ["PostgresStoreSnapshot", "Row", "SQLiteStoreSnapshot", "StoreSnapshot", "store_snapshot"]
-
-Row = tuple[int, bytes, int, str, bytes]
-"""(position, aggregate id as 32 lowercase hex digits, version, topic, stored bytes)."""
-
-
-class StoreSnapshot(ABC):
-    """Reads the events table and tracking records as of one moment (one read transaction)."""
-
-    backend = "store"
-    positions_may_skip = False
-
-    @abstractmethod
-    def head(self) -> int:
-        """The highest position in the snapshot (0 when empty)."""
-
-    @abstractmethod
-    def pages(self, after: int, upto: int, size: int) -> Iterator[list[Row]]:
-        """Rows with ``after < position <= upto`` in position order, ``size`` at a time."""
-
-    @abstractmethod
-    def row_at_or_after(self, position: int) -> Row | None:
-        """The first row at ``position`` or after it (None past the end)."""
-
-    @abstractmethod
-    def event(self, aggregate_hex: bytes, version: int) -> Row | None:
-        """The row of one aggregate version (position 0: not looked up)."""
-
-    @abstractmethod
-    def tracking(self) -> dict[str, int]:
-        """Every tracking record: name → highest tracked id."""
+__all__ = ["PostgresStoreSnapshot", "SQLiteStoreSnapshot"]
 
 
 class SQLiteStoreSnapshot(StoreSnapshot):
@@ -67,12 +35,12 @@ class SQLiteStoreSnapshot(StoreSnapshot):
 
     @classmethod
     @contextmanager
-    def open(cls, recorder: Any) -> Iterator[SQLiteStoreSnapshot]:
-        """A snapshot in one read transaction on the recorder's SQLite file (WAL: writers go on)."""
-        with recorder.datastore.transaction(commit=False) as wrapped:
+    def open(cls, datastore: Any, events_table: str) -> Iterator[SQLiteStoreSnapshot]:
+        """A snapshot in one read transaction on the ledger's SQLite file (WAL: writers go on)."""
+        with datastore.transaction(commit=False) as wrapped:
             cursor = wrapped.sqlite_cursor
             cursor.row_factory = None  # plain tuples: the audit reads millions of rows
-            yield cls(cursor, recorder.events_table_name)
+            yield cls(cursor, events_table)
 
     def head(self) -> int:
         return int(self.cursor.execute(self._head).fetchone()[0] or 0)
@@ -124,11 +92,10 @@ class PostgresStoreSnapshot(StoreSnapshot):
 
     @classmethod
     @contextmanager
-    def open(cls, recorder: Any) -> Iterator[PostgresStoreSnapshot]:
-        """A snapshot in one REPEATABLE READ READ ONLY transaction on a connection of the recorder's pool."""
+    def open(cls, datastore: Any, events_table: str, tracking_table: str | None) -> Iterator[PostgresStoreSnapshot]:
+        """A snapshot in one REPEATABLE READ READ ONLY transaction on a connection of the ledger's pool."""
         from psycopg.rows import tuple_row
 
-        datastore = recorder.datastore
         with datastore.get_connection() as conn:
             conn.rollback()  # start from a clean state: the isolation level applies to the next transaction
             with conn.transaction(force_rollback=True):
@@ -136,7 +103,7 @@ class PostgresStoreSnapshot(StoreSnapshot):
                 # Pages are read while the topic is compared: never be cut off as idle.
                 conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
                 cursor = conn.cursor(row_factory=tuple_row, binary=True)
-                yield cls(cursor, datastore.schema, recorder.events_table_name, recorder.tracking_table_name)
+                yield cls(cursor, datastore.schema, events_table, tracking_table)
 
     def head(self) -> int:
         row = self.cursor.execute(self._head).fetchone()
@@ -177,11 +144,3 @@ def _bounded_pages(select: Callable[[int], list[Row]], after: int, upto: int) ->
             return
         yield rows
         after = rows[-1][0]
-
-
-@contextmanager
-def store_snapshot(ledger: CaseLedger) -> Iterator[StoreSnapshot]:
-    """One read transaction over the ledger's store (SQLite WAL snapshot or PostgreSQL REPEATABLE READ)."""
-    backend = PostgresStoreSnapshot if ledger.settings.store.is_postgres else SQLiteStoreSnapshot
-    with backend.open(ledger.recorder) as snapshot:
-        yield snapshot

@@ -15,41 +15,33 @@ in the ledger's schema, rewritten by ``VACUUM FULL`` after an erasure for the sa
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-
-@dataclass(frozen=True)
-class DataKeyRow:
-    """One data key as stored: ``wrapped`` is None once destroyed."""
-
-    key_id: str
-    subject: str
-    kek_id: str
-    wrapped: bytes | None
-    created_at: str
-    destroyed_at: str | None = None
-
+from caseledger.ledger.store_ports import DataKeyRow
 
 TABLE = "caseledger_data_keys"
 _COLUMNS = "key_id, subject, kek_id, wrapped, created_at, destroyed_at"
 
 
 class KeyTable:
-    """The data keys table of one store (SQLite or PostgreSQL: ``placeholder`` and types differ)."""
+    """The data keys table of one store (a :class:`~caseledger.ledger.store_ports.DataKeyStore`); each backend
+    names its placeholder and types, and how it scrubs erased bytes."""
 
-    def __init__(self, datastore: Any, *, postgres: bool) -> None:
+    p = "?"
+    blob, stamp = "BLOB", "TEXT"
+
+    def __init__(self, datastore: Any) -> None:
         self.datastore = datastore
-        self.postgres = postgres
-        schema_name = getattr(datastore, "schema", None) if postgres else None
-        schema = f'"{schema_name}".' if schema_name else ""
-        self.table = f"{schema}{TABLE}"
-        self.p = "%s" if postgres else "?"
+        self.table = self.qualified(TABLE)
+
+    def qualified(self, name: str) -> str:
+        """The table's name as the statements write it."""
+        return name
 
     @property
     def create_statements(self) -> list[str]:
-        blob, stamp = ("bytea", "text") if self.postgres else ("BLOB", "TEXT")
+        blob, stamp = self.blob, self.stamp
         return [
             f"CREATE TABLE IF NOT EXISTS {self.table} (key_id text PRIMARY KEY, subject text NOT NULL, "
             f"kek_id text NOT NULL, wrapped {blob}, created_at {stamp} NOT NULL, destroyed_at {stamp})",
@@ -124,8 +116,7 @@ class KeyTable:
             return
         p = self.p
         with self.datastore.transaction(commit=True) as curs:
-            if not self.postgres:
-                curs.execute("PRAGMA secure_delete = ON")
+            self._secure_delete(curs)
             for key_id in key_ids:
                 curs.execute(
                     f"UPDATE {self.table} SET wrapped = NULL, destroyed_at = {p} WHERE key_id = {p}",
@@ -133,18 +124,13 @@ class KeyTable:
                 )
         self._scrub()
 
+    def _secure_delete(self, curs: Any) -> None:
+        """Make the erasing transaction overwrite what it frees (SQLite); nothing to do elsewhere."""
+
     def _scrub(self) -> None:
-        if self.postgres:
-            with self.datastore.get_connection() as conn:
-                autocommit = conn.autocommit
-                conn.autocommit = True
-                try:
-                    conn.execute(f"VACUUM FULL {self.table}")
-                finally:
-                    conn.autocommit = autocommit
-        else:
-            with self.datastore.transaction(commit=False) as curs:
-                curs.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Rewrite what still holds erased bytes (SQLite's WAL, PostgreSQL's dead tuples)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def rewrap(self, rows: Sequence[DataKeyRow]) -> None:
         """Store these rows' new wrapping (a key-encryption key rotation), all or none."""
@@ -156,6 +142,33 @@ class KeyTable:
                     (row.wrapped, row.kek_id, row.key_id),
                 )
         self._scrub()
+
+
+class SQLiteKeyTable(KeyTable):
+    """The data keys in the ledger's SQLite file: ``secure_delete`` and a WAL checkpoint after an erasure."""
+
+    def _secure_delete(self, curs: Any) -> None:
+        curs.execute("PRAGMA secure_delete = ON")
+
+
+class PostgresKeyTable(KeyTable):
+    """The data keys in the ledger's PostgreSQL schema: ``VACUUM FULL`` after an erasure."""
+
+    p = "%s"
+    blob, stamp = "bytea", "text"
+
+    def qualified(self, name: str) -> str:
+        schema_name = getattr(self.datastore, "schema", None)
+        return f'"{schema_name}".{name}' if schema_name else name
+
+    def _scrub(self) -> None:
+        with self.datastore.get_connection() as conn:
+            autocommit = conn.autocommit
+            conn.autocommit = True
+            try:
+                conn.execute(f"VACUUM FULL {self.table}")
+            finally:
+                conn.autocommit = autocommit
 
 
 def _row(r: Any) -> DataKeyRow:

@@ -17,136 +17,25 @@ transaction whose first statement moves ``merkle_state`` from the size the appen
 second appender (``audit checkpoint`` while ``caseledger run`` appends) updates no row and rolls
 back (:class:`TreeMoved`). (One row per leaf and per node, measured: 12 µs of SQLite per event, a
 quarter of the pipeline's CPU budget per contact; tiles: under 1 µs.) A proof reads O(log n) rows.
+
+The port (:class:`~caseledger.ledger.store_ports.MerkleStore`) is the same on both backends; each backend's
+provider builds its own (``SQLiteStorage.merkle``, ``PostgresStorage.merkle``).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.db_errors import is_schema_race
+from caseledger.ledger.errors import TreeMoved
+from caseledger.ledger.store_ports import MerkleStore, StoredCheckpoint, Tile
 
-__all__ = ["TILE_HEIGHT", "MerkleStore", "PostgresMerkleStore", "SQLiteMerkleStore", "StoredCheckpoint", "Tile",
-           "TreeMoved", "merkle_store"]
+__all__ = ["PostgresMerkleStore", "SQLiteMerkleStore"]
 
 Node = tuple[int, int]  # (level, index)
-TILE_HEIGHT = 8
-"""A tile holds 2^8 = 256 leaves; nodes of this level and above are rows of their own."""
-
-
-@dataclass(frozen=True)
-class Tile:
-    """Up to 256 consecutive leaves: their hashes (32 bytes each) and store positions (8 bytes each)."""
-
-    index: int
-    first_position: int
-    leaves: bytes
-    positions: bytes
-    inner: bytes = b""  # a full tile's 255 inner nodes, level 1 to 8, left to right (empty while partial)
-
-    def __len__(self) -> int:
-        return len(self.leaves) // 32
-
-    def leaf(self, k: int) -> bytes:
-        return self.leaves[32 * k : 32 * k + 32]
-
-    def position(self, k: int) -> int:
-        return int.from_bytes(self.positions[8 * k : 8 * k + 8], "big")
-
-
-class TreeMoved(Exception):
-    """Another appender moved the tree since it was read: reload and retry."""
-
-
-@dataclass(frozen=True)
-class StoredCheckpoint:
-    """A checkpoint as stored: its tree size and root, the signed note, when it was signed, by which key."""
-
-    tree_size: int
-    root: bytes
-    note: str
-    signed_at: datetime
-    key_id: str
-    last_position: int = 0  # the store position of its last leaf (the publisher waits for it)
-
-
-class MerkleStore(ABC):
-    """The Merkle tree's and the checkpoints' rows in the ledger's database."""
-
-    @abstractmethod
-    def create_tables(self) -> None:
-        """Create the tables when missing."""
-
-    @abstractmethod
-    def state(self) -> tuple[int, int]:
-        """(tree size, last position appended); (0, 0) for an empty tree."""
-
-    @abstractmethod
-    def append(self, old_size: int, new_size: int, last_position: int, tiles: Sequence[Tile],
-               nodes: Sequence[tuple[int, int, bytes]]) -> None:
-        """Tiles (written whole, replacing a partial one) and nodes ``(level ≥ 8, index, hash)`` in one transaction.
-
-        TreeMoved when the stored size is no longer ``old_size``.
-        """
-
-    @abstractmethod
-    def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
-        """The hashes of the stored complete subtrees ``(level ≥ 8, index)`` that exist."""
-
-    @abstractmethod
-    def tiles(self, indexes: Iterable[int]) -> dict[int, Tile]:
-        """The tiles of these indexes that exist."""
-
-    @abstractmethod
-    def tile_of_position(self, position: int) -> Tile | None:
-        """The tile whose leaves may include ``position`` (the last one starting at or before it)."""
-
-    def leaf_indexes(self, positions: Sequence[int]) -> dict[int, int]:
-        """position → leaf index, for the positions that are leaves."""
-        import bisect
-
-        found: dict[int, int] = {}
-        cache: dict[int, tuple[Tile, list[int]]] = {}
-        for p in sorted(set(positions)):
-            tile = self.tile_of_position(p)
-            if tile is None:
-                continue
-            if tile.index not in cache:
-                cache[tile.index] = (tile, [tile.position(k) for k in range(len(tile))])
-            _, ordered = cache[tile.index]
-            k = bisect.bisect_left(ordered, p)
-            if k < len(ordered) and ordered[k] == p:
-                found[p] = (tile.index << TILE_HEIGHT) + k
-        return found
-
-    def leaves(self, start: int, end: int) -> list[tuple[int, int, bytes]]:
-        """Leaves ``(index, position, hash)`` with ``start <= index < end``."""
-        found = []
-        tiles = self.tiles(range(start >> TILE_HEIGHT, ((max(end, 1) - 1) >> TILE_HEIGHT) + 1))
-        for t in sorted(tiles):
-            tile = tiles[t]
-            for k in range(len(tile)):
-                index = (t << TILE_HEIGHT) + k
-                if start <= index < end:
-                    found.append((index, tile.position(k), tile.leaf(k)))
-        return found
-
-    @abstractmethod
-    def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
-        """Store a signed checkpoint."""
-
-    @abstractmethod
-    def checkpoints(self, *, after_size: int = -1, size: int | None = None, limit: int = 100) -> list[StoredCheckpoint]:
-        """Checkpoints in signing order: those above ``after_size``, or of exactly ``size``."""
-
-    @abstractmethod
-    def latest_checkpoint(self) -> StoredCheckpoint | None:
-        """The checkpoint signed last."""
 
 
 def _rows(checkpoints: Iterable[Any]) -> list[StoredCheckpoint]:
@@ -280,8 +169,6 @@ class PostgresMerkleStore(MerkleStore):
             yield conn.cursor(row_factory=tuple_row)
 
     def create_tables(self) -> None:
-        from caseledger.ledger.store.postgres_recorder import is_schema_race
-
         sql = self.SQL
         statements = [
             sql("CREATE TABLE IF NOT EXISTS {} (idx bigint PRIMARY KEY, first_position bigint NOT NULL, "
@@ -387,15 +274,3 @@ class PostgresMerkleStore(MerkleStore):
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def merkle_store(ledger: CaseLedger) -> MerkleStore:
-    """The ledger's Merkle tree and checkpoint tables (created on first use)."""
-    recorder: Any = ledger.recorder
-    store: MerkleStore
-    if ledger.settings.store.is_postgres:
-        store = PostgresMerkleStore(recorder.datastore, recorder.events_table_name)
-    else:
-        store = SQLiteMerkleStore(recorder.datastore)
-    store.create_tables()
-    return store

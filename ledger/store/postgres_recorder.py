@@ -36,11 +36,10 @@ from uuid import UUID
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.utils import retry
-from psycopg import errors as pg
 from psycopg.sql import SQL, Identifier
 
-from caseledger.ledger.store.data_key_table import KeyTable
-from caseledger.ledger.store.recorder import LedgerRecorder
+from caseledger.ledger.store.data_key_table import PostgresKeyTable
+from caseledger.ledger.store_ports import LedgerRecorder
 
 
 class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
@@ -48,7 +47,7 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.keys = KeyTable(self.datastore, postgres=True)
+        self.keys = PostgresKeyTable(self.datastore)
         schema = Identifier(self.datastore.schema)
         events = Identifier(self.events_table_name)
         originator_id_type = Identifier(self.datastore.originator_id_type)
@@ -104,7 +103,7 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
             self.keys.insert(curs, kwargs.get("new_keys", ()))  # the data keys these events are the first to use
             self._insert_events(curs, stored_events, **kwargs)  # the tracking record, if any
             also: Sequence[Tracking] = kwargs.get("also_tracking", ())
-            for tracking in also:  # one poll's further partitions (see ledger.sqlitestore)
+            for tracking in also:  # one poll's further partitions (see sqlite_recorder.py)
                 self._insert_tracking(curs, tracking)
             for statement, params in kwargs.get("also_execute", ()):  # e.g. the answers of idempotency keys
                 curs.execute(statement, params)
@@ -126,15 +125,3 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
                     StoredEvent(originator_id, row["originator_version"], row["topic"], bytes(row["state"]))
                 )
         return found
-
-
-# What a process that lost the race to create the tables sees: a duplicate migration record, type,
-# table or function, or "tuple concurrently updated" from a catalog row another one changed.
-_SCHEMA_RACES = (pg.UniqueViolation, pg.DuplicateObject, pg.DuplicateTable, pg.DuplicateFunction, pg.InternalError_)
-
-
-def is_schema_race(error: BaseException) -> bool:
-    """Whether this psycopg error is another process creating the same tables at the same moment."""
-    if isinstance(error, pg.InternalError_):
-        return "concurrently" in str(error)
-    return isinstance(error, _SCHEMA_RACES)

@@ -15,8 +15,8 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
 
-from caseledger.ledger.store.data_key_table import KeyTable
-from caseledger.ledger.store.recorder import LedgerRecorder
+from caseledger.ledger.store.data_key_table import SQLiteKeyTable
+from caseledger.ledger.store_ports import LedgerRecorder
 
 # Two parameters an id; SQLite allows 999 parameters at least.
 SELECT_CHUNK = 250
@@ -26,7 +26,7 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder, LedgerRecorder):
     """Events, their tracking record and any further ones (``also_tracking``) in one transaction."""
 
     def __init__(self, datastore: SQLiteDatastore, *, events_table_name: str = "stored_events") -> None:
-        self.keys = KeyTable(datastore, postgres=False)
+        self.keys = SQLiteKeyTable(datastore)
         super().__init__(datastore, events_table_name=events_table_name)
         # One statement per number of ids in a chunk: every full chunk shares the first.
         self._select_events_after_statements: dict[int, str] = {}

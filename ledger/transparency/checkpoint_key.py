@@ -1,7 +1,8 @@
 """The ledger's checkpoint signing key: Ed25519, in the signed-note private key format.
 
 The key is read from the file named by ``CASELEDGER_SIGNING_KEY_FILE`` or from the environment
-variable ``CASELEDGER_SIGNING_KEY`` itself (a secret manager's usual way in). It is written
+variable ``CASELEDGER_SIGNING_KEY`` itself (a secret manager's usual way in), as a composition root
+read them into :class:`~caseledger.ledger.settings.TransparencySettings`. It is written
 ``PRIVATE+KEY+<name>+<key id>+<base64(0x01 ‖ 32-byte seed)>`` — the format of Go's
 ``golang.org/x/mod/sumdb/note``, so other signed-note tools read it. ``caseledger keys init`` makes
 one (mode 0600). The private key is never printed, logged or put in an error message: errors name
@@ -17,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.settings import SIGNING_KEY_ENV as KEY_ENV
+from caseledger.ledger.settings import SIGNING_KEY_FILE_ENV as KEY_FILE_ENV
+from caseledger.ledger.settings import TransparencySettings
 from caseledger.verify.note import ALG_ED25519, Checkpoint, VerifierKey, key_id
 
 __all__ = ["KEY_ENV", "KEY_FILE_ENV", "CheckpointSigner", "generate_key_file", "load_signer"]
 
-KEY_FILE_ENV = "CASELEDGER_SIGNING_KEY_FILE"
-KEY_ENV = "CASELEDGER_SIGNING_KEY"
 _PREFIX = "PRIVATE+KEY+"
 
 
@@ -84,9 +86,10 @@ class CheckpointSigner:
         return signer
 
 
-def load_signer(*, key_file: str | Path | None = None) -> CheckpointSigner | None:
-    """The signing key from ``key_file``, ``CASELEDGER_SIGNING_KEY_FILE`` or ``CASELEDGER_SIGNING_KEY``; None if unset."""
-    path = key_file or os.environ.get(KEY_FILE_ENV)
+def load_signer(settings: TransparencySettings, *, key_file: str | Path | None = None) -> CheckpointSigner | None:
+    """The signing key from ``key_file``, else ``settings`` (CASELEDGER_SIGNING_KEY_FILE, CASELEDGER_SIGNING_KEY);
+    None if unset."""
+    path = key_file or settings.signing_key_file
     if path:
         file = Path(path).expanduser()
         try:
@@ -95,7 +98,7 @@ def load_signer(*, key_file: str | Path | None = None) -> CheckpointSigner | Non
             raise ConfigurationError(f"signing key file {file}: {error.strerror or error}; "
                                      f"set {KEY_FILE_ENV} to a file made by `caseledger keys init`") from None
         return CheckpointSigner.parse(text, source=f"signing key file {file}")
-    value = os.environ.get(KEY_ENV)
+    value = settings.signing_key
     if value:
         return CheckpointSigner.parse(value, source=f"environment variable {KEY_ENV}")
     return None

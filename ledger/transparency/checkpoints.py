@@ -12,7 +12,6 @@ appends each batch to the tree and signs on the same schedule.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +20,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.ledger.store.merkle_tables import StoredCheckpoint
+from caseledger.ledger.settings import CHECKPOINT_INTERVAL_ENV as INTERVAL_ENV
+from caseledger.ledger.store_ports import StoredCheckpoint
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
 from caseledger.ledger.transparency.tree import MerkleLog
 from caseledger.verify.note import Checkpoint
@@ -34,13 +34,12 @@ __all__ = ["DEFAULT_INTERVAL_S", "INTERVAL_ENV", "Checkpointer", "CheckpointerSt
 
 log = logging.getLogger("caseledger.checkpoints")
 
-INTERVAL_ENV = "CASELEDGER_CHECKPOINT_INTERVAL"
 DEFAULT_INTERVAL_S = 10.0
 
 
-def checkpoint_interval(value: float | str | None = None) -> float:
-    """Seconds between two checkpoints at most: the option, else CASELEDGER_CHECKPOINT_INTERVAL, else 10."""
-    raw = value if value is not None else os.environ.get(INTERVAL_ENV)
+def checkpoint_interval(value: float | str | None = None, *, given: str | None = None) -> float:
+    """Seconds between two checkpoints at most: the option, else ``given`` (CASELEDGER_CHECKPOINT_INTERVAL), else 10."""
+    raw = value if value is not None else given
     if raw is None or raw == "":
         return DEFAULT_INTERVAL_S
     try:
@@ -88,7 +87,7 @@ class Checkpointer:
                  batch_size: int = 1000, idle_sleep_s: float = 0.05) -> None:
         self.ledger = ledger
         self.signer = signer
-        self.interval_s = checkpoint_interval(interval_s)
+        self.interval_s = checkpoint_interval(interval_s, given=ledger.settings.transparency.checkpoint_interval)
         self.batch_size = batch_size
         self.idle_sleep_s = idle_sleep_s
         self.stats = CheckpointerStats()

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from caseledger.ledger.store.merkle_tables import StoredCheckpoint
+from caseledger.ledger.store_ports import StoredCheckpoint
 from caseledger.ledger.transparency.tree import MerkleLog
 from caseledger.verify.failures import MalformedInput, ProofError, SignatureError, WrongKeyError
-from caseledger.verify.rfc9162 import verify_consistency
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
+from caseledger.verify.rfc9162 import verify_consistency
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger

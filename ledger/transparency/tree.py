@@ -21,7 +21,8 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from caseledger.ledger.store.merkle_tables import TILE_HEIGHT, MerkleStore, Tile, TreeMoved, merkle_store
+from caseledger.ledger.errors import TreeMoved
+from caseledger.ledger.store_ports import TILE_HEIGHT, MerkleStore, Tile
 from caseledger.verify.rfc9162 import (
     EMPTY_ROOT,
     consistency_ranges,
@@ -85,7 +86,7 @@ class MerkleLog:
 
     @classmethod
     def of(cls, ledger: CaseLedger) -> MerkleLog:
-        return cls(merkle_store(ledger))
+        return cls(ledger.storage.merkle())
 
     def reload(self) -> None:
         """Read the size, the frontier and the partial tile from the store (after another appender moved it)."""

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from caseledger.verify.failures import MalformedInput, ProofError, SignatureError, WrongKeyError
-from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
+from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
 
 __all__ = ["Finding", "HistoryCheck", "check_history", "envelope", "read_export"]
 

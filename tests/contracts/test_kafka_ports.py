@@ -18,7 +18,7 @@ from caseledger.ledger.errors import BackendError, ConfigurationError
 from caseledger.ledger.kafka.clients import KAFKA_CLIENTS, KafkaClient, check_client
 from caseledger.ledger.kafka.kafka_python import key_hash
 from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+from caseledger.ledger.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
 

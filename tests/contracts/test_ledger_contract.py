@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.avro.codec import MAGIC, event_hash
 from caseledger.ledger.domain.directory import case_id_for
 from caseledger.ledger.domain.values import Actor, Attachment, ContactDraft, Identity
 from caseledger.ledger.errors import ConflictError, NotFound, RuleViolation, ValidationError
-from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import MAGIC, event_hash
 from tests.support.clock import FakeClock
+from tests.support.environment import ledger_settings
 
 ALICE = Actor.parse("agent:alice")
 BOB = Actor.parse("agent:bob")
@@ -496,7 +496,7 @@ def test_prefetch_in_unit_of_work_sees_stored_and_new_aggregates(ledger: CaseLed
     assert [e.originator_version for e in stored[customer]] == [1, 2]
     with ledger.unit_of_work(Tracking(application_name="intake/p/0", notification_id=1)):
         ledger.prefetch({known, new, customer})
-        prefetched = ledger._load(customer)
+        prefetched = ledger.load(customer)
         stored_customer = ledger.repository.get(customer)
         assert vars(prefetched) == vars(stored_customer)  # same state, version and chain head
         again = ledger.record_contact(draft(msg="a"))
@@ -556,7 +556,7 @@ def test_kept_aggregates_follow_other_writers_and_never_keep_a_failed_unit(
     with worker.unit_of_work(Tracking("intake/k/0", 3)):
         worker.prefetch([customer, first.case_id, third.case_id])
         for aggregate_id in (customer, first.case_id, third.case_id):
-            assert vars(worker._load(aggregate_id)) == vars(agent.repository.get(aggregate_id))
+            assert vars(worker.load(aggregate_id)) == vars(agent.repository.get(aggregate_id))
     assert worker.get_case(first.reference).items["Q1"].status != "answered"
 
 
@@ -578,15 +578,15 @@ def test_a_customer_registered_before_the_identity_field_keeps_its_identities() 
 
     from fastavro import schemaless_writer
 
-    from caseledger.ledger.domain.directory import Customer
-    from caseledger.ledger.domain.events import Context
-    from caseledger.ledger.domain.values import SYSTEM
-    from caseledger.ledger.store.codec import (
+    from caseledger.ledger.avro.codec import (
         AvroEventCodec,
         history_files,
         parse_event_schema,
         schema_fingerprint,
     )
+    from caseledger.ledger.domain.directory import Customer
+    from caseledger.ledger.domain.events import Context
+    from caseledger.ledger.domain.values import SYSTEM
 
     codec = AvroEventCodec()
     retired = next(text for name, text in history_files() if name.startswith("CustomerRegistered."))
@@ -608,7 +608,7 @@ def test_case_references_use_all_32_symbols_and_readable_format() -> None:
     import re
     from collections import Counter
 
-    from caseledger.ledger.intake.contacts import _REFERENCE_ALPHABET, new_reference
+    from caseledger.ledger.domain.case_references import _REFERENCE_ALPHABET, new_reference
 
     refs = [new_reference() for _ in range(4000)]
     assert all(re.fullmatch(r"CL-[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}", r) for r in refs)
@@ -623,13 +623,13 @@ def test_services_started_together_on_an_empty_store_all_start(database: str) ->
     import subprocess
     import sys
 
-    code = ("import sys; from caseledger.ledger.application import CaseLedger; "
-            "from caseledger.ledger.settings import LedgerSettings; "
-            "CaseLedger(LedgerSettings.resolve(database=sys.argv[1])).close()")
+    code = ("import os, sys; from caseledger.ledger.application import CaseLedger; "
+            "from caseledger.ledger.settings import LedgerSettings, Settings; "
+            "CaseLedger(LedgerSettings.resolve(database=sys.argv[1], settings=Settings.from_environ(os.environ))).close()")
     starts = [subprocess.Popen([sys.executable, "-c", code, database], stderr=subprocess.PIPE) for _ in range(6)]
     failures = [p.stderr.read().decode()[-400:] for p in starts if p.wait(120) != 0]  # type: ignore[union-attr]
     assert failures == []
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(ledger_settings(database=database))
     try:
         assert ledger.record_contact(draft(msg="after-start")).opened_case
     finally:
@@ -641,7 +641,7 @@ def test_a_lost_table_creation_race_is_retried(tmp_path: Any, monkeypatch: pytes
     from eventsourcing.persistence import IntegrityError
 
     database = str(tmp_path / "race.sqlite")
-    CaseLedger(LedgerSettings.resolve(database=database)).close()  # the winner created everything
+    CaseLedger(ledger_settings(database=database)).close()  # the winner created everything
     original = CaseLedger.construct_recorder
     calls = []
 
@@ -652,7 +652,7 @@ def test_a_lost_table_creation_race_is_retried(tmp_path: Any, monkeypatch: pytes
         return original(self)
 
     monkeypatch.setattr(CaseLedger, "construct_recorder", losing_once)
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(ledger_settings(database=database))
     try:
         assert len(calls) == 2 and ledger.record_contact(draft(msg="m")).opened_case
     finally:
@@ -660,7 +660,7 @@ def test_a_lost_table_creation_race_is_retried(tmp_path: Any, monkeypatch: pytes
     monkeypatch.setattr(CaseLedger, "construct_recorder",
                         lambda self: (_ for _ in ()).throw(IntegrityError("always")))
     with pytest.raises(ConflictError):
-        CaseLedger(LedgerSettings.resolve(database=database))
+        CaseLedger(ledger_settings(database=database))
 
 
 # -- PostgreSQL: how writers are serialized -------------------------------------------------------------
@@ -671,7 +671,7 @@ def test_postgres_writers_are_not_blocked_by_vacuum_but_are_serialized(postgres:
     import psycopg
 
     database = postgres.new_database()
-    ledger = CaseLedger(LedgerSettings.resolve(database=database), clock=clock)
+    ledger = CaseLedger(ledger_settings(database=database), clock=clock)
 
     def write(msg: str) -> tuple[threading.Thread, threading.Event]:
         """Record a contact in a thread; the event is set once it is recorded."""

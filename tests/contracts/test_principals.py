@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from caseledger.ledger.access.principals import Authenticator, PrincipalRegistry, token_hash
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import PERMISSIONS, Authentication, Operation, Role, allowed
 from caseledger.ledger.errors import AuthenticationError, NotFound, ValidationError
-from caseledger.ledger.access.principals import Authenticator, PrincipalRegistry, token_hash
-from caseledger.ledger.service.idempotency import Idempotency, IdempotencyRefused, request_digest
 from caseledger.ledger.intake.signatures import AdapterKeys
+from caseledger.ledger.service.idempotency import Idempotency, IdempotencyRefused
 
 
 def test_tokens_are_issued_once_kept_as_hashes_and_revoked(make_ledger: Callable[..., CaseLedger]) -> None:
@@ -47,7 +47,7 @@ def test_adapter_keys_on_both_stores(make_ledger: Callable[..., CaseLedger], tmp
     from pathlib import Path
 
     ledger = make_ledger()
-    keys = AdapterKeys(ledger.principal_store)
+    keys = AdapterKeys(ledger.storage.adapter_keys())
     row = keys.add("mail-1", ["email", "SMS"], private_key_out=Path(str(tmp_path)) / "k.pem")
     assert row.channels == ("email", "sms") and len(row.public_key) == 32
     keys.revoke("mail-1")
@@ -56,30 +56,9 @@ def test_adapter_keys_on_both_stores(make_ledger: Callable[..., CaseLedger], tmp
         keys.add("mail-2", ["email"], private_key_out=Path(str(tmp_path)) / "k.pem")
 
 
-def test_an_idempotency_key_claims_once_and_answers_its_first_response(make_ledger: Callable[..., CaseLedger]) -> None:
-    ledger = make_ledger()
-    store = ledger.principal_store
-    now = datetime.now(UTC)
-    digest = request_digest("POST", "/v1/x", b'{"a": 1, "b": 2}')
-    assert digest == request_digest("POST", "/v1/x", b'{"b":2,"a":1}')  # the same JSON, however written
-    assert store.insert_idempotency("k1", digest, now)
-    assert not store.insert_idempotency("k1", digest, now)
-    store.complete_idempotency("k1", 201, '{"ok": true}')
-    row = store.select_idempotency("k1")
-    assert row is not None and (row.status, row.response) == (201, '{"ok": true}')
-    store.release_idempotency("k1")  # a completed key is never released
-    assert store.select_idempotency("k1") is not None
-    # A stale claim is taken over by one caller only.
-    assert store.insert_idempotency("k2", digest, now - timedelta(minutes=5))
-    stale = store.select_idempotency("k2")
-    assert stale is not None
-    assert store.restart_idempotency("k2", stale.created_at, now)
-    assert not store.restart_idempotency("k2", stale.created_at, now)
-
-
 def test_a_reused_key_with_another_request_is_refused(make_ledger: Callable[..., CaseLedger]) -> None:
     ledger = make_ledger()
-    idem = Idempotency(ledger.principal_store, wait_s=0.1)
+    idem = Idempotency(ledger.storage.idempotency(), wait_s=0.1)
     calls = []
 
     def execute() -> tuple[int, object]:

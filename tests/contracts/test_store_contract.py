@@ -24,8 +24,8 @@ from eventsourcing.tests import persistence as upstream  # a module: its abstrac
 
 from caseledger.ledger.settings import StoreSettings
 from caseledger.ledger.store.postgres_recorder import PostgresLedgerRecorder
-from caseledger.ledger.store.recorder import LedgerRecorder
 from caseledger.ledger.store.sqlite_recorder import SQLiteLedgerRecorder
+from caseledger.ledger.store_ports import LedgerRecorder
 
 # -- the backends ------------------------------------------------------------------------------------
 

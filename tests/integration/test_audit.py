@@ -17,15 +17,15 @@ from kafka import KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import AuditReport, Discrepancy, Seal, parse_envelope, verify
+from caseledger.ledger.avro.codec import event_hash
 from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConflictError
 from caseledger.ledger.kafka.events_record import position_of
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
-from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import event_hash
-from tests.support.kafka_topics import fresh_topics, publish_all, read_topic
+from caseledger.ledger.settings import KafkaSettings
+from tests.support.environment import ledger_settings
+from tests.support.kafka_topics import AUDIT_READERS, fresh_topics, publish_all, read_topic
 from tests.support.postgres import PostgresServer
 from tests.support.tampering import AGENT, Built, RawStore, alter_sealed_text, forge, middle_of_case
 
@@ -40,9 +40,9 @@ def tampered(built: Built) -> Iterator[tuple[RawStore, Any]]:
     ledgers: list[CaseLedger] = []
 
     def audit(*, kafka: bool = True, **options: Any) -> AuditReport:
-        ledger = CaseLedger(LedgerSettings.resolve(database=database))
+        ledger = CaseLedger(ledger_settings(database=database))
         ledgers.append(ledger)
-        return verify(ledger, kafka=built.kafka if kafka else None, **options)
+        return verify(ledger, kafka=built.kafka if kafka else None, readers=AUDIT_READERS if kafka else None, **options)
 
     yield RawStore(database), audit
     for ledger in ledgers:
@@ -187,9 +187,9 @@ def test_forged_events_are_named(built: Built) -> None:
             state = forge(row, **kept, previous_hash=event_hash(last.state),
                           timestamp=datetime.now(UTC) - timedelta(days=3))
         position = store.insert(row.aggregate, last.version + 1, row.topic, state)
-        ledger = CaseLedger(LedgerSettings.resolve(database=database))
+        ledger = CaseLedger(ledger_settings(database=database))
         try:
-            report = verify(ledger, kafka=built.kafka)
+            report = verify(ledger, kafka=built.kafka, readers=AUDIT_READERS)
         finally:
             ledger.close()
         assert not report.ok
@@ -207,7 +207,7 @@ def test_a_forged_record_on_the_events_topic_is_named(built: Built, kafka_bootst
                                   events_topic=f"audit-forged-{uuid.uuid4().hex[:8]}", events_partitions=3)
     ensure_topics(topic)
     database = built.copy()
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(ledger_settings(database=database))
     try:
         publish_all(ledger, topic)
         records = sorted(read_topic(topic, topic.events_topic), key=lambda r: position_of(r.headers))
@@ -223,7 +223,7 @@ def test_a_forged_record_on_the_events_topic_is_named(built: Built, kafka_bootst
                       partition=genuine.partition)
         producer.flush()
         producer.close()
-        report = verify(ledger, kafka=topic)
+        report = verify(ledger, kafka=topic, readers=AUDIT_READERS)
     finally:
         ledger.close()
     duplicate = named(report, "topic-duplicate", partition=genuine.partition)[0]
@@ -276,7 +276,7 @@ def test_a_seal_names_a_change_behind_it_even_when_its_own_position_is_deleted(
 ) -> None:
     store, audit = tampered
     seal = audit(kafka=False).seal
-    ledger = CaseLedger(LedgerSettings.resolve(database=store.database))
+    ledger = CaseLedger(ledger_settings(database=store.database))
     try:  # the ledger goes on after the seal was taken
         ledger.record_contact(ContactDraft(channel="sms", channel_message_id="after-the-seal",
                                            identity=Identity.parse("phone:+33600000000"), items=("later",)))
@@ -295,7 +295,7 @@ def test_postgres_gap_after_a_conflict_is_a_warning_that_the_topic_settles(postg
                                                                           kafka_bootstrap: str) -> None:
     database = postgres.new_database()
     kafka = fresh_topics(kafka_bootstrap, partitions=1)
-    a, b = (CaseLedger(LedgerSettings.resolve(database=database)) for _ in range(2))
+    a, b = (CaseLedger(ledger_settings(database=database)) for _ in range(2))
     try:
         ref = a.record_contact(ContactDraft(channel="email", channel_message_id="g1",
                                             identity=Identity.parse("email:gap@example.com"), items=("q",))).reference
@@ -315,7 +315,7 @@ def test_postgres_gap_after_a_conflict_is_a_warning_that_the_topic_settles(postg
         gap = named(alone, "position-gap", position=skipped[0])[0]
         assert gap.severity == "warning" and "ConflictError" in gap.message
         publish_all(a, kafka)
-        settled = named(verify(a, kafka=kafka), "position-gap", position=skipped[0])[0]
+        settled = named(verify(a, kafka=kafka, readers=AUDIT_READERS), "position-gap", position=skipped[0])[0]
         assert settled.severity == "warning" and "never published" in settled.message
     finally:
         a.close()

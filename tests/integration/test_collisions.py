@@ -18,14 +18,14 @@ from caseledger.ledger.audit import verify
 from caseledger.ledger.domain.directory import ChannelMessage
 from caseledger.ledger.domain.values import Attachment, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import MessageIdCollision, NotFound
-from caseledger.ledger.intake.records import IntakeCodec
 from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+from caseledger.ledger.intake.records import IntakeCodec
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.settings import KafkaSettings
 from tests.support.clock import FakeClock
 from tests.support.contacts import MALLORY, SAM, form
-from tests.support.kafka_topics import drain, publish_all, read_topic
+from tests.support.environment import ledger_settings
+from tests.support.kafka_topics import AUDIT_READERS, drain, publish_all, read_topic
 
 PDF = Attachment(ref="s3://inbox/1.pdf", sha256="a" * 64, size=10, media_type="application/pdf")
 PNG = Attachment(ref="s3://inbox/2.png", sha256="b" * 64, size=20, media_type="image/png")
@@ -184,7 +184,7 @@ def test_concurrent_senders_of_one_id_give_one_contact_and_one_collision(make_le
 def test_the_intake_worker_keeps_a_collision_as_the_outcome_of_its_offset(
     kafka: KafkaSettings, tmp_path: Path,
 ) -> None:
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "intake.sqlite")))
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "intake.sqlite")))
     try:
         with KafkaIntakeClient(kafka, adapter="forms") as client:
             client.submit_many([form(), form(MALLORY), form(), form(subject="Edited")])
@@ -208,7 +208,7 @@ def test_the_intake_worker_keeps_a_collision_as_the_outcome_of_its_offset(
         for collision in collisions:
             assert sam.reference not in event_text(collision)
         publish_all(ledger, kafka)
-        report = verify(ledger, kafka=kafka)
+        report = verify(ledger, kafka=kafka, readers=AUDIT_READERS)
         assert report.ok, "\n".join(d.line() for d in report.discrepancies)
         assert report.intake_offsets == report.intake_outcomes == 5
     finally:

@@ -21,18 +21,19 @@ from caseledger.ledger.audit import verify
 from caseledger.ledger.domain.personal import ERASED
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.ledger.reports.export import export_history
 from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.privacy.kek import KEK_ENV, KEK_FILE_ENV
-from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.reports.export import export_history
+from caseledger.ledger.settings import KafkaSettings
 from caseledger.projections import load_projections
 from caseledger.projections.queries import case_view, customer_timeline
 from caseledger.projections.runner import rebuild
 from caseledger.projections.sources import StoreEventSource
-from caseledger.projections.views import ViewStore, open_views
-from tests.support.kafka_topics import drain, publish_all, read_topic
+from caseledger.projections.view_stores import open_views
+from caseledger.projections.views import ViewStore
+from tests.support.environment import ledger_settings
+from tests.support.kafka_topics import AUDIT_READERS, drain, publish_all, read_topic
 from tests.support.personal_data import (
     AGENT,
     BODY,
@@ -112,7 +113,7 @@ def test_a_customer_is_erased_everywhere_and_every_proof_still_holds(
     assert report.erased and report.customer_id == customer_id
 
     # After: unreadable everywhere, proofs intact, views equal once rebuilt.
-    assert verify(ledger, kafka=kafka).ok
+    assert verify(ledger, kafka=kafka, readers=AUDIT_READERS).ok
     for event in ledger.history(customer_id):
         for field in ("subject", "body", "terms", "notice", "text", "request_copy"):
             value = getattr(event, field, None)
@@ -147,7 +148,7 @@ def test_a_customer_is_erased_everywhere_and_every_proof_still_holds(
     # The intake topic: past its retention, the records are gone and the audit says so, not "missing".
     delete_intake_records(kafka)
     assert_nowhere(topic_bytes(kafka, kafka.intake_topic), "the intake topic past its retention")
-    after_retention = verify(ledger, kafka=kafka)
+    after_retention = verify(ledger, kafka=kafka, readers=AUDIT_READERS)
     assert after_retention.ok, [d.line() for d in after_retention.discrepancies]
     assert any("past its retention" in note for note in after_retention.notes)
 
@@ -185,7 +186,7 @@ def test_postgres_without_a_key_encryption_key_is_refused_with_how_to_fix(
 ) -> None:
     monkeypatch.delenv(KEK_ENV, raising=False)
     monkeypatch.delenv(KEK_FILE_ENV, raising=False)
-    ledger = CaseLedger(LedgerSettings.resolve(database=postgres.new_database()))
+    ledger = CaseLedger(ledger_settings(database=postgres.new_database()))
     try:
         with pytest.raises(ConfigurationError, match=r"CASELEDGER_KEK_FILE.*keys new-kek"):
             ledger.record_contact(jane_contact("m-1"))
@@ -199,8 +200,8 @@ def test_a_checkpoint_taken_before_an_erasure_still_verifies_and_so_does_the_exp
 ) -> None:
     """Proofs are over the stored (sealed) bytes: the erasure changes none of them (issues 15 and 16)."""
     from caseledger.ledger.audit.kept_checkpoint import HeldCheckpoint
-    from caseledger.ledger.transparency.checkpoints import sign_checkpoint
     from caseledger.ledger.transparency.checkpoint_key import generate_key_file
+    from caseledger.ledger.transparency.checkpoints import sign_checkpoint
     from caseledger.verify.history import check_history, read_export
 
     signer = generate_key_file(tmp_path / "signing.key", "caseledger")

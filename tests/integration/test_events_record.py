@@ -17,6 +17,8 @@ from kafka import KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import verify
+from caseledger.ledger.avro.codec import HEADER_SIZE, NO_CASE, event_hash
+from caseledger.ledger.avro.envelope import parse_envelope
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.domain.values import ContactDraft, Identity
@@ -27,18 +29,16 @@ from caseledger.ledger.kafka.events_record import (
     position_of,
     time_header,
 )
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import HEADER_SIZE, NO_CASE, event_hash
-from caseledger.ledger.store.envelope import parse_envelope
-from tests.support.kafka_topics import publish_all, read_topic
+from caseledger.ledger.settings import KafkaSettings
+from tests.support.environment import ledger_settings
+from tests.support.kafka_topics import AUDIT_READERS, publish_all, read_topic
 
 pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[CaseLedger]:
-    app = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "ce.sqlite"), origin="bank.example/complaints"))
+    app = CaseLedger(ledger_settings(database=str(tmp_path / "ce.sqlite"), origin="bank.example/complaints"))
     app.record_contact(ContactDraft(channel="email", channel_message_id="m-1",
                                     identity=Identity.parse("email:jane@example.com"), items=("Where is my refund?",)))
     for offset in range(12):  # events of no customer
@@ -84,7 +84,7 @@ def test_events_of_no_customer_are_keyed_by_their_aggregate_and_spread(ledger: C
     ids = {str(e.originator_id).encode() for e in ledger.rejections()}
     assert {r.key for r in rejected} == ids  # never the empty string
     assert len({r.partition for r in rejected}) > 1
-    assert verify(ledger, kafka=kafka).ok
+    assert verify(ledger, kafka=kafka, readers=AUDIT_READERS).ok
 
 
 def legacy_record(ledger: CaseLedger, notification: Any) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
@@ -114,7 +114,7 @@ def test_a_topic_published_by_an_earlier_release_is_audited_rebuilt_and_continue
                       partition=(key_hash(key) & 0x7FFFFFFF) % 3)
     producer.flush()
     producer.close()
-    assert verify(ledger, kafka=kafka).ok  # old header names and the old empty key are accepted
+    assert verify(ledger, kafka=kafka, readers=AUDIT_READERS).ok  # old header names and the old empty key are accepted
     later = ledger.recorder.max_notification_id()
     ledger.record_contact(ContactDraft(channel="chat", channel_message_id="c-9",
                                        identity=Identity.parse("email:jane@example.com"), items=("Any news?",)))
@@ -123,7 +123,7 @@ def test_a_topic_published_by_an_earlier_release_is_audited_rebuilt_and_continue
     positions = sorted(position_of(r.headers) for r in records)
     assert positions == list(range(1, (ledger.recorder.max_notification_id() or 0) + 1))  # none twice
     assert all(header(r.headers, "ce_specversion") == b"1.0" for r in records if position_of(r.headers) > later)
-    report = verify(ledger, kafka=kafka)
+    report = verify(ledger, kafka=kafka, readers=AUDIT_READERS)
     assert report.ok, "\n".join(d.line() for d in report.discrepancies)
     views = open_views(str(tmp_path / "views.sqlite"))  # a rebuild from a topic of both formats
     source = kafka_source(kafka)

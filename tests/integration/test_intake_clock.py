@@ -11,11 +11,11 @@ import pytest
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
-from caseledger.ledger.intake.records import DeliveryReport, ReadReceipt
 from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+from caseledger.ledger.intake.records import DeliveryReport, ReadReceipt
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.settings import KafkaSettings
+from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import drain
 
 pytestmark = pytest.mark.kafka
@@ -32,7 +32,7 @@ def test_intake_records_dated_out_of_bounds_are_rejected_naming_the_field(
     kafka: KafkaSettings, tmp_path: Path
 ) -> None:
     """Before: a contact dated year 0001 and a delivery dated 1990 from the intake topic were recorded."""
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "intake.sqlite")))
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "intake.sqlite")))
     try:
         first = ledger.record_contact(contact(0))
         ref = first.reference

@@ -15,10 +15,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from caseledger.ledger.access.principals import Authenticator, OidcSettings
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Role
 from caseledger.ledger.errors import AuthenticationError
-from caseledger.ledger.access.principals import Authenticator, OidcSettings
 from tests.support.service_server import IdentityProvider, start_service, stop_service
 
 CAROL = "idp.test.example/carol"  # an OIDC subject is named in its issuer's namespace

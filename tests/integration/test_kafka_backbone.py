@@ -15,18 +15,18 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.avro.codec import event_hash
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
 from caseledger.ledger.errors import BackendError, ConfigurationError, ValidationError
-from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
-from caseledger.ledger.kafka.events_record import event_type_of, header, position_of
 from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
+from caseledger.ledger.kafka.events_record import event_type_of, header, position_of
 from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
-from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import event_hash
+from caseledger.ledger.settings import KafkaSettings
+from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import drain, publish_all, read_topic
 
 pytestmark = pytest.mark.kafka
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.kafka
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[CaseLedger]:
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "k.sqlite")))
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "k.sqlite")))
     yield ledger
     ledger.close()
 
@@ -184,7 +184,7 @@ def test_workers_sharing_the_topic_by_partitions_apply_every_record_once(
     from caseledger.ledger.errors import BackendError
 
     db = str(tmp_path / "shared.sqlite")
-    first, second = (CaseLedger(LedgerSettings.resolve(database=db)) for _ in range(2))
+    first, second = (CaseLedger(ledger_settings(database=db)) for _ in range(2))
     try:
         drafts = [contact(n) for n in range(40)]
         # One customer known by identities that hash to different partitions: both workers touch it.
@@ -328,7 +328,7 @@ def test_run_serves_intake_publisher_and_projections_and_stops_on_sigterm(
     assert proc.returncode == 0, output
     assert "stopping" in output and "stopped" in output
     assert f"({kafka_client} consumer)" in output and f"({kafka_client} producer)" in output
-    store = CaseLedger(LedgerSettings.resolve(database=str(database)))
+    store = CaseLedger(ledger_settings(database=str(database)))
     try:
         published = read_topic(kafka, kafka.events_topic)
         assert len(published) == store.recorder.max_notification_id()

@@ -16,12 +16,12 @@ from caseledger.ledger.domain.claimed_times import CLOCK_SKEW, HORIZON
 from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.values import Actor
 from caseledger.ledger.errors import ValidationError
-from caseledger.ledger.settings import LedgerSettings
 from caseledger.projections import ProjectionRunner, StoreEventSource, load_projections, open_views
 from caseledger.projections.channel_metrics import summary
 from caseledger.projections.deadlines import Deadlines
 from tests.support.clock import FakeClock
 from tests.support.contacts import JANE, cli, draft, events_of, stored
+from tests.support.environment import ledger_settings
 
 ALICE = Actor.parse("agent:alice")
 BOT = Actor.parse("automation:helpbot")
@@ -157,7 +157,7 @@ def test_retention_counts_from_recorded_times_and_tick_names_who_ran_it(tmp_path
     policy = ResponsePolicy.from_toml_text(
         ResponsePolicy.default_text().replace('after_last_case = "5y"', 'after_last_case = "10d"'), source="test")
     clock = FakeClock()
-    ledger = CaseLedger(LedgerSettings.resolve(database=database), policy=policy, clock=clock)
+    ledger = CaseLedger(ledger_settings(database=database), policy=policy, clock=clock)
     try:
         out = ledger.record_contact(draft())
         ledger.make_promise(out.reference, actor=ALICE, channel="email", kind="callback", terms="t",

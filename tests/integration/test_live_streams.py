@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from caseledger.ledger.access.principals import PrincipalRegistry
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Role
-from caseledger.ledger.access.principals import PrincipalRegistry
 from caseledger.ledger.service import live
 from caseledger.ledger.service.api import ServiceState
-from caseledger.ledger.settings import LedgerSettings
+from tests.support.environment import ledger_settings
 from tests.support.service_server import Service, serve_in_thread, start_service, stop_service
 
 PER_PRINCIPAL = 10  # live pages one principal may have open (docs/api.md)
@@ -202,7 +202,7 @@ def test_another_site_cannot_sign_a_browser_in(service: Service) -> None:
 
 def test_a_case_change_is_rendered_once_for_all_its_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Finding: each change was rendered once per stream (50 proposals, 995 streams: 62 s of CPU)."""
-    settings = LedgerSettings.resolve(database=str(tmp_path / "l.sqlite"))
+    settings = ledger_settings(database=str(tmp_path / "l.sqlite"))
     ledger = CaseLedger(settings)
     try:
         registry = PrincipalRegistry(ledger.principal_store)

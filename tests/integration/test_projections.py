@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.ledger.settings import LedgerSettings
 from caseledger.projections import (
     BUILT_INS,
     FLOAT,
@@ -40,6 +39,7 @@ from caseledger.projections import (
     rebuild,
 )
 from caseledger.projections.views import ViewStore
+from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import fresh_topics, publish_all
 from tests.support.postgres import PostgresServer
 from tests.support.projection_scenarios import (
@@ -228,7 +228,7 @@ def test_a_parallel_rebuild_from_kafka_equals_the_store_built_views(
     database = str(tmp_path / "ledger.sqlite")
     generate_ledger(database, 1500)
     kafka = fresh_topics(kafka_bootstrap, partitions=4, intake_partitions=1)
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(ledger_settings(database=database))
     try:
         publish_all(ledger, kafka)
         with open_views(str(tmp_path / "views.sqlite")) as from_store:

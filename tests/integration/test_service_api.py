@@ -323,8 +323,8 @@ def test_an_oidc_subject_never_acts_as_the_issued_principal_of_the_same_name(run
     ("http://127.0.0.1:8080/realms/bank", "127.0.0.1-8080.realms.bank"),
 ])
 def test_oidc_names_carry_the_issuer_label_and_issued_names_cannot(issuer: str, label: str) -> None:
-    from caseledger.ledger.errors import ConfigurationError, ValidationError
     from caseledger.ledger.access.principals import OidcSettings, check_name
+    from caseledger.ledger.errors import ConfigurationError, ValidationError
 
     settings = OidcSettings.resolve(jwks_url="https://x/jwks", issuer=issuer, audience="a")
     assert settings is not None and settings.label == label

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from caseledger.ledger.domain.permissions import Role
+from tests.support.environment import ledger_settings
 from tests.support.service_server import Running, Service, running_service
 
 
@@ -98,10 +99,9 @@ def test_the_embedded_cli_records_its_actor_as_not_authenticated(tmp_path: Path,
     report = json.loads(caseledger("--database", database, "audit", "verify", "--json").stdout)
     assert report["unauthenticated_events"] == report["events"] > 0
     from caseledger.ledger.application import CaseLedger
-    from caseledger.ledger.settings import LedgerSettings
 
     monkeypatch.delenv("CASELEDGER_KEK")  # as the CLI ran: the embedded default, the key file beside the database
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(ledger_settings(database=database))
     try:
         events = list(ledger.events.get(ledger.get_case(ref).id))
     finally:

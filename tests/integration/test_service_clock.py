@@ -17,8 +17,8 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Role
 from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.values import Actor, Channel, ContactDraft, Identity
-from caseledger.ledger.settings import LedgerSettings
 from tests.support.clock import FakeClock
+from tests.support.environment import ledger_settings
 from tests.support.service_server import (
     Running,
     Service,
@@ -180,7 +180,7 @@ def aged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, di
     database = str(where / "ledger.sqlite")
     policy_file = where / "policy.toml"
     policy_file.write_text(ResponsePolicy.default_text().replace('after_last_case = "5y"', 'after_last_case = "1d"'))
-    ledger = CaseLedger(LedgerSettings.resolve(database=database), clock=FakeClock(datetime.now(UTC) - timedelta(days=3)))
+    ledger = CaseLedger(ledger_settings(database=database), clock=FakeClock(datetime.now(UTC) - timedelta(days=3)))
     customers = {}
     try:
         for name in ("ann", "bob"):

@@ -24,7 +24,7 @@ import pytest
 from caseledger.ledger.domain.permissions import Role
 from caseledger.ledger.service.api import ServiceState
 from caseledger.ledger.service.gate import Gate
-from caseledger.ledger.settings import LedgerSettings
+from tests.support.environment import ledger_settings
 from tests.support.service_server import (
     Service,
     is_closed,
@@ -123,7 +123,7 @@ def test_both_http_protocols_keep_the_header_deadline_and_evict_idle_connections
 
     connections.configure(connections.ConnectionLimits(header_timeout_s=0.5, max_connections=20))
     try:
-        state = ServiceState(LedgerSettings.resolve(database=str(tmp_path / "l.sqlite")))
+        state = ServiceState(ledger_settings(database=str(tmp_path / "l.sqlite")))
         with serve_in_thread(state, http=f"caseledger.ledger.service.connections:{protocol}") as url:
             host, port = url.removeprefix("http://").split(":")
             silent = socket.create_connection((host, int(port)))

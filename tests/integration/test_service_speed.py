@@ -44,7 +44,7 @@ def contact(message_id: str, **fields: Any) -> Callable[[CaseLedger], tuple[int,
 
 
 def stored_contacts(ledger: CaseLedger) -> list[str]:
-    return [ledger.mapper.to_domain_event(n).channel_message_id for n in ledger._notifications_of("ContactReceived")]
+    return [ledger.mapper.to_domain_event(n).channel_message_id for n in ledger.notifications_of("ContactReceived")]
 
 
 # -- group commit ---------------------------------------------------------------------------------------------------

@@ -21,16 +21,18 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from caseledger.ledger.access.principals import PrincipalRegistry
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.reports.describe import plain
+from caseledger.ledger.avro.codec import AvroMapper
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.values import Actor, ActorKind, Channel, ContactDraft, Identity
-from caseledger.ledger.access.principals import PrincipalRegistry
-from caseledger.ledger.service.api import ServiceState, create_app
+from caseledger.ledger.reports.describe import plain
+from caseledger.ledger.service.api import ServiceState
+from caseledger.ledger.service.asgi import create_app
 from caseledger.ledger.service.group_commit import Write
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import AvroMapper
+from tests.support.environment import ledger_settings
 
 AGENT = Actor(kind=ActorKind.AGENT, id="agent-1")
 JANE = "email:jane@example.com"
@@ -41,7 +43,7 @@ def contact_body(message_id: str, **extra: Any) -> dict[str, Any]:
 
 
 def service(database: str) -> tuple[LedgerSettings, ServiceState, dict[str, str]]:
-    settings = LedgerSettings.resolve(database=database)
+    settings = ledger_settings(database=database)
     setup = CaseLedger(settings)
     token = PrincipalRegistry(setup.principal_store).add("agent-1", "agent").token
     setup.close()
@@ -148,7 +150,7 @@ def test_the_committer_keeps_no_case_and_reads_an_erasure_by_another_process(dat
             other_process.close()
 
         def read(ledger: CaseLedger) -> tuple[int, Any]:
-            customer = ledger._load(Customer.id_for(customer_id))
+            customer = ledger.load(Customer.id_for(customer_id))
             return 200, {"subject": ledger.get_case(ref).subject, "identities": list(customer.identities)}
 
         status, seen, _replayed = committer.submit(Write(read, "agent-1")).result(timeout=30)
@@ -159,7 +161,7 @@ def test_the_committer_keeps_no_case_and_reads_an_erasure_by_another_process(dat
 def test_a_new_customers_key_leaves_memory_with_its_transaction(database: str) -> None:
     """Before: a key made in a transaction stayed unwrapped in the writer until its next transaction, so
     after an erasure elsewhere the writer sealed the customer's next contact with the destroyed key."""
-    settings = LedgerSettings.resolve(database=database)
+    settings = ledger_settings(database=database)
     writer, other_process = CaseLedger(settings), CaseLedger(settings)
     try:
         writer.record_contact(ContactDraft(channel=Channel.EMAIL, channel_message_id="m-1", identity=Identity.parse(JANE),

@@ -16,12 +16,12 @@ from kafka import KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
-from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
 from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
-from caseledger.ledger.intake.worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
 from caseledger.ledger.intake.signatures import ADAPTER_HEADER, SIGNATURE_HEADER, AdapterKeys, AdapterSigner
+from caseledger.ledger.intake.worker import KafkaIntakeWorker
+from caseledger.ledger.settings import KafkaSettings
+from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import drain
 
 pytestmark = pytest.mark.kafka
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.kafka
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[CaseLedger]:
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "signed.sqlite")))
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "signed.sqlite")))
     yield ledger
     ledger.close()
 
@@ -42,7 +42,7 @@ def mail(n: int, *, channel: str = "email") -> ContactDraft:
 def test_the_worker_accepts_signed_records_and_rejects_every_other_with_its_reason(
     kafka: KafkaSettings, store: CaseLedger, tmp_path: Path
 ) -> None:
-    keys = AdapterKeys(store.principal_store)
+    keys = AdapterKeys(store.storage.adapter_keys())
     keys.add("mail-1", ["email"], private_key_out=tmp_path / "mail-1.pem")
     keys.add("old-1", ["email"], private_key_out=tmp_path / "old-1.pem")
     keys.revoke("old-1")
@@ -106,7 +106,7 @@ def test_the_worker_accepts_signed_records_and_rejects_every_other_with_its_reas
     assert adapter == "mail-1" and registered.signed_record
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    public = Ed25519PublicKey.from_public_bytes(store.principal_store.select_adapter("mail-1").public_key)
+    public = Ed25519PublicKey.from_public_bytes(store.storage.adapter_keys().select_adapter("mail-1").public_key)
     public.verify(b64decode(signature), registered.signed_record)  # raises if it does not verify
     assert IntakeCodec().decode(registered.signed_record)[1].channel_message_id == "s-1"
     stored = store.recorder.select_events_after([registered.originator_id])[registered.originator_id][0]
@@ -135,7 +135,7 @@ def test_without_registered_adapters_unsigned_records_are_still_accepted(
     (case,) = store.cases_of("email:s1@example.com")
     assert {e.actor_authentication for e in store.events.get(case.id)} == {"none"}
     # Forced on, the same record is rejected.
-    strict = KafkaIntakeWorker(CaseLedger(LedgerSettings.resolve(database=store.settings.store.database + ".2")),
+    strict = KafkaIntakeWorker(CaseLedger(ledger_settings(database=store.settings.store.database + ".2")),
                                kafka, require_signatures=True)
     drain(strict, until=1)
     assert strict.stats.rejected == 1
@@ -190,7 +190,7 @@ def test_signed_reports_are_scoped_to_the_adapters_channels_and_reads_are_the_cu
 ) -> None:
     """Findings: chat-1 (chat only) reported an e-mail case's ACK1 delivered, accepted; a signed read receipt
     recorded that agent:alice read C1."""
-    keys = AdapterKeys(store.principal_store)
+    keys = AdapterKeys(store.storage.adapter_keys())
     keys.add("chat-1", ["chat"], private_key_out=tmp_path / "chat-1.pem")
     keys.add("mail-1", ["email"], private_key_out=tmp_path / "mail-1.pem")
     ref = store.record_contact(mail(1)).reference
@@ -239,7 +239,7 @@ def test_a_replayed_signed_report_is_traced_and_applied_once(
 ) -> None:
     """Finding: the same signed read receipt published 3 times gave 3 MessageRead. Each copy of the same signed
     bytes after the first becomes an IntakeRejected saying it was already applied: nothing dropped or doubled."""
-    AdapterKeys(store.principal_store).add("mail-1", ["email"], private_key_out=tmp_path / "mail-1.pem")
+    AdapterKeys(store.storage.adapter_keys()).add("mail-1", ["email"], private_key_out=tmp_path / "mail-1.pem")
     signer = AdapterSigner.from_file("mail-1", tmp_path / "mail-1.pem")
     ref = store.record_contact(mail(1)).reference
     customer_id = store.get_case(ref).customer_id

@@ -18,14 +18,14 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import verify
 from caseledger.ledger.audit.kept_checkpoint import HeldCheckpoint
 from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
-from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.merkle_tables import TreeMoved
+from caseledger.ledger.errors import TreeMoved
+from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, generate_key_file
 from caseledger.ledger.transparency.checkpoints import Checkpointer, sign_checkpoint
 from caseledger.ledger.transparency.proofs import check_consistency, event_proofs
-from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, generate_key_file
 from caseledger.ledger.transparency.tree import MerkleLog
-from caseledger.verify.rfc9162 import leaf_hash, tree_hash, verify_consistency, verify_inclusion
 from caseledger.verify.note import open_checkpoint
+from caseledger.verify.rfc9162 import leaf_hash, tree_hash, verify_consistency, verify_inclusion
+from tests.support.environment import ledger_settings
 
 
 def contact(n: int) -> ContactDraft:
@@ -118,7 +118,7 @@ def test_consistency_names_consistent_rolled_back_split_view_and_another_key(
                              signer.verifier_key).code in ("checkpoint-signature", "checkpoint-key")
     # split view: the ledger signs another root for the size the auditor holds
     size = open_checkpoint(held, signer.verifier_key).size
-    from caseledger.ledger.store.merkle_tables import StoredCheckpoint
+    from caseledger.ledger.store_ports import StoredCheckpoint
     from caseledger.verify.note import Checkpoint
 
     fake = Checkpoint(ledger.settings.origin, size, b"\x07" * 32)
@@ -160,10 +160,11 @@ def test_every_export_carries_the_checkpoint_and_proofs_and_the_verifier_reads_j
     from caseledger.verify.avro import read_container
     from caseledger.verify.history import check_history, read_export
 
+    # the signer fixture's file; set before the ledger is built, as a root reads its settings once
+    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))
     ledger = make_ledger()
     for n in range(4):
         ledger.record_contact(contact(n))
-    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))  # the signer fixture's file
     for fmt in ("json", "avro", "html"):
         export_history(ledger, "email:c1@example.com", fmt, tmp_path / f"jane.{fmt}")
     latest = MerkleLog.of(ledger).store.latest_checkpoint()
@@ -208,20 +209,20 @@ def backup(database: str, request: pytest.FixtureRequest, tmp_path: Path) -> str
 def test_a_log_restored_from_a_backup_and_written_again_is_named_rolled_back(
         database: str, signer: CheckpointSigner, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """The operator restores last week's backup (events, tree and all) and goes on: the auditor's checkpoint tells."""
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(ledger_settings(database=database))
     for n in range(3):
         ledger.record_contact(contact(n))
     sign_checkpoint(ledger, signer)
     ledger.close()
     restored = backup(database, request, tmp_path)
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(ledger_settings(database=database))
     try:
         for n in range(3, 6):
             ledger.record_contact(contact(n))
         held = sign_checkpoint(ledger, signer).note
     finally:
         ledger.close()
-    other = CaseLedger(LedgerSettings.resolve(database=restored))
+    other = CaseLedger(ledger_settings(database=restored))
     try:
         for n in range(10, 14):  # other events where the held checkpoint's were
             other.record_contact(contact(n))
@@ -243,8 +244,8 @@ def test_the_publisher_publishes_each_checkpoint_once_after_the_events_it_covers
 
     from caseledger.ledger.kafka.events_record import position_of
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
     from caseledger.ledger.kafka.topics import ensure_topics
+    from caseledger.ledger.settings import KafkaSettings
     from tests.support.kafka_topics import read_topic
 
     run = uuid.uuid4().hex[:8]
@@ -283,41 +284,6 @@ def test_the_publisher_publishes_each_checkpoint_once_after_the_events_it_covers
     assert {r.key for r in records} == {ledger.settings.origin.encode()}
 
 
-def test_tiles_and_nodes_give_the_reference_tree_across_tile_boundaries(
-        make_ledger: Callable[..., CaseLedger]) -> None:
-    """Synthetic leaves appended in uneven batches (and by a reloaded appender) across many 256-leaf tiles."""
-    import random
-
-    from caseledger.ledger.store.merkle_tables import merkle_store
-
-    rng = random.Random(7)
-    store = merkle_store(make_ledger())
-    tree = MerkleLog(store)
-    positions = sorted(rng.sample(range(1, 10_000), 1300))  # gaps, as PostgreSQL positions may have
-    digests = [hashlib.sha256(p.to_bytes(8, "big")).digest() for p in positions]
-    done = 0
-    while done < len(positions):
-        n = rng.choice([1, 3, 100, 255, 256, 257, 400])
-        tree.append(list(zip(positions[done:done + n], digests[done:done + n], strict=True)))
-        done = min(len(positions), done + n)
-        if rng.random() < 0.3:
-            tree = MerkleLog(store)  # a restarted appender resumes mid-tile
-    leaves = [leaf_hash(d) for d in digests]
-    assert tree.size == len(leaves) and tree.root == tree_hash(leaves)
-    fresh = MerkleLog(store)
-    assert fresh.root == tree.root
-    for size in (1, 255, 256, 257, 511, 512, 1024, 1299, 1300):
-        assert fresh.root_at(size) == tree_hash(leaves[:size])
-        for index in {0, size // 3, size - 1}:
-            verify_inclusion(index, size, leaves[index], fresh.inclusion_proof(index, size), tree_hash(leaves[:size]))
-        for old in {1, size // 2 or 1, size}:
-            verify_consistency(old, size, tree_hash(leaves[:old]), tree_hash(leaves[:size]),
-                               fresh.consistency_proof(old, size))
-    sample = positions[::97]
-    assert store.leaf_indexes([*sample, 10_001]) == {p: positions.index(p) for p in sample}
-    assert [x[1] for x in store.leaves(250, 260)] == positions[250:260]
-
-
 @pytest.mark.kafka
 def test_a_publisher_with_the_signing_key_keeps_the_tree_signs_and_publishes_checkpoints(
         make_ledger: Callable[..., CaseLedger], signer: CheckpointSigner, kafka_bootstrap: str) -> None:
@@ -325,8 +291,8 @@ def test_a_publisher_with_the_signing_key_keeps_the_tree_signs_and_publishes_che
     import uuid
 
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-    from caseledger.ledger.kafka.kafka_settings import KafkaSettings
     from caseledger.ledger.kafka.topics import ensure_topics
+    from caseledger.ledger.settings import KafkaSettings
     from tests.support.kafka_topics import read_topic
 
     run = uuid.uuid4().hex[:8]

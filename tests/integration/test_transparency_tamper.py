@@ -23,12 +23,12 @@ import pytest
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import AuditReport, verify
 from caseledger.ledger.audit.kept_checkpoint import HeldCheckpoint
+from caseledger.ledger.avro.codec import event_hash
 from caseledger.ledger.reports.export import export_history
-from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import event_hash
-from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, generate_key_file
+from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 from caseledger.verify.history import HistoryCheck, check_history
+from tests.support.environment import ledger_settings
 from tests.support.tampering import Built, RawStore, StoredRow, alter_sealed_text, forge, middle_of_case
 
 pytestmark = pytest.mark.kafka
@@ -44,7 +44,7 @@ class Committed:
     ledgers: list[CaseLedger]
 
     def ledger(self) -> CaseLedger:
-        ledger = CaseLedger(LedgerSettings.resolve(database=self.database))
+        ledger = CaseLedger(ledger_settings(database=self.database))
         self.ledgers.append(ledger)
         return ledger
 
@@ -65,7 +65,7 @@ def committed(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("CASELEDGER_SIGNING_KEY", raising=False)
     database = built.copy()
     signer = generate_key_file(tmp_path / "signing.key", "caseledger")
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(ledger_settings(database=database))
     try:
         note = sign_checkpoint(ledger, signer).note
     finally:

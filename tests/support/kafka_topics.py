@@ -12,9 +12,13 @@ from kafka import KafkaConsumer, TopicPartition
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
+from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
 from caseledger.ledger.kafka.topics import ensure_topics
+from caseledger.ledger.settings import KafkaSettings
+
+#: The client ``verify(kafka=…)`` reads the topics with, as ``caseledger audit verify`` gives it.
+AUDIT_READERS = KafkaClient(KAFKA_PYTHON, "consumer")
 
 
 def fresh_topics(bootstrap: str, *, partitions: int = 3, intake_partitions: int | None = None) -> KafkaSettings:

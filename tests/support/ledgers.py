@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.settings import LedgerSettings
 from tests.support.clock import FakeClock
+from tests.support.environment import ledger_settings
 from tests.support.postgres import PostgresServer
 
 
@@ -30,7 +30,7 @@ def make_ledger(database: str, clock: FakeClock) -> Iterator[Callable[..., CaseL
 
     def make(**options: Any) -> CaseLedger:
         options.setdefault("clock", clock)
-        app = CaseLedger(LedgerSettings.resolve(database=database), **options)
+        app = CaseLedger(ledger_settings(database=database), **options)
         built.append(app)
         return app
 
@@ -46,6 +46,6 @@ def ledger(make_ledger: Callable[..., CaseLedger]) -> CaseLedger:
 
 @pytest.fixture
 def sqlite_ledger(tmp_path: Path, clock: FakeClock) -> Iterator[CaseLedger]:
-    app = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "l.sqlite")), clock=clock)
+    app = CaseLedger(ledger_settings(database=str(tmp_path / "l.sqlite")), clock=clock)
     yield app
     app.close()

@@ -17,7 +17,6 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.domain.values import Actor, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import CaseLedgerError, ConfigurationError
-from caseledger.ledger.settings import LedgerSettings
 from caseledger.projections import (
     COUNTERS,
     INT,
@@ -31,6 +30,7 @@ from caseledger.projections import (
 )
 from caseledger.projections.views import ViewStore
 from tests.support.clock import FakeClock
+from tests.support.environment import ledger_settings
 
 AGENT = Actor.parse("agent:alice")
 CUSTOMERS = [Identity.parse(s) for s in ("email:a@example.com", "phone:+33612345678", "handle:@bob")]
@@ -201,7 +201,7 @@ class Scenario:
 def generated_ledger() -> Iterator[tuple[CaseLedger, Scenario, Path]]:
     with tempfile.TemporaryDirectory() as tmp:
         clock = FakeClock()
-        ledger = CaseLedger(LedgerSettings.resolve(database=str(Path(tmp) / "ledger.sqlite")), clock=clock)
+        ledger = CaseLedger(ledger_settings(database=str(Path(tmp) / "ledger.sqlite")), clock=clock)
         try:
             yield ledger, Scenario(ledger, clock), Path(tmp)
         finally:

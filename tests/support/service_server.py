@@ -21,10 +21,10 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from caseledger.ledger.access.principals import PrincipalRegistry
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Role
-from caseledger.ledger.access.principals import PrincipalRegistry
-from caseledger.ledger.settings import LedgerSettings
+from tests.support.environment import ledger_settings
 
 
 def free_port() -> int:
@@ -129,7 +129,7 @@ class Service:
         raise RuntimeError("no VmRSS in /proc/PID/status")
 
     def ledger(self) -> CaseLedger:
-        return CaseLedger(LedgerSettings.resolve(database=self.database))
+        return CaseLedger(ledger_settings(database=self.database))
 
 
 def read_response(connection: socket.socket, *, timeout: float = 10) -> bytes:
@@ -163,7 +163,7 @@ def start_service(where: Path, *, database: str | None = None, env: dict[str, st
                   extra_args: tuple[str, ...] = ()) -> Service:
     """Principals of every role in a fresh ledger, then ``caseledger serve`` on a free loopback port."""
     database = database or str(where / "ledger.sqlite")
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(ledger_settings(database=database))
     try:
         registry = PrincipalRegistry(ledger.principal_store)
         tokens = {role: registry.add(f"{role.value}-1", role).token for role in Role}
@@ -197,7 +197,7 @@ def serve_in_thread(state: Any, *, http: str = "auto") -> Iterator[str]:
     """The app of ``state`` on uvicorn in a thread of this process (for tests that look inside it); its URL."""
     import uvicorn
 
-    from caseledger.ledger.service.api import create_app
+    from caseledger.ledger.service.asgi import create_app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning",
@@ -254,6 +254,6 @@ def add_adapter_key(service: Service, name: str, channels: list[str]) -> None:
                                                                  serialization.PublicFormat.Raw)
     ledger = service.ledger()
     try:
-        AdapterKeys(ledger.principal_store).add(name, channels, public_key=raw)
+        AdapterKeys(ledger.storage.adapter_keys()).add(name, channels, public_key=raw)
     finally:
         ledger.close()

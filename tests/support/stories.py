@@ -12,8 +12,8 @@ from typer.testing import CliRunner, Result
 from caseledger.cli.app import app
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
-from caseledger.ledger.settings import LedgerSettings
 from tests.support.clock import FakeClock
+from tests.support.environment import ledger_settings
 
 runner = CliRunner(env={"CASELEDGER_DATABASE": None, "CASELEDGER_KAFKA_BOOTSTRAP": None, "TZ": "UTC",
                         "COLUMNS": "200"})
@@ -33,7 +33,7 @@ def story(tmp_path: Path) -> str:
     confirmation, a status change, a handoff, a missed deadline, a response and a closing."""
     database = str(tmp_path / "story.sqlite")
     clock = FakeClock(datetime.now(UTC))  # the deadlines are missed 10 days on: the ledger's clock moves there
-    ledger = CaseLedger(LedgerSettings.resolve(database=database), clock=clock)
+    ledger = CaseLedger(ledger_settings(database=database), clock=clock)
     try:
         first = ledger.record_contact(ContactDraft(channel="web_form", channel_message_id="f1",
                                                    identity=Identity.parse(JANE), subject="Card <blocked> & fees",

@@ -33,17 +33,17 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from kafka import KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.reports.describe import plain
+from caseledger.ledger.avro.codec import MAGIC, AvroEventCodec
 from caseledger.ledger.domain.personal import PERSONAL_FIELDS
 from caseledger.ledger.domain.values import Attachment, ContactDraft, Identity
-from caseledger.ledger.intake.records import IntakeCodec
-from caseledger.ledger.kafka.events_record import event_type_of, header
 from caseledger.ledger.intake.adapter_sdk import intake_key
+from caseledger.ledger.intake.records import IntakeCodec
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import MAGIC, AvroEventCodec
+from caseledger.ledger.kafka.events_record import event_type_of, header
+from caseledger.ledger.reports.describe import plain
+from caseledger.ledger.settings import KafkaSettings
 from tests.support.avro_java import AvroJava
+from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import drain, publish_all, read_topic
 
 #: The schemas of the installed package, as a directory Java can read.
@@ -220,7 +220,7 @@ def test_events_written_with_the_retired_envelope_resolve_in_java(
 ) -> None:
     """Events written before the actor's authentication joined the envelope (standard fingerprint of the event
     schema with the retired envelope) are read by a stock Java decoder as today's, the new fields defaulted."""
-    from caseledger.ledger.store.codec import parse_event_schema, schema_fingerprint
+    from caseledger.ledger.avro.codec import parse_event_schema, schema_fingerprint
 
     old_envelope = load(SCHEMAS / "history" / "caseledger.Envelope.38cac1c693acab99.avsc")
     codec = AvroEventCodec()
@@ -285,7 +285,7 @@ def test_every_stored_event_decodes_in_java_as_the_export_reads_it(
     # opened by the ledger: opening what Java read gives exactly the export.
     exported = demo.export["events"]
     assert len(exported) >= len(demo.stored) - 15 and demo.export["verification"]["verified"]
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(demo.database)))
+    ledger = CaseLedger(ledger_settings(database=str(demo.database)))
     try:
         for entry in exported:
             data = base64.b64decode(entry["stored_bytes_base64"])
@@ -311,7 +311,7 @@ def test_events_topic_records_decode_in_java(
 ) -> None:
     database = tmp_path / "published.sqlite"
     shutil.copy(demo.database, database)  # the publisher keeps its position in the ledger
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(database)))
+    ledger = CaseLedger(ledger_settings(database=str(database)))
     try:
         publish_all(ledger, kafka)
     finally:
@@ -477,7 +477,7 @@ def test_a_java_adapters_record_on_the_intake_topic_is_recorded_as_a_contact(
         producer.send(kafka.intake_topic, key=intake_key(draft), value=data).get(timeout=30)
     finally:
         producer.close(timeout=10)
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "intake.sqlite")))
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "intake.sqlite")))
     try:
         worker = KafkaIntakeWorker(ledger, kafka)
         drain(worker, until=1)

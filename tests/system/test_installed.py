@@ -37,7 +37,7 @@ def test_console_script_finds_its_schemas_and_policy(tmp_path: Path) -> None:
 
 def test_installed_modules_load_package_data_from_where_they_are_installed(tmp_path: Path) -> None:
     code = (
-        "import caseledger.ledger as ledger; from caseledger.ledger.store.codec import AvroEventCodec;"
+        "import caseledger.ledger as ledger; from caseledger.ledger.avro.codec import AvroEventCodec;"
         "from caseledger.ledger.domain.policy import ResponsePolicy; from caseledger.ledger.intake.records import IntakeCodec;"
         "AvroEventCodec(); IntakeCodec(); ResponsePolicy.default(); print(ledger.__file__)"
     )
@@ -89,7 +89,7 @@ def test_the_wheel_puts_nothing_but_caseledger_at_the_top_of_site_packages(tmp_p
     assert not any(name.startswith("caseledger/__init__") for name in names)  # a namespace of its own
     for needed in ("caseledger/ledger/domain/default_policy.toml", "caseledger/schemas/CaseOpened.avsc",
                    "caseledger/schemas/intake/caseledger.intake.IntakeRecord.avsc", "caseledger/cli/app.py",
-                   "caseledger/verify/__main__.py", "caseledger/verify/merkle.py"):
+                   "caseledger/verify/__main__.py", "caseledger/verify/rfc9162.py"):
         assert needed in names
     # the standalone verifier is in the wheel once, as caseledger.verify, not also under caseledger.ledger
     assert not any(name.startswith("caseledger/ledger/verifier/") for name in names)

@@ -30,13 +30,13 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.directory import IntakeSource
 from caseledger.ledger.domain.values import ContactDraft, Identity
-from caseledger.ledger.intake.records import IntakeCodec
-from caseledger.ledger.kafka.events_record import position_of
 from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+from caseledger.ledger.intake.records import IntakeCodec
 from caseledger.ledger.intake.worker import KafkaIntakeWorker, tracking_name
+from caseledger.ledger.kafka.events_record import position_of
 from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
-from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.settings import KafkaSettings
+from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import fresh_topics, read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -187,7 +187,7 @@ def test_services_killed_at_random_moments_lose_and_double_nothing(
         assert worker.kills + publisher.kills >= 4
         assert worker.kills >= 1 and publisher.kills >= 1
 
-        ledger = CaseLedger(LedgerSettings.resolve(database=database))
+        ledger = CaseLedger(ledger_settings(database=database))
         try:
             ends = end_offsets(settings, settings.intake_topic)
             assert sum(ends.values()) == total + 3 * (total // 100) + 20
@@ -235,7 +235,7 @@ def test_broker_restart_mid_stream(kafka_bootstrap: str, kafka_broker: Any, tmp_
     if kafka_broker is None:
         pytest.skip("an external broker (CASELEDGER_TEST_KAFKA) cannot be restarted by the tests")
     settings = fresh_topics(kafka_bootstrap, partitions=2)
-    ledgers = [CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "r.sqlite"))) for _ in range(2)]
+    ledgers = [CaseLedger(ledger_settings(database=str(tmp_path / "r.sqlite"))) for _ in range(2)]
     worker = KafkaIntakeWorker(ledgers[0], settings, batch_size=40)
     publisher = KafkaEventPublisher(ledgers[1], settings, batch_size=60)
     stop = threading.Event()
@@ -329,7 +329,7 @@ def test_malformed_records_each_end_as_a_rejection(records: list[bytes], kafka_b
     with KafkaIntakeClient(settings, adapter="fuzz") as client:  # the worker keeps going after them
         client.submit_many(contacts(10, 50_000))
     producer.close()
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path_factory.mktemp("fuzz") / "f.sqlite")))
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path_factory.mktemp("fuzz") / "f.sqlite")))
     try:
         worker = KafkaIntakeWorker(ledger, settings, batch_size=250)
         stop = threading.Event()

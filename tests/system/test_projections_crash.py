@@ -23,8 +23,8 @@ import pytest
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import ContactDraft, Identity
-from caseledger.ledger.settings import LedgerSettings
 from caseledger.projections import COUNTERS, INT, LOG, TEXT, Projection, Table, Tx, open_views, read_status
+from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import fresh_topics, publish_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def test_a_runner_killed_mid_batch_resumes_without_gaps_or_doubles(
     source: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     database = str(tmp_path / "ledger.sqlite")
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(ledger_settings(database=database))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = ["--source", source]
     try:

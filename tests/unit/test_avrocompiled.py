@@ -21,9 +21,8 @@ from fastavro.utils import generate_one
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from caseledger.ledger.errors import SchemaError
-from caseledger.ledger.store.avrocompiled import Unsupported, compile_reader, compile_writer
-from caseledger.ledger.store.codec import (
+from caseledger.ledger.avro.avrocompiled import Unsupported, compile_reader, compile_writer
+from caseledger.ledger.avro.codec import (
     MAGIC,
     AvroEventCodec,
     _without_uuid_types,
@@ -31,6 +30,7 @@ from caseledger.ledger.store.codec import (
     schema_files,
     schema_fingerprint,
 )
+from caseledger.ledger.errors import SchemaError
 from tests.support.examples import examples
 
 CODEC = AvroEventCodec()

@@ -20,6 +20,7 @@ from caseledger.cli.render import DESCRIBED_EVENT_TYPES, describe_event
 from caseledger.ledger.domain.catalog import EVENT_TYPES
 from caseledger.ledger.domain.values import Channel
 from caseledger.ledger.errors import ConflictError
+from tests.support.environment import ledger_settings
 
 # The environment must not leak into the tests (a developer's CASELEDGER_* or TZ).
 runner = CliRunner(
@@ -368,9 +369,8 @@ def test_directory_and_intake_events_are_described(tmp_path: Path) -> None:
     from caseledger.ledger.application import CaseLedger
     from caseledger.ledger.domain.directory import IntakeSource
     from caseledger.ledger.domain.values import ContactDraft, Identity
-    from caseledger.ledger.settings import LedgerSettings
 
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "l.sqlite")))
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "l.sqlite")))
     try:
         draft = ContactDraft(channel=Channel.EMAIL, channel_message_id="m-1",
                              identity=Identity.parse("email:jane@example.com"), items=("hello",))
@@ -465,11 +465,10 @@ def test_history_json_lists_events_in_store_order_even_when_recorded_times_disag
     """A unit of work that began first but committed last: its events come after, as in the store and exports."""
     from caseledger.ledger.application import CaseLedger
     from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
-    from caseledger.ledger.settings import LedgerSettings
 
     database = str(tmp_path / "order.sqlite")
     jane, alice = Identity.parse("email:jane@example.com"), Actor.parse("agent:alice")
-    early, late = (CaseLedger(LedgerSettings.resolve(database=database)) for _ in range(2))
+    early, late = (CaseLedger(ledger_settings(database=database)) for _ in range(2))
     try:
         first, second = (
             late.record_contact(ContactDraft(channel="email", channel_message_id=m, identity=jane, items=("q",)))
@@ -495,10 +494,9 @@ def test_intake_rejections_lists_each_kept_record_with_its_bytes(tmp_path: Path)
 
     from caseledger.ledger.application import CaseLedger
     from caseledger.ledger.domain.directory import IntakeSource
-    from caseledger.ledger.settings import LedgerSettings
 
     database = str(tmp_path / "rejected.sqlite")
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(ledger_settings(database=database))
     try:
         ledger.reject_intake(IntakeSource("caseledger.intake", 2, 41), reason="SchemaError: not Avro",
                              raw=b"\x00garbage", kind="unknown")

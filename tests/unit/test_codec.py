@@ -14,18 +14,18 @@ import pytest
 from fastavro import schemaless_writer
 from fastavro.utils import generate_many
 
-from caseledger.ledger.domain.case import Case
-from caseledger.ledger.domain.catalog import EVENT_TYPES
-from caseledger.ledger.domain.events import Context, LedgerEvent
-from caseledger.ledger.domain.values import SYSTEM, ContactDraft, Identity
-from caseledger.ledger.errors import SchemaError
-from caseledger.ledger.store.codec import (
+from caseledger.ledger.avro.codec import (
     HEADER_SIZE,
     MAGIC,
     AvroEventCodec,
     parse_event_schema,
     schema_fingerprint,
 )
+from caseledger.ledger.domain.case import Case
+from caseledger.ledger.domain.catalog import EVENT_TYPES
+from caseledger.ledger.domain.events import Context, LedgerEvent
+from caseledger.ledger.domain.values import SYSTEM, ContactDraft, Identity
+from caseledger.ledger.errors import SchemaError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
@@ -168,7 +168,7 @@ def test_the_fingerprint_is_the_one_of_the_schema_with_its_named_types_inlined()
 
 
 def test_events_stored_with_the_legacy_fingerprint_still_decode() -> None:
-    from caseledger.ledger.store.codec import legacy_fingerprint
+    from caseledger.ledger.avro.codec import legacy_fingerprint
 
     spec = CODEC.schema("CaseOpened")
     legacy = legacy_fingerprint(spec.parsed)
@@ -192,8 +192,8 @@ def test_events_stored_with_the_legacy_fingerprint_still_decode() -> None:
 
 
 def test_intake_records_of_adapters_built_before_the_standard_fingerprint_are_still_read() -> None:
+    from caseledger.ledger.avro.codec import legacy_fingerprint
     from caseledger.ledger.intake.records import IntakeCodec
-    from caseledger.ledger.store.codec import legacy_fingerprint
 
     codec = IntakeCodec()
     draft = ContactDraft(channel="email", channel_message_id="m-1", identity=Identity.parse("email:a@b.example"),
@@ -206,9 +206,9 @@ def test_intake_records_of_adapters_built_before_the_standard_fingerprint_are_st
 
 
 def test_the_envelope_names_a_case_only_for_events_that_belong_to_one() -> None:
+    from caseledger.ledger.avro.codec import NO_CASE
     from caseledger.ledger.domain.directory import ChannelMessage, Customer
     from caseledger.ledger.domain.values import Channel
-    from caseledger.ledger.store.codec import NO_CASE
 
     ctx = Context(actor=SYSTEM)
     case = Case.open(case_id=uuid.uuid4(), reference="CL-AAAAA-CCCCC", customer_id="c-1", subject="s",

@@ -23,9 +23,9 @@ from caseledger.ledger.domain.directory import ChannelMessage
 from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
 from caseledger.ledger.errors import MessageIdCollision
 from caseledger.ledger.intake.records import IntakeCodec
-from caseledger.ledger.settings import LedgerSettings
 from tests.support.clock import FakeClock
 from tests.support.contacts import MALLORY, form
+from tests.support.environment import ledger_settings
 from tests.support.examples import examples
 
 
@@ -34,15 +34,15 @@ def test_retired_message_registered_bytes_decode_with_an_empty_digest() -> None:
 
     from fastavro import schemaless_writer
 
-    from caseledger.ledger.domain.events import Context
-    from caseledger.ledger.domain.values import SYSTEM
-    from caseledger.ledger.store.codec import (
+    from caseledger.ledger.avro.codec import (
         MAGIC,
         AvroEventCodec,
         history_files,
         parse_event_schema,
         schema_fingerprint,
     )
+    from caseledger.ledger.domain.events import Context
+    from caseledger.ledger.domain.values import SYSTEM
 
     codec = AvroEventCodec()
     retired = next(text for name, text in history_files() if name.startswith("MessageRegistered."))
@@ -76,7 +76,7 @@ def test_every_request_ends_in_its_own_case_or_a_recorded_collision(
     requests: list[tuple[int, int, int]], tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     database = tmp_path_factory.mktemp("prop") / "l.sqlite"
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(database)), clock=FakeClock())
+    ledger = CaseLedger(ledger_settings(database=str(database)), clock=FakeClock())
     try:
         first: dict[int, tuple[int, int]] = {}  # message id -> (sender, content) that holds it
         references: dict[int, set[str]] = {n: set() for n in range(len(SENDERS))}
@@ -156,7 +156,7 @@ def test_a_collision_after_a_retried_batch_is_still_one_outcome(tmp_path: Path, 
     """A unit of work that fails keeps nothing of its collision; the retry records it once."""
     from eventsourcing.persistence import Tracking
 
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "u.sqlite")), clock=clock)
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "u.sqlite")), clock=clock)
     try:
         ledger.record_contact(form())
         with pytest.raises(RuntimeError), ledger.unit_of_work(Tracking("intake/t/0", 1)):

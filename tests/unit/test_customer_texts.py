@@ -13,13 +13,14 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.domain.policy import BusinessCalendar, ResponsePolicy
+from caseledger.ledger.avro.codec import MAGIC, schema_fingerprint
+from caseledger.ledger.domain.business_time import BusinessCalendar
+from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError, ValidationError
 from caseledger.ledger.intake.records import IntakeCodec
-from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import MAGIC, schema_fingerprint
 from tests.support.clock import FakeClock
+from tests.support.environment import ledger_settings
 
 JANE = Identity.parse("email:jane@example.com")
 ALICE = Actor.parse("agent:alice")
@@ -53,7 +54,7 @@ def open_ledger(tmp_path: Path, clock: FakeClock) -> Iterator[Any]:
     built: list[CaseLedger] = []
 
     def make(policy: str | Path | None = None) -> CaseLedger:
-        ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "l.sqlite"),
+        ledger = CaseLedger(ledger_settings(database=str(tmp_path / "l.sqlite"),
                                                    policy=str(policy) if policy else None), clock=clock)
         built.append(ledger)
         return ledger

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.intake.delivery_reports import Reporter
 from caseledger.ledger.domain.values import Actor, ActorKind, ContactDraft, Identity
 from caseledger.ledger.errors import CaseLedgerError, PermissionDenied, RuleViolation, ValidationError
-from caseledger.ledger.settings import LedgerSettings
+from caseledger.ledger.intake.delivery_reports import Reporter
 from tests.support.clock import FakeClock
+from tests.support.environment import ledger_settings
 from tests.support.examples import examples
 
 MAIL = Reporter(actor=Actor(kind=ActorKind.SYSTEM, id="mail-1", authentication="adapter-signature"), adapter=True,
@@ -55,7 +55,7 @@ def test_any_sequence_of_reports_applies_each_once_and_only_within_the_reporters
     sequence: list[tuple[str, str, str, str | None, int]],
 ) -> None:
     with tempfile.TemporaryDirectory() as where:
-        ledger = CaseLedger(LedgerSettings.resolve(database=str(Path(where) / "r.sqlite")), clock=FakeClock())
+        ledger = CaseLedger(ledger_settings(database=str(Path(where) / "r.sqlite")), clock=FakeClock())
         try:
             ref, customer_id = _case(ledger)
             channel = {"C1": "email", "ACK1": "email", "C2": "chat", "ACK2": "chat"}
@@ -106,7 +106,7 @@ def test_any_sequence_of_reports_applies_each_once_and_only_within_the_reporters
 
 @pytest.mark.parametrize("copies", [1, 2, 3, 7])
 def test_a_read_replayed_n_times_is_recorded_once_and_refused_n_minus_1_times(copies: int, tmp_path: Path) -> None:
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "r.sqlite")), clock=FakeClock())
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "r.sqlite")), clock=FakeClock())
     try:
         ref, customer_id = _case(ledger)
         refusals = []

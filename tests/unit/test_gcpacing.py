@@ -199,7 +199,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Where a process's pacer is made: the code that runs the process's services, never a service.
 MAKERS = {"ledger/runtime/supervisor.py", "cli/projections_commands.py", "cli/bench/rebuild_bench.py"}
 #: Where the collector is frozen: the pacer, and `caseledger serve` once after start-up (its lifespan).
-FREEZERS = {"ledger/runtime/gc_pacing.py", "ledger/service/api.py"}
+FREEZERS = {"ledger/runtime/gc_pacing.py", "ledger/service/asgi.py"}
 
 
 def test_only_the_runtime_makes_a_pacer_and_only_the_pacer_freezes_the_collector() -> None:

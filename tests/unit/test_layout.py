@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import house_measures as house
+
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"ledger": "caseledger.ledger", "projections": "caseledger.projections", "cli": "caseledger.cli",
            "schemas": "caseledger.schemas"}
@@ -36,91 +38,166 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def imports_at_import_time(name: str, path: Path, known: set[str]) -> set[str]:
-    """The package modules ``name`` imports when it is imported (not under TYPE_CHECKING, not in functions)."""
-    found: set[str] = set()
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-
-    def visit(body: list[ast.stmt]) -> None:
-        for node in body:
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                visit(node.orelse)
-                continue
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join([*anchor, base] if base else anchor)
-                targets = [base, *(f"{base}.{a.name}" for a in node.names)]
-            else:
-                for child in ("body", "orelse", "finalbody"):
-                    if isinstance(node, ast.If | ast.Try | ast.With):
-                        visit(getattr(node, child, []))
-                if isinstance(node, ast.Try):
-                    for handler in node.handlers:
-                        visit(handler.body)
-                continue
-            for target in targets:
-                while target and target not in known:
-                    target = target.rpartition(".")[0]
-                if target and target != name:
-                    found.add(target)
-
-    visit(ast.parse(path.read_text(encoding="utf-8")).body)
-    return found
-
-
 def import_cycles() -> list[list[str]]:
-    """Strongly connected groups of more than one module (Tarjan)."""
-    mods = modules()
-    graph = {name: imports_at_import_time(name, path, set(mods)) for name, path in mods.items()}
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    cycles: list[list[str]] = []
-
-    def strong(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in graph[v]:
-            if w not in index:
-                strong(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            group = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                group.append(w)
-                if w == v:
-                    break
-            if len(group) > 1:
-                cycles.append(sorted(group))
-
-    for v in graph:
-        if v not in index:
-            strong(v)
-    return cycles
+    """Strongly connected groups of more than one module, every import an edge (top, lazy, TYPE_CHECKING)."""
+    return house.import_cycles(house.import_graph(ROOT))
 
 
 def test_the_package_has_no_import_cycle() -> None:
     assert import_cycles() == []
 
 
-def test_the_cycle_finder_finds_a_cycle(tmp_path: Path) -> None:
-    """The check above could fail: two modules importing each other are found."""
-    a, b = tmp_path / "a.py", tmp_path / "b.py"
-    a.write_text("from caseledger.ledger.b import x\n")
-    b.write_text("import caseledger.ledger.a\nif TYPE_CHECKING:\n    import caseledger.ledger.c\n")
-    known = {"caseledger.ledger.a", "caseledger.ledger.b", "caseledger.ledger.c"}
-    assert imports_at_import_time("caseledger.ledger.a", a, known) == {"caseledger.ledger.b"}
-    assert imports_at_import_time("caseledger.ledger.b", b, known) == {"caseledger.ledger.a"}
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    """A checkout of ``files`` (path → text) under ``root``, with the product's folders."""
+    for folder in house.FOLDERS:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_the_cycle_finder_counts_every_import(tmp_path: Path) -> None:
+    """The checks could fail: a cycle closed by an import inside a function, or under TYPE_CHECKING, is found."""
+    root = _tree(tmp_path, {
+        "ledger/a.py": "from caseledger.ledger.b import x\n",
+        "ledger/b.py": "def f():\n    import caseledger.ledger.a\n",
+        "ledger/c.py": "from caseledger.ledger.a import y\n",
+        "ledger/d.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from caseledger.ledger.c import z\n",
+        "ledger/e.py": "from caseledger.ledger.d import w\n",
+    })
+    graph = house.import_graph(root)
+    assert graph["ledger.b"] == {"ledger.a": "lazy"} and graph["ledger.d"] == {"ledger.c": "typing"}
+    assert house.import_cycles(graph) == [["ledger.a", "ledger.b"]]
+    (root / "ledger/c.py").write_text("from caseledger.ledger.a import y\nfrom caseledger.ledger.e import v\n")
+    assert house.import_cycles(house.import_graph(root)) == [["ledger.a", "ledger.b"], ["ledger.c", "ledger.d",
+                                                                                         "ledger.e"]]
+
+
+# -- layers: domain ← application ← adapters ← roots (tests/support/house_measures.py: LAYERS) ---------------
+
+def upward(root: Path) -> dict[tuple[str, str], str]:
+    """(module, target) → how, for every import of ``root``'s product that points up the layers."""
+    return {(name, target): how for name, edges in house.import_graph(root).items() for target, how in edges.items()
+            if house.layer_of(target) > house.layer_of(name)}
+
+
+def test_no_import_points_up_the_layers() -> None:
+    """domain ← application ← adapters ← roots, every import counted (lazy and TYPE_CHECKING ones too)."""
+    found = upward(ROOT)
+    assert [f"{n} → {t} ({how})" for (n, t), how in sorted(found.items())] == []
+
+
+def test_the_layer_check_counts_every_import(tmp_path: Path) -> None:
+    """The check could fail: the domain reaching a root lazily, the application an adapter for typing only."""
+    root = _tree(tmp_path, {
+        "ledger/domain/rules.py": "def f():\n    from caseledger.cli.app import app\n",
+        "ledger/audit/check.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                 "    from caseledger.ledger.kafka.clients import KafkaClient\n",
+        "ledger/kafka/clients.py": "from caseledger.ledger.domain import rules\n",
+        "cli/app.py": "from caseledger.ledger.kafka.clients import KafkaClient\n",
+    })
+    assert upward(root) == {("ledger.domain.rules", "cli.app"): "lazy",
+                            ("ledger.audit.check", "ledger.kafka.clients"): "typing"}
+
+
+def test_nothing_in_the_product_imports_the_benchmarks(tmp_path: Path) -> None:
+    assert house.benchmark_imports(ROOT) == []
+    root = _tree(tmp_path, {
+        "cli/bench/intake_bench.py": "", "cli/bench_commands.py": "from caseledger.cli.bench import intake_bench\n",
+        "projections/runner.py": "def f():\n    from caseledger.cli.bench.intake_bench import bench\n",
+    })
+    assert house.benchmark_imports(root) == ["projections.runner → cli.bench.intake_bench"]
+
+
+# -- settings: the environment is read by the composition roots only ------------------------------------------
+
+#: The composition roots: the CLI (typer options, ``Session``), the benchmarks (under cli/) and the service's worker
+#: factory (uvicorn imports it in each worker process). They call ``Settings.from_environ(os.environ)``.
+ENVIRONMENT_ROOTS = ("cli", "ledger.service.server")
+_ENVIRONMENT = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
+
+
+def environment_reads(path: Path) -> list[str]:
+    """Where a module touches the process's environment: ``os.environ``, ``os.getenv``, ``from os import environ``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os"
+                and node.attr in _ENVIRONMENT):
+            found.append(f"line {node.lineno}: os.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "os" and {a.name for a in node.names} & _ENVIRONMENT:
+            found.append(f"line {node.lineno}: from os import {', '.join(a.name for a in node.names)}")
+    return found
+
+
+def library_environment_reads(root: Path) -> dict[str, list[str]]:
+    return {name: reads for name, path in house.modules(root).items()
+            if not any(name == r or name.startswith(r + ".") for r in ENVIRONMENT_ROOTS)
+            and (reads := environment_reads(path))}
+
+
+def test_only_the_composition_roots_read_the_environment(tmp_path: Path) -> None:
+    """Library code takes settings objects (ledger/settings.py); only the roots read ``os.environ``."""
+    assert library_environment_reads(ROOT) == {}
+    root = _tree(tmp_path, {
+        "ledger/privacy/kek.py": "import os\ndef kek():\n    return os.environ.get('CASELEDGER_KEK')\n",
+        "projections/catchup.py": "from os import getenv\n",
+        "cli/common.py": "import os\nSETTINGS = os.environ\n",
+    })
+    assert library_environment_reads(root) == {"ledger.privacy.kek": ["line 3: os.environ"],
+                                               "projections.catchup": ["line 1: from os import getenv"]}
+
+
+# -- errors: every exception class of the product is in the one tree of ledger/errors.py ------------------------
+
+#: Exception classes that never leave the module pair that raises and catches them (control flow, not errors).
+INTERNAL_SIGNALS = {
+    "ledger.avro.avrocompiled.Unsupported": "caught by the codec, which keeps fastavro for that schema",
+    "ledger.avro.avrocompiled._Refuse": "raised by compiled code and caught by the codec, which falls back",
+}
+
+
+def exceptions_outside_the_tree(root: Path) -> list[str]:
+    """``module.Class`` for every exception class that does not derive from ``ledger/errors.py``'s tree.
+
+    Read from the sources: a class is in the tree when one of its bases is a class of ``errors.py`` or a class
+    already found in the tree; an exception outside it is one whose base is a built-in exception or is named
+    like one (``…Error``, ``…Exception``). The standalone verifier has a tree of its own (caseledger.verify).
+    """
+    import builtins
+
+    classes: dict[str, list[str]] = {}
+    for name, path in house.modules(root).items():
+        if name.startswith("verify"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = [b.id if isinstance(b, ast.Name) else b.attr for b in node.bases
+                         if isinstance(b, ast.Name | ast.Attribute)]
+                classes[f"{name}.{node.name}"] = bases
+    tree = {q.rpartition(".")[2] for q in classes if q.startswith("ledger.errors.")}
+    grew = True
+    while grew:
+        grown = {q.rpartition(".")[2] for q, bases in classes.items() if set(bases) & tree}
+        grew = not grown <= tree
+        tree |= grown
+    builtin = {n for n, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, BaseException)}
+    return sorted(q for q, bases in classes.items()
+                  if q.rpartition(".")[2] not in tree and q not in INTERNAL_SIGNALS
+                  and any(b in builtin or b.endswith(("Error", "Exception")) for b in bases))
+
+
+def test_every_exception_of_the_product_is_in_the_one_tree(tmp_path: Path) -> None:
+    assert exceptions_outside_the_tree(ROOT) == []
+    root = _tree(tmp_path, {
+        "ledger/errors.py": "class CaseLedgerError(Exception): ...\nclass ValidationError(CaseLedgerError): ...\n",
+        "ledger/intake/signatures.py": "from caseledger.ledger.errors import ValidationError\n"
+                                       "class SignatureRefused(ValidationError): ...\n"
+                                       "class BadKey(SignatureRefused): ...\n",
+        "projections/runner.py": "class Stalled(RuntimeError): ...\n",
+        "cli/common.py": "import httpx\nclass Unreachable(httpx.HTTPError): ...\n",
+    })
+    assert exceptions_outside_the_tree(root) == ["cli.common.Unreachable", "projections.runner.Stalled"]
 
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in modules().values()))
@@ -161,7 +238,7 @@ def test_store_sql_lives_in_the_store_and_the_cli_runs_none() -> None:
     """
     offenders = []
     for name, path in modules().items():
-        if name.startswith(("caseledger.ledger.store", "caseledger.projections", "caseledger.cli.bench")):
+        if name.startswith(("caseledger.ledger.store.", "caseledger.projections", "caseledger.cli.bench")):
             continue
         text = path.read_text(encoding="utf-8")
         in_cli = name.startswith("caseledger.cli")
@@ -190,3 +267,27 @@ def test_the_standalone_verifier_imports_only_the_standard_library_and_cryptogra
             for module in targets:
                 top = module.split(".")[0]
                 assert top in sys.stdlib_module_names or STDLIB_AND_CRYPTOGRAPHY.match(module), f"{name} imports {module}"
+
+
+def test_only_the_store_imports_the_store() -> None:
+    """The SQL behind the ports is reached through ``ledger.storage`` (the provider eventsourcing builds from the
+    store settings), never imported: no module outside ``ledger/store/`` imports it, at the top, inside a
+    function or for typing. The ports are in ``ledger/store_ports.py``, the byte format in ``ledger/avro/``."""
+    def in_store(module: str) -> bool:
+        return module == "ledger.store" or module.startswith("ledger.store.")
+
+    offenders = [f"{name} → {target} ({how})" for name, edges in house.import_graph(ROOT).items()
+                 if not in_store(name) for target, how in edges.items() if in_store(target)]
+    assert offenders == []
+
+
+BACKEND_CHOICE = re.compile(r"\bis_postgres\b|isinstance\([^)]*\b(SQLite|Postgres)\w*\)|\bpostgres\s*=")
+
+
+def test_the_backend_is_chosen_in_one_place() -> None:
+    """``StoreSettings.eventsourcing_env`` names the storage provider; nothing else in the library asks which
+    backend it runs on (no ``is_postgres``, ``isinstance`` of a backend's class, or ``postgres=`` flag)."""
+    offenders = [f"{path.relative_to(ROOT)}: {match.group(0)}" for name, path in modules().items()
+                 if name.startswith("caseledger.ledger.") and name != "caseledger.ledger.settings"
+                 for match in BACKEND_CHOICE.finditer(path.read_text(encoding="utf-8"))]
+    assert offenders == []

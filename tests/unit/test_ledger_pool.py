@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 from caseledger.ledger.access.principals import PrincipalRegistry
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.errors import BackendError
-from caseledger.ledger.service.api import ServiceState, create_app
+from caseledger.ledger.service.api import ServiceState
+from caseledger.ledger.service.asgi import create_app
 from caseledger.ledger.service.ledger_pool import LedgerPool
 from caseledger.ledger.settings import LedgerSettings
 

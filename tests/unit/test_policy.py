@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from caseledger.ledger.domain.policy import BusinessCalendar, Delay, ResponsePolicy
+from caseledger.ledger.domain.business_time import BusinessCalendar, Delay
+from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.values import Channel
 from caseledger.ledger.errors import ConfigurationError, ValidationError
 from tests.support.examples import examples

@@ -23,19 +23,19 @@ from typer.testing import CliRunner
 
 from caseledger.cli.app import app
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.avro.codec import AvroEventCodec
 from caseledger.ledger.domain.personal import ERASED, PERSONAL_FIELDS
 from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError, RuleViolation, ValidationError
 from caseledger.ledger.privacy.kek import KEK_ENV, KEK_FILE_ENV, KeyEncryptionKey
-from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import AvroEventCodec
 from caseledger.projections import load_projections
 from caseledger.projections.queries import customer_timeline
 from caseledger.projections.runner import ProjectionRunner, rebuild
 from caseledger.projections.sources import StoreEventSource
-from caseledger.projections.views import open_views
+from caseledger.projections.view_stores import open_views
 from tests.support.clock import FakeClock
+from tests.support.environment import environment, ledger_settings
 from tests.support.examples import examples
 from tests.support.personal_data import (
     AGENT,
@@ -64,7 +64,7 @@ def test_a_legal_hold_refuses_erasure_by_request_and_by_retention_until_released
         ResponsePolicy.default_text().replace('after_last_case = "5y"', 'after_last_case = "30d"'), source="test"
     )
     clock = FakeClock()
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "h.sqlite")), policy=policy, clock=clock)
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "h.sqlite")), policy=policy, clock=clock)
     try:
         out = ledger.record_contact(jane_contact("m-1"))
         work_the_case(ledger, out.reference)
@@ -95,7 +95,7 @@ def test_retention_waits_for_every_case_to_end_and_follows_the_segment(tmp_path:
         'after_last_case = "5y"', 'after_last_case = "10d"\n[retention.segment]\nvip = "100d"')
     text = text.replace("# [retention.segment]\n# vip = \"10y\"\n", "")
     clock = FakeClock()
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "r.sqlite")),
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "r.sqlite")),
                         policy=ResponsePolicy.from_toml_text(text, source="test"), clock=clock)
     try:
         vip = ledger.record_contact(jane_contact("v-1", segment="vip"))
@@ -133,7 +133,7 @@ def test_the_embedded_default_makes_a_private_key_file_beside_the_database(tmp_p
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(KEK_ENV, raising=False)
     monkeypatch.delenv(KEK_FILE_ENV, raising=False)
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "e.sqlite")))
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "e.sqlite")))
     try:
         ledger.record_contact(jane_contact("m-1"))
     finally:
@@ -142,7 +142,7 @@ def test_the_embedded_default_makes_a_private_key_file_beside_the_database(tmp_p
     assert stat.S_IMODE(kek_file.stat().st_mode) == 0o600
     key = base64.b64decode(kek_file.read_text())
     assert len(key) == 32 and key not in (tmp_path / "e.sqlite").read_bytes()
-    again = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "e.sqlite")))
+    again = CaseLedger(ledger_settings(database=str(tmp_path / "e.sqlite")))
     try:
         assert contact_of(again, "email:" + JANE.value).body == BODY
     finally:
@@ -152,13 +152,13 @@ def test_the_embedded_default_makes_a_private_key_file_beside_the_database(tmp_p
 def test_a_wrong_key_encryption_key_is_named_by_its_id_never_shown(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     db = str(tmp_path / "w.sqlite")
-    ledger = CaseLedger(LedgerSettings.resolve(database=db))
+    ledger = CaseLedger(ledger_settings(database=db))
     ledger.record_contact(jane_contact("m-1"))
     right = ledger.data_keys.kek
     ledger.close()
     wrong = base64.b64encode(os.urandom(32)).decode()
     monkeypatch.setenv(KEK_ENV, wrong)
-    other = CaseLedger(LedgerSettings.resolve(database=db))
+    other = CaseLedger(ledger_settings(database=db))
     try:
         with pytest.raises(ConfigurationError) as caught:
             other.history("email:" + JANE.value)
@@ -169,10 +169,10 @@ def test_a_wrong_key_encryption_key_is_named_by_its_id_never_shown(tmp_path: Pat
         other.close()
     monkeypatch.setenv(KEK_ENV, "not base64 at all!")
     with pytest.raises(ConfigurationError, match="not base64"):
-        KeyEncryptionKey.resolve(database_file=None)
+        KeyEncryptionKey.resolve(environment().privacy, database_file=None)
     monkeypatch.setenv(KEK_ENV, base64.b64encode(b"short").decode())
     with pytest.raises(ConfigurationError, match="must be 32 bytes"):
-        KeyEncryptionKey.resolve(database_file=None)
+        KeyEncryptionKey.resolve(environment().privacy, database_file=None)
 
 
 def test_rotating_the_key_encryption_key_through_the_cli_keeps_everything_readable(
@@ -246,7 +246,7 @@ def test_no_erased_text_survives_and_rebuilt_views_equal_incremental_ones(
     plan: list[tuple[int, str, str]], tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     tmp = tmp_path_factory.mktemp("privacy")
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp / "p.sqlite")), clock=FakeClock())
+    ledger = CaseLedger(ledger_settings(database=str(tmp / "p.sqlite")), clock=FakeClock())
     written: dict[int, set[str]] = {0: set(), 1: set(), 2: set()}  # secrets per customer
     erased: dict[int, set[str]] = {0: set(), 1: set(), 2: set()}  # secrets written before an erasure
     refs: dict[int, list[str]] = {0: [], 1: [], 2: []}
@@ -292,13 +292,13 @@ def test_no_erased_text_survives_and_rebuilt_views_equal_incremental_ones(
 def test_the_standalone_reader_sees_only_tokens(tmp_path: Path) -> None:
     """A process with the schemas but not the key store (any Kafka consumer) reads tokens only."""
     db = tmp_path / "s.sqlite"
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(db)))
+    ledger = CaseLedger(ledger_settings(database=str(db)))
     try:
         ledger.record_contact(jane_contact("m-1"))
     finally:
         ledger.close()
     code = (
-        "import sqlite3, sys; from caseledger.ledger.store.codec import AvroEventCodec;"
+        "import sqlite3, sys; from caseledger.ledger.avro.codec import AvroEventCodec;"
         "c = AvroEventCodec(); rows = sqlite3.connect(sys.argv[1]).execute('select topic, state from stored_events');"
         "print([getattr(c.decode(t.rsplit('.', 1)[1], bytes(s)), 'body', '') for t, s in rows])"
     )
@@ -312,7 +312,7 @@ def test_an_erased_customer_who_writes_again_gets_the_defaults_never_their_old_t
 ) -> None:
     """Before: a ledger that kept the customer between batches wrote her new acknowledgement in her erased
     time zone; one that read her again refused her contact ("unknown time zone '[erased]'")."""
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(tmp_path / "l.sqlite")), clock=clock)
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "l.sqlite")), clock=clock)
     try:
         if kept:
             ledger.keep_aggregates(100, cases=False)  # as the service's committer and the intake worker do

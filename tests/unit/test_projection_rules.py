@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from caseledger.cli import render
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.errors import CaseLedgerError, ConfigurationError
-from caseledger.ledger.kafka.kafka_settings import KafkaSettings
+from caseledger.ledger.settings import KafkaSettings
 from caseledger.projections import (
     BUILT_INS,
     KafkaEventSource,

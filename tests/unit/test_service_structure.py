@@ -16,13 +16,14 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
+from caseledger.ledger.access.principals import Principal, PrincipalRegistry
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Authentication, Operation, Role
 from caseledger.ledger.errors import AuthenticationError
-from caseledger.ledger.access.principals import Principal, PrincipalRegistry
-from caseledger.ledger.service.api import ServiceState, create_app, principal_for
+from caseledger.ledger.service.api import ServiceState, principal_for
+from caseledger.ledger.service.asgi import create_app
 from caseledger.ledger.service.callers import Callers
-from caseledger.ledger.settings import LedgerSettings
+from tests.support.environment import ledger_settings
 
 # -- one write transaction per contact --------------------------------------------------------------------------
 
@@ -32,7 +33,7 @@ def test_a_contact_with_an_idempotency_key_is_one_write_transaction(tmp_path: Pa
     """Before: the key's claim, the unit of work, and the key's answer were three write transactions."""
     from eventsourcing.sqlite import SQLiteDatastore
 
-    settings_ = LedgerSettings.resolve(database=str(tmp_path / "l.sqlite"))
+    settings_ = ledger_settings(database=str(tmp_path / "l.sqlite"))
     setup = CaseLedger(settings_)
     token = PrincipalRegistry(setup.principal_store).add("agent-1", "agent").token
     setup.close()
@@ -63,7 +64,7 @@ def test_authentication_and_the_busiest_routes_take_no_thread_hop_of_their_own(t
     """Before: the sync dependency and the sync route each took a threadpool hop (two per request)."""
     dependency = principal_for(Operation.CASE_READ).dependency
     assert asyncio.iscoroutinefunction(dependency)
-    app = create_app(ServiceState(LedgerSettings.resolve(database=str(tmp_path / "l.sqlite"))))
+    app = create_app(ServiceState(ledger_settings(database=str(tmp_path / "l.sqlite"))))
     routes = {(r.path, m): r.endpoint for r in app.routes if isinstance(r, APIRoute) for m in r.methods}
     for key in (("/v1/cases/{reference}", "GET"), ("/v1/contacts", "POST"), ("/v1/cases/{reference}/promises", "POST")):
         assert asyncio.iscoroutinefunction(routes[key]), key

@@ -16,6 +16,7 @@ from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, generate_key_file, load_signer
 from caseledger.verify.failures import MalformedInput, SignatureError, WrongKeyError
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint, split_note, verified_text
+from tests.support.environment import environment
 
 GO_PRIVATE = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 GO_PUBLIC = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
@@ -76,11 +77,11 @@ def test_keys_init_writes_a_private_file_and_never_overwrites(tmp_path: Path, mo
     with pytest.raises(ConfigurationError, match="never overwritten"):
         generate_key_file(path, "caseledger")
     monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(path))
-    assert load_signer() is not None and str(load_signer().verifier_key) == str(signer.verifier_key)  # type: ignore[union-attr]
+    assert load_signer(environment().transparency) is not None and str(load_signer(environment().transparency).verifier_key) == str(signer.verifier_key)  # type: ignore[union-attr]
     monkeypatch.delenv("CASELEDGER_SIGNING_KEY_FILE")
     monkeypatch.setenv("CASELEDGER_SIGNING_KEY", "PRIVATE+KEY+x+00000000+AAAA")
     with pytest.raises(ConfigurationError) as refused:
-        load_signer()
+        load_signer(environment().transparency)
     assert "AAAA" not in str(refused.value) and "CASELEDGER_SIGNING_KEY" in str(refused.value)
     monkeypatch.delenv("CASELEDGER_SIGNING_KEY")
-    assert load_signer() is None
+    assert load_signer(environment().transparency) is None

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.claimed_times import CLAIMED_TIMES, CLOCK_SKEW, HORIZON
 from caseledger.ledger.errors import ValidationError
-from caseledger.ledger.settings import LedgerSettings
 from tests.support.clock import FakeClock
 from tests.support.contacts import JANE, cli, draft, events_of, stored
+from tests.support.environment import ledger_settings
 from tests.support.examples import examples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def test_events_recorded_under_now_are_marked_and_the_audit_lists_them(tmp_path:
                "--item", "Why?", "--json")
     ref = json.loads(done.stdout)["reference"]
     cli(*db, "respond", ref, "--body", "Because.", "--answers", "Q1")  # the real clock
-    ledger = CaseLedger(LedgerSettings.resolve(database=db[1]))
+    ledger = CaseLedger(ledger_settings(database=db[1]))
     try:
         simulated = [e for e in ledger.history(JANE) if e.actor_authentication == "simulated-clock"]
         assert simulated and {e.timestamp for e in simulated} == {at}
@@ -88,7 +88,7 @@ def test_the_demo_marks_every_event_it_records_as_simulated(tmp_path: Path) -> N
 
     database = str(tmp_path / "demo.sqlite")
     run_demo(Console(file=io.StringIO(), width=100), database=database)
-    ledger = CaseLedger(LedgerSettings.resolve(database=database))
+    ledger = CaseLedger(ledger_settings(database=database))
     try:
         stored_events = ledger.recorder.select_notifications(start=1, limit=100_000)
         kinds = {ledger.mapper.to_domain_event(n).actor_authentication for n in stored_events}  # type: ignore[attr-defined]

@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.avro.codec import event_hash
 from caseledger.ledger.domain.catalog import topic_of
 from caseledger.ledger.domain.directory import case_id_for
 from caseledger.ledger.domain.values import Actor, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import CaseLedgerError
-from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store.codec import event_hash
 from tests.support.clock import FakeClock
+from tests.support.environment import ledger_settings
 from tests.support.examples import examples
 
 AGENT = Actor.parse("agent:alice")
@@ -41,7 +41,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.dir = tempfile.TemporaryDirectory()
         self.clock = FakeClock()
         self.ledger = CaseLedger(
-            LedgerSettings.resolve(database=str(Path(self.dir.name) / "s.sqlite")), clock=self.clock
+            ledger_settings(database=str(Path(self.dir.name) / "s.sqlite")), clock=self.clock
         )
         self.messages_sent: list[tuple[str, str]] = []
 

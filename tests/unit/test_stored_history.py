@@ -14,7 +14,7 @@ from caseledger.ledger.audit import verify
 from caseledger.ledger.domain.catalog import EVENT_TYPES, topic_of
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import MessageIdCollision
-from caseledger.ledger.settings import LedgerSettings
+from tests.support.environment import ledger_settings
 
 WRITTEN_BEFORE = Path(__file__).parents[1] / "data" / "ledger-written-by-0.1.0-before-the-namespace.sqlite"
 JANE = Identity.parse("email:jane.martin@example.com")
@@ -30,7 +30,7 @@ FORM = dict(
 def old_ledger(tmp_path: Path) -> Iterator[CaseLedger]:
     copy = tmp_path / "old.sqlite"
     shutil.copy(WRITTEN_BEFORE, copy)
-    ledger = CaseLedger(LedgerSettings.resolve(database=str(copy)))
+    ledger = CaseLedger(ledger_settings(database=str(copy)))
     yield ledger
     ledger.close()
 

@@ -43,11 +43,11 @@ from eventsourcing.utils import get_topic
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from caseledger.ledger.avro.avrocompiled import Unsupported, compile_reader, compile_writer
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.catalog import EVENT_TYPES, name_of_topic
 from caseledger.ledger.domain.events import LedgerEvent
 from caseledger.ledger.errors import SchemaError, ValidationError
-from caseledger.ledger.store.avrocompiled import Unsupported, compile_reader, compile_writer
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = 10

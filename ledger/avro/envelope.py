@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from caseledger.ledger.avro.codec import ENVELOPE, HEADER_SIZE, AvroEventCodec
 from caseledger.ledger.domain.catalog import EVENT_TYPES, topic_of
-from caseledger.ledger.store.codec import ENVELOPE, HEADER_SIZE, AvroEventCodec
 
 __all__ = ["AvroEnvelopeDecoder", "Envelope", "WriterSchema", "parse_envelope", "read_actor", "read_bytes",
            "read_long"]

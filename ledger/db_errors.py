@@ -35,11 +35,25 @@ def lost_schema_race(error: BaseException) -> bool:
         return True
     cause: BaseException | None = error
     while cause is not None:
-        # Only a PostgreSQL driver error can say more; a SQLite store never loads psycopg for this.
-        if type(cause).__module__.startswith("psycopg"):
-            from caseledger.ledger.store.postgres_recorder import is_schema_race
-
-            if is_schema_race(cause):
-                return True
+        if is_schema_race(cause):
+            return True
         cause = cause.__cause__ or cause.__context__
     return False
+
+
+# What a process that lost the race to create the tables sees on PostgreSQL, by SQLSTATE (the driver's own
+# classes are not imported here: a SQLite ledger never loads psycopg): a duplicate migration record (unique
+# violation), type, table or function, or "tuple concurrently updated" (internal error) from a catalog row
+# another one changed.
+_SCHEMA_RACES = {"23505", "42710", "42P07", "42723"}
+_INTERNAL_ERROR = "XX000"
+
+
+def is_schema_race(error: BaseException) -> bool:
+    """Whether this driver error is another process creating the same tables at the same moment."""
+    if not type(error).__module__.startswith("psycopg"):
+        return False
+    state = getattr(error, "sqlstate", None)
+    if state == _INTERNAL_ERROR:
+        return "concurrently" in str(error)
+    return state in _SCHEMA_RACES

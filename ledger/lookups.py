@@ -1,0 +1,152 @@
+"""Finding cases and customers: by reference, by channel message, by identity; a customer's cases and history.
+
+:class:`Lookups` is the service of :class:`~caseledger.ledger.application.CaseLedger` that reads the
+ledger itself (not the projections' views): a case's state is its events, replayed, so what it
+answers is exact as of the last command. ``*_record`` reads give the same as JSON-ready records, as
+the ledger service answers them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+
+from caseledger.ledger.core import LedgerCore
+from caseledger.ledger.db_errors import translate_errors
+from caseledger.ledger.domain.case import Case
+from caseledger.ledger.domain.case_parts import Status
+from caseledger.ledger.domain.case_references import normalise_reference
+from caseledger.ledger.domain.directory import (
+    ChannelMessage,
+    Customer,
+    IntakeRejection,
+    MessageCollision,
+    case_id_for,
+)
+from caseledger.ledger.domain.events import LedgerEvent
+from caseledger.ledger.domain.values import Channel, Identity
+from caseledger.ledger.errors import NotFound, ValidationError
+from caseledger.ledger.privacy.pseudonyms import Pseudonyms
+from caseledger.ledger.reports.describe import case_record, collision_record, rejection_record
+
+__all__ = ["Lookups"]
+
+
+class Lookups:
+    """Cases, customers and what intake kept, read from the ledger's events."""
+
+    def __init__(self, core: LedgerCore, pseudonyms: Pseudonyms) -> None:
+        self.core = core
+        self.pseudonyms = pseudonyms
+
+    def get_case(self, reference: str) -> Case:
+        """The case with this reference; NotFound says how to look it up otherwise."""
+        ref = normalise_reference(reference)
+        try:
+            with translate_errors(self.core.settings.store.describe()):
+                return self.core.load(case_id_for(ref))  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            raise NotFound(
+                f"no case with reference {ref}; find a customer's cases with `caseledger cases CUSTOMER`"
+            ) from None
+
+    def find_by_message(self, channel: Channel | str, channel_message_id: str) -> Case:
+        """The case a channel message was recorded on."""
+        ch = Channel.parse(channel)
+        message = self.core.get_optional(ChannelMessage.id_for(ch, channel_message_id))
+        if message is None:
+            raise NotFound(f"no contact was recorded for {ch.value} message {channel_message_id!r}")
+        return self.get_case(message.reference)
+
+    def resolve_customer(self, who: str) -> str:
+        """A customer id from a customer id or an identity (email:…, phone:…, handle:…)."""
+        if self.core.get_optional(Customer.id_for(who)) is not None:
+            return who
+        try:
+            identity = Identity.parse(who)
+        except ValidationError:
+            identity = None
+        if identity is not None:
+            claim = self.pseudonyms.find_claim(identity)
+            if claim is not None:
+                return claim.customer_id  # type: ignore[no-any-return]
+        raise NotFound(
+            f"no customer known as {who!r}; give a customer id or an identity such as email:jane@example.com"
+        )
+
+    def cases_of(self, who: str) -> list[Case]:
+        """Every case of a customer (by customer id or identity), oldest first."""
+        with translate_errors(self.core.settings.store.describe()):
+            customer = self.core.load(Customer.id_for(self.resolve_customer(who)))
+        return [self.get_case(ref) for ref in customer.cases]
+
+    def history(self, who: str) -> list[LedgerEvent]:
+        """Every event of a customer across cases, channels and directory entries, in recorded order.
+
+        Events of one aggregate are in their exact recorded order; across aggregates they are
+        merged by recording time (the customer timeline projection gives the store's total order).
+        """
+        customer_id = self.resolve_customer(who)
+        with translate_errors(self.core.settings.store.describe()):
+            customer = self.core.load(Customer.id_for(customer_id))
+            ids: list[UUID] = [customer.id]
+            ids += [c for i in customer.identities for c in self.pseudonyms.claim_ids_for(Identity.parse(i))]
+            ids += [UUID(c) for c in customer.erased_claims]  # identities that read [erased] now
+            for ref in customer.cases:
+                case = self.get_case(ref)
+                ids.append(case.id)
+                ids += [
+                    ChannelMessage.id_for(Channel(c.channel), c.channel_message_id) for c in case.contacts.values()
+                ]
+            events: list[Any] = []
+            for aggregate_id in ids:
+                events.extend(
+                    e for e in self.core.events.get(aggregate_id) if e.customer_id == customer_id  # type: ignore[attr-defined]
+                )
+        # Requests of theirs kept as collisions belong to their history too (no aggregate links them).
+        events.extend(e for e in self.collisions() if e.customer_id == customer_id)
+        # One command's events share their recorded time: ties in version order keep each aggregate's own.
+        events.sort(key=lambda e: (e.timestamp, e.originator_version))
+        return events
+
+
+    def collisions(self) -> Iterator[MessageCollision.MessageIdCollided]:
+        """Every recorded message id collision, oldest first."""
+        for notification in self.core.notifications_of("MessageIdCollided"):
+            yield self.core.mapper.to_domain_event(notification)  # type: ignore[misc]
+
+    def rejections(self) -> Iterator[IntakeRejection.IntakeRejected]:
+        """Every intake record the ledger could not apply, oldest first, with its reason and raw bytes."""
+        for notification in self.core.notifications_of("IntakeRejected"):
+            yield self.core.mapper.to_domain_event(notification)  # type: ignore[misc]
+
+    def active_cases(self) -> Iterator[Case]:
+        for case_id in self.core.case_ids():
+            case: Case = self.core.repository.get(case_id)  # type: ignore[assignment]
+            if case.status in Status.ACTIVE:
+                yield case
+
+    # -- the same, as records (what ``--json`` prints and the ledger service answers) ------------------------
+
+    def case_record(self, reference: str) -> dict[str, Any]:
+        """A case as ``case show --json`` has it."""
+        return case_record(self.get_case(reference))
+
+    def find_record(self, channel: str, message_id: str) -> dict[str, Any]:
+        """The case a channel message was recorded on, as a record."""
+        return case_record(self.find_by_message(channel, message_id))
+
+    def case_records_of(self, who: str) -> list[dict[str, Any]]:
+        """A customer's cases (by customer id or identity), oldest first, as records."""
+        return [case_record(c) for c in self.cases_of(who)]
+
+    def collision_records(self) -> list[dict[str, Any]]:
+        """Every message id collision kept for an operator, oldest first."""
+        return [collision_record(e) for e in self.collisions()]
+
+    def rejection_records(self) -> list[dict[str, Any]]:
+        """Every intake record the ledger could not apply, oldest first."""
+        return [rejection_record(e) for e in self.rejections()]
