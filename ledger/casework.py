@@ -7,6 +7,7 @@ decided in one transaction on the :class:`~caseledger.ledger.application.LedgerC
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,8 +20,8 @@ from caseledger.ledger.domain.case_parts import LEDGER_ACTIONS
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.events import Context
 from caseledger.ledger.domain.texts import Audience
-from caseledger.ledger.domain.values import SYSTEM, Actor, Channel
-from caseledger.ledger.errors import ValidationError
+from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, Channel
+from caseledger.ledger.errors import NotFound, ValidationError
 from caseledger.ledger.intake.delivery_reports import Reporter
 from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.retention_sweep import RetentionReport
@@ -76,11 +77,27 @@ class Casework:
             customer_id = self.lookups.resolve_customer(who)
             customer = self.core.load(Customer.id_for(customer_id))
             changed = customer.set_locale(locale=locale, time_zone=time_zone, source="command",
-                                          ctx=self.core.context(actor))
+                                          ctx=self._as_customer_of(customer_id, self.core.context(actor)))
             self.core.record(customer)
         return customer_id, self.core.audience_of(customer, None), changed
 
     # -- commands on one case -----------------------------------------------------------------------
+
+    def _as_customer_of(self, customer_id: str, ctx: Context) -> Context:
+        """A customer acting is named by their customer id (a pseudonym), never by the identity ``--as`` gave."""
+        actor = ctx.actor
+        if actor.kind is not ActorKind.CUSTOMER or actor.id == customer_id:
+            return ctx
+        try:
+            named = self.lookups.resolve_customer(actor.id)
+        except NotFound:
+            named = None
+        if named != customer_id:
+            raise ValidationError(
+                "field actor names a customer other than the case's: a customer acts only on their own cases; "
+                "act as customer:CUSTOMER_ID (or the customer's own identity), or as an agent"
+            )
+        return dataclasses.replace(ctx, actor=dataclasses.replace(actor, id=customer_id))
 
     def _on_case(
         self,
@@ -95,7 +112,7 @@ class Casework:
         with self.core.command_scope():
             ctx = self.core.context(actor, channel=channel, occurred_at=occurred_at, causation_id=causation_id)
             case = self.lookups.get_case(reference)
-            result = decide(case, ctx)
+            result = decide(case, self._as_customer_of(case.customer_id, ctx))
             self.core.record(case)
             return result
 
