@@ -74,7 +74,8 @@ class Lookups:
             if claim is not None:
                 return claim.customer_id  # type: ignore[no-any-return]
         raise NotFound(
-            f"no customer known as {who!r}; give a customer id or an identity such as email:jane@example.com"
+            "no customer known by the customer id or identity given (field customer); give a customer id (cus-…) "
+            "or an identity such as email:jane@example.com"
         )
 
     def cases_of(self, who: str) -> list[Case]:

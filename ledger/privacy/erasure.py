@@ -17,7 +17,7 @@ from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.values import SYSTEM, Actor, Identity
-from caseledger.ledger.errors import RuleViolation, ValidationError
+from caseledger.ledger.errors import NotFound, RuleViolation, ValidationError
 from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 
@@ -56,9 +56,14 @@ class Erasure:
         the two leaves the keys to the next erasure (or ``tick``), never data erased without record.
         """
         reason = checked_reason(reason, "erasure")
-        customer_id = self.lookups.resolve_customer(who)
+        customer_id = self.data_subject(who)
         with self.core.command_scope():
-            customer = self.core.load(Customer.id_for(customer_id))
+            customer = self.core.get_optional(Customer.id_for(customer_id))
+            if customer is None:
+                # A sender known only from requests kept as collisions: a data subject all the same. Registered
+                # now (no identity), so that the erasure is recorded like any other.
+                customer = Customer.register(customer_id=customer_id, segment=None,
+                                             ctx=self.core.context(actor or SYSTEM))
             if customer.hold is not None:
                 raise RuleViolation(
                     f"customer {customer_id} is under a legal hold ({customer.hold}); their data cannot be erased "
@@ -82,6 +87,21 @@ class Erasure:
             live = self.core.data_keys.live_keys_of(customer_id)
             self.core.data_keys.destroy(live)
         return ErasureReport(customer_id=customer_id, erased_at=now, key_ids=sorted(set(live) | set(new)))
+
+    def data_subject(self, who: str) -> str:
+        """The customer id of ``who`` (a customer id or an identity): a customer's, or that of a sender the
+        ledger knows only from the requests it kept of theirs (collisions), found by the keys sealing them."""
+        try:
+            return self.lookups.resolve_customer(who)
+        except NotFound:
+            try:
+                subject = self.pseudonyms.customer_id_for(Identity.parse(who))
+            except ValidationError:
+                subject = who
+            with translate_errors(self.core.settings.store.describe()):
+                if self.core.data_keys.table.by_subjects([subject]):
+                    return subject
+            raise
 
     def customer_privacy(self, who: str) -> dict[str, Any]:
         """A customer's keys and hold, as ``customer show`` prints them (never key material)."""

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.domain.personal import ERASED
+from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.values import Actor, Identity
-from caseledger.ledger.errors import ValidationError
+from caseledger.ledger.errors import MessageIdCollision, NotFound, ValidationError
+from tests.support.clock import FakeClock
 from tests.support.environment import ledger_settings
 from tests.support.personal_data import JANE, assert_nowhere, jane_contact, store_bytes
 
@@ -47,3 +50,61 @@ def test_a_customer_acts_only_on_their_own_cases(ledger: CaseLedger) -> None:
     with pytest.raises(ValidationError) as refused:
         ledger.record_read(outcome.reference, actor=Actor.parse(f"customer:{JOHN}"), message_id="ACK1")
     assert "field actor" in str(refused.value) and "john" not in str(refused.value)
+
+
+# -- senders known only from a collision ---------------------------------------------------------------------
+
+
+def collide(ledger: CaseLedger, identity: str, msg: str = "m-1") -> None:
+    with pytest.raises(MessageIdCollision):
+        ledger.record_contact(jane_contact(msg, identity=Identity.parse(identity)))
+
+
+def test_a_sender_known_only_from_a_collision_is_erased_by_identity(ledger: CaseLedger) -> None:
+    """Before: ``customer erase email:…`` answered "no customer known" and the raw request stayed readable."""
+    ledger.record_contact(jane_contact("m-1"))
+    collide(ledger, JOHN)
+    (kept,) = ledger.collision_records()
+    assert kept["raw_base64"] != ERASED
+    report = ledger.erase_customer(JOHN, reason="art. 17 request")
+    assert report.erased and report.customer_id == ledger.customer_id_for(Identity.parse(JOHN))
+    (kept,) = ledger.collision_records()
+    assert kept["raw_base64"] == ERASED
+    assert ledger.erase_customer(JOHN, reason="art. 17 request").already_erased
+    # Nobody else's data went: jane's contact reads as it was.
+    assert ledger.cases_of(str(JANE))[0].contacts
+
+
+def test_a_sender_known_only_from_a_collision_is_erased_by_customer_id(ledger: CaseLedger) -> None:
+    """Before: ``customer erase cus-…`` (the id ``intake collisions`` shows) answered "no customer known"."""
+    ledger.record_contact(jane_contact("m-1"))
+    collide(ledger, JOHN)
+    (kept,) = ledger.collision_records()
+    assert ledger.erase_customer(kept["customer_id"], reason="art. 17 request").erased
+    assert ledger.collision_records()[0]["raw_base64"] == ERASED
+
+
+def test_an_unknown_identity_is_still_not_found_and_not_quoted(ledger: CaseLedger) -> None:
+    with pytest.raises(NotFound) as missing:
+        ledger.erase_customer("email:nobody-4411@example.com", reason="art. 17 request")
+    assert "nobody-4411" not in str(missing.value) and "field customer" in str(missing.value)
+
+
+def test_retention_reaches_a_sender_known_only_from_a_collision(database: str) -> None:
+    """Before: ``tick`` skipped a subject with no customer, so a collision's raw record stayed for ever."""
+    policy = ResponsePolicy.from_toml_text(
+        ResponsePolicy.default_text().replace('intake_rejections = "1y"', 'intake_rejections = "30d"'), source="test")
+    clock = FakeClock()
+    ledger = CaseLedger(ledger_settings(database=database), policy=policy, clock=clock)
+    try:
+        ledger.record_contact(jane_contact("m-1"))
+        collide(ledger, JOHN)
+        john = ledger.customer_id_for(Identity.parse(JOHN))
+        clock.advance(days=29)
+        assert john not in ledger.tick().retention.erased
+        clock.advance(days=2)
+        assert john in ledger.tick().retention.erased
+        assert ledger.collision_records()[0]["raw_base64"] == ERASED
+        assert ledger.cases_of(str(JANE))[0].contacts  # jane's case is open: she is not due
+    finally:
+        ledger.close()
