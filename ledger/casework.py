@@ -84,14 +84,18 @@ class Casework:
     # -- commands on one case -----------------------------------------------------------------------
 
     def _as_customer_of(self, customer_id: str, ctx: Context) -> Context:
-        """A customer acting is named by their customer id (a pseudonym), never by the identity ``--as`` gave."""
+        """A customer acting is named by their customer id (a pseudonym), never by what ``--as`` gave.
+
+        Only the case's customer acts on it as a customer: a name that is another known customer's is
+        refused; any other (their identity, a name the ledger does not know) stands for the case's customer.
+        """
         actor = ctx.actor
         if actor.kind is not ActorKind.CUSTOMER or actor.id == customer_id:
             return ctx
         try:
             named = self.lookups.resolve_customer(actor.id)
         except NotFound:
-            named = None
+            named = customer_id
         if named != customer_id:
             raise ValidationError(
                 "field actor names a customer other than the case's: a customer acts only on their own cases; "

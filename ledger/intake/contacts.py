@@ -164,7 +164,7 @@ class ContactIntake:
         self, message: ChannelMessage, draft: ContactDraft, customer_id: str
     ) -> tuple[str, str] | None:
         """Why ``draft`` is not a resubmission of the registered ``message`` (kind, reason), or None."""
-        where = f"{draft.channel.value} message {draft.channel_message_id!r}"
+        where = f"the {draft.channel.value} message id"  # never its value: kept in clear, and personal data
         if customer_id != message.customer_id:
             return "identity", f"{where} was first recorded for another customer"
         if draft.case_reference is not None and normalise_reference(draft.case_reference) != message.reference:
@@ -218,7 +218,7 @@ class ContactIntake:
             )
             self.core.record(collision)
         raise MessageIdCollision(
-            f"{draft.channel.value} message {draft.channel_message_id!r} is already the id of a different "
+            f"field channel_message_id: this {draft.channel.value} message id is already the id of a different "
             f"request, so this one was not applied; it is kept as collision {collision_id} for an operator "
             "(`caseledger intake collisions`). Send it again with a new channel message id.",
             collision_id=str(collision_id),

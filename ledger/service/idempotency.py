@@ -71,7 +71,7 @@ def request_digest(method: str, path: str, body: bytes) -> bytes:
 class KeyedRequest:
     """One write's key as the ledger keeps it: its row id, and the secret its digest and answer are keyed by."""
 
-    __slots__ = ("key_id", "_secret")
+    __slots__ = ("_secret", "key_id")
 
     def __init__(self, principal: str, key: str) -> None:
         self.key_id = Idempotency.key_id(principal, key)

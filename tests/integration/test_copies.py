@@ -8,12 +8,14 @@ reasons that are codes, not free text.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from caseledger.ledger.access.principals import PrincipalRegistry
@@ -92,3 +94,118 @@ def test_idempotency_rows_expire_after_their_window_and_the_key_is_not_run_twice
         assert len(ledger.cases_of(str(JANE))) == 1
     finally:
         ledger.close()
+
+
+# -- logs: a whole scenario, every log searched ------------------------------------------------------------------
+
+PLANTED_EMAIL = "zoe.planted-5521@example.org"
+PLANTED_PHONE = "+33699887766"
+PLANTED = [PLANTED_EMAIL, "zoe.planted-5521", PLANTED_PHONE, "33699887766", "Planchard", "Marseille", "77120"]
+
+
+def planted_contact(message_id: str, identity: str = f"email:{PLANTED_EMAIL}") -> Any:
+    from caseledger.ledger.domain.values import ContactDraft, Identity
+
+    return ContactDraft(channel="email", channel_message_id=message_id, identity=Identity.parse(identity),
+                        subject="Zoé Planchard, account 77120", body="At the Marseille branch they refused me.",
+                        items=("Why was Zoé Planchard refused?",))
+
+
+@pytest.mark.kafka
+def test_no_log_line_of_a_whole_scenario_carries_personal_data(
+    tmp_path: Path, kafka: Any, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """CLI, the service on loopback, the intake worker on Kafka: every log (and every CLI output) searched.
+
+    Before: the worker logged ``rejected intake record …: ValidationError: 'zoe…@examplexorg' is not an email
+    address``, quoting the record's identity.
+    """
+    from typer.testing import CliRunner
+
+    from caseledger.cli.app import app
+    from caseledger.ledger.domain.permissions import Role
+    from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+    from caseledger.ledger.intake.records import IntakeCodec
+    from caseledger.ledger.intake.worker import KafkaIntakeWorker
+    from tests.support.kafka_topics import drain
+    from tests.support.service_server import start_service, stop_service
+
+    caplog.set_level(logging.INFO)  # the level the product runs at (kafka-python logs record values at DEBUG)
+    service = start_service(tmp_path)
+    outputs: list[str] = []
+    try:
+        database = service.database
+        runner = CliRunner()
+        base = ["--database", database]
+        for args in (
+            ["contact", "record", "-c", "email", "-m", "cli-1", "--from", f"email:{PLANTED_EMAIL}",
+             "--subject", "Zoé Planchard, account 77120", "--item", "At the Marseille branch?"],
+            ["contact", "record", "-c", "email", "-m", "cli-2", "--from", "email:zoe.planted-5521@examplexorg",
+             "--item", "Marseille"],  # refused: not an e-mail address
+            ["contact", "record", "-c", "sms", "-m", "cli-1", "--from", f"phone:{PLANTED_PHONE}", "--item", "Marseille"],
+            ["history", f"email:{PLANTED_EMAIL}"],
+            ["customer", "erase", f"email:{PLANTED_EMAIL}", "--reason", "art. 17 request"],
+            ["customer", "erase", "email:nobody.planted-5521@example.org", "--reason", "art. 17 request"],
+        ):
+            result = runner.invoke(app, [*base, *args])
+            # What a command prints on success is the customer's data, asked for; an error must quote none of it.
+            outputs.append(result.output if result.exit_code != 0 else "")
+        with service.client(Role.AGENT) as agent:
+            body = {"channel": "web_form", "channel_message_id": "api-1", "from": f"phone:{PLANTED_PHONE}",
+                    "subject": "Zoé Planchard", "body": "Marseille", "items": ["account 77120?"]}
+            assert agent.post("/v1/contacts", json=body).status_code == 201
+            bad = agent.post("/v1/contacts", json={**body, "from": "email:zoe.planted-5521@examplexorg"})
+            assert bad.status_code == 400
+            outputs.append(bad.text)
+            found = agent.post("/v1/customers/resolve", json={"identity": f"phone:{PLANTED_PHONE}"})
+            assert found.status_code == 200, found.text
+            assert agent.get(f"/v1/customers/{found.json()['customer_id']}/cases").status_code == 200
+        with KafkaIntakeClient(kafka, adapter="planted-gateway") as client:
+            client.submit(planted_contact("kafka-1"))
+            client.submit(planted_contact("kafka-1", identity=f"phone:{PLANTED_PHONE}"))  # a collision
+        # A record whose identity is no e-mail address: the adapter SDK would refuse it, a broken adapter does not.
+        raw = IntakeCodec().encode(planted_contact("kafka-2"), adapter="broken-gateway")
+        raw = raw.replace(b"@example.org", b"@examplexorg")
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(**kafka.client_options())
+        producer.send(kafka.intake_topic, key=b"x", value=raw)
+        producer.flush()
+        producer.close()
+        ledger = CaseLedger(ledger_settings(database=database))
+        try:
+            worker = KafkaIntakeWorker(ledger, kafka)
+            drain(worker, until=3)
+            assert worker.stats.rejected == 1 and worker.stats.collisions == 1
+        finally:
+            ledger.close()
+    finally:
+        stop_service(service)
+    assert sum(1 for o in outputs if o) == 3  # the two refused contacts, the unknown customer
+    logs = {"caplog": caplog.text, "the server's output": service.log(), "CLI and API outputs": "\n".join(outputs)}
+    assert "rejected intake record" in caplog.text
+    for where, text in logs.items():
+        for secret in PLANTED:
+            assert secret not in text, f"{secret!r} in {where}"
+
+
+# -- identities out of URLs -------------------------------------------------------------------------------------
+
+
+def test_an_identity_in_a_customer_path_or_query_is_refused_with_how_to_call(tmp_path: Path) -> None:
+    """Before: ``/v1/customers/email:…/erase`` was served, and the identity was in every access log on the way."""
+    _settings, state, headers = service(str(tmp_path / "ledger.sqlite"))
+    with TestClient(create_app(state)) as client:
+        client.post("/v1/contacts", json=jane_body("m-1"), headers=headers)
+        for method, path in (("POST", f"/v1/customers/{JANE}/erase"), ("GET", f"/v1/customers/{JANE}/history"),
+                             ("GET", f"/v1/customers/{JANE.value}/cases"), ("GET", f"/v1/audit/verify?customer={JANE}")):
+            answer = client.request(method, path, json={"reason": "r"} if method == "POST" else None, headers=headers)
+            assert answer.status_code == 400, (path, answer.text)
+            assert "customers/resolve" in answer.json()["detail"] and JANE.value not in answer.text
+        found = client.post("/v1/customers/resolve", json={"identity": str(JANE)}, headers=headers)
+        assert found.status_code == 200, found.text
+        customer_id = found.json()["customer_id"]
+        assert customer_id.startswith("cus-")
+        assert client.get(f"/v1/customers/{customer_id}/cases", headers=headers).status_code == 200
+        unknown = client.post("/v1/customers/resolve", json={"identity": "email:nobody@example.com"}, headers=headers)
+        assert unknown.status_code == 404 and "nobody" not in unknown.text
