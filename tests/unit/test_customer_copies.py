@@ -108,3 +108,22 @@ def test_retention_reaches_a_sender_known_only_from_a_collision(database: str) -
         assert ledger.cases_of(str(JANE))[0].contacts  # jane's case is open: she is not due
     finally:
         ledger.close()
+
+
+# -- erase and hold reasons ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reason", [
+    "asked by jane.secret-7f3@example.com", "called from +33 6 11 22 33 44", "called from 0611223344",
+    "jane.secret-7f3 asked twice",
+])
+def test_an_erasure_or_hold_reason_quoting_personal_data_is_refused_naming_the_field(
+        ledger: CaseLedger, reason: str) -> None:
+    """Before: the reason was any text, kept in clear after the erasure (so the erased data stayed in it)."""
+    outcome = ledger.record_contact(jane_contact("m-1", identity=Identity.parse("email:jane.secret-7f3@example.com")))
+    for command in (ledger.erase_customer, ledger.place_legal_hold):
+        with pytest.raises(ValidationError) as refused:
+            command(outcome.customer_id, reason=reason)
+        message = str(refused.value)
+        assert "field reason" in message and "jane" not in message and "33" not in message
+    assert ledger.erase_customer(outcome.customer_id, reason="art. 17 request of 2026-12-01, ticket 4711").erased
