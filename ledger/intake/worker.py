@@ -360,7 +360,8 @@ class KafkaIntakeWorker:
             # The reason may quote the record (an e-mail address): kept sealed in the event, never logged.
             log.warning("rejected intake record %s (%s; `caseledger intake rejections` shows why)", source,
                         type(refusal).__name__)
-            self.ledger.reject_intake(source, reason=reason, raw=raw, kind=kind)
+            sender = message.identity if isinstance(message, ContactDraft) else None
+            self.ledger.reject_intake(source, reason=reason, raw=raw, kind=kind, sender=sender)
             self.stats.rejected += 1
 
     def _reporter(self, signer: str | None) -> Reporter:

@@ -49,8 +49,8 @@ class RetentionSweep:
         A customer is due once every case of theirs has ended and the retention period of their
         segment has passed since the last event of their last case was recorded (or since they were
         registered, without a case); a legal hold keeps them, and the report says so. A sender known
-        only from requests kept as collisions (no customer) is due once ``intake_rejections`` (else
-        the default period) has passed since the last of them was recorded.
+        only from requests kept as collisions or rejections (no customer) is due once
+        ``intake_rejections`` (else the default period) has passed since the last of them was recorded.
         """
         retention = self.core.policy.retention
         report = RetentionReport()
@@ -80,7 +80,7 @@ class RetentionSweep:
                 period = retention.intake_rejections or retention.period_for(None)
                 if last is not None and period is not None and period.after(last) <= now:
                     self.erasure.erase_customer(
-                        subject, reason=f"retention: {period} after the last request kept as a collision", actor=actor)
+                        subject, reason=f"retention: {period} after the last request kept as a collision or rejection", actor=actor)
                     report.erased.append(subject)
                 continue
             period = retention.period_for(customer.segment)
@@ -101,9 +101,11 @@ class RetentionSweep:
         return report
 
     def _last_kept_requests(self) -> dict[str, datetime]:
-        """Sender's customer id → when the last request of theirs kept as a collision was recorded."""
+        """Sender's customer id → when the last request of theirs kept (a collision, a rejection) was recorded."""
         last: dict[str, datetime] = {}
-        for e in self.lookups.collisions():
+        for e in [*self.lookups.collisions(), *self.lookups.rejections()]:
+            if not e.customer_id:
+                continue
             last[e.customer_id] = max(e.timestamp, last.get(e.customer_id, e.timestamp))
         return last
 

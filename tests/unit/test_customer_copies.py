@@ -110,6 +110,18 @@ def test_retention_reaches_a_sender_known_only_from_a_collision(database: str) -
         ledger.close()
 
 
+def test_a_sender_known_only_from_a_rejection_is_erased_by_identity(ledger: CaseLedger) -> None:
+    """Before: a rejected record was sealed under its month's key: erasing its sender could not reach it."""
+    from caseledger.ledger.domain.directory import IntakeSource
+
+    ledger.reject_intake(IntakeSource("caseledger.intake", 0, 7), reason="ValidationError: field case_reference",
+                         raw=b"the record, naming john", kind="contact", sender=Identity.parse(JOHN))
+    ledger.reject_intake(IntakeSource("caseledger.intake", 0, 8), reason="undecodable", raw=b"someone else's")
+    assert [r["raw_base64"] != ERASED for r in ledger.rejection_records()] == [True, True]
+    assert ledger.erase_customer(JOHN, reason="art. 17 request").erased
+    assert [r["raw_base64"] == ERASED for r in ledger.rejection_records()] == [True, False]
+
+
 # -- erase and hold reasons ----------------------------------------------------------------------------------
 
 
