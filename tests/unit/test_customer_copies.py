@@ -97,14 +97,20 @@ def test_retention_reaches_a_sender_known_only_from_a_collision(database: str) -
     clock = FakeClock()
     ledger = CaseLedger(ledger_settings(database=database), policy=policy, clock=clock)
     try:
+        from caseledger.ledger.domain.directory import IntakeSource
+
         ledger.record_contact(jane_contact("m-1"))
         collide(ledger, JOHN)
+        ledger.reject_intake(IntakeSource("caseledger.intake", 0, 7), reason="ValidationError", raw=b"record",
+                             kind="contact", sender=Identity.parse("phone:+33612345678"))
         john = ledger.customer_id_for(Identity.parse(JOHN))
+        rejected = ledger.customer_id_for(Identity.parse("phone:+33612345678"))
         clock.advance(days=29)
         assert john not in ledger.tick().retention.erased
         clock.advance(days=2)
-        assert john in ledger.tick().retention.erased
+        assert sorted(ledger.tick().retention.erased) == sorted([john, rejected])
         assert ledger.collision_records()[0]["raw_base64"] == ERASED
+        assert ledger.rejection_records()[0]["raw_base64"] == ERASED
         assert ledger.cases_of(str(JANE))[0].contacts  # jane's case is open: she is not due
     finally:
         ledger.close()
