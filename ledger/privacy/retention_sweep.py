@@ -103,7 +103,8 @@ class RetentionSweep:
     def _last_kept_requests(self) -> dict[str, datetime]:
         """Sender's customer id → when the last request of theirs kept (a collision, a rejection) was recorded."""
         last: dict[str, datetime] = {}
-        for e in [*self.lookups.collisions(), *self.lookups.rejections()]:
+        kept: list[Any] = [*self.lookups.collisions(), *self.lookups.rejections()]
+        for e in kept:
             if not e.customer_id:
                 continue
             last[e.customer_id] = max(e.timestamp, last.get(e.customer_id, e.timestamp))
