@@ -20,8 +20,8 @@ from caseledger.ledger.domain.case_parts import LEDGER_ACTIONS
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.events import Context
 from caseledger.ledger.domain.texts import Audience
-from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, Channel
-from caseledger.ledger.errors import NotFound, ValidationError
+from caseledger.ledger.domain.values import SYSTEM, Actor, Channel
+from caseledger.ledger.errors import ValidationError
 from caseledger.ledger.intake.delivery_reports import Reporter
 from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.retention_sweep import RetentionReport
@@ -84,24 +84,7 @@ class Casework:
     # -- commands on one case -----------------------------------------------------------------------
 
     def _as_customer_of(self, customer_id: str, ctx: Context) -> Context:
-        """A customer acting is named by their customer id (a pseudonym), never by what ``--as`` gave.
-
-        Only the case's customer acts on it as a customer: a name that is another known customer's is
-        refused; any other (their identity, a name the ledger does not know) stands for the case's customer.
-        """
-        actor = ctx.actor
-        if actor.kind is not ActorKind.CUSTOMER or actor.id == customer_id:
-            return ctx
-        try:
-            named = self.lookups.resolve_customer(actor.id)
-        except NotFound:
-            named = customer_id
-        if named != customer_id:
-            raise ValidationError(
-                "field actor names a customer other than the case's: a customer acts only on their own cases; "
-                "act as customer:CUSTOMER_ID (or the customer's own identity), or as an agent"
-            )
-        return dataclasses.replace(ctx, actor=dataclasses.replace(actor, id=customer_id))
+        return dataclasses.replace(ctx, actor=self.lookups.acting_as(customer_id, ctx.actor))
 
     def _on_case(
         self,

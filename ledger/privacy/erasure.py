@@ -65,8 +65,8 @@ class Erasure:
             if customer is None:
                 # A sender known only from requests kept as collisions: a data subject all the same. Registered
                 # now (no identity), so that the erasure is recorded like any other.
-                customer = Customer.register(customer_id=customer_id, segment=None,
-                                             ctx=self.core.context(actor or SYSTEM))
+                customer = Customer.register(customer_id=customer_id, segment=None, ctx=self.core.context(
+                    self.lookups.acting_as(customer_id, actor or SYSTEM)))
             checked_reason(reason, "erasure", personal=identity_values(customer))
             if customer.hold is not None:
                 raise RuleViolation(
@@ -82,7 +82,7 @@ class Erasure:
                 return ErasureReport(customer_id=customer_id, erased_at=now, already_erased=True)
             if new or not live:  # not live and never erased: history from before keys; the request is recorded
                 claims = [str(c.id) for i in customer.identities if (c := self.pseudonyms.find_claim(Identity.parse(i)))]
-                ctx = self.core.context(actor or SYSTEM)
+                ctx = self.core.context(self.lookups.acting_as(customer_id, actor or SYSTEM))
                 customer.record_erasure(reason=reason, key_ids=new, claim_ids=claims, ctx=ctx)
                 self.core.record(customer)
         # The CustomerErased event itself is sealed with nothing personal, but its customer's live key

@@ -28,7 +28,7 @@ class LegalHolds:
             checked_reason(reason, "legal hold", personal=identity_values(customer))
             if customer.hold is not None:
                 raise RuleViolation(f"customer {customer_id} is already under a legal hold ({customer.hold})")
-            customer.place_hold(reason=reason, ctx=self.core.context(actor or SYSTEM))
+            customer.place_hold(reason=reason, ctx=self.core.context(self.lookups.acting_as(customer_id, actor or SYSTEM)))
             self.core.record(customer)
 
     def release_legal_hold(self, who: str, *, reason: str, actor: Actor | None = None) -> None:
@@ -39,5 +39,5 @@ class LegalHolds:
             checked_reason(reason, "release", personal=identity_values(customer))
             if customer.hold is None:
                 raise RuleViolation(f"customer {customer_id} is under no legal hold; nothing to release")
-            customer.release_hold(reason=reason, ctx=self.core.context(actor or SYSTEM))
+            customer.release_hold(reason=reason, ctx=self.core.context(self.lookups.acting_as(customer_id, actor or SYSTEM)))
             self.core.record(customer)

@@ -41,6 +41,9 @@ def test_a_customers_read_receipt_names_them_by_pseudonym_not_by_identity(ledger
     assert read.reader_id == outcome.customer_id and read.actor_id == outcome.customer_id
     (locale,) = [e for e in events if type(e).__name__ == "CustomerLocaleSet"]
     assert locale.actor_id == outcome.customer_id
+    ledger.erase_customer(str(JANE), reason="art. 17 request", actor=Actor.parse(f"customer:{JANE}"))
+    (erased,) = [e for e in ledger.history(outcome.customer_id) if type(e).__name__ == "CustomerErased"]
+    assert erased.actor_id == outcome.customer_id
     assert_nowhere(store_bytes(ledger, database), "the store", [JANE.value])
 
 
