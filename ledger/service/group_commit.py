@@ -165,7 +165,7 @@ class GroupCommitter(BatchThread["Write"]):
             row = rows.get(write.key_id)
             if row is not None:
                 assert write.keyed is not None
-                if row.request_sha256 != write.stored_digest:
+                if row.request_sha256 not in (write.stored_digest, write.digest):  # the latter: an earlier release's
                     write.answer.set_exception(IdempotencyRefused(
                         "this Idempotency-Key was used for a different request (method, path or body); use a new "
                         "key for a new request", status=422, slug="idempotency-key-reused"))

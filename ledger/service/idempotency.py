@@ -121,15 +121,15 @@ class Idempotency:
     ) -> tuple[int, Any, bool]:
         """(status, body, replayed): the first response of this key, running ``execute`` only once."""
         keyed = KeyedRequest(principal, key)
-        key_id, digest = keyed.key_id, keyed.digest(digest)
+        key_id, request_sha256, digest = keyed.key_id, digest, keyed.digest(digest)
         now = datetime.now(UTC)
         if not self.store.insert_idempotency(key_id, digest, now):
-            row = self._existing(key_id, digest, ledger)
+            row = self._existing(key_id, digest, ledger, before=request_sha256)
             if row.status is not None:
                 return row.status, keyed.open(row.response), True
             # A stale claim whose request never committed: take it over (only one caller wins).
             if not self.store.restart_idempotency(key_id, row.created_at, datetime.now(UTC)):
-                row = self._existing(key_id, digest, ledger)
+                row = self._existing(key_id, digest, ledger, before=request_sha256)
                 if row.status is not None:
                     return row.status, keyed.open(row.response), True
                 raise self.in_progress()
@@ -168,11 +168,12 @@ class Idempotency:
         """Delete the rows older than :data:`WINDOW`; how many."""
         return self.store.purge_idempotency((now or datetime.now(UTC)) - WINDOW)
 
-    def _existing(self, key_id: str, digest: bytes, ledger: Any) -> IdempotencyRow:
+    def _existing(self, key_id: str, digest: bytes, ledger: Any, *, before: bytes) -> IdempotencyRow:
+        """The key's row; ``before``: the request's digest as a row of an earlier release kept it (in clear)."""
         row = self.store.select_idempotency(key_id)
         if row is None:  # released meanwhile: the first request failed and recorded nothing
             raise ConflictError("the first request with this Idempotency-Key failed meanwhile; retry it")
-        if row.request_sha256 != digest:
+        if row.request_sha256 not in (digest, before):
             raise IdempotencyRefused(
                 "this Idempotency-Key was used for a different request (method, path or body); use a new key "
                 "for a new request", status=422, slug="idempotency-key-reused",

@@ -209,3 +209,26 @@ def test_an_identity_in_a_customer_path_or_query_is_refused_with_how_to_call(tmp
         assert client.get(f"/v1/customers/{customer_id}/cases", headers=headers).status_code == 200
         unknown = client.post("/v1/customers/resolve", json={"identity": "email:nobody@example.com"}, headers=headers)
         assert unknown.status_code == 404 and "nobody" not in unknown.text
+
+
+def test_an_answer_kept_by_an_earlier_release_is_still_replayed_within_its_window(tmp_path: Path) -> None:
+    """Rows written before issue 24 (request digest and answer in clear) answer their retries until purged."""
+    from caseledger.ledger.service.idempotency import Idempotency
+
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "ledger.sqlite")))
+    try:
+        store = ledger.storage.idempotency()
+        digest = request_digest("POST", "/v1/contacts", b'{"a": 1}')
+        key_id = Idempotency.key_id("caller-1", "key-1")
+        assert store.insert_idempotency(key_id, digest, datetime.now(UTC))
+        store.complete_idempotency(key_id, 201, '{"reference": "CL-OLD"}')
+
+        def never() -> tuple[int, Any]:
+            raise AssertionError("a replay runs nothing")
+
+        answer = Idempotency(store).run(ledger, principal="caller-1", key="key-1", digest=digest, execute=never,
+                                        problem=lambda error: {})
+        assert answer == (201, {"reference": "CL-OLD"}, True)
+        assert Idempotency(store).purge(datetime.now(UTC) + IDEMPOTENCY_WINDOW + timedelta(seconds=1)) == 1
+    finally:
+        ledger.close()
