@@ -131,7 +131,7 @@ class DataKeyStore(Protocol):
         """Overwrite the wrapped bytes of these keys in their rows (and what the update frees)."""
         ...
 
-    def forget_destroyed(self, *, within: float = ...) -> bool:
+    def forget_destroyed(self, *, within: float | None = None) -> bool:
         """Remove every copy of destroyed keys' bytes the database still keeps (old pages, log, dead row
         versions); False when readers kept it from finishing for ``within`` seconds (a later call finishes)."""
         ...

@@ -135,13 +135,13 @@ class KeyTable:
                     (at.isoformat(), key_id),
                 )
 
-    def forget_destroyed(self, *, within: float = SETTLE_SECONDS) -> bool:
+    def forget_destroyed(self, *, within: float | None = None) -> bool:
         """Remove the copies of destroyed keys' bytes the database keeps (old pages, WAL, dead tuples).
 
-        True once done; False when a reader kept it from finishing for ``within`` seconds (tried again
-        with backoff meanwhile): the bytes may still be in the database's files, and a later call finishes.
+        True once done; False when a reader kept it from finishing for ``within`` seconds (default
+        :data:`SETTLE_SECONDS`; tried again with backoff meanwhile): the bytes may still be in the database's files, and a later call finishes.
         """
-        deadline = time.monotonic() + within
+        deadline = time.monotonic() + (SETTLE_SECONDS if within is None else within)
         pause = 0.05
         while not self._scrub(wait=min(pause, max(deadline - time.monotonic(), 0.0))):
             if time.monotonic() >= deadline:

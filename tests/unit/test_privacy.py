@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError, RuleViolation, ValidationError
 from caseledger.ledger.privacy.kek import KEK_ENV, KEK_FILE_ENV, KeyEncryptionKey
+from caseledger.ledger.store import data_key_table
 from caseledger.projections import load_projections
 from caseledger.projections.queries import customer_timeline
 from caseledger.projections.runner import ProjectionRunner, rebuild
@@ -124,6 +126,65 @@ def test_bad_retention_periods_and_reasons_are_refused_clearly(sqlite_ledger: Ca
     with pytest.raises(ValidationError, match="under 500"):
         sqlite_ledger.place_legal_hold(out.customer_id, reason="x" * 501)
     assert contact_of(sqlite_ledger, out.customer_id).body == BODY  # nothing happened
+
+
+# -- success means done ---------------------------------------------------------------------------------------
+
+
+def test_erase_says_pending_while_a_reader_keeps_the_key_bytes_in_the_file_and_tick_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: with a reader holding a snapshot, the checkpoint gave up silently and erase said "erased": true
+    while the wrapped key sat in the WAL and the database file (a copy of them and the .kek opened it)."""
+    monkeypatch.setattr(data_key_table, "SETTLE_SECONDS", 0.3)
+    db = tmp_path / "d.sqlite"
+    runner = CliRunner()
+    base = ["--database", str(db)]
+    assert runner.invoke(app, [*base, "contact", "record", "-c", "email", "-m", "m-1", "--from", str(JANE),
+                               "--item", ITEM]).exit_code == 0
+    files = lambda: b"".join(f.read_bytes() for f in tmp_path.glob("d.sqlite*") if f.suffix != ".kek")  # noqa: E731
+    reader = sqlite3.connect(db, isolation_level=None)
+    try:
+        wrapped = [bytes(w) for (w,) in reader.execute("SELECT wrapped FROM caseledger_data_keys WHERE subject "
+                                                       "LIKE 'cus-%'")]
+        assert runner.invoke(app, [*base, "contact", "record", "-c", "email", "-m", "m-2", "--from",
+                                   "email:other@example.com", "--item", ITEM]).exit_code == 0
+        reader.execute("BEGIN")  # a long query, a backup: its snapshot still needs the old pages
+        reader.execute("SELECT count(*) FROM caseledger_data_keys").fetchall()
+        erased = runner.invoke(app, [*base, "customer", "erase", str(JANE), "--reason", "art. 17", "--json"])
+        assert erased.exit_code == 0, erased.output
+        answer = json.loads(erased.stdout)
+        assert answer["erased"] is False and answer["key_ids"] and "caseledger tick" in answer["pending"]
+        assert any(w in files() for w in wrapped)  # what the answer admits: the bytes are still there
+        told = runner.invoke(app, [*base, "customer", "erase", str(JANE), "--reason", "art. 17"])
+        assert "not yet erased" in " ".join(told.output.split())
+        pending_tick = json.loads(runner.invoke(app, [*base, "tick", "--json"]).stdout)
+        assert "caseledger tick" in pending_tick["erasure_pending"]
+        reader.execute("ROLLBACK")
+        ticked = runner.invoke(app, [*base, "tick", "--json"])
+        assert ticked.exit_code == 0 and json.loads(ticked.stdout)["erasure_pending"] is None
+        assert wrapped and not any(w in files() for w in wrapped)
+    finally:
+        reader.close()
+
+
+def test_tick_json_names_whom_retention_erased(tmp_path: Path) -> None:
+    """Before (7e17b64): retention ran twice in a tick and the first report was dropped: "erased": []."""
+    runner = CliRunner()
+    base = ["--database", str(tmp_path / "t.sqlite")]
+    recorded = runner.invoke(app, [*base, "contact", "record", "-c", "email", "-m", "m-1", "--from", str(JANE),
+                                   "--item", ITEM, "--json"])
+    reference, customer_id = (json.loads(recorded.stdout)[k] for k in ("reference", "customer_id"))
+    closed = runner.invoke(app, [*base, "case", "close", reference, "-r", "done", "-n", "Closed.",
+                                 "--waive", "Q1=no longer needed"])
+    assert closed.exit_code == 0, closed.output
+    ticked = runner.invoke(app, [*base, "tick", "--now", "2099-01-01T00:00Z", "--json"])
+    assert ticked.exit_code == 0, ticked.output
+    report = json.loads(ticked.stdout)
+    assert report["erased"] == [customer_id] and report["erasure_pending"] is None
+    assert json.loads(runner.invoke(app, [*base, "tick", "--now", "2099-01-02T00:00Z", "--json"]).stdout)["erased"] == []
+    told = runner.invoke(app, [*base, "tick", "--now", "2099-01-03T00:00Z"])
+    assert "erased" not in told.output
 
 
 # -- keys: where they come from, what never shows -----------------------------------------------------------
