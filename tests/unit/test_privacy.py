@@ -31,6 +31,7 @@ from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError, RuleViolation, ValidationError
 from caseledger.ledger.privacy.kek import KEK_ENV, KEK_FILE_ENV, KeyEncryptionKey
 from caseledger.ledger.store import data_key_table
+from caseledger.ledger.transparency.checkpoint_key import load_signer
 from caseledger.projections import load_projections
 from caseledger.projections.queries import customer_timeline
 from caseledger.projections.runner import ProjectionRunner, rebuild
@@ -185,6 +186,71 @@ def test_tick_json_names_whom_retention_erased(tmp_path: Path) -> None:
     assert json.loads(runner.invoke(app, [*base, "tick", "--now", "2099-01-02T00:00Z", "--json"]).stdout)["erased"] == []
     told = runner.invoke(app, [*base, "tick", "--now", "2099-01-03T00:00Z"])
     assert "erased" not in told.output
+
+
+# -- files --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def open_umask() -> Any:
+    """The most permissive usual umask (0022): what the ledger creates must be 0600 regardless."""
+    before = os.umask(0o022)
+    yield
+    os.umask(before)
+
+
+def test_every_file_the_ledger_writes_is_private_whatever_the_umask(tmp_path: Path, open_umask: None) -> None:
+    """Before: database, views and exports were created 0644."""
+    runner = CliRunner()
+    db, views = tmp_path / "f.sqlite", tmp_path / "views.sqlite"
+    base = ["--database", str(db)]
+    assert runner.invoke(app, [*base, "contact", "record", "-c", "email", "-m", "m-1", "--from", str(JANE),
+                               "--item", ITEM]).exit_code == 0
+    (tmp_path / "old.html").write_text("an older export")  # an export over an existing file takes it over
+    for fmt, name in (("json", "e.json"), ("avro", "e.avro"), ("html", "old.html")):
+        exported = runner.invoke(app, [*base, "history", str(JANE), "--export", fmt, str(tmp_path / name)])
+        assert exported.exit_code == 0, exported.output
+    ledger = CaseLedger(ledger_settings(database=str(db)))
+    try:
+        with open_views(str(views)) as store:
+            ProjectionRunner(load_projections(None), store, StoreEventSource(ledger), batch_size=10).run(
+                until_caught_up=True)
+            opened = sorted(tmp_path.glob("*"))  # the WAL files exist while the databases are open
+            modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in opened}
+    finally:
+        ledger.close()
+    assert {"f.sqlite", "f.sqlite-wal", "f.sqlite-shm", "views.sqlite", "views.sqlite-wal", "e.json", "e.avro",
+            "old.html"} <= set(modes)
+    assert {name: mode for name, mode in modes.items() if mode != 0o600} == {}
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_key_file_others_may_read_is_refused_with_how_to_fix_it(tmp_path: Path, mode: int,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a 0644 key-encryption key file was accepted silently."""
+    runner = CliRunner()
+    kek = tmp_path / "kek"
+    assert runner.invoke(app, ["keys", "new-kek", "--out", str(kek)]).exit_code == 0
+    signing = tmp_path / "signing.key"
+    assert runner.invoke(app, ["keys", "init", "--file", str(signing)]).exit_code == 0
+    monkeypatch.delenv(KEK_ENV, raising=False)
+    monkeypatch.setenv(KEK_FILE_ENV, str(kek))
+    base = ["--database", str(tmp_path / "k.sqlite")]
+    assert runner.invoke(app, [*base, "contact", "record", "-c", "email", "-m", "m-1", "--from", str(JANE),
+                               "--item", ITEM]).exit_code == 0
+    for path, what in ((kek, "key-encryption key file"), (signing, "signing key file")):
+        path.chmod(mode)
+        with pytest.raises(ConfigurationError, match=rf"{what} {path} may be read by group or others "
+                                                     rf"\(mode 0{mode:o}\).*`chmod 600 {path}`"):
+            if path == kek:
+                KeyEncryptionKey.from_file(path)
+            else:
+                load_signer(environment().transparency, key_file=path)
+        if path == kek:  # the command says it too, and exits as a misconfiguration does
+            refused = runner.invoke(app, [*base, "history", str(JANE)])
+            assert refused.exit_code == 4 and f"chmod 600 {path}" in "".join(refused.output.split("\n"))
+        path.chmod(0o600)
+    assert runner.invoke(app, [*base, "history", str(JANE)]).exit_code == 0
 
 
 # -- keys: where they come from, what never shows -----------------------------------------------------------
