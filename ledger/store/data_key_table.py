@@ -155,7 +155,7 @@ class KeyTable:
 
     def _scrub(self, *, wait: float) -> bool:
         """Rewrite what still holds erased bytes, waiting ``wait`` seconds at most for readers; whether it could."""
-        with self.datastore.get_connection(commit=True) as conn:
+        with self.datastore.get_connection(commit=False) as conn:  # as a reader: a writer of this process may wait
             curs = conn.cursor()  # outside a transaction: a checkpoint is not part of one
             curs.execute("PRAGMA busy_timeout")
             (timeout_ms,) = tuple(curs.fetchone())
