@@ -67,12 +67,12 @@ class OnSQLite:
 
     @staticmethod
     @contextmanager
-    def reader(database: str) -> Iterator[None]:
-        """Another connection holding a read snapshot of the keys table until the block ends."""
+    def reader(database: str, *, table: str = KEYS_TABLE) -> Iterator[None]:
+        """Another connection holding a read snapshot of the database (read from ``table``) until the block ends."""
         conn = sqlite3.connect(database, isolation_level=None)
         try:
             conn.execute("BEGIN")
-            conn.execute(f"SELECT count(*) FROM {KEYS_TABLE}").fetchall()
+            conn.execute(f"SELECT count(*) FROM {table}").fetchall()
             yield
         finally:
             conn.execute("ROLLBACK")
@@ -96,11 +96,11 @@ class OnPostgres:
 
     @staticmethod
     @contextmanager
-    def reader(database: str) -> Iterator[None]:
-        """Another session in a transaction that read the keys table, until the block ends."""
+    def reader(database: str, *, table: str = KEYS_TABLE) -> Iterator[None]:
+        """Another session holding a snapshot (taken reading ``table``: the keys table's lock too), until the block ends."""
         with psycopg.connect(database) as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-            conn.execute(f"SELECT count(*) FROM {KEYS_TABLE}").fetchall()
+            conn.execute(f"SELECT count(*) FROM {table}").fetchall()
             yield
             conn.rollback()
 
@@ -193,8 +193,9 @@ class DataKeysContract(StorageContract):
         assert (kept.key_id, kept.wrapped, kept.destroyed_at) == ("k2", b"wrapped", None)
         assert [r.key_id for r in store.live()] == ["k2"]
 
+    @pytest.mark.parametrize("read", [KEYS_TABLE, "caseledger_snapshot_only"], ids=["keys-read", "snapshot-only"])
     def test_a_destroyed_key_leaves_no_byte_in_the_files_and_a_reader_makes_it_pending(
-            self, store: DataKeyStore, database: str) -> None:
+            self, store: DataKeyStore, database: str, read: str) -> None:
         # "Success reported early": a reader's snapshot kept the wrapped key in the files while erase said erased.
         wrapped = {f"k{n}": random.randbytes(60) for n in range(300)}  # pages split, as a ledger's table does
         for key_id, secret in wrapped.items():
@@ -206,7 +207,9 @@ class DataKeysContract(StorageContract):
         raw = self.raw_bytes(database)
         assert wrapped["k7"] not in raw and wrapped["k8"] not in raw and wrapped["k9"] in raw
 
-        with self.reader(database):  # a long query, a backup: it sees the keys as they were
+        if read != KEYS_TABLE:  # a reader of another table: no lock on the keys, but a snapshot from before
+            _make_table(database, read)
+        with self.reader(database, table=read):  # a long query, a backup: it sees the keys as they were
             store.destroy(["k9"], at=NOW)
             assert store.forget_destroyed(within=0.3) is False  # pending, said so: never "done" early
         assert store.forget_destroyed(within=5)  # the reader gone, the next call (a tick) finishes it
@@ -221,6 +224,15 @@ class DataKeysContract(StorageContract):
                       key("k2", "customer-2", wrapped=b"revived", kek_id="kek-2")])
         assert [(r.key_id, r.wrapped, r.kek_id) for r in store.by_ids(["k1", "k2"])] == [
             ("k1", b"new", "kek-2"), ("k2", None, "kek-1")]
+
+
+def _make_table(database: str, name: str) -> None:
+    if database.startswith("postgresql"):
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE {name} (n int)")
+    else:
+        with sqlite3.connect(database) as conn:
+            conn.execute(f"CREATE TABLE {name} (n int)")
 
 
 class TestDataKeysOnSQLite(OnSQLite, DataKeysContract):
