@@ -48,7 +48,9 @@ class RetentionSweep:
         Only subjects that still have a live key are looked at, so an erased customer costs nothing.
         A customer is due once every case of theirs has ended and the retention period of their
         segment has passed since the last event of their last case was recorded (or since they were
-        registered, without a case); a legal hold keeps them, and the report says so.
+        registered, without a case); a legal hold keeps them, and the report says so. The copies of
+        the destroyed keys' bytes are removed after, once for all (``tick`` calls
+        :meth:`~caseledger.ledger.privacy.erasure.Erasure.forget_destroyed`).
         """
         retention = self.core.policy.retention
         report = RetentionReport()
@@ -84,7 +86,7 @@ class RetentionSweep:
             if customer.hold is not None:
                 report.held[subject] = customer.hold
                 continue
-            self.erasure.erase_customer(subject, reason=f"retention: {period} after the last case ended ({last:%Y-%m-%d})",
+            self.erasure.destroy_keys(subject, reason=f"retention: {period} after the last case ended ({last:%Y-%m-%d})",
                                 actor=actor)
             report.erased.append(subject)
         return report
