@@ -40,6 +40,7 @@ class TickReport:
     missed: dict[str, int]
     retention: RetentionReport = field(default_factory=RetentionReport)  # what the retention policy erased
     retention_skipped: str | None = None  # why retention did not run in this tick
+    erasure_pending: str | None = None  # what keeps destroyed keys' bytes in the database's files, if anything
 
     @property
     def total(self) -> int:

@@ -128,7 +128,12 @@ class DataKeyStore(Protocol):
         ...
 
     def destroy(self, key_ids: Sequence[str], *, at: datetime) -> None:
-        """Forget the wrapped bytes of these keys for good, from the database's free pages and log too."""
+        """Overwrite the wrapped bytes of these keys in their rows (and what the update frees)."""
+        ...
+
+    def forget_destroyed(self, *, within: float | None = None) -> bool:
+        """Remove every copy of destroyed keys' bytes the database still keeps (old pages, log, dead row
+        versions); False when readers kept it from finishing for ``within`` seconds (a later call finishes)."""
         ...
 
     def rewrap(self, rows: Sequence[DataKeyRow]) -> None:

@@ -8,6 +8,7 @@ it was sealed with keys that no longer exist (:mod:`caseledger.ledger.privacy.se
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,24 +24,30 @@ from caseledger.ledger.errors import NotFound, RuleViolation, ValidationError
 from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 
-__all__ = ["Erasure", "ErasureReport", "checked_reason", "identity_values"]
+__all__ = ["PENDING", "Erasure", "ErasureReport", "checked_reason", "identity_values"]
 
 MAX_REASON = 200
 _PHONE = re.compile(r"\+\d|\d(?:[ .]?\d){8,}")  # an international number, or 9 digits or more in a run
+#: What an erasure says when the database could not yet drop every copy of the destroyed keys' bytes.
+PENDING = ("the destroyed keys' bytes may still be in the database's files, because a reader holds an older "
+           "snapshot (a long query, a backup, another process); end it, then run `caseledger tick` (or erase "
+           "again) until nothing is pending")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ErasureReport:
-    """What an erasure did: the keys destroyed, or why nothing was left to do."""
+    """What an erasure did: the keys destroyed, or why nothing was left to do; what is still pending."""
 
     customer_id: str
     erased_at: datetime
     key_ids: list[str] = field(default_factory=list)
     already_erased: bool = False
+    pending: str | None = None  # set while the destroyed bytes may still be in the database's files
 
     @property
     def erased(self) -> bool:
-        return bool(self.key_ids)
+        """Keys were destroyed and no copy of their bytes is left in the database's files."""
+        return bool(self.key_ids) and self.pending is None
 
 
 class Erasure:
@@ -57,7 +64,23 @@ class Erasure:
         Refused while a legal hold is in force. Erasing a customer with no live key left is a no-op
         (``already_erased``). The event is recorded before the keys are destroyed: a crash between
         the two leaves the keys to the next erasure (or ``tick``), never data erased without record.
+        The report says ``erased`` only once no copy of the keys' bytes is left in the database's
+        files; until then it says what is ``pending`` (see :meth:`forget_destroyed`).
         """
+        report = self.destroy_keys(who, reason=reason, actor=actor)
+        return dataclasses.replace(report, pending=self.forget_destroyed())
+
+    def forget_destroyed(self) -> str | None:
+        """Remove the copies of every destroyed key's bytes the database keeps; what is pending, or None.
+
+        A reader holding an older snapshot keeps them (SQLite's WAL, PostgreSQL's dead tuples) for a
+        while; ``tick`` calls this again, so a pending erasure finishes.
+        """
+        with translate_errors(self.core.settings.store.describe()):
+            return None if self.core.data_keys.forget_destroyed() else PENDING
+
+    def destroy_keys(self, who: str, *, reason: str, actor: Actor | None = None) -> ErasureReport:
+        """:meth:`erase_customer` without removing the copies (a sweep erasing many does it once, after)."""
         reason = checked_reason(reason, "erasure")
         customer_id = self.data_subject(who)
         with self.core.command_scope():
@@ -94,7 +117,7 @@ class Erasure:
 
     def data_subject(self, who: str) -> str:
         """The customer id of ``who`` (a customer id or an identity): a customer's, or that of a sender the
-        ledger knows only from the requests it kept of theirs (collisions), found by the keys sealing them."""
+        ledger knows only from the requests it kept of theirs (collisions, rejections), found by the keys sealing them."""
         try:
             return self.lookups.resolve_customer(who)
         except NotFound:

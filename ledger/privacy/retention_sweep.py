@@ -51,6 +51,8 @@ class RetentionSweep:
         registered, without a case); a legal hold keeps them, and the report says so. A sender known
         only from requests kept as collisions or rejections (no customer) is due once
         ``intake_rejections`` (else the default period) has passed since the last of them was recorded.
+        The copies of the destroyed keys' bytes are removed after, once for all (``tick`` calls
+        :meth:`~caseledger.ledger.privacy.erasure.Erasure.forget_destroyed`).
         """
         retention = self.core.policy.retention
         report = RetentionReport()
@@ -79,7 +81,7 @@ class RetentionSweep:
                 last = kept_until.get(subject)
                 period = retention.intake_rejections or retention.period_for(None)
                 if last is not None and period is not None and period.after(last) <= now:
-                    self.erasure.erase_customer(
+                    self.erasure.destroy_keys(
                         subject, reason=f"retention: {period} after the last request kept as a collision or rejection", actor=actor)
                     report.erased.append(subject)
                 continue
@@ -95,7 +97,7 @@ class RetentionSweep:
             if customer.hold is not None:
                 report.held[subject] = customer.hold
                 continue
-            self.erasure.erase_customer(subject, reason=f"retention: {period} after the last case ended ({last:%Y-%m-%d})",
+            self.erasure.destroy_keys(subject, reason=f"retention: {period} after the last case ended ({last:%Y-%m-%d})",
                                 actor=actor)
             report.erased.append(subject)
         return report

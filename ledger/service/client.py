@@ -208,7 +208,8 @@ class LedgerClient:
     def erase_customer(self, who: str, *, reason: str, actor: Actor | None = None) -> ErasureReport:
         answer = self._call("erase_customer", {"reason": reason}, customer=self._customer(who))
         return ErasureReport(customer_id=answer["customer_id"], erased_at=datetime.fromisoformat(answer["erased_at"]),
-                             key_ids=answer["key_ids"], already_erased=answer["already_erased"])
+                             key_ids=answer["key_ids"], already_erased=answer["already_erased"],
+                             pending=answer.get("pending"))
 
     def place_legal_hold(self, who: str, *, reason: str, actor: Actor | None = None) -> None:
         self._call("place_legal_hold", {"reason": reason}, customer=self._customer(who))
