@@ -38,7 +38,7 @@ from caseledger.ledger.privacy.holds import LegalHolds
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 from caseledger.ledger.privacy.retention_sweep import RetentionReport, RetentionSweep
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store_ports import PrincipalRow
+from caseledger.ledger.store_ports import IDEMPOTENCY_WINDOW, PrincipalRow
 from caseledger.ledger.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -178,6 +178,8 @@ class CaseLedger(LedgerCore):
         """
         report = self.cases.record_missed_deadlines(actor=actor, references=references, batch_size=batch_size)
         retention = self.retention.apply_retention(actor=actor) if skip_retention is None else RetentionReport()
+        # The service's idempotency answers past their window go too (quoting requests, they are personal data).
+        self.storage.idempotency().purge_idempotency(report.now - IDEMPOTENCY_WINDOW)
         return dataclasses.replace(report, retention=retention, retention_skipped=skip_retention,
                                    erasure_pending=self.erasure.forget_destroyed())
 

@@ -431,6 +431,13 @@ class IdempotencyContract(StorageContract):
         assert store.restart_idempotency("k2", stale.created_at, now)
         assert not store.restart_idempotency("k2", stale.created_at, now)
 
+    def test_rows_past_their_window_are_purged(self, store: IdempotencyStore) -> None:
+        now = datetime.now(UTC)
+        assert store.insert_idempotency("old", b"d" * 32, now - timedelta(hours=25))
+        assert store.insert_idempotency("new", b"d" * 32, now)
+        assert store.purge_idempotency(now - timedelta(hours=24)) == 1
+        assert store.select_idempotency("old") is None and store.select_idempotency("new") is not None
+
     def test_answers_stored_with_their_events_are_read_many_at_once(self, ledger: CaseLedger,
                                                                      store: IdempotencyStore) -> None:
         answered = [store.answered_idempotency(f"key-{n}", b"d" * 32, 201, f'{{"n": {n}}}', NOW) for n in range(250)]
