@@ -9,6 +9,7 @@ schema, and text ids. ``LedgerRecorderContract`` adds what the ledger needs beyo
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,6 +31,13 @@ from caseledger.ledger.store_ports import LedgerRecorder
 # -- the backends ------------------------------------------------------------------------------------
 
 
+def _join_threads_started_since(before: set[threading.Thread]) -> None:
+    """eventsourcing's concurrency tests stop their reader threads without joining them: closing the connections
+    under a thread still inside sqlite3 crashed the whole test process (a segfault, seen twice under load)."""
+    for thread in set(threading.enumerate()) - before:
+        thread.join(30)
+
+
 class SQLiteFileStore:
     """A ``SQLiteLedgerRecorder`` on a new SQLite file for each test."""
 
@@ -38,7 +46,9 @@ class SQLiteFileStore:
     @pytest.fixture(autouse=True)
     def _sqlite_file(self, tmp_path: Path) -> Iterator[None]:
         self.datastore = SQLiteDatastore(str(tmp_path / "store.sqlite"), lock_timeout=30)
+        before = set(threading.enumerate())
         yield
+        _join_threads_started_since(before)
         self.datastore.close()
 
     def create_recorder(self) -> SQLiteLedgerRecorder:
@@ -68,7 +78,9 @@ class PostgresStore:
             env["POSTGRES_PASSWORD"], pool_size=self.pool_size, lock_timeout=10, schema=self.schema,
             originator_id_type=self.originator_id_type,
         )
+        before = set(threading.enumerate())
         yield
+        _join_threads_started_since(before)
         self.datastore.close()
 
     def create_recorder(self) -> PostgresLedgerRecorder:
