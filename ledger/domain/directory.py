@@ -89,6 +89,7 @@ class ChannelMessage(Aggregate):
 
     @staticmethod
     def id_for(channel: Channel, channel_message_id: str) -> UUID:
+        """The name-based id registrations had before they were keyed (intake's ``message_id_for`` names new ones)."""
         return name_id(f"message:{channel.value}:{channel_message_id}")
 
     @classmethod
@@ -106,10 +107,12 @@ class ChannelMessage(Aggregate):
         ctx: Context,
         intake_signature: str | None = None,
         signed_record: bytes = b"",
+        message_id: UUID | None = None,
     ) -> ChannelMessage:
+        """A new registration, under ``message_id`` (keyed, see ``Pseudonyms``; name-based when not given)."""
         return cls._create(
             cls.MessageRegistered,
-            id=cls.id_for(channel, channel_message_id),
+            id=message_id or cls.id_for(channel, channel_message_id),
             case_id=case_id,
             channel_message_id=channel_message_id,
             reference=reference,
