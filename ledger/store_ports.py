@@ -127,10 +127,6 @@ class DataKeyStore(Protocol):
         """Insert a key with a fixed id in its own transaction, unless another writer did first."""
         ...
 
-    def insert_absent(self, rows: Sequence[DataKeyRow]) -> None:
-        """Insert keys with fixed ids in one transaction, each unless another writer did first."""
-        ...
-
     def delete(self, key_ids: Sequence[str]) -> None:
         """Delete these rows for good, and scrub what freed them (lookup secrets of an erased customer)."""
         ...

@@ -38,6 +38,7 @@ class DataKeys:
         self._new: set[str] = set()  # subjects known to have no key yet (a new customer): no lookup
         self._lookups: dict[str, bytes] = {}  # lookup id → its secret, for one batch like the keys
         self._no_lookup: set[str] = set()  # lookup ids known to have no secret, for one batch too
+        self._unsaved_lookups: dict[str, DataKeyRow] = {}  # made in this batch, saved with its events or dropped
 
     def __repr__(self) -> str:
         return f"DataKeys({len(self._ciphers)} cached, key-encryption key {self.kek.key_id})"
@@ -87,12 +88,13 @@ class DataKeys:
         return key_id
 
     def unsaved(self) -> list[DataKeyRow]:
-        """Keys made since the last save: the recorder stores them with the events."""
-        return list(self._unsaved.values())
+        """Keys and lookup secrets made since the last save: the recorder stores them with the events."""
+        return [*self._unsaved.values(), *self._unsaved_lookups.values()]
 
     def saved(self, rows: Iterable[DataKeyRow]) -> None:
         for row in rows:
             self._unsaved.pop(row.key_id, None)
+            self._unsaved_lookups.pop(row.key_id, None)
 
     def ledger_secret(self, subject: str) -> bytes:
         """The ledger's own never-erased key for ``subject`` (e.g. its pseudonyms), made once for good.
@@ -124,24 +126,26 @@ class DataKeys:
     def lookup_secrets(self, lookup_ids: Iterable[str], *, make: bool = False) -> dict[str, bytes]:
         """The secrets stored under these lookup ids, in one query; with ``make``, a new one where none is.
 
-        A new secret is inserted in a transaction of its own, unless another writer did first (then
-        theirs is read back), so every process agrees on it before anything is recorded under it.
+        A new secret is stored with the transaction's events, like a new key (:meth:`unsaved`): should
+        another writer store one under the same id first, that transaction fails with a conflict, and
+        its retry reads theirs, so nothing is ever recorded under a secret that was not kept.
         """
         ids = list(dict.fromkeys(lookup_ids))
-        wanted = [i for i in ids if i not in self._lookups and (make or i not in self._no_lookup)]
+        wanted = [i for i in ids if i not in self._lookups and i not in self._no_lookup]
         if wanted:
-            self._learn_lookups(self.table.by_ids([i for i in wanted if i not in self._no_lookup]))
-            missing = [i for i in wanted if i not in self._lookups]
-            self._no_lookup.update(missing)
-            if missing and make:
-                created = self.clock().isoformat()
-                self.table.insert_absent([
-                    DataKeyRow(key_id=i, subject=LOOKUP_SUBJECT, kek_id=self.kek.key_id, created_at=created,
-                               wrapped=self.kek.wrap(secrets.token_bytes(32), key_id=i, subject=LOOKUP_SUBJECT))
-                    for i in missing
-                ])
-                self._learn_lookups(self.table.by_ids(missing))
-                self._no_lookup.difference_update(missing)
+            self._learn_lookups(self.table.by_ids(wanted))
+            self._no_lookup.update(i for i in wanted if i not in self._lookups)
+        if make:
+            created = self.clock().isoformat()
+            for i in ids:
+                if i not in self._lookups:
+                    secret = secrets.token_bytes(32)
+                    self._unsaved_lookups[i] = DataKeyRow(
+                        key_id=i, subject=LOOKUP_SUBJECT, kek_id=self.kek.key_id, created_at=created,
+                        wrapped=self.kek.wrap(secret, key_id=i, subject=LOOKUP_SUBJECT),
+                    )
+                    self._lookups[i] = secret
+                    self._no_lookup.discard(i)
         return {i: self._lookups[i] for i in ids if i in self._lookups}
 
     def _learn_lookups(self, rows: Iterable[DataKeyRow]) -> None:
@@ -203,6 +207,7 @@ class DataKeys:
         self._new = set()
         self._lookups = {}
         self._no_lookup = set()
+        self._unsaved_lookups = {}  # not saved with the events they named: those were not saved either
 
     # -- erasing and rotating -----------------------------------------------------------------------
 

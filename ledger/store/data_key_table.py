@@ -111,19 +111,6 @@ class KeyTable:
                 (row.key_id, row.subject, row.kek_id, row.wrapped, row.created_at, row.destroyed_at),
             )
 
-    def insert_absent(self, rows: Sequence[DataKeyRow]) -> None:
-        """Insert keys with fixed ids in one transaction of their own, each unless another writer did first."""
-        if not rows:
-            return
-        p = self.p
-        with self.datastore.transaction(commit=True) as curs:
-            for row in rows:
-                curs.execute(
-                    f"INSERT INTO {self.table} ({_COLUMNS}) VALUES ({p}, {p}, {p}, {p}, {p}, {p}) "
-                    "ON CONFLICT (key_id) DO NOTHING",
-                    (row.key_id, row.subject, row.kek_id, row.wrapped, row.created_at, row.destroyed_at),
-                )
-
     def delete(self, key_ids: Sequence[str]) -> None:
         """Delete these rows, for good: no trace of their ids is left (lookup secrets, docs/privacy.md)."""
         if not key_ids:
