@@ -81,7 +81,8 @@ class Lookups:
             if claim is not None:
                 return claim.customer_id  # type: ignore[no-any-return]
         raise NotFound(
-            f"no customer known as {who!r}; give a customer id or an identity such as email:jane@example.com"
+            f"no customer known as {who!r}; give a customer id or an identity such as email:jane@example.com "
+            "(an erased customer is found by their customer id only)"
         )
 
     def _forget(self) -> None:

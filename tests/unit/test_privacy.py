@@ -195,7 +195,8 @@ def test_rotating_the_key_encryption_key_through_the_cli_keeps_everything_readab
     assert refused.exit_code != 0 and "never overwritten" in refused.output
     rotated = runner.invoke(app, [*base, "keys", "rotate-kek", "--new", str(tmp_path / "new.kek")])
     assert rotated.exit_code == 0, rotated.output
-    assert "Rewrapped 2 data key(s)" in rotated.output  # the customer's and the ledger's pseudonym key
+    # the customer's, the ledger's pseudonym key, and the lookup secrets of her identity and channel message
+    assert "Rewrapped 4 data key(s)" in rotated.output
     new_key = (tmp_path / "new.kek").read_text().strip()
     assert old_key not in rotated.output and new_key not in rotated.output
     stale = runner.invoke(app, [*base, "history", str(JANE), "--json"])
@@ -208,7 +209,10 @@ def test_rotating_the_key_encryption_key_through_the_cli_keeps_everything_readab
     assert [k["destroyed_at"] for k in info["keys"]] == [None] and "wrapped" not in keys.stdout
     erased = runner.invoke(app, [*base, "customer", "erase", str(JANE), "--reason", "art. 17", "--json"])
     assert erased.exit_code == 0 and json.loads(erased.stdout)["erased"]
-    again = runner.invoke(app, [*base, "customer", "erase", str(JANE), "--reason", "art. 17"])
+    # Issue 24: once erased, nothing is found from her identity any more; her customer id still answers.
+    by_identity = runner.invoke(app, [*base, "customer", "erase", str(JANE), "--reason", "art. 17"])
+    assert by_identity.exit_code == 2 and "customer id only" in by_identity.output
+    again = runner.invoke(app, [*base, "customer", "erase", info["customer_id"], "--reason", "art. 17"])
     assert again.exit_code == 0 and "already erased" in again.output
 
 

@@ -198,7 +198,10 @@ def keyed_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ca
     copy = tmp_path / "old.sqlite"
     shutil.copy(WRITTEN_WITH_PSEUDONYMS, copy)
     monkeypatch.delenv("CASELEDGER_KEK", raising=False)
-    monkeypatch.setenv("CASELEDGER_KEK_FILE", str(WRITTEN_WITH_PSEUDONYMS.with_name(WRITTEN_WITH_PSEUDONYMS.name + ".kek")))
+    kek = tmp_path / "old.kek"
+    shutil.copy(WRITTEN_WITH_PSEUDONYMS.with_name(WRITTEN_WITH_PSEUDONYMS.name + ".kek"), kek)
+    kek.chmod(0o600)
+    monkeypatch.setenv("CASELEDGER_KEK_FILE", str(kek))
     ledger = CaseLedger(ledger_settings(database=str(copy)))
     yield ledger
     ledger.close()
