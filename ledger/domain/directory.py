@@ -1,7 +1,8 @@
 """Directory aggregates: how a case is found by channel message, customer or identity.
 
-Each is a name-based aggregate (its id is a UUID5 of what it indexes), created in the same
-transaction as the case events it points to. Two concurrent writers of the same channel
+Each is a name-based aggregate (its id is a UUID5 of what it indexes; for an identity claim and a
+channel message, of a keyed hash of it, see ``caseledger.ledger.privacy.pseudonyms``), created in
+the same transaction as the case events it points to. Two concurrent writers of the same channel
 message therefore collide on the store's unique (id, version) key: one wins, the other is
 told the message is already recorded. That is what makes intake idempotent on
 (channel, channel message id) without a separate lock.
