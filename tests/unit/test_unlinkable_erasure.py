@@ -170,21 +170,6 @@ def test_an_erased_customer_who_returns_is_a_new_customer(ledger: CaseLedger) ->
     ledger.respond(back.reference, actor=AGENT, body="Done.", answers=ledger.get_case(back.reference).open_item_ids())
 
 
-def test_two_writers_of_one_new_identity_agree_on_its_secret(db: str) -> None:
-    """A secret is stored with the events it names: the writer that stored second retries and reads the first's."""
-    one, two = CaseLedger(ledger_settings(database=db)), CaseLedger(ledger_settings(database=db))
-    try:
-        assert two.customer_id_for(PHONE)  # made by the second writer, not stored yet
-        first = one.record_contact(CALL_ME)  # the first stores its own
-        second = two.record_contact(ContactDraft(channel="sms", channel_message_id="sms-2", identity=PHONE,
-                                                 items=("Call me back",)))
-        assert second.customer_id == first.customer_id
-        assert [c.reference for c in two.cases_of(str(PHONE))] == [first.reference, second.reference]
-    finally:
-        one.close()
-        two.close()
-
-
 # -- (e) ledgers of earlier releases ------------------------------------------------------------------------------
 
 WRITTEN_WITH_PSEUDONYMS = Path(__file__).parents[1] / "data" / "ledger-written-by-0.2-with-keyed-pseudonyms.sqlite"
