@@ -159,11 +159,14 @@ class ContactIntake:
     def contact_lookups(self, draft: ContactDraft) -> set[UUID]:
         """The aggregates ``record_contact`` loads for ``draft``: a batch prefetches them in one query (and the
         lookup secrets of all its drafts in one before, :meth:`Pseudonyms.prefetch`)."""
-        ids = {*self.pseudonyms.message_ids_for(draft.channel, draft.channel_message_id),
-               *self.pseudonyms.claim_ids_for(draft.identity)}
-        customer_id = draft.customer_id or self.pseudonyms.known_customer_id_for(draft.identity)
-        if customer_id:
-            ids.add(Customer.id_for(customer_id))
+        # A secret made now names what cannot exist yet: the prefetch learns so without a query per contact.
+        # (Made for a contact that turns out to be refused, it is stored with the batch all the same: it
+        # names nothing, and an erasure of the identity deletes it like the others.)
+        pseudonyms = self.pseudonyms
+        ids = {pseudonyms.message_id_for(draft.channel, draft.channel_message_id), pseudonyms.claim_id_for(draft.identity),
+               *pseudonyms.message_ids_for(draft.channel, draft.channel_message_id),
+               *pseudonyms.claim_ids_for(draft.identity),
+               Customer.id_for(draft.customer_id or pseudonyms.customer_id_for(draft.identity))}
         if draft.case_reference:
             ids.add(case_id_for(normalise_reference(draft.case_reference)))
         return ids

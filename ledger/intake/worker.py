@@ -283,7 +283,8 @@ class KafkaIntakeWorker:
         ids: set[Any] = set()
         drafts = [m for m in decoded if isinstance(m, ContactDraft)]
         if drafts:  # every draft's lookup secrets in one query, then its aggregates with the others'
-            self.ledger.pseudonyms.prefetch([d.identity for d in drafts], [(d.channel, d.channel_message_id) for d in drafts])
+            self.ledger.pseudonyms.prefetch([d.identity for d in drafts], [(d.channel, d.channel_message_id) for d in drafts],
+                                            make=True)
         for message in decoded:
             if isinstance(message, ContactDraft):
                 ids.update(self.ledger.intake.contact_lookups(message))

@@ -148,6 +148,10 @@ class DataKeys:
                     self._no_lookup.discard(i)
         return {i: self._lookups[i] for i in ids if i in self._lookups}
 
+    def lookup_secret_in_memory(self, lookup_id: str) -> bytes | None:
+        """The secret under ``lookup_id`` if this batch read or made it already (no query)."""
+        return self._lookups.get(lookup_id)
+
     def _learn_lookups(self, rows: Iterable[DataKeyRow]) -> None:
         for row in rows:
             if row.wrapped is not None and row.subject == LOOKUP_SUBJECT:

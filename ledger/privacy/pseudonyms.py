@@ -49,6 +49,7 @@ class Pseudonyms:
 
     def __init__(self, core: LedgerCore) -> None:
         self.core = core
+        self._lookup_ids: dict[str, str] = {}  # what the ledger's key gives (it alone finds nothing): kept
 
     # -- the ledger's key and what this ledger held before ----------------------------------------------
 
@@ -76,7 +77,14 @@ class Pseudonyms:
 
     def _lookup_id(self, kind: str, value: str) -> str:
         """Where the secret of ``value`` is kept: what the ledger's key alone computes, and all it computes."""
-        return "lookup:" + hmac.new(self._pseudonym_key, f"{kind}\n{value}".encode(), hashlib.sha256).hexdigest()[:32]
+        name = f"{kind}\n{value}"
+        lookup_id = self._lookup_ids.get(name)
+        if lookup_id is None:  # one contact asks several times
+            if len(self._lookup_ids) >= 10_000:
+                self._lookup_ids.clear()
+            lookup_id = "lookup:" + hmac.new(self._pseudonym_key, name.encode(), hashlib.sha256).hexdigest()[:32]
+            self._lookup_ids[name] = lookup_id
+        return lookup_id
 
     @staticmethod
     def _identity_value(identity: Identity) -> tuple[str, str]:
@@ -93,12 +101,15 @@ class Pseudonyms:
         return {value: found[i] for value, i in ids.items() if i in found}
 
     def _secret(self, value: tuple[str, str], *, make: bool) -> bytes | None:
-        return self._secrets([value], make=make).get(value)
+        known = self.core.data_keys.lookup_secret_in_memory(self._lookup_id(*value))
+        return known if known is not None else self._secrets([value], make=make).get(value)
 
-    def prefetch(self, identities: Iterable[Identity] = (), messages: Iterable[Message] = ()) -> None:
-        """Read the secrets of these identities and channel messages in one query (a batch of contacts)."""
+    def prefetch(self, identities: Iterable[Identity] = (), messages: Iterable[Message] = (), *,
+                 make: bool = False) -> None:
+        """Read the secrets of these identities and channel messages in one query (a batch of contacts);
+        ``make``: make those that have none (stored with the batch's events)."""
         self._secrets([*map(self._identity_value, identities), *(self._message_value(*m) for m in messages)],
-                      make=False)
+                      make=make)
 
     # -- customers and identity claims ----------------------------------------------------------------
 
