@@ -157,7 +157,8 @@ def test_erase_says_pending_while_a_reader_keeps_the_key_bytes_in_the_file_and_t
         answer = json.loads(erased.stdout)
         assert answer["erased"] is False and answer["key_ids"] and "caseledger tick" in answer["pending"]
         assert any(w in files() for w in wrapped)  # what the answer admits: the bytes are still there
-        told = runner.invoke(app, [*base, "customer", "erase", str(JANE), "--reason", "art. 17"])
+        # once erased, she is found by her customer id only (issue 24, links)
+        told = runner.invoke(app, [*base, "customer", "erase", answer["customer_id"], "--reason", "art. 17"])
         assert "not yet erased" in " ".join(told.output.split())
         pending_tick = json.loads(runner.invoke(app, [*base, "tick", "--json"]).stdout)
         assert "caseledger tick" in pending_tick["erasure_pending"]
