@@ -28,6 +28,7 @@ from caseledger.ledger.domain.directory import (
     case_id_for,
 )
 from caseledger.ledger.domain.events import LedgerEvent
+from caseledger.ledger.domain.personal import ERASED
 from caseledger.ledger.domain.values import Actor, ActorKind, Channel, Identity
 from caseledger.ledger.errors import NotFound, ValidationError
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
@@ -57,7 +58,10 @@ class Lookups:
     def find_by_message(self, channel: Channel | str, channel_message_id: str) -> Case:
         """The case a channel message was recorded on."""
         ch = Channel.parse(channel)
-        message = self.core.get_optional(ChannelMessage.id_for(ch, channel_message_id))
+        try:
+            message = self.pseudonyms.find_message(ch, channel_message_id)
+        finally:
+            self._forget()
         if message is None:
             raise NotFound(f"no contact was recorded for {ch.value} message {channel_message_id!r}")
         return self.get_case(message.reference)
@@ -71,13 +75,21 @@ class Lookups:
         except ValidationError:
             identity = None
         if identity is not None:
-            claim = self.pseudonyms.find_claim(identity)
+            try:
+                claim = self.pseudonyms.find_claim(identity)
+            finally:
+                self._forget()
             if claim is not None:
                 return claim.customer_id  # type: ignore[no-any-return]
         raise NotFound(
             "no customer known by the customer id or identity given (field customer); give a customer id (cus-…) "
-            "or an identity such as email:jane@example.com"
+            "or an identity such as email:jane@example.com (an erased customer is found by their customer id only)"
         )
+
+    def _forget(self) -> None:
+        """A read keeps no lookup secret in memory: erased in another process, it must find nothing here either."""
+        if not self.core.in_unit_of_work:
+            self.core.data_keys.forget()
 
     def acting_as(self, customer_id: str, actor: Actor) -> Actor:
         """``actor`` as recorded on ``customer_id``'s data: a customer acting is named by their customer id
@@ -117,14 +129,20 @@ class Lookups:
             ids: list[UUID] = [customer.id]
             ids += [c for i in customer.identities for c in self.pseudonyms.claim_ids_for(Identity.parse(i))]
             ids += [UUID(c) for c in customer.erased_claims]  # identities that read [erased] now
-            for ref in customer.cases:
-                case = self.get_case(ref)
-                ids.append(case.id)
-                ids += [
-                    ChannelMessage.id_for(Channel(c.channel), c.channel_message_id) for c in case.contacts.values()
-                ]
+            self._forget()
             events: list[Any] = []
-            for aggregate_id in ids:
+            for ref in customer.cases:
+                case_events = list(self.core.events.get(self.get_case(ref).id))
+                events += case_events
+                # A contact's events are correlated by its registration's id (keyed: found even once the
+                # channel message id reads [erased]); registrations of earlier releases by the message id.
+                for e in case_events:
+                    if type(e).__name__ == "ContactReceived":
+                        ids.append(e.correlation_id)
+                        if e.channel_message_id != ERASED and not e.channel_message_id.startswith("enc:"):
+                            ids.append(ChannelMessage.id_for(Channel(str(e.channel)), e.channel_message_id))
+            events = [e for e in events if e.customer_id == customer_id]
+            for aggregate_id in dict.fromkeys(ids):
                 events.extend(
                     e for e in self.core.events.get(aggregate_id) if e.customer_id == customer_id  # type: ignore[attr-defined]
                 )

@@ -127,6 +127,10 @@ class DataKeyStore(Protocol):
         """Insert a key with a fixed id in its own transaction, unless another writer did first."""
         ...
 
+    def delete(self, key_ids: Sequence[str]) -> None:
+        """Delete these rows (lookup secrets of an erased customer); ``forget_destroyed`` removes the copies."""
+        ...
+
     def destroy(self, key_ids: Sequence[str], *, at: datetime) -> None:
         """Overwrite the wrapped bytes of these keys in their rows (and what the update frees)."""
         ...

@@ -226,13 +226,18 @@ def bench_intake(
     # After the run (so that it takes no CPU from the measured services): when did each contact
     # reach the events topic? Its ContactReceived record's timestamp is the publisher's send time,
     # a few milliseconds before the transaction holding it commits.
-    latencies = sorted((arrival - sent_at[message_id]) * 1000 for message_id, arrival in
-                       _contacts_on_topic(settings).items() if message_id in sent_at)
-    if len(latencies) < contacts:
-        raise RuntimeError(f"only {len(latencies)} of {contacts} contacts were found on the events topic")
     probe = CaseLedger(LedgerSettings.resolve(database=db, settings=environment()))
-    events_stored = probe.recorder.max_notification_id() or 0
-    probe.close()
+    try:
+        # The topic carries channel message ids sealed (docs/privacy.md): the bench opens them with the ledger's keys.
+        arrivals = _contacts_on_topic(settings)
+        opened = probe.reveal(list(arrivals))
+        latencies = sorted((arrivals[token] - sent_at[message_id]) * 1000 for token, message_id in
+                           zip(arrivals, opened, strict=True) if message_id in sent_at)
+        if len(latencies) < contacts:
+            raise RuntimeError(f"only {len(latencies)} of {contacts} contacts were found on the events topic")
+        events_stored = probe.recorder.max_notification_id() or 0
+    finally:
+        probe.close()
     baseline = baseline_write_rate(base_db if database is None else db)
     tmp.cleanup()
     seconds = end - start
@@ -277,7 +282,7 @@ def start_services(
 
 
 def _contacts_on_topic(settings: Any) -> dict[str, float]:
-    """Channel message id → timestamp (s) of its ContactReceived record, for the whole events topic."""
+    """Channel message id (as sealed) → timestamp (s) of its ContactReceived record, for the whole events topic."""
     from caseledger.ledger.avro.codec import AvroEventCodec
     from caseledger.ledger.kafka.events_record import event_type_of
     from caseledger.ledger.kafka.ports import ReadRecord

@@ -452,6 +452,9 @@ def bench_lag(
     follower = threading.Thread(target=follow, daemon=True)
     follower.start()
     sent: dict[str, float] = {}
+    # Events carry channel message ids sealed (docs/privacy.md): the follower keeps them as it saw them, and
+    # this thread opens them with the ledger's keys only while it waits (the warm-up, the tail).
+    opener = _SealedIds(db)
     try:
         contacts = int(rate * seconds)
         with KafkaIntakeClient(settings, adapter="bench-lag", producer=producer) as client:
@@ -466,12 +469,12 @@ def bench_lag(
                 covered.add(client.submit(draft).partition)
                 warm.add(draft.channel_message_id)
             ready = time.monotonic() + 120
-            while not warm <= set(seen) and time.monotonic() < ready and not failures:
+            while not warm <= opener.opened(seen) and time.monotonic() < ready and not failures:
                 if any(s.poll() is not None for s in services):
                     raise RuntimeError("a benchmarked service died:\n" + "\n".join(
                         log.read_text(errors="replace")[-1500:] for log in logs))
                 time.sleep(0.05)
-            if not warm <= set(seen):
+            if not warm <= opener.opened(seen):
                 raise RuntimeError("the services did not start within 120 s: no warm-up contact reached case state")
         say("services warm; publishing at a steady rate")
         # The steady publisher is a process of its own, like a channel adapter: in this one it
@@ -492,7 +495,7 @@ def bench_lag(
         sent.update(published["sent"])
         published_for = published["seconds"]
         deadline = time.monotonic() + 60
-        while not set(sent) <= set(seen) and time.monotonic() < deadline and not failures:
+        while not set(sent) <= opener.opened(seen) and time.monotonic() < deadline and not failures:
             if any(s.poll() is not None for s in services):
                 raise RuntimeError("a benchmarked service died:\n" + "\n".join(
                     log.read_text(errors="replace")[-1500:] for log in logs))
@@ -511,6 +514,8 @@ def bench_lag(
                 service.kill()
         source.close()
         views.close()
+        seen, recorded = opener.by_message_id(seen), opener.by_message_id(recorded)
+        opener.close()
         tmp.cleanup()
     latencies = [(seen[m] - at) * 1000 for m, at in sent.items() if m in seen]
     downstream = [(seen[m] - recorded[m]) * 1000 for m in sent if m in seen]
@@ -533,6 +538,31 @@ def bench_lag(
         projection_batch_p50_ms=statistics.median(batch_ms), projection_batch_p99_ms=percentile(batch_ms, 0.99),
         intake_workers=workers, consumer=consumer, producer=producer, per_second=per_second,
     )
+
+
+class _SealedIds:
+    """Channel message ids as the events topic carries them (sealed), opened with the bench ledger's keys."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.ids: dict[str, str] = {}  # sealed → opened
+        self._ledger: Any = None
+
+    def opened(self, sealed: dict[str, float]) -> set[str]:
+        new = [t for t in list(sealed) if t not in self.ids]
+        if new:
+            if self._ledger is None:
+                self._ledger = CaseLedger(LedgerSettings.resolve(database=self.database, settings=environment()))
+            self.ids.update(zip(new, self._ledger.reveal(new), strict=True))
+        return set(self.ids.values())
+
+    def by_message_id(self, sealed: dict[str, float]) -> dict[str, float]:
+        self.opened(sealed)
+        return {self.ids[t]: at for t, at in sealed.items()}
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
 
 
 def steady_publisher_main() -> None:

@@ -1,7 +1,8 @@
 """Directory aggregates: how a case is found by channel message, customer or identity.
 
-Each is a name-based aggregate (its id is a UUID5 of what it indexes), created in the same
-transaction as the case events it points to. Two concurrent writers of the same channel
+Each is a name-based aggregate (its id is a UUID5 of what it indexes; for an identity claim and a
+channel message, of a keyed hash of it, see ``caseledger.ledger.privacy.pseudonyms``), created in
+the same transaction as the case events it points to. Two concurrent writers of the same channel
 message therefore collide on the store's unique (id, version) key: one wins, the other is
 told the message is already recorded. That is what makes intake idempotent on
 (channel, channel message id) without a separate lock.
@@ -89,6 +90,7 @@ class ChannelMessage(Aggregate):
 
     @staticmethod
     def id_for(channel: Channel, channel_message_id: str) -> UUID:
+        """The name-based id registrations had before they were keyed (intake's ``message_id_for`` names new ones)."""
         return name_id(f"message:{channel.value}:{channel_message_id}")
 
     @classmethod
@@ -106,10 +108,12 @@ class ChannelMessage(Aggregate):
         ctx: Context,
         intake_signature: str | None = None,
         signed_record: bytes = b"",
+        message_id: UUID | None = None,
     ) -> ChannelMessage:
+        """A new registration, under ``message_id`` (keyed, see ``Pseudonyms``; name-based when not given)."""
         return cls._create(
             cls.MessageRegistered,
-            id=cls.id_for(channel, channel_message_id),
+            id=message_id or cls.id_for(channel, channel_message_id),
             case_id=case_id,
             channel_message_id=channel_message_id,
             reference=reference,

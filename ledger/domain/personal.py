@@ -9,7 +9,7 @@ element of an array or every value of a map.
 Kept in clear, because audit, deadlines and metrics need them and they say nothing of the customer
 by themselves: the envelope (ids, versions, times, the actor, the channel, correlation and
 causation, the previous hash), statuses, kinds and categories, segments, deadlines, handles
-(Q1, P1, contact and message ids, references), hashes (attachment SHA-256s, content digests),
+(Q1, P1, contact ids, references), content digests (keyed: an erasure deletes their key),
 sizes and media types, rule and action names, assignees and teams (staff, not customers), and the
 template ids, versions and the locale a text was written in, and the reasons of an erasure or a legal hold (what the ledger must keep proving after the data is gone:
 write no personal data there). ``docs/privacy.md`` lists the same with the threat model.
@@ -33,6 +33,9 @@ PERSONAL_FIELDS: Final[dict[str, tuple[Path, ...]]] = {
     # what the customer wrote, and how they are reached
     "ContactReceived": (
         ("identity", "value"), ("subject",), ("body",), ("items", "*", "text"), ("attachments", "*", "filename"),
+        # where the customer's files are and their digests: a Message-ID or a file path names the sender's
+        # host or account, and a file's SHA-256 confirms a guess of the file
+        ("channel_message_id",), ("attachments", "*", "ref"), ("attachments", "*", "sha256"),
     ),
     "CaseOpened": (("subject",),),
     "CustomerRegistered": (("identity", "value"),),
@@ -65,8 +68,9 @@ PERSONAL_FIELDS: Final[dict[str, tuple[Path, ...]]] = {
     "EscalatedToHuman": (("reason",),),
     # requests kept as received: their bytes, and a reason that may quote them
     "IntakeRejected": (("raw",), ("reason",)),
-    "MessageIdCollided": (("raw",),),
-    "MessageRegistered": (("signed_record",),),  # the signed intake record (its signature stays in clear)
+    "MessageIdCollided": (("raw",), ("channel_message_id",)),
+    # the signed intake record (its signature stays in clear) and the channel's id of the message
+    "MessageRegistered": (("signed_record",), ("channel_message_id",)),
 }
 """Event type → the paths of its fields that hold personal data."""
 

@@ -8,6 +8,7 @@ kept for an event are its Avro encoding.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -272,21 +273,23 @@ class ContactDraft:
         if self.category is not None:
             object.__setattr__(self, "category", self.category.strip().lower() or None)
 
-    def content_digest(self) -> str:
+    def content_digest(self, key: bytes | None = None) -> str:
         """The digest that tells a resubmission of this request from another request (see :func:`content_digest`)."""
         return content_digest(
             identity=str(self.identity), subject=self.subject, items=self.items, body=self.body,
-            attachment_sha256s=(a.sha256 for a in self.attachments),
+            attachment_sha256s=(a.sha256 for a in self.attachments), key=key,
         )
 
 
 CONTENT_DIGEST_VERSION = "v1"
+KEYED_CONTENT_DIGEST_VERSION = "v2"
 
 
 def content_digest(
-    *, identity: str, subject: str, items: Iterable[str], body: str, attachment_sha256s: Iterable[str]
+    *, identity: str, subject: str, items: Iterable[str], body: str, attachment_sha256s: Iterable[str],
+    key: bytes | None = None,
 ) -> str:
-    """What makes two submissions of one channel message *the same request*: ``v1:`` + SHA-256.
+    """What makes two submissions of one channel message *the same request*: ``v2:`` + HMAC-SHA-256 under ``key``.
 
     Covered: who sent it (the identity), the subject, the items in order, the body (line endings
     and white space at line ends folded, as form plugins and mail gateways change them) and the
@@ -294,18 +297,24 @@ def content_digest(
     when it was sent, the category, segment or metadata an adapter attaches — a resubmission after
     a session timeout changes those without being another request. Each part is hashed with its
     length, so no two different requests share an encoding.
+
+    ``key`` is the sender identity's lookup secret, which an erasure deletes: a short request
+    ("Call me back") from a phone number is a guessable text, and an unkeyed hash of it gives the
+    number back to whoever tries every neighbour (docs/privacy.md). Without ``key``: ``v1:`` and
+    plain SHA-256, as registrations of earlier releases were made and are compared.
     """
     if "\r" in body:
         body = body.replace("\r\n", "\n").replace("\r", "\n")
     body = _LINE_END_BLANKS.sub("\n", body.strip())
     texts = [i.strip() for i in items]
     attachments = sorted(a.lower() for a in attachment_sha256s)
-    digest = hashlib.sha256(_DIGEST_PREFIX)
+    digest = hashlib.sha256(_DIGEST_PREFIX) if key is None else hmac.new(key, _DIGEST_PREFIX, hashlib.sha256)
     for part in (identity, subject.strip(), str(len(texts)), *texts, body, *attachments):
         data = part.encode()
         digest.update(len(data).to_bytes(4, "big"))
         digest.update(data)
-    return f"{CONTENT_DIGEST_VERSION}:{digest.hexdigest()}"
+    version = CONTENT_DIGEST_VERSION if key is None else KEYED_CONTENT_DIGEST_VERSION
+    return f"{version}:{digest.hexdigest()}"
 
 
 _DIGEST_PREFIX = b"caseledger contact content v1\n"

@@ -31,7 +31,15 @@ from caseledger.ledger.domain.directory import (
     MessageCollision,
     case_id_for,
 )
-from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, ContactDraft, Identity, content_digest
+from caseledger.ledger.domain.values import (
+    KEYED_CONTENT_DIGEST_VERSION,
+    SYSTEM,
+    Actor,
+    ActorKind,
+    ContactDraft,
+    Identity,
+    content_digest,
+)
 from caseledger.ledger.errors import ConflictError, MessageIdCollision, RuleViolation
 from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
@@ -43,9 +51,15 @@ _CORRELATION_NS = uuid5(NAMESPACE_URL, "https://caseledger.invalid/correlation")
 MAX_CONTACT_ATTEMPTS = 12
 
 
-def _correlation(draft: ContactDraft) -> UUID:
-    """Every event that follows from one channel message shares this id."""
-    return uuid5(_CORRELATION_NS, f"{draft.channel.value}:{draft.channel_message_id}")
+def _correlation(draft: ContactDraft, message_id: UUID) -> UUID:
+    """Every event that follows from one channel message shares this id: its registration's (keyed) id.
+
+    Registrations of earlier releases had name-based ids and their events a correlation id anyone
+    computes from the channel message id; their resubmissions keep it.
+    """
+    if message_id == ChannelMessage.id_for(draft.channel, draft.channel_message_id):
+        return uuid5(_CORRELATION_NS, f"{draft.channel.value}:{draft.channel_message_id}")
+    return message_id
 
 
 def _as_customer(actor: Actor | None, customer_id: str) -> Actor:
@@ -111,8 +125,8 @@ class ContactIntake:
                 time.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
             try:
                 with self.core.command_scope():
-                    message_id = ChannelMessage.id_for(draft.channel, draft.channel_message_id)
-                    existing = self.core.get_optional(message_id)
+                    self.pseudonyms.prefetch([draft.identity], [(draft.channel, draft.channel_message_id)])
+                    existing = self.pseudonyms.find_message(draft.channel, draft.channel_message_id)
                     if existing is None:
                         return self._record_new_contact(
                             draft, actor=actor, source=source,
@@ -129,7 +143,7 @@ class ContactIntake:
                     if source is not None:
                         ctx = self.core.context(
                             SYSTEM, channel=draft.channel, occurred_at=draft.occurred_at,
-                            correlation_id=_correlation(draft), causation_id=source.event_id,
+                            correlation_id=_correlation(draft, existing.id), causation_id=source.event_id,
                         )
                         existing.trace_resubmission(source=str(source), ctx=ctx)
                         self.core.record(existing)
@@ -144,9 +158,16 @@ class ContactIntake:
         )
 
     def contact_lookups(self, draft: ContactDraft) -> set[UUID]:
-        """The aggregates ``record_contact`` loads for ``draft``: a batch prefetches them in one query."""
-        ids = {ChannelMessage.id_for(draft.channel, draft.channel_message_id), *self.pseudonyms.claim_ids_for(draft.identity),
-               Customer.id_for(draft.customer_id or self.pseudonyms.customer_id_for(draft.identity))}
+        """The aggregates ``record_contact`` loads for ``draft``: a batch prefetches them in one query (and the
+        lookup secrets of all its drafts in one before, :meth:`Pseudonyms.prefetch`)."""
+        # A secret made now names what cannot exist yet: the prefetch learns so without a query per contact.
+        # (Made for a contact that turns out to be refused, it is stored with the batch all the same: it
+        # names nothing, and an erasure of the identity deletes it like the others.)
+        pseudonyms = self.pseudonyms
+        ids = {pseudonyms.message_id_for(draft.channel, draft.channel_message_id), pseudonyms.claim_id_for(draft.identity),
+               *pseudonyms.message_ids_for(draft.channel, draft.channel_message_id),
+               *pseudonyms.claim_ids_for(draft.identity),
+               Customer.id_for(draft.customer_id or pseudonyms.customer_id_for(draft.identity))}
         if draft.case_reference:
             ids.add(case_id_for(normalise_reference(draft.case_reference)))
         return ids
@@ -169,7 +190,12 @@ class ContactIntake:
             return "identity", f"{where} was first recorded for another customer"
         if draft.case_reference is not None and normalise_reference(draft.case_reference) != message.reference:
             return "case", f"{where} was first recorded on another case than the one this request names"
-        if draft.content_digest() != (message.content_digest or self._legacy_digest(message)):
+        stored = message.content_digest
+        if stored.startswith(f"{KEYED_CONTENT_DIGEST_VERSION}:"):
+            digest = self.pseudonyms.content_digest_for(draft)
+        else:  # registered by an earlier release: an unkeyed digest, or none (then its contact's)
+            digest, stored = draft.content_digest(), stored or self._legacy_digest(message)
+        if digest != stored:
             return "content", (
                 f"{where} was first recorded with other content (sender identity, subject, items, body "
                 "or attachments differ)"
@@ -199,7 +225,7 @@ class ContactIntake:
         source: IntakeSource | None, raw: bytes | None,
     ) -> NoReturn:
         """Keep the colliding request (once) and refuse it; the error names only the request itself."""
-        digest = draft.content_digest()
+        digest = self.pseudonyms.content_digest_for(draft)
         collision_id = MessageCollision.id_for(
             draft.channel, draft.channel_message_id, content_digest=digest, customer_id=customer_id, source=source
         )
@@ -236,11 +262,12 @@ class ContactIntake:
     ) -> ContactOutcome:
         # Every check first: nothing is triggered until the contact is known to be acceptable.
         customer_id, claim = self._sender_of(draft)
+        message_id = self.pseudonyms.message_id_for(draft.channel, draft.channel_message_id)
         ctx = self.core.context(
             _as_customer(actor, customer_id),
             channel=draft.channel,
             occurred_at=draft.occurred_at,
-            correlation_id=_correlation(draft),
+            correlation_id=_correlation(draft, message_id),
             causation_id=source.event_id if source else None,
         )
         case: Case | None = None
@@ -290,13 +317,14 @@ class ContactIntake:
             in_writing=self.core.policy.acknowledge_spoken_in_writing,
         )
         message = ChannelMessage.register(
+            message_id=message_id,
             channel=draft.channel,
             channel_message_id=draft.channel_message_id,
             case_id=case.id,
             reference=case.reference,
             contact_id=contact_id,
             acknowledgement_id=ack_id,
-            content_digest=draft.content_digest(),
+            content_digest=self.pseudonyms.content_digest_for(draft),
             customer_id=customer_id,
             ctx=ctx,
             intake_signature=signed[0] if signed else None,

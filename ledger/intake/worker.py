@@ -24,8 +24,6 @@ from eventsourcing.persistence import Tracking
 
 from caseledger.ledger.application import CaseLedger, normalise_reference
 from caseledger.ledger.domain.directory import (
-    ChannelMessage,
-    Customer,
     IntakeSource,
     case_id_for,
 )
@@ -283,13 +281,13 @@ class KafkaIntakeWorker:
     def _lookups(self, decoded: list[Any]) -> set[Any]:
         """The aggregates the records of a batch will load: directory entries and referenced cases."""
         ids: set[Any] = set()
+        drafts = [m for m in decoded if isinstance(m, ContactDraft)]
+        if drafts:  # every draft's lookup secrets in one query, then its aggregates with the others'
+            self.ledger.pseudonyms.prefetch([d.identity for d in drafts], [(d.channel, d.channel_message_id) for d in drafts],
+                                            make=True)
         for message in decoded:
             if isinstance(message, ContactDraft):
-                ids.add(ChannelMessage.id_for(message.channel, message.channel_message_id))
-                ids.update(self.ledger.claim_ids_for(message.identity))
-                ids.add(Customer.id_for(message.customer_id or self.ledger.customer_id_for(message.identity)))
-                if message.case_reference:
-                    ids.add(case_id_for(normalise_reference(message.case_reference)))
+                ids.update(self.ledger.intake.contact_lookups(message))
             elif isinstance(message, DeliveryReport | ReadReceipt):
                 ids.add(case_id_for(normalise_reference(message.case_reference)))
         return ids

@@ -21,6 +21,9 @@ from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.privacy.kek import KeyEncryptionKey
 from caseledger.ledger.store_ports import DataKeyRow, DataKeyStore
 
+LOOKUP_SUBJECT = "ledger:lookup"
+"""The key store's subject of lookup secrets (one per identity or channel message, deleted by an erasure)."""
+
 
 class DataKeys:
     """The data keys of one key store, unwrapped on demand with the key-encryption key."""
@@ -33,6 +36,9 @@ class DataKeys:
         self._current: dict[str, str] = {}  # subject → its live key id
         self._unsaved: dict[str, DataKeyRow] = {}
         self._new: set[str] = set()  # subjects known to have no key yet (a new customer): no lookup
+        self._lookups: dict[str, bytes] = {}  # lookup id → its secret, for one batch like the keys
+        self._no_lookup: set[str] = set()  # lookup ids known to have no secret, for one batch too
+        self._unsaved_lookups: dict[str, DataKeyRow] = {}  # made in this batch, saved with its events or dropped
 
     def __repr__(self) -> str:
         return f"DataKeys({len(self._ciphers)} cached, key-encryption key {self.kek.key_id})"
@@ -82,12 +88,13 @@ class DataKeys:
         return key_id
 
     def unsaved(self) -> list[DataKeyRow]:
-        """Keys made since the last save: the recorder stores them with the events."""
-        return list(self._unsaved.values())
+        """Keys and lookup secrets made since the last save: the recorder stores them with the events."""
+        return [*self._unsaved.values(), *self._unsaved_lookups.values()]
 
     def saved(self, rows: Iterable[DataKeyRow]) -> None:
         for row in rows:
             self._unsaved.pop(row.key_id, None)
+            self._unsaved_lookups.pop(row.key_id, None)
 
     def ledger_secret(self, subject: str) -> bytes:
         """The ledger's own never-erased key for ``subject`` (e.g. its pseudonyms), made once for good.
@@ -114,6 +121,51 @@ class DataKeys:
             )
         return self.kek.unwrap(row.wrapped, key_id=key_id, subject=subject)
 
+    # -- lookup secrets (:mod:`caseledger.ledger.privacy.pseudonyms`) -------------------------------------
+
+    def lookup_secrets(self, lookup_ids: Iterable[str], *, make: bool = False) -> dict[str, bytes]:
+        """The secrets stored under these lookup ids, in one query; with ``make``, a new one where none is.
+
+        A new secret is stored with the transaction's events, like a new key (:meth:`unsaved`): should
+        another writer store one under the same id first, that transaction fails with a conflict, and
+        its retry reads theirs, so nothing is ever recorded under a secret that was not kept.
+        """
+        ids = list(dict.fromkeys(lookup_ids))
+        wanted = [i for i in ids if i not in self._lookups and i not in self._no_lookup]
+        if wanted:
+            self._learn_lookups(self.table.by_ids(wanted))
+            self._no_lookup.update(i for i in wanted if i not in self._lookups)
+        if make:
+            created = self.clock().isoformat()
+            for i in ids:
+                if i not in self._lookups:
+                    secret = secrets.token_bytes(32)
+                    self._unsaved_lookups[i] = DataKeyRow(
+                        key_id=i, subject=LOOKUP_SUBJECT, kek_id=self.kek.key_id, created_at=created,
+                        wrapped=self.kek.wrap(secret, key_id=i, subject=LOOKUP_SUBJECT),
+                    )
+                    self._lookups[i] = secret
+                    self._no_lookup.discard(i)
+        return {i: self._lookups[i] for i in ids if i in self._lookups}
+
+    def lookup_secret_in_memory(self, lookup_id: str) -> bytes | None:
+        """The secret under ``lookup_id`` if this batch read or made it already (no query)."""
+        return self._lookups.get(lookup_id)
+
+    def _learn_lookups(self, rows: Iterable[DataKeyRow]) -> None:
+        for row in rows:
+            if row.wrapped is not None and row.subject == LOOKUP_SUBJECT:
+                self._check_kek(row)
+                self._lookups[row.key_id] = self.kek.unwrap(row.wrapped, key_id=row.key_id, subject=row.subject)
+
+    def delete_lookups(self, lookup_ids: Iterable[str]) -> None:
+        """Delete these lookup secrets for good: nothing derived from them can be found again."""
+        ids = list(dict.fromkeys(lookup_ids))
+        self.table.delete(ids)
+        for lookup_id in ids:
+            self._lookups.pop(lookup_id, None)
+        self._no_lookup.update(ids)
+
     # -- reading ------------------------------------------------------------------------------------
 
     def cipher(self, key_id: str) -> AESGCM | None:
@@ -139,21 +191,27 @@ class DataKeys:
         if row.wrapped is None:
             self._ciphers[row.key_id] = None
             return
+        self._check_kek(row)
+        data_key = self.kek.unwrap(row.wrapped, key_id=row.key_id, subject=row.subject)
+        self._ciphers[row.key_id] = AESGCM(data_key)
+        self._current[row.subject] = row.key_id
+
+    def _check_kek(self, row: DataKeyRow) -> None:
         if row.kek_id != self.kek.key_id:
             raise ConfigurationError(
                 f"data key {row.key_id} is wrapped by key-encryption key {row.kek_id}, but the configured one is "
                 f"{self.kek.key_id}: give the ledger its key-encryption key (CASELEDGER_KEK_FILE), or finish a "
                 "rotation with `caseledger keys rotate-kek`"
             )
-        data_key = self.kek.unwrap(row.wrapped, key_id=row.key_id, subject=row.subject)
-        self._ciphers[row.key_id] = AESGCM(data_key)
-        self._current[row.subject] = row.key_id
 
     def forget(self) -> None:
-        """Drop every unwrapped key from memory (kept: keys made but not yet saved)."""
+        """Drop every unwrapped key and lookup secret from memory (kept: keys made but not yet saved)."""
         self._ciphers = {k: v for k, v in self._ciphers.items() if k in self._unsaved}
         self._current = {r.subject: k for k, r in self._unsaved.items()}
         self._new = set()
+        self._lookups = {}
+        self._no_lookup = set()
+        self._unsaved_lookups = {}  # not saved with the events they named: those were not saved either
 
     # -- erasing and rotating -----------------------------------------------------------------------
 

@@ -14,15 +14,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.personal import ERASED
-from caseledger.ledger.domain.values import SYSTEM, Actor, Identity
+from caseledger.ledger.domain.values import SYSTEM, Actor, Channel, Identity
 from caseledger.ledger.errors import NotFound, RuleViolation, ValidationError
 from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
+from caseledger.ledger.privacy.sealing import UNREADABLE
 
 __all__ = ["PENDING", "Erasure", "ErasureReport", "checked_reason", "identity_values"]
 
@@ -112,8 +114,46 @@ class Erasure:
         # may have been made again for it: look once more after recording.
         with translate_errors(self.core.settings.store.describe()):
             live = self.core.data_keys.live_keys_of(customer_id)
+        if live:  # recorded; their identities and messages still open: unlink them, then destroy the keys
+            self._unlink(customer_id, named=who)
+        with translate_errors(self.core.settings.store.describe()):
             self.core.data_keys.destroy(live)
         return ErasureReport(customer_id=customer_id, erased_at=now, key_ids=sorted(set(live) | set(new)))
+
+    def _unlink(self, customer_id: str, *, named: str) -> None:
+        """Delete the lookup secrets of the customer's identities and channel messages (docs/privacy.md).
+
+        Read from the claims the erasure recorded and from the cases, while the keys still open them, so
+        running the erasure again after a crash finishes this too; ``named``, the identity the erasure was
+        asked by, too (a sender known only from kept requests has no claim). An identity another customer
+        claims (an adapter gave this customer's id with it) keeps its secret: it is that customer's lookup.
+        """
+        self.core.data_keys.forget()
+        customer = self.core.load(Customer.id_for(customer_id))
+        identities: set[str] = set(customer.identities)
+        if ":" in named and not named.startswith("cus-"):
+            identities.add(named)
+        for claim_id in customer.erased_claims:
+            claim = self.core.get_optional(UUID(claim_id))
+            if claim is not None and claim.customer_id == customer_id:
+                identities.add(claim.identity)
+        own = []
+        for text in identities:
+            if text.endswith(ERASED) or text.endswith(UNREADABLE):
+                continue
+            try:
+                identity = Identity.parse(text)
+            except ValidationError:
+                continue  # a customer id, not an identity
+            claim = self.pseudonyms.find_claim(identity)
+            if claim is None or claim.customer_id == customer_id:
+                own.append(identity)
+        messages = []
+        for reference in customer.cases:
+            case = self.lookups.get_case(reference)
+            messages += [(Channel(c.channel), c.channel_message_id) for c in case.contacts.values()
+                         if c.channel_message_id not in (ERASED, UNREADABLE)]
+        self.pseudonyms.unlink(own, messages)
 
     def data_subject(self, who: str) -> str:
         """The customer id of ``who`` (a customer id or an identity): a customer's, or that of a sender the

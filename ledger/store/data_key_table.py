@@ -2,7 +2,8 @@
 
 A row is one data key: its id, its subject (the customer id, or ``intake-rejections:YYYY-MM``),
 the id of the key-encryption key that wrapped it, the wrapped bytes, when it was made and when it
-was destroyed. Destroying a key sets its wrapped bytes to NULL and its ``destroyed_at``; the row
+was destroyed. Lookup secrets (``lookup:`` ids, subject ``ledger:lookup``) are rows too, wrapped alike.
+Destroying a key sets its wrapped bytes to NULL and its ``destroyed_at``; the row
 stays, so a reader can tell "erased" from "never existed". New keys are inserted in the same
 transaction as the first events they encrypt (the recorders call :meth:`KeyTable.insert` from
 their insert path), so no stored event ever names a key that was not stored with it.
@@ -121,6 +122,17 @@ class KeyTable:
                 "ON CONFLICT (key_id) DO NOTHING",
                 (row.key_id, row.subject, row.kek_id, row.wrapped, row.created_at, row.destroyed_at),
             )
+
+    def delete(self, key_ids: Sequence[str]) -> None:
+        """Delete these rows (lookup secrets, docs/privacy.md); :meth:`forget_destroyed` removes the copies."""
+        if not key_ids:
+            return
+        p = self.p
+        with self.datastore.transaction(commit=True) as curs:
+            self._before_destroy(curs)
+            for i in range(0, len(key_ids), 200):
+                chunk = list(key_ids[i : i + 200])
+                curs.execute(f"DELETE FROM {self.table} WHERE key_id IN ({', '.join([p] * len(chunk))})", chunk)
 
     def destroy(self, key_ids: Sequence[str], *, at: datetime) -> None:
         """Overwrite the wrapped bytes of these keys in their rows; :meth:`forget_destroyed` removes the copies."""

@@ -488,8 +488,8 @@ def test_prefetch_in_unit_of_work_sees_stored_and_new_aggregates(ledger: CaseLed
     first = ledger.record_contact(draft(msg="a"))
     customer = Customer.id_for(first.customer_id)  # a pseudonym, not the identity (docs/privacy.md)
     assert first.customer_id.startswith("cus-") and "jane" not in first.customer_id
-    known = ChannelMessage.id_for(Channel.EMAIL, "a")
-    new = ChannelMessage.id_for(Channel.EMAIL, "b")
+    (known,) = ledger.pseudonyms.message_ids_for(Channel.EMAIL, "a")  # keyed by its lookup secret (issue 24)
+    new = ChannelMessage.id_for(Channel.EMAIL, "b")  # recorded nowhere
     stored = ledger.recorder.select_events_after({known, new, customer})
     assert set(stored) == {known, customer}
     assert [e.originator_version for e in stored[known]] == [1]

@@ -15,7 +15,6 @@ from kafka import KafkaProducer
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.audit import verify
-from caseledger.ledger.domain.directory import ChannelMessage
 from caseledger.ledger.domain.values import Attachment, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import MessageIdCollision, NotFound
 from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
@@ -90,7 +89,7 @@ def test_another_sender_reusing_the_id_is_refused_kept_and_told_nothing_of_the_f
     # The raw bytes are mallory's request, as an intake record any adapter could have published.
     adapter, kept = IntakeCodec().decode(collision.raw)
     assert adapter.startswith("direct:") and kept.identity == MALLORY and kept.items == mallory.items
-    assert collision.content_digest == mallory.content_digest()
+    assert collision.content_digest == ledger.pseudonyms.content_digest_for(mallory)  # keyed (issue 24)
     # Sam's case did not change, and mallory was given no case.
     assert len(ledger.get_case(sam.reference).contacts) == 1
     with pytest.raises(NotFound):
@@ -142,9 +141,9 @@ def test_a_registration_kept_before_digests_is_compared_through_its_contact(
     ledger: CaseLedger, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with monkeypatch.context() as patched:  # a MessageRegistered as read from the retired schema
-        patched.setattr(ContactDraft, "content_digest", lambda self: "")
+        patched.setattr(ContactDraft, "content_digest", lambda self, key=None: "")
         first = ledger.record_contact(form(attachments=(PDF,)))
-    registered = ledger.repository.get(ChannelMessage.id_for(Channel.WEB_FORM, "form-77"))
+    registered = ledger.pseudonyms.find_message(Channel.WEB_FORM, "form-77")
     assert registered.content_digest == ""
     assert ledger.record_contact(form(attachments=(PDF,))).reference == first.reference
     assert collide(ledger, form(body="edited")).collision_id

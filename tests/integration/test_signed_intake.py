@@ -98,10 +98,10 @@ def test_the_worker_accepts_signed_records_and_rejects_every_other_with_its_reas
     # shows which adapter sent it long after the intake topic's retention deleted the record.
     from base64 import b64decode
 
-    from caseledger.ledger.domain.directory import ChannelMessage
     from caseledger.ledger.domain.values import Channel
 
-    (registered,) = store.events.get(ChannelMessage.id_for(Channel.EMAIL, "s-1"))
+    (message_id,) = store.pseudonyms.message_ids_for(Channel.EMAIL, "s-1")  # keyed by its lookup secret (issue 24)
+    (registered,) = store.events.get(message_id)
     adapter, signature = registered.intake_signature.split(":", 1)
     assert adapter == "mail-1" and registered.signed_record
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -112,7 +112,7 @@ def test_the_worker_accepts_signed_records_and_rejects_every_other_with_its_reas
     stored = store.recorder.select_events_after([registered.originator_id])[registered.originator_id][0]
     assert b"s1@example.com" not in bytes(stored.state)  # the record's bytes are sealed in the store
     store.erase_customer("email:s1@example.com", reason="art. 17")
-    (erased,) = store.events.get(ChannelMessage.id_for(Channel.EMAIL, "s-1"))
+    (erased,) = store.events.get(message_id)
     assert erased.intake_signature == registered.intake_signature and erased.signed_record == b""
 
 

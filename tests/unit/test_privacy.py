@@ -157,7 +157,8 @@ def test_erase_says_pending_while_a_reader_keeps_the_key_bytes_in_the_file_and_t
         answer = json.loads(erased.stdout)
         assert answer["erased"] is False and answer["key_ids"] and "caseledger tick" in answer["pending"]
         assert any(w in files() for w in wrapped)  # what the answer admits: the bytes are still there
-        told = runner.invoke(app, [*base, "customer", "erase", str(JANE), "--reason", "art. 17"])
+        # once erased, she is found by her customer id only (issue 24, links)
+        told = runner.invoke(app, [*base, "customer", "erase", answer["customer_id"], "--reason", "art. 17"])
         assert "not yet erased" in " ".join(told.output.split())
         pending_tick = json.loads(runner.invoke(app, [*base, "tick", "--json"]).stdout)
         assert "caseledger tick" in pending_tick["erasure_pending"]
@@ -322,7 +323,8 @@ def test_rotating_the_key_encryption_key_through_the_cli_keeps_everything_readab
     assert refused.exit_code != 0 and "never overwritten" in refused.output
     rotated = runner.invoke(app, [*base, "keys", "rotate-kek", "--new", str(tmp_path / "new.kek")])
     assert rotated.exit_code == 0, rotated.output
-    assert "Rewrapped 2 data key(s)" in rotated.output  # the customer's and the ledger's pseudonym key
+    # the customer's, the ledger's pseudonym key, and the lookup secrets of her identity and channel message
+    assert "Rewrapped 4 data key(s)" in rotated.output
     new_key = (tmp_path / "new.kek").read_text().strip()
     assert old_key not in rotated.output and new_key not in rotated.output
     stale = runner.invoke(app, [*base, "history", str(JANE), "--json"])
@@ -335,7 +337,10 @@ def test_rotating_the_key_encryption_key_through_the_cli_keeps_everything_readab
     assert [k["destroyed_at"] for k in info["keys"]] == [None] and "wrapped" not in keys.stdout
     erased = runner.invoke(app, [*base, "customer", "erase", str(JANE), "--reason", "art. 17", "--json"])
     assert erased.exit_code == 0 and json.loads(erased.stdout)["erased"]
-    again = runner.invoke(app, [*base, "customer", "erase", str(JANE), "--reason", "art. 17"])
+    # Issue 24: once erased, nothing is found from her identity any more; her customer id still answers.
+    by_identity = runner.invoke(app, [*base, "customer", "erase", str(JANE), "--reason", "art. 17"])
+    assert by_identity.exit_code == 2 and "customer id only" in by_identity.output
+    again = runner.invoke(app, [*base, "customer", "erase", info["customer_id"], "--reason", "art. 17"])
     assert again.exit_code == 0 and "already erased" in again.output
 
 
@@ -374,9 +379,11 @@ def test_no_erased_text_survives_and_rebuilt_views_equal_incremental_ones(
 ) -> None:
     tmp = tmp_path_factory.mktemp("privacy")
     ledger = CaseLedger(ledger_settings(database=str(tmp / "p.sqlite")), clock=FakeClock())
-    written: dict[int, set[str]] = {0: set(), 1: set(), 2: set()}  # secrets per customer
-    erased: dict[int, set[str]] = {0: set(), 1: set(), 2: set()}  # secrets written before an erasure
-    refs: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    # Issue 24: an erased customer who writes again is a new customer, so secrets are kept per customer id.
+    written: dict[str, set[str]] = {}  # secrets per customer id
+    erased: dict[str, set[str]] = {}  # secrets written before their customer's erasure
+    current: dict[int, str] = {}  # the customer each identity names now
+    refs: dict[int, list[str]] = {0: [], 1: [], 2: []}  # the cases of that customer
     try:
         with open_views(str(tmp / "v.sqlite")) as views:
             for step, (who, action, word) in enumerate(plan):
@@ -386,14 +393,16 @@ def test_no_erased_text_survives_and_rebuilt_views_equal_incremental_ones(
                     out = ledger.record_contact(ContactDraft(channel="email", channel_message_id=f"m{step}",
                                                              identity=identity, items=(f"{secret} item",),
                                                              subject=f"{secret} subject"))
+                    current[who] = out.customer_id
                     refs[who].append(out.reference)
-                    written[who].add(secret)
+                    written.setdefault(out.customer_id, set()).add(secret)
                 elif action == "work" and refs[who]:
                     ledger.respond(refs[who][-1], actor=AGENT, body=f"{secret} answer", answers=[])
-                    written[who].add(secret)
+                    written[current[who]].add(secret)
                 elif action == "erase" and refs[who]:
                     ledger.erase_customer(str(identity), reason="art. 17")
-                    erased[who] |= written[who]
+                    erased[current[who]] = set(written[current[who]])
+                    refs[who] = []
                 if step % 3 == 0:
                     ProjectionRunner(load_projections(None), views, StoreEventSource(ledger),
                                      batch_size=1 + step % 4).run(until_caught_up=True)
@@ -403,14 +412,11 @@ def test_no_erased_text_survives_and_rebuilt_views_equal_incremental_ones(
             assert {p.name: views.snapshot(p.tables) for p in load_projections(None)} == incremental
             everything = store_bytes(ledger, str(tmp / "p.sqlite")) + views_bytes(views, tmp / "v.sqlite")
             assert_nowhere(everything, "the store or the views", sorted(s for v in written.values() for s in v))
-            for who in written:
-                if not refs[who]:
-                    continue
-                customer_id = ledger.resolve_customer(f"email:c{who}@example.com")
+            for customer_id, secrets in written.items():
                 shown = json.dumps(customer_timeline(views, customer_id, ledger=lambda: ledger), default=str)
-                for secret in erased[who]:
+                for secret in erased.get(customer_id, set()):
                     assert secret not in shown
-                for secret in written[who] - erased[who]:
+                for secret in secrets - erased.get(customer_id, set()):
                     assert secret in shown  # what was not erased stays readable
     finally:
         ledger.close()

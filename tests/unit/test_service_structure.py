@@ -30,7 +30,9 @@ from tests.support.environment import ledger_settings
 
 def test_a_contact_with_an_idempotency_key_is_one_write_transaction(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Before: the key's claim, the unit of work, and the key's answer were three write transactions."""
+    """Before: the key's claim, the unit of work, and the key's answer were three write transactions.
+
+    The new channel message's lookup secret is stored in that one transaction too (issue 24)."""
     from eventsourcing.sqlite import SQLiteDatastore
 
     settings_ = ledger_settings(database=str(tmp_path / "l.sqlite"))
