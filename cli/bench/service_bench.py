@@ -374,9 +374,12 @@ def _recorded(database: str, run: str) -> tuple[int, int]:
 
     ledger = CaseLedger(LedgerSettings.resolve(database=database, settings=environment()))
     try:
-        contacts = sum(1 for n in ledger.notifications_of("ContactReceived")
-                       if f"{run}-".encode() in bytes(n.state) and f"{run}-seed".encode() not in bytes(n.state))
-        # The terms are sealed in the store (personal data): read through the ledger, which opens them.
+        # Channel message ids and terms are sealed in the store (personal data): read through the ledger, which
+        # opens them.
+        contacts = 0
+        for n in ledger.notifications_of("ContactReceived"):
+            message_id = ledger.mapper.to_domain_event(n).channel_message_id
+            contacts += message_id.startswith(f"{run}-") and not message_id.startswith(f"{run}-seed")
         promises = sum(1 for n in ledger.notifications_of("PromiseMade")
                        if ledger.mapper.to_domain_event(n).terms.startswith(f"call back {run} "))
     finally:
