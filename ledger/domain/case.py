@@ -16,7 +16,7 @@ customer notices ``N1``, proposed actions ``X1``, handoffs ``H1``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -29,7 +29,19 @@ from caseledger.ledger.domain.texts import TextKind, Writer
 from caseledger.ledger.domain.values import ActorKind, Channel, ContactDraft, require_utc
 from caseledger.ledger.errors import RuleViolation, ValidationError
 
-__all__ = ["Case"]
+__all__ = ["Case", "ContactReceipts"]
+
+
+class ContactReceipts(Protocol):
+    """Who signs a contact's receipt (the transparency log's key): the case only asks, once the contact is recorded."""
+
+    def new_salt(self) -> str:
+        """A fresh secret for one contact's receipt (kept sealed in its ``ContactReceived``)."""
+        ...
+
+    def receipt(self, case: Case, contact_id: str) -> str:
+        """The signed receipt of ``contact_id``, whose ``ContactReceived`` was just triggered on ``case``."""
+        ...
 
 
 def _require_reason(reason: str | None, what: str) -> str:
@@ -175,12 +187,14 @@ class Case(CaseState, Aggregate):
         acknowledge_by: datetime,
         writer: Writer,
         in_writing: bool = False,
+        receipts: ContactReceipts | None = None,
     ) -> tuple[str, str]:
         """Record an inbound contact and its acknowledgement; returns (contact id, acknowledgement id).
 
         A contact on a closed or cancelled case reopens it: the customer is still waiting. With
         ``in_writing``, a contact made by phone or at a branch is acknowledged on the customer's
-        written channel, the request formalised in the text.
+        written channel, the request formalised in the text. With ``receipts``, the acknowledgement
+        carries the contact's signed receipt.
         """
         if self.contacts:  # a follow-up: it cites the case, so it cannot precede it
             check_claim("occurred_at", ctx.occurred_at, now=ctx.recorded_at,
@@ -212,8 +226,10 @@ class Case(CaseState, Aggregate):
             attachments=[a.as_record() for a in draft.attachments],
             follow_up=draft.follow_up,
             category=draft.category,
+            receipt_salt=receipts.new_salt() if receipts is not None else "",
             **self._envelope(ctx),
         )
+        receipt = receipts.receipt(self, contact_id) if receipts is not None else ""
         ack_id = self._next("ACK")
         common = {"reference": self.reference, "issued_at": ctx.recorded_at}
         copy = writer.write("request_copy", {
@@ -224,7 +240,7 @@ class Case(CaseState, Aggregate):
         ack = writer.record("acknowledgement", {
             **common, "acknowledgement_id": ack_id, "contact_id": contact_id, "received_at": ctx.occurred_at,
             "channel": draft.channel.value, "spoken": spoken, "follow_up": draft.follow_up,
-            "respond_by": respond_by, "request_copy": copy.text,
+            "respond_by": respond_by, "request_copy": copy.text, "receipt": receipt,
         })
         self.trigger_event(
             Case.AcknowledgementIssued,
