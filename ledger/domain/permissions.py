@@ -39,6 +39,7 @@ class Operation(StrEnum):
 
     CONTACT_RECORD = "contact.record"
     CASE_READ = "case.read"
+    CONTACT_RECEIPT_READ = "contact.receipt.read"
     HISTORY_READ = "history.read"
     HISTORY_EXPORT = "history.export"
     RESPOND = "respond"
@@ -73,7 +74,7 @@ class Operation(StrEnum):
 
 
 O = Operation  # noqa: E741 -- short, the matrix below reads as a table
-_READS = frozenset({O.CASE_READ, O.HISTORY_READ, O.OVERDUE_READ, O.METRICS_READ})
+_READS = frozenset({O.CASE_READ, O.CONTACT_RECEIPT_READ, O.HISTORY_READ, O.OVERDUE_READ, O.METRICS_READ})
 _CASE_WORK = frozenset({
     O.CONTACT_RECORD, O.RESPOND, O.ITEM_WAIVE, O.PROMISE_MAKE, O.PROMISE_KEEP, O.PROMISE_WITHDRAW,
     O.PROMISE_BREAK, O.CASE_STATUS, O.CASE_CLOSE, O.CASE_CANCEL, O.CASE_REOPEN, O.CASE_ASSIGN, O.CASE_HANDOFF,
@@ -81,8 +82,9 @@ _CASE_WORK = frozenset({
 })
 
 PERMISSIONS: dict[Role, frozenset[Operation]] = {
-    # What a channel publishes: contacts, receipts, the chatbot's hand-over to a human.
-    Role.ADAPTER: frozenset({O.CONTACT_RECORD, O.MESSAGE_DELIVERED, O.MESSAGE_READ,
+    # What a channel publishes: contacts, receipts, the chatbot's hand-over to a human; and the signed receipt
+    # of a contact it recorded, to hand to the customer.
+    Role.ADAPTER: frozenset({O.CONTACT_RECORD, O.CONTACT_RECEIPT_READ, O.MESSAGE_DELIVERED, O.MESSAGE_READ,
                              O.CASE_ESCALATE}),
     Role.AGENT: _READS | _CASE_WORK | {O.CUSTOMER_LOCALE},
     # Supervisors also erase a customer's personal data and place or release legal holds (docs/privacy.md).
