@@ -325,3 +325,16 @@ def test_checkpoints_say_when_they_were_signed_on_the_ledgers_clock(ledger: Case
     checkpoint = open_checkpoint(stored.note, signer.verifier_key)
     assert checkpoint.timestamp == clock.now
     assert Checkpoint.parse_text(Checkpoint("o", 1, bytes(32)).text()).timestamp is None  # before receipts
+
+
+def test_an_export_of_a_ledger_on_a_simulated_clock_verifies(key_file: Path, db: str, clock: FakeClock,
+                                                               signer: CheckpointSigner, tmp_path: Path) -> None:
+    """The standalone verifier read the envelope of a ``simulated-clock`` event wrong (the demo's, ``--now``'s), so
+    every chain of such an export read as broken and no receipt could be proved against it."""
+    app = CaseLedger(ledger_settings(database=db), clock=clock, simulated_clock=True)
+    try:
+        outcome = app.record_contact(jane())
+        result = check_receipt(outcome.receipt or "", signer.verifier_key, export=_export(app, tmp_path / "e.json"))
+        assert result.verdict == "included", result.lines
+    finally:
+        app.close()
