@@ -338,3 +338,36 @@ def test_an_export_of_a_ledger_on_a_simulated_clock_verifies(key_file: Path, db:
         assert result.verdict == "included", result.lines
     finally:
         app.close()
+
+
+# -- where the customer (or the adapter for them) gets it ---------------------------------------------------
+
+
+def test_the_adapter_gets_the_receipt_over_http_and_the_cli_prints_it(key_file: Path, db: str, signer: CheckpointSigner,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from caseledger.ledger.access.principals import PrincipalRegistry
+    from caseledger.ledger.service.api import ServiceState
+    from caseledger.ledger.service.asgi import create_app
+    from tests.support.contacts import cli
+
+    settings_ = ledger_settings(database=db)
+    setup = CaseLedger(settings_)
+    adapter = PrincipalRegistry(setup.principal_store).add("mail-gateway-1", "adapter").token
+    setup.close()
+    with TestClient(create_app(ServiceState(settings_))) as client:
+        headers = {"Authorization": f"Bearer {adapter}"}
+        body = {"channel": "email", "channel_message_id": "m-1", "from": "email:jane@example.com", "items": ["?"]}
+        recorded = client.post("/v1/contacts", json=body, headers=headers).json()
+        assert recorded["receipt"].startswith("CLR1.")
+        got = client.get(f"/v1/cases/{recorded['reference']}/contacts/C1/receipt", headers=headers)
+        assert got.status_code == 200 and got.json()["receipt"] == recorded["receipt"]
+        missing = client.get(f"/v1/cases/{recorded['reference']}/contacts/C9/receipt", headers=headers)
+        assert missing.status_code == 404 and "C1" in missing.json()["detail"]
+    Receipt.parse(recorded["receipt"]).check(signer.verifier_key)
+    monkeypatch.setenv("CASELEDGER_DATABASE", db)
+    printed = cli("contact", "receipt", recorded["reference"])
+    assert printed.stdout.strip() == recorded["receipt"]
+    said = json.loads(cli("contact", "receipt", recorded["reference"], "--contact", "C1", "--json").stdout)
+    assert said["receipt"] == recorded["receipt"] and any("reference: " in line for line in said["says"])
