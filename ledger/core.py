@@ -41,6 +41,7 @@ from caseledger.ledger.privacy.sealing import Sealer, subject_of
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store_ports import LedgerRecorder, PrincipalStore, StorageProvider
 from caseledger.ledger.texts import TemplateTexts
+from caseledger.ledger.transparency.contact_receipts import receipt_delay
 from caseledger.ledger.unit_of_work import AggregateCache, UnitOfWork
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ class LedgerCore(Application[UUID]):
         # Compiled and tried on every sample once, here: a broken template stops the start, not a contact.
         self.texts = TemplateTexts.for_settings(company=policy.texts.company, folder=policy.texts.templates)
         self.clock = clock or (lambda: datetime.now(UTC))
+        # A receipt delay out of range stops the start, not a customer's contact (the key is read at the first).
+        receipt_delay(self.settings.transparency.receipt_delay)
         self.simulated_clock = simulated_clock
         self._uow: UnitOfWork | None = None
         self._cache: AggregateCache | None = None
@@ -191,7 +194,7 @@ class LedgerCore(Application[UUID]):
     def receipts(self) -> ReceiptIssuer | None:
         """Who signs contacts' receipts: the checkpoint signing key, if this ledger has one (else no receipts)."""
         from caseledger.ledger.transparency.checkpoint_key import load_signer
-        from caseledger.ledger.transparency.contact_receipts import ReceiptIssuer, receipt_delay
+        from caseledger.ledger.transparency.contact_receipts import ReceiptIssuer
 
         transparency = self.settings.transparency
         signer = load_signer(transparency)

@@ -28,7 +28,7 @@ from caseledger.verify.receipts import SALT_BYTES, Receipt, content_digest, sign
 if TYPE_CHECKING:
     from caseledger.ledger.domain.case import Case
 
-__all__ = ["DEFAULT_DELAY_S", "ReceiptIssuer", "receipt_delay"]
+__all__ = ["DEFAULT_DELAY_S", "ReceiptIssuer", "receipt_delay", "salt_of"]
 
 DEFAULT_DELAY_S = 86_400
 """A day, as Certificate Transparency's usual maximum merge delay: far above the publisher's 10-second

@@ -371,3 +371,16 @@ def test_the_adapter_gets_the_receipt_over_http_and_the_cli_prints_it(key_file: 
     assert printed.stdout.strip() == recorded["receipt"]
     said = json.loads(cli("contact", "receipt", recorded["reference"], "--contact", "C1", "--json").stdout)
     assert said["receipt"] == recorded["receipt"] and any("reference: " in line for line in said["says"])
+
+
+def test_the_promised_delay_is_a_setting_checked_when_the_ledger_starts(key_file: Path, db: str, clock: FakeClock,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CASELEDGER_RECEIPT_DELAY", "3600")
+    app = CaseLedger(ledger_settings(database=db), clock=clock)
+    try:
+        assert Receipt.parse(app.record_contact(jane()).receipt or "").delay_s == 3600
+    finally:
+        app.close()
+    monkeypatch.setenv("CASELEDGER_RECEIPT_DELAY", "soon")
+    with pytest.raises(ConfigurationError, match="CASELEDGER_RECEIPT_DELAY"):
+        CaseLedger(ledger_settings(database=db), clock=clock)
