@@ -41,7 +41,7 @@ class CheckpointSigner:
     name: str
     _seed: bytes
 
-    @property
+    @cached_property  # derived once: a receipt per contact names it
     def verifier_key(self) -> VerifierKey:
         """The public key, as an auditor writes it: ``name+keyid+base64``."""
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
