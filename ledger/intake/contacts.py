@@ -43,7 +43,6 @@ from caseledger.ledger.domain.values import (
     content_digest,
 )
 from caseledger.ledger.errors import (
-    ConfigurationError,
     ConflictError,
     MessageIdCollision,
     NotFound,
@@ -390,7 +389,7 @@ class ContactIntake:
         if receipt is None and self.core.receipts is not None:
             try:
                 receipt = self.contact_receipt(case.reference, message.contact_id)
-            except (ConfigurationError, NotFound):
+            except NotFound:
                 receipt = None
         return self._outcome(case, contact_id=message.contact_id, duplicate=True, opened=False, receipt=receipt)
 
@@ -403,16 +402,16 @@ class ContactIntake:
         """
         issuer = self.core.receipts
         if issuer is None:
-            raise ConfigurationError(
-                "this ledger has no signing key, so it signs no receipts: set CASELEDGER_SIGNING_KEY_FILE to a "
-                "key made by `caseledger keys init` (docs/audit.md)")
+            raise NotFound(
+                "this ledger signs no receipts: it has no signing key (an operator sets CASELEDGER_SIGNING_KEY_FILE "
+                "to a key made by `caseledger keys init`, docs/audit.md)")
         case: Case = self.lookups.get_case(reference)
         if contact_id not in case.contacts:
             raise NotFound(f"case {case.reference} has no contact {contact_id}; its contacts: "
                            f"{', '.join(case.contacts) or 'none'}")
         with translate_errors(self.core.settings.store.describe()):
             stored = self.core.recorder.select_events_after([case.id]).get(case.id, [])
-        self.core.preload_keys(bytes(e.state) for e in stored)
+            self.core.preload_keys(bytes(e.state) for e in stored)
         try:
             for stored_event in stored:
                 if name_of_topic(stored_event.topic) != "ContactReceived":
@@ -430,7 +429,8 @@ class ContactIntake:
                                    salt=salt, event=event, event_hash=hashlib.sha256(stored_event.state).digest(),
                                    ).text()
         finally:
-            self.core.data_keys.forget()
+            if not self.core.in_unit_of_work:  # a batch's keys and unsaved lookup secrets go when it is saved
+                self.core.data_keys.forget()
         raise NotFound(f"contact {contact_id} of case {case.reference} is not in the store yet; retry")
 
     @staticmethod

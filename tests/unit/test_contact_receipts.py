@@ -130,7 +130,7 @@ def test_without_a_signing_key_no_receipt_is_promised(db: str, clock: FakeClock)
         outcome = app.record_contact(jane())
         assert outcome.receipt is None and "CLR1." not in outcome.acknowledgement
         assert "Votre reçu" not in outcome.acknowledgement
-        with pytest.raises(ConfigurationError, match="keys init"):
+        with pytest.raises(NotFound, match="keys init"):
             app.contact_receipt(outcome.reference)
     finally:
         app.close()
