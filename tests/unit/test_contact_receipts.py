@@ -384,3 +384,22 @@ def test_the_promised_delay_is_a_setting_checked_when_the_ledger_starts(key_file
     monkeypatch.setenv("CASELEDGER_RECEIPT_DELAY", "soon")
     with pytest.raises(ConfigurationError, match="CASELEDGER_RECEIPT_DELAY"):
         CaseLedger(ledger_settings(database=db), clock=clock)
+
+
+def test_receipts_signed_in_a_batch_name_the_bytes_the_batch_stores(ledger: CaseLedger, signer: CheckpointSigner) -> None:
+    """The intake worker records a poll's contacts in one unit of work: each receipt is signed before the batch
+    is saved, so the leaf it names must be the bytes saved (the chain encodes each event once)."""
+    with ledger.unit_of_work():
+        first = ledger.record_contact(jane())
+        again = ledger.record_contact(jane())  # a resubmission inside the same batch
+        other = ledger.record_contact(ContactDraft(channel="email", channel_message_id="m-9",
+                                                   identity=Identity.parse("email:sam@example.com"), items=("?",)))
+        follow = ledger.record_contact(jane("form-2", case_reference=first.reference, items=("More?",)))
+    assert again.duplicate and again.receipt == first.receipt
+    for outcome in (first, other, follow):
+        receipt = Receipt.parse(outcome.receipt or "")
+        receipt.check(signer.verifier_key)
+        assert receipt.event_hash == hashlib.sha256(
+            _stored_contact(ledger, outcome.reference, outcome.contact_id)).digest()
+        assert ledger.contact_receipt(outcome.reference, outcome.contact_id) == outcome.receipt
+    assert ledger.find_by_message("web_form", "form-1").reference == first.reference  # lookups saved with the batch
