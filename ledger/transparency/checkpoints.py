@@ -4,7 +4,8 @@
 checkpoint (or the key changed), signs ``(origin, size, root)`` as a C2SP checkpoint and stores
 it, with the time it was signed on the ledger's clock (a ``Timestamp:`` extension line, as Rekor's
 checkpoints carry it: what a contact's receipt promises is checked against it). With Kafka, the
-publisher keeps the tree (it has every event's hash in hand) and signs at most once per ``CASELEDGER_CHECKPOINT_INTERVAL`` seconds (default 10) while the log grows
+publisher keeps the tree (it has every event's hash in hand) and signs at most once per
+``CASELEDGER_CHECKPOINT_INTERVAL`` seconds (default 10) while the log grows
 (:mod:`caseledger.ledger.kafka.publisher`). Without it, :class:`Checkpointer` is the same as a
 service of its own (``caseledger audit checkpoint --follow``): it follows the notification log,
 appends each batch to the tree and signs on the same schedule.
