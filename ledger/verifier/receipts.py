@@ -136,7 +136,7 @@ class Receipt:
             raise MalformedInput("the receipt's base64url does not decode") from None
         try:
             receipt = cls._decode(raw)
-        except (IndexError, UnicodeDecodeError, ValueError) as error:
+        except (IndexError, UnicodeDecodeError, ValueError, OverflowError) as error:
             raise MalformedInput(f"the receipt's bytes are not a version 1 receipt: {error}") from None
         if receipt.text() != text:
             raise MalformedInput("the receipt is not in its canonical form (padding or extra bits)")

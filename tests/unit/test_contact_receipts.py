@@ -403,3 +403,23 @@ def test_receipts_signed_in_a_batch_name_the_bytes_the_batch_stores(ledger: Case
             _stored_contact(ledger, outcome.reference, outcome.contact_id)).digest()
         assert ledger.contact_receipt(outcome.reference, outcome.contact_id) == outcome.receipt
     assert ledger.find_by_message("web_form", "form-1").reference == first.reference  # lookups saved with the batch
+
+
+@settings(max_examples=examples(500), deadline=None)
+@given(raw=st.binary(max_size=400), genuine_prefix=st.booleans())
+def test_any_text_is_a_receipt_or_refused_as_malformed_never_a_crash(raw: bytes, genuine_prefix: bool) -> None:
+    if genuine_prefix:
+        raw = b"CLR\x01" + raw
+    text = "CLR1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    try:
+        receipt = Receipt.parse(text)
+    except MalformedInput:
+        return
+    assert receipt.text() == text
+
+
+def test_a_receipt_with_an_impossible_time_is_refused_as_malformed() -> None:
+    raw = (b"CLR\x01" + b"\x01o" + b"\x01k" + bytes(4) + b"\x01R" + b"\x02C1" + b"\x7f" * 8 + bytes(4) + bytes(16)
+           + bytes(32) + bytes(32) + bytes(64))
+    with pytest.raises(MalformedInput, match="not a version 1 receipt"):
+        Receipt.parse("CLR1." + base64.urlsafe_b64encode(raw).decode().rstrip("="))
