@@ -426,8 +426,7 @@ class ContactIntake:
                         "was recorded before receipts or without a signing key, or its customer was erased (the "
                         "receipt's salt went with their data; the customer's own copy still verifies)")
                 return issuer.sign(reference=case.reference, contact_id=contact_id, received_at=event.timestamp,
-                                   salt=salt, event=event, event_hash=hashlib.sha256(stored_event.state).digest(),
-                                   ).text()
+                                   salt=salt, event=event, event_hash=hashlib.sha256(stored_event.state).digest())
         finally:
             if not self.core.in_unit_of_work:  # a batch's keys and unsaved lookup secrets go when it is saved
                 self.core.data_keys.forget()

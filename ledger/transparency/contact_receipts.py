@@ -12,7 +12,6 @@ gone and no receipt can be made again: only the customer's own copy links their 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import secrets
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.settings import RECEIPT_DELAY_ENV
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
-from caseledger.verify.receipts import SALT_BYTES, Receipt, content_digest, signed_message
+from caseledger.verify.receipts import SALT_BYTES, Receipt, content_digest, receipt_text, signed_message
 
 if TYPE_CHECKING:
     from caseledger.ledger.domain.case import Case
@@ -75,18 +74,18 @@ class ReceiptIssuer:
         return base64.urlsafe_b64encode(secrets.token_bytes(SALT_BYTES)).decode().rstrip("=")
 
     def sign(self, *, reference: str, contact_id: str, received_at: datetime, salt: bytes, event: Any,
-             event_hash: bytes) -> Receipt:
-        """The receipt of one ``ContactReceived`` (its fields as recorded, in clear) whose stored bytes hash to
-        ``event_hash``."""
+             event_hash: bytes) -> str:
+        """The receipt (``CLR1.…``) of one ``ContactReceived`` (its fields as recorded, in clear) whose stored
+        bytes hash to ``event_hash``."""
         identity = event.identity
         digest = content_digest(
             salt, identity=f"{identity['kind']}:{identity['value']}", subject=event.subject,
             items=[i["text"] for i in event.items], body=event.body,
             attachment_sha256s=[a["sha256"] for a in event.attachments])
         key = self.signer.verifier_key
-        unsigned = Receipt(self.origin, key.name, key.key_id, reference, contact_id, received_at, self.delay_s, salt,
-                           digest, event_hash)
-        return dataclasses.replace(unsigned, signature=self.signer.sign_bytes(signed_message(unsigned.body())))
+        body = Receipt(self.origin, key.name, key.key_id, reference, contact_id, received_at, self.delay_s, salt,
+                       digest, event_hash).body()
+        return receipt_text(body, self.signer.sign_bytes(signed_message(body)))
 
     def receipt(self, case: Case, contact_id: str) -> str:
         """The receipt of the contact just triggered on ``case``: its events are encoded now (the leaf's hash)."""
@@ -96,4 +95,4 @@ class ReceiptIssuer:
             raise RuntimeError(f"contact {contact_id} is not the last event triggered, with its receipt's salt")
         data = self.encode(case)
         return self.sign(reference=case.reference, contact_id=contact_id, received_at=event.timestamp, salt=salt,
-                         event=event, event_hash=hashlib.sha256(data).digest()).text()
+                         event=event, event_hash=hashlib.sha256(data).digest())

@@ -42,7 +42,7 @@ from caseledger.verify.failures import MalformedInput, SignatureError, WrongKeyE
 from caseledger.verify.note import VerifierKey
 
 __all__ = ["PREFIX", "SALT_BYTES", "Receipt", "ReceiptCheck", "check_receipt", "content_digest", "find_receipt",
-           "signed_message"]
+           "receipt_text", "signed_message"]
 
 PREFIX = "CLR1."
 MAGIC = b"CLR\x01"
@@ -119,9 +119,7 @@ class Receipt:
 
     def text(self) -> str:
         """The receipt as one line: ``CLR1.`` and base64url (what the customer keeps)."""
-        if len(self.signature) != SIGNATURE_BYTES:
-            raise MalformedInput("the receipt is not signed")
-        return PREFIX + base64.urlsafe_b64encode(self.body() + self.signature).decode().rstrip("=")
+        return receipt_text(self.body(), self.signature)
 
     @classmethod
     def parse(cls, text: str) -> Receipt:
@@ -194,6 +192,13 @@ class Receipt:
             f"promised: in every checkpoint signed from {self.include_by.isoformat().replace('+00:00', 'Z')} on "
             f"({self.delay_s} s after receipt)",
         ]
+
+
+def receipt_text(body: bytes, signature: bytes) -> str:
+    """``CLR1.`` and the unpadded base64url of a receipt's body and signature."""
+    if len(signature) != SIGNATURE_BYTES:
+        raise MalformedInput("the receipt is not signed")
+    return PREFIX + base64.urlsafe_b64encode(body + signature).decode().rstrip("=")
 
 
 def signed_message(body: bytes) -> bytes:
