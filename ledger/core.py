@@ -31,11 +31,13 @@ from caseledger.ledger.domain.claimed_times import check_claim
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.events import Context
 from caseledger.ledger.domain.permissions import Authentication
+from caseledger.ledger.domain.personal import unless_erased
 from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.texts import Audience, Writer
 from caseledger.ledger.domain.values import Actor, Channel, require_utc
 from caseledger.ledger.errors import BackendError, ConfigurationError, ConflictError
 from caseledger.ledger.privacy.data_keys import DataKeys
+from caseledger.ledger.privacy.erasure_watch import ErasureWatch
 from caseledger.ledger.privacy.kek import KeyEncryptionKey
 from caseledger.ledger.privacy.sealing import Sealer, subject_of
 from caseledger.ledger.settings import LedgerSettings
@@ -76,6 +78,7 @@ class LedgerCore(Application[UUID]):
         self.simulated_clock = simulated_clock
         self._uow: UnitOfWork | None = None
         self._cache: AggregateCache | None = None
+        self._erasures: ErasureWatch | None = None  # watched while aggregates are kept (see keep_aggregates)
         for attempt in range(STARTUP_ATTEMPTS):
             try:
                 with translate_errors(self.settings.store.describe()):
@@ -232,8 +235,8 @@ class LedgerCore(Application[UUID]):
 
         A locale no template is written in falls back to the default (the customer's choice stays on record).
         """
-        locale = locale or (customer.locale if customer is not None else None)
-        time_zone = time_zone or (customer.time_zone if customer is not None else None)
+        locale = unless_erased(locale or (customer.locale if customer is not None else None))
+        time_zone = unless_erased(time_zone or (customer.time_zone if customer is not None else None))
         if locale is not None and self.texts.template_locale(locale) is None:
             locale = None
         return self.policy.texts.audience(channel, self.policy.calendar.timezone, locale=locale, time_zone=time_zone)
@@ -293,6 +296,8 @@ class LedgerCore(Application[UUID]):
         trackings = [tracking] if isinstance(tracking, Tracking) else list(tracking or ())
         if self._uow is not None:
             raise RuntimeError("units of work do not nest")
+        if self._cache is not None:
+            self._forget_erased()
         uow = UnitOfWork()
         self._uow = uow
         try:
@@ -311,11 +316,29 @@ class LedgerCore(Application[UUID]):
                 self._record(processing)
             uow.saved = True
         if self._cache is not None:
-            self._cache.keep(uow.aggregates.values())
+            self._cache.keep(uow.aggregates.values(), not_of=self._erasures.pending if self._erasures else ())
 
     def keep_aggregates(self, maxsize: int, *, cases: bool = True) -> None:
-        """Keep up to ``maxsize`` aggregates between units of work (0: none; ``cases``: cases too), see :class:`AggregateCache`."""
+        """Keep up to ``maxsize`` aggregates between units of work (0: none; ``cases``: cases too), see :class:`AggregateCache`.
+
+        What is kept holds customers' data opened: before each unit of work, the customers erased since
+        (by any process) are dropped from it, and theirs are not kept again until their keys are destroyed.
+        """
         self._cache = AggregateCache(maxsize, skip=() if cases else (Case,)) if maxsize else None
+        self._erasures = None
+        if self._cache is not None:
+            self._erasures = ErasureWatch(self.recorder, self.storage.data_keys, self.mapper.to_domain_event)
+            with translate_errors(self.settings.store.describe()):
+                self._erasures.look()  # from here on: nothing was kept before
+
+    def _forget_erased(self) -> None:
+        """Drop what this process keeps of the customers erased since its last look, whoever erased them."""
+        assert self._cache is not None and self._erasures is not None
+        with translate_errors(self.settings.store.describe()):
+            erased = self._erasures.look()
+        if erased:
+            self._cache.forget_customers(erased)
+            self.data_keys.forget()
 
     def prefetch(self, aggregate_ids: Iterable[UUID]) -> None:
         """Inside a unit of work: load these aggregates in one query, and learn which do not exist.
