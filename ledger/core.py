@@ -13,7 +13,7 @@ import dataclasses
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
@@ -79,6 +79,7 @@ class LedgerCore(Application[UUID]):
         self._uow: UnitOfWork | None = None
         self._cache: AggregateCache | None = None
         self._erasures: ErasureWatch | None = None  # watched while aggregates are kept (see keep_aggregates)
+        self._on_erasure: list[Callable[[], None]] = []
         for attempt in range(STARTUP_ATTEMPTS):
             try:
                 with translate_errors(self.settings.store.describe()):
@@ -263,7 +264,10 @@ class LedgerCore(Application[UUID]):
         """An aggregate as of the store plus what the current unit of work recorded on it."""
         uow = self._uow
         if uow is None:
-            return self.repository.get(aggregate_id)
+            try:
+                return self.repository.get(aggregate_id)
+            finally:
+                self.data_keys.forget()  # outside a batch keys serve one read: another's erasure holds at the next
         cached = uow.aggregates.get(aggregate_id)
         if cached is not None:
             return cached
@@ -313,8 +317,10 @@ class LedgerCore(Application[UUID]):
                 processing.saved_kwargs["also_execute"] = uow.statements
             processing.events.extend(uow.events)
             with translate_errors(self.settings.store.describe()):
-                self._record(processing)
+                self._record(processing)  # drops the keys the unit opened
             uow.saved = True
+        else:
+            self.data_keys.forget()  # a unit that only read: its keys go with it all the same
         if self._cache is not None:
             self._cache.keep(uow.aggregates.values(), not_of=self._erasures.pending if self._erasures else ())
 
@@ -333,12 +339,23 @@ class LedgerCore(Application[UUID]):
 
     def _forget_erased(self) -> None:
         """Drop what this process keeps of the customers erased since its last look, whoever erased them."""
-        assert self._cache is not None and self._erasures is not None
+        assert self._erasures is not None
         with translate_errors(self.settings.store.describe()):
             erased = self._erasures.look()
         if erased:
-            self._cache.forget_customers(erased)
-            self.data_keys.forget()
+            self.forget_customers(erased)
+
+    def forget_customers(self, customers: Collection[UUID]) -> None:
+        """Drop every copy this ledger keeps in memory of these customers' data (their Customer aggregates' ids)."""
+        if self._cache is not None:
+            self._cache.forget_customers(customers)
+        self.data_keys.forget()
+        for forget in self._on_erasure:
+            forget()
+
+    def on_erasure(self, forget: Callable[[], None]) -> None:
+        """Call ``forget`` whenever this ledger learns of an erasure: a service's own memory of customers."""
+        self._on_erasure.append(forget)
 
     def prefetch(self, aggregate_ids: Iterable[UUID]) -> None:
         """Inside a unit of work: load these aggregates in one query, and learn which do not exist.

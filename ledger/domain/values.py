@@ -249,7 +249,8 @@ class ContactDraft:
         for text, what in ((self.channel_message_id, "the channel message id"), (self.subject, "the subject"),
                            (self.body, "the body"), (self.case_reference, "the case reference"),
                            (self.category, "the category"), (self.customer_id, "the customer id"),
-                           (self.segment, "the segment"), *((i, "an item") for i in self.items),
+                           (self.segment, "the segment"), (self.locale, "the locale"), (self.time_zone, "the time zone"),
+                           *((i, "an item") for i in self.items),
                            *((t, "the metadata") for kv in self.metadata.items() for t in kv)):
             check_text(text, what)
         object.__setattr__(self, "channel", Channel.parse(self.channel))

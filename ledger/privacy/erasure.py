@@ -81,6 +81,7 @@ class Erasure:
         with translate_errors(self.core.settings.store.describe()):
             live = self.core.data_keys.live_keys_of(customer_id)
             self.core.data_keys.destroy(live)
+        self.core.forget_customers({Customer.id_for(customer_id)})  # other ledgers learn it before their next batch
         return ErasureReport(customer_id=customer_id, erased_at=now, key_ids=sorted(set(live) | set(new)))
 
     def customer_privacy(self, who: str) -> dict[str, Any]:

@@ -32,7 +32,8 @@ class Pseudonyms:
 
     def __init__(self, core: LedgerCore) -> None:
         self.core = core
-        self._names: dict[str, tuple[str, UUID]] = {}
+        self._names: dict[str, tuple[str, UUID]] = {}  # identities in clear: forgotten on any erasure
+        core.on_erasure(self._names.clear)
 
     @cached_property
     def _pseudonym_key(self) -> bytes:

@@ -115,8 +115,11 @@ class Watcher:
         if refresh:
             with self.state.leased_ledger() as ledger:
                 stored = ledger.recorder.select_events_after([case.id], after={case.id: case.version}).get(case.id, [])
-                for stored_event in stored:
-                    case = ledger.mapper.to_domain_event(stored_event).mutate(case)
+                try:
+                    for stored_event in stored:
+                        case = ledger.mapper.to_domain_event(stored_event).mutate(case)
+                finally:
+                    ledger.data_keys.forget()  # a lent ledger keeps no key past this read
             if case.version == feed.version:
                 return
         data = json.dumps({"version": case.version, "html": self.render(case)})
