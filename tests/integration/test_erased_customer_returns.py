@@ -14,7 +14,6 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +26,6 @@ from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.events_record import event_type_of
 from caseledger.ledger.settings import KafkaSettings
-from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import drain, publish_all, read_topic
 from tests.support.memory import holding
 from tests.support.personal_data import BODY, ITEM, JANE, SUBJECT, jane_contact
@@ -62,50 +60,46 @@ def opened_from_topic(reader: CaseLedger, settings: KafkaSettings, customer_id: 
 
 
 def test_a_running_worker_records_the_return_of_a_customer_another_process_erased_with_nothing_of_her_old_data(
-    kafka: KafkaSettings, tmp_path: Path,
+    make_ledger: Any, database: str, kafka: KafkaSettings,
 ) -> None:
-    database = str(tmp_path / "w.sqlite")
-    ledger = CaseLedger(ledger_settings(database=database), clock=lambda: datetime.now(UTC))
-    reader = CaseLedger(ledger_settings(database=database), clock=lambda: datetime.now(UTC))
-    try:
-        worker = KafkaIntakeWorker(ledger, kafka)  # keeps customers, claims and cases between its batches
-        with KafkaIntakeClient(kafka, adapter="test-adapter") as client:
-            client.submit(jane_contact("m-1", locale="en", time_zone=CHATHAM))
-        drain(worker, until=1)
-        reference = ledger.find_by_message("email", "m-1").reference
-        old = [SUBJECT, BODY, ITEM, CHATHAM]
-        assert holding(worker, old) == old  # its cache is warm: her case, opened
+    """On SQLite and PostgreSQL (the erasure watch reads each one's notification log)."""
+    ledger: CaseLedger = make_ledger(clock=lambda: datetime.now(UTC))  # intake records carry real times
+    reader: CaseLedger = make_ledger(clock=lambda: datetime.now(UTC))
+    worker = KafkaIntakeWorker(ledger, kafka)  # keeps customers, claims and cases between its batches
+    with KafkaIntakeClient(kafka, adapter="test-adapter") as client:
+        client.submit(jane_contact("m-1", locale="en", time_zone=CHATHAM))
+    drain(worker, until=1)
+    reference = ledger.find_by_message("email", "m-1").reference
+    old = [SUBJECT, BODY, ITEM, CHATHAM]
+    assert holding(worker, old) == old  # its cache is warm: her case, opened
 
-        erased = subprocess.run(  # another process: the CLI, on the same store and key-encryption key
-            [sys.executable, "-m", "caseledger.cli.app", "--database", database, "customer", "erase", str(JANE),
-             "--reason", "art. 17 request", "--json"], capture_output=True, text=True, timeout=120, check=False)
-        assert erased.returncode == 0 and json.loads(erased.stdout)["erased"], erased.stderr
-        customer_id = json.loads(erased.stdout)["customer_id"]
+    erased = subprocess.run(  # another process: the CLI, on the same store and key-encryption key
+        [sys.executable, "-m", "caseledger.cli.app", "--database", database, "customer", "erase", str(JANE),
+         "--reason", "art. 17 request", "--json"], capture_output=True, text=True, timeout=120, check=False)
+    assert erased.returncode == 0 and json.loads(erased.stdout)["erased"], erased.stderr
+    customer_id = json.loads(erased.stdout)["customer_id"]
 
-        with KafkaIntakeClient(kafka, adapter="test-adapter") as client:
-            client.submit(jane_contact("m-1", locale="en", time_zone=CHATHAM))  # her old form, resent
-            client.submit(ContactDraft(channel="email", channel_message_id="m-2", identity=JANE,
-                                       items=("I am writing to you again",)))
-            client.submit(ContactDraft(channel="email", channel_message_id="m-3", identity=JANE,
-                                       items=("About my earlier request",), case_reference=reference, follow_up=True))
-        drain(worker, until=4)
-        assert list(ledger.rejections()) == [] and worker.stats.rejected == 0  # she can always write again
-        assert (worker.stats.contacts, worker.stats.duplicates) == (3, 1)
-        assert holding(worker, old) == []  # nothing opened before the erasure is kept past its next batch
+    with KafkaIntakeClient(kafka, adapter="test-adapter") as client:
+        client.submit(jane_contact("m-1", locale="en", time_zone=CHATHAM))  # her old form, resent
+        client.submit(ContactDraft(channel="email", channel_message_id="m-2", identity=JANE,
+                                   items=("I am writing to you again",)))
+        client.submit(ContactDraft(channel="email", channel_message_id="m-3", identity=JANE,
+                                   items=("About my earlier request",), case_reference=reference, follow_up=True))
+    drain(worker, until=4)
+    assert list(ledger.rejections()) == [] and worker.stats.rejected == 0  # she can always write again
+    assert (worker.stats.contacts, worker.stats.duplicates) == (3, 1)
+    assert holding(worker, old) == []  # nothing opened before the erasure is kept past its next batch
 
-        publish_all(ledger, kafka)
-        topic = opened_from_topic(reader, kafka, customer_id)
-        erasure = next(e for e in topic if type(e).__name__ == "CustomerErased")
-        after = [e for e in topic if e.timestamp > erasure.timestamp]
-        acks = [e for e in after if type(e).__name__ == "AcknowledgementIssued"]
-        assert len(acks) == 2  # the new request and the follow-up (a resubmission is traced, not acknowledged)
-        default = reader.audience_of(None, "email")
-        for ack in acks:
-            assert (ack.time_zone, ack.locale) == (default.time_zone, default.locale)
-            assert "again" in ack.text or "earlier" in ack.text  # her new words, readable
-        for event in after:
-            texts = strings(vars(event))
-            assert not any(secret in text for secret in old for text in texts), type(event).__name__
-    finally:
-        ledger.close()
-        reader.close()
+    publish_all(ledger, kafka)
+    topic = opened_from_topic(reader, kafka, customer_id)
+    erasure = next(e for e in topic if type(e).__name__ == "CustomerErased")
+    after = [e for e in topic if e.timestamp > erasure.timestamp]
+    acks = [e for e in after if type(e).__name__ == "AcknowledgementIssued"]
+    assert len(acks) == 2  # the new request and the follow-up (a resubmission is traced, not acknowledged)
+    default = reader.audience_of(None, "email")
+    for ack in acks:
+        assert (ack.time_zone, ack.locale) == (default.time_zone, default.locale)
+        assert "again" in ack.text or "earlier" in ack.text  # her new words, readable
+    for event in after:
+        texts = strings(vars(event))
+        assert not any(secret in text for secret in old for text in texts), type(event).__name__
