@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from caseledger.ledger.domain.texts import TextSettings, check_time_zone
 from caseledger.ledger.domain.values import ContactDraft, Identity, check_locale
 from caseledger.ledger.errors import ValidationError
 from caseledger.ledger.privacy.data_keys import DataKeys
+from caseledger.ledger.service.feeds import Feed, Watcher
 from tests.support.clock import FakeClock
 from tests.support.environment import ledger_settings
 from tests.support.examples import examples
@@ -136,6 +138,38 @@ def test_an_erasure_whose_keys_are_not_destroyed_yet_is_never_kept(
     with worker.unit_of_work():
         assert worker.get_case(out.reference).subject == ERASED
     assert holding(worker, ["zqpending", "zqfollow"]) == []
+
+
+class _Lender:
+    """The service's state as the live page's watcher uses it: a ledger lent per read."""
+
+    def __init__(self, ledger: CaseLedger) -> None:
+        self.ledger = ledger
+
+    @contextmanager
+    def leased_ledger(self) -> Iterator[CaseLedger]:
+        yield self.ledger
+
+
+def test_the_live_page_shows_a_case_again_from_the_store_once_its_customer_is_erased_elsewhere(
+    three: tuple[CaseLedger, CaseLedger, CaseLedger],
+) -> None:
+    """Before: a live page kept showing (and sending to every new stream) the case as opened before another process
+    erased its customer, since an erasure is recorded on the customer and the watcher only followed the case."""
+    _worker, agent, service = three
+    who = "email:live@example.com"
+    out = agent.record_contact(draft("l-1", who, "zqlive"))
+    watcher = Watcher(_Lender(service), render=lambda case: f"{case.subject} / {case.contacts['C1'].subject}")
+    feed = watcher.feeds[out.case_id] = Feed(service.get_case(out.reference))
+    watcher._changed()
+    assert watcher._update(feed, False) and "zqlive" in feed.html
+    agent.erase_customer(who, reason="art. 17 request", actor=AGENT)
+    changed = watcher._changed()
+    assert out.case_id not in changed  # nothing happened to the case itself
+    assert watcher._update(feed, True, watcher._reload(feed))
+    assert "zqlive" not in feed.html and "[erased]" in feed.html
+    assert holding(watcher, ["zqlive"]) == []
+    assert not watcher._update(feed, True, watcher._reload(feed))  # read again for a while; nothing new to send
 
 
 # -- [erased] is a marker, not a value -----------------------------------------------------------------------
