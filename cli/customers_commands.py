@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import tzinfo
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from rich.text import Text
 from caseledger.cli import render
 from caseledger.cli.common import Session, case_from_record, session
 from caseledger.cli.options import Customer, Json, Zone
+from caseledger.ledger.private_files import open_private
 
 
 def cases(ctx: typer.Context, customer: Customer, as_json: Json = False) -> None:
@@ -103,7 +105,8 @@ def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo
                                  param_hint="'--export'")
     if s.api:  # the service exports and audits; the file is its answer
         data, verified = s.service.export(customer, fmt)
-        path.write_bytes(data)
+        with os.fdopen(open_private(path), "wb") as out:
+            out.write(data)
         s.say(f"Exported the history of {customer} as {fmt} to {path} ({len(data):,} bytes); audit: "
               f"{'verified' if verified else 'NOT verified'}.", "green" if verified else "yellow")
         return

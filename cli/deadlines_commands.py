@@ -28,7 +28,8 @@ def tick(
 
     It runs on the ledger's clock and what it records names the actor (--as). With a `[retention]`
     table in the policy, customers whose data is due for erasure are erased (once; a legal hold
-    keeps them, and is reported), and so are old months of rejected intake records.
+    keeps them, and is reported), and so are old months of rejected intake records. Last, it finishes
+    erasures a reader kept pending (the destroyed keys' bytes still in the database's files).
 
     Examples:
 
@@ -54,7 +55,8 @@ def tick(
         r = report.retention
         s.echo_json({"now": report.now, "cases_checked": report.cases_checked, "missed": report.missed,
                      "total": report.total, "erased": r.erased, "held": r.held,
-                     "erased_rejection_months": r.rejection_months, "retention_skipped": report.retention_skipped})
+                     "erased_rejection_months": r.rejection_months, "retention_skipped": report.retention_skipped,
+                     "erasure_pending": report.erasure_pending})
         return
     s.say(f"Checked {report.cases_checked} case(s) as of {render.fmt_time(report.now, s.tz)}.")
     r = report.retention
@@ -64,6 +66,8 @@ def tick(
         s.say(f"Retention: {customer} is due for erasure but kept by a legal hold ({reason}).", "yellow")
     if r.rejection_months:
         s.say(f"Retention: erased the raw bytes of intake rejections of {', '.join(r.rejection_months)}.", "yellow")
+    if report.erasure_pending:
+        s.say(f"Erasure pending: {report.erasure_pending}.", "yellow")
     if not report.total:
         s.say("No new missed deadline.", "green")
         return
@@ -133,4 +137,4 @@ def _tick_report(answer: dict[str, Any]) -> Any:
                       missed=answer["missed"], retention=RetentionReport(
                           erased=answer["erased"], held=answer["held"],
                           rejection_months=answer["erased_rejection_months"]),
-                      retention_skipped=answer.get("retention_skipped"))
+                      retention_skipped=answer.get("retention_skipped"), erasure_pending=answer.get("erasure_pending"))

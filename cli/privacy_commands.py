@@ -32,7 +32,9 @@ def customer_erase(ctx: typer.Context, customer: Customer, reason: WhyErase, as_
     Every event stays, with its hashes, chains and seals: `audit verify` still passes. What was
     personal (identities, subjects, bodies, items, promise terms, notices …) reads `[erased]` in
     `history`, `case show`, exports and every view. Refused while a legal hold is in force.
-    Erasing again is a no-op.
+    Erasing again is a no-op. "erased" is true only once no copy of the keys' bytes is left in the
+    database's files; while a reader holds an older snapshot it says what is pending, and
+    `caseledger tick` finishes it.
 
     Example:
 
@@ -44,7 +46,10 @@ def customer_erase(ctx: typer.Context, customer: Customer, reason: WhyErase, as_
     report = s.ledger.erase_customer(customer, reason=reason, actor=s.actor)
     if as_json:
         s.echo_json({"customer_id": report.customer_id, "erased": report.erased, "already_erased": report.already_erased,
-                     "key_ids": report.key_ids, "erased_at": report.erased_at.isoformat()})
+                     "key_ids": report.key_ids, "erased_at": report.erased_at.isoformat(), "pending": report.pending})
+    elif report.pending:
+        s.say(f"Destroyed the data keys of customer {report.customer_id}, but not yet erased: {report.pending}.",
+              "yellow")
     elif report.already_erased:
         s.say(f"Customer {report.customer_id} was already erased: nothing left to erase.", "green")
     elif report.key_ids:

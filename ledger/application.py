@@ -38,7 +38,7 @@ from caseledger.ledger.privacy.holds import LegalHolds
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 from caseledger.ledger.privacy.retention_sweep import RetentionReport, RetentionSweep
 from caseledger.ledger.settings import LedgerSettings
-from caseledger.ledger.store_ports import PrincipalRow
+from caseledger.ledger.store_ports import IDEMPOTENCY_WINDOW, PrincipalRow
 from caseledger.ledger.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -173,9 +173,13 @@ class CaseLedger(LedgerCore):
 
         What it records names ``actor``; ``skip_retention`` says why it must erase nobody (its caller
         may not erase customers). Without ``references`` every case is checked (see
-        :meth:`Casework.record_missed_deadlines`).
+        :meth:`Casework.record_missed_deadlines`). Last, it removes the copies of destroyed keys' bytes
+        the database still keeps, this tick's and those an earlier erasure left pending.
         """
         report = self.cases.record_missed_deadlines(actor=actor, references=references, batch_size=batch_size)
         retention = self.retention.apply_retention(actor=actor) if skip_retention is None else RetentionReport()
-        return dataclasses.replace(report, retention=retention, retention_skipped=skip_retention)
+        # The service's idempotency answers past their window go too (quoting requests, they are personal data).
+        self.storage.idempotency().purge_idempotency(report.now - IDEMPOTENCY_WINDOW)
+        return dataclasses.replace(report, retention=retention, retention_skipped=skip_retention,
+                                   erasure_pending=self.erasure.forget_destroyed())
 

@@ -7,6 +7,7 @@ decided in one transaction on the :class:`~caseledger.ledger.application.LedgerC
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +40,7 @@ class TickReport:
     missed: dict[str, int]
     retention: RetentionReport = field(default_factory=RetentionReport)  # what the retention policy erased
     retention_skipped: str | None = None  # why retention did not run in this tick
+    erasure_pending: str | None = None  # what keeps destroyed keys' bytes in the database's files, if anything
 
     @property
     def total(self) -> int:
@@ -76,11 +78,14 @@ class Casework:
             customer_id = self.lookups.resolve_customer(who)
             customer = self.core.load(Customer.id_for(customer_id))
             changed = customer.set_locale(locale=locale, time_zone=time_zone, source="command",
-                                          ctx=self.core.context(actor))
+                                          ctx=self._as_customer_of(customer_id, self.core.context(actor)))
             self.core.record(customer)
         return customer_id, self.core.audience_of(customer, None), changed
 
     # -- commands on one case -----------------------------------------------------------------------
+
+    def _as_customer_of(self, customer_id: str, ctx: Context) -> Context:
+        return dataclasses.replace(ctx, actor=self.lookups.acting_as(customer_id, ctx.actor))
 
     def _on_case(
         self,
@@ -95,7 +100,7 @@ class Casework:
         with self.core.command_scope():
             ctx = self.core.context(actor, channel=channel, occurred_at=occurred_at, causation_id=causation_id)
             case = self.lookups.get_case(reference)
-            result = decide(case, ctx)
+            result = decide(case, self._as_customer_of(case.customer_id, ctx))
             self.core.record(case)
             return result
 

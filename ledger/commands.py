@@ -64,7 +64,7 @@ class Route:
         return self.operation.value if self.operation is not None else "authenticated"
 
     def url(self, **segments: str) -> str:
-        """The path with each segment escaped as given (a customer id, identity, reference, id)."""
+        """The path with each segment escaped as given (a customer id, reference, id; never an identity)."""
         return self.path.format(**{k: quote(v, safe=":@") for k, v in segments.items()})
 
 
@@ -267,6 +267,12 @@ class LedgerCommands(Protocol):
 
 class ServiceCommands(Protocol):
     """The reads (and tick) only the ledger service answers through the client: from its views, its audit, its clock."""
+
+    @route("POST", "/v1/customers/resolve", None)
+    def customer_id_of(self, identity: str) -> str:
+        """The customer id of an identity (email:…, phone:…): what the ``/v1/customers/{customer}`` routes take,
+        since an identity never goes in a URL (paths and queries end up in logs)."""
+        ...
 
     @route("GET", "/v1/whoami", None)
     def whoami(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ the ledger service answers them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,7 +29,7 @@ from caseledger.ledger.domain.directory import (
     case_id_for,
 )
 from caseledger.ledger.domain.events import LedgerEvent
-from caseledger.ledger.domain.values import Channel, Identity
+from caseledger.ledger.domain.values import Actor, ActorKind, Channel, Identity
 from caseledger.ledger.errors import NotFound, ValidationError
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 from caseledger.ledger.reports.describe import case_record, collision_record, rejection_record
@@ -75,8 +76,29 @@ class Lookups:
             if claim is not None:
                 return claim.customer_id  # type: ignore[no-any-return]
         raise NotFound(
-            f"no customer known as {who!r}; give a customer id or an identity such as email:jane@example.com"
+            "no customer known by the customer id or identity given (field customer); give a customer id (cus-…) "
+            "or an identity such as email:jane@example.com"
         )
+
+    def acting_as(self, customer_id: str, actor: Actor) -> Actor:
+        """``actor`` as recorded on ``customer_id``'s data: a customer acting is named by their customer id
+        (a pseudonym), never by what ``--as`` gave.
+
+        Only that customer acts on their case or data as a customer: a name that is another known
+        customer's is refused; any other (their identity, a name the ledger does not know) stands for them.
+        """
+        if actor.kind is not ActorKind.CUSTOMER or actor.id == customer_id:
+            return actor
+        try:
+            named = self.resolve_customer(actor.id)
+        except NotFound:
+            named = customer_id
+        if named != customer_id:
+            raise ValidationError(
+                "field actor names another customer than the one acted on: a customer acts only on their own cases "
+                "and data; act as customer:CUSTOMER_ID (or the customer's own identity), or as an agent"
+            )
+        return dataclasses.replace(actor, id=customer_id)
 
     def cases_of(self, who: str) -> list[Case]:
         """Every case of a customer (by customer id or identity), oldest first."""

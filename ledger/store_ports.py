@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
@@ -128,7 +128,12 @@ class DataKeyStore(Protocol):
         ...
 
     def destroy(self, key_ids: Sequence[str], *, at: datetime) -> None:
-        """Forget the wrapped bytes of these keys for good, from the database's free pages and log too."""
+        """Overwrite the wrapped bytes of these keys in their rows (and what the update frees)."""
+        ...
+
+    def forget_destroyed(self, *, within: float | None = None) -> bool:
+        """Remove every copy of destroyed keys' bytes the database still keeps (old pages, log, dead row
+        versions); False when readers kept it from finishing for ``within`` seconds (a later call finishes)."""
         ...
 
     def rewrap(self, rows: Sequence[DataKeyRow]) -> None:
@@ -164,6 +169,10 @@ class AdapterKeyRow:
     channels: tuple[str, ...]
     created_at: datetime
     revoked_at: datetime | None
+
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+"""How long the answer of an ``Idempotency-Key`` is kept (docs/api.md); ``tick`` and the service delete older rows."""
 
 
 @dataclass(frozen=True)
@@ -219,7 +228,7 @@ class AdapterKeyStore(Protocol):
 
 
 class IdempotencyStore(Protocol):
-    """For each (principal, ``Idempotency-Key``): the SHA-256 of the request and, once done, its answer."""
+    """For each (principal, ``Idempotency-Key``): a keyed digest of the request and, once done, its sealed answer."""
 
     def insert_idempotency(self, key_id: str, request_sha256: bytes, at: datetime) -> bool:
         """Claim a key for a request; False if it is already claimed."""
@@ -244,6 +253,10 @@ class IdempotencyStore(Protocol):
 
     def release_idempotency(self, key_id: str) -> None:
         """Forget a claim whose request recorded nothing (it failed): a retry runs afresh."""
+        ...
+
+    def purge_idempotency(self, before: datetime) -> int:
+        """Delete every row claimed before ``before`` (its window passed); how many."""
         ...
 
 

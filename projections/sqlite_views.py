@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from caseledger.ledger.errors import BackendError, ConfigurationError
+from caseledger.ledger.private_files import create_private
 from caseledger.projections.tables import FLOAT, INT, JSON, TEXT, TIME
 from caseledger.projections.views import Encoder, Row, ViewStore, ViewTransaction, encode_json, utc_text
 
@@ -54,6 +55,7 @@ class SQLiteViewStore(ViewStore):
         file = Path(path).expanduser()
         if not file.parent.exists():
             raise ConfigurationError(f"views database {path!r}: directory {file.parent} does not exist")
+        create_private(file)  # its -wal and -shm files take its mode
         try:
             self.conn = sqlite3.connect(str(file), isolation_level=None, timeout=lock_timeout_s,
                                         check_same_thread=False)

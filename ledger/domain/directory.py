@@ -406,7 +406,9 @@ class IntakeRejection(Aggregate):
             rejection.chain_head = None
 
     @classmethod
-    def reject(cls, source: IntakeSource, *, reason: str, raw: bytes, kind: str, ctx: Context) -> IntakeRejection:
+    def reject(cls, source: IntakeSource, *, reason: str, raw: bytes, kind: str, ctx: Context,
+               customer_id: str = "") -> IntakeRejection:
+        """``customer_id``: the sender's, when the record names one (its bytes are then sealed under their key)."""
         return cls._create(
             cls.IntakeRejected,
             id=source.event_id,
@@ -416,5 +418,5 @@ class IntakeRejection(Aggregate):
             kind=kind,
             reason=reason,
             raw=raw,
-            **envelope(ctx, customer_id=""),
+            **envelope(ctx, customer_id=customer_id),
         )

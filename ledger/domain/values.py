@@ -112,7 +112,7 @@ class Actor:
         kind, sep, ident = text.partition(":")
         if not sep:
             raise ValidationError(
-                f"actor {text!r} must look like KIND:ID, e.g. agent:alice or automation:limits-rule"
+                "field actor must look like KIND:ID, e.g. agent:alice or automation:limits-rule"
             )
         return cls(kind=ActorKind(_parse_enum(ActorKind, kind, "actor kind")), id=ident.strip())
 
@@ -144,12 +144,13 @@ class Identity:
             value = value.lower()
             if not _EMAIL.match(value):
                 raise ValidationError(
-                    f"{self.value!r} is not an email address; write it as name@domain, e.g. email:jane@example.com"
+                    "the identity's value is not an email address; write it as name@domain, e.g. "
+                    "email:jane@example.com"
                 )
         elif kind == "phone":
             if not _PHONE.match(value):
                 raise ValidationError(
-                    f"{self.value!r} is not a phone number; write digits with the country code and an optional "
+                    "the identity's value is not a phone number; write digits with the country code and an optional "
                     "leading +, e.g. phone:+33612345678"
                 )
             value = ("+" if value.startswith("+") else "") + re.sub(r"\D", "", value)
@@ -166,7 +167,7 @@ class Identity:
             if "@" in text and not text.startswith("@"):
                 return cls(kind="email", value=text)
             raise ValidationError(
-                f"identity {text!r} must look like KIND:VALUE, e.g. email:jane@example.com"
+                "the identity must look like KIND:VALUE, e.g. email:jane@example.com"
             )
         return cls(kind=kind, value=value)
 
@@ -198,16 +199,16 @@ class Attachment:
             raise ValidationError("an attachment needs a ref (where the file is stored)")
         if not _SHA256.match(self.sha256.lower()):
             raise ValidationError(
-                f"attachment {self.ref!r}: sha256 must be 64 hex digits, got {self.sha256!r}"
+                f"an attachment's sha256 must be 64 hex digits, got {len(self.sha256)} characters"
             )
         object.__setattr__(self, "sha256", self.sha256.lower())
         if not 0 <= self.size <= MAX_ATTACHMENT_BYTES:
             raise ValidationError(
-                f"attachment {self.ref!r}: size must be 0 to 2^63-1 bytes (an Avro long), got {self.size}"
+                f"an attachment's size must be 0 to 2^63-1 bytes (an Avro long), got {self.size}"
             )
         if "/" not in self.media_type:
             raise ValidationError(
-                f"attachment {self.ref!r}: media type {self.media_type!r} is not like type/subtype"
+                "an attachment's media type is not like type/subtype (e.g. application/pdf)"
             )
 
     def as_record(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from caseledger.ledger.domain.directory import (
     MessageCollision,
     case_id_for,
 )
-from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, ContactDraft, content_digest
+from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, ContactDraft, Identity, content_digest
 from caseledger.ledger.errors import ConflictError, MessageIdCollision, RuleViolation
 from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
@@ -164,7 +164,7 @@ class ContactIntake:
         self, message: ChannelMessage, draft: ContactDraft, customer_id: str
     ) -> tuple[str, str] | None:
         """Why ``draft`` is not a resubmission of the registered ``message`` (kind, reason), or None."""
-        where = f"{draft.channel.value} message {draft.channel_message_id!r}"
+        where = f"the {draft.channel.value} message id"  # never its value: kept in clear, and personal data
         if customer_id != message.customer_id:
             return "identity", f"{where} was first recorded for another customer"
         if draft.case_reference is not None and normalise_reference(draft.case_reference) != message.reference:
@@ -218,7 +218,7 @@ class ContactIntake:
             )
             self.core.record(collision)
         raise MessageIdCollision(
-            f"{draft.channel.value} message {draft.channel_message_id!r} is already the id of a different "
+            f"field channel_message_id: this {draft.channel.value} message id is already the id of a different "
             f"request, so this one was not applied; it is kept as collision {collision_id} for an operator "
             "(`caseledger intake collisions`). Send it again with a new channel message id.",
             collision_id=str(collision_id),
@@ -305,11 +305,22 @@ class ContactIntake:
         self.core.record(case, message, customer, new_claim)
         return self._outcome(case, contact_id=contact_id, duplicate=False, opened=opened)
 
-    def reject_intake(self, source: IntakeSource, *, reason: str, raw: bytes, kind: str = "unknown") -> None:
-        """Record that an intake record could not be applied: where it was, why, and its bytes."""
+    def reject_intake(self, source: IntakeSource, *, reason: str, raw: bytes, kind: str = "unknown",
+                      sender: Identity | None = None) -> None:
+        """Record that an intake record could not be applied: where it was, why, and its bytes.
+
+        A record that names its ``sender`` (a contact that decoded) is kept under the sender's customer
+        id, so that their key seals it and erasing them (by identity) or retention reaches it; any
+        other is kept under its month's key.
+        """
         with self.core.command_scope():
             ctx = self.core.context(SYSTEM, causation_id=source.event_id)
-            rejection = IntakeRejection.reject(source, reason=reason, raw=raw, kind=kind, ctx=ctx)
+            customer_id = ""
+            if sender is not None:
+                claim = self.pseudonyms.find_claim(sender)
+                customer_id = claim.customer_id if claim is not None else self.pseudonyms.customer_id_for(sender)
+            rejection = IntakeRejection.reject(source, reason=reason, raw=raw, kind=kind, ctx=ctx,
+                                               customer_id=customer_id)
             self.core.record(rejection)
 
     def _outcome_of(self, message: ChannelMessage) -> ContactOutcome:

@@ -333,7 +333,8 @@ class KafkaIntakeWorker:
                     )
                 except MessageIdCollision as collision:
                     # Recorded by the ledger as this offset's outcome; nothing else to do.
-                    log.warning("intake record %s collided: %s", source, collision)
+                    # Only where it is: its message id and request are personal data (intake collisions shows them).
+                    log.warning("intake record %s collided: kept as collision %s", source, collision.collision_id)
                     self.stats.collisions += 1
                     return
                 if outcome.duplicate:
@@ -356,8 +357,11 @@ class KafkaIntakeWorker:
                 self.stats.reports += 1
         except REFUSALS as refusal:
             reason = f"{type(refusal).__name__}: {refusal}"
-            log.warning("rejected intake record %s: %s", source, reason)
-            self.ledger.reject_intake(source, reason=reason, raw=raw, kind=kind)
+            # The reason may quote the record (an e-mail address): kept sealed in the event, never logged.
+            log.warning("rejected intake record %s (%s; `caseledger intake rejections` shows why)", source,
+                        type(refusal).__name__)
+            sender = message.identity if isinstance(message, ContactDraft) else None
+            self.ledger.reject_intake(source, reason=reason, raw=raw, kind=kind, sender=sender)
             self.stats.rejected += 1
 
     def _reporter(self, signer: str | None) -> Reporter:

@@ -22,6 +22,9 @@ value                the exact bytes the store keeps (Avro single-object encodin
 ``ce_eventhash``     SHA-256 of the value (hex): the hash the audit's chains are made of
 ===================  ========================================================================
 
+A customer's erasure is a record too, ``CustomerErased``, keyed by their customer id: what a consumer
+must then drop is docs/privacy.md's contract (*Consumers of the events topic*).
+
 Records published before this format carry the ledger's own headers (``event_type``,
 ``schema_fingerprint``, ``event_id``, ``case_id``, ``position``, ``event_hash``); every reader here
 accepts both, so a topic written by an earlier release stays readable and auditable.

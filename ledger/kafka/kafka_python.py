@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.abc import Partitioner
 from kafka.partitioner.default import murmur2
@@ -274,6 +275,12 @@ class KafkaPythonTopicAdmin(Closing):
             except TopicAlreadyExistsError:
                 return False
         return True
+
+    def topic_config(self, topic: str) -> dict[str, str]:
+        admin = self._client()
+        with self._administering:
+            described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        return {name: str(entry["value"]) for name, entry in described["topic"][topic].items()}
 
     def close(self) -> None:
         if self._admin is not None:

@@ -179,6 +179,10 @@ class TopicAdmin(Port, Protocol):
         """Create ``topic``; False when it was created meanwhile by someone else."""
         ...
 
+    def topic_config(self, topic: str) -> dict[str, str]:
+        """The configuration in force on ``topic`` (its own, else the broker's defaults), by name."""
+        ...
+
 
 # What a failed Kafka call becomes: ``what`` names the operation (the message is "what: error"),
 # or formats the whole message from the client's error.

@@ -168,6 +168,10 @@ class DataKeys:
             self._unsaved.pop(key_id, None)
         self._current = {s: k for s, k in self._current.items() if k not in key_ids}
 
+    def forget_destroyed(self) -> bool:
+        """Remove the copies of destroyed keys the database keeps; False while a reader keeps them (retry later)."""
+        return self.table.forget_destroyed()
+
     def rotate(self, new: KeyEncryptionKey) -> int:
         """Rewrap every live data key with ``new``, in one transaction; how many were rewrapped."""
         rows = []

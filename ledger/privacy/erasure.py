@@ -8,7 +8,9 @@ it was sealed with keys that no longer exist (:mod:`caseledger.ledger.privacy.se
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,28 +18,36 @@ from typing import Any
 from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.directory import Customer
+from caseledger.ledger.domain.personal import ERASED
 from caseledger.ledger.domain.values import SYSTEM, Actor, Identity
-from caseledger.ledger.errors import RuleViolation, ValidationError
+from caseledger.ledger.errors import NotFound, RuleViolation, ValidationError
 from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 
-__all__ = ["Erasure", "ErasureReport", "checked_reason"]
+__all__ = ["PENDING", "Erasure", "ErasureReport", "checked_reason", "identity_values"]
 
-MAX_REASON = 500
+MAX_REASON = 200
+_PHONE = re.compile(r"\+\d|\d(?:[ .]?\d){8,}")  # an international number, or 9 digits or more in a run
+#: What an erasure says when the database could not yet drop every copy of the destroyed keys' bytes.
+PENDING = ("the destroyed keys' bytes may still be in the database's files, because a reader holds an older "
+           "snapshot (a long query, a backup, another process); end it, then run `caseledger tick` (or erase "
+           "again) until nothing is pending")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ErasureReport:
-    """What an erasure did: the keys destroyed, or why nothing was left to do."""
+    """What an erasure did: the keys destroyed, or why nothing was left to do; what is still pending."""
 
     customer_id: str
     erased_at: datetime
     key_ids: list[str] = field(default_factory=list)
     already_erased: bool = False
+    pending: str | None = None  # set while the destroyed bytes may still be in the database's files
 
     @property
     def erased(self) -> bool:
-        return bool(self.key_ids)
+        """Keys were destroyed and no copy of their bytes is left in the database's files."""
+        return bool(self.key_ids) and self.pending is None
 
 
 class Erasure:
@@ -54,11 +64,33 @@ class Erasure:
         Refused while a legal hold is in force. Erasing a customer with no live key left is a no-op
         (``already_erased``). The event is recorded before the keys are destroyed: a crash between
         the two leaves the keys to the next erasure (or ``tick``), never data erased without record.
+        The report says ``erased`` only once no copy of the keys' bytes is left in the database's
+        files; until then it says what is ``pending`` (see :meth:`forget_destroyed`).
         """
+        report = self.destroy_keys(who, reason=reason, actor=actor)
+        return dataclasses.replace(report, pending=self.forget_destroyed())
+
+    def forget_destroyed(self) -> str | None:
+        """Remove the copies of every destroyed key's bytes the database keeps; what is pending, or None.
+
+        A reader holding an older snapshot keeps them (SQLite's WAL, PostgreSQL's dead tuples) for a
+        while; ``tick`` calls this again, so a pending erasure finishes.
+        """
+        with translate_errors(self.core.settings.store.describe()):
+            return None if self.core.data_keys.forget_destroyed() else PENDING
+
+    def destroy_keys(self, who: str, *, reason: str, actor: Actor | None = None) -> ErasureReport:
+        """:meth:`erase_customer` without removing the copies (a sweep erasing many does it once, after)."""
         reason = checked_reason(reason, "erasure")
-        customer_id = self.lookups.resolve_customer(who)
+        customer_id = self.data_subject(who)
         with self.core.command_scope():
-            customer = self.core.load(Customer.id_for(customer_id))
+            customer = self.core.get_optional(Customer.id_for(customer_id))
+            if customer is None:
+                # A sender known only from requests kept as collisions: a data subject all the same. Registered
+                # now (no identity), so that the erasure is recorded like any other.
+                customer = Customer.register(customer_id=customer_id, segment=None, ctx=self.core.context(
+                    self.lookups.acting_as(customer_id, actor or SYSTEM)))
+            checked_reason(reason, "erasure", personal=identity_values(customer))
             if customer.hold is not None:
                 raise RuleViolation(
                     f"customer {customer_id} is under a legal hold ({customer.hold}); their data cannot be erased "
@@ -74,7 +106,7 @@ class Erasure:
                 return ErasureReport(customer_id=customer_id, erased_at=now, already_erased=True)
             if new or not live:  # not live and never erased: history from before keys; the request is recorded
                 claims = [str(c.id) for i in customer.identities if (c := self.pseudonyms.find_claim(Identity.parse(i)))]
-                ctx = self.core.context(actor or SYSTEM)
+                ctx = self.core.context(self.lookups.acting_as(customer_id, actor or SYSTEM))
                 customer.record_erasure(reason=reason, key_ids=new, claim_ids=claims, ctx=ctx)
                 self.core.record(customer)
         # The CustomerErased event itself is sealed with nothing personal, but its customer's live key
@@ -84,6 +116,21 @@ class Erasure:
             self.core.data_keys.destroy(live)
         self.core.forget_customers({Customer.id_for(customer_id)})  # other ledgers learn it before their next batch
         return ErasureReport(customer_id=customer_id, erased_at=now, key_ids=sorted(set(live) | set(new)))
+
+    def data_subject(self, who: str) -> str:
+        """The customer id of ``who`` (a customer id or an identity): a customer's, or that of a sender the
+        ledger knows only from the requests it kept of theirs (collisions, rejections), found by the keys sealing them."""
+        try:
+            return self.lookups.resolve_customer(who)
+        except NotFound:
+            try:
+                subject = self.pseudonyms.customer_id_for(Identity.parse(who))
+            except ValidationError:
+                subject = who
+            with translate_errors(self.core.settings.store.describe()):
+                if self.core.data_keys.table.by_subjects([subject]):
+                    return subject
+            raise
 
     def customer_privacy(self, who: str) -> dict[str, Any]:
         """A customer's keys and hold, as ``customer show`` prints them (never key material)."""
@@ -105,11 +152,32 @@ class Erasure:
                 yield row.subject
 
 
-def checked_reason(reason: str, what: str) -> str:
-    """``reason`` on one line, if given and not too long; ``what`` names the request in the error."""
+def identity_values(customer: Customer) -> list[str]:
+    """What a reason about ``customer`` must not quote: the values of their identities still readable."""
+    values = [value for i in customer.identities if (value := i.partition(":")[2]) and value != ERASED]
+    return values + [v.partition("@")[0] for v in values if "@" in v]  # an address's name part names them too
+
+
+def checked_reason(reason: str, what: str, *, personal: Iterable[str] = ()) -> str:
+    """``reason`` on one line, given, short, and holding nothing that looks like personal data.
+
+    Erasure and hold reasons stay in clear for ever (they are what must stay provable once the data
+    is gone): a legal ground and a reference (``art. 17 request, ticket 4711``, ``litigation
+    2026/118``), never an e-mail address, a phone number or one of the customer's identities
+    (``personal``). ``what`` names the request in the error, which names the field, never its value.
+    """
     text = " ".join((reason or "").split())
     if not text:
         raise ValidationError(f"a {what} needs a reason (--reason), e.g. \"art. 17 request of 2026-12-01, ticket 4711\"")
     if len(text) > MAX_REASON:
         raise ValidationError(f"the {what} reason is {len(text)} characters; keep it under {MAX_REASON}")
+    lowered = text.lower()
+    looks = ("an e-mail address or a handle" if "@" in text else "a phone number" if _PHONE.search(text)
+             else "one of the customer's identities" if any(len(v) >= 3 and v.lower() in lowered for v in personal) else None)
+    if looks is not None:
+        raise ValidationError(
+            f"field reason of the {what} holds what looks like {looks}: the reason is kept in clear after the "
+            "erasure, so give the legal ground and a reference only (e.g. \"art. 17 request, ticket 4711\"), "
+            "never personal data (docs/privacy.md)"
+        )
     return text

@@ -7,7 +7,7 @@ from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.values import SYSTEM, Actor
 from caseledger.ledger.errors import RuleViolation
 from caseledger.ledger.lookups import Lookups
-from caseledger.ledger.privacy.erasure import checked_reason
+from caseledger.ledger.privacy.erasure import checked_reason, identity_values
 
 __all__ = ["LegalHolds"]
 
@@ -25,9 +25,10 @@ class LegalHolds:
         customer_id = self.lookups.resolve_customer(who)
         with self.core.command_scope():
             customer = self.core.load(Customer.id_for(customer_id))
+            checked_reason(reason, "legal hold", personal=identity_values(customer))
             if customer.hold is not None:
                 raise RuleViolation(f"customer {customer_id} is already under a legal hold ({customer.hold})")
-            customer.place_hold(reason=reason, ctx=self.core.context(actor or SYSTEM))
+            customer.place_hold(reason=reason, ctx=self.core.context(self.lookups.acting_as(customer_id, actor or SYSTEM)))
             self.core.record(customer)
 
     def release_legal_hold(self, who: str, *, reason: str, actor: Actor | None = None) -> None:
@@ -35,7 +36,8 @@ class LegalHolds:
         customer_id = self.lookups.resolve_customer(who)
         with self.core.command_scope():
             customer = self.core.load(Customer.id_for(customer_id))
+            checked_reason(reason, "release", personal=identity_values(customer))
             if customer.hold is None:
                 raise RuleViolation(f"customer {customer_id} is under no legal hold; nothing to release")
-            customer.release_hold(reason=reason, ctx=self.core.context(actor or SYSTEM))
+            customer.release_hold(reason=reason, ctx=self.core.context(self.lookups.acting_as(customer_id, actor or SYSTEM)))
             self.core.record(customer)

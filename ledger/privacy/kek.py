@@ -27,6 +27,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.private_files import refuse_shared_key
 from caseledger.ledger.settings import KEK_ENV, KEK_FILE_ENV, PrivacySettings
 
 __all__ = ["KEK_ENV", "KEK_FILE_ENV", "KeyEncryptionKey", "write_new_kek"]
@@ -87,6 +88,7 @@ class KeyEncryptionKey:
 
     @classmethod
     def from_file(cls, path: Path) -> KeyEncryptionKey:
+        refuse_shared_key(path, "key-encryption key file")
         try:
             text = path.read_text(encoding="ascii")
         except FileNotFoundError:

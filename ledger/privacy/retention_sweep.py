@@ -48,7 +48,11 @@ class RetentionSweep:
         Only subjects that still have a live key are looked at, so an erased customer costs nothing.
         A customer is due once every case of theirs has ended and the retention period of their
         segment has passed since the last event of their last case was recorded (or since they were
-        registered, without a case); a legal hold keeps them, and the report says so.
+        registered, without a case); a legal hold keeps them, and the report says so. A sender known
+        only from requests kept as collisions or rejections (no customer) is due once
+        ``intake_rejections`` (else the default period) has passed since the last of them was recorded.
+        The copies of the destroyed keys' bytes are removed after, once for all (``tick`` calls
+        :meth:`~caseledger.ledger.privacy.erasure.Erasure.forget_destroyed`).
         """
         retention = self.core.policy.retention
         report = RetentionReport()
@@ -58,6 +62,7 @@ class RetentionSweep:
         with translate_errors(self.core.settings.store.describe()):
             live = self.core.data_keys.table.live()
         subjects = sorted({r.subject for r in live})
+        kept_until: dict[str, datetime] | None = None
         for subject in subjects:
             if subject.startswith(REJECTION_SUBJECT_PREFIX):
                 month = subject.removeprefix(REJECTION_SUBJECT_PREFIX)
@@ -71,6 +76,14 @@ class RetentionSweep:
                 continue
             customer = self.core.get_optional(Customer.id_for(subject))
             if customer is None:
+                if kept_until is None:
+                    kept_until = self._last_kept_requests()
+                last = kept_until.get(subject)
+                period = retention.intake_rejections or retention.period_for(None)
+                if last is not None and period is not None and period.after(last) <= now:
+                    self.erasure.destroy_keys(
+                        subject, reason=f"retention: {period} after the last request kept as a collision or rejection", actor=actor)
+                    report.erased.append(subject)
                 continue
             period = retention.period_for(customer.segment)
             if period is None:
@@ -84,10 +97,20 @@ class RetentionSweep:
             if customer.hold is not None:
                 report.held[subject] = customer.hold
                 continue
-            self.erasure.erase_customer(subject, reason=f"retention: {period} after the last case ended ({last:%Y-%m-%d})",
+            self.erasure.destroy_keys(subject, reason=f"retention: {period} after the last case ended ({last:%Y-%m-%d})",
                                 actor=actor)
             report.erased.append(subject)
         return report
+
+    def _last_kept_requests(self) -> dict[str, datetime]:
+        """Sender's customer id → when the last request of theirs kept (a collision, a rejection) was recorded."""
+        last: dict[str, datetime] = {}
+        kept: list[Any] = [*self.lookups.collisions(), *self.lookups.rejections()]
+        for e in kept:
+            if not e.customer_id:
+                continue
+            last[e.customer_id] = max(e.timestamp, last.get(e.customer_id, e.timestamp))
+        return last
 
     def _last_recorded(self, cases: list[Any]) -> datetime | None:
         """When the last event of these cases was recorded (on the ledger's clock), read in one query."""

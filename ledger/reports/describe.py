@@ -15,6 +15,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from caseledger.ledger.domain.personal import ERASED
 from caseledger.ledger.privacy.sealing import TOKEN_PREFIX, excerpt
 
 if TYPE_CHECKING:
@@ -257,7 +258,8 @@ def collision_record(e: Any) -> dict[str, Any]:
         "channel": e.channel, "channel_message_id": e.channel_message_id, "kind": e.kind,
         "reason": e.reason, "customer_id": e.customer_id, "actor": f"{e.actor_kind}:{e.actor_id}",
         "source": e.source or None, "content_digest": e.content_digest,
-        "raw_base64": base64.b64encode(e.raw).decode(),
+        # A kept record is never empty: empty is what a destroyed key leaves (the sender was erased).
+        "raw_base64": base64.b64encode(e.raw).decode() if e.raw else ERASED,
     })
 
 
@@ -266,5 +268,7 @@ def rejection_record(e: Any) -> dict[str, Any]:
     return plain({  # type: ignore[no-any-return]
         "rejection_id": str(e.originator_id), "recorded_at": e.timestamp, "topic": e.source_topic,
         "partition": e.source_partition, "offset": e.source_offset, "kind": e.kind, "reason": e.reason,
-        "bytes": len(e.raw), "raw_base64": base64.b64encode(e.raw).decode(),
+        "bytes": len(e.raw),
+        # Kept under its sender's key (a record naming them), it reads empty once they are erased.
+        "raw_base64": ERASED if not e.raw and e.customer_id else base64.b64encode(e.raw).decode(),
     })

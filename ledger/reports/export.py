@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from caseledger.ledger.audit import AuditReport, verify
 from caseledger.ledger.avro.codec import ENVELOPE, event_hash, schema_files
 from caseledger.ledger.errors import ConfigurationError, ValidationError
+from caseledger.ledger.private_files import open_private
 from caseledger.ledger.reports.describe import plain
 
 if TYPE_CHECKING:
@@ -128,8 +130,8 @@ def export_history(
     elif fmt == "avro":
         _write_avro(target, customer_id, entries, report, describe, exported_at, note)
     else:
-        target.write_text(_html_page(customer_id, entries, report, describe, exported_at, tz, note),
-                          encoding="utf-8")
+        with os.fdopen(open_private(target), "w", encoding="utf-8") as out:
+            out.write(_html_page(customer_id, entries, report, describe, exported_at, tz, note))
     return ExportReport(
         path=target, format=fmt, customer_id=customer_id, events=len(entries), size=target.stat().st_size,
         verified=report.ok, discrepancies=sum(report.counts.values()) if not report.ok else 0, audit=report,
@@ -214,7 +216,8 @@ def _write_json(path: Path, customer_id: str, entries: list[_Entry], report: Aud
             for e in entries
         ],
     }
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with os.fdopen(open_private(path), "w", encoding="utf-8") as out:
+        out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
 # -- Avro ------------------------------------------------------------------------------------------------
@@ -316,7 +319,7 @@ def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: Aud
         "caseledger.erasures": json.dumps(erasures(entries), ensure_ascii=False),
         "caseledger.transparency": json.dumps(_transparency(note), ensure_ascii=False),
     }
-    with path.open("wb") as out:
+    with os.fdopen(open_private(path), "wb") as out:
         writer(out, schema, records, codec="deflate", metadata=metadata)
 
 

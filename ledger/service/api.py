@@ -27,11 +27,13 @@ from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from caseledger.ledger.access.principals import Authenticator, OidcSettings, Principal
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Operation
+from caseledger.ledger.domain.values import Identity
 from caseledger.ledger.errors import AuthenticationError, ValidationError
 from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.service.callers import Callers
@@ -172,6 +174,12 @@ class ServiceState:
             own.close()
 
 
+class IdentityIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    identity: str = Field(description="How the customer is known: email:…, phone:…, handle:…")
+
+
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     if body["status"] == 401:
         headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="caseledger"'}
@@ -210,6 +218,12 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
     def openapi_schema(_p: Annotated[Principal, Depends(authenticated)]) -> dict[str, Any]:
         """The OpenAPI schema of this API, to any authenticated principal."""
         return app.openapi()
+
+    @app.post("/v1/customers/resolve", tags=["customers"], openapi_extra={"x-operation": AUTHENTICATED})
+    def customer_id_of(body: IdentityIn, _p: Annotated[Principal, Depends(authenticated)]) -> dict[str, str]:
+        """The customer id of an identity, for the ``/v1/customers/{customer}`` routes (no identity in a URL)."""
+        # A sender known only from requests kept as collisions is found too: erasure must reach them.
+        return {"customer_id": state.ledger().erasure.data_subject(str(Identity.parse(body.identity)))}
 
     @app.get("/v1/whoami", tags=["service"], openapi_extra={"x-operation": AUTHENTICATED})
     def whoami(principal: Annotated[Principal, Depends(authenticated)]) -> dict[str, Any]:

@@ -25,8 +25,8 @@ from caseledger.ledger.access.principals import IssuedToken
 from caseledger.ledger.commands import ROUTES
 from caseledger.ledger.domain.permissions import Role
 from caseledger.ledger.domain.texts import Audience
-from caseledger.ledger.domain.values import Actor, ContactDraft
-from caseledger.ledger.errors import BackendError, ConfigurationError, ConflictError
+from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
+from caseledger.ledger.errors import BackendError, ConfigurationError, ConflictError, ValidationError
 from caseledger.ledger.intake.contacts import ContactOutcome
 from caseledger.ledger.privacy.erasure import ErasureReport
 from caseledger.ledger.service.problems import error_from_problem
@@ -206,23 +206,24 @@ class LedgerClient:
         self._call("record_read", {"read_at": _iso(read_at)}, reference=reference, message_id=message_id)
 
     def erase_customer(self, who: str, *, reason: str, actor: Actor | None = None) -> ErasureReport:
-        answer = self._call("erase_customer", {"reason": reason}, customer=who)
+        answer = self._call("erase_customer", {"reason": reason}, customer=self._customer(who))
         return ErasureReport(customer_id=answer["customer_id"], erased_at=datetime.fromisoformat(answer["erased_at"]),
-                             key_ids=answer["key_ids"], already_erased=answer["already_erased"])
+                             key_ids=answer["key_ids"], already_erased=answer["already_erased"],
+                             pending=answer.get("pending"))
 
     def place_legal_hold(self, who: str, *, reason: str, actor: Actor | None = None) -> None:
-        self._call("place_legal_hold", {"reason": reason}, customer=who)
+        self._call("place_legal_hold", {"reason": reason}, customer=self._customer(who))
 
     def release_legal_hold(self, who: str, *, reason: str, actor: Actor | None = None) -> None:
-        self._call("release_legal_hold", {"reason": reason}, customer=who)
+        self._call("release_legal_hold", {"reason": reason}, customer=self._customer(who))
 
     def set_customer_locale(self, who: str, *, actor: Actor, locale: str | None,
                             time_zone: str | None) -> tuple[str, Audience, bool]:
-        o = self._call("set_customer_locale", {"locale": locale, "time_zone": time_zone}, customer=who)
+        o = self._call("set_customer_locale", {"locale": locale, "time_zone": time_zone}, customer=self._customer(who))
         return o["customer_id"], Audience(**o["audience"]), o["changed"]
 
     def customer_privacy(self, who: str) -> dict[str, Any]:
-        return dict(self._call("customer_privacy", customer=who))
+        return dict(self._call("customer_privacy", customer=self._customer(who)))
 
     # -- reads as records (the CLI renders them as it renders the embedded ledger's) ------------------------
 
@@ -233,7 +234,7 @@ class LedgerClient:
         return dict(self._call("find_record", query={"channel": channel, "message_id": message_id}))
 
     def case_records_of(self, who: str) -> list[dict[str, Any]]:
-        return list(self._call("case_records_of", customer=who))
+        return list(self._call("case_records_of", customer=self._customer(who)))
 
     def collision_records(self) -> list[dict[str, Any]]:
         return list(self._call("collision_records"))
@@ -257,17 +258,28 @@ class LedgerClient:
 
     # -- what only the service answers (ServiceCommands) -----------------------------------------------------
 
+    def customer_id_of(self, identity: str) -> str:
+        return str(self._call("customer_id_of", {"identity": identity})["customer_id"])
+
+    def _customer(self, who: str) -> str:
+        """``who`` as a customer route takes it: an identity is resolved first, never put in a URL."""
+        try:
+            Identity.parse(who)
+        except ValidationError:
+            return who
+        return self.customer_id_of(who)
+
     def whoami(self) -> dict[str, Any]:
         return dict(self._call("whoami"))
 
     def history_rows(self, who: str) -> list[dict[str, Any]]:
         """A customer's timeline rows (times as datetimes), as the customer timeline projection gives them."""
         return [{**row, "recorded_at": _time(row["recorded_at"]), "occurred_at": _time(row["occurred_at"])}
-                for row in self._call("history_rows", customer=who)]
+                for row in self._call("history_rows", customer=self._customer(who))]
 
     def export(self, who: str, fmt: str) -> tuple[bytes, bool]:
         """A customer's history file in ``fmt`` and whether the server's audit verified it."""
-        answer = self._http.get(ROUTES["export"].url(customer=who), params={"format": fmt})
+        answer = self._http.get(ROUTES["export"].url(customer=self._customer(who)), params={"format": fmt})
         if answer.status_code >= 400:
             raise error_from_problem(self._problem(answer))
         return answer.content, answer.headers.get("X-Caseledger-Verified") == "true"
@@ -279,7 +291,7 @@ class LedgerClient:
         return list(self._call("metrics_rows", query={"by": by}))
 
     def audit_report(self, customer: str | None = None) -> dict[str, Any]:
-        return dict(self._call("audit_report", query={"customer": customer}))
+        return dict(self._call("audit_report", query={"customer": self._customer(customer) if customer else None}))
 
     def tick_record(self) -> dict[str, Any]:
         """Record the deadlines past due, on the ledger's clock (``tick --json``'s record)."""

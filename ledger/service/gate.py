@@ -30,8 +30,10 @@ import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
+from caseledger.ledger.domain.values import Identity
+from caseledger.ledger.errors import ValidationError
 from caseledger.ledger.service.problems import MEDIA_TYPE, problem
 
 __all__ = ["DEFAULT_CSP", "Gate", "loggable_path"]
@@ -50,6 +52,7 @@ DEFAULT_CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 's
                "frame-ancestors 'none'; base-uri 'none'")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CUSTOMER = re.compile(r"^(/v1/customers/)[^/]*")
+_CUSTOMER_SEGMENT = re.compile(r"^/v1/customers/([^/]+)/")
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 UNLIMITED_PATHS = frozenset({"/healthz"})
 
@@ -68,6 +71,19 @@ def _problem(status: int, slug: str, title: str, detail: str, *, exit_code: int,
     body = json.dumps(problem(status, slug, title, detail, exit_code=exit_code)).encode()
     return status, [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode()),
                     *headers], body
+
+
+def _names_an_identity(scope: Scope) -> bool:
+    """Whether a ``/v1/customers/{customer}`` path, or a ``customer`` query parameter, is an identity."""
+    named = [m.group(1)] if (m := _CUSTOMER_SEGMENT.match(scope.get("path", ""))) else []
+    named += [v for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1")) if k == "customer"]
+    for value in named:
+        try:
+            Identity.parse(value)
+        except ValidationError:
+            continue
+        return True
+    return False
 
 
 class Gate:
@@ -152,6 +168,11 @@ class _Exchange:
         if _CONTROL.search(scope.get("path", "")) or _CONTROL.search(query):
             return _problem(400, "invalid", "Invalid request", "the path or query holds a control character "
                             "(CR, LF, NUL …); percent-encode only printable text", exit_code=2)
+        if _names_an_identity(scope):
+            return _problem(400, "identity-in-url", "Identity in the URL", (
+                "a customer's identity (email:…, phone:…) never goes in a URL (paths and queries end up in access "
+                "logs and proxies); name the customer by customer id (cus-…), found with POST /v1/customers/resolve "
+                '{"identity": "email:…"}'), exit_code=2)
         length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
         if length is not None and (not length.isdigit() or int(length) > self.gate.max_body_bytes):
             return self.gate.too_large()

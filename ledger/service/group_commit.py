@@ -23,7 +23,6 @@ key, the same transaction holds its tracking record (``idempotency/<sha256>``) a
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -39,7 +38,7 @@ from eventsourcing.persistence import Tracking
 from caseledger.ledger.errors import BackendError, ConflictError, MessageIdCollision
 from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.service.batch_thread import BatchThread
-from caseledger.ledger.service.idempotency import STALE_AFTER, Idempotency, IdempotencyRefused
+from caseledger.ledger.service.idempotency import STALE_AFTER, Idempotency, IdempotencyRefused, KeyedRequest
 from caseledger.ledger.service.problems import problem_for
 
 if TYPE_CHECKING:
@@ -50,6 +49,7 @@ __all__ = ["MAX_BATCH", "Answer", "GroupCommitter", "Write"]
 log = logging.getLogger("caseledger.service")
 
 MAX_BATCH = 128
+PURGE_EVERY_S = 60.0  # how often the committer deletes idempotency rows past their window
 BATCH_ATTEMPTS = 3  # a batch that conflicts with another process's write is run again this often, then alone
 Answer = tuple[int, Any, bool]  # (status, JSON body, replayed)
 
@@ -64,7 +64,12 @@ class Write:
     digest: bytes = b""
     lookups: Callable[[CaseLedger], Iterable[UUID]] | None = None  # what it will load: prefetched for the batch
     answer: Future[Answer] = field(default_factory=Future)
-    key_id: str = ""
+    keyed: KeyedRequest | None = None  # set by submit for a write with a key
+    stored_digest: bytes = b""  # ``digest`` as its key's row keeps it
+
+    @property
+    def key_id(self) -> str:
+        return self.keyed.key_id if self.keyed is not None else ""
 
 
 class GroupCommitter(BatchThread["Write"]):
@@ -74,12 +79,14 @@ class GroupCommitter(BatchThread["Write"]):
 
     def __init__(self, make_ledger: Callable[[], CaseLedger], *, max_batch: int = MAX_BATCH) -> None:
         super().__init__(make_ledger, max_batch=max_batch)
+        self._next_purge = 0.0
         self.batches = 0  # how many units of work it committed (tests, benchmarks)
 
     def submit(self, write: Write) -> Future[Answer]:
         """Queue ``write``; its future gets (status, body, replayed) or the ledger error it failed with."""
         if write.key is not None:
-            write.key_id = Idempotency.key_id(write.principal, write.key)  # a bad key: refused here, at once
+            write.keyed = KeyedRequest(write.principal, write.key)  # a bad key: refused here, at once
+            write.stored_digest = write.keyed.digest(write.digest)
         self._enqueue(write)
         return write.answer
 
@@ -87,6 +94,12 @@ class GroupCommitter(BatchThread["Write"]):
 
     def serve(self, ledger: CaseLedger, batch: list[Write]) -> None:
         self._commit(ledger, batch)
+        if time.monotonic() >= self._next_purge:  # answers past their window go, without a timer of their own
+            self._next_purge = time.monotonic() + PURGE_EVERY_S
+            try:
+                Idempotency(ledger.storage.idempotency()).purge()
+            except BackendError as error:  # the next batch tries again
+                log.warning("idempotency rows past their window not deleted: %s", type(error).__name__)
 
     def _commit(self, ledger: CaseLedger, batch: list[Write]) -> None:
         todo = self._without_replays(ledger, batch)
@@ -124,10 +137,10 @@ class GroupCommitter(BatchThread["Write"]):
                         continue
                     else:
                         outcomes[id(write)] = (status, body)
-                    if write.key is not None:
+                    if write.keyed is not None:
                         uow.trackings.append(Tracking(application_name=f"idempotency/{write.key_id}", notification_id=1))
                         uow.statements.append(store.answered_idempotency(
-                            write.key_id, write.digest, status, json.dumps(body), now))
+                            write.key_id, write.stored_digest, status, write.keyed.seal(body), now))
         except (ConflictError, BackendError):
             return False
         self.batches += 1
@@ -151,12 +164,16 @@ class GroupCommitter(BatchThread["Write"]):
                 continue
             row = rows.get(write.key_id)
             if row is not None:
-                if row.request_sha256 != write.digest:
+                assert write.keyed is not None
+                if row.request_sha256 not in (write.stored_digest, write.digest):  # the latter: an earlier release's
                     write.answer.set_exception(IdempotencyRefused(
                         "this Idempotency-Key was used for a different request (method, path or body); use a new "
                         "key for a new request", status=422, slug="idempotency-key-reused"))
                 elif row.status is not None:
-                    write.answer.set_result((row.status, json.loads(row.response or "null"), True))
+                    try:
+                        write.answer.set_result((row.status, write.keyed.open(row.response), True))
+                    except IdempotencyRefused as error:
+                        write.answer.set_exception(error)
                 elif datetime.now(UTC) - row.created_at < STALE_AFTER:
                     # Its first request runs in another process: answered at once (retry), the committer
                     # does not wait for it while the other writes wait behind.

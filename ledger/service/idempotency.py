@@ -1,7 +1,12 @@
 """``Idempotency-Key``: a retried write returns the first response and records nothing twice.
 
-For each (principal, key) the ledger keeps the SHA-256 of the request (method, path, body) and,
-once it is done, its response (``caseledger_idempotency``). A write with a key:
+For each (principal, key) the ledger keeps, for :data:`WINDOW` (docs/api.md), a keyed digest of the
+request (method, path, body) and, once it is done, its response *sealed* (``caseledger_idempotency``).
+Both are keyed by a secret derived from the principal and the Idempotency-Key, which the ledger never
+keeps (the row's id is a SHA-256 of them): the response quotes the customer's request, and only the
+caller that sent it can open it again, for as long as the window lasts. Rows older than the window are
+deleted (:meth:`Idempotency.purge`, on writes and on ``tick``); a key used again after that is
+refused (422), never run twice. A write with a key:
 
 1. claims the key (an insert that only one caller wins); the same key with another request is
    refused (422), a key whose first request is still running is waited for, then answered;
@@ -17,22 +22,29 @@ collision is the exception (it *is* recorded): its problem is stored like a resp
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Tracking
 
 from caseledger.ledger.errors import CaseLedgerError, ConflictError, MessageIdCollision, ValidationError
-from caseledger.ledger.store_ports import IdempotencyRow, IdempotencyStore
+from caseledger.ledger.store_ports import IDEMPOTENCY_WINDOW, IdempotencyRow, IdempotencyStore
 
-__all__ = ["Idempotency", "IdempotencyRefused", "request_digest"]
+__all__ = ["WINDOW", "Idempotency", "IdempotencyRefused", "KeyedRequest", "request_digest"]
 
 MAX_KEY_LENGTH = 255
 STALE_AFTER = timedelta(seconds=120)  # a claim with no answer this old: its request died
+WINDOW = IDEMPOTENCY_WINDOW
+SEALED_PREFIX = "sealed:1:"
 
 
 class IdempotencyRefused(ValidationError):
@@ -56,6 +68,38 @@ def request_digest(method: str, path: str, body: bytes) -> bytes:
     return hashlib.sha256(method.upper().encode() + b"\0" + path.encode() + b"\0" + canonical).digest()
 
 
+class KeyedRequest:
+    """One write's key as the ledger keeps it: its row id, and the secret its digest and answer are keyed by."""
+
+    __slots__ = ("_secret", "key_id")
+
+    def __init__(self, principal: str, key: str) -> None:
+        self.key_id = Idempotency.key_id(principal, key)
+        self._secret = hmac.digest(b"caseledger idempotency answer", f"{principal}\0{key}".encode(), "sha256")
+
+    def digest(self, request_sha256: bytes) -> bytes:
+        """What the row keeps of the request: keyed, so no one can test a guessed request against it."""
+        return hmac.digest(self._secret, request_sha256, "sha256")
+
+    def seal(self, response: Any) -> str:
+        nonce = os.urandom(12)
+        sealed = AESGCM(self._secret).encrypt(nonce, json.dumps(response).encode(), self.key_id.encode())
+        return SEALED_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def open(self, stored: str | None) -> Any:
+        """The answer kept; a row written in clear by an earlier release reads as it was."""
+        if stored is None or not stored.startswith(SEALED_PREFIX):
+            return json.loads(stored or "null")
+        data = base64.urlsafe_b64decode(stored[len(SEALED_PREFIX):])
+        try:
+            return json.loads(AESGCM(self._secret).decrypt(data[:12], data[12:], self.key_id.encode()))
+        except InvalidTag:  # not this key's (cannot happen but by tampering): answer as if lost
+            raise IdempotencyRefused(
+                "the answer kept for this Idempotency-Key cannot be read; read the case to see what the first "
+                "request did (nothing will be recorded twice)", status=409, slug="idempotency-response-lost",
+            ) from None
+
+
 class Idempotency:
     """Runs writes under their Idempotency-Key (see the module docstring)."""
 
@@ -76,18 +120,23 @@ class Idempotency:
         problem: Callable[[CaseLedgerError], dict[str, Any]],
     ) -> tuple[int, Any, bool]:
         """(status, body, replayed): the first response of this key, running ``execute`` only once."""
-        key_id = self.key_id(principal, key)
+        keyed = KeyedRequest(principal, key)
+        key_id, request_sha256, digest = keyed.key_id, digest, keyed.digest(digest)
         now = datetime.now(UTC)
         if not self.store.insert_idempotency(key_id, digest, now):
-            row = self._existing(key_id, digest, ledger)
+            row = self._existing(key_id, digest, ledger, before=request_sha256)
             if row.status is not None:
-                return row.status, json.loads(row.response or "null"), True
+                return row.status, keyed.open(row.response), True
             # A stale claim whose request never committed: take it over (only one caller wins).
             if not self.store.restart_idempotency(key_id, row.created_at, datetime.now(UTC)):
-                row = self._existing(key_id, digest, ledger)
+                row = self._existing(key_id, digest, ledger, before=request_sha256)
                 if row.status is not None:
-                    return row.status, json.loads(row.response or "null"), True
+                    return row.status, keyed.open(row.response), True
                 raise self.in_progress()
+        elif ledger.recorder.has_tracking_id(f"idempotency/{key_id}", 1):
+            # Recorded once, and its row deleted since: the window has passed.
+            self.store.release_idempotency(key_id)
+            raise self.expired()
         tracking = Tracking(application_name=f"idempotency/{key_id}", notification_id=1)
         collision: MessageIdCollision | None = None
         try:
@@ -101,7 +150,7 @@ class Idempotency:
                 # Another run of this key committed first (a takeover raced the original).
                 answered = self._wait(key_id)
                 if answered is not None and answered.status is not None:
-                    return answered.status, json.loads(answered.response or "null"), True
+                    return answered.status, keyed.open(answered.response), True
                 raise self.in_progress() from None
             self.store.release_idempotency(key_id)
             raise
@@ -110,16 +159,21 @@ class Idempotency:
             raise
         if collision is not None:
             body = problem(collision)
-            self.store.complete_idempotency(key_id, int(body["status"]), json.dumps(body))
+            self.store.complete_idempotency(key_id, int(body["status"]), keyed.seal(body))
             raise collision
-        self.store.complete_idempotency(key_id, status, json.dumps(body))
+        self.store.complete_idempotency(key_id, status, keyed.seal(body))
         return status, body, False
 
-    def _existing(self, key_id: str, digest: bytes, ledger: Any) -> IdempotencyRow:
+    def purge(self, now: datetime | None = None) -> int:
+        """Delete the rows older than :data:`WINDOW`; how many."""
+        return self.store.purge_idempotency((now or datetime.now(UTC)) - WINDOW)
+
+    def _existing(self, key_id: str, digest: bytes, ledger: Any, *, before: bytes) -> IdempotencyRow:
+        """The key's row; ``before``: the request's digest as a row of an earlier release kept it (in clear)."""
         row = self.store.select_idempotency(key_id)
         if row is None:  # released meanwhile: the first request failed and recorded nothing
             raise ConflictError("the first request with this Idempotency-Key failed meanwhile; retry it")
-        if row.request_sha256 != digest:
+        if row.request_sha256 not in (digest, before):
             raise IdempotencyRefused(
                 "this Idempotency-Key was used for a different request (method, path or body); use a new key "
                 "for a new request", status=422, slug="idempotency-key-reused",
@@ -144,6 +198,14 @@ class Idempotency:
             time.sleep(0.05)
             row = self.store.select_idempotency(key_id)
         return row
+
+    @staticmethod
+    def expired() -> IdempotencyRefused:
+        return IdempotencyRefused(
+            f"this Idempotency-Key was used more than {WINDOW.total_seconds() / 3600:g} hours ago and its answer is "
+            "no longer kept; read the case to see what it did, and use a new key for a new request",
+            status=422, slug="idempotency-key-expired",
+        )
 
     @staticmethod
     def in_progress() -> IdempotencyRefused:

@@ -409,7 +409,8 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
                 state.cases.forget_customer(customer_id)
             return 200, {"now": report.now, "cases_checked": report.cases_checked, "missed": report.missed,
                          "total": report.total, "erased": r.erased, "held": r.held,
-                         "erased_rejection_months": r.rejection_months, "retention_skipped": report.retention_skipped}
+                         "erased_rejection_months": r.rejection_months, "retention_skipped": report.retention_skipped,
+                         "erasure_pending": report.erasure_pending}
 
         return write(request, principal, idempotency_key, body, execute)
 
@@ -434,7 +435,7 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
     def erasure(report: Any) -> dict[str, Any]:
         state.cases.forget_customer(report.customer_id)
         return {"customer_id": report.customer_id, "erased": report.erased, "already_erased": report.already_erased,
-                "key_ids": report.key_ids, "erased_at": report.erased_at}
+                "key_ids": report.key_ids, "erased_at": report.erased_at, "pending": report.pending}
 
     on_customer("erase_customer", ReasonIn,
                 "Erase a customer's personal data (their data keys destroyed); refused under a legal hold",

@@ -7,13 +7,22 @@ stays, so a reader can tell "erased" from "never existed". New keys are inserted
 transaction as the first events they encrypt (the recorders call :meth:`KeyTable.insert` from
 their insert path), so no stored event ever names a key that was not stored with it.
 
-On SQLite the table is in the ledger's file (``secure_delete`` on for the erasing connection and a
-WAL checkpoint after, so the wrapped bytes do not survive in free pages or the WAL); on PostgreSQL
-in the ledger's schema, rewritten by ``VACUUM FULL`` after an erasure for the same reason.
+Destroying is two steps. :meth:`KeyTable.destroy` overwrites the bytes in the table's current rows;
+:meth:`KeyTable.forget_destroyed` then removes the copies the database still keeps elsewhere and
+says whether it could. On SQLite the table is in the ledger's file: ``secure_delete`` on for the
+erasing connection zeroes what the update frees, and a ``wal_checkpoint(TRUNCATE)`` writes the
+zeroed pages over the old ones in the main file and empties the WAL, which still holds the pages
+as they were; a reader holding an older snapshot makes the checkpoint busy, so it is retried with
+backoff for a bounded time, then reported pending. On PostgreSQL the table is in the ledger's
+schema; an update leaves the old row version (with the bytes) as a dead tuple, so ``VACUUM FULL``
+rewrites the table into new files; a transaction holding the table makes it wait for its lock,
+bounded by a lock timeout, then reported pending. What neither can reach is below the database:
+PostgreSQL's WAL segments and base backups, blocks the file system freed, copies of the file.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -21,6 +30,9 @@ from typing import Any
 from caseledger.ledger.store_ports import DataKeyRow
 
 TABLE = "caseledger_data_keys"
+#: How long :meth:`KeyTable.forget_destroyed` waits for readers before it reports the bytes' removal pending.
+SETTLE_SECONDS = 5.0
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when lock_timeout expires
 _COLUMNS = "key_id, subject, kek_id, wrapped, created_at, destroyed_at"
 
 
@@ -111,26 +123,50 @@ class KeyTable:
             )
 
     def destroy(self, key_ids: Sequence[str], *, at: datetime) -> None:
-        """Forget the wrapped bytes of these keys, for good (see the module docstring)."""
+        """Overwrite the wrapped bytes of these keys in their rows; :meth:`forget_destroyed` removes the copies."""
         if not key_ids:
             return
         p = self.p
         with self.datastore.transaction(commit=True) as curs:
-            self._secure_delete(curs)
+            self._before_destroy(curs)
             for key_id in key_ids:
                 curs.execute(
                     f"UPDATE {self.table} SET wrapped = NULL, destroyed_at = {p} WHERE key_id = {p}",
                     (at.isoformat(), key_id),
                 )
-        self._scrub()
 
-    def _secure_delete(self, curs: Any) -> None:
-        """Make the erasing transaction overwrite what it frees (SQLite); nothing to do elsewhere."""
+    def forget_destroyed(self, *, within: float | None = None) -> bool:
+        """Remove the copies of destroyed keys' bytes the database keeps (old pages, WAL, dead tuples).
 
-    def _scrub(self) -> None:
-        """Rewrite what still holds erased bytes (SQLite's WAL, PostgreSQL's dead tuples)."""
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        True once done; False when a reader kept it from finishing for ``within`` seconds (default
+        :data:`SETTLE_SECONDS`; tried again with backoff meanwhile): the bytes may still be in the database's files, and a later call finishes.
+        """
+        deadline = time.monotonic() + (SETTLE_SECONDS if within is None else within)
+        pause = 0.05
+        while not self._scrub(wait=min(pause, max(deadline - time.monotonic(), 0.0))):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
+            pause = min(pause * 2, 1.0)
+        return True
+
+    def _before_destroy(self, curs: Any) -> None:
+        """What the backend does in the destroying transaction before its updates."""
+
+    def _scrub(self, *, wait: float) -> bool:
+        """Rewrite what still holds erased bytes, waiting ``wait`` seconds at most for readers; whether it could."""
+        with self.datastore.get_connection(commit=False) as conn:  # as a reader: a writer of this process may wait
+            curs = conn.cursor()  # outside a transaction: a checkpoint is not part of one
+            curs.execute("PRAGMA busy_timeout")
+            (timeout_ms,) = tuple(curs.fetchone())
+            curs.execute(f"PRAGMA busy_timeout = {max(int(wait * 1000), 1)}")
+            try:
+                curs.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                busy, log_frames, _ = tuple(curs.fetchone())
+            finally:
+                curs.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+        # busy: a reader's snapshot still needs the WAL; otherwise the WAL is empty (0 frames), or unused (-1)
+        return not busy and log_frames <= 0
 
     def rewrap(self, rows: Sequence[DataKeyRow]) -> None:
         """Store these rows' new wrapping (a key-encryption key rotation), all or none."""
@@ -141,14 +177,14 @@ class KeyTable:
                     f"UPDATE {self.table} SET wrapped = {p}, kek_id = {p} WHERE key_id = {p} AND wrapped IS NOT NULL",
                     (row.wrapped, row.kek_id, row.key_id),
                 )
-        self._scrub()
+        self.forget_destroyed()
 
 
 class SQLiteKeyTable(KeyTable):
     """The data keys in the ledger's SQLite file: ``secure_delete`` and a WAL checkpoint after an erasure."""
 
-    def _secure_delete(self, curs: Any) -> None:
-        curs.execute("PRAGMA secure_delete = ON")
+    def _before_destroy(self, curs: Any) -> None:
+        curs.execute("PRAGMA secure_delete = ON")  # what the updates free is zeroed, not left in the page
 
 
 class PostgresKeyTable(KeyTable):
@@ -161,14 +197,46 @@ class PostgresKeyTable(KeyTable):
         schema_name = getattr(self.datastore, "schema", None)
         return f'"{schema_name}".{name}' if schema_name else name
 
-    def _scrub(self) -> None:
+    _destroyed_by: str | None = None  # this process's last destroying transaction (its 64-bit xid)
+
+    def _before_destroy(self, curs: Any) -> None:
+        curs.execute("SELECT pg_current_xact_id()::text AS xid")
+        self._destroyed_by = str(_first(curs.fetchone()))
+
+    def _scrub(self, *, wait: float) -> bool:
         with self.datastore.get_connection() as conn:
             autocommit = conn.autocommit
             conn.autocommit = True
             try:
-                conn.execute(f"VACUUM FULL {self.table}")
+                # The destroying transaction; from another process, any before now (a tick finishing a pending one).
+                horizon = self._destroyed_by or str(_first(conn.execute("SELECT pg_current_xact_id()::text").fetchone()))
+                conn.execute(f"SET lock_timeout = {max(int(wait * 1000), 1)}")
+                try:
+                    conn.execute(f"VACUUM FULL {self.table}")
+                except Exception as e:
+                    if LOCK_NOT_AVAILABLE in (getattr(e, "sqlstate", None), getattr(e.__cause__, "sqlstate", None)):
+                        # a transaction holds the table
+                        return False
+                    raise
+                finally:
+                    conn.execute("RESET lock_timeout")
+                # VACUUM FULL copies live row versions, and dead ones a snapshot older than the destroying
+                # transaction may still see: none may be left (sessions of other roles are not visible here).
+                older = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND backend_xmin IS NOT NULL "
+                    "AND age(backend_xmin) >= age(((%s::bigint) %% 4294967296)::text::xid)", (horizon,),
+                ).fetchone()
+                left = conn.execute(
+                    f"SELECT count(*) FROM {self.table} WHERE destroyed_at IS NOT NULL AND wrapped IS NOT NULL"
+                ).fetchone()
+                return _first(older) == 0 and _first(left) == 0
             finally:
                 conn.autocommit = autocommit
+
+
+def _first(row: Any) -> Any:
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]
 
 
 def _row(r: Any) -> DataKeyRow:

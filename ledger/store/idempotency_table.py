@@ -1,7 +1,9 @@
 """Where the service's idempotency keys are kept: ``caseledger_idempotency`` beside the event store, and its SQL.
 
-One row for each (principal, ``Idempotency-Key``): the SHA-256 of the request and, once done, the
-response it got (what a retry is answered with). Created on first use in the ledger's own database.
+One row for each (principal, ``Idempotency-Key``): a keyed digest of the request and, once done, the
+response it got, sealed (what a retry is answered with; ``ledger/service/idempotency.py`` keys and
+seals them). Rows older than the service's window are deleted. Created on first use in the ledger's
+own database.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class IdempotencyTable:
         self.restart_idempotency_statement = (
             f"UPDATE {ik} SET created_at = {p} WHERE key_id = {p} AND status IS NULL AND created_at = {p}")
         self.delete_idempotency_statement = f"DELETE FROM {ik} WHERE key_id = {p} AND status IS NULL"
+        self.purge_idempotency_statement = f"DELETE FROM {ik} WHERE created_at < {p}"
         d.create(self.create_statements)
 
     def insert_idempotency(self, key_id: str, request_sha256: bytes, at: datetime) -> bool:
@@ -76,6 +79,10 @@ class IdempotencyTable:
     def release_idempotency(self, key_id: str) -> None:
         """Forget a claim whose request recorded nothing (it failed): a retry runs afresh."""
         self.dialect.run(self.delete_idempotency_statement, (key_id,))
+
+    def purge_idempotency(self, before: datetime) -> int:
+        """Delete every row claimed before ``before``; how many."""
+        return self.dialect.run(self.purge_idempotency_statement, (self.dialect.at(before),))
 
     @staticmethod
     def _row(r: tuple[Any, ...]) -> IdempotencyRow:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from eventsourcing.sqlite import SQLiteFactory
 
+from caseledger.ledger.private_files import create_private
 from caseledger.ledger.store.audit_reads import SQLiteStoreSnapshot
 from caseledger.ledger.store.data_key_table import SQLiteKeyTable
 from caseledger.ledger.store.merkle_tables import SQLiteMerkleStore
@@ -32,6 +34,12 @@ class SQLiteStorage(StorageBase, SQLiteFactory):
     dialect_class = SQLiteDialect
     key_table_class = SQLiteKeyTable
     events_table = "stored_events"  # eventsourcing's SQLite table names
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        file = self.database_file
+        if file is not None and file.parent.is_dir() and not file.name.startswith(":memory:"):
+            create_private(file)  # its -wal and -shm files take its mode
 
     @property
     def database_file(self) -> Path | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.private_files import refuse_shared_key
 from caseledger.ledger.settings import SIGNING_KEY_ENV as KEY_ENV
 from caseledger.ledger.settings import SIGNING_KEY_FILE_ENV as KEY_FILE_ENV
 from caseledger.ledger.settings import TransparencySettings
@@ -92,6 +93,7 @@ def load_signer(settings: TransparencySettings, *, key_file: str | Path | None =
     path = key_file or settings.signing_key_file
     if path:
         file = Path(path).expanduser()
+        refuse_shared_key(file, "signing key file")
         try:
             text = file.read_text(encoding="utf-8")
         except OSError as error:

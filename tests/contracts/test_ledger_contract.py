@@ -343,7 +343,7 @@ def test_deliveries_and_reads_are_recorded(ledger: CaseLedger, clock: FakeClock)
     with pytest.raises(RuleViolation, match="no message R7"):
         ledger.record_read(ref, actor=ALICE, message_id="R7")
     case = ledger.get_case(ref)
-    assert case.messages["ACK1"].read_by == ["customer:jane"]
+    assert case.messages["ACK1"].read_by == [f"customer:{case.customer_id}"]  # by customer id (issue 24)
     assert case.messages["C1"].read_by == ["agent:alice"]
 
 

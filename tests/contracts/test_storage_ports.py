@@ -12,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
+import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent, Tracking
 
@@ -26,6 +29,7 @@ from caseledger.ledger.avro.envelope import AvroEnvelopeDecoder, parse_envelope
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConflictError, TreeMoved
 from caseledger.ledger.service.idempotency import request_digest
+from caseledger.ledger.store.data_key_table import TABLE as KEYS_TABLE
 from caseledger.ledger.store_ports import (
     AdapterKeyStore,
     DataKeyRow,
@@ -56,6 +60,24 @@ class OnSQLite:
     def database(self, tmp_path: Path) -> str:
         return str(tmp_path / "ledger.sqlite")
 
+    @staticmethod
+    def raw_bytes(database: str) -> bytes:
+        """Every byte of the database's files: the main file, its WAL and shared memory."""
+        return b"".join(f.read_bytes() for f in sorted(Path(database).parent.glob(Path(database).name + "*")))
+
+    @staticmethod
+    @contextmanager
+    def reader(database: str, *, table: str = KEYS_TABLE) -> Iterator[None]:
+        """Another connection holding a read snapshot of the database (read from ``table``) until the block ends."""
+        conn = sqlite3.connect(database, isolation_level=None)
+        try:
+            conn.execute("BEGIN")
+            conn.execute(f"SELECT count(*) FROM {table}").fetchall()
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+
 
 class OnPostgres:
     """A new database on the session's PostgreSQL for each test."""
@@ -63,6 +85,24 @@ class OnPostgres:
     @pytest.fixture
     def database(self, postgres: PostgresServer) -> str:
         return postgres.new_database()
+
+    @staticmethod
+    def raw_bytes(database: str) -> bytes:
+        """The keys table's heap file as PostgreSQL wrote it, dead tuples included (read as the server's superuser)."""
+        with psycopg.connect(database, autocommit=True) as conn:
+            row = conn.execute(f"SELECT pg_read_binary_file(pg_relation_filepath('{KEYS_TABLE}'))").fetchone()
+            assert row is not None
+            return bytes(row[0])
+
+    @staticmethod
+    @contextmanager
+    def reader(database: str, *, table: str = KEYS_TABLE) -> Iterator[None]:
+        """Another session holding a snapshot (taken reading ``table``: the keys table's lock too), until the block ends."""
+        with psycopg.connect(database) as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            conn.execute(f"SELECT count(*) FROM {table}").fetchall()
+            yield
+            conn.rollback()
 
 
 class StorageContract:
@@ -153,6 +193,29 @@ class DataKeysContract(StorageContract):
         assert (kept.key_id, kept.wrapped, kept.destroyed_at) == ("k2", b"wrapped", None)
         assert [r.key_id for r in store.live()] == ["k2"]
 
+    @pytest.mark.parametrize("read", [KEYS_TABLE, "caseledger_snapshot_only"], ids=["keys-read", "snapshot-only"])
+    def test_a_destroyed_key_leaves_no_byte_in_the_files_and_a_reader_makes_it_pending(
+            self, store: DataKeyStore, database: str, read: str) -> None:
+        # "Success reported early": a reader's snapshot kept the wrapped key in the files while erase said erased.
+        wrapped = {f"k{n}": random.randbytes(60) for n in range(300)}  # pages split, as a ledger's table does
+        for key_id, secret in wrapped.items():
+            store.insert_if_absent(key(key_id, f"customer-{key_id}", wrapped=secret))
+        assert store.forget_destroyed(within=5)
+        assert wrapped["k7"] in self.raw_bytes(database)  # planted: the probe finds what is there
+        store.destroy(["k7", "k8"], at=NOW)
+        assert store.forget_destroyed(within=5)
+        raw = self.raw_bytes(database)
+        assert wrapped["k7"] not in raw and wrapped["k8"] not in raw and wrapped["k9"] in raw
+
+        if read != KEYS_TABLE:  # a reader of another table: no lock on the keys, but a snapshot from before
+            _make_table(database, read)
+        with self.reader(database, table=read):  # a long query, a backup: it sees the keys as they were
+            store.destroy(["k9"], at=NOW)
+            assert store.forget_destroyed(within=0.3) is False  # pending, said so: never "done" early
+        assert store.forget_destroyed(within=5)  # the reader gone, the next call (a tick) finishes it
+        assert wrapped["k9"] not in self.raw_bytes(database)
+        assert {r.key_id: r.wrapped for r in store.by_ids(["k9", "k10"])} == {"k9": None, "k10": wrapped["k10"]}
+
     def test_a_rotation_rewraps_live_keys_only(self, store: DataKeyStore) -> None:
         store.insert_if_absent(key("k1", "customer-1"))
         store.insert_if_absent(key("k2", "customer-2"))
@@ -161,6 +224,15 @@ class DataKeysContract(StorageContract):
                       key("k2", "customer-2", wrapped=b"revived", kek_id="kek-2")])
         assert [(r.key_id, r.wrapped, r.kek_id) for r in store.by_ids(["k1", "k2"])] == [
             ("k1", b"new", "kek-2"), ("k2", None, "kek-1")]
+
+
+def _make_table(database: str, name: str) -> None:
+    if database.startswith("postgresql"):
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE {name} (n int)")
+    else:
+        with sqlite3.connect(database) as conn:
+            conn.execute(f"CREATE TABLE {name} (n int)")
 
 
 class TestDataKeysOnSQLite(OnSQLite, DataKeysContract):
@@ -358,6 +430,13 @@ class IdempotencyContract(StorageContract):
         assert stale is not None
         assert store.restart_idempotency("k2", stale.created_at, now)
         assert not store.restart_idempotency("k2", stale.created_at, now)
+
+    def test_rows_past_their_window_are_purged(self, store: IdempotencyStore) -> None:
+        now = datetime.now(UTC)
+        assert store.insert_idempotency("old", b"d" * 32, now - timedelta(hours=25))
+        assert store.insert_idempotency("new", b"d" * 32, now)
+        assert store.purge_idempotency(now - timedelta(hours=24)) == 1
+        assert store.select_idempotency("old") is None and store.select_idempotency("new") is not None
 
     def test_answers_stored_with_their_events_are_read_many_at_once(self, ledger: CaseLedger,
                                                                      store: IdempotencyStore) -> None:

@@ -1,7 +1,9 @@
 """A customer erased everywhere, on SQLite and on a real PostgreSQL, with the Kafka topics.
 
-Searched byte for byte: the store (its files, or every table of its PostgreSQL database), the events
-topic, the intake topic once past its retention, the views and the exports. Hashes, chains and the
+Searched byte for byte, in clear and encoded (tests/support/personal_data.py): the store (its files, or
+every row of every table of its PostgreSQL database with each bytea decoded, and the tables' raw files,
+dead row versions included), the events topic, the intake topic once past its retention, the views (their
+bytes, and their rows as queries open them) and the exports in every format. Hashes, chains and the
 audit over the stored bytes still verify after an erasure, and a rebuild gives the same views.
 """
 
@@ -109,8 +111,10 @@ def test_a_customer_is_erased_everywhere_and_every_proof_still_holds(
     export_before = export_of(ledger, customer_id, tmp_path / "before.json")
     assert BODY in export_before and TERMS in export_before  # the customer's copy (art. 15) is readable
 
+    store = store_bytes(ledger, database)
+    assert all(w is not None and w in store for w in wrapped_before)  # planted: the probe reads where keys are
     report = ledger.erase_customer(str(JANE), reason="art. 17 request of 2026-12-01, ticket 4711", actor=AGENT)
-    assert report.erased and report.customer_id == customer_id
+    assert report.erased and report.customer_id == customer_id and report.pending is None
 
     # After: unreadable everywhere, proofs intact, views equal once rebuilt.
     assert verify(ledger, kafka=kafka, readers=AUDIT_READERS).ok
@@ -130,8 +134,14 @@ def test_a_customer_is_erased_everywhere_and_every_proof_still_holds(
         timeline = customer_timeline(views, customer_id, ledger=lambda: ledger)
         assert any(ERASED in row["line"] for row in timeline)
         assert not any(s in json.dumps(timeline, default=str) for s in SECRETS)
+        # What the built-in projections answer, every row of every table opened as a query opens it
+        opened = {name: ledger.reveal(rows) for name, rows in incremental.items()}
+        assert_nowhere(json.dumps(opened, default=str, ensure_ascii=False).encode(), "the views' rows, opened")
     export_after = export_of(ledger, customer_id, tmp_path / "after.json")
     assert_nowhere(export_after.encode(), "the export")
+    for fmt in ("avro", "html"):
+        export_history(ledger, customer_id, fmt, tmp_path / f"after.{fmt}")
+        assert_nowhere((tmp_path / f"after.{fmt}").read_bytes(), f"the {fmt} export")
     document = json.loads(export_after)
     assert document["verification"]["verified"] and document["erasures"][0]["key_ids"] == report.key_ids
     publish_all(ledger, kafka)

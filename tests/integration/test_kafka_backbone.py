@@ -24,7 +24,7 @@ from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadRe
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.events_record import event_type_of, header, position_of
 from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-from caseledger.ledger.kafka.topics import ensure_topics
+from caseledger.ledger.kafka.topics import INTAKE_TOPIC_CONFIG, ensure_topics
 from caseledger.ledger.settings import KafkaSettings
 from tests.support.environment import ledger_settings
 from tests.support.kafka_topics import drain, publish_all, read_topic
@@ -55,19 +55,38 @@ def test_topics_are_created_with_explicit_configs(kafka: KafkaSettings) -> None:
         from kafka.admin import ConfigResource, ConfigResourceType
 
         # The events and checkpoints topics keep the ledger's (sealed) history forever; the intake topic, which
-        # holds what adapters sent in clear, for the configured retention only (docs/privacy.md).
+        # holds what adapters sent in clear, for the configured retention only (docs/privacy.md): Kafka deletes
+        # a segment once its newest record is past retention.ms, so retention.ms + segment.ms is the period
+        # (before: retention.ms was the period and segment.ms the broker's 7 days, 14 days in all).
         assert len(admin.describe_topics([kafka.checkpoints_topic])[0]["partitions"]) == 1
-        wanted = {kafka.events_topic: "-1", kafka.checkpoints_topic: "-1",
-                  kafka.intake_topic: str(kafka.intake_retention_hours * 3_600_000)}
-        assert wanted[kafka.intake_topic] == "604800000"
+        wanted = {kafka.events_topic: "-1", kafka.checkpoints_topic: "-1", kafka.intake_topic: str(161 * 3_600_000)}
+        assert kafka.intake_retention_hours == 168
         for topic in (kafka.events_topic, kafka.intake_topic, kafka.checkpoints_topic):
             configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])["topic"][topic]
             assert configs["retention.ms"]["value"] == wanted[topic]
             assert configs["retention.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"  # set by us, not a default
+        intake = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, kafka.intake_topic)])["topic"]
+        assert intake[kafka.intake_topic]["segment.ms"]["value"] == str(7 * 3_600_000)
     finally:
         admin.close()
     assert ensure_topics(kafka) == {kafka.events_topic: "exists (3 partitions)", kafka.intake_topic: "exists (3 partitions)",
                                     kafka.checkpoints_topic: "exists (1 partitions)"}
+
+
+def test_an_intake_topic_that_keeps_clear_records_past_retention_is_refused(kafka: KafkaSettings) -> None:
+    """Before: the intake topic had retention.ms but no segment.ms; a record in clear could live ~14 days, not 7."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(**kafka.client_options())
+    try:  # as an earlier release left it: the broker's default segment.ms (7 days) over a 7-day retention
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, kafka.intake_topic,
+                                            configs={"retention.ms": str(168 * 3_600_000), "segment.ms": "604800000",
+                                                     **INTAKE_TOPIC_CONFIG})])
+        with pytest.raises(ConfigurationError, match=r"segment.ms 604800000 keeps records in clear past .*168 h.*"
+                                                     r"retention.ms=579600000 and segment.ms=25200000"):
+            ensure_topics(kafka)
+    finally:
+        admin.close()
 
 
 @pytest.mark.parametrize("producer", ["kafka-python", "confluent"])

@@ -50,16 +50,17 @@ def soon(**delta: float) -> str:
     return (datetime.now(UTC) + timedelta(**delta)).isoformat()
 
 
-def request_for(operation: Operation, ref: str) -> tuple[str, str, dict[str, Any] | None]:
-    """(method, path, JSON body) of a well-formed request for ``operation`` on case ``ref``."""
+def request_for(operation: Operation, ref: str, customer: str) -> tuple[str, str, dict[str, Any] | None]:
+    """(method, path, JSON body) of a well-formed request for ``operation`` on case ``ref`` of ``customer`` (an id)."""
     c = f"/v1/cases/{ref}"
     table: dict[Operation, tuple[str, str, dict[str, Any] | None]] = {
         O.CONTACT_RECORD: ("POST", "/v1/contacts", {
             "channel": "web_form", "channel_message_id": f"wf-{uuid.uuid4()}", "from": "email:max@example.com",
             "items": ["Where is my parcel?"]}),
         O.CASE_READ: ("GET", c, None),
-        O.HISTORY_READ: ("GET", "/v1/customers/email:jane@example.com/history", None),
-        O.HISTORY_EXPORT: ("GET", "/v1/customers/email:jane@example.com/export?format=json", None),
+        # Customers by customer id: an identity never goes in a URL (issue 24); jane's is a case's customer_id.
+        O.HISTORY_READ: ("GET", f"/v1/customers/{customer}/history", None),
+        O.HISTORY_EXPORT: ("GET", f"/v1/customers/{customer}/export?format=json", None),
         O.RESPOND: ("POST", f"{c}/responses", {"body": "We unblocked it.", "answers": ["Q1"]}),
         O.ITEM_WAIVE: ("POST", f"{c}/items/Q2/waive", {"reason": "answered by phone"}),
         O.PROMISE_MAKE: ("POST", f"{c}/promises", {"channel": "email", "kind": "callback", "terms": "call back",
@@ -89,10 +90,10 @@ def request_for(operation: Operation, ref: str) -> tuple[str, str, dict[str, Any
         O.INTAKE_KEPT_READ: ("GET", "/v1/intake/collisions", None),
         O.PRINCIPALS_MANAGE: ("GET", "/v1/principals", None),
         # A customer nobody knows: the matrix is checked (403 or not) without erasing the module's customers.
-        O.CUSTOMER_ERASE: ("POST", f"/v1/customers/email:nobody-{uuid.uuid4()}@example.com/erase", {"reason": "r"}),
-        O.CUSTOMER_HOLD: ("POST", f"/v1/customers/email:nobody-{uuid.uuid4()}@example.com/hold", {"reason": "r"}),
-        O.CUSTOMER_KEYS_READ: ("GET", f"/v1/customers/email:nobody-{uuid.uuid4()}@example.com/keys", None),
-        O.CUSTOMER_LOCALE: ("POST", f"/v1/customers/email:nobody-{uuid.uuid4()}@example.com/locale",
+        O.CUSTOMER_ERASE: ("POST", f"/v1/customers/cus-nobody-{uuid.uuid4().hex[:8]}/erase", {"reason": "r"}),
+        O.CUSTOMER_HOLD: ("POST", f"/v1/customers/cus-nobody-{uuid.uuid4().hex[:8]}/hold", {"reason": "r"}),
+        O.CUSTOMER_KEYS_READ: ("GET", f"/v1/customers/cus-nobody-{uuid.uuid4().hex[:8]}/keys", None),
+        O.CUSTOMER_LOCALE: ("POST", f"/v1/customers/cus-nobody-{uuid.uuid4().hex[:8]}/locale",
                             {"locale": "fr_FR"}),
     }
     return table[operation]
@@ -104,10 +105,11 @@ def request_for(operation: Operation, ref: str) -> tuple[str, str, dict[str, Any
 @pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)
 def test_every_role_may_do_exactly_what_the_matrix_says(service: Service, role: Role) -> None:
     """Every (role, operation) pair: refused with 403 exactly when the matrix says no, never 401 or 5xx."""
-    ref = new_contact(service)["reference"]
+    contact = new_contact(service)
+    ref = contact["reference"]
     with service.client(role) as client:
         for operation in Operation:
-            method, path, body = request_for(operation, ref)
+            method, path, body = request_for(operation, ref, contact["customer_id"])
             answer = client.request(method, path, json=body)
             if allowed(role, operation):
                 assert answer.status_code not in (401, 403), (role, operation, answer.text)
@@ -463,8 +465,9 @@ def test_a_collision_is_recorded_once_and_its_problem_replayed(service: Service)
 
 def test_a_supervisor_erases_a_customer_through_the_api_and_an_agent_may_not(service: Service) -> None:
     """Erasure over HTTP: refused to agents, refused under a hold, done once, then a no-op; keys never shown."""
-    who = f"email:erase-{uuid.uuid4().hex[:8]}@example.com"
-    ref = new_contact(service, **{"from": who, "subject": "Secret subject 7Q"})["reference"]
+    contact = new_contact(service, **{"from": f"email:erase-{uuid.uuid4().hex[:8]}@example.com",
+                                      "subject": "Secret subject 7Q"})
+    ref, who = contact["reference"], contact["customer_id"]  # by customer id: no identity in a URL (issue 24)
     with service.client(Role.AGENT) as agent:
         refused = agent.post(f"/v1/customers/{who}/erase", json={"reason": "art. 17"})
         assert refused.status_code == 403 and "customer.erase" in refused.json()["detail"]

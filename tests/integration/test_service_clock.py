@@ -89,7 +89,7 @@ def test_a_tick_with_a_now_is_refused_and_erases_nobody(service: Service) -> Non
         detail = refused(answer, "now", secret=who.split(":")[1])
         assert "ledger's clock" in detail
     with service.client(Role.SUPERVISOR) as supervisor:
-        keys = supervisor.get(f"/v1/customers/{who}/keys").json()
+        keys = supervisor.get(f"/v1/customers/{opened['customer_id']}/keys").json()  # by id (issue 24)
         assert keys["keys"] and not any(k["destroyed_at"] for k in keys["keys"])  # nothing erased
         ticked = supervisor.post("/v1/tick", json={})
     assert ticked.status_code == 200 and opened["customer_id"] not in ticked.json()["erased"]  # 5 years to go

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -47,13 +49,14 @@ def work_the_case(ledger: CaseLedger, reference: str) -> None:
 
 
 def store_bytes(ledger: CaseLedger, database: str) -> bytes:
-    """Every byte the ledger's database holds: its files (SQLite), or every row of every table (PostgreSQL)."""
+    """Every byte the ledger's database holds: its files (SQLite), or (PostgreSQL) every row of every table,
+    each bytea decoded, and the raw files of every table, index and TOAST table, dead row versions included."""
     if not database.startswith("postgresql"):
         return b"".join(p.read_bytes() for p in Path(database).parent.glob(Path(database).name + "*")
                         if not p.name.endswith(".kek"))
     import psycopg
 
-    with psycopg.connect(database) as conn:
+    with psycopg.connect(database, autocommit=True) as conn:
         tables = [r[0] for r in conn.execute(
             "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
             "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")]
@@ -63,12 +66,16 @@ def store_bytes(ledger: CaseLedger, database: str) -> bytes:
                 out.append(row.encode())
                 if "\\x" in row:  # and bytea columns decoded, so a clear string inside them shows
                     out += [bytes.fromhex(h) for h in _hex_runs(row)]
+        files = [r[0] for r in conn.execute(
+            "SELECT pg_relation_filepath(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 't', 'i', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')")]
+        for path in files:  # as the server wrote them, dead tuples too: what a copy of the data directory holds
+            (raw,) = conn.execute("SELECT pg_read_binary_file(%s, true)", (path,)).fetchone() or (None,)
+            out.append(bytes(raw or b""))
     return b"\n".join(out)
 
 
 def _hex_runs(text: str) -> list[str]:
-    import re
-
     return [m for m in re.findall(r"\\\\?x([0-9a-f]+)", text) if len(m) % 2 == 0]
 
 
@@ -79,9 +86,38 @@ def views_bytes(views: ViewStore, path: Path | None) -> bytes:
     return json.dumps(rows, default=str, ensure_ascii=False).encode()
 
 
+def encodings(secret: str) -> dict[str, bytes]:
+    """A secret as it may sit in bytes: UTF-8, UTF-16 (both orders), hex (both cases), base64 and base64url at
+    each of the three alignments a longer text puts it in (the characters that depend on neighbours left out)."""
+    raw = secret.encode()
+    found = {"utf-8": raw, "utf-16-le": secret.encode("utf-16-le"), "utf-16-be": secret.encode("utf-16-be"),
+             "hex": raw.hex().encode(), "HEX": raw.hex().upper().encode()}
+    for shift in range(3):
+        text = base64.b64encode(b"\0" * shift + raw)[(shift * 4 + 2) // 3 + 1:]
+        whole = (len(raw) + shift) // 3 * 4  # the characters made of the secret's bytes only
+        text = text[:max(whole - ((shift * 4 + 2) // 3 + 1), 0)]
+        if len(text) >= 6:
+            found[f"base64+{shift}"] = text
+            found[f"base64url+{shift}"] = text.replace(b"+", b"-").replace(b"/", b"_")
+    return found
+
+
 def assert_nowhere(blob: bytes, where: str, secrets: list[str] = SECRETS) -> None:
-    found = [s for s in secrets if s.encode() in blob]
+    """No secret in ``blob`` in any of its :func:`encodings`, nor in any base64 run of ``blob`` decoded."""
+    decoded = b"\n".join(_base64_runs(blob))
+    found = [f"{s} ({how})" for s in secrets for how, form in encodings(s).items() if form in blob or form in decoded]
     assert found == [], f"found in clear in {where}: {found}"
+
+
+def _base64_runs(blob: bytes) -> list[bytes]:
+    runs = []
+    for run in re.findall(rb"[A-Za-z0-9+/_-]{16,}={0,2}", blob):
+        text = run.replace(b"-", b"+").replace(b"_", b"/").rstrip(b"=")
+        try:
+            runs.append(base64.b64decode(text[: len(text) // 4 * 4]))
+        except ValueError:
+            continue
+    return runs
 
 
 def all_views(views: ViewStore, ledger: CaseLedger) -> dict[str, Any]:

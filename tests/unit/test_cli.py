@@ -297,8 +297,8 @@ def test_every_command_of_a_case_s_life(cli: Run) -> None:
     table = flat(cli("history", "jane@example.com").stdout)
     for phrase in ("Promise P1 kept", "Promise P2 withdrawn", "Promise P3 broken", "Action X2 rejected",
                    "Handoff H1 from alice to bob", "Chatbot helpbot escalated", "Status open → in_progress",
-                   "Case cancelled", "Case reopened", "Case closed", "Message W1 read by customer:jane"):
-        assert phrase in table, phrase
+                   "Case cancelled", "Case reopened", "Case closed", f"Message W1 read by customer:{case['customer_id']}"):
+        assert phrase in table, phrase  # the customer's read names them by customer id, not as --as said (issue 24)
 
 
 def test_the_demo_runs(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError, RuleViolation, ValidationError
 from caseledger.ledger.privacy.kek import KEK_ENV, KEK_FILE_ENV, KeyEncryptionKey
+from caseledger.ledger.store import data_key_table
+from caseledger.ledger.transparency.checkpoint_key import load_signer
 from caseledger.projections import load_projections
 from caseledger.projections.queries import customer_timeline
 from caseledger.projections.runner import ProjectionRunner, rebuild
@@ -121,9 +124,133 @@ def test_bad_retention_periods_and_reasons_are_refused_clearly(sqlite_ledger: Ca
     out = sqlite_ledger.record_contact(jane_contact("m-1"))
     with pytest.raises(ValidationError, match="needs a reason"):
         sqlite_ledger.erase_customer(out.customer_id, reason="  ")
-    with pytest.raises(ValidationError, match="under 500"):
-        sqlite_ledger.place_legal_hold(out.customer_id, reason="x" * 501)
+    with pytest.raises(ValidationError, match="under 200"):  # 500 before issue 24: reasons stay in clear, kept short
+        sqlite_ledger.place_legal_hold(out.customer_id, reason="x" * 201)
     assert contact_of(sqlite_ledger, out.customer_id).body == BODY  # nothing happened
+
+
+# -- success means done ---------------------------------------------------------------------------------------
+
+
+def test_erase_says_pending_while_a_reader_keeps_the_key_bytes_in_the_file_and_tick_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: with a reader holding a snapshot, the checkpoint gave up silently and erase said "erased": true
+    while the wrapped key sat in the WAL and the database file (a copy of them and the .kek opened it)."""
+    monkeypatch.setattr(data_key_table, "SETTLE_SECONDS", 0.3)
+    db = tmp_path / "d.sqlite"
+    runner = CliRunner()
+    base = ["--database", str(db)]
+    assert runner.invoke(app, [*base, "contact", "record", "-c", "email", "-m", "m-1", "--from", str(JANE),
+                               "--item", ITEM]).exit_code == 0
+    files = lambda: b"".join(f.read_bytes() for f in tmp_path.glob("d.sqlite*") if f.suffix != ".kek")  # noqa: E731
+    reader = sqlite3.connect(db, isolation_level=None)
+    try:
+        wrapped = [bytes(w) for (w,) in reader.execute("SELECT wrapped FROM caseledger_data_keys WHERE subject "
+                                                       "LIKE 'cus-%'")]
+        assert runner.invoke(app, [*base, "contact", "record", "-c", "email", "-m", "m-2", "--from",
+                                   "email:other@example.com", "--item", ITEM]).exit_code == 0
+        reader.execute("BEGIN")  # a long query, a backup: its snapshot still needs the old pages
+        reader.execute("SELECT count(*) FROM caseledger_data_keys").fetchall()
+        erased = runner.invoke(app, [*base, "customer", "erase", str(JANE), "--reason", "art. 17", "--json"])
+        assert erased.exit_code == 0, erased.output
+        answer = json.loads(erased.stdout)
+        assert answer["erased"] is False and answer["key_ids"] and "caseledger tick" in answer["pending"]
+        assert any(w in files() for w in wrapped)  # what the answer admits: the bytes are still there
+        told = runner.invoke(app, [*base, "customer", "erase", str(JANE), "--reason", "art. 17"])
+        assert "not yet erased" in " ".join(told.output.split())
+        pending_tick = json.loads(runner.invoke(app, [*base, "tick", "--json"]).stdout)
+        assert "caseledger tick" in pending_tick["erasure_pending"]
+        reader.execute("ROLLBACK")
+        ticked = runner.invoke(app, [*base, "tick", "--json"])
+        assert ticked.exit_code == 0 and json.loads(ticked.stdout)["erasure_pending"] is None
+        assert wrapped and not any(w in files() for w in wrapped)
+    finally:
+        reader.close()
+
+
+def test_tick_json_names_whom_retention_erased(tmp_path: Path) -> None:
+    """Before (7e17b64): retention ran twice in a tick and the first report was dropped: "erased": []."""
+    runner = CliRunner()
+    base = ["--database", str(tmp_path / "t.sqlite")]
+    recorded = runner.invoke(app, [*base, "contact", "record", "-c", "email", "-m", "m-1", "--from", str(JANE),
+                                   "--item", ITEM, "--json"])
+    reference, customer_id = (json.loads(recorded.stdout)[k] for k in ("reference", "customer_id"))
+    closed = runner.invoke(app, [*base, "case", "close", reference, "-r", "done", "-n", "Closed.",
+                                 "--waive", "Q1=no longer needed"])
+    assert closed.exit_code == 0, closed.output
+    ticked = runner.invoke(app, [*base, "tick", "--now", "2099-01-01T00:00Z", "--json"])
+    assert ticked.exit_code == 0, ticked.output
+    report = json.loads(ticked.stdout)
+    assert report["erased"] == [customer_id] and report["erasure_pending"] is None
+    assert json.loads(runner.invoke(app, [*base, "tick", "--now", "2099-01-02T00:00Z", "--json"]).stdout)["erased"] == []
+    told = runner.invoke(app, [*base, "tick", "--now", "2099-01-03T00:00Z"])
+    assert "erased" not in told.output
+
+
+# -- files --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def open_umask() -> Any:
+    """The most permissive usual umask (0022): what the ledger creates must be 0600 regardless."""
+    before = os.umask(0o022)
+    yield
+    os.umask(before)
+
+
+def test_every_file_the_ledger_writes_is_private_whatever_the_umask(tmp_path: Path, open_umask: None) -> None:
+    """Before: database, views and exports were created 0644."""
+    runner = CliRunner()
+    db, views = tmp_path / "f.sqlite", tmp_path / "views.sqlite"
+    base = ["--database", str(db)]
+    assert runner.invoke(app, [*base, "contact", "record", "-c", "email", "-m", "m-1", "--from", str(JANE),
+                               "--item", ITEM]).exit_code == 0
+    (tmp_path / "old.html").write_text("an older export")  # an export over an existing file takes it over
+    for fmt, name in (("json", "e.json"), ("avro", "e.avro"), ("html", "old.html")):
+        exported = runner.invoke(app, [*base, "history", str(JANE), "--export", fmt, str(tmp_path / name)])
+        assert exported.exit_code == 0, exported.output
+    ledger = CaseLedger(ledger_settings(database=str(db)))
+    try:
+        with open_views(str(views)) as store:
+            ProjectionRunner(load_projections(None), store, StoreEventSource(ledger), batch_size=10).run(
+                until_caught_up=True)
+            opened = sorted(tmp_path.glob("*"))  # the WAL files exist while the databases are open
+            modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in opened}
+    finally:
+        ledger.close()
+    assert {"f.sqlite", "f.sqlite-wal", "f.sqlite-shm", "views.sqlite", "views.sqlite-wal", "e.json", "e.avro",
+            "old.html"} <= set(modes)
+    assert {name: mode for name, mode in modes.items() if mode != 0o600} == {}
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_key_file_others_may_read_is_refused_with_how_to_fix_it(tmp_path: Path, mode: int,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: a 0644 key-encryption key file was accepted silently."""
+    runner = CliRunner()
+    kek = tmp_path / "kek"
+    assert runner.invoke(app, ["keys", "new-kek", "--out", str(kek)]).exit_code == 0
+    signing = tmp_path / "signing.key"
+    assert runner.invoke(app, ["keys", "init", "--file", str(signing)]).exit_code == 0
+    monkeypatch.delenv(KEK_ENV, raising=False)
+    monkeypatch.setenv(KEK_FILE_ENV, str(kek))
+    base = ["--database", str(tmp_path / "k.sqlite")]
+    assert runner.invoke(app, [*base, "contact", "record", "-c", "email", "-m", "m-1", "--from", str(JANE),
+                               "--item", ITEM]).exit_code == 0
+    for path, what in ((kek, "key-encryption key file"), (signing, "signing key file")):
+        path.chmod(mode)
+        with pytest.raises(ConfigurationError, match=rf"{what} {path} may be read by group or others "
+                                                     rf"\(mode 0{mode:o}\).*`chmod 600 {path}`"):
+            if path == kek:
+                KeyEncryptionKey.from_file(path)
+            else:
+                load_signer(environment().transparency, key_file=path)
+        if path == kek:  # the command says it too, and exits as a misconfiguration does
+            refused = runner.invoke(app, [*base, "history", str(JANE)])
+            assert refused.exit_code == 4 and f"chmod 600 {path}" in "".join(refused.output.split("\n"))
+        path.chmod(0o600)
+    assert runner.invoke(app, [*base, "history", str(JANE)]).exit_code == 0
 
 
 # -- keys: where they come from, what never shows -----------------------------------------------------------
