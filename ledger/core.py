@@ -343,10 +343,16 @@ class LedgerCore(Application[UUID]):
         with translate_errors(self.settings.store.describe()):
             erased = self._erasures.look()
         if erased:
-            self.forget_customers(erased)
+            self._drop(erased)
 
     def forget_customers(self, customers: Collection[UUID]) -> None:
-        """Drop every copy this ledger keeps in memory of these customers' data (their Customer aggregates' ids)."""
+        """Drop every copy this ledger keeps in memory of these customers' data (their Customer aggregates' ids),
+        and, if it keeps aggregates, of every customer erased meanwhile by another process."""
+        self._drop(customers)
+        if self._erasures is not None:
+            self._forget_erased()
+
+    def _drop(self, customers: Collection[UUID]) -> None:
         if self._cache is not None:
             self._cache.forget_customers(customers)
         self.data_keys.forget()
