@@ -164,6 +164,7 @@ class DataKeys:
         self.table.delete(ids)
         for lookup_id in ids:
             self._lookups.pop(lookup_id, None)
+            self._unsaved_lookups.pop(lookup_id, None)
         self._no_lookup.update(ids)
 
     # -- reading ------------------------------------------------------------------------------------
@@ -205,13 +206,13 @@ class DataKeys:
             )
 
     def forget(self) -> None:
-        """Drop every unwrapped key and lookup secret from memory (kept: keys made but not yet saved)."""
+        """Drop every unwrapped key and lookup secret from memory (kept: keys and secrets made but not yet saved)."""
         self._ciphers = {k: v for k, v in self._ciphers.items() if k in self._unsaved}
         self._current = {r.subject: k for k, r in self._unsaved.items()}
         self._new = set()
-        self._lookups = {}
+        # A lookup secret made but not yet saved stays, like a key: the events it names are still to be saved.
+        self._lookups = {i: self._lookups[i] for i in self._unsaved_lookups if i in self._lookups}
         self._no_lookup = set()
-        self._unsaved_lookups = {}  # not saved with the events they named: those were not saved either
 
     # -- erasing and rotating -----------------------------------------------------------------------
 

@@ -104,6 +104,7 @@ class Erasure:
             recorded = set(customer.erased_keys)
             new = [k for k in live if k not in recorded]
             if not live and recorded:
+                self.core.forget_customers({customer.id})  # erased elsewhere: this ledger forgets too, at once
                 return ErasureReport(customer_id=customer_id, erased_at=now, already_erased=True)
             if new or not live:  # not live and never erased: history from before keys; the request is recorded
                 claims = [str(c.id) for i in customer.identities if (c := self.pseudonyms.find_claim(Identity.parse(i)))]
@@ -118,6 +119,7 @@ class Erasure:
             self._unlink(customer_id, named=who)
         with translate_errors(self.core.settings.store.describe()):
             self.core.data_keys.destroy(live)
+        self.core.forget_customers({Customer.id_for(customer_id)})  # other ledgers learn it before their next batch
         return ErasureReport(customer_id=customer_id, erased_at=now, key_ids=sorted(set(live) | set(new)))
 
     def _unlink(self, customer_id: str, *, named: str) -> None:
