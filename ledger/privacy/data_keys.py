@@ -59,12 +59,14 @@ class DataKeys:
         return key_id, cipher
 
     def prefetch(self, subjects: Iterable[str]) -> None:
-        """Load the live keys of these subjects in one query (a batch's customers)."""
-        wanted = [s for s in subjects if s not in self._current]
+        """Load the live keys of these subjects in one query (a batch's customers); those found to have none
+        are made one without another query, as :meth:`expect_new` says."""
+        wanted = [s for s in dict.fromkeys(subjects) if s not in self._current and s not in self._new]
         if not wanted:
             return
         for row in self.table.by_subjects(wanted):
             self._learn(row)
+        self._new.update(s for s in wanted if s not in self._current)
 
     def expect_new(self, subject: str) -> None:
         """``subject`` is known to have no key (a customer registered in this batch): make one without a lookup.
