@@ -202,6 +202,11 @@ class LedgerClient:
     def record_delivery(self, reference: str, *, actor: Actor, message_id: str, delivered_at: datetime) -> None:
         self._call("record_delivery", {"delivered_at": _iso(delivered_at)}, reference=reference, message_id=message_id)
 
+    def record_delivery_failure(self, reference: str, *, actor: Actor, message_id: str, reason: str,
+                                failed_at: datetime | None = None) -> None:
+        self._call("record_delivery_failure", {"reason": reason, "failed_at": _iso(failed_at)}, reference=reference,
+                   message_id=message_id)
+
     def record_read(self, reference: str, *, actor: Actor, message_id: str, read_at: datetime | None = None) -> None:
         self._call("record_read", {"read_at": _iso(read_at)}, reference=reference, message_id=message_id)
 
