@@ -79,6 +79,20 @@ class OutboundMessage:
             "issued_at": self.issued_at.isoformat(),
         }
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> OutboundMessage:
+        """The message :meth:`as_record` gave (what ``GET /v1/outbound`` answers)."""
+        def when(value: str | None) -> datetime | None:
+            return datetime.fromisoformat(value) if value else None
+
+        return cls(
+            position=int(record["position"]), reference=record["reference"], message_id=record["message_id"],
+            kind=record["kind"], channel=record["channel"], customer_id=record["customer_id"],
+            address=record["address"], subject=record["subject"], in_reply_to=record["in_reply_to"],
+            text=record["text"], locale=record["locale"], deliver_by=when(record["deliver_by"]),
+            issued_at=datetime.fromisoformat(record["issued_at"]),
+        )
+
 
 @dataclass(frozen=True)
 class OutboundPage:

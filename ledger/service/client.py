@@ -274,6 +274,12 @@ class LedgerClient:
             return who
         return self.customer_id_of(who)
 
+    def outbound_page(self, *, after: int, limit: int = 100, wait_s: float = 0.0) -> dict[str, Any]:
+        """A page of the outbound feed of the calling adapter (``GET /v1/outbound``, not a command of the CLI):
+        ``{"messages": [...], "position": P}``; see :class:`caseledger.ledger.intake.outbound_client.OutboundClient`."""
+        query = urlencode({"after": after, "limit": limit, "wait": wait_s})
+        return dict(self._send("GET", f"/v1/outbound?{query}"))
+
     def whoami(self) -> dict[str, Any]:
         return dict(self._call("whoami"))
 
