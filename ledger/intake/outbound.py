@@ -50,6 +50,7 @@ OUTBOUND_EVENTS: dict[str, str] = {
 #: The identity kind a channel delivers to when the case has no contact on that channel.
 _ADDRESS_KIND = {"email": "email", "sms": "phone", "phone": "phone"}
 MAX_PAGE = 500
+MAX_SCAN = 5_000  # issuing events one page looks at, at most: a rare channel's reader is answered in bounded time
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,7 +113,7 @@ class OutboundFeed:
         """Up to ``limit`` pending messages of ``channels`` issued after store position ``after``.
 
         ``position`` is the last store position looked at: nothing of these channels before it is left
-        to hand out. The keys opened for this page are forgotten before it returns, so an erasure made
+        to hand out (a page may be empty with a position that moved on: ask again from there). The keys opened for this page are forgotten before it returns, so an erasure made
         meanwhile by any process holds from the next page on.
         """
         limit = max(1, min(limit, MAX_PAGE))
@@ -120,11 +121,13 @@ class OutboundFeed:
         topics = [topic_of(name) for name in OUTBOUND_EVENTS]
         found: list[tuple[int, Any]] = []
         position = max(after, 0)
+        scanned = 0
         try:
-            while len(found) < limit:
+            while len(found) < limit and scanned < MAX_SCAN:
                 batch = self.core.recorder.select_notifications(start=position + 1, limit=limit, topics=topics)
                 if not batch:
                     break
+                scanned += len(batch)
                 self.core.preload_keys(bytes(n.state) for n in batch)
                 for notification in batch:
                     position = notification.id

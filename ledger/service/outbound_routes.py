@@ -51,7 +51,8 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
             page = await run_in_threadpool(read, principal, after, limit)
             if page.messages or time.monotonic() >= until:
                 break
+            if page.position == after:  # nothing new in the store: wait a little (else scan on at once)
+                await asyncio.sleep(POLL_S)
             after = page.position
-            await asyncio.sleep(POLL_S)
         return JSONResponse({"messages": [m.as_record() for m in page.messages], "position": page.position},
                             headers={"Cache-Control": "no-store"})
