@@ -113,8 +113,9 @@ class OutboundFeed:
         """Up to ``limit`` pending messages of ``channels`` issued after store position ``after``.
 
         ``position`` is the last store position looked at: nothing of these channels before it is left
-        to hand out (a page may be empty with a position that moved on: ask again from there). The keys opened for this page are forgotten before it returns, so an erasure made
-        meanwhile by any process holds from the next page on.
+        to hand out (a page may be empty with a position that moved on: ask again from there). The keys
+        opened for this page are forgotten before it returns, so an erasure made meanwhile by any process
+        holds from the next page on.
         """
         limit = max(1, min(limit, MAX_PAGE))
         wanted = {str(c) for c in channels}
@@ -156,7 +157,8 @@ class OutboundFeed:
             channel = str(event.channel or case.written_channel())
             if channel not in wanted:
                 continue
-            text = event.body if type(event).__name__ == "ResponseSent" else (event.text or getattr(event, "notice", ""))
+            text = event.body if type(event).__name__ == "ResponseSent" else (
+                event.text or getattr(event, "notice", ""))
             subject = case.subject
             if _erased(text, subject):
                 continue  # the customer's key is gone: nothing to deliver, ever
