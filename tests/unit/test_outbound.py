@@ -8,7 +8,9 @@ delivered or failed, and the deadline is met or missed accordingly.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -178,3 +180,25 @@ def test_any_history_each_pending_message_is_handed_out_once_to_its_channel_only
             assert sorted(seen) == sorted(expected[channel])
     finally:
         ledger.close()
+
+
+def test_the_cli_records_a_failure_and_case_show_tells_the_agent(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from caseledger.cli.app import app
+
+    def run(*args: str, code: int = 0) -> str:
+        result = CliRunner().invoke(app, ["--database", str(tmp_path / "c.sqlite"), *args],
+                                    env={"COLUMNS": "200", "TZ": "UTC"})
+        assert result.exit_code == code, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    out = json.loads(run("contact", "record", "-c", "email", "-m", "m-1", "--from", JANE, "--item", "Refund?",
+                         "--json"))
+    refused = run("message", "failed", out["reference"], "ACK1", "--reason", "550 mailbox full", code=2)
+    assert "bounced, invalid_address" in refused
+    run("--as", "system:mailer", "message", "failed", out["reference"], "ACK1", "--reason", "bounced")
+    assert "not delivered: bounced" in run("case", "show", out["reference"])
+    (ack,) = [m for m in json.loads(run("case", "show", out["reference"], "--json"))["messages"]
+              if m["message_id"] == "ACK1"]
+    assert ack["failure"] == "bounced"
