@@ -22,7 +22,9 @@ import pytest
 from caseledger.ledger import DeliveryFailure, OutboundClient, OutboundMessage
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Role
+from caseledger.ledger.domain.values import Identity
 from caseledger.ledger.errors import PermissionDenied, ValidationError
+from caseledger.ledger.settings import KafkaSettings
 from caseledger.projections.view_stores import open_views
 from tests.support.clock import FakeClock
 from tests.support.environment import ledger_settings
@@ -34,6 +36,7 @@ from tests.support.personal_data import (
     SUBJECT,
     all_views,
     assert_nowhere,
+    jane_contact,
     store_bytes,
 )
 from tests.support.service_server import Service, add_adapter_key, start_service, stop_service
@@ -195,3 +198,37 @@ def test_the_texts_and_addresses_are_in_clear_nowhere_but_in_the_adapters_answer
     finally:
         ledger.close()
     assert_nowhere(service.log().encode(), "the service's log", [*SECRETS, JANE.value])
+
+
+@pytest.mark.kafka
+def test_through_kafka_a_contact_is_acknowledged_delivered_and_the_topic_holds_no_text_in_clear(
+    kafka: KafkaSettings, tmp_path: Path,
+) -> None:
+    """Contact on the intake topic → the worker records it and its acknowledgement → the adapter of its channel
+    reads the acknowledgement in clear from the feed and reports it delivered (another, failed) → published: the
+    events topic holds neither text nor address in clear."""
+    from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
+    from caseledger.ledger.intake.outbound import OutboundFeed
+    from caseledger.ledger.intake.worker import KafkaIntakeWorker
+    from tests.support.kafka_topics import drain, publish_all, read_topic
+
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "k.sqlite")), clock=lambda: datetime.now(UTC))
+    try:
+        with KafkaIntakeClient(kafka, adapter="mail-gateway-1") as intake:
+            intake.submit(jane_contact("<k-1@mail.example>"))
+            intake.submit(jane_contact("<k-2@mail.example>", identity=Identity.parse("email:max-4711@example.com")))
+        drain(KafkaIntakeWorker(ledger, kafka), until=2)
+        delivered, failed = OutboundFeed(ledger).page(channels=["email"]).messages
+        assert (delivered.address, delivered.in_reply_to) == (f"email:{JANE.value}", "<k-1@mail.example>")
+        assert SUBJECT in delivered.text and failed.address == "email:max-4711@example.com"
+        ledger.record_delivery(delivered.reference, message_id=delivered.message_id, delivered_at=ledger.clock())
+        ledger.record_delivery_failure(failed.reference, message_id=failed.message_id, reason="bounced")
+        assert OutboundFeed(ledger).page(channels=["email"]).messages == []
+        publish_all(ledger, kafka)
+        published = b"\n".join(b"\n".join([r.value or b"", r.key or b"", *[v for _k, v in r.headers or [] if v]])
+                               for r in read_topic(kafka, kafka.events_topic, committed=False))
+        assert b"MessageDeliveryFailed" in published  # the failure is published like any event
+        texts = [line for m in (delivered, failed) for line in m.text.splitlines() if len(line) > 24]
+        assert_nowhere(published, "the events topic", [*SECRETS, "max-4711@example.com", *texts])
+    finally:
+        ledger.close()
