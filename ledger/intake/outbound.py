@@ -27,7 +27,7 @@ from uuid import UUID
 
 from caseledger.ledger.domain.catalog import topic_of
 from caseledger.ledger.domain.directory import Customer
-from caseledger.ledger.domain.personal import ERASED
+from caseledger.ledger.domain.personal import is_erased
 from caseledger.ledger.privacy.sealing import UNREADABLE
 
 if TYPE_CHECKING:
@@ -166,8 +166,6 @@ class OutboundFeed:
             address = contacts.get(reply) if reply else None
             if address is None and channel in _ADDRESS_KIND:
                 address = self._address_of(case, contacts, channel, customers)
-            if address is not None and _erased(address.partition(":")[2]):
-                continue
             messages.append(OutboundMessage(
                 position=position, reference=case.reference, message_id=message_id,
                 kind=OUTBOUND_EVENTS[type(event).__name__], channel=channel, customer_id=case.customer_id,
@@ -189,7 +187,7 @@ class OutboundFeed:
             for stored_event in events:
                 event: Any = self.core.mapper.to_domain_event(stored_event)
                 case = event.mutate(case)
-                if type(event).__name__ == "ContactReceived":
+                if type(event).__name__ == "ContactReceived" and not _erased(event.identity["value"]):
                     contacts[event.contact_id] = f"{event.identity['kind']}:{event.identity['value']}"
             cases[case_id] = (case, contacts)
         return cases
@@ -236,4 +234,5 @@ def _deliver_by(case: Case, event: Any, message_id: str) -> datetime | None:
 
 
 def _erased(*values: str) -> bool:
-    return any(value in (ERASED, UNREADABLE) for value in values)
+    """Whether a value could not be opened: its key was destroyed (the marker), or it does not authenticate."""
+    return any(is_erased(value) or value == UNREADABLE for value in values)
