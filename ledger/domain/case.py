@@ -26,7 +26,14 @@ from caseledger.ledger.domain.case_parts import CaseState, ProposalState, Status
 from caseledger.ledger.domain.claimed_times import After, check_claim
 from caseledger.ledger.domain.events import Context, envelope
 from caseledger.ledger.domain.texts import TextKind, Writer
-from caseledger.ledger.domain.values import ActorKind, Channel, ContactDraft, check_text, require_utc
+from caseledger.ledger.domain.values import (
+    ActorKind,
+    Channel,
+    ContactDraft,
+    DeliveryFailure,
+    check_text,
+    require_utc,
+)
 from caseledger.ledger.errors import RuleViolation, ValidationError
 
 __all__ = ["Case"]
@@ -122,6 +129,7 @@ class Case(CaseState, Aggregate):
     # deadlines and messages
     DeadlineMissed = case_events.DeadlineMissed
     MessageDelivered = case_events.MessageDelivered
+    MessageDeliveryFailed = case_events.MessageDeliveryFailed
     MessageRead = case_events.MessageRead
 
     # -- helpers of the commands ------------------------------------------------------------------
@@ -616,6 +624,19 @@ class Case(CaseState, Aggregate):
             delivered_at=delivered_at,
             **self._envelope(ctx),
         )
+
+    def record_delivery_failure(self, *, ctx: Context, message_id: str, reason: str, failed_at: datetime) -> None:
+        """A channel could not deliver an outbound message: it stays undelivered (its deadline runs on)."""
+        message = self._message(message_id)
+        if message_id.startswith("C"):
+            raise ValidationError(f"{message_id} is an inbound contact; delivery reports are for our messages")
+        if message.delivered_at is not None:
+            raise RuleViolation(f"{message_id} was already reported delivered at {message.delivered_at.isoformat()}")
+        code = DeliveryFailure.parse(reason)
+        failed_at = check_claim("failed_at", failed_at, now=ctx.recorded_at,
+                                after=[After(self.recorded.get(message_id), f"{message_id} was issued")])
+        self.trigger_event(Case.MessageDeliveryFailed, message_id=message_id, reason=code.value, failed_at=failed_at,
+                           **self._envelope(ctx))
 
     def record_read(self, *, ctx: Context, message_id: str, read_at: datetime) -> None:
         """The customer read one of our messages, or an agent read one of the customer's."""

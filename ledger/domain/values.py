@@ -376,4 +376,26 @@ def _parse_enum(enum: type[Enum], value: object, what: str) -> Any:
 
 
 SYSTEM = Actor(kind=ActorKind.SYSTEM, id="caseledger")
+
+class DeliveryFailure(StrEnum):
+    """Why a channel could not deliver one of our messages: a code, never the channel's own words (they may quote
+    the address or the text)."""
+
+    BOUNCED = "bounced"  # the channel took it, then returned it (a mail bounce, an SMS delivery report)
+    INVALID_ADDRESS = "invalid_address"  # the address cannot be delivered to (malformed, unknown, closed)
+    REJECTED = "rejected"  # the recipient's server or platform refused it (spam filter, policy, size)
+    OPTED_OUT = "opted_out"  # the customer blocks this channel (unsubscribed, blocked the sender)
+    UNREACHABLE = "unreachable"  # the channel was down for all of the adapter's retries
+    EXPIRED = "expired"  # the adapter gave up: the delivery deadline passed
+    OTHER = "other"  # none of these; the adapter's own log says more
+
+    @classmethod
+    def parse(cls, text: str) -> DeliveryFailure:
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            raise ValidationError(
+                f"field reason is not a delivery failure code; use one of: {', '.join(c.value for c in cls)}"
+            ) from None
+
 """The ledger itself, e.g. recording a missed deadline."""
