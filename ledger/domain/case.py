@@ -16,7 +16,7 @@ customer notices ``N1``, proposed actions ``X1``, handoffs ``H1``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -25,7 +25,7 @@ from caseledger.ledger.domain import case_events
 from caseledger.ledger.domain.case_parts import CaseState, ProposalState, Status, check_ledger_action
 from caseledger.ledger.domain.claimed_times import After, check_claim
 from caseledger.ledger.domain.events import Context, envelope
-from caseledger.ledger.domain.texts import TextKind, Writer
+from caseledger.ledger.domain.texts import ContactReceipts, TextKind, Writer
 from caseledger.ledger.domain.values import (
     ActorKind,
     Channel,
@@ -36,19 +36,7 @@ from caseledger.ledger.domain.values import (
 )
 from caseledger.ledger.errors import RuleViolation, ValidationError
 
-__all__ = ["Case", "ContactReceipts"]
-
-
-class ContactReceipts(Protocol):
-    """Who signs a contact's receipt (the transparency log's key): the case only asks, once the contact is recorded."""
-
-    def new_salt(self) -> str:
-        """A fresh secret for one contact's receipt (kept sealed in its ``ContactReceived``)."""
-        ...
-
-    def receipt(self, case: Case, contact_id: str) -> str:
-        """The signed receipt of ``contact_id``, whose ``ContactReceived`` was just triggered on ``case``."""
-        ...
+__all__ = ["Case"]
 
 
 def _require_reason(reason: str | None, what: str) -> str:
