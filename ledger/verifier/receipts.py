@@ -51,6 +51,7 @@ SALT_BYTES = 16
 SIGNATURE_BYTES = 64
 _TOKEN = re.compile(r"CLR1\.[A-Za-z0-9_-]+")
 _LINE_END_BLANKS = re.compile(r"[ \t]+\n")
+_SOFT_BREAK = re.compile(r"=\r?\n")
 _CONTENT_PREFIX = b"caseledger receipt content v1\n"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -207,8 +208,11 @@ def signed_message(body: bytes) -> bytes:
 
 
 def find_receipt(text: str) -> str:
-    """The first ``CLR1.…`` token in ``text`` (a saved e-mail, a QR code's content); MalformedInput if none."""
-    found = _TOKEN.search(text)
+    """The first ``CLR1.…`` token in ``text`` (a saved e-mail, a QR code's content); MalformedInput if none.
+
+    A raw e-mail in quoted-printable cuts long lines with soft breaks (``=`` at a line's end), which base64url
+    never holds: they are removed first."""
+    found = _TOKEN.search(_SOFT_BREAK.sub("", text))
     if found is None:
         raise MalformedInput("no receipt (a line starting CLR1.) in the text given")
     return found.group(0)

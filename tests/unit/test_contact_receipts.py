@@ -423,3 +423,13 @@ def test_a_receipt_with_an_impossible_time_is_refused_as_malformed() -> None:
            + bytes(32) + bytes(32) + bytes(64))
     with pytest.raises(MalformedInput, match="not a version 1 receipt"):
         Receipt.parse("CLR1." + base64.urlsafe_b64encode(raw).decode().rstrip("="))
+
+
+def test_a_receipt_is_found_in_a_raw_quoted_printable_email(ledger: CaseLedger, signer: CheckpointSigner) -> None:
+    """A mail gateway cuts the ~300-character line with soft breaks; the saved .eml still verifies."""
+    import quopri
+
+    outcome = ledger.record_contact(jane(locale="en"))
+    raw = quopri.encodestring(outcome.acknowledgement.encode()).decode()
+    assert (outcome.receipt or "") not in raw  # cut
+    assert check_receipt(raw, signer.verifier_key).verdict == "signed"
