@@ -227,6 +227,11 @@ class LedgerCore(Application[UUID]):
         try:
             recordings = super()._record(processing_event)
             keys.saved(new)  # before forget: a saved key is dropped from memory with the others
+        except BaseException:
+            # Not saved: a lookup secret made meanwhile by another writer (a conflict on its row) is the one
+            # to read on the retry, not this one again.
+            keys.drop_unsaved_lookups()
+            raise
         finally:
             keys.forget()
         return recordings

@@ -93,6 +93,12 @@ class DataKeys:
         """Keys and lookup secrets made since the last save: the recorder stores them with the events."""
         return [*self._unsaved.values(), *self._unsaved_lookups.values()]
 
+    def drop_unsaved_lookups(self) -> None:
+        """Forget the lookup secrets made since the last save (it failed): the next use reads the store again."""
+        for lookup_id in self._unsaved_lookups:
+            self._lookups.pop(lookup_id, None)
+        self._unsaved_lookups = {}
+
     def saved(self, rows: Iterable[DataKeyRow]) -> None:
         for row in rows:
             self._unsaved.pop(row.key_id, None)
