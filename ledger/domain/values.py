@@ -171,6 +171,52 @@ class Identity:
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+ATTACHMENT_REF_SCHEMES = ("sha256:", "https://", "s3://", "gs://")
+"""Where an attachment may be kept (docs/privacy.md): by content, or in an object store; never a bare path."""
+_REF_FORMS = "sha256:<64 hex digits> (by content), https://host/path, s3://bucket/key or gs://bucket/key"
+_BUCKET_REF = re.compile(r"^(?:s3|gs)://[a-z0-9][a-z0-9._-]{1,254}/[^/].*$", re.DOTALL)
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
+_KNOWN_SCHEMES = ("file", "ftp", "sftp", "smb", "data", "mailto", "javascript", "urn", "s3a", "az", "abfs")
+_DOT_SEGMENT = re.compile(r"(?:^|/)(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
+
+
+def check_attachment_ref(ref: str, sha256: str) -> None:
+    """A ValidationError unless ``ref`` says where the file is kept in one of :data:`ATTACHMENT_REF_SCHEMES`.
+
+    A bare or relative path, ``file:``, ``..`` segments and credentials are refused: the ledger keeps a ref
+    for as long as the contact, and whoever follows it must reach the file the customer sent, and nothing
+    else. The error never repeats the ref (its file name may be personal data).
+    """
+    def refuse(why: str) -> ValidationError:
+        return ValidationError(f"field attachments.ref: {why}; write where the file is kept as {_REF_FORMS}")
+
+    if ref != ref.strip() or any(c.isspace() or ord(c) < 32 or c == "\\" for c in ref):
+        raise refuse("the ref holds white space, a control character or a backslash")
+    scheme = next((s for s in ATTACHMENT_REF_SCHEMES if ref.lower().startswith(s)), None)
+    if scheme is None:
+        named, sep, _ = ref.partition(":")
+        if not sep or "/" in named or not named.isascii() or not named.replace("+", "").replace("-", "").isalnum():
+            raise refuse("the ref is a bare path, not a location")
+        if named.lower() == "http":
+            raise refuse("http: is not encrypted (use https://)")
+        # Only a scheme everybody knows is named back: a ref's first word could be anything the sender typed.
+        named = f"{named.lower()}:" if named.lower() in _KNOWN_SCHEMES else "its scheme"
+        raise refuse(f"{named} is not a location the ledger accepts")
+    if scheme == "sha256:":
+        if ref[len(scheme):].lower() != sha256:
+            raise refuse("a sha256: ref must be the attachment's own sha256 (64 hex digits)")
+        return
+    rest = ref[len(scheme):]
+    if _DOT_SEGMENT.search(rest.split("?", 1)[0].split("#", 1)[0]):
+        raise refuse("the ref holds a . or .. path segment")
+    if scheme == "https://":
+        host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+        if "@" in host:
+            raise refuse("the ref holds credentials (user@ or user:password@): keep them out of the ledger")
+        if not _HOST.match(host):
+            raise refuse("an https: ref needs a host name")
+    elif not _BUCKET_REF.match(scheme + rest):
+        raise refuse(f"{scheme} refs need a bucket and a key")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,6 +240,7 @@ class Attachment:
                 f"an attachment's sha256 must be 64 hex digits, got {len(self.sha256)} characters"
             )
         object.__setattr__(self, "sha256", self.sha256.lower())
+        check_attachment_ref(self.ref, self.sha256)
         if not 0 <= self.size <= MAX_ATTACHMENT_BYTES:
             raise ValidationError(
                 f"an attachment's size must be 0 to 2^63-1 bytes (an Avro long), got {self.size}"
