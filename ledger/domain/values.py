@@ -305,7 +305,9 @@ class ContactDraft:
         items = tuple(i.strip() for i in self.items if i and i.strip())
         if not items:
             raise ValidationError(
-                "a contact needs at least one item (a question or request the customer asked)"
+                "a contact needs at least one item (a question or request the customer asked); for a message "
+                "written as free text (an e-mail without a form, a letter) use ContactDraft.free_text(…), whose one "
+                "item is its subject or first line"
             )
         if len(items) > MAX_ITEMS:
             raise ValidationError(f"a contact may carry at most {MAX_ITEMS} items, got {len(items)}")
@@ -320,12 +322,37 @@ class ContactDraft:
         if self.category is not None:
             object.__setattr__(self, "category", self.category.strip().lower() or None)
 
+    @classmethod
+    def free_text(cls, *, subject: str = "", body: str = "", **fields: Any) -> ContactDraft:
+        """A contact written as free text (an e-mail without a form, a letter, a chat message): one item.
+
+        The item is the subject, else the body's first line, cut at a word within
+        :data:`FREE_TEXT_ITEM_CHARS`; the whole text stays the body, which the acknowledgement quotes. The
+        same message always makes the same item, so a resubmission is recognised. ``fields`` are the
+        draft's others (``channel``, ``channel_message_id``, ``identity``, …), ``items`` aside.
+        """
+        return cls(subject=subject, body=body, items=(free_text_item(subject, body),), **fields)
+
     def content_digest(self, key: bytes | None = None) -> str:
         """The digest that tells a resubmission of this request from another request (see :func:`content_digest`)."""
         return content_digest(
             identity=str(self.identity), subject=self.subject, items=self.items, body=self.body,
             attachment_sha256s=(a.sha256 for a in self.attachments), key=key,
         )
+
+
+FREE_TEXT_ITEM_CHARS = 200
+
+
+def free_text_item(subject: str, body: str) -> str:
+    """The one item of a free-text contact: its subject, else its body's first line, within FREE_TEXT_ITEM_CHARS."""
+    text = subject.strip() or next((line.strip() for line in body.splitlines() if line.strip()), "")
+    if not text:
+        raise ValidationError("a free-text contact needs a subject or a body: the text the customer wrote")
+    if len(text) <= FREE_TEXT_ITEM_CHARS:
+        return text
+    cut = text[: FREE_TEXT_ITEM_CHARS - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip() + "…"
 
 
 CONTENT_DIGEST_VERSION = "v1"
