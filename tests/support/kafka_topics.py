@@ -30,6 +30,7 @@ def fresh_topics(bootstrap: str, *, partitions: int = 3, intake_partitions: int 
         bootstrap_servers=bootstrap, intake_topic=f"intake-{suffix}", events_topic=f"events-{suffix}",
         intake_partitions=partitions if intake_partitions is None else intake_partitions,
         events_partitions=partitions,
+        intake_key_salt="the tests' deployment salt",  # as a deployment gives its adapters (README)
     )
     ensure_topics(settings)
     return settings
@@ -62,7 +63,7 @@ def publish_unchecked(kafka: KafkaSettings, messages: list[Any], *, adapter: str
     codec = IntakeCodec()
     encoded = [(m, codec.encode(m, adapter=adapter)) for m in messages]
     headers = [signer.headers(data) for _, data in encoded] if signer is not None else None
-    salt = (kafka.intake_key_salt or "tests: any salt will do").encode()
+    salt = (kafka.intake_key_salt or "an adapter's own salt").encode()
     with KafkaClient(KAFKA_PYTHON, "producer").open_acknowledged_producer(kafka, timeout_s=30) as producer:
         producer.send_all(kafka.intake_topic, [(intake_key(m, salt), data) for m, data in encoded], headers)
 
