@@ -58,11 +58,25 @@ def intake_key(message: IntakeMessage, salt: bytes) -> bytes:
     computes the same (README, "Writing a channel adapter"). Without ``salt`` a key would be a plain hash,
     and an identity is guessable: whoever read the topic's keys could try every e-mail address.
     """
-    if isinstance(message, ContactDraft):
-        named = f"contact\n{message.identity}"
-    else:
-        named = f"case\n{normalise_reference(message.case_reference)}"
-    return hmac.new(salt, INTAKE_KEY_CONTEXT + named.encode(), hashlib.sha256).hexdigest()[:32].encode()
+    return IntakeKeys(salt)(message)
+
+
+class IntakeKeys:
+    """:func:`intake_key` under one salt, its HMAC's key schedule done once (a record's key then costs ~1 µs)."""
+
+    __slots__ = ("_prefix",)
+
+    def __init__(self, salt: bytes) -> None:
+        self._prefix = hmac.new(salt, INTAKE_KEY_CONTEXT, hashlib.sha256)
+
+    def __call__(self, message: IntakeMessage) -> bytes:
+        if isinstance(message, ContactDraft):
+            named = f"contact\n{message.identity}"
+        else:
+            named = f"case\n{normalise_reference(message.case_reference)}"
+        keyed = self._prefix.copy()
+        keyed.update(named.encode())
+        return keyed.hexdigest()[:32].encode()
 
 
 class KafkaIntakeClient(Closing):
@@ -90,7 +104,7 @@ class KafkaIntakeClient(Closing):
         self.client = kafka.name
         self.codec = IntakeCodec()
         salt = settings.intake_key_salt
-        self._key_salt = salt.encode() if salt is not None else secrets.token_bytes(32)
+        self._keys = IntakeKeys(salt.encode() if salt is not None else secrets.token_bytes(32))
         # The Kafka producer inside connects on the first submit.
         self.producer: AcknowledgedProducer = kafka.open_acknowledged_producer(settings, timeout_s=timeout_s)
 
@@ -112,7 +126,7 @@ class KafkaIntakeClient(Closing):
         encoded = [(m, self.codec.encode(m, adapter=self.adapter)) for m in messages]
         topic = self.settings.intake_topic
         headers = [self.signer.headers(data) for _, data in encoded] if self.signer is not None else None
-        stored = self.producer.send_all(topic, [(intake_key(m, self._key_salt), data) for m, data in encoded], headers)
+        stored = self.producer.send_all(topic, [(self._keys(m), data) for m, data in encoded], headers)
         return [Receipt(topic=topic, partition=partition, offset=offset, kind=kind_of(m))
                 for (m, _), (partition, offset) in zip(encoded, stored, strict=True)]
 
