@@ -301,6 +301,44 @@ def test_a_broker_that_cannot_take_the_record_raises_intake_unavailable_saying_r
     assert JANE not in str(failed.value)
 
 
+class StuckProducer:
+    """kafka-python's KafkaProducer when the broker took the connection but acknowledges nothing in time."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def send(self, topic: str, **record: object) -> StuckProducer:
+        return self  # the record's future
+
+    def get(self, timeout: float) -> None:
+        from kafka.errors import KafkaTimeoutError
+
+        raise KafkaTimeoutError("Timeout after waiting for 1500.0 ms")
+
+    def flush(self, timeout: float) -> None:
+        from kafka.errors import KafkaTimeoutError
+
+        raise KafkaTimeoutError("Timeout waiting for future")
+
+    def close(self, timeout: float) -> None:
+        self.closed = True
+
+
+def test_an_acknowledgement_that_never_comes_is_intake_unavailable_from_submit_and_from_close() -> None:
+    """Finding: the timeout surfaced as kafka-python's KafkaTimeoutError — closing the client flushes what is left,
+    and kafka-python's flush raises it, replacing whatever the submit had raised."""
+    from caseledger.ledger.kafka.kafka_python import KafkaPythonAcknowledgedProducer
+
+    stuck = StuckProducer()
+    port = KafkaPythonAcknowledgedProducer(NOWHERE, timeout_s=1.5)
+    port._producer = stuck
+    with pytest.raises(IntakeUnavailable, match=r"did not acknowledge .* may or may not be stored: resubmit the same"):
+        port.send_all(NOWHERE.intake_topic, [(b"k", b"v")])
+    with pytest.raises(IntakeUnavailable, match="resubmit the same draft"):
+        port.close()
+    assert stuck.closed
+
+
 # -- the surface -------------------------------------------------------------------------------------------------
 
 
