@@ -192,6 +192,20 @@ def test_an_attachment_ref_must_say_where_the_file_is_kept(ref: str) -> None:
     assert ref.strip() not in str(refused.value) and "jane" not in str(refused.value) and "secret" not in str(refused.value)
 
 
+@settings(max_examples=examples(300))
+@given(ref=st.text(min_size=4, max_size=40).filter(
+    lambda r: r.strip() and not r.lower().startswith(("sha256:", "https://", "s3://", "gs://"))))
+def test_any_other_ref_is_refused_without_being_repeated(ref: str) -> None:
+    try:
+        Attachment(ref=ref, sha256=SHA, size=1, media_type="application/pdf")
+    except ValidationError as refused:
+        assert ref not in str(refused)
+        if "surrogate" not in str(refused):
+            assert str(refused).startswith("field attachments.ref: ")
+    else:
+        raise AssertionError(f"{ref!r} was accepted")
+
+
 @pytest.mark.parametrize("ref", ["sha256:" + SHA, "s3://inbox/2026/scan.pdf", "gs://inbox-eu/scan.pdf",
                                  "https://files.example.com/objects/42?version=3", "S3://inbox/scan.pdf"])
 def test_refs_by_content_or_in_an_object_store_are_accepted(ref: str) -> None:
