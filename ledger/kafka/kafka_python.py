@@ -6,6 +6,7 @@ errors become :class:`~caseledger.ledger.errors.BackendError` in one place, :cla
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -29,6 +30,12 @@ from caseledger.ledger.kafka.ports import (
     unreachable,
 )
 from caseledger.ledger.settings import MAX_RECORD_BYTES, KafkaSettings
+
+# kafka-python's DEBUG lines print whole records (a producer's requests, a consumer's fetches): intake records
+# hold customers' identities and words in clear, and no log line may carry personal data (docs/privacy.md). Its
+# logger is held at INFO unless someone set it: whoever sets "kafka" to DEBUG logs what the records hold.
+if logging.getLogger("kafka").level == logging.NOTSET:
+    logging.getLogger("kafka").setLevel(logging.INFO)
 
 
 def kafka_errors(what: What, advice: str = "", *, raises: type[BackendError] = BackendError) -> ErrorMapping:
