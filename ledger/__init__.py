@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         Attachment,
         Channel,
         ContactDraft,
+        DeliveryFailure,
         Identity,
     )
     from caseledger.ledger.errors import (
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
         ValidationError,
     )
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient, Receipt
+    from caseledger.ledger.intake.outbound import OutboundMessage
+    from caseledger.ledger.intake.outbound_client import OutboundClient
     from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
     from caseledger.ledger.intake.signatures import AdapterSigner
     from caseledger.ledger.settings import KafkaSettings, LedgerSettings
@@ -76,6 +79,10 @@ _WHERE = {
     "IntakeCodec": "caseledger.ledger.intake.records",
     "DeliveryReport": "caseledger.ledger.intake.records",
     "ReadReceipt": "caseledger.ledger.intake.records",
+    # outbound: what an adapter must deliver, and the client that reads it and reports the outcome
+    "OutboundClient": "caseledger.ledger.intake.outbound_client",
+    "OutboundMessage": "caseledger.ledger.intake.outbound",
+    "DeliveryFailure": "caseledger.ledger.domain.values",
     # drafts and the values they carry
     "ContactDraft": "caseledger.ledger.domain.values",
     "Identity": "caseledger.ledger.domain.values",
@@ -116,6 +123,7 @@ __all__ = [
     "ConflictError",
     "ContactDraft",
     "ContactOutcome",
+    "DeliveryFailure",
     "DeliveryReport",
     "Identity",
     "IntakeCodec",
@@ -125,6 +133,8 @@ __all__ = [
     "LedgerSettings",
     "MessageIdCollision",
     "NotFound",
+    "OutboundClient",
+    "OutboundMessage",
     "PermissionDenied",
     "ReadReceipt",
     "Receipt",
