@@ -11,6 +11,20 @@
                                              identity=Identity.parse("email:jane@example.com"),
                                              items=("Where is my refund?",)))
 
+What an adapter may see go wrong, and what to do (every one a ``CaseLedgerError``; no Kafka client's own
+exception leaves the SDK)::
+
+    ValidationError      the draft is refused before anything is published (the field is named): fix it;
+                         never resubmit it as it is
+    IntakeUnavailable    Kafka unreachable, no acknowledgement in time, topic missing: the record may or may not
+                         be stored — resubmit the same draft (a BackendError; safe: a resubmission is traced)
+    ConfigurationError   settings, a key file or a missing extra: fix the configuration
+    SchemaError          a value does not fit the intake schema (a ValidationError)
+
+and, for an adapter that also calls the service or records directly: ``AuthenticationError``,
+``PermissionDenied``, ``NotFound``, ``RuleViolation``, ``ConflictError`` (retry), ``MessageIdCollision``
+(recorded, not applied: send it with a new channel message id), ``BackendError``.
+
 Everything else under ``caseledger.ledger`` is internal: ``domain`` (the Case aggregate, the
 directory, values, the response policy), ``avro`` (how an event becomes bytes), ``store_ports`` and
 ``store`` (the store's ports, and all its SQL: one provider per backend), ``kafka`` (the Kafka edge: intake client, intake worker, publisher), ``audit`` (one
@@ -36,12 +50,15 @@ if TYPE_CHECKING:
         Identity,
     )
     from caseledger.ledger.errors import (
+        AuthenticationError,
         BackendError,
         CaseLedgerError,
         ConfigurationError,
         ConflictError,
+        IntakeUnavailable,
         MessageIdCollision,
         NotFound,
+        PermissionDenied,
         RuleViolation,
         SchemaError,
         ValidationError,
@@ -50,12 +67,14 @@ if TYPE_CHECKING:
     from caseledger.ledger.intake.outbound import OutboundMessage
     from caseledger.ledger.intake.outbound_client import OutboundClient
     from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
+    from caseledger.ledger.intake.signatures import AdapterSigner
     from caseledger.ledger.settings import KafkaSettings, LedgerSettings
 
 _WHERE = {
     # intake: what an adapter publishes, and the client that publishes it
     "KafkaIntakeClient": "caseledger.ledger.intake.adapter_sdk",
     "Receipt": "caseledger.ledger.intake.adapter_sdk",
+    "AdapterSigner": "caseledger.ledger.intake.signatures",
     "KafkaSettings": "caseledger.ledger.settings",
     "IntakeCodec": "caseledger.ledger.intake.records",
     "DeliveryReport": "caseledger.ledger.intake.records",
@@ -85,12 +104,17 @@ _WHERE = {
     "ConflictError": "caseledger.ledger.errors",
     "MessageIdCollision": "caseledger.ledger.errors",
     "BackendError": "caseledger.ledger.errors",
+    "IntakeUnavailable": "caseledger.ledger.errors",
+    "AuthenticationError": "caseledger.ledger.errors",
+    "PermissionDenied": "caseledger.ledger.errors",
 }
 
 __all__ = [
     "Actor",
     "ActorKind",
+    "AdapterSigner",
     "Attachment",
+    "AuthenticationError",
     "BackendError",
     "CaseLedger",
     "CaseLedgerError",
@@ -103,6 +127,7 @@ __all__ = [
     "DeliveryReport",
     "Identity",
     "IntakeCodec",
+    "IntakeUnavailable",
     "KafkaIntakeClient",
     "KafkaSettings",
     "LedgerSettings",
@@ -110,6 +135,7 @@ __all__ = [
     "NotFound",
     "OutboundClient",
     "OutboundMessage",
+    "PermissionDenied",
     "ReadReceipt",
     "Receipt",
     "RuleViolation",

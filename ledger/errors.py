@@ -18,6 +18,7 @@ decide alike::
     ├── MessageIdCollision        the channel message id is another request's; this one was recorded
     │                             as a collision, not applied; send it with a new message id
     └── BackendError              the database or Kafka failed; nothing was recorded
+        └── IntakeUnavailable     the adapter SDK could not publish, or not confirm it: resubmit the same draft
 
 Errors of one module's own derive from these where they are raised, and carry their own way out the same way:
 ``SignatureRefused`` (a ValidationError, ``ledger/intake/signatures.py``), ``TemplateRefused`` (a
@@ -109,3 +110,12 @@ class BackendError(CaseLedgerError):
     """The database or the broker failed; nothing was recorded by this command."""
 
     exit_code, http_status, slug, title = 4, 503, "unavailable", "Database or broker unavailable"
+
+
+class IntakeUnavailable(BackendError):
+    """The intake topic did not acknowledge a record (unreachable, timed out, topic missing): resubmit the same draft.
+
+    The record may or may not be stored. Submitting the same draft again (same channel, channel message
+    id and content) is safe: the ledger records a request once and traces every resubmission. Every
+    failure of a Kafka client under the adapter SDK is this error; no client's own exception leaves it.
+    """

@@ -180,6 +180,7 @@ KAFKA_VARIABLES = {
     "events_partitions": "CASELEDGER_EVENTS_PARTITIONS",
     "replication_factor": "CASELEDGER_KAFKA_REPLICATION",
     "intake_retention_hours": "CASELEDGER_INTAKE_RETENTION_HOURS",
+    "intake_key_salt": "CASELEDGER_INTAKE_KEY_SALT",
 }
 
 #: The variable of each field of :class:`OidcSection`.
@@ -212,6 +213,7 @@ class KafkaSection:
     events_partitions: str | None = None
     replication_factor: str | None = None
     intake_retention_hours: str | None = None
+    intake_key_salt: str | None = field(default=None, repr=False)
 
 
 # -- Kafka: how to reach the brokers, which topics the ledger uses ---------------------------------------------
@@ -219,6 +221,7 @@ class KafkaSection:
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _WHOLE_NUMBERS = ("intake_partitions", "events_partitions", "replication_factor", "intake_retention_hours")
+MIN_INTAKE_KEY_SALT = 16  # characters: fewer could be guessed, and with it every intake key's identity
 MAX_RECORD_BYTES = 4_194_304  # the topics' max.message.bytes: a record of the ledger never exceeds it
 
 
@@ -242,6 +245,9 @@ class KafkaSettings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     client_id: str = "caseledger"
+    # What adapters key intake records with (a keyed hash of the identity, ledger/intake/adapter_sdk.py); the same
+    # for every adapter of a deployment, so a customer's records share a partition. Not personal data.
+    intake_key_salt: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
@@ -265,6 +271,11 @@ class KafkaSettings:
         for name in ("intake_partitions", "events_partitions", "replication_factor", "intake_retention_hours"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"Kafka {name.replace('_', ' ')} must be at least 1")
+        if self.intake_key_salt is not None and len(self.intake_key_salt) < MIN_INTAKE_KEY_SALT:
+            raise ConfigurationError(
+                f"CASELEDGER_INTAKE_KEY_SALT has {len(self.intake_key_salt)} characters: give at least "
+                f"{MIN_INTAKE_KEY_SALT} random ones (e.g. `openssl rand -base64 24`), the same to every adapter"
+            )
         if self.intake_topic == self.events_topic:
             raise ConfigurationError("the intake and events topics must differ")
         if not self.checkpoints_topic:

@@ -55,18 +55,23 @@ def _iso(value: datetime) -> str:
     return value.isoformat(timespec="seconds")
 
 
-def check_claim(name: str, value: datetime, *, now: datetime, after: Iterable[After] = ()) -> datetime:
-    """``value`` in UTC when a client may claim it at the ledger's ``now``; a ValidationError names the bound."""
+def check_claim(name: str, value: datetime, *, now: datetime, after: Iterable[After] = (),
+                clock: str = "the ledger's clock") -> datetime:
+    """``value`` in UTC when a client may claim it at the ledger's ``now``; a ValidationError names the bound.
+
+    The adapter SDK applies the same bounds at its own ``now`` before publishing (``clock`` then names the
+    adapter's, ``ledger/intake/validation.py``), so the ledger refuses only what their clocks disagree on.
+    """
     value = require_utc(value, name)
     if value > now + CLOCK_SKEW:
         raise ValidationError(
-            f"{name} {_iso(value)} is in the future: after the ledger's clock ({_iso(now)}) plus the "
+            f"{name} {_iso(value)} is in the future: after {clock} ({_iso(now)}) plus the "
             f"{_minutes(CLOCK_SKEW)} of clock skew allowed; send the time your channel saw, or leave {name} "
             "out to use the ledger's time"
         )
     if value < now - HORIZON:
         raise ValidationError(
-            f"{name} {_iso(value)} is more than {HORIZON.days} days before the ledger's clock ({_iso(now)}), "
+            f"{name} {_iso(value)} is more than {HORIZON.days} days before {clock} ({_iso(now)}), "
             "the horizon of claimed times; record what happened recently (there is no backfill of history)"
         )
     for bound in after:

@@ -180,6 +180,52 @@ class Identity:
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+ATTACHMENT_REF_SCHEMES = ("sha256:", "https://", "s3://", "gs://")
+"""Where an attachment may be kept (docs/privacy.md): by content, or in an object store; never a bare path."""
+_REF_FORMS = "sha256:<64 hex digits> (by content), https://host/path, s3://bucket/key or gs://bucket/key"
+_BUCKET_REF = re.compile(r"^(?:s3|gs)://[a-z0-9][a-z0-9._-]{1,254}/[^/].*$", re.DOTALL)
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
+_KNOWN_SCHEMES = ("file", "ftp", "sftp", "smb", "data", "mailto", "javascript", "urn", "s3a", "az", "abfs")
+_DOT_SEGMENT = re.compile(r"(?:^|/)(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
+
+
+def check_attachment_ref(ref: str, sha256: str) -> None:
+    """A ValidationError unless ``ref`` says where the file is kept in one of :data:`ATTACHMENT_REF_SCHEMES`.
+
+    A bare or relative path, ``file:``, ``..`` segments and credentials are refused: the ledger keeps a ref
+    for as long as the contact, and whoever follows it must reach the file the customer sent, and nothing
+    else. The error never repeats the ref (its file name may be personal data).
+    """
+    def refuse(why: str) -> ValidationError:
+        return ValidationError(f"field attachments.ref: {why}; write where the file is kept as {_REF_FORMS}")
+
+    if ref != ref.strip() or any(c.isspace() or ord(c) < 32 or c == "\\" for c in ref):
+        raise refuse("the ref holds white space, a control character or a backslash")
+    scheme = next((s for s in ATTACHMENT_REF_SCHEMES if ref.lower().startswith(s)), None)
+    if scheme is None:
+        named, sep, _ = ref.partition(":")
+        if not sep or "/" in named or not named.isascii() or not named.replace("+", "").replace("-", "").isalnum():
+            raise refuse("the ref is a bare path, not a location")
+        if named.lower() == "http":
+            raise refuse("http: is not encrypted (use https://)")
+        # Only a scheme everybody knows is named back: a ref's first word could be anything the sender typed.
+        named = f"{named.lower()}:" if named.lower() in _KNOWN_SCHEMES else "its scheme"
+        raise refuse(f"{named} is not a location the ledger accepts")
+    if scheme == "sha256:":
+        if ref[len(scheme):].lower() != sha256:
+            raise refuse("a sha256: ref must be the attachment's own sha256 (64 hex digits)")
+        return
+    rest = ref[len(scheme):]
+    if _DOT_SEGMENT.search(rest.split("?", 1)[0].split("#", 1)[0]):
+        raise refuse("the ref holds a . or .. path segment")
+    if scheme == "https://":
+        host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+        if "@" in host:
+            raise refuse("the ref holds credentials (user@ or user:password@): keep them out of the ledger")
+        if not _HOST.match(host):
+            raise refuse("an https: ref needs a host name")
+    elif not _BUCKET_REF.match(scheme + rest):
+        raise refuse(f"{scheme} refs need a bucket and a key")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,6 +249,7 @@ class Attachment:
                 f"an attachment's sha256 must be 64 hex digits, got {len(self.sha256)} characters"
             )
         object.__setattr__(self, "sha256", self.sha256.lower())
+        check_attachment_ref(self.ref, self.sha256)
         if not 0 <= self.size <= MAX_ATTACHMENT_BYTES:
             raise ValidationError(
                 f"an attachment's size must be 0 to 2^63-1 bytes (an Avro long), got {self.size}"
@@ -268,7 +315,9 @@ class ContactDraft:
         items = tuple(i.strip() for i in self.items if i and i.strip())
         if not items:
             raise ValidationError(
-                "a contact needs at least one item (a question or request the customer asked)"
+                "a contact needs at least one item (a question or request the customer asked); for a message "
+                "written as free text (an e-mail without a form, a letter) use ContactDraft.free_text(…), whose one "
+                "item is its subject or first line"
             )
         if len(items) > MAX_ITEMS:
             raise ValidationError(f"a contact may carry at most {MAX_ITEMS} items, got {len(items)}")
@@ -283,12 +332,37 @@ class ContactDraft:
         if self.category is not None:
             object.__setattr__(self, "category", self.category.strip().lower() or None)
 
+    @classmethod
+    def free_text(cls, *, subject: str = "", body: str = "", **fields: Any) -> ContactDraft:
+        """A contact written as free text (an e-mail without a form, a letter, a chat message): one item.
+
+        The item is the subject, else the body's first line, cut at a word within
+        :data:`FREE_TEXT_ITEM_CHARS`; the whole text stays the body, which the acknowledgement quotes. The
+        same message always makes the same item, so a resubmission is recognised. ``fields`` are the
+        draft's others (``channel``, ``channel_message_id``, ``identity``, …), ``items`` aside.
+        """
+        return cls(subject=subject, body=body, items=(free_text_item(subject, body),), **fields)
+
     def content_digest(self, key: bytes | None = None) -> str:
         """The digest that tells a resubmission of this request from another request (see :func:`content_digest`)."""
         return content_digest(
             identity=str(self.identity), subject=self.subject, items=self.items, body=self.body,
             attachment_sha256s=(a.sha256 for a in self.attachments), key=key,
         )
+
+
+FREE_TEXT_ITEM_CHARS = 200
+
+
+def free_text_item(subject: str, body: str) -> str:
+    """The one item of a free-text contact: its subject, else its body's first line, within FREE_TEXT_ITEM_CHARS."""
+    text = subject.strip() or next((line.strip() for line in body.splitlines() if line.strip()), "")
+    if not text:
+        raise ValidationError("a free-text contact needs a subject or a body: the text the customer wrote")
+    if len(text) <= FREE_TEXT_ITEM_CHARS:
+        return text
+    cut = text[: FREE_TEXT_ITEM_CHARS - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip() + "…"
 
 
 CONTENT_DIGEST_VERSION = "v1"

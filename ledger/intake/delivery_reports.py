@@ -33,7 +33,29 @@ if TYPE_CHECKING:
     from caseledger.ledger.domain.events import Context
     from caseledger.ledger.store_ports import AdapterKeyStore
 
-__all__ = ["Reporter"]
+__all__ = ["Reporter", "inbound_read", "is_inbound", "not_the_customer"]
+
+
+def is_inbound(message_id: str) -> bool:
+    """A customer's own contact (``C1``), as opposed to a message sent to them (``ACK1``, ``R2``, ``W1``, ``N3``)."""
+    return message_id.strip().upper().startswith("C")
+
+
+def not_the_customer(reference: str, reader: Actor) -> str:
+    """Why a read an adapter relays may not name ``reader`` (no personal value: its kind only)."""
+    return (
+        f"field reader is not case {reference}'s customer (reader kind {reader.kind.value}): a read "
+        "receipt relayed by an adapter reports the customer's own reading of a message sent to them; "
+        "name the customer (customer:CUSTOMER_ID, or customer:IDENTITY such as customer:email:…)"
+    )
+
+
+def inbound_read(message_id: str) -> str:
+    """Why a read an adapter relays may not be of ``message_id``, a customer's own contact."""
+    return (
+        f"{message_id} is the customer's own contact: a customer reads only messages sent to them "
+        "(ACK…, R…, W…, N…); field message_id"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,19 +93,12 @@ class Reporter:
         an identity the caller resolved to it); it is checked, never recorded.
         """
         message = self._message(case, message_id)
-        inbound = message_id.startswith("C")
+        inbound = is_inbound(message_id)
         if self.adapter:
             if named is not None and (named.kind is not ActorKind.CUSTOMER or named.id != case.customer_id):
-                raise ValidationError(
-                    f"field reader is not case {case.reference}'s customer (reader kind {named.kind.value}): a read "
-                    "receipt relayed by an adapter reports the customer's own reading of a message sent to them; "
-                    "name the customer (customer:CUSTOMER_ID, or customer:IDENTITY such as customer:email:…)"
-                )
+                raise ValidationError(not_the_customer(case.reference, named))
             if inbound:
-                raise RuleViolation(
-                    f"{message_id} is the customer's own contact: a customer reads only messages sent to them "
-                    "(ACK…, R…, W…, N…); field message_id"
-                )
+                raise RuleViolation(inbound_read(message_id))
             signed = self.actor.authentication != Authentication.NONE.value
             reader = Actor(kind=ActorKind.CUSTOMER, id=case.customer_id, authentication=self.actor.authentication,
                            principal=self.actor.id if signed else None)

@@ -43,6 +43,7 @@ from caseledger.ledger.errors import (
 from caseledger.ledger.intake.delivery_reports import Reporter
 from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
 from caseledger.ledger.intake.signatures import SIGNATURE_HEADER, SignatureCheck, b64, header
+from caseledger.ledger.intake.validation import validate_intake
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.ports import Build, PartitionReader
 from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
@@ -323,6 +324,9 @@ class KafkaIntakeWorker:
             if isinstance(message, Exception):
                 raise message
             kind = kind_of(message)
+            # What the SDK checked before publishing, checked again (an adapter may not use the SDK); here, so
+            # that a refused contact's rejection is sealed for its sender, whom an erasure reaches.
+            validate_intake(message, self.ledger.clock())
             if isinstance(message, ContactDraft):
                 actor = None
                 if signer is not None:  # the customer acted; the adapter relayed it, proven by its signature

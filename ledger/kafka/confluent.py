@@ -19,6 +19,7 @@ from typing import Any
 import confluent_kafka
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
+from caseledger.ledger.errors import BackendError, IntakeUnavailable
 from caseledger.ledger.kafka.kafka_python import key_hash
 from caseledger.ledger.kafka.ports import (
     Build,
@@ -30,13 +31,14 @@ from caseledger.ledger.kafka.ports import (
     What,
     missing_topic,
     not_acknowledged,
+    unreachable,
 )
 from caseledger.ledger.settings import MAX_RECORD_BYTES, KafkaSettings
 
 
-def kafka_errors(what: What, advice: str = "") -> ErrorMapping:
-    """``with kafka_errors(what):`` turns confluent-kafka's errors into BackendError."""
-    return ErrorMapping(KafkaException, what, advice)
+def kafka_errors(what: What, advice: str = "", *, raises: type[BackendError] = BackendError) -> ErrorMapping:
+    """``with kafka_errors(what):`` turns confluent-kafka's errors into BackendError (or ``raises``, one of its kinds)."""
+    return ErrorMapping(KafkaException, what, advice, raises=raises)
 
 
 def librdkafka_config(settings: KafkaSettings) -> dict[str, Any]:
@@ -86,11 +88,15 @@ class ConfluentPartitioner:
     """Kafka's default partition of a key (murmur2, as kafka-python and the Java client pick it)
     for records a confluent-kafka producer sends; each topic's partition count is asked once."""
 
-    def __init__(self, producer: Any, settings: KafkaSettings, timeout_s: float) -> None:
+    def __init__(self, producer: Any, settings: KafkaSettings, timeout_s: float, *,
+                 raises: type[BackendError] = BackendError) -> None:
         self._producer = producer
         self._timeout_s = timeout_s
         self._counts: dict[str, int] = {}
-        self._reaching = kafka_errors(f"cannot reach Kafka at {settings.bootstrap_servers}")
+        self._raises = raises
+        what = (unreachable(settings.bootstrap_servers) if raises is not BackendError
+                else f"cannot reach Kafka at {settings.bootstrap_servers}")
+        self._reaching = kafka_errors(what, raises=raises)
 
     def partition(self, topic: str, key: bytes) -> int:
         count = self._counts.get(topic)
@@ -102,7 +108,7 @@ class ConfluentPartitioner:
         with self._reaching:
             found = self._producer.list_topics(topic, self._timeout_s).topics.get(topic)
         if found is None or found.error is not None or not found.partitions:
-            raise missing_topic(topic, found.error if found is not None else None)
+            raise missing_topic(topic, found.error if found is not None else None, raises=self._raises)
         return len(found.partitions)
 
 
@@ -272,7 +278,8 @@ class ConfluentTransactionalWriter(Closing):
 
 
 class ConfluentAcknowledgedProducer(Closing):
-    """The acknowledged producer port on a confluent-kafka ``Producer`` (acks=all, idempotent)."""
+    """The acknowledged producer port on a confluent-kafka ``Producer`` (acks=all, idempotent); it fails with
+    IntakeUnavailable."""
 
     def __init__(self, settings: KafkaSettings, *, timeout_s: float) -> None:
         self._settings = settings
@@ -287,12 +294,14 @@ class ConfluentAcknowledgedProducer(Closing):
         })
         self._producer: Any = None
         self._partitioner: ConfluentPartitioner | None = None
-        self._acknowledging = kafka_errors(not_acknowledged)
+        self._acknowledging = kafka_errors(not_acknowledged, raises=IntakeUnavailable)
 
     def _client(self) -> tuple[Any, ConfluentPartitioner]:
         if self._producer is None or self._partitioner is None:
-            self._producer = confluent_kafka.Producer(self._config)
-            self._partitioner = ConfluentPartitioner(self._producer, self._settings, self._timeout_s)
+            with kafka_errors(unreachable(self._settings.bootstrap_servers), raises=IntakeUnavailable):
+                self._producer = confluent_kafka.Producer(self._config)
+            self._partitioner = ConfluentPartitioner(self._producer, self._settings, self._timeout_s,
+                                                     raises=IntakeUnavailable)
         return self._producer, self._partitioner
 
     def send_all(

@@ -6,6 +6,7 @@ errors become :class:`~caseledger.ledger.errors.BackendError` in one place, :cla
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -16,6 +17,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.abc import Partitioner
 from kafka.partitioner.default import murmur2
 
+from caseledger.ledger.errors import BackendError, IntakeUnavailable
 from caseledger.ledger.kafka.ports import (
     Build,
     Closing,
@@ -25,13 +27,20 @@ from caseledger.ledger.kafka.ports import (
     T,
     What,
     not_acknowledged,
+    unreachable,
 )
 from caseledger.ledger.settings import MAX_RECORD_BYTES, KafkaSettings
 
+# kafka-python's DEBUG lines print whole records (a producer's requests, a consumer's fetches): intake records
+# hold customers' identities and words in clear, and no log line may carry personal data (docs/privacy.md). Its
+# logger is held at INFO unless someone set it: whoever sets "kafka" to DEBUG logs what the records hold.
+if logging.getLogger("kafka").level == logging.NOTSET:
+    logging.getLogger("kafka").setLevel(logging.INFO)
 
-def kafka_errors(what: What, advice: str = "") -> ErrorMapping:
-    """``with kafka_errors(what):`` turns kafka-python's errors into BackendError."""
-    return ErrorMapping(KafkaError, what, advice)
+
+def kafka_errors(what: What, advice: str = "", *, raises: type[BackendError] = BackendError) -> ErrorMapping:
+    """``with kafka_errors(what):`` turns kafka-python's errors into BackendError (or ``raises``, one of its kinds)."""
+    return ErrorMapping(KafkaError, what, advice, raises=raises)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -206,16 +215,17 @@ class KafkaPythonTransactionalWriter(Closing):
 
 
 class KafkaPythonAcknowledgedProducer(Closing):
-    """The acknowledged producer port on a ``KafkaProducer`` (acks=all, idempotent)."""
+    """The acknowledged producer port on a ``KafkaProducer`` (acks=all, idempotent); it fails with IntakeUnavailable."""
 
     def __init__(self, settings: KafkaSettings, *, timeout_s: float) -> None:
         self._settings = settings
         self._timeout_s = timeout_s
         self._producer: Any = None
+        self._acknowledging = kafka_errors(not_acknowledged, raises=IntakeUnavailable)
 
     def _client(self) -> Any:
         if self._producer is None:
-            with kafka_errors(f"cannot reach Kafka at {self._settings.bootstrap_servers}"):
+            with kafka_errors(unreachable(self._settings.bootstrap_servers), raises=IntakeUnavailable):
                 self._producer = KafkaProducer(
                     **self._settings.client_options(), acks="all", enable_idempotence=True, linger_ms=2,
                     max_request_size=MAX_RECORD_BYTES, bootstrap_timeout_ms=int(self._timeout_s * 1000),
@@ -226,17 +236,20 @@ class KafkaPythonAcknowledgedProducer(Closing):
         self, topic: str, records: Sequence[tuple[bytes, bytes]], headers: Sequence[Headers] | None = None
     ) -> list[tuple[int, int]]:
         producer = self._client()
-        with kafka_errors(not_acknowledged):
+        with self._acknowledging:
             futures = [producer.send(topic, key=key, value=value, headers=list(headers[i]) if headers else None)
                        for i, (key, value) in enumerate(records)]
             stored = [future.get(timeout=self._timeout_s) for future in futures]
         return [(meta.partition, meta.offset) for meta in stored]
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(timeout=self._timeout_s)
-            self._producer.close(timeout=self._timeout_s)
-            self._producer = None
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                with self._acknowledging:  # flush raises kafka-python's KafkaTimeoutError on what stays unsent
+                    producer.flush(timeout=self._timeout_s)
+            finally:
+                producer.close(timeout=self._timeout_s)
 
 
 class KafkaPythonTopicAdmin(Closing):

@@ -196,10 +196,11 @@ class ErrorMapping:
     its own exception tree (``kafka_errors``). Reusable, and cheap enough for a call per record.
     """
 
-    __slots__ = ("advice", "errors", "what")
+    __slots__ = ("advice", "errors", "raises", "what")
 
-    def __init__(self, errors: type[BaseException], what: What, advice: str = "") -> None:
-        self.errors, self.what, self.advice = errors, what, advice
+    def __init__(self, errors: type[BaseException], what: What, advice: str = "", *,
+                 raises: type[BackendError] = BackendError) -> None:
+        self.errors, self.what, self.advice, self.raises = errors, what, advice, raises
 
     def __enter__(self) -> None:
         return None
@@ -211,22 +212,29 @@ class ErrorMapping:
     def error(self, problem: object) -> BackendError:
         """The BackendError for ``problem`` (an exception, or an error a client reports as a value)."""
         message = self.what(problem) if callable(self.what) else f"{self.what}: {problem}"
-        return BackendError(f"{message}; {self.advice}" if self.advice else message)
+        return self.raises(f"{message}; {self.advice}" if self.advice else message)
 
     def fail(self, problem: object) -> NoReturn:
         """Raise the BackendError for ``problem``."""
         raise self.error(problem)
 
 
+RESUBMIT = "resubmit the same draft (safe: the ledger records a request once and traces a resubmission)"
+"""What an adapter does on IntakeUnavailable, said by every message of one."""
+
+
 def not_acknowledged(error: object) -> str:
     """What an acknowledged producer says when the broker did not acknowledge a record."""
-    return (
-        f"Kafka did not acknowledge the intake record ({error}); it may not be stored — "
-        "resubmit it (the ledger recognises the same channel message id)"
-    )
+    return f"Kafka did not acknowledge the intake record ({error}); it may or may not be stored: {RESUBMIT}"
 
 
-def missing_topic(topic: str, reason: object = None) -> BackendError:
+def unreachable(bootstrap_servers: str) -> Callable[[object], str]:
+    """What an acknowledged producer says when it cannot reach the cluster: nothing was stored."""
+    return lambda error: f"cannot reach Kafka at {bootstrap_servers} ({error}); nothing was stored: once it is back, {RESUBMIT}"
+
+
+def missing_topic(topic: str, reason: object = None, *, raises: type[BackendError] = BackendError) -> BackendError:
     """A producer's error for a topic the cluster does not have."""
     because = f" ({reason})" if reason is not None else ""
-    return BackendError(f"topic {topic} does not exist{because}; create it with `caseledger topics create`")
+    advice = f"; nothing was stored: once it exists, {RESUBMIT}" if raises is not BackendError else ""
+    return raises(f"topic {topic} does not exist{because}; create it with `caseledger topics create`{advice}")

@@ -11,12 +11,13 @@ import pytest
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
+from caseledger.ledger.errors import ValidationError
 from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
 from caseledger.ledger.intake.records import DeliveryReport, ReadReceipt
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
 from caseledger.ledger.settings import KafkaSettings
 from tests.support.environment import ledger_settings
-from tests.support.kafka_topics import drain
+from tests.support.kafka_topics import drain, publish_unchecked
 
 pytestmark = pytest.mark.kafka
 
@@ -37,14 +38,20 @@ def test_intake_records_dated_out_of_bounds_are_rejected_naming_the_field(
         first = ledger.record_contact(contact(0))
         ref = first.reference
         now = datetime.now(UTC)
+        out_of_bounds = [
+            contact(1, occurred_at=datetime(1, 1, 1, tzinfo=UTC)),
+            contact(2, occurred_at=datetime(2999, 1, 1, tzinfo=UTC)),
+            DeliveryReport(case_reference=ref, message_id="ACK1", delivered_at=datetime(1990, 1, 1, tzinfo=UTC)),
+            ReadReceipt(case_reference=ref, message_id="ACK1", reader=Actor.parse(f"customer:{first.customer_id}"),
+                        read_at=now + timedelta(days=1)),
+        ]
         with KafkaIntakeClient(kafka, adapter="mail-1") as client:
-            client.submit(contact(1, occurred_at=datetime(1, 1, 1, tzinfo=UTC)))
-            client.submit(contact(2, occurred_at=datetime(2999, 1, 1, tzinfo=UTC)))
-            client.submit(DeliveryReport(case_reference=ref, message_id="ACK1",
-                                         delivered_at=datetime(1990, 1, 1, tzinfo=UTC)))
-            client.submit(ReadReceipt(case_reference=ref, message_id="ACK1", reader=Actor.parse(f"customer:{first.customer_id}"),
-                                      read_at=now + timedelta(days=1)))
+            for message in out_of_bounds:  # the SDK refuses each before publishing (issue 25: one validation) …
+                with pytest.raises(ValidationError, match="this adapter's clock"):
+                    client.submit(message)
             client.submit(contact(3, occurred_at=now - timedelta(days=2)))  # within the bounds
+        # … and the worker still refuses them from an adapter that skips the SDK.
+        publish_unchecked(kafka, out_of_bounds, adapter="mail-1")
         worker = KafkaIntakeWorker(ledger, kafka)
         drain(worker, until=5)
         assert (worker.stats.contacts, worker.stats.rejected) == (1, 4), worker.stats.line()

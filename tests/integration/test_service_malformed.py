@@ -95,7 +95,7 @@ def test_the_domain_refuses_lone_surrogates_so_intake_refuses_them_with_a_reason
     with pytest.raises(ValidationError, match="surrogate"):
         Identity.parse(f"handle:x{LONE}")
     with pytest.raises(ValidationError, match="surrogate"):
-        Attachment(ref="r", sha256=SHA, size=1, media_type="text/plain", filename=LONE)
+        Attachment(ref="s3://inbox/r", sha256=SHA, size=1, media_type="text/plain", filename=LONE)
 
 
 def test_an_attachment_size_must_fit_an_avro_long(service: Service) -> None:
@@ -106,7 +106,7 @@ def test_an_attachment_size_must_fit_an_avro_long(service: Service) -> None:
                                                  "media_type": "application/pdf"}]}
         assert_problem(post_raw(service, "/v1/contacts", body, role=Role.AGENT))
     with pytest.raises(ValidationError, match="2\\^63"):
-        Attachment(ref="r", sha256=SHA, size=2**63, media_type="text/plain")
+        Attachment(ref="s3://inbox/r", sha256=SHA, size=2**63, media_type="text/plain")
 
 
 def test_a_huge_last_event_id_is_a_400(service: Service, ref: str) -> None:

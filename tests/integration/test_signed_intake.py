@@ -22,7 +22,7 @@ from caseledger.ledger.intake.signatures import ADAPTER_HEADER, SIGNATURE_HEADER
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
 from caseledger.ledger.settings import KafkaSettings
 from tests.support.environment import ledger_settings
-from tests.support.kafka_topics import drain
+from tests.support.kafka_topics import drain, publish_unchecked
 
 pytestmark = pytest.mark.kafka
 
@@ -202,12 +202,13 @@ def test_signed_reports_are_scoped_to_the_adapters_channels_and_reads_are_the_cu
         client.submit(ReadReceipt(case_reference=ref, message_id="ACK1", reader=Actor.parse(f"customer:{customer_id}"),
                                   read_at=now))
     mail_1 = AdapterSigner.from_file("mail-1", tmp_path / "mail-1.pem")
+    # Refused by the SDK before publishing (issue 25), so sent as an adapter that skips it: the worker refuses them.
+    publish_unchecked(kafka, [
+        ReadReceipt(case_reference=ref, message_id="C1", reader=Actor.parse("agent:alice"), read_at=now),
+        ReadReceipt(case_reference=ref, message_id="ACK1", reader=Actor.parse("agent:alice"), read_at=now),
+        ReadReceipt(case_reference=ref, message_id="C1", reader=Actor.parse(f"customer:{customer_id}"), read_at=now),
+    ], adapter="mail-1", signer=mail_1)
     with KafkaIntakeClient(kafka, adapter="mail-1", signer=mail_1) as client:
-        client.submit(ReadReceipt(case_reference=ref, message_id="C1", reader=Actor.parse("agent:alice"), read_at=now))
-        client.submit(ReadReceipt(case_reference=ref, message_id="ACK1", reader=Actor.parse("agent:alice"),
-                                  read_at=now))
-        client.submit(ReadReceipt(case_reference=ref, message_id="C1", reader=Actor.parse(f"customer:{customer_id}"),
-                                  read_at=now))
         client.submit(ReadReceipt(case_reference=ref, message_id="ACK1",
                                   reader=Actor.parse("customer:email:someone-else@example.com"), read_at=now))
         # The customer, named by their identity: accepted, recorded under their pseudonymous id.

@@ -11,6 +11,8 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.intake.adapter_sdk import intake_key
+from caseledger.ledger.intake.records import IntakeCodec
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.publisher import KafkaEventPublisher
@@ -28,6 +30,7 @@ def fresh_topics(bootstrap: str, *, partitions: int = 3, intake_partitions: int 
         bootstrap_servers=bootstrap, intake_topic=f"intake-{suffix}", events_topic=f"events-{suffix}",
         intake_partitions=partitions if intake_partitions is None else intake_partitions,
         events_partitions=partitions,
+        intake_key_salt="the tests' deployment salt",  # as a deployment gives its adapters (README)
     )
     ensure_topics(settings)
     return settings
@@ -52,6 +55,17 @@ def drain(worker: KafkaIntakeWorker, until: int, timeout: float = 60) -> None:
         stop.set()
         thread.join(30)
     assert worker.stats.records >= until, worker.stats.line()
+
+
+def publish_unchecked(kafka: KafkaSettings, messages: list[Any], *, adapter: str, signer: Any = None) -> None:
+    """Publish intake records as an adapter that skips the SDK's validation would (an older one, or another
+    language's): encoded and signed like the SDK's, keyed with the same salt, never validated."""
+    codec = IntakeCodec()
+    encoded = [(m, codec.encode(m, adapter=adapter)) for m in messages]
+    headers = [signer.headers(data) for _, data in encoded] if signer is not None else None
+    salt = (kafka.intake_key_salt or "an adapter's own salt").encode()
+    with KafkaClient(KAFKA_PYTHON, "producer").open_acknowledged_producer(kafka, timeout_s=30) as producer:
+        producer.send_all(kafka.intake_topic, [(intake_key(m, salt), data) for m, data in encoded], headers)
 
 
 def publish_all(

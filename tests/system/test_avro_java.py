@@ -474,7 +474,7 @@ def test_a_java_adapters_record_on_the_intake_topic_is_recorded_as_a_contact(
     _, draft = IntakeCodec().decode(data)
     producer = KafkaProducer(**kafka.client_options(), acks="all")
     try:
-        producer.send(kafka.intake_topic, key=intake_key(draft), value=data).get(timeout=30)
+        producer.send(kafka.intake_topic, key=intake_key(draft, b"a deployment salt"), value=data).get(timeout=30)
     finally:
         producer.close(timeout=10)
     ledger = CaseLedger(ledger_settings(database=str(tmp_path / "intake.sqlite")))
