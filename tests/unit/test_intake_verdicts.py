@@ -185,6 +185,19 @@ def test_a_rejection_keeps_its_full_reason_sealed(sqlite_ledger: CaseLedger, clo
 _KINDS = st.sampled_from(["new", "again", "collide", "future", "unknown-case", "garbage"])
 
 
+def _value(kind: str, adapter: str, offset: int, msg: str, clock: FakeClock) -> bytes:
+    if kind == "garbage":
+        return b"\xc3\x01garbage"
+    draft = {
+        "new": contact(f"new-{offset}"),
+        "again": contact(msg),
+        "collide": contact(msg, subject=f"other {offset}"),
+        "future": contact(f"f-{offset}", occurred_at=clock.now + timedelta(days=1)),
+        "unknown-case": contact(f"u-{offset}", case_reference="CL-ZZZZZ-ZZZZZ"),
+    }[kind]
+    return CODEC.encode(draft, adapter=adapter)
+
+
 @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kinds=st.lists(st.tuples(_KINDS, st.sampled_from(["a", "b"]), st.integers(0, 2)), min_size=1, max_size=12),
        batch=st.integers(1, 5))
@@ -196,17 +209,7 @@ def test_every_intake_record_gets_exactly_one_verdict_for_its_adapter(
         work = worker(ledger)
         records, adapters = [], []
         for offset, (kind, adapter, n) in enumerate(kinds):
-            msg = f"m-{n}"
-            value = {
-                "new": lambda: CODEC.encode(contact(f"new-{offset}"), adapter=adapter),
-                "again": lambda: CODEC.encode(contact(msg), adapter=adapter),
-                "collide": lambda: CODEC.encode(contact(msg, subject=f"other {offset}"), adapter=adapter),
-                "future": lambda: CODEC.encode(contact(f"f-{offset}", occurred_at=clock.now + timedelta(days=1)),
-                                               adapter=adapter),
-                "unknown-case": lambda: CODEC.encode(contact(f"u-{offset}", case_reference="CL-ZZZZZ-ZZZZZ"),
-                                                     adapter=adapter),
-                "garbage": lambda: b"\xc3\x01garbage",
-            }[kind]()
+            value = _value(kind, adapter, offset, f"m-{n}", clock)
             records.append(record(offset, value))
             adapters.append("" if kind == "garbage" else adapter)
         for start in range(0, len(records), batch):
