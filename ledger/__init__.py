@@ -47,6 +47,16 @@ if TYPE_CHECKING:
     )
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient, Receipt
     from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
+    from caseledger.ledger.intake.verdicts import (
+        Applied,
+        Collision,
+        PublicReason,
+        Recorded,
+        Rejected,
+        Resubmission,
+        Verdict,
+        VerdictTimeout,
+    )
     from caseledger.ledger.settings import KafkaSettings, LedgerSettings
 
 _WHERE = {
@@ -57,6 +67,15 @@ _WHERE = {
     "IntakeCodec": "caseledger.ledger.intake.records",
     "DeliveryReport": "caseledger.ledger.intake.records",
     "ReadReceipt": "caseledger.ledger.intake.records",
+    # the ledger's verdict on each record (submit(..., wait=SECONDS))
+    "Verdict": "caseledger.ledger.intake.verdicts",
+    "Recorded": "caseledger.ledger.intake.verdicts",
+    "Resubmission": "caseledger.ledger.intake.verdicts",
+    "Collision": "caseledger.ledger.intake.verdicts",
+    "Rejected": "caseledger.ledger.intake.verdicts",
+    "Applied": "caseledger.ledger.intake.verdicts",
+    "PublicReason": "caseledger.ledger.intake.verdicts",
+    "VerdictTimeout": "caseledger.ledger.intake.verdicts",
     # drafts and the values they carry
     "ContactDraft": "caseledger.ledger.domain.values",
     "Identity": "caseledger.ledger.domain.values",
@@ -83,11 +102,13 @@ _WHERE = {
 __all__ = [
     "Actor",
     "ActorKind",
+    "Applied",
     "Attachment",
     "BackendError",
     "CaseLedger",
     "CaseLedgerError",
     "Channel",
+    "Collision",
     "ConfigurationError",
     "ConflictError",
     "ContactDraft",
@@ -100,11 +121,17 @@ __all__ = [
     "LedgerSettings",
     "MessageIdCollision",
     "NotFound",
+    "PublicReason",
     "ReadReceipt",
     "Receipt",
+    "Recorded",
+    "Rejected",
+    "Resubmission",
     "RuleViolation",
     "SchemaError",
     "ValidationError",
+    "Verdict",
+    "VerdictTimeout",
 ]
 
 
