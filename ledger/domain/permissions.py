@@ -65,6 +65,7 @@ class Operation(StrEnum):
     METRICS_READ = "metrics.read"
     AUDIT_VERIFY = "audit.verify"
     INTAKE_KEPT_READ = "intake.kept.read"
+    INTAKE_VERDICT_READ = "intake.verdict.read"
     PRINCIPALS_MANAGE = "principals.manage"
     CUSTOMER_ERASE = "customer.erase"
     CUSTOMER_HOLD = "customer.hold"
@@ -81,9 +82,10 @@ _CASE_WORK = frozenset({
 })
 
 PERMISSIONS: dict[Role, frozenset[Operation]] = {
-    # What a channel publishes: contacts, receipts, the chatbot's hand-over to a human.
+    # What a channel publishes: contacts, receipts, the chatbot's hand-over to a human; and the verdicts of
+    # its own intake records.
     Role.ADAPTER: frozenset({O.CONTACT_RECORD, O.MESSAGE_DELIVERED, O.MESSAGE_READ,
-                             O.CASE_ESCALATE}),
+                             O.CASE_ESCALATE, O.INTAKE_VERDICT_READ}),
     Role.AGENT: _READS | _CASE_WORK | {O.CUSTOMER_LOCALE},
     # Supervisors also erase a customer's personal data and place or release legal holds (docs/privacy.md).
     Role.SUPERVISOR: _READS | _CASE_WORK | {O.HISTORY_EXPORT, O.TICK, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ,
