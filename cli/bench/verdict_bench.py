@@ -13,22 +13,16 @@ Two measurements on fresh topics, with the intake worker(s) and the publisher as
 
 from __future__ import annotations
 
-import os
-import signal
 import statistics
-import subprocess
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
 from caseledger.cli.bench import environment
-from caseledger.cli.bench.intake_bench import _drafts, start_services
-from caseledger.ledger.application import CaseLedger
+from caseledger.cli.bench.intake_bench import _drafts, prepare_run, start_services, stop_services
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.settings import LedgerSettings
 
@@ -80,31 +74,12 @@ def bench_verdicts(
     """Run both measurements on fresh topics; ``database`` must be empty (default: a temp SQLite)."""
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
     from caseledger.ledger.intake.verdicts import Recorded, intake_id
-    from caseledger.ledger.kafka.clients import check_client
-    from caseledger.ledger.kafka.topics import ensure_topics
-    from caseledger.ledger.settings import KafkaSettings
 
-    tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
-    db = database or str(Path(tmp.name) / "bench.sqlite")
-    run = uuid.uuid4().hex[:8]
-    settings = KafkaSettings.resolve(settings=environment().kafka, bootstrap_servers=kafka_bootstrap,
-                                     intake_topic=f"bench-intake-{run}", events_topic=f"bench-events-{run}")
-    check_client(producer, "producer")
-    check_client(consumer, "consumer")
-    if not 1 <= workers <= settings.intake_partitions:
-        raise ConfigurationError(f"--workers {workers}: give 1 to {settings.intake_partitions}")
     if not 1 <= rate <= 2000:
         raise ConfigurationError(f"--rate {rate:g}: give 1 to 2000 contacts/s")
-    ensure_topics(settings)
-    probe = CaseLedger(LedgerSettings.resolve(database=db, settings=environment()))
-    try:
-        if (probe.recorder.max_notification_id() or 0) > 0:
-            raise ConfigurationError(f"{probe.settings.store.describe()} is not empty; benchmark on an empty database")
-        backend = probe.settings.store.describe().split()[0]
-    finally:
-        probe.close()
-    env = {**os.environ, "CASELEDGER_DATABASE": db, "CASELEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
-           "CASELEDGER_INTAKE_TOPIC": settings.intake_topic, "CASELEDGER_EVENTS_TOPIC": settings.events_topic}
+    tmp, db, run, settings, env = prepare_run(kafka_bootstrap=kafka_bootstrap, database=database, workers=workers,
+                                              producer=producer, consumer=consumer)
+    backend = LedgerSettings.resolve(database=db, settings=environment()).store.describe().split()[0]
     services, logs = start_services(env, Path(tmp.name), partitions=settings.intake_partitions, workers=workers,
                                     consumer=consumer, producer=producer, intake_batch=1000, publisher_batch=2000)
 
@@ -167,13 +142,7 @@ def bench_verdicts(
             if len(arrived) < len(paced):
                 raise RuntimeError(f"only {len(arrived)} of {len(paced)} paced verdicts came in time\n" + tails())
     finally:
-        for service in services:
-            service.send_signal(signal.SIGTERM)
-        for service in services:
-            try:
-                service.wait(30)
-            except subprocess.TimeoutExpired:
-                service.kill()
+        stop_services(services)
         tmp.cleanup()
     latencies = sorted((arrived[i] - sent[i]) * 1000 for i in sent)
     return VerdictBenchResult(

@@ -227,15 +227,13 @@ def verdict_of_event(name: str, record: dict[str, Any], position: int) -> Verdic
         return None
     common: dict[str, Any] = {"intake_id": UUID(str(causation)), "event_id": UUID(str(envelope["event_id"])),
                               "position": position, "recorded_at": _micros(envelope["recorded_at"])}
+    where: tuple[str, int, int] | None = ("", -1, -1)  # a report: its source is only its causation id
     if name == "IntakeRejected":
-        where: tuple[str, int, int] | None = (record["source_topic"], record["source_partition"],
-                                              record["source_offset"])
-    elif name in ("MessageDelivered", "MessageRead"):
-        where = ("", -1, -1)
-    else:
+        where = (record["source_topic"], record["source_partition"], record["source_offset"])
+    elif name not in ("MessageDelivered", "MessageRead"):
         where = _source(record.get("source") or "")
-        if where is None:
-            return None  # a registration made directly (CLI, API), or before its source was kept
+    if where is None:
+        return None  # a registration made directly (CLI, API), or before its source was kept
     common.update(intake_topic=where[0], intake_partition=where[1], intake_offset=where[2])
     if name in ("MessageDelivered", "MessageRead"):
         actor = envelope["actor"]
