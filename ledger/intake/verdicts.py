@@ -35,11 +35,10 @@ from io import BytesIO
 from typing import Any
 from uuid import UUID
 
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro import parse_schema, schemaless_reader
 
 from caseledger.ledger.avro.codec import HEADER_SIZE, MAGIC, schema_fingerprint
 from caseledger.ledger.domain.directory import IntakeSource
-from caseledger.ledger.domain.permissions import Authentication
 from caseledger.ledger.errors import (
     BackendError,
     CaseLedgerError,
@@ -48,6 +47,13 @@ from caseledger.ledger.errors import (
     RuleViolation,
     SchemaError,
     ValidationError,
+)
+from caseledger.ledger.intake.verdict_records import (
+    OPERATOR,
+    VERDICT_EVENTS,
+    encode_fields,
+    fields_of_bytes,
+    fields_of_event,
 )
 from caseledger.ledger.kafka.ports import PartitionReader
 
@@ -63,18 +69,17 @@ __all__ = [
     "VerdictCodec",
     "VerdictTimeout",
     "VerdictWaiter",
+    "fields_of_verdict",
     "intake_id",
     "public_reason",
+    "verdict_from_fields",
+    "verdict_headers",
     "verdict_of_event",
     "verdict_of_notification",
 ]
 
 _SCHEMA_FILE = "caseledger.intake.IntakeVerdict.avsc"
 VERDICT_TYPE = b"caseledger.intake.IntakeVerdict"
-VERDICT_EVENTS = frozenset({"MessageRegistered", "ResubmissionTraced", "MessageIdCollided", "IntakeRejected",
-                            "MessageDelivered", "MessageRead"})
-"""The event types a verdict is derived from (the outcome of an intake record, or its registration)."""
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -91,7 +96,7 @@ class PublicReason:
         return f"{self.code}{where}: {self.fix}"
 
 
-_OPERATOR = "the operator reads the full reason with `caseledger intake rejections`"
+_OPERATOR = OPERATOR
 _BY_CLASS: tuple[tuple[type[CaseLedgerError], str, str], ...] = (
     # (class, code, fix); the first that matches, most specific first
     (SchemaError, "schema", "encode the record with the ledger's intake schema (the SDK does: schemas/intake/)"),
@@ -195,75 +200,69 @@ class Applied(Verdict):
     outcome = "applied"
 
 
-COLLISION_FIX = ("send the request again with a new channel message id (this one is another request's); "
-                 "the operator sees the kept request with `caseledger intake collisions`")
-
-
 def intake_id(topic: str, partition: int, offset: int) -> UUID:
     """The accounting id of the intake record at ``topic``/``partition``/``offset`` (what verdicts are matched by)."""
     return IntakeSource(topic, partition, offset).event_id
 
 
-def _source(text: str) -> tuple[str, int, int] | None:
-    rest, _, offset = text.rpartition("/")
-    topic, _, partition = rest.rpartition("/")
-    if not topic or not partition.lstrip("-").isdigit() or not offset.isdigit():
-        return None
-    return topic, int(partition), int(offset)
+_KINDS: dict[str, type[Verdict]] = {"recorded": Recorded, "resubmission": Resubmission, "collision": Collision,
+                                    "rejected": Rejected, "applied": Applied}
 
 
-def _micros(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    return _EPOCH + timedelta(microseconds=int(value))
+def verdict_from_fields(fields: dict[str, Any]) -> Verdict:
+    """The verdict an ``IntakeVerdict`` record's fields hold (as :mod:`~.verdict_records` makes them)."""
+    kind = _KINDS.get(fields["outcome"])
+    if kind is None:
+        raise SchemaError(f"unknown verdict outcome {fields['outcome']!r}; upgrade the SDK")
+    common: dict[str, Any] = {
+        "adapter": fields["adapter"], "intake_id": UUID(fields["intake_id"]), "intake_topic": fields["intake_topic"],
+        "intake_partition": fields["intake_partition"], "intake_offset": fields["intake_offset"],
+        "event_id": UUID(fields["event_id"]), "position": fields["position"],
+        "recorded_at": _EPOCH + timedelta(microseconds=fields["recorded_at"]) if isinstance(fields["recorded_at"], int)
+        else fields["recorded_at"].astimezone(UTC),
+    }
+    given = fields["reason"]
+    reason = PublicReason(given["code"], given["field"], given["fix"]) if given else PublicReason("rejected", "",
+                                                                                                 OPERATOR)
+    if kind in (Recorded, Resubmission):
+        return kind(reference=fields["reference"] or "", contact_id=fields["contact_id"] or "",  # type: ignore[call-arg]
+                    acknowledgement_id=fields["acknowledgement_id"] or "", customer_id=fields["customer_id"] or "",
+                    **common)
+    if kind is Collision:
+        return Collision(kind=fields["collision_kind"] or "", reason=reason, **common)
+    if kind is Rejected:
+        return Rejected(reason=reason, **common)
+    return Applied(**common)
+
+
+def fields_of_verdict(verdict: Verdict) -> dict[str, Any]:
+    """The ``IntakeVerdict`` record's fields of ``verdict``."""
+    reason = getattr(verdict, "reason", None)
+    return {
+        "adapter": verdict.adapter, "intake_id": str(verdict.intake_id), "intake_topic": verdict.intake_topic,
+        "intake_partition": verdict.intake_partition, "intake_offset": verdict.intake_offset,
+        "outcome": verdict.outcome, "reference": getattr(verdict, "reference", None),
+        "contact_id": getattr(verdict, "contact_id", None),
+        "acknowledgement_id": getattr(verdict, "acknowledgement_id", None),
+        "customer_id": getattr(verdict, "customer_id", None), "collision_kind": getattr(verdict, "kind", None),
+        "reason": {"code": reason.code, "field": reason.field, "fix": reason.fix} if reason else None,
+        "event_id": str(verdict.event_id), "position": verdict.position,
+        "recorded_at": (verdict.recorded_at - _EPOCH) // timedelta(microseconds=1),
+    }
 
 
 def verdict_of_event(name: str, record: dict[str, Any], position: int) -> Verdict | None:
     """The verdict an event decides (``record``: the event decoded, envelope included); None when it decides none
-    (recorded directly, not from the intake topic, or written before its adapter was kept)."""
-    envelope = record["envelope"]
-    causation = envelope.get("causation_id")
-    if causation is None or name not in VERDICT_EVENTS:
-        return None
-    common: dict[str, Any] = {"intake_id": UUID(str(causation)), "event_id": UUID(str(envelope["event_id"])),
-                              "position": position, "recorded_at": _micros(envelope["recorded_at"])}
-    where: tuple[str, int, int] | None = ("", -1, -1)  # a report: its source is only its causation id
-    if name == "IntakeRejected":
-        where = (record["source_topic"], record["source_partition"], record["source_offset"])
-    elif name not in ("MessageDelivered", "MessageRead"):
-        where = _source(record.get("source") or "")
-    if where is None:
-        return None  # a registration made directly (CLI, API), or before its source was kept
-    common.update(intake_topic=where[0], intake_partition=where[1], intake_offset=where[2])
-    if name in ("MessageDelivered", "MessageRead"):
-        actor = envelope["actor"]
-        signed = actor.get("authentication") == Authentication.ADAPTER_SIGNATURE.value
-        return Applied(adapter=actor["id"] if signed else "", **common)
-    adapter = record.get("adapter") or ""
-    if name == "MessageRegistered":
-        return Recorded(adapter=adapter, reference=record["reference"], contact_id=record["contact_id"],
-                        acknowledgement_id=record["acknowledgement_id"], customer_id=envelope["customer_id"], **common)
-    if name == "ResubmissionTraced":
-        return Resubmission(adapter=adapter, reference=record.get("reference") or "",
-                            contact_id=record.get("contact_id") or "",
-                            acknowledgement_id=record.get("acknowledgement_id") or "",
-                            customer_id=envelope["customer_id"], **common)
-    if name == "MessageIdCollided":
-        return Collision(adapter=adapter, kind=record["kind"],
-                         reason=PublicReason(f"collision-{record['kind']}", "channel_message_id", COLLISION_FIX),
-                         **common)
-    given = record.get("public_reason")
-    reason = (PublicReason(given["code"], given["field"], given["fix"]) if given
-              else PublicReason("rejected", "", _OPERATOR))  # rejected before public reasons were kept
-    return Rejected(adapter=adapter, reason=reason, **common)
+    (recorded directly, not from the intake topic, or written before its source was kept)."""
+    fields = fields_of_event(name, record, position)
+    return verdict_from_fields(fields) if fields is not None else None
 
 
 def verdict_of_notification(codec: Any, notification: Any) -> Verdict | None:
     """The verdict a stored event (a notification of the store's log) decides, if any (``codec``: the ledger's)."""
     name = notification.topic.rsplit(".", 1)[-1]
-    if name not in VERDICT_EVENTS:
-        return None
-    return verdict_of_event(name, codec.decode_record(name, bytes(notification.state)), notification.id)
+    fields = fields_of_bytes(codec, name, bytes(notification.state), notification.id)
+    return verdict_from_fields(fields) if fields is not None else None
 
 
 # -- the outcomes topic's records ---------------------------------------------------------------------------------
@@ -278,52 +277,27 @@ class VerdictCodec:
         self.header = MAGIC + schema_fingerprint(self.schema)
 
     def encode(self, verdict: Verdict) -> bytes:
-        reason = getattr(verdict, "reason", None)
-        out = BytesIO()
-        out.write(self.header)
-        schemaless_writer(out, self.schema, {
-            "adapter": verdict.adapter, "intake_id": str(verdict.intake_id), "intake_topic": verdict.intake_topic,
-            "intake_partition": verdict.intake_partition, "intake_offset": verdict.intake_offset,
-            "outcome": verdict.outcome, "reference": getattr(verdict, "reference", None),
-            "contact_id": getattr(verdict, "contact_id", None),
-            "acknowledgement_id": getattr(verdict, "acknowledgement_id", None),
-            "customer_id": getattr(verdict, "customer_id", None), "collision_kind": getattr(verdict, "kind", None),
-            "reason": {"code": reason.code, "field": reason.field, "fix": reason.fix} if reason else None,
-            "event_id": str(verdict.event_id), "position": verdict.position, "recorded_at": verdict.recorded_at,
-        })
-        return out.getvalue()
+        return encode_fields(self.header, fields_of_verdict(verdict))
+
+    def encode_fields(self, fields: dict[str, Any]) -> bytes:
+        """The record of verdict ``fields`` (the publisher's path: no Verdict object)."""
+        return encode_fields(self.header, fields)
 
     def decode(self, data: bytes) -> Verdict:
         """A verdict from its bytes; SchemaError when they are not one."""
         if data[:HEADER_SIZE] != self.header:
             raise SchemaError("not an intake verdict of this schema (Avro single-object, IntakeVerdict)")
         try:
-            r: Any = schemaless_reader(BytesIO(data[HEADER_SIZE:]), self.schema, self.schema)
-            common: dict[str, Any] = {
-                "adapter": r["adapter"], "intake_id": UUID(r["intake_id"]), "intake_topic": r["intake_topic"],
-                "intake_partition": r["intake_partition"], "intake_offset": r["intake_offset"],
-                "event_id": UUID(r["event_id"]), "position": r["position"], "recorded_at": _micros(r["recorded_at"]),
-            }
-            outcome = r["outcome"]
-            reason = PublicReason(**r["reason"]) if r["reason"] else PublicReason("rejected", "", _OPERATOR)
-            if outcome in ("recorded", "resubmission"):
-                kind = Recorded if outcome == "recorded" else Resubmission
-                return kind(reference=r["reference"] or "", contact_id=r["contact_id"] or "",
-                            acknowledgement_id=r["acknowledgement_id"] or "", customer_id=r["customer_id"] or "",
-                            **common)
-            if outcome == "collision":
-                return Collision(kind=r["collision_kind"] or "", reason=reason, **common)
-            if outcome == "rejected":
-                return Rejected(reason=reason, **common)
-            return Applied(**common)
+            record: Any = schemaless_reader(BytesIO(data[HEADER_SIZE:]), self.schema, self.schema)
+            return verdict_from_fields(record)
         except (KeyError, TypeError, ValueError, EOFError) as error:
             raise SchemaError(f"corrupt intake verdict: {type(error).__name__}") from None
 
 
-def verdict_headers(verdict: Verdict, source: bytes) -> list[tuple[str, bytes]]:
+def verdict_headers(fields: dict[str, Any], source: bytes) -> list[tuple[str, bytes]]:
     """CloudEvents headers of a verdict's record (binary mode, as the events topic's)."""
-    return [("ce_sequence", str(verdict.position).encode()), ("ce_type", VERDICT_TYPE),
-            ("ce_specversion", b"1.0"), ("ce_id", str(verdict.intake_id).encode()), ("ce_source", source),
+    return [("ce_sequence", str(fields["position"]).encode()), ("ce_type", VERDICT_TYPE),
+            ("ce_specversion", b"1.0"), ("ce_id", fields["intake_id"].encode()), ("ce_source", source),
             ("content-type", b"application/avro; encoding=single-object; schema=caseledger.intake.IntakeVerdict")]
 
 

@@ -44,7 +44,8 @@ from typing import Any
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.errors import BackendError, ConfigurationError, TreeMoved
-from caseledger.ledger.intake.verdicts import VERDICT_EVENTS, VerdictCodec, verdict_headers, verdict_of_event
+from caseledger.ledger.intake.verdict_records import VERDICT_EVENTS, fields_of_bytes
+from caseledger.ledger.intake.verdicts import VerdictCodec, verdict_headers
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.events_record import (
     CONTENT_TYPE,
@@ -133,13 +134,13 @@ class KafkaEventPublisher:
     def _verdict(self, producer: Any, notification: Any, data: bytes, source: bytes) -> None:
         """Produce the verdict ``notification``'s event decides, if it decides one, in the open transaction."""
         name = notification.topic.rsplit(".", 1)[-1]
-        if name not in VERDICT_EVENTS:  # most events: nothing decoded
+        if name not in VERDICT_EVENTS:  # most events: nothing read
             return
-        verdict = verdict_of_event(name, self.ledger.codec.decode_record(name, data), notification.id)
-        if verdict is None:
+        fields = fields_of_bytes(self.ledger.codec, name, data, notification.id)
+        if fields is None:
             return
-        producer.send(self.settings.outcomes_topic, key=verdict.adapter.encode(), value=self._verdicts.encode(verdict),
-                      headers=verdict_headers(verdict, source))
+        producer.send(self.settings.outcomes_topic, key=fields["adapter"].encode(),
+                      value=self._verdicts.encode_fields(fields), headers=verdict_headers(fields, source))
         self.stats.verdicts += 1
 
     def last_published_position(self) -> int:

@@ -180,6 +180,41 @@ def test_a_rejection_keeps_its_full_reason_sealed(sqlite_ledger: CaseLedger, clo
     assert kept is None or any("in the future" in str(r) for r in kept)
 
 
+def test_the_publishers_fast_path_agrees_with_the_codec_and_fastavro(sqlite_ledger: CaseLedger,
+                                                                     clock: FakeClock) -> None:
+    """The publisher reads a verdict's fields from the event's bytes and writes its record by hand: both agree
+    with decoding the event through the codec and writing the record with fastavro."""
+    from io import BytesIO
+
+    from fastavro import schemaless_writer
+
+    from caseledger.ledger.intake.verdict_records import encode_fields, fields_of_bytes, fields_of_event
+
+    raw = CODEC.encode(contact("m-1"), adapter="a")
+    signed = [("caseledger-adapter", b"z"), ("caseledger-signature", b"x" * 64)]
+    worker(sqlite_ledger).apply_batch(0, [
+        record(0, raw), record(1, raw), record(2, CODEC.encode(contact("m-1", subject="Other"), adapter="é-adapter")),
+        record(3, CODEC.encode(contact("m-2", occurred_at=clock.now + timedelta(days=1)), adapter="a")),
+        IntakeRecord(TOPIC, 0, 4, b"junk", signed), record(5, b""),
+    ])
+    sqlite_ledger.record_contact(contact("m-direct"))  # recorded directly: no verdict
+    codec = VerdictCodec()
+    seen = 0
+    for n in sqlite_ledger.recorder.select_notifications(start=1, limit=1000):
+        name = n.topic.rsplit(".", 1)[-1]
+        fast = fields_of_bytes(sqlite_ledger.codec, name, bytes(n.state), n.id)
+        slow = fields_of_event(name, sqlite_ledger.codec.decode_record(name, bytes(n.state)), n.id)
+        assert fast == slow, name
+        if fast is None:
+            continue
+        seen += 1
+        out = BytesIO()
+        out.write(codec.header)
+        schemaless_writer(out, codec.schema, fast)
+        assert encode_fields(codec.header, fast) == out.getvalue()
+    assert seen == 6
+
+
 # -- one verdict per intake record, whatever the records ---------------------------------------------------------
 
 _KINDS = st.sampled_from(["new", "again", "collide", "future", "unknown-case", "garbage"])
