@@ -107,7 +107,10 @@ class KafkaIntakeClient(Closing):
         return self.verdicts_of(receipts, wait=wait)
 
     def verdicts_of(self, receipts: Sequence[Receipt], *, wait: float) -> list[Verdict]:
-        """The verdicts of records this client published, in order, waiting up to ``wait`` seconds in all."""
+        """The verdicts of records this client published, in order, waiting up to ``wait`` seconds in all.
+
+        Only records published after the client's first wait (or ``self.verdicts.start()``) can be awaited: the
+        outcomes topic is read from where it ended then."""
         ids = [intake_id(r.topic, r.partition, r.offset) for r in receipts]
         found = self.verdicts.wait(ids, wait)
         if len(found) < len(set(ids)):
