@@ -13,7 +13,7 @@ from typing import Any
 
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.domain.directory import IntakeSource, name_id
-from caseledger.ledger.domain.values import Channel
+from caseledger.ledger.domain.values import Channel, check_text
 from caseledger.ledger.errors import NotFound
 from caseledger.ledger.intake.verdicts import (
     Collision,
@@ -33,6 +33,8 @@ _NO_VERDICT = ("no verdict for that intake record of adapter {adapter!r} (yet): 
 def read_verdict(ledger: Any, *, adapter: str, topic: str, partition: int, offset: int,
                  channel: str | None = None, channel_message_id: str | None = None) -> Verdict:
     """The verdict of the intake record at ``topic``/``partition``/``offset`` that ``adapter`` sent; NotFound else."""
+    for text, what in ((topic, "topic"), (channel, "channel"), (channel_message_id, "channel_message_id")):
+        check_text(text, what)
     source = IntakeSource(topic, partition, offset)
     candidates = [source.event_id, name_id(f"collision:{source}")]  # a rejection's id, a collision's id
     if channel and channel_message_id:

@@ -99,8 +99,11 @@ def test_bad_input_is_refused_never_a_500(service: Service) -> None:
         answer = ask(service, **body)
         assert 400 <= answer.status_code < 500, (body, answer.status_code, answer.text)
     with service.client(Role.ADAPTER) as client:
-        assert client.post("/v1/intake/verdict", content=b"{not json",
-                           headers={"content-type": "application/json"}).status_code < 500
+        for raw in (b"{not json",  # and lone surrogates, as a JSON escape: no lookup secret can be made of them
+                    b'{"topic": "t", "partition": 0, "offset": 0, "channel": "email", "channel_message_id": "\\ud800"}',
+                    b'{"topic": "\\udfff", "partition": 0, "offset": 0}'):
+            answer = client.post("/v1/intake/verdict", content=raw, headers={"content-type": "application/json"})
+            assert 400 <= answer.status_code < 500, (raw, answer.text)
 
 
 def test_only_the_adapter_role_reads_verdicts(service: Service) -> None:
