@@ -194,7 +194,10 @@ def test_a_killed_publisher_leaves_no_verdict_without_its_event_and_never_double
         proc = _publisher(database, settings, log, clients[0])
         try:
             while kills < 6 and time.monotonic() < deadline + 60:
-                time.sleep(rng.uniform(1.0, 2.5))
+                # Once it publishes (it says where it resumes), a moment later: mostly inside a transaction.
+                while log.read_bytes().count(b"publisher resuming after") < kills + 1 and proc.poll() is None:
+                    time.sleep(0.02)
+                time.sleep(rng.uniform(0.0, 0.4))
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(30)
                 kills += 1
@@ -226,7 +229,11 @@ def test_a_killed_publisher_leaves_no_verdict_without_its_event_and_never_double
         assert len(expected) == len(records) + 1  # one per intake record
         # every verdict is keyed by its adapter, on that adapter's partition only
         assert all(r.key == codec_v.decode(r.value).adapter.encode() for r in outcomes)
-        uncommitted = read_topic(settings, settings.outcomes_topic, committed=False)
-        assert len(uncommitted) >= len(outcomes)  # aborted transactions' verdicts are never read committed
+        # Kills inside a transaction left records that read_committed never shows (a run seen: 14 verdicts and
+        # 83 events aborted by 6 kills), on both topics: a verdict is aborted with its events.
+        aborted = len(read_topic(settings, settings.outcomes_topic, committed=False)) - len(outcomes)
+        aborted_events = len(read_topic(settings, settings.events_topic, committed=False)) - len(events)
+        assert aborted >= 0 and aborted_events >= 0
+        assert aborted == 0 or aborted_events > 0, (aborted, aborted_events)
     finally:
         ledger.close()
