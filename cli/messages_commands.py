@@ -1,4 +1,4 @@
-"""``caseledger message …``: delivery and read receipts of messages."""
+"""``caseledger message …``: delivery reports (delivered, failed) and read receipts of messages."""
 
 from __future__ import annotations
 
@@ -32,6 +32,26 @@ def message_delivered(ctx: typer.Context, reference: Ref, message: MessageId, at
     s = session(ctx)
     s.ledger.record_delivery(reference, actor=s.actor, message_id=message, delivered_at=at or s.instant())
     s.say(f"Message {message.upper()} delivered.", "green")
+
+
+@message_app.command("failed")
+def message_failed(
+    ctx: typer.Context, reference: Ref, message: MessageId,
+    reason: Annotated[str, typer.Option("--reason", help="bounced, invalid_address, rejected, opted_out, "
+                                        "unreachable, expired or other.")],
+    at: At = None,
+) -> None:
+    """Record that a channel could not deliver one of our messages: it stays undelivered, its deadline runs on.
+
+    Example:
+
+    ```
+    $ caseledger --as system:mailer message failed CL-7K2QD-M3XPA ACK1 --reason bounced
+    ```
+    """
+    s = session(ctx)
+    s.ledger.record_delivery_failure(reference, actor=s.actor, message_id=message, reason=reason, failed_at=at)
+    s.say(f"Message {message.upper()} not delivered ({reason.strip().lower()}).", "yellow")
 
 
 @message_app.command("read")

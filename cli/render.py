@@ -154,7 +154,9 @@ def render_case(console: Console, case: Case, *, tz: tzinfo) -> None:
     for m in case.messages.values():
         messages.add_row(
             m.message_id, m.channel or "-", fmt_time(m.due_at, tz) if m.due_at else "",
-            fmt_time(m.delivered_at, tz) if m.delivered_at else "", Text(", ".join(m.read_by)),
+            fmt_time(m.delivered_at, tz) if m.delivered_at else (
+                Text(f"not delivered: {m.failure}", style="red") if m.failure else ""),
+            Text(", ".join(m.read_by)),
         )
     parts.append(messages)
 

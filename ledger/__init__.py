@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         Attachment,
         Channel,
         ContactDraft,
+        DeliveryFailure,
         Identity,
     )
     from caseledger.ledger.errors import (
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
         ValidationError,
     )
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient, Receipt
+    from caseledger.ledger.intake.outbound import OutboundMessage
+    from caseledger.ledger.intake.outbound_client import OutboundClient
     from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
     from caseledger.ledger.intake.verdicts import (
         Applied,
@@ -76,6 +79,10 @@ _WHERE = {
     "Applied": "caseledger.ledger.intake.verdicts",
     "PublicReason": "caseledger.ledger.intake.verdicts",
     "VerdictTimeout": "caseledger.ledger.intake.verdicts",
+    # outbound: what an adapter must deliver, and the client that reads it and reports the outcome
+    "OutboundClient": "caseledger.ledger.intake.outbound_client",
+    "OutboundMessage": "caseledger.ledger.intake.outbound",
+    "DeliveryFailure": "caseledger.ledger.domain.values",
     # drafts and the values they carry
     "ContactDraft": "caseledger.ledger.domain.values",
     "Identity": "caseledger.ledger.domain.values",
@@ -113,6 +120,7 @@ __all__ = [
     "ConflictError",
     "ContactDraft",
     "ContactOutcome",
+    "DeliveryFailure",
     "DeliveryReport",
     "Identity",
     "IntakeCodec",
@@ -121,6 +129,8 @@ __all__ = [
     "LedgerSettings",
     "MessageIdCollision",
     "NotFound",
+    "OutboundClient",
+    "OutboundMessage",
     "PublicReason",
     "ReadReceipt",
     "Receipt",

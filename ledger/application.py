@@ -135,6 +135,7 @@ class CaseLedger(LedgerCore):
     reject_action = _Via("cases", Casework.reject_action)
     record_action_executed = _Via("cases", Casework.record_action_executed)
     record_delivery = _Via("cases", Casework.record_delivery)
+    record_delivery_failure = _Via("cases", Casework.record_delivery_failure)
     record_read = _Via("cases", Casework.record_read)
     set_customer_locale = _Via("cases", Casework.set_customer_locale)
 

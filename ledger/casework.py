@@ -259,6 +259,16 @@ class Casework:
             ctx=reporter.delivery(c, mid, x) if reporter else x, message_id=mid, delivered_at=delivered_at),
             causation_id=causation_id)
 
+    def record_delivery_failure(
+        self, reference: str, *, message_id: str, reason: str, failed_at: datetime | None = None,
+        actor: Actor = SYSTEM, reporter: Reporter | None = None,
+    ) -> None:
+        """A channel could not deliver a message (``reason``: a DeliveryFailure code); it stays undelivered."""
+        mid = message_id.upper()
+        self._on_case(reference, actor, lambda c, x: c.record_delivery_failure(
+            ctx=reporter.delivery(c, mid, x) if reporter else x, message_id=mid, reason=reason,
+            failed_at=failed_at or x.occurred_at))
+
     def record_read(
         self, reference: str, *, actor: Actor, message_id: str, read_at: datetime | None = None,
         causation_id: UUID | None = None, reporter: Reporter | None = None, named: Actor | None = None,

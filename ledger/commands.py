@@ -187,6 +187,12 @@ class LedgerCommands(Protocol):
         """A message to the customer was delivered."""
         ...
 
+    @route("POST", "/v1/cases/{reference}/messages/{message_id}/failed", O.MESSAGE_FAILED)
+    def record_delivery_failure(self, reference: str, *, actor: Actor, message_id: str, reason: str,
+                                failed_at: datetime | None = None) -> None:
+        """A message to the customer could not be delivered (reason: bounced, invalid_address, rejected …)."""
+        ...
+
     @route("POST", "/v1/cases/{reference}/messages/{message_id}/read", O.MESSAGE_READ)
     def record_read(self, reference: str, *, actor: Actor, message_id: str, read_at: datetime | None = None) -> None:
         """A message was read."""

@@ -13,7 +13,7 @@ import dataclasses
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
@@ -31,11 +31,13 @@ from caseledger.ledger.domain.claimed_times import check_claim
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.events import Context
 from caseledger.ledger.domain.permissions import Authentication
+from caseledger.ledger.domain.personal import unless_erased
 from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.domain.texts import Audience, Writer
 from caseledger.ledger.domain.values import Actor, Channel, require_utc
 from caseledger.ledger.errors import BackendError, ConfigurationError, ConflictError
 from caseledger.ledger.privacy.data_keys import DataKeys
+from caseledger.ledger.privacy.erasure_watch import ErasureWatch
 from caseledger.ledger.privacy.kek import KeyEncryptionKey
 from caseledger.ledger.privacy.sealing import Sealer, subject_of
 from caseledger.ledger.settings import LedgerSettings
@@ -76,6 +78,8 @@ class LedgerCore(Application[UUID]):
         self.simulated_clock = simulated_clock
         self._uow: UnitOfWork | None = None
         self._cache: AggregateCache | None = None
+        self._erasures: ErasureWatch | None = None  # watched while aggregates are kept (see keep_aggregates)
+        self._on_erasure: list[Callable[[], None]] = []
         for attempt in range(STARTUP_ATTEMPTS):
             try:
                 with translate_errors(self.settings.store.describe()):
@@ -232,8 +236,8 @@ class LedgerCore(Application[UUID]):
 
         A locale no template is written in falls back to the default (the customer's choice stays on record).
         """
-        locale = locale or (customer.locale if customer is not None else None)
-        time_zone = time_zone or (customer.time_zone if customer is not None else None)
+        locale = unless_erased(locale or (customer.locale if customer is not None else None))
+        time_zone = unless_erased(time_zone or (customer.time_zone if customer is not None else None))
         if locale is not None and self.texts.template_locale(locale) is None:
             locale = None
         return self.policy.texts.audience(channel, self.policy.calendar.timezone, locale=locale, time_zone=time_zone)
@@ -260,7 +264,10 @@ class LedgerCore(Application[UUID]):
         """An aggregate as of the store plus what the current unit of work recorded on it."""
         uow = self._uow
         if uow is None:
-            return self.repository.get(aggregate_id)
+            try:
+                return self.repository.get(aggregate_id)
+            finally:
+                self.data_keys.forget()  # outside a batch keys serve one read: another's erasure holds at the next
         cached = uow.aggregates.get(aggregate_id)
         if cached is not None:
             return cached
@@ -293,6 +300,8 @@ class LedgerCore(Application[UUID]):
         trackings = [tracking] if isinstance(tracking, Tracking) else list(tracking or ())
         if self._uow is not None:
             raise RuntimeError("units of work do not nest")
+        if self._cache is not None:
+            self._forget_erased()
         uow = UnitOfWork()
         self._uow = uow
         try:
@@ -308,14 +317,51 @@ class LedgerCore(Application[UUID]):
                 processing.saved_kwargs["also_execute"] = uow.statements
             processing.events.extend(uow.events)
             with translate_errors(self.settings.store.describe()):
-                self._record(processing)
+                self._record(processing)  # drops the keys the unit opened
             uow.saved = True
+        else:
+            self.data_keys.forget()  # a unit that only read: its keys go with it all the same
         if self._cache is not None:
-            self._cache.keep(uow.aggregates.values())
+            self._cache.keep(uow.aggregates.values(), not_of=self._erasures.pending if self._erasures else ())
 
     def keep_aggregates(self, maxsize: int, *, cases: bool = True) -> None:
-        """Keep up to ``maxsize`` aggregates between units of work (0: none; ``cases``: cases too), see :class:`AggregateCache`."""
+        """Keep up to ``maxsize`` aggregates between units of work (0: none; ``cases``: cases too), see :class:`AggregateCache`.
+
+        What is kept holds customers' data opened: before each unit of work, the customers erased since
+        (by any process) are dropped from it, and theirs are not kept again until their keys are destroyed.
+        """
         self._cache = AggregateCache(maxsize, skip=() if cases else (Case,)) if maxsize else None
+        self._erasures = None
+        if self._cache is not None:
+            self._erasures = ErasureWatch(self.recorder, self.storage.data_keys, self.mapper.to_domain_event)
+            with translate_errors(self.settings.store.describe()):
+                self._erasures.look()  # from here on: nothing was kept before
+
+    def _forget_erased(self) -> None:
+        """Drop what this process keeps of the customers erased since its last look, whoever erased them."""
+        assert self._erasures is not None
+        with translate_errors(self.settings.store.describe()):
+            erased = self._erasures.look()
+        if erased:
+            self._drop(erased)
+
+    def forget_customers(self, customers: Collection[UUID]) -> None:
+        """Drop every copy this ledger keeps in memory of these customers' data (their Customer aggregates' ids),
+        and, if it keeps aggregates, of every customer erased meanwhile by another process."""
+        self._drop(customers)
+        if self._erasures is not None:
+            self._forget_erased()
+
+    def _drop(self, customers: Collection[UUID]) -> None:
+        if self._cache is not None:
+            self._cache.forget_customers(customers)
+        self.data_keys.forget()
+        for forget in self._on_erasure:
+            forget()
+
+    def on_erasure(self, forget: Callable[[], None]) -> None:
+        """Call ``forget`` whenever this ledger learns of an erasure: a service's own memory of customers."""
+        self._on_erasure.append(forget)
 
     def prefetch(self, aggregate_ids: Iterable[UUID]) -> None:
         """Inside a unit of work: load these aggregates in one query, and learn which do not exist.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
@@ -124,7 +125,7 @@ class Lookups:
         merged by recording time (the customer timeline projection gives the store's total order).
         """
         customer_id = self.resolve_customer(who)
-        with translate_errors(self.core.settings.store.describe()):
+        with translate_errors(self.core.settings.store.describe()), self._keys_for_one_read():
             customer = self.core.load(Customer.id_for(customer_id))
             ids: list[UUID] = [customer.id]
             ids += [c for i in customer.identities for c in self.pseudonyms.claim_ids_for(Identity.parse(i))]
@@ -155,19 +156,32 @@ class Lookups:
 
     def collisions(self) -> Iterator[MessageCollision.MessageIdCollided]:
         """Every recorded message id collision, oldest first."""
-        for notification in self.core.notifications_of("MessageIdCollided"):
-            yield self.core.mapper.to_domain_event(notification)  # type: ignore[misc]
+        with self._keys_for_one_read():
+            for notification in self.core.notifications_of("MessageIdCollided"):
+                yield self.core.mapper.to_domain_event(notification)  # type: ignore[misc]
 
     def rejections(self) -> Iterator[IntakeRejection.IntakeRejected]:
         """Every intake record the ledger could not apply, oldest first, with its reason and raw bytes."""
-        for notification in self.core.notifications_of("IntakeRejected"):
-            yield self.core.mapper.to_domain_event(notification)  # type: ignore[misc]
+        with self._keys_for_one_read():
+            for notification in self.core.notifications_of("IntakeRejected"):
+                yield self.core.mapper.to_domain_event(notification)  # type: ignore[misc]
 
     def active_cases(self) -> Iterator[Case]:
-        for case_id in self.core.case_ids():
-            case: Case = self.core.repository.get(case_id)  # type: ignore[assignment]
-            if case.status in Status.ACTIVE:
-                yield case
+        with self._keys_for_one_read():
+            for case_id in self.core.case_ids():
+                case: Case = self.core.repository.get(case_id)  # type: ignore[assignment]
+                if case.status in Status.ACTIVE:
+                    yield case
+
+    @contextmanager
+    def _keys_for_one_read(self) -> Iterator[None]:
+        """Outside a batch, the data keys a read opened are dropped when it ends: an erasure made since by
+        another process is in force at the next read (inside a unit of work, the unit's save drops them)."""
+        try:
+            yield
+        finally:
+            if not self.core.in_unit_of_work:
+                self.core.data_keys.forget()
 
     # -- the same, as records (what ``--json`` prints and the ledger service answers) ------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 from uuid import UUID
 
@@ -11,6 +11,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Tracking
 
 from caseledger.ledger.avro.codec import event_hash
+from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.events import LedgerEvent
 
 
@@ -61,6 +62,11 @@ class AggregateCache:
     writer stored meanwhile is read on every take (only the events after the cached version:
     a customer with years of cases is not replayed from its first event for each contact);
     a write that races the read fails on the store's version check, as without the cache.
+
+    A cached case or claim holds its customer's data opened, and an erasure is recorded on the
+    customer, not on them: the ledger drops every aggregate of a customer erased by any process
+    before its next unit of work (:meth:`forget_customers`, told by
+    :class:`~caseledger.ledger.privacy.erasure_watch.ErasureWatch`).
     """
 
     def __init__(self, maxsize: int, *, skip: tuple[type, ...] = ()) -> None:
@@ -76,12 +82,31 @@ class AggregateCache:
     def take(self, aggregate_id: UUID) -> Any | None:
         return self._items.pop(aggregate_id, None)
 
-    def keep(self, aggregates: Iterable[Any]) -> None:
+    def keep(self, aggregates: Iterable[Any], *, not_of: Collection[UUID] = ()) -> None:
+        """Keep these aggregates, but none of the customers ``not_of`` (their Customer aggregates' ids)."""
         items, skip = self._items, self.skip
         for aggregate in aggregates:
             if skip and isinstance(aggregate, skip):
+                continue
+            if not_of and customer_of(aggregate) in not_of:
+                items.pop(aggregate.id, None)
                 continue
             items[aggregate.id] = aggregate
             items.move_to_end(aggregate.id)
         while len(items) > self.maxsize:
             items.popitem(last=False)
+
+    def forget_customers(self, customers: Collection[UUID]) -> int:
+        """Drop every aggregate of these customers (their Customer aggregates' ids); how many were dropped."""
+        if not customers:
+            return 0
+        gone = [i for i, aggregate in self._items.items() if customer_of(aggregate) in customers]
+        for aggregate_id in gone:
+            del self._items[aggregate_id]
+        return len(gone)
+
+
+def customer_of(aggregate: Any) -> UUID | None:
+    """The id of the Customer aggregate whose data ``aggregate`` may hold (None: a rejection, no customer's)."""
+    customer_id = getattr(aggregate, "customer_id", None)
+    return Customer.id_for(customer_id) if customer_id else None

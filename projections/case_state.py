@@ -283,7 +283,13 @@ class CaseState(Projection):
 
     def on_MessageDelivered(self, tx: Tx, e: Any) -> None:
         row = self._case(tx, e)
-        _find(row["messages"], "message_id", e.message_id)["delivered_at"] = _t(e.delivered_at)
+        message = _find(row["messages"], "message_id", e.message_id)
+        message["delivered_at"], message["failure"] = _t(e.delivered_at), None
+        tx.put("case_state", row)
+
+    def on_MessageDeliveryFailed(self, tx: Tx, e: Any) -> None:
+        row = self._case(tx, e)
+        _find(row["messages"], "message_id", e.message_id)["failure"] = e.reason
         tx.put("case_state", row)
 
     def on_MessageRead(self, tx: Tx, e: Any) -> None:

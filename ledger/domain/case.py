@@ -26,19 +26,28 @@ from caseledger.ledger.domain.case_parts import CaseState, ProposalState, Status
 from caseledger.ledger.domain.claimed_times import After, check_claim
 from caseledger.ledger.domain.events import Context, envelope
 from caseledger.ledger.domain.texts import TextKind, Writer
-from caseledger.ledger.domain.values import ActorKind, Channel, ContactDraft, require_utc
+from caseledger.ledger.domain.values import (
+    ActorKind,
+    Channel,
+    ContactDraft,
+    DeliveryFailure,
+    check_text,
+    require_utc,
+)
 from caseledger.ledger.errors import RuleViolation, ValidationError
 
 __all__ = ["Case"]
 
 
 def _require_reason(reason: str | None, what: str) -> str:
+    check_text(reason, f"the reason for {what}")
     if not reason or not reason.strip():
         raise ValidationError(f"{what} needs a reason (--reason): the customer and the auditor must know why")
     return reason.strip()
 
 
 def _require_notice(notice: str | None, what: str) -> str:
+    check_text(notice, f"the notice of {what}")
     if not notice or not notice.strip():
         raise ValidationError(
             f"{what} needs a customer-facing notice (--notice): the text the customer receives"
@@ -120,6 +129,7 @@ class Case(CaseState, Aggregate):
     # deadlines and messages
     DeadlineMissed = case_events.DeadlineMissed
     MessageDelivered = case_events.MessageDelivered
+    MessageDeliveryFailed = case_events.MessageDeliveryFailed
     MessageRead = case_events.MessageRead
 
     # -- helpers of the commands ------------------------------------------------------------------
@@ -154,6 +164,7 @@ class Case(CaseState, Aggregate):
         ctx: Context,
     ) -> Case:
         """Open a new case; the contact that opens it is recorded right after."""
+        check_text(subject, "the case's subject")
         return cls._create(
             cls.CaseOpened,
             id=case_id,
@@ -248,6 +259,7 @@ class Case(CaseState, Aggregate):
         """Send a response that answers the given items (possibly none: a holding reply)."""
         self._require_human_or_customer_side(ctx, "sending a response")
         self._require_active("respond")
+        check_text(body, "the response's body")
         if not body.strip():
             raise ValidationError("a response needs a body: the text the customer receives")
         if len(set(answers)) != len(answers):
@@ -302,6 +314,7 @@ class Case(CaseState, Aggregate):
             raise ValidationError("a promise must say on which channel it was made (--channel)")
         if not kind.strip():
             raise ValidationError("a promise needs a kind, e.g. callback, refund, credit, repair")
+        check_text(terms, "the promise's terms")
         if not terms.strip():
             raise ValidationError("a promise needs its terms: what exactly was promised")
         self._check_claimed(ctx)
@@ -343,6 +356,7 @@ class Case(CaseState, Aggregate):
 
     def keep_promise(self, *, ctx: Context, promise_id: str, evidence: str) -> None:
         """Record that a promise was kept, with the evidence."""
+        check_text(evidence, f"the evidence that promise {promise_id} was kept")
         if not evidence or not evidence.strip():
             raise ValidationError(f"keeping promise {promise_id} needs evidence (--evidence): what shows it was kept")
         self._open_promise(promise_id, "keep")
@@ -489,6 +503,7 @@ class Case(CaseState, Aggregate):
         """Hand the case to someone else with a brief built from the case, so nobody starts over."""
         if not (to_assignee or to_team):
             raise ValidationError("a handoff needs an agent (--to) or a team (--team)")
+        check_text(note, "the handoff's note")
         self._require_active("hand it off")
         handoff_id = self._next("H")
         self.trigger_event(
@@ -539,6 +554,8 @@ class Case(CaseState, Aggregate):
             raise ValidationError("a proposed action must name the rule that proposes it (--rule)")
         if not action.strip():
             raise ValidationError("a proposed action needs an action kind, e.g. lower_card_limit")
+        for text, what in ((rationale, "the rationale"), *((v, f"parameter {k}") for k, v in params.items())):
+            check_text(text, what)
         if not rationale.strip():
             raise ValidationError("a proposed action needs a rationale: why the rule fired")
         check_ledger_action(action.strip(), params)
@@ -556,6 +573,7 @@ class Case(CaseState, Aggregate):
 
     def approve_action(self, *, ctx: Context, proposal_id: str, note: str) -> ProposalState:
         """A human approves a proposed action; it may execute from now on."""
+        check_text(note, "the approval's note")
         proposal = self._pending_proposal(proposal_id, ctx, "approve")
         self.trigger_event(Case.ActionApproved, proposal_id=proposal_id, note=note.strip(), **self._envelope(ctx))
         return proposal
@@ -568,6 +586,7 @@ class Case(CaseState, Aggregate):
 
     def record_action_executed(self, *, ctx: Context, proposal_id: str, result: str) -> None:
         """The approved action was carried out (by the ledger or the outside system that owns it)."""
+        check_text(result, "the action's result")
         proposal = self.proposals.get(proposal_id)
         if proposal is None:
             raise RuleViolation(f"case {self.reference} has no proposed action {proposal_id}")
@@ -605,6 +624,19 @@ class Case(CaseState, Aggregate):
             delivered_at=delivered_at,
             **self._envelope(ctx),
         )
+
+    def record_delivery_failure(self, *, ctx: Context, message_id: str, reason: str, failed_at: datetime) -> None:
+        """A channel could not deliver an outbound message: it stays undelivered (its deadline runs on)."""
+        message = self._message(message_id)
+        if message_id.startswith("C"):
+            raise ValidationError(f"{message_id} is an inbound contact; delivery reports are for our messages")
+        if message.delivered_at is not None:
+            raise RuleViolation(f"{message_id} was already reported delivered at {message.delivered_at.isoformat()}")
+        code = DeliveryFailure.parse(reason)
+        failed_at = check_claim("failed_at", failed_at, now=ctx.recorded_at,
+                                after=[After(self.recorded.get(message_id), f"{message_id} was issued")])
+        self.trigger_event(Case.MessageDeliveryFailed, message_id=message_id, reason=code.value, failed_at=failed_at,
+                           **self._envelope(ctx))
 
     def record_read(self, *, ctx: Context, message_id: str, read_at: datetime) -> None:
         """The customer read one of our messages, or an agent read one of the customer's."""

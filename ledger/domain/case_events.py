@@ -392,7 +392,18 @@ class MessageDelivered(CaseEvent):
     delivered_at: datetime
 
     def apply(self, case: CaseState) -> None:
-        case.messages[self.message_id].delivered_at = self.delivered_at
+        message = case.messages[self.message_id]
+        message.delivered_at = self.delivered_at
+        message.failure = None
+
+
+class MessageDeliveryFailed(CaseEvent):
+    message_id: str
+    reason: str  # a DeliveryFailure code
+    failed_at: datetime
+
+    def apply(self, case: CaseState) -> None:
+        case.messages[self.message_id].failure = self.reason
 
 
 class MessageRead(CaseEvent):

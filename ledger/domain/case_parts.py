@@ -111,6 +111,7 @@ class MessageState:
     text: str | None = None
     delivered_at: datetime | None = None
     read_by: list[str] = field(default_factory=list)
+    failure: str | None = None  # the last delivery failure reported (a DeliveryFailure code), until delivered
 
 
 class CaseState:

@@ -1,7 +1,7 @@
 """Which times a client may claim, and within which bounds; every other time is the ledger's clock.
 
 A client may say when something happened on its channel: a contact's, a response's or a promise's
-``occurred_at``, a delivery's ``delivered_at``, a read's ``read_at``, the start of a chatbot wait
+``occurred_at``, a delivery's ``delivered_at`` (or its failure's ``failed_at``), a read's ``read_at``, the start of a chatbot wait
 ``waiting_since``. The ledger keeps the claim beside its own time of recording (the envelope's
 ``recorded_at``, always the ledger's clock) and bounds it:
 
@@ -37,6 +37,7 @@ CLAIMED_TIMES: dict[str, str] = {
     "promise occurred_at": "its case's opening",
     "delivered_at": "the message's issue (its recording)",
     "read_at": "the message's issue (its recording)",
+    "failed_at": "the message's issue (its recording)",
     "waiting_since": "the case's first chatbot contact, else its opening",
 }
 """Every time a client may claim, and what it may not precede (docs/api.md shows this table)."""

@@ -18,8 +18,9 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from caseledger.ledger.domain.events import Context, LedgerEvent, envelope
+from caseledger.ledger.domain.personal import unless_erased
 from caseledger.ledger.domain.texts import check_time_zone
-from caseledger.ledger.domain.values import Channel, Identity
+from caseledger.ledger.domain.values import Channel, Identity, check_locale
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://caseledger.invalid/ids")
 
@@ -225,6 +226,11 @@ class Customer(Aggregate):
         erased_keys: list[str]  # every data key an erasure destroyed
         erased_claims: list[str]  # the identity claims of erased identities (their ids)
 
+    @property
+    def erased(self) -> bool:
+        """Every identity of the customer was erased (nothing personal of theirs can be opened any more)."""
+        return not self.identities and bool(self.erased_keys or self.erased_claims)
+
     class CustomerRegistered(LedgerEvent, Aggregate.Created):
         segment: str | None
         identity: dict[str, str] | None  # the first identity; history before it has IdentityLinked
@@ -338,8 +344,10 @@ class Customer(Aggregate):
         ``locale``/``time_zone`` None keep the current value; the empty string returns it to the
         policy's default.
         """
-        new_locale = self.locale if locale is None else (locale or None)
-        new_zone = self.time_zone if time_zone is None else (check_time_zone(time_zone) if time_zone else None)
+        # What was erased is no choice to keep (and never a value to record again): the default.
+        current = (unless_erased(self.locale), unless_erased(self.time_zone))
+        new_locale = current[0] if locale is None else (check_locale(locale) if locale else None)
+        new_zone = current[1] if time_zone is None else (check_time_zone(time_zone) if time_zone else None)
         if (new_locale, new_zone) == (self.locale, self.time_zone):
             return False
         self.trigger_event(

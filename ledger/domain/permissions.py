@@ -59,7 +59,9 @@ class Operation(StrEnum):
     ACTION_REJECT = "action.reject"
     ACTION_EXECUTED = "action.executed"
     MESSAGE_DELIVERED = "message.delivered"
+    MESSAGE_FAILED = "message.failed"
     MESSAGE_READ = "message.read"
+    OUTBOUND_READ = "outbound.read"
     TICK = "tick"
     OVERDUE_READ = "overdue.read"
     METRICS_READ = "metrics.read"
@@ -78,14 +80,16 @@ _READS = frozenset({O.CASE_READ, O.HISTORY_READ, O.OVERDUE_READ, O.METRICS_READ}
 _CASE_WORK = frozenset({
     O.CONTACT_RECORD, O.RESPOND, O.ITEM_WAIVE, O.PROMISE_MAKE, O.PROMISE_KEEP, O.PROMISE_WITHDRAW,
     O.PROMISE_BREAK, O.CASE_STATUS, O.CASE_CLOSE, O.CASE_CANCEL, O.CASE_REOPEN, O.CASE_ASSIGN, O.CASE_HANDOFF,
-    O.CASE_ESCALATE, O.ACTION_APPROVE, O.ACTION_REJECT, O.ACTION_EXECUTED, O.MESSAGE_DELIVERED, O.MESSAGE_READ,
+    O.CASE_ESCALATE, O.ACTION_APPROVE, O.ACTION_REJECT, O.ACTION_EXECUTED, O.MESSAGE_DELIVERED, O.MESSAGE_FAILED,
+    O.MESSAGE_READ,
 })
 
 PERMISSIONS: dict[Role, frozenset[Operation]] = {
-    # What a channel publishes: contacts, receipts, the chatbot's hand-over to a human; and the verdicts of
-    # its own intake records.
-    Role.ADAPTER: frozenset({O.CONTACT_RECORD, O.MESSAGE_DELIVERED, O.MESSAGE_READ,
-                             O.CASE_ESCALATE, O.INTAKE_VERDICT_READ}),
+    # What a channel publishes: contacts, receipts, the chatbot's hand-over to a human; what it must deliver,
+    # read from the outbound feed (its own channels' messages only, ledger/intake/outbound.py); and the verdicts
+    # of its own intake records.
+    Role.ADAPTER: frozenset({O.CONTACT_RECORD, O.MESSAGE_DELIVERED, O.MESSAGE_FAILED, O.MESSAGE_READ,
+                             O.CASE_ESCALATE, O.OUTBOUND_READ, O.INTAKE_VERDICT_READ}),
     Role.AGENT: _READS | _CASE_WORK | {O.CUSTOMER_LOCALE},
     # Supervisors also erase a customer's personal data and place or release legal holds (docs/privacy.md).
     Role.SUPERVISOR: _READS | _CASE_WORK | {O.HISTORY_EXPORT, O.TICK, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ,
@@ -93,7 +97,7 @@ PERMISSIONS: dict[Role, frozenset[Operation]] = {
                                             O.CUSTOMER_KEYS_READ},
     # Automation proposes and reports what an outside system executed; it never approves or rejects.
     Role.AUTOMATION: frozenset({O.CASE_READ, O.OVERDUE_READ, O.ACTION_PROPOSE, O.ACTION_EXECUTED,
-                                O.MESSAGE_DELIVERED, O.TICK}),
+                                O.MESSAGE_DELIVERED, O.MESSAGE_FAILED, O.TICK}),
     # Auditors only read.
     Role.AUDITOR: _READS | {O.HISTORY_EXPORT, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ, O.CUSTOMER_KEYS_READ},
     # Admins manage principals and adapters, read, and erase or hold (a data protection officer's acts);

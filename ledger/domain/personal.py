@@ -17,12 +17,46 @@ write no personal data there). ``docs/privacy.md`` lists the same with the threa
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final, TypeGuard, TypeVar
 
 Path = tuple[str, ...]
+_T = TypeVar("_T")
 
-ERASED: Final = "[erased]"
+
+class Erased(str):
+    """The marker a reader gets where a customer's personal data was, once their keys are destroyed.
+
+    It prints as ``[erased]`` (history, exports, views), but it is a type, not a text: every
+    validator refuses it as a value (a text, an identity, a locale), the texts treat an erased
+    locale or time zone as absent (the policy's default), and the sealer never seals it as the
+    customer's data — an event that copies it (a handoff's brief) stores the marker, in clear.
+    Text a customer wrote, even ``"[erased]"``, is a plain ``str``: only opening makes a marker.
+    """
+
+    __slots__ = ()
+    _instance: Erased | None = None
+
+    def __new__(cls) -> Erased:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls, "[erased]")
+        return cls._instance
+
+    def __reduce__(self) -> tuple[type[Erased], tuple[()]]:
+        return (Erased, ())
+
+
+ERASED: Final = Erased()
 """What a reader sees where a customer's personal data was, once their keys are destroyed."""
+
+
+def is_erased(value: Any) -> TypeGuard[Erased]:
+    """Whether ``value`` is the marker of erased data (never true of text a customer wrote)."""
+    return isinstance(value, Erased)
+
+
+def unless_erased(value: _T | Erased) -> _T | None:
+    """``value``, or None where it was erased: for what the domain treats as absent once erased (a zone, a locale)."""
+    return None if isinstance(value, Erased) else value
 
 # A text as the customer got it, and the time zone it was written for (where they live); its locale and
 # template stay in clear: they say which words of the company's were used.

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from caseledger.ledger.domain.personal import is_erased, unless_erased
 from caseledger.ledger.errors import ValidationError
 
 __all__ = [
@@ -46,6 +47,11 @@ TEXT_KINDS: tuple[TextKind, ...] = (
 
 def check_time_zone(name: str, what: str = "time zone") -> str:
     """``name`` if it is an IANA time zone; a ValidationError saying how to write one otherwise."""
+    if is_erased(name):
+        raise ValidationError(
+            f"the {what} was erased with the customer's personal data; give their zone again (an IANA name "
+            "such as Europe/Paris), or none for the policy's default"
+        )
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
@@ -63,7 +69,7 @@ class Audience:
     time_zone: str
 
     def __post_init__(self) -> None:
-        if not self.locale.strip():
+        if is_erased(self.locale) or not self.locale.strip():
             raise ValidationError("a customer's locale must not be empty, e.g. fr_FR or en_GB")
         check_time_zone(self.time_zone)
 
@@ -109,7 +115,11 @@ class TextSettings:
 
     def audience(self, channel: str | None, calendar_zone: str, *, locale: str | None = None,
                  time_zone: str | None = None) -> Audience:
-        """The customer's own choice where they made one, else this channel's default, else the policy's."""
+        """The customer's own choice where they made one, else this channel's default, else the policy's.
+
+        A choice that was erased is no choice: the customer gets the defaults, never the marker.
+        """
+        locale, time_zone = unless_erased(locale), unless_erased(time_zone)
         default_zone = self.time_zone or calendar_zone
         return Audience(
             locale=locale or self.channel_locales.get(channel or "", self.locale),

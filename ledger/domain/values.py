@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any
 
+from caseledger.ledger.domain.personal import is_erased
 from caseledger.ledger.domain.texts import check_time_zone
 from caseledger.ledger.errors import ValidationError
 
@@ -25,7 +26,15 @@ MAX_ATTACHMENT_BYTES = 2**63 - 1  # an Avro long
 
 def check_text(value: str | None, what: str) -> str | None:
     """``value`` if it is text UTF-8 can carry; a ValidationError for a lone surrogate (``\\ud800``–``\\udfff``),
-    which a JSON ``\\u`` escape or an undecodable command-line byte can produce but no stored event can hold."""
+    which a JSON ``\\u`` escape or an undecodable command-line byte can produce but no stored event can hold.
+
+    The marker of erased data is refused too: it is no text, and copying it would pass it off as the customer's.
+    """
+    if is_erased(value):
+        raise ValidationError(
+            f"{what} was erased with the customer's personal data ([erased] marks where it was, it is not a "
+            "value); give it again as the customer states it now"
+        )
     if value is not None and _SURROGATE.search(value):
         raise ValidationError(
             f"{what} holds a lone surrogate (U+D800–U+DFFF), which is not text; send valid Unicode (UTF-8)"
@@ -242,7 +251,8 @@ class ContactDraft:
         for text, what in ((self.channel_message_id, "the channel message id"), (self.subject, "the subject"),
                            (self.body, "the body"), (self.case_reference, "the case reference"),
                            (self.category, "the category"), (self.customer_id, "the customer id"),
-                           (self.segment, "the segment"), *((i, "an item") for i in self.items),
+                           (self.segment, "the segment"), (self.locale, "the locale"), (self.time_zone, "the time zone"),
+                           *((i, "an item") for i in self.items),
                            *((t, "the metadata") for kv in self.metadata.items() for t in kv)):
             check_text(text, what)
         object.__setattr__(self, "channel", Channel.parse(self.channel))
@@ -331,6 +341,11 @@ _LOCALE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]{2,4})?$")
 
 def check_locale(text: str) -> str:
     """``fr_FR`` from ``fr-FR`` or ``fr_FR``; a ValidationError saying how to write a locale otherwise."""
+    if is_erased(text):
+        raise ValidationError(
+            "the locale was erased with the customer's personal data; give their language again (e.g. fr_FR or en), "
+            "or none for the policy's default"
+        )
     value = text.strip().replace("-", "_") if isinstance(text, str) else ""
     language, sep, region = value.partition("_")
     value = language.lower() + (sep + region.upper() if len(region) == 2 else sep + region)
@@ -361,4 +376,26 @@ def _parse_enum(enum: type[Enum], value: object, what: str) -> Any:
 
 
 SYSTEM = Actor(kind=ActorKind.SYSTEM, id="caseledger")
+
+class DeliveryFailure(StrEnum):
+    """Why a channel could not deliver one of our messages: a code, never the channel's own words (they may quote
+    the address or the text)."""
+
+    BOUNCED = "bounced"  # the channel took it, then returned it (a mail bounce, an SMS delivery report)
+    INVALID_ADDRESS = "invalid_address"  # the address cannot be delivered to (malformed, unknown, closed)
+    REJECTED = "rejected"  # the recipient's server or platform refused it (spam filter, policy, size)
+    OPTED_OUT = "opted_out"  # the customer blocks this channel (unsubscribed, blocked the sender)
+    UNREACHABLE = "unreachable"  # the channel was down for all of the adapter's retries
+    EXPIRED = "expired"  # the adapter gave up: the delivery deadline passed
+    OTHER = "other"  # none of these; the adapter's own log says more
+
+    @classmethod
+    def parse(cls, text: str) -> DeliveryFailure:
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            raise ValidationError(
+                f"field reason is not a delivery failure code; use one of: {', '.join(c.value for c in cls)}"
+            ) from None
+
 """The ledger itself, e.g. recording a missed deadline."""

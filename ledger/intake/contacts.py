@@ -253,6 +253,10 @@ class ContactIntake:
             collision_id=str(collision_id),
         )
 
+    def _erased(self, customer_id: str) -> bool:
+        owner: Any = self.core.get_optional(Customer.id_for(customer_id))
+        return owner is not None and bool(owner.erased)
+
     @cached_property
     def _intake_codec(self) -> IntakeCodec:
         from caseledger.ledger.intake.records import IntakeCodec
@@ -283,7 +287,11 @@ class ContactIntake:
                 case = self.lookups.get_case(draft.case_reference)
             except NotFound as unknown:
                 raise NotFound(str(unknown), **refused) from None
-            if case.customer_id != customer_id:
+            if case.customer_id != customer_id and self._erased(case.customer_id):
+                # An erased customer who writes again is a new customer: her old case is no one's, and joining
+                # it would tie her new identity to the erased history. A new case, naming nothing of the old.
+                case = None
+            elif case.customer_id != customer_id:
                 raise RuleViolation(
                     f"case {case.reference} belongs to another customer; record the contact without "
                     "a case reference to open a new case", **refused,

@@ -1,4 +1,4 @@
-"""Delivery and read reports: who may report one of a case's messages delivered or read, and as whom.
+"""Delivery and read reports: who may report one of a case's messages delivered (or not) or read, and as whom.
 
 A receipt comes from a channel adapter (a signed record on the intake topic, an unsigned one where
 signatures are not required, or an ``adapter`` principal over HTTP) or from an agent over HTTP.
@@ -60,7 +60,7 @@ class Reporter:
         return cls(actor=actor, adapter=True, channels=row.channels)
 
     def delivery(self, case: Case, message_id: str, ctx: Context) -> Context:
-        """The context a delivery is recorded in, once this reporter may report it."""
+        """The context a delivery (or a failure to deliver) is recorded in, once this reporter may report it."""
         self._message(case, message_id)
         return dataclasses.replace(ctx, actor=self.actor)
 

@@ -293,11 +293,15 @@ class KafkaIntakeWorker:
         if drafts:  # every draft's lookup secrets in one query, then its aggregates with the others'
             self.ledger.pseudonyms.prefetch([d.identity for d in drafts], [(d.channel, d.channel_message_id) for d in drafts],
                                             make=True)
+        subjects = []
         for message in decoded:
             if isinstance(message, ContactDraft):
                 ids.update(self.ledger.intake.contact_lookups(message))
+                subjects.append(message.customer_id or self.ledger.pseudonyms.customer_id_for(message.identity))
             elif isinstance(message, DeliveryReport | ReadReceipt):
                 ids.add(case_id_for(normalise_reference(message.case_reference)))
+        if subjects:  # the data keys their events are sealed with, in one query (not one per contact)
+            self.ledger.data_keys.prefetch(subjects)
         return ids
 
     def _apply_alone(self, partition: int, record: Any) -> None:

@@ -59,12 +59,14 @@ class DataKeys:
         return key_id, cipher
 
     def prefetch(self, subjects: Iterable[str]) -> None:
-        """Load the live keys of these subjects in one query (a batch's customers)."""
-        wanted = [s for s in subjects if s not in self._current]
+        """Load the live keys of these subjects in one query (a batch's customers); those found to have none
+        are made one without another query, as :meth:`expect_new` says."""
+        wanted = [s for s in dict.fromkeys(subjects) if s not in self._current and s not in self._new]
         if not wanted:
             return
         for row in self.table.by_subjects(wanted):
             self._learn(row)
+        self._new.update(s for s in wanted if s not in self._current)
 
     def expect_new(self, subject: str) -> None:
         """``subject`` is known to have no key (a customer registered in this batch): make one without a lookup.
@@ -164,6 +166,7 @@ class DataKeys:
         self.table.delete(ids)
         for lookup_id in ids:
             self._lookups.pop(lookup_id, None)
+            self._unsaved_lookups.pop(lookup_id, None)
         self._no_lookup.update(ids)
 
     # -- reading ------------------------------------------------------------------------------------
@@ -205,13 +208,13 @@ class DataKeys:
             )
 
     def forget(self) -> None:
-        """Drop every unwrapped key and lookup secret from memory (kept: keys made but not yet saved)."""
+        """Drop every unwrapped key and lookup secret from memory (kept: keys and secrets made but not yet saved)."""
         self._ciphers = {k: v for k, v in self._ciphers.items() if k in self._unsaved}
         self._current = {r.subject: k for k, r in self._unsaved.items()}
         self._new = set()
-        self._lookups = {}
+        # A lookup secret made but not yet saved stays, like a key: the events it names are still to be saved.
+        self._lookups = {i: self._lookups[i] for i in self._unsaved_lookups if i in self._lookups}
         self._no_lookup = set()
-        self._unsaved_lookups = {}  # not saved with the events they named: those were not saved either
 
     # -- erasing and rotating -----------------------------------------------------------------------
 

@@ -20,8 +20,9 @@ from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.personal import ERASED
-from caseledger.ledger.domain.values import SYSTEM, Actor, Channel, Identity
-from caseledger.ledger.errors import NotFound, RuleViolation, ValidationError
+from caseledger.ledger.domain.values import SYSTEM, Actor, Channel, ContactDraft, Identity
+from caseledger.ledger.errors import NotFound, RuleViolation, SchemaError, ValidationError
+from caseledger.ledger.intake.records import IntakeCodec
 from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 from caseledger.ledger.privacy.sealing import UNREADABLE
@@ -104,6 +105,7 @@ class Erasure:
             recorded = set(customer.erased_keys)
             new = [k for k in live if k not in recorded]
             if not live and recorded:
+                self.core.forget_customers({customer.id})  # erased elsewhere: this ledger forgets too, at once
                 return ErasureReport(customer_id=customer_id, erased_at=now, already_erased=True)
             if new or not live:  # not live and never erased: history from before keys; the request is recorded
                 claims = [str(c.id) for i in customer.identities if (c := self.pseudonyms.find_claim(Identity.parse(i)))]
@@ -118,6 +120,7 @@ class Erasure:
             self._unlink(customer_id, named=who)
         with translate_errors(self.core.settings.store.describe()):
             self.core.data_keys.destroy(live)
+        self.core.forget_customers({Customer.id_for(customer_id)})  # other ledgers learn it before their next batch
         return ErasureReport(customer_id=customer_id, erased_at=now, key_ids=sorted(set(live) | set(new)))
 
     def _unlink(self, customer_id: str, *, named: str) -> None:
@@ -137,6 +140,7 @@ class Erasure:
             claim = self.core.get_optional(UUID(claim_id))
             if claim is not None and claim.customer_id == customer_id:
                 identities.add(claim.identity)
+        identities.update(self._senders_in_kept_requests(customer_id))
         own = []
         for text in identities:
             if text.endswith(ERASED) or text.endswith(UNREADABLE):
@@ -154,6 +158,21 @@ class Erasure:
             messages += [(Channel(c.channel), c.channel_message_id) for c in case.contacts.values()
                          if c.channel_message_id not in (ERASED, UNREADABLE)]
         self.pseudonyms.unlink(own, messages)
+
+    def _senders_in_kept_requests(self, customer_id: str) -> set[str]:
+        """The identities that sent the requests kept of this subject (collisions, rejections), read from their
+        sealed raw records while the keys still open them: a sender known only from those has no claim."""
+        codec, found = IntakeCodec(), set()
+        for kept in (*self.lookups.collisions(), *self.lookups.rejections()):
+            if kept.customer_id != customer_id or not kept.raw:
+                continue
+            try:
+                _adapter, message = codec.decode(bytes(kept.raw))
+            except (SchemaError, ValidationError):
+                continue  # not a record the ledger can read (it was rejected for that): it names no identity
+            if isinstance(message, ContactDraft):
+                found.add(str(message.identity))
+        return found
 
     def data_subject(self, who: str) -> str:
         """The customer id of ``who`` (a customer id or an identity): a customer's, or that of a sender the

@@ -49,7 +49,8 @@ class Pseudonyms:
 
     def __init__(self, core: LedgerCore) -> None:
         self.core = core
-        self._lookup_ids: dict[str, str] = {}  # what the ledger's key gives (it alone finds nothing): kept
+        self._lookup_ids: dict[str, str] = {}  # identities in clear → what the ledger's key gives: forgotten on any erasure
+        core.on_erasure(self._lookup_ids.clear)
 
     # -- the ledger's key and what this ledger held before ----------------------------------------------
 
@@ -160,7 +161,7 @@ class Pseudonyms:
             return False
         if claim_id is not None:
             return str(claim_id) in customer.erased_claims
-        return not customer.identities and bool(customer.erased_keys or customer.erased_claims)
+        return bool(customer.erased)
 
     # -- channel messages and what makes a request the same ---------------------------------------------
 

@@ -13,6 +13,10 @@ Three readers, three behaviours: the store codec leaves tokens as they are (proj
 audit work on them: no view ever holds a customer's data in clear); the application's mapper
 *opens* them (the aggregates and exports see the text, or :data:`ERASED`); a query *reveals* the
 tokens found in view rows, shortened as the view asked (``…~40``: at most 40 characters).
+
+:data:`ERASED` is a typed marker, not text: an event that copies one (a handoff's brief of an
+erased customer's case) keeps it as written, ``[erased]`` in clear, which opens to the marker again.
+It is never sealed under the customer's new key as if it were their data.
 """
 
 from __future__ import annotations
@@ -28,7 +32,13 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
-from caseledger.ledger.domain.personal import ERASED, PERSONAL_FIELDS, REJECTION_SUBJECT_PREFIX, Path
+from caseledger.ledger.domain.personal import (
+    ERASED,
+    PERSONAL_FIELDS,
+    REJECTION_SUBJECT_PREFIX,
+    Path,
+    is_erased,
+)
 from caseledger.ledger.privacy.data_keys import DataKeys
 
 TOKEN_PREFIX = "enc:1:"
@@ -69,23 +79,37 @@ class Sealer:
     # -- writing ------------------------------------------------------------------------------------
 
     def seal_record(self, event_type: str, subject: str, record: dict[str, Any]) -> None:
-        """Replace, in ``record`` (an event's Avro record), every personal field by its sealed form."""
+        """Replace, in ``record`` (an event's Avro record), every personal field by its sealed form.
+
+        The marker of erased data is not the customer's data: it is written as the marker, never
+        sealed, and an event with nothing else to seal makes its subject no key.
+        """
         plan = _PLANS.get(event_type)
         if plan is None:
             return
-        key_id, cipher = self.keys.key_for(subject)
-        aad = _aad(key_id)
-        prefix = f"{TOKEN_PREFIX}{key_id}:"
+        key: tuple[Any, bytes, str, str] | None = None
+
+        def seal(value: Any) -> Any:
+            nonlocal key
+            if not value:
+                return value
+            if is_erased(value):
+                return str(value)
+            if key is None:
+                key_id, cipher = self.keys.key_for(subject)
+                key = (cipher, _aad(key_id), f"{TOKEN_PREFIX}{key_id}:", key_id)
+            return _seal(value, *key)
+
         top, nested = plan
         for name in top:  # most personal fields are top-level texts: no walk
             value = record.get(name)
             if value:
-                record[name] = _seal(value, cipher, aad, prefix, key_id)
+                record[name] = seal(value)
         for path in nested:
             head = path[0]
             if isinstance(record.get(head), (dict, list)):
                 record[head] = _copy(record[head])  # the event keeps its own (clear) values
-            _apply(record, path, lambda v: _seal(v, cipher, aad, prefix, key_id) if v else v)
+            _apply(record, path, seal)
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -99,7 +123,7 @@ class Sealer:
     def open_value(self, value: Any) -> Any:
         if isinstance(value, str):
             if not value.startswith(TOKEN_PREFIX):
-                return value
+                return ERASED if value == ERASED else value  # a marker an event copied stays one
             match = TOKEN.fullmatch(value)
             return self._open_text(match) if match else UNREADABLE
         if isinstance(value, bytes) and value.startswith(BYTES_PREFIX):

@@ -148,6 +148,8 @@ _DESCRIBERS: dict[str, Callable[[Any, tzinfo | None], str]] = {
     "DeadlineMissed": lambda e, tz: f"Deadline missed: {e.deadline_kind} of {e.target_id} "
     f"was due {fmt_time(e.due_at, tz)}",
     "MessageDelivered": lambda e, tz: f"Message {e.message_id} delivered at {fmt_time(e.delivered_at, tz)}",
+    "MessageDeliveryFailed": lambda e, tz: f"Message {e.message_id} not delivered ({e.reason}) at "
+    f"{fmt_time(e.failed_at, tz)}",
     "MessageRead": lambda e, tz: f"Message {e.message_id} read by {e.reader_kind}:{e.reader_id} "
     f"at {fmt_time(e.read_at, tz)}",
     # directory

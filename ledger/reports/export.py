@@ -327,7 +327,8 @@ def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: Aud
 
 _CATEGORY = {
     "ContactReceived": "contact", "ResubmissionTraced": "contact", "MessageIdCollided": "contact",
-    "AcknowledgementIssued": "ack", "MessageDelivered": "message", "MessageRead": "message",
+    "AcknowledgementIssued": "ack", "MessageDelivered": "message", "MessageDeliveryFailed": "message",
+    "MessageRead": "message",
     "ResponseSent": "response", "ItemWaived": "response",
     "PromiseMade": "promise", "PromiseKept": "promise", "PromiseWithdrawn": "promise", "PromiseBroken": "promise",
     "PromiseWaived": "promise", "WrittenConfirmationIssued": "promise",

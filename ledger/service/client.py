@@ -202,6 +202,11 @@ class LedgerClient:
     def record_delivery(self, reference: str, *, actor: Actor, message_id: str, delivered_at: datetime) -> None:
         self._call("record_delivery", {"delivered_at": _iso(delivered_at)}, reference=reference, message_id=message_id)
 
+    def record_delivery_failure(self, reference: str, *, actor: Actor, message_id: str, reason: str,
+                                failed_at: datetime | None = None) -> None:
+        self._call("record_delivery_failure", {"reason": reason, "failed_at": _iso(failed_at)}, reference=reference,
+                   message_id=message_id)
+
     def record_read(self, reference: str, *, actor: Actor, message_id: str, read_at: datetime | None = None) -> None:
         self._call("record_read", {"read_at": _iso(read_at)}, reference=reference, message_id=message_id)
 
@@ -268,6 +273,12 @@ class LedgerClient:
         except ValidationError:
             return who
         return self.customer_id_of(who)
+
+    def outbound_page(self, *, after: int, limit: int = 100, wait_s: float = 0.0) -> dict[str, Any]:
+        """A page of the outbound feed of the calling adapter (``GET /v1/outbound``, not a command of the CLI):
+        ``{"messages": [...], "position": P}``; see :class:`caseledger.ledger.intake.outbound_client.OutboundClient`."""
+        query = urlencode({"after": after, "limit": limit, "wait": wait_s})
+        return dict(self._send("GET", f"/v1/outbound?{query}"))
 
     def whoami(self) -> dict[str, Any]:
         return dict(self._call("whoami"))

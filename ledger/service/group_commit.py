@@ -93,13 +93,15 @@ class GroupCommitter(BatchThread["Write"]):
     # -- the committer thread ---------------------------------------------------------------------------
 
     def serve(self, ledger: CaseLedger, batch: list[Write]) -> None:
-        self._commit(ledger, batch)
-        if time.monotonic() >= self._next_purge:  # answers past their window go, without a timer of their own
+        # Answers past their window go, without a timer of their own: before the batch, so that a batch's
+        # callers are answered only once everything its turn wrote is written.
+        if time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + PURGE_EVERY_S
             try:
                 Idempotency(ledger.storage.idempotency()).purge()
             except BackendError as error:  # the next batch tries again
                 log.warning("idempotency rows past their window not deleted: %s", type(error).__name__)
+        self._commit(ledger, batch)
 
     def _commit(self, ledger: CaseLedger, batch: list[Write]) -> None:
         todo = self._without_replays(ledger, batch)

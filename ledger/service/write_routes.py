@@ -175,6 +175,12 @@ class DeliveredIn(Body):
     delivered_at: AwareDatetime = claimed("When the channel delivered the message", required=True)
 
 
+class FailedIn(Body):
+    reason: str = Field(description="why: bounced, invalid_address, rejected, opted_out, unreachable, expired, other "
+                        "(a code, never the channel's own words)")
+    failed_at: AwareDatetime | None = claimed("When the channel gave up")
+
+
 class ReadIn(Body):
     read_at: AwareDatetime | None = claimed("When the message was read")
 
@@ -384,6 +390,11 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
                                                           delivered_at=p(x).delivered_at,
                                                           reporter=Reporter.of_principal(a, lg.storage.adapter_keys())),
                                             {"delivered": x[1]["message_id"].upper()}))
+    on_case("record_delivery_failure", FailedIn,
+            summary="A message to the customer could not be delivered: it stays undelivered, its deadline runs on",
+            call=lambda lg, a, ref, x: done(lambda: lg.record_delivery_failure(
+                ref, actor=a, message_id=x[1]["message_id"], reason=p(x).reason, failed_at=p(x).failed_at,
+                reporter=Reporter.of_principal(a, lg.storage.adapter_keys())), {"failed": x[1]["message_id"].upper()}))
     on_case("record_read", ReadIn,
             summary="A message was read: the customer's (reported by their channel's adapter) or a contact by an agent",
             call=lambda lg, a, ref, x: done(lambda: lg.record_read(ref, actor=a, message_id=x[1]["message_id"],

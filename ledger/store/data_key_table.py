@@ -24,13 +24,19 @@ PostgreSQL's WAL segments and base backups, blocks the file system freed, copies
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from caseledger.ledger.store_ports import DataKeyRow
 
 TABLE = "caseledger_data_keys"
+#: A marker row present while a scrub is owed (an erasure destroyed or deleted rows since the last one that
+#: finished); its ``kek_id`` changes with each erasure, so a scrub removes it only if no erasure came meanwhile.
+SCRUB_OWED = "marker:ledger:scrub-owed"
+#: Present once this table tracks owed scrubs (a table of an earlier release is scrubbed once, then tracked).
+SCRUBS_TRACKED = "marker:ledger:scrubs-tracked"
 #: How long :meth:`KeyTable.forget_destroyed` waits for readers before it reports the bytes' removal pending.
 SETTLE_SECONDS = 5.0
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when lock_timeout expires
@@ -130,6 +136,7 @@ class KeyTable:
         p = self.p
         with self.datastore.transaction(commit=True) as curs:
             self._before_destroy(curs)
+            self._owe_scrub(curs)
             for i in range(0, len(key_ids), 200):
                 chunk = list(key_ids[i : i + 200])
                 curs.execute(f"DELETE FROM {self.table} WHERE key_id IN ({', '.join([p] * len(chunk))})", chunk)
@@ -141,18 +148,53 @@ class KeyTable:
         p = self.p
         with self.datastore.transaction(commit=True) as curs:
             self._before_destroy(curs)
+            self._owe_scrub(curs)
             for key_id in key_ids:
                 curs.execute(
                     f"UPDATE {self.table} SET wrapped = NULL, destroyed_at = {p} WHERE key_id = {p}",
                     (at.isoformat(), key_id),
                 )
 
+    def _owe_scrub(self, curs: Any) -> None:
+        """In an erasing transaction: a scrub is owed (a new token, so a scrub running meanwhile keeps it owed)."""
+        p, now = self.p, datetime.now(UTC).isoformat()
+        curs.execute(
+            f"INSERT INTO {self.table} ({_COLUMNS}) VALUES ({p}, {p}, {p}, NULL, {p}, {p}) "
+            "ON CONFLICT (key_id) DO UPDATE SET kek_id = excluded.kek_id",
+            (SCRUB_OWED, "ledger:scrub", uuid.uuid4().hex, now, now),
+        )
+
+    def _scrub_owed(self) -> str | None:
+        """The token of the scrub owed, or None when every erasure's copies are already removed."""
+        rows = {r.key_id: r for r in self.by_ids([SCRUB_OWED, SCRUBS_TRACKED])}
+        if SCRUB_OWED in rows:
+            return rows[SCRUB_OWED].kek_id
+        return None if SCRUBS_TRACKED in rows else "untracked"
+
     def forget_destroyed(self, *, within: float | None = None) -> bool:
         """Remove the copies of destroyed keys' bytes the database keeps (old pages, WAL, dead tuples).
 
         True once done; False when a reader kept it from finishing for ``within`` seconds (default
         :data:`SETTLE_SECONDS`; tried again with backoff meanwhile): the bytes may still be in the database's files, and a later call finishes.
+        Nothing is rewritten when no erasure happened since the last scrub that finished (``tick`` calls this often).
         """
+        owed = self._scrub_owed()
+        if owed is None:
+            return True
+        if not self._scrub_until(within):
+            return False
+        p = self.p
+        with self.datastore.transaction(commit=True) as curs:
+            if owed == "untracked":
+                curs.execute(
+                    f"INSERT INTO {self.table} ({_COLUMNS}) VALUES ({p}, {p}, {p}, NULL, {p}, {p}) "
+                    "ON CONFLICT (key_id) DO NOTHING",
+                    (SCRUBS_TRACKED, "ledger:scrub", "-", *[datetime.now(UTC).isoformat()] * 2),
+                )
+            curs.execute(f"DELETE FROM {self.table} WHERE key_id = {p} AND kek_id = {p}", (SCRUB_OWED, owed))
+        return True
+
+    def _scrub_until(self, within: float | None) -> bool:
         deadline = time.monotonic() + (SETTLE_SECONDS if within is None else within)
         pause = 0.05
         while not self._scrub(wait=min(pause, max(deadline - time.monotonic(), 0.0))):

@@ -719,3 +719,25 @@ def test_rejections_are_listed_in_store_order_with_their_reason_and_bytes(ledger
     assert [(r.source_offset, r.reason, r.raw) for r in rejected] == [
         (4, "bad 4", b"not avro"), (9, "bad 9", b"\xc3\x01 truncated")]
     assert list(ledger.case_ids()) == [ledger.find_by_message("email", "m1").id]
+
+
+# -- outbound: what the customer must receive, for the adapter of its channel (ledger/intake/outbound.py) ----------
+
+
+def test_the_outbound_feed_hands_out_pending_messages_of_a_channel_once_and_forgets_the_erased(
+    ledger: CaseLedger, clock: FakeClock,
+) -> None:
+    from caseledger.ledger.intake.outbound import OutboundFeed
+
+    jane = ledger.record_contact(draft("m1"))
+    sam = ledger.record_contact(draft("m2", identity=Identity.parse("email:sam@example.com")))
+    ledger.record_contact(draft("s1", channel="sms", identity=Identity.parse("phone:+33612345678")))
+    page = OutboundFeed(ledger).page(channels=["email"])
+    assert [(m.reference, m.message_id, m.address) for m in page.messages] == [
+        (jane.reference, "ACK1", "email:jane@example.com"), (sam.reference, "ACK1", "email:sam@example.com")]
+    assert OutboundFeed(ledger).page(channels=["email"], after=page.position).messages == []
+    ledger.record_delivery(sam.reference, message_id="ACK1", delivered_at=clock())
+    ledger.erase_customer(jane.customer_id, reason="art. 17 request of 2026-12-01, ticket 4711")
+    assert OutboundFeed(ledger).page(channels=["email"]).messages == []
+    (sms,) = OutboundFeed(ledger).page(channels=["sms"]).messages
+    assert sms.address == "phone:+33612345678" and sms.deliver_by is not None

@@ -216,6 +216,24 @@ class DataKeysContract(StorageContract):
         assert wrapped["k9"] not in self.raw_bytes(database)
         assert {r.key_id: r.wrapped for r in store.by_ids(["k9", "k10"])} == {"k9": None, "k10": wrapped["k10"]}
 
+    def test_the_files_are_rewritten_only_when_an_erasure_owes_it(self, store: DataKeyStore, database: str) -> None:
+        """Before: every ``tick`` rewrote the key table (``VACUUM FULL`` on PostgreSQL), erasure or not, and so
+        waited for, and was held pending by, any reader. Now a scrub runs only when an erasure owes one."""
+        store.insert_if_absent(key("k1", "customer-1"))
+        store.insert_if_absent(key("k2", "customer-2"))
+        assert store.forget_destroyed(within=5)  # a table of an earlier release: scrubbed once, then tracked
+        with self.reader(database, table=KEYS_TABLE):
+            assert store.forget_destroyed(within=0.3)  # nothing owed: nothing to wait for
+            store.destroy(["k1"], at=NOW)
+            assert store.forget_destroyed(within=0.3) is False  # owed now, and the reader holds it back
+        assert store.forget_destroyed(within=5)
+        with self.reader(database, table=KEYS_TABLE):
+            assert store.forget_destroyed(within=0.3)  # done: owed no more
+            store.delete(["k2"])  # a lookup secret deleted owes one too
+            assert store.forget_destroyed(within=0.3) is False
+        assert store.forget_destroyed(within=5)
+        assert [r.key_id for r in store.live()] == []
+
     def test_a_rotation_rewraps_live_keys_only(self, store: DataKeyStore) -> None:
         store.insert_if_absent(key("k1", "customer-1"))
         store.insert_if_absent(key("k2", "customer-2"))

@@ -37,7 +37,7 @@ CUSTOMERS = [Identity.parse(s) for s in ("email:a@example.com", "phone:+33612345
 CHANNELS = list(Channel)
 SEGMENTS = (None, "premium", "standard")
 ACTIONS = (
-    "contact", "contact", "follow_up", "respond", "respond", "waive", "promise", "settle", "deliver", "read",
+    "contact", "contact", "follow_up", "respond", "respond", "waive", "promise", "settle", "deliver", "fail", "read",
     "close", "cancel", "reopen", "assign", "handoff", "escalate", "propose", "decide", "status", "tick",
     "resubmit", "reject", "erase", "hold", "release",
 )
@@ -129,6 +129,14 @@ class Scenario:
                    if not m.startswith("C") and s.delivered_at is None]
         if pending:
             self.ledger.record_delivery(ref, message_id=pending[seed % len(pending)], delivered_at=self.clock.now)
+
+    def _fail(self, seed: int) -> None:
+        ref = self._ref(seed)
+        pending = [m for m, s in self.ledger.get_case(ref).messages.items()
+                   if not m.startswith("C") and s.delivered_at is None]
+        if pending:
+            self.ledger.record_delivery_failure(ref, message_id=pending[seed % len(pending)],
+                                                reason=("bounced", "rejected", "expired")[seed % 3])
 
     def _read(self, seed: int) -> None:
         ref = self._ref(seed)

@@ -88,6 +88,9 @@ def test_a_sender_known_only_from_a_collision_is_erased_by_customer_id(ledger: C
     (kept,) = ledger.collision_records()
     assert ledger.erase_customer(kept["customer_id"], reason="art. 17 request").erased
     assert ledger.collision_records()[0]["raw_base64"] == ERASED
+    # Unlinked too: his identity's lookup secret went with the erasure (before: kept, since the erasure named
+    # only his customer id, so his e-mail still computed the id of the collision kept of him).
+    assert ledger.customer_id_for(Identity.parse(JOHN)) != kept["customer_id"]
 
 
 def test_an_unknown_identity_is_still_not_found_and_not_quoted(ledger: CaseLedger) -> None:
@@ -117,6 +120,7 @@ def test_retention_reaches_a_sender_known_only_from_a_collision(database: str) -
         assert sorted(ledger.tick().retention.erased) == sorted([john, rejected])
         assert ledger.collision_records()[0]["raw_base64"] == ERASED
         assert ledger.rejection_records()[0]["raw_base64"] == ERASED
+        assert ledger.customer_id_for(Identity.parse(JOHN)) != john  # unlinked, though retention names ids only
         assert ledger.cases_of(str(JANE))[0].contacts  # jane's case is open: she is not due
     finally:
         ledger.close()
