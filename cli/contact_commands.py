@@ -1,4 +1,4 @@
-"""``caseledger contact record``: an inbound contact and its acknowledgement."""
+"""``caseledger contact record``: an inbound contact and its acknowledgement; ``contact receipt``: its signed receipt."""
 
 from __future__ import annotations
 
@@ -141,6 +141,38 @@ def contact_record(
     s.say(f"Respond by:  {render.fmt_time(outcome.respond_by, s.tz)}")
     s.say(f"Acknowledgement {outcome.acknowledgement_id}:")
     s.out.print(Padding(Text(outcome.acknowledgement), (0, 0, 0, 2)))
+
+
+@contact_app.command("receipt")
+def contact_receipt(
+    ctx: typer.Context,
+    reference: Annotated[str, typer.Argument(metavar="REF", help="The case reference.")],
+    contact_id: Annotated[str, typer.Option("--contact", metavar="C", help="The contact (C1, C2 …).")] = "C1",
+    as_json: Json = False,
+) -> None:
+    """Print a contact's signed receipt (CLR1.…), the one its acknowledgement carried, for the customer to keep.
+
+    The ledger signs it again from the stored contact, byte for byte. Anyone checks it offline with the
+    ledger's public key (`caseledger audit key`), and with any later history export proves the contact in
+    the log — or missing from it, against the operator (docs/audit.md):
+
+    ```
+    $ caseledger contact receipt CL-7K2QD-M3XPA > receipt.txt
+    $ python -m caseledger.verify receipt receipt.txt --key KEY [--export history.json]
+    ```
+
+    Refused when the ledger has no signing key, and once the customer is erased: the receipt's salt went
+    with their data, and only the customer's own copy remains.
+    """
+    from caseledger.verify.receipts import Receipt
+
+    s = session(ctx)
+    receipt = s.ledger.contact_receipt(reference, contact_id)
+    if as_json:
+        s.echo_json({"reference": reference, "contact_id": contact_id, "receipt": receipt,
+                     "says": Receipt.parse(receipt).lines()})
+        return
+    typer.echo(receipt)
 
 
 def _read_text(path: Path) -> str:

@@ -8,11 +8,13 @@ names) with a simulated clock, then shows what it returned from three points of 
 * **Auditor sees** — the events the story recorded, one line each, read back from the store.
 
 The clock starts on Monday 2 March 2026 at 09:00 in Paris and is moved by hand between steps,
-so every run prints the same story; only the random case references differ.
+so every run prints the same story; only the random case references and the receipts (signed with a key
+made for the run when none is configured, salted at random) differ.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -36,12 +38,31 @@ __all__ = ["TITLES", "SimulatedClock", "run_demo"]
 # -- running it ------------------------------------------------------------------------------------------
 
 
+DEMO_KEY_NAME = "banque-exemple.fr/reclamations"
+
+
+def demo_signing_key() -> str:
+    """A new Ed25519 signing key for one demo's log, held in memory only (the signed-note private key text)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
+
+    seed = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return CheckpointSigner(DEMO_KEY_NAME, seed).private_text()
+
+
 def open_fresh_ledger(database: str, clock: SimulatedClock) -> CaseLedger:
     """A ledger on ``database``, refused (ConfigurationError) when it already holds events."""
     # The demo's bank handles complaints under the shipped ACPR 2022-R-01 policy, in French.
     # Its events are marked simulated-clock, as under --now: an auditor can tell the demo from real work.
-    ledger = CaseLedger(LedgerSettings.resolve(database=database, policy="acpr-2022-r-01",
-                                               settings=environment()), clock=clock,
+    # Its log is signed (checkpoints, the receipts customers keep): with the configured key, else one made for it.
+    settings = environment()
+    if not (settings.transparency.signing_key_file or settings.transparency.signing_key):
+        settings = dataclasses.replace(settings, transparency=dataclasses.replace(
+            settings.transparency, signing_key=demo_signing_key()))
+    ledger = CaseLedger(LedgerSettings.resolve(database=database, policy="acpr-2022-r-01", settings=settings),
+                        clock=clock,
                         simulated_clock=True)
     held = ledger.recorder.max_notification_id() or 0
     if held:

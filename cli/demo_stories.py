@@ -63,7 +63,9 @@ def story_s1(demo: Demo) -> None:
     demo.cases["fees"] = outcome.reference
     demo.customer_sees(Text.assemble(
         "Form confirmation page: ", ("Received", "bold"), f" — your reference is {outcome.reference}",
-        " (shown only after the ledger stored the contact)",
+        " (shown only after the ledger stored the contact)\n",
+        "Your receipt, signed by the bank (keep it; also in the acknowledgement e-mail, as a QR code on the page):\n",
+        (outcome.receipt or "— (the ledger has no signing key)", "bold"),
     ))
     by_reference = demo.ledger.get_case(outcome.reference)
     by_message = demo.ledger.find_by_message("web_form", "wf-7f3a9c")
@@ -75,7 +77,31 @@ def story_s1(demo: Demo) -> None:
         ("by web_form message wf-7f3a9c", f"{by_message.reference} (contact C1)"),
         (f"by identity {EMAIL}", f"customer {customer}, cases {', '.join(cases)}"),
     ]))
-    demo.auditor_sees(demo.new_events())
+    demo.auditor_sees(demo.new_events(), *receipt_checked(demo, outcome.receipt))
+
+
+def receipt_checked(demo: Demo, receipt: str | None) -> list[Text]:
+    """What anyone with the bank's public key learns from Jane's receipt, offline: its signature, and — from a
+    history export the bank hands over later — that the contact is in the signed log."""
+    import tempfile
+    from pathlib import Path
+
+    from caseledger.ledger.reports.export import export_history
+    from caseledger.ledger.transparency.checkpoint_key import load_signer
+    from caseledger.verify.history import read_export
+    from caseledger.verify.receipts import check_receipt
+
+    signer = load_signer(demo.ledger.settings.transparency)
+    if receipt is None or signer is None:
+        return []
+    with tempfile.TemporaryDirectory(prefix="caseledger-demo-export-") as folder:
+        export = Path(folder) / "jane.json"
+        export_history(demo.ledger, CUSTOMER_ID, "json", export)
+        result = check_receipt(receipt, signer.verifier_key, export=read_export(export))
+    return [Text(f"python -m caseledger.verify receipt RECEIPT --key {signer.verifier_key.name}+… --export "
+                 "jane.json", style="dim"),
+            Text("\n".join(line for line in result.lines if not line.startswith(("event hash", "content digest")))),
+            Text(f"receipt: {result.verdict}", style="bold")]
 
 
 def story_s2(demo: Demo) -> None:

@@ -100,6 +100,7 @@ class CaseLedger(LedgerCore):
     record_contact = _Via("intake", ContactIntake.record_contact)
     contact_lookups = _Via("intake", ContactIntake.contact_lookups)
     reject_intake = _Via("intake", ContactIntake.reject_intake)
+    contact_receipt = _Via("intake", ContactIntake.contact_receipt)
 
     # -- lookups (ledger/lookups.py) ---------------------------------------------------------------------
     get_case = _Via("lookups", Lookups.get_case)

@@ -88,6 +88,11 @@ class LedgerCommands(Protocol):
         """Record an inbound contact with its acknowledgement; the same request again is "already recorded"."""
         ...
 
+    @route("GET", "/v1/cases/{reference}/contacts/{contact_id}/receipt", O.CONTACT_RECEIPT_READ)
+    def contact_receipt(self, reference: str, contact_id: str = "C1") -> str:
+        """The signed receipt of a recorded contact (``CLR1.…``), as its acknowledgement carried it."""
+        ...
+
     # -- working a case ---------------------------------------------------------------------------------
 
     @route("POST", "/v1/cases/{reference}/responses", O.RESPOND)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
@@ -43,7 +43,11 @@ from caseledger.ledger.privacy.sealing import Sealer, subject_of
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store_ports import LedgerRecorder, PrincipalStore, StorageProvider
 from caseledger.ledger.texts import TemplateTexts
+from caseledger.ledger.transparency.contact_receipts import receipt_delay
 from caseledger.ledger.unit_of_work import AggregateCache, UnitOfWork
+
+if TYPE_CHECKING:
+    from caseledger.ledger.transparency.contact_receipts import ReceiptIssuer
 
 __all__ = ["LedgerCore"]
 
@@ -75,6 +79,8 @@ class LedgerCore(Application[UUID]):
         # Compiled and tried on every sample once, here: a broken template stops the start, not a contact.
         self.texts = TemplateTexts.for_settings(company=policy.texts.company, folder=policy.texts.templates)
         self.clock = clock or (lambda: datetime.now(UTC))
+        # A receipt delay out of range stops the start, not a customer's contact (the key is read at the first).
+        receipt_delay(self.settings.transparency.receipt_delay)
         self.simulated_clock = simulated_clock
         self._uow: UnitOfWork | None = None
         self._cache: AggregateCache | None = None
@@ -174,11 +180,31 @@ class LedgerCore(Application[UUID]):
                 continue
             head = aggregate.chain_head
             for event in aggregate._pending_events:
+                if "_encoded" in vars(event):  # encoded already, for a receipt (:meth:`encode_pending`)
+                    continue
                 object.__setattr__(event, "previous_hash", head)
                 data = self.codec.encode(event)  # type: ignore[arg-type]
                 vars(event)["_encoded"] = data
                 head = event_hash(data)
             aggregate.chain_head = head
+
+    def encode_pending(self, aggregate: Any) -> bytes:
+        """Chain and encode ``aggregate``'s new events now, and return the last one's stored bytes: a contact's
+        receipt names its event's hash before the command goes on (:meth:`record` keeps these bytes)."""
+        self.chain(aggregate)
+        return cast(bytes, vars(aggregate._pending_events[-1])["_encoded"])
+
+    @cached_property
+    def receipts(self) -> ReceiptIssuer | None:
+        """Who signs contacts' receipts: the checkpoint signing key, if this ledger has one (else no receipts)."""
+        from caseledger.ledger.transparency.checkpoint_key import load_signer
+        from caseledger.ledger.transparency.contact_receipts import ReceiptIssuer
+
+        transparency = self.settings.transparency
+        signer = load_signer(transparency)
+        if signer is None:
+            return None
+        return ReceiptIssuer(signer, self.settings.origin, self.encode_pending, receipt_delay(transparency.receipt_delay))
 
     def record(self, *aggregates: Any) -> None:
         """Save the new events of ``aggregates`` in one transaction, chained and Avro-encoded.

@@ -162,6 +162,7 @@ KEK_FILE_ENV = "CASELEDGER_KEK_FILE"
 SIGNING_KEY_FILE_ENV = "CASELEDGER_SIGNING_KEY_FILE"
 SIGNING_KEY_ENV = "CASELEDGER_SIGNING_KEY"
 CHECKPOINT_INTERVAL_ENV = "CASELEDGER_CHECKPOINT_INTERVAL"
+RECEIPT_DELAY_ENV = "CASELEDGER_RECEIPT_DELAY"
 
 #: The variable of each field of :class:`KafkaSection`.
 KAFKA_VARIABLES = {
@@ -338,11 +339,13 @@ class PrivacySettings:
 
 @dataclass(frozen=True, kw_only=True)
 class TransparencySettings:
-    """The checkpoint signing key (a file, or the key itself) and the most seconds between two checkpoints."""
+    """The checkpoint signing key (a file, or the key itself), the most seconds between two checkpoints, and
+    the most seconds a contact's receipt promises before every checkpoint includes it."""
 
     signing_key_file: str | None = None
     signing_key: str | None = field(default=None, repr=False)
     checkpoint_interval: str | None = None  # as given; ``checkpoint_interval()`` checks it (default 10)
+    receipt_delay: str | None = None  # as given; ``receipt_delay()`` checks it (default a day)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -447,7 +450,8 @@ class Settings:
             privacy=PrivacySettings(kek=get(KEK_ENV), kek_file=get(KEK_FILE_ENV)),
             transparency=TransparencySettings(signing_key_file=get(SIGNING_KEY_FILE_ENV),
                                               signing_key=get(SIGNING_KEY_ENV),
-                                              checkpoint_interval=get(CHECKPOINT_INTERVAL_ENV)),
+                                              checkpoint_interval=get(CHECKPOINT_INTERVAL_ENV),
+                                              receipt_delay=get(RECEIPT_DELAY_ENV)),
             service=ServiceSection(oidc=OidcSection(**{name: get(variable) for name, variable in OIDC_VARIABLES.items()}),
                                    views=get("CASELEDGER_VIEWS")),
             client=ClientSection(token=get("CASELEDGER_TOKEN"), token_file=get("CASELEDGER_TOKEN_FILE")),

@@ -25,7 +25,7 @@ from caseledger.ledger.domain import case_events
 from caseledger.ledger.domain.case_parts import CaseState, ProposalState, Status, check_ledger_action
 from caseledger.ledger.domain.claimed_times import After, check_claim
 from caseledger.ledger.domain.events import Context, envelope
-from caseledger.ledger.domain.texts import TextKind, Writer
+from caseledger.ledger.domain.texts import ContactReceipts, TextKind, Writer
 from caseledger.ledger.domain.values import (
     ActorKind,
     Channel,
@@ -186,12 +186,14 @@ class Case(CaseState, Aggregate):
         acknowledge_by: datetime,
         writer: Writer,
         in_writing: bool = False,
+        receipts: ContactReceipts | None = None,
     ) -> tuple[str, str]:
         """Record an inbound contact and its acknowledgement; returns (contact id, acknowledgement id).
 
         A contact on a closed or cancelled case reopens it: the customer is still waiting. With
         ``in_writing``, a contact made by phone or at a branch is acknowledged on the customer's
-        written channel, the request formalised in the text.
+        written channel, the request formalised in the text. With ``receipts``, the acknowledgement
+        carries the contact's signed receipt.
         """
         if self.contacts:  # a follow-up: it cites the case, so it cannot precede it
             check_claim("occurred_at", ctx.occurred_at, now=ctx.recorded_at,
@@ -223,8 +225,10 @@ class Case(CaseState, Aggregate):
             attachments=[a.as_record() for a in draft.attachments],
             follow_up=draft.follow_up,
             category=draft.category,
+            receipt_salt=receipts.new_salt() if receipts is not None else "",
             **self._envelope(ctx),
         )
+        receipt = receipts.receipt(self, contact_id) if receipts is not None else ""
         ack_id = self._next("ACK")
         common = {"reference": self.reference, "issued_at": ctx.recorded_at}
         copy = writer.write("request_copy", {
@@ -235,7 +239,7 @@ class Case(CaseState, Aggregate):
         ack = writer.record("acknowledgement", {
             **common, "acknowledgement_id": ack_id, "contact_id": contact_id, "received_at": ctx.occurred_at,
             "channel": draft.channel.value, "spoken": spoken, "follow_up": draft.follow_up,
-            "respond_by": respond_by, "request_copy": copy.text,
+            "respond_by": respond_by, "request_copy": copy.text, "receipt": receipt,
         })
         self.trigger_event(
             Case.AcknowledgementIssued,

@@ -53,6 +53,7 @@ class ContactReceived(CaseEvent):
     attachments: list[dict[str, Any]]
     follow_up: bool
     category: str | None
+    receipt_salt: str = ""  # the salt of its receipt's content digest (sealed); "" before receipts or without a key
 
     def apply(self, case: CaseState) -> None:
         _bump(case, "C")

@@ -39,6 +39,7 @@ class Operation(StrEnum):
 
     CONTACT_RECORD = "contact.record"
     CASE_READ = "case.read"
+    CONTACT_RECEIPT_READ = "contact.receipt.read"
     HISTORY_READ = "history.read"
     HISTORY_EXPORT = "history.export"
     RESPOND = "respond"
@@ -76,7 +77,7 @@ class Operation(StrEnum):
 
 
 O = Operation  # noqa: E741 -- short, the matrix below reads as a table
-_READS = frozenset({O.CASE_READ, O.HISTORY_READ, O.OVERDUE_READ, O.METRICS_READ})
+_READS = frozenset({O.CASE_READ, O.CONTACT_RECEIPT_READ, O.HISTORY_READ, O.OVERDUE_READ, O.METRICS_READ})
 _CASE_WORK = frozenset({
     O.CONTACT_RECORD, O.RESPOND, O.ITEM_WAIVE, O.PROMISE_MAKE, O.PROMISE_KEEP, O.PROMISE_WITHDRAW,
     O.PROMISE_BREAK, O.CASE_STATUS, O.CASE_CLOSE, O.CASE_CANCEL, O.CASE_REOPEN, O.CASE_ASSIGN, O.CASE_HANDOFF,
@@ -86,10 +87,10 @@ _CASE_WORK = frozenset({
 
 PERMISSIONS: dict[Role, frozenset[Operation]] = {
     # What a channel publishes: contacts, receipts, the chatbot's hand-over to a human; what it must deliver,
-    # read from the outbound feed (its own channels' messages only, ledger/intake/outbound.py); and the verdicts
-    # of its own intake records.
-    Role.ADAPTER: frozenset({O.CONTACT_RECORD, O.MESSAGE_DELIVERED, O.MESSAGE_FAILED, O.MESSAGE_READ,
-                             O.CASE_ESCALATE, O.OUTBOUND_READ, O.INTAKE_VERDICT_READ}),
+    # read from the outbound feed (its own channels' messages only, ledger/intake/outbound.py); the signed
+    # receipt of a contact, to hand to the customer; and the verdicts of its own intake records.
+    Role.ADAPTER: frozenset({O.CONTACT_RECORD, O.CONTACT_RECEIPT_READ, O.MESSAGE_DELIVERED, O.MESSAGE_FAILED,
+                             O.MESSAGE_READ, O.CASE_ESCALATE, O.OUTBOUND_READ, O.INTAKE_VERDICT_READ}),
     Role.AGENT: _READS | _CASE_WORK | {O.CUSTOMER_LOCALE},
     # Supervisors also erase a customer's personal data and place or release legal holds (docs/privacy.md).
     Role.SUPERVISOR: _READS | _CASE_WORK | {O.HISTORY_EXPORT, O.TICK, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ,

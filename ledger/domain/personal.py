@@ -70,6 +70,8 @@ PERSONAL_FIELDS: Final[dict[str, tuple[Path, ...]]] = {
         # where the customer's files are and their digests: a Message-ID or a file path names the sender's
         # host or account, and a file's SHA-256 confirms a guess of the file
         ("channel_message_id",), ("attachments", "*", "ref"), ("attachments", "*", "sha256"),
+        # the salt of the contact's receipt: with it, the receipt's digest can be tried against guesses
+        ("receipt_salt",),
     ),
     "CaseOpened": (("subject",),),
     "CustomerRegistered": (("identity", "value"),),

@@ -1,4 +1,5 @@
-"""What the customer reads: the port the domain renders customer texts through, and who reads them.
+"""What the customer reads: the port the domain renders customer texts through, who reads them, and the port
+that signs the receipt an acknowledgement carries (``ContactReceipts``).
 
 The Case aggregate decides *that* a text goes out and with which facts (the reference, the
 copy of the request, the respond-by, the terms agreed); the wording comes from a company's
@@ -20,7 +21,8 @@ from caseledger.ledger.domain.personal import is_erased, unless_erased
 from caseledger.ledger.errors import ValidationError
 
 __all__ = [
-    "TEXT_KINDS", "Audience", "CustomerTexts", "RenderedText", "TextKind", "TextSettings", "Writer", "check_time_zone",
+    "TEXT_KINDS", "Audience", "ContactReceipts", "CustomerTexts", "RenderedText", "TextKind", "TextSettings", "Writer",
+    "check_time_zone",
 ]
 
 TextKind = Literal[
@@ -144,3 +146,16 @@ class Writer:
             "text": rendered.text, "template_id": rendered.template_id,
             "template_version": rendered.template_version, "locale": rendered.locale,
         }
+
+
+class ContactReceipts(Protocol):
+    """Who signs the receipt an acknowledgement carries (the transparency log's key, outside the domain): the case
+    only asks, once the contact's event is triggered."""
+
+    def new_salt(self) -> str:
+        """A fresh secret for one contact's receipt (kept sealed in its ``ContactReceived``)."""
+        ...
+
+    def receipt(self, case: Any, contact_id: str) -> str:
+        """The signed receipt of ``contact_id``, whose ``ContactReceived`` was just triggered on ``case``."""
+        ...

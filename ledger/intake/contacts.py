@@ -9,7 +9,9 @@ contact names through :class:`~caseledger.ledger.lookups.Lookups`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,15 +42,23 @@ from caseledger.ledger.domain.values import (
     Identity,
     content_digest,
 )
-from caseledger.ledger.errors import ConflictError, MessageIdCollision, NotFound, RuleViolation
+from caseledger.ledger.errors import (
+    ConflictError,
+    MessageIdCollision,
+    NotFound,
+    RuleViolation,
+)
 from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
+from caseledger.ledger.transparency.contact_receipts import salt_of
 
 if TYPE_CHECKING:
     from caseledger.ledger.intake.records import IntakeCodec
+    from caseledger.ledger.transparency.contact_receipts import ReceiptIssuer
 
 _CORRELATION_NS = uuid5(NAMESPACE_URL, "https://caseledger.invalid/correlation")
 MAX_CONTACT_ATTEMPTS = 12
+_RECEIPT = re.compile(r"CLR1\.[A-Za-z0-9_-]+")  # a receipt in an acknowledgement's text
 
 
 def _correlation(draft: ContactDraft, message_id: UUID) -> UUID:
@@ -85,6 +95,23 @@ class ContactOutcome:
     respond_by: datetime
     duplicate: bool
     opened_case: bool
+    receipt: str | None = None  # the contact's signed receipt (CLR1.…); None when the ledger has no signing key
+
+
+class _IssuedReceipts:
+    """The ledger's receipt issuer for one command, remembering what it signed (the outcome carries it)."""
+
+    def __init__(self, issuer: ReceiptIssuer) -> None:
+        self.issuer = issuer
+        self.issued: dict[str, str] = {}
+
+    def new_salt(self) -> str:
+        return self.issuer.new_salt()
+
+    def receipt(self, case: Case, contact_id: str) -> str:
+        text = self.issuer.receipt(case, contact_id)
+        self.issued[contact_id] = text
+        return text
 
 
 class ContactIntake:
@@ -329,10 +356,12 @@ class ContactIntake:
             channel=draft.channel.value, category=draft.category or case.category, received_at=ctx.recorded_at
         )
         acknowledge_by = self.core.policy.acknowledge_by(channel=draft.channel.value, received_at=ctx.recorded_at)
+        issuer = self.core.receipts
+        receipts = _IssuedReceipts(issuer) if issuer is not None else None
         contact_id, ack_id = case.receive_contact(
             draft, ctx=ctx, respond_by=respond_by, acknowledge_by=acknowledge_by,
             writer=self.core.writer_for(customer, draft.channel.value),
-            in_writing=self.core.policy.acknowledge_spoken_in_writing,
+            in_writing=self.core.policy.acknowledge_spoken_in_writing, receipts=receipts,
         )
         message = ChannelMessage.register(
             message_id=message_id,
@@ -351,7 +380,8 @@ class ContactIntake:
             adapter=adapter if source is not None else "",
         )
         self.core.record(case, message, customer, new_claim)
-        return self._outcome(case, contact_id=contact_id, duplicate=False, opened=opened)
+        return self._outcome(case, contact_id=contact_id, duplicate=False, opened=opened,
+                             receipt=receipts.issued.get(contact_id) if receipts is not None else None)
 
     def reject_intake(self, source: IntakeSource, *, reason: str, raw: bytes, kind: str = "unknown",
                       sender: Identity | None = None, adapter: str = "",
@@ -375,10 +405,58 @@ class ContactIntake:
 
     def _outcome_of(self, message: ChannelMessage) -> ContactOutcome:
         case: Case = self.core.load(message.case_id)
-        return self._outcome(case, contact_id=message.contact_id, duplicate=True, opened=False)
+        ack_id = case.contacts[message.contact_id].acknowledgement_id
+        found = _RECEIPT.search(case.messages[ack_id].text or "") if ack_id in case.messages else None
+        receipt = found.group(0) if found else None
+        if receipt is None and self.core.receipts is not None:
+            try:
+                receipt = self.contact_receipt(case.reference, message.contact_id)
+            except NotFound:
+                receipt = None
+        return self._outcome(case, contact_id=message.contact_id, duplicate=True, opened=False, receipt=receipt)
+
+    def contact_receipt(self, reference: str, contact_id: str = "C1") -> str:
+        """The signed receipt of a recorded contact, signed again from its stored event (the same bytes as when it
+        was recorded: Ed25519 is deterministic).
+
+        Refused when the ledger has no signing key, when the contact has none (recorded before receipts) or when
+        its customer was erased (the salt is gone: only the customer's own copy remains).
+        """
+        issuer = self.core.receipts
+        if issuer is None:
+            raise NotFound(
+                "this ledger signs no receipts: it has no signing key (an operator sets CASELEDGER_SIGNING_KEY_FILE "
+                "to a key made by `caseledger keys init`, docs/audit.md)")
+        case: Case = self.lookups.get_case(reference)
+        if contact_id not in case.contacts:
+            raise NotFound(f"case {case.reference} has no contact {contact_id}; its contacts: "
+                           f"{', '.join(case.contacts) or 'none'}")
+        with translate_errors(self.core.settings.store.describe()):
+            stored = self.core.recorder.select_events_after([case.id]).get(case.id, [])
+            self.core.preload_keys(bytes(e.state) for e in stored)
+        try:
+            for stored_event in stored:
+                if name_of_topic(stored_event.topic) != "ContactReceived":
+                    continue
+                event: Any = self.core.mapper.to_domain_event(stored_event)
+                if event.contact_id != contact_id:
+                    continue
+                salt = salt_of(event.receipt_salt)
+                if salt is None:
+                    raise NotFound(
+                        f"contact {contact_id} of case {case.reference} has no receipt the ledger can sign again: it "
+                        "was recorded before receipts or without a signing key, or its customer was erased (the "
+                        "receipt's salt went with their data; the customer's own copy still verifies)")
+                return issuer.sign(reference=case.reference, contact_id=contact_id, received_at=event.timestamp,
+                                   salt=salt, event=event, event_hash=hashlib.sha256(stored_event.state).digest())
+        finally:
+            if not self.core.in_unit_of_work:  # a batch's keys and unsaved lookup secrets go when it is saved
+                self.core.data_keys.forget()
+        raise NotFound(f"contact {contact_id} of case {case.reference} is not in the store yet; retry")
 
     @staticmethod
-    def _outcome(case: Case, *, contact_id: str, duplicate: bool, opened: bool) -> ContactOutcome:
+    def _outcome(case: Case, *, contact_id: str, duplicate: bool, opened: bool,
+                 receipt: str | None = None) -> ContactOutcome:
         contact = case.contacts[contact_id]
         ack_id = contact.acknowledgement_id
         assert ack_id is not None and contact.respond_by is not None
@@ -392,4 +470,5 @@ class ContactIntake:
             respond_by=contact.respond_by,
             duplicate=duplicate,
             opened_case=opened,
+            receipt=receipt,
         )

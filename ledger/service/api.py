@@ -258,6 +258,14 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         """The handoff brief of a case: open items, open promises, the last contact per channel."""
         return await asyncio.wrap_future(state.cases.read(reference, lambda entry: plain(entry.case.brief())))
 
+    @app.get("/v1/cases/{reference}/contacts/{contact_id}/receipt", tags=["cases"],
+             openapi_extra={"x-operation": O.CONTACT_RECEIPT_READ.value})
+    def contact_receipt(reference: str, contact_id: str,
+                        _p: Principal = principal_for(O.CONTACT_RECEIPT_READ)) -> dict[str, str]:
+        """The signed receipt of a recorded contact, for the adapter to hand to the customer (docs/audit.md)."""
+        return {"reference": reference, "contact_id": contact_id,
+                "receipt": state.ledger().contact_receipt(reference, contact_id)}
+
     @app.get("/v1/cases", tags=["cases"], openapi_extra={"x-operation": O.CASE_READ.value})
     def case_find(
         channel: Annotated[str, Query()], message_id: Annotated[str, Query()],

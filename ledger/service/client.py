@@ -131,8 +131,11 @@ class LedgerClient:
             reference=o["reference"], case_id=UUID(o["case_id"]), customer_id=o["customer_id"],
             contact_id=o["contact_id"], acknowledgement_id=o["acknowledgement_id"],
             acknowledgement=o["acknowledgement"], respond_by=datetime.fromisoformat(o["respond_by"]),
-            duplicate=o["duplicate"], opened_case=o["opened_case"],
+            duplicate=o["duplicate"], opened_case=o["opened_case"], receipt=o.get("receipt"),
         )
+
+    def contact_receipt(self, reference: str, contact_id: str = "C1") -> str:
+        return str(self._call("contact_receipt", reference=reference, contact_id=contact_id)["receipt"])
 
     def respond(self, reference: str, *, actor: Actor, body: str, answers: Sequence[str] = (),
                 channel: str | None = None, occurred_at: datetime | None = None) -> str:

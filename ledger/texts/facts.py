@@ -24,10 +24,11 @@ VARIABLES: dict[TextKind, frozenset[str]] = {
     "request_copy": COMMON | {"subject", "items", "body", "attachments"},
     # received_at, respond_by: datetimes; channel: the contact's channel id (filters channel /
     # channel_by make words of it); spoken: made by phone or at a branch; request_copy: the
-    # rendered copy of the request; follow_up: the customer writes again about the same request
+    # rendered copy of the request; follow_up: the customer writes again about the same request;
+    # receipt: the contact's signed receipt, one line ``CLR1.…`` ("" when the ledger has no signing key)
     "acknowledgement": COMMON | {
         "acknowledgement_id", "contact_id", "received_at", "channel", "spoken", "follow_up", "respond_by",
-        "request_copy",
+        "request_copy", "receipt",
     },
     # what was agreed (terms, promise_kind), by whom (agreed_by: the agent), when and where
     # (agreed_at, agreed_channel), by when it is due (due_at), on which channel this goes (channel)
@@ -59,9 +60,10 @@ SAMPLES: dict[TextKind, list[dict[str, Any]]] = {
     ],
     "acknowledgement": [
         _common(acknowledgement_id="ACK1", contact_id="C1", received_at=_AT, channel="web_form", spoken=False,
-                follow_up=False, respond_by=_AT + timedelta(days=2), request_copy="Objet : Frais\n  Q1. Pourquoi ?"),
+                follow_up=False, respond_by=_AT + timedelta(days=2), request_copy="Objet : Frais\n  Q1. Pourquoi ?",
+                receipt="CLR1.Q0xSAQ"),
         _common(acknowledgement_id="ACK2", contact_id="C2", received_at=_AT, channel="phone", spoken=True,
-                follow_up=True, respond_by=_AT + timedelta(days=61), request_copy="Q1. Remboursement"),
+                follow_up=True, respond_by=_AT + timedelta(days=61), request_copy="Q1. Remboursement", receipt=""),
     ],
     "written_confirmation": [
         _common(confirmation_id="W1", promise_id="P1", promise_kind="refund", terms="Remboursement de 45,00 EUR",

@@ -15,7 +15,9 @@ import base64
 import binascii
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.private_files import refuse_shared_key
@@ -23,6 +25,9 @@ from caseledger.ledger.settings import SIGNING_KEY_ENV as KEY_ENV
 from caseledger.ledger.settings import SIGNING_KEY_FILE_ENV as KEY_FILE_ENV
 from caseledger.ledger.settings import TransparencySettings
 from caseledger.verify.note import ALG_ED25519, Checkpoint, VerifierKey, key_id
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = ["KEY_ENV", "KEY_FILE_ENV", "CheckpointSigner", "generate_key_file", "load_signer"]
 
@@ -36,7 +41,7 @@ class CheckpointSigner:
     name: str
     _seed: bytes
 
-    @property
+    @cached_property  # derived once: a receipt per contact names it
     def verifier_key(self) -> VerifierKey:
         """The public key, as an auditor writes it: ``name+keyid+base64``."""
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -53,6 +58,16 @@ class CheckpointSigner:
         key = self.verifier_key
         line = base64.b64encode(key.key_id + signature).decode()
         return f"{text}\n\u2014 {self.name} {line}\n"
+
+    def sign_bytes(self, message: bytes) -> bytes:
+        """The Ed25519 signature of ``message`` (a contact's receipt: :mod:`caseledger.verify.receipts`)."""
+        return self._private_key.sign(message)
+
+    @cached_property
+    def _private_key(self) -> Ed25519PrivateKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        return Ed25519PrivateKey.from_private_bytes(self._seed)
 
     def sign(self, checkpoint: Checkpoint) -> str:
         """The signed checkpoint note."""

@@ -2,8 +2,10 @@
 
 :func:`sign_checkpoint` brings the tree up to the store's head and, when it grew since the last
 checkpoint (or the key changed), signs ``(origin, size, root)`` as a C2SP checkpoint and stores
-it. With Kafka, the publisher keeps the tree (it has every event's hash in hand) and signs at most
-once per ``CASELEDGER_CHECKPOINT_INTERVAL`` seconds (default 10) while the log grows
+it, with the time it was signed on the ledger's clock (a ``Timestamp:`` extension line, as Rekor's
+checkpoints carry it: what a contact's receipt promises is checked against it). With Kafka, the
+publisher keeps the tree (it has every event's hash in hand) and signs at most once per
+``CASELEDGER_CHECKPOINT_INTERVAL`` seconds (default 10) while the log grows
 (:mod:`caseledger.ledger.kafka.publisher`). Without it, :class:`Checkpointer` is the same as a
 service of its own (``caseledger audit checkpoint --follow``): it follows the notification log,
 appends each batch to the tree and signs on the same schedule.
@@ -16,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from caseledger.ledger.errors import ConfigurationError
@@ -35,6 +37,7 @@ __all__ = ["DEFAULT_INTERVAL_S", "INTERVAL_ENV", "Checkpointer", "CheckpointerSt
 log = logging.getLogger("caseledger.checkpoints")
 
 DEFAULT_INTERVAL_S = 10.0
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def checkpoint_interval(value: float | str | None = None, *, given: str | None = None) -> float:
@@ -61,7 +64,11 @@ def sign_checkpoint(ledger: CaseLedger, signer: CheckpointSigner, *, tree: Merkl
     latest = tree.store.latest_checkpoint()
     if not force and latest is not None and latest.tree_size == tree.size and latest.key_id == key_id:
         return latest
-    checkpoint = Checkpoint(ledger.settings.origin, tree.size, tree.root)
+    # When it was signed, on the ledger's clock (the clock contacts are received on): a receipt promises
+    # its contact in every checkpoint signed from a given time on, and this line says which those are.
+    stamp = ledger.clock()
+    nanos = ((stamp - EPOCH) // timedelta(microseconds=1)) * 1000
+    checkpoint = Checkpoint(ledger.settings.origin, tree.size, tree.root, (f"Timestamp: {nanos}",))
     stored = StoredCheckpoint(tree.size, tree.root, signer.sign(checkpoint), datetime.now(UTC), key_id,
                               tree.last_position)
     tree.store.insert_checkpoint(stored)

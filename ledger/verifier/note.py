@@ -5,7 +5,7 @@ A checkpoint is the note text::
     <origin>
     <tree size, decimal>
     <root hash, base64>
-    [extension lines]
+    [extension lines]  (the ledger's: ``Timestamp: <unix nanoseconds>``, when it signed)
 
 followed by a blank line and one signature line per signer, ``— <name> <base64(key id ‖ signature)>``.
 For an Ed25519 key the key id is the first 4 bytes of SHA-256(name ‖ 0x0A ‖ 0x01 ‖ public key), the
@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from caseledger.verify.failures import MalformedInput, SignatureError, WrongKeyError
 
@@ -145,6 +146,16 @@ class Checkpoint:
     size: int
     root: bytes
     extensions: tuple[str, ...] = field(default=())
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """When the ledger signed it, from its ``Timestamp: <unix nanoseconds>`` extension line (as Rekor's
+        checkpoints carry it); None for a checkpoint without one (signed before receipts)."""
+        for line in self.extensions:
+            name, _, value = line.partition(": ")
+            if name == "Timestamp" and re.fullmatch(r"[0-9]{1,20}", value):
+                return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(value) // 1000)
+        return None
 
     def text(self) -> str:
         """The note text to sign."""

@@ -58,6 +58,7 @@ def request_for(operation: Operation, ref: str, customer: str) -> tuple[str, str
             "channel": "web_form", "channel_message_id": f"wf-{uuid.uuid4()}", "from": "email:max@example.com",
             "items": ["Where is my parcel?"]}),
         O.CASE_READ: ("GET", c, None),
+        O.CONTACT_RECEIPT_READ: ("GET", f"{c}/contacts/C1/receipt", None),
         # Customers by customer id: an identity never goes in a URL (issue 24); jane's is a case's customer_id.
         O.HISTORY_READ: ("GET", f"/v1/customers/{customer}/history", None),
         O.HISTORY_EXPORT: ("GET", f"/v1/customers/{customer}/export?format=json", None),

@@ -47,6 +47,16 @@ def test_s1_contact_found_by_reference_message_and_identity(output: str) -> None
     assert f"by identity email:jane.martin@example.com customer cust-1042, cases {reference[1]}" in text
 
 
+def test_s1_shows_the_customers_signed_receipt_and_proves_it_in_the_log(output: str) -> None:
+    """Issue 25: the demo's S1 shows the receipt the customer keeps, checked offline and proved in a later export."""
+    text = flat(output)
+    s1 = text[text.index("S1 — "):text.index("S2 — ")]
+    assert "Your receipt, signed by the bank" in s1 and re.search(r"CLR1\.[A-Za-z0-9_-]{40}", s1)
+    assert "signature: valid, by banque-exemple.fr/reclamations+" in s1
+    assert "proved included" in s1 and "receipt: included" in s1
+    assert "Votre reçu, signé par nous" in text  # the acknowledgement carries it (S2 shows it)
+
+
 def test_s2_acknowledgement_has_reference_copy_and_deadline(output: str) -> None:
     text = flat(output)
     assert re.search(r"Votre référence : CL-\S+\. Rappelez-la", text)

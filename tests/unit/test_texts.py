@@ -82,7 +82,7 @@ def ack_facts(texts: TemplateTexts, audience: Audience, **extra: Any) -> dict[st
     })
     return {"reference": "CL-7K2QD-M3XPA", "issued_at": AT, "acknowledgement_id": "ACK1", "contact_id": "C1",
             "received_at": AT, "channel": "web_form", "spoken": False, "follow_up": False,
-            "respond_by": datetime(2026, 3, 6, 8, 0, tzinfo=UTC), "request_copy": copy.text, **extra}
+            "respond_by": datetime(2026, 3, 6, 8, 0, tzinfo=UTC), "request_copy": copy.text, "receipt": "", **extra}
 
 
 def test_golden_french_acknowledgement(builtin: TemplateTexts) -> None:
