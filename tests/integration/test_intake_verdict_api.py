@@ -37,7 +37,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     where: Path = tmp_path_factory.mktemp("verdict-api")
     running = start_service(where)
     ledger = running.ledger()
-    try:
+    try:  # the service is stopped whatever happens from here on, a failed setup too
         worker = KafkaIntakeWorker(ledger, KafkaSettings(bootstrap_servers="unused:9092"))
         future = datetime.now(UTC) + timedelta(hours=2)
         worker.apply_batch(0, [
@@ -49,6 +49,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                                                    adapter="adapter-2")),
             IntakeRecord(TOPIC, 0, 5, CODEC.encode(contact("<m-1@mail>", subject="Other"), adapter=ADAPTER)),
         ])
+    except BaseException:
+        stop_service(running)
+        raise
     finally:
         ledger.close()
     try:
