@@ -36,20 +36,37 @@ def bench_intake_command(
     producer: ProducerOpt = "kafka-python",
     consumer: ConsumerOpt = "kafka-python",
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    verdicts: Annotated[bool, typer.Option(
+        "--verdicts", help="Measure with the verdicts back at the adapter: contacts/s with verdicts (the SDK's "
+                           "batched form), then verdict latency p50/p99 at --rate.")] = False,
+    rate: Annotated[float, typer.Option("--rate", min=1, max=2000, help="--verdicts: paced contacts/s.")] = 100,
+    paced_seconds: Annotated[float, typer.Option("--paced-seconds", min=1,
+                                                 help="--verdicts: how long the paced run lasts.")] = 20,
 ) -> None:
     """End-to-end intake throughput and latency: intake topic → store → events topic.
 
     Publishes N contacts on fresh topics, runs the intake worker and the publisher, and measures
     contacts/s, events/s and publish-to-topic latency; then measures raw eventsourcing batched
-    writes on the same backend as the baseline, and prints the ratio.
+    writes on the same backend as the baseline, and prints the ratio. With --verdicts: contacts/s
+    until the adapter holds every verdict, then the verdict latency at a paced rate.
 
     Example: caseledger bench intake --kafka localhost:29092 --database postgresql://…/bench -n 50000
+    Example: caseledger bench intake --kafka localhost:29092 -n 10000 --verdicts --rate 100
     """
     from caseledger.cli.bench.intake_bench import bench_intake
 
     if not kafka:
         raise ConfigurationError("bench intake needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
     console = plain_console()
+    if verdicts:
+        from caseledger.cli.bench.verdict_bench import bench_verdicts
+
+        with stage_progress(console, "contacts {}") as progress:
+            found = bench_verdicts(kafka_bootstrap=kafka, contacts=contacts, database=database, workers=workers,
+                                   producer=producer, consumer=consumer, rate=rate, paced_seconds=paced_seconds,
+                                   progress=progress)
+        print_result(console, "intake-verdicts", found.rows(), found, output)
+        return
     with stage_progress(console, "contacts {}") as progress:
         result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, workers=workers, producer=producer, consumer=consumer,
                               progress=progress)

@@ -68,6 +68,16 @@ if TYPE_CHECKING:
     from caseledger.ledger.intake.outbound_client import OutboundClient
     from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
     from caseledger.ledger.intake.signatures import AdapterSigner
+    from caseledger.ledger.intake.verdicts import (
+        Applied,
+        Collision,
+        PublicReason,
+        Recorded,
+        Rejected,
+        Resubmission,
+        Verdict,
+        VerdictTimeout,
+    )
     from caseledger.ledger.settings import KafkaSettings, LedgerSettings
 
 _WHERE = {
@@ -79,6 +89,15 @@ _WHERE = {
     "IntakeCodec": "caseledger.ledger.intake.records",
     "DeliveryReport": "caseledger.ledger.intake.records",
     "ReadReceipt": "caseledger.ledger.intake.records",
+    # the ledger's verdict on each record (submit(..., wait=SECONDS))
+    "Verdict": "caseledger.ledger.intake.verdicts",
+    "Recorded": "caseledger.ledger.intake.verdicts",
+    "Resubmission": "caseledger.ledger.intake.verdicts",
+    "Collision": "caseledger.ledger.intake.verdicts",
+    "Rejected": "caseledger.ledger.intake.verdicts",
+    "Applied": "caseledger.ledger.intake.verdicts",
+    "PublicReason": "caseledger.ledger.intake.verdicts",
+    "VerdictTimeout": "caseledger.ledger.intake.verdicts",
     # outbound: what an adapter must deliver, and the client that reads it and reports the outcome
     "OutboundClient": "caseledger.ledger.intake.outbound_client",
     "OutboundMessage": "caseledger.ledger.intake.outbound",
@@ -113,12 +132,14 @@ __all__ = [
     "Actor",
     "ActorKind",
     "AdapterSigner",
+    "Applied",
     "Attachment",
     "AuthenticationError",
     "BackendError",
     "CaseLedger",
     "CaseLedgerError",
     "Channel",
+    "Collision",
     "ConfigurationError",
     "ConflictError",
     "ContactDraft",
@@ -136,11 +157,17 @@ __all__ = [
     "OutboundClient",
     "OutboundMessage",
     "PermissionDenied",
+    "PublicReason",
     "ReadReceipt",
     "Receipt",
+    "Recorded",
+    "Rejected",
+    "Resubmission",
     "RuleViolation",
     "SchemaError",
     "ValidationError",
+    "Verdict",
+    "VerdictTimeout",
 ]
 
 

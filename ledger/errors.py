@@ -31,12 +31,29 @@ from __future__ import annotations
 
 
 class CaseLedgerError(Exception):
-    """Base class of every error raised by caseledger."""
+    """Base class of every error raised by caseledger.
+
+    Where the fault is one field of the input, the error may name it: ``field`` (``occurred_at``), ``code``
+    (``time-in-future``) and ``fix`` (how to fix it). Unlike the message, these three never quote a value, so
+    they can be told to whoever sent the input (an intake verdict's public reason) when the message cannot.
+    """
 
     exit_code = 1
     http_status = 500
     slug = "internal"
     title = "Unexpected ledger error"
+    field = ""
+    code = ""
+    fix = ""
+
+    def __init__(self, *args: object, field: str = "", code: str = "", fix: str = "") -> None:
+        super().__init__(*args)
+        if field:
+            self.field = field
+        if code:
+            self.code = code
+        if fix:
+            self.fix = fix
 
 
 class ConfigurationError(CaseLedgerError):

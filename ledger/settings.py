@@ -27,6 +27,7 @@ never stops a command that does not use it. The variables (README, section Confi
 ``CASELEDGER_INTAKE_TOPIC``             default ``caseledger.intake``
 ``CASELEDGER_EVENTS_TOPIC``             default ``caseledger.events``
 ``CASELEDGER_CHECKPOINTS_TOPIC``        default: the events topic's name with ``.checkpoints`` for ``.events``
+``CASELEDGER_OUTCOMES_TOPIC``           default: the intake topic's name with ``.outcomes`` for ``.intake``
 ``CASELEDGER_INTAKE_PARTITIONS``        default 6
 ``CASELEDGER_EVENTS_PARTITIONS``        default 6 — never change it once events are published
 ``CASELEDGER_KAFKA_REPLICATION``        replication factor of new topics, default 1
@@ -169,6 +170,7 @@ KAFKA_VARIABLES = {
     "intake_topic": "CASELEDGER_INTAKE_TOPIC",
     "events_topic": "CASELEDGER_EVENTS_TOPIC",
     "checkpoints_topic": "CASELEDGER_CHECKPOINTS_TOPIC",
+    "outcomes_topic": "CASELEDGER_OUTCOMES_TOPIC",
     "security_protocol": "CASELEDGER_KAFKA_SECURITY_PROTOCOL",
     "sasl_mechanism": "CASELEDGER_KAFKA_SASL_MECHANISM",
     "sasl_username": "CASELEDGER_KAFKA_SASL_USERNAME",
@@ -202,6 +204,7 @@ class KafkaSection:
     intake_topic: str | None = None
     events_topic: str | None = None
     checkpoints_topic: str | None = None
+    outcomes_topic: str | None = None
     security_protocol: str | None = None
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -233,6 +236,7 @@ class KafkaSettings:
     intake_topic: str = "caseledger.intake"
     events_topic: str = "caseledger.events"
     checkpoints_topic: str = ""  # default: the events topic's name with .checkpoints for .events
+    outcomes_topic: str = ""  # the intake records' verdicts; default: the intake topic's name with .outcomes for .intake
     intake_partitions: int = 6
     events_partitions: int = 6
     replication_factor: int = 1
@@ -281,6 +285,10 @@ class KafkaSettings:
         if not self.checkpoints_topic:
             base = self.events_topic.removesuffix(".events")
             object.__setattr__(self, "checkpoints_topic", f"{base}.checkpoints")
+        if not self.outcomes_topic:
+            object.__setattr__(self, "outcomes_topic", f"{self.intake_topic.removesuffix('.intake')}.outcomes")
+        if self.outcomes_topic in (self.intake_topic, self.events_topic, self.checkpoints_topic):
+            raise ConfigurationError("the outcomes topic must differ from the intake, events and checkpoints topics")
 
     @classmethod
     def resolve(cls, *, bootstrap_servers: str | None = None, settings: KafkaSection | None = None,

@@ -133,42 +133,11 @@ def bench_intake(
 
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
     from caseledger.ledger.intake.worker import tracking_name
-    from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
-    from caseledger.ledger.kafka.topics import ensure_topics
-    from caseledger.ledger.settings import KafkaSettings
 
-    tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
-    db = database or str(Path(tmp.name) / "bench.sqlite")
+    tmp, db, run, settings, env = prepare_run(kafka_bootstrap=kafka_bootstrap, database=database, workers=workers,
+                                              producer=producer, consumer=consumer)
     base_db = database or str(Path(tmp.name) / "baseline.sqlite")
-    run = uuid.uuid4().hex[:8]
-    settings = KafkaSettings.resolve(
-        settings=environment().kafka,
-        bootstrap_servers=kafka_bootstrap, intake_topic=f"bench-intake-{run}", events_topic=f"bench-events-{run}"
-    )
-    check_client(producer, "producer")
-    check_client(consumer, "consumer")
-    if not 1 <= workers <= settings.intake_partitions:
-        raise ConfigurationError(
-            f"--workers {workers}: give 1 to {settings.intake_partitions}, the intake topic's partitions"
-        )
-    ensure_topics(settings)
-    probe = CaseLedger(LedgerSettings.resolve(database=db, settings=environment()))
-    try:
-        if (probe.recorder.max_notification_id() or 0) > 0:
-            raise ConfigurationError(
-                f"{probe.settings.store.describe()} is not empty; benchmark on an empty database"
-            )
-    finally:
-        probe.close()
-    # The worker and the publisher run as separate processes, as deployed: one core each.
-    env = {
-        **os.environ,
-        "CASELEDGER_DATABASE": db,
-        "CASELEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "CASELEDGER_INTAKE_TOPIC": settings.intake_topic,
-        "CASELEDGER_EVENTS_TOPIC": settings.events_topic,
-    }
     services, logs = start_services(env, Path(tmp.name), partitions=settings.intake_partitions, workers=workers,
                                     consumer=consumer, producer=producer, intake_batch=1000, publisher_batch=2000)
 
@@ -216,13 +185,7 @@ def bench_intake(
             )
     finally:
         ledger.close()
-        for service in services:
-            service.send_signal(signal.SIGTERM)
-        for service in services:
-            try:
-                service.wait(30)
-            except subprocess.TimeoutExpired:
-                service.kill()
+        stop_services(services)
     # After the run (so that it takes no CPU from the measured services): when did each contact
     # reach the events topic? Its ContactReceived record's timestamp is the publisher's send time,
     # a few milliseconds before the transaction holding it commits.
@@ -258,6 +221,57 @@ def bench_intake(
         baseline_events_per_s=baseline,
         ratio_to_baseline=events_per_s / baseline,
     )
+
+
+def prepare_run(*, kafka_bootstrap: str, database: str | None, workers: int, producer: str, consumer: str
+                ) -> tuple[tempfile.TemporaryDirectory[str], str, str, Any, dict[str, str]]:
+    """Fresh topics and an empty ledger for one run: (temp dir, database, run id, Kafka settings, services' env)."""
+    from caseledger.ledger.kafka.clients import check_client
+    from caseledger.ledger.kafka.topics import ensure_topics
+    from caseledger.ledger.settings import KafkaSettings
+
+    tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
+    db = database or str(Path(tmp.name) / "bench.sqlite")
+    run = uuid.uuid4().hex[:8]
+    settings = KafkaSettings.resolve(
+        settings=environment().kafka,
+        bootstrap_servers=kafka_bootstrap, intake_topic=f"bench-intake-{run}", events_topic=f"bench-events-{run}"
+    )
+    check_client(producer, "producer")
+    check_client(consumer, "consumer")
+    if not 1 <= workers <= settings.intake_partitions:
+        raise ConfigurationError(
+            f"--workers {workers}: give 1 to {settings.intake_partitions}, the intake topic's partitions"
+        )
+    ensure_topics(settings)
+    probe = CaseLedger(LedgerSettings.resolve(database=db, settings=environment()))
+    try:
+        if (probe.recorder.max_notification_id() or 0) > 0:
+            raise ConfigurationError(
+                f"{probe.settings.store.describe()} is not empty; benchmark on an empty database"
+            )
+    finally:
+        probe.close()
+    # The worker and the publisher run as separate processes, as deployed: one core each.
+    env = {
+        **os.environ,
+        "CASELEDGER_DATABASE": db,
+        "CASELEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "CASELEDGER_INTAKE_TOPIC": settings.intake_topic,
+        "CASELEDGER_EVENTS_TOPIC": settings.events_topic,
+    }
+    return tmp, db, run, settings, env
+
+
+def stop_services(services: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every benchmarked service, then wait for each (killed after 30 s)."""
+    for service in services:
+        service.send_signal(signal.SIGTERM)
+    for service in services:
+        try:
+            service.wait(30)
+        except subprocess.TimeoutExpired:
+            service.kill()
 
 
 def start_services(

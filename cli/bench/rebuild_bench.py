@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from caseledger.cli.bench import environment
-from caseledger.cli.bench.intake_bench import start_services
+from caseledger.cli.bench.intake_bench import start_services, stop_services
 from caseledger.cli.bench.texts_writer import bench_writer
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.case import Case
@@ -505,13 +504,7 @@ def bench_lag(
     finally:
         stop.set()
         follower.join(30)
-        for service in services:
-            service.send_signal(signal.SIGTERM)
-        for service in services:
-            try:
-                service.wait(30)
-            except subprocess.TimeoutExpired:
-                service.kill()
+        stop_services(services)
         source.close()
         views.close()
         seen, recorded = opener.by_message_id(seen), opener.by_message_id(recorded)

@@ -63,22 +63,29 @@ def check_claim(name: str, value: datetime, *, now: datetime, after: Iterable[Af
     adapter's, ``ledger/intake/validation.py``), so the ledger refuses only what their clocks disagree on.
     """
     value = require_utc(value, name)
+    field = name.rsplit(" ", 1)[-1]  # "contact occurred_at" → the record's field
     if value > now + CLOCK_SKEW:
         raise ValidationError(
             f"{name} {_iso(value)} is in the future: after {clock} ({_iso(now)}) plus the "
             f"{_minutes(CLOCK_SKEW)} of clock skew allowed; send the time your channel saw, or leave {name} "
-            "out to use the ledger's time"
+            "out to use the ledger's time", field=field, code="time-in-future",
+            fix=f"send the time your channel saw, at most {_minutes(CLOCK_SKEW)} ahead of the ledger's clock, "
+                f"or leave {field} out to use the ledger's time",
         )
     if value < now - HORIZON:
         raise ValidationError(
             f"{name} {_iso(value)} is more than {HORIZON.days} days before {clock} ({_iso(now)}), "
-            "the horizon of claimed times; record what happened recently (there is no backfill of history)"
+            "the horizon of claimed times; record what happened recently (there is no backfill of history)",
+            field=field, code="time-too-old",
+            fix=f"send a time within the last {HORIZON.days} days: there is no backfill of history",
         )
     for bound in after:
         if bound.at is not None and value < bound.at - CLOCK_SKEW:
             raise ValidationError(
                 f"{name} {_iso(value)} is before {bound.what} ({_iso(bound.at)}), by more than the "
-                f"{_minutes(CLOCK_SKEW)} of clock skew allowed; it cannot have happened earlier: send when it did"
+                f"{_minutes(CLOCK_SKEW)} of clock skew allowed; it cannot have happened earlier: send when it did",
+                field=field, code="time-before-reference",
+                fix=f"send when it happened: {field} cannot be before {bound.what}",
             )
     return value
 

@@ -60,6 +60,8 @@ class ChannelMessage(Aggregate):
         content_digest: str  # what makes a resubmission the same request ("" before it was kept)
         intake_signature: str | None  # ADAPTER:BASE64(signature) of the signed intake record, if it was signed
         signed_record: bytes  # the bytes that signature covers (sealed: personal data), b"" when unsigned
+        source: str  # the intake record topic/partition/offset; "" when recorded directly
+        adapter: str  # the adapter that sent that record (the outcomes topic's key); "" when recorded directly
 
         def apply(self, message: ChannelMessage) -> None:
             message.case_id = self.case_id
@@ -76,16 +78,25 @@ class ChannelMessage(Aggregate):
     class ResubmissionTraced(LedgerEvent):
         case_id: UUID
         source: str
+        # What the original request was recorded as: its verdict needs nothing but this event.
+        reference: str
+        contact_id: str
+        acknowledgement_id: str
+        adapter: str
 
         def apply(self, message: ChannelMessage) -> None:
             message.resubmissions += 1
 
-    def trace_resubmission(self, *, source: str, ctx: Context) -> None:
+    def trace_resubmission(self, *, source: str, ctx: Context, adapter: str = "") -> None:
         """The same channel message arrived again: nothing is recorded twice, but the arrival is."""
         self.trigger_event(
             ChannelMessage.ResubmissionTraced,
             case_id=self.case_id,
             source=source,
+            reference=self.reference,
+            contact_id=self.contact_id,
+            acknowledgement_id=self.acknowledgement_id,
+            adapter=adapter,
             **envelope(ctx, customer_id=self.customer_id, channel=Channel(self.channel) if self.channel else None),
         )
 
@@ -110,6 +121,8 @@ class ChannelMessage(Aggregate):
         intake_signature: str | None = None,
         signed_record: bytes = b"",
         message_id: UUID | None = None,
+        source: IntakeSource | None = None,
+        adapter: str = "",
     ) -> ChannelMessage:
         """A new registration, under ``message_id`` (keyed, see ``Pseudonyms``; name-based when not given)."""
         return cls._create(
@@ -123,6 +136,8 @@ class ChannelMessage(Aggregate):
             content_digest=content_digest,
             intake_signature=intake_signature,
             signed_record=signed_record,
+            source=str(source) if source is not None else "",
+            adapter=adapter,
             **envelope(ctx, customer_id=customer_id, channel=channel),
         )
 
@@ -148,6 +163,7 @@ class MessageCollision(Aggregate):
         reason: str
         content_digest: str
         raw: bytes  # the request as an intake record (Avro), exactly as received through the topic
+        adapter: str  # the adapter that sent it through the intake topic; "" when recorded directly
 
         def apply(self, collision: MessageCollision) -> None:
             collision.customer_id = self.customer_id
@@ -177,6 +193,7 @@ class MessageCollision(Aggregate):
         customer_id: str,
         source: IntakeSource | None,
         ctx: Context,
+        adapter: str = "",
     ) -> MessageCollision:
         return cls._create(
             cls.MessageIdCollided,
@@ -189,6 +206,7 @@ class MessageCollision(Aggregate):
             reason=reason,
             content_digest=content_digest,
             raw=raw,
+            adapter=adapter,
             **envelope(ctx, customer_id=customer_id, channel=channel),
         )
 
@@ -407,8 +425,10 @@ class IntakeRejection(Aggregate):
         source_partition: int
         source_offset: int
         kind: str
-        reason: str
+        reason: str  # sealed: it may quote the record
         raw: bytes
+        adapter: str  # the adapter that sent the record, as far as it could be read; "" when unknown
+        public_reason: dict[str, str] | None  # code, field, fix: what the adapter reads (never a value)
 
         def apply(self, rejection: IntakeRejection) -> None:
             rejection.reason = self.reason
@@ -416,7 +436,8 @@ class IntakeRejection(Aggregate):
 
     @classmethod
     def reject(cls, source: IntakeSource, *, reason: str, raw: bytes, kind: str, ctx: Context,
-               customer_id: str = "") -> IntakeRejection:
+               customer_id: str = "", adapter: str = "", public_reason: dict[str, str] | None = None
+               ) -> IntakeRejection:
         """``customer_id``: the sender's, when the record names one (its bytes are then sealed under their key)."""
         return cls._create(
             cls.IntakeRejected,
@@ -427,5 +448,7 @@ class IntakeRejection(Aggregate):
             kind=kind,
             reason=reason,
             raw=raw,
+            adapter=adapter,
+            public_reason=public_reason,
             **envelope(ctx, customer_id=customer_id),
         )

@@ -68,6 +68,7 @@ class Operation(StrEnum):
     METRICS_READ = "metrics.read"
     AUDIT_VERIFY = "audit.verify"
     INTAKE_KEPT_READ = "intake.kept.read"
+    INTAKE_VERDICT_READ = "intake.verdict.read"
     PRINCIPALS_MANAGE = "principals.manage"
     CUSTOMER_ERASE = "customer.erase"
     CUSTOMER_HOLD = "customer.hold"
@@ -86,10 +87,10 @@ _CASE_WORK = frozenset({
 
 PERMISSIONS: dict[Role, frozenset[Operation]] = {
     # What a channel publishes: contacts, receipts, the chatbot's hand-over to a human; what it must deliver,
-    # read from the outbound feed (its own channels' messages only, ledger/intake/outbound.py); and the signed
-    # receipt of a contact, to hand to the customer.
+    # read from the outbound feed (its own channels' messages only, ledger/intake/outbound.py); the signed
+    # receipt of a contact, to hand to the customer; and the verdicts of its own intake records.
     Role.ADAPTER: frozenset({O.CONTACT_RECORD, O.CONTACT_RECEIPT_READ, O.MESSAGE_DELIVERED, O.MESSAGE_FAILED,
-                             O.MESSAGE_READ, O.CASE_ESCALATE, O.OUTBOUND_READ}),
+                             O.MESSAGE_READ, O.CASE_ESCALATE, O.OUTBOUND_READ, O.INTAKE_VERDICT_READ}),
     Role.AGENT: _READS | _CASE_WORK | {O.CUSTOMER_LOCALE},
     # Supervisors also erase a customer's personal data and place or release legal holds (docs/privacy.md).
     Role.SUPERVISOR: _READS | _CASE_WORK | {O.HISTORY_EXPORT, O.TICK, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ,

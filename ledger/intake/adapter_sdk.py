@@ -3,14 +3,20 @@
 ::
 
     with KafkaIntakeClient(KafkaSettings.from_environ(os.environ), adapter="mail-gateway-1") as intake:
-        receipt = intake.submit(ContactDraft(channel="email", channel_message_id=msg_id, ...))
-        # the broker has it (acks=all, idempotent producer): now say "received"
+        verdict = intake.submit(ContactDraft(channel="email", channel_message_id=msg_id, ...), wait=10)
+        if isinstance(verdict, Recorded):  # now, and only now, say "received", with verdict.reference
+            ...
 
 ``submit`` validates the record first, with the intake worker's own validator on this process's
 clock (``ledger/intake/validation.py``), and encodes it — invalid input raises ValidationError naming the
 field, and nothing is published — then waits until the broker acknowledged the write. A broker that
 cannot be reached, a timeout or a missing topic raises IntakeUnavailable, whatever the Kafka client:
-resubmit the same draft.
+resubmit the same draft. With ``wait=SECONDS`` it then waits for the ledger's verdict
+(:mod:`caseledger.ledger.intake.verdicts`): ``Recorded`` or ``Resubmission`` (tell the customer "received",
+with the reference), ``Collision`` or ``Rejected`` (its ``reason`` names the field and how to fix it); no
+verdict in time raises ``VerdictTimeout``: resubmit the same draft (a resubmission is traced, never
+recorded twice). ``submit_many(..., wait=)`` does the same for a batch, with the client's one reader of the
+outcomes topic.
 
 Records are keyed so that one customer's contacts (one case's reports) stay on one partition, in order,
 without the identity in clear: :func:`intake_key`.
@@ -21,8 +27,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import overload
 
 from caseledger.ledger.domain.case_references import normalise_reference
 from caseledger.ledger.domain.values import ContactDraft
@@ -30,6 +38,7 @@ from caseledger.ledger.errors import ConfigurationError, ValidationError
 from caseledger.ledger.intake.records import IntakeCodec, IntakeMessage, kind_of
 from caseledger.ledger.intake.signatures import AdapterSigner
 from caseledger.ledger.intake.validation import ADAPTER_CLOCK, validate_intake
+from caseledger.ledger.intake.verdicts import Verdict, VerdictTimeout, VerdictWaiter, intake_id
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.ports import AcknowledgedProducer, Closing
 from caseledger.ledger.settings import KafkaSettings
@@ -92,7 +101,7 @@ class KafkaIntakeClient(Closing):
 
     def __init__(
         self, settings: KafkaSettings, *, adapter: str, timeout_s: float = 30.0, producer: str = KAFKA_PYTHON,
-        signer: AdapterSigner | None = None,
+        signer: AdapterSigner | None = None, consumer: str = KAFKA_PYTHON,
     ) -> None:
         if signer is not None and signer.adapter != adapter:
             raise ConfigurationError(f"the signing key is adapter {signer.adapter!r}'s, not {adapter!r}'s")
@@ -107,14 +116,57 @@ class KafkaIntakeClient(Closing):
         self._keys = IntakeKeys(salt.encode() if salt is not None else secrets.token_bytes(32))
         # The Kafka producer inside connects on the first submit.
         self.producer: AcknowledgedProducer = kafka.open_acknowledged_producer(settings, timeout_s=timeout_s)
+        # The outcomes topic's reader (the adapter's partition), opened by the first wait.
+        reader = KafkaClient(consumer, "consumer")
+        self.verdicts = VerdictWaiter(
+            lambda: reader.open_reader(settings, topic=settings.outcomes_topic, group="verdicts", fetch_wait_ms=20),
+            lambda count: reader.key_hash(adapter.encode()) % count, adapter=adapter)
 
-    def submit(self, message: IntakeMessage) -> Receipt:
-        """Validate, encode and publish one record; returns when the broker acknowledged it."""
-        return self.submit_many([message])[0]
+    @overload
+    def submit(self, message: IntakeMessage, *, wait: None = None) -> Receipt: ...
+    @overload
+    def submit(self, message: IntakeMessage, *, wait: float) -> Verdict: ...
 
-    def submit_many(self, messages: list[IntakeMessage]) -> list[Receipt]:
-        """Publish many records (all validated first: one invalid, none published); returns when every one is
-        acknowledged."""
+    def submit(self, message: IntakeMessage, *, wait: float | None = None) -> Receipt | Verdict:
+        """Validate, encode and publish one record; returns when the broker acknowledged it — or, given ``wait``
+        seconds, the ledger's verdict (raises :class:`VerdictTimeout` when none came: resubmit the same draft)."""
+        if wait is None:
+            return self.submit_many([message])[0]
+        return self.submit_many([message], wait=wait)[0]
+
+    @overload
+    def submit_many(self, messages: Sequence[IntakeMessage], *, wait: None = None) -> list[Receipt]: ...
+    @overload
+    def submit_many(self, messages: Sequence[IntakeMessage], *, wait: float) -> list[Verdict]: ...
+
+    def submit_many(self, messages: Sequence[IntakeMessage], *, wait: float | None = None
+                    ) -> list[Receipt] | list[Verdict]:
+        """Publish many records (all validated first); returns when every one is acknowledged — or, given
+        ``wait`` seconds, their verdicts in the same order (:class:`VerdictTimeout` names those without one)."""
+        if wait is None:
+            return self._publish(messages)
+        self.verdicts.start()  # before publishing: no verdict can come before the reader's start
+        receipts = self._publish(messages)
+        return self.verdicts_of(receipts, wait=wait)
+
+    def verdicts_of(self, receipts: Sequence[Receipt], *, wait: float) -> list[Verdict]:
+        """The verdicts of records this client published, in order, waiting up to ``wait`` seconds in all.
+
+        Only records published after the client's first wait (or ``self.verdicts.start()``) can be awaited: the
+        outcomes topic is read from where it ended then."""
+        ids = [intake_id(r.topic, r.partition, r.offset) for r in receipts]
+        found = self.verdicts.wait(ids, wait)
+        if len(found) < len(set(ids)):
+            pending = [r for r, i in zip(receipts, ids, strict=True) if i not in found]
+            raise VerdictTimeout(
+                f"no verdict within {wait:g} s for {len(pending)} of {len(receipts)} intake records (the intake "
+                "worker or the publisher is behind or stopped): resubmit the same drafts — the ledger traces a "
+                "resubmission and records nothing twice — and do not tell the customer \"received\" yet",
+                pending=pending, verdicts=[found[i] for i in ids if i in found])
+        return [found[i] for i in ids]
+
+    def _publish(self, messages: Sequence[IntakeMessage]) -> list[Receipt]:
+        """Validate every record (one invalid: none published), encode and publish; once every one is acknowledged."""
         now = datetime.now(UTC)
         for n, message in enumerate(messages, 1):
             try:
@@ -131,6 +183,7 @@ class KafkaIntakeClient(Closing):
                 for (m, _), (partition, offset) in zip(encoded, stored, strict=True)]
 
     def close(self) -> None:
-        """Flush and close the Kafka producer."""
+        """Flush and close the Kafka producer and the outcomes topic's reader."""
         self.producer.close()
+        self.verdicts.close()
 

@@ -130,6 +130,7 @@ class ContactIntake:
         source: IntakeSource | None = None,
         raw: bytes | None = None,
         signature: str | None = None,
+        adapter: str = "",
     ) -> ContactOutcome:
         """Record an inbound contact with its acknowledgement; idempotent on the channel message id.
 
@@ -144,7 +145,8 @@ class ContactIntake:
 
         ``signature`` (``ADAPTER:BASE64``) is the adapter's signature of ``raw``, the intake record: both
         are kept with the contact's registration (the record sealed), so an auditor can show which
-        adapter sent it.
+        adapter sent it. ``adapter`` names the adapter that sent the intake record: its outcome (the
+        registration, the traced resubmission or the collision) carries it, so the publisher can key its verdict.
         """
         for attempt in range(MAX_CONTACT_ATTEMPTS):
             if attempt:
@@ -157,7 +159,7 @@ class ContactIntake:
                     if existing is None:
                         return self._record_new_contact(
                             draft, actor=actor, source=source,
-                            signed=(signature, raw or b"") if signature is not None else None,
+                            signed=(signature, raw or b"") if signature is not None else None, adapter=adapter,
                         )
                     customer_id, _claim = self._sender_of(draft)
                     collision = self._collision_with(existing, draft, customer_id)
@@ -165,14 +167,14 @@ class ContactIntake:
                         kind, reason = collision
                         self._record_collision(
                             draft, kind=kind, reason=reason, customer_id=customer_id, actor=actor,
-                            source=source, raw=raw,
+                            source=source, raw=raw, adapter=adapter,
                         )
                     if source is not None:
                         ctx = self.core.context(
                             SYSTEM, channel=draft.channel, occurred_at=draft.occurred_at,
                             correlation_id=_correlation(draft, existing.id), causation_id=source.event_id,
                         )
-                        existing.trace_resubmission(source=str(source), ctx=ctx)
+                        existing.trace_resubmission(source=str(source), ctx=ctx, adapter=adapter)
                         self.core.record(existing)
                     return self._outcome_of(existing)
             except ConflictError:
@@ -249,7 +251,7 @@ class ContactIntake:
 
     def _record_collision(
         self, draft: ContactDraft, *, kind: str, reason: str, customer_id: str, actor: Actor | None,
-        source: IntakeSource | None, raw: bytes | None,
+        source: IntakeSource | None, raw: bytes | None, adapter: str = "",
     ) -> NoReturn:
         """Keep the colliding request (once) and refuse it; the error names only the request itself."""
         digest = self.pseudonyms.content_digest_for(draft)
@@ -268,6 +270,7 @@ class ContactIntake:
             collision = MessageCollision.record(
                 channel=draft.channel, channel_message_id=draft.channel_message_id, kind=kind, reason=reason,
                 content_digest=digest, raw=raw, customer_id=customer_id, source=source, ctx=ctx,
+                adapter=adapter if source is not None else "",
             )
             self.core.record(collision)
         raise MessageIdCollision(
@@ -289,7 +292,7 @@ class ContactIntake:
 
     def _record_new_contact(
         self, draft: ContactDraft, *, actor: Actor | None, source: IntakeSource | None,
-        signed: tuple[str, bytes] | None = None,
+        signed: tuple[str, bytes] | None = None, adapter: str = "",
     ) -> ContactOutcome:
         # Every check first: nothing is triggered until the contact is known to be acceptable.
         customer_id, claim = self._sender_of(draft)
@@ -303,7 +306,14 @@ class ContactIntake:
         )
         case: Case | None = None
         if draft.case_reference is not None:
-            case = self.lookups.get_case(draft.case_reference)
+            # Unknown and another customer's read alike to the sender (code, field, fix): no existence leaks.
+            refused = {"field": "case_reference", "code": "case-reference-refused",
+                       "fix": "name a case of this customer by the reference the ledger gave (CL-XXXXX-XXXXX), "
+                              "or leave case_reference out to open a new case"}
+            try:
+                case = self.lookups.get_case(draft.case_reference)
+            except NotFound as unknown:
+                raise NotFound(str(unknown), **refused) from None
             if case.customer_id != customer_id and self._erased(case.customer_id):
                 # An erased customer who writes again is a new customer: her old case is no one's, and joining
                 # it would tie her new identity to the erased history. A new case, naming nothing of the old.
@@ -311,7 +321,7 @@ class ContactIntake:
             elif case.customer_id != customer_id:
                 raise RuleViolation(
                     f"case {case.reference} belongs to another customer; record the contact without "
-                    "a case reference to open a new case"
+                    "a case reference to open a new case", **refused,
                 )
         customer = self.core.get_optional(Customer.id_for(customer_id))
 
@@ -366,18 +376,22 @@ class ContactIntake:
             ctx=ctx,
             intake_signature=signed[0] if signed else None,
             signed_record=signed[1] if signed else b"",
+            source=source,
+            adapter=adapter if source is not None else "",
         )
         self.core.record(case, message, customer, new_claim)
         return self._outcome(case, contact_id=contact_id, duplicate=False, opened=opened,
                              receipt=receipts.issued.get(contact_id) if receipts is not None else None)
 
     def reject_intake(self, source: IntakeSource, *, reason: str, raw: bytes, kind: str = "unknown",
-                      sender: Identity | None = None) -> None:
+                      sender: Identity | None = None, adapter: str = "",
+                      public_reason: dict[str, str] | None = None) -> None:
         """Record that an intake record could not be applied: where it was, why, and its bytes.
 
         A record that names its ``sender`` (a contact that decoded) is kept under the sender's customer
         id, so that their key seals it and erasing them (by identity) or retention reaches it; any
-        other is kept under its month's key.
+        other is kept under its month's key. ``reason`` is sealed (it may quote the record);
+        ``public_reason`` (code, field, fix: no value of the record) is what the ``adapter`` that sent it reads.
         """
         with self.core.command_scope():
             ctx = self.core.context(SYSTEM, causation_id=source.event_id)
@@ -386,7 +400,7 @@ class ContactIntake:
                 claim = self.pseudonyms.find_claim(sender)
                 customer_id = claim.customer_id if claim is not None else self.pseudonyms.customer_id_for(sender)
             rejection = IntakeRejection.reject(source, reason=reason, raw=raw, kind=kind, ctx=ctx,
-                                               customer_id=customer_id)
+                                               customer_id=customer_id, adapter=adapter, public_reason=public_reason)
             self.core.record(rejection)
 
     def _outcome_of(self, message: ChannelMessage) -> ContactOutcome:

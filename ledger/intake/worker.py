@@ -42,8 +42,9 @@ from caseledger.ledger.errors import (
 )
 from caseledger.ledger.intake.delivery_reports import Reporter
 from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt, kind_of
-from caseledger.ledger.intake.signatures import SIGNATURE_HEADER, SignatureCheck, b64, header
+from caseledger.ledger.intake.signatures import ADAPTER_HEADER, SIGNATURE_HEADER, SignatureCheck, b64, header
 from caseledger.ledger.intake.validation import validate_intake
+from caseledger.ledger.intake.verdicts import public_reason
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.ports import Build, PartitionReader
 from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
@@ -148,6 +149,8 @@ class KafkaIntakeWorker:
         self.signatures = SignatureCheck(ledger.storage.adapter_keys(), required=require_signatures)
         # (partition, offset) → the adapter that signed it, and its signature (kept with the contact)
         self._signers: dict[tuple[int, int], tuple[str, bytes]] = {}
+        # (partition, offset) → the adapter the record names (its verdict's key), as far as it could be read
+        self._adapters: dict[tuple[int, int], str] = {}
         self.stats = IntakeStats()
         self._applied: dict[int, int] = {}  # partition → next offset, as last read or written
 
@@ -265,16 +268,21 @@ class KafkaIntakeWorker:
     def _decode(self, record: Any) -> Any:
         """The record's message, or the refusal to record for it (decoded once per batch)."""
         raw: bytes = record.value or b""
+        where = (record.partition, record.offset)
+        named = header(getattr(record, "headers", None), ADAPTER_HEADER)
+        if named is not None:  # an undecodable record's verdict still reaches the adapter that signed it
+            self._adapters[where] = named.decode("utf-8", "replace")
         try:
             if not raw:
                 raise ValidationError("empty intake record (no value)")
             adapter, message = self.codec.decode(raw)
+            self._adapters[where] = adapter
             channel = message.channel.value if isinstance(message, ContactDraft) else None
             signer = self.signatures.signer(raw, getattr(record, "headers", None), adapter_field=adapter,
                                             channel=channel)
             if signer is not None:
                 signature = header(getattr(record, "headers", None), SIGNATURE_HEADER) or b""
-                self._signers[(record.partition, record.offset)] = (signer, signature)
+                self._signers[where] = (signer, signature)
             return message
         except REFUSALS as refusal:
             return refusal
@@ -320,6 +328,7 @@ class KafkaIntakeWorker:
         kind = "unknown"
         signed = self._signers.pop((record.partition, record.offset), None)
         signer = signed[0] if signed is not None else None
+        adapter = self._adapters.pop((record.partition, record.offset), "")
         try:
             if isinstance(message, Exception):
                 raise message
@@ -335,7 +344,7 @@ class KafkaIntakeWorker:
                 try:
                     outcome = self.ledger.record_contact(
                         message, source=source, raw=raw, actor=actor,
-                        signature=f"{signed[0]}:{b64(signed[1])}" if signed is not None else None,
+                        signature=f"{signed[0]}:{b64(signed[1])}" if signed is not None else None, adapter=adapter,
                     )
                 except MessageIdCollision as collision:
                     # Recorded by the ledger as this offset's outcome; nothing else to do.
@@ -367,7 +376,9 @@ class KafkaIntakeWorker:
             log.warning("rejected intake record %s (%s; `caseledger intake rejections` shows why)", source,
                         type(refusal).__name__)
             sender = message.identity if isinstance(message, ContactDraft) else None
-            self.ledger.reject_intake(source, reason=reason, raw=raw, kind=kind, sender=sender)
+            public = public_reason(refusal)
+            self.ledger.reject_intake(source, reason=reason, raw=raw, kind=kind, sender=sender, adapter=adapter,
+                                      public_reason={"code": public.code, "field": public.field, "fix": public.fix})
             self.stats.rejected += 1
 
     def _reporter(self, signer: str | None) -> Reporter:

@@ -15,6 +15,13 @@ How exactly-once holds across crashes and restarts:
 
 Record layout (key, value, CloudEvents headers): :mod:`caseledger.ledger.kafka.events_record`.
 
+Verdicts: the event that decides an intake record's outcome (its registration, traced resubmission,
+collision, rejection or applied report) also yields the record's verdict
+(:mod:`caseledger.ledger.intake.verdicts`), produced to the outcomes topic, keyed by the adapter's name, in
+the same Kafka transaction as the event: a verdict is read committed exactly when its event is, and a
+restarted publisher, resuming after the events topic's last position, never produces one twice. Without an
+outcomes topic (created by ``caseledger topics create``) the publisher publishes events only, and says so.
+
 Checkpoints: given the ledger's signing key (``signer``), the publisher also keeps the Merkle
 tree: after each Kafka transaction it appends the batch's event hashes (which it computed for the
 ``ce_eventhash`` headers anyway — a separate appender would read every event a second time) and
@@ -37,6 +44,8 @@ from typing import Any
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.errors import BackendError, ConfigurationError, TreeMoved
+from caseledger.ledger.intake.verdict_records import VERDICT_EVENTS, fields_of_bytes
+from caseledger.ledger.intake.verdicts import VerdictCodec, verdict_headers
 from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.events_record import (
     CONTENT_TYPE,
@@ -70,6 +79,7 @@ CHECKPOINT_TYPE = b"caseledger.checkpoint"
 @dataclass
 class PublisherStats:
     published: int = 0
+    verdicts: int = 0
     batches: int = 0
     checkpoints: int = 0
     position: int = 0
@@ -112,6 +122,26 @@ class KafkaEventPublisher:
         self.stats = PublisherStats()
         self.transactional_id = f"caseledger-publisher-{settings.events_topic}"
         self._merkle: Any = None
+        self._verdicts = VerdictCodec()
+
+    def outcomes_topic_exists(self) -> bool:
+        """Whether the outcomes topic exists (verdicts are published only then)."""
+        reader = KafkaClient(KAFKA_PYTHON, "consumer").open_reader(
+            self.settings, topic=self.settings.outcomes_topic, group="publisher", fetch_wait_ms=500)
+        with reader:
+            return bool(reader.partitions())
+
+    def _verdict(self, producer: Any, notification: Any, data: bytes, source: bytes) -> None:
+        """Produce the verdict ``notification``'s event decides, if it decides one, in the open transaction."""
+        name = notification.topic.rsplit(".", 1)[-1]
+        if name not in VERDICT_EVENTS:  # most events: nothing read
+            return
+        fields = fields_of_bytes(self.ledger.codec, name, data, notification.id)
+        if fields is None:
+            return
+        producer.send(self.settings.outcomes_topic, key=fields["adapter"].encode(),
+                      value=self._verdicts.encode_fields(fields), headers=verdict_headers(fields, source))
+        self.stats.verdicts += 1
 
     def last_published_position(self) -> int:
         """The highest store position on the events topic (committed records only); 0 when empty."""
@@ -179,6 +209,10 @@ class KafkaEventPublisher:
             self.stats.position = position
             log.info("publisher resuming after position %s (%s producer)", position, self.producer)
             source = source_for(self.ledger.settings.origin)
+            verdicts = self.outcomes_topic_exists()
+            if not verdicts:
+                log.warning("outcomes topic %s does not exist: no verdicts are published (create it with "
+                            "`caseledger topics create`)", self.settings.outcomes_topic)
             checkpoint_size = self.last_published_checkpoint()
             checkpoints_looked = -math.inf
             tree = MerkleLog.of(self.ledger) if self.signer is not None else None
@@ -215,6 +249,8 @@ class KafkaEventPublisher:
                     key, value, headers = event_record(self.ledger.codec, notification, source=source)
                     producer.send(self.settings.events_topic, key=key, value=value, headers=headers)
                     hashes.append((notification.id, headers[-1][1]))
+                    if verdicts:
+                        self._verdict(producer, notification, value, source)
                 producer.commit_transaction()
                 if tree is not None:
                     self._feed_tree(tree, position, [(p, bytes.fromhex(h.decode())) for p, h in hashes])

@@ -1,4 +1,4 @@
-"""The ledger's topics (intake, events, checkpoints): created with explicit configs, or checked when they exist."""
+"""The ledger's topics (intake, events, checkpoints, outcomes): created with explicit configs, or checked when they exist."""
 
 from __future__ import annotations
 
@@ -57,13 +57,22 @@ def intake_topic_outlives(config: dict[str, str], retention_hours: int) -> str |
     return None
 
 
+def outcomes_topic_config(retention_hours: int) -> dict[str, str]:
+    """The outcomes topic's: a verdict matters while its adapter waits, or resubmits after a crash; it is
+    kept as long as the intake record it judges (the ledger's events keep the outcome for good)."""
+    return {**intake_topic_config(retention_hours), "message.timestamp.type": "CreateTime"}
+
+
 def ensure_topics(settings: KafkaSettings) -> dict[str, str]:
-    """Create the intake, events and checkpoints topics when missing; check existing ones. Returns what was done."""
+    """Create the intake, events, checkpoints and outcomes topics when missing; check existing ones. Returns
+    what was done."""
     intake_config = intake_topic_config(settings.intake_retention_hours)
     wanted = {
         settings.intake_topic: (settings.intake_partitions, intake_config),
         settings.events_topic: (settings.events_partitions, EVENTS_TOPIC_CONFIG),
         settings.checkpoints_topic: (1, CHECKPOINTS_TOPIC_CONFIG),
+        # Keyed by adapter: an adapter reads one partition. As many as the intake topic's.
+        settings.outcomes_topic: (settings.intake_partitions, outcomes_topic_config(settings.intake_retention_hours)),
     }
     if settings.replication_factor > 1:
         durable = {"min.insync.replicas": str(min(2, settings.replication_factor))}

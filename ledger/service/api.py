@@ -35,6 +35,7 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Operation
 from caseledger.ledger.domain.values import Identity
 from caseledger.ledger.errors import AuthenticationError, ValidationError
+from caseledger.ledger.intake.verdict_reads import read_verdict, verdict_json
 from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.service.callers import Callers
 from caseledger.ledger.service.case_cache import CaseCache
@@ -178,6 +179,18 @@ class IdentityIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     identity: str = Field(description="How the customer is known: email:…, phone:…, handle:…")
+
+
+class VerdictQuery(BaseModel):
+    """One intake record of the calling adapter: where the SDK's receipt says it was stored."""
+
+    model_config = ConfigDict(extra="forbid")
+    topic: str = Field(min_length=1, max_length=249, description="The intake topic")
+    partition: int = Field(ge=0, le=1_000_000)
+    offset: int = Field(ge=0)
+    channel: str | None = Field(default=None, max_length=40, description="A contact's channel (with its id)")
+    channel_message_id: str | None = Field(default=None, max_length=2000,
+                                           description="A contact's channel message id: finds its registration")
 
 
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -344,6 +357,14 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
     def intake_rejections(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:
         """Intake records that could not be applied, with their reason and raw bytes."""
         return state.ledger().rejection_records()
+
+    @app.post("/v1/intake/verdict", tags=["intake"], openapi_extra={"x-operation": O.INTAKE_VERDICT_READ.value})
+    def intake_verdict(body: VerdictQuery, principal: Principal = principal_for(O.INTAKE_VERDICT_READ)) -> Any:
+        """The verdict of one of the calling adapter's own intake records (a POST: a channel message id is personal
+        data, never in a URL). Not found: not applied yet, or another adapter's."""
+        return verdict_json(read_verdict(state.ledger(), adapter=principal.name, topic=body.topic,
+                                         partition=body.partition, offset=body.offset, channel=body.channel,
+                                         channel_message_id=body.channel_message_id))
 
 
 EXPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; sandbox"

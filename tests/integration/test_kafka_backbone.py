@@ -59,9 +59,12 @@ def test_topics_are_created_with_explicit_configs(kafka: KafkaSettings) -> None:
         # a segment once its newest record is past retention.ms, so retention.ms + segment.ms is the period
         # (before: retention.ms was the period and segment.ms the broker's 7 days, 14 days in all).
         assert len(admin.describe_topics([kafka.checkpoints_topic])[0]["partitions"]) == 1
-        wanted = {kafka.events_topic: "-1", kafka.checkpoints_topic: "-1", kafka.intake_topic: str(161 * 3_600_000)}
+        # The outcomes topic (each intake record's verdict, issue 25) is kept as long as the intake records.
+        wanted = {kafka.events_topic: "-1", kafka.checkpoints_topic: "-1", kafka.intake_topic: str(161 * 3_600_000),
+                  kafka.outcomes_topic: str(161 * 3_600_000)}
         assert kafka.intake_retention_hours == 168
-        for topic in (kafka.events_topic, kafka.intake_topic, kafka.checkpoints_topic):
+        assert len(admin.describe_topics([kafka.outcomes_topic])[0]["partitions"]) == 3  # the intake topic's count
+        for topic in (kafka.events_topic, kafka.intake_topic, kafka.checkpoints_topic, kafka.outcomes_topic):
             configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])["topic"][topic]
             assert configs["retention.ms"]["value"] == wanted[topic]
             assert configs["retention.ms"]["config_source"] == "DYNAMIC_TOPIC_CONFIG"  # set by us, not a default
@@ -70,7 +73,8 @@ def test_topics_are_created_with_explicit_configs(kafka: KafkaSettings) -> None:
     finally:
         admin.close()
     assert ensure_topics(kafka) == {kafka.events_topic: "exists (3 partitions)", kafka.intake_topic: "exists (3 partitions)",
-                                    kafka.checkpoints_topic: "exists (1 partitions)"}
+                                    kafka.checkpoints_topic: "exists (1 partitions)",
+                                    kafka.outcomes_topic: "exists (3 partitions)"}
 
 
 def test_an_intake_topic_that_keeps_clear_records_past_retention_is_refused(kafka: KafkaSettings) -> None:

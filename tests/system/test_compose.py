@@ -408,6 +408,7 @@ def check_stack(stack: dict[str, Any], env: dict[str, str]) -> None:
         assert svc["environment"]["CASELEDGER_KAFKA_BOOTSTRAP"] == kafka_internal
         assert svc["environment"]["CASELEDGER_INTAKE_TOPIC"] == "caseledger.intake"
         assert svc["environment"]["CASELEDGER_EVENTS_TOPIC"] == "caseledger.events"
+        assert svc["environment"]["CASELEDGER_OUTCOMES_TOPIC"] == "caseledger.outcomes"  # the verdicts (issue 25)
         assert svc["environment"]["CASELEDGER_KAFKA_REPLICATION"] == "1"  # one broker
     for var in ("CASELEDGER_INTAKE_PARTITIONS", "CASELEDGER_EVENTS_PARTITIONS"):
         assert topics["environment"][var] == ledger["environment"][var] == "6", var
