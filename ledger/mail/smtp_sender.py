@@ -25,7 +25,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from caseledger.ledger.domain.values import DeliveryFailure
-from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.errors import BackendError, ConfigurationError
 from caseledger.ledger.intake.outbound import OutboundMessage
 from caseledger.ledger.mail.mail_threads import outbound_message_id
 
@@ -37,7 +37,7 @@ _ENHANCED = re.compile(rb"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
 
-class TemporaryFailure(Exception):
+class TemporaryFailure(BackendError):
     """The mail was not sent this time (a 4xx, a lost connection); try again later. ``code``: the SMTP code, if any."""
 
     def __init__(self, what: str, code: int | None = None) -> None:
