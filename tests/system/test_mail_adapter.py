@@ -11,7 +11,10 @@ its import).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -218,3 +221,42 @@ def test_a_permanent_smtp_refusal_is_recorded_as_a_failure_and_a_temporary_one_r
     mail.deliver(wait_s=1.5)
     assert len(smtp_server.messages_to(busy)) == 1 and not mail.retries
     mail.close()
+
+
+def test_the_command_runs_the_adapter_and_its_log_names_no_address_text_or_secret(
+    ledger: Ledger, imap_server: ImapServer, smtp_server: SmtpServer, tmp_path: Path,
+) -> None:
+    """``caseledger adapters run-mail --once`` as an operator runs it: passwords and token from the environment
+    and files; its output searched for the customer's address, subject, text, Message-ID and every secret."""
+    jane = f"jane.{uuid.uuid4().hex[:6]}@customer.example"
+    sent = customer_mail(jane, "Mortgage rate 4.2% refused", "My application number is 77-4411.")
+    imap_server.append(sent)
+    (tmp_path / "imap-password").write_text(imap_server.password)
+    (tmp_path / "token").write_text(ledger.token)
+    (tmp_path / "mail.pem").chmod(0o600)
+    env = {**os.environ, "CASELEDGER_MAIL_IMAP_PASSWORD_FILE": str(tmp_path / "imap-password"),
+           "CASELEDGER_TOKEN_FILE": str(tmp_path / "token"), "CASELEDGER_KAFKA_BOOTSTRAP": ledger.kafka.bootstrap_servers,
+           "CASELEDGER_INTAKE_TOPIC": ledger.kafka.intake_topic}
+    env.pop("CASELEDGER_TOKEN", None)
+    command = [sys.executable, "-m", "caseledger.cli.app", "adapters", "run-mail", "--once", "--name", ledger.name,
+               "--signing-key", str(tmp_path / "mail.pem"), "--imap-host", imap_server.host,
+               "--imap-port", str(imap_server.port), "--imap-security", "plain", "--imap-user", imap_server.username,
+               "--smtp-host", smtp_server.host, "--smtp-port", str(smtp_server.port), "--smtp-security", "plain",
+               "--mail-from", SUPPORT, "--service", ledger.service.url, "--state", str(tmp_path / "state"),
+               "--attachments", str(tmp_path / "files")]
+    outputs = []
+    deadline = time.monotonic() + 90
+    while not smtp_server.messages_to(jane):
+        assert time.monotonic() < deadline, outputs[-1:]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        outputs.append(done.stdout + done.stderr)
+        assert done.returncode == 0, outputs[-1]
+    log = "\n".join(outputs)
+    assert "mail UID 1 submitted" in log and "ACK1 delivered" in log, log
+    for secret in (jane, jane.split("@")[0], "Mortgage", "77-4411", sent["Message-ID"], imap_server.password,
+                   ledger.token):
+        assert secret not in log, f"{secret!r} is in the adapter's log"
+    # Run again: nothing read, nothing sent twice.
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and "submitted" not in again.stderr and "delivered" not in again.stderr
+    assert len(smtp_server.messages_to(jane)) == 1
