@@ -164,7 +164,7 @@ class MailAdapter:
 
     def _retry_or_give_up(self, message: OutboundMessage, attempts: int, first_try: datetime, why: str) -> None:
         now = self.clock()
-        delay = min(self.first_retry * 2 ** (attempts - 1), LAST_RETRY)
+        delay = min(self.first_retry * 2 ** min(attempts - 1, 20), LAST_RETRY)  # capped: no overflow after days
         if message.deliver_by is not None and now + delay > message.deliver_by:
             log.warning("%s %s: %s; its deadline passes before the next attempt: reported expired",
                         message.reference, message.message_id, why)

@@ -94,9 +94,9 @@ def compose(message: OutboundMessage, settings: SmtpSettings) -> EmailMessage:
     if message.in_reply_to and message.in_reply_to.startswith("<") and message.in_reply_to.endswith(">"):
         mail["In-Reply-To"] = message.in_reply_to
         mail["References"] = message.in_reply_to
-    if message.locale:
-        mail["Content-Language"] = message.locale.replace("_", "-")
     mail.set_content(message.text, subtype="plain", charset="utf-8")
+    if message.locale:  # after set_content, which replaces every Content-* header
+        mail["Content-Language"] = message.locale.replace("_", "-")
     return mail
 
 
