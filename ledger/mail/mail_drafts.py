@@ -11,6 +11,8 @@
 - **When**: its ``Date``, as a claim, only within the bounds the ledger accepts (ledger/domain/claimed_times.py):
   a customer's clock hours ahead must not get the contact refused.
 - **Files**: every attachment is stored by SHA-256 (:mod:`~caseledger.ledger.mail.attachment_store`).
+- **Not a person**: an automatic mail (``Auto-Submitted``, an out-of-office, a bounce report) is refused:
+  acknowledging it would start a mail loop with the robot that sent it.
 
 A mail that cannot be a contact raises :class:`MailRefused` with a reason that quotes nothing of the mail.
 """
@@ -59,6 +61,7 @@ def draft_from_mail(raw: bytes, *, attachments: AttachmentStore, now: datetime |
 
 def _draft(raw: bytes, attachments: AttachmentStore, now: datetime) -> ContactDraft:
     mail = BytesParser(policy=policy.default).parsebytes(raw)
+    _refuse_automatic(mail)
     identity = _sender(mail)
     subject = _SPACES.sub(" ", _header(mail, "Subject")).strip()[:MAX_SUBJECT_CHARS]
     reference = case_reference_of(subject=subject, in_reply_to=_header(mail, "In-Reply-To"),
@@ -92,6 +95,17 @@ def _header(mail: Message, name: str) -> str:
         return _clean(str(value)) if value is not None else ""
     except Exception:  # the email package raises many kinds on malformed headers
         return ""
+
+
+def _refuse_automatic(mail: Message) -> None:
+    """Mails no person wrote: an answer to one would be answered again (a mail loop with an auto-responder)."""
+    auto = _header(mail, "Auto-Submitted").strip().lower()
+    if auto and not auto.startswith("no"):
+        raise MailRefused("the mail was sent automatically (Auto-Submitted, RFC 3834): not a customer's request")
+    if _header(mail, "Precedence").strip().lower() in ("auto_reply", "junk"):
+        raise MailRefused("the mail is an automatic reply (Precedence): not a customer's request")
+    if mail.get_content_type() in ("multipart/report", "message/delivery-status"):
+        raise MailRefused("the mail is a delivery or read report (multipart/report): not a customer's request")
 
 
 def _sender(mail: Message) -> Identity:

@@ -94,6 +94,8 @@ def compose(message: OutboundMessage, settings: SmtpSettings) -> EmailMessage:
     if message.in_reply_to and message.in_reply_to.startswith("<") and message.in_reply_to.endswith(">"):
         mail["In-Reply-To"] = message.in_reply_to
         mail["References"] = message.in_reply_to
+    if message.kind == "acknowledgement":  # RFC 3834: no auto-responder answers it, so no mail loop starts
+        mail["Auto-Submitted"] = "auto-replied"
     mail.set_content(message.text, subtype="plain", charset="utf-8")
     if message.locale:  # after set_content, which replaces every Content-* header
         mail["Content-Language"] = message.locale.replace("_", "-")

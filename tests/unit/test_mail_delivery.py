@@ -61,6 +61,7 @@ def test_our_mail_threads_with_the_customers_and_carries_the_reference() -> None
     assert mail["Message-ID"].startswith("<CL-7K3QD-9XW2M.ACK1.") and mail["Message-ID"].endswith("@bank.example>")
     assert mail.get_content() == "We received your request 1.\n" and mail.get_content_charset() == "utf-8"
     assert compose(message(1), SETTINGS)["Message-ID"] == mail["Message-ID"]  # the same mail when sent again
+    assert mail["Auto-Submitted"] == "auto-replied"  # RFC 3834: out-of-office robots do not answer it
     with pytest.raises(ValueError, match="no e-mail address"):
         compose(message(1, address="phone:+33611223344"), SETTINGS)
 

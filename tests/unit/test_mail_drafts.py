@@ -205,3 +205,21 @@ def test_well_formed_mails_from_an_address_always_become_drafts(
     draft = draft_from_mail(m.as_bytes(), attachments=DigestDirectory(tmp_path_factory.mktemp("f")), now=NOW)
     assert str(draft.identity) == "email:jane@example.com"
     assert draft.case_reference == (reference if reply else draft.case_reference)
+
+
+def test_automatic_mails_are_refused_so_no_mail_loop_starts(store: DigestDirectory) -> None:
+    """An out-of-office answering our acknowledgement would be a follow-up, acknowledged, answered again …"""
+    ours = outbound_message_id(new_reference(), "ACK1", issued_at="t", host="bank.example")
+    for headers in ({"Auto_Submitted": "auto-replied"}, {"Precedence": "auto_reply"}, {"Auto_Submitted": "auto-generated"}):
+        m = mail(Subject="Out of office", In_Reply_To=ours, **headers)
+        m.set_content("I am away until Monday.")
+        with pytest.raises(MailRefused, match="automatic"):
+            draft_from_mail(m.as_bytes(), attachments=store, now=NOW)
+    dsn = mail(Subject="Undelivered Mail Returned to Sender")
+    dsn.set_content("failed")
+    dsn.replace_header("Content-Type", 'multipart/report; report-type=delivery-status; boundary="b"')
+    with pytest.raises(MailRefused, match="report"):
+        draft_from_mail(dsn.as_bytes(), attachments=store, now=NOW)
+    person = mail(Subject="Re: x", Auto_Submitted="no", In_Reply_To=ours)
+    person.set_content("I am a person")
+    assert draft_from_mail(person.as_bytes(), attachments=store, now=NOW).follow_up
