@@ -124,7 +124,8 @@ def adapters_run_mail(
     imap_security: Annotated[str, typer.Option("--imap-security", envvar="CASELEDGER_MAIL_IMAP_SECURITY",
                                                metavar="tls|starttls|plain",
                                                help="plain only for a server on loopback.")] = "tls",
-    imap_mailbox: Annotated[str, typer.Option("--imap-mailbox", envvar="CASELEDGER_MAIL_IMAP_MAILBOX")] = "INBOX",
+    imap_mailbox: Annotated[str, typer.Option("--imap-mailbox", envvar="CASELEDGER_MAIL_IMAP_MAILBOX",
+                                              help="The folder customers' mail arrives in (opened read-only).")] = "INBOX",
     imap_password_file: Annotated[Path | None, typer.Option(
         "--imap-password-file", envvar="CASELEDGER_MAIL_IMAP_PASSWORD_FILE", metavar="FILE", dir_okay=False,
         help="A file holding the IMAP password (else CASELEDGER_MAIL_IMAP_PASSWORD).")] = None,
