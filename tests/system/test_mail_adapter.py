@@ -179,13 +179,27 @@ def test_mail_in_acknowledged_by_smtp_delivery_recorded_deadline_met_and_replies
                      lambda: time.sleep(0.2))
     assert [c.follow_up for c in contacts] == [False, True, True]
 
-    # A restart reads nothing twice and sends nothing twice.
     until(lambda: len(smtp_server.messages_to(jane)) == 3, lambda: mail.deliver(wait_s=1))
+    # An agent's response goes out by SMTP too, threaded with the customer's mail, and is reported delivered.
+    with ledger.service.client(Role.AGENT) as agent:
+        answered = agent.post(f"/v1/cases/{reference}/responses",
+                              json={"body": "Your card is unblocked.", "answers": contact.item_ids, "channel": "email"})
+        assert answered.status_code in (200, 201), answered.text
+    until(lambda: len(smtp_server.messages_to(jane)) == 4, lambda: mail.deliver(wait_s=1))
+    response = smtp_server.messages_to(jane)[-1]
+    assert response["Message-ID"].startswith(f"<{reference}.R1.") and "Auto-Submitted" not in response
+    assert response["In-Reply-To"] and f"[{reference}]" in response["Subject"]
+    assert "Your card is unblocked." in response.get_content()
+    with ledger.service.client(Role.AGENT) as agent:
+        messages = {m["message_id"]: m for m in agent.get(f"/v1/cases/{reference}").json()["messages"]}
+    assert messages["R1"]["delivered_at"] is not None
+
+    # A restart reads nothing twice and sends nothing twice.
     mail.close()
     again = adapter(ledger, imap_server, smtp_server, tmp_path / "state")
     assert again.read_mailbox() == 0
     assert again.deliver(wait_s=1) == 0
-    assert len(smtp_server.messages_to(jane)) == 3 and len(contacts_of(ledger.service, reference)) == 3
+    assert len(smtp_server.messages_to(jane)) == 4 and len(contacts_of(ledger.service, reference)) == 3
     imap_server.append(customer_mail(jane, f"Re: [{reference}]", "Thanks."))
     assert again.read_mailbox() == 1
     again.close()
