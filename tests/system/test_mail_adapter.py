@@ -202,7 +202,26 @@ def test_mail_in_acknowledged_by_smtp_delivery_recorded_deadline_met_and_replies
     assert len(smtp_server.messages_to(jane)) == 4 and len(contacts_of(ledger.service, reference)) == 3
     imap_server.append(customer_mail(jane, f"Re: [{reference}]", "Thanks."))
     assert again.read_mailbox() == 1
+    until(lambda: len(contacts_of(ledger.service, reference)) == 4, lambda: time.sleep(0.2))
     again.close()
+    # A crash that lost the mailbox position reads every mail again: the ledger traces resubmissions, no new contact.
+    (tmp_path / "state" / "imap.json").unlink()
+    lost = adapter(ledger, imap_server, smtp_server, tmp_path / "state")
+    assert lost.read_mailbox() == 4
+
+    def traced() -> int:
+        store = ledger.service.ledger()
+        try:
+            return sum(type(e).__name__ == "ResubmissionTraced" for e in store.history(f"email:{jane}"))
+        finally:
+            store.close()
+
+    until(lambda: traced() == 4, lambda: time.sleep(0.2))
+    assert len(contacts_of(ledger.service, reference)) == 4
+    until(lambda: len(smtp_server.messages_to(jane)) == 5, lambda: lost.deliver(wait_s=1))  # ACK4 of "Thanks."
+    assert lost.deliver(wait_s=1) == 0
+    assert len({m["Message-ID"] for m in smtp_server.messages_to(jane)}) == 5  # each message sent once
+    lost.close()
 
 
 def test_a_permanent_smtp_refusal_is_recorded_as_a_failure_and_a_temporary_one_retried(
