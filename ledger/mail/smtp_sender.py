@@ -35,6 +35,7 @@ SECURITY = ("ssl", "starttls", "plain")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _ENHANCED = re.compile(rb"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+_MESSAGE_ID = re.compile(r"^<[^<>\s]{1,500}>$")
 
 
 class TemporaryFailure(BackendError):
@@ -91,7 +92,7 @@ def compose(message: OutboundMessage, settings: SmtpSettings) -> EmailMessage:
     mail["Date"] = format_datetime(message.issued_at)
     mail["Message-ID"] = outbound_message_id(message.reference, message.message_id,
                                              issued_at=message.issued_at.isoformat(), host=settings.id_host)
-    if message.in_reply_to and message.in_reply_to.startswith("<") and message.in_reply_to.endswith(">"):
+    if message.in_reply_to and _MESSAGE_ID.match(message.in_reply_to):  # a mail's id, not another channel's
         mail["In-Reply-To"] = message.in_reply_to
         mail["References"] = message.in_reply_to
     if message.kind == "acknowledgement":  # RFC 3834: no auto-responder answers it, so no mail loop starts

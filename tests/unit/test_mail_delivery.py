@@ -245,3 +245,12 @@ def test_the_adapters_log_names_no_address_subject_text_or_message_id(
     assert "ACK1" in log and "UID 1" in log and "UID 2" in log
     for secret in (JANE, JANE.split("@")[0], "Mortgage", "77-4411", "12345", "jane-4711", "We received"):
         assert secret not in log, f"{secret!r} is in the adapter's log"
+
+
+def test_an_in_reply_to_that_is_no_message_id_is_not_written_into_our_headers() -> None:
+    """Another adapter may have recorded any channel message id on the e-mail channel: no header injection."""
+    from dataclasses import replace
+
+    for given in ("<a@b>\r\nBcc: attacker@evil.example", "form-42", "<a b@c>"):
+        mail = compose(replace(message(1), in_reply_to=given), SETTINGS)
+        assert mail["In-Reply-To"] is None and mail["References"] is None and "Bcc" not in mail
