@@ -153,7 +153,8 @@ def adapters_run_mail(
         "contact is signed with it.")] = None,
     attachments: Annotated[Path, typer.Option(
         "--attachments", envvar="CASELEDGER_MAIL_ATTACHMENTS", metavar="DIR", file_okay=False,
-        help="Where attachments are kept, each under its SHA-256 (the ledger names them sha256:<hex>).")]
+        help="Where attachments are kept, each encrypted under a key only its ref in the ledger carries "
+        "(sha256:<hex>;key=…).")]
         = Path("mail-attachments"),
     state: Annotated[Path, typer.Option(
         "--state", envvar="CASELEDGER_MAIL_STATE", metavar="DIR", file_okay=False,
@@ -167,7 +168,7 @@ def adapters_run_mail(
     """Run the reference e-mail adapter: customers' mails from IMAP become contacts, our messages go out by SMTP.
 
     Each new mail of the mailbox is submitted as a contact (From → the identity, its text → one item, a reply
-    to our mail or a subject with [CL-…] → a follow-up on that case, attachments stored by SHA-256); each
+    to our mail or a subject with [CL-…] → a follow-up on that case, attachments stored sealed); each
     message the ledger issues on the e-mail channel is sent to the customer, threaded with their mail, and
     reported delivered or failed. Passwords and the token only from the environment or files. Stop with
     SIGTERM or Ctrl-C; a restart reads no mail twice. docs/adapters.md, "The reference e-mail adapter".

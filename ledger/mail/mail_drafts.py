@@ -10,7 +10,8 @@
   the ledger traces, never a second contact; a mail without one gets an id from the digest of its bytes.
 - **When**: its ``Date``, as a claim, only within the bounds the ledger accepts (ledger/domain/claimed_times.py):
   a customer's clock hours ahead must not get the contact refused.
-- **Files**: every attachment is stored by SHA-256 (:mod:`~caseledger.ledger.mail.attachment_store`).
+- **Files**: every attachment is stored sealed, the ledger naming it by its SHA-256 and a ref that opens it
+  (:mod:`~caseledger.ledger.mail.attachment_store`).
 - **Not a person**: an automatic mail (``Auto-Submitted``, an out-of-office, a bounce report) is refused:
   acknowledging it would start a mail loop with the robot that sent it.
 
@@ -30,7 +31,7 @@ from html.parser import HTMLParser
 from caseledger.ledger.domain.claimed_times import CLOCK_SKEW, HORIZON
 from caseledger.ledger.domain.values import MAX_BODY_CHARS, Attachment, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import ValidationError
-from caseledger.ledger.mail.attachment_store import AttachmentStore, digest_ref
+from caseledger.ledger.mail.attachment_store import AttachmentStore
 from caseledger.ledger.mail.mail_threads import case_reference_of
 
 __all__ = ["MailRefused", "draft_from_mail"]
@@ -66,11 +67,11 @@ def _draft(raw: bytes, attachments: AttachmentStore, now: datetime) -> ContactDr
     subject = _SPACES.sub(" ", _header(mail, "Subject")).strip()[:MAX_SUBJECT_CHARS]
     reference = case_reference_of(subject=subject, in_reply_to=_header(mail, "In-Reply-To"),
                                   references=_header(mail, "References"))
-    files = [_stored(part, attachments) for part in _attachment_parts(mail)]
+    files = [_stored(part, attachments, n) for n, part in enumerate(_attachment_parts(mail), 1)]
     text = _text_of(mail)
     if len(text) > MAX_BODY_CHARS:
         whole = text.encode()
-        files.append(Attachment(ref=digest_ref(attachments.put(whole)), sha256=hashlib.sha256(whole).hexdigest(),
+        files.append(Attachment(ref=attachments.put(whole), sha256=hashlib.sha256(whole).hexdigest(),
                                 size=len(whole), media_type="text/plain", filename="message.txt"))
         text = f"{text[:PREVIEW_CHARS].rstrip()}\n[… the whole text is attached: message.txt]"
     item = text or subject or (NO_TEXT if files else "")
@@ -174,7 +175,7 @@ def _attachment_parts(mail: EmailMessage) -> list[Message]:
         return []
 
 
-def _stored(part: Message, store: AttachmentStore) -> Attachment:
+def _stored(part: Message, store: AttachmentStore, n: int) -> Attachment:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):  # an attached mail (message/rfc822) or a nested multipart: kept whole
         try:
@@ -186,10 +187,11 @@ def _stored(part: Message, store: AttachmentStore) -> Attachment:
     except Exception:
         filename = None
     media_type = part.get_content_type() or "application/octet-stream"
-    sha256 = store.put(payload)
-    return Attachment(ref=digest_ref(sha256), sha256=sha256, size=len(payload),
+    # Always a file name: the acknowledgement's copy of the request lists attachments by name, else by ref.
+    name = _clean(filename).strip()[:255] if filename else ""
+    return Attachment(ref=store.put(payload), sha256=hashlib.sha256(payload).hexdigest(), size=len(payload),
                       media_type=_clean(media_type) if "/" in media_type else "application/octet-stream",
-                      filename=_clean(filename)[:255] if filename else None)
+                      filename=name or f"attachment-{n}")
 
 
 class _HtmlText(HTMLParser):

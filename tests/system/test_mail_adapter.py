@@ -153,11 +153,13 @@ def test_mail_in_acknowledged_by_smtp_delivery_recorded_deadline_met_and_replies
         assert case.items[contact.item_ids[0]].text.startswith("My card was blocked yesterday.")
         digest = hashlib.sha256(PDF).hexdigest()
         (received,) = [e for e in store.history(f"email:{jane}") if type(e).__name__ == "ContactReceived"]
-        assert [(a["ref"], a["sha256"], a["size"], a["media_type"]) for a in received.attachments] == [
-            (f"sha256:{digest}", digest, len(PDF), "application/pdf")]
+        assert [(a["sha256"], a["size"], a["media_type"], a["filename"]) for a in received.attachments] == [
+            (digest, len(PDF), "application/pdf", "statement.pdf")]
+        assert received.attachments[0]["ref"].startswith(f"sha256:{digest};key=")
     finally:
         store.close()
-    assert DigestDirectory(tmp_path / "state" / "attachments").read(digest) == PDF
+    (stored,) = received.attachments
+    assert DigestDirectory(tmp_path / "state" / "attachments").read(stored["ref"]) == PDF
     # The delivery is recorded, and the acknowledgement deadline is met.
     with ledger.service.client(Role.AGENT) as agent:
         messages = {m["message_id"]: m for m in agent.get(f"/v1/cases/{reference}").json()["messages"]}
@@ -222,6 +224,21 @@ def test_mail_in_acknowledged_by_smtp_delivery_recorded_deadline_met_and_replies
     assert lost.deliver(wait_s=1) == 0
     assert len({m["Message-ID"] for m in smtp_server.messages_to(jane)}) == 5  # each message sent once
     lost.close()
+
+    # Erased: the ledger no longer opens the ref, so the sealed file in the adapter's directory opens for no one.
+    with ledger.service.client(Role.SUPERVISOR) as supervisor:
+        erased = supervisor.post(f"/v1/customers/{case.customer_id}/erase",
+                                 json={"reason": "art. 17 request of 2026-12-07, ticket 4712"})
+        assert erased.status_code == 200, erased.text
+    store = ledger.service.ledger()
+    try:
+        events = store.history(case.customer_id)
+        refs = [a.get("ref") for e in events if type(e).__name__ == "ContactReceived" for a in e.attachments]
+    finally:
+        store.close()
+    assert refs and stored["ref"] not in refs and not any(str(r).startswith("sha256:") for r in refs)
+    files = [p.read_bytes() for p in (tmp_path / "state" / "attachments").rglob("*") if p.is_file()]
+    assert files and not any(PDF[:40] in f or digest.encode() in f for f in files)
 
 
 def test_a_permanent_smtp_refusal_is_recorded_as_a_failure_and_a_temporary_one_retried(

@@ -67,19 +67,47 @@ def test_html_only_mails_are_read_as_text(store: DigestDirectory) -> None:
     assert draft_from_mail(m.as_bytes(), attachments=store, now=NOW).items == ("Bonjour vous\n\ndeux",)
 
 
-def test_attachments_are_stored_by_digest_and_named_by_it(store: DigestDirectory) -> None:
+def test_attachments_are_stored_sealed_and_named_by_their_digest(store: DigestDirectory) -> None:
     pdf = b"%PDF-1.4 statement" + bytes(range(256))
     m = mail(Subject="statement")
     m.set_content("see attached")
     m.add_attachment(pdf, maintype="application", subtype="pdf", filename="statement.pdf")
-    m.add_attachment(pdf, maintype="application", subtype="pdf", filename="copy.pdf")  # stored once
+    m.add_attachment(pdf, maintype="application", subtype="pdf")  # no name: one is given (the ack lists names)
     draft = draft_from_mail(m.as_bytes(), attachments=store, now=NOW)
     digest = hashlib.sha256(pdf).hexdigest()
-    assert [(a.ref, a.sha256, a.size, a.media_type, a.filename) for a in draft.attachments] == [
-        (f"sha256:{digest}", digest, len(pdf), "application/pdf", name) for name in ("statement.pdf", "copy.pdf")]
-    assert store.read(f"sha256:{digest}") == pdf
-    assert [p.name for p in store.root.rglob("*") if p.is_file()] == [digest]
-    assert oct(store.path_of(digest).stat().st_mode & 0o777) == "0o600"
+    assert [(a.sha256, a.size, a.media_type, a.filename) for a in draft.attachments] == [
+        (digest, len(pdf), "application/pdf", "statement.pdf"), (digest, len(pdf), "application/pdf", "attachment-2")]
+    assert all(a.ref.startswith(f"sha256:{digest};key=") for a in draft.attachments)
+    assert [store.read(a.ref) for a in draft.attachments] == [pdf, pdf]
+    files = [p for p in store.root.rglob("*") if p.is_file()]
+    assert len(files) == 2 and all(oct(f.stat().st_mode & 0o777) == "0o600" for f in files)
+
+
+def test_the_attachment_directory_holds_no_content_or_digest_and_nothing_opens_without_the_ref(
+    store: DigestDirectory,
+) -> None:
+    """The erased that returns, the brute-forced digest: what the directory keeps once the ledger's sealed ref is
+    gone (the customer erased) is noise under names no guess of the content can be tested against."""
+    secret = b"IBAN FR76 3000 6000 0112 3456 7890 189 - Jane Doe"
+    m = mail(Subject="rib")
+    m.set_content("my details attached")
+    m.add_attachment(secret, maintype="text", subtype="plain", filename="rib.txt")
+    (attachment,) = draft_from_mail(m.as_bytes(), attachments=store, now=NOW).attachments
+    digest = hashlib.sha256(secret).hexdigest()
+    (file,) = [p for p in store.root.rglob("*") if p.is_file()]
+    stored = file.read_bytes()
+    assert b"FR76" not in stored and b"Jane" not in stored and digest.encode() not in stored
+    assert digest not in str(file) and digest[:16] not in str(file)
+    from caseledger.ledger.errors import NotFound, ValidationError
+
+    other_key = DigestDirectory(store.root).put(b"x").split(";key=")[1]
+    with pytest.raises(NotFound):  # the digest is known, the key is not: nothing found
+        store.read(f"sha256:{digest};key={other_key}")
+    with pytest.raises(ValidationError, match="not a ref"):
+        store.read(f"sha256:{digest}")
+    file.write_bytes(stored[:-1] + bytes([stored[-1] ^ 1]))
+    with pytest.raises(ValidationError, match="altered"):
+        store.read(attachment.ref)
 
 
 def test_a_mail_without_text_is_its_subject_or_its_attachments(store: DigestDirectory) -> None:
