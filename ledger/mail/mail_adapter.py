@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,8 @@ log = logging.getLogger("caseledger.mail")
 FIRST_RETRY = timedelta(seconds=30)
 LAST_RETRY = timedelta(hours=1)  # the longest wait between two attempts
 GIVE_UP_AFTER = timedelta(days=2)  # for a message without a deadline
+BATCH = 100  # mails fetched at a time
+MAX_WAIT_S = 15.0  # one long poll of the outbound feed at most (the service caps a wait at 20 s)
 
 
 class Submitter(Protocol):
@@ -93,8 +96,19 @@ class MailAdapter:
     def read_mailbox(self) -> int:
         """Submit every new mail of the mailbox; how many were submitted. Stops at the first one the intake
         could not take (the broker away): it is read again next time."""
-        submitted = 0
-        for uid, raw in self.reader.new_mails():
+        submitted, seen = 0, BATCH
+        while seen == BATCH:  # a backlog is read batch after batch, not one batch per polling interval
+            seen, done, stop = self._read_batch()
+            submitted += done
+            if stop:
+                break
+        return submitted
+
+    def _read_batch(self) -> tuple[int, int, bool]:
+        """(mails seen, submitted, whether the intake could not take one)."""
+        seen = submitted = 0
+        for uid, raw in self.reader.new_mails(limit=BATCH):
+            seen += 1
             try:
                 draft = draft_from_mail(raw, attachments=self.attachments, now=self.clock())
             except MailRefused as refusal:
@@ -109,13 +123,13 @@ class MailAdapter:
                 log.warning("mail UID %d not recorded: %s", uid, error)
             except Exception as error:  # the broker away or slow (the SDK may raise its Kafka client's errors)
                 log.warning("mail UID %d not submitted (%s): read again next time", uid, type(error).__name__)
-                break
+                return seen, submitted, True
             else:
                 submitted += 1
                 log.info("mail UID %d submitted%s", uid,
                          f" on case {draft.case_reference}" if draft.case_reference else " (a new request)")
             self.reader.done(uid)
-        return submitted
+        return seen, submitted, False
 
     # --- outbound ----------------------------------------------------------------------------------------
 
@@ -136,18 +150,20 @@ class MailAdapter:
         return sent
 
     def run(self, *, until: Callable[[], bool], poll_s: float = 10.0) -> None:
-        """Read the mailbox and deliver, in turn, until ``until()`` says stop."""
+        """Read the mailbox every ``poll_s`` seconds and deliver in between, until ``until()`` says stop."""
+        next_read = time.monotonic()
         while not until():
-            try:
-                self.read_mailbox()
-            except BackendError as error:
-                log.warning("%s", error)
-            try:
-                self.deliver(wait_s=poll_s)
+            if time.monotonic() >= next_read:
+                next_read = time.monotonic() + poll_s
+                try:
+                    self.read_mailbox()
+                except BackendError as error:
+                    log.warning("%s", error)
+            try:  # one long poll at most MAX_WAIT_S (the service caps it), then the stop flag is looked at
+                self.deliver(wait_s=max(0.0, min(MAX_WAIT_S, next_read - time.monotonic())))
             except BackendError as error:
                 log.warning("outbound feed: %s", error)
-                if until():
-                    break
+                time.sleep(min(poll_s, MAX_WAIT_S))  # the service away: not a busy loop
 
     def close(self) -> None:
         self.reader.close()

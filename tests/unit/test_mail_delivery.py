@@ -133,8 +133,9 @@ class Mailbox:
         self.mails = mails
         self.handled: list[int] = []
 
-    def new_mails(self) -> Iterator[tuple[int, bytes]]:
-        yield from ((uid, raw) for uid, raw in enumerate(self.mails, 1) if uid not in self.handled)
+    def new_mails(self, *, limit: int = 100) -> Iterator[tuple[int, bytes]]:
+        new = [(uid, raw) for uid, raw in enumerate(self.mails, 1) if uid not in self.handled]
+        yield from new[:limit]
 
     def done(self, uid: int) -> None:
         self.handled.append(uid)
@@ -254,3 +255,28 @@ def test_an_in_reply_to_that_is_no_message_id_is_not_written_into_our_headers() 
     for given in ("<a@b>\r\nBcc: attacker@evil.example", "form-42", "<a b@c>"):
         mail = compose(replace(message(1), in_reply_to=given), SETTINGS)
         assert mail["In-Reply-To"] is None and mail["References"] is None and "Bcc" not in mail
+
+
+def test_run_reads_the_mailbox_at_its_interval_and_never_asks_the_feed_to_wait_longer_than_the_service_allows(
+    tmp_path: Path,
+) -> None:
+    waits: list[float | None] = []
+
+    class Waiting(Feed):
+        def poll(self, *, wait_s: float | None = None) -> list[OutboundMessage]:
+            waits.append(wait_s)
+            return super().poll(wait_s=0)
+
+    mailbox = Mailbox([b"From: jane@example.com\r\n\r\nhello"])
+    intake = Intake()
+    mail = adapter(tmp_path, Waiting([message(1)]), Sender([None]), Clock(), mailbox=mailbox, intake=intake)
+    rounds = iter(range(3))
+    mail.run(until=lambda: next(rounds, None) is None, poll_s=3600)
+    assert len(intake.drafts) == 1 and len(waits) == 3 and all(w is not None and w <= 15 for w in waits)
+
+
+def test_a_backlog_is_read_in_one_go(tmp_path: Path) -> None:
+    mailbox = Mailbox([f"From: c{n}@example.com\r\n\r\nhello {n}".encode() for n in range(250)])
+    intake = Intake()
+    mail = adapter(tmp_path, Feed([]), Sender([]), Clock(), mailbox=mailbox, intake=intake)
+    assert mail.read_mailbox() == 250 and len(intake.drafts) == 250 and mail.read_mailbox() == 0
