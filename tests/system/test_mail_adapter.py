@@ -310,3 +310,35 @@ def test_the_command_runs_the_adapter_and_its_log_names_no_address_text_or_secre
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0 and "submitted" not in again.stderr and "delivered" not in again.stderr
     assert len(smtp_server.messages_to(jane)) == 1
+
+
+def test_the_command_runs_until_sigterm_and_stops_cleanly(
+    ledger: Ledger, imap_server: ImapServer, smtp_server: SmtpServer, tmp_path: Path,
+) -> None:
+    jane = f"jane.{uuid.uuid4().hex[:6]}@customer.example"
+    (tmp_path / "token").write_text(ledger.token)
+    env = {**os.environ, "CASELEDGER_MAIL_IMAP_PASSWORD": imap_server.password,
+           "CASELEDGER_TOKEN_FILE": str(tmp_path / "token"), "CASELEDGER_KAFKA_BOOTSTRAP": ledger.kafka.bootstrap_servers,
+           "CASELEDGER_INTAKE_TOPIC": ledger.kafka.intake_topic, "CASELEDGER_MAIL_ADAPTER": ledger.name,
+           "CASELEDGER_MAIL_SIGNING_KEY_FILE": str(tmp_path / "mail.pem"), "CASELEDGER_API": ledger.service.url,
+           "CASELEDGER_MAIL_IMAP_HOST": imap_server.host, "CASELEDGER_MAIL_IMAP_PORT": str(imap_server.port),
+           "CASELEDGER_MAIL_IMAP_SECURITY": "plain", "CASELEDGER_MAIL_IMAP_USER": imap_server.username,
+           "CASELEDGER_MAIL_SMTP_HOST": smtp_server.host, "CASELEDGER_MAIL_SMTP_PORT": str(smtp_server.port),
+           "CASELEDGER_MAIL_SMTP_SECURITY": "plain", "CASELEDGER_MAIL_FROM": SUPPORT,
+           "CASELEDGER_MAIL_STATE": str(tmp_path / "state"), "CASELEDGER_MAIL_ATTACHMENTS": str(tmp_path / "files")}
+    env.pop("CASELEDGER_TOKEN", None)
+    log = tmp_path / "run-mail.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "caseledger.cli.app", "adapters", "run-mail", "--poll", "1"],
+                                   stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            imap_server.append(customer_mail(jane, "Card blocked", "Why?"))
+            deadline = time.monotonic() + 90
+            while not smtp_server.messages_to(jane):
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        finally:
+            process.terminate()
+            code = process.wait(timeout=60)
+    assert code == 0, log.read_text()
+    assert "ACK1 delivered" in log.read_text() and jane not in log.read_text()
