@@ -149,7 +149,7 @@ class ImapReader:
                         "what it already has as resubmissions)")
             after = 0
             self.position = MailboxPosition(validity, 0)
-        status, data = imap.uid("SEARCH", None, f"UID {after + 1}:*")
+        status, data = imap.uid("SEARCH", "UID", f"{after + 1}:*")
         if status != "OK":
             return []
         # "N:*" names the last mail even when its UID is below N: keep only the new ones.

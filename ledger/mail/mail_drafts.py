@@ -178,8 +178,10 @@ def _attachment_parts(mail: EmailMessage) -> list[Message]:
 def _stored(part: Message, store: AttachmentStore, n: int) -> Attachment:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):  # an attached mail (message/rfc822) or a nested multipart: kept whole
+        inner = part.get_payload()
+        first = inner[0] if isinstance(inner, list) and inner else None
         try:
-            payload = part.get_payload()[0].as_bytes() if part.is_multipart() else part.as_bytes()
+            payload = first.as_bytes() if isinstance(first, Message) else part.as_bytes()
         except Exception:
             payload = part.as_bytes(policy=policy.compat32)
     try:

@@ -251,3 +251,13 @@ def test_automatic_mails_are_refused_so_no_mail_loop_starts(store: DigestDirecto
     person = mail(Subject="Re: x", Auto_Submitted="no", In_Reply_To=ours)
     person.set_content("I am a person")
     assert draft_from_mail(person.as_bytes(), attachments=store, now=NOW).follow_up
+
+
+def test_a_forwarded_mail_is_attached_whole(store: DigestDirectory) -> None:
+    forwarded = mail(Subject="the bank's letter")
+    forwarded.set_content("Your card is blocked.")
+    m = mail(Subject="Fwd: the bank's letter")
+    m.set_content("see below")
+    m.add_attachment(forwarded)  # message/rfc822
+    (attachment,) = draft_from_mail(m.as_bytes(), attachments=store, now=NOW).attachments
+    assert attachment.media_type == "message/rfc822" and b"Your card is blocked." in store.read(attachment.ref)
