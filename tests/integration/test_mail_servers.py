@@ -131,3 +131,36 @@ def test_a_temporary_refusal_or_no_server_is_retried(smtp_server: SmtpServer) ->
     with pytest.raises(TemporaryFailure):
         away.send(outbound(1))
     assert smtp_server.received == []
+
+
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+def test_the_mailbox_is_read_over_tls_or_starttls_and_a_certificate_it_cannot_verify_is_refused(
+    imap_server: ImapServer, tmp_path: Path, security: str,
+) -> None:
+    imap_server.append(mail(1))
+    port = imap_server.tls_port if security == "tls" else imap_server.port
+    reader = ImapReader(settings(imap_server, security=security, port=port, cafile=str(imap_server.cafile),
+                                 host="localhost"), tmp_path / "s.json")
+    assert len(list(reader.new_mails())) == 1
+    reader.close()
+    unverified = ImapReader(settings(imap_server, security=security, port=port, host="localhost"), tmp_path / "t.json")
+    with pytest.raises(BackendError):  # the system's CAs do not know the server: no password is sent
+        list(unverified.new_mails())
+
+
+def test_mail_is_sent_over_starttls_with_a_login(smtp_tls_server: SmtpServer) -> None:
+    from tests.support.mail_servers import SMTP_PASSWORD, SMTP_USER
+
+    secure = SmtpSettings(host="localhost", port=smtp_tls_server.port, security="starttls", username=SMTP_USER,
+                          password=SMTP_PASSWORD, sender="support@bank.example", cafile=str(smtp_tls_server.cafile))
+    sender = SmtpSender(secure)
+    assert sender.send(outbound(1)) is None
+    sender.close()
+    assert len(smtp_tls_server.received) == 1
+    from dataclasses import replace
+
+    with pytest.raises(TemporaryFailure):  # a wrong password: retried (the log tells the operator)
+        SmtpSender(replace(secure, password="wrong", timeout_s=3)).send(outbound(2))  # aiosmtpd stalls smtplib's 2nd mechanism
+    with pytest.raises(TemporaryFailure):  # a certificate no CA vouches for: nothing sent
+        SmtpSender(replace(secure, cafile=None)).send(outbound(3))
+    assert len(smtp_tls_server.received) == 1

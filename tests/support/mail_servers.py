@@ -30,6 +30,35 @@ from tests.support.service_server import free_port
 
 DOVECOT = "/usr/sbin/dovecot"
 USER, PASSWORD = "support", "imap-test-password-3141"
+SMTP_USER, SMTP_PASSWORD = "relay", "smtp-test-password-2718"
+
+
+def loopback_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost (cert, key), its own CA: what --cafile names."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "loopback.crt", folder / "loopback.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 def ensure_dovecot() -> str:
@@ -54,7 +83,9 @@ class ImapServer:
     """A running Dovecot: one user whose INBOX is a Maildir under ``root``."""
 
     host: str
-    port: int
+    port: int  # IMAP, with STARTTLS
+    tls_port: int  # IMAP over TLS
+    cafile: Path  # the server's self-signed certificate
     username: str
     password: str
     root: Path
@@ -81,7 +112,8 @@ def start_dovecot() -> ImapServer:
     """Dovecot in a folder of its own: pytest's temporary folders are closed to the users Dovecot drops to."""
     binary = ensure_dovecot()
     root = Path(tempfile.mkdtemp(prefix="caseledger-dovecot-"))
-    port = free_port()
+    port, tls_port = free_port(), free_port()
+    cert, key = loopback_certificate(root)
     # As root, Dovecot drops to its own users and refuses UID 0 for mail: the mailbox belongs to user dovecot.
     owner = pwd.getpwnam("dovecot") if os.geteuid() == 0 else pwd.getpwuid(os.getuid())
     internal = "dovecot" if os.geteuid() == 0 else owner.pw_name
@@ -102,7 +134,9 @@ instance_name = caseledger-test-{port}
 log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {internal}
@@ -123,7 +157,9 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
+    ssl = yes
   }}
 }}
 service stats {{
@@ -138,7 +174,7 @@ service stats {{
     os.chmod(root, 0o755)
     process = subprocess.Popen([binary, "-F", "-c", str(config)], stdout=subprocess.DEVNULL,
                                stderr=(root / "dovecot.stderr").open("wb"))
-    server = ImapServer("127.0.0.1", port, USER, PASSWORD, root, process, config)
+    server = ImapServer("127.0.0.1", port, tls_port, cert, USER, PASSWORD, root, process, config)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -185,6 +221,7 @@ class SmtpServer:
     answer: str | None = None  # e.g. "550 5.1.1 mailbox unknown" at RCPT, or "451 4.3.0 try later"
     answer_times: int = 1_000_000  # how many RCPTs get ``answer`` before the server accepts again
     controller: Any = None
+    cafile: Path | None = None  # with TLS: the server's self-signed certificate
 
     def messages_to(self, address: str) -> list[EmailMessage]:
         return [m for m, (_, rcpts) in zip(self.received, self.envelopes, strict=True) if address in rcpts]
@@ -205,6 +242,33 @@ class _Handler:
         self.server.received.append(email.message_from_bytes(envelope.content, policy=policy.default))
         self.server.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_tls_server(tmp_path: Path) -> Iterator[SmtpServer]:
+    """aiosmtpd that requires STARTTLS, then a login (``SMTP_USER``/``SMTP_PASSWORD``); its CA at ``cafile``."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    cert, key = loopback_certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    def login(_server: Any, _session: Any, _envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        ok = getattr(data, "login", None) == SMTP_USER.encode() and getattr(data, "password", None) == SMTP_PASSWORD.encode()
+        return AuthResult(success=ok)
+
+    server = SmtpServer("127.0.0.1", free_port(), cafile=cert)
+    controller = Controller(_Handler(server), hostname=server.host, port=server.port, tls_context=context,
+                            require_starttls=True, auth_require_tls=True, authenticator=login)
+    controller.start()
+    server.controller = controller
+    try:
+        yield server
+    finally:
+        controller.stop()
 
 
 @pytest.fixture
