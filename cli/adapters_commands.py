@@ -216,7 +216,7 @@ def adapters_run_mail(
             OutboundClient(url, token, wait_s=min(poll, 15.0)) as outbound:
         adapter = MailAdapter(reader=ImapReader(imap, state / "imap.json"), intake=intake,
                               attachments=DigestDirectory(attachments), outbound=outbound,
-                              sender=SmtpSender(smtp), state_file=state / "outbound.json")
+                              sender=SmtpSender(smtp), state_file=state / "outbound.json", own_address=mail_from)
         try:
             if once:
                 adapter.read_mailbox()

@@ -75,7 +75,7 @@ class MailAdapter:
     def __init__(
         self, *, reader: ImapReader, intake: Submitter, attachments: AttachmentStore, outbound: Outbound,
         sender: SmtpSender, state_file: str | Path, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        first_retry: timedelta = FIRST_RETRY,
+        first_retry: timedelta = FIRST_RETRY, own_address: str | None = None,
     ) -> None:
         self.reader = reader
         self.intake = intake
@@ -85,6 +85,7 @@ class MailAdapter:
         self.state_file = Path(state_file)
         self.clock = clock
         self.first_retry = first_retry
+        self.own_identity = f"email:{own_address.strip().lower()}" if own_address else None  # our From
         self.retries: dict[tuple[str, str], _Retry] = {}
         self.unreported: dict[tuple[str, str], tuple[OutboundMessage, DeliveryFailure | None, datetime]] = {}
         saved = self._load_position()
@@ -113,6 +114,10 @@ class MailAdapter:
                 draft = draft_from_mail(raw, attachments=self.attachments, now=self.clock())
             except MailRefused as refusal:
                 log.warning("mail UID %d not recorded: %s", uid, refusal)
+                self.reader.done(uid)
+                continue
+            if str(draft.identity) == self.own_identity:  # our own mail come back (a copy, a forward): no loop
+                log.warning("mail UID %d not recorded: it is from our own address", uid)
                 self.reader.done(uid)
                 continue
             try:

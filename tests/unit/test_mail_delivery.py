@@ -280,3 +280,14 @@ def test_a_backlog_is_read_in_one_go(tmp_path: Path) -> None:
     intake = Intake()
     mail = adapter(tmp_path, Feed([]), Sender([]), Clock(), mailbox=mailbox, intake=intake)
     assert mail.read_mailbox() == 250 and len(intake.drafts) == 250 and mail.read_mailbox() == 0
+
+
+def test_our_own_mail_come_back_to_the_mailbox_is_not_a_contact(tmp_path: Path) -> None:
+    mailbox = Mailbox([b"From: Support <Support@Bank.example>\r\nSubject: Re: x\r\n\r\nour own text",
+                       b"From: jane@example.com\r\n\r\nhello"])
+    intake = Intake()
+    mail = MailAdapter(reader=mailbox, intake=intake, attachments=DigestDirectory(tmp_path / "f"),  # type: ignore[arg-type]
+                       outbound=Feed([]), sender=Sender([]), state_file=tmp_path / "o.json",  # type: ignore[arg-type]
+                       own_address="support@bank.example")
+    assert mail.read_mailbox() == 1 and [str(d.identity) for d in intake.drafts] == ["email:jane@example.com"]
+    assert mailbox.handled == [1, 2]
