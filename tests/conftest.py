@@ -31,6 +31,7 @@ pytest_plugins = [
     "tests.support.kafka_topics",
     "tests.support.avro_java",
     "tests.support.browser",
+    "tests.support.mail_servers",
     "tests.support.tampering",
     "tests.support.stories",
 ]

@@ -182,7 +182,9 @@ class Identity:
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ATTACHMENT_REF_SCHEMES = ("sha256:", "https://", "s3://", "gs://")
 """Where an attachment may be kept (docs/privacy.md): by content, or in an object store; never a bare path."""
-_REF_FORMS = "sha256:<64 hex digits> (by content), https://host/path, s3://bucket/key or gs://bucket/key"
+_REF_FORMS = ("sha256:<64 hex digits> (by content; with ;key=<43 base64url characters> when the file is kept "
+              "encrypted under its own key), https://host/path, s3://bucket/key or gs://bucket/key")
+_FILE_KEY = re.compile(r"^[A-Za-z0-9_-]{43}$")  # a 256-bit key in unpadded base64url
 _BUCKET_REF = re.compile(r"^(?:s3|gs)://[a-z0-9][a-z0-9._-]{1,254}/[^/].*$", re.DOTALL)
 _HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
 _KNOWN_SCHEMES = ("file", "ftp", "sftp", "smb", "data", "mailto", "javascript", "urn", "s3a", "az", "abfs")
@@ -212,8 +214,11 @@ def check_attachment_ref(ref: str, sha256: str) -> None:
         named = f"{named.lower()}:" if named.lower() in _KNOWN_SCHEMES else "its scheme"
         raise refuse(f"{named} is not a location the ledger accepts")
     if scheme == "sha256:":
-        if ref[len(scheme):].lower() != sha256:
+        digest, sep, key = ref[len(scheme):].partition(";key=")
+        if digest.lower() != sha256:
             raise refuse("a sha256: ref must be the attachment's own sha256 (64 hex digits)")
+        if sep and not _FILE_KEY.match(key):
+            raise refuse("a sha256: ref's ;key= is the file's own key, 43 base64url characters")
         return
     rest = ref[len(scheme):]
     if _DOT_SEGMENT.search(rest.split("?", 1)[0].split("#", 1)[0]):

@@ -31,7 +31,7 @@ LAYERS = (
     # (plain Python; the clients that implement them are adapters).
     ("application", ("ledger", "ledger.kafka.ports", "ledger.kafka.events_record")),
     ("adapters", ("ledger.store", "ledger.kafka", "ledger.service", "ledger.runtime", "ledger.intake.worker",
-                  "ledger.intake.adapter_sdk", "ledger.intake.outbound_client", "projections")),
+                  "ledger.intake.adapter_sdk", "ledger.intake.outbound_client", "ledger.mail", "projections")),
     ("roots", ("cli",)),
 )
 #: Modules whose layer is not their package's: ``caseledger.ledger`` itself is the adapter SDK's surface

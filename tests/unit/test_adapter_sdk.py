@@ -184,7 +184,7 @@ SHA = "ab" * 32
     "http://files.example.com/scan.pdf", "https://jane:secret@files.example.com/scan.pdf",
     "https://files.example.com/a/../../scan.pdf", "https://files.example.com/a/%2e%2e/scan.pdf", "s3://inbox",
     "s3://inbox/../other/scan.pdf", "sha256:" + "cd" * 32, "C:\\mail\\scan.pdf", "jane.doe:scan.pdf",
-    " s3://inbox/scan.pdf",
+    " s3://inbox/scan.pdf", "sha256:" + SHA + ";key=short", "sha256:" + SHA + ";key=" + "A" * 42 + "=",
 ])
 def test_an_attachment_ref_must_say_where_the_file_is_kept(ref: str) -> None:
     with pytest.raises(ValidationError, match=r"^field attachments\.ref: .*sha256:<64 hex digits>.*https://") as refused:
@@ -206,7 +206,7 @@ def test_any_other_ref_is_refused_without_being_repeated(ref: str) -> None:
         raise AssertionError(f"{ref!r} was accepted")
 
 
-@pytest.mark.parametrize("ref", ["sha256:" + SHA, "s3://inbox/2026/scan.pdf", "gs://inbox-eu/scan.pdf",
+@pytest.mark.parametrize("ref", ["sha256:" + SHA, "sha256:" + SHA + ";key=" + "Ab-_" * 10 + "xyz", "s3://inbox/2026/scan.pdf", "gs://inbox-eu/scan.pdf",
                                  "https://files.example.com/objects/42?version=3", "S3://inbox/scan.pdf"])
 def test_refs_by_content_or_in_an_object_store_are_accepted(ref: str) -> None:
     assert Attachment(ref=ref, sha256=SHA, size=1, media_type="application/pdf").ref == ref
