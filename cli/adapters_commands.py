@@ -163,6 +163,10 @@ def adapters_run_mail(
                                         help="How often the mailbox is read.")] = 10.0,
     once: Annotated[bool, typer.Option("--once", help="Read the mailbox and deliver what is pending once, then "
                                        "exit (for a scheduler; a temporary failure waits for the next run).")] = False,
+    verdict_wait: Annotated[float, typer.Option(
+        "--verdict-wait", envvar="CASELEDGER_MAIL_VERDICT_WAIT", min=0, max=600, metavar="SECONDS",
+        help="How long each mail waits for the ledger's verdict (recorded, or rejected with the field and how to "
+             "fix it) before it is read again next time; 0: taken once the broker has it, no verdict awaited.")] = 30.0,
     kafka: KafkaOpt = None,
 ) -> None:
     """Run the reference e-mail adapter: customers' mails from IMAP become contacts, our messages go out by SMTP.
@@ -216,7 +220,8 @@ def adapters_run_mail(
             OutboundClient(url, token, wait_s=min(poll, 15.0)) as outbound:
         adapter = MailAdapter(reader=ImapReader(imap, state / "imap.json"), intake=intake,
                               attachments=DigestDirectory(attachments), outbound=outbound,
-                              sender=SmtpSender(smtp), state_file=state / "outbound.json", own_address=mail_from)
+                              sender=SmtpSender(smtp), state_file=state / "outbound.json", own_address=mail_from,
+                              verdict_wait_s=verdict_wait or None)
         try:
             if once:
                 adapter.read_mailbox()

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from caseledger.ledger.domain.values import ContactDraft, DeliveryFailure
 from caseledger.ledger.errors import BackendError, CaseLedgerError, ValidationError
 from caseledger.ledger.intake.outbound import OutboundMessage
+from caseledger.ledger.intake.verdicts import Verdict, VerdictTimeout
 from caseledger.ledger.mail.attachment_store import AttachmentStore
 from caseledger.ledger.mail.imap_reader import ImapReader
 from caseledger.ledger.mail.mail_drafts import MailRefused, draft_from_mail
@@ -41,12 +42,13 @@ LAST_RETRY = timedelta(hours=1)  # the longest wait between two attempts
 GIVE_UP_AFTER = timedelta(days=2)  # for a message without a deadline
 BATCH = 100  # mails fetched at a time
 MAX_WAIT_S = 15.0  # one long poll of the outbound feed at most (the service caps a wait at 20 s)
+VERDICT_WAIT_S = 30.0  # how long a mail waits for the ledger's verdict before it is read again next time
 
 
 class Submitter(Protocol):
     """What the adapter submits a contact through (the SDK's ``KafkaIntakeClient``)."""
 
-    def submit(self, message: ContactDraft) -> Any: ...
+    def submit(self, message: ContactDraft, *, wait: float | None = None) -> Any: ...
 
 
 class Outbound(Protocol):
@@ -76,6 +78,7 @@ class MailAdapter:
         self, *, reader: ImapReader, intake: Submitter, attachments: AttachmentStore, outbound: Outbound,
         sender: SmtpSender, state_file: str | Path, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         first_retry: timedelta = FIRST_RETRY, own_address: str | None = None,
+        verdict_wait_s: float | None = VERDICT_WAIT_S,
     ) -> None:
         self.reader = reader
         self.intake = intake
@@ -85,6 +88,7 @@ class MailAdapter:
         self.state_file = Path(state_file)
         self.clock = clock
         self.first_retry = first_retry
+        self.verdict_wait_s = verdict_wait_s  # None: a mail counts as taken once the broker has it
         self.own_identity = f"email:{own_address.strip().lower()}" if own_address else None  # our From
         self.retries: dict[tuple[str, str], _Retry] = {}
         self.unreported: dict[tuple[str, str], tuple[OutboundMessage, DeliveryFailure | None, datetime]] = {}
@@ -121,18 +125,25 @@ class MailAdapter:
                 self.reader.done(uid)
                 continue
             try:
-                # Issue 25 (verdict): here the adapter will wait for the ledger's verdict (submit(..., wait=…)),
-                # and only on a recorded one count the mail as received; a rejection is logged with its reason.
-                self.intake.submit(draft)
+                verdict = self.intake.submit(draft, wait=self.verdict_wait_s)
             except ValidationError as error:
                 log.warning("mail UID %d not recorded: %s", uid, error)
-            except Exception as error:  # the broker away or slow (the SDK may raise its Kafka client's errors)
+            except VerdictTimeout:  # stored, maybe, but not decided yet: read again, resubmitted (and traced)
+                log.warning("mail UID %d: no verdict of the ledger within %g s; read again next time", uid,
+                            self.verdict_wait_s)
+                return seen, submitted, True
+            except Exception as error:  # the broker away or slow (IntakeUnavailable): read again next time
                 log.warning("mail UID %d not submitted (%s): read again next time", uid, type(error).__name__)
                 return seen, submitted, True
             else:
                 submitted += 1
-                log.info("mail UID %d submitted%s", uid,
-                         f" on case {draft.case_reference}" if draft.case_reference else " (a new request)")
+                if not isinstance(verdict, Verdict):
+                    log.info("mail UID %d submitted%s", uid,
+                             f" on case {draft.case_reference}" if draft.case_reference else " (a new request)")
+                elif verdict.received:
+                    log.info("mail UID %d recorded on case %s", uid, getattr(verdict, "reference", ""))
+                else:  # its public reason names a code, a field and a fix, never a value of the mail
+                    log.warning("mail UID %d not recorded by the ledger: %s", uid, getattr(verdict, "reason", ""))
             self.reader.done(uid)
         return seen, submitted, False
 

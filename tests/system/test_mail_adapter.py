@@ -33,6 +33,7 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Role
 from caseledger.ledger.intake.signatures import AdapterKeys, AdapterSigner
 from caseledger.ledger.intake.worker import KafkaIntakeWorker
+from caseledger.ledger.kafka.publisher import KafkaEventPublisher
 from caseledger.ledger.mail.attachment_store import DigestDirectory
 from caseledger.ledger.mail.imap_reader import ImapReader, ImapSettings
 from caseledger.ledger.mail.mail_adapter import MailAdapter
@@ -69,15 +70,21 @@ def ledger(tmp_path: Path, kafka: KafkaSettings) -> Iterator[Ledger]:
     store = service.ledger()
     AdapterKeys(store.storage.adapter_keys()).add(name, ["email"], private_key_out=tmp_path / "mail.pem")
     worker = KafkaIntakeWorker(store, kafka)
+    publishing = service.ledger()  # the publisher writes each record's verdict, which the adapter awaits
+    publisher = KafkaEventPublisher(publishing, kafka, batch_size=200)
     stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=worker.run, args=(stop,), daemon=True),
+               threading.Thread(target=publisher.run, args=(stop,), daemon=True)]
+    for thread in threads:
+        thread.start()
     try:
         yield Ledger(service, kafka, name, str(token), AdapterSigner.from_file(name, tmp_path / "mail.pem"))
     finally:
         stop.set()
-        thread.join(30)
+        for thread in threads:
+            thread.join(30)
         store.close()
+        publishing.close()
         stop_service(service)
 
 
@@ -302,7 +309,7 @@ def test_the_command_runs_the_adapter_and_its_log_names_no_address_text_or_secre
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == 0, outputs[-1]
     log = "\n".join(outputs)
-    assert "mail UID 1 submitted" in log and "ACK1 delivered" in log, log
+    assert "mail UID 1 recorded on case CL-" in log and "ACK1 delivered" in log, log
     for secret in (jane, jane.split("@")[0], "Mortgage", "77-4411", sent["Message-ID"], imap_server.password,
                    ledger.token):
         assert secret not in log, f"{secret!r} is in the adapter's log"

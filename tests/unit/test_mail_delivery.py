@@ -9,6 +9,7 @@ no ``caseledger.ledger.mail`` (every test here fails on its import).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from caseledger.ledger.domain.values import DeliveryFailure
 from caseledger.ledger.errors import BackendError, ValidationError
 from caseledger.ledger.intake.outbound import OutboundMessage
+from caseledger.ledger.intake.verdicts import PublicReason, Rejected, VerdictTimeout
 from caseledger.ledger.mail.attachment_store import DigestDirectory
 from caseledger.ledger.mail.mail_adapter import MailAdapter
 from caseledger.ledger.mail.smtp_sender import SmtpSettings, TemporaryFailure, compose, failure_for
@@ -145,14 +147,16 @@ class Mailbox:
 
 
 class Intake:
-    def __init__(self, fail: Exception | None = None) -> None:
+    def __init__(self, fail: Exception | None = None, verdict: Any = None) -> None:
         self.drafts: list[Any] = []
         self.fail = fail
+        self.verdict = verdict  # what the ledger decided (None: the broker's receipt only)
 
-    def submit(self, draft: Any) -> None:
+    def submit(self, draft: Any, *, wait: float | None = None) -> Any:
         if self.fail is not None:
             raise self.fail
         self.drafts.append(draft)
+        return self.verdict
 
 
 def adapter(tmp_path: Path, feed: Feed, sender: Sender, clock: Clock, *, mailbox: Mailbox | None = None,
@@ -224,6 +228,25 @@ def test_a_refused_mail_is_not_read_again_and_a_broker_away_is(tmp_path: Path) -
     mail.intake = Intake(fail=ValidationError("an attachment's ref is not allowed"))
     mailbox.mails.append(b"From: jane@example.com\r\n\r\nagain")
     assert mail.read_mailbox() == 0 and mailbox.handled == [1, 2, 3]  # the SDK refuses it: it never will take it
+
+
+def test_a_mail_without_a_verdict_in_time_is_read_again_and_a_rejected_one_is_logged_by_its_public_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The adapter waits for the ledger's verdict: "received" is the ledger's, not the broker's (issue 25)."""
+    clock, feed = Clock(), Feed([])
+    mailbox = Mailbox([b"From: jane@example.com\r\nSubject: my refund\r\n\r\nwhere is it"])
+    mail = adapter(tmp_path, feed, Sender([]), clock, mailbox=mailbox,
+                   intake=Intake(fail=VerdictTimeout("no verdict", pending=[], verdicts=[])))
+    assert mail.read_mailbox() == 0 and mailbox.handled == []  # not decided: read again, resubmitted, traced
+    rejected = Rejected(adapter="mail", intake_id=uuid.uuid4(), intake_topic="t", intake_partition=0,
+                        intake_offset=0, event_id=uuid.uuid4(), position=1, recorded_at=clock(),
+                        reason=PublicReason("case-reference-refused", "case_reference", "send it without a reference"))
+    mail.intake = Intake(verdict=rejected)
+    with caplog.at_level(logging.INFO, logger="caseledger.mail"):
+        assert mail.read_mailbox() == 1 and mailbox.handled == [1]
+    assert "case-reference-refused (field case_reference)" in caplog.text
+    assert "jane" not in caplog.text and "refund" not in caplog.text
 
 
 def test_the_adapters_log_names_no_address_subject_text_or_message_id(
