@@ -24,6 +24,7 @@ error's ``field``, ``code`` and ``fix`` (:func:`public_reason`), which never quo
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -118,8 +119,17 @@ def public_reason(error: BaseException) -> PublicReason:
                                              "it may use (`caseledger adapters list` shows both)")
     for kind, code, fix in _BY_CLASS:
         if isinstance(error, kind):
-            return PublicReason(code, getattr(error, "field", ""), fix)
+            return PublicReason(code, getattr(error, "field", "") or _field_named(error), fix)
     return PublicReason("refused", "", _OPERATOR)
+
+
+_FIELD_NAMED = re.compile(r"^field ([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)(?=[:;,\s])")
+
+
+def _field_named(error: BaseException) -> str:
+    """The field a message names in the ledger's own form, ``field attachments.ref: …`` (a name, never a value)."""
+    match = _FIELD_NAMED.match(str(error))
+    return match.group(1) if match else ""
 
 
 # -- verdicts ---------------------------------------------------------------------------------------------------

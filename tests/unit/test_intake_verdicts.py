@@ -112,6 +112,18 @@ def test_an_unknown_case_reference_gets_a_rejected_verdict_naming_the_field(sqli
     assert "CL-AAAAA-BBBBB" not in str(verdict.reason)
 
 
+def test_a_refusal_naming_its_field_in_the_ledgers_own_form_gives_the_adapter_that_field() -> None:
+    """A verdict's reason names the field at fault for every refusal whose message names it (``field X: …``),
+    not only those that carry it as a keyword; a message in another form gives no field, never its words."""
+    from caseledger.ledger.errors import ValidationError
+    from caseledger.ledger.intake.verdicts import public_reason
+
+    bare = public_reason(ValidationError("field attachments.ref: the ref is a bare path, not a location; write …"))
+    assert (bare.code, bare.field) == ("invalid", "attachments.ref") and "bare path" not in str(bare)
+    other = public_reason(ValidationError("field jane@example.com is wrong"))
+    assert other.field == "" and "jane" not in str(other)
+
+
 def test_another_customers_case_reads_like_an_unknown_one(sqlite_ledger: CaseLedger) -> None:
     """The public reason does not tell an adapter that a reference exists and is someone else's."""
     theirs = sqlite_ledger.record_contact(contact("m-0", identity=Identity.parse("email:bob@example.com")))
