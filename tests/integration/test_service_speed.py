@@ -189,7 +189,7 @@ def test_a_case_read_again_replays_only_what_was_recorded_since(cases: tuple[Cas
     monkeypatch.setattr(reader, "get_case", lambda r: (replays.append(r), original(r))[1])
     writer.respond(ref, actor=AGENT, body="Unblocked.", answers=["Q1"])
     second = cache.record_json(ref).result(timeout=30)
-    assert replays == [] and b"R1" in second and b"R1" not in first
+    assert replays == [] and b"\"R1\"" in second and b"\"R1\"" not in first  # (quoted: a reference may hold R1)
     assert cache.record_json(ref).result(timeout=30) == second
     brief = cache.read(ref, lambda entry: entry.case.brief()).result(timeout=30)
     assert brief["open_items"] == []  # Q1 answered: the brief is of the case as of now
