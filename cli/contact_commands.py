@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.padding import Padding
@@ -14,6 +14,9 @@ from caseledger.cli import render
 from caseledger.cli.common import session
 from caseledger.cli.options import ChannelOpt, Json, parse_attachment
 from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
+
+if TYPE_CHECKING:
+    from caseledger.ledger.application import CaseLedger
 
 contact_app = typer.Typer(no_args_is_help=True, help="Record what customers send on any channel.")
 
@@ -148,31 +151,55 @@ def contact_receipt(
     ctx: typer.Context,
     reference: Annotated[str, typer.Argument(metavar="REF", help="The case reference.")],
     contact_id: Annotated[str, typer.Option("--contact", metavar="C", help="The contact (C1, C2 …).")] = "C1",
+    proof: Annotated[bool, typer.Option("--proof", help="Print the contact's inclusion proof instead (JSON): its "
+                                        "leaf index and audit path in the latest signed checkpoint, with it.")] = False,
+    tree_size: Annotated[int | None, typer.Option("--tree-size", metavar="N", min=0, help="With --proof: against "
+                                                  "the checkpoint of N events (one you keep) instead.")] = None,
     as_json: Json = False,
 ) -> None:
     """Print a contact's signed receipt (CLR1.…), the one its acknowledgement carried, for the customer to keep.
 
     The ledger signs it again from the stored contact, byte for byte. Anyone checks it offline with the
-    ledger's public key (`caseledger audit key`), and with any later history export proves the contact in
-    the log — or missing from it, against the operator (docs/audit.md):
+    ledger's public key (`caseledger audit key`), and with any later history export, or the contact's
+    inclusion proof against a signed checkpoint (`--proof`), proves the contact in the log — or missing
+    from it, against the operator (docs/audit.md):
 
     ```
     $ caseledger contact receipt CL-7K2QD-M3XPA > receipt.txt
-    $ python -m caseledger.verify receipt receipt.txt --key KEY [--export history.json]
+    $ caseledger contact receipt CL-7K2QD-M3XPA --proof > proof.json
+    $ python -m caseledger.verify receipt receipt.txt --key KEY [--proof proof.json | --export history.json]
     ```
 
-    Refused when the ledger has no signing key, and once the customer is erased: the receipt's salt went
-    with their data, and only the customer's own copy remains.
+    The receipt is refused when the ledger has no signing key, and once the customer is erased: the
+    receipt's salt went with their data, and only the customer's own copy remains (its proof is not).
     """
     from caseledger.verify.receipts import Receipt
 
     s = session(ctx)
+    if tree_size is not None and not proof:
+        raise typer.BadParameter("--tree-size goes with --proof")
+    if proof:
+        if not s.api and tree_size is None:
+            _sign_checkpoint(s.local_ledger)
+        s.echo_json(s.ledger.contact_receipt_proof(reference, contact_id, tree_size))
+        return
     receipt = s.ledger.contact_receipt(reference, contact_id)
     if as_json:
         s.echo_json({"reference": reference, "contact_id": contact_id, "receipt": receipt,
                      "says": Receipt.parse(receipt).lines()})
         return
     typer.echo(receipt)
+
+
+def _sign_checkpoint(ledger: CaseLedger) -> None:
+    """On the ledger's own store with its signing key: a checkpoint of the log as it is now, so the proof is
+    against the latest log (signed only when the log grew since the last one)."""
+    from caseledger.ledger.transparency.checkpoint_key import load_signer
+    from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+
+    signer = load_signer(ledger.settings.transparency)
+    if signer is not None:
+        sign_checkpoint(ledger, signer)
 
 
 def _read_text(path: Path) -> str:

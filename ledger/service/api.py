@@ -266,6 +266,15 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         return {"reference": reference, "contact_id": contact_id,
                 "receipt": state.ledger().contact_receipt(reference, contact_id)}
 
+    @app.get("/v1/cases/{reference}/contacts/{contact_id}/receipt/proof", tags=["cases"],
+             openapi_extra={"x-operation": O.CONTACT_RECEIPT_READ.value})
+    def contact_receipt_proof(reference: str, contact_id: str,
+                              tree_size: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+                              _p: Principal = principal_for(O.CONTACT_RECEIPT_READ)) -> dict[str, Any]:
+        """The contact's leaf index and inclusion proof against the latest signed checkpoint (or the one of
+        ``tree_size``), with it: with the receipt, the customer proves the contact in the log (docs/audit.md)."""
+        return state.ledger().contact_receipt_proof(reference, contact_id, tree_size)
+
     @app.get("/v1/cases", tags=["cases"], openapi_extra={"x-operation": O.CASE_READ.value})
     def case_find(
         channel: Annotated[str, Query()], message_id: Annotated[str, Query()],

@@ -137,6 +137,11 @@ class LedgerClient:
     def contact_receipt(self, reference: str, contact_id: str = "C1") -> str:
         return str(self._call("contact_receipt", reference=reference, contact_id=contact_id)["receipt"])
 
+    def contact_receipt_proof(self, reference: str, contact_id: str = "C1",
+                              tree_size: int | None = None) -> dict[str, Any]:
+        return dict(self._call("contact_receipt_proof", query={"tree_size": None if tree_size is None else str(tree_size)},
+                               reference=reference, contact_id=contact_id))
+
     def respond(self, reference: str, *, actor: Actor, body: str, answers: Sequence[str] = (),
                 channel: str | None = None, occurred_at: datetime | None = None) -> str:
         sent = {"body": body, "answers": list(answers), "channel": channel, "occurred_at": _iso(occurred_at)}
