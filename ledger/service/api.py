@@ -191,6 +191,8 @@ class VerdictQuery(BaseModel):
     channel: str | None = Field(default=None, max_length=40, description="A contact's channel (with its id)")
     channel_message_id: str | None = Field(default=None, max_length=2000,
                                            description="A contact's channel message id: finds its registration")
+    case_reference: str | None = Field(default=None, max_length=40,
+                                       description="A delivery or read report's case reference: finds its event")
 
 
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -373,7 +375,8 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         data, never in a URL). Not found: not applied yet, or another adapter's."""
         return verdict_json(read_verdict(state.ledger(), adapter=principal.name, topic=body.topic,
                                          partition=body.partition, offset=body.offset, channel=body.channel,
-                                         channel_message_id=body.channel_message_id))
+                                         channel_message_id=body.channel_message_id,
+                                         case_reference=body.case_reference))
 
 
 EXPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; sandbox"
