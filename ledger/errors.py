@@ -29,6 +29,9 @@ reused, in progress or lost, ``ledger/service/idempotency.py``) and ``StreamLimi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class CaseLedgerError(Exception):
     """Base class of every error raised by caseledger.
@@ -136,3 +139,18 @@ class IntakeUnavailable(BackendError):
     id and content) is safe: the ledger records a request once and traces every resubmission. Every
     failure of a Kafka client under the adapter SDK is this error; no client's own exception leaves it.
     """
+
+
+@contextmanager
+def naming(field: str) -> Iterator[None]:
+    """Errors raised inside are about ``field``: one naming no field names it, one naming its own part names it
+    under it (``attachments`` + ``sha256`` → ``attachments.sha256``), so a verdict can tell the adapter which."""
+    try:
+        yield
+    except CaseLedgerError as error:
+        own = error.field
+        if not own:
+            error.field = field
+        elif own != field and not own.startswith(field + "."):
+            error.field = f"{field}.{own}"
+        raise

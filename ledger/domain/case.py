@@ -617,9 +617,11 @@ class Case(CaseState, Aggregate):
         """A channel confirmed an outbound message reached the customer (``adapter``: whose intake record said so)."""
         message = self._message(message_id)
         if message_id.startswith("C"):
-            raise ValidationError(f"{message_id} is an inbound contact; delivery reports are for our messages")
+            raise ValidationError(f"{message_id} is an inbound contact; delivery reports are for our messages",
+                                  field="message_id")
         if message.delivered_at is not None:
-            raise RuleViolation(f"{message_id} was already reported delivered at {message.delivered_at.isoformat()}")
+            raise RuleViolation(f"{message_id} was already reported delivered at {message.delivered_at.isoformat()}",
+                                field="message_id")
         delivered_at = check_claim("delivered_at", delivered_at, now=ctx.recorded_at,
                                    after=[After(self.recorded.get(message_id), f"{message_id} was issued")])
         self.trigger_event(
@@ -634,9 +636,11 @@ class Case(CaseState, Aggregate):
         """A channel could not deliver an outbound message: it stays undelivered (its deadline runs on)."""
         message = self._message(message_id)
         if message_id.startswith("C"):
-            raise ValidationError(f"{message_id} is an inbound contact; delivery reports are for our messages")
+            raise ValidationError(f"{message_id} is an inbound contact; delivery reports are for our messages",
+                                  field="message_id")
         if message.delivered_at is not None:
-            raise RuleViolation(f"{message_id} was already reported delivered at {message.delivered_at.isoformat()}")
+            raise RuleViolation(f"{message_id} was already reported delivered at {message.delivered_at.isoformat()}",
+                                field="message_id")
         code = DeliveryFailure.parse(reason)
         failed_at = check_claim("failed_at", failed_at, now=ctx.recorded_at,
                                 after=[After(self.recorded.get(message_id), f"{message_id} was issued")])
