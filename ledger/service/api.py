@@ -32,9 +32,10 @@ from starlette.concurrency import run_in_threadpool
 
 from caseledger.ledger.access.principals import Authenticator, OidcSettings, Principal
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.domain.permissions import Operation
+from caseledger.ledger.domain.case_references import normalise_reference
+from caseledger.ledger.domain.permissions import Operation, Role
 from caseledger.ledger.domain.values import Identity
-from caseledger.ledger.errors import AuthenticationError, ValidationError
+from caseledger.ledger.errors import AuthenticationError, NotFound, PermissionDenied, ValidationError
 from caseledger.ledger.intake.verdict_reads import read_verdict, verdict_json
 from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.service.callers import Callers
@@ -263,19 +264,25 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
     @app.get("/v1/cases/{reference}/contacts/{contact_id}/receipt", tags=["cases"],
              openapi_extra={"x-operation": O.CONTACT_RECEIPT_READ.value})
     def contact_receipt(reference: str, contact_id: str,
-                        _p: Principal = principal_for(O.CONTACT_RECEIPT_READ)) -> dict[str, str]:
-        """The signed receipt of a recorded contact, for the adapter to hand to the customer (docs/audit.md)."""
+                        principal: Principal = principal_for(O.CONTACT_RECEIPT_READ)) -> dict[str, str]:
+        """The signed receipt of a recorded contact, for the adapter to hand to the customer (docs/audit.md).
+        An adapter reads only its channels' contacts' receipts."""
+        ledger = state.ledger()
+        adapter_scope(ledger, principal, reference, contact_id)
         return {"reference": reference, "contact_id": contact_id,
-                "receipt": state.ledger().contact_receipt(reference, contact_id)}
+                "receipt": ledger.contact_receipt(reference, contact_id)}
 
     @app.get("/v1/cases/{reference}/contacts/{contact_id}/receipt/proof", tags=["cases"],
              openapi_extra={"x-operation": O.CONTACT_RECEIPT_READ.value})
     def contact_receipt_proof(reference: str, contact_id: str,
                               tree_size: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
-                              _p: Principal = principal_for(O.CONTACT_RECEIPT_READ)) -> dict[str, Any]:
+                              principal: Principal = principal_for(O.CONTACT_RECEIPT_READ)) -> dict[str, Any]:
         """The contact's leaf index and inclusion proof against the latest signed checkpoint (or the one of
-        ``tree_size``), with it: with the receipt, the customer proves the contact in the log (docs/audit.md)."""
-        return state.ledger().contact_receipt_proof(reference, contact_id, tree_size)
+        ``tree_size``), with it: with the receipt, the customer proves the contact in the log (docs/audit.md).
+        An adapter reads only its channels' contacts' proofs."""
+        ledger = state.ledger()
+        adapter_scope(ledger, principal, reference, contact_id)
+        return ledger.contact_receipt_proof(reference, contact_id, tree_size)
 
     @app.get("/v1/cases", tags=["cases"], openapi_extra={"x-operation": O.CASE_READ.value})
     def case_find(
@@ -377,6 +384,26 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
                                          partition=body.partition, offset=body.offset, channel=body.channel,
                                          channel_message_id=body.channel_message_id,
                                          case_reference=body.case_reference))
+
+
+def adapter_scope(ledger: CaseLedger, principal: Principal, reference: str, contact_id: str) -> None:
+    """An adapter principal reads a contact only when it came on one of its registered channels: another
+    channel's contact, an unknown contact and an unknown case read alike, not found (nothing says which exists);
+    an adapter with no registered channels is refused."""
+    if principal.role is not Role.ADAPTER:
+        return
+    row = ledger.storage.adapter_keys().select_adapter(principal.name)
+    if row is None or row.revoked_at is not None:
+        raise PermissionDenied(
+            f"adapter principal {principal.name!r} has no registered channels, so it reads no contact: register them "
+            f"with `caseledger adapters add {principal.name} --channels email,chat --public-key FILE`")
+    try:
+        contact = ledger.get_case(reference).contacts.get(contact_id)
+    except NotFound:
+        contact = None
+    if contact is None or contact.channel not in row.channels:
+        raise NotFound(f"no contact {contact_id} of case {normalise_reference(reference)} on this adapter's channels "
+                       f"({', '.join(row.channels)})", field="contact_id")
 
 
 EXPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; sandbox"

@@ -32,6 +32,7 @@ from caseledger.verify.__main__ import main as verify_main
 from caseledger.verify.failures import MalformedInput
 from caseledger.verify.receipts import PROOF_FORMAT, check_receipt, read_proof
 from tests.support.clock import FakeClock
+from tests.support.contacts import register_adapter
 from tests.support.environment import ledger_settings
 from tests.support.examples import examples
 
@@ -243,6 +244,7 @@ def test_the_adapter_gets_the_proof_over_http_and_the_cli_prints_it(
     settings_ = ledger_settings(database=db, origin=ORIGIN)
     setup = CaseLedger(settings_)
     adapter = PrincipalRegistry(setup.principal_store).add("mail-gateway-1", "adapter").token
+    register_adapter(setup, "mail-gateway-1", ["email"])
     setup.close()
     with TestClient(create_app(ServiceState(settings_))) as client:
         headers = {"Authorization": f"Bearer {adapter}"}
@@ -279,3 +281,43 @@ def test_the_proofs_path_is_the_trees_own_across_tiles(ledger: CaseLedger) -> No
     for size in (1, 2, 255, 256, 257, 511, 512, 513, 600):
         for index in sorted({0, 1, size // 3, size // 2, size - 2, size - 1} & set(range(size))):
             assert inclusion_path(tree.store, index, size) == tree.inclusion_proof(index, size), (index, size)
+
+
+def test_an_adapter_reads_only_its_channels_contacts_receipts_and_proofs(
+        key_file: Path, db: str, signer: CheckpointSigner) -> None:
+    """Finding: the receipt route was not limited to the adapter's channels. Another channel's contact, an unknown
+    contact and an unknown case read alike (404, the same words); an adapter with no registered channels: 403."""
+    from fastapi.testclient import TestClient
+
+    from caseledger.ledger.access.principals import PrincipalRegistry
+    from caseledger.ledger.service.api import ServiceState
+    from caseledger.ledger.service.asgi import create_app
+
+    settings_ = ledger_settings(database=db, origin=ORIGIN)
+    setup = CaseLedger(settings_)
+    registry = PrincipalRegistry(setup.principal_store)
+    tokens = {name: registry.add(name, role).token for name, role in
+              (("mail-1", "adapter"), ("sms-1", "adapter"), ("bare-1", "adapter"), ("alice", "agent"))}
+    register_adapter(setup, "mail-1", ["email"])
+    register_adapter(setup, "sms-1", ["sms"])
+    mailed = setup.record_contact(jane(), actor=None).reference  # a web form
+    emailed = setup.record_contact(ContactDraft(channel="email", channel_message_id="<m@x>", identity=JANE,
+                                                items=("By mail",))).reference
+    sign_checkpoint(setup, signer)
+    setup.close()
+
+    def get(who: str, path: str) -> Any:
+        return client.get(path, headers={"Authorization": f"Bearer {tokens[who]}"})
+
+    with TestClient(create_app(ServiceState(settings_))) as client:
+        for tail in ("receipt", "receipt/proof"):
+            assert get("mail-1", f"/v1/cases/{emailed}/contacts/C1/{tail}").status_code == 200
+            assert get("alice", f"/v1/cases/{mailed}/contacts/C1/{tail}").status_code == 200  # roles not scoped
+            other = get("sms-1", f"/v1/cases/{emailed}/contacts/C1/{tail}")
+            unknown = get("sms-1", f"/v1/cases/{emailed}/contacts/C9/{tail}")
+            nowhere = get("sms-1", f"/v1/cases/CL-AAAAA-BBBBB/contacts/C1/{tail}")
+            web = get("mail-1", f"/v1/cases/{mailed}/contacts/C1/{tail}")
+            assert other.status_code == unknown.status_code == nowhere.status_code == web.status_code == 404
+            assert other.json()["detail"] == unknown.json()["detail"].replace("C9", "C1")
+            assert nowhere.json()["detail"] == other.json()["detail"].replace(emailed, "CL-AAAAA-BBBBB")
+            assert get("bare-1", f"/v1/cases/{emailed}/contacts/C1/{tail}").status_code == 403
