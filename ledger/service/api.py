@@ -41,7 +41,7 @@ from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.service.callers import Callers
 from caseledger.ledger.service.case_cache import CaseCache
 from caseledger.ledger.service.group_commit import GroupCommitter
-from caseledger.ledger.service.idempotency import Idempotency
+from caseledger.ledger.service.idempotency import SECRET_SUBJECT, Idempotency
 from caseledger.ledger.service.ledger_pool import LedgerPool, current_request_ledger
 from caseledger.ledger.service.problems import MEDIA_TYPE
 from caseledger.ledger.settings import LedgerSettings
@@ -113,6 +113,7 @@ class ServiceState:
         time. The worker threads' ledgers are built when first needed: each holds a pool of connections."""
         self.committer.warm()
         self.cases.warm()
+        self.idempotency_secret()  # made on the first start, so that no keyed write makes it in its own time
 
     def authenticator(self) -> Authenticator:
         auth: Authenticator | None = getattr(self, "_authenticator", None)
@@ -142,7 +143,8 @@ class ServiceState:
             with self._lock:
                 committer = getattr(self, "_committer", None)
                 if committer is None:
-                    committer = self._committer = GroupCommitter(self._committer_ledger)
+                    committer = self._committer = GroupCommitter(self._committer_ledger,
+                                                                  secret=self.idempotency_secret)
         return committer
 
     def _committer_ledger(self) -> CaseLedger:
@@ -154,7 +156,14 @@ class ServiceState:
         return ledger
 
     def idempotency(self) -> Idempotency:
-        return Idempotency(self.ledger().storage.idempotency())
+        return Idempotency(self.ledger().storage.idempotency(), secret=self.idempotency_secret())
+
+    def idempotency_secret(self) -> bytes:
+        """The ledger's idempotency secret (ledger.service.idempotency), read once from the key store."""
+        found: bytes | None = getattr(self, "_idempotency_secret", None)
+        if found is None:  # made once for good under a fixed id: two threads reading it at once read the same
+            found = self._idempotency_secret = self.own_ledger().data_keys.ledger_secret(SECRET_SUBJECT)
+        return found
 
     @contextmanager
     def open_views(self) -> Iterator[Any]:
