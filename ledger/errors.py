@@ -29,9 +29,6 @@ reused, in progress or lost, ``ledger/service/idempotency.py``) and ``StreamLimi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 
 class CaseLedgerError(Exception):
     """Base class of every error raised by caseledger.
@@ -141,16 +138,24 @@ class IntakeUnavailable(BackendError):
     """
 
 
-@contextmanager
-def naming(field: str) -> Iterator[None]:
+class naming:  # lower case: read as a function, ``with naming("identity"): …``
     """Errors raised inside are about ``field``: one naming no field names it, one naming its own part names it
-    under it (``attachments`` + ``sha256`` → ``attachments.sha256``), so a verdict can tell the adapter which."""
-    try:
-        yield
-    except CaseLedgerError as error:
-        own = error.field
-        if not own:
-            error.field = field
-        elif own != field and not own.startswith(field + "."):
-            error.field = f"{field}.{own}"
-        raise
+    under it (``attachments`` + ``sha256`` → ``attachments.sha256``), so a verdict can tell the adapter which.
+    (A class, not a generator: it wraps values built for every intake record.)"""
+
+    __slots__ = ("field",)
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> bool:
+        if isinstance(error, CaseLedgerError):
+            own, field = error.field, self.field
+            if not own:
+                error.field = field
+            elif own != field and not own.startswith(field + "."):
+                error.field = f"{field}.{own}"
+        return False
