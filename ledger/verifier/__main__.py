@@ -82,6 +82,7 @@ def checkpoint_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     findings: list[dict[str, str]] = []
     opened = []
+    lines: list[str] = []
     try:
         key = _key(args.key)
         policy = _policy(args)
@@ -95,10 +96,10 @@ def checkpoint_main(argv: list[str]) -> int:
                 cosigned = check_cosignatures(note, key, policy)
                 opened.append(cosigned.checkpoint)
                 names = ", ".join(sorted(cosigned.witnesses)) or "no witness"
-                print(f"{path}: {cosigned.checkpoint.size} events, cosigned by {names}")
+                lines.append(f"{path}: {cosigned.checkpoint.size} events, cosigned by {names}")
             else:
                 opened.append(open_checkpoint(note, key))
-                print(f"{path}: {opened[-1].size} events, signed by {key.name}+{key.key_id.hex()}")
+                lines.append(f"{path}: {opened[-1].size} events, signed by {key.name}+{key.key_id.hex()}")
         except PolicyError as error:
             findings.append({"code": error.code, "file": path, "message": str(error)})
         except VerificationError as error:
@@ -110,6 +111,7 @@ def checkpoint_main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps({"ok": not findings, "findings": findings}, indent=2))
     else:
+        print("\n".join(lines))
         for finding in findings:
             print(f"[{finding['code']}] {finding['file']}: {finding['message']}")
         print("verified: everything holds" if not findings else "NOT verified")
