@@ -107,7 +107,7 @@ def configured_policy(settings: TransparencySettings) -> WitnessPolicy | None:
         raise ConfigurationError(f"{WITNESS_POLICY_ENV}: {', '.join(unknown)} not in {WITNESSES_ENV}")
     needed = {"all": len(names), "any": 1}.get(found.group(1)) or int(found.group(1))
     try:
-        return WitnessPolicy.k_of(needed, [witnesses[n].key for n in names])
+        return WitnessPolicy.k_of(needed, [witnesses[n].key for n in names], names)
     except MalformedInput as error:
         raise ConfigurationError(f"{WITNESS_POLICY_ENV}: {error}") from None
 

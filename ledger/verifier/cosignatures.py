@@ -131,17 +131,18 @@ class WitnessPolicy:
     quorum: str | None = None
 
     @classmethod
-    def k_of(cls, needed: int, keys: Sequence[WitnessKey]) -> WitnessPolicy:
-        """``needed`` of these witnesses (``--witness KEY`` … ``--witnesses-needed K``)."""
+    def k_of(cls, needed: int, keys: Sequence[WitnessKey], names: Sequence[str] | None = None) -> WitnessPolicy:
+        """``needed`` of these witnesses (``--witness KEY`` … ``--witnesses-needed K``), named by their keys'
+        names unless ``names`` are given."""
         if not keys:
             raise MalformedInput("a witness policy names at least one witness key")
-        names = [k.name for k in keys]
+        names = list(names) if names is not None else [k.name for k in keys]
         if len(set(names)) != len(names) or len({k.public_key for k in keys}) != len(keys):
             raise MalformedInput("a witness policy names each witness once")
         if not 1 <= needed <= len(keys):
             raise MalformedInput(f"{needed} witnesses needed of {len(keys)} given: give 1 to {len(keys)}")
         group = "\x00k-of-n"
-        return cls({k.name: k for k in keys}, {group: Group(needed, tuple(names))}, group)
+        return cls(dict(zip(names, keys, strict=True)), {group: Group(needed, tuple(names))}, group)
 
     @classmethod
     def parse(cls, text: str) -> WitnessPolicy:
