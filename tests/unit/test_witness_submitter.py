@@ -133,3 +133,32 @@ def test_a_witness_that_does_not_know_the_log_or_is_down_is_logged_without_crede
             sign_checkpoint(ledger, signer, witnesses=submitter)
         assert down.size == ledger.storage.merkle().latest_checkpoint().tree_size  # type: ignore[union-attr]
     assert "s3cret" not in caplog.text
+
+
+def test_audit_verify_checkpoint_and_prove_refuse_a_checkpoint_without_the_witnesses_asked_for(
+        sqlite_ledger: CaseLedger, signer: CheckpointSigner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from caseledger.ledger.audit import verify
+    from caseledger.ledger.audit.kept_checkpoint import HeldCheckpoint
+    from tests.support.contacts import cli
+
+    ledger = sqlite_ledger
+    w0, w1 = WitnessSigner("witness.example/w0"), WitnessSigner("witness.example/w1")
+    for n in range(3):
+        ledger.record_contact(contact(n))
+    note = sign_checkpoint(ledger, signer).note
+    policy = WitnessPolicy.k_of(1, [w0.key, w1.key])
+    assert verify(ledger, checkpoint=HeldCheckpoint(w1.cosign(note), signer.verifier_key, witnesses=policy)).ok
+    bare = verify(ledger, checkpoint=HeldCheckpoint(note, signer.verifier_key, witnesses=policy))
+    assert {d.code for d in bare.errors} == {"witness-policy"}
+    line = w0.cosign(note)[len(note):]
+    ledger.record_contact(contact(3))  # an old cosignature replayed on a larger tree
+    replayed = verify(ledger, checkpoint=HeldCheckpoint(sign_checkpoint(ledger, signer).note + line,
+                                                        signer.verifier_key, witnesses=policy))
+    assert {d.code for d in replayed.errors} == {"witness-signature"}
+    # the CLI: audit prove with a witness, against a ledger whose latest checkpoint no witness cosigned
+    monkeypatch.setenv("CASELEDGER_DATABASE", str(tmp_path / "l.sqlite"))
+    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))
+    monkeypatch.delenv("CASELEDGER_WITNESSES", raising=False)
+    result = cli("audit", "prove", "email:jane@example.com", "--witness", str(w0.key), "--json", code=5)
+    assert any(p.startswith("witness-policy") for p in __import__("json").loads(result.stdout)["problems"])
+    cli("audit", "prove", "email:jane@example.com", "--witnesses-needed", "1", code=2)
