@@ -1,8 +1,9 @@
 """torchwood's litewitness, a real C2SP tlog-witness, built from the Go module proxy and started on loopback.
 
 ``tests/support/go/witness/go.mod`` pins ``filippo.io/torchwood`` v0.6.1 and names its ``litewitness`` and
-``witnessctl`` commands as tools; the session fixture builds both with the machine's ``go`` into the
-pytest basetemp (Go's build cache makes a rebuild cheap). litewitness signs with an Ed25519 key held by
+``witnessctl`` commands as tools; the session fixture builds both, and ``cosigcheck`` (our few lines: a
+cosigned checkpoint opened by ``golang.org/x/mod/sumdb/note`` with torchwood's cosignature verifier), with
+the machine's ``go`` into the pytest basetemp (Go's build cache makes a rebuild cheap). litewitness signs with an Ed25519 key held by
 an ``ssh-agent`` (OpenSSH's, started here on a socket of its own with a key made for the session); its
 database is a SQLite file that ``witnessctl add-log``/``add-key`` fill with each test ledger's origin and
 verifier key. Nothing skips: a missing ``go``, ``ssh-agent`` or ``ssh-add`` fails the tests that need it.
@@ -43,10 +44,10 @@ def _tool(name: str) -> str:
 
 
 def build(out: Path) -> tuple[Path, Path]:
-    """litewitness and witnessctl, built from the pinned module into ``out``."""
+    """litewitness and witnessctl (and our cosigcheck), built from the pinned module into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
-    done = subprocess.run([_tool("go"), "build", "-o", f"{out}/", "filippo.io/torchwood/cmd/litewitness",
+    done = subprocess.run([_tool("go"), "build", "-o", f"{out}/", "./cosigcheck", "filippo.io/torchwood/cmd/litewitness",
                            "filippo.io/torchwood/cmd/witnessctl"], cwd=MODULE, env=env, capture_output=True,
                           text=True, timeout=900)
     if done.returncode != 0:
@@ -123,6 +124,12 @@ class LiteWitness:
 
         _wait("litewitness", listening, witness)
         self.url = f"http://127.0.0.1:{port}"
+
+    def go_check(self, note: str, log_key: str) -> subprocess.CompletedProcess[str]:
+        """``cosigcheck``: the note opened by x/mod's ``note.Open`` with the log's key and this witness's
+        cosignature verifier as torchwood builds it (its exit 0: both signatures verify)."""
+        return subprocess.run([str(self.binary.parent / "cosigcheck"), "-log", log_key, "-witness", str(self.key)],
+                              input=note, capture_output=True, text=True, timeout=60)
 
     def logged(self) -> str:
         return (self.folder / "litewitness.log").read_text(errors="replace")

@@ -85,8 +85,14 @@ def test_the_ledger_s_checkpoints_are_cosigned_by_litewitness_and_verify_in_our_
     record(ledger, 1, 2)
     first = sign_checkpoint(ledger, deployment.signer)
     assert witness_now(ledger, first) == {"lw": "cosigned"}
-    cosigned = check_cosignatures(cosigned_note(ledger, first), deployment.signer.verifier_key, deployment.policy)
+    note = cosigned_note(ledger, first)
+    cosigned = check_cosignatures(note, deployment.signer.verifier_key, deployment.policy)
     assert cosigned.checkpoint.size == first.tree_size and set(cosigned.witnesses) == {litewitness.key.name}
+    # and in Go: x/mod's note.Open with the ledger's key and torchwood's cosignature verifier
+    go = litewitness.go_check(note, str(deployment.signer.verifier_key))
+    assert go.returncode == 0 and go.stdout.split() == [deployment.origin, litewitness.key.name], go.stderr
+    forged = note[:-3] + ("A" if note[-3] != "A" else "B") + note[-2:]
+    assert litewitness.go_check(forged, str(deployment.signer.verifier_key)).returncode == 1
     # the checkpointer service: each checkpoint on the submitter's thread, from the witness's size with a proof
     record(ledger, 3, 4, 5)
     stop = threading.Event()
@@ -94,8 +100,10 @@ def test_the_ledger_s_checkpoints_are_cosigned_by_litewitness_and_verify_in_our_
     Checkpointer(ledger, deployment.signer, interval_s=0).run(stop)
     latest = ledger.storage.merkle().latest_checkpoint()
     assert latest is not None and latest.tree_size > first.tree_size
-    note = latest_cosigned_note(ledger)
-    assert note is not None and check_cosignatures(note, deployment.signer.verifier_key, deployment.policy)
+    latest_note = latest_cosigned_note(ledger)
+    assert latest_note is not None
+    assert check_cosignatures(latest_note, deployment.signer.verifier_key, deployment.policy)
+    assert litewitness.go_check(latest_note, str(deployment.signer.verifier_key)).returncode == 0
     # an export carries the cosigned checkpoint; the standalone verifier holds it to the policy
     export = deployment.folder / "jane.json"
     export_history(ledger, "email:jane@example.com", "json", export)
