@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,3 +180,33 @@ def test_a_log_rolled_back_and_written_again_is_consistent_to_the_ledger_but_not
     # the witness's cosigned checkpoint and the rewritten log's at that size are two roots for one size
     witnessed = open_checkpoint(cosigned.note, deployment.signer.verifier_key)
     assert witnessed.root != MerkleLog.of(ledger).root_at(cosigned.tree_size)
+
+
+def test_the_publisher_submits_what_it_signs_on_a_thread_of_its_own(
+        deployment: Deployment, litewitness: LiteWitness, kafka_bootstrap: str) -> None:
+    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
+    from tests.support.kafka_topics import fresh_topics
+
+    settings = fresh_topics(kafka_bootstrap, partitions=1)
+    ledger = deployment.ledger()
+    record(ledger, 1, 2)
+    publisher = KafkaEventPublisher(deployment.ledger(), settings, batch_size=5, signer=deployment.signer,
+                                    checkpoint_interval_s=0)
+    assert publisher.witnesses is not None
+    stop = threading.Event()
+    thread = threading.Thread(target=publisher.run, args=(stop,))
+    thread.start()
+    try:
+        record(ledger, 3, 4)
+        target = ledger.recorder.max_notification_id()
+        deadline = time.monotonic() + 60
+        while publisher.stats.position < target and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(60)
+    latest = ledger.storage.merkle().latest_checkpoint()
+    assert latest is not None and publisher.stats.checkpoints >= 1 and not thread.is_alive()
+    # the last checkpoint, signed on the way out, was submitted before the publisher returned
+    cosigned = check_cosignatures(cosigned_note(ledger, latest), deployment.signer.verifier_key, deployment.policy)
+    assert cosigned.checkpoint.size == latest.tree_size == publisher.stats.position
