@@ -27,6 +27,7 @@ from rich.text import Text
 
 from caseledger.cli.common import environment, session
 from caseledger.cli.options import KafkaOpt, parse_instant
+from caseledger.cli.transparency_commands import NeededOpt, PolicyFileOpt, WitnessOpt
 
 if TYPE_CHECKING:
     from caseledger.ledger.audit import AuditReport
@@ -107,6 +108,9 @@ def audit_verify(
     simulated_clock: Annotated[bool, typer.Option(
         "--simulated-clock", help="List the events recorded on a simulated clock (the embedded CLI's --now, the "
         "demo): their recorded time is the operator's choice; --json always counts them.")] = False,
+    witness: WitnessOpt = None,
+    witnesses_needed: NeededOpt = None,
+    witness_policy: PolicyFileOpt = None,
 ) -> None:
     """Verify the ledger: every hash chain, gapless versions and positions, the events topic, intake accounting.
 
@@ -125,7 +129,7 @@ def audit_verify(
     $ caseledger audit verify --checkpoint 2026-12-01.checkpoint --key ledger.pub
     ```
     """
-    from caseledger.cli.transparency_commands import _read_note, _verifier_key
+    from caseledger.cli.transparency_commands import _read_note, _verifier_key, _witness_policy
     from caseledger.ledger.audit import Seal, verify
     from caseledger.ledger.audit.actors import UnauthenticatedEvents
     from caseledger.ledger.audit.kept_checkpoint import HeldCheckpoint
@@ -133,9 +137,11 @@ def audit_verify(
     s = session(ctx)
     if s.api:
         local = {"--since": since, "--until": until, "--kafka": kafka, "--seal": seal, "--checkpoint": checkpoint,
-                 "--key": key, "--unauthenticated": unauthenticated or None, "--simulated-clock": simulated_clock or None}
+                 "--key": key, "--unauthenticated": unauthenticated or None, "--simulated-clock": simulated_clock or None,
+                 "--witness": witness, "--witnesses-needed": witnesses_needed, "--witness-policy": witness_policy}
         return _verify_through_api(s, customer, as_json=as_json, refused=[k for k, v in local.items() if v])
-    held = HeldCheckpoint(_read_note(checkpoint), _verifier_key(key)) if checkpoint is not None else None
+    held = HeldCheckpoint(_read_note(checkpoint), _verifier_key(key), witnesses=_witness_policy(
+        witness, witnesses_needed, witness_policy)) if checkpoint is not None else None
     settings = _kafka_settings(kafka)
     bar = _Bar("verifying")
     try:

@@ -19,6 +19,7 @@ NOT_THROUGH_API = "it reads the transparency log's tree, or the signing key, on 
 if TYPE_CHECKING:
     from caseledger.ledger.store_ports import StoredCheckpoint
     from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
+    from caseledger.verify.cosignatures import WitnessPolicy
     from caseledger.verify.note import VerifierKey
 
 EXIT_DISCREPANCIES = 5
@@ -60,6 +61,46 @@ def _verifier_key(given: str | None) -> VerifierKey:
         return VerifierKey.parse(text)
     except MalformedInput as error:
         raise ValidationError(f"--key: {error}") from None
+
+
+WitnessOpt = Annotated[
+    list[str] | None,
+    typer.Option("--witness", metavar="VKEY", help="A witness you trust: its cosignature/v1 verifier key "
+                 "NAME+KEYID+BASE64 (repeat for each); with --witnesses-needed, the checkpoint must be cosigned by "
+                 "that many of them. Default: the ledger's CASELEDGER_WITNESS_POLICY."),
+]
+NeededOpt = Annotated[
+    int | None,
+    typer.Option("--witnesses-needed", metavar="K", help="How many of the --witness keys must have cosigned "
+                 "(default: all of them)."),
+]
+PolicyFileOpt = Annotated[
+    Path | None,
+    typer.Option("--witness-policy", metavar="FILE", help="A C2SP tlog-policy file (witness, group and quorum "
+                 "lines) instead of --witness/--witnesses-needed."),
+]
+
+
+def _witness_policy(witnesses: list[str] | None, needed: int | None, policy_file: Path | None) -> WitnessPolicy | None:
+    """The policy a checkpoint must meet: the options', else the ledger's configured one, else none."""
+    from caseledger.ledger.errors import ValidationError
+    from caseledger.ledger.transparency.witnesses import configured_policy
+    from caseledger.verify.cosignatures import WitnessKey, WitnessPolicy
+    from caseledger.verify.failures import MalformedInput
+
+    try:
+        if policy_file is not None:
+            if witnesses or needed is not None:
+                raise ValidationError("give --witness-policy FILE or --witness/--witnesses-needed, not both")
+            return WitnessPolicy.parse(_read_note(policy_file))
+        if witnesses:
+            keys = [WitnessKey.parse(w) for w in witnesses]
+            return WitnessPolicy.k_of(len(keys) if needed is None else needed, keys)
+    except MalformedInput as error:
+        raise ValidationError(f"witness policy: {error}") from None
+    if needed is not None:
+        raise ValidationError("--witnesses-needed counts the --witness keys given: give them too")
+    return configured_policy(environment().transparency)
 
 
 def _read_note(path: Path) -> str:
@@ -133,6 +174,9 @@ def audit_checkpoint(
 ) -> None:
     """Bring the Merkle tree up to date and sign a checkpoint now; print it (keep it: it is your proof).
 
+    With witnesses configured (CASELEDGER_WITNESSES) it is submitted to them first and printed with their
+    cosignatures.
+
     ```
     $ caseledger audit checkpoint --out 2026-12-01.checkpoint
     $ caseledger audit checkpoint --follow      # the checkpointer as a service of its own
@@ -152,10 +196,14 @@ def audit_checkpoint(
         setup_logging()
         with stop_on_signals() as stop:
             serve(s.new_ledger, "checkpoints", lambda ledger: Checkpointer(ledger(), signer), stop)
+    from caseledger.ledger.transparency.witnesses import cosigned_note, witness_now
+
     checkpoint = sign_checkpoint(s.local_ledger, signer)
+    witness_now(s.local_ledger, checkpoint)
+    note = cosigned_note(s.local_ledger, checkpoint)
     if out is not None:
-        out.write_text(checkpoint.note, encoding="utf-8")
-    typer.echo(checkpoint.note, nl=False)
+        out.write_text(note, encoding="utf-8")
+    typer.echo(note, nl=False)
 
 
 @local_only(NOT_THROUGH_API)
@@ -164,6 +212,9 @@ def audit_prove(
     customer: Annotated[str, typer.Argument(help="Customer id or identity.")],
     key: KeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="The proofs as JSON.")] = False,
+    witness: WitnessOpt = None,
+    witnesses_needed: NeededOpt = None,
+    witness_policy: PolicyFileOpt = None,
 ) -> None:
     """Each of a customer's events with its inclusion proof against the ledger's latest signed checkpoint.
 
@@ -182,6 +233,7 @@ def audit_prove(
 
     s = session(ctx)
     trusted = _verifier_key(key)
+    policy = _witness_policy(witness, witnesses_needed, witness_policy)
     ledger = s.local_ledger
     customer_id = ledger.resolve_customer(customer)
     tree = MerkleLog.of(ledger)
@@ -189,8 +241,10 @@ def audit_prove(
     latest: StoredCheckpoint | None
     if signer is not None:
         from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+        from caseledger.ledger.transparency.witnesses import witness_now
 
         latest = sign_checkpoint(ledger, signer, tree=tree)
+        witness_now(ledger, latest)
     else:
         latest = tree.store.latest_checkpoint()
     if latest is None:
@@ -202,6 +256,16 @@ def audit_prove(
     except VerificationError as error:
         problems.append(f"checkpoint-key: the ledger's latest checkpoint: {error}")
         checkpoint = None
+    note = latest.note
+    if checkpoint is not None and policy is not None:
+        from caseledger.ledger.transparency.witnesses import cosigned_note
+        from caseledger.verify.cosignatures import PolicyError, check_cosignatures
+
+        note = cosigned_note(ledger, latest)
+        try:
+            check_cosignatures(note, trusted, policy)
+        except PolicyError as error:
+            problems.append(f"{error.code}: the ledger's latest checkpoint: {error}")
     proofs = event_proofs(ledger, [p for p, _ in events], latest, tree=tree)
     rows = []
     for (position, digest), proof in zip(events, proofs, strict=True):
@@ -215,7 +279,7 @@ def audit_prove(
                 problems.append(f"inclusion: position {position}: {error}")
         rows.append({**proof.as_dict(), "event_hash": digest.hex(), "status": status})
     if as_json:
-        s.echo_json({"customer_id": customer_id, "checkpoint": latest.note, "verifier_key": str(trusted),
+        s.echo_json({"customer_id": customer_id, "checkpoint": note, "verifier_key": str(trusted),
                      "events": rows, "problems": problems})
     else:
         s.out.print(Text(f"checkpoint: {latest.tree_size} events, root {b64(latest.root)}"))
@@ -248,27 +312,34 @@ def audit_consistency(
     held: Annotated[Path, typer.Argument(metavar="OLD.checkpoint", help="A signed checkpoint you kept.")],
     key: KeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome and the proof as JSON.")] = False,
+    witness: WitnessOpt = None,
+    witnesses_needed: NeededOpt = None,
+    witness_policy: PolicyFileOpt = None,
 ) -> None:
     """Prove the ledger's current log extends the checkpoint you kept (RFC 9162 consistency proof).
 
     Names what is wrong otherwise: ``checkpoint-key`` (signed by another key), ``checkpoint-signature``
     (altered), ``rolled-back`` (the log no longer extends it), ``split-view`` (the ledger signed another
-    root for the same size). Exit 5 then.
+    root for the same size), ``witness-policy`` (the ledger's latest checkpoint lacks the cosignatures of the
+    witnesses you trust: they refused it, or were not reached). Exit 5 then.
 
     ```
     $ caseledger audit consistency 2026-11-01.checkpoint --key ledger.pub
+    $ caseledger audit consistency 2026-11-01.checkpoint --key ledger.pub --witness W1 --witness W2 --witnesses-needed 1
     ```
     """
     from caseledger.ledger.transparency.proofs import check_consistency
 
     s = session(ctx)
     trusted = _verifier_key(key)
+    policy = _witness_policy(witness, witnesses_needed, witness_policy)
     signer = _signer(required=False)
     if signer is not None and signer.verifier_key == trusted:
         from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+        from caseledger.ledger.transparency.witnesses import witness_now
 
-        sign_checkpoint(s.local_ledger, signer)
-    result = check_consistency(s.local_ledger, _read_note(held), trusted)
+        witness_now(s.local_ledger, sign_checkpoint(s.local_ledger, signer))
+    result = check_consistency(s.local_ledger, _read_note(held), trusted, policy)
     if as_json:
         s.echo_json(result.as_dict())
     else:

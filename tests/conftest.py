@@ -32,6 +32,7 @@ pytest_plugins = [
     "tests.support.avro_java",
     "tests.support.browser",
     "tests.support.mail_servers",
+    "tests.support.litewitness",
     "tests.support.tampering",
     "tests.support.stories",
 ]

@@ -122,7 +122,11 @@ def export_history(
                                   proof.proof if proof else None))
     finally:
         ledger.data_keys.forget()
-    note = checkpoint.note if checkpoint is not None else None
+    note = None
+    if checkpoint is not None:
+        from caseledger.ledger.transparency.witnesses import cosigned_note
+
+        note = cosigned_note(ledger, checkpoint)  # with the witnesses' cosignatures kept for it
     describe = describe or _describe
     exported_at = datetime.now(UTC)
     if fmt == "json":
@@ -139,14 +143,18 @@ def export_history(
 
 
 def _checkpoint(ledger: CaseLedger) -> Any:
-    """The checkpoint the export's proofs are against: a fresh one when the signing key is here, else the latest."""
+    """The checkpoint the export's proofs are against: a fresh one when the signing key is here (submitted to the
+    configured witnesses before the export is written, so that it carries their cosignatures), else the latest."""
     from caseledger.ledger.transparency.checkpoint_key import load_signer
 
     signer = load_signer(ledger.settings.transparency)
     if signer is not None:
         from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+        from caseledger.ledger.transparency.witnesses import witness_now
 
-        return sign_checkpoint(ledger, signer)
+        checkpoint = sign_checkpoint(ledger, signer)
+        witness_now(ledger, checkpoint)
+        return checkpoint
     return ledger.storage.merkle().latest_checkpoint()
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.store_ports import StoredCheckpoint
 from caseledger.ledger.transparency.tree import MerkleLog
+from caseledger.verify.cosignatures import PolicyError, WitnessPolicy, check_cosignatures
 from caseledger.verify.failures import MalformedInput, ProofError, SignatureError, WrongKeyError
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 from caseledger.verify.rfc9162 import verify_consistency
@@ -64,6 +65,7 @@ class Consistency:
     held: Checkpoint | None
     latest: StoredCheckpoint | None
     code: str  # consistent | checkpoint-key | checkpoint-signature | rolled-back | split-view | no-checkpoint
+    #            | witness-policy | witness-signature
     message: str
     proof: list[bytes] = field(default_factory=list)
 
@@ -80,13 +82,17 @@ class Consistency:
         }
 
 
-def check_consistency(ledger: CaseLedger, held_note: str, key: VerifierKey) -> Consistency:
+def check_consistency(ledger: CaseLedger, held_note: str, key: VerifierKey,
+                      policy: WitnessPolicy | None = None) -> Consistency:
     """Does the ledger's latest signed checkpoint extend the one the auditor kept?
 
     Named outcomes: ``checkpoint-key`` (kept checkpoint or the ledger's latest signed by another
     key), ``checkpoint-signature`` (altered), ``split-view`` (the ledger signed another root for the
     same size: two signed, contradictory views of one log), ``rolled-back`` (the ledger's log is
-    shorter than the kept checkpoint, or its first events differ from those it committed to).
+    shorter than the kept checkpoint, or its first events differ from those it committed to). With a witness
+    ``policy``, the ledger's latest checkpoint must carry the cosignatures it needs (``witness-policy``,
+    ``witness-signature``): a ledger whose witnesses refused its latest checkpoints — a rewritten log, a
+    view shown to one reader only — cannot pass, whatever its own tables say.
     """
     try:
         held = open_checkpoint(held_note, key)
@@ -104,6 +110,14 @@ def check_consistency(ledger: CaseLedger, held_note: str, key: VerifierKey) -> C
     except (SignatureError, MalformedInput) as error:
         return Consistency(held, latest, "checkpoint-key", f"the ledger's latest checkpoint: {error}; if the "
                            "key was rotated, check the new key's first checkpoint against this one (docs/audit.md)")
+    if policy is not None and policy.needs_cosignatures:
+        from caseledger.ledger.transparency.witnesses import cosigned_note
+
+        try:
+            check_cosignatures(cosigned_note(ledger, latest), key, policy)
+        except PolicyError as error:
+            return Consistency(held, latest, error.code, f"the ledger's latest checkpoint: {error}; its witnesses "
+                               "refused it or were not reached (the ledger's log names which)")
     for other in tree.store.checkpoints(size=held.size, limit=1000):
         try:
             signed = open_checkpoint(other.note, key)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from caseledger.verify.cosignatures import PolicyError, WitnessPolicy, check_cosignatures
 from caseledger.verify.failures import MalformedInput, ProofError, SignatureError, WrongKeyError
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
@@ -175,8 +176,9 @@ def _b64(text: Any) -> bytes:
         raise MalformedInput(f"not base64: {str(text)[:40]!r}") from None
 
 
-def check_history(document: dict[str, Any], key: VerifierKey) -> HistoryCheck:
-    """Every check of the module docstring over one export."""
+def check_history(document: dict[str, Any], key: VerifierKey, policy: WitnessPolicy | None = None) -> HistoryCheck:
+    """Every check of the module docstring over one export (and, with a witness ``policy``, the checkpoint's
+    cosignatures: ``witness-policy``, ``witness-signature``)."""
     result = HistoryCheck()
     note = (document.get("transparency") or {}).get("checkpoint")
     if not note:
@@ -184,6 +186,10 @@ def check_history(document: dict[str, Any], key: VerifierKey) -> HistoryCheck:
     else:
         try:
             result.checkpoint = open_checkpoint(str(note), key)
+            if policy is not None:
+                check_cosignatures(str(note), key, policy)
+        except PolicyError as error:
+            result.flag(error.code, 0, f"the checkpoint cannot be trusted: {error}")
         except WrongKeyError as error:
             result.flag("checkpoint-key", 0, str(error))
         except (SignatureError, MalformedInput) as error:
