@@ -14,6 +14,7 @@ bytes are, and why nothing is checked on the way out: :mod:`caseledger.ledger.tr
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import TYPE_CHECKING
 
@@ -41,11 +42,15 @@ O = Operation  # noqa: E741 -- as in the other route modules
 def add_routes(app: FastAPI, state: ServiceState) -> None:
     # One Merkle store per pooled ledger: building one looks for its tables in a write transaction.
     stores: weakref.WeakKeyDictionary[CaseLedger, MerkleStore] = weakref.WeakKeyDictionary()
+    lock = threading.Lock()
 
     def merkle(ledger: CaseLedger) -> MerkleStore:
-        store = stores.get(ledger)
+        with lock:
+            store = stores.get(ledger)
         if store is None:
-            store = stores[ledger] = ledger.storage.merkle()
+            store = ledger.storage.merkle()
+            with lock:
+                stores[ledger] = store
         return store
 
     def latest(store: MerkleStore) -> StoredCheckpoint:

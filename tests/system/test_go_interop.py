@@ -112,6 +112,11 @@ def test_go_follows_and_verifies_the_served_log(served: Log) -> None:
     served.cli("audit", "checkpoint", "--out", str(kept))
     first = served.check("checkpoint")
     assert first["origin"] == ORIGIN and first["extension"].startswith("Timestamp: ")
+    # The finding: what `audit key` wrote before (the key, then an "origin:" line) Go's verifier refuses.
+    before = served.where / "two-lines.pub"
+    before.write_text(served.key_file.read_text() + f"origin: {ORIGIN}\n")
+    refused = served.go.run("checkpoint", "-url", f"{served.service.url}/v1/log/", "-key", before, check=False)
+    assert refused.returncode == 1 and "note.NewVerifier refuses" in refused.stderr
     record(served.service, 25, who=JANE)
     served.cli("audit", "checkpoint")
     latest = served.check("checkpoint", "-out", served.where / "served.checkpoint")
