@@ -244,3 +244,24 @@ def test_no_tile_is_served_before_the_first_checkpoint(tmp_path: Path) -> None:
             answer = client.get(f"/v1/log/{path}", headers={"Authorization": f"Bearer {token}"})
             assert answer.status_code == 404 and "no checkpoint" in answer.json()["detail"], path
     ledger.close()
+
+
+def test_no_path_under_the_tiles_is_a_500(signed: Any) -> None:
+    """Arbitrary paths (hypothesis): a tile, a 400 naming the format, or a 404; never a 5xx."""
+    from urllib.parse import quote
+
+    ledger, _, tokens = signed
+    headers = {"Authorization": f"Bearer {tokens[Role.AUDITOR]}"}
+    segment = st.sampled_from(["0", "1", "63", "64", "entries", "000", "x001", "x000", "001.p", "255", "1.p", ""])
+    paths = st.lists(segment | st.text(max_size=6), min_size=0, max_size=6).map("/".join)
+    with TestClient(create_app(ServiceState(ledger.settings))) as client:
+        @settings(max_examples=examples(300), deadline=None, database=None)
+        @given(path=paths)
+        def drive(path: str) -> None:
+            answer = client.get("/v1/log/tile/" + quote(path.encode("utf-8", "surrogatepass"), safe="/"),
+                                headers=headers)
+            assert answer.status_code in (200, 400, 404), (path, answer.status_code, answer.text)
+            if answer.status_code != 200:
+                assert answer.headers["content-type"] == "application/problem+json"
+
+        drive()
