@@ -265,3 +265,39 @@ def test_no_path_under_the_tiles_is_a_500(signed: Any) -> None:
                 assert answer.headers["content-type"] == "application/problem+json"
 
         drive()
+
+
+def test_what_the_tiles_serve_holds_no_personal_datum_nor_its_digest(tmp_path: Path) -> None:
+    """Attack: an auditor's token reads every tile and bundle, searches them for Jane's data in clear and for the
+    SHA-256 of each datum (the brute-forced digest: hash the guesses, look for a match). Nothing is found, before
+    and after her erasure, and the bytes served do not change when she is erased."""
+    from caseledger.ledger.domain.values import Actor
+    from tests.support.personal_data import JANE, SECRETS, jane_contact, work_the_case
+
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "l.sqlite")))
+    work_the_case(ledger, ledger.record_contact(jane_contact("m-1")).reference)
+    signer = CheckpointSigner("ledger.test/log", bytes(range(32)))
+    size = sign_checkpoint(ledger, signer).tree_size
+    token = PrincipalRegistry(ledger.principal_store).add("auditor-1", Role.AUDITOR).token
+    guesses = [s.encode() for s in [*SECRETS, str(JANE), JANE.value.upper()]]
+    digests = {hashlib.sha256(g).digest() for g in guesses} | {hashlib.sha256(g.lower()).digest() for g in guesses}
+
+    def served(size: int) -> list[bytes]:
+        """The checkpoint, and the level-0 tile and entry bundle of the tree of ``size`` leaves."""
+        with TestClient(create_app(ServiceState(ledger.settings))) as client:
+            headers = {"Authorization": f"Bearer {token}"}
+            answers = [client.get(f"/v1/log/{path}", headers=headers)
+                       for path in ("checkpoint", f"tile/0/000.p/{size}", f"tile/entries/000.p/{size}")]
+        assert all(answer.status_code == 200 for answer in answers)
+        return [answer.content for answer in answers]
+
+    def found(data: bytes) -> list[bytes]:
+        return [g for g in guesses if g.lower() in data.lower()] + [d for d in digests if d in data]
+
+    before = served(size)
+    assert found(b"".join(before)) == []
+    ledger.erasure.erase_customer(str(JANE), actor=Actor.parse("agent:dpo"), reason="art. 17 request")
+    grown = sign_checkpoint(ledger, signer).tree_size
+    assert grown > size and found(b"".join(served(grown))) == []
+    assert served(size)[1:] == before[1:]  # erasure changes no byte the tiles served
+    ledger.close()
