@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -22,6 +26,7 @@ from hypothesis import strategies as st
 from caseledger.ledger.access.principals import PrincipalRegistry
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Role
+from caseledger.ledger.domain.values import Actor
 from caseledger.ledger.errors import NotFound, ValidationError
 from caseledger.ledger.service.api import ServiceState
 from caseledger.ledger.service.asgi import create_app
@@ -34,6 +39,7 @@ from caseledger.verify.rfc9162 import leaf_hash, node_hash, tree_hash
 from tests.support.contacts import draft
 from tests.support.environment import ledger_settings
 from tests.support.examples import examples
+from tests.support.personal_data import JANE, SECRETS, jane_contact, work_the_case
 
 # -- paths -------------------------------------------------------------------------------------------------------
 
@@ -148,8 +154,6 @@ def test_a_leaf_altered_in_the_store_no_longer_folds_to_the_signed_root(tmp_path
     MerkleLog(store).append(list(enumerate(digests, start=1)))
     leaves = [leaf_hash(d) for d in digests]
     assert client_root(store, 300) == tree_hash(leaves)
-    import sqlite3
-
     with sqlite3.connect(tmp_path / "t.sqlite") as db:
         old = db.execute("SELECT leaves FROM merkle_tiles WHERE idx = 1").fetchone()[0]
         db.execute("UPDATE merkle_tiles SET leaves = ? WHERE idx = 1", (bytes([old[0] ^ 1]) + old[1:],))
@@ -160,18 +164,39 @@ def test_a_leaf_altered_in_the_store_no_longer_folds_to_the_signed_root(tmp_path
 # -- entry bundles and the routes of a real ledger --------------------------------------------------------------
 
 
-@pytest.fixture
-def signed(tmp_path: Path) -> Any:
-    """A ledger of a few contacts, its tree signed; principals of every role."""
-    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "l.sqlite")))
+@dataclass
+class Served:
+    """One ledger for the module (Jane's case worked, a few more contacts), signed; a token per role; one app."""
+
+    ledger: CaseLedger
+    signer: CheckpointSigner
+    tokens: dict[Role, str]
+    client: TestClient
+
+    def get(self, path: str, role: Role | None = Role.AUDITOR) -> Any:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        return self.client.get(f"/v1/log/{path}", headers=headers)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path_factory.mktemp("served") / "l.sqlite")))
+    work_the_case(ledger, ledger.record_contact(jane_contact("m-jane")).reference)
     for i in range(3):
         ledger.record_contact(draft(f"m-{i}"))
     signer = CheckpointSigner("ledger.test/log", bytes(range(32)))
-    checkpoint = sign_checkpoint(ledger, signer)
+    sign_checkpoint(ledger, signer)
     registry = PrincipalRegistry(ledger.principal_store)
     tokens = {role: registry.add(f"{role.value}-1", role).token for role in Role}
-    yield ledger, checkpoint, tokens
+    with TestClient(create_app(ServiceState(ledger.settings))) as client:
+        yield Served(ledger, signer, tokens, client)
     ledger.close()
+
+
+def latest_size(ledger: CaseLedger) -> int:
+    latest = ledger.storage.merkle().latest_checkpoint()
+    assert latest is not None
+    return latest.tree_size
 
 
 def bundle_entries(data: bytes) -> list[bytes]:
@@ -183,10 +208,10 @@ def bundle_entries(data: bytes) -> list[bytes]:
     return entries
 
 
-def test_an_entry_bundle_holds_each_leafs_event_hash(signed: Any) -> None:
-    ledger, checkpoint, _ = signed
+def test_an_entry_bundle_holds_each_leafs_event_hash(served: Served) -> None:
+    ledger = served.ledger
     store = ledger.storage.merkle()
-    size = checkpoint.tree_size
+    size = latest_size(ledger)
     entries = bundle_entries(entry_bundle(ledger, store, TilePath(None, 0, size), size))
     stored = [hashlib.sha256(n.state).digest() for n in ledger.recorder.select_notifications(start=1, limit=size)]
     assert entries == stored
@@ -195,109 +220,88 @@ def test_an_entry_bundle_holds_each_leafs_event_hash(signed: Any) -> None:
         entry_bundle(ledger, store, TilePath(None, 0, size + 1), size)
 
 
-def test_an_event_missing_from_the_store_is_an_empty_entry_no_leaf_matches(signed: Any, tmp_path: Path) -> None:
-    import sqlite3
-
-    ledger, checkpoint, _ = signed
+def test_an_event_missing_from_the_store_is_an_empty_entry_no_leaf_matches(tmp_path: Path) -> None:
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "l.sqlite")))
+    ledger.record_contact(draft("m-1"))
+    size = sign_checkpoint(ledger, CheckpointSigner("ledger.test/log", bytes(32))).tree_size
     with sqlite3.connect(tmp_path / "l.sqlite") as db:
         db.execute("DELETE FROM stored_events WHERE rowid = 2")
-    entries = bundle_entries(entry_bundle(ledger, ledger.storage.merkle(), TilePath(None, 0, 3), checkpoint.tree_size))
+    entries = bundle_entries(entry_bundle(ledger, ledger.storage.merkle(), TilePath(None, 0, 3), size))
     assert entries[1] == b"" and len(entries[0]) == len(entries[2]) == 32
+    ledger.close()
 
 
-def test_the_routes_serve_the_tiles_to_the_roles_that_audit(signed: Any) -> None:
-    ledger, checkpoint, tokens = signed
-    size = checkpoint.tree_size
-    with TestClient(create_app(ServiceState(ledger.settings))) as client:
-        def get(path: str, role: Role | None = Role.AUDITOR) -> Any:
-            headers = {"Authorization": f"Bearer {tokens[role]}"} if role else {}
-            return client.get(f"/v1/log/{path}", headers=headers)
-
-        answer = get("checkpoint")
-        assert answer.status_code == 200 and answer.text == checkpoint.note
-        assert answer.headers["content-type"] == "text/plain; charset=utf-8"
-        assert "immutable" not in answer.headers["cache-control"]
-        tile = get(f"tile/0/000.p/{size}")
-        assert tile.status_code == 200 and tile.headers["content-type"] == "application/octet-stream"
-        assert tile.content == ledger.storage.merkle().tiles([0])[0].leaves
-        assert "immutable" in tile.headers["cache-control"] and "private" in tile.headers["cache-control"]
-        assert len(get(f"tile/entries/000.p/{size}").content) == 34 * size
-        for role in Role:
-            allowed = role in (Role.AUDITOR, Role.SUPERVISOR, Role.ADMIN)
-            assert get("checkpoint", role).status_code == (200 if allowed else 403), role
-        assert get("checkpoint", None).status_code == 401
-        for path, status in [("tile/0/000", 404), (f"tile/0/000.p/{size + 1}", 404), ("tile/1/000.p/1", 404),
-                             ("tile/0/0", 400), ("tile/entries/000.p/0", 400), ("tile/%C3%A9/000", 400),
-                             ("tile/0/x000/000", 400), ("tile/" + "x999/" * 300 + "000", 400)]:
-            answer = get(path)
-            assert answer.status_code == status, (path, answer.text)
-            assert answer.headers["content-type"] == "application/problem+json"
-            assert "tlog-tiles" in answer.json()["detail"]
+def test_the_routes_serve_the_tiles_to_the_roles_that_audit(served: Served) -> None:
+    size = latest_size(served.ledger)
+    answer = served.get("checkpoint")
+    assert answer.status_code == 200 and answer.text == served.ledger.storage.merkle().latest_checkpoint().note  # type: ignore[union-attr]
+    assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+    assert "immutable" not in answer.headers["cache-control"]
+    tile = served.get(f"tile/0/000.p/{size}")
+    assert tile.status_code == 200 and tile.headers["content-type"] == "application/octet-stream"
+    assert tile.content == served.ledger.storage.merkle().tiles([0])[0].leaves[: 32 * size]
+    assert "immutable" in tile.headers["cache-control"] and "private" in tile.headers["cache-control"]
+    assert len(served.get(f"tile/entries/000.p/{size}").content) == 34 * size
+    for role in Role:
+        allowed = role in (Role.AUDITOR, Role.SUPERVISOR, Role.ADMIN)
+        assert served.get("checkpoint", role).status_code == (200 if allowed else 403), role
+    assert served.get("checkpoint", None).status_code == 401
+    for path, status in [("tile/0/000", 404), (f"tile/0/000.p/{size + 1}", 404), ("tile/1/000.p/1", 404),
+                         ("tile/0/0", 400), ("tile/entries/000.p/0", 400), ("tile/%C3%A9/000", 400),
+                         ("tile/0/x000/000", 400), ("tile/" + "x999/" * 300 + "000", 400)]:
+        answer = served.get(path)
+        assert answer.status_code == status, (path, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert "tlog-tiles" in answer.json()["detail"]
 
 
 def test_no_tile_is_served_before_the_first_checkpoint(tmp_path: Path) -> None:
     ledger = CaseLedger(ledger_settings(database=str(tmp_path / "l.sqlite")))
     ledger.record_contact(draft("m-1"))
     token = PrincipalRegistry(ledger.principal_store).add("auditor-1", Role.AUDITOR).token
-    with TestClient(create_app(ServiceState(ledger.settings))) as client:
-        for path in ("checkpoint", "tile/0/000.p/1", "tile/entries/000.p/1"):
-            answer = client.get(f"/v1/log/{path}", headers={"Authorization": f"Bearer {token}"})
-            assert answer.status_code == 404 and "no checkpoint" in answer.json()["detail"], path
+    client = TestClient(create_app(ServiceState(ledger.settings)))  # no lifespan: nothing to warm for three reads
+    for path in ("checkpoint", "tile/0/000.p/1", "tile/entries/000.p/1"):
+        answer = client.get(f"/v1/log/{path}", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 404 and "no checkpoint" in answer.json()["detail"], path
     ledger.close()
 
 
-def test_no_path_under_the_tiles_is_a_500(signed: Any) -> None:
+def test_no_path_under_the_tiles_is_a_500(served: Served) -> None:
     """Arbitrary paths (hypothesis): a tile, a 400 naming the format, or a 404; never a 5xx."""
-    from urllib.parse import quote
-
-    ledger, _, tokens = signed
-    headers = {"Authorization": f"Bearer {tokens[Role.AUDITOR]}"}
     segment = st.sampled_from(["0", "1", "63", "64", "entries", "000", "x001", "x000", "001.p", "255", "1.p", ""])
     paths = st.lists(segment | st.text(max_size=6), min_size=0, max_size=6).map("/".join)
-    with TestClient(create_app(ServiceState(ledger.settings))) as client:
-        @settings(max_examples=examples(300), deadline=None, database=None)
-        @given(path=paths)
-        def drive(path: str) -> None:
-            answer = client.get("/v1/log/tile/" + quote(path.encode("utf-8", "surrogatepass"), safe="/"),
-                                headers=headers)
-            assert answer.status_code in (200, 400, 404), (path, answer.status_code, answer.text)
-            if answer.status_code != 200:
-                assert answer.headers["content-type"] == "application/problem+json"
 
-        drive()
+    @settings(max_examples=examples(300), deadline=None, database=None)
+    @given(path=paths)
+    def drive(path: str) -> None:
+        answer = served.get("tile/" + quote(path.encode("utf-8", "surrogatepass"), safe="/"))
+        assert answer.status_code in (200, 400, 404), (path, answer.status_code, answer.text)
+        if answer.status_code != 200:
+            assert answer.headers["content-type"] == "application/problem+json"
+
+    drive()
 
 
-def test_what_the_tiles_serve_holds_no_personal_datum_nor_its_digest(tmp_path: Path) -> None:
+def test_what_the_tiles_serve_holds_no_personal_datum_nor_its_digest(served: Served) -> None:
     """Attack: an auditor's token reads every tile and bundle, searches them for Jane's data in clear and for the
     SHA-256 of each datum (the brute-forced digest: hash the guesses, look for a match). Nothing is found, before
     and after her erasure, and the bytes served do not change when she is erased."""
-    from caseledger.ledger.domain.values import Actor
-    from tests.support.personal_data import JANE, SECRETS, jane_contact, work_the_case
-
-    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "l.sqlite")))
-    work_the_case(ledger, ledger.record_contact(jane_contact("m-1")).reference)
-    signer = CheckpointSigner("ledger.test/log", bytes(range(32)))
-    size = sign_checkpoint(ledger, signer).tree_size
-    token = PrincipalRegistry(ledger.principal_store).add("auditor-1", Role.AUDITOR).token
     guesses = [s.encode() for s in [*SECRETS, str(JANE), JANE.value.upper()]]
     digests = {hashlib.sha256(g).digest() for g in guesses} | {hashlib.sha256(g.lower()).digest() for g in guesses}
 
-    def served(size: int) -> list[bytes]:
+    def read(size: int) -> list[bytes]:
         """The checkpoint, and the level-0 tile and entry bundle of the tree of ``size`` leaves."""
-        with TestClient(create_app(ServiceState(ledger.settings))) as client:
-            headers = {"Authorization": f"Bearer {token}"}
-            answers = [client.get(f"/v1/log/{path}", headers=headers)
-                       for path in ("checkpoint", f"tile/0/000.p/{size}", f"tile/entries/000.p/{size}")]
+        answers = [served.get(path) for path in ("checkpoint", f"tile/0/000.p/{size}", f"tile/entries/000.p/{size}")]
         assert all(answer.status_code == 200 for answer in answers)
         return [answer.content for answer in answers]
 
     def found(data: bytes) -> list[bytes]:
         return [g for g in guesses if g.lower() in data.lower()] + [d for d in digests if d in data]
 
-    before = served(size)
+    size = latest_size(served.ledger)
+    before = read(size)
     assert found(b"".join(before)) == []
-    ledger.erasure.erase_customer(str(JANE), actor=Actor.parse("agent:dpo"), reason="art. 17 request")
-    grown = sign_checkpoint(ledger, signer).tree_size
-    assert grown > size and found(b"".join(served(grown))) == []
-    assert served(size)[1:] == before[1:]  # erasure changes no byte the tiles served
-    ledger.close()
+    served.ledger.erasure.erase_customer(str(JANE), actor=Actor.parse("agent:dpo"), reason="art. 17 request")
+    grown = sign_checkpoint(served.ledger, served.signer).tree_size
+    assert grown > size and found(b"".join(read(grown))) == []
+    assert read(size)[1:] == before[1:]  # erasure changes no byte the tiles served
