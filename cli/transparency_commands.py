@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.text import Text
 
-from caseledger.cli.common import environment, local_only, session
+from caseledger.cli.common import environment, local_only, plain_console, session
 
 NOT_THROUGH_API = "it reads the transparency log's tree, or the signing key, on the ledger's own store and files"
 
@@ -146,7 +146,10 @@ def keys_init(
 def audit_key(
     ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
 ) -> None:
-    """The public key checkpoints are signed with, and the log's origin: what an auditor keeps.
+    """The public key checkpoints are signed with: what an auditor keeps (the log's origin on stderr).
+
+    Standard output is the verifier key alone, one line, so that the file it is redirected to is read as
+    it is by ``--key``, by ``python -m caseledger.verify`` and by Go's ``note.NewVerifier``.
 
     ```
     $ caseledger audit key > ledger.pub
@@ -159,8 +162,8 @@ def audit_key(
     if as_json:
         s.echo_json({"origin": s.local_ledger.settings.origin, "verifier_key": str(key), "key_id": key.key_id.hex()})
         return
-    s.out.print(Text(str(key)), soft_wrap=True)
-    s.out.print(Text(f"origin: {s.local_ledger.settings.origin}", style="dim"))
+    typer.echo(str(key))
+    plain_console(stderr=True).print(Text(f"origin: {s.local_ledger.settings.origin}", style="dim"))
 
 
 @local_only(NOT_THROUGH_API)

@@ -30,6 +30,7 @@ pytest_plugins = [
     "tests.support.kafka_broker",
     "tests.support.kafka_topics",
     "tests.support.avro_java",
+    "tests.support.go_programs",
     "tests.support.browser",
     "tests.support.mail_servers",
     "tests.support.litewitness",

@@ -67,6 +67,7 @@ class Operation(StrEnum):
     OVERDUE_READ = "overdue.read"
     METRICS_READ = "metrics.read"
     AUDIT_VERIFY = "audit.verify"
+    LOG_READ = "log.read"
     INTAKE_KEPT_READ = "intake.kept.read"
     INTAKE_VERDICT_READ = "intake.verdict.read"
     PRINCIPALS_MANAGE = "principals.manage"
@@ -95,16 +96,17 @@ PERMISSIONS: dict[Role, frozenset[Operation]] = {
     # Supervisors also erase a customer's personal data and place or release legal holds (docs/privacy.md).
     Role.SUPERVISOR: _READS | _CASE_WORK | {O.HISTORY_EXPORT, O.TICK, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ,
                                             O.CUSTOMER_LOCALE, O.CUSTOMER_ERASE, O.CUSTOMER_HOLD,
-                                            O.CUSTOMER_KEYS_READ},
+                                            O.CUSTOMER_KEYS_READ, O.LOG_READ},
     # Automation proposes and reports what an outside system executed; it never approves or rejects.
     Role.AUTOMATION: frozenset({O.CASE_READ, O.OVERDUE_READ, O.ACTION_PROPOSE, O.ACTION_EXECUTED,
                                 O.MESSAGE_DELIVERED, O.MESSAGE_FAILED, O.TICK}),
-    # Auditors only read.
-    Role.AUDITOR: _READS | {O.HISTORY_EXPORT, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ, O.CUSTOMER_KEYS_READ},
+    # Auditors only read. The transparency log's tiles (log.read: hashes and signed checkpoints, no personal
+    # data) go to those who audit: they tell how busy the ledger is, which is the company's to share.
+    Role.AUDITOR: _READS | {O.HISTORY_EXPORT, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ, O.CUSTOMER_KEYS_READ, O.LOG_READ},
     # Admins manage principals and adapters, read, and erase or hold (a data protection officer's acts);
     # case work is for agents and supervisors.
     Role.ADMIN: _READS | {O.PRINCIPALS_MANAGE, O.HISTORY_EXPORT, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ, O.TICK,
-                          O.CUSTOMER_ERASE, O.CUSTOMER_HOLD, O.CUSTOMER_KEYS_READ},
+                          O.CUSTOMER_ERASE, O.CUSTOMER_HOLD, O.CUSTOMER_KEYS_READ, O.LOG_READ},
 }
 
 ACTOR_KIND: dict[Role, ActorKind] = {

@@ -93,6 +93,7 @@ def request_for(operation: Operation, ref: str, customer: str) -> tuple[str, str
         O.INTAKE_KEPT_READ: ("GET", "/v1/intake/collisions", None),
         O.INTAKE_VERDICT_READ: ("POST", "/v1/intake/verdict", {"topic": "caseledger.intake", "partition": 0,
                                                                "offset": 0}),
+        O.LOG_READ: ("GET", "/v1/log/checkpoint", None),  # the tiles: tests/unit/test_tlog_tiles.py
         O.PRINCIPALS_MANAGE: ("GET", "/v1/principals", None),
         # A customer nobody knows: the matrix is checked (403 or not) without erasing the module's customers.
         O.CUSTOMER_ERASE: ("POST", f"/v1/customers/cus-nobody-{uuid.uuid4().hex[:8]}/erase", {"reason": "r"}),
