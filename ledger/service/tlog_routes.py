@@ -2,7 +2,8 @@
 
 Under the prefix ``/v1/log/`` (docs/audit.md, "The log as tiles"):
 
-- ``GET /v1/log/checkpoint``: the latest signed checkpoint (``text/plain; charset=utf-8``, not cached);
+- ``GET /v1/log/checkpoint``: the latest signed checkpoint with the witnesses' cosignatures kept for it
+  (``text/plain; charset=utf-8``, not cached);
 - ``GET /v1/log/tile/<L>/<N>[.p/<W>]``: a Merkle tile, 32-byte hashes (``application/octet-stream``);
 - ``GET /v1/log/tile/entries/<N>[.p/<W>]``: an entry bundle, each entry a 32-byte event hash.
 
@@ -27,6 +28,7 @@ from caseledger.ledger.errors import NotFound
 from caseledger.ledger.service.api import ServiceState, principal_for
 from caseledger.ledger.store_ports import MerkleStore, StoredCheckpoint
 from caseledger.ledger.transparency.tiles import TilePath, entry_bundle, tile_hashes
+from caseledger.ledger.transparency.witnesses import cosigned_note
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
@@ -62,9 +64,10 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
 
     @app.get(f"{PREFIX}/checkpoint", tags=["log"], openapi_extra={"x-operation": O.LOG_READ.value})
     def checkpoint(_p: Principal = principal_for(O.LOG_READ)) -> Response:
-        """The latest signed checkpoint (C2SP tlog-checkpoint), as tlog clients read it."""
-        return Response(latest(merkle(state.ledger())).note.encode(), media_type="text/plain; charset=utf-8",
-                        headers={"Cache-Control": CHECKPOINT_CACHE})
+        """The latest signed checkpoint (C2SP tlog-checkpoint) with the witnesses' cosignatures, as tlog clients read it."""
+        ledger = state.ledger()
+        note = cosigned_note(ledger, latest(merkle(ledger)))
+        return Response(note.encode(), media_type="text/plain; charset=utf-8", headers={"Cache-Control": CHECKPOINT_CACHE})
 
     @app.get(PREFIX + "/tile/{path:path}", tags=["log"], openapi_extra={"x-operation": O.LOG_READ.value})
     def tile(path: str, _p: Principal = principal_for(O.LOG_READ)) -> Response:

@@ -14,6 +14,7 @@ import random
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,11 +31,12 @@ from caseledger.ledger.domain.values import Actor
 from caseledger.ledger.errors import NotFound, ValidationError
 from caseledger.ledger.service.api import ServiceState
 from caseledger.ledger.service.asgi import create_app
-from caseledger.ledger.store_ports import MerkleStore
+from caseledger.ledger.store_ports import MerkleStore, StoredCosignature
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
 from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 from caseledger.ledger.transparency.tiles import TILE_WIDTH, TilePath, entry_bundle, tile_hashes
 from caseledger.ledger.transparency.tree import MerkleLog
+from caseledger.ledger.transparency.witnesses import text_sha256
 from caseledger.verify.rfc9162 import leaf_hash, node_hash, tree_hash
 from tests.support.contacts import draft
 from tests.support.environment import ledger_settings
@@ -305,3 +307,18 @@ def test_what_the_tiles_serve_holds_no_personal_datum_nor_its_digest(served: Ser
     grown = sign_checkpoint(served.ledger, served.signer).tree_size
     assert grown > size and found(b"".join(read(grown))) == []
     assert read(size)[1:] == before[1:]  # erasure changes no byte the tiles served
+
+
+def test_the_checkpoint_is_served_with_the_witnesses_cosignatures_kept_for_it(tmp_path: Path) -> None:
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "l.sqlite")))
+    ledger.record_contact(draft("m-1"))
+    checkpoint = sign_checkpoint(ledger, CheckpointSigner("ledger.test/log", bytes(32)))
+    line = "— witness.test/w1 AAAAAQ" + "A" * 86
+    ledger.storage.cosignatures().insert_cosignature(StoredCosignature(
+        "witness.test/w1", "00000001", checkpoint.tree_size, text_sha256(checkpoint.note), line, datetime.now(UTC)))
+    registry = PrincipalRegistry(ledger.principal_store)
+    token = registry.add("auditor-1", Role.AUDITOR).token
+    with TestClient(create_app(ServiceState(ledger.settings))) as client:
+        answer = client.get("/v1/log/checkpoint", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200 and answer.text == checkpoint.note + line + "\n"
+    ledger.close()
