@@ -1,11 +1,19 @@
-"""``python -m caseledger.verify EXPORT --key PUBKEY``: check a history export (JSON or Avro) offline;
+"""``python -m caseledger.verify EXPORT --key PUBKEY [--kept CHECKPOINT]``: check a history export (JSON or Avro)
+offline, and with ``--kept`` its checkpoint against one the auditor kept;
 ``python -m caseledger.verify receipt FILE --key PUBKEY [--export EXPORT] [--content JSON]``: check a
 contact's receipt, and with an export whether the log holds the contact.
 
-Exit 0 when everything holds, 1 when something does not (each finding is printed; for a receipt:
-forged, altered, another request, or missing from a log that promised it), 2 when the input cannot
-be read (a bad key, not an export, no receipt), 3 when a receipt cannot be proved in the log yet
-(the export given predates the promised time).
+Exit codes (docs/audit.md):
+
+==  ==========================================================================================
+0   everything holds
+1   a discrepancy: something does not hold (each finding is printed; for a receipt: forged,
+    altered, another request, or missing from a log that promised it)
+2   unreadable or malformed input, or usage: a missing file, a bad key, not an export, a kept
+    checkpoint not signed by the key, no receipt
+3   not provable from what was given: a receipt whose export predates the promised time; a kept
+    checkpoint newer than the export's, or one the export carries no consistency proof from
+==  ==========================================================================================
 """
 
 from __future__ import annotations
@@ -15,17 +23,34 @@ import json
 import sys
 from pathlib import Path
 
-from caseledger.verify.failures import MalformedInput
+from caseledger.verify.failures import MalformedInput, VerificationError
 from caseledger.verify.history import check_history, read_export
-from caseledger.verify.note import VerifierKey
+from caseledger.verify.kept import KeptCheck, check_kept
+from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 from caseledger.verify.receipts import check_receipt
 
 
 def _key(value: str) -> VerifierKey:
     text = value
     if "+" not in text and Path(text).is_file():
-        text = (Path(text).read_text(encoding="utf-8").strip().splitlines() or [""])[0]
+        try:
+            text = (Path(text).read_text(encoding="utf-8").strip().splitlines() or [""])[0]
+        except (OSError, UnicodeDecodeError) as error:
+            raise MalformedInput(f"the key file {value} cannot be read ({error})") from None
     return VerifierKey.parse(text)
+
+
+def _kept(value: str, key: VerifierKey) -> Checkpoint:
+    """The checkpoint the auditor kept, verified with the key: MalformedInput (exit 2) for any failure, since the
+    file is the auditor's own input."""
+    try:
+        note = Path(value).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise MalformedInput(f"the kept checkpoint {value} cannot be read ({error})") from None
+    try:
+        return open_checkpoint(note, key)
+    except VerificationError as error:
+        raise MalformedInput(f"the kept checkpoint {value}: {error}") from None
 
 
 def receipt_main(argv: list[str]) -> int:
@@ -75,20 +100,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", required=True,
                         help="the ledger's verifier key NAME+KEYID+BASE64 (as printed by `caseledger audit key`), "
                              "or a file holding it")
+    parser.add_argument("--kept", metavar="CHECKPOINT",
+                        help="a signed checkpoint you kept earlier (a file): prove the export's checkpoint extends it "
+                             "(the export carries the consistency proof; ask for one with `history --export … --kept`)")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     args = parser.parse_args(argv)
     try:
         key = _key(args.key)
         document = read_export(args.export)
+        kept = _kept(args.kept, key) if args.kept else None
+        result = check_history(document, key)
     except MalformedInput as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    result = check_history(document, key)
+    against: KeptCheck | None = None
+    if kept is not None and result.checkpoint is not None:
+        against = check_kept(kept, result.checkpoint, document.get("transparency") or {})
+        if against.code in ("split-view", "rolled-back"):
+            result.flag(against.code, 0, against.message)
     if args.json:
         print(json.dumps({
-            "ok": result.ok, "events": result.events, "included": result.included, "chained": result.chained,
+            "ok": result.ok and (against is None or against.ok), "events": result.events, "included": result.included,
+            "chained": result.chained,
             "checkpoint": {"origin": result.checkpoint.origin, "tree_size": result.checkpoint.size}
             if result.checkpoint else None,
+            "kept": {"tree_size": kept.size, "code": against.code if against else None,
+                     "message": against.message if against else None} if kept is not None else None,
             "findings": [{"code": f.code, "position": f.position, "message": f.message} for f in result.findings],
         }, indent=2))
     else:
@@ -96,10 +133,16 @@ def main(argv: list[str] | None = None) -> int:
         if cp is not None:
             print(f"checkpoint: {cp.origin}, {cp.size} events, signed by {key.name}+{key.key_id.hex()}")
         print(f"{result.events} events: {result.included} proved included, {result.chained} chain links checked")
+        if against is not None and against.ok:
+            print(f"kept checkpoint: {against.message}")
         for finding in result.findings:
             print(finding.line())
-        print("verified: everything holds" if result.ok else "NOT verified")
-    return 0 if result.ok else 1
+        if against is not None and against.code == "unprovable":
+            print(f"kept checkpoint: NOT provable from this export: {against.message}")
+        print("verified: everything holds" if result.ok and (against is None or against.ok) else "NOT verified")
+    if not result.ok:
+        return 1
+    return 3 if against is not None and not against.ok else 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from caseledger.verify.failures import MalformedInput, ProofError, SignatureErro
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
 
-__all__ = ["Finding", "HistoryCheck", "check_history", "envelope", "read_export"]
+__all__ = ["Finding", "HistoryCheck", "check_history", "check_shape", "envelope", "read_export"]
 
 MAGIC = b"\xc3\x01"
 HEADER = 10
@@ -131,16 +132,63 @@ def envelope(data: bytes) -> tuple[str, int, bytes | None]:
 
 
 def read_export(path: str | Path) -> dict[str, Any]:
-    """A JSON or Avro history export (``caseledger history CUSTOMER --export json|avro FILE``), as the JSON's shape."""
-    with Path(path).open("rb") as head:
-        if head.read(4) == b"Obj\x01":
-            return _avro_export(path)
+    """A JSON or Avro history export (``caseledger history CUSTOMER --export json|avro FILE``), as the JSON's shape.
+
+    MalformedInput when the file cannot be read (missing, unreadable) or is not an export of that shape."""
     try:
+        with Path(path).open("rb") as head:
+            avro = head.read(4) == b"Obj\x01"
+        if avro:
+            try:
+                return check_shape(_avro_export(path), str(path))
+            except MalformedInput:
+                raise
+            except (KeyError, TypeError, AttributeError, ValueError, zlib.error) as error:
+                raise MalformedInput(f"{path}: not a readable Avro export ({type(error).__name__}: {error})") from None
         document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except OSError as error:
+        raise MalformedInput(f"{path}: cannot be read ({error.strerror or type(error).__name__})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise MalformedInput(f"{path}: not a readable JSON export ({error})") from None
     if not isinstance(document, dict) or document.get("format") != "caseledger.history/1":
         raise MalformedInput(f"{path}: not a caseledger history export (format caseledger.history/1)")
+    return check_shape(document, str(path))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_shape(document: Any, where: str = "the export") -> dict[str, Any]:
+    """``document`` if it has the export's shape (the fields the checks read, of their types), else MalformedInput:
+    an export edited into another shape is unreadable input (exit 2), never a crash."""
+    if not isinstance(document, dict):
+        raise MalformedInput(f"{where}: not a caseledger history export (a JSON object)")
+    transparency = document.get("transparency")
+    if transparency is not None and not isinstance(transparency, dict):
+        raise MalformedInput(f"{where}: 'transparency' is not an object")
+    for name in ("checkpoint",):
+        if transparency and transparency.get(name) is not None and not isinstance(transparency[name], str):
+            raise MalformedInput(f"{where}: transparency.{name} is not a signed note (text)")
+    events = document.get("events")
+    if events is None:
+        events = []
+    if not isinstance(events, list):
+        raise MalformedInput(f"{where}: 'events' is not a list")
+    for n, event in enumerate(events):
+        what = f"{where}: events[{n}]"
+        if not isinstance(event, dict):
+            raise MalformedInput(f"{what} is not an object")
+        if not _is_int(event.get("position")):
+            raise MalformedInput(f"{what}.position is not a position (a whole number)")
+        for name in ("event_hash", "stored_bytes_base64"):
+            if not isinstance(event.get(name), str):
+                raise MalformedInput(f"{what}.{name} is not text")
+        if event.get("leaf_index") is not None and not _is_int(event["leaf_index"]):
+            raise MalformedInput(f"{what}.leaf_index is not a leaf index (a whole number or null)")
+        proof = event.get("inclusion_proof")
+        if proof is not None and not (isinstance(proof, list) and all(isinstance(h, str) for h in proof)):
+            raise MalformedInput(f"{what}.inclusion_proof is not a list of base64 hashes (or null)")
     return document
 
 
@@ -176,7 +224,8 @@ def _b64(text: Any) -> bytes:
 
 
 def check_history(document: dict[str, Any], key: VerifierKey) -> HistoryCheck:
-    """Every check of the module docstring over one export."""
+    """Every check of the module docstring over one export (MalformedInput when it is not of an export's shape)."""
+    check_shape(document)
     result = HistoryCheck()
     note = (document.get("transparency") or {}).get("checkpoint")
     if not note:

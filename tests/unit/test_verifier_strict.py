@@ -1,0 +1,199 @@
+"""The standalone verifier, strict where C2SP is, and an export checked against a checkpoint the auditor kept.
+
+Findings covered (issue 26): the verifier accepted a note where a failing signature of the trusted key precedes a
+valid one (C2SP signed-note: clients SHOULD reject the whole note) and an empty extension line (C2SP
+tlog-checkpoint: MUST be non-empty); it exited 1 with a traceback on a missing file (docs say 2); split views needed
+a kept checkpoint: ``python -m caseledger.verify EXPORT --key K --kept CHECKPOINT`` checks the export's checkpoint
+against it offline (the export carries the consistency proof), exit codes 0 / 1 / 2 / 3 as docs/audit.md says.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.domain.values import ContactDraft, Identity
+from caseledger.ledger.reports.export import export_history
+from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, generate_key_file
+from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+from caseledger.verify.__main__ import main as verify_main
+from caseledger.verify.failures import MalformedInput, SignatureError
+from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint, verified_text
+from tests.support.clock import FakeClock
+from tests.support.environment import ledger_settings
+from tests.support.examples import examples
+
+GO_PRIVATE = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
+GO_TEXT = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
+ORIGIN = "bank.example/complaints"
+JANE = Identity.parse("email:jane@example.com")
+
+
+def _signature_line(note: str) -> str:
+    return note.rstrip("\n").rpartition("\n")[2]
+
+
+def _broken(line: str) -> str:
+    """The signature line with its last signature byte flipped (the key id kept: it names the trusted key)."""
+    name, _, encoded = line.rpartition(" ")
+    raw = bytearray(base64.b64decode(encoded))
+    raw[-1] ^= 1
+    return f"{name} {base64.b64encode(bytes(raw)).decode()}"
+
+
+def test_a_failing_signature_of_the_trusted_key_rejects_the_note_even_beside_a_valid_one() -> None:
+    """Before: the valid line after the failing one was enough (``any``)."""
+    signer = CheckpointSigner.parse(GO_PRIVATE, source="test")
+    signed = signer.sign_text(GO_TEXT)
+    good = _signature_line(signed)
+    key = signer.verifier_key
+    assert verified_text(signed, key) == GO_TEXT
+    for lines in ([_broken(good), good], [good, _broken(good)]):
+        with pytest.raises(SignatureError, match="refused whole"):
+            verified_text(GO_TEXT + "\n" + "\n".join(lines) + "\n", key)
+    # A line of another key (same name, other id) is ignored, as C2SP says: it is not the trusted key's.
+    other = CheckpointSigner.parse(generate_key_text("PeterNeumann"), source="test")
+    foreign = _signature_line(other.sign_text(GO_TEXT))
+    assert verified_text(GO_TEXT + "\n" + "\n".join([_broken(foreign), good]) + "\n", key) == GO_TEXT
+
+
+def generate_key_text(name: str) -> str:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        return generate_key_file(Path(folder) / "k", name).private_text()
+
+
+def test_an_empty_extension_line_is_malformed_even_when_signed() -> None:
+    """Before: ``Checkpoint.parse_text`` kept the empty line as an extension."""
+    signer = CheckpointSigner.parse(generate_key_text(ORIGIN), source="test")
+    for extensions in (("",), ("Timestamp: 1", ""), ("", "Timestamp: 1")):
+        note = signer.sign(Checkpoint(ORIGIN, 3, bytes(32), extensions))
+        with pytest.raises(MalformedInput, match="empty"):
+            open_checkpoint(note, signer.verifier_key)
+    assert open_checkpoint(signer.sign(Checkpoint(ORIGIN, 3, bytes(32), ("Timestamp: 1",))),
+                           signer.verifier_key).extensions == ("Timestamp: 1",)
+
+
+def test_a_missing_or_unreadable_file_exits_2_without_a_traceback(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: FileNotFoundError escaped main (exit 1 with a traceback)."""
+    key = str(CheckpointSigner.parse(GO_PRIVATE, source="test").verifier_key)
+    assert verify_main([str(tmp_path / "missing.json"), "--key", key]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert verify_main([str(tmp_path), "--key", key]) == 2  # a directory
+    assert verify_main([str(tmp_path / "missing.json"), "--key", str(tmp_path / "missing.pub")]) == 2
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                      max_size=3), max_leaves=12)
+
+
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(st.dictionaries(st.sampled_from(["position", "event_hash", "stored_bytes_base64",
+                                                         "leaf_index", "inclusion_proof"]), json_values),
+                        max_size=3) | json_values,
+       transparency=json_values)
+def test_any_json_document_is_verified_refused_or_named_malformed_never_a_crash(
+        tmp_path: Path, events: object, transparency: object, capsys: pytest.CaptureFixture[str]) -> None:
+    key = str(CheckpointSigner.parse(GO_PRIVATE, source="test").verifier_key)
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps({"format": "caseledger.history/1", "events": events, "transparency": transparency}))
+    assert verify_main([str(path), "--key", key]) in (0, 1, 2)
+    capsys.readouterr()
+
+
+# -- --kept: the export's checkpoint against one the auditor kept ----------------------------------------------
+
+
+@pytest.fixture
+def signer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CheckpointSigner:
+    path = tmp_path / "signing.key"
+    generate_key_file(path, ORIGIN)
+    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(path))
+    return CheckpointSigner.parse(path.read_text(), source="test")
+
+
+@pytest.fixture
+def ledger(signer: CheckpointSigner, tmp_path: Path, clock: FakeClock) -> Iterator[CaseLedger]:
+    app = CaseLedger(ledger_settings(database=str(tmp_path / "ledger.sqlite"), origin=ORIGIN), clock=clock)
+    yield app
+    app.close()
+
+
+def _contact(ledger: CaseLedger, n: int) -> None:
+    ledger.record_contact(ContactDraft(channel="web_form", channel_message_id=f"form-{n}", identity=JANE,
+                                       items=(f"Question {n}?",)))
+
+
+def _verify(tmp_path: Path, export: Path, kept: str, signer: CheckpointSigner,
+            capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    (tmp_path / "kept.checkpoint").write_text(kept)
+    (tmp_path / "ledger.pub").write_text(f"{signer.verifier_key}\n")
+    code = verify_main([str(export), "--key", str(tmp_path / "ledger.pub"), "--kept", str(tmp_path / "kept.checkpoint")])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+@pytest.mark.parametrize("fmt", ["json", "avro"])
+def test_an_export_proves_it_extends_the_checkpoint_the_auditor_kept(
+        ledger: CaseLedger, signer: CheckpointSigner, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        fmt: str) -> None:
+    _contact(ledger, 1)
+    kept = sign_checkpoint(ledger, signer)
+    for n in range(2, 5):
+        _contact(ledger, n)
+    export = tmp_path / f"jane.{fmt}"
+    export_history(ledger, str(JANE), fmt, export, kept=kept.tree_size)
+    code, out = _verify(tmp_path, export, kept.note, signer, capsys)
+    assert code == 0 and f"extends the one you kept ({kept.tree_size} events)" in out, out
+    # The kept one is the export's own: the roots are compared.
+    latest = ledger.storage.merkle().latest_checkpoint()
+    assert latest is not None
+    assert _verify(tmp_path, export, latest.note, signer, capsys)[0] == 0
+
+
+def test_a_kept_checkpoint_the_export_contradicts_is_a_split_view_or_a_rollback(
+        ledger: CaseLedger, signer: CheckpointSigner, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _contact(ledger, 1)
+    kept = sign_checkpoint(ledger, signer)
+    _contact(ledger, 2)
+    export = tmp_path / "jane.json"
+    export_history(ledger, str(JANE), "json", export, kept=kept.tree_size)
+    exported = open_checkpoint(json.loads(export.read_text())["transparency"]["checkpoint"], signer.verifier_key)
+    # Another root signed for the export's own size: two views of one log.
+    forked = signer.sign(Checkpoint(ORIGIN, exported.size, bytes(32), ("Timestamp: 1",)))
+    code, out = _verify(tmp_path, export, forked, signer, capsys)
+    assert code == 1 and "[split-view]" in out and "NOT verified" in out, out
+    # A kept checkpoint of the old size with another root: the export's log does not extend it.
+    rewritten = signer.sign(Checkpoint(ORIGIN, kept.tree_size, bytes(32), ("Timestamp: 1",)))
+    code, out = _verify(tmp_path, export, rewritten, signer, capsys)
+    assert code == 1 and "[rolled-back]" in out, out
+
+
+def test_a_kept_checkpoint_the_export_cannot_prove_exits_3_and_says_what_to_do(
+        ledger: CaseLedger, signer: CheckpointSigner, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _contact(ledger, 1)
+    kept = sign_checkpoint(ledger, signer)
+    _contact(ledger, 2)
+    export = tmp_path / "jane.json"
+    export_history(ledger, str(JANE), "json", export)  # no --kept: no proof from the kept size
+    code, out = _verify(tmp_path, export, kept.note, signer, capsys)
+    assert code == 3 and "no consistency proof" in out and "--kept" in out, out
+    # A checkpoint kept after the export was made: the export cannot prove it.
+    _contact(ledger, 3)
+    newer = sign_checkpoint(ledger, signer)
+    code, out = _verify(tmp_path, export, newer.note, signer, capsys)
+    assert code == 3 and "newer than the export's" in out, out
+    # The kept file itself unreadable, or by another key: the auditor's input, exit 2.
+    stranger = CheckpointSigner.parse(generate_key_text(ORIGIN), source="test")
+    assert _verify(tmp_path, export, stranger.sign(Checkpoint(ORIGIN, 1, bytes(32))), signer, capsys)[0] == 2
+    assert _verify(tmp_path, export, "not a note", signer, capsys)[0] == 2
