@@ -25,7 +25,7 @@ from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, gene
 from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 from caseledger.verify.__main__ import main as verify_main
 from caseledger.verify.failures import MalformedInput, SignatureError
-from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint, verified_text
+from caseledger.verify.note import Checkpoint, open_checkpoint, verified_text
 from tests.support.clock import FakeClock
 from tests.support.environment import ledger_settings
 from tests.support.examples import examples
