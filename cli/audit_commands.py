@@ -132,9 +132,17 @@ def audit_verify(
 
     s = session(ctx)
     if s.api:
-        local = {"--since": since, "--until": until, "--kafka": kafka, "--seal": seal, "--checkpoint": checkpoint,
-                 "--key": key, "--unauthenticated": unauthenticated or None, "--simulated-clock": simulated_clock or None}
-        return _verify_through_api(s, customer, as_json=as_json, refused=[k for k, v in local.items() if v])
+        if kafka:
+            from caseledger.ledger.errors import ValidationError
+
+            raise ValidationError("--kafka cannot be used with --api: the service audits its own store; compare the "
+                                  "topics where the broker is, without --api")
+        note = _read_note(checkpoint) if checkpoint is not None else None
+        trusted = str(_verifier_key(key, s)) if checkpoint is not None else None
+        answer = s.service.audit_report(customer, since=since, until=until, seal=seal, checkpoint=note, key=trusted,
+                                        listed=unauthenticated or simulated_clock)
+        return _print_service_report(s, answer, as_json=as_json, unauthenticated=unauthenticated,
+                                     simulated_clock=simulated_clock)
     held = HeldCheckpoint(_read_note(checkpoint), _verifier_key(key)) if checkpoint is not None else None
     settings = _kafka_settings(kafka)
     bar = _Bar("verifying")
@@ -165,19 +173,21 @@ def audit_verify(
         raise typer.Exit(EXIT_DISCREPANCIES)
 
 
-def _verify_through_api(s: Any, customer: str | None, *, as_json: bool, refused: list[str]) -> None:
-    """``audit verify`` by the service (GET /v1/audit/verify): the whole store, or one customer."""
+def _print_service_report(s: Any, answer: dict[str, Any], *, as_json: bool, unauthenticated: bool,
+                          simulated_clock: bool) -> None:
+    """``audit verify`` as the service answered it (GET /v1/audit/verify), printed as on the database."""
+    from caseledger.ledger.audit.actors import UnauthenticatedEvent
     from caseledger.ledger.audit.report import AuditReport, Discrepancy, Seal
-    from caseledger.ledger.errors import ValidationError
 
-    if refused:
-        raise ValidationError(
-            f"{', '.join(refused)} cannot be used with --api: the service verifies its whole store, or one "
-            "--customer; run the audit without --api where the database is for the rest"
-        )
-    answer = s.service.audit_report(customer)
+    listed = {name: [UnauthenticatedEvent(e["position"], e["type"], e["actor"]) for e in answer.pop(name, [])]
+              for name in ("unauthenticated", "simulated_clock")}
     if as_json:
-        s.echo_json(answer)
+        extra: dict[str, Any] = {}
+        if unauthenticated:
+            extra["unauthenticated"] = [e.as_dict() for e in listed["unauthenticated"]]
+        if simulated_clock:
+            extra["simulated_clock"] = [e.as_dict() for e in listed["simulated_clock"]]
+        s.echo_json({**answer, **extra})
     else:
         fields = {k: answer[k] for k in ("backend", "scope", "head_position", "first_position", "last_position",
                                          "events", "aggregates", "cases", "topic_records", "intake_offsets",
@@ -187,7 +197,11 @@ def _verify_through_api(s: Any, customer: str | None, *, as_json: bool, refused:
                              counts=Counter(answer["counts"]))
         print_report(s.out, report)
         s.say(f"events recorded without authentication: {answer['unauthenticated_events']:,}")
+        if unauthenticated:
+            _list_events(s, listed["unauthenticated"], answer["unauthenticated_events"])
         s.say(f"events recorded on a simulated clock: {answer['simulated_clock_events']:,}")
+        if simulated_clock:
+            _list_events(s, listed["simulated_clock"], answer["simulated_clock_events"])
     if not answer["ok"]:
         raise typer.Exit(EXIT_DISCREPANCIES)
 
