@@ -68,7 +68,7 @@ def history(
     if s.api:
         rows = s.service.history_rows(customer)
     else:
-        customer_id = s.local_ledger.resolve_customer(customer)
+        customer_id = s.local_ledger.data_subject(customer)  # a sender known only from kept requests too
         with s.views() as views:
             rows = customer_timeline(views, customer_id, ledger=s.open_ledger)
     if as_json:

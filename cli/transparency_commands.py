@@ -248,7 +248,7 @@ def _inclusion_record(ledger: Any, customer: str) -> dict[str, Any]:
     from caseledger.ledger.transparency.proofs import customer_event_hashes, event_proofs
     from caseledger.ledger.transparency.tree import MerkleLog
 
-    customer_id = ledger.resolve_customer(customer)
+    customer_id = ledger.data_subject(customer)
     tree = MerkleLog.of(ledger)
     latest = current_checkpoint(ledger, tree=tree)
     if latest is None:

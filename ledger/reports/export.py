@@ -101,7 +101,8 @@ def export_history(
     target = Path(path)
     if not target.parent.exists():
         raise ConfigurationError(f"cannot write {target}: directory {target.parent} does not exist")
-    customer_id = ledger.resolve_customer(customer)
+    # A sender known only from the requests the ledger kept of theirs (collisions, rejections) has a history too.
+    customer_id = ledger.data_subject(customer)
     collected: list[tuple[int, str, bytes]] = []
     report = verify(ledger, customer=customer_id, kafka=kafka, readers=readers,
                     collect=lambda position, name, data: collected.append((position, name, data)))

@@ -285,7 +285,7 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         from caseledger.projections.queries import customer_timeline
 
         ledger = state.ledger()
-        customer_id = ledger.resolve_customer(customer)
+        customer_id = ledger.data_subject(customer)  # a sender known only from kept requests too
         with state.open_views() as views:
             rows = customer_timeline(views, customer_id, ledger=lambda: ledger)
         return [plain({k: row[k] for k in ("event_type", "case_reference", "actor", "recorded_at", "occurred_at",

@@ -127,7 +127,7 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
         from caseledger.ledger.transparency.proofs import customer_event_hashes, event_proofs
 
         ledger = state.ledger()
-        customer_id = ledger.resolve_customer(customer)
+        customer_id = ledger.data_subject(customer)
         checkpoint = _latest(ledger)
         events = customer_event_hashes(ledger, customer_id)
         proofs = event_proofs(ledger, [p for p, _ in events], checkpoint)
