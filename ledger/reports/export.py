@@ -128,12 +128,13 @@ def export_history(
         ledger.data_keys.forget()
     note = checkpoint.note if checkpoint is not None else None
     transparency = _transparency(note, _consistency(ledger, kept, checkpoint))
+    schemas = writer_schemas(ledger, entries)
     describe = describe or _describe
     exported_at = datetime.now(UTC)
     if fmt == "json":
-        _write_json(target, customer_id, entries, report, describe, exported_at, transparency)
+        _write_json(target, customer_id, entries, report, describe, exported_at, transparency, schemas)
     elif fmt == "avro":
-        _write_avro(target, customer_id, entries, report, describe, exported_at, transparency)
+        _write_avro(target, customer_id, entries, report, describe, exported_at, transparency, schemas)
     else:
         with os.fdopen(open_private(target), "w", encoding="utf-8") as out:
             out.write(_html_page(customer_id, entries, report, describe, exported_at, tz, note))
@@ -184,6 +185,17 @@ def _consistency(ledger: CaseLedger, kept: int | None, checkpoint: Any) -> dict[
     return {"from_size": kept, "to_size": checkpoint.tree_size, "proof": _b64_proof(proof)}
 
 
+def writer_schemas(ledger: CaseLedger, entries: list[_Entry]) -> dict[str, str]:
+    """The schema that wrote each exported event, by fingerprint: the verifier decodes the stored bytes with it and
+    checks the readable ``event`` against them (``caseledger.verify.decoded``)."""
+    found: dict[str, str] = {}
+    for fp in {e.data[2:10] for e in entries}:
+        text = ledger.codec.writer_schema_text(fp)
+        if text is not None:
+            found[fp.hex()] = text
+    return dict(sorted(found.items()))
+
+
 def _b64_proof(proof: list[bytes] | None) -> list[str] | None:
     return [base64.b64encode(h).decode() for h in proof] if proof is not None else None
 
@@ -217,7 +229,8 @@ def erasures(entries: list[_Entry]) -> list[dict[str, Any]]:
 
 
 def _write_json(path: Path, customer_id: str, entries: list[_Entry], report: AuditReport,
-                describe: Callable[[Any], str], exported_at: datetime, transparency: dict[str, Any]) -> None:
+                describe: Callable[[Any], str], exported_at: datetime, transparency: dict[str, Any],
+                schemas: dict[str, str]) -> None:
     document = {
         "format": JSON_FORMAT,
         "customer_id": customer_id,
@@ -225,6 +238,7 @@ def _write_json(path: Path, customer_id: str, entries: list[_Entry], report: Aud
         "verification": verification_summary(report),
         "erasures": erasures(entries),
         "transparency": transparency,
+        "schemas": schemas,
         "events": [
             {
                 "position": e.position,
@@ -317,7 +331,8 @@ def _define_once(schema: Any, namespace: str, defined: set[str]) -> Any:
 
 
 def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: AuditReport,
-                describe: Callable[[Any], str], exported_at: datetime, transparency: dict[str, Any]) -> None:
+                describe: Callable[[Any], str], exported_at: datetime, transparency: dict[str, Any],
+                schemas: dict[str, str]) -> None:
     from fastavro import parse_schema, writer
 
     schema = parse_schema(container_schema())
@@ -341,6 +356,7 @@ def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: Aud
         "caseledger.verification": json.dumps(plain(verification_summary(report)), ensure_ascii=False),
         "caseledger.erasures": json.dumps(erasures(entries), ensure_ascii=False),
         "caseledger.transparency": json.dumps(transparency, ensure_ascii=False),
+        "caseledger.schemas": json.dumps(schemas),
     }
     with os.fdopen(open_private(path), "wb") as out:
         writer(out, schema, records, codec="deflate", metadata=metadata)

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({
             "ok": result.ok and (against is None or against.ok), "events": result.events, "included": result.included,
-            "chained": result.chained,
+            "chained": result.chained, "views_checked": result.views_checked, "views_unchecked": result.views_unchecked,
             "checkpoint": {"origin": result.checkpoint.origin, "tree_size": result.checkpoint.size}
             if result.checkpoint else None,
             "kept": {"tree_size": kept.size, "code": against.code if against else None,
@@ -132,7 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         cp = result.checkpoint
         if cp is not None:
             print(f"checkpoint: {cp.origin}, {cp.size} events, signed by {key.name}+{key.key_id.hex()}")
-        print(f"{result.events} events: {result.included} proved included, {result.chained} chain links checked")
+        print(f"{result.events} events: {result.included} proved included, {result.chained} chain links checked, "
+              f"{result.views_checked} readable views checked against their stored bytes")
+        if result.views_unchecked:
+            print(f"note: the readable view of {result.views_unchecked} events could not be checked against their "
+                  "stored bytes (the export carries no schema for them): read those events from their stored bytes, "
+                  "not from the view")
         if against is not None and against.ok:
             print(f"kept checkpoint: {against.message}")
         for finding in result.findings:

@@ -11,7 +11,10 @@ decoded ``event`` fields or its ``verification`` verdict — those are the ledge
 4. the aggregate chains, read from the stored bytes' Avro envelope: each event's ``previous_hash`` is
    the hash of the previous event of its aggregate in the file (``chain-broken``), versions follow
    (``version-gap``). An export holds a customer's events only, so an aggregate's chain is checked
-   from its first exported event on.
+   from its first exported event on;
+5. each event's readable ``event`` against its stored bytes, decoded with the schema the export
+   carries for it (``view-mismatch``; sealed personal fields aside: :mod:`caseledger.verify.decoded`).
+   A view that cannot be checked (no schema for it) is counted in ``views_unchecked``, and said.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from caseledger.verify.decoded import ViewCheck
 from caseledger.verify.failures import MalformedInput, ProofError, SignatureError, WrongKeyError
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
@@ -56,6 +60,8 @@ class HistoryCheck:
     events: int = 0
     included: int = 0
     chained: int = 0
+    views_checked: int = 0
+    views_unchecked: int = 0
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -203,15 +209,22 @@ def _avro_export(path: str | Path) -> dict[str, Any]:
         transparency = json.loads(metadata.get("caseledger.transparency", b"{}"))
     except ValueError:
         raise MalformedInput(f"{path}: its caseledger.transparency metadata is not JSON") from None
+    try:
+        schemas = json.loads(metadata.get("caseledger.schemas", b"{}"))
+    except ValueError:
+        raise MalformedInput(f"{path}: its caseledger.schemas metadata is not JSON") from None
     b64 = base64.b64encode
     return {
         "format": "caseledger.history/1",
         "transparency": transparency,
+        "schemas": schemas,
+        "views": "avro",  # each event's view as the container holds it (Avro values), not as JSON shows it
         "events": [{
             "position": r["position"], "event_type": r["event_type"], "event_hash": r["event_hash"].hex(),
             "stored_bytes_base64": b64(r["stored_bytes"]).decode(), "leaf_index": r.get("leaf_index"),
             "inclusion_proof": [b64(h).decode() for h in r["inclusion_proof"]]
             if r.get("inclusion_proof") is not None else None,
+            **({"event": r["event"]} if "event" in r else {}),
         } for r in records],
     }
 
@@ -238,6 +251,7 @@ def check_history(document: dict[str, Any], key: VerifierKey) -> HistoryCheck:
         except (SignatureError, MalformedInput) as error:
             result.flag("checkpoint-signature", 0, f"the checkpoint cannot be trusted: {error}")
     cp = result.checkpoint
+    views = ViewCheck(document.get("schemas"), json_view=document.get("views") != "avro")
     chains: dict[str, tuple[int, bytes]] = {}
     for event in document.get("events") or []:
         result.events += 1
@@ -261,6 +275,15 @@ def check_history(document: dict[str, Any], key: VerifierKey) -> HistoryCheck:
                     result.included += 1
                 except (ProofError, MalformedInput, ValueError) as error:
                     result.flag("inclusion", position, f"not in the signed log: {error}")
+        if "event" in event:
+            differences = views.differences(data, event["event"])
+            if differences is None:
+                result.views_unchecked += 1
+            elif differences:
+                result.flag("view-mismatch", position, "the readable event is not what its stored bytes say: "
+                            + "; ".join(differences[:5]))
+            else:
+                result.views_checked += 1
         try:
             aggregate, version, previous = envelope(data)
         except (ValueError, IndexError) as error:

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.domain.values import ContactDraft, Identity
+from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
 from caseledger.ledger.reports.export import export_history
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, generate_key_file
 from caseledger.ledger.transparency.checkpoints import sign_checkpoint
@@ -197,3 +198,64 @@ def test_a_kept_checkpoint_the_export_cannot_prove_exits_3_and_says_what_to_do(
     stranger = CheckpointSigner.parse(generate_key_text(ORIGIN), source="test")
     assert _verify(tmp_path, export, stranger.sign(Checkpoint(ORIGIN, 1, bytes(32))), signer, capsys)[0] == 2
     assert _verify(tmp_path, export, "not a note", signer, capsys)[0] == 2
+
+
+# -- the readable view against the stored bytes ------------------------------------------------------------------
+
+
+def test_every_readable_view_is_checked_against_its_stored_bytes_and_an_edited_one_is_named(
+        ledger: CaseLedger, signer: CheckpointSigner, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Finding: an export whose readable ``event`` JSON was edited still verified (only the stored bytes were
+    checked). Now the export carries each event's writer schema and the verifier decodes the bytes and compares."""
+    _contact(ledger, 1)
+    ledger.respond(ledger.cases_of(str(JANE))[0].reference, actor=Actor.parse("agent:alice"), body="Done.",
+                   answers=["Q1"])
+    sign_checkpoint(ledger, signer)
+    pub = tmp_path / "ledger.pub"
+    pub.write_text(f"{signer.verifier_key}\n")
+    for fmt in ("json", "avro"):
+        export = tmp_path / f"jane.{fmt}"
+        export_history(ledger, str(JANE), fmt, export)
+        code = verify_main([str(export), "--key", str(pub), "--json"])
+        checked = json.loads(capsys.readouterr().out)
+        assert code == 0 and checked["views_checked"] == checked["events"] > 5 and not checked["views_unchecked"]
+    document = json.loads((tmp_path / "jane.json").read_text())
+    edits: list[Callable[[dict[str, Any]], None]] = [
+        lambda e: e["envelope"].update(recorded_at="2020-01-01T00:00:00+00:00"),  # backdated, in the view only
+        lambda e: e["envelope"].update(aggregate_version=e["envelope"]["aggregate_version"] + 1),
+        lambda e: e["envelope"]["actor"].update(id="someone-else"),
+        lambda e: e.pop("envelope"),
+    ]
+    for edit in edits:
+        forged = json.loads(json.dumps(document))
+        edit(forged["events"][1]["event"])
+        (tmp_path / "forged.json").write_text(json.dumps(forged))
+        code = verify_main([str(tmp_path / "forged.json"), "--key", str(pub)])
+        out = capsys.readouterr().out
+        assert code == 1 and "[view-mismatch]" in out and "NOT verified" in out, out
+    # A schema swapped for another: refused by its fingerprint, not used to decode.
+    forged = json.loads(json.dumps(document))
+    fp = next(iter(forged["schemas"]))
+    assert '"name":"event_id"' in forged["schemas"][fp]
+    forged["schemas"][fp] = forged["schemas"][fp].replace('"name":"event_id"', '"name":"event_ix"')
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    assert verify_main([str(tmp_path / "forged.json"), "--key", str(pub)]) == 1
+    assert "not the one its fingerprint names" in capsys.readouterr().out
+    # Without the schemas (an export of an earlier release): verified, and the reader is told what was not checked.
+    del document["schemas"]
+    (tmp_path / "older.json").write_text(json.dumps(document))
+    assert verify_main([str(tmp_path / "older.json"), "--key", str(pub)]) == 0
+    assert "could not be checked against their stored bytes" in capsys.readouterr().out
+
+
+def test_the_verifiers_crc64_is_avros_for_every_schema_the_ledger_writes() -> None:
+    from fastavro.schema import fingerprint
+
+    from caseledger.ledger.avro.codec import AvroEventCodec
+    from caseledger.verify.decoded import crc64_avro
+
+    codec = AvroEventCodec()
+    texts = [t for fp in codec._writers if (t := codec.writer_schema_text(fp)) is not None]
+    assert len(texts) >= len(codec.names)
+    for text in texts:
+        assert crc64_avro(text.encode()) == bytes.fromhex(fingerprint(text, "CRC-64-AVRO"))
