@@ -30,6 +30,10 @@ from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 from caseledger.verify.receipts import check_receipt
 
 
+EXIT_CODES = ("exit codes: 0 everything holds; 1 a discrepancy (each finding printed); 2 unreadable or malformed input, "
+              "or usage; 3 not provable from what was given (docs/audit.md)")
+
+
 def _key(value: str) -> VerifierKey:
     text = value
     if "+" not in text and Path(text).is_file():
@@ -56,7 +60,7 @@ def _kept(value: str, key: VerifierKey) -> Checkpoint:
 def receipt_main(argv: list[str]) -> int:
     """``receipt FILE --key K [--export EXPORT] [--content JSON]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m caseledger.verify receipt",
+        prog="python -m caseledger.verify receipt", epilog=EXIT_CODES,
         description="Check a contact's receipt offline: the ledger's signature; with --content, that it was issued "
                     "for the request you sent; with --export (any later history export), that the log holds the "
                     "contact — or that it is missing although the ledger promised it (proof against the operator).")
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["receipt"]:
         return receipt_main(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m caseledger.verify",
+        prog="python -m caseledger.verify", epilog=EXIT_CODES,
         description="Check a caseledger history export offline: the checkpoint's signature, every event's "
                     "inclusion proof, every hash chain. (A contact's receipt: `python -m caseledger.verify receipt "
                     "--help`.)")
