@@ -26,7 +26,7 @@ from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, gene
 from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 from caseledger.verify.__main__ import main as verify_main
 from caseledger.verify.failures import MalformedInput, SignatureError
-from caseledger.verify.note import Checkpoint, open_checkpoint, verified_text
+from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint, verified_text
 from tests.support.clock import FakeClock
 from tests.support.environment import ledger_settings
 from tests.support.examples import examples
@@ -259,3 +259,58 @@ def test_the_verifiers_crc64_is_avros_for_every_schema_the_ledger_writes() -> No
     assert len(texts) >= len(codec.names)
     for text in texts:
         assert crc64_avro(text.encode()) == bytes.fromhex(fingerprint(text, "CRC-64-AVRO"))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[list[tuple[Any, ...]]]]:
+    """A JSON export of a small story and, per event, the paths of its view's leaves that are not sealed."""
+    import base64 as b64
+
+    from caseledger.ledger.avro.codec import AvroEventCodec
+    from tests.support.clock import FakeClock as Clock
+
+    folder = tmp_path_factory.mktemp("views")
+    app = CaseLedger(ledger_settings(database=str(folder / "l.sqlite"), origin=ORIGIN), clock=Clock())
+    try:
+        for n in range(2):
+            _contact(app, n)
+        reference = app.cases_of(str(JANE))[0].reference
+        app.respond(reference, actor=Actor.parse("agent:alice"), body="Done.", answers=["Q1"])
+        export_history(app, str(JANE), "json", folder / "jane.json")
+    finally:
+        app.close()
+    document = json.loads((folder / "jane.json").read_text())
+    codec = AvroEventCodec()
+
+    def leaves(view: Any, stored: Any, path: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if isinstance(view, dict):
+            return [p for k in view for p in leaves(view[k], (stored or {}).get(k), (*path, k))]
+        if isinstance(view, list):
+            return [p for i, v in enumerate(view) for p in leaves(v, stored[i] if stored else None, (*path, i))]
+        sealed = (isinstance(stored, str) and stored.startswith("enc:1:")) or (
+            isinstance(stored, bytes) and stored.startswith(b"CLENC1"))
+        return [] if sealed else [path]
+
+    paths = [leaves(e["event"], codec.decode_record(e["event_type"], b64.b64decode(e["stored_bytes_base64"])), ())
+             for e in document["events"]]
+    return document, paths
+
+
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_edit_of_a_field_the_stored_bytes_hold_in_clear_is_a_view_mismatch(
+        exported: tuple[dict[str, Any], list[list[tuple[Any, ...]]]], data: st.DataObject) -> None:
+    from caseledger.verify.history import check_history
+
+    document, paths = exported
+    index = data.draw(st.integers(0, len(paths) - 1))
+    path = data.draw(st.sampled_from(paths[index]))
+    forged = json.loads(json.dumps(document))
+    parent = forged["events"][index]["event"]
+    for step in path[:-1]:
+        parent = parent[step]
+    value = parent[path[-1]]
+    parent[path[-1]] = (not value if isinstance(value, bool) else value + 1 if isinstance(value, int | float)
+                        else "x" if value is None else value + "x" if isinstance(value, str) else None)
+    result = check_history(forged, VerifierKey("x", bytes(32)))
+    assert [f.code for f in result.findings if f.code == "view-mismatch"] == ["view-mismatch"], (index, path)
