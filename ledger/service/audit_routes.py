@@ -165,6 +165,8 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
         for name, value in (("since", since), ("until", until)):
             if value is not None and value.tzinfo is None:
                 raise ValidationError(f"{name}: give a time with its offset, e.g. 2026-11-01T00:00Z")
+        if since is not None and until is not None and until <= since:
+            raise ValidationError(f"until {until.isoformat()} is not after since {since.isoformat()}")
         held = _kept_note(checkpoint, key)
         try:
             kept_seal = Seal.parse(seal) if seal else None

@@ -284,6 +284,7 @@ def test_the_audit_routes_answer_bad_input_with_problems(service: Service, ref: 
                      "/v1/audit/proofs/inclusion", "/v1/audit/verify?seal=12:zz",
                      "/v1/audit/verify?checkpoint=%25%25%25&key=a%2B00000000%2BAAAA",
                      "/v1/audit/verify?checkpoint=Y2FzZWxlZGdlcgo", "/v1/audit/verify?since=2026-11-01T00:00",
+                     "/v1/audit/verify?since=2026-11-01T00:00Z&until=2026-10-01T00:00Z",
                      "/v1/audit/key?format=xml"):
             assert_problem(auditor.get(path))
         # No signing key in this service: the key and checkpoints are not found, with what to do.
