@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
 
 __all__ = ["DEFAULT_INTERVAL_S", "INTERVAL_ENV", "Checkpointer", "CheckpointerStats", "checkpoint_interval",
-           "sign_checkpoint"]
+           "current_checkpoint", "sign_checkpoint"]
 
 log = logging.getLogger("caseledger.checkpoints")
 
@@ -80,6 +80,26 @@ def sign_checkpoint(ledger: CaseLedger, signer: CheckpointSigner, *, tree: Merkl
     if witnesses is not None:
         witnesses.offer(stored)
     return stored
+
+
+_SIGNING = threading.Lock()  # one signer at a time in a process: concurrent requests would sign the same size twice
+
+
+def current_checkpoint(ledger: CaseLedger, *, tree: MerkleLog | None = None) -> StoredCheckpoint | None:
+    """What proofs are given against: a fresh checkpoint when this process holds the signing key (the tree caught
+    up, signed if it grew, submitted to the configured witnesses), else the latest stored one (None before the
+    first)."""
+    from caseledger.ledger.transparency.checkpoint_key import load_signer
+
+    signer = load_signer(ledger.settings.transparency)
+    if signer is None:
+        return (tree.store if tree is not None else ledger.storage.merkle()).latest_checkpoint()
+    from caseledger.ledger.transparency.witnesses import witness_now
+
+    with _SIGNING:
+        signed = sign_checkpoint(ledger, signer, tree=tree)
+    witness_now(ledger, signed)  # the configured witnesses that have not cosigned it yet, now
+    return signed
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""``python -m caseledger.verify EXPORT --key PUBKEY``: check a history export (JSON or Avro) offline;
+"""``python -m caseledger.verify EXPORT --key PUBKEY [--kept CHECKPOINT]``: check a history export (JSON or Avro)
+offline, and with ``--kept`` its checkpoint against one the auditor kept;
 ``python -m caseledger.verify receipt FILE --key PUBKEY [--export EXPORT] [--content JSON]``: check a
 contact's receipt, and with an export whether the log holds the contact;
 ``python -m caseledger.verify checkpoint NOTE [OTHER] --key PUBKEY``: check a (cosigned) checkpoint, and
@@ -8,11 +9,18 @@ The witness policy (an export, a checkpoint): ``--witness VKEY`` (repeatable) ``
 or ``--witness-policy FILE`` (C2SP tlog-policy); a checkpoint without the cosignatures it needs is
 refused (``witness-policy``; ``witness-signature`` for a line of a policy witness that does not verify).
 
-Exit 0 when everything holds, 1 when something does not (each finding is printed; for a receipt:
-forged, altered, another request, or missing from a log that promised it; for checkpoints:
-``witness-policy``, ``witness-signature``, ``split-view``), 2 when the input cannot be read (a bad key
-or policy, not an export, no receipt), 3 when a receipt cannot be proved in the log yet (the export
-given predates the promised time).
+Exit codes (docs/audit.md):
+
+==  ==========================================================================================
+0   everything holds
+1   a discrepancy: something does not hold (each finding is printed; for a receipt: forged,
+    altered, another request, or missing from a log that promised it; for checkpoints:
+    ``witness-policy``, ``witness-signature``, ``split-view``)
+2   unreadable or malformed input, or usage: a missing file, a bad key or policy, not an export, a kept
+    checkpoint not signed by the key, no receipt
+3   not provable from what was given: a receipt whose export predates the promised time; a kept
+    checkpoint newer than the export's, or one the export carries no consistency proof from
+==  ==========================================================================================
 """
 
 from __future__ import annotations
@@ -31,14 +39,21 @@ from caseledger.verify.cosignatures import (
 )
 from caseledger.verify.failures import MalformedInput, VerificationError
 from caseledger.verify.history import check_history, read_export
-from caseledger.verify.note import VerifierKey, open_checkpoint
+from caseledger.verify.kept import KeptCheck, check_kept
+from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 from caseledger.verify.receipts import check_receipt
+
+EXIT_CODES = ("exit codes: 0 everything holds; 1 a discrepancy (each finding printed); 2 unreadable or malformed input, "
+              "or usage; 3 not provable from what was given (docs/audit.md)")
 
 
 def _key(value: str) -> VerifierKey:
     text = value
     if "+" not in text and Path(text).is_file():
-        text = (Path(text).read_text(encoding="utf-8").strip().splitlines() or [""])[0]
+        try:
+            text = (Path(text).read_text(encoding="utf-8").strip().splitlines() or [""])[0]
+        except (OSError, UnicodeDecodeError) as error:
+            raise MalformedInput(f"the key file {value} cannot be read ({error})") from None
     return VerifierKey.parse(text)
 
 
@@ -118,10 +133,23 @@ def checkpoint_main(argv: list[str]) -> int:
     return 0 if not findings else 1
 
 
+def _kept(value: str, key: VerifierKey) -> Checkpoint:
+    """The checkpoint the auditor kept, verified with the key: MalformedInput (exit 2) for any failure, since the
+    file is the auditor's own input."""
+    try:
+        note = Path(value).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise MalformedInput(f"the kept checkpoint {value} cannot be read ({error})") from None
+    try:
+        return open_checkpoint(note, key)
+    except VerificationError as error:
+        raise MalformedInput(f"the kept checkpoint {value}: {error}") from None
+
+
 def receipt_main(argv: list[str]) -> int:
     """``receipt FILE --key K [--export EXPORT] [--content JSON]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m caseledger.verify receipt",
+        prog="python -m caseledger.verify receipt", epilog=EXIT_CODES,
         description="Check a contact's receipt offline: the ledger's signature; with --content, that it was issued "
                     "for the request you sent; with --export (any later history export), that the log holds the "
                     "contact — or that it is missing although the ledger promised it (proof against the operator).")
@@ -159,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["checkpoint"]:
         return checkpoint_main(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m caseledger.verify",
+        prog="python -m caseledger.verify", epilog=EXIT_CODES,
         description="Check a caseledger history export offline: the checkpoint's signature, every event's "
                     "inclusion proof, every hash chain. (A contact's receipt: `python -m caseledger.verify receipt "
                     "--help`.)")
@@ -168,32 +196,55 @@ def main(argv: list[str] | None = None) -> int:
                         help="the ledger's verifier key NAME+KEYID+BASE64 (as printed by `caseledger audit key`), "
                              "or a file holding it")
     _policy_options(parser)
+    parser.add_argument("--kept", metavar="CHECKPOINT",
+                        help="a signed checkpoint you kept earlier (a file): prove the export's checkpoint extends it "
+                             "(the export carries the consistency proof; ask for one with `history --export … --kept`)")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     args = parser.parse_args(argv)
     try:
         key = _key(args.key)
         policy = _policy(args)
         document = read_export(args.export)
+        kept = _kept(args.kept, key) if args.kept else None
+        result = check_history(document, key, policy)
     except MalformedInput as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    result = check_history(document, key, policy)
+    against: KeptCheck | None = None
+    if kept is not None and result.checkpoint is not None:
+        against = check_kept(kept, result.checkpoint, document.get("transparency") or {})
+        if against.code in ("split-view", "rolled-back"):
+            result.flag(against.code, 0, against.message)
     if args.json:
         print(json.dumps({
-            "ok": result.ok, "events": result.events, "included": result.included, "chained": result.chained,
+            "ok": result.ok and (against is None or against.ok), "events": result.events, "included": result.included,
+            "chained": result.chained, "views_checked": result.views_checked, "views_unchecked": result.views_unchecked,
             "checkpoint": {"origin": result.checkpoint.origin, "tree_size": result.checkpoint.size}
             if result.checkpoint else None,
+            "kept": {"tree_size": kept.size, "code": against.code if against else None,
+                     "message": against.message if against else None} if kept is not None else None,
             "findings": [{"code": f.code, "position": f.position, "message": f.message} for f in result.findings],
         }, indent=2))
     else:
         cp = result.checkpoint
         if cp is not None:
             print(f"checkpoint: {cp.origin}, {cp.size} events, signed by {key.name}+{key.key_id.hex()}")
-        print(f"{result.events} events: {result.included} proved included, {result.chained} chain links checked")
+        print(f"{result.events} events: {result.included} proved included, {result.chained} chain links checked, "
+              f"{result.views_checked} readable views checked against their stored bytes")
+        if result.views_unchecked:
+            print(f"note: the readable view of {result.views_unchecked} events could not be checked against their "
+                  "stored bytes (the export carries no schema for them): read those events from their stored bytes, "
+                  "not from the view")
+        if against is not None and against.ok:
+            print(f"kept checkpoint: {against.message}")
         for finding in result.findings:
             print(finding.line())
-        print("verified: everything holds" if result.ok else "NOT verified")
-    return 0 if result.ok else 1
+        if against is not None and against.code == "unprovable":
+            print(f"kept checkpoint: NOT provable from this export: {against.message}")
+        print("verified: everything holds" if result.ok and (against is None or against.ok) else "NOT verified")
+    if not result.ok:
+        return 1
+    return 3 if against is not None and not against.ok else 0
 
 
 if __name__ == "__main__":

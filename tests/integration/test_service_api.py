@@ -90,6 +90,8 @@ def request_for(operation: Operation, ref: str, customer: str) -> tuple[str, str
         O.OVERDUE_READ: ("GET", "/v1/overdue", None),
         O.METRICS_READ: ("GET", "/v1/metrics", None),
         O.AUDIT_VERIFY: ("GET", "/v1/audit/verify", None),
+        O.AUDIT_CHECKPOINT_READ: ("GET", "/v1/audit/checkpoints/latest", None),
+        O.AUDIT_PROOF_READ: ("GET", "/v1/audit/proofs/consistency?old=1&new=1", None),
         O.INTAKE_KEPT_READ: ("GET", "/v1/intake/collisions", None),
         O.INTAKE_VERDICT_READ: ("POST", "/v1/intake/verdict", {"topic": "caseledger.intake", "partition": 0,
                                                                "offset": 0}),
