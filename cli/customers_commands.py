@@ -41,6 +41,11 @@ def history(
         tuple[str, Path] | None,
         typer.Option("--export", metavar="FORMAT FILE", help="Write it, audited, as json, avro or html to FILE."),
     ] = None,
+    kept: Annotated[
+        Path | None,
+        typer.Option("--kept", metavar="CHECKPOINT", help="With --export: a signed checkpoint you kept; the export "
+                     "carries the consistency proof from it (python -m caseledger.verify FILE --key K --kept it)."),
+    ] = None,
 ) -> None:
     """Every event of a customer, across cases and channels, in the store's order (as the exports).
 
@@ -50,17 +55,20 @@ def history(
     $ caseledger history email:jane@example.com --tz Europe/Paris
     $ caseledger history cust-0042 --json > cust-0042.json
     $ caseledger history cust-0042 --export html cust-0042.html
+    $ caseledger history cust-0042 --export json cust-0042.json --kept 2026-11-01.checkpoint
     ```
     """
     s = session(ctx)
     if export:
-        return export_history(s, customer, export[0], export[1], zone)
+        return export_history(s, customer, export[0], export[1], zone, kept=_kept_size(kept))
+    if kept is not None:
+        raise typer.BadParameter("--kept goes with --export (the export carries the proof)", param_hint="'--kept'")
     from caseledger.projections.queries import customer_timeline
 
     if s.api:
         rows = s.service.history_rows(customer)
     else:
-        customer_id = s.local_ledger.resolve_customer(customer)
+        customer_id = s.local_ledger.data_subject(customer)  # a sender known only from kept requests too
         with s.views() as views:
             rows = customer_timeline(views, customer_id, ledger=s.open_ledger)
     if as_json:
@@ -95,7 +103,21 @@ def render_timeline(s: Session, rows: list[dict[str, Any]], *, customer: str, tz
     s.out.print(table)
 
 
-def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo | None) -> None:
+def _kept_size(path: Path | None) -> int | None:
+    """The tree size a kept checkpoint names (read, not verified: the verifier checks its signature)."""
+    if path is None:
+        return None
+    from caseledger.verify.failures import VerificationError
+    from caseledger.verify.note import Checkpoint, split_note
+
+    try:
+        return Checkpoint.parse_text(split_note(path.read_text(encoding="utf-8"))[0]).size
+    except (OSError, UnicodeDecodeError, VerificationError) as error:
+        raise typer.BadParameter(f"{path}: not a readable signed checkpoint ({error})", param_hint="'--kept'") from None
+
+
+def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo | None, *,
+                   kept: int | None = None) -> None:
     """``history CUSTOMER --export FORMAT FILE``: write the export, say where and whether it verified."""
     from caseledger.ledger.reports.export import FORMATS, export_history
 
@@ -104,14 +126,15 @@ def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo
         raise typer.BadParameter(f"{fmt!r} is not an export format; use one of {', '.join(FORMATS)}",
                                  param_hint="'--export'")
     if s.api:  # the service exports and audits; the file is its answer
-        data, verified = s.service.export(customer, fmt)
+        data, verified = s.service.export(customer, fmt, kept=kept)
         with os.fdopen(open_private(path), "wb") as out:
             out.write(data)
         s.say(f"Exported the history of {customer} as {fmt} to {path} ({len(data):,} bytes); audit: "
               f"{'verified' if verified else 'NOT verified'}.", "green" if verified else "yellow")
         return
     result = export_history(
-        s.local_ledger, customer, fmt, path, tz=zone or s.tz, describe=lambda e: render.describe_event(e, tz=zone or s.tz)
+        s.local_ledger, customer, fmt, path, tz=zone or s.tz, describe=lambda e: render.describe_event(e, tz=zone or s.tz),
+        kept=kept,
     )
     verdict = "verified" if result.verified else f"NOT verified ({result.discrepancies} discrepancies)"
     s.say(f"Exported {result.events} events of {result.customer_id} as {fmt} to {result.path} "

@@ -85,12 +85,15 @@ def export_history(
     describe: Callable[[Any], str] | None = None,
     kafka: KafkaSettings | None = None,
     readers: TopicReaders | None = None,
+    kept: int | None = None,
 ) -> ExportReport:
     """Write ``customer``'s history as ``fmt`` (json, avro, html) to ``path``, audited on the way.
 
     The customer's events are read by the audit itself (``verify(customer=…)``), so the file holds
     exactly the events that were verified. ``describe`` turns an event into one readable line
     (the CLI passes its own); ``kafka`` adds the events topic to the audit, read through ``readers``.
+    ``kept``: the tree size of a checkpoint the reader kept: the export carries the consistency proof from
+    it to the export's checkpoint (``python -m caseledger.verify EXPORT --kept KEPT`` checks it offline).
     """
     fmt = fmt.strip().lower()
     if fmt not in FORMATS:
@@ -98,7 +101,8 @@ def export_history(
     target = Path(path)
     if not target.parent.exists():
         raise ConfigurationError(f"cannot write {target}: directory {target.parent} does not exist")
-    customer_id = ledger.resolve_customer(customer)
+    # A sender known only from the requests the ledger kept of theirs (collisions, rejections) has a history too.
+    customer_id = ledger.data_subject(customer)
     collected: list[tuple[int, str, bytes]] = []
     report = verify(ledger, customer=customer_id, kafka=kafka, readers=readers,
                     collect=lambda position, name, data: collected.append((position, name, data)))
@@ -122,13 +126,19 @@ def export_history(
                                   proof.proof if proof else None))
     finally:
         ledger.data_keys.forget()
-    note = checkpoint.note if checkpoint is not None else None
+    note = None
+    if checkpoint is not None:
+        from caseledger.ledger.transparency.witnesses import cosigned_note
+
+        note = cosigned_note(ledger, checkpoint)  # with the witnesses' cosignatures kept for it
+    transparency = _transparency(note, _consistency(ledger, kept, checkpoint))
+    schemas = writer_schemas(ledger, entries)
     describe = describe or _describe
     exported_at = datetime.now(UTC)
     if fmt == "json":
-        _write_json(target, customer_id, entries, report, describe, exported_at, note)
+        _write_json(target, customer_id, entries, report, describe, exported_at, transparency, schemas)
     elif fmt == "avro":
-        _write_avro(target, customer_id, entries, report, describe, exported_at, note)
+        _write_avro(target, customer_id, entries, report, describe, exported_at, transparency, schemas)
     else:
         with os.fdopen(open_private(target), "w", encoding="utf-8") as out:
             out.write(_html_page(customer_id, entries, report, describe, exported_at, tz, note))
@@ -139,14 +149,18 @@ def export_history(
 
 
 def _checkpoint(ledger: CaseLedger) -> Any:
-    """The checkpoint the export's proofs are against: a fresh one when the signing key is here, else the latest."""
+    """The checkpoint the export's proofs are against: a fresh one when the signing key is here (submitted to the
+    configured witnesses before the export is written, so that it carries their cosignatures), else the latest."""
     from caseledger.ledger.transparency.checkpoint_key import load_signer
 
     signer = load_signer(ledger.settings.transparency)
     if signer is not None:
         from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+        from caseledger.ledger.transparency.witnesses import witness_now
 
-        return sign_checkpoint(ledger, signer)
+        checkpoint = sign_checkpoint(ledger, signer)
+        witness_now(ledger, checkpoint)
+        return checkpoint
     return ledger.storage.merkle().latest_checkpoint()
 
 
@@ -157,8 +171,37 @@ TRANSPARENCY_HOW = (
 )
 
 
-def _transparency(note: str | None) -> dict[str, Any]:
-    return {"checkpoint": note, "how_to_verify": TRANSPARENCY_HOW}
+def _transparency(note: str | None, consistency: dict[str, Any] | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"checkpoint": note, "how_to_verify": TRANSPARENCY_HOW}
+    if consistency is not None:
+        block["consistency"] = consistency
+    return block
+
+
+def _consistency(ledger: CaseLedger, kept: int | None, checkpoint: Any) -> dict[str, Any] | None:
+    """The RFC 9162 consistency proof from a kept checkpoint's size to the export's (none when there is nothing to
+    prove: no checkpoint, or the kept one is not older)."""
+    if kept is None or checkpoint is None:
+        return None
+    if kept < 0:
+        raise ValidationError(f"kept checkpoint size {kept}: a tree size is 0 or more")
+    if not 0 < kept < checkpoint.tree_size:
+        return None  # equal: the roots are compared; newer: the verifier says to ask again
+    from caseledger.ledger.transparency.tree import MerkleLog
+
+    proof = MerkleLog.of(ledger).consistency_proof(kept, checkpoint.tree_size)
+    return {"from_size": kept, "to_size": checkpoint.tree_size, "proof": _b64_proof(proof)}
+
+
+def writer_schemas(ledger: CaseLedger, entries: list[_Entry]) -> dict[str, str]:
+    """The schema that wrote each exported event, by fingerprint: the verifier decodes the stored bytes with it and
+    checks the readable ``event`` against them (``caseledger.verify.decoded``)."""
+    found: dict[str, str] = {}
+    for fp in {e.data[2:10] for e in entries}:
+        text = ledger.codec.writer_schema_text(fp)
+        if text is not None:
+            found[fp.hex()] = text
+    return dict(sorted(found.items()))
 
 
 def _b64_proof(proof: list[bytes] | None) -> list[str] | None:
@@ -194,14 +237,16 @@ def erasures(entries: list[_Entry]) -> list[dict[str, Any]]:
 
 
 def _write_json(path: Path, customer_id: str, entries: list[_Entry], report: AuditReport,
-                describe: Callable[[Any], str], exported_at: datetime, note: str | None) -> None:
+                describe: Callable[[Any], str], exported_at: datetime, transparency: dict[str, Any],
+                schemas: dict[str, str]) -> None:
     document = {
         "format": JSON_FORMAT,
         "customer_id": customer_id,
         "exported_at": exported_at.isoformat(),
         "verification": verification_summary(report),
         "erasures": erasures(entries),
-        "transparency": _transparency(note),
+        "transparency": transparency,
+        "schemas": schemas,
         "events": [
             {
                 "position": e.position,
@@ -294,7 +339,8 @@ def _define_once(schema: Any, namespace: str, defined: set[str]) -> Any:
 
 
 def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: AuditReport,
-                describe: Callable[[Any], str], exported_at: datetime, note: str | None) -> None:
+                describe: Callable[[Any], str], exported_at: datetime, transparency: dict[str, Any],
+                schemas: dict[str, str]) -> None:
     from fastavro import parse_schema, writer
 
     schema = parse_schema(container_schema())
@@ -317,7 +363,8 @@ def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: Aud
         "caseledger.exported_at": exported_at.isoformat(),
         "caseledger.verification": json.dumps(plain(verification_summary(report)), ensure_ascii=False),
         "caseledger.erasures": json.dumps(erasures(entries), ensure_ascii=False),
-        "caseledger.transparency": json.dumps(_transparency(note), ensure_ascii=False),
+        "caseledger.transparency": json.dumps(transparency, ensure_ascii=False),
+        "caseledger.schemas": json.dumps(schemas),
     }
     with os.fdopen(open_private(path), "wb") as out:
         writer(out, schema, records, codec="deflate", metadata=metadata)
