@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.padding import Padding
@@ -14,9 +14,6 @@ from caseledger.cli import render
 from caseledger.cli.common import session
 from caseledger.cli.options import ChannelOpt, Json, parse_attachment
 from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
-
-if TYPE_CHECKING:
-    from caseledger.ledger.application import CaseLedger
 
 contact_app = typer.Typer(no_args_is_help=True, help="Record what customers send on any channel.")
 
@@ -152,7 +149,8 @@ def contact_receipt(
     reference: Annotated[str, typer.Argument(metavar="REF", help="The case reference.")],
     contact_id: Annotated[str, typer.Option("--contact", metavar="C", help="The contact (C1, C2 …).")] = "C1",
     proof: Annotated[bool, typer.Option("--proof", help="Print the contact's inclusion proof instead (JSON): its "
-                                        "leaf index and audit path in the latest signed checkpoint, with it.")] = False,
+                                        "leaf index and audit path in the latest signed checkpoint (the publisher "
+                                        "signs them; `caseledger audit checkpoint` on demand), with it.")] = False,
     tree_size: Annotated[int | None, typer.Option("--tree-size", metavar="N", min=0, help="With --proof: against "
                                                   "the checkpoint of N events (one you keep) instead.")] = None,
     as_json: Json = False,
@@ -179,8 +177,6 @@ def contact_receipt(
     if tree_size is not None and not proof:
         raise typer.BadParameter("--tree-size goes with --proof")
     if proof:
-        if not s.api and tree_size is None:
-            _sign_checkpoint(s.local_ledger)
         s.echo_json(s.ledger.contact_receipt_proof(reference, contact_id, tree_size))
         return
     receipt = s.ledger.contact_receipt(reference, contact_id)
@@ -189,17 +185,6 @@ def contact_receipt(
                      "says": Receipt.parse(receipt).lines()})
         return
     typer.echo(receipt)
-
-
-def _sign_checkpoint(ledger: CaseLedger) -> None:
-    """On the ledger's own store with its signing key: a checkpoint of the log as it is now, so the proof is
-    against the latest log (signed only when the log grew since the last one)."""
-    from caseledger.ledger.transparency.checkpoint_key import load_signer
-    from caseledger.ledger.transparency.checkpoints import sign_checkpoint
-
-    signer = load_signer(ledger.settings.transparency)
-    if signer is not None:
-        sign_checkpoint(ledger, signer)
 
 
 def _read_text(path: Path) -> str:
