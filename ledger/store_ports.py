@@ -42,6 +42,7 @@ __all__ = [
     "IdempotencyRow",
     "IdempotencyStore",
     "LedgerRecorder",
+    "MapRows",
     "MerkleStore",
     "PrincipalRow",
     "PrincipalStore",
@@ -303,6 +304,22 @@ class StoredCheckpoint:
     last_position: int = 0  # the store position of its last leaf (the publisher waits for it)
 
 
+@dataclass(frozen=True)
+class MapRows:
+    """One step of the customer map (``ledger/transparency/customer_map.py``): from ``old_size`` leaves to ``new_size``.
+
+    ``nodes`` are its changed nodes ``(node id, value)``, a version valid from ``new_size`` on (value: an inner
+    node's 32-byte hash, or a leaf's key ‖ value hash); ``customers`` each changed customer's
+    ``(key, count, chain head)``.
+    """
+
+    old_size: int
+    new_size: int
+    last_position: int
+    nodes: Sequence[tuple[bytes, bytes]]
+    customers: Sequence[tuple[bytes, int, bytes]]
+
+
 class MerkleStore(ABC):
     """The Merkle tree's tiles and nodes and the signed checkpoints (rows laid out in ``ledger/store/merkle_tables.py``)."""
 
@@ -316,11 +333,28 @@ class MerkleStore(ABC):
 
     @abstractmethod
     def append(self, old_size: int, new_size: int, last_position: int, tiles: Sequence[Tile],
-               nodes: Sequence[tuple[int, int, bytes]]) -> None:
-        """Tiles (written whole, replacing a partial one) and nodes ``(level ≥ 8, index, hash)`` in one transaction.
+               nodes: Sequence[tuple[int, int, bytes]], map_rows: MapRows | None = None) -> None:
+        """Tiles (written whole, replacing a partial one) and nodes ``(level ≥ 8, index, hash)`` in one transaction,
+        with the customer map's step to the same size when given.
 
-        :class:`~caseledger.ledger.errors.TreeMoved` when the stored size is no longer ``old_size``.
+        :class:`~caseledger.ledger.errors.TreeMoved` when the stored size (or the map's) is no longer the old one.
         """
+
+    @abstractmethod
+    def append_map(self, rows: MapRows) -> None:
+        """The customer map's step alone (catching up with the tree); TreeMoved when its size moved."""
+
+    @abstractmethod
+    def map_state(self) -> tuple[int, int]:
+        """(leaves the customer map covers, the position of the last); (0, 0) for an empty map."""
+
+    @abstractmethod
+    def map_nodes(self, wanted: Iterable[bytes], size: int | None = None) -> dict[bytes, bytes]:
+        """The value of each map node that exists at ``size`` leaves (None: now): its latest version up to it."""
+
+    @abstractmethod
+    def map_customers(self, keys: Iterable[bytes]) -> dict[bytes, tuple[int, bytes]]:
+        """The (count, chain head) of each customer key in the map now."""
 
     @abstractmethod
     def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:

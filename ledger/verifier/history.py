@@ -28,7 +28,8 @@ from caseledger.verify.failures import MalformedInput, ProofError, SignatureErro
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
 
-__all__ = ["Finding", "HistoryCheck", "check_history", "envelope", "read_export"]
+__all__ = ["EnvelopeFields", "Finding", "HistoryCheck", "check_history", "envelope", "envelope_customer", "read_envelope",
+           "read_export"]
 
 MAGIC = b"\xc3\x01"
 HEADER = 10
@@ -104,18 +105,29 @@ def _skip_authentication(data: bytes, p: int) -> int:
     return q
 
 
-def envelope(data: bytes) -> tuple[str, int, bytes | None]:
-    """(aggregate id, version, previous hash) from an event's stored bytes (caseledger.Envelope, first field)."""
+@dataclass(frozen=True)
+class EnvelopeFields:
+    """What the verifier reads of an event's envelope (caseledger.Envelope, the first field of every event)."""
+
+    aggregate: str
+    version: int
+    previous: bytes | None
+    customer: bytes
+    occurred_micros: int
+
+
+def read_envelope(data: bytes) -> EnvelopeFields:
+    """The envelope's fields from an event's stored bytes; ValueError or IndexError when they do not decode."""
     if data[:2] != MAGIC:
         raise ValueError("not Avro single-object encoding (no C3 01)")
     p = HEADER
     _, p = _str(data, p)  # event_id
     aggregate, p = _str(data, p)
     version, p = _long(data, p)
-    for _ in range(2):  # case_id, customer_id
-        _, p = _str(data, p)
-    for _ in range(2):  # occurred_at, recorded_at
-        _, p = _long(data, p)
+    _, p = _str(data, p)  # case_id
+    customer, p = _str(data, p)
+    occurred, p = _long(data, p)
+    _, p = _long(data, p)  # recorded_at
     for _ in range(2):  # actor.kind, actor.id
         _, p = _str(data, p)
     p = _skip_authentication(data, p)
@@ -127,7 +139,21 @@ def envelope(data: bytes) -> tuple[str, int, bytes | None]:
     previous = None
     if branch == 1:
         previous, p = _str(data, p)
-    return aggregate.decode(), version, previous
+    return EnvelopeFields(aggregate.decode(), version, previous, customer, occurred)
+
+
+def envelope(data: bytes) -> tuple[str, int, bytes | None]:
+    """(aggregate id, version, previous hash) from an event's stored bytes (caseledger.Envelope, first field)."""
+    fields = read_envelope(data)
+    return fields.aggregate, fields.version, fields.previous
+
+
+def envelope_customer(data: bytes) -> bytes:
+    """The envelope's ``customer_id`` (b"" when the bytes do not decode: counted in no customer's history)."""
+    try:
+        return read_envelope(data).customer
+    except (ValueError, IndexError):
+        return b""
 
 
 def read_export(path: str | Path) -> dict[str, Any]:

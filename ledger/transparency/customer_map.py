@@ -1,0 +1,213 @@
+"""The customer map: for each customer, how many events and the head of their chain, committed by each checkpoint.
+
+The hashing, the proofs and their check are ``caseledger.verify.completeness`` (the auditor's side);
+this module keeps the map beside the Merkle tree. :class:`~caseledger.ledger.transparency.tree.MerkleLog`
+asks it for the rows of each append (:meth:`CustomerMap.step`), written in the tree's own transaction
+(``MerkleStore.append``), so a crash never leaves the two apart; which customer an event belongs to
+is read from the envelope in clear in its stored bytes (:func:`event_customer`), never unsealed.
+
+Storage (``ledger/store/merkle_tables.py``): each node of the sparse tree is a row per version —
+``(node id, tree size from which it holds, value)``, the value an inner node's hash or a leaf's key
+and value hash — so a proof against any checkpoint reads each node's latest version up to its size;
+each customer's current count and chain head is a row. An append reads the nodes along its
+customers' paths, one query per level of the tree, and writes the nodes it changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from caseledger.ledger.avro.envelope import parse_envelope
+from caseledger.ledger.store_ports import MapRows, MerkleStore
+from caseledger.verify.completeness import (
+    CHAIN_START,
+    EMPTY,
+    MapProof,
+    bit,
+    chain,
+    customer_key,
+    map_leaf,
+    map_node,
+    value_hash,
+)
+from caseledger.verify.history import envelope_customer
+
+__all__ = ["CustomerMap", "event_customer", "node_id"]
+
+Reader = Callable[[list[bytes]], dict[bytes, bytes]]
+
+
+def event_customer(data: bytes) -> bytes:
+    """The envelope's ``customer_id`` of an event's stored bytes (b"": an event of no customer).
+
+    The auditor's verifier reads it the same way (``caseledger.verify.history.envelope_customer``); the
+    fast path reads the current envelope, the verifier's reader every earlier one.
+    """
+    try:
+        return parse_envelope(data)[4]
+    except (ValueError, IndexError):
+        return envelope_customer(data)
+
+
+def node_id(key: bytes, depth: int) -> bytes:
+    """The node at ``depth`` on ``key``'s path: the depth (2 bytes) and the key's first ``depth`` bits."""
+    n, rest = divmod(depth, 8)
+    prefix = key[:n]
+    if rest:
+        prefix += bytes([key[n] & (0xFF << (8 - rest)) & 0xFF])
+    return depth.to_bytes(2, "big") + prefix
+
+
+ROOT = node_id(bytes(32), 0)
+
+
+def node_hash(value: bytes | None) -> bytes:
+    if value is None:
+        return EMPTY
+    return value if len(value) == 32 else map_leaf(value[:32], value[32:])
+
+
+@dataclass
+class _Plan:
+    """The nodes an update reads, level by level, and the rows it writes."""
+
+    read: Reader
+    values: dict[bytes, bytes | None]
+    writes: dict[bytes, bytes]
+
+
+class CustomerMap:
+    """The map's state beside one MerkleLog: its size, root, and each append's rows."""
+
+    def __init__(self, store: MerkleStore) -> None:
+        self.store = store
+        self.size = 0
+        self.last_position = 0
+        self.root = EMPTY  # read by reload(), which the MerkleLog calls
+
+    def reload(self) -> None:
+        self.size, self.last_position = self.store.map_state()
+        self.root = node_hash(self.store.map_nodes([ROOT]).get(ROOT))
+
+    def step(self, new_size: int, last_position: int, events: Sequence[tuple[bytes, bytes]]) -> tuple[MapRows, bytes]:
+        """The rows taking the map from its size to ``new_size`` with ``events`` ``(customer id, event hash)``
+        in leaf order (b"" customer: counted in no one's history); and the new root."""
+        by_key: dict[bytes, list[bytes]] = {}
+        for customer, digest in events:
+            if customer:
+                by_key.setdefault(customer_key(customer), []).append(digest)
+        current = self.store.map_customers(by_key)
+        customers = []
+        changes: dict[bytes, bytes] = {}
+        for key, digests in by_key.items():
+            count, head = current.get(key, (0, CHAIN_START))
+            count, head = count + len(digests), chain(digests, head)
+            customers.append((key, count, head))
+            changes[key] = value_hash(count, head)
+        plan = _Plan(lambda ids: self.store.map_nodes(ids), {}, {})
+        root = _update(plan, changes) if changes else self.root
+        return MapRows(self.size, new_size, last_position, list(plan.writes.items()), customers), root
+
+    def applied(self, rows: MapRows, root: bytes) -> None:
+        self.size, self.last_position, self.root = rows.new_size, rows.last_position, root
+
+    def root_at(self, size: int) -> bytes:
+        """The map's root over the first ``size`` leaves (the latest version of the root node up to it)."""
+        return node_hash(self.store.map_nodes([ROOT], size).get(ROOT))
+
+    def proof(self, customer_id: str, size: int) -> MapProof:
+        """The customer's proof against the map of ``size`` leaves: inclusion, or non-inclusion."""
+        key = customer_key(customer_id)
+        path: list[bytes] = []  # the sibling at each depth from 1 down
+        for start in range(0, 257, 16):
+            depths = range(start, min(start + 16, 257))
+            found = self.store.map_nodes([node_id(key, d) for d in depths]
+                                         + [sibling_id(key, d) for d in depths if d], size)
+            for d in depths:
+                if d:
+                    path.append(node_hash(found.get(sibling_id(key, d))))
+                value = found.get(node_id(key, d))
+                if value is None:
+                    return MapProof("empty", tuple(reversed(path)))
+                if len(value) == 64:
+                    if value[:32] == key:
+                        return MapProof("leaf", tuple(reversed(path)))
+                    return MapProof("other", tuple(reversed(path)), value[:32], value[32:])
+        raise LookupError("the customer map's path runs past 256 levels: its tables were damaged")
+
+
+def sibling_id(key: bytes, depth: int) -> bytes:
+    """The node beside the one at ``depth`` (≥ 1) on ``key``'s path."""
+    flipped = bytearray(key)
+    flipped[(depth - 1) >> 3] ^= 0x80 >> ((depth - 1) & 7)
+    return node_id(bytes(flipped), depth)
+
+
+def _update(plan: _Plan, changes: dict[bytes, bytes]) -> bytes:
+    """Apply ``changes`` (key → value hash) to the stored map; the new root. Reads each level once."""
+    # Read down, one query per level: the nodes on the changed keys' paths and the siblings beside them.
+    level: list[tuple[int, bytes, list[bytes]]] = [(0, ROOT, sorted(changes))]
+    beside: list[bytes] = []
+    inner: dict[bytes, tuple[int, list[bytes]]] = {}
+    ends: list[tuple[int, bytes, list[bytes]]] = []
+    while level or beside:
+        wanted = [n for _, n, _ in level] + beside
+        found = plan.read(wanted) if wanted else {}
+        for node in wanted:
+            plan.values[node] = found.get(node)
+        beside = []
+        below: list[tuple[int, bytes, list[bytes]]] = []
+        for depth, node, keys in level:
+            value = plan.values[node]
+            if value is None or len(value) == 64:
+                ends.append((depth, node, keys))
+                continue
+            inner[node] = (depth, keys)
+            left = [k for k in keys if not bit(k, depth)]
+            right = [k for k in keys if bit(k, depth)]
+            for side in (left, right):
+                if side:
+                    below.append((depth + 1, node_id(side[0], depth + 1), side))
+                else:
+                    beside.append(sibling_id(keys[0], depth + 1))
+        level = below
+    # Rebuild each subtree where a path ended (empty, or one leaf), then the inner nodes bottom-up.
+    hashes: dict[bytes, bytes] = {}
+    for depth, node, keys in ends:
+        value = plan.values[node]
+        contents = {k: changes[k] for k in keys}
+        if value is not None and value[:32] not in contents:
+            contents[value[:32]] = value[32:]
+        hashes[node] = _build(plan, depth, contents)
+    for node, (depth, keys) in sorted(inner.items(), key=lambda item: -item[1][0]):
+        children = []
+        for b in (0, 1):
+            side = [k for k in keys if bit(k, depth) == b]
+            if side:
+                children.append(hashes[node_id(side[0], depth + 1)])
+            else:
+                children.append(node_hash(plan.values.get(sibling_id(keys[0], depth + 1))))
+        hashes[node] = map_node(children[0], children[1])
+        plan.writes[node] = hashes[node]
+    return hashes[ROOT]
+
+
+def _build(plan: _Plan, depth: int, contents: dict[bytes, bytes]) -> bytes:
+    """Write the subtree at ``depth`` holding ``contents`` (where nothing was below: empty or one leaf)."""
+    key = next(iter(contents))
+    node = node_id(key, depth)
+    if len(contents) == 1:
+        plan.writes[node] = key + contents[key]
+        return map_leaf(key, contents[key])
+    left = {k: v for k, v in contents.items() if not bit(k, depth)}
+    right = {k: v for k, v in contents.items() if bit(k, depth)}
+    digest = map_node(_build(plan, depth + 1, left) if left else EMPTY,
+                      _build(plan, depth + 1, right) if right else EMPTY)
+    plan.writes[node] = digest
+    return digest
+
+
+def customers_of(states: Iterable[bytes]) -> list[bytes]:
+    """Each event's customer (envelope), in order."""
+    return [event_customer(s) for s in states]
