@@ -39,11 +39,36 @@ if TYPE_CHECKING:
     from caseledger.ledger.kafka.ports import TopicReaders
     from caseledger.ledger.settings import KafkaSettings
 
-__all__ = ["FORMATS", "ExportReport", "export_history"]
+__all__ = ["FORMATS", "ExportReport", "OccurredRange", "export_history"]
 
 FORMATS = ("json", "avro", "html")
+OUT_OF_RANGE = "(occurred outside the export's range: its hash and stored bytes only)"
 JSON_FORMAT = "caseledger.history/1"
 EXPORT_NAMESPACE = "caseledger.export"
+
+
+@dataclass(frozen=True)
+class OccurredRange:
+    """Which events an export shows: those that *occurred* (on their channel, as the envelope's
+    ``occurred_at`` says) from ``start`` (inclusive) until ``end`` (exclusive); either may be open."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValidationError(f"occurred range: {self.end.isoformat()} is not after {self.start.isoformat()}")
+
+    def holds(self, occurred_at: datetime) -> bool:
+        return (self.start is None or occurred_at >= self.start) and (self.end is None or occurred_at < self.end)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"occurred_from": self.start.isoformat() if self.start else None,
+                "occurred_until": self.end.isoformat() if self.end else None,
+                "what": "events that occurred (envelope occurred_at) from occurred_from, inclusive, until "
+                        "occurred_until, exclusive, are shown in full; the customer's others are present by "
+                        "their hash and stored bytes only (in_range false), so the customer map proves the "
+                        "whole set complete and each event's bytes prove on which side of the range it lies"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +94,7 @@ class _Entry:
     event: Any  # the domain event
     leaf_index: int | None = None  # its leaf in the checkpoint's tree (None: recorded after it)
     proof: list[bytes] | None = None  # its inclusion proof against the checkpoint
+    in_range: bool = True  # occurred inside the export's range (else: its hash and stored bytes only)
 
     @property
     def envelope(self) -> dict[str, Any]:
@@ -85,12 +111,15 @@ def export_history(
     describe: Callable[[Any], str] | None = None,
     kafka: KafkaSettings | None = None,
     readers: TopicReaders | None = None,
+    occurred: OccurredRange | None = None,
 ) -> ExportReport:
     """Write ``customer``'s history as ``fmt`` (json, avro, html) to ``path``, audited on the way.
 
     The customer's events are read by the audit itself (``verify(customer=…)``), so the file holds
     exactly the events that were verified. ``describe`` turns an event into one readable line
     (the CLI passes its own); ``kafka`` adds the events topic to the audit, read through ``readers``.
+    With ``occurred``, only the events that occurred in that range are shown; the others are there
+    by their hash and stored bytes alone, so that the customer map still proves the whole set complete.
     """
     fmt = fmt.strip().lower()
     if fmt not in FORMATS:
@@ -100,9 +129,10 @@ def export_history(
         raise ConfigurationError(f"cannot write {target}: directory {target.parent} does not exist")
     customer_id = ledger.resolve_customer(customer)
     collected: list[tuple[int, str, bytes]] = []
+    # Signed before the events are read: every event it commits to is read after it (none slips between).
+    checkpoint = _checkpoint(ledger)
     report = verify(ledger, customer=customer_id, kafka=kafka, readers=readers,
                     collect=lambda position, name, data: collected.append((position, name, data)))
-    checkpoint = _checkpoint(ledger)
     proofs = {}
     if checkpoint is not None:
         from caseledger.ledger.transparency.proofs import event_proofs
@@ -118,20 +148,22 @@ def export_history(
             record, event = ledger.codec.decode_record(name, data), ledger.codec.decode(name, data)
             ledger.sealer.open_state(name, record)
             ledger.sealer.open_state(name, vars(event))
+            inside = occurred is None or occurred.holds(record["envelope"]["occurred_at"])
             entries.append(_Entry(position, name, data, record, event, proof.leaf_index if proof else None,
-                                  proof.proof if proof else None))
+                                  proof.proof if proof else None, inside))
     finally:
         ledger.data_keys.forget()
-    note = checkpoint.note if checkpoint is not None else None
+    transparency = completeness(ledger, customer_id, checkpoint, occurred)
     describe = describe or _describe
     exported_at = datetime.now(UTC)
     if fmt == "json":
-        _write_json(target, customer_id, entries, report, describe, exported_at, note)
+        _write_json(target, customer_id, entries, report, describe, exported_at, transparency)
     elif fmt == "avro":
-        _write_avro(target, customer_id, entries, report, describe, exported_at, note)
+        _write_avro(target, customer_id, entries, report, describe, exported_at, transparency)
     else:
         with os.fdopen(open_private(target), "w", encoding="utf-8") as out:
-            out.write(_html_page(customer_id, entries, report, describe, exported_at, tz, note))
+            out.write(_html_page(customer_id, [e for e in entries if e.in_range], report, describe, exported_at, tz,
+                                 transparency["checkpoint"]))
     return ExportReport(
         path=target, format=fmt, customer_id=customer_id, events=len(entries), size=target.stat().st_size,
         verified=report.ok, discrepancies=sum(report.counts.values()) if not report.ok else 0, audit=report,
@@ -153,12 +185,30 @@ def _checkpoint(ledger: CaseLedger) -> Any:
 TRANSPARENCY_HOW = (
     "checkpoint: a C2SP signed checkpoint (origin, tree size, base64 root) signed by the ledger's Ed25519 key; "
     "each event's leaf is SHA-256(0x00 || event_hash) at leaf_index, its inclusion_proof the RFC 9162 audit path "
-    "to the checkpoint's root; check with `python -m caseledger.verify FILE --key PUBKEY`"
+    "to the checkpoint's root; customer_map: the customer's proof in the map whose root the checkpoint's "
+    "'caseledger/customers' line commits (their event count and chain head up to the checkpoint: docs/audit.md, "
+    "Completeness); check with `python -m caseledger.verify FILE --key PUBKEY`"
 )
 
 
-def _transparency(note: str | None) -> dict[str, Any]:
-    return {"checkpoint": note, "how_to_verify": TRANSPARENCY_HOW}
+def completeness(ledger: CaseLedger, customer_id: str, checkpoint: Any,
+                 occurred: OccurredRange | None) -> dict[str, Any]:
+    """The export's ``transparency``: the checkpoint, the customer's map proof against it, the range shown."""
+    from caseledger.verify.completeness import map_root_line
+    from caseledger.verify.note import Checkpoint
+
+    found: dict[str, Any] = {"checkpoint": checkpoint.note if checkpoint is not None else None,
+                             "how_to_verify": TRANSPARENCY_HOW}
+    if checkpoint is not None:
+        text = checkpoint.note.split("\n\n", 1)[0] + "\n"
+        if map_root_line(Checkpoint.parse_text(text).extensions) is not None:
+            from caseledger.ledger.transparency.tree import MerkleLog
+
+            proof = MerkleLog.of(ledger).customers.proof(customer_id, checkpoint.tree_size)
+            found["customer_map"] = {"customer_id": customer_id, "proof": proof.as_dict()}
+    if occurred is not None:
+        found["occurred_range"] = occurred.as_dict()
+    return found
 
 
 def _b64_proof(proof: list[bytes] | None) -> list[str] | None:
@@ -194,21 +244,22 @@ def erasures(entries: list[_Entry]) -> list[dict[str, Any]]:
 
 
 def _write_json(path: Path, customer_id: str, entries: list[_Entry], report: AuditReport,
-                describe: Callable[[Any], str], exported_at: datetime, note: str | None) -> None:
+                describe: Callable[[Any], str], exported_at: datetime, transparency: dict[str, Any]) -> None:
     document = {
         "format": JSON_FORMAT,
         "customer_id": customer_id,
         "exported_at": exported_at.isoformat(),
         "verification": verification_summary(report),
         "erasures": erasures(entries),
-        "transparency": _transparency(note),
+        "transparency": transparency,
         "events": [
             {
                 "position": e.position,
                 "event_type": e.event_type,
                 "event_hash": event_hash(e.data).hex(),
-                "description": describe(e.event),
-                "event": plain(e.record),
+                **({} if e.in_range else {"in_range": False}),
+                "description": describe(e.event) if e.in_range else None,
+                "event": plain(e.record) if e.in_range else None,
                 "stored_bytes_base64": base64.b64encode(e.data).decode(),
                 "leaf_index": e.leaf_index,
                 "inclusion_proof": _b64_proof(e.proof),
@@ -253,7 +304,8 @@ def container_schema() -> dict[str, Any]:
             {"name": "stored_bytes", "type": "bytes",
              "doc": "The event exactly as stored and published (Avro single-object encoding)."},
             {"name": "description", "type": "string"},
-            {"name": "event", "type": events},
+            {"name": "event", "type": [*events, "null"],
+             "doc": "The event, readable; null for an event outside the export's occurred range."},
             {"name": "leaf_index", "type": ["null", "long"], "default": None,
              "doc": "The event's leaf in the tree of the checkpoint in the file's metadata (null: after it)."},
             {"name": "inclusion_proof", "type": ["null", {"type": "array", "items": "Sha256"}], "default": None,
@@ -294,7 +346,7 @@ def _define_once(schema: Any, namespace: str, defined: set[str]) -> Any:
 
 
 def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: AuditReport,
-                describe: Callable[[Any], str], exported_at: datetime, note: str | None) -> None:
+                describe: Callable[[Any], str], exported_at: datetime, transparency: dict[str, Any]) -> None:
     from fastavro import parse_schema, writer
 
     schema = parse_schema(container_schema())
@@ -304,8 +356,8 @@ def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: Aud
             "event_type": e.event_type,
             "event_hash": event_hash(e.data),
             "stored_bytes": e.data,
-            "description": describe(e.event),
-            "event": (f"caseledger.events.{e.event_type}", e.record),
+            "description": describe(e.event) if e.in_range else OUT_OF_RANGE,
+            "event": (f"caseledger.events.{e.event_type}", e.record) if e.in_range else None,
             "leaf_index": e.leaf_index,
             "inclusion_proof": e.proof,
         }
@@ -317,7 +369,7 @@ def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: Aud
         "caseledger.exported_at": exported_at.isoformat(),
         "caseledger.verification": json.dumps(plain(verification_summary(report)), ensure_ascii=False),
         "caseledger.erasures": json.dumps(erasures(entries), ensure_ascii=False),
-        "caseledger.transparency": json.dumps(_transparency(note), ensure_ascii=False),
+        "caseledger.transparency": json.dumps(transparency, ensure_ascii=False),
     }
     with os.fdopen(open_private(path), "wb") as out:
         writer(out, schema, records, codec="deflate", metadata=metadata)

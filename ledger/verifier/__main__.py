@@ -2,7 +2,9 @@
 ``python -m caseledger.verify receipt FILE --key PUBKEY [--export EXPORT] [--content JSON]``: check a
 contact's receipt, and with an export whether the log holds the contact.
 
-Exit 0 when everything holds, 1 when something does not (each finding is printed; for a receipt:
+Exit 0 when everything holds, 1 when something does not (each finding is printed: an export missing
+any event of its customer up to its checkpoint is ``incomplete``, a bad customer map proof ``map-proof``,
+an event on the wrong side of its occurred range ``range``; for a receipt:
 forged, altered, another request, or missing from a log that promised it), 2 when the input cannot
 be read (a bad key, not an export, no receipt), 3 when a receipt cannot be proved in the log yet
 (the export given predates the promised time).
@@ -16,7 +18,7 @@ import sys
 from pathlib import Path
 
 from caseledger.verify.failures import MalformedInput
-from caseledger.verify.history import check_history, read_export
+from caseledger.verify.history import HistoryCheck, check_history, read_export
 from caseledger.verify.note import VerifierKey
 from caseledger.verify.receipts import check_receipt
 
@@ -62,6 +64,17 @@ def receipt_main(argv: list[str]) -> int:
     return 0 if result.ok else 3 if result.verdict == "pending" else 1
 
 
+def completeness_line(result: HistoryCheck) -> str:
+    """What the export proves of its customer's whole history."""
+    if result.complete:
+        return (f"complete: the export holds all {result.counted} events of customer {result.customer} up to the "
+                "checkpoint (customer map proof verified)")
+    if result.complete is None and result.checkpoint is not None:
+        return ("completeness: not provable: the checkpoint commits to no customer map (signed before the map "
+                "existed); the events present are proved, not that none is missing")
+    return "completeness: NOT proved"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["receipt"]:
@@ -89,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             "ok": result.ok, "events": result.events, "included": result.included, "chained": result.chained,
             "checkpoint": {"origin": result.checkpoint.origin, "tree_size": result.checkpoint.size}
             if result.checkpoint else None,
+            "customer_id": result.customer, "complete": result.complete, "counted": result.counted,
+            "in_range": result.in_range,
             "findings": [{"code": f.code, "position": f.position, "message": f.message} for f in result.findings],
         }, indent=2))
     else:
@@ -96,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         if cp is not None:
             print(f"checkpoint: {cp.origin}, {cp.size} events, signed by {key.name}+{key.key_id.hex()}")
         print(f"{result.events} events: {result.included} proved included, {result.chained} chain links checked")
+        print(completeness_line(result))
+        if result.in_range is not None:
+            print(f"occurred range: {result.in_range} events shown in full, {result.events - result.in_range} by "
+                  "their hash and stored bytes (each checked to lie outside it)")
         for finding in result.findings:
             print(finding.line())
         print("verified: everything holds" if result.ok else "NOT verified")

@@ -35,12 +35,16 @@ import binascii
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from caseledger.verify.failures import MalformedInput, ProofError
 
-__all__ = ["CHAIN_START", "EMPTY", "EXTENSION", "MapProof", "chain", "chain_step", "customer_key", "map_leaf",
-           "map_node", "map_root_of", "root_from_proof", "value_hash"]
+if TYPE_CHECKING:
+    from caseledger.verify.history import EnvelopeFields, HistoryCheck
+
+__all__ = ["CHAIN_START", "EMPTY", "EXTENSION", "MapProof", "chain", "chain_step", "check_completeness", "customer_key",
+           "map_leaf", "map_node", "map_root_line", "map_root_of", "root_from_proof", "value_hash"]
 
 EXTENSION = "caseledger/customers"
 """The checkpoint's extension line: ``caseledger/customers <base64 root>`` (C2SP tlog-checkpoint extension)."""
@@ -182,3 +186,105 @@ def map_root_line(extensions: Iterable[str]) -> bytes | None:
         if name == EXTENSION:
             return _digest(value, "the checkpoint's caseledger/customers line")
     return None
+
+
+def _micros(text: Any, what: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(str(text))
+    except ValueError:
+        raise MalformedInput(f"the export's occurred range: {what} {str(text)[:40]!r} is not an ISO-8601 time") from None
+    if value.tzinfo is None:
+        raise MalformedInput(f"the export's occurred range: {what} has no time zone")
+    return (value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def check_completeness(document: dict[str, Any], result: HistoryCheck,
+                       read: list[tuple[dict[str, Any], bytes, EnvelopeFields]]) -> None:
+    """The export holds every event of its customer up to its checkpoint, and shows the range it says.
+
+    ``read``: each event of the file whose bytes decoded, with its hash and envelope. The customer's
+    events are those whose envelope names the export's customer; those the checkpoint commits to
+    (a leaf below its size, proved included) are counted and chained in leaf order and must lead,
+    with the export's map proof, to the map root of the checkpoint's ``caseledger/customers`` line.
+    """
+    transparency = document.get("transparency") or {}
+    customer = str(document.get("customer_id") or "")
+    result.customer = customer or None
+    _check_range(transparency.get("occurred_range"), result, read)
+    cp = result.checkpoint
+    if cp is None:
+        return
+    root = None
+    try:
+        root = map_root_line(cp.extensions)
+    except MalformedInput as error:
+        result.flag("map-proof", 0, str(error))
+        return
+    if root is None:  # a checkpoint signed before the map: completeness is not provable, and said so
+        return
+    entry = transparency.get("customer_map")
+    if not isinstance(entry, dict):
+        result.complete = False
+        result.flag("map-proof", 0, "the checkpoint commits to the customer map but the export carries no proof "
+                    "for its customer: it cannot show it holds all of their events")
+        return
+    if not customer or str(entry.get("customer_id") or "") != customer:
+        result.complete = False
+        result.flag("map-proof", 0, "the customer map proof is for another customer than the export's "
+                    f"({str(entry.get('customer_id'))[:40]!r})")
+        return
+    mine = sorted((int(event.get("leaf_index")), digest) for event, digest, fields in read
+                  if fields.customer == customer.encode() and event.get("leaf_index") is not None
+                  and event.get("inclusion_proof") is not None and 0 <= int(event.get("leaf_index")) < cp.size)
+    if len({index for index, _ in mine}) != len(mine):
+        result.complete = False
+        result.flag("incomplete", 0, "the export holds two events at one leaf")
+        return
+    result.counted = len(mine)
+    try:
+        proof = MapProof.from_dict(entry.get("proof"))
+        found = root_from_proof(customer, len(mine), chain(d for _, d in mine), proof)
+    except (MalformedInput, ProofError) as error:
+        result.complete = False
+        result.flag("map-proof", 0, f"customer map: {error}")
+        return
+    if found == root:
+        result.complete = True
+        return
+    result.complete = False
+    if proof.included:
+        result.flag("incomplete", 0, f"the export does not hold every event of {customer} up to the checkpoint: "
+                    f"its {len(mine)} events of theirs are not the count and chain the signed customer map holds "
+                    "(an event, a case or more is missing or added)")
+    else:
+        result.flag("map-proof", 0, f"the export claims {customer} had no event at the checkpoint, and the signed "
+                    "customer map does not say so")
+
+
+def _check_range(spec: Any, result: HistoryCheck, read: list[tuple[dict[str, Any], bytes, EnvelopeFields]]) -> None:
+    """Each event shown is inside the export's occurred range, each one hidden outside it (from its bytes)."""
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        result.flag("range", 0, "the export's occurred range is not {occurred_from, occurred_until}")
+        return
+    try:
+        start, end = _micros(spec.get("occurred_from"), "occurred_from"), _micros(spec.get("occurred_until"),
+                                                                                  "occurred_until")
+    except MalformedInput as error:
+        result.flag("range", 0, str(error))
+        return
+    result.in_range = 0
+    for event, _digest, fields in read:
+        inside = (start is None or fields.occurred_micros >= start) and (end is None or fields.occurred_micros < end)
+        shown = event.get("in_range", True) is not False
+        position = int(event.get("position") or 0)
+        if shown and not inside:
+            result.flag("range", position, "shown as inside the export's occurred range, but its bytes say it "
+                        "occurred outside it")
+        elif inside and not shown:
+            result.flag("range", position, "its bytes say it occurred inside the export's range, yet the export "
+                        "shows it by its hash only")
+        result.in_range += shown

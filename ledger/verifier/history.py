@@ -11,7 +11,11 @@ decoded ``event`` fields or its ``verification`` verdict — those are the ledge
 4. the aggregate chains, read from the stored bytes' Avro envelope: each event's ``previous_hash`` is
    the hash of the previous event of its aggregate in the file (``chain-broken``), versions follow
    (``version-gap``). An export holds a customer's events only, so an aggregate's chain is checked
-   from its first exported event on.
+   from its first exported event on;
+5. completeness (``caseledger.verify.completeness``): the customer's events up to the checkpoint,
+   counted and chained in leaf order, are exactly what the customer map the checkpoint commits to
+   holds for them (``incomplete``, ``map-proof``); with an occurred range, each event's bytes say
+   it lies on the side of the range the export puts it (``range``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from caseledger.verify.completeness import check_completeness
 from caseledger.verify.failures import MalformedInput, ProofError, SignatureError, WrongKeyError
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
@@ -57,6 +62,10 @@ class HistoryCheck:
     included: int = 0
     chained: int = 0
     findings: list[Finding] = field(default_factory=list)
+    customer: str | None = None
+    complete: bool | None = None  # None: the checkpoint commits to no customer map (signed before it)
+    counted: int = 0  # the customer's events up to the checkpoint, chained and counted against the map
+    in_range: int | None = None  # with an occurred range: how many of the file's events it shows
 
     @property
     def ok(self) -> bool:
@@ -184,12 +193,14 @@ def _avro_export(path: str | Path) -> dict[str, Any]:
     b64 = base64.b64encode
     return {
         "format": "caseledger.history/1",
+        "customer_id": metadata.get("caseledger.customer_id", b"").decode("utf-8", "replace"),
         "transparency": transparency,
         "events": [{
             "position": r["position"], "event_type": r["event_type"], "event_hash": r["event_hash"].hex(),
             "stored_bytes_base64": b64(r["stored_bytes"]).decode(), "leaf_index": r.get("leaf_index"),
             "inclusion_proof": [b64(h).decode() for h in r["inclusion_proof"]]
             if r.get("inclusion_proof") is not None else None,
+            **({"in_range": False} if r.get("event") is None else {}),
         } for r in records],
     }
 
@@ -216,6 +227,7 @@ def check_history(document: dict[str, Any], key: VerifierKey) -> HistoryCheck:
             result.flag("checkpoint-signature", 0, f"the checkpoint cannot be trusted: {error}")
     cp = result.checkpoint
     chains: dict[str, tuple[int, bytes]] = {}
+    read: list[tuple[dict[str, Any], bytes, EnvelopeFields]] = []
     for event in document.get("events") or []:
         result.events += 1
         position = int(event.get("position") or 0)
@@ -239,10 +251,12 @@ def check_history(document: dict[str, Any], key: VerifierKey) -> HistoryCheck:
                 except (ProofError, MalformedInput, ValueError) as error:
                     result.flag("inclusion", position, f"not in the signed log: {error}")
         try:
-            aggregate, version, previous = envelope(data)
+            fields = read_envelope(data)
         except (ValueError, IndexError) as error:
             result.flag("undecodable", position, f"the envelope cannot be read from the stored bytes: {error}")
             continue
+        aggregate, version, previous = fields.aggregate, fields.version, fields.previous
+        read.append((event, digest, fields))
         last = chains.get(aggregate)
         if last is not None:
             if version != last[0] + 1:
@@ -255,4 +269,5 @@ def check_history(document: dict[str, Any], key: VerifierKey) -> HistoryCheck:
         elif version == 1 and previous is not None:
             result.flag("chain-broken", position, f"aggregate {aggregate} v1 has a previous_hash")
         chains[aggregate] = (version, digest)
+    check_completeness(document, result, read)
     return result
