@@ -36,12 +36,10 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from caseledger.verify.failures import MalformedInput, ProofError
-
-if TYPE_CHECKING:
-    from caseledger.verify.history import EnvelopeFields, HistoryCheck
+from caseledger.verify.note import Checkpoint
 
 __all__ = ["CHAIN_START", "EMPTY", "EXTENSION", "MapProof", "chain", "chain_step", "check_completeness", "customer_key",
            "map_leaf", "map_node", "map_root_line", "map_root_of", "root_from_proof", "value_hash"]
@@ -186,6 +184,28 @@ def map_root_line(extensions: Iterable[str]) -> bytes | None:
         if name == EXTENSION:
             return _digest(value, "the checkpoint's caseledger/customers line")
     return None
+
+
+class EnvelopeFields(Protocol):
+    """What completeness reads of an event's envelope (``caseledger.verify.history.read_envelope``)."""
+
+    @property
+    def customer(self) -> bytes: ...
+
+    @property
+    def occurred_micros(self) -> int: ...
+
+
+class HistoryCheck(Protocol):
+    """The outcome being filled (``caseledger.verify.history.HistoryCheck``)."""
+
+    checkpoint: Checkpoint | None
+    customer: str | None
+    complete: bool | None
+    counted: int
+    in_range: int | None
+
+    def flag(self, code: str, position: int, message: str) -> None: ...
 
 
 def _micros(text: Any, what: str) -> int | None:
