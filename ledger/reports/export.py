@@ -83,6 +83,7 @@ class ExportReport:
     verified: bool
     discrepancies: int
     audit: AuditReport
+    shown: int = 0  # the events shown in full (all but those outside an occurred range)
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ def export_history(
     return ExportReport(
         path=target, format=fmt, customer_id=customer_id, events=len(entries), size=target.stat().st_size,
         verified=report.ok, discrepancies=sum(report.counts.values()) if not report.ok else 0, audit=report,
+        shown=sum(e.in_range for e in entries),
     )
 
 

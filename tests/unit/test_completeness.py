@@ -39,6 +39,7 @@ from caseledger.verify.completeness import (
 from caseledger.verify.failures import ProofError
 from caseledger.verify.history import check_history, read_envelope, read_export
 from tests.support.clock import FakeClock
+from tests.support.contacts import cli
 from tests.support.environment import ledger_settings
 from tests.support.examples import examples
 
@@ -332,3 +333,23 @@ def test_an_export_by_occurred_range_shows_the_range_and_proves_completeness_for
     assert "incomplete" in codes(without(document, lambda e: e.get("in_range", True)), signer)
     avro = export(ledger, tmp_path / "range.avro", "avro", occurred=OccurredRange(start, None))
     assert check_history(avro, signer.verifier_key).in_range == len(shown)
+
+
+def test_history_exports_a_year_by_when_things_occurred(key_file: Path, tmp_path: Path, signer: CheckpointSigner,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """"2026" can be asked for: --occurred-from/--occurred-until, on the export only, said in the file."""
+    monkeypatch.chdir(tmp_path)
+    cli("--now", "2025-06-01T10:00Z", "contact", "record", "-c", "web_form", "-m", "f1", "--from", str(JANE),
+        "--subject", "S", "--item", "Q")
+    cli("--now", "2026-03-01T10:00Z", "contact", "record", "-c", "web_form", "-m", "f2", "--from", str(JANE),
+        "--subject", "S", "--item", "Q")
+    year = ("--occurred-from", "2026-01-01T00:00Z", "--occurred-until", "2027-01-01T00:00Z")
+    out = cli("history", str(JANE), "--export", "json", "2026.json", *year).stdout
+    assert "occurred in the range" in out and "verified" in out
+    document = read_export(tmp_path / "2026.json")
+    assert document["transparency"]["occurred_range"]["occurred_from"] == "2026-01-01T00:00:00+00:00"
+    result = check_history(document, signer.verifier_key)
+    assert result.ok and result.complete and 0 < (result.in_range or 0) < result.events
+    assert "add --export" in cli("history", str(JANE), *year[:2], code=2).stderr
+    assert "is not after" in cli("history", str(JANE), "--export", "json", "x.json", "--occurred-from",
+                                 "2026-01-01T00:00Z", "--occurred-until", "2025-01-01T00:00Z", code=2).stderr
