@@ -333,16 +333,15 @@ class MerkleStore(ABC):
 
     @abstractmethod
     def append(self, old_size: int, new_size: int, last_position: int, tiles: Sequence[Tile],
-               nodes: Sequence[tuple[int, int, bytes]], map_rows: MapRows | None = None) -> None:
-        """Tiles (written whole, replacing a partial one) and nodes ``(level ≥ 8, index, hash)`` in one transaction,
-        with the customer map's step to the same size when given.
+               nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        """Tiles (written whole, replacing a partial one) and nodes ``(level ≥ 8, index, hash)`` in one transaction.
 
-        :class:`~caseledger.ledger.errors.TreeMoved` when the stored size (or the map's) is no longer the old one.
+        :class:`~caseledger.ledger.errors.TreeMoved` when the stored size is no longer ``old_size``.
         """
 
     @abstractmethod
     def append_map(self, rows: MapRows) -> None:
-        """The customer map's step alone (catching up with the tree); TreeMoved when its size moved."""
+        """The customer map's step, in one transaction; TreeMoved when the size it covers is no longer ``old_size``."""
 
     @abstractmethod
     def map_state(self) -> tuple[int, int]:

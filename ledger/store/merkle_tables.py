@@ -89,7 +89,7 @@ class SQLiteMerkleStore(MerkleStore):
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def append(self, old_size: int, new_size: int, last_position: int, tiles: Sequence[Tile],
-               nodes: Sequence[tuple[int, int, bytes]], map_rows: MapRows | None = None) -> None:
+               nodes: Sequence[tuple[int, int, bytes]]) -> None:
         with self._cursor(commit=True) as c:
             c.execute("UPDATE merkle_state SET size = ?, last_position = ? WHERE id = 1 AND size = ?",
                       (new_size, last_position, old_size))
@@ -99,8 +99,6 @@ class SQLiteMerkleStore(MerkleStore):
                           "VALUES (?, ?, ?, ?, ?)",
                           [(t.index, t.first_position, t.leaves, t.positions, t.inner) for t in tiles])
             c.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
-            if map_rows is not None:
-                self._append_map(c, map_rows)
 
     def append_map(self, rows: MapRows) -> None:
         with self._cursor(commit=True) as c:
@@ -270,7 +268,7 @@ class PostgresMerkleStore(MerkleStore):
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def append(self, old_size: int, new_size: int, last_position: int, tiles: Sequence[Tile],
-               nodes: Sequence[tuple[int, int, bytes]], map_rows: MapRows | None = None) -> None:
+               nodes: Sequence[tuple[int, int, bytes]]) -> None:
         sql = self.SQL
         with self._cursor(commit=True) as c:
             c.execute(sql("UPDATE {} SET size = %s, last_position = %s WHERE id = 1 AND size = %s").format(
@@ -289,8 +287,6 @@ class PostgresMerkleStore(MerkleStore):
                 c.execute(sql("INSERT INTO {} (level, idx, hash) SELECT * FROM "
                               "unnest(%b::smallint[], %b::bigint[], %b::bytea[])").format(self.nodes_table),
                           ([x[0] for x in nodes], [x[1] for x in nodes], [x[2] for x in nodes]))
-            if map_rows is not None:
-                self._append_map(c, map_rows)
 
     def append_map(self, rows: MapRows) -> None:
         with self._cursor(commit=True) as c:

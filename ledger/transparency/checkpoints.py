@@ -66,15 +66,15 @@ def sign_checkpoint(ledger: CaseLedger, signer: CheckpointSigner, *, tree: Merkl
         tree.catch_up(ledger)
     key_id = signer.verifier_key.key_id.hex()
     latest = tree.store.latest_checkpoint()
-    if not force and latest is not None and latest.tree_size == tree.size and latest.key_id == key_id:
+    if (not force and latest is not None and latest.tree_size == tree.size and latest.key_id == key_id
+            and f"\n{MAP_EXTENSION} " in latest.note):  # (one signed before the customer map is signed again)
         return latest
     # When it was signed, on the ledger's clock (the clock contacts are received on): a receipt promises
     # its contact in every checkpoint signed from a given time on, and this line says which those are.
     stamp = ledger.clock()
     nanos = ((stamp - EPOCH) // timedelta(microseconds=1)) * 1000
-    extensions = [f"Timestamp: {nanos}"]
-    if tree.map_in_step:  # the customer map over the same leaves (docs/audit.md, "Completeness")
-        extensions.append(f"{MAP_EXTENSION} {base64.b64encode(tree.customers.root).decode()}")
+    # The customer map over the same leaves, stored (docs/audit.md, "Completeness").
+    extensions = [f"Timestamp: {nanos}", f"{MAP_EXTENSION} {base64.b64encode(tree.commit_map(ledger)).decode()}"]
     checkpoint = Checkpoint(ledger.settings.origin, tree.size, tree.root, tuple(extensions))
     stored = StoredCheckpoint(tree.size, tree.root, signer.sign(checkpoint), datetime.now(UTC), key_id,
                               tree.last_position)

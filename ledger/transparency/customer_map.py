@@ -2,9 +2,14 @@
 
 The hashing, the proofs and their check are ``caseledger.verify.completeness`` (the auditor's side);
 this module keeps the map beside the Merkle tree. :class:`~caseledger.ledger.transparency.tree.MerkleLog`
-asks it for the rows of each append (:meth:`CustomerMap.step`), written in the tree's own transaction
-(``MerkleStore.append``), so a crash never leaves the two apart; which customer an event belongs to
-is read from the envelope in clear in its stored bytes (:func:`event_customer`), never unsealed.
+hands it each batch it appended (:meth:`CustomerMap.add`: each customer's count and chain head move
+in memory, one hash per event), and writes the map's changed nodes when a checkpoint is signed
+(:meth:`CustomerMap.flush`, in one transaction guarded by the size the stored map covers), so the
+upper levels of the tree are hashed and written once per checkpoint rather than once per batch. The
+stored map always says which leaves it covers: after a crash it is behind the tree, never apart from
+it, and the appender brings it up from the log (``MerkleLog.catch_up_map``) before the next
+checkpoint. Which customer an event belongs to is read from the envelope in clear in its stored bytes
+(:func:`event_customer`), never unsealed.
 
 Storage (``ledger/store/merkle_tables.py``): each node of the sparse tree is a row per version —
 ``(node id, tree size from which it holds, value)``, the value an inner node's hash or a leaf's key
@@ -78,39 +83,55 @@ class _Plan:
 
 
 class CustomerMap:
-    """The map's state beside one MerkleLog: its size, root, and each append's rows."""
+    """The map beside one MerkleLog: what is stored (its size and root) and what was appended since, in memory."""
 
     def __init__(self, store: MerkleStore) -> None:
         self.store = store
-        self.size = 0
-        self.last_position = 0
-        self.root = EMPTY  # read by reload(), which the MerkleLog calls
+        self.stored_size = self.size = 0  # leaves the stored map covers / the map in memory covers
+        self.stored_position = self.last_position = 0
+        self.root = EMPTY  # the stored map's root; read by reload(), which the MerkleLog calls
+        self.pending: dict[bytes, tuple[int, bytes]] = {}  # key → (count, head), changed since stored
 
     def reload(self) -> None:
-        self.size, self.last_position = self.store.map_state()
+        """Back to the stored map (what was appended since, in memory only, is dropped)."""
+        self.stored_size, self.stored_position = self.store.map_state()
+        self.size, self.last_position = self.stored_size, self.stored_position
         self.root = node_hash(self.store.map_nodes([ROOT]).get(ROOT))
+        self.pending = {}
 
-    def step(self, new_size: int, last_position: int, events: Sequence[tuple[bytes, bytes]]) -> tuple[MapRows, bytes]:
-        """The rows taking the map from its size to ``new_size`` with ``events`` ``(customer id, event hash)``
-        in leaf order (b"" customer: counted in no one's history); and the new root."""
+    def add(self, new_size: int, last_position: int, events: Sequence[tuple[bytes, bytes]]) -> None:
+        """``events`` ``(customer id, event hash)``, leaves ``size`` to ``new_size`` in leaf order (b"": no customer's)."""
         by_key: dict[bytes, list[bytes]] = {}
         for customer, digest in events:
             if customer:
                 by_key.setdefault(customer_key(customer), []).append(digest)
-        current = self.store.map_customers(by_key)
-        customers = []
-        changes: dict[bytes, bytes] = {}
+        pending = self.pending
+        unknown = [k for k in by_key if k not in pending]
+        current = self.store.map_customers(unknown) if unknown else {}
         for key, digests in by_key.items():
-            count, head = current.get(key, (0, CHAIN_START))
-            count, head = count + len(digests), chain(digests, head)
-            customers.append((key, count, head))
-            changes[key] = value_hash(count, head)
+            count, head = pending.get(key) or current.get(key) or (0, CHAIN_START)
+            pending[key] = (count + len(digests), chain(digests, head))
+        self.size, self.last_position = new_size, last_position
+
+    @property
+    def pending_leaves(self) -> int:
+        return self.size - self.stored_size
+
+    def flush(self) -> tuple[MapRows, bytes] | None:
+        """The rows taking the stored map to the map in memory, and its root (None: nothing to write)."""
+        if self.size == self.stored_size:
+            return None
+        changes = {key: value_hash(count, head) for key, (count, head) in self.pending.items()}
         plan = _Plan(lambda ids: self.store.map_nodes(ids), {}, {})
         root = _update(plan, changes) if changes else self.root
-        return MapRows(self.size, new_size, last_position, list(plan.writes.items()), customers), root
+        customers = [(key, count, head) for key, (count, head) in self.pending.items()]
+        rows = MapRows(self.stored_size, self.size, self.last_position, list(plan.writes.items()), customers)
+        return rows, root
 
-    def applied(self, rows: MapRows, root: bytes) -> None:
-        self.size, self.last_position, self.root = rows.new_size, rows.last_position, root
+    def stored(self, rows: MapRows, root: bytes) -> None:
+        """``rows`` were written: they are the stored map now."""
+        self.stored_size, self.stored_position, self.root = rows.new_size, rows.last_position, root
+        self.pending = {}
 
     def root_at(self, size: int) -> bytes:
         """The map's root over the first ``size`` leaves (the latest version of the root node up to it)."""

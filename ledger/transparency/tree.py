@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from caseledger.ledger.errors import TreeMoved
-from caseledger.ledger.store_ports import TILE_HEIGHT, MapRows, MerkleStore, Tile
+from caseledger.ledger.store_ports import TILE_HEIGHT, MerkleStore, Tile
 from caseledger.ledger.transparency.customer_map import CustomerMap, event_customer
 from caseledger.verify.rfc9162 import (
     EMPTY_ROOT,
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["MerkleLog", "tile_nodes"]
 
 TILE = 1 << TILE_HEIGHT
+MAP_FLUSH_LEAVES = 100_000
+"""The customer map is written before each checkpoint, and at the latest after this many leaves (memory)."""
 
 
 def tile_levels(tile: Tile) -> list[list[bytes]]:
@@ -110,7 +112,7 @@ class MerkleLog:
 
     @property
     def map_in_step(self) -> bool:
-        """Whether the customer map covers exactly the tree's leaves (else it is catching up: ``catch_up``)."""
+        """Whether the customer map (in memory) covers exactly the tree's leaves (else ``catch_up_map`` brings it)."""
         return self.customers.size == self.size
 
     @property
@@ -185,18 +187,40 @@ class MerkleLog:
         tail = Tile(size >> TILE_HEIGHT, first, bytes(leaves), bytes(positions)) if leaves else None
         if tail is not None:
             tiles.append(tail)
-        step: tuple[MapRows, bytes] | None = None
-        if customers is not None and self.map_in_step:
-            step = self.customers.step(size, last, list(zip(customers, (d for _, d in entries), strict=True)))
-        self.store.append(self.size, size, last, tiles, nodes, step[0] if step else None)
+        in_step = customers is not None and self.map_in_step
+        self.store.append(self.size, size, last, tiles, nodes)
         self.size, self.last_position, self.high, self.tail = size, last, high, tail
-        if step is not None:
-            self.customers.applied(*step)
+        if in_step:
+            assert customers is not None
+            self.customers.add(size, last, list(zip(customers, (d for _, d in entries), strict=True)))
+            if self.customers.pending_leaves >= MAP_FLUSH_LEAVES:
+                self.store_map()
         return len(entries)
 
+    def store_map(self) -> bool:
+        """Write the customer map as it is in memory (done before each checkpoint); False when another appender
+        stored it first (the map is then reloaded, behind: ``catch_up_map``)."""
+        flushed = self.customers.flush()
+        if flushed is None:
+            return True
+        try:
+            self.store.append_map(flushed[0])
+        except TreeMoved:
+            self.customers.reload()
+            return False
+        self.customers.stored(*flushed)
+        return True
+
+    def commit_map(self, ledger: CaseLedger) -> bytes:
+        """The customer map over exactly the tree's leaves, stored: its root (what a checkpoint commits)."""
+        while True:
+            self.catch_up_map(ledger)
+            if self.store_map() and self.customers.stored_size == self.size:
+                return self.customers.root
+
     def catch_up_map(self, ledger: CaseLedger, *, batch: int = 1000) -> int:
-        """Bring the customer map up to the tree from the log (a tree kept before the map, or appended without
-        customers); the leaves it covered."""
+        """Bring the customer map (in memory) up to the tree from the log: a tree kept before the map, appended
+        without customers, or another appender's; the leaves read."""
         done = 0
         while self.customers.size < self.size:
             cmap = self.customers
@@ -206,14 +230,8 @@ class MerkleLog:
                 raise LookupError(f"the log lacks the events of leaves {cmap.size} to {self.size}: the customer map "
                                   "cannot be brought up to the tree")
             sha256 = hashlib.sha256
-            rows, root = cmap.step(cmap.size + len(notifications), notifications[-1].id,
-                                   [(event_customer(n.state), sha256(n.state).digest()) for n in notifications])
-            try:
-                self.store.append_map(rows)
-            except TreeMoved:
-                cmap.reload()
-                continue
-            cmap.applied(rows, root)
+            cmap.add(cmap.size + len(notifications), notifications[-1].id,
+                     [(event_customer(n.state), sha256(n.state).digest()) for n in notifications])
             done += len(notifications)
         return done
 

@@ -169,6 +169,7 @@ def test_a_customer_with_no_event_at_the_checkpoint_is_proved_absent(ledger: Cas
         ledger.record_contact(contact(f"x{n}", Identity.parse(f"email:c{n}@example.com")))
     tree = MerkleLog.of(ledger)
     tree.catch_up(ledger)
+    tree.commit_map(ledger)
     for n in range(6):
         customer = ledger.resolve_customer(f"email:c{n}@example.com")
         assert tree.customers.proof(customer, tree.size).included
@@ -262,6 +263,7 @@ def test_the_stored_map_is_the_map_of_its_leaves_at_every_checkpoint_size(tmp_pa
                 if customer:
                     history.setdefault(customer, []).append(digest)
             tree.append(entries, customers)
+            assert tree.store_map()  # as before each checkpoint
             expected = map_root_of({customer_key(c): value_hash(len(h), chain(h)) for c, h in history.items()})
             assert tree.customers.root == expected
             versions.append((tree.size, {c: list(h) for c, h in history.items()}, expected))
