@@ -20,7 +20,8 @@ customers' paths, one query per level of the tree, and writes the nodes it chang
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import bisect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from caseledger.ledger.avro.envelope import parse_envelope
@@ -101,10 +102,11 @@ class CustomerMap:
 
     def add(self, new_size: int, last_position: int, events: Sequence[tuple[bytes, bytes]]) -> None:
         """``events`` ``(customer id, event hash)``, leaves ``size`` to ``new_size`` in leaf order (b"": no customer's)."""
-        by_key: dict[bytes, list[bytes]] = {}
+        by_customer: dict[bytes, list[bytes]] = {}
         for customer, digest in events:
             if customer:
-                by_key.setdefault(customer_key(customer), []).append(digest)
+                by_customer.setdefault(customer, []).append(digest)
+        by_key = {customer_key(customer): digests for customer, digests in by_customer.items()}
         pending = self.pending
         unknown = [k for k in by_key if k not in pending]
         current = self.store.map_customers(unknown) if unknown else {}
@@ -165,52 +167,61 @@ def sibling_id(key: bytes, depth: int) -> bytes:
     return node_id(bytes(flipped), depth)
 
 
+def _nid(key: int, depth: int) -> bytes:
+    """:func:`node_id` of a key given as an integer (the hot path of an update)."""
+    return depth.to_bytes(2, "big") + ((key >> (256 - depth)) << (-depth % 8)).to_bytes((depth + 7) >> 3, "big")
+
+
 def _update(plan: _Plan, changes: dict[bytes, bytes]) -> bytes:
-    """Apply ``changes`` (key → value hash) to the stored map; the new root. Reads each level once."""
+    """Apply ``changes`` (key → value hash) to the stored map; the new root. Reads each level once.
+
+    The changed keys, as sorted integers, split at each inner node into two runs (a binary search), so an
+    update costs a hash and a row per changed node, plus a read per level."""
+    keys = sorted(int.from_bytes(k, "big") for k in changes)
     # Read down, one query per level: the nodes on the changed keys' paths and the siblings beside them.
-    level: list[tuple[int, bytes, list[bytes]]] = [(0, ROOT, sorted(changes))]
+    level: list[tuple[int, int, int]] = [(0, 0, len(keys))]  # (depth, first, end): keys[first:end] below the node
     beside: list[bytes] = []
-    inner: dict[bytes, tuple[int, list[bytes]]] = {}
-    ends: list[tuple[int, bytes, list[bytes]]] = []
+    inner: list[tuple[int, int, int, int]] = []  # (depth, first, split, end)
+    ends: list[tuple[int, int, int]] = []
     while level or beside:
-        wanted = [n for _, n, _ in level] + beside
+        ids = [_nid(keys[first], depth) for depth, first, _ in level]
+        wanted = ids + beside
         found = plan.read(wanted) if wanted else {}
         for node in wanted:
             plan.values[node] = found.get(node)
         beside = []
-        below: list[tuple[int, bytes, list[bytes]]] = []
-        for depth, node, keys in level:
+        below: list[tuple[int, int, int]] = []
+        for (depth, first, end), node in zip(level, ids, strict=True):
             value = plan.values[node]
             if value is None or len(value) == 64:
-                ends.append((depth, node, keys))
+                ends.append((depth, first, end))
                 continue
-            inner[node] = (depth, keys)
-            left = [k for k in keys if not bit(k, depth)]
-            right = [k for k in keys if bit(k, depth)]
-            for side in (left, right):
-                if side:
-                    below.append((depth + 1, node_id(side[0], depth + 1), side))
+            shift = 255 - depth
+            split = bisect.bisect_left(keys, ((keys[first] >> shift) | 1) << shift, first, end)
+            inner.append((depth, first, split, end))
+            for lo, hi in ((first, split), (split, end)):
+                if lo < hi:
+                    below.append((depth + 1, lo, hi))
                 else:
-                    beside.append(sibling_id(keys[0], depth + 1))
+                    beside.append(_nid(keys[first] ^ (1 << shift), depth + 1))
         level = below
     # Rebuild each subtree where a path ended (empty, or one leaf), then the inner nodes bottom-up.
     hashes: dict[bytes, bytes] = {}
-    for depth, node, keys in ends:
+    for depth, first, end in ends:
+        node = _nid(keys[first], depth)
         value = plan.values[node]
-        contents = {k: changes[k] for k in keys}
+        contents = {(k := key.to_bytes(32, "big")): changes[k] for key in keys[first:end]}
         if value is not None and value[:32] not in contents:
             contents[value[:32]] = value[32:]
         hashes[node] = _build(plan, depth, contents)
-    for node, (depth, keys) in sorted(inner.items(), key=lambda item: -item[1][0]):
-        children = []
-        for b in (0, 1):
-            side = [k for k in keys if bit(k, depth) == b]
-            if side:
-                children.append(hashes[node_id(side[0], depth + 1)])
-            else:
-                children.append(node_hash(plan.values.get(sibling_id(keys[0], depth + 1))))
-        hashes[node] = map_node(children[0], children[1])
-        plan.writes[node] = hashes[node]
+    for depth, first, split, end in sorted(inner, reverse=True):
+        shift = 255 - depth
+        left = hashes[_nid(keys[first], depth + 1)] if first < split else \
+            node_hash(plan.values.get(_nid(keys[first] ^ (1 << shift), depth + 1)))
+        right = hashes[_nid(keys[split], depth + 1)] if split < end else \
+            node_hash(plan.values.get(_nid(keys[first] ^ (1 << shift), depth + 1)))
+        node = _nid(keys[first], depth)
+        hashes[node] = plan.writes[node] = map_node(left, right)
     return hashes[ROOT]
 
 
@@ -229,6 +240,3 @@ def _build(plan: _Plan, depth: int, contents: dict[bytes, bytes]) -> bytes:
     return digest
 
 
-def customers_of(states: Iterable[bytes]) -> list[bytes]:
-    """Each event's customer (envelope), in order."""
-    return [event_customer(s) for s in states]
