@@ -355,3 +355,21 @@ def test_history_exports_a_year_by_when_things_occurred(key_file: Path, tmp_path
     assert "add --export" in cli("history", str(JANE), *year[:2], code=2).stderr
     assert "is not after" in cli("history", str(JANE), "--export", "json", "x.json", "--occurred-from",
                                  "2026-01-01T00:00Z", "--occurred-until", "2025-01-01T00:00Z", code=2).stderr
+
+
+def test_the_audit_recomputes_the_map_a_kept_checkpoint_commits_to(ledger: CaseLedger, two_cases: tuple[str, str],
+                                                                  signer: CheckpointSigner) -> None:
+    """What the map proves rests on the ledger's signature; whoever holds the log checks the map is the log's."""
+    from caseledger.ledger.audit import verify
+    from caseledger.ledger.audit.kept_checkpoint import HeldCheckpoint
+    from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+    from caseledger.verify.note import Checkpoint, open_checkpoint
+
+    honest = sign_checkpoint(ledger, signer).note
+    report = verify(ledger, checkpoint=HeldCheckpoint(honest, signer.verifier_key))
+    assert report.ok and any("its customer map is theirs" in note for note in report.notes), report.notes
+    held = open_checkpoint(honest, signer.verifier_key)
+    lying = Checkpoint(held.origin, held.size, held.root,  # the log's root, a map that forgot a case
+                       (held.extensions[0], "caseledger/customers " + base64.b64encode(bytes(32)).decode()))
+    report = verify(ledger, checkpoint=HeldCheckpoint(signer.sign(lying), signer.verifier_key))
+    assert "checkpoint-map" in {d.code for d in report.errors}
