@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING
 
 from caseledger.ledger.audit.report import WARNING
 from caseledger.ledger.transparency.customer_map import event_customer
-from caseledger.verify.completeness import CHAIN_START, chain_step, customer_key, map_root_line, map_root_of, value_hash
+from caseledger.verify.completeness import (
+    CHAIN_START,
+    chain_step,
+    customer_key,
+    map_root_line,
+    map_root_of,
+    value_hash,
+)
 from caseledger.verify.failures import MalformedInput, SignatureError, WrongKeyError
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 from caseledger.verify.rfc9162 import EMPTY_ROOT, leaf_hash, node_hash
