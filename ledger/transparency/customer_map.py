@@ -66,6 +66,11 @@ def node_id(key: bytes, depth: int) -> bytes:
 
 
 ROOT = node_id(bytes(32), 0)
+CACHED_DEPTH = 16
+"""The appender keeps the map's nodes down to this depth in memory (at most 2^17 of them, ~16 MB): a checkpoint's
+update then reads only the levels below from the store."""
+CACHED = CACHED_DEPTH.to_bytes(2, "big")
+MISS = b"?"
 
 
 def node_hash(value: bytes | None) -> bytes:
@@ -92,6 +97,7 @@ class CustomerMap:
         self.stored_position = self.last_position = 0
         self.root = EMPTY  # the stored map's root; read by reload(), which the MerkleLog calls
         self.pending: dict[bytes, tuple[int, bytes]] = {}  # key → (count, head), changed since stored
+        self.upper: dict[bytes, bytes | None] = {}  # the stored map's nodes down to CACHED_DEPTH, as read or written
 
     def reload(self) -> None:
         """Back to the stored map (what was appended since, in memory only, is dropped)."""
@@ -99,6 +105,7 @@ class CustomerMap:
         self.size, self.last_position = self.stored_size, self.stored_position
         self.root = node_hash(self.store.map_nodes([ROOT]).get(ROOT))
         self.pending = {}
+        self.upper = {}
 
     def add(self, new_size: int, last_position: int, events: Sequence[tuple[bytes, bytes]]) -> None:
         """``events`` ``(customer id, event hash)``, leaves ``size`` to ``new_size`` in leaf order (b"": no customer's)."""
@@ -124,7 +131,7 @@ class CustomerMap:
         if self.size == self.stored_size:
             return None
         changes = {key: value_hash(count, head) for key, (count, head) in self.pending.items()}
-        plan = _Plan(lambda ids: self.store.map_nodes(ids), {}, {})
+        plan = _Plan(self._read, {}, {})
         root = _update(plan, changes) if changes else self.root
         customers = [(key, count, head) for key, (count, head) in self.pending.items()]
         rows = MapRows(self.stored_size, self.size, self.last_position, list(plan.writes.items()), customers)
@@ -134,6 +141,19 @@ class CustomerMap:
         """``rows`` were written: they are the stored map now."""
         self.stored_size, self.stored_position, self.root = rows.new_size, rows.last_position, root
         self.pending = {}
+        self.upper.update((node, value) for node, value in rows.nodes if node[:2] <= CACHED)
+
+    def _read(self, ids: list[bytes]) -> dict[bytes, bytes]:
+        """The stored map's current nodes: the upper levels from memory once read, the rest from the store."""
+        upper = self.upper
+        found = {node: value for node in ids if node[:2] <= CACHED and (value := upper.get(node, MISS)) is not MISS
+                 and value is not None}
+        wanted = [node for node in ids if node not in found and not (node[:2] <= CACHED and node in upper)]
+        if wanted:
+            read = self.store.map_nodes(wanted)
+            found.update(read)
+            upper.update((node, read.get(node)) for node in wanted if node[:2] <= CACHED)
+        return found
 
     def root_at(self, size: int) -> bytes:
         """The map's root over the first ``size`` leaves (the latest version of the root node up to it)."""
