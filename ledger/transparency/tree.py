@@ -214,6 +214,8 @@ class MerkleLog:
     def commit_map(self, ledger: CaseLedger) -> bytes:
         """The customer map over exactly the tree's leaves, stored: its root (what a checkpoint commits)."""
         while True:
+            if self.customers.stored_size > self.size:  # another appender went further: follow it
+                self.reload()
             self.catch_up_map(ledger)
             if self.store_map() and self.customers.stored_size == self.size:
                 return self.customers.root

@@ -26,6 +26,7 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import ContactDraft, Identity
 from caseledger.ledger.reports.export import OccurredRange, export_history
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, generate_key_file
+from caseledger.ledger.transparency.customer_map import event_customer
 from caseledger.ledger.transparency.tree import MerkleLog
 from caseledger.verify.__main__ import main as verify_main
 from caseledger.verify.completeness import (
@@ -373,3 +374,33 @@ def test_the_audit_recomputes_the_map_a_kept_checkpoint_commits_to(ledger: CaseL
                        (held.extensions[0], "caseledger/customers " + base64.b64encode(bytes(32)).decode()))
     report = verify(ledger, checkpoint=HeldCheckpoint(signer.sign(lying), signer.verifier_key))
     assert "checkpoint-map" in {d.code for d in report.errors}
+
+
+def test_two_appenders_agree_on_the_map_whoever_stores_it_first(ledger: CaseLedger, two_cases: tuple[str, str],
+                                                                 signer: CheckpointSigner, clock: FakeClock) -> None:
+    """The publisher's appender and `audit checkpoint`'s, each with its map in memory: neither signs a stale map."""
+    from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+
+    publisher, other = MerkleLog.of(ledger), MerkleLog.of(ledger)
+    publisher.catch_up(ledger)
+    ledger.record_contact(contact("m7"))
+    sign_checkpoint(ledger, signer, tree=other)  # the other appender goes further and stores its map
+    ledger.record_contact(contact("m8"))
+    stored = sign_checkpoint(ledger, signer, tree=publisher)  # behind, moved: follows, then signs
+    values = {}
+    for n in ledger.recorder.select_notifications(start=1, limit=10_000):
+        who = event_customer(n.state)
+        if who:
+            values.setdefault(who, []).append(hashlib.sha256(n.state).digest())
+    expected = map_root_of({customer_key(c): value_hash(len(h), chain(h)) for c, h in values.items()})
+    assert stored.tree_size == MerkleLog.of(ledger).size
+    assert f"caseledger/customers {base64.b64encode(expected).decode()}" in stored.note
+
+
+def test_bench_proofs_measures_the_customer_map_proof() -> None:
+    """`caseledger bench proofs` at its smallest: the map proof's size and time beside the inclusion proofs'."""
+    from caseledger.cli.bench.proofs_bench import bench_proofs
+
+    result = bench_proofs(leaves=2000, customer_events=20)
+    assert result.map_customers > 300 and 5 <= result.map_proof_hashes <= 20
+    assert 0 < result.map_proof_bytes < 1200 and result.map_verify_ms > 0
