@@ -14,8 +14,9 @@ checkpoint. Which customer an event belongs to is read from the envelope in clea
 Storage (``ledger/store/merkle_tables.py``): each node of the sparse tree is a row per version —
 ``(node id, tree size from which it holds, value)``, the value an inner node's hash or a leaf's key
 and value hash — so a proof against any checkpoint reads each node's latest version up to its size;
-each customer's current count and chain head is a row. An append reads the nodes along its
-customers' paths, one query per level of the tree, and writes the nodes it changed.
+each customer's current count and chain head is a row. Writing the map reads the nodes along the
+changed customers' paths (the upper 16 levels from memory once read), one query per level below, and
+writes the nodes it changed.
 """
 
 from __future__ import annotations
