@@ -10,6 +10,7 @@ export that claims its customer had no events. Hypothesis: any deletion from an 
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import hashlib
 import json
@@ -275,8 +276,12 @@ def test_the_stored_map_is_the_map_of_its_leaves_at_every_checkpoint_size(tmp_pa
                 proof = tree.customers.proof(who, size)
                 assert proof.included == bool(events)
                 assert root_from_proof(who, len(events), chain(events), proof) == root
-                if events:  # one event fewer, or a stranger's chain: another root
+                if events:  # one event fewer, or a claim that they have none: another root, or refused
                     assert root_from_proof(who, len(events) - 1, chain(events[:-1]), proof) != root
+                    for claim in (MapProof("empty", proof.siblings), MapProof("empty", proof.siblings[1:]),
+                                  tree.customers.proof("cus-ffffffffffffffff", size)):
+                        with contextlib.suppress(ProofError):  # refused outright, or it leads elsewhere
+                            assert root_from_proof(who, 0, chain([]), claim) != root
     finally:
         app.close()
 
