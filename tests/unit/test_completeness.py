@@ -409,3 +409,23 @@ def test_bench_proofs_measures_the_customer_map_proof() -> None:
     result = bench_proofs(leaves=2000, customer_events=20)
     assert result.map_customers > 300 and 5 <= result.map_proof_hashes <= 20
     assert 0 < result.map_proof_bytes < 1200 and result.map_verify_ms > 0
+
+
+def test_the_map_holds_no_identity_nor_anything_computed_from_one(ledger: CaseLedger, two_cases: tuple[str, str],
+                                                                  signer: CheckpointSigner, tmp_path: Path) -> None:
+    """Attack: whoever reads the map's rows or an export's proof tries the identities they can think of."""
+    import sqlite3
+
+    from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+
+    sign_checkpoint(ledger, signer)
+    document = export(ledger, tmp_path / "jane.json")
+    absent = MerkleLog.of(ledger).customers.proof("cus-0000000000000000", MerkleLog.of(ledger).size)
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        rows = b"".join(bytes(v) if isinstance(v, bytes) else str(v).encode()
+                        for table in ("merkle_map_nodes", "merkle_map_customers", "merkle_map_state")
+                        for row in db.execute(f"SELECT * FROM {table}") for v in row)
+    seen = rows + json.dumps(document["transparency"]).encode() + json.dumps(absent.as_dict()).encode()
+    for identity in ("email:jane@example.com", "jane@example.com", "email:other@example.com"):
+        for guess in (identity.encode(), customer_key(identity), hashlib.sha256(identity.encode()).digest()):
+            assert guess not in seen and base64.b64encode(guess) not in seen, identity
