@@ -429,3 +429,19 @@ def test_the_map_holds_no_identity_nor_anything_computed_from_one(ledger: CaseLe
     for identity in ("email:jane@example.com", "jane@example.com", "email:other@example.com"):
         for guess in (identity.encode(), customer_key(identity), hashlib.sha256(identity.encode()).digest()):
             assert guess not in seen and base64.b64encode(guess) not in seen, identity
+
+
+def test_the_maps_hashing_is_frozen_by_its_vectors() -> None:
+    """tests/support/vectors/customer_map.json: what every checkpoint and export signed so far relies on (and what
+    another implementation, e.g. the Go interop program, checks itself against)."""
+    vectors = json.loads((Path(__file__).parents[1] / "support" / "vectors" / "customer_map.json").read_text())
+    values = {customer_key(c): value_hash(len(e), chain(bytes.fromhex(h) for h in e))
+              for c, e in vectors["customers"].items()}
+    root = map_root_of(values)
+    assert base64.b64encode(root).decode() == vectors["root"]
+    for case in vectors["proofs"]:
+        events = [bytes.fromhex(h) for h in case["event_hashes"]]
+        assert base64.b64encode(customer_key(case["customer_id"])).decode() == case["key"]
+        assert base64.b64encode(chain(events)).decode() == case["head"]
+        proof = MapProof.from_dict(case["proof"])
+        assert root_from_proof(case["customer_id"], case["count"], chain(events), proof) == root
