@@ -27,6 +27,7 @@ from rich.text import Text
 
 from caseledger.cli.common import environment, session
 from caseledger.cli.options import KafkaOpt, parse_instant
+from caseledger.cli.transparency_commands import NeededOpt, PolicyFileOpt, WitnessOpt
 
 if TYPE_CHECKING:
     from caseledger.ledger.audit import AuditReport
@@ -107,13 +108,17 @@ def audit_verify(
     simulated_clock: Annotated[bool, typer.Option(
         "--simulated-clock", help="List the events recorded on a simulated clock (the embedded CLI's --now, the "
         "demo): their recorded time is the operator's choice; --json always counts them.")] = False,
+    witness: WitnessOpt = None,
+    witnesses_needed: NeededOpt = None,
+    witness_policy: PolicyFileOpt = None,
 ) -> None:
     """Verify the ledger: every hash chain, gapless versions and positions, the events topic, intake accounting.
 
     Exit 0 when everything holds (warnings, e.g. a publisher that is behind, are listed); exit 5
     with a report naming each discrepancy (which position, event, partition and offset, what differs).
     With --kafka (or CASELEDGER_KAFKA_BOOTSTRAP) the events topic is compared byte for byte and the
-    intake topic's offsets are accounted for.
+    intake topic's offsets are accounted for. Through --api the service audits its own store, with
+    every option but --kafka.
 
     Examples:
 
@@ -125,17 +130,29 @@ def audit_verify(
     $ caseledger audit verify --checkpoint 2026-12-01.checkpoint --key ledger.pub
     ```
     """
-    from caseledger.cli.transparency_commands import _read_note, _verifier_key
+    from caseledger.cli.transparency_commands import _read_note, _verifier_key, _witness_policy
     from caseledger.ledger.audit import Seal, verify
     from caseledger.ledger.audit.actors import UnauthenticatedEvents
     from caseledger.ledger.audit.kept_checkpoint import HeldCheckpoint
 
     s = session(ctx)
     if s.api:
-        local = {"--since": since, "--until": until, "--kafka": kafka, "--seal": seal, "--checkpoint": checkpoint,
-                 "--key": key, "--unauthenticated": unauthenticated or None, "--simulated-clock": simulated_clock or None}
-        return _verify_through_api(s, customer, as_json=as_json, refused=[k for k, v in local.items() if v])
-    held = HeldCheckpoint(_read_note(checkpoint), _verifier_key(key)) if checkpoint is not None else None
+        if kafka:
+            from caseledger.ledger.errors import ValidationError
+
+            raise ValidationError("--kafka cannot be used with --api: the service audits its own store; compare the "
+                                  "topics where the broker is, without --api")
+        note = _read_note(checkpoint) if checkpoint is not None else None
+        trusted = str(_verifier_key(key, s)) if checkpoint is not None else None
+        answer = s.service.audit_report(customer, since=since, until=until, seal=seal, checkpoint=note, key=trusted,
+                                        listed=unauthenticated or simulated_clock)
+        policy = _witness_policy(witness, witnesses_needed, witness_policy)
+        if note is not None and policy is not None:  # the kept file is the auditor's: held to his policy here
+            _hold_to_policy(answer, note, _verifier_key(key, s), policy)
+        return _print_service_report(s, answer, as_json=as_json, unauthenticated=unauthenticated,
+                                     simulated_clock=simulated_clock)
+    held = HeldCheckpoint(_read_note(checkpoint), _verifier_key(key), witnesses=_witness_policy(
+        witness, witnesses_needed, witness_policy)) if checkpoint is not None else None
     settings = _kafka_settings(kafka)
     bar = _Bar("verifying")
     try:
@@ -165,19 +182,34 @@ def audit_verify(
         raise typer.Exit(EXIT_DISCREPANCIES)
 
 
-def _verify_through_api(s: Any, customer: str | None, *, as_json: bool, refused: list[str]) -> None:
-    """``audit verify`` by the service (GET /v1/audit/verify): the whole store, or one customer."""
-    from caseledger.ledger.audit.report import AuditReport, Discrepancy, Seal
-    from caseledger.ledger.errors import ValidationError
+def _hold_to_policy(answer: dict[str, Any], note: str, key: Any, policy: Any) -> None:
+    """The service's report, with the kept checkpoint's witness policy checked on the auditor's side."""
+    from caseledger.verify.cosignatures import PolicyError, check_cosignatures
 
-    if refused:
-        raise ValidationError(
-            f"{', '.join(refused)} cannot be used with --api: the service verifies its whole store, or one "
-            "--customer; run the audit without --api where the database is for the rest"
-        )
-    answer = s.service.audit_report(customer)
+    try:
+        check_cosignatures(note, key, policy)
+    except PolicyError as error:
+        answer["discrepancies"].append({"code": error.code, "message": f"the checkpoint cannot be trusted: {error}",
+                                        "severity": "error"})
+        answer["counts"][error.code] = answer["counts"].get(error.code, 0) + 1
+        answer["ok"] = False
+
+
+def _print_service_report(s: Any, answer: dict[str, Any], *, as_json: bool, unauthenticated: bool,
+                          simulated_clock: bool) -> None:
+    """``audit verify`` as the service answered it (GET /v1/audit/verify), printed as on the database."""
+    from caseledger.ledger.audit.actors import UnauthenticatedEvent
+    from caseledger.ledger.audit.report import AuditReport, Discrepancy, Seal
+
+    listed = {name: [UnauthenticatedEvent(e["position"], e["type"], e["actor"]) for e in answer.pop(name, [])]
+              for name in ("unauthenticated", "simulated_clock")}
     if as_json:
-        s.echo_json(answer)
+        extra: dict[str, Any] = {}
+        if unauthenticated:
+            extra["unauthenticated"] = [e.as_dict() for e in listed["unauthenticated"]]
+        if simulated_clock:
+            extra["simulated_clock"] = [e.as_dict() for e in listed["simulated_clock"]]
+        s.echo_json({**answer, **extra})
     else:
         fields = {k: answer[k] for k in ("backend", "scope", "head_position", "first_position", "last_position",
                                          "events", "aggregates", "cases", "topic_records", "intake_offsets",
@@ -187,7 +219,11 @@ def _verify_through_api(s: Any, customer: str | None, *, as_json: bool, refused:
                              counts=Counter(answer["counts"]))
         print_report(s.out, report)
         s.say(f"events recorded without authentication: {answer['unauthenticated_events']:,}")
+        if unauthenticated:
+            _list_events(s, listed["unauthenticated"], answer["unauthenticated_events"])
         s.say(f"events recorded on a simulated clock: {answer['simulated_clock_events']:,}")
+        if simulated_clock:
+            _list_events(s, listed["simulated_clock"], answer["simulated_clock_events"])
     if not answer["ok"]:
         raise typer.Exit(EXIT_DISCREPANCIES)
 

@@ -56,6 +56,11 @@ def history(
         typer.Option("--occurred-until", parser=parse_instant, metavar="ISO-8601",
                      help="With --export: … and before then (exclusive)."),
     ] = None,
+    kept: Annotated[
+        Path | None,
+        typer.Option("--kept", metavar="CHECKPOINT", help="With --export: a signed checkpoint you kept; the export "
+                     "carries the consistency proof from it (python -m caseledger.verify FILE --key K --kept it)."),
+    ] = None,
 ) -> None:
     """Every event of a customer, across cases and channels, in the store's order (as the exports).
 
@@ -65,6 +70,7 @@ def history(
     $ caseledger history email:jane@example.com --tz Europe/Paris
     $ caseledger history cust-0042 --json > cust-0042.json
     $ caseledger history cust-0042 --export html cust-0042.html
+    $ caseledger history cust-0042 --export json cust-0042.json --kept 2026-11-01.checkpoint
     $ caseledger history cust-0042 --export json 2026.json --occurred-from 2026-01-01T00:00Z --occurred-until 2027-01-01T00:00Z
     ```
     """
@@ -82,13 +88,15 @@ def history(
     else:
         occurred = None
     if export:
-        return export_history(s, customer, export[0], export[1], zone, occurred)
+        return export_history(s, customer, export[0], export[1], zone, kept=_kept_size(kept), occurred=occurred)
+    if kept is not None:
+        raise typer.BadParameter("--kept goes with --export (the export carries the proof)", param_hint="'--kept'")
     from caseledger.projections.queries import customer_timeline
 
     if s.api:
         rows = s.service.history_rows(customer)
     else:
-        customer_id = s.local_ledger.resolve_customer(customer)
+        customer_id = s.local_ledger.data_subject(customer)  # a sender known only from kept requests too
         with s.views() as views:
             rows = customer_timeline(views, customer_id, ledger=s.open_ledger)
     if as_json:
@@ -123,8 +131,21 @@ def render_timeline(s: Session, rows: list[dict[str, Any]], *, customer: str, tz
     s.out.print(table)
 
 
-def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo | None,
-                   occurred: OccurredRange | None = None) -> None:
+def _kept_size(path: Path | None) -> int | None:
+    """The tree size a kept checkpoint names (read, not verified: the verifier checks its signature)."""
+    if path is None:
+        return None
+    from caseledger.verify.failures import VerificationError
+    from caseledger.verify.note import Checkpoint, split_note
+
+    try:
+        return Checkpoint.parse_text(split_note(path.read_text(encoding="utf-8"))[0]).size
+    except (OSError, UnicodeDecodeError, VerificationError) as error:
+        raise typer.BadParameter(f"{path}: not a readable signed checkpoint ({error})", param_hint="'--kept'") from None
+
+
+def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo | None, *,
+                   kept: int | None = None, occurred: OccurredRange | None = None) -> None:
     """``history CUSTOMER --export FORMAT FILE``: write the export, say where and whether it verified."""
     from caseledger.ledger.reports.export import FORMATS, export_history
 
@@ -136,7 +157,7 @@ def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo
         raise typer.BadParameter("an occurred range is not available through --api yet: export on the ledger's "
                                  "host, or without the range", param_hint="'--occurred-from' / '--occurred-until'")
     if s.api:  # the service exports and audits; the file is its answer
-        data, verified = s.service.export(customer, fmt)
+        data, verified = s.service.export(customer, fmt, kept=kept)
         with os.fdopen(open_private(path), "wb") as out:
             out.write(data)
         s.say(f"Exported the history of {customer} as {fmt} to {path} ({len(data):,} bytes); audit: "
@@ -144,6 +165,7 @@ def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo
         return
     result = export_history(
         s.local_ledger, customer, fmt, path, tz=zone or s.tz, describe=lambda e: render.describe_event(e, tz=zone or s.tz),
+        kept=kept,
         occurred=occurred,
     )
     verdict = "verified" if result.verified else f"NOT verified ({result.discrepancies} discrepancies)"

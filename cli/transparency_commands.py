@@ -6,19 +6,20 @@ Exit codes: 0 the proof holds, 5 it does not (the reason is named: ``checkpoint-
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
 
-from caseledger.cli.common import environment, local_only, session
+from caseledger.cli.common import Session, environment, local_only, plain_console, session
 
-NOT_THROUGH_API = "it reads the transparency log's tree, or the signing key, on the ledger's own store and files"
+NOT_THROUGH_API = "it writes a private signing key to a file here; the service never hands out its own"
 
 if TYPE_CHECKING:
-    from caseledger.ledger.store_ports import StoredCheckpoint
     from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
+    from caseledger.verify.cosignatures import WitnessPolicy
     from caseledger.verify.note import VerifierKey
 
 EXIT_DISCREPANCIES = 5
@@ -29,7 +30,7 @@ KeyOpt = Annotated[
     str | None,
     typer.Option("--key", metavar="PUBKEY|FILE",
                  help="The verifier key you trust (NAME+KEYID+BASE64, or a file holding it); default: the "
-                      "public half of the configured signing key."),
+                      "public half of the configured signing key (through --api: the key the service serves)."),
 ]
 
 
@@ -44,11 +45,14 @@ def _signer(required: bool = True) -> CheckpointSigner | None:
     return signer
 
 
-def _verifier_key(given: str | None) -> VerifierKey:
+def _verifier_key(given: str | None, s: Session | None = None) -> VerifierKey:
+    """``--key`` (a key or a file holding it); by default the configured signing key's, through --api the service's."""
     from caseledger.ledger.errors import ValidationError
     from caseledger.verify.failures import MalformedInput
     from caseledger.verify.note import VerifierKey
 
+    if given is None and s is not None and s.api:
+        return VerifierKey.parse(s.service.audit_key_record()["verifier_key"])
     if given is None:
         signer = _signer()
         assert signer is not None
@@ -60,6 +64,46 @@ def _verifier_key(given: str | None) -> VerifierKey:
         return VerifierKey.parse(text)
     except MalformedInput as error:
         raise ValidationError(f"--key: {error}") from None
+
+
+WitnessOpt = Annotated[
+    list[str] | None,
+    typer.Option("--witness", metavar="VKEY", help="A witness you trust: its cosignature/v1 verifier key "
+                 "NAME+KEYID+BASE64 (repeat for each); with --witnesses-needed, the checkpoint must be cosigned by "
+                 "that many of them. Default: the ledger's CASELEDGER_WITNESS_POLICY."),
+]
+NeededOpt = Annotated[
+    int | None,
+    typer.Option("--witnesses-needed", metavar="K", help="How many of the --witness keys must have cosigned "
+                 "(default: all of them)."),
+]
+PolicyFileOpt = Annotated[
+    Path | None,
+    typer.Option("--witness-policy", metavar="FILE", help="A C2SP tlog-policy file (witness, group and quorum "
+                 "lines) instead of --witness/--witnesses-needed."),
+]
+
+
+def _witness_policy(witnesses: list[str] | None, needed: int | None, policy_file: Path | None) -> WitnessPolicy | None:
+    """The policy a checkpoint must meet: the options', else the ledger's configured one, else none."""
+    from caseledger.ledger.errors import ValidationError
+    from caseledger.ledger.transparency.witnesses import configured_policy
+    from caseledger.verify.cosignatures import WitnessKey, WitnessPolicy
+    from caseledger.verify.failures import MalformedInput
+
+    try:
+        if policy_file is not None:
+            if witnesses or needed is not None:
+                raise ValidationError("give --witness-policy FILE or --witness/--witnesses-needed, not both")
+            return WitnessPolicy.parse(_read_note(policy_file))
+        if witnesses:
+            keys = [WitnessKey.parse(w) for w in witnesses]
+            return WitnessPolicy.k_of(len(keys) if needed is None else needed, keys)
+    except MalformedInput as error:
+        raise ValidationError(f"witness policy: {error}") from None
+    if needed is not None:
+        raise ValidationError("--witnesses-needed counts the --witness keys given: give them too")
+    return configured_policy(environment().transparency)
 
 
 def _read_note(path: Path) -> str:
@@ -101,124 +145,152 @@ def keys_init(
     s.out.print(Text(f"public key: {signer.verifier_key}"), soft_wrap=True)
 
 
-@local_only(NOT_THROUGH_API)
 def audit_key(
     ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
 ) -> None:
-    """The public key checkpoints are signed with, and the log's origin: what an auditor keeps.
+    """The public key checkpoints are signed with: what an auditor keeps (the log's origin on stderr).
+
+    Standard output is the verifier key alone, one line, so that the file it is redirected to is read as
+    it is by ``--key``, by ``python -m caseledger.verify`` and by Go's ``note.NewVerifier``.
+
+    Through --api: the key the service signs with (GET /v1/audit/key).
 
     ```
     $ caseledger audit key > ledger.pub
     ```
     """
     s = session(ctx)
-    signer = _signer()
-    assert signer is not None
-    key = signer.verifier_key
+    if s.api:
+        record = s.service.audit_key_record()
+        key, key_id, origin = record["verifier_key"], record["key_id"], record["origin"]
+    else:
+        signer = _signer()
+        assert signer is not None
+        key, key_id, origin = str(signer.verifier_key), signer.verifier_key.key_id.hex(), s.local_ledger.settings.origin
     if as_json:
-        s.echo_json({"origin": s.local_ledger.settings.origin, "verifier_key": str(key), "key_id": key.key_id.hex()})
+        s.echo_json({"origin": origin, "verifier_key": key, "key_id": key_id})
         return
-    s.out.print(Text(str(key)), soft_wrap=True)
-    s.out.print(Text(f"origin: {s.local_ledger.settings.origin}", style="dim"))
+    typer.echo(key)
+    plain_console(stderr=True).print(Text(f"origin: {origin}", style="dim"))
 
 
-@local_only(NOT_THROUGH_API)
 def audit_checkpoint(
     ctx: typer.Context,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the signed checkpoint to this file.")] = None,
     follow: Annotated[bool, typer.Option(
         "--follow", help="Keep going: append each committed batch and sign at most every "
-                         "CASELEDGER_CHECKPOINT_INTERVAL seconds until SIGTERM/Ctrl-C (what `caseledger run` does).")
+                         "CASELEDGER_CHECKPOINT_INTERVAL seconds until SIGTERM/Ctrl-C (what `caseledger run` does); "
+                         "not through --api.")
     ] = False,
 ) -> None:
     """Bring the Merkle tree up to date and sign a checkpoint now; print it (keep it: it is your proof).
+
+    With witnesses configured (CASELEDGER_WITNESSES) it is submitted to them first and printed with their
+    cosignatures. Through --api: the service's latest signed checkpoint with its cosignatures, signed now
+    when the service holds the key (GET /v1/audit/checkpoints/latest).
 
     ```
     $ caseledger audit checkpoint --out 2026-12-01.checkpoint
     $ caseledger audit checkpoint --follow      # the checkpointer as a service of its own
     ```
     """
-    from caseledger.ledger.transparency.checkpoints import sign_checkpoint
-
     s = session(ctx)
-    signer = _signer()
-    assert signer is not None
-    if follow:
-        from caseledger.cli.backbone_commands import setup_logging
-        from caseledger.cli.common import stop_on_signals
-        from caseledger.ledger.runtime.supervisor import serve
-        from caseledger.ledger.transparency.checkpoints import Checkpointer
+    if s.api:
+        if follow:
+            from caseledger.ledger.errors import ValidationError
 
-        setup_logging()
-        with stop_on_signals() as stop:
-            serve(s.new_ledger, "checkpoints", lambda ledger: Checkpointer(ledger(), signer), stop)
-    checkpoint = sign_checkpoint(s.local_ledger, signer)
+            raise ValidationError("--follow is the checkpointer as a service of its own: run it where the database "
+                                  "and the signing key are, without --api")
+        note = s.service.latest_checkpoint_note()
+    else:
+        from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+
+        signer = _signer()
+        assert signer is not None
+        if follow:
+            from caseledger.cli.backbone_commands import setup_logging
+            from caseledger.cli.common import stop_on_signals
+            from caseledger.ledger.runtime.supervisor import serve
+            from caseledger.ledger.transparency.checkpoints import Checkpointer
+
+            setup_logging()
+            with stop_on_signals() as stop:
+                serve(s.new_ledger, "checkpoints", lambda ledger: Checkpointer(ledger(), signer), stop)
+        from caseledger.ledger.transparency.witnesses import cosigned_note, witness_now
+
+        checkpoint = sign_checkpoint(s.local_ledger, signer)
+        witness_now(s.local_ledger, checkpoint)
+        note = cosigned_note(s.local_ledger, checkpoint)
     if out is not None:
-        out.write_text(checkpoint.note, encoding="utf-8")
-    typer.echo(checkpoint.note, nl=False)
+        out.write_text(note, encoding="utf-8")
+    typer.echo(note, nl=False)
 
 
-@local_only(NOT_THROUGH_API)
 def audit_prove(
     ctx: typer.Context,
     customer: Annotated[str, typer.Argument(help="Customer id or identity.")],
     key: KeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="The proofs as JSON.")] = False,
+    witness: WitnessOpt = None,
+    witnesses_needed: NeededOpt = None,
+    witness_policy: PolicyFileOpt = None,
 ) -> None:
     """Each of a customer's events with its inclusion proof against the ledger's latest signed checkpoint.
 
     Every proof is verified here with the key (``--key``); events recorded after that checkpoint
-    are listed as not yet committed.
+    are listed as not yet committed. Through --api the service hands out the proofs
+    (GET /v1/audit/proofs/inclusion) and they are verified here just the same.
 
     ```
     $ caseledger audit prove email:jane@example.com --key ledger.pub --json > jane.proofs.json
     ```
     """
-    from caseledger.ledger.transparency.proofs import b64, event_proofs
-    from caseledger.ledger.transparency.tree import MerkleLog
+    from caseledger.ledger.transparency.proofs import b64
     from caseledger.verify.failures import VerificationError
-    from caseledger.verify.note import open_checkpoint
+    from caseledger.verify.note import Checkpoint, open_checkpoint, split_note
     from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
 
     s = session(ctx)
-    trusted = _verifier_key(key)
-    ledger = s.local_ledger
-    customer_id = ledger.resolve_customer(customer)
-    tree = MerkleLog.of(ledger)
-    signer = _signer(required=False)
-    latest: StoredCheckpoint | None
-    if signer is not None:
-        from caseledger.ledger.transparency.checkpoints import sign_checkpoint
-
-        latest = sign_checkpoint(ledger, signer, tree=tree)
-    else:
-        latest = tree.store.latest_checkpoint()
-    if latest is None:
-        raise typer.BadParameter("the ledger has no checkpoint yet: run `caseledger audit checkpoint`")
-    events = _customer_events(ledger, customer_id)
+    trusted = _verifier_key(key, s)
+    policy = _witness_policy(witness, witnesses_needed, witness_policy)
+    record = s.service.inclusion_record(customer) if s.api else _inclusion_record(s.local_ledger, customer)
+    note: str = record["checkpoint"]  # with the cosignatures kept for it
     problems: list[str] = []
     try:
-        checkpoint = open_checkpoint(latest.note, trusted)
+        checkpoint: Checkpoint | None = open_checkpoint(note, trusted)
     except VerificationError as error:
         problems.append(f"checkpoint-key: the ledger's latest checkpoint: {error}")
         checkpoint = None
-    proofs = event_proofs(ledger, [p for p, _ in events], latest, tree=tree)
+    if checkpoint is not None and policy is not None:
+        from caseledger.verify.cosignatures import PolicyError, check_cosignatures
+
+        try:
+            check_cosignatures(note, trusted, policy)
+        except PolicyError as error:
+            problems.append(f"{error.code}: the ledger's latest checkpoint: {error}")
     rows = []
-    for (position, digest), proof in zip(events, proofs, strict=True):
+    for event in record["events"]:
         status = "not yet committed"
-        if proof.proof is not None and proof.leaf_index is not None and checkpoint is not None:
+        if event["inclusion_proof"] is not None and event["leaf_index"] is not None and checkpoint is not None:
             try:
-                verify_inclusion(proof.leaf_index, checkpoint.size, leaf_hash(digest), proof.proof, checkpoint.root)
+                proof = [base64.b64decode(h, validate=True) for h in event["inclusion_proof"]]
+                verify_inclusion(event["leaf_index"], checkpoint.size, leaf_hash(bytes.fromhex(event["event_hash"])),
+                                 proof, checkpoint.root)
                 status = "included"
-            except VerificationError as error:
+            except (VerificationError, ValueError) as error:
                 status = "NOT included"
-                problems.append(f"inclusion: position {position}: {error}")
-        rows.append({**proof.as_dict(), "event_hash": digest.hex(), "status": status})
+                problems.append(f"inclusion: position {event['position']}: {error}")
+        rows.append({"position": event["position"], "leaf_index": event["leaf_index"],
+                     "inclusion_proof": event["inclusion_proof"], "event_hash": event["event_hash"], "status": status})
     if as_json:
-        s.echo_json({"customer_id": customer_id, "checkpoint": latest.note, "verifier_key": str(trusted),
+        s.echo_json({"customer_id": record["customer_id"], "checkpoint": note, "verifier_key": str(trusted),
                      "events": rows, "problems": problems})
     else:
-        s.out.print(Text(f"checkpoint: {latest.tree_size} events, root {b64(latest.root)}"))
+        try:  # what the note says, even when it is not the trusted key's (the problem is listed below)
+            shown = Checkpoint.parse_text(split_note(note)[0])
+            s.out.print(Text(f"checkpoint: {shown.size} events, root {b64(shown.root)}"))
+        except VerificationError:
+            s.out.print(Text("checkpoint: not a signed checkpoint"))
         for row in rows:
             style = {"included": "green", "not yet committed": "yellow"}.get(row["status"], "bold red")
             s.out.print(Text(f"position {row['position']}: {row['status']}"
@@ -230,45 +302,106 @@ def audit_prove(
         raise typer.Exit(EXIT_DISCREPANCIES)
 
 
-def _customer_events(ledger: Any, customer_id: str) -> list[tuple[int, bytes]]:
-    """(position, event hash) of every event of the customer, read by the audit itself."""
-    import hashlib
+def _inclusion_record(ledger: Any, customer: str) -> dict[str, Any]:
+    """What GET /v1/audit/proofs/inclusion answers, from the ledger's own store."""
+    from caseledger.ledger.transparency.checkpoints import current_checkpoint
+    from caseledger.ledger.transparency.proofs import customer_event_hashes, event_proofs
+    from caseledger.ledger.transparency.tree import MerkleLog
 
-    from caseledger.ledger.audit import verify
+    customer_id = ledger.data_subject(customer)
+    tree = MerkleLog.of(ledger)
+    latest = current_checkpoint(ledger, tree=tree)
+    if latest is None:
+        raise typer.BadParameter("the ledger has no checkpoint yet: run `caseledger audit checkpoint`")
+    events = customer_event_hashes(ledger, customer_id)
+    proofs = event_proofs(ledger, [p for p, _ in events], latest, tree=tree)
+    from caseledger.ledger.transparency.witnesses import cosigned_note
 
-    found: list[tuple[int, bytes]] = []
-    verify(ledger, customer=customer_id,
-           collect=lambda position, _name, data: found.append((position, hashlib.sha256(data).digest())))
-    return found
+    return {"customer_id": customer_id, "checkpoint": cosigned_note(ledger, latest),
+            "events": [{**proof.as_dict(), "event_hash": digest.hex()}
+                       for (_, digest), proof in zip(events, proofs, strict=True)]}
 
 
-@local_only(NOT_THROUGH_API)
+class _ServiceLog:
+    """The signed log as the ledger service shows it (``SignedLog`` over ``--api``)."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def latest_note(self) -> str | None:
+        from caseledger.ledger.errors import NotFound
+
+        try:
+            return str(self.service.latest_checkpoint_note())
+        except NotFound:
+            return None
+
+    def notes_of_size(self, size: int) -> list[tuple[str, str]]:
+        from caseledger.ledger.errors import NotFound
+        from caseledger.verify.failures import VerificationError
+        from caseledger.verify.note import Checkpoint, split_note
+
+        try:
+            note = str(self.service.checkpoint_note(size))
+        except NotFound:
+            return []
+        try:
+            stamp = Checkpoint.parse_text(split_note(note)[0]).timestamp
+        except VerificationError:
+            stamp = None
+        return [(note, stamp.isoformat() if stamp else "at a time it does not say")]
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        from caseledger.ledger.errors import CaseLedgerError
+
+        try:
+            record = self.service.consistency_record(old, new)
+        except CaseLedgerError as error:
+            raise LookupError(str(error)) from None
+        return [base64.b64decode(h) for h in record["proof"]]
+
+
 def audit_consistency(
     ctx: typer.Context,
     held: Annotated[Path, typer.Argument(metavar="OLD.checkpoint", help="A signed checkpoint you kept.")],
     key: KeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome and the proof as JSON.")] = False,
+    witness: WitnessOpt = None,
+    witnesses_needed: NeededOpt = None,
+    witness_policy: PolicyFileOpt = None,
 ) -> None:
     """Prove the ledger's current log extends the checkpoint you kept (RFC 9162 consistency proof).
 
     Names what is wrong otherwise: ``checkpoint-key`` (signed by another key), ``checkpoint-signature``
     (altered), ``rolled-back`` (the log no longer extends it), ``split-view`` (the ledger signed another
-    root for the same size). Exit 5 then.
+    root for the same size), ``witness-policy`` (the ledger's latest checkpoint lacks the cosignatures of the
+    witnesses you trust: they refused it, or were not reached). Exit 5 then. Through --api the service hands
+    out its checkpoints and the proof (GET /v1/audit/checkpoints/…, /v1/audit/proofs/consistency); they are
+    verified here.
 
     ```
     $ caseledger audit consistency 2026-11-01.checkpoint --key ledger.pub
+    $ caseledger audit consistency 2026-11-01.checkpoint --key ledger.pub --witness W1 --witness W2 --witnesses-needed 1
     ```
     """
-    from caseledger.ledger.transparency.proofs import check_consistency
+    from caseledger.ledger.transparency.proofs import StoredLog, check_consistency_of
 
     s = session(ctx)
-    trusted = _verifier_key(key)
-    signer = _signer(required=False)
-    if signer is not None and signer.verifier_key == trusted:
-        from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+    trusted = _verifier_key(key, s)
+    policy = _witness_policy(witness, witnesses_needed, witness_policy)
+    note = _read_note(held)
+    if s.api:
+        log: Any = _ServiceLog(s.service)
+        log.latest_note()  # the service signs a fresh checkpoint when it holds the key, as below
+    else:
+        signer = _signer(required=False)
+        if signer is not None and signer.verifier_key == trusted:
+            from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+            from caseledger.ledger.transparency.witnesses import witness_now
 
-        sign_checkpoint(s.local_ledger, signer)
-    result = check_consistency(s.local_ledger, _read_note(held), trusted)
+            witness_now(s.local_ledger, sign_checkpoint(s.local_ledger, signer))
+        log = StoredLog(s.local_ledger)
+    result = check_consistency_of(log, note, trusted, policy)
     if as_json:
         s.echo_json(result.as_dict())
     else:

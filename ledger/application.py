@@ -147,6 +147,7 @@ class CaseLedger(LedgerCore):
     erase_customer = _Via("erasure", Erasure.erase_customer)
     customer_privacy = _Via("erasure", Erasure.customer_privacy)
     erased_customers = _Via("erasure", Erasure.erased_customers)
+    data_subject = _Via("erasure", Erasure.data_subject)
     place_legal_hold = _Via("holds", LegalHolds.place_legal_hold)
     release_legal_hold = _Via("holds", LegalHolds.release_legal_hold)
     apply_retention = _Via("retention", RetentionSweep.apply_retention)

@@ -296,8 +296,9 @@ class ServiceCommands(Protocol):
         ...
 
     @route("GET", "/v1/customers/{customer}/export", O.HISTORY_EXPORT)
-    def export(self, who: str, fmt: str) -> tuple[bytes, bool]:
-        """A customer's history file in ``fmt`` and whether the service's audit verified it."""
+    def export(self, who: str, fmt: str, *, kept: int | None = None) -> tuple[bytes, bool]:
+        """A customer's history file in ``fmt`` and whether the service's audit verified it; ``kept``: the tree size of
+        a checkpoint the reader kept, which the file then carries a consistency proof from."""
         ...
 
     @route("GET", "/v1/overdue", O.OVERDUE_READ)
@@ -311,8 +312,37 @@ class ServiceCommands(Protocol):
         ...
 
     @route("GET", "/v1/audit/verify", O.AUDIT_VERIFY)
-    def audit_report(self, customer: str | None = None) -> dict[str, Any]:
-        """The audit's report of the service's store, or of one customer."""
+    def audit_report(self, customer: str | None = None, *, since: datetime | None = None,
+                     until: datetime | None = None, seal: str | None = None, checkpoint: str | None = None,
+                     key: str | None = None, listed: bool = False) -> dict[str, Any]:
+        """The audit's report of the service's store, or of one customer: within recorded times, against a seal or a
+        checkpoint the auditor kept (its note and the verifier key), ``listed``: with the events recorded without
+        authentication or on a simulated clock."""
+        ...
+
+    @route("GET", "/v1/audit/key", O.AUDIT_CHECKPOINT_READ)
+    def audit_key_record(self) -> dict[str, str]:
+        """The verifier key checkpoints are signed with, and the log's origin (``audit key --json``'s record)."""
+        ...
+
+    @route("GET", "/v1/audit/checkpoints/latest", O.AUDIT_CHECKPOINT_READ)
+    def latest_checkpoint_note(self) -> str:
+        """The latest signed checkpoint (a fresh one when the service holds the signing key and the log grew)."""
+        ...
+
+    @route("GET", "/v1/audit/checkpoints/{size}", O.AUDIT_CHECKPOINT_READ)
+    def checkpoint_note(self, size: int) -> str:
+        """The signed checkpoint of this tree size."""
+        ...
+
+    @route("GET", "/v1/audit/proofs/inclusion", O.AUDIT_PROOF_READ)
+    def inclusion_record(self, customer: str) -> dict[str, Any]:
+        """Each of a customer's events with its inclusion proof against the latest signed checkpoint."""
+        ...
+
+    @route("GET", "/v1/audit/proofs/consistency", O.AUDIT_PROOF_READ)
+    def consistency_record(self, old: int, new: int) -> dict[str, Any]:
+        """The RFC 9162 consistency proof from tree size ``old`` to ``new``."""
         ...
 
     @route("POST", "/v1/tick", O.TICK)

@@ -37,6 +37,9 @@ never stops a command that does not use it. The variables (README, section Confi
 ``CASELEDGER_SIGNING_KEY_FILE`` /       the checkpoint signing key (``ledger/transparency/checkpoint_key.py``)
 ``CASELEDGER_SIGNING_KEY``
 ``CASELEDGER_CHECKPOINT_INTERVAL``      seconds between two signed checkpoints at most (default 10)
+``CASELEDGER_WITNESSES``                the witnesses each checkpoint is submitted to, ``NAME VKEY URL``
+                                        each, separated by ``;`` or newlines (``ledger/transparency/witnesses.py``)
+``CASELEDGER_WITNESS_POLICY``           ``K of NAME,NAME…`` (or ``K``: of all): what ``audit`` asks of a checkpoint
 ``CASELEDGER_OIDC_*``                   the identity provider the service accepts (``ledger/access/principals.py``)
 ``CASELEDGER_VIEWS``                    the projections' views database (default: the ledger's)
 ``CASELEDGER_TOKEN`` / ``_TOKEN_FILE``  the bearer token of ``--api`` (``ledger/service/client.py``)
@@ -163,6 +166,8 @@ SIGNING_KEY_FILE_ENV = "CASELEDGER_SIGNING_KEY_FILE"
 SIGNING_KEY_ENV = "CASELEDGER_SIGNING_KEY"
 CHECKPOINT_INTERVAL_ENV = "CASELEDGER_CHECKPOINT_INTERVAL"
 RECEIPT_DELAY_ENV = "CASELEDGER_RECEIPT_DELAY"
+WITNESSES_ENV = "CASELEDGER_WITNESSES"
+WITNESS_POLICY_ENV = "CASELEDGER_WITNESS_POLICY"
 
 #: The variable of each field of :class:`KafkaSection`.
 KAFKA_VARIABLES = {
@@ -357,6 +362,8 @@ class TransparencySettings:
     signing_key: str | None = field(default=None, repr=False)
     checkpoint_interval: str | None = None  # as given; ``checkpoint_interval()`` checks it (default 10)
     receipt_delay: str | None = None  # as given; ``receipt_delay()`` checks it (default a day)
+    witnesses: str | None = None  # as given; ``ledger/transparency/witnesses.py`` reads it
+    witness_policy: str | None = None  # as given, ``K of NAME,NAME…``; None: audit asks for no cosignature
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -462,7 +469,9 @@ class Settings:
             transparency=TransparencySettings(signing_key_file=get(SIGNING_KEY_FILE_ENV),
                                               signing_key=get(SIGNING_KEY_ENV),
                                               checkpoint_interval=get(CHECKPOINT_INTERVAL_ENV),
-                                              receipt_delay=get(RECEIPT_DELAY_ENV)),
+                                              receipt_delay=get(RECEIPT_DELAY_ENV),
+                                              witnesses=get(WITNESSES_ENV),
+                                              witness_policy=get(WITNESS_POLICY_ENV)),
             service=ServiceSection(oidc=OidcSection(**{name: get(variable) for name, variable in OIDC_VARIABLES.items()}),
                                    views=get("CASELEDGER_VIEWS")),
             client=ClientSection(token=get("CASELEDGER_TOKEN"), token_file=get("CASELEDGER_TOKEN_FILE")),

@@ -12,6 +12,7 @@ port                what it keeps
 LedgerRecorder      the events, their notification log and tracking records (eventsourcing's process recorder)
 DataKeyStore        customers' data keys, wrapped (inserted with the events that first use them)
 MerkleStore         the transparency log's Merkle tiles, nodes and signed checkpoints
+CosignatureStore    witnesses' cosignatures of those checkpoints
 PrincipalStore      issued principals (token hashes) and the live page's browser sessions
 AdapterKeyStore     channel adapters' public keys and channels
 IdempotencyStore    the service's ``Idempotency-Key`` claims and the answers they got
@@ -37,6 +38,7 @@ __all__ = [
     "TILE_HEIGHT",
     "AdapterKeyRow",
     "AdapterKeyStore",
+    "CosignatureStore",
     "DataKeyRow",
     "DataKeyStore",
     "IdempotencyRow",
@@ -51,6 +53,7 @@ __all__ = [
     "StorageProvider",
     "StoreSnapshot",
     "StoredCheckpoint",
+    "StoredCosignature",
     "Tile",
 ]
 
@@ -320,6 +323,32 @@ class MapRows:
     customers: Sequence[tuple[bytes, int, bytes]]
 
 
+@dataclass(frozen=True)
+class StoredCosignature:
+    """A witness's cosignature of one checkpoint text: its signature line as the witness returned it."""
+
+    witness: str  # the witness key's name
+    key_id: str  # its key id, hex
+    tree_size: int
+    text_sha256: bytes  # SHA-256 of the checkpoint's note text (signatures excluded): what it cosigned
+    line: str
+    received_at: datetime
+
+
+class CosignatureStore(Protocol):
+    """Witnesses' cosignatures (``ledger/store/cosignature_table.py``)."""
+
+    def insert_cosignature(self, row: StoredCosignature) -> None:
+        """Keep a cosignature (a second one of the same witness for the same text is not kept)."""
+        ...
+
+    def select_cosignatures(self, text_sha256: bytes) -> list[StoredCosignature]: ...
+
+    def latest_cosignature(self, witness: str, key_id: str) -> StoredCosignature | None:
+        """The witness's cosignature of the largest tree."""
+        ...
+
+
 class MerkleStore(ABC):
     """The Merkle tree's tiles and nodes and the signed checkpoints (rows laid out in ``ledger/store/merkle_tables.py``)."""
 
@@ -478,6 +507,10 @@ class StorageProvider(Protocol):
 
     def merkle(self) -> MerkleStore:
         """The Merkle tree and checkpoint tables, created if missing."""
+        ...
+
+    def cosignatures(self) -> CosignatureStore:
+        """The witnesses' cosignature table, created if missing."""
         ...
 
     def audit_snapshot(self) -> AbstractContextManager[StoreSnapshot]:

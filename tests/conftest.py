@@ -30,8 +30,10 @@ pytest_plugins = [
     "tests.support.kafka_broker",
     "tests.support.kafka_topics",
     "tests.support.avro_java",
+    "tests.support.go_programs",
     "tests.support.browser",
     "tests.support.mail_servers",
+    "tests.support.litewitness",
     "tests.support.tampering",
     "tests.support.stories",
 ]
@@ -40,6 +42,8 @@ TESTS = Path(__file__).resolve().parent
 #: Folder → the marker its tests carry.
 FLOORS = {"unit": "unit", "contracts": "contract", "integration": "integration", "system": "system"}
 #: Marker → the session fixtures (or a backend parameter's value) that mean a test needs that server.
+#: The pytest-xdist groups of the tests that start servers (``--dist loadgroup``, pyproject's addopts).
+KAFKA_GROUP, SERVERS_GROUP = "kafka", "servers"
 SERVERS = {"postgres": {"postgres"}, "kafka": {"kafka_broker", "kafka_bootstrap"}}
 
 
@@ -50,12 +54,18 @@ def needs(item: pytest.Item, server: str) -> bool:
     return bool(fixtures & SERVERS[server]) or server in params.values()
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         floor = FLOORS.get(item.path.relative_to(TESTS).parts[0])
         if floor is None:
             raise pytest.UsageError(f"{item.nodeid}: a test module belongs in a floor: tests/{{{','.join(FLOORS)}}}/")
         item.add_marker(floor)
+        if floor != "unit":
+            # Two groups, one per worker (pytest-xdist, --dist loadgroup): the tests on Kafka run one after the
+            # other against one broker, the other server tests (PostgreSQL, the service, Java, a browser, the
+            # wheel) on the other worker; unit tests fill in beside both.
+            item.add_marker(pytest.mark.xdist_group(KAFKA_GROUP if needs(item, "kafka") else SERVERS_GROUP))
         for server in SERVERS:
             if needs(item, server):
                 item.add_marker(server)

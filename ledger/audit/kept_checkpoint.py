@@ -7,6 +7,8 @@ ledger's Merkle tables. Then:
 
 * ``checkpoint-key`` — the file is not signed by the key given (it names the signers found);
   ``checkpoint-signature`` — signed by it but altered since; ``checkpoint-origin`` — another log's;
+* ``witness-policy`` — not cosigned by the witnesses the auditor's policy needs; ``witness-signature`` — a
+  cosignature line of one of them does not verify (forged, or another checkpoint's);
 * ``checkpoint-mismatch`` — the first ``size`` events no longer have the signed root: one of
   them was altered, deleted, inserted or moved (the first leaf that differs from the ledger's own
   tree is named when that tree still matches the checkpoint);
@@ -34,6 +36,7 @@ from caseledger.verify.completeness import (
     map_root_of,
     value_hash,
 )
+from caseledger.verify.cosignatures import PolicyError, WitnessPolicy, check_cosignatures
 from caseledger.verify.failures import MalformedInput, SignatureError, WrongKeyError
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 from caseledger.verify.rfc9162 import EMPTY_ROOT, leaf_hash, node_hash
@@ -46,16 +49,23 @@ __all__ = ["CheckpointCheck", "HeldCheckpoint"]
 
 @dataclass(frozen=True)
 class HeldCheckpoint:
-    """A signed checkpoint note the auditor kept, and the key it must be signed with."""
+    """A signed checkpoint note the auditor kept, the key it must be signed with, and the witnesses that must
+    have cosigned it (``witness-policy``, ``witness-signature``)."""
 
     note: str
     key: VerifierKey
     origin: str | None = None
+    witnesses: WitnessPolicy | None = None
 
     def open(self, report: AuditReport) -> Checkpoint | None:
         """The verified checkpoint, or None with the reason flagged."""
         try:
-            return open_checkpoint(self.note, self.key, origin=self.origin)
+            checkpoint = open_checkpoint(self.note, self.key, origin=self.origin)
+            if self.witnesses is not None:
+                check_cosignatures(self.note, self.key, self.witnesses)
+            return checkpoint
+        except PolicyError as error:
+            report.flag(error.code, f"the checkpoint cannot be trusted: {error}")
         except WrongKeyError as error:
             code = "checkpoint-origin" if "origin" in str(error) else "checkpoint-key"
             report.flag(code, f"the checkpoint cannot be trusted: {error}")

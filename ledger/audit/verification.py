@@ -68,7 +68,7 @@ def verify(
     each event in scope, in order (the history export uses it).
     """
     started = time.monotonic()
-    customer_id = ledger.resolve_customer(customer) if customer else None
+    customer_id = ledger.data_subject(customer) if customer else None
     if since is not None and until is not None and until <= since:
         raise ConfigurationError(f"--until {until.isoformat()} is not after --since {since.isoformat()}")
     if kafka is not None and readers is None:

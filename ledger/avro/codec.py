@@ -164,6 +164,7 @@ class AvroEventCodec:
         self._by_name: dict[str, EventSchema] = {}
         self._by_class: dict[type, EventSchema] = {}
         self._writers: dict[bytes, Any] = {}
+        self._writer_texts: dict[bytes, str | None] = {}
         # (event type, schema text, fingerprints, the envelope it was parsed with)
         self._versions: list[tuple[str, str, tuple[bytes, ...], dict[str, Any]]] = []
         for file_name, text in files.items():
@@ -214,6 +215,23 @@ class AvroEventCodec:
         if not self._retired_envelopes:
             self._current_envelope_fps.add(legacy)
         self._versions.append((name, text, (legacy,), first))
+
+    def writer_schema_text(self, fp: bytes) -> str | None:
+        """The Parsing Canonical Form of the schema that wrote events with this fingerprint, self-contained (the
+        envelope inlined) and hashing to it: what an export carries so that its verifier decodes the stored bytes.
+        None for a legacy fingerprint (its form names the envelope without defining it)."""
+        known = self._writer_texts.get(fp, "")
+        if known != "":
+            return known
+        found = None
+        for _name, text, fps, envelope in self._versions:
+            if fps == (fp,):
+                canonical = to_parsing_canonical_form(_with_envelope(parse_event_schema(text, envelope), envelope))
+                if bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")) == fp:
+                    found = canonical
+                    break
+        self._writer_texts[fp] = found
+        return found
 
     def writes_current_envelope(self, fp: bytes) -> bool:
         """Whether bytes with this fingerprint start with the current envelope (the hand-decoded fast path)."""

@@ -67,6 +67,9 @@ class Operation(StrEnum):
     OVERDUE_READ = "overdue.read"
     METRICS_READ = "metrics.read"
     AUDIT_VERIFY = "audit.verify"
+    LOG_READ = "log.read"
+    AUDIT_CHECKPOINT_READ = "audit.checkpoint.read"
+    AUDIT_PROOF_READ = "audit.proof.read"
     INTAKE_KEPT_READ = "intake.kept.read"
     INTAKE_VERDICT_READ = "intake.verdict.read"
     PRINCIPALS_MANAGE = "principals.manage"
@@ -78,6 +81,12 @@ class Operation(StrEnum):
 
 O = Operation  # noqa: E741 -- short, the matrix below reads as a table
 _READS = frozenset({O.CASE_READ, O.CONTACT_RECEIPT_READ, O.HISTORY_READ, O.OVERDUE_READ, O.METRICS_READ})
+# The verifier key and the signed checkpoints are the log's public commitments: the more parties hold them, the
+# harder it is to show two readers two logs (docs/audit.md), so every role may read them.
+_COMMITMENTS = frozenset({O.AUDIT_CHECKPOINT_READ})
+# Whoever audits (audit.verify) also reads proofs: a customer's inclusion proofs say which positions are theirs;
+# and the log's tiles (log.read: hashes, no personal data), which tell how busy the ledger is.
+_AUDIT = frozenset({O.AUDIT_VERIFY, O.AUDIT_PROOF_READ, O.LOG_READ})
 _CASE_WORK = frozenset({
     O.CONTACT_RECORD, O.RESPOND, O.ITEM_WAIVE, O.PROMISE_MAKE, O.PROMISE_KEEP, O.PROMISE_WITHDRAW,
     O.PROMISE_BREAK, O.CASE_STATUS, O.CASE_CLOSE, O.CASE_CANCEL, O.CASE_REOPEN, O.CASE_ASSIGN, O.CASE_HANDOFF,
@@ -89,22 +98,22 @@ PERMISSIONS: dict[Role, frozenset[Operation]] = {
     # What a channel publishes: contacts, receipts, the chatbot's hand-over to a human; what it must deliver,
     # read from the outbound feed (its own channels' messages only, ledger/intake/outbound.py); the signed
     # receipt of a contact, to hand to the customer; and the verdicts of its own intake records.
-    Role.ADAPTER: frozenset({O.CONTACT_RECORD, O.CONTACT_RECEIPT_READ, O.MESSAGE_DELIVERED, O.MESSAGE_FAILED,
-                             O.MESSAGE_READ, O.CASE_ESCALATE, O.OUTBOUND_READ, O.INTAKE_VERDICT_READ}),
-    Role.AGENT: _READS | _CASE_WORK | {O.CUSTOMER_LOCALE},
+    Role.ADAPTER: _COMMITMENTS | {O.CONTACT_RECORD, O.CONTACT_RECEIPT_READ, O.MESSAGE_DELIVERED, O.MESSAGE_FAILED,
+                                  O.MESSAGE_READ, O.CASE_ESCALATE, O.OUTBOUND_READ, O.INTAKE_VERDICT_READ},
+    Role.AGENT: _READS | _COMMITMENTS | _CASE_WORK | {O.CUSTOMER_LOCALE},
     # Supervisors also erase a customer's personal data and place or release legal holds (docs/privacy.md).
-    Role.SUPERVISOR: _READS | _CASE_WORK | {O.HISTORY_EXPORT, O.TICK, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ,
+    Role.SUPERVISOR: _READS | _COMMITMENTS | _AUDIT | _CASE_WORK | {O.HISTORY_EXPORT, O.TICK, O.INTAKE_KEPT_READ,
                                             O.CUSTOMER_LOCALE, O.CUSTOMER_ERASE, O.CUSTOMER_HOLD,
                                             O.CUSTOMER_KEYS_READ},
     # Automation proposes and reports what an outside system executed; it never approves or rejects.
-    Role.AUTOMATION: frozenset({O.CASE_READ, O.OVERDUE_READ, O.ACTION_PROPOSE, O.ACTION_EXECUTED,
-                                O.MESSAGE_DELIVERED, O.MESSAGE_FAILED, O.TICK}),
+    Role.AUTOMATION: _COMMITMENTS | {O.CASE_READ, O.OVERDUE_READ, O.ACTION_PROPOSE, O.ACTION_EXECUTED,
+                                     O.MESSAGE_DELIVERED, O.MESSAGE_FAILED, O.TICK},
     # Auditors only read.
-    Role.AUDITOR: _READS | {O.HISTORY_EXPORT, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ, O.CUSTOMER_KEYS_READ},
+    Role.AUDITOR: _READS | _COMMITMENTS | _AUDIT | {O.HISTORY_EXPORT, O.INTAKE_KEPT_READ, O.CUSTOMER_KEYS_READ},
     # Admins manage principals and adapters, read, and erase or hold (a data protection officer's acts);
     # case work is for agents and supervisors.
-    Role.ADMIN: _READS | {O.PRINCIPALS_MANAGE, O.HISTORY_EXPORT, O.AUDIT_VERIFY, O.INTAKE_KEPT_READ, O.TICK,
-                          O.CUSTOMER_ERASE, O.CUSTOMER_HOLD, O.CUSTOMER_KEYS_READ},
+    Role.ADMIN: _READS | _COMMITMENTS | _AUDIT | {O.PRINCIPALS_MANAGE, O.HISTORY_EXPORT, O.INTAKE_KEPT_READ, O.TICK,
+                                               O.CUSTOMER_ERASE, O.CUSTOMER_HOLD, O.CUSTOMER_KEYS_READ},
 }
 
 ACTOR_KIND: dict[Role, ActorKind] = {

@@ -34,6 +34,7 @@ checkpoint of events it cannot read. It resumes after the tree size of the topic
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -64,6 +65,7 @@ from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
 from caseledger.ledger.transparency.checkpoints import checkpoint_interval, sign_checkpoint
 from caseledger.ledger.transparency.customer_map import event_customer
 from caseledger.ledger.transparency.tree import MerkleLog
+from caseledger.ledger.transparency.witnesses import WitnessSubmitter
 
 log = logging.getLogger("caseledger.publisher")
 
@@ -124,6 +126,8 @@ class KafkaEventPublisher:
         self.transactional_id = f"caseledger-publisher-{settings.events_topic}"
         self._merkle: Any = None
         self._verdicts = VerdictCodec()
+        # Each checkpoint signed goes to the configured witnesses, on the submitter's own thread.
+        self.witnesses = WitnessSubmitter.configured(ledger) if signer is not None else None
 
     def outcomes_topic_exists(self) -> bool:
         """Whether the outcomes topic exists (verdicts are published only then)."""
@@ -207,7 +211,7 @@ class KafkaEventPublisher:
     ) -> PublisherStats:
         """Publish until ``stop`` is set, reporting each batch to the process's ``pacer``. Safe to kill at any moment."""
         producer = self._kafka.open_transactional_writer(self.settings, transactional_id=self.transactional_id)
-        with producer:
+        with producer, self.witnesses or contextlib.nullcontext():
             producer.init_transactions()  # fences any earlier publisher and aborts its open batch
             position = self.last_published_position()
             self.stats.position = position
@@ -238,7 +242,7 @@ class KafkaEventPublisher:
                     if (tree is not None and tree.size != signed_size
                             and time.monotonic() - signed_at >= self.checkpoint_interval_s):
                         assert self.signer is not None  # the last batch, signed once its interval is up
-                        sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)
+                        sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False, witnesses=self.witnesses)
                         signed_size, signed_at = tree.size, time.monotonic()
                         checkpoints_looked = -math.inf
                     if time.monotonic() - checkpoints_looked >= CHECKPOINT_POLL_S:
@@ -261,7 +265,7 @@ class KafkaEventPublisher:
                     self._feed_tree(tree, position, [(p, bytes.fromhex(h.decode())) for p, h in hashes], customers)
                     if tree.size != signed_size and time.monotonic() - signed_at >= self.checkpoint_interval_s:
                         assert self.signer is not None
-                        sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)
+                        sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False, witnesses=self.witnesses)
                         signed_size, signed_at = tree.size, time.monotonic()
                         checkpoints_looked = -math.inf  # publish it now
                 position = notifications[-1].id
@@ -275,6 +279,7 @@ class KafkaEventPublisher:
                     on_batch(self.stats)
                 pacer.after_batch()
             if tree is not None and self.signer is not None and tree.size != signed_size:
-                sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)  # once more on stop
+                # once more on stop
+                sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False, witnesses=self.witnesses)
                 self._publish_checkpoints(producer, position, checkpoint_size, source)
         return self.stats

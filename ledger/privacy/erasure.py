@@ -184,6 +184,9 @@ class Erasure:
                 subject = self.pseudonyms.customer_id_for(Identity.parse(who))
             except ValidationError:
                 subject = who
+            finally:
+                if not self.core.in_unit_of_work:  # a read stores no lookup secret: one made here would be saved
+                    self.core.data_keys.drop_unsaved_lookups()  # by the next command, for nobody
             with translate_errors(self.core.settings.store.describe()):
                 if self.core.data_keys.table.by_subjects([subject]):
                     return subject

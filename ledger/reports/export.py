@@ -113,6 +113,7 @@ def export_history(
     kafka: KafkaSettings | None = None,
     readers: TopicReaders | None = None,
     occurred: OccurredRange | None = None,
+    kept: int | None = None,
 ) -> ExportReport:
     """Write ``customer``'s history as ``fmt`` (json, avro, html) to ``path``, audited on the way.
 
@@ -121,6 +122,8 @@ def export_history(
     (the CLI passes its own); ``kafka`` adds the events topic to the audit, read through ``readers``.
     With ``occurred``, only the events that occurred in that range are shown; the others are there
     by their hash and stored bytes alone, so that the customer map still proves the whole set complete.
+    ``kept``: the tree size of a checkpoint the reader kept: the export carries the consistency proof from
+    it to the export's checkpoint (``python -m caseledger.verify EXPORT --kept KEPT`` checks it offline).
     """
     fmt = fmt.strip().lower()
     if fmt not in FORMATS:
@@ -128,7 +131,8 @@ def export_history(
     target = Path(path)
     if not target.parent.exists():
         raise ConfigurationError(f"cannot write {target}: directory {target.parent} does not exist")
-    customer_id = ledger.resolve_customer(customer)
+    # A sender known only from the requests the ledger kept of theirs (collisions, rejections) has a history too.
+    customer_id = ledger.data_subject(customer)
     collected: list[tuple[int, str, bytes]] = []
     # Signed before the events are read: every event it commits to is read after it (none slips between).
     checkpoint = _checkpoint(ledger)
@@ -154,13 +158,20 @@ def export_history(
                                   proof.proof if proof else None, inside))
     finally:
         ledger.data_keys.forget()
-    transparency = completeness(ledger, customer_id, checkpoint, occurred)
+    note = None
+    if checkpoint is not None:
+        from caseledger.ledger.transparency.witnesses import cosigned_note
+
+        note = cosigned_note(ledger, checkpoint)  # with the witnesses' cosignatures kept for it
+    transparency = _transparency(note, _consistency(ledger, kept, checkpoint))
+    transparency.update(completeness(ledger, customer_id, checkpoint, occurred))
+    schemas = writer_schemas(ledger, entries)
     describe = describe or _describe
     exported_at = datetime.now(UTC)
     if fmt == "json":
-        _write_json(target, customer_id, entries, report, describe, exported_at, transparency)
+        _write_json(target, customer_id, entries, report, describe, exported_at, transparency, schemas)
     elif fmt == "avro":
-        _write_avro(target, customer_id, entries, report, describe, exported_at, transparency)
+        _write_avro(target, customer_id, entries, report, describe, exported_at, transparency, schemas)
     else:
         with os.fdopen(open_private(target), "w", encoding="utf-8") as out:
             out.write(_html_page(customer_id, [e for e in entries if e.in_range], report, describe, exported_at, tz,
@@ -173,14 +184,18 @@ def export_history(
 
 
 def _checkpoint(ledger: CaseLedger) -> Any:
-    """The checkpoint the export's proofs are against: a fresh one when the signing key is here, else the latest."""
+    """The checkpoint the export's proofs are against: a fresh one when the signing key is here (submitted to the
+    configured witnesses before the export is written, so that it carries their cosignatures), else the latest."""
     from caseledger.ledger.transparency.checkpoint_key import load_signer
 
     signer = load_signer(ledger.settings.transparency)
     if signer is not None:
         from caseledger.ledger.transparency.checkpoints import sign_checkpoint
+        from caseledger.ledger.transparency.witnesses import witness_now
 
-        return sign_checkpoint(ledger, signer)
+        checkpoint = sign_checkpoint(ledger, signer)
+        witness_now(ledger, checkpoint)
+        return checkpoint
     return ledger.storage.merkle().latest_checkpoint()
 
 
@@ -195,12 +210,12 @@ TRANSPARENCY_HOW = (
 
 def completeness(ledger: CaseLedger, customer_id: str, checkpoint: Any,
                  occurred: OccurredRange | None) -> dict[str, Any]:
-    """The export's ``transparency``: the checkpoint, the customer's map proof against it, the range shown."""
+    """What the export's ``transparency`` adds for completeness: the customer's map proof against the checkpoint,
+    the range shown."""
     from caseledger.verify.completeness import map_root_line
     from caseledger.verify.note import Checkpoint
 
-    found: dict[str, Any] = {"checkpoint": checkpoint.note if checkpoint is not None else None,
-                             "how_to_verify": TRANSPARENCY_HOW}
+    found: dict[str, Any] = {}
     if checkpoint is not None:
         text = checkpoint.note.split("\n\n", 1)[0] + "\n"
         if map_root_line(Checkpoint.parse_text(text).extensions) is not None:
@@ -211,6 +226,39 @@ def completeness(ledger: CaseLedger, customer_id: str, checkpoint: Any,
     if occurred is not None:
         found["occurred_range"] = occurred.as_dict()
     return found
+
+
+def _transparency(note: str | None, consistency: dict[str, Any] | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"checkpoint": note, "how_to_verify": TRANSPARENCY_HOW}
+    if consistency is not None:
+        block["consistency"] = consistency
+    return block
+
+
+def _consistency(ledger: CaseLedger, kept: int | None, checkpoint: Any) -> dict[str, Any] | None:
+    """The RFC 9162 consistency proof from a kept checkpoint's size to the export's (none when there is nothing to
+    prove: no checkpoint, or the kept one is not older)."""
+    if kept is None or checkpoint is None:
+        return None
+    if kept < 0:
+        raise ValidationError(f"kept checkpoint size {kept}: a tree size is 0 or more")
+    if not 0 < kept < checkpoint.tree_size:
+        return None  # equal: the roots are compared; newer: the verifier says to ask again
+    from caseledger.ledger.transparency.tree import MerkleLog
+
+    proof = MerkleLog.of(ledger).consistency_proof(kept, checkpoint.tree_size)
+    return {"from_size": kept, "to_size": checkpoint.tree_size, "proof": _b64_proof(proof)}
+
+
+def writer_schemas(ledger: CaseLedger, entries: list[_Entry]) -> dict[str, str]:
+    """The schema that wrote each exported event, by fingerprint: the verifier decodes the stored bytes with it and
+    checks the readable ``event`` against them (``caseledger.verify.decoded``)."""
+    found: dict[str, str] = {}
+    for fp in {e.data[2:10] for e in entries}:
+        text = ledger.codec.writer_schema_text(fp)
+        if text is not None:
+            found[fp.hex()] = text
+    return dict(sorted(found.items()))
 
 
 def _b64_proof(proof: list[bytes] | None) -> list[str] | None:
@@ -246,7 +294,8 @@ def erasures(entries: list[_Entry]) -> list[dict[str, Any]]:
 
 
 def _write_json(path: Path, customer_id: str, entries: list[_Entry], report: AuditReport,
-                describe: Callable[[Any], str], exported_at: datetime, transparency: dict[str, Any]) -> None:
+                describe: Callable[[Any], str], exported_at: datetime, transparency: dict[str, Any],
+                schemas: dict[str, str]) -> None:
     document = {
         "format": JSON_FORMAT,
         "customer_id": customer_id,
@@ -254,6 +303,7 @@ def _write_json(path: Path, customer_id: str, entries: list[_Entry], report: Aud
         "verification": verification_summary(report),
         "erasures": erasures(entries),
         "transparency": transparency,
+        "schemas": schemas,
         "events": [
             {
                 "position": e.position,
@@ -348,7 +398,8 @@ def _define_once(schema: Any, namespace: str, defined: set[str]) -> Any:
 
 
 def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: AuditReport,
-                describe: Callable[[Any], str], exported_at: datetime, transparency: dict[str, Any]) -> None:
+                describe: Callable[[Any], str], exported_at: datetime, transparency: dict[str, Any],
+                schemas: dict[str, str]) -> None:
     from fastavro import parse_schema, writer
 
     schema = parse_schema(container_schema())
@@ -372,6 +423,7 @@ def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: Aud
         "caseledger.verification": json.dumps(plain(verification_summary(report)), ensure_ascii=False),
         "caseledger.erasures": json.dumps(erasures(entries), ensure_ascii=False),
         "caseledger.transparency": json.dumps(transparency, ensure_ascii=False),
+        "caseledger.schemas": json.dumps(schemas),
     }
     with os.fdopen(open_private(path), "wb") as out:
         writer(out, schema, records, codec="deflate", metadata=metadata)

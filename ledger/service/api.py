@@ -285,7 +285,7 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         from caseledger.projections.queries import customer_timeline
 
         ledger = state.ledger()
-        customer_id = ledger.resolve_customer(customer)
+        customer_id = ledger.data_subject(customer)  # a sender known only from kept requests too
         with state.open_views() as views:
             rows = customer_timeline(views, customer_id, ledger=lambda: ledger)
         return [plain({k: row[k] for k in ("event_type", "case_reference", "actor", "recorded_at", "occurred_at",
@@ -295,15 +295,18 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
     @app.get("/v1/customers/{customer}/export", tags=["cases"], openapi_extra={"x-operation": O.HISTORY_EXPORT.value})
     def customer_export(
         customer: str, format: Annotated[str, Query(pattern="^(json|avro|html)$")] = "json",
+        kept: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="the tree size of a checkpoint you kept")]
+        = None,
         _p: Principal = principal_for(O.HISTORY_EXPORT),
     ) -> Response:
-        """A customer's verified history as a file: json, avro (object container) or html."""
+        """A customer's verified history as a file: json, avro (object container) or html; with ``kept``, the file
+        carries the consistency proof from that tree size to its checkpoint (``caseledger.verify … --kept``)."""
         from caseledger.ledger.reports.export import export_history
 
         media = {"json": "application/json", "avro": "application/avro", "html": "text/html; charset=utf-8"}[format]
         with tempfile.TemporaryDirectory(prefix="caseledger-export-") as where:
             path = Path(where) / f"history.{format}"
-            report = export_history(state.ledger(), customer, format, path)
+            report = export_history(state.ledger(), customer, format, path, kept=kept)
             data = path.read_bytes()
         headers = {"Content-Disposition": attachment(f"{report.customer_id}.{format}"),
                    "X-Caseledger-Verified": "true" if report.verified else "false"}
@@ -335,18 +338,6 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         ledger = state.ledger()
         with state.open_views() as views:
             return plain(channel_summary(views, by=groups, ledger=lambda: ledger))
-
-    @app.get("/v1/audit/verify", tags=["audit"], openapi_extra={"x-operation": O.AUDIT_VERIFY.value})
-    def audit_verify(customer: str | None = None, _p: Principal = principal_for(O.AUDIT_VERIFY)) -> Any:
-        """The audit's report: nothing lost, altered or reordered; the events recorded without authentication or on a
-        simulated clock."""
-        from caseledger.ledger.audit import verify
-        from caseledger.ledger.audit.actors import UnauthenticatedEvents
-
-        unauthenticated = UnauthenticatedEvents(state.ledger().codec)
-        report = verify(state.ledger(), customer=customer, collect=unauthenticated)
-        return plain({**report.as_dict(), "ok": report.ok, "unauthenticated_events": unauthenticated.count,
-                      "simulated_clock_events": unauthenticated.simulated})
 
     @app.get("/v1/intake/collisions", tags=["audit"], openapi_extra={"x-operation": O.INTAKE_KEPT_READ.value})
     def intake_collisions(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:

@@ -1,8 +1,9 @@
 """The ledger service's ASGI app: the state's lifespan, error handlers and the gate around every route.
 
 :func:`create_app` composes the read routes (:mod:`ledger.service.api`), the write routes
-(:mod:`ledger.service.write_routes`), the adapters' outbound feed (:mod:`ledger.service.outbound_routes`)
-and the live case page (:mod:`ledger.service.live`); each of those
+(:mod:`ledger.service.write_routes`), the auditor's (:mod:`ledger.service.audit_routes`), the adapters'
+outbound feed (:mod:`ledger.service.outbound_routes`), the transparency log as tiles
+(:mod:`ledger.service.tlog_routes`) and the live case page (:mod:`ledger.service.live`); each of those
 imports only what is below it.
 """
 
@@ -20,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caseledger.ledger.errors import CaseLedgerError
-from caseledger.ledger.service import live, outbound_routes, write_routes
+from caseledger.ledger.service import audit_routes, live, outbound_routes, tlog_routes, write_routes
 from caseledger.ledger.service.api import ServiceState, add_read_routes, problem_response
 from caseledger.ledger.service.gate import Gate
 from caseledger.ledger.service.ledger_pool import request_scope
@@ -88,6 +89,8 @@ def create_app(state: ServiceState) -> FastAPI:
 
     write_routes.add_routes(app, state)
     add_read_routes(app, state)
+    audit_routes.add_routes(app, state)
     outbound_routes.add_routes(app, state)
+    tlog_routes.add_routes(app, state)
     live.add_routes(app, state)
     return app

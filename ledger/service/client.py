@@ -10,6 +10,7 @@ errors, so the CLI's exit codes are the same either way.
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections.abc import Sequence
@@ -291,12 +292,21 @@ class LedgerClient:
         return [{**row, "recorded_at": _time(row["recorded_at"]), "occurred_at": _time(row["occurred_at"])}
                 for row in self._call("history_rows", customer=self._customer(who))]
 
-    def export(self, who: str, fmt: str) -> tuple[bytes, bool]:
+    def export(self, who: str, fmt: str, *, kept: int | None = None) -> tuple[bytes, bool]:
         """A customer's history file in ``fmt`` and whether the server's audit verified it."""
-        answer = self._http.get(ROUTES["export"].url(customer=self._customer(who)), params={"format": fmt})
+        params: dict[str, str | int] = {"format": fmt} if kept is None else {"format": fmt, "kept": kept}
+        answer = self._raw(ROUTES["export"].url(customer=self._customer(who)), params)
+        return answer.content, answer.headers.get("X-Caseledger-Verified") == "true"
+
+    def _raw(self, path: str, params: dict[str, str | int] | None = None) -> httpx.Response:
+        """A GET whose answer is not JSON (a file, a signed note): the response, or the problem as the ledger's error."""
+        try:
+            answer = self._http.get(path, params=params)
+        except httpx.TransportError as error:
+            raise BackendError(f"the ledger service at {self.url} cannot be reached: {type(error).__name__}") from None
         if answer.status_code >= 400:
             raise error_from_problem(self._problem(answer))
-        return answer.content, answer.headers.get("X-Caseledger-Verified") == "true"
+        return answer
 
     def overdue_rows(self, kind: str | None = None) -> list[dict[str, Any]]:
         return list(self._call("overdue_rows", query={"kind": kind}))
@@ -304,8 +314,29 @@ class LedgerClient:
     def metrics_rows(self, by: str) -> list[dict[str, Any]]:
         return list(self._call("metrics_rows", query={"by": by}))
 
-    def audit_report(self, customer: str | None = None) -> dict[str, Any]:
-        return dict(self._call("audit_report", query={"customer": self._customer(customer) if customer else None}))
+    def audit_report(self, customer: str | None = None, *, since: datetime | None = None,
+                     until: datetime | None = None, seal: str | None = None, checkpoint: str | None = None,
+                     key: str | None = None, listed: bool = False) -> dict[str, Any]:
+        # The kept note travels as base64url: a query holds no newline (the gate refuses control characters).
+        note = base64.urlsafe_b64encode(checkpoint.encode()).decode().rstrip("=") if checkpoint is not None else None
+        return dict(self._call("audit_report", query={
+            "customer": self._customer(customer) if customer else None, "since": _iso(since), "until": _iso(until),
+            "seal": seal, "checkpoint": note, "key": key, "listed": "true" if listed else None}))
+
+    def audit_key_record(self) -> dict[str, str]:
+        return dict(self._call("audit_key_record", query={"format": "json"}))
+
+    def latest_checkpoint_note(self) -> str:
+        return self._raw(ROUTES["latest_checkpoint_note"].url()).text
+
+    def checkpoint_note(self, size: int) -> str:
+        return self._raw(ROUTES["checkpoint_note"].url(size=str(size))).text
+
+    def inclusion_record(self, customer: str) -> dict[str, Any]:
+        return dict(self._call("inclusion_record", query={"customer": self._customer(customer)}))
+
+    def consistency_record(self, old: int, new: int) -> dict[str, Any]:
+        return dict(self._call("consistency_record", query={"old": str(old), "new": str(new)}))
 
     def tick_record(self) -> dict[str, Any]:
         """Record the deadlines past due, on the ledger's clock (``tick --json``'s record)."""

@@ -13,12 +13,14 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from caseledger.ledger.store.adapter_key_table import AdapterKeyTable
+from caseledger.ledger.store.cosignature_table import CosignatureTable
 from caseledger.ledger.store.data_key_table import KeyTable
 from caseledger.ledger.store.idempotency_table import IdempotencyTable
 from caseledger.ledger.store.principal_tables import PrincipalTables
 from caseledger.ledger.store.sql_dialects import SQLDialect
 from caseledger.ledger.store_ports import (
     AdapterKeyStore,
+    CosignatureStore,
     DataKeyStore,
     IdempotencyStore,
     MerkleStore,
@@ -53,6 +55,7 @@ class StorageBase(ABC):
     _principals: PrincipalStore | None = None
     _adapter_keys: AdapterKeyStore | None = None
     _idempotency: IdempotencyStore | None = None
+    _cosignatures: CosignatureStore | None = None
 
     def data_keys(self) -> DataKeyStore:
         """The data keys table (the recorder inserts new keys into the same table with their first events)."""
@@ -77,6 +80,12 @@ class StorageBase(ABC):
         if self._idempotency is None:
             self._idempotency = IdempotencyTable(self._dialect)
         return self._idempotency
+
+    def cosignatures(self) -> CosignatureStore:
+        """The witnesses' cosignature table, created on first use."""
+        if self._cosignatures is None:
+            self._cosignatures = CosignatureTable(self._dialect)
+        return self._cosignatures
 
     def merkle(self) -> MerkleStore:
         """The Merkle tree and checkpoint tables (created if missing: every call looks)."""

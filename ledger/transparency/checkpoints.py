@@ -16,6 +16,7 @@ appends each batch to the tree and signs on the same schedule.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import threading
 import time
@@ -30,13 +31,14 @@ from caseledger.ledger.store_ports import StoredCheckpoint
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
 from caseledger.ledger.transparency.tree import MerkleLog
 from caseledger.verify.completeness import EXTENSION as MAP_EXTENSION
+from caseledger.ledger.transparency.witnesses import WitnessSubmitter
 from caseledger.verify.note import Checkpoint
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
 
 __all__ = ["DEFAULT_INTERVAL_S", "INTERVAL_ENV", "Checkpointer", "CheckpointerStats", "checkpoint_interval",
-           "sign_checkpoint"]
+           "current_checkpoint", "sign_checkpoint"]
 
 log = logging.getLogger("caseledger.checkpoints")
 
@@ -59,8 +61,10 @@ def checkpoint_interval(value: float | str | None = None, *, given: str | None =
 
 
 def sign_checkpoint(ledger: CaseLedger, signer: CheckpointSigner, *, tree: MerkleLog | None = None,
-                    catch_up: bool = True, force: bool = False) -> StoredCheckpoint:
-    """The latest checkpoint of this key, signing a new one when the tree grew (or ``force``)."""
+                    catch_up: bool = True, force: bool = False,
+                    witnesses: WitnessSubmitter | None = None) -> StoredCheckpoint:
+    """The latest checkpoint of this key, signing a new one when the tree grew (or ``force``); a new one is
+    offered to ``witnesses``, which submit it on their own thread."""
     tree = tree or MerkleLog.of(ledger)
     if catch_up:
         tree.catch_up(ledger)
@@ -80,7 +84,29 @@ def sign_checkpoint(ledger: CaseLedger, signer: CheckpointSigner, *, tree: Merkl
                               tree.last_position)
     tree.store.insert_checkpoint(stored)
     log.info("checkpoint signed: %s leaves, root %s", tree.size, tree.root.hex()[:16])
+    if witnesses is not None:
+        witnesses.offer(stored)
     return stored
+
+
+_SIGNING = threading.Lock()  # one signer at a time in a process: concurrent requests would sign the same size twice
+
+
+def current_checkpoint(ledger: CaseLedger, *, tree: MerkleLog | None = None) -> StoredCheckpoint | None:
+    """What proofs are given against: a fresh checkpoint when this process holds the signing key (the tree caught
+    up, signed if it grew, submitted to the configured witnesses), else the latest stored one (None before the
+    first)."""
+    from caseledger.ledger.transparency.checkpoint_key import load_signer
+
+    signer = load_signer(ledger.settings.transparency)
+    if signer is None:
+        return (tree.store if tree is not None else ledger.storage.merkle()).latest_checkpoint()
+    from caseledger.ledger.transparency.witnesses import witness_now
+
+    with _SIGNING:
+        signed = sign_checkpoint(ledger, signer, tree=tree)
+    witness_now(ledger, signed)  # the configured witnesses that have not cosigned it yet, now
+    return signed
 
 
 @dataclass
@@ -105,33 +131,35 @@ class Checkpointer:
         self.batch_size = batch_size
         self.idle_sleep_s = idle_sleep_s
         self.stats = CheckpointerStats()
+        self.witnesses = WitnessSubmitter.configured(ledger)
 
     def run(self, stop: threading.Event, *, on_batch: Callable[[CheckpointerStats], None] | None = None,
             pacer: object = None) -> CheckpointerStats:
         """Until ``stop``: append each committed batch, sign when due; a last checkpoint on the way out.
 
         Its batches are a few hashes each: it reports none to the process's ``pacer``."""
-        tree = MerkleLog.of(self.ledger)
-        latest = tree.store.latest_checkpoint()
-        signed_size = latest.tree_size if latest else -1
-        last_signed = -float("inf")
-        self.stats.size = tree.size
-        while not stop.is_set():
-            appended = tree.catch_up(self.ledger, batch=self.batch_size, limit=self.batch_size)
-            self.stats.appended += appended
+        with self.witnesses or contextlib.nullcontext():  # the last checkpoint submitted before it closes
+            tree = MerkleLog.of(self.ledger)
+            latest = tree.store.latest_checkpoint()
+            signed_size = latest.tree_size if latest else -1
+            last_signed = -float("inf")
             self.stats.size = tree.size
-            due = time.monotonic() - last_signed >= self.interval_s
-            if tree.size != signed_size and due:
-                sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)
-                signed_size, last_signed = tree.size, time.monotonic()
+            while not stop.is_set():
+                appended = tree.catch_up(self.ledger, batch=self.batch_size, limit=self.batch_size)
+                self.stats.appended += appended
+                self.stats.size = tree.size
+                due = time.monotonic() - last_signed >= self.interval_s
+                if tree.size != signed_size and due:
+                    sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False, witnesses=self.witnesses)
+                    signed_size, last_signed = tree.size, time.monotonic()
+                    self.stats.checkpoints += 1
+                if appended and on_batch is not None:
+                    on_batch(self.stats)
+                if appended < self.batch_size:
+                    stop.wait(self.idle_sleep_s)
+            self.stats.appended += tree.catch_up(self.ledger)  # what committed before the stop, signed too
+            self.stats.size = tree.size
+            if tree.size != signed_size:
+                sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False, witnesses=self.witnesses)
                 self.stats.checkpoints += 1
-            if appended and on_batch is not None:
-                on_batch(self.stats)
-            if appended < self.batch_size:
-                stop.wait(self.idle_sleep_s)
-        self.stats.appended += tree.catch_up(self.ledger)  # what committed before the stop, signed too
-        self.stats.size = tree.size
-        if tree.size != signed_size:
-            sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False)
-            self.stats.checkpoints += 1
         return self.stats

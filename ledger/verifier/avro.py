@@ -17,7 +17,7 @@ from typing import Any
 
 from caseledger.verify.failures import MalformedInput
 
-__all__ = ["read_container"]
+__all__ = ["decode_datum", "named_types", "read_container"]
 
 MAGIC = b"Obj\x01"
 
@@ -114,6 +114,25 @@ def _read(r: _Reader, schema: Any, names: dict[str, Any]) -> Any:
     if kind == "map":
         return {r.bytes_().decode(): _read(r, schema["values"], names) for _ in r.blocks()}
     return _read(r, kind, names)
+
+
+def named_types(schema: Any) -> dict[str, Any]:
+    """Every named type of ``schema`` by full (and short) name, for :func:`decode_datum`."""
+    names: dict[str, Any] = {}
+    _named(schema, names)
+    return names
+
+
+def decode_datum(data: bytes, schema: Any, names: dict[str, Any]) -> Any:
+    """One value in Avro's binary encoding, all of ``data`` (MalformedInput if it ends early or goes on)."""
+    r = _Reader(data)
+    try:
+        value = _read(r, schema, names)
+    except (KeyError, TypeError, IndexError, UnicodeDecodeError, struct.error) as error:
+        raise MalformedInput(f"not a value of its schema ({type(error).__name__})") from None
+    if r.p != len(data):
+        raise MalformedInput(f"{len(data) - r.p} bytes left after the value")
+    return value
 
 
 def read_container(path: str | Path) -> tuple[dict[str, bytes], list[Any]]:

@@ -12,7 +12,10 @@ decoded ``event`` fields or its ``verification`` verdict — those are the ledge
    the hash of the previous event of its aggregate in the file (``chain-broken``), versions follow
    (``version-gap``). An export holds a customer's events only, so an aggregate's chain is checked
    from its first exported event on;
-5. completeness (``caseledger.verify.completeness``): the customer's events up to the checkpoint,
+5. each event's readable ``event`` against its stored bytes, decoded with the schema the export
+   carries for it (``view-mismatch``; sealed personal fields aside: :mod:`caseledger.verify.decoded`).
+   A view that cannot be checked (no schema for it) is counted in ``views_unchecked``, and said;
+6. completeness (``caseledger.verify.completeness``): the customer's events up to the checkpoint,
    counted and chained in leaf order, are exactly what the customer map the checkpoint commits to
    holds for them (``incomplete``, ``map-proof``); with an occurred range, each event's bytes say
    it lies on the side of the range the export puts it (``range``).
@@ -24,17 +27,20 @@ import base64
 import binascii
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from caseledger.verify.completeness import check_completeness
+from caseledger.verify.cosignatures import PolicyError, WitnessPolicy, check_cosignatures
+from caseledger.verify.decoded import ViewCheck
 from caseledger.verify.failures import MalformedInput, ProofError, SignatureError, WrongKeyError
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
 
-__all__ = ["EnvelopeFields", "Finding", "HistoryCheck", "check_history", "envelope", "envelope_customer", "read_envelope",
-           "read_export"]
+__all__ = ["EnvelopeFields", "Finding", "HistoryCheck", "check_history", "check_shape", "envelope", "envelope_customer",
+           "read_envelope", "read_export"]
 
 MAGIC = b"\xc3\x01"
 HEADER = 10
@@ -61,6 +67,8 @@ class HistoryCheck:
     events: int = 0
     included: int = 0
     chained: int = 0
+    views_checked: int = 0
+    views_unchecked: int = 0
     findings: list[Finding] = field(default_factory=list)
     customer: str | None = None
     complete: bool | None = None  # None: the checkpoint commits to no customer map (signed before it)
@@ -166,16 +174,63 @@ def envelope_customer(data: bytes) -> bytes:
 
 
 def read_export(path: str | Path) -> dict[str, Any]:
-    """A JSON or Avro history export (``caseledger history CUSTOMER --export json|avro FILE``), as the JSON's shape."""
-    with Path(path).open("rb") as head:
-        if head.read(4) == b"Obj\x01":
-            return _avro_export(path)
+    """A JSON or Avro history export (``caseledger history CUSTOMER --export json|avro FILE``), as the JSON's shape.
+
+    MalformedInput when the file cannot be read (missing, unreadable) or is not an export of that shape."""
     try:
+        with Path(path).open("rb") as head:
+            avro = head.read(4) == b"Obj\x01"
+        if avro:
+            try:
+                return check_shape(_avro_export(path), str(path))
+            except MalformedInput:
+                raise
+            except (KeyError, TypeError, AttributeError, ValueError, zlib.error) as error:
+                raise MalformedInput(f"{path}: not a readable Avro export ({type(error).__name__}: {error})") from None
         document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except OSError as error:
+        raise MalformedInput(f"{path}: cannot be read ({error.strerror or type(error).__name__})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise MalformedInput(f"{path}: not a readable JSON export ({error})") from None
     if not isinstance(document, dict) or document.get("format") != "caseledger.history/1":
         raise MalformedInput(f"{path}: not a caseledger history export (format caseledger.history/1)")
+    return check_shape(document, str(path))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_shape(document: Any, where: str = "the export") -> dict[str, Any]:
+    """``document`` if it has the export's shape (the fields the checks read, of their types), else MalformedInput:
+    an export edited into another shape is unreadable input (exit 2), never a crash."""
+    if not isinstance(document, dict):
+        raise MalformedInput(f"{where}: not a caseledger history export (a JSON object)")
+    transparency = document.get("transparency")
+    if transparency is not None and not isinstance(transparency, dict):
+        raise MalformedInput(f"{where}: 'transparency' is not an object")
+    for name in ("checkpoint",):
+        if transparency and transparency.get(name) is not None and not isinstance(transparency[name], str):
+            raise MalformedInput(f"{where}: transparency.{name} is not a signed note (text)")
+    events = document.get("events")
+    if events is None:
+        events = []
+    if not isinstance(events, list):
+        raise MalformedInput(f"{where}: 'events' is not a list")
+    for n, event in enumerate(events):
+        what = f"{where}: events[{n}]"
+        if not isinstance(event, dict):
+            raise MalformedInput(f"{what} is not an object")
+        if not _is_int(event.get("position")):
+            raise MalformedInput(f"{what}.position is not a position (a whole number)")
+        for name in ("event_hash", "stored_bytes_base64"):
+            if not isinstance(event.get(name), str):
+                raise MalformedInput(f"{what}.{name} is not text")
+        if event.get("leaf_index") is not None and not _is_int(event["leaf_index"]):
+            raise MalformedInput(f"{what}.leaf_index is not a leaf index (a whole number or null)")
+        proof = event.get("inclusion_proof")
+        if proof is not None and not (isinstance(proof, list) and all(isinstance(h, str) for h in proof)):
+            raise MalformedInput(f"{what}.inclusion_proof is not a list of base64 hashes (or null)")
     return document
 
 
@@ -190,17 +245,24 @@ def _avro_export(path: str | Path) -> dict[str, Any]:
         transparency = json.loads(metadata.get("caseledger.transparency", b"{}"))
     except ValueError:
         raise MalformedInput(f"{path}: its caseledger.transparency metadata is not JSON") from None
+    try:
+        schemas = json.loads(metadata.get("caseledger.schemas", b"{}"))
+    except ValueError:
+        raise MalformedInput(f"{path}: its caseledger.schemas metadata is not JSON") from None
     b64 = base64.b64encode
     return {
         "format": "caseledger.history/1",
         "customer_id": metadata.get("caseledger.customer_id", b"").decode("utf-8", "replace"),
         "transparency": transparency,
+        "schemas": schemas,
+        "views": "avro",  # each event's view as the container holds it (Avro values), not as JSON shows it
         "events": [{
             "position": r["position"], "event_type": r["event_type"], "event_hash": r["event_hash"].hex(),
             "stored_bytes_base64": b64(r["stored_bytes"]).decode(), "leaf_index": r.get("leaf_index"),
             "inclusion_proof": [b64(h).decode() for h in r["inclusion_proof"]]
             if r.get("inclusion_proof") is not None else None,
             **({"in_range": False} if r.get("event") is None else {}),
+            **({"event": r["event"]} if "event" in r else {}),
         } for r in records],
     }
 
@@ -212,8 +274,10 @@ def _b64(text: Any) -> bytes:
         raise MalformedInput(f"not base64: {str(text)[:40]!r}") from None
 
 
-def check_history(document: dict[str, Any], key: VerifierKey) -> HistoryCheck:
-    """Every check of the module docstring over one export."""
+def check_history(document: dict[str, Any], key: VerifierKey, policy: WitnessPolicy | None = None) -> HistoryCheck:
+    """Every check of the module docstring over one export (MalformedInput when it is not of an export's shape);
+    with a witness ``policy``, the checkpoint's cosignatures too (``witness-policy``, ``witness-signature``)."""
+    check_shape(document)
     result = HistoryCheck()
     note = (document.get("transparency") or {}).get("checkpoint")
     if not note:
@@ -221,11 +285,16 @@ def check_history(document: dict[str, Any], key: VerifierKey) -> HistoryCheck:
     else:
         try:
             result.checkpoint = open_checkpoint(str(note), key)
+            if policy is not None:
+                check_cosignatures(str(note), key, policy)
+        except PolicyError as error:
+            result.flag(error.code, 0, f"the checkpoint cannot be trusted: {error}")
         except WrongKeyError as error:
             result.flag("checkpoint-key", 0, str(error))
         except (SignatureError, MalformedInput) as error:
             result.flag("checkpoint-signature", 0, f"the checkpoint cannot be trusted: {error}")
     cp = result.checkpoint
+    views = ViewCheck(document.get("schemas"), json_view=document.get("views") != "avro")
     chains: dict[str, tuple[int, bytes]] = {}
     read: list[tuple[dict[str, Any], bytes, EnvelopeFields]] = []
     for event in document.get("events") or []:
@@ -250,6 +319,15 @@ def check_history(document: dict[str, Any], key: VerifierKey) -> HistoryCheck:
                     result.included += 1
                 except (ProofError, MalformedInput, ValueError) as error:
                     result.flag("inclusion", position, f"not in the signed log: {error}")
+        if "event" in event and not (event["event"] is None and event.get("in_range", True) is False):
+            differences = views.differences(data, event["event"])
+            if differences is None:
+                result.views_unchecked += 1
+            elif differences:
+                result.flag("view-mismatch", position, "the readable event is not what its stored bytes say: "
+                            + "; ".join(differences[:5]))
+            else:
+                result.views_checked += 1
         try:
             fields = read_envelope(data)
         except (ValueError, IndexError) as error:

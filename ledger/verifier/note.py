@@ -128,13 +128,21 @@ def verified_text(note: str, key: VerifierKey) -> str:
     SignatureError when the line is there but the signature is not valid for the text.
     """
     text, signatures = split_note(note)
+    # C2SP signed-note: signatures of unknown keys are ignored, even when they share the name or the id (not both);
+    # every signature of the known key is verified, and one that fails rejects the whole note (a valid one beside
+    # it does not save it: whoever added the failing line tampered with the note).
     mine = [s for s in signatures if s.name == key.name and s.key_id == key.key_id]
     if not mine:
         found = ", ".join(f"{s.name}+{s.key_id.hex()}" for s in signatures)
         raise WrongKeyError(f"not signed by the key {key.name}+{key.key_id.hex()}: signed by {found}")
-    if not any(key.verify(text.encode(), s.signature) for s in mine):
+    failing = sum(not key.verify(text.encode(), s.signature) for s in mine)
+    if failing == len(mine):
         raise SignatureError(f"the signature of {key.name}+{key.key_id.hex()} is not valid for this text: "
                              "the note was altered after it was signed")
+    if failing:
+        raise SignatureError(f"{failing} of the {len(mine)} signature lines of {key.name}+{key.key_id.hex()} are not "
+                             "valid for this text: a note with a failing signature of the key is refused whole "
+                             "(C2SP signed-note)")
     return text
 
 
@@ -174,7 +182,11 @@ class Checkpoint:
         digest = _b64(root, "the checkpoint's root hash")
         if len(digest) != 32:
             raise MalformedInput("the checkpoint's root hash is not 32 bytes")
-        return cls(origin, int(size), digest, tuple(lines[3:-1]))
+        extensions = tuple(lines[3:-1])
+        if "" in extensions:  # C2SP tlog-checkpoint: extension lines, if any, MUST be non-empty
+            raise MalformedInput(f"extension line {extensions.index('') + 1} of the checkpoint is empty: a "
+                                 "checkpoint's lines after the root hash are non-empty (C2SP tlog-checkpoint)")
+        return cls(origin, int(size), digest, extensions)
 
 
 def open_checkpoint(note: str, key: VerifierKey, *, origin: str | None = None) -> Checkpoint:

@@ -32,6 +32,7 @@ from caseledger.ledger.service.idempotency import request_digest
 from caseledger.ledger.store.data_key_table import TABLE as KEYS_TABLE
 from caseledger.ledger.store_ports import (
     AdapterKeyStore,
+    CosignatureStore,
     DataKeyRow,
     DataKeyStore,
     IdempotencyStore,
@@ -41,6 +42,7 @@ from caseledger.ledger.store_ports import (
     PrincipalStore,
     StorageProvider,
     StoredCheckpoint,
+    StoredCosignature,
     Tile,
 )
 from caseledger.ledger.transparency.tree import MerkleLog
@@ -458,6 +460,42 @@ class TestAdapterKeysOnSQLite(OnSQLite, AdapterKeysContract):
 
 
 class TestAdapterKeysOnPostgres(OnPostgres, AdapterKeysContract):
+    pass
+
+
+# -- witnesses' cosignatures -----------------------------------------------------------------------------------
+
+
+class CosignaturesContract(StorageContract):
+    """A witness's cosignature of a checkpoint text is kept once; a witness's largest cosigned tree is found."""
+
+    @pytest.fixture
+    def store(self, storage: StorageProvider) -> CosignatureStore:
+        return storage.cosignatures()
+
+    def test_cosignatures_are_kept_once_per_witness_and_text_and_the_largest_tree_is_found(
+            self, store: CosignatureStore) -> None:
+        text = hashlib.sha256(b"o\n5\nroot\n").digest()
+        first = StoredCosignature("w.example/a", "0a0b0c0d", 5, text, "\u2014 w.example/a AAAA", NOW)
+        store.insert_cosignature(first)
+        store.insert_cosignature(StoredCosignature("w.example/a", "0a0b0c0d", 5, text, "\u2014 w.example/a BBBB",
+                                                   NOW + timedelta(seconds=1)))  # cosigned again: the first is kept
+        store.insert_cosignature(StoredCosignature("w.example/b", "01020304", 5, text, "\u2014 w.example/b CCCC", NOW))
+        later = StoredCosignature("w.example/a", "0a0b0c0d", 9, hashlib.sha256(b"9").digest(), "\u2014 w.example/a D",
+                                  NOW)
+        store.insert_cosignature(later)
+        assert store.select_cosignatures(text) == [first, StoredCosignature("w.example/b", "01020304", 5, text,
+                                                                            "\u2014 w.example/b CCCC", NOW)]
+        assert store.latest_cosignature("w.example/a", "0a0b0c0d") == later
+        assert store.latest_cosignature("w.example/a", "ffffffff") is None
+        assert store.select_cosignatures(b"\x00" * 32) == []
+
+
+class TestCosignaturesOnSQLite(OnSQLite, CosignaturesContract):
+    pass
+
+
+class TestCosignaturesOnPostgres(OnPostgres, CosignaturesContract):
     pass
 
 

@@ -90,9 +90,12 @@ def request_for(operation: Operation, ref: str, customer: str) -> tuple[str, str
         O.OVERDUE_READ: ("GET", "/v1/overdue", None),
         O.METRICS_READ: ("GET", "/v1/metrics", None),
         O.AUDIT_VERIFY: ("GET", "/v1/audit/verify", None),
+        O.AUDIT_CHECKPOINT_READ: ("GET", "/v1/audit/checkpoints/latest", None),
+        O.AUDIT_PROOF_READ: ("GET", "/v1/audit/proofs/consistency?old=1&new=1", None),
         O.INTAKE_KEPT_READ: ("GET", "/v1/intake/collisions", None),
         O.INTAKE_VERDICT_READ: ("POST", "/v1/intake/verdict", {"topic": "caseledger.intake", "partition": 0,
                                                                "offset": 0}),
+        O.LOG_READ: ("GET", "/v1/log/checkpoint", None),  # the tiles: tests/unit/test_tlog_tiles.py
         O.PRINCIPALS_MANAGE: ("GET", "/v1/principals", None),
         # A customer nobody knows: the matrix is checked (403 or not) without erasing the module's customers.
         O.CUSTOMER_ERASE: ("POST", f"/v1/customers/cus-nobody-{uuid.uuid4().hex[:8]}/erase", {"reason": "r"}),

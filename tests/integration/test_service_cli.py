@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,19 @@ from tests.support.service_server import Running, Service, running_service
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    yield from running_service(tmp_path_factory.mktemp("service-cli"))
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkpoint signing key the service signs with (and the embedded CLI beside it)."""
+    from caseledger.ledger.transparency.checkpoint_key import generate_key_file
+
+    path = tmp_path_factory.mktemp("service-cli-key") / "signing.key"
+    generate_key_file(path, "caseledger")
+    return path
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory, signing_key: Path) -> Iterator[Running]:
+    yield from running_service(tmp_path_factory.mktemp("service-cli"),
+                               env={"CASELEDGER_SIGNING_KEY_FILE": str(signing_key)})
 
 
 def reference_in(text: str) -> str:
@@ -133,6 +145,9 @@ def _leaves() -> dict[str, object]:
     return found
 
 
+#: The time a read says it was made ("as of 2026-12-07 14:40 UTC"), its own clock's.
+AS_OF = re.compile(r"as of \d{4}-\d{2}-\d{2} \d{2}:\d{2}")
+
 # Read through the service by the test below, which compares each with the embedded CLI's output.
 BRANCHED_WRITES = {"tick", "principals add", "principals revoke"}
 #: Adapters run against the service itself: --api (or their own --service) is the service they deliver for
@@ -140,6 +155,8 @@ BRANCHED_WRITES = {"tick", "principals add", "principals revoke"}
 SERVICE_ADAPTERS = {"adapters run-mail"}
 READS = {"case show", "case find", "cases", "history", "overdue", "metrics", "audit verify", "intake collisions",
          "intake rejections", "customer keys", "principals list"}
+#: The auditor's commands, compared through a real server by test_the_auditors_whole_job_through_the_service.
+AUDIT_READS = {"audit key", "audit checkpoint", "audit prove", "audit consistency"}
 
 
 def test_every_command_works_through_the_api_or_its_help_says_why_not(running: Running) -> None:
@@ -165,7 +182,7 @@ def test_every_command_works_through_the_api_or_its_help_says_why_not(running: R
             continue
         source = inspect.getsource(inspect.unwrap(callback))  # type: ignore[arg-type]
         if "s.api" in source:  # a branch of its own through the service: run through a real server below
-            assert path in READS | BRANCHED_WRITES | SERVICE_ADAPTERS, path
+            assert path in READS | AUDIT_READS | BRANCHED_WRITES | SERVICE_ADAPTERS, path
             continue
         called = set(re.findall(r"s\.ledger\.(\w+)", source))
         # Class attributes only: the client's __getattr__ (the generic refusal) does not count.
@@ -226,7 +243,8 @@ def test_every_read_prints_the_same_through_the_service_as_on_its_database(runni
                         report.pop("seconds")
                 assert theirs == ours, name
             elif name != "audit verify":
-                assert remote.stdout == embedded.stdout, name
+                # "as of" is each one's own clock, read a moment apart: it may be a minute later in the second.
+                assert AS_OF.sub("as of …", remote.stdout) == AS_OF.sub("as of …", embedded.stdout), name
     # The writes with a branch of their own: tick on the service's clock, principals by an admin.
     ticked = json.loads(through(service, Role.SUPERVISOR, "tick", "--json", tmp=tmp_path).stdout)
     assert ticked.keys() >= {"now", "cases_checked", "missed", "erased"}
@@ -235,3 +253,60 @@ def test_every_read_prints_the_same_through_the_service_as_on_its_database(runni
     through(service, Role.ADMIN, "principals", "revoke", "read-check", tmp=tmp_path)
     listed = json.loads(through(service, Role.ADMIN, "principals", "list", "--json", tmp=tmp_path).stdout)
     assert next(p for p in listed if p["name"] == "read-check")["revoked_at"]
+
+
+def test_the_auditors_whole_job_through_the_service(running: Running, signing_key: Path, tmp_path: Path) -> None:
+    """Finding (issue 26): `audit verify --checkpoint`, `consistency`, `prove` (and `key`, `checkpoint`) failed with
+    "does not work through --api" for an auditor token, and the service had no route for the key, checkpoints or
+    proofs. Now each prints through the service what it prints on the database (every proof verified on the
+    auditor's side with the key he keeps), and an export asked for against a kept checkpoint proves, offline, that
+    it extends it."""
+    service = running.service
+    done = through(service, Role.AGENT, "contact", "record", "-c", "email", "-m", "audit-1", "--from",
+                   "email:audited@example.com", "--item", "Is my complaint logged?", tmp=tmp_path)
+    ref = reference_in(done.stdout)
+    pub = tmp_path / "ledger.pub"
+    pub.write_text(through(service, Role.AUDITOR, "audit", "key", tmp=tmp_path).stdout.splitlines()[0] + "\n")
+    kept = tmp_path / "kept.checkpoint"
+    through(service, Role.AUDITOR, "audit", "checkpoint", "--out", str(kept), tmp=tmp_path)
+    through(service, Role.AGENT, "respond", ref, "--body", "Yes.", "--answers", "Q1", tmp=tmp_path)
+    customer = "email:audited@example.com"
+    local = {"CASELEDGER_KEK": os.environ["CASELEDGER_KEK"], "TZ": "UTC",
+             "CASELEDGER_SIGNING_KEY_FILE": str(signing_key)}
+    token = tmp_path / "auditor.token"
+    token.write_text(service.tokens[Role.AUDITOR])
+    reads = {
+        "audit key": ["audit", "key", "--json"],
+        "audit checkpoint": ["audit", "checkpoint"],
+        "audit prove": ["audit", "prove", customer, "--key", str(pub), "--json"],
+        "audit consistency": ["audit", "consistency", str(kept), "--key", str(pub), "--json"],
+        "audit verify": ["audit", "verify", "--checkpoint", str(kept), "--key", str(pub), "--json"],
+    }
+    assert reads.keys() == AUDIT_READS | {"audit verify"}
+    answers: dict[str, Any] = {}
+    for name, args in reads.items():
+        remote = caseledger("--api", service.url, "--token-file", str(token), *args, env={"TZ": "UTC"})
+        embedded = caseledger("--database", service.database, *args, env=local)
+        if name == "audit checkpoint":
+            assert remote.stdout == embedded.stdout and remote.stdout.startswith("caseledger\n"), name
+            continue
+        theirs, ours = json.loads(remote.stdout), json.loads(embedded.stdout)
+        answers[name] = theirs
+        if name == "audit verify":
+            for report in (theirs, ours):
+                report.pop("seconds")
+            assert theirs["ok"] and any("checkpoint of caseledger holds" in n for n in theirs["notes"])
+        assert theirs == ours, name
+    proved: dict[str, Any] = answers["audit prove"]
+    assert {e["status"] for e in proved["events"]} == {"included"} and not proved["problems"]
+    # The export against the kept checkpoint, through the service: verified offline, --kept included.
+    export = tmp_path / "audited.json"
+    caseledger("--api", service.url, "--token-file", str(token), "history", customer, "--export", "json", str(export),
+               "--kept", str(kept))
+    checked = subprocess.run([sys.executable, "-m", "caseledger.verify", str(export), "--key", str(pub), "--kept",
+                              str(kept)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and "extends the one you kept" in checked.stdout, checked.stdout + checked.stderr
+    # Proofs are for the roles that audit; an agent reads the key and checkpoints, which are public commitments.
+    denied = through(service, Role.AGENT, "audit", "prove", customer, "--key", str(pub), code=2, tmp=tmp_path)
+    assert "may not audit.proof.read" in denied.stderr
+    through(service, Role.AGENT, "audit", "checkpoint", tmp=tmp_path)

@@ -272,3 +272,26 @@ def test_an_intake_record_carrying_a_surrogate_is_refused_with_a_reason() -> Non
     with pytest.raises((SchemaError, ValidationError)) as refused:
         codec.decode(forged)
     assert str(refused.value)
+
+
+def test_the_audit_routes_answer_bad_input_with_problems(service: Service, ref: str) -> None:
+    """The auditor's routes (issue 26): a size that is no size, a proof between sizes the tree has not, a seal or a
+    kept note that cannot be read, an identity as the customer: each a 4xx problem saying what to fix."""
+    with service.client(Role.AUDITOR) as auditor:
+        for path in ("/v1/audit/checkpoints/abc", "/v1/audit/checkpoints/-1", f"/v1/audit/checkpoints/{2**64}",
+                     "/v1/audit/proofs/consistency?old=0&new=1", "/v1/audit/proofs/consistency?old=2&new=1",
+                     "/v1/audit/proofs/consistency?old=1&new=999999999", "/v1/audit/proofs/consistency?old=x&new=1",
+                     "/v1/audit/proofs/inclusion", "/v1/audit/verify?seal=12:zz",
+                     "/v1/audit/verify?checkpoint=%25%25%25&key=a%2B00000000%2BAAAA",
+                     "/v1/audit/verify?checkpoint=Y2FzZWxlZGdlcgo", "/v1/audit/verify?since=2026-11-01T00:00",
+                     "/v1/audit/verify?since=2026-11-01T00:00Z&until=2026-10-01T00:00Z",
+                     "/v1/audit/key?format=xml"):
+            assert_problem(auditor.get(path))
+        # No signing key in this service: the key and checkpoints are not found, with what to do.
+        assert_problem(auditor.get("/v1/audit/key"), 404)
+        assert_problem(auditor.get("/v1/audit/checkpoints/latest"), 404)
+        assert_problem(auditor.get("/v1/audit/checkpoints/7"), 404)
+        assert_problem(auditor.get("/v1/audit/proofs/inclusion?customer=email:jane@example.com"))
+        assert "identity-in-url" in auditor.get("/v1/audit/proofs/inclusion?customer=email%3Ajane%40example.com"
+                                                ).json()["type"]
+        assert_problem(auditor.get("/v1/audit/proofs/inclusion?customer=cus-nobody"), 404)

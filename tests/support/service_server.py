@@ -231,10 +231,10 @@ class Running:
     idp: IdentityProvider
 
 
-def running_service(where: Path) -> Iterator[Running]:
+def running_service(where: Path, *, env: dict[str, str] | None = None) -> Iterator[Running]:
     idp = IdentityProvider().start()
     env = {"CASELEDGER_OIDC_JWKS_URL": idp.url, "CASELEDGER_OIDC_ISSUER": idp.issuer,
-           "CASELEDGER_OIDC_AUDIENCE": idp.audience}
+           "CASELEDGER_OIDC_AUDIENCE": idp.audience, **(env or {})}
     service = start_service(where, env=env)
     try:
         yield Running(service, idp)

@@ -13,11 +13,12 @@ import pytest
 
 UNIT = Path(__file__).resolve().parent
 #: The session fixtures that start a server, a JVM or a browser.
-SERVER_FIXTURES = ("postgres", "kafka_broker", "kafka_bootstrap", "avro_java", "chromium", "imap_server", "smtp_server")
+SERVER_FIXTURES = ("postgres", "kafka_broker", "kafka_bootstrap", "avro_java", "go_interop", "chromium", "imap_server",
+                   "smtp_server", "litewitness")
 #: The support modules that start servers; a unit module uses nothing of theirs.
 SERVER_MODULES = ("tests.support.kafka_broker", "tests.support.kafka_topics", "tests.support.avro_java",
                   "tests.support.browser", "tests.support.service_server", "tests.support.tampering",
-                  "tests.support.mail_servers")
+                  "tests.support.go_programs", "tests.support.mail_servers", "tests.support.litewitness")
 
 
 def _why(what: str) -> str:
@@ -59,3 +60,4 @@ kafka_broker = _server_fixture("kafka_broker")
 kafka_bootstrap = _server_fixture("kafka_bootstrap")
 avro_java = _server_fixture("avro_java")
 chromium = _server_fixture("chromium")
+litewitness = _server_fixture("litewitness")

@@ -85,3 +85,21 @@ def test_keys_init_writes_a_private_file_and_never_overwrites(tmp_path: Path, mo
     assert "AAAA" not in str(refused.value) and "CASELEDGER_SIGNING_KEY" in str(refused.value)
     monkeypatch.delenv("CASELEDGER_SIGNING_KEY")
     assert load_signer(environment().transparency) is None
+
+
+def test_audit_key_writes_one_line_that_every_verifier_reads_as_it_is(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding (issue 26): ``audit key > ledger.pub`` wrote a second line (the origin) that Go's
+    ``note.NewVerifier`` refuses. Standard output is now the key alone; the origin goes to stderr.
+    Go reads the file as it is in tests/system/test_go_interop.py."""
+    from typer.testing import CliRunner
+
+    from caseledger.cli.app import app
+
+    signer = generate_key_file(tmp_path / "signing.key", "bank.example/complaints")
+    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(tmp_path / "signing.key"))
+    result = CliRunner().invoke(app, ["--database", str(tmp_path / "l.sqlite"), "audit", "key"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{signer.verifier_key}\n"
+    assert VerifierKey.parse(result.stdout.strip()) == signer.verifier_key
+    assert "origin: caseledger" in result.stderr

@@ -67,3 +67,21 @@ def test_events_written_before_the_actor_was_authenticated_read_as_not_authentic
     events = old_ledger.history("cust-1042")
     assert events and {e.actor_authentication for e in events} == {"none"}  # type: ignore[attr-defined]
     assert {e.actor_principal for e in events} == {None}  # type: ignore[attr-defined]
+
+
+def test_an_export_of_the_stored_history_verifies_and_its_views_match_or_are_said_unchecked(
+        old_ledger: CaseLedger, tmp_path: Path) -> None:
+    """Issue 26: the verifier checks each readable view against its stored bytes; events of an earlier release (legacy
+    fingerprints, retired envelopes) are never a false ``view-mismatch``: checked where the schema is known, else
+    counted as unchecked. (The Avro export of this ledger fails on main already: a ``signed_record`` resolved from
+    its schema default reads as text where the container wants bytes; left to its owner.)"""
+    fmt = "json"
+    from caseledger.ledger.reports.export import export_history
+    from caseledger.verify.history import check_history, read_export
+    from caseledger.verify.note import VerifierKey
+
+    path = tmp_path / f"old.{fmt}"
+    export_history(old_ledger, "cust-1042", fmt, path)
+    result = check_history(read_export(path), VerifierKey("x", bytes(32)))
+    assert {f.code for f in result.findings} == {"uncommitted"}  # no checkpoint was signed in that release
+    assert result.events > 10 and result.views_checked + result.views_unchecked == result.events
