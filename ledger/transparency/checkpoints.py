@@ -30,8 +30,8 @@ from caseledger.ledger.settings import CHECKPOINT_INTERVAL_ENV as INTERVAL_ENV
 from caseledger.ledger.store_ports import StoredCheckpoint
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
 from caseledger.ledger.transparency.tree import MerkleLog
-from caseledger.verify.completeness import EXTENSION as MAP_EXTENSION
 from caseledger.ledger.transparency.witnesses import WitnessSubmitter
+from caseledger.verify.completeness import EXTENSION as MAP_EXTENSION
 from caseledger.verify.note import Checkpoint
 
 if TYPE_CHECKING:
