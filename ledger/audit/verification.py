@@ -256,7 +256,7 @@ class _Audit:
                         self._check_seal(seal.copy().hexdigest(), position)
                         seal_at = None
                 if tree is not None:
-                    tree.add(position, digest)
+                    tree.add(position, digest, state)
                 schema = by_fp.get(state[2:HEADER_SIZE])
                 if schema is None or state[:2] != MAGIC:
                     checks.undecodable(position, oid, version, topic_name, state, "unknown schema fingerprint"

@@ -14,7 +14,9 @@ Exit codes (docs/audit.md):
 
 ==  ==========================================================================================
 0   everything holds
-1   a discrepancy: something does not hold (each finding is printed; for a receipt: forged,
+1   a discrepancy: something does not hold (each finding is printed; an export missing any event of
+    its customer up to its checkpoint: ``incomplete``, a bad customer map proof: ``map-proof``, an
+    event on the wrong side of its occurred range: ``range``; for a receipt: forged,
     altered, another request, or missing from a log that promised it; for checkpoints:
     ``witness-policy``, ``witness-signature``, ``split-view``)
 2   unreadable or malformed input, or usage: a missing file, a bad key or policy, not an export, a kept
@@ -39,7 +41,7 @@ from caseledger.verify.cosignatures import (
     split_view,
 )
 from caseledger.verify.failures import MalformedInput, VerificationError
-from caseledger.verify.history import check_history, read_export
+from caseledger.verify.history import HistoryCheck, check_history, read_export
 from caseledger.verify.kept import KeptCheck, check_kept
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 from caseledger.verify.receipts import check_receipt, read_proof
@@ -194,6 +196,17 @@ def receipt_main(argv: list[str]) -> int:
     return 0 if result.ok else 3 if result.verdict == "pending" else 1
 
 
+def completeness_line(result: HistoryCheck) -> str:
+    """What the export proves of its customer's whole history."""
+    if result.complete:
+        return (f"complete: the export holds all {result.counted} events of customer {result.customer} up to the "
+                "checkpoint (customer map proof verified)")
+    if result.complete is None and result.checkpoint is not None:
+        return ("completeness: not provable: the checkpoint commits to no customer map (signed before the map "
+                "existed); the events present are proved, not that none is missing")
+    return "completeness: NOT proved"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["receipt"]:
@@ -237,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             if result.checkpoint else None,
             "kept": {"tree_size": kept.size, "code": against.code if against else None,
                      "message": against.message if against else None} if kept is not None else None,
+            "customer_id": result.customer, "complete": result.complete, "counted": result.counted,
+            "in_range": result.in_range,
             "findings": [{"code": f.code, "position": f.position, "message": f.message} for f in result.findings],
         }, indent=2))
     else:
@@ -251,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
                   "not from the view")
         if against is not None and against.ok:
             print(f"kept checkpoint: {against.message}")
+        print(completeness_line(result))
+        if result.in_range is not None:
+            print(f"occurred range: {result.in_range} events shown in full, {result.events - result.in_range} by "
+                  "their hash and stored bytes (each checked to lie outside it)")
         for finding in result.findings:
             print(finding.line())
         if against is not None and against.code == "unprovable":
