@@ -153,11 +153,9 @@ def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r} is not an export format; use one of {', '.join(FORMATS)}",
                                  param_hint="'--export'")
-    if s.api and occurred is not None:
-        raise typer.BadParameter("an occurred range is not available through --api yet: export on the ledger's "
-                                 "host, or without the range", param_hint="'--occurred-from' / '--occurred-until'")
     if s.api:  # the service exports and audits; the file is its answer
-        data, verified = s.service.export(customer, fmt, kept=kept)
+        span = (occurred.start, occurred.end) if occurred is not None else (None, None)
+        data, verified = s.service.export(customer, fmt, kept=kept, occurred=span)
         with os.fdopen(open_private(path), "wb") as out:
             out.write(data)
         s.say(f"Exported the history of {customer} as {fmt} to {path} ({len(data):,} bytes); audit: "

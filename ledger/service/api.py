@@ -324,16 +324,29 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         customer: str, format: Annotated[str, Query(pattern="^(json|avro|html)$")] = "json",
         kept: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="the tree size of a checkpoint you kept")]
         = None,
+        occurred_from: Annotated[datetime | None, Query(description="ISO-8601 with its offset: show the events that "
+                                                        "occurred from then on (the others by hash and bytes)")] = None,
+        occurred_until: Annotated[datetime | None, Query(description="ISO-8601 with its offset: … until then "
+                                                         "(excluded)")] = None,
         _p: Principal = principal_for(O.HISTORY_EXPORT),
     ) -> Response:
         """A customer's verified history as a file: json, avro (object container) or html; with ``kept``, the file
-        carries the consistency proof from that tree size to its checkpoint (``caseledger.verify … --kept``)."""
-        from caseledger.ledger.reports.export import export_history
+        carries the consistency proof from that tree size to its checkpoint (``caseledger.verify … --kept``); with
+        an occurred range, it shows the events that occurred in it and proves completeness for it."""
+        from caseledger.ledger.reports.export import OccurredRange, export_history
+
+        occurred = None
+        if occurred_from is not None or occurred_until is not None:
+            for name, value in (("occurred_from", occurred_from), ("occurred_until", occurred_until)):
+                if value is not None and value.tzinfo is None:
+                    raise ValidationError(f"{name}: give the time with its UTC offset (e.g. 2026-01-01T00:00:00Z)",
+                                          field=name)
+            occurred = OccurredRange(occurred_from, occurred_until)
 
         media = {"json": "application/json", "avro": "application/avro", "html": "text/html; charset=utf-8"}[format]
         with tempfile.TemporaryDirectory(prefix="caseledger-export-") as where:
             path = Path(where) / f"history.{format}"
-            report = export_history(state.ledger(), customer, format, path, kept=kept)
+            report = export_history(state.ledger(), customer, format, path, kept=kept, occurred=occurred)
             data = path.read_bytes()
         headers = {"Content-Disposition": attachment(f"{report.customer_id}.{format}"),
                    "X-Caseledger-Verified": "true" if report.verified else "false"}
