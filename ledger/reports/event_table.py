@@ -30,7 +30,7 @@ try:
 except ImportError:  # an extra: say which
     raise ConfigurationError("exporting events as Parquet needs pyarrow: pip install 'caseledger[analytics]'") from None
 
-__all__ = ["ENVELOPE_COLUMNS", "Personal", "TypeTable", "WITHHELD_NOTE", "OPENED_NOTE"]
+__all__ = ["ENVELOPE_COLUMNS", "OPENED_NOTE", "WITHHELD_NOTE", "Personal", "TypeTable"]
 
 UTC_MICROS = pa.timestamp("us", tz="UTC")
 ENVELOPE_COLUMNS: tuple[tuple[str, Any, str], ...] = (
