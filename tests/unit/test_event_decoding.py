@@ -41,6 +41,7 @@ def test_every_stored_event_of_every_release_decodes_in_one_call(database: Path)
         assert decoded.type == name
         assert decoded.record == codec.decode_record(name, data)
         event_type, record = decoded  # a (type, dict) pair
+        assert event_type == name
         assert record["envelope"]["recorded_at"].tzinfo is not None
 
 
