@@ -23,6 +23,7 @@ from typing import Any
 
 from caseledger.ledger.avro.codec import NO_CASE, AvroEventCodec
 from caseledger.ledger.domain.personal import ERASED, PERSONAL_FIELDS
+from caseledger.ledger.domain.values import IDENTITY_KINDS
 from caseledger.ledger.errors import ConfigurationError
 
 try:
@@ -40,7 +41,9 @@ ENVELOPE_COLUMNS: tuple[tuple[str, Any, str], ...] = (
     ("aggregate_id", pa.string(), "the aggregate it belongs to: a case, a customer, a directory entry (UUID)"),
     ("aggregate_version", pa.int64(), "its place in its aggregate, gapless from 1"),
     ("case_id", pa.string(), "the case it belongs to (UUID); null for an event of no case"),
-    ("customer_id", pa.string(), "the customer's pseudonym (the ledger's id; an erasure unlinks it from the person)"),
+    ("customer_id", pa.string(), "the customer's pseudonym (the ledger's id; an erasure unlinks it from the person); "
+                                 "null in an export without personal data where an earlier release used the "
+                                 "customer's identity itself as their id"),
     ("recorded_at", UTC_MICROS, "when the ledger recorded it (UTC)"),
     ("occurred_at", UTC_MICROS, "when it happened on the channel, as claimed (UTC); differs from recorded_at "
                                 "for backfilled events"),
@@ -86,6 +89,14 @@ class Personal:
         if self.erased(value):
             return str(ERASED) if isinstance(value, str) else None
         return None
+
+    def customer(self, customer_id: str) -> str | None:
+        """The envelope's customer id as exported: an identity used as an id by an earlier release is personal data."""
+        if not customer_id:
+            return None
+        if self.open_value is None and customer_id.startswith(_IDENTITY_PREFIXES):
+            return None
+        return customer_id
 
 
 class TypeTable:
@@ -159,7 +170,7 @@ class TypeTable:
         row: dict[str, Any] = {
             "position": position, "event_type": self.name, "event_id": str(env["event_id"]),
             "aggregate_id": str(env["aggregate_id"]), "aggregate_version": env["aggregate_version"],
-            "case_id": None if case_id == NO_CASE else case_id, "customer_id": env["customer_id"] or None,
+            "case_id": None if case_id == NO_CASE else case_id, "customer_id": self.personal.customer(env["customer_id"]),
             "recorded_at": env["recorded_at"], "occurred_at": env["occurred_at"],
             "actor_kind": actor["kind"], "actor_id": actor["id"], "actor_authentication": actor["authentication"],
             "actor_principal": actor["principal"], "channel": env["channel"],
@@ -178,6 +189,7 @@ class TypeTable:
         return pa.RecordBatch.from_pylist(rows, schema=self.schema)
 
 
+_IDENTITY_PREFIXES = tuple(f"{kind}:" for kind in IDENTITY_KINDS)
 _PRIMITIVES = {"string": pa.string(), "long": pa.int64(), "int": pa.int32(), "boolean": pa.bool_(),
                "double": pa.float64(), "float": pa.float32(), "bytes": pa.binary(), "null": pa.null()}
 

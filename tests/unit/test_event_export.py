@@ -169,3 +169,32 @@ def test_help_does_not_import_pyarrow() -> None:
     """`caseledger --help` stays fast: pyarrow is imported by the export alone."""
     code = "import sys; import caseledger.cli.app; assert 'pyarrow' not in sys.modules, 'pyarrow imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("written", sorted((ROOT / "tests" / "data").glob("ledger-written-by-*.sqlite")),
+                         ids=lambda p: p.name)
+def test_history_of_earlier_releases_exports_whole_and_without_personal_data_in_clear(
+    written: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events stored before sealing keep their personal fields in clear: the export withholds them all the same."""
+    monkeypatch.delenv("CASELEDGER_KEK", raising=False)  # the ledger's own key file, beside it
+    for path in written.parent.glob(written.name + "*"):
+        shutil.copy(path, tmp_path / path.name)
+        (tmp_path / path.name).chmod(0o600)
+    database = tmp_path / written.name
+    run(str(database), "export", "events", "--out", str(tmp_path / "out"))
+    counts, _versions, _last = stored(database)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"] == dict(counts)
+    for path in (tmp_path / "out").glob("*/*.parquet"):
+        text = json.dumps(pq.read_table(path).to_pylist(), default=str)
+        assert "enc:1:" not in text and not re.search(r"[\w.]+@example\.com|\+33\d{6}", text), path
+
+
+def test_an_identity_an_earlier_release_used_as_customer_id_is_withheld() -> None:
+    from caseledger.ledger.reports.event_table import Personal
+
+    withheld, opened = Personal(erased=lambda v: False), Personal(erased=lambda v: False, open_value=lambda v: v)
+    assert withheld.customer("email:jane@example.com") is None and withheld.customer("phone:+33612345678") is None
+    assert withheld.customer("cus-0123456789abcdef") == "cus-0123456789abcdef" == opened.customer("cus-0123456789abcdef")
+    assert opened.customer("email:jane@example.com") == "email:jane@example.com"
