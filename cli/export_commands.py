@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from caseledger.cli.common import Session, local_only, session
 from caseledger.cli.options import ConsumerOpt, Json, KafkaOpt
-from caseledger.ledger.errors import ValidationError
+from caseledger.ledger.errors import ConfigurationError, ValidationError
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
@@ -84,34 +84,23 @@ def export_events(
 
 def _personal(s: Session, ledger: CaseLedger, *, opened: bool) -> Personal:
     """What the export does with sealed fields: opened for a principal who may export histories, else withheld."""
-    from caseledger.ledger.privacy.sealing import BYTES_PREFIX, TOKEN
-    from caseledger.ledger.reports.event_table import Personal
-
-    keys = ledger.data_keys
-
-    def erased(value: Any) -> bool:
-        if isinstance(value, str):
-            match = TOKEN.fullmatch(value)
-            return match is not None and keys.cipher(match.group(1)) is None
-        if isinstance(value, bytes) and value.startswith(BYTES_PREFIX):
-            return keys.cipher(value[6:14].hex()) is None
-        return False
+    from caseledger.ledger.reports.event_table import personal_of
 
     if not opened:
-        return Personal(erased=erased)
+        return personal_of(ledger.data_keys)
     from caseledger.ledger.access.principals import Authenticator
     from caseledger.ledger.domain.permissions import Operation
     from caseledger.ledger.service.client import resolve_token
 
     try:
         token = resolve_token(s.settings.client, token=s.token, token_file=s.token_file)
-    except Exception:
+    except ConfigurationError:
         raise ValidationError("--personal opens customers' personal data: give the token of a principal whose role "
                               "may export histories (CASELEDGER_TOKEN or --token-file; `caseledger principals add "
                               "NAME --role supervisor|auditor|admin`)") from None
     principal = Authenticator(ledger.storage.principals()).authenticate(f"Bearer {token}")
     principal.require(Operation.HISTORY_EXPORT)
-    return Personal(erased=erased, open_value=ledger.sealer.open_value)
+    return personal_of(ledger.data_keys, open_value=ledger.sealer.open_value)
 
 
 class _Progress:

@@ -25,13 +25,15 @@ from caseledger.ledger.avro.codec import NO_CASE, AvroEventCodec
 from caseledger.ledger.domain.personal import ERASED, PERSONAL_FIELDS
 from caseledger.ledger.domain.values import IDENTITY_KINDS
 from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.privacy.data_keys import DataKeys
+from caseledger.ledger.privacy.sealing import BYTES_PREFIX, TOKEN
 
 try:
     import pyarrow as pa
 except ImportError:  # an extra: say which
     raise ConfigurationError("exporting events as Parquet needs pyarrow: pip install 'caseledger[analytics]'") from None
 
-__all__ = ["ENVELOPE_COLUMNS", "OPENED_NOTE", "WITHHELD_NOTE", "Personal", "TypeTable"]
+__all__ = ["ENVELOPE_COLUMNS", "OPENED_NOTE", "WITHHELD_NOTE", "Personal", "TypeTable", "personal_of"]
 
 UTC_MICROS = pa.timestamp("us", tz="UTC")
 ENVELOPE_COLUMNS: tuple[tuple[str, Any, str], ...] = (
@@ -97,6 +99,20 @@ class Personal:
         if self.open_value is None and customer_id.startswith(_IDENTITY_PREFIXES):
             return None
         return customer_id
+
+
+def personal_of(keys: DataKeys, *, open_value: Callable[[Any], Any] | None = None) -> Personal:
+    """Sealed fields withheld (``[erased]`` where ``keys`` says the key is destroyed), or opened by ``open_value``."""
+
+    def erased(value: Any) -> bool:
+        if isinstance(value, str):
+            match = TOKEN.fullmatch(value)
+            return match is not None and keys.cipher(match.group(1)) is None
+        if isinstance(value, bytes) and value.startswith(BYTES_PREFIX):
+            return keys.cipher(value[6:14].hex()) is None
+        return False
+
+    return Personal(erased=erased, open_value=open_value)
 
 
 class TypeTable:
