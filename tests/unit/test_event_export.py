@@ -27,6 +27,9 @@ pl = pytest.importorskip("polars")
 pd = pytest.importorskip("pandas")
 pq = pytest.importorskip("pyarrow.parquet")
 
+#: One worker builds the module's ledger once (pytest-xdist --dist loadgroup), rather than each worker its own.
+pytestmark = pytest.mark.xdist_group("event_export")
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "analysts.md"
 
