@@ -15,7 +15,6 @@ Each such column carries a note saying so (the Parquet field metadata ``caseledg
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -177,22 +176,22 @@ class TypeTable:
             return pa.binary(avro["size"])
         return self._arrow(kind)
 
-    def row(self, position: int, data: bytes, record: dict[str, Any]) -> dict[str, Any]:
+    def row(self, position: int, event_hash: bytes, record: dict[str, Any]) -> dict[str, Any]:
         """One event's row: its envelope's columns, then its own fields (personal ones as :class:`Personal` says)."""
         env = record["envelope"]
         actor = env["actor"]
-        case_id = str(env["case_id"])
+        case_id = env["case_id"]
         previous = env["previous_hash"]
         row: dict[str, Any] = {
-            "position": position, "event_type": self.name, "event_id": str(env["event_id"]),
-            "aggregate_id": str(env["aggregate_id"]), "aggregate_version": env["aggregate_version"],
+            "position": position, "event_type": self.name, "event_id": env["event_id"],
+            "aggregate_id": env["aggregate_id"], "aggregate_version": env["aggregate_version"],
             "case_id": None if case_id == NO_CASE else case_id, "customer_id": self.personal.customer(env["customer_id"]),
             "recorded_at": env["recorded_at"], "occurred_at": env["occurred_at"],
             "actor_kind": actor["kind"], "actor_id": actor["id"], "actor_authentication": actor["authentication"],
             "actor_principal": actor["principal"], "channel": env["channel"],
-            "correlation_id": _text(env["correlation_id"]), "causation_id": _text(env["causation_id"]),
+            "correlation_id": env["correlation_id"], "causation_id": env["causation_id"],
             "previous_hash": previous.hex() if previous else None,
-            "event_hash": hashlib.sha256(data).hexdigest(),
+            "event_hash": event_hash.hex(),
         }
         for path in self._paths:
             _apply(record, path, self.personal.value)
@@ -208,10 +207,6 @@ class TypeTable:
 _IDENTITY_PREFIXES = tuple(f"{kind}:" for kind in IDENTITY_KINDS)
 _PRIMITIVES = {"string": pa.string(), "long": pa.int64(), "int": pa.int32(), "boolean": pa.bool_(),
                "double": pa.float64(), "float": pa.float32(), "bytes": pa.binary(), "null": pa.null()}
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _plain(avro: Any) -> Any:

@@ -175,9 +175,10 @@ def export_events(
                     table = tables.get(record.event_type) or TypeTable(codec, record.event_type, personal)
                     tables[record.event_type] = table
                     part = opened[record.event_type] = _open(out, table, run)
-                decoded = codec.decode_record(record.event_type, record.data)
-                part.rows.append(part.table.row(record.store_position, record.data, decoded))
-                part.hashes.update(hashlib.sha256(record.data).digest())
+                decoded = codec.decode_plain(record.event_type, record.data)
+                digest = hashlib.sha256(record.data).digest()
+                part.rows.append(part.table.row(record.store_position, digest, decoded))
+                part.hashes.update(digest)
                 part.first = record.store_position if part.first is None else part.first
                 part.last = record.store_position
                 part.count += 1
