@@ -6,6 +6,7 @@ erased customer, an intake rejection), exported once; what a test changes, it ch
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -76,6 +77,11 @@ def test_every_event_is_exported_and_duckdb_and_polars_agree_with_the_store(tria
     manifest = json.loads((exported / "manifest.json").read_text())
     assert manifest["events"] == trial.events and manifest["counts"] == dict(counts)
     assert manifest["positions"] == {"0": trial.events}
+    for part in manifest["files"]:  # each file's hashes: its bytes, and its rows' event hashes in order
+        path = exported / part["path"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == part["sha256"]
+        hashes = pq.read_table(path, columns=["event_hash"]).column("event_hash").to_pylist()
+        assert hashlib.sha256(b"".join(bytes.fromhex(h) for h in hashes)).hexdigest() == part["rows_sha256"]
     contact = pq.read_schema(next((exported / "ContactReceived").glob("*.parquet")))
     assert str(contact.field("recorded_at").type) == "timestamp[us, tz=UTC]"
     assert str(contact.field("items").type) == "list<element: struct<item_id: string, text: string>>"
