@@ -23,6 +23,7 @@ from caseledger.cli import (
     customer_texts_commands,
     customers_commands,
     deadlines_commands,
+    export_commands,
     intake_commands,
     items_commands,
     messages_commands,
@@ -195,6 +196,7 @@ app.add_typer(privacy_commands.keys_app, name="keys", rich_help_panel=TOOLS)
 app.command("overdue", rich_help_panel=PROJECTIONS)(deadlines_commands.overdue)
 app.command("metrics", rich_help_panel=PROJECTIONS)(metrics_commands.metrics)
 app.add_typer(projections_commands.projections_app, name="projections", rich_help_panel=PROJECTIONS)
+app.add_typer(export_commands.export_app, name="export", rich_help_panel=PROJECTIONS)
 
 app.command("serve", rich_help_panel=SERVICE)(serve_commands.serve)
 app.add_typer(principals_commands.principals_app, name="principals", rich_help_panel=SERVICE)

@@ -81,7 +81,7 @@ def plain_console(*, stderr: bool = False) -> Console:
 COMMAND_ORDER = (
     "contact", "case", "cases", "history", "customer", "respond", "item", "promise", "message", "action", "tick",
     "topics", "publish", "intake", "publisher", "run", "schemas", "version", "demo", "overdue", "metrics",
-    "bench", "audit", "keys", "projections", "serve", "principals", "adapters",
+    "bench", "audit", "keys", "projections", "export", "serve", "principals", "adapters",
 )
 
 
