@@ -8,10 +8,18 @@ project (``pyproject.toml``) for ``pip install`` (tests/system/test_plugin_insta
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "projections.md"
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "projections.md"
 GROUP = "caseledger.projections"
 MODULE = "fcr_plugin"
 DISTRIBUTION = "fcr-plugin"
@@ -52,10 +60,60 @@ def plugin_project(folder: Path, *, version: str = "1.0", projection_version: in
     (folder / f"{MODULE}.py").write_text(fcr_source(projection_version), encoding="utf-8")
     entries = "".join(f'{name} = "{target}"\n' for name, target in FCR.items())
     (folder / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=69"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n\n'
         f'[project]\nname = "{DISTRIBUTION}"\nversion = "{version}"\ndependencies = ["caseledger"]\n\n'
         f'[tool.setuptools]\npy-modules = ["{MODULE}"]\n\n'
         f'[project.entry-points."{GROUP}"]\n{entries}',
         encoding="utf-8",
     )
     return folder
+
+
+# -- the plugin pip-installed into a venv of its own, beside the caseledger wheel ------------------------
+
+
+@pytest.fixture(scope="session")
+def caseledger_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkout built as the wheel users install (once per session)."""
+    folder = tmp_path_factory.mktemp("wheel")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder), str(ROOT)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = folder.glob("caseledger-*.whl")
+    return wheel
+
+
+@dataclass(frozen=True)
+class PluginVenv:
+    """A throwaway venv holding the caseledger wheel and the fcr plugin, both installed by pip."""
+
+    bin: Path
+
+    def caseledger(self, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """The venv's console script, outside the checkout and without PYTHONPATH."""
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"COLUMNS": "200", "TZ": "UTC"}
+        return subprocess.run([str(self.bin / "caseledger"), *args], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def plugin_venv(tmp_path_factory: pytest.TempPathFactory, caseledger_wheel: Path) -> PluginVenv:
+    """caseledger (the wheel) and the fcr plugin (its pyproject) pip-installed into a fresh venv.
+
+    caseledger's own dependencies come from this interpreter's site-packages (a ``.pth``), so
+    nothing is downloaded; caseledger itself and the plugin are the venv's own.
+    """
+    root = tmp_path_factory.mktemp("plugin-venv")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (Path(site) / "caseledger_test_dependencies.pth").write_text("\n".join(sorted(here)) + "\n", encoding="utf-8")
+    project = plugin_project(root / "fcr-plugin")
+    for what in ([str(caseledger_wheel)], ["--no-build-isolation", str(project)]):
+        installed = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", *what],
+                                   capture_output=True, text=True, timeout=300)
+        assert installed.returncode == 0, installed.stderr
+    return PluginVenv(venv / "bin")

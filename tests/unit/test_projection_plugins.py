@@ -22,7 +22,7 @@ from caseledger.cli.app import app
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.settings import LedgerSettings, Settings, StoreSettings
 from caseledger.projections import open_views, read_status
-from tests.support.plugins import FCR, MODULE, installed_metadata
+from tests.support.projection_plugins import FCR, MODULE, installed_metadata
 from tests.unit.test_projections_cli import runner, small_ledger
 
 BUILT_INS = {"case_state", "timeline", "deadlines", "channel_metrics"}
