@@ -41,6 +41,11 @@ SourceOpt = Annotated[
 Names = Annotated[
     list[str] | None,
     typer.Argument(metavar="[NAME]...", help="Built-in names (case_state, timeline, deadlines, channel_metrics), "
+                   "installed plugins' names or module:Class; default all."),
+]
+RunNames = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="[NAME]...", help="Built-in names (case_state, timeline, deadlines, channel_metrics), "
                    "installed plugins' names or module:Class; default what CASELEDGER_PROJECTIONS selects: "
                    "`all` (the default: the built-ins and every installed plugin) or names separated by commas."),
 ]
@@ -174,7 +179,7 @@ def projections_status(
 @local_only(NOT_THROUGH_API)
 def projections_run(
     ctx: typer.Context,
-    names: Names = None,
+    names: RunNames = None,
     source: SourceOpt = None,
     once: Annotated[bool, typer.Option("--once", help="Stop when caught up instead of following new events.")] = False,
     batch_size: EventBatchOpt = 1000,

@@ -58,10 +58,18 @@ def choose_source(views: ViewStore, projections: Sequence[Projection], source: s
     follow, else kafka when Kafka is configured (``kafka`` is not None), else store."""
     if source:
         return source.strip().lower()
-    following = {st.source.split(":")[0] for p in projections for st in read_status(views, p.name, LIVE)}
+    follows = {p.name: st.source.split(":")[0] for p in projections for st in read_status(views, p.name, LIVE)}
+    following = set(follows.values())
     if len(following) > 1:
+        from caseledger.projections.registry import command_name
+
+        groups = {kind: [command_name(p) for p in projections if follows.get(p.name) == kind] for kind in following}
         raise ConfigurationError(
-            "these projections follow different sources; run them separately or give --source"
+            "these projections follow different sources ("
+            + "; ".join(f"{kind}: {', '.join(names)}" for kind, names in sorted(groups.items()))
+            + "); run them separately, e.g. "
+            + " and ".join(f"`caseledger projections run {' '.join(names)}`" for _, names in sorted(groups.items()))
+            + ", or give --source"
         )
     if following:
         return following.pop()

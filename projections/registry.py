@@ -70,7 +70,11 @@ def _load_plugin(entry: EntryPoint) -> Installed:
     problem = _not_a_projection(cls, entry.name)
     if problem:
         return Installed(entry.name, target, origin, problem=f"{where} {problem}")
-    return Installed(entry.name, target, origin, projection=cls())
+    try:
+        return Installed(entry.name, target, origin, projection=cls())
+    except Exception as error:
+        return Installed(entry.name, target, origin, problem=(
+            f"{where} cannot be created: {type(error).__name__}: {error}; fix its class"))
 
 
 def _not_a_projection(cls: object, name: str) -> str | None:
@@ -98,11 +102,12 @@ def installed_projections() -> list[Installed]:
     taken = {t.name for b in built_ins if b.projection for t in b.projection.tables}
     plugins = []
     for plugin in installed_plugins():
-        clash = plugin.projection and sorted(taken & {t.name for t in plugin.projection.tables})
-        if clash:
+        tables = {t.name for t in plugin.projection.tables} if plugin.projection else set()
+        if taken & tables:
             plugin = Installed(plugin.name, plugin.target, plugin.origin, problem=(
                 f"plugin {plugin.name} ({plugin.target}, from {plugin.origin}) declares tables of another "
-                f"projection ({', '.join(clash)}); rename its tables"))
+                f"projection ({', '.join(sorted(taken & tables))}); rename its tables"))
+        taken |= tables
         plugins.append(plugin)
     return [*built_ins, *plugins]
 

@@ -210,3 +210,34 @@ def test_caseledger_run_keeps_the_configured_set_up_to_date(cli: Any, plugin_sit
 def test_a_selection_that_names_nothing_is_refused_with_an_example(cli: Any) -> None:
     refused = cli("projections", "run", "--once", code=4, env={"CASELEDGER_PROJECTIONS": " , "})
     assert "CASELEDGER_PROJECTIONS" in refused.stderr and "case_state,timeline" in refused.stderr
+
+
+def test_help_never_reads_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plugins load lazily, in the commands that list or run projections: --help stays fast."""
+    import caseledger.projections.registry as registry
+
+    def scanned(**_: Any) -> Any:
+        raise AssertionError("entry points read for --help")
+
+    monkeypatch.setattr(registry, "entry_points", scanned)
+    for args in (["--help"], ["projections", "--help"], ["projections", "run", "--help"], ["run", "--help"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+
+
+def test_projections_following_different_sources_are_named_with_a_command_for_each(
+    cli: Any, plugin_site: Any
+) -> None:
+    from caseledger.projections.views import STATE
+
+    plugin_site()
+    cli("projections", "run", "--once")
+    with open_views(cli.database) as views, views.transaction() as tx:  # as if fcr followed the events topic
+        row = tx.select_row(STATE, STATE.name, ("fcr", "live"))
+        tx.upsert_rows(STATE, STATE.name, [{**row, "source": "kafka:caseledger.events"}])
+    refused = cli("projections", "run", "--once", code=4)
+    text = " ".join(refused.stderr.split())
+    assert "kafka: fcr; store: case_state, timeline, deadlines, channel_metrics" in text
+    found = re.search(r"`caseledger (projections run case_state[^`]*)`", text)
+    assert found is not None and "`caseledger projections run fcr`" in text, text
+    cli(*found.group(1).split(), "--once")  # the store's group, as the hint names it
