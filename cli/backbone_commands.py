@@ -248,7 +248,7 @@ def projection_services(s: Session, kafka: str | None, consumer: str,
     for problem in problems:
         log.error("%s; left out (`caseledger projections list` shows every installed plugin)", problem)
     groups = {"projections": [p for p in chosen if p.name in BUILT_INS]}
-    groups.update({f"projection {p.name}": [p] for p in chosen if p.name not in BUILT_INS})
+    groups.update({f"projections.{p.name}": [p] for p in chosen if p.name not in BUILT_INS})
     # Only a projection that follows the store opens a ledger connection, in its own thread.
     return {name: (lambda ledger, group=group: ProjectionService(
         s.views_url(), ledger=ledger, kafka=s.kafka_if_configured(kafka), consumer=consumer, projections=group))

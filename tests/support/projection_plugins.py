@@ -3,7 +3,9 @@
 ``installed_metadata`` installs it the way pip leaves an installed distribution (a module beside a
 ``*.dist-info`` with ``entry_points.txt``) in a folder the test puts on ``sys.path``: what
 ``importlib.metadata`` finds, without pip (the fast loop). ``plugin_project`` writes it as a source
-project (``pyproject.toml``) for ``pip install`` (tests/system/test_plugin_installed.py).
+project (``pyproject.toml``); the session fixtures build the caseledger wheel once
+(``caseledger_wheel``, also tests/system/test_installed.py's) and pip-install both into a venv of
+their own (``plugin_venv``, tests/system/test_plugin_installed.py).
 """
 
 from __future__ import annotations

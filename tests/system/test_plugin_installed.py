@@ -75,7 +75,7 @@ def test_caseledger_run_keeps_the_installed_plugin_up_to_date(plugin_venv: Plugi
         _out, err = process.communicate(timeout=60)
     assert fcr_rows(database) == [("email", 1, 1)], err
     assert process.returncode == 0, err
-    assert "projection fcr" in err
+    assert "projections.fcr" in err
     status = plugin_venv.caseledger("--database", database, "projections", "status", "--json", cwd=tmp_path)
     following = {row["projection"]: row["source"] for row in json.loads(status.stdout)}
     assert set(following) == BUILT_INS | {"fcr"}

@@ -180,11 +180,11 @@ def test_caseledger_run_keeps_the_configured_set_up_to_date(cli: Any, plugin_sit
                           settings=settings)
         return projection_services(session, None, "kafka-python", Log())  # type: ignore[arg-type]
 
-    assert set(services_for(None)) == {"projections", "projection fcr"}  # all installed, by default
+    assert set(services_for(None)) == {"projections", "projections.fcr"}  # all installed, by default
     assert len(logged) == 1 and "no_such_module" in logged[0] and "left out" in logged[0]
-    assert set(services_for("fcr")) == {"projection fcr"}
+    assert set(services_for("fcr")) == {"projections.fcr"}
     services = services_for("case_state, fcr")
-    assert set(services) == {"projections", "projection fcr"} and len(logged) == 1
+    assert set(services) == {"projections", "projections.fcr"} and len(logged) == 1
     expected = {"case_state", "fcr"}
     stop = threading.Event()
 
