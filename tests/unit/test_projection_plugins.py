@@ -151,10 +151,10 @@ def test_after_a_version_bump_the_hint_names_a_rebuild_that_works(
     assert "Rebuilt fcr" in cli(*hint).stdout
     cli("projections", "run", spec, "--once")
     assert json.loads(cli("projections", "status", "fcr", "--json").stdout)[0]["tables_version"] == 2
+    if installed:
+        return
     # the tables gone under the positions: that hint works too
-    from caseledger.projections import open_views as views_of
-
-    with views_of(cli.database) as views, views.transaction() as tx:
+    with open_views(cli.database) as views, views.transaction() as tx:
         tx.drop_table("fcr_cases")
     refused = cli("projections", "run", spec, "--once", code=4)
     assert "Rebuilt fcr" in cli(*hinted_command(refused.stderr)).stdout
