@@ -62,7 +62,7 @@ def plugin_project(folder: Path, *, version: str = "1.0", projection_version: in
     (folder / f"{MODULE}.py").write_text(fcr_source(projection_version), encoding="utf-8")
     entries = "".join(f'{name} = "{target}"\n' for name, target in FCR.items())
     (folder / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        '[build-system]\nrequires = ["setuptools>=69"]\nbuild-backend = "setuptools.build_meta"\n\n'
         f'[project]\nname = "{DISTRIBUTION}"\nversion = "{version}"\ndependencies = ["caseledger"]\n\n'
         f'[tool.setuptools]\npy-modules = ["{MODULE}"]\n\n'
         f'[project.entry-points."{GROUP}"]\n{entries}',
@@ -102,8 +102,8 @@ class PluginVenv:
 def plugin_venv(tmp_path_factory: pytest.TempPathFactory, caseledger_wheel: Path) -> PluginVenv:
     """caseledger (the wheel) and the fcr plugin (its pyproject) pip-installed into a fresh venv.
 
-    caseledger's own dependencies come from this interpreter's site-packages (a ``.pth``), so
-    nothing is downloaded; caseledger itself and the plugin are the venv's own.
+    caseledger's own dependencies come from this interpreter's site-packages (a ``.pth``), so only
+    the build backend is fetched (as for the wheel); caseledger itself and the plugin are the venv's own.
     """
     root = tmp_path_factory.mktemp("plugin-venv")
     venv = root / "venv"
@@ -114,8 +114,9 @@ def plugin_venv(tmp_path_factory: pytest.TempPathFactory, caseledger_wheel: Path
     here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (Path(site) / "caseledger_test_dependencies.pth").write_text("\n".join(sorted(here)) + "\n", encoding="utf-8")
     project = plugin_project(root / "fcr-plugin")
-    for what in ([str(caseledger_wheel)], ["--no-build-isolation", str(project)]):
-        installed = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", *what],
+    # As an analyst installs it (pip builds the plugin with its build backend, as for the wheel above).
+    for what in (str(caseledger_wheel), str(project)):
+        installed = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", what],
                                    capture_output=True, text=True, timeout=300)
         assert installed.returncode == 0, installed.stderr
     return PluginVenv(venv / "bin")

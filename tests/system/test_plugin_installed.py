@@ -9,9 +9,9 @@ import signal
 import sqlite3
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
-from tests.support.kafka_topics import fresh_topics
 from tests.support.projection_plugins import PluginVenv
 
 BUILT_INS = {"case_state", "timeline", "deadlines", "channel_metrics"}
@@ -59,10 +59,11 @@ def test_caseledger_run_keeps_the_installed_plugin_up_to_date(plugin_venv: Plugi
                                                              kafka_bootstrap: str) -> None:
     database = str(tmp_path / "ledger.sqlite")
     a_closed_case(plugin_venv, database, tmp_path)
-    topics = fresh_topics(kafka_bootstrap)
+    suffix = uuid.uuid4().hex[:8]  # fresh topics, created by `run` itself, one partition each
     command = [str(plugin_venv.bin / "caseledger"), "--database", database, "run", "--kafka", kafka_bootstrap]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
-        "CASELEDGER_INTAKE_TOPIC": topics.intake_topic, "CASELEDGER_EVENTS_TOPIC": topics.events_topic,
+        "CASELEDGER_INTAKE_TOPIC": f"intake-{suffix}", "CASELEDGER_EVENTS_TOPIC": f"events-{suffix}",
+        "CASELEDGER_INTAKE_PARTITIONS": "1", "CASELEDGER_EVENTS_PARTITIONS": "1",
         "CASELEDGER_INTAKE_KEY_SALT": "the tests' deployment salt"}
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
@@ -79,4 +80,4 @@ def test_caseledger_run_keeps_the_installed_plugin_up_to_date(plugin_venv: Plugi
     status = plugin_venv.caseledger("--database", database, "projections", "status", "--json", cwd=tmp_path)
     following = {row["projection"]: row["source"] for row in json.loads(status.stdout)}
     assert set(following) == BUILT_INS | {"fcr"}
-    assert following["fcr"] == f"kafka:{topics.events_topic}"
+    assert following["fcr"] == f"kafka:events-{suffix}"
