@@ -17,14 +17,14 @@ from tests.support.projection_plugins import PluginVenv
 BUILT_INS = {"case_state", "timeline", "deadlines", "channel_metrics"}
 
 
-def a_closed_case(venv: PluginVenv, database: str, cwd: Path) -> None:
-    """One case opened by e-mail and closed after one response: first-contact resolution on email."""
+def a_closed_case(venv: PluginVenv, database: str, cwd: Path, *, channel: str = "email", message: str = "m-1") -> None:
+    """One case opened on ``channel`` and closed after one response: resolved at its first contact."""
     def ok(*args: str) -> str:
         done = venv.caseledger("--database", database, *args, cwd=cwd)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    reference = json.loads(ok("contact", "record", "-c", "email", "-m", "m-1", "--from", "email:jane@example.com",
+    reference = json.loads(ok("contact", "record", "-c", channel, "-m", message, "--from", "email:jane@example.com",
                               "--item", "Refund?", "--json"))["reference"]
     ok("respond", reference, "--body", "Refunded.", "--answers", "Q1")
     ok("case", "close", reference, "-r", "answered", "-n", "Closed.")
@@ -38,8 +38,10 @@ def fcr_rows(database: str) -> list[tuple[str, int, int]]:
             return []
 
 
-def test_the_installed_plugin_is_listed_run_and_rebuilt_like_a_built_in(plugin_venv: PluginVenv,
-                                                                        tmp_path: Path) -> None:
+# One test, on the Kafka worker (tests/conftest.py): the venv is built once, where `caseledger run` needs it.
+def test_the_installed_plugin_is_listed_run_rebuilt_and_kept_up_to_date_by_caseledger_run(
+    plugin_venv: PluginVenv, tmp_path: Path, kafka_bootstrap: str
+) -> None:
     database = str(tmp_path / "ledger.sqlite")
     a_closed_case(plugin_venv, database, tmp_path)
     listed = plugin_venv.caseledger("--database", database, "projections", "list", "--json", cwd=tmp_path)
@@ -54,30 +56,25 @@ def test_the_installed_plugin_is_listed_run_and_rebuilt_like_a_built_in(plugin_v
     assert rebuilt.returncode == 0 and "Rebuilt fcr" in rebuilt.stdout, rebuilt.stderr
     assert fcr_rows(database) == [("email", 1, 1)]
 
-
-def test_caseledger_run_keeps_the_installed_plugin_up_to_date(plugin_venv: PluginVenv, tmp_path: Path,
-                                                             kafka_bootstrap: str) -> None:
-    database = str(tmp_path / "ledger.sqlite")
-    a_closed_case(plugin_venv, database, tmp_path)
+    # `caseledger run` (every installed projection by default) keeps fcr up to date with what is recorded meanwhile.
     suffix = uuid.uuid4().hex[:8]  # fresh topics, created by `run` itself, one partition each
-    command = [str(plugin_venv.bin / "caseledger"), "--database", database, "run", "--kafka", kafka_bootstrap]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
         "CASELEDGER_INTAKE_TOPIC": f"intake-{suffix}", "CASELEDGER_EVENTS_TOPIC": f"events-{suffix}",
         "CASELEDGER_INTAKE_PARTITIONS": "1", "CASELEDGER_EVENTS_PARTITIONS": "1",
         "CASELEDGER_INTAKE_KEY_SALT": "the tests' deployment salt"}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen([str(plugin_venv.bin / "caseledger"), "--database", database, "run", "--kafka",
+                                kafka_bootstrap], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     try:
+        a_closed_case(plugin_venv, database, tmp_path, channel="sms", message="s-1")
         deadline = time.monotonic() + 90
-        while fcr_rows(database) != [("email", 1, 1)] and time.monotonic() < deadline and process.poll() is None:
+        while len(fcr_rows(database)) < 2 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.5)
     finally:
         process.send_signal(signal.SIGTERM)
         _out, err = process.communicate(timeout=60)
-    assert fcr_rows(database) == [("email", 1, 1)], err
+    assert fcr_rows(database) == [("email", 1, 1), ("sms", 1, 1)], err
     assert process.returncode == 0, err
     assert "projections.fcr" in err
     status = plugin_venv.caseledger("--database", database, "projections", "status", "--json", cwd=tmp_path)
-    following = {row["projection"]: row["source"] for row in json.loads(status.stdout)}
-    assert set(following) == BUILT_INS | {"fcr"}
-    assert following["fcr"] == f"kafka:events-{suffix}"
+    assert {row["projection"] for row in json.loads(status.stdout)} == BUILT_INS | {"fcr"}
