@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from caseledger.cli.common import environment, local_only, plain_console, session, stop_on_signals
+from caseledger.cli.common import Session, environment, local_only, plain_console, session, stop_on_signals
 from caseledger.cli.options import (
     TRANSACTION_INTERVAL_MS,
     AggregateCacheOpt,
@@ -32,6 +32,7 @@ from caseledger.ledger.intake.worker import AGGREGATE_CACHE
 NOT_THROUGH_API = "it talks to the Kafka broker (and the ledger's database) directly, not to the ledger service"
 
 if TYPE_CHECKING:
+    from caseledger.ledger.runtime.supervisor import ServiceBuilder
     from caseledger.ledger.settings import KafkaSettings
 
 topics_app = typer.Typer(no_args_is_help=True, help="The intake and events topics on Kafka.")
@@ -235,12 +236,33 @@ def publisher_run(
 # -- everything in one process -----------------------------------------------------------------------
 
 
+def projection_services(s: Session, kafka: str | None, consumer: str,
+                        log: logging.Logger) -> dict[str, ServiceBuilder]:
+    """The projections CASELEDGER_PROJECTIONS selects (default all installed), as services of ``caseledger run``:
+    the built-ins together, each plugin on its own (its own source and positions: one that is new, or
+    follows another source, never holds the built-ins back). A plugin ``all`` cannot load is logged and left out."""
+    from caseledger.projections.catchup import ProjectionService
+    from caseledger.projections.registry import BUILT_INS, selected_projections
+
+    chosen, problems = selected_projections(s.settings.projections)
+    for problem in problems:
+        log.error("%s; left out (`caseledger projections list` shows every installed plugin)", problem)
+    groups = {"projections": [p for p in chosen if p.name in BUILT_INS]}
+    groups.update({f"projections.{p.name}": [p] for p in chosen if p.name not in BUILT_INS})
+    # Only a projection that follows the store opens a ledger connection, in its own thread.
+    return {name: (lambda ledger, group=group: ProjectionService(
+        s.views_url(), ledger=ledger, kafka=s.kafka_if_configured(kafka), consumer=consumer, projections=group))
+        for name, group in groups.items() if group}
+
+
 @local_only(NOT_THROUGH_API)
 def run_all(
     ctx: typer.Context,
     kafka: KafkaOpt = None,
     projections: Annotated[
-        bool, typer.Option("--projections/--no-projections", help="Also keep the built-in projections up to date.")
+        bool, typer.Option("--projections/--no-projections",
+                           help="Also keep the projections CASELEDGER_PROJECTIONS names up to date: `all` (the "
+                           "default: the built-ins and every installed plugin) or names separated by commas.")
     ] = True,
     consumer: ConsumerOpt = "kafka-python",
     producer: ProducerOpt = "kafka-python",
@@ -248,7 +270,7 @@ def run_all(
     signatures: SignaturesOpt = None,
     transaction_interval_ms: TransactionIntervalOpt = TRANSACTION_INTERVAL_MS,
 ) -> None:
-    """Run the intake worker, the publisher and the built-in projections in one process.
+    """Run the intake worker, the publisher and the projections in one process.
 
     For small deployments. Stops cleanly on SIGTERM or Ctrl-C: each service finishes its current
     batch. If one service fails, the others are stopped too and the command exits non-zero, so a
@@ -258,8 +280,7 @@ def run_all(
     from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.topics import ensure_topics
-    from caseledger.ledger.runtime.supervisor import ServiceBuilder, run_services
-    from caseledger.projections.catchup import ProjectionService
+    from caseledger.ledger.runtime.supervisor import run_services
 
     setup_logging()
     log = logging.getLogger("caseledger")
@@ -282,13 +303,12 @@ def run_all(
         log.warning("no checkpoint signing key (CASELEDGER_SIGNING_KEY_FILE): no checkpoints are signed; "
                     "make one with `caseledger keys init`")
     if projections:
-        # Only a projection that follows the store opens a ledger connection, in its own thread.
-        services["projections"] = lambda ledger: ProjectionService(
-            s.views_url(), ledger=ledger, kafka=s.kafka_if_configured(kafka), consumer=consumer)
+        services.update(projection_services(s, kafka, consumer, log))
 
     def started() -> None:
+        running = [name for name in services if name not in ("intake", "publisher")]
         log.info("running intake worker, publisher%s%s on %s; SIGTERM or Ctrl-C stops",
-                 ", checkpoints" if signer is not None else "", " and projections" if projections else "",
+                 ", checkpoints" if signer is not None else "", f" and {', '.join(running)}" if running else "",
                  settings.bootstrap_servers)
 
     with stop_on_signals() as stop:

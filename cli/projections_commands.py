@@ -40,8 +40,14 @@ SourceOpt = Annotated[
 ]
 Names = Annotated[
     list[str] | None,
-    typer.Argument(metavar="[NAME]...", help="Built-in names (case_state, timeline, deadlines, channel_metrics) "
-                   "or module:Class; default every built-in."),
+    typer.Argument(metavar="[NAME]...", help="Built-in names (case_state, timeline, deadlines, channel_metrics), "
+                   "installed plugins' names or module:Class; default all."),
+]
+RunNames = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="[NAME]...", help="Built-in names (case_state, timeline, deadlines, channel_metrics), "
+                   "installed plugins' names or module:Class; default what CASELEDGER_PROJECTIONS selects: "
+                   "`all` (the default: the built-ins and every installed plugin) or names separated by commas."),
 ]
 
 
@@ -60,7 +66,9 @@ def _source(s: Session, store: ViewStore, projections: list[Any], source: str | 
 @projections_app.command("list")
 @local_only(NOT_THROUGH_API)
 def projections_list(ctx: typer.Context, views: ViewsOpt = None, as_json: Json = False) -> None:
-    """List the built-in projections and every projection the views database knows.
+    """List the built-in projections, the installed plugins and every projection the views database knows.
+
+    A plugin that cannot be loaded is listed with what is wrong; the others are unaffected.
 
     Example:
 
@@ -68,7 +76,7 @@ def projections_list(ctx: typer.Context, views: ViewsOpt = None, as_json: Json =
     $ caseledger projections list
     ```
     """
-    from caseledger.projections.registry import BUILT_INS, load_projection
+    from caseledger.projections.registry import installed_projections
     from caseledger.projections.runner import read_status
 
     s = session(ctx)
@@ -76,23 +84,27 @@ def projections_list(ctx: typer.Context, views: ViewsOpt = None, as_json: Json =
         states = read_status(store)
     following = {st.projection: st.source for st in states if st.slot == "live"}
     rows: list[dict[str, Any]] = []
-    for name in dict.fromkeys([*BUILT_INS, *following]):
-        try:
-            projection = load_projection(name)
-        except ConfigurationError:
-            rows.append({"name": name, "description": "(analyst projection; run it as module:Class)",
-                         "tables": [], "events": [], "follows": following.get(name)})
-            continue
+    for installed in installed_projections():
+        projection = installed.projection
         rows.append({
-            "name": name, "description": projection.description(), "tables": [t.name for t in projection.tables],
-            "events": sorted(projection.handlers()), "follows": following.get(name),
+            "name": installed.name, "origin": installed.origin, "class": installed.target,
+            "description": projection.description() if projection else "",
+            "tables": [t.name for t in projection.tables] if projection else [],
+            "events": sorted(projection.handlers()) if projection else [],
+            "follows": following.pop(installed.name, None), "problem": installed.problem,
         })
+    for name, source in following.items():  # run as module:Class, not installed
+        rows.append({"name": name, "origin": "module:Class", "class": None,
+                     "description": "not installed: run as module:Class; package it as a plugin to list its "
+                     "tables (docs/projections.md)", "tables": [], "events": [], "follows": source, "problem": None})
     if as_json:
         s.echo_json(rows)
         return
-    table = Table("projection", "tables", "follows", "what it holds", title="Projections", title_justify="left")
+    table = Table("projection", "from", "tables", "follows", "what it holds", title="Projections",
+                  title_justify="left")
     for row in rows:
-        table.add_row(row["name"], ", ".join(row["tables"]), row["follows"] or "-", Text(row["description"]))
+        what = Text(row["problem"], style="red") if row["problem"] else Text(row["description"])
+        table.add_row(row["name"], row["origin"], ", ".join(row["tables"]), row["follows"] or "-", what)
     s.out.print(table)
 
 
@@ -167,7 +179,7 @@ def projections_status(
 @local_only(NOT_THROUGH_API)
 def projections_run(
     ctx: typer.Context,
-    names: Names = None,
+    names: RunNames = None,
     source: SourceOpt = None,
     once: Annotated[bool, typer.Option("--once", help="Stop when caught up instead of following new events.")] = False,
     batch_size: EventBatchOpt = 1000,
@@ -185,16 +197,23 @@ def projections_run(
     ```
     $ caseledger projections run
     $ caseledger projections run case_state timeline --source kafka --kafka localhost:29092
+    $ caseledger projections run fcr --once
     $ caseledger projections run my_module:FirstContactResolution --once
     ```
     """
     from caseledger.ledger.runtime.gc_pacing import NO_PACING, GcPacer
-    from caseledger.projections.registry import load_projections
+    from caseledger.projections.registry import load_projections, selected_projections
     from caseledger.projections.runner import ProjectionRunner
 
     s = session(ctx)
     err = plain_console(stderr=True)
-    projections = load_projections(names)
+    if names:
+        projections = load_projections(names)
+    else:
+        projections, problems = selected_projections(s.settings.projections)
+        for problem in problems:
+            err.print(Text(f"{problem}; left out (`caseledger projections list` shows every installed plugin)",
+                           style="red"))
     with s.views(views) as store:
         _kind, src = _source(s, store, projections, source, kafka, consumer)
         try:
@@ -227,7 +246,8 @@ class _Rate(TextColumn):
 def projections_rebuild(
     ctx: typer.Context,
     names: Annotated[
-        list[str], typer.Argument(metavar="NAME...", help="Built-in names or module:Class; rebuilt in one pass.")
+        list[str], typer.Argument(metavar="NAME...", help="Built-in or installed plugins' names, or module:Class; "
+                                  "rebuilt in one pass.")
     ],
     source: SourceOpt = None,
     batch_size: EventBatchOpt = 5000,

@@ -42,6 +42,9 @@ never stops a command that does not use it. The variables (README, section Confi
 ``CASELEDGER_WITNESS_POLICY``           ``K of NAME,NAME…`` (or ``K``: of all): what ``audit`` asks of a checkpoint
 ``CASELEDGER_OIDC_*``                   the identity provider the service accepts (``ledger/access/principals.py``)
 ``CASELEDGER_VIEWS``                    the projections' views database (default: the ledger's)
+``CASELEDGER_PROJECTIONS``              the projections ``caseledger run`` and ``projections run`` keep up to
+                                        date: ``all`` (default: the built-ins and every installed plugin) or
+                                        names separated by commas (``projections/registry.py``)
 ``CASELEDGER_TOKEN`` / ``_TOKEN_FILE``  the bearer token of ``--api`` (``ledger/service/client.py``)
 ======================================  ==========================================================
 
@@ -449,6 +452,7 @@ class Settings:
     transparency: TransparencySettings = TransparencySettings()
     service: ServiceSection = ServiceSection()
     client: ClientSection = ClientSection()
+    projections: str | None = None  # as given: ``all`` or names; None: all (``projections/registry.py`` reads it)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -475,6 +479,7 @@ class Settings:
             service=ServiceSection(oidc=OidcSection(**{name: get(variable) for name, variable in OIDC_VARIABLES.items()}),
                                    views=get("CASELEDGER_VIEWS")),
             client=ClientSection(token=get("CASELEDGER_TOKEN"), token_file=get("CASELEDGER_TOKEN_FILE")),
+            projections=get("CASELEDGER_PROJECTIONS"),
         )
 
 

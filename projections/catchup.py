@@ -2,7 +2,7 @@
 
 A projection that follows the store (the embedded default) is caught up before it is read, so
 a reader sees what was just recorded; one that follows the events topic is read as it is.
-:class:`ProjectionService` keeps the built-ins up to date for ``caseledger run``.
+:class:`ProjectionService` keeps projections up to date for ``caseledger run``.
 
 The ledger is passed as a function that opens it (``ledger=…``): reading a projection that
 follows the topic never opens the ledger.
@@ -58,10 +58,18 @@ def choose_source(views: ViewStore, projections: Sequence[Projection], source: s
     follow, else kafka when Kafka is configured (``kafka`` is not None), else store."""
     if source:
         return source.strip().lower()
-    following = {st.source.split(":")[0] for p in projections for st in read_status(views, p.name, LIVE)}
+    follows = {p.name: st.source.split(":")[0] for p in projections for st in read_status(views, p.name, LIVE)}
+    following = set(follows.values())
     if len(following) > 1:
+        from caseledger.projections.registry import command_name
+
+        groups = {kind: [command_name(p) for p in projections if follows.get(p.name) == kind] for kind in following}
         raise ConfigurationError(
-            "these projections follow different sources; run them separately or give --source"
+            "these projections follow different sources ("
+            + "; ".join(f"{kind}: {', '.join(names)}" for kind, names in sorted(groups.items()))
+            + "); run them separately, e.g. "
+            + " and ".join(f"`caseledger projections run {' '.join(names)}`" for _, names in sorted(groups.items()))
+            + ", or give --source"
         )
     if following:
         return following.pop()
@@ -78,13 +86,15 @@ def catch_up(views: ViewStore, projection: Projection, *, ledger: LedgerOpener) 
 
 
 class ProjectionService:
-    """The built-in projections, kept up to date from the source they follow until stopped."""
+    """Projections (by default the built-ins), kept up to date from the source they follow until stopped."""
 
-    def __init__(self, views: str, *, ledger: LedgerOpener, kafka: KafkaSettings | None, consumer: str) -> None:
+    def __init__(self, views: str, *, ledger: LedgerOpener, kafka: KafkaSettings | None, consumer: str,
+                 projections: Sequence[Projection] | None = None) -> None:
         self.views = views
         self.ledger = ledger
         self.kafka = kafka
         self.consumer = consumer
+        self.projections = list(projections) if projections is not None else None
         self.stats = RunStats()
 
     def run(
@@ -93,7 +103,7 @@ class ProjectionService:
         """Follow the source until ``stop`` is set; the views connection belongs to this thread."""
         from caseledger.projections.registry import load_projections
 
-        projections = load_projections(None)
+        projections = self.projections if self.projections is not None else load_projections(None)
         with open_views(self.views) as views:
             kind = choose_source(views, projections, None, self.kafka)
             source = open_source(kind, ledger=self.ledger, kafka=self.kafka, consumer=self.consumer)

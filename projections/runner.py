@@ -29,6 +29,7 @@ from caseledger.ledger.avro.codec import AvroEventCodec
 from caseledger.ledger.errors import ConfigurationError, ConflictError
 from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing, SpacedCollections
 from caseledger.projections.base import Handler, Projection, RowCache, Tx
+from caseledger.projections.registry import command_name
 from caseledger.projections.sources import EventSource
 from caseledger.projections.views import POSITIONS, STATE, ViewStore, ViewTransaction
 
@@ -177,7 +178,7 @@ class ProjectionRunner:
                     if missing:
                         raise ConfigurationError(
                             f"projection {projection.name} has positions but its tables {', '.join(missing)} are "
-                            f"gone; rebuild it: caseledger projections rebuild {projection.name} --restart"
+                            f"gone; rebuild it: caseledger projections rebuild {command_name(projection)} --restart"
                         )
                 else:
                     self._check_no_orphan_tables(projection, existing)
@@ -200,14 +201,14 @@ class ProjectionRunner:
         if state["source"] != self.source.name:
             raise ConfigurationError(
                 f"projection {projection.name} follows {state['source']}, not {self.source.name}; to switch, "
-                f"rebuild it from the other source: caseledger projections rebuild {projection.name} "
+                f"rebuild it from the other source: caseledger projections rebuild {command_name(projection)} "
                 f"--source {self.source.name.split(':')[0]}"
             )
         if state["version"] != projection.version:
             raise ConfigurationError(
                 f"the tables of projection {projection.name} were built by version {state['version']} of its "
                 f"code, this is version {projection.version}: rebuild it (caseledger projections rebuild "
-                f"{projection.name}); the current tables stay readable meanwhile"
+                f"{command_name(projection)}); the current tables stay readable meanwhile"
             )
 
     def _check_no_orphan_tables(self, projection: Projection, existing: set[str]) -> None:

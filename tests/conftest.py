@@ -36,6 +36,7 @@ pytest_plugins = [
     "tests.support.litewitness",
     "tests.support.tampering",
     "tests.support.stories",
+    "tests.support.projection_plugins",
 ]
 
 TESTS = Path(__file__).resolve().parent

@@ -74,14 +74,8 @@ def test_this_test_run_imports_the_installed_package_not_the_checkout() -> None:
             )
 
 
-def test_the_wheel_puts_nothing_but_caseledger_at_the_top_of_site_packages(tmp_path: Path) -> None:
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
-         str(ROOT)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert built.returncode == 0, built.stderr
-    (wheel,) = tmp_path.glob("caseledger-*.whl")
+def test_the_wheel_puts_nothing_but_caseledger_at_the_top_of_site_packages(caseledger_wheel: Path) -> None:
+    wheel = caseledger_wheel  # built once for the session (tests/support/projection_plugins.py)
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     tops = {name.split("/")[0] for name in names}
