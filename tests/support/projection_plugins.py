@@ -10,6 +10,7 @@ their own (``plugin_venv``, tests/system/test_plugin_installed.py).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
@@ -76,11 +77,18 @@ def plugin_project(folder: Path, *, version: str = "1.0", projection_version: in
 
 @pytest.fixture(scope="session")
 def caseledger_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The checkout built as the wheel users install (once per session)."""
-    folder = tmp_path_factory.mktemp("wheel")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder), str(ROOT)],
-                           capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stderr
+    """The checkout built as the wheel users install: once per run, shared by the pytest-xdist workers (their
+    base temps share a parent; the first to take the lock builds it)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / "caseledger-wheel"
+    with (root / "caseledger-wheel.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not list(folder.glob("caseledger-*.whl")):
+            built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder),
+                                    str(ROOT)], capture_output=True, text=True, timeout=300)
+            assert built.returncode == 0, built.stderr
     (wheel,) = folder.glob("caseledger-*.whl")
     return wheel
 
