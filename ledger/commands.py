@@ -303,9 +303,11 @@ class ServiceCommands(Protocol):
         ...
 
     @route("GET", "/v1/customers/{customer}/export", O.HISTORY_EXPORT)
-    def export(self, who: str, fmt: str, *, kept: int | None = None) -> tuple[bytes, bool]:
+    def export(self, who: str, fmt: str, *, kept: int | None = None,
+               occurred: tuple[datetime | None, datetime | None] = (None, None)) -> tuple[bytes, bool]:
         """A customer's history file in ``fmt`` and whether the service's audit verified it; ``kept``: the tree size of
-        a checkpoint the reader kept, which the file then carries a consistency proof from."""
+        a checkpoint the reader kept, which the file then carries a consistency proof from; ``occurred``: the range
+        of occurred time the file shows in full (either end open), completeness proved for it."""
         ...
 
     @route("GET", "/v1/overdue", O.OVERDUE_READ)
