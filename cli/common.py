@@ -126,6 +126,14 @@ class Session:
     @property
     def local_ledger(self) -> CaseLedger:
         """The ledger on its own database (never with ``--api``: such commands are ``local_only`` or branch first)."""
+        return self._open(load_policy=True)
+
+    def open_ledger(self) -> CaseLedger:
+        """The local ledger, for queries that open it only when they need it (``ledger=s.open_ledger``): its
+        policy and customer texts are loaded only if used (a query shows what is recorded, by no policy)."""
+        return self._open(load_policy=False)
+
+    def _open(self, *, load_policy: bool) -> CaseLedger:
         if self.api:
             raise RuntimeError("Session.local_ledger was asked for under --api; mark the command local_only")
         if self._ledger is None:
@@ -140,12 +148,8 @@ class Session:
                 )
             # --now is the operator's simulation clock: every event it records is marked simulated-clock.
             self._ledger = CaseLedger(settings, clock=(lambda: now) if now is not None else None,
-                                      simulated_clock=now is not None)
+                                      simulated_clock=now is not None, load_policy=load_policy)
         return self._ledger
-
-    def open_ledger(self) -> CaseLedger:
-        """The local ledger, for queries that open it only when they need it (``ledger=s.open_ledger``)."""
-        return self.local_ledger
 
     def new_ledger(self) -> CaseLedger:
         """A ledger connection of its own, on the real clock (each long-running service gets one)."""
