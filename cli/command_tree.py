@@ -19,6 +19,11 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+try:  # typer ≥ 0.2x coerces every value through a pydantic TypeAdapter (see plain_values)
+    from typer._coercion import RuntimeParam, build_runtime_param
+except ImportError:  # pragma: no cover - an older typer coerces with click's types, pydantic-free
+    RuntimeParam = None
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -48,7 +53,9 @@ class Entry:
             holder.add_typer(loaded, name=self.name, rich_help_panel=self.panel)
         else:
             holder.command(self.name, rich_help_panel=self.panel)(loaded)
-        return typer.main.get_group(holder).commands[self.name]
+        command = typer.main.get_group(holder).commands[self.name]
+        plain_values(command)
+        return command
 
     def stub(self) -> TyperCommand:
         """What ``caseledger --help`` lists for it without importing it: name, line and panel."""
@@ -99,6 +106,12 @@ class LedgerGroup(TyperGroup):
         self.commands = LazyCommands(self.entries, self.commands if commands is None else dict(commands))
         self._listing = False
 
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        if RuntimeParam is not None:
+            plain_params(params)  # the help and completion options too, which typer adds after __init__
+        return params
+
     def list_commands(self, ctx: Any) -> list[str]:
         rank = {name: i for i, name in enumerate(self.order)}
         return sorted(self.commands, key=lambda name: rank.get(name, len(rank)))
@@ -133,3 +146,51 @@ class LedgerGroup(TyperGroup):
 def ledger_group(entries: tuple[Entry, ...], order: tuple[str, ...]) -> type[LedgerGroup]:
     """The root group class for these commands (typer takes a class: ``typer.Typer(cls=…)``)."""
     return type("LedgerGroup", (LedgerGroup,), {"entries": entries, "order": order})
+
+
+if RuntimeParam is not None:
+
+    @dataclass(frozen=True)
+    class _TextOrParsed(RuntimeParam):  # type: ignore[misc,valid-type]
+        """A text as given, a flag's bool, or what its ``parser`` makes of it: what typer's TypeAdapter would give."""
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            parser = self.parameter_info.parser
+            try:
+                if parser is not None:
+                    return parser(value)
+                if isinstance(value, str if self.annotation is str else bool):
+                    return value
+            except ValueError:
+                pass  # typer's own words for it, below
+            return build_runtime_param(param.type_descriptor)._coerce_value(value, param, ctx)
+
+
+def plain_values(command: Any) -> None:
+    """Coerce ``command``'s text, flag and parsed parameters (and its subcommands') without pydantic.
+
+    typer builds a pydantic TypeAdapter for each parameter of the command that runs, importing pydantic
+    (~80 ms, a fifth of ``case show``'s start) to return a ``str`` or a flag unchanged, or to call our
+    ``parser``. Those parameters get a coercion doing exactly that, and fall back to typer's for any other
+    value; the rest (numbers with bounds, lists, paths, choices) keep typer's.
+    """
+    if RuntimeParam is None:
+        return
+    if getattr(command, "_help_option", False) is None:  # made on first use by click: made now, to be plain too
+        command.get_help_option(typer.Context(command))
+    plain_params([*getattr(command, "params", ()), getattr(command, "_help_option", None)])
+    commands = getattr(command, "commands", None)
+    if isinstance(commands, dict):
+        for sub in commands.values():
+            plain_values(sub)
+
+
+def plain_params(params: list[Any]) -> None:
+    """Give each text, flag or parsed parameter of ``params`` the pydantic-free coercion."""
+    for param in params:
+        descriptor = getattr(param, "type_descriptor", None)
+        if descriptor is None or getattr(param, "_runtime_param", False) is not None or descriptor.is_file:
+            continue
+        if descriptor.parameter_info.parser is not None or descriptor.annotation in (str, bool):
+            param._runtime_param = _TextOrParsed(parameter_info=descriptor.parameter_info,
+                                                 annotation=descriptor.annotation)
