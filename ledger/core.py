@@ -42,11 +42,11 @@ from caseledger.ledger.privacy.kek import KeyEncryptionKey
 from caseledger.ledger.privacy.sealing import Sealer, subject_of
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store_ports import LedgerRecorder, PrincipalStore, StorageProvider
-from caseledger.ledger.texts import TemplateTexts
 from caseledger.ledger.transparency.contact_receipts import receipt_delay
 from caseledger.ledger.unit_of_work import AggregateCache, UnitOfWork
 
 if TYPE_CHECKING:
+    from caseledger.ledger.texts import TemplateTexts
     from caseledger.ledger.transparency.contact_receipts import ReceiptIssuer
 
 __all__ = ["LedgerCore"]
@@ -116,6 +116,8 @@ class LedgerCore(Application[UUID]):
     @cached_property
     def texts(self) -> TemplateTexts:
         """The customer texts of the policy, each template compiled and tried on every sample."""
+        from caseledger.ledger.texts import TemplateTexts  # Jinja2 and Babel: for a ledger that writes texts
+
         return TemplateTexts.for_settings(company=self.policy.texts.company, folder=self.policy.texts.templates)
 
     def construct_mapper(self) -> Mapper[UUID]:
