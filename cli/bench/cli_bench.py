@@ -20,8 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from caseledger.cli.bench import environment
-
 Progress = Callable[[str, int, int], None]
 
 #: The issue's targets on an idle machine, process start included (milliseconds).
@@ -71,13 +69,14 @@ def caseledger_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "caseledger.cli.app"]
 
 
-def generate_ledger(database: str, contacts: int) -> str:
-    """A small ledger of ``contacts`` contacts (one case each); the reference of the last case."""
+def generate_ledger(database: str, contacts: int, env: dict[str, str]) -> str:
+    """A small ledger of ``contacts`` contacts (one case each), under the settings ``env`` gives (the measured
+    commands'); the reference of the last case."""
     from caseledger.ledger.application import CaseLedger
     from caseledger.ledger.domain.values import Actor, Channel, ContactDraft, Identity
-    from caseledger.ledger.settings import LedgerSettings
+    from caseledger.ledger.settings import LedgerSettings, Settings
 
-    ledger = CaseLedger(LedgerSettings.resolve(database=database, settings=environment()))
+    ledger = CaseLedger(LedgerSettings.resolve(database=database, settings=Settings.from_environ(env)))
     try:
         reference = ""
         for i in range(contacts):
@@ -108,13 +107,13 @@ def bench_cli(*, runs: int = 20, contacts: int = 20, progress: Progress | None =
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="caseledger-bench-cli-") as folder:
         database = str(Path(folder) / "cli.sqlite")
-        if progress:
-            progress("generating the ledger", 0, 1)
-        reference = generate_ledger(database, contacts)
-        cli = caseledger_command()
-        # The measured commands read no CASELEDGER_* of the caller's environment but the ledger's key file.
+        # The measured commands read no CASELEDGER_* of the caller's environment: the ledger's key is its file.
         env = {k: v for k, v in os.environ.items() if not k.startswith("CASELEDGER_")}
         env["COLUMNS"] = "100"
+        if progress:
+            progress("generating the ledger", 0, 1)
+        reference = generate_ledger(database, contacts, env)
+        cli = caseledger_command()
         commands = {BASELINE: [sys.executable, "-c", "pass"],
                     "caseledger --help": [*cli, "--help"],
                     "caseledger case show REF": [*cli, "--database", database, "case", "show", reference]}
