@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import cached_property, lru_cache
@@ -179,6 +180,27 @@ class AvroEventCodec:
 
     def __init__(self, *, seal: Seal | None = None) -> None:
         self.seal = seal
+        self._tables_lock = threading.Lock()
+        self._tables_builder: int | None = None  # None: the schema tables are not built yet; -1: they are
+
+    def __getattr__(self, name: str) -> Any:
+        # The schema tables (every version of every schema, fingerprinted: ~25 ms) are built when first
+        # needed, not as a ledger opens: a command that only reads the views (`caseledger case show`) never
+        # needs them. Only names the tables define get here, before they are built.
+        state = vars(self)
+        if name.startswith("__") or state.get("_tables_builder", -1) == -1:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        with self._tables_lock:
+            if state["_tables_builder"] is None:
+                # Built on a twin, then taken in one update: no other thread sees a table half filled.
+                twin = object.__new__(type(self))
+                vars(twin).update(seal=self.seal, _tables_builder=-1)
+                twin._build_tables()
+                state.update({k: v for k, v in vars(twin).items() if k not in ("seal", "_tables_builder")})
+                state["_tables_builder"] = -1
+        return getattr(self, name)
+
+    def _build_tables(self) -> None:
         files = dict(schema_files())
         envelope_text = files.pop(f"{ENVELOPE}.avsc", None)
         if envelope_text is None:
