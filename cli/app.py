@@ -115,6 +115,8 @@ COMMANDS = (
           "promises kept,\nchatbot-to-human wait, follow-ups per case.", "metrics_commands:metrics"),
     Entry("projections", PROJECTIONS, "Read models built from the events (case state, timeline, deadlines, metrics): "
           "list, status, run, rebuild.", "projections_commands:projections_app"),
+    Entry("export", PROJECTIONS, "Every event out, for analysts: Parquet files and a manifest.",
+          "export_commands:export_app"),
     Entry("serve", SERVICE, "Serve the HTTP API: every command and read, behind bearer tokens and the role matrix "
           "(docs/api.md).", "serve_commands:serve"),
     Entry("principals", SERVICE, "Principals of the ledger service: add (prints a token once), revoke, list.",
@@ -128,7 +130,7 @@ COMMANDS = (
 COMMAND_ORDER = (
     "contact", "case", "cases", "history", "customer", "respond", "item", "promise", "message", "action", "tick",
     "topics", "publish", "intake", "publisher", "run", "schemas", "version", "demo", "overdue", "metrics",
-    "bench", "audit", "keys", "projections", "serve", "principals", "adapters",
+    "bench", "audit", "keys", "projections", "export", "serve", "principals", "adapters",
 )
 
 app = typer.Typer(

@@ -116,9 +116,10 @@ def audit_verify(
 
     Exit 0 when everything holds (warnings, e.g. a publisher that is behind, are listed); exit 5
     with a report naming each discrepancy (which position, event, partition and offset, what differs).
-    With --kafka (or CASELEDGER_KAFKA_BOOTSTRAP) the events topic is compared byte for byte and the
-    intake topic's offsets are accounted for. Through --api the service audits its own store, with
-    every option but --kafka.
+    With --kafka (or CASELEDGER_KAFKA_BOOTSTRAP) the events topic is compared byte for byte, the
+    intake topic's offsets are accounted for, and the outcomes topic holds each intake verdict once,
+    with its event (ledger-wide audits). Through --api the service audits its own store, with every
+    option but --kafka.
 
     Examples:
 

@@ -209,6 +209,26 @@ def bench_rebuild_command(
     print_result(console, "rebuild", result.report(), result, output)
 
 
+@bench_app.command("export")
+@local_only(NOT_THROUGH_API)
+def bench_export_command(
+    events: Annotated[int, typer.Option("--events", "-n", min=1000, help="Events in the generated ledger.")] = 100_000,
+    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+) -> None:
+    """Events/s of `export events` (store → Parquet) over a generated SQLite ledger, against a raw decode.
+
+    The baseline, measured in the same run: reading every page of the store and decoding every event's
+    Avro (compiled readers), which the export does before building its columns.
+
+    Example: caseledger bench export --events 100000
+    """
+    from caseledger.cli.bench.export_bench import bench_export
+
+    console = plain_console()
+    result = bench_export(events=events, say=lambda text: console.print(Text(text, style="dim")))
+    print_result(console, "export", result.rows(), result, output)
+
+
 @bench_app.command("lag")
 @local_only(NOT_THROUGH_API)
 def bench_lag_command(

@@ -148,25 +148,37 @@ def contact_receipt(
     ctx: typer.Context,
     reference: Annotated[str, typer.Argument(metavar="REF", help="The case reference.")],
     contact_id: Annotated[str, typer.Option("--contact", metavar="C", help="The contact (C1, C2 …).")] = "C1",
+    proof: Annotated[bool, typer.Option("--proof", help="Print the contact's inclusion proof instead (JSON): its "
+                                        "leaf index and audit path in the latest signed checkpoint (the publisher "
+                                        "signs them; `caseledger audit checkpoint` on demand), with it.")] = False,
+    tree_size: Annotated[int | None, typer.Option("--tree-size", metavar="N", min=0, help="With --proof: against "
+                                                  "the checkpoint of N events (one you keep) instead.")] = None,
     as_json: Json = False,
 ) -> None:
     """Print a contact's signed receipt (CLR1.…), the one its acknowledgement carried, for the customer to keep.
 
     The ledger signs it again from the stored contact, byte for byte. Anyone checks it offline with the
-    ledger's public key (`caseledger audit key`), and with any later history export proves the contact in
-    the log — or missing from it, against the operator (docs/audit.md):
+    ledger's public key (`caseledger audit key`), and with any later history export, or the contact's
+    inclusion proof against a signed checkpoint (`--proof`), proves the contact in the log — or missing
+    from it, against the operator (docs/audit.md):
 
     ```
     $ caseledger contact receipt CL-7K2QD-M3XPA > receipt.txt
-    $ python -m caseledger.verify receipt receipt.txt --key KEY [--export history.json]
+    $ caseledger contact receipt CL-7K2QD-M3XPA --proof > proof.json
+    $ python -m caseledger.verify receipt receipt.txt --key KEY [--proof proof.json | --export history.json]
     ```
 
-    Refused when the ledger has no signing key, and once the customer is erased: the receipt's salt went
-    with their data, and only the customer's own copy remains.
+    The receipt is refused when the ledger has no signing key, and once the customer is erased: the
+    receipt's salt went with their data, and only the customer's own copy remains (its proof is not).
     """
     from caseledger.verify.receipts import Receipt
 
     s = session(ctx)
+    if tree_size is not None and not proof:
+        raise typer.BadParameter("--tree-size goes with --proof")
+    if proof:
+        s.echo_json(s.ledger.contact_receipt_proof(reference, contact_id, tree_size))
+        return
     receipt = s.ledger.contact_receipt(reference, contact_id)
     if as_json:
         s.echo_json({"reference": reference, "contact_id": contact_id, "receipt": receipt,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,8 +13,11 @@ from rich.text import Text
 
 from caseledger.cli import render
 from caseledger.cli.common import Session, case_from_record, session
-from caseledger.cli.options import Customer, Json, Zone
+from caseledger.cli.options import Customer, Json, Zone, parse_instant
 from caseledger.ledger.private_files import open_private
+
+if TYPE_CHECKING:
+    from caseledger.ledger.reports.export import OccurredRange
 
 
 def cases(ctx: typer.Context, customer: Customer, as_json: Json = False) -> None:
@@ -41,6 +44,18 @@ def history(
         tuple[str, Path] | None,
         typer.Option("--export", metavar="FORMAT FILE", help="Write it, audited, as json, avro or html to FILE."),
     ] = None,
+    occurred_from: Annotated[
+        datetime | None,
+        typer.Option("--occurred-from", parser=parse_instant, metavar="ISO-8601",
+                     help="With --export: show the events that occurred (on their channel: the envelope's "
+                          "occurred_at, not when the ledger recorded them) from then on; the others are in the "
+                          "file by hash and stored bytes only, so it still proves the history complete."),
+    ] = None,
+    occurred_until: Annotated[
+        datetime | None,
+        typer.Option("--occurred-until", parser=parse_instant, metavar="ISO-8601",
+                     help="With --export: … and before then (exclusive)."),
+    ] = None,
     kept: Annotated[
         Path | None,
         typer.Option("--kept", metavar="CHECKPOINT", help="With --export: a signed checkpoint you kept; the export "
@@ -56,11 +71,24 @@ def history(
     $ caseledger history cust-0042 --json > cust-0042.json
     $ caseledger history cust-0042 --export html cust-0042.html
     $ caseledger history cust-0042 --export json cust-0042.json --kept 2026-11-01.checkpoint
+    $ caseledger history cust-0042 --export json 2026.json --occurred-from 2026-01-01T00:00Z --occurred-until 2027-01-01T00:00Z
     ```
     """
     s = session(ctx)
+    if occurred_from is not None or occurred_until is not None:
+        if not export:
+            raise typer.BadParameter("an occurred range applies to an export: add --export FORMAT FILE",
+                                     param_hint="'--occurred-from' / '--occurred-until'")
+        from caseledger.ledger.reports.export import OccurredRange
+
+        if occurred_from is not None and occurred_until is not None and occurred_until <= occurred_from:
+            raise typer.BadParameter(f"{occurred_until.isoformat()} is not after {occurred_from.isoformat()}",
+                                     param_hint="'--occurred-until'")
+        occurred = OccurredRange(occurred_from, occurred_until)
+    else:
+        occurred = None
     if export:
-        return export_history(s, customer, export[0], export[1], zone, kept=_kept_size(kept))
+        return export_history(s, customer, export[0], export[1], zone, kept=_kept_size(kept), occurred=occurred)
     if kept is not None:
         raise typer.BadParameter("--kept goes with --export (the export carries the proof)", param_hint="'--kept'")
     from caseledger.projections.queries import customer_timeline
@@ -117,7 +145,7 @@ def _kept_size(path: Path | None) -> int | None:
 
 
 def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo | None, *,
-                   kept: int | None = None) -> None:
+                   kept: int | None = None, occurred: OccurredRange | None = None) -> None:
     """``history CUSTOMER --export FORMAT FILE``: write the export, say where and whether it verified."""
     from caseledger.ledger.reports.export import FORMATS, export_history
 
@@ -126,7 +154,8 @@ def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo
         raise typer.BadParameter(f"{fmt!r} is not an export format; use one of {', '.join(FORMATS)}",
                                  param_hint="'--export'")
     if s.api:  # the service exports and audits; the file is its answer
-        data, verified = s.service.export(customer, fmt, kept=kept)
+        span = (occurred.start, occurred.end) if occurred is not None else (None, None)
+        data, verified = s.service.export(customer, fmt, kept=kept, occurred=span)
         with os.fdopen(open_private(path), "wb") as out:
             out.write(data)
         s.say(f"Exported the history of {customer} as {fmt} to {path} ({len(data):,} bytes); audit: "
@@ -135,7 +164,9 @@ def export_history(s: Session, customer: str, fmt: str, path: Path, zone: tzinfo
     result = export_history(
         s.local_ledger, customer, fmt, path, tz=zone or s.tz, describe=lambda e: render.describe_event(e, tz=zone or s.tz),
         kept=kept,
+        occurred=occurred,
     )
     verdict = "verified" if result.verified else f"NOT verified ({result.discrepancies} discrepancies)"
-    s.say(f"Exported {result.events} events of {result.customer_id} as {fmt} to {result.path} "
+    shown = f" ({result.shown} occurred in the range, the others by hash and stored bytes)" if occurred is not None else ""
+    s.say(f"Exported {result.events} events{shown} of {result.customer_id} as {fmt} to {result.path} "
           f"({result.size:,} bytes); audit: {verdict}.", "green" if result.verified else "yellow")

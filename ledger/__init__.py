@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger, ContactOutcome
+    from caseledger.ledger.avro.event_reader import DecodedEvent, decode_event
     from caseledger.ledger.domain.values import (
         Actor,
         ActorKind,
@@ -113,6 +114,9 @@ _WHERE = {
     "CaseLedger": "caseledger.ledger.application",
     "ContactOutcome": "caseledger.ledger.application",
     "LedgerSettings": "caseledger.ledger.settings",
+    # reading events: stored bytes or an events-topic record, in one call (docs/analysts.md)
+    "decode_event": "caseledger.ledger.avro.event_reader",
+    "DecodedEvent": "caseledger.ledger.avro.event_reader",
     # errors
     "CaseLedgerError": "caseledger.ledger.errors",
     "ConfigurationError": "caseledger.ledger.errors",
@@ -144,6 +148,7 @@ __all__ = [
     "ConflictError",
     "ContactDraft",
     "ContactOutcome",
+    "DecodedEvent",
     "DeliveryFailure",
     "DeliveryReport",
     "Identity",
@@ -168,6 +173,7 @@ __all__ = [
     "ValidationError",
     "Verdict",
     "VerdictTimeout",
+    "decode_event",
 ]
 
 

@@ -103,6 +103,7 @@ class CaseLedger(LedgerCore):
     contact_lookups = _Via("intake", ContactIntake.contact_lookups)
     reject_intake = _Via("intake", ContactIntake.reject_intake)
     contact_receipt = _Via("intake", ContactIntake.contact_receipt)
+    contact_receipt_proof = _Via("intake", ContactIntake.contact_receipt_proof)
 
     # -- lookups (ledger/lookups.py) ---------------------------------------------------------------------
     get_case = _Via("lookups", Lookups.get_case)

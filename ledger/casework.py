@@ -251,13 +251,14 @@ class Casework:
 
     def record_delivery(
         self, reference: str, *, message_id: str, delivered_at: datetime, actor: Actor = SYSTEM,
-        causation_id: UUID | None = None, reporter: Reporter | None = None,
+        causation_id: UUID | None = None, reporter: Reporter | None = None, adapter: str = "",
     ) -> None:
-        """A message reached the customer; a ``reporter`` (adapter, principal) is checked (ledger.delivery_reports)."""
+        """A message reached the customer; a ``reporter`` (adapter, principal) is checked (ledger.delivery_reports);
+        ``adapter``: the one whose intake record reported it (its verdict's key)."""
         mid = message_id.upper()
         self._on_case(reference, actor, lambda c, x: c.record_delivery(
-            ctx=reporter.delivery(c, mid, x) if reporter else x, message_id=mid, delivered_at=delivered_at),
-            causation_id=causation_id)
+            ctx=reporter.delivery(c, mid, x) if reporter else x, message_id=mid, delivered_at=delivered_at,
+            adapter=adapter), causation_id=causation_id)
 
     def record_delivery_failure(
         self, reference: str, *, message_id: str, reason: str, failed_at: datetime | None = None,
@@ -272,12 +273,14 @@ class Casework:
     def record_read(
         self, reference: str, *, actor: Actor, message_id: str, read_at: datetime | None = None,
         causation_id: UUID | None = None, reporter: Reporter | None = None, named: Actor | None = None,
+        adapter: str = "",
     ) -> None:
-        """A message was read; with a ``reporter`` the reader is decided by ledger.delivery_reports, not by ``actor``."""
+        """A message was read; with a ``reporter`` the reader is decided by ledger.delivery_reports, not by ``actor``;
+        ``adapter``: the one whose intake record reported it (its verdict's key)."""
         mid = message_id.upper()
         self._on_case(reference, actor, lambda c, x: c.record_read(
             ctx=reporter.read(c, mid, x, named=named) if reporter else x, message_id=mid,
-            read_at=read_at or x.occurred_at), causation_id=causation_id)
+            read_at=read_at or x.occurred_at, adapter=adapter), causation_id=causation_id)
 
     # -- deadlines ----------------------------------------------------------------------------------
 

@@ -93,6 +93,13 @@ class LedgerCommands(Protocol):
         """The signed receipt of a recorded contact (``CLR1.…``), as its acknowledgement carried it."""
         ...
 
+    @route("GET", "/v1/cases/{reference}/contacts/{contact_id}/receipt/proof", O.CONTACT_RECEIPT_READ)
+    def contact_receipt_proof(self, reference: str, contact_id: str = "C1",
+                              tree_size: int | None = None) -> dict[str, Any]:
+        """The contact's leaf index and inclusion proof against the latest signed checkpoint (or the one of
+        ``tree_size``), with it: the file that proves its receipt in the log offline."""
+        ...
+
     # -- working a case ---------------------------------------------------------------------------------
 
     @route("POST", "/v1/cases/{reference}/responses", O.RESPOND)

@@ -136,3 +136,26 @@ class IntakeUnavailable(BackendError):
     id and content) is safe: the ledger records a request once and traces every resubmission. Every
     failure of a Kafka client under the adapter SDK is this error; no client's own exception leaves it.
     """
+
+
+class naming:  # lower case: read as a function, ``with naming("identity"): …``
+    """Errors raised inside are about ``field``: one naming no field names it, one naming its own part names it
+    under it (``attachments`` + ``sha256`` → ``attachments.sha256``), so a verdict can tell the adapter which.
+    (A class, not a generator: it wraps values built for every intake record.)"""
+
+    __slots__ = ("field",)
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> bool:
+        if isinstance(error, CaseLedgerError):
+            own, field = error.field, self.field
+            if not own:
+                error.field = field
+            elif own != field and not own.startswith(field + "."):
+                error.field = f"{field}.{own}"
+        return False

@@ -53,7 +53,8 @@ class Lookups:
                 return self.core.load(case_id_for(ref))  # type: ignore[no-any-return]
         except AggregateNotFoundError:
             raise NotFound(
-                f"no case with reference {ref}; find a customer's cases with `caseledger cases CUSTOMER`"
+                f"no case with reference {ref}; find a customer's cases with `caseledger cases CUSTOMER`",
+                field="case_reference",
             ) from None
 
     def find_by_message(self, channel: Channel | str, channel_message_id: str) -> Case:

@@ -44,6 +44,7 @@ __all__ = [
     "IdempotencyRow",
     "IdempotencyStore",
     "LedgerRecorder",
+    "MapRows",
     "MerkleStore",
     "PrincipalRow",
     "PrincipalStore",
@@ -307,6 +308,22 @@ class StoredCheckpoint:
 
 
 @dataclass(frozen=True)
+class MapRows:
+    """One step of the customer map (``ledger/transparency/customer_map.py``): from ``old_size`` leaves to ``new_size``.
+
+    ``nodes`` are its changed nodes ``(node id, value)``, a version valid from ``new_size`` on (value: an inner
+    node's 32-byte hash, or a leaf's key ‖ value hash); ``customers`` each changed customer's
+    ``(key, count, chain head)``.
+    """
+
+    old_size: int
+    new_size: int
+    last_position: int
+    nodes: Sequence[tuple[bytes, bytes]]
+    customers: Sequence[tuple[bytes, int, bytes]]
+
+
+@dataclass(frozen=True)
 class StoredCosignature:
     """A witness's cosignature of one checkpoint text: its signature line as the witness returned it."""
 
@@ -350,6 +367,22 @@ class MerkleStore(ABC):
 
         :class:`~caseledger.ledger.errors.TreeMoved` when the stored size is no longer ``old_size``.
         """
+
+    @abstractmethod
+    def append_map(self, rows: MapRows) -> None:
+        """The customer map's step, in one transaction; TreeMoved when the size it covers is no longer ``old_size``."""
+
+    @abstractmethod
+    def map_state(self) -> tuple[int, int]:
+        """(leaves the customer map covers, the position of the last); (0, 0) for an empty map."""
+
+    @abstractmethod
+    def map_nodes(self, wanted: Iterable[bytes], size: int | None = None) -> dict[bytes, bytes]:
+        """The value of each map node that exists at ``size`` leaves (None: now): its latest version up to it."""
+
+    @abstractmethod
+    def map_customers(self, keys: Iterable[bytes]) -> dict[bytes, tuple[int, bytes]]:
+        """The (count, chain head) of each customer key in the map now."""
 
     @abstractmethod
     def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:

@@ -228,6 +228,7 @@ def prepare_run(*, kafka_bootstrap: str, database: str | None, workers: int, pro
     """Fresh topics and an empty ledger for one run: (temp dir, database, run id, Kafka settings, services' env)."""
     from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.kafka.topics import ensure_topics
+    from caseledger.ledger.privacy.kek import KeyEncryptionKey
     from caseledger.ledger.settings import KafkaSettings
 
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
@@ -243,15 +244,20 @@ def prepare_run(*, kafka_bootstrap: str, database: str | None, workers: int, pro
         raise ConfigurationError(
             f"--workers {workers}: give 1 to {settings.intake_partitions}, the intake topic's partitions"
         )
-    ensure_topics(settings)
     probe = CaseLedger(LedgerSettings.resolve(database=db, settings=environment()))
     try:
         if (probe.recorder.max_notification_id() or 0) > 0:
             raise ConfigurationError(
                 f"{probe.settings.store.describe()} is not empty; benchmark on an empty database"
             )
+        try:  # the services it starts seal every contact: a missing key is said now, not as a wait that ends
+            KeyEncryptionKey.resolve(probe.settings.privacy, database_file=probe.storage.database_file)
+        except ConfigurationError as error:
+            raise ConfigurationError(f"bench intake runs an intake worker and a publisher on "
+                                     f"{probe.settings.store.describe()}, which cannot start: {error}") from None
     finally:
         probe.close()
+    ensure_topics(settings)
     # The worker and the publisher run as separate processes, as deployed: one core each.
     env = {
         **os.environ,

@@ -16,14 +16,16 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from caseledger.cli.bench import environment
 from caseledger.cli.bench.intake_bench import _drafts, prepare_run, start_services, stop_services
 from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.intake.verdicts import intake_id
 from caseledger.ledger.settings import LedgerSettings
 
 
@@ -59,6 +61,25 @@ class VerdictBenchResult:
         ]
 
 
+def await_verdicts(client: Any, receipts: Sequence[Any], services: Sequence[Any], *, timeout: float,
+                   tails: Callable[[], str]) -> list[Any]:
+    """The verdicts of ``receipts`` (``client``: a KafkaIntakeClient), in order; a RuntimeError as soon as a
+    benchmarked service stopped (its log's tail says why), or when none came within ``timeout`` seconds."""
+    ids = [intake_id(r.topic, r.partition, r.offset) for r in receipts]
+    found: dict[UUID, Any] = {}
+    deadline = time.monotonic() + timeout
+    while len(found) < len(set(ids)):
+        found.update(client.verdicts.wait([i for i in ids if i not in found], 0.5))
+        stopped = [s.returncode for s in services if s.poll() is not None]
+        if stopped and len(found) < len(set(ids)):
+            raise RuntimeError(f"a benchmarked service stopped (exit code {stopped[0]}) before every verdict came:\n"
+                               + tails())
+        if len(found) < len(set(ids)) and time.monotonic() > deadline:
+            raise RuntimeError(f"no verdict within {timeout:g} s for {len(set(ids)) - len(found)} of {len(ids)} "
+                               "contacts, the services running:\n" + tails())
+    return [found[i] for i in ids]
+
+
 def bench_verdicts(
     *,
     kafka_bootstrap: str,
@@ -73,7 +94,7 @@ def bench_verdicts(
 ) -> VerdictBenchResult:
     """Run both measurements on fresh topics; ``database`` must be empty (default: a temp SQLite)."""
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
-    from caseledger.ledger.intake.verdicts import Recorded, intake_id
+    from caseledger.ledger.intake.verdicts import Recorded
 
     if not 1 <= rate <= 2000:
         raise ConfigurationError(f"--rate {rate:g}: give 1 to 2000 contacts/s")
@@ -90,7 +111,8 @@ def bench_verdicts(
         with KafkaIntakeClient(settings, adapter="bench", producer=producer, consumer=consumer) as client:
             # Warm-up: one contact through every service, so that neither measure counts their start.
             warm = _drafts(1, f"{run}-warm")
-            client.submit_many(warm, wait=120)
+            client.verdicts.start()
+            await_verdicts(client, client.submit_many(warm), services, timeout=120, tails=tails)
             # 1. throughput: publish every batch, then wait for every verdict
             drafts = _drafts(contacts, run)
             start = time.time()
@@ -99,7 +121,7 @@ def bench_verdicts(
                 receipts += client.submit_many(drafts[i:i + 1000])
                 if progress:
                     progress("published", min(i + 1000, contacts), contacts)
-            verdicts = client.verdicts_of(receipts, wait=max(120, contacts / 100))
+            verdicts = await_verdicts(client, receipts, services, timeout=max(120, contacts / 100), tails=tails)
             seconds = time.time() - start
             recorded = sum(isinstance(v, Recorded) for v in verdicts)
             if any(s.poll() is not None for s in services):

@@ -15,7 +15,10 @@ ledger's Merkle tables. Then:
 * ``checkpoint-beyond`` — the log has fewer events than the checkpoint commits to (truncated or
   rolled back);
 * ``uncommitted`` (warning) — events after the checkpoint's size: not yet committed by it, so
-  not vouched for; a later checkpoint covers them (``audit consistency`` proves it extends this one).
+  not vouched for; a later checkpoint covers them (``audit consistency`` proves it extends this one);
+* ``checkpoint-map`` — the customer map the checkpoint commits to (its ``caseledger/customers`` line)
+  is not the map of those events: recomputed from them (each customer's count and chain head), the
+  root differs, so the completeness its exports prove would be the ledger's word only.
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from caseledger.ledger.audit.report import WARNING
+from caseledger.ledger.transparency.customer_map import event_customer
+from caseledger.verify.completeness import (
+    CHAIN_START,
+    chain_step,
+    customer_key,
+    map_root_line,
+    map_root_of,
+    value_hash,
+)
 from caseledger.verify.cosignatures import PolicyError, WitnessPolicy, check_cosignatures
 from caseledger.verify.failures import MalformedInput, SignatureError, WrongKeyError
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
@@ -76,14 +88,25 @@ class CheckpointCheck:
         self.root: bytes | None = EMPTY_ROOT if checkpoint.size == 0 else None
         self.last_committed = 0
         self.first_uncommitted = 0
+        try:
+            self.map_root = map_root_line(checkpoint.extensions)
+        except MalformedInput:
+            self.map_root = bytes(32) + b"!"  # never a root: flagged as checkpoint-map
+        self.customers: dict[bytes, tuple[int, bytes]] | None = {} if self.map_root is not None else None
 
-    def add(self, position: int, digest: bytes) -> None:
-        """The next event of the log (its position and event hash)."""
+    def add(self, position: int, digest: bytes, state: bytes = b"") -> None:
+        """The next event of the log (its position, event hash and stored bytes)."""
         if self.count >= self.size:
             if not self.first_uncommitted:
                 self.first_uncommitted = position
             self.count += 1
             return
+        customers = self.customers
+        if customers is not None:
+            customer = event_customer(state)
+            if customer:
+                count, head = customers.get(customer) or (0, CHAIN_START)
+                customers[customer] = (count + 1, chain_step(head, digest))
         stack = self.stack
         height, h = 0, leaf_hash(digest)
         while stack and stack[-1][0] == height:
@@ -110,8 +133,17 @@ class CheckpointCheck:
                         f"{self.last_committed}) no longer have the root the ledger signed: an event among them was "
                         "altered, deleted, inserted or moved since the checkpoint", position=self.last_committed)
             return False
+        if self.customers is not None:
+            values = {customer_key(c): value_hash(n, h) for c, (n, h) in self.customers.items()}
+            if map_root_of(values) != self.map_root:
+                report.flag("checkpoint-map", f"the customer map the checkpoint commits to is not the map of its "
+                            f"{self.size} events ({len(values)} customers recomputed): the completeness its exports "
+                            "prove does not hold")
+                return False
         report.notes.append(f"checkpoint of {cp.origin} holds: {self.size} events up to position "
-                            f"{self.last_committed} are exactly those it committed to")
+                            f"{self.last_committed} are exactly those it committed to"
+                            + (f", and its customer map is theirs ({len(self.customers)} customers)"
+                               if self.customers is not None else ""))
         if self.count > self.size:
             report.flag("uncommitted", f"{self.count - self.size} events from position {self.first_uncommitted} on "
                         "were recorded after the checkpoint: not yet committed by it (verify them against a later "

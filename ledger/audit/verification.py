@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from caseledger.ledger.audit.chains import COMMIT_TOLERANCE_US, DEFAULT_CLOCK_TOLERANCE, ChainCheck, micros_of
 from caseledger.ledger.audit.intake_outcomes import INTAKE_OUTCOMES, IntakeAccounting
 from caseledger.ledger.audit.kept_checkpoint import CheckpointCheck, HeldCheckpoint
+from caseledger.ledger.audit.outcomes_topic import OutcomesTopicCheck
 from caseledger.ledger.audit.references import CASE_COUNTED, CrossReferences
 from caseledger.ledger.audit.report import AuditReport, AuditScope
 from caseledger.ledger.audit.seal import Seal, check_seal, seal_past_end
@@ -115,6 +116,7 @@ class _Audit:
         self.chain_check = ChainCheck(store, self.report, scope)
         self.references = CrossReferences(store, self.report, ledger.codec)
         self.topic: EventsTopicComparison | None = None
+        self.outcomes: OutcomesTopicCheck | None = None
         self.intake: IntakeAccounting | None = None
 
     # -- the run --------------------------------------------------------------------------------------------
@@ -138,6 +140,11 @@ class _Audit:
         if scope.kafka is not None:
             self.topic = EventsTopicComparison(scope, report, head=head, first=first, last=last)
             report.checks.append("events topic")
+            if scope.customer_id is None:
+                self.outcomes = OutcomesTopicCheck(scope, report, self.decoder.codec)
+            else:
+                report.notes.append("the outcomes topic (intake verdicts) is checked ledger-wide: run without "
+                                    "--customer for it")
         if scope.customer_id is None and (scope.kafka is not None or not ranged):
             self.intake = IntakeAccounting.start(scope, report, self.decoder.codec, store.tracking())
             if self.intake is not None:
@@ -170,6 +177,8 @@ class _Audit:
             self.intake.finish()
         if self.topic is not None:
             self.topic.finish()
+        if self.outcomes is not None:
+            self.outcomes.finish(first, last)
         if not ranged:
             self.references.check()
         self.chain_check.settle_gaps(self.topic)
@@ -218,6 +227,7 @@ class _Audit:
         customer = self.scope.customer_id.encode() if self.scope.customer_id is not None else None
         tolerance = self.scope.tolerance
         topic = self.topic
+        outcomes = self.outcomes
         intake = self.intake
         tree = self.tree
         collect = self.collect
@@ -246,7 +256,7 @@ class _Audit:
                         self._check_seal(seal.copy().hexdigest(), position)
                         seal_at = None
                 if tree is not None:
-                    tree.add(position, digest)
+                    tree.add(position, digest, state)
                 schema = by_fp.get(state[2:HEADER_SIZE])
                 if schema is None or state[:2] != MAGIC:
                     checks.undecodable(position, oid, version, topic_name, state, "unknown schema fingerprint"
@@ -305,6 +315,8 @@ class _Audit:
                     intake.outcome(causation, position, name, state, end, schema.fast, event_id)
                 if topic is not None:
                     topic.match(position, env_customer, state, digest, name, event_id, aggregate)
+                if outcomes is not None:
+                    outcomes.match(position, name, state)
                 if collect is not None:
                     collect(position, name, state)
             events_done = previous_position - first + 1

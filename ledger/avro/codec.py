@@ -63,14 +63,14 @@ _ENVELOPE_ORDER = {
 
 
 def schema_fingerprint(parsed: Any, *, envelope: dict[str, Any] | None = None) -> bytes:
-    """The 8 bytes single-object encoding puts after ``C3 01``: little-endian CRC-64-AVRO of the full
-    Parsing Canonical Form.
+    """The 8 bytes single-object encoding puts after ``C3 01``: the CRC-64-AVRO of the full Parsing Canonical
+    Form, least significant byte first — exactly the bytes of ``bytes.fromhex(fastavro.schema.fingerprint(...))``.
 
     An event schema parsed against the shared envelope (:func:`parse_event_schema`) names it;
     the envelope (``envelope``, the installed one by default) is inlined first, as Avro does.
     """
     full = _with_envelope(parsed, envelope)
-    # fastavro gives the fingerprint's bytes in Java's (little-endian) order already.
+    # fastavro's hex is already in stored order (Java's parsingFingerprint64 as a little-endian long): no reversal.
     return bytes.fromhex(fingerprint(to_parsing_canonical_form(full)))
 
 
@@ -282,6 +282,19 @@ class AvroEventCodec:
         self._writer_texts[fp] = found
         return found
 
+    def event_type_of(self, fp: bytes) -> str | None:
+        """The event type whose schema (any version, any envelope, standard or legacy) has this fingerprint."""
+        names = self._types_by_fingerprint
+        return names.get(bytes(fp))
+
+    @cached_property
+    def _types_by_fingerprint(self) -> dict[bytes, str]:
+        found: dict[bytes, str] = {}
+        for name, _text, fps, _envelope in self._versions:
+            for fp in fps:
+                found.setdefault(fp, name)
+        return found
+
     def writes_current_envelope(self, fp: bytes) -> bool:
         """Whether bytes with this fingerprint start with the current envelope (the hand-decoded fast path)."""
         return fp in self._current_envelope_fps
@@ -416,6 +429,12 @@ class AvroEventCodec:
         """The Avro record in ``data``, resolved into the current schema of ``name``."""
         spec = self.schema(name)
         return self._read(name, data, self._writers, spec.parsed, fast=self._compiled_for("record", name))
+
+    def decode_plain(self, name: str, data: bytes) -> dict[str, Any]:
+        """Like :meth:`decode_record`, with the envelope's ids left as their text (an export's columns)."""
+        self.schema(name)
+        writers, readers = self._uuids_as_text
+        return self._read(name, data, writers, readers[name], fast=self._compiled_for("read", name))
 
     def _read(
         self, name: str, data: bytes, writers: dict[bytes, Any], reader: Any, *, fast: Any = None

@@ -613,19 +613,22 @@ class Case(CaseState, Aggregate):
             )
         return len(due)
 
-    def record_delivery(self, *, ctx: Context, message_id: str, delivered_at: datetime) -> None:
-        """A channel confirmed an outbound message reached the customer."""
+    def record_delivery(self, *, ctx: Context, message_id: str, delivered_at: datetime, adapter: str = "") -> None:
+        """A channel confirmed an outbound message reached the customer (``adapter``: whose intake record said so)."""
         message = self._message(message_id)
         if message_id.startswith("C"):
-            raise ValidationError(f"{message_id} is an inbound contact; delivery reports are for our messages")
+            raise ValidationError(f"{message_id} is an inbound contact; delivery reports are for our messages",
+                                  field="message_id")
         if message.delivered_at is not None:
-            raise RuleViolation(f"{message_id} was already reported delivered at {message.delivered_at.isoformat()}")
+            raise RuleViolation(f"{message_id} was already reported delivered at {message.delivered_at.isoformat()}",
+                                field="message_id")
         delivered_at = check_claim("delivered_at", delivered_at, now=ctx.recorded_at,
                                    after=[After(self.recorded.get(message_id), f"{message_id} was issued")])
         self.trigger_event(
             Case.MessageDelivered,
             message_id=message_id,
             delivered_at=delivered_at,
+            adapter=adapter,
             **self._envelope(ctx),
         )
 
@@ -633,17 +636,20 @@ class Case(CaseState, Aggregate):
         """A channel could not deliver an outbound message: it stays undelivered (its deadline runs on)."""
         message = self._message(message_id)
         if message_id.startswith("C"):
-            raise ValidationError(f"{message_id} is an inbound contact; delivery reports are for our messages")
+            raise ValidationError(f"{message_id} is an inbound contact; delivery reports are for our messages",
+                                  field="message_id")
         if message.delivered_at is not None:
-            raise RuleViolation(f"{message_id} was already reported delivered at {message.delivered_at.isoformat()}")
+            raise RuleViolation(f"{message_id} was already reported delivered at {message.delivered_at.isoformat()}",
+                                field="message_id")
         code = DeliveryFailure.parse(reason)
         failed_at = check_claim("failed_at", failed_at, now=ctx.recorded_at,
                                 after=[After(self.recorded.get(message_id), f"{message_id} was issued")])
         self.trigger_event(Case.MessageDeliveryFailed, message_id=message_id, reason=code.value, failed_at=failed_at,
                            **self._envelope(ctx))
 
-    def record_read(self, *, ctx: Context, message_id: str, read_at: datetime) -> None:
-        """The customer read one of our messages, or an agent read one of the customer's."""
+    def record_read(self, *, ctx: Context, message_id: str, read_at: datetime, adapter: str = "") -> None:
+        """The customer read one of our messages, or an agent read one of the customer's (``adapter``: whose intake
+        record said so)."""
         self._message(message_id)
         read_at = check_claim("read_at", read_at, now=ctx.recorded_at,
                               after=[After(self.recorded.get(message_id), f"{message_id} was issued")])
@@ -653,6 +659,7 @@ class Case(CaseState, Aggregate):
             reader_kind=ctx.actor.kind.value,
             reader_id=ctx.actor.id,
             read_at=read_at,
+            adapter=adapter,
             **self._envelope(ctx),
         )
 

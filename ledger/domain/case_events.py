@@ -391,6 +391,7 @@ class DeadlineMissed(CaseEvent):
 class MessageDelivered(CaseEvent):
     message_id: str
     delivered_at: datetime
+    adapter: str  # the adapter whose intake record reported it: its verdict's key ("" otherwise)
 
     def apply(self, case: CaseState) -> None:
         message = case.messages[self.message_id]
@@ -412,6 +413,7 @@ class MessageRead(CaseEvent):
     reader_kind: str
     reader_id: str
     read_at: datetime
+    adapter: str  # the adapter whose intake record reported it: its verdict's key ("" otherwise)
 
     def apply(self, case: CaseState) -> None:
         case.messages[self.message_id].read_by.append(f"{self.reader_kind}:{self.reader_id}")

@@ -237,6 +237,6 @@ class CaseState:
         if message is None:
             raise RuleViolation(
                 f"case {self.reference} has no message {message_id}; its messages are "
-                + ", ".join(self.messages)
+                + ", ".join(self.messages), field="message_id"
             )
         return message

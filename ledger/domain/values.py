@@ -18,13 +18,13 @@ from typing import Any
 
 from caseledger.ledger.domain.personal import is_erased
 from caseledger.ledger.domain.texts import check_time_zone
-from caseledger.ledger.errors import ValidationError
+from caseledger.ledger.errors import ValidationError, naming
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_ATTACHMENT_BYTES = 2**63 - 1  # an Avro long
 
 
-def check_text(value: str | None, what: str) -> str | None:
+def check_text(value: str | None, what: str, field: str = "") -> str | None:
     """``value`` if it is text UTF-8 can carry; a ValidationError for a lone surrogate (``\\ud800``–``\\udfff``),
     which a JSON ``\\u`` escape or an undecodable command-line byte can produce but no stored event can hold.
 
@@ -33,11 +33,12 @@ def check_text(value: str | None, what: str) -> str | None:
     if is_erased(value):
         raise ValidationError(
             f"{what} was erased with the customer's personal data ([erased] marks where it was, it is not a "
-            "value); give it again as the customer states it now"
+            "value); give it again as the customer states it now", field=field,
         )
     if value is not None and _SURROGATE.search(value):
         raise ValidationError(
-            f"{what} holds a lone surrogate (U+D800–U+DFFF), which is not text; send valid Unicode (UTF-8)"
+            f"{what} holds a lone surrogate (U+D800–U+DFFF), which is not text; send valid Unicode (UTF-8)",
+            field=field,
         )
     return value
 
@@ -97,10 +98,11 @@ class Actor:
     principal: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", _parse_enum(ActorKind, self.kind, "actor kind"))
+        with naming("kind"):
+            object.__setattr__(self, "kind", _parse_enum(ActorKind, self.kind, "actor kind"))
         if not self.id or not self.id.strip():
-            raise ValidationError("an actor needs an id (agent name, rule id, customer id …)")
-        check_text(self.id, "the actor id")
+            raise ValidationError("an actor needs an id (agent name, rule id, customer id …)", field="id")
+        check_text(self.id, "the actor id", "id")
 
     @property
     def is_human(self) -> bool:
@@ -134,11 +136,11 @@ class Identity:
     value: str
 
     def __post_init__(self) -> None:
-        check_text(self.value, "the identity")
+        check_text(self.value, "the identity", "value")
         kind = self.kind.strip().lower()
         if kind not in IDENTITY_KINDS:
             raise ValidationError(
-                f"unknown identity kind {self.kind!r}; use one of: {', '.join(IDENTITY_KINDS)}"
+                f"unknown identity kind {self.kind!r}; use one of: {', '.join(IDENTITY_KINDS)}", field="kind"
             )
         value = self.value.strip()
         if kind == "email":
@@ -146,17 +148,18 @@ class Identity:
             if not _EMAIL.match(value):
                 raise ValidationError(
                     "the identity's value is not an email address; write it as name@domain, e.g. "
-                    "email:jane@example.com"
+                    "email:jane@example.com", field="value"
                 )
         elif kind == "phone":
             if not _PHONE.match(value):
                 raise ValidationError(
                     "the identity's value is not a phone number; write digits with the country code and an optional "
-                    "leading +, e.g. phone:+33612345678"
+                    "leading +, e.g. phone:+33612345678", field="value"
                 )
             value = ("+" if value.startswith("+") else "") + re.sub(r"\D", "", value)
         elif not value:
-            raise ValidationError(f"an identity of kind {kind} needs a value after the colon, e.g. {kind}:jane-42")
+            raise ValidationError(f"an identity of kind {kind} needs a value after the colon, e.g. {kind}:jane-42",
+                                  field="value")
         object.__setattr__(self, "kind", kind)
         object.__setattr__(self, "value", value)
 
@@ -199,7 +202,8 @@ def check_attachment_ref(ref: str, sha256: str) -> None:
     else. The error never repeats the ref (its file name may be personal data).
     """
     def refuse(why: str) -> ValidationError:
-        return ValidationError(f"field attachments.ref: {why}; write where the file is kept as {_REF_FORMS}")
+        return ValidationError(f"field attachments.ref: {why}; write where the file is kept as {_REF_FORMS}",
+                               field="ref")
 
     if ref != ref.strip() or any(c.isspace() or ord(c) < 32 or c == "\\" for c in ref):
         raise refuse("the ref holds white space, a control character or a backslash")
@@ -244,24 +248,25 @@ class Attachment:
     filename: str | None = None
 
     def __post_init__(self) -> None:
-        for text, what in ((self.ref, "an attachment's ref"), (self.media_type, "an attachment's media type"),
-                           (self.filename, "an attachment's filename")):
-            check_text(text, what)
+        for text, what, name in ((self.ref, "an attachment's ref", "ref"),
+                                 (self.media_type, "an attachment's media type", "media_type"),
+                                 (self.filename, "an attachment's filename", "filename")):
+            check_text(text, what, name)
         if not self.ref.strip():
-            raise ValidationError("an attachment needs a ref (where the file is stored)")
+            raise ValidationError("an attachment needs a ref (where the file is stored)", field="ref")
         if not _SHA256.match(self.sha256.lower()):
             raise ValidationError(
-                f"an attachment's sha256 must be 64 hex digits, got {len(self.sha256)} characters"
+                f"an attachment's sha256 must be 64 hex digits, got {len(self.sha256)} characters", field="sha256"
             )
         object.__setattr__(self, "sha256", self.sha256.lower())
         check_attachment_ref(self.ref, self.sha256)
         if not 0 <= self.size <= MAX_ATTACHMENT_BYTES:
             raise ValidationError(
-                f"an attachment's size must be 0 to 2^63-1 bytes (an Avro long), got {self.size}"
+                f"an attachment's size must be 0 to 2^63-1 bytes (an Avro long), got {self.size}", field="size"
             )
         if "/" not in self.media_type:
             raise ValidationError(
-                "an attachment's media type is not like type/subtype (e.g. application/pdf)"
+                "an attachment's media type is not like type/subtype (e.g. application/pdf)", field="media_type"
             )
 
     def as_record(self) -> dict[str, Any]:
@@ -300,37 +305,43 @@ class ContactDraft:
     time_zone: str | None = None  # the customer's IANA time zone, e.g. Europe/Paris
 
     def __post_init__(self) -> None:
-        for text, what in ((self.channel_message_id, "the channel message id"), (self.subject, "the subject"),
-                           (self.body, "the body"), (self.case_reference, "the case reference"),
-                           (self.category, "the category"), (self.customer_id, "the customer id"),
-                           (self.segment, "the segment"), (self.locale, "the locale"), (self.time_zone, "the time zone"),
-                           *((i, "an item") for i in self.items),
-                           *((t, "the metadata") for kv in self.metadata.items() for t in kv)):
-            check_text(text, what)
-        object.__setattr__(self, "channel", Channel.parse(self.channel))
+        for text, what, name in ((self.channel_message_id, "the channel message id", "channel_message_id"),
+                                 (self.subject, "the subject", "subject"), (self.body, "the body", "body"),
+                                 (self.case_reference, "the case reference", "case_reference"),
+                                 (self.category, "the category", "category"),
+                                 (self.customer_id, "the customer id", "customer_id"),
+                                 (self.segment, "the segment", "segment"), (self.locale, "the locale", "locale"),
+                                 (self.time_zone, "the time zone", "time_zone"),
+                                 *((i, "an item", "items") for i in self.items),
+                                 *((t, "the metadata", "metadata") for kv in self.metadata.items() for t in kv)):
+            check_text(text, what, name)
+        with naming("channel"):
+            object.__setattr__(self, "channel", Channel.parse(self.channel))
         if self.locale is not None:
-            object.__setattr__(self, "locale", check_locale(self.locale))
+            with naming("locale"):
+                object.__setattr__(self, "locale", check_locale(self.locale))
         if self.time_zone is not None:
-            object.__setattr__(self, "time_zone", check_time_zone(self.time_zone.strip()))
+            with naming("time_zone"):
+                object.__setattr__(self, "time_zone", check_time_zone(self.time_zone.strip()))
         if not self.channel_message_id or not self.channel_message_id.strip():
             raise ValidationError(
                 "a contact needs its channel message id (the id the channel gave the message), "
-                "so a resubmission can be recognised"
+                "so a resubmission can be recognised", field="channel_message_id"
             )
         items = tuple(i.strip() for i in self.items if i and i.strip())
         if not items:
             raise ValidationError(
                 "a contact needs at least one item (a question or request the customer asked); for a message "
                 "written as free text (an e-mail without a form, a letter) use ContactDraft.free_text(…), whose one "
-                "item is its subject or first line"
+                "item is its subject or first line", field="items"
             )
         if len(items) > MAX_ITEMS:
-            raise ValidationError(f"a contact may carry at most {MAX_ITEMS} items, got {len(items)}")
+            raise ValidationError(f"a contact may carry at most {MAX_ITEMS} items, got {len(items)}", field="items")
         object.__setattr__(self, "items", items)
         if len(self.body) > MAX_BODY_CHARS:
             raise ValidationError(
                 f"body is {len(self.body)} characters; the limit is {MAX_BODY_CHARS} — "
-                "send long documents as attachments"
+                "send long documents as attachments", field="body"
             )
         if self.occurred_at is not None:
             object.__setattr__(self, "occurred_at", require_utc(self.occurred_at, "occurred_at"))
@@ -439,7 +450,8 @@ def require_utc(value: datetime, name: str) -> datetime:
     """``value`` converted to UTC; naive datetimes are refused because their zone is a guess."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(
-            f"{name} must be timezone-aware (e.g. 2026-11-23T10:00:00+01:00), got {value.isoformat()}"
+            f"{name} must be timezone-aware (e.g. 2026-11-23T10:00:00+01:00), got {value.isoformat()}",
+            field=name if name.isidentifier() else "",
         )
     return value.astimezone(UTC)
 
@@ -474,7 +486,8 @@ class DeliveryFailure(StrEnum):
             return cls(text.strip().lower())
         except ValueError:
             raise ValidationError(
-                f"field reason is not a delivery failure code; use one of: {', '.join(c.value for c in cls)}"
+                f"field reason is not a delivery failure code; use one of: {', '.join(c.value for c in cls)}",
+                field="reason",
             ) from None
 
 """The ledger itself, e.g. recording a missed deadline."""

@@ -47,6 +47,7 @@ from caseledger.ledger.errors import (
     MessageIdCollision,
     NotFound,
     RuleViolation,
+    ValidationError,
 )
 from caseledger.ledger.lookups import Lookups
 from caseledger.ledger.privacy.pseudonyms import Pseudonyms
@@ -452,6 +453,34 @@ class ContactIntake:
         finally:
             if not self.core.in_unit_of_work:  # a batch's keys and unsaved lookup secrets go when it is saved
                 self.core.data_keys.forget()
+        raise NotFound(f"contact {contact_id} of case {case.reference} is not in the store yet; retry")
+
+    def contact_receipt_proof(self, reference: str, contact_id: str = "C1",
+                              tree_size: int | None = None) -> dict[str, Any]:
+        """The contact's leaf index and inclusion proof against the latest signed checkpoint (or the one of
+        ``tree_size``), with that checkpoint: what proves its receipt in the log offline.
+
+        Read from the stored event's bytes, never opened: an erased customer's receipt is still proved."""
+        from caseledger.ledger.transparency.receipt_proofs import inclusion_document
+
+        if tree_size is not None and tree_size < 0:
+            raise ValidationError(f"field tree_size: {tree_size} is not a tree size; give a checkpoint's size "
+                                  "(0 or more), or none for the latest")
+        case: Case = self.lookups.get_case(reference)
+        if contact_id not in case.contacts:
+            raise NotFound(f"case {case.reference} has no contact {contact_id}; its contacts: "
+                           f"{', '.join(case.contacts) or 'none'}")
+        with translate_errors(self.core.settings.store.describe()):
+            stored = self.core.recorder.select_events_after([case.id]).get(case.id, [])
+            for stored_event in stored:
+                name = name_of_topic(stored_event.topic)
+                if name != "ContactReceived" or \
+                        self.core.codec.decode_record(name, bytes(stored_event.state)).get("contact_id") != contact_id:
+                    continue
+                return inclusion_document(
+                    self.core, reference=case.reference, contact_id=contact_id, case_id=case.id,
+                    version=stored_event.originator_version, event_hash=hashlib.sha256(stored_event.state).digest(),
+                    tree_size=tree_size)
         raise NotFound(f"contact {contact_id} of case {case.reference} is not in the store yet; retry")
 
     @staticmethod

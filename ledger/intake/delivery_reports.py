@@ -96,9 +96,9 @@ class Reporter:
         inbound = is_inbound(message_id)
         if self.adapter:
             if named is not None and (named.kind is not ActorKind.CUSTOMER or named.id != case.customer_id):
-                raise ValidationError(not_the_customer(case.reference, named))
+                raise ValidationError(not_the_customer(case.reference, named), field="reader")
             if inbound:
-                raise RuleViolation(inbound_read(message_id))
+                raise RuleViolation(inbound_read(message_id), field="message_id")
             signed = self.actor.authentication != Authentication.NONE.value
             reader = Actor(kind=ActorKind.CUSTOMER, id=case.customer_id, authentication=self.actor.authentication,
                            principal=self.actor.id if signed else None)
@@ -106,13 +106,13 @@ class Reporter:
             if not inbound:
                 raise RuleViolation(
                     f"{message_id} is a message to the customer: only the customer reads it, as their channel's "
-                    "adapter reports; an agent reports reading the customer's contacts (C…)"
+                    "adapter reports; an agent reports reading the customer's contacts (C…)", field="message_id"
                 )
             reader = self.actor
         if str(reader) in message.read_by:
             raise RuleViolation(
                 f"{message_id} of case {case.reference} is already recorded as read by {reader}: a repeated read "
-                "receipt is traced, not applied twice"
+                "receipt is traced, not applied twice", field="message_id"
             )
         return dataclasses.replace(ctx, actor=reader)
 
@@ -120,10 +120,11 @@ class Reporter:
         message = case.messages.get(message_id)
         if message is None:
             raise RuleViolation(f"case {case.reference} has no message {message_id}; its messages are "
-                                + ", ".join(case.messages))
+                                + ", ".join(case.messages), field="message_id")
         if self.channels is not None and message.channel not in self.channels:
             raise PermissionDenied(
                 f"forbidden channel: adapter {self.actor.id!r} may report for {', '.join(self.channels)}; "
-                f"{message_id} of case {case.reference} is on {message.channel or 'no channel'} (field message_id)"
+                f"{message_id} of case {case.reference} is on {message.channel or 'no channel'} (field message_id)",
+                field="message_id",
             )
         return message

@@ -20,7 +20,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from caseledger.ledger.avro.codec import HEADER_SIZE, MAGIC, legacy_fingerprint, schema_fingerprint
 from caseledger.ledger.domain.values import Actor, Attachment, ContactDraft, Identity, require_utc
-from caseledger.ledger.errors import SchemaError, ValidationError
+from caseledger.ledger.errors import SchemaError, ValidationError, naming
 
 MAX_RECORD_BYTES = 2_000_000
 _SCHEMA_FILE = "caseledger.intake.IntakeRecord.avsc"
@@ -36,7 +36,8 @@ class DeliveryReport:
 
     def __post_init__(self) -> None:
         if not self.case_reference.strip() or not self.message_id.strip():
-            raise ValidationError("a delivery report needs a case reference and a message id")
+            raise ValidationError("a delivery report needs a case reference and a message id",
+                                  field="message_id" if self.case_reference.strip() else "case_reference")
         object.__setattr__(self, "delivered_at", require_utc(self.delivered_at, "delivered_at"))
 
 
@@ -51,7 +52,8 @@ class ReadReceipt:
 
     def __post_init__(self) -> None:
         if not self.case_reference.strip() or not self.message_id.strip():
-            raise ValidationError("a read receipt needs a case reference and a message id")
+            raise ValidationError("a read receipt needs a case reference and a message id",
+                                  field="message_id" if self.case_reference.strip() else "case_reference")
         object.__setattr__(self, "read_at", require_utc(self.read_at, "read_at"))
 
 
@@ -131,7 +133,8 @@ class IntakeCodec:
                 return adapter, _contact(payload)
             if name == "DeliveryReport":
                 return adapter, DeliveryReport(**payload)
-            reader = Actor(kind=payload.pop("reader_kind"), id=payload.pop("reader_id"))
+            with naming("reader"):
+                reader = Actor(kind=payload.pop("reader_kind"), id=payload.pop("reader_id"))
             return adapter, ReadReceipt(reader=reader, **payload)
         except ValidationError:
             raise
@@ -140,16 +143,20 @@ class IntakeCodec:
 
 
 def _contact(p: dict[str, Any]) -> ContactDraft:
+    with naming("identity"):
+        identity = Identity(kind=p["identity"]["kind"], value=p["identity"]["value"])
+    with naming("attachments"):
+        attachments = tuple(Attachment(**a) for a in p["attachments"])
     return ContactDraft(
         channel=p["channel"],
         channel_message_id=p["channel_message_id"],
-        identity=Identity(kind=p["identity"]["kind"], value=p["identity"]["value"]),
+        identity=identity,
         customer_id=p["customer_id"] or None,
         segment=p["segment"],
         subject=p["subject"],
         body=p["body"],
         items=tuple(p["items"]),
-        attachments=tuple(Attachment(**a) for a in p["attachments"]),
+        attachments=attachments,
         case_reference=p["case_reference"],
         follow_up=p["follow_up"],
         category=p["category"],

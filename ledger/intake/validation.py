@@ -48,14 +48,15 @@ def validate_intake(message: IntakeMessage, now: datetime, *, clock: str = LEDGE
         if is_inbound(message.message_id):
             raise ValidationError(
                 f"{message.message_id.strip().upper()} is an inbound contact; delivery reports are for our messages "
-                "(ACK…, R…, W…, N…): field message_id"
+                "(ACK…, R…, W…, N…): field message_id", field="message_id"
             )
         return message
     check_claim("read_at", message.read_at, now=now, clock=clock)
     # Through the intake topic a read is the customer's own (ledger/intake/delivery_reports.py): an adapter
     # relays it; an agent's reading of a contact is reported over the API, as that agent.
     if message.reader.kind is not ActorKind.CUSTOMER:
-        raise ValidationError(not_the_customer(normalise_reference(message.case_reference), message.reader))
+        raise ValidationError(not_the_customer(normalise_reference(message.case_reference), message.reader),
+                              field="reader")
     if is_inbound(message.message_id):
-        raise ValidationError(inbound_read(message.message_id.strip().upper()))
+        raise ValidationError(inbound_read(message.message_id.strip().upper()), field="message_id")
     return message

@@ -87,8 +87,8 @@ def fields_of_event(name: str, record: dict[str, Any], position: int) -> dict[st
     if where is None:
         return None
     actor = envelope["actor"]
-    if name in REPORTS:
-        adapter = actor["id"] if actor.get("authentication") == _SIGNED else ""
+    if name in REPORTS:  # the adapter the report names; before it was kept, its signer's name
+        adapter = record.get("adapter") or (actor["id"] if actor.get("authentication") == _SIGNED else "")
     else:
         adapter = record.get("adapter") or ""
     return _fields(name, adapter=adapter, causation=str(causation), event_id=str(envelope["event_id"]),
@@ -107,9 +107,15 @@ def fields_of_bytes(codec: Any, name: str, data: bytes, position: int) -> dict[s
         return None
     body: dict[str, Any] = {}
     if name in REPORTS:
-        _kind, actor_id, authentication = read_actor(data)
+        for _ in range(1 if name == "MessageDelivered" else 3):  # message_id [, reader_kind, reader_id]
+            _skipped, p = read_bytes(data, p)
+        _at, p = read_long(data, p)
+        adapter_bytes, p = read_bytes(data, p)
         where: tuple[str, int, int] | None = ("", -1, -1)
-        adapter = actor_id if authentication == _SIGNED else ""
+        adapter = adapter_bytes.decode()
+        if not adapter:  # not from the intake topic, or recorded before the report named its adapter
+            _kind, actor_id, authentication = read_actor(data)
+            adapter = actor_id if authentication == _SIGNED else ""
     elif name == "IntakeRejected":
         topic, p = read_bytes(data, p)
         partition, p = read_long(data, p)

@@ -359,7 +359,7 @@ class KafkaIntakeWorker:
             elif isinstance(message, DeliveryReport):
                 self.ledger.record_delivery(
                     message.case_reference, message_id=message.message_id, delivered_at=message.delivered_at,
-                    reporter=self._reporter(signer), causation_id=source.event_id,
+                    reporter=self._reporter(signer), causation_id=source.event_id, adapter=adapter,
                 )
                 self.stats.reports += 1
             elif isinstance(message, ReadReceipt):
@@ -367,7 +367,7 @@ class KafkaIntakeWorker:
                 self.ledger.record_read(
                     message.case_reference, actor=SYSTEM, message_id=message.message_id, read_at=message.read_at,
                     reporter=self._reporter(signer), named=self._customer_named(message.reader),
-                    causation_id=source.event_id,
+                    causation_id=source.event_id, adapter=adapter,
                 )
                 self.stats.reports += 1
         except REFUSALS as refusal:

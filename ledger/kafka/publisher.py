@@ -63,6 +63,7 @@ from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
 from caseledger.ledger.settings import KafkaSettings
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
 from caseledger.ledger.transparency.checkpoints import checkpoint_interval, sign_checkpoint
+from caseledger.ledger.transparency.customer_map import event_customer
 from caseledger.ledger.transparency.tree import MerkleLog
 from caseledger.ledger.transparency.witnesses import WitnessSubmitter
 
@@ -190,13 +191,16 @@ class KafkaEventPublisher:
         self.stats.checkpoints += len(ready)
         return ready[-1].tree_size
 
-    def _feed_tree(self, tree: MerkleLog, before: int, entries: list[tuple[int, bytes]]) -> None:
-        """Append a published batch to the tree (``before``: the position published before it)."""
+    def _feed_tree(self, tree: MerkleLog, before: int, entries: list[tuple[int, bytes]],
+                   customers: list[bytes]) -> None:
+        """Append a published batch to the tree, with each event's customer for the customer map (``before``:
+        the position published before it)."""
         if tree.last_position < before:  # behind (a key newly configured, another appender's crash): read
             tree.catch_up(self.ledger)
             return
         try:
-            tree.append([e for e in entries if e[0] > tree.last_position])
+            fresh = [k for k, e in enumerate(entries) if e[0] > tree.last_position]
+            tree.append([entries[k] for k in fresh], [customers[k] for k in fresh])
         except TreeMoved:  # `audit checkpoint` appended meanwhile
             tree.reload()
             tree.catch_up(self.ledger)
@@ -249,6 +253,7 @@ class KafkaEventPublisher:
                 began, full = time.monotonic(), len(notifications) == self.batch_size
                 producer.begin_transaction()
                 hashes = []
+                customers = [event_customer(n.state) for n in notifications] if tree is not None else []
                 for notification in notifications:
                     key, value, headers = event_record(self.ledger.codec, notification, source=source)
                     producer.send(self.settings.events_topic, key=key, value=value, headers=headers)
@@ -257,7 +262,7 @@ class KafkaEventPublisher:
                         self._verdict(producer, notification, value, source)
                 producer.commit_transaction()
                 if tree is not None:
-                    self._feed_tree(tree, position, [(p, bytes.fromhex(h.decode())) for p, h in hashes])
+                    self._feed_tree(tree, position, [(p, bytes.fromhex(h.decode())) for p, h in hashes], customers)
                     if tree.size != signed_size and time.monotonic() - signed_at >= self.checkpoint_interval_s:
                         assert self.signer is not None
                         sign_checkpoint(self.ledger, self.signer, tree=tree, catch_up=False, witnesses=self.witnesses)

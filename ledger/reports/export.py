@@ -39,11 +39,36 @@ if TYPE_CHECKING:
     from caseledger.ledger.kafka.ports import TopicReaders
     from caseledger.ledger.settings import KafkaSettings
 
-__all__ = ["FORMATS", "ExportReport", "export_history"]
+__all__ = ["FORMATS", "ExportReport", "OccurredRange", "export_history"]
 
 FORMATS = ("json", "avro", "html")
+OUT_OF_RANGE = "(occurred outside the export's range: its hash and stored bytes only)"
 JSON_FORMAT = "caseledger.history/1"
 EXPORT_NAMESPACE = "caseledger.export"
+
+
+@dataclass(frozen=True)
+class OccurredRange:
+    """Which events an export shows: those that *occurred* (on their channel, as the envelope's
+    ``occurred_at`` says) from ``start`` (inclusive) until ``end`` (exclusive); either may be open."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValidationError(f"occurred range: {self.end.isoformat()} is not after {self.start.isoformat()}")
+
+    def holds(self, occurred_at: datetime) -> bool:
+        return (self.start is None or occurred_at >= self.start) and (self.end is None or occurred_at < self.end)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"occurred_from": self.start.isoformat() if self.start else None,
+                "occurred_until": self.end.isoformat() if self.end else None,
+                "what": "events that occurred (envelope occurred_at) from occurred_from, inclusive, until "
+                        "occurred_until, exclusive, are shown in full; the customer's others are present by "
+                        "their hash and stored bytes only (in_range false), so the customer map proves the "
+                        "whole set complete and each event's bytes prove on which side of the range it lies"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +83,7 @@ class ExportReport:
     verified: bool
     discrepancies: int
     audit: AuditReport
+    shown: int = 0  # the events shown in full (all but those outside an occurred range)
 
 
 @dataclass(frozen=True)
@@ -69,6 +95,7 @@ class _Entry:
     event: Any  # the domain event
     leaf_index: int | None = None  # its leaf in the checkpoint's tree (None: recorded after it)
     proof: list[bytes] | None = None  # its inclusion proof against the checkpoint
+    in_range: bool = True  # occurred inside the export's range (else: its hash and stored bytes only)
 
     @property
     def envelope(self) -> dict[str, Any]:
@@ -85,6 +112,7 @@ def export_history(
     describe: Callable[[Any], str] | None = None,
     kafka: KafkaSettings | None = None,
     readers: TopicReaders | None = None,
+    occurred: OccurredRange | None = None,
     kept: int | None = None,
 ) -> ExportReport:
     """Write ``customer``'s history as ``fmt`` (json, avro, html) to ``path``, audited on the way.
@@ -92,6 +120,8 @@ def export_history(
     The customer's events are read by the audit itself (``verify(customer=…)``), so the file holds
     exactly the events that were verified. ``describe`` turns an event into one readable line
     (the CLI passes its own); ``kafka`` adds the events topic to the audit, read through ``readers``.
+    With ``occurred``, only the events that occurred in that range are shown; the others are there
+    by their hash and stored bytes alone, so that the customer map still proves the whole set complete.
     ``kept``: the tree size of a checkpoint the reader kept: the export carries the consistency proof from
     it to the export's checkpoint (``python -m caseledger.verify EXPORT --kept KEPT`` checks it offline).
     """
@@ -104,9 +134,10 @@ def export_history(
     # A sender known only from the requests the ledger kept of theirs (collisions, rejections) has a history too.
     customer_id = ledger.data_subject(customer)
     collected: list[tuple[int, str, bytes]] = []
+    # Signed before the events are read: every event it commits to is read after it (none slips between).
+    checkpoint = _checkpoint(ledger)
     report = verify(ledger, customer=customer_id, kafka=kafka, readers=readers,
                     collect=lambda position, name, data: collected.append((position, name, data)))
-    checkpoint = _checkpoint(ledger)
     proofs = {}
     if checkpoint is not None:
         from caseledger.ledger.transparency.proofs import event_proofs
@@ -122,8 +153,9 @@ def export_history(
             record, event = ledger.codec.decode_record(name, data), ledger.codec.decode(name, data)
             ledger.sealer.open_state(name, record)
             ledger.sealer.open_state(name, vars(event))
+            inside = occurred is None or occurred.holds(record["envelope"]["occurred_at"])
             entries.append(_Entry(position, name, data, record, event, proof.leaf_index if proof else None,
-                                  proof.proof if proof else None))
+                                  proof.proof if proof else None, inside))
     finally:
         ledger.data_keys.forget()
     note = None
@@ -132,6 +164,7 @@ def export_history(
 
         note = cosigned_note(ledger, checkpoint)  # with the witnesses' cosignatures kept for it
     transparency = _transparency(note, _consistency(ledger, kept, checkpoint))
+    transparency.update(completeness(ledger, customer_id, checkpoint, occurred))
     schemas = writer_schemas(ledger, entries)
     describe = describe or _describe
     exported_at = datetime.now(UTC)
@@ -141,10 +174,12 @@ def export_history(
         _write_avro(target, customer_id, entries, report, describe, exported_at, transparency, schemas)
     else:
         with os.fdopen(open_private(target), "w", encoding="utf-8") as out:
-            out.write(_html_page(customer_id, entries, report, describe, exported_at, tz, note))
+            out.write(_html_page(customer_id, [e for e in entries if e.in_range], report, describe, exported_at, tz,
+                                 transparency["checkpoint"]))
     return ExportReport(
         path=target, format=fmt, customer_id=customer_id, events=len(entries), size=target.stat().st_size,
         verified=report.ok, discrepancies=sum(report.counts.values()) if not report.ok else 0, audit=report,
+        shown=sum(e.in_range for e in entries),
     )
 
 
@@ -167,8 +202,30 @@ def _checkpoint(ledger: CaseLedger) -> Any:
 TRANSPARENCY_HOW = (
     "checkpoint: a C2SP signed checkpoint (origin, tree size, base64 root) signed by the ledger's Ed25519 key; "
     "each event's leaf is SHA-256(0x00 || event_hash) at leaf_index, its inclusion_proof the RFC 9162 audit path "
-    "to the checkpoint's root; check with `python -m caseledger.verify FILE --key PUBKEY`"
+    "to the checkpoint's root; customer_map: the customer's proof in the map whose root the checkpoint's "
+    "'caseledger/customers' line commits (their event count and chain head up to the checkpoint: docs/audit.md, "
+    "Completeness); check with `python -m caseledger.verify FILE --key PUBKEY`"
 )
+
+
+def completeness(ledger: CaseLedger, customer_id: str, checkpoint: Any,
+                 occurred: OccurredRange | None) -> dict[str, Any]:
+    """What the export's ``transparency`` adds for completeness: the customer's map proof against the checkpoint,
+    the range shown."""
+    from caseledger.verify.completeness import map_root_line
+    from caseledger.verify.note import Checkpoint
+
+    found: dict[str, Any] = {}
+    if checkpoint is not None:
+        text = checkpoint.note.split("\n\n", 1)[0] + "\n"
+        if map_root_line(Checkpoint.parse_text(text).extensions) is not None:
+            from caseledger.ledger.transparency.tree import MerkleLog
+
+            proof = MerkleLog.of(ledger).customers.proof(customer_id, checkpoint.tree_size)
+            found["customer_map"] = {"customer_id": customer_id, "proof": proof.as_dict()}
+    if occurred is not None:
+        found["occurred_range"] = occurred.as_dict()
+    return found
 
 
 def _transparency(note: str | None, consistency: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -252,8 +309,9 @@ def _write_json(path: Path, customer_id: str, entries: list[_Entry], report: Aud
                 "position": e.position,
                 "event_type": e.event_type,
                 "event_hash": event_hash(e.data).hex(),
-                "description": describe(e.event),
-                "event": plain(e.record),
+                **({} if e.in_range else {"in_range": False}),
+                "description": describe(e.event) if e.in_range else None,
+                "event": plain(e.record) if e.in_range else None,
                 "stored_bytes_base64": base64.b64encode(e.data).decode(),
                 "leaf_index": e.leaf_index,
                 "inclusion_proof": _b64_proof(e.proof),
@@ -298,7 +356,8 @@ def container_schema() -> dict[str, Any]:
             {"name": "stored_bytes", "type": "bytes",
              "doc": "The event exactly as stored and published (Avro single-object encoding)."},
             {"name": "description", "type": "string"},
-            {"name": "event", "type": events},
+            {"name": "event", "type": [*events, "null"],
+             "doc": "The event, readable; null for an event outside the export's occurred range."},
             {"name": "leaf_index", "type": ["null", "long"], "default": None,
              "doc": "The event's leaf in the tree of the checkpoint in the file's metadata (null: after it)."},
             {"name": "inclusion_proof", "type": ["null", {"type": "array", "items": "Sha256"}], "default": None,
@@ -350,8 +409,8 @@ def _write_avro(path: Path, customer_id: str, entries: list[_Entry], report: Aud
             "event_type": e.event_type,
             "event_hash": event_hash(e.data),
             "stored_bytes": e.data,
-            "description": describe(e.event),
-            "event": (f"caseledger.events.{e.event_type}", e.record),
+            "description": describe(e.event) if e.in_range else OUT_OF_RANGE,
+            "event": (f"caseledger.events.{e.event_type}", e.record) if e.in_range else None,
             "leaf_index": e.leaf_index,
             "inclusion_proof": e.proof,
         }

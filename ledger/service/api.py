@@ -32,15 +32,16 @@ from starlette.concurrency import run_in_threadpool
 
 from caseledger.ledger.access.principals import Authenticator, OidcSettings, Principal
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.domain.permissions import Operation
+from caseledger.ledger.domain.case_references import normalise_reference
+from caseledger.ledger.domain.permissions import Operation, Role
 from caseledger.ledger.domain.values import Identity
-from caseledger.ledger.errors import AuthenticationError, ValidationError
+from caseledger.ledger.errors import AuthenticationError, NotFound, PermissionDenied, ValidationError
 from caseledger.ledger.intake.verdict_reads import read_verdict, verdict_json
 from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.service.callers import Callers
 from caseledger.ledger.service.case_cache import CaseCache
 from caseledger.ledger.service.group_commit import GroupCommitter
-from caseledger.ledger.service.idempotency import Idempotency
+from caseledger.ledger.service.idempotency import SECRET_SUBJECT, Idempotency
 from caseledger.ledger.service.ledger_pool import LedgerPool, current_request_ledger
 from caseledger.ledger.service.problems import MEDIA_TYPE
 from caseledger.ledger.settings import LedgerSettings
@@ -112,6 +113,7 @@ class ServiceState:
         time. The worker threads' ledgers are built when first needed: each holds a pool of connections."""
         self.committer.warm()
         self.cases.warm()
+        self.idempotency_secret()  # made on the first start, so that no keyed write makes it in its own time
 
     def authenticator(self) -> Authenticator:
         auth: Authenticator | None = getattr(self, "_authenticator", None)
@@ -141,7 +143,8 @@ class ServiceState:
             with self._lock:
                 committer = getattr(self, "_committer", None)
                 if committer is None:
-                    committer = self._committer = GroupCommitter(self._committer_ledger)
+                    committer = self._committer = GroupCommitter(self._committer_ledger,
+                                                                  secret=self.idempotency_secret)
         return committer
 
     def _committer_ledger(self) -> CaseLedger:
@@ -153,7 +156,14 @@ class ServiceState:
         return ledger
 
     def idempotency(self) -> Idempotency:
-        return Idempotency(self.ledger().storage.idempotency())
+        return Idempotency(self.ledger().storage.idempotency(), secret=self.idempotency_secret())
+
+    def idempotency_secret(self) -> bytes:
+        """The ledger's idempotency secret (ledger.service.idempotency), read once from the key store."""
+        found: bytes | None = getattr(self, "_idempotency_secret", None)
+        if found is None:  # made once for good under a fixed id: two threads reading it at once read the same
+            found = self._idempotency_secret = self.own_ledger().data_keys.ledger_secret(SECRET_SUBJECT)
+        return found
 
     @contextmanager
     def open_views(self) -> Iterator[Any]:
@@ -191,6 +201,8 @@ class VerdictQuery(BaseModel):
     channel: str | None = Field(default=None, max_length=40, description="A contact's channel (with its id)")
     channel_message_id: str | None = Field(default=None, max_length=2000,
                                            description="A contact's channel message id: finds its registration")
+    case_reference: str | None = Field(default=None, max_length=40,
+                                       description="A delivery or read report's case reference: finds its event")
 
 
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -261,10 +273,25 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
     @app.get("/v1/cases/{reference}/contacts/{contact_id}/receipt", tags=["cases"],
              openapi_extra={"x-operation": O.CONTACT_RECEIPT_READ.value})
     def contact_receipt(reference: str, contact_id: str,
-                        _p: Principal = principal_for(O.CONTACT_RECEIPT_READ)) -> dict[str, str]:
-        """The signed receipt of a recorded contact, for the adapter to hand to the customer (docs/audit.md)."""
+                        principal: Principal = principal_for(O.CONTACT_RECEIPT_READ)) -> dict[str, str]:
+        """The signed receipt of a recorded contact, for the adapter to hand to the customer (docs/audit.md).
+        An adapter reads only its channels' contacts' receipts."""
+        ledger = state.ledger()
+        adapter_scope(ledger, principal, reference, contact_id)
         return {"reference": reference, "contact_id": contact_id,
-                "receipt": state.ledger().contact_receipt(reference, contact_id)}
+                "receipt": ledger.contact_receipt(reference, contact_id)}
+
+    @app.get("/v1/cases/{reference}/contacts/{contact_id}/receipt/proof", tags=["cases"],
+             openapi_extra={"x-operation": O.CONTACT_RECEIPT_READ.value})
+    def contact_receipt_proof(reference: str, contact_id: str,
+                              tree_size: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+                              principal: Principal = principal_for(O.CONTACT_RECEIPT_READ)) -> dict[str, Any]:
+        """The contact's leaf index and inclusion proof against the latest signed checkpoint (or the one of
+        ``tree_size``), with it: with the receipt, the customer proves the contact in the log (docs/audit.md).
+        An adapter reads only its channels' contacts' proofs."""
+        ledger = state.ledger()
+        adapter_scope(ledger, principal, reference, contact_id)
+        return ledger.contact_receipt_proof(reference, contact_id, tree_size)
 
     @app.get("/v1/cases", tags=["cases"], openapi_extra={"x-operation": O.CASE_READ.value})
     def case_find(
@@ -297,16 +324,29 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         customer: str, format: Annotated[str, Query(pattern="^(json|avro|html)$")] = "json",
         kept: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="the tree size of a checkpoint you kept")]
         = None,
+        occurred_from: Annotated[datetime | None, Query(description="ISO-8601 with its offset: show the events that "
+                                                        "occurred from then on (the others by hash and bytes)")] = None,
+        occurred_until: Annotated[datetime | None, Query(description="ISO-8601 with its offset: … until then "
+                                                         "(excluded)")] = None,
         _p: Principal = principal_for(O.HISTORY_EXPORT),
     ) -> Response:
         """A customer's verified history as a file: json, avro (object container) or html; with ``kept``, the file
-        carries the consistency proof from that tree size to its checkpoint (``caseledger.verify … --kept``)."""
-        from caseledger.ledger.reports.export import export_history
+        carries the consistency proof from that tree size to its checkpoint (``caseledger.verify … --kept``); with
+        an occurred range, it shows the events that occurred in it and proves completeness for it."""
+        from caseledger.ledger.reports.export import OccurredRange, export_history
+
+        occurred = None
+        if occurred_from is not None or occurred_until is not None:
+            for name, value in (("occurred_from", occurred_from), ("occurred_until", occurred_until)):
+                if value is not None and value.tzinfo is None:
+                    raise ValidationError(f"{name}: give the time with its UTC offset (e.g. 2026-01-01T00:00:00Z)",
+                                          field=name)
+            occurred = OccurredRange(occurred_from, occurred_until)
 
         media = {"json": "application/json", "avro": "application/avro", "html": "text/html; charset=utf-8"}[format]
         with tempfile.TemporaryDirectory(prefix="caseledger-export-") as where:
             path = Path(where) / f"history.{format}"
-            report = export_history(state.ledger(), customer, format, path, kept=kept)
+            report = export_history(state.ledger(), customer, format, path, kept=kept, occurred=occurred)
             data = path.read_bytes()
         headers = {"Content-Disposition": attachment(f"{report.customer_id}.{format}"),
                    "X-Caseledger-Verified": "true" if report.verified else "false"}
@@ -355,7 +395,28 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
         data, never in a URL). Not found: not applied yet, or another adapter's."""
         return verdict_json(read_verdict(state.ledger(), adapter=principal.name, topic=body.topic,
                                          partition=body.partition, offset=body.offset, channel=body.channel,
-                                         channel_message_id=body.channel_message_id))
+                                         channel_message_id=body.channel_message_id,
+                                         case_reference=body.case_reference))
+
+
+def adapter_scope(ledger: CaseLedger, principal: Principal, reference: str, contact_id: str) -> None:
+    """An adapter principal reads a contact only when it came on one of its registered channels: another
+    channel's contact, an unknown contact and an unknown case read alike, not found (nothing says which exists);
+    an adapter with no registered channels is refused."""
+    if principal.role is not Role.ADAPTER:
+        return
+    row = ledger.storage.adapter_keys().select_adapter(principal.name)
+    if row is None or row.revoked_at is not None:
+        raise PermissionDenied(
+            f"adapter principal {principal.name!r} has no registered channels, so it reads no contact: register them "
+            f"with `caseledger adapters add {principal.name} --channels email,chat --public-key FILE`")
+    try:
+        contact = ledger.get_case(reference).contacts.get(contact_id)
+    except NotFound:
+        contact = None
+    if contact is None or contact.channel not in row.channels:
+        raise NotFound(f"no contact {contact_id} of case {normalise_reference(reference)} on this adapter's channels "
+                       f"({', '.join(row.channels)})", field="contact_id")
 
 
 EXPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; sandbox"

@@ -138,6 +138,11 @@ class LedgerClient:
     def contact_receipt(self, reference: str, contact_id: str = "C1") -> str:
         return str(self._call("contact_receipt", reference=reference, contact_id=contact_id)["receipt"])
 
+    def contact_receipt_proof(self, reference: str, contact_id: str = "C1",
+                              tree_size: int | None = None) -> dict[str, Any]:
+        return dict(self._call("contact_receipt_proof", query={"tree_size": None if tree_size is None else str(tree_size)},
+                               reference=reference, contact_id=contact_id))
+
     def respond(self, reference: str, *, actor: Actor, body: str, answers: Sequence[str] = (),
                 channel: str | None = None, occurred_at: datetime | None = None) -> str:
         sent = {"body": body, "answers": list(answers), "channel": channel, "occurred_at": _iso(occurred_at)}
@@ -292,9 +297,15 @@ class LedgerClient:
         return [{**row, "recorded_at": _time(row["recorded_at"]), "occurred_at": _time(row["occurred_at"])}
                 for row in self._call("history_rows", customer=self._customer(who))]
 
-    def export(self, who: str, fmt: str, *, kept: int | None = None) -> tuple[bytes, bool]:
+    def export(self, who: str, fmt: str, *, kept: int | None = None,
+               occurred: tuple[datetime | None, datetime | None] = (None, None)) -> tuple[bytes, bool]:
         """A customer's history file in ``fmt`` and whether the server's audit verified it."""
-        params: dict[str, str | int] = {"format": fmt} if kept is None else {"format": fmt, "kept": kept}
+        params: dict[str, str | int] = {"format": fmt}
+        if kept is not None:
+            params["kept"] = kept
+        for name, value in zip(("occurred_from", "occurred_until"), occurred, strict=True):
+            if value is not None:
+                params[name] = value.isoformat()
         answer = self._raw(ROUTES["export"].url(customer=self._customer(who)), params)
         return answer.content, answer.headers.get("X-Caseledger-Verified") == "true"
 

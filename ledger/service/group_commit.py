@@ -38,7 +38,13 @@ from eventsourcing.persistence import Tracking
 from caseledger.ledger.errors import BackendError, ConflictError, MessageIdCollision
 from caseledger.ledger.reports.describe import plain
 from caseledger.ledger.service.batch_thread import BatchThread
-from caseledger.ledger.service.idempotency import STALE_AFTER, Idempotency, IdempotencyRefused, KeyedRequest
+from caseledger.ledger.service.idempotency import (
+    SECRET_SUBJECT,
+    STALE_AFTER,
+    Idempotency,
+    IdempotencyRefused,
+    KeyedRequest,
+)
 from caseledger.ledger.service.problems import problem_for
 
 if TYPE_CHECKING:
@@ -77,16 +83,26 @@ class GroupCommitter(BatchThread["Write"]):
 
     thread_name = "caseledger-group-commit"
 
-    def __init__(self, make_ledger: Callable[[], CaseLedger], *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, make_ledger: Callable[[], CaseLedger], *, max_batch: int = MAX_BATCH,
+                 secret: Callable[[], bytes] | None = None) -> None:
         super().__init__(make_ledger, max_batch=max_batch)
+        self.secret = secret  # the ledger's idempotency secret (ledger.service.idempotency); None: from a ledger
         self._next_purge = 0.0
         self.batches = 0  # how many units of work it committed (tests, benchmarks)
+
+    def _secret(self, ledger: CaseLedger) -> bytes:
+        """The ledger's idempotency secret: given, else read once from the committer's ledger."""
+        if self.secret is None:
+            found = ledger.data_keys.ledger_secret(SECRET_SUBJECT)
+            self.secret = lambda: found
+        return self.secret()
 
     def submit(self, write: Write) -> Future[Answer]:
         """Queue ``write``; its future gets (status, body, replayed) or the ledger error it failed with."""
         if write.key is not None:
             write.keyed = KeyedRequest(write.principal, write.key)  # a bad key: refused here, at once
-            write.stored_digest = write.keyed.digest(write.digest)
+            if self.secret is not None:
+                write.stored_digest = write.keyed.keyed_by(self.secret()).digest(write.digest)
         self._enqueue(write)
         return write.answer
 
@@ -157,6 +173,10 @@ class GroupCommitter(BatchThread["Write"]):
     def _without_replays(self, ledger: CaseLedger, batch: list[Write]) -> list[Write]:
         """Answer the writes whose key was answered before (or is another's in this batch); the rest, to run."""
         keyed = [w for w in batch if w.key is not None]
+        for write in keyed:
+            if not write.stored_digest:  # no secret given to the committer: the ledger's, from its key store
+                assert write.keyed is not None
+                write.stored_digest = write.keyed.keyed_by(self._secret(ledger)).digest(write.digest)
         rows = ledger.storage.idempotency().select_idempotency_many(list({w.key_id for w in keyed})) if keyed else {}
         todo: list[Write] = []
         first_of: dict[str, Write] = {}
@@ -167,7 +187,7 @@ class GroupCommitter(BatchThread["Write"]):
             row = rows.get(write.key_id)
             if row is not None:
                 assert write.keyed is not None
-                if row.request_sha256 not in (write.stored_digest, write.digest):  # the latter: an earlier release's
+                if row.request_sha256 not in write.keyed.kept_forms(write.digest):
                     write.answer.set_exception(IdempotencyRefused(
                         "this Idempotency-Key was used for a different request (method, path or body); use a new "
                         "key for a new request", status=422, slug="idempotency-key-reused"))
@@ -203,7 +223,7 @@ class GroupCommitter(BatchThread["Write"]):
                 code, answer = write.execute(ledger)
                 return code, plain(answer)
 
-            write.answer.set_result(Idempotency(ledger.storage.idempotency()).run(
+            write.answer.set_result(Idempotency(ledger.storage.idempotency(), secret=self._secret(ledger)).run(
                 ledger, principal=write.principal, key=write.key, digest=write.digest, execute=run,
                 problem=problem_for))
         except BaseException as error:

@@ -2,9 +2,13 @@
 
 For each (principal, key) the ledger keeps, for :data:`WINDOW` (docs/api.md), a keyed digest of the
 request (method, path, body) and, once it is done, its response *sealed* (``caseledger_idempotency``).
-Both are keyed by a secret derived from the principal and the Idempotency-Key, which the ledger never
-keeps (the row's id is a SHA-256 of them): the response quotes the customer's request, and only the
-caller that sent it can open it again, for as long as the window lasts. Rows older than the window are
+Both are keyed by a secret derived from the principal and the Idempotency-Key under the ledger's own
+idempotency secret (random, in the key store wrapped by the key-encryption key, :data:`SECRET_SUBJECT`):
+the response quotes the customer's request, and only the caller that sent it can have it answered again,
+for as long as the window lasts. Not from the key alone: a client's key may be guessable (a form's id, a
+counter), the row's id (a SHA-256 of principal and key) confirms a guess, and whoever reads the table
+would then open the answer; with the ledger's secret they also need the key-encryption key. Rows an
+earlier release sealed under the key alone (``sealed:1:``) are still answered, for their window. Rows older than the window are
 deleted (:meth:`Idempotency.purge`, on writes and on ``tick``); a key used again after that is
 refused (422), never run twice. A write with a key:
 
@@ -39,12 +43,15 @@ from eventsourcing.persistence import Tracking
 from caseledger.ledger.errors import CaseLedgerError, ConflictError, MessageIdCollision, ValidationError
 from caseledger.ledger.store_ports import IDEMPOTENCY_WINDOW, IdempotencyRow, IdempotencyStore
 
-__all__ = ["WINDOW", "Idempotency", "IdempotencyRefused", "KeyedRequest", "request_digest"]
+__all__ = ["SECRET_SUBJECT", "WINDOW", "Idempotency", "IdempotencyRefused", "KeyedRequest", "request_digest"]
 
 MAX_KEY_LENGTH = 255
 STALE_AFTER = timedelta(seconds=120)  # a claim with no answer this old: its request died
 WINDOW = IDEMPOTENCY_WINDOW
-SEALED_PREFIX = "sealed:1:"
+SEALED_PREFIX = "sealed:2:"
+LEGACY_PREFIX = "sealed:1:"  # sealed under the principal and key alone (before the ledger's secret)
+SECRET_SUBJECT = "ledger:idempotency"
+"""The key store's subject of the ledger's idempotency secret (:meth:`DataKeys.ledger_secret`: never erased)."""
 
 
 class IdempotencyRefused(ValidationError):
@@ -69,17 +76,32 @@ def request_digest(method: str, path: str, body: bytes) -> bytes:
 
 
 class KeyedRequest:
-    """One write's key as the ledger keeps it: its row id, and the secret its digest and answer are keyed by."""
+    """One write's key as the ledger keeps it: its row id, and the secret its digest and answer are keyed by
+    (``secret``: the ledger's idempotency secret, given now or with :meth:`keyed_by`)."""
 
-    __slots__ = ("_secret", "key_id")
+    __slots__ = ("_legacy", "_named", "_secret", "key_id")
 
-    def __init__(self, principal: str, key: str) -> None:
+    def __init__(self, principal: str, key: str, secret: bytes | None = None) -> None:
         self.key_id = Idempotency.key_id(principal, key)
-        self._secret = hmac.digest(b"caseledger idempotency answer", f"{principal}\0{key}".encode(), "sha256")
+        self._named = f"{principal}\0{key}".encode()
+        self._legacy = hmac.digest(b"caseledger idempotency answer", self._named, "sha256")
+        self._secret = b""
+        if secret is not None:
+            self.keyed_by(secret)
+
+    def keyed_by(self, secret: bytes) -> KeyedRequest:
+        self._secret = hmac.digest(secret, b"caseledger idempotency answer v2\0" + self._named, "sha256")
+        return self
 
     def digest(self, request_sha256: bytes) -> bytes:
         """What the row keeps of the request: keyed, so no one can test a guessed request against it."""
+        if not self._secret:
+            raise RuntimeError("KeyedRequest.keyed_by(the ledger's idempotency secret) first")
         return hmac.digest(self._secret, request_sha256, "sha256")
+
+    def kept_forms(self, request_sha256: bytes) -> tuple[bytes, ...]:
+        """Every form a row may keep of this request: this release's, an earlier one's keyed and in clear."""
+        return self.digest(request_sha256), hmac.digest(self._legacy, request_sha256, "sha256"), request_sha256
 
     def seal(self, response: Any) -> str:
         nonce = os.urandom(12)
@@ -87,12 +109,14 @@ class KeyedRequest:
         return SEALED_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
 
     def open(self, stored: str | None) -> Any:
-        """The answer kept; a row written in clear by an earlier release reads as it was."""
-        if stored is None or not stored.startswith(SEALED_PREFIX):
+        """The answer kept; a row sealed or written in clear by an earlier release reads as it was."""
+        prefix = next((p for p in (SEALED_PREFIX, LEGACY_PREFIX) if stored and stored.startswith(p)), None)
+        if stored is None or prefix is None:
             return json.loads(stored or "null")
-        data = base64.urlsafe_b64decode(stored[len(SEALED_PREFIX):])
+        data = base64.urlsafe_b64decode(stored[len(prefix):])
+        secret = self._secret if prefix == SEALED_PREFIX else self._legacy
         try:
-            return json.loads(AESGCM(self._secret).decrypt(data[:12], data[12:], self.key_id.encode()))
+            return json.loads(AESGCM(secret).decrypt(data[:12], data[12:], self.key_id.encode()))
         except InvalidTag:  # not this key's (cannot happen but by tampering): answer as if lost
             raise IdempotencyRefused(
                 "the answer kept for this Idempotency-Key cannot be read; read the case to see what the first "
@@ -103,9 +127,10 @@ class KeyedRequest:
 class Idempotency:
     """Runs writes under their Idempotency-Key (see the module docstring)."""
 
-    def __init__(self, store: IdempotencyStore, *, wait_s: float = 10.0) -> None:
+    def __init__(self, store: IdempotencyStore, *, wait_s: float = 10.0, secret: bytes | None = None) -> None:
         self.store = store
         self.wait_s = wait_s
+        self.secret = secret  # the ledger's idempotency secret; None: read from the ledger a write runs on
 
     @staticmethod
     def key_id(principal: str, key: str) -> str:
@@ -120,16 +145,17 @@ class Idempotency:
         problem: Callable[[CaseLedgerError], dict[str, Any]],
     ) -> tuple[int, Any, bool]:
         """(status, body, replayed): the first response of this key, running ``execute`` only once."""
-        keyed = KeyedRequest(principal, key)
+        secret = self.secret if self.secret is not None else ledger.data_keys.ledger_secret(SECRET_SUBJECT)
+        keyed = KeyedRequest(principal, key, secret)
         key_id, request_sha256, digest = keyed.key_id, digest, keyed.digest(digest)
         now = datetime.now(UTC)
         if not self.store.insert_idempotency(key_id, digest, now):
-            row = self._existing(key_id, digest, ledger, before=request_sha256)
+            row = self._existing(key_id, keyed.kept_forms(request_sha256), ledger)
             if row.status is not None:
                 return row.status, keyed.open(row.response), True
             # A stale claim whose request never committed: take it over (only one caller wins).
             if not self.store.restart_idempotency(key_id, row.created_at, datetime.now(UTC)):
-                row = self._existing(key_id, digest, ledger, before=request_sha256)
+                row = self._existing(key_id, keyed.kept_forms(request_sha256), ledger)
                 if row.status is not None:
                     return row.status, keyed.open(row.response), True
                 raise self.in_progress()
@@ -168,12 +194,12 @@ class Idempotency:
         """Delete the rows older than :data:`WINDOW`; how many."""
         return self.store.purge_idempotency((now or datetime.now(UTC)) - WINDOW)
 
-    def _existing(self, key_id: str, digest: bytes, ledger: Any, *, before: bytes) -> IdempotencyRow:
-        """The key's row; ``before``: the request's digest as a row of an earlier release kept it (in clear)."""
+    def _existing(self, key_id: str, forms: tuple[bytes, ...], ledger: Any) -> IdempotencyRow:
+        """The key's row; ``forms``: the request as a row may keep it (this release's, earlier releases')."""
         row = self.store.select_idempotency(key_id)
         if row is None:  # released meanwhile: the first request failed and recorded nothing
             raise ConflictError("the first request with this Idempotency-Key failed meanwhile; retry it")
-        if row.request_sha256 not in (digest, before):
+        if row.request_sha256 not in forms:
             raise IdempotencyRefused(
                 "this Idempotency-Key was used for a different request (method, path or body); use a new key "
                 "for a new request", status=422, slug="idempotency-key-reused",

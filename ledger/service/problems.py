@@ -54,7 +54,10 @@ def problem(status: int, slug: str, title: str, detail: str, *, exit_code: int, 
 
 
 def problem_for(error: CaseLedgerError) -> dict[str, Any]:
+    """The problem of ``error``; the field at fault, the refusal's code and its fix as members when it names them
+    (they never quote a value: a client reads them as an adapter reads a verdict's public reason)."""
     extra: dict[str, Any] = {"collision_id": error.collision_id} if isinstance(error, MessageIdCollision) else {}
+    extra.update((name, value) for name in ("field", "code", "fix") if (value := getattr(error, name)))
     return problem(error.http_status, error.slug, error.title, str(error), exit_code=error.exit_code, **extra)
 
 
@@ -64,9 +67,10 @@ def error_from_problem(body: dict[str, Any]) -> CaseLedgerError:
     detail = str(body.get("detail") or body.get("title") or "the ledger service refused the request")
     if slug == "collision":
         return MessageIdCollision(detail, collision_id=str(body.get("collision_id", "")))
+    named = {name: str(body[name]) for name in ("field", "code", "fix") if isinstance(body.get(name), str)}
     for cls in _ERRORS:
         if cls.slug == slug:
-            return cls(detail)
+            return cls(detail, **named)
     if slug.startswith("idempotency-"):
         return (ConflictError if body.get("status") == 409 else ValidationError)(detail)
     if slug == "too-large":

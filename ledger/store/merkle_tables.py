@@ -9,6 +9,11 @@
   above): node ``(level, idx)`` is MTH of leaves ``[idx·2^level, (idx+1)·2^level)``. The nodes
   inside a tile are recomputed from its leaves when a proof needs them (255 hashes).
 * ``merkle_state`` — one row: the tree size and the last position appended.
+* ``merkle_map_nodes(node, size, value)`` — the customer map's nodes (``ledger/transparency/customer_map.py``),
+  one row per version: node ``node`` holds ``value`` from tree size ``size`` on, until a later row; a
+  proof against an older checkpoint reads each node's latest version up to its size.
+  ``merkle_map_customers(key, count, head)`` — each customer's count and chain head now;
+  ``merkle_map_state`` — the leaves the map covers (the tree's size, unless it is catching up).
 * ``checkpoints`` — every signed checkpoint (size, root, the signed note, when, which key, the
   position of its last leaf).
 
@@ -31,7 +36,7 @@ from typing import Any
 
 from caseledger.ledger.db_errors import is_schema_race
 from caseledger.ledger.errors import TreeMoved
-from caseledger.ledger.store_ports import MerkleStore, StoredCheckpoint, Tile
+from caseledger.ledger.store_ports import MapRows, MerkleStore, StoredCheckpoint, Tile
 
 __all__ = ["PostgresMerkleStore", "SQLiteMerkleStore"]
 
@@ -70,6 +75,13 @@ class SQLiteMerkleStore(MerkleStore):
                       "root BLOB NOT NULL, note TEXT NOT NULL, signed_at TEXT NOT NULL, key_id TEXT NOT NULL, "
                       "last_position INTEGER NOT NULL)")
             c.execute("CREATE INDEX IF NOT EXISTS checkpoints_by_size ON checkpoints (tree_size)")
+            c.execute("CREATE TABLE IF NOT EXISTS merkle_map_nodes (node BLOB NOT NULL, size INTEGER NOT NULL, "
+                      "value BLOB NOT NULL, PRIMARY KEY (node, size)) WITHOUT ROWID")
+            c.execute("CREATE TABLE IF NOT EXISTS merkle_map_customers (key BLOB PRIMARY KEY, count INTEGER NOT NULL, "
+                      "head BLOB NOT NULL) WITHOUT ROWID")
+            c.execute("CREATE TABLE IF NOT EXISTS merkle_map_state (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                      "size INTEGER NOT NULL, last_position INTEGER NOT NULL)")
+            c.execute("INSERT OR IGNORE INTO merkle_map_state (id, size, last_position) VALUES (1, 0, 0)")
 
     def state(self) -> tuple[int, int]:
         with self._cursor(commit=False) as c:
@@ -87,6 +99,50 @@ class SQLiteMerkleStore(MerkleStore):
                           "VALUES (?, ?, ?, ?, ?)",
                           [(t.index, t.first_position, t.leaves, t.positions, t.inner) for t in tiles])
             c.executemany("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+
+    def append_map(self, rows: MapRows) -> None:
+        with self._cursor(commit=True) as c:
+            self._append_map(c, rows)
+
+    @staticmethod
+    def _append_map(c: Any, rows: MapRows) -> None:
+        c.execute("UPDATE merkle_map_state SET size = ?, last_position = ? WHERE id = 1 AND size = ?",
+                  (rows.new_size, rows.last_position, rows.old_size))
+        if c.rowcount != 1:
+            raise TreeMoved(f"the customer map no longer covers {rows.old_size} leaves")
+        c.executemany("INSERT OR REPLACE INTO merkle_map_nodes (node, size, value) VALUES (?, ?, ?)",
+                      [(node, rows.new_size, value) for node, value in rows.nodes])
+        c.executemany("INSERT OR REPLACE INTO merkle_map_customers (key, count, head) VALUES (?, ?, ?)",
+                      rows.customers)
+
+    def map_state(self) -> tuple[int, int]:
+        with self._cursor(commit=False) as c:
+            row = c.execute("SELECT size, last_position FROM merkle_map_state WHERE id = 1").fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def map_nodes(self, wanted: Iterable[bytes], size: int | None = None) -> dict[bytes, bytes]:
+        found: dict[bytes, bytes] = {}
+        upto = (1 << 62) if size is None else size
+        with self._cursor(commit=False) as c:
+            for chunk in _chunks(list(dict.fromkeys(wanted)), 250):
+                marks = ",".join(["(?)"] * len(chunk))
+                for node, value in c.execute(
+                        f"WITH w(node) AS (VALUES {marks}) SELECT w.node, (SELECT m.value FROM merkle_map_nodes m "
+                        "WHERE m.node = w.node AND m.size <= ? ORDER BY m.size DESC LIMIT 1) FROM w",
+                        [*chunk, upto]):
+                    if value is not None:
+                        found[bytes(node)] = bytes(value)
+        return found
+
+    def map_customers(self, keys: Iterable[bytes]) -> dict[bytes, tuple[int, bytes]]:
+        found: dict[bytes, tuple[int, bytes]] = {}
+        with self._cursor(commit=False) as c:
+            for chunk in _chunks(list(dict.fromkeys(keys)), 500):
+                marks = ",".join("?" * len(chunk))
+                for key, count, head in c.execute(
+                        f"SELECT key, count, head FROM merkle_map_customers WHERE key IN ({marks})", chunk):
+                    found[bytes(key)] = (int(count), bytes(head))
+        return found
 
     def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
         found: dict[Node, bytes] = {}
@@ -155,6 +211,8 @@ class PostgresMerkleStore(MerkleStore):
 
         self.tiles_table, self.nodes_table = table("merkle_tiles"), table("merkle_nodes")
         self.state_table, self.checkpoints_table = table("merkle_state"), table("checkpoints")
+        self.map_nodes_table, self.map_customers_table = table("merkle_map_nodes"), table("merkle_map_customers")
+        self.map_state_table = table("merkle_map_state")
         self.tiles_index = Identifier(prefix + "merkle_tiles_by_position")
         self.SQL = SQL
         self._columns = SQL("SELECT tree_size, root, note, signed_at, key_id, last_position FROM {} ").format(
@@ -183,6 +241,14 @@ class PostgresMerkleStore(MerkleStore):
             sql("CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, tree_size bigint NOT NULL, root bytea NOT NULL, "
                 "note text NOT NULL, signed_at timestamptz NOT NULL, key_id text NOT NULL, last_position bigint NOT NULL)"
                 ).format(self.checkpoints_table),
+            sql("CREATE TABLE IF NOT EXISTS {} (node bytea NOT NULL, size bigint NOT NULL, value bytea NOT NULL, "
+                "PRIMARY KEY (node, size))").format(self.map_nodes_table),
+            sql("CREATE TABLE IF NOT EXISTS {} (key bytea PRIMARY KEY, count bigint NOT NULL, head bytea NOT NULL)"
+                ).format(self.map_customers_table),
+            sql("CREATE TABLE IF NOT EXISTS {} (id smallint PRIMARY KEY CHECK (id = 1), size bigint NOT NULL, "
+                "last_position bigint NOT NULL)").format(self.map_state_table),
+            sql("INSERT INTO {} (id, size, last_position) VALUES (1, 0, 0) ON CONFLICT DO NOTHING").format(
+                self.map_state_table),
         ]
         for _attempt in range(5):
             try:
@@ -221,6 +287,54 @@ class PostgresMerkleStore(MerkleStore):
                 c.execute(sql("INSERT INTO {} (level, idx, hash) SELECT * FROM "
                               "unnest(%b::smallint[], %b::bigint[], %b::bytea[])").format(self.nodes_table),
                           ([x[0] for x in nodes], [x[1] for x in nodes], [x[2] for x in nodes]))
+
+    def append_map(self, rows: MapRows) -> None:
+        with self._cursor(commit=True) as c:
+            self._append_map(c, rows)
+
+    def _append_map(self, c: Any, rows: MapRows) -> None:
+        sql = self.SQL
+        c.execute(sql("UPDATE {} SET size = %s, last_position = %s WHERE id = 1 AND size = %s").format(
+            self.map_state_table), (rows.new_size, rows.last_position, rows.old_size))
+        if c.rowcount != 1:
+            raise TreeMoved(f"the customer map no longer covers {rows.old_size} leaves")
+        if rows.nodes:
+            c.execute(sql("INSERT INTO {} (node, size, value) SELECT n, %s, v FROM unnest(%s::bytea[], %s::bytea[]) "
+                          "AS w(n, v) ON CONFLICT (node, size) DO UPDATE SET value = EXCLUDED.value").format(
+                          self.map_nodes_table),
+                      (rows.new_size, [n for n, _ in rows.nodes], [v for _, v in rows.nodes]))
+        if rows.customers:
+            c.execute(sql("INSERT INTO {} (key, count, head) SELECT * FROM unnest(%s::bytea[], %s::bigint[], "
+                          "%s::bytea[]) ON CONFLICT (key) DO UPDATE SET count = EXCLUDED.count, head = EXCLUDED.head"
+                          ).format(self.map_customers_table),
+                      ([k for k, _, _ in rows.customers], [n for _, n, _ in rows.customers],
+                       [h for _, _, h in rows.customers]))
+
+    def map_state(self) -> tuple[int, int]:
+        with self._cursor(commit=False) as c:
+            row = c.execute(self.SQL("SELECT size, last_position FROM {} WHERE id = 1").format(self.map_state_table)
+                            ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def map_nodes(self, wanted: Iterable[bytes], size: int | None = None) -> dict[bytes, bytes]:
+        ids = list(dict.fromkeys(wanted))
+        if not ids:
+            return {}
+        upto = (1 << 62) if size is None else size
+        with self._cursor(commit=False) as c:
+            rows = c.execute(self.SQL("SELECT w.node, (SELECT m.value FROM {} m WHERE m.node = w.node AND m.size <= %s "
+                                      "ORDER BY m.size DESC LIMIT 1) FROM unnest(%s::bytea[]) AS w(node)").format(
+                                      self.map_nodes_table), (upto, ids)).fetchall()
+        return {bytes(node): bytes(value) for node, value in rows if value is not None}
+
+    def map_customers(self, keys: Iterable[bytes]) -> dict[bytes, tuple[int, bytes]]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        with self._cursor(commit=False) as c:
+            rows = c.execute(self.SQL("SELECT key, count, head FROM {} WHERE key = ANY(%s)").format(
+                self.map_customers_table), (wanted,)).fetchall()
+        return {bytes(k): (int(n), bytes(h)) for k, n, h in rows}
 
     def nodes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
         inner = list(wanted)

@@ -3,7 +3,9 @@
 :func:`sign_checkpoint` brings the tree up to the store's head and, when it grew since the last
 checkpoint (or the key changed), signs ``(origin, size, root)`` as a C2SP checkpoint and stores
 it, with the time it was signed on the ledger's clock (a ``Timestamp:`` extension line, as Rekor's
-checkpoints carry it: what a contact's receipt promises is checked against it). With Kafka, the
+checkpoints carry it: what a contact's receipt promises is checked against it) and the root of the
+customer map over the same leaves (``caseledger/customers <base64 root>``: what proves an export
+complete, ``caseledger.verify.completeness``). With Kafka, the
 publisher keeps the tree (it has every event's hash in hand) and signs at most once per
 ``CASELEDGER_CHECKPOINT_INTERVAL`` seconds (default 10) while the log grows
 (:mod:`caseledger.ledger.kafka.publisher`). Without it, :class:`Checkpointer` is the same as a
@@ -13,6 +15,7 @@ appends each batch to the tree and signs on the same schedule.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import threading
@@ -28,6 +31,7 @@ from caseledger.ledger.store_ports import StoredCheckpoint
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
 from caseledger.ledger.transparency.tree import MerkleLog
 from caseledger.ledger.transparency.witnesses import WitnessSubmitter
+from caseledger.verify.completeness import EXTENSION as MAP_EXTENSION
 from caseledger.verify.note import Checkpoint
 
 if TYPE_CHECKING:
@@ -66,13 +70,16 @@ def sign_checkpoint(ledger: CaseLedger, signer: CheckpointSigner, *, tree: Merkl
         tree.catch_up(ledger)
     key_id = signer.verifier_key.key_id.hex()
     latest = tree.store.latest_checkpoint()
-    if not force and latest is not None and latest.tree_size == tree.size and latest.key_id == key_id:
+    if (not force and latest is not None and latest.tree_size == tree.size and latest.key_id == key_id
+            and f"\n{MAP_EXTENSION} " in latest.note):  # (one signed before the customer map is signed again)
         return latest
     # When it was signed, on the ledger's clock (the clock contacts are received on): a receipt promises
     # its contact in every checkpoint signed from a given time on, and this line says which those are.
     stamp = ledger.clock()
     nanos = ((stamp - EPOCH) // timedelta(microseconds=1)) * 1000
-    checkpoint = Checkpoint(ledger.settings.origin, tree.size, tree.root, (f"Timestamp: {nanos}",))
+    # The customer map over the same leaves, stored (docs/audit.md, "Completeness").
+    extensions = [f"Timestamp: {nanos}", f"{MAP_EXTENSION} {base64.b64encode(tree.commit_map(ledger)).decode()}"]
+    checkpoint = Checkpoint(ledger.settings.origin, tree.size, tree.root, tuple(extensions))
     stored = StoredCheckpoint(tree.size, tree.root, signer.sign(checkpoint), datetime.now(UTC), key_id,
                               tree.last_position)
     tree.store.insert_checkpoint(stored)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from caseledger.ledger.errors import TreeMoved
 from caseledger.ledger.store_ports import TILE_HEIGHT, MerkleStore, Tile
+from caseledger.ledger.transparency.customer_map import CustomerMap, event_customer
 from caseledger.verify.rfc9162 import (
     EMPTY_ROOT,
     consistency_ranges,
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["MerkleLog", "tile_nodes"]
 
 TILE = 1 << TILE_HEIGHT
+MAP_FLUSH_LEAVES = 100_000
+"""The customer map is written before each checkpoint, and at the latest after this many leaves (memory)."""
 
 
 def tile_levels(tile: Tile) -> list[list[bytes]]:
@@ -82,6 +85,7 @@ class MerkleLog:
         self.last_position = 0
         self.high: list[tuple[int, int, bytes]] = []  # the frontier's subtrees of height ≥ 8 (full tiles and up)
         self.tail: Tile | None = None  # the last tile while it is partial
+        self.customers = CustomerMap(store)  # who has how many events, committed beside the root
         self.reload()
 
     @classmethod
@@ -104,6 +108,12 @@ class MerkleLog:
             raise LookupError(f"the Merkle tree of size {self.size} lacks its nodes {missing[:3]}: "
                               "its tables were damaged; rebuild them (docs/audit.md)")
         self.high = [(level, index, found[(level, index)]) for level, index in wanted]
+        self.customers.reload()
+
+    @property
+    def map_in_step(self) -> bool:
+        """Whether the customer map (in memory) covers exactly the tree's leaves (else ``catch_up_map`` brings it)."""
+        return self.customers.size == self.size
 
     @property
     def frontier(self) -> list[tuple[int, int, bytes]]:
@@ -120,9 +130,12 @@ class MerkleLog:
         frontier = self.frontier
         return fold([h for _, _, h in frontier]) if frontier else EMPTY_ROOT
 
-    def append(self, entries: Sequence[tuple[int, bytes]]) -> int:
+    def append(self, entries: Sequence[tuple[int, bytes]], customers: Sequence[bytes] | None = None) -> int:
         """Append ``(position, event hash)`` entries (positions increasing, after ``last_position``).
 
+        ``customers``: each entry's customer id (the envelope's, b"" for none), for the customer map, which
+        moves in the same transaction while it is in step with the tree (without them it falls behind,
+        and ``catch_up`` brings it up from the log).
         One transaction; TreeMoved (nothing written) when another appender moved the tree first.
         Only the leaf hash is computed per event; a tile's 255 inner nodes are computed once, when it
         fills, by pairwise list reductions (the fastest way to hash in Python), and only nodes of
@@ -174,12 +187,60 @@ class MerkleLog:
         tail = Tile(size >> TILE_HEIGHT, first, bytes(leaves), bytes(positions)) if leaves else None
         if tail is not None:
             tiles.append(tail)
+        in_step = customers is not None and self.map_in_step
         self.store.append(self.size, size, last, tiles, nodes)
         self.size, self.last_position, self.high, self.tail = size, last, high, tail
+        if in_step:
+            assert customers is not None
+            self.customers.add(size, last, list(zip(customers, (d for _, d in entries), strict=True)))
+            if self.customers.pending_leaves >= MAP_FLUSH_LEAVES:
+                self.store_map()
         return len(entries)
 
+    def store_map(self) -> bool:
+        """Write the customer map as it is in memory (done before each checkpoint); False when another appender
+        stored it first (the map is then reloaded, behind: ``catch_up_map``)."""
+        flushed = self.customers.flush()
+        if flushed is None:
+            return True
+        try:
+            self.store.append_map(flushed[0])
+        except TreeMoved:
+            self.customers.reload()
+            return False
+        self.customers.stored(*flushed)
+        return True
+
+    def commit_map(self, ledger: CaseLedger) -> bytes:
+        """The customer map over exactly the tree's leaves, stored: its root (what a checkpoint commits)."""
+        while True:
+            if self.customers.stored_size > self.size:  # another appender went further: follow it
+                self.reload()
+            self.catch_up_map(ledger)
+            if self.store_map() and self.customers.stored_size == self.size:
+                return self.customers.root
+
+    def catch_up_map(self, ledger: CaseLedger, *, batch: int = 1000) -> int:
+        """Bring the customer map (in memory) up to the tree from the log: a tree kept before the map, appended
+        without customers, or another appender's; the leaves read."""
+        done = 0
+        while self.customers.size < self.size:
+            cmap = self.customers
+            want = min(batch, self.size - cmap.size)
+            notifications = ledger.recorder.select_notifications(start=cmap.last_position + 1, limit=want)
+            if not notifications:
+                raise LookupError(f"the log lacks the events of leaves {cmap.size} to {self.size}: the customer map "
+                                  "cannot be brought up to the tree")
+            sha256 = hashlib.sha256
+            cmap.add(cmap.size + len(notifications), notifications[-1].id,
+                     [(event_customer(n.state), sha256(n.state).digest()) for n in notifications])
+            done += len(notifications)
+        return done
+
     def catch_up(self, ledger: CaseLedger, *, batch: int = 1000, limit: int | None = None) -> int:
-        """Append every event of the notification log not yet in the tree (at most ``limit``)."""
+        """Append every event of the notification log not yet in the tree (at most ``limit``), the customer map
+        with it."""
+        self.catch_up_map(ledger, batch=batch)
         done = 0
         while limit is None or done < limit:
             want = batch if limit is None else min(batch, limit - done)
@@ -188,7 +249,8 @@ class MerkleLog:
                 break
             sha256 = hashlib.sha256
             try:
-                done += self.append([(n.id, sha256(n.state).digest()) for n in notifications])
+                done += self.append([(n.id, sha256(n.state).digest()) for n in notifications],
+                                    [event_customer(n.state) for n in notifications])
             except TreeMoved:
                 self.reload()
         return done

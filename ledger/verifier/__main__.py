@@ -1,7 +1,8 @@
 """``python -m caseledger.verify EXPORT --key PUBKEY [--kept CHECKPOINT]``: check a history export (JSON or Avro)
 offline, and with ``--kept`` its checkpoint against one the auditor kept;
-``python -m caseledger.verify receipt FILE --key PUBKEY [--export EXPORT] [--content JSON]``: check a
-contact's receipt, and with an export whether the log holds the contact;
+``python -m caseledger.verify receipt FILE --key PUBKEY [--export EXPORT | --proof PROOF [--checkpoint CP]]
+[--content JSON]``: check a contact's receipt, and with an export or the contact's inclusion proof against a
+signed checkpoint whether the log holds the contact;
 ``python -m caseledger.verify checkpoint NOTE [OTHER] --key PUBKEY``: check a (cosigned) checkpoint, and
 that two checkpoints are not a split view.
 
@@ -13,12 +14,14 @@ Exit codes (docs/audit.md):
 
 ==  ==========================================================================================
 0   everything holds
-1   a discrepancy: something does not hold (each finding is printed; for a receipt: forged,
+1   a discrepancy: something does not hold (each finding is printed; an export missing any event of
+    its customer up to its checkpoint: ``incomplete``, a bad customer map proof: ``map-proof``, an
+    event on the wrong side of its occurred range: ``range``; for a receipt: forged,
     altered, another request, or missing from a log that promised it; for checkpoints:
     ``witness-policy``, ``witness-signature``, ``split-view``)
 2   unreadable or malformed input, or usage: a missing file, a bad key or policy, not an export, a kept
     checkpoint not signed by the key, no receipt
-3   not provable from what was given: a receipt whose export predates the promised time; a kept
+3   not provable from what was given: a receipt whose export or checkpoint predates the promised time; a kept
     checkpoint newer than the export's, or one the export carries no consistency proof from
 ==  ==========================================================================================
 """
@@ -38,10 +41,10 @@ from caseledger.verify.cosignatures import (
     split_view,
 )
 from caseledger.verify.failures import MalformedInput, VerificationError
-from caseledger.verify.history import check_history, read_export
+from caseledger.verify.history import HistoryCheck, check_history, read_export
 from caseledger.verify.kept import KeptCheck, check_kept
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
-from caseledger.verify.receipts import check_receipt
+from caseledger.verify.receipts import check_receipt, read_proof
 
 EXIT_CODES = ("exit codes: 0 everything holds; 1 a discrepancy (each finding printed); 2 unreadable or malformed input, "
               "or usage; 3 not provable from what was given (docs/audit.md)")
@@ -147,16 +150,22 @@ def _kept(value: str, key: VerifierKey) -> Checkpoint:
 
 
 def receipt_main(argv: list[str]) -> int:
-    """``receipt FILE --key K [--export EXPORT] [--content JSON]``."""
+    """``receipt FILE --key K [--export EXPORT | --proof P [--checkpoint CP]] [--content JSON]``."""
     parser = argparse.ArgumentParser(
         prog="python -m caseledger.verify receipt", epilog=EXIT_CODES,
         description="Check a contact's receipt offline: the ledger's signature; with --content, that it was issued "
-                    "for the request you sent; with --export (any later history export), that the log holds the "
-                    "contact — or that it is missing although the ledger promised it (proof against the operator).")
+                    "for the request you sent; with --export (any later history export), or with --proof (the contact's "
+                    "inclusion proof, `caseledger contact receipt REF --proof`) against a later signed checkpoint, "
+                    "that the log holds the contact — or that it is missing although the ledger promised it (proof "
+                    "against the operator).")
     parser.add_argument("file", help="a file holding the receipt (CLR1.…): the receipt alone, or the acknowledgement "
                                      "that carries it; - reads standard input")
     parser.add_argument("--key", required=True, help="the ledger's verifier key NAME+KEYID+BASE64, or a file holding it")
     parser.add_argument("--export", help="a history export (JSON or Avro) made after the receipt")
+    parser.add_argument("--proof", help="the contact's inclusion proof (JSON, as `caseledger contact receipt REF "
+                                        "--proof` writes it): its leaf index and audit path in a signed checkpoint")
+    parser.add_argument("--checkpoint", help="a signed checkpoint (the note text) to prove against, e.g. one an "
+                                             "auditor or witness kept; default: the one the proof carries")
     parser.add_argument("--content", help="a JSON file: {identity: 'email:…', subject, items: [...], body, "
                                           "attachment_sha256s: [...]}, the request as you sent it")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
@@ -164,9 +173,16 @@ def receipt_main(argv: list[str]) -> int:
     try:
         key = _key(args.key)
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        if args.export and args.proof:
+            raise MalformedInput("give --export or --proof, not both: each proves the contact on its own")
+        if args.checkpoint and not args.proof:
+            raise MalformedInput("--checkpoint needs --proof: the contact's leaf index and inclusion proof against "
+                                 "it (`caseledger contact receipt REF --proof --tree-size N`)")
         export = read_export(args.export) if args.export else None
+        proof = read_proof(Path(args.proof).read_text(encoding="utf-8")) if args.proof else None
+        checkpoint = Path(args.checkpoint).read_text(encoding="utf-8") if args.checkpoint else None
         content = json.loads(Path(args.content).read_text(encoding="utf-8")) if args.content else None
-        result = check_receipt(text, key, export=export, content=content)
+        result = check_receipt(text, key, export=export, content=content, proof=proof, checkpoint=checkpoint)
     except (OSError, UnicodeDecodeError, ValueError) as error:  # MalformedInput and JSON errors are ValueErrors
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -175,9 +191,20 @@ def receipt_main(argv: list[str]) -> int:
     else:
         print("\n".join(result.lines))
         print({"signed": "verified: the ledger signed this receipt", "included": "verified: the contact is in the log",
-               "pending": "not yet provable: the export predates the promised time",
+               "pending": "not yet provable: the export or checkpoint predates the promised time",
                "missing": "NOT in the log: proof against the operator"}.get(result.verdict, "NOT verified"))
     return 0 if result.ok else 3 if result.verdict == "pending" else 1
+
+
+def completeness_line(result: HistoryCheck) -> str:
+    """What the export proves of its customer's whole history."""
+    if result.complete:
+        return (f"complete: the export holds all {result.counted} events of customer {result.customer} up to the "
+                "checkpoint (customer map proof verified)")
+    if result.complete is None and result.checkpoint is not None:
+        return ("completeness: not provable: the checkpoint commits to no customer map (signed before the map "
+                "existed); the events present are proved, not that none is missing")
+    return "completeness: NOT proved"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             if result.checkpoint else None,
             "kept": {"tree_size": kept.size, "code": against.code if against else None,
                      "message": against.message if against else None} if kept is not None else None,
+            "customer_id": result.customer, "complete": result.complete, "counted": result.counted,
+            "in_range": result.in_range,
             "findings": [{"code": f.code, "position": f.position, "message": f.message} for f in result.findings],
         }, indent=2))
     else:
@@ -237,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
                   "not from the view")
         if against is not None and against.ok:
             print(f"kept checkpoint: {against.message}")
+        print(completeness_line(result))
+        if result.in_range is not None:
+            print(f"occurred range: {result.in_range} events shown in full, {result.events - result.in_range} by "
+                  "their hash and stored bytes (each checked to lie outside it)")
         for finding in result.findings:
             print(finding.line())
         if against is not None and against.code == "unprovable":

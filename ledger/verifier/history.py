@@ -14,7 +14,11 @@ decoded ``event`` fields or its ``verification`` verdict — those are the ledge
    from its first exported event on;
 5. each event's readable ``event`` against its stored bytes, decoded with the schema the export
    carries for it (``view-mismatch``; sealed personal fields aside: :mod:`caseledger.verify.decoded`).
-   A view that cannot be checked (no schema for it) is counted in ``views_unchecked``, and said.
+   A view that cannot be checked (no schema for it) is counted in ``views_unchecked``, and said;
+6. completeness (``caseledger.verify.completeness``): the customer's events up to the checkpoint,
+   counted and chained in leaf order, are exactly what the customer map the checkpoint commits to
+   holds for them (``incomplete``, ``map-proof``); with an occurred range, each event's bytes say
+   it lies on the side of the range the export puts it (``range``).
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from caseledger.verify.completeness import check_completeness
 from caseledger.verify.cosignatures import PolicyError, WitnessPolicy, check_cosignatures
 from caseledger.verify.decoded import ViewCheck
 from caseledger.verify.failures import MalformedInput, ProofError, SignatureError, WrongKeyError
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint
 from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
 
-__all__ = ["Finding", "HistoryCheck", "check_history", "check_shape", "envelope", "read_export"]
+__all__ = ["EnvelopeFields", "Finding", "HistoryCheck", "check_history", "check_shape", "envelope", "envelope_customer",
+           "read_envelope", "read_export"]
 
 MAGIC = b"\xc3\x01"
 HEADER = 10
@@ -64,6 +70,10 @@ class HistoryCheck:
     views_checked: int = 0
     views_unchecked: int = 0
     findings: list[Finding] = field(default_factory=list)
+    customer: str | None = None
+    complete: bool | None = None  # None: the checkpoint commits to no customer map (signed before it)
+    counted: int = 0  # the customer's events up to the checkpoint, chained and counted against the map
+    in_range: int | None = None  # with an occurred range: how many of the file's events it shows
 
     @property
     def ok(self) -> bool:
@@ -112,18 +122,29 @@ def _skip_authentication(data: bytes, p: int) -> int:
     return q
 
 
-def envelope(data: bytes) -> tuple[str, int, bytes | None]:
-    """(aggregate id, version, previous hash) from an event's stored bytes (caseledger.Envelope, first field)."""
+@dataclass(frozen=True)
+class EnvelopeFields:
+    """What the verifier reads of an event's envelope (caseledger.Envelope, the first field of every event)."""
+
+    aggregate: str
+    version: int
+    previous: bytes | None
+    customer: bytes
+    occurred_micros: int
+
+
+def read_envelope(data: bytes) -> EnvelopeFields:
+    """The envelope's fields from an event's stored bytes; ValueError or IndexError when they do not decode."""
     if data[:2] != MAGIC:
         raise ValueError("not Avro single-object encoding (no C3 01)")
     p = HEADER
     _, p = _str(data, p)  # event_id
     aggregate, p = _str(data, p)
     version, p = _long(data, p)
-    for _ in range(2):  # case_id, customer_id
-        _, p = _str(data, p)
-    for _ in range(2):  # occurred_at, recorded_at
-        _, p = _long(data, p)
+    _, p = _str(data, p)  # case_id
+    customer, p = _str(data, p)
+    occurred, p = _long(data, p)
+    _, p = _long(data, p)  # recorded_at
     for _ in range(2):  # actor.kind, actor.id
         _, p = _str(data, p)
     p = _skip_authentication(data, p)
@@ -135,7 +156,21 @@ def envelope(data: bytes) -> tuple[str, int, bytes | None]:
     previous = None
     if branch == 1:
         previous, p = _str(data, p)
-    return aggregate.decode(), version, previous
+    return EnvelopeFields(aggregate.decode(), version, previous, customer, occurred)
+
+
+def envelope(data: bytes) -> tuple[str, int, bytes | None]:
+    """(aggregate id, version, previous hash) from an event's stored bytes (caseledger.Envelope, first field)."""
+    fields = read_envelope(data)
+    return fields.aggregate, fields.version, fields.previous
+
+
+def envelope_customer(data: bytes) -> bytes:
+    """The envelope's ``customer_id`` (b"" when the bytes do not decode: counted in no customer's history)."""
+    try:
+        return read_envelope(data).customer
+    except (ValueError, IndexError):
+        return b""
 
 
 def read_export(path: str | Path) -> dict[str, Any]:
@@ -217,6 +252,7 @@ def _avro_export(path: str | Path) -> dict[str, Any]:
     b64 = base64.b64encode
     return {
         "format": "caseledger.history/1",
+        "customer_id": metadata.get("caseledger.customer_id", b"").decode("utf-8", "replace"),
         "transparency": transparency,
         "schemas": schemas,
         "views": "avro",  # each event's view as the container holds it (Avro values), not as JSON shows it
@@ -225,6 +261,7 @@ def _avro_export(path: str | Path) -> dict[str, Any]:
             "stored_bytes_base64": b64(r["stored_bytes"]).decode(), "leaf_index": r.get("leaf_index"),
             "inclusion_proof": [b64(h).decode() for h in r["inclusion_proof"]]
             if r.get("inclusion_proof") is not None else None,
+            **({"in_range": False} if r.get("event") is None else {}),
             **({"event": r["event"]} if "event" in r else {}),
         } for r in records],
     }
@@ -259,6 +296,7 @@ def check_history(document: dict[str, Any], key: VerifierKey, policy: WitnessPol
     cp = result.checkpoint
     views = ViewCheck(document.get("schemas"), json_view=document.get("views") != "avro")
     chains: dict[str, tuple[int, bytes]] = {}
+    read: list[tuple[dict[str, Any], bytes, EnvelopeFields]] = []
     for event in document.get("events") or []:
         result.events += 1
         position = int(event.get("position") or 0)
@@ -281,7 +319,7 @@ def check_history(document: dict[str, Any], key: VerifierKey, policy: WitnessPol
                     result.included += 1
                 except (ProofError, MalformedInput, ValueError) as error:
                     result.flag("inclusion", position, f"not in the signed log: {error}")
-        if "event" in event:
+        if "event" in event and not (event["event"] is None and event.get("in_range", True) is False):
             differences = views.differences(data, event["event"])
             if differences is None:
                 result.views_unchecked += 1
@@ -291,10 +329,12 @@ def check_history(document: dict[str, Any], key: VerifierKey, policy: WitnessPol
             else:
                 result.views_checked += 1
         try:
-            aggregate, version, previous = envelope(data)
+            fields = read_envelope(data)
         except (ValueError, IndexError) as error:
             result.flag("undecodable", position, f"the envelope cannot be read from the stored bytes: {error}")
             continue
+        aggregate, version, previous = fields.aggregate, fields.version, fields.previous
+        read.append((event, digest, fields))
         last = chains.get(aggregate)
         if last is not None:
             if version != last[0] + 1:
@@ -307,4 +347,5 @@ def check_history(document: dict[str, Any], key: VerifierKey, policy: WitnessPol
         elif version == 1 and previous is not None:
             result.flag("chain-broken", position, f"aggregate {aggregate} v1 has a previous_hash")
         chains[aggregate] = (version, digest)
+    check_completeness(document, result, read)
     return result

@@ -39,12 +39,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from caseledger.verify.failures import MalformedInput, SignatureError, WrongKeyError
-from caseledger.verify.note import VerifierKey
+from caseledger.verify.note import Checkpoint, VerifierKey
 
-__all__ = ["PREFIX", "SALT_BYTES", "Receipt", "ReceiptCheck", "check_receipt", "content_digest", "find_receipt",
-           "receipt_text", "signed_message"]
+__all__ = ["PREFIX", "PROOF_FORMAT", "SALT_BYTES", "Receipt", "ReceiptCheck", "check_receipt", "content_digest",
+           "find_receipt", "read_proof", "receipt_text", "signed_message"]
 
 PREFIX = "CLR1."
+PROOF_FORMAT = "caseledger receipt inclusion v1"
+"""The ``format`` of a receipt's inclusion proof (``caseledger contact receipt REF --proof``): a JSON object with
+``event_hash`` (hex), ``tree_size``, ``leaf_index`` (null: not in that checkpoint's tree), ``inclusion_proof``
+(base64 hashes, RFC 9162 order), ``checkpoint`` (the signed note they are against), ``reference``, ``contact_id``."""
 MAGIC = b"CLR\x01"
 DOMAIN = b"caseledger receipt v1\n"
 SALT_BYTES = 16
@@ -223,11 +227,11 @@ class ReceiptCheck:
     """What a receipt proves: its ``verdict`` and a line for each thing found.
 
     Verdicts: ``signed`` (the ledger's signature holds; nothing asked of the log), ``included`` (the
-    log holds the contact), ``pending`` (not in the export, whose checkpoint is older than the promised
-    time: ask again later), ``missing`` (a checkpoint the ledger signed after the promised time lacks
-    the contact: proof against the operator), ``forged`` (the signature does not hold), ``wrong-key``,
-    ``content-differs`` (the request given is not the one received), ``unverified`` (the export given
-    does not verify, or is of another log: nothing follows from it).
+    log holds the contact), ``pending`` (not in the export or the proof's checkpoint, signed before the
+    promised time: ask again later), ``missing`` (a checkpoint the ledger signed after the promised time
+    lacks the contact, as its export or its own proof shows: proof against the operator), ``forged`` (the signature does not hold), ``wrong-key``,
+    ``content-differs`` (the request given is not the one received), ``unverified`` (the export, checkpoint
+    or proof given does not verify, is of another log or of another event: nothing follows from it).
     """
 
     receipt: Receipt | None
@@ -240,9 +244,11 @@ class ReceiptCheck:
 
 
 def check_receipt(text: str, key: VerifierKey, *, export: dict[str, Any] | None = None,
-                  content: dict[str, Any] | None = None) -> ReceiptCheck:
+                  content: dict[str, Any] | None = None, proof: dict[str, Any] | None = None,
+                  checkpoint: str | None = None) -> ReceiptCheck:
     """Check a receipt with the ledger's key; with ``content`` the request it was for; with ``export`` (a
-    history export, :func:`caseledger.verify.history.read_export`) whether the log holds it."""
+    history export, :func:`caseledger.verify.history.read_export`), or with ``proof`` (:func:`read_proof`)
+    against ``checkpoint`` (a signed note; else the one the proof carries), whether the log holds it."""
     receipt = Receipt.parse(find_receipt(text))
     result = ReceiptCheck(receipt, lines=receipt.lines())
     try:
@@ -272,6 +278,8 @@ def check_receipt(text: str, key: VerifierKey, *, export: dict[str, Any] | None 
         result.lines.append("content: the request given is the one received")
     if export is not None:
         _against_export(receipt, key, export, result)
+    if proof is not None:
+        _against_proof(receipt, key, proof, checkpoint, result)
     return result
 
 
@@ -311,15 +319,95 @@ def _against_export(receipt: Receipt, key: VerifierKey, export: dict[str, Any], 
                                 f"({when}): proved included")
             return
         break
+    _not_held(receipt, checkpoint, result, "the export", "an export")
+
+
+def _not_held(receipt: Receipt, checkpoint: Checkpoint, result: ReceiptCheck, source: str, ask: str) -> None:
+    """The contact is not in ``checkpoint`` as ``source`` shows it: ``missing`` when the checkpoint was signed at
+    or after the promised time (proof against the operator), else ``pending``."""
+    signed = checkpoint.timestamp
+    when = f"signed {_z(signed)}" if signed else "signed at a time it does not say"
     if signed is not None and signed >= receipt.include_by:
         result.verdict = "missing"
         result.lines.append(
             f"MISSING: the ledger signed this receipt, promising the contact in every checkpoint signed from "
-            f"{receipt.include_by.isoformat().replace('+00:00', 'Z')} on; the export's checkpoint of "
-            f"{checkpoint.size} events, {when} by the same key, does not hold it. The receipt and the export "
-            "together are proof against the operator of the ledger.")
+            f"{_z(receipt.include_by)} on; {source}'s checkpoint of {checkpoint.size} events, {when} by the same "
+            f"key, does not hold it. The receipt and {source} together are proof against the operator of the ledger.")
         return
     result.verdict = "pending"
-    result.lines.append(f"log: not in the export, whose checkpoint of {checkpoint.size} events was {when}, before "
-                        f"the promised {receipt.include_by.isoformat().replace('+00:00', 'Z')}: ask for an export "
-                        "after that time")
+    result.lines.append(f"log: not in {source}, whose checkpoint of {checkpoint.size} events was {when}, before "
+                        f"the promised {_z(receipt.include_by)}: ask for {ask} after that time")
+
+
+def _z(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def read_proof(text: str) -> dict[str, Any]:
+    """A receipt's inclusion proof (:data:`PROOF_FORMAT`) from its JSON text; MalformedInput otherwise."""
+    import json
+
+    try:
+        proof = json.loads(text)
+    except ValueError:
+        proof = None
+    if not isinstance(proof, dict) or proof.get("format") != PROOF_FORMAT:
+        raise MalformedInput(f"the proof is not a JSON object of format {PROOF_FORMAT!r} (as `caseledger contact "
+                             "receipt REF --proof` writes it)")
+    index, path, size = proof.get("leaf_index"), proof.get("inclusion_proof"), proof.get("tree_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 \
+            or not isinstance(proof.get("event_hash"), str) or not re.fullmatch(r"[0-9a-f]{64}", proof["event_hash"]) \
+            or (index is None) != (path is None) \
+            or (index is not None and (not isinstance(index, int) or isinstance(index, bool) or index < 0)) \
+            or (path is not None and (not isinstance(path, list) or len(path) > 64
+                                      or not all(isinstance(h, str) for h in path))) \
+            or (proof.get("checkpoint") is not None and not isinstance(proof["checkpoint"], str)):
+        raise MalformedInput("the proof has event_hash (64 hex digits), tree_size, and leaf_index with "
+                             "inclusion_proof (a list of base64 hashes) or both null")
+    return proof
+
+
+def _against_proof(receipt: Receipt, key: VerifierKey, proof: dict[str, Any], note: str | None,
+                   result: ReceiptCheck) -> None:
+    from caseledger.verify.note import open_checkpoint
+    from caseledger.verify.rfc9162 import leaf_hash, verify_inclusion
+
+    note = note if note is not None else proof.get("checkpoint")
+    if not note:
+        raise MalformedInput("a proof is checked against a checkpoint: give --checkpoint, or the proof as the ledger "
+                             "wrote it (it carries its checkpoint)")
+    try:
+        checkpoint = open_checkpoint(note, key)
+    except (WrongKeyError, SignatureError, MalformedInput) as error:
+        result.verdict = "unverified"
+        result.lines.append(f"checkpoint: does not verify, nothing follows from it: {error}")
+        return
+    if checkpoint.origin != receipt.origin:
+        result.verdict = "unverified"
+        result.lines.append(f"checkpoint: of the log {checkpoint.origin!r}, the receipt of {receipt.origin!r}")
+        return
+    if proof["event_hash"] != receipt.event_hash.hex():
+        result.verdict = "unverified"
+        result.lines.append("proof: it is the proof of another event, not of this receipt's contact")
+        return
+    if proof["tree_size"] != checkpoint.size:
+        result.verdict = "unverified"
+        result.lines.append(f"proof: it is against a tree of {proof['tree_size']} events, the checkpoint given "
+                            f"commits to {checkpoint.size}: ask the ledger for the proof against that checkpoint "
+                            f"(`caseledger contact receipt {receipt.reference} --proof --tree-size {checkpoint.size}`)")
+        return
+    index = proof["leaf_index"]
+    if index is None:
+        _not_held(receipt, checkpoint, result, "the ledger's proof", "a proof")
+        return
+    when = f"signed {_z(checkpoint.timestamp)}" if checkpoint.timestamp else "signed at a time it does not say"
+    try:
+        hashes = [base64.b64decode(h, validate=True) for h in proof["inclusion_proof"]]
+        verify_inclusion(index, checkpoint.size, leaf_hash(receipt.event_hash), hashes, checkpoint.root)
+    except (ValueError, binascii.Error) as error:  # ProofError is a ValueError
+        result.verdict = "unverified"
+        result.lines.append(f"proof: the contact's inclusion proof does not hold: {error}")
+        return
+    result.verdict = "included"
+    result.lines.append(f"log: the contact is leaf {index} of the checkpoint of {checkpoint.size} events ({when}): "
+                        "proved included")

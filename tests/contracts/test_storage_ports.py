@@ -37,6 +37,7 @@ from caseledger.ledger.store_ports import (
     DataKeyStore,
     IdempotencyStore,
     LedgerRecorder,
+    MapRows,
     MerkleStore,
     PrincipalStore,
     StorageProvider,
@@ -45,6 +46,7 @@ from caseledger.ledger.store_ports import (
     Tile,
 )
 from caseledger.ledger.transparency.tree import MerkleLog
+from caseledger.verify.completeness import chain, customer_key, map_root_of, root_from_proof, value_hash
 from caseledger.verify.rfc9162 import leaf_hash, tree_hash, verify_consistency, verify_inclusion
 from tests.support.clock import FakeClock
 from tests.support.environment import ledger_settings
@@ -293,6 +295,44 @@ class MerkleContract(StorageContract):
         assert found is not None and found.index == 0
         assert store.leaf_indexes([10, 35, 36]) == {10: 0, 35: 2}
         assert [(i, p) for i, p, _ in store.leaves(1, 3)] == [(1, 20), (2, 35)]
+
+    def test_the_customer_map_keeps_each_nodes_versions_and_refuses_a_stale_step(self, storage: StorageProvider,
+                                                                                  store: MerkleStore) -> None:
+        a, b, root = b"\x00\x01" + b"a", b"\x00\x01" + b"\x80", b"\x00\x00"
+        assert store.map_state() == (0, 0) and store.map_nodes([root]) == {} and store.map_customers([b"k"]) == {}
+        store.append_map(MapRows(0, 5, 50, [(root, b"r" * 32), (a, b"x" * 64)], [(b"k" * 32, 2, b"h" * 32)]))
+        store.append_map(MapRows(5, 9, 90, [(root, b"s" * 32), (b, b"y" * 64)], [(b"k" * 32, 3, b"i" * 32)]))
+        with pytest.raises(TreeMoved):
+            store.append_map(MapRows(5, 12, 120, [(root, b"t" * 32)], []))
+        assert store.map_state() == (9, 90) and storage.merkle().map_state() == (9, 90)
+        assert store.map_nodes([root, a, b]) == {root: b"s" * 32, a: b"x" * 64, b: b"y" * 64}
+        assert store.map_nodes([root, a, b], 8) == {root: b"r" * 32, a: b"x" * 64}  # as at the checkpoint of 8
+        assert store.map_nodes([root], 4) == {}
+        assert store.map_customers([b"k" * 32, b"z" * 32]) == {b"k" * 32: (3, b"i" * 32)}
+
+    def test_the_customer_map_beside_the_tree_is_the_map_of_its_leaves(self, store: MerkleStore) -> None:
+        rng = random.Random(3)
+        tree = MerkleLog(store)
+        history: dict[str, list[bytes]] = {}
+        for batch in range(4):
+            entries, customers = [], []
+            for _k in range(rng.randint(50, 300)):
+                position = tree.size + len(entries) + 1
+                digest = hashlib.sha256(position.to_bytes(8, "big")).digest()
+                who = f"cus-{rng.randrange(120):016x}"
+                entries.append((position, digest))
+                customers.append(who.encode())
+                history.setdefault(who, []).append(digest)
+            tree.append(entries, customers)
+            if batch % 2:
+                assert tree.store_map()
+        assert tree.store_map() and store.map_state()[0] == tree.size
+        values = {customer_key(c): value_hash(len(h), chain(h)) for c, h in history.items()}
+        assert MerkleLog(store).customers.root == map_root_of(values)
+        for who in [*list(history)[:5], "cus-absent"]:
+            events = history.get(who, [])
+            proof = MerkleLog(store).customers.proof(who, tree.size)
+            assert root_from_proof(who, len(events), chain(events), proof) == map_root_of(values)
 
     def test_checkpoints_are_listed_in_signing_order(self, store: MerkleStore) -> None:
         assert store.latest_checkpoint() is None and store.checkpoints() == []

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from caseledger.ledger.domain.permissions import Role
-from caseledger.ledger.domain.values import ContactDraft, Identity
-from caseledger.ledger.intake.records import IntakeCodec
+from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
+from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
+from caseledger.ledger.intake.verdict_reads import read_verdict
 from caseledger.ledger.intake.worker import IntakeRecord, KafkaIntakeWorker
 from caseledger.ledger.settings import KafkaSettings
 from tests.support.service_server import Service, start_service, stop_service
@@ -48,6 +49,16 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
             IntakeRecord(TOPIC, 0, 4, CODEC.encode(contact("<m-4@mail>", case_reference="CL-AAAAA-BBBBB"),
                                                    adapter="adapter-2")),
             IntakeRecord(TOPIC, 0, 5, CODEC.encode(contact("<m-1@mail>", subject="Other"), adapter=ADAPTER)),
+        ])
+        reference = read_verdict(ledger, adapter=ADAPTER, topic=TOPIC, partition=0, offset=0, channel="email",
+                                 channel_message_id="<m-1@mail>").reference  # type: ignore[attr-defined]
+        now = datetime.now(UTC)
+        worker.apply_batch(0, [  # unsigned reports: their verdicts go to the adapter each record names
+            IntakeRecord(TOPIC, 0, 6, CODEC.encode(DeliveryReport(case_reference=reference, message_id="ACK1",
+                                                                  delivered_at=now), adapter=ADAPTER)),
+            IntakeRecord(TOPIC, 0, 7, CODEC.encode(ReadReceipt(
+                case_reference=reference, message_id="ACK1", reader=Actor.parse("customer:email:ann@example.com"),
+                read_at=now), adapter="adapter-2")),
         ])
     except BaseException:
         stop_service(running)
@@ -82,6 +93,18 @@ def test_rejections_and_collisions_are_found_by_the_record_alone(service: Servic
     collided = ask(service, offset=5).json()
     assert collided["outcome"] == "collision" and collided["collision_kind"] == "content"
     assert "reference" not in collided
+
+
+def test_an_unsigned_report_is_found_by_its_case_reference_for_the_adapter_that_sent_it(service: Service) -> None:
+    """Finding: an unsigned delivery or read report's verdict was keyed by an empty adapter name, so over HTTP only
+    a rejected report's verdict was found."""
+    reference = ask(service, offset=0, channel="email", channel_message_id="<m-1@mail>").json()["reference"]
+    applied = ask(service, offset=6, case_reference=reference)
+    assert applied.status_code == 200, applied.text
+    assert (applied.json()["outcome"], applied.json()["adapter"]) == ("applied", ADAPTER)
+    assert ask(service, offset=6).status_code == 404  # a report is found by its case
+    assert ask(service, offset=7, case_reference=reference).status_code == 404  # adapter-2's, as if not applied
+    assert ask(service, offset=6, case_reference="CL-AAAAA-BBBBB").status_code == 404
 
 
 def test_another_adapters_record_reads_as_not_found(service: Service) -> None:

@@ -306,6 +306,14 @@ def test_the_auditors_whole_job_through_the_service(running: Running, signing_ke
     checked = subprocess.run([sys.executable, "-m", "caseledger.verify", str(export), "--key", str(pub), "--kept",
                               str(kept)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0 and "extends the one you kept" in checked.stdout, checked.stdout + checked.stderr
+    # "2026" asked for through the service too: the events that occurred in it shown, completeness proved for it.
+    year = tmp_path / "2026.json"
+    caseledger("--api", service.url, "--token-file", str(token), "history", customer, "--export", "json", str(year),
+               "--occurred-from", "2026-01-01T00:00Z", "--occurred-until", "2027-01-01T00:00Z")
+    assert json.loads(year.read_text())["transparency"]["occurred_range"]["occurred_from"].startswith("2026-01-01")
+    checked = subprocess.run([sys.executable, "-m", "caseledger.verify", str(year), "--key", str(pub)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     # Proofs are for the roles that audit; an agent reads the key and checkpoints, which are public commitments.
     denied = through(service, Role.AGENT, "audit", "prove", customer, "--key", str(pub), code=2, tmp=tmp_path)
     assert "may not audit.proof.read" in denied.stderr

@@ -44,3 +44,16 @@ def cli(*args: str, code: int = 0) -> Any:
     result = CliRunner().invoke(app, list(args))
     assert result.exit_code == code, f"{result.stdout}\n{result.stderr}\n{result.exception!r}"
     return result
+
+
+def register_adapter(ledger: CaseLedger, name: str, channels: list[str]) -> None:
+    """Register adapter key ``name`` (a fresh public key) for ``channels``: what an adapter principal of that name
+    may read and report for."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from caseledger.ledger.intake.signatures import AdapterKeys
+
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw,
+                                                                 serialization.PublicFormat.Raw)
+    AdapterKeys(ledger.storage.adapter_keys()).add(name, channels, public_key=raw)

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.debian_packages import ensure_installed
 from tests.support.service_server import free_port
 
 DOVECOT = "/usr/sbin/dovecot"
@@ -63,19 +64,7 @@ def loopback_certificate(folder: Path) -> tuple[Path, Path]:
 
 def ensure_dovecot() -> str:
     """/usr/sbin/dovecot, installed with apt-get when missing; fails, never skips."""
-    if not os.path.exists(DOVECOT):
-        if shutil.which("apt-get") is None:
-            pytest.fail(f"{DOVECOT} is missing and there is no apt-get to install Debian's dovecot-imapd")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        lock = ["-o", "DPkg::Lock::Timeout=600"]  # another session may be installing packages
-        for command in (["apt-get", *lock, "update"], ["apt-get", *lock, "install", "-y", "dovecot-imapd"]):
-            done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
-            if done.returncode != 0 and command[-1] == "dovecot-imapd":
-                pytest.fail(f"cannot install dovecot-imapd: {' '.join(command)} exited {done.returncode}:\n"
-                            f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    if not os.path.exists(DOVECOT):
-        pytest.fail(f"{DOVECOT} is still missing after apt-get install dovecot-imapd")
-    return DOVECOT
+    return ensure_installed(DOVECOT, "dovecot-imapd")
 
 
 @dataclass

@@ -35,9 +35,10 @@ from kafka import KafkaProducer
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.avro.codec import MAGIC, AvroEventCodec
 from caseledger.ledger.domain.personal import PERSONAL_FIELDS
-from caseledger.ledger.domain.values import Attachment, ContactDraft, Identity
+from caseledger.ledger.domain.values import Actor, Attachment, ContactDraft, Identity
 from caseledger.ledger.intake.adapter_sdk import intake_key
-from caseledger.ledger.intake.records import IntakeCodec
+from caseledger.ledger.intake.records import IntakeCodec, ReadReceipt
+from caseledger.ledger.intake.verdict_reads import read_verdict
 from caseledger.ledger.intake.worker import IntakeRecord, KafkaIntakeWorker
 from caseledger.ledger.kafka.events_record import event_type_of, header
 from caseledger.ledger.reports.describe import plain
@@ -212,6 +213,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
             ContactDraft(**sent, items=("Something else",)),
             ContactDraft(**{**sent, "channel_message_id": "<intake-2@mail>"}, items=("Late?",), occurred_at=future),
         ])])
+        # ...and the customer reads the acknowledgement, as the adapter reports it (MessageRead has a retired version).
+        reference = read_verdict(ledger, adapter="mail-1", topic="caseledger.intake", partition=0, offset=0,
+                                 channel="email", channel_message_id="<intake-1@mail>").reference  # type: ignore[attr-defined]
+        read = ReadReceipt(case_reference=reference, message_id="ACK1", reader=Actor.parse(f"customer:{DEMO_CUSTOMER}"),
+                           read_at=datetime.now(UTC))
+        worker.apply_batch(0, [IntakeRecord("caseledger.intake", 0, 4, codec.encode(read, adapter="mail-1"))])
     finally:
         ledger.close()
     with sqlite3.connect(database) as conn:  # into the file itself: a test copies the file alone

@@ -16,11 +16,14 @@ auditor's token and the key file ``caseledger audit key`` wrote, as it is:
 - the proofs ``audit prove``, ``audit consistency`` and a history export carry verify with
   transparency-dev/merkle;
 - a tree of 70,000 leaves: tiles of level 1 and 2, partial and full, as the spec's own example;
-- tampering: a tile altered in the database, or an event's stored bytes, is refused by the Go client.
+- tampering: a tile altered in the database, or an event's stored bytes, is refused by the Go client;
+- the customer map's hashing, written again in Go from docs/audit.md: the frozen vectors and a real export's
+  completeness proof lead to the same roots.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -44,6 +47,7 @@ from caseledger.ledger.service.api import ServiceState
 from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner, generate_key_file
 from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 from caseledger.ledger.transparency.tree import MerkleLog
+from caseledger.verify.history import envelope_customer
 from tests.support.environment import ledger_settings
 from tests.support.go_programs import GoProgram
 from tests.support.service_server import Service, serve_in_thread, start_service, stop_service
@@ -205,10 +209,11 @@ def test_tiles_of_level_1_and_2_as_the_spec_example_of_70000_leaves(served: Log,
     try:
         tree = MerkleLog.of(ledger)
         digests = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(70_000)]
-        tree.append(list(enumerate(digests[:300], start=1)))
+        # no event behind the entries: no customer's either (the customer map the checkpoints commit to is empty)
+        tree.append(list(enumerate(digests[:300], start=1)), [b""] * 300)
         old = sign_checkpoint(ledger, signer, tree=tree, catch_up=False)
         (tmp_path / "old.checkpoint").write_text(old.note)
-        tree.append(list(enumerate(digests[300:], start=301)))
+        tree.append(list(enumerate(digests[300:], start=301)), [b""] * (70_000 - 300))
         sign_checkpoint(ledger, signer, tree=tree, catch_up=False)
         token = PrincipalRegistry(ledger.principal_store).add("auditor-1", Role.AUDITOR).token
     finally:
@@ -222,3 +227,30 @@ def test_tiles_of_level_1_and_2_as_the_spec_example_of_70000_leaves(served: Log,
         assert check("inclusion", "-index", ",".join(map(str, indexes)), "-entries=false",
                      "-hash", ",".join(digests[i].hex() for i in indexes))["proved"] == len(indexes)
         assert check("consistency", "-old", tmp_path / "old.checkpoint")["old"] == 300
+
+
+def test_the_customer_maps_hashing_written_again_in_go_gives_the_same_roots(served: Log) -> None:
+    """The completeness proof's hashing (docs/audit.md, "Completeness") written again from its description in Go
+    (``customermap``): the frozen vectors' root and proofs, and a real export's proof against the signed
+    ``caseledger/customers`` line, come out the same; a customer's event left out does not."""
+    vectors = Path(__file__).resolve().parents[1] / "support" / "vectors" / "customer_map.json"
+    assert served.go.run("customermap", "-vectors", vectors).json()["proofs"] >= 4
+    record(served.service, 3, who=JANE)
+    export = served.where / "jane-map.json"
+    served.cli("history", JANE, "--export", "json", str(export))
+    document = json.loads(export.read_text())
+    transparency = document["transparency"]
+    size = int(transparency["checkpoint"].split("\n")[1])
+    mine = sorted((e["leaf_index"], e["event_hash"]) for e in document["events"]
+                  if e.get("leaf_index") is not None and e["leaf_index"] < size
+                  and envelope_customer(base64.b64decode(e["stored_bytes_base64"])) == document["customer_id"].encode())
+    assert len(mine) > 3
+    live = {"checkpoint": transparency["checkpoint"], "customer_id": document["customer_id"],
+            "event_hashes": [h for _, h in mine], "proof": transparency["customer_map"]["proof"]}
+    path = served.where / "jane-map.live.json"
+    path.write_text(json.dumps(live))
+    assert served.go.run("customermap", "-live", path, "-key", served.key_file).json() == {
+        "tree_size": size, "events": len(mine), "kind": "leaf"}
+    path.write_text(json.dumps({**live, "event_hashes": [h for _, h in mine[1:]]}))  # the first one left out
+    refused = served.go.run("customermap", "-live", path, "-key", served.key_file, check=False)
+    assert refused.returncode == 1 and "do not lead to the signed map root" in refused.stderr

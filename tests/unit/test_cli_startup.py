@@ -21,7 +21,8 @@ from caseledger.cli.app import COMMAND_ORDER, COMMANDS, app
 
 #: What a help screen has no use for: the store's framework, Avro, crypto, drivers, Kafka, the service, texts.
 HEAVY = ("eventsourcing", "fastavro", "cryptography", "psycopg", "kafka", "confluent_kafka", "fastapi", "starlette",
-         "uvicorn", "httpx", "jwt", "pydantic", "jinja2", "babel", "holidays", "sqlite3",
+         "uvicorn", "httpx", "jwt", "pydantic", "jinja2", "babel", "holidays", "sqlite3", "pyarrow", "duckdb",
+         "polars", "pandas", "matplotlib",
          "caseledger.ledger.application", "caseledger.ledger.core", "caseledger.ledger.store",
          "caseledger.ledger.avro", "caseledger.ledger.service", "caseledger.projections")
 

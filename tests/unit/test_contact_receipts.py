@@ -36,6 +36,7 @@ from caseledger.verify.history import read_export
 from caseledger.verify.note import Checkpoint, open_checkpoint
 from caseledger.verify.receipts import Receipt, check_receipt, content_digest, signed_message
 from tests.support.clock import FakeClock
+from tests.support.contacts import register_adapter
 from tests.support.environment import ledger_settings
 from tests.support.examples import examples
 
@@ -355,6 +356,7 @@ def test_the_adapter_gets_the_receipt_over_http_and_the_cli_prints_it(key_file: 
     settings_ = ledger_settings(database=db)
     setup = CaseLedger(settings_)
     adapter = PrincipalRegistry(setup.principal_store).add("mail-gateway-1", "adapter").token
+    register_adapter(setup, "mail-gateway-1", ["email"])  # an adapter reads its channels' contacts' receipts only
     setup.close()
     with TestClient(create_app(ServiceState(settings_))) as client:
         headers = {"Authorization": f"Bearer {adapter}"}
@@ -364,7 +366,7 @@ def test_the_adapter_gets_the_receipt_over_http_and_the_cli_prints_it(key_file: 
         got = client.get(f"/v1/cases/{recorded['reference']}/contacts/C1/receipt", headers=headers)
         assert got.status_code == 200 and got.json()["receipt"] == recorded["receipt"]
         missing = client.get(f"/v1/cases/{recorded['reference']}/contacts/C9/receipt", headers=headers)
-        assert missing.status_code == 404 and "C1" in missing.json()["detail"]
+        assert missing.status_code == 404 and "C9" in missing.json()["detail"]
     Receipt.parse(recorded["receipt"]).check(signer.verifier_key)
     monkeypatch.setenv("CASELEDGER_DATABASE", db)
     printed = cli("contact", "receipt", recorded["reference"])

@@ -17,9 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.domain.values import ContactDraft, Identity
-from caseledger.ledger.intake.records import IntakeCodec
+from caseledger.ledger.domain.values import Actor, ContactDraft, Identity
+from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadReceipt
 from caseledger.ledger.intake.verdicts import (
+    Applied,
     Collision,
     Recorded,
     Rejected,
@@ -53,6 +54,15 @@ def worker(ledger: CaseLedger) -> KafkaIntakeWorker:
 def contact(msg: str, *, identity: Identity = JANE, subject: str = "Refund", **kw: Any) -> ContactDraft:
     return ContactDraft(channel="email", channel_message_id=msg, identity=identity, subject=subject,
                         items=("Where is my refund?",), **kw)
+
+
+def delivery(reference: str, clock: FakeClock) -> DeliveryReport:
+    return DeliveryReport(case_reference=reference, message_id="ACK1", delivered_at=clock.now)
+
+
+def reading(reference: str, clock: FakeClock) -> ReadReceipt:
+    return ReadReceipt(case_reference=reference, message_id="ACK1", reader=Actor.parse(f"customer:{JANE}"),
+                       read_at=clock.now)
 
 
 def record(offset: int, value: bytes, partition: int = 0) -> IntakeRecord:
@@ -227,6 +237,11 @@ def test_the_publishers_fast_path_agrees_with_the_codec_and_fastavro(sqlite_ledg
         record(3, CODEC.encode(contact("m-2", occurred_at=clock.now + timedelta(days=1)), adapter="a")),
         IntakeRecord(TOPIC, 0, 4, b"junk", signed), record(5, b""),
     ])
+    reference = only(sqlite_ledger, 0).reference  # type: ignore[attr-defined]
+    worker(sqlite_ledger).apply_batch(0, [
+        record(6, CODEC.encode(delivery(reference, clock), adapter="ö-adapter")),
+        record(7, CODEC.encode(reading(reference, clock), adapter="a")),
+    ])
     sqlite_ledger.record_contact(contact("m-direct"))  # recorded directly: no verdict
     codec = VerdictCodec()
     seen = 0
@@ -242,17 +257,39 @@ def test_the_publishers_fast_path_agrees_with_the_codec_and_fastavro(sqlite_ledg
         out.write(codec.header)
         schemaless_writer(out, codec.schema, fast)
         assert encode_fields(codec.header, fast) == out.getvalue()
-    assert seen == 6
+    assert seen == 8
+
+
+def test_an_unsigned_delivery_or_read_report_gets_its_verdict_for_the_adapter_that_sent_it(
+        sqlite_ledger: CaseLedger, clock: FakeClock) -> None:
+    """Finding: an unsigned report's verdict was keyed by an empty adapter name (the event did not keep the adapter
+    the record named), so its adapter never read it on its partition of the outcomes topic, nor over HTTP."""
+    reference = sqlite_ledger.record_contact(contact("m-1")).reference
+    worker(sqlite_ledger).apply_batch(0, [
+        record(0, CODEC.encode(delivery(reference, clock), adapter="sms-gateway-2")),
+        record(1, CODEC.encode(reading(reference, clock), adapter="mail-gateway-1")),
+        record(2, CODEC.encode(delivery(reference, clock), adapter="sms-gateway-2")),  # twice
+    ])
+    delivered, read, again = only(sqlite_ledger, 0), only(sqlite_ledger, 1), only(sqlite_ledger, 2)
+    assert isinstance(delivered, Applied) and delivered.adapter == "sms-gateway-2"
+    assert isinstance(read, Applied) and read.adapter == "mail-gateway-1"
+    assert isinstance(again, Rejected) and again.adapter == "sms-gateway-2"
+    # the outcomes topic's record carries it: the adapter's own key and partition
+    assert VerdictCodec().decode(VerdictCodec().encode(delivered)).adapter == "sms-gateway-2"
 
 
 # -- one verdict per intake record, whatever the records ---------------------------------------------------------
 
-_KINDS = st.sampled_from(["new", "again", "collide", "future", "unknown-case", "garbage"])
+_KINDS = st.sampled_from(["new", "again", "collide", "future", "unknown-case", "garbage", "delivered", "read"])
 
 
-def _value(kind: str, adapter: str, offset: int, msg: str, clock: FakeClock) -> bytes:
+def _value(kind: str, adapter: str, offset: int, msg: str, clock: FakeClock, reported: str) -> bytes:
     if kind == "garbage":
         return b"\xc3\x01garbage"
+    if kind == "delivered":  # unsigned: the first is applied, a second refused (already delivered)
+        return CODEC.encode(delivery(reported, clock), adapter=adapter)
+    if kind == "read":
+        return CODEC.encode(reading(reported, clock), adapter=adapter)
     draft = {
         "new": contact(f"new-{offset}"),
         "again": contact(msg),
@@ -272,9 +309,10 @@ def test_every_intake_record_gets_exactly_one_verdict_for_its_adapter(
     ledger = CaseLedger(ledger_settings(database=str(tmp_path_factory.mktemp("v") / "l.sqlite")), clock=clock)
     try:
         work = worker(ledger)
+        reported = ledger.record_contact(contact("m-reported")).reference
         records, adapters = [], []
         for offset, (kind, adapter, n) in enumerate(kinds):
-            value = _value(kind, adapter, offset, f"m-{n}", clock)
+            value = _value(kind, adapter, offset, f"m-{n}", clock, reported)
             records.append(record(offset, value))
             adapters.append("" if kind == "garbage" else adapter)
         for start in range(0, len(records), batch):
@@ -284,7 +322,9 @@ def test_every_intake_record_gets_exactly_one_verdict_for_its_adapter(
         assert len(by_id) == len(found) == len(records)  # one each, none twice
         for offset, adapter in enumerate(adapters):
             verdict = by_id[intake_id(TOPIC, 0, offset)]
-            assert (verdict.adapter, verdict.intake_offset) == (adapter, offset)
+            applied = verdict.outcome == "applied"  # an applied report keeps its intake id alone, no offset
+            assert applied <= (kinds[offset][0] in ("delivered", "read"))
+            assert (verdict.adapter, verdict.intake_offset) == (adapter, -1 if applied else offset)
             if verdict.outcome in ("recorded", "resubmission"):
                 assert verdict.reference.startswith("CL-")  # type: ignore[attr-defined]
     finally:

@@ -12,7 +12,9 @@
 //	             transparency-dev/merkle's VerifyInclusion and VerifyConsistency
 //
 // Each prints one JSON object on success and exits 0; on failure it prints why on stderr and exits 1.
-// After the map and witness work, their checks come here as subcommands of their own (see commands).
+//
+//	customermap  the customer map's hashing written again in Go: the frozen vectors (--vectors) and a real
+//	             export's completeness proof against its signed checkpoint's caseledger/customers line (--live)
 package main
 
 import (
@@ -35,14 +37,15 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 )
 
-// commands: one check each. The completeness proof's hashing ("map") and the witnesses' cosignatures
-// ("cosignatures") are added here as subcommands of their own once those parts are merged.
+// commands: one check each. The witnesses' cosignatures are checked in Go by tests/support/go/witness
+// (cosigcheck, with torchwood's CosignatureVerifier), beside the real witness.
 var commands = map[string]func(args []string) (any, error){
 	"checkpoint":  checkCheckpoint,
 	"inclusion":   checkInclusion,
 	"consistency": checkConsistency,
 	"entries":     checkEntries,
 	"proofs":      checkProofs,
+	"customermap": checkCustomerMap,
 }
 
 func main() {
