@@ -8,42 +8,133 @@ panels, and nothing imports it back. Exit codes: see :mod:`cli.common`.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from typing import Annotated
 
 import typer
 
-from caseledger.cli import (
-    actions_commands,
-    adapters_commands,
-    audit_commands,
-    backbone_commands,
-    bench_commands,
-    case_commands,
-    contact_commands,
-    customer_texts_commands,
-    customers_commands,
-    deadlines_commands,
-    export_commands,
-    intake_commands,
-    items_commands,
-    messages_commands,
-    metrics_commands,
-    principals_commands,
-    privacy_commands,
-    projections_commands,
-    promises_commands,
-    serve_commands,
-    tooling_commands,
-    transparency_commands,
-)
-from caseledger.cli.common import LedgerGroup, Session
+from caseledger.cli.command_tree import Entry, ledger_group
 from caseledger.cli.options import Zone, parse_actor, parse_instant
 from caseledger.ledger.domain.values import Actor
 
 __all__ = ["app", "main"]
 
+# -- the command tree: panels of ``caseledger --help`` and where each command is -------------------------------
+
+INTAKE, CASES, WORK, AUTOMATION, STREAMING, TOOLS, PROJECTIONS = (
+    "Intake", "Cases and customers", "Working a case", "Automation and deadlines", "Kafka backbone", "Tooling",
+    "Projections",
+)
+SERVICE = "Ledger service"
+
+
+@cache
+def customer_app() -> typer.Typer:
+    """One ``customer`` group: their personal data (erase, hold, release, keys) and their language (set-locale)."""
+    from caseledger.cli import customer_texts_commands, privacy_commands
+
+    privacy_commands.customer_app.registered_commands.extend(customer_texts_commands.customer_app.registered_commands)
+    return privacy_commands.customer_app
+
+
+@cache
+def intake_app() -> typer.Typer:
+    """The intake worker, and the records it kept aside: collisions and rejections."""
+    from caseledger.cli import backbone_commands, intake_commands
+
+    backbone_commands.intake_app.command("collisions")(intake_commands.intake_collisions)
+    backbone_commands.intake_app.command("rejections")(intake_commands.intake_rejections)
+    return backbone_commands.intake_app
+
+
+@cache
+def audit_app() -> typer.Typer:
+    """The audit, and the transparency log's proofs for the auditor."""
+    from caseledger.cli import audit_commands, transparency_commands
+
+    audit_commands.audit_app.command("key")(transparency_commands.audit_key)
+    audit_commands.audit_app.command("checkpoint")(transparency_commands.audit_checkpoint)
+    audit_commands.audit_app.command("prove")(transparency_commands.audit_prove)
+    audit_commands.audit_app.command("consistency")(transparency_commands.audit_consistency)
+    return audit_commands.audit_app
+
+
+@cache
+def keys_app() -> typer.Typer:
+    """One ``keys`` group: the key-encryption key of customers' data keys (privacy) and the checkpoint signing
+    key (transparency)."""
+    from caseledger.cli import privacy_commands, transparency_commands
+
+    privacy_commands.keys_app.registered_commands.extend(transparency_commands.keys_app.registered_commands)
+    privacy_commands.keys_app.info.help = KEYS_HELP
+    return privacy_commands.keys_app
+
+
+KEYS_HELP = ("The ledger's keys: the checkpoint signing key (Ed25519) and the key-encryption key that wraps customers' "
+             "data keys.")
+
+#: Every command of the root: its panel, its line in ``caseledger --help`` (the first paragraph of its own
+#: help, held to it by tests/unit/test_cli_startup.py) and where it is, imported only when it runs.
+COMMANDS = (
+    Entry("contact", INTAKE, "Record what customers send on any channel.", "contact_commands:contact_app"),
+    Entry("case", CASES, "Look at a case and change its status, owner or team.", "case_commands:case_app"),
+    Entry("cases", CASES, "List a customer's cases, oldest first.", "customers_commands:cases"),
+    Entry("history", CASES, "Every event of a customer, across cases and channels, in the store's order (as the "
+          "exports).", "customers_commands:history"),
+    Entry("customer", CASES, "A customer's personal data: erase it (GDPR art. 17), or keep it under a legal hold "
+          "(art. 17(3)).", customer_app),
+    Entry("texts", TOOLS, "The templates of customer texts: check a company's folder, preview.",
+          "customer_texts_commands:texts_app"),
+    Entry("respond", WORK, "Send a response to the customer, answering some of the case's items.",
+          "items_commands:respond"),
+    Entry("item", WORK, "Items: the questions a customer asked.", "items_commands:item_app"),
+    Entry("promise", WORK, "Promises made to a customer: make, keep, withdraw, break.", "promises_commands:promise_app"),
+    Entry("message", WORK, "Delivery and read receipts of messages.", "messages_commands:message_app"),
+    Entry("action", AUTOMATION, "Actions automation proposes; only a human approval lets them execute.",
+          "actions_commands:action_app"),
+    Entry("tick", AUTOMATION, "Record every acknowledgement, response and promise deadline now past due, once; apply "
+          "the retention policy.", "deadlines_commands:tick"),
+    Entry("topics", STREAMING, "The intake and events topics on Kafka.", "backbone_commands:topics_app"),
+    Entry("publish", STREAMING, "Publish intake records (JSON) on the intake topic, for shell-script channel "
+          "adapters.", "backbone_commands:publish"),
+    Entry("intake", STREAMING, "The intake worker: intake topic → ledger.", intake_app),
+    Entry("publisher", STREAMING, "The publisher: ledger → events topic.", "backbone_commands:publisher_app"),
+    Entry("run", STREAMING, "Run the intake worker, the publisher and the built-in projections in one process.",
+          "backbone_commands:run_all"),
+    Entry("schemas", TOOLS, "The Avro schemas of the events.", "tooling_commands:schemas_app"),
+    Entry("version", TOOLS, "Print the installed caseledger version.", "tooling_commands:version"),
+    Entry("demo", TOOLS, "Play a short story through the ledger: contacts on several channels, a promise, a handoff, "
+          "a close.", "tooling_commands:demo"),
+    Entry("bench", TOOLS, "Benchmarks, each against a baseline measured in the same run.", "bench_commands:bench_app"),
+    Entry("audit", TOOLS, "Prove that nothing was lost, altered or reordered: hash chains, events topic, intake "
+          "accounting.", audit_app),
+    Entry("keys", TOOLS, KEYS_HELP, keys_app),
+    Entry("overdue", PROJECTIONS, "Deadlines past due and still pending: acknowledgements, responses and promises.",
+          "deadlines_commands:overdue"),
+    Entry("metrics", PROJECTIONS, "Service per channel and segment: time to acknowledge and to first response, "
+          "promises kept,\nchatbot-to-human wait, follow-ups per case.", "metrics_commands:metrics"),
+    Entry("projections", PROJECTIONS, "Read models built from the events (case state, timeline, deadlines, metrics): "
+          "list, status, run, rebuild.", "projections_commands:projections_app"),
+    Entry("export", PROJECTIONS, "Every event out, for analysts: Parquet files and a manifest.",
+          "export_commands:export_app"),
+    Entry("serve", SERVICE, "Serve the HTTP API: every command and read, behind bearer tokens and the role matrix "
+          "(docs/api.md).", "serve_commands:serve"),
+    Entry("principals", SERVICE, "Principals of the ledger service: add (prints a token once), revoke, list.",
+          "principals_commands:principals_app"),
+    Entry("adapters", SERVICE, "Channel adapters' Ed25519 keys and the channels each may publish for.",
+          "adapters_commands:adapters_app"),
+)
+
+# The order in which ``caseledger --help`` lists commands (and so their panels): the life of a case,
+# then the Kafka backbone, the tooling and the projections.
+COMMAND_ORDER = (
+    "contact", "case", "cases", "history", "customer", "respond", "item", "promise", "message", "action", "tick",
+    "topics", "publish", "intake", "publisher", "run", "schemas", "version", "demo", "overdue", "metrics",
+    "bench", "audit", "keys", "projections", "export", "serve", "principals", "adapters",
+)
+
 app = typer.Typer(
-    cls=LedgerGroup,
+    cls=ledger_group(COMMANDS, COMMAND_ORDER),
     rich_markup_mode="markdown",
     name="caseledger",
     no_args_is_help=True,
@@ -126,6 +217,8 @@ def root(
             "principal as the actor, at the time it records; unset them",
             param_hint="'--as'" if actor is not None else "'--now'",
         )
+    from caseledger.cli.common import Session
+
     state = Session(database=database, policy=policy, actor_given=actor, now=now, zone=zone, api=api, token=token,
                     token_file=token_file)
     ctx.obj = state
@@ -141,66 +234,6 @@ def _refuse_future_now(now: datetime) -> None:
             f"{now.isoformat()} is in the future; events record when things happened (only tick may look ahead)",
             param_hint="'--now'",
         )
-
-
-# -- the command tree: panels of ``caseledger --help`` (the order is common.COMMAND_ORDER) -----------------
-
-INTAKE, CASES, WORK, AUTOMATION, STREAMING, TOOLS, PROJECTIONS = (
-    "Intake", "Cases and customers", "Working a case", "Automation and deadlines", "Kafka backbone", "Tooling",
-    "Projections",
-)
-SERVICE = "Ledger service"
-
-app.add_typer(contact_commands.contact_app, name="contact", rich_help_panel=INTAKE)
-
-app.add_typer(case_commands.case_app, name="case", rich_help_panel=CASES)
-app.command("cases", rich_help_panel=CASES)(customers_commands.cases)
-app.command("history", rich_help_panel=CASES)(customers_commands.history)
-# One `customer` group: their personal data (erase, hold, release, keys) and their language (set-locale).
-privacy_commands.customer_app.registered_commands.extend(customer_texts_commands.customer_app.registered_commands)
-app.add_typer(privacy_commands.customer_app, name="customer", rich_help_panel=CASES)
-app.add_typer(customer_texts_commands.texts_app, name="texts", rich_help_panel=TOOLS)
-
-app.command("respond", rich_help_panel=WORK)(items_commands.respond)
-app.add_typer(items_commands.item_app, name="item", rich_help_panel=WORK)
-app.add_typer(promises_commands.promise_app, name="promise", rich_help_panel=WORK)
-app.add_typer(messages_commands.message_app, name="message", rich_help_panel=WORK)
-
-app.add_typer(actions_commands.action_app, name="action", rich_help_panel=AUTOMATION)
-app.command("tick", rich_help_panel=AUTOMATION)(deadlines_commands.tick)
-
-app.add_typer(backbone_commands.topics_app, name="topics", rich_help_panel=STREAMING)
-app.command("publish", rich_help_panel=STREAMING)(backbone_commands.publish)
-backbone_commands.intake_app.command("collisions")(intake_commands.intake_collisions)
-backbone_commands.intake_app.command("rejections")(intake_commands.intake_rejections)
-app.add_typer(backbone_commands.intake_app, name="intake", rich_help_panel=STREAMING)
-app.add_typer(backbone_commands.publisher_app, name="publisher", rich_help_panel=STREAMING)
-app.command("run", rich_help_panel=STREAMING)(backbone_commands.run_all)
-
-app.add_typer(tooling_commands.schemas_app, name="schemas", rich_help_panel=TOOLS)
-app.command("version", rich_help_panel=TOOLS)(tooling_commands.version)
-app.command("demo", rich_help_panel=TOOLS)(tooling_commands.demo)
-app.add_typer(bench_commands.bench_app, name="bench", rich_help_panel=TOOLS)
-audit_commands.audit_app.command("key")(transparency_commands.audit_key)
-audit_commands.audit_app.command("checkpoint")(transparency_commands.audit_checkpoint)
-audit_commands.audit_app.command("prove")(transparency_commands.audit_prove)
-audit_commands.audit_app.command("consistency")(transparency_commands.audit_consistency)
-app.add_typer(audit_commands.audit_app, name="audit", rich_help_panel=TOOLS)
-# One `keys` group: the key-encryption key of customers' data keys (privacy) and the checkpoint
-# signing key (transparency).
-privacy_commands.keys_app.registered_commands.extend(transparency_commands.keys_app.registered_commands)
-privacy_commands.keys_app.info.help = ("The ledger's keys: the checkpoint signing key (Ed25519) and the key-encryption key that "
-                              "wraps customers' data keys.")
-app.add_typer(privacy_commands.keys_app, name="keys", rich_help_panel=TOOLS)
-
-app.command("overdue", rich_help_panel=PROJECTIONS)(deadlines_commands.overdue)
-app.command("metrics", rich_help_panel=PROJECTIONS)(metrics_commands.metrics)
-app.add_typer(projections_commands.projections_app, name="projections", rich_help_panel=PROJECTIONS)
-app.add_typer(export_commands.export_app, name="export", rich_help_panel=PROJECTIONS)
-
-app.command("serve", rich_help_panel=SERVICE)(serve_commands.serve)
-app.add_typer(principals_commands.principals_app, name="principals", rich_help_panel=SERVICE)
-app.add_typer(adapters_commands.adapters_app, name="adapters", rich_help_panel=SERVICE)
 
 
 def main() -> None:

@@ -18,16 +18,23 @@ from rich.table import Table
 
 from caseledger.cli.common import Session, environment, local_only, plain_console, session, stop_on_signals
 from caseledger.cli.options import (
-    TRANSACTION_INTERVAL_MS,
     AggregateCacheOpt,
     ConsumerOpt,
     KafkaOpt,
     ProducerOpt,
     RecordBatchOpt,
-    TransactionIntervalOpt,
 )
 from caseledger.ledger.errors import ValidationError
 from caseledger.ledger.intake.worker import AGGREGATE_CACHE
+from caseledger.ledger.kafka.publisher import TRANSACTION_INTERVAL_S
+
+TRANSACTION_INTERVAL_MS = round(TRANSACTION_INTERVAL_S * 1000)
+TransactionIntervalOpt = Annotated[
+    int,
+    typer.Option("--transaction-interval-ms", min=0, max=10_000, help="While events trickle in, the publisher "
+                 "begins at most one Kafka transaction per interval: each commit costs the broker milliseconds "
+                 "of CPU whatever its size. Lower: less latency, more broker load."),
+]
 
 NOT_THROUGH_API = "it talks to the Kafka broker (and the ledger's database) directly, not to the ledger service"
 

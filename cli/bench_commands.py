@@ -291,6 +291,31 @@ def bench_proofs_command(
     print_result(console, "proofs", result.rows(), result, output)
 
 
+@bench_app.command("cli")
+@local_only(NOT_THROUGH_API)
+def bench_cli_command(
+    runs: Annotated[int, typer.Option("--runs", "-n", min=3, max=1000, help="Runs of each command.")] = 20,
+    contacts: Annotated[int, typer.Option("--contacts", min=1, max=10_000,
+                                          help="Contacts (one case each) in the generated SQLite ledger.")] = 20,
+    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+) -> None:
+    """How fast the command line answers, process start included: `caseledger --help` and `case show`.
+
+    Runs `python -c pass` (the interpreter's start, the baseline), `caseledger --help` and
+    `caseledger case show REF` on a small generated SQLite ledger, N times each, interleaved, and
+    prints each one's minimum and median (wall and CPU) and its ratio to the baseline. Targets, on an
+    idle machine: --help ≤ 250 ms, case show ≤ 400 ms.
+
+    Example: caseledger bench cli --runs 30
+    """
+    from caseledger.cli.bench.cli_bench import bench_cli
+
+    console = plain_console()
+    with stage_progress(console) as progress:
+        result = bench_cli(runs=runs, contacts=contacts, progress=progress)
+    print_result(console, "cli", result.rows(), result, output)
+
+
 @contextmanager
 def stage_progress(console: Console, label: str = "{}") -> Iterator[Callable[[str, int, int], None]]:
     """A progress bar per stage of a benchmark; yields the ``progress(stage, done, total)`` callback."""

@@ -3,7 +3,8 @@
 Every command is one call to one method of :class:`caseledger.ledger.commands.LedgerCommands` —
 the ledger's own or the ledger service's (``--api``) — or one query of the projections, so a
 command either happened completely or not at all. Errors of the ledger
-are turned into a red ``error: …`` line and an exit code in one place, :class:`LedgerGroup`:
+are turned into a red ``error: …`` line and an exit code in one place, the root group
+(:class:`cli.command_tree.LedgerGroup`), with :func:`exit_code_for`:
 
 ==  =======================================================================
 0   done (a duplicate contact is "already recorded", which is done too)
@@ -34,7 +35,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.text import Text
-from typer.core import TyperGroup
 
 from caseledger.cli import render
 from caseledger.ledger.domain.values import Actor
@@ -74,30 +74,6 @@ def plain_console(*, stderr: bool = False) -> Console:
     """A console that prints customer text as given: no markup, emoji codes or highlighting."""
     # Without this, "customer:email:jane@…" would print an envelope emoji and "[Q1]" would vanish.
     return Console(stderr=stderr, markup=False, emoji=False, highlight=False)
-
-
-# The order in which ``caseledger --help`` lists commands (and so their panels): the life of a case,
-# then the Kafka backbone, the tooling and the projections.
-COMMAND_ORDER = (
-    "contact", "case", "cases", "history", "customer", "respond", "item", "promise", "message", "action", "tick",
-    "topics", "publish", "intake", "publisher", "run", "schemas", "version", "demo", "overdue", "metrics",
-    "bench", "audit", "keys", "projections", "export", "serve", "principals", "adapters",
-)
-
-
-class LedgerGroup(TyperGroup):
-    """The root command group: the one place where ledger errors become messages and exit codes."""
-
-    def list_commands(self, ctx: Any) -> list[str]:
-        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
-        return sorted(super().list_commands(ctx), key=lambda name: rank.get(name, len(rank)))
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except CaseLedgerError as error:
-            plain_console(stderr=True).print(Text(f"error: {error}", style="red"), soft_wrap=True)
-            raise typer.Exit(exit_code_for(error)) from None
 
 
 # -- the session of one invocation ----------------------------------------------------------------------
@@ -150,6 +126,14 @@ class Session:
     @property
     def local_ledger(self) -> CaseLedger:
         """The ledger on its own database (never with ``--api``: such commands are ``local_only`` or branch first)."""
+        return self._open(load_policy=True)
+
+    def open_ledger(self) -> CaseLedger:
+        """The local ledger, for queries that open it only when they need it (``ledger=s.open_ledger``): its
+        policy and customer texts are loaded only if used (a query shows what is recorded, by no policy)."""
+        return self._open(load_policy=False)
+
+    def _open(self, *, load_policy: bool) -> CaseLedger:
         if self.api:
             raise RuntimeError("Session.local_ledger was asked for under --api; mark the command local_only")
         if self._ledger is None:
@@ -164,12 +148,8 @@ class Session:
                 )
             # --now is the operator's simulation clock: every event it records is marked simulated-clock.
             self._ledger = CaseLedger(settings, clock=(lambda: now) if now is not None else None,
-                                      simulated_clock=now is not None)
+                                      simulated_clock=now is not None, load_policy=load_policy)
         return self._ledger
-
-    def open_ledger(self) -> CaseLedger:
-        """The local ledger, for queries that open it only when they need it (``ledger=s.open_ledger``)."""
-        return self.local_ledger
 
     def new_ledger(self) -> CaseLedger:
         """A ledger connection of its own, on the real clock (each long-running service gets one)."""

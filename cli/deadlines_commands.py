@@ -50,7 +50,8 @@ def tick(
         report = _tick_report(s.service.tick_record())
     else:
         with s.views() as views:  # the deadlines projection says which cases to look at
-            report = tick_missed_deadlines(views, ledger=s.open_ledger, actor=s.actor)
+            # It records: the policy and its texts are checked as it opens, before it writes anything.
+            report = tick_missed_deadlines(views, ledger=lambda: s.local_ledger, actor=s.actor)
     if as_json:
         r = report.retention
         s.echo_json({"now": report.now, "cases_checked": report.cases_checked, "missed": report.missed,

@@ -9,11 +9,9 @@ from zoneinfo import ZoneInfoNotFoundError
 
 import typer
 
-from caseledger.cli import render
 from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.values import Actor, Attachment, Channel
 from caseledger.ledger.errors import ValidationError
-from caseledger.ledger.kafka.publisher import TRANSACTION_INTERVAL_S
 
 CHANNELS = ", ".join(c.value for c in Channel)
 STATUSES = ", ".join(Status.ACTIVE)
@@ -44,8 +42,10 @@ def parse_actor(text: str) -> Actor:
 
 def parse_zone(text: str) -> tzinfo:
     """An IANA time zone name."""
+    from caseledger.cli.render import local_zone
+
     try:
-        return render.local_zone(text)
+        return local_zone(text)
     except (ZoneInfoNotFoundError, ValueError):
         raise typer.BadParameter(f"unknown time zone {text!r}; use an IANA name such as Europe/Paris or UTC") from None
 
@@ -140,15 +140,6 @@ AggregateCacheOpt = Annotated[
                  "cases) the intake worker keeps in memory between batches, read again only from their last "
                  "known version; 0 turns the cache off."),
 ]
-TRANSACTION_INTERVAL_MS = round(TRANSACTION_INTERVAL_S * 1000)
-TransactionIntervalOpt = Annotated[
-    int,
-    typer.Option("--transaction-interval-ms", min=0, max=10_000, help="While events trickle in, the publisher "
-                 "begins at most one Kafka transaction per interval: each commit costs the broker milliseconds "
-                 "of CPU whatever its size. Lower: less latency, more broker load."),
-]
-
-
 # -- projections ----------------------------------------------------------------------------------------
 
 ViewsOpt = Annotated[

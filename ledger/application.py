@@ -86,8 +86,10 @@ class CaseLedger(LedgerCore):
         policy: ResponsePolicy | None = None,
         clock: Callable[[], datetime] | None = None,
         simulated_clock: bool = False,
+        load_policy: bool = True,
     ) -> None:
-        super().__init__(settings, policy=policy, clock=clock, simulated_clock=simulated_clock)
+        super().__init__(settings, policy=policy, clock=clock, simulated_clock=simulated_clock,
+                         load_policy=load_policy)
         self.pseudonyms = Pseudonyms(self)
         self.lookups = Lookups(self, self.pseudonyms)
         self.intake = ContactIntake(self, self.pseudonyms, self.lookups)

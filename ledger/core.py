@@ -42,11 +42,11 @@ from caseledger.ledger.privacy.kek import KeyEncryptionKey
 from caseledger.ledger.privacy.sealing import Sealer, subject_of
 from caseledger.ledger.settings import LedgerSettings
 from caseledger.ledger.store_ports import LedgerRecorder, PrincipalStore, StorageProvider
-from caseledger.ledger.texts import TemplateTexts
 from caseledger.ledger.transparency.contact_receipts import receipt_delay
 from caseledger.ledger.unit_of_work import AggregateCache, UnitOfWork
 
 if TYPE_CHECKING:
+    from caseledger.ledger.texts import TemplateTexts
     from caseledger.ledger.transparency.contact_receipts import ReceiptIssuer
 
 __all__ = ["LedgerCore"]
@@ -67,17 +67,20 @@ class LedgerCore(Application[UUID]):
         policy: ResponsePolicy | None = None,
         clock: Callable[[], datetime] | None = None,
         simulated_clock: bool = False,
+        load_policy: bool = True,
     ) -> None:
         """``clock`` is the ledger's: recorded times, deadlines and retention read it. ``simulated_clock``:
-        an operator chose it (``--now``, the demo), so every event's actor is marked ``simulated-clock``."""
+        an operator chose it (``--now``, the demo), so every event's actor is marked ``simulated-clock``.
+        ``load_policy=False``: the policy and the customer texts are loaded when first used, not here (a
+        command that only reads, such as ``caseledger case show``, never uses them)."""
         self.settings = settings or LedgerSettings.resolve()
         # Personal fields are sealed with their customer's key as they are encoded (docs/privacy.md).
         self.codec = AvroEventCodec(seal=self._seal_fields)
-        if policy is None:
-            policy = ResponsePolicy.load(self.settings.policy_path or self.settings.policy_name)
-        self.policy = policy
-        # Compiled and tried on every sample once, here: a broken template stops the start, not a contact.
-        self.texts = TemplateTexts.for_settings(company=policy.texts.company, folder=policy.texts.templates)
+        if policy is not None:
+            self.policy = policy
+        if load_policy:
+            # Compiled and tried on every sample once, here: a broken template stops the start, not a contact.
+            self.texts  # noqa: B018 - loaded for its checks
         self.clock = clock or (lambda: datetime.now(UTC))
         # A receipt delay out of range stops the start, not a customer's contact (the key is read at the first).
         receipt_delay(self.settings.transparency.receipt_delay)
@@ -104,6 +107,18 @@ class LedgerCore(Application[UUID]):
                 if attempt == STARTUP_ATTEMPTS - 1:
                     raise
                 time.sleep(random.uniform(0.05, 0.2))
+
+    @cached_property
+    def policy(self) -> ResponsePolicy:
+        """The response policy: delays, calendar, customer texts (``--policy``, else the built-in)."""
+        return ResponsePolicy.load(self.settings.policy_path or self.settings.policy_name)
+
+    @cached_property
+    def texts(self) -> TemplateTexts:
+        """The customer texts of the policy, each template compiled and tried on every sample."""
+        from caseledger.ledger.texts import TemplateTexts  # Jinja2 and Babel: for a ledger that writes texts
+
+        return TemplateTexts.for_settings(company=self.policy.texts.company, folder=self.policy.texts.templates)
 
     def construct_mapper(self) -> Mapper[UUID]:
         return AvroMapper(self.codec, open_fields=self._open_fields)

@@ -81,7 +81,10 @@ def catch_up(views: ViewStore, projection: Projection, *, ledger: LedgerOpener) 
     states = read_status(views, projection.name, LIVE)
     if states and states[0].source != STORE:
         return
-    runner = ProjectionRunner([projection], views, open_source(STORE, ledger=ledger), batch_size=2000, idle_s=0)
+    opened = ledger()
+    # The ledger's codec decodes as well as a new one, which would fingerprint every schema version again.
+    runner = ProjectionRunner([projection], views, StoreEventSource(opened), codec=opened.codec, batch_size=2000,
+                              idle_s=0)
     runner.run(until_caught_up=True)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import cached_property, lru_cache
@@ -41,7 +42,7 @@ from eventsourcing.domain import CanInitAggregate
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from eventsourcing.utils import get_topic
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from fastavro.schema import fingerprint, to_parsing_canonical_form
+from fastavro.schema import to_parsing_canonical_form
 
 from caseledger.ledger.avro.avrocompiled import Unsupported, compile_reader, compile_writer
 from caseledger.ledger.domain.case import Case
@@ -70,13 +71,40 @@ def schema_fingerprint(parsed: Any, *, envelope: dict[str, Any] | None = None) -
     """
     full = _with_envelope(parsed, envelope)
     # fastavro's hex is already in stored order (Java's parsingFingerprint64 as a little-endian long): no reversal.
-    return bytes.fromhex(fingerprint(to_parsing_canonical_form(full), "CRC-64-AVRO"))
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(full)))
 
 
 def legacy_fingerprint(parsed: Any) -> bytes:
     """The fingerprint caseledger wrote before the standard one (the canonical form with the
     envelope as a name, and the bytes reversed), derived so that the history it marks stays readable."""
-    return int(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"), 16).to_bytes(8, "little")
+    return int(fingerprint(to_parsing_canonical_form(parsed)), 16).to_bytes(8, "little")
+
+
+_EMPTY_64 = 0xC15D213AA4D7A795  # the CRC-64-AVRO of nothing (the Avro specification's EMPTY)
+
+
+def _crc64_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (_EMPTY_64 & -(fp & 1))
+        table.append(fp)
+    return tuple(table)
+
+
+_CRC64_TABLE = _crc64_table()
+
+
+def fingerprint(canonical_form: str) -> str:
+    """``fastavro.schema.fingerprint(canonical_form, "CRC-64-AVRO")``, the same hex digits (a test holds them
+    equal), with its table built once instead of on every call: the codec fingerprints some 300 schema versions
+    as it starts, and every command that opens the ledger waited for fastavro's table each time."""
+    result = _EMPTY_64
+    table = _CRC64_TABLE
+    for byte in canonical_form.encode():
+        result = (result >> 8) ^ table[(result ^ byte) & 0xFF]
+    return result.to_bytes(8, "little").hex()
 
 
 def _with_envelope(parsed: Any, envelope: dict[str, Any] | None) -> Any:
@@ -152,6 +180,27 @@ class AvroEventCodec:
 
     def __init__(self, *, seal: Seal | None = None) -> None:
         self.seal = seal
+        self._tables_lock = threading.Lock()
+        self._tables_builder: int | None = None  # None: the schema tables are not built yet; -1: they are
+
+    def __getattr__(self, name: str) -> Any:
+        # The schema tables (every version of every schema, fingerprinted: ~25 ms) are built when first
+        # needed, not as a ledger opens: a command that only reads the views (`caseledger case show`) never
+        # needs them. Only names the tables define get here, before they are built.
+        state = vars(self)
+        if name.startswith("__") or state.get("_tables_builder", -1) == -1:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        with self._tables_lock:
+            if state["_tables_builder"] is None:
+                # Built on a twin, then taken in one update: no other thread sees a table half filled.
+                twin = object.__new__(type(self))
+                vars(twin).update(seal=self.seal, _tables_builder=-1)
+                twin._build_tables()
+                state.update({k: v for k, v in vars(twin).items() if k not in ("seal", "_tables_builder")})
+                state["_tables_builder"] = -1
+        return getattr(self, name)
+
+    def _build_tables(self) -> None:
         files = dict(schema_files())
         envelope_text = files.pop(f"{ENVELOPE}.avsc", None)
         if envelope_text is None:
@@ -227,7 +276,7 @@ class AvroEventCodec:
         for _name, text, fps, envelope in self._versions:
             if fps == (fp,):
                 canonical = to_parsing_canonical_form(_with_envelope(parse_event_schema(text, envelope), envelope))
-                if bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")) == fp:
+                if bytes.fromhex(fingerprint(canonical)) == fp:
                     found = canonical
                     break
         self._writer_texts[fp] = found
