@@ -218,7 +218,8 @@ class ContactIntake:
         where = f"the {draft.channel.value} message id"  # never its value: kept in clear, and personal data
         if customer_id != message.customer_id:
             return "identity", f"{where} was first recorded for another customer"
-        if draft.case_reference is not None and normalise_reference(draft.case_reference) != message.reference:
+        if (draft.case_reference is not None and normalise_reference(draft.case_reference) != message.reference
+                and not self._quotes_an_erased_case(draft.case_reference, customer_id)):
             return "case", f"{where} was first recorded on another case than the one this request names"
         stored = message.content_digest
         if stored.startswith(f"{KEYED_CONTENT_DIGEST_VERSION}:"):
@@ -280,6 +281,15 @@ class ContactIntake:
             "(`caseledger intake collisions`). Send it again with a new channel message id.",
             collision_id=str(collision_id),
         )
+
+    def _quotes_an_erased_case(self, reference: str, customer_id: str) -> bool:
+        """Whether ``reference`` names an erased customer's case, not ``customer_id``'s: the first recording of such
+        a request opened a new case (:meth:`_record_new_contact`), so a resubmission is not named for that."""
+        try:
+            case = self.lookups.get_case(reference)
+        except NotFound:
+            return False
+        return case.customer_id != customer_id and self._erased(case.customer_id)
 
     def _erased(self, customer_id: str) -> bool:
         owner: Any = self.core.get_optional(Customer.id_for(customer_id))

@@ -142,6 +142,27 @@ def test_an_erasure_whose_keys_are_not_destroyed_yet_is_never_kept(
     assert holding(worker, ["zqpending"]) == []
 
 
+def test_an_erased_customer_who_quotes_her_old_case_and_sends_it_again_is_answered_not_collided(
+    three: tuple[CaseLedger, CaseLedger, CaseLedger], clock: FakeClock,
+) -> None:
+    """Found by the property below: her follow-up quoting the case of her erased self opened a new case, and the
+    same request sent again (an adapter's retry) was kept as a collision "on another case than the one it names"."""
+    worker, agent, _reader = three
+    who = "email:again@example.com"
+    with worker.unit_of_work():
+        out = worker.record_contact(draft("a-1", who, "zqagain"))
+    agent.erase_customer(who, reason="art. 17 request", actor=AGENT)
+    clock.advance(minutes=1)
+    follow_up = draft("a-2", who, "zqfollowup", case_reference=out.reference, follow_up=True)
+    with worker.unit_of_work():
+        first = worker.record_contact(follow_up)
+    assert first.opened_case and first.reference != out.reference
+    with worker.unit_of_work():
+        again = worker.record_contact(follow_up)
+    assert again.reference == first.reference and not again.opened_case
+    assert list(worker.collisions()) == []
+
+
 class _Lender:
     """The service's state as the live page's watcher uses it: a ledger lent per read."""
 
