@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.errors import NotFound
+from caseledger.ledger.privacy.sealing import TOKEN_PREFIX
 from caseledger.projections.case_state import CaseState, CaseView
 from caseledger.projections.catchup import LedgerOpener, catch_up
 from caseledger.projections.channel_metrics import DEFAULT_ZONE, ChannelMetrics, month_zone, summary
@@ -59,6 +60,16 @@ def channel_summary(views: ViewStore, *, by: tuple[str, ...], ledger: LedgerOpen
     month_zone(zone)  # an unknown zone is refused before any catching up
     catch_up(views, ChannelMetrics(), ledger=ledger)
     return summary(views, by=by, month=month, zone=zone)
+
+
+def revealed(rows: list[dict[str, Any]], *, ledger: LedgerOpener) -> list[dict[str, Any]]:
+    """Rows of any query over the views with every sealed token opened, ``[erased]`` where erased.
+
+    The ledger is opened only when a row holds a token, so a query on clear columns needs no keys.
+    """
+    if not any(isinstance(v, str) and TOKEN_PREFIX in v for row in rows for v in row.values()):
+        return rows
+    return ledger().reveal(rows)  # type: ignore[no-any-return]
 
 
 def tick_missed_deadlines(views: ViewStore, *, ledger: LedgerOpener, actor: Actor) -> TickReport:
