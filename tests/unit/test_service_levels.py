@@ -25,7 +25,7 @@ from caseledger.cli.app import app
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
 from caseledger.projections import INT, LOG, Projection, StoreEventSource, Table, Tx, open_views
-from caseledger.projections.channel_metrics import PERCENTILES, ChannelMetrics, summary
+from caseledger.projections.channel_metrics import ChannelMetrics, summary
 from tests.support.clock import FakeClock
 from tests.support.environment import ledger_settings
 from tests.support.examples import examples
@@ -33,6 +33,7 @@ from tests.support.projection_scenarios import PROPERTY_SETTINGS, Scenario, catc
 
 runner = CliRunner(env={"CASELEDGER_DATABASE": None, "CASELEDGER_VIEWS": None, "CASELEDGER_KAFKA_BOOTSTRAP": None,
                         "CASELEDGER_ACTOR": None, "TZ": "UTC", "COLUMNS": "250"})
+PERCENTILES = (50, 90, 99)
 ZONES = ("UTC", "Europe/Paris", "America/St_Johns", "Asia/Kathmandu")  # whole, half and quarter hours off UTC
 
 
