@@ -117,7 +117,10 @@ def history_record(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_timeline(s: Session, rows: list[dict[str, Any]], *, customer: str, tz: tzinfo) -> None:
-    """A customer's timeline as a table, oldest first (times inside lines are UTC)."""
+    """A customer's timeline as a table, oldest first (times inside lines are UTC); an event that happened (as
+    claimed) more than a minute away from its recording shows both times, labelled."""
+    from caseledger.ledger.reports.describe import occurred_apart
+
     table = Table(title=f"History of {customer} ({len(rows)} events)", title_justify="left")
     table.add_column("recorded at", no_wrap=True)
     table.add_column("case", no_wrap=True)
@@ -126,7 +129,10 @@ def render_timeline(s: Session, rows: list[dict[str, Any]], *, customer: str, tz
     table.add_column("actor")
     table.add_column("what happened", ratio=1)
     for row in rows:
-        table.add_row(render.fmt_time(row["recorded_at"], tz, seconds=True), row["case_reference"] or "",
+        when = Text(render.fmt_time(row["recorded_at"], tz, seconds=True))
+        if occurred_apart(row["recorded_at"], row["occurred_at"]):
+            when.append(f"\noccurred {render.fmt_time(row['occurred_at'], tz, seconds=True)}", style="yellow")
+        table.add_row(when, row["case_reference"] or "",
                       row["event_type"], row["channel"] or "", row["actor"], Text(row["line"]))
     s.out.print(table)
 

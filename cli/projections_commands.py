@@ -334,16 +334,20 @@ def projections_query(
 ) -> None:
     """Run a read-only SQL query on the views database and print the rows (nothing is ever written).
 
+    Customers' texts the views keep sealed are opened on the way out (``[erased]`` once erased).
+
     Example:
 
     ```
     $ caseledger projections query "SELECT channel, SUM(contacts) AS contacts FROM channel_metrics GROUP BY channel"
     ```
     """
+    from caseledger.projections.queries import revealed
+
     s = session(ctx)
     with s.views(views) as store:
         try:
-            rows = store.fetch(sql)
+            rows = revealed(store.fetch(sql), ledger=s.open_ledger)
         except BackendError as error:
             raise BackendError(
                 f"{error} (list the projections' tables with `caseledger projections list`; a projection's "

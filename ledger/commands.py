@@ -316,8 +316,8 @@ class ServiceCommands(Protocol):
         ...
 
     @route("GET", "/v1/metrics", O.METRICS_READ)
-    def metrics_rows(self, by: str) -> list[dict[str, Any]]:
-        """Service per channel and/or segment."""
+    def metrics_rows(self, by: str, *, month: bool = False, zone: str = "UTC") -> list[dict[str, Any]]:
+        """Service per channel and/or segment; with ``month``, per month in ``zone``."""
         ...
 
     @route("GET", "/v1/audit/verify", O.AUDIT_VERIFY)

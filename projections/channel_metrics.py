@@ -9,7 +9,11 @@ the same totals (durations are summed in whole milliseconds, never as floats):
   party cannot shorten its own figures);
 - promises made, kept, broken, withdrawn, waived — on the channel the promise was made on;
 - chatbot → human: escalations and the customer's total wait (up to the ledger's now);
-- contacts, follow-ups and cases opened, for follow-ups per case; deadlines missed.
+- contacts, follow-ups and cases opened, for follow-ups per case; deadlines missed;
+- every duration kept, one row each (``channel_metrics_durations``), so medians and percentiles
+  are exact, per month in any time zone: each contact's time to first response, and each closed
+  case's time to resolution (from its first contact to its closing; a reopened case counts again
+  once closed again, from the same first contact).
 
 The segment is the case's (set when it was opened); ``-`` when there is none.
 """
@@ -18,9 +22,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from caseledger.ledger.errors import ValidationError
 from caseledger.projections.base import Projection, Tx, aggregate_key
-from caseledger.projections.tables import COUNTERS, INT, JSON, ROWS, TEXT, Table
+from caseledger.projections.tables import COUNTERS, INT, JSON, ROWS, TEXT, TIME, Table
 from caseledger.projections.views import ViewStore, utc_text
 
 NO_SEGMENT = "-"
@@ -29,6 +35,10 @@ COUNTER_COLUMNS = (
     "first_response_ms_total", "promises_made", "promises_kept", "promises_broken", "promises_withdrawn",
     "promises_waived", "escalations", "escalation_wait_s_total", "deadlines_missed",
 )
+FIRST_RESPONSE, RESOLUTION = "first_response", "resolution"
+"""The measures kept duration by duration (``channel_metrics_durations.measure``)."""
+WHOLE_CASE = "-"
+"""The ``item`` of a resolution: it measures the whole case."""
 
 
 def _ms(start: str, end: datetime) -> int:
@@ -39,7 +49,7 @@ class ChannelMetrics(Projection):
     """Response times, promises kept, chatbot waits and follow-ups per channel and customer segment."""
 
     name = "channel_metrics"
-    version = 2  # 2: durations between recorded times, never claimed ones
+    version = 3  # 2: durations between recorded times, never claimed ones; 3: each duration kept
     tables = (
         Table(
             "channel_metrics",
@@ -50,8 +60,18 @@ class ChannelMetrics(Projection):
         # Per case: what is still waiting for a measure (acknowledgements, first responses, promises).
         Table(
             "channel_metrics_cases",
-            {"case_id": TEXT, "segment": TEXT, "channel": TEXT, "waiting": JSON, "acks": JSON, "promises": JSON},
+            {"case_id": TEXT, "segment": TEXT, "channel": TEXT, "first_contact_at": TEXT, "waiting": JSON,
+             "acks": JSON, "promises": JSON},
             key=("case_id",),
+            kind=ROWS,
+        ),
+        # Every measured duration: the contact's (or the case's) channel and segment, when its clock started
+        # (recorded, UTC), how long it ran. Percentiles and months are computed from these rows when read.
+        Table(
+            "channel_metrics_durations",
+            {"case_id": TEXT, "measure": TEXT, "item": TEXT, "channel": TEXT, "segment": TEXT,
+             "started_at": TIME, "ms": INT},
+            key=("case_id", "measure", "item"),
             kind=ROWS,
         ),
     )
@@ -63,15 +83,18 @@ class ChannelMetrics(Projection):
 
     def on_CaseOpened(self, tx: Tx, e: Any) -> None:
         tx.put("channel_metrics_cases", {"case_id": aggregate_key(e), "segment": e.segment or NO_SEGMENT,
-                                         "channel": None, "waiting": [], "acks": {}, "promises": {}})
+                                         "channel": None, "first_contact_at": None, "waiting": [], "acks": {},
+                                         "promises": {}})
 
     def on_ContactReceived(self, tx: Tx, e: Any) -> None:
         case = self._case(tx, e)
         segment = case["segment"]
         opened = case["channel"] is None
+        received_at = utc_text(e.timestamp)
         if opened:
             case["channel"] = e.channel
-        case["waiting"].append([e.contact_id, e.channel, utc_text(e.timestamp)])
+            case["first_contact_at"] = received_at
+        case["waiting"].append([e.contact_id, e.channel, received_at])
         tx.put("channel_metrics_cases", case)
         tx.add("channel_metrics", e.channel, segment, contacts=1, follow_ups=int(e.follow_up),
                cases_opened=int(opened))
@@ -96,11 +119,29 @@ class ChannelMetrics(Projection):
         case = self._case(tx, e)
         if not case["waiting"]:
             return
-        for _contact_id, channel, received_at in case["waiting"]:
-            tx.add("channel_metrics", channel, case["segment"], first_responses=1,
-                   first_response_ms_total=_ms(received_at, e.timestamp))
+        case_id = aggregate_key(e)
+        for contact_id, channel, received_at in case["waiting"]:
+            ms = _ms(received_at, e.timestamp)
+            tx.add("channel_metrics", channel, case["segment"], first_responses=1, first_response_ms_total=ms)
+            tx.put("channel_metrics_durations", {
+                "case_id": case_id, "measure": FIRST_RESPONSE, "item": contact_id, "channel": channel,
+                "segment": case["segment"], "started_at": datetime.fromisoformat(received_at), "ms": ms,
+            })
         case["waiting"] = []
         tx.put("channel_metrics_cases", case)
+
+    def on_CaseClosed(self, tx: Tx, e: Any) -> None:
+        case = self._case(tx, e)
+        first = case["first_contact_at"]
+        if first is None:  # closed before any contact was received: nothing to measure from
+            return
+        tx.put("channel_metrics_durations", {
+            "case_id": aggregate_key(e), "measure": RESOLUTION, "item": WHOLE_CASE, "channel": case["channel"],
+            "segment": case["segment"], "started_at": datetime.fromisoformat(first), "ms": _ms(first, e.timestamp),
+        })
+
+    def on_CaseReopened(self, tx: Tx, e: Any) -> None:
+        tx.delete("channel_metrics_durations", aggregate_key(e), RESOLUTION, WHOLE_CASE)
 
     def on_PromiseMade(self, tx: Tx, e: Any) -> None:
         case = self._case(tx, e)
@@ -137,14 +178,77 @@ class ChannelMetrics(Projection):
 
 # -- the read side -------------------------------------------------------------------------------------
 
+PERCENTILES = (50, 90, 99)
+"""The percentiles every summary gives of each kept measure (``<measure>_p50_s`` …)."""
+DEFAULT_ZONE = "UTC"
+"""The zone months are counted in unless another is asked for."""
 
-def summary(views: ViewStore, *, by: tuple[str, ...] = ("channel",)) -> list[dict[str, Any]]:
-    """The metrics grouped by ``by`` (channel and/or segment), with averages and ratios."""
+
+def nearest_rank(ordered: list[int], percent: int) -> int:
+    """The ``percent``-th percentile of ascending ``ordered`` by the nearest-rank method.
+
+    The smallest kept value with at least ``percent`` % of the values at or below it: always a
+    duration that was measured, exact in integers (no interpolation), the same on every backend.
+    """
+    rank = -(-percent * len(ordered) // 100)  # ceil(percent × n / 100), in integers
+    return ordered[max(rank, 1) - 1]
+
+
+def month_zone(name: str) -> ZoneInfo:
+    """The IANA zone months are counted in; a ValidationError says how to name one."""
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"unknown time zone {name!r}; use an IANA name such as Europe/Paris or UTC") from None
+
+
+def _measures(durations: list[int], prefix: str, count: str) -> dict[str, Any]:
+    ordered = sorted(durations)
+    out: dict[str, Any] = {count: len(ordered)}
+    out[f"{prefix}_avg_s"] = sum(ordered) / len(ordered) / 1000 if ordered else None
+    for p in PERCENTILES:
+        out[f"{prefix}_p{p}_s"] = nearest_rank(ordered, p) / 1000 if ordered else None
+    return out
+
+
+def _kept(views: ViewStore) -> list[dict[str, Any]]:
+    table = ChannelMetrics.tables[2]
+    return views.select(table, order_by="started_at, case_id, measure, item")
+
+
+def _grouped(rows: list[dict[str, Any]], key: Any) -> dict[Any, dict[str, list[int]]]:
+    groups: dict[Any, dict[str, list[int]]] = {}
+    for row in rows:
+        measures = groups.setdefault(key(row), {FIRST_RESPONSE: [], RESOLUTION: []})
+        measures[row["measure"]].append(int(row["ms"]))
+    return groups
+
+
+def _durations(measures: dict[str, list[int]]) -> dict[str, Any]:
+    return {**_measures(measures[FIRST_RESPONSE], "first_response", "first_responses"),
+            **_measures(measures[RESOLUTION], "resolution", "resolutions")}
+
+
+def summary(views: ViewStore, *, by: tuple[str, ...] = ("channel",), month: bool = False,
+            zone: str = DEFAULT_ZONE) -> list[dict[str, Any]]:
+    """The metrics grouped by ``by`` (channel and/or segment), with averages, ratios and percentiles.
+
+    With ``month``, one row per group and month (``YYYY-MM`` in ``zone``) of the kept durations: a
+    duration counts in the month its clock started (the contact's recording; for a resolution, the
+    case's first contact). The counters without a time (contacts, promises …) are then left out.
+    """
     for column in by:
         if column not in ("channel", "segment"):
             raise ValueError(f"group by channel or segment, not {column!r}")
+    where = month_zone(zone)
     if "channel_metrics" not in views.table_names():
         return []
+    kept = _kept(views)
+    if month:
+        groups = _grouped(kept, lambda r: (*(r[c] for c in by), r["started_at"].astimezone(where).strftime("%Y-%m")))
+        return [{**dict(zip(by, key[:-1], strict=True)), "month": key[-1], "zone": where.key, **_durations(m)}
+                for key, m in sorted(groups.items())]
+    durations = _grouped(kept, lambda r: tuple(r[c] for c in by))
     group = ", ".join(by)
     sums = ", ".join(f"SUM({c}) AS {c}" for c in COUNTER_COLUMNS)
     rows = views.fetch(f"SELECT {group}, {sums} FROM channel_metrics GROUP BY {group} ORDER BY {group}")
@@ -152,6 +256,7 @@ def summary(views: ViewStore, *, by: tuple[str, ...] = ("channel",)) -> list[dic
     for row in rows:
         n = {c: int(row[c] or 0) for c in COUNTER_COLUMNS}
         settled = n["promises_kept"] + n["promises_broken"] + n["promises_withdrawn"]
+        kept_here = durations.get(tuple(row[c] for c in by), {FIRST_RESPONSE: [], RESOLUTION: []})
         out.append({
             **{c: row[c] for c in by},
             **n,
@@ -159,6 +264,7 @@ def summary(views: ViewStore, *, by: tuple[str, ...] = ("channel",)) -> list[dic
             "first_response_avg_s": (
                 n["first_response_ms_total"] / n["first_responses"] / 1000 if n["first_responses"] else None
             ),
+            **{k: v for k, v in _durations(kept_here).items() if k not in ("first_responses", "first_response_avg_s")},
             "promises_kept_ratio": n["promises_kept"] / settled if settled else None,
             "escalation_wait_avg_s": (
                 n["escalation_wait_s_total"] / n["escalations"] if n["escalations"] else None

@@ -14,9 +14,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.errors import NotFound
+from caseledger.ledger.privacy.sealing import TOKEN_PREFIX
 from caseledger.projections.case_state import CaseState, CaseView
 from caseledger.projections.catchup import LedgerOpener, catch_up
-from caseledger.projections.channel_metrics import ChannelMetrics, summary
+from caseledger.projections.channel_metrics import DEFAULT_ZONE, ChannelMetrics, month_zone, summary
 from caseledger.projections.deadlines import Deadlines, deadline_counts, overdue, record_missed_deadlines
 from caseledger.projections.timeline import CustomerTimeline
 from caseledger.projections.views import ViewStore
@@ -52,10 +53,23 @@ def overdue_deadlines(views: ViewStore, now: datetime, *, ledger: LedgerOpener) 
     return ledger().reveal(overdue(views, now))  # type: ignore[no-any-return]
 
 
-def channel_summary(views: ViewStore, *, by: tuple[str, ...], ledger: LedgerOpener) -> list[dict[str, Any]]:
-    """Service per channel and/or segment (see :func:`projections.channel_metrics.summary`)."""
+def channel_summary(views: ViewStore, *, by: tuple[str, ...], ledger: LedgerOpener, month: bool = False,
+                    zone: str = DEFAULT_ZONE) -> list[dict[str, Any]]:
+    """Service per channel and/or segment, per month in ``zone`` if asked (see
+    :func:`projections.channel_metrics.summary`)."""
+    month_zone(zone)  # an unknown zone is refused before any catching up
     catch_up(views, ChannelMetrics(), ledger=ledger)
-    return summary(views, by=by)
+    return summary(views, by=by, month=month, zone=zone)
+
+
+def revealed(rows: list[dict[str, Any]], *, ledger: LedgerOpener) -> list[dict[str, Any]]:
+    """Rows of any query over the views with every sealed token opened, ``[erased]`` where erased.
+
+    The ledger is opened only when a row holds a token, so a query on clear columns needs no keys.
+    """
+    if not any(isinstance(v, str) and TOKEN_PREFIX in v for row in rows for v in row.values()):
+        return rows
+    return ledger().reveal(rows)  # type: ignore[no-any-return]
 
 
 def tick_missed_deadlines(views: ViewStore, *, ledger: LedgerOpener, actor: Actor) -> TickReport:

@@ -47,11 +47,22 @@ def encode_json(value: Any) -> str:
     return _JSON.encode(value)
 
 
+_LAST_TEXT: tuple[datetime, str] = (datetime(1970, 1, 1, tzinfo=UTC), "1970-01-01T00:00:00.000000+00:00")
+
+
 def utc_text(value: datetime) -> str:
     """A fixed-width ISO-8601 UTC text: such texts sort and compare like the instants they name."""
-    if value.tzinfo is None:
-        raise ConfigurationError(f"naive datetime {value.isoformat()} in a view: use timezone-aware UTC datetimes")
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+    global _LAST_TEXT
+    if value.tzinfo is not UTC:  # (in a zone with folds, two instants may compare equal: no memo)
+        if value.tzinfo is None:
+            raise ConfigurationError(f"naive datetime {value.isoformat()} in a view: use timezone-aware UTC datetimes")
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    last = _LAST_TEXT  # a command's events share their recording time, often their occurrence: one text
+    if value == last[0]:
+        return last[1]
+    text = value.isoformat(timespec="microseconds")
+    _LAST_TEXT = (value, text)
+    return text
 
 
 def index_name(table: str, n: int) -> str:

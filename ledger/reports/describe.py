@@ -56,6 +56,16 @@ def fmt_time(value: datetime | None, tz: tzinfo | None = None, *, seconds: bool 
     return f"{text} {shown.tzname() or shown.strftime('%z')}"
 
 
+OCCURRED_APART_S = 60
+"""How far apart (seconds) an event's claimed time of occurrence and its recording must be for the
+history and its exports to show both, each labelled: adapters relay within seconds, a backfill by hours."""
+
+
+def occurred_apart(recorded_at: datetime, occurred_at: datetime | None) -> bool:
+    """Whether an event happened (as claimed) more than :data:`OCCURRED_APART_S` away from its recording."""
+    return occurred_at is not None and abs((occurred_at - recorded_at).total_seconds()) > OCCURRED_APART_S
+
+
 def _short(text: str | None, limit: int = SUMMARY_TEXT_LIMIT) -> str:
     if text and text.startswith(TOKEN_PREFIX):  # sealed (a view's event): shortened when revealed
         return excerpt(text, limit)

@@ -32,7 +32,7 @@ from caseledger.ledger.audit import AuditReport, verify
 from caseledger.ledger.avro.codec import ENVELOPE, event_hash, schema_files
 from caseledger.ledger.errors import ConfigurationError, ValidationError
 from caseledger.ledger.private_files import open_private
-from caseledger.ledger.reports.describe import plain
+from caseledger.ledger.reports.describe import occurred_apart, plain
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
@@ -557,10 +557,12 @@ def _html_page(customer_id: str, entries: list[_Entry], report: AuditReport, des
         }
         details.update({k: v for k, v in e.record.items() if k != "envelope"})
         table = "".join(f"<tr><td>{esc(str(k))}</td><td>{esc(_cell(v))}</td></tr>" for k, v in details.items())
-        meta = [f'<span class="kind">{esc(_title(e.event_type))}</span>', f"<time>{esc(_time(env['recorded_at'], tz))}"
-                "</time>"]
-        if abs((env["occurred_at"] - env["recorded_at"]).total_seconds()) > 60:
-            meta.append(f"<span>happened {esc(_time(env['occurred_at'], tz))}</span>")
+        meta = [f'<span class="kind">{esc(_title(e.event_type))}</span>']
+        if occurred_apart(env["recorded_at"], env["occurred_at"]):
+            meta.append(f"<span>recorded <time>{esc(_time(env['recorded_at'], tz))}</time></span>")
+            meta.append(f"<span>occurred <time>{esc(_time(env['occurred_at'], tz))}</time></span>")
+        else:
+            meta.append(f"<time>{esc(_time(env['recorded_at'], tz))}</time>")
         if ref:
             meta.append(f'<span class="ref">{esc(ref)}</span>')
         if env["channel"]:

@@ -370,14 +370,16 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
 
     @app.get("/v1/metrics", tags=["deadlines"], openapi_extra={"x-operation": O.METRICS_READ.value})
     def metrics(by: Annotated[str, Query(pattern="^(channel|segment|both)$")] = "channel",
+                month: bool = False, zone: Annotated[str, Query(max_length=64)] = "UTC",
                 _p: Principal = principal_for(O.METRICS_READ)) -> Any:
-        """Service per channel and/or segment: acknowledgement and response times, promises kept …"""
+        """Service per channel and/or segment: acknowledgement and response times (mean, p50, p90, p99), resolution
+        times, promises kept …; with ``month``, per month in ``zone`` (an IANA name, UTC by default)."""
         from caseledger.projections.queries import channel_summary
 
         groups = {"channel": ("channel",), "segment": ("segment",), "both": ("channel", "segment")}[by]
         ledger = state.ledger()
         with state.open_views() as views:
-            return plain(channel_summary(views, by=groups, ledger=lambda: ledger))
+            return plain(channel_summary(views, by=groups, ledger=lambda: ledger, month=month, zone=zone))
 
     @app.get("/v1/intake/collisions", tags=["audit"], openapi_extra={"x-operation": O.INTAKE_KEPT_READ.value})
     def intake_collisions(_p: Principal = principal_for(O.INTAKE_KEPT_READ)) -> Any:

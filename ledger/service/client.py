@@ -322,8 +322,9 @@ class LedgerClient:
     def overdue_rows(self, kind: str | None = None) -> list[dict[str, Any]]:
         return list(self._call("overdue_rows", query={"kind": kind}))
 
-    def metrics_rows(self, by: str) -> list[dict[str, Any]]:
-        return list(self._call("metrics_rows", query={"by": by}))
+    def metrics_rows(self, by: str, *, month: bool = False, zone: str = "UTC") -> list[dict[str, Any]]:
+        query: dict[str, str | None] = {"by": by, "month": "true", "zone": zone} if month else {"by": by}
+        return list(self._call("metrics_rows", query=query))
 
     def audit_report(self, customer: str | None = None, *, since: datetime | None = None,
                      until: datetime | None = None, seal: str | None = None, checkpoint: str | None = None,

@@ -245,6 +245,17 @@ def test_every_read_prints_the_same_through_the_service_as_on_its_database(runni
             elif name != "audit verify":
                 # "as of" is each one's own clock, read a moment apart: it may be a minute later in the second.
                 assert AS_OF.sub("as of …", remote.stdout) == AS_OF.sub("as of …", embedded.stdout), name
+    # Metrics per month in a zone (issue 27): the service's /v1/metrics answers as the database does; a zone that
+    # does not exist is a 400 that says how to name one, never a 500.
+    auditor = tmp_path / f"{Role.AUDITOR.value}.token"
+    monthly = ["metrics", "--by", "both", "--month", "--zone", "Europe/Paris", "--json"]
+    remote = caseledger("--api", service.url, "--token-file", str(auditor), *monthly, env={"TZ": "UTC"})
+    embedded = caseledger("--database", service.database, *monthly, env=local)
+    assert json.loads(remote.stdout) == json.loads(embedded.stdout) != []
+    assert {r["zone"] for r in json.loads(remote.stdout)} == {"Europe/Paris"}
+    refused = caseledger("--api", service.url, "--token-file", str(auditor), "metrics", "--month", "--zone", "Mars/Olympus",
+                         env={"TZ": "UTC"}, code=2)
+    assert "unknown time zone 'Mars/Olympus'" in refused.stderr
     # The writes with a branch of their own: tick on the service's clock, principals by an admin.
     ticked = json.loads(through(service, Role.SUPERVISOR, "tick", "--json", tmp=tmp_path).stdout)
     assert ticked.keys() >= {"now", "cases_checked", "missed", "erased"}
