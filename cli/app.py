@@ -99,7 +99,7 @@ COMMANDS = (
           "adapters.", "backbone_commands:publish"),
     Entry("intake", STREAMING, "The intake worker: intake topic → ledger.", intake_app),
     Entry("publisher", STREAMING, "The publisher: ledger → events topic.", "backbone_commands:publisher_app"),
-    Entry("run", STREAMING, "Run the intake worker, the publisher and the built-in projections in one process.",
+    Entry("run", STREAMING, "Run the intake worker, the publisher and the projections in one process.",
           "backbone_commands:run_all"),
     Entry("schemas", TOOLS, "The Avro schemas of the events.", "tooling_commands:schemas_app"),
     Entry("version", TOOLS, "Print the installed caseledger version.", "tooling_commands:version"),
@@ -111,8 +111,9 @@ COMMANDS = (
     Entry("keys", TOOLS, KEYS_HELP, keys_app),
     Entry("overdue", PROJECTIONS, "Deadlines past due and still pending: acknowledgements, responses and promises.",
           "deadlines_commands:overdue"),
-    Entry("metrics", PROJECTIONS, "Service per channel and segment: time to acknowledge and to first response, "
-          "promises kept,\nchatbot-to-human wait, follow-ups per case.", "metrics_commands:metrics"),
+    Entry("metrics", PROJECTIONS, "Service per channel and segment: time to acknowledge, to first response and to "
+          "resolution\n(mean, p50, p90, p99), promises kept, chatbot-to-human wait, follow-ups per case.",
+          "metrics_commands:metrics"),
     Entry("projections", PROJECTIONS, "Read models built from the events (case state, timeline, deadlines, metrics): "
           "list, status, run, rebuild.", "projections_commands:projections_app"),
     Entry("export", PROJECTIONS, "Every event out, for analysts: Parquet files and a manifest.",
