@@ -123,8 +123,10 @@ def plugin_venv(tmp_path_factory: pytest.TempPathFactory, caseledger_wheel: Path
     (Path(site) / "caseledger_test_dependencies.pth").write_text("\n".join(sorted(here)) + "\n", encoding="utf-8")
     project = plugin_project(root / "fcr-plugin")
     # As an analyst installs it (pip builds the plugin with its build backend, as for the wheel above).
+    # --ignore-installed: the .pth shows pip the caseledger of this interpreter (in CI the installed wheel), which it
+    # would take as the requirement met, leaving the venv without its own caseledger and console script.
     for what in (str(caseledger_wheel), str(project)):
-        installed = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", what],
+        installed = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", what],
                                    capture_output=True, text=True, timeout=300)
         assert installed.returncode == 0, installed.stderr
     return PluginVenv(venv / "bin")

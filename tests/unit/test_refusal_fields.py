@@ -44,7 +44,8 @@ def raw(kind: str, payload: dict[str, Any]) -> bytes:
 
 def contact(**changes: Any) -> bytes:
     draft = ContactDraft(channel="email", channel_message_id="<m-9@mail>", identity=Identity.parse(f"email:{SECRET}"),
-                         subject="Card fees", items=("Why two fees?",))
+                         subject="Card fees", items=("Why two fees?",),
+                         occurred_at=NOW)  # the fake clock's time, not the moment it runs (minutes after import)
     payload = _payload(draft)
     for name, value in changes.items():
         if "." in name:
