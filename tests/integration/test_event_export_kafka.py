@@ -52,7 +52,9 @@ def test_the_topic_exports_what_the_store_does_and_resumes_per_partition(tmp_pat
                              kind="undecodable")
         publish_all(ledger, kafka)
         first = export(database, tmp_path / "topic", kafka)
-        assert first["source"] == f"kafka:{kafka.events_topic}" and len(first["positions"]) == 3  # type: ignore[arg-type]
+        # A position for each partition that held events (keys by aggregate: a partition may hold none of 25 contacts').
+        assert first["source"] == f"kafka:{kafka.events_topic}"
+        assert first["positions"] and set(first["positions"]) <= {"0", "1", "2"}  # type: ignore[arg-type]
         record_contacts(ledger, 5, start=25)
         publish_all(ledger, kafka)
         second = export(database, tmp_path / "topic", kafka)
