@@ -305,7 +305,7 @@ def audit_prove(
 def _inclusion_record(ledger: Any, customer: str) -> dict[str, Any]:
     """What GET /v1/audit/proofs/inclusion answers, from the ledger's own store."""
     from caseledger.ledger.transparency.checkpoints import current_checkpoint
-    from caseledger.ledger.transparency.proofs import customer_event_hashes, event_proofs
+    from caseledger.ledger.transparency.proofs import customer_inclusion
     from caseledger.ledger.transparency.tree import MerkleLog
 
     customer_id = ledger.data_subject(customer)
@@ -313,13 +313,7 @@ def _inclusion_record(ledger: Any, customer: str) -> dict[str, Any]:
     latest = current_checkpoint(ledger, tree=tree)
     if latest is None:
         raise typer.BadParameter("the ledger has no checkpoint yet: run `caseledger audit checkpoint`")
-    events = customer_event_hashes(ledger, customer_id)
-    proofs = event_proofs(ledger, [p for p, _ in events], latest, tree=tree)
-    from caseledger.ledger.transparency.witnesses import cosigned_note
-
-    return {"customer_id": customer_id, "checkpoint": cosigned_note(ledger, latest),
-            "events": [{**proof.as_dict(), "event_hash": digest.hex()}
-                       for (_, digest), proof in zip(events, proofs, strict=True)]}
+    return customer_inclusion(ledger, customer_id, latest, tree=tree)
 
 
 class _ServiceLog:

@@ -126,16 +126,10 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
                   _p: Principal = principal_for(O.AUDIT_PROOF_READ)) -> dict[str, Any]:
         """Each of the customer's events, its hash, its leaf and its inclusion proof against the latest signed
         checkpoint (``leaf_index`` and ``inclusion_proof`` null for events after it)."""
-        from caseledger.ledger.transparency.proofs import customer_event_hashes, event_proofs
+        from caseledger.ledger.transparency.proofs import customer_inclusion
 
         ledger = state.ledger()
-        customer_id = ledger.data_subject(customer)
-        checkpoint = _latest(ledger)
-        events = customer_event_hashes(ledger, customer_id)
-        proofs = event_proofs(ledger, [p for p, _ in events], checkpoint)
-        return {"customer_id": customer_id, "checkpoint": served_note(ledger, checkpoint),
-                "events": [{**proof.as_dict(), "event_hash": digest.hex()}
-                           for (_, digest), proof in zip(events, proofs, strict=True)]}
+        return customer_inclusion(ledger, ledger.data_subject(customer), _latest(ledger))
 
     @app.get("/v1/audit/proofs/consistency", tags=["audit"], openapi_extra={"x-operation": O.AUDIT_PROOF_READ.value})
     def consistency(old: Annotated[int, Query(ge=1, le=MAX_SIZE)], new: Annotated[int, Query(ge=1, le=MAX_SIZE)],

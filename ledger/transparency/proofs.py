@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
 
 __all__ = ["Consistency", "EventProof", "SignedLog", "StoredLog", "check_consistency", "check_consistency_of",
-           "customer_event_hashes", "event_proofs"]
+           "customer_event_hashes", "customer_inclusion", "event_proofs"]
 
 
 def b64(data: bytes) -> str:
@@ -69,6 +69,20 @@ def customer_event_hashes(ledger: CaseLedger, customer_id: str) -> list[tuple[in
     verify(ledger, customer=customer_id,
            collect=lambda position, _name, data: found.append((position, hashlib.sha256(data).digest())))
     return found
+
+
+def customer_inclusion(ledger: CaseLedger, customer_id: str, checkpoint: StoredCheckpoint,
+                       *, tree: MerkleLog | None = None) -> dict[str, Any]:
+    """What ``audit prove`` verifies, locally or as ``GET /v1/audit/proofs/inclusion`` answers it: the checkpoint's
+    note with the cosignatures kept for it, and each of the customer's events with its hash, its leaf and its
+    inclusion proof (``leaf_index`` and ``inclusion_proof`` null for events after the checkpoint)."""
+    from caseledger.ledger.transparency.witnesses import cosigned_note
+
+    events = customer_event_hashes(ledger, customer_id)
+    proofs = event_proofs(ledger, [p for p, _ in events], checkpoint, tree=tree)
+    return {"customer_id": customer_id, "checkpoint": cosigned_note(ledger, checkpoint),
+            "events": [{**proof.as_dict(), "event_hash": digest.hex()}
+                       for (_, digest), proof in zip(events, proofs, strict=True)]}
 
 
 @dataclass

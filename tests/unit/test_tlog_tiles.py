@@ -78,9 +78,10 @@ def test_a_malformed_path_is_refused_with_the_format(path: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def big_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[MerkleStore, list[bytes]]:
+def big_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MerkleStore, list[bytes]]]:
     """2,600 leaves appended in uneven batches (positions with gaps): ten full level-0 tiles, one of width
-    40, a level-1 tile of width 10."""
+    40, a level-1 tile of width 10. The ledger is held until the module ends: collected earlier (a full
+    collection another test of the worker ran), it closed its database under the store."""
     ledger = CaseLedger(ledger_settings(database=str(tmp_path_factory.mktemp("tiles") / "tree.sqlite")))
     store = ledger.storage.merkle()
     rng = random.Random(26)
@@ -91,7 +92,8 @@ def big_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[MerkleStore, lis
         n = rng.choice([1, 3, 255, 256, 257, 700])
         tree.append(list(zip(positions[done:done + n], digests[done:done + n], strict=True)))
         done += n
-    return store, [leaf_hash(d) for d in digests]
+    yield store, [leaf_hash(d) for d in digests]
+    ledger.close()
 
 
 def client_root(store: MerkleStore, size: int) -> bytes:
