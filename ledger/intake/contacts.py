@@ -438,10 +438,7 @@ class ContactIntake:
             raise NotFound(
                 "this ledger signs no receipts: it has no signing key (an operator sets CASELEDGER_SIGNING_KEY_FILE "
                 "to a key made by `caseledger keys init`, docs/audit.md)")
-        case: Case = self.lookups.get_case(reference)
-        if contact_id not in case.contacts:
-            raise NotFound(f"case {case.reference} has no contact {contact_id}; its contacts: "
-                           f"{', '.join(case.contacts) or 'none'}")
+        case = self._case_with_contact(reference, contact_id)
         with translate_errors(self.core.settings.store.describe()):
             stored = self.core.recorder.select_events_after([case.id]).get(case.id, [])
             self.core.preload_keys(bytes(e.state) for e in stored)
@@ -465,6 +462,14 @@ class ContactIntake:
                 self.core.data_keys.forget()
         raise NotFound(f"contact {contact_id} of case {case.reference} is not in the store yet; retry")
 
+    def _case_with_contact(self, reference: str, contact_id: str) -> Case:
+        """The case ``reference`` names, refused (NotFound) unless it holds ``contact_id``."""
+        case: Case = self.lookups.get_case(reference)
+        if contact_id not in case.contacts:
+            raise NotFound(f"case {case.reference} has no contact {contact_id}; its contacts: "
+                           f"{', '.join(case.contacts) or 'none'}")
+        return case
+
     def contact_receipt_proof(self, reference: str, contact_id: str = "C1",
                               tree_size: int | None = None) -> dict[str, Any]:
         """The contact's leaf index and inclusion proof against the latest signed checkpoint (or the one of
@@ -476,10 +481,7 @@ class ContactIntake:
         if tree_size is not None and tree_size < 0:
             raise ValidationError(f"field tree_size: {tree_size} is not a tree size; give a checkpoint's size "
                                   "(0 or more), or none for the latest")
-        case: Case = self.lookups.get_case(reference)
-        if contact_id not in case.contacts:
-            raise NotFound(f"case {case.reference} has no contact {contact_id}; its contacts: "
-                           f"{', '.join(case.contacts) or 'none'}")
+        case = self._case_with_contact(reference, contact_id)
         with translate_errors(self.core.settings.store.describe()):
             stored = self.core.recorder.select_events_after([case.id]).get(case.id, [])
             for stored_event in stored:

@@ -109,7 +109,7 @@ class Sealer:
             head = path[0]
             if isinstance(record.get(head), (dict, list)):
                 record[head] = _copy(record[head])  # the event keeps its own (clear) values
-            _apply(record, path, seal)
+            apply_at_path(record, path, seal)
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -118,7 +118,7 @@ class Sealer:
         paths = PERSONAL_FIELDS.get(event_type)
         if paths:
             for path in paths:
-                _apply(state, path, self.open_value)
+                apply_at_path(state, path, self.open_value)
 
     def open_value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -194,14 +194,15 @@ def _copy(node: Any) -> Any:
     return node
 
 
-def _apply(node: Any, path: Path, fn: Callable[[Any], Any]) -> None:
-    """Replace the value(s) at ``path`` under ``node`` (dicts and lists) by ``fn`` of them."""
+def apply_at_path(node: Any, path: Path, fn: Callable[[Any], Any]) -> None:
+    """Replace the value(s) at ``path`` under ``node`` (dicts and lists; ``*`` is every item) by ``fn`` of them:
+    how a personal field's path reaches its values, to seal them or to write them out (``reports.event_table``)."""
     head, rest = path[0], path[1:]
     if head == "*":
         items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
         for key, child in list(items):
             if rest:
-                _apply(child, rest, fn)
+                apply_at_path(child, rest, fn)
             else:
                 node[key] = fn(child)
         return
@@ -210,6 +211,6 @@ def _apply(node: Any, path: Path, fn: Callable[[Any], Any]) -> None:
     if rest:
         child = node[head]
         if child is not None:
-            _apply(child, rest, fn)
+            apply_at_path(child, rest, fn)
     else:
         node[head] = fn(node[head])

@@ -25,7 +25,7 @@ from caseledger.ledger.domain.personal import ERASED, PERSONAL_FIELDS
 from caseledger.ledger.domain.values import IDENTITY_KINDS
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.privacy.data_keys import DataKeys
-from caseledger.ledger.privacy.sealing import BYTES_PREFIX, TOKEN
+from caseledger.ledger.privacy.sealing import BYTES_PREFIX, TOKEN, apply_at_path
 
 try:
     import pyarrow as pa
@@ -194,7 +194,7 @@ class TypeTable:
             "event_hash": event_hash.hex(),
         }
         for path in self._paths:
-            _apply(record, path, self.personal.value)
+            apply_at_path(record, path, self.personal.value)
         for field_name, column in self.own:
             row[column] = record.get(field_name)
         return row
@@ -216,23 +216,3 @@ def _plain(avro: Any) -> Any:
     if isinstance(avro, list):
         return [_plain(v) for v in avro]
     return avro
-
-
-def _apply(node: Any, path: tuple[str, ...], fn: Callable[[Any], Any]) -> None:
-    """Replace the value(s) at ``path`` under ``node`` (records as dicts, arrays as lists) by ``fn`` of them."""
-    head, rest = path[0], path[1:]
-    if head == "*":
-        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-        for key, child in list(items):
-            if rest:
-                _apply(child, rest, fn)
-            else:
-                node[key] = fn(child)
-        return
-    if not isinstance(node, dict) or head not in node:
-        return
-    if rest:
-        if node[head] is not None:
-            _apply(node[head], rest, fn)
-    else:
-        node[head] = fn(node[head])
