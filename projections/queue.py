@@ -25,7 +25,7 @@ from caseledger.projections.base import Projection, Tx, aggregate_key
 from caseledger.projections.tables import INT, JSON, TEXT, TIME, Table
 from caseledger.projections.views import ViewStore, utc_text
 
-__all__ = ["SOON", "WHO", "AgentQueue", "QueueFilter", "STATES", "queue_counts", "queue_choices", "queue_rows"]
+__all__ = ["SOON", "STATES", "WHO", "AgentQueue", "QueueFilter", "queue_choices", "queue_counts", "queue_rows"]
 
 Row = dict[str, Any]
 SOON = timedelta(hours=24)
