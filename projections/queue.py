@@ -45,13 +45,15 @@ class AgentQueue(Projection):
             "agent_queue",
             {
                 "case_id": TEXT, "reference": TEXT, "subject": TEXT, "category": TEXT, "segment": TEXT,
-                "channel": TEXT, "status": TEXT, "assignee": TEXT, "team": TEXT, "opened_at": TIME,
+                "channel": TEXT, "status": TEXT, "active": INT, "assignee": TEXT, "team": TEXT, "opened_at": TIME,
                 "last_contact_at": TIME, "due_at": TIME, "due_kind": TEXT, "due_target": TEXT,
                 "open_items": INT, "follow_ups": INT, "proposals": INT, "proposed_since": TIME,
                 "pending": JSON, "contacts": JSON, "waiting": JSON, "updated_at": TIME, "position": INT,
             },
             key=("case_id",),
-            indexes=(("status", "due_at"), ("assignee",), ("team",), ("reference",)),
+            # The order (due_at, then proposed_since) and each count read an index, not the whole table.
+            indexes=(("active", "due_at"), ("active", "proposed_since"), ("active", "follow_ups"),
+                     ("active", "proposals"), ("status", "due_at"), ("assignee",), ("team",), ("reference",)),
         ),
     )
 
@@ -65,6 +67,7 @@ class AgentQueue(Projection):
         """The columns the queue sorts and filters by, computed from the pending deadlines and open contacts."""
         pending = row["pending"]
         final = row["status"] in Status.FINAL
+        row["active"] = int(row["status"] in Status.ACTIVE)
         earliest = None if final or not pending else min(pending, key=lambda k: (pending[k], k))
         row["due_at"] = datetime.fromisoformat(pending[earliest]) if earliest else None
         row["due_kind"], _, row["due_target"] = earliest.partition(":") if earliest else (None, "", None)
@@ -78,7 +81,7 @@ class AgentQueue(Projection):
     def on_CaseOpened(self, tx: Tx, e: Any) -> None:
         tx.put("agent_queue", {
             "case_id": aggregate_key(e), "reference": e.reference, "subject": e.subject, "category": e.category,
-            "segment": e.segment, "channel": None, "status": Status.OPEN, "assignee": None, "team": None,
+            "segment": e.segment, "channel": None, "status": Status.OPEN, "active": 1, "assignee": None, "team": None,
             "opened_at": e.occurred_at, "last_contact_at": None, "due_at": None, "due_kind": None,
             "due_target": None, "open_items": 0, "follow_ups": 0, "proposals": 0, "proposed_since": None,
             "pending": {}, "contacts": {}, "waiting": {}, "updated_at": e.timestamp, "position": tx.position,
@@ -218,8 +221,7 @@ class QueueFilter:
         clauses: list[str] = []
         params: list[Any] = []
         if self.status == "active":
-            clauses.append(f"status IN ({', '.join('?' for _ in Status.ACTIVE)})")
-            params.extend(Status.ACTIVE)
+            clauses.append("active = 1")
         elif self.status != "all":
             clauses.append("status = ?")
             params.append(self.status)
@@ -245,15 +247,25 @@ _STATE_SQL = {
     "follow_ups": lambda now: ("follow_ups > 0", []),
     "proposals": lambda now: ("proposals > 0", []),
 }
-ORDER = "(due_at IS NULL), due_at, (proposed_since IS NULL), proposed_since, reference"
-"""Urgency: the earliest due first, then the longest-waiting proposals, then by reference."""
+DUE_ORDER = "due_at, (proposed_since IS NULL), proposed_since, reference"
+WAITING_ORDER = "(proposed_since IS NULL), proposed_since, reference"
+"""Urgency: the earliest due first, then (nothing due) the longest-waiting proposals, then by reference."""
 
 
 def queue_rows(views: ViewStore, *, queue: QueueFilter, me: str, now: datetime, limit: int = 50) -> list[Row]:
-    """The queue's first ``limit`` cases, most urgent first (subjects still sealed)."""
+    """The queue's first ``limit`` cases, most urgent first (subjects still sealed).
+
+    Two reads, each in the order of an index: the cases with a deadline, then, if the page has room,
+    those without one."""
     table = AgentQueue.tables[0]
     where, params = queue.where(me=me, now=now)
-    return views.select(table, where=where, params=params, order_by=f"{ORDER} LIMIT {int(limit)}")
+    both = f"{where} AND " if where else ""
+    rows = views.select(table, where=both + "due_at IS NOT NULL", params=params,
+                        order_by=f"{DUE_ORDER} LIMIT {int(limit)}")
+    if len(rows) < limit:
+        rows += views.select(table, where=both + "due_at IS NULL", params=params,
+                             order_by=f"{WAITING_ORDER} LIMIT {int(limit) - len(rows)}")
+    return rows
 
 
 def queue_counts(views: ViewStore, *, queue: QueueFilter, me: str, now: datetime) -> dict[str, int]:
@@ -261,14 +273,14 @@ def queue_counts(views: ViewStore, *, queue: QueueFilter, me: str, now: datetime
     if "agent_queue" not in views.table_names():
         return {"all": 0, **dict.fromkeys(STATES, 0)}
     where, params = queue.where(me=me, now=now, state=False)
-    sql = ("SELECT COUNT(*) AS n_all, "
-           "SUM(CASE WHEN due_at < ? THEN 1 ELSE 0 END) AS n_overdue, "
-           "SUM(CASE WHEN due_at >= ? AND due_at < ? THEN 1 ELSE 0 END) AS n_soon, "
-           "SUM(CASE WHEN follow_ups > 0 THEN 1 ELSE 0 END) AS n_follow_ups, "
-           "SUM(CASE WHEN proposals > 0 THEN 1 ELSE 0 END) AS n_proposals "
-           f"FROM agent_queue{' WHERE ' + where if where else ''}")
-    (found,) = views.fetch(sql, [now, now, now + SOON, *params])
-    return {"all": int(found["n_all"] or 0), **{s: int(found[f"n_{s}"] or 0) for s in STATES}}
+    counted: list[str] = []
+    values: list[Any] = []
+    for name, (condition, extra) in [("all", ("1 = 1", [])), *((s, _STATE_SQL[s](now)) for s in STATES)]:
+        counted.append(f"(SELECT COUNT(*) FROM agent_queue WHERE {where + ' AND ' if where else ''}{condition}) "
+                       f"AS n_{name}")
+        values += [*params, *extra]
+    (found,) = views.fetch("SELECT " + ", ".join(counted), values)
+    return {name: int(found[f"n_{name}"] or 0) for name in ("all", *STATES)}
 
 
 def queue_choices(views: ViewStore) -> dict[str, list[str]]:

@@ -86,7 +86,7 @@ FILTERS = st.builds(QueueFilter, channel=st.sampled_from((None, "email", "chat")
 def _row(n: int, due: int | None, channel: str, segment: str | None, status: str, assignee: str | None,
          team: str | None, follow_ups: int, proposals: int, since: int | None) -> dict[str, Any]:
     return {"case_id": f"case-{n}", "reference": f"CL-{n:05d}-AAAAA", "subject": "enc:1:x", "category": None,
-            "segment": segment, "channel": channel, "status": status, "assignee": assignee, "team": team,
+            "segment": segment, "channel": channel, "status": status, "active": int(status in Status.ACTIVE), "assignee": assignee, "team": team,
             "opened_at": NOW, "last_contact_at": NOW,
             "due_at": None if due is None else NOW + timedelta(minutes=due), "due_kind": "response",
             "due_target": "C1", "open_items": 1, "follow_ups": follow_ups, "proposals": proposals,
