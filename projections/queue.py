@@ -25,7 +25,7 @@ from caseledger.projections.base import Projection, Tx, aggregate_key
 from caseledger.projections.tables import INT, JSON, TEXT, TIME, Table
 from caseledger.projections.views import ViewStore, utc_text
 
-__all__ = ["SOON", "STATES", "WHO", "AgentQueue", "QueueFilter", "queue_choices", "queue_counts", "queue_rows"]
+__all__ = ["ORDERS", "SOON", "STATES", "WHO", "AgentQueue", "QueueFilter", "queue_choices", "queue_counts", "queue_rows"]
 
 Row = dict[str, Any]
 SOON = timedelta(hours=24)
@@ -33,6 +33,8 @@ SOON = timedelta(hours=24)
 STATES = ("overdue", "soon", "follow_ups", "proposals")
 """What the queue counts and filters by: overdue, due soon, unanswered follow-ups, proposals waiting."""
 WHO = ("all", "me", "unassigned")
+ORDERS = ("urgency", "recent")
+"""The queue's orders: by urgency (the default), or the latest contact first (what just arrived)."""
 
 
 class AgentQueue(Projection):
@@ -53,7 +55,7 @@ class AgentQueue(Projection):
             key=("case_id",),
             # The order (due_at, then proposed_since) and each count read an index, not the whole table.
             indexes=(("active", "due_at"), ("active", "proposed_since"), ("active", "follow_ups"),
-                     ("active", "proposals"), ("status", "due_at"), ("assignee",), ("team",), ("reference",)),
+                     ("active", "proposals"), ("active", "last_contact_at"), ("status", "due_at"), ("assignee",), ("team",), ("reference",)),
         ),
     )
 
@@ -204,8 +206,11 @@ class QueueFilter:
     who: str = "all"  # all, me, unassigned
     team: str | None = None
     state: str | None = None  # one of STATES, or None for all
+    order: str = "urgency"  # one of ORDERS
 
     def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            object.__setattr__(self, "order", "urgency")
         if self.status not in ("active", "all", *Status.ALL):
             object.__setattr__(self, "status", "active")
         if self.who not in WHO:
@@ -253,13 +258,16 @@ WAITING_ORDER = "(proposed_since IS NULL), proposed_since, reference"
 
 
 def queue_rows(views: ViewStore, *, queue: QueueFilter, me: str, now: datetime, limit: int = 50) -> list[Row]:
-    """The queue's first ``limit`` cases, most urgent first (subjects still sealed).
+    """The queue's first ``limit`` cases, most urgent first, or the latest contact first (subjects still sealed).
 
     Two reads, each in the order of an index: the cases with a deadline, then, if the page has room,
     those without one."""
     table = AgentQueue.tables[0]
     where, params = queue.where(me=me, now=now)
     both = f"{where} AND " if where else ""
+    if queue.order == "recent":
+        return views.select(table, where=both + "last_contact_at IS NOT NULL", params=params,
+                            order_by=f"last_contact_at DESC, reference LIMIT {int(limit)}")
     rows = views.select(table, where=both + "due_at IS NOT NULL", params=params,
                         order_by=f"{DUE_ORDER} LIMIT {int(limit)}")
     if len(rows) < limit:

@@ -34,7 +34,15 @@ from caseledger.ledger.service.feeds import StreamLimit
 from caseledger.ledger.service.problems import MEDIA_TYPE, problem
 from caseledger.ledger.service.queue_feed import QueueKeeper, Snapshot
 from caseledger.ledger.service.sessions import SESSION_COOKIE, Sessions
-from caseledger.projections.queue import STATES, WHO, QueueFilter, queue_choices, queue_counts, queue_rows
+from caseledger.projections.queue import (
+    ORDERS,
+    STATES,
+    WHO,
+    QueueFilter,
+    queue_choices,
+    queue_counts,
+    queue_rows,
+)
 
 __all__ = ["add_routes"]
 
@@ -50,6 +58,7 @@ PAGE_HEADERS = {
 _STATE_NAMES = {"overdue": "overdue", "soon": "due within 24 h", "follow_ups": "follow-ups unanswered",
                 "proposals": "proposals waiting"}
 _LIST = "<select"  # the tag kept apart from its attributes, which would read as SQL to the layout test
+_ORDER_NAMES = {"urgency": "most urgent first", "recent": "latest contact first"}
 _WHO_NAMES = {"all": "anyone", "me": "me", "unassigned": "unassigned"}
 _DUE_NAMES = {"acknowledgement": "acknowledgement to deliver", "response": "answer to",
               "promise": "promise due", "confirmation": "written confirmation to deliver"}
@@ -99,8 +108,8 @@ def _e(value: Any) -> str:
 def _query(queue: QueueFilter, zone: str | None = None, **changes: Any) -> str:
     """The query string of a filter (with ``changes``), leaving out what is the default."""
     fields = {"channel": queue.channel, "segment": queue.segment, "status": queue.status, "who": queue.who,
-              "team": queue.team, "state": queue.state, "zone": zone, **changes}
-    defaults = {"status": "active", "who": "all"}
+              "team": queue.team, "state": queue.state, "order": queue.order, "zone": zone, **changes}
+    defaults = {"status": "active", "who": "all", "order": "urgency"}
     return urlencode({k: v for k, v in fields.items() if v and defaults.get(k) != v})
 
 
@@ -126,8 +135,9 @@ def render_queue(ledger: Any, views: Any, key: ViewKey, snapshot: Snapshot) -> s
     if not rows:
         parts.append('<p id="empty">No case in this queue.</p>')
         return "\n".join(parts)
-    shown = f"the {len(rows)} most urgent" if counts["all"] > len(rows) else str(len(rows))
-    parts.append(f'<table id="cases"><caption>{_e(shown)} of {counts["all"]} cases, most urgent first</caption>'
+    shown = f"the first {len(rows)}" if counts["all"] > len(rows) else str(len(rows))
+    parts.append(f'<table id="cases"><caption>{_e(shown)} of {counts["all"]} cases, {_ORDER_NAMES[key.queue.order]}'
+                 '</caption>'
                  '<thead><tr><th scope="col">Case</th><th scope="col">Subject</th><th scope="col">Next deadline'
                  '</th><th scope="col">Waiting</th><th scope="col">Channel</th><th scope="col">Segment</th>'
                  '<th scope="col">Status</th><th scope="col">Assignee</th></tr></thead><tbody>')
@@ -179,6 +189,7 @@ def _page(key: ViewKey, section: str, principal: Principal, choices: dict[str, l
         _select("who", "Assigned to", q.who, [(w, _WHO_NAMES[w]) for w in WHO]),
         _select("team", "Team", q.team, [("", "any")] + [(t, t) for t in choices["team"]]),
         _select("state", "State", q.state, [("", "all")] + [(s, _STATE_NAMES[s]) for s in STATES]),
+        _select("order", "Order", q.order, [(o, _ORDER_NAMES[o]) for o in ORDERS]),
         f'<label>Time zone <input name="zone" value="{_e(zone_given or clock.zone.key)}" size="18" '
         'autocomplete="off"></label>',
         '<button type="submit">Show</button></form>',
@@ -248,6 +259,7 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
         who: Annotated[str, Query(max_length=20)] = "all",
         team: Annotated[str | None, Query(max_length=100)] = None,
         state_: Annotated[str | None, Query(alias="state", max_length=20)] = None,
+        order: Annotated[str, Query(max_length=20)] = "urgency",
         zone: Annotated[str | None, Query(max_length=64)] = None,
         authorization: Annotated[str | None, Header()] = None,
         accept_language: Annotated[str | None, Header(max_length=500)] = None,
@@ -267,7 +279,8 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
             return _refusal(401, "Not signed in", str(error))
         except PermissionDenied as error:
             return _refusal(403, "Not allowed for this role", str(error))
-        queue = QueueFilter(channel=channel, segment=segment, status=status, who=who, team=team, state=state_)
+        queue = QueueFilter(channel=channel, segment=segment, status=status, who=who, team=team, state=state_,
+                             order=order)
         chosen_zone = zone or zone_cookie
         key = await asyncio.to_thread(view_of, caller, queue, chosen_zone, accept_language)
         section = await keeper.page(key)
@@ -287,6 +300,7 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
         who: Annotated[str, Query(max_length=20)] = "all",
         team: Annotated[str | None, Query(max_length=100)] = None,
         state_: Annotated[str | None, Query(alias="state", max_length=20)] = None,
+        order: Annotated[str, Query(max_length=20)] = "urgency",
         zone: Annotated[str | None, Query(max_length=64)] = None,
         authorization: Annotated[str | None, Header()] = None,
         accept_language: Annotated[str | None, Header(max_length=500)] = None,
@@ -297,7 +311,8 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
 
         At most 10 streams per principal (the next gets 429); a stream ends once its principal is revoked."""
         caller = await asyncio.to_thread(principal, authorization, session)
-        queue = QueueFilter(channel=channel, segment=segment, status=status, who=who, team=team, state=state_)
+        queue = QueueFilter(channel=channel, segment=segment, status=status, who=who, team=team, state=state_,
+                             order=order)
         key = await asyncio.to_thread(view_of, caller, queue, zone or zone_cookie, accept_language)
         try:
             view, wake = keeper.open(caller.name, key)

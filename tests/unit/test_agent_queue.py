@@ -16,7 +16,15 @@ from caseledger.ledger.service.agent_times import AgentClock, parse_accept_langu
 from caseledger.ledger.service.live import _safe_next
 from caseledger.projections.case_state import CaseState
 from caseledger.projections.deadlines import Deadlines
-from caseledger.projections.queue import SOON, STATES, AgentQueue, QueueFilter, queue_counts, queue_rows
+from caseledger.projections.queue import (
+    ORDERS,
+    SOON,
+    STATES,
+    AgentQueue,
+    QueueFilter,
+    queue_counts,
+    queue_rows,
+)
 from caseledger.projections.sources import StoreEventSource
 from caseledger.projections.view_stores import open_views
 from caseledger.projections.views import ViewStore
@@ -80,14 +88,15 @@ FILTERS = st.builds(QueueFilter, channel=st.sampled_from((None, "email", "chat")
                     segment=st.sampled_from((None, "premium")),
                     status=st.sampled_from(("active", "all", *Status.ALL)), who=st.sampled_from(("all", "me",
                                                                                                 "unassigned")),
-                    team=st.sampled_from((None, "billing")), state=st.sampled_from((None, *STATES)))
+                    team=st.sampled_from((None, "billing")), state=st.sampled_from((None, *STATES)),
+                    order=st.sampled_from(ORDERS))
 
 
 def _row(n: int, due: int | None, channel: str, segment: str | None, status: str, assignee: str | None,
          team: str | None, follow_ups: int, proposals: int, since: int | None) -> dict[str, Any]:
     return {"case_id": f"case-{n}", "reference": f"CL-{n:05d}-AAAAA", "subject": "enc:1:x", "category": None,
             "segment": segment, "channel": channel, "status": status, "active": int(status in Status.ACTIVE), "assignee": assignee, "team": team,
-            "opened_at": NOW, "last_contact_at": NOW,
+            "opened_at": NOW, "last_contact_at": NOW - timedelta(minutes=n * 37 % 101),
             "due_at": None if due is None else NOW + timedelta(minutes=due), "due_kind": "response",
             "due_target": "C1", "open_items": 1, "follow_ups": follow_ups, "proposals": proposals,
             "proposed_since": None if not proposals or since is None else NOW + timedelta(minutes=since),
@@ -125,9 +134,13 @@ def test_the_queue_is_in_urgency_order_its_filters_leak_nothing_and_its_counts_a
         return (r["due_at"] is None, r["due_at"] or far, r["proposed_since"] is None, r["proposed_since"] or far,
                 r["reference"])
 
-    assert [urgency(r) for r in listed] == sorted(urgency(r) for r in listed)
-    overdue = [r["due_at"] is not None and r["due_at"] < NOW for r in listed]
-    assert overdue == sorted(overdue, reverse=True)  # every overdue case before every other
+    if queue.order == "recent":  # the latest contact first
+        assert [(r["last_contact_at"], r["reference"]) for r in listed] == sorted(
+            ((r["last_contact_at"], r["reference"]) for r in listed), key=lambda k: (-k[0].timestamp(), k[1]))
+    else:
+        assert [urgency(r) for r in listed] == sorted(urgency(r) for r in listed)
+        overdue = [r["due_at"] is not None and r["due_at"] < NOW for r in listed]
+        assert overdue == sorted(overdue, reverse=True)  # every overdue case before every other
     counts = queue_counts(views, queue=queue, me="alice", now=NOW)
     base = [r for r in rows if _holds(queue, r, state=False)]
     assert counts["all"] == len(base)
@@ -136,8 +149,9 @@ def test_the_queue_is_in_urgency_order_its_filters_leak_nothing_and_its_counts_a
 
 
 def test_a_filter_given_nonsense_falls_back_to_the_whole_queue() -> None:
-    odd = QueueFilter(status="drop table", who="everyone'", state="1=1", channel="  ", team="x" * 500)
-    assert (odd.status, odd.who, odd.state, odd.channel, len(odd.team or "")) == ("active", "all", None, None, 100)
+    odd = QueueFilter(status="drop table", who="everyone'", state="1=1", channel="  ", team="x" * 500, order="x")
+    assert (odd.status, odd.who, odd.state, odd.channel, len(odd.team or ""), odd.order) == (
+        "active", "all", None, None, 100, "urgency")
 
 
 # -- times as people read them ---------------------------------------------------------------------------
