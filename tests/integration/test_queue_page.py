@@ -11,6 +11,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -168,3 +170,21 @@ def test_no_customer_data_for_a_role_that_may_not_read_it_nor_after_erasure(serv
     assert "Private matter" not in service.log() and sender.split(":")[1] not in service.log()
     agent.close()
     supervisor.close()
+
+
+@pytest.mark.postgres
+def test_the_queue_on_postgresql(tmp_path: Path, postgres: Any) -> None:
+    """The queue's SQL (its order, counts and lists) on the other backend."""
+    running = start_service(tmp_path, database=postgres.new_database())
+    try:
+        refs = [contact(running, channel=channel) for channel in ("chat", "email", "chat")]
+        agent = running.client(Role.AGENT)
+        page = agent.get("/", params={"channel": "chat"})
+        assert page.status_code == 200 and sorted(references(page.text)) == sorted(refs[::2])
+        counts = dict(re.findall(r'data-state="([a-z_]+)">[^<]*<b>(\d+)</b>', page.text))
+        assert counts["all"] == "2" and counts["overdue"] == "0"
+        recent = agent.get("/", params={"order": "recent"}).text
+        assert references(recent) == refs[::-1] and '<option value="email">' in recent
+        agent.close()
+    finally:
+        stop_service(running)
