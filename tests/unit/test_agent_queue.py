@@ -196,3 +196,40 @@ def test_the_service_keeps_the_queue_not_caseledger_run() -> None:
     from caseledger.projections.registry import BUILT_INS
 
     assert AgentQueue.name not in BUILT_INS
+
+
+# -- the page's queue section ----------------------------------------------------------------------------
+
+
+class _Ledger:
+    """What the queue's rendering asks of a ledger: its clock, and opening sealed texts."""
+
+    def __init__(self, opened: str) -> None:
+        self.opened = opened
+
+    def clock(self) -> datetime:
+        return NOW
+
+    def reveal(self, values: list[Any]) -> list[Any]:
+        return [self.opened for _ in values]
+
+
+def test_the_section_escapes_what_it_shows_withholds_subjects_and_says_when_it_lags(views: ViewStore) -> None:
+    from caseledger.ledger.service.queue_feed import Snapshot
+    from caseledger.ledger.service.queue_page import ViewKey, render_queue
+
+    rows = [_row(1, -90, "email", None, "open", None, None, 1, 0, None), _row(2, 600, "chat", None, "open",
+                                                                              "alice", "billing", 0, 1, -30)]
+    with views.transaction() as tx:
+        tx.execute("DELETE FROM agent_queue")
+        tx.upsert_rows(TABLE, TABLE.name, rows)
+    hostile = '<script>alert("x")</script>'
+    key = ViewKey(QueueFilter(), "", "Europe/Paris", "fr_FR", personal=True)
+    shown = render_queue(_Ledger(hostile), views, key, Snapshot(position=10, behind=0))
+    assert "<script>" not in shown and "&lt;script&gt;" in shown and "catching up" not in shown
+    assert shown.index("CL-00001-AAAAA") < shown.index("CL-00002-AAAAA") and "Overdue:" in shown
+    assert "il y a 2 heures" in shown and "dans 10 heures" in shown and "1 proposal waiting since il y a 30 minutes" in shown
+    withheld = render_queue(_Ledger(hostile), views, ViewKey(QueueFilter(), "", "UTC", "en", personal=False),
+                            Snapshot(position=10, behind=1234))
+    assert "script" not in withheld and "not shown to this role" in withheld
+    assert "catching up with the ledger: 1234 events still to read" in withheld
