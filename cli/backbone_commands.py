@@ -109,7 +109,7 @@ def publish(
     ] = "-",
     kafka: KafkaOpt = None,
     adapter: Annotated[str, typer.Option("--adapter", help="Name of the publishing adapter.")] = "shell",
-    producer: ProducerOpt = "kafka-python",
+    producer: ProducerOpt = "confluent",
     signing_key: Annotated[str | None, typer.Option(
         "--signing-key", envvar="CASELEDGER_ADAPTER_KEY", metavar="FILE",
         help="The adapter's Ed25519 private key (PEM, from `caseledger adapters add`): sign every record. A "
@@ -188,7 +188,7 @@ def intake_run(
         typer.Option("--partitions", help="Only these intake partitions, e.g. 0,2,4 (run several workers on "
                      "disjoint partitions to share the load); default all."),
     ] = None,
-    consumer: ConsumerOpt = "kafka-python",
+    consumer: ConsumerOpt = "confluent",
     aggregate_cache: AggregateCacheOpt = AGGREGATE_CACHE,
     signatures: SignaturesOpt = None,
 ) -> None:
@@ -217,7 +217,7 @@ def publisher_run(
     ctx: typer.Context,
     kafka: KafkaOpt = None,
     batch_size: RecordBatchOpt = 1000,
-    producer: ProducerOpt = "kafka-python",
+    producer: ProducerOpt = "confluent",
     transaction_interval_ms: TransactionIntervalOpt = TRANSACTION_INTERVAL_MS,
 ) -> None:
     """Publish every recorded event to the events topic, in order, exactly once; stop with SIGTERM.
@@ -271,8 +271,8 @@ def run_all(
                            help="Also keep the projections CASELEDGER_PROJECTIONS names up to date: `all` (the "
                            "default: the built-ins and every installed plugin) or names separated by commas.")
     ] = True,
-    consumer: ConsumerOpt = "kafka-python",
-    producer: ProducerOpt = "kafka-python",
+    consumer: ConsumerOpt = "confluent",
+    producer: ProducerOpt = "confluent",
     aggregate_cache: AggregateCacheOpt = AGGREGATE_CACHE,
     signatures: SignaturesOpt = None,
     transaction_interval_ms: TransactionIntervalOpt = TRANSACTION_INTERVAL_MS,

@@ -124,15 +124,15 @@ RecordBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, max=100_000,
 ConsumerOpt = Annotated[
     str,
     typer.Option("--consumer", metavar="kafka-python|confluent", envvar="CASELEDGER_KAFKA_CONSUMER",
-                 help="Kafka client reading the topic: kafka-python (default) or confluent (confluent-kafka, "
-                 "librdkafka; pip install '.[confluent]'). Same positions either way."),
+                 help="Kafka client reading the topic: confluent (default: confluent-kafka, librdkafka) or "
+                 "kafka-python (pure Python, several times the CPU per record). Same positions either way."),
 ]
 ProducerOpt = Annotated[
     str,
     typer.Option("--producer", metavar="kafka-python|confluent", envvar="CASELEDGER_KAFKA_PRODUCER",
                  help="Kafka client producing records (the publisher's on the events topic; an adapter's on "
-                 "the intake topic): kafka-python (default) or confluent (librdkafka, pip install '.[confluent]'; "
-                 "several times less CPU per record). Same partitions either way."),
+                 "the intake topic): confluent (default: librdkafka, several times less CPU per record) or "
+                 "kafka-python. Same partitions either way."),
 ]
 AggregateCacheOpt = Annotated[
     int,

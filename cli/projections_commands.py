@@ -185,7 +185,7 @@ def projections_run(
     batch_size: EventBatchOpt = 1000,
     views: ViewsOpt = None,
     kafka: KafkaOpt = None,
-    consumer: ConsumerOpt = "kafka-python",
+    consumer: ConsumerOpt = "confluent",
 ) -> None:
     """Keep projections up to date; stop with SIGTERM or Ctrl-C (the current batch completes).
 
@@ -261,7 +261,7 @@ def projections_rebuild(
     ] = 1,
     views: ViewsOpt = None,
     kafka: KafkaOpt = None,
-    consumer: ConsumerOpt = "kafka-python",
+    consumer: ConsumerOpt = "confluent",
 ) -> None:
     """Replay a projection from the beginning into fresh tables; swap them in when caught up.
 

@@ -41,7 +41,7 @@ def views_url(*, database: str | None, views: str | None = None) -> str:
 
 
 def open_source(kind: str, *, ledger: LedgerOpener, kafka: KafkaSettings | None = None,
-                consumer: str = "kafka-python") -> EventSource:
+                consumer: str = "confluent") -> EventSource:
     """The store's notification log (``store``), or the Kafka events topic (``kafka``, configured by the root)."""
     if kind == STORE:
         return StoreEventSource(ledger())

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.errors import BackendError, ConfigurationError
-from caseledger.ledger.kafka.clients import CONFLUENT, KAFKA_PYTHON, KafkaClient
+from caseledger.ledger.kafka.clients import CONFLUENT, DEFAULT_CLIENT, KafkaClient
 from caseledger.ledger.kafka.events_record import TYPE_PREFIX
 
 if TYPE_CHECKING:
@@ -137,16 +137,15 @@ def source_records(topic: str) -> Build[SourceRecord]:
 class KafkaEventSource(EventSource):
     """The events topic: every partition assigned, read committed, positions kept by the runner.
 
-    ``consumer`` picks the Kafka client: kafka-python (default) or confluent (librdkafka, ``pip
-    install 'caseledger[confluent]'``): kafka-python parses every record and its headers in
-    Python, which caps a rebuild at about 40k records/s per process; librdkafka does it in C.
+    ``consumer`` picks the Kafka client: confluent (default: librdkafka parses records in C) or
+    kafka-python, which parses every record and its headers in Python (about 40k records/s per process).
     The source keeps the name ``kafka:<topic>`` either way, so a projection built with one
     client is followed or resumed with the other.
     """
 
     def __init__(
         self, settings: KafkaSettings, *, fetch_wait_ms: int = 20, partitions: list[int] | None = None,
-        consumer: str = KAFKA_PYTHON,
+        consumer: str = DEFAULT_CLIENT,
     ) -> None:
         self._kafka = KafkaClient(consumer, "consumer")
         self.settings = settings
@@ -206,6 +205,6 @@ class ConfluentKafkaEventSource(KafkaEventSource):
         super().__init__(settings, fetch_wait_ms=fetch_wait_ms, partitions=partitions, consumer=CONFLUENT)
 
 
-def kafka_source(settings: KafkaSettings, *, consumer: str = KAFKA_PYTHON, **options: Any) -> KafkaEventSource:
-    """The events topic as a source, read with ``consumer`` (kafka-python by default, or confluent)."""
+def kafka_source(settings: KafkaSettings, *, consumer: str = DEFAULT_CLIENT, **options: Any) -> KafkaEventSource:
+    """The events topic as a source, read with ``consumer`` (confluent by default, or kafka-python)."""
     return KafkaEventSource(settings, consumer=consumer, **options)

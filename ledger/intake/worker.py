@@ -45,7 +45,7 @@ from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadRe
 from caseledger.ledger.intake.signatures import ADAPTER_HEADER, SIGNATURE_HEADER, SignatureCheck, b64, header
 from caseledger.ledger.intake.validation import validate_intake
 from caseledger.ledger.intake.verdicts import public_reason
-from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
+from caseledger.ledger.kafka.clients import DEFAULT_CLIENT, KafkaClient
 from caseledger.ledger.kafka.ports import Build, PartitionReader
 from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
 from caseledger.ledger.settings import KafkaSettings
@@ -122,7 +122,7 @@ class KafkaIntakeWorker:
         poll_timeout_ms: int = 200,
         records_per_transaction: int = 120,
         partitions: list[int] | None = None,
-        consumer: str = KAFKA_PYTHON,
+        consumer: str = DEFAULT_CLIENT,
         aggregate_cache: int = AGGREGATE_CACHE,
         require_signatures: bool | None = None,
     ) -> None:

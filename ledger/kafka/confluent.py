@@ -1,7 +1,7 @@
 """The Kafka ports on confluent-kafka (librdkafka: records built and parsed in C).
 
-An optional client (``pip install 'caseledger[confluent]'``) costing about a third of
-kafka-python's CPU per record. The only module besides
+The default client (a dependency of caseledger), costing about a third of kafka-python's CPU
+per record. The only module besides
 :mod:`~caseledger.ledger.kafka.kafka_python` that imports ``confluent_kafka``; importing it
 without the package raises ImportError, which :mod:`~caseledger.ledger.kafka.clients` turns
 into advice. Its errors become BackendError in one place, :class:`kafka_errors`.

@@ -1,4 +1,4 @@
-"""The Kafka ports on kafka-python (the default client, pure Python).
+"""The Kafka ports on kafka-python (pure Python; by option, the default is confluent-kafka).
 
 The only module besides :mod:`~caseledger.ledger.kafka.confluent` that imports ``kafka``. Its
 errors become :class:`~caseledger.ledger.errors.BackendError` in one place, :class:`kafka_errors`.

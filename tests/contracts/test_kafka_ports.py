@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from caseledger.ledger.errors import BackendError, ConfigurationError
-from caseledger.ledger.kafka.clients import KAFKA_CLIENTS, KafkaClient, check_client
+from caseledger.ledger.kafka.clients import DEFAULT_CLIENT, KAFKA_CLIENTS, KafkaClient, check_client
 from caseledger.ledger.kafka.kafka_python import key_hash
 from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
 from caseledger.ledger.settings import KafkaSettings
@@ -205,7 +205,11 @@ class TestClientChoice:
         assert check_client("confluent", "consumer") == "confluent"
         assert str(KafkaClient("kafka-python", "consumer")) == "kafka-python"
 
-    def test_the_confluent_client_without_its_package_names_the_extra(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_the_default_client_is_confluent(self) -> None:
+        assert DEFAULT_CLIENT == "confluent"  # issue 29: the fast client by default, kafka-python by option
+
+    def test_the_confluent_client_without_its_package_says_to_reinstall(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # confluent-kafka is a dependency now (issue 29): a broken install is reinstalled, or kafka-python chosen
         import sys
 
         monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # as if not installed
@@ -213,5 +217,5 @@ class TestClientChoice:
 
         monkeypatch.delitem(sys.modules, "caseledger.ledger.kafka.confluent", raising=False)
         monkeypatch.delattr(package, "confluent", raising=False)
-        with pytest.raises(ConfigurationError, match=r"pip install 'caseledger\[confluent\]'.*default consumer"):
+        with pytest.raises(ConfigurationError, match=r"reinstall it, pip install caseledger\), or choose kafka-python as consumer"):
             KafkaClient("confluent", "consumer").module()
