@@ -227,6 +227,7 @@ class KafkaIntakeWorker:
         """
         topic = self.settings.intake_topic
         fresh: dict[int, list[Any]] = {}
+        expect: dict[str, int] = {}  # each partition's position as this batch starts from it
         for partition, records in polled.items():
             if not records:
                 continue
@@ -238,6 +239,7 @@ class KafkaIntakeWorker:
             records = [r for r in records if r.offset >= first]
             if records:
                 fresh[partition] = records
+                expect[tracking_name(topic, partition)] = first
         if not fresh:
             return
         trackings = [Tracking(application_name=tracking_name(topic, partition), notification_id=records[-1].offset + 1)
@@ -246,7 +248,9 @@ class KafkaIntakeWorker:
         before = dataclasses.replace(self.stats)
         try:
             decoded = [self._decode(record) for record in everything]
-            with self.ledger.unit_of_work(trackings):
+            # Saved only if no other worker moved these partitions meanwhile (a rebalance, a worker
+            # the group took for dead): an offset is never applied twice, whoever believes they own it.
+            with self.ledger.unit_of_work(trackings, expect=expect):
                 self.ledger.prefetch(self._lookups(decoded))
                 for record, message in zip(everything, decoded, strict=True):
                     self._apply(record, message)
@@ -308,11 +312,13 @@ class KafkaIntakeWorker:
     def _apply_alone(self, partition: int, record: Any) -> None:
         name = tracking_name(self.settings.intake_topic, partition)
         for attempt in range(20):
-            if self.next_offset(partition) > record.offset:
+            position = self.next_offset(partition)
+            if position > record.offset:
                 return  # applied meanwhile by another worker
             before = dataclasses.replace(self.stats)
             try:
-                with self.ledger.unit_of_work(Tracking(application_name=name, notification_id=record.offset + 1)):
+                with self.ledger.unit_of_work(Tracking(application_name=name, notification_id=record.offset + 1),
+                                              expect={name: position}):
                     self._apply(record, self._decode(record))
                 self.stats.records += 1
                 self.stats.batches += 1
