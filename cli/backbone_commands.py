@@ -25,7 +25,7 @@ from caseledger.cli.options import (
     RecordBatchOpt,
 )
 from caseledger.ledger.errors import ValidationError
-from caseledger.ledger.intake.worker import AGGREGATE_CACHE
+from caseledger.ledger.intake.worker import AGGREGATE_CACHE, SESSION_TIMEOUT_MS
 from caseledger.ledger.kafka.publisher import TRANSACTION_INTERVAL_S
 
 TRANSACTION_INTERVAL_MS = round(TRANSACTION_INTERVAL_S * 1000)
@@ -185,9 +185,14 @@ def intake_run(
     batch_size: RecordBatchOpt = 500,
     partitions: Annotated[
         str | None,
-        typer.Option("--partitions", help="Only these intake partitions, e.g. 0,2,4 (run several workers on "
-                     "disjoint partitions to share the load); default all."),
+        typer.Option("--partitions", help="Only these intake partitions, e.g. 0,2,4: a fixed share, outside the "
+                     "consumer group (nobody takes them over if this worker dies). Default: the share the group gives."),
     ] = None,
+    session_timeout_ms: Annotated[
+        int, typer.Option("--session-timeout-ms", min=1000, max=300_000,
+                          help="How long the consumer group waits for a silent worker (killed, hung) before handing "
+                          "its partitions to the others. The broker bounds it (group.min/max.session.timeout.ms)."),
+    ] = SESSION_TIMEOUT_MS,
     consumer: ConsumerOpt = "confluent",
     aggregate_cache: AggregateCacheOpt = AGGREGATE_CACHE,
     signatures: SignaturesOpt = None,
@@ -196,7 +201,9 @@ def intake_run(
 
     Positions are kept in the ledger's database with the events, so the worker can be killed at
     any moment and restarted. Invalid records are recorded as rejections with their reason.
-    Several workers may share the intake topic, each with its own --partitions.
+    Several workers share the intake topic through Kafka's consumer group: when one dies, the
+    others take its partitions over within --session-timeout-ms, from the positions the ledger
+    recorded (each record still applied once). --partitions gives a worker a fixed share instead.
     """
     from caseledger.ledger.intake.worker import KafkaIntakeWorker
     from caseledger.ledger.kafka.clients import check_client
@@ -208,7 +215,7 @@ def intake_run(
     with stop_on_signals() as stop:  # from the start: a SIGTERM while connecting also stops cleanly
         serve(session(ctx).new_ledger, "intake", lambda ledger: KafkaIntakeWorker(
             ledger(), kafka_settings(kafka), batch_size=batch_size, partitions=chosen, consumer=consumer,
-            aggregate_cache=aggregate_cache, require_signatures=signatures), stop)
+            aggregate_cache=aggregate_cache, require_signatures=signatures, session_timeout_ms=session_timeout_ms), stop)
 
 
 @publisher_app.command("run")

@@ -5,6 +5,13 @@ Positions are not kept in a consumer group but in the ledger's own store, as tra
 records produced. A crash at any point therefore either loses the whole batch (it is read
 again) or keeps it with its position (it is never applied twice).
 
+Workers share the topic through Kafka's consumer group (cooperative rebalancing on confluent-kafka,
+eager on kafka-python): when one dies, the group hands its partitions to the others once its
+session times out. The group only says who reads what: a partition handed to a worker is read
+from the position the ledger recorded, and a batch is saved only if that position has not moved
+since (another worker that owned the partition meanwhile), so an offset is never applied twice
+whoever believed they owned it. ``partitions`` instead assigns a fixed share (no group).
+
 Each record ends as ledger events or, when it cannot be applied, as an ``IntakeRejected`` event
 carrying its source, reason and raw bytes — never skipped silently.
 """
@@ -53,6 +60,7 @@ from caseledger.ledger.settings import KafkaSettings
 log = logging.getLogger("caseledger.intake")
 REFUSALS = (ValidationError, RuleViolation, NotFound, SchemaError, PermissionDenied)
 AGGREGATE_CACHE = 20_000  # aggregates kept between batches: ~27 MiB measured for customers, claims, 1-contact cases
+SESSION_TIMEOUT_MS = 10_000  # a worker silent this long (killed) loses its partitions to the others
 
 
 @dataclass
@@ -125,6 +133,7 @@ class KafkaIntakeWorker:
         consumer: str = DEFAULT_CLIENT,
         aggregate_cache: int = AGGREGATE_CACHE,
         require_signatures: bool | None = None,
+        session_timeout_ms: int = SESSION_TIMEOUT_MS,
     ) -> None:
         self._kafka = KafkaClient(consumer, "consumer")
         self.consumer = self._kafka.name
@@ -134,9 +143,10 @@ class KafkaIntakeWorker:
         # Customers, their identity claims and open cases come back with every new contact: keep
         # them between batches instead of replaying their whole history each time.
         ledger.keep_aggregates(aggregate_cache)
-        # None: every partition of the intake topic. Several workers can share a topic by taking
-        # disjoint partitions (positions are tracked per partition).
+        # None: the partitions the consumer group gives this worker (all of them when it is alone).
+        # Otherwise a fixed share: workers so started share a topic by taking disjoint partitions.
         self.partitions = sorted(set(partitions)) if partitions is not None else None
+        self.session_timeout_ms = session_timeout_ms
         self.settings = settings
         self.batch_size = batch_size
         # A contact makes ~5–8 events. eventsourcing's PostgreSQL recorder inserts a transaction's
@@ -181,11 +191,19 @@ class KafkaIntakeWorker:
                         f"no partition {', '.join(map(str, unknown))}"
                     )
                 partitions = self.partitions
-            reader.assign({p: self.next_offset(p) for p in partitions})
-            log.info("intake worker consuming %s partitions %s (%s consumer)", self.settings.intake_topic,
-                     partitions, self.consumer)
+            grouped = self.partitions is None
+            if grouped:
+                reader.subscribe(self._assigned, self._revoked, session_timeout_ms=self.session_timeout_ms)
+                log.info("intake worker joining the group of %s (%s consumer)", self.settings.intake_topic, self.consumer)
+            else:
+                reader.assign({p: self.next_offset(p) for p in partitions})
+                log.info("intake worker consuming %s partitions %s (%s consumer)", self.settings.intake_topic,
+                         partitions, self.consumer)
             while not stop.is_set():
                 polled = by_partition(reader.fetch(self.batch_size, self.poll_timeout_ms / 1000, build))
+                if grouped:  # records fetched before a partition was revoked are its new owner's now
+                    owned = reader.assigned()
+                    polled = {p: records for p, records in polled.items() if p in owned}
                 if sum(map(len, polled.values())) <= self.records_per_transaction:
                     self.apply_polled(polled)  # a trickle from several partitions: one transaction
                 else:
@@ -197,6 +215,19 @@ class KafkaIntakeWorker:
                         on_batch(self.stats)
                     pacer.after_batch()
         return self.stats
+
+    def _assigned(self, partitions: list[int]) -> dict[int, int]:
+        """The group gave this worker ``partitions``: each is read from where the ledger recorded it."""
+        positions = {p: self.next_offset(p) for p in partitions}
+        self._applied.update(positions)
+        log.info("intake worker assigned %s partitions %s", self.settings.intake_topic, sorted(partitions))
+        return positions
+
+    def _revoked(self, partitions: list[int]) -> None:
+        """``partitions`` went to another worker: forget their positions (read again if they come back)."""
+        for partition in partitions:
+            self._applied.pop(partition, None)
+        log.info("intake worker gave up %s partitions %s", self.settings.intake_topic, sorted(partitions))
 
     def _wait_for_partitions(self, reader: PartitionReader, stop: threading.Event) -> list[int]:
         deadline = time.monotonic() + 60
