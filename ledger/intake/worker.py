@@ -194,7 +194,8 @@ class KafkaIntakeWorker:
             grouped = self.partitions is None
             if grouped:
                 reader.subscribe(self._assigned, self._revoked, session_timeout_ms=self.session_timeout_ms)
-                log.info("intake worker joining the group of %s (%s consumer)", self.settings.intake_topic, self.consumer)
+                log.info("intake worker consuming %s through its consumer group (%s consumer)", self.settings.intake_topic,
+                         self.consumer)
             else:
                 reader.assign({p: self.next_offset(p) for p in partitions})
                 log.info("intake worker consuming %s partitions %s (%s consumer)", self.settings.intake_topic,

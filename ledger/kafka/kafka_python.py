@@ -87,7 +87,9 @@ class KafkaPythonPartitionReader(Closing):
         timeout_s: float = 30.0,
     ) -> None:
         self.topic = topic
-        self._group = f"caseledger-{group}-{topic}"  # joined only by subscribe (librdkafka's name for it too)
+        # Joined only by subscribe. Not the group confluent-kafka's readers join: a group's members must share a
+        # rebalance protocol, and kafka-python has only the eager one (members on both clients form two groups).
+        self._group = f"caseledger-{group}-{topic}.eager"
         self._settings = settings
         self._options: dict[str, Any] = {
             "group_id": None, "enable_auto_commit": False, "isolation_level": "read_committed",
