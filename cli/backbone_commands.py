@@ -23,9 +23,10 @@ from caseledger.cli.options import (
     KafkaOpt,
     ProducerOpt,
     RecordBatchOpt,
+    parse_partitions,
 )
 from caseledger.ledger.errors import ValidationError
-from caseledger.ledger.intake.worker import AGGREGATE_CACHE, SESSION_TIMEOUT_MS
+from caseledger.ledger.intake.worker import AGGREGATE_CACHE
 from caseledger.ledger.kafka.publisher import TRANSACTION_INTERVAL_S
 
 TRANSACTION_INTERVAL_MS = round(TRANSACTION_INTERVAL_S * 1000)
@@ -60,19 +61,6 @@ def setup_logging() -> None:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
-
-
-def parse_partitions(text: str | None) -> list[int] | None:
-    """``"0,2,4"`` → [0, 2, 4]; a clear error for anything else."""
-    if text is None:
-        return None
-    try:
-        partitions = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        partitions = []
-    if not partitions or any(p < 0 for p in partitions):
-        raise ValidationError(f"--partitions {text!r}: give partition numbers separated by commas, e.g. 0,2,4")
-    return partitions
 
 
 # -- topics and publishing -----------------------------------------------------------------------------
@@ -189,10 +177,11 @@ def intake_run(
                      "consumer group (nobody takes them over if this worker dies). Default: the share the group gives."),
     ] = None,
     session_timeout_ms: Annotated[
-        int, typer.Option("--session-timeout-ms", min=1000, max=300_000,
-                          help="How long the consumer group waits for a silent worker (killed, hung) before handing "
-                          "its partitions to the others. The broker bounds it (group.min/max.session.timeout.ms)."),
-    ] = SESSION_TIMEOUT_MS,
+        int | None, typer.Option("--session-timeout-ms", min=1000, max=300_000, envvar="CASELEDGER_KAFKA_SESSION_TIMEOUT_MS",
+                                 help="How long the consumer group waits for a silent worker (killed, hung) before "
+                                 "handing its partitions to the others (default 10000). The broker bounds it "
+                                 "(group.min/max.session.timeout.ms)."),
+    ] = None,
     consumer: ConsumerOpt = "confluent",
     aggregate_cache: AggregateCacheOpt = AGGREGATE_CACHE,
     signatures: SignaturesOpt = None,

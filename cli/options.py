@@ -90,6 +90,19 @@ def parse_ids(text: str) -> list[str]:
     return [part.strip().upper() for part in text.split(",") if part.strip()]
 
 
+def parse_partitions(text: str | None) -> list[int] | None:
+    """``"0,2,4"`` → [0, 2, 4]; a clear error for anything else."""
+    if text is None:
+        return None
+    try:
+        partitions = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        partitions = []
+    if not partitions or any(p < 0 for p in partitions):
+        raise ValidationError(f"--partitions {text!r}: give partition numbers separated by commas, e.g. 0,2,4")
+    return partitions
+
+
 # -- a case and what is done to it -----------------------------------------------------------------------
 
 Ref = Annotated[str, typer.Argument(metavar="REF", help="Case reference, e.g. CL-7K2QD-M3XPA (the CL- is optional).")]

@@ -60,7 +60,6 @@ from caseledger.ledger.settings import KafkaSettings
 log = logging.getLogger("caseledger.intake")
 REFUSALS = (ValidationError, RuleViolation, NotFound, SchemaError, PermissionDenied)
 AGGREGATE_CACHE = 20_000  # aggregates kept between batches: ~27 MiB measured for customers, claims, 1-contact cases
-SESSION_TIMEOUT_MS = 10_000  # a worker silent this long (killed) loses its partitions to the others
 
 
 @dataclass
@@ -133,7 +132,7 @@ class KafkaIntakeWorker:
         consumer: str = DEFAULT_CLIENT,
         aggregate_cache: int = AGGREGATE_CACHE,
         require_signatures: bool | None = None,
-        session_timeout_ms: int = SESSION_TIMEOUT_MS,
+        session_timeout_ms: int | None = None,
     ) -> None:
         self._kafka = KafkaClient(consumer, "consumer")
         self.consumer = self._kafka.name
@@ -146,7 +145,8 @@ class KafkaIntakeWorker:
         # None: the partitions the consumer group gives this worker (all of them when it is alone).
         # Otherwise a fixed share: workers so started share a topic by taking disjoint partitions.
         self.partitions = sorted(set(partitions)) if partitions is not None else None
-        self.session_timeout_ms = session_timeout_ms
+        # How long the group waits for a silent worker (killed) before handing its partitions to the others.
+        self.session_timeout_ms = session_timeout_ms or settings.session_timeout_ms
         self.settings = settings
         self.batch_size = batch_size
         # A contact makes ~5–8 events. eventsourcing's PostgreSQL recorder inserts a transaction's
