@@ -23,6 +23,7 @@ from caseledger.cli.options import (
     KafkaOpt,
     ProducerOpt,
     RecordBatchOpt,
+    parse_partitions,
 )
 from caseledger.ledger.errors import ValidationError
 from caseledger.ledger.intake.worker import AGGREGATE_CACHE
@@ -62,19 +63,6 @@ def setup_logging() -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
-def parse_partitions(text: str | None) -> list[int] | None:
-    """``"0,2,4"`` → [0, 2, 4]; a clear error for anything else."""
-    if text is None:
-        return None
-    try:
-        partitions = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        partitions = []
-    if not partitions or any(p < 0 for p in partitions):
-        raise ValidationError(f"--partitions {text!r}: give partition numbers separated by commas, e.g. 0,2,4")
-    return partitions
-
-
 # -- topics and publishing -----------------------------------------------------------------------------
 
 
@@ -109,7 +97,7 @@ def publish(
     ] = "-",
     kafka: KafkaOpt = None,
     adapter: Annotated[str, typer.Option("--adapter", help="Name of the publishing adapter.")] = "shell",
-    producer: ProducerOpt = "kafka-python",
+    producer: ProducerOpt = "confluent",
     signing_key: Annotated[str | None, typer.Option(
         "--signing-key", envvar="CASELEDGER_ADAPTER_KEY", metavar="FILE",
         help="The adapter's Ed25519 private key (PEM, from `caseledger adapters add`): sign every record. A "
@@ -185,10 +173,16 @@ def intake_run(
     batch_size: RecordBatchOpt = 500,
     partitions: Annotated[
         str | None,
-        typer.Option("--partitions", help="Only these intake partitions, e.g. 0,2,4 (run several workers on "
-                     "disjoint partitions to share the load); default all."),
+        typer.Option("--partitions", help="Only these intake partitions, e.g. 0,2,4: a fixed share, outside the "
+                     "consumer group (nobody takes them over if this worker dies). Default: the share the group gives."),
     ] = None,
-    consumer: ConsumerOpt = "kafka-python",
+    session_timeout_ms: Annotated[
+        int | None, typer.Option("--session-timeout-ms", min=1000, max=300_000, envvar="CASELEDGER_KAFKA_SESSION_TIMEOUT_MS",
+                                 help="How long the consumer group waits for a silent worker (killed, hung) before "
+                                 "handing its partitions to the others (default 10000). The broker bounds it "
+                                 "(group.min/max.session.timeout.ms)."),
+    ] = None,
+    consumer: ConsumerOpt = "confluent",
     aggregate_cache: AggregateCacheOpt = AGGREGATE_CACHE,
     signatures: SignaturesOpt = None,
 ) -> None:
@@ -196,7 +190,9 @@ def intake_run(
 
     Positions are kept in the ledger's database with the events, so the worker can be killed at
     any moment and restarted. Invalid records are recorded as rejections with their reason.
-    Several workers may share the intake topic, each with its own --partitions.
+    Several workers share the intake topic through Kafka's consumer group: when one dies, the
+    others take its partitions over within --session-timeout-ms, from the positions the ledger
+    recorded (each record still applied once). --partitions gives a worker a fixed share instead.
     """
     from caseledger.ledger.intake.worker import KafkaIntakeWorker
     from caseledger.ledger.kafka.clients import check_client
@@ -208,7 +204,7 @@ def intake_run(
     with stop_on_signals() as stop:  # from the start: a SIGTERM while connecting also stops cleanly
         serve(session(ctx).new_ledger, "intake", lambda ledger: KafkaIntakeWorker(
             ledger(), kafka_settings(kafka), batch_size=batch_size, partitions=chosen, consumer=consumer,
-            aggregate_cache=aggregate_cache, require_signatures=signatures), stop)
+            aggregate_cache=aggregate_cache, require_signatures=signatures, session_timeout_ms=session_timeout_ms), stop)
 
 
 @publisher_app.command("run")
@@ -217,7 +213,7 @@ def publisher_run(
     ctx: typer.Context,
     kafka: KafkaOpt = None,
     batch_size: RecordBatchOpt = 1000,
-    producer: ProducerOpt = "kafka-python",
+    producer: ProducerOpt = "confluent",
     transaction_interval_ms: TransactionIntervalOpt = TRANSACTION_INTERVAL_MS,
 ) -> None:
     """Publish every recorded event to the events topic, in order, exactly once; stop with SIGTERM.
@@ -271,8 +267,8 @@ def run_all(
                            help="Also keep the projections CASELEDGER_PROJECTIONS names up to date: `all` (the "
                            "default: the built-ins and every installed plugin) or names separated by commas.")
     ] = True,
-    consumer: ConsumerOpt = "kafka-python",
-    producer: ProducerOpt = "kafka-python",
+    consumer: ConsumerOpt = "confluent",
+    producer: ProducerOpt = "confluent",
     aggregate_cache: AggregateCacheOpt = AGGREGATE_CACHE,
     signatures: SignaturesOpt = None,
     transaction_interval_ms: TransactionIntervalOpt = TRANSACTION_INTERVAL_MS,

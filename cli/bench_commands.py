@@ -33,8 +33,8 @@ def bench_intake_command(
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Intake worker processes, sharing the intake partitions.")
     ] = 1,
-    producer: ProducerOpt = "kafka-python",
-    consumer: ConsumerOpt = "kafka-python",
+    producer: ProducerOpt = "confluent",
+    consumer: ConsumerOpt = "confluent",
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
     verdicts: Annotated[bool, typer.Option(
         "--verdicts", help="Measure with the verdicts back at the adapter: contacts/s with verdicts (the SDK's "
@@ -185,7 +185,7 @@ def bench_rebuild_command(
                      help="PostgreSQL URL of an empty database for the views (default: a temporary pgserver)."),
     ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Rebuild processes.")] = 2,
-    consumer: ConsumerOpt = "kafka-python",
+    consumer: ConsumerOpt = "confluent",
     batch_size: EventBatchOpt = 5000,
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
@@ -243,8 +243,8 @@ def bench_lag_command(
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Intake worker processes, sharing the intake partitions.")
     ] = 1,
-    consumer: ConsumerOpt = "kafka-python",
-    producer: ProducerOpt = "kafka-python",
+    consumer: ConsumerOpt = "confluent",
+    producer: ProducerOpt = "confluent",
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
     """Latency from publishing a contact on the intake topic to seeing it in case state.

@@ -38,7 +38,7 @@ def export_events(
         "they are null, [erased] where the customer is erased.")] = False,
     batch: Annotated[int, typer.Option("--batch", min=1, max=100_000, help="Events read at a time.")] = 5_000,
     kafka: KafkaOpt = None,
-    consumer: ConsumerOpt = "kafka-python",
+    consumer: ConsumerOpt = "confluent",
     as_json: Json = False,
 ) -> None:
     """Write every event (of every customer, and of none) as Parquet: one folder per event type, a manifest.

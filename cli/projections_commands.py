@@ -13,7 +13,7 @@ from rich.text import Text
 
 from caseledger.cli import render
 from caseledger.cli.common import Session, local_only, plain_console, session, stop_on_signals
-from caseledger.cli.options import ConsumerOpt, EventBatchOpt, Json, KafkaOpt, ViewsOpt
+from caseledger.cli.options import ConsumerOpt, EventBatchOpt, Json, KafkaOpt, ViewsOpt, parse_partitions
 from caseledger.ledger.errors import BackendError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ RunNames = Annotated[
 
 
 def _source(s: Session, store: ViewStore, projections: list[Any], source: str | None, kafka: str | None,
-            consumer: str) -> tuple[str, EventSource]:
+            consumer: str, *, shared: bool = False, partitions: list[int] | None = None) -> tuple[str, EventSource]:
     """The source kind ``--source`` names (or the projections follow) and that source, opened."""
     from caseledger.projections.catchup import KAFKA, SOURCE_KINDS, choose_source, open_source
 
@@ -60,7 +60,7 @@ def _source(s: Session, store: ViewStore, projections: list[Any], source: str | 
     if kind not in SOURCE_KINDS:
         raise typer.BadParameter(f"{kind!r}: use store or kafka", param_hint="'--source'")
     return kind, open_source(kind, ledger=s.open_ledger, kafka=s.kafka(kafka) if kind == KAFKA else None,
-                             consumer=consumer)
+                             consumer=consumer, shared=shared, partitions=partitions)
 
 
 @projections_app.command("list")
@@ -185,12 +185,20 @@ def projections_run(
     batch_size: EventBatchOpt = 1000,
     views: ViewsOpt = None,
     kafka: KafkaOpt = None,
-    consumer: ConsumerOpt = "kafka-python",
+    consumer: ConsumerOpt = "confluent",
+    partitions: Annotated[
+        str | None,
+        typer.Option("--partitions", help="Kafka only: these partitions of the events topic, e.g. 0,2,4, a fixed "
+                     "share outside the consumer group (nobody takes them over if this runner dies). Default: the "
+                     "share the group gives (all of them to a runner alone)."),
+    ] = None,
 ) -> None:
     """Keep projections up to date; stop with SIGTERM or Ctrl-C (the current batch completes).
 
     Each batch and the new positions are one transaction, so the runner can be killed at any
-    moment and restarted: nothing is applied twice or missed.
+    moment and restarted: nothing is applied twice or missed. Runners of the same projections
+    following the events topic share its partitions through Kafka's consumer group: when one
+    dies, the others take its partitions over, from the positions the views recorded.
 
     Examples:
 
@@ -207,6 +215,10 @@ def projections_run(
 
     s = session(ctx)
     err = plain_console(stderr=True)
+    if not once:  # a follower is a long-running service: it logs what the group hands it, as the others do
+        from caseledger.cli.backbone_commands import setup_logging
+
+        setup_logging()
     if names:
         projections = load_projections(names)
     else:
@@ -215,7 +227,8 @@ def projections_run(
             err.print(Text(f"{problem}; left out (`caseledger projections list` shows every installed plugin)",
                            style="red"))
     with s.views(views) as store:
-        _kind, src = _source(s, store, projections, source, kafka, consumer)
+        _kind, src = _source(s, store, projections, source, kafka, consumer, shared=not once,
+                             partitions=parse_partitions(partitions))
         try:
             runner = ProjectionRunner(projections, store, src, batch_size=batch_size)
             last = [time.monotonic()]
@@ -261,7 +274,7 @@ def projections_rebuild(
     ] = 1,
     views: ViewsOpt = None,
     kafka: KafkaOpt = None,
-    consumer: ConsumerOpt = "kafka-python",
+    consumer: ConsumerOpt = "confluent",
 ) -> None:
     """Replay a projection from the beginning into fresh tables; swap them in when caught up.
 

@@ -13,7 +13,7 @@ import dataclasses
 import random
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
@@ -335,13 +335,16 @@ class LedgerCore(Application[UUID]):
         return self._uow is not None
 
     @contextmanager
-    def unit_of_work(self, tracking: Tracking | Sequence[Tracking] | None = None) -> Iterator[UnitOfWork]:
+    def unit_of_work(
+        self, tracking: Tracking | Sequence[Tracking] | None = None, *, expect: Mapping[str, int] | None = None,
+    ) -> Iterator[UnitOfWork]:
         """Collect the events of many commands and save them in one transaction at the end.
 
         ``tracking`` is stored in the same transaction (e.g. the intake offset the batch reached,
         one per partition it read), so the batch and its positions are recorded together or not
-        at all. A command that fails inside the unit leaves nothing behind in it; the others
-        still commit.
+        at all. ``expect`` names the position each tracking record must still hold (0: none yet):
+        if another writer moved one meanwhile, nothing is saved and ConflictError is raised. A
+        command that fails inside the unit leaves nothing behind in it; the others still commit.
         """
         trackings = [tracking] if isinstance(tracking, Tracking) else list(tracking or ())
         if self._uow is not None:
@@ -361,6 +364,8 @@ class LedgerCore(Application[UUID]):
                 processing.saved_kwargs["also_tracking"] = trackings[1:]
             if uow.statements:
                 processing.saved_kwargs["also_execute"] = uow.statements
+            if expect:
+                processing.saved_kwargs["expect_tracking"] = sorted(expect.items())
             processing.events.extend(uow.events)
             with translate_errors(self.settings.store.describe()):
                 self._record(processing)  # drops the keys the unit opened

@@ -33,6 +33,8 @@ never stops a command that does not use it. The variables (README, section Confi
 ``CASELEDGER_KAFKA_REPLICATION``        replication factor of new topics, default 1
 ``CASELEDGER_INTAKE_RETENTION_HOURS``   how long the intake topic keeps a record, default 168 (7 days);
                                         it holds what adapters sent in clear (docs/privacy.md)
+``CASELEDGER_KAFKA_SESSION_TIMEOUT_MS`` how long a consumer group waits for a silent member (an intake worker,
+                                        a projection runner) before handing its partitions to the others (10000)
 ``CASELEDGER_KEK`` / ``_KEK_FILE``      the key-encryption key (``ledger/privacy/kek.py``)
 ``CASELEDGER_SIGNING_KEY_FILE`` /       the checkpoint signing key (``ledger/transparency/checkpoint_key.py``)
 ``CASELEDGER_SIGNING_KEY``
@@ -191,6 +193,7 @@ KAFKA_VARIABLES = {
     "replication_factor": "CASELEDGER_KAFKA_REPLICATION",
     "intake_retention_hours": "CASELEDGER_INTAKE_RETENTION_HOURS",
     "intake_key_salt": "CASELEDGER_INTAKE_KEY_SALT",
+    "session_timeout_ms": "CASELEDGER_KAFKA_SESSION_TIMEOUT_MS",
 }
 
 #: The variable of each field of :class:`OidcSection`.
@@ -225,13 +228,15 @@ class KafkaSection:
     replication_factor: str | None = None
     intake_retention_hours: str | None = None
     intake_key_salt: str | None = field(default=None, repr=False)
+    session_timeout_ms: str | None = None
 
 
 # -- Kafka: how to reach the brokers, which topics the ledger uses ---------------------------------------------
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-_WHOLE_NUMBERS = ("intake_partitions", "events_partitions", "replication_factor", "intake_retention_hours")
+_WHOLE_NUMBERS = ("intake_partitions", "events_partitions", "replication_factor", "intake_retention_hours",
+                  "session_timeout_ms")
 MIN_INTAKE_KEY_SALT = 16  # characters: fewer could be guessed, and with it every intake key's identity
 MAX_RECORD_BYTES = 4_194_304  # the topics' max.message.bytes: a record of the ledger never exceeds it
 
@@ -249,6 +254,8 @@ class KafkaSettings:
     events_partitions: int = 6
     replication_factor: int = 1
     intake_retention_hours: int = 168  # the intake topic's retention.ms (new topics), in hours
+    # A consumer group's member silent this long (killed, hung) loses its partitions to the others.
+    session_timeout_ms: int = 10_000
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -283,6 +290,10 @@ class KafkaSettings:
         for name in ("intake_partitions", "events_partitions", "replication_factor", "intake_retention_hours"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"Kafka {name.replace('_', ' ')} must be at least 1")
+        if not 1000 <= self.session_timeout_ms <= 300_000:
+            raise ConfigurationError(
+                f"CASELEDGER_KAFKA_SESSION_TIMEOUT_MS={self.session_timeout_ms}: give 1000 to 300000 ms (and within "
+                "the broker's group.min.session.timeout.ms and group.max.session.timeout.ms)")
         if self.intake_key_salt is not None and len(self.intake_key_salt) < MIN_INTAKE_KEY_SALT:
             raise ConfigurationError(
                 f"CASELEDGER_INTAKE_KEY_SALT has {len(self.intake_key_salt)} characters: give at least "

@@ -60,13 +60,22 @@ __all__ = [
 # -- events ------------------------------------------------------------------------------------------------
 
 
+def tracking_moved(name: str, expected: int, found: int) -> str:
+    """Why a recorder refused a batch: its tracking record moved since the batch read it (``expect_tracking``)."""
+    return f"tracking record {name} is at {found}, not {expected}: another worker applied these records meanwhile"
+
+
 class LedgerRecorder(ProcessRecorder, ABC):
     """A process recorder that also reads many aggregates at once.
 
     Its ``insert_events`` takes, besides eventsourcing's ``tracking``, ``also_tracking``: further
     tracking records written in the same transaction (one per partition an intake poll read);
     ``new_keys``: the data keys these events are the first to use; ``also_execute``: statements of
-    the other ports to run in the same transaction (e.g. the answers of idempotency keys).
+    the other ports to run in the same transaction (e.g. the answers of idempotency keys);
+    ``expect_tracking``: (name, position) pairs each tracking record must still hold when the transaction
+    writes (a missing record holds 0), checked under a lock on that name before anything is written — else
+    eventsourcing's IntegrityError and nothing is written. Two intake workers that both believe they own a
+    partition (a rebalance, a worker the group thought dead) can then never both apply one offset.
     """
 
     def select_events_after(

@@ -41,14 +41,18 @@ def views_url(*, database: str | None, views: str | None = None) -> str:
 
 
 def open_source(kind: str, *, ledger: LedgerOpener, kafka: KafkaSettings | None = None,
-                consumer: str = "kafka-python") -> EventSource:
-    """The store's notification log (``store``), or the Kafka events topic (``kafka``, configured by the root)."""
+                consumer: str = "confluent", shared: bool = False, partitions: list[int] | None = None) -> EventSource:
+    """The store's notification log (``store``), or the Kafka events topic (``kafka``, configured by the root).
+
+    ``shared``: a follower's topic, whose partitions the runners of the same projections split through
+    Kafka's consumer group (one that dies, the others take over); ``partitions``: a fixed share instead.
+    """
     if kind == STORE:
         return StoreEventSource(ledger())
     if kind == KAFKA:
         from caseledger.ledger.settings import KafkaSettings
 
-        return kafka_source(kafka or KafkaSettings.resolve(), consumer=consumer)
+        return kafka_source(kafka or KafkaSettings.resolve(), consumer=consumer, shared=shared, partitions=partitions)
     raise ConfigurationError(f"{kind!r} is not a projection source; use {' or '.join(SOURCE_KINDS)}")
 
 
@@ -109,7 +113,7 @@ class ProjectionService:
         projections = self.projections if self.projections is not None else load_projections(None)
         with open_views(self.views) as views:
             kind = choose_source(views, projections, None, self.kafka)
-            source = open_source(kind, ledger=self.ledger, kafka=self.kafka, consumer=self.consumer)
+            source = open_source(kind, ledger=self.ledger, kafka=self.kafka, consumer=self.consumer, shared=True)
             try:
                 runner = ProjectionRunner(projections, views, source)
                 self.stats = runner.stats

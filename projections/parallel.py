@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.errors import BackendError
-from caseledger.ledger.kafka.clients import KAFKA_PYTHON
+from caseledger.ledger.kafka.clients import DEFAULT_CLIENT
 from caseledger.projections.registry import load_projections
 from caseledger.projections.runner import (
     REBUILD,
@@ -71,7 +71,7 @@ def rebuild_in_parallel(
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int, float], None] | None = None,
     stop: threading.Event | None = None,
-    consumer: str = KAFKA_PYTHON,
+    consumer: str = DEFAULT_CLIENT,
 ) -> RebuildResult:
     """Rebuild the projections named by ``specs`` from the topic with ``workers`` processes, then swap.
 

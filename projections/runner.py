@@ -194,8 +194,35 @@ class ProjectionRunner:
                 running.positions = {r["part"]: r["position"] for r in rows}
                 running.store_positions = {r["part"]: r["store_position"] for r in rows}
         self.cache.clear()
-        self.source.start(self._start_positions())
+        if self.source.shared:
+            self.source.share(self._assigned, self._revoked)
+        else:
+            self.source.start(self._start_positions())
         self._prepared = True
+
+    def _assigned(self, parts: list[int]) -> dict[int, int]:
+        """The group handed this runner ``parts``: read each from where the views recorded it (another runner
+        may have moved it since this one last held it)."""
+        with self.views.transaction() as tx:
+            for running in self.running:
+                rows = tx.select(POSITIONS, POSITIONS.name, "projection = ? AND slot = ?",
+                                 (running.projection.name, self.slot))
+                found = {r["part"]: r for r in rows}
+                for part in parts:
+                    if part in found:
+                        running.positions[part] = found[part]["position"]
+                        running.store_positions[part] = found[part]["store_position"]
+                    else:
+                        running.positions.pop(part, None)
+                        running.store_positions.pop(part, None)
+        self.cache.clear()  # rows of these parts may have been written by another runner meanwhile
+        log.info("projections %s assigned partitions %s", ", ".join(r.projection.name for r in self.running), sorted(parts))
+        return {part: min(r.positions.get(part, 0) for r in self.running) for part in parts}
+
+    def _revoked(self, parts: list[int]) -> None:
+        """``parts`` went to another runner: their rows are its to write now."""
+        self.cache.clear()
+        log.info("projections %s gave up partitions %s", ", ".join(r.projection.name for r in self.running), sorted(parts))
 
     def _check_state(self, projection: Projection, state: Mapping[str, Any]) -> None:
         if state["source"] != self.source.name:

@@ -4,20 +4,22 @@ Both give :class:`SourceRecord` s carrying the event's type name and its stored 
 the runner decodes them the same way and handlers receive the same domain event either way.
 A source is read from positions the runner keeps beside the views, one per *part*: the store
 has one part (position = the last applied notification id), the topic has one per partition
-(position = the next offset to read). No consumer group is involved.
+(position = the next offset to read). A topic source may be *shared*: runners of the same
+projections then split its partitions through Kafka's consumer group, which only says who reads
+what — each partition handed over is read from the position the views recorded.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.domain.catalog import name_of_topic
 from caseledger.ledger.errors import BackendError, ConfigurationError
-from caseledger.ledger.kafka.clients import CONFLUENT, KAFKA_PYTHON, KafkaClient
+from caseledger.ledger.kafka.clients import CONFLUENT, DEFAULT_CLIENT, KafkaClient
 from caseledger.ledger.kafka.events_record import TYPE_PREFIX
 
 if TYPE_CHECKING:
@@ -59,6 +61,14 @@ class EventSource(ABC):
     def consumed_positions(self) -> dict[int, int]:
         """Parts' positions after the records fetched so far (past transaction markers on Kafka)."""
         return {}
+
+    shared = False
+    """Whether runners share this source's parts through a group (then ``share``, not ``start``, begins reading)."""
+
+    def share(self, on_assign: Callable[[list[int]], Mapping[int, int]], on_revoke: Callable[[list[int]], None]) -> None:
+        """Join the source's group: ``on_assign(parts)`` gives where to read each part handed over, ``on_revoke(parts)``
+        hears of parts handed to another runner (both called inside ``fetch``)."""
+        raise ConfigurationError(f"{self.name} is not shared by runners")
 
     def close(self) -> None:  # noqa: B027  (most sources hold nothing to release)
         """Release connections."""
@@ -137,16 +147,15 @@ def source_records(topic: str) -> Build[SourceRecord]:
 class KafkaEventSource(EventSource):
     """The events topic: every partition assigned, read committed, positions kept by the runner.
 
-    ``consumer`` picks the Kafka client: kafka-python (default) or confluent (librdkafka, ``pip
-    install 'caseledger[confluent]'``): kafka-python parses every record and its headers in
-    Python, which caps a rebuild at about 40k records/s per process; librdkafka does it in C.
+    ``consumer`` picks the Kafka client: confluent (default: librdkafka parses records in C) or
+    kafka-python, which parses every record and its headers in Python (about 40k records/s per process).
     The source keeps the name ``kafka:<topic>`` either way, so a projection built with one
     client is followed or resumed with the other.
     """
 
     def __init__(
         self, settings: KafkaSettings, *, fetch_wait_ms: int = 20, partitions: list[int] | None = None,
-        consumer: str = KAFKA_PYTHON,
+        consumer: str = DEFAULT_CLIENT, shared: bool = False,
     ) -> None:
         self._kafka = KafkaClient(consumer, "consumer")
         self.settings = settings
@@ -154,6 +163,9 @@ class KafkaEventSource(EventSource):
         self.name = f"kafka:{self.topic}"
         self.fetch_wait_ms = fetch_wait_ms
         self.only = set(partitions) if partitions is not None else None  # a parallel rebuild's share
+        # A runner following the topic shares it with the other runners of its projections (a consumer group):
+        # when one dies, the others take its partitions over. A fixed share (``partitions``) is never shared.
+        self.shared = shared and partitions is None
         self._reader: PartitionReader | None = None
         self._parts: list[int] = []
         self._build = source_records(self.topic)
@@ -184,8 +196,17 @@ class KafkaEventSource(EventSource):
     def start(self, positions: Mapping[int, int]) -> None:
         self._open().assign({part: positions.get(part, 0) for part in self._parts})
 
+    def share(self, on_assign: Callable[[list[int]], Mapping[int, int]], on_revoke: Callable[[list[int]], None]) -> None:
+        self.close()  # a runner that reloads joins again, with its positions as the views hold them
+        self._open().subscribe(on_assign, on_revoke, session_timeout_ms=self.settings.session_timeout_ms)
+
     def fetch(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
-        return self._open().fetch(max_records, timeout_s, self._build)
+        reader = self._open()
+        records = reader.fetch(max_records, timeout_s, self._build)
+        if self.shared and records:  # records fetched before their partition was revoked are another runner's now
+            owned = reader.assigned()
+            records = [r for r in records if r.part in owned]
+        return records
 
     def end_positions(self) -> dict[int, int]:
         return self._open().end_offsets(self._parts)
@@ -202,10 +223,11 @@ class KafkaEventSource(EventSource):
 class ConfluentKafkaEventSource(KafkaEventSource):
     """The events topic read with confluent-kafka (librdkafka): same records, same positions."""
 
-    def __init__(self, settings: KafkaSettings, *, fetch_wait_ms: int = 20, partitions: list[int] | None = None) -> None:
-        super().__init__(settings, fetch_wait_ms=fetch_wait_ms, partitions=partitions, consumer=CONFLUENT)
+    def __init__(self, settings: KafkaSettings, *, fetch_wait_ms: int = 20, partitions: list[int] | None = None,
+                 shared: bool = False) -> None:
+        super().__init__(settings, fetch_wait_ms=fetch_wait_ms, partitions=partitions, consumer=CONFLUENT, shared=shared)
 
 
-def kafka_source(settings: KafkaSettings, *, consumer: str = KAFKA_PYTHON, **options: Any) -> KafkaEventSource:
-    """The events topic as a source, read with ``consumer`` (kafka-python by default, or confluent)."""
+def kafka_source(settings: KafkaSettings, *, consumer: str = DEFAULT_CLIENT, **options: Any) -> KafkaEventSource:
+    """The events topic as a source, read with ``consumer`` (confluent by default, or kafka-python)."""
     return KafkaEventSource(settings, consumer=consumer, **options)

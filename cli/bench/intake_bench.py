@@ -125,8 +125,8 @@ def bench_intake(
     contacts: int = 20_000,
     database: str | None = None,
     workers: int = 1,
-    producer: str = "kafka-python",
-    consumer: str = "kafka-python",
+    producer: str = "confluent",
+    consumer: str = "confluent",
     progress: Callable[[str, int, int], None] | None = None,
 ) -> IntakeBenchResult:
     """Run the intake benchmark on fresh topics; ``database`` must be empty (default: a temp SQLite)."""

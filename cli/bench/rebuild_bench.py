@@ -41,7 +41,7 @@ from caseledger.ledger.domain.directory import ChannelMessage, Customer, Identit
 from caseledger.ledger.domain.events import Context
 from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError
-from caseledger.ledger.kafka.clients import KAFKA_PYTHON, check_client
+from caseledger.ledger.kafka.clients import DEFAULT_CLIENT, check_client
 from caseledger.ledger.kafka.topics import ensure_topics
 from caseledger.ledger.runtime.gc_pacing import GcPacer
 from caseledger.ledger.settings import KafkaSettings, LedgerSettings
@@ -282,7 +282,7 @@ def _temporary_postgres(directory: Path) -> tuple[str, Any]:
 
 def bench_rebuild(
     *, kafka_bootstrap: str, events: int = 200_000, postgres_url: str | None = None, say: Say | None = None,
-    partitions: int = 6, workers: int = 2, consumer: str = KAFKA_PYTHON, batch_size: int = 5000,
+    partitions: int = 6, workers: int = 2, consumer: str = DEFAULT_CLIENT, batch_size: int = 5000,
 ) -> RebuildBenchResult:
     """Generate, publish, then rebuild every built-in from the topic into PostgreSQL."""
     import psycopg
@@ -370,8 +370,8 @@ class LagBenchResult:
     projection_batch_p50_ms: float
     projection_batch_p99_ms: float
     intake_workers: int = 1
-    consumer: str = KAFKA_PYTHON
-    producer: str = KAFKA_PYTHON
+    consumer: str = DEFAULT_CLIENT
+    producer: str = DEFAULT_CLIENT
     # Each second of publishing: [second, contacts, p50 ms, p99 ms, of which recorded → visible p99 ms].
     # Shows whether the tail is spread out or a few stalls, and whether the run degrades with time.
     per_second: list[list[float]] = field(default_factory=list)
@@ -400,7 +400,7 @@ class LagBenchResult:
 
 def bench_lag(
     *, kafka_bootstrap: str, rate: int = 1000, seconds: float = 20.0, database: str | None = None,
-    workers: int = 1, consumer: str = "kafka-python", producer: str = "kafka-python", say: Say | None = None,
+    workers: int = 1, consumer: str = "confluent", producer: str = "confluent", say: Say | None = None,
 ) -> LagBenchResult:
     """Publish contacts at ``rate``/s for ``seconds``; measure publish → visible in case state."""
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient

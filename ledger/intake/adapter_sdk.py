@@ -39,7 +39,7 @@ from caseledger.ledger.intake.records import IntakeCodec, IntakeMessage, kind_of
 from caseledger.ledger.intake.signatures import AdapterSigner
 from caseledger.ledger.intake.validation import ADAPTER_CLOCK, validate_intake
 from caseledger.ledger.intake.verdicts import Verdict, VerdictTimeout, VerdictWaiter, intake_id
-from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
+from caseledger.ledger.kafka.clients import DEFAULT_CLIENT, KafkaClient
 from caseledger.ledger.kafka.ports import AcknowledgedProducer, Closing
 from caseledger.ledger.settings import KafkaSettings
 
@@ -91,8 +91,8 @@ class IntakeKeys:
 class KafkaIntakeClient(Closing):
     """Publishes intake records with acks=all and an idempotent producer; returns once stored.
 
-    ``producer`` picks the Kafka client: kafka-python (default) or confluent (librdkafka, pip
-    install 'caseledger[confluent]'; about a third of the CPU per record). Either puts a record
+    ``producer`` picks the Kafka client: confluent (default: librdkafka, about a third of kafka-python's
+    CPU per record) or kafka-python. Either puts a record
     on the same partition (Kafka's default murmur2 of the key), so adapters on different clients
     keep a customer's contacts in order. Keys are :func:`intake_key` under the deployment's
     ``intake_key_salt`` (``CASELEDGER_INTAKE_KEY_SALT``, the same for every adapter); without one, this
@@ -100,8 +100,8 @@ class KafkaIntakeClient(Closing):
     """
 
     def __init__(
-        self, settings: KafkaSettings, *, adapter: str, timeout_s: float = 30.0, producer: str = KAFKA_PYTHON,
-        signer: AdapterSigner | None = None, consumer: str = KAFKA_PYTHON,
+        self, settings: KafkaSettings, *, adapter: str, timeout_s: float = 30.0, producer: str = DEFAULT_CLIENT,
+        signer: AdapterSigner | None = None, consumer: str = DEFAULT_CLIENT,
     ) -> None:
         if signer is not None and signer.adapter != adapter:
             raise ConfigurationError(f"the signing key is adapter {signer.adapter!r}'s, not {adapter!r}'s")

@@ -5,6 +5,13 @@ Positions are not kept in a consumer group but in the ledger's own store, as tra
 records produced. A crash at any point therefore either loses the whole batch (it is read
 again) or keeps it with its position (it is never applied twice).
 
+Workers share the topic through Kafka's consumer group (cooperative rebalancing on confluent-kafka,
+eager on kafka-python): when one dies, the group hands its partitions to the others once its
+session times out. The group only says who reads what: a partition handed to a worker is read
+from the position the ledger recorded, and a batch is saved only if that position has not moved
+since (another worker that owned the partition meanwhile), so an offset is never applied twice
+whoever believed they owned it. ``partitions`` instead assigns a fixed share (no group).
+
 Each record ends as ledger events or, when it cannot be applied, as an ``IntakeRejected`` event
 carrying its source, reason and raw bytes — never skipped silently.
 """
@@ -45,7 +52,7 @@ from caseledger.ledger.intake.records import DeliveryReport, IntakeCodec, ReadRe
 from caseledger.ledger.intake.signatures import ADAPTER_HEADER, SIGNATURE_HEADER, SignatureCheck, b64, header
 from caseledger.ledger.intake.validation import validate_intake
 from caseledger.ledger.intake.verdicts import public_reason
-from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
+from caseledger.ledger.kafka.clients import DEFAULT_CLIENT, KafkaClient
 from caseledger.ledger.kafka.ports import Build, PartitionReader
 from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
 from caseledger.ledger.settings import KafkaSettings
@@ -122,9 +129,10 @@ class KafkaIntakeWorker:
         poll_timeout_ms: int = 200,
         records_per_transaction: int = 120,
         partitions: list[int] | None = None,
-        consumer: str = KAFKA_PYTHON,
+        consumer: str = DEFAULT_CLIENT,
         aggregate_cache: int = AGGREGATE_CACHE,
         require_signatures: bool | None = None,
+        session_timeout_ms: int | None = None,
     ) -> None:
         self._kafka = KafkaClient(consumer, "consumer")
         self.consumer = self._kafka.name
@@ -134,9 +142,11 @@ class KafkaIntakeWorker:
         # Customers, their identity claims and open cases come back with every new contact: keep
         # them between batches instead of replaying their whole history each time.
         ledger.keep_aggregates(aggregate_cache)
-        # None: every partition of the intake topic. Several workers can share a topic by taking
-        # disjoint partitions (positions are tracked per partition).
+        # None: the partitions the consumer group gives this worker (all of them when it is alone).
+        # Otherwise a fixed share: workers so started share a topic by taking disjoint partitions.
         self.partitions = sorted(set(partitions)) if partitions is not None else None
+        # How long the group waits for a silent worker (killed) before handing its partitions to the others.
+        self.session_timeout_ms = session_timeout_ms or settings.session_timeout_ms
         self.settings = settings
         self.batch_size = batch_size
         # A contact makes ~5–8 events. eventsourcing's PostgreSQL recorder inserts a transaction's
@@ -181,11 +191,20 @@ class KafkaIntakeWorker:
                         f"no partition {', '.join(map(str, unknown))}"
                     )
                 partitions = self.partitions
-            reader.assign({p: self.next_offset(p) for p in partitions})
-            log.info("intake worker consuming %s partitions %s (%s consumer)", self.settings.intake_topic,
-                     partitions, self.consumer)
+            grouped = self.partitions is None
+            if grouped:
+                reader.subscribe(self._assigned, self._revoked, session_timeout_ms=self.session_timeout_ms)
+                log.info("intake worker consuming %s through its consumer group (%s consumer)", self.settings.intake_topic,
+                         self.consumer)
+            else:
+                reader.assign({p: self.next_offset(p) for p in partitions})
+                log.info("intake worker consuming %s partitions %s (%s consumer)", self.settings.intake_topic,
+                         partitions, self.consumer)
             while not stop.is_set():
                 polled = by_partition(reader.fetch(self.batch_size, self.poll_timeout_ms / 1000, build))
+                if grouped:  # records fetched before a partition was revoked are its new owner's now
+                    owned = reader.assigned()
+                    polled = {p: records for p, records in polled.items() if p in owned}
                 if sum(map(len, polled.values())) <= self.records_per_transaction:
                     self.apply_polled(polled)  # a trickle from several partitions: one transaction
                 else:
@@ -197,6 +216,19 @@ class KafkaIntakeWorker:
                         on_batch(self.stats)
                     pacer.after_batch()
         return self.stats
+
+    def _assigned(self, partitions: list[int]) -> dict[int, int]:
+        """The group gave this worker ``partitions``: each is read from where the ledger recorded it."""
+        positions = {p: self.next_offset(p) for p in partitions}
+        self._applied.update(positions)
+        log.info("intake worker assigned %s partitions %s", self.settings.intake_topic, sorted(partitions))
+        return positions
+
+    def _revoked(self, partitions: list[int]) -> None:
+        """``partitions`` went to another worker: forget their positions (read again if they come back)."""
+        for partition in partitions:
+            self._applied.pop(partition, None)
+        log.info("intake worker gave up %s partitions %s", self.settings.intake_topic, sorted(partitions))
 
     def _wait_for_partitions(self, reader: PartitionReader, stop: threading.Event) -> list[int]:
         deadline = time.monotonic() + 60
@@ -227,6 +259,7 @@ class KafkaIntakeWorker:
         """
         topic = self.settings.intake_topic
         fresh: dict[int, list[Any]] = {}
+        expect: dict[str, int] = {}  # each partition's position as this batch starts from it
         for partition, records in polled.items():
             if not records:
                 continue
@@ -238,6 +271,7 @@ class KafkaIntakeWorker:
             records = [r for r in records if r.offset >= first]
             if records:
                 fresh[partition] = records
+                expect[tracking_name(topic, partition)] = first
         if not fresh:
             return
         trackings = [Tracking(application_name=tracking_name(topic, partition), notification_id=records[-1].offset + 1)
@@ -246,7 +280,9 @@ class KafkaIntakeWorker:
         before = dataclasses.replace(self.stats)
         try:
             decoded = [self._decode(record) for record in everything]
-            with self.ledger.unit_of_work(trackings):
+            # Saved only if no other worker moved these partitions meanwhile (a rebalance, a worker
+            # the group took for dead): an offset is never applied twice, whoever believes they own it.
+            with self.ledger.unit_of_work(trackings, expect=expect):
                 self.ledger.prefetch(self._lookups(decoded))
                 for record, message in zip(everything, decoded, strict=True):
                     self._apply(record, message)
@@ -308,11 +344,13 @@ class KafkaIntakeWorker:
     def _apply_alone(self, partition: int, record: Any) -> None:
         name = tracking_name(self.settings.intake_topic, partition)
         for attempt in range(20):
-            if self.next_offset(partition) > record.offset:
+            position = self.next_offset(partition)
+            if position > record.offset:
                 return  # applied meanwhile by another worker
             before = dataclasses.replace(self.stats)
             try:
-                with self.ledger.unit_of_work(Tracking(application_name=name, notification_id=record.offset + 1)):
+                with self.ledger.unit_of_work(Tracking(application_name=name, notification_id=record.offset + 1),
+                                              expect={name: position}):
                     self._apply(record, self._decode(record))
                 self.stats.records += 1
                 self.stats.batches += 1

@@ -1,8 +1,9 @@
 """Which Kafka client plays each role: the one place that checks a client's name and opens its ports.
 
-kafka-python is the default; ``confluent`` (librdkafka, ``pip install 'caseledger[confluent]'``)
-costs about a third of the CPU per record. Both read and write the same records on the same
-partitions, so services on different clients share topics, positions and transactional ids.
+``confluent`` (confluent-kafka, librdkafka: a required dependency) is the default of every service,
+the SDK and the benchmarks: it costs about a third of kafka-python's CPU per record. ``kafka-python``
+stays supported by option. Both read and write the same records on the same partitions, so services
+on different clients share topics, positions and transactional ids.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 KAFKA_PYTHON, CONFLUENT = "kafka-python", "confluent"
 KAFKA_CLIENTS = (KAFKA_PYTHON, CONFLUENT)
+DEFAULT_CLIENT = CONFLUENT
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,8 @@ class KafkaClient:
                 if not (error.name or "").startswith("confluent_kafka"):
                     raise
                 raise ConfigurationError(
-                    f"the confluent {self.role} needs confluent-kafka: pip install 'caseledger[confluent]', "
-                    f"or use the default {self.role} (kafka-python)"
+                    f"the confluent {self.role} needs confluent-kafka (a dependency of caseledger: reinstall "
+                    f"it, pip install caseledger), or choose kafka-python as {self.role}"
                 ) from None
             return confluent
         from caseledger.ledger.kafka import kafka_python

@@ -1,7 +1,7 @@
 """The Kafka ports on confluent-kafka (librdkafka: records built and parsed in C).
 
-An optional client (``pip install 'caseledger[confluent]'``) costing about a third of
-kafka-python's CPU per record. The only module besides
+The default client (a dependency of caseledger), costing about a third of kafka-python's CPU
+per record. The only module besides
 :mod:`~caseledger.ledger.kafka.kafka_python` that imports ``confluent_kafka``; importing it
 without the package raises ImportError, which :mod:`~caseledger.ledger.kafka.clients` turns
 into advice. Its errors become BackendError in one place, :class:`kafka_errors`.
@@ -26,7 +26,9 @@ from caseledger.ledger.kafka.ports import (
     Closing,
     ErrorMapping,
     Headers,
+    OnAssign,
     OnLostPosition,
+    OnRevoke,
     T,
     What,
     missing_topic,
@@ -113,10 +115,12 @@ class ConfluentPartitioner:
 
 
 class ConfluentPartitionReader(Closing):
-    """The reader port on a confluent-kafka ``Consumer`` that is assigned partitions.
+    """The reader port on a confluent-kafka ``Consumer``: assigned partitions, or a member of the group.
 
-    librdkafka wants a group id; the group is never joined (partitions are assigned) nor
-    committed to: positions live beside what the records produced.
+    librdkafka wants a group id; it is joined only by ``subscribe`` (cooperative-sticky: a rebalance
+    moves only the partitions that change hands) and never committed to: positions live beside
+    what the records produced, and each partition the group hands over is sought to the position
+    the caller gives.
     """
 
     def __init__(
@@ -166,6 +170,38 @@ class ConfluentPartitionReader(Closing):
         self._started = dict(positions)
         with self._reading:
             consumer.assign([TopicPartition(self.topic, p, offset or OFFSET_BEGINNING) for p, offset in positions.items()])
+
+    def subscribe(self, on_assign: OnAssign, on_revoke: OnRevoke, *, session_timeout_ms: int) -> None:
+        self.close()  # the group's settings are the consumer's: a new one
+        self._config.update({
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": session_timeout_ms,
+            "heartbeat.interval.ms": max(100, session_timeout_ms // 3),
+        })
+        consumer = self._client()
+        topic = self.topic
+
+        def assigned(consumer: Any, partitions: list[Any]) -> None:
+            numbers = [tp.partition for tp in partitions if tp.topic == topic]
+            positions = on_assign(numbers) if numbers else {}
+            self._started.update({p: positions[p] for p in numbers})
+            self._reassigned.update(numbers)  # no position of its own until a first record is fetched
+            consumer.incremental_assign([TopicPartition(topic, p, positions[p] or OFFSET_BEGINNING) for p in numbers])
+
+        def revoked(consumer: Any, partitions: list[Any]) -> None:
+            numbers = [tp.partition for tp in partitions if tp.topic == topic]
+            for partition in numbers:
+                self._started.pop(partition, None)
+                self._reassigned.discard(partition)
+            if numbers:
+                on_revoke(numbers)
+            # confluent-kafka unassigns them once this returns (incremental_unassign)
+
+        with self._opening:
+            consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=revoked)
+
+    def assigned(self) -> set[int]:
+        return set(self._started)
 
     def fetch(self, max_records: int, timeout_s: float, build: Build[T]) -> list[T]:
         consumer = self._client()

@@ -1,4 +1,4 @@
-"""The Kafka ports on kafka-python (the default client, pure Python).
+"""The Kafka ports on kafka-python (pure Python; by option, the default is confluent-kafka).
 
 The only module besides :mod:`~caseledger.ledger.kafka.confluent` that imports ``kafka``. Its
 errors become :class:`~caseledger.ledger.errors.BackendError` in one place, :class:`kafka_errors`.
@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.abc import Partitioner
@@ -23,7 +23,9 @@ from caseledger.ledger.kafka.ports import (
     Closing,
     ErrorMapping,
     Headers,
+    OnAssign,
     OnLostPosition,
+    OnRevoke,
     T,
     What,
     not_acknowledged,
@@ -72,15 +74,22 @@ def key_partitioner() -> KeyPartitioner:
 
 
 class KafkaPythonPartitionReader(Closing):
-    """The reader port on a ``KafkaConsumer`` with assigned partitions and no group."""
+    """The reader port on a ``KafkaConsumer``: assigned partitions and no group, or a member of the group.
+
+    kafka-python has no cooperative rebalancing: a group member's rebalance is eager (every member's
+    partitions revoked, then the new shares assigned), and never committed to: each partition is
+    sought to the position the caller gives.
+    """
 
     def __init__(
         self, settings: KafkaSettings, *, topic: str, group: str, fetch_wait_ms: int = 100,
         partition_fetch_bytes: int | None = None, on_lost_position: OnLostPosition = "error", advice: str = "",
         timeout_s: float = 30.0,
     ) -> None:
-        del group  # a consumer without a group needs no name
         self.topic = topic
+        # Joined only by subscribe. Not the group confluent-kafka's readers join: a group's members must share a
+        # rebalance protocol, and kafka-python has only the eager one (members on both clients form two groups).
+        self._group = f"caseledger-{group}-{topic}.eager"
         self._settings = settings
         self._options: dict[str, Any] = {
             "group_id": None, "enable_auto_commit": False, "isolation_level": "read_committed",
@@ -122,6 +131,37 @@ class KafkaPythonPartitionReader(Closing):
                     consumer.seek(self._tps[partition], offset)
                 else:
                     consumer.seek_to_beginning(self._tps[partition])
+
+    def subscribe(self, on_assign: OnAssign, on_revoke: OnRevoke, *, session_timeout_ms: int) -> None:
+        self.close()  # the group's settings are the consumer's: a new one
+        self._options.update({"group_id": self._group, "session_timeout_ms": session_timeout_ms,
+                              "heartbeat_interval_ms": max(100, session_timeout_ms // 3)})
+        consumer = self._client()
+        reader, topic = self, self.topic
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                numbers = [tp.partition for tp in revoked if tp.topic == topic]
+                for partition in numbers:
+                    reader._tps.pop(partition, None)
+                if numbers:
+                    on_revoke(numbers)
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                numbers = [tp.partition for tp in assigned if tp.topic == topic]
+                positions = on_assign(numbers) if numbers else {}
+                for partition in numbers:
+                    tp = reader._tps[partition] = TopicPartition(topic, partition)
+                    if positions[partition]:
+                        consumer.seek(tp, positions[partition])
+                    else:
+                        consumer.seek_to_beginning(tp)
+
+        with self._opening:
+            consumer.subscribe([topic], listener=Listener())
+
+    def assigned(self) -> set[int]:
+        return set(self._tps)
 
     def fetch(self, max_records: int, timeout_s: float, build: Build[T]) -> list[T]:
         consumer = self._client()

@@ -69,12 +69,21 @@ class Closing:
         self.close()
 
 
+# A group member's callbacks: ``on_assign(partitions)`` returns where to read each newly assigned partition from
+# (the caller's own positions, never the group's committed offsets); ``on_revoke(partitions)`` hears of
+# partitions no longer this member's (revoked by a rebalance, or lost when the group took it for dead).
+OnAssign = Callable[[list[int]], Mapping[int, int]]
+OnRevoke = Callable[[list[int]], None]
+
+
 class PartitionReader(Port, Protocol):
-    """Reads assigned partitions of one topic, read committed, outside any consumer group.
+    """Reads partitions of one topic, read committed: assigned by the caller, or handed out by a consumer group.
 
     Positions are the caller's (kept beside what the records produced): offset 0 means the
     partition's beginning. A reader opened with ``on_lost_position="error"`` raises when a
-    position is no longer on the topic instead of skipping to the beginning.
+    position is no longer on the topic instead of skipping to the beginning. A group member
+    (``subscribe``) never commits offsets to the group: each partition it is given starts
+    where the caller's ``on_assign`` says.
     """
 
     topic: str
@@ -85,6 +94,20 @@ class PartitionReader(Port, Protocol):
 
     def assign(self, positions: Mapping[int, int]) -> None:
         """Read these partitions from these offsets on (replaces any earlier assignment)."""
+        ...
+
+    def subscribe(self, on_assign: OnAssign, on_revoke: OnRevoke, *, session_timeout_ms: int) -> None:
+        """Join the reader's consumer group for the topic: from now on the group hands out the partitions.
+
+        The callbacks run inside ``fetch`` (never while the caller applies a batch). confluent-kafka rebalances
+        cooperatively (``cooperative-sticky``: only the partitions that move are revoked); kafka-python, which
+        has no cooperative protocol, eagerly (every partition revoked, then the new share assigned). A member
+        that stops heartbeating for ``session_timeout_ms`` (killed) loses its partitions to the others.
+        """
+        ...
+
+    def assigned(self) -> set[int]:
+        """The partitions this reader reads now (assigned by the caller or by the group)."""
         ...
 
     def fetch(self, max_records: int, timeout_s: float, build: Build[T]) -> list[T]:

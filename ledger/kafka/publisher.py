@@ -47,7 +47,7 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.errors import BackendError, ConfigurationError, TreeMoved
 from caseledger.ledger.intake.verdict_records import VERDICT_EVENTS, fields_of_bytes
 from caseledger.ledger.intake.verdicts import VerdictCodec, verdict_headers
-from caseledger.ledger.kafka.clients import KAFKA_PYTHON, KafkaClient
+from caseledger.ledger.kafka.clients import DEFAULT_CLIENT, KAFKA_PYTHON, KafkaClient
 from caseledger.ledger.kafka.events_record import (
     CONTENT_TYPE,
     ID,
@@ -104,7 +104,7 @@ class KafkaEventPublisher:
         batch_size: int = 1000,
         idle_sleep_s: float = 0.01,  # an idle look at the store is one cheap query; latency matters more
         transaction_interval_s: float = TRANSACTION_INTERVAL_S,
-        producer: str = KAFKA_PYTHON,
+        producer: str = DEFAULT_CLIENT,
         signer: CheckpointSigner | None = None,
         checkpoint_interval_s: float | None = None,
     ) -> None:

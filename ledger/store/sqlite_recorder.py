@@ -3,7 +3,9 @@ transaction, and a read of many aggregates at once.
 
 An intake worker that reads several partitions applies what one poll brought from all of them in
 one transaction; each partition's position is its own tracking record, written with the events
-(``also_tracking``), so a redelivered record is still never applied twice.
+(``also_tracking``), so a redelivered record is still never applied twice. A batch may expect each
+tracking record at a position (``expect_tracking``): checked first, after a no-op write that takes
+the database's write lock, so no other writer commits between the check and this transaction's end.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent, Tracking
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
 
 from caseledger.ledger.store.data_key_table import SQLiteKeyTable
-from caseledger.ledger.store_ports import LedgerRecorder
+from caseledger.ledger.store_ports import LedgerRecorder, tracking_moved
 
 # Two parameters an id; SQLite allows 999 parameters at least.
 SELECT_CHUNK = 250
@@ -60,12 +62,24 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder, LedgerRecorder):
                     )
         return found
 
+    def _check_tracking(self, c: SQLiteCursor, expected: Sequence[tuple[str, int]]) -> None:
+        """Each tracking record still at its expected position (the write lock held from here on)."""
+        for name, position in expected:
+            # A write, even of no row, takes SQLite's write lock: nobody commits after the read below.
+            c.execute("UPDATE tracking SET notification_id = notification_id WHERE application_name = ?", (name,))
+            c.execute("SELECT MAX(notification_id) FROM tracking WHERE application_name = ?", (name,))
+            row = c.fetchone()
+            found = (row[0] if row is not None else None) or 0
+            if found != position:
+                raise IntegrityError(tracking_moved(name, position, found))
+
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), *self.keys.create_statements]
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        self._check_tracking(c, kwargs.get("expect_tracking", ()))  # first: nothing written if moved
         self.keys.insert(c, kwargs.get("new_keys", ()))  # the data keys these events are the first to use
         returning = super()._insert_events(c, stored_events, **kwargs)
         also: Sequence[Tracking] = kwargs.get("also_tracking", ())

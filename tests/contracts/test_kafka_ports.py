@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from caseledger.ledger.errors import BackendError, ConfigurationError
-from caseledger.ledger.kafka.clients import KAFKA_CLIENTS, KafkaClient, check_client
+from caseledger.ledger.kafka.clients import DEFAULT_CLIENT, KAFKA_CLIENTS, KafkaClient, check_client
 from caseledger.ledger.kafka.kafka_python import key_hash
 from caseledger.ledger.kafka.ports import PartitionReader, ReadRecord
 from caseledger.ledger.settings import KafkaSettings
@@ -198,6 +198,41 @@ class TestAcknowledgedProducer:
             producer.send_all(f"missing-{uuid.uuid4().hex[:6]}", records(1))
 
 
+class TestGroupMember:
+    """A reader in a consumer group (issue 29): the group hands out partitions, the caller's positions say where."""
+
+    def test_each_partition_handed_over_starts_where_the_caller_says_never_at_the_group_s_offsets(
+        self, kafka: KafkaSettings, client: KafkaClient
+    ) -> None:
+        with KafkaClient(client.name, "producer").open_acknowledged_producer(kafka, timeout_s=30) as producer:
+            stored = producer.send_all(kafka.events_topic, records(30))
+        handed: list[int] = []
+        taken: list[int] = []
+
+        def on_assign(partitions: list[int]) -> dict[int, int]:
+            handed.extend(partitions)
+            return {p: 2 if p == 1 else 0 for p in partitions}  # the caller's own positions
+
+        first = client.open_reader(kafka, topic=kafka.events_topic, group="member-test", fetch_wait_ms=50)
+        with first:
+            first.subscribe(on_assign, taken.extend, session_timeout_ms=6000)
+            got: list[ReadRecord] = []
+            deadline = time.monotonic() + 30
+            while len(got) < 28 and time.monotonic() < deadline:
+                got += first.fetch(500, 0.2, ReadRecord)
+            assert sorted(handed) == [0, 1, 2] and first.assigned() == {0, 1, 2}  # alone: every partition
+            assert {(r.partition, r.offset) for r in got} == {(p, o) for p, o in stored if p != 1 or o >= 2}
+        # Nothing was committed to the group: a new member starts where its caller says, again.
+        handed.clear()
+        with client.open_reader(kafka, topic=kafka.events_topic, group="member-test", fetch_wait_ms=50) as second:
+            second.subscribe(on_assign, taken.extend, session_timeout_ms=6000)
+            again: list[ReadRecord] = []
+            deadline = time.monotonic() + 30
+            while len(again) < 28 and time.monotonic() < deadline:
+                again += second.fetch(500, 0.2, ReadRecord)
+            assert len(again) == 28 and sorted(handed) == [0, 1, 2]
+
+
 class TestClientChoice:
     def test_an_unknown_client_is_refused_with_the_known_ones(self) -> None:
         with pytest.raises(ConfigurationError, match=r"Kafka producer 'java': use one of kafka-python, confluent"):
@@ -205,7 +240,11 @@ class TestClientChoice:
         assert check_client("confluent", "consumer") == "confluent"
         assert str(KafkaClient("kafka-python", "consumer")) == "kafka-python"
 
-    def test_the_confluent_client_without_its_package_names_the_extra(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_the_default_client_is_confluent(self) -> None:
+        assert DEFAULT_CLIENT == "confluent"  # issue 29: the fast client by default, kafka-python by option
+
+    def test_the_confluent_client_without_its_package_says_to_reinstall(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # confluent-kafka is a dependency now (issue 29): a broken install is reinstalled, or kafka-python chosen
         import sys
 
         monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # as if not installed
@@ -213,5 +252,5 @@ class TestClientChoice:
 
         monkeypatch.delitem(sys.modules, "caseledger.ledger.kafka.confluent", raising=False)
         monkeypatch.delattr(package, "confluent", raising=False)
-        with pytest.raises(ConfigurationError, match=r"pip install 'caseledger\[confluent\]'.*default consumer"):
+        with pytest.raises(ConfigurationError, match=r"reinstall it, pip install caseledger\), or choose kafka-python as consumer"):
             KafkaClient("confluent", "consumer").module()

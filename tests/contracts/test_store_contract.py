@@ -190,6 +190,42 @@ class LedgerRecorderContract:
         recorder.insert_events([], tracking=Tracking("intake/0", 7), also_tracking=[Tracking("intake/1", 12)])
         assert [recorder.max_tracking_id(f"intake/{p}") for p in range(2)] == [7, 12]
 
+    def test_a_batch_expecting_positions_is_refused_whole_once_another_moved_them(self) -> None:
+        """Issue 29: two intake workers that both believe they own a partition. Before, a batch only had to move the
+        tracking record forward: a stale owner's longer batch (0→10) committed after the new owner's (0→4) and
+        applied offsets 0–3 again. Now each batch names where it started, and is refused if that moved."""
+        recorder = self.create_recorder()
+        new_owner = StoredEvent(self.new_originator_id(), 1, "topic", b"new")
+        recorder.insert_events([new_owner], tracking=Tracking("intake/0", 4), expect_tracking=[("intake/0", 0)])
+        stale = StoredEvent(self.new_originator_id(), 1, "topic", b"stale")
+        with pytest.raises(IntegrityError, match="intake/0 is at 4, not 0"):
+            recorder.insert_events([stale], tracking=Tracking("intake/1", 3), also_tracking=[Tracking("intake/0", 10)],
+                                   expect_tracking=[("intake/1", 0), ("intake/0", 0)])
+        assert recorder.select_events(stale.originator_id) == []  # nothing of the refused batch, on any partition
+        assert (recorder.max_tracking_id("intake/0"), recorder.max_tracking_id("intake/1")) == (4, None)
+        recorder.insert_events([stale], tracking=Tracking("intake/0", 10), expect_tracking=[("intake/0", 4)])
+        assert recorder.max_tracking_id("intake/0") == 10
+
+    def test_concurrent_batches_from_one_position_commit_once(self) -> None:
+        """Two writers racing from the same position: exactly one commits, whatever the interleaving."""
+        recorder = self.create_recorder()
+        outcomes: list[str] = []
+
+        def write(end: int) -> None:
+            try:
+                recorder.insert_events([StoredEvent(self.new_originator_id(), 1, "topic", b"x")],
+                                       tracking=Tracking("intake/5", end), expect_tracking=[("intake/5", 0)])
+                outcomes.append("saved")
+            except IntegrityError:
+                outcomes.append("refused")
+
+        threads = [threading.Thread(target=write, args=(end,)) for end in (3, 8, 5, 9)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(outcomes) == ["refused", "refused", "refused", "saved"]
+
 
 # -- eventsourcing's cases, once per backend -----------------------------------------------------------
 # Each recorder is a process recorder, so it is also an aggregate, application and tracking

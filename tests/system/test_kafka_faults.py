@@ -151,7 +151,9 @@ def test_services_killed_at_random_moments_lose_and_double_nothing(
     env_topics = {"CASELEDGER_INTAKE_TOPIC": settings.intake_topic, "CASELEDGER_EVENTS_TOPIC": settings.events_topic}
     os.environ.update(env_topics)
     try:
-        worker = Service([*common, "intake", "run", *kafka, "--batch-size", "50", "--consumer", "kafka-python"],
+        worker = Service([*common, "intake", "run", *kafka, "--batch-size", "50",
+                          # killed every second or so: the group forgets each dead incarnation quickly
+                          "--session-timeout-ms", "2000", "--consumer", "kafka-python"],
                          tmp_path / "intake.log")
         publisher = Service([*common, "publisher", "run", *kafka, "--batch-size", "80", "--producer", "kafka-python"],
                             tmp_path / "publisher.log")

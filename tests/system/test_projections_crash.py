@@ -81,6 +81,9 @@ def test_a_runner_killed_mid_batch_resumes_without_gaps_or_doubles(
             settings = fresh_topics(bootstrap)
             publish_all(ledger, settings)
             env["CASELEDGER_EVENTS_TOPIC"] = settings.events_topic
+            # the runner shares the topic through the consumer group: each restart waits for its killed
+            # incarnation's session to end before it gets the partitions
+            env["CASELEDGER_KAFKA_SESSION_TIMEOUT_MS"] = "2000"
             args += ["--kafka", bootstrap]
     finally:
         ledger.close()
