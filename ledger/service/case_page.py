@@ -49,13 +49,20 @@ if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
     from caseledger.ledger.domain.case import Case
 
-__all__ = ["SHOWN", "AgentClock", "CustomerContext", "Viewer", "load_context", "render_case", "render_page",
-           "viewer_for"]
+__all__ = ["PAGE_HEADERS", "SHOWN", "AgentClock", "CustomerContext", "Viewer", "load_context", "render_case", "render_page",
+           "valid_zone", "viewer_for"]
 
 SHOWN = 25  # the most recent contacts, items and deadlines the page lists (all of them: GET /v1/cases/REF)
 OTHER_CASES = 10  # the customer's most recent other cases on the timeline
 TIMELINE = 40  # entries of the timeline shown
 O = Operation  # noqa: E741 -- short: the forms name one each
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 # What joins a date and a time in a few languages ("mardi 9 décembre à 09:00"); others take ", ".
 _AT = {"fr": " à ", "en": " at ", "de": " um ", "es": " a las ", "it": " alle ", "nl": " om ", "pt": " às "}
@@ -85,7 +92,8 @@ class Viewer:
         return allowed(self.role, O.HISTORY_READ)
 
 
-def _zone(name: str | None) -> str | None:
+def valid_zone(name: str | None) -> str | None:
+    """``name`` if it is an IANA zone this machine knows, else None."""
     if not name or len(name) > 64:
         return None
     try:
@@ -122,7 +130,7 @@ def viewer_for(role: Role, *, accept_language: str | None, zone: str | None, def
     """The viewer of a request: ``?zone=`` (an IANA name) and the browser's Accept-Language, else the service's
     defaults (the response policy's locale and zone)."""
     locale = _locale_of(accept_language[:500]) if accept_language else None
-    return Viewer(role=role, locale=locale or default_locale, zone=_zone(zone) or _zone(default_zone) or "UTC")
+    return Viewer(role=role, locale=locale or default_locale, zone=valid_zone(zone) or valid_zone(default_zone) or "UTC")
 
 
 class AgentClock:
