@@ -303,7 +303,7 @@ def render_case(case: Case, viewer: Viewer, context: CustomerContext | None = No
         customer=_customer_name(context, viewer), context=context, form=form, hidden=hidden,
         handoff=getattr(case, "last_handoff", None), brief=case.brief(), active=case.status not in ("closed",
                                                                                                    "cancelled"),
-        default_due=clock.input_value(now + timedelta(days=1)), forms=FORMS, case_forms=CASE_FORMS,
+        default_due=clock.input_value(now + timedelta(days=1)), forms=FORMS, case_forms=CASE_FORMS, attrs=_attrs,
     )
 
 
@@ -311,6 +311,11 @@ def _hidden(csrf: str, key: str, zone: str) -> Any:
     return Markup(f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
                   f'<input type="hidden" name="key" value="{escape(key)}">'
                   f'<input type="hidden" name="zone" value="{escape(zone)}">')
+
+
+def _attrs(control_id: str, name: str) -> Markup:
+    """`` id="…" name="…"`` of a control (a drop-down's, written so that no template line reads like SQL)."""
+    return Markup(f' id="{escape(control_id)}" name="{escape(name)}"')
 
 
 @lru_cache(maxsize=4)

@@ -21,7 +21,7 @@ class FieldSpec:
 
     name: str
     label: str
-    kind: str = "text"  # text | textarea | datetime | select
+    kind: str = "text"  # "text", "textarea", "datetime" or "select" (a drop-down of ``choices``)
     required: bool = True
     limit: int = TEXT_LIMIT
     choices: tuple[str, ...] = ()
@@ -105,7 +105,7 @@ SECTION = """\
 {% if field.kind == "textarea" %}
 <textarea id="{{ cid }}" name="{{ field.name }}" rows="3"{% if field.required %} required{% endif %}>{{ f.values.get(field.name, "") }}</textarea>
 {% elif field.kind == "select" %}
-<select id="{{ cid }}" name="{{ field.name }}">
+<select{{ attrs(cid, field.name) }}>
 {% for choice in field.choices %}<option{% if f.values.get(field.name) == choice %} selected{% endif %}>{{ choice }}</option>{% endfor %}
 </select>
 {% elif field.kind == "datetime" %}
