@@ -94,6 +94,7 @@ class Case(CaseState, Aggregate):
             case.escalations = []
             case.handoffs = 0
             case.last_handoff = None
+            case.response_bodies = {}
             # When the ledger recorded each contact and issued each message, by handle (C1, ACK1, R1 …):
             # what a delivery or a read may not precede.
             case.recorded = {}

@@ -120,9 +120,8 @@ class ResponseSent(CaseEvent):
             item = case.items[item_id]
             item.status = "answered"
             item.answered_by = self.response_id
-        # The body is kept as the message's text: the case page shows each item with its answer.
-        case.messages[self.response_id] = MessageState(message_id=self.response_id, channel=self.channel,
-                                                       text=self.body)
+        case.messages[self.response_id] = MessageState(message_id=self.response_id, channel=self.channel)
+        case.response_bodies[self.response_id] = self.body  # the case page shows each item with its answer
         case.recorded[self.response_id] = self.timestamp
 
 

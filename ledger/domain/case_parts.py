@@ -157,6 +157,7 @@ class CaseState:
     escalations: list[tuple[str, datetime, int]]
     handoffs: int
     last_handoff: Handoff | None
+    response_bodies: dict[str, str]  # response id → what it said (opened; [erased] once the customer is erased)
     recorded: dict[str, datetime]
     chain_head: bytes | None
 

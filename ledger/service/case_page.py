@@ -40,6 +40,7 @@ from babel.dates import format_date, format_time, format_timedelta
 from jinja2 import Environment
 from markupsafe import Markup, escape
 
+from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.permissions import Operation, Role, allowed
 from caseledger.ledger.domain.personal import ERASED
@@ -301,8 +302,8 @@ def render_case(case: Case, viewer: Viewer, context: CustomerContext | None = No
         proposals=list(case.proposals.values())[-SHOWN:], contacts=list(case.contacts.values())[-SHOWN:],
         last=last, deadlines=_deadlines(case), missed=sorted(case.missed), timeline=_timeline(case, context, viewer),
         customer=_customer_name(context, viewer), context=context, form=form, hidden=hidden,
-        handoff=getattr(case, "last_handoff", None), brief=case.brief(), active=case.status not in ("closed",
-                                                                                                   "cancelled"),
+        handoff=getattr(case, "last_handoff", None), bodies=getattr(case, "response_bodies", {}),
+        brief=case.brief(), active=case.status not in Status.FINAL,
         default_due=clock.input_value(now + timedelta(days=1)), forms=FORMS, case_forms=CASE_FORMS, attrs=_attrs,
     )
 

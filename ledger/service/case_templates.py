@@ -160,7 +160,7 @@ SECTION = """\
 <table id="items"><thead><tr><th scope="col">item</th><th scope="col">question</th><th scope="col">status</th><th scope="col">answer</th></tr></thead><tbody>
 {% for i in items %}
 <tr id="item-{{ i.item_id }}"><td>{{ i.item_id }}</td><td>{{ i.text }}</td><td class="{{ 'open' if i.status == 'open' else 'done' }}">{{ i.status }}</td><td>
-{% if i.answered_by %}{% set m = case.messages.get(i.answered_by) %}{{ i.answered_by }}{% if case.recorded.get(i.answered_by) %}, {{ when(case.recorded[i.answered_by]) }}{% endif %}{% if m and m.text %}: “{{ m.text }}”{% endif %}
+{% if i.answered_by %}{% set said = bodies.get(i.answered_by) %}{{ i.answered_by }}{% if case.recorded.get(i.answered_by) %}, {{ when(case.recorded[i.answered_by]) }}{% endif %}{% if said %}: “{{ said }}”{% endif %}
 {% elif i.waived_reason %}waived: {{ i.waived_reason }}
 {% elif active %}{{ action("respond", i.item_id) }}{{ action("waive", i.item_id) }}{% endif %}
 </td></tr>
