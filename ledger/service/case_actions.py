@@ -165,7 +165,7 @@ def _local_time(value: str, zone: str, label: str) -> datetime:
     try:
         typed = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise FormRefused(f"{label}: {value[:40]!r} is no date and time; give one such as 2026-12-09T09:00") from None
+        raise FormRefused(f"{label}: not a date and time; give one such as 2026-12-09T09:00") from None
     if typed.tzinfo is None:
         typed = typed.replace(tzinfo=ZoneInfo(zone))
     return typed.astimezone(UTC)

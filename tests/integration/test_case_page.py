@@ -279,7 +279,7 @@ def test_bad_input_answers_400_with_the_form_and_what_was_typed(service: Service
         "unknown item": ("respond-Q1", {"body": "An answer kept", "target": "Q99"}, "no item Q99"),
         "too long": ("waive-Q1", {"reason": "x" * 5000}, "at most 4000"),
         "bad date": ("promise", {"kind": "callback", "terms": "Terms kept", "due": "next tuesday", "channel": "phone"},
-                     "no date and time"),
+                     "not a date and time"),
         "past date": ("promise", {"kind": "callback", "terms": "Terms kept", "due": "2001-01-01T09:00", "channel": "phone"},
                       "not after"),
         "bad key": ("respond-Q1", {"body": "An answer kept", "key": "k" * 300}, "key"),
