@@ -155,10 +155,14 @@ class AgentClock:
         return date + _AT.get(self.language, ", ") + format_time(shown, "short", locale=self.locale)
 
     def relative(self, dt: datetime | None) -> str:
-        """``dans 2 jours``, ``il y a 3 heures``."""
+        """``dans 2 jours``, ``il y a 3 heures``, ``maintenant`` (within a minute: the words change at most about
+        once a minute, so a section rendered again shows a change only when something changed)."""
         if dt is None:
             return ""
-        return format_timedelta(dt - self.now, add_direction=True, threshold=1.1, locale=self.locale)
+        delta = dt - self.now
+        if abs(delta) < timedelta(minutes=1):
+            return str(self.locale._data["date_fields"]["second"]["relative"].get(0, "now"))
+        return format_timedelta(delta, add_direction=True, threshold=1.1, granularity="minute", locale=self.locale)
 
     def is_overdue(self, dt: datetime | None) -> bool:
         return dt is not None and dt < self.now

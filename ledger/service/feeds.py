@@ -58,6 +58,7 @@ class Feed:
     def __init__(self, case: Case) -> None:
         self.case = case
         self.version = -1  # the version ``frames`` show (-1: not rendered yet)
+        self.generation = 0  # how many times it was rendered: a case read again after an erasure keeps its version
         self.frames: dict[Any, bytes] = {}  # view → the server-sent event
         self.htmls: dict[Any, str] = {}  # view → what its frame shows
         self.views: dict[Any, int] = {}  # view → its open streams
@@ -209,6 +210,7 @@ class Watcher:
             feed.context, feed.context_at = context, time.monotonic()
         feed.frames = {view: _frame(case, html) for view, html in htmls.items()}
         feed.case, feed.htmls, feed.version = case, htmls, case.version
+        feed.generation += 1
 
     def _changed(self) -> set[Any]:
         with self.state.leased_ledger() as ledger:  # the watcher outlives the request that started it

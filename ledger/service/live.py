@@ -241,12 +241,16 @@ def add_routes(app: FastAPI, state: Any) -> None:
             return True
 
         async def stream() -> AsyncIterator[bytes]:
-            sent = known
+            # Each rendering is sent once (a case read again after its customer's erasure keeps its version, and
+            # must still replace what the page shows), but not the one of the version the page already has.
+            sent, skip = -1, known
             while True:
-                if feed.version >= 0 and feed.version != sent:
-                    sent = feed.version
-                    frame = feed.frames.get(view)
-                    yield frame if frame is not None else await asyncio.to_thread(watcher.render_view, feed, view)
+                if feed.version >= 0 and feed.generation != sent:
+                    sent = feed.generation
+                    if feed.version != skip:
+                        frame = feed.frames.get(view)
+                        yield frame if frame is not None else await asyncio.to_thread(watcher.render_view, feed, view)
+                    skip = -2
                 try:
                     await asyncio.wait_for(wake.wait(), timeout=HEARTBEAT_S)
                 except TimeoutError:

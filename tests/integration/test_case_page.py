@@ -324,3 +324,69 @@ def test_what_a_form_records_is_on_every_open_page_of_the_case(service: Service)
     frame = json.loads(seen[0][len("data:"):])
     assert "Pushed to every page" in frame["html"] and 'name="key" value=""' in frame["html"]  # keys: /live.js
     print(f"form posted → on another open page in {(time.monotonic() - sent) * 1000:.0f} ms")
+
+
+def first_frame(service: Service, ref: str, role: Role, *, after: int = -1, timeout: float = 20) -> dict[str, Any]:
+    """The first ``case`` event of a stream of ``role`` on ``ref`` whose version is past ``after``."""
+    headers = {"Authorization": f"Bearer {service.tokens[role]}"}
+    deadline = time.monotonic() + timeout
+    with httpx.stream("GET", f"{service.url}/cases/{ref}/events", headers=headers, timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                frame: dict[str, Any] = json.loads(line[len("data:"):])
+                if frame["version"] > after:
+                    return frame
+            if time.monotonic() > deadline:
+                break
+    raise AssertionError("no frame")
+
+
+def test_streams_of_one_case_never_show_one_role_what_another_may_see_and_follow_an_erasure(service: Service) -> None:
+    """Attack: one render shared by every stream of a case would hand automation the customer's identity an agent's
+    stream shows; and a stream opened before an erasure must not go on naming the erased."""
+    who = f"email:streams-{uuid.uuid4().hex[:8]}@example.com"
+    ref = open_case(service, who)
+    frames: dict[Role, dict[str, Any]] = {}
+    readers = [threading.Thread(target=lambda r=role: frames.__setitem__(r, first_frame(service, ref, r)))
+               for role in (Role.AGENT, Role.AUTOMATION, Role.AGENT)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(30)
+    assert who in frames[Role.AGENT]["html"] and who not in frames[Role.AUTOMATION]["html"]
+    assert who.split(":")[1] not in frames[Role.AUTOMATION]["html"]
+    customer_id = case_json(service, ref)["customer_id"]
+    version = frames[Role.AGENT]["version"]
+    seen: list[dict[str, Any]] = []
+
+    def watch() -> None:  # one stream, open before the erasure, until it shows the customer erased
+        headers = {"Authorization": f"Bearer {service.tokens[Role.AGENT]}"}
+        with httpx.stream("GET", f"{service.url}/cases/{ref}/events", headers=headers, timeout=30) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    seen.append(json.loads(line[len("data:"):]))
+                    if "[erased]" in seen[-1]["html"]:
+                        return
+
+    watching = threading.Thread(target=watch, daemon=True)
+    watching.start()
+    deadline = time.monotonic() + 20
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert seen and who in seen[0]["html"]  # open, and naming her
+    with api(service, Role.SUPERVISOR) as supervisor:
+        assert supervisor.post(f"/v1/customers/{customer_id}/erase", json={"reason": "art. 17 request, ticket 2"}
+                               ).status_code == 200
+    watching.join(40)
+    last = seen[-1]
+    assert len(seen) >= 2 and last["version"] == version  # the same version, rendered again from the store
+    assert who not in last["html"] and '<span id="customer">[erased]</span>' in last["html"]
+
+
+def test_the_service_log_holds_no_customer_identity_and_nothing_typed_in_a_form(service: Service) -> None:
+    """Attack: the log searched for an e-mail and for what agents typed in the page's forms (this module's)."""
+    log = service.log()
+    assert "@example.com" not in log
+    for typed in ("Unblocked now.", "Pushed to every page", "An answer kept", "Customer prefers e-mail", "forged"):
+        assert typed not in log, typed
+    assert "Traceback" not in log
