@@ -44,7 +44,7 @@ from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.permissions import Operation, Role, allowed
 from caseledger.ledger.domain.personal import ERASED
-from caseledger.ledger.service.case_templates import CASE_FORMS, FORMS, PAGE, SECTION
+from caseledger.ledger.service.case_templates import CASE_FORMS, FORM, FORMS, PAGE, SECTION
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
@@ -134,35 +134,56 @@ def viewer_for(role: Role, *, accept_language: str | None, zone: str | None, def
     return Viewer(role=role, locale=locale or default_locale, zone=valid_zone(zone) or valid_zone(default_zone) or "UTC")
 
 
+@lru_cache(maxsize=64)
+def _locale(name: str) -> Locale:
+    return Locale.parse(name)
+
+
+@lru_cache(maxsize=20_000)
+def _when(dt: datetime, locale_name: str, zone: str, this_year: int) -> str:
+    """An instant in words, kept: a section shows the same instants render after render."""
+    locale = _locale(locale_name)
+    shown = dt.astimezone(ZoneInfo(zone))
+    pattern = locale.date_formats["full"].pattern
+    if shown.year == this_year:
+        pattern = _YEAR.sub("", pattern).strip(" ,")
+    date = format_date(shown, pattern, locale=locale)
+    return date + _AT.get(locale.language, ", ") + format_time(shown, "short", locale=locale)
+
+
 class AgentClock:
     """Times as the viewer reads them: ``when``, ``relative``, ``is_overdue`` (the queue's API)."""
 
     def __init__(self, viewer: Viewer, now: datetime) -> None:
-        self.locale = Locale.parse(viewer.locale)
+        self.viewer = viewer
+        self.locale = _locale(viewer.locale)
         self.zone = ZoneInfo(viewer.zone)
         self.now = now
+        self.year = now.astimezone(self.zone).year
         self.language = self.locale.language
+        self._relative: dict[datetime, str] = {}
 
     def when(self, dt: datetime | None) -> str:
         """``mardi 9 décembre à 09:00`` (the year when it is not this year's)."""
         if dt is None:
             return "-"
-        shown = dt.astimezone(self.zone)
-        pattern = self.locale.date_formats["full"].pattern
-        if shown.year == self.now.astimezone(self.zone).year:
-            pattern = _YEAR.sub("", pattern).strip(" ,")
-        date = format_date(shown, pattern, locale=self.locale)
-        return date + _AT.get(self.language, ", ") + format_time(shown, "short", locale=self.locale)
+        return _when(dt, self.viewer.locale, self.viewer.zone, self.year)
 
     def relative(self, dt: datetime | None) -> str:
         """``dans 2 jours``, ``il y a 3 heures``, ``maintenant`` (within a minute: the words change at most about
         once a minute, so a section rendered again shows a change only when something changed)."""
         if dt is None:
             return ""
-        delta = dt - self.now
-        if abs(delta) < timedelta(minutes=1):
-            return str(self.locale._data["date_fields"]["second"]["relative"].get(0, "now"))
-        return format_timedelta(delta, add_direction=True, threshold=1.1, granularity="minute", locale=self.locale)
+        found = self._relative.get(dt)
+        if found is None:
+            delta = dt - self.now
+            if abs(delta) < timedelta(minutes=1):
+                found = str(self.locale._data["date_fields"]["second"]["relative"].get(0, "now"))
+            else:
+                found = format_timedelta(delta, add_direction=True, threshold=1.1, granularity="minute",
+                                         locale=self.locale)
+            self._relative[dt] = found
+        return found
 
     def is_overdue(self, dt: datetime | None) -> bool:
         return dt is not None and dt < self.now
@@ -293,26 +314,45 @@ def render_case(case: Case, viewer: Viewer, context: CustomerContext | None = No
     last = {ch: case.contacts[cid] for ch, cid in sorted(case.last_contact_by_channel.items())
             if cid in case.contacts}
 
-    def form(name: str) -> Form:
-        return page.failed.get(name) or Form()
+    default_due = clock.input_value(now + timedelta(days=1))
 
-    def hidden() -> Any:
-        """The hidden fields every form carries: the CSRF token and a fresh idempotency key (a GET), else empty."""
-        return _hidden(page.csrf, _key() if page.keys else "", viewer.zone)
+    def action(name: str, target: str = "") -> Markup:
+        """A form of the section, if the viewer's role may use it (Markup: rendered escaped)."""
+        spec = FORMS[name]
+        if not viewer.may(spec.operation):
+            return Markup("")
+        fid = spec.form_id(target)
+        failed = page.failed.get(fid)
+        if failed is None and not page.csrf and not page.keys:  # a pushed section: the same form each time
+            return _pushed_form(name, target, case.reference, viewer.zone, default_due)
+        hidden = _hidden(page.csrf, _key() if page.keys else "", viewer.zone)
+        return _form(spec, target, case.reference, viewer.zone, default_due, hidden, failed or Form())
 
     template = _template(SECTION)
     return template.render(
         case=case, viewer=viewer, clock=clock, O=O, items=shown_items, promises=list(case.promises.values())[-SHOWN:],
         proposals=list(case.proposals.values())[-SHOWN:], contacts=list(case.contacts.values())[-SHOWN:],
         last=last, deadlines=_deadlines(case), missed=sorted(case.missed), timeline=_timeline(case, context, viewer),
-        customer=_customer_name(context, viewer), context=context, form=form, hidden=hidden,
+        customer=_customer_name(context, viewer), context=context, action=action,
         handoff=getattr(case, "last_handoff", None), bodies=getattr(case, "response_bodies", {}),
         brief=case.brief(), active=case.status not in Status.FINAL,
-        default_due=clock.input_value(now + timedelta(days=1)), forms=FORMS, case_forms=CASE_FORMS, attrs=_attrs,
+        case_forms=CASE_FORMS,
     )
 
 
-def _hidden(csrf: str, key: str, zone: str) -> Any:
+def _form(spec: Any, target: str, reference: str, zone: str, default_due: str, hidden: Markup, f: Form) -> Markup:
+    return Markup(_template(FORM).render(spec=spec, fid=spec.form_id(target), target=target, reference=reference,
+                                         zone=zone, default_due=default_due, hidden=hidden, f=f, attrs=_attrs))
+
+
+@lru_cache(maxsize=4096)
+def _pushed_form(name: str, target: str, reference: str, zone: str, default_due: str) -> Markup:
+    """A form of a pushed section (no token, no key: /live.js sets them), kept: the section of every change has
+    the same forms."""
+    return _form(FORMS[name], target, reference, zone, default_due, _hidden("", "", zone), Form())
+
+
+def _hidden(csrf: str, key: str, zone: str) -> Markup:
     return Markup(f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
                   f'<input type="hidden" name="key" value="{escape(key)}">'
                   f'<input type="hidden" name="zone" value="{escape(zone)}">')

@@ -9,7 +9,7 @@ from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.permissions import Operation
 from caseledger.ledger.domain.values import MAX_BODY_CHARS, Channel
 
-__all__ = ["FORMS", "PAGE", "SECTION", "FieldSpec", "FormSpec"]
+__all__ = ["CASE_FORMS", "FORM", "FORMS", "PAGE", "SECTION", "FieldSpec", "FormSpec"]
 
 O = Operation  # noqa: E741 -- short: each form names one
 TEXT_LIMIT = 4000  # characters of a reason, notice, note, terms or evidence typed in a form
@@ -25,6 +25,7 @@ class FieldSpec:
     required: bool = True
     limit: int = TEXT_LIMIT
     choices: tuple[str, ...] = ()
+    default: str = ""  # a drop-down's choice when nothing was typed
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ FORMS: dict[str, FormSpec] = {f.action: f for f in (
         FieldSpec("kind", "Kind (callback, refund, credit …)", limit=40),
         FieldSpec("terms", "Terms: what exactly is promised", "textarea"),
         FieldSpec("due", "Due (your time)", "datetime", limit=40),
-        FieldSpec("channel", "Made on", "select", choices=_CHANNELS, limit=40),
+        FieldSpec("channel", "Made on", "select", choices=_CHANNELS, limit=40, default="phone"),
     ), "Promise {id} made"),
     FormSpec("handoff", O.CASE_HANDOFF, "Hand off", (
         FieldSpec("to", "To agent", required=False, limit=100),
@@ -88,37 +89,6 @@ SECTION = """\
 {%- else -%}
 {{ when(dt) }} — {{ clock.relative(dt) }}
 {%- endif %}
-{%- endmacro %}
-{% macro action(name, target="") -%}
-{% set spec = forms[name] %}
-{% if viewer.may(spec.operation) %}
-{% set fid = spec.form_id(target) %}
-{% set f = form(fid) %}
-<details class="act" id="details-{{ fid }}"{% if f.error %} open{% endif %}>
-<summary>{{ spec.button }}{% if target %} {{ target }}{% endif %}</summary>
-<form method="post" action="/cases/{{ case.reference }}/act/{{ name }}" id="form-{{ fid }}">
-{{ hidden() }}<input type="hidden" name="target" value="{{ target }}">
-{% if f.error %}<p class="error" id="{{ fid }}-error" role="alert">{{ f.error }}</p>{% endif %}
-{% for field in spec.fields %}
-{% set cid = fid ~ "-" ~ field.name %}
-<p><label for="{{ cid }}">{{ field.label }}</label>
-{% if field.kind == "textarea" %}
-<textarea id="{{ cid }}" name="{{ field.name }}" rows="3"{% if field.required %} required{% endif %}>{{ f.values.get(field.name, "") }}</textarea>
-{% elif field.kind == "select" %}
-<select{{ attrs(cid, field.name) }}>
-{% for choice in field.choices %}<option{% if f.values.get(field.name) == choice %} selected{% endif %}>{{ choice }}</option>{% endfor %}
-</select>
-{% elif field.kind == "datetime" %}
-<input type="datetime-local" id="{{ cid }}" name="{{ field.name }}" value="{{ f.values.get(field.name, default_due) }}"{% if field.required %} required{% endif %}> <span class="muted">{{ viewer.zone }}</span>
-{% else %}
-<input type="text" id="{{ cid }}" name="{{ field.name }}" value="{{ f.values.get(field.name, "") }}"{% if field.required %} required{% endif %}>
-{% endif %}
-</p>
-{% endfor %}
-<p><button type="submit" id="{{ fid }}-submit">{{ spec.button }}{% if target %} {{ target }}{% endif %}</button></p>
-</form>
-</details>
-{% endif %}
 {%- endmacro %}
 <h1><span id="reference">{{ case.reference }}</span> — {{ case.subject }}</h1>
 <p id="case-facts">Status <b id="status">{{ case.status }}</b> · <span id="customer">{{ customer }}</span>
@@ -222,6 +192,33 @@ SECTION = """\
 {% if active %}{% for name in case_forms %}{{ action(name) }}{% endfor %}
 {% else %}{{ action("reopen") }}{% endif %}
 </section>
+"""
+
+FORM = """\
+<details class="act" id="details-{{ fid }}"{% if f.error %} open{% endif %}>
+<summary>{{ spec.button }}{% if target %} {{ target }}{% endif %}</summary>
+<form method="post" action="/cases/{{ reference }}/act/{{ spec.action }}" id="form-{{ fid }}">
+{{ hidden }}<input type="hidden" name="target" value="{{ target }}">
+{% if f.error %}<p class="error" id="{{ fid }}-error" role="alert">{{ f.error }}</p>{% endif %}
+{% for field in spec.fields %}
+{% set cid = fid ~ "-" ~ field.name %}
+<p><label for="{{ cid }}">{{ field.label }}</label>
+{% if field.kind == "textarea" %}
+<textarea id="{{ cid }}" name="{{ field.name }}" rows="3"{% if field.required %} required{% endif %}>{{ f.values.get(field.name, "") }}</textarea>
+{% elif field.kind == "select" %}
+<select{{ attrs(cid, field.name) }}>
+{% for choice in field.choices %}<option{% if (f.values.get(field.name) or field.default) == choice %} selected{% endif %}>{{ choice }}</option>{% endfor %}
+</select>
+{% elif field.kind == "datetime" %}
+<input type="datetime-local" id="{{ cid }}" name="{{ field.name }}" value="{{ f.values.get(field.name, default_due) }}"{% if field.required %} required{% endif %}> <span class="muted">{{ zone }}</span>
+{% else %}
+<input type="text" id="{{ cid }}" name="{{ field.name }}" value="{{ f.values.get(field.name, "") }}"{% if field.required %} required{% endif %}>
+{% endif %}
+</p>
+{% endfor %}
+<p><button type="submit" id="{{ fid }}-submit">{{ spec.button }}{% if target %} {{ target }}{% endif %}</button></p>
+</form>
+</details>
 """
 
 PAGE = """\
