@@ -11,8 +11,9 @@ Every value goes through Jinja2 with autoescape on; the page runs only ``/live.j
 JavaScript.
 
 Times are the agent's: in their zone and language, in words (``mardi 9 décembre à 09:00 — dans
-2 jours``), an overdue one marked ``overdue`` in words and in red (:class:`AgentClock`; the queue's
-``agent_times`` module has the same API and replaces it once both are merged).
+2 jours``), an overdue one marked ``overdue`` in words and in red; the zone and language are chosen and
+an instant said as on every agent page (:mod:`ledger.service.agent_times`), the relative words say "now"
+within a minute (:class:`SectionClock`), so that a section rendered again changes only when the case did.
 
 Stable ids (the browser tests drive them): the section ``#case`` holds ``#reference``, ``#status``,
 ``#customer``; ``#brief`` (the handoff brief, first), ``#deadlines``, ``#items``, ``#promises``,
@@ -35,8 +36,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_time, format_timedelta
+from babel import Locale
+from babel.dates import format_timedelta
 from jinja2 import Environment
 from markupsafe import Markup, escape
 
@@ -44,14 +45,15 @@ from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.permissions import Operation, Role, allowed
 from caseledger.ledger.domain.personal import ERASED
+from caseledger.ledger.service.agent_times import AgentClock
 from caseledger.ledger.service.case_templates import CASE_FORMS, FORM, FORMS, PAGE, SECTION
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
     from caseledger.ledger.domain.case import Case
 
-__all__ = ["PAGE_HEADERS", "SHOWN", "AgentClock", "CustomerContext", "Viewer", "load_context", "render_case", "render_page",
-           "valid_zone", "viewer_for"]
+__all__ = ["PAGE_HEADERS", "SHOWN", "CustomerContext", "SectionClock", "Viewer", "load_context", "render_case",
+           "render_page", "valid_zone", "viewer_for"]
 
 SHOWN = 25  # the most recent contacts, items and deadlines the page lists (all of them: GET /v1/cases/REF)
 OTHER_CASES = 10  # the customer's most recent other cases on the timeline
@@ -65,11 +67,8 @@ PAGE_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-# What joins a date and a time in a few languages ("mardi 9 décembre à 09:00"); others take ", ".
-_AT = {"fr": " à ", "en": " at ", "de": " um ", "es": " a las ", "it": " alle ", "nl": " om ", "pt": " às "}
 _OVERDUE = {"fr": "en retard", "en": "overdue", "de": "überfällig", "es": "vencido", "it": "scaduto",
             "nl": "te laat", "pt": "atrasado"}
-_YEAR = re.compile(r"[\s,.]*\by+\b\.?")
 
 
 # -- who reads: role, language, zone --------------------------------------------------------------------------
@@ -104,34 +103,13 @@ def valid_zone(name: str | None) -> str | None:
     return name
 
 
-@lru_cache(maxsize=256)
-def _locale_of(accept_language: str) -> str | None:
-    """The first locale of an Accept-Language header that Babel knows, by quality."""
-    ranked: list[tuple[float, int, str]] = []
-    for n, part in enumerate(accept_language.split(",")[:20]):
-        tag, _, params = part.strip().partition(";")
-        quality = 1.0
-        if params.strip().startswith("q="):
-            try:
-                quality = float(params.strip()[2:])
-            except ValueError:
-                quality = 0.0
-        if tag and tag != "*" and quality > 0:
-            ranked.append((-quality, n, tag))
-    for _q, _n, tag in sorted(ranked):
-        try:
-            return str(Locale.parse(tag.replace("-", "_")))
-        except (ValueError, UnknownLocaleError, TypeError):
-            continue
-    return None
-
-
 def viewer_for(role: Role, *, accept_language: str | None, zone: str | None, default_locale: str,
                default_zone: str) -> Viewer:
-    """The viewer of a request: ``?zone=`` (an IANA name) and the browser's Accept-Language, else the service's
-    defaults (the response policy's locale and zone)."""
-    locale = _locale_of(accept_language[:500]) if accept_language else None
-    return Viewer(role=role, locale=locale or default_locale, zone=valid_zone(zone) or valid_zone(default_zone) or "UTC")
+    """The viewer of a request, chosen as every agent page chooses (:meth:`AgentClock.choose`): ``?zone=`` or the
+    zone cookie, the browser's Accept-Language, else the service's defaults (the response policy's locale and zone)."""
+    clock = AgentClock.choose(now=datetime.now(UTC), zone=zone, accept_language=(accept_language or "")[:500],
+                              default_zone=default_zone, default_locale=default_locale)
+    return Viewer(role=role, locale=str(clock.locale), zone=clock.zone.key)
 
 
 @lru_cache(maxsize=64)
@@ -141,18 +119,15 @@ def _locale(name: str) -> Locale:
 
 @lru_cache(maxsize=20_000)
 def _when(dt: datetime, locale_name: str, zone: str, this_year: int) -> str:
-    """An instant in words, kept: a section shows the same instants render after render."""
-    locale = _locale(locale_name)
-    shown = dt.astimezone(ZoneInfo(zone))
-    pattern = locale.date_formats["full"].pattern
-    if shown.year == this_year:
-        pattern = _YEAR.sub("", pattern).strip(" ,")
-    date = format_date(shown, pattern, locale=locale)
-    return date + _AT.get(locale.language, ", ") + format_time(shown, "short", locale=locale)
+    """An instant in words as every agent page says it (:meth:`AgentClock.when`), kept: a section shows the same
+    instants render after render."""
+    year = datetime(this_year, 7, 1, tzinfo=UTC)  # when() reads only the year of its ``now``
+    return AgentClock(zone=ZoneInfo(zone), locale=_locale(locale_name), now=year).when(dt)
 
 
-class AgentClock:
-    """Times as the viewer reads them: ``when``, ``relative``, ``is_overdue`` (the queue's API)."""
+class SectionClock:
+    """Times as the viewer reads them, for one render: ``when`` (:mod:`ledger.service.agent_times`, kept),
+    ``relative``, ``is_overdue``."""
 
     def __init__(self, viewer: Viewer, now: datetime) -> None:
         self.viewer = viewer
@@ -308,7 +283,7 @@ def render_case(case: Case, viewer: Viewer, context: CustomerContext | None = No
     now = now or datetime.now(UTC)
     context = context or CustomerContext(customer_id=case.customer_id)
     page = page or PageState()
-    clock = AgentClock(viewer, now)
+    clock = SectionClock(viewer, now)
     items = list(case.items.values())
     shown_items = [i for i in items if i.status == "open"][-SHOWN:] + [i for i in items if i.status != "open"][-SHOWN:]
     last = {ch: case.contacts[cid] for ch, cid in sorted(case.last_contact_by_channel.items())

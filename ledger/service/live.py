@@ -33,6 +33,7 @@ from caseledger.ledger.access.principals import Principal
 from caseledger.ledger.domain.permissions import Operation, Role
 from caseledger.ledger.errors import AuthenticationError, PermissionDenied
 from caseledger.ledger.service import case_actions
+from caseledger.ledger.service.agent_times import ZONE_COOKIE
 from caseledger.ledger.service.case_actions import PageAccess
 from caseledger.ledger.service.case_page import (
     PAGE_HEADERS,
@@ -195,6 +196,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
         request: Request, reference: str, authorization: Annotated[str | None, Header()] = None,
         session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
         zone: Annotated[str | None, Query(max_length=64)] = None,
+        zone_cookie: Annotated[str | None, Cookie(alias=ZONE_COOKIE, max_length=64)] = None,
         done: Annotated[str | None, Query(max_length=20)] = None,
         id: Annotated[str | None, Query(max_length=20)] = None,
     ) -> Response:
@@ -206,7 +208,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
         ledger = state.ledger()
         case = ledger.get_case(reference)
         context = load_context(ledger, case)
-        viewer = access.viewer(caller.role, request, zone)
+        viewer = access.viewer(caller.role, request, zone or zone_cookie)
         page = PageState(csrf=access.token(session) if authorization is None else "", flash=flash_text(done, id))
         return HTMLResponse(render_page(case, viewer, context, page), headers=_HEADERS)
 
@@ -216,6 +218,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
         session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
         zone: Annotated[str | None, Query(max_length=64)] = None,
+        zone_cookie: Annotated[str | None, Cookie(alias=ZONE_COOKIE, max_length=64)] = None,
         seen: Annotated[str | None, Query(max_length=20)] = None,
     ) -> Response:
         """Server-sent events: ``case`` with the page's case section each time the case changes, rendered in the
@@ -224,7 +227,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
         At most 10 streams per principal (the next gets 429); a stream ends once its principal is revoked."""
         caller = await asyncio.to_thread(principal, authorization, session)
         case = await asyncio.to_thread(lambda: state.ledger().get_case(reference))
-        view = access.viewer(caller.role, request, zone)
+        view = access.viewer(caller.role, request, zone or zone_cookie)
         shown = last_event_id if last_event_id is not None else seen
         known = int(shown) if shown and shown.isdigit() else -1
         try:
