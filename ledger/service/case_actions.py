@@ -68,7 +68,13 @@ from caseledger.ledger.service.case_templates import FORMS, FormSpec
 from caseledger.ledger.service.group_commit import Write
 from caseledger.ledger.service.idempotency import request_digest
 from caseledger.ledger.service.problems import problem_for
-from caseledger.ledger.service.sessions import CSRF_SUBJECT, Sessions, check_form_origin, form_token
+from caseledger.ledger.service.sessions import (
+    CSRF_SUBJECT,
+    SESSION_COOKIE,
+    Sessions,
+    check_form_origin,
+    form_token,
+)
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
@@ -212,7 +218,7 @@ def add_routes(app: FastAPI, state: Any, access: PageAccess) -> None:
 
     async def act(spec: FormSpec, request: Request, reference: str) -> Response:
         authorization = request.headers.get("authorization")
-        session = request.cookies.get("caseledger_session")
+        session = request.cookies.get(SESSION_COOKIE)
         back = f"/cases/{quote(reference, safe='-')}"
         if authorization is None and session is None:
             return message_page(401, "Sign in first", "no session: sign in at /login, then act from the case page",
