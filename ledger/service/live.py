@@ -69,9 +69,14 @@ _SCRIPT = """'use strict';
 })();
 """
 
-_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:70rem}h1{font-size:1.3rem}
-table{border-collapse:collapse;margin:.3rem 0 1rem}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left}
-.muted{color:#666}.open{color:#a40}.done{color:#070}#live-state{float:right;color:#070}"""
+_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:70rem;color:#1a1a1a;background:#fff}
+h1{font-size:1.3rem}table{border-collapse:collapse;margin:.3rem 0 1rem}
+td,th{border:1px solid #767676;padding:.2rem .5rem;text-align:left}
+.muted{color:#595959}.open{color:#8a3500}.done{color:#0a6b0a}#live-state{float:right;color:#0a6b0a}
+a{color:#0b57d0}a:visited{color:#6a1b9a}
+:focus-visible{outline:3px solid #0b57d0;outline-offset:2px}
+input,button,select,textarea{font:inherit;padding:.25rem .5rem}
+input,select,textarea{border:1px solid #595959}"""
 
 
 def _e(value: Any) -> str:
@@ -141,22 +146,23 @@ def _page(case: Case) -> str:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{ref} · caseledger</title><link rel=stylesheet href=/live.css></head><body>"
-        '<span id="live-state">connecting…</span>'
+        '<header><span id="live-state" role="status">connecting…</span></header>'
         f'<main id="case" data-events="/cases/{ref}/events" data-version="{case.version}">{render_case(case)}</main>'
         "<script src=/live.js></script></body></html>"
     )
 
 
 def _login_page(next_path: str, nonce: str, error: str = "") -> str:
-    message = f'<p class="open">{_e(error)}</p>' if error else ""
+    message = f'<p class="open" id="login-error" role="alert">{_e(error)}</p>' if error else ""
+    described = ' aria-describedby="login-error" aria-invalid="true"' if error else ""
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>caseledger · sign in</title>"
-        "<link rel=stylesheet href=/live.css></head><body><h1>Sign in</h1>" + message +
-        '<form method="post" action="/login"><label>Token <input name="token" type="password" '
-        'autocomplete="off" required></label>'
+        "<link rel=stylesheet href=/live.css></head><body><main><h1>Sign in</h1>" + message +
+        '<form method="post" action="/login"><label for="token">Token</label> <input id="token" name="token" '
+        f'type="password" autocomplete="off" required{described}>'
         f'<input type="hidden" name="next" value="{_e(next_path)}">'
-        f'<input type="hidden" name="csrf" value="{_e(nonce)}"><button type="submit">Open</button></form>'
-        "</body></html>"
+        f'<input type="hidden" name="csrf" value="{_e(nonce)}"> <button type="submit">Open</button></form>'
+        "</main></body></html>"
     )
 
 
