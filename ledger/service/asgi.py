@@ -3,7 +3,8 @@
 :func:`create_app` composes the read routes (:mod:`ledger.service.api`), the write routes
 (:mod:`ledger.service.write_routes`), the auditor's (:mod:`ledger.service.audit_routes`), the adapters'
 outbound feed (:mod:`ledger.service.outbound_routes`), the transparency log as tiles
-(:mod:`ledger.service.tlog_routes`) and the live case page (:mod:`ledger.service.live`); each of those
+(:mod:`ledger.service.tlog_routes`), the live case page (:mod:`ledger.service.live`) and the agent's queue
+(:mod:`ledger.service.queue_page`); each of those
 imports only what is below it.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
@@ -21,7 +22,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caseledger.ledger.errors import CaseLedgerError
-from caseledger.ledger.service import audit_routes, live, outbound_routes, tlog_routes, write_routes
+from caseledger.ledger.service import (
+    audit_routes,
+    live,
+    outbound_routes,
+    queue_page,
+    tlog_routes,
+    write_routes,
+)
 from caseledger.ledger.service.api import ServiceState, add_read_routes, problem_response
 from caseledger.ledger.service.gate import Gate
 from caseledger.ledger.service.ledger_pool import request_scope
@@ -35,6 +43,8 @@ log = logging.getLogger("caseledger.service")
 def create_app(state: ServiceState) -> FastAPI:
     """The ledger's HTTP API. Its OpenAPI schema is served at /openapi.json to authenticated principals only;
     there are no /docs or /redoc pages (Swagger UI and ReDoc load their code from a third-party CDN)."""
+    stopping: list[Callable[[], None]] = []
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         import anyio.to_thread
@@ -46,6 +56,8 @@ def create_app(state: ServiceState) -> FastAPI:
         gc.collect()
         gc.freeze()
         yield
+        for stop in stopping:
+            stop()
         state.close()
 
     app = FastAPI(
@@ -93,4 +105,5 @@ def create_app(state: ServiceState) -> FastAPI:
     outbound_routes.add_routes(app, state)
     tlog_routes.add_routes(app, state)
     live.add_routes(app, state)
+    stopping.append(queue_page.add_routes(app, state))
     return app

@@ -220,7 +220,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
         # Secure whenever the request came over HTTPS; over plain HTTP (loopback, tests) a browser would drop a
         # Secure cookie: anywhere but loopback, serve TLS (docs/api.md).
         answer.set_cookie(SESSION_COOKIE, session, max_age=lifetime, httponly=True, samesite="strict",
-                          secure=request.url.scheme == "https", path="/cases")
+                          secure=request.url.scheme == "https", path="/")
         answer.delete_cookie(LOGIN_COOKIE, path="/login")
         return answer
 
@@ -299,7 +299,8 @@ class _Stream(StreamingResponse):
 
 
 def _safe_next(path: str) -> str:
-    """Only a case page of this server (no open redirect), percent-encoded (nothing can reach the header raw)."""
-    if not path.startswith("/cases/") or "//" in path or "\\" in path:
+    """Only the queue (``/``, ``/?filters``) or a case page of this server (no open redirect), percent-encoded
+    (nothing can reach the header raw)."""
+    if not (path == "/" or path.startswith(("/?", "/cases/"))) or "//" in path or "\\" in path:
         return "/"
-    return quote(path, safe="/-_.~%")
+    return quote(path, safe="/-_.~%?=&+")

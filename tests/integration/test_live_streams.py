@@ -157,7 +157,7 @@ def session_dies_with_its_principal(service: Service) -> None:
     ref = open_case(service.url, agent)
     browser = sign_in(service.url, token, next_path=f"/cases/{ref}")
     (cookie,) = [c for c in browser.cookies.jar if c.name == "caseledger_session"]
-    assert cookie.value != token and token not in cookie.value and cookie.path == "/cases"
+    assert cookie.value != token and token not in cookie.value and cookie.path == "/"
     assert cookie.has_nonstandard_attr("HttpOnly") and cookie.get_nonstandard_attr("SameSite") == "strict"
     assert browser.get(f"/cases/{ref}").status_code == 200
     reader = Reader(service.url, ref, wanted=2, cookies={"caseledger_session": str(cookie.value)})

@@ -1,0 +1,364 @@
+"""The agent's queue at ``/``: the cases to look at, most urgent first, live, readable without JavaScript.
+
+``GET /`` (signed in at ``/login``, or with ``Authorization: Bearer``; the role must may ``case.read``)
+lists the cases of :mod:`projections.queue` in urgency order — overdue first, in red and said in words —
+with filters by channel, segment, status, who has the case, team and state (a GET form: links and the
+back button work, nothing needs a script), and how many cases each state holds. ``/queue/events`` (same
+query) pushes the queue section again whenever it changes (:mod:`ledger.service.queue_feed`); the page's
+own script (``/queue.js``) swaps it in. Times are the agent's (:mod:`ledger.service.agent_times`).
+
+Each row links to ``/cases/REF``. The customer is never named: a row shows the case's reference and
+subject, the subject only to roles that may read a customer's history (``history.read``), ``[erased]``
+after erasure. Everything shown is HTML-escaped; the page loads nothing but its own script and style.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import Cookie, FastAPI, Header, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+
+from caseledger.ledger.access.principals import Principal
+from caseledger.ledger.domain.case_parts import Status
+from caseledger.ledger.domain.permissions import Operation, allowed
+from caseledger.ledger.errors import AuthenticationError, PermissionDenied
+from caseledger.ledger.service.agent_times import ZONE_COOKIE, AgentClock
+from caseledger.ledger.service.feeds import StreamLimit
+from caseledger.ledger.service.problems import MEDIA_TYPE, problem
+from caseledger.ledger.service.queue_feed import QueueKeeper, Snapshot
+from caseledger.ledger.service.sessions import SESSION_COOKIE, Sessions
+from caseledger.projections.queue import (
+    ORDERS,
+    STATES,
+    WHO,
+    QueueFilter,
+    queue_choices,
+    queue_counts,
+    queue_rows,
+)
+
+__all__ = ["add_routes"]
+
+SHOWN = 50  # the most urgent cases a page lists; the counts say how many the filter holds
+HEARTBEAT_S = 15.0
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_STATE_NAMES = {"overdue": "overdue", "soon": "due within 24 h", "follow_ups": "follow-ups unanswered",
+                "proposals": "proposals waiting"}
+_LIST = "<select"  # the tag kept apart from its attributes, which would read as SQL to the layout test
+_ORDER_NAMES = {"urgency": "most urgent first", "recent": "latest contact first"}
+_WHO_NAMES = {"all": "anyone", "me": "me", "unassigned": "unassigned"}
+_DUE_NAMES = {"acknowledgement": "acknowledgement to deliver", "response": "answer to",
+              "promise": "promise due", "confirmation": "written confirmation to deliver"}
+
+_SCRIPT = """'use strict';
+(function () {
+  var root = document.getElementById('queue');
+  var state = document.getElementById('live-state');
+  if (!root || !window.EventSource) { return; }
+  var source = new EventSource(root.dataset.events, {withCredentials: true});
+  source.addEventListener('queue', function (e) {
+    var data = JSON.parse(e.data);
+    root.innerHTML = data.html;
+    root.dataset.position = data.position;
+    state.textContent = 'live';
+  });
+  source.onopen = function () { state.textContent = 'live'; };
+  source.onerror = function () { state.textContent = 'reconnecting…'; };
+})();
+"""
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:90rem;color:#1a1a1a}
+h1{font-size:1.4rem;display:inline-block;margin-right:1rem}#live-state{float:right;color:#075e00}
+form{margin:.5rem 0 1rem}label{margin-right:.8rem}select,input,button{font:inherit}
+table{border-collapse:collapse;width:100%}td,th{border:1px solid #bbb;padding:.3rem .5rem;text-align:left;vertical-align:top}
+#counts{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.4rem}#counts a{display:inline-block;padding:.2rem .6rem;border:1px solid #555;border-radius:1rem;color:#1a1a1a;text-decoration:none}
+#counts a[aria-current]{background:#1a1a1a;color:#fff}.late{color:#b00000;font-weight:bold}tr.overdue td:first-child{border-left:.4rem solid #b00000}
+.soon{color:#8a4b00}.muted{color:#555}.lag{background:#fff4ce;padding:.4rem;border:1px solid #8a4b00}
+a{color:#0645ad}a:focus,button:focus,select:focus,input:focus{outline:3px solid #0645ad;outline-offset:2px}"""
+
+
+@dataclass(frozen=True)
+class ViewKey:
+    """What a rendering of the queue depends on: shared by every page that asks the same."""
+
+    queue: QueueFilter
+    me: str  # the principal's name when the filter is "me", else "" (so that agents share the other views)
+    zone: str
+    locale: str
+    personal: bool  # whether subjects are shown (the role may read a customer's history)
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _query(queue: QueueFilter, zone: str | None = None, **changes: Any) -> str:
+    """The query string of a filter (with ``changes``), leaving out what is the default."""
+    fields = {"channel": queue.channel, "segment": queue.segment, "status": queue.status, "who": queue.who,
+              "team": queue.team, "state": queue.state, "order": queue.order, "zone": zone, **changes}
+    defaults = {"status": "active", "who": "all", "order": "urgency"}
+    return urlencode({k: v for k, v in fields.items() if v and defaults.get(k) != v})
+
+
+def render_queue(ledger: Any, views: Any, key: ViewKey, snapshot: Snapshot) -> str:
+    """The queue section of the page (what each server-sent event replaces)."""
+    now = ledger.clock()
+    clock = AgentClock.choose(now=now, zone=key.zone, default_locale=key.locale)
+    rows = queue_rows(views, queue=key.queue, me=key.me, now=now, limit=SHOWN)
+    counts = queue_counts(views, queue=key.queue, me=key.me, now=now)
+    subjects = ledger.reveal([r["subject"] for r in rows]) if key.personal else [None] * len(rows)
+    chips = [("", "all", counts["all"])] + [(s, _STATE_NAMES[s], counts[s]) for s in STATES]
+    parts = ['<nav aria-label="Cases per state"><ul id="counts">']
+    for state, name, n in chips:
+        current = ' aria-current="true"' if (key.queue.state or "") == state else ""
+        query = _query(key.queue, state=state or None)
+        href = "/?" + query if query else "/"
+        parts.append(f'<li><a href="{_e(href)}"{current} data-state="{_e(state or "all")}">{_e(name)} '
+                     f'<b>{n}</b></a></li>')
+    parts.append("</ul></nav>")
+    if snapshot.behind:
+        parts.append(f'<p class="lag" role="status">The queue is catching up with the ledger: {snapshot.behind} '
+                     "events still to read. What it shows may be late; it updates by itself.</p>")
+    if not rows:
+        parts.append('<p id="empty">No case in this queue.</p>')
+        return "\n".join(parts)
+    shown = f"the first {len(rows)}" if counts["all"] > len(rows) else str(len(rows))
+    parts.append(f'<table id="cases"><caption>{_e(shown)} of {counts["all"]} cases, {_ORDER_NAMES[key.queue.order]}'
+                 '</caption>'
+                 '<thead><tr><th scope="col">Case</th><th scope="col">Subject</th><th scope="col">Next deadline'
+                 '</th><th scope="col">Waiting</th><th scope="col">Channel</th><th scope="col">Segment</th>'
+                 '<th scope="col">Status</th><th scope="col">Assignee</th></tr></thead><tbody>')
+    for row, subject in zip(rows, subjects, strict=True):
+        parts.append(_row(row, subject, clock, key.personal))
+    parts.append("</tbody></table>")
+    return "\n".join(parts)
+
+
+def _row(row: dict[str, Any], subject: Any, clock: AgentClock, personal: bool) -> str:
+    due, overdue = "", False
+    if row["due_at"] is not None:
+        overdue = clock.is_overdue(row["due_at"])
+        what = f'{_DUE_NAMES.get(row["due_kind"], row["due_kind"])} {row["due_target"]}'
+        late = '<span class="late">Overdue:</span> ' if overdue else ""
+        due = (f'{late}{_e(what)}<br><time datetime="{_e(row["due_at"].isoformat())}">'
+               f'{_e(clock.both(row["due_at"]))}</time>')
+    waiting = []
+    if row["follow_ups"]:
+        waiting.append(f'{row["follow_ups"]} follow-up{"s" if row["follow_ups"] > 1 else ""} unanswered')
+    if row["proposals"]:
+        waiting.append(f'{row["proposals"]} proposal{"s" if row["proposals"] > 1 else ""} waiting since '
+                       f'{clock.relative(row["proposed_since"]) if row["proposed_since"] else "?"}')
+    if row["open_items"]:
+        waiting.append(f'{row["open_items"]} open item{"s" if row["open_items"] > 1 else ""}')
+    ref = _e(row["reference"])
+    shown = _e(subject) if personal else '<span class="muted">(not shown to this role)</span>'
+    who = _e(row["assignee"] or "unassigned") + (f' · team {_e(row["team"])}' if row["team"] else "")
+    return (f'<tr data-reference="{ref}"{" class=overdue" if overdue else ""}><td><a href="/cases/{ref}">{ref}</a>'
+            f'</td><td>{shown}</td><td>{due or "<span class=muted>nothing due</span>"}</td>'
+            f'<td>{_e(" · ".join(waiting))}</td><td>{_e(row["channel"] or "")}</td><td>{_e(row["segment"] or "")}'
+            f'</td><td>{_e(row["status"])}</td><td>{who}</td></tr>')
+
+
+def _select(name: str, label: str, chosen: str | None, options: list[tuple[str, str]]) -> str:
+    shown = "".join(f'<option value="{_e(v)}"{" selected" if (chosen or "") == v else ""}>{_e(t)}</option>'
+                    for v, t in options)
+    return f'<label>{_e(label)} {_LIST} name="{name}">{shown}</select></label>'
+
+
+def _page(key: ViewKey, section: str, principal: Principal, choices: dict[str, list[str]], clock: AgentClock,
+          zone_given: str | None) -> str:
+    q = key.queue
+    form = "".join([
+        '<form method="get" action="/" id="filters">',
+        _select("channel", "Channel", q.channel, [("", "all")] + [(c, c) for c in choices["channel"]]),
+        _select("segment", "Segment", q.segment, [("", "all")] + [(s, s) for s in choices["segment"]]),
+        _select("status", "Status", q.status, [("active", "active"), ("all", "all")] + [(s, s) for s in Status.ALL]),
+        _select("who", "Assigned to", q.who, [(w, _WHO_NAMES[w]) for w in WHO]),
+        _select("team", "Team", q.team, [("", "any")] + [(t, t) for t in choices["team"]]),
+        _select("state", "State", q.state, [("", "all")] + [(s, _STATE_NAMES[s]) for s in STATES]),
+        _select("order", "Order", q.order, [(o, _ORDER_NAMES[o]) for o in ORDERS]),
+        f'<label>Time zone <input name="zone" value="{_e(zone_given or clock.zone.key)}" size="18" '
+        'autocomplete="off"></label>',
+        '<button type="submit">Show</button></form>',
+    ])
+    events = "/queue/events" + ("?" + _query(q) if _query(q) else "")
+    return (
+        f'<!doctype html><html lang="{_e(clock.language)}"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<title>Queue · caseledger</title><link rel="stylesheet" href="/queue.css"></head><body>'
+        f'<header><h1>Queue</h1><span id="live-state" role="status">not live (reload to update)</span>'
+        f'<p class="muted">Signed in as {_e(principal.name)} ({_e(principal.role.value)}) · times in '
+        f'{_e(clock.zone.key)}</p></header>{form}'
+        f'<main id="queue" data-events="{_e(events)}">{section}</main>'
+        '<script src="/queue.js"></script></body></html>'
+    )
+
+
+def _refusal(status: int, title: str, detail: str) -> HTMLResponse:
+    body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)} · caseledger</title>'
+            f'<link rel="stylesheet" href="/queue.css"></head><body><h1>{_e(title)}</h1><p>{_e(detail)}</p>'
+            '<p><a href="/login?next=/">Sign in with another token</a></p></body></html>')
+    return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
+
+
+def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
+    """Add ``/``, ``/queue/events`` and the page's script and style; what to call when the service stops."""
+    keeper = QueueKeeper(state, render_queue)
+    now: Callable[[], datetime] = state.clock or (lambda: datetime.now(UTC))
+    defaults: dict[str, str] = {}
+
+    def default_zone_and_locale() -> tuple[str, str]:
+        if not defaults:  # the company's own, from the response policy's [texts]
+            policy = state.ledger().policy
+            defaults["zone"] = policy.texts.time_zone or policy.calendar.timezone
+            defaults["locale"] = policy.texts.locale
+        return defaults["zone"], defaults["locale"]
+
+    def principal(authorization: str | None, session: str | None) -> Principal:
+        if authorization is not None or session is None:
+            found = state.authenticator().authenticate(authorization)
+        else:
+            found = Sessions(state.ledger().principal_store).principal(session)
+        found.require(Operation.CASE_READ)
+        return found
+
+    def view_of(caller: Principal, queue: QueueFilter, zone: str | None, accept_language: str | None) -> ViewKey:
+        default_zone, default_locale = default_zone_and_locale()
+        clock = AgentClock.choose(now=now(), zone=zone, accept_language=accept_language,
+                                  default_zone=default_zone, default_locale=default_locale)
+        return ViewKey(queue, caller.name if queue.who == "me" else "", clock.zone.key, str(clock.locale),
+                       allowed(caller.role, Operation.HISTORY_READ))
+
+    @app.get("/queue.js", include_in_schema=False)
+    def queue_js() -> Response:
+        return Response(_SCRIPT, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/queue.css", include_in_schema=False)
+    def queue_css() -> Response:
+        return Response(_STYLE, media_type="text/css", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/", tags=["live"], response_class=HTMLResponse, openapi_extra={"x-operation": Operation.CASE_READ.value})
+    async def queue_page(
+        request: Request,
+        channel: Annotated[str | None, Query(max_length=100)] = None,
+        segment: Annotated[str | None, Query(max_length=100)] = None,
+        status: Annotated[str, Query(max_length=40)] = "active",
+        who: Annotated[str, Query(max_length=20)] = "all",
+        team: Annotated[str | None, Query(max_length=100)] = None,
+        state_: Annotated[str | None, Query(alias="state", max_length=20)] = None,
+        order: Annotated[str, Query(max_length=20)] = "urgency",
+        zone: Annotated[str | None, Query(max_length=64)] = None,
+        authorization: Annotated[str | None, Header()] = None,
+        accept_language: Annotated[str | None, Header(max_length=500)] = None,
+        session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+        zone_cookie: Annotated[str | None, Cookie(alias=ZONE_COOKIE, max_length=64)] = None,
+    ) -> Response:
+        """The agent's queue (HTML): the cases to look at, most urgent first; sign in at /login first."""
+        here = "/" + (f"?{request.url.query}" if request.url.query else "")
+        if authorization is None and session is None:
+            return RedirectResponse("/login?next=" + quote(here, safe=""), status_code=303, headers=PAGE_HEADERS)
+        try:
+            caller = await asyncio.to_thread(principal, authorization, session)
+        except AuthenticationError as error:
+            if authorization is None:  # a browser whose session ended: sign in again, then back here
+                return RedirectResponse("/login?next=" + quote(here, safe=""), status_code=303,
+                                        headers=PAGE_HEADERS)
+            return _refusal(401, "Not signed in", str(error))
+        except PermissionDenied as error:
+            return _refusal(403, "Not allowed for this role", str(error))
+        queue = QueueFilter(channel=channel, segment=segment, status=status, who=who, team=team, state=state_,
+                             order=order)
+        chosen_zone = zone or zone_cookie
+        key = await asyncio.to_thread(view_of, caller, queue, chosen_zone, accept_language)
+        section = await keeper.page(key)
+        choices = await keeper.read(queue_choices)
+        clock = AgentClock.choose(now=now(), zone=key.zone, default_locale=key.locale)
+        answer = HTMLResponse(_page(key, section, caller, choices, clock, chosen_zone), headers=PAGE_HEADERS)
+        if zone and zone == key.zone:  # a zone the agent chose and that exists: remembered for the next pages
+            answer.set_cookie(ZONE_COOKIE, zone, max_age=400 * 86400, httponly=True, samesite="strict",
+                              secure=request.url.scheme == "https", path="/")
+        return answer
+
+    @app.get("/queue/events", tags=["live"], openapi_extra={"x-operation": Operation.CASE_READ.value})
+    async def queue_events(
+        channel: Annotated[str | None, Query(max_length=100)] = None,
+        segment: Annotated[str | None, Query(max_length=100)] = None,
+        status: Annotated[str, Query(max_length=40)] = "active",
+        who: Annotated[str, Query(max_length=20)] = "all",
+        team: Annotated[str | None, Query(max_length=100)] = None,
+        state_: Annotated[str | None, Query(alias="state", max_length=20)] = None,
+        order: Annotated[str, Query(max_length=20)] = "urgency",
+        zone: Annotated[str | None, Query(max_length=64)] = None,
+        authorization: Annotated[str | None, Header()] = None,
+        accept_language: Annotated[str | None, Header(max_length=500)] = None,
+        session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+        zone_cookie: Annotated[str | None, Cookie(alias=ZONE_COOKIE, max_length=64)] = None,
+    ) -> Response:
+        """Server-sent events: ``queue`` with the page's queue section each time the queue changes.
+
+        At most 10 streams per principal (the next gets 429); a stream ends once its principal is revoked."""
+        caller = await asyncio.to_thread(principal, authorization, session)
+        queue = QueueFilter(channel=channel, segment=segment, status=status, who=who, team=team, state=state_,
+                             order=order)
+        key = await asyncio.to_thread(view_of, caller, queue, zone or zone_cookie, accept_language)
+        try:
+            view, wake = keeper.open(caller.name, key)
+        except StreamLimit as error:
+            body = problem(error.status, "too-many-streams", "Too many live pages", str(error), exit_code=4)
+            return JSONResponse(body, status_code=error.status, media_type=MEDIA_TYPE, headers={"Retry-After": "5"})
+
+        async def allowed_still() -> bool:
+            try:
+                await asyncio.to_thread(principal, authorization, session)
+            except (AuthenticationError, PermissionDenied):
+                return False
+            return True
+
+        async def stream() -> AsyncIterator[bytes]:
+            sent = b""
+            while True:
+                if view.frame and view.frame != sent:
+                    sent = view.frame
+                    yield sent
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=HEARTBEAT_S)
+                except TimeoutError:
+                    if not await allowed_still():
+                        return
+                    yield b": keep-alive\n\n"
+                    continue
+                wake.clear()
+                if not await allowed_still():
+                    return
+
+        return _Stream(stream(), lambda: keeper.close_stream(caller.name, view, wake))
+
+    return keeper.close
+
+
+class _Stream(StreamingResponse):
+    """The event stream; its slot (the principal's count, the view's waiter) is given back however it ends."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
