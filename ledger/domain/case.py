@@ -93,6 +93,8 @@ class Case(CaseState, Aggregate):
             case.last_contact_by_channel = {}
             case.escalations = []
             case.handoffs = 0
+            case.last_handoff = None
+            case.response_bodies = {}
             # When the ledger recorded each contact and issued each message, by handle (C1, ACK1, R1 …):
             # what a delivery or a read may not precede.
             case.recorded = {}

@@ -15,6 +15,7 @@ from typing import Any
 from caseledger.ledger.domain.case_parts import (
     CaseState,
     ContactState,
+    Handoff,
     ItemState,
     MessageState,
     PromiseState,
@@ -120,6 +121,7 @@ class ResponseSent(CaseEvent):
             item.status = "answered"
             item.answered_by = self.response_id
         case.messages[self.response_id] = MessageState(message_id=self.response_id, channel=self.channel)
+        case.response_bodies[self.response_id] = self.body  # the case page shows each item with its answer
         case.recorded[self.response_id] = self.timestamp
 
 
@@ -311,6 +313,9 @@ class HandedOff(CaseEvent):
         case.handoffs += 1
         case.assignee = self.to_assignee
         case.team = self.to_team
+        case.last_handoff = Handoff(handoff_id=self.handoff_id, from_assignee=self.from_assignee,
+                                    to_assignee=self.to_assignee, to_team=self.to_team, note=self.note,
+                                    at=self.timestamp, by=self.actor_id)
 
 
 class EscalatedToHuman(CaseEvent):

@@ -101,6 +101,19 @@ class ProposalState:
     decided_by: str | None = None
 
 
+@dataclass(frozen=True)
+class Handoff:
+    """The last handoff of a case: who passed it to whom, when, and the note they left (the brief's top)."""
+
+    handoff_id: str
+    from_assignee: str | None
+    to_assignee: str | None
+    to_team: str | None
+    note: str
+    at: datetime
+    by: str
+
+
 @dataclass
 class MessageState:
     """An outbound message (acknowledgement, response, confirmation, notice) or an inbound contact."""
@@ -143,6 +156,8 @@ class CaseState:
     last_contact_by_channel: dict[str, str]
     escalations: list[tuple[str, datetime, int]]
     handoffs: int
+    last_handoff: Handoff | None
+    response_bodies: dict[str, str]  # response id → what it said (opened; [erased] once the customer is erased)
     recorded: dict[str, datetime]
     chain_head: bytes | None
 

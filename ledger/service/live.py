@@ -1,35 +1,48 @@
 """The live case page: ``/cases/REF``, server-rendered, kept up to date by server-sent events.
 
-The page shows what an agent needs while the customer is on the line — items, promises, deadlines,
-the last contact on every channel, the handoff brief — and ``/cases/REF/events`` pushes the same
-section again whenever the case gets a new event (the server looks at the case's version every
-``POLL_S``), so an e-mail sent during a call appears within a second.
+The page (:mod:`ledger.service.case_page`) shows what an agent needs while the customer is on the
+line — the handoff brief first, deadlines in words, items with their answers, promises, proposals,
+the customer's timeline across cases and channels — and the forms to act
+(:mod:`ledger.service.case_actions`). ``/cases/REF/events`` pushes the same section again whenever
+the case gets a new event (the server looks at the case's version every ``POLL_S``), rendered for
+the stream's view (role, language, zone), so an e-mail sent during a call appears within a second.
+The pushed section has neither the forms' token nor their keys: ``/live.js`` fills them in (the
+page's token, a fresh key per form) and keeps what the agent was typing, the open forms and the focus.
 
 Same authentication as the API: ``Authorization: Bearer`` or, for a browser, the session cookie
 ``/login`` sets after checking a token (:mod:`ledger.service.sessions`: a random session id, never
-the token; only these GET pages read it, no write accepts it). The role must may ``case.read``.
+the token). The pages read it; the only writes it is accepted for are the case page's forms, which
+carry the session's CSRF token. The role must may ``case.read``.
 Everything shown is HTML-escaped; the page runs only its own script (Content-Security-Policy).
 A stream re-authenticates its caller at each change and each heartbeat and ends once the principal
-is revoked; streams are capped and share one render per change (:mod:`ledger.service.feeds`).
+is revoked; streams are capped and share one render per change and view (:mod:`ledger.service.feeds`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Cookie, FastAPI, Form, Header, Request
+from fastapi import Cookie, FastAPI, Form, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from caseledger.ledger.access.principals import Principal
-from caseledger.ledger.domain.case import Case
-from caseledger.ledger.domain.permissions import Operation
+from caseledger.ledger.domain.permissions import Operation, Role
 from caseledger.ledger.errors import AuthenticationError, PermissionDenied
-from caseledger.ledger.reports.describe import plain
+from caseledger.ledger.service import case_actions
+from caseledger.ledger.service.case_actions import PageAccess
+from caseledger.ledger.service.case_page import (
+    PAGE_HEADERS,
+    PageState,
+    Viewer,
+    flash_text,
+    load_context,
+    render_case,
+    render_page,
+)
 from caseledger.ledger.service.feeds import StreamLimit, Watcher
 from caseledger.ledger.service.problems import MEDIA_TYPE, problem
 from caseledger.ledger.service.sessions import (
@@ -43,24 +56,48 @@ from caseledger.ledger.service.sessions import (
 
 __all__ = ["add_routes", "render_case"]
 
-SHOWN = 25  # the most recent contacts, items and deadlines the page lists (all of them: GET /v1/cases/REF)
 HEARTBEAT_S = 15.0
-_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+_HEADERS = PAGE_HEADERS
 
 _SCRIPT = """'use strict';
 (function () {
   var root = document.getElementById('case');
   var state = document.getElementById('live-state');
+  var csrf = document.body.dataset.csrf || '';
+  function key() {  // a fresh idempotency key per form (RFC 4122 version 4), also outside secure contexts
+    var b = new Uint8Array(16);
+    crypto.getRandomValues(b);
+    b[6] = (b[6] & 15) | 64; b[8] = (b[8] & 63) | 128;
+    var h = Array.prototype.map.call(b, function (x) { return (x + 256).toString(16).slice(1); }).join('');
+    return h.slice(0, 8) + '-' + h.slice(8, 12) + '-' + h.slice(12, 16) + '-' + h.slice(16, 20) + '-' + h.slice(20);
+  }
+  function keep() {  // what the agent typed, the open forms and the focus survive a new section
+    var kept = {values: {}, open: [], focus: document.activeElement ? document.activeElement.id : ''};
+    root.querySelectorAll('input, textarea, select').forEach(function (el) {
+      if (el.id && el.type !== 'hidden' && el.value !== el.defaultValue) { kept.values[el.id] = el.value; }
+    });
+    root.querySelectorAll('details[open]').forEach(function (d) { if (d.id) { kept.open.push(d.id); } });
+    return kept;
+  }
+  function restore(kept) {
+    root.querySelectorAll('form').forEach(function (form) {
+      if (form.elements.csrf) { form.elements.csrf.value = csrf; }
+      if (form.elements.key) { form.elements.key.value = key(); }
+    });
+    Object.keys(kept.values).forEach(function (id) {
+      var el = document.getElementById(id);
+      if (el) { el.value = kept.values[id]; }
+    });
+    kept.open.forEach(function (id) { var d = document.getElementById(id); if (d) { d.open = true; } });
+    var focused = kept.focus && document.getElementById(kept.focus);
+    if (focused && root.contains(focused)) { focused.focus(); }
+  }
   var source = new EventSource(root.dataset.events, {withCredentials: true});
   source.addEventListener('case', function (e) {
     var data = JSON.parse(e.data);
+    var kept = keep();
     root.innerHTML = data.html;
+    restore(kept);
     root.dataset.version = data.version;
     state.textContent = 'live · version ' + data.version;
   });
@@ -69,87 +106,18 @@ _SCRIPT = """'use strict';
 })();
 """
 
-_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:70rem;color:#1a1a1a;background:#fff}
-h1{font-size:1.3rem}table{border-collapse:collapse;margin:.3rem 0 1rem}
-td,th{border:1px solid #767676;padding:.2rem .5rem;text-align:left}
-.muted{color:#595959}.open{color:#8a3500}.done{color:#0a6b0a}#live-state{float:right;color:#0a6b0a}
-a{color:#0b57d0}a:visited{color:#6a1b9a}
-:focus-visible{outline:3px solid #0b57d0;outline-offset:2px}
-input,button,select,textarea{font:inherit;padding:.25rem .5rem}
-input,select,textarea{border:1px solid #595959}"""
+_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:70rem;color:#1a1a1a}h1{font-size:1.3rem}
+table{border-collapse:collapse;margin:.3rem 0 1rem}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left;
+vertical-align:top}caption{text-align:left;font-weight:600}.muted{color:#555}.open{color:#8a3300}.done{color:#05670a}
+.overdue{color:#b00020}.error,#form-error{color:#b00020;font-weight:600}#flash{background:#e6f4ea;padding:.4rem}
+#brief{border-left:4px solid #1a4d8f;padding:.2rem .8rem;background:#f3f6fb}#live-state{float:right;color:#05670a}
+details.act{margin:.2rem 0}summary{cursor:pointer;color:#1a4d8f}textarea{width:100%;max-width:40rem}
+:focus-visible{outline:3px solid #1a4d8f;outline-offset:2px}.other-case{color:#333}
+input,button,select,textarea{font:inherit;padding:.25rem .5rem}input,select,textarea{border:1px solid #595959}"""
 
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
-
-
-def _table(headers: list[str], rows: list[list[Any]], *, id_: str) -> str:
-    if not rows:
-        return f'<p class="muted" id="{id_}">none</p>'
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table id="{id_}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def _t(value: Any) -> str:
-    return value.isoformat() if hasattr(value, "isoformat") else ("" if value is None else str(value))
-
-
-def render_case(case: Case) -> str:
-    """The case section of the page (what each server-sent event replaces).
-
-    Read straight from the aggregate and cut to the latest entries, so that a case with hundreds of
-    contacts renders in constant time (``GET /v1/cases/REF`` has all of them).
-    """
-    contacts = list(case.contacts.values())  # in the order they were received
-    last: dict[str, Any] = {}
-    for c in contacts:
-        last[c.channel] = c
-    items = list(case.items.values())
-    shown_items = [i for i in items if i.status == "open"][-SHOWN:] + [i for i in items if i.status != "open"][-SHOWN:]
-    recent = contacts[-SHOWN:]
-    messages = list(case.messages.values())[-SHOWN:]
-    promises = list(case.promises.values())
-    brief = plain(case.brief())
-    parts = [
-        f'<h1><span id="reference">{_e(case.reference)}</span> — {_e(case.subject)}</h1>',
-        f'<p>status <b id="status">{_e(case.status)}</b> · customer {_e(case.customer_id)} · '
-        f'assignee {_e(case.assignee or "-")} · team {_e(case.team or "-")} · follow-ups {_e(case.follow_ups)}</p>',
-        "<h2>Items</h2>",
-        _table(["item", "question", "status"], [[i.item_id, i.text, i.status] for i in shown_items], id_="items"),
-        "<h2>Promises</h2>",
-        _table(["promise", "terms", "due", "status"], [[p.promise_id, p.terms, _t(p.due_at), p.status]
-                                                        for p in promises[-SHOWN:]], id_="promises"),
-        "<h2>Deadlines</h2>",
-        _table(["for", "deadline", "due"],
-               [[c.contact_id, "respond by", _t(c.respond_by)] for c in recent if c.respond_by]
-               + [[m.message_id, "deliver by", _t(m.due_at)] for m in messages if m.due_at and not m.delivered_at]
-               + [[p.promise_id, "promise due", _t(p.due_at)] for p in promises if p.status == "open"],
-               id_="deadlines"),
-        _table(["missed", "target"], [[k, t] for k, t in sorted(case.missed)], id_="missed"),
-        "<h2>Last contact per channel</h2>",
-        _table(["channel", "contact", "received", "subject"],
-               [[ch, c.contact_id, _t(c.received_at), c.subject] for ch, c in sorted(last.items())],
-               id_="last-contacts"),
-        "<h2>Contacts</h2>",
-        _table(["contact", "channel", "message id", "items"],
-               [[c.contact_id, c.channel, c.channel_message_id, "; ".join(c.item_ids)] for c in recent],
-               id_="contacts"),
-        "<h2>Handoff brief</h2>",
-        f'<pre id="brief">{_e(json.dumps(brief, indent=2, ensure_ascii=False))}</pre>',
-    ]
-    return "\n".join(parts)
-
-
-def _page(case: Case) -> str:
-    ref = _e(case.reference)
-    return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{ref} · caseledger</title><link rel=stylesheet href=/live.css></head><body>"
-        '<header><span id="live-state" role="status">connecting…</span></header>'
-        f'<main id="case" data-events="/cases/{ref}/events" data-version="{case.version}">{render_case(case)}</main>'
-        "<script src=/live.js></script></body></html>"
-    )
 
 
 def _login_page(next_path: str, nonce: str, error: str = "") -> str:
@@ -167,18 +135,15 @@ def _login_page(next_path: str, nonce: str, error: str = "") -> str:
 
 
 def add_routes(app: FastAPI, state: Any) -> None:
-    watcher = Watcher(state, lambda case: render_case(case))
+    access = PageAccess(state)
+    watcher = Watcher(state, lambda case, view, context: render_case(case, view or _default_view(access), context),
+                      context=load_context)
 
     def sessions() -> Sessions:
         return Sessions(state.ledger().principal_store)
 
     def principal(authorization: str | None, session: str | None) -> Principal:
-        if authorization is not None or session is None:
-            found = state.authenticator().authenticate(authorization)
-        else:
-            found = sessions().principal(session)
-        found.require(Operation.CASE_READ)
-        return found
+        return access.principal(authorization, session, Operation.CASE_READ)
 
     def login_form_answer(next_path: str, *, error: str = "", status: int = 200) -> Response:
         nonce = new_login_nonce()
@@ -224,34 +189,48 @@ def add_routes(app: FastAPI, state: Any) -> None:
         answer.delete_cookie(LOGIN_COOKIE, path="/login")
         return answer
 
+    case_actions.add_routes(app, state, access)
+
     @app.get("/cases/{reference}", tags=["live"], response_class=HTMLResponse,
              openapi_extra={"x-operation": Operation.CASE_READ.value})
     def case_page(
-        reference: str, authorization: Annotated[str | None, Header()] = None,
+        request: Request, reference: str, authorization: Annotated[str | None, Header()] = None,
         session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+        zone: Annotated[str | None, Query(max_length=64)] = None,
+        done: Annotated[str | None, Query(max_length=20)] = None,
+        id: Annotated[str | None, Query(max_length=20)] = None,
     ) -> Response:
         """The live case page (HTML); sign in at /login when a browser has no token yet."""
         if authorization is None and session is None:
             return RedirectResponse("/login?next=" + quote(f"/cases/{reference}", safe="/"), status_code=303,
                                     headers=_HEADERS)
-        principal(authorization, session)
-        case = state.ledger().get_case(reference)
-        return HTMLResponse(_page(case), headers=_HEADERS)
+        caller = principal(authorization, session)
+        ledger = state.ledger()
+        case = ledger.get_case(reference)
+        context = load_context(ledger, case)
+        viewer = access.viewer(caller.role, request, zone)
+        page = PageState(csrf=access.token(session) if authorization is None else "", flash=flash_text(done, id))
+        return HTMLResponse(render_page(case, viewer, context, page), headers=_HEADERS)
 
     @app.get("/cases/{reference}/events", tags=["live"], openapi_extra={"x-operation": Operation.CASE_READ.value})
     async def case_events(
-        reference: str, authorization: Annotated[str | None, Header()] = None,
+        request: Request, reference: str, authorization: Annotated[str | None, Header()] = None,
         session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+        zone: Annotated[str | None, Query(max_length=64)] = None,
+        seen: Annotated[str | None, Query(max_length=20)] = None,
     ) -> Response:
-        """Server-sent events: ``case`` with the page's case section each time the case changes.
+        """Server-sent events: ``case`` with the page's case section each time the case changes, rendered in the
+        caller's language (Accept-Language) and ``zone``; ``seen`` (or Last-Event-ID): the version the page shows.
 
         At most 10 streams per principal (the next gets 429); a stream ends once its principal is revoked."""
         caller = await asyncio.to_thread(principal, authorization, session)
         case = await asyncio.to_thread(lambda: state.ledger().get_case(reference))
-        known = int(last_event_id) if last_event_id and last_event_id.isdigit() else -1
+        view = access.viewer(caller.role, request, zone)
+        shown = last_event_id if last_event_id is not None else seen
+        known = int(shown) if shown and shown.isdigit() else -1
         try:
-            feed, wake = watcher.open(caller.name, case)
+            feed, wake = watcher.open(caller.name, case, view)
         except StreamLimit as error:
             body = problem(error.status, "too-many-streams", "Too many live pages", str(error), exit_code=4)
             return JSONResponse(body, status_code=error.status, media_type=MEDIA_TYPE, headers={"Retry-After": "5"})
@@ -268,7 +247,8 @@ def add_routes(app: FastAPI, state: Any) -> None:
             while True:
                 if feed.version >= 0 and feed.version != sent:
                     sent = feed.version
-                    yield feed.frame
+                    frame = feed.frames.get(view)
+                    yield frame if frame is not None else await asyncio.to_thread(watcher.render_view, feed, view)
                 try:
                     await asyncio.wait_for(wake.wait(), timeout=HEARTBEAT_S)
                 except TimeoutError:
@@ -280,7 +260,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
                 if not await allowed():
                     return
 
-        return _Stream(stream(), lambda: watcher.close(caller.name, feed, wake))
+        return _Stream(stream(), lambda: watcher.close(caller.name, feed, wake, view))
 
 
 class _Stream(StreamingResponse):
@@ -296,6 +276,12 @@ class _Stream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._release()
+
+
+def _default_view(access: PageAccess) -> Viewer:
+    """What a feed with no stream renders (a read-only role, the service's language and zone)."""
+    locale, zone = access.defaults()
+    return Viewer(role=Role.AUDITOR, locale=locale, zone=zone)
 
 
 def _safe_next(path: str) -> str:

@@ -9,10 +9,19 @@ Login is protected against cross-site request forgery (a site signing a victim i
 ``GET /login`` sets a pre-session cookie (random, HttpOnly, SameSite=Strict, path ``/login``) and puts
 the same value in the form; ``POST /login`` needs both to match, and refuses a request whose
 ``Origin`` is another site's or whose ``Sec-Fetch-Site`` says cross-site.
+
+The case page's forms (:mod:`ledger.service.case_actions`) are the only writes a session may make,
+and they are protected the same three ways: the cookie is SameSite=Strict (a browser does not send
+it with a request another site starts); each form carries :func:`form_token`, an HMAC of the session
+id under a secret of the ledger's key store that no page of another origin can read or compute (the
+id is HttpOnly, the secret never leaves the server); and :func:`check_form_origin` refuses a
+cross-site ``Origin`` or ``Sec-Fetch-Site``. A bearer token is never sent by a browser on its own, so a
+form posted with ``Authorization`` needs no token.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -20,16 +29,19 @@ from datetime import UTC, datetime, timedelta
 
 from caseledger.ledger.access.principals import Principal
 from caseledger.ledger.domain.permissions import Authentication, Role
-from caseledger.ledger.errors import AuthenticationError
+from caseledger.ledger.errors import AuthenticationError, PermissionDenied
 from caseledger.ledger.store_ports import PrincipalStore
 
-__all__ = ["LOGIN_COOKIE", "SESSION_COOKIE", "SESSION_TTL", "Sessions", "check_login_origin", "new_login_nonce"]
+__all__ = ["CSRF_SUBJECT", "LOGIN_COOKIE", "SESSION_COOKIE", "SESSION_TTL", "Sessions", "check_form_origin",
+           "check_login_origin", "form_token", "new_login_nonce"]
 
 SESSION_COOKIE = "caseledger_session"
 LOGIN_COOKIE = "caseledger_login"
 SESSION_TTL = timedelta(hours=8)
 LOGIN_TTL_S = 600  # the sign-in form is good for 10 minutes
 _PREFIX = "cls_"
+CSRF_SUBJECT = "ledger:page-forms"
+"""The key store's subject of the secret the forms' tokens are keyed by (:meth:`DataKeys.ledger_secret`)."""
 
 
 def _digest(session_id: str) -> bytes:
@@ -83,14 +95,34 @@ def new_login_nonce() -> str:
     return secrets.token_urlsafe(32)
 
 
+def _same_site(origin: str | None, fetch_site: str | None, own_origin: str) -> bool:
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return False
+    # "null": what a browser sends from a page with Referrer-Policy: no-referrer, as the pages here have;
+    # a cross-site form still fails the Sec-Fetch-Site check and lacks the SameSite=Strict cookie.
+    return origin is None or origin == "null" or origin.rstrip("/") == own_origin
+
+
 def check_login_origin(*, nonce_cookie: str | None, nonce_form: str | None, origin: str | None,
                        fetch_site: str | None, own_origin: str) -> None:
     """Refuse a sign-in that does not come from this server's own form (login CSRF)."""
-    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
-        raise AuthenticationError("sign-in refused: it came from another site; open /login on this server")
-    # "null": what a browser sends from a page with Referrer-Policy: no-referrer, as the sign-in page has;
-    # a cross-site form still fails the Sec-Fetch-Site check and lacks the SameSite=Strict pre-session cookie.
-    if origin is not None and origin != "null" and origin.rstrip("/") != own_origin:
+    if not _same_site(origin, fetch_site, own_origin):
         raise AuthenticationError("sign-in refused: it came from another site; open /login on this server")
     if not nonce_cookie or not nonce_form or not hmac.compare_digest(nonce_cookie.encode(), nonce_form.encode()):
         raise AuthenticationError("sign-in refused: the form has expired or was not this server's; reload /login")
+
+
+def form_token(session_id: str, secret: bytes) -> str:
+    """The token a session's forms carry: HMAC-SHA256 of the session id under the ledger's forms secret."""
+    mac = hmac.new(secret, b"caseledger-form\0" + session_id.encode("utf-8", "replace"), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+
+def check_form_origin(*, session_id: str, token: str | None, secret: bytes, origin: str | None,
+                      fetch_site: str | None, own_origin: str) -> None:
+    """Refuse a form posted with a session that this server's page did not send (CSRF); PermissionDenied."""
+    if not _same_site(origin, fetch_site, own_origin):
+        raise PermissionDenied("refused: the form was sent from another site; act from the case page on this server")
+    expected = form_token(session_id, secret)
+    if not token or not hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace")):
+        raise PermissionDenied("refused: the form is not this session's (reload the case page and send it again)")

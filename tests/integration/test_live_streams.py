@@ -212,9 +212,9 @@ def test_a_case_change_is_rendered_once_for_all_its_streams(tmp_path: Path, monk
     renders: list[int] = []
     real = live.render_case
 
-    def counting(case: Any) -> str:
+    def counting(case: Any, *view_and_context: Any) -> str:
         renders.append(case.version)
-        return real(case)
+        return real(case, *view_and_context)
 
     monkeypatch.setattr(live, "render_case", counting)
     with serve_in_thread(ServiceState(settings)) as url:

@@ -182,7 +182,7 @@ def test_the_live_page_shows_a_case_again_from_the_store_once_its_customer_is_er
     _worker, agent, service = three
     who = "email:live@example.com"
     out = agent.record_contact(draft("l-1", who, "zqlive"))
-    watcher = Watcher(_Lender(service), render=lambda case: f"{case.subject} / {case.contacts['C1'].subject}")
+    watcher = Watcher(_Lender(service), render=lambda case, _view, _context: f"{case.subject} / {case.contacts['C1'].subject}")
     feed = watcher.feeds[out.case_id] = Feed(service.get_case(out.reference))
     watcher._changed()
     assert watcher._update(feed, False) and "zqlive" in feed.html
