@@ -111,7 +111,7 @@ table{border-collapse:collapse;margin:.3rem 0 1rem}td,th{border:1px solid #ccc;p
 vertical-align:top}caption{text-align:left;font-weight:600}.muted{color:#555}.open{color:#8a3300}.done{color:#05670a}
 .overdue{color:#b00020}.error,#form-error{color:#b00020;font-weight:600}#flash{background:#e6f4ea;padding:.4rem}
 #brief{border-left:4px solid #1a4d8f;padding:.2rem .8rem;background:#f3f6fb}#live-state{float:right;color:#05670a}
-details.act{margin:.2rem 0}summary{cursor:pointer;color:#1a4d8f}textarea{width:100%;max-width:40rem}
+details.act{margin:.2rem 0}summary{cursor:pointer;color:#1a4d8f;padding:.2rem 0;min-height:24px}textarea{width:100%;max-width:40rem}
 :focus-visible{outline:3px solid #1a4d8f;outline-offset:2px}.other-case{color:#333}
 input,button,select,textarea{font:inherit;padding:.25rem .5rem}input,select,textarea{border:1px solid #595959}"""
 

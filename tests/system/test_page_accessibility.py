@@ -78,7 +78,7 @@ def test_the_case_page_meets_wcag_2_2_aa(service: Service, chromium: Any, case_r
 def visible_focusables(page: Any) -> list[str]:
     """The page's focusable, visible elements, in document order (as ids or tag names)."""
     return list(page.evaluate(
-        "(sel) => Array.from(document.querySelectorAll(sel)).filter(e => e.offsetParent !== null)"
+        "(sel) => Array.from(document.querySelectorAll(sel)).filter(e => e.checkVisibility())"
         ".map(e => e.id || e.getAttribute('name') || e.tagName.toLowerCase())", FOCUSABLE))
 
 
@@ -90,6 +90,13 @@ def assert_tab_order(page: Any) -> list[dict[str, Any]]:
     unringed = [s for s in stops if not focus_ring(s)]
     assert not unringed, f"no visible focus indicator on {unringed}"
     return stops
+
+
+def test_the_queue_meets_wcag_2_2_aa(service: Service, chromium: Any, case_ref: str) -> None:
+    page = signed_in(chromium, service, "/")
+    page.wait_for_selector(f'tr[data-reference="{case_ref}"]')
+    assert_accessible(page)
+    assert_tab_order(page)
 
 
 def test_the_keyboard_alone_signs_in_and_reaches_every_control_in_order(
@@ -138,6 +145,9 @@ def test_the_pages_load_nothing_from_elsewhere_under_a_strict_csp(
         agent.post(f"/v1/cases/{case_ref}/responses", json={"body": "Soon.", "answers": ["Q2"]},
                    headers={"Idempotency-Key": str(uuid.uuid4())}).raise_for_status()
     page.locator("#items", has_text="answered").first.wait_for()
+    queue = page.goto(f"{service.url}/")
+    assert_strict_csp(queue.headers.get("content-security-policy"))
+    page.locator("#live-state", has_text="live").wait_for(timeout=15_000)
     assert watch.requests, "the page made no request at all: nothing was watched"
     assert watch.foreign(service.url) == []
     assert watch.violations(page) == []
@@ -153,6 +163,10 @@ def test_reading_works_without_javascript(service: Service, chromium: Any, case_
     assert "When can I use it again?" in page.text_content("#items")
     assert "call back" in page.text_content("#promises")
     assert "Will I be charged?" in page.text_content("#brief")
+    page.goto(f"{service.url}/")  # the queue, and a link from it to the case
+    page.click(f'tr[data-reference="{case_ref}"] a')
+    page.wait_for_selector("#reference")
+    assert page.text_content("#reference") == case_ref
     # (axe-core cannot run where script is off; the same markup is checked with script on above)
 
 
