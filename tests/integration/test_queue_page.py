@@ -159,6 +159,23 @@ def test_no_customer_data_for_a_role_that_may_not_read_it_nor_after_erasure(serv
     agent = service.client(Role.AGENT)
     page = agent.get("/").text
     assert "Private matter of Erin" in page and "@example.com" not in page and "cus-" not in page
+    frames: list[str] = []
+    watching = threading.Event()
+
+    def watch() -> None:  # a queue left open across the erasure: it must not go on showing the subject
+        with httpx.Client(timeout=httpx.Timeout(30, read=30)) as client, client.stream(
+                "GET", f"{service.url}/queue/events", params={"order": "recent"},
+                headers={"Authorization": f"Bearer {service.tokens[Role.AGENT]}"}) as answer:
+            for line in answer.iter_lines():
+                if line.startswith("data: "):
+                    frames.append(json.loads(line[6:])["html"])
+                    watching.set()
+                    if "[erased]" in frames[-1]:
+                        return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert watching.wait(20) and "Private matter of Erin" in frames[0]
     supervisor = service.client(Role.SUPERVISOR)
     customer = supervisor.post("/v1/customers/resolve", json={"identity": sender}).json()["customer_id"]
     erased = supervisor.post(f"/v1/customers/{customer}/erase", json={"reason": "art. 17 request, ticket 4711"},
@@ -167,6 +184,8 @@ def test_no_customer_data_for_a_role_that_may_not_read_it_nor_after_erasure(serv
     after = agent.get("/").text
     row = re.search(rf'<tr data-reference="{ref}".*?</tr>', after)
     assert row and "[erased]" in row.group(0) and "Private matter" not in after
+    watcher.join(20)
+    assert "[erased]" in frames[-1] and "Private matter" not in frames[-1]
     assert "Private matter" not in service.log() and sender.split(":")[1] not in service.log()
     agent.close()
     supervisor.close()
