@@ -126,21 +126,25 @@ def bench_live_command(
     kafka: KafkaOpt = None,
     rate: Annotated[float, typer.Option("--rate", min=1, help="Contacts published per second.")] = 100,
     seconds: Annotated[float, typer.Option("--seconds", "-s", min=1, help="How long.")] = 30,
-    cases: Annotated[int, typer.Option("--cases", min=1, help="Case pages open at once.")] = 20,
+    cases: Annotated[int, typer.Option("--cases", min=1, help="Case pages open at once.")] = 50,
+    queues: Annotated[int, typer.Option("--queues", min=0, help="Queues open at once (one per agent).")] = 10,
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
-    """Live case page latency: intake topic → ledger → the case's event stream, p50/p99 (target p99 < 1 s).
+    """Live pages' latency: intake topic → ledger → the case page and every queue, p50/p99 (target p99 < 1 s).
 
-    Example: caseledger bench live --kafka localhost:29092 --rate 100 --seconds 30
+    Example: caseledger bench live --kafka localhost:29092 --rate 100 --seconds 30 --cases 50
     """
-    from caseledger.cli.bench.service_bench import bench_live
+    from caseledger.cli.bench.live_bench import bench_live
 
     if not kafka:
         raise ConfigurationError("bench live needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
     console = plain_console()
     with stage_progress(console) as progress:
-        result = bench_live(kafka_bootstrap=kafka, rate=rate, seconds=seconds, cases=cases, progress=progress)
+        result = bench_live(kafka_bootstrap=kafka, rate=rate, seconds=seconds, cases=cases, queues=queues,
+                            progress=progress)
     print_result(console, "live", result.rows(), result, output)
+    if result.failures:
+        raise typer.Exit(1)
 
 
 @bench_app.command("verify")

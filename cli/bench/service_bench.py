@@ -1,6 +1,6 @@
-"""Benchmarks of the ledger service: HTTP load (``bench api``) and live-page latency (``bench live``).
+"""Benchmarks of the ledger service: HTTP load (``bench api``); live pages' latency is ``live_bench.py``.
 
-Both start ``caseledger serve`` as a process of its own on a free loopback port (the clients must
+Each starts ``caseledger serve`` as a process of its own on a free loopback port (the clients must
 not share its interpreter), on a temporary SQLite ledger unless a database is given.
 
 - ``api``: per backend (SQLite, PostgreSQL) and worker count, first the bare-framework ceiling (a
@@ -10,18 +10,13 @@ not share its interpreter), on a temporary SQLite ledger unless a database is gi
   (:mod:`~caseledger.cli.bench.http_load`); the rates are shown as shares of the ceiling. Every
   write carries an Idempotency-Key and is retried with it on a conflict; afterwards the writes that
   got 2xx are compared with the events in the store: no write lost, none doubled; and no 5xx.
-- ``live``: contacts published on the intake topic at a fixed rate, as follow-ups of cases whose
-  live event streams are open; the time from publishing a contact to the moment its case's stream
-  shows it (the page's update), p50 / p99.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -37,7 +32,7 @@ from typing import Any
 from caseledger.cli.bench import environment
 from caseledger.ledger.errors import CaseLedgerError
 
-__all__ = ["ApiLoadResult", "LiveResult", "ScenarioResult", "bench_api", "bench_live"]
+__all__ = ["ApiLoadResult", "ScenarioResult", "bench_api"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -385,175 +380,6 @@ def _recorded(database: str, run: str) -> tuple[int, int]:
     finally:
         ledger.close()
     return contacts, promises
-
-
-# -- bench live ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LiveResult:
-    rate: float
-    seconds: float
-    cases: int
-    published: int = 0
-    seen: int = 0
-    achieved_rate: float = 0.0
-    p50_ms: float = 0.0
-    p90_ms: float = 0.0
-    p99_ms: float = 0.0
-    max_ms: float = 0.0
-    stored_p50_ms: float = 0.0
-    stored_p99_ms: float = 0.0
-
-    def rows(self) -> list[tuple[str, str]]:
-        return [
-            ("rate × seconds", f"{self.rate:.0f}/s × {self.seconds:.0f} s over {self.cases} open case pages"),
-            ("published / seen on a page", f"{self.published:,} / {self.seen:,} ({self.achieved_rate:.0f}/s sent)"),
-            ("intake topic → page p50 / p90 / p99", f"{self.p50_ms:.0f} / {self.p90_ms:.0f} / {self.p99_ms:.0f} ms"),
-            ("max", f"{self.max_ms:.0f} ms"),
-            ("of which intake topic → store p50 / p99", f"{self.stored_p50_ms:.0f} / {self.stored_p99_ms:.0f} ms"),
-            ("target", "p99 < 1000 ms at 100 contacts/s"),
-        ]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def bench_live(*, kafka_bootstrap: str, rate: float = 100.0, seconds: float = 30.0, cases: int = 20,
-               database: str | None = None, progress: Progress | None = None) -> LiveResult:
-    """Publish follow-up contacts at ``rate``/s for ``seconds``; time each until its case's live stream shows it."""
-    from caseledger.ledger.kafka.topics import ensure_topics
-    from caseledger.ledger.settings import KafkaSettings
-
-    suffix = uuid.uuid4().hex[:8]
-    topics = {"CASELEDGER_INTAKE_TOPIC": f"bench-live-intake-{suffix}", "CASELEDGER_EVENTS_TOPIC":
-              f"bench-live-events-{suffix}"}
-    kafka = KafkaSettings.resolve(settings=environment().kafka, bootstrap_servers=kafka_bootstrap, intake_topic=topics["CASELEDGER_INTAKE_TOPIC"],
-                                  events_topic=topics["CASELEDGER_EVENTS_TOPIC"])
-    ensure_topics(kafka)
-    with tempfile.TemporaryDirectory(prefix="caseledger-bench-live-") as where:
-        db = database or str(Path(where) / "live.sqlite")
-        with _served(db) as (url, _db, tokens):
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "caseledger.cli.app", "--database", db, "intake", "run", "--kafka",
-                 kafka_bootstrap], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **topics})
-            try:
-                return asyncio.run(_live(url, tokens, kafka, rate=rate, seconds=seconds, cases=cases,
-                                         progress=progress, database=db))
-            finally:
-                worker.terminate()
-                try:
-                    worker.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-
-
-async def _live(url: str, tokens: dict[str, str], kafka: Any, *, rate: float, seconds: float, cases: int,
-                progress: Progress | None, database: str) -> LiveResult:
-    import httpx
-
-    from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
-    from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
-
-    result = LiveResult(rate=rate, seconds=seconds, cases=cases)
-    run = uuid.uuid4().hex[:6]
-    headers = {"Authorization": f"Bearer {tokens['agent']}"}
-    sent: dict[str, float] = {}
-    seen: dict[str, float] = {}
-    pattern = re.compile(rf"live-{run}-\d+")
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=None,
-                                 limits=httpx.Limits(max_connections=cases + 10)) as http:
-        refs = []
-        for n in range(cases):
-            answer = await http.post("/v1/contacts", json=_contact_body(n, f"{run}-open"))
-            answer.raise_for_status()
-            refs.append(answer.json()["reference"])
-        ready = asyncio.Event()
-        opened = 0
-
-        async def listen(ref: str) -> None:
-            nonlocal opened
-            async with http.stream("GET", f"/cases/{ref}/events") as stream:
-                first = True
-                async for line in stream.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    now = time.monotonic()
-                    if first:
-                        first = False
-                        opened += 1
-                        if opened == len(refs):
-                            ready.set()
-                    for message_id in pattern.findall(line):
-                        seen.setdefault(message_id, now)
-
-        from caseledger.ledger.application import CaseLedger
-        from caseledger.ledger.settings import LedgerSettings
-
-        store = CaseLedger(LedgerSettings.resolve(database=database, settings=environment()))
-        stored: dict[str, float] = {}
-        position = store.recorder.max_notification_id() or 0
-
-        def scan() -> None:
-            nonlocal position
-            batch = store.recorder.select_notifications(start=position + 1, limit=5000)
-            now = time.monotonic()
-            for n in batch:
-                for message_id in pattern.findall(bytes(n.state).decode("latin-1")):
-                    stored.setdefault(message_id, now)
-            if batch:
-                position = batch[-1].id
-
-        async def watch_store() -> None:
-            while True:
-                await asyncio.to_thread(scan)
-                await asyncio.sleep(0.05)
-
-        listeners = [asyncio.create_task(listen(ref)) for ref in refs]
-        listeners.append(asyncio.create_task(watch_store()))
-        await asyncio.wait_for(ready.wait(), timeout=60)
-        loop = asyncio.get_running_loop()
-        with KafkaIntakeClient(kafka, adapter="bench-live") as client:
-            total = int(rate * seconds)
-            tick = 0.05  # publish what is due every 50 ms, in one acknowledged batch
-            began = time.monotonic()
-            n = 0
-            while n < total:
-                due = min(total, int((time.monotonic() - began) * rate) + 1)
-                batch = []
-                while n < due:
-                    message_id = f"live-{run}-{n}"
-                    batch.append((message_id, ContactDraft(
-                        channel=Channel.EMAIL, channel_message_id=message_id,
-                        identity=Identity.parse(f"email:c{n % len(refs)}@bench.example"),
-                        case_reference=refs[n % len(refs)], follow_up=True, items=(f"follow-up {n}",))))
-                    n += 1
-                if batch:
-                    now = time.monotonic()
-                    for message_id, _draft in batch:
-                        sent[message_id] = now
-                    drafts: list[Any] = [d for _m, d in batch]
-                    await loop.run_in_executor(None, client.submit_many, drafts)
-                    if progress:
-                        progress("contacts", n, total)
-                await asyncio.sleep(tick)
-            result.achieved_rate = total / max(time.monotonic() - began, 1e-9)
-        deadline = time.monotonic() + 15
-        while len(seen) < len(sent) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        for task in listeners:
-            task.cancel()
-        await asyncio.gather(*listeners, return_exceptions=True)
-    store.close()
-    to_store = [stored[m] - t for m, t in sent.items() if m in stored]
-    result.stored_p50_ms, result.stored_p99_ms = _quantile(to_store, 0.5) * 1000, _quantile(to_store, 0.99) * 1000
-    latencies = [seen[m] - t for m, t in sent.items() if m in seen]
-    result.published, result.seen = len(sent), len(latencies)
-    result.p50_ms = _quantile(latencies, 0.5) * 1000
-    result.p90_ms = _quantile(latencies, 0.9) * 1000
-    result.p99_ms = _quantile(latencies, 0.99) * 1000
-    result.max_ms = max(latencies, default=float("nan")) * 1000
-    return result
 
 
 def to_json(result: Any) -> str:

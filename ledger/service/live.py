@@ -112,8 +112,9 @@ table{border-collapse:collapse;margin:.3rem 0 1rem}td,th{border:1px solid #ccc;p
 vertical-align:top}caption{text-align:left;font-weight:600}.muted{color:#555}.open{color:#8a3300}.done{color:#05670a}
 .overdue{color:#b00020}.error,#form-error{color:#b00020;font-weight:600}#flash{background:#e6f4ea;padding:.4rem}
 #brief{border-left:4px solid #1a4d8f;padding:.2rem .8rem;background:#f3f6fb}#live-state{float:right;color:#05670a}
-details.act{margin:.2rem 0}summary{cursor:pointer;color:#1a4d8f}textarea{width:100%;max-width:40rem}
-:focus-visible{outline:3px solid #1a4d8f;outline-offset:2px}.other-case{color:#333}"""
+details.act{margin:.2rem 0}summary{cursor:pointer;color:#1a4d8f;padding:.2rem 0;min-height:24px}textarea{width:100%;max-width:40rem}
+:focus-visible{outline:3px solid #1a4d8f;outline-offset:2px}.other-case{color:#333}
+input,button,select,textarea{font:inherit;padding:.25rem .5rem}input,select,textarea{border:1px solid #595959}"""
 
 
 def _e(value: Any) -> str:
@@ -121,15 +122,16 @@ def _e(value: Any) -> str:
 
 
 def _login_page(next_path: str, nonce: str, error: str = "") -> str:
-    message = f'<p class="open">{_e(error)}</p>' if error else ""
+    message = f'<p class="open" id="login-error" role="alert">{_e(error)}</p>' if error else ""
+    described = ' aria-describedby="login-error" aria-invalid="true"' if error else ""
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>caseledger · sign in</title>"
-        "<link rel=stylesheet href=/live.css></head><body><h1>Sign in</h1>" + message +
-        '<form method="post" action="/login"><label>Token <input name="token" type="password" '
-        'autocomplete="off" required></label>'
+        "<link rel=stylesheet href=/live.css></head><body><main><h1>Sign in</h1>" + message +
+        '<form method="post" action="/login"><label for="token">Token</label> <input id="token" name="token" '
+        f'type="password" autocomplete="off" required{described}>'
         f'<input type="hidden" name="next" value="{_e(next_path)}">'
-        f'<input type="hidden" name="csrf" value="{_e(nonce)}"><button type="submit">Open</button></form>'
-        "</body></html>"
+        f'<input type="hidden" name="csrf" value="{_e(nonce)}"> <button type="submit">Open</button></form>'
+        "</main></body></html>"
     )
 
 

@@ -182,7 +182,7 @@ def _page(key: ViewKey, section: str, principal: Principal, choices: dict[str, l
           zone_given: str | None) -> str:
     q = key.queue
     form = "".join([
-        '<form method="get" action="/" id="filters">',
+        '<form method="get" action="/" id="filters" role="search" aria-label="Filter the queue">',
         _select("channel", "Channel", q.channel, [("", "all")] + [(c, c) for c in choices["channel"]]),
         _select("segment", "Segment", q.segment, [("", "all")] + [(s, s) for s in choices["segment"]]),
         _select("status", "Status", q.status, [("active", "active"), ("all", "all")] + [(s, s) for s in Status.ALL]),
@@ -209,8 +209,8 @@ def _page(key: ViewKey, section: str, principal: Principal, choices: dict[str, l
 
 def _refusal(status: int, title: str, detail: str) -> HTMLResponse:
     body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)} · caseledger</title>'
-            f'<link rel="stylesheet" href="/queue.css"></head><body><h1>{_e(title)}</h1><p>{_e(detail)}</p>'
-            '<p><a href="/login?next=/">Sign in with another token</a></p></body></html>')
+            f'<link rel="stylesheet" href="/queue.css"></head><body><main><h1>{_e(title)}</h1><p>{_e(detail)}</p>'
+            '<p><a href="/login?next=/">Sign in with another token</a></p></main></body></html>')
     return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
 
 
