@@ -1,7 +1,7 @@
 """How the agent's pages show a time: in the agent's zone and language, in words, overdue said in words too.
 
 One :class:`AgentClock` per request: ``when(dt)`` gives "mardi 9 décembre à 09:00" (the year only when it
-is not this year), ``relative(dt)`` "dans 2 jours" / "il y a 3 heures", ``is_overdue(dt)`` whether the
+is not this year), ``relative(dt)`` "dans 2 jours" / "il y a 3 heures" / "maintenant" (one rule for every page), ``is_overdue(dt)`` whether the
 time has passed. :meth:`AgentClock.choose` picks the zone and the language, first found wins:
 
 1. what the principal says of itself (its zone and locale, when its identity gives them);
@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_datetime, format_time, format_timedelta
 
-__all__ = ["ZONE_COOKIE", "AgentClock", "parse_accept_language"]
+__all__ = ["ZONE_COOKIE", "AgentClock", "parse_accept_language", "relative"]
 
 ZONE_COOKIE = "caseledger_zone"
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*$")
 _WEEKDAY = re.compile(r"(?<!E)E{1,3}(?!E)")  # a short weekday, made the full one
+_NOW = timedelta(minutes=1)  # closer than this is "now"
 _MAX_LANGUAGES = 12  # of an Accept-Language header, the first ones only
 
 
@@ -64,8 +65,8 @@ class AgentClock:
         return join.replace("''", "\0").replace("'", "").replace("\0", "'").format(hour, day)
 
     def relative(self, dt: datetime) -> str:
-        """How far ``dt`` is from now, in words: "dans 2 jours", "il y a 3 heures"."""
-        return format_timedelta(dt - self.now, add_direction=True, locale=self.locale)
+        """How far ``dt`` is from now, in words: "dans 2 jours", "il y a 3 heures", "maintenant" (:func:`relative`)."""
+        return relative(dt - self.now, self.locale)
 
     def is_overdue(self, dt: datetime) -> bool:
         """Whether ``dt`` (a deadline) has passed."""
@@ -79,6 +80,15 @@ class AgentClock:
     def language(self) -> str:
         """The page's ``lang`` attribute (BCP 47)."""
         return "-".join(part for part in (self.locale.language, self.locale.territory) if part)
+
+
+def relative(delta: timedelta, locale: Locale) -> str:
+    """The one rule of every agent page for how far a time is, in words: "now" within a minute, else in whole
+    minutes, hours, days … ("dans 2 jours", "il y a 3 heures"). The words change at most about once a minute, so
+    a section rendered again shows a change only when something changed."""
+    if abs(delta) < _NOW:
+        return str(locale._data["date_fields"]["second"]["relative"].get(0, "now"))
+    return format_timedelta(delta, add_direction=True, threshold=1.1, granularity="minute", locale=locale)
 
 
 def parse_accept_language(header: str | None) -> list[str]:

@@ -12,8 +12,8 @@ JavaScript.
 
 Times are the agent's: in their zone and language, in words (``mardi 9 décembre à 09:00 — dans
 2 jours``), an overdue one marked ``overdue`` in words and in red; the zone and language are chosen and
-an instant said as on every agent page (:mod:`ledger.service.agent_times`), the relative words say "now"
-within a minute (:class:`SectionClock`), so that a section rendered again changes only when the case did.
+an instant and how far it is said as on every agent page (:mod:`ledger.service.agent_times`: "now" within a
+minute, then minute steps), so that a section rendered again changes only when the case did.
 
 Stable ids (the browser tests drive them): the section ``#case`` holds ``#reference``, ``#status``,
 ``#customer``; ``#brief`` (the handoff brief, first), ``#deadlines``, ``#items``, ``#promises``,
@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale
-from babel.dates import format_timedelta
 from jinja2 import Environment
 from markupsafe import Markup, escape
 
@@ -45,7 +44,7 @@ from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.permissions import Operation, Role, allowed
 from caseledger.ledger.domain.personal import ERASED
-from caseledger.ledger.service.agent_times import AgentClock
+from caseledger.ledger.service.agent_times import AgentClock, relative
 from caseledger.ledger.service.case_templates import CASE_FORMS, FORM, FORMS, PAGE, SECTION
 
 if TYPE_CHECKING:
@@ -145,19 +144,13 @@ class SectionClock:
         return _when(dt, self.viewer.locale, self.viewer.zone, self.year)
 
     def relative(self, dt: datetime | None) -> str:
-        """``dans 2 jours``, ``il y a 3 heures``, ``maintenant`` (within a minute: the words change at most about
-        once a minute, so a section rendered again shows a change only when something changed)."""
+        """``dans 2 jours``, ``il y a 3 heures``, ``maintenant``: every agent page's rule
+        (:func:`~ledger.service.agent_times.relative`), kept for the render."""
         if dt is None:
             return ""
         found = self._relative.get(dt)
         if found is None:
-            delta = dt - self.now
-            if abs(delta) < timedelta(minutes=1):
-                found = str(self.locale._data["date_fields"]["second"]["relative"].get(0, "now"))
-            else:
-                found = format_timedelta(delta, add_direction=True, threshold=1.1, granularity="minute",
-                                         locale=self.locale)
-            self._relative[dt] = found
+            found = self._relative[dt] = relative(dt - self.now, self.locale)
         return found
 
     def is_overdue(self, dt: datetime | None) -> bool:

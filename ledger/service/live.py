@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Cookie, FastAPI, Form, Header, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from caseledger.ledger.access.principals import Principal
 from caseledger.ledger.domain.permissions import Operation, Role
@@ -44,7 +44,7 @@ from caseledger.ledger.service.case_page import (
     render_case,
     render_page,
 )
-from caseledger.ledger.service.feeds import StreamLimit, Watcher
+from caseledger.ledger.service.feeds import EventStream, StreamLimit, Watcher
 from caseledger.ledger.service.problems import MEDIA_TYPE, problem
 from caseledger.ledger.service.sessions import (
     LOGIN_COOKIE,
@@ -267,22 +267,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
                 if not await allowed():
                     return
 
-        return _Stream(stream(), lambda: watcher.close(caller.name, feed, wake, view))
-
-
-class _Stream(StreamingResponse):
-    """The event stream; its slot (the principal's count, the feed's waiter) is given back however it ends."""
-
-    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
-        super().__init__(content, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-        self._release = release
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._release()
+        return EventStream(stream(), lambda: watcher.close(caller.name, feed, wake, view))
 
 
 def _default_view(access: PageAccess) -> Viewer:

@@ -23,14 +23,14 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Cookie, FastAPI, Header, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from caseledger.ledger.access.principals import Principal
 from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.permissions import Operation, allowed
 from caseledger.ledger.errors import AuthenticationError, PermissionDenied
 from caseledger.ledger.service.agent_times import ZONE_COOKIE, AgentClock
-from caseledger.ledger.service.feeds import StreamLimit
+from caseledger.ledger.service.feeds import EventStream, StreamLimit
 from caseledger.ledger.service.problems import MEDIA_TYPE, problem
 from caseledger.ledger.service.queue_feed import QueueKeeper, Snapshot
 from caseledger.ledger.service.sessions import SESSION_COOKIE, Sessions
@@ -344,21 +344,7 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
                 if not await allowed_still():
                     return
 
-        return _Stream(stream(), lambda: keeper.close_stream(caller.name, view, wake))
+        return EventStream(stream(), lambda: keeper.close_stream(caller.name, view, wake))
 
     return keeper.close
 
-
-class _Stream(StreamingResponse):
-    """The event stream; its slot (the principal's count, the view's waiter) is given back however it ends."""
-
-    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
-        super().__init__(content, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-        self._release = release
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._release()
