@@ -9,6 +9,8 @@ time has passed. :meth:`AgentClock.choose` picks the zone and the language, firs
    the language from the browser's ``Accept-Language``;
 3. the service's default: the response policy's ``[texts]`` locale and zone (the company's own).
 
+The pages pass the languages they have words in (:mod:`ledger.service.agent_language`): the first of the
+agent's that has, else English, so that the page's ``lang`` is true of its words and of its times.
 A zone or language that cannot be read is skipped, never an error: a page shows a time whatever it
 is given. Formats are Babel's (CLDR): nothing here is written for one language.
 """
@@ -16,6 +18,7 @@ is given. Formats are Babel's (CLDR): nothing here is written for one language.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -43,12 +46,15 @@ class AgentClock:
     @classmethod
     def choose(cls, *, now: datetime, principal_zone: str | None = None, principal_locale: str | None = None,
                zone: str | None = None, accept_language: str | None = None, default_zone: str = "UTC",
-               default_locale: str = "en") -> AgentClock:
-        """The clock of a request: the first readable zone and language in the order of the module docstring."""
+               default_locale: str = "en", languages: Collection[str] | None = None) -> AgentClock:
+        """The clock of a request: the first readable zone and language in the order of the module docstring;
+        with ``languages`` (those the pages have words in: ``("en", "fr")``), the first of those, else English."""
         chosen_zone = next((z for z in (_zone(principal_zone), _zone(zone), _zone(default_zone)) if z is not None),
                            ZoneInfo("UTC"))
-        languages = [principal_locale, *parse_accept_language(accept_language), default_locale]
-        chosen_locale = next((loc for loc in map(_locale, languages) if loc is not None), Locale("en"))
+        wanted = [principal_locale, *parse_accept_language(accept_language), default_locale]
+        readable = (loc for loc in map(_locale, wanted) if loc is not None)
+        chosen_locale = next((loc for loc in readable if languages is None or loc.language in languages),
+                             Locale("en"))
         return cls(zone=chosen_zone, locale=chosen_locale, now=now.astimezone(UTC))
 
     def when(self, dt: datetime) -> str:

@@ -33,6 +33,7 @@ from caseledger.ledger.access.principals import Principal
 from caseledger.ledger.domain.permissions import Operation, Role
 from caseledger.ledger.errors import AuthenticationError, PermissionDenied
 from caseledger.ledger.service import case_actions
+from caseledger.ledger.service.agent_language import words
 from caseledger.ledger.service.agent_times import ZONE_COOKIE
 from caseledger.ledger.service.case_actions import PageAccess
 from caseledger.ledger.service.case_page import (
@@ -100,10 +101,10 @@ _SCRIPT = """'use strict';
     root.innerHTML = data.html;
     restore(kept);
     root.dataset.version = data.version;
-    state.textContent = 'live · version ' + data.version;
+    state.textContent = state.dataset.live + ' · ' + state.dataset.version + ' ' + data.version;
   });
-  source.onopen = function () { state.textContent = 'live'; };
-  source.onerror = function () { state.textContent = 'reconnecting…'; };
+  source.onopen = function () { state.textContent = state.dataset.live; };
+  source.onerror = function () { state.textContent = state.dataset.reconnecting; };
 })();
 """
 
@@ -121,17 +122,20 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _login_page(next_path: str, nonce: str, error: str = "") -> str:
-    message = f'<p class="open" id="login-error" role="alert">{_e(error)}</p>' if error else ""
+def _login_page(next_path: str, nonce: str, lang: str, error: str = "") -> str:
+    """The sign-in page in the agent's language (``lang``: ``fr-FR``); the authenticator's reason stays English."""
+    w = words(lang)
+    message = (f'<p class="open" id="login-error" role="alert">{_e(w._("Not signed in:"))} '
+               f'<span lang="en">{_e(error)}</span></p>') if error else ""
     described = ' aria-describedby="login-error" aria-invalid="true"' if error else ""
     return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>caseledger · sign in</title>"
-        "<link rel=stylesheet href=/live.css></head><body><main><h1>Sign in</h1>" + message +
-        '<form method="post" action="/login"><label for="token">Token</label> <input id="token" name="token" '
-        f'type="password" autocomplete="off" required{described}>'
+        f'<!doctype html><html lang="{_e(lang)}"><head><meta charset=utf-8><title>caseledger · {_e(w._("sign in"))}'
+        f"</title><link rel=stylesheet href=/live.css></head><body><main><h1>{_e(w._('Sign in'))}</h1>" + message +
+        f'<form method="post" action="/login"><label for="token">{_e(w._("Token"))}</label> <input id="token" '
+        f'name="token" type="password" autocomplete="off" required{described}>'
         f'<input type="hidden" name="next" value="{_e(next_path)}">'
-        f'<input type="hidden" name="csrf" value="{_e(nonce)}"> <button type="submit">Open</button></form>'
-        "</main></body></html>"
+        f'<input type="hidden" name="csrf" value="{_e(nonce)}"> <button type="submit">{_e(w._("Open"))}</button>'
+        "</form></main></body></html>"
     )
 
 
@@ -146,9 +150,10 @@ def add_routes(app: FastAPI, state: Any) -> None:
     def principal(authorization: str | None, session: str | None) -> Principal:
         return access.principal(authorization, session, Operation.CASE_READ)
 
-    def login_form_answer(next_path: str, *, error: str = "", status: int = 200) -> Response:
+    def login_form_answer(request: Request, next_path: str, *, error: str = "", status: int = 200) -> Response:
         nonce = new_login_nonce()
-        answer = HTMLResponse(_login_page(next_path, nonce, error), status_code=status, headers=_HEADERS)
+        lang = access.viewer(Role.AUDITOR, request, None).lang
+        answer = HTMLResponse(_login_page(next_path, nonce, lang, error), status_code=status, headers=_HEADERS)
         answer.set_cookie(LOGIN_COOKIE, nonce, max_age=LOGIN_TTL_S, httponly=True, samesite="strict", path="/login")
         return answer
 
@@ -161,8 +166,8 @@ def add_routes(app: FastAPI, state: Any) -> None:
         return Response(_STYLE, media_type="text/css", headers={"Cache-Control": "no-cache"})
 
     @app.get("/login", include_in_schema=False)
-    def login_form(next: str = "/") -> Response:
-        return login_form_answer(_safe_next(next))
+    def login_form(request: Request, next: str = "/") -> Response:
+        return login_form_answer(request, _safe_next(next))
 
     @app.post("/login", include_in_schema=False)
     def login(
@@ -180,7 +185,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
             found.require(Operation.CASE_READ)
         except (AuthenticationError, PermissionDenied) as error:
             status = 401 if isinstance(error, AuthenticationError) else 403
-            return login_form_answer(_safe_next(next), error=str(error), status=status)
+            return login_form_answer(request, _safe_next(next), error=str(error), status=status)
         session, lifetime = sessions().open(found, token=token)
         answer = RedirectResponse(_safe_next(next), status_code=303, headers=_HEADERS)
         # Secure whenever the request came over HTTPS; over plain HTTP (loopback, tests) a browser would drop a
@@ -211,7 +216,8 @@ def add_routes(app: FastAPI, state: Any) -> None:
         case = ledger.get_case(reference)
         context = load_context(ledger, case)
         viewer = access.viewer(caller.role, request, zone or zone_cookie)
-        page = PageState(csrf=access.token(session) if authorization is None else "", flash=flash_text(done, id))
+        page = PageState(csrf=access.token(session) if authorization is None else "",
+                         flash=flash_text(done, id, viewer.language))
         return HTMLResponse(render_page(case, viewer, context, page), headers=_HEADERS)
 
     @app.get("/cases/{reference}/events", tags=["live"], openapi_extra={"x-operation": Operation.CASE_READ.value})
