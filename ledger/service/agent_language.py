@@ -46,8 +46,8 @@ STATUS_WORDS = {
     "waived": N_("waived"), "kept": N_("kept"), "withdrawn": N_("withdrawn"), "broken": N_("broken"),
     "proposed": N_("proposed"), "approved": N_("approved"), "rejected": N_("rejected"), "executed": N_("executed"),
     "active": N_("active"), "all": N_("all"),
-    "web_form": N_("web form"), "email": N_("e-mail"), "phone": N_("phone"), "chat": N_("chat"),
-    "chatbot": N_("chatbot"), "social": N_("social media"), "sms": N_("SMS"), "letter": N_("letter"),
+    "web_form": N_("web_form"), "email": N_("email"), "phone": N_("phone"), "chat": N_("chat"),
+    "chatbot": N_("chatbot"), "social": N_("social"), "sms": N_("sms"), "letter": N_("letter"),
     "branch": N_("branch"), "app": N_("app"),
 }
 

@@ -125,16 +125,19 @@ def _e(value: Any) -> str:
 def _login_page(next_path: str, nonce: str, lang: str, error: str = "") -> str:
     """The sign-in page in the agent's language (``lang``: ``fr-FR``); the authenticator's reason stays English."""
     w = words(lang)
-    message = (f'<p class="open" id="login-error" role="alert">{_e(w._("Not signed in:"))} '
+    said = {"refused": w._("Not signed in:"), "title": w._("sign in"), "heading": w._("Sign in"),
+            "token": w._("Token"), "open": w._("Open")}
+    t = {k: _e(v) for k, v in said.items()}
+    message = (f'<p class="open" id="login-error" role="alert">{t["refused"]} '
                f'<span lang="en">{_e(error)}</span></p>') if error else ""
     described = ' aria-describedby="login-error" aria-invalid="true"' if error else ""
     return (
-        f'<!doctype html><html lang="{_e(lang)}"><head><meta charset=utf-8><title>caseledger · {_e(w._("sign in"))}'
-        f"</title><link rel=stylesheet href=/live.css></head><body><main><h1>{_e(w._('Sign in'))}</h1>" + message +
-        f'<form method="post" action="/login"><label for="token">{_e(w._("Token"))}</label> <input id="token" '
+        f'<!doctype html><html lang="{_e(lang)}"><head><meta charset=utf-8><title>caseledger · {t["title"]}'
+        f"</title><link rel=stylesheet href=/live.css></head><body><main><h1>{t['heading']}</h1>" + message +
+        f'<form method="post" action="/login"><label for="token">{t["token"]}</label> <input id="token" '
         f'name="token" type="password" autocomplete="off" required{described}>'
         f'<input type="hidden" name="next" value="{_e(next_path)}">'
-        f'<input type="hidden" name="csrf" value="{_e(nonce)}"> <button type="submit">{_e(w._("Open"))}</button>'
+        f'<input type="hidden" name="csrf" value="{_e(nonce)}"> <button type="submit">{t["open"]}</button>'
         "</form></main></body></html>"
     )
 
