@@ -68,7 +68,7 @@ def translations(language: str) -> NullTranslations:
 
 
 class Words:
-    """The words of one page in one language: ``_("Queue")``, ``n_("%(n)s case", "%(n)s cases", n)``, ``status(code)``."""
+    """The words of one page in one language: ``_("Queue")``, ``n_("%(n)s case", "%(n)s cases", n)``, ``code(code)``."""
 
     def __init__(self, language: str) -> None:
         self.catalog = translations(language)
@@ -80,7 +80,7 @@ class Words:
     def n_(self, singular: str, plural: str, n: int, **values: object) -> str:
         return self.catalog.ngettext(singular, plural, n) % {"n": n, **values}
 
-    def status(self, code: str | None) -> str:
+    def code(self, code: str | None) -> str:
         """A status code as the page says it (``in_progress`` → "in progress" / "en cours")."""
         word = STATUS_WORDS.get(code or "")
         return self.catalog.gettext(word) if word is not None else (code or "")
@@ -99,5 +99,5 @@ def environment(language: str) -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=False, extensions=["jinja2.ext.i18n"])
     env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
-    env.filters["status"] = words(language).status
+    env.filters["code"] = words(language).code
     return env

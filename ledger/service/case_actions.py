@@ -134,7 +134,8 @@ def message_page(status: int, title: str, text: str, *, link: str = "", lang: st
     English msgid said in ``lang``; ``text`` is in ``text_lang`` (a ledger's reason: English)."""
     w = words(lang)
     title = w._(title)
-    more = f'<p><a href="{escape(link)}">{escape(w._("Back"))}</a></p>' if link else ""
+    back = escape(w._("Back"))
+    more = f'<p><a href="{escape(link)}">{back}</a></p>' if link else ""
     marked = f' lang="{escape(text_lang)}"' if text_lang != lang.split("-")[0] else ""
     body = (f'<!doctype html><html lang="{escape(lang)}"><head><meta charset="utf-8"><title>{escape(title)} · '
             f'caseledger</title><link rel="stylesheet" href="/live.css"></head><body><main><h1>{escape(title)}</h1>'
@@ -172,7 +173,7 @@ def read_form(spec: FormSpec, form: Any, zone: str, language: str = "en") -> tup
             raise FormRefused(w._("%(field)s: empty; write it, the ledger keeps nothing empty", field=label))
         if field.kind == "select" and value not in field.choices:
             raise FormRefused(w._("%(field)s: choose one of %(choices)s", field=label,
-                                  choices=", ".join(w.status(c) for c in field.choices)))
+                                  choices=", ".join(w.code(c) for c in field.choices)))
         if field.kind == "datetime":
             due = _local_time(value, zone, label, w)
     return target, values, due

@@ -255,13 +255,15 @@ def _deadlines(case: Case) -> list[tuple[str, str, datetime]]:
     return sorted(((t, w, d) for t, w, d in rows if d is not None), key=lambda r: r[2])
 
 
-def _customer_name(context: CustomerContext, viewer: Viewer) -> str:
+def _customer_name(context: CustomerContext, viewer: Viewer) -> tuple[str, str | None]:
+    """How the customer is named, and in which language when not the page's: their identities as they gave them
+    (``""``, unknown), the ledger's ``[erased]`` (``"en"``)."""
     unnamed = words(viewer.language)._("customer %(id)s", id=context.customer_id)
     if not viewer.names_customer:
-        return unnamed
+        return unnamed, None
     if context.erased:
-        return ERASED
-    return ", ".join(context.identities) or unnamed
+        return ERASED, "en"
+    return (", ".join(context.identities), "") if context.identities else (unnamed, None)
 
 
 def _key() -> str:
@@ -299,12 +301,13 @@ def render_case(case: Case, viewer: Viewer, context: CustomerContext | None = No
         return _form(spec, target, case.reference, viewer.zone, default_due, hidden, failed or Form(),
                      viewer.language)
 
+    customer, customer_lang = _customer_name(context, viewer)
     template = _template("case_section.html", viewer.language)
     return template.render(
         case=case, viewer=viewer, clock=clock, O=O, items=shown_items, promises=list(case.promises.values())[-SHOWN:],
         proposals=list(case.proposals.values())[-SHOWN:], contacts=list(case.contacts.values())[-SHOWN:],
         last=last, deadlines=_deadlines(case), missed=sorted(case.missed), timeline=_timeline(case, context, viewer),
-        customer=_customer_name(context, viewer), context=context, action=action,
+        customer=customer, customer_lang=customer_lang, context=context, action=action,
         handoff=getattr(case, "last_handoff", None), bodies=getattr(case, "response_bodies", {}),
         brief=case.brief(), active=case.status not in Status.FINAL,
         case_forms=CASE_FORMS,

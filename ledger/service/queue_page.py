@@ -123,7 +123,8 @@ def render_queue(ledger: Any, views: Any, key: ViewKey, snapshot: Snapshot) -> s
     counts = queue_counts(views, queue=key.queue, me=key.me, now=now)
     subjects = ledger.reveal([r["subject"] for r in rows]) if key.personal else [None] * len(rows)
     chips = [("", w._("all"), counts["all"])] + [(s, w._(_STATE_NAMES[s]), counts[s]) for s in STATES]
-    parts = [f'<nav aria-label="{_e(w._("Cases per state"))}"><ul id="counts">']
+    per_state = _e(w._("Cases per state"))
+    parts = [f'<nav aria-label="{per_state}"><ul id="counts">']
     for state, name, n in chips:
         current = ' aria-current="true"' if (key.queue.state or "") == state else ""
         query = _query(key.queue, state=state or None)
@@ -136,7 +137,8 @@ def render_queue(ledger: Any, views: Any, key: ViewKey, snapshot: Snapshot) -> s
                   "it updates by itself.", n=snapshot.behind)
         parts.append(f'<p class="lag" role="status">{_e(lag)}</p>')
     if not rows:
-        parts.append(f'<p id="empty">{_e(w._("No case in this queue."))}</p>')
+        empty = _e(w._("No case in this queue."))
+        parts.append(f'<p id="empty">{empty}</p>')
         return "\n".join(parts)
     order = w._(_ORDER_NAMES[key.queue.order])
     if counts["all"] > len(rows):
@@ -158,8 +160,9 @@ def _row(row: dict[str, Any], subject: Any, clock: AgentClock, personal: bool, w
     if row["due_at"] is not None:
         overdue = clock.is_overdue(row["due_at"])
         kind = _DUE_NAMES.get(row["due_kind"])
-        what = f'{w._(kind) if kind else row["due_kind"]} {row["due_target"]}'
-        late = f'<span class="late">{_e(w._("Overdue:"))}</span> ' if overdue else ""
+        what = (w._(kind) if kind else row["due_kind"]) + f' {row["due_target"]}'
+        said = _e(w._("Overdue:"))
+        late = f'<span class="late">{said}</span> ' if overdue else ""
         due = (f'{late}{_e(what)}<br><time datetime="{_e(row["due_at"].isoformat())}">'
                f'{_e(clock.both(row["due_at"]))}</time>')
     waiting = []
@@ -179,8 +182,8 @@ def _row(row: dict[str, Any], subject: Any, clock: AgentClock, personal: bool, w
     nothing = _e(w._("nothing due"))
     return (f'<tr data-reference="{ref}"{" class=overdue" if overdue else ""}><td><a href="/cases/{ref}">{ref}</a>'
             f'</td><td>{shown}</td><td>{due or f"<span class=muted>{nothing}</span>"}</td>'
-            f'<td>{_e(" · ".join(waiting))}</td><td>{_e(w.status(row["channel"]) if row["channel"] else "")}</td>'
-            f'<td>{_e(row["segment"] or "")}</td><td>{_e(w.status(row["status"]))}</td><td>{who}</td></tr>')
+            f'<td>{_e(" · ".join(waiting))}</td><td>{_e(w.code(row["channel"]) if row["channel"] else "")}</td>'
+            f'<td>{_e(row["segment"] or "")}</td><td>{_e(w.code(row["status"]))}</td><td>{who}</td></tr>')
 
 
 def _select(name: str, label: str, chosen: str | None, options: list[tuple[str, str]]) -> str:
@@ -193,18 +196,20 @@ def _page(key: ViewKey, section: str, principal: Principal, choices: dict[str, l
           zone_given: str | None) -> str:
     q, w = key.queue, words(key.locale)
     every = w._("all")
+    t = {k: _e(v) for k, v in {"filter": w._("Filter the queue"), "zone": w._("Time zone"), "show": w._("Show"),
+                               "not_live": w._("not live (reload to update)")}.items()}
     form = "".join([
-        f'<form method="get" action="/" id="filters" role="search" aria-label="{_e(w._("Filter the queue"))}">',
-        _select("channel", w._("Channel"), q.channel, [("", every)] + [(c, w.status(c)) for c in choices["channel"]]),
+        f'<form method="get" action="/" id="filters" role="search" aria-label="{t["filter"]}">',
+        _select("channel", w._("Channel"), q.channel, [("", every)] + [(c, w.code(c)) for c in choices["channel"]]),
         _select("segment", w._("Segment"), q.segment, [("", every)] + [(s, s) for s in choices["segment"]]),
-        _select("status", w._("Status"), q.status, [(s, w.status(s)) for s in ("active", "all", *Status.ALL)]),
+        _select("status", w._("Status"), q.status, [(s, w.code(s)) for s in ("active", "all", *Status.ALL)]),
         _select("who", w._("Assigned to"), q.who, [(o, w._(_WHO_NAMES[o])) for o in WHO]),
         _select("team", w._("Team"), q.team, [("", w._("any"))] + [(t, t) for t in choices["team"]]),
         _select("state", w._("State"), q.state, [("", every)] + [(s, w._(_STATE_NAMES[s])) for s in STATES]),
         _select("order", w._("Order"), q.order, [(o, w._(_ORDER_NAMES[o])) for o in ORDERS]),
-        f'<label>{_e(w._("Time zone"))} <input name="zone" value="{_e(zone_given or clock.zone.key)}" size="18" '
+        f'<label>{t["zone"]} <input name="zone" value="{_e(zone_given or clock.zone.key)}" size="18" '
         'autocomplete="off"></label>',
-        f'<button type="submit">{_e(w._("Show"))}</button></form>',
+        f'<button type="submit">{t["show"]}</button></form>',
     ])
     events = "/queue/events" + ("?" + _query(q) if _query(q) else "")
     title, live, reconnecting = w._("Queue"), w._("live"), w._("reconnecting…")
@@ -215,7 +220,7 @@ def _page(key: ViewKey, section: str, principal: Principal, choices: dict[str, l
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<title>{_e(title)} · caseledger</title><link rel="stylesheet" href="/queue.css"></head><body>'
         f'<header><h1>{_e(title)}</h1><span id="live-state" role="status" data-live="{_e(live)}" '
-        f'data-reconnecting="{_e(reconnecting)}">{_e(w._("not live (reload to update)"))}</span>'
+        f'data-reconnecting="{_e(reconnecting)}">{t["not_live"]}</span>'
         f'<p class="muted">{_e(signed)}</p></header>{form}'
         f'<main id="queue" data-events="{_e(events)}">{section}</main>'
         '<script src="/queue.js"></script></body></html>'
