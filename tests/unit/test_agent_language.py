@@ -4,9 +4,7 @@ and (below) every word of the pages in the agent's language, with ``lang`` true.
 from __future__ import annotations
 
 import ast
-import re
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from caseledger.ledger.service.case_templates import FORMS
 from caseledger.ledger.service.live import _login_page
 from tests.support.environment import ledger_settings
 from tests.support.examples import examples
+from tests.support.page_language import english_left, msgids
 
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 AGENT = Actor(kind=ActorKind.AGENT, id="alice")
@@ -75,23 +74,7 @@ def test_one_event_stream_serves_the_queue_and_the_case_page() -> None:
 
 # -- finding 1: the whole workspace in the agent's language, lang true ---------------------------------------
 
-ROOT = SERVICE.parents[1]
 FRENCH = "fr_FR"
-
-
-def _msgids() -> set[str]:
-    """Every msgid the code and templates use, extracted as a translator would (babel.cfg, pybabel's keywords)."""
-    from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
-    from babel.messages.frontend import parse_mapping_cfg
-
-    with (ROOT / "babel.cfg").open() as cfg:
-        method_map, options_map = parse_mapping_cfg(cfg)
-    keywords = {**DEFAULT_KEYWORDS, "N_": None, "n_": (1, 2)}
-    found: set[str] = set()
-    for _file, _line, message, _comments, _context in extract_from_dir(
-            str(ROOT), method_map, options_map, keywords=keywords):
-        found.update([message] if isinstance(message, str) else [m for m in message if m])
-    return found
 
 
 def _catalog(language: str) -> Any:
@@ -110,7 +93,7 @@ def test_every_word_the_pages_use_has_its_french_and_the_template_is_current() -
     """Finding: every label, heading, button, flash and error was English on a French page."""
     from babel.messages.pofile import read_po
 
-    used = _msgids()
+    used = msgids()
     with (SERVICE / "locales" / f"{DOMAIN}.pot").open("rb") as pot:
         assert _ids(read_po(pot)) == used, "the template is stale: pybabel extract (babel.cfg says how)"
     french = _catalog("fr")
@@ -121,47 +104,6 @@ def test_every_word_the_pages_use_has_its_french_and_the_template_is_current() -
             missing.append(message.id)
     assert sorted(used - _ids(french)) == [] and missing == [], "no French for some words: pybabel update"
     assert "fr" in LANGUAGES and words(FRENCH)._("Queue") == "File d’attente"
-
-
-class _Visible(HTMLParser):
-    """A page's text as a person (or a screen reader) gets it, without what is marked as another language."""
-
-    def __init__(self, page_lang: str) -> None:
-        super().__init__()
-        self.page_lang, self.stack, self.text = page_lang, [], []  # type: ignore[var-annotated]
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        found = dict(attrs)
-        other = tag in ("script", "style") or ("lang" in found and tag != "html" and found["lang"] != self.page_lang)
-        if tag not in ("input", "meta", "link", "br"):
-            self.stack.append(other or bool(self.stack and self.stack[-1]))
-        if not (self.stack and self.stack[-1]):
-            self.text += [v or "" for k, v in attrs if k in ("aria-label", "data-live", "data-reconnecting")]
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag not in ("input", "meta", "link", "br") and self.stack:
-            self.stack.pop()
-
-    def handle_data(self, data: str) -> None:
-        if not (self.stack and self.stack[-1]):
-            self.text.append(data)
-
-
-def _english_left(page: str, lang: str) -> list[str]:
-    """The English msgids (those French says otherwise) still read on ``page``."""
-    assert f'<html lang="{lang}"' in page
-    reader = _Visible(lang)
-    reader.feed(page)
-    text = " ".join(" ".join(reader.text).split())
-    french = words(FRENCH)
-    left = []
-    for msgid in _msgids():
-        for part in re.split(r"%\(\w+\)s|\{\w+\}", msgid):
-            part = part.strip(" :,.()…")
-            if len(part) > 2 and french._(msgid) != msgid and part not in french._(msgid) \
-                    and re.search(rf"(?<![\w-]){re.escape(part)}(?![\w-])", text):
-                left.append(part)
-    return sorted(set(left))
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +138,7 @@ def test_a_french_case_page_says_everything_in_french_and_marks_what_is_not(case
     page = render_page(found, viewer, context, PageState(csrf="t", flash=flash_text("respond", "R1", "fr"),
                                                          failed=failed, error="case is closed", error_lang="en"),
                        now=datetime.now(UTC) + timedelta(hours=3))
-    assert _english_left(page, "fr-FR") == []
+    assert english_left(page, "fr-FR") == []
     assert "Réponse R1 envoyée" in page and "Envoyer la réponse" in page and "en retard" in page
     assert '<span lang="en">case is closed</span>' in page and '<span lang="">Card blocked</span>' in page
     assert 'data-live="en direct"' in page and ">Passation</h2>" in page
@@ -217,10 +159,10 @@ def test_the_french_sign_in_refusal_and_queue_pages_speak_french() -> None:
     from caseledger.ledger.service.queue_page import _refusal
 
     login = _login_page("/", "nonce", "fr-FR", error="token unknown")
-    assert _english_left(login, "fr-FR") == [] and '<span lang="en">token unknown</span>' in login
+    assert english_left(login, "fr-FR") == [] and '<span lang="en">token unknown</span>' in login
     refusal = message_page(403, "Not allowed", "role agent may not case.close", lang="fr-FR")
-    assert _english_left(refusal.body.decode(), "fr-FR") == [] and 'lang="en"' in refusal.body.decode()
+    assert english_left(refusal.body.decode(), "fr-FR") == [] and 'lang="en"' in refusal.body.decode()
     queue = _refusal(401, "Not signed in", "token expired", "fr-FR").body.decode()
-    assert _english_left(queue, "fr-FR") == []
+    assert english_left(queue, "fr-FR") == []
     with pytest.raises(FormRefused, match="Réponse : vide"):
         read_form(FORMS["respond"], {"body": " ", "target": "Q1"}, "UTC", "fr")
