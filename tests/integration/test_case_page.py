@@ -124,8 +124,8 @@ def test_times_are_in_the_agents_language_and_zone_in_words(service: Service) ->
                        headers={"Accept-Language": "fr-FR,fr;q=0.9,en;q=0.5"}).text
         en = agent.get(f"/cases/{ref}", params={"zone": "America/New_York"},
                        headers={"Accept-Language": "en-GB"}).text
-    assert f"mercredi 10 mars {year} à 09:00" in fr and "dans " in fr and '<html lang="fr"' in fr
-    assert f"Wednesday, 10 March {year} at 03:00" in en and "in " in en and '<html lang="en"' in en
+    assert f"mercredi 10 mars {year} à 09:00" in fr and "dans " in fr and '<html lang="fr-FR"' in fr
+    assert f"Wednesday, 10 March {year} at 03:00" in en and "in " in en and '<html lang="en-GB"' in en
     for page in (fr, en):
         assert not re.search(r">\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+", page)  # no raw ISO time shown as text
         assert f'datetime="{year}-03-10T08:00:00+00:00"' in page  # the machine-readable instant stays
