@@ -29,7 +29,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 def api(service: Service, role: Role = Role.AGENT) -> httpx.Client:
-    return service.client(role)
+    """An English-speaking agent's client (the service's own default language is the policy's, French)."""
+    client = service.client(role)
+    client.headers["Accept-Language"] = "en"
+    return client
 
 
 def open_case(service: Service, who: str = "email:jane@example.com", channel: str = "email",
@@ -50,7 +53,7 @@ def case_json(service: Service, ref: str) -> dict[str, Any]:
 
 def sign_in(service: Service, role: Role = Role.AGENT, *, token: str | None = None) -> httpx.Client:
     """A browser-like client signed in through the form."""
-    client = httpx.Client(base_url=service.url, timeout=30)
+    client = httpx.Client(base_url=service.url, timeout=30, headers={"Accept-Language": "en"})  # as api()
     form = client.get("/login", params={"next": "/cases/x"})
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
     assert csrf is not None
