@@ -85,7 +85,7 @@ __all__ = ["ACT_PATH", "PageAccess", "add_routes", "message_page"]
 
 ACT_PATH = "/cases/{reference}/act/{action}"
 _HANDLE = {"Q": re.compile(r"Q\d{1,6}"), "P": re.compile(r"P\d{1,6}"), "X": re.compile(r"X\d{1,6}")}
-_WHAT = {"Q": N_("item"), "P": N_("promise"), "X": N_("proposal")}
+_WHAT = {"Q": N_("the item"), "P": N_("the promise"), "X": N_("the proposal")}
 
 
 class PageAccess:
@@ -158,7 +158,7 @@ def read_form(spec: FormSpec, form: Any, zone: str, language: str = "en") -> tup
         values[field.name] = raw
     target = str(form.get("target", "") or "").strip().upper()
     if spec.target and not _HANDLE[spec.target].fullmatch(target):
-        raise FormRefused(w._("name the %(what)s this form acts on (%(first)s, %(second)s …)",
+        raise FormRefused(w._("name %(what)s this form acts on (%(first)s, %(second)s …)",
                               what=w._(_WHAT[spec.target]), first=f"{spec.target}1", second=f"{spec.target}2"))
     if not spec.target:
         target = ""
