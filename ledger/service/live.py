@@ -44,6 +44,7 @@ from caseledger.ledger.service.case_page import (
     load_context,
     render_case,
     render_page,
+    viewer_for,
 )
 from caseledger.ledger.service.feeds import EventStream, StreamLimit, Watcher
 from caseledger.ledger.service.problems import MEDIA_TYPE, problem
@@ -282,7 +283,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
 def _default_view(access: PageAccess) -> Viewer:
     """What a feed with no stream renders (a read-only role, the service's language and zone)."""
     locale, zone = access.defaults()
-    return Viewer(role=Role.AUDITOR, locale=locale, zone=zone)
+    return viewer_for(Role.AUDITOR, accept_language=None, zone=None, default_locale=locale, default_zone=zone)
 
 
 def _safe_next(path: str) -> str:
