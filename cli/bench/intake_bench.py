@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from caseledger.cli.bench import environment
+from caseledger.cli.bench.preflight import checked_ledger_env
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
 from caseledger.ledger.errors import ConfigurationError
@@ -88,9 +89,9 @@ def _drafts(n: int, run: str) -> list[ContactDraft]:
     ]
 
 
-def baseline_write_rate(database: str, events: int = 20_000) -> float:
+def baseline_write_rate(database: str, events: int = 20_000, environ: dict[str, str] | None = None) -> float:
     """Raw eventsourcing rate: Avro-encoded events saved 1000 per transaction, no rules, no Kafka."""
-    app = CaseLedger(LedgerSettings.resolve(database=database, settings=environment()))
+    app = CaseLedger(LedgerSettings.resolve(database=database, settings=environment(environ)))
     try:
         drafts = _drafts(events // 4, f"base-{uuid.uuid4().hex[:6]}")
         from caseledger.ledger.domain.case import Case
@@ -144,7 +145,7 @@ def bench_intake(
     def tails() -> str:
         return "\n".join(f"--- {log.name}\n" + log.read_text(errors="replace")[-1500:] for log in logs)
 
-    ledger = CaseLedger(LedgerSettings.resolve(database=db, settings=environment()))
+    ledger = CaseLedger(LedgerSettings.resolve(database=db, settings=environment(env)))
     try:
         drafts = _drafts(contacts, run)
         sent_at: dict[str, float] = {}
@@ -189,7 +190,7 @@ def bench_intake(
     # After the run (so that it takes no CPU from the measured services): when did each contact
     # reach the events topic? Its ContactReceived record's timestamp is the publisher's send time,
     # a few milliseconds before the transaction holding it commits.
-    probe = CaseLedger(LedgerSettings.resolve(database=db, settings=environment()))
+    probe = CaseLedger(LedgerSettings.resolve(database=db, settings=environment(env)))
     try:
         # The topic carries channel message ids sealed (docs/privacy.md): the bench opens them with the ledger's keys.
         arrivals = _contacts_on_topic(settings)
@@ -201,7 +202,7 @@ def bench_intake(
         events_stored = probe.recorder.max_notification_id() or 0
     finally:
         probe.close()
-    baseline = baseline_write_rate(base_db if database is None else db)
+    baseline = baseline_write_rate(base_db if database is None else db, environ=env)
     tmp.cleanup()
     seconds = end - start
     events_per_s = events_stored / seconds
@@ -211,7 +212,7 @@ def bench_intake(
         intake_workers=workers,
         producer=producer,
         consumer=consumer,
-        backend=LedgerSettings.resolve(database=db, settings=environment()).store.describe().split()[0],
+        backend=LedgerSettings.resolve(database=db, settings=environment(env)).store.describe().split()[0],
         events_stored=events_stored,
         seconds=seconds,
         contacts_per_s=contacts / seconds,
@@ -228,7 +229,6 @@ def prepare_run(*, kafka_bootstrap: str, database: str | None, workers: int, pro
     """Fresh topics and an empty ledger for one run: (temp dir, database, run id, Kafka settings, services' env)."""
     from caseledger.ledger.kafka.clients import check_client
     from caseledger.ledger.kafka.topics import ensure_topics
-    from caseledger.ledger.privacy.kek import KeyEncryptionKey
     from caseledger.ledger.settings import KafkaSettings
 
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-")
@@ -244,23 +244,12 @@ def prepare_run(*, kafka_bootstrap: str, database: str | None, workers: int, pro
         raise ConfigurationError(
             f"--workers {workers}: give 1 to {settings.intake_partitions}, the intake topic's partitions"
         )
-    probe = CaseLedger(LedgerSettings.resolve(database=db, settings=environment()))
-    try:
-        if (probe.recorder.max_notification_id() or 0) > 0:
-            raise ConfigurationError(
-                f"{probe.settings.store.describe()} is not empty; benchmark on an empty database"
-            )
-        try:  # the services it starts seal every contact: a missing key is said now, not as a wait that ends
-            KeyEncryptionKey.resolve(probe.settings.privacy, database_file=probe.storage.database_file)
-        except ConfigurationError as error:
-            raise ConfigurationError(f"bench intake runs an intake worker and a publisher on "
-                                     f"{probe.settings.store.describe()}, which cannot start: {error}") from None
-    finally:
-        probe.close()
+    # The services it starts seal every contact: the key they need is made (or a broken one said) now.
+    ledger_env = checked_ledger_env(os.environ, Path(tmp.name), database=db, bench="bench intake")
     ensure_topics(settings)
     # The worker and the publisher run as separate processes, as deployed: one core each.
     env = {
-        **os.environ,
+        **ledger_env,
         "CASELEDGER_DATABASE": db,
         "CASELEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "CASELEDGER_INTAKE_TOPIC": settings.intake_topic,
