@@ -63,6 +63,8 @@ class MixRun:
     contacts_per_s: float  # the records that were contacts (new, returning, follow-ups, resubmissions)
     latency_p50_ms: float
     latency_p99_ms: float
+    # CPU (user + system) each kind of service spent while the clock ran, per event stored: where the time goes
+    cpu_us_per_event: dict[str, float] = field(default_factory=dict)
 
     def rows(self, title: str) -> list[tuple[str, str]]:
         return [
@@ -75,6 +77,8 @@ class MixRun:
             (f"{title}: events/s end to end", f"{self.events_per_s:,.0f}"),
             (f"{title}: latency p50 / p99 (publish → on events topic)",
              f"{self.latency_p50_ms:,.0f} / {self.latency_p99_ms:,.0f} ms"),
+            (f"{title}: CPU per event stored, by service",
+             " · ".join(f"{stage} {us:,.0f} µs" for stage, us in self.cpu_us_per_event.items()) or "unknown"),
         ]
 
 
@@ -97,6 +101,7 @@ class IntakeBenchResult:
     mix: str = ""
     records_by_kind: dict[str, int] = field(default_factory=dict)
     seeded: int = 0
+    cpu_us_per_event: dict[str, float] = field(default_factory=dict)
     worst_case: dict[str, Any] | None = None  # the same records, every one a new customer (MixRun)
 
     @classmethod
@@ -105,7 +110,8 @@ class IntakeBenchResult:
                    contacts_per_s=run.records_per_s, events_per_s=run.events_per_s,
                    latency_p50_ms=run.latency_p50_ms, latency_p99_ms=run.latency_p99_ms,
                    baseline_events_per_s=baseline, ratio_to_baseline=run.events_per_s / baseline, mix=run.mix,
-                   records_by_kind=run.by_kind, seeded=run.seeded, worst_case=asdict(worst) if worst else None,
+                   records_by_kind=run.by_kind, seeded=run.seeded,
+                   cpu_us_per_event=run.cpu_us_per_event, worst_case=asdict(worst) if worst else None,
                    **common)
 
     def rows(self) -> list[tuple[str, str]]:
@@ -129,7 +135,8 @@ class IntakeBenchResult:
         return MixRun(mix=self.mix, records=self.contacts, by_kind=self.records_by_kind, seeded=self.seeded,
                       events_stored=self.events_stored, seconds=self.seconds, records_per_s=self.contacts_per_s,
                       events_per_s=self.events_per_s, contacts_per_s=contacts / self.seconds,
-                      latency_p50_ms=self.latency_p50_ms, latency_p99_ms=self.latency_p99_ms)
+                      latency_p50_ms=self.latency_p50_ms, latency_p99_ms=self.latency_p99_ms,
+                      cpu_us_per_event=self.cpu_us_per_event)
 
 
 def _drafts(n: int, run: str) -> list[ContactDraft]:
@@ -248,6 +255,7 @@ def _run_mix(mix: TrafficMix, records: int, *, env: dict[str, str], folder: Path
             published = mix_records(mix, records, run, known)
             stored_before = ledger.recorder.max_notification_id() or 0
             sent_at: dict[str, float] = {}
+            cpu_before = _cpu_seconds(services)
             start = time.time()
             for i in range(0, records, 1000):
                 chunk = published[i : i + 1000]
@@ -258,6 +266,7 @@ def _run_mix(mix: TrafficMix, records: int, *, env: dict[str, str], folder: Path
                     progress(f"{name}: published", min(i + 1000, records), records)
             through.wait(records, lambda done: progress and progress(f"{name}: through", done, records))
             end = time.time()
+            cpu = [after - before for before, after in zip(cpu_before, _cpu_seconds(services), strict=True)]
         events_stored = (ledger.recorder.max_notification_id() or 0) - stored_before
     finally:
         ledger.close()
@@ -284,7 +293,10 @@ def _run_mix(mix: TrafficMix, records: int, *, env: dict[str, str], folder: Path
     seconds = end - start
     by_kind = mix.counts(records)
     contacts = sum(n for kind, n in by_kind.items() if kind not in ("delivery", "read"))
-    return MixRun(mix=mix.describe(), records=records, by_kind=by_kind, seeded=len(seeds),
+    per_event = 1e6 / max(1, events_stored)
+    cpu_us = {"intake workers": sum(cpu[:-1]) * per_event, "publisher": cpu[-1] * per_event} if all(
+        c >= 0 for c in cpu) else {}
+    return MixRun(mix=mix.describe(), records=records, by_kind=by_kind, seeded=len(seeds), cpu_us_per_event=cpu_us,
                   events_stored=events_stored, seconds=seconds, records_per_s=records / seconds,
                   events_per_s=events_stored / seconds, contacts_per_s=contacts / seconds,
                   latency_p50_ms=statistics.median(latencies) if latencies else 0.0,
@@ -325,6 +337,19 @@ class _Through:
             time.sleep(0.1)
         raise RuntimeError(f"only {applied} of {records} intake records were applied and position {last_position} "
                            "published in time\n" + self.tails())
+
+
+def _cpu_seconds(services: list[subprocess.Popen[bytes]]) -> list[float]:
+    """User + system CPU seconds each service has used so far (Linux's /proc; -1 where it cannot be read)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    used = []
+    for service in services:
+        try:
+            fields = Path(f"/proc/{service.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used.append((int(fields[11]) + int(fields[12])) / tick)  # utime, stime: fields 14 and 15 of stat
+        except (OSError, IndexError, ValueError):
+            used.append(-1.0)
+    return used
 
 
 def fresh_topics(kafka_bootstrap: str) -> Any:
