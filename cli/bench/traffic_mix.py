@@ -87,9 +87,10 @@ class TrafficMix:
         return counts
 
     def seeds_needed(self, records: int) -> int:
-        """Open cases of known customers the records need: each gets at most one record of each kind."""
+        """Open cases of known customers the records need: each gets at most one record of each kind, and either
+        records keyed by its customer (a new case, a follow-up) or reports keyed by its case (see mix_records)."""
         counts = self.counts(records)
-        return max(counts["returning"], counts["follow_up"], counts["delivery"], counts["read"])
+        return max(counts["returning"], counts["follow_up"]) + max(counts["delivery"], counts["read"])
 
     def describe(self) -> str:
         return " · ".join(f"{f.name.replace('_', '-')} {getattr(self, f.name):.0%}" for f in fields(self)
@@ -124,8 +125,14 @@ def seed_drafts(run: str, seeds: int) -> list[ContactDraft]:
 
 def mix_records(mix: TrafficMix, records: int, run: str, seeds: list[Seed]) -> list[IntakeMessage]:
     """``records`` intake records in ``mix``, shuffled (seeded by ``run``); each seed case gets at most one
-    record of each kind (a read receipt may come before its delivery report, as channels report them)."""
+    record of each kind (a read receipt may come before its delivery report, as channels report them).
+
+    A customer's contacts are keyed by their identity, a case's reports by its reference: two partitions, so two
+    workers. All published at once, a follow-up and a report of one case would meet in two workers' concurrent
+    batches — a conflict that real traffic, where a report follows its message within seconds and a follow-up
+    comes days later, seldom sees. So the seeds that get contacts are not those that get reports."""
     counts = mix.counts(records)
+    reported = max(counts["returning"], counts["follow_up"])  # the first seeds get contacts, the others reports
     if mix.seeds_needed(records) > len(seeds):
         raise ValueError(f"the mix needs {mix.seeds_needed(records)} known customers, {len(seeds)} were seeded")
     order = [kind for kind, count in counts.items() for _ in range(count)]
@@ -149,10 +156,11 @@ def mix_records(mix: TrafficMix, records: int, run: str, seeds: list[Seed]) -> l
         elif kind == "resubmission":
             record = sent[rng.randrange(len(sent))]
         elif kind == "delivery":
-            record = DeliveryReport(case_reference=seeds[k].reference, message_id="ACK1", delivered_at=now)
+            record = DeliveryReport(case_reference=seeds[reported + k].reference, message_id="ACK1", delivered_at=now)
         else:
-            record = ReadReceipt(case_reference=seeds[k].reference, message_id="ACK1", read_at=now,
-                                 reader=Actor(kind=ActorKind.CUSTOMER, id=str(seeds[k].identity)))
+            seed = seeds[reported + k]
+            record = ReadReceipt(case_reference=seed.reference, message_id="ACK1", read_at=now,
+                                 reader=Actor(kind=ActorKind.CUSTOMER, id=str(seed.identity)))
         if isinstance(record, ContactDraft) and kind != "resubmission":
             sent.append(record)
         out.append(record)

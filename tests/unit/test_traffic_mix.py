@@ -73,3 +73,13 @@ def test_the_records_are_the_mix_asked_for_and_each_one_an_adapter_could_send(we
     assert all(n == 1 for key, n in kinds.items() if isinstance(key, tuple))  # one report of each kind per case
     assert len(fresh) == len(seen_ids)
     assert kinds["resubmission"] <= counts["resubmission"]
+
+
+def test_no_case_gets_both_a_contact_and_a_report_which_two_workers_would_apply_at_once() -> None:
+    mix = CONTACT_CENTRE
+    seeds = [Seed(d.identity, f"CL-SEED{k:05d}-AAAAA") for k, d in enumerate(seed_drafts("r", mix.seeds_needed(500)))]
+    published = mix_records(mix, 500, "r", seeds)
+    contacted = {r.case_reference or str(r.identity) for r in published if isinstance(r, ContactDraft)}
+    reported = {r.case_reference for r in published if isinstance(r, DeliveryReport | ReadReceipt)}
+    by_identity = {str(s.identity): s.reference for s in seeds}
+    assert not {by_identity.get(c, c) for c in contacted} & reported
