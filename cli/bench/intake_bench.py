@@ -65,6 +65,7 @@ class MixRun:
     latency_p99_ms: float
     # CPU (user + system) each kind of service spent while the clock ran, per event stored: where the time goes
     cpu_us_per_event: dict[str, float] = field(default_factory=dict)
+    clock: tuple[float, float] = (0.0, 0.0)  # when the clock started and stopped (epoch s): for outside samplers
 
     def rows(self, title: str) -> list[tuple[str, str]]:
         return [
@@ -102,6 +103,7 @@ class IntakeBenchResult:
     records_by_kind: dict[str, int] = field(default_factory=dict)
     seeded: int = 0
     cpu_us_per_event: dict[str, float] = field(default_factory=dict)
+    clock: tuple[float, float] = (0.0, 0.0)
     worst_case: dict[str, Any] | None = None  # the same records, every one a new customer (MixRun)
 
     @classmethod
@@ -111,7 +113,7 @@ class IntakeBenchResult:
                    latency_p50_ms=run.latency_p50_ms, latency_p99_ms=run.latency_p99_ms,
                    baseline_events_per_s=baseline, ratio_to_baseline=run.events_per_s / baseline, mix=run.mix,
                    records_by_kind=run.by_kind, seeded=run.seeded,
-                   cpu_us_per_event=run.cpu_us_per_event, worst_case=asdict(worst) if worst else None,
+                   cpu_us_per_event=run.cpu_us_per_event, clock=run.clock, worst_case=asdict(worst) if worst else None,
                    **common)
 
     def rows(self) -> list[tuple[str, str]]:
@@ -136,7 +138,7 @@ class IntakeBenchResult:
                       events_stored=self.events_stored, seconds=self.seconds, records_per_s=self.contacts_per_s,
                       events_per_s=self.events_per_s, contacts_per_s=contacts / self.seconds,
                       latency_p50_ms=self.latency_p50_ms, latency_p99_ms=self.latency_p99_ms,
-                      cpu_us_per_event=self.cpu_us_per_event)
+                      cpu_us_per_event=self.cpu_us_per_event, clock=self.clock)
 
 
 def _drafts(n: int, run: str) -> list[ContactDraft]:
@@ -297,6 +299,7 @@ def _run_mix(mix: TrafficMix, records: int, *, env: dict[str, str], folder: Path
     cpu_us = {"intake workers": sum(cpu[:-1]) * per_event, "publisher": cpu[-1] * per_event} if all(
         c >= 0 for c in cpu) else {}
     return MixRun(mix=mix.describe(), records=records, by_kind=by_kind, seeded=len(seeds), cpu_us_per_event=cpu_us,
+                  clock=(start, end),
                   events_stored=events_stored, seconds=seconds, records_per_s=records / seconds,
                   events_per_s=events_stored / seconds, contacts_per_s=contacts / seconds,
                   latency_p50_ms=statistics.median(latencies) if latencies else 0.0,
