@@ -216,7 +216,9 @@ def bench_intake(
         run = _run_mix(mix, contacts, env=env, folder=Path(tmp.name), settings=settings, workers=workers,
                        producer=producer, consumer=consumer, progress=progress)
         base_db = database or str(Path(tmp.name) / "baseline.sqlite")
-        baseline = baseline_write_rate(base_db if database is None else db, environ=env)
+        # As many events as the runs stored, within 2,000..20,000: a small run (a test) needs no long baseline.
+        baseline = baseline_write_rate(base_db if database is None else db, min(20_000, max(2_000, 10 * contacts)),
+                                       environ=env)
     finally:
         tmp.cleanup()
     return IntakeBenchResult.of(
