@@ -42,6 +42,9 @@ def bench_intake_command(
                       "docs/scaling.md says where the default comes from.")] = "default",
     worst_case: Annotated[bool, typer.Option(
         "--worst-case/--no-worst-case", help="Also run the same number of records, all new customers, first.")] = True,
+    events: Annotated[int, typer.Option(
+        "--events", min=0, help="Then fill the ledger with this many more events (pre-encoded rows) and run again: "
+                                "a full ledger beside the empty one (10,000,000 for the issue's figure).")] = 0,
     verdicts: Annotated[bool, typer.Option(
         "--verdicts", help="Measure with the verdicts back at the adapter: contacts/s with verdicts (the SDK's "
                            "batched form), then verdict latency p50/p99 at --rate.")] = False,
@@ -81,7 +84,7 @@ def bench_intake_command(
     with stage_progress(console, "contacts {}") as progress:
         result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, workers=workers,
                               producer=producer, consumer=consumer, mix=traffic, worst_case=worst_case,
-                              progress=progress)
+                              events=events, progress=progress)
     print_result(console, "intake", result.rows(), result, output)
 
 

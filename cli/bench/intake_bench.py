@@ -105,15 +105,19 @@ class IntakeBenchResult:
     cpu_us_per_event: dict[str, float] = field(default_factory=dict)
     clock: tuple[float, float] = (0.0, 0.0)
     worst_case: dict[str, Any] | None = None  # the same records, every one a new customer (MixRun)
+    # --events N: the ledger filled with N more events, then the runs again ({"events", "seconds", "mix", "worst_case"})
+    full_ledger: dict[str, Any] | None = None
 
     @classmethod
-    def of(cls, run: MixRun, worst: MixRun | None, *, baseline: float, **common: Any) -> IntakeBenchResult:
+    def of(cls, run: MixRun, worst: MixRun | None, *, baseline: float, full_ledger: dict[str, Any] | None = None,
+           **common: Any) -> IntakeBenchResult:
         return cls(contacts=run.records, events_stored=run.events_stored, seconds=run.seconds,
                    contacts_per_s=run.records_per_s, events_per_s=run.events_per_s,
                    latency_p50_ms=run.latency_p50_ms, latency_p99_ms=run.latency_p99_ms,
                    baseline_events_per_s=baseline, ratio_to_baseline=run.events_per_s / baseline, mix=run.mix,
                    records_by_kind=run.by_kind, seeded=run.seeded,
                    cpu_us_per_event=run.cpu_us_per_event, clock=run.clock, worst_case=asdict(worst) if worst else None,
+                   full_ledger=full_ledger,
                    **common)
 
     def rows(self) -> list[tuple[str, str]]:
@@ -130,7 +134,21 @@ class IntakeBenchResult:
               for title, run in runs),
             ("publisher keeps the Merkle tree and signs checkpoints (a signing key is set)",
              "yes" if self.checkpointer else "no"),
+            *self._full_rows(dict(runs)),
         ]
+
+    def _full_rows(self, empty: dict[str, MixRun]) -> list[tuple[str, str]]:
+        full = self.full_ledger
+        if not full:
+            return []
+        rows = [("full ledger: events written before these runs (pre-encoded rows)",
+                 f"{full['events']:,} in {full['seconds']:.1f} s ({full['events'] / full['seconds']:,.0f} events/s)")]
+        for title in ("mix", "worst case"):
+            if full.get(title.replace(" ", "_")) and title in empty:
+                run = MixRun(**full[title.replace(" ", "_")])
+                rows.append((f"full ledger, {title}: intake records/s (÷ the empty ledger's)",
+                             f"{run.records_per_s:,.0f} ({run.records_per_s / empty[title].records_per_s:.0%})"))
+        return rows
 
     def _run(self) -> MixRun:
         contacts = sum(n for kind, n in self.records_by_kind.items() if kind not in ("delivery", "read"))
@@ -198,13 +216,15 @@ def bench_intake(
     consumer: str = "kafka-python",
     mix: TrafficMix = CONTACT_CENTRE,
     worst_case: bool = True,
+    events: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> IntakeBenchResult:
     """Run the intake benchmark on fresh topics; ``database`` must be empty (default: a temp SQLite).
 
     With ``worst_case`` the same number of records, every one a new customer, runs first on the empty ledger;
     then ``mix`` runs on the same ledger (its returning customers are seeded before its clock starts). The
-    baseline is measured once, after both."""
+    baseline is measured once, after both. With ``events``, the ledger is then filled with that many more events
+    (whole customers' stories, written as pre-encoded rows) and both runs again: a full ledger beside the empty."""
     tmp, db, _run, settings, env = prepare_run(kafka_bootstrap=kafka_bootstrap, database=database, workers=workers,
                                                producer=producer, consumer=consumer)
     try:
@@ -215,6 +235,11 @@ def bench_intake(
             settings = fresh_topics(kafka_bootstrap)
         run = _run_mix(mix, contacts, env=env, folder=Path(tmp.name), settings=settings, workers=workers,
                        producer=producer, consumer=consumer, progress=progress)
+        full = None
+        if events:
+            full = _on_a_full_ledger(events, mix, contacts, env=env, folder=Path(tmp.name), worst_case=worst is not None,
+                                     kafka_bootstrap=kafka_bootstrap, workers=workers, producer=producer,
+                                     consumer=consumer, progress=progress)
         base_db = database or str(Path(tmp.name) / "baseline.sqlite")
         # As many events as the runs stored, within 2,000..20,000: a small run (a test) needs no long baseline.
         baseline = baseline_write_rate(base_db if database is None else db, min(20_000, max(2_000, 10 * contacts)),
@@ -222,11 +247,32 @@ def bench_intake(
     finally:
         tmp.cleanup()
     return IntakeBenchResult.of(
-        run, worst, baseline=baseline,
+        run, worst, baseline=baseline, full_ledger=full,
         checkpointer=bool(env.get("CASELEDGER_SIGNING_KEY_FILE") or env.get("CASELEDGER_SIGNING_KEY")),
         intake_workers=workers, producer=producer, consumer=consumer,
         backend=LedgerSettings.resolve(database=db, settings=environment(env)).store.describe().split()[0],
     )
+
+
+def _on_a_full_ledger(events: int, mix: TrafficMix, records: int, *, env: dict[str, str], folder: Path,
+                      worst_case: bool, kafka_bootstrap: str, workers: int, producer: str, consumer: str,
+                      progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+    """Fill the ledger with ``events`` more events (``bench verify``'s stories, written as pre-encoded rows, 20,000
+    a transaction), then run the worst case and the mix again, each on fresh topics."""
+    from caseledger.cli.bench.verify_bench import generate_ledger
+
+    ledger = CaseLedger(LedgerSettings.resolve(database=env["CASELEDGER_DATABASE"], settings=environment(env)))
+    try:
+        started = time.perf_counter()
+        written = generate_ledger(ledger, events, progress)
+        seconds = time.perf_counter() - started
+    finally:
+        ledger.close()
+    options: dict[str, Any] = {"env": env, "folder": folder, "workers": workers, "producer": producer,
+                               "consumer": consumer, "progress": progress}
+    worst = _run_mix(WORST_CASE, records, settings=fresh_topics(kafka_bootstrap), **options) if worst_case else None
+    run = _run_mix(mix, records, settings=fresh_topics(kafka_bootstrap), **options)
+    return {"events": written, "seconds": seconds, "mix": asdict(run), "worst_case": asdict(worst) if worst else None}
 
 
 def _run_mix(mix: TrafficMix, records: int, *, env: dict[str, str], folder: Path, settings: Any, workers: int,
