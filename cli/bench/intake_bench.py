@@ -371,7 +371,9 @@ class _Through:
         intake_end = _end_offsets(self.settings, self.settings.intake_topic)
         first = {p: self.ledger.recorder.max_tracking_id(tracking_name(self.settings.intake_topic, p)) or 0
                  for p in intake_end}
-        deadline = time.time() + max(120, records / 100)
+        # A fresh events topic is published from the log's start: a full ledger's backlog first (before the clock).
+        backlog = (self.ledger.recorder.max_notification_id() or 0) - max(0, self.publisher.last_published_position())
+        deadline = time.time() + max(120, records / 100, backlog / 500)
         applied, last_position = 0, -1
         while time.time() < deadline:
             if any(s.poll() is not None for s in self.services):
