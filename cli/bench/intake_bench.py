@@ -1,10 +1,13 @@
 """Benchmarks: measured in one run against a baseline measured in the same run.
 
-``intake``: N contacts published on the intake topic go through the intake worker into the
-store and through the publisher onto the events topic. Reported: sustained end-to-end contacts/s
-and events/s, the p50/p99 latency from publishing a contact to its ``ContactReceived`` on the
-events topic, and — as the baseline — the raw eventsourcing batched-write rate of the same Avro
-events into the same kind of store (1000 events per transaction), with the ratio between them.
+``intake``: N intake records of a traffic mix (``traffic_mix.py``: new and returning customers, follow-ups,
+resubmissions, delivery reports, read receipts) published on the intake topic go through the intake worker
+into the store and through the publisher onto the events topic; the worst case (N new customers) runs
+beside it. Reported per run: sustained end-to-end records/s and events/s, the p50/p99 latency from
+publishing a contact to its ``ContactReceived`` on the events topic, the CPU each service spent per event,
+and — as the baseline — the raw eventsourcing batched-write rate of the same Avro events into the same kind
+of store (1000 events per transaction), with the ratio between them. ``--events N`` runs both again on the
+ledger filled with N more events.
 
 The run ends exactly when the worker's tracking positions reach the intake topic's end and the
 events topic holds the store's last position (polled every 0.1 s). Latencies are read from the
