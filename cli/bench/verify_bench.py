@@ -169,12 +169,14 @@ def generate_ledger(ledger: CaseLedger, events: int, progress: Progress | None =
                                      originator_version=event.version, topic=event.topic, state=data))
         if len(batch) >= 20_000:
             ledger.recorder.insert_events(batch, new_keys=new_keys)
+            ledger.data_keys.saved(new_keys)  # stored: the ledger's next write must not store them again
             written += len(batch)
             batch, new_keys = [], []
             if progress:
                 progress("generating", written, stories * per_story)
     if batch:
         ledger.recorder.insert_events(batch, new_keys=new_keys)
+        ledger.data_keys.saved(new_keys)
         written += len(batch)
     return written
 
