@@ -36,6 +36,15 @@ def bench_intake_command(
     producer: ProducerOpt = "confluent",
     consumer: ConsumerOpt = "confluent",
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    mix: Annotated[str, typer.Option(
+        "--mix", help="The traffic: KIND=WEIGHT,… with KIND new, returning, follow_up, resubmission, delivery, read "
+                      "(or 'default': a contact centre's, 30/15/15/2/23/15; 'worst': all new customers); "
+                      "docs/scaling.md says where the default comes from.")] = "default",
+    worst_case: Annotated[bool, typer.Option(
+        "--worst-case/--no-worst-case", help="Also run the same number of records, all new customers, first.")] = True,
+    events: Annotated[int, typer.Option(
+        "--events", min=0, help="Then fill the ledger with this many more events (pre-encoded rows) and run again: "
+                                "a full ledger beside the empty one (10,000,000 for the issue's figure).")] = 0,
     verdicts: Annotated[bool, typer.Option(
         "--verdicts", help="Measure with the verdicts back at the adapter: contacts/s with verdicts (the SDK's "
                            "batched form), then verdict latency p50/p99 at --rate.")] = False,
@@ -45,16 +54,21 @@ def bench_intake_command(
 ) -> None:
     """End-to-end intake throughput and latency: intake topic → store → events topic.
 
-    Publishes N contacts on fresh topics, runs the intake worker and the publisher, and measures
-    contacts/s, events/s and publish-to-topic latency; then measures raw eventsourcing batched
-    writes on the same backend as the baseline, and prints the ratio. With --verdicts: contacts/s
-    until the adapter holds every verdict, then the verdict latency at a paced rate.
+    Publishes N intake records of a traffic mix (--mix: new and returning customers, follow-ups,
+    resubmissions, delivery reports, read receipts; the known customers are recorded before the clock
+    starts) on fresh topics, runs the intake worker(s) and the publisher, and measures records/s,
+    events/s and publish-to-topic latency; the worst case (N new customers) runs first, on the empty
+    ledger. Then it measures raw eventsourcing batched writes on the same backend as the baseline, and
+    prints the ratios. A ledger without a key-encryption key gets a throw-away one for the run. With
+    --verdicts: contacts/s until the adapter holds every verdict, then the verdict latency at a paced rate.
 
     Example: caseledger bench intake --kafka localhost:29092 --database postgresql://…/bench -n 50000
     Example: caseledger bench intake --kafka localhost:29092 -n 10000 --verdicts --rate 100
     """
     from caseledger.cli.bench.intake_bench import bench_intake
+    from caseledger.cli.bench.traffic_mix import TrafficMix
 
+    traffic = TrafficMix.parse(mix)
     if not kafka:
         raise ConfigurationError("bench intake needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
     console = plain_console()
@@ -68,8 +82,9 @@ def bench_intake_command(
         print_result(console, "intake-verdicts", found.rows(), found, output)
         return
     with stage_progress(console, "contacts {}") as progress:
-        result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, workers=workers, producer=producer, consumer=consumer,
-                              progress=progress)
+        result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, workers=workers,
+                              producer=producer, consumer=consumer, mix=traffic, worst_case=worst_case,
+                              events=events, progress=progress)
     print_result(console, "intake", result.rows(), result, output)
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from caseledger.cli.bench import environment
 from caseledger.cli.bench.intake_bench import start_services, stop_services
+from caseledger.cli.bench.preflight import checked_ledger_env
 from caseledger.cli.bench.texts_writer import bench_writer
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.case import Case
@@ -418,8 +419,9 @@ def bench_lag(
         )
     check_client(producer, "producer")
     check_client(consumer, "consumer")
+    ledger_env = checked_ledger_env(os.environ, Path(tmp.name), database=db, bench="bench lag")
     ensure_topics(settings)
-    env = {**os.environ, "CASELEDGER_DATABASE": db, "CASELEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+    env = {**ledger_env, "CASELEDGER_DATABASE": db, "CASELEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "CASELEDGER_INTAKE_TOPIC": settings.intake_topic, "CASELEDGER_EVENTS_TOPIC": settings.events_topic}
     services, logs = start_services(env, Path(tmp.name), partitions=settings.intake_partitions, workers=workers,
                                     consumer=consumer, producer=producer, intake_batch=500, publisher_batch=1000)
@@ -453,7 +455,7 @@ def bench_lag(
     sent: dict[str, float] = {}
     # Events carry channel message ids sealed (docs/privacy.md): the follower keeps them as it saw them, and
     # this thread opens them with the ledger's keys only while it waits (the warm-up, the tail).
-    opener = _SealedIds(db)
+    opener = _SealedIds(db, env)
     try:
         contacts = int(rate * seconds)
         with KafkaIntakeClient(settings, adapter="bench-lag", producer=producer) as client:
@@ -536,8 +538,9 @@ def bench_lag(
 class _SealedIds:
     """Channel message ids as the events topic carries them (sealed), opened with the bench ledger's keys."""
 
-    def __init__(self, database: str) -> None:
+    def __init__(self, database: str, environ: dict[str, str]) -> None:
         self.database = database
+        self.environ = environ
         self.ids: dict[str, str] = {}  # sealed → opened
         self._ledger: Any = None
 
@@ -545,7 +548,7 @@ class _SealedIds:
         new = [t for t in list(sealed) if t not in self.ids]
         if new:
             if self._ledger is None:
-                self._ledger = CaseLedger(LedgerSettings.resolve(database=self.database, settings=environment()))
+                self._ledger = CaseLedger(LedgerSettings.resolve(database=self.database, settings=environment(self.environ)))
             self.ids.update(zip(new, self._ledger.reveal(new), strict=True))
         return set(self.ids.values())
 
