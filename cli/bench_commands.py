@@ -187,6 +187,9 @@ def bench_rebuild_command(
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Rebuild processes.")] = 2,
     consumer: ConsumerOpt = "kafka-python",
     batch_size: EventBatchOpt = 5000,
+    peer: Annotated[bool, typer.Option(
+        "--peer/--no-peer", help="Also rebuild case_state alone with caseledger's runner and with a quixstreams "
+        "peer (pip install 'caseledger[bench]'), compare their events/s and check their tables are identical.")] = True,
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
     """Events/s rebuilding every built-in projection from the Kafka topic into PostgreSQL.
@@ -194,7 +197,9 @@ def bench_rebuild_command(
     Generates a ledger of N events, publishes it to a fresh events topic, then rebuilds the
     four built-ins from the topic into PostgreSQL; the baseline, measured in the same run, is
     the raw Avro decode rate of the same events (compiled readers; fastavro's rate is shown
-    too). Memory (peak RSS) is reported too.
+    too). Memory (peak RSS) is reported too. Then, side by side, case_state alone by caseledger's
+    runner and by the same projection written with quixstreams (docs/benchmarks.md): their
+    events/s, and whether their tables are identical row by row (exit 1 when not).
 
     Example: caseledger bench rebuild --kafka localhost:29092 --events 1000000
     """
@@ -204,9 +209,13 @@ def bench_rebuild_command(
         raise ConfigurationError("bench rebuild needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
     console = plain_console()
     result = bench_rebuild(kafka_bootstrap=kafka, events=events, postgres_url=postgres, workers=workers,
-                           consumer=consumer, batch_size=batch_size,
+                           consumer=consumer, batch_size=batch_size, peer=peer,
                            say=lambda text: console.print(Text(text, style="dim")))
     print_result(console, "rebuild", result.report(), result, output)
+    if result.peer is not None and not result.peer.identical:
+        plain_console(stderr=True).print(f"the peer's case_state differs from caseledger's: {result.peer.differing_rows:,} "
+                            "rows in one table and not the other (schemas runner and peer of the views database)")
+        raise typer.Exit(1)
 
 
 @bench_app.command("export")

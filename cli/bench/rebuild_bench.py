@@ -214,6 +214,7 @@ class RebuildBenchResult:
     rss_mb_at_10pct: float
     rss_mb_peak: float
     rows: dict[str, int]
+    peer: PeerResult | None = None
 
     def report(self) -> list[tuple[str, str]]:
         """(measure, value) lines for the table the command prints."""
@@ -230,7 +231,61 @@ class RebuildBenchResult:
             ("memory of a rebuild process (RSS) at 10% / peak",
              f"{self.rss_mb_at_10pct:,.0f} MB / {self.rss_mb_peak:,.0f} MB"),
             ("rows written", ", ".join(f"{t} {n:,}" for t, n in self.rows.items())),
+            *(self.peer.report() if self.peer is not None else []),
         ]
+
+
+@dataclass
+class PeerResult:
+    """case_state alone, rebuilt by caseledger's runner and by the quixstreams peer from the same topic."""
+
+    runner_events_per_s: float
+    peer_events_per_s: float
+    ratio: float  # runner ÷ peer
+    rows: int
+    peer_rows: int
+    differing_rows: int  # rows in one table and not in the other, the peer's against the runner's
+
+    def report(self) -> list[tuple[str, str]]:
+        return [
+            ("case_state alone, caseledger's runner (1 process), events/s", f"{self.runner_events_per_s:,.0f}"),
+            ("case_state alone, quixstreams peer (1 process, docs/benchmarks.md), events/s",
+             f"{self.peer_events_per_s:,.0f}"),
+            ("caseledger ÷ peer (target ≥ 2×)", f"{self.ratio:.2f}×"),
+            ("peer's table against the runner's, row by row",
+             "identical" if self.identical else
+             f"DIFFERENT: {self.differing_rows:,} rows differ ({self.rows:,} against {self.peer_rows:,})"),
+        ]
+
+    @property
+    def identical(self) -> bool:
+        return self.differing_rows == 0 and self.rows == self.peer_rows
+
+
+def measure_peer(settings: KafkaSettings, postgres_url: str, *, records: int, consumer: str, batch_size: int,
+                 state_dir: Path, say: Say) -> PeerResult:
+    """Rebuild case_state alone from the topic, with caseledger's runner (schema ``runner``) then with the
+    quixstreams peer (schema ``peer``); compare their rates and their tables."""
+    from caseledger.cli.bench.peer_case_state import differing_rows, rebuild_with_quixstreams
+    from caseledger.projections.case_state import CaseState
+
+    say("case_state alone with caseledger's runner")
+    base, _, query = postgres_url.partition("?")
+    with open_views(f"{base}?{query + '&' if query else ''}schema=runner") as views:
+        source = kafka_source(settings, consumer=consumer)
+        try:
+            ours = rebuild([CaseState()], views, source, batch_size=batch_size)
+        finally:
+            source.close()
+    say("case_state alone with the quixstreams peer")
+    conninfo = base + (f"?{query}" if query else "")
+    read, seconds = rebuild_with_quixstreams(
+        bootstrap=settings.bootstrap_servers, topic=settings.events_topic, conninfo=conninfo,
+        table="peer.case_state", records=records, state_dir=state_dir, group=f"peer-{uuid.uuid4().hex[:8]}")
+    rows, peer_rows, differing = differing_rows(conninfo, "runner.case_state", "peer.case_state")
+    runner_rate, peer_rate = ours.records / ours.seconds, read / seconds
+    return PeerResult(runner_events_per_s=runner_rate, peer_events_per_s=peer_rate, ratio=runner_rate / peer_rate,
+                      rows=rows, peer_rows=peer_rows, differing_rows=differing)
 
 
 def decode_baseline(database: str, sample: int = 200_000) -> tuple[float, float, float]:
@@ -282,12 +337,16 @@ def _temporary_postgres(directory: Path) -> tuple[str, Any]:
 
 def bench_rebuild(
     *, kafka_bootstrap: str, events: int = 200_000, postgres_url: str | None = None, say: Say | None = None,
-    partitions: int = 6, workers: int = 2, consumer: str = KAFKA_PYTHON, batch_size: int = 5000,
+    partitions: int = 6, workers: int = 2, consumer: str = KAFKA_PYTHON, batch_size: int = 5000, peer: bool = True,
 ) -> RebuildBenchResult:
     """Generate, publish, then rebuild every built-in from the topic into PostgreSQL."""
     import psycopg
 
     say = say or (lambda _text: None)
+    if peer:
+        from caseledger.cli.bench.peer_case_state import require_quixstreams
+
+        require_quixstreams()
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-rebuild-")
     server = None
     try:
@@ -336,6 +395,8 @@ def bench_rebuild(
                     source.close()
             rows = {t.name: int(views.fetch(f"SELECT COUNT(*) AS n FROM {t.name}")[0]["n"])
                     for p in projections for t in p.tables}
+        compared = measure_peer(settings, postgres_url, records=total, consumer=consumer, batch_size=batch_size,
+                                state_dir=Path(tmp.name) / "peer-state", say=say) if peer else None
         rate = result.records / result.seconds
         at_10 = next((rss for n, rss in samples if n >= total // 10), samples[0][1] if samples else 0.0)
         peak = max(rss for _n, rss in samples) if samples else 0.0
@@ -343,7 +404,7 @@ def bench_rebuild(
             events=total, partitions=partitions, views=f"PostgreSQL, {workers} rebuild process(es) reading with {consumer}", generate_seconds=generated,
             publish_seconds=published, rebuild_seconds=result.seconds, rebuild_events_per_s=rate,
             baseline_decode_per_s=baseline, fastavro_decode_per_s=fastavro_only, domain_decode_per_s=domain, ratio_to_baseline=rate / baseline,
-            rss_mb_at_10pct=at_10, rss_mb_peak=peak, rows=rows,
+            rss_mb_at_10pct=at_10, rss_mb_peak=peak, rows=rows, peer=compared,
         )
     finally:
         if server is not None:
