@@ -275,6 +275,52 @@ def bench_lag_command(
     print_result(console, "lag", result.report(), result, output)
 
 
+@bench_app.command("soak")
+@local_only(NOT_THROUGH_API)
+def bench_soak_command(
+    kafka: KafkaOpt = None,
+    minutes: Annotated[float, typer.Option("--minutes", min=0.05, help="How long to soak.")] = 20.0,
+    rate: Annotated[int, typer.Option("--rate", min=1, help="Contacts published per second on the intake topic.")] = 500,
+    warmup: Annotated[float, typer.Option("--warmup-minutes", min=0,
+                                          help="The first minutes, whose memory growth is not judged.")] = 2.0,
+    read_rate: Annotated[float, typer.Option("--read-rate", min=0.1,
+                                             help="Reads per second over HTTP (case show, history).")] = 10.0,
+    sample_seconds: Annotated[float, typer.Option("--sample-seconds", min=0.5,
+                                                  help="Seconds between two samples of memory.")] = 10.0,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="An EMPTY ledger database (SQLite path or postgresql:// URL); "
+                     "default a temporary SQLite file."),
+    ] = None,
+    consumer: ConsumerOpt = "kafka-python",
+    producer: ProducerOpt = "kafka-python",
+    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+) -> None:
+    """Minutes of `caseledger run` at a steady intake rate while `serve` answers reads: memory and errors.
+
+    The resident memory of every process (run, serve and their children) is sampled every
+    --sample-seconds; exits 1 when one grew by 5 % or more after the warm-up, died, a read answered
+    anything but 200, or a contact was not recorded as a case. The rate reached is reported.
+
+    Example: caseledger bench soak --kafka localhost:29092 --minutes 20 --rate 500
+    """
+    from caseledger.cli.bench.soak_bench import bench_soak
+
+    if not kafka:
+        raise ConfigurationError("bench soak needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
+    if warmup >= minutes:
+        raise ConfigurationError(f"--warmup-minutes {warmup:g} leaves nothing to judge of a {minutes:g}-minute "
+                                 "soak: give fewer warm-up minutes or more minutes")
+    console = plain_console()
+    result = bench_soak(kafka_bootstrap=kafka, minutes=minutes, rate=rate, warmup_minutes=warmup,
+                        read_rate=read_rate, sample_seconds=sample_seconds, database=database, consumer=consumer,
+                        producer=producer, say=lambda text: console.print(Text(text, style="dim")))
+    print_result(console, "soak", result.report(), result, output)
+    if not result.ok:
+        plain_console(stderr=True).print("bench soak failed: " + "; ".join(result.errors))
+        raise typer.Exit(1)
+
+
 @bench_app.command("proofs")
 @local_only(NOT_THROUGH_API)
 def bench_proofs_command(

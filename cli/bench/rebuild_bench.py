@@ -628,7 +628,7 @@ def steady_publisher_main() -> None:
 
     run, rate, contacts, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
     producer = sys.argv[5]
-    tick = 0.01
+    tick = max(0.01, 1 / rate)  # below 100/s, one contact per tick: a tick of 10 ms would send 100/s
     per_tick = max(1, round(rate * tick))
     sent: dict[str, float] = {}
     with KafkaIntakeClient(KafkaSettings.resolve(settings=environment().kafka), adapter="bench-lag", producer=producer) as client:
