@@ -235,7 +235,7 @@ def handled(value: bytes, key: Any, timestamp: int, headers: Any) -> bool:
 # -- the sink ------------------------------------------------------------------------------------------------
 
 
-def _computed(row: Row) -> tuple[Any, ...]:
+def table_row(row: Row) -> tuple[Any, ...]:
     """The row as the table's columns, with those computed from its lists."""
     open_items = [i for i in row["items"] if i["status"] == "open"]
     open_ids = {i["item_id"] for i in open_items}
@@ -307,7 +307,7 @@ def _sink_class() -> type:
                     copy.set_types(["timestamptz" if c in TIME_COLUMNS else "int8" if c in INT_COLUMNS else "text"
                                     for c in COLUMNS])
                     for row in last.values():
-                        copy.write_row(_computed(row))
+                        copy.write_row(table_row(row))
                 cursor.execute(f"INSERT INTO {self.table} ({columns}) SELECT {columns} FROM case_state_stage "
                                f"ON CONFLICT (case_id) DO UPDATE SET {updates}")
 
