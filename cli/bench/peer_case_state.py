@@ -6,7 +6,8 @@ public decoder (``caseledger.ledger.decode_event``, docs/analysts.md), the case'
 quixstreams' state (RocksDB, one store per partition: the topic is keyed by customer, so a case's
 events are in one partition, in order), and a ``BatchingSink`` writing the rows into PostgreSQL
 with psycopg at each checkpoint. The rows are those of ``projections/case_state.py`` column for
-column; ``bench rebuild`` checks it, row by row.
+column; ``bench rebuild`` checks it, row by row (:func:`measure_peer`, at the end: the peer beside
+caseledger's runner, on the same topic, into the same PostgreSQL).
 
 It is written to be fast, not to lose: records of events the table ignores are dropped on their
 ``ce_type`` header before any decoding; the columns computed from a row's lists are computed once
@@ -21,7 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -380,3 +383,61 @@ def differing_rows(conninfo: str, table: str, other: str) -> tuple[int, int, int
             f"UNION ALL (SELECT {values} FROM {other} EXCEPT ALL SELECT {values} FROM {table})) AS d"
         ).fetchone()[0]  # type: ignore[index]
     return int(size), int(size_other), int(differing)
+
+
+# -- side by side with caseledger's runner ----------------------------------------------------------------
+
+
+@dataclass
+class PeerResult:
+    """case_state alone, rebuilt by caseledger's runner and by the quixstreams peer from the same topic."""
+
+    runner_events_per_s: float
+    peer_events_per_s: float
+    ratio: float  # runner ÷ peer
+    rows: int
+    peer_rows: int
+    differing_rows: int  # rows in one table and not in the other, the peer's against the runner's
+
+    def report(self) -> list[tuple[str, str]]:
+        return [
+            ("case_state alone, caseledger's runner (1 process), events/s", f"{self.runner_events_per_s:,.0f}"),
+            ("case_state alone, quixstreams peer (1 process, docs/benchmarks.md), events/s",
+             f"{self.peer_events_per_s:,.0f}"),
+            ("caseledger ÷ peer (target ≥ 2×)", f"{self.ratio:.2f}×"),
+            ("peer's table against the runner's, row by row",
+             "identical" if self.identical else
+             f"DIFFERENT: {self.differing_rows:,} rows differ ({self.rows:,} against {self.peer_rows:,})"),
+        ]
+
+    @property
+    def identical(self) -> bool:
+        return self.differing_rows == 0 and self.rows == self.peer_rows
+
+
+def measure_peer(settings: Any, postgres_url: str, *, records: int, consumer: str, batch_size: int,
+                 state_dir: Path, say: Callable[[str], None]) -> PeerResult:
+    """Rebuild case_state alone from the topic, with caseledger's runner (schema ``runner``) then with the
+    quixstreams peer (schema ``peer``); compare their rates and their tables."""
+    from caseledger.projections.case_state import CaseState
+    from caseledger.projections.runner import rebuild
+    from caseledger.projections.sources import kafka_source
+    from caseledger.projections.view_stores import open_views
+
+    say("case_state alone with caseledger's runner")
+    base, _, query = postgres_url.partition("?")
+    with open_views(f"{base}?{query + '&' if query else ''}schema=runner") as views:
+        source = kafka_source(settings, consumer=consumer)
+        try:
+            ours = rebuild([CaseState()], views, source, batch_size=batch_size)
+        finally:
+            source.close()
+    say("case_state alone with the quixstreams peer")
+    conninfo = base + (f"?{query}" if query else "")
+    read, seconds = rebuild_with_quixstreams(
+        bootstrap=settings.bootstrap_servers, topic=settings.events_topic, conninfo=conninfo,
+        table="peer.case_state", records=records, state_dir=state_dir, group=f"peer-{uuid.uuid4().hex[:8]}")
+    rows, peer_rows, differing = differing_rows(conninfo, "runner.case_state", "peer.case_state")
+    runner_rate, peer_rate = ours.records / ours.seconds, read / seconds
+    return PeerResult(runner_events_per_s=runner_rate, peer_events_per_s=peer_rate, ratio=runner_rate / peer_rate,
+                      rows=rows, peer_rows=peer_rows, differing_rows=differing)

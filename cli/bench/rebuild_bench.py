@@ -34,6 +34,7 @@ from typing import Any
 
 from caseledger.cli.bench import environment
 from caseledger.cli.bench.intake_bench import start_services, stop_services
+from caseledger.cli.bench.peer_case_state import PeerResult, measure_peer, require_quixstreams
 from caseledger.cli.bench.texts_writer import bench_writer
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.case import Case
@@ -235,59 +236,6 @@ class RebuildBenchResult:
         ]
 
 
-@dataclass
-class PeerResult:
-    """case_state alone, rebuilt by caseledger's runner and by the quixstreams peer from the same topic."""
-
-    runner_events_per_s: float
-    peer_events_per_s: float
-    ratio: float  # runner ÷ peer
-    rows: int
-    peer_rows: int
-    differing_rows: int  # rows in one table and not in the other, the peer's against the runner's
-
-    def report(self) -> list[tuple[str, str]]:
-        return [
-            ("case_state alone, caseledger's runner (1 process), events/s", f"{self.runner_events_per_s:,.0f}"),
-            ("case_state alone, quixstreams peer (1 process, docs/benchmarks.md), events/s",
-             f"{self.peer_events_per_s:,.0f}"),
-            ("caseledger ÷ peer (target ≥ 2×)", f"{self.ratio:.2f}×"),
-            ("peer's table against the runner's, row by row",
-             "identical" if self.identical else
-             f"DIFFERENT: {self.differing_rows:,} rows differ ({self.rows:,} against {self.peer_rows:,})"),
-        ]
-
-    @property
-    def identical(self) -> bool:
-        return self.differing_rows == 0 and self.rows == self.peer_rows
-
-
-def measure_peer(settings: KafkaSettings, postgres_url: str, *, records: int, consumer: str, batch_size: int,
-                 state_dir: Path, say: Say) -> PeerResult:
-    """Rebuild case_state alone from the topic, with caseledger's runner (schema ``runner``) then with the
-    quixstreams peer (schema ``peer``); compare their rates and their tables."""
-    from caseledger.cli.bench.peer_case_state import differing_rows, rebuild_with_quixstreams
-    from caseledger.projections.case_state import CaseState
-
-    say("case_state alone with caseledger's runner")
-    base, _, query = postgres_url.partition("?")
-    with open_views(f"{base}?{query + '&' if query else ''}schema=runner") as views:
-        source = kafka_source(settings, consumer=consumer)
-        try:
-            ours = rebuild([CaseState()], views, source, batch_size=batch_size)
-        finally:
-            source.close()
-    say("case_state alone with the quixstreams peer")
-    conninfo = base + (f"?{query}" if query else "")
-    read, seconds = rebuild_with_quixstreams(
-        bootstrap=settings.bootstrap_servers, topic=settings.events_topic, conninfo=conninfo,
-        table="peer.case_state", records=records, state_dir=state_dir, group=f"peer-{uuid.uuid4().hex[:8]}")
-    rows, peer_rows, differing = differing_rows(conninfo, "runner.case_state", "peer.case_state")
-    runner_rate, peer_rate = ours.records / ours.seconds, read / seconds
-    return PeerResult(runner_events_per_s=runner_rate, peer_events_per_s=peer_rate, ratio=runner_rate / peer_rate,
-                      rows=rows, peer_rows=peer_rows, differing_rows=differing)
-
-
 def decode_baseline(database: str, sample: int = 200_000) -> tuple[float, float, float]:
     """Rates over up to ``sample`` stored events: (raw Avro decode, the same with fastavro alone,
     decode into domain events).
@@ -344,8 +292,6 @@ def bench_rebuild(
 
     say = say or (lambda _text: None)
     if peer:
-        from caseledger.cli.bench.peer_case_state import require_quixstreams
-
         require_quixstreams()
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-rebuild-")
     server = None
@@ -622,12 +568,16 @@ class _SealedIds:
 def steady_publisher_main() -> None:
     """Child process of ``bench lag``: publish contacts at a steady rate, then write their send times.
 
-    Arguments: run, rate, contacts, output file, producer client; Kafka settings from the environment.
+    Arguments: run, rate, contacts, output file, producer client, and optionally the customers' mix:
+    ``5000`` (``bench lag``: 5,000 customers in turn) or ``returning`` (``bench soak``: three contacts in
+    four from a new customer, the fourth from an earlier one; no customer piles up cases as time goes on).
+    Kafka settings from the environment.
     """
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
 
     run, rate, contacts, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
     producer = sys.argv[5]
+    returning = sys.argv[6:7] == ["returning"]
     tick = max(0.01, 1 / rate)  # below 100/s, one contact per tick: a tick of 10 ms would send 100/s
     per_tick = max(1, round(rate * tick))
     sent: dict[str, float] = {}
@@ -639,7 +589,8 @@ def steady_publisher_main() -> None:
             pause = started + (n / per_tick) * tick - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-            chunk = [_lag_draft(run, i) for i in range(n, min(n + per_tick, contacts))]
+            chunk = [_lag_draft(run, i, customer=(i if i % 4 else i // 4) if returning else None)
+                     for i in range(n, min(n + per_tick, contacts))]
             at = time.time()
             client.submit_many(chunk)  # type: ignore[arg-type]
             sent.update((draft.channel_message_id, at) for draft in chunk)
@@ -648,8 +599,9 @@ def steady_publisher_main() -> None:
     out.write_text(json.dumps({"sent": sent, "seconds": seconds}))
 
 
-def _lag_draft(run: str, i: int) -> ContactDraft:
+def _lag_draft(run: str, i: int, *, customer: int | None = None) -> ContactDraft:
+    who = i % 5000 if customer is None else customer
     return ContactDraft(channel=CHANNELS[i % 5], channel_message_id=f"{run}-{i}",
-                        identity=Identity(kind="email", value=f"lag{i % 5000}@bench.example"),
+                        identity=Identity(kind="email", value=f"lag{who}@bench.example"),
                         items=(f"Question {i}: where is my parcel?",), subject="Parcel",
                         body="I ordered on Monday and nothing has arrived yet.", occurred_at=datetime.now(UTC))

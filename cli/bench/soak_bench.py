@@ -252,7 +252,7 @@ def bench_soak(
             publisher = subprocess.Popen(
                 [*cli[:2], "from caseledger.cli.bench.rebuild_bench import steady_publisher_main; "
                  "steady_publisher_main()", run, str(rate), str(int(rate * minutes * 60)), str(logs / "sent.json"),
-                 producer], env=env, stdout=(logs / "publisher.log").open("wb"), stderr=subprocess.STDOUT)
+                 producer, "returning"], env=env, stdout=(logs / "publisher.log").open("wb"), stderr=subprocess.STDOUT)
             watched = {"caseledger run": runner.pid, "caseledger serve": _child_running("serve")}
             reader = _Reader(url, tokens["agent"], cases, read_rate)
             say(f"soaking for {minutes:g} min: {rate}/s on the intake topic, {read_rate:g} reads/s over HTTP")
