@@ -287,6 +287,8 @@ def bench_soak_command(
                                              help="Reads per second over HTTP (case show, history).")] = 10.0,
     sample_seconds: Annotated[float, typer.Option("--sample-seconds", min=0.5,
                                                   help="Seconds between two samples of memory.")] = 10.0,
+    max_growth: Annotated[float, typer.Option("--max-growth", min=0,
+                                              help="Memory growth after the warm-up that fails, in %.")] = 5.0,
     database: Annotated[
         str | None,
         typer.Option("--database", help="An EMPTY ledger database (SQLite path or postgresql:// URL); "
@@ -299,7 +301,7 @@ def bench_soak_command(
     """Minutes of `caseledger run` at a steady intake rate while `serve` answers reads: memory and errors.
 
     The resident memory of every process (run, serve and their children) is sampled every
-    --sample-seconds; exits 1 when one grew by 5 % or more after the warm-up, died, a read answered
+    --sample-seconds; exits 1 when one grew by --max-growth (5 %) or more after the warm-up, died, a read answered
     anything but 200, or a contact was not recorded as a case. The rate reached is reported.
 
     Example: caseledger bench soak --kafka localhost:29092 --minutes 20 --rate 500
@@ -313,7 +315,8 @@ def bench_soak_command(
                                  "soak: give fewer warm-up minutes or more minutes")
     console = plain_console()
     result = bench_soak(kafka_bootstrap=kafka, minutes=minutes, rate=rate, warmup_minutes=warmup,
-                        read_rate=read_rate, sample_seconds=sample_seconds, database=database, consumer=consumer,
+                        read_rate=read_rate, sample_seconds=sample_seconds, max_growth=max_growth / 100,
+                        database=database, consumer=consumer,
                         producer=producer, say=lambda text: console.print(Text(text, style="dim")))
     print_result(console, "soak", result.report(), result, output)
     if not result.ok:
