@@ -302,7 +302,8 @@ def bench_soak_command(
 
     The resident memory of every process (run, serve and their children) is sampled every
     --sample-seconds; exits 1 when one grew by --max-growth (5 %) or more after the warm-up, died, a read answered
-    anything but 200, or a contact was not recorded as a case. The rate reached is reported.
+    anything but 200, a contact was refused, or the contacts still queued stopped being recorded. The rate
+    reached is reported (docs/benchmarks.md).
 
     Example: caseledger bench soak --kafka localhost:29092 --minutes 20 --rate 500
     """
