@@ -313,8 +313,8 @@ def bench_soak_command(
         typer.Option("--database", help="An EMPTY ledger database (SQLite path or postgresql:// URL); "
                      "default a temporary SQLite file."),
     ] = None,
-    consumer: ConsumerOpt = "kafka-python",
-    producer: ProducerOpt = "kafka-python",
+    consumer: ConsumerOpt = "confluent",
+    producer: ProducerOpt = "confluent",
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
     """Minutes of `caseledger run` at a steady intake rate while `serve` answers reads: memory and errors.

@@ -243,7 +243,7 @@ class _Outcomes:
 def bench_soak(
     *, kafka_bootstrap: str, minutes: float = 20.0, rate: int = 500, warmup_minutes: float = 2.0,
     read_rate: float = 10.0, sample_seconds: float = 10.0, max_growth: float = GROWTH_LIMIT,
-    database: str | None = None, consumer: str = "kafka-python", producer: str = "kafka-python",
+    database: str | None = None, consumer: str = "confluent", producer: str = "confluent",
     say: Say | None = None,
 ) -> SoakResult:
     """Run the soak; the result says what was reached and every error (see the module docstring)."""
