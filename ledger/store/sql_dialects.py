@@ -74,8 +74,9 @@ class SQLDialect:
 
     def add_columns(self, table: str, columns: dict[str, str]) -> None:
         """Add the ``columns`` (name → type, nullable) a table made by an earlier release lacks."""
+        present = self._columns(table)
         for name, kind in columns.items():
-            if name in self._columns(table):  # only then: an ALTER locks the table
+            if name in present:  # only a missing one: an ALTER locks the table
                 continue
             try:
                 with translate_errors(self.where), self.cursor() as cursor:
