@@ -33,8 +33,8 @@ SOON = timedelta(hours=24)
 STATES = ("overdue", "soon", "follow_ups", "proposals")
 """What the queue counts and filters by: overdue, due soon, unanswered follow-ups, proposals waiting."""
 WHO = ("all", "mine", "me", "team", "unassigned")
-"""Whose cases: anyone's; mine, my team's and the unassigned (an agent with a team sees this first); mine; my
-team's (the principal's team); nobody's."""
+"""Whose cases: anyone's; mine, my team's and no one's (neither an agent nor a team: what an agent with a team
+sees first); mine; my team's (the principal's team); with no agent (whatever their team)."""
 ORDERS = ("urgency", "recent")
 """The queue's orders: by urgency (the default), or the latest contact first (what just arrived)."""
 
@@ -245,7 +245,7 @@ class QueueFilter:
             clauses.append("team = ?")
             params.append(my_team)  # NULL when the principal has none: no case
         elif self.who == "mine":
-            clauses.append("(assignee = ? OR team = ? OR assignee IS NULL)")
+            clauses.append("(assignee = ? OR team = ? OR (assignee IS NULL AND team IS NULL))")
             params += [me, my_team]
         elif self.who == "unassigned":
             clauses.append("assignee IS NULL")

@@ -59,7 +59,7 @@ _STATE_NAMES = {"overdue": "overdue", "soon": "due within 24 h", "follow_ups": "
                 "proposals": "proposals waiting"}
 _LIST = "<select"  # the tag kept apart from its attributes, which would read as SQL to the layout test
 _ORDER_NAMES = {"urgency": "most urgent first", "recent": "latest contact first"}
-_WHO_NAMES = {"all": "anyone", "mine": "me, my team and unassigned", "me": "me", "team": "my team",
+_WHO_NAMES = {"all": "anyone", "mine": "mine, my team's and no one's", "me": "me", "team": "my team",
               "unassigned": "unassigned"}
 _DUE_NAMES = {"acknowledgement": "acknowledgement to deliver", "response": "answer to",
               "promise": "promise due", "confirmation": "written confirmation to deliver"}
@@ -221,7 +221,7 @@ def _refusal(status: int, title: str, detail: str) -> HTMLResponse:
 
 
 def default_who(principal: Principal) -> str:
-    """What ``/`` shows an agent who chose nothing: with a team, their own cases, their team's and the unassigned
+    """What ``/`` shows an agent who chose nothing: with a team, their own cases, their team's and no one's
     (docs/agents.md says why); without one, the whole queue (the ledger does not know which part is theirs)."""
     return "mine" if principal.team else "all"
 
