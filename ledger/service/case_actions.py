@@ -44,7 +44,7 @@ from markupsafe import escape
 from caseledger.ledger.access.principals import Principal
 from caseledger.ledger.domain.case_references import normalise_reference
 from caseledger.ledger.domain.directory import case_id_for
-from caseledger.ledger.domain.permissions import Operation, Role
+from caseledger.ledger.domain.permissions import Operation
 from caseledger.ledger.domain.values import Actor
 from caseledger.ledger.errors import (
     AuthenticationError,
@@ -112,10 +112,12 @@ class PageAccess:
             self._defaults = (policy.texts.locale, policy.texts.time_zone or policy.calendar.timezone)
         return self._defaults
 
-    def viewer(self, role: Role, request: Request, zone: str | None) -> Viewer:
+    def viewer(self, principal: Principal, request: Request, zone: str | None) -> Viewer:
+        """The principal's own zone and locale first (:meth:`AgentClock.choose`)."""
         locale, default_zone = self.defaults()
-        return viewer_for(role, accept_language=request.headers.get("accept-language"), zone=zone,
-                          default_locale=locale, default_zone=default_zone)
+        return viewer_for(principal.role, accept_language=request.headers.get("accept-language"), zone=zone,
+                          default_locale=locale, default_zone=default_zone, principal_zone=principal.zone,
+                          principal_locale=principal.locale)
 
     def token(self, session: str | None) -> str:
         """The token of this session's forms ("" for a bearer caller: it needs none)."""
@@ -238,7 +240,7 @@ def add_routes(app: FastAPI, state: Any, access: PageAccess) -> None:
         except PermissionDenied as error:
             return message_page(403, "Not allowed", str(error), link=back)
         zone = valid_zone(_text(form.get("zone"))) or access.defaults()[1]
-        viewer = access.viewer(principal.role, request, zone)
+        viewer = access.viewer(principal, request, zone)
         try:
             ref = normalise_reference(reference)
             target, values, due = read_form(spec, form, zone)

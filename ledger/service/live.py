@@ -210,7 +210,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
         ledger = state.ledger()
         case = ledger.get_case(reference)
         context = load_context(ledger, case)
-        viewer = access.viewer(caller.role, request, zone or zone_cookie)
+        viewer = access.viewer(caller, request, zone or zone_cookie)
         page = PageState(csrf=access.token(session) if authorization is None else "", flash=flash_text(done, id))
         return HTMLResponse(render_page(case, viewer, context, page), headers=_HEADERS)
 
@@ -229,7 +229,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
         At most 10 streams per principal (the next gets 429); a stream ends once its principal is revoked."""
         caller = await asyncio.to_thread(principal, authorization, session)
         case = await asyncio.to_thread(lambda: state.ledger().get_case(reference))
-        view = access.viewer(caller.role, request, zone or zone_cookie)
+        view = access.viewer(caller, request, zone or zone_cookie)
         shown = last_event_id if last_event_id is not None else seen
         known = int(shown) if shown and shown.isdigit() else -1
         try:
