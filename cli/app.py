@@ -120,7 +120,7 @@ COMMANDS = (
           "export_commands:export_app"),
     Entry("serve", SERVICE, "Serve the HTTP API: every command and read, behind bearer tokens and the role matrix "
           "(docs/api.md).", "serve_commands:serve"),
-    Entry("principals", SERVICE, "Principals of the ledger service: add (prints a token once), revoke, list.",
+    Entry("principals", SERVICE, "Principals of the ledger service: add (prints a token once), set (team, zone, locale), revoke, list.",
           "principals_commands:principals_app"),
     Entry("adapters", SERVICE, "Channel adapters' Ed25519 keys and the channels each may publish for.",
           "adapters_commands:adapters_app"),

@@ -36,6 +36,15 @@ def bench_intake_command(
     producer: ProducerOpt = "confluent",
     consumer: ConsumerOpt = "confluent",
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    mix: Annotated[str, typer.Option(
+        "--mix", help="The traffic: KIND=WEIGHT,… with KIND new, returning, follow_up, resubmission, delivery, read "
+                      "(or 'default': a contact centre's, 30/15/15/2/23/15; 'worst': all new customers); "
+                      "docs/scaling.md says where the default comes from.")] = "default",
+    worst_case: Annotated[bool, typer.Option(
+        "--worst-case/--no-worst-case", help="Also run the same number of records, all new customers, first.")] = True,
+    events: Annotated[int, typer.Option(
+        "--events", min=0, help="Then fill the ledger with this many more events (pre-encoded rows) and run again: "
+                                "a full ledger beside the empty one (10,000,000 for the issue's figure).")] = 0,
     verdicts: Annotated[bool, typer.Option(
         "--verdicts", help="Measure with the verdicts back at the adapter: contacts/s with verdicts (the SDK's "
                            "batched form), then verdict latency p50/p99 at --rate.")] = False,
@@ -45,16 +54,21 @@ def bench_intake_command(
 ) -> None:
     """End-to-end intake throughput and latency: intake topic → store → events topic.
 
-    Publishes N contacts on fresh topics, runs the intake worker and the publisher, and measures
-    contacts/s, events/s and publish-to-topic latency; then measures raw eventsourcing batched
-    writes on the same backend as the baseline, and prints the ratio. With --verdicts: contacts/s
-    until the adapter holds every verdict, then the verdict latency at a paced rate.
+    Publishes N intake records of a traffic mix (--mix: new and returning customers, follow-ups,
+    resubmissions, delivery reports, read receipts; the known customers are recorded before the clock
+    starts) on fresh topics, runs the intake worker(s) and the publisher, and measures records/s,
+    events/s and publish-to-topic latency; the worst case (N new customers) runs first, on the empty
+    ledger. Then it measures raw eventsourcing batched writes on the same backend as the baseline, and
+    prints the ratios. A ledger without a key-encryption key gets a throw-away one for the run. With
+    --verdicts: contacts/s until the adapter holds every verdict, then the verdict latency at a paced rate.
 
     Example: caseledger bench intake --kafka localhost:29092 --database postgresql://…/bench -n 50000
     Example: caseledger bench intake --kafka localhost:29092 -n 10000 --verdicts --rate 100
     """
     from caseledger.cli.bench.intake_bench import bench_intake
+    from caseledger.cli.bench.traffic_mix import TrafficMix
 
+    traffic = TrafficMix.parse(mix)
     if not kafka:
         raise ConfigurationError("bench intake needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
     console = plain_console()
@@ -68,8 +82,9 @@ def bench_intake_command(
         print_result(console, "intake-verdicts", found.rows(), found, output)
         return
     with stage_progress(console, "contacts {}") as progress:
-        result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, workers=workers, producer=producer, consumer=consumer,
-                              progress=progress)
+        result = bench_intake(kafka_bootstrap=kafka, contacts=contacts, database=database, workers=workers,
+                              producer=producer, consumer=consumer, mix=traffic, worst_case=worst_case,
+                              events=events, progress=progress)
     print_result(console, "intake", result.rows(), result, output)
 
 
@@ -191,6 +206,9 @@ def bench_rebuild_command(
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Rebuild processes.")] = 2,
     consumer: ConsumerOpt = "confluent",
     batch_size: EventBatchOpt = 5000,
+    peer: Annotated[bool, typer.Option(
+        "--peer/--no-peer", help="Also rebuild case_state alone with caseledger's runner and with a quixstreams "
+        "peer (pip install 'caseledger[bench]'), compare their events/s and check their tables are identical.")] = True,
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
 ) -> None:
     """Events/s rebuilding every built-in projection from the Kafka topic into PostgreSQL.
@@ -198,7 +216,9 @@ def bench_rebuild_command(
     Generates a ledger of N events, publishes it to a fresh events topic, then rebuilds the
     four built-ins from the topic into PostgreSQL; the baseline, measured in the same run, is
     the raw Avro decode rate of the same events (compiled readers; fastavro's rate is shown
-    too). Memory (peak RSS) is reported too.
+    too). Memory (peak RSS) is reported too. Then, side by side, case_state alone by caseledger's
+    runner and by the same projection written with quixstreams (docs/benchmarks.md): their
+    events/s, and whether their tables are identical row by row (exit 1 when not).
 
     Example: caseledger bench rebuild --kafka localhost:29092 --events 1000000
     """
@@ -208,9 +228,13 @@ def bench_rebuild_command(
         raise ConfigurationError("bench rebuild needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
     console = plain_console()
     result = bench_rebuild(kafka_bootstrap=kafka, events=events, postgres_url=postgres, workers=workers,
-                           consumer=consumer, batch_size=batch_size,
+                           consumer=consumer, batch_size=batch_size, peer=peer,
                            say=lambda text: console.print(Text(text, style="dim")))
     print_result(console, "rebuild", result.report(), result, output)
+    if result.peer is not None and not result.peer.identical:
+        plain_console(stderr=True).print(f"the peer's case_state differs from caseledger's: {result.peer.differing_rows:,} "
+                            "rows in one table and not the other (schemas runner and peer of the views database)")
+        raise typer.Exit(1)
 
 
 @bench_app.command("export")
@@ -268,6 +292,56 @@ def bench_lag_command(
     result = bench_lag(kafka_bootstrap=kafka, rate=rate, seconds=seconds, database=database,
                        workers=workers, consumer=consumer, producer=producer, say=lambda text: console.print(Text(text, style="dim")))
     print_result(console, "lag", result.report(), result, output)
+
+
+@bench_app.command("soak")
+@local_only(NOT_THROUGH_API)
+def bench_soak_command(
+    kafka: KafkaOpt = None,
+    minutes: Annotated[float, typer.Option("--minutes", min=0.05, help="How long to soak.")] = 20.0,
+    rate: Annotated[int, typer.Option("--rate", min=1, help="Contacts published per second on the intake topic.")] = 500,
+    warmup: Annotated[float, typer.Option("--warmup-minutes", min=0,
+                                          help="The first minutes, whose memory growth is not judged.")] = 2.0,
+    read_rate: Annotated[float, typer.Option("--read-rate", min=0.1,
+                                             help="Reads per second over HTTP (case show, history).")] = 10.0,
+    sample_seconds: Annotated[float, typer.Option("--sample-seconds", min=0.5,
+                                                  help="Seconds between two samples of memory.")] = 10.0,
+    max_growth: Annotated[float, typer.Option("--max-growth", min=0,
+                                              help="Memory growth after the warm-up that fails, in %.")] = 5.0,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="An EMPTY ledger database (SQLite path or postgresql:// URL); "
+                     "default a temporary SQLite file."),
+    ] = None,
+    consumer: ConsumerOpt = "confluent",
+    producer: ProducerOpt = "confluent",
+    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+) -> None:
+    """Minutes of `caseledger run` at a steady intake rate while `serve` answers reads: memory and errors.
+
+    The resident memory of every process (run, serve and their children) is sampled every
+    --sample-seconds; exits 1 when one grew by --max-growth (5 %) or more after the warm-up, died, a read answered
+    anything but 200, a contact was refused, or the contacts still queued stopped being recorded. The rate
+    reached is reported (docs/benchmarks.md).
+
+    Example: caseledger bench soak --kafka localhost:29092 --minutes 20 --rate 500
+    """
+    from caseledger.cli.bench.soak_bench import bench_soak
+
+    if not kafka:
+        raise ConfigurationError("bench soak needs Kafka: pass --kafka HOST:PORT or set CASELEDGER_KAFKA_BOOTSTRAP")
+    if warmup >= minutes:
+        raise ConfigurationError(f"--warmup-minutes {warmup:g} leaves nothing to judge of a {minutes:g}-minute "
+                                 "soak: give fewer warm-up minutes or more minutes")
+    console = plain_console()
+    result = bench_soak(kafka_bootstrap=kafka, minutes=minutes, rate=rate, warmup_minutes=warmup,
+                        read_rate=read_rate, sample_seconds=sample_seconds, max_growth=max_growth / 100,
+                        database=database, consumer=consumer,
+                        producer=producer, say=lambda text: console.print(Text(text, style="dim")))
+    print_result(console, "soak", result.report(), result, output)
+    if not result.ok:
+        plain_console(stderr=True).print("bench soak failed: " + "; ".join(result.errors))
+        raise typer.Exit(1)
 
 
 @bench_app.command("proofs")

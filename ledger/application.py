@@ -157,9 +157,17 @@ class CaseLedger(LedgerCore):
 
     # -- principals (ledger/access/principals.py) ----------------------------------------------------------
 
-    def add_principal(self, name: str, role: str) -> IssuedToken:
-        """Add a principal; its token is in the answer, once (the ledger keeps only its hash)."""
-        return PrincipalRegistry(self.principal_store).add(name, role)
+    def add_principal(self, name: str, role: str, *, team: str | None = None, zone: str | None = None,
+                      locale: str | None = None) -> IssuedToken:
+        """Add a principal (optionally its team, IANA zone and BCP 47 locale); its token is in the answer, once
+        (the ledger keeps only its hash)."""
+        return PrincipalRegistry(self.principal_store).add(name, role, team=team, zone=zone, locale=locale)
+
+    def update_principal(self, name: str, *, team: str | None = None, zone: str | None = None,
+                         locale: str | None = None) -> PrincipalRow:
+        """Change a principal's team, zone or locale (None: unchanged; "": cleared)."""
+        given = {k: v for k, v in (("team", team), ("zone", zone), ("locale", locale)) if v is not None}
+        return PrincipalRegistry(self.principal_store).update(name, **given)
 
     def revoke_principal(self, name: str) -> None:
         """Revoke a principal's token at once; its name is never reused."""

@@ -268,8 +268,16 @@ class LedgerCommands(Protocol):
     # -- principals (an admin's) -----------------------------------------------------------------------------
 
     @route("POST", "/v1/principals", O.PRINCIPALS_MANAGE)
-    def add_principal(self, name: str, role: str) -> IssuedToken:
-        """Add a principal; its token is in the answer, once (the ledger keeps only its hash)."""
+    def add_principal(self, name: str, role: str, *, team: str | None = None, zone: str | None = None,
+                      locale: str | None = None) -> IssuedToken:
+        """Add a principal (optionally its team, IANA zone and BCP 47 locale); its token is in the answer, once
+        (the ledger keeps only its hash)."""
+        ...
+
+    @route("PATCH", "/v1/principals/{name}", O.PRINCIPALS_MANAGE)
+    def update_principal(self, name: str, *, team: str | None = None, zone: str | None = None,
+                         locale: str | None = None) -> PrincipalRow:
+        """Change a principal's team, zone or locale (None: unchanged; "": cleared)."""
         ...
 
     @route("DELETE", "/v1/principals/{name}", O.PRINCIPALS_MANAGE)

@@ -204,6 +204,7 @@ OIDC_VARIABLES = {
     "roles_claim": "CASELEDGER_OIDC_ROLES_CLAIM",
     "name_claim": "CASELEDGER_OIDC_NAME_CLAIM",
     "label": "CASELEDGER_OIDC_LABEL",
+    "team_claim": "CASELEDGER_OIDC_TEAM_CLAIM",
 }
 
 
@@ -390,6 +391,7 @@ class OidcSection:
     roles_claim: str | None = None
     name_claim: str | None = None
     label: str | None = None
+    team_claim: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

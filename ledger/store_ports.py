@@ -35,6 +35,7 @@ from uuid import UUID
 from eventsourcing.persistence import ProcessRecorder, StoredEvent
 
 __all__ = [
+    "PROFILE",
     "TILE_HEIGHT",
     "AdapterKeyRow",
     "AdapterKeyStore",
@@ -168,6 +169,13 @@ class PrincipalRow:
     token_sha256: bytes | None
     created_at: datetime
     revoked_at: datetime | None
+    team: str | None = None  # an organisation unit, e.g. billing
+    zone: str | None = None  # an IANA time zone, e.g. Europe/Paris
+    locale: str | None = None  # a BCP 47 tag, e.g. fr-FR
+
+
+PROFILE = ("team", "zone", "locale")
+"""What a principal says of itself besides its role (each optional): columns of the principal and session tables."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,9 @@ class SessionRow:
     authentication: str
     expires_at: datetime
     principal_active: bool  # an issued principal of that name exists and is not revoked
+    team: str | None = None  # an issued principal's as it is now; an OIDC principal's as its token said at sign-in
+    zone: str | None = None
+    locale: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,8 +215,13 @@ class IdempotencyRow:
 class PrincipalStore(Protocol):
     """Issued principals (the SHA-256 of their token, never the token) and their browser sessions."""
 
-    def insert_principal(self, name: str, role: str, token_sha256: bytes, at: datetime) -> bool:
-        """Add a principal; False if the name was ever used."""
+    def insert_principal(self, name: str, role: str, token_sha256: bytes, at: datetime, *,
+                         profile: Mapping[str, str | None] | None = None) -> bool:
+        """Add a principal (``profile``: its team, zone and locale, each optional); False if the name was ever used."""
+        ...
+
+    def update_principal(self, name: str, profile: Mapping[str, str | None]) -> bool:
+        """Change an active principal's team, zone or locale (the keys given; None clears); False if none is active."""
         ...
 
     def select_principal_by_token(self, token_sha256: bytes) -> PrincipalRow | None: ...
@@ -219,8 +235,8 @@ class PrincipalStore(Protocol):
         ...
 
     def insert_session(self, session_sha256: bytes, name: str, role: str, authentication: str, at: datetime,
-                       expires_at: datetime) -> None:
-        """Open a session (and forget the sessions expired by now)."""
+                       expires_at: datetime, *, profile: Mapping[str, str | None] | None = None) -> None:
+        """Open a session (and forget the sessions expired by now); ``profile``: the principal's team, zone, locale."""
         ...
 
     def select_session(self, session_sha256: bytes) -> SessionRow | None: ...

@@ -32,7 +32,9 @@ SOON = timedelta(hours=24)
 """A deadline due within this is "due soon"."""
 STATES = ("overdue", "soon", "follow_ups", "proposals")
 """What the queue counts and filters by: overdue, due soon, unanswered follow-ups, proposals waiting."""
-WHO = ("all", "me", "unassigned")
+WHO = ("all", "mine", "me", "team", "unassigned")
+"""Whose cases: anyone's; mine, my team's and no one's (neither an agent nor a team: what an agent with a team
+sees first); mine; my team's (the principal's team); with no agent (whatever their team)."""
 ORDERS = ("urgency", "recent")
 """The queue's orders: by urgency (the default), or the latest contact first (what just arrived)."""
 
@@ -203,7 +205,7 @@ class QueueFilter:
     channel: str | None = None
     segment: str | None = None
     status: str = "active"  # "active" (every status but closed and cancelled), "all", or one status
-    who: str = "all"  # all, me, unassigned
+    who: str = "all"  # one of WHO
     team: str | None = None
     state: str | None = None  # one of STATES, or None for all
     order: str = "urgency"  # one of ORDERS
@@ -221,8 +223,10 @@ class QueueFilter:
             value = getattr(self, name)
             object.__setattr__(self, name, value.strip()[:100] if value and value.strip() else None)
 
-    def where(self, *, me: str, now: datetime, state: bool = True) -> tuple[str, list[Any]]:
-        """The SQL condition (``?`` placeholders) and its parameters; ``state=False`` leaves out the state."""
+    def where(self, *, me: str, now: datetime, state: bool = True, my_team: str | None = None) -> tuple[str, list[Any]]:
+        """The SQL condition (``?`` placeholders) and its parameters; ``state=False`` leaves out the state.
+        ``me`` is the principal's name, ``my_team`` its team (``team`` and ``mine`` hold no team's cases
+        without one)."""
         clauses: list[str] = []
         params: list[Any] = []
         if self.status == "active":
@@ -237,6 +241,12 @@ class QueueFilter:
         if self.who == "me":
             clauses.append("assignee = ?")
             params.append(me)
+        elif self.who == "team":
+            clauses.append("team = ?")
+            params.append(my_team)  # NULL when the principal has none: no case
+        elif self.who == "mine":
+            clauses.append("(assignee = ? OR team = ? OR (assignee IS NULL AND team IS NULL))")
+            params += [me, my_team]
         elif self.who == "unassigned":
             clauses.append("assignee IS NULL")
         if state and self.state is not None:
@@ -257,13 +267,14 @@ WAITING_ORDER = "(proposed_since IS NULL), proposed_since, reference"
 """Urgency: the earliest due first, then (nothing due) the longest-waiting proposals, then by reference."""
 
 
-def queue_rows(views: ViewStore, *, queue: QueueFilter, me: str, now: datetime, limit: int = 50) -> list[Row]:
+def queue_rows(views: ViewStore, *, queue: QueueFilter, me: str, now: datetime, limit: int = 50,
+               my_team: str | None = None) -> list[Row]:
     """The queue's first ``limit`` cases, most urgent first, or the latest contact first (subjects still sealed).
 
     Two reads, each in the order of an index: the cases with a deadline, then, if the page has room,
     those without one."""
     table = AgentQueue.tables[0]
-    where, params = queue.where(me=me, now=now)
+    where, params = queue.where(me=me, now=now, my_team=my_team)
     both = f"{where} AND " if where else ""
     if queue.order == "recent":
         return views.select(table, where=both + "last_contact_at IS NOT NULL", params=params,
@@ -276,11 +287,12 @@ def queue_rows(views: ViewStore, *, queue: QueueFilter, me: str, now: datetime, 
     return rows
 
 
-def queue_counts(views: ViewStore, *, queue: QueueFilter, me: str, now: datetime) -> dict[str, int]:
+def queue_counts(views: ViewStore, *, queue: QueueFilter, me: str, now: datetime,
+                 my_team: str | None = None) -> dict[str, int]:
     """How many cases the filter holds (``all``), and how many of them in each of :data:`STATES`."""
     if "agent_queue" not in views.table_names():
         return {"all": 0, **dict.fromkeys(STATES, 0)}
-    where, params = queue.where(me=me, now=now, state=False)
+    where, params = queue.where(me=me, now=now, state=False, my_team=my_team)
     counted: list[str] = []
     values: list[Any] = []
     for name, (condition, extra) in [("all", ("1 = 1", [])), *((s, _STATE_SQL[s](now)) for s in STATES)]:

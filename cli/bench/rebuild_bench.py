@@ -34,6 +34,8 @@ from typing import Any
 
 from caseledger.cli.bench import environment
 from caseledger.cli.bench.intake_bench import start_services, stop_services
+from caseledger.cli.bench.peer_case_state import PeerResult, measure_peer, require_quixstreams
+from caseledger.cli.bench.preflight import checked_ledger_env
 from caseledger.cli.bench.texts_writer import bench_writer
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.case import Case
@@ -214,6 +216,7 @@ class RebuildBenchResult:
     rss_mb_at_10pct: float
     rss_mb_peak: float
     rows: dict[str, int]
+    peer: PeerResult | None = None
 
     def report(self) -> list[tuple[str, str]]:
         """(measure, value) lines for the table the command prints."""
@@ -230,6 +233,7 @@ class RebuildBenchResult:
             ("memory of a rebuild process (RSS) at 10% / peak",
              f"{self.rss_mb_at_10pct:,.0f} MB / {self.rss_mb_peak:,.0f} MB"),
             ("rows written", ", ".join(f"{t} {n:,}" for t, n in self.rows.items())),
+            *(self.peer.report() if self.peer is not None else []),
         ]
 
 
@@ -282,12 +286,14 @@ def _temporary_postgres(directory: Path) -> tuple[str, Any]:
 
 def bench_rebuild(
     *, kafka_bootstrap: str, events: int = 200_000, postgres_url: str | None = None, say: Say | None = None,
-    partitions: int = 6, workers: int = 2, consumer: str = DEFAULT_CLIENT, batch_size: int = 5000,
+    partitions: int = 6, workers: int = 2, consumer: str = DEFAULT_CLIENT, batch_size: int = 5000, peer: bool = True,
 ) -> RebuildBenchResult:
     """Generate, publish, then rebuild every built-in from the topic into PostgreSQL."""
     import psycopg
 
     say = say or (lambda _text: None)
+    if peer:
+        require_quixstreams()
     tmp = tempfile.TemporaryDirectory(prefix="caseledger-bench-rebuild-")
     server = None
     try:
@@ -336,6 +342,8 @@ def bench_rebuild(
                     source.close()
             rows = {t.name: int(views.fetch(f"SELECT COUNT(*) AS n FROM {t.name}")[0]["n"])
                     for p in projections for t in p.tables}
+        compared = measure_peer(settings, postgres_url, records=total, consumer=consumer, batch_size=batch_size,
+                                state_dir=Path(tmp.name) / "peer-state", say=say) if peer else None
         rate = result.records / result.seconds
         at_10 = next((rss for n, rss in samples if n >= total // 10), samples[0][1] if samples else 0.0)
         peak = max(rss for _n, rss in samples) if samples else 0.0
@@ -343,7 +351,7 @@ def bench_rebuild(
             events=total, partitions=partitions, views=f"PostgreSQL, {workers} rebuild process(es) reading with {consumer}", generate_seconds=generated,
             publish_seconds=published, rebuild_seconds=result.seconds, rebuild_events_per_s=rate,
             baseline_decode_per_s=baseline, fastavro_decode_per_s=fastavro_only, domain_decode_per_s=domain, ratio_to_baseline=rate / baseline,
-            rss_mb_at_10pct=at_10, rss_mb_peak=peak, rows=rows,
+            rss_mb_at_10pct=at_10, rss_mb_peak=peak, rows=rows, peer=compared,
         )
     finally:
         if server is not None:
@@ -418,8 +426,9 @@ def bench_lag(
         )
     check_client(producer, "producer")
     check_client(consumer, "consumer")
+    ledger_env = checked_ledger_env(os.environ, Path(tmp.name), database=db, bench="bench lag")
     ensure_topics(settings)
-    env = {**os.environ, "CASELEDGER_DATABASE": db, "CASELEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+    env = {**ledger_env, "CASELEDGER_DATABASE": db, "CASELEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "CASELEDGER_INTAKE_TOPIC": settings.intake_topic, "CASELEDGER_EVENTS_TOPIC": settings.events_topic}
     services, logs = start_services(env, Path(tmp.name), partitions=settings.intake_partitions, workers=workers,
                                     consumer=consumer, producer=producer, intake_batch=500, publisher_batch=1000)
@@ -453,7 +462,7 @@ def bench_lag(
     sent: dict[str, float] = {}
     # Events carry channel message ids sealed (docs/privacy.md): the follower keeps them as it saw them, and
     # this thread opens them with the ledger's keys only while it waits (the warm-up, the tail).
-    opener = _SealedIds(db)
+    opener = _SealedIds(db, env)
     try:
         contacts = int(rate * seconds)
         with KafkaIntakeClient(settings, adapter="bench-lag", producer=producer) as client:
@@ -536,8 +545,9 @@ def bench_lag(
 class _SealedIds:
     """Channel message ids as the events topic carries them (sealed), opened with the bench ledger's keys."""
 
-    def __init__(self, database: str) -> None:
+    def __init__(self, database: str, environ: dict[str, str]) -> None:
         self.database = database
+        self.environ = environ
         self.ids: dict[str, str] = {}  # sealed → opened
         self._ledger: Any = None
 
@@ -545,7 +555,7 @@ class _SealedIds:
         new = [t for t in list(sealed) if t not in self.ids]
         if new:
             if self._ledger is None:
-                self._ledger = CaseLedger(LedgerSettings.resolve(database=self.database, settings=environment()))
+                self._ledger = CaseLedger(LedgerSettings.resolve(database=self.database, settings=environment(self.environ)))
             self.ids.update(zip(new, self._ledger.reveal(new), strict=True))
         return set(self.ids.values())
 
@@ -561,13 +571,17 @@ class _SealedIds:
 def steady_publisher_main() -> None:
     """Child process of ``bench lag``: publish contacts at a steady rate, then write their send times.
 
-    Arguments: run, rate, contacts, output file, producer client; Kafka settings from the environment.
+    Arguments: run, rate, contacts, output file, producer client, and optionally the customers' mix:
+    ``5000`` (``bench lag``: 5,000 customers in turn) or ``returning`` (``bench soak``: three contacts in
+    four from a new customer, the fourth from an earlier one; no customer piles up cases as time goes on).
+    Kafka settings from the environment.
     """
     from caseledger.ledger.intake.adapter_sdk import KafkaIntakeClient
 
     run, rate, contacts, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
     producer = sys.argv[5]
-    tick = 0.01
+    returning = sys.argv[6:7] == ["returning"]
+    tick = max(0.01, 1 / rate)  # below 100/s, one contact per tick: a tick of 10 ms would send 100/s
     per_tick = max(1, round(rate * tick))
     sent: dict[str, float] = {}
     with KafkaIntakeClient(KafkaSettings.resolve(settings=environment().kafka), adapter="bench-lag", producer=producer) as client:
@@ -578,7 +592,8 @@ def steady_publisher_main() -> None:
             pause = started + (n / per_tick) * tick - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-            chunk = [_lag_draft(run, i) for i in range(n, min(n + per_tick, contacts))]
+            chunk = [_lag_draft(run, i, customer=(i if i % 4 else i // 4) if returning else None)
+                     for i in range(n, min(n + per_tick, contacts))]
             at = time.time()
             client.submit_many(chunk)  # type: ignore[arg-type]
             sent.update((draft.channel_message_id, at) for draft in chunk)
@@ -587,8 +602,9 @@ def steady_publisher_main() -> None:
     out.write_text(json.dumps({"sent": sent, "seconds": seconds}))
 
 
-def _lag_draft(run: str, i: int) -> ContactDraft:
+def _lag_draft(run: str, i: int, *, customer: int | None = None) -> ContactDraft:
+    who = i % 5000 if customer is None else customer
     return ContactDraft(channel=CHANNELS[i % 5], channel_message_id=f"{run}-{i}",
-                        identity=Identity(kind="email", value=f"lag{i % 5000}@bench.example"),
+                        identity=Identity(kind="email", value=f"lag{who}@bench.example"),
                         items=(f"Question {i}: where is my parcel?",), subject="Parcel",
                         body="I ordered on Monday and nothing has arrived yet.", occurred_at=datetime.now(UTC))

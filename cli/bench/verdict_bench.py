@@ -100,7 +100,7 @@ def bench_verdicts(
         raise ConfigurationError(f"--rate {rate:g}: give 1 to 2000 contacts/s")
     tmp, db, run, settings, env = prepare_run(kafka_bootstrap=kafka_bootstrap, database=database, workers=workers,
                                               producer=producer, consumer=consumer)
-    backend = LedgerSettings.resolve(database=db, settings=environment()).store.describe().split()[0]
+    backend = LedgerSettings.resolve(database=db, settings=environment(env)).store.describe().split()[0]
     services, logs = start_services(env, Path(tmp.name), partitions=settings.intake_partitions, workers=workers,
                                     consumer=consumer, producer=producer, intake_batch=1000, publisher_batch=2000)
 

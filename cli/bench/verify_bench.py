@@ -143,6 +143,9 @@ def generate_ledger(ledger: CaseLedger, events: int, progress: Progress | None =
     sha256 = hashlib.sha256
     batch: list[StoredEvent] = []
     written = 0
+    # The data key the story's personal fields are sealed under, stored with the first rows: the generated
+    # events are readable (a publisher, a reveal), not only hashable.
+    new_keys = ledger.data_keys.unsaved()
     for n in range(stories):
         # Fixed-width replacements keep every Avro length prefix and offset valid.
         replace = {_CUSTOMER_TOKEN.encode(): f"zq{n:09d}".encode(),
@@ -165,13 +168,15 @@ def generate_ledger(ledger: CaseLedger, events: int, progress: Progress | None =
             batch.append(StoredEvent(originator_id=uuid.UUID(new_ids[event.aggregate].decode()),
                                      originator_version=event.version, topic=event.topic, state=data))
         if len(batch) >= 20_000:
-            ledger.recorder.insert_events(batch)
+            ledger.recorder.insert_events(batch, new_keys=new_keys)
+            ledger.data_keys.saved(new_keys)  # stored: the ledger's next write must not store them again
             written += len(batch)
-            batch = []
+            batch, new_keys = [], []
             if progress:
                 progress("generating", written, stories * per_story)
     if batch:
-        ledger.recorder.insert_events(batch)
+        ledger.recorder.insert_events(batch, new_keys=new_keys)
+        ledger.data_keys.saved(new_keys)
         written += len(batch)
     return written
 

@@ -8,6 +8,13 @@ every event a principal records is built from it (:meth:`Principal.actor`), neve
 Issued tokens are ``clt_`` + 43 characters (32 random bytes, base64url): high-entropy, so their
 SHA-256 is what the store keeps and looks them up by; the hash found is compared again in constant
 time. A revoked principal's hash is cleared, so its token can never match again.
+
+A principal may also carry its team (an organisation unit: the queue's "my team"), its IANA time zone
+and its locale (a BCP 47 tag Babel knows): the agent's pages show times in them. An issued principal's
+are set by an admin (``caseledger principals add|set``); an OIDC principal's come from its token's
+``zoneinfo`` and ``locale`` claims (OpenID Connect Core §5.1) and the claim ``CASELEDGER_OIDC_TEAM_CLAIM``
+names (default ``team``). Each is checked the same way; a token's unusable claim is ignored, logged by
+its name (never the token).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import threading
@@ -22,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from caseledger.ledger.domain.permissions import (
     ACTOR_KIND,
@@ -34,7 +43,7 @@ from caseledger.ledger.domain.permissions import (
 from caseledger.ledger.domain.values import Actor
 from caseledger.ledger.errors import AuthenticationError, ConfigurationError, ValidationError
 from caseledger.ledger.settings import OidcSection
-from caseledger.ledger.store_ports import PrincipalRow, PrincipalStore
+from caseledger.ledger.store_ports import PROFILE, PrincipalRow, PrincipalStore
 
 if TYPE_CHECKING:
     from caseledger.ledger.access.jwks import JwksKeys
@@ -45,8 +54,13 @@ __all__ = [
     "OidcSettings",
     "Principal",
     "PrincipalRegistry",
+    "check_profile",
     "token_hash",
 ]
+
+log = logging.getLogger(__name__)
+_TEAM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,99}$")
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*$")
 
 TOKEN_PREFIX = "clt_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
@@ -65,6 +79,9 @@ class Principal:
     name: str
     role: Role
     authentication: Authentication
+    team: str | None = None  # an organisation unit: the queue's "my team"
+    zone: str | None = None  # IANA, e.g. Europe/Paris: the agent's pages show times in it
+    locale: str | None = None  # BCP 47, e.g. fr-FR: … and in this language
 
     def actor(self) -> Actor:
         """The actor of the events this principal records: its name, its role's kind, how it was authenticated."""
@@ -97,23 +114,92 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_team(team: str) -> str:
+    if not _TEAM.match(team):
+        raise ValidationError(
+            f"team {team!r} must be 1-100 letters, digits, spaces, dots, dashes, underscores or @, starting with a "
+            "letter or digit, e.g. billing or Support FR"
+        )
+    return team
+
+
+def check_zone(zone: str) -> str:
+    """An IANA time zone this machine knows, e.g. Europe/Paris."""
+    found = None
+    if 0 < len(zone) <= 64 and ".." not in zone and not zone.startswith("/"):
+        try:
+            found = ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            found = None
+    if found is None:
+        raise ValidationError(
+            f"time zone {zone[:64]!r} is not an IANA zone name this machine knows: give one such as Europe/Paris, "
+            "America/New_York or UTC (the list: python3 -c 'import zoneinfo; print(zoneinfo.available_timezones())')"
+        )
+    return zone
+
+
+def check_locale(locale: str) -> str:
+    """A BCP 47 tag Babel knows, written with dashes: ``fr_fr`` and ``fr-FR`` both give ``fr-FR``."""
+    from babel import Locale, UnknownLocaleError  # only when a locale is given: the CLI starts without Babel
+
+    tag = locale.replace("_", "-")
+    try:
+        found = Locale.parse(tag, sep="-") if _LANGUAGE_TAG.match(tag) and len(tag) <= 35 else None
+    except (UnknownLocaleError, ValueError, TypeError):
+        found = None
+    if found is None:
+        raise ValidationError(
+            f"locale {locale[:35]!r} is not a language tag Babel knows: give a BCP 47 tag such as fr-FR, en-GB or de"
+        )
+    return "-".join(p for p in (found.language, found.script, found.territory, found.variant) if p)
+
+
+_CHECKS = {"team": check_team, "zone": check_zone, "locale": check_locale}
+
+
+def check_profile(profile: dict[str, str | None]) -> dict[str, str | None]:
+    """Team, zone and locale checked (ValidationError saying how to fix the first wrong one); "" or None clears."""
+    unknown = set(profile) - set(PROFILE)
+    if unknown:
+        raise ValidationError(f"unknown principal field(s) {sorted(unknown)}: a principal has {', '.join(PROFILE)}")
+    return {k: _CHECKS[k](v.strip()) if v and v.strip() else None for k, v in profile.items()}
+
+
 class PrincipalRegistry:
     """Adds, revokes and lists principals (``caseledger principals …`` and the admin API)."""
 
     def __init__(self, store: PrincipalStore) -> None:
         self.store = store
 
-    def add(self, name: str, role: str | Role, *, now: datetime | None = None) -> IssuedToken:
-        """A new principal with a fresh token; a name ever used before is refused."""
+    def add(self, name: str, role: str | Role, *, now: datetime | None = None, team: str | None = None,
+            zone: str | None = None, locale: str | None = None) -> IssuedToken:
+        """A new principal with a fresh token; a name ever used before is refused. Nothing is written unless
+        every field is valid."""
         check_name(name)
         chosen = role if isinstance(role, Role) else parse_role(role)
+        profile = check_profile({"team": team, "zone": zone, "locale": locale})
         token = TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-        if not self.store.insert_principal(name, chosen.value, token_hash(token), now or datetime.now(UTC)):
+        if not self.store.insert_principal(name, chosen.value, token_hash(token), now or datetime.now(UTC),
+                                           profile=profile):
             raise ValidationError(
                 f"principal {name!r} exists already (or existed: names are never reused, so that an actor "
                 "id names one principal); choose another name"
             )
         return IssuedToken(name, chosen, token)
+
+    def update(self, name: str, **profile: str | None) -> PrincipalRow:
+        """Change an active principal's team, zone or locale (those given; "" clears one); its row after."""
+        from caseledger.ledger.errors import NotFound
+
+        checked = check_profile(profile)
+        if not checked:
+            raise ValidationError("nothing to change: give --team, --zone or --locale (an empty value clears it)")
+        if not self.store.update_principal(name, checked):
+            raise NotFound(f"no active principal {name!r}; `caseledger principals list` shows them")
+        row = self.store.select_principal(name)
+        assert row is not None
+        return row
 
     def revoke(self, name: str, *, now: datetime | None = None) -> None:
         if not self.store.revoke_principal(name, now or datetime.now(UTC)):
@@ -134,6 +220,7 @@ class OidcSettings:
     audience: str
     roles_claim: str = "roles"
     name_claim: str = "sub"
+    team_claim: str = "team"  # zoneinfo and locale are OpenID Connect's standard claims
     algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
     leeway_s: int = 30
     label: str = ""  # the namespace of this issuer's principals (CASELEDGER_OIDC_LABEL); "": from the issuer URL
@@ -161,6 +248,7 @@ class OidcSettings:
             jwks_url=jwks, issuer=issuer, audience=audience,
             roles_claim=given.get("roles_claim") or env.roles_claim or "roles",
             name_claim=given.get("name_claim") or env.name_claim or "sub",
+            team_claim=given.get("team_claim") or env.team_claim or "team",
             label=check_label(given.get("label") or env.label or issuer_label(issuer)),
         )
 
@@ -227,7 +315,8 @@ class Authenticator:
             raise AuthenticationError("unknown or revoked token: ask an admin for a token (caseledger principals add)")
         if row.revoked_at is not None:
             raise AuthenticationError("revoked token: ask an admin for a new one")
-        return Principal(name=row.name, role=Role(row.role), authentication=Authentication.TOKEN)
+        return Principal(name=row.name, role=Role(row.role), authentication=Authentication.TOKEN, team=row.team,
+                         zone=row.zone, locale=row.locale)
 
     def _jwt(self, token: str) -> Principal:
         oidc = self.oidc
@@ -260,4 +349,23 @@ class Authenticator:
                 f"JWT refused: its {oidc.roles_claim!r} claim must name exactly one caseledger role "
                 f"({', '.join(r.value for r in Role)}); it names {len(roles)}"
             )
-        return Principal(name=name, role=roles.pop(), authentication=Authentication.OIDC)
+        profile = claimed_profile(claims, {"team": oidc.team_claim, "zone": "zoneinfo", "locale": "locale"})
+        return Principal(name=name, role=roles.pop(), authentication=Authentication.OIDC, **profile)
+
+
+def claimed_profile(claims: dict[str, Any], names: dict[str, str]) -> dict[str, str | None]:
+    """A token's team, zone and locale (field → claim name); an unusable claim is ignored and logged by its name."""
+    found: dict[str, str | None] = {}
+    for field, claim in names.items():
+        value = claims.get(claim)
+        if value is None:
+            continue
+        try:
+            found[field] = check_profile({field: value})[field] if isinstance(value, str) else _refuse(field)
+        except ValidationError:
+            log.warning("OIDC claim %r ignored: not a usable %s (the token is otherwise accepted)", claim, field)
+    return found
+
+
+def _refuse(field: str) -> str:
+    raise ValidationError(f"not a text {field}")

@@ -18,6 +18,7 @@ carrying its source, reason and raw bytes — never skipped silently.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
@@ -31,11 +32,12 @@ from eventsourcing.persistence import Tracking
 
 from caseledger.ledger.application import CaseLedger, normalise_reference
 from caseledger.ledger.domain.directory import (
+    Customer,
     IntakeSource,
     case_id_for,
 )
 from caseledger.ledger.domain.permissions import Authentication
-from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, ContactDraft
+from caseledger.ledger.domain.values import SYSTEM, Actor, ActorKind, ContactDraft, Identity
 from caseledger.ledger.errors import (
     BackendError,
     ConfigurationError,
@@ -337,9 +339,23 @@ class KafkaIntakeWorker:
                 subjects.append(message.customer_id or self.ledger.pseudonyms.customer_id_for(message.identity))
             elif isinstance(message, DeliveryReport | ReadReceipt):
                 ids.add(case_id_for(normalise_reference(message.case_reference)))
+        ids.update(self._readers_lookups(decoded))
         if subjects:  # the data keys their events are sealed with, in one query (not one per contact)
             self.ledger.data_keys.prefetch(subjects)
         return ids
+
+    def _readers_lookups(self, decoded: list[Any]) -> set[Any]:
+        """What naming the batch's read receipts' readers will load (:meth:`_customer_named`): their identities'
+        secrets in one query, and the customers and claims they may name — not one round trip per receipt."""
+        readers = {m.reader.id for m in decoded if isinstance(m, ReadReceipt) and m.reader.kind is ActorKind.CUSTOMER}
+        identities = []
+        for reader in readers:
+            with contextlib.suppress(ValidationError):  # else a customer id: loaded below
+                identities.append(Identity.parse(reader))
+        if identities:
+            self.ledger.pseudonyms.prefetch(identities)
+        return {Customer.id_for(reader) for reader in readers} | {
+            claim for identity in identities for claim in self.ledger.pseudonyms.claim_ids_for(identity)}
 
     def _apply_alone(self, partition: int, record: Any) -> None:
         name = tracking_name(self.settings.intake_topic, partition)

@@ -252,11 +252,12 @@ def add_read_routes(app: FastAPI, state: ServiceState) -> None:
 
     @app.get("/v1/whoami", tags=["service"], openapi_extra={"x-operation": AUTHENTICATED})
     def whoami(principal: Annotated[Principal, Depends(authenticated)]) -> dict[str, Any]:
-        """Who the token is: name, role, how it was authenticated, and what the role may do."""
+        """Who the token is: name, role, how it was authenticated, team, zone and locale, and what the role may do."""
         from caseledger.ledger.domain.permissions import PERMISSIONS
 
         return {"name": principal.name, "role": principal.role.value,
                 "authentication": principal.authentication.value, "actor": str(principal.actor()),
+                "team": principal.team, "zone": principal.zone, "locale": principal.locale,
                 "may": sorted(o.value for o in PERMISSIONS[principal.role])}
 
     @app.get("/v1/cases/{reference}", tags=["cases"], openapi_extra={"x-operation": O.CASE_READ.value})

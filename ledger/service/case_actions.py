@@ -113,10 +113,18 @@ class PageAccess:
             self._defaults = (policy.texts.locale, policy.texts.time_zone or policy.calendar.timezone)
         return self._defaults
 
-    def viewer(self, role: Role, request: Request, zone: str | None) -> Viewer:
+    def viewer(self, principal: Principal, request: Request, zone: str | None) -> Viewer:
+        """The principal's own zone and locale first (:meth:`AgentClock.choose`)."""
         locale, default_zone = self.defaults()
-        return viewer_for(role, accept_language=request.headers.get("accept-language"), zone=zone,
-                          default_locale=locale, default_zone=default_zone)
+        return viewer_for(principal.role, accept_language=request.headers.get("accept-language"), zone=zone,
+                          default_locale=locale, default_zone=default_zone, principal_zone=principal.zone,
+                          principal_locale=principal.locale)
+
+    def language(self, request: Request) -> str:
+        """The ``lang`` of a page for a caller not known yet (sign-in, refusals): the browser's, else the service's."""
+        locale, default_zone = self.defaults()
+        return viewer_for(Role.AUDITOR, accept_language=request.headers.get("accept-language"), zone=None,
+                          default_locale=locale, default_zone=default_zone).lang
 
     def token(self, session: str | None) -> str:
         """The token of this session's forms ("" for a bearer caller: it needs none)."""
@@ -233,7 +241,7 @@ def add_routes(app: FastAPI, state: Any, access: PageAccess) -> None:
         authorization = request.headers.get("authorization")
         session = request.cookies.get(SESSION_COOKIE)
         back = f"/cases/{quote(reference, safe='-')}"
-        lang = access.viewer(Role.AUDITOR, request, None).lang
+        lang = access.language(request)
         if authorization is None and session is None:
             return message_page(401, N_("Sign in first"),
                                 words(lang)._("no session: sign in at /login, then act from the case page"),
@@ -254,7 +262,7 @@ def add_routes(app: FastAPI, state: Any, access: PageAccess) -> None:
         except PermissionDenied as error:
             return message_page(403, N_("Not allowed"), str(error), link=back, lang=lang)
         zone = valid_zone(_text(form.get("zone"))) or access.defaults()[1]
-        viewer = access.viewer(principal.role, request, zone)
+        viewer = access.viewer(principal, request, zone)
         try:
             ref = normalise_reference(reference)
             target, values, due = read_form(spec, form, zone, viewer.language)

@@ -109,11 +109,13 @@ def valid_zone(name: str | None) -> str | None:
 
 
 def viewer_for(role: Role, *, accept_language: str | None, zone: str | None, default_locale: str,
-               default_zone: str) -> Viewer:
-    """The viewer of a request, chosen as every agent page chooses (:meth:`AgentClock.choose`): ``?zone=`` or the
-    zone cookie, the browser's Accept-Language, else the service's defaults (the response policy's locale and zone)."""
-    clock = AgentClock.choose(now=datetime.now(UTC), zone=zone, accept_language=(accept_language or "")[:500],
-                              default_zone=default_zone, default_locale=default_locale, languages=LANGUAGES)
+               default_zone: str, principal_zone: str | None = None, principal_locale: str | None = None) -> Viewer:
+    """The viewer of a request, chosen as every agent page chooses (:meth:`AgentClock.choose`): the principal's own
+    zone and locale, ``?zone=`` or the zone cookie, the browser's Accept-Language, else the service's defaults (the
+    response policy's locale and zone); its language one the pages have words in (English when none is)."""
+    clock = AgentClock.choose(now=datetime.now(UTC), principal_zone=principal_zone, principal_locale=principal_locale,
+                              zone=zone, accept_language=(accept_language or "")[:500], default_zone=default_zone,
+                              default_locale=default_locale, languages=LANGUAGES)
     return Viewer(role=role, locale=str(clock.locale), zone=clock.zone.key)
 
 

@@ -258,17 +258,21 @@ class LedgerClient:
 
     # -- principals (an admin's token) ----------------------------------------------------------------------
 
-    def add_principal(self, name: str, role: str) -> IssuedToken:
-        o = self._call("add_principal", {"name": name, "role": role})
+    def add_principal(self, name: str, role: str, *, team: str | None = None, zone: str | None = None,
+                      locale: str | None = None) -> IssuedToken:
+        o = self._call("add_principal", {"name": name, "role": role, "team": team, "zone": zone, "locale": locale})
         return IssuedToken(o["name"], Role(o["role"]), o["token"])
+
+    def update_principal(self, name: str, *, team: str | None = None, zone: str | None = None,
+                         locale: str | None = None) -> PrincipalRow:
+        r = self._call("update_principal", {"team": team, "zone": zone, "locale": locale}, name=name)
+        return _principal_row(r)
 
     def revoke_principal(self, name: str) -> None:
         self._call("revoke_principal", name=name)
 
     def principals(self) -> list[PrincipalRow]:
-        return [PrincipalRow(name=r["name"], role=r["role"], token_sha256=None, created_at=_time(r["created_at"]),
-                             revoked_at=_time(r["revoked_at"]) if r["revoked_at"] else None)
-                for r in self._call("principals")]
+        return [_principal_row(r) for r in self._call("principals")]
 
     # -- what only the service answers (ServiceCommands) -----------------------------------------------------
 
@@ -357,3 +361,9 @@ class LedgerClient:
 
 def _time(value: str) -> datetime:
     return datetime.fromisoformat(value)
+
+
+def _principal_row(r: dict[str, Any]) -> PrincipalRow:
+    return PrincipalRow(name=r["name"], role=r["role"], token_sha256=None, created_at=_time(r["created_at"]),
+                        revoked_at=_time(r["revoked_at"]) if r["revoked_at"] else None, team=r.get("team"),
+                        zone=r.get("zone"), locale=r.get("locale"))

@@ -156,7 +156,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
 
     def login_form_answer(request: Request, next_path: str, *, error: str = "", status: int = 200) -> Response:
         nonce = new_login_nonce()
-        lang = access.viewer(Role.AUDITOR, request, None).lang
+        lang = access.language(request)
         answer = HTMLResponse(_login_page(next_path, nonce, lang, error), status_code=status, headers=_HEADERS)
         answer.set_cookie(LOGIN_COOKIE, nonce, max_age=LOGIN_TTL_S, httponly=True, samesite="strict", path="/login")
         return answer
@@ -219,7 +219,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
         ledger = state.ledger()
         case = ledger.get_case(reference)
         context = load_context(ledger, case)
-        viewer = access.viewer(caller.role, request, zone or zone_cookie)
+        viewer = access.viewer(caller, request, zone or zone_cookie)
         page = PageState(csrf=access.token(session) if authorization is None else "",
                          flash=flash_text(done, id, viewer.language))
         return HTMLResponse(render_page(case, viewer, context, page), headers=_HEADERS)
@@ -239,7 +239,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
         At most 10 streams per principal (the next gets 429); a stream ends once its principal is revoked."""
         caller = await asyncio.to_thread(principal, authorization, session)
         case = await asyncio.to_thread(lambda: state.ledger().get_case(reference))
-        view = access.viewer(caller.role, request, zone or zone_cookie)
+        view = access.viewer(caller, request, zone or zone_cookie)
         shown = last_event_id if last_event_id is not None else seen
         known = int(shown) if shown and shown.isdigit() else -1
         try:

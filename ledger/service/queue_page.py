@@ -60,7 +60,8 @@ _STATE_NAMES = {"overdue": N_("overdue"), "soon": N_("due within 24 h"), "follow
                 "proposals": N_("proposals waiting")}
 _LIST = "<select"  # the tag kept apart from its attributes, which would read as SQL to the layout test
 _ORDER_NAMES = {"urgency": N_("most urgent first"), "recent": N_("latest contact first")}
-_WHO_NAMES = {"all": N_("anyone"), "me": N_("me"), "unassigned": N_("unassigned")}
+_WHO_NAMES = {"all": N_("anyone"), "mine": N_("mine, my team's and no one's"), "me": N_("me"), "team": N_("my team"),
+              "unassigned": N_("unassigned")}
 _DUE_NAMES = {"acknowledgement": N_("acknowledgement to deliver"), "response": N_("answer to"),
               "promise": N_("promise due"), "confirmation": N_("written confirmation to deliver")}
 
@@ -96,21 +97,23 @@ class ViewKey:
     """What a rendering of the queue depends on: shared by every page that asks the same."""
 
     queue: QueueFilter
-    me: str  # the principal's name when the filter is "me", else "" (so that agents share the other views)
+    me: str  # the principal's name when the filter is "me" or "mine", else "" (so that agents share the other views)
     zone: str
     locale: str
     personal: bool  # whether subjects are shown (the role may read a customer's history)
+    my_team: str = ""  # the principal's team when the filter is "team" or "mine", else ""
+    default_who: str = "all"  # the principal's default view: left out of the page's links
 
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _query(queue: QueueFilter, zone: str | None = None, **changes: Any) -> str:
+def _query(queue: QueueFilter, zone: str | None = None, default_who: str = "all", **changes: Any) -> str:
     """The query string of a filter (with ``changes``), leaving out what is the default."""
     fields = {"channel": queue.channel, "segment": queue.segment, "status": queue.status, "who": queue.who,
               "team": queue.team, "state": queue.state, "order": queue.order, "zone": zone, **changes}
-    defaults = {"status": "active", "who": "all", "order": "urgency"}
+    defaults = {"status": "active", "who": default_who, "order": "urgency"}
     return urlencode({k: v for k, v in fields.items() if v and defaults.get(k) != v})
 
 
@@ -119,15 +122,16 @@ def render_queue(ledger: Any, views: Any, key: ViewKey, snapshot: Snapshot) -> s
     now = ledger.clock()
     clock = AgentClock.choose(now=now, zone=key.zone, default_locale=key.locale)
     w = words(key.locale)
-    rows = queue_rows(views, queue=key.queue, me=key.me, now=now, limit=SHOWN)
-    counts = queue_counts(views, queue=key.queue, me=key.me, now=now)
+    mine = {"me": key.me, "my_team": key.my_team or None}
+    rows = queue_rows(views, queue=key.queue, now=now, limit=SHOWN, **mine)
+    counts = queue_counts(views, queue=key.queue, now=now, **mine)
     subjects = ledger.reveal([r["subject"] for r in rows]) if key.personal else [None] * len(rows)
     chips = [("", w._("all"), counts["all"])] + [(s, w._(_STATE_NAMES[s]), counts[s]) for s in STATES]
     per_state = _e(w._("Cases per state"))
     parts = [f'<nav aria-label="{per_state}"><ul id="counts">']
     for state, name, n in chips:
         current = ' aria-current="true"' if (key.queue.state or "") == state else ""
-        query = _query(key.queue, state=state or None)
+        query = _query(key.queue, state=state or None, default_who=key.default_who)
         href = "/?" + query if query else "/"
         parts.append(f'<li><a href="{_e(href)}"{current} data-state="{_e(state or "all")}">{_e(name)} '
                      f'<b>{n}</b></a></li>')
@@ -203,7 +207,8 @@ def _page(key: ViewKey, section: str, principal: Principal, choices: dict[str, l
         _select("channel", w._("Channel"), q.channel, [("", every)] + [(c, w.code(c)) for c in choices["channel"]]),
         _select("segment", w._("Segment"), q.segment, [("", every)] + [(s, s) for s in choices["segment"]]),
         _select("status", w._("Status"), q.status, [(s, w.code(s)) for s in ("active", "all", *Status.ALL)]),
-        _select("who", w._("Assigned to"), q.who, [(o, w._(_WHO_NAMES[o])) for o in WHO]),
+        _select("who", w._("Assigned to"), q.who, [(o, w._(_WHO_NAMES[o])) for o in WHO
+                                                          if principal.team or o != "team"]),
         _select("team", w._("Team"), q.team, [("", w._("any"))] + [(t, t) for t in choices["team"]]),
         _select("state", w._("State"), q.state, [("", every)] + [(s, w._(_STATE_NAMES[s])) for s in STATES]),
         _select("order", w._("Order"), q.order, [(o, w._(_ORDER_NAMES[o])) for o in ORDERS]),
@@ -211,10 +216,15 @@ def _page(key: ViewKey, section: str, principal: Principal, choices: dict[str, l
         'autocomplete="off"></label>',
         f'<button type="submit">{t["show"]}</button></form>',
     ])
-    events = "/queue/events" + ("?" + _query(q) if _query(q) else "")
+    query = _query(q, default_who=key.default_who)
+    events = "/queue/events" + ("?" + query if query else "")
     title, live, reconnecting = w._("Queue"), w._("live"), w._("reconnecting…")
-    signed = w._("Signed in as %(name)s (%(role)s) · times in %(zone)s", name=principal.name,
-                 role=principal.role.value, zone=clock.zone.key)
+    if principal.team:
+        signed = w._("Signed in as %(name)s (%(role)s) · team %(team)s · times in %(zone)s", name=principal.name,
+                     role=principal.role.value, team=principal.team, zone=clock.zone.key)
+    else:
+        signed = w._("Signed in as %(name)s (%(role)s) · times in %(zone)s", name=principal.name,
+                     role=principal.role.value, zone=clock.zone.key)
     return (
         f'<!doctype html><html lang="{_e(clock.language)}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -236,6 +246,19 @@ def _refusal(status: int, title: str, detail: str, lang: str) -> HTMLResponse:
             f'</title><link rel="stylesheet" href="/queue.css"></head><body><main><h1>{heading}</h1>'
             f'<p{marked}>{_e(detail)}</p><p><a href="/login?next=/">{again}</a></p></main></body></html>')
     return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
+
+
+def default_who(principal: Principal) -> str:
+    """What ``/`` shows an agent who chose nothing: with a team, their own cases, their team's and no one's
+    (docs/agents.md says why); without one, the whole queue (the ledger does not know which part is theirs)."""
+    return "mine" if principal.team else "all"
+
+
+def who_of(principal: Principal, who: str | None) -> str:
+    """The ``who`` asked for, else the principal's default; "my team" without a team is the whole queue."""
+    if who == "team" and not principal.team:
+        return "all"
+    return who or default_who(principal)
 
 
 def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
@@ -265,10 +288,13 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
 
     def view_of(caller: Principal, queue: QueueFilter, zone: str | None, accept_language: str | None) -> ViewKey:
         default_zone, default_locale = default_zone_and_locale()
-        clock = AgentClock.choose(now=now(), zone=zone, accept_language=accept_language,
-                                  default_zone=default_zone, default_locale=default_locale, languages=LANGUAGES)
-        return ViewKey(queue, caller.name if queue.who == "me" else "", clock.zone.key, str(clock.locale),
-                       allowed(caller.role, Operation.HISTORY_READ))
+        clock = AgentClock.choose(now=now(), principal_zone=caller.zone, principal_locale=caller.locale, zone=zone,
+                                  accept_language=accept_language, default_zone=default_zone,
+                                  default_locale=default_locale, languages=LANGUAGES)
+        return ViewKey(queue, caller.name if queue.who in ("me", "mine") else "", clock.zone.key, str(clock.locale),
+                       allowed(caller.role, Operation.HISTORY_READ),
+                       my_team=(caller.team or "") if queue.who in ("team", "mine") else "",
+                       default_who=default_who(caller))
 
     @app.get("/queue.js", include_in_schema=False)
     def queue_js() -> Response:
@@ -284,7 +310,7 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
         channel: Annotated[str | None, Query(max_length=100)] = None,
         segment: Annotated[str | None, Query(max_length=100)] = None,
         status: Annotated[str, Query(max_length=40)] = "active",
-        who: Annotated[str, Query(max_length=20)] = "all",
+        who: Annotated[str | None, Query(max_length=20)] = None,
         team: Annotated[str | None, Query(max_length=100)] = None,
         state_: Annotated[str | None, Query(alias="state", max_length=20)] = None,
         order: Annotated[str, Query(max_length=20)] = "urgency",
@@ -307,8 +333,8 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
             return _refusal(401, N_("Not signed in"), str(error), refusal_lang(accept_language))
         except PermissionDenied as error:
             return _refusal(403, N_("Not allowed for this role"), str(error), refusal_lang(accept_language))
-        queue = QueueFilter(channel=channel, segment=segment, status=status, who=who, team=team, state=state_,
-                             order=order)
+        queue = QueueFilter(channel=channel, segment=segment, status=status, who=who_of(caller, who),
+                            team=team, state=state_, order=order)
         chosen_zone = zone or zone_cookie
         key = await asyncio.to_thread(view_of, caller, queue, chosen_zone, accept_language)
         section = await keeper.page(key)
@@ -325,7 +351,7 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
         channel: Annotated[str | None, Query(max_length=100)] = None,
         segment: Annotated[str | None, Query(max_length=100)] = None,
         status: Annotated[str, Query(max_length=40)] = "active",
-        who: Annotated[str, Query(max_length=20)] = "all",
+        who: Annotated[str | None, Query(max_length=20)] = None,
         team: Annotated[str | None, Query(max_length=100)] = None,
         state_: Annotated[str | None, Query(alias="state", max_length=20)] = None,
         order: Annotated[str, Query(max_length=20)] = "urgency",
@@ -339,8 +365,8 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
 
         At most 10 streams per principal (the next gets 429); a stream ends once its principal is revoked."""
         caller = await asyncio.to_thread(principal, authorization, session)
-        queue = QueueFilter(channel=channel, segment=segment, status=status, who=who, team=team, state=state_,
-                             order=order)
+        queue = QueueFilter(channel=channel, segment=segment, status=status, who=who_of(caller, who),
+                            team=team, state=state_, order=order)
         key = await asyncio.to_thread(view_of, caller, queue, zone or zone_cookie, accept_language)
         try:
             view, wake = keeper.open(caller.name, key)

@@ -2,7 +2,8 @@
 
 The cookie is never the token: it carries a random session id (``cls_`` + 43 characters), and the
 ledger keeps only its SHA-256 (``caseledger_sessions``), whose principal and until when
-(:data:`SESSION_TTL`, or an OIDC token's own expiry if sooner). A session ends when it expires or
+(:data:`SESSION_TTL`, or an OIDC token's own expiry if sooner), and the principal's team, zone and locale
+(an issued principal's read again at each use, an OIDC principal's as its token said). A session ends when it expires or
 when its principal is revoked (the revocation deletes it; each use checks the principal again).
 
 Login is protected against cross-site request forgery (a site signing a victim in as the attacker):
@@ -62,7 +63,8 @@ class Sessions:
             expires = min(expires, _jwt_expiry(token) or expires)
         session_id = _PREFIX + secrets.token_urlsafe(32)
         self.store.insert_session(_digest(session_id), principal.name, principal.role.value,
-                                  principal.authentication.value, now, expires)
+                                  principal.authentication.value, now, expires,
+                                  profile={"team": principal.team, "zone": principal.zone, "locale": principal.locale})
         return session_id, max(1, int((expires - now).total_seconds()))
 
     def principal(self, session_id: str, *, now: datetime | None = None) -> Principal:
@@ -74,7 +76,8 @@ class Sessions:
             raise AuthenticationError("the session has ended: sign in again at /login")
         if row.authentication == Authentication.TOKEN.value and not row.principal_active:
             raise AuthenticationError("the session's principal was revoked: ask an admin for a new token")
-        return Principal(name=row.name, role=Role(row.role), authentication=Authentication(row.authentication))
+        return Principal(name=row.name, role=Role(row.role), authentication=Authentication(row.authentication),
+                         team=row.team, zone=row.zone, locale=row.locale)
 
     def close(self, session_id: str) -> None:
         self.store.delete_session(_digest(session_id))

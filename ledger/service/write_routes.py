@@ -41,6 +41,7 @@ from caseledger.ledger.service.api import ServiceState, principal_for, problem_r
 from caseledger.ledger.service.group_commit import Write
 from caseledger.ledger.service.idempotency import request_digest
 from caseledger.ledger.service.problems import problem_for
+from caseledger.ledger.store_ports import PrincipalRow
 
 O = Operation  # noqa: E741 -- short: every route names one
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
@@ -207,9 +208,24 @@ class LocaleIn(Body):
 class PrincipalIn(Body):
     name: str
     role: str
+    team: str | None = None
+    zone: str | None = None
+    locale: str | None = None
+
+
+class PrincipalChange(Body):
+    team: str | None = None  # None: unchanged; "": cleared
+    zone: str | None = None
+    locale: str | None = None
 
 
 Execute = Callable[[CaseLedger], tuple[int, Any]]
+
+
+def principal_out(r: PrincipalRow) -> dict[str, Any]:
+    """A principal as the API shows it: never its token's hash."""
+    return {"name": r.name, "role": r.role, "created_at": r.created_at, "revoked_at": r.revoked_at, "team": r.team,
+            "zone": r.zone, "locale": r.locale}
 
 
 def at(command: str) -> dict[str, Any]:
@@ -469,15 +485,23 @@ def add_routes(app: FastAPI, state: ServiceState) -> None:
     @app.post(**at("add_principal"), tags=["principals"], status_code=201)
     def principals_add(body: PrincipalIn, _p: Principal = principal_for(O.PRINCIPALS_MANAGE)) -> Any:
         """Add a principal; the answer carries its token, once (the ledger keeps only its hash)."""
-        issued = state.ledger().add_principal(body.name, body.role)
+        issued = state.ledger().add_principal(body.name, body.role, team=body.team, zone=body.zone,
+                                              locale=body.locale)
         return JSONResponse({"name": issued.name, "role": issued.role.value, "token": issued.token},
                             status_code=201, headers={"Cache-Control": "no-store"})
 
     @app.get(**at("principals"), tags=["principals"])
     def principals_list(_p: Principal = principal_for(O.PRINCIPALS_MANAGE)) -> Any:
         """Principals: name, role, created, revoked (never a token)."""
-        return plain([{"name": r.name, "role": r.role, "created_at": r.created_at, "revoked_at": r.revoked_at}
-                      for r in state.ledger().principals()])
+        return plain([principal_out(r) for r in state.ledger().principals()])
+
+    @app.patch(**at("update_principal"), tags=["principals"])
+    def principals_update(name: str, body: PrincipalChange,
+                          _p: Principal = principal_for(O.PRINCIPALS_MANAGE)) -> Any:
+        """Change a principal's team, time zone or locale (a field left out is unchanged; "" clears it)."""
+        row = state.ledger().update_principal(name, team=body.team, zone=body.zone, locale=body.locale)
+        state.callers.forget(name)  # its next request reads the new ones
+        return plain(principal_out(row))
 
     @app.delete(**at("revoke_principal"), tags=["principals"])
     def principals_revoke(name: str, _p: Principal = principal_for(O.PRINCIPALS_MANAGE)) -> Any:

@@ -75,12 +75,15 @@ class KeyTable:
     # -- inside the recorders' insert transaction --------------------------------------------------
 
     def insert(self, curs: Any, rows: Sequence[DataKeyRow]) -> None:
+        # One statement for the batch (psycopg pipelines it): this runs while the writers' lock is held, and a
+        # batch of new customers has a data key and lookup secrets each — one round trip per row was the lock's.
+        if not rows:
+            return
         p = self.p
-        for row in rows:
-            curs.execute(
-                f"INSERT INTO {self.table} ({_COLUMNS}) VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
-                (row.key_id, row.subject, row.kek_id, row.wrapped, row.created_at, row.destroyed_at),
-            )
+        curs.executemany(
+            f"INSERT INTO {self.table} ({_COLUMNS}) VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
+            [(row.key_id, row.subject, row.kek_id, row.wrapped, row.created_at, row.destroyed_at) for row in rows],
+        )
 
     # -- reads --------------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ class SQLDialect:
     placeholder = "?"
     blob = "BLOB"
     timestamp = "TEXT"
+    if_absent = ""  # SQLite has no ADD COLUMN IF NOT EXISTS
 
     def __init__(self, datastore: Any, where: str) -> None:
         self.datastore = datastore
@@ -71,6 +72,24 @@ class SQLDialect:
             for statement in statements:
                 cursor.execute(statement)
 
+    def add_columns(self, table: str, columns: dict[str, str]) -> None:
+        """Add the ``columns`` (name → type, nullable) a table made by an earlier release lacks."""
+        present = self._columns(table)
+        for name, kind in columns.items():
+            if name in present:  # only a missing one: an ALTER locks the table
+                continue
+            try:
+                with translate_errors(self.where), self.cursor() as cursor:
+                    cursor.execute(f"ALTER TABLE {table} ADD COLUMN {self.if_absent}{name} {kind}")
+            except Exception:
+                if name not in self._columns(table):  # else another process added it just now
+                    raise
+
+    def _columns(self, table: str) -> set[str]:
+        with translate_errors(self.where), self.cursor(write=False) as cursor:
+            cursor.execute(f"SELECT * FROM {table} LIMIT 0")
+            return {str(c[0]) for c in cursor.description}
+
 
 class SQLiteDialect(SQLDialect):
     """The tables in the ledger's SQLite file."""
@@ -82,6 +101,7 @@ class PostgresDialect(SQLDialect):
     placeholder = "%s"
     blob = "BYTEA"
     timestamp = "TIMESTAMPTZ"
+    if_absent = "IF NOT EXISTS "  # two processes opening an older database at once both succeed
 
     def table(self, name: str) -> str:
         schema = str(self.datastore.schema or "public").replace('"', '""')

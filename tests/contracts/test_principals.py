@@ -140,3 +140,73 @@ def test_browser_sessions_are_kept_hashed_expire_and_end_with_their_principal(
     for gone in (session, other):
         with pytest.raises(AuthenticationError):
             sessions.principal(gone, now=now)
+
+
+# -- a principal's team, zone and locale (issue 28) ---------------------------------------------------------
+
+
+def test_a_principal_carries_its_team_zone_and_locale_into_tokens_and_sessions(
+        make_ledger: Callable[..., CaseLedger]) -> None:
+    """Finding: principals had no team, zone or locale, so "my team" and the agent's own zone could not exist."""
+    from caseledger.ledger.service.sessions import Sessions
+
+    ledger = make_ledger()
+    registry = PrincipalRegistry(ledger.principal_store)
+    issued = registry.add("fanny", "agent", team="billing", zone="Europe/Paris", locale="fr_fr")
+    auth = Authenticator(ledger.principal_store)
+    who = auth.authenticate(f"Bearer {issued.token}")
+    assert (who.team, who.zone, who.locale) == ("billing", "Europe/Paris", "fr-FR")
+    sessions = Sessions(ledger.principal_store)
+    session, _ = sessions.open(who, token=issued.token)
+    assert (sessions.principal(session).team, sessions.principal(session).locale) == ("billing", "fr-FR")
+    # A change holds at the next request and the next page of an open session; "" clears, None leaves as is.
+    row = registry.update("fanny", team="loans", zone="")
+    assert (row.team, row.zone, row.locale) == ("loans", None, "fr-FR")
+    assert auth.authenticate(f"Bearer {issued.token}").team == "loans"
+    assert (sessions.principal(session).team, sessions.principal(session).zone) == ("loans", None)
+    registry.revoke("fanny")
+    with pytest.raises(NotFound):
+        registry.update("fanny", team="billing")
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("zone", "Europe/Pariss", "IANA zone"), ("zone", "../../etc/passwd", "IANA zone"), ("locale", "xx-QQ", "BCP 47"),
+    ("locale", "fr; DROP", "BCP 47"), ("team", "-lead", "team"), ("team", "x" * 101, "team"),
+])
+def test_a_bad_team_zone_or_locale_is_refused_and_nothing_is_written(
+        make_ledger: Callable[..., CaseLedger], field: str, value: str, says: str) -> None:
+    ledger = make_ledger()
+    registry = PrincipalRegistry(ledger.principal_store)
+    with pytest.raises(ValidationError, match=says):
+        registry.add("gus", "agent", **{field: value})
+    assert registry.list() == []
+    registry.add("gus", "agent", team="billing", zone="UTC", locale="en")
+    with pytest.raises(ValidationError, match=says):
+        registry.update("gus", **{field: value})
+    (row,) = registry.list()
+    assert (row.team, row.zone, row.locale) == ("billing", "UTC", "en")
+
+
+def test_a_principal_table_of_an_earlier_release_gets_the_new_columns_and_keeps_its_principals(
+        make_ledger: Callable[..., CaseLedger]) -> None:
+    """A ledger made before principals had a team, zone and locale keeps working: its tables get the columns
+    when it is next opened, its principals and sessions read with none, and can be given them."""
+    from caseledger.ledger.service.sessions import Sessions
+
+    old = make_ledger()
+    issued = PrincipalRegistry(old.principal_store).add("hugo", "agent")
+    session, _ = Sessions(old.principal_store).open(
+        Authenticator(old.principal_store).authenticate(f"Bearer {issued.token}"), token=issued.token)
+    tables = old.principal_store
+    for table in ("caseledger_principals", "caseledger_sessions"):  # back to the earlier release's shape
+        for column in ("team", "zone", "locale"):
+            tables.dialect.run(f"ALTER TABLE {tables.dialect.table(table)} DROP COLUMN {column}")
+    old.close()
+    ledger = make_ledger()
+    auth = Authenticator(ledger.principal_store)
+    who = auth.authenticate(f"Bearer {issued.token}")
+    assert (who.name, who.team, who.zone, who.locale) == ("hugo", None, None, None)
+    assert Sessions(ledger.principal_store).principal(session).name == "hugo"
+    PrincipalRegistry(ledger.principal_store).update("hugo", team="billing")
+    assert auth.authenticate(f"Bearer {issued.token}").team == "billing"
+    make_ledger()  # opening it again adds nothing twice

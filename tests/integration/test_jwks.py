@@ -62,6 +62,25 @@ def test_a_key_the_provider_removed_is_not_trusted_after_five_minutes(
             time.sleep(0.05)
 
 
+def test_an_oidc_principal_takes_its_zone_locale_and_team_from_its_claims(
+        idp: IdentityProvider, sqlite_ledger: CaseLedger, caplog: pytest.LogCaptureFixture) -> None:
+    """Finding: an OIDC principal had no team, zone or locale. OpenID Connect's ``zoneinfo`` and ``locale`` and the
+    configured team claim give them, checked as ``principals add`` checks them; a bad one is ignored and logged by
+    the claim's name, never with the token."""
+    authenticator = Authenticator(sqlite_ledger.principal_store, oidc=OidcSettings.resolve(
+        jwks_url=idp.url, issuer=idp.issuer, audience=idp.audience, team_claim="groups_team"))
+    good = idp.token("carol", ["agent"], zoneinfo="America/Montreal", locale="fr-CA", groups_team="billing")
+    who = authenticator.authenticate(f"Bearer {good}")
+    assert (who.name, who.team, who.zone, who.locale) == (CAROL, "billing", "America/Montreal", "fr-CA")
+    caplog.set_level("WARNING", logger="caseledger.ledger.access.principals")
+    bad = idp.token("carol", ["agent"], zoneinfo="Mars/Olympus", locale=["fr"], groups_team="-", team="loans")
+    who = authenticator.authenticate(f"Bearer {bad}")
+    assert (who.name, who.role, who.team, who.zone, who.locale) == (CAROL, Role.AGENT, None, None, None)
+    logged = caplog.text
+    assert all(f"'{claim}' ignored" in logged for claim in ("zoneinfo", "locale", "groups_team"))
+    assert bad not in logged and bad.split(".")[1] not in logged and "Mars/Olympus" not in logged
+
+
 def test_a_failed_fetch_starts_a_cooldown(idp: IdentityProvider, authenticator: Authenticator) -> None:
     """Finding: a failed fetch started no cooldown: every token with an unknown kid fetched again."""
     idp.status = 500

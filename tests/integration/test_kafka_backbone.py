@@ -368,12 +368,22 @@ def test_bench_intake_prints_a_table_and_writes_its_result(kafka_bootstrap: str,
 
     result = CliRunner().invoke(
         app, ["bench", "intake", "--kafka", kafka_bootstrap, "-n", "200", "--workers", "2", "--producer", "confluent",
-              "--consumer", "confluent", "--output", str(tmp_path)]
+              "--consumer", "confluent", "--events", "1000", "--output", str(tmp_path)]
     )
     assert result.exit_code == 0, result.stdout
-    assert "contacts/s" in result.stdout and "baseline" in result.stdout
+    assert "records/s" in result.stdout and "baseline" in result.stdout and "worst case" in result.stdout
     written = json.loads(next(tmp_path.glob("intake-*.json")).read_text())
-    assert written["contacts"] == 200 and written["events_stored"] >= 200 * 5
+    # The default traffic is a contact centre's (issue 29): delivery reports and read receipts are one event each,
+    # a new customer seven; the worst case, every record a new customer, runs beside it.
+    assert written["contacts"] == 200 == sum(written["records_by_kind"].values()) and written["events_stored"] >= 200 * 2
+    assert written["records_by_kind"]["delivery"] > 0 and written["records_by_kind"]["resubmission"] > 0
+    worst = written["worst_case"]
+    assert worst["records"] == 200 and worst["by_kind"] == {**dict.fromkeys(worst["by_kind"], 0), "new": 200}
+    assert worst["events_stored"] >= 200 * 5 and worst["records_per_s"] > 0 and worst["cpu_us_per_event"]["publisher"] > 0
+    # --events: the ledger filled with that many more events (pre-encoded rows), then both runs again.
+    full = written["full_ledger"]
+    assert full["events"] >= 900 and full["mix"]["records"] == full["worst_case"]["records"] == 200
+    assert "full ledger, mix" in result.stdout
     assert written["intake_workers"] == 2 and written["producer"] == written["consumer"] == "confluent"
     assert written["contacts_per_s"] > 0 and written["baseline_events_per_s"] > 0
     # Every contact's latency is read back from the topic: positive, and p50 never above p99.

@@ -192,6 +192,45 @@ def test_no_customer_data_for_a_role_that_may_not_read_it_nor_after_erasure(serv
     supervisor.close()
 
 
+def test_my_team_my_cases_and_my_zone_and_language_whatever_the_browser_says(service: Service) -> None:
+    """Findings: principals had no team, zone or locale, so the queue offered a free team filter instead of "my
+    team", and an agent's zone and language could only come from the browser."""
+    s = uuid.uuid4().hex[:6]
+    admin = service.client(Role.ADMIN)
+    refused = admin.post("/v1/principals", json={"name": f"jo-{s}", "role": "agent", "zone": "Mars/Olympus"})
+    assert refused.status_code in (400, 422) and "IANA" in refused.text and "Traceback" not in refused.text
+    made = admin.post("/v1/principals", json={"name": f"ines-{s}", "role": "agent", "team": f"billing-{s}",
+                                              "zone": "Asia/Tokyo", "locale": "de-DE"})
+    assert made.status_code == 201, made.text
+    listed = {p["name"]: p for p in admin.get("/v1/principals").json()}
+    assert f"jo-{s}" not in listed and listed[f"ines-{s}"]["team"] == f"billing-{s}"  # nothing written when refused
+    ours, theirs, hers, nobodys = (contact(service, subject=f"{what} {s}") for what in ("ours", "theirs", "hers", "x"))
+    supervisor = service.client(Role.SUPERVISOR)
+    for ref, body in ((ours, {"team": f"billing-{s}"}), (theirs, {"team": f"loans-{s}"}),
+                      (hers, {"assignee": f"ines-{s}"})):
+        assert supervisor.post(f"/v1/cases/{ref}/assign", json=body).status_code in (200, 201)
+    browser = sign_in(service, made.json()["token"], "/")  # the session carries the principal's team, zone, locale
+    french = {"Accept-Language": "fr-FR,fr;q=0.9"}
+    team = browser.get("/", params={"who": "team"}, headers=french).text
+    assert references(team) == [ours] and re.search(r'data-state="all">[^<]*<b>1</b>', team)
+    assert references(browser.get("/", params={"who": "me"}).text) == [hers]
+    default = browser.get("/", headers=french)  # mine, my team's and the unassigned: not another team's
+    assert {ours, hers, nobodys} <= set(references(default.text)) and theirs not in references(default.text)
+    assert '<option value="mine" selected>' in default.text and '<option value="team">my team</option>' in default.text
+    assert '<html lang="de-DE"' in default.text and "times in Asia/Tokyo" in default.text
+    assert theirs in references(browser.get("/", params={"who": "all"}).text)
+    case = browser.get(f"/cases/{ours}", params={"zone": "Europe/Paris"}, headers=french).text
+    assert '<html lang="de"' in case and "events?zone=Asia/Tokyo&" in case
+    without = service.client(Role.AGENT).get("/", params={"who": "team"}).text  # no team: the whole queue
+    assert theirs in references(without) and '<option value="team">' not in without
+    changed = admin.patch(f"/v1/principals/ines-{s}", json={"team": f"loans-{s}", "locale": "fr-FR"})
+    assert changed.status_code == 200 and changed.json()["zone"] == "Asia/Tokyo", changed.text
+    now_theirs = browser.get("/", params={"who": "team"}).text  # the open session follows the change
+    assert references(now_theirs) == [theirs] and '<html lang="fr-FR"' in now_theirs
+    for client in (admin, supervisor, browser):
+        client.close()
+
+
 @pytest.mark.postgres
 def test_the_queue_on_postgresql(tmp_path: Path, postgres: Any) -> None:
     """The queue's SQL (its order, counts and lists) on the other backend."""

@@ -261,6 +261,10 @@ def test_every_read_prints_the_same_through_the_service_as_on_its_database(runni
     assert ticked.keys() >= {"now", "cases_checked", "missed", "erased"}
     added = through(service, Role.ADMIN, "principals", "add", "read-check", "--role", "auditor", tmp=tmp_path)
     assert re.search(r"clt_[A-Za-z0-9_-]{43}", added.stdout)
+    changed = json.loads(through(service, Role.ADMIN, "principals", "set", "read-check", "--team", "audit",
+                                 "--zone", "Europe/Paris", "--json", tmp=tmp_path).stdout)
+    assert (changed["team"], changed["zone"], changed["locale"]) == ("audit", "Europe/Paris", None)
+    through(service, Role.ADMIN, "principals", "set", "read-check", "--locale", "xx-QQ", code=2, tmp=tmp_path)
     through(service, Role.ADMIN, "principals", "revoke", "read-check", tmp=tmp_path)
     listed = json.loads(through(service, Role.ADMIN, "principals", "list", "--json", tmp=tmp_path).stdout)
     assert next(p for p in listed if p["name"] == "read-check")["revoked_at"]

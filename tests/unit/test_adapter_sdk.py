@@ -192,14 +192,28 @@ def test_an_attachment_ref_must_say_where_the_file_is_kept(ref: str) -> None:
     assert ref.strip() not in str(refused.value) and "jane" not in str(refused.value) and "secret" not in str(refused.value)
 
 
+def _fixed_refusal_texts() -> str:
+    """What refusals of refs say whatever the ref: the texts of a few refs of each kind, none a word of them."""
+    texts = []
+    for ref in ("zq9", "zq9/zq9", "ftp://zq9", "file:///zq9", "sha256:zq9", "https:zq9"):
+        try:
+            Attachment(ref=ref, sha256=SHA, size=1, media_type="application/pdf")
+        except ValidationError as refused:
+            texts.append(str(refused))
+    return "\n".join(texts)
+
+
 @settings(max_examples=examples(300))
 @given(ref=st.text(min_size=4, max_size=40).filter(
     lambda r: r.strip() and not r.lower().startswith(("sha256:", "https://", "s3://", "gs://"))))
+@example(ref="host")  # a word of the guidance: found by a run, the check read it as the ref repeated
 def test_any_other_ref_is_refused_without_being_repeated(ref: str) -> None:
     try:
         Attachment(ref=ref, sha256=SHA, size=1, media_type="application/pdf")
     except ValidationError as refused:
-        assert ref not in str(refused)
+        said = str(refused)
+        # never repeated; a ref that is a word of the fixed guidance ("host", "bucket") is in every refusal by chance
+        assert ref not in said or ref in _fixed_refusal_texts(), said
         if "surrogate" not in str(refused):
             assert str(refused).startswith("field attachments.ref: ")
     else:

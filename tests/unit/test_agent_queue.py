@@ -20,6 +20,7 @@ from caseledger.projections.queue import (
     ORDERS,
     SOON,
     STATES,
+    WHO,
     AgentQueue,
     QueueFilter,
     queue_counts,
@@ -83,12 +84,11 @@ def views(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewStore]:
 MINUTES = st.one_of(st.none(), st.integers(-60 * 24 * 30, 60 * 24 * 30))
 ROWS = st.lists(st.tuples(MINUTES, st.sampled_from(("email", "chat", "phone")), st.sampled_from((None, "premium")),
                           st.sampled_from(Status.ALL), st.sampled_from((None, "alice", "bob")),
-                          st.sampled_from((None, "billing")), st.integers(0, 2), st.integers(0, 2), MINUTES),
+                          st.sampled_from((None, "billing", "loans")), st.integers(0, 2), st.integers(0, 2), MINUTES),
                 max_size=30)
 FILTERS = st.builds(QueueFilter, channel=st.sampled_from((None, "email", "chat")),
                     segment=st.sampled_from((None, "premium")),
-                    status=st.sampled_from(("active", "all", *Status.ALL)), who=st.sampled_from(("all", "me",
-                                                                                                "unassigned")),
+                    status=st.sampled_from(("active", "all", *Status.ALL)), who=st.sampled_from(WHO),
                     team=st.sampled_from((None, "billing")), state=st.sampled_from((None, *STATES)),
                     order=st.sampled_from(ORDERS))
 
@@ -104,7 +104,7 @@ def _row(n: int, due: int | None, channel: str, segment: str | None, status: str
             "pending": {}, "contacts": {}, "waiting": {}, "updated_at": NOW, "position": n}
 
 
-def _holds(queue: QueueFilter, row: dict[str, Any], *, state: bool = True) -> bool:
+def _holds(queue: QueueFilter, row: dict[str, Any], *, state: bool = True, my_team: str | None = None) -> bool:
     due = row["due_at"]
     in_state = {None: True, "overdue": due is not None and due < NOW,
                 "soon": due is not None and NOW <= due < NOW + SOON, "follow_ups": row["follow_ups"] > 0,
@@ -112,23 +112,28 @@ def _holds(queue: QueueFilter, row: dict[str, Any], *, state: bool = True) -> bo
     return ((queue.status == "all" or (queue.status == "active" and row["status"] in Status.ACTIVE)
              or row["status"] == queue.status)
             and all(getattr(queue, c) in (None, row[c]) for c in ("channel", "segment", "team"))
-            and {"all": True, "me": row["assignee"] == "alice", "unassigned": row["assignee"] is None}[queue.who]
+            and {"all": True, "me": row["assignee"] == "alice", "unassigned": row["assignee"] is None,
+                 "team": my_team is not None and row["team"] == my_team,
+                 "mine": row["assignee"] == "alice" or (my_team is not None and row["team"] == my_team)
+                 or (row["assignee"] is None and row["team"] is None)}[queue.who]
             and (not state or in_state[queue.state]))
 
 
 @settings(max_examples=examples(200), deadline=None)
-@given(drawn=ROWS, queue=FILTERS)
+@given(drawn=ROWS, queue=FILTERS, my_team=st.sampled_from((None, "billing")))
 def test_the_queue_is_in_urgency_order_its_filters_leak_nothing_and_its_counts_are_what_it_holds(
-        views: ViewStore, drawn: list[tuple[Any, ...]], queue: QueueFilter) -> None:
+        views: ViewStore, drawn: list[tuple[Any, ...]], queue: QueueFilter, my_team: str | None) -> None:
     """Finding: there was no list of cases to start from. Any deadlines: overdue first (most overdue first),
-    then the soonest due, then proposals waiting longest; a filter shows its cases only, and all of them."""
+    then the soonest due, then proposals waiting longest; a filter shows its cases only, and all of them.
+    Issue 28's review: "my team" (the principal's) and "mine, my team's and no one's" are filters like the others."""
     rows = [_row(n, *values) for n, values in enumerate(drawn)]
     with views.transaction() as tx:
         tx.execute("DELETE FROM agent_queue")
         if rows:
             tx.upsert_rows(TABLE, TABLE.name, rows)
-    listed = queue_rows(views, queue=queue, me="alice", now=NOW, limit=100)
-    assert sorted(r["case_id"] for r in listed) == sorted(r["case_id"] for r in rows if _holds(queue, r))
+    listed = queue_rows(views, queue=queue, me="alice", now=NOW, limit=100, my_team=my_team)
+    assert sorted(r["case_id"] for r in listed) == sorted(r["case_id"] for r in rows
+                                                          if _holds(queue, r, my_team=my_team))
 
     def urgency(r: dict[str, Any]) -> tuple[Any, ...]:
         far = datetime.max.replace(tzinfo=UTC)
@@ -142,8 +147,8 @@ def test_the_queue_is_in_urgency_order_its_filters_leak_nothing_and_its_counts_a
         assert [urgency(r) for r in listed] == sorted(urgency(r) for r in listed)
         overdue = [r["due_at"] is not None and r["due_at"] < NOW for r in listed]
         assert overdue == sorted(overdue, reverse=True)  # every overdue case before every other
-    counts = queue_counts(views, queue=queue, me="alice", now=NOW)
-    base = [r for r in rows if _holds(queue, r, state=False)]
+    counts = queue_counts(views, queue=queue, me="alice", now=NOW, my_team=my_team)
+    base = [r for r in rows if _holds(queue, r, state=False, my_team=my_team)]
     assert counts["all"] == len(base)
     for state in STATES:
         assert counts[state] == sum(1 for r in base if _holds(QueueFilter(state=state, status="all"), r))

@@ -511,3 +511,21 @@ def test_intake_rejections_lists_each_kept_record_with_its_bytes(tmp_path: Path)
     assert base64.b64decode(row["raw_base64"]) == b"\x00garbage"
     table = runner.invoke(app, ["--database", database, "intake", "rejections"])
     assert table.exit_code == 0 and "caseledger.intake/2/41" in table.stdout and "1 rejection" in table.stdout
+
+
+def test_principals_add_and_set_a_team_zone_and_locale_refusing_bad_ones(cli: Run) -> None:
+    """Issue 28: a principal's team, zone and locale from the CLI; a zone or locale the machine does not know
+    exits 2 saying how to fix it, and nothing is written."""
+    bad_zone = cli("principals", "add", "kim", "--role", "agent", "--zone", "Europe/Pariss", code=2)
+    assert "IANA" in bad_zone.stderr and "Europe/Paris" in bad_zone.stderr
+    bad_locale = cli("principals", "add", "kim", "--role", "agent", "--locale", "xx-QQ", code=2)
+    assert "BCP 47" in bad_locale.stderr and "fr-FR" in bad_locale.stderr
+    assert json.loads(cli("principals", "list", "--json").stdout) == []
+    cli("principals", "add", "kim", "--role", "agent", "--team", "billing", "--zone", "Europe/Paris", "--locale", "fr_fr")
+    assert cli("principals", "set", "kim", "--zone", "Mars/Olympus", code=2).stderr
+    cli("principals", "set", "kim", "--team", "", "--locale", "de")
+    (kim,) = json.loads(cli("principals", "list", "--json").stdout)
+    assert (kim["team"], kim["zone"], kim["locale"]) == (None, "Europe/Paris", "de")
+    assert "token" not in json.dumps(kim)
+    assert cli("principals", "set", "nobody", "--team", "x", code=2).stderr
+    assert "--zone" in flat(cli("principals", "set", "--help").stdout)
