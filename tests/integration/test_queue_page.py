@@ -216,11 +216,13 @@ def test_my_team_my_cases_and_my_zone_and_language_whatever_the_browser_says(ser
     assert references(browser.get("/", params={"who": "me"}).text) == [hers]
     default = browser.get("/", headers=french)  # mine, my team's and the unassigned: not another team's
     assert {ours, hers, nobodys} <= set(references(default.text)) and theirs not in references(default.text)
-    assert '<option value="mine" selected>' in default.text and '<option value="team">my team</option>' in default.text
-    assert '<html lang="de-DE"' in default.text and "times in Asia/Tokyo" in default.text
+    assert '<option value="mine" selected>' in default.text and '<option value="team">mon équipe</option>' in default.text
+    # issue 28 (i18n): the principal's de-DE has no words in the workspace, so the next language it reads is the
+    # browser's French, for the words and the times alike; the zone stays the principal's
+    assert '<html lang="fr-FR"' in default.text and "heures de Asia/Tokyo" in default.text
     assert theirs in references(browser.get("/", params={"who": "all"}).text)
     case = browser.get(f"/cases/{ours}", params={"zone": "Europe/Paris"}, headers=french).text
-    assert '<html lang="de"' in case and "events?zone=Asia/Tokyo&" in case
+    assert '<html lang="fr-FR"' in case and "events?zone=Asia/Tokyo&" in case
     without = service.client(Role.AGENT).get("/", params={"who": "team"}).text  # no team: the whole queue
     assert theirs in references(without) and '<option value="team">' not in without
     changed = admin.patch(f"/v1/principals/ines-{s}", json={"team": f"loans-{s}", "locale": "fr-FR"})
