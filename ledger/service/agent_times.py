@@ -1,7 +1,7 @@
 """How the agent's pages show a time: in the agent's zone and language, in words, overdue said in words too.
 
 One :class:`AgentClock` per request: ``when(dt)`` gives "mardi 9 décembre à 09:00" (the year only when it
-is not this year), ``relative(dt)`` "dans 2 jours" / "il y a 3 heures", ``is_overdue(dt)`` whether the
+is not this year), ``relative(dt)`` "dans 2 jours" / "il y a 3 heures" / "maintenant" (one rule for every page), ``is_overdue(dt)`` whether the
 time has passed. :meth:`AgentClock.choose` picks the zone and the language, first found wins:
 
 1. what the principal says of itself (its zone and locale, when its identity gives them);
@@ -9,6 +9,8 @@ time has passed. :meth:`AgentClock.choose` picks the zone and the language, firs
    the language from the browser's ``Accept-Language``;
 3. the service's default: the response policy's ``[texts]`` locale and zone (the company's own).
 
+The pages pass the languages they have words in (:mod:`ledger.service.agent_language`): the first of the
+agent's that has, else English, so that the page's ``lang`` is true of its words and of its times.
 A zone or language that cannot be read is skipped, never an error: a page shows a time whatever it
 is given. Formats are Babel's (CLDR): nothing here is written for one language.
 """
@@ -16,18 +18,20 @@ is given. Formats are Babel's (CLDR): nothing here is written for one language.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_datetime, format_time, format_timedelta
 
-__all__ = ["ZONE_COOKIE", "AgentClock", "parse_accept_language"]
+__all__ = ["ZONE_COOKIE", "AgentClock", "parse_accept_language", "relative"]
 
 ZONE_COOKIE = "caseledger_zone"
 _LANGUAGE_TAG = re.compile(r"^[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*$")
 _WEEKDAY = re.compile(r"(?<!E)E{1,3}(?!E)")  # a short weekday, made the full one
+_NOW = timedelta(minutes=1)  # closer than this is "now"
 _MAX_LANGUAGES = 12  # of an Accept-Language header, the first ones only
 
 
@@ -42,12 +46,15 @@ class AgentClock:
     @classmethod
     def choose(cls, *, now: datetime, principal_zone: str | None = None, principal_locale: str | None = None,
                zone: str | None = None, accept_language: str | None = None, default_zone: str = "UTC",
-               default_locale: str = "en") -> AgentClock:
-        """The clock of a request: the first readable zone and language in the order of the module docstring."""
+               default_locale: str = "en", languages: Collection[str] | None = None) -> AgentClock:
+        """The clock of a request: the first readable zone and language in the order of the module docstring;
+        with ``languages`` (those the pages have words in: ``("en", "fr")``), the first of those, else English."""
         chosen_zone = next((z for z in (_zone(principal_zone), _zone(zone), _zone(default_zone)) if z is not None),
                            ZoneInfo("UTC"))
-        languages = [principal_locale, *parse_accept_language(accept_language), default_locale]
-        chosen_locale = next((loc for loc in map(_locale, languages) if loc is not None), Locale("en"))
+        wanted = [principal_locale, *parse_accept_language(accept_language), default_locale]
+        readable = (loc for loc in map(_locale, wanted) if loc is not None)
+        chosen_locale = next((loc for loc in readable if languages is None or loc.language in languages),
+                             Locale("en"))
         return cls(zone=chosen_zone, locale=chosen_locale, now=now.astimezone(UTC))
 
     def when(self, dt: datetime) -> str:
@@ -64,8 +71,8 @@ class AgentClock:
         return join.replace("''", "\0").replace("'", "").replace("\0", "'").format(hour, day)
 
     def relative(self, dt: datetime) -> str:
-        """How far ``dt`` is from now, in words: "dans 2 jours", "il y a 3 heures"."""
-        return format_timedelta(dt - self.now, add_direction=True, locale=self.locale)
+        """How far ``dt`` is from now, in words: "dans 2 jours", "il y a 3 heures", "maintenant" (:func:`relative`)."""
+        return relative(dt - self.now, self.locale)
 
     def is_overdue(self, dt: datetime) -> bool:
         """Whether ``dt`` (a deadline) has passed."""
@@ -79,6 +86,15 @@ class AgentClock:
     def language(self) -> str:
         """The page's ``lang`` attribute (BCP 47)."""
         return "-".join(part for part in (self.locale.language, self.locale.territory) if part)
+
+
+def relative(delta: timedelta, locale: Locale) -> str:
+    """The one rule of every agent page for how far a time is, in words: "now" within a minute, else in whole
+    minutes, hours, days … ("dans 2 jours", "il y a 3 heures"). The words change at most about once a minute, so
+    a section rendered again shows a change only when something changed."""
+    if abs(delta) < _NOW:
+        return str(locale._data["date_fields"]["second"]["relative"].get(0, "now"))
+    return format_timedelta(delta, add_direction=True, threshold=1.1, granularity="minute", locale=locale)
 
 
 def parse_accept_language(header: str | None) -> list[str]:

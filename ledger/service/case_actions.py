@@ -44,7 +44,7 @@ from markupsafe import escape
 from caseledger.ledger.access.principals import Principal
 from caseledger.ledger.domain.case_references import normalise_reference
 from caseledger.ledger.domain.directory import case_id_for
-from caseledger.ledger.domain.permissions import Operation
+from caseledger.ledger.domain.permissions import Operation, Role
 from caseledger.ledger.domain.values import Actor
 from caseledger.ledger.errors import (
     AuthenticationError,
@@ -53,6 +53,7 @@ from caseledger.ledger.errors import (
     PermissionDenied,
     ValidationError,
 )
+from caseledger.ledger.service.agent_language import N_, Words, words
 from caseledger.ledger.service.case_page import (
     PAGE_HEADERS,
     CustomerContext,
@@ -84,7 +85,7 @@ __all__ = ["ACT_PATH", "PageAccess", "add_routes", "message_page"]
 
 ACT_PATH = "/cases/{reference}/act/{action}"
 _HANDLE = {"Q": re.compile(r"Q\d{1,6}"), "P": re.compile(r"P\d{1,6}"), "X": re.compile(r"X\d{1,6}")}
-_WHAT = {"Q": "item", "P": "promise", "X": "proposal"}
+_WHAT = {"Q": N_("the item"), "P": N_("the promise"), "X": N_("the proposal")}
 
 
 class PageAccess:
@@ -119,6 +120,12 @@ class PageAccess:
                           default_locale=locale, default_zone=default_zone, principal_zone=principal.zone,
                           principal_locale=principal.locale)
 
+    def language(self, request: Request) -> str:
+        """The ``lang`` of a page for a caller not known yet (sign-in, refusals): the browser's, else the service's."""
+        locale, default_zone = self.defaults()
+        return viewer_for(Role.AUDITOR, accept_language=request.headers.get("accept-language"), zone=None,
+                          default_locale=locale, default_zone=default_zone).lang
+
     def token(self, session: str | None) -> str:
         """The token of this session's forms ("" for a bearer caller: it needs none)."""
         return form_token(session, self.secret()) if session else ""
@@ -129,12 +136,18 @@ class PageAccess:
         return self._secret
 
 
-def message_page(status: int, title: str, text: str, *, link: str = "") -> HTMLResponse:
-    """A refusal as a page a person reads (never a traceback): what is wrong and what to do."""
-    more = f'<p><a href="{escape(link)}">Back</a></p>' if link else ""
-    body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)} · caseledger</title>'
-            f'<link rel="stylesheet" href="/live.css"></head><body><main><h1>{escape(title)}</h1>'
-            f'<p id="problem">{escape(text)}</p>{more}</main></body></html>')
+def message_page(status: int, title: str, text: str, *, link: str = "", lang: str = "en",
+                 text_lang: str = "en") -> HTMLResponse:
+    """A refusal as a page a person reads (never a traceback): what is wrong and what to do. ``title`` is an
+    English msgid said in ``lang``; ``text`` is in ``text_lang`` (a ledger's reason: English)."""
+    w = words(lang)
+    title = w._(title)
+    back = escape(w._("Back"))
+    more = f'<p><a href="{escape(link)}">{back}</a></p>' if link else ""
+    marked = f' lang="{escape(text_lang)}"' if text_lang != lang.split("-")[0] else ""
+    body = (f'<!doctype html><html lang="{escape(lang)}"><head><meta charset="utf-8"><title>{escape(title)} · '
+            f'caseledger</title><link rel="stylesheet" href="/live.css"></head><body><main><h1>{escape(title)}</h1>'
+            f'<p id="problem"{marked}>{escape(text)}</p>{more}</main></body></html>')
     return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
 
 
@@ -142,38 +155,44 @@ class FormRefused(ValidationError):
     """What a form holds cannot be sent (empty, too long, not a date): the form again, with this."""
 
 
-def read_form(spec: FormSpec, form: Any, zone: str) -> tuple[str, dict[str, str], datetime | None]:
-    """(target, values, due date) of a posted form; FormRefused naming the field and how to fix it."""
+def read_form(spec: FormSpec, form: Any, zone: str, language: str = "en") -> tuple[str, dict[str, str], datetime | None]:
+    """(target, values, due date) of a posted form; FormRefused naming the field and how to fix it, in ``language``."""
+    w = words(language)
     values: dict[str, str] = {}
     for field in spec.fields:
         raw = form.get(field.name, "")
         if not isinstance(raw, str):
-            raise FormRefused(f"{field.label}: send text, not a file")
+            raise FormRefused(w._("%(field)s: send text, not a file", field=w._(field.label)))
         values[field.name] = raw
     target = str(form.get("target", "") or "").strip().upper()
     if spec.target and not _HANDLE[spec.target].fullmatch(target):
-        raise FormRefused(f"name the {_WHAT[spec.target]} this form acts on ({spec.target}1, {spec.target}2 …)")
+        raise FormRefused(w._("name %(what)s this form acts on (%(first)s, %(second)s …)",
+                              what=w._(_WHAT[spec.target]), first=f"{spec.target}1", second=f"{spec.target}2"))
     if not spec.target:
         target = ""
     due = None
     for field in spec.fields:
         value = values[field.name]
+        label = w._(field.label)
         if len(value) > field.limit:
-            raise FormRefused(f"{field.label}: {len(value)} characters, at most {field.limit}; shorten it")
+            raise FormRefused(w._("%(field)s: %(n)s characters, at most %(limit)s; shorten it", field=label,
+                                  n=len(value), limit=field.limit))
         if field.required and not value.strip():
-            raise FormRefused(f"{field.label}: empty; write it, the ledger keeps no empty {field.name}")
+            raise FormRefused(w._("%(field)s: empty; write it, the ledger keeps nothing empty", field=label))
         if field.kind == "select" and value not in field.choices:
-            raise FormRefused(f"{field.label}: choose one of {', '.join(field.choices)}")
+            raise FormRefused(w._("%(field)s: choose one of %(choices)s", field=label,
+                                  choices=", ".join(w.code(c) for c in field.choices)))
         if field.kind == "datetime":
-            due = _local_time(value, zone, field.label)
+            due = _local_time(value, zone, label, w)
     return target, values, due
 
 
-def _local_time(value: str, zone: str, label: str) -> datetime:
+def _local_time(value: str, zone: str, label: str, w: Words) -> datetime:
     try:
         typed = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise FormRefused(f"{label}: not a date and time; give one such as 2026-12-09T09:00") from None
+        raise FormRefused(w._("%(field)s: not a date and time; give one such as %(example)s", field=label,
+                              example="2026-12-09T09:00")) from None
     if typed.tzinfo is None:
         typed = typed.replace(tzinfo=ZoneInfo(zone))
     return typed.astimezone(UTC)
@@ -222,13 +241,16 @@ def add_routes(app: FastAPI, state: Any, access: PageAccess) -> None:
         authorization = request.headers.get("authorization")
         session = request.cookies.get(SESSION_COOKIE)
         back = f"/cases/{quote(reference, safe='-')}"
+        lang = access.language(request)
         if authorization is None and session is None:
-            return message_page(401, "Sign in first", "no session: sign in at /login, then act from the case page",
-                                link="/login?next=" + quote(back, safe="/"))
+            return message_page(401, N_("Sign in first"),
+                                words(lang)._("no session: sign in at /login, then act from the case page"),
+                                link="/login?next=" + quote(back, safe="/"), lang=lang, text_lang=lang[:2])
         try:
             principal = await asyncio.to_thread(access.principal, authorization, session)
         except AuthenticationError as error:
-            return message_page(401, "Sign in again", str(error), link="/login?next=" + quote(back, safe="/"))
+            return message_page(401, N_("Sign in again"), str(error), link="/login?next=" + quote(back, safe="/"),
+                                lang=lang)
         form = await request.form()
         try:
             if authorization is None and session is not None:
@@ -238,15 +260,18 @@ def add_routes(app: FastAPI, state: Any, access: PageAccess) -> None:
                                   own_origin=f"{request.url.scheme}://{request.url.netloc}")
             principal.require(spec.operation)
         except PermissionDenied as error:
-            return message_page(403, "Not allowed", str(error), link=back)
+            return message_page(403, N_("Not allowed"), str(error), link=back, lang=lang)
         zone = valid_zone(_text(form.get("zone"))) or access.defaults()[1]
         viewer = access.viewer(principal, request, zone)
         try:
             ref = normalise_reference(reference)
-            target, values, due = read_form(spec, form, zone)
+            target, values, due = read_form(spec, form, zone, viewer.language)
             key = _text(form.get("key")).strip()
             if not key:
-                raise FormRefused("the form has no idempotency key; reload the case page and send it again")
+                raise FormRefused(words(viewer.language)._(
+                    "the form has no idempotency key; reload the case page and send it again"))
+        except FormRefused as error:
+            return await refused(spec, reference, viewer, session, form, str(error), error_lang="")
         except CaseLedgerError as error:
             return await refused(spec, reference, viewer, session, form, str(error))
         actor = principal.actor()
@@ -264,15 +289,16 @@ def add_routes(app: FastAPI, state: Any, access: PageAccess) -> None:
             status, result = error.http_status, problem_for(error)
         if status >= 400:
             if status in (401, 403):
-                return message_page(status, "Not allowed", str(result.get("detail", "")), link=back)
+                return message_page(status, N_("Not allowed"), str(result.get("detail", "")), link=back, lang=lang)
             return await refused(spec, reference, viewer, session, form, str(result.get("detail", "")),
                                  target=target)
         query = urlencode({"done": result.get("done", spec.action), "id": result.get("id", ""), "zone": zone})
         return RedirectResponse(f"/cases/{ref}?{query}", status_code=303, headers=PAGE_HEADERS)
 
     async def refused(spec: FormSpec, reference: str, viewer: Viewer, session: str | None, form: Any, error: str,
-                      *, target: str | None = None) -> Response:
-        """The case page again, 400, the refused form open with its error and what was typed."""
+                      *, target: str | None = None, error_lang: str = "en") -> Response:
+        """The case page again, 400, the refused form open with its error and what was typed (a ledger's error
+        stays English, marked ``lang="en"``; the form's own checks speak the page's language)."""
         name = spec.form_id(target if target is not None else _text(form.get("target")).strip().upper())
         typed = {f.name: _text(form.get(f.name))[: f.limit] for f in spec.fields}
 
@@ -284,9 +310,10 @@ def add_routes(app: FastAPI, state: Any, access: PageAccess) -> None:
         try:
             case, context, token = await asyncio.to_thread(page)
         except NotFound as error:
-            return message_page(404, "No such case", str(error), link="/")
-        html = render_page(case, viewer, context, PageState(csrf=token, failed={name: Form(typed, error)},
-                                                              error=f"Not done: {error}"))
+            return message_page(404, N_("No such case"), str(error), link="/", lang=viewer.lang)
+        lang = error_lang if error_lang and error_lang != viewer.language else ""
+        html = render_page(case, viewer, context, PageState(csrf=token, failed={name: Form(typed, error, lang)},
+                                                              error=error, error_lang=lang))
         return HTMLResponse(html, status_code=400, headers=PAGE_HEADERS)
 
     def route(spec: FormSpec) -> None:

@@ -12,8 +12,8 @@ JavaScript.
 
 Times are the agent's: in their zone and language, in words (``mardi 9 décembre à 09:00 — dans
 2 jours``), an overdue one marked ``overdue`` in words and in red; the zone and language are chosen and
-an instant said as on every agent page (:mod:`ledger.service.agent_times`), the relative words say "now"
-within a minute (:class:`SectionClock`), so that a section rendered again changes only when the case did.
+an instant and how far it is said as on every agent page (:mod:`ledger.service.agent_times`: "now" within a
+minute, then minute steps), so that a section rendered again changes only when the case did.
 
 Stable ids (the browser tests drive them): the section ``#case`` holds ``#reference``, ``#status``,
 ``#customer``; ``#brief`` (the handoff brief, first), ``#deadlines``, ``#items``, ``#promises``,
@@ -37,16 +37,15 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale
-from babel.dates import format_timedelta
-from jinja2 import Environment
 from markupsafe import Markup, escape
 
 from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.domain.permissions import Operation, Role, allowed
 from caseledger.ledger.domain.personal import ERASED
-from caseledger.ledger.service.agent_times import AgentClock
-from caseledger.ledger.service.case_templates import CASE_FORMS, FORM, FORMS, PAGE, SECTION
+from caseledger.ledger.service.agent_language import LANGUAGES, N_, environment, words
+from caseledger.ledger.service.agent_times import AgentClock, relative
+from caseledger.ledger.service.case_templates import CASE_FORMS, FORMS
 
 if TYPE_CHECKING:
     from caseledger.ledger.application import CaseLedger
@@ -67,9 +66,6 @@ PAGE_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-_OVERDUE = {"fr": "en retard", "en": "overdue", "de": "überfällig", "es": "vencido", "it": "scaduto",
-            "nl": "te laat", "pt": "atrasado"}
-
 
 # -- who reads: role, language, zone --------------------------------------------------------------------------
 
@@ -84,6 +80,15 @@ class Viewer:
 
     def may(self, operation: Operation) -> bool:
         return allowed(self.role, operation)
+
+    @property
+    def language(self) -> str:
+        """The page's language, as its catalog is named (``fr``) and as ``lang`` says it (``fr-FR``)."""
+        return self.locale.split("_")[0]
+
+    @property
+    def lang(self) -> str:
+        return self.locale.replace("_", "-")
 
     @property
     def names_customer(self) -> bool:
@@ -107,10 +112,10 @@ def viewer_for(role: Role, *, accept_language: str | None, zone: str | None, def
                default_zone: str, principal_zone: str | None = None, principal_locale: str | None = None) -> Viewer:
     """The viewer of a request, chosen as every agent page chooses (:meth:`AgentClock.choose`): the principal's own
     zone and locale, ``?zone=`` or the zone cookie, the browser's Accept-Language, else the service's defaults (the
-    response policy's locale and zone)."""
+    response policy's locale and zone); its language one the pages have words in (English when none is)."""
     clock = AgentClock.choose(now=datetime.now(UTC), principal_zone=principal_zone, principal_locale=principal_locale,
                               zone=zone, accept_language=(accept_language or "")[:500], default_zone=default_zone,
-                              default_locale=default_locale)
+                              default_locale=default_locale, languages=LANGUAGES)
     return Viewer(role=role, locale=str(clock.locale), zone=clock.zone.key)
 
 
@@ -147,19 +152,13 @@ class SectionClock:
         return _when(dt, self.viewer.locale, self.viewer.zone, self.year)
 
     def relative(self, dt: datetime | None) -> str:
-        """``dans 2 jours``, ``il y a 3 heures``, ``maintenant`` (within a minute: the words change at most about
-        once a minute, so a section rendered again shows a change only when something changed)."""
+        """``dans 2 jours``, ``il y a 3 heures``, ``maintenant``: every agent page's rule
+        (:func:`~ledger.service.agent_times.relative`), kept for the render."""
         if dt is None:
             return ""
         found = self._relative.get(dt)
         if found is None:
-            delta = dt - self.now
-            if abs(delta) < timedelta(minutes=1):
-                found = str(self.locale._data["date_fields"]["second"]["relative"].get(0, "now"))
-            else:
-                found = format_timedelta(delta, add_direction=True, threshold=1.1, granularity="minute",
-                                         locale=self.locale)
-            self._relative[dt] = found
+            found = self._relative[dt] = relative(dt - self.now, self.locale)
         return found
 
     def is_overdue(self, dt: datetime | None) -> bool:
@@ -168,10 +167,6 @@ class SectionClock:
     def iso(self, dt: datetime | None) -> str:
         """The machine-readable instant of a ``<time>`` element (UTC)."""
         return dt.astimezone(UTC).isoformat(timespec="seconds") if dt is not None else ""
-
-    @property
-    def overdue_word(self) -> str:
-        return _OVERDUE.get(self.language, "overdue")
 
     def input_value(self, dt: datetime) -> str:
         """A ``datetime-local`` input's value in the viewer's zone."""
@@ -220,6 +215,7 @@ class Form:
 
     values: dict[str, str] = field(default_factory=dict)
     error: str = ""
+    lang: str = ""  # the error's language when it is not the page's (a ledger's detail: "en")
 
 
 @dataclass
@@ -231,6 +227,7 @@ class PageState:
     failed: dict[str, Form] = field(default_factory=dict)
     flash: str = ""
     error: str = ""
+    error_lang: str = ""  # the error's language when it is not the page's (a ledger's detail: "en")
 
 
 def _timeline(case: Case, context: CustomerContext, viewer: Viewer) -> list[dict[str, Any]]:
@@ -252,23 +249,23 @@ def _timeline(case: Case, context: CustomerContext, viewer: Viewer) -> list[dict
 
 def _deadlines(case: Case) -> list[tuple[str, str, datetime]]:
     contacts = list(case.contacts.values())[-SHOWN:]
-    rows = [(c.contact_id, "respond by", c.respond_by) for c in contacts
+    rows = [(c.contact_id, N_("respond by"), c.respond_by) for c in contacts
             if c.respond_by and any(case.items[i].status == "open" for i in c.item_ids if i in case.items)]
-    rows += [(m.message_id, "deliver by", m.due_at) for m in list(case.messages.values())[-SHOWN:]
+    rows += [(m.message_id, N_("deliver by"), m.due_at) for m in list(case.messages.values())[-SHOWN:]
              if m.due_at and not m.delivered_at]
-    rows += [(p.promise_id, "promise due", p.due_at) for p in case.promises.values() if p.status == "open"]
+    rows += [(p.promise_id, N_("promise due"), p.due_at) for p in case.promises.values() if p.status == "open"]
     return sorted(((t, w, d) for t, w, d in rows if d is not None), key=lambda r: r[2])
 
 
-def _customer_name(context: CustomerContext, viewer: Viewer) -> str:
+def _customer_name(context: CustomerContext, viewer: Viewer) -> tuple[str, str | None]:
+    """How the customer is named, and in which language when not the page's: their identities as they gave them
+    (``""``, unknown), the ledger's ``[erased]`` (``"en"``)."""
+    unnamed = words(viewer.language)._("customer %(id)s", id=context.customer_id)
     if not viewer.names_customer:
-        return f"customer {context.customer_id}"
+        return unnamed, None
     if context.erased:
-        return ERASED
-    return ", ".join(context.identities) or f"customer {context.customer_id}"
-
-
-_ENV = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+        return ERASED, "en"
+    return (", ".join(context.identities), "") if context.identities else (unnamed, None)
 
 
 def _key() -> str:
@@ -301,32 +298,35 @@ def render_case(case: Case, viewer: Viewer, context: CustomerContext | None = No
         fid = spec.form_id(target)
         failed = page.failed.get(fid)
         if failed is None and not page.csrf and not page.keys:  # a pushed section: the same form each time
-            return _pushed_form(name, target, case.reference, viewer.zone, default_due)
+            return _pushed_form(name, target, case.reference, viewer.zone, default_due, viewer.language)
         hidden = _hidden(page.csrf, _key() if page.keys else "", viewer.zone)
-        return _form(spec, target, case.reference, viewer.zone, default_due, hidden, failed or Form())
+        return _form(spec, target, case.reference, viewer.zone, default_due, hidden, failed or Form(),
+                     viewer.language)
 
-    template = _template(SECTION)
+    customer, customer_lang = _customer_name(context, viewer)
+    template = _template("case_section.html", viewer.language)
     return template.render(
         case=case, viewer=viewer, clock=clock, O=O, items=shown_items, promises=list(case.promises.values())[-SHOWN:],
         proposals=list(case.proposals.values())[-SHOWN:], contacts=list(case.contacts.values())[-SHOWN:],
         last=last, deadlines=_deadlines(case), missed=sorted(case.missed), timeline=_timeline(case, context, viewer),
-        customer=_customer_name(context, viewer), context=context, action=action,
+        customer=customer, customer_lang=customer_lang, context=context, action=action,
         handoff=getattr(case, "last_handoff", None), bodies=getattr(case, "response_bodies", {}),
         brief=case.brief(), active=case.status not in Status.FINAL,
         case_forms=CASE_FORMS,
     )
 
 
-def _form(spec: Any, target: str, reference: str, zone: str, default_due: str, hidden: Markup, f: Form) -> Markup:
-    return Markup(_template(FORM).render(spec=spec, fid=spec.form_id(target), target=target, reference=reference,
+def _form(spec: Any, target: str, reference: str, zone: str, default_due: str, hidden: Markup, f: Form,
+          language: str) -> Markup:
+    return Markup(_template("case_form.html", language).render(spec=spec, fid=spec.form_id(target), target=target, reference=reference,
                                          zone=zone, default_due=default_due, hidden=hidden, f=f, attrs=_attrs))
 
 
 @lru_cache(maxsize=4096)
-def _pushed_form(name: str, target: str, reference: str, zone: str, default_due: str) -> Markup:
+def _pushed_form(name: str, target: str, reference: str, zone: str, default_due: str, language: str) -> Markup:
     """A form of a pushed section (no token, no key: /live.js sets them), kept: the section of every change has
     the same forms."""
-    return _form(FORMS[name], target, reference, zone, default_due, _hidden("", "", zone), Form())
+    return _form(FORMS[name], target, reference, zone, default_due, _hidden("", "", zone), Form(), language)
 
 
 def _hidden(csrf: str, key: str, zone: str) -> Markup:
@@ -340,9 +340,9 @@ def _attrs(control_id: str, name: str) -> Markup:
     return Markup(f' id="{escape(control_id)}" name="{escape(name)}"')
 
 
-@lru_cache(maxsize=4)
-def _template(source: str) -> Any:
-    return _ENV.from_string(source)
+@lru_cache(maxsize=32)
+def _template(name: str, language: str) -> Any:
+    return environment(language).get_template(name)
 
 
 def render_page(case: Case, viewer: Viewer, context: CustomerContext, page: PageState, *,
@@ -350,14 +350,14 @@ def render_page(case: Case, viewer: Viewer, context: CustomerContext, page: Page
     """The whole page of a GET (or of a refused form): the section, the flash, the error, the live script."""
     page.keys = True
     section = render_case(case, viewer, context, now=now, page=page)
-    return _template(PAGE).render(case=case, viewer=viewer, page=page, section=Markup(section),
-                                  lang=viewer.locale.split("_")[0])
+    return _template("case_page.html", viewer.language).render(case=case, viewer=viewer, page=page,
+                                                               section=Markup(section), lang=viewer.lang)
 
 
-def flash_text(done: str | None, target: str | None) -> str:
-    """The flash of a redirect's ``?done=ACTION&id=HANDLE`` (codes only: nothing personal in a URL)."""
+def flash_text(done: str | None, target: str | None, language: str = "en") -> str:
+    """The flash of a redirect's ``?done=ACTION&id=HANDLE`` (codes only: nothing personal in a URL), in ``language``."""
     spec = FORMS.get(done or "")
     if spec is None:
         return ""
     handle = target if target and re.fullmatch(r"[A-Z]{1,3}\d{1,6}", target) else ""
-    return spec.done.format(id=handle).replace(" ()", "").replace("  ", " ").strip()
+    return words(language)._(spec.done).format(id=handle).replace(" ()", "").replace("  ", " ").strip()

@@ -22,15 +22,17 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from fastapi.responses import StreamingResponse
 
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.catalog import topic_of
 from caseledger.ledger.domain.directory import Customer
 from caseledger.ledger.errors import CaseLedgerError
 
-__all__ = ["MAX_STREAMS", "MAX_STREAMS_PER_PRINCIPAL", "Feed", "StreamLimit", "Watcher"]
+__all__ = ["MAX_STREAMS", "MAX_STREAMS_PER_PRINCIPAL", "EventStream", "Feed", "StreamLimit", "Watcher"]
 
 log = logging.getLogger("caseledger.service.live")
 
@@ -50,6 +52,22 @@ class StreamLimit(CaseLedgerError):
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
         self.status = self.http_status = status
+
+
+class EventStream(StreamingResponse):
+    """A page's event stream (the case page's, the queue's); its slot (the principal's count, the view's waiter) is
+    given back however it ends."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 class Feed:

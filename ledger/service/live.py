@@ -22,17 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Cookie, FastAPI, Form, Header, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from caseledger.ledger.access.principals import Principal
 from caseledger.ledger.domain.permissions import Operation, Role
 from caseledger.ledger.errors import AuthenticationError, PermissionDenied
 from caseledger.ledger.service import case_actions
+from caseledger.ledger.service.agent_language import words
 from caseledger.ledger.service.agent_times import ZONE_COOKIE
 from caseledger.ledger.service.case_actions import PageAccess
 from caseledger.ledger.service.case_page import (
@@ -43,8 +44,9 @@ from caseledger.ledger.service.case_page import (
     load_context,
     render_case,
     render_page,
+    viewer_for,
 )
-from caseledger.ledger.service.feeds import StreamLimit, Watcher
+from caseledger.ledger.service.feeds import EventStream, StreamLimit, Watcher
 from caseledger.ledger.service.problems import MEDIA_TYPE, problem
 from caseledger.ledger.service.sessions import (
     LOGIN_COOKIE,
@@ -100,10 +102,10 @@ _SCRIPT = """'use strict';
     root.innerHTML = data.html;
     restore(kept);
     root.dataset.version = data.version;
-    state.textContent = 'live · version ' + data.version;
+    state.textContent = state.dataset.live + ' · ' + state.dataset.version + ' ' + data.version;
   });
-  source.onopen = function () { state.textContent = 'live'; };
-  source.onerror = function () { state.textContent = 'reconnecting…'; };
+  source.onopen = function () { state.textContent = state.dataset.live; };
+  source.onerror = function () { state.textContent = state.dataset.reconnecting; };
 })();
 """
 
@@ -121,17 +123,23 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _login_page(next_path: str, nonce: str, error: str = "") -> str:
-    message = f'<p class="open" id="login-error" role="alert">{_e(error)}</p>' if error else ""
+def _login_page(next_path: str, nonce: str, lang: str, error: str = "") -> str:
+    """The sign-in page in the agent's language (``lang``: ``fr-FR``); the authenticator's reason stays English."""
+    w = words(lang)
+    said = {"refused": w._("Not signed in:"), "title": w._("sign in"), "heading": w._("Sign in"),
+            "token": w._("Token"), "open": w._("Open")}
+    t = {k: _e(v) for k, v in said.items()}
+    message = (f'<p class="open" id="login-error" role="alert">{t["refused"]} '
+               f'<span lang="en">{_e(error)}</span></p>') if error else ""
     described = ' aria-describedby="login-error" aria-invalid="true"' if error else ""
     return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>caseledger · sign in</title>"
-        "<link rel=stylesheet href=/live.css></head><body><main><h1>Sign in</h1>" + message +
-        '<form method="post" action="/login"><label for="token">Token</label> <input id="token" name="token" '
-        f'type="password" autocomplete="off" required{described}>'
+        f'<!doctype html><html lang="{_e(lang)}"><head><meta charset=utf-8><title>caseledger · {t["title"]}'
+        f"</title><link rel=stylesheet href=/live.css></head><body><main><h1>{t['heading']}</h1>" + message +
+        f'<form method="post" action="/login"><label for="token">{t["token"]}</label> <input id="token" '
+        f'name="token" type="password" autocomplete="off" required{described}>'
         f'<input type="hidden" name="next" value="{_e(next_path)}">'
-        f'<input type="hidden" name="csrf" value="{_e(nonce)}"> <button type="submit">Open</button></form>'
-        "</main></body></html>"
+        f'<input type="hidden" name="csrf" value="{_e(nonce)}"> <button type="submit">{t["open"]}</button>'
+        "</form></main></body></html>"
     )
 
 
@@ -146,9 +154,10 @@ def add_routes(app: FastAPI, state: Any) -> None:
     def principal(authorization: str | None, session: str | None) -> Principal:
         return access.principal(authorization, session, Operation.CASE_READ)
 
-    def login_form_answer(next_path: str, *, error: str = "", status: int = 200) -> Response:
+    def login_form_answer(request: Request, next_path: str, *, error: str = "", status: int = 200) -> Response:
         nonce = new_login_nonce()
-        answer = HTMLResponse(_login_page(next_path, nonce, error), status_code=status, headers=_HEADERS)
+        lang = access.language(request)
+        answer = HTMLResponse(_login_page(next_path, nonce, lang, error), status_code=status, headers=_HEADERS)
         answer.set_cookie(LOGIN_COOKIE, nonce, max_age=LOGIN_TTL_S, httponly=True, samesite="strict", path="/login")
         return answer
 
@@ -161,8 +170,8 @@ def add_routes(app: FastAPI, state: Any) -> None:
         return Response(_STYLE, media_type="text/css", headers={"Cache-Control": "no-cache"})
 
     @app.get("/login", include_in_schema=False)
-    def login_form(next: str = "/") -> Response:
-        return login_form_answer(_safe_next(next))
+    def login_form(request: Request, next: str = "/") -> Response:
+        return login_form_answer(request, _safe_next(next))
 
     @app.post("/login", include_in_schema=False)
     def login(
@@ -180,7 +189,7 @@ def add_routes(app: FastAPI, state: Any) -> None:
             found.require(Operation.CASE_READ)
         except (AuthenticationError, PermissionDenied) as error:
             status = 401 if isinstance(error, AuthenticationError) else 403
-            return login_form_answer(_safe_next(next), error=str(error), status=status)
+            return login_form_answer(request, _safe_next(next), error=str(error), status=status)
         session, lifetime = sessions().open(found, token=token)
         answer = RedirectResponse(_safe_next(next), status_code=303, headers=_HEADERS)
         # Secure whenever the request came over HTTPS; over plain HTTP (loopback, tests) a browser would drop a
@@ -211,7 +220,8 @@ def add_routes(app: FastAPI, state: Any) -> None:
         case = ledger.get_case(reference)
         context = load_context(ledger, case)
         viewer = access.viewer(caller, request, zone or zone_cookie)
-        page = PageState(csrf=access.token(session) if authorization is None else "", flash=flash_text(done, id))
+        page = PageState(csrf=access.token(session) if authorization is None else "",
+                         flash=flash_text(done, id, viewer.language))
         return HTMLResponse(render_page(case, viewer, context, page), headers=_HEADERS)
 
     @app.get("/cases/{reference}/events", tags=["live"], openapi_extra={"x-operation": Operation.CASE_READ.value})
@@ -267,28 +277,13 @@ def add_routes(app: FastAPI, state: Any) -> None:
                 if not await allowed():
                     return
 
-        return _Stream(stream(), lambda: watcher.close(caller.name, feed, wake, view))
-
-
-class _Stream(StreamingResponse):
-    """The event stream; its slot (the principal's count, the feed's waiter) is given back however it ends."""
-
-    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
-        super().__init__(content, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-        self._release = release
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._release()
+        return EventStream(stream(), lambda: watcher.close(caller.name, feed, wake, view))
 
 
 def _default_view(access: PageAccess) -> Viewer:
     """What a feed with no stream renders (a read-only role, the service's language and zone)."""
     locale, zone = access.defaults()
-    return Viewer(role=Role.AUDITOR, locale=locale, zone=zone)
+    return viewer_for(Role.AUDITOR, accept_language=None, zone=None, default_locale=locale, default_zone=zone)
 
 
 def _safe_next(path: str) -> str:

@@ -23,14 +23,15 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Cookie, FastAPI, Header, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from caseledger.ledger.access.principals import Principal
 from caseledger.ledger.domain.case_parts import Status
 from caseledger.ledger.domain.permissions import Operation, allowed
 from caseledger.ledger.errors import AuthenticationError, PermissionDenied
+from caseledger.ledger.service.agent_language import LANGUAGES, N_, Words, words
 from caseledger.ledger.service.agent_times import ZONE_COOKIE, AgentClock
-from caseledger.ledger.service.feeds import StreamLimit
+from caseledger.ledger.service.feeds import EventStream, StreamLimit
 from caseledger.ledger.service.problems import MEDIA_TYPE, problem
 from caseledger.ledger.service.queue_feed import QueueKeeper, Snapshot
 from caseledger.ledger.service.sessions import SESSION_COOKIE, Sessions
@@ -55,14 +56,14 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_STATE_NAMES = {"overdue": "overdue", "soon": "due within 24 h", "follow_ups": "follow-ups unanswered",
-                "proposals": "proposals waiting"}
+_STATE_NAMES = {"overdue": N_("overdue"), "soon": N_("due within 24 h"), "follow_ups": N_("follow-ups unanswered"),
+                "proposals": N_("proposals waiting")}
 _LIST = "<select"  # the tag kept apart from its attributes, which would read as SQL to the layout test
-_ORDER_NAMES = {"urgency": "most urgent first", "recent": "latest contact first"}
-_WHO_NAMES = {"all": "anyone", "mine": "mine, my team's and no one's", "me": "me", "team": "my team",
-              "unassigned": "unassigned"}
-_DUE_NAMES = {"acknowledgement": "acknowledgement to deliver", "response": "answer to",
-              "promise": "promise due", "confirmation": "written confirmation to deliver"}
+_ORDER_NAMES = {"urgency": N_("most urgent first"), "recent": N_("latest contact first")}
+_WHO_NAMES = {"all": N_("anyone"), "mine": N_("mine, my team's and no one's"), "me": N_("me"), "team": N_("my team"),
+              "unassigned": N_("unassigned")}
+_DUE_NAMES = {"acknowledgement": N_("acknowledgement to deliver"), "response": N_("answer to"),
+              "promise": N_("promise due"), "confirmation": N_("written confirmation to deliver")}
 
 _SCRIPT = """'use strict';
 (function () {
@@ -74,10 +75,10 @@ _SCRIPT = """'use strict';
     var data = JSON.parse(e.data);
     root.innerHTML = data.html;
     root.dataset.position = data.position;
-    state.textContent = 'live';
+    state.textContent = state.dataset.live;
   });
-  source.onopen = function () { state.textContent = 'live'; };
-  source.onerror = function () { state.textContent = 'reconnecting…'; };
+  source.onopen = function () { state.textContent = state.dataset.live; };
+  source.onerror = function () { state.textContent = state.dataset.reconnecting; };
 })();
 """
 
@@ -120,12 +121,14 @@ def render_queue(ledger: Any, views: Any, key: ViewKey, snapshot: Snapshot) -> s
     """The queue section of the page (what each server-sent event replaces)."""
     now = ledger.clock()
     clock = AgentClock.choose(now=now, zone=key.zone, default_locale=key.locale)
+    w = words(key.locale)
     mine = {"me": key.me, "my_team": key.my_team or None}
     rows = queue_rows(views, queue=key.queue, now=now, limit=SHOWN, **mine)
     counts = queue_counts(views, queue=key.queue, now=now, **mine)
     subjects = ledger.reveal([r["subject"] for r in rows]) if key.personal else [None] * len(rows)
-    chips = [("", "all", counts["all"])] + [(s, _STATE_NAMES[s], counts[s]) for s in STATES]
-    parts = ['<nav aria-label="Cases per state"><ul id="counts">']
+    chips = [("", w._("all"), counts["all"])] + [(s, w._(_STATE_NAMES[s]), counts[s]) for s in STATES]
+    per_state = _e(w._("Cases per state"))
+    parts = [f'<nav aria-label="{per_state}"><ul id="counts">']
     for state, name, n in chips:
         current = ' aria-current="true"' if (key.queue.state or "") == state else ""
         query = _query(key.queue, state=state or None, default_who=key.default_who)
@@ -134,46 +137,57 @@ def render_queue(ledger: Any, views: Any, key: ViewKey, snapshot: Snapshot) -> s
                      f'<b>{n}</b></a></li>')
     parts.append("</ul></nav>")
     if snapshot.behind:
-        parts.append(f'<p class="lag" role="status">The queue is catching up with the ledger: {snapshot.behind} '
-                     "events still to read. What it shows may be late; it updates by itself.</p>")
+        lag = w._("The queue is catching up with the ledger: %(n)s events still to read. What it shows may be late; "
+                  "it updates by itself.", n=snapshot.behind)
+        parts.append(f'<p class="lag" role="status">{_e(lag)}</p>')
     if not rows:
-        parts.append('<p id="empty">No case in this queue.</p>')
+        empty = _e(w._("No case in this queue."))
+        parts.append(f'<p id="empty">{empty}</p>')
         return "\n".join(parts)
-    shown = f"the first {len(rows)}" if counts["all"] > len(rows) else str(len(rows))
-    parts.append(f'<table id="cases"><caption>{_e(shown)} of {counts["all"]} cases, {_ORDER_NAMES[key.queue.order]}'
-                 '</caption>'
-                 '<thead><tr><th scope="col">Case</th><th scope="col">Subject</th><th scope="col">Next deadline'
-                 '</th><th scope="col">Waiting</th><th scope="col">Channel</th><th scope="col">Segment</th>'
-                 '<th scope="col">Status</th><th scope="col">Assignee</th></tr></thead><tbody>')
+    order = w._(_ORDER_NAMES[key.queue.order])
+    if counts["all"] > len(rows):
+        caption = w._("the first %(shown)s of %(n)s cases, %(order)s", shown=len(rows), n=counts["all"], order=order)
+    else:
+        caption = w.n_("%(n)s case, %(order)s", "%(n)s cases, %(order)s", len(rows), order=order)
+    heads = [w._("Case"), w._("Subject"), w._("Next deadline"), w._("Waiting"), w._("Channel"), w._("Segment"),
+             w._("Status"), w._("Assignee")]
+    parts.append(f'<table id="cases"><caption>{_e(caption)}</caption><thead><tr>'
+                 + "".join(f'<th scope="col">{_e(h)}</th>' for h in heads) + "</tr></thead><tbody>")
     for row, subject in zip(rows, subjects, strict=True):
-        parts.append(_row(row, subject, clock, key.personal))
+        parts.append(_row(row, subject, clock, key.personal, w))
     parts.append("</tbody></table>")
     return "\n".join(parts)
 
 
-def _row(row: dict[str, Any], subject: Any, clock: AgentClock, personal: bool) -> str:
+def _row(row: dict[str, Any], subject: Any, clock: AgentClock, personal: bool, w: Words) -> str:
     due, overdue = "", False
     if row["due_at"] is not None:
         overdue = clock.is_overdue(row["due_at"])
-        what = f'{_DUE_NAMES.get(row["due_kind"], row["due_kind"])} {row["due_target"]}'
-        late = '<span class="late">Overdue:</span> ' if overdue else ""
+        kind = _DUE_NAMES.get(row["due_kind"])
+        what = (w._(kind) if kind else row["due_kind"]) + f' {row["due_target"]}'
+        said = _e(w._("Overdue:"))
+        late = f'<span class="late">{said}</span> ' if overdue else ""
         due = (f'{late}{_e(what)}<br><time datetime="{_e(row["due_at"].isoformat())}">'
                f'{_e(clock.both(row["due_at"]))}</time>')
     waiting = []
     if row["follow_ups"]:
-        waiting.append(f'{row["follow_ups"]} follow-up{"s" if row["follow_ups"] > 1 else ""} unanswered')
+        waiting.append(w.n_("%(n)s follow-up unanswered", "%(n)s follow-ups unanswered", row["follow_ups"]))
     if row["proposals"]:
-        waiting.append(f'{row["proposals"]} proposal{"s" if row["proposals"] > 1 else ""} waiting since '
-                       f'{clock.relative(row["proposed_since"]) if row["proposed_since"] else "?"}')
+        since = clock.relative(row["proposed_since"]) if row["proposed_since"] else "?"
+        waiting.append(w.n_("%(n)s proposal waiting since %(since)s", "%(n)s proposals waiting since %(since)s",
+                            row["proposals"], since=since))
     if row["open_items"]:
-        waiting.append(f'{row["open_items"]} open item{"s" if row["open_items"] > 1 else ""}')
+        waiting.append(w.n_("%(n)s open item", "%(n)s open items", row["open_items"]))
     ref = _e(row["reference"])
-    shown = _e(subject) if personal else '<span class="muted">(not shown to this role)</span>'
-    who = _e(row["assignee"] or "unassigned") + (f' · team {_e(row["team"])}' if row["team"] else "")
+    hidden = _e(w._("(not shown to this role)"))
+    shown = f'<span lang="">{_e(subject)}</span>' if personal else f'<span class="muted">{hidden}</span>'
+    team = w._("team %(team)s", team=row["team"]) if row["team"] else ""
+    who = _e(row["assignee"] or w._("unassigned")) + (f" · {_e(team)}" if team else "")
+    nothing = _e(w._("nothing due"))
     return (f'<tr data-reference="{ref}"{" class=overdue" if overdue else ""}><td><a href="/cases/{ref}">{ref}</a>'
-            f'</td><td>{shown}</td><td>{due or "<span class=muted>nothing due</span>"}</td>'
-            f'<td>{_e(" · ".join(waiting))}</td><td>{_e(row["channel"] or "")}</td><td>{_e(row["segment"] or "")}'
-            f'</td><td>{_e(row["status"])}</td><td>{who}</td></tr>')
+            f'</td><td>{shown}</td><td>{due or f"<span class=muted>{nothing}</span>"}</td>'
+            f'<td>{_e(" · ".join(waiting))}</td><td>{_e(w.code(row["channel"]) if row["channel"] else "")}</td>'
+            f'<td>{_e(row["segment"] or "")}</td><td>{_e(w.code(row["status"]))}</td><td>{who}</td></tr>')
 
 
 def _select(name: str, label: str, chosen: str | None, options: list[tuple[str, str]]) -> str:
@@ -184,39 +198,53 @@ def _select(name: str, label: str, chosen: str | None, options: list[tuple[str, 
 
 def _page(key: ViewKey, section: str, principal: Principal, choices: dict[str, list[str]], clock: AgentClock,
           zone_given: str | None) -> str:
-    q = key.queue
+    q, w = key.queue, words(key.locale)
+    every = w._("all")
+    t = {k: _e(v) for k, v in {"filter": w._("Filter the queue"), "zone": w._("Time zone"), "show": w._("Show"),
+                               "not_live": w._("not live (reload to update)")}.items()}
     form = "".join([
-        '<form method="get" action="/" id="filters" role="search" aria-label="Filter the queue">',
-        _select("channel", "Channel", q.channel, [("", "all")] + [(c, c) for c in choices["channel"]]),
-        _select("segment", "Segment", q.segment, [("", "all")] + [(s, s) for s in choices["segment"]]),
-        _select("status", "Status", q.status, [("active", "active"), ("all", "all")] + [(s, s) for s in Status.ALL]),
-        _select("who", "Assigned to", q.who, [(w, _WHO_NAMES[w]) for w in WHO if principal.team or w != "team"]),
-        _select("team", "Team", q.team, [("", "any")] + [(t, t) for t in choices["team"]]),
-        _select("state", "State", q.state, [("", "all")] + [(s, _STATE_NAMES[s]) for s in STATES]),
-        _select("order", "Order", q.order, [(o, _ORDER_NAMES[o]) for o in ORDERS]),
-        f'<label>Time zone <input name="zone" value="{_e(zone_given or clock.zone.key)}" size="18" '
+        f'<form method="get" action="/" id="filters" role="search" aria-label="{t["filter"]}">',
+        _select("channel", w._("Channel"), q.channel, [("", every)] + [(c, w.code(c)) for c in choices["channel"]]),
+        _select("segment", w._("Segment"), q.segment, [("", every)] + [(s, s) for s in choices["segment"]]),
+        _select("status", w._("Status"), q.status, [(s, w.code(s)) for s in ("active", "all", *Status.ALL)]),
+        _select("who", w._("Assigned to"), q.who, [(o, w._(_WHO_NAMES[o])) for o in WHO
+                                                          if principal.team or o != "team"]),
+        _select("team", w._("Team"), q.team, [("", w._("any"))] + [(t, t) for t in choices["team"]]),
+        _select("state", w._("State"), q.state, [("", every)] + [(s, w._(_STATE_NAMES[s])) for s in STATES]),
+        _select("order", w._("Order"), q.order, [(o, w._(_ORDER_NAMES[o])) for o in ORDERS]),
+        f'<label>{t["zone"]} <input name="zone" value="{_e(zone_given or clock.zone.key)}" size="18" '
         'autocomplete="off"></label>',
-        '<button type="submit">Show</button></form>',
+        f'<button type="submit">{t["show"]}</button></form>',
     ])
     query = _query(q, default_who=key.default_who)
     events = "/queue/events" + ("?" + query if query else "")
+    title, live, reconnecting = w._("Queue"), w._("live"), w._("reconnecting…")
+    if principal.team:
+        signed = w._("Signed in as %(name)s (%(role)s) · team %(team)s · times in %(zone)s", name=principal.name,
+                     role=principal.role.value, team=principal.team, zone=clock.zone.key)
+    else:
+        signed = w._("Signed in as %(name)s (%(role)s) · times in %(zone)s", name=principal.name,
+                     role=principal.role.value, zone=clock.zone.key)
     return (
         f'<!doctype html><html lang="{_e(clock.language)}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<title>Queue · caseledger</title><link rel="stylesheet" href="/queue.css"></head><body>'
-        f'<header><h1>Queue</h1><span id="live-state" role="status">not live (reload to update)</span>'
-        f'<p class="muted">Signed in as {_e(principal.name)} ({_e(principal.role.value)})'
-        f'{f" · team {_e(principal.team)}" if principal.team else ""} · times in {_e(clock.zone.key)}</p></header>'
-        f'{form}'
+        f'<title>{_e(title)} · caseledger</title><link rel="stylesheet" href="/queue.css"></head><body>'
+        f'<header><h1>{_e(title)}</h1><span id="live-state" role="status" data-live="{_e(live)}" '
+        f'data-reconnecting="{_e(reconnecting)}">{t["not_live"]}</span>'
+        f'<p class="muted">{_e(signed)}</p></header>{form}'
         f'<main id="queue" data-events="{_e(events)}">{section}</main>'
         '<script src="/queue.js"></script></body></html>'
     )
 
 
-def _refusal(status: int, title: str, detail: str) -> HTMLResponse:
-    body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)} · caseledger</title>'
-            f'<link rel="stylesheet" href="/queue.css"></head><body><main><h1>{_e(title)}</h1><p>{_e(detail)}</p>'
-            '<p><a href="/login?next=/">Sign in with another token</a></p></main></body></html>')
+def _refusal(status: int, title: str, detail: str, lang: str) -> HTMLResponse:
+    """A refusal in the agent's language (``title`` an English msgid); the reason stays English (``lang="en"``)."""
+    w = words(lang)
+    heading, again = _e(w._(title)), _e(w._("Sign in with another token"))
+    marked = "" if lang.startswith("en") else ' lang="en"'
+    body = (f'<!doctype html><html lang="{_e(lang)}"><head><meta charset="utf-8"><title>{heading} · caseledger'
+            f'</title><link rel="stylesheet" href="/queue.css"></head><body><main><h1>{heading}</h1>'
+            f'<p{marked}>{_e(detail)}</p><p><a href="/login?next=/">{again}</a></p></main></body></html>')
     return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
 
 
@@ -254,11 +282,15 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
         found.require(Operation.CASE_READ)
         return found
 
+    def refusal_lang(accept_language: str | None) -> str:
+        return AgentClock.choose(now=now(), accept_language=accept_language, default_locale=defaults.get("locale", "en"),
+                                 languages=LANGUAGES).language
+
     def view_of(caller: Principal, queue: QueueFilter, zone: str | None, accept_language: str | None) -> ViewKey:
         default_zone, default_locale = default_zone_and_locale()
         clock = AgentClock.choose(now=now(), principal_zone=caller.zone, principal_locale=caller.locale, zone=zone,
                                   accept_language=accept_language, default_zone=default_zone,
-                                  default_locale=default_locale)
+                                  default_locale=default_locale, languages=LANGUAGES)
         return ViewKey(queue, caller.name if queue.who in ("me", "mine") else "", clock.zone.key, str(clock.locale),
                        allowed(caller.role, Operation.HISTORY_READ),
                        my_team=(caller.team or "") if queue.who in ("team", "mine") else "",
@@ -298,9 +330,9 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
             if authorization is None:  # a browser whose session ended: sign in again, then back here
                 return RedirectResponse("/login?next=" + quote(here, safe=""), status_code=303,
                                         headers=PAGE_HEADERS)
-            return _refusal(401, "Not signed in", str(error))
+            return _refusal(401, N_("Not signed in"), str(error), refusal_lang(accept_language))
         except PermissionDenied as error:
-            return _refusal(403, "Not allowed for this role", str(error))
+            return _refusal(403, N_("Not allowed for this role"), str(error), refusal_lang(accept_language))
         queue = QueueFilter(channel=channel, segment=segment, status=status, who=who_of(caller, who),
                             team=team, state=state_, order=order)
         chosen_zone = zone or zone_cookie
@@ -366,21 +398,7 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
                 if not await allowed_still():
                     return
 
-        return _Stream(stream(), lambda: keeper.close_stream(caller.name, view, wake))
+        return EventStream(stream(), lambda: keeper.close_stream(caller.name, view, wake))
 
     return keeper.close
 
-
-class _Stream(StreamingResponse):
-    """The event stream; its slot (the principal's count, the view's waiter) is given back however it ends."""
-
-    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
-        super().__init__(content, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-        self._release = release
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._release()

@@ -29,7 +29,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 def api(service: Service, role: Role = Role.AGENT) -> httpx.Client:
-    return service.client(role)
+    """An English-speaking agent's client (the service's own default language is the policy's, French)."""
+    client = service.client(role)
+    client.headers["Accept-Language"] = "en"
+    return client
 
 
 def open_case(service: Service, who: str = "email:jane@example.com", channel: str = "email",
@@ -50,7 +53,7 @@ def case_json(service: Service, ref: str) -> dict[str, Any]:
 
 def sign_in(service: Service, role: Role = Role.AGENT, *, token: str | None = None) -> httpx.Client:
     """A browser-like client signed in through the form."""
-    client = httpx.Client(base_url=service.url, timeout=30)
+    client = httpx.Client(base_url=service.url, timeout=30, headers={"Accept-Language": "en"})  # as api()
     form = client.get("/login", params={"next": "/cases/x"})
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
     assert csrf is not None
@@ -124,8 +127,8 @@ def test_times_are_in_the_agents_language_and_zone_in_words(service: Service) ->
                        headers={"Accept-Language": "fr-FR,fr;q=0.9,en;q=0.5"}).text
         en = agent.get(f"/cases/{ref}", params={"zone": "America/New_York"},
                        headers={"Accept-Language": "en-GB"}).text
-    assert f"mercredi 10 mars {year} à 09:00" in fr and "dans " in fr and '<html lang="fr"' in fr
-    assert f"Wednesday, 10 March {year} at 03:00" in en and "in " in en and '<html lang="en"' in en
+    assert f"mercredi 10 mars {year} à 09:00" in fr and "dans " in fr and '<html lang="fr-FR"' in fr
+    assert f"Wednesday, 10 March {year} at 03:00" in en and "in " in en and '<html lang="en-GB"' in en
     for page in (fr, en):
         assert not re.search(r">\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+", page)  # no raw ISO time shown as text
         assert f'datetime="{year}-03-10T08:00:00+00:00"' in page  # the machine-readable instant stays
@@ -380,7 +383,8 @@ def test_streams_of_one_case_never_show_one_role_what_another_may_see_and_follow
     watching.join(40)
     last = seen[-1]
     assert len(seen) >= 2 and last["version"] == version  # the same version, rendered again from the store
-    assert who not in last["html"] and '<span id="customer">[erased]</span>' in last["html"]
+    # a stream without Accept-Language reads the service's language (French): the ledger's "[erased]" says it is English
+    assert who not in last["html"] and '<span id="customer" lang="en">[erased]</span>' in last["html"]
 
 
 def test_the_service_log_holds_no_customer_identity_and_nothing_typed_in_a_form(service: Service) -> None:

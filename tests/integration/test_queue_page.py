@@ -86,7 +86,7 @@ def test_sign_in_leads_to_the_queue_with_the_overdue_case_first(service: Service
     found = references(page.text)
     assert found.index(new) > 0 and re.search(r'class=overdue><td><a href="/cases/([^"]+)"', page.text)
     first = found[0]
-    assert f'<tr data-reference="{first}" class=overdue>' in page.text and "Overdue:" in page.text
+    assert f'<tr data-reference="{first}" class=overdue>' in page.text and "En retard :" in page.text
     assert re.search(r"il y a \d+ (jours|semaines?)", page.text) and " à " in page.text  # times in French, in words
     assert f'href="/cases/{new}"' in page.text and NEW_SUBJECT in page.text and OLD_SUBJECT in page.text
     assert "<script>" not in page.text and "style=" not in page.text  # no inline script or style
@@ -98,7 +98,8 @@ def test_filters_and_counts_work_without_a_script(service: Service) -> None:
     agent = service.client(Role.AGENT)
     emails = agent.get("/", params={"channel": "email"}).text
     assert chat not in references(emails) and references(emails)
-    assert all("<td>email</td>" in row for row in re.findall(r"<tr data-reference.*?</tr>", emails))
+    # the channel in words, in the service's default language (the policy's, French: issue 28)
+    assert all("<td>e-mail</td>" in row for row in re.findall(r"<tr data-reference.*?</tr>", emails))
     overdue = agent.get("/", params={"state": "overdue"}).text
     assert chat not in references(overdue) and len(references(overdue)) >= 1
     counts = dict(re.findall(r'data-state="([a-z_]+)">[^<]*<b>(\d+)</b>', agent.get("/").text))
@@ -215,11 +216,13 @@ def test_my_team_my_cases_and_my_zone_and_language_whatever_the_browser_says(ser
     assert references(browser.get("/", params={"who": "me"}).text) == [hers]
     default = browser.get("/", headers=french)  # mine, my team's and the unassigned: not another team's
     assert {ours, hers, nobodys} <= set(references(default.text)) and theirs not in references(default.text)
-    assert '<option value="mine" selected>' in default.text and '<option value="team">my team</option>' in default.text
-    assert '<html lang="de-DE"' in default.text and "times in Asia/Tokyo" in default.text
+    assert '<option value="mine" selected>' in default.text and '<option value="team">mon équipe</option>' in default.text
+    # issue 28 (i18n): the principal's de-DE has no words in the workspace, so the next language it reads is the
+    # browser's French, for the words and the times alike; the zone stays the principal's
+    assert '<html lang="fr-FR"' in default.text and "heures de Asia/Tokyo" in default.text
     assert theirs in references(browser.get("/", params={"who": "all"}).text)
     case = browser.get(f"/cases/{ours}", params={"zone": "Europe/Paris"}, headers=french).text
-    assert '<html lang="de"' in case and "events?zone=Asia/Tokyo&" in case
+    assert '<html lang="fr-FR"' in case and "events?zone=Asia/Tokyo&" in case
     without = service.client(Role.AGENT).get("/", params={"who": "team"}).text  # no team: the whole queue
     assert theirs in references(without) and '<option value="team">' not in without
     changed = admin.patch(f"/v1/principals/ines-{s}", json={"team": f"loans-{s}", "locale": "fr-FR"})

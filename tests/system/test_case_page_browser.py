@@ -37,7 +37,7 @@ def sign_in(browser: Any, service: Service, ref: str, role: Role) -> Any:
     page.fill("input[name=token]", service.tokens[role])
     page.click("button[type=submit]")
     page.wait_for_selector("#reference")
-    page.locator("#live-state", has_text=re.compile("^live")).wait_for(timeout=15_000)
+    page.locator("#live-state", has_text=re.compile("^en direct")).wait_for(timeout=15_000)  # a French agent's
     return page
 
 
@@ -53,11 +53,11 @@ def test_an_answer_given_on_one_page_shows_live_on_another(service: Service, chr
     sent = time.monotonic()
     agent.click("#respond-Q2-submit")
     agent.wait_for_selector("#flash")
-    assert "Response R1 sent" in agent.text_content("#flash")
+    assert "Réponse R1 envoyée" in agent.text_content("#flash")  # issue 28: the flash in the page's language
     assert "Tomorrow at 9." in agent.text_content("#item-Q2")
     watcher.locator("#item-Q2", has_text="Tomorrow at 9.").wait_for(timeout=15_000)
     latency = time.monotonic() - sent
-    assert "answered" in watcher.text_content("#item-Q2") and "open" in watcher.text_content("#item-Q1")
+    assert "répondu" in watcher.text_content("#item-Q2") and "ouvert" in watcher.text_content("#item-Q1")
     assert watcher.input_value("#handoff-note") == "typed while the page changes"  # kept across the update
     assert watcher.locator("#details-handoff").get_attribute("open") is not None
     key = watcher.input_value("#form-handoff input[name=key]")

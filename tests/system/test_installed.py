@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -83,13 +84,29 @@ def test_the_wheel_puts_nothing_but_caseledger_at_the_top_of_site_packages(casel
     assert not any(name.startswith("caseledger/__init__") for name in names)  # a namespace of its own
     for needed in ("caseledger/ledger/domain/default_policy.toml", "caseledger/schemas/CaseOpened.avsc",
                    "caseledger/schemas/intake/caseledger.intake.IntakeRecord.avsc", "caseledger/cli/app.py",
-                   "caseledger/verify/__main__.py", "caseledger/verify/rfc9162.py"):
+                   "caseledger/verify/__main__.py", "caseledger/verify/rfc9162.py",
+                   # the agent pages' templates and words (issue 28: the workspace in the agent's language)
+                   "caseledger/ledger/service/templates/case_section.html",
+                   "caseledger/ledger/service/locales/workspace.pot",
+                   "caseledger/ledger/service/locales/fr/LC_MESSAGES/workspace.po"):
         assert needed in names
     # the standalone verifier is in the wheel once, as caseledger.verify, not also under caseledger.ledger
     assert not any(name.startswith("caseledger/ledger/verifier/") for name in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     with zipfile.ZipFile(wheel) as archive:
         assert "caseledger = caseledger.cli.app:main" in archive.read(entry).decode()
+
+
+def test_the_agent_pages_speak_french_from_the_wheel(caseledger_wheel: Path) -> None:
+    """The catalogs are package data and load as the service loads them (babel's pofile, no compile step)."""
+    from babel.messages.pofile import read_po
+
+    with zipfile.ZipFile(caseledger_wheel) as archive:
+        catalog = read_po(io.BytesIO(archive.read("caseledger/ledger/service/locales/fr/LC_MESSAGES/workspace.po")))
+        templates = [n for n in archive.namelist() if n.startswith("caseledger/ledger/service/templates/")]
+    found = catalog.get("Queue")
+    assert found is not None and found.string == "File d’attente"
+    assert {Path(n).name for n in templates} == {"case_section.html", "case_form.html", "case_page.html"}
 
 
 # `caseledger demo` as a user runs it: the console script in a process of its own (tests/unit/test_demo.py

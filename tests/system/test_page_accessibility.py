@@ -75,6 +75,20 @@ def test_the_case_page_meets_wcag_2_2_aa(service: Service, chromium: Any, case_r
     assert_accessible(page)
 
 
+def test_a_french_agents_pages_meet_wcag_2_2_aa_and_say_they_are_french(
+        service: Service, chromium: Any, case_ref: str) -> None:
+    """Issue 28: ``lang="fr-FR"`` was set over English words; now the words are French and the rest is marked."""
+    page = signed_in(chromium, service, f"/cases/{case_ref}", locale="fr-FR", timezone_id="Europe/Paris")
+    page.wait_for_selector("#reference")
+    assert page.locator("html").get_attribute("lang") == "fr-FR"
+    assert page.text_content("#brief-heading") == "Passation" and page.locator('#items [lang=""]').count() >= 3
+    assert_accessible(page)  # valid-lang, html-lang-valid among its rules
+    page.goto(f"{service.url}/")
+    page.wait_for_selector(f'tr[data-reference="{case_ref}"]')
+    assert page.locator("html").get_attribute("lang") == "fr-FR" and page.text_content("h1") == "File d’attente"
+    assert_accessible(page)
+
+
 def visible_focusables(page: Any) -> list[str]:
     """The page's focusable, visible elements, in document order (as ids or tag names)."""
     return list(page.evaluate(

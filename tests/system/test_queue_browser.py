@@ -30,7 +30,9 @@ def test_the_queue_updates_itself_without_reload(service: Service, chromium: Any
     page.click("button[type=submit]")
     page.wait_for_selector("#queue")
     assert page.url.endswith("/?channel=chat") and page.locator("html").get_attribute("lang") == "fr-FR"
-    page.locator("#live-state", has_text=re.compile("^live")).wait_for(timeout=15_000)
+    page.locator("#live-state", has_text=re.compile("^en direct")).wait_for(timeout=15_000)
+    # issue 28: lang is true: the queue's own words are French too (not only its times)
+    assert page.text_content("h1") == "File d’attente" and "Statut" in page.text_content("#filters")
     body = {"channel": "chat", "channel_message_id": f"chat-{uuid.uuid4()}", "from": "email:jane@example.com",
             "subject": "Card blocked", "items": ["Why is my card blocked?"]}
     with service.client(Role.AGENT) as agent:

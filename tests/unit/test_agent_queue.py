@@ -30,6 +30,7 @@ from caseledger.projections.sources import StoreEventSource
 from caseledger.projections.view_stores import open_views
 from caseledger.projections.views import ViewStore
 from tests.support.examples import examples
+from tests.support.page_language import english_left
 from tests.support.projection_scenarios import PROPERTY_SETTINGS, catch_up, generated_ledger, steps_strategy
 
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
@@ -220,8 +221,10 @@ class _Ledger:
 
 
 def test_the_section_escapes_what_it_shows_withholds_subjects_and_says_when_it_lags(views: ViewStore) -> None:
+    from caseledger.ledger.access.principals import Principal
+    from caseledger.ledger.domain.permissions import Authentication, Role
     from caseledger.ledger.service.queue_feed import Snapshot
-    from caseledger.ledger.service.queue_page import ViewKey, render_queue
+    from caseledger.ledger.service.queue_page import ViewKey, _page, render_queue
 
     rows = [_row(1, -90, "email", None, "open", None, None, 1, 0, None), _row(2, 600, "chat", None, "open",
                                                                               "alice", "billing", 0, 1, -30)]
@@ -232,8 +235,13 @@ def test_the_section_escapes_what_it_shows_withholds_subjects_and_says_when_it_l
     key = ViewKey(QueueFilter(), "", "Europe/Paris", "fr_FR", personal=True)
     shown = render_queue(_Ledger(hostile), views, key, Snapshot(position=10, behind=0))
     assert "<script>" not in shown and "&lt;script&gt;" in shown and "catching up" not in shown
-    assert shown.index("CL-00001-AAAAA") < shown.index("CL-00002-AAAAA") and "Overdue:" in shown
-    assert "il y a 2 heures" in shown and "dans 10 heures" in shown and "1 proposal waiting since il y a 30 minutes" in shown
+    assert shown.index("CL-00001-AAAAA") < shown.index("CL-00002-AAAAA") and "En retard :" in shown
+    assert "il y a 2 heures" in shown and "dans 10 heures" in shown
+    assert "1 proposition en attente depuis il y a 30 minutes" in shown and "Overdue" not in shown
+    choices = {"channel": ["chat", "email"], "segment": [], "team": ["billing"]}
+    page = _page(key, shown, Principal(name="alice", role=Role.AGENT, authentication=Authentication.TOKEN), choices,
+                 AgentClock.choose(now=NOW, zone=key.zone, default_locale=key.locale), None)
+    assert english_left(page, "fr-FR") == [] and 'data-live="en direct"' in page  # issue 28: lang true of the words
     withheld = render_queue(_Ledger(hostile), views, ViewKey(QueueFilter(), "", "UTC", "en", personal=False),
                             Snapshot(position=10, behind=1234))
     assert "script" not in withheld and "not shown to this role" in withheld
