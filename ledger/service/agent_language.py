@@ -5,7 +5,7 @@ page, refusals) is an English msgid, translated through the catalog of the page'
 ``ledger/service/locales/<language>/LC_MESSAGES/workspace.po`` (GNU gettext ``.po``, read with Babel's
 ``pofile`` when first asked, no compile step; the wheel ships them as package data). English is the
 msgids themselves; ``locales/workspace.pot`` is the template a translator updates with
-``pybabel extract -F babel.cfg -o ledger/service/locales/workspace.pot .`` then
+``pybabel extract -F ledger/service/locales/babel.cfg -o ledger/service/locales/workspace.pot .`` then
 ``pybabel update -i ledger/service/locales/workspace.pot -d ledger/service/locales -D workspace``.
 
 The page's language is the first of the agent's languages (:meth:`AgentClock.choose`) that has a catalog,

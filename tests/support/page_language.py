@@ -15,11 +15,11 @@ FRENCH = "fr_FR"
 
 
 def msgids() -> set[str]:
-    """Every msgid the code and templates use, extracted as a translator would (babel.cfg, pybabel's keywords)."""
+    """Every msgid the code and templates use, extracted as a translator would (locales/babel.cfg, pybabel's keywords)."""
     from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
     from babel.messages.frontend import parse_mapping_cfg
 
-    with (ROOT / "babel.cfg").open() as cfg:
+    with (ROOT / "ledger" / "service" / "locales" / "babel.cfg").open() as cfg:
         method_map, options_map = parse_mapping_cfg(cfg)
     keywords = {**DEFAULT_KEYWORDS, "N_": None, "n_": (1, 2)}
     found: set[str] = set()

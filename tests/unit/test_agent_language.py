@@ -95,7 +95,7 @@ def test_every_word_the_pages_use_has_its_french_and_the_template_is_current() -
 
     used = msgids()
     with (SERVICE / "locales" / f"{DOMAIN}.pot").open("rb") as pot:
-        assert _ids(read_po(pot)) == used, "the template is stale: pybabel extract (babel.cfg says how)"
+        assert _ids(read_po(pot)) == used, "the template is stale: pybabel extract (ledger/service/locales/babel.cfg says how)"
     french = _catalog("fr")
     missing = []
     for message in french:
