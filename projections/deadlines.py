@@ -183,8 +183,10 @@ def overdue_references(views: ViewStore, now: datetime, *, page: int = 1000) -> 
     after = ""
     while True:
         rows = views.fetch(
-            f"SELECT DISTINCT reference FROM {Deadlines.tables[0].name} WHERE state = ? AND due_at < ? AND missed = 0 "
-            "AND reference > ? ORDER BY reference LIMIT ?", (PENDING, now, after, page))
+            # Walked along the reference's index (``state || ''`` keeps the planner off the state's): each page
+            # starts where the last ended, rather than sorting every overdue row again.
+            f"SELECT DISTINCT reference FROM {Deadlines.tables[0].name} WHERE reference > ? AND state || '' = ? "
+            "AND due_at < ? AND missed = 0 ORDER BY reference LIMIT ?", (after, PENDING, now, page))
         yield from (row["reference"] for row in rows)
         if len(rows) < page:
             return
