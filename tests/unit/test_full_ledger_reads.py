@@ -58,6 +58,15 @@ def test_tick_streams_the_overdue_cases_a_page_at_a_time(open_ledger: tuple[Case
         assert len(every) == 5
         assert list(overdue_references(views, now, page=2)) == every  # each once, across pages
 
+        executed: list[str] = []
+        fetch = views.fetch
+        monkeypatch.setattr(views, "fetch", lambda sql, params=(): executed.append(sql) or fetch(sql, params))
+        list(overdue_references(views, now, page=2))
+        page_sql = next(sql for sql in executed if "DISTINCT reference" in sql)
+        plan = " ".join(r["detail"] for r in fetch("EXPLAIN QUERY PLAN " + page_sql, ["", "pending", now, 2]))
+        assert "(reference>?)" in plan and "TEMP B-TREE" not in plan  # each page starts where the last ended
+        monkeypatch.setattr(views, "fetch", fetch)
+
         def whole_list(*_a: Any, **_k: Any) -> Any:
             raise AssertionError("tick read every overdue row at once")
 
