@@ -193,6 +193,42 @@ def bench_verify_command(
     print_result(console, "verify", result.rows(), result, output)
 
 
+@bench_app.command("reads")
+@local_only(NOT_THROUGH_API)
+def bench_reads_command(
+    events: Annotated[
+        int, typer.Option("--events", "-n", min=1000, help="Events in the generated ledger (issue 29: 1,000,000).")
+    ] = 1_000_000,
+    customer_events: Annotated[
+        int, typer.Option("--customer-events", min=10, help="Events of the customer whose case and history are read.")
+    ] = 1000,
+    deadlines: Annotated[
+        int, typer.Option("--deadlines", min=0, help="Open deadlines past due that tick records (0: no tick).")
+    ] = 1_000_000,
+    reads: Annotated[int, typer.Option("--reads", min=10, help="Reads timed for each percentile.")] = 200,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="An EMPTY database (SQLite path or postgresql:// URL); default a temp SQLite."),
+    ] = None,
+    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+) -> None:
+    """A full ledger's reads: `case show` and `history` p50/p99 for a customer with 1,000 events, in process;
+    `tick` over open deadlines (time, peak RSS); `audit verify`'s peak RSS at a quarter of the ledger and at all of
+    it (flat: it does not grow with the ledger); the store's bytes, data keys and Merkle tree at that size.
+
+    Example: caseledger bench reads --events 1000000 --database postgresql://localhost/empty
+    """
+    from caseledger.cli.bench.reads_bench import bench_reads
+
+    console = plain_console()
+    with stage_progress(console) as progress:
+        result = bench_reads(events=events, customer_events=customer_events, deadlines=deadlines, reads=reads,
+                             database=database, progress=progress)
+    if not (result.verify_small["ok"] and result.verify_full["ok"]):
+        raise ConfigurationError("the generated ledger did not verify; the benchmark is void")
+    print_result(console, "reads", result.rows(), result, output)
+
+
 @bench_app.command("rebuild")
 @local_only(NOT_THROUGH_API)
 def bench_rebuild_command(

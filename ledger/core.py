@@ -55,6 +55,14 @@ STARTUP_ATTEMPTS = 5
 _SEALED_KEY_IDS = re.compile(rb"enc:1:([0-9a-f]{16}):")
 
 
+def replay(aggregate: Any, events: Iterable[Any]) -> Any:
+    """An aggregate's events applied in turn: eventsourcing's projector without its per-event ``isinstance``
+    against a runtime Protocol (a tenth of a 100-event case's replay)."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
 class LedgerCore(Application[UUID]):
     """What every service of the ledger works on: one event store, its codec and keys, the clock, units of work."""
 
@@ -311,7 +319,7 @@ class LedgerCore(Application[UUID]):
         uow = self._uow
         if uow is None:
             try:
-                return self.repository.get(aggregate_id)
+                return self.repository.get(aggregate_id, projector_func=replay)
             finally:
                 self.data_keys.forget()  # outside a batch keys serve one read: another's erasure holds at the next
         cached = uow.aggregates.get(aggregate_id)

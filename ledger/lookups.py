@@ -134,7 +134,7 @@ class Lookups:
             self._forget()
             events: list[Any] = []
             for ref in customer.cases:
-                case_events = list(self.core.events.get(self.get_case(ref).id))
+                case_events = list(self.core.events.get(case_id_for(normalise_reference(ref))))
                 events += case_events
                 # A contact's events are correlated by its registration's id (keyed: found even once the
                 # channel message id reads [erased]); registrations of earlier releases by the message id.

@@ -14,6 +14,7 @@ due; ``caseledger tick`` records those not yet recorded — the same rule as the
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -174,6 +175,24 @@ def overdue(views: ViewStore, now: datetime, *, unrecorded_only: bool = False) -
     return views.select(table, where=where, params=(PENDING, now), order_by="due_at, reference, kind, target_id")
 
 
+def overdue_references(views: ViewStore, now: datetime, *, page: int = 1000) -> Iterator[str]:
+    """The references of the cases with a deadline past due at ``now`` and not yet recorded, each once, a page at
+    a time (keyset on the reference): ``tick`` over a million open deadlines holds one page of them, not all."""
+    if Deadlines.tables[0].name not in views.table_names():
+        return
+    after = ""
+    while True:
+        rows = views.fetch(
+            # Walked along the reference's index (``state || ''`` keeps the planner off the state's): each page
+            # starts where the last ended, rather than sorting every overdue row again.
+            f"SELECT DISTINCT reference FROM {Deadlines.tables[0].name} WHERE reference > ? AND state || '' = ? "
+            "AND due_at < ? AND missed = 0 ORDER BY reference LIMIT ?", (after, PENDING, now, page))
+        yield from (row["reference"] for row in rows)
+        if len(rows) < page:
+            return
+        after = rows[-1]["reference"]
+
+
 def deadline_counts(views: ViewStore) -> dict[str, int]:
     """How many cases the deadlines projection knows."""
     if "deadline_cases" not in views.table_names():
@@ -183,7 +202,7 @@ def deadline_counts(views: ViewStore) -> dict[str, int]:
 
 
 def record_missed_deadlines(
-    ledger: CaseLedger, references: list[str], *, actor: Actor, batch_size: int = 200
+    ledger: CaseLedger, references: Iterable[str], *, actor: Actor, batch_size: int = 200
 ) -> TickReport:
     """Let each case record the deadlines it finds missed on the ledger's clock (the aggregate decides, once).
 

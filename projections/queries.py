@@ -18,7 +18,13 @@ from caseledger.ledger.privacy.sealing import TOKEN_PREFIX
 from caseledger.projections.case_state import CaseState, CaseView
 from caseledger.projections.catchup import LedgerOpener, catch_up
 from caseledger.projections.channel_metrics import DEFAULT_ZONE, ChannelMetrics, month_zone, summary
-from caseledger.projections.deadlines import Deadlines, deadline_counts, overdue, record_missed_deadlines
+from caseledger.projections.deadlines import (
+    Deadlines,
+    deadline_counts,
+    overdue,
+    overdue_references,
+    record_missed_deadlines,
+)
 from caseledger.projections.timeline import CustomerTimeline
 from caseledger.projections.views import ViewStore
 
@@ -79,8 +85,7 @@ def tick_missed_deadlines(views: ViewStore, *, ledger: LedgerOpener, actor: Acto
     """
     catch_up(views, Deadlines(), ledger=ledger)
     opened = ledger()
-    due = overdue(views, opened.clock(), unrecorded_only=True)
     checked = deadline_counts(views)["cases"]
-    references = list(dict.fromkeys(row["reference"] for row in due))
-    report = record_missed_deadlines(opened, references, actor=actor)
+    # Streamed a page at a time: the overdue rows of a full ledger are never all in memory.
+    report = record_missed_deadlines(opened, overdue_references(views, opened.clock()), actor=actor)
     return dataclasses.replace(report, cases_checked=checked)

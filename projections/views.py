@@ -103,13 +103,6 @@ class ViewTransaction(ABC):
 
     # -- shared SQL ----------------------------------------------------------------------------------
 
-    def decode_row(self, spec: Table, row: Row) -> Row:
-        for column, kind in spec.columns.items():
-            decode = self.decoder(kind)
-            if decode is not None and row.get(column) is not None:
-                row[column] = decode(row[column])
-        return row
-
     def encode_rows(self, spec: Table, columns: Sequence[str], rows: Sequence[Row]) -> list[tuple[Any, ...]]:
         getter = itemgetter(*columns)
         encoders = [(i, enc) for i, c in enumerate(columns) if (enc := self.encoder(spec.columns[c])) is not None]
@@ -141,7 +134,14 @@ class ViewTransaction(ABC):
         if order_by:
             sql += f" ORDER BY {order_by}"
         encoded = [self.param(p) for p in params]
-        return [self.decode_row(spec, row) for row in self.fetch(sql, encoded)]
+        rows = self.fetch(sql, encoded)
+        decoders = [(column, decode) for column, kind in spec.columns.items() if (decode := self.decoder(kind))]
+        for row in rows:  # each column's decoder looked up once per query, not per row
+            for column, decode in decoders:
+                value = row.get(column)
+                if value is not None:
+                    row[column] = decode(value)
+        return rows
 
     def param(self, value: Any) -> Any:
         """A query parameter as the driver takes it (datetimes as the backend stores them)."""

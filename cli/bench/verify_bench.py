@@ -38,6 +38,7 @@ from caseledger.ledger.settings import LedgerSettings
 Progress = Callable[[str, int, int], None]
 _CUSTOMER_TOKEN = "zq000000000"
 _REFERENCE = "CL-ZQ000-00000"
+_RUNS: set[str] = set()
 
 
 @dataclass
@@ -81,14 +82,19 @@ class _TemplateEvent:
     previous_at: int  # offset of the 32-byte previous_hash, -1 for a first event
 
 
-def _story(ledger: CaseLedger) -> tuple[list[_TemplateEvent], list[bytes], list[bytes]]:
-    """One customer's story through the real domain: (events, aggregate id texts, event id texts)."""
+def _story(ledger: CaseLedger, *, open_case: bool = False
+           ) -> tuple[list[_TemplateEvent], list[bytes], list[bytes]]:
+    """One customer's story through the real domain: (events, aggregate id texts, event id texts).
+
+    ``open_case``: the story stops at the promise, thirty days ago, so its response and promise deadlines
+    are past due and pending (what ``tick`` finds).
+    """
     from caseledger.ledger.domain.case import Case
     from caseledger.ledger.domain.directory import ChannelMessage, Customer, IdentityClaim, case_id_for
     from caseledger.ledger.domain.events import Context
     from caseledger.ledger.domain.values import Actor, ActorKind, Channel, ContactDraft, Identity
 
-    now = datetime.now(UTC)
+    now = datetime.now(UTC) - (timedelta(days=30) if open_case else timedelta(0))
     customer = Context(actor=Actor(kind=ActorKind.CUSTOMER, id=_CUSTOMER_TOKEN), occurred_at=now, channel=Channel.PHONE)
     agent = Context(actor=Actor(kind=ActorKind.AGENT, id="bench"), occurred_at=now, channel=Channel.PHONE)
     identity = Identity(kind="email", value=f"{_CUSTOMER_TOKEN}@bench.example")
@@ -110,9 +116,10 @@ def _story(ledger: CaseLedger) -> tuple[list[_TemplateEvent], list[bytes], list[
                                       customer_id=customer_id, ctx=customer)
     promise, _ = case.make_promise(ctx=agent, kind="refund", terms="Refund of 42.00 EUR to the card",
                                    due_at=now + timedelta(days=3), writer=bench_writer())
-    case.respond(ctx=agent, body="Your refund is on its way.", answers=["Q1"])
-    case.keep_promise(ctx=agent, promise_id=promise, evidence="bank transfer 2026-11-24")
-    case.close(ctx=agent, reason="answered and refunded", notice="Your request is closed.", writer=bench_writer())
+    if not open_case:
+        case.respond(ctx=agent, body="Your refund is on its way.", answers=["Q1"])
+        case.keep_promise(ctx=agent, promise_id=promise, evidence="bank transfer 2026-11-24")
+        case.close(ctx=agent, reason="answered and refunded", notice="Your request is closed.", writer=bench_writer())
     aggregates = [case, message, person, claim]
     ledger.chain(*aggregates)
     ids = [str(a.id).encode() for a in aggregates]
@@ -134,12 +141,18 @@ def _story(ledger: CaseLedger) -> tuple[list[_TemplateEvent], list[bytes], list[
     return stamped, ids, event_ids
 
 
-def generate_ledger(ledger: CaseLedger, events: int, progress: Progress | None = None) -> int:
-    """Append about ``events`` events (whole stories) to an empty ledger; returns how many."""
-    template, aggregate_ids, event_ids = _story(ledger)
+def generate_ledger(ledger: CaseLedger, events: int, progress: Progress | None = None, *, open_cases: bool = False
+                    ) -> int:
+    """Append about ``events`` events (whole stories) to a ledger; returns how many. ``open_cases``: stories
+    left open with past-due deadlines (see :func:`_story`)."""
+    template, aggregate_ids, event_ids = _story(ledger, open_case=open_cases)
     per_story = len(template)
     stories = max(1, events // per_story)
     run = uuid.uuid4().hex[:4]
+    while run[:2] in _RUNS:  # a second fill of the same ledger must not reuse a reference
+        run = uuid.uuid4().hex[:4]
+    _RUNS.add(run[:2])
+    from caseledger.ledger.domain.directory import case_id_for
     sha256 = hashlib.sha256
     batch: list[StoredEvent] = []
     written = 0
@@ -150,7 +163,9 @@ def generate_ledger(ledger: CaseLedger, events: int, progress: Progress | None =
         # Fixed-width replacements keep every Avro length prefix and offset valid.
         replace = {_CUSTOMER_TOKEN.encode(): f"zq{n:09d}".encode(),
                    _REFERENCE.encode(): f"CL-{run[:2].upper()}{n // 100000:03d}-{n % 100000:05d}".encode()}
+        reference = replace[_REFERENCE.encode()].decode()
         new_ids = [f"{n:08x}-{run}-4{i:03x}-8000-{0xbe0c4:012x}".encode() for i in range(len(aggregate_ids))]
+        new_ids[0] = str(case_id_for(reference)).encode()  # the case is found by its reference, as the ledger's
         for old, new in zip(aggregate_ids, new_ids, strict=True):
             replace[old] = new
         for i, old in enumerate(event_ids):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime, tzinfo
 from enum import Enum
+from functools import cache
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -24,8 +25,18 @@ if TYPE_CHECKING:
 SUMMARY_TEXT_LIMIT = 70
 
 
+_AS_IS = frozenset({str, int, float, bool, type(None)})
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
 def plain(value: Any) -> Any:
     """``value`` with only JSON types: datetimes as ISO-8601, UUIDs as strings, bytes as hex."""
+    if type(value) in _AS_IS:  # most of a case's values: one lookup rather than a row of isinstance
+        return value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, UUID):
@@ -35,7 +46,7 @@ def plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     if is_dataclass(value) and not isinstance(value, type):  # field by field: asdict's deep copy is waste here
-        return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
+        return {name: plain(getattr(value, name)) for name in _field_names(type(value))}
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
