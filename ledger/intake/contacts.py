@@ -404,6 +404,7 @@ class ContactIntake:
         other is kept under its month's key. ``reason`` is sealed (it may quote the record);
         ``public_reason`` (code, field, fix: no value of the record) is what the ``adapter`` that sent it reads.
         """
+        self.pseudonyms.settle_generation()  # a fresh ledger's first event may be a rejection
         with self.core.command_scope():
             ctx = self.core.context(SYSTEM, causation_id=source.event_id)
             customer_id = ""

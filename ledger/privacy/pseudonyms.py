@@ -63,6 +63,13 @@ class Pseudonyms:
                 table.mark(NAME_BASED_CLAIMS, at=self.core.clock())
             return self.core.data_keys.ledger_secret(PSEUDONYM_SUBJECT)
 
+    def settle_generation(self) -> None:
+        """Decide, before this release records its first event, whether the store was written by an earlier one.
+
+        The decision reads "no marker yet, but events" as "an earlier release's ledger"; a fresh ledger whose first
+        events need no lookup (a rejected intake record) must decide it before them, or it reads as an old one."""
+        self._earlier_names  # noqa: B018
+
     @cached_property
     def _earlier_names(self) -> tuple[bool, bool]:
         """(claims may be under pseudonym-key ids and messages name-based, claims may be name-based)."""
