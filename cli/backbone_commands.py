@@ -42,7 +42,7 @@ MemoryTraceOpt = Annotated[
     Path | None,
     typer.Option("--memory-trace", envvar="CASELEDGER_MEMORY_TRACE", metavar="FILE", dir_okay=False,
                  help="Debug a growing memory: append a report to FILE every --memory-trace-every seconds: resident "
-                 "memory, Python's objects, what glibc's allocator holds, in use and free (README, Operations)."),
+                 "memory, Python's objects, what glibc's allocator holds, in use and free (README, Memory)."),
 ]
 MemoryTraceSitesOpt = Annotated[
     bool, typer.Option("--memory-trace-sites", envvar="CASELEDGER_MEMORY_TRACE_SITES",
