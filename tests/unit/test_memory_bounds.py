@@ -7,10 +7,13 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from caseledger.ledger.kafka.confluent import PREFETCH_KBYTES, ConfluentPartitionReader
 from caseledger.ledger.runtime.memory_trace import MemoryTrace, allocator_line, resident_bytes
 from caseledger.ledger.settings import KafkaSettings
+from tests.support.examples import examples
 
 SETTINGS = KafkaSettings(bootstrap_servers="127.0.0.1:9")  # never connected: the reader opens its consumer lazily
 
@@ -75,3 +78,30 @@ def test_without_sites_the_trace_is_cheap_and_leaves_tracemalloc_alone(tmp_path:
     assert "tracemalloc" not in text and "grew most" not in text
     with _memory_traced(None, 3600, sites=True):
         assert not tracemalloc.is_tracing()
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(maxsize=st.integers(1, 50), batches=st.lists(st.lists(st.integers(0, 300), max_size=80), max_size=30))
+def test_the_caches_run_keeps_never_hold_more_than_their_bound(maxsize: int, batches: list[list[int]]) -> None:
+    from types import SimpleNamespace
+    from uuid import UUID
+
+    from caseledger.ledger.unit_of_work import AggregateCache
+    from caseledger.projections.base import RowCache
+
+    aggregates, rows = AggregateCache(maxsize), RowCache(maxsize)
+    for batch in batches:
+        for n in batch[: len(batch) // 3]:
+            aggregates.take(UUID(int=n))
+        aggregates.keep([SimpleNamespace(id=UUID(int=n), customer_id=None) for n in batch])
+        for n in batch:
+            rows.get(("t", (n,)))
+            rows.set(("t", (n,)), {"n": n})
+        rows.trim()  # the runner trims after each batch
+        assert len(aggregates) <= maxsize and len(rows) <= maxsize
+
+
+def test_the_directory_s_name_ids_are_cached_up_to_their_bound() -> None:
+    from caseledger.ledger.domain.directory import name_id
+
+    assert name_id.cache_info().maxsize == 65_536  # the README's figure
