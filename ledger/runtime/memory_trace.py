@@ -62,6 +62,21 @@ def _mallinfo2() -> _MallInfo2 | None:
     return function()
 
 
+def release_free_memory() -> bool:
+    """Give the pages glibc's allocator holds free back to the system (``malloc_trim``); False elsewhere.
+
+    glibc keeps what a process freed for its next allocations and returns only the top of each
+    arena: after a peak, the resident memory stays at the peak's even while half of it is free.
+    """
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
+
+
 def allocator_line() -> str:
     """What glibc holds from the system, in use and free (free: fragmentation the process cannot give back)."""
     info = _mallinfo2()
