@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -35,6 +36,22 @@ TransactionIntervalOpt = Annotated[
     typer.Option("--transaction-interval-ms", min=0, max=10_000, help="While events trickle in, the publisher "
                  "begins at most one Kafka transaction per interval: each commit costs the broker milliseconds "
                  "of CPU whatever its size. Lower: less latency, more broker load."),
+]
+
+MemoryTraceOpt = Annotated[
+    Path | None,
+    typer.Option("--memory-trace", envvar="CASELEDGER_MEMORY_TRACE", metavar="FILE", dir_okay=False,
+                 help="Debug a growing memory: append a report to FILE every --memory-trace-every seconds: resident "
+                 "memory, Python's objects, what glibc's allocator holds, in use and free (README, Memory)."),
+]
+MemoryTraceSitesOpt = Annotated[
+    bool, typer.Option("--memory-trace-sites", envvar="CASELEDGER_MEMORY_TRACE_SITES",
+                       help="With --memory-trace: also trace the Python heap (tracemalloc: several times the CPU "
+                       "per allocation) and report the allocation sites that grew most."),
+]
+MemoryTraceEveryOpt = Annotated[
+    float, typer.Option("--memory-trace-every", envvar="CASELEDGER_MEMORY_TRACE_EVERY", min=1.0, max=86_400.0,
+                        help="Seconds between two memory reports of --memory-trace."),
 ]
 
 NOT_THROUGH_API = "it talks to the Kafka broker (and the ledger's database) directly, not to the ledger service"
@@ -272,6 +289,9 @@ def run_all(
     aggregate_cache: AggregateCacheOpt = AGGREGATE_CACHE,
     signatures: SignaturesOpt = None,
     transaction_interval_ms: TransactionIntervalOpt = TRANSACTION_INTERVAL_MS,
+    memory_trace: MemoryTraceOpt = None,
+    memory_trace_every: MemoryTraceEveryOpt = 60.0,
+    memory_trace_sites: MemoryTraceSitesOpt = False,
 ) -> None:
     """Run the intake worker, the publisher and the projections in one process.
 
@@ -314,8 +334,20 @@ def run_all(
                  ", checkpoints" if signer is not None else "", f" and {', '.join(running)}" if running else "",
                  settings.bootstrap_servers)
 
-    with stop_on_signals() as stop:
+    with stop_on_signals() as stop, _memory_traced(memory_trace, memory_trace_every, memory_trace_sites):
         outcome = run_services(s.new_ledger, services, stop, on_started=started)
     log.info("stopped: intake %s; publisher %s", outcome.stats["intake"].line(), outcome.stats["publisher"].line())
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+@contextmanager
+def _memory_traced(path: Path | None, every_s: float, sites: bool) -> Iterator[None]:
+    """With ``--memory-trace``, a :class:`MemoryTrace` while the services run."""
+    if path is None:
+        yield
+        return
+    from caseledger.ledger.runtime.memory_trace import MemoryTrace
+
+    with MemoryTrace(path, every_s=every_s, sites=sites):
+        yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -352,6 +353,11 @@ def bench_soak_command(
     consumer: ConsumerOpt = "confluent",
     producer: ProducerOpt = "confluent",
     output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    memory_trace: Annotated[
+        Path | None,
+        typer.Option("--memory-trace", metavar="FILE", dir_okay=False,
+                     help="`caseledger run --memory-trace FILE`: what its memory is made of, every minute."),
+    ] = None,
 ) -> None:
     """Minutes of `caseledger run` at a steady intake rate while `serve` answers reads: memory and errors.
 
@@ -372,7 +378,7 @@ def bench_soak_command(
     console = plain_console()
     result = bench_soak(kafka_bootstrap=kafka, minutes=minutes, rate=rate, warmup_minutes=warmup,
                         read_rate=read_rate, sample_seconds=sample_seconds, max_growth=max_growth / 100,
-                        database=database, consumer=consumer,
+                        database=database, consumer=consumer, memory_trace=memory_trace,
                         producer=producer, say=lambda text: console.print(Text(text, style="dim")))
     print_result(console, "soak", result.report(), result, output)
     if not result.ok:

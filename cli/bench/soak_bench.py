@@ -244,7 +244,7 @@ def bench_soak(
     *, kafka_bootstrap: str, minutes: float = 20.0, rate: int = 500, warmup_minutes: float = 2.0,
     read_rate: float = 10.0, sample_seconds: float = 10.0, max_growth: float = GROWTH_LIMIT,
     database: str | None = None, consumer: str = "confluent", producer: str = "confluent",
-    say: Say | None = None,
+    memory_trace: Path | None = None, say: Say | None = None,
 ) -> SoakResult:
     """Run the soak; the result says what was reached and every error (see the module docstring)."""
     from caseledger.cli.bench.service_bench import _served
@@ -257,16 +257,20 @@ def bench_soak(
     cli = [sys.executable, "-c", "from caseledger.cli.app import main; main()"]
     memories: dict[int, ProcessMemory] = {}
     reader: _Reader | None = None
+    started_here: list[subprocess.Popen[bytes]] = []  # stopped whatever happens, an interrupt too
     try:
         with _served(db, env=env) as (url, _db, tokens):
             cases = _seed(url, tokens["agent"], run)
-            runner = subprocess.Popen([*cli, "run", "--consumer", consumer, "--producer", producer], env=env,
+            traced = ["--memory-trace", str(memory_trace.resolve())] if memory_trace else []
+            runner = subprocess.Popen([*cli, "run", "--consumer", consumer, "--producer", producer, *traced], env=env,
                                       stdout=(logs / "run.log").open("wb"), stderr=subprocess.STDOUT)
+            started_here.append(runner)
             _started(runner, logs / "run.log")  # the soak's clock starts with the services, not with Python's imports
             publisher = subprocess.Popen(
                 [*cli[:2], "from caseledger.cli.bench.rebuild_bench import steady_publisher_main; "
                  "steady_publisher_main()", run, str(rate), str(int(rate * minutes * 60)), str(logs / "sent.json"),
                  producer, "returning"], env=env, stdout=(logs / "publisher.log").open("wb"), stderr=subprocess.STDOUT)
+            started_here.append(publisher)
             watched = {"caseledger run": runner.pid, "caseledger serve": _child_running("serve")}
             reader = _Reader(url, tokens["agent"], cases, read_rate)
             say(f"soaking for {minutes:g} min: {rate}/s on the intake topic, {read_rate:g} reads/s over HTTP")
@@ -296,6 +300,7 @@ def bench_soak(
     finally:
         if reader is not None:
             reader.stop.set()
+        stop_services([p for p in started_here if p.poll() is None])
         tmp.cleanup()
     recorded = outcomes.recorded - SEED_CASES - FIRST
     if outcomes.refused:

@@ -114,6 +114,10 @@ class ConfluentPartitioner:
         return len(found.partitions)
 
 
+PREFETCH_KBYTES = 16_384
+"""Records a reader fetches ahead of its caller, at most (KiB, all its partitions): librdkafka's default is 64 MiB."""
+
+
 class ConfluentPartitionReader(Closing):
     """The reader port on a confluent-kafka ``Consumer``: assigned partitions, or a member of the group.
 
@@ -139,6 +143,8 @@ class ConfluentPartitionReader(Closing):
             # "error": a position the topic no longer has is an error, never a skip
             "auto.offset.reset": on_lost_position,
             "fetch.wait.max.ms": fetch_wait_ms,
+            # librdkafka's default, 64 MiB, is prefetched while a backlog lasts: bound it (a batch is 2-20 MiB)
+            "queued.max.messages.kbytes": PREFETCH_KBYTES,
         })
         if partition_fetch_bytes is not None:
             self._config["max.partition.fetch.bytes"] = partition_fetch_bytes

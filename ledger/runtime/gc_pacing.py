@@ -9,7 +9,9 @@ After each batch, :class:`GcPacer` moves everything alive into the collector's p
 generation (``gc.freeze``, constant time), so automatic collections only look at what later
 batches create. Every ``full_every_s`` it puts everything back and runs one full collection,
 which also frees any reference cycle that was frozen before it became garbage: one pause of
-that length every few minutes instead of one every few seconds.
+that length every few minutes instead of one every few seconds. Then it gives the pages glibc's
+allocator holds free back to the system (``malloc_trim``, a few milliseconds): otherwise a process's
+resident memory stays at its highest, however much of it was freed since (the soak, docs/benchmarks.md).
 
 The collector is the process's, so its pacing is too: one :class:`GcPacer` per process, made
 by whoever runs the services (``ledger/runtime/supervisor.py``, a command that runs one loop),
@@ -28,6 +30,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
+
+from caseledger.ledger.runtime.memory_trace import release_free_memory
 
 FULL_COLLECTION_EVERY_S = 300.0
 COLLECT_EVERY = 100_000  # records between two garbage collections while a rebuild holds them off
@@ -86,10 +90,12 @@ class GcPacer:
     """
 
     def __init__(
-        self, full_every_s: float = FULL_COLLECTION_EVERY_S, *, clock: Callable[[], float] = time.monotonic
+        self, full_every_s: float = FULL_COLLECTION_EVERY_S, *, clock: Callable[[], float] = time.monotonic,
+        release: Callable[[], object] = release_free_memory,
     ) -> None:
         self.full_every_s = full_every_s
         self._clock = clock
+        self._release = release
         self._last_full = clock()
         self.full_collections = 0
         self._owner = threading.get_ident()
@@ -127,6 +133,7 @@ class GcPacer:
         if now - self._last_full >= self.full_every_s:
             gc.unfreeze()
             gc.collect()
+            self._release()
             self._last_full = now
             self.full_collections += 1
         gc.freeze()
