@@ -42,6 +42,11 @@ class PostgresViewTransaction(ViewTransaction):
         self.conn = store.conn
         self._filled: set[str] = set()  # staging tables holding rows of this transaction
 
+    def lock_schema(self) -> None:
+        # Runners started together (a consumer group's members) create the same tables: two concurrent CREATE TABLE
+        # IF NOT EXISTS collide in PostgreSQL's catalog (pg_type's unique index), so one at a time per schema.
+        self.execute("SELECT pg_advisory_xact_lock(hashtext('caseledger.views.' || current_schema()))")
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self.conn.cursor() as cursor:
             cursor.execute(_adapt(sql), params)

@@ -196,13 +196,20 @@ class ViewTransaction(ABC):
             columns.append(f"{column} {self.column_sql(kind)}{not_null}{default}")
         token = secrets.token_hex(3)
         columns.append(f"CONSTRAINT pk_{physical}_{token} PRIMARY KEY ({', '.join(spec.key)})")
+        self.lock_schema()
         self.execute(f"CREATE TABLE IF NOT EXISTS {physical} ({', '.join(columns)})")
         if indexes:
             self.create_indexes(spec, physical)
 
+    def lock_schema(self) -> None:
+        """Serialise schema changes with other runners starting on the same database until this transaction ends
+        (SQLite's write lock does it already)."""
+        return None
+
     def create_indexes(self, spec: Table, physical: str) -> None:
+        self.lock_schema()
         for n, index in enumerate(spec.indexes, 1):
-            self.execute(f"CREATE INDEX {index_name(spec.name, n)} ON {physical} ({', '.join(index)})")
+            self.execute(f"CREATE INDEX IF NOT EXISTS {index_name(spec.name, n)} ON {physical} ({', '.join(index)})")
 
     def drop_table(self, physical: str) -> None:
         self.execute(f"DROP TABLE IF EXISTS {physical}")

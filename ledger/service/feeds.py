@@ -25,12 +25,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.catalog import topic_of
 from caseledger.ledger.domain.directory import Customer
-from caseledger.ledger.errors import CaseLedgerError
+from caseledger.ledger.errors import AuthenticationError, CaseLedgerError, PermissionDenied
+from caseledger.ledger.service.problems import MEDIA_TYPE, problem
 
 __all__ = ["MAX_STREAMS", "MAX_STREAMS_PER_PRINCIPAL", "EventStream", "Feed", "StreamLimit", "Watcher"]
 
@@ -52,6 +53,20 @@ class StreamLimit(CaseLedgerError):
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
         self.status = self.http_status = status
+
+    def answer(self) -> JSONResponse:
+        """The problem a page's script reads (and retries after)."""
+        body = problem(self.status, self.slug, self.title, str(self), exit_code=self.exit_code)
+        return JSONResponse(body, status_code=self.status, media_type=MEDIA_TYPE, headers={"Retry-After": "5"})
+
+
+async def still_allowed(check: Callable[[], object]) -> bool:
+    """Whether a stream's caller is still who may read it (checked off the event loop): a revoked one ends it."""
+    try:
+        await asyncio.to_thread(check)
+    except (AuthenticationError, PermissionDenied):
+        return False
+    return True
 
 
 class EventStream(StreamingResponse):

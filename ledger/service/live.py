@@ -27,7 +27,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Cookie, FastAPI, Form, Header, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from caseledger.ledger.access.principals import Principal
 from caseledger.ledger.domain.permissions import Operation, Role
@@ -46,8 +46,7 @@ from caseledger.ledger.service.case_page import (
     render_page,
     viewer_for,
 )
-from caseledger.ledger.service.feeds import EventStream, StreamLimit, Watcher
-from caseledger.ledger.service.problems import MEDIA_TYPE, problem
+from caseledger.ledger.service.feeds import EventStream, StreamLimit, Watcher, still_allowed
 from caseledger.ledger.service.sessions import (
     LOGIN_COOKIE,
     LOGIN_TTL_S,
@@ -245,15 +244,10 @@ def add_routes(app: FastAPI, state: Any) -> None:
         try:
             feed, wake = watcher.open(caller.name, case, view)
         except StreamLimit as error:
-            body = problem(error.status, "too-many-streams", "Too many live pages", str(error), exit_code=4)
-            return JSONResponse(body, status_code=error.status, media_type=MEDIA_TYPE, headers={"Retry-After": "5"})
+            return error.answer()
 
         async def allowed() -> bool:
-            try:
-                await asyncio.to_thread(principal, authorization, session)
-            except (AuthenticationError, PermissionDenied):
-                return False
-            return True
+            return await still_allowed(lambda: principal(authorization, session))
 
         async def stream() -> AsyncIterator[bytes]:
             # Each rendering is sent once (a case read again after its customer's erasure keeps its version, and

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Cookie, FastAPI, Header, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from caseledger.ledger.access.principals import Principal
 from caseledger.ledger.domain.case_parts import Status
@@ -31,8 +31,8 @@ from caseledger.ledger.domain.permissions import Operation, allowed
 from caseledger.ledger.errors import AuthenticationError, PermissionDenied
 from caseledger.ledger.service.agent_language import LANGUAGES, N_, Words, words
 from caseledger.ledger.service.agent_times import ZONE_COOKIE, AgentClock
-from caseledger.ledger.service.feeds import EventStream, StreamLimit
-from caseledger.ledger.service.problems import MEDIA_TYPE, problem
+from caseledger.ledger.service.case_page import PAGE_HEADERS
+from caseledger.ledger.service.feeds import EventStream, StreamLimit, still_allowed
 from caseledger.ledger.service.queue_feed import QueueKeeper, Snapshot
 from caseledger.ledger.service.sessions import SESSION_COOKIE, Sessions
 from caseledger.projections.queue import (
@@ -49,13 +49,6 @@ __all__ = ["add_routes"]
 
 SHOWN = 50  # the most urgent cases a page lists; the counts say how many the filter holds
 HEARTBEAT_S = 15.0
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
 _STATE_NAMES = {"overdue": N_("overdue"), "soon": N_("due within 24 h"), "follow_ups": N_("follow-ups unanswered"),
                 "proposals": N_("proposals waiting")}
 _LIST = "<select"  # the tag kept apart from its attributes, which would read as SQL to the layout test
@@ -371,15 +364,10 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
         try:
             view, wake = keeper.open(caller.name, key)
         except StreamLimit as error:
-            body = problem(error.status, "too-many-streams", "Too many live pages", str(error), exit_code=4)
-            return JSONResponse(body, status_code=error.status, media_type=MEDIA_TYPE, headers={"Retry-After": "5"})
+            return error.answer()
 
         async def allowed_still() -> bool:
-            try:
-                await asyncio.to_thread(principal, authorization, session)
-            except (AuthenticationError, PermissionDenied):
-                return False
-            return True
+            return await still_allowed(lambda: principal(authorization, session))
 
         async def stream() -> AsyncIterator[bytes]:
             sent = b""
