@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import Cookie, FastAPI, Header, Query, Request
+from fastapi import Cookie, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from caseledger.ledger.access.principals import Principal
@@ -254,6 +254,34 @@ def who_of(principal: Principal, who: str | None) -> str:
     return who or default_who(principal)
 
 
+class QueueAsked:
+    """What a queue request asks: its filters (the query), who calls (a token or the session), the zone and language."""
+
+    def __init__(
+        self,
+        channel: Annotated[str | None, Query(max_length=100)] = None,
+        segment: Annotated[str | None, Query(max_length=100)] = None,
+        status: Annotated[str, Query(max_length=40)] = "active",
+        who: Annotated[str | None, Query(max_length=20)] = None,
+        team: Annotated[str | None, Query(max_length=100)] = None,
+        state_: Annotated[str | None, Query(alias="state", max_length=20)] = None,
+        order: Annotated[str, Query(max_length=20)] = "urgency",
+        zone: Annotated[str | None, Query(max_length=64)] = None,
+        authorization: Annotated[str | None, Header()] = None,
+        accept_language: Annotated[str | None, Header(max_length=500)] = None,
+        session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+        zone_cookie: Annotated[str | None, Cookie(alias=ZONE_COOKIE, max_length=64)] = None,
+    ) -> None:
+        self.channel, self.segment, self.status, self.who, self.team = channel, segment, status, who, team
+        self.state, self.order, self.zone = state_, order, zone
+        self.authorization, self.accept_language = authorization, accept_language
+        self.session, self.zone_cookie = session, zone_cookie
+
+    def filter(self, who: str) -> QueueFilter:
+        return QueueFilter(channel=self.channel, segment=self.segment, status=self.status, who=who, team=self.team,
+                           state=self.state, order=self.order)
+
+
 def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
     """Add ``/``, ``/queue/events`` and the page's script and style; what to call when the service stops."""
     keeper = QueueKeeper(state, render_queue)
@@ -298,23 +326,10 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
         return Response(_STYLE, media_type="text/css", headers={"Cache-Control": "no-cache"})
 
     @app.get("/", tags=["live"], response_class=HTMLResponse, openapi_extra={"x-operation": Operation.CASE_READ.value})
-    async def queue_page(
-        request: Request,
-        channel: Annotated[str | None, Query(max_length=100)] = None,
-        segment: Annotated[str | None, Query(max_length=100)] = None,
-        status: Annotated[str, Query(max_length=40)] = "active",
-        who: Annotated[str | None, Query(max_length=20)] = None,
-        team: Annotated[str | None, Query(max_length=100)] = None,
-        state_: Annotated[str | None, Query(alias="state", max_length=20)] = None,
-        order: Annotated[str, Query(max_length=20)] = "urgency",
-        zone: Annotated[str | None, Query(max_length=64)] = None,
-        authorization: Annotated[str | None, Header()] = None,
-        accept_language: Annotated[str | None, Header(max_length=500)] = None,
-        session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
-        zone_cookie: Annotated[str | None, Cookie(alias=ZONE_COOKIE, max_length=64)] = None,
-    ) -> Response:
+    async def queue_page(request: Request, asked: Annotated[QueueAsked, Depends()]) -> Response:
         """The agent's queue (HTML): the cases to look at, most urgent first; sign in at /login first."""
         here = "/" + (f"?{request.url.query}" if request.url.query else "")
+        authorization, session, accept_language = asked.authorization, asked.session, asked.accept_language
         if authorization is None and session is None:
             return RedirectResponse("/login?next=" + quote(here, safe=""), status_code=303, headers=PAGE_HEADERS)
         try:
@@ -326,41 +341,27 @@ def add_routes(app: FastAPI, state: Any) -> Callable[[], None]:
             return _refusal(401, N_("Not signed in"), str(error), refusal_lang(accept_language))
         except PermissionDenied as error:
             return _refusal(403, N_("Not allowed for this role"), str(error), refusal_lang(accept_language))
-        queue = QueueFilter(channel=channel, segment=segment, status=status, who=who_of(caller, who),
-                            team=team, state=state_, order=order)
-        chosen_zone = zone or zone_cookie
+        queue = asked.filter(who_of(caller, asked.who))
+        chosen_zone = asked.zone or asked.zone_cookie
         key = await asyncio.to_thread(view_of, caller, queue, chosen_zone, accept_language)
         section = await keeper.page(key)
         choices = await keeper.read(queue_choices)
         clock = AgentClock.choose(now=now(), zone=key.zone, default_locale=key.locale)
         answer = HTMLResponse(_page(key, section, caller, choices, clock, chosen_zone), headers=PAGE_HEADERS)
-        if zone and zone == key.zone:  # a zone the agent chose and that exists: remembered for the next pages
-            answer.set_cookie(ZONE_COOKIE, zone, max_age=400 * 86400, httponly=True, samesite="strict",
+        if asked.zone and asked.zone == key.zone:  # a zone the agent chose and that exists: kept for the next pages
+            answer.set_cookie(ZONE_COOKIE, asked.zone, max_age=400 * 86400, httponly=True, samesite="strict",
                               secure=request.url.scheme == "https", path="/")
         return answer
 
     @app.get("/queue/events", tags=["live"], openapi_extra={"x-operation": Operation.CASE_READ.value})
-    async def queue_events(
-        channel: Annotated[str | None, Query(max_length=100)] = None,
-        segment: Annotated[str | None, Query(max_length=100)] = None,
-        status: Annotated[str, Query(max_length=40)] = "active",
-        who: Annotated[str | None, Query(max_length=20)] = None,
-        team: Annotated[str | None, Query(max_length=100)] = None,
-        state_: Annotated[str | None, Query(alias="state", max_length=20)] = None,
-        order: Annotated[str, Query(max_length=20)] = "urgency",
-        zone: Annotated[str | None, Query(max_length=64)] = None,
-        authorization: Annotated[str | None, Header()] = None,
-        accept_language: Annotated[str | None, Header(max_length=500)] = None,
-        session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
-        zone_cookie: Annotated[str | None, Cookie(alias=ZONE_COOKIE, max_length=64)] = None,
-    ) -> Response:
+    async def queue_events(asked: Annotated[QueueAsked, Depends()]) -> Response:
         """Server-sent events: ``queue`` with the page's queue section each time the queue changes.
 
         At most 10 streams per principal (the next gets 429); a stream ends once its principal is revoked."""
+        authorization, session = asked.authorization, asked.session
         caller = await asyncio.to_thread(principal, authorization, session)
-        queue = QueueFilter(channel=channel, segment=segment, status=status, who=who_of(caller, who),
-                            team=team, state=state_, order=order)
-        key = await asyncio.to_thread(view_of, caller, queue, zone or zone_cookie, accept_language)
+        key = await asyncio.to_thread(view_of, caller, asked.filter(who_of(caller, asked.who)),
+                                      asked.zone or asked.zone_cookie, asked.accept_language)
         try:
             view, wake = keeper.open(caller.name, key)
         except StreamLimit as error:
