@@ -97,6 +97,7 @@ _SCRIPT = """'use strict';
   var source = new EventSource(root.dataset.events, {withCredentials: true});
   source.addEventListener('case', function (e) {
     var data = JSON.parse(e.data);
+    if (Number(data.version) < Number(root.dataset.version)) { return; }  // never back to an older case
     var kept = keep();
     root.innerHTML = data.html;
     restore(kept);
