@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from caseledger.ledger.avro.envelope import AvroEnvelopeDecoder
 from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.case import Case
@@ -149,7 +151,7 @@ class Lookups:
                     e for e in self.core.events.get(aggregate_id) if e.customer_id == customer_id  # type: ignore[attr-defined]
                 )
         # Requests of theirs kept as collisions belong to their history too (no aggregate links them).
-        events.extend(e for e in self.collisions() if e.customer_id == customer_id)
+        events.extend(self.kept_of(customer_id, "MessageIdCollided"))
         # One command's events share their recorded time: ties in version order keep each aggregate's own.
         events.sort(key=lambda e: (e.timestamp, e.originator_version))
         return events
@@ -166,6 +168,22 @@ class Lookups:
         with self._keys_for_one_read():
             for notification in self.core.notifications_of("IntakeRejected"):
                 yield self.core.mapper.to_domain_event(notification)  # type: ignore[misc]
+
+    def kept_of(self, customer_id: str, *kinds: str) -> Iterator[Any]:
+        """The requests of one customer the ledger kept (``MessageIdCollided``, ``IntakeRejected``), oldest first
+        by kind: each kind read through its index, and only this customer's events opened (another's sealed
+        fields are never decrypted for this read; the customer is read from each event's envelope)."""
+        envelopes = self._envelopes
+        wanted = customer_id.encode()
+        with self._keys_for_one_read():
+            for kind in kinds or ("MessageIdCollided", "IntakeRejected"):
+                for notification in self.core.notifications_of(kind):
+                    if envelopes.envelope(bytes(notification.state))[4] == wanted:
+                        yield self.core.mapper.to_domain_event(notification)
+
+    @cached_property
+    def _envelopes(self) -> AvroEnvelopeDecoder:
+        return AvroEnvelopeDecoder(self.core.codec)
 
     def active_cases(self) -> Iterator[Case]:
         with self._keys_for_one_read():
