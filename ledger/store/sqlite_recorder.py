@@ -76,10 +76,21 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder, LedgerRecorder):
                 raise IntegrityError(tracking_moved(name, position, found))
 
     def construct_create_table_statements(self) -> list[str]:
-        # Each open creates what an earlier release's store lacks: IF NOT EXISTS, under SQLite's write lock.
-        kinds = [f"CREATE INDEX IF NOT EXISTS {index_name(self.events_table_name, topic)} ON {self.events_table_name} "
-                 f"(topic) WHERE topic = {topic_literal(topic)}" for topic in sorted(TOPICS_READ_BY_KIND)]
-        return [*super().construct_create_table_statements(), *self.keys.create_statements, *kinds]
+        return [*super().construct_create_table_statements(), *self.keys.create_statements]
+
+    def create_table(self) -> None:
+        super().create_table()
+        # What an earlier release's store lacks, in a transaction of its own whose first statement writes: one that
+        # read first would fail at once ("database is locked") when another process built the same index meanwhile.
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (self.events_table_name,))
+            present = {row[0] for row in c.fetchall()}
+        for topic in sorted(TOPICS_READ_BY_KIND):
+            if index_name(self.events_table_name, topic) in present:
+                continue
+            with self.datastore.transaction(commit=True) as c:
+                c.execute(f"CREATE INDEX IF NOT EXISTS {index_name(self.events_table_name, topic)} "
+                          f"ON {self.events_table_name} (topic) WHERE topic = {topic_literal(topic)}")
 
     def select_notifications(
         self, start: int | None, limit: int, stop: int | None = None, topics: Sequence[str] = (), *,
