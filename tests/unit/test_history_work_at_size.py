@@ -76,3 +76,10 @@ def test_history_from_the_log_does_not_grow_with_unrelated_events(
     finally:
         ledger.close()
     assert large <= small * 1.2, f"history's work grew from {small} to {large} (tens of SQLite steps)"
+
+
+def test_the_kinds_read_alone_are_the_catalogs() -> None:
+    from caseledger.ledger.domain.catalog import EVENT_TYPES, topic_of
+    from caseledger.ledger.store_ports import TOPICS_READ_BY_KIND
+
+    assert TOPICS_READ_BY_KIND <= {topic_of(name) for name in EVENT_TYPES}
