@@ -1,4 +1,4 @@
-"""A customer's history from the log does the same work on a ledger ten times larger (issue 29, a full ledger).
+"""A customer's history from the log does the same work on a ledger ten times larger, and opens no one else's data.
 
 Finding: "history from the log p50 1.9 s, p99 2.5 s and growing with the ledger": it listed the message-id
 collisions by reading the notification log by topic, filtered row by row. The work is counted as SQLite counts
@@ -82,4 +82,37 @@ def test_the_kinds_read_alone_are_the_catalogs() -> None:
     from caseledger.ledger.domain.catalog import EVENT_TYPES, topic_of
     from caseledger.ledger.store_ports import TOPICS_READ_BY_KIND
 
-    assert TOPICS_READ_BY_KIND <= {topic_of(name) for name in EVENT_TYPES}
+    assert {topic_of(name) for name in EVENT_TYPES} >= TOPICS_READ_BY_KIND
+
+
+def test_a_customers_history_never_opens_another_senders_kept_request(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack: Jane's history (or her erasure) decrypting Bob's collision to see whose it is. Before, every
+    collision of the ledger was opened with its sender's key, then filtered; now only Jane's are opened."""
+    from caseledger.ledger.privacy.data_keys import DataKeys
+
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "l.sqlite")))
+    try:
+        for n, who in enumerate((JANE, BOB)):
+            ledger.record_contact(ContactDraft(channel="web_form", channel_message_id=f"f{n}", identity=who,
+                                               subject="Card fees", items=("Why two card fees?",)))
+        for who in (BOB, JANE):
+            with pytest.raises(MessageIdCollision):
+                ledger.record_contact(ContactDraft(channel="web_form", channel_message_id="f0", identity=who,
+                                                   items=(f"{who}'s own question",)))
+        bob = ledger.data_subject(str(BOB))
+        bobs = {row.key_id for row in ledger.storage.data_keys().live() if bob in row.subject}
+        assert bobs
+        opened: list[str] = []
+        cipher = DataKeys.cipher
+
+        def watched(self: DataKeys, key_id: str) -> Any:
+            opened.append(key_id)
+            return cipher(self, key_id)
+
+        monkeypatch.setattr(DataKeys, "cipher", watched)
+        history = ledger.history(str(JANE))
+        assert sum(type(e).__name__ == "MessageIdCollided" for e in history) == 1
+    finally:
+        ledger.close()
+    assert opened and not bobs & set(opened)
