@@ -53,10 +53,10 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.utils import retry
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 
 from caseledger.ledger.store.data_key_table import PostgresKeyTable
-from caseledger.ledger.store.kind_indexes import index_name, kind_read_alone, topic_literal
+from caseledger.ledger.store.kind_indexes import index_name, kind_read_alone
 from caseledger.ledger.store_ports import TOPICS_READ_BY_KIND, LedgerRecorder, tracking_moved
 
 
@@ -106,7 +106,7 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
             for name, topic in sorted(wanted.items()):
                 curs.execute(SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} (notification_id) WHERE topic = {}").format(
                     Identifier(name), Identifier(self.datastore.schema), Identifier(self.events_table_name),
-                    SQL(topic_literal(topic))))  # type: ignore[arg-type]
+                    Literal(topic)))
 
     def select_notifications(
         self, start: int | None, limit: int, stop: int | None = None, topics: Sequence[str] = (), *,
@@ -117,7 +117,7 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
             return super().select_notifications(start, limit, stop, topics, inclusive_of_start=inclusive_of_start)
         # The kind as a literal: a generic plan uses a partial index only for a WHERE clause that implies it.
         statement = SQL("SELECT * FROM {}.{} WHERE topic = {}").format(
-            Identifier(self.datastore.schema), Identifier(self.events_table_name), SQL(topic_literal(topic)))  # type: ignore[arg-type]
+            Identifier(self.datastore.schema), Identifier(self.events_table_name), Literal(topic))
         params: list[int] = []
         if start is not None:
             statement += SQL(" AND notification_id >= %s" if inclusive_of_start else " AND notification_id > %s")
