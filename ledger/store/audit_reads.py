@@ -7,14 +7,18 @@ the snapshot is made, and the rows come back as plain tuples (the audit reads mi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import sqlite3
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
-from caseledger.ledger.store_ports import Row, StoreSnapshot
+from caseledger.ledger.store_ports import CaseTally, Row, StoreSnapshot
 
-__all__ = ["PostgresStoreSnapshot", "SQLiteStoreSnapshot"]
+__all__ = ["PostgresStoreSnapshot", "SQLiteStoreSnapshot", "TemporaryCaseTally"]
+
+_HEADS_AT_ONCE = 500
+"""Aggregates looked up per statement by ``heads_before`` (SQLite binds at most 32,766 parameters)."""
 
 
 class SQLiteStoreSnapshot(StoreSnapshot):
@@ -32,6 +36,8 @@ class SQLiteStoreSnapshot(StoreSnapshot):
         self._page = columns + "WHERE rowid > ? ORDER BY rowid LIMIT ?"
         self._at = columns + "WHERE rowid >= ? ORDER BY rowid LIMIT 1"
         self._event = columns + "WHERE originator_id = ? AND originator_version = ?"
+        self._columns = columns
+        self._table = table
 
     @classmethod
     @contextmanager
@@ -54,6 +60,20 @@ class SQLiteStoreSnapshot(StoreSnapshot):
 
     def event(self, aggregate_hex: bytes, version: int) -> Row | None:
         return self.cursor.execute(self._event, (aggregate_hex.decode(), version)).fetchone()  # type: ignore[no-any-return]
+
+    def heads_before(self, aggregates: Collection[bytes], after: int, before: int) -> list[Row]:
+        ids = [a.decode() for a in aggregates]
+        found: list[Row] = []
+        for start in range(0, len(ids), _HEADS_AT_ONCE):
+            chunk = ids[start : start + _HEADS_AT_ONCE]
+            # The (originator_id, originator_version) key finds each aggregate's rows; rowid is in that index.
+            statement = (f"{self._columns}WHERE rowid IN (SELECT MAX(rowid) FROM {self._table} WHERE originator_id "
+                         f"IN ({','.join('?' * len(chunk))}) AND rowid > ? AND rowid < ? GROUP BY originator_id)")
+            found.extend(self.cursor.execute(statement, (*chunk, after, before)).fetchall())
+        return found
+
+    def case_tally(self) -> CaseTally:
+        return TemporaryCaseTally()
 
     def tracking(self) -> dict[str, int]:
         if not self.cursor.execute(self._TRACKING_EXISTS).fetchone():
@@ -80,6 +100,10 @@ class PostgresStoreSnapshot(StoreSnapshot):
         self._page = columns + SQL("WHERE notification_id > %s ORDER BY notification_id LIMIT %s")
         self._at = columns + SQL("WHERE notification_id >= %s ORDER BY notification_id LIMIT 1")
         self._event = columns + SQL("WHERE originator_id::text = %s AND originator_version = %s")
+        self._heads = columns + SQL(
+            "WHERE notification_id IN (SELECT MAX(notification_id) FROM {} WHERE originator_id = ANY(%s) "
+            "AND notification_id > %s AND notification_id < %s GROUP BY originator_id)"
+        ).format(events)
         self._tracking = (
             SQL("SELECT application_name, MAX(notification_id) FROM {} GROUP BY application_name").format(
                 SQL("{}.{}").format(Identifier(schema), Identifier(tracking_table))
@@ -118,12 +142,54 @@ class PostgresStoreSnapshot(StoreSnapshot):
     def event(self, aggregate_hex: bytes, version: int) -> Row | None:
         return self.cursor.execute(self._event, (str(UUID(aggregate_hex.decode())), version)).fetchone()  # type: ignore[no-any-return]
 
+    def heads_before(self, aggregates: Collection[bytes], after: int, before: int) -> list[Row]:
+        ids = [UUID(a.decode()) for a in aggregates]
+        found: list[Row] = []
+        for start in range(0, len(ids), _HEADS_AT_ONCE):
+            found.extend(self.cursor.execute(self._heads, (ids[start : start + _HEADS_AT_ONCE], after, before)).fetchall())
+        return found
+
+    def case_tally(self) -> CaseTally:
+        return TemporaryCaseTally()
+
     def tracking(self) -> dict[str, int]:
         if self._tracking is None:
             return {}
         if self.cursor.execute(self._tracking_exists, (self._tracking_regclass,)).fetchone()[0] is None:
             return {}
         return {str(name): int(n) for name, n in self.cursor.execute(self._tracking).fetchall()}
+
+
+class TemporaryCaseTally(CaseTally):
+    """The audit's counters per case in a private temporary SQLite file (deleted when closed), whatever the store.
+
+    Case ids and counts only (no personal data); the file lives as long as one audit.
+    """
+
+    def __init__(self) -> None:
+        self.db = sqlite3.connect("")  # "": a private temporary file, removed on close
+        self.db.execute("PRAGMA journal_mode = OFF")
+        self.db.execute("PRAGMA synchronous = OFF")
+        self.db.execute("CREATE TABLE cases (case_id BLOB PRIMARY KEY, links INTEGER, contacts INTEGER, "
+                        "messages INTEGER, opened INTEGER)")
+
+    def add(self, counts: dict[bytes, list[int]]) -> None:
+        self.db.executemany(
+            "INSERT INTO cases VALUES (?, ?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE SET "
+            "links = links + excluded.links, contacts = contacts + excluded.contacts, "
+            "messages = messages + excluded.messages, opened = MAX(opened, excluded.opened)",
+            [(case_id, *entry) for case_id, entry in counts.items()])
+
+    def broken(self) -> Iterator[tuple[bytes, int, int, int, int]]:
+        # rowid: the order cases were first added, the order an audit in memory names them.
+        yield from self.db.execute("SELECT case_id, links, contacts, messages, opened FROM cases "
+                                   "WHERE opened = 0 OR links != 1 OR contacts != messages ORDER BY rowid")
+
+    def opened(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM cases WHERE opened != 0").fetchone()[0])
+
+    def close(self) -> None:
+        self.db.close()
 
 
 def _bounded_pages(select: Callable[[int], list[Row]], after: int, upto: int) -> Iterator[list[Row]]:
