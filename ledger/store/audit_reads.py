@@ -19,6 +19,7 @@ __all__ = ["PostgresStoreSnapshot", "SQLiteStoreSnapshot", "TemporaryCaseTally"]
 
 _HEADS_AT_ONCE = 500
 """Aggregates looked up per statement by ``heads_before`` (SQLite binds at most 32,766 parameters)."""
+_HEADS_STATEMENTS = (1, 8, 64, _HEADS_AT_ONCE)
 
 
 class SQLiteStoreSnapshot(StoreSnapshot):
@@ -66,11 +67,15 @@ class SQLiteStoreSnapshot(StoreSnapshot):
         found: list[Row] = []
         for start in range(0, len(ids), _HEADS_AT_ONCE):
             chunk = ids[start : start + _HEADS_AT_ONCE]
-            # The (originator_id, originator_version) key finds each aggregate's rows; rowid is in that index.
-            statement = (f"{self._columns}WHERE rowid IN (SELECT MAX(rowid) FROM {self._table} WHERE originator_id "
-                         f"IN ({','.join('?' * len(chunk))}) AND rowid > ? AND rowid < ? GROUP BY originator_id)")
-            found.extend(self.cursor.execute(statement, (*chunk, after, before)).fetchall())
+            size = next(n for n in _HEADS_STATEMENTS if n >= len(chunk))
+            chunk += chunk[-1:] * (size - len(chunk))  # a few statement sizes: each is prepared once
+            found.extend(self.cursor.execute(self._heads(size), (*chunk, after, before)).fetchall())
         return found
+
+    def _heads(self, size: int) -> str:
+        # The (originator_id, originator_version) key finds each aggregate's rows; rowid is in that index.
+        return (f"{self._columns}WHERE rowid IN (SELECT MAX(rowid) FROM {self._table} WHERE originator_id "
+                f"IN ({','.join('?' * size)}) AND rowid > ? AND rowid < ? GROUP BY originator_id)")
 
     def case_tally(self) -> CaseTally:
         return TemporaryCaseTally()
@@ -170,23 +175,24 @@ class TemporaryCaseTally(CaseTally):
         self.db = sqlite3.connect("")  # "": a private temporary file, removed on close
         self.db.execute("PRAGMA journal_mode = OFF")
         self.db.execute("PRAGMA synchronous = OFF")
-        self.db.execute("CREATE TABLE cases (case_id BLOB PRIMARY KEY, links INTEGER, contacts INTEGER, "
-                        "messages INTEGER, opened INTEGER)")
+        # Appended as they come (no key to keep up: a window's rows are written in one go), summed when read.
+        self.db.execute("CREATE TABLE counts (case_id BLOB, links INTEGER, contacts INTEGER, messages INTEGER, "
+                        "opened INTEGER)")
 
     def add(self, counts: dict[bytes, list[int]]) -> None:
-        self.db.executemany(
-            "INSERT INTO cases VALUES (?, ?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE SET "
-            "links = links + excluded.links, contacts = contacts + excluded.contacts, "
-            "messages = messages + excluded.messages, opened = MAX(opened, excluded.opened)",
-            [(case_id, *entry) for case_id, entry in counts.items()])
+        self.db.executemany("INSERT INTO counts VALUES (?, ?, ?, ?, ?)",
+                            [(case_id, *entry) for case_id, entry in counts.items()])
+
+    _SUMMED = ("SELECT case_id, SUM(links) AS links, SUM(contacts) AS contacts, SUM(messages) AS messages, "
+               "MAX(opened) AS opened, MIN(rowid) AS first FROM counts GROUP BY case_id")
 
     def broken(self) -> Iterator[tuple[bytes, int, int, int, int]]:
-        # rowid: the order cases were first added, the order an audit in memory names them.
-        yield from self.db.execute("SELECT case_id, links, contacts, messages, opened FROM cases "
-                                   "WHERE opened = 0 OR links != 1 OR contacts != messages ORDER BY rowid")
+        # MIN(rowid): the order cases were first added, the order an audit in memory names them.
+        yield from self.db.execute(f"SELECT case_id, links, contacts, messages, opened FROM ({self._SUMMED}) "
+                                   "WHERE opened = 0 OR links != 1 OR contacts != messages ORDER BY first")
 
     def opened(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM cases WHERE opened != 0").fetchone()[0])
+        return int(self.db.execute(f"SELECT COUNT(*) FROM ({self._SUMMED}) WHERE opened != 0").fetchone()[0])
 
     def close(self) -> None:
         self.db.close()
