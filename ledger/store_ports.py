@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -499,8 +499,40 @@ class StoreSnapshot(ABC):
         """The row of one aggregate version (position 0: not looked up)."""
 
     @abstractmethod
+    def heads_before(self, aggregates: Collection[bytes], after: int, before: int) -> list[Row]:
+        """The last row of each of ``aggregates`` with ``after < position < before`` (none for those without)."""
+
+    @abstractmethod
     def tracking(self) -> dict[str, int]:
         """Every tracking record: name → highest tracked id."""
+
+    @abstractmethod
+    def case_tally(self) -> CaseTally:
+        """Counters per case kept on disk, outside the store (a temporary file), for the audit's cross references."""
+
+
+class CaseTally(ABC):
+    """Per case id: [CaseLinked seen, contacts, messages registered, position opened at], summed on disk.
+
+    The audit adds its counters a window at a time (``add``) and reads back, in the order the cases
+    were first added, those that break a cross reference (``broken``); its memory stays the window's.
+    """
+
+    @abstractmethod
+    def add(self, counts: dict[bytes, list[int]]) -> None:
+        """Add a window's counters (positions opened at: the later one is kept)."""
+
+    @abstractmethod
+    def broken(self) -> Iterator[tuple[bytes, int, int, int, int]]:
+        """(case id, links, contacts, messages, opened) of the cases not opened, not linked once or unmatched."""
+
+    @abstractmethod
+    def opened(self) -> int:
+        """How many cases have their CaseOpened in the counters."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Delete the counters."""
 
 
 # -- the provider ------------------------------------------------------------------------------------------

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
-from caseledger.projections.runner import LIVE, ProjectionRunner, RunStats, read_status
+from caseledger.projections.runner import (
+    LIVE,
+    ProjectionRunner,
+    RunStats,
+    collecting_between_batches,
+    read_status,
+)
 from caseledger.projections.sources import STORE, EventSource, StoreEventSource, kafka_source
 from caseledger.projections.view_stores import open_views
 from caseledger.projections.views import ViewStore
@@ -31,6 +37,12 @@ SOURCE_KINDS = (STORE, KAFKA)
 """What ``--source`` accepts: the store's notification log, or the Kafka events topic."""
 
 LedgerOpener = Callable[[], "CaseLedger"]
+
+CATCH_UP_BATCH = 5000
+"""Events applied per transaction when a view is caught up from the store."""
+
+LONG_CATCH_UP = 100_000
+"""Positions behind from which a catch-up holds the automatic garbage collections off (see the runner's rebuild)."""
 
 
 def views_url(*, database: str | None, views: str | None = None) -> str:
@@ -87,9 +99,16 @@ def catch_up(views: ViewStore, projection: Projection, *, ledger: LedgerOpener) 
         return
     opened = ledger()
     # The ledger's codec decodes as well as a new one, which would fingerprint every schema version again.
-    runner = ProjectionRunner([projection], views, StoreEventSource(opened), codec=opened.codec, batch_size=2000,
-                              idle_s=0)
-    runner.run(until_caught_up=True)
+    runner = ProjectionRunner([projection], views, StoreEventSource(opened), codec=opened.codec,
+                              batch_size=CATCH_UP_BATCH, idle_s=0)
+    runner.prepare()
+    if runner.lag() < LONG_CATCH_UP:
+        runner.run(until_caught_up=True)
+        return
+    # A view caught up over a full ledger is a batch job: its rows and events stay alive across batches, which
+    # the automatic collections would traverse again and again (as a rebuild, collected between batches).
+    with collecting_between_batches():
+        runner.run(until_caught_up=True)
 
 
 class ProjectionService:

@@ -87,6 +87,7 @@ class StoreEventSource(EventSource):
         self.ledger = ledger
         self.idle_poll_s = idle_poll_s
         self._after = 0
+        self._names: dict[str, str] = {}  # topic → event type
 
     def start(self, positions: Mapping[int, int]) -> None:
         self._after = positions.get(0, 0)
@@ -95,15 +96,22 @@ class StoreEventSource(EventSource):
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                notifications = self.ledger.recorder.select_notifications(start=self._after + 1, limit=max_records)
-            except Exception as error:  # eventsourcing raises its own persistence errors
+                # The log's rows as plain tuples (the audit's read): no UUID, no Notification made per row — a
+                # catch-up over millions of events spent a fifth of its time on them.
+                with self.ledger.storage.audit_snapshot() as log:
+                    rows = next(iter(log.pages(self._after, 1 << 62, max_records)), [])
+            except Exception as error:  # the drivers raise their own errors
                 raise BackendError(f"{self.ledger.settings.store.describe()}: {error}") from error
-            if notifications or time.monotonic() >= deadline:
+            if rows or time.monotonic() >= deadline:
                 break
             time.sleep(min(self.idle_poll_s, max(0.0, deadline - time.monotonic())))
-        records = [
-            SourceRecord(0, n.id, n.id, name_of_topic(n.topic), bytes(n.state)) for n in notifications
-        ]
+        names = self._names
+        records = []
+        for position, _aggregate, _version, topic, state in rows:
+            name = names.get(topic)
+            if name is None:
+                name = names[topic] = name_of_topic(topic)
+            records.append(SourceRecord(0, position, position, name, bytes(state)))
         if records:
             self._after = records[-1].next_position
         return records

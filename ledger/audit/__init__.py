@@ -1,9 +1,11 @@
 """Audit: prove that nothing was lost, altered or reordered — from the store, the events topic and intake.
 
 ``verify(ledger, …)`` reads the store's notification log once, in pages, in one consistent read
-snapshot, and keeps only small per-aggregate maps (last version and hash of each aggregate, and
-three counters per case). Every discrepancy it finds is named: which position, event, aggregate
-and version, which topic partition and offset, what differs.
+snapshot, and keeps bounded maps: the last version and hash of the aggregates written to most
+recently (the others read back from the store when their next event comes), and three counters per
+case for a window of cases (the rest summed in a temporary file): its memory does not grow with the
+ledger. Every discrepancy it finds is named: which position, event, aggregate and version, which
+topic partition and offset, what differs.
 
 The construction
 ================

@@ -1,7 +1,9 @@
 """``verify``: one pass over the store's notification log, feeding every checker as the events stream past.
 
 The store is read once, in pages, in one consistent read snapshot (``store_snapshot``); the loop
-keeps only small per-aggregate maps (``ChainCheck.chains``, ``CrossReferences.cases``). Each event
+keeps bounded per-aggregate maps (``ChainCheck.chains``: the heads of the aggregates written to most
+recently, the others recalled from the store; ``CrossReferences.cases``: a window of per-case
+counters, the rest summed on disk), so its memory does not grow with the ledger. Each event
 is hashed, decoded from its envelope (``parse_envelope``), chained, counted for cross references,
 matched with its intake record and with its record on the events topic, and folded into the seal.
 The checks' conditions are tested inline (the hot path); the checkers name what they found.
@@ -16,11 +18,17 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from caseledger.ledger.audit.chains import COMMIT_TOLERANCE_US, DEFAULT_CLOCK_TOLERANCE, ChainCheck, micros_of
+from caseledger.ledger.audit.chains import (
+    CHAIN_HEADS,
+    COMMIT_TOLERANCE_US,
+    DEFAULT_CLOCK_TOLERANCE,
+    ChainCheck,
+    micros_of,
+)
 from caseledger.ledger.audit.intake_outcomes import INTAKE_OUTCOMES, IntakeAccounting
 from caseledger.ledger.audit.kept_checkpoint import CheckpointCheck, HeldCheckpoint
 from caseledger.ledger.audit.outcomes_topic import OutcomesTopicCheck
-from caseledger.ledger.audit.references import CASE_COUNTED, CrossReferences
+from caseledger.ledger.audit.references import CASE_COUNTED, CASES_HELD, CrossReferences
 from caseledger.ledger.audit.report import AuditReport, AuditScope
 from caseledger.ledger.audit.seal import Seal, check_seal, seal_past_end
 from caseledger.ledger.audit.topic import EventsTopicComparison
@@ -58,6 +66,8 @@ def verify(
     page_size: int = 5000,
     progress: Callable[[int, int], None] | None = None,
     collect: Callable[[int, str, bytes], None] | None = None,
+    heads_held: int | None = None,
+    cases_held: int | None = None,
 ) -> AuditReport:
     """Check the ledger's chains, positions, cross references, events topic and intake accounting.
 
@@ -66,7 +76,9 @@ def verify(
     the intake topic, read through ``readers`` (the caller's Kafka client). ``seal`` (from an earlier report) must still hold, and so must ``checkpoint`` (a signed
     checkpoint the auditor kept, with the key it must be signed by). ``progress`` is called
     with (positions done, positions to do); ``collect`` with (position, event type, bytes) of
-    each event in scope, in order (the history export uses it).
+    each event in scope, in order (the history export uses it). ``heads_held`` aggregates' chain heads and
+    ``cases_held`` cases' counters are kept in memory (``CHAIN_HEADS``, ``CASES_HELD``), the others read
+    back from the store or summed on disk: the audit's memory is bounded by these, not by the ledger.
     """
     started = time.monotonic()
     customer_id = ledger.data_subject(customer) if customer else None
@@ -79,10 +91,12 @@ def verify(
                        tolerance=clock_tolerance // _MICROSECOND)
     with store_snapshot(ledger) as store:
         audit = _Audit(ledger, store, scope, seal=seal, page_size=page_size, progress=progress, collect=collect,
-                       checkpoint=checkpoint)
+                       checkpoint=checkpoint, heads_held=CHAIN_HEADS if heads_held is None else heads_held,
+                       cases_held=CASES_HELD if cases_held is None else cases_held)
         try:
             report = audit.run()
         finally:
+            audit.references.close()
             if audit.topic is not None:
                 audit.topic.close()
     if audit.topic is not None:
@@ -99,7 +113,7 @@ class _Audit:
     def __init__(
         self, ledger: CaseLedger, store: StoreSnapshot, scope: AuditScope, *, seal: Seal | None, page_size: int,
         progress: Callable[[int, int], None] | None, collect: Callable[[int, str, bytes], None] | None,
-        checkpoint: HeldCheckpoint | None = None,
+        checkpoint: HeldCheckpoint | None = None, heads_held: int = CHAIN_HEADS, cases_held: int = CASES_HELD,
     ) -> None:
         self.ledger = ledger
         self.held = checkpoint
@@ -113,8 +127,8 @@ class _Audit:
         self.collect = collect
         self.decoder = AvroEnvelopeDecoder(ledger.codec)
         self.report = AuditReport(backend=ledger.settings.store.describe(), scope=scope.as_dict())
-        self.chain_check = ChainCheck(store, self.report, scope)
-        self.references = CrossReferences(store, self.report, ledger.codec)
+        self.chain_check = ChainCheck(store, self.report, scope, self.decoder, held=heads_held)
+        self.references = CrossReferences(store, self.report, ledger.codec, held=cases_held)
         self.topic: EventsTopicComparison | None = None
         self.outcomes: OutcomesTopicCheck | None = None
         self.intake: IntakeAccounting | None = None
@@ -179,11 +193,14 @@ class _Audit:
             self.topic.finish()
         if self.outcomes is not None:
             self.outcomes.finish(first, last)
-        if not ranged:
-            self.references.check()
+        try:
+            if not ranged:
+                self.references.check()
+            report.cases = self.references.opened()
+        finally:
+            self.references.close()
         self.chain_check.settle_gaps(self.topic)
-        report.aggregates = len(self.chain_check.chains)
-        report.cases = self.references.opened()
+        report.aggregates = self.chain_check.aggregates
         return report
 
     def _range(self, head: int) -> tuple[int, int]:
@@ -232,12 +249,15 @@ class _Audit:
         tree = self.tree
         collect = self.collect
         cases = self.references.cases
+        references = self.references
+        new_aggregates = 0
         latest = -(1 << 62)  # highest recorded time so far, µs
         latest_at = 0
         previous_position = first - 1
         total = max(0, last - first + 1)
         events = 0
         for page in self.store.pages(first - 1, last, self.page_size):
+            checks.recall(page, first)
             for position, oid, version, topic_name, state in page:
                 if position != previous_position + 1:
                     checks.gap(previous_position + 1, position - 1)
@@ -281,8 +301,9 @@ class _Audit:
                 if env_version != version or aggregate.replace(b"-", b"") != oid:
                     checks.row_mismatch(position, oid, version, env_version, aggregate, name, event_id)
                 # The aggregate chain, keyed by the row's identity (what the application loads).
-                last_link = chains.get(oid)
+                last_link = chains.pop(oid, None)  # put back last: the map is in order of recency
                 if last_link is None:
+                    new_aggregates += 1
                     if version != 1 or prev is not None:
                         checks.chain_start(position, oid, version, prev, digest, name, event_id)
                 else:
@@ -319,12 +340,15 @@ class _Audit:
                     outcomes.match(position, name, state)
                 if collect is not None:
                     collect(position, name, state)
+            checks.let_go()
+            references.let_go()
             events_done = previous_position - first + 1
             if self.progress is not None:
                 self.progress(events_done, total)
         if previous_position < last:
             checks.gap(previous_position + 1, last)
         report.events = events
+        checks.aggregates += new_aggregates
         if seal is not None and last >= 1:
             report.seal = Seal(last, seal.hexdigest())
             if seal_at is not None:

@@ -7,14 +7,19 @@ the snapshot is made, and the rows come back as plain tuples (the audit reads mi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import sqlite3
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
-from caseledger.ledger.store_ports import Row, StoreSnapshot
+from caseledger.ledger.store_ports import CaseTally, Row, StoreSnapshot
 
-__all__ = ["PostgresStoreSnapshot", "SQLiteStoreSnapshot"]
+__all__ = ["PostgresStoreSnapshot", "SQLiteStoreSnapshot", "TemporaryCaseTally"]
+
+_HEADS_AT_ONCE = 500
+"""Aggregates looked up per statement by ``heads_before`` (SQLite binds at most 32,766 parameters)."""
+_HEADS_STATEMENTS = (1, 8, 64, _HEADS_AT_ONCE)
 
 
 class SQLiteStoreSnapshot(StoreSnapshot):
@@ -32,6 +37,8 @@ class SQLiteStoreSnapshot(StoreSnapshot):
         self._page = columns + "WHERE rowid > ? ORDER BY rowid LIMIT ?"
         self._at = columns + "WHERE rowid >= ? ORDER BY rowid LIMIT 1"
         self._event = columns + "WHERE originator_id = ? AND originator_version = ?"
+        self._columns = columns
+        self._table = table
 
     @classmethod
     @contextmanager
@@ -54,6 +61,24 @@ class SQLiteStoreSnapshot(StoreSnapshot):
 
     def event(self, aggregate_hex: bytes, version: int) -> Row | None:
         return self.cursor.execute(self._event, (aggregate_hex.decode(), version)).fetchone()  # type: ignore[no-any-return]
+
+    def heads_before(self, aggregates: Collection[bytes], after: int, before: int) -> list[Row]:
+        ids = [a.decode() for a in aggregates]
+        found: list[Row] = []
+        for start in range(0, len(ids), _HEADS_AT_ONCE):
+            chunk = ids[start : start + _HEADS_AT_ONCE]
+            size = next(n for n in _HEADS_STATEMENTS if n >= len(chunk))
+            chunk += chunk[-1:] * (size - len(chunk))  # a few statement sizes: each is prepared once
+            found.extend(self.cursor.execute(self._heads(size), (*chunk, after, before)).fetchall())
+        return found
+
+    def _heads(self, size: int) -> str:
+        # The (originator_id, originator_version) key finds each aggregate's rows; rowid is in that index.
+        return (f"{self._columns}WHERE rowid IN (SELECT MAX(rowid) FROM {self._table} WHERE originator_id "
+                f"IN ({','.join('?' * size)}) AND rowid > ? AND rowid < ? GROUP BY originator_id)")
+
+    def case_tally(self) -> CaseTally:
+        return TemporaryCaseTally()
 
     def tracking(self) -> dict[str, int]:
         if not self.cursor.execute(self._TRACKING_EXISTS).fetchone():
@@ -80,6 +105,10 @@ class PostgresStoreSnapshot(StoreSnapshot):
         self._page = columns + SQL("WHERE notification_id > %s ORDER BY notification_id LIMIT %s")
         self._at = columns + SQL("WHERE notification_id >= %s ORDER BY notification_id LIMIT 1")
         self._event = columns + SQL("WHERE originator_id::text = %s AND originator_version = %s")
+        self._heads = columns + SQL(
+            "WHERE notification_id IN (SELECT MAX(notification_id) FROM {} WHERE originator_id = ANY(%s) "
+            "AND notification_id > %s AND notification_id < %s GROUP BY originator_id)"
+        ).format(events)
         self._tracking = (
             SQL("SELECT application_name, MAX(notification_id) FROM {} GROUP BY application_name").format(
                 SQL("{}.{}").format(Identifier(schema), Identifier(tracking_table))
@@ -118,12 +147,55 @@ class PostgresStoreSnapshot(StoreSnapshot):
     def event(self, aggregate_hex: bytes, version: int) -> Row | None:
         return self.cursor.execute(self._event, (str(UUID(aggregate_hex.decode())), version)).fetchone()  # type: ignore[no-any-return]
 
+    def heads_before(self, aggregates: Collection[bytes], after: int, before: int) -> list[Row]:
+        ids = [UUID(a.decode()) for a in aggregates]
+        found: list[Row] = []
+        for start in range(0, len(ids), _HEADS_AT_ONCE):
+            found.extend(self.cursor.execute(self._heads, (ids[start : start + _HEADS_AT_ONCE], after, before)).fetchall())
+        return found
+
+    def case_tally(self) -> CaseTally:
+        return TemporaryCaseTally()
+
     def tracking(self) -> dict[str, int]:
         if self._tracking is None:
             return {}
         if self.cursor.execute(self._tracking_exists, (self._tracking_regclass,)).fetchone()[0] is None:
             return {}
         return {str(name): int(n) for name, n in self.cursor.execute(self._tracking).fetchall()}
+
+
+class TemporaryCaseTally(CaseTally):
+    """The audit's counters per case in a private temporary SQLite file (deleted when closed), whatever the store.
+
+    Case ids and counts only (no personal data); the file lives as long as one audit.
+    """
+
+    def __init__(self) -> None:
+        self.db = sqlite3.connect("")  # "": a private temporary file, removed on close
+        self.db.execute("PRAGMA journal_mode = OFF")
+        self.db.execute("PRAGMA synchronous = OFF")
+        # Appended as they come (no key to keep up: a window's rows are written in one go), summed when read.
+        self.db.execute("CREATE TABLE counts (case_id BLOB, links INTEGER, contacts INTEGER, messages INTEGER, "
+                        "opened INTEGER)")
+
+    def add(self, counts: dict[bytes, list[int]]) -> None:
+        self.db.executemany("INSERT INTO counts VALUES (?, ?, ?, ?, ?)",
+                            [(case_id, *entry) for case_id, entry in counts.items()])
+
+    _SUMMED = ("SELECT case_id, SUM(links) AS links, SUM(contacts) AS contacts, SUM(messages) AS messages, "
+               "MAX(opened) AS opened, MIN(rowid) AS first FROM counts GROUP BY case_id")
+
+    def broken(self) -> Iterator[tuple[bytes, int, int, int, int]]:
+        # MIN(rowid): the order cases were first added, the order an audit in memory names them.
+        yield from self.db.execute(f"SELECT case_id, links, contacts, messages, opened FROM ({self._SUMMED}) "
+                                   "WHERE opened = 0 OR links != 1 OR contacts != messages ORDER BY first")
+
+    def opened(self) -> int:
+        return int(self.db.execute(f"SELECT COUNT(*) FROM ({self._SUMMED}) WHERE opened != 0").fetchone()[0])
+
+    def close(self) -> None:
+        self.db.close()
 
 
 def _bounded_pages(select: Callable[[int], list[Row]], after: int, upto: int) -> Iterator[list[Row]]:
