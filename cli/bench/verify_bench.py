@@ -20,13 +20,11 @@ import resource
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-from eventsourcing.persistence import StoredEvent
 
 from caseledger.cli.bench import environment
 from caseledger.cli.bench.texts_writer import bench_writer
@@ -152,13 +150,21 @@ def generate_ledger(ledger: CaseLedger, events: int, progress: Progress | None =
     while run[:2] in _RUNS:  # a second fill of the same ledger must not reuse a reference
         run = uuid.uuid4().hex[:4]
     _RUNS.add(run[:2])
-    from caseledger.ledger.domain.directory import case_id_for
-    sha256 = hashlib.sha256
-    batch: list[StoredEvent] = []
-    written = 0
     # The data key the story's personal fields are sealed under, stored with the first rows: the generated
     # events are readable (a publisher, a reveal), not only hashable.
     new_keys = ledger.data_keys.unsaved()
+    rows = _stamped_rows(template, aggregate_ids, event_ids, stories, run, progress)
+    written = ledger.recorder.load_events(rows, new_keys=new_keys)  # COPY on PostgreSQL, long transactions on SQLite
+    ledger.data_keys.saved(new_keys)  # stored: the ledger's next write must not store them again
+    return written
+
+
+def _stamped_rows(template: list[_TemplateEvent], aggregate_ids: list[bytes], event_ids: list[bytes], stories: int,
+                  run: str, progress: Progress | None) -> Iterator[tuple[uuid.UUID, int, str, bytes]]:
+    """Each story's events as stored rows, made lazily (the load streams them)."""
+    from caseledger.ledger.domain.directory import case_id_for
+    sha256 = hashlib.sha256
+    total = stories * len(template)
     for n in range(stories):
         # Fixed-width replacements keep every Avro length prefix and offset valid.
         replace = {_CUSTOMER_TOKEN.encode(): f"zq{n:09d}".encode(),
@@ -166,6 +172,7 @@ def generate_ledger(ledger: CaseLedger, events: int, progress: Progress | None =
         reference = replace[_REFERENCE.encode()].decode()
         new_ids = [f"{n:08x}-{run}-4{i:03x}-8000-{0xbe0c4:012x}".encode() for i in range(len(aggregate_ids))]
         new_ids[0] = str(case_id_for(reference)).encode()  # the case is found by its reference, as the ledger's
+        uuids = [uuid.UUID(i.decode()) for i in new_ids]
         for old, new in zip(aggregate_ids, new_ids, strict=True):
             replace[old] = new
         for i, old in enumerate(event_ids):
@@ -180,20 +187,9 @@ def generate_ledger(ledger: CaseLedger, events: int, progress: Progress | None =
                 at = event.previous_at
                 data = data[:at] + head + data[at + 32 :]
             heads[event.aggregate] = sha256(data).digest()
-            batch.append(StoredEvent(originator_id=uuid.UUID(new_ids[event.aggregate].decode()),
-                                     originator_version=event.version, topic=event.topic, state=data))
-        if len(batch) >= 20_000:
-            ledger.recorder.insert_events(batch, new_keys=new_keys)
-            ledger.data_keys.saved(new_keys)  # stored: the ledger's next write must not store them again
-            written += len(batch)
-            batch, new_keys = [], []
-            if progress:
-                progress("generating", written, stories * per_story)
-    if batch:
-        ledger.recorder.insert_events(batch, new_keys=new_keys)
-        ledger.data_keys.saved(new_keys)
-        written += len(batch)
-    return written
+            yield uuids[event.aggregate], event.version, event.topic, data
+        if progress and n % 2000 == 1999:
+            progress("generating", (n + 1) * len(template), total)
 
 
 def _rss_mb() -> float:

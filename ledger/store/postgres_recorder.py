@@ -35,7 +35,7 @@ worker's prefetch of each batch) are read in one query, a lateral subquery per i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -44,8 +44,9 @@ from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
+from caseledger.ledger.store.bulk_load import copy_into_postgres
 from caseledger.ledger.store.data_key_table import PostgresKeyTable
-from caseledger.ledger.store_ports import LedgerRecorder, tracking_moved
+from caseledger.ledger.store_ports import DataKeyRow, LedgerRecorder, tracking_moved
 
 
 class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
@@ -150,3 +151,7 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
                     StoredEvent(originator_id, row["originator_version"], row["topic"], bytes(row["state"]))
                 )
         return found
+
+    def load_events(self, rows: Iterable[tuple[UUID, int, str, bytes]], *, new_keys: Sequence[DataKeyRow] = ()
+                    ) -> int:
+        return copy_into_postgres(self, rows, new_keys=new_keys)
