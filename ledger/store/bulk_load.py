@@ -70,7 +70,7 @@ def _copy_buffers(rows: Iterator[EventRow], text_ids: bool, counted: list[int]) 
 
 
 def copy_into_postgres(recorder: PostgresLedgerRecorder, rows: Iterable[EventRow], *,
-                       new_keys: Sequence[DataKeyRow] = (), per_transaction: int = PER_TRANSACTION) -> int:
+                       new_keys: Sequence[DataKeyRow] = (), per_transaction: int | None = None) -> int:
     """Write ``rows`` in order by binary ``COPY``, ``per_transaction`` a transaction, each under the writers'
     lock (positions in commit order, as every writer's); ``new_keys`` with the first. Returns how many."""
     from psycopg.sql import SQL, Identifier
@@ -80,7 +80,7 @@ def copy_into_postgres(recorder: PostgresLedgerRecorder, rows: Iterable[EventRow
     text_ids = recorder.datastore.originator_id_type != "uuid"
     counted = [0]
     keys = list(new_keys)
-    for transaction in _transactions(rows, per_transaction):
+    for transaction in _transactions(rows, per_transaction or PER_TRANSACTION):
         with recorder.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             recorder.keys.insert(curs, keys)
             recorder._lock_table(curs)
@@ -93,7 +93,7 @@ def copy_into_postgres(recorder: PostgresLedgerRecorder, rows: Iterable[EventRow
 
 
 def insert_into_sqlite(recorder: SQLiteLedgerRecorder, rows: Iterable[EventRow], *,
-                       new_keys: Sequence[DataKeyRow] = (), per_transaction: int = PER_TRANSACTION) -> int:
+                       new_keys: Sequence[DataKeyRow] = (), per_transaction: int | None = None) -> int:
     """Write ``rows`` in order, one ``executemany`` per ``per_transaction`` events in one write transaction,
     without a sync at each commit (``synchronous = OFF`` on this connection while it loads: a crash of the
     machine may lose the last transactions, not corrupt the file — WAL) and a larger page cache for the
@@ -109,7 +109,7 @@ def insert_into_sqlite(recorder: SQLiteLedgerRecorder, rows: Iterable[EventRow],
         settings.execute("PRAGMA synchronous = OFF")
         settings.execute("PRAGMA cache_size = -262144")  # 256 MB
         try:
-            for transaction in _transactions(rows, per_transaction):
+            for transaction in _transactions(rows, per_transaction or PER_TRANSACTION):
                 with conn.transaction(commit=True) as curs:
                     recorder.keys.insert(curs, keys)
                     curs.executemany(recorder.insert_events_statement, _sqlite_rows(transaction, counted))

@@ -1,0 +1,96 @@
+"""A full ledger generated fast (issue 29): the backend's bulk load writes what the ledger's own writes would have.
+
+The stamped stories of ``bench verify`` are written once through the recorder's ``insert_events`` (the
+ledger's write path, what generation used before) and once through ``load_events`` (PostgreSQL binary
+``COPY``, SQLite's long transactions), into two fresh stores of the same backend: the rows are the same,
+and the loaded ledger passes ``audit verify``, its events decode, its notification ids are gapless, its
+data keys open its sealed texts, the Merkle tree builds over it, and the ledger's next write follows it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from caseledger.cli.bench import verify_bench
+from caseledger.ledger.application import CaseLedger
+from caseledger.ledger.audit import verify
+from caseledger.ledger.domain.values import Channel, ContactDraft, Identity
+from caseledger.ledger.store import bulk_load
+from caseledger.ledger.transparency.tree import MerkleLog
+from tests.support.environment import ledger_settings
+from tests.support.postgres import PostgresServer
+
+STORIES = 12
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def two_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[CaseLedger, CaseLedger]]:
+    """Two fresh, empty stores of one backend, a ledger on each."""
+    if request.param == "sqlite":
+        urls = [str(tmp_path / "written.sqlite"), str(tmp_path / "loaded.sqlite")]
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        urls = [server.new_database(), server.new_database()]
+    ledgers = [CaseLedger(ledger_settings(database=url)) for url in urls]
+    yield ledgers[0], ledgers[1]
+    for ledger in ledgers:
+        ledger.close()
+
+
+def _rows(ledger: CaseLedger) -> list[tuple[int, str, int, str, bytes]]:
+    return [(n.id, str(n.originator_id), n.originator_version, n.topic, bytes(n.state))
+            for n in ledger.recorder.select_notifications(start=1, limit=10_000)]
+
+
+def test_the_bulk_load_writes_what_the_ledger_writes_and_audit_verify_passes(
+        two_stores: tuple[CaseLedger, CaseLedger], monkeypatch: pytest.MonkeyPatch) -> None:
+    written, loaded = two_stores
+    monkeypatch.setattr(bulk_load, "PER_TRANSACTION", 50)  # several transactions, and COPY buffers, in a small load
+    monkeypatch.setattr(bulk_load, "_COPY_BUFFER", 7)
+    template, aggregate_ids, event_ids = verify_bench._story(loaded)
+    rows = list(verify_bench._stamped_rows(template, aggregate_ids, event_ids, STORIES, "f1a2", None))
+    keys = loaded.data_keys.unsaved()
+    written.recorder.insert_events([StoredEvent(*row) for row in rows], new_keys=keys)
+    assert loaded.recorder.load_events(iter(rows), new_keys=keys) == len(rows) == STORIES * len(template)
+    loaded.data_keys.saved(keys)
+
+    assert _rows(loaded) == _rows(written)  # same bytes, same positions
+    assert [row[0] for row in _rows(loaded)] == list(range(1, len(rows) + 1))  # gapless
+    assert all(loaded.mapper.to_domain_event(n) for n in loaded.recorder.select_notifications(start=1, limit=10_000))
+    report = verify(loaded)
+    assert report.ok and report.events == len(rows), "\n".join(d.line() for d in report.discrepancies)
+
+    record = json.dumps(loaded.case_record("CL-F1000-00011"))  # a story's case, its sealed texts opened
+    assert "refund has not arrived" in record and "enc:" not in record
+    tree = MerkleLog.of(loaded)
+    assert tree.catch_up(loaded) == len(rows)
+    reference = MerkleLog.of(written)
+    reference.catch_up(written)
+    assert tree.root == reference.root
+
+    # The ledger's own next write follows the loaded rows (ids, keys not stored twice).
+    draft = ContactDraft(channel=Channel.EMAIL, channel_message_id="after-the-load", identity=Identity(
+        kind="email", value="after@load.example"), items=("Q",), subject="After", body="A contact after the load.")
+    outcome: Any = loaded.record_contact(draft)
+    assert outcome.reference
+    assert loaded.recorder.max_notification_id() > len(rows)
+    assert verify(loaded).ok
+
+
+def test_generate_ledger_fills_through_the_bulk_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "g.sqlite")))
+    inserted: list[int] = []
+    insert = ledger.recorder.insert_events
+    monkeypatch.setattr(ledger.recorder, "insert_events", lambda events, **k: inserted.append(len(events)) or insert(
+        events, **k))
+    total = verify_bench.generate_ledger(ledger, 500) + verify_bench.generate_ledger(ledger, 100, open_cases=True)
+    assert inserted == [] and ledger.recorder.max_notification_id() == total
+    report = verify(ledger)
+    assert report.ok and report.events == total
+    ledger.close()
