@@ -4,8 +4,8 @@ The ledger is generated fast by stamping: one customer's story is played once th
 domain (register, claim an identity, open a case, contact, acknowledgement, promise on the phone
 with its written confirmation, response, promise kept, closing), and its encoded events are
 copied for every other customer with fixed-width ids replaced and the hash chain recomputed.
-The copies are the bytes the ledger would have written; they are saved through the store's own
-recorder, many aggregates per transaction.
+The copies are the bytes the ledger would have written; they are streamed to the recorder's bulk load
+(``load_events``: binary ``COPY`` on PostgreSQL, long transactions on SQLite) into the store's own table.
 
 Baseline, measured in the same run on the same store: reading every page of the events table
 with the same SQL (no processing), and SHA-256 over every event's bytes.
