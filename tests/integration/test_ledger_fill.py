@@ -116,3 +116,38 @@ def test_the_tree_catches_up_over_a_filled_log_from_plain_rows(tmp_path: Path, m
     assert tree.root == tree_hash([leaf_hash(hashlib.sha256(s).digest()) for s in states])
     assert MerkleLog.of(ledger).root == tree.root  # as stored
     ledger.close()
+
+
+def _stamped_as_before(template: list[Any], aggregate_ids: list[bytes], event_ids: list[bytes], stories: int,
+                       run: str) -> list[tuple[Any, ...]]:
+    """The stamping as it was before issue 29's fill (a replace per text, a splice of the hash): the reference."""
+    from caseledger.ledger.domain.directory import case_id_for
+    rows = []
+    for n in range(stories):
+        replace = {b"zq000000000": f"zq{n:09d}".encode(),
+                   b"CL-ZQ000-00000": f"CL-{run[:2].upper()}{n // 100000:03d}-{n % 100000:05d}".encode()}
+        new_ids = [f"{n:08x}-{run}-4{i:03x}-8000-{0xbe0c4:012x}".encode() for i in range(len(aggregate_ids))]
+        new_ids[0] = str(case_id_for(replace[b"CL-ZQ000-00000"].decode())).encode()
+        replace.update(zip(aggregate_ids, new_ids, strict=True))
+        replace.update((old, f"{n:08x}-{run}-4{i:03x}-9000-{0xe7e47:012x}".encode()) for i, old in enumerate(event_ids))
+        heads: list[bytes | None] = [None] * len(aggregate_ids)
+        for event in template:
+            data = event.data
+            for token in event.tokens:
+                data = data.replace(token, replace[token])
+            head = heads[event.aggregate]
+            if head is not None:
+                data = data[: event.previous_at] + head + data[event.previous_at + 32 :]
+            heads[event.aggregate] = hashlib.sha256(data).digest()
+            rows.append((str(new_ids[event.aggregate].decode()), event.version, event.topic, data))
+    return rows
+
+
+def test_stamping_cuts_each_event_once_and_makes_the_same_bytes_as_replacing(tmp_path: Path) -> None:
+    ledger = CaseLedger(ledger_settings(database=str(tmp_path / "s.sqlite")))
+    for open_case in (False, True):
+        template, aggregate_ids, event_ids = verify_bench._story(ledger, open_case=open_case)
+        rows = [(str(i), v, t, d) for i, v, t, d in verify_bench._stamped_rows(
+            template, aggregate_ids, event_ids, 30, "c3d4", None)]
+        assert rows == _stamped_as_before(template, aggregate_ids, event_ids, 30, "c3d4")
+    ledger.close()
