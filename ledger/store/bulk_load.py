@@ -89,7 +89,21 @@ def copy_into_postgres(recorder: PostgresLedgerRecorder, rows: Iterable[EventRow
                 for buffer in _copy_buffers(transaction, text_ids, counted):
                     copy.write(buffer)
         keys = []
+    if counted[0]:
+        _vacuum(recorder, SQL("VACUUM (ANALYZE) {}.{}").format(Identifier(recorder.datastore.schema),
+                                                               Identifier(recorder.events_table_name)))
     return counted[0]
+
+
+def _vacuum(recorder: PostgresLedgerRecorder, statement: Any) -> None:
+    """VACUUM and ANALYZE the loaded table, as after any bulk load: otherwise autovacuum starts on it (its insert
+    threshold) while the ledger is being measured, and the first reads of each page write its hint bits."""
+    with recorder.datastore.get_connection() as conn:
+        conn.autocommit = True  # VACUUM runs outside a transaction
+        try:
+            conn.execute(statement)
+        finally:
+            conn.autocommit = False
 
 
 def insert_into_sqlite(recorder: SQLiteLedgerRecorder, rows: Iterable[EventRow], *,
