@@ -16,17 +16,15 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain, islice
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from caseledger.ledger.store_ports import DataKeyRow
 
-if TYPE_CHECKING:
-    from caseledger.ledger.store.postgres_recorder import PostgresLedgerRecorder
-    from caseledger.ledger.store.sqlite_recorder import SQLiteLedgerRecorder
-
 __all__ = ["EventRow", "copy_into_postgres", "insert_into_sqlite"]
 
+# ``recorder`` below is the backend's ledger recorder (its datastore, key table, writers' lock), typed loosely:
+# the recorders import this module.
 EventRow = tuple[UUID, int, str, bytes]
 """One event as stored: originator id, version, topic, the encoded state."""
 
@@ -69,7 +67,7 @@ def _copy_buffers(rows: Iterator[EventRow], text_ids: bool, counted: list[int]) 
     yield b"".join(parts)
 
 
-def copy_into_postgres(recorder: PostgresLedgerRecorder, rows: Iterable[EventRow], *,
+def copy_into_postgres(recorder: Any, rows: Iterable[EventRow], *,
                        new_keys: Sequence[DataKeyRow] = (), per_transaction: int | None = None) -> int:
     """Write ``rows`` in order by binary ``COPY``, ``per_transaction`` a transaction, each under the writers'
     lock (positions in commit order, as every writer's); ``new_keys`` with the first. Returns how many."""
@@ -95,7 +93,7 @@ def copy_into_postgres(recorder: PostgresLedgerRecorder, rows: Iterable[EventRow
     return counted[0]
 
 
-def _vacuum(recorder: PostgresLedgerRecorder, statement: Any) -> None:
+def _vacuum(recorder: Any, statement: Any) -> None:
     """VACUUM and ANALYZE the loaded table, as after any bulk load: otherwise autovacuum starts on it (its insert
     threshold) while the ledger is being measured, and the first reads of each page write its hint bits."""
     with recorder.datastore.get_connection() as conn:
@@ -106,7 +104,7 @@ def _vacuum(recorder: PostgresLedgerRecorder, statement: Any) -> None:
             conn.autocommit = False
 
 
-def insert_into_sqlite(recorder: SQLiteLedgerRecorder, rows: Iterable[EventRow], *,
+def insert_into_sqlite(recorder: Any, rows: Iterable[EventRow], *,
                        new_keys: Sequence[DataKeyRow] = (), per_transaction: int | None = None) -> int:
     """Write ``rows`` in order, one ``executemany`` per ``per_transaction`` events in one write transaction,
     without a sync at each commit (``synchronous = OFF`` on this connection while it loads: a crash of the
