@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from caseledger.ledger.avro.envelope import AvroEnvelopeDecoder
 from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.case import Case
@@ -133,8 +135,8 @@ class Lookups:
             ids += [UUID(c) for c in customer.erased_claims]  # identities that read [erased] now
             self._forget()
             events: list[Any] = []
-            for ref in customer.cases:
-                case_events = list(self.core.events.get(case_id_for(normalise_reference(ref))))
+            cases = self._events_of([case_id_for(normalise_reference(ref)) for ref in customer.cases])
+            for case_events in cases.values():
                 events += case_events
                 # A contact's events are correlated by its registration's id (keyed: found even once the
                 # channel message id reads [erased]); registrations of earlier releases by the message id.
@@ -144,12 +146,10 @@ class Lookups:
                         if e.channel_message_id != ERASED and not e.channel_message_id.startswith("enc:"):
                             ids.append(ChannelMessage.id_for(Channel(str(e.channel)), e.channel_message_id))
             events = [e for e in events if e.customer_id == customer_id]
-            for aggregate_id in dict.fromkeys(ids):
-                events.extend(
-                    e for e in self.core.events.get(aggregate_id) if e.customer_id == customer_id  # type: ignore[attr-defined]
-                )
+            for aggregate_events in self._events_of(ids).values():
+                events.extend(e for e in aggregate_events if e.customer_id == customer_id)
         # Requests of theirs kept as collisions belong to their history too (no aggregate links them).
-        events.extend(e for e in self.collisions() if e.customer_id == customer_id)
+        events.extend(self.kept_of(customer_id, "MessageIdCollided"))
         # One command's events share their recorded time: ties in version order keep each aggregate's own.
         events.sort(key=lambda e: (e.timestamp, e.originator_version))
         return events
@@ -166,6 +166,29 @@ class Lookups:
         with self._keys_for_one_read():
             for notification in self.core.notifications_of("IntakeRejected"):
                 yield self.core.mapper.to_domain_event(notification)  # type: ignore[misc]
+
+    def _events_of(self, ids: list[UUID]) -> dict[UUID, list[Any]]:
+        """The events of many aggregates, read in one query (a round trip each was a third of a history's time)."""
+        stored = self.core.recorder.select_events_after(dict.fromkeys(ids))
+        self.core.preload_keys(bytes(e.state) for events in stored.values() for e in events)
+        to_event = self.core.mapper.to_domain_event
+        return {i: [to_event(e) for e in events] for i, events in stored.items()}
+
+    def kept_of(self, customer_id: str, *kinds: str) -> Iterator[Any]:
+        """The requests of one customer the ledger kept (``MessageIdCollided``, ``IntakeRejected``), oldest first
+        by kind: each kind read through its index, and only this customer's events opened (another's sealed
+        fields are never decrypted for this read; the customer is read from each event's envelope)."""
+        envelopes = self._envelopes
+        wanted = customer_id.encode()
+        with self._keys_for_one_read():
+            for kind in kinds or ("MessageIdCollided", "IntakeRejected"):
+                for notification in self.core.notifications_of(kind):
+                    if envelopes.envelope(bytes(notification.state))[4] == wanted:
+                        yield self.core.mapper.to_domain_event(notification)
+
+    @cached_property
+    def _envelopes(self) -> AvroEnvelopeDecoder:
+        return AvroEnvelopeDecoder(self.core.codec)
 
     def active_cases(self) -> Iterator[Case]:
         with self._keys_for_one_read():

@@ -37,6 +37,7 @@ from eventsourcing.persistence import ProcessRecorder, StoredEvent
 __all__ = [
     "PROFILE",
     "TILE_HEIGHT",
+    "TOPICS_READ_BY_KIND",
     "AdapterKeyRow",
     "AdapterKeyStore",
     "CosignatureStore",
@@ -64,6 +65,13 @@ __all__ = [
 def tracking_moved(name: str, expected: int, found: int) -> str:
     """Why a recorder refused a batch: its tracking record moved since the batch read it (``expect_tracking``)."""
     return f"tracking record {name} is at {found}, not {expected}: another worker applied these records meanwhile"
+
+
+#: The kinds of event the ledger reads by kind from the log's start — every case, every collision, every rejected
+#: intake record, every erasure — as the catalog names their topics. Rare among events, each has a partial index of
+#: its own in both stores: ``select_notifications`` of one of them alone never reads another event.
+TOPICS_READ_BY_KIND: frozenset[str] = frozenset(
+    f"caseledger.events.{name}" for name in ("CaseOpened", "MessageIdCollided", "IntakeRejected", "CustomerErased"))
 
 
 class LedgerRecorder(ProcessRecorder, ABC):

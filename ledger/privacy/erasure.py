@@ -163,8 +163,8 @@ class Erasure:
         """The identities that sent the requests kept of this subject (collisions, rejections), read from their
         sealed raw records while the keys still open them: a sender known only from those has no claim."""
         codec, found = IntakeCodec(), set()
-        for kept in (*self.lookups.collisions(), *self.lookups.rejections()):
-            if kept.customer_id != customer_id or not kept.raw:
+        for kept in self.lookups.kept_of(customer_id):
+            if not kept.raw:
                 continue
             try:
                 _adapter, message = codec.decode(bytes(kept.raw))
