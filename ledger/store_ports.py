@@ -102,6 +102,13 @@ class LedgerRecorder(ProcessRecorder, ABC):
     def _select_events_after(self, ids: list[UUID], known: list[int]) -> dict[UUID, list[StoredEvent]]:
         """The events of ``ids[n]`` after version ``known[n]`` (-1: all of them), grouped by id."""
 
+    @abstractmethod
+    def load_events(self, rows: Iterable[tuple[UUID, int, str, bytes]], *, new_keys: Sequence[DataKeyRow] = ()
+                    ) -> int:
+        """Write many pre-encoded events (originator id, version, topic, state) in order, in few long
+        transactions, by the backend's fastest load (a benchmark's full ledger: no tracking, no ids returned);
+        ``new_keys``: the data keys they are the first to use. Returns how many."""
+
 
 # -- data keys ---------------------------------------------------------------------------------------------
 

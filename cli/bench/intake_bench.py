@@ -260,8 +260,8 @@ def bench_intake(
 def _on_a_full_ledger(events: int, mix: TrafficMix, records: int, *, env: dict[str, str], folder: Path,
                       worst_case: bool, kafka_bootstrap: str, workers: int, producer: str, consumer: str,
                       progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
-    """Fill the ledger with ``events`` more events (``bench verify``'s stories, written as pre-encoded rows, 20,000
-    a transaction), then run the worst case and the mix again, each on fresh topics."""
+    """Fill the ledger with ``events`` more events (``bench verify``'s stories, written as pre-encoded rows by the
+    store's bulk load: ``COPY`` on PostgreSQL), then run the worst case and the mix again, each on fresh topics."""
     from caseledger.cli.bench.verify_bench import generate_ledger
 
     ledger = CaseLedger(LedgerSettings.resolve(database=env["CASELEDGER_DATABASE"], settings=environment(env)))

@@ -39,7 +39,7 @@ together would collide in the catalog creating the same index).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -55,9 +55,10 @@ from eventsourcing.postgres import PostgresProcessRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier, Literal
 
+from caseledger.ledger.store.bulk_load import copy_into_postgres
 from caseledger.ledger.store.data_key_table import PostgresKeyTable
 from caseledger.ledger.store.kind_indexes import index_name, kind_read_alone
-from caseledger.ledger.store_ports import TOPICS_READ_BY_KIND, LedgerRecorder, tracking_moved
+from caseledger.ledger.store_ports import TOPICS_READ_BY_KIND, DataKeyRow, LedgerRecorder, tracking_moved
 
 
 class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
@@ -203,3 +204,7 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
                     StoredEvent(originator_id, row["originator_version"], row["topic"], bytes(row["state"]))
                 )
         return found
+
+    def load_events(self, rows: Iterable[tuple[UUID, int, str, bytes]], *, new_keys: Sequence[DataKeyRow] = ()
+                    ) -> int:
+        return copy_into_postgres(self, rows, new_keys=new_keys)

@@ -11,16 +11,17 @@ The rare kinds read by kind (``kind_indexes.py``) are read through their partial
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, Notification, StoredEvent, Tracking
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
 
+from caseledger.ledger.store.bulk_load import insert_into_sqlite
 from caseledger.ledger.store.data_key_table import SQLiteKeyTable
 from caseledger.ledger.store.kind_indexes import index_name, kind_read_alone, topic_literal
-from caseledger.ledger.store_ports import TOPICS_READ_BY_KIND, LedgerRecorder, tracking_moved
+from caseledger.ledger.store_ports import TOPICS_READ_BY_KIND, DataKeyRow, LedgerRecorder, tracking_moved
 
 # Two parameters an id; SQLite allows 999 parameters at least.
 SELECT_CHUNK = 250
@@ -127,3 +128,7 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder, LedgerRecorder):
         for statement, params in kwargs.get("also_execute", ()):  # e.g. the answers of idempotency keys
             c.execute(statement, params)
         return returning
+
+    def load_events(self, rows: Iterable[tuple[UUID, int, str, bytes]], *, new_keys: Sequence[DataKeyRow] = ()
+                    ) -> int:
+        return insert_into_sqlite(self, rows, new_keys=new_keys)

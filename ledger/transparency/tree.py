@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["MerkleLog", "tile_nodes"]
 
 TILE = 1 << TILE_HEIGHT
+_NO_END = (1 << 63) - 1  # a page of the log, however far it goes
 MAP_FLUSH_LEAVES = 100_000
 """The customer map is written before each checkpoint, and at the latest after this many leaves (memory)."""
 
@@ -237,20 +238,27 @@ class MerkleLog:
             done += len(notifications)
         return done
 
-    def catch_up(self, ledger: CaseLedger, *, batch: int = 1000, limit: int | None = None) -> int:
+    def catch_up(self, ledger: CaseLedger, *, batch: int = 5000, limit: int | None = None) -> int:
         """Append every event of the notification log not yet in the tree (at most ``limit``), the customer map
-        with it."""
-        self.catch_up_map(ledger, batch=batch)
+        with it.
+
+        The log is read as the audit reads it (``audit_snapshot``: plain rows, no notification objects, no id
+        parsed), a page per short read transaction — closed before the page is appended (an in-memory SQLite
+        store lets no writer in while a reader is open).
+        """
+        self.catch_up_map(ledger, batch=min(batch, 1000))
         done = 0
+        sha256 = hashlib.sha256
         while limit is None or done < limit:
             want = batch if limit is None else min(batch, limit - done)
-            notifications = ledger.recorder.select_notifications(start=self.last_position + 1, limit=want)
-            if not notifications:
+            with ledger.storage.audit_snapshot() as log:
+                rows = next(iter(log.pages(self.last_position, _NO_END, want)), [])
+            if not rows:
                 break
-            sha256 = hashlib.sha256
+            rows = rows[:want]
             try:
-                done += self.append([(n.id, sha256(n.state).digest()) for n in notifications],
-                                    [event_customer(n.state) for n in notifications])
+                done += self.append([(row[0], sha256(row[4]).digest()) for row in rows],
+                                    [event_customer(row[4]) for row in rows])
             except TreeMoved:
                 self.reload()
         return done
