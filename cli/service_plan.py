@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from caseledger.ledger.transparency.checkpoint_key import CheckpointSigner
 
 CORE_SERVICES = ("intake", "publisher")
+CHILD_MAIN = "from caseledger.cli.service_plan import child_main; child_main()"
+"""What a child of ``caseledger run --processes`` runs (``python -c``): how a process is recognised as one."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,8 @@ class ServicePlan:
         from caseledger.ledger.runtime.child_processes import ChildCommand
 
         orders = {"service": name, "parent": os.getpid(), "plan": asdict(self)}
-        return ChildCommand(argv=[sys.executable, "-c", "from caseledger.cli.service_plan import child_main; "
-                                  "child_main()"], orders=json.dumps(orders).encode())
+        # the service's name ends the command line, for ps and top (the child reads its orders, not its arguments)
+        return ChildCommand(argv=[sys.executable, "-c", CHILD_MAIN, name], orders=json.dumps(orders).encode())
 
     def memory_traced(self, service: str | None = None) -> AbstractContextManager[object]:
         """With ``--memory-trace FILE``, a trace of this process to FILE (to FILE.<service> in a service's child)."""
