@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from caseledger.cli.common import Session, environment, local_only, plain_console, session, stop_on_signals
+from caseledger.cli.common import (
+    Session,
+    environment,
+    local_only,
+    plain_console,
+    session,
+    setup_logging,
+    stop_on_signals,
+)
 from caseledger.cli.options import (
     AggregateCacheOpt,
     ConsumerOpt,
@@ -70,14 +78,6 @@ def kafka_settings(bootstrap: str | None) -> KafkaSettings:
     from caseledger.ledger.settings import KafkaSettings
 
     return KafkaSettings.resolve(bootstrap_servers=bootstrap, settings=environment().kafka)
-
-
-def setup_logging() -> None:
-    """Long-running services log to stderr; kafka-python's own chatter only from warnings on."""
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
-    logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
 # -- topics and publishing -----------------------------------------------------------------------------

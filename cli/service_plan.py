@@ -58,13 +58,15 @@ class ServicePlan:
         from caseledger.ledger.kafka.publisher import KafkaEventPublisher
         from caseledger.ledger.settings import KafkaSettings
 
-        settings = KafkaSettings.resolve(bootstrap_servers=self.kafka, settings=s.settings.kafka)
+        def settings() -> KafkaSettings:  # when a Kafka service is built: the projections alone may do without
+            return KafkaSettings.resolve(bootstrap_servers=self.kafka, settings=s.settings.kafka)
+
         builders: dict[str, ServiceBuilder] = {
             "intake": lambda ledger: KafkaIntakeWorker(
-                ledger(), settings, consumer=self.consumer, aggregate_cache=self.aggregate_cache,
+                ledger(), settings(), consumer=self.consumer, aggregate_cache=self.aggregate_cache,
                 require_signatures=self.signatures),
             "publisher": lambda ledger: KafkaEventPublisher(
-                ledger(), settings, producer=self.producer,
+                ledger(), settings(), producer=self.producer,
                 transaction_interval_s=self.transaction_interval_ms / 1000, signer=signer),
         }
         for name, projections in self.projection_groups.items():
@@ -105,8 +107,7 @@ def child_main() -> None:
     terminal reaches every process of the group, so the child leaves it to the parent. Exit status 0
     once stopped, 1 when the service failed (its error logged).
     """
-    from caseledger.cli.backbone_commands import setup_logging
-    from caseledger.cli.common import Session, stop_on_signals
+    from caseledger.cli.common import Session, setup_logging, stop_on_signals
     from caseledger.ledger.runtime.child_processes import read_orders, stay_with_parent
     from caseledger.ledger.runtime.supervisor import serve
 
