@@ -27,6 +27,8 @@ def test_bench_soak_samples_every_process_and_accounts_every_contact(kafka_boots
     assert written["reads"] > 50 and written["read_failures"] == written["server_errors"] == 0
     names = {p["name"] for p in written["processes"]}
     assert {"caseledger run", "caseledger serve"} <= names
+    # run --processes by default: each service's process sampled and named
+    assert {"caseledger run: intake", "caseledger run: publisher", "caseledger run: projections"} <= names
     for process in written["processes"]:
         assert len(process["samples"]) >= 8  # every 2 s for 18 s
         assert process["after_warmup_mb"] > 0 and process["final_mb"] == pytest.approx(
