@@ -1,7 +1,8 @@
 """``bench soak``: ``caseledger run`` for minutes at a steady intake rate while ``serve`` answers reads.
 
 Three processes of the product, as deployed: ``caseledger run`` (intake worker, publisher and the
-projections; by default ``--processes``, one child process each, else ``--one-process``), ``caseledger serve`` (the HTTP service) and, as load, a steady
+projections; by default ``--processes``, one child process each, else ``--one-process``), ``caseledger
+serve`` (the HTTP service) and, as load, a steady
 publisher of contacts on the intake topic (a process of its own, like a channel adapter). This
 process reads cases over HTTP at a modest rate (``GET /v1/cases/REF`` and
 ``GET /v1/customers/ID/history``, alternately, on cases seeded through the service) and samples the
@@ -312,8 +313,8 @@ def bench_soak(
         errors.append(f"{outcomes.refused:,} contacts refused (IntakeRejected or MessageIdCollided): none should be")
     if stalled:
         errors.append(f"no contact recorded for {STALL_S:.0f} s with {published - recorded:,} still queued")
-    processes = list(memories.values())
-    for memory in processes:
+    sampled = list(memories.values())
+    for memory in sampled:
         _judge(memory, warmup_minutes * 60)
         if memory.growth >= max_growth:
             backlog = published / (minutes * 60) - reached if published else 0.0
@@ -330,7 +331,7 @@ def bench_soak(
         publish_rate=publish_rate, recorded=recorded, recorded_rate=reached, refused=outcomes.refused,
         catch_up_seconds=catch_up, reads=len(reader.latencies), read_failures=sum(reader.failures.values()),
         server_errors=reader.server_errors, read_p50_ms=statistics.median(latencies),
-        read_p99_ms=percentile(latencies, 0.99), processes=processes, errors=errors,
+        read_p99_ms=percentile(latencies, 0.99), processes=sampled, errors=errors,
     )
 
 
