@@ -310,7 +310,7 @@ def run_all(
     memory_trace_every: MemoryTraceEveryOpt = 60.0,
     memory_trace_sites: MemoryTraceSitesOpt = False,
 ) -> None:
-    """Run the intake worker, the publisher and the projections: in one process, or one process each (--processes).
+    """Run the intake worker, the publisher and the projections (--processes: one process each).
 
     Stops cleanly on SIGTERM or Ctrl-C: each service finishes its current batch. If one service fails
     (with --processes: its process dies, even by SIGKILL), the others are stopped too and the command
