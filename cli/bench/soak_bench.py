@@ -321,7 +321,7 @@ def bench_soak(
             errors.append(f"{memory.name} (pid {memory.pid}) grew {memory.growth:.1%} after the warm-up "
                           f"({memory.after_warmup_mb:,.0f} → {memory.final_mb:,.0f} MB)" + (
                               f", while the contacts queued grew by {backlog:,.0f}/s (the rate was not reached: "
-                              "the intake's memory follows its backlog, docs/benchmarks.md)"
+                              "a backlog was judged, not only the services, docs/benchmarks.md)"
                               if backlog > 0.05 * rate else ""))
     if reader.failures and not reader.server_errors:
         errors.append(f"reads failed: {reader.failures}")

@@ -37,6 +37,10 @@ log = logging.getLogger("caseledger")
 GRACE_S = 60.0
 """How long a stopping child may take to finish its batch before it is killed."""
 
+ORPHAN_GRACE_S = 10.0
+"""How long a child whose parent is gone may take to finish its batch before it exits anyway (its work is
+exactly once: a batch cut short is taken again by the next run)."""
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -158,7 +162,7 @@ def read_orders(stdin: BinaryIO | None = None) -> bytes:
     return (stdin or sys.stdin.buffer).readline()
 
 
-def stay_with_parent(parent_pid: int, stop: threading.Event, *, grace_s: float = GRACE_S,
+def stay_with_parent(parent_pid: int, stop: threading.Event, *, grace_s: float = ORPHAN_GRACE_S,
                      stdin: BinaryIO | None = None) -> None:
     """Make sure this child ends when its parent does: SIGTERM from Linux (the handler the caller installed sets
     ``stop``), and ``stop`` set when stdin reaches its end; if the service is still there ``grace_s`` later, exit."""

@@ -35,10 +35,12 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def child(tmp: Path, name: str, *, stubborn: bool = False, parent: int | None = None) -> ChildCommand:
+def child(tmp: Path, name: str, *, stubborn: bool = False, parent: int | None = None,
+          grace_s: float = 60) -> ChildCommand:
     import json
 
-    orders = {"parent": parent or os.getpid(), "pidfile": str(tmp / f"{name}.pid"), "stubborn": stubborn}
+    orders = {"parent": parent or os.getpid(), "pidfile": str(tmp / f"{name}.pid"), "stubborn": stubborn,
+              "grace": grace_s}
     return ChildCommand([sys.executable, "-c", CHILD], json.dumps(orders).encode())
 
 
@@ -116,7 +118,10 @@ def test_no_child_outlives_a_parent_killed_with_sigkill(tmp_path: Path) -> None:
         from caseledger.ledger.runtime.child_processes import run_children
         import os
         tmp = Path({str(tmp_path)!r})
-        run_children({{n: child(tmp, n, parent=os.getpid()) for n in ("intake", "publisher")}}, threading.Event())
+        run_children({{"intake": child(tmp, "intake", parent=os.getpid()),
+                      # deaf to SIGTERM (a batch that does not end): it exits anyway once its grace is over
+                      "publisher": child(tmp, "publisher", parent=os.getpid(), stubborn=True, grace_s=1)}},
+                     threading.Event())
     """)
     parent = subprocess.Popen([sys.executable, "-c", parent_script])
     try:
