@@ -99,7 +99,7 @@ COMMANDS = (
           "adapters.", "backbone_commands:publish"),
     Entry("intake", STREAMING, "The intake worker: intake topic → ledger.", intake_app),
     Entry("publisher", STREAMING, "The publisher: ledger → events topic.", "backbone_commands:publisher_app"),
-    Entry("run", STREAMING, "Run the intake worker, the publisher and the projections in one process.",
+    Entry("run", STREAMING, "Run the intake worker, the publisher and the projections (--processes: one process each).",
           "backbone_commands:run_all"),
     Entry("schemas", TOOLS, "The Avro schemas of the events.", "tooling_commands:schemas_app"),
     Entry("version", TOOLS, "Print the installed caseledger version.", "tooling_commands:version"),

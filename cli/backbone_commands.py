@@ -9,15 +9,22 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from caseledger.cli.common import Session, environment, local_only, plain_console, session, stop_on_signals
+from caseledger.cli.common import (
+    Session,
+    environment,
+    local_only,
+    plain_console,
+    session,
+    setup_logging,
+    stop_on_signals,
+)
 from caseledger.cli.options import (
     AggregateCacheOpt,
     ConsumerOpt,
@@ -57,6 +64,7 @@ MemoryTraceEveryOpt = Annotated[
 NOT_THROUGH_API = "it talks to the Kafka broker (and the ledger's database) directly, not to the ledger service"
 
 if TYPE_CHECKING:
+    from caseledger.cli.service_plan import ServicePlan
     from caseledger.ledger.runtime.supervisor import ServiceBuilder
     from caseledger.ledger.settings import KafkaSettings
 
@@ -70,14 +78,6 @@ def kafka_settings(bootstrap: str | None) -> KafkaSettings:
     from caseledger.ledger.settings import KafkaSettings
 
     return KafkaSettings.resolve(bootstrap_servers=bootstrap, settings=environment().kafka)
-
-
-def setup_logging() -> None:
-    """Long-running services log to stderr; kafka-python's own chatter only from warnings on."""
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
-    logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
 # -- topics and publishing -----------------------------------------------------------------------------
@@ -256,23 +256,39 @@ def publisher_run(
 # -- everything in one process -----------------------------------------------------------------------
 
 
-def projection_services(s: Session, kafka: str | None, consumer: str,
-                        log: logging.Logger) -> dict[str, ServiceBuilder]:
-    """The projections CASELEDGER_PROJECTIONS selects (default all installed), as services of ``caseledger run``:
-    the built-ins together, each plugin on its own (its own source and positions: one that is new, or
-    follows another source, never holds the built-ins back). A plugin ``all`` cannot load is logged and left out."""
-    from caseledger.projections.catchup import ProjectionService
-    from caseledger.projections.registry import BUILT_INS, selected_projections
+def projection_groups(s: Session, log: logging.Logger) -> dict[str, list[str]]:
+    """The projections CASELEDGER_PROJECTIONS selects (default all installed), grouped as services of ``caseledger
+    run`` (service name → the names that load them): the built-ins together, each plugin on its own (its own source
+    and positions: one that is new, or follows another source, never holds the built-ins back). A plugin ``all``
+    cannot load is logged and left out."""
+    from caseledger.projections.registry import BUILT_INS, command_name, selected_projections
 
     chosen, problems = selected_projections(s.settings.projections)
     for problem in problems:
         log.error("%s; left out (`caseledger projections list` shows every installed plugin)", problem)
-    groups = {"projections": [p for p in chosen if p.name in BUILT_INS]}
-    groups.update({f"projections.{p.name}": [p] for p in chosen if p.name not in BUILT_INS})
-    # Only a projection that follows the store opens a ledger connection, in its own thread.
-    return {name: (lambda ledger, group=group: ProjectionService(
-        s.views_url(), ledger=ledger, kafka=s.kafka_if_configured(kafka), consumer=consumer, projections=group))
-        for name, group in groups.items() if group}
+    groups = {"projections": [command_name(p) for p in chosen if p.name in BUILT_INS]}
+    groups.update({f"projections.{p.name}": [command_name(p)] for p in chosen if p.name not in BUILT_INS})
+    return {name: group for name, group in groups.items() if group}
+
+
+def projection_services(s: Session, kafka: str | None, consumer: str,
+                        log: logging.Logger) -> dict[str, ServiceBuilder]:
+    """The projection services of ``caseledger run`` (:func:`projection_groups`), each given its own ledger opener."""
+    from caseledger.cli.service_plan import ServicePlan
+
+    plan = ServicePlan(database=s.database, policy=s.policy, kafka=kafka, consumer=consumer, producer="confluent",
+                       aggregate_cache=AGGREGATE_CACHE, signatures=None,
+                       transaction_interval_ms=TRANSACTION_INTERVAL_MS, projection_groups=projection_groups(s, log))
+    return {name: build for name, build in plan.builders(s, None).items() if name in plan.projection_groups}
+
+
+ProcessesOpt = Annotated[
+    bool, typer.Option("--processes/--one-process", envvar="CASELEDGER_RUN_PROCESSES",
+                       help="Run each service (intake, publisher, the projections, each plugin's) in a child process "
+                       "of its own, to use more than one core: a Python process runs about one core of work "
+                       "(one GIL). The parent supervises them: one that dies stops the others and `run` exits 1 "
+                       "naming it; none outlives the parent. Default: one process, the services as threads.")
+]
 
 
 @local_only(NOT_THROUGH_API)
@@ -284,6 +300,7 @@ def run_all(
                            help="Also keep the projections CASELEDGER_PROJECTIONS names up to date: `all` (the "
                            "default: the built-ins and every installed plugin) or names separated by commas.")
     ] = True,
+    processes: ProcessesOpt = False,
     consumer: ConsumerOpt = "confluent",
     producer: ProducerOpt = "confluent",
     aggregate_cache: AggregateCacheOpt = AGGREGATE_CACHE,
@@ -293,17 +310,17 @@ def run_all(
     memory_trace_every: MemoryTraceEveryOpt = 60.0,
     memory_trace_sites: MemoryTraceSitesOpt = False,
 ) -> None:
-    """Run the intake worker, the publisher and the projections in one process.
+    """Run the intake worker, the publisher and the projections (--processes: one process each).
 
-    For small deployments. Stops cleanly on SIGTERM or Ctrl-C: each service finishes its current
-    batch. If one service fails, the others are stopped too and the command exits non-zero, so a
-    supervisor restarts it.
+    Stops cleanly on SIGTERM or Ctrl-C: each service finishes its current batch. If one service fails
+    (with --processes: its process dies, even by SIGKILL), the others are stopped too and the command
+    exits 1 naming it, so a supervisor restarts the whole.
     """
-    from caseledger.ledger.intake.worker import KafkaIntakeWorker
+    from caseledger.cli.service_plan import ServicePlan
     from caseledger.ledger.kafka.clients import check_client
-    from caseledger.ledger.kafka.publisher import KafkaEventPublisher
     from caseledger.ledger.kafka.topics import ensure_topics
     from caseledger.ledger.runtime.supervisor import run_services
+    from caseledger.ledger.transparency.checkpoint_key import load_signer
 
     setup_logging()
     log = logging.getLogger("caseledger")
@@ -312,42 +329,40 @@ def run_all(
     settings = kafka_settings(kafka)
     ensure_topics(settings)
     s = session(ctx)
-    from caseledger.ledger.transparency.checkpoint_key import load_signer
-
     signer = load_signer(environment().transparency)  # with a signing key, the publisher keeps the Merkle tree and signs checkpoints
-    services: dict[str, ServiceBuilder] = {
-        "intake": lambda ledger: KafkaIntakeWorker(ledger(), settings, consumer=consumer,
-                                                   aggregate_cache=aggregate_cache, require_signatures=signatures),
-        "publisher": lambda ledger: KafkaEventPublisher(ledger(), settings, producer=producer,
-                                                        transaction_interval_s=transaction_interval_ms / 1000,
-                                                        signer=signer),
-    }
     if signer is None:
         log.warning("no checkpoint signing key (CASELEDGER_SIGNING_KEY_FILE): no checkpoints are signed; "
                     "make one with `caseledger keys init`")
-    if projections:
-        services.update(projection_services(s, kafka, consumer, log))
+    plan = ServicePlan(
+        database=s.database, policy=s.policy, kafka=kafka, consumer=consumer, producer=producer,
+        aggregate_cache=aggregate_cache, signatures=signatures, transaction_interval_ms=transaction_interval_ms,
+        projection_groups=projection_groups(s, log) if projections else {},
+        memory_trace=str(memory_trace) if memory_trace is not None else None,
+        memory_trace_every=memory_trace_every, memory_trace_sites=memory_trace_sites)
 
     def started() -> None:
-        running = [name for name in services if name not in ("intake", "publisher")]
-        log.info("running intake worker, publisher%s%s on %s; SIGTERM or Ctrl-C stops",
+        running = list(plan.projection_groups)
+        log.info("running intake worker, publisher%s%s on %s%s; SIGTERM or Ctrl-C stops",
                  ", checkpoints" if signer is not None else "", f" and {', '.join(running)}" if running else "",
-                 settings.bootstrap_servers)
+                 settings.bootstrap_servers, ", one process each" if processes else "")
 
-    with stop_on_signals() as stop, _memory_traced(memory_trace, memory_trace_every, memory_trace_sites):
-        outcome = run_services(s.new_ledger, services, stop, on_started=started)
+    if processes:
+        _run_processes(plan, started, log)
+        return
+    with stop_on_signals() as stop, plan.memory_traced():
+        outcome = run_services(s.new_ledger, plan.builders(s, signer), stop, on_started=started)
     log.info("stopped: intake %s; publisher %s", outcome.stats["intake"].line(), outcome.stats["publisher"].line())
     if not outcome.ok:
         raise typer.Exit(1)
 
 
-@contextmanager
-def _memory_traced(path: Path | None, every_s: float, sites: bool) -> Iterator[None]:
-    """With ``--memory-trace``, a :class:`MemoryTrace` while the services run."""
-    if path is None:
-        yield
-        return
-    from caseledger.ledger.runtime.memory_trace import MemoryTrace
+def _run_processes(plan: ServicePlan, started: Callable[[], None], log: logging.Logger) -> None:
+    """``run --processes``: one child process per service, supervised here (each traced to FILE.<service>)."""
+    from caseledger.ledger.runtime.child_processes import run_children
 
-    with MemoryTrace(path, every_s=every_s, sites=sites):
-        yield
+    with stop_on_signals() as stop:
+        outcome = run_children({name: plan.child(name) for name in plan.names}, stop, on_started=started)
+    if not outcome.ok:
+        log.error("stopped: %s", outcome.line())
+        raise typer.Exit(1)
+    log.info("stopped: every service finished its batch")

@@ -356,12 +356,18 @@ def bench_soak_command(
     memory_trace: Annotated[
         Path | None,
         typer.Option("--memory-trace", metavar="FILE", dir_okay=False,
-                     help="`caseledger run --memory-trace FILE`: what its memory is made of, every minute."),
+                     help="`caseledger run --memory-trace FILE`: what its memory is made of, every minute (with "
+                     "--processes: each service's process to FILE.<service>)."),
     ] = None,
+    processes: Annotated[
+        bool, typer.Option("--processes/--one-process", help="Soak `caseledger run --processes` (the default: one "
+                           "process per service, more than one core) or the one-process form.")
+    ] = True,
 ) -> None:
     """Minutes of `caseledger run` at a steady intake rate while `serve` answers reads: memory and errors.
 
-    The resident memory of every process (run, serve and their children) is sampled every
+    `run` runs with --processes (one process per service) unless --one-process. The resident memory of
+    every process (run, each of its services' processes, serve) is sampled every
     --sample-seconds; exits 1 when one grew by --max-growth (5 %) or more after the warm-up, died, a read answered
     anything but 200, a contact was refused, or the contacts still queued stopped being recorded. The rate
     reached is reported (docs/benchmarks.md).
@@ -378,7 +384,7 @@ def bench_soak_command(
     console = plain_console()
     result = bench_soak(kafka_bootstrap=kafka, minutes=minutes, rate=rate, warmup_minutes=warmup,
                         read_rate=read_rate, sample_seconds=sample_seconds, max_growth=max_growth / 100,
-                        database=database, consumer=consumer, memory_trace=memory_trace,
+                        database=database, consumer=consumer, memory_trace=memory_trace, processes=processes,
                         producer=producer, say=lambda text: console.print(Text(text, style="dim")))
     print_result(console, "soak", result.report(), result, output)
     if not result.ok:

@@ -313,9 +313,11 @@ def test_intake_codec_rejects_unknown_schema_fingerprint() -> None:
         codec.decode(bytes(data))
 
 
-@pytest.mark.parametrize("kafka_client", ["kafka-python", "confluent"])
+# --processes: each service in a child process of its own; SIGTERM to the parent stops each after its batch
+@pytest.mark.parametrize(("kafka_client", "form"), [
+    ("kafka-python", "--one-process"), ("confluent", "--one-process"), ("confluent", "--processes")])
 def test_run_serves_intake_publisher_and_projections_and_stops_on_sigterm(
-    kafka: KafkaSettings, tmp_path: Path, kafka_client: str
+    kafka: KafkaSettings, tmp_path: Path, kafka_client: str, form: str
 ) -> None:
     import os
     import signal
@@ -327,7 +329,7 @@ def test_run_serves_intake_publisher_and_projections_and_stops_on_sigterm(
     env = {**os.environ, "CASELEDGER_INTAKE_TOPIC": kafka.intake_topic, "CASELEDGER_EVENTS_TOPIC": kafka.events_topic,
            "CASELEDGER_INTAKE_PARTITIONS": "3", "CASELEDGER_EVENTS_PARTITIONS": "3"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from caseledger.cli.app import main; main()", "--database", str(database), "run",
+        [sys.executable, "-c", "from caseledger.cli.app import main; main()", "--database", str(database), "run", form,
          "--kafka", kafka.bootstrap_servers, "--consumer", kafka_client, "--producer", kafka_client],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )

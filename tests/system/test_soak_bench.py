@@ -21,12 +21,14 @@ def test_bench_soak_samples_every_process_and_accounts_every_contact(kafka_boots
                                  "--producer", "confluent", "--output", str(tmp_path)])
     assert result.exit_code == 0, f"{result.stdout}\n{result.stderr}\n{result.exception!r}"
     written = json.loads(next(tmp_path.glob("soak-*.json")).read_text())
-    assert written["errors"] == [] and "verdict" in result.stdout
+    assert written["errors"] == [] and "verdict" in result.stdout and written["run_processes"] is True
     assert written["published"] == 360 and written["recorded"] == written["published"] and written["refused"] == 0
     assert written["publish_rate"] == pytest.approx(20, rel=0.2)  # the steady publisher keeps a low rate too
     assert written["reads"] > 50 and written["read_failures"] == written["server_errors"] == 0
     names = {p["name"] for p in written["processes"]}
     assert {"caseledger run", "caseledger serve"} <= names
+    # run --processes by default: each service's process sampled and named
+    assert {"caseledger run: intake", "caseledger run: publisher", "caseledger run: projections"} <= names
     for process in written["processes"]:
         assert len(process["samples"]) >= 8  # every 2 s for 18 s
         assert process["after_warmup_mb"] > 0 and process["final_mb"] == pytest.approx(

@@ -68,16 +68,24 @@ def test_the_figures_a_report_reads_are_there_on_this_machine() -> None:
 
 
 def test_without_sites_the_trace_is_cheap_and_leaves_tracemalloc_alone(tmp_path: Path) -> None:
-    from caseledger.cli.backbone_commands import _memory_traced
+    from caseledger.cli.service_plan import ServicePlan
+
+    def plan(path: Path | None, *, sites: bool) -> ServicePlan:  # `caseledger run --memory-trace …`'s options
+        return ServicePlan(database=None, policy=None, kafka=None, consumer="confluent", producer="confluent",
+                           aggregate_cache=0, signatures=None, transaction_interval_ms=0,
+                           memory_trace=str(path) if path else None, memory_trace_every=3600, memory_trace_sites=sites)
 
     trace_file = tmp_path / "memory.txt"
-    with _memory_traced(trace_file, 3600, sites=False):
+    with plan(trace_file, sites=False).memory_traced():
         assert not tracemalloc.is_tracing()
     text = trace_file.read_text()
     assert text.count("== ") == 1 and "blocks allocated" in text and "allocator" in text
     assert "tracemalloc" not in text and "grew most" not in text
-    with _memory_traced(None, 3600, sites=True):
+    with plan(None, sites=True).memory_traced():
         assert not tracemalloc.is_tracing()
+    with plan(tmp_path / "memory.txt", sites=False).memory_traced("intake"):  # a service's process of --processes
+        pass
+    assert (tmp_path / "memory.txt.intake").read_text().count("== ") == 1
 
 
 @settings(max_examples=examples(200), deadline=None)
