@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.runtime.gc_pacing import NO_PACING, Pacing
 from caseledger.projections.runner import (
     LIVE,
+    TOUCH_EVERY_S,
     ProjectionRunner,
     RunStats,
     collecting_between_batches,
@@ -92,15 +94,25 @@ def choose_source(views: ViewStore, projections: Sequence[Projection], source: s
     return KAFKA if kafka is not None else STORE
 
 
+FOLLOWED_WITHIN = timedelta(seconds=3 * TOUCH_EVERY_S)
+"""A view whose follower said it was alive this recently is left to it by readers."""
+
+
 def catch_up(views: ViewStore, projection: Projection, *, ledger: LedgerOpener) -> None:
-    """Catch a projection up from the store, unless it follows the events topic."""
+    """Catch a projection up from the store, unless it follows the events topic or a live runner follows it.
+
+    A reader (``caseledger serve``'s history, the CLI's reads) and a follower (``caseledger run``,
+    ``projections run``) applying the same events to one view would each find the other had moved its
+    positions and reload, batch after batch: a view a follower keeps is read as it is, as a view that
+    follows the events topic is.
+    """
     states = read_status(views, projection.name, LIVE)
-    if states and states[0].source != STORE:
+    if states and (states[0].source != STORE or _followed(states[0].updated_at)):
         return
     opened = ledger()
     # The ledger's codec decodes as well as a new one, which would fingerprint every schema version again.
     runner = ProjectionRunner([projection], views, StoreEventSource(opened), codec=opened.codec,
-                              batch_size=CATCH_UP_BATCH, idle_s=0)
+                              batch_size=CATCH_UP_BATCH, idle_s=0, follower=False)
     runner.prepare()
     if runner.lag() < LONG_CATCH_UP:
         runner.run(until_caught_up=True)
@@ -109,6 +121,14 @@ def catch_up(views: ViewStore, projection: Projection, *, ledger: LedgerOpener) 
     # the automatic collections would traverse again and again (as a rebuild, collected between batches).
     with collecting_between_batches():
         runner.run(until_caught_up=True)
+
+
+def _followed(updated_at: datetime | None) -> bool:
+    if not isinstance(updated_at, datetime):
+        return False
+    if updated_at.tzinfo is None:
+        updated_at = updated_at.replace(tzinfo=UTC)
+    return -FOLLOWED_WITHIN < datetime.now(UTC) - updated_at < FOLLOWED_WITHIN  # a time ahead of ours: not trusted
 
 
 class ProjectionService:

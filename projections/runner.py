@@ -135,6 +135,7 @@ class ProjectionRunner:
         idle_s: float = 0.05,
         cache_rows: int = 20_000,
         keep_events: bool = False,
+        follower: bool = True,
     ) -> None:
         if not projections:
             raise ConfigurationError("no projection to run")
@@ -148,6 +149,9 @@ class ProjectionRunner:
         self.batch_size = batch_size
         self.idle_s = idle_s
         self.keep_events = keep_events
+        # A follower (a long-lived runner) records in projection_state that it is alive; a reader's catch-up
+        # does not, so that readers leave a view a follower keeps to it (projections/catchup.py).
+        self.follower = follower
         self.cache = RowCache(cache_rows)
         self.running = [_Running(p, slot, self.cache) for p in projections]
         # Event type → the projections that handle it, in order: one lookup per record.
@@ -184,7 +188,7 @@ class ProjectionRunner:
                     self._check_no_orphan_tables(projection, existing)
                     tx.upsert_rows(STATE, STATE.name, [{
                         "projection": projection.name, "slot": self.slot, "source": self.source.name,
-                        "version": projection.version, "updated_at": now,
+                        "version": projection.version, "updated_at": now if self.follower else None,
                     }])
                 for table in projection.tables:
                     physical = physical_name(table.name, self.slot)
@@ -353,7 +357,7 @@ class ProjectionRunner:
         self, conn: ViewTransaction, running: _Running, positions: dict[int, int], store_positions: dict[int, int]
     ) -> None:
         name = running.projection.name
-        if time.monotonic() - self._touched.get(name, 0.0) >= TOUCH_EVERY_S:
+        if self.follower and time.monotonic() - self._touched.get(name, 0.0) >= TOUCH_EVERY_S:
             # At most every few seconds: parallel runners must not queue on this one row.
             self._touched[name] = time.monotonic()
             conn.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,37 @@ def test_a_long_catch_up_holds_the_automatic_collections_off(ledger: CaseLedger,
         assert collecting[-1] is True
         cases = views.fetch("SELECT COUNT(*) AS n FROM deadline_cases")[0]["n"]
     assert cases == len(collecting)
+
+
+def test_a_reader_leaves_a_view_a_live_runner_follows_to_it(ledger: CaseLedger, tmp_path: Path) -> None:
+    """Before: `serve`'s history reads caught the timeline view up from the store while `caseledger run`'s
+    projections followed the same view: each found the other had moved its positions and reloaded, about once a
+    second in the soak ("projection timeline (live) was moved by another runner or a rebuild; reloading")."""
+    from caseledger.projections.runner import LIVE, ProjectionRunner, read_status
+
+    def position(views: Any) -> int:
+        return read_status(views, Deadlines.name, LIVE)[0].store_position
+
+    with open_views(str(tmp_path / "views.sqlite")) as views:
+        catch_up(views, Deadlines(), ledger=lambda: ledger)  # a reader alone: caught up, and says no follower
+        assert read_status(views, Deadlines.name, LIVE)[0].updated_at is None
+        head = ledger.recorder.max_notification_id()
+        assert position(views) == head
+
+        generate_ledger(ledger, 10)
+        follower = ProjectionRunner([Deadlines()], views, StoreEventSource(ledger), idle_s=0)
+        follower.prepare()
+        follower.step()  # a batch applied by a follower: it says it is alive
+        assert read_status(views, Deadlines.name, LIVE)[0].updated_at is not None
+        generate_ledger(ledger, 10)
+        followed = position(views)
+        catch_up(views, Deadlines(), ledger=lambda: ledger)
+        assert position(views) == followed  # left to the follower
+        follower.step()
+        assert position(views) == ledger.recorder.max_notification_id()  # which never found its positions moved
+
+        with views.transaction() as tx:
+            tx.execute("UPDATE projection_state SET updated_at = ?", (tx.param(datetime(2020, 1, 1, tzinfo=UTC)),))
+        generate_ledger(ledger, 10)
+        catch_up(views, Deadlines(), ledger=lambda: ledger)  # a follower silent for long: readers catch up again
+        assert position(views) == ledger.recorder.max_notification_id()
