@@ -7,6 +7,7 @@ errors become :class:`~caseledger.ledger.errors.BackendError` in one place, :cla
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -326,8 +327,26 @@ class KafkaPythonTopicAdmin(Closing):
                     wait_for_metadata=True,
                 )
             except TopicAlreadyExistsError:
+                self._await_leaders(admin, topic)
                 return False
+            self._await_leaders(admin, topic)
         return True
+
+    def _await_leaders(self, admin: Any, topic: str, timeout_s: float = 30.0) -> None:
+        """Return once every partition of ``topic`` has a leader. A topic just created is in the metadata before its
+        partitions have leaders: a client that used it at once was answered "not leader for partition" (reading its
+        end offsets), or a consumer group was given none of its partitions until its next metadata refresh."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            described = admin.describe_topics([topic])[0]
+            partitions = described.get("partitions") or []
+            if described.get("error_code", 0) == 0 and partitions and all(
+                    p.get("error_code", 0) == 0 and p.get("leader_id", p.get("leader", -1)) >= 0 for p in partitions):
+                return
+            if time.monotonic() >= deadline:
+                raise BackendError(f"topic {topic} was created but its partitions have no leader after {timeout_s:.0f} s; "
+                                   "check the brokers (`kafka-topics.sh --describe`) and try again")
+            time.sleep(0.05)
 
     def topic_config(self, topic: str) -> dict[str, str]:
         admin = self._client()
