@@ -57,11 +57,11 @@ from psycopg.sql import SQL, Identifier, Literal
 
 from caseledger.ledger.store.bulk_load import copy_into_postgres
 from caseledger.ledger.store.data_key_table import PostgresKeyTable
-from caseledger.ledger.store.kind_indexes import index_name, kind_read_alone
+from caseledger.ledger.store.kind_indexes import ReadsByKind, index_name
 from caseledger.ledger.store_ports import TOPICS_READ_BY_KIND, DataKeyRow, LedgerRecorder, tracking_moved
 
 
-class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
+class PostgresLedgerRecorder(ReadsByKind, PostgresProcessRecorder, LedgerRecorder):
     """Inserts events (and a tracking record) in one plain transaction."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -109,13 +109,8 @@ class PostgresLedgerRecorder(PostgresProcessRecorder, LedgerRecorder):
                     Identifier(name), Identifier(self.datastore.schema), Identifier(self.events_table_name),
                     Literal(topic)))
 
-    def select_notifications(
-        self, start: int | None, limit: int, stop: int | None = None, topics: Sequence[str] = (), *,
-        inclusive_of_start: bool = True,
-    ) -> Sequence[Notification]:
-        topic = kind_read_alone(topics)
-        if topic is None:
-            return super().select_notifications(start, limit, stop, topics, inclusive_of_start=inclusive_of_start)
+    def _select_kind(self, topic: str, start: int | None, limit: int, stop: int | None,
+                     inclusive_of_start: bool) -> Sequence[Notification]:
         # The kind as a literal: a generic plan uses a partial index only for a WHERE clause that implies it.
         statement = SQL("SELECT * FROM {}.{} WHERE topic = {}").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name), Literal(topic))

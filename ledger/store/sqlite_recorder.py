@@ -20,14 +20,14 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRec
 
 from caseledger.ledger.store.bulk_load import insert_into_sqlite
 from caseledger.ledger.store.data_key_table import SQLiteKeyTable
-from caseledger.ledger.store.kind_indexes import index_name, kind_read_alone, topic_literal
+from caseledger.ledger.store.kind_indexes import ReadsByKind, index_name, topic_literal
 from caseledger.ledger.store_ports import TOPICS_READ_BY_KIND, DataKeyRow, LedgerRecorder, tracking_moved
 
 # Two parameters an id; SQLite allows 999 parameters at least.
 SELECT_CHUNK = 250
 
 
-class SQLiteLedgerRecorder(SQLiteProcessRecorder, LedgerRecorder):
+class SQLiteLedgerRecorder(ReadsByKind, SQLiteProcessRecorder, LedgerRecorder):
     """Events, their tracking record and any further ones (``also_tracking``) in one transaction."""
 
     def __init__(self, datastore: SQLiteDatastore, *, events_table_name: str = "stored_events") -> None:
@@ -93,13 +93,8 @@ class SQLiteLedgerRecorder(SQLiteProcessRecorder, LedgerRecorder):
                 c.execute(f"CREATE INDEX IF NOT EXISTS {index_name(self.events_table_name, topic)} "
                           f"ON {self.events_table_name} (topic) WHERE topic = {topic_literal(topic)}")
 
-    def select_notifications(
-        self, start: int | None, limit: int, stop: int | None = None, topics: Sequence[str] = (), *,
-        inclusive_of_start: bool = True,
-    ) -> Sequence[Notification]:
-        topic = kind_read_alone(topics)
-        if topic is None:
-            return super().select_notifications(start, limit, stop, topics, inclusive_of_start=inclusive_of_start)
+    def _select_kind(self, topic: str, start: int | None, limit: int, stop: int | None,
+                     inclusive_of_start: bool) -> Sequence[Notification]:
         # The kind as a literal: SQLite uses a partial index only for a WHERE clause it can see implies it.
         statement = f"SELECT rowid, * FROM {self.events_table_name} WHERE topic = {topic_literal(topic)}"
         params: list[int] = []

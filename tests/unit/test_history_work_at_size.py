@@ -56,13 +56,7 @@ def test_history_from_the_log_does_not_grow_with_unrelated_events(
     ledger = CaseLedger(ledger_settings(database=str(tmp_path / "l.sqlite")))
     try:
         generate_ledger(ledger, 100)
-        for n, who in enumerate((JANE, BOB, JANE)):
-            ledger.record_contact(ContactDraft(channel="web_form", channel_message_id=f"f{n}", identity=who,
-                                               subject="Card fees", items=("Why two card fees?",)))
-        for who in (JANE, BOB):
-            with pytest.raises(MessageIdCollision):
-                ledger.record_contact(ContactDraft(channel="web_form", channel_message_id="f1", identity=who,
-                                                   items=(f"{who}'s own question",)))
+        _contacts_and_collisions(ledger, senders=(JANE, BOB, JANE), colliders=(JANE, BOB), collided="f1")
         jane = ledger.data_subject(str(JANE))
         history = ledger.history(str(JANE))
         collided = [e for e in history if type(e).__name__ == "MessageIdCollided"]
@@ -76,6 +70,18 @@ def test_history_from_the_log_does_not_grow_with_unrelated_events(
     finally:
         ledger.close()
     assert large <= small * 1.2, f"history's work grew from {small} to {large} (tens of SQLite steps)"
+
+
+def _contacts_and_collisions(ledger: CaseLedger, *, senders: tuple[Any, ...], colliders: tuple[Any, ...],
+                             collided: str) -> None:
+    """A contact of each sender (message ids f0, f1, …), then each collider reusing message id ``collided``."""
+    for n, who in enumerate(senders):
+        ledger.record_contact(ContactDraft(channel="web_form", channel_message_id=f"f{n}", identity=who,
+                                           subject="Card fees", items=("Why two card fees?",)))
+    for who in colliders:
+        with pytest.raises(MessageIdCollision):
+            ledger.record_contact(ContactDraft(channel="web_form", channel_message_id=collided, identity=who,
+                                               items=(f"{who}'s own question",)))
 
 
 def test_the_kinds_read_alone_are_the_catalogs() -> None:
@@ -93,13 +99,7 @@ def test_a_customers_history_never_opens_another_senders_kept_request(tmp_path: 
 
     ledger = CaseLedger(ledger_settings(database=str(tmp_path / "l.sqlite")))
     try:
-        for n, who in enumerate((JANE, BOB)):
-            ledger.record_contact(ContactDraft(channel="web_form", channel_message_id=f"f{n}", identity=who,
-                                               subject="Card fees", items=("Why two card fees?",)))
-        for who in (BOB, JANE):
-            with pytest.raises(MessageIdCollision):
-                ledger.record_contact(ContactDraft(channel="web_form", channel_message_id="f0", identity=who,
-                                                   items=(f"{who}'s own question",)))
+        _contacts_and_collisions(ledger, senders=(JANE, BOB), colliders=(BOB, JANE), collided="f0")
         bob = ledger.data_subject(str(BOB))
         bobs = {row.key_id for row in ledger.storage.data_keys().live() if bob in row.subject}
         assert bobs
