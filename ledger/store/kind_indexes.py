@@ -14,6 +14,7 @@ after an upgrade builds them: one read of the events table).
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,7 @@ def index_name(table: str, topic: str) -> str:
     return f"{table}_{topic.rsplit('.', 1)[-1].lower()}_idx"
 
 
-class ReadsByKind:
+class ReadsByKind(ABC):
     """A recorder's read of the log: one indexed kind through its partial index (``_select_kind``, the backend's
     statement), anything else as eventsourcing reads it. Comes before eventsourcing's recorder in the bases."""
 
@@ -60,6 +61,7 @@ class ReadsByKind:
             return parent.select_notifications(start, limit, stop, topics, inclusive_of_start=inclusive_of_start)
         return self._select_kind(topic, start, limit, stop, inclusive_of_start)
 
+    @abstractmethod
     def _select_kind(self, topic: str, start: int | None, limit: int, stop: int | None,
                      inclusive_of_start: bool) -> Sequence[Notification]:
-        raise NotImplementedError
+        """The events of one indexed kind, in log order, by the backend's statement."""
