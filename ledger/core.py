@@ -55,6 +55,14 @@ STARTUP_ATTEMPTS = 5
 _SEALED_KEY_IDS = re.compile(rb"enc:1:([0-9a-f]{16}):")
 
 
+SEALED_TEXTS = "_sealed_texts"  # set on an aggregate replayed with its personal fields left sealed
+
+
+def has_sealed_texts(aggregate: Any) -> bool:
+    """Whether ``aggregate`` was replayed with its personal fields left as sealed tokens (:meth:`LedgerCore.prefetch`)."""
+    return SEALED_TEXTS in vars(aggregate)
+
+
 def replay(aggregate: Any, events: Iterable[Any]) -> Any:
     """An aggregate's events applied in turn: eventsourcing's projector without its per-event ``isinstance``
     against a runtime Protocol (a tenth of a 100-event case's replay)."""
@@ -97,6 +105,7 @@ class LedgerCore(Application[UUID]):
         self._cache: AggregateCache | None = None
         self._erasures: ErasureWatch | None = None  # watched while aggregates are kept (see keep_aggregates)
         self._on_erasure: list[Callable[[], None]] = []
+        self._sealed_ok: frozenset[UUID] = frozenset()  # aggregates :meth:`load` may give with texts sealed
         for attempt in range(STARTUP_ATTEMPTS):
             try:
                 with translate_errors(self.settings.store.describe()):
@@ -130,6 +139,11 @@ class LedgerCore(Application[UUID]):
 
     def construct_mapper(self) -> Mapper[UUID]:
         return AvroMapper(self.codec, open_fields=self._open_fields)
+
+    @cached_property
+    def _sealed_mapper(self) -> AvroMapper:
+        """Decodes stored events with their personal fields left as the sealed tokens stored (:meth:`prefetch`)."""
+        return AvroMapper(self.codec)
 
     recorder: LedgerRecorder
 
@@ -323,10 +337,12 @@ class LedgerCore(Application[UUID]):
             finally:
                 self.data_keys.forget()  # outside a batch keys serve one read: another's erasure holds at the next
         cached = uow.aggregates.get(aggregate_id)
-        if cached is not None:
+        if cached is not None and not (has_sealed_texts(cached) and aggregate_id not in self._sealed_ok):
             return cached
+        if cached is not None:  # its texts were left sealed: read again, opened, with what this unit did to it
+            del uow.aggregates[aggregate_id]
         if aggregate_id not in uow.absent:
-            self.prefetch([aggregate_id])
+            self.prefetch([aggregate_id], sealed=self._sealed_ok & {aggregate_id})
             cached = uow.aggregates.get(aggregate_id)
             if cached is not None:
                 return cached
@@ -422,13 +438,19 @@ class LedgerCore(Application[UUID]):
         """Call ``forget`` whenever this ledger learns of an erasure: a service's own memory of customers."""
         self._on_erasure.append(forget)
 
-    def prefetch(self, aggregate_ids: Iterable[UUID]) -> None:
+    def prefetch(self, aggregate_ids: Iterable[UUID], *, sealed: Collection[UUID] = ()) -> None:
         """Inside a unit of work: load these aggregates in one query, and learn which do not exist.
 
         A batch of contacts looks up several directory entries each; without this every lookup
         is a round trip. Aggregates found are cached in the unit like any other it loaded; if
         another writer changes one meanwhile, the unit's save fails with a conflict and the
         caller retries without the cache.
+
+        The aggregates named in ``sealed`` are replayed with their personal fields left as the stored tokens
+        (no data key read, nothing decrypted): for a command that reads none of them, within
+        :meth:`texts_left_sealed` (a delivery report loads its case for the message's channel and state only).
+        Anywhere else :meth:`load` reads such an aggregate again, opened, so no command ever copies a token
+        into a new event nor shows one.
         """
         uow = self._uow
         if uow is None:
@@ -441,20 +463,37 @@ class LedgerCore(Application[UUID]):
         if cache is not None:
             for aggregate_id in wanted:
                 aggregate = cache.take(aggregate_id)
-                if aggregate is not None:
+                # one kept with its texts sealed serves only who asks for it so; the others replay it opened
+                if aggregate is not None and (aggregate_id in sealed or not has_sealed_texts(aggregate)):
                     taken[aggregate_id] = aggregate
+        # left sealed: those asked so, unless kept opened (what comes after their version is opened too)
+        closed = {i for i in sealed if i in wanted and (i not in taken or has_sealed_texts(taken[i]))}
         with translate_errors(self.settings.store.describe()):
             stored = self.recorder.select_events_after(wanted, after={i: a.version for i, a in taken.items()})
-            self.preload_keys(bytes(e.state) for events in stored.values() for e in events)
+            self.preload_keys(bytes(e.state) for i, events in stored.items() if i not in closed for e in events)
         for aggregate_id in wanted:
             aggregate = taken.get(aggregate_id)
+            mapper = self._sealed_mapper if aggregate_id in closed else self.mapper
             for stored_event in stored.get(aggregate_id, ()):
-                event: Any = self.mapper.to_domain_event(stored_event)
+                event: Any = mapper.to_domain_event(stored_event)
                 aggregate = event.mutate(aggregate)
             if aggregate is None:
                 uow.absent.add(aggregate_id)
             else:
+                if aggregate_id in closed:
+                    vars(aggregate)[SEALED_TEXTS] = True
                 uow.aggregates[aggregate_id] = uow.replay(aggregate_id, aggregate)
+
+    @contextmanager
+    def texts_left_sealed(self, *aggregate_ids: UUID) -> Iterator[None]:
+        """Within: :meth:`load` may give these aggregates with their personal fields sealed (see :meth:`prefetch`).
+        For a command that reads none of their texts and writes none into its events (a delivery or read report)."""
+        before = self._sealed_ok
+        self._sealed_ok = before | frozenset(aggregate_ids)
+        try:
+            yield
+        finally:
+            self._sealed_ok = before
 
     @contextmanager
     def command_scope(self) -> Iterator[None]:
