@@ -206,3 +206,19 @@ def test_full_collections_space_out_to_five_minutes_while_they_find_few_cycles()
     finally:
         pacer.close()
     assert seen == [120, 240, 300, 300, 300, 300] and pacer.every_s == 60 and pacer.full_collections == 7
+
+
+def test_the_memory_trace_says_what_the_full_collections_freed_and_their_longest_pause(tmp_path: Path) -> None:
+    import gc
+
+    cycles = [_Cycle() for _ in range(5_000)]
+    gc.collect()  # they are old now: only a full collection looks at them
+    trace = MemoryTrace(tmp_path / "memory.txt", every_s=3600)
+    with trace:
+        del cycles
+        gc.collect(1)  # not a full collection: neither counted nor freeing them
+        gc.collect()
+    report = (tmp_path / "memory.txt").read_text()
+    found = re.search(r"full collections: (\d+) since the last report, ([\d,]+) objects freed, longest ([\d,]+) ms", report)
+    assert found and found[1] == "1" and int(found[2].replace(",", "")) >= 5_000
+    assert trace._collections not in gc.callbacks  # closed: the collector no longer reports to it
