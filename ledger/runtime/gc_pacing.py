@@ -7,20 +7,11 @@ machine — and it came back every few seconds under load, as the worst latencie
 
 After each batch, :class:`GcPacer` moves everything alive into the collector's permanent
 generation (``gc.freeze``, constant time), so automatic collections only look at what later
-batches create. Now and then it puts everything back and runs one full collection, which also
-frees any reference cycle that was frozen before it became garbage: one pause of that length
-every minute or few instead of one every few seconds. Then it gives the pages glibc's allocator
-holds free back to the system (``malloc_trim``, a few milliseconds; glibc only, elsewhere nothing):
-otherwise a process's resident memory stays at its highest, however much of it was freed since
-(the soak, docs/benchmarks.md).
-
-How often: cycles frozen alive and dead since pile up until the next full collection, and Python's
-allocator returns an arena only once all of it is free, so what piles up stays resident. The soak
-at 150 contacts/s found 43,000-45,000 such objects (150,000 blocks of the intake worker's heap) at each
-five-minute collection, the intake worker's and the publisher's alike. So the pacer collects every
-:data:`SHORTEST_FULL_EVERY_S` while its collections find :data:`CYCLES_WORTH_COLLECTING` objects or
-more, and doubles the interval, up to ``full_every_s`` (:data:`FULL_COLLECTION_EVERY_S`), while
-they find fewer: a process that makes no cycles keeps one pause every five minutes.
+batches create. Every ``full_every_s`` it puts everything back and runs one full collection,
+which also frees any reference cycle that was frozen before it became garbage: one pause of
+that length every few minutes instead of one every few seconds. Then it gives the pages glibc's
+allocator holds free back to the system (``malloc_trim``, a few milliseconds): otherwise a process's
+resident memory stays at its highest, however much of it was freed since (the soak, docs/benchmarks.md).
 
 The collector is the process's, so its pacing is too: one :class:`GcPacer` per process, made
 by whoever runs the services (``ledger/runtime/supervisor.py``, a command that runs one loop),
@@ -42,9 +33,7 @@ from typing import Protocol
 
 from caseledger.ledger.runtime.memory_trace import release_free_memory
 
-FULL_COLLECTION_EVERY_S = 300.0  # the longest interval between two full collections of a service's process
-SHORTEST_FULL_EVERY_S = 60.0  # ... the shortest, while collections find cycles
-CYCLES_WORTH_COLLECTING = 2_000  # objects a full collection freed for the next one to come as soon again
+FULL_COLLECTION_EVERY_S = 300.0
 COLLECT_EVERY = 100_000  # records between two garbage collections while a rebuild holds them off
 MAX_COLLECT_EVERY = 1_600_000  # ... at most, while collections find (almost) nothing
 WORTH_COLLECTING = 1_000  # objects freed by a collection for the next one to come as soon again
@@ -101,14 +90,10 @@ class GcPacer:
     """
 
     def __init__(
-        self, full_every_s: float = FULL_COLLECTION_EVERY_S, *, shortest_s: float = SHORTEST_FULL_EVERY_S,
-        clock: Callable[[], float] = time.monotonic, release: Callable[[], object] = release_free_memory,
-        collect: Callable[[], int] = gc.collect,
+        self, full_every_s: float = FULL_COLLECTION_EVERY_S, *, clock: Callable[[], float] = time.monotonic,
+        release: Callable[[], object] = release_free_memory,
     ) -> None:
         self.full_every_s = full_every_s
-        self.shortest_s = min(shortest_s, full_every_s)
-        self.every_s = self.shortest_s  # the interval now: the shortest until collections find little
-        self._collect = collect
         self._clock = clock
         self._release = release
         self._last_full = clock()
@@ -145,11 +130,9 @@ class GcPacer:
         if not gc.isenabled():
             return  # someone holds collection off on purpose (a rebuild collects on its own schedule)
         now = self._clock()
-        if now - self._last_full >= self.every_s:
+        if now - self._last_full >= self.full_every_s:
             gc.unfreeze()
-            freed = self._collect()
-            self.every_s = (self.shortest_s if freed >= CYCLES_WORTH_COLLECTING
-                            else min(self.every_s * 2, self.full_every_s))
+            gc.collect()
             self._release()
             self._last_full = now
             self.full_collections += 1
