@@ -14,8 +14,8 @@ a contact was refused instead of becoming a case (its outcome on the events topi
 against ``IntakeRejected`` and ``MessageIdCollided``), the contacts still queued when the time was up
 stopped being recorded (none for 30 s; those still queued after 5 minutes are reported: the machine
 did not reach the rate), or a process's memory grew by 5 % or more after the
-warm-up (``max_growth``): the mean of its last three samples against the mean of its first three after
-the warm-up.
+warm-up (``max_growth``): the median of its samples in the last minute against the median of its samples
+in the first minute after the warm-up (:func:`judge_growth`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from caseledger.cli.bench.intake_bench import prepare_run, stop_services
 from caseledger.cli.bench.rebuild_bench import Say, percentile
 
 GROWTH_LIMIT = 0.05
+JUDGED_WINDOW_S = 60.0  # memory is judged on the median of each end's minute after the warm-up
+MIN_JUDGED = 3  # samples at each end at least
 SEED_CASES = 20
 STALL_S = 30.0  # no new outcome for this long while contacts are queued: the pipeline is stuck
 DRAIN_S = 300.0  # how long the queue left at the end is followed; what is still queued then is reported
@@ -139,12 +141,35 @@ def resident_mb(pid: int) -> float | None:
     return None
 
 
-def _judge(memory: ProcessMemory, warmup_s: float) -> None:
-    judged = [mb for at, mb in memory.samples if at >= warmup_s]
+def judge_growth(samples: list[list[float]], warmup_s: float) -> tuple[float, float] | None:
+    """(MB after the warm-up, MB at the end) of ``samples`` ``[seconds, MB]``: the median of the samples in
+    the first :data:`JUDGED_WINDOW_S` after the warm-up against the median of those in the last one (at
+    least :data:`MIN_JUDGED` samples each, a third of the judged span at most: a short soak's ends never
+    overlap); None when nothing was sampled after the warm-up.
+
+    Medians of a minute, not means of three samples: resident memory sampled every 10 s swings by a few
+    MB as batches come and go (a full batch after a stall, glibc's arenas, the collector's five-minute
+    full collection), and one such sample among three moved the mean by 3 % on a flat process. A leak
+    moves the whole last minute, so its median, by as much as it grew: a real leak is judged in full.
+    """
+    judged = [(at, mb) for at, mb in samples if at >= warmup_s]
     if not judged:
+        return None
+    window = min(JUDGED_WINDOW_S, (judged[-1][0] - judged[0][0]) / 3)
+    head = [mb for at, mb in judged if at <= judged[0][0] + window]
+    tail = [mb for at, mb in judged if at >= judged[-1][0] - window]
+    if len(head) < MIN_JUDGED:
+        head = [mb for _at, mb in judged[:MIN_JUDGED]]
+    if len(tail) < MIN_JUDGED:
+        tail = [mb for _at, mb in judged[-MIN_JUDGED:]]
+    return statistics.median(head), statistics.median(tail)
+
+
+def _judge(memory: ProcessMemory, warmup_s: float) -> None:
+    ends = judge_growth(memory.samples, warmup_s)
+    if ends is None:
         return
-    head, tail = judged[:3], judged[-3:]
-    memory.after_warmup_mb, memory.final_mb = statistics.fmean(head), statistics.fmean(tail)
+    memory.after_warmup_mb, memory.final_mb = ends
     memory.growth = memory.final_mb / memory.after_warmup_mb - 1
 
 

@@ -3,7 +3,8 @@
 ``caseledger run --memory-trace FILE`` (or ``CASELEDGER_MEMORY_TRACE``) appends a report to FILE every
 ``--memory-trace-every`` seconds: the process's resident memory, Python's objects (blocks of its small-object
 allocator; the collector's tracked and frozen objects), and what glibc's allocator holds from the system,
-in use and free (fragmentation, the arenas of ``MALLOC_ARENA_MAX``). Cheap: it can stay on. A resident
+in use and free (fragmentation, the arenas of ``MALLOC_ARENA_MAX``), and the full collections since the
+previous report (how many, the objects they freed, the longest pause). Cheap: it can stay on. A resident
 memory that grows with glibc's "in use" while Python's blocks stay flat is large objects or a C library
 (a Kafka client, SQLite); one that grows with glibc's "free" is fragmentation.
 
@@ -87,6 +88,33 @@ def allocator_line() -> str:
             f"{info.fordblks / 2**20:,.1f} MB free in {info.ordblks:,} chunks, {info.hblkhd / 2**20:,.1f} MB mmapped")
 
 
+class FullCollections:
+    """The process's full (generation 2) collections, as the collector reports them (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.count = self.freed = 0
+        self.longest_s = 0.0
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        self.count += 1
+        self.freed += info.get("collected", 0)
+        self.longest_s = max(self.longest_s, time.perf_counter() - self._began)
+
+    def line(self) -> str:
+        """What the full collections since the last line did; starts counting again."""
+        text = (f"full collections: {self.count} since the last report, {self.freed:,} objects freed, "
+                f"longest {self.longest_s * 1000:,.0f} ms")
+        self.count = self.freed = 0
+        self.longest_s = 0.0
+        return text
+
+
 class MemoryTrace:
     """Appends a memory report to ``path`` every ``every_s`` seconds, from a daemon thread, until closed;
     ``sites``: with the allocation sites that grew most (tracemalloc)."""
@@ -100,6 +128,7 @@ class MemoryTrace:
         self._first: tracemalloc.Snapshot | None = None
         self._previous: tracemalloc.Snapshot | None = None
         self._started = 0.0
+        self._collections = FullCollections()
         self.reports = 0
 
     def __enter__(self) -> MemoryTrace:
@@ -113,6 +142,7 @@ class MemoryTrace:
         if self.sites and not tracemalloc.is_tracing():
             tracemalloc.start(1)
         self._started = time.monotonic()
+        gc.callbacks.append(self._collections)
         self._thread = threading.Thread(target=self._loop, name="memory-trace", daemon=True)
         self._thread.start()
         log.info("tracing memory: a report every %g s in %s", self.every_s, self.path)
@@ -124,6 +154,7 @@ class MemoryTrace:
         self._thread.join()
         self._thread = None
         self.report()
+        gc.callbacks.remove(self._collections)
         if self.sites:
             tracemalloc.stop()
 
@@ -143,6 +174,7 @@ class MemoryTrace:
             f"python objects: {sys.getallocatedblocks():,} blocks allocated; gc: {len(gc.get_objects()):,} objects "
             f"tracked, {gc.get_freeze_count():,} frozen",
             allocator_line(),
+            self._collections.line(),
         ]
         if not self.sites:
             with self.path.open("a", encoding="utf-8") as out:

@@ -146,3 +146,37 @@ def test_after_a_peak_the_freed_memory_leaves_the_process() -> None:
     after = resident_bytes() or 0
     assert before - after > 40 * 2**20, (before, after)
     del kept
+
+
+def test_the_partitioner_s_key_hashes_are_kept_up_to_their_bound() -> None:
+    # The soak's publisher grew 1 MB every 30 s for ten minutes: 65,536 customers' key hashes (14 MB), one per new customer.
+    from kafka.partitioner.default import murmur2
+
+    from caseledger.ledger.kafka.kafka_python import KEY_HASH_CACHE, key_hash
+
+    assert key_hash.cache_info().maxsize == KEY_HASH_CACHE == 4_096  # the README's figure
+    keys = [b"customer-%08d" % n for n in range(KEY_HASH_CACHE * 3)]
+    for key in keys:
+        assert key_hash(key) == murmur2(key) & 0x7FFFFFFF  # Kafka's default partition, cached or not
+    assert key_hash.cache_info().currsize == KEY_HASH_CACHE
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_the_memory_trace_says_what_the_full_collections_freed_and_their_longest_pause(tmp_path: Path) -> None:
+    import gc
+
+    cycles = [_Cycle() for _ in range(5_000)]
+    gc.collect()  # they are old now: only a full collection looks at them
+    trace = MemoryTrace(tmp_path / "memory.txt", every_s=3600)
+    with trace:
+        del cycles
+        gc.collect(1)  # not a full collection: neither counted nor freeing them
+        gc.collect()
+    report = (tmp_path / "memory.txt").read_text()
+    found = re.search(r"full collections: (\d+) since the last report, ([\d,]+) objects freed, longest ([\d,]+) ms", report)
+    assert found and found[1] == "1" and int(found[2].replace(",", "")) >= 5_000
+    assert trace._collections not in gc.callbacks  # closed: the collector no longer reports to it
