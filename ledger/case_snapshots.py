@@ -1,0 +1,293 @@
+"""A case read from its last snapshot and the events after it: sealed under its customer's keys, so erasure reaches it.
+
+Replaying a case opens (AES-GCM) every sealed text of every event it has: at a hundred and fifty events that
+was most of ``case show``'s time. A read that replayed more than :data:`SNAPSHOT_AFTER` events keeps the
+case's state as replayed, in ``caseledger_case_snapshots`` (one row per case, never an event); the next read
+opens it and replays only the events recorded after it.
+
+What a snapshot holds is the case's state with its texts opened, so it is sealed, once under each live data
+key its events were sealed under (nested AES-256-GCM; the associated data binds the case, the version, the
+format and the keys). Destroying any of those keys (an erasure, a retention sweep, in any process) makes it
+unreadable for good: the read then replays the events, whose texts read ``[erased]``. A customer back after
+an erasure has a new key, which never opens a snapshot sealed under the old one. A key destroyed while a
+snapshot is being taken makes that snapshot unreadable too: it was sealed under the key being destroyed.
+
+A snapshot is trusted only as far as the events agree: the stored event at its version must hash to the
+chain head it holds (else the events changed under it, or it is ahead of them), its format must be this
+release's (the state encoding and a digest of the code that replays a case), and it must open and decode
+into the known state types only. Anything else is ignored and the case replayed; a snapshot that cannot be
+kept (a read-only database, a writer holding the lock) is not kept, and the read answers all the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import re
+from base64 import b64decode, b64encode
+from collections.abc import Iterable
+from dataclasses import fields
+from datetime import datetime
+from functools import cache
+from typing import Any
+from uuid import UUID
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.application import AggregateNotFoundError
+
+from caseledger.ledger.avro.codec import event_hash
+from caseledger.ledger.core import LedgerCore, replay
+from caseledger.ledger.domain import case as case_module
+from caseledger.ledger.domain import case_events, case_parts, events
+from caseledger.ledger.domain.case import Case
+from caseledger.ledger.domain.case_parts import (
+    ContactState,
+    Handoff,
+    ItemState,
+    MessageState,
+    PromiseState,
+    ProposalState,
+)
+from caseledger.ledger.domain.personal import ERASED, Erased
+from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.store_ports import CaseSnapshotRow, CaseSnapshotStore
+
+__all__ = ["SNAPSHOT_AFTER", "CaseSnapshots", "decode_state", "encode_state", "snapshot_format"]
+
+log = logging.getLogger("caseledger.ledger")
+
+SNAPSHOT_AFTER = 16
+"""A read that replayed more events than this keeps a snapshot of the case."""
+
+_ENCODING = "json2"
+_NONCE = 12
+_KEY_IDS = re.compile(rb"enc:1:([0-9a-f]{16}):")
+_STATE_TYPES: dict[str, tuple[type, tuple[str, ...]]] = {
+    t.__name__: (t, tuple(f.name for f in fields(t)))
+    for t in (ContactState, Handoff, ItemState, MessageState, PromiseState, ProposalState)
+}
+_ATTRIBUTES = frozenset(case_parts.CaseState.__annotations__) | {"_id", "_version", "_created_on", "_modified_on"}
+
+
+@cache
+def snapshot_format() -> str:
+    """The encoding and a digest of the code a case is replayed with: a release that changes either ignores
+    every snapshot an earlier one kept (its state could differ from a replay by this one)."""
+    digest = hashlib.sha256()
+    for module in (events, case_events, case_parts, case_module):
+        digest.update(inspect.getsource(module).encode())
+    return f"{_ENCODING}:{digest.hexdigest()[:16]}"
+
+
+class UnreadableSnapshot(Exception):
+    """The snapshot's bytes are not a state this release wrote: it is ignored."""
+
+
+# -- the state as bytes ----------------------------------------------------------------------------------
+
+
+def encode_state(case: Case) -> bytes:
+    """The case's state as tagged JSON (no pending events: only a case as stored is kept).
+
+    A JSON text, number, boolean or null is itself; an object is a dict of texts; every other value is a
+    list whose first element names its type (``t`` a time, ``c`` one of the state's dataclasses …).
+    """
+    if case.pending_events:
+        raise ValueError("a case with events not yet saved is never kept as a snapshot")
+    state = {name: _encode(value) for name, value in vars(case).items() if name != "_pending_events"}
+    return json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _encode(value: Any) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is Erased:
+        return ["E"]
+    if kind is datetime:
+        return ["t", value.isoformat()]
+    if kind is dict:
+        if all(type(k) is str for k in value):
+            return {k: _encode(v) for k, v in value.items()}
+        return ["d", *[_encode(x) for kv in value.items() for x in kv]]
+    if kind is list:
+        return ["l", *[_encode(v) for v in value]]
+    if kind is tuple:
+        return ["T", *[_encode(v) for v in value]]
+    if kind is set:
+        return ["s", *[_encode(v) for v in value]]
+    if kind is bytes:
+        return ["b", b64encode(value).decode()]
+    if kind is UUID:
+        return ["u", value.hex]
+    if _STATE_TYPES.get(kind.__name__, (None,))[0] is kind:
+        return ["c", kind.__name__, *[_encode(getattr(value, name)) for name in _STATE_TYPES[kind.__name__][1]]]
+    raise ValueError(f"a case's state holds a {kind.__qualname__}, which snapshots do not encode")
+
+
+def decode_state(data: bytes, case_id: UUID, version: int) -> Case:
+    """The case a snapshot's bytes hold; UnreadableSnapshot if they are not a state of this case at this version."""
+    try:
+        state = json.loads(data)
+        if type(state) is not dict or state.keys() != _ATTRIBUTES:
+            raise UnreadableSnapshot("not a case's attributes")
+        attributes = _decode(state)
+    except UnreadableSnapshot:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as error:
+        raise UnreadableSnapshot(type(error).__name__) from None
+    if attributes["_id"] != case_id or attributes["_version"] != version:
+        raise UnreadableSnapshot("another case or version")
+    case: Case = object.__new__(Case)
+    vars(case).update(attributes)
+    vars(case)["_pending_events"] = []
+    return case
+
+
+def _decode(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in _PLAIN else _decode(v) for k, v in value.items()}
+    if kind is not list:
+        return value
+    tag = value[0]
+    if tag == "t":
+        return datetime.fromisoformat(value[1])
+    if tag == "c":
+        cls, names = _STATE_TYPES[value[1]]
+        if len(value) != len(names) + 2:
+            raise UnreadableSnapshot("a state type's fields")
+        obj = object.__new__(cls)
+        vars(obj).update(zip(names, [v if type(v) in _PLAIN else _decode(v) for v in value[2:]], strict=True))
+        return obj
+    items = [v if type(v) in _PLAIN else _decode(v) for v in value[1:]]
+    if tag == "l":
+        return items
+    if tag == "T":
+        return tuple(items)
+    if tag == "s":
+        return set(items)
+    if tag == "d":
+        return dict(zip(items[::2], items[1::2], strict=True))
+    if tag == "E" and not items:
+        return ERASED
+    if tag == "b":
+        return b64decode(value[1], validate=True)
+    if tag == "u":
+        return UUID(hex=value[1])
+    raise UnreadableSnapshot("an unknown tag")
+
+
+# -- sealed under the customer's keys --------------------------------------------------------------------
+
+
+def _aad(case_id: UUID, version: int, form: str, key_ids: Iterable[str], key_id: str) -> bytes:
+    return f"caseledger case snapshot\n{case_id}\n{version}\n{form}\n{','.join(key_ids)}\n{key_id}".encode()
+
+
+class CaseSnapshots:
+    """Cases read from their snapshots (kept in the ledger's case snapshot table) and the events after them."""
+
+    def __init__(self, core: LedgerCore, *, snapshot_after: int = SNAPSHOT_AFTER) -> None:
+        self.core = core
+        self.snapshot_after = snapshot_after
+        self._table: CaseSnapshotStore | None = None
+        self._disabled = False
+
+    @property
+    def table(self) -> CaseSnapshotStore | None:
+        if self._table is None and not self._disabled:
+            try:
+                self._table = self.core.storage.case_snapshots()
+            except Exception as error:  # e.g. a read-only database: cases are replayed, as before
+                log.warning("case snapshots are off: their table cannot be made (%s)", type(error).__name__)
+                self._disabled = True
+        return self._table
+
+    def load(self, case_id: UUID) -> Case:
+        """The case as of its last stored event (AggregateNotFoundError if none), read from its snapshot if one
+        opens and agrees with the events; keeps a new one if this read replayed many events."""
+        if self.core.in_unit_of_work:
+            return self.core.load(case_id)  # type: ignore[no-any-return]
+        try:
+            return self._load(case_id)
+        finally:
+            self.core.data_keys.forget()  # as every read: another's erasure holds at the next
+
+    def _load(self, case_id: UUID) -> Case:
+        recorder = self.core.recorder
+        table = self.table
+        row = table.select_snapshot(case_id) if table is not None else None
+        case = self._opened(row) if row is not None else None
+        key_ids: set[str] = set(row.key_ids) if case is not None and row is not None else set()
+        stored: list[Any] = []
+        if case is not None:
+            stored = recorder.select_events(case_id, gt=case.version - 1)
+            if stored and stored[0].originator_version == case.version and \
+                    event_hash(bytes(stored[0].state)) == case.chain_head:
+                stored = stored[1:]
+            else:  # the events are not those it was taken from (or it is ahead of them)
+                case, key_ids, stored = None, set(), []
+        if case is None:
+            stored = recorder.select_events(case_id)
+            if not stored:
+                raise AggregateNotFoundError(case_id)
+        new_keys = {m.group(1).decode() for e in stored for m in _KEY_IDS.finditer(bytes(e.state))}
+        if new_keys:
+            self.core.data_keys.load(new_keys)
+        to_event = self.core.mapper.to_domain_event
+        case = replay(case, [to_event(e) for e in stored])
+        if len(stored) > self.snapshot_after and table is not None:
+            self._keep(table, case, key_ids | new_keys)
+        return case
+
+    def _opened(self, row: CaseSnapshotRow) -> Case | None:
+        """The case ``row`` holds, or None if it does not open (a key destroyed, another format, forged)."""
+        form = snapshot_format()
+        if row.format != form or not row.sealed_by or not set(row.sealed_by) <= set(row.key_ids):
+            return None
+        keys = self.core.data_keys
+        try:
+            keys.load(row.sealed_by)
+            data = row.sealed
+            for key_id in reversed(row.sealed_by):
+                cipher = keys.cipher(key_id)
+                if cipher is None:
+                    return None  # destroyed: what it sealed is erased
+                data = cipher.decrypt(data[:_NONCE], data[_NONCE:],
+                                      _aad(row.case_id, row.version, form, row.key_ids, key_id))
+            return decode_state(data, row.case_id, row.version)
+        except (InvalidTag, UnreadableSnapshot, ConfigurationError, ValueError):
+            log.warning("case snapshot %s (version %d) is unreadable: the case is replayed", row.case_id, row.version)
+            return None
+
+    def _keep(self, table: CaseSnapshotStore, case: Case, key_ids: set[str]) -> None:
+        """Keep ``case`` sealed under each live key of ``key_ids``; not at all if none is live."""
+        keys = self.core.data_keys
+        ordered = tuple(sorted(key_ids))
+        try:
+            ciphers: list[tuple[str, AESGCM]] = []
+            for key_id in ordered:
+                cipher = keys.cipher(key_id)
+                if cipher is not None:
+                    ciphers.append((key_id, cipher))
+            if not ciphers:
+                return  # nothing of the customer's is left to seal it under
+            form = snapshot_format()
+            data = encode_state(case)
+            for key_id, cipher in ciphers:
+                nonce = os.urandom(_NONCE)
+                data = nonce + cipher.encrypt(nonce, data, _aad(case.id, case.version, form, ordered, key_id))
+            table.save_snapshot(CaseSnapshotRow(
+                case_id=case.id, version=case.version, format=form, sealed_by=tuple(k for k, _ in ciphers),
+                key_ids=ordered, sealed=data,
+            ))
+        except Exception as error:  # a snapshot is an optimisation: never the read's failure
+            log.warning("case snapshot %s not kept (%s)", case.id, type(error).__name__)
