@@ -338,7 +338,7 @@ STEPS = st.lists(st.sampled_from(["follow_up", "respond", "promise", "keep", "st
                                   "reopen", "waive", "read"]), min_size=1, max_size=14)
 
 
-@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=STEPS, after=st.integers(min_value=0, max_value=4), erase_at=st.integers(min_value=-1, max_value=14))
 def test_a_case_read_through_snapshots_at_random_versions_is_the_case_replayed(
     tmp_path_factory: pytest.TempPathFactory, steps: list[str], after: int, erase_at: int,
