@@ -150,16 +150,11 @@ class CaseSnapshots:
         self.core = core
         self.snapshot_after = snapshot_after
         self._table: CaseSnapshotStore | None = None
-        self._disabled = False
 
     @property
-    def table(self) -> CaseSnapshotStore | None:
-        if self._table is None and not self._disabled:
-            try:
-                self._table = self.core.storage.case_snapshots()
-            except Exception as error:  # e.g. a read-only database: cases are replayed, as before
-                log.warning("case snapshots are off: their table cannot be made (%s)", type(error).__name__)
-                self._disabled = True
+    def table(self) -> CaseSnapshotStore:
+        if self._table is None:
+            self._table = self.core.storage.case_snapshots()
         return self._table
 
     def load(self, case_id: UUID) -> Case:
@@ -175,7 +170,7 @@ class CaseSnapshots:
     def _load(self, case_id: UUID) -> Case:
         recorder = self.core.recorder
         table = self.table
-        row = table.select_snapshot(case_id) if table is not None else None
+        row = table.select_snapshot(case_id)
         case = self._opened(row) if row is not None else None
         key_ids: set[str] = set(row.key_ids) if case is not None and row is not None else set()
         stored: list[Any] = []
@@ -195,7 +190,7 @@ class CaseSnapshots:
             self.core.data_keys.load(new_keys)
         to_event = self.core.mapper.to_domain_event
         case = replay(case, [to_event(e) for e in stored])
-        if len(stored) > self.snapshot_after and table is not None:
+        if len(stored) > self.snapshot_after:
             self._keep(table, case, key_ids | new_keys)
         return case
 

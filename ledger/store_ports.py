@@ -607,7 +607,7 @@ class StorageProvider(Protocol):
         ...
 
     def case_snapshots(self) -> CaseSnapshotStore:
-        """The case snapshot table, created if missing."""
+        """The case snapshot table, created when a first snapshot is kept."""
         ...
 
     def cosignatures(self) -> CosignatureStore:

@@ -3,7 +3,7 @@
 One row per case: the version it was replayed to, the data keys it is sealed under and the ones its events
 name, and the sealed state (``ledger/case_snapshots.py`` seals and opens it; nothing here is in clear but
 ids). Never an event: the events table, the notification log and whatever reads them never see it.
-Created on first use in the ledger's own database.
+Created when the first snapshot is kept, in the ledger's own database.
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ class CaseSnapshotTable:
         self.dialect = d = dialect
         p, b = d.placeholder, d.blob
         t = d.table("caseledger_case_snapshots")
-        d.create([
+        # Made by the first snapshot kept, not by the first read: a reader takes no write lock to find none.
+        self.create_statements = [
             f"CREATE TABLE IF NOT EXISTS {t} (case_id TEXT PRIMARY KEY, version INTEGER NOT NULL, "
             f"format TEXT NOT NULL, sealed_by TEXT NOT NULL, key_ids TEXT NOT NULL, sealed {b} NOT NULL)",
-        ])
+        ]
+        self._created = False
         columns = "case_id, version, format, sealed_by, key_ids, sealed"
         self.select_statement = f"SELECT {columns} FROM {t} WHERE case_id = {p}"
         # A later version only: two readers taking the same case at once keep the furthest.
@@ -39,14 +41,26 @@ class CaseSnapshotTable:
         self.delete_statement = f"DELETE FROM {t} WHERE case_id IN " + "({})"
 
     def select_snapshot(self, case_id: UUID) -> CaseSnapshotRow | None:
-        rows = self.dialect.rows(self.select_statement, (str(case_id),))
+        try:
+            rows = self.dialect.rows(self.select_statement, (str(case_id),))
+        except Exception:
+            if self._created:
+                raise
+            return None  # no snapshot was ever kept in this database: no table yet
+        self._created = True
         return self._row(rows[0]) if rows else None
 
     def save_snapshot(self, row: CaseSnapshotRow) -> None:
+        if not self._created:
+            self.dialect.create(self.create_statements)
+            self._created = True
         self.dialect.run(self.upsert_statement, (str(row.case_id), row.version, row.format, ",".join(row.sealed_by),
                                                  ",".join(row.key_ids), row.sealed))
 
     def delete_snapshots(self, case_ids: list[UUID]) -> int:
+        if not self._created:
+            self.dialect.create(self.create_statements)
+            self._created = True
         deleted = 0
         for i in range(0, len(case_ids), 200):
             chunk = case_ids[i : i + 200]

@@ -91,7 +91,7 @@ class StorageBase(ABC):
         return self._cosignatures
 
     def case_snapshots(self) -> CaseSnapshotStore:
-        """The case snapshot table, created on first use."""
+        """The case snapshot table (created when a first snapshot is kept)."""
         if self._case_snapshots is None:
             self._case_snapshots = CaseSnapshotTable(self._dialect)
         return self._case_snapshots

@@ -52,6 +52,8 @@ def _replay(ledger: CaseLedger, reference: str) -> Any:
 
 def rows(database: Path) -> list[tuple[Any, ...]]:
     with sqlite3.connect(database) as conn:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (TABLE,)).fetchall():
+            return []  # made by the first snapshot kept: a reader that keeps none writes nothing
         return conn.execute(f"SELECT case_id, version, format, sealed_by, key_ids, sealed FROM {TABLE}").fetchall()
 
 
