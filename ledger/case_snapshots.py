@@ -56,7 +56,7 @@ from caseledger.ledger.domain.personal import Erased
 from caseledger.ledger.errors import ConfigurationError
 from caseledger.ledger.store_ports import CaseSnapshotRow, CaseSnapshotStore
 
-__all__ = ["SNAPSHOT_AFTER", "CaseSnapshots", "UnreadableSnapshot", "decode_state", "encode_state", "snapshot_format"]
+__all__ = ["SNAPSHOT_AFTER", "CaseSnapshots", "decode_state", "encode_state", "snapshot_format"]
 
 log = logging.getLogger("caseledger.ledger")
 
@@ -77,10 +77,6 @@ def snapshot_format() -> str:
     for module in (events, case_events, case_parts, case_module):
         digest.update(inspect.getsource(module).encode())
     return f"{_ENCODING}:{digest.hexdigest()[:16]}"
-
-
-class UnreadableSnapshot(Exception):
-    """The snapshot's bytes are not a state this release wrote: it is ignored."""
 
 
 # -- the state as bytes ----------------------------------------------------------------------------------
@@ -104,11 +100,11 @@ class _StateUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         found = _ALLOWED.get((module, name))
         if found is None:
-            raise UnreadableSnapshot(f"names {module}.{name}")
+            raise pickle.UnpicklingError(f"a case's state holds no {module}.{name}")
         return found
 
     def persistent_load(self, pid: Any) -> Any:
-        raise UnreadableSnapshot("a persistent id")
+        raise pickle.UnpicklingError("a case's state holds no persistent id")
 
 
 _ALLOWED: dict[tuple[str, str], Any] = {
@@ -118,18 +114,15 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
-def decode_state(data: bytes, case_id: UUID, version: int) -> Case:
-    """The case a snapshot's bytes hold; UnreadableSnapshot if they are not a state of this case at this version."""
+def decode_state(data: bytes, case_id: UUID, version: int) -> Case | None:
+    """The case a snapshot's bytes hold; None if they are not a state of this case at this version."""
     try:
         state = _StateUnpickler(io.BytesIO(data)).load()
-    except UnreadableSnapshot:
-        raise
-    except Exception as error:  # whatever a damaged pickle raises: the snapshot is ignored, the case replayed
-        raise UnreadableSnapshot(type(error).__name__) from None
-    if type(state) is not dict or state.keys() != _ATTRIBUTES:
-        raise UnreadableSnapshot("not a case's attributes")
-    if state["_id"] != case_id or state["_version"] != version:
-        raise UnreadableSnapshot("another case or version")
+    except Exception:  # whatever a damaged or foreign pickle raises: the snapshot is ignored, the case replayed
+        return None
+    if type(state) is not dict or state.keys() != _ATTRIBUTES or state["_id"] != case_id or \
+            state["_version"] != version:
+        return None
     case: Case = object.__new__(Case)
     vars(case).update(state)
     vars(case)["_pending_events"] = []
@@ -209,10 +202,13 @@ class CaseSnapshots:
                     return None  # destroyed: what it sealed is erased
                 data = cipher.decrypt(data[:_NONCE], data[_NONCE:],
                                       _aad(row.case_id, row.version, form, row.key_ids, key_id))
-            return decode_state(data, row.case_id, row.version)
-        except (InvalidTag, UnreadableSnapshot, ConfigurationError, ValueError):
-            log.warning("case snapshot %s (version %d) is unreadable: the case is replayed", row.case_id, row.version)
-            return None
+            case = decode_state(data, row.case_id, row.version)
+            if case is not None:
+                return case
+        except (InvalidTag, ConfigurationError, ValueError):
+            pass
+        log.warning("case snapshot %s (version %d) is unreadable: the case is replayed", row.case_id, row.version)
+        return None
 
     def _keep(self, table: CaseSnapshotStore, case: Case, key_ids: set[str]) -> None:
         """Keep ``case`` sealed under each live key of ``key_ids``; not at all if none is live."""

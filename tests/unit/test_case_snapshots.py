@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from caseledger.cli.app import app
 from caseledger.ledger import case_snapshots
 from caseledger.ledger.application import CaseLedger
-from caseledger.ledger.case_snapshots import UnreadableSnapshot, decode_state, encode_state
+from caseledger.ledger.case_snapshots import decode_state, encode_state
 from caseledger.ledger.domain.personal import ERASED
 from caseledger.ledger.domain.policy import ResponsePolicy
 from caseledger.ledger.errors import CaseLedgerError
@@ -315,11 +315,9 @@ def test_a_snapshot_that_would_call_anything_is_refused_before_it_runs(tmp_path:
 
     case_id, ran = uuid4(), tmp_path / "ran"
     for payload in ({"_id": case_id, "_version": 1, "x": _Calls(ran)}, _Calls(ran), {"_id": sqlite3.connect}):
-        with pytest.raises(UnreadableSnapshot):
-            decode_state(pickle.dumps(payload, protocol=5), case_id, 1)
+        assert decode_state(pickle.dumps(payload, protocol=5), case_id, 1) is None
     assert not ran.exists()
-    with pytest.raises(UnreadableSnapshot):
-        decode_state(b"\x80\x05garbage", case_id, 1)
+    assert decode_state(b"\x80\x05garbage", case_id, 1) is None
 
 
 def test_case_show_on_a_damaged_snapshot_exits_as_a_case_show(two: tuple[CaseLedger, CaseLedger, Path]) -> None:
