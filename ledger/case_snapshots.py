@@ -72,10 +72,14 @@ _ATTRIBUTES = frozenset(case_parts.CaseState.__annotations__) | {"_id", "_versio
 @cache
 def snapshot_format() -> str:
     """The encoding and a digest of the code a case is replayed with: a release that changes either ignores
-    every snapshot an earlier one kept (its state could differ from a replay by this one)."""
+    every snapshot an earlier one kept (its state could differ from a replay by this one). Empty, and no
+    snapshot kept or read, where that code's source cannot be read (an install without its ``.py`` files)."""
     digest = hashlib.sha256()
-    for module in (events, case_events, case_parts, case_module):
-        digest.update(inspect.getsource(module).encode())
+    try:
+        for module in (events, case_events, case_parts, case_module):
+            digest.update(inspect.getsource(module).encode())
+    except (OSError, TypeError):
+        return ""
     return f"{_ENCODING}:{digest.hexdigest()[:16]}"
 
 
@@ -190,7 +194,7 @@ class CaseSnapshots:
     def _opened(self, row: CaseSnapshotRow) -> Case | None:
         """The case ``row`` holds, or None if it does not open (a key destroyed, another format, forged)."""
         form = snapshot_format()
-        if row.format != form or not row.sealed_by or not set(row.sealed_by) <= set(row.key_ids):
+        if not form or row.format != form or not row.sealed_by or not set(row.sealed_by) <= set(row.key_ids):
             return None
         keys = self.core.data_keys
         try:
@@ -220,9 +224,9 @@ class CaseSnapshots:
                 cipher = keys.cipher(key_id)
                 if cipher is not None:
                     ciphers.append((key_id, cipher))
-            if not ciphers:
-                return  # nothing of the customer's is left to seal it under
             form = snapshot_format()
+            if not ciphers or not form:
+                return  # nothing of the customer's is left to seal it under (or no format to name)
             data = encode_state(case)
             for key_id, cipher in ciphers:
                 nonce = os.urandom(_NONCE)
