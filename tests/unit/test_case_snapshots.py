@@ -114,6 +114,24 @@ def test_a_short_case_keeps_no_snapshot(two: tuple[CaseLedger, CaseLedger, Path]
     assert rows(database) == []
 
 
+def test_a_unit_of_work_reads_cases_as_before_and_keeps_no_snapshot(
+    two: tuple[CaseLedger, CaseLedger, Path], decoded: list[int],
+) -> None:
+    """The intake worker's and the service committer's batches (units of work) replay as they did: their cases come
+    from the unit's own cache and the store, never from a snapshot, and they keep none."""
+    agent, reader, database = two
+    out = agent.record_contact(jane_contact("m-1"))
+    follow_ups(agent, out.reference, 10)
+    reader.case_record(out.reference)
+    assert len(rows(database)) == 1
+    _tamper(database, f"DELETE FROM {TABLE}")
+    decoded.clear()
+    with reader.unit_of_work():
+        case = reader.get_case(out.reference)
+    assert decoded == [] and rows(database) == []
+    assert case_record(case) == case_record(_replay(reader, out.reference))
+
+
 # -- privacy: nothing in clear; the erased that returns ------------------------------------------------------------
 
 
