@@ -29,7 +29,7 @@ import logging
 import os
 import pickle
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import cache
 from typing import Any
@@ -38,6 +38,7 @@ from uuid import UUID
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import StoredEvent
 
 from caseledger.ledger.avro.codec import event_hash
 from caseledger.ledger.core import LedgerCore, replay
@@ -170,14 +171,14 @@ class CaseSnapshots:
         row = table.select_snapshot(case_id)
         case = self._opened(row) if row is not None else None
         key_ids: set[str] = set(row.key_ids) if case is not None and row is not None else set()
-        stored: list[Any] = []
+        stored: Sequence[StoredEvent] = ()
         if case is not None:
             stored = recorder.select_events(case_id, gt=case.version - 1)
             if stored and stored[0].originator_version == case.version and \
                     event_hash(bytes(stored[0].state)) == case.chain_head:
                 stored = stored[1:]
             else:  # the events are not those it was taken from (or it is ahead of them)
-                case, key_ids, stored = None, set(), []
+                case, key_ids, stored = None, set(), ()
         if case is None:
             stored = recorder.select_events(case_id)
             if not stored:

@@ -40,7 +40,7 @@ def _dataclass_fields(cls: type) -> tuple[str, ...] | None:
 
 def plain(value: Any) -> Any:
     """``value`` with only JSON types: datetimes as ISO-8601, UUIDs as strings, bytes as hex."""
-    kind = type(value)
+    kind: type = type(value)
     if kind in _AS_IS:  # most of a case's values: one lookup rather than a row of isinstance
         return value
     names = _dataclass_fields(kind)
