@@ -18,6 +18,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 
 from caseledger.ledger.avro.envelope import AvroEnvelopeDecoder
+from caseledger.ledger.case_snapshots import CaseSnapshots
 from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.db_errors import translate_errors
 from caseledger.ledger.domain.case import Case
@@ -46,13 +47,15 @@ class Lookups:
     def __init__(self, core: LedgerCore, pseudonyms: Pseudonyms) -> None:
         self.core = core
         self.pseudonyms = pseudonyms
+        self.snapshots = CaseSnapshots(core)
 
     def get_case(self, reference: str) -> Case:
-        """The case with this reference; NotFound says how to look it up otherwise."""
+        """The case with this reference (from its sealed snapshot and the events after it, outside a unit of
+        work: ``ledger/case_snapshots.py``); NotFound says how to look it up otherwise."""
         ref = normalise_reference(reference)
         try:
             with translate_errors(self.core.settings.store.describe()):
-                return self.core.load(case_id_for(ref))  # type: ignore[no-any-return]
+                return self.snapshots.load(case_id_for(ref))
         except AggregateNotFoundError:
             raise NotFound(
                 f"no case with reference {ref}; find a customer's cases with `caseledger cases CUSTOMER`",

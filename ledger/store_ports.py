@@ -16,6 +16,7 @@ CosignatureStore    witnesses' cosignatures of those checkpoints
 PrincipalStore      issued principals (token hashes) and the live page's browser sessions
 AdapterKeyStore     channel adapters' public keys and channels
 IdempotencyStore    the service's ``Idempotency-Key`` claims and the answers they got
+CaseSnapshotStore   replayed cases, sealed under their customers' data keys (never events)
 StoreSnapshot       the audit's read of the events table and tracking records, as of one moment
 ==================  =========================================================================================
 """
@@ -40,6 +41,8 @@ __all__ = [
     "TOPICS_READ_BY_KIND",
     "AdapterKeyRow",
     "AdapterKeyStore",
+    "CaseSnapshotRow",
+    "CaseSnapshotStore",
     "CosignatureStore",
     "DataKeyRow",
     "DataKeyStore",
@@ -225,6 +228,28 @@ class IdempotencyRow:
     status: int | None  # None: the first request is still running (or died before it answered)
     response: str | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class CaseSnapshotRow:
+    case_id: UUID
+    version: int
+    format: str  # which state encoding and which replay code wrote it: another is ignored
+    sealed_by: tuple[str, ...]  # the live data keys it is sealed under, innermost first
+    key_ids: tuple[str, ...]  # every data key its events were sealed under (destroyed ones included)
+    sealed: bytes
+
+
+class CaseSnapshotStore(Protocol):
+    """One sealed snapshot per case: its state as replayed to a version (``ledger/case_snapshots.py``)."""
+
+    def select_snapshot(self, case_id: UUID) -> CaseSnapshotRow | None: ...
+
+    def save_snapshot(self, row: CaseSnapshotRow) -> None:
+        """Keep ``row`` unless the case's kept snapshot is of a later version (and the same format)."""
+        ...
+
+    def delete_snapshots(self, case_ids: list[UUID]) -> int: ...
 
 
 class PrincipalStore(Protocol):
@@ -579,6 +604,10 @@ class StorageProvider(Protocol):
 
     def merkle(self) -> MerkleStore:
         """The Merkle tree and checkpoint tables, created if missing."""
+        ...
+
+    def case_snapshots(self) -> CaseSnapshotStore:
+        """The case snapshot table, created when a first snapshot is kept."""
         ...
 
     def cosignatures(self) -> CosignatureStore:

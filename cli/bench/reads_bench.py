@@ -23,6 +23,7 @@ from caseledger.cli.bench import environment
 from caseledger.cli.bench.verify_bench import Progress, _rss_mb, _verify_in_fresh_process, generate_ledger
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.errors import ConfigurationError
+from caseledger.ledger.reports.describe import case_record
 from caseledger.ledger.settings import LedgerSettings
 
 _READER = "email:reader@bench.example"
@@ -71,6 +72,7 @@ class ReadsBenchResult:
     customer_events: int
     case_events: int
     case_show: Percentiles
+    case_replayed: Percentiles
     history: Percentiles
     history_from_log: Percentiles
     timeline_built_s: float
@@ -87,6 +89,7 @@ class ReadsBenchResult:
             ("events", f"{self.events:,} (generated in {self.generate_seconds:.1f} s)"),
             ("reader", f"{self.customer_events:,} events in {_CASES} cases; the case shown has {self.case_events}"),
             ("case show (case_record)", self.case_show.text(5)),
+            ("case show replayed whole (no snapshot)", self.case_replayed.text(5) + " — the path before snapshots"),
             ("history (the timeline view, opened)", self.history.text(10)),
             ("history from the log (Lookups.history)", self.history_from_log.text(10) + " — not the CLI's path"),
             ("timeline view built over the ledger in", f"{self.timeline_built_s:.1f} s, {self.timeline_built_cpu_s:.1f} CPU-s"),
@@ -143,12 +146,16 @@ def bench_reads(*, events: int = 1_000_000, customer_events: int = 1000, deadlin
             shown = ledger.get_case(references[0])
             history = Percentiles.of(lambda: customer_timeline(views, customer_id, ledger=lambda: ledger), reads)
             counted = len(customer_timeline(views, customer_id, ledger=lambda: ledger))
+        # Without its snapshot (ledger/case_snapshots.py) a case is replayed whole: measured in the same run.
+        replayed = Percentiles.of(lambda: case_record(ledger.load(shown.id)), reads)
+        ledger.case_record(references[0])  # the first read keeps the case's snapshot (a reader's, as the CLI's)
         case_show = Percentiles.of(lambda: ledger.case_record(references[0]), reads)
         from_log = Percentiles.of(lambda: ledger.history(_READER), max(3, reads // 20))
         store = _store_figures(ledger, db)
         result = ReadsBenchResult(
             backend=backend, events=verify_full["events"] + counted, generate_seconds=generated,
-            customer_events=counted, case_events=shown.version, case_show=case_show, history=history,
+            customer_events=counted, case_events=shown.version, case_show=case_show, case_replayed=replayed,
+            history=history,
             history_from_log=from_log, timeline_built_s=built, timeline_built_cpu_s=built_cpu, verify_small=verify_small, verify_full=verify_full,
             store=store)
         if deadlines:

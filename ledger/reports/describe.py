@@ -33,10 +33,19 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
+@cache
+def _dataclass_fields(cls: type) -> tuple[str, ...] | None:
+    return _field_names(cls) if is_dataclass(cls) else None
+
+
 def plain(value: Any) -> Any:
     """``value`` with only JSON types: datetimes as ISO-8601, UUIDs as strings, bytes as hex."""
-    if type(value) in _AS_IS:  # most of a case's values: one lookup rather than a row of isinstance
+    kind: type = type(value)
+    if kind in _AS_IS:  # most of a case's values: one lookup rather than a row of isinstance
         return value
+    names = _dataclass_fields(kind)
+    if names is not None:  # field by field (asdict's deep copy is waste here); a text or a number as it is
+        return {name: v if type(v) in _AS_IS else plain(v) for name in names for v in (getattr(value, name),)}
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, UUID):
@@ -45,12 +54,10 @@ def plain(value: Any) -> Any:
         return bytes(value).hex()
     if isinstance(value, Enum):
         return value.value
-    if is_dataclass(value) and not isinstance(value, type):  # field by field: asdict's deep copy is waste here
-        return {name: plain(getattr(value, name)) for name in _field_names(type(value))}
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        items = [plain(v) for v in value]
+        items = [v if type(v) in _AS_IS else plain(v) for v in value]
         return sorted(items, key=str) if isinstance(value, set | frozenset) else items
     return value
 

@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from caseledger.ledger.store.adapter_key_table import AdapterKeyTable
+from caseledger.ledger.store.case_snapshot_table import CaseSnapshotTable
 from caseledger.ledger.store.cosignature_table import CosignatureTable
 from caseledger.ledger.store.data_key_table import KeyTable
 from caseledger.ledger.store.idempotency_table import IdempotencyTable
@@ -20,6 +21,7 @@ from caseledger.ledger.store.principal_tables import PrincipalTables
 from caseledger.ledger.store.sql_dialects import SQLDialect
 from caseledger.ledger.store_ports import (
     AdapterKeyStore,
+    CaseSnapshotStore,
     CosignatureStore,
     DataKeyStore,
     IdempotencyStore,
@@ -56,6 +58,7 @@ class StorageBase(ABC):
     _adapter_keys: AdapterKeyStore | None = None
     _idempotency: IdempotencyStore | None = None
     _cosignatures: CosignatureStore | None = None
+    _case_snapshots: CaseSnapshotStore | None = None
 
     def data_keys(self) -> DataKeyStore:
         """The data keys table (the recorder inserts new keys into the same table with their first events)."""
@@ -86,6 +89,12 @@ class StorageBase(ABC):
         if self._cosignatures is None:
             self._cosignatures = CosignatureTable(self._dialect)
         return self._cosignatures
+
+    def case_snapshots(self) -> CaseSnapshotStore:
+        """The case snapshot table (created when a first snapshot is kept)."""
+        if self._case_snapshots is None:
+            self._case_snapshots = CaseSnapshotTable(self._dialect)
+        return self._case_snapshots
 
     def merkle(self) -> MerkleStore:
         """The Merkle tree and checkpoint tables (created if missing: every call looks)."""
