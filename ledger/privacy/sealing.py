@@ -140,7 +140,9 @@ class Sealer:
         return value
 
     def _open_text(self, match: re.Match[str]) -> str:
-        key_id, body, limit = match.group(1, 2, 3)
+        return self._open(*match.group(1, 2, 3))
+
+    def _open(self, key_id: str, body: str, limit: str | None) -> str:
         cipher = self.keys.cipher(key_id)
         if cipher is None:
             return ERASED
@@ -180,8 +182,19 @@ class Sealer:
         if not sealed:
             return list(texts)
         self.keys.load(set(_KEY_IDS.findall("\n".join(sealed))))
-        sub, open_text = TOKEN.sub, self._open_text
-        return [sub(open_text, t) if t and TOKEN_PREFIX in t else t for t in texts]
+        split, open_token = TOKEN.split, self._open
+        opened: list[Any] = []
+        for text in texts:
+            if not text or TOKEN_PREFIX not in text:
+                opened.append(text)
+                continue
+            # [clear, key id, body, limit, clear, …, clear]: the tokens' groups between the texts around them
+            parts = split(text)
+            for i in range(1, len(parts), 4):
+                parts[i] = open_token(parts[i], parts[i + 1], parts[i + 2])
+                parts[i + 1] = parts[i + 2] = ""
+            opened.append("".join(parts))
+        return opened
 
     def _rebuilt(self, value: Any, marks: dict[int, list[Any]]) -> Any:
         if isinstance(value, str):
