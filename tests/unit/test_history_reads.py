@@ -137,3 +137,15 @@ def test_history_does_a_third_less_work_per_row_and_keeps_no_key(tmp_path: Path)
         erased = json.dumps(customer_timeline(views, first.customer_id, ledger=lambda: ledger), default=str)
         assert "Where is my refund" not in erased and "reader@example.com" not in erased and str(ERASED) in erased
     ledger.close()
+
+
+def test_only_the_line_of_a_timeline_row_quotes_a_customers_text(story: str) -> None:
+    """Why history opens the line alone: every other column is what the events carry in clear (every kind of event)."""
+    ledger = CaseLedger(ledger_settings(database=story))
+    with open_views(story) as views:
+        catch_up(views, CustomerTimeline(), ledger=lambda: ledger)
+        rows = views.fetch("SELECT * FROM timeline")
+    ledger.close()
+    assert len({r["event_type"] for r in rows}) >= 15 and any(TOKEN_PREFIX in r["line"] for r in rows)
+    assert [(r["event_type"], c) for r in rows for c, v in r.items()
+            if c != "line" and isinstance(v, str) and TOKEN_PREFIX in v] == []
