@@ -57,8 +57,7 @@ def customer_timeline(views: ViewStore, customer_id: str, *, ledger: LedgerOpene
     catch_up(views, projection, ledger=ledger)
     table = projection.tables[0]
     shown = dataclasses.replace(table, columns={c: table.columns[c] for c in HISTORY_COLUMNS})
-    with views.reader() as tx:  # (caught up: the table is there)
-        rows = tx.select(shown, table.name, where="customer_id = ?", params=(customer_id,), order_by="position")
+    rows = views.select(shown, table.name, where="customer_id = ?", params=(customer_id,), order_by="position")
     # Only the line quotes the customer's texts (the other columns are what the events carry in clear): no walk.
     lines = ledger().reveal_texts([row["line"] for row in rows])
     for row, line in zip(rows, lines, strict=True):
