@@ -146,16 +146,7 @@ class Sealer:
         cipher = self.keys.cipher(key_id)
         if cipher is None:
             return ERASED
-        try:  # the token's alphabet is checked by TOKEN: urlsafe_b64decode's own checks and copies are waste
-            sealed = a2b_base64(body.encode().translate(_FROM_URLSAFE) + b"=" * (-len(body) % 4))
-            text = cipher.decrypt(sealed[:_NONCE], sealed[_NONCE:], _aad(key_id)).decode()
-        except (InvalidTag, binascii.Error, ValueError):
-            return UNREADABLE
-        if limit is not None:
-            n = int(limit)
-            one_line = " ".join(text.split())
-            text = one_line if len(one_line) <= n else one_line[: n - 1] + "…"
-        return text
+        return _opened(cipher.decrypt, _aad(key_id), body, limit)
 
     def reveal(self, value: Any) -> Any:
         """``value`` (a view row, a list, a text) with every token in it opened; the rest as it was.
@@ -182,7 +173,8 @@ class Sealer:
         if not sealed:
             return list(texts)
         self.keys.load(set(_KEY_IDS.findall("\n".join(sealed))))
-        split, open_token = TOKEN.split, self._open
+        split = TOKEN.split
+        keys: dict[str, tuple[Any, bytes] | None] = {}  # key id → (its decrypt, its associated data), for this call
         opened: list[Any] = []
         for text in texts:
             if not text or TOKEN_PREFIX not in text:
@@ -191,7 +183,12 @@ class Sealer:
             # [clear, key id, body, limit, clear, …, clear]: the tokens' groups between the texts around them
             parts = split(text)
             for i in range(1, len(parts), 4):
-                parts[i] = open_token(parts[i], parts[i + 1], parts[i + 2])
+                key_id = parts[i]
+                if key_id not in keys:
+                    cipher = self.keys.cipher(key_id)
+                    keys[key_id] = (cipher.decrypt, _aad(key_id)) if cipher is not None else None
+                key = keys[key_id]
+                parts[i] = ERASED if key is None else _opened(*key, parts[i + 1], parts[i + 2])
                 parts[i + 1] = parts[i + 2] = ""
             opened.append("".join(parts))
         return opened
@@ -203,6 +200,20 @@ class Sealer:
         for key in marks[id(value)]:
             copy[key] = self._rebuilt(copy[key], marks)
         return tuple(copy) if isinstance(value, tuple) else copy
+
+
+def _opened(decrypt: Callable[..., bytes], aad: bytes, body: str, limit: str | None) -> str:
+    """The text of a token's body, shortened to ``limit`` characters (on one line) if the view asked so."""
+    try:  # the token's alphabet is checked by TOKEN: urlsafe_b64decode's own checks and copies are waste
+        sealed = a2b_base64(body.encode().translate(_FROM_URLSAFE) + b"=" * (-len(body) % 4))
+        text: str = decrypt(sealed[:_NONCE], sealed[_NONCE:], aad).decode()
+    except (InvalidTag, binascii.Error, ValueError):
+        return UNREADABLE
+    if limit is not None:
+        n = int(limit)
+        one_line = " ".join(text.split())
+        text = one_line if len(one_line) <= n else one_line[: n - 1] + "…"
+    return text
 
 
 _LEAVES = frozenset({int, float, bool, type(None), bytes, datetime})
