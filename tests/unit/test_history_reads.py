@@ -4,7 +4,7 @@ Finding (issue 29, ``bench reads`` at 10 M events): ``history`` for a customer w
 p50 14.6 ms · p99 26.8 ms (target p99 ≤ 10 ms), per row: ``reveal`` walked every column of every row to find
 the tokens, copied the rows holding one, and opened each token through a regex callback. Only the ``line``
 quotes a customer's text, so only it is opened now. The work is counted as Python calls per row (the
-interpreter's own count, not a busy machine's clock): 33 before, 19 now, on the reader's kind of story.
+interpreter's own count, not a busy machine's clock): 33 before, 17 now, on the reader's kind of story.
 """
 
 from __future__ import annotations
