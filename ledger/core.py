@@ -197,6 +197,13 @@ class LedgerCore(Application[UUID]):
         finally:
             self.data_keys.forget()
 
+    def reveal_texts(self, texts: list[Any]) -> list[Any]:
+        """A column of view texts with their sealed texts opened (see :meth:`Sealer.reveal_texts`)."""
+        try:
+            return self.sealer.reveal_texts(texts)
+        finally:
+            self.data_keys.forget()
+
     def preload_keys(self, states: Iterable[bytes]) -> None:
         """Load, in one query, every data key these stored events were sealed with."""
         wanted = {m.group(1).decode() for data in states for m in _SEALED_KEY_IDS.finditer(data)}

@@ -58,7 +58,11 @@ def customer_timeline(views: ViewStore, customer_id: str, *, ledger: LedgerOpene
     table = projection.tables[0]
     shown = dataclasses.replace(table, columns={c: table.columns[c] for c in HISTORY_COLUMNS})
     rows = views.select(shown, table.name, where="customer_id = ?", params=(customer_id,), order_by="position")
-    return ledger().reveal(rows)  # type: ignore[no-any-return]
+    # Only the line quotes the customer's texts (the other columns are what the events carry in clear): no walk.
+    lines = ledger().reveal_texts([row["line"] for row in rows])
+    for row, line in zip(rows, lines, strict=True):
+        row["line"] = line
+    return rows
 
 
 def overdue_deadlines(views: ViewStore, now: datetime, *, ledger: LedgerOpener) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ class SQLiteViewTransaction(ViewTransaction):
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         cursor = self.conn.execute(sql, params)
         names = [d[0] for d in cursor.description or ()]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return [dict(zip(names, row, strict=False)) for row in cursor.fetchall()]  # (every row has every name)
 
     def encoder(self, kind: str) -> Encoder | None:
         return _ENCODERS.get(kind)

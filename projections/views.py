@@ -135,12 +135,14 @@ class ViewTransaction(ABC):
             sql += f" ORDER BY {order_by}"
         encoded = [self.param(p) for p in params]
         rows = self.fetch(sql, encoded)
-        decoders = [(column, decode) for column, kind in spec.columns.items() if (decode := self.decoder(kind))]
-        for row in rows:  # each column's decoder looked up once per query, not per row
-            for column, decode in decoders:
-                value = row.get(column)
-                if value is not None:
-                    row[column] = decode(value)
+        # Each column's decoder looked up once per query, and run down its column: no inner loop per row.
+        for column, kind in spec.columns.items():
+            decode = self.decoder(kind)
+            if decode is not None:
+                for row in rows:
+                    value = row[column]
+                    if value is not None:
+                        row[column] = decode(value)
         return rows
 
     def param(self, value: Any) -> Any:

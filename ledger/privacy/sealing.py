@@ -45,6 +45,7 @@ TOKEN_PREFIX = "enc:1:"
 BYTES_PREFIX = b"CLENC1"
 UNREADABLE = "[unreadable]"
 TOKEN = re.compile(r"enc:1:([0-9a-f]{16}):([A-Za-z0-9_-]{24,})(?:~(\d{1,4}))?")
+_KEY_IDS = re.compile(r"enc:1:([0-9a-f]{16}):")  # the key ids of the tokens in a text (and of token-like texts)
 _NONCE = 12
 
 
@@ -139,20 +140,13 @@ class Sealer:
         return value
 
     def _open_text(self, match: re.Match[str]) -> str:
-        key_id, body, limit = match.group(1, 2, 3)
+        return self._open(*match.group(1, 2, 3))
+
+    def _open(self, key_id: str, body: str, limit: str | None) -> str:
         cipher = self.keys.cipher(key_id)
         if cipher is None:
             return ERASED
-        try:  # the token's alphabet is checked by TOKEN: urlsafe_b64decode's own checks and copies are waste
-            sealed = a2b_base64(body.encode().translate(_FROM_URLSAFE) + b"=" * (-len(body) % 4))
-            text = cipher.decrypt(sealed[:_NONCE], sealed[_NONCE:], _aad(key_id)).decode()
-        except (InvalidTag, binascii.Error, ValueError):
-            return UNREADABLE
-        if limit is not None:
-            n = int(limit)
-            one_line = " ".join(text.split())
-            text = one_line if len(one_line) <= n else one_line[: n - 1] + "…"
-        return text
+        return _opened(cipher.decrypt, _aad(key_id), body, limit)
 
     def reveal(self, value: Any) -> Any:
         """``value`` (a view row, a list, a text) with every token in it opened; the rest as it was.
@@ -168,6 +162,37 @@ class Sealer:
         self.keys.load({m.group(1) for text in texts for m in TOKEN.finditer(text)})
         return self._rebuilt(value, marks)
 
+    def reveal_texts(self, texts: list[Any]) -> list[Any]:
+        """A column of texts (None allowed) with every token opened as :meth:`reveal` opens them, in a new list.
+
+        For a column known to be the only one of its rows that may hold tokens (the timeline's ``line``): no walk
+        of the rows and no copy of them, the keys of all the tokens in one query, a text without a token as it is.
+        Each token is opened where it stands: a seal draws a fresh nonce, so no two tokens are alike to share.
+        """
+        sealed = [t for t in texts if t and TOKEN_PREFIX in t]
+        if not sealed:
+            return list(texts)
+        self.keys.load(set(_KEY_IDS.findall("\n".join(sealed))))
+        split = TOKEN.split
+        keys: dict[str, tuple[Any, bytes] | None] = {}  # key id → (its decrypt, its associated data), for this call
+        opened: list[Any] = []
+        for text in texts:
+            if not text or TOKEN_PREFIX not in text:
+                opened.append(text)
+                continue
+            # [clear, key id, body, limit, clear, …, clear]: the tokens' groups between the texts around them
+            parts = split(text)
+            for i in range(1, len(parts), 4):
+                key_id = parts[i]
+                if key_id not in keys:
+                    cipher = self.keys.cipher(key_id)
+                    keys[key_id] = (cipher.decrypt, _aad(key_id)) if cipher is not None else None
+                key = keys[key_id]
+                parts[i] = ERASED if key is None else _opened(*key, parts[i + 1], parts[i + 2])
+                parts[i + 1] = parts[i + 2] = ""
+            opened.append("".join(parts))
+        return opened
+
     def _rebuilt(self, value: Any, marks: dict[int, list[Any]]) -> Any:
         if isinstance(value, str):
             return TOKEN.sub(self._open_text, value)
@@ -175,6 +200,20 @@ class Sealer:
         for key in marks[id(value)]:
             copy[key] = self._rebuilt(copy[key], marks)
         return tuple(copy) if isinstance(value, tuple) else copy
+
+
+def _opened(decrypt: Callable[..., bytes], aad: bytes, body: str, limit: str | None) -> str:
+    """The text of a token's body, shortened to ``limit`` characters (on one line) if the view asked so."""
+    try:  # the token's alphabet is checked by TOKEN: urlsafe_b64decode's own checks and copies are waste
+        sealed = a2b_base64(body.encode().translate(_FROM_URLSAFE) + b"=" * (-len(body) % 4))
+        text: str = decrypt(sealed[:_NONCE], sealed[_NONCE:], aad).decode()
+    except (InvalidTag, binascii.Error, ValueError):
+        return UNREADABLE
+    if limit is not None:
+        n = int(limit)
+        one_line = " ".join(text.split())
+        text = one_line if len(one_line) <= n else one_line[: n - 1] + "…"
+    return text
 
 
 _LEAVES = frozenset({int, float, bool, type(None), bytes, datetime})
