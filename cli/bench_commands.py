@@ -19,6 +19,14 @@ from caseledger.ledger.errors import ConfigurationError
 
 NOT_THROUGH_API = 'a benchmark starts the ledgers, servers and clients it measures'
 
+#: The options several benchmarks share.
+OutputOpt = Annotated[str, typer.Option("--output", help="Directory for the JSON result.")]
+EmptyDatabaseOpt = Annotated[str | None, typer.Option(
+    "--database", help="An EMPTY ledger database (SQLite path or postgresql:// URL); default a temporary SQLite file.")]
+IntakeWorkersOpt = Annotated[int, typer.Option(
+    "--workers", min=1, help="Intake worker processes, sharing the intake partitions.")]
+GeneratedEventsOpt = Annotated[int, typer.Option("--events", "-n", min=1000, help="Events in the generated ledger.")]
+
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks, each against a baseline measured in the same run.")
 
 
@@ -27,16 +35,11 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks, each against a b
 def bench_intake_command(
     kafka: KafkaOpt = None,
     contacts: Annotated[int, typer.Option("--contacts", "-n", min=100, help="Contacts to publish.")] = 20_000,
-    database: Annotated[
-        str | None,
-        typer.Option("--database", help="An EMPTY database (SQLite path or postgresql:// URL); default a temp SQLite."),
-    ] = None,
-    workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Intake worker processes, sharing the intake partitions.")
-    ] = 1,
+    database: EmptyDatabaseOpt = None,
+    workers: IntakeWorkersOpt = 1,
     producer: ProducerOpt = "confluent",
     consumer: ConsumerOpt = "confluent",
-    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    output: OutputOpt = "bench-results",
     mix: Annotated[str, typer.Option(
         "--mix", help="The traffic: KIND=WEIGHT,… with KIND new, returning, follow_up, resubmission, delivery, read "
                       "(or 'default': a contact centre's, 30/15/15/2/23/15; 'worst': all new customers); "
@@ -109,7 +112,7 @@ def bench_api_command(
         list[str] | None, typer.Option("--scenario", help="read, write and/or mix (repeat; default all three).")
     ] = None,
     load_processes: Annotated[int, typer.Option("--load-processes", min=1, help="Load generator processes.")] = 2,
-    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    output: OutputOpt = "bench-results",
 ) -> None:
     """HTTP load on `caseledger serve` against the bare-framework ceiling measured in the same run.
 
@@ -144,7 +147,7 @@ def bench_live_command(
     seconds: Annotated[float, typer.Option("--seconds", "-s", min=1, help="How long.")] = 30,
     cases: Annotated[int, typer.Option("--cases", min=1, help="Case pages open at once.")] = 50,
     queues: Annotated[int, typer.Option("--queues", min=0, help="Queues open at once (one per agent).")] = 10,
-    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    output: OutputOpt = "bench-results",
 ) -> None:
     """Live pages' latency: intake topic → ledger → the case page and every queue, p50/p99 (target p99 < 1 s).
 
@@ -169,11 +172,8 @@ def bench_verify_command(
     events: Annotated[
         int, typer.Option("--events", "-n", min=1000, help="Events in the generated ledger (≥ 1,000,000 for the target).")
     ] = 200_000,
-    database: Annotated[
-        str | None,
-        typer.Option("--database", help="An EMPTY database (SQLite path or postgresql:// URL); default a temp SQLite."),
-    ] = None,
-    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    database: EmptyDatabaseOpt = None,
+    output: OutputOpt = "bench-results",
 ) -> None:
     """Events/s of a full `audit verify` over a generated ledger, against raw page reads and raw SHA-256.
 
@@ -207,11 +207,8 @@ def bench_reads_command(
         int, typer.Option("--deadlines", min=0, help="Open deadlines past due that tick records (0: no tick).")
     ] = 1_000_000,
     reads: Annotated[int, typer.Option("--reads", min=10, help="Reads timed for each percentile.")] = 200,
-    database: Annotated[
-        str | None,
-        typer.Option("--database", help="An EMPTY database (SQLite path or postgresql:// URL); default a temp SQLite."),
-    ] = None,
-    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    database: EmptyDatabaseOpt = None,
+    output: OutputOpt = "bench-results",
 ) -> None:
     """A full ledger's reads: `case show` and `history` p50/p99 for a customer with 1,000 events, in process;
     `tick` over open deadlines (time, peak RSS); `audit verify`'s peak RSS at a quarter of the ledger and at all of
@@ -234,7 +231,7 @@ def bench_reads_command(
 @local_only(NOT_THROUGH_API)
 def bench_rebuild_command(
     kafka: KafkaOpt = None,
-    events: Annotated[int, typer.Option("--events", "-n", min=1000, help="Events in the generated ledger.")] = 200_000,
+    events: GeneratedEventsOpt = 200_000,
     postgres: Annotated[
         str | None,
         typer.Option("--postgres", metavar="URL", envvar="CASELEDGER_BENCH_POSTGRES",
@@ -246,7 +243,7 @@ def bench_rebuild_command(
     peer: Annotated[bool, typer.Option(
         "--peer/--no-peer", help="Also rebuild case_state alone with caseledger's runner and with a quixstreams "
         "peer (pip install 'caseledger[bench]'), compare their events/s and check their tables are identical.")] = True,
-    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    output: OutputOpt = "bench-results",
 ) -> None:
     """Events/s rebuilding every built-in projection from the Kafka topic into PostgreSQL.
 
@@ -277,8 +274,8 @@ def bench_rebuild_command(
 @bench_app.command("export")
 @local_only(NOT_THROUGH_API)
 def bench_export_command(
-    events: Annotated[int, typer.Option("--events", "-n", min=1000, help="Events in the generated ledger.")] = 100_000,
-    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    events: GeneratedEventsOpt = 100_000,
+    output: OutputOpt = "bench-results",
 ) -> None:
     """Events/s of `export events` (store → Parquet) over a generated SQLite ledger, against a raw decode.
 
@@ -300,17 +297,11 @@ def bench_lag_command(
     kafka: KafkaOpt = None,
     rate: Annotated[int, typer.Option("--rate", min=1, help="Contacts published per second.")] = 1000,
     seconds: Annotated[float, typer.Option("--seconds", min=1, help="How long to publish.")] = 20.0,
-    database: Annotated[
-        str | None,
-        typer.Option("--database", help="An EMPTY ledger database (SQLite path or postgresql:// URL); "
-                     "default a temporary SQLite file."),
-    ] = None,
-    workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Intake worker processes, sharing the intake partitions.")
-    ] = 1,
+    database: EmptyDatabaseOpt = None,
+    workers: IntakeWorkersOpt = 1,
     consumer: ConsumerOpt = "confluent",
     producer: ProducerOpt = "confluent",
-    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    output: OutputOpt = "bench-results",
 ) -> None:
     """Latency from publishing a contact on the intake topic to seeing it in case state.
 
@@ -345,14 +336,10 @@ def bench_soak_command(
                                                   help="Seconds between two samples of memory.")] = 10.0,
     max_growth: Annotated[float, typer.Option("--max-growth", min=0,
                                               help="Memory growth after the warm-up that fails, in %.")] = 5.0,
-    database: Annotated[
-        str | None,
-        typer.Option("--database", help="An EMPTY ledger database (SQLite path or postgresql:// URL); "
-                     "default a temporary SQLite file."),
-    ] = None,
+    database: EmptyDatabaseOpt = None,
     consumer: ConsumerOpt = "confluent",
     producer: ProducerOpt = "confluent",
-    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    output: OutputOpt = "bench-results",
     memory_trace: Annotated[
         Path | None,
         typer.Option("--memory-trace", metavar="FILE", dir_okay=False,
@@ -399,11 +386,8 @@ def bench_proofs_command(
     = 1_000_000,
     customer_events: Annotated[int, typer.Option("--customer-events", min=1, help="Events of the customer proved.")]
     = 1000,
-    database: Annotated[
-        str | None,
-        typer.Option("--database", help="An EMPTY database (SQLite path or postgresql:// URL); default a temp SQLite."),
-    ] = None,
-    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    database: EmptyDatabaseOpt = None,
+    output: OutputOpt = "bench-results",
 ) -> None:
     """Transparency log at scale: a customer's inclusion proofs in a 1M-leaf tree, a consistency proof 1M apart.
 
@@ -423,7 +407,7 @@ def bench_cli_command(
     runs: Annotated[int, typer.Option("--runs", "-n", min=3, max=1000, help="Runs of each command.")] = 20,
     contacts: Annotated[int, typer.Option("--contacts", min=1, max=10_000,
                                           help="Contacts (one case each) in the generated SQLite ledger.")] = 20,
-    output: Annotated[str, typer.Option("--output", help="Directory for the JSON result.")] = "bench-results",
+    output: OutputOpt = "bench-results",
 ) -> None:
     """How fast the command line answers, process start included: `caseledger --help` and `case show`.
 

@@ -27,6 +27,7 @@ pytest_plugins = [
     "tests.support.clock",
     "tests.support.postgres",
     "tests.support.ledgers",
+    "tests.support.signed_ledgers",
     "tests.support.kafka_broker",
     "tests.support.kafka_topics",
     "tests.support.avro_java",

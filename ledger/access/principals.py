@@ -41,7 +41,7 @@ from caseledger.ledger.domain.permissions import (
     require,
 )
 from caseledger.ledger.domain.values import Actor
-from caseledger.ledger.errors import AuthenticationError, ConfigurationError, ValidationError
+from caseledger.ledger.errors import AuthenticationError, CaseLedgerError, ConfigurationError, ValidationError
 from caseledger.ledger.settings import OidcSection
 from caseledger.ledger.store_ports import PROFILE, PrincipalRow, PrincipalStore
 
@@ -105,22 +105,22 @@ class IssuedToken:
     token: str
 
 
+def matching(pattern: re.Pattern[str], value: str, what: str, rule: str,
+             refusal: type[CaseLedgerError] = ValidationError) -> str:
+    """``value`` when ``pattern`` matches it, else ``refusal``: "``what`` 'value' must be ``rule``"."""
+    if not pattern.match(value or ""):
+        raise refusal(f"{what} {value!r} must be {rule}")
+    return value
+
+
 def check_name(name: str) -> str:
-    if not _NAME.match(name or ""):
-        raise ValidationError(
-            f"principal name {name!r} must be 1-100 letters, digits, dots, dashes, underscores or @, "
-            "starting with a letter or digit, e.g. alice or crm-sync"
-        )
-    return name
+    return matching(_NAME, name, "principal name", "1-100 letters, digits, dots, dashes, underscores or @, "
+                    "starting with a letter or digit, e.g. alice or crm-sync")
 
 
 def check_team(team: str) -> str:
-    if not _TEAM.match(team):
-        raise ValidationError(
-            f"team {team!r} must be 1-100 letters, digits, spaces, dots, dashes, underscores or @, starting with a "
-            "letter or digit, e.g. billing or Support FR"
-        )
-    return team
+    return matching(_TEAM, team, "team", "1-100 letters, digits, spaces, dots, dashes, underscores or @, starting "
+                    "with a letter or digit, e.g. billing or Support FR")
 
 
 def check_zone(zone: str) -> str:
@@ -265,12 +265,8 @@ def issuer_label(issuer: str) -> str:
 
 
 def check_label(label: str) -> str:
-    if not _LABEL.match(label):
-        raise ConfigurationError(
-            f"OIDC label {label!r} must be 1-64 letters, digits, dots, dashes or underscores, e.g. idp.example.com: "
-            "set CASELEDGER_OIDC_LABEL"
-        )
-    return label
+    return matching(_LABEL, label, "OIDC label", "1-64 letters, digits, dots, dashes or underscores, e.g. "
+                    "idp.example.com: set CASELEDGER_OIDC_LABEL", ConfigurationError)
 
 
 class Authenticator:

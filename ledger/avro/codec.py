@@ -192,11 +192,8 @@ class AvroEventCodec:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         with self._tables_lock:
             if state["_tables_builder"] is None:
-                # Built on a twin, then taken in one update: no other thread sees a table half filled.
-                twin = object.__new__(type(self))
-                vars(twin).update(seal=self.seal, _tables_builder=-1)
-                twin._build_tables()
-                state.update({k: v for k, v in vars(twin).items() if k not in ("seal", "_tables_builder")})
+                # Taken in one update: no other thread sees a table half filled.
+                state.update(_schema_tables())
                 state["_tables_builder"] = -1
         return getattr(self, name)
 
@@ -401,7 +398,8 @@ class AvroEventCodec:
 
     @cached_property
     def _compiled(self) -> dict[tuple[str, str], Any]:
-        return {}
+        """The compiled writers and readers made so far, shared by every codec of the process (the same schemas)."""
+        return _schema_tables()["_compiled"]  # type: ignore[no-any-return]
 
     def _compiled_for(self, role: Literal["write", "read", "record"], name: str) -> Any:
         """The compiled writer or reader of ``name``'s current schema, None if it cannot be compiled.
@@ -466,18 +464,7 @@ class AvroEventCodec:
         fastavro's uuid logical type is about half the cost of a decode; :meth:`decode` makes
         those UUIDs itself, reusing the ones it made lately (a case's events share theirs).
         """
-        envelope = _without_uuid_types(self.envelope)
-        readers = {name: parse_event_schema(text, envelope)
-                   for name, text in ((f.removesuffix(".avsc"), t) for f, t in schema_files()) if name in self._by_name}
-        writers: dict[bytes, Any] = {}
-        for name, text, fps, env in self._versions:  # every version, with every envelope, and its legacy fingerprint
-            if name in readers and self._by_name[name].header[2:] in fps:
-                writer = readers[name]
-            else:
-                writer = parse_event_schema(text, envelope if env is self.envelope else _without_uuid_types(env))
-            for fp in fps:
-                writers.setdefault(fp, writer)
-        return writers, readers
+        return _uuid_text_schemas()
 
     def _uuid(self, text: str) -> UUID:
         found = self._recent_uuids.get(text)
@@ -527,6 +514,36 @@ class AvroEventCodec:
 
 
 _ENVELOPE_UUIDS = ("event_id", "aggregate_id", "case_id", "correlation_id", "causation_id")
+
+
+@lru_cache(maxsize=1)
+def _schema_tables() -> dict[str, Any]:
+    """The codec's schema tables (every version of every schema, fingerprinted), built once per process: they
+    depend on the installed schema files only, and every ledger of the process (the service's pool, each test)
+    reads the same ones. With them, ``_compiled``: the compiled writers and readers, made as first needed."""
+    twin = object.__new__(AvroEventCodec)
+    vars(twin).update(seal=None, _tables_builder=-1)
+    twin._build_tables()
+    return {**{k: v for k, v in vars(twin).items() if k not in ("seal", "_tables_builder")}, "_compiled": {}}
+
+
+@lru_cache(maxsize=1)
+def _uuid_text_schemas() -> tuple[dict[bytes, Any], dict[str, Any]]:
+    """AvroEventCodec._uuids_as_text, made once per process from :func:`_schema_tables`."""
+    tables = _schema_tables()
+    declared, by_name = tables["envelope"], tables["_by_name"]
+    envelope = _without_uuid_types(declared)
+    readers = {name: parse_event_schema(text, envelope)
+               for name, text in ((f.removesuffix(".avsc"), t) for f, t in schema_files()) if name in by_name}
+    writers: dict[bytes, Any] = {}
+    for name, text, fps, env in tables["_versions"]:  # every version, with every envelope, and its legacy fingerprint
+        if name in readers and by_name[name].header[2:] in fps:
+            writer = readers[name]
+        else:
+            writer = parse_event_schema(text, envelope if env is declared else _without_uuid_types(env))
+        for fp in fps:
+            writers.setdefault(fp, writer)
+    return writers, readers
 
 
 def _without_uuid_types(envelope: dict[str, Any]) -> dict[str, Any]:

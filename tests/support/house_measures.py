@@ -11,6 +11,7 @@ with these same definitions (LAYERS, :func:`import_graph`).
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import sys
 from collections import Counter, defaultdict
@@ -71,6 +72,16 @@ def modules(root: Path) -> dict[str, Path]:
     return found
 
 
+def parsed(path: Path) -> ast.Module:
+    """The syntax tree of the module at ``path`` as it reads now (parsed once per text: every check reads it)."""
+    return _parse(path.read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse(text: str) -> ast.Module:
+    return ast.parse(text)
+
+
 def product_imports(name: str, path: Path) -> list[tuple[tuple[str, ...], str]]:
     """(targets, how) for every import statement of the product a module makes; how is 'top', 'lazy' or 'typing'.
 
@@ -82,6 +93,8 @@ def product_imports(name: str, path: Path) -> list[tuple[tuple[str, ...], str]]:
 
     def visit(node: ast.AST, how: str) -> None:
         for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.expr | ast.arguments):  # an import is a statement: none is in an expression
+                continue
             kind = how
             if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
                 for sub in child.body:
@@ -89,7 +102,7 @@ def product_imports(name: str, path: Path) -> list[tuple[tuple[str, ...], str]]:
                 for sub in child.orelse:
                     visit_one(sub, how)
                 continue
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) and how == "top":
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) and how == "top":
                 kind = "lazy"
             visit_one(child, kind)
 
@@ -111,7 +124,7 @@ def product_imports(name: str, path: Path) -> list[tuple[tuple[str, ...], str]]:
         else:
             visit(child, how)
 
-    visit(ast.parse(path.read_text(encoding="utf-8")), "top")
+    visit(parsed(path), "top")
     return out
 
 

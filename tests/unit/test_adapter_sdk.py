@@ -320,7 +320,7 @@ def test_a_broker_that_cannot_take_the_record_raises_intake_unavailable_saying_r
 ) -> None:
     """Finding: a timeout raised kafka-python's KafkaTimeoutError, and nothing said which errors mean "resubmit"."""
     bootstrap = "127.0.0.1:9" if where == "nothing listens" else silent_broker
-    sdk = KafkaIntakeClient(KafkaSettings(bootstrap_servers=bootstrap), adapter="mail-gateway-1", timeout_s=1.5,
+    sdk = KafkaIntakeClient(KafkaSettings(bootstrap_servers=bootstrap), adapter="mail-gateway-1", timeout_s=0.5,
                             producer=producer)
     with pytest.raises(IntakeUnavailable, match="resubmit the same draft") as failed:
         sdk.submit(mail(1))

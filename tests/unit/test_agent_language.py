@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Role
-from caseledger.ledger.domain.values import Actor, ActorKind, ContactDraft, Identity
+from caseledger.ledger.domain.values import ContactDraft
 from caseledger.ledger.service.agent_language import DOMAIN, LANGUAGES, words
 from caseledger.ledger.service.agent_times import AgentClock
 from caseledger.ledger.service.case_actions import FormRefused, message_page, read_form
@@ -24,18 +24,16 @@ from caseledger.ledger.service.case_page import (
     SectionClock,
     Viewer,
     flash_text,
-    load_context,
     render_page,
     viewer_for,
 )
 from caseledger.ledger.service.case_templates import FORMS
 from caseledger.ledger.service.live import _login_page
-from tests.support.environment import ledger_settings
+from tests.support.case_pages import AGENT, JANE, janes_case
 from tests.support.examples import examples
 from tests.support.page_language import english_left, msgids
 
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
-AGENT = Actor(kind=ActorKind.AGENT, id="alice")
 SERVICE = Path(__file__).resolve().parents[2] / "ledger" / "service"
 
 
@@ -108,24 +106,16 @@ def test_every_word_the_pages_use_has_its_french_and_the_template_is_current() -
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    ledger = CaseLedger(ledger_settings(database=str(tmp_path_factory.mktemp("fr") / "l.sqlite")))
-    try:
-        out = ledger.record_contact(ContactDraft(channel="email", channel_message_id="m-1",
-                                                 identity=Identity.parse("email:jane@example.com"),
-                                                 subject="Card blocked", items=("Why?", "When?", "Fees?")))
-        ref = out.reference
+    def work(ledger: CaseLedger, ref: str) -> None:
         ledger.respond(ref, actor=AGENT, body="A fraud check.", answers=["Q1"])
         ledger.waive_item(ref, actor=AGENT, item_id="Q3", reason="Asked twice")
         ledger.make_promise(ref, actor=AGENT, channel="phone", kind="callback", terms="Call back",
                             due_at=datetime.now(UTC) + timedelta(hours=1))
         ledger.hand_off(ref, actor=AGENT, to_assignee="bob", to_team="billing", note="She called twice")
-        ledger.record_contact(ContactDraft(channel="chat", channel_message_id="m-2",
-                                           identity=Identity.parse("email:jane@example.com"), subject="Other",
+        ledger.record_contact(ContactDraft(channel="chat", channel_message_id="m-2", identity=JANE, subject="Other",
                                            items=("Again?",)))
-        case = ledger.get_case(ref)
-        return case, load_context(ledger, case)
-    finally:
-        ledger.close()
+
+    return janes_case(tmp_path_factory.mktemp("fr"), subject="Card blocked", work=work)
 
 
 def test_a_french_case_page_says_everything_in_french_and_marks_what_is_not(case: Any) -> None:

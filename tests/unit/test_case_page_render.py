@@ -14,30 +14,22 @@ from markupsafe import escape
 
 from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.domain.permissions import Role
-from caseledger.ledger.domain.values import Actor, ActorKind, ContactDraft, Identity
 from caseledger.ledger.errors import PermissionDenied
 from caseledger.ledger.service.case_actions import FormRefused, read_form
 from caseledger.ledger.service.case_page import CustomerContext, Viewer, render_case, viewer_for
 from caseledger.ledger.service.case_templates import FORMS
 from caseledger.ledger.service.sessions import check_form_origin, form_token
-from tests.support.environment import ledger_settings
+from tests.support.case_pages import AGENT, janes_case
 from tests.support.examples import examples
-
-AGENT = Actor(kind=ActorKind.AGENT, id="alice")
 
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    ledger = CaseLedger(ledger_settings(database=str(tmp_path_factory.mktemp("page") / "l.sqlite")))
-    try:
-        out = ledger.record_contact(ContactDraft(channel="email", channel_message_id="m-1",
-                                                 identity=Identity.parse("email:jane@example.com"),
-                                                 subject="Card", items=("Why?", "When?", "Fees?")))
-        ledger.make_promise(out.reference, actor=AGENT, channel="phone", kind="callback", terms="Call back",
+    def promise(ledger: CaseLedger, ref: str) -> None:
+        ledger.make_promise(ref, actor=AGENT, channel="phone", kind="callback", terms="Call back",
                             due_at=datetime.now(UTC) + timedelta(days=1))
-        return ledger.get_case(out.reference)
-    finally:
-        ledger.close()
+
+    return janes_case(tmp_path_factory.mktemp("page"), subject="Card", work=promise)[0]
 
 
 def test_an_overdue_deadline_says_so_in_words_and_in_red(case: Any) -> None:

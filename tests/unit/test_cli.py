@@ -404,6 +404,17 @@ def test_every_command_and_option_explains_itself() -> None:
     walk(get_command(app), "caseledger")
 
 
+def test_an_option_the_benchmarks_share_reads_the_same_in_each() -> None:
+    """``--database`` is an empty ledger in every benchmark that takes one, ``--output`` the result's folder."""
+    helps: dict[str, set[str]] = {}
+    for bench in get_command(app).commands["bench"].commands.values():  # type: ignore[attr-defined]
+        for param in bench.params:
+            if param.opts[0] in ("--database", "--output", "--kafka", "--consumer", "--producer"):
+                helps.setdefault(param.opts[0], set()).add(param.help)
+    assert set(helps) == {"--database", "--output", "--kafka", "--consumer", "--producer"}
+    assert {option: len(texts) for option, texts in helps.items() if len(texts) > 1} == {}
+
+
 def test_attachments_parse_even_when_the_ref_has_colons() -> None:
     sha = "ab" * 32
     attachment = parse_attachment(f"s3://inbox/42.pdf:{sha}:2048:application/pdf:invoice.pdf")

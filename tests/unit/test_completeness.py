@@ -44,9 +44,9 @@ from tests.support.clock import FakeClock
 from tests.support.contacts import cli
 from tests.support.environment import ledger_settings
 from tests.support.examples import examples
+from tests.support.signed_ledgers import ORIGIN
 
 JANE = Identity.parse("email:jane@example.com")
-ORIGIN = "bank.example/complaints"
 
 
 def contact(msg: str, who: Identity = JANE, **kw: Any) -> ContactDraft:
@@ -55,23 +55,8 @@ def contact(msg: str, who: Identity = JANE, **kw: Any) -> ContactDraft:
 
 
 @pytest.fixture
-def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "signing.key"
-    generate_key_file(path, ORIGIN)
-    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(path))
-    return path
-
-
-@pytest.fixture
-def signer(key_file: Path) -> CheckpointSigner:
-    return CheckpointSigner.parse(key_file.read_text(), source="test")
-
-
-@pytest.fixture
-def ledger(key_file: Path, tmp_path: Path, clock: FakeClock) -> Iterator[CaseLedger]:
-    app = CaseLedger(ledger_settings(database=str(tmp_path / "ledger.sqlite"), origin=ORIGIN), clock=clock)
-    yield app
-    app.close()
+def ledger(signed_ledger: CaseLedger) -> CaseLedger:
+    return signed_ledger
 
 
 @pytest.fixture

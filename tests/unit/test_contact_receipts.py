@@ -15,7 +15,6 @@ import hashlib
 import json
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -56,28 +55,13 @@ CONTENT = {"identity": "email:jane@example.com", "subject": "Card fees", "items"
 
 
 @pytest.fixture
-def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "signing.key"
-    generate_key_file(path, "bank.example/complaints")
-    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(path))
-    return path
-
-
-@pytest.fixture
-def signer(key_file: Path) -> CheckpointSigner:
-    return CheckpointSigner.parse(key_file.read_text(), source="test")
-
-
-@pytest.fixture
 def db(tmp_path: Path) -> str:
     return str(tmp_path / "ledger.sqlite")
 
 
 @pytest.fixture
-def ledger(key_file: Path, db: str, clock: FakeClock) -> Iterator[CaseLedger]:
-    app = CaseLedger(ledger_settings(database=db, origin="bank.example/complaints"), clock=clock)
-    yield app
-    app.close()
+def ledger(signed_ledger: CaseLedger) -> CaseLedger:
+    return signed_ledger
 
 
 def _stored_contact(ledger: CaseLedger, reference: str, contact_id: str = "C1") -> bytes:

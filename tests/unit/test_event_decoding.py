@@ -87,3 +87,14 @@ def test_the_fingerprint_is_fastavros_bytes_as_stored_and_the_docs_say_so() -> N
     analysts = (ROOT / "docs" / "analysts.md").read_text(encoding="utf-8")
     assert "decode_event" in analysts and "do not reverse" in analysts
     assert "decode_event" in readme[readme.index("### Reading the topics from Python"):]
+
+
+def test_every_codec_of_a_process_reads_one_set_of_schema_tables() -> None:
+    """Finding (issue 29, the fast loop): every ledger opened fingerprinted every version of every schema again
+    and parsed its readers again (tens of ms each, about a fifth of the unit floor's time), though they depend on
+    the installed schema files only. Each codec keeps its own seal."""
+    first, second = AvroEventCodec(), AvroEventCodec(seal=SimpleNamespace())  # type: ignore[arg-type]
+    assert first.schema("ContactReceived") is second.schema("ContactReceived")
+    assert first._uuids_as_text is second._uuids_as_text
+    assert first._compiled is second._compiled
+    assert first.seal is None and second.seal is not None

@@ -121,7 +121,7 @@ _ENVIRONMENT = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"
 def environment_reads(path: Path) -> list[str]:
     """Where a module touches the process's environment: ``os.environ``, ``os.getenv``, ``from os import environ``."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(house.parsed(path)):
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os"
                 and node.attr in _ENVIRONMENT):
             found.append(f"line {node.lineno}: os.{node.attr}")
@@ -170,7 +170,7 @@ def exceptions_outside_the_tree(root: Path) -> list[str]:
     for name, path in house.modules(root).items():
         if name.startswith("verify"):
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(house.parsed(path)):
             if isinstance(node, ast.ClassDef):
                 bases = [b.id if isinstance(b, ast.Name) else b.attr for b in node.bases
                          if isinstance(b, ast.Name | ast.Attribute)]
@@ -212,7 +212,7 @@ def test_the_domain_imports_no_driver_client_or_codec() -> None:
     for name, path in mods.items():
         if not name.startswith("caseledger.ledger.domain"):
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = house.parsed(path)
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 module = node.module
@@ -257,7 +257,7 @@ def test_the_standalone_verifier_imports_only_the_standard_library_and_cryptogra
     for name, path in modules().items():
         if not name.startswith("caseledger.verify"):
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(house.parsed(path)):
             if isinstance(node, ast.ImportFrom) and not node.level:
                 targets = [node.module or ""]
             elif isinstance(node, ast.Import):

@@ -23,7 +23,7 @@ from caseledger.ledger.application import CaseLedger
 from caseledger.ledger.settings import LedgerSettings, Settings, StoreSettings
 from caseledger.projections import open_views, read_status
 from tests.support.projection_plugins import FCR, MODULE, installed_metadata
-from tests.unit.test_projections_cli import runner, small_ledger
+from tests.unit.test_projections_cli import runner, small  # noqa: F401  (the small ledger: a fixture, once per module)
 
 BUILT_INS = {"case_state", "timeline", "deadlines", "channel_metrics"}
 
@@ -41,25 +41,10 @@ def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     sys.modules.pop(MODULE, None)
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small ledger of tests/unit/test_projections_cli.py, generated once for the module."""
-    folder = tmp_path_factory.mktemp("small")
-    database = str(folder / "cli.sqlite")
-
-    def run(*args: str) -> Result:
-        result = runner.invoke(app, ["--database", database, *args])
-        assert result.exit_code == 0, f"{result.stdout}\n{result.stderr}\n{result.exception!r}"
-        return result
-
-    small_ledger(run)
-    return folder
-
-
 @pytest.fixture
-def cli(tmp_path: Path, small: Path) -> Any:
+def cli(tmp_path: Path, small: tuple[Path, Any]) -> Any:  # noqa: F811
     """The CLI on a copy of the small ledger."""
-    for file in small.iterdir():
+    for file in small[0].iterdir():
         shutil.copy(file, tmp_path / file.name)
     database = str(tmp_path / "cli.sqlite")
 

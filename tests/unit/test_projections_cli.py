@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,30 @@ def small_ledger(cli: Any) -> tuple[str, str, str]:
     return first, second, third
 
 
-def test_run_status_list_rebuild_and_query(cli: Any) -> None:
-    first, _second, third = small_ledger(cli)
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[str, str, str]]:
+    """The small ledger's folder, generated once for the module, and its cases' references."""
+    folder = tmp_path_factory.mktemp("small")
+    database = str(folder / "cli.sqlite")
+
+    def run(*args: str) -> Result:
+        result = runner.invoke(app, ["--database", database, *args])
+        assert result.exit_code == 0, f"{result.stdout}\n{result.stderr}\n{result.exception!r}"
+        return result
+
+    return folder, small_ledger(run)
+
+
+@pytest.fixture
+def small_cli(cli: Any, small: tuple[Path, tuple[str, str, str]], tmp_path: Path) -> tuple[Any, tuple[str, str, str]]:
+    """The CLI on a copy of the small ledger, and its cases' references."""
+    for file in small[0].iterdir():
+        shutil.copy(file, tmp_path / file.name)
+    return cli, small[1]
+
+
+def test_run_status_list_rebuild_and_query(small_cli: tuple[Any, tuple[str, str, str]]) -> None:
+    cli, (first, _second, third) = small_cli
     cli("projections", "run", "--once")
     status = json.loads(cli("projections", "status", "--json").stdout)
     assert {s["projection"] for s in status} == {"case_state", "timeline", "deadlines", "channel_metrics"}
@@ -73,8 +96,8 @@ def test_run_status_list_rebuild_and_query(cli: Any) -> None:
     assert {h["case_reference"] for h in history} >= {first, third}
 
 
-def test_overdue_and_metrics_read_their_projections(cli: Any) -> None:
-    _first, _second, third = small_ledger(cli)
+def test_overdue_and_metrics_read_their_projections(small_cli: tuple[Any, tuple[str, str, str]]) -> None:
+    cli, (_first, _second, third) = small_cli
     late = json.loads(cli("overdue", "--json").stdout)
     assert {(d["reference"], d["kind"], d["target_id"], d["recorded"]) for d in late} == {
         (third, "promise", "P1", False), (third, "acknowledgement", "ACK1", False), (third, "response", "C1", False)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,9 @@ from tests.support.clock import FakeClock
 from tests.support.contacts import register_adapter
 from tests.support.environment import ledger_settings
 from tests.support.examples import examples
+from tests.support.signed_ledgers import ORIGIN
 
 JANE = Identity.parse("email:jane@example.com")
-ORIGIN = "bank.example/complaints"
 
 
 def jane(msg: str = "form-1", **kw: object) -> ContactDraft:
@@ -52,28 +51,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "signing.key"
-    generate_key_file(path, ORIGIN)
-    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(path))
-    return path
-
-
-@pytest.fixture
-def signer(key_file: Path) -> CheckpointSigner:
-    return CheckpointSigner.parse(key_file.read_text(), source="test")
-
-
-@pytest.fixture
 def db(tmp_path: Path) -> str:
     return str(tmp_path / "ledger.sqlite")
 
 
 @pytest.fixture
-def ledger(key_file: Path, db: str, clock: FakeClock) -> Iterator[CaseLedger]:
-    app = CaseLedger(ledger_settings(database=db, origin=ORIGIN), clock=clock)
-    yield app
-    app.close()
+def ledger(signed_ledger: CaseLedger) -> CaseLedger:
+    return signed_ledger
 
 
 def _files(tmp_path: Path, receipt: str, proof: dict[str, Any], key: CheckpointSigner) -> list[str]:

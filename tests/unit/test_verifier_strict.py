@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,12 @@ from caseledger.ledger.transparency.checkpoints import sign_checkpoint
 from caseledger.verify.__main__ import main as verify_main
 from caseledger.verify.failures import MalformedInput, SignatureError
 from caseledger.verify.note import Checkpoint, VerifierKey, open_checkpoint, verified_text
-from tests.support.clock import FakeClock
 from tests.support.environment import ledger_settings
 from tests.support.examples import examples
+from tests.support.signed_ledgers import ORIGIN
 
 GO_PRIVATE = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 GO_TEXT = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
-ORIGIN = "bank.example/complaints"
 JANE = Identity.parse("email:jane@example.com")
 
 
@@ -116,18 +115,8 @@ def test_any_json_document_is_verified_refused_or_named_malformed_never_a_crash(
 
 
 @pytest.fixture
-def signer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CheckpointSigner:
-    path = tmp_path / "signing.key"
-    generate_key_file(path, ORIGIN)
-    monkeypatch.setenv("CASELEDGER_SIGNING_KEY_FILE", str(path))
-    return CheckpointSigner.parse(path.read_text(), source="test")
-
-
-@pytest.fixture
-def ledger(signer: CheckpointSigner, tmp_path: Path, clock: FakeClock) -> Iterator[CaseLedger]:
-    app = CaseLedger(ledger_settings(database=str(tmp_path / "ledger.sqlite"), origin=ORIGIN), clock=clock)
-    yield app
-    app.close()
+def ledger(signed_ledger: CaseLedger) -> CaseLedger:
+    return signed_ledger
 
 
 def _contact(ledger: CaseLedger, n: int) -> None:
