@@ -252,6 +252,15 @@ def test_retention_reaches_the_snapshots_of_the_cases_it_erases(tmp_path: Path) 
 # -- never trusted over the events ---------------------------------------------------------------------------------
 
 
+def _case_with_a_snapshot(two: tuple[CaseLedger, CaseLedger, Path]) -> tuple[CaseLedger, Path, str, dict[str, Any]]:
+    """Jane's case of 11 contacts, read once by the reader (which keeps its snapshot): the reader, the database,
+    the case's reference and its record as a replay gives it."""
+    agent, reader, database = two
+    out = agent.record_contact(jane_contact("m-1"))
+    follow_ups(agent, out.reference, 10)
+    return reader, database, str(out.reference), reader.case_record(out.reference)
+
+
 def _tamper(database: Path, statement: str, params: tuple[Any, ...] = ()) -> None:
     with sqlite3.connect(database) as conn:
         conn.execute(statement, params)
@@ -261,10 +270,7 @@ def _tamper(database: Path, statement: str, params: tuple[Any, ...] = ()) -> Non
 def test_a_corrupt_or_foreign_snapshot_is_ignored_and_the_case_replayed(
     two: tuple[CaseLedger, CaseLedger, Path], damage: str,
 ) -> None:
-    agent, reader, database = two
-    out = agent.record_contact(jane_contact("m-1"))
-    follow_ups(agent, out.reference, 10)
-    expected = reader.case_record(out.reference)
+    reader, database, reference, expected = _case_with_a_snapshot(two)
     (row,) = rows(database)
     sealed = bytes(row[5])
     statement, params = {
@@ -275,7 +281,7 @@ def test_a_corrupt_or_foreign_snapshot_is_ignored_and_the_case_replayed(
         "empty": (f"UPDATE {TABLE} SET sealed = ?, sealed_by = ''", (b"",)),
     }[damage]
     _tamper(database, statement, params)
-    assert reader.case_record(out.reference) == expected
+    assert reader.case_record(reference) == expected
 
 
 def _forge(reader: CaseLedger, reference: str, change: Any) -> None:
@@ -294,10 +300,7 @@ def _forge(reader: CaseLedger, reference: str, change: Any) -> None:
 def test_a_snapshot_the_events_do_not_give_is_never_trusted(
     two: tuple[CaseLedger, CaseLedger, Path], forged: str,
 ) -> None:
-    agent, reader, database = two
-    out = agent.record_contact(jane_contact("m-1"))
-    follow_ups(agent, out.reference, 10)
-    expected = reader.case_record(out.reference)
+    reader, database, reference, expected = _case_with_a_snapshot(two)
     _tamper(database, f"DELETE FROM {TABLE}")
 
     def ahead(case: Any) -> None:
@@ -311,10 +314,10 @@ def test_a_snapshot_the_events_do_not_give_is_never_trusted(
     def unknown(case: Any) -> None:
         case.subject = PurePosixPath("forged")  # a class a case's state never holds: the unpickler refuses it
 
-    _forge(reader, out.reference, {"ahead of the events": ahead, "another chain": another_chain,
+    _forge(reader, reference, {"ahead of the events": ahead, "another chain": another_chain,
                                    "unknown type": unknown}[forged])
     assert len(rows(database)) == 1
-    record = reader.case_record(out.reference)
+    record = reader.case_record(reference)
     assert record == expected and record["subject"] == SUBJECT
 
 
