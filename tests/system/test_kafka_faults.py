@@ -186,6 +186,9 @@ def test_services_killed_at_random_moments_lose_and_double_nothing(
             victim.args[-1] = "confluent" if victim.args[-1] == "kafka-python" else "kafka-python"
             victim.start()
         producer.join()
+        # Catching up has its own two minutes from the last crash: on a loaded machine producing under the crashes
+        # took most of the 150 s, and a consumer joining its group then had seconds left (a CI run).
+        deadline = time.monotonic() + 120
         assert worker.kills + publisher.kills >= 4
         assert worker.kills >= 1 and publisher.kills >= 1
 
