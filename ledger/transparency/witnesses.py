@@ -189,7 +189,9 @@ class WitnessSubmitter:
                 except Exception:  # never let a bug stop the thread: the next checkpoint is submitted again
                     log.exception("witness submission failed; the next checkpoint is submitted again")
             if self._stop.is_set():
-                return
+                with self._lock:  # stopping: done once what was offered last (maybe during that submission) is sent
+                    if self._pending is None:
+                        return
 
     def close(self, *, wait_s: float | None = None) -> None:
         """Submit what was offered last, then stop the thread (waiting at most ``wait_s``)."""

@@ -7,8 +7,10 @@ tests/system/test_litewitness.py's.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,3 +164,32 @@ def test_audit_verify_checkpoint_and_prove_refuse_a_checkpoint_without_the_witne
     result = cli("audit", "prove", "email:jane@example.com", "--witness", str(w0.key), "--json", code=5)
     assert any(p.startswith("witness-policy") for p in __import__("json").loads(result.stdout)["problems"])
     cli("audit", "prove", "email:jane@example.com", "--witnesses-needed", "1", code=2)
+
+
+def test_close_submits_the_checkpoint_offered_while_the_one_before_was_being_submitted(sqlite_ledger: CaseLedger) -> None:
+    """The publisher signs a last checkpoint on its way out and closes the submitter: if that one was offered
+    while an earlier one was still being submitted (a slow witness, a loaded machine), it is still sent before
+    close returns. (It was dropped: the thread saw the stop after the earlier submission and returned; a CI run
+    of tests/system/test_litewitness.py found the last checkpoint uncosigned.)"""
+    sent: list[str] = []
+    first_started, first_may_end = threading.Event(), threading.Event()
+
+    class SlowFirst(WitnessSubmitter):
+        def submit(self, checkpoint: Any) -> dict[str, str]:
+            sent.append(str(checkpoint))
+            if len(sent) == 1:
+                first_started.set()
+                first_may_end.wait(10)
+            return {}
+
+    submitter = SlowFirst(sqlite_ledger, [])
+    submitter.offer("first")  # type: ignore[arg-type]
+    assert first_started.wait(10)
+    submitter.offer("last")  # type: ignore[arg-type]
+    closing = threading.Thread(target=submitter.close, kwargs={"wait_s": 10})
+    closing.start()
+    while not submitter._stop.is_set():
+        threading.Event().wait(0.01)
+    first_may_end.set()
+    closing.join(20)
+    assert sent == ["first", "last"]
