@@ -166,10 +166,6 @@ class KafkaPythonPartitionReader(Closing):
                         consumer.seek_to_beginning(tp)
 
         with self._opening:
-            # The topic's partitions in this member's metadata before it joins: a member that leads the group's
-            # assignment without them assigns nobody anything ("No partition metadata for topic"), and no
-            # rebalance comes after (a CI run, a topic created just before).
-            consumer.partitions_for_topic(topic)
             consumer.subscribe([topic], listener=Listener())
 
     def assigned(self) -> set[int]:
