@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -634,6 +635,44 @@ def test_services_started_together_on_an_empty_store_all_start(database: str) ->
         assert ledger.record_contact(draft(msg="after-start")).opened_case
     finally:
         ledger.close()
+
+
+def test_side_tables_first_used_together_are_created_without_a_conflict(database: str) -> None:
+    """Finding (CI): one of three intake workers started together on a new database died at start with
+    "another command changed the same case first": each created the adapter-key table on first use, and
+    PostgreSQL's CREATE TABLE IF NOT EXISTS run by two sessions at once fails the loser's (a duplicate
+    pg_type row). Every side table created on first use, first used by several processes at once."""
+    ledgers = [CaseLedger(ledger_settings(database=database)) for _ in range(6)]  # the event tables exist
+    try:
+        uses: list[Callable[[CaseLedger], object]] = [
+            lambda ledger: ledger.storage.adapter_keys(),
+            lambda ledger: ledger.storage.idempotency(),
+            lambda ledger: ledger.storage.principals(),
+            lambda ledger: ledger.storage.cosignatures(),
+            lambda ledger: ledger.storage.case_snapshots().delete_snapshots([]),
+            lambda ledger: ledger.storage.merkle(),
+        ]
+        for use in uses:
+            start = threading.Barrier(len(ledgers))
+            failures: list[BaseException] = []
+
+            def first_use(ledger: CaseLedger, use: Callable[[CaseLedger], object] = use,
+                          start: threading.Barrier = start, failures: list[BaseException] = failures) -> None:
+                start.wait()
+                try:
+                    use(ledger)
+                except BaseException as error:
+                    failures.append(error)
+
+            threads = [threading.Thread(target=first_use, args=(ledger,)) for ledger in ledgers]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert failures == []
+    finally:
+        for ledger in ledgers:
+            ledger.close()
 
 
 def test_a_lost_table_creation_race_is_retried(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
