@@ -13,6 +13,7 @@ partition whichever client wrote.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -58,6 +59,21 @@ def librdkafka_config(settings: KafkaSettings) -> dict[str, Any]:
         if getattr(settings, name):
             config[key] = getattr(settings, name)
     return config
+
+
+# What librdkafka says while its metadata catches up with the cluster: asked again, these pass.
+_PASSING = frozenset({
+    confluent_kafka.KafkaError._UNKNOWN_PARTITION, confluent_kafka.KafkaError._TRANSPORT,
+    confluent_kafka.KafkaError.LEADER_NOT_AVAILABLE, confluent_kafka.KafkaError.NOT_LEADER_FOR_PARTITION,
+})
+
+
+def passing(error: KafkaException) -> bool:
+    """Whether ``error`` is librdkafka's metadata lagging the cluster (or a retriable error): worth asking again."""
+    cause = error.args[0] if error.args else None
+    if not isinstance(cause, confluent_kafka.KafkaError):
+        return False
+    return cause.code() in _PASSING or bool(cause.retriable())
 
 
 def consume_available(consumer: Any, max_records: int, timeout_s: float) -> list[Any]:
@@ -228,9 +244,22 @@ class ConfluentPartitionReader(Closing):
 
     def _watermarks(self, partitions: Iterable[int], what: str) -> dict[int, tuple[int, int]]:
         consumer = self._client()
+        deadline = time.monotonic() + self._timeout_s
+        found: dict[int, tuple[int, int]] = {}
         with kafka_errors(what):
-            return {p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=self._timeout_s,
-                                                      cached=False) for p in partitions}
+            for p in partitions:
+                while True:
+                    try:
+                        found[p] = consumer.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                                  timeout=self._timeout_s, cached=False)
+                        break
+                    except KafkaException as error:
+                        # librdkafka's metadata may lack the partition or its leader for a moment (a refresh
+                        # under way): "Local: Unknown partition". Asked again until the reader's timeout.
+                        if not passing(error) or time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.1)
+        return found
 
     def end_offsets(self, partitions: Iterable[int]) -> dict[int, int]:
         # read_committed: the high end is the last stable offset, as kafka-python's end_offsets gives it.
