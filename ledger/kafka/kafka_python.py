@@ -40,6 +40,8 @@ from caseledger.ledger.settings import MAX_RECORD_BYTES, KafkaSettings
 if logging.getLogger("kafka").level == logging.NOTSET:
     logging.getLogger("kafka").setLevel(logging.INFO)
 
+log = logging.getLogger("caseledger.kafka")
+
 
 def kafka_errors(what: What, advice: str = "", *, raises: type[BackendError] = BackendError) -> ErrorMapping:
     """``with kafka_errors(what):`` turns kafka-python's errors into BackendError (or ``raises``, one of its kinds)."""
@@ -81,6 +83,14 @@ def key_partitioner() -> KeyPartitioner:
     return KeyPartitioner()
 
 
+CLOSE_TIMEOUT_MS = 10_000  # a member leaving its group, or a stuck one, never holds its service's stop longer
+
+
+def rejoin_after_s(session_timeout_ms: int) -> float:
+    """How long a kafka-python member may wait for its group's assignment before it is taken for stuck."""
+    return 2 * session_timeout_ms / 1000 + 10
+
+
 class KafkaPythonPartitionReader(Closing):
     """The reader port on a ``KafkaConsumer``: assigned partitions and no group, or a member of the group.
 
@@ -113,6 +123,8 @@ class KafkaPythonPartitionReader(Closing):
         self._reading = kafka_errors(f"reading {topic}", advice)
         self._consumer: Any = None
         self._tps: dict[int, Any] = {}
+        self._membership: tuple[OnAssign, OnRevoke, int] | None = None  # what subscribe was given
+        self._waiting_since: float | None = None  # a member waiting for the group's assignment since
 
     def _client(self) -> Any:
         if self._consumer is None:
@@ -141,7 +153,13 @@ class KafkaPythonPartitionReader(Closing):
                     consumer.seek_to_beginning(self._tps[partition])
 
     def subscribe(self, on_assign: OnAssign, on_revoke: OnRevoke, *, session_timeout_ms: int) -> None:
-        self.close()  # the group's settings are the consumer's: a new one
+        self._membership = (on_assign, on_revoke, session_timeout_ms)
+        self._join()
+
+    def _join(self) -> None:
+        """A new consumer in the group (the group's settings are the consumer's), waiting for its first assignment."""
+        on_assign, on_revoke, session_timeout_ms = self._membership  # type: ignore[misc]
+        self.close()
         self._options.update({"group_id": self._group, "session_timeout_ms": session_timeout_ms,
                               "heartbeat_interval_ms": max(100, session_timeout_ms // 3)})
         consumer = self._client()
@@ -149,6 +167,7 @@ class KafkaPythonPartitionReader(Closing):
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             def on_partitions_revoked(self, revoked: Any) -> None:
+                reader._waiting_since = time.monotonic()  # a rebalance began: an assignment must follow
                 numbers = [tp.partition for tp in revoked if tp.topic == topic]
                 for partition in numbers:
                     reader._tps.pop(partition, None)
@@ -164,14 +183,35 @@ class KafkaPythonPartitionReader(Closing):
                         consumer.seek(tp, positions[partition])
                     else:
                         consumer.seek_to_beginning(tp)
+                reader._waiting_since = None  # even an empty share ends the rebalance
 
         with self._opening:
             consumer.subscribe([topic], listener=Listener())
+        self._waiting_since = time.monotonic()
+
+    def _unstick(self) -> None:
+        """Join again with a new consumer if this one has waited too long for the group's answer.
+
+        kafka-python 3.0 can leave a member in a join that never ends: CI runs saw a member lead an
+        assignment, then never send or never hear its SyncGroup; its heartbeats stay off while it
+        joins, the group drops it, and it never asks again. A rebalance waits at most for the
+        members' session timeout (a member that stopped answering is dropped then), so a member
+        with no answer after twice that, plus slack, is stuck: a new consumer joins in its place.
+        """
+        if self._waiting_since is None or self._membership is None:
+            return
+        waited = time.monotonic() - self._waiting_since
+        if waited < rejoin_after_s(self._membership[2]):
+            return
+        log.warning("the %s group's member has had no assignment for %.0f s (kafka-python); joining again with a "
+                    "new consumer", self._group, waited)
+        self._join()
 
     def assigned(self) -> set[int]:
         return set(self._tps)
 
     def fetch(self, max_records: int, timeout_s: float, build: Build[T]) -> list[T]:
+        self._unstick()
         consumer = self._client()
         with self._reading:
             polled = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
@@ -203,9 +243,10 @@ class KafkaPythonPartitionReader(Closing):
 
     def close(self) -> None:
         if self._consumer is not None:
-            self._consumer.close()
+            self._consumer.close(timeout_ms=CLOSE_TIMEOUT_MS)
             self._consumer = None
             self._tps = {}
+            self._waiting_since = None
 
 
 class KafkaPythonTransactionalWriter(Closing):
