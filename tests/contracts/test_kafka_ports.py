@@ -233,6 +233,40 @@ class TestGroupMember:
             assert len(again) == 28 and sorted(handed) == [0, 1, 2]
 
 
+    def test_a_kafka_python_member_whose_join_hangs_is_replaced_and_gets_the_partitions(
+        self, kafka: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """kafka-python 3.0.12 can hang in a join (seen in CI); here its first join never ends, as it did there."""
+        from kafka.coordinator.base import BaseCoordinator
+
+        import caseledger.ledger.kafka.kafka_python as module
+
+        joins = []
+        original = BaseCoordinator._do_join_and_sync_async
+
+        async def hanging_first(coordinator: BaseCoordinator) -> bytes:
+            joins.append(coordinator.group_id)
+            if len(joins) == 1:
+                await coordinator._manager._net.sleep(3600)  # the answer never comes
+            return await original(coordinator)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(BaseCoordinator, "_do_join_and_sync_async", hanging_first)
+        monkeypatch.setattr(module, "rejoin_after_s", lambda session_timeout_ms: 3.0)
+        with KafkaClient("kafka-python", "producer").open_acknowledged_producer(kafka, timeout_s=30) as producer:
+            stored = producer.send_all(kafka.events_topic, records(12))
+        handed: list[int] = []
+        with KafkaClient("kafka-python", "consumer").open_reader(kafka, topic=kafka.events_topic, group="hang-test",
+                                                                  fetch_wait_ms=50) as member:
+            member.subscribe(lambda parts: (handed.extend(parts), dict.fromkeys(parts, 0))[1], lambda parts: None,
+                             session_timeout_ms=6000)
+            got: list[ReadRecord] = []
+            deadline = time.monotonic() + 60
+            while len(got) < len(stored) and time.monotonic() < deadline:
+                got += member.fetch(500, 0.2, ReadRecord)
+        assert len(joins) >= 2 and sorted(handed) == [0, 1, 2]
+        assert {(r.partition, r.offset) for r in got} == set(stored)
+
+
 class TestClientChoice:
     def test_an_unknown_client_is_refused_with_the_known_ones(self) -> None:
         with pytest.raises(ConfigurationError, match=r"Kafka producer 'java': use one of kafka-python, confluent"):
