@@ -94,9 +94,9 @@ def rejoin_after_s(session_timeout_ms: int) -> float:
 class KafkaPythonPartitionReader(Closing):
     """The reader port on a ``KafkaConsumer``: assigned partitions and no group, or a member of the group.
 
-    kafka-python has no cooperative rebalancing: a group member's rebalance is eager (every member's
-    partitions revoked, then the new shares assigned), and never committed to: each partition is
-    sought to the position the caller gives.
+    A group member rebalances eagerly (every member's partitions revoked, then the new shares
+    assigned; kafka-python's cooperative protocol is new in 3.0 and not used here), and never commits
+    to the group: each partition is sought to the position the caller gives.
     """
 
     def __init__(
@@ -106,7 +106,7 @@ class KafkaPythonPartitionReader(Closing):
     ) -> None:
         self.topic = topic
         # Joined only by subscribe. Not the group confluent-kafka's readers join: a group's members must share a
-        # rebalance protocol, and kafka-python has only the eager one (members on both clients form two groups).
+        # rebalance protocol, and these members use the eager one (members on both clients form two groups).
         self._group = f"caseledger-{group}-{topic}.eager"
         self._settings = settings
         self._options: dict[str, Any] = {

@@ -100,9 +100,9 @@ class PartitionReader(Port, Protocol):
         """Join the reader's consumer group for the topic: from now on the group hands out the partitions.
 
         The callbacks run inside ``fetch`` (never while the caller applies a batch). confluent-kafka rebalances
-        cooperatively (``cooperative-sticky``: only the partitions that move are revoked); kafka-python, which
-        has no cooperative protocol, eagerly (every partition revoked, then the new share assigned). A member
-        that stops heartbeating for ``session_timeout_ms`` (killed) loses its partitions to the others.
+        cooperatively (``cooperative-sticky``: only the partitions that move are revoked); the kafka-python
+        reader eagerly (every partition revoked, then the new share assigned). A member that stops
+        heartbeating for ``session_timeout_ms`` (killed) loses its partitions to the others.
         """
         ...
 
