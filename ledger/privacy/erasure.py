@@ -9,6 +9,7 @@ it was sealed with keys that no longer exist (:mod:`caseledger.ledger.privacy.se
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from uuid import UUID
 
 from caseledger.ledger.core import LedgerCore
 from caseledger.ledger.db_errors import translate_errors
-from caseledger.ledger.domain.directory import Customer
+from caseledger.ledger.domain.directory import Customer, case_id_for
 from caseledger.ledger.domain.personal import ERASED
 from caseledger.ledger.domain.values import SYSTEM, Actor, Channel, ContactDraft, Identity
 from caseledger.ledger.errors import NotFound, RuleViolation, SchemaError, ValidationError
@@ -28,6 +29,8 @@ from caseledger.ledger.privacy.pseudonyms import Pseudonyms
 from caseledger.ledger.privacy.sealing import UNREADABLE
 
 __all__ = ["PENDING", "Erasure", "ErasureReport", "checked_reason", "identity_values"]
+
+log = logging.getLogger("caseledger.ledger")
 
 MAX_REASON = 200
 _PHONE = re.compile(r"\+\d|\d(?:[ .]?\d){8,}")  # an international number, or 9 digits or more in a run
@@ -120,8 +123,23 @@ class Erasure:
             self._unlink(customer_id, named=who)
         with translate_errors(self.core.settings.store.describe()):
             self.core.data_keys.destroy(live)
+        self._drop_case_snapshots(customer.cases)
         self.core.forget_customers({Customer.id_for(customer_id)})  # other ledgers learn it before their next batch
         return ErasureReport(customer_id=customer_id, erased_at=now, key_ids=sorted(set(live) | set(new)))
+
+    def _drop_case_snapshots(self, references: Iterable[str]) -> None:
+        """Delete the snapshots kept of the customer's cases. Sealed under the keys just destroyed, they can no
+        longer open; they go all the same, so no row of hers is left beside the events. Never the erasure's
+        failure: the keys are gone already (a row left is unreadable, and the next erasure deletes it)."""
+        case_ids = [case_id_for(reference) for reference in references]
+        if not case_ids:
+            return
+        try:
+            with translate_errors(self.core.settings.store.describe()):
+                self.core.storage.case_snapshots().delete_snapshots(case_ids)
+        except Exception as error:  # logged without the customer: the number of cases and the error type
+            log.warning("the snapshots of %d erased cases were not deleted (%s); they cannot be opened",
+                        len(case_ids), type(error).__name__)
 
     def _unlink(self, customer_id: str, *, named: str) -> None:
         """Delete the lookup secrets of the customer's identities and channel messages (docs/privacy.md).

@@ -168,6 +168,52 @@ def test_an_erasure_by_another_process_is_in_force_at_the_next_case_show(
     assert decoded == [_replay(reader, out.reference).version]  # the snapshot did not open: the case was replayed
 
 
+def test_an_erasure_deletes_the_snapshots_of_her_cases_and_keeps_the_others(
+    two: tuple[CaseLedger, CaseLedger, Path], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Sealed under her destroyed keys, her cases' snapshots could no longer open: they go all the same, so no row
+    of hers is left beside the events. Another customer's snapshot stays. Before, the rows stayed for good."""
+    from caseledger.ledger.domain.values import Identity
+
+    agent, reader, database = two
+    out = agent.record_contact(jane_contact("m-1"))
+    follow_ups(agent, out.reference, 10)
+    other = agent.record_contact(jane_contact("o-1", identity=Identity.parse("email:someone.else@example.com")))
+    for i in range(10):
+        agent.record_contact(jane_contact(f"o-f-{i}", identity=Identity.parse("email:someone.else@example.com"),
+                                          case_reference=other.reference))
+    reader.case_record(out.reference)
+    reader.case_record(other.reference)
+    assert len(rows(database)) == 2
+    agent.erase_customer(out.customer_id, reason="art. 17 request", actor=AGENT)
+    assert [str(row[0]) for row in rows(database)] == [str(_replay(reader, other.reference).id)]
+    _assert_erased(reader.case_record(out.reference))
+    assert reader.case_record(other.reference)["subject"] == SUBJECT
+    assert len(rows(database)) == 1  # a case erased whole is not replayed long: no snapshot of it comes back
+    assert "snapshots" not in caplog.text
+
+
+def test_snapshots_that_cannot_be_deleted_never_fail_the_erasure(
+    two: tuple[CaseLedger, CaseLedger, Path], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from caseledger.ledger.errors import BackendError
+
+    agent, reader, database = two
+    out = agent.record_contact(jane_contact("m-1"))
+    follow_ups(agent, out.reference, 10)
+    reader.case_record(out.reference)
+
+    def failing(case_ids: list[Any]) -> int:
+        raise BackendError("database is locked")
+
+    monkeypatch.setattr(agent.storage.case_snapshots(), "delete_snapshots", failing)
+    report = agent.erase_customer(out.customer_id, reason="art. 17 request", actor=AGENT)
+    assert report.key_ids and len(rows(database)) == 1  # erased all the same; the row left cannot open
+    assert "the snapshots of 1 erased cases were not deleted (BackendError)" in caplog.text
+    assert out.customer_id not in caplog.text and out.reference not in caplog.text
+    _assert_erased(reader.case_record(out.reference))
+
+
 def test_a_key_destroyed_without_any_event_makes_the_snapshot_unreadable(
     two: tuple[CaseLedger, CaseLedger, Path],
 ) -> None:
