@@ -108,6 +108,7 @@ class Erasure:
             recorded = set(customer.erased_keys)
             new = [k for k in live if k not in recorded]
             if not live and recorded:
+                self._drop_case_snapshots(customer.cases)  # any left by an erasure that could not delete them
                 self.core.forget_customers({customer.id})  # erased elsewhere: this ledger forgets too, at once
                 return ErasureReport(customer_id=customer_id, erased_at=now, already_erased=True)
             if new or not live:  # not live and never erased: history from before keys; the request is recorded
