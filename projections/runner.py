@@ -170,9 +170,16 @@ class ProjectionRunner:
         for running in self.running:
             type(running.projection).check()
         self.views.ensure_runner_tables()
-        existing = self.views.table_names()
         now = datetime.now(UTC)
         with self.views.transaction() as tx:
+            existing = self.views.table_names()
+            wanted = {physical_name(t.name, self.slot) for r in self.running for t in r.projection.tables}
+            if not wanted <= existing:
+                # Runners started together create the tables one at a time; listed again once the one before
+                # committed its own. Listed only before, a projection another runner had just made and recorded
+                # looked recorded with its tables gone.
+                tx.lock_schema()
+                existing = self.views.table_names()
             for running in self.running:
                 projection = running.projection
                 state = tx.select_row(STATE, STATE.name, (projection.name, self.slot))
