@@ -99,7 +99,10 @@ class _StateUnpickler(pickle.Unpickler):
     """Builds only what a case's state is made of: no other class, no function, whatever the bytes ask.
 
     The bytes were authenticated (AES-GCM under the customer's keys) before they get here; this is the
-    second wall: a pickle naming anything else is refused, never imported or called.
+    second wall: a pickle naming anything else is refused, never imported or called. A pickle that would
+    set the attributes of one of these classes (BUILD on the class object) fails on the class's own
+    ``__setstate__`` (:class:`~caseledger.ledger.domain.case_parts.Restored`, ``Erased``, ``UUID``); the
+    others are immutable built-in types.
     """
 
     def find_class(self, module: str, name: str) -> Any:

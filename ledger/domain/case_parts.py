@@ -54,8 +54,23 @@ def check_ledger_action(action: str, params: dict[str, str]) -> None:
         raise ValidationError(f"change_status to {params['to']!r}: use one of {', '.join(Status.ACTIVE)}")
 
 
+class Restored:
+    """A part whose pickled state is restored by its own ``__setstate__``, as pickle would restore it.
+
+    Defined on the class, it stands in the way of a pickle that would set the class's own attributes
+    (BUILD applied to the class object, not to an instance: it then calls this with no instance and
+    fails). A case's snapshot is read back by an unpickler that builds these parts
+    (:mod:`~caseledger.ledger.case_snapshots`): authenticated bytes, and this wall behind them.
+    """
+
+    __slots__ = ()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+
+
 @dataclass
-class ItemState:
+class ItemState(Restored):
     item_id: str
     text: str
     contact_id: str
@@ -65,7 +80,7 @@ class ItemState:
 
 
 @dataclass
-class ContactState:
+class ContactState(Restored):
     contact_id: str
     channel: str
     channel_message_id: str
@@ -78,7 +93,7 @@ class ContactState:
 
 
 @dataclass
-class PromiseState:
+class PromiseState(Restored):
     promise_id: str
     kind: str
     terms: str
@@ -91,7 +106,7 @@ class PromiseState:
 
 
 @dataclass
-class ProposalState:
+class ProposalState(Restored):
     proposal_id: str
     rule_id: str
     action: str
@@ -102,7 +117,7 @@ class ProposalState:
 
 
 @dataclass(frozen=True)
-class Handoff:
+class Handoff(Restored):
     """The last handoff of a case: who passed it to whom, when, and the note they left (the brief's top)."""
 
     handoff_id: str
@@ -115,7 +130,7 @@ class Handoff:
 
 
 @dataclass
-class MessageState:
+class MessageState(Restored):
     """An outbound message (acknowledgement, response, confirmation, notice) or an inbound contact."""
 
     message_id: str

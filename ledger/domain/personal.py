@@ -44,6 +44,11 @@ class Erased(str):
     def __reduce__(self) -> tuple[type[Erased], tuple[()]]:
         return (Erased, ())
 
+    def __setstate__(self, state: object) -> None:
+        """Never called on the marker (it is rebuilt by :meth:`__reduce__`, with no state); defined so that a pickle
+        that would set the class's own attributes (BUILD on the class object) fails instead."""
+        raise TypeError("the erased marker has no state")
+
 
 ERASED: Final = Erased()
 """What a reader sees where a customer's personal data was, once their keys are destroyed."""

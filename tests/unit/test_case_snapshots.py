@@ -390,6 +390,29 @@ def test_a_snapshot_that_would_call_anything_is_refused_before_it_runs(tmp_path:
     assert decode_state(b"\x80\x05garbage", case_id, 1) is None
 
 
+def test_a_snapshot_that_would_set_a_class_s_own_attributes_is_refused_and_changes_nothing() -> None:
+    """Finding (review): the unpickler handed out the classes themselves, and pickle's BUILD applied to a class
+    object set its attributes for the whole process (``Erased()`` became a plain text). Each class the state is
+    built from now stands in the way: such a snapshot is refused, and no class changes."""
+    from uuid import uuid4
+
+    from caseledger.ledger.domain.personal import Erased
+
+    def build_on_class(module: str, name: str, attributes: dict[str, Any]) -> bytes:
+        """GLOBAL module.name; (None, attributes); BUILD: the class object itself as the instance."""
+        items = b"".join(b"X" + len(k).to_bytes(4, "little") + k.encode() + b"X" + len(str(v)).to_bytes(4, "little")
+                         + str(v).encode() + b"s" for k, v in attributes.items())
+        return b"\x80\x02c" + f"{module}\n{name}\n".encode() + b"N}" + items + b"\x86b."
+
+    case_id = uuid4()
+    for (module, name), cls in case_snapshots._ALLOWED.items():
+        before = dict(vars(cls))
+        data = build_on_class(module, name, {"zzz_planted": "1", "_instance": "hello"})
+        assert decode_state(data, case_id, 1) is None
+        assert dict(vars(cls)) == before, f"{name} was changed"
+    assert Erased() is ERASED
+
+
 def test_case_show_on_a_damaged_snapshot_exits_as_a_case_show(two: tuple[CaseLedger, CaseLedger, Path]) -> None:
     """The CLI's path: no traceback, no error for a snapshot that does not open."""
     agent, reader, database = two
