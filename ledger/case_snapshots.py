@@ -40,10 +40,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import StoredEvent
 
-from caseledger.ledger.avro.codec import event_hash
+from caseledger.ledger.avro import codec
+from caseledger.ledger.avro.codec import event_hash, history_files, schema_files
 from caseledger.ledger.core import LedgerCore, replay
 from caseledger.ledger.domain import case as case_module
-from caseledger.ledger.domain import case_events, case_parts, events
+from caseledger.ledger.domain import case_events, case_parts, events, personal, values
 from caseledger.ledger.domain.case import Case
 from caseledger.ledger.domain.case_parts import (
     ContactState,
@@ -77,8 +78,12 @@ def snapshot_format() -> str:
     snapshot kept or read, where that code's source cannot be read (an install without its ``.py`` files)."""
     digest = hashlib.sha256()
     try:
-        for module in (events, case_events, case_parts, case_module):
-            digest.update(inspect.getsource(module).encode())
+        # The case and its events, what opens their personal fields, the values they hold, how stored bytes
+        # become events (the codec and every schema, old versions too) and the replay itself.
+        for source in (events, case_events, case_parts, case_module, personal, values, codec, replay):
+            digest.update(inspect.getsource(source).encode())
+        for name, text in (*schema_files(), *history_files()):
+            digest.update(name.encode() + b"\0" + text.encode())
     except (OSError, TypeError):
         return ""
     return f"{_ENCODING}:{digest.hexdigest()[:16]}"

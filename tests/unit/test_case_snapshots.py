@@ -315,6 +315,31 @@ def _tamper(database: Path, statement: str, params: tuple[Any, ...] = ()) -> Non
         conn.execute(statement, params)
 
 
+def test_a_release_that_changes_how_a_case_is_decoded_or_opened_names_another_format(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finding (review): the format named the case's own modules only; a release changing a schema (or an old
+    version's defaults), the codec or what opens personal fields read the snapshots an earlier one kept."""
+    from caseledger.ledger.avro import codec
+
+    def changed(files: Any, name: str) -> Any:
+        return lambda: [(f, t + " ") if f == name else (f, t) for f, t in files()]
+
+    this = case_snapshots.snapshot_format()
+    schema, = [f for f, _ in codec.schema_files() if f.startswith("CaseOpened")]
+    try:
+        for patched in ({"schema_files": changed(codec.schema_files, schema)},
+                        {"history_files": lambda: [*codec.history_files(), ("Old.v0.avsc", "{}")]}):
+            with monkeypatch.context() as patch:
+                for name, files in patched.items():
+                    patch.setattr(case_snapshots, name, files)
+                case_snapshots.snapshot_format.cache_clear()
+                assert case_snapshots.snapshot_format() not in ("", this)
+    finally:
+        case_snapshots.snapshot_format.cache_clear()
+    assert case_snapshots.snapshot_format() == this
+
+
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated", "other format", "other keys", "empty"])
 def test_a_corrupt_or_foreign_snapshot_is_ignored_and_the_case_replayed(
     two: tuple[CaseLedger, CaseLedger, Path], damage: str,
