@@ -220,7 +220,7 @@ class CaseSnapshots:
                 return case
         except (InvalidTag, ConfigurationError, ValueError):
             pass
-        log.warning("case snapshot %s (version %d) is unreadable: the case is replayed", row.case_id, row.version)
+        log.warning("a case snapshot (version %d) is unreadable: the case is replayed", row.version)
         return None
 
     def _keep(self, table: CaseSnapshotStore, case: Case, key_ids: set[str]) -> None:
@@ -240,9 +240,13 @@ class CaseSnapshots:
             for key_id, cipher in ciphers:
                 nonce = os.urandom(_NONCE)
                 data = nonce + cipher.encrypt(nonce, data, _aad(case.id, case.version, form, ordered, key_id))
+            sealed_by = tuple(k for k, _ in ciphers)
             table.save_snapshot(CaseSnapshotRow(
-                case_id=case.id, version=case.version, format=form, sealed_by=tuple(k for k, _ in ciphers),
-                key_ids=ordered, sealed=data,
+                case_id=case.id, version=case.version, format=form, sealed_by=sealed_by, key_ids=ordered, sealed=data,
             ))
+            # Destroyed meanwhile by another process (its erasure deleted her snapshots before this one was saved):
+            # this one never opens, and goes too. An erasure after the save finds and deletes it itself.
+            if any(row.wrapped is None for row in keys.table.by_ids(sealed_by)):
+                table.delete_snapshots([case.id])
         except Exception as error:  # a snapshot is an optimisation: never the read's failure
-            log.warning("case snapshot %s not kept (%s)", case.id, type(error).__name__)
+            log.warning("a case snapshot was not kept (%s)", type(error).__name__)  # no case id: it names the case

@@ -32,11 +32,12 @@ class CaseSnapshotTable:
         self._created = False
         columns = "case_id, version, format, sealed_by, key_ids, sealed"
         self.select_statement = f"SELECT {columns} FROM {t} WHERE case_id = {p}"
-        # A later version only: two readers taking the same case at once keep the furthest.
+        # The same version or a later one: two readers taking the same case at once keep the furthest, and a row
+        # that did not open (damaged, or sealed under a key destroyed since) is replaced by the replay that followed.
         self.upsert_statement = (
             f"INSERT INTO {t} ({columns}) VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (case_id) DO UPDATE SET "
             "version = excluded.version, format = excluded.format, sealed_by = excluded.sealed_by, "
-            f"key_ids = excluded.key_ids, sealed = excluded.sealed WHERE excluded.version > {t}.version "
+            f"key_ids = excluded.key_ids, sealed = excluded.sealed WHERE excluded.version >= {t}.version "
             f"OR excluded.format <> {t}.format")
         self.delete_statement = f"DELETE FROM {t} WHERE case_id IN " + "({})"
 
