@@ -194,9 +194,12 @@ class KafkaPythonPartitionReader(Closing):
 
         kafka-python 3.0 can leave a member in a join that never ends: CI runs saw a member lead an
         assignment, then never send or never hear its SyncGroup; its heartbeats stay off while it
-        joins, the group drops it, and it never asks again. A rebalance waits at most for the
-        members' session timeout (a member that stopped answering is dropped then), so a member
-        with no answer after twice that, plus slack, is stuck: a new consumer joins in its place.
+        joins, the group drops it, and it never asks again. A rebalance waits for a member that
+        stopped heartbeating up to its session timeout; for one still heartbeating but not
+        fetching, up to the poll interval (5 minutes), but the services fetch between batches. So a
+        member with no answer after twice the session timeout, plus slack, is taken for stuck and a
+        new consumer joins in its place: wrong at worst for a member stalled in a batch, where it
+        costs a needless rejoin, never a record (positions come from the caller).
         """
         if self._waiting_since is None or self._membership is None:
             return
