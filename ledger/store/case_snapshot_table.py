@@ -40,6 +40,7 @@ class CaseSnapshotTable:
             f"key_ids = excluded.key_ids, sealed = excluded.sealed WHERE excluded.version >= {t}.version "
             f"OR excluded.format <> {t}.format")
         self.delete_statement = f"DELETE FROM {t} WHERE case_id IN " + "({})"
+        self.exists_statement = f"SELECT 1 FROM {t} LIMIT 0"
 
     def select_snapshot(self, case_id: UUID) -> CaseSnapshotRow | None:
         try:
@@ -59,15 +60,27 @@ class CaseSnapshotTable:
                                                  ",".join(row.key_ids), row.sealed))
 
     def delete_snapshots(self, case_ids: list[UUID]) -> int:
-        if not self._created:
-            self.dialect.create(self.create_statements)
-            self._created = True
+        if not case_ids:
+            return 0
         deleted = 0
-        for i in range(0, len(case_ids), 200):
-            chunk = case_ids[i : i + 200]
-            statement = self.delete_statement.format(", ".join([self.dialect.placeholder] * len(chunk)))
-            deleted += self.dialect.run(statement, tuple(str(c) for c in chunk))
+        try:
+            for i in range(0, len(case_ids), 200):
+                chunk = case_ids[i : i + 200]
+                statement = self.delete_statement.format(", ".join([self.dialect.placeholder] * len(chunk)))
+                deleted += self.dialect.run(statement, tuple(str(c) for c in chunk))
+        except Exception:
+            if self._created or self._exists():
+                raise
+            return 0  # no snapshot was ever kept in this database: no table to make just to delete nothing
+        self._created = True
         return deleted
+
+    def _exists(self) -> bool:
+        try:
+            self.dialect.rows(self.exists_statement)
+        except Exception:
+            return False
+        return True
 
     @staticmethod
     def _row(r: tuple[Any, ...]) -> CaseSnapshotRow:

@@ -193,6 +193,22 @@ def test_an_erasure_deletes_the_snapshots_of_her_cases_and_keeps_the_others(
     assert "snapshots" not in caplog.text
 
 
+def test_an_erasure_where_no_snapshot_was_ever_kept_makes_no_table(two: tuple[CaseLedger, CaseLedger, Path]) -> None:
+    agent, reader, database = two
+    out = agent.record_contact(jane_contact("m-1"))
+    agent.erase_customer(out.customer_id, reason="art. 17 request", actor=AGENT)
+    with sqlite3.connect(database) as conn:
+        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (TABLE,)).fetchall()
+    from caseledger.ledger.domain.values import Identity
+
+    someone = Identity.parse("email:someone.else@example.com")  # the table comes with the first snapshot kept
+    other = agent.record_contact(jane_contact("o-1", identity=someone))
+    for i in range(10):
+        agent.record_contact(jane_contact(f"o-f-{i}", identity=someone, case_reference=other.reference))
+    reader.case_record(other.reference)
+    assert len(rows(database)) == 1
+
+
 def test_snapshots_that_cannot_be_deleted_never_fail_the_erasure(
     two: tuple[CaseLedger, CaseLedger, Path], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
