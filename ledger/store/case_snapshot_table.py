@@ -14,7 +14,9 @@ from uuid import UUID
 from caseledger.ledger.store.sql_dialects import SQLDialect
 from caseledger.ledger.store_ports import CaseSnapshotRow
 
-__all__ = ["CaseSnapshotTable"]
+__all__ = ["TABLE", "CaseSnapshotTable"]
+
+TABLE = "caseledger_case_snapshots"
 
 
 class CaseSnapshotTable:
@@ -23,7 +25,7 @@ class CaseSnapshotTable:
     def __init__(self, dialect: SQLDialect) -> None:
         self.dialect = d = dialect
         p, b = d.placeholder, d.blob
-        t = d.table("caseledger_case_snapshots")
+        t = d.table(TABLE)
         # Made by the first snapshot kept, not by the first read: a reader takes no write lock to find none.
         self.create_statements = [
             f"CREATE TABLE IF NOT EXISTS {t} (case_id TEXT PRIMARY KEY, version INTEGER NOT NULL, "
@@ -40,16 +42,13 @@ class CaseSnapshotTable:
             f"key_ids = excluded.key_ids, sealed = excluded.sealed WHERE excluded.version >= {t}.version "
             f"OR excluded.format <> {t}.format")
         self.delete_statement = f"DELETE FROM {t} WHERE case_id IN " + "({})"
-        self.exists_statement = f"SELECT 1 FROM {t} LIMIT 0"
 
     def select_snapshot(self, case_id: UUID) -> CaseSnapshotRow | None:
-        try:
-            rows = self.dialect.rows(self.select_statement, (str(case_id),))
-        except Exception:
-            if self._created:
-                raise
-            return None  # no snapshot was ever kept in this database: no table yet
-        self._created = True
+        if not self._created:
+            if not self.dialect.exists(TABLE):  # asked of the catalog: no failed SELECT in the server's log
+                return None  # no snapshot was ever kept in this database: no table yet
+            self._created = True
+        rows = self.dialect.rows(self.select_statement, (str(case_id),))
         return self._row(rows[0]) if rows else None
 
     def save_snapshot(self, row: CaseSnapshotRow) -> None:
@@ -62,25 +61,16 @@ class CaseSnapshotTable:
     def delete_snapshots(self, case_ids: list[UUID]) -> int:
         if not case_ids:
             return 0
+        if not self._created:
+            if not self.dialect.exists(TABLE):
+                return 0  # no snapshot was ever kept in this database: no table to make just to delete nothing
+            self._created = True
         deleted = 0
-        try:
-            for i in range(0, len(case_ids), 200):
-                chunk = case_ids[i : i + 200]
-                statement = self.delete_statement.format(", ".join([self.dialect.placeholder] * len(chunk)))
-                deleted += self.dialect.run(statement, tuple(str(c) for c in chunk))
-        except Exception:
-            if self._created or self._exists():
-                raise
-            return 0  # no snapshot was ever kept in this database: no table to make just to delete nothing
-        self._created = True
+        for i in range(0, len(case_ids), 200):
+            chunk = case_ids[i : i + 200]
+            statement = self.delete_statement.format(", ".join([self.dialect.placeholder] * len(chunk)))
+            deleted += self.dialect.run(statement, tuple(str(c) for c in chunk))
         return deleted
-
-    def _exists(self) -> bool:
-        try:
-            self.dialect.rows(self.exists_statement)
-        except Exception:
-            return False
-        return True
 
     @staticmethod
     def _row(r: tuple[Any, ...]) -> CaseSnapshotRow:

@@ -65,6 +65,10 @@ class SQLDialect:
             cursor.execute(statement, params)
             return int(cursor.rowcount)
 
+    def exists(self, name: str) -> bool:
+        """Whether the table ``name`` is in the ledger's database, asked of the catalog (no failed statement)."""
+        return bool(self.rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+
     def rows(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run one read; its rows as tuples."""
         with translate_errors(self.where), self.cursor(write=False) as cursor:
@@ -126,6 +130,10 @@ class PostgresDialect(SQLDialect):
 
     def at(self, value: datetime) -> Any:
         return value
+
+    def exists(self, name: str) -> bool:
+        """Whether the table is there, asked of the catalog (no failed statement in the server's log)."""
+        return self.rows("SELECT to_regclass(%s) IS NOT NULL", (self.table(name),))[0][0] is True
 
     @contextmanager
     def cursor(self, *, write: bool = True) -> Iterator[Any]:
