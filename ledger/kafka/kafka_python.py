@@ -208,6 +208,9 @@ class KafkaPythonPartitionReader(Closing):
             return
         log.warning("the %s group's member has had no assignment for %.0f s (kafka-python); joining again with a "
                     "new consumer", self._group, waited)
+        held = sorted(self._tps)  # none after an eager revocation; the caller is told all the same if any are
+        if held:
+            self._membership[1](held)
         self._join()
 
     def assigned(self) -> set[int]:

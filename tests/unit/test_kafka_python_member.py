@@ -109,3 +109,15 @@ def test_a_reader_of_assigned_partitions_is_never_rejoined(fake: type[FakeConsum
     time.sleep(0.06)
     reader.fetch(10, 0.0, lambda *a: a)
     assert len(fake.made) == 1
+
+
+def test_a_member_taken_for_stuck_tells_its_caller_of_the_partitions_it_still_held(fake: type[FakeConsumer]) -> None:
+    """Not seen with the eager protocol (a rebalance revokes every partition first), but the caller must never go on
+    believing it holds a partition another member may now have."""
+    revoked: list[list[int]] = []
+    reader = KafkaPythonPartitionReader(KafkaSettings(bootstrap_servers="127.0.0.1:9"), topic="events", group="g")
+    reader.subscribe(lambda parts: dict.fromkeys(parts, 0), revoked.append, session_timeout_ms=6000)
+    fake.made[0].listener.on_partitions_assigned({TopicPartition("events", 2), TopicPartition("events", 0)})
+    reader._waiting_since = time.monotonic() - 1  # as if a rebalance began and never ended, the partitions kept
+    reader.fetch(10, 0.0, lambda *a: a)
+    assert revoked == [[0, 2]] and len(fake.made) == 2 and reader.assigned() == set()
