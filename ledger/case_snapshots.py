@@ -28,7 +28,6 @@ import io
 import logging
 import os
 import pickle
-import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import cache
@@ -67,7 +66,6 @@ SNAPSHOT_AFTER = 16
 
 _ENCODING = "pickle5"
 _NONCE = 12
-_KEY_IDS = re.compile(rb"enc:1:([0-9a-f]{16}):")
 _ATTRIBUTES = frozenset(case_parts.CaseState.__annotations__) | {"_id", "_version", "_created_on", "_modified_on"}
 
 
@@ -191,9 +189,7 @@ class CaseSnapshots:
             stored = recorder.select_events(case_id)
             if not stored:
                 raise AggregateNotFoundError(case_id)
-        new_keys = {m.group(1).decode() for e in stored for m in _KEY_IDS.finditer(bytes(e.state))}
-        if new_keys:
-            self.core.data_keys.load(new_keys)
+        new_keys = self.core.preload_keys(bytes(e.state) for e in stored)
         to_event = self.core.mapper.to_domain_event
         case = replay(case, [to_event(e) for e in stored])
         if len(stored) > self.snapshot_after:

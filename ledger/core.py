@@ -204,11 +204,12 @@ class LedgerCore(Application[UUID]):
         finally:
             self.data_keys.forget()
 
-    def preload_keys(self, states: Iterable[bytes]) -> None:
-        """Load, in one query, every data key these stored events were sealed with."""
+    def preload_keys(self, states: Iterable[bytes]) -> set[str]:
+        """Load, in one query, every data key these stored events were sealed with; their ids."""
         wanted = {m.group(1).decode() for data in states for m in _SEALED_KEY_IDS.finditer(data)}
         if wanted:
             self.data_keys.load(wanted)
+        return wanted
 
     def rotate_kek(self, new: KeyEncryptionKey) -> int:
         """Rewrap every live data key with a new key-encryption key; how many were rewrapped."""

@@ -8,7 +8,9 @@ where those become :class:`~caseledger.ledger.errors.ConflictError` or
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError, ProgrammingError
@@ -39,6 +41,22 @@ def lost_schema_race(error: BaseException) -> bool:
             return True
         cause = cause.__cause__ or cause.__context__
     return False
+
+
+CREATE_ATTEMPTS = 5  # a lost creation race is retried; the winner's tables are there at the second
+
+
+def created_despite_races(create: Callable[[], None]) -> None:
+    """Run ``create`` (``CREATE … IF NOT EXISTS`` statements), again if another process creating the same tables
+    at the same moment made it fail (on PostgreSQL the loser's statement fails, the tables exist all the same)."""
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            create()
+            return
+        except Exception as error:
+            if attempt == CREATE_ATTEMPTS - 1 or not lost_schema_race(error):
+                raise
+            time.sleep(random.uniform(0.01, 0.05))
 
 
 # What a process that lost the race to create the tables sees on PostgreSQL, by SQLSTATE (the driver's own

@@ -43,11 +43,16 @@ class CaseSnapshotTable:
             f"OR excluded.format <> {t}.format")
         self.delete_statement = f"DELETE FROM {t} WHERE case_id IN " + "({})"
 
-    def select_snapshot(self, case_id: UUID) -> CaseSnapshotRow | None:
+    def _there(self) -> bool:
+        """Whether the table exists: made by the first snapshot kept, asked of the catalog until then (a SELECT on a
+        table not there fails, on PostgreSQL an ERROR line in the server's log)."""
         if not self._created:
-            if not self.dialect.exists(TABLE):  # asked of the catalog: no failed SELECT in the server's log
-                return None  # no snapshot was ever kept in this database: no table yet
-            self._created = True
+            self._created = self.dialect.exists(TABLE)
+        return self._created
+
+    def select_snapshot(self, case_id: UUID) -> CaseSnapshotRow | None:
+        if not self._there():
+            return None  # no snapshot was ever kept in this database
         rows = self.dialect.rows(self.select_statement, (str(case_id),))
         return self._row(rows[0]) if rows else None
 
@@ -59,12 +64,8 @@ class CaseSnapshotTable:
                                                  ",".join(row.key_ids), row.sealed))
 
     def delete_snapshots(self, case_ids: list[UUID]) -> int:
-        if not case_ids:
-            return 0
-        if not self._created:
-            if not self.dialect.exists(TABLE):
-                return 0  # no snapshot was ever kept in this database: no table to make just to delete nothing
-            self._created = True
+        if not case_ids or not self._there():
+            return 0  # no snapshot was ever kept in this database: no table to make just to delete nothing
         deleted = 0
         for i in range(0, len(case_ids), 200):
             chunk = case_ids[i : i + 200]

@@ -29,16 +29,13 @@ provider builds its own (``SQLiteStorage.merkle``, ``PostgresStorage.merkle``).
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from caseledger.ledger.db_errors import is_schema_race
+from caseledger.ledger.db_errors import created_despite_races
 from caseledger.ledger.errors import TreeMoved
-from caseledger.ledger.store.sql_dialects import CREATE_ATTEMPTS
 from caseledger.ledger.store_ports import MapRows, MerkleStore, StoredCheckpoint, Tile
 
 __all__ = ["PostgresMerkleStore", "SQLiteMerkleStore"]
@@ -253,17 +250,13 @@ class PostgresMerkleStore(MerkleStore):
             sql("INSERT INTO {} (id, size, last_position) VALUES (1, 0, 0) ON CONFLICT DO NOTHING").format(
                 self.map_state_table),
         ]
-        for attempt in range(CREATE_ATTEMPTS):
-            try:
-                with self._cursor(commit=True) as c:
-                    for statement in statements:
-                        c.execute(statement)
-                return
-            except Exception as error:  # another process creating the same tables
-                cause = error.__cause__ or error
-                if attempt == CREATE_ATTEMPTS - 1 or not (is_schema_race(cause) or is_schema_race(error)):
-                    raise
-                time.sleep(random.uniform(0.01, 0.05))
+
+        def run() -> None:
+            with self._cursor(commit=True) as c:
+                for statement in statements:
+                    c.execute(statement)
+
+        created_despite_races(run)  # another process creating the same tables at the same moment
 
     def state(self) -> tuple[int, int]:
         with self._cursor(commit=False) as c:

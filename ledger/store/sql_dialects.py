@@ -8,19 +8,14 @@ runs inside :func:`~caseledger.ledger.db_errors.translate_errors`.
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from caseledger.ledger.db_errors import lost_schema_race, translate_errors
-from caseledger.ledger.errors import BackendError, ConflictError
+from caseledger.ledger.db_errors import created_despite_races, translate_errors
 
 __all__ = ["PostgresDialect", "SQLDialect", "SQLiteDialect", "as_time"]
-
-CREATE_ATTEMPTS = 5  # a lost creation race is retried; the winner's tables are there at the second
 
 
 def as_time(value: Any) -> datetime | None:
@@ -76,22 +71,15 @@ class SQLDialect:
             return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in cursor.fetchall()]
 
     def create(self, statements: list[str]) -> None:
-        """Run these ``CREATE … IF NOT EXISTS`` statements in one transaction.
+        """Run these ``CREATE … IF NOT EXISTS`` statements in one transaction (again if another process creating
+        the same side table at the same moment made them fail: processes started together on a new database)."""
 
-        Processes started together on a new database each create a side table on its first use, and on
-        PostgreSQL the sessions that lose that race fail (a duplicate catalog row) although the table now
-        exists: the loser runs the statements again, which then find everything made.
-        """
-        for attempt in range(CREATE_ATTEMPTS):
-            try:
-                with translate_errors(self.where), self.cursor() as cursor:
-                    for statement in statements:
-                        cursor.execute(statement)
-                return
-            except (ConflictError, BackendError) as error:
-                if attempt == CREATE_ATTEMPTS - 1 or not lost_schema_race(error):
-                    raise
-                time.sleep(random.uniform(0.01, 0.05))
+        def run() -> None:
+            with translate_errors(self.where), self.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+
+        created_despite_races(run)
 
     def add_columns(self, table: str, columns: dict[str, str]) -> None:
         """Add the ``columns`` (name → type, nullable) a table made by an earlier release lacks."""
